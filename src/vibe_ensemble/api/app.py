@@ -1,0 +1,81 @@
+"""The app factory: one FastAPI app with MCP, REST, the live feeds and the ops endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from vibe_ensemble import __version__
+from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
+from vibe_ensemble.api.rest import errors
+from vibe_ensemble.api.rest.routes import router
+from vibe_ensemble.ops import metrics
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store import migrate
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+    servers = {p: build_mcp(runtime.services, settings, profile=p) for p in ("core", "full")}
+    mcp_apps = {
+        p: server.streamable_http_app(
+            streamable_http_path="/mcp",
+            stateless_http=True,
+            json_response=True,
+            transport_security=transport_security(settings),
+            host=settings.host,
+        )
+        for p, server in servers.items()
+    }
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for server in servers.values():
+                await stack.enter_async_context(server.session_manager.run())
+            runtime.start_duties()
+            try:
+                yield
+            finally:
+                await runtime.stop_duties()
+
+    app = FastAPI(
+        title="Vibe Ensemble",
+        version=__version__,
+        description="Coordination server for teams of AI coding agents.",
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.services = runtime.services
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(router)
+    endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
+    app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            current = await migrate.is_current(runtime.db)
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        if not current:
+            return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
+        return JSONResponse({"status": "ready", "database": runtime.db.dialect})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

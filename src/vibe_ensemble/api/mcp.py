@@ -1,0 +1,451 @@
+"""The agents' front door: MCP tools over Streamable HTTP (`/mcp`) and stdio.
+
+Every tool is a thin call into the service layer. The caller comes from the
+bearer token (checked by `MCPEndpoint` before the SDK sees the request) or, over
+stdio, from the token the process was started with.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, Priority
+from vibe_ensemble.domain.errors import Unauthenticated, VibeError
+from vibe_ensemble.domain.models import (
+    Agent,
+    ClosedIssue,
+    Comment,
+    HeartbeatResult,
+    Inbox,
+    Issue,
+    IssueDetail,
+    IssuePage,
+    Message,
+    Project,
+)
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services import Services
+from vibe_ensemble.services.issues import UNSET
+
+CALLER_KEY = "vibe.caller"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+INSTRUCTIONS = """\
+Vibe Ensemble coordinates a team of coding agents on one code base.
+Start with register_agent, then call heartbeat every few minutes: it tells you
+your unread mail, your assigned issues and the issues ready to claim. Claim an
+issue before working on it (claim_issue), comment as you learn, close it with a
+resolution. Mail teammates with send_message; read yours with fetch_inbox.
+"""
+
+# Shared parameter types, documented once.
+ProjectArg = Annotated[
+    str | None, Field(description="Project slug; omit to use the token's project or the server default.")
+]
+AgentArg = Annotated[
+    str | None,
+    Field(description="Act as this agent. Only for team tokens; an agent-bound token always acts as its agent."),
+]
+IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1)]
+
+
+def _caller_of(ctx: Context, fixed: Caller | None) -> Caller:
+    """The caller: the one authenticated for this HTTP request, else the stdio process's own."""
+    request = ctx.request_context.request
+    caller = None if request is None else getattr(request, "scope", {}).get(CALLER_KEY)
+    if caller is None:
+        caller = fixed
+    if not isinstance(caller, Caller):
+        raise ToolError("[unauthenticated] no credential: connect with a bearer token")
+    return caller
+
+
+def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn service errors into MCP tool errors an agent can read and act on."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except VibeError as exc:
+            detail = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
+            raise ToolError(f"[{exc.code}] {exc.message}{detail}") from exc
+
+    return wrapper
+
+
+def build_mcp(
+    services: Services,
+    settings: Settings,
+    *,
+    profile: Literal["core", "full"] = "core",
+    stdio_caller: Caller | None = None,
+) -> MCPServer:
+    """The MCP server with the tools of `profile`. Over stdio, every call acts as `stdio_caller`."""
+
+    def _caller(ctx: Context) -> Caller:
+        return _caller_of(ctx, stdio_caller)
+
+    mcp = MCPServer(
+        settings.server_name,
+        title="Vibe Ensemble",
+        instructions=INSTRUCTIONS,
+        version="0.1.0",
+        log_level="WARNING",
+    )
+    tool = mcp.tool
+
+    # --- agents -----------------------------------------------------------------
+    @tool()
+    @_tool_errors
+    async def register_agent(
+        ctx: Context,
+        role: Annotated[AgentRole, Field(description="coordinator plans and delegates; worker does issues.")] = (
+            AgentRole.WORKER
+        ),
+        name: Annotated[str | None, Field(description="Your name; omit for a memorable generated one.")] = None,
+        capabilities: Annotated[
+            list[str] | None, Field(description="What you are good at, e.g. ['python', 'frontend'].")
+        ] = None,
+        program: Annotated[str, Field(description="Your client, e.g. 'claude-code'.")] = "",
+        model: Annotated[str, Field(description="Your model, e.g. 'claude-sonnet'.")] = "",
+        description: Annotated[str, Field(description="One line on what you are here to do.")] = "",
+        project: ProjectArg = None,
+    ) -> Agent:
+        """Register yourself (or re-attach to your existing registration). Call this first."""
+        return await services.agents.register(
+            _caller(ctx),
+            project=project,
+            name=name,
+            role=role,
+            capabilities=capabilities,
+            program=program,
+            model=model,
+            description=description,
+        )
+
+    @tool()
+    @_tool_errors
+    async def heartbeat(
+        ctx: Context,
+        status: Annotated[AgentStatus | None, Field(description="idle, working or blocked.")] = None,
+        activity: Annotated[str | None, Field(description="What you are doing right now, in a line.")] = None,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> HeartbeatResult:
+        """Say you are alive; returns unread mail, your assigned issues, ready issues and expiring leases."""
+        return await services.agents.heartbeat(
+            _caller(ctx), project=project, agent=agent, status=status, activity=activity
+        )
+
+    @tool()
+    @_tool_errors
+    async def list_agents(
+        ctx: Context,
+        role: AgentRole | None = None,
+        status: AgentStatus | None = None,
+        include_retired: bool = False,
+        project: ProjectArg = None,
+    ) -> list[Agent]:
+        """Who is in the project, with role, status and last activity."""
+        return await services.agents.list(
+            _caller(ctx), project=project, role=role, status=status, include_retired=include_retired
+        )
+
+    # --- issues -----------------------------------------------------------------
+    @tool()
+    @_tool_errors
+    async def create_issue(
+        ctx: Context,
+        title: Annotated[str, Field(description="Short imperative summary (at most 200 characters).")],
+        body: Annotated[str, Field(description="Markdown: context, acceptance criteria.")] = "",
+        priority: Annotated[Priority, Field(description="p0 (urgent) to p3 (someday).")] = Priority.P2,
+        labels: list[str] | None = None,
+        depends_on: Annotated[list[int] | None, Field(description="Ids of issues that must finish first.")] = None,
+        parent: Annotated[int | None, Field(description="Id of the parent issue (epic).")] = None,
+        assignee: Annotated[str | None, Field(description="Agent to assign (coordinators).")] = None,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Issue:
+        """Create an issue (a unit of work)."""
+        return await services.issues.create(
+            _caller(ctx),
+            project=project,
+            agent=agent,
+            title=title,
+            body=body,
+            priority=priority,
+            labels=labels,
+            depends_on=depends_on,
+            parent=parent,
+            assignee=assignee,
+        )
+
+    @tool()
+    @_tool_errors
+    async def list_issues(
+        ctx: Context,
+        status: IssueStatus | None = None,
+        assignee: str | None = None,
+        label: str | None = None,
+        ready: Annotated[bool | None, Field(description="true: only issues ready to claim, best first.")] = None,
+        query: Annotated[str | None, Field(description="Text to find in title or body.")] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+        project: ProjectArg = None,
+    ) -> IssuePage:
+        """List issues, filtered and paginated."""
+        return await services.issues.list(
+            _caller(ctx),
+            project=project,
+            status=status,
+            assignee=assignee,
+            label=label,
+            ready=ready,
+            query=query,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @tool()
+    @_tool_errors
+    async def get_issue(ctx: Context, id: IssueId, project: ProjectArg = None) -> IssueDetail:
+        """One issue with its comments, dependencies and dependants."""
+        return await services.issues.get(_caller(ctx), id, project=project)
+
+    @tool()
+    @_tool_errors
+    async def update_issue(
+        ctx: Context,
+        id: IssueId,
+        title: str | None = None,
+        body: str | None = None,
+        status: IssueStatus | None = None,
+        priority: Priority | None = None,
+        labels: Annotated[list[str] | None, Field(description="Replaces the labels.")] = None,
+        depends_on: Annotated[list[int] | None, Field(description="Replaces the dependencies.")] = None,
+        assignee: Annotated[str | None, Field(description="Agent to assign; '' unassigns.")] = None,
+        expected_version: Annotated[
+            int | None, Field(description="Fail with a conflict unless the issue is still at this version.")
+        ] = None,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Issue:
+        """Change fields of an issue. Pass expected_version to avoid overwriting someone else's change."""
+        return await services.issues.update(
+            _caller(ctx),
+            id,
+            project=project,
+            agent=agent,
+            title=title,
+            body=body,
+            status=status,
+            priority=priority,
+            labels=labels,
+            depends_on=depends_on,
+            assignee=UNSET if assignee is None else (assignee or None),
+            expected_version=expected_version,
+        )
+
+    @tool()
+    @_tool_errors
+    async def claim_issue(
+        ctx: Context,
+        id: Annotated[int | None, Field(description="Issue to claim; omit to claim the best ready one.", ge=1)] = None,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Issue:
+        """Atomically assign an issue to yourself before working on it. Exactly one claimer wins."""
+        return await services.issues.claim(_caller(ctx), id, project=project, agent=agent)
+
+    @tool()
+    @_tool_errors
+    async def comment_issue(
+        ctx: Context,
+        id: IssueId,
+        body: Annotated[str, Field(description="Markdown comment: progress, findings, questions.")],
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Comment:
+        """Add a comment to an issue."""
+        return await services.issues.comment(_caller(ctx), id, body, project=project, agent=agent)
+
+    @tool()
+    @_tool_errors
+    async def close_issue(
+        ctx: Context,
+        id: IssueId,
+        resolution: Annotated[str, Field(description="What was done (or why not).")],
+        status: Annotated[
+            Literal["done", "closed"], Field(description="done: completed; closed: dropped.")
+        ] = "done",
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> ClosedIssue:
+        """Finish an issue. The result lists dependants that became ready."""
+        return await services.issues.close(
+            _caller(ctx), id, resolution, status=IssueStatus(status), project=project, agent=agent
+        )
+
+    # --- mail -------------------------------------------------------------------
+    @tool()
+    @_tool_errors
+    async def send_message(
+        ctx: Context,
+        subject: Annotated[str, Field(description="One line.")],
+        body: Annotated[str, Field(description="Markdown.")],
+        to: Annotated[list[str] | None, Field(description="Agent names.")] = None,
+        to_role: Annotated[AgentRole | None, Field(description="Every active agent of this role.")] = None,
+        broadcast: Annotated[bool, Field(description="Every active agent in the project.")] = False,
+        thread_id: Annotated[str | None, Field(description="Reply in this thread.")] = None,
+        importance: Importance = Importance.NORMAL,
+        ack_required: Annotated[bool, Field(description="Ask recipients to acknowledge.")] = False,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Message:
+        """Send mail to agents, a role, or everyone. Stored before this returns."""
+        return await services.messages.send(
+            _caller(ctx),
+            project=project,
+            agent=agent,
+            subject=subject,
+            body=body,
+            to=to,
+            to_role=to_role,
+            broadcast=broadcast,
+            thread_id=thread_id,
+            importance=importance,
+            ack_required=ack_required,
+        )
+
+    @tool()
+    @_tool_errors
+    async def fetch_inbox(
+        ctx: Context,
+        unread_only: bool = False,
+        since_id: Annotated[int, Field(ge=0, description="Only messages with a larger id.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Inbox:
+        """Your mail, oldest first (newest last). Does not mark anything read unless mark_read is true."""
+        return await services.messages.fetch_inbox(
+            _caller(ctx),
+            project=project,
+            agent=agent,
+            unread_only=unread_only,
+            since_id=since_id,
+            limit=limit,
+            mark_read=mark_read,
+        )
+
+    @tool()
+    @_tool_errors
+    async def mark_read(
+        ctx: Context, ids: list[int], agent: AgentArg = None, project: ProjectArg = None
+    ) -> list[int]:
+        """Mark messages in your inbox read."""
+        return await services.messages.mark_read(_caller(ctx), ids, project=project, agent=agent)
+
+    @tool()
+    @_tool_errors
+    async def acknowledge_messages(
+        ctx: Context, ids: list[int], agent: AgentArg = None, project: ProjectArg = None
+    ) -> list[int]:
+        """Acknowledge messages (for ack_required mail); also marks them read."""
+        return await services.messages.acknowledge(_caller(ctx), ids, project=project, agent=agent)
+
+    if profile == "full":
+        _add_admin_tools(mcp, services, _caller)
+    return mcp
+
+
+def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Context], Caller]) -> None:
+    @mcp.tool()
+    @_tool_errors
+    async def create_project(
+        ctx: Context,
+        slug: Annotated[str, Field(description="Lowercase id, e.g. 'web-app'.")],
+        name: str | None = None,
+        description: str = "",
+        repo: Annotated[str, Field(description="Repository path or URL.")] = "",
+    ) -> Project:
+        """Create a project (admin)."""
+        return await services.projects.create(_caller(ctx), slug=slug, name=name, description=description, repo=repo)
+
+    @mcp.tool()
+    @_tool_errors
+    async def list_projects(ctx: Context) -> list[Project]:
+        """The projects this token can see."""
+        return await services.projects.list(_caller(ctx))
+
+    @mcp.tool()
+    @_tool_errors
+    async def retire_agent(
+        ctx: Context, name: str, reason: str = "", project: ProjectArg = None
+    ) -> Agent:
+        """Retire an agent: offline, leases released, its in-progress issues reopened (coordinators)."""
+        return await services.agents.retire(_caller(ctx), name=name, project=project, reason=reason)
+
+
+class MCPEndpoint:
+    """`/mcp`: authenticate the bearer token, then hand the request to the profile's MCP app."""
+
+    def __init__(self, services: Services, apps: dict[str, ASGIApp], default_profile: str) -> None:
+        self.services = services
+        self.apps = apps
+        self.default_profile = default_profile
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = auth.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise Unauthenticated("missing bearer token")
+            caller = await self.services.tokens.authenticate(token.strip())
+        except Unauthenticated as exc:
+            await _json(send, 401, {"error": {"code": exc.code, "message": exc.message, "details": {}}},
+                        extra=[(b"www-authenticate", b'Bearer realm="vibe-ensemble"')])
+            return
+        scope[CALLER_KEY] = caller
+        app = self.apps.get(caller.tool_profile or self.default_profile, self.apps[self.default_profile])
+        await app(scope, receive, send)
+
+
+async def _json(send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                        *(extra or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection: localhost by default, the configured hosts and origins otherwise."""
+    if settings.allowed_hosts:
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+        )
+    return None

@@ -1,0 +1,34 @@
+"""Request dependencies: the authenticated caller and the services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import Unauthenticated
+from vibe_ensemble.services import Services
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer vibe_…`")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None:
+        raise Unauthenticated("missing bearer token")
+    caller = await get_services(request).tokens.authenticate(credentials.credentials)
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+ServicesDep = Annotated[Services, Depends(get_services)]

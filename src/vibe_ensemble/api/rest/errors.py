@@ -1,0 +1,52 @@
+"""Every REST error is JSON: {"error": {"code", "message", "details"}}, never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from vibe_ensemble.domain.errors import RateLimited, Unauthenticated, VibeError
+
+log = structlog.get_logger(__name__)
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(VibeError)
+    async def _vibe(_: Request, exc: VibeError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+        elif isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": 'Bearer realm="vibe-ensemble"'}
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e["loc"])), "rule": e["msg"]} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "rule": "invalid"}
+        message = f"{first['field']}: {first['rule']}"
+        return JSONResponse(error_body("invalid_input", message, {"errors": errors}), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return JSONResponse(error_body("internal", "internal server error"), 500)

@@ -1,0 +1,32 @@
+"""API tokens: random, recognisable, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+TOKEN_PREFIX = "vibe_"
+_DISPLAY = 12  # "vibe_" and the first characters: enough to recognise a token, useless to use it
+
+
+def generate() -> str:
+    """A new token: `vibe_` followed by 256 random bits, URL-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    """The stored form. Tokens carry 256 random bits, so one SHA-256 is enough (no salt, no stretching)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def display_prefix(token: str) -> str:
+    return token[:_DISPLAY]
+
+
+def same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def looks_like_token(value: str) -> bool:
+    return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 200

@@ -1,0 +1,263 @@
+"""`vibe-ensemble …`: serve, migrate, stdio MCP, and token management. Each command is a thin wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.ops.config import Settings, load_settings
+from vibe_ensemble.ops.logging import configure_logging
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store import migrate as migrations
+from vibe_ensemble.store.database import Database, DatabaseError
+
+app = typer.Typer(help="Vibe Ensemble: a coordination server for teams of AI coding agents.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+err = Console(stderr=True)
+out = Console()
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file (or VIBE_CONFIG).")]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="sqlite+aiosqlite:///path or postgresql+asyncpg://…")
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except Exception as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except (VibeError, DatabaseError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def client_config(settings: Settings, token: str) -> str:
+    """A ready-to-paste `.mcp.json` for Claude Code."""
+    snippet = {
+        "mcpServers": {
+            "vibe-ensemble": {
+                "type": "http",
+                "url": settings.mcp_url,
+                "headers": {"Authorization": f"Bearer {token}"},
+            }
+        }
+    }
+    return json.dumps(snippet, indent=2)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="Apply migrations before serving.")] = False,
+) -> None:
+    """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
+    import uvicorn
+
+    from vibe_ensemble.api.app import create_app
+
+    settings = _settings(config, database_url=database_url, host=host, port=port)
+    configure_logging(settings)
+    if settings.profile == "production" and settings.unsafe_reasons():
+        for reason in settings.unsafe_reasons():
+            err.print(f"[red]refusing to start in production:[/red] {reason}")
+        raise typer.Exit(2)
+
+    async def main() -> None:
+        runtime = Runtime(settings)
+        await runtime.start(apply_migrations=migrate)
+        try:
+            secret = await runtime.bootstrap_admin_token()
+            if secret is not None:
+                _print_first_start(settings, secret)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(runtime),
+                    host=settings.host,
+                    port=settings.port,
+                    log_level="warning",
+                    lifespan="on",
+                    proxy_headers=True,
+                )
+            )
+            err.print(f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  (MCP: {settings.mcp_url})")
+            await server.serve()
+        finally:
+            await runtime.stop()
+
+    _run(main)
+
+
+def _print_first_start(settings: Settings, secret: str) -> None:
+    print(
+        "\nFirst start: an admin token was created. It is shown this once; keep it safe.\n"
+        f"\n  token:   {secret}\n  MCP URL: {settings.mcp_url}\n"
+        "\nClaude Code (.mcp.json in your repository):\n"
+        f"{client_config(settings, secret)}\n"
+        "\nGive each agent its own token:\n"
+        f"  vibe-ensemble token create --role worker --project {settings.default_project} --agent NAME\n",
+        flush=True,
+    )
+
+
+@app.command()
+def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Apply the database migrations (SQLite or PostgreSQL)."""
+    settings = _settings(config, database_url=database_url)
+
+    async def main() -> str:
+        db = Database(settings.effective_database_url)
+        try:
+            await migrations.upgrade(db)
+            return db.safe_url()
+        finally:
+            await db.dispose()
+
+    url = _run(main)
+    err.print(f"migrated {url} to {migrations.head_revision()}")
+
+
+@app.command("mcp")
+def mcp_stdio(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    token: Annotated[str | None, typer.Option(help="API token (or VIBE_TOKEN).", envvar="VIBE_TOKEN")] = None,
+) -> None:
+    """Serve the MCP tools over stdio, acting with the given token.
+
+    On SQLite this process owns the database file, so no HTTP server may run on it
+    at the same time; on PostgreSQL any number may.
+    """
+    from vibe_ensemble.api.mcp import build_mcp
+
+    settings = _settings(config, database_url=database_url)
+    if not token:
+        err.print("[red]error:[/red] give --token or set VIBE_TOKEN")
+        raise typer.Exit(2)
+
+    async def main() -> None:
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            caller = await runtime.services.tokens.authenticate(token)
+            profile = "full" if (caller.tool_profile or settings.tool_profile) == "full" else "core"
+            server = build_mcp(runtime.services, settings, profile=profile, stdio_caller=caller)
+            await server.run_stdio_async()
+        finally:
+            await runtime.stop()
+
+    _run(main)
+
+
+def _admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
+    return Runtime(_settings(config, database_url=database_url))
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[TokenRole, typer.Option(help="admin, coordinator, worker or viewer.")],
+    project: Annotated[str | None, typer.Option(help="Scope the token to one project.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Bind the token to one agent (needs --project).")] = None,
+    label: Annotated[str, typer.Option(help="A note on who holds it.")] = "",
+    expires: Annotated[datetime | None, typer.Option(help="Expiry, ISO 8601 with a timezone.")] = None,
+    tool_profile: Annotated[str | None, typer.Option(help="core or full MCP tools for this token.")] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Create a token and print it once."""
+    runtime = _admin_runtime(config, database_url)
+
+    async def main() -> str:
+        await runtime.start(own=False)
+        try:
+            _, secret = await runtime.services.tokens.create(
+                SYSTEM,
+                role=role,
+                project=project,
+                agent=agent,
+                label=label,
+                expires_at=expires,
+                tool_profile=tool_profile,
+            )
+            return secret
+        finally:
+            await runtime.stop()
+
+    secret = _run(main)
+    print(secret)
+    if sys.stderr.isatty():
+        err.print("[dim]Shown once: store it now. Claude Code config:[/dim]")
+        print(client_config(runtime.settings, secret), file=sys.stderr)
+
+
+@token_app.command("list")
+def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """List tokens (never their secrets)."""
+    runtime = _admin_runtime(config, database_url)
+
+    async def main() -> list[Any]:
+        await runtime.start(own=False)
+        try:
+            return await runtime.services.tokens.list(SYSTEM)
+        finally:
+            await runtime.stop()
+
+    table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
+    for c in _run(main):
+        table.add_row(
+            str(c.id), c.prefix + "…", c.role.value, c.project or "*", c.agent or "", c.label,
+            f"{c.created_at:%Y-%m-%d %H:%M}",
+            f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
+            f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "",
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Revoke a token; it stops working at once."""
+    runtime = _admin_runtime(config, database_url)
+
+    async def main() -> None:
+        await runtime.start(own=False)
+        try:
+            await runtime.services.tokens.revoke(SYSTEM, token_id)
+        finally:
+            await runtime.stop()
+
+    _run(main)
+    err.print(f"revoked token {token_id}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

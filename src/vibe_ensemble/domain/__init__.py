@@ -1,0 +1,1 @@
+"""Models, enums, errors and pure rules. No I/O."""

@@ -1,0 +1,57 @@
+"""Who is calling: the authenticated credential, as the services see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
+from vibe_ensemble.domain.permissions import Op, allowed
+
+
+@dataclass(frozen=True)
+class Caller:
+    credential_id: int | None
+    role: TokenRole
+    project: str | None = None  # the token's project scope (a slug), None for all
+    agent: str | None = None  # the token's bound agent, None for a team token
+    label: str = ""
+    tool_profile: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.agent:
+            return self.agent
+        return f"token:{self.label or self.credential_id}"
+
+    def require(self, op: Op) -> None:
+        if not allowed(self.role, op):
+            raise PermissionDenied(
+                f"a {self.role.value} token may not do {op.value}", operation=op.value, role=self.role.value
+            )
+
+    def project_slug(self, requested: str | None, default: str) -> str:
+        """The project a call acts on: the token's scope wins; another one is refused."""
+        if self.project is not None:
+            if requested is not None and requested != self.project:
+                raise PermissionDenied(
+                    f"this token is scoped to project {self.project!r}", project=requested
+                )
+            return self.project
+        return requested or default
+
+    def acting_agent(self, requested: str | None) -> str:
+        """The agent a call acts as: the bound agent, or the `agent` argument of a team token."""
+        if self.agent is not None:
+            if requested is not None and requested != self.agent:
+                raise PermissionDenied(
+                    f"this token is bound to agent {self.agent!r} and cannot act as {requested!r}",
+                    agent=requested,
+                )
+            return self.agent
+        if not requested:
+            raise InvalidInput("agent", "required: this token is not bound to an agent, so name the agent")
+        return requested
+
+
+SYSTEM = Caller(credential_id=None, role=TokenRole.ADMIN, label="system")

@@ -1,0 +1,67 @@
+"""The closed vocabularies of the domain."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AgentRole(StrEnum):
+    COORDINATOR = "coordinator"
+    WORKER = "worker"
+    OBSERVER = "observer"
+
+
+class AgentStatus(StrEnum):
+    IDLE = "idle"
+    WORKING = "working"
+    BLOCKED = "blocked"
+    OFFLINE = "offline"
+
+
+class IssueStatus(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    REVIEW = "review"
+    DONE = "done"
+    CLOSED = "closed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (IssueStatus.DONE, IssueStatus.CLOSED)
+
+
+class Priority(StrEnum):
+    P0 = "p0"
+    P1 = "p1"
+    P2 = "p2"
+    P3 = "p3"
+
+
+class Importance(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class KnowledgeKind(StrEnum):
+    PATTERN = "pattern"
+    PRACTICE = "practice"
+    GUIDELINE = "guideline"
+    DECISION = "decision"
+    NOTE = "note"
+
+
+class TokenRole(StrEnum):
+    """The role of a credential; what it may do is in `domain.permissions`."""
+
+    ADMIN = "admin"
+    COORDINATOR = "coordinator"
+    WORKER = "worker"
+    VIEWER = "viewer"
+
+
+class ReserveMode(StrEnum):
+    ADVISORY = "advisory"
+    STRICT = "strict"

@@ -1,0 +1,68 @@
+"""Errors the service layer raises; each front door turns them into its own shape.
+
+Every error carries a stable `code`, a message a person or an agent can act on,
+and optional `details` (the field and the rule, the conflicting holder, …).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VibeError(Exception):
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(VibeError):
+    """Bad input: names the field and the rule it broke."""
+
+    code = "invalid_input"
+    http_status = 422
+
+    def __init__(self, field: str, rule: str, **details: Any) -> None:
+        super().__init__(f"{field}: {rule}", field=field, rule=rule, **details)
+        self.field = field
+        self.rule = rule
+
+
+class NotFound(VibeError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(VibeError):
+    code = "conflict"
+    http_status = 409
+
+
+class AlreadyClaimed(Conflict):
+    code = "already_claimed"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+
+class Unauthenticated(VibeError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class PermissionDenied(VibeError):
+    code = "permission_denied"
+    http_status = 403
+
+
+class RateLimited(VibeError):
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, retry_after_s=round(retry_after, 3))
+        self.retry_after = retry_after

@@ -1,0 +1,63 @@
+"""The permission matrix: which token role may perform which operation.
+
+This is the one place authorisation is decided. Every service method names its
+operation and calls `Caller.require`; every front door (MCP, REST, live feed,
+dashboard) goes through a service, so none can skip it. `docs/security.md`
+renders this table.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from vibe_ensemble.domain.enums import TokenRole
+
+
+class Op(StrEnum):
+    PROJECT_READ = "project.read"
+    PROJECT_ADMIN = "project.admin"
+    AGENT_READ = "agent.read"
+    AGENT_ACT = "agent.act"  # register, heartbeat: acting as an agent
+    AGENT_RETIRE = "agent.retire"
+    ISSUE_READ = "issue.read"
+    ISSUE_WRITE = "issue.write"  # create, update, comment, claim, close
+    ISSUE_ASSIGN_OTHERS = "issue.assign_others"
+    MESSAGE_READ = "message.read"  # one's own inbox
+    MESSAGE_SEND = "message.send"
+    RESERVATION_READ = "reservation.read"
+    RESERVATION_WRITE = "reservation.write"
+    KNOWLEDGE_READ = "knowledge.read"
+    KNOWLEDGE_WRITE = "knowledge.write"
+    EVENT_READ = "event.read"
+    TOKEN_ADMIN = "token.admin"
+    AUDIT_READ = "audit.read"
+
+
+_READ = {
+    Op.PROJECT_READ,
+    Op.AGENT_READ,
+    Op.ISSUE_READ,
+    Op.RESERVATION_READ,
+    Op.KNOWLEDGE_READ,
+    Op.EVENT_READ,
+}
+_WORK = _READ | {
+    Op.AGENT_ACT,
+    Op.ISSUE_WRITE,
+    Op.MESSAGE_READ,
+    Op.MESSAGE_SEND,
+    Op.RESERVATION_WRITE,
+    Op.KNOWLEDGE_WRITE,
+}
+_COORDINATE = _WORK | {Op.AGENT_RETIRE, Op.ISSUE_ASSIGN_OTHERS}
+
+PERMISSIONS: dict[TokenRole, frozenset[Op]] = {
+    TokenRole.VIEWER: frozenset(_READ),
+    TokenRole.WORKER: frozenset(_WORK),
+    TokenRole.COORDINATOR: frozenset(_COORDINATE),
+    TokenRole.ADMIN: frozenset(Op),
+}
+
+
+def allowed(role: TokenRole, op: Op) -> bool:
+    return op in PERMISSIONS[role]

@@ -1,0 +1,104 @@
+"""Pure rules of the domain: validation, names, the dependency graph."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+
+from vibe_ensemble.domain.errors import InvalidInput
+
+MAX_TITLE = 200
+MAX_BODY = 65_536
+MAX_NAME = 64
+MAX_LABELS = 32
+MAX_LABEL = 64
+MAX_LIST_LIMIT = 500
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
+    """Strip `value` and check it is non-empty (when required) and within `max_len` characters."""
+    stripped = value.strip()
+    if required and not stripped:
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > max_len:
+        raise InvalidInput(field, f"must be at most {max_len} characters (got {len(value)})")
+    if "\x00" in value:
+        raise InvalidInput(field, "must not contain NUL characters")
+    return stripped if required else value
+
+
+def name(field: str, value: str) -> str:
+    value = text(field, value, max_len=MAX_NAME)
+    if not _NAME.match(value):
+        raise InvalidInput(
+            field, "must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+        )
+    return value
+
+
+def slug(field: str, value: str) -> str:
+    value = text(field, value, max_len=MAX_NAME)
+    if not _SLUG.match(value):
+        raise InvalidInput(field, "must be lowercase letters, digits and '-', starting with a letter or digit")
+    return value
+
+
+def labels(field: str, values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        v = text(field, v, max_len=MAX_LABEL)
+        if v not in out:
+            out.append(v)
+    if len(out) > MAX_LABELS:
+        raise InvalidInput(field, f"at most {MAX_LABELS} entries")
+    return out
+
+
+def limit(field: str, value: int, *, maximum: int = MAX_LIST_LIMIT) -> int:
+    if value < 1 or value > maximum:
+        raise InvalidInput(field, f"must be between 1 and {maximum}")
+    return value
+
+
+def find_cycle(edges: Mapping[int, Iterable[int]], start: int, new_deps: Iterable[int]) -> list[int] | None:
+    """Return the cycle `start -> … -> start` that giving `start` the dependencies `new_deps` would close.
+
+    `edges[x]` are the issues x depends on (the graph before the change).
+    Returns the path as a list of ids beginning and ending with `start`, or None.
+    """
+    for dep in new_deps:
+        if dep == start:
+            return [start, start]
+        # depth-first search from dep back to start, remembering the path
+        stack: list[tuple[int, list[int]]] = [(dep, [start, dep])]
+        seen: set[int] = set()
+        while stack:
+            node, path = stack.pop()
+            if node == start:
+                return path
+            if node in seen:
+                continue
+            seen.add(node)
+            for nxt in edges.get(node, ()):
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+_ADJECTIVES = (
+    "amber", "bold", "brisk", "calm", "clever", "copper", "crimson", "deft", "eager", "fleet",
+    "gentle", "golden", "keen", "lucid", "merry", "nimble", "quiet", "rapid", "silver", "steady",
+    "swift", "tidy", "vivid", "witty",
+)
+_NOUNS = (
+    "badger", "crane", "falcon", "fox", "heron", "ibis", "lynx", "marten", "otter", "owl",
+    "panda", "puffin", "raven", "robin", "seal", "sparrow", "stoat", "swan", "tern", "wren",
+)
+
+
+def memorable_name() -> str:
+    """A name like `swift-otter-42` for an agent that did not choose one."""
+    return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(90) + 10}"

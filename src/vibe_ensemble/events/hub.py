@@ -1,0 +1,38 @@
+"""In-process fan-out of "new events were committed".
+
+The hub carries no event data: only the newest committed id. Whoever wakes up
+reads the events table (the truth) after its own last id, so a missed or
+coalesced wake-up costs latency, never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._latest = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def latest(self) -> int:
+        return self._latest
+
+    def publish(self, event_id: int) -> None:
+        """Note that events up to `event_id` are committed, and wake every waiter."""
+        if event_id > self._latest:
+            self._latest = event_id
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_beyond(self, event_id: int, timeout: float) -> bool:
+        """Wait until an event newer than `event_id` is published; False at the timeout."""
+        if self._latest > event_id:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return self._latest > event_id
+        return True

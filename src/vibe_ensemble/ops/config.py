@@ -1,0 +1,78 @@
+"""One `Settings` object: environment (`VIBE_…`), an optional TOML file, and profiles."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["development", "staging", "production"]
+
+DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIBE_", extra="forbid")
+
+    profile: Profile = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    default_project: str = "default"
+    public_url: str | None = None  # how clients reach us, for printed config snippets
+    server_name: str = "vibe-ensemble"
+    request_state_key: str = DEFAULT_STATE_KEY
+    tool_profile: Literal["core", "full"] = "core"
+    replicas: int = Field(1, ge=1)
+    auth_enabled: bool = True
+    log_level: str = "info"
+    log_json: bool = False
+    # presence: agents go offline after this many seconds without a heartbeat,
+    # and are retired after this many seconds of silence
+    offline_after_s: int = Field(120, ge=5)
+    retire_after_s: int = Field(7 * 24 * 3600, ge=60)
+    sweep_interval_s: float = Field(10.0, gt=0)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        return v.strip() if v else None
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'vibe.db'}"
+
+    @property
+    def mcp_url(self) -> str:
+        base = self.public_url or f"http://{self.host}:{self.port}"
+        return base.rstrip("/") + "/mcp"
+
+    def unsafe_reasons(self) -> list[str]:
+        """What makes these settings unfit for production (an empty list when they are fine)."""
+        reasons = []
+        if not self.auth_enabled:
+            reasons.append("auth is disabled: set VIBE_AUTH_ENABLED=true")
+        if self.request_state_key == DEFAULT_STATE_KEY or len(self.request_state_key) < 32:
+            reasons.append("VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret")
+        if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
+            reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
+        return reasons
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (lowest first) the TOML file, the environment, then explicit overrides."""
+    path = config_file or (Path(os.environ["VIBE_CONFIG"]) if os.environ.get("VIBE_CONFIG") else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        with path.open("rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = Settings().model_dump(exclude_unset=True)
+    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings(**merged)

@@ -1,0 +1,27 @@
+"""The service layer: one module per capability. Every front door calls these."""
+
+from __future__ import annotations
+
+from vibe_ensemble.services.agents import AgentService
+from vibe_ensemble.services.base import ServiceContext
+from vibe_ensemble.services.events import EventService
+from vibe_ensemble.services.issues import IssueService
+from vibe_ensemble.services.messages import MessageService
+from vibe_ensemble.services.projects import ProjectService
+from vibe_ensemble.services.tokens import TokenService
+
+
+class Services:
+    """All services over one context (database, event hub, clock)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.projects = ProjectService(ctx)
+        self.agents = AgentService(ctx)
+        self.issues = IssueService(ctx)
+        self.messages = MessageService(ctx)
+        self.events = EventService(ctx)
+        self.tokens = TokenService(ctx)
+
+
+__all__ = ["ServiceContext", "Services"]

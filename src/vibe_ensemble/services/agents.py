@@ -1,0 +1,233 @@
+"""Agents: registration, presence from heartbeats, retirement."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+from vibe_ensemble.domain import rules
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, TokenRole
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
+from vibe_ensemble.domain.models import Agent, HeartbeatResult
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.store import agents as store
+from vibe_ensemble.store import issues as issue_store
+from vibe_ensemble.store import messages as message_store
+from vibe_ensemble.store import reservations as reservation_store
+from vibe_ensemble.store.tables import agents, issues, message_recipients, messages
+
+EXPIRY_WARNING = timedelta(minutes=5)
+
+
+class AgentService(Service):
+    async def register(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        role: AgentRole = AgentRole.WORKER,
+        capabilities: list[str] | None = None,
+        program: str = "",
+        model: str = "",
+        description: str = "",
+    ) -> Agent:
+        """Register a new agent, or re-attach to an existing (even retired) one of that name."""
+        caller.require(Op.AGENT_ACT)
+        if caller.agent is not None:
+            name = caller.acting_agent(name)
+        name = rules.name("name", name) if name else rules.memorable_name()
+        if role == AgentRole.COORDINATOR and caller.role not in (TokenRole.COORDINATOR, TokenRole.ADMIN):
+            raise PermissionDenied("registering a coordinator needs a coordinator or admin token", role=role.value)
+        caps = rules.labels("capabilities", capabilities or [])
+        program = rules.text("program", program, max_len=200, required=False)
+        model = rules.text("model", model, max_len=200, required=False)
+        description = rules.text("description", description, max_len=rules.MAX_BODY, required=False)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            existing = await store.find(tx.conn, proj.id, name)
+            values = dict(
+                role=role.value,
+                capabilities=caps,
+                program=program,
+                model=model,
+                description=description,
+                status=AgentStatus.IDLE.value,
+                last_seen=tx.now,
+                retired_at=None,
+            )
+            if existing is None:
+                await tx.conn.execute(
+                    agents.insert().values(project_id=proj.id, name=name, registered_at=tx.now, **values)
+                )
+            else:
+                await tx.conn.execute(agents.update().where(agents.c.id == existing.id).values(**values))
+            agent = await store.get(tx.conn, proj.id, name)
+            tx.emit(
+                "agent.registered",
+                name,
+                proj.id,
+                agent=name,
+                role=role.value,
+                capabilities=caps,
+                reattached=existing is not None,
+            )
+        return agent
+
+    async def heartbeat(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        status: AgentStatus | None = None,
+        activity: str | None = None,
+        ready_limit: int = 5,
+    ) -> HeartbeatResult:
+        """Mark the agent alive; return what waits for it."""
+        caller.require(Op.AGENT_ACT)
+        name = caller.acting_agent(agent)
+        if status == AgentStatus.OFFLINE:
+            raise InvalidInput("status", "must be idle, working or blocked (offline is set by the server)")
+        if activity is not None:
+            activity = rules.text("activity", activity, max_len=1000, required=False)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            me = await store.get(tx.conn, proj.id, name)
+            new_status = status or (AgentStatus.IDLE if me.status == AgentStatus.OFFLINE else me.status)
+            values: dict[str, object] = {"last_seen": tx.now, "status": new_status.value}
+            if activity is not None:
+                values["activity"] = activity
+            await tx.conn.execute(agents.update().where(agents.c.id == me.id).values(**values))
+            if new_status != me.status:
+                tx.emit("agent.status", name, proj.id, agent=name, status=new_status.value, previous=me.status.value)
+            me = await store.get(tx.conn, proj.id, name)
+            unread = await message_store.unread_count(tx.conn, me.id)
+            urgent = await message_store.load_inbox(
+                tx.conn,
+                message_store.inbox_query(me.id)
+                .where(
+                    message_recipients.c.read_at.is_(None),
+                    messages.c.importance.in_([Importance.HIGH.value, Importance.URGENT.value]),
+                )
+                .order_by(messages.c.id)
+                .limit(10),
+            )
+            assigned = await issue_store.load(
+                tx.conn,
+                issue_store.select_issues()
+                .where(
+                    issues.c.assignee_id == me.id,
+                    issues.c.status.not_in(issue_store.FINISHED),
+                )
+                .order_by(issues.c.priority, issues.c.id),
+            )
+            ready = await issue_store.load(
+                tx.conn,
+                issue_store.select_issues()
+                .where(issues.c.project_id == proj.id, issue_store.ready_clause())
+                .order_by(issues.c.priority, issues.c.id)
+                .limit(ready_limit),
+            )
+            expiring = await reservation_store.held_by(tx.conn, me.id, tx.now, until=tx.now + EXPIRY_WARNING)
+        return HeartbeatResult(
+            agent=me,
+            unread_messages=unread,
+            urgent_unread=urgent,
+            assigned_issues=assigned,
+            ready_issues=ready,
+            expiring_reservations=expiring,
+        )
+
+    async def list(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        role: AgentRole | None = None,
+        status: AgentStatus | None = None,
+        include_retired: bool = False,
+    ) -> list[Agent]:
+        caller.require(Op.AGENT_READ)
+        async with self.ctx.db.read() as conn:
+            proj = await self.project(conn, caller, project)
+            q = store.select_agents().where(agents.c.project_id == proj.id)
+            if role is not None:
+                q = q.where(agents.c.role == role.value)
+            if status is not None:
+                q = q.where(agents.c.status == status.value)
+            if not include_retired:
+                q = q.where(agents.c.retired_at.is_(None))
+            return [store.to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
+
+    async def retire(self, caller: Caller, *, name: str, project: str | None = None, reason: str = "") -> Agent:
+        """Retire an agent: it goes offline, its leases are released, its open work goes back to the pool."""
+        caller.require(Op.AGENT_RETIRE)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            agent = await store.get(tx.conn, proj.id, name)
+            await self._retire(tx, proj.id, agent, actor=caller.display, reason=reason)
+            return await store.get(tx.conn, proj.id, name, active=False)
+
+    async def _retire(self, tx: Transaction, project_id: int, agent: Agent, *, actor: str, reason: str) -> None:
+        await tx.conn.execute(
+            agents.update()
+            .where(agents.c.id == agent.id)
+            .values(retired_at=tx.now, status=AgentStatus.OFFLINE.value)
+        )
+        released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
+        reopened = await tx.conn.execute(
+            issues.update()
+            .where(issues.c.assignee_id == agent.id, issues.c.status == IssueStatus.IN_PROGRESS.value)
+            .values(assignee_id=None, status=IssueStatus.OPEN.value, version=issues.c.version + 1, updated_at=tx.now)
+            .returning(issues.c.id)
+        )
+        tx.emit(
+            "agent.retired",
+            actor,
+            project_id,
+            agent=agent.name,
+            reason=reason,
+            released_reservations=released,
+            reopened_issues=[r.id for r in reopened],
+        )
+
+    async def sweep_presence(self, *, offline_after: timedelta, retire_after: timedelta) -> tuple[int, int]:
+        """Mark silent agents offline and retire long-idle ones. Returns (offlined, retired)."""
+        async with self.write() as tx:
+            stale = await tx.conn.execute(
+                store.select_agents().where(
+                    agents.c.retired_at.is_(None),
+                    agents.c.status != AgentStatus.OFFLINE.value,
+                    agents.c.last_seen < tx.now - offline_after,
+                )
+            )
+            offlined = 0
+            for row in stale:
+                await tx.conn.execute(
+                    agents.update().where(agents.c.id == row.id).values(status=AgentStatus.OFFLINE.value)
+                )
+                tx.emit(
+                    "agent.status",
+                    "system",
+                    row.project_id,
+                    agent=row.name,
+                    status=AgentStatus.OFFLINE.value,
+                    previous=row.status,
+                    reason="missed heartbeats",
+                )
+                offlined += 1
+            idle = list(
+                await tx.conn.execute(
+                    store.select_agents().where(
+                        agents.c.retired_at.is_(None), agents.c.last_seen < tx.now - retire_after
+                    )
+                )
+            )
+            for row in idle:
+                await self._retire(tx, row.project_id, store.to_agent(row), actor="system", reason="idle")
+        return offlined, len(idle)
+
+

@@ -1,0 +1,71 @@
+"""What every service shares: the database, the event hub, the clock, and helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.models import Project
+from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.store import events as event_store
+from vibe_ensemble.store import projects as project_store
+from vibe_ensemble.store.database import Database
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ServiceContext:
+    db: Database
+    hub: EventHub = field(default_factory=EventHub)
+    default_project: str = "default"
+    clock: Callable[[], datetime] = utcnow
+
+
+class Transaction:
+    """A write transaction that collects events and appends them last, in one commit."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+        self._events: list[event_store.NewEvent] = []
+        self.event_ids: list[int] = []
+
+    def emit(self, type_: str, actor: str, project_id: int | None, **payload: Any) -> None:
+        self._events.append(event_store.NewEvent(type_, actor, payload, project_id))
+
+    async def flush_events(self) -> None:
+        self.event_ids = await event_store.append(self.conn, self.now, self._events)
+
+
+class Service:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        """One transaction for a change and its events; the hub hears of them after commit."""
+        async with self.ctx.db.write() as conn:
+            tx = Transaction(conn, self.ctx.clock())
+            yield tx
+            await tx.flush_events()
+        if tx.event_ids:
+            self.ctx.hub.publish(tx.event_ids[-1])
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        """A read-only snapshot shaped like a write transaction (its events are never written)."""
+        async with self.ctx.db.read() as conn:
+            yield Transaction(conn, self.ctx.clock())
+
+    async def project(self, conn: AsyncConnection, caller: Caller, requested: str | None) -> Project:
+        """The project a call acts on, after the token's scope is applied."""
+        return await project_store.by_slug(conn, caller.project_slug(requested, self.ctx.default_project))

@@ -1,0 +1,50 @@
+"""Reading the event log (the live feeds build on this)."""
+
+from __future__ import annotations
+
+from vibe_ensemble.domain import rules
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.models import EventPage
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service
+from vibe_ensemble.store import events as store
+
+
+class EventService(Service):
+    async def scope(self, caller: Caller, project: str | None) -> list[int] | None:
+        """The project ids the caller may read events of (None: every project)."""
+        caller.require(Op.EVENT_READ)
+        if caller.project is None and project is None:
+            return None
+        async with self.ctx.db.read() as conn:
+            proj = await self.project(conn, caller, project)
+        return [proj.id]
+
+    async def page(
+        self,
+        caller: Caller,
+        *,
+        after: int = 0,
+        project: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+        project_ids: list[int] | None = None,
+    ) -> EventPage:
+        """Events after `after`, oldest first. Pass `project_ids` from `scope` to skip the lookup."""
+        limit = rules.limit("limit", limit, maximum=1000)
+        if after < 0:
+            raise InvalidInput("after", "must be 0 or an event id")
+        if project_ids is None:
+            project_ids = await self.scope(caller, project)
+        else:
+            caller.require(Op.EVENT_READ)
+        async with self.ctx.db.read() as conn:
+            items = await store.after(conn, after, project_ids=project_ids, types=types, limit=limit)
+        return EventPage(items=items, last_id=items[-1].id if items else after)
+
+    async def latest_id(self) -> int:
+        async with self.ctx.db.read() as conn:
+            return await store.last_id(conn)
+
+

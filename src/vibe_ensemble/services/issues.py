@@ -1,0 +1,423 @@
+"""Issues: the tracker, with dependencies and atomic claims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain import rules
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, Priority
+from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, InvalidInput, NotFound, VersionConflict
+from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import issues as store
+from vibe_ensemble.store.tables import agents, comments, issue_dependencies, issues
+
+# Marks "argument not given" where None is a meaningful value (unassign, no parent).
+UNSET: Any = object()
+
+
+def actor_name(caller: Caller, agent: str | None) -> str:
+    """Who a change is recorded as: the acting agent if there is one, else the token."""
+    if caller.agent is not None or agent:
+        return caller.acting_agent(agent)
+    return caller.display
+
+
+def _check_deps(field: str, values: list[int] | None) -> list[int]:
+    if values is None:
+        return []
+    if len(values) > 100:
+        raise InvalidInput(field, "at most 100 dependencies")
+    return sorted(set(values))
+
+
+class IssueService(Service):
+    async def create(
+        self,
+        caller: Caller,
+        *,
+        title: str,
+        project: str | None = None,
+        agent: str | None = None,
+        body: str = "",
+        priority: Priority = Priority.P2,
+        labels: list[str] | None = None,
+        depends_on: list[int] | None = None,
+        parent: int | None = None,
+        assignee: str | None = None,
+    ) -> Issue:
+        caller.require(Op.ISSUE_WRITE)
+        actor = actor_name(caller, agent)
+        title = rules.text("title", title, max_len=rules.MAX_TITLE)
+        body = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
+        labels = rules.labels("labels", labels or [])
+        deps = _check_deps("depends_on", depends_on)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            await self._check_refs(tx.conn, proj.id, deps, parent)
+            assignee_id = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
+            result = await tx.conn.execute(
+                issues.insert()
+                .values(
+                    project_id=proj.id,
+                    title=title,
+                    body=body,
+                    status=IssueStatus.OPEN.value,
+                    priority=priority.value,
+                    labels=labels,
+                    assignee_id=assignee_id,
+                    parent_id=parent,
+                    created_by=actor,
+                    version=1,
+                    created_at=tx.now,
+                    updated_at=tx.now,
+                )
+                .returning(issues.c.id)
+            )
+            issue_id = result.scalar_one()
+            if deps:
+                await tx.conn.execute(
+                    issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in deps]
+                )
+            issue = await store.get(tx.conn, proj.id, issue_id)
+            tx.emit(
+                "issue.created",
+                actor,
+                proj.id,
+                id=issue_id,
+                title=title,
+                priority=priority.value,
+                depends_on=deps,
+                assignee=issue.assignee,
+            )
+            if await store.is_ready(tx.conn, issue_id):
+                tx.emit("issue.ready", actor, proj.id, id=issue_id, title=title)
+        return issue
+
+    async def _check_refs(self, conn: AsyncConnection, project_id: int, deps: list[int], parent: int | None) -> None:
+        missing = set(deps) - await store.existing_ids(conn, project_id, deps)
+        if missing:
+            raise InvalidInput("depends_on", f"no such issue(s) in this project: {sorted(missing)}")
+        if parent is not None and not await store.existing_ids(conn, project_id, [parent]):
+            raise InvalidInput("parent", f"no such issue in this project: {parent}")
+
+    async def _assignee_id(
+        self, conn: AsyncConnection, caller: Caller, project_id: int, actor: str, assignee: str | None
+    ) -> int | None:
+        if assignee is None:
+            return None
+        if assignee != actor:
+            caller.require(Op.ISSUE_ASSIGN_OTHERS)
+        try:
+            return (await agent_store.get(conn, project_id, assignee)).id
+        except NotFound:
+            raise InvalidInput("assignee", f"no active agent named {assignee!r} in this project") from None
+
+    async def list(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        status: IssueStatus | None = None,
+        assignee: str | None = None,
+        label: str | None = None,
+        ready: bool | None = None,
+        query: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> IssuePage:
+        """Issues in id order (ready ones: by priority, then age), `limit` at a time."""
+        caller.require(Op.ISSUE_READ)
+        limit = rules.limit("limit", limit)
+        async with self.ctx.db.read() as conn:
+            proj = await self.project(conn, caller, project)
+            q = store.select_issues().where(issues.c.project_id == proj.id)
+            if status is not None:
+                q = q.where(issues.c.status == status.value)
+            if assignee is not None:
+                q = q.where(store._assignee.c.name == assignee)
+            if label is not None:
+                q = q.where(_has_label(conn, label))
+            if query:
+                rules.text("query", query, max_len=200)
+                q = q.where(
+                    sa.or_(
+                        issues.c.title.icontains(query, autoescape=True),
+                        issues.c.body.icontains(query, autoescape=True),
+                    )
+                )
+            if ready is not None:
+                q = q.where(store.ready_clause() if ready else ~store.ready_clause())
+            by_priority = bool(ready)
+            if cursor:
+                q = q.where(_after_cursor(cursor, by_priority))
+            order = (issues.c.priority, issues.c.id) if by_priority else (issues.c.id,)
+            items = await store.load(conn, q.order_by(*order).limit(limit + 1))
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            last = items[-1]
+            next_cursor = f"{last.priority.value}:{last.id}" if by_priority else str(last.id)
+        return IssuePage(items=items, next_cursor=next_cursor)
+
+    async def get(self, caller: Caller, issue_id: int, *, project: str | None = None) -> IssueDetail:
+        caller.require(Op.ISSUE_READ)
+        async with self.ctx.db.read() as conn:
+            proj = await self.project(conn, caller, project)
+            issue = await store.get(conn, proj.id, issue_id)
+            deps = await store.load(conn, store.select_issues().where(issues.c.id.in_(issue.depends_on)))
+            dependant_ids = await store.dependants(conn, issue_id)
+            dependants = await store.load(conn, store.select_issues().where(issues.c.id.in_(dependant_ids)))
+            return IssueDetail(
+                issue=issue,
+                comments=await store.comments_of(conn, issue_id),
+                dependencies=deps,
+                dependants=dependants,
+                ready=await store.is_ready(conn, issue_id),
+            )
+
+    async def update(
+        self,
+        caller: Caller,
+        issue_id: int,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        title: str | None = None,
+        body: str | None = None,
+        status: IssueStatus | None = None,
+        priority: Priority | None = None,
+        labels: list[str] | None = None,
+        depends_on: list[int] | None = None,
+        parent: int | None = UNSET,
+        assignee: str | None = UNSET,
+        expected_version: int | None = None,
+    ) -> Issue:
+        """Change the given fields. `assignee=None` unassigns; `parent=None` detaches."""
+        caller.require(Op.ISSUE_WRITE)
+        actor = actor_name(caller, agent)
+        values: dict[str, Any] = {}
+        if title is not None:
+            values["title"] = rules.text("title", title, max_len=rules.MAX_TITLE)
+        if body is not None:
+            values["body"] = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
+        if priority is not None:
+            values["priority"] = priority.value
+        if labels is not None:
+            values["labels"] = rules.labels("labels", labels)
+        if status is not None:
+            values["status"] = status.value
+        deps = None if depends_on is None else _check_deps("depends_on", depends_on)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            current = await store.get(tx.conn, proj.id, issue_id)
+            if expected_version is not None and expected_version != current.version:
+                raise VersionConflict(
+                    f"issue {issue_id} is at version {current.version}, not {expected_version}; "
+                    "re-read it and retry",
+                    id=issue_id,
+                    current_version=current.version,
+                    expected_version=expected_version,
+                )
+            if parent is not UNSET:
+                if parent == issue_id:
+                    raise InvalidInput("parent", "an issue cannot be its own parent")
+                await self._check_refs(tx.conn, proj.id, [], parent)
+                values["parent_id"] = parent
+            if assignee is not UNSET:
+                values["assignee_id"] = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
+            if deps is not None:
+                await self._check_refs(tx.conn, proj.id, deps, None)
+                graph = await store.dependency_graph(tx.conn, proj.id)
+                graph.pop(issue_id, None)
+                cycle = rules.find_cycle(graph, issue_id, deps)
+                if cycle is not None:
+                    path = " -> ".join(f"#{i}" for i in cycle)
+                    raise InvalidInput("depends_on", f"would create a dependency cycle: {path}", cycle=cycle)
+            if not values and deps is None:
+                raise InvalidInput("fields", "nothing to change: give at least one field")
+            result = await tx.conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id, issues.c.version == current.version)
+                .values(version=current.version + 1, updated_at=tx.now, **values)
+            )
+            if result.rowcount != 1:
+                raise VersionConflict(
+                    f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
+                )
+            if deps is not None:
+                await tx.conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
+                if deps:
+                    await tx.conn.execute(
+                        issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in deps]
+                    )
+            changed = sorted(values) + (["depends_on"] if deps is not None else [])
+            changed = [c.removesuffix("_id") for c in changed]
+            tx.emit("issue.updated", actor, proj.id, id=issue_id, fields=changed, version=current.version + 1)
+            if status is not None and status.finished and not current.status.finished:
+                await self._announce_ready(tx, proj.id, issue_id, actor)
+            return await store.get(tx.conn, proj.id, issue_id)
+
+    async def claim(
+        self, caller: Caller, issue_id: int | None = None, *, project: str | None = None, agent: str | None = None
+    ) -> Issue:
+        """Atomically assign an issue to the caller: exactly one of many racing callers wins."""
+        caller.require(Op.ISSUE_WRITE)
+        name = caller.acting_agent(agent)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            me = await agent_store.get(tx.conn, proj.id, name)
+            if issue_id is not None:
+                issue = await store.get(tx.conn, proj.id, issue_id)
+                await self._check_claimable(tx.conn, issue)
+                if not await self._take(tx, issue):
+                    again = await store.get(tx.conn, proj.id, issue_id)
+                    raise AlreadyClaimed(
+                        f"issue {issue_id} is already claimed by {again.assignee}",
+                        id=issue_id,
+                        assignee=again.assignee,
+                    )
+                claimed = issue
+            else:
+                candidates = await store.load(
+                    tx.conn,
+                    store.select_issues()
+                    .where(issues.c.project_id == proj.id, store.ready_clause())
+                    .order_by(issues.c.priority, issues.c.id)
+                    .limit(200),
+                )
+                caps = set(me.capabilities)
+                # Issues labelled with one of the agent's capabilities come first; then priority, then age.
+                candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
+                for candidate in candidates:
+                    if await self._take(tx, candidate):
+                        claimed = candidate
+                        break
+                else:
+                    raise NotFound("no issue is ready to claim", project=proj.slug)
+            await tx.conn.execute(
+                issues.update().where(issues.c.id == claimed.id).values(assignee_id=me.id)
+            )
+            if me.status != AgentStatus.WORKING:
+                await tx.conn.execute(
+                    agents.update().where(agents.c.id == me.id).values(status=AgentStatus.WORKING.value)
+                )
+            tx.emit("issue.claimed", name, proj.id, id=claimed.id, title=claimed.title, assignee=name)
+            return await store.get(tx.conn, proj.id, claimed.id)
+
+    async def _check_claimable(self, conn: AsyncConnection, issue: Issue) -> None:
+        if issue.assignee is not None:
+            raise AlreadyClaimed(
+                f"issue {issue.id} is already claimed by {issue.assignee}", id=issue.id, assignee=issue.assignee
+            )
+        if issue.status != IssueStatus.OPEN:
+            raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
+        if not await store.is_ready(conn, issue.id):
+            deps = await store.load(conn, store.select_issues().where(issues.c.id.in_(issue.depends_on)))
+            waiting = [f"#{d.id}" for d in deps if not d.status.finished]
+            raise Conflict(
+                f"issue {issue.id} waits on unfinished dependencies: {', '.join(waiting)}",
+                id=issue.id,
+                waiting_on=[d.id for d in deps if not d.status.finished],
+            )
+
+    async def _take(self, tx: Transaction, issue: Issue) -> bool:
+        """The atomic step: only an open, unassigned issue at the version we read can be taken."""
+        result = await tx.conn.execute(
+            issues.update()
+            .where(
+                issues.c.id == issue.id,
+                issues.c.assignee_id.is_(None),
+                issues.c.status == IssueStatus.OPEN.value,
+                issues.c.version == issue.version,
+            )
+            .values(status=IssueStatus.IN_PROGRESS.value, version=issue.version + 1, updated_at=tx.now)
+        )
+        return result.rowcount == 1
+
+    async def comment(
+        self, caller: Caller, issue_id: int, body: str, *, project: str | None = None, agent: str | None = None
+    ) -> Comment:
+        caller.require(Op.ISSUE_WRITE)
+        actor = actor_name(caller, agent)
+        body = rules.text("body", body, max_len=rules.MAX_BODY)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            await store.get(tx.conn, proj.id, issue_id)
+            result = await tx.conn.execute(
+                comments.insert()
+                .values(issue_id=issue_id, author=actor, body=body, created_at=tx.now)
+                .returning(comments.c.id)
+            )
+            comment_id = result.scalar_one()
+            tx.emit("issue.commented", actor, proj.id, id=issue_id, comment_id=comment_id)
+        return Comment(id=comment_id, issue_id=issue_id, author=actor, body=body, created_at=tx.now)
+
+    async def close(
+        self,
+        caller: Caller,
+        issue_id: int,
+        resolution: str,
+        *,
+        status: IssueStatus = IssueStatus.DONE,
+        project: str | None = None,
+        agent: str | None = None,
+    ) -> ClosedIssue:
+        """Finish an issue (done, or closed without doing it); returns the dependants it made ready."""
+        caller.require(Op.ISSUE_WRITE)
+        actor = actor_name(caller, agent)
+        if not status.finished:
+            raise InvalidInput("status", "must be done or closed")
+        resolution = rules.text("resolution", resolution, max_len=rules.MAX_BODY)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            issue = await store.get(tx.conn, proj.id, issue_id)
+            if issue.status.finished:
+                raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)
+            result = await tx.conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id, issues.c.version == issue.version)
+                .values(
+                    status=status.value,
+                    resolution=resolution,
+                    version=issue.version + 1,
+                    updated_at=tx.now,
+                    closed_at=tx.now,
+                )
+            )
+            if result.rowcount != 1:
+                raise VersionConflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
+            tx.emit("issue.closed", actor, proj.id, id=issue_id, status=status.value, title=issue.title)
+            now_ready = await self._announce_ready(tx, proj.id, issue_id, actor)
+            return ClosedIssue(issue=await store.get(tx.conn, proj.id, issue_id), now_ready=now_ready)
+
+    async def _announce_ready(self, tx: Transaction, project_id: int, issue_id: int, actor: str) -> list[Issue]:
+        ready = [d for d in await store.dependants(tx.conn, issue_id) if await store.is_ready(tx.conn, d)]
+        loaded = await store.load(tx.conn, store.select_issues().where(issues.c.id.in_(ready)).order_by(issues.c.id))
+        for issue in loaded:
+            tx.emit("issue.ready", actor, project_id, id=issue.id, title=issue.title, unblocked_by=issue_id)
+        return loaded
+
+
+def _has_label(conn: AsyncConnection, label: str) -> sa.ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        return issues.c.labels.op("@>")(sa.func.jsonb_build_array(label))  # type: ignore[no-any-return]
+    each = sa.func.json_each(issues.c.labels).table_valued("value")
+    return sa.select(each.c.value).where(each.c.value == label).exists()
+
+
+def _after_cursor(cursor: str, by_priority: bool) -> sa.ColumnElement[bool]:
+    try:
+        if by_priority:
+            prio, _, last = cursor.partition(":")
+            Priority(prio)
+            return sa.tuple_(issues.c.priority, issues.c.id) > sa.tuple_(sa.literal(prio), sa.literal(int(last)))
+        return issues.c.id > int(cursor)
+    except ValueError:
+        raise InvalidInput("cursor", "not a cursor this server returned") from None

@@ -1,0 +1,190 @@
+"""Mail between agents: stored before it is acknowledged to the sender."""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+
+from vibe_ensemble.domain import rules
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole, Importance
+from vibe_ensemble.domain.errors import InvalidInput, NotFound
+from vibe_ensemble.domain.models import Inbox, Message
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.issues import actor_name
+from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import messages as store
+from vibe_ensemble.store.tables import message_recipients, messages
+
+MAX_RECIPIENTS = 200
+MAX_IDS = 500
+
+
+class MessageService(Service):
+    async def send(
+        self,
+        caller: Caller,
+        *,
+        subject: str,
+        body: str,
+        project: str | None = None,
+        agent: str | None = None,
+        to: list[str] | None = None,
+        to_role: AgentRole | None = None,
+        broadcast: bool = False,
+        thread_id: str | None = None,
+        importance: Importance = Importance.NORMAL,
+        ack_required: bool = False,
+    ) -> Message:
+        """Deliver to named agents, to every agent of a role, or to everyone (never back to the sender)."""
+        caller.require(Op.MESSAGE_SEND)
+        sender = actor_name(caller, agent)
+        subject = rules.text("subject", subject, max_len=rules.MAX_TITLE)
+        body = rules.text("body", body, max_len=rules.MAX_BODY)
+        to = list(dict.fromkeys(to or []))
+        if len(to) > MAX_RECIPIENTS:
+            raise InvalidInput("to", f"at most {MAX_RECIPIENTS} recipients")
+        if not to and to_role is None and not broadcast:
+            raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")
+        if thread_id is not None:
+            thread_id = rules.text("thread_id", thread_id, max_len=200)
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            recipients: dict[int, str] = {}
+            for name in to:
+                found = await agent_store.find(tx.conn, proj.id, name)
+                if found is None or found.retired_at is not None:
+                    raise InvalidInput("to", f"no active agent named {name!r} in this project", agent=name)
+                recipients[found.id] = found.name
+            if to_role is not None or broadcast:
+                for agent_id, name in await agent_store.active_ids(
+                    tx.conn, proj.id, role=None if broadcast else to_role
+                ):
+                    if name != sender:
+                        recipients[agent_id] = name
+            result = await tx.conn.execute(
+                messages.insert()
+                .values(
+                    project_id=proj.id,
+                    sender=sender,
+                    subject=subject,
+                    body=body,
+                    thread_id=thread_id or f"t-{secrets.token_hex(6)}",
+                    importance=importance.value,
+                    ack_required=ack_required,
+                    to_role=to_role.value if to_role else None,
+                    broadcast=broadcast,
+                    created_at=tx.now,
+                )
+                .returning(messages.c.id)
+            )
+            message_id = result.scalar_one()
+            if recipients:
+                await tx.conn.execute(
+                    message_recipients.insert(),
+                    [{"message_id": message_id, "agent_id": a} for a in recipients],
+                )
+            message = (await store.load_inbox(tx.conn, store.by_id_query(message_id)))[0].message
+            tx.emit(
+                "message.sent",
+                sender,
+                proj.id,
+                id=message_id,
+                sender=sender,
+                recipients=sorted(recipients.values()),
+                subject=subject,
+                importance=importance.value,
+                thread_id=message.thread_id,
+            )
+        return message
+
+    async def fetch_inbox(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        unread_only: bool = False,
+        since_id: int = 0,
+        limit: int = 50,
+        mark_read: bool = False,
+    ) -> Inbox:
+        """The caller's mail after `since_id`, oldest first (newest last). Marks read only when asked."""
+        caller.require(Op.MESSAGE_READ)
+        name = caller.acting_agent(agent)
+        limit = rules.limit("limit", limit)
+        if since_id < 0:
+            raise InvalidInput("since_id", "must be 0 or a message id")
+        async with self.write() if mark_read else self.read() as tx:
+            conn = tx.conn
+            proj = await self.project(conn, caller, project)
+            me = await agent_store.get(conn, proj.id, name)
+            q = store.inbox_query(me.id).where(messages.c.id > since_id)
+            if unread_only:
+                q = q.where(message_recipients.c.read_at.is_(None))
+            items = await store.load_inbox(conn, q.order_by(messages.c.id).limit(limit + 1))
+            more = len(items) > limit
+            items = items[:limit]
+            if mark_read and items:
+                ids = [i.message.id for i in items if i.read_at is None]
+                if ids:
+                    await conn.execute(
+                        message_recipients.update()
+                        .where(message_recipients.c.agent_id == me.id, message_recipients.c.message_id.in_(ids))
+                        .values(read_at=tx.now)
+                    )
+                    tx.emit("message.read", name, proj.id, agent=name, ids=ids)
+                    for item in items:
+                        if item.read_at is None:
+                            item.read_at = tx.now
+            unread = await store.unread_count(conn, me.id)
+        return Inbox(items=items, unread=unread, next_since_id=items[-1].message.id if more else None)
+
+    async def mark_read(
+        self, caller: Caller, ids: list[int], *, project: str | None = None, agent: str | None = None
+    ) -> list[int]:
+        return await self._set_state(caller, ids, project=project, agent=agent, acknowledge=False)
+
+    async def acknowledge(
+        self, caller: Caller, ids: list[int], *, project: str | None = None, agent: str | None = None
+    ) -> list[int]:
+        """Acknowledge messages (which also marks them read)."""
+        return await self._set_state(caller, ids, project=project, agent=agent, acknowledge=True)
+
+    async def _set_state(
+        self, caller: Caller, ids: list[int], *, project: str | None, agent: str | None, acknowledge: bool
+    ) -> list[int]:
+        caller.require(Op.MESSAGE_READ)
+        name = caller.acting_agent(agent)
+        ids = sorted(set(ids))
+        if not ids:
+            raise InvalidInput("ids", "give at least one message id")
+        if len(ids) > MAX_IDS:
+            raise InvalidInput("ids", f"at most {MAX_IDS} ids")
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            me = await agent_store.get(tx.conn, proj.id, name)
+            mine = message_recipients.c.agent_id == me.id
+            rows = await tx.conn.execute(
+                sa.select(message_recipients.c.message_id).where(mine, message_recipients.c.message_id.in_(ids))
+            )
+            missing = set(ids) - {r.message_id for r in rows}
+            if missing:
+                raise NotFound(f"not in {name}'s inbox: {sorted(missing)}", ids=sorted(missing))
+            target = sa.and_(mine, message_recipients.c.message_id.in_(ids))
+            await tx.conn.execute(
+                message_recipients.update()
+                .where(target, message_recipients.c.read_at.is_(None))
+                .values(read_at=tx.now)
+            )
+            if acknowledge:
+                await tx.conn.execute(
+                    message_recipients.update()
+                    .where(target, message_recipients.c.acked_at.is_(None))
+                    .values(acked_at=tx.now)
+                )
+            tx.emit("message.acknowledged" if acknowledge else "message.read", name, proj.id, agent=name, ids=ids)
+        return ids
+

@@ -1,0 +1,98 @@
+"""The event log: append inside the caller's transaction, read in id order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.models import Event
+from vibe_ensemble.store.tables import events, projects
+
+# PostgreSQL: the advisory lock that orders event ids by commit, and the channel
+# that tells other replicas that new events were committed.
+EVENT_LOCK_KEY = 0x56494245  # "VIBE"
+NOTIFY_CHANNEL = "vibe_events"
+
+
+@dataclass
+class NewEvent:
+    type: str
+    actor: str
+    payload: dict[str, Any]
+    project_id: int | None
+
+
+async def append(conn: AsyncConnection, now: datetime, new: Sequence[NewEvent]) -> list[int]:
+    """Append events as the last step of a write transaction; returns their ids.
+
+    On PostgreSQL a transaction-level advisory lock is taken first, so ids are
+    committed in order and a reader that saw id N will never later find a
+    smaller one. Call this last in a transaction, after all row locks are held.
+    """
+    if not new:
+        return []
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK_KEY})
+    ids: list[int] = []
+    for ev in new:
+        result = await conn.execute(
+            events.insert()
+            .values(time=now, project_id=ev.project_id, type=ev.type, actor=ev.actor, payload=ev.payload)
+            .returning(events.c.id)
+        )
+        ids.append(result.scalar_one())
+    if postgres:
+        await conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
+    return ids
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(events, projects.c.slug).select_from(
+        events.outerjoin(projects, events.c.project_id == projects.c.id)
+    )
+
+
+def _to_event(row: sa.Row[Any]) -> Event:
+    return Event(
+        id=row.id,
+        time=row.time,
+        project=row.slug,
+        type=row.type,
+        actor=row.actor,
+        payload=row.payload,
+    )
+
+
+async def after(
+    conn: AsyncConnection,
+    after_id: int,
+    *,
+    project_ids: Sequence[int] | None = None,
+    types: Sequence[str] | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """Events with id > after_id, oldest first; filtered by projects and type prefixes."""
+    q = _select().where(events.c.id > after_id)
+    if project_ids is not None:
+        q = q.where(events.c.project_id.in_(project_ids))
+    if types:
+        q = q.where(sa.or_(*(_type_matches(t) for t in types)))
+    rows = await conn.execute(q.order_by(events.c.id).limit(limit))
+    return [_to_event(r) for r in rows]
+
+
+def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
+    """`issue.*` matches every issue event; anything else matches exactly."""
+    if pattern.endswith(".*"):
+        return events.c.type.startswith(pattern[:-1], autoescape=True)
+    return events.c.type == pattern
+
+
+async def last_id(conn: AsyncConnection) -> int:
+    return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))).scalar_one())

@@ -1,0 +1,56 @@
+"""Projects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.errors import Conflict, NotFound
+from vibe_ensemble.domain.models import Project
+from vibe_ensemble.store.tables import projects
+
+
+def to_project(row: sa.Row[Any]) -> Project:
+    return Project(
+        id=row.id,
+        slug=row.slug,
+        name=row.name,
+        description=row.description,
+        repo=row.repo,
+        created_at=row.created_at,
+    )
+
+
+async def by_slug(conn: AsyncConnection, slug: str) -> Project:
+    row = (await conn.execute(sa.select(projects).where(projects.c.slug == slug))).first()
+    if row is None:
+        raise NotFound(f"project {slug!r} does not exist", project=slug)
+    return to_project(row)
+
+
+async def find(conn: AsyncConnection, slug: str) -> Project | None:
+    row = (await conn.execute(sa.select(projects).where(projects.c.slug == slug))).first()
+    return None if row is None else to_project(row)
+
+
+async def insert(
+    conn: AsyncConnection, *, slug: str, name: str, description: str, repo: str, now: datetime
+) -> Project:
+    if await find(conn, slug) is not None:
+        raise Conflict(f"project {slug!r} already exists", project=slug)
+    result = await conn.execute(
+        projects.insert()
+        .values(slug=slug, name=name, description=description, repo=repo, created_at=now)
+        .returning(projects)
+    )
+    return to_project(result.one())
+
+
+async def all_projects(conn: AsyncConnection, slugs: list[str] | None = None) -> list[Project]:
+    q = sa.select(projects).order_by(projects.c.slug)
+    if slugs is not None:
+        q = q.where(projects.c.slug.in_(slugs))
+    return [to_project(r) for r in await conn.execute(q)]

@@ -1,0 +1,119 @@
+"""Shared fixtures: a fresh database per test (SQLite file, or a new PostgreSQL database),
+the services over it, and a real server process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from vibe_ensemble.domain.caller import SYSTEM, Caller
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import Services
+from vibe_ensemble.store.database import normalise_url
+
+from .support import ServerProcess, start_server
+
+POSTGRES_URL = os.environ.get("VIBE_TEST_POSTGRES_URL")
+REQUIRE_POSTGRES = os.environ.get("VIBE_REQUIRE_POSTGRES") == "1"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REQUIRE_POSTGRES and not POSTGRES_URL:
+        raise pytest.UsageError("VIBE_REQUIRE_POSTGRES=1 but VIBE_TEST_POSTGRES_URL is not set")
+
+
+def _skip_without_postgres() -> None:
+    if not POSTGRES_URL:
+        if REQUIRE_POSTGRES:
+            pytest.fail("PostgreSQL tests must run here: VIBE_TEST_POSTGRES_URL is not set")
+        pytest.skip("set VIBE_TEST_POSTGRES_URL to run PostgreSQL tests")
+
+
+async def create_postgres_database() -> str:
+    """A new, empty PostgreSQL database; returns its URL."""
+    assert POSTGRES_URL
+    admin_url = sa.engine.make_url(normalise_url(POSTGRES_URL))
+    name = f"vibe_test_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return admin_url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    assert POSTGRES_URL
+    admin_url = sa.engine.make_url(normalise_url(POSTGRES_URL))
+    name = sa.engine.make_url(url).database
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+        return
+    _skip_without_postgres()
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (for tests that only make sense there)."""
+    _skip_without_postgres()
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+def make_settings(database_url: str, tmp_path: Path, **extra: object) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path, **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def runtime(database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        yield rt
+    finally:
+        await rt.stop()
+
+
+@pytest.fixture
+def services(runtime: Runtime) -> Services:
+    return runtime.services
+
+
+@pytest.fixture
+def admin() -> Caller:
+    return SYSTEM
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `vibe-ensemble serve` process on SQLite and a free loopback port."""
+    proc = start_server(tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,135 @@
+"""Helpers for tests: a real server process, MCP clients, waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll `condition` until it holds; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    log_path: Path
+    admin_token: str = ""
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def mcp_url(self) -> str:
+        return self.url + "/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        fresh = launch(self.argv, self.env, self.log_path, self.url)
+        self.proc = fresh.proc
+
+
+def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> ServerProcess:
+    log = log_path.open("a")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess(proc=proc, url=url, data_dir=Path(env["VIBE_DATA_DIR"]), env=env, log_path=log_path,
+                           argv=argv)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{server.log()}")
+        try:
+            return httpx2.get(url + "/readyz", timeout=1).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, what=f"server at {url} to be ready")
+    return server
+
+
+def start_server(tmp_path: Path, *, database_url: str | None = None, extra_env: dict[str, str] | None = None,
+                 port: int | None = None) -> ServerProcess:
+    """Start `vibe-ensemble serve --migrate` and capture the first-start admin token."""
+    port = port or free_port()
+    data_dir = tmp_path / f"data-{port}"
+    env = {**os.environ, "VIBE_DATA_DIR": str(data_dir), "VIBE_PORT": str(port), "VIBE_HOST": "127.0.0.1"}
+    if database_url:
+        env["VIBE_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
+    argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
+    log_path = tmp_path / f"server-{port}.log"
+    server = launch(argv, env, log_path, f"http://127.0.0.1:{port}")
+    match = TOKEN_RE.search(server.log())
+    if match:
+        server.admin_token = match.group(1)
+    return server
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str, *, mode: str = "auto") -> AsyncIterator[Client]:
+    """The official SDK client over Streamable HTTP with a bearer token."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    """Call a tool and return its structured result; raise AssertionError on a tool error."""
+    result = await client.call_tool(tool, arguments)
+    if result.is_error:
+        raise AssertionError(f"{tool} failed: {result.content[0].text if result.content else result}")
+    content = result.structured_content
+    if isinstance(content, dict) and set(content) == {"result"}:
+        return content["result"]
+    return content
+
+
+async def call_error(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail; return its error text."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    return str(result.content[0].text)  # type: ignore[union-attr]

@@ -76,8 +76,9 @@ class ServerProcess:
 def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> ServerProcess:
     log = log_path.open("a")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    server = ServerProcess(proc=proc, url=url, data_dir=Path(env["VIBE_DATA_DIR"]), env=env, log_path=log_path,
-                           argv=argv)
+    server = ServerProcess(
+        proc=proc, url=url, data_dir=Path(env["VIBE_DATA_DIR"]), env=env, log_path=log_path, argv=argv
+    )
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -91,8 +92,13 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
     return server
 
 
-def start_server(tmp_path: Path, *, database_url: str | None = None, extra_env: dict[str, str] | None = None,
-                 port: int | None = None) -> ServerProcess:
+def start_server(
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> ServerProcess:
     """Start `vibe-ensemble serve --migrate` and capture the first-start admin token."""
     port = port or free_port()
     data_dir = tmp_path / f"data-{port}"

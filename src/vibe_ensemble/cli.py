@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,7 +24,9 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate as migrations
 from vibe_ensemble.store.database import Database, DatabaseError
 
-app = typer.Typer(help="Vibe Ensemble: a coordination server for teams of AI coding agents.", no_args_is_help=True)
+app = typer.Typer(
+    help="Vibe Ensemble: a coordination server for teams of AI coding agents.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 err = Console(stderr=True)
@@ -105,7 +107,9 @@ def serve(
                     proxy_headers=True,
                 )
             )
-            err.print(f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  (MCP: {settings.mcp_url})")
+            err.print(
+                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  (MCP: {settings.mcp_url})"
+            )
             await server.serve()
         finally:
             await runtime.stop()
@@ -165,7 +169,9 @@ def mcp_stdio(
         await runtime.start()
         try:
             caller = await runtime.services.tokens.authenticate(token)
-            profile = "full" if (caller.tool_profile or settings.tool_profile) == "full" else "core"
+            profile: Literal["core", "full"] = (
+                "full" if (caller.tool_profile or settings.tool_profile) == "full" else "core"
+            )
             server = build_mcp(runtime.services, settings, profile=profile, stdio_caller=caller)
             await server.run_stdio_async()
         finally:
@@ -230,7 +236,12 @@ def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
     table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
     for c in _run(main):
         table.add_row(
-            str(c.id), c.prefix + "…", c.role.value, c.project or "*", c.agent or "", c.label,
+            str(c.id),
+            c.prefix + "…",
+            c.role.value,
+            c.project or "*",
+            c.agent or "",
+            c.label,
             f"{c.created_at:%Y-%m-%d %H:%M}",
             f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
             f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "",

@@ -57,7 +57,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
-    app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    app.router.routes.append(
+        Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
     app.add_middleware(metrics.MetricsMiddleware)
 
     @app.get("/healthz", include_in_schema=False)

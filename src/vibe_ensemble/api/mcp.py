@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from mcp.server import MCPServer
@@ -57,7 +57,9 @@ ProjectArg = Annotated[
 ]
 AgentArg = Annotated[
     str | None,
-    Field(description="Act as this agent. Only for team tokens; an agent-bound token always acts as its agent."),
+    Field(
+        description="Act as this agent. Only for team tokens; an agent-bound token always acts as its agent."
+    ),
 ]
 IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1)]
 
@@ -113,10 +115,12 @@ def build_mcp(
     @_tool_errors
     async def register_agent(
         ctx: Context,
-        role: Annotated[AgentRole, Field(description="coordinator plans and delegates; worker does issues.")] = (
-            AgentRole.WORKER
-        ),
-        name: Annotated[str | None, Field(description="Your name; omit for a memorable generated one.")] = None,
+        role: Annotated[
+            AgentRole, Field(description="coordinator plans and delegates; worker does issues.")
+        ] = (AgentRole.WORKER),
+        name: Annotated[
+            str | None, Field(description="Your name; omit for a memorable generated one.")
+        ] = None,
         capabilities: Annotated[
             list[str] | None, Field(description="What you are good at, e.g. ['python', 'frontend'].")
         ] = None,
@@ -174,7 +178,9 @@ def build_mcp(
         body: Annotated[str, Field(description="Markdown: context, acceptance criteria.")] = "",
         priority: Annotated[Priority, Field(description="p0 (urgent) to p3 (someday).")] = Priority.P2,
         labels: list[str] | None = None,
-        depends_on: Annotated[list[int] | None, Field(description="Ids of issues that must finish first.")] = None,
+        depends_on: Annotated[
+            list[int] | None, Field(description="Ids of issues that must finish first.")
+        ] = None,
         parent: Annotated[int | None, Field(description="Id of the parent issue (epic).")] = None,
         assignee: Annotated[str | None, Field(description="Agent to assign (coordinators).")] = None,
         agent: AgentArg = None,
@@ -201,7 +207,9 @@ def build_mcp(
         status: IssueStatus | None = None,
         assignee: str | None = None,
         label: str | None = None,
-        ready: Annotated[bool | None, Field(description="true: only issues ready to claim, best first.")] = None,
+        ready: Annotated[
+            bool | None, Field(description="true: only issues ready to claim, best first.")
+        ] = None,
         query: Annotated[str | None, Field(description="Text to find in title or body.")] = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
@@ -264,7 +272,9 @@ def build_mcp(
     @_tool_errors
     async def claim_issue(
         ctx: Context,
-        id: Annotated[int | None, Field(description="Issue to claim; omit to claim the best ready one.", ge=1)] = None,
+        id: Annotated[
+            int | None, Field(description="Issue to claim; omit to claim the best ready one.", ge=1)
+        ] = None,
         agent: AgentArg = None,
         project: ProjectArg = None,
     ) -> Issue:
@@ -385,7 +395,9 @@ def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Cont
         repo: Annotated[str, Field(description="Repository path or URL.")] = "",
     ) -> Project:
         """Create a project (admin)."""
-        return await services.projects.create(_caller(ctx), slug=slug, name=name, description=description, repo=repo)
+        return await services.projects.create(
+            _caller(ctx), slug=slug, name=name, description=description, repo=repo
+        )
 
     @mcp.tool()
     @_tool_errors
@@ -395,9 +407,7 @@ def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Cont
 
     @mcp.tool()
     @_tool_errors
-    async def retire_agent(
-        ctx: Context, name: str, reason: str = "", project: ProjectArg = None
-    ) -> Agent:
+    async def retire_agent(ctx: Context, name: str, reason: str = "", project: ProjectArg = None) -> Agent:
         """Retire an agent: offline, leases released, its in-progress issues reopened (coordinators)."""
         return await services.agents.retire(_caller(ctx), name=name, project=project, reason=reason)
 
@@ -405,7 +415,7 @@ def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Cont
 class MCPEndpoint:
     """`/mcp`: authenticate the bearer token, then hand the request to the profile's MCP app."""
 
-    def __init__(self, services: Services, apps: dict[str, ASGIApp], default_profile: str) -> None:
+    def __init__(self, services: Services, apps: Mapping[str, ASGIApp], default_profile: str) -> None:
         self.services = services
         self.apps = apps
         self.default_profile = default_profile
@@ -419,22 +429,31 @@ class MCPEndpoint:
                 raise Unauthenticated("missing bearer token")
             caller = await self.services.tokens.authenticate(token.strip())
         except Unauthenticated as exc:
-            await _json(send, 401, {"error": {"code": exc.code, "message": exc.message, "details": {}}},
-                        extra=[(b"www-authenticate", b'Bearer realm="vibe-ensemble"')])
+            await _json(
+                send,
+                401,
+                {"error": {"code": exc.code, "message": exc.message, "details": {}}},
+                extra=[(b"www-authenticate", b'Bearer realm="vibe-ensemble"')],
+            )
             return
         scope[CALLER_KEY] = caller
         app = self.apps.get(caller.tool_profile or self.default_profile, self.apps[self.default_profile])
         await app(scope, receive, send)
 
 
-async def _json(send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _json(
+    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        *(extra or [])],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(extra or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

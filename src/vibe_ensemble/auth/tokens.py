@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-TOKEN_PREFIX = "vibe_"
+TOKEN_PREFIX = "vibe_"  # noqa: S105 - a public marker, not a secret
 _DISPLAY = 12  # "vibe_" and the first characters: enough to recognise a token, useless to use it
 
 

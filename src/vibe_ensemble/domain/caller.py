@@ -34,9 +34,7 @@ class Caller:
         """The project a call acts on: the token's scope wins; another one is refused."""
         if self.project is not None:
             if requested is not None and requested != self.project:
-                raise PermissionDenied(
-                    f"this token is scoped to project {self.project!r}", project=requested
-                )
+                raise PermissionDenied(f"this token is scoped to project {self.project!r}", project=requested)
             return self.project
         return requested or default
 

@@ -43,7 +43,9 @@ def name(field: str, value: str) -> str:
 def slug(field: str, value: str) -> str:
     value = text(field, value, max_len=MAX_NAME)
     if not _SLUG.match(value):
-        raise InvalidInput(field, "must be lowercase letters, digits and '-', starting with a letter or digit")
+        raise InvalidInput(
+            field, "must be lowercase letters, digits and '-', starting with a letter or digit"
+        )
     return value
 
 
@@ -89,13 +91,52 @@ def find_cycle(edges: Mapping[int, Iterable[int]], start: int, new_deps: Iterabl
 
 
 _ADJECTIVES = (
-    "amber", "bold", "brisk", "calm", "clever", "copper", "crimson", "deft", "eager", "fleet",
-    "gentle", "golden", "keen", "lucid", "merry", "nimble", "quiet", "rapid", "silver", "steady",
-    "swift", "tidy", "vivid", "witty",
+    "amber",
+    "bold",
+    "brisk",
+    "calm",
+    "clever",
+    "copper",
+    "crimson",
+    "deft",
+    "eager",
+    "fleet",
+    "gentle",
+    "golden",
+    "keen",
+    "lucid",
+    "merry",
+    "nimble",
+    "quiet",
+    "rapid",
+    "silver",
+    "steady",
+    "swift",
+    "tidy",
+    "vivid",
+    "witty",
 )
 _NOUNS = (
-    "badger", "crane", "falcon", "fox", "heron", "ibis", "lynx", "marten", "otter", "owl",
-    "panda", "puffin", "raven", "robin", "seal", "sparrow", "stoat", "swan", "tern", "wren",
+    "badger",
+    "crane",
+    "falcon",
+    "fox",
+    "heron",
+    "ibis",
+    "lynx",
+    "marten",
+    "otter",
+    "owl",
+    "panda",
+    "puffin",
+    "raven",
+    "robin",
+    "seal",
+    "sparrow",
+    "stoat",
+    "swan",
+    "tern",
+    "wren",
 )
 
 

@@ -26,7 +26,7 @@ class EventHub:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def wait_beyond(self, event_id: int, timeout: float) -> bool:
+    async def wait_beyond(self, event_id: int, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until an event newer than `event_id` is published; False at the timeout."""
         if self._latest > event_id:
             return True

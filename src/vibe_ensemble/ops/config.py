@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         if not self.auth_enabled:
             reasons.append("auth is disabled: set VIBE_AUTH_ENABLED=true")
         if self.request_state_key == DEFAULT_STATE_KEY or len(self.request_state_key) < 32:
-            reasons.append("VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret")
+            reasons.append(
+                "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret"
+            )
         if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
             reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
         return reasons

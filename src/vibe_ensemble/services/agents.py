@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, TokenRole
@@ -40,7 +39,9 @@ class AgentService(Service):
             name = caller.acting_agent(name)
         name = rules.name("name", name) if name else rules.memorable_name()
         if role == AgentRole.COORDINATOR and caller.role not in (TokenRole.COORDINATOR, TokenRole.ADMIN):
-            raise PermissionDenied("registering a coordinator needs a coordinator or admin token", role=role.value)
+            raise PermissionDenied(
+                "registering a coordinator needs a coordinator or admin token", role=role.value
+            )
         caps = rules.labels("capabilities", capabilities or [])
         program = rules.text("program", program, max_len=200, required=False)
         model = rules.text("model", model, max_len=200, required=False)
@@ -102,7 +103,14 @@ class AgentService(Service):
                 values["activity"] = activity
             await tx.conn.execute(agents.update().where(agents.c.id == me.id).values(**values))
             if new_status != me.status:
-                tx.emit("agent.status", name, proj.id, agent=name, status=new_status.value, previous=me.status.value)
+                tx.emit(
+                    "agent.status",
+                    name,
+                    proj.id,
+                    agent=name,
+                    status=new_status.value,
+                    previous=me.status.value,
+                )
             me = await store.get(tx.conn, proj.id, name)
             unread = await message_store.unread_count(tx.conn, me.id)
             urgent = await message_store.load_inbox(
@@ -162,7 +170,9 @@ class AgentService(Service):
                 q = q.where(agents.c.retired_at.is_(None))
             return [store.to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
 
-    async def retire(self, caller: Caller, *, name: str, project: str | None = None, reason: str = "") -> Agent:
+    async def retire(
+        self, caller: Caller, *, name: str, project: str | None = None, reason: str = ""
+    ) -> Agent:
         """Retire an agent: it goes offline, its leases are released, its open work goes back to the pool."""
         caller.require(Op.AGENT_RETIRE)
         async with self.write() as tx:
@@ -171,7 +181,9 @@ class AgentService(Service):
             await self._retire(tx, proj.id, agent, actor=caller.display, reason=reason)
             return await store.get(tx.conn, proj.id, name, active=False)
 
-    async def _retire(self, tx: Transaction, project_id: int, agent: Agent, *, actor: str, reason: str) -> None:
+    async def _retire(
+        self, tx: Transaction, project_id: int, agent: Agent, *, actor: str, reason: str
+    ) -> None:
         await tx.conn.execute(
             agents.update()
             .where(agents.c.id == agent.id)
@@ -181,7 +193,12 @@ class AgentService(Service):
         reopened = await tx.conn.execute(
             issues.update()
             .where(issues.c.assignee_id == agent.id, issues.c.status == IssueStatus.IN_PROGRESS.value)
-            .values(assignee_id=None, status=IssueStatus.OPEN.value, version=issues.c.version + 1, updated_at=tx.now)
+            .values(
+                assignee_id=None,
+                status=IssueStatus.OPEN.value,
+                version=issues.c.version + 1,
+                updated_at=tx.now,
+            )
             .returning(issues.c.id)
         )
         tx.emit(
@@ -229,5 +246,3 @@ class AgentService(Service):
             for row in idle:
                 await self._retire(tx, row.project_id, store.to_agent(row), actor="system", reason="idle")
         return offlined, len(idle)
-
-

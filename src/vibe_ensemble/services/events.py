@@ -46,5 +46,3 @@ class EventService(Service):
     async def latest_id(self) -> int:
         async with self.ctx.db.read() as conn:
             return await store.last_id(conn)
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,7 +101,9 @@ class IssueService(Service):
                 tx.emit("issue.ready", actor, proj.id, id=issue_id, title=title)
         return issue
 
-    async def _check_refs(self, conn: AsyncConnection, project_id: int, deps: list[int], parent: int | None) -> None:
+    async def _check_refs(
+        self, conn: AsyncConnection, project_id: int, deps: list[int], parent: int | None
+    ) -> None:
         missing = set(deps) - await store.existing_ids(conn, project_id, deps)
         if missing:
             raise InvalidInput("depends_on", f"no such issue(s) in this project: {sorted(missing)}")
@@ -193,8 +196,8 @@ class IssueService(Service):
         body: str | None = None,
         status: IssueStatus | None = None,
         priority: Priority | None = None,
-        labels: list[str] | None = None,
-        depends_on: list[int] | None = None,
+        labels: builtins.list[str] | None = None,
+        depends_on: builtins.list[int] | None = None,
         parent: int | None = UNSET,
         assignee: str | None = UNSET,
         expected_version: int | None = None,
@@ -252,10 +255,13 @@ class IssueService(Service):
                     f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
                 )
             if deps is not None:
-                await tx.conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
+                await tx.conn.execute(
+                    issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id)
+                )
                 if deps:
                     await tx.conn.execute(
-                        issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in deps]
+                        issue_dependencies.insert(),
+                        [{"issue_id": issue_id, "depends_on_id": d} for d in deps],
                     )
             changed = sorted(values) + (["depends_on"] if deps is not None else [])
             changed = [c.removesuffix("_id") for c in changed]
@@ -265,7 +271,12 @@ class IssueService(Service):
             return await store.get(tx.conn, proj.id, issue_id)
 
     async def claim(
-        self, caller: Caller, issue_id: int | None = None, *, project: str | None = None, agent: str | None = None
+        self,
+        caller: Caller,
+        issue_id: int | None = None,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
     ) -> Issue:
         """Atomically assign an issue to the caller: exactly one of many racing callers wins."""
         caller.require(Op.ISSUE_WRITE)
@@ -301,9 +312,7 @@ class IssueService(Service):
                         break
                 else:
                     raise NotFound("no issue is ready to claim", project=proj.slug)
-            await tx.conn.execute(
-                issues.update().where(issues.c.id == claimed.id).values(assignee_id=me.id)
-            )
+            await tx.conn.execute(issues.update().where(issues.c.id == claimed.id).values(assignee_id=me.id))
             if me.status != AgentStatus.WORKING:
                 await tx.conn.execute(
                     agents.update().where(agents.c.id == me.id).values(status=AgentStatus.WORKING.value)
@@ -314,7 +323,9 @@ class IssueService(Service):
     async def _check_claimable(self, conn: AsyncConnection, issue: Issue) -> None:
         if issue.assignee is not None:
             raise AlreadyClaimed(
-                f"issue {issue.id} is already claimed by {issue.assignee}", id=issue.id, assignee=issue.assignee
+                f"issue {issue.id} is already claimed by {issue.assignee}",
+                id=issue.id,
+                assignee=issue.assignee,
             )
         if issue.status != IssueStatus.OPEN:
             raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
@@ -342,7 +353,13 @@ class IssueService(Service):
         return result.rowcount == 1
 
     async def comment(
-        self, caller: Caller, issue_id: int, body: str, *, project: str | None = None, agent: str | None = None
+        self,
+        caller: Caller,
+        issue_id: int,
+        body: str,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
     ) -> Comment:
         caller.require(Op.ISSUE_WRITE)
         actor = actor_name(caller, agent)
@@ -397,9 +414,13 @@ class IssueService(Service):
             now_ready = await self._announce_ready(tx, proj.id, issue_id, actor)
             return ClosedIssue(issue=await store.get(tx.conn, proj.id, issue_id), now_ready=now_ready)
 
-    async def _announce_ready(self, tx: Transaction, project_id: int, issue_id: int, actor: str) -> list[Issue]:
+    async def _announce_ready(
+        self, tx: Transaction, project_id: int, issue_id: int, actor: str
+    ) -> builtins.list[Issue]:
         ready = [d for d in await store.dependants(tx.conn, issue_id) if await store.is_ready(tx.conn, d)]
-        loaded = await store.load(tx.conn, store.select_issues().where(issues.c.id.in_(ready)).order_by(issues.c.id))
+        loaded = await store.load(
+            tx.conn, store.select_issues().where(issues.c.id.in_(ready)).order_by(issues.c.id)
+        )
         for issue in loaded:
             tx.emit("issue.ready", actor, project_id, id=issue.id, title=issue.title, unblocked_by=issue_id)
         return loaded
@@ -407,7 +428,7 @@ class IssueService(Service):
 
 def _has_label(conn: AsyncConnection, label: str) -> sa.ColumnElement[bool]:
     if conn.dialect.name == "postgresql":
-        return issues.c.labels.op("@>")(sa.func.jsonb_build_array(label))  # type: ignore[no-any-return]
+        return issues.c.labels.op("@>")(sa.func.jsonb_build_array(label))
     each = sa.func.json_each(issues.c.labels).table_valued("value")
     return sa.select(each.c.value).where(each.c.value == label).exists()
 
@@ -417,7 +438,9 @@ def _after_cursor(cursor: str, by_priority: bool) -> sa.ColumnElement[bool]:
         if by_priority:
             prio, _, last = cursor.partition(":")
             Priority(prio)
-            return sa.tuple_(issues.c.priority, issues.c.id) > sa.tuple_(sa.literal(prio), sa.literal(int(last)))
+            return sa.tuple_(issues.c.priority, issues.c.id) > sa.tuple_(
+                sa.literal(prio), sa.literal(int(last))
+            )
         return issues.c.id > int(cursor)
     except ValueError:
         raise InvalidInput("cursor", "not a cursor this server returned") from None

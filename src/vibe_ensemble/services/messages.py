@@ -132,7 +132,9 @@ class MessageService(Service):
                 if ids:
                     await conn.execute(
                         message_recipients.update()
-                        .where(message_recipients.c.agent_id == me.id, message_recipients.c.message_id.in_(ids))
+                        .where(
+                            message_recipients.c.agent_id == me.id, message_recipients.c.message_id.in_(ids)
+                        )
                         .values(read_at=tx.now)
                     )
                     tx.emit("message.read", name, proj.id, agent=name, ids=ids)
@@ -168,7 +170,9 @@ class MessageService(Service):
             me = await agent_store.get(tx.conn, proj.id, name)
             mine = message_recipients.c.agent_id == me.id
             rows = await tx.conn.execute(
-                sa.select(message_recipients.c.message_id).where(mine, message_recipients.c.message_id.in_(ids))
+                sa.select(message_recipients.c.message_id).where(
+                    mine, message_recipients.c.message_id.in_(ids)
+                )
             )
             missing = set(ids) - {r.message_id for r in rows}
             if missing:
@@ -185,6 +189,7 @@ class MessageService(Service):
                     .where(target, message_recipients.c.acked_at.is_(None))
                     .values(acked_at=tx.now)
                 )
-            tx.emit("message.acknowledged" if acknowledge else "message.read", name, proj.id, agent=name, ids=ids)
+            tx.emit(
+                "message.acknowledged" if acknowledge else "message.read", name, proj.id, agent=name, ids=ids
+            )
         return ids
-

@@ -32,7 +32,9 @@ class ProjectService(Service):
             existing = await store.find(tx.conn, slug)
             if existing is not None:
                 return existing
-            project = await store.insert(tx.conn, slug=slug, name=name or slug, description="", repo="", now=tx.now)
+            project = await store.insert(
+                tx.conn, slug=slug, name=name or slug, description="", repo="", now=tx.now
+            )
             tx.emit("project.created", "system", project.id, slug=slug, name=project.name)
         return project
 

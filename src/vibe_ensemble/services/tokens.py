@@ -22,7 +22,9 @@ TOOL_PROFILES = ("core", "full")
 
 
 def _select() -> sa.Select[Any]:
-    return sa.select(credentials, projects.c.slug).outerjoin(projects, projects.c.id == credentials.c.project_id)
+    return sa.select(credentials, projects.c.slug).outerjoin(
+        projects, projects.c.id == credentials.c.project_id
+    )
 
 
 def _to_credential(row: sa.Row[Any]) -> Credential:
@@ -58,7 +60,9 @@ class TokenService(Service):
         if agent is not None:
             agent = rules.name("agent", agent)
             if project is None:
-                raise InvalidInput("project", "an agent-bound token needs a project (agent names are per project)")
+                raise InvalidInput(
+                    "project", "an agent-bound token needs a project (agent names are per project)"
+                )
         if tool_profile is not None and tool_profile not in TOOL_PROFILES:
             raise InvalidInput("tool_profile", f"must be one of {', '.join(TOOL_PROFILES)}")
         secret = tokens.generate()
@@ -85,7 +89,15 @@ class TokenService(Service):
             )
             cred_id = result.scalar_one()
             row = (await tx.conn.execute(_select().where(credentials.c.id == cred_id))).one()
-            tx.emit("token.created", caller.display, project_id, id=cred_id, role=role.value, label=label, agent=agent)
+            tx.emit(
+                "token.created",
+                caller.display,
+                project_id,
+                id=cred_id,
+                role=role.value,
+                label=label,
+                agent=agent,
+            )
         return _to_credential(row), secret
 
     async def list(self, caller: Caller) -> list[Credential]:

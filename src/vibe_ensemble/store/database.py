@@ -87,9 +87,8 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot (one transaction)."""
-        async with self.reader.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with self.reader.connect() as conn, conn.begin():
+            yield conn
 
     async def dispose(self) -> None:
         await self.writer.dispose()

@@ -69,7 +69,9 @@ async def load(conn: AsyncConnection, query: sa.Select[Any]) -> list[Issue]:
 
 
 async def get(conn: AsyncConnection, project_id: int, issue_id: int) -> Issue:
-    found = await load(conn, select_issues().where(issues.c.id == issue_id, issues.c.project_id == project_id))
+    found = await load(
+        conn, select_issues().where(issues.c.id == issue_id, issues.c.project_id == project_id)
+    )
     if not found:
         raise NotFound(f"issue {issue_id} does not exist in this project", id=issue_id)
     return found[0]
@@ -130,7 +132,10 @@ async def dependants(conn: AsyncConnection, issue_id: int) -> list[int]:
 
 
 async def comments_of(conn: AsyncConnection, issue_id: int) -> list[Comment]:
-    rows = await conn.execute(sa.select(comments).where(comments.c.issue_id == issue_id).order_by(comments.c.id))
+    rows = await conn.execute(
+        sa.select(comments).where(comments.c.issue_id == issue_id).order_by(comments.c.id)
+    )
     return [
-        Comment(id=r.id, issue_id=r.issue_id, author=r.author, body=r.body, created_at=r.created_at) for r in rows
+        Comment(id=r.id, issue_id=r.issue_id, author=r.author, body=r.body, created_at=r.created_at)
+        for r in rows
     ]

@@ -38,7 +38,9 @@ def live(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(reservations.c.released_at.is_(None), reservations.c.expires_at > now)
 
 
-async def held_by(conn: AsyncConnection, agent_id: int, now: datetime, *, until: datetime | None = None) -> list[Reservation]:
+async def held_by(
+    conn: AsyncConnection, agent_id: int, now: datetime, *, until: datetime | None = None
+) -> list[Reservation]:
     q = select_reservations().where(reservations.c.agent_id == agent_id, live(now))
     if until is not None:
         q = q.where(reservations.c.expires_at <= until)

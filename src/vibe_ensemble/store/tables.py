@@ -52,7 +52,9 @@ def _id() -> sa.Column[int]:
     return sa.Column("id", ID, primary_key=True, autoincrement=True)
 
 
-def _fk(name: str, target: str, *, nullable: bool = False, ondelete: str | None = "CASCADE") -> sa.Column[int]:
+def _fk(
+    name: str, target: str, *, nullable: bool = False, ondelete: str | None = "CASCADE"
+) -> sa.Column[int]:
     return sa.Column(name, ID, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable)
 
 

@@ -92,7 +92,9 @@ async def heartbeat(
 
 
 @router.post(P + "/agents/{name}/retire", tags=["agents"])
-async def retire_agent(project: str, name: str, body: RetireIn, caller: CallerDep, services: ServicesDep) -> Agent:
+async def retire_agent(
+    project: str, name: str, body: RetireIn, caller: CallerDep, services: ServicesDep
+) -> Agent:
     return await services.agents.retire(caller, project=project, name=name, reason=body.reason)
 
 
@@ -216,12 +218,16 @@ async def fetch_inbox(
 
 
 @router.post(P + "/agents/{name}/inbox/read", tags=["messages"])
-async def mark_read(project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep) -> list[int]:
+async def mark_read(
+    project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep
+) -> list[int]:
     return await services.messages.mark_read(caller, body.ids, project=project, agent=name)
 
 
 @router.post(P + "/agents/{name}/inbox/ack", tags=["messages"])
-async def acknowledge(project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep) -> list[int]:
+async def acknowledge(
+    project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep
+) -> list[int]:
     return await services.messages.acknowledge(caller, body.ids, project=project, agent=name)
 
 
@@ -234,7 +240,9 @@ async def list_events(
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, description="Return events with a larger id.")] = 0,
     project: Annotated[str | None, Query(max_length=64)] = None,
-    types: Annotated[list[str] | None, Query(max_length=20, description="Event types; `issue.*` for a family.")] = None,
+    types: Annotated[
+        list[str] | None, Query(max_length=20, description="Event types; `issue.*` for a family.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     return await services.events.page(caller, after=after, project=project, types=types, limit=limit)
@@ -251,7 +259,9 @@ async def list_tokens(caller: CallerDep, services: ServicesDep) -> list[Credenti
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["tokens"])
 async def create_token(body: TokenIn, caller: CallerDep, services: ServicesDep) -> TokenOut:
     cred, secret = await services.tokens.create(caller, **body.model_dump())
-    return TokenOut(token=secret, id=cred.id, prefix=cred.prefix, role=cred.role, project=cred.project, agent=cred.agent)
+    return TokenOut(
+        token=secret, id=cred.id, prefix=cred.prefix, role=cred.role, project=cred.project, agent=cred.agent
+    )
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"])

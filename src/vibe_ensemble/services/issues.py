@@ -288,12 +288,12 @@ class IssueService(Service):
                 issue = await store.get(tx.conn, proj.id, issue_id)
                 await self._check_claimable(tx.conn, issue)
                 if not await self._take(tx, issue):
-                    again = await store.get(tx.conn, proj.id, issue_id)
-                    raise AlreadyClaimed(
-                        f"issue {issue_id} is already claimed by {again.assignee}",
-                        id=issue_id,
-                        assignee=again.assignee,
-                    )
+                    # Someone changed it since we read it: say who won (or why it is no longer
+                    # claimable); if it merely moved to a new version, take that one.
+                    issue = await store.get(tx.conn, proj.id, issue_id)
+                    await self._check_claimable(tx.conn, issue)
+                    if not await self._take(tx, issue):
+                        raise Conflict(f"issue {issue_id} changed while claiming; retry", id=issue_id)
                 claimed = issue
             else:
                 candidates = await store.load(
@@ -332,6 +332,8 @@ class IssueService(Service):
         if not await store.is_ready(conn, issue.id):
             deps = await store.load(conn, store.select_issues().where(issues.c.id.in_(issue.depends_on)))
             waiting = [f"#{d.id}" for d in deps if not d.status.finished]
+            if not waiting:
+                return  # it became unready because it was just taken: `_take` decides, atomically
             raise Conflict(
                 f"issue {issue.id} waits on unfinished dependencies: {', '.join(waiting)}",
                 id=issue.id,

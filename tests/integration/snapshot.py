@@ -1,0 +1,25 @@
+"""Every row of every table, to prove that a refused change changed nothing."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.tables import metadata
+
+Snapshot = dict[str, list[str]]
+
+
+async def snapshot(db: Database) -> Snapshot:
+    """The content of each table, rows in a stable order, as text."""
+    out: Snapshot = {}
+    async with db.read() as conn:
+        for table in metadata.sorted_tables:
+            rows = await conn.execute(sa.select(table).order_by(*table.c))
+            out[table.name] = [repr(tuple(r)) for r in rows]
+    return out
+
+
+async def count(db: Database, table: sa.Table) -> int:
+    async with db.read() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())

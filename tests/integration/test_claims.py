@@ -1,0 +1,179 @@
+"""claim_issue: atomic under a race (exactly one winner), and without an id the best ready issue."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import IssueStatus, Priority, TokenRole
+from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, NotFound
+from vibe_ensemble.domain.models import Issue
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
+
+RACERS = 20
+
+
+def bound(name: str) -> Caller:
+    """A worker token bound to one agent, as the services see it."""
+    return Caller(credential_id=None, role=TokenRole.WORKER, agent=name, label=name)
+
+
+async def register(services: Services, admin: Caller, count: int) -> list[str]:
+    names = [f"racer-{i:02d}" for i in range(count)]
+    for name in names:
+        await services.agents.register(admin, name=name)
+    return names
+
+
+def split(results: list[Issue | BaseException]) -> tuple[list[Issue], list[BaseException]]:
+    wins = [r for r in results if isinstance(r, Issue)]
+    losses = [r for r in results if not isinstance(r, Issue)]
+    return wins, losses
+
+
+async def check_one_winner(
+    services: Services, admin: Caller, issue_id: int, names: list[str], results: list[Issue | BaseException]
+) -> None:
+    wins, losses = split(results)
+    assert len(wins) == 1, f"expected one winner, got {[w.assignee for w in wins]}"
+    winner = wins[0].assignee
+    assert winner in names
+    assert len(losses) == RACERS - 1
+    for loss in losses:
+        assert isinstance(loss, AlreadyClaimed), repr(loss)
+        assert loss.message == f"issue {issue_id} is already claimed by {winner}"
+        assert loss.details["assignee"] == winner
+    detail = await services.issues.get(admin, issue_id)
+    assert detail.issue.assignee == winner
+    assert detail.issue.status == IssueStatus.IN_PROGRESS
+    assert detail.issue.version == 2
+    claimed = await services.events.page(admin, types=["issue.claimed"])
+    assert [(e.payload["id"], e.payload["assignee"]) for e in claimed.items] == [(issue_id, winner)]
+
+
+async def test_twenty_agents_race_for_one_issue(services: Services, admin: Caller) -> None:
+    names = await register(services, admin, RACERS)
+    issue = await services.issues.create(admin, title="the only job")
+    results = await asyncio.gather(
+        *(services.issues.claim(bound(n), issue.id) for n in names), return_exceptions=True
+    )
+    await check_one_winner(services, admin, issue.id, names, results)
+
+
+@pytest.mark.postgres
+async def test_twenty_runtimes_race_on_postgres(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """Twenty engines, twenty connections: a real cross-connection race decided by PostgreSQL."""
+    async with AsyncExitStack() as stack:
+        runtimes: list[Runtime] = []
+        for i in range(RACERS):
+            rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
+            await rt.start(apply_migrations=i == 0)
+            stack.push_async_callback(rt.stop)
+            runtimes.append(rt)
+        main = runtimes[0].services
+        names = await register(main, admin, RACERS)
+        issue = await main.issues.create(admin, title="the only job")
+        # open a connection in every pool first, so the claims start together
+        await asyncio.gather(*(rt.services.issues.get(admin, issue.id) for rt in runtimes))
+        results = await asyncio.gather(
+            *(rt.services.issues.claim(bound(n), issue.id) for rt, n in zip(runtimes, names, strict=True)),
+            return_exceptions=True,
+        )
+        await check_one_winner(main, admin, issue.id, names, results)
+
+
+async def test_racing_for_the_best_issue_gives_each_winner_a_different_one(
+    services: Services, admin: Caller
+) -> None:
+    names = await register(services, admin, RACERS)
+    created = [await services.issues.create(admin, title=f"job {i}") for i in range(5)]
+    results = await asyncio.gather(*(services.issues.claim(bound(n)) for n in names), return_exceptions=True)
+    wins, losses = split(results)
+    assert sorted(w.id for w in wins) == [i.id for i in created]
+    assert len({w.assignee for w in wins}) == 5
+    assert len(losses) == RACERS - 5
+    for loss in losses:
+        assert isinstance(loss, NotFound), repr(loss)
+        assert loss.message == "no issue is ready to claim"
+
+
+async def test_claim_without_id_takes_priority_then_age(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    old_p2 = await services.issues.create(admin, title="old p2", priority=Priority.P2)
+    first_p1 = await services.issues.create(admin, title="first p1", priority=Priority.P1)
+    second_p1 = await services.issues.create(admin, title="second p1", priority=Priority.P1)
+    waiting_p0 = await services.issues.create(
+        admin, title="p0 but waits", priority=Priority.P0, depends_on=[old_p2.id]
+    )
+    order = [(await services.issues.claim(admin, agent="w1")).id for _ in range(3)]
+    assert order == [first_p1.id, second_p1.id, old_p2.id]
+    with pytest.raises(NotFound, match="no issue is ready to claim"):
+        await services.issues.claim(admin, agent="w1")
+    await services.issues.close(admin, old_p2.id, "done", agent="w1")
+    assert (await services.issues.claim(admin, agent="w1")).id == waiting_p0.id
+
+
+async def test_claim_without_id_prefers_issues_matching_capabilities(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="rustacean", capabilities=["rust"])
+    await services.agents.register(admin, name="generalist")
+    urgent = await services.issues.create(admin, title="urgent docs", priority=Priority.P0, labels=["docs"])
+    rusty = await services.issues.create(admin, title="borrow checker", priority=Priority.P3, labels=["rust"])
+    assert (await services.issues.claim(admin, agent="rustacean")).id == rusty.id
+    assert (await services.issues.claim(admin, agent="generalist")).id == urgent.id
+
+
+async def test_claimed_issue_belongs_to_the_claimer(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    issue = await services.issues.create(admin, title="job")
+    claimed = await services.issues.claim(bound("w1"), issue.id)
+    assert claimed.assignee == "w1"
+    assert claimed.status == IssueStatus.IN_PROGRESS
+    me = await services.agents.heartbeat(bound("w1"))
+    assert me.agent.status == "working"
+    assert [i.id for i in me.assigned_issues] == [issue.id]
+    assert me.ready_issues == []
+
+
+async def test_issue_with_unfinished_dependencies_is_not_claimable(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    a = await services.issues.create(admin, title="a")
+    b = await services.issues.create(admin, title="b")
+    c = await services.issues.create(admin, title="c", depends_on=[a.id, b.id])
+    await services.issues.close(admin, b.id, "done")
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(Conflict) as err:
+        await services.issues.claim(admin, c.id, agent="w1")
+    assert err.value.message == f"issue {c.id} waits on unfinished dependencies: #{a.id}"
+    assert err.value.details["waiting_on"] == [a.id]
+    assert await snapshot(services.ctx.db) == before
+    listed = await services.issues.list(admin, ready=True)
+    assert [i.id for i in listed.items] == [a.id]
+
+
+async def test_claiming_a_taken_or_finished_issue_is_refused(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    await services.agents.register(admin, name="w2")
+    taken = await services.issues.create(admin, title="taken")
+    finished = await services.issues.create(admin, title="finished")
+    await services.issues.claim(admin, taken.id, agent="w1")
+    await services.issues.close(admin, finished.id, "dropped", status=IssueStatus.CLOSED)
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(AlreadyClaimed, match=f"issue {taken.id} is already claimed by w1"):
+        await services.issues.claim(admin, taken.id, agent="w2")
+    with pytest.raises(Conflict, match=f"issue {finished.id} is closed, not open"):
+        await services.issues.claim(admin, finished.id, agent="w2")
+    with pytest.raises(NotFound, match="issue 999 does not exist"):
+        await services.issues.claim(admin, 999, agent="w2")
+    with pytest.raises(NotFound, match="'ghost' is not registered"):
+        await services.issues.claim(admin, taken.id, agent="ghost")
+    assert await snapshot(services.ctx.db) == before

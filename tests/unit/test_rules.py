@@ -1,0 +1,117 @@
+"""Pure domain rules: validation of text, names, slugs, labels, limits; the dependency cycle check."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from vibe_ensemble.domain import rules
+from vibe_ensemble.domain.errors import InvalidInput
+
+
+def test_find_cycle_returns_the_closing_path() -> None:
+    # 2 depends on 1, 3 depends on 2: giving 1 a dependency on 3 closes 1 -> 3 -> 2 -> 1.
+    edges = {2: [1], 3: [2]}
+    assert rules.find_cycle(edges, 1, [3]) == [1, 3, 2, 1]
+
+
+def test_find_cycle_two_issues() -> None:
+    assert rules.find_cycle({2: [1]}, 1, [2]) == [1, 2, 1]
+
+
+def test_find_cycle_self_dependency() -> None:
+    assert rules.find_cycle({}, 5, [5]) == [5, 5]
+
+
+def test_find_cycle_none_for_a_dag() -> None:
+    # a diamond: 4 -> (2, 3) -> 1; adding 5 -> 4 and 1 -> nothing is fine
+    edges = {4: [2, 3], 2: [1], 3: [1]}
+    assert rules.find_cycle(edges, 5, [4]) is None
+    assert rules.find_cycle(edges, 4, [1, 2]) is None
+    assert rules.find_cycle(edges, 1, []) is None
+
+
+def test_find_cycle_finds_it_behind_a_shared_node() -> None:
+    # both 2 and 3 lead to 4; only 4 -> 1 closes the loop
+    edges = {2: [4], 3: [4], 4: [1]}
+    assert rules.find_cycle(edges, 1, [2, 3]) == [1, 2, 4, 1]
+
+
+def test_text_strips_and_requires() -> None:
+    assert rules.text("title", "  hello  ", max_len=10) == "hello"
+    with pytest.raises(InvalidInput) as err:
+        rules.text("title", "   ", max_len=10)
+    assert err.value.field == "title"
+    assert err.value.rule == "must not be empty"
+    assert str(err.value) == "title: must not be empty"
+
+
+def test_text_optional_keeps_value() -> None:
+    assert rules.text("body", "", max_len=10, required=False) == ""
+    assert rules.text("body", " x ", max_len=10, required=False) == " x "
+
+
+def test_text_too_long_names_limit_and_length() -> None:
+    with pytest.raises(InvalidInput) as err:
+        rules.text("body", "x" * (rules.MAX_BODY + 1), max_len=rules.MAX_BODY)
+    assert err.value.field == "body"
+    assert err.value.rule == "must be at most 65536 characters (got 65537)"
+    assert rules.text("body", "x" * rules.MAX_BODY, max_len=rules.MAX_BODY) == "x" * rules.MAX_BODY
+
+
+def test_text_refuses_nul() -> None:
+    with pytest.raises(InvalidInput, match="NUL") as err:
+        rules.text("subject", "a\x00b", max_len=10)
+    assert err.value.field == "subject"
+
+
+@pytest.mark.parametrize("value", ["w1", "Agent_7", "a.b-c", "9lives"])
+def test_name_accepts(value: str) -> None:
+    assert rules.name("name", value) == value
+
+
+@pytest.mark.parametrize("value", ["-lead", "_x", "has space", "slash/name", "ünï", "x" * 65])
+def test_name_refuses(value: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        rules.name("name", value)
+    assert err.value.field == "name"
+
+
+@pytest.mark.parametrize("value", ["default", "web-app", "a1"])
+def test_slug_accepts(value: str) -> None:
+    assert rules.slug("slug", value) == value
+
+
+@pytest.mark.parametrize("value", ["Web", "web_app", "-web", "web app", ""])
+def test_slug_refuses(value: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        rules.slug("slug", value)
+    assert err.value.field == "slug"
+
+
+def test_labels_strip_and_dedupe_in_order() -> None:
+    assert rules.labels("labels", ["b", " a ", "b", "a"]) == ["b", "a"]
+
+
+def test_labels_refuse_empty_and_too_many() -> None:
+    with pytest.raises(InvalidInput, match="labels: must not be empty"):
+        rules.labels("labels", ["ok", " "])
+    with pytest.raises(InvalidInput, match=re.escape("labels: at most 32 entries")):
+        rules.labels("labels", [f"l{i}" for i in range(33)])
+    assert len(rules.labels("labels", [f"l{i}" for i in range(32)])) == 32
+
+
+def test_limit_bounds() -> None:
+    assert rules.limit("limit", 1) == 1
+    assert rules.limit("limit", 500) == 500
+    for bad in (0, 501, -3):
+        with pytest.raises(InvalidInput, match="limit: must be between 1 and 500"):
+            rules.limit("limit", bad)
+
+
+def test_memorable_name_is_a_valid_name() -> None:
+    for _ in range(50):
+        generated = rules.memorable_name()
+        assert re.fullmatch(r"[a-z]+-[a-z]+-\d{2}", generated)
+        assert rules.name("name", generated) == generated

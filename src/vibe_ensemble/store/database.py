@@ -98,6 +98,10 @@ class Database:
     def safe_url(self) -> str:
         return self.url.render_as_string(hide_password=True)
 
+    def asyncpg_dsn(self) -> str:
+        """PostgreSQL: a DSN for a raw asyncpg connection beside the pool (LISTEN, the duties lock)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
 
 def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")

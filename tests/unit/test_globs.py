@@ -1,0 +1,292 @@
+"""Lease patterns: validation, git wildmatch coverage, and symmetric overlap."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vibe_ensemble.domain import globs
+from vibe_ensemble.domain.errors import InvalidInput
+
+
+def P(text: str) -> globs.LeasePattern:
+    return globs.parse("paths[0]", text)[0]
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("/etc/passwd", "relative to the repository root"),
+        ("~/notes.md", "relative to the repository root"),
+        ("C:\\repo\\a.py", "relative to the repository root"),
+        ("../other/x.py", "'..'"),
+        ("src/../../x", "'..'"),
+        ("**", "covers the whole repository"),
+        ("*", "covers the whole repository"),
+        ("**/*", "covers the whole repository"),
+        ("*/**", "covers the whole repository"),
+        (".", "covers the whole repository"),
+        ("./", "covers the whole repository"),
+        ("src/[ab", "unclosed '['"),
+        ("src/a\\", "lone backslash"),
+        ("src/[z-a].py", "reversed range"),
+        ("src/[[:nope:]]", "unknown character class"),
+        ("a" * 1001, "at most 1000 characters"),
+        ("src/\x00", "NUL"),
+        ("file:///home/me/x.py", "file://"),
+        ("Service://db", "named resource"),
+        ("service://has space", "named resource"),
+    ],
+)
+def test_bad_patterns_are_refused_naming_field_and_rule(raw: str, rule: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        globs.parse("paths[2]", raw)
+    assert exc.value.field == "paths[2]"
+    assert rule in exc.value.rule
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        ("./src/a.py", "src/a.py"),
+        ("src//api/", "src/api"),
+        ("  docs/*.md ", "docs/*.md"),
+        ("src/./x", "src/x"),
+    ],
+)
+def test_patterns_are_normalised_with_a_note(raw: str, text: str) -> None:
+    pattern, note = globs.parse("paths[0]", raw)
+    assert pattern.text == text
+    if raw.strip() != text:
+        assert note is not None and text in note
+
+
+def test_a_clean_pattern_has_no_note() -> None:
+    assert globs.parse("p", "src/**") == (globs.LeasePattern("src/**", resource=False), None)
+
+
+def test_named_resources_are_recognised() -> None:
+    pattern, _ = globs.parse("p", "service://staging-db")
+    assert pattern.resource and pattern.text == "service://staging-db"
+    assert not pattern.literal
+
+
+def test_literal_patterns() -> None:
+    assert P("src/a.py").literal
+    assert not P("src/*.py").literal
+    assert not P("src/a\\*.py").literal
+
+
+# --- coverage ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "covered"),
+    [
+        ("src/**", "src/a.py", True),
+        ("src/**", "src/deep/er/a.py", True),
+        ("src/**", "src", False),
+        ("src/**", "srcx/a.py", False),
+        ("src", "src/a.py", True),  # a directory covers what is inside it
+        ("src", "src", True),
+        ("src", "srcx", False),
+        ("*.py", "a.py", True),
+        ("*.py", "src/a.py", False),  # `*` stays within one segment
+        ("**/*.py", "src/a.py", True),
+        ("**/*.py", "a.py", True),
+        ("**/*.py", "a.pyc", False),
+        ("docs/api/*.md", "docs/api/index.md", True),
+        ("docs/api/*.md", "docs/api/v1/index.md", False),
+        ("docs/**/index.md", "docs/index.md", True),
+        ("docs/**/index.md", "docs/a/b/index.md", True),
+        ("src/a?.py", "src/ab.py", True),
+        ("src/a?.py", "src/a/.py", False),
+        ("src/[abc].py", "src/b.py", True),
+        ("src/[!abc].py", "src/b.py", False),
+        ("src/[!abc].py", "src/d.py", True),
+        ("src/[^abc].py", "src/d.py", True),
+        ("x/[[:digit:]]", "x/7", True),
+        ("x/[[:digit:]]", "x/a", False),
+        ("x/[]]", "x/]", True),
+        ("x/[a-]", "x/-", True),
+        ("x/a\\*b", "x/a*b", True),
+        ("x/a\\*b", "x/axb", False),
+        ("a**b/c", "axyzb/c", True),  # `**` inside a segment is a plain `*`
+        ("a**b/c", "ax/yb/c", False),
+        ("service://db", "service://db", True),
+        ("service://db", "service://db2", False),
+    ],
+)
+def test_covers(pattern: str, path: str, covered: bool) -> None:
+    assert globs.covers(P(pattern), path) is covered
+
+
+@pytest.mark.parametrize(
+    "path", ["a[1].py", "we*ird?.md", "back\\slash", "sp ace/ü.txt", "[!x]", "emoji/🎉.txt"]
+)
+def test_escape_covers_exactly_the_path(path: str) -> None:
+    pattern = P(globs.escape(path))
+    assert pattern.literal == (globs.escape(path) == path)
+    assert globs.covers(pattern, path)
+    assert not globs.covers(pattern, path + "x")
+
+
+# --- overlap -------------------------------------------------------------------------------------
+
+OVERLAPPING = [
+    ("src/**", "src/a.py"),
+    ("src/**", "src/api/**"),
+    ("src", "src/a.py"),
+    ("src", "src/**/*.py"),
+    ("**/*.py", "src/a.py"),
+    ("**/*.py", "tests/**"),
+    ("docs/api/*.md", "docs/**"),
+    ("docs/api/*.md", "docs/*/index.md"),
+    ("a/**/b", "a/x/y/b"),
+    ("a/**/b", "a/b"),
+    ("a/*/b", "a/b/b"),
+    ("src/*.py", "src/*"),
+    ("src/*.py", "src/test_*"),
+    ("[!a]/x", "b/*"),
+    ("x/[[:digit:]]", "x/[0-9]"),
+    ("**/test_*.py", "tests/unit/*"),
+    ("service://db", "service://db"),
+    ("src/a.py", "src/a.py"),
+]
+DISJOINT = [
+    ("*.py", "src/a.py"),
+    ("src/**", "docs/**"),
+    ("src/**", "srcx"),
+    ("docs/api/*.md", "docs/api/x.txt"),
+    ("docs/api/*.md", "docs/api/v1/**"),
+    ("src/*.py", "src/*.js"),
+    ("[ab]/x", "c/x"),
+    ("x/[[:digit:]]", "x/[a-z]"),
+    ("service://db", "service://db2"),
+    ("service://db", "service/db"),
+    ("src/a.py", "src/b.py"),
+    ("a/*/b", "a/c/d"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), OVERLAPPING)
+def test_overlapping_pairs(a: str, b: str) -> None:
+    assert globs.overlaps(P(a), P(b))
+    assert globs.overlaps(P(b), P(a))
+    for left, right in ((a, b), (b, a)):
+        found = globs.witness(P(left), P(right))
+        assert found is not None
+        assert globs.covers(P(a), found) and globs.covers(P(b), found)
+
+
+@pytest.mark.parametrize(("a", "b"), DISJOINT)
+def test_disjoint_pairs(a: str, b: str) -> None:
+    assert not globs.overlaps(P(a), P(b))
+    assert not globs.overlaps(P(b), P(a))
+
+
+def test_overlap_is_fast_on_long_wildcard_patterns() -> None:
+    a = P("/".join(["*a*b*"] * 40))
+    b = P("/".join(["*b*a*"] * 40))
+    started = time.monotonic()
+    assert globs.overlaps(a, b)
+    assert not globs.overlaps(P("/".join(["*a*b*"] * 40) + ".py"), P("/".join(["*"] * 40) + ".js"))
+    assert time.monotonic() - started < 5
+
+
+# --- properties ----------------------------------------------------------------------------------
+# Patterns are built from segments of a few atoms; a reference matcher (a regular expression
+# written independently of the automaton code) decides coverage.
+
+_ATOMS = {"a": "a", "b": "b", ".": r"\.", "*": "[^/]*", "?": "[^/]", "[ab]": "[ab]", "[!a]": "[^a/]"}
+
+
+def _segment(atoms: list[str]) -> list[str]:
+    # `**` spelled by two star atoms is a globstar, and `.`/`..` are not names: keep the
+    # strategies honest about both
+    if set(atoms) == {"*"}:
+        return ["*"]
+    return ["a", *atoms] if "".join(atoms) in (".", "..") else atoms
+
+
+segment = st.one_of(
+    st.just(["**"]),
+    st.lists(st.sampled_from(sorted(_ATOMS)), min_size=1, max_size=3).map(_segment),
+)
+pattern_segments = st.lists(segment, min_size=1, max_size=3).filter(
+    lambda segs: not all(s in (["**"], ["*"]) for s in segs)
+)
+
+
+def _text(segments: list[list[str]]) -> str:
+    return "/".join("".join(s) for s in segments)
+
+
+def _reference(segments: list[list[str]]) -> re.Pattern[str]:
+    rx = ""
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == ["**"]:
+            rx += ".+" if last else "(?:[^/]+/)*"
+            continue
+        rx += "".join(_ATOMS[a] for a in seg) + ("" if last else "/")
+    return re.compile(rx + "(?:/.+)?")
+
+
+def _valid_path(path: str) -> bool:
+    return bool(path) and "" not in path.split("/")
+
+
+_SHORT_PATHS = [
+    "".join(chars)
+    for n in range(1, 6)
+    for chars in itertools.product("ab.x/", repeat=n)
+    if _valid_path("".join(chars))
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern_segments, pattern_segments)
+def test_overlap_is_symmetric_and_agrees_with_a_reference_matcher(
+    a: list[list[str]], b: list[list[str]]
+) -> None:
+    pa, pb = P(_text(a)), P(_text(b))
+    ra, rb = _reference(a), _reference(b)
+    ab, ba = globs.witness(pa, pb), globs.witness(pb, pa)
+    assert (ab is None) == (ba is None)
+    for found in (ab, ba):
+        if found is not None:
+            # whatever the automata found, the reference matcher confirms
+            assert _valid_path(found)
+            assert ra.fullmatch(found) and rb.fullmatch(found), found
+    if ab is None:
+        # no short path is covered by both
+        assert not any(ra.fullmatch(p) and rb.fullmatch(p) for p in _SHORT_PATHS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern_segments, st.sampled_from(_SHORT_PATHS))
+def test_covers_agrees_with_the_reference_matcher(segments: list[list[str]], path: str) -> None:
+    assert globs.covers(P(_text(segments)), path) == bool(_reference(segments).fullmatch(path))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_text_is_either_a_pattern_or_a_clear_error(raw: str) -> None:
+    try:
+        pattern, _ = globs.parse("paths[0]", raw)
+    except InvalidInput as exc:
+        assert exc.field == "paths[0]" and exc.rule
+        return
+    assert pattern.text and not pattern.text.startswith("/")
+    assert globs.overlaps(pattern, pattern)

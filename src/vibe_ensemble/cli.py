@@ -89,6 +89,11 @@ def serve(
         for reason in settings.unsafe_reasons():
             err.print(f"[red]refusing to start in production:[/red] {reason}")
         raise typer.Exit(2)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
+        err.print(
+            f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
+            "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
+        )
 
     async def main() -> None:
         runtime = Runtime(settings)
@@ -105,6 +110,10 @@ def serve(
                     log_level="warning",
                     lifespan="on",
                     proxy_headers=True,
+                    forwarded_allow_ips=settings.trusted_proxies,
+                    limit_concurrency=settings.limit_concurrency,
+                    ws_max_size=settings.max_body_bytes,
+                    server_header=False,
                 )
             )
             err.print(
@@ -263,6 +272,46 @@ def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = 
 
     _run(main)
     err.print(f"revoked token {token_id}")
+
+
+@app.command()
+def audit(
+    action: Annotated[str | None, typer.Option(help="An action, or a family: 'auth.*'.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="ok, denied or failed.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only entries at or after this time (ISO 8601).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Show the audit log: authentication failures, denials, token changes, admin actions."""
+    runtime = _admin_runtime(config, database_url)
+
+    async def main() -> list[Any]:
+        await runtime.start(own=False)
+        try:
+            page = await runtime.services.audit.page(
+                SYSTEM, action=action, actor=actor, outcome=outcome, since=since, limit=limit
+            )
+            return page.items
+        finally:
+            await runtime.stop()
+
+    entries = _run(main)
+    if as_json:
+        for e in entries:
+            print(json.dumps({**e.__dict__, "time": e.time.isoformat()}, default=str))
+        return
+    table = Table("id", "time", "actor", "action", "outcome", "from", "details")
+    for e in entries:
+        details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+        table.add_row(
+            str(e.id), f"{e.time:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.outcome, e.remote, details
+        )
+    out.print(table)
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import structlog
 
+from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import ServiceContext, Services
+from vibe_ensemble.services.tokens import AUTH_FAILURE
 from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock
 
@@ -22,7 +24,13 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.effective_database_url)
-        self.services = Services(ServiceContext(self.db, default_project=settings.default_project))
+        limiter = RateLimiter(
+            {**settings.rate_limit_per_minute, AUTH_FAILURE: settings.auth_failures_per_minute},
+            settings.rate_limit_burst,
+        )
+        self.services = Services(
+            ServiceContext(self.db, default_project=settings.default_project, limiter=limiter)
+        )
         self._owner: OwnerLock | None = None
         self._duties: asyncio.Task[None] | None = None
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vibe_ensemble import __version__
+from vibe_ensemble.api import security
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.rest import errors
 from vibe_ensemble.api.rest.routes import router
@@ -61,6 +62,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     app.add_middleware(metrics.MetricsMiddleware)
+    security.install(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

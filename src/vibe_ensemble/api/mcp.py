@@ -12,16 +12,18 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
+import structlog
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, Priority
-from vibe_ensemble.domain.errors import Unauthenticated, VibeError
+from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
 from vibe_ensemble.domain.models import (
     Agent,
     ClosedIssue,
@@ -39,6 +41,10 @@ from vibe_ensemble.services import Services
 from vibe_ensemble.services.issues import UNSET
 
 CALLER_KEY = "vibe.caller"
+SERVICES_KEY = "vibe.services"
+RETRY_AFTER_KEY = "vibe.retry_after"  # set when the caller's rate limit is spent: tools refuse
+
+log = structlog.get_logger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,27 +70,61 @@ AgentArg = Annotated[
 IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1)]
 
 
+def _scope_of(ctx: Context) -> Mapping[str, Any]:
+    """The ASGI scope of the HTTP request behind this call (empty over stdio)."""
+    request = ctx.request_context.request
+    scope = None if request is None else getattr(request, "scope", None)
+    return scope if isinstance(scope, Mapping) else {}
+
+
 def _caller_of(ctx: Context, fixed: Caller | None) -> Caller:
     """The caller: the one authenticated for this HTTP request, else the stdio process's own."""
-    request = ctx.request_context.request
-    caller = None if request is None else getattr(request, "scope", {}).get(CALLER_KEY)
+    scope = _scope_of(ctx)
+    caller = scope.get(CALLER_KEY)
     if caller is None:
         caller = fixed
     if not isinstance(caller, Caller):
         raise ToolError("[unauthenticated] no credential: connect with a bearer token")
+    retry_after = scope.get(RETRY_AFTER_KEY)
+    if isinstance(retry_after, float):
+        raise RateLimited(
+            f"rate limit of the {caller.role.value} role reached: retry in {retry_after:.1f}s", retry_after
+        )
     return caller
 
 
+async def _audit_denial(call: tuple[Any, ...], exc: PermissionDenied) -> None:
+    """Write a refusal to the audit log (over HTTP; the stdio process is its own token's holder)."""
+    ctx = next((a for a in call if isinstance(a, Context)), None)
+    if ctx is None:
+        return
+    scope = _scope_of(ctx)
+    services, caller = scope.get(SERVICES_KEY), scope.get(CALLER_KEY)
+    if not isinstance(services, Services) or not isinstance(caller, Caller):
+        return
+    try:
+        await services.audit.denied(caller, exc)
+    except Exception:
+        log.exception("audit_failed", action="access.denied")
+
+
 def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn service errors into MCP tool errors an agent can read and act on."""
+    """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
         except VibeError as exc:
+            if isinstance(exc, PermissionDenied):
+                await _audit_denial((*args, *kwargs.values()), exc)
             detail = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
             raise ToolError(f"[{exc.code}] {exc.message}{detail}") from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            log.exception("tool_failed", tool=fn.__name__)
+            raise ToolError("[internal] internal server error") from exc
 
     return wrapper
 
@@ -424,10 +464,11 @@ class MCPEndpoint:
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
+        client = scope.get("client")
+        remote = str(client[0]) if client else ""
         try:
-            if scheme.lower() != "bearer":
-                raise Unauthenticated("missing bearer token")
-            caller = await self.services.tokens.authenticate(token.strip())
+            token = token.strip() if scheme.lower() == "bearer" else ""
+            caller = await self.services.tokens.authenticate(token, remote=remote, throttle=False)
         except Unauthenticated as exc:
             await _json(
                 send,
@@ -436,9 +477,33 @@ class MCPEndpoint:
                 extra=[(b"www-authenticate", b'Bearer realm="vibe-ensemble"')],
             )
             return
+        except RateLimited as exc:
+            await _json(
+                send,
+                429,
+                {"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
+                extra=[(b"retry-after", str(max(1, round(exc.retry_after))).encode())],
+            )
+            return
         scope[CALLER_KEY] = caller
+        scope[SERVICES_KEY] = self.services
+        try:
+            self.services.tokens.throttle(caller)
+        except RateLimited as exc:
+            # Tool calls answer with a clear tool error (see `_caller_of`), the HTTP answer with Retry-After.
+            scope[RETRY_AFTER_KEY] = exc.retry_after
+            send = _with_header(send, b"retry-after", str(max(1, round(exc.retry_after))).encode())
         app = self.apps.get(caller.tool_profile or self.default_profile, self.apps[self.default_profile])
         await app(scope, receive, send)
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    async def _send(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+
+    return _send
 
 
 async def _json(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from typing import Any
 
 TOKEN_PREFIX = "vibe_"  # noqa: S105 - a public marker, not a secret
 _DISPLAY = 12  # "vibe_" and the first characters: enough to recognise a token, useless to use it
@@ -30,3 +32,22 @@ def same(a: str, b: str) -> bool:
 
 def looks_like_token(value: str) -> bool:
     return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 200
+
+
+_TOKEN_IN_TEXT = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` with every token in it cut to its display prefix (`vibe_AbCdEfG…`)."""
+    return _TOKEN_IN_TEXT.sub(lambda m: display_prefix(m.group(0)) + "…", text)
+
+
+def scrub(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with every token in it redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value

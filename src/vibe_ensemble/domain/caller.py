@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
-from vibe_ensemble.domain.permissions import Op, allowed
+from vibe_ensemble.domain.permissions import GLOBAL_OPS, Op, allowed
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Caller:
     agent: str | None = None  # the token's bound agent, None for a team token
     label: str = ""
     tool_profile: str | None = None
+    remote: str = ""  # where the request came from (client address), for the audit log
 
     @property
     def display(self) -> str:
@@ -28,6 +29,12 @@ class Caller:
         if not allowed(self.role, op):
             raise PermissionDenied(
                 f"a {self.role.value} token may not do {op.value}", operation=op.value, role=self.role.value
+            )
+        if self.project is not None and op in GLOBAL_OPS:
+            raise PermissionDenied(
+                f"{op.value} reaches beyond one project; a token scoped to {self.project!r} may not do it",
+                operation=op.value,
+                project=self.project,
             )
 
     def project_slug(self, requested: str | None, default: str) -> str:

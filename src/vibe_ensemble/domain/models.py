@@ -140,6 +140,42 @@ class Reservation:
 
 
 @dataclass
+class LeaseConflict:
+    """A lease of another agent that stands in the way of `path`."""
+
+    path: str  # the requested pattern
+    holder: str
+    pattern: str  # the holder's pattern
+    exclusive: bool
+    reason: str
+    expires_at: datetime
+    reservation_id: int
+
+
+@dataclass
+class ReservationResult:
+    """What reserve_paths did: the leases granted (or extended) and what stood in the way."""
+
+    granted: list[Reservation]
+    conflicts: list[LeaseConflict]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseResult:
+    released: list[Reservation]
+    not_held: list[str]  # requested patterns the caller held no lease on
+
+
+@dataclass
+class PathCheck:
+    """check_paths: who holds what would conflict, and which paths are free."""
+
+    conflicts: list[LeaseConflict]
+    free: list[str]
+
+
+@dataclass
 class KnowledgeEntry:
     id: int
     project: str
@@ -152,6 +188,38 @@ class KnowledgeEntry:
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass
+class KnowledgeVersion:
+    """An earlier version of a knowledge entry, kept when the entry was updated."""
+
+    version: int
+    kind: KnowledgeKind
+    title: str
+    body: str
+    tags: list[str]
+    issue_ids: list[int]
+    author: str
+    created_at: datetime
+
+
+@dataclass
+class KnowledgeDetail:
+    entry: KnowledgeEntry
+    versions: list[KnowledgeVersion]  # earlier versions, newest first
+
+
+@dataclass
+class KnowledgeHit:
+    """A search result; `snippet` marks the matched words with « and »."""
+
+    id: int
+    title: str
+    kind: KnowledgeKind
+    tags: list[str]
+    score: float
+    snippet: str
 
 
 @dataclass
@@ -184,6 +252,25 @@ class Credential:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+
+@dataclass
+class AuditEntry:
+    """One security-relevant act: who, what, when, from where, and how it ended. Never holds a token."""
+
+    id: int
+    time: datetime
+    actor: str
+    action: str  # auth.failed, access.denied, token.created, project.created, …
+    outcome: str  # ok, denied, failed
+    remote: str
+    details: dict[str, Any]
+
+
+@dataclass
+class AuditPage:
+    items: list[AuditEntry]
+    next_before: int | None  # pass as `before` for older entries; None when there are no more
 
 
 @dataclass

@@ -59,5 +59,9 @@ PERMISSIONS: dict[TokenRole, frozenset[Op]] = {
 }
 
 
+GLOBAL_OPS: frozenset[Op] = frozenset({Op.PROJECT_ADMIN, Op.TOKEN_ADMIN, Op.AUDIT_READ})
+"""Operations that reach beyond one project: only a token without a project scope may do them."""
+
+
 def allowed(role: TokenRole, op: Op) -> bool:
     return op in PERMISSIONS[role]

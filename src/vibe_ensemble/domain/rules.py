@@ -14,6 +14,7 @@ MAX_NAME = 64
 MAX_LABELS = 32
 MAX_LABEL = 64
 MAX_LIST_LIMIT = 500
+MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Profile = Literal["development", "staging", "production"]
 
 DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
+DEFAULT_RATE_LIMITS = {"admin": 6000, "coordinator": 6000, "worker": 3000, "viewer": 1200}
 
 
 class Settings(BaseSettings):
@@ -39,11 +40,31 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(10.0, gt=0)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
+    # security (docs/security.md): requests per minute per token role (0: unlimited), the bucket size,
+    # and the same for failed authentications per client address
+    rate_limit_per_minute: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    rate_limit_burst: int = Field(300, ge=1)
+    auth_failures_per_minute: int = Field(30, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    body_timeout_s: float = Field(30.0, gt=0)  # a client that stalls longer while sending a body gets 408
+    cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-* trusted from
+    limit_concurrency: int | None = Field(None, ge=1)  # uvicorn: answer 503 beyond this many connections
 
     @field_validator("database_url")
     @classmethod
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if v else None
+
+    @field_validator("rate_limit_per_minute")
+    @classmethod
+    def _rate_limits(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = set(v) - set(DEFAULT_RATE_LIMITS)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}: use {', '.join(DEFAULT_RATE_LIMITS)}")
+        if any(n < 0 for n in v.values()):
+            raise ValueError("a rate limit is a number of requests per minute, 0 or more (0: unlimited)")
+        return {**DEFAULT_RATE_LIMITS, **v}
 
     @property
     def effective_database_url(self) -> str:

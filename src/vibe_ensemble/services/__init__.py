@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vibe_ensemble.services.agents import AgentService
+from vibe_ensemble.services.audit import AuditService
 from vibe_ensemble.services.base import ServiceContext
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.issues import IssueService
@@ -22,6 +23,7 @@ class Services:
         self.messages = MessageService(ctx)
         self.events = EventService(ctx)
         self.tokens = TokenService(ctx)
+        self.audit = AuditService(ctx)
 
 
 __all__ = ["ServiceContext", "Services"]

@@ -179,6 +179,7 @@ class AgentService(Service):
             proj = await self.project(tx.conn, caller, project)
             agent = await store.get(tx.conn, proj.id, name)
             await self._retire(tx, proj.id, agent, actor=caller.display, reason=reason)
+            tx.audit(caller, "agent.retired", project=proj.slug, agent=name, reason=reason)
             return await store.get(tx.conn, proj.id, name, active=False)
 
     async def _retire(

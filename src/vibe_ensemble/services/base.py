@@ -10,9 +10,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vibe_ensemble.auth import tokens
+from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store.database import Database
@@ -28,6 +31,7 @@ class ServiceContext:
     hub: EventHub = field(default_factory=EventHub)
     default_project: str = "default"
     clock: Callable[[], datetime] = utcnow
+    limiter: RateLimiter | None = None  # requests per credential; None: unlimited
 
 
 class Transaction:
@@ -38,9 +42,18 @@ class Transaction:
         self.now = now
         self._events: list[event_store.NewEvent] = []
         self.event_ids: list[int] = []
+        self._audits: list[audit_store.NewAudit] = []
 
     def emit(self, type_: str, actor: str, project_id: int | None, **payload: Any) -> None:
         self._events.append(event_store.NewEvent(type_, actor, payload, project_id))
+
+    def audit(self, caller: Caller, action: str, outcome: str = "ok", **details: Any) -> None:
+        """Record a security-relevant act in the audit log, in this transaction (tokens are redacted)."""
+        details = tokens.scrub({**details, "credential_id": caller.credential_id, "role": caller.role.value})
+        self._audits.append(audit_store.NewAudit(caller.display, action, outcome, caller.remote, details))
+
+    async def flush_audit(self) -> None:
+        await audit_store.append(self.conn, self.now, self._audits)
 
     async def flush_events(self) -> None:
         self.event_ids = await event_store.append(self.conn, self.now, self._events)
@@ -56,6 +69,7 @@ class Service:
         async with self.ctx.db.write() as conn:
             tx = Transaction(conn, self.ctx.clock())
             yield tx
+            await tx.flush_audit()
             await tx.flush_events()
         if tx.event_ids:
             self.ctx.hub.publish(tx.event_ids[-1])

@@ -24,6 +24,7 @@ class ProjectService(Service):
                 tx.conn, slug=slug, name=name, description=description, repo=repo, now=tx.now
             )
             tx.emit("project.created", caller.display, project.id, slug=slug, name=name)
+            tx.audit(caller, "project.created", project=slug)
         return project
 
     async def ensure(self, slug: str, name: str | None = None) -> Project:

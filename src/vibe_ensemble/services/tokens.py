@@ -11,14 +11,16 @@ from vibe_ensemble.auth import tokens
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
-from vibe_ensemble.domain.errors import InvalidInput, NotFound, Unauthenticated
+from vibe_ensemble.domain.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
+from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store.tables import credentials, projects
 
 TOOL_PROFILES = ("core", "full")
+AUTH_FAILURE = "auth_failure"  # the rate-limit class of failed authentications, keyed by client address
 
 
 def _select() -> sa.Select[Any]:
@@ -98,6 +100,16 @@ class TokenService(Service):
                 label=label,
                 agent=agent,
             )
+            tx.audit(
+                caller,
+                "token.created",
+                token_id=cred_id,
+                token_role=role.value,
+                project=project,
+                agent=agent,
+                label=label,
+                expires_at=None if expires_at is None else expires_at.isoformat(),
+            )
         return _to_credential(row), secret
 
     async def list(self, caller: Caller) -> list[Credential]:
@@ -117,6 +129,7 @@ class TokenService(Service):
                     credentials.update().where(credentials.c.id == token_id).values(revoked_at=tx.now)
                 )
                 tx.emit("token.revoked", caller.display, row.project_id, id=token_id, label=row.label)
+                tx.audit(caller, "token.revoked", token_id=token_id, label=row.label)
             row = (await tx.conn.execute(_select().where(credentials.c.id == token_id))).one()
         return _to_credential(row)
 
@@ -124,26 +137,65 @@ class TokenService(Service):
         async with self.ctx.db.read() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(credentials))).scalar_one())
 
-    async def authenticate(self, token: str) -> Caller:
-        """The caller a bearer token stands for; every failure is the same `Unauthenticated`."""
-        if not tokens.looks_like_token(token):
-            raise Unauthenticated("invalid or missing token")
-        wanted = tokens.digest(token)
-        async with self.ctx.db.read() as conn:
-            row = (await conn.execute(_select().where(credentials.c.token_hash == wanted))).first()
-        now = self.ctx.clock()
-        if (
-            row is None
-            or not tokens.same(row.token_hash, wanted)
-            or row.revoked_at is not None
-            or (row.expires_at is not None and row.expires_at <= now)
-        ):
-            raise Unauthenticated("invalid, expired or revoked token")
-        return Caller(
+    async def authenticate(self, token: str, *, remote: str = "", throttle: bool = True) -> Caller:
+        """The caller a bearer token stands for; every failure is the same `Unauthenticated`.
+
+        Failures are audited (and limited per client address: past the limit they are
+        refused with `RateLimited` and no longer written down). With `throttle`, the
+        credential's own rate limit is applied too (see `throttle`).
+        """
+        reason = "malformed token" if token else "missing token"
+        row = None
+        if tokens.looks_like_token(token):
+            wanted = tokens.digest(token)
+            async with self.ctx.db.read() as conn:
+                row = (await conn.execute(_select().where(credentials.c.token_hash == wanted))).first()
+            now = self.ctx.clock()
+            if row is None or not tokens.same(row.token_hash, wanted):
+                reason, row = "unknown token", None
+            elif row.revoked_at is not None:
+                reason = "revoked token"
+            elif row.expires_at is not None and row.expires_at <= now:
+                reason = "expired token"
+            else:
+                reason = ""
+        if reason:
+            await self._failed(reason, token, remote, credential_id=None if row is None else row.id)
+            raise Unauthenticated("invalid, expired or revoked token" if token else "missing bearer token")
+        assert row is not None
+        caller = Caller(
             credential_id=row.id,
             role=TokenRole(row.role),
             project=row.slug,
             agent=row.agent_name,
             label=row.label or row.prefix,
             tool_profile=row.tool_profile,
+            remote=remote,
         )
+        if throttle:
+            self.throttle(caller)
+        return caller
+
+    def throttle(self, caller: Caller) -> None:
+        """Spend one request of the caller's rate limit (per credential, per role); `RateLimited` when out."""
+        if self.ctx.limiter is None or caller.credential_id is None:
+            return
+        wait = self.ctx.limiter.take(f"cred:{caller.credential_id}", caller.role.value)
+        if wait > 0:
+            role = caller.role.value
+            raise RateLimited(f"rate limit of the {role} role reached: retry in {wait:.1f}s", wait)
+
+    async def _failed(self, reason: str, token: str, remote: str, credential_id: int | None) -> None:
+        if self.ctx.limiter is not None:
+            wait = self.ctx.limiter.take(f"addr:{remote}", AUTH_FAILURE)
+            if wait > 0:
+                raise RateLimited(f"too many failed authentications: retry in {wait:.1f}s", wait)
+        details: dict[str, object] = {"reason": reason, "credential_id": credential_id}
+        if tokens.looks_like_token(token):
+            details["prefix"] = tokens.display_prefix(token)
+        async with self.write() as tx:
+            await audit_store.append(
+                tx.conn,
+                tx.now,
+                [audit_store.NewAudit("anonymous", "auth.failed", "failed", remote, tokens.scrub(details))],
+            )

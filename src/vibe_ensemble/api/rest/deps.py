@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import Unauthenticated
 from vibe_ensemble.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer vibe_…`")
@@ -23,9 +22,9 @@ async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    if credentials is None:
-        raise Unauthenticated("missing bearer token")
-    caller = await get_services(request).tokens.authenticate(credentials.credentials)
+    remote = request.client.host if request.client else ""
+    token = "" if credentials is None else credentials.credentials
+    caller = await get_services(request).tokens.authenticate(token, remote=remote)
     request.state.caller = caller
     return caller
 

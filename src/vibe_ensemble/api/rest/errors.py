@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from vibe_ensemble.domain.errors import RateLimited, Unauthenticated, VibeError
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +25,23 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
+    """Write a refusal to the audit log; a failure to write is logged, never shown to the caller."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Caller):
+        return
+    try:
+        await request.app.state.services.audit.denied(caller, exc)
+    except Exception:
+        log.exception("audit_failed", action="access.denied", path=request.url.path)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(VibeError)
-    async def _vibe(_: Request, exc: VibeError) -> JSONResponse:
+    async def _vibe(request: Request, exc: VibeError) -> JSONResponse:
         headers = None
+        if isinstance(exc, PermissionDenied):
+            await _audit_denial(request, exc)
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
         elif isinstance(exc, Unauthenticated):
@@ -43,9 +57,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
-            exc.status_code, "http_error"
-        )
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthenticated",
+            413: "payload_too_large",
+        }.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -25,6 +26,7 @@ from vibe_ensemble.api.rest.schemas import (
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, IssueStatus
 from vibe_ensemble.domain.models import (
     Agent,
+    AuditPage,
     ClosedIssue,
     Comment,
     Credential,
@@ -37,6 +39,7 @@ from vibe_ensemble.domain.models import (
     Message,
     Project,
 )
+from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.services.issues import UNSET
 
 router = APIRouter(prefix="/api/v1")
@@ -267,3 +270,24 @@ async def create_token(body: TokenIn, caller: CallerDep, services: ServicesDep) 
 @router.delete("/tokens/{token_id}", tags=["tokens"])
 async def revoke_token(token_id: int, caller: CallerDep, services: ServicesDep) -> Credential:
     return await services.tokens.revoke(caller, token_id)
+
+
+# --- audit (admin) --------------------------------------------------------------
+
+
+@router.get("/audit", tags=["audit"])
+async def list_audit(
+    caller: CallerDep,
+    services: ServicesDep,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Entries older than this id.")] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, description="An action, or a family: `auth.*`.")
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    outcome: Annotated[str | None, Query(max_length=16, description="ok, denied or failed.")] = None,
+    since: Annotated[datetime | None, Query(description="Only entries at or after this time.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    return await services.audit.page(
+        caller, before=before, action=action, actor=actor, outcome=outcome, since=since, limit=limit
+    )

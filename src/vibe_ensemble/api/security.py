@@ -1,0 +1,185 @@
+"""HTTP hardening around the whole app: security headers, body limits, CORS from settings.
+
+Authentication, authorisation, rate limits and the audit log live in the
+services (`TokenService.authenticate`, `Caller.require`, `AuditService`); this
+module only guards the transport. `docs/security.md` describes each header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, NoReturn
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vibe_ensemble.ops.config import Settings
+
+# The dashboard serves its own scripts and styles; nothing inline, nothing from elsewhere.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# FastAPI's interactive API docs (/api/v1/docs) load Swagger UI from its CDN with an inline bootstrap.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_PATH = "/api/v1/docs"
+HSTS = "max-age=31536000; includeSubDomains"
+
+_COMMON = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Message, Message]:
+    """The two ASGI messages of a JSON error in the REST shape."""
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class SecurityHeadersMiddleware:
+    """Adds CSP, nosniff, frame and referrer policies to every response; HSTS over HTTPS.
+
+    HTTPS is the request's scheme: TLS at uvicorn, or `X-Forwarded-Proto: https`
+    from a proxy listed in `trusted_proxies` (uvicorn rewrites the scheme then).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        extra = [*_COMMON, (b"content-security-policy", (DOCS_CSP if path == DOCS_PATH else CSP).encode())]
+        if scope.get("scheme") == "https":
+            extra.append((b"strict-transport-security", HSTS.encode()))
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                headers = list(message.get("headers", []))
+                headers.extend((k, v) for k, v in extra if k not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, _send)
+
+
+class _Aborted(Exception):
+    """The request body broke a limit and the answer was already sent."""
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `max_bytes`; 408 when a client stalls mid-body for `timeout_s`.
+
+    The answer is sent here, in the REST error shape, before the app sees the
+    end of the body; whatever the app tries to send afterwards is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body larger than {self.max_bytes} bytes"
+        length = _content_length(scope)
+        if length is not None and length > self.max_bytes:
+            for message in error_response(413, "payload_too_large", too_large):
+                await send(message)
+            return
+        state: dict[str, Any] = {"received": 0, "done": False, "started": False, "answered": False}
+
+        async def _answer(status: int, code: str, text: str) -> NoReturn:
+            state["answered"] = True
+            if not state["started"]:
+                for message in error_response(status, code, text):
+                    await send(message)
+            raise _Aborted
+
+        async def _receive() -> Message:
+            if state["done"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                await _answer(408, "request_timeout", f"request body not received within {self.timeout_s}s")
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_bytes:
+                    await _answer(413, "payload_too_large", too_large)
+                state["done"] = not message.get("more_body", False)
+            else:
+                state["done"] = True
+            return message
+
+        async def _send(message: Message) -> None:
+            if state["answered"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, _receive, _send)
+        except Exception:
+            if not state["answered"]:
+                raise
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers") or []:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Wrap the app: headers outermost (every answer gets them), then body limits, then CORS."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "Mcp-Session-Id",
+                "Mcp-Protocol-Version",
+            ],
+            expose_headers=["Retry-After", "Mcp-Session-Id"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(SecurityHeadersMiddleware)

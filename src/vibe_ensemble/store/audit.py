@@ -1,0 +1,83 @@
+"""The audit log: append-only records of security-relevant acts, read newest first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.models import AuditEntry
+from vibe_ensemble.store.tables import audit_log
+
+
+@dataclass
+class NewAudit:
+    actor: str
+    action: str
+    outcome: str
+    remote: str
+    details: dict[str, Any]
+
+
+async def append(conn: AsyncConnection, now: datetime, entries: Sequence[NewAudit]) -> None:
+    if not entries:
+        return
+    await conn.execute(
+        audit_log.insert(),
+        [
+            {
+                "time": now,
+                "actor": e.actor[:200],
+                "action": e.action[:64],
+                "outcome": e.outcome[:16],
+                "remote": e.remote[:200],
+                "details": e.details,
+            }
+            for e in entries
+        ],
+    )
+
+
+def _to_entry(row: sa.Row[Any]) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        time=row.time,
+        actor=row.actor,
+        action=row.action,
+        outcome=row.outcome,
+        remote=row.remote,
+        details=row.details,
+    )
+
+
+async def page(
+    conn: AsyncConnection,
+    *,
+    before: int | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """Entries newest first; `action` ending in `.*` matches a family (`auth.*`)."""
+    q = sa.select(audit_log)
+    if before is not None:
+        q = q.where(audit_log.c.id < before)
+    if action:
+        if action.endswith(".*"):
+            q = q.where(audit_log.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            q = q.where(audit_log.c.action == action)
+    if actor:
+        q = q.where(audit_log.c.actor == actor)
+    if outcome:
+        q = q.where(audit_log.c.outcome == outcome)
+    if since is not None:
+        q = q.where(audit_log.c.time >= since)
+    rows = await conn.execute(q.order_by(audit_log.c.id.desc()).limit(limit))
+    return [_to_entry(r) for r in rows]

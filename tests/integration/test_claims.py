@@ -69,9 +69,7 @@ async def test_twenty_agents_race_for_one_issue(services: Services, admin: Calle
 
 
 @pytest.mark.postgres
-async def test_twenty_runtimes_race_on_postgres(
-    postgres_url: str, tmp_path: Path, admin: Caller
-) -> None:
+async def test_twenty_runtimes_race_on_postgres(postgres_url: str, tmp_path: Path, admin: Caller) -> None:
     """Twenty engines, twenty connections: a real cross-connection race decided by PostgreSQL."""
     async with AsyncExitStack() as stack:
         runtimes: list[Runtime] = []
@@ -123,7 +121,9 @@ async def test_claim_without_id_takes_priority_then_age(services: Services, admi
     assert (await services.issues.claim(admin, agent="w1")).id == waiting_p0.id
 
 
-async def test_claim_without_id_prefers_issues_matching_capabilities(services: Services, admin: Caller) -> None:
+async def test_claim_without_id_prefers_issues_matching_capabilities(
+    services: Services, admin: Caller
+) -> None:
     await services.agents.register(admin, name="rustacean", capabilities=["rust"])
     await services.agents.register(admin, name="generalist")
     urgent = await services.issues.create(admin, title="urgent docs", priority=Priority.P0, labels=["docs"])

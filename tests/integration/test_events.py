@@ -1,0 +1,118 @@
+"""Every change and its event commit together; the log pages in id order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.services import Services
+from vibe_ensemble.store import events as event_store
+from vibe_ensemble.store.tables import events, issues, message_recipients, messages
+
+from .snapshot import count, snapshot
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_a_failure_mid_change_leaves_neither_row_nor_event(
+    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await services.agents.register(admin, name="w1")
+    await services.agents.register(admin, name="w2")
+    issue = await services.issues.create(admin, title="kept")
+    before = await snapshot(services.ctx.db)
+    latest = services.ctx.hub.latest
+
+    real = event_store.append
+
+    async def append(*args: Any, **kwargs: Any) -> list[int]:
+        ids = await real(*args, **kwargs)
+        assert ids, "the events were written inside the transaction before it failed"
+        raise Boom("the disk is full")
+
+    monkeypatch.setattr(event_store, "append", append)
+    with pytest.raises(Boom):
+        await services.issues.create(admin, title="lost")
+    with pytest.raises(Boom):
+        await services.issues.claim(admin, issue.id, agent="w1")
+    with pytest.raises(Boom):
+        await services.messages.send(admin, agent="w1", to=["w2"], subject="lost", body="b")
+    with pytest.raises(Boom):
+        await services.issues.close(admin, issue.id, "lost")
+
+    assert await snapshot(services.ctx.db) == before
+    assert services.ctx.hub.latest == latest  # nobody was told about events that never committed
+    monkeypatch.undo()
+    # the same changes go through once the failure is gone, each with its event
+    made = await services.issues.create(admin, title="kept too")
+    page = await services.events.page(admin, after=latest)
+    assert [(e.type, e.payload["id"]) for e in page.items] == [
+        ("issue.created", made.id),
+        ("issue.ready", made.id),
+    ]
+    assert services.ctx.hub.latest == page.last_id
+
+
+async def test_rows_and_events_agree(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    await services.agents.register(admin, name="w2")
+    for i in range(3):
+        await services.issues.create(admin, title=f"i{i}")
+    await services.messages.send(admin, agent="w1", to=["w2"], subject="s", body="b")
+    db = services.ctx.db
+    created = await services.events.page(admin, types=["issue.created"])
+    assert len(created.items) == await count(db, issues) == 3
+    sent = await services.events.page(admin, types=["message.sent"])
+    assert len(sent.items) == await count(db, messages) == 1
+    assert await count(db, message_recipients) == 1
+    types = [e.type for e in (await services.events.page(admin)).items]
+    assert types == [
+        "project.created",
+        "agent.registered",
+        "agent.registered",
+        *["issue.created", "issue.ready"] * 3,
+        "message.sent",
+    ]
+    assert await count(db, events) == len(types)
+
+
+async def test_events_page_after_an_id(services: Services, admin: Caller) -> None:
+    for i in range(7):
+        await services.issues.create(admin, title=f"i{i}")
+    everything = (await services.events.page(admin, limit=1000)).items
+    ids = [e.id for e in everything]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids) == 15  # project.created + 7 x (issue.created, issue.ready)
+
+    seen: list[int] = []
+    after = 0
+    while True:
+        page = await services.events.page(admin, after=after, limit=4)
+        if not page.items:
+            assert page.last_id == after
+            break
+        assert all(e.id > after for e in page.items)
+        assert page.last_id == page.items[-1].id
+        seen += [e.id for e in page.items]
+        after = page.last_id
+    assert seen == ids
+
+    only_created = await services.events.page(admin, types=["issue.created"])
+    assert len(only_created.items) == 7
+    family = await services.events.page(admin, types=["issue.*"])
+    assert len(family.items) == 14
+    assert all(e.project == "default" for e in family.items)
+
+
+async def test_events_are_filtered_by_project(services: Services, admin: Caller) -> None:
+    await services.projects.create(admin, slug="other")
+    await services.issues.create(admin, title="here")
+    await services.issues.create(admin, title="there", project="other")
+    here = await services.events.page(admin, project="default", types=["issue.created"])
+    there = await services.events.page(admin, project="other", types=["issue.created"])
+    assert [e.payload["title"] for e in here.items] == ["here"]
+    assert [e.payload["title"] for e in there.items] == ["there"]

@@ -1,0 +1,123 @@
+"""Who a call acts as: a bound token is its agent and no other; a team token names the agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole, TokenRole
+from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
+
+W1 = Caller(credential_id=11, role=TokenRole.WORKER, project="default", agent="w1", label="w1")
+TEAM = Caller(credential_id=12, role=TokenRole.WORKER, label="team")
+
+
+@pytest.fixture
+async def setup(services: Services, admin: Caller) -> int:
+    """w1 and w2 registered, one issue; returns its id."""
+    await services.agents.register(W1)  # a bound token registers under its own name
+    await services.agents.register(admin, name="w2")
+    return (await services.issues.create(admin, title="job")).id
+
+
+async def test_bound_agent_cannot_act_as_another(services: Services, setup: int) -> None:
+    issue_id = setup
+    await services.messages.send(TEAM, agent="w2", to=["w2"], subject="note to self", body="b")
+    before = await snapshot(services.ctx.db)
+    attempts = [
+        services.agents.register(W1, name="w2"),
+        services.agents.heartbeat(W1, agent="w2"),
+        services.issues.claim(W1, issue_id, agent="w2"),
+        services.issues.create(W1, title="as w2", agent="w2"),
+        services.issues.comment(W1, issue_id, "as w2", agent="w2"),
+        services.issues.close(W1, issue_id, "as w2", agent="w2"),
+        services.messages.send(W1, agent="w2", to=["w1"], subject="s", body="b"),
+        services.messages.fetch_inbox(W1, agent="w2"),
+        services.messages.mark_read(W1, [1], agent="w2"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(PermissionDenied, match="bound to agent 'w1' and cannot act as 'w2'"):
+            await attempt
+    assert await snapshot(services.ctx.db) == before
+
+
+async def test_bound_agent_acts_as_itself(services: Services, admin: Caller, setup: int) -> None:
+    issue_id = setup
+    claimed = await services.issues.claim(W1, issue_id)
+    assert claimed.assignee == "w1"
+    made = await services.issues.create(W1, title="found a bug")
+    assert made.created_by == "w1"
+    comment = await services.issues.comment(W1, issue_id, "on it", agent="w1")
+    assert comment.author == "w1"
+    msg = await services.messages.send(W1, to=["w2"], subject="s", body="b")
+    assert msg.sender == "w1"
+    assert (await services.agents.heartbeat(W1)).agent.name == "w1"
+
+
+async def test_team_token_passes_the_agent(services: Services, setup: int) -> None:
+    issue_id = setup
+    claimed = await services.issues.claim(TEAM, issue_id, agent="w2")
+    assert claimed.assignee == "w2"
+    msg = await services.messages.send(TEAM, agent="w2", to=["w1"], subject="s", body="b")
+    assert msg.sender == "w2"
+    with pytest.raises(InvalidInput) as err:
+        await services.issues.claim(TEAM)
+    assert err.value.field == "agent"
+    with pytest.raises(InvalidInput, match="agent: required"):
+        await services.messages.fetch_inbox(TEAM)
+    # without an agent, a change is recorded as the token
+    assert (await services.issues.create(TEAM, title="from a script")).created_by == "token:team"
+
+
+async def test_role_limits(services: Services, setup: int) -> None:
+    before = await snapshot(services.ctx.db)
+    viewer = Caller(credential_id=13, role=TokenRole.VIEWER, label="dash")
+    with pytest.raises(PermissionDenied, match=r"a viewer token may not do issue\.write"):
+        await services.issues.create(viewer, title="nope")
+    with pytest.raises(
+        PermissionDenied, match="registering a coordinator needs a coordinator or admin token"
+    ):
+        await services.agents.register(TEAM, name="boss", role=AgentRole.COORDINATOR)
+    with pytest.raises(PermissionDenied, match=r"may not do issue\.assign_others"):
+        await services.issues.create(W1, title="for w2", assignee="w2")
+    with pytest.raises(PermissionDenied, match=r"may not do agent\.retire"):
+        await services.agents.retire(W1, name="w2")
+    with pytest.raises(PermissionDenied, match=r"may not do token\.admin"):
+        await services.tokens.create(W1, role=TokenRole.ADMIN)
+    assert await snapshot(services.ctx.db) == before
+    assert [i.title for i in (await services.issues.list(viewer)).items] == ["job"]
+
+
+async def test_project_scope_is_enforced(services: Services, admin: Caller, setup: int) -> None:
+    await services.projects.create(admin, slug="other")
+    await services.agents.register(admin, project="other", name="w1")
+    with pytest.raises(PermissionDenied, match="scoped to project 'default'"):
+        await services.issues.create(W1, title="elsewhere", project="other")
+    with pytest.raises(PermissionDenied, match="scoped to project 'default'"):
+        await services.issues.list(W1, project="other")
+    assert [p.slug for p in await services.projects.list(W1)] == ["default"]
+    with pytest.raises(NotFound, match="project 'nowhere' does not exist"):
+        await services.issues.list(admin, project="nowhere")
+
+
+async def test_tokens_authenticate_to_their_caller(services: Services, admin: Caller, setup: int) -> None:
+    cred, secret = await services.tokens.create(admin, role=TokenRole.WORKER, project="default", agent="w1")
+    caller = await services.tokens.authenticate(secret)
+    assert (caller.role, caller.project, caller.agent, caller.credential_id) == (
+        TokenRole.WORKER,
+        "default",
+        "w1",
+        cred.id,
+    )
+    listed = await services.tokens.list(admin)
+    assert [c.prefix for c in listed] == [secret[:12]]
+    await services.tokens.revoke(admin, cred.id)
+    with pytest.raises(Unauthenticated):
+        await services.tokens.authenticate(secret)
+    with pytest.raises(Unauthenticated):
+        await services.tokens.authenticate("vibe_" + "x" * 43)
+    with pytest.raises(InvalidInput, match="project: an agent-bound token needs a project"):
+        await services.tokens.create(admin, role=TokenRole.WORKER, agent="w1")

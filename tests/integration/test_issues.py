@@ -1,0 +1,204 @@
+"""Issues: the dependency DAG, closing and what it makes ready, versioned updates, listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import IssueStatus, Priority
+from vibe_ensemble.domain.errors import Conflict, InvalidInput, VersionConflict
+from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
+
+
+async def test_dependency_cycle_is_refused_naming_the_cycle(services: Services, admin: Caller) -> None:
+    one = await services.issues.create(admin, title="one")
+    two = await services.issues.create(admin, title="two", depends_on=[one.id])
+    three = await services.issues.create(admin, title="three", depends_on=[two.id])
+    before = await snapshot(services.ctx.db)
+
+    with pytest.raises(InvalidInput) as err:
+        await services.issues.update(admin, one.id, depends_on=[two.id])
+    assert err.value.field == "depends_on"
+    assert (
+        err.value.message
+        == f"depends_on: would create a dependency cycle: #{one.id} -> #{two.id} -> #{one.id}"
+    )
+    assert err.value.details["cycle"] == [one.id, two.id, one.id]
+
+    with pytest.raises(InvalidInput, match=f"#{one.id} -> #{three.id} -> #{two.id} -> #{one.id}"):
+        await services.issues.update(admin, one.id, depends_on=[three.id], title="renamed")
+    with pytest.raises(InvalidInput, match=f"cycle: #{two.id} -> #{two.id}"):
+        await services.issues.update(admin, two.id, depends_on=[two.id])
+
+    assert await snapshot(services.ctx.db) == before
+    # replacing dependencies with an acyclic set is fine
+    updated = await services.issues.update(admin, three.id, depends_on=[one.id, two.id])
+    assert updated.depends_on == [one.id, two.id]
+
+
+async def test_unknown_dependency_or_parent_is_refused(services: Services, admin: Caller) -> None:
+    one = await services.issues.create(admin, title="one")
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(InvalidInput, match=r"depends_on: no such issue\(s\) in this project: \[41, 42\]"):
+        await services.issues.create(admin, title="x", depends_on=[42, one.id, 41])
+    with pytest.raises(InvalidInput, match="parent: no such issue in this project: 7"):
+        await services.issues.create(admin, title="x", parent=7)
+    with pytest.raises(InvalidInput, match="parent: an issue cannot be its own parent"):
+        await services.issues.update(admin, one.id, parent=one.id)
+    assert await snapshot(services.ctx.db) == before
+
+
+async def test_closing_returns_and_announces_dependants_that_became_ready(
+    services: Services, admin: Caller
+) -> None:
+    base = await services.issues.create(admin, title="base")
+    left = await services.issues.create(admin, title="left", depends_on=[base.id])
+    right = await services.issues.create(admin, title="right", depends_on=[base.id])
+    top = await services.issues.create(admin, title="top", depends_on=[left.id, right.id])
+    mark = (await services.events.page(admin)).last_id
+
+    closed = await services.issues.close(admin, base.id, "laid the foundation")
+    assert closed.issue.status == IssueStatus.DONE
+    assert closed.issue.resolution == "laid the foundation"
+    assert closed.issue.version == 2
+    assert [i.id for i in closed.now_ready] == [left.id, right.id]
+    events = (await services.events.page(admin, after=mark)).items
+    assert [(e.type, e.payload["id"]) for e in events] == [
+        ("issue.closed", base.id),
+        ("issue.ready", left.id),
+        ("issue.ready", right.id),
+    ]
+    assert all(e.payload.get("unblocked_by") == base.id for e in events[1:])
+
+    # top still waits on right
+    assert (await services.issues.close(admin, left.id, "ok")).now_ready == []
+    # closing without doing it also unblocks
+    last = await services.issues.close(admin, right.id, "not needed", status=IssueStatus.CLOSED)
+    assert last.issue.status == IssueStatus.CLOSED
+    assert [i.id for i in last.now_ready] == [top.id]
+    detail = await services.issues.get(admin, top.id)
+    assert detail.ready
+    assert [d.id for d in detail.dependencies] == [left.id, right.id]
+    assert [d.id for d in (await services.issues.get(admin, base.id)).dependants] == [left.id, right.id]
+
+
+async def test_finishing_through_update_also_announces(services: Services, admin: Caller) -> None:
+    base = await services.issues.create(admin, title="base")
+    child = await services.issues.create(admin, title="child", depends_on=[base.id])
+    mark = (await services.events.page(admin)).last_id
+    await services.issues.update(admin, base.id, status=IssueStatus.DONE)
+    ready = await services.events.page(admin, after=mark, types=["issue.ready"])
+    assert [e.payload["id"] for e in ready.items] == [child.id]
+
+
+async def test_closing_twice_or_to_an_open_status_is_refused(services: Services, admin: Caller) -> None:
+    issue = await services.issues.create(admin, title="once")
+    await services.issues.close(admin, issue.id, "done")
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(Conflict, match=f"issue {issue.id} is already done"):
+        await services.issues.close(admin, issue.id, "again")
+    with pytest.raises(InvalidInput, match="status: must be done or closed"):
+        await services.issues.close(admin, issue.id, "again", status=IssueStatus.REVIEW)
+    with pytest.raises(InvalidInput, match="resolution: must not be empty"):
+        await services.issues.close(admin, issue.id, " ")
+    assert await snapshot(services.ctx.db) == before
+
+
+async def test_stale_expected_version_is_a_conflict_and_changes_nothing(
+    services: Services, admin: Caller
+) -> None:
+    issue = await services.issues.create(admin, title="draft")
+    v2 = await services.issues.update(admin, issue.id, title="first edit", expected_version=1)
+    assert v2.version == 2
+    assert v2.title == "first edit"
+    before = await snapshot(services.ctx.db)
+
+    with pytest.raises(VersionConflict) as err:
+        await services.issues.update(admin, issue.id, title="lost edit", expected_version=1)
+    assert err.value.code == "version_conflict"
+    assert err.value.http_status == 409
+    assert err.value.details["current_version"] == 2
+    assert err.value.details["expected_version"] == 1
+    assert f"issue {issue.id} is at version 2, not 1" in err.value.message
+    assert await snapshot(services.ctx.db) == before
+
+    v3 = await services.issues.update(admin, issue.id, title="second edit", expected_version=2)
+    assert v3.version == 3
+
+
+async def test_every_update_bumps_the_version_and_records_fields(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    issue = await services.issues.create(admin, title="t", labels=["a"])
+    updated = await services.issues.update(
+        admin, issue.id, priority=Priority.P0, labels=["b", "b", "c"], assignee="w1", body="more"
+    )
+    assert (updated.priority, updated.labels, updated.assignee, updated.body) == (
+        Priority.P0,
+        ["b", "c"],
+        "w1",
+        "more",
+    )
+    assert updated.version == 2
+    unassigned = await services.issues.update(admin, issue.id, assignee=None)
+    assert unassigned.assignee is None
+    assert unassigned.version == 3
+    events = await services.events.page(admin, types=["issue.updated"])
+    assert [e.payload["fields"] for e in events.items] == [
+        ["assignee", "body", "labels", "priority"],
+        ["assignee"],
+    ]
+    with pytest.raises(InvalidInput, match="fields: nothing to change"):
+        await services.issues.update(admin, issue.id)
+
+
+async def test_get_issue_has_comments_in_order(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    issue = await services.issues.create(admin, title="t")
+    await services.issues.comment(admin, issue.id, "first", agent="w1")
+    await services.issues.comment(admin, issue.id, "second")
+    detail = await services.issues.get(admin, issue.id)
+    assert [(c.author, c.body) for c in detail.comments] == [("w1", "first"), ("token:system", "second")]
+
+
+async def test_list_filters_and_pages(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    made = [
+        await services.issues.create(
+            admin, title=f"issue {i}", priority=Priority.P1 if i % 2 else Priority.P3, labels=[f"l{i % 3}"]
+        )
+        for i in range(7)
+    ]
+    await services.issues.claim(admin, made[0].id, agent="w1")
+
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = await services.issues.list(admin, limit=3, cursor=cursor)
+        seen += [i.id for i in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [i.id for i in made]
+
+    ready: list[int] = []
+    cursor = None
+    while True:
+        page = await services.issues.list(admin, ready=True, limit=2, cursor=cursor)
+        ready += [i.id for i in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    p1 = [i.id for i in made[1:] if i.priority == Priority.P1]
+    p3 = [i.id for i in made[1:] if i.priority == Priority.P3]
+    assert ready == p1 + p3
+
+    assert [i.id for i in (await services.issues.list(admin, label="l1")).items] == [made[1].id, made[4].id]
+    assert [i.id for i in (await services.issues.list(admin, assignee="w1")).items] == [made[0].id]
+    assert [i.id for i in (await services.issues.list(admin, status=IssueStatus.IN_PROGRESS)).items] == [
+        made[0].id
+    ]
+    assert [i.id for i in (await services.issues.list(admin, query="ISSUE 6")).items] == [made[6].id]
+    with pytest.raises(InvalidInput, match="cursor: not a cursor this server returned"):
+        await services.issues.list(admin, cursor="nonsense")

@@ -1,0 +1,111 @@
+"""The store: one server owns a SQLite file, migrations match `tables.py`, readiness follows them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+
+from vibe_ensemble.api.app import create_app
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store import migrate
+from vibe_ensemble.store.database import Database, DatabaseError
+from vibe_ensemble.store.tables import metadata
+
+# Full-text search lives outside `tables.py` on purpose (migration 0001 creates it by hand).
+SEARCH_TABLES = ("knowledge_fts",)
+
+
+async def test_a_second_runtime_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+    first = Runtime(Settings(database_url=url, data_dir=tmp_path))
+    await first.start(apply_migrations=True)
+    try:
+        second = Runtime(Settings(database_url=url, data_dir=tmp_path))
+        with pytest.raises(DatabaseError) as err:
+            await second.start()
+        message = str(err.value)
+        assert f"{tmp_path / 'vibe.db'} is already in use by another Vibe Ensemble server" in message
+        assert f"(pid {os.getpid()})" in message
+        assert "use PostgreSQL to run several replicas" in message
+    finally:
+        await first.stop()
+    # once the owner is gone, the file is free
+    third = Runtime(Settings(database_url=url, data_dir=tmp_path))
+    await third.start()
+    await third.stop()
+
+
+async def test_an_unmigrated_database_is_refused_with_the_fix(database_url: str, tmp_path: Path) -> None:
+    rt = Runtime(Settings(database_url=database_url, data_dir=tmp_path))
+    with pytest.raises(
+        DatabaseError, match="is not migrated to the current schema: run `vibe-ensemble migrate`"
+    ):
+        await rt.start()
+
+
+def _diff(conn: Connection) -> list[Any]:
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table" and name is not None and name.startswith(SEARCH_TABLES):
+            return False
+        # PostgreSQL: the generated tsvector column and its GIN index
+        return not (type_ in ("column", "index") and name in ("search", "ix_knowledge_search"))
+
+    ctx = MigrationContext.configure(
+        conn,
+        opts={"compare_type": True, "include_object": include, "target_metadata": metadata},
+    )
+    return list(compare_metadata(ctx, metadata))
+
+
+async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db)
+        async with db.reader.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            names = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+            assert {t.name for t in metadata.sorted_tables} <= names
+            if db.is_sqlite:
+                assert "knowledge_fts" in names
+            else:
+                columns = await conn.run_sync(lambda c: sa.inspect(c).get_columns("knowledge"))
+                assert "search" in {c["name"] for c in columns}
+    finally:
+        await db.dispose()
+
+
+async def test_is_current_follows_the_revision(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        assert await migrate.current_revision(db) is None
+        assert not await migrate.is_current(db)
+        await migrate.upgrade(db)
+        assert await migrate.current_revision(db) == migrate.head_revision()
+        assert await migrate.is_current(db)
+        await migrate.upgrade(db)  # idempotent
+        assert await migrate.is_current(db)
+    finally:
+        await db.dispose()
+
+
+async def test_readyz_reports_pending_migrations(runtime: Runtime) -> None:
+    app = create_app(runtime)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "database": runtime.db.dialect}
+        async with runtime.db.write() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
+        pending = await client.get("/readyz")
+        assert pending.status_code == 503
+        assert pending.json() == {"status": "unavailable", "database": "migrations pending"}
+        assert (await client.get("/healthz")).json() == {"status": "ok"}

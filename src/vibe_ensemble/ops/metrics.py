@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -19,6 +19,15 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
 )
+
+FEED_SUBSCRIBERS = Gauge("vibe_feed_subscribers", "Open live-feed connections", ["transport"], registry=REGISTRY)
+FEED_DISCONNECTS = Counter(
+    "vibe_feed_disconnects_total",
+    "Live-feed clients cut off by the server",
+    ["transport", "reason"],
+    registry=REGISTRY,
+)
+DUTY_LEADER = Gauge("vibe_duty_leader", "1 while this process runs the background duties", registry=REGISTRY)
 
 
 def render() -> bytes:

@@ -20,7 +20,9 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
 )
 
-FEED_SUBSCRIBERS = Gauge("vibe_feed_subscribers", "Open live-feed connections", ["transport"], registry=REGISTRY)
+FEED_SUBSCRIBERS = Gauge(
+    "vibe_feed_subscribers", "Open live-feed connections", ["transport"], registry=REGISTRY
+)
 FEED_DISCONNECTS = Counter(
     "vibe_feed_disconnects_total",
     "Live-feed clients cut off by the server",

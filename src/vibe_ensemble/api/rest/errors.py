@@ -25,6 +25,14 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _describe(error: Any) -> dict[str, str]:
+    """One validation error as field and rule; a body that is not JSON at all is the field `body`."""
+    if error["type"] == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "cannot be parsed")
+        return {"field": "body", "rule": f"invalid JSON at character {error['loc'][-1]}: {reason}"}
+    return {"field": _field(tuple(error["loc"])), "rule": error["msg"]}
+
+
 async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
     """Write a refusal to the audit log; a failure to write is logged, never shown to the caller."""
     caller = getattr(request.state, "caller", None)
@@ -50,7 +58,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e["loc"])), "rule": e["msg"]} for e in exc.errors()]
+        errors = [_describe(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid"}
         message = f"{first['field']}: {first['rule']}"
         return JSONResponse(error_body("invalid_input", message, {"errors": errors}), 422)

@@ -1,0 +1,126 @@
+"""MCP over Streamable HTTP against a real server: both protocol eras, tool errors, bearer tokens."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from tests.support import ServerProcess, call, call_error, mcp_client
+
+CORE_TOOLS = {
+    "register_agent",
+    "heartbeat",
+    "list_agents",
+    "create_issue",
+    "list_issues",
+    "get_issue",
+    "update_issue",
+    "claim_issue",
+    "comment_issue",
+    "close_issue",
+    "send_message",
+    "fetch_inbox",
+    "mark_read",
+    "acknowledge_messages",
+}
+
+
+async def test_tools_in_both_protocol_eras(server: ServerProcess) -> None:
+    """`auto` negotiates the 2026-07-28 protocol; `legacy` initialises with 2025-11-25 (stateless)."""
+    for mode, version in (("auto", "2026-07-28"), ("legacy", "2025-11-25")):
+        await _exercise_tools(server, mode, version)
+
+
+async def _exercise_tools(server: ServerProcess, mode: str, version: str) -> None:
+    async with mcp_client(server.mcp_url, server.admin_token, mode=mode) as client:
+        assert client.protocol_version == version
+        tools = (await client.list_tools()).tools
+        names = {t.name for t in tools}
+        assert names >= CORE_TOOLS, sorted(CORE_TOOLS - names)
+        assert not names & {"create_project", "list_projects", "retire_agent"}  # those are the full profile
+        schema = next(t for t in tools if t.name == "create_issue").input_schema
+        assert schema["required"] == ["title"]
+
+        agent = await call(client, "register_agent", name=f"w-{mode}", capabilities=["python"])
+        assert agent["name"] == f"w-{mode}"
+        assert agent["capabilities"] == ["python"]
+        first = await call(client, "create_issue", title="first", labels=["python"], agent=agent["name"])
+        second = await call(client, "create_issue", title="second", depends_on=[first["id"]])
+        claimed = await call(client, "claim_issue", agent=agent["name"])
+        assert (claimed["id"], claimed["assignee"], claimed["status"]) == (
+            first["id"],
+            agent["name"],
+            "in_progress",
+        )
+        comment = await call(client, "comment_issue", id=first["id"], body="done soon", agent=agent["name"])
+        assert comment["author"] == agent["name"]
+        closed = await call(client, "close_issue", id=first["id"], resolution="shipped", agent=agent["name"])
+        assert closed["issue"]["status"] == "done"
+        assert [i["id"] for i in closed["now_ready"]] == [second["id"]]
+        detail = await call(client, "get_issue", id=first["id"])
+        assert [c["body"] for c in detail["comments"]] == ["done soon"]
+        assert [d["id"] for d in detail["dependants"]] == [second["id"]]
+        page = await call(client, "list_issues", ready=True)
+        ready = [i["id"] for i in page["items"]]
+        assert second["id"] in ready
+        assert first["id"] not in ready
+        updated = await call(client, "update_issue", id=second["id"], priority="p0", expected_version=1)
+        assert updated["version"] == 2
+
+        await call(client, "register_agent", name=f"peer-{mode}")
+        sent = await call(
+            client, "send_message", to=[f"peer-{mode}"], subject="hi", body="b", agent=agent["name"]
+        )
+        inbox = await call(client, "fetch_inbox", agent=f"peer-{mode}")
+        assert [i["message"]["id"] for i in inbox["items"]] == [sent["id"]]
+        assert await call(client, "acknowledge_messages", ids=[sent["id"]], agent=f"peer-{mode}") == [
+            sent["id"]
+        ]
+        assert await call(client, "mark_read", ids=[sent["id"]], agent=f"peer-{mode}") == [sent["id"]]
+        beat = await call(client, "heartbeat", status="working", activity="testing", agent=agent["name"])
+        assert beat["agent"]["status"] == "working"
+        assert {a["name"] for a in await call(client, "list_agents")} >= {agent["name"], f"peer-{mode}"}
+
+
+async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        await call(client, "register_agent", name="w1")
+        empty = await call_error(client, "create_issue", title="  ")
+        assert "[invalid_input] title: must not be empty" in empty
+        big = await call_error(client, "create_issue", title="t", body="x" * 65_537)
+        assert "body: must be at most 65536 characters (got 65537)" in big
+        enum = await call_error(client, "create_issue", title="t", priority="p9")
+        assert "priority" in enum
+        assert "'p0', 'p1', 'p2' or 'p3'" in enum
+        missing = await call_error(client, "get_issue", id=999)
+        assert "[not_found] issue 999 does not exist" in missing
+        stale = await call(client, "create_issue", title="versioned")
+        conflict = await call_error(client, "update_issue", id=stale["id"], title="x", expected_version=7)
+        assert "[version_conflict]" in conflict
+        assert '"current_version": 1' in conflict
+        team = await call_error(client, "claim_issue")
+        assert "[invalid_input] agent: required" in team
+        # nothing was created by the refused calls
+        assert [i["title"] for i in (await call(client, "list_issues"))["items"]] == ["versioned"]
+
+
+async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
+    init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    cases = {
+        "none": {},
+        "wrong scheme": {"Authorization": f"Basic {server.admin_token}"},
+        "unknown token": {"Authorization": "Bearer vibe_" + "A" * 43},
+        "not a token": {"Authorization": "Bearer hunter2"},
+    }
+    for case, auth in cases.items():
+        response = httpx2.post(server.mcp_url, json=init, headers={**headers, **auth})
+        assert response.status_code == 401, case
+        assert response.headers["content-type"].startswith("application/json"), case
+        assert response.headers["www-authenticate"] == 'Bearer realm="vibe-ensemble"'
+        error = response.json()["error"]
+        assert error["code"] == "unauthenticated", case
+        assert error["message"], case
+    with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as its own error type
+        async with mcp_client(server.mcp_url, "vibe_" + "B" * 43) as client:
+            await client.list_tools()

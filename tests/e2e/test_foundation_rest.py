@@ -1,0 +1,205 @@
+"""REST under /api/v1 against a real server: the issue lifecycle, mail, the event log, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from tests.support import ServerProcess
+
+P = "/api/v1/projects/default"
+
+
+def client(server: ServerProcess, token: str) -> httpx2.Client:
+    return httpx2.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def ok(response: httpx2.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    result: dict[str, Any] = body["error"]
+    return result
+
+
+def test_issue_lifecycle_and_mail(server: ServerProcess) -> None:
+    with client(server, server.admin_token) as api:
+        assert ok(api.post(f"{P}/agents", json={"name": "lead", "role": "coordinator"}), 201)["role"] == (
+            "coordinator"
+        )
+        ok(api.post(f"{P}/agents", json={"name": "w1", "capabilities": ["sql"]}), 201)
+
+        base = ok(api.post(f"{P}/issues", json={"title": "schema", "labels": ["sql"], "agent": "lead"}), 201)
+        assert (base["status"], base["version"], base["created_by"]) == ("open", 1, "lead")
+        top = ok(
+            api.post(f"{P}/issues", json={"title": "api", "depends_on": [base["id"]], "priority": "p1"}), 201
+        )
+        listed = ok(api.get(f"{P}/issues", params={"ready": "true"}))
+        assert [i["id"] for i in listed["items"]] == [base["id"]]
+        assert ok(api.get(f"{P}/issues", params={"limit": 1}))["next_cursor"] == str(base["id"])
+
+        patched = ok(
+            api.patch(f"{P}/issues/{base['id']}", json={"body": "use sqlite", "expected_version": 1})
+        )
+        assert (patched["body"], patched["version"]) == ("use sqlite", 2)
+        claimed = ok(api.post(f"{P}/issues/claim", json={"agent": "w1"}))
+        assert (claimed["id"], claimed["assignee"], claimed["status"]) == (base["id"], "w1", "in_progress")
+        comment = ok(
+            api.post(f"{P}/issues/{base['id']}/comments", json={"body": "half way", "agent": "w1"}), 201
+        )
+        assert comment["author"] == "w1"
+        closed = ok(
+            api.post(f"{P}/issues/{base['id']}/close", json={"resolution": "migrated", "agent": "w1"})
+        )
+        assert closed["issue"]["status"] == "done"
+        assert [i["id"] for i in closed["now_ready"]] == [top["id"]]
+        detail = ok(api.get(f"{P}/issues/{top['id']}"))
+        assert detail["ready"] is True
+        assert [d["id"] for d in detail["dependencies"]] == [base["id"]]
+        assert ok(api.post(f"{P}/issues/{top['id']}/claim", json={"agent": "w1"}))["assignee"] == "w1"
+
+        sent = ok(
+            api.post(
+                f"{P}/messages",
+                json={
+                    "to": ["w1"],
+                    "subject": "status?",
+                    "body": "how goes",
+                    "agent": "lead",
+                    "ack_required": True,
+                },
+            ),
+            201,
+        )
+        inbox = ok(api.get(f"{P}/agents/w1/inbox"))
+        assert [i["message"]["id"] for i in inbox["items"]] == [sent["id"]]
+        assert inbox["unread"] == 1
+        assert ok(api.get(f"{P}/agents/w1/inbox"))["unread"] == 1  # fetching did not mark it read
+        assert ok(api.post(f"{P}/agents/w1/inbox/ack", json={"ids": [sent["id"]]})) == [sent["id"]]
+        item = ok(api.get(f"{P}/agents/w1/inbox"))["items"][0]
+        assert item["read_at"] is not None
+        assert item["acked_at"] is not None
+        reply = ok(
+            api.post(
+                f"{P}/messages",
+                json={
+                    "to": ["lead"],
+                    "subject": "re",
+                    "body": "fine",
+                    "agent": "w1",
+                    "thread_id": sent["thread_id"],
+                },
+            ),
+            201,
+        )
+        assert reply["thread_id"] == sent["thread_id"]
+        beat = ok(api.post(f"{P}/agents/lead/heartbeat", json={"status": "working"}))
+        assert beat["unread_messages"] == 1
+
+
+def test_events_page_after_an_id(server: ServerProcess) -> None:
+    with client(server, server.admin_token) as api:
+        for i in range(5):
+            ok(api.post(f"{P}/issues", json={"title": f"issue {i}"}), 201)
+        everything = ok(api.get("/api/v1/events", params={"limit": 1000}))["items"]
+        seen: list[int] = []
+        after = 0
+        while True:
+            page = ok(api.get("/api/v1/events", params={"after": after, "limit": 3}))
+            if not page["items"]:
+                assert page["last_id"] == after
+                break
+            seen += [e["id"] for e in page["items"]]
+            after = page["last_id"]
+        assert seen == [e["id"] for e in everything]
+        assert seen == sorted(seen)
+        created = ok(api.get("/api/v1/events", params={"types": "issue.created"}))["items"]
+        assert [e["payload"]["title"] for e in created] == [f"issue {i}" for i in range(5)]
+        family = ok(api.get("/api/v1/events", params=[("types", "issue.*"), ("project", "default")]))
+        assert {e["type"] for e in family["items"]} == {"issue.created", "issue.ready"}
+
+
+def test_errors_are_json_with_status(server: ServerProcess) -> None:
+    with client(server, server.admin_token) as api:
+        ok(api.post(f"{P}/issues", json={"title": "exists"}), 201)
+        before = ok(api.get("/api/v1/events"))["last_id"]
+
+        bad_json = error(
+            api.post(f"{P}/issues", content=b'{"title": ', headers={"content-type": "application/json"}),
+            422,
+            "invalid_input",
+        )
+        assert bad_json["message"].startswith("body: invalid JSON at character 10")
+        wrong_type = error(api.post(f"{P}/issues", json={"title": 5}), 422, "invalid_input")
+        assert wrong_type["message"] == "title: Input should be a valid string"
+        assert wrong_type["details"]["errors"] == [
+            {"field": "title", "rule": "Input should be a valid string"}
+        ]
+        bad_enum = error(api.post(f"{P}/issues", json={"title": "t", "priority": "p9"}), 422, "invalid_input")
+        assert bad_enum["message"].startswith("priority: ")
+        unknown_field = error(
+            api.post(f"{P}/issues", json={"title": "t", "colour": "red"}), 422, "invalid_input"
+        )
+        assert unknown_field["message"] == "colour: Extra inputs are not permitted"
+        empty = error(api.post(f"{P}/issues", json={"title": " "}), 422, "invalid_input")
+        assert empty["message"] == "title: must not be empty"
+        assert empty["details"] == {"field": "title", "rule": "must not be empty"}
+        oversize = error(
+            api.post(f"{P}/issues", json={"title": "t", "body": "x" * 65_537}), 422, "invalid_input"
+        )
+        assert oversize["message"].startswith("body: ")
+        bad_query = error(api.get("/api/v1/events", params={"after": "abc"}), 422, "invalid_input")
+        assert bad_query["message"].startswith("after: ")
+
+        missing = error(api.get(f"{P}/issues/999"), 404, "not_found")
+        assert missing == {
+            "code": "not_found",
+            "message": "issue 999 does not exist in this project",
+            "details": {"id": 999},
+        }
+        error(api.patch(f"{P}/issues/999", json={"title": "x"}), 404, "not_found")
+        error(api.get("/api/v1/projects/nowhere/issues"), 404, "not_found")
+        error(api.get("/api/v1/no/such/route"), 404, "not_found")
+
+        stale = error(
+            api.patch(f"{P}/issues/1", json={"title": "x", "expected_version": 5}), 409, "version_conflict"
+        )
+        assert stale["details"]["current_version"] == 1
+        assert "is at version 1, not 5" in stale["message"]
+
+        cycle = ok(api.post(f"{P}/issues", json={"title": "second", "depends_on": [1]}), 201)
+        looped = error(api.patch(f"{P}/issues/1", json={"depends_on": [cycle["id"]]}), 422, "invalid_input")
+        assert looped["message"] == f"depends_on: would create a dependency cycle: #1 -> #{cycle['id']} -> #1"
+
+        after = ok(api.get("/api/v1/events"))["items"]
+        assert [e["type"] for e in after if e["id"] > before] == ["issue.created"]  # only the good request
+    unauthenticated = error(httpx2.get(server.url + f"{P}/issues"), 401, "unauthenticated")
+    assert unauthenticated["message"] == "missing bearer token"
+    with client(server, "vibe_" + "Z" * 43) as stranger:
+        error(stranger.get(f"{P}/issues"), 401, "unauthenticated")
+
+
+def test_openapi_and_health(server: ServerProcess) -> None:
+    spec = ok(httpx2.get(server.url + "/api/v1/openapi.json"))
+    assert spec["info"]["title"] == "Vibe Ensemble"
+    paths = spec["paths"]
+    for path in (
+        "/api/v1/projects/{project}/issues",
+        "/api/v1/projects/{project}/issues/{issue_id}",
+        "/api/v1/projects/{project}/issues/{issue_id}/claim",
+        "/api/v1/projects/{project}/messages",
+        "/api/v1/events",
+        "/api/v1/tokens",
+    ):
+        assert path in paths, path
+    assert ok(httpx2.get(server.url + "/healthz")) == {"status": "ok"}
+    assert ok(httpx2.get(server.url + "/readyz")) == {"status": "ready", "database": "sqlite"}

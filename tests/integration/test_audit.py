@@ -22,7 +22,9 @@ async def _everything(services: Services, admin: Caller) -> str:
     return json.dumps([asdict(e) for e in page.items], default=str)
 
 
-async def test_authentication_failures_are_recorded_without_the_token(services: Services, admin: Caller) -> None:
+async def test_authentication_failures_are_recorded_without_the_token(
+    services: Services, admin: Caller
+) -> None:
     _, revoked = await services.tokens.create(admin, role=TokenRole.WORKER, label="soon revoked")
     cred, expiring = await services.tokens.create(
         admin, role=TokenRole.WORKER, expires_at=datetime.now(UTC) + timedelta(hours=1)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from vibe_ensemble.services.agents import AgentService
 from vibe_ensemble.services.audit import AuditService
 from vibe_ensemble.services.base import ServiceContext
+from vibe_ensemble.services.briefings import BriefingService
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.issues import IssueService
+from vibe_ensemble.services.knowledge import KnowledgeService
 from vibe_ensemble.services.messages import MessageService
 from vibe_ensemble.services.projects import ProjectService
+from vibe_ensemble.services.reservations import ReservationService
 from vibe_ensemble.services.tokens import TokenService
 
 
@@ -24,6 +27,9 @@ class Services:
         self.events = EventService(ctx)
         self.tokens = TokenService(ctx)
         self.audit = AuditService(ctx)
+        self.reservations = ReservationService(ctx)
+        self.knowledge = KnowledgeService(ctx)
+        self.briefings = BriefingService(ctx)
 
 
 __all__ = ["ServiceContext", "Services"]

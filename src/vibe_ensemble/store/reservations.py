@@ -53,3 +53,94 @@ async def release_all(conn: AsyncConnection, agent_id: int, now: datetime) -> in
         reservations.update().where(reservations.c.agent_id == agent_id, live(now)).values(released_at=now)
     )
     return result.rowcount
+
+
+async def live_in_project(conn: AsyncConnection, project_id: int, now: datetime) -> list[Reservation]:
+    q = select_reservations().where(reservations.c.project_id == project_id, live(now))
+    rows = await conn.execute(q.order_by(reservations.c.id))
+    return [to_reservation(r) for r in rows]
+
+
+async def by_ids(conn: AsyncConnection, ids: list[int]) -> list[Reservation]:
+    if not ids:
+        return []
+    rows = await conn.execute(
+        select_reservations().where(reservations.c.id.in_(ids)).order_by(reservations.c.id)
+    )
+    return [to_reservation(r) for r in rows]
+
+
+async def insert(
+    conn: AsyncConnection,
+    *,
+    project_id: int,
+    agent_id: int,
+    pattern: str,
+    exclusive: bool,
+    reason: str,
+    now: datetime,
+    expires_at: datetime,
+) -> int:
+    result = await conn.execute(
+        reservations.insert()
+        .values(
+            project_id=project_id,
+            agent_id=agent_id,
+            pattern=pattern,
+            exclusive=exclusive,
+            reason=reason,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        .returning(reservations.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def renew(
+    conn: AsyncConnection, reservation_id: int, *, exclusive: bool, reason: str, expires_at: datetime
+) -> None:
+    await conn.execute(
+        reservations.update()
+        .where(reservations.c.id == reservation_id)
+        .values(exclusive=exclusive, reason=reason, expires_at=expires_at)
+    )
+
+
+async def release(conn: AsyncConnection, ids: list[int], now: datetime) -> None:
+    if ids:
+        await conn.execute(reservations.update().where(reservations.c.id.in_(ids)).values(released_at=now))
+
+
+async def expired(conn: AsyncConnection, now: datetime) -> list[tuple[int, Reservation]]:
+    """Leases past their expiry that were never released, with their project ids."""
+    q = select_reservations().where(reservations.c.released_at.is_(None), reservations.c.expires_at <= now)
+    rows = await conn.execute(q.order_by(reservations.c.id))
+    return [(r.project_id, to_reservation(r)) for r in rows]
+
+
+async def mark_expired(conn: AsyncConnection, ids: list[int]) -> None:
+    """Record that expired leases ended at their expiry time."""
+    if ids:
+        await conn.execute(
+            reservations.update()
+            .where(reservations.c.id.in_(ids), reservations.c.released_at.is_(None))
+            .values(released_at=reservations.c.expires_at)
+        )
+
+
+# PostgreSQL: reserve transactions of one project queue behind this lock (class key, project id).
+# The two-key form lives in a key space apart from the single-key event lock in store.events.
+RESERVATION_LOCK_CLASS = 0x5645  # "VE"
+
+
+async def lock_project(conn: AsyncConnection, project_id: int) -> None:
+    """Serialise lease decisions per project. Take it first in the transaction, before reading leases.
+
+    On SQLite the single writer (BEGIN IMMEDIATE) already serialises every write transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:c, :p)"),
+            {"c": RESERVATION_LOCK_CLASS, "p": project_id % 2_147_483_647},
+        )

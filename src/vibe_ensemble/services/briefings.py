@@ -1,0 +1,164 @@
+"""Briefings: the live state of a project as one agent should see it before it acts.
+
+The MCP prompts `coordinator_briefing` and `worker_briefing` render these; this
+module only gathers the facts, in one read snapshot, under the caller's rights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, KnowledgeKind
+from vibe_ensemble.domain.models import (
+    Agent,
+    InboxItem,
+    Issue,
+    KnowledgeEntry,
+    KnowledgeHit,
+    Project,
+    Reservation,
+)
+from vibe_ensemble.domain.permissions import Op, allowed
+from vibe_ensemble.services.base import Service
+from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import issues as issue_store
+from vibe_ensemble.store import knowledge as knowledge_store
+from vibe_ensemble.store import messages as message_store
+from vibe_ensemble.store import reservations as reservation_store
+from vibe_ensemble.store.tables import agents, issues, message_recipients, messages
+
+_STATUS_ORDER = [AgentStatus.WORKING, AgentStatus.BLOCKED, AgentStatus.IDLE, AgentStatus.OFFLINE]
+GUIDANCE_KINDS = [KnowledgeKind.GUIDELINE, KnowledgeKind.PRACTICE, KnowledgeKind.DECISION]
+
+
+@dataclass
+class Briefing:
+    project: Project
+    me: Agent | None  # the acting agent, when the caller is one
+    agents: list[Agent]  # active (not retired), working ones first
+    ready: list[Issue]  # ready to claim, best first
+    in_progress: list[Issue]
+    blocked: list[Issue]  # marked blocked, or open and waiting on unfinished dependencies
+    mine: list[Issue]  # assigned to the acting agent and not finished
+    my_leases: list[Reservation]
+    leases: list[Reservation]  # every live lease in the project
+    unread: int
+    mail: list[InboxItem]  # the acting agent's unread mail, oldest first
+    guidance: list[KnowledgeEntry]  # the most relevant guidelines, practices and decisions
+    counts: dict[str, int] = field(default_factory=dict)  # issues per status
+
+
+class BriefingService(Service):
+    async def assemble(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        limit: int = 10,
+    ) -> Briefing:
+        """Gather the briefing in one snapshot. Mail is included only for an acting agent."""
+        for op in (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.KNOWLEDGE_READ):
+            caller.require(op)
+        name = caller.acting_agent(agent) if (agent or caller.agent) else None
+        async with self.read() as tx:
+            conn = tx.conn
+            proj = await self.project(conn, caller, project)
+            me = None if name is None else await agent_store.get(conn, proj.id, name)
+            team = [
+                agent_store.to_agent(r)
+                for r in await conn.execute(
+                    agent_store.select_agents()
+                    .where(agents.c.project_id == proj.id, agents.c.retired_at.is_(None))
+                    .order_by(agents.c.name)
+                )
+            ]
+            team.sort(key=lambda a: _STATUS_ORDER.index(a.status))
+            in_project = issue_store.select_issues().where(issues.c.project_id == proj.id)
+            by_priority = (issues.c.priority, issues.c.id)
+            ready = await issue_store.load(
+                conn, in_project.where(issue_store.ready_clause()).order_by(*by_priority).limit(limit)
+            )
+            in_progress = await issue_store.load(
+                conn,
+                in_project.where(issues.c.status == IssueStatus.IN_PROGRESS.value)
+                .order_by(*by_priority)
+                .limit(limit),
+            )
+            blocked = await issue_store.load(
+                conn,
+                in_project.where(
+                    sa.or_(
+                        issues.c.status == IssueStatus.BLOCKED.value,
+                        sa.and_(
+                            issues.c.status == IssueStatus.OPEN.value,
+                            issue_store.unfinished_dependency_exists(),
+                        ),
+                    )
+                )
+                .order_by(*by_priority)
+                .limit(limit),
+            )
+            counts = {
+                r.status: int(r.n)
+                for r in await conn.execute(
+                    sa.select(issues.c.status, sa.func.count().label("n"))
+                    .where(issues.c.project_id == proj.id)
+                    .group_by(issues.c.status)
+                )
+            }
+            leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
+            mine: list[Issue] = []
+            unread, mail = 0, []
+            if me is not None:
+                mine = await issue_store.load(
+                    conn,
+                    in_project.where(
+                        issues.c.assignee_id == me.id, issues.c.status.not_in(issue_store.FINISHED)
+                    ).order_by(*by_priority),
+                )
+                if allowed(caller.role, Op.MESSAGE_READ):
+                    unread = await message_store.unread_count(conn, me.id)
+                    mail = await message_store.load_inbox(
+                        conn,
+                        message_store.inbox_query(me.id)
+                        .where(message_recipients.c.read_at.is_(None))
+                        .order_by(messages.c.id)
+                        .limit(5),
+                    )
+            guidance = await self._guidance(conn, proj.id, mine or in_progress)
+        return Briefing(
+            project=proj,
+            me=me,
+            agents=team,
+            ready=ready,
+            in_progress=in_progress,
+            blocked=blocked,
+            mine=mine,
+            my_leases=[r for r in leases if me is not None and r.holder == me.name],
+            leases=leases,
+            unread=unread,
+            mail=mail,
+            guidance=guidance,
+            counts=counts,
+        )
+
+    async def _guidance(
+        self, conn: AsyncConnection, project_id: int, focus: list[Issue]
+    ) -> list[KnowledgeEntry]:
+        """Guidelines, practices and decisions: those relevant to `focus` first, then the newest."""
+        chosen: dict[int, KnowledgeEntry] = {}
+        words = knowledge_store.terms(" ".join(f"{i.title} {' '.join(i.labels)}" for i in focus[:5]))
+        hits: list[KnowledgeHit] = await knowledge_store.search(conn, project_id, words, limit=20)
+        for hit in hits:
+            if hit.kind in GUIDANCE_KINDS and len(chosen) < 5:
+                chosen[hit.id] = await knowledge_store.get(conn, project_id, hit.id)
+        for entry in await knowledge_store.recent(conn, project_id, kinds=GUIDANCE_KINDS, limit=8):
+            if len(chosen) >= 5:
+                break
+            chosen.setdefault(entry.id, entry)
+        return list(chosen.values())

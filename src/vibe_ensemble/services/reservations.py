@@ -1,0 +1,284 @@
+"""Leases on paths and named resources: atomic check-and-grant, release, read-only checks.
+
+A decision is one write transaction that reads every live lease of the project
+and inserts the granted ones. On SQLite the single writer serialises those
+transactions; on PostgreSQL a per-project advisory lock, taken first, does. So
+two exclusive holders of overlapping patterns can never both be granted.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from vibe_ensemble.domain import globs, rules
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import ReserveMode
+from vibe_ensemble.domain.errors import Conflict, InvalidInput
+from vibe_ensemble.domain.models import (
+    LeaseConflict,
+    PathCheck,
+    ReleaseResult,
+    Reservation,
+    ReservationResult,
+)
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service
+from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import idempotency
+from vibe_ensemble.store import reservations as store
+
+DEFAULT_TTL_S = 1800
+MIN_TTL_S = 10
+MAX_TTL_S = 86_400
+MAX_RESERVE_PATHS = 100
+MAX_CHECK_PATHS = 1000
+MAX_REASON = 1000
+OPERATION = "reserve_paths"
+
+_RESULT = TypeAdapter(ReservationResult)
+
+
+def parse_patterns(
+    field: str, paths: list[str], *, maximum: int
+) -> tuple[list[globs.LeasePattern], list[str]]:
+    """Validate, normalise and de-duplicate patterns; returns them and notes on rewrites."""
+    if not paths:
+        raise InvalidInput(field, "give at least one path, glob or resource")
+    if len(paths) > maximum:
+        raise InvalidInput(field, f"at most {maximum} entries (got {len(paths)})")
+    patterns: dict[str, globs.LeasePattern] = {}
+    notes: list[str] = []
+    for i, raw in enumerate(paths):
+        pattern, note = globs.parse(f"{field}[{i}]", raw)
+        if note:
+            notes.append(note)
+        patterns.setdefault(pattern.text, pattern)
+    return list(patterns.values()), notes
+
+
+def _stored(text: str) -> globs.LeasePattern:
+    return globs.parse("pattern", text)[0]
+
+
+def conflicts_with(
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+) -> list[LeaseConflict]:
+    """Leases in `held` that stand in the way: overlapping, and exclusive on either side."""
+    found: list[LeaseConflict] = []
+    for pattern in wanted:
+        for lease in held:
+            if (exclusive or lease.exclusive) and globs.overlaps(pattern, _stored(lease.pattern)):
+                found.append(
+                    LeaseConflict(
+                        path=pattern.text,
+                        holder=lease.holder,
+                        pattern=lease.pattern,
+                        exclusive=lease.exclusive,
+                        reason=lease.reason,
+                        expires_at=lease.expires_at,
+                        reservation_id=lease.id,
+                    )
+                )
+    return found
+
+
+class ReservationService(Service):
+    async def reserve(
+        self,
+        caller: Caller,
+        paths: list[str],
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        exclusive: bool = True,
+        ttl_s: int = DEFAULT_TTL_S,
+        reason: str = "",
+        mode: ReserveMode = ReserveMode.ADVISORY,
+        idempotency_key: str | None = None,
+    ) -> ReservationResult:
+        """Lease paths, globs or named resources for `ttl_s` seconds.
+
+        Advisory (the default): grants what does not conflict and lists the conflicts.
+        Strict: grants nothing when anything conflicts. Re-reserving a pattern one
+        already holds renews it (new expiry, exclusivity and reason).
+        """
+        caller.require(Op.RESERVATION_WRITE)
+        name = caller.acting_agent(agent)
+        patterns, notes = parse_patterns("paths", paths, maximum=MAX_RESERVE_PATHS)
+        if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
+            raise InvalidInput("ttl_s", f"must be between {MIN_TTL_S} and {MAX_TTL_S} seconds")
+        reason = rules.text("reason", reason, max_len=MAX_REASON, required=False).strip()
+        key = None if idempotency_key is None else rules.text("idempotency_key", idempotency_key, max_len=200)
+        request: dict[str, Any] = {
+            "paths": [p.text for p in patterns],
+            "exclusive": exclusive,
+            "ttl_s": ttl_s,
+            "reason": reason,
+            "mode": mode.value,
+        }
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            await store.lock_project(tx.conn, proj.id)
+            me = await agent_store.get(tx.conn, proj.id, name)
+            if key is not None:
+                stored = await idempotency.load(tx.conn, proj.id, me.id, OPERATION, key, tx.now)
+                if stored is not None:
+                    if stored["request"] != request:
+                        raise Conflict(
+                            "idempotency_key was already used with different arguments; "
+                            "use a new key for a new request",
+                            idempotency_key=key,
+                        )
+                    return _RESULT.validate_python(stored["result"])
+            held = await store.live_in_project(tx.conn, proj.id, tx.now)
+            mine = {r.pattern: r for r in held if r.holder == name}
+            conflicts = conflicts_with(patterns, [r for r in held if r.holder != name], exclusive=exclusive)
+            blocked = {c.path for c in conflicts}
+            grant = (
+                []
+                if mode == ReserveMode.STRICT and conflicts
+                else [p for p in patterns if p.text not in blocked]
+            )
+            expires_at = tx.now + timedelta(seconds=ttl_s)
+            ids: list[int] = []
+            for pattern in grant:
+                current = mine.get(pattern.text)
+                if current is not None:
+                    await store.renew(
+                        tx.conn, current.id, exclusive=exclusive, reason=reason, expires_at=expires_at
+                    )
+                    ids.append(current.id)
+                else:
+                    ids.append(
+                        await store.insert(
+                            tx.conn,
+                            project_id=proj.id,
+                            agent_id=me.id,
+                            pattern=pattern.text,
+                            exclusive=exclusive,
+                            reason=reason,
+                            now=tx.now,
+                            expires_at=expires_at,
+                        )
+                    )
+            granted = await store.by_ids(tx.conn, ids)
+            if granted:
+                tx.emit(
+                    "reservation.granted",
+                    name,
+                    proj.id,
+                    agent=name,
+                    ids=[r.id for r in granted],
+                    patterns=[r.pattern for r in granted],
+                    exclusive=exclusive,
+                    reason=reason,
+                    expires_at=expires_at.isoformat(),
+                    renewed=[r.pattern for r in granted if r.pattern in mine],
+                )
+            result = ReservationResult(granted=granted, conflicts=conflicts, warnings=notes)
+            if key is not None:
+                await idempotency.save(
+                    tx.conn,
+                    proj.id,
+                    me.id,
+                    OPERATION,
+                    key,
+                    {"request": request, "result": _RESULT.dump_python(result, mode="json")},
+                    tx.now,
+                )
+        return result
+
+    async def release(
+        self,
+        caller: Caller,
+        paths: list[str] | None = None,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+    ) -> ReleaseResult:
+        """Release the caller's leases on exactly these patterns, or all of them when `paths` is None."""
+        caller.require(Op.RESERVATION_WRITE)
+        name = caller.acting_agent(agent)
+        wanted = None
+        if paths is not None:
+            if not paths:
+                raise InvalidInput(
+                    "paths", "give at least one pattern, or omit paths to release all your leases"
+                )
+            wanted = [p.text for p in parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)[0]]
+        async with self.write() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            me = await agent_store.get(tx.conn, proj.id, name)
+            mine = await store.held_by(tx.conn, me.id, tx.now)
+            targets = mine if wanted is None else [r for r in mine if r.pattern in wanted]
+            held_patterns = {r.pattern for r in mine}
+            not_held = [] if wanted is None else [p for p in wanted if p not in held_patterns]
+            await store.release(tx.conn, [r.id for r in targets], tx.now)
+            if targets:
+                tx.emit(
+                    "reservation.released",
+                    name,
+                    proj.id,
+                    agent=name,
+                    ids=[r.id for r in targets],
+                    patterns=[r.pattern for r in targets],
+                    reason="released",
+                )
+        return ReleaseResult(released=targets, not_held=not_held)
+
+    async def check(
+        self,
+        caller: Caller,
+        paths: list[str],
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        exclusive: bool = True,
+    ) -> PathCheck:
+        """Read-only: which leases of others would conflict with leasing `paths` (changes nothing).
+
+        `exclusive=False` asks only about others' exclusive leases (what a shared lease,
+        or a commit guard, must respect). The acting agent's own leases never conflict.
+        """
+        caller.require(Op.RESERVATION_READ)
+        me = caller.acting_agent(agent) if (agent or caller.agent) else None
+        patterns, _ = parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)
+        async with self.read() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            held = [r for r in await store.live_in_project(tx.conn, proj.id, tx.now) if r.holder != me]
+        conflicts = conflicts_with(patterns, held, exclusive=exclusive)
+        blocked = {c.path for c in conflicts}
+        return PathCheck(conflicts=conflicts, free=[p.text for p in patterns if p.text not in blocked])
+
+    async def list(
+        self, caller: Caller, *, project: str | None = None, holder: str | None = None
+    ) -> list[Reservation]:
+        """Live leases of the project (optionally of one holder), oldest first."""
+        caller.require(Op.RESERVATION_READ)
+        async with self.read() as tx:
+            proj = await self.project(tx.conn, caller, project)
+            held = await store.live_in_project(tx.conn, proj.id, tx.now)
+        return [r for r in held if holder is None or r.holder == holder]
+
+    async def sweep_expired(self) -> int:
+        """Record leases that expired (readers already ignore them) and announce their release."""
+        async with self.write() as tx:
+            ended = await store.expired(tx.conn, tx.now)
+            await store.mark_expired(tx.conn, [r.id for _, r in ended])
+            by_holder: dict[tuple[int, str], list[Reservation]] = {}
+            for project_id, lease in ended:
+                by_holder.setdefault((project_id, lease.holder), []).append(lease)
+            for (project_id, holder), leases in by_holder.items():
+                tx.emit(
+                    "reservation.released",
+                    "system",
+                    project_id,
+                    agent=holder,
+                    ids=[r.id for r in leases],
+                    patterns=[r.pattern for r in leases],
+                    reason="expired",
+                )
+        return len(ended)

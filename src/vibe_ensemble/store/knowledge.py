@@ -1,0 +1,276 @@
+"""Knowledge entries, their earlier versions, and ranked full-text search.
+
+Search is built from word tokens that this module extracts and quotes itself, so
+no user text ever reaches a query parser: SQLite gets an FTS5 expression of
+quoted terms (ranked by bm25 over `knowledge_fts`, kept by triggers), PostgreSQL
+an OR of `plainto_tsquery` terms (ranked by ts_rank over the generated `search`
+column). An entry matches when it contains any of the words; entries with more
+and rarer matches rank first. Both mark matches in the snippet with « and ».
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vibe_ensemble.domain.enums import KnowledgeKind
+from vibe_ensemble.domain.errors import NotFound
+from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
+from vibe_ensemble.store.tables import knowledge, knowledge_versions, projects
+
+MARK_START = "«"
+MARK_END = "»"
+ELLIPSIS = "…"
+MAX_TERMS = 32
+_WORD = re.compile(r"[^\W_]+")
+
+_fts = sa.table("knowledge_fts", sa.column("rowid"))
+_fts_ref: sa.ColumnClause[Any] = sa.literal_column("knowledge_fts")
+_search: sa.ColumnClause[Any] = sa.literal_column("knowledge.search")  # PostgreSQL only
+_headline_options = (
+    f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
+    f"MaxFragments=2, FragmentDelimiter={ELLIPSIS}"
+)
+
+
+def terms(query: str) -> list[str]:
+    """The words of a query: runs of letters and digits, lowercased, de-duplicated, at most MAX_TERMS."""
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_TERMS]
+
+
+def fts5_query(words: Iterable[str]) -> str:
+    """An FTS5 expression matching any of the words, each quoted as a string (quotes doubled)."""
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(knowledge, projects.c.slug).join(projects, knowledge.c.project_id == projects.c.id)
+
+
+def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
+    return KnowledgeEntry(
+        id=row.id,
+        project=row.slug,
+        kind=KnowledgeKind(row.kind),
+        title=row.title,
+        body=row.body,
+        tags=list(row.tags),
+        issue_ids=list(row.issue_ids),
+        author=row.author,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _has_tags(conn: AsyncConnection, tags: list[str]) -> list[sa.ColumnElement[bool]]:
+    """One condition per tag: the entry carries every one of them."""
+    if conn.dialect.name == "postgresql":
+        return [knowledge.c.tags.op("@>")(sa.func.jsonb_build_array(t)) for t in tags]
+    out: list[sa.ColumnElement[bool]] = []
+    for t in tags:
+        each = sa.func.json_each(knowledge.c.tags).table_valued("value")
+        out.append(sa.select(each.c.value).where(each.c.value == t).exists())
+    return out
+
+
+def _filters(
+    conn: AsyncConnection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
+) -> list[sa.ColumnElement[bool]]:
+    where = [knowledge.c.project_id == project_id, *_has_tags(conn, tags)]
+    if kind is not None:
+        where.append(knowledge.c.kind == kind.value)
+    return where
+
+
+async def get(conn: AsyncConnection, project_id: int, entry_id: int) -> KnowledgeEntry:
+    row = (
+        await conn.execute(_select().where(knowledge.c.id == entry_id, knowledge.c.project_id == project_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"knowledge entry {entry_id} does not exist in this project", id=entry_id)
+    return _to_entry(row)
+
+
+async def versions(conn: AsyncConnection, entry_id: int) -> list[KnowledgeVersion]:
+    rows = await conn.execute(
+        sa.select(knowledge_versions)
+        .where(knowledge_versions.c.knowledge_id == entry_id)
+        .order_by(knowledge_versions.c.version.desc())
+    )
+    return [
+        KnowledgeVersion(
+            version=r.version,
+            kind=KnowledgeKind(r.kind),
+            title=r.title,
+            body=r.body,
+            tags=list(r.tags),
+            issue_ids=list(r.issue_ids),
+            author=r.author,
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]
+
+
+async def recent(
+    conn: AsyncConnection,
+    project_id: int,
+    *,
+    kind: KnowledgeKind | None = None,
+    kinds: list[KnowledgeKind] | None = None,
+    tags: list[str] | None = None,
+    limit: int = 20,
+) -> list[KnowledgeEntry]:
+    """Entries most recently written first."""
+    q = _select().where(*_filters(conn, project_id, kind, tags or []))
+    if kinds:
+        q = q.where(knowledge.c.kind.in_([k.value for k in kinds]))
+    rows = await conn.execute(q.order_by(knowledge.c.updated_at.desc(), knowledge.c.id.desc()).limit(limit))
+    return [_to_entry(r) for r in rows]
+
+
+async def insert(
+    conn: AsyncConnection,
+    *,
+    project_id: int,
+    kind: KnowledgeKind,
+    title: str,
+    body: str,
+    tags: list[str],
+    issue_ids: list[int],
+    author: str,
+    now: datetime,
+) -> int:
+    result = await conn.execute(
+        knowledge.insert()
+        .values(
+            project_id=project_id,
+            kind=kind.value,
+            title=title,
+            body=body,
+            tags=tags,
+            issue_ids=issue_ids,
+            author=author,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(knowledge.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def replace(conn: AsyncConnection, old: KnowledgeEntry, new: KnowledgeEntry) -> bool:
+    """Keep `old` as a version and write `new` over it; False when `old` is no longer current."""
+    result = await conn.execute(
+        knowledge.update()
+        .where(knowledge.c.id == old.id, knowledge.c.version == old.version)
+        .values(
+            kind=new.kind.value,
+            title=new.title,
+            body=new.body,
+            tags=new.tags,
+            issue_ids=new.issue_ids,
+            author=new.author,
+            version=new.version,
+            updated_at=new.updated_at,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    await conn.execute(
+        knowledge_versions.insert().values(
+            knowledge_id=old.id,
+            version=old.version,
+            kind=old.kind.value,
+            title=old.title,
+            body=old.body,
+            tags=old.tags,
+            issue_ids=old.issue_ids,
+            author=old.author,
+            created_at=old.updated_at,
+        )
+    )
+    return True
+
+
+async def search(
+    conn: AsyncConnection,
+    project_id: int,
+    words: list[str],
+    *,
+    kind: KnowledgeKind | None = None,
+    tags: list[str] | None = None,
+    limit: int = 10,
+) -> list[KnowledgeHit]:
+    """Entries matching any of `words`, most relevant first."""
+    if not words:
+        return []
+    where = _filters(conn, project_id, kind, tags or [])
+    search = _postgres_search if conn.dialect.name == "postgresql" else _sqlite_search
+    q = search(words, where)
+    rows = await conn.execute(q.limit(limit))
+    return [
+        KnowledgeHit(
+            id=r.id,
+            title=r.title,
+            kind=KnowledgeKind(r.kind),
+            tags=list(r.tags),
+            score=round(float(r.score), 6),
+            snippet=r.snippet or "",
+        )
+        for r in rows
+    ]
+
+
+def _sqlite_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    rank = sa.func.bm25(_fts_ref, 10.0, 1.0, 5.0)  # title, body, tags; lower is better
+    snippet = sa.func.snippet(_fts_ref, -1, MARK_START, MARK_END, ELLIPSIS, 16)
+    return (
+        sa.select(
+            knowledge.c.id,
+            knowledge.c.title,
+            knowledge.c.kind,
+            knowledge.c.tags,
+            (-rank).label("score"),
+            snippet.label("snippet"),
+        )
+        .select_from(_fts.join(knowledge, knowledge.c.id == _fts.c.rowid))
+        .where(_fts_ref.op("MATCH")(fts5_query(words)), *where)
+        .order_by(rank, knowledge.c.id)
+    )
+
+
+def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    query: sa.ColumnElement[Any] = sa.func.plainto_tsquery("english", words[0])
+    for w in words[1:]:
+        query = query.op("||")(sa.func.plainto_tsquery("english", w))
+    rank = sa.func.ts_rank(_search, query)
+    body_matches = sa.func.to_tsvector("english", knowledge.c.body).op("@@")(query)
+    snippet = sa.case(
+        (body_matches, sa.func.ts_headline("english", knowledge.c.body, query, _headline_options)),
+        else_=sa.func.ts_headline(
+            "english",
+            knowledge.c.title + " " + sa.cast(knowledge.c.tags, sa.Text),
+            query,
+            _headline_options,
+        ),
+    )
+    return (
+        sa.select(
+            knowledge.c.id,
+            knowledge.c.title,
+            knowledge.c.kind,
+            knowledge.c.tags,
+            rank.label("score"),
+            snippet.label("snippet"),
+        )
+        .where(_search.op("@@")(query), *where)
+        .order_by(rank.desc(), knowledge.c.id)
+    )

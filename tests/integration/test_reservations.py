@@ -1,0 +1,235 @@
+"""Leases: grants and conflicts, strict mode, renewals, expiry, release, checks, idempotency, races."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import ReserveMode, TokenRole
+from vibe_ensemble.domain.errors import Conflict, InvalidInput, PermissionDenied
+from vibe_ensemble.domain.models import ReservationResult
+from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
+
+
+def bound(name: str, role: TokenRole = TokenRole.WORKER) -> Caller:
+    return Caller(credential_id=None, role=role, agent=name, label=name)
+
+
+@pytest.fixture
+async def team(services: Services, admin: Caller) -> Services:
+    for name in ("ann", "bob", "cy"):
+        await services.agents.register(admin, name=name)
+    return services
+
+
+async def event_types(services: Services, admin: Caller, prefix: str = "reservation.*") -> list[str]:
+    return [e.type for e in (await services.events.page(admin, types=[prefix], limit=1000)).items]
+
+
+async def test_grant_then_conflict_lists_holder_pattern_reason_and_expiry(team: Services) -> None:
+    ann, bob = bound("ann"), bound("bob")
+    first = await team.reservations.reserve(ann, ["src/**"], reason="refactor the api", ttl_s=600)
+    assert [(r.holder, r.pattern, r.exclusive) for r in first.granted] == [("ann", "src/**", True)]
+    assert first.conflicts == []
+    lease = first.granted[0]
+    assert lease.expires_at - lease.created_at == timedelta(seconds=600)
+
+    second = await team.reservations.reserve(bob, ["src/api/app.py", "docs/*.md"])
+    assert [r.pattern for r in second.granted] == ["docs/*.md"]  # advisory: what is free is granted
+    [conflict] = second.conflicts
+    assert (conflict.path, conflict.holder, conflict.pattern) == ("src/api/app.py", "ann", "src/**")
+    assert conflict.reason == "refactor the api"
+    assert conflict.expires_at == lease.expires_at
+    assert conflict.exclusive and conflict.reservation_id == lease.id
+
+    # the other way round: a narrow lease held blocks a broad request
+    third = await team.reservations.reserve(ann, ["docs/**"])
+    assert third.granted == []
+    assert [(c.holder, c.pattern) for c in third.conflicts] == [("bob", "docs/*.md")]
+
+
+async def test_strict_mode_grants_nothing_on_any_conflict(team: Services) -> None:
+    await team.reservations.reserve(bound("ann"), ["src/a.py"])
+    before = await snapshot(team.ctx.db)
+    result = await team.reservations.reserve(bound("bob"), ["src/**", "docs/**"], mode=ReserveMode.STRICT)
+    assert result.granted == []
+    assert [c.path for c in result.conflicts] == ["src/**"]
+    assert await snapshot(team.ctx.db) == before
+    free = await team.reservations.reserve(bound("bob"), ["docs/**"], mode=ReserveMode.STRICT)
+    assert [r.pattern for r in free.granted] == ["docs/**"]
+
+
+async def test_shared_and_exclusive(team: Services) -> None:
+    ann, bob, cy = bound("ann"), bound("bob"), bound("cy")
+    assert (await team.reservations.reserve(ann, ["docs/**"], exclusive=False)).granted
+    assert (await team.reservations.reserve(bob, ["docs/index.md"], exclusive=False)).granted
+    # exclusive asks conflict with both shared holders
+    refused = await team.reservations.reserve(cy, ["docs/index.md"])
+    assert sorted(c.holder for c in refused.conflicts) == ["ann", "bob"]
+    # and a shared ask conflicts with an exclusive holder
+    await team.reservations.reserve(cy, ["service://staging-db"])
+    shared = await team.reservations.reserve(ann, ["service://staging-db", "service://prod-db"], exclusive=False)
+    assert [r.pattern for r in shared.granted] == ["service://prod-db"]
+    assert [(c.holder, c.pattern) for c in shared.conflicts] == [("cy", "service://staging-db")]
+
+
+async def test_own_leases_never_conflict_and_renewing_extends(team: Services) -> None:
+    ann = bound("ann")
+    t0 = team.ctx.clock()
+    team.ctx.clock = lambda: t0
+    first = await team.reservations.reserve(ann, ["src/**"], exclusive=False, ttl_s=60, reason="look")
+    team.ctx.clock = lambda: t0 + timedelta(seconds=30)
+    again = await team.reservations.reserve(ann, ["src/**", "src/a.py"], ttl_s=600, reason="edit")
+    assert again.conflicts == []
+    renewed = {r.pattern: r for r in again.granted}
+    assert renewed["src/**"].id == first.granted[0].id  # the same lease, renewed
+    assert renewed["src/**"].expires_at == t0 + timedelta(seconds=630)
+    assert renewed["src/**"].exclusive and renewed["src/**"].reason == "edit"
+    leases = await team.reservations.list(ann)
+    assert sorted(r.pattern for r in leases) == ["src/**", "src/a.py"]
+    granted = (await team.events.page(ann, types=["reservation.granted"])).items
+    assert granted[-1].payload["renewed"] == ["src/**"]
+
+
+async def test_expired_leases_release_themselves(team: Services, admin: Caller) -> None:
+    ann, bob = bound("ann"), bound("bob")
+    t0 = team.ctx.clock()
+    team.ctx.clock = lambda: t0
+    await team.reservations.reserve(ann, ["src/**", "docs/**"], ttl_s=60)
+    team.ctx.clock = lambda: t0 + timedelta(seconds=59)
+    assert len(await team.reservations.list(admin)) == 2
+    team.ctx.clock = lambda: t0 + timedelta(seconds=60)
+    assert await team.reservations.list(admin) == []  # readers never see an expired lease
+    assert (await team.reservations.check(bob, ["src/a.py"])).conflicts == []
+    assert [r.pattern for r in (await team.reservations.reserve(bob, ["src/a.py"])).granted] == ["src/a.py"]
+    assert (await team.agents.heartbeat(ann)).expiring_reservations == []
+    # the sweep records the expiry and announces it
+    assert await team.reservations.sweep_expired() == 2
+    assert await team.reservations.sweep_expired() == 0
+    released = (await team.events.page(admin, types=["reservation.released"])).items
+    assert [(e.payload["agent"], e.payload["reason"], sorted(e.payload["patterns"])) for e in released] == [
+        ("ann", "expired", ["docs/**", "src/**"])
+    ]
+
+
+async def test_release_some_or_all(team: Services, admin: Caller) -> None:
+    ann = bound("ann")
+    await team.reservations.reserve(ann, ["src/**", "docs/**", "service://db"])
+    some = await team.reservations.release(ann, ["./docs/**", "tests/**"])
+    assert [r.pattern for r in some.released] == ["docs/**"]
+    assert some.not_held == ["tests/**"]
+    assert sorted(r.pattern for r in await team.reservations.list(admin)) == ["service://db", "src/**"]
+    rest = await team.reservations.release(ann)
+    assert sorted(r.pattern for r in rest.released) == ["service://db", "src/**"]
+    assert await team.reservations.list(admin) == []
+    assert (await team.reservations.release(ann)).released == []
+    released = (await team.events.page(admin, types=["reservation.released"])).items
+    assert [sorted(e.payload["patterns"]) for e in released] == [["docs/**"], ["service://db", "src/**"]]
+    with pytest.raises(InvalidInput) as exc:
+        await team.reservations.release(ann, [])
+    assert exc.value.field == "paths"
+
+
+async def test_check_is_read_only_and_ignores_own_leases(team: Services, admin: Caller) -> None:
+    await team.reservations.reserve(bound("ann"), ["src/**"], reason="api work")
+    await team.reservations.reserve(bound("bob"), ["docs/**"], exclusive=False)
+    before = await snapshot(team.ctx.db)
+    viewer = Caller(credential_id=None, role=TokenRole.VIEWER)
+    check = await team.reservations.check(viewer, ["src/a.py", "docs/x.md", "README.md"])
+    assert [(c.path, c.holder) for c in check.conflicts] == [("src/a.py", "ann"), ("docs/x.md", "bob")]
+    assert check.free == ["README.md"]
+    # only exclusive holders matter to a shared ask (and to the commit guard)
+    shared = await team.reservations.check(viewer, ["src/a.py", "docs/x.md"], exclusive=False)
+    assert [c.holder for c in shared.conflicts] == ["ann"] and shared.free == ["docs/x.md"]
+    # one's own leases never conflict
+    own = await team.reservations.check(bound("ann"), ["src/a.py"])
+    assert own.conflicts == [] and own.free == ["src/a.py"]
+    assert await snapshot(team.ctx.db) == before
+    with pytest.raises(PermissionDenied):
+        await team.reservations.reserve(viewer, ["x.py"], agent="ann")
+
+
+async def test_retired_agents_leases_are_released(team: Services, admin: Caller) -> None:
+    await team.reservations.reserve(bound("ann"), ["src/**"])
+    await team.agents.retire(admin, name="ann")
+    assert await team.reservations.list(admin) == []
+    assert (await team.reservations.reserve(bound("bob"), ["src/a.py"])).granted
+
+
+async def test_idempotency_key_replays_the_first_result(team: Services, admin: Caller) -> None:
+    ann, bob = bound("ann"), bound("bob")
+    first = await team.reservations.reserve(ann, ["src/**"], idempotency_key="k-1")
+    await team.reservations.reserve(bob, ["docs/**"])  # the world changes meanwhile
+    retry = await team.reservations.reserve(ann, ["src/**"], idempotency_key="k-1")
+    assert isinstance(retry, ReservationResult)
+    assert retry == first
+    assert len(await team.reservations.list(admin, holder="ann")) == 1
+    assert (await event_types(team, admin)).count("reservation.granted") == 2
+    with pytest.raises(Conflict) as exc:
+        await team.reservations.reserve(ann, ["docs/**"], idempotency_key="k-1")
+    assert "different arguments" in exc.value.message
+    # keys are per agent: the same key from bob is a new request
+    other = await team.reservations.reserve(bob, ["tests/**"], idempotency_key="k-1")
+    assert [r.pattern for r in other.granted] == ["tests/**"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"),
+    [
+        ({"paths": ["/etc/passwd"]}, "paths[0]", "relative to the repository root"),
+        ({"paths": ["src/a.py", "../x"]}, "paths[1]", "'..'"),
+        ({"paths": ["**"]}, "paths[0]", "whole repository"),
+        ({"paths": ["*"]}, "paths[0]", "whole repository"),
+        ({"paths": []}, "paths", "at least one"),
+        ({"paths": [f"f{i}" for i in range(101)]}, "paths", "at most 100"),
+        ({"paths": ["a.py"], "ttl_s": 0}, "ttl_s", "between"),
+        ({"paths": ["a.py"], "ttl_s": 86_401}, "ttl_s", "between"),
+        ({"paths": ["a.py"], "reason": "x" * 1001}, "reason", "at most"),
+        ({"paths": ["a.py"], "idempotency_key": " "}, "idempotency_key", "empty"),
+    ],
+)
+async def test_bad_input_is_refused_and_changes_nothing(
+    team: Services, kwargs: dict[str, object], field: str, rule: str
+) -> None:
+    before = await snapshot(team.ctx.db)
+    with pytest.raises(InvalidInput) as exc:
+        await team.reservations.reserve(bound("ann"), **kwargs)  # type: ignore[arg-type]
+    assert exc.value.field == field
+    assert rule in exc.value.rule
+    assert await snapshot(team.ctx.db) == before
+
+
+async def test_normalised_patterns_come_with_a_warning(team: Services) -> None:
+    result = await team.reservations.reserve(bound("ann"), ["./src//api/", "src/api"])
+    assert [r.pattern for r in result.granted] == ["src/api"]
+    assert result.warnings == ["'./src//api/' was normalised to 'src/api'"]
+
+
+RACERS = 50
+
+
+async def test_fifty_concurrent_exclusive_requests_give_exactly_one_holder(
+    services: Services, admin: Caller
+) -> None:
+    names = [f"racer-{i:02d}" for i in range(RACERS)]
+    for name in names:
+        await services.agents.register(admin, name=name)
+    # every request overlaps every other one
+    wanted = ["src/**", "src/core/app.py", "src/core/*.py", "src", "**/app.py"]
+    results = await asyncio.gather(
+        *(services.reservations.reserve(bound(n), [wanted[i % len(wanted)]]) for i, n in enumerate(names))
+    )
+    winners = [r for r in results if r.granted]
+    assert len(winners) == 1
+    winner = winners[0].granted[0].holder
+    live = await services.reservations.list(admin)
+    assert {r.holder for r in live} == {winner} and len(live) == 1
+    for r in results:
+        if not r.granted:
+            assert [c.holder for c in r.conflicts] == [winner]
+    assert (await event_types(services, admin)).count("reservation.granted") == 1

@@ -73,7 +73,9 @@ async def test_shared_and_exclusive(team: Services) -> None:
     assert sorted(c.holder for c in refused.conflicts) == ["ann", "bob"]
     # and a shared ask conflicts with an exclusive holder
     await team.reservations.reserve(cy, ["service://staging-db"])
-    shared = await team.reservations.reserve(ann, ["service://staging-db", "service://prod-db"], exclusive=False)
+    shared = await team.reservations.reserve(
+        ann, ["service://staging-db", "service://prod-db"], exclusive=False
+    )
     assert [r.pattern for r in shared.granted] == ["service://prod-db"]
     assert [(c.holder, c.pattern) for c in shared.conflicts] == [("cy", "service://staging-db")]
 

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -79,8 +81,6 @@ def serve(
     migrate: Annotated[bool, typer.Option("--migrate", help="Apply migrations before serving.")] = False,
 ) -> None:
     """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
-    import uvicorn
-
     from vibe_ensemble.api.app import create_app
 
     settings = _settings(config, database_url=database_url, host=host, port=port)
@@ -102,7 +102,8 @@ def serve(
             secret = await runtime.bootstrap_admin_token()
             if secret is not None:
                 _print_first_start(settings, secret)
-            server = uvicorn.Server(
+            server = _Server(
+                runtime,
                 uvicorn.Config(
                     create_app(runtime),
                     host=settings.host,
@@ -114,7 +115,7 @@ def serve(
                     limit_concurrency=settings.limit_concurrency,
                     ws_max_size=settings.max_body_bytes,
                     server_header=False,
-                )
+                ),
             )
             err.print(
                 f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  (MCP: {settings.mcp_url})"
@@ -124,6 +125,22 @@ def serve(
             await runtime.stop()
 
     _run(main)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that also ends the live feeds when told to stop.
+
+    uvicorn waits for open responses before it shuts down, and an event stream never ends by itself.
+    """
+
+    def __init__(self, runtime: Runtime, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+        self._loop = asyncio.get_running_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._loop.call_soon_threadsafe(self._runtime.begin_shutdown)
+        super().handle_exit(sig, frame)
 
 
 def _print_first_start(settings: Settings, secret: str) -> None:
@@ -182,6 +199,7 @@ def mcp_stdio(
                 "full" if (caller.tool_profile or settings.tool_profile) == "full" else "core"
             )
             server = build_mcp(runtime.services, settings, profile=profile, stdio_caller=caller)
+            await runtime.start_live()
             await server.run_stdio_async()
         finally:
             await runtime.stop()

@@ -11,11 +11,14 @@ import structlog
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.events.bridge import PostgresBridge
+from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import ServiceContext, Services
 from vibe_ensemble.services.tokens import AUTH_FAILURE
 from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock
+from vibe_ensemble.store.leader import Leadership
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +36,9 @@ class Runtime:
         )
         self._owner: OwnerLock | None = None
         self._duties: asyncio.Task[None] | None = None
+        self.leadership = Leadership(self.db)
+        self.is_leader = False  # runs the background duties now
+        self.bridge: PostgresBridge | None = None
 
     async def start(self, *, apply_migrations: bool = False, own: bool = True) -> None:
         """Take ownership of a SQLite file, check (or apply) migrations, ensure the default project."""
@@ -59,21 +65,56 @@ class Runtime:
         _, secret = await self.services.tokens.create(SYSTEM, role=TokenRole.ADMIN, label="bootstrap admin")
         return secret
 
+    async def start_live(self) -> None:
+        """Start following the event log: the LISTEN bridge (PostgreSQL) and the mail dispatcher."""
+        hub = self.services.ctx.hub
+        if self.db.is_sqlite:
+            # One process owns the file, so every commit is published here; start from the newest.
+            hub.publish(await self.services.events.latest_id())
+        elif self.bridge is None:
+            self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
+            self.bridge.start()
+        await self.services.live.mail.start()
+
+    def begin_shutdown(self) -> None:
+        """End every feed and wake every waiter, so open streams do not hold the shutdown up."""
+        self.services.ctx.hub.close()
+
+    async def stop_live(self) -> None:
+        await self.services.live.mail.stop()
+        if self.bridge is not None:
+            await self.bridge.stop()
+            self.bridge = None
+
     def start_duties(self) -> None:
         self._duties = asyncio.create_task(self._run_duties(), name="vibe-duties")
 
     async def _run_duties(self) -> None:
-        """Background duties: presence sweeps. One owning process on SQLite runs them."""
+        """Background duties, run by one process across replicas (see store/leader.py).
+
+        The others try to take over every `leader_retry_s`, so the duties go on when the
+        process that ran them dies.
+        """
         s = self.settings
         while True:
-            try:
-                await self.services.agents.sweep_presence(
-                    offline_after=timedelta(seconds=s.offline_after_s),
-                    retire_after=timedelta(seconds=s.retire_after_s),
-                )
-            except Exception:
-                log.exception("duty_failed", duty="presence")
-            await asyncio.sleep(s.sweep_interval_s)
+            leader = await self.leadership.check()
+            if leader != self.is_leader:
+                log.info("duties_leader" if leader else "duties_follower")
+                metrics.DUTY_LEADER.set(int(leader))
+                self.is_leader = leader
+            if leader:
+                await self._duty_round()
+            await asyncio.sleep(s.sweep_interval_s if leader else s.leader_retry_s)
+
+    async def _duty_round(self) -> None:
+        s = self.settings
+        try:
+            await self.services.agents.sweep_presence(
+                offline_after=timedelta(seconds=s.offline_after_s),
+                retire_after=timedelta(seconds=s.retire_after_s),
+            )
+        except Exception:
+            log.exception("duty_failed", duty="presence")
 
     async def stop_duties(self) -> None:
         if self._duties is not None:
@@ -81,9 +122,13 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._duties
             self._duties = None
+        await self.leadership.release()
+        self.is_leader = False
+        metrics.DUTY_LEADER.set(0)
 
     async def stop(self) -> None:
         await self.stop_duties()
+        await self.stop_live()
         await self.db.dispose()
         if self._owner is not None:
             self._owner.release()

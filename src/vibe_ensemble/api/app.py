@@ -7,10 +7,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.routing import Route
 
 from vibe_ensemble import __version__
-from vibe_ensemble.api import security
+from vibe_ensemble.api import live, security
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.rest import errors
 from vibe_ensemble.api.rest.routes import router
@@ -21,7 +22,11 @@ from vibe_ensemble.store import migrate
 
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
-    servers = {p: build_mcp(runtime.services, settings, profile=p) for p in ("core", "full")}
+    bus = InMemorySubscriptionBus()  # MCP change notifications, fed from the event log by `notifier`
+    notifier = live.ResourceNotifier(runtime.services, bus)
+    servers = {
+        p: build_mcp(runtime.services, settings, profile=p, subscriptions=bus) for p in ("core", "full")
+    }
     mcp_apps = {
         p: server.streamable_http_app(
             streamable_http_path="/mcp",
@@ -38,11 +43,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         async with AsyncExitStack() as stack:
             for server in servers.values():
                 await stack.enter_async_context(server.session_manager.run())
+            await runtime.start_live()
+            await notifier.start()
             runtime.start_duties()
             try:
                 yield
             finally:
                 await runtime.stop_duties()
+                await notifier.stop()
+                await runtime.stop_live()
 
     app = FastAPI(
         title="Vibe Ensemble",
@@ -57,6 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)
+    app.include_router(live.router)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     app.router.routes.append(
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -16,6 +16,7 @@ import structlog
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.subscriptions import SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -135,8 +136,12 @@ def build_mcp(
     *,
     profile: Literal["core", "full"] = "core",
     stdio_caller: Caller | None = None,
+    subscriptions: SubscriptionBus | None = None,
 ) -> MCPServer:
-    """The MCP server with the tools of `profile`. Over stdio, every call acts as `stdio_caller`."""
+    """The MCP server with the tools of `profile`. Over stdio, every call acts as `stdio_caller`.
+
+    `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on.
+    """
 
     def _caller(ctx: Context) -> Caller:
         return _caller_of(ctx, stdio_caller)
@@ -147,6 +152,7 @@ def build_mcp(
         instructions=INSTRUCTIONS,
         version="0.1.0",
         log_level="WARNING",
+        subscriptions=subscriptions,
     )
     tool = mcp.tool
 
@@ -418,6 +424,29 @@ def build_mcp(
     ) -> list[int]:
         """Acknowledge messages (for ack_required mail); also marks them read."""
         return await services.messages.acknowledge(_caller(ctx), ids, project=project, agent=agent)
+
+    @tool()
+    @_tool_errors
+    async def wait_for_messages(
+        ctx: Context,
+        timeout_s: Annotated[float, Field(description="Give up after this many seconds (at most 60).")] = 30,
+        since_id: Annotated[int, Field(ge=0, description="Only messages with a larger id.")] = 0,
+        mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,
+        agent: AgentArg = None,
+        project: ProjectArg = None,
+    ) -> Inbox:
+        """Wait for mail instead of polling fetch_inbox.
+
+        Returns your unread mail as soon as there is any (sent through any server), or empty at the timeout.
+        """
+        return await services.live.wait_for_messages(
+            _caller(ctx),
+            project=project,
+            agent=agent,
+            timeout_s=timeout_s,
+            since_id=since_id,
+            mark_read=mark_read,
+        )
 
     if profile == "full":
         _add_admin_tools(mcp, services, _caller)

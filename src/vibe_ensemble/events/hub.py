@@ -14,22 +14,39 @@ class EventHub:
     def __init__(self) -> None:
         self._latest = 0
         self._changed = asyncio.Event()
+        self._closed = False
 
     @property
     def latest(self) -> int:
         return self._latest
 
+    @property
+    def closed(self) -> bool:
+        """True once the process is shutting down: waiters stop waiting and feeds end."""
+        return self._closed
+
+    def close(self) -> None:
+        """Wake every waiter for good; from now on nobody waits."""
+        self._closed = True
+        self._wake()
+
     def publish(self, event_id: int) -> None:
         """Note that events up to `event_id` are committed, and wake every waiter."""
         if event_id > self._latest:
             self._latest = event_id
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     async def wait_beyond(self, event_id: int, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait until an event newer than `event_id` is published; False at the timeout."""
-        if self._latest > event_id:
-            return True
+        """Wait until an event newer than `event_id` is published; False at the timeout.
+
+        Returns at once when the hub is closed (check `closed`).
+        """
+        if self._latest > event_id or self._closed:
+            return self._latest > event_id
         changed = self._changed
         try:
             await asyncio.wait_for(changed.wait(), timeout)

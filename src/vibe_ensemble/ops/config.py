@@ -35,9 +35,15 @@ class Settings(BaseSettings):
     log_json: bool = False
     # presence: agents go offline after this many seconds without a heartbeat,
     # and are retired after this many seconds of silence
-    offline_after_s: int = Field(120, ge=5)
+    offline_after_s: float = Field(120, gt=0)
     retire_after_s: int = Field(7 * 24 * 3600, ge=60)
     sweep_interval_s: float = Field(10.0, gt=0)
+    # replicas (PostgreSQL): a process that does not run the duties tries to take them over this often
+    leader_retry_s: float = Field(5.0, gt=0)
+    # live feed (docs/live.md): keep-alive interval, and how long a client may take to accept the
+    # next chunk before it counts as fallen behind and is disconnected
+    feed_keepalive_s: float = Field(15.0, gt=0, le=300)
+    feed_send_timeout_s: float = Field(10.0, gt=0)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
     # security (docs/security.md): requests per minute per token role (0: unlimited), the bucket size,

@@ -9,6 +9,7 @@ from vibe_ensemble.services.briefings import BriefingService
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.issues import IssueService
 from vibe_ensemble.services.knowledge import KnowledgeService
+from vibe_ensemble.services.live import LiveService
 from vibe_ensemble.services.messages import MessageService
 from vibe_ensemble.services.projects import ProjectService
 from vibe_ensemble.services.reservations import ReservationService
@@ -25,6 +26,7 @@ class Services:
         self.issues = IssueService(ctx)
         self.messages = MessageService(ctx)
         self.events = EventService(ctx)
+        self.live = LiveService(ctx, self.events, self.messages)
         self.tokens = TokenService(ctx)
         self.audit = AuditService(ctx)
         self.reservations = ReservationService(ctx)

@@ -1,0 +1,445 @@
+"""The live feed over HTTP: Server-Sent Events and WebSocket; waiting for mail; MCP change notifications.
+
+Each connection follows the event log with its own `Feed` (services/live.py):
+it reads pages after its own last id and waits on the event hub between them,
+so a client that is slow, or gone, costs nobody else anything. A client that
+cannot take the next chunk within `feed_send_timeout_s` has fallen behind: it
+is disconnected with the reason (when it can still be told), and reconnects
+from its last id without losing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import anyio
+import structlog
+from fastapi import APIRouter, Header, Query, Request, WebSocket
+from fastapi.responses import Response
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
+from pydantic import TypeAdapter
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from vibe_ensemble.api.rest.deps import CallerDep, ServicesDep
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.errors import InvalidInput, Unauthenticated, VibeError
+from vibe_ensemble.domain.models import Event, Inbox
+from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services import Services
+from vibe_ensemble.services.live import Feed
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/api/v1")
+
+EVENT_JSON: TypeAdapter[Event] = TypeAdapter(Event)
+RETRY_MS = 2000  # SSE: how long a browser waits before it reconnects
+AUTH_TIMEOUT_S = 10.0  # WebSocket: how long the first (auth) message may take
+CLOSE_TIMEOUT_S = 1.0
+
+# WebSocket close codes: 4000 + the HTTP status a request would have got.
+WS_CLOSE = {
+    "invalid_input": 4400,
+    "unauthenticated": 4401,
+    "permission_denied": 4403,
+    "not_found": 4404,
+    "rate_limited": 4429,
+}
+WS_SLOW = 4408
+WS_GOING_AWAY = 1001
+
+TypesQuery = Annotated[
+    list[str] | None,
+    Query(max_length=20, description="Event types to follow; `issue.*` for a family. Default: all."),
+]
+ProjectQuery = Annotated[
+    str | None, Query(max_length=64, description="Only this project's events (scoped tokens: their own).")
+]
+
+
+def _settings(conn: Request | WebSocket) -> Settings:
+    settings: Settings = conn.app.state.runtime.settings
+    return settings
+
+
+def _bearer(headers: Any) -> str:
+    scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+# --- Server-Sent Events -----------------------------------------------------------
+
+
+@router.get(
+    "/events/stream",
+    tags=["events"],
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless event stream."}},
+)
+async def event_stream(
+    request: Request,
+    caller: CallerDep,
+    services: ServicesDep,
+    project: ProjectQuery = None,
+    types: TypesQuery = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Start after this event id (default: from now on).")
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="Sent by a reconnecting client; wins over `after`."),
+    ] = None,
+) -> Response:
+    """The event log as Server-Sent Events: `id`, `event` (the type) and `data` (the event as JSON).
+
+    Keep-alive comments arrive every `feed_keepalive_s`. Reconnect with `Last-Event-ID` (browsers do
+    it by themselves) to resume exactly after the last event seen.
+    """
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput("Last-Event-ID", "must be an event id (a whole number, 0 or more)")
+        after = int(last_event_id)
+    feed = await services.live.feed(caller, project=project, types=types, after=after)
+    token = _bearer(request.headers)
+
+    async def still_valid() -> bool:
+        return await _still_valid(services, token)
+
+    return EventStream(feed, _settings(request), still_valid)
+
+
+async def _still_valid(services: Services, token: str) -> bool:
+    """A revoked or expired token stops its open feeds at the next keep-alive."""
+    try:
+        await services.tokens.authenticate(token)
+    except Unauthenticated:
+        return False
+    except VibeError:
+        return True  # rate limited: the token itself is still good
+    return True
+
+
+def _frame(event: Event) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), EVENT_JSON.dump_json(event))
+
+
+def _error_frame(code: str, message: str, last_id: int) -> bytes:
+    data = json.dumps({"code": code, "message": message, "last_id": last_id})
+    return f"event: error\ndata: {data}\n\n".encode()
+
+
+class EventStream(Response):
+    """A `text/event-stream` response that follows a feed until the client leaves or falls behind."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, feed: Feed, settings: Settings, still_valid: Callable[[], Awaitable[bool]]) -> None:
+        self.feed = feed
+        self.keepalive_s = settings.feed_keepalive_s
+        self.send_timeout_s = settings.feed_send_timeout_s
+        self.still_valid = still_valid
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.FEED_SUBSCRIBERS.labels("sse").inc()
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+        finally:
+            metrics.FEED_SUBSCRIBERS.labels("sse").dec()
+
+    async def _stream(self, send: Send) -> None:
+        feed = self.feed
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        hello = f"retry: {RETRY_MS}\n: following events after {feed.last_id}\n\n".encode()
+        if not await self._send(send, hello):
+            return
+        while True:
+            events = await feed.next(self.keepalive_s)
+            if feed.closed:
+                message = f"the server is shutting down; reconnect to resume after {feed.last_id}"
+                await self._finish(send, _error_frame("going_away", message, feed.last_id))
+                return
+            if events:
+                chunk = b"".join(_frame(e) for e in events)
+            elif await self.still_valid():
+                chunk = b": keep-alive\n\n"
+            else:
+                message = "the token was revoked or has expired"
+                await self._finish(send, _error_frame("unauthenticated", message, feed.last_id))
+                return
+            if not await self._send(send, chunk):
+                return
+
+    async def _send(self, send: Send, chunk: bytes) -> bool:
+        """Write a chunk; False when the client fell behind (and was cut off)."""
+        try:
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": chunk, "more_body": True}), self.send_timeout_s
+            )
+        except TimeoutError:
+            _cut_off("sse", self.feed, self.send_timeout_s)
+            # Returning without finishing the body makes the server drop the connection; the
+            # client, whenever it reads again, finds the stream ended and resumes from its last id.
+            return False
+        return True
+
+    async def _finish(self, send: Send, chunk: bytes) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": chunk, "more_body": False}), CLOSE_TIMEOUT_S
+            )
+
+
+def _cut_off(transport: str, feed: Feed, send_timeout_s: float) -> None:
+    metrics.FEED_DISCONNECTS.labels(transport, "slow_consumer").inc()
+    log.warning(
+        "feed_slow_consumer_disconnected",
+        transport=transport,
+        last_id=feed.last_id,
+        send_timeout_s=send_timeout_s,
+    )
+
+
+def _slow_reason(feed: Feed) -> str:
+    return f"slow consumer: fell behind; reconnect with after={feed.last_id}"
+
+
+# --- WebSocket --------------------------------------------------------------------
+
+
+@router.websocket("/events/ws")
+async def event_socket(websocket: WebSocket) -> None:
+    """The event log over a WebSocket; see docs/live.md for the messages.
+
+    Authenticate with `Authorization: Bearer …`, or send `{"type": "auth", "token": "…"}` first.
+    Query: `after` (resume after this id; default from now on), `project`, `types` (repeatable).
+    """
+    services: Services = websocket.app.state.services
+    settings = _settings(websocket)
+    await websocket.accept()
+    metrics.FEED_SUBSCRIBERS.labels("ws").inc()
+    try:
+        token = _bearer(websocket.headers) or await _first_message_token(websocket)
+        if token is None:
+            return
+        try:
+            caller = await services.tokens.authenticate(token)
+            feed = await services.live.feed(caller, **_ws_query(websocket))
+        except VibeError as exc:
+            await _close(websocket, WS_CLOSE.get(exc.code, 4400), f"{exc.code}: {exc.message}")
+            return
+        await _WebSocketFeed(websocket, feed, settings, services, token).run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        metrics.FEED_SUBSCRIBERS.labels("ws").dec()
+
+
+async def _first_message_token(websocket: WebSocket) -> str | None:
+    try:
+        with anyio.fail_after(AUTH_TIMEOUT_S):
+            message = await websocket.receive_text()
+        data = json.loads(message)
+    except TimeoutError:
+        await _close(websocket, 4401, "unauthenticated: send {'type': 'auth', 'token': ...} first")
+        return None
+    except (ValueError, KeyError):
+        data = None
+    if not isinstance(data, dict) or data.get("type") != "auth" or not isinstance(data.get("token"), str):
+        await _close(websocket, 4401, "unauthenticated: the first message must be {'type': 'auth', ...}")
+        return None
+    token: str = data["token"]
+    return token
+
+
+def _ws_query(websocket: WebSocket) -> dict[str, Any]:
+    params = websocket.query_params
+    after_raw = params.get("after")
+    after = None
+    if after_raw is not None:
+        if not after_raw.isdigit():
+            raise InvalidInput("after", "must be 0 or an event id")
+        after = int(after_raw)
+    project = params.get("project")
+    if project is not None and len(project) > 64:
+        raise InvalidInput("project", "at most 64 characters")
+    return {"after": after, "project": project, "types": params.getlist("types") or None}
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    # A close reason is at most 123 bytes.
+    reason = reason.encode()[:123].decode(errors="ignore")
+    with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT_S)
+
+
+class _WebSocketFeed:
+    """Writes a feed to a WebSocket while answering the client's pings."""
+
+    def __init__(
+        self, websocket: WebSocket, feed: Feed, settings: Settings, services: Services, token: str
+    ) -> None:
+        self.ws = websocket
+        self.feed = feed
+        self.keepalive_s = settings.feed_keepalive_s
+        self.send_timeout_s = settings.feed_send_timeout_s
+        self.services = services
+        self.token = token
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def read_client() -> None:
+                await self._read_client()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(read_client)
+            await self._write_events()
+            tg.cancel_scope.cancel()
+
+    async def _read_client(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                data = json.loads(message.get("text") or "null")
+            except ValueError:
+                data = None
+            is_ping = isinstance(data, dict) and data.get("type") == "ping"
+            if is_ping and not await self._send({"type": "pong", "last_id": self.feed.last_id}):
+                return
+
+    async def _write_events(self) -> None:
+        feed = self.feed
+        if not await self._send({"type": "ready", "last_id": feed.last_id}):
+            return
+        while True:
+            events = await feed.next(self.keepalive_s)
+            if feed.closed:
+                reason = f"server shutting down; reconnect with after={feed.last_id}"
+                await _close(self.ws, WS_GOING_AWAY, reason)
+                return
+            if not events:
+                if not await _still_valid(self.services, self.token):
+                    await _close(self.ws, 4401, "unauthenticated: the token was revoked or has expired")
+                    return
+                if not await self._send({"type": "ping", "last_id": feed.last_id}):
+                    return
+            for event in events:
+                message = {"type": "event", "event": EVENT_JSON.dump_python(event, mode="json")}
+                if not await self._send(message):
+                    return
+
+    async def _send(self, message: dict[str, Any]) -> bool:
+        """Send one message; False when the client is gone or fell behind (and was cut off)."""
+        try:
+            async with self._lock:
+                await asyncio.wait_for(self.ws.send_text(json.dumps(message)), self.send_timeout_s)
+        except TimeoutError:
+            _cut_off("ws", self.feed, self.send_timeout_s)
+            await _close(self.ws, WS_SLOW, _slow_reason(self.feed))
+            return False
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return False
+        return True
+
+
+# --- waiting for mail -------------------------------------------------------------
+
+
+@router.get("/projects/{project}/agents/{name}/inbox/wait", tags=["messages"])
+async def wait_for_messages(
+    project: str,
+    name: str,
+    caller: CallerDep,
+    services: ServicesDep,
+    timeout_s: Annotated[float, Query(description="Give up after this many seconds (at most 60).")] = 30.0,
+    since_id: Annotated[int, Query(ge=0, description="Only messages with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    mark_read: bool = False,
+) -> Inbox:
+    """The agent's unread mail as soon as there is any (from any replica), or empty at the timeout."""
+    return await services.live.wait_for_messages(
+        caller,
+        project=project,
+        agent=name,
+        timeout_s=timeout_s,
+        since_id=since_id,
+        limit=limit,
+        mark_read=mark_read,
+    )
+
+
+# --- MCP change notifications -----------------------------------------------------
+
+
+def resource_changes(event: Event) -> list[ServerEvent]:
+    """The MCP resource changes an event stands for (what `subscriptions/listen` clients hear)."""
+    if event.project is None:
+        return []
+    base = f"vibe://projects/{event.project}"
+    family = event.type.split(".", 1)[0]
+    if family == "issue" and isinstance(event.payload.get("id"), int):
+        return [ResourceUpdated(f"{base}/issues/{event.payload['id']}"), ResourceUpdated(f"{base}/board")]
+    if family == "knowledge" and isinstance(event.payload.get("id"), int):
+        return [ResourceUpdated(f"{base}/knowledge/{event.payload['id']}")]
+    if family == "agent":
+        return [ResourceUpdated(f"{base}/board")]
+    if event.type == "project.created":
+        return [ResourcesListChanged(), ResourceUpdated(base)]
+    return []
+
+
+class ResourceNotifier:
+    """Turns committed events (from any replica) into MCP resource-change notifications on a bus."""
+
+    def __init__(self, services: Services, bus: SubscriptionBus) -> None:
+        self.services = services
+        self.bus = bus
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        feed = await self.services.live.feed(SYSTEM)
+        self._task = asyncio.create_task(self._run(feed), name="vibe-mcp-notifier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self, feed: Feed) -> None:
+        while not feed.closed:
+            try:
+                events = await feed.next(60.0)
+                changes: dict[ServerEvent, None] = {}
+                for event in events:
+                    changes.update(dict.fromkeys(resource_changes(event)))
+                for change in changes:
+                    await self.bus.publish(change)
+            except Exception:
+                log.exception("mcp_notifier_failed")
+                await asyncio.sleep(1.0)

@@ -1,0 +1,113 @@
+"""PostgreSQL LISTEN/NOTIFY into the event hub: how a replica hears of another one's commits.
+
+`store.events.append` sends `NOTIFY vibe_events, '<last id>'` inside every
+transaction that appends events, so PostgreSQL delivers it to every listener
+when (and only if) the transaction commits. This bridge keeps one dedicated
+connection LISTENing and tells the hub about each id it hears.
+
+A notification carries no event data, and the events table stays the truth:
+on every (re)connect the bridge publishes the current newest id, so whatever
+was committed while it was away is read by the subscribers that follow the
+hub. A lost notification, or a replica cut off from PostgreSQL for a while,
+costs latency, never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+import asyncpg
+import structlog
+
+from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.store.events import NOTIFY_CHANNEL
+from vibe_ensemble.store.tables import events
+
+log = structlog.get_logger(__name__)
+
+MIN_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
+
+
+class PostgresBridge:
+    def __init__(self, dsn: str, hub: EventHub, *, health_interval_s: float = 10.0) -> None:
+        self._dsn = dsn
+        self._hub = hub
+        self._health_interval_s = health_interval_s
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="vibe-event-bridge")
+
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the LISTEN connection is up (False at the timeout)."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = MIN_BACKOFF_S
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event_bridge_lost", error=str(exc) or type(exc).__name__, retry_in_s=backoff)
+            if self._connected.is_set():
+                # It had been up: start the backoff afresh.
+                backoff = MIN_BACKOFF_S
+                self._connected.clear()
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self.reconnects += 1
+
+    async def _listen(self) -> None:
+        """One LISTEN session: returns (or raises) when the connection is gone."""
+        conn = await asyncpg.connect(self._dsn, timeout=10)
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            # Listening first, then reading the newest id: nothing committed in between is missed.
+            newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608
+            self._hub.publish(int(newest))
+            self._connected.set()
+            log.info("event_bridge_listening", channel=NOTIFY_CHANNEL, newest=int(newest))
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self._health_interval_s)
+                if not lost.is_set():
+                    # A half-open TCP connection delivers nothing and says nothing: ask.
+                    await conn.fetchval("SELECT 1", timeout=self._health_interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+            if not conn.is_closed():
+                conn.terminate()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            event_id = int(str(payload))
+        except ValueError:
+            log.warning("event_bridge_bad_payload", payload=str(payload)[:100])
+            return
+        self._hub.publish(event_id)

@@ -1,0 +1,140 @@
+"""The command line: token management against a running server, stdio MCP, serving on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+from mcp import Client, StdioServerParameters
+
+from tests.support import TOKEN_RE, ServerProcess, call, call_error, free_port, launch, mcp_client
+
+from .test_foundation_mcp import CORE_TOOLS
+
+CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `vibe-ensemble ARGS…`; with `ok`, fail the test unless it exits 0."""
+    done = subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**(env or os.environ), "COLUMNS": "200"},
+    )
+    if ok:
+        assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_token_create_list_revoke_against_a_running_server(server: ServerProcess) -> None:
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    secret = cli(
+        "token",
+        "create",
+        "--role",
+        "worker",
+        "--project",
+        "default",
+        "--agent",
+        "w1",
+        "--label",
+        "ci-bot",
+        "--database-url",
+        db,
+    ).stdout.strip()
+    assert TOKEN_RE.search(f"token: {secret}"), secret
+
+    worker = httpx2.Client(base_url=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    admin = httpx2.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=10
+    )
+    with worker, admin:
+        assert worker.post("/api/v1/projects/default/agents", json={}).json()["name"] == "w1"
+
+        listing = cli("token", "list", "--database-url", db).stdout
+        row = next(line for line in listing.splitlines() if secret[:12] in line)
+        assert "worker" in row
+        assert "ci-bot" in row
+        assert "w1" in row
+        assert secret not in listing  # only the prefix is ever shown
+
+        token_id = next(t["id"] for t in admin.get("/api/v1/tokens").json() if t["prefix"] == secret[:12])
+        revoked = cli("token", "revoke", str(token_id), "--database-url", db)
+        assert f"revoked token {token_id}" in revoked.stderr
+
+        # the running server refuses it at once, on both doors
+        refused = worker.get("/api/v1/projects/default/issues")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthenticated"
+        mcp = worker.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert mcp.status_code == 401
+        listed = next(t for t in admin.get("/api/v1/tokens").json() if t["id"] == token_id)
+        assert listed["revoked_at"] is not None
+
+    unknown = cli("token", "revoke", "999", "--database-url", db, ok=False)
+    assert unknown.returncode == 1
+    assert "token 999 does not exist" in unknown.stderr
+
+
+async def test_stdio_mcp(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    cli("migrate", "--database-url", db)
+    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+    params = StdioServerParameters(
+        command=CLI, args=["mcp", "--token", token, "--database-url", db], cwd=tmp_path
+    )
+    async with Client(params) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names >= CORE_TOOLS
+        await call(client, "register_agent", name="local")
+        issue = await call(client, "create_issue", title="from stdio", agent="local")
+        claimed = await call(client, "claim_issue", agent="local")
+        assert (claimed["id"], claimed["assignee"]) == (issue["id"], "local")
+        closed = await call(client, "close_issue", id=issue["id"], resolution="done", agent="local")
+        assert closed["issue"]["status"] == "done"
+        assert "[invalid_input] title: must not be empty" in await call_error(
+            client, "create_issue", title=""
+        )
+    # a token the database does not know is refused before anything is served
+    refused = cli("mcp", "--token", "vibe_" + "Q" * 43, "--database-url", db, ok=False)
+    assert refused.returncode == 1
+    assert "invalid, expired or revoked token" in refused.stderr
+
+
+async def test_serve_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "VIBE_PORT": str(port),
+        "VIBE_HOST": "127.0.0.1",
+    }
+    env.pop("VIBE_DATABASE_URL", None)
+    argv = [CLI, "serve", "--migrate", "--database-url", postgres_url]
+    server = launch(argv, env, tmp_path / "server.log", f"http://127.0.0.1:{port}")
+    try:
+        match = TOKEN_RE.search(server.log())
+        assert match, server.log()
+        token = match.group(1)
+        assert httpx2.get(server.url + "/readyz").json() == {"status": "ready", "database": "postgresql"}
+        async with mcp_client(server.mcp_url, token) as client:
+            await call(client, "register_agent", name="pg-worker")
+            issue = await call(client, "create_issue", title="on postgres")
+            claimed = await call(client, "claim_issue", agent="pg-worker")
+            assert claimed["id"] == issue["id"]
+        server.restart()
+        assert "First start" not in server.log().split("Vibe Ensemble serving on")[-1]
+        async with mcp_client(server.mcp_url, token) as client:
+            page = await call(client, "list_issues", assignee="pg-worker")
+            assert [(i["title"], i["status"]) for i in page["items"]] == [("on postgres", "in_progress")]
+    finally:
+        server.stop()

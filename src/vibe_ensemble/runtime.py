@@ -75,6 +75,7 @@ class Runtime:
             self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
             self.bridge.start()
         await self.services.live.mail.start()
+        metrics.MAIL_WAITERS.set_function(lambda: self.services.live.mail.waiting)
 
     def begin_shutdown(self) -> None:
         """End every feed and wake every waiter, so open streams do not hold the shutdown up."""

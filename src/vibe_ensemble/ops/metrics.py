@@ -30,6 +30,7 @@ FEED_DISCONNECTS = Counter(
     registry=REGISTRY,
 )
 DUTY_LEADER = Gauge("vibe_duty_leader", "1 while this process runs the background duties", registry=REGISTRY)
+MAIL_WAITERS = Gauge("vibe_mail_waiters", "Agents waiting in wait_for_messages", registry=REGISTRY)
 
 
 def render() -> bytes:

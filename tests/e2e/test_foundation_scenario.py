@@ -176,12 +176,11 @@ async def test_coordinator_and_three_workers_drain_a_dag_and_survive_a_restart(s
         worker_tokens = {name: make_token(admin, "worker", name) for name in WORKERS}
 
     modes = dict(zip(WORKERS, ["auto", "auto", "legacy"], strict=True))
-    results = await asyncio.gather(
+    (ids, thread), crew = await asyncio.gather(
         coordinate(server, lead_token),
-        *(work(server, name, worker_tokens[name], modes[name]) for name in WORKERS),
+        asyncio.gather(*(work(server, name, worker_tokens[name], modes[name]) for name in WORKERS)),
     )
-    ids, thread = results[0]
-    closed_by = {name: closed for name, closed in zip(WORKERS, results[1:], strict=True)}
+    closed_by = dict(zip(WORKERS, crew, strict=True))
 
     all_closed = [i for closed in closed_by.values() for i in closed]
     assert sorted(all_closed) == sorted(ids.values())  # every issue closed exactly once

@@ -63,8 +63,6 @@ def sample(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
         props = schema.get("properties", {})
         return {name: sample(props[name], defs) for name in schema.get("required", [])}
     if kind == "array":
-        if schema.get("minItems", 0) == 0:
-            return []
         return [sample(schema.get("items", {"type": "integer"}), defs)]
     if kind == "integer":
         return max(1, int(schema.get("minimum", 1)))
@@ -86,3 +84,12 @@ def request_body(operation: dict[str, Any], openapi: dict[str, Any]) -> Any:
     if schema is None:
         return None
     return sample(schema, openapi.get("components", {}).get("schemas", {}))
+
+
+def body_properties(operation: dict[str, Any], openapi: dict[str, Any]) -> set[str]:
+    """The property names of an operation's JSON body (empty when it takes none)."""
+    content = operation.get("requestBody", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema", {})
+    if "$ref" in schema:
+        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return set(schema.get("properties", {}))

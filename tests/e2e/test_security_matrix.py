@@ -4,6 +4,7 @@ is refused exactly where `PERMISSIONS` says), checked against a real server on e
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from vibe_ensemble.domain.permissions import PERMISSIONS
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 
-from ..support import ServerProcess, mcp_client
+from ..support import ServerProcess, mcp_client, start_server
 from .security_support import auth, error_code, make_token, request_body, sample
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -62,7 +63,16 @@ def _fill(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "1"), path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("matrix"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
 def world(server: ServerProcess) -> dict[str, Any]:
     """One agent `probe`, one issue, a token to revoke, and a full-profile token per role."""
     admin = auth(server.admin_token)

@@ -180,29 +180,27 @@ async def test_idempotency_key_replays_the_first_result(team: Services, admin: C
     assert [r.pattern for r in other.granted] == ["tests/**"]
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "field", "rule"),
-    [
-        ({"paths": ["/etc/passwd"]}, "paths[0]", "relative to the repository root"),
-        ({"paths": ["src/a.py", "../x"]}, "paths[1]", "'..'"),
-        ({"paths": ["**"]}, "paths[0]", "whole repository"),
-        ({"paths": ["*"]}, "paths[0]", "whole repository"),
-        ({"paths": []}, "paths", "at least one"),
-        ({"paths": [f"f{i}" for i in range(101)]}, "paths", "at most 100"),
-        ({"paths": ["a.py"], "ttl_s": 0}, "ttl_s", "between"),
-        ({"paths": ["a.py"], "ttl_s": 86_401}, "ttl_s", "between"),
-        ({"paths": ["a.py"], "reason": "x" * 1001}, "reason", "at most"),
-        ({"paths": ["a.py"], "idempotency_key": " "}, "idempotency_key", "empty"),
-    ],
-)
-async def test_bad_input_is_refused_and_changes_nothing(
-    team: Services, kwargs: dict[str, object], field: str, rule: str
-) -> None:
+BAD_INPUT: list[tuple[dict[str, object], str, str]] = [
+    ({"paths": ["/etc/passwd"]}, "paths[0]", "relative to the repository root"),
+    ({"paths": ["src/a.py", "../x"]}, "paths[1]", "'..'"),
+    ({"paths": ["**"]}, "paths[0]", "whole repository"),
+    ({"paths": ["*"]}, "paths[0]", "whole repository"),
+    ({"paths": []}, "paths", "at least one"),
+    ({"paths": [f"f{i}" for i in range(101)]}, "paths", "at most 100"),
+    ({"paths": ["a.py"], "ttl_s": 0}, "ttl_s", "between"),
+    ({"paths": ["a.py"], "ttl_s": 86_401}, "ttl_s", "between"),
+    ({"paths": ["a.py"], "reason": "x" * 1001}, "reason", "at most"),
+    ({"paths": ["a.py"], "idempotency_key": " "}, "idempotency_key", "empty"),
+]
+
+
+async def test_bad_input_is_refused_and_changes_nothing(team: Services) -> None:
     before = await snapshot(team.ctx.db)
-    with pytest.raises(InvalidInput) as exc:
-        await team.reservations.reserve(bound("ann"), **kwargs)  # type: ignore[arg-type]
-    assert exc.value.field == field
-    assert rule in exc.value.rule
+    for kwargs, field, rule in BAD_INPUT:
+        with pytest.raises(InvalidInput) as exc:
+            await team.reservations.reserve(bound("ann"), **kwargs)  # type: ignore[arg-type]
+        assert exc.value.field == field
+        assert rule in exc.value.rule
     assert await snapshot(team.ctx.db) == before
 
 

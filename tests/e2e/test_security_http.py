@@ -1,0 +1,278 @@
+"""Transport hardening on a real server: headers, CORS, body limits, slow clients, rate limits,
+DNS-rebinding protection behind a host name and a proxy, and secrets kept out of logs and events."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from vibe_ensemble.api.app import create_app
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+
+from ..support import ServerProcess, call_error, mcp_client, start_server
+from .security_support import auth, error_code, make_token
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with small limits, a public host name, CORS for one origin and a short body timeout."""
+    env = {
+        "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"viewer": 60}),
+        "VIBE_RATE_LIMIT_BURST": "5",
+        "VIBE_AUTH_FAILURES_PER_MINUTE": "600",
+        "VIBE_ALLOWED_HOSTS": json.dumps(["vibe.example.com", "127.0.0.1:*"]),
+        "VIBE_ALLOWED_ORIGINS": json.dumps(["https://vibe.example.com"]),
+        "VIBE_CORS_ORIGINS": json.dumps(["https://app.example.com"]),
+        "VIBE_BODY_TIMEOUT_S": "1",
+        "VIBE_MAX_BODY_BYTES": "100000",
+    }
+    proc = start_server(tmp_path_factory.mktemp("hardened"), extra_env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_every_answer_carries_the_security_headers(hardened: ServerProcess) -> None:
+    for method, path, headers in (
+        ("GET", "/healthz", {}),
+        ("GET", "/api/v1/projects", auth(hardened.admin_token)),
+        ("GET", "/api/v1/nowhere", {}),
+        ("POST", "/mcp", {}),
+    ):
+        r = httpx2.request(method, hardened.url + path, headers=headers)
+        h = r.headers
+        assert h["x-content-type-options"] == "nosniff", path
+        assert h["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in h["content-security-policy"]
+        assert "default-src 'self'" in h["content-security-policy"]
+        assert h["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in h  # plain HTTP
+        assert "server" not in h
+    docs = httpx2.get(hardened.url + "/api/v1/docs").headers["content-security-policy"]
+    assert "https://cdn.jsdelivr.net" in docs  # Swagger UI's own assets, on its page only
+
+
+def test_hsts_when_a_trusted_proxy_says_https(hardened: ServerProcess) -> None:
+    r = httpx2.get(hardened.url + "/healthz", headers={"X-Forwarded-Proto": "https"})
+    assert r.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+def test_cors_answers_only_the_configured_origin(hardened: ServerProcess) -> None:
+    def preflight(origin: str) -> httpx2.Response:
+        return httpx2.options(
+            hardened.url + "/api/v1/projects",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+
+    ok = preflight("https://app.example.com")
+    assert ok.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-credentials" not in ok.headers
+    assert "access-control-allow-origin" not in preflight("https://evil.example.com").headers
+
+
+async def test_cors_is_off_unless_configured(tmp_path: Path) -> None:
+    app = create_app(Runtime(Settings(data_dir=tmp_path)))
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        r = await client.options(
+            "/api/v1/projects",
+            headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"},
+        )
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_bodies_over_the_limit_get_413_on_every_door(hardened: ServerProcess) -> None:
+    big = {"title": "x", "body": "y" * 200_000}
+    r = httpx2.post(
+        hardened.url + "/api/v1/projects/default/issues", json=big, headers=auth(hardened.admin_token)
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+    r = httpx2.post(
+        hardened.url + "/mcp",
+        content=b"[" + b"1," * 100_000 + b"1]",
+        headers={**MCP_HEADERS, **auth(hardened.admin_token)},
+    )
+    assert r.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b"z" * 10_000
+
+    r = httpx2.post(
+        hardened.url + "/api/v1/projects",
+        content=chunks(),
+        headers={**auth(hardened.admin_token), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    issues = httpx2.get(
+        hardened.url + "/api/v1/projects/default/issues", headers=auth(hardened.admin_token)
+    ).json()
+    assert issues["items"] == []
+
+
+def _port(server: ServerProcess) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def test_a_client_stalling_mid_body_gets_408_and_blocks_nobody(hardened: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=10) as slow:
+        slow.sendall(
+            b"POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + hardened.admin_token.encode() + b"\r\n"
+            b'Content-Length: 100\r\n\r\n{"slug":'
+        )
+        start = time.monotonic()
+        assert httpx2.get(hardened.url + "/healthz", timeout=2).status_code == 200
+        assert time.monotonic() - start < 1.0
+        answer = slow.recv(4096)
+        waited = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b"request_timeout" in answer
+    assert 0.5 < waited < 5
+
+
+def test_slowloris_headers_do_not_starve_other_clients(hardened: ServerProcess) -> None:
+    sockets = []
+    try:
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", _port(hardened)), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            sockets.append(s)
+        for round_ in range(3):
+            for s in sockets:
+                s.sendall(b"a")  # one byte at a time, never finishing the headers
+            start = time.monotonic()
+            r = httpx2.get(hardened.url + "/api/v1/projects", headers=auth(hardened.admin_token), timeout=5)
+            assert r.status_code == 200, round_
+            assert time.monotonic() - start < 1.0
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_rest_rate_limit_answers_429_with_retry_after(hardened: ServerProcess) -> None:
+    viewer = make_token(hardened, "viewer", label="busy viewer")
+    statuses = []
+    retry_after = None
+    with httpx2.Client(base_url=hardened.url, headers=auth(viewer)) as client:
+        for _ in range(8):
+            r = client.get("/api/v1/projects")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                retry_after = r.headers["retry-after"]
+                assert r.json()["error"]["code"] == "rate_limited"
+                assert r.json()["error"]["details"]["retry_after_s"] > 0
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    assert retry_after is not None and int(retry_after) >= 1
+    # another credential is not affected
+    assert (
+        httpx2.get(hardened.url + "/api/v1/projects", headers=auth(hardened.admin_token)).status_code == 200
+    )
+
+
+async def test_mcp_rate_limit_is_a_clear_tool_error(hardened: ServerProcess) -> None:
+    viewer = make_token(hardened, "viewer", label="busy agent")
+    async with mcp_client(hardened.mcp_url, viewer) as client:
+        texts = []
+        for _ in range(8):
+            result = await client.call_tool("list_agents", {})
+            if result.is_error:
+                texts.append(await call_error(client, "list_agents"))
+                break
+        assert texts, "the rate limit never answered"
+        assert error_code(texts[0]) == "rate_limited"
+        assert "retry in" in texts[0] and "retry_after_s" in texts[0]
+
+
+def test_mcp_refuses_foreign_hosts_and_origins_and_works_behind_a_proxy(hardened: ServerProcess) -> None:
+    headers = {**MCP_HEADERS, **auth(hardened.admin_token)}
+
+    def post(**extra: str) -> httpx2.Response:
+        return httpx2.post(hardened.mcp_url, json=INIT, headers={**headers, **extra})
+
+    assert post(Host="evil.example.com").status_code == 421
+    assert post(Host="vibe.example.com", Origin="https://evil.example.com").status_code == 403
+    # A reverse proxy keeps the public Host and says who the client is and that it spoke HTTPS.
+    r = post(
+        Host="vibe.example.com",
+        Origin="https://vibe.example.com",
+        **{"X-Forwarded-For": "203.0.113.5", "X-Forwarded-Proto": "https"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["serverInfo"]["name"]
+    assert "strict-transport-security" in r.headers
+    # the proxy's client address is what the audit log records
+    bad = httpx2.post(
+        hardened.mcp_url,
+        json=INIT,
+        headers={**MCP_HEADERS, "Authorization": "Bearer vibe_" + "N" * 43, "X-Forwarded-For": "203.0.113.5"},
+    )
+    assert bad.status_code == 401
+    entries = httpx2.get(
+        hardened.url + "/api/v1/audit", params={"action": "auth.failed"}, headers=auth(hardened.admin_token)
+    ).json()["items"]
+    assert entries[0]["remote"] == "203.0.113.5"
+
+
+def test_secrets_stay_out_of_logs_events_audit_and_errors(hardened: ServerProcess) -> None:
+    secret = make_token(hardened, "worker", project="default", agent="keeper", label="keeper")
+    with httpx2.Client(base_url=hardened.url + "/api/v1") as client:
+        r = client.get("/projects", headers=auth(secret + "x"))  # a near miss
+        assert r.status_code == 401 and secret not in r.text
+        admin = auth(hardened.admin_token)
+        dumps = [
+            client.get("/events", params={"after": 0, "limit": 1000}, headers=admin).text,
+            client.get("/audit", params={"limit": 1000}, headers=admin).text,
+            client.get("/tokens", headers=admin).text,
+        ]
+    for text in dumps:
+        assert secret not in text and secret[12:] not in text
+        assert hardened.admin_token not in text
+    log = hardened.log()
+    assert secret not in log and secret[12:] not in log
+
+
+async def test_failed_logins_from_one_address_are_cut_off(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"VIBE_AUTH_FAILURES_PER_MINUTE": "3"})
+    try:
+        async with httpx2.AsyncClient(base_url=server.url) as client:
+            codes = [
+                (await client.get("/api/v1/projects", headers=auth("vibe_" + "W" * 43))).status_code
+                for _ in range(5)
+            ]
+            r = await client.post("/mcp", json=INIT, headers={**MCP_HEADERS, **auth("vibe_" + "W" * 43)})
+            ok = await client.get("/api/v1/projects", headers=auth(server.admin_token))
+        assert codes[:3] == [401] * 3 and codes[3:] == [429, 429]
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert ok.status_code == 200  # a valid token is not refused for its neighbours' failures
+        entries = httpx2.get(
+            server.url + "/api/v1/audit", params={"action": "auth.failed"}, headers=auth(server.admin_token)
+        ).json()["items"]
+        assert len(entries) == 3  # past the limit, failures are no longer written down
+    finally:
+        server.stop()

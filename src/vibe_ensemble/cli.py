@@ -109,6 +109,7 @@ def serve(
                     host=settings.host,
                     port=settings.port,
                     log_level="warning",
+                    log_config=None,  # uvicorn logs through ours, where tokens are redacted
                     lifespan="on",
                     proxy_headers=True,
                     forwarded_allow_ips=settings.trusted_proxies,

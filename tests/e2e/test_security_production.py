@@ -1,0 +1,63 @@
+"""The production profile refuses unsafe settings (a real `vibe-ensemble serve` process) and says
+what to fix; safe settings start."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+
+from ..support import free_port, start_server
+
+
+def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {
+        **os.environ,
+        "VIBE_PROFILE": "production",
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "VIBE_PORT": str(free_port()),
+        **env,
+    }
+    if "VIBE_REQUEST_STATE_KEY" not in env:
+        full.pop("VIBE_REQUEST_STATE_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_every_unsafe_setting_at_once(tmp_path: Path) -> None:
+    run = _serve(tmp_path, VIBE_AUTH_ENABLED="false", VIBE_REPLICAS="2")
+    assert run.returncode == 2
+    err = " ".join(run.stderr.split())
+    assert "refusing to start in production" in err
+    assert "set VIBE_AUTH_ENABLED=true" in err
+    assert "VIBE_REQUEST_STATE_KEY is the default" in err
+    assert "set VIBE_DATABASE_URL to PostgreSQL" in err
+    assert not (tmp_path / "data" / "vibe.db").exists()  # refused before touching anything
+
+
+def test_production_refuses_a_short_secret_without_printing_it(tmp_path: Path) -> None:
+    run = _serve(tmp_path, VIBE_REQUEST_STATE_KEY="hunter2-hunter2")
+    assert run.returncode == 2
+    assert "shorter than 32 characters" in " ".join(run.stderr.split())
+    assert "hunter2" not in run.stdout + run.stderr
+
+
+def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path,
+        extra_env={"VIBE_PROFILE": "production", "VIBE_REQUEST_STATE_KEY": secrets.token_urlsafe(32)},
+    )
+    try:
+        assert httpx2.get(server.url + "/readyz").status_code == 200
+        assert httpx2.get(server.url + "/api/v1/projects").status_code == 401
+    finally:
+        server.stop()

@@ -1,0 +1,38 @@
+"""Tokens never reach logs or the audit log: every token-shaped string is cut to its display prefix."""
+
+from __future__ import annotations
+
+import logging
+
+from vibe_ensemble.auth import tokens
+from vibe_ensemble.ops.logging import RedactTokens, _redact
+
+
+def test_redact_keeps_the_prefix_only() -> None:
+    secret = tokens.generate()
+    assert tokens.redact(f"Bearer {secret}, again {secret}.") == (
+        f"Bearer {secret[:12]}…, again {secret[:12]}…."
+    )
+    assert tokens.redact("vibe_short and vibe-ensemble stay") == "vibe_short and vibe-ensemble stay"
+
+
+def test_scrub_walks_nested_values_and_keys() -> None:
+    secret = tokens.generate()
+    scrubbed = tokens.scrub({"a": [secret, {"b": (secret, 3)}], secret: None, "n": 1})
+    assert secret not in repr(scrubbed)
+    assert scrubbed["n"] == 1
+    assert scrubbed["a"][1]["b"][1] == 3
+
+
+def test_log_records_are_redacted() -> None:
+    secret = tokens.generate()
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "auth header was %s", (secret,), None)
+    assert RedactTokens().filter(record)
+    assert secret not in record.getMessage()
+    assert secret[:12] in record.getMessage()
+
+
+def test_structlog_events_are_redacted() -> None:
+    secret = tokens.generate()
+    event = _redact(None, "warning", {"event": "login", "token": secret, "nested": [secret]})
+    assert secret not in repr(event)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentStatus, IssueStatus
+from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.services import Services
 
@@ -88,6 +89,21 @@ INVALID: list[tuple[str, Call, str, str]] = [
         lambda s, a: s.issues.create(a, title="t", depends_on=list(range(1, 102))),
         "depends_on",
         "at most 100 dependencies",
+    ),
+]
+
+INVALID += [
+    (
+        "token expiry without a timezone",
+        lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, expires_at=datetime(2030, 1, 1)),
+        "expires_at",
+        "must include a timezone",
+    ),
+    (
+        "token expiry in the past",
+        lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, expires_at=datetime(2000, 1, 1, tzinfo=UTC)),
+        "expires_at",
+        "must be in the future",
     ),
 ]
 

@@ -69,6 +69,8 @@ class TokenService(Service):
             raise InvalidInput("tool_profile", f"must be one of {', '.join(TOOL_PROFILES)}")
         secret = tokens.generate()
         async with self.write() as tx:
+            if expires_at is not None and expires_at.tzinfo is None:
+                raise InvalidInput("expires_at", "must include a timezone, e.g. 2030-01-31T12:00:00Z")
             if expires_at is not None and expires_at <= tx.now:
                 raise InvalidInput("expires_at", "must be in the future")
             project_id = None
@@ -159,10 +161,9 @@ class TokenService(Service):
                 reason = "expired token"
             else:
                 reason = ""
-        if reason:
+        if reason or row is None:
             await self._failed(reason, token, remote, credential_id=None if row is None else row.id)
             raise Unauthenticated("invalid, expired or revoked token" if token else "missing bearer token")
-        assert row is not None
         caller = Caller(
             credential_id=row.id,
             role=TokenRole(row.role),

@@ -8,7 +8,7 @@ import re
 import secrets
 from typing import Any
 
-TOKEN_PREFIX = "vibe_"  # noqa: S105 - a public marker, not a secret
+TOKEN_PREFIX = "vibe_"  # noqa: S105 - a public marker, not a secret  # nosec B105
 _DISPLAY = 12  # "vibe_" and the first characters: enough to recognise a token, useless to use it
 
 

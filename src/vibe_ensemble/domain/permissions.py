@@ -29,7 +29,7 @@ class Op(StrEnum):
     KNOWLEDGE_READ = "knowledge.read"
     KNOWLEDGE_WRITE = "knowledge.write"
     EVENT_READ = "event.read"
-    TOKEN_ADMIN = "token.admin"  # noqa: S105 - an operation name
+    TOKEN_ADMIN = "token.admin"  # noqa: S105 - an operation name  # nosec B105
     AUDIT_READ = "audit.read"
 
 

@@ -76,7 +76,7 @@ class PostgresBridge:
                 # It had been up: start the backoff afresh.
                 backoff = MIN_BACKOFF_S
                 self._connected.clear()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto  # nosec B311
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             self.reconnects += 1
 
@@ -88,7 +88,7 @@ class PostgresBridge:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             # Listening first, then reading the newest id: nothing committed in between is missed.
-            newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608
+            newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608  # nosec B608
             self._hub.publish(int(newest))
             self._connected.set()
             log.info("event_bridge_listening", channel=NOTIFY_CHANNEL, newest=int(newest))

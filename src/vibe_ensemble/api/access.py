@@ -45,6 +45,8 @@ PER_CALL = Access(None, "per-call", "any valid token; each MCP tool, prompt and 
 P = "/api/v1/projects/{project}"
 _ASSIGN = "assigning another agent also needs issue.assign_others"
 _OWN_EVENTS = "a scoped token sees its own project's events only"
+_BOARD = "also project.read, agent.read and reservation.read"
+_BRIEFING = "also the read ops of agents, issues, leases and knowledge; mail only for an acting agent"
 
 # (method, path) → access. Methods as served; HEAD is implied by GET. WebSocket routes use "WS".
 ROUTES: dict[tuple[str, str], Access] = {
@@ -83,6 +85,17 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", P + "/agents/{name}/inbox/read"): needs(Op.MESSAGE_READ),
     ("POST", P + "/agents/{name}/inbox/ack"): needs(Op.MESSAGE_READ),
     ("GET", P + "/agents/{name}/inbox/wait"): needs(Op.MESSAGE_READ),
+    # leases, knowledge and the board
+    ("GET", P + "/reservations"): needs(Op.RESERVATION_READ),
+    ("POST", P + "/reservations"): needs(Op.RESERVATION_WRITE),
+    ("POST", P + "/reservations/release"): needs(Op.RESERVATION_WRITE),
+    ("POST", P + "/reservations/check"): needs(Op.RESERVATION_READ),
+    ("GET", P + "/knowledge"): needs(Op.KNOWLEDGE_READ),
+    ("POST", P + "/knowledge"): needs(Op.KNOWLEDGE_WRITE),
+    ("GET", P + "/knowledge/search"): needs(Op.KNOWLEDGE_READ),
+    ("GET", P + "/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
+    ("PATCH", P + "/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_WRITE),
+    ("GET", P + "/board"): needs(Op.ISSUE_READ, _BOARD),
     # events and the live feeds
     ("GET", "/api/v1/events"): needs(Op.EVENT_READ, _OWN_EVENTS),
     ("GET", "/api/v1/events/stream"): needs(Op.EVENT_READ, _OWN_EVENTS),
@@ -111,13 +124,23 @@ TOOLS: dict[str, Access] = {
     "mark_read": needs(Op.MESSAGE_READ),
     "acknowledge_messages": needs(Op.MESSAGE_READ),
     "wait_for_messages": needs(Op.MESSAGE_READ),
+    "reserve_paths": needs(Op.RESERVATION_WRITE),
+    "release_paths": needs(Op.RESERVATION_WRITE),
+    "check_paths": needs(Op.RESERVATION_READ),
+    "add_knowledge": needs(Op.KNOWLEDGE_WRITE),
+    "update_knowledge": needs(Op.KNOWLEDGE_WRITE),
+    "search_knowledge": needs(Op.KNOWLEDGE_READ),
+    "get_knowledge": needs(Op.KNOWLEDGE_READ),
     "create_project": needs(Op.PROJECT_ADMIN),
     "list_projects": needs(Op.PROJECT_READ),
     "retire_agent": needs(Op.AGENT_RETIRE),
 }
 
 # MCP prompt name → access.
-PROMPTS: dict[str, Access] = {}
+PROMPTS: dict[str, Access] = {
+    "coordinator_briefing": needs(Op.PROJECT_READ, _BRIEFING),
+    "worker_briefing": needs(Op.PROJECT_READ, _BRIEFING),
+}
 
 
 def route_keys(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:

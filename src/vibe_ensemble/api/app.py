@@ -13,7 +13,7 @@ from starlette.routing import Route
 from vibe_ensemble import __version__
 from vibe_ensemble.api import live, security
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
-from vibe_ensemble.api.rest import errors
+from vibe_ensemble.api.rest import errors, workspace
 from vibe_ensemble.api.rest.routes import router
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.runtime import Runtime
@@ -67,6 +67,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     app.include_router(live.router)
+    app.include_router(workspace.router)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     app.router.routes.append(
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)

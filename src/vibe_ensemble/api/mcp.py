@@ -60,15 +60,14 @@ resolution. Mail teammates with send_message; read yours with fetch_inbox.
 
 # Shared parameter types, documented once.
 ProjectArg = Annotated[
-    str | None, Field(description="Project slug; omit to use the token's project or the server default.")
+    str | None, Field(description="Project slug; default: the token's or the server's.")
 ]
 AgentArg = Annotated[
     str | None,
-    Field(
-        description="Act as this agent. Only for team tokens; an agent-bound token always acts as its agent."
-    ),
+    Field(description="Team tokens only: the agent to act as (a bound token is its agent)."),
 ]
 IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1)]
+MessageIds = Annotated[list[int], Field(description="Message ids from your inbox.")]
 
 
 def _scope_of(ctx: Context) -> Mapping[str, Any]:
@@ -205,12 +204,12 @@ def build_mcp(
     @_tool_errors
     async def list_agents(
         ctx: Context,
-        role: AgentRole | None = None,
-        status: AgentStatus | None = None,
-        include_retired: bool = False,
+        role: Annotated[AgentRole | None, Field(description="Only agents of this role.")] = None,
+        status: Annotated[AgentStatus | None, Field(description="Only agents in this status.")] = None,
+        include_retired: Annotated[bool, Field(description="Also list retired agents.")] = False,
         project: ProjectArg = None,
     ) -> list[Agent]:
-        """Who is in the project, with role, status and last activity."""
+        """See who is in the project (role, status, activity) before you assign or message someone."""
         return await services.agents.list(
             _caller(ctx), project=project, role=role, status=status, include_retired=include_retired
         )
@@ -223,7 +222,7 @@ def build_mcp(
         title: Annotated[str, Field(description="Short imperative summary (at most 200 characters).")],
         body: Annotated[str, Field(description="Markdown: context, acceptance criteria.")] = "",
         priority: Annotated[Priority, Field(description="p0 (urgent) to p3 (someday).")] = Priority.P2,
-        labels: list[str] | None = None,
+        labels: Annotated[list[str] | None, Field(description="Topics or skills, e.g. ['api'].")] = None,
         depends_on: Annotated[
             list[int] | None, Field(description="Ids of issues that must finish first.")
         ] = None,
@@ -232,7 +231,7 @@ def build_mcp(
         agent: AgentArg = None,
         project: ProjectArg = None,
     ) -> Issue:
-        """Create an issue (a unit of work)."""
+        """Record a unit of work someone should do (a task, a bug, a follow-up you found)."""
         return await services.issues.create(
             _caller(ctx),
             project=project,
@@ -250,18 +249,18 @@ def build_mcp(
     @_tool_errors
     async def list_issues(
         ctx: Context,
-        status: IssueStatus | None = None,
-        assignee: str | None = None,
-        label: str | None = None,
+        status: Annotated[IssueStatus | None, Field(description="Only issues in this status.")] = None,
+        assignee: Annotated[str | None, Field(description="Only issues assigned to this agent.")] = None,
+        label: Annotated[str | None, Field(description="Only issues with this label.")] = None,
         ready: Annotated[
             bool | None, Field(description="true: only issues ready to claim, best first.")
         ] = None,
         query: Annotated[str | None, Field(description="Text to find in title or body.")] = None,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
         project: ProjectArg = None,
     ) -> IssuePage:
-        """List issues, filtered and paginated."""
+        """Find issues: what is ready, what someone works on, what carries a label. Paginated."""
         return await services.issues.list(
             _caller(ctx),
             project=project,
@@ -277,7 +276,7 @@ def build_mcp(
     @tool()
     @_tool_errors
     async def get_issue(ctx: Context, id: IssueId, project: ProjectArg = None) -> IssueDetail:
-        """One issue with its comments, dependencies and dependants."""
+        """Read an issue in full (comments, dependencies, dependants) before you work on or discuss it."""
         return await services.issues.get(_caller(ctx), id, project=project)
 
     @tool()
@@ -285,10 +284,10 @@ def build_mcp(
     async def update_issue(
         ctx: Context,
         id: IssueId,
-        title: str | None = None,
-        body: str | None = None,
-        status: IssueStatus | None = None,
-        priority: Priority | None = None,
+        title: Annotated[str | None, Field(description="New title.")] = None,
+        body: Annotated[str | None, Field(description="New body (replaces it).")] = None,
+        status: Annotated[IssueStatus | None, Field(description="e.g. blocked, review.")] = None,
+        priority: Annotated[Priority | None, Field(description="p0 (urgent) to p3.")] = None,
         labels: Annotated[list[str] | None, Field(description="Replaces the labels.")] = None,
         depends_on: Annotated[list[int] | None, Field(description="Replaces the dependencies.")] = None,
         assignee: Annotated[str | None, Field(description="Agent to assign; '' unassigns.")] = None,
@@ -336,7 +335,7 @@ def build_mcp(
         agent: AgentArg = None,
         project: ProjectArg = None,
     ) -> Comment:
-        """Add a comment to an issue."""
+        """Tell others on an issue what you found, decided or need: progress, findings, questions."""
         return await services.issues.comment(_caller(ctx), id, body, project=project, agent=agent)
 
     @tool()
@@ -351,7 +350,7 @@ def build_mcp(
         agent: AgentArg = None,
         project: ProjectArg = None,
     ) -> ClosedIssue:
-        """Finish an issue. The result lists dependants that became ready."""
+        """When an issue is done (or dropped), close it with a resolution; lists dependants now ready."""
         return await services.issues.close(
             _caller(ctx), id, resolution, status=IssueStatus(status), project=project, agent=agent
         )
@@ -367,12 +366,14 @@ def build_mcp(
         to_role: Annotated[AgentRole | None, Field(description="Every active agent of this role.")] = None,
         broadcast: Annotated[bool, Field(description="Every active agent in the project.")] = False,
         thread_id: Annotated[str | None, Field(description="Reply in this thread.")] = None,
-        importance: Importance = Importance.NORMAL,
+        importance: Annotated[Importance, Field(description="low, normal, high or urgent.")] = (
+            Importance.NORMAL
+        ),
         ack_required: Annotated[bool, Field(description="Ask recipients to acknowledge.")] = False,
         agent: AgentArg = None,
         project: ProjectArg = None,
     ) -> Message:
-        """Send mail to agents, a role, or everyone. Stored before this returns."""
+        """Tell teammates something: to agents, a role, or everyone. Stored before this returns."""
         return await services.messages.send(
             _caller(ctx),
             project=project,
@@ -391,9 +392,9 @@ def build_mcp(
     @_tool_errors
     async def fetch_inbox(
         ctx: Context,
-        unread_only: bool = False,
+        unread_only: Annotated[bool, Field(description="Only mail you have not read.")] = False,
         since_id: Annotated[int, Field(ge=0, description="Only messages with a larger id.")] = 0,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
         mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,
         agent: AgentArg = None,
         project: ProjectArg = None,
@@ -412,17 +413,17 @@ def build_mcp(
     @tool()
     @_tool_errors
     async def mark_read(
-        ctx: Context, ids: list[int], agent: AgentArg = None, project: ProjectArg = None
+        ctx: Context, ids: MessageIds, agent: AgentArg = None, project: ProjectArg = None
     ) -> list[int]:
-        """Mark messages in your inbox read."""
+        """After reading mail fetched without mark_read, mark it read."""
         return await services.messages.mark_read(_caller(ctx), ids, project=project, agent=agent)
 
     @tool()
     @_tool_errors
     async def acknowledge_messages(
-        ctx: Context, ids: list[int], agent: AgentArg = None, project: ProjectArg = None
+        ctx: Context, ids: MessageIds, agent: AgentArg = None, project: ProjectArg = None
     ) -> list[int]:
-        """Acknowledge messages (for ack_required mail); also marks them read."""
+        """Confirm you got mail that asks for it (ack_required); also marks it read."""
         return await services.messages.acknowledge(_caller(ctx), ids, project=project, agent=agent)
 
     @tool()
@@ -448,8 +449,14 @@ def build_mcp(
             mark_read=mark_read,
         )
 
+    # The workspace module builds on this one's helpers, so it is imported here, not at the top.
+    from vibe_ensemble.api.mcp_compact import compact_tool_schemas
+    from vibe_ensemble.api.mcp_workspace import register_workspace
+
+    register_workspace(mcp, services, _caller)
     if profile == "full":
         _add_admin_tools(mcp, services, _caller)
+    compact_tool_schemas(mcp)
     return mcp
 
 
@@ -459,11 +466,11 @@ def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Cont
     async def create_project(
         ctx: Context,
         slug: Annotated[str, Field(description="Lowercase id, e.g. 'web-app'.")],
-        name: str | None = None,
-        description: str = "",
+        name: Annotated[str | None, Field(description="Display name; default: the slug.")] = None,
+        description: Annotated[str, Field(description="What the project is.")] = "",
         repo: Annotated[str, Field(description="Repository path or URL.")] = "",
     ) -> Project:
-        """Create a project (admin)."""
+        """Start coordinating a new code base: create its project (admin)."""
         return await services.projects.create(
             _caller(ctx), slug=slug, name=name, description=description, repo=repo
         )
@@ -471,12 +478,17 @@ def _add_admin_tools(mcp: MCPServer, services: Services, _caller: Callable[[Cont
     @mcp.tool()
     @_tool_errors
     async def list_projects(ctx: Context) -> list[Project]:
-        """The projects this token can see."""
+        """List the projects this token can see, to pick the `project` argument of other tools."""
         return await services.projects.list(_caller(ctx))
 
     @mcp.tool()
     @_tool_errors
-    async def retire_agent(ctx: Context, name: str, reason: str = "", project: ProjectArg = None) -> Agent:
+    async def retire_agent(
+        ctx: Context,
+        name: Annotated[str, Field(description="The agent to retire.")],
+        reason: Annotated[str, Field(description="Why, for the record.")] = "",
+        project: ProjectArg = None,
+    ) -> Agent:
         """Retire an agent: offline, leases released, its in-progress issues reopened (coordinators)."""
         return await services.agents.retire(_caller(ctx), name=name, project=project, reason=reason)
 

@@ -52,7 +52,79 @@ class Briefing:
     counts: dict[str, int] = field(default_factory=dict)  # issues per status
 
 
+@dataclass
+class Card:
+    """An issue on the board, without its body."""
+
+    id: int
+    title: str
+    priority: str
+    assignee: str | None
+    labels: list[str]
+    depends_on: list[int]
+    ready: bool
+    version: int
+
+
+@dataclass
+class Board:
+    """The project at a glance: issues by status, the team, and who holds what."""
+
+    project: str
+    columns: dict[str, list[Card]]  # status -> cards (done and closed: the most recent only)
+    agents: list[Agent]
+    leases: list[Reservation]
+
+
+BOARD_LIMIT = 200
+BOARD_FINISHED_LIMIT = 20
+
+
 class BriefingService(Service):
+    async def board(self, caller: Caller, *, project: str | None = None) -> Board:
+        for op in (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ):
+            caller.require(op)
+        async with self.read() as tx:
+            conn = tx.conn
+            proj = await self.project(conn, caller, project)
+            in_project = issue_store.select_issues().where(issues.c.project_id == proj.id)
+            ready_ids = {
+                r.id
+                for r in await conn.execute(
+                    sa.select(issues.c.id).where(issues.c.project_id == proj.id, issue_store.ready_clause())
+                )
+            }
+            columns: dict[str, list[Card]] = {}
+            for status in IssueStatus:
+                q = in_project.where(issues.c.status == status.value)
+                if status.finished:
+                    q = q.order_by(issues.c.updated_at.desc(), issues.c.id.desc()).limit(BOARD_FINISHED_LIMIT)
+                else:
+                    q = q.order_by(issues.c.priority, issues.c.id).limit(BOARD_LIMIT)
+                columns[status.value] = [
+                    Card(
+                        id=i.id,
+                        title=i.title,
+                        priority=i.priority.value,
+                        assignee=i.assignee,
+                        labels=i.labels,
+                        depends_on=i.depends_on,
+                        ready=i.id in ready_ids,
+                        version=i.version,
+                    )
+                    for i in await issue_store.load(conn, q)
+                ]
+            team = [
+                agent_store.to_agent(r)
+                for r in await conn.execute(
+                    agent_store.select_agents()
+                    .where(agents.c.project_id == proj.id, agents.c.retired_at.is_(None))
+                    .order_by(agents.c.name)
+                )
+            ]
+            leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
+        return Board(project=proj.slug, columns=columns, agents=team, leases=leases)
+
     async def assemble(
         self,
         caller: Caller,

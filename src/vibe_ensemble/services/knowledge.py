@@ -26,9 +26,15 @@ def _issue_ids(values: list[int]) -> list[int]:
     ids = sorted(set(values))
     if len(ids) > MAX_ISSUE_LINKS:
         raise InvalidInput("issue_ids", f"at most {MAX_ISSUE_LINKS} issues")
-    if any(i < 1 for i in ids):
+    if any(not 1 <= i <= rules.MAX_ID for i in ids):
         raise InvalidInput("issue_ids", "issue ids are positive integers")
     return ids
+
+
+def _entry_id(value: int) -> int:
+    if not 1 <= value <= rules.MAX_ID:
+        raise InvalidInput("id", f"must be between 1 and {rules.MAX_ID}")
+    return value
 
 
 async def _check_issues(conn: AsyncConnection, project_id: int, ids: list[int]) -> None:
@@ -100,6 +106,7 @@ class KnowledgeService(Service):
         """Write a new version; the previous one stays readable in the entry's versions."""
         caller.require(Op.KNOWLEDGE_WRITE)
         author = actor_name(caller, agent)
+        entry_id = _entry_id(entry_id)
         if all(v is None for v in (kind, title, body, tags, issue_ids)):
             raise InvalidInput("fields", "give at least one of kind, title, body, tags, issue_ids")
         if title is not None:
@@ -156,6 +163,7 @@ class KnowledgeService(Service):
     async def get(self, caller: Caller, entry_id: int, *, project: str | None = None) -> KnowledgeDetail:
         """An entry with its earlier versions (newest first)."""
         caller.require(Op.KNOWLEDGE_READ)
+        entry_id = _entry_id(entry_id)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             entry = await store.get(tx.conn, proj.id, entry_id)

@@ -61,6 +61,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        responses=errors.RESPONSES,
     )
     app.state.services = runtime.services
     app.state.runtime = runtime

@@ -37,6 +37,7 @@ from vibe_ensemble.domain.models import (
     Message,
     Project,
 )
+from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import Services
 from vibe_ensemble.services.issues import UNSET
@@ -66,8 +67,11 @@ AgentArg = Annotated[
     str | None,
     Field(description="Team tokens only: the agent to act as (a bound token is its agent)."),
 ]
-IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1)]
-MessageIds = Annotated[list[int], Field(description="Message ids from your inbox.")]
+IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+MessageIds = Annotated[
+    list[Id], Field(description="Message ids from your inbox.", min_length=1, max_length=500)
+]
 
 
 def _scope_of(ctx: Context) -> Mapping[str, Any]:
@@ -224,9 +228,9 @@ def build_mcp(
         priority: Annotated[Priority, Field(description="p0 (urgent) to p3 (someday).")] = Priority.P2,
         labels: Annotated[list[str] | None, Field(description="Topics or skills, e.g. ['api'].")] = None,
         depends_on: Annotated[
-            list[int] | None, Field(description="Ids of issues that must finish first.")
+            list[Id] | None, Field(description="Ids of issues that must finish first.", max_length=100)
         ] = None,
-        parent: Annotated[int | None, Field(description="Id of the parent issue (epic).")] = None,
+        parent: Annotated[Id | None, Field(description="Id of the parent issue (epic).")] = None,
         assignee: Annotated[str | None, Field(description="Agent to assign (coordinators).")] = None,
         agent: AgentArg = None,
         project: ProjectArg = None,
@@ -289,10 +293,15 @@ def build_mcp(
         status: Annotated[IssueStatus | None, Field(description="e.g. blocked, review.")] = None,
         priority: Annotated[Priority | None, Field(description="p0 (urgent) to p3.")] = None,
         labels: Annotated[list[str] | None, Field(description="Replaces the labels.")] = None,
-        depends_on: Annotated[list[int] | None, Field(description="Replaces the dependencies.")] = None,
+        depends_on: Annotated[
+            list[Id] | None, Field(description="Replaces the dependencies.", max_length=100)
+        ] = None,
         assignee: Annotated[str | None, Field(description="Agent to assign; '' unassigns.")] = None,
         expected_version: Annotated[
-            int | None, Field(description="Fail with a conflict unless the issue is still at this version.")
+            int | None,
+            Field(
+                description="Fail with a conflict unless the issue is still at this version.", ge=0, le=MAX_ID
+            ),
         ] = None,
         agent: AgentArg = None,
         project: ProjectArg = None,
@@ -318,7 +327,8 @@ def build_mcp(
     async def claim_issue(
         ctx: Context,
         id: Annotated[
-            int | None, Field(description="Issue to claim; omit to claim the best ready one.", ge=1)
+            int | None,
+            Field(description="Issue to claim; omit to claim the best ready one.", ge=1, le=MAX_ID),
         ] = None,
         agent: AgentArg = None,
         project: ProjectArg = None,
@@ -393,7 +403,7 @@ def build_mcp(
     async def fetch_inbox(
         ctx: Context,
         unread_only: Annotated[bool, Field(description="Only mail you have not read.")] = False,
-        since_id: Annotated[int, Field(ge=0, description="Only messages with a larger id.")] = 0,
+        since_id: Annotated[int, Field(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
         mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,
         agent: AgentArg = None,
@@ -431,7 +441,7 @@ def build_mcp(
     async def wait_for_messages(
         ctx: Context,
         timeout_s: Annotated[float, Field(description="Give up after this many seconds (at most 60).")] = 30,
-        since_id: Annotated[int, Field(ge=0, description="Only messages with a larger id.")] = 0,
+        since_id: Annotated[int, Field(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
         mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,
         agent: AgentArg = None,
         project: ProjectArg = None,

@@ -14,14 +14,47 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from vibe_ensemble.domain.errors import InvalidInput
+
+
+@contextmanager
+def _out_of_range_is_invalid_input() -> Iterator[None]:
+    """A value the database cannot hold (an id past 64 bits, a date past year 9999) is bad input.
+
+    The doors bound ids and numbers where they declare them; this is the net under those bounds,
+    so no such value ever becomes a 500.
+    """
+    try:
+        yield
+    except (OverflowError, sa_exc.DBAPIError) as exc:
+        if not _out_of_range(exc):
+            raise
+        raise InvalidInput("request", "a number or date is out of the range the server can store") from exc
+
+
+def _out_of_range(exc: BaseException) -> bool:
+    """SQLite raises OverflowError; asyncpg a DataError ("value out of int64 range") under SQLAlchemy's."""
+    pending: list[BaseException] = [exc]
+    for _ in range(8):  # the exception, its causes and the driver's original: a short chain
+        if not pending:
+            break
+        e = pending.pop()
+        if isinstance(e, OverflowError | sa_exc.DataError) or (
+            type(e).__name__ == "DataError" and "out of" in str(e)
+        ):
+            return True
+        pending.extend(x for x in (e.__cause__, getattr(e, "orig", None)) if isinstance(x, BaseException))
+    return False
 
 
 class DatabaseError(Exception):
@@ -77,18 +110,20 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed when the block ends, rolled back on error."""
-        if self.is_sqlite:
-            async with self._write_lock, self.writer.begin() as conn:
-                yield conn
-        else:
-            async with self.writer.begin() as conn:
-                yield conn
+        with _out_of_range_is_invalid_input():
+            if self.is_sqlite:
+                async with self._write_lock, self.writer.begin() as conn:
+                    yield conn
+            else:
+                async with self.writer.begin() as conn:
+                    yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot (one transaction)."""
-        async with self.reader.connect() as conn, conn.begin():
-            yield conn
+        with _out_of_range_is_invalid_input():
+            async with self.reader.connect() as conn, conn.begin():
+                yield conn
 
     async def dispose(self) -> None:
         await self.writer.dispose()

@@ -8,12 +8,41 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
 
 log = structlog.get_logger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `permission_denied`.")
+    message: str = Field(description="What went wrong, for a person or an agent to act on.")
+    details: dict[str, Any] = Field(description="The field and rule, the conflicting holder, …")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The request could not be read."),
+    401: _error("Missing, invalid, expired or revoked token."),
+    403: _error("The token's role, project scope or bound agent does not allow this."),
+    404: _error("No such project, agent, issue, … (or not visible to this token)."),
+    409: _error("Conflict: already claimed, stale version, already exists."),
+    413: _error("The request body is larger than the server accepts."),
+    422: _error("Invalid input: `details` names the field and the rule."),
+    429: _error("Rate limit reached for this credential.", headers=_RETRY_AFTER),
+}
+"""The error answers every REST route may give, in the OpenAPI document."""
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from vibe_ensemble.api.rest.deps import CallerDep, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
@@ -43,6 +43,7 @@ from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.services.issues import UNSET
 
 router = APIRouter(prefix="/api/v1")
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 P = "/projects/{project}"
 
 # --- projects -------------------------------------------------------------------
@@ -141,13 +142,13 @@ async def claim_best_issue(project: str, body: ClaimIn, caller: CallerDep, servi
 
 
 @router.get(P + "/issues/{issue_id}", tags=["issues"])
-async def get_issue(project: str, issue_id: int, caller: CallerDep, services: ServicesDep) -> IssueDetail:
+async def get_issue(project: str, issue_id: IdPath, caller: CallerDep, services: ServicesDep) -> IssueDetail:
     return await services.issues.get(caller, issue_id, project=project)
 
 
 @router.patch(P + "/issues/{issue_id}", tags=["issues"])
 async def update_issue(
-    project: str, issue_id: int, body: IssuePatch, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: IssuePatch, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     given = body.model_fields_set
     return await services.issues.update(
@@ -169,21 +170,21 @@ async def update_issue(
 
 @router.post(P + "/issues/{issue_id}/claim", tags=["issues"])
 async def claim_issue(
-    project: str, issue_id: int, body: ClaimIn, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: ClaimIn, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     return await services.issues.claim(caller, issue_id, project=project, agent=body.agent)
 
 
 @router.post(P + "/issues/{issue_id}/comments", status_code=status.HTTP_201_CREATED, tags=["issues"])
 async def comment_issue(
-    project: str, issue_id: int, body: CommentIn, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: CommentIn, caller: CallerDep, services: ServicesDep
 ) -> Comment:
     return await services.issues.comment(caller, issue_id, body.body, project=project, agent=body.agent)
 
 
 @router.post(P + "/issues/{issue_id}/close", tags=["issues"])
 async def close_issue(
-    project: str, issue_id: int, body: CloseIn, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: CloseIn, caller: CallerDep, services: ServicesDep
 ) -> ClosedIssue:
     return await services.issues.close(
         caller, issue_id, body.resolution, status=body.status, project=project, agent=body.agent
@@ -205,7 +206,7 @@ async def fetch_inbox(
     caller: CallerDep,
     services: ServicesDep,
     unread_only: bool = False,
-    since_id: Annotated[int, Query(ge=0)] = 0,
+    since_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     mark_read: bool = False,
 ) -> Inbox:
@@ -241,7 +242,7 @@ async def acknowledge(
 async def list_events(
     caller: CallerDep,
     services: ServicesDep,
-    after: Annotated[int, Query(ge=0, description="Return events with a larger id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Return events with a larger id.")] = 0,
     project: Annotated[str | None, Query(max_length=64)] = None,
     types: Annotated[
         list[str] | None, Query(max_length=20, description="Event types; `issue.*` for a family.")
@@ -268,7 +269,7 @@ async def create_token(body: TokenIn, caller: CallerDep, services: ServicesDep) 
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"])
-async def revoke_token(token_id: int, caller: CallerDep, services: ServicesDep) -> Credential:
+async def revoke_token(token_id: IdPath, caller: CallerDep, services: ServicesDep) -> Credential:
     return await services.tokens.revoke(caller, token_id)
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, Priority, TokenRole
+from vibe_ensemble.domain.rules import MAX_ID
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class Body(BaseModel):
@@ -43,8 +47,8 @@ class IssueIn(Body):
     body: str = Field("", max_length=65_536)
     priority: Priority = Priority.P2
     labels: list[str] = Field(default_factory=list, max_length=32)
-    depends_on: list[int] = Field(default_factory=list, max_length=100)
-    parent: int | None = None
+    depends_on: list[Id] = Field(default_factory=list, max_length=100)
+    parent: Id | None = None
     assignee: str | None = None
     agent: str | None = None
 
@@ -55,10 +59,10 @@ class IssuePatch(Body):
     status: IssueStatus | None = None
     priority: Priority | None = None
     labels: list[str] | None = Field(None, max_length=32)
-    depends_on: list[int] | None = Field(None, max_length=100)
-    parent: int | None = None
+    depends_on: list[Id] | None = Field(None, max_length=100)
+    parent: Id | None = None
     assignee: str | None = None
-    expected_version: int | None = None
+    expected_version: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
     agent: str | None = None
 
 
@@ -90,7 +94,7 @@ class MessageIn(Body):
 
 
 class IdsIn(Body):
-    ids: list[int] = Field(min_length=1, max_length=500)
+    ids: list[Id] = Field(min_length=1, max_length=500)
 
 
 class TokenIn(Body):

@@ -1,0 +1,24 @@
+"""Values the database cannot hold are bad input on every backend, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
+
+
+@pytest.mark.parametrize("huge", [2**63, 2**80, -(2**70)])
+async def test_ids_past_64_bits_are_invalid_input(services: Services, admin: Caller, huge: int) -> None:
+    await services.agents.register(admin, name="w1")
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(InvalidInput, match="out of the range the server can store"):
+        await services.issues.get(admin, huge)
+    with pytest.raises(InvalidInput, match="out of the range"):
+        await services.issues.create(admin, title="t", depends_on=[huge])
+    with pytest.raises(InvalidInput, match="out of the range"):
+        await services.messages.mark_read(admin, [huge], agent="w1")
+    assert await snapshot(services.ctx.db) == before

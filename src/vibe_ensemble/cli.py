@@ -20,6 +20,7 @@ from rich.table import Table
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.guard_cli import guard_app
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.ops.logging import configure_logging
 from vibe_ensemble.runtime import Runtime
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(guard_app, name="guard")
 err = Console(stderr=True)
 out = Console()
 

@@ -116,6 +116,10 @@ class Runtime:
             )
         except Exception:
             log.exception("duty_failed", duty="presence")
+        try:
+            await self.services.reservations.sweep_expired()
+        except Exception:
+            log.exception("duty_failed", duty="lease_expiry")
 
     async def stop_duties(self) -> None:
         if self._duties is not None:

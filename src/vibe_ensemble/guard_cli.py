@@ -1,0 +1,48 @@
+"""`vibe-ensemble guard …`: install the commit guard in a repository, and the check the hook runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vibe_ensemble import guard
+
+guard_app = typer.Typer(
+    help="A git pre-commit hook that refuses commits touching files another agent holds.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True, highlight=False)
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
+WarnOpt = Annotated[bool, typer.Option("--warn", help="Only print a warning; never refuse the commit.")]
+
+
+@guard_app.command("install")
+def install(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
+    """Install the pre-commit hook; an existing hook is kept and runs first."""
+    try:
+        done = guard.install(repo.resolve(), warn=warn, python=sys.executable)
+    except guard.GuardError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    err.print(f"installed {done.hook}" + (f" (runs {done.chained.name} first)" if done.chained else ""))
+    err.print("The hook reads VIBE_URL, VIBE_TOKEN, VIBE_AGENT and VIBE_PROJECT from the environment.")
+
+
+@guard_app.command("check")
+def check(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
+    """Check the staged files against the leases on the server (what the hook runs)."""
+    try:
+        outcome = guard.check(repo.resolve(), os.environ, warn=warn)
+    except guard.GuardError as exc:
+        err.print(f"vibe-ensemble guard: warning: {exc}; committing without the lease check.")
+        return
+    for line in outcome.lines:
+        err.print(line, markup=False)
+    if outcome.code:
+        raise typer.Exit(outcome.code)

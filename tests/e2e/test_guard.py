@@ -1,0 +1,148 @@
+"""The commit guard, for real: a git repository, a running server, the installed pre-commit hook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from ..support import ServerProcess
+from .security_support import auth, make_token
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+
+
+def guard(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "guard", *args, "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    assert git(path, "init", "-q", "-b", "main").returncode == 0
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "user.name", "Test")
+    (path / "README.md").write_text("hello\n")
+    git(path, "add", "README.md")
+    assert git(path, "commit", "-q", "-m", "initial").returncode == 0
+    return path
+
+
+def agent_env(server: ServerProcess, token: str, agent: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    return {
+        **env,
+        "VIBE_URL": server.url,
+        "VIBE_TOKEN": token,
+        "VIBE_AGENT": agent,
+        "VIBE_PROJECT": "default",
+    }
+
+
+def commit(repo: Path, env: dict[str, str], path: str, text: str) -> subprocess.CompletedProcess[str]:
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    git(repo, "add", path)
+    return git(repo, "commit", "-q", "-m", f"change {path}", env=env)
+
+
+def head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+@pytest.fixture
+def team(server: ServerProcess) -> dict[str, str]:
+    """Two agents with their own tokens; ann holds src/** exclusively."""
+    tokens = {}
+    for name in ("ann", "bob"):
+        tokens[name] = make_token(server, "worker", project="default", agent=name, tool_profile=None)
+        r = httpx2.post(
+            server.url + "/api/v1/projects/default/agents", json={"name": name}, headers=auth(tokens[name])
+        )
+        assert r.status_code == 201, r.text
+    r = httpx2.post(
+        server.url + "/api/v1/projects/default/reservations",
+        json={"paths": ["src/**"], "reason": "refactoring the parser", "ttl_s": 3600},
+        headers=auth(tokens["ann"]),
+    )
+    assert r.status_code == 200 and r.json()["granted"], r.text
+    return tokens
+
+
+def test_guard_refuses_warns_and_chains(server: ServerProcess, repo: Path, team: dict[str, str]) -> None:
+    # an existing hook, kept and run first
+    hooks = repo / ".git" / "hooks"
+    marker = repo.parent / "existing-hook-ran"
+    failing = repo.parent / "fail"
+    hooks.mkdir(parents=True, exist_ok=True)
+    existing = hooks / "pre-commit"
+    existing.write_text(f'#!/bin/sh\necho ran >> "{marker}"\n[ ! -e "{failing}" ]\n')
+    existing.chmod(0o755)
+    original = existing.read_text()
+    installed = guard(repo, "install")
+    assert installed.returncode == 0, installed.stderr
+    assert "runs pre-commit.vibe-chained first" in installed.stderr
+    assert (hooks / "pre-commit.vibe-chained").read_text() == original
+    assert os.access(existing, os.X_OK) and "vibe-ensemble guard" in existing.read_text()
+
+    bob = agent_env(server, team["bob"], "bob")
+    before = head(repo)
+    refused = commit(repo, bob, "src/parser.py", "print('mine')\n")
+    assert refused.returncode != 0
+    assert "commit refused" in refused.stderr
+    assert "src/parser.py: held exclusively by ann" in refused.stderr
+    assert "'src/**'" in refused.stderr and "refactoring the parser" in refused.stderr
+    assert head(repo) == before
+    assert marker.read_text() == "ran\n"
+
+    # files nobody holds go through; so do a holder's own files
+    git(repo, "reset", "-q")
+    assert commit(repo, bob, "docs/notes.md", "notes\n").returncode == 0
+    ann = agent_env(server, team["ann"], "ann")
+    mine = commit(repo, ann, "src/parser.py", "print('ann')\n")
+    assert mine.returncode == 0, mine.stderr
+    assert marker.read_text() == "ran\nran\nran\n"
+
+    # a deletion touches the file too
+    git(repo, "rm", "-q", "src/parser.py")
+    deleted = git(repo, "commit", "-q", "-m", "drop parser", env=bob)
+    assert deleted.returncode != 0 and "src/parser.py: held exclusively by ann" in deleted.stderr
+    git(repo, "reset", "-q")
+
+    # --warn only warns; installing again does not chain the guard to itself
+    assert guard(repo, "install", "--warn").returncode == 0
+    assert (hooks / "pre-commit.vibe-chained").read_text() == original
+    warned = commit(repo, bob, "src/a.py", "x\n")
+    assert warned.returncode == 0, warned.stderr
+    assert "warning: this commit touches files others hold" in warned.stderr
+    assert "src/a.py: held exclusively by ann" in warned.stderr
+
+    # a failing old hook still stops the commit, even when no lease is in the way
+    failing.write_text("")
+    assert commit(repo, bob, "docs/b.md", "b\n").returncode != 0
+
+
+def test_server_down_or_guard_unconfigured_lets_the_commit_through(
+    server: ServerProcess, repo: Path, team: dict[str, str]
+) -> None:
+    assert guard(repo, "install").returncode == 0
+    bob = agent_env(server, team["bob"], "bob")
+    unconfigured = {k: v for k, v in bob.items() if k != "VIBE_TOKEN"}
+    done = commit(repo, unconfigured, "src/a.py", "1\n")
+    assert done.returncode == 0 and "not set; not checking leases" in done.stderr
+    server.stop()
+    down = commit(repo, bob, "src/b.py", "2\n")
+    assert down.returncode == 0, down.stderr
+    assert "warning: cannot reach" in down.stderr and "committing without the lease check" in down.stderr

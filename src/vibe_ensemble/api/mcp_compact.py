@@ -8,6 +8,8 @@ tools are registered:
 
 - input schemas lose the `title`s, and an optional argument whose default is
   null is published as its plain type (omitting it still means null);
+- the upper bound on ids (`rules.MAX_ID`, there to keep numbers inside 64-bit
+  columns) is enforced but not published: no real id comes near it;
 - descriptions lose the docstrings' indentation;
 - enums are written in place rather than referenced from `$defs`;
 - output schemas keep the top level only (each field with its JSON type, nullable
@@ -25,6 +27,8 @@ import inspect
 from typing import Any
 
 from mcp.server import MCPServer
+
+from vibe_ensemble.domain.rules import MAX_ID
 
 JSON = dict[str, Any]
 
@@ -66,7 +70,11 @@ def compact_input(schema: Any) -> Any:
         return [compact_input(x) for x in schema]
     if not isinstance(schema, dict):
         return schema
-    out: JSON = {k: compact_input(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    out: JSON = {
+        k: compact_input(v)
+        for k, v in schema.items()
+        if not (k == "title" and isinstance(v, str)) and not (k == "maximum" and v == MAX_ID)
+    }
     variants = out.get("anyOf")
     if (
         isinstance(variants, list)

@@ -38,7 +38,7 @@ def make_token(
 
 def error_code(tool_error: str) -> str | None:
     """The `[code]` of an MCP tool error ("Error executing tool x: [code] message …"), if any."""
-    match = re.search(r"\[(\w+)\]", tool_error)
+    match = re.match(r"(?:Error executing tool \w+: )?\[([a-z_]+)\] ", tool_error)
     return match.group(1) if match else None
 
 
@@ -93,3 +93,17 @@ def body_properties(operation: dict[str, Any], openapi: dict[str, Any]) -> set[s
     if "$ref" in schema:
         schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
     return set(schema.get("properties", {}))
+
+
+def query_params(operation: dict[str, Any], openapi: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """Required query parameters with minimal values, plus any of `fixed` the operation takes."""
+    defs = openapi.get("components", {}).get("schemas", {})
+    params: dict[str, Any] = {}
+    for p in operation.get("parameters", []):
+        if p["in"] != "query":
+            continue
+        if p["name"] in fixed:
+            params[p["name"]] = fixed[p["name"]]
+        elif p.get("required"):
+            params[p["name"]] = sample(p.get("schema", {"type": "string"}), defs)
+    return params

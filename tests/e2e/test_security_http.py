@@ -42,7 +42,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         "VIBE_ALLOWED_HOSTS": json.dumps(["vibe.example.com", "127.0.0.1:*"]),
         "VIBE_ALLOWED_ORIGINS": json.dumps(["https://vibe.example.com"]),
         "VIBE_CORS_ORIGINS": json.dumps(["https://app.example.com"]),
-        "VIBE_BODY_TIMEOUT_S": "1",
+        "VIBE_BODY_TIMEOUT_S": "3",
         "VIBE_MAX_BODY_BYTES": "100000",
     }
     proc = start_server(tmp_path_factory.mktemp("hardened"), extra_env=env)
@@ -148,12 +148,12 @@ def test_a_client_stalling_mid_body_gets_408_and_blocks_nobody(hardened: ServerP
         )
         start = time.monotonic()
         assert httpx2.get(hardened.url + "/healthz", timeout=2).status_code == 200
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 2.0  # answered while the slow client still holds its request
         answer = slow.recv(4096)
         waited = time.monotonic() - start
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert b"request_timeout" in answer
-    assert 0.5 < waited < 5
+    assert 2.5 < waited < 15
 
 
 def test_slowloris_headers_do_not_starve_other_clients(hardened: ServerProcess) -> None:
@@ -169,7 +169,7 @@ def test_slowloris_headers_do_not_starve_other_clients(hardened: ServerProcess) 
             start = time.monotonic()
             r = httpx2.get(hardened.url + "/api/v1/projects", headers=auth(hardened.admin_token), timeout=5)
             assert r.status_code == 200, round_
-            assert time.monotonic() - start < 1.0
+            assert time.monotonic() - start < 2.0
     finally:
         for s in sockets:
             s.close()

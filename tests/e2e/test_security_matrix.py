@@ -20,7 +20,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 
 from ..support import ServerProcess, mcp_client, start_server
-from .security_support import auth, error_code, make_token, request_body, sample
+from .security_support import auth, error_code, make_token, query_params, request_body, sample
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ROLES = [TokenRole.VIEWER, TokenRole.WORKER, TokenRole.COORDINATOR, TokenRole.ADMIN]
@@ -108,9 +108,7 @@ def test_rest_matrix_holds_for_every_role(server: ServerProcess, world: dict[str
                 operation = openapi["paths"].get(path, {}).get(method.lower(), {})
                 body = request_body(operation, openapi)
                 url = _fill(path, world["params"])
-                query = {
-                    p["name"]: QUICK[p["name"]] for p in operation.get("parameters", []) if p["name"] in QUICK
-                }
+                query = query_params(operation, openapi, QUICK)
                 with client.stream(method, url, headers=headers, json=body, params=query) as r:
                     status = r.status_code
                     text = (

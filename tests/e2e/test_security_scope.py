@@ -20,10 +20,22 @@ from vibe_ensemble.api import access
 from vibe_ensemble.domain.permissions import GLOBAL_OPS
 
 from ..support import ServerProcess, call, call_error, mcp_client, start_server
-from .security_support import auth, body_properties, error_code, make_token, request_body, sample
+from .security_support import (
+    auth,
+    body_properties,
+    error_code,
+    make_token,
+    query_params,
+    request_body,
+    sample,
+)
 
 QUICK = {"timeout_s": 0.1}
-BETA: dict[str, Any] = {"agent": "beta-dev", "to": ["beta-dev"]}  # a team token names who it acts as
+BETA: dict[str, Any] = {
+    "agent": "beta-dev",
+    "to": ["beta-dev"],
+    "title": "probe",
+}  # a team token names who it acts as
 
 
 def _rest(server: ServerProcess, token: str) -> httpx2.Client:
@@ -84,9 +96,7 @@ def test_rest_scoped_token_is_refused_every_route_of_another_project(
             if "{project}" not in path or method == "WS":
                 continue
             operation = openapi["paths"][path][method.lower()]
-            query = {
-                p["name"]: QUICK[p["name"]] for p in operation.get("parameters", []) if p["name"] in QUICK
-            }
+            query = query_params(operation, openapi, QUICK)
             body = request_body(operation, openapi)
             if isinstance(body, dict):
                 body.update({k: v for k, v in BETA.items() if k in body_properties(operation, openapi)})

@@ -51,8 +51,21 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
 )
+# Lone surrogates cannot leave the SDK client (it cannot encode them); test_fuzz_protocol sends them raw.
 ODD_TEXT = st.sampled_from(
-    ["", " ", "\x00", "\u202e", "\ufeff", "\ud7ff", "😀" * 50, "../../etc/passwd", "%s%n", "'; --", "vibe_x"]
+    [
+        "",
+        " ",
+        "\x00",
+        "\u202e",
+        "\ufeff",
+        "\ud7ff",
+        "😀" * 50,
+        "../../etc/passwd",
+        "%s%n",
+        "'; --",
+        "vibe_x",
+    ]
 ) | st.integers(60_000, 70_000).map(lambda n: "a" * n)
 
 

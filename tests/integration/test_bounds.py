@@ -22,3 +22,21 @@ async def test_ids_past_64_bits_are_invalid_input(services: Services, admin: Cal
     with pytest.raises(InvalidInput, match="out of the range"):
         await services.messages.mark_read(admin, [huge], agent="w1")
     assert await snapshot(services.ctx.db) == before
+
+
+async def test_lone_surrogates_are_invalid_input(services: Services, admin: Caller) -> None:
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(InvalidInput) as refused:
+        await services.issues.create(admin, title="a\ud800b")
+    assert (refused.value.field, refused.value.rule) == (
+        "title",
+        "must be valid Unicode (no lone surrogates)",
+    )
+    with pytest.raises(InvalidInput, match="valid Unicode"):
+        await services.issues.create(admin, title="fine", body="x\udfffy")
+    # values that no rule looks at are still refused cleanly, by the store
+    with pytest.raises(InvalidInput, match="valid Unicode"):
+        await services.issues.list(admin, assignee="w\ud800")
+    with pytest.raises(InvalidInput, match="valid Unicode"):
+        await services.events.page(admin, types=["issue.\udc00"])
+    assert await snapshot(services.ctx.db) == before

@@ -29,6 +29,11 @@ def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
         raise InvalidInput(field, f"must be at most {max_len} characters (got {len(value)})")
     if "\x00" in value:
         raise InvalidInput(field, "must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
     return stripped if required else value
 
 

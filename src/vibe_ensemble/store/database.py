@@ -29,17 +29,30 @@ from vibe_ensemble.domain.errors import InvalidInput
 
 @contextmanager
 def _out_of_range_is_invalid_input() -> Iterator[None]:
-    """A value the database cannot hold (an id past 64 bits, a date past year 9999) is bad input.
+    """A value the database cannot hold (an id past 64 bits, a lone surrogate) is bad input.
 
     The doors bound ids and numbers where they declare them; this is the net under those bounds,
     so no such value ever becomes a 500.
     """
     try:
         yield
-    except (OverflowError, sa_exc.DBAPIError) as exc:
+    except (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError) as exc:
+        if _caused_by(exc, UnicodeEncodeError):
+            raise InvalidInput("request", "text must be valid Unicode (no lone surrogates)") from exc
         if not _out_of_range(exc):
             raise
         raise InvalidInput("request", "a number or date is out of the range the server can store") from exc
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    chain: BaseException | None = exc
+    for _ in range(8):
+        if chain is None:
+            return False
+        if isinstance(chain, kind):
+            return True
+        chain = chain.__cause__ or getattr(chain, "orig", None)
+    return False
 
 
 def _out_of_range(exc: BaseException) -> bool:

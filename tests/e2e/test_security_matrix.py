@@ -38,14 +38,17 @@ def test_every_http_route_has_an_entry(tmp_path: Path) -> None:
     assert sorted(set(access.ROUTES) - served) == [], "ROUTES lists routes the app does not serve"
 
 
-async def test_every_mcp_tool_and_prompt_has_an_entry(tmp_path: Path) -> None:
+async def test_every_mcp_tool_prompt_and_resource_has_an_entry(tmp_path: Path) -> None:
     runtime = _runtime(tmp_path)
     server = build_mcp(runtime.services, runtime.settings, profile="full")
     tools = {t.name for t in await server.list_tools()}
     prompts = {p.name for p in await server.list_prompts()}
+    resources = {str(r.uri) for r in await server.list_resources()}
+    resources |= {t.uri_template for t in await server.list_resource_templates()}
     assert sorted(tools - set(access.TOOLS)) == [], "add these tools to vibe_ensemble/api/access.py TOOLS"
     assert sorted(set(access.TOOLS) - tools) == [], "TOOLS lists tools the full profile does not have"
     assert sorted(prompts ^ set(access.PROMPTS)) == [], "PROMPTS and the served prompts differ"
+    assert sorted(resources ^ set(access.RESOURCES)) == [], "RESOURCES and the served resources differ"
 
 
 def test_docs_table_is_generated_from_the_mapping() -> None:
@@ -54,7 +57,13 @@ def test_docs_table_is_generated_from_the_mapping() -> None:
 
 
 def test_every_entry_of_the_table_has_a_role_that_may_use_it() -> None:
-    for key, entry in [*access.ROUTES.items(), *access.TOOLS.items(), *access.PROMPTS.items()]:
+    every = [
+        *access.ROUTES.items(),
+        *access.TOOLS.items(),
+        *access.PROMPTS.items(),
+        *access.RESOURCES.items(),
+    ]
+    for key, entry in every:
         if entry.op is not None:
             assert entry.op in PERMISSIONS[TokenRole.ADMIN], key
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 from websockets.asyncio.client import connect
 
 from vibe_ensemble.api import access
@@ -244,3 +245,40 @@ async def test_bound_token_cannot_impersonate_and_the_attempt_is_audited(
     assert {e["remote"] for e in denied} == {"127.0.0.1"}
     assert issues == []
     assert bound not in json.dumps(denied)
+
+
+async def test_mcp_resources_and_prompts_of_another_project_are_refused(
+    server: ServerProcess, two_projects: dict[str, Any]
+) -> None:
+    beta_issue = two_projects["issues"]["beta"]
+    before = _denials(server, "token:alpha-coord")
+    async with mcp_client(server.mcp_url, two_projects["coordinator"]) as client:
+        listing = await client.read_resource("vibe://projects")
+        text = listing.contents[0].text  # type: ignore[union-attr]
+        assert "alpha" in text and "beta" not in text
+        for uri in (
+            "vibe://projects/beta",
+            "vibe://projects/beta/board",
+            f"vibe://projects/beta/issues/{beta_issue}",
+            "vibe://projects/beta/knowledge/1",
+        ):
+            with pytest.raises(MCPError) as refused:
+                await client.read_resource(uri)
+            assert "[permission_denied]" in str(refused.value), uri
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(f"vibe://projects/alpha/issues/{beta_issue}")
+        assert "[not_found]" in str(refused.value)
+        for prompt in ("coordinator_briefing", "worker_briefing"):
+            with pytest.raises(MCPError) as refused:
+                await client.get_prompt(prompt, {"project": "beta", "agent": "beta-dev"})
+            assert "[permission_denied]" in str(refused.value), prompt
+    fresh = [e for e in _denials(server, "token:alpha-coord") if e["id"] not in {b["id"] for b in before}]
+    assert len(fresh) == 6  # four resources and two prompts, each refused and written down
+    assert {e["details"]["project"] for e in fresh} == {"beta"}
+
+
+def _denials(server: ServerProcess, actor: str) -> list[dict[str, Any]]:
+    with _rest(server, server.admin_token) as admin:
+        page = admin.get("/audit", params={"action": "access.denied", "actor": actor, "limit": 1000})
+    items: list[dict[str, Any]] = page.json()["items"]
+    return items

@@ -1,4 +1,4 @@
-"""Which operation each door needs: every HTTP route, MCP tool and MCP prompt, mapped to an `Op`.
+"""Which operation each door needs: every HTTP route and MCP tool, prompt and resource, mapped to an `Op`.
 
 This module decides nothing: authorisation happens in the services
 (`Caller.require`). It writes down, for people and for tests, which operation
@@ -143,6 +143,16 @@ PROMPTS: dict[str, Access] = {
 }
 
 
+# MCP resource (URI template) → access.
+RESOURCES: dict[str, Access] = {
+    "vibe://projects{?limit}": needs(Op.PROJECT_READ, "a scoped token sees its own project only"),
+    "vibe://projects/{project}": needs(Op.PROJECT_READ, "with the board in brief (issue.read)"),
+    "vibe://projects/{project}/board": needs(Op.ISSUE_READ),
+    "vibe://projects/{project}/issues/{id}": needs(Op.ISSUE_READ),
+    "vibe://projects/{project}/knowledge/{id}": needs(Op.KNOWLEDGE_READ),
+}
+
+
 def route_keys(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
     """Every (method, path) an app serves, HEAD folded into GET, WebSocket routes as "WS"."""
     for route in routes:
@@ -196,6 +206,8 @@ def render_matrix() -> str:
         lines.append(_row("MCP tool", name, access))
     for name, access in sorted(PROMPTS.items()):
         lines.append(_row("MCP prompt", name, access))
+    for uri, access in sorted(RESOURCES.items()):
+        lines.append(_row("MCP resource", uri, access))
     return "\n".join(lines)
 
 

@@ -11,17 +11,18 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
+import structlog
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import Field, TypeAdapter
 
 from vibe_ensemble.api.briefing_prompts import coordinator_prompt, worker_prompt
-from vibe_ensemble.api.mcp import AgentArg, ProjectArg, _tool_errors
+from vibe_ensemble.api.mcp import AgentArg, ProjectArg, _audit_denial, _tool_errors
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import KnowledgeKind, ReserveMode
-from vibe_ensemble.domain.errors import InvalidInput, VibeError
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, VibeError
 from vibe_ensemble.domain.models import (
     KnowledgeDetail,
     KnowledgeEntry,
@@ -38,6 +39,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 CallerFn = Callable[[Context], Caller]
+log = structlog.get_logger(__name__)
 
 Paths = Annotated[
     list[str],
@@ -58,8 +60,15 @@ def _protocol_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
         try:
             return await fn(*args, **kwargs)
         except VibeError as exc:
+            if isinstance(exc, PermissionDenied):
+                await _audit_denial((*args, *kwargs.values()), exc)
             data = {"code": exc.code, **json.loads(json.dumps(exc.details, default=str))}
             raise MCPError(INVALID_PARAMS, f"[{exc.code}] {exc.message}", data) from exc
+        except MCPError:
+            raise
+        except Exception as exc:
+            log.exception("mcp_read_failed", handler=fn.__name__)
+            raise MCPError(INTERNAL_ERROR, "[internal] internal server error") from exc
 
     return wrapper
 

@@ -43,6 +43,9 @@ EVENT_JSON: TypeAdapter[Event] = TypeAdapter(Event)
 RETRY_MS = 2000  # SSE: how long a browser waits before it reconnects
 AUTH_TIMEOUT_S = 10.0  # WebSocket: how long the first (auth) message may take
 CLOSE_TIMEOUT_S = 1.0
+# A client cut off for falling behind gets this long to read what is buffered, and then the reason,
+# before the connection is dropped.
+CUTOFF_GRACE_S = 10.0
 
 # WebSocket close codes: 4000 + the HTTP status a request would have got.
 WS_CLOSE = {
@@ -145,6 +148,7 @@ class EventStream(Response):
         self.keepalive_s = settings.feed_keepalive_s
         self.send_timeout_s = settings.feed_send_timeout_s
         self.still_valid = still_valid
+        self.sent_id = feed.last_id  # the last event written to the client
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -174,8 +178,8 @@ class EventStream(Response):
         while True:
             events = await feed.next(self.keepalive_s)
             if feed.closed:
-                message = f"the server is shutting down; reconnect to resume after {feed.last_id}"
-                await self._finish(send, _error_frame("going_away", message, feed.last_id))
+                message = f"the server is shutting down; reconnect to resume after event {self.sent_id}"
+                await self._finish(send, _error_frame("going_away", message, self.sent_id))
                 return
             if events:
                 chunk = b"".join(_frame(e) for e in events)
@@ -183,43 +187,43 @@ class EventStream(Response):
                 chunk = b": keep-alive\n\n"
             else:
                 message = "the token was revoked or has expired"
-                await self._finish(send, _error_frame("unauthenticated", message, feed.last_id))
+                await self._finish(send, _error_frame("unauthenticated", message, self.sent_id))
                 return
             if not await self._send(send, chunk):
                 return
+            if events:
+                self.sent_id = events[-1].id
 
     async def _send(self, send: Send, chunk: bytes) -> bool:
         """Write a chunk; False when the client fell behind (and was cut off)."""
         try:
-            await asyncio.wait_for(
-                send({"type": "http.response.body", "body": chunk, "more_body": True}), self.send_timeout_s
-            )
+            async with asyncio.timeout(self.send_timeout_s):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
-            _cut_off("sse", self.feed, self.send_timeout_s)
-            # Returning without finishing the body makes the server drop the connection; the
-            # client, whenever it reads again, finds the stream ended and resumes from its last id.
+            # Nothing of the chunk was written (the write waits for room first), so the stream
+            # is whole up to `sent_id`: end it there, with the reason once the client reads again.
+            _cut_off("sse", self.sent_id, self.send_timeout_s)
+            message = f"{_slow_reason(self.sent_id)} (Last-Event-ID: {self.sent_id})"
+            await self._finish(send, _error_frame("slow_consumer", message, self.sent_id), CUTOFF_GRACE_S)
             return False
         return True
 
-    async def _finish(self, send: Send, chunk: bytes) -> None:
+    async def _finish(self, send: Send, chunk: bytes, timeout: float = CLOSE_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        # Past the timeout, returning without finishing the body makes the server drop the connection.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                send({"type": "http.response.body", "body": chunk, "more_body": False}), CLOSE_TIMEOUT_S
-            )
+            async with asyncio.timeout(timeout):
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
 
 
-def _cut_off(transport: str, feed: Feed, send_timeout_s: float) -> None:
+def _cut_off(transport: str, sent_id: int, send_timeout_s: float) -> None:
     metrics.FEED_DISCONNECTS.labels(transport, "slow_consumer").inc()
     log.warning(
-        "feed_slow_consumer_disconnected",
-        transport=transport,
-        last_id=feed.last_id,
-        send_timeout_s=send_timeout_s,
+        "feed_slow_consumer_disconnected", transport=transport, last_id=sent_id, send_timeout_s=send_timeout_s
     )
 
 
-def _slow_reason(feed: Feed) -> str:
-    return f"slow consumer: fell behind; reconnect with after={feed.last_id}"
+def _slow_reason(sent_id: int) -> str:
+    return f"slow consumer: the client fell behind and was disconnected; resume after event {sent_id}"
 
 
 # --- WebSocket --------------------------------------------------------------------
@@ -284,13 +288,19 @@ def _ws_query(websocket: WebSocket) -> dict[str, Any]:
     return {"after": after, "project": project, "types": params.getlist("types") or None}
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def _close(
+    websocket: WebSocket,
+    code: int,
+    reason: str,
+    timeout: float = CLOSE_TIMEOUT_S,  # noqa: ASYNC109
+) -> None:
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
     # A close reason is at most 123 bytes.
     reason = reason.encode()[:123].decode(errors="ignore")
     with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(timeout):
+            await websocket.close(code, reason)
 
 
 class _WebSocketFeed:
@@ -305,6 +315,7 @@ class _WebSocketFeed:
         self.send_timeout_s = settings.feed_send_timeout_s
         self.services = services
         self.token = token
+        self.sent_id = feed.last_id  # the last event sent to the client
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -328,38 +339,39 @@ class _WebSocketFeed:
             except ValueError:
                 data = None
             is_ping = isinstance(data, dict) and data.get("type") == "ping"
-            if is_ping and not await self._send({"type": "pong", "last_id": self.feed.last_id}):
+            if is_ping and not await self._send({"type": "pong", "last_id": self.sent_id}):
                 return
 
     async def _write_events(self) -> None:
         feed = self.feed
-        if not await self._send({"type": "ready", "last_id": feed.last_id}):
+        if not await self._send({"type": "ready", "last_id": self.sent_id}):
             return
         while True:
             events = await feed.next(self.keepalive_s)
             if feed.closed:
-                reason = f"server shutting down; reconnect with after={feed.last_id}"
+                reason = f"server shutting down; reconnect with after={self.sent_id}"
                 await _close(self.ws, WS_GOING_AWAY, reason)
                 return
             if not events:
                 if not await _still_valid(self.services, self.token):
                     await _close(self.ws, 4401, "unauthenticated: the token was revoked or has expired")
                     return
-                if not await self._send({"type": "ping", "last_id": feed.last_id}):
+                if not await self._send({"type": "ping", "last_id": self.sent_id}):
                     return
             for event in events:
                 message = {"type": "event", "event": EVENT_JSON.dump_python(event, mode="json")}
                 if not await self._send(message):
                     return
+                self.sent_id = event.id
 
     async def _send(self, message: dict[str, Any]) -> bool:
         """Send one message; False when the client is gone or fell behind (and was cut off)."""
         try:
-            async with self._lock:
-                await asyncio.wait_for(self.ws.send_text(json.dumps(message)), self.send_timeout_s)
+            async with self._lock, asyncio.timeout(self.send_timeout_s):
+                await self.ws.send_text(json.dumps(message))
         except TimeoutError:
-            _cut_off("ws", self.feed, self.send_timeout_s)
-            await _close(self.ws, WS_SLOW, _slow_reason(self.feed))
+            _cut_off("ws", self.sent_id, self.send_timeout_s)
+            await _close(self.ws, WS_SLOW, _slow_reason(self.sent_id), CUTOFF_GRACE_S)
             return False
         except (WebSocketDisconnect, RuntimeError, OSError):
             return False

@@ -51,7 +51,8 @@ class PostgresBridge:
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the LISTEN connection is up (False at the timeout)."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True
@@ -94,13 +95,14 @@ class PostgresBridge:
             log.info("event_bridge_listening", channel=NOTIFY_CHANNEL, newest=int(newest))
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), self._health_interval_s)
+                    async with asyncio.timeout(self._health_interval_s):
+                        await lost.wait()
                 if not lost.is_set():
                     # A half-open TCP connection delivers nothing and says nothing: ask.
                     await conn.fetchval("SELECT 1", timeout=self._health_interval_s)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
+                await conn.close(timeout=2)
             if not conn.is_closed():
                 conn.terminate()
 

@@ -31,10 +31,14 @@ class EventHub:
         self._wake()
 
     def publish(self, event_id: int) -> None:
-        """Note that events up to `event_id` are committed, and wake every waiter."""
+        """Note that events up to `event_id` are committed, and wake every waiter if that is news.
+
+        The same id often arrives twice (after the local commit, then from the PostgreSQL
+        bridge); only the first wakes anyone.
+        """
         if event_id > self._latest:
             self._latest = event_id
-        self._wake()
+            self._wake()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -49,7 +53,8 @@ class EventHub:
             return self._latest > event_id
         changed = self._changed
         try:
-            await asyncio.wait_for(changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await changed.wait()
         except TimeoutError:
             return self._latest > event_id
         return True

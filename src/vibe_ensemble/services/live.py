@@ -142,6 +142,11 @@ class MailDispatcher:
     def waiting(self) -> int:
         return sum(len(s) for s in self._waiters.values())
 
+    @property
+    def position(self) -> int:
+        """The newest event id the dispatcher has looked at."""
+        return self._cursor
+
     async def start(self) -> None:
         if self._task is None:
             async with self._ctx.db.read() as conn:
@@ -270,7 +275,8 @@ class LiveService(Service):
                 if inbox.items or remaining <= 0 or self.ctx.hub.closed:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signal.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await signal.wait()
         if inbox.items and mark_read:
             inbox = await self._messages.fetch_inbox(
                 caller,

@@ -1,0 +1,203 @@
+"""Feeds follow the event log: every event of the filter once, in id order, across resumes;
+a subscriber that cannot keep up is cut off without holding anyone else up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibe_ensemble.api.live import EventStream
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
+from vibe_ensemble.domain.models import Event
+from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import Services
+from vibe_ensemble.services.live import Feed
+
+
+@pytest.fixture
+async def live(runtime: Runtime) -> Runtime:
+    await runtime.start_live()
+    return runtime
+
+
+async def drain(feed: Feed, until: int, timeout: float = 5.0) -> list[Event]:
+    """Everything the feed hands out until it has reached event `until`."""
+    got: list[Event] = []
+    async with asyncio.timeout(timeout):
+        while feed.last_id < until:
+            got.extend(await feed.next(timeout))
+    return got
+
+
+async def test_feed_hands_out_every_event_once_in_order_and_resumes(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    start = await services.events.latest_id()
+    feed = await services.live.feed(admin, after=start)
+    await services.agents.register(admin, name="w1")
+    for i in range(3):
+        await services.issues.create(admin, title=f"issue {i}", agent="w1")
+    first = await drain(feed, services.ctx.hub.latest)
+    truth = (await services.events.page(admin, after=start)).items
+    assert [e.id for e in first] == [e.id for e in truth]
+    assert [e.id for e in first] == sorted({e.id for e in first})
+
+    # The subscriber goes away; events are written meanwhile; it resumes from its last id.
+    resume_at = feed.last_id
+    for i in range(150):  # more than one page
+        await services.issues.comment(admin, truth[-1].payload["id"], f"note {i}", agent="w1")
+    resumed = await services.live.feed(admin, after=resume_at)
+    rest = await drain(resumed, services.ctx.hub.latest)
+    truth = (await services.events.page(admin, after=resume_at, limit=1000)).items
+    assert [e.id for e in rest] == [e.id for e in truth]
+    assert len(rest) == 150
+    assert rest[0].id > resume_at
+
+
+async def test_feed_from_now_on_skips_the_past(live: Runtime, services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="old")
+    feed = await services.live.feed(admin)
+    assert feed.last_id == await services.events.latest_id()
+    waiting = asyncio.create_task(feed.next(5.0))
+    agent = await services.agents.register(admin, name="new")
+    events = await asyncio.wait_for(waiting, 5.0)
+    assert [(e.type, e.payload["agent"]) for e in events] == [("agent.registered", agent.name)]
+
+
+async def test_feed_filters_types_and_projects(live: Runtime, services: Services, admin: Caller) -> None:
+    await services.projects.create(admin, slug="other")
+    start = await services.events.latest_id()
+    issues_only = await services.live.feed(admin, types=["issue.*"], after=start)
+    other_only = await services.live.feed(admin, project="other", after=start)
+    scoped = Caller(credential_id=None, role=TokenRole.VIEWER, project="other")
+    scoped_feed = await services.live.feed(scoped, after=start)
+
+    await services.agents.register(admin, name="w1")
+    await services.agents.register(admin, name="w2", project="other")
+    issue = await services.issues.create(admin, title="here", agent="w1")
+    await services.issues.create(admin, title="there", agent="w2", project="other")
+    latest = services.ctx.hub.latest
+
+    got = await drain(issues_only, latest)
+    assert {e.type for e in got} == {"issue.created", "issue.ready"}
+    assert {e.project for e in got} == {"default", "other"}
+    assert got[0].payload["id"] == issue.id
+    for feed in (other_only, scoped_feed):
+        got = await drain(feed, latest)
+        assert {e.project for e in got} == {"other"}
+        assert [e.type for e in got] == ["agent.registered", "issue.created", "issue.ready"]
+    # A filtered feed whose last events do not match still waits, rather than spinning.
+    assert await issues_only.next(0.05) == []
+
+
+async def test_feed_refuses_bad_input_and_other_projects(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    with pytest.raises(InvalidInput) as bad:
+        await services.live.feed(admin, types=["issue.*", "DROP TABLE"])
+    assert bad.value.details["field"] == "types"
+    with pytest.raises(InvalidInput) as bad:
+        await services.live.feed(admin, types=[f"t{i}" for i in range(21)])
+    assert bad.value.details["field"] == "types"
+    with pytest.raises(InvalidInput) as bad:
+        await services.live.feed(admin, after=-1)
+    assert bad.value.details["field"] == "after"
+    await services.projects.create(admin, slug="other")
+    scoped = Caller(credential_id=None, role=TokenRole.VIEWER, project="other")
+    with pytest.raises(PermissionDenied):
+        await services.live.feed(scoped, project="default")
+
+
+async def test_feed_ends_when_the_server_shuts_down(live: Runtime, services: Services, admin: Caller) -> None:
+    feed = await services.live.feed(admin)
+    waiting = asyncio.create_task(feed.next(30.0))
+    live.begin_shutdown()
+    assert await asyncio.wait_for(waiting, 2.0) == []
+    assert feed.closed
+
+
+class Sink:
+    """An ASGI `send` for an event stream: collects what is written, or stops taking it (a client that
+    does not read) once `stall_after` body chunks went through."""
+
+    def __init__(self, stall_after: int | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.stall_after = stall_after
+        self.stalled = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        if self.stall_after is not None and len(self.chunks) >= self.stall_after:
+            self.stalled.set()
+            await asyncio.Event().wait()  # the socket is full, for good
+        self.chunks.append(message["body"])
+
+    def ids(self) -> list[int]:
+        text = b"".join(self.chunks).decode()
+        return [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+
+
+async def never_disconnects() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def cut_offs() -> float:
+    labels = {"transport": "sse", "reason": "slow_consumer"}
+    return metrics.REGISTRY.get_sample_value("vibe_feed_disconnects_total", labels) or 0.0
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_subscriber_that_stops_reading_is_cut_off_and_the_others_go_on(
+    live: Runtime, services: Services, admin: Caller, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, feed_send_timeout_s=0.3, feed_keepalive_s=5)
+
+    async def valid() -> bool:
+        return True
+
+    await services.agents.register(admin, name="w1")
+    start = await services.events.latest_id()
+    slow, healthy = Sink(stall_after=2), Sink()  # the slow one takes the greeting and one chunk
+    slow_stream = EventStream(await services.live.feed(admin, after=start), settings, valid)
+    healthy_stream = EventStream(await services.live.feed(admin, after=start), settings, valid)
+    before = cut_offs()
+    scope: dict[str, Any] = {"type": "http"}
+    slow_task = asyncio.create_task(slow_stream(scope, never_disconnects, slow.send))
+    healthy_task = asyncio.create_task(healthy_stream(scope, never_disconnects, healthy.send))
+
+    await services.issues.create(admin, title="first", agent="w1")
+    await until(lambda: len(slow.chunks) == 2)
+    for i in range(5):
+        await services.issues.create(admin, title=f"issue {i}", agent="w1")
+    latest = services.ctx.hub.latest
+    await asyncio.wait_for(slow.stalled.wait(), 5.0)
+    # The stalled client is cut off about `feed_send_timeout_s` after it stopped taking data...
+    await until(lambda: cut_offs() > before)
+    # ...while the healthy one got everything, in order.
+    await until(lambda: bool(healthy.ids()) and healthy.ids()[-1] == latest)
+    assert healthy.ids() == list(range(start + 1, latest + 1))
+    # The slow one got a whole prefix; the stream says where it stopped, to resume from there.
+    assert slow.ids() == list(range(start + 1, slow.ids()[-1] + 1))
+    assert slow.ids()[-1] < latest
+    assert slow_stream.sent_id == slow.ids()[-1]
+    assert not slow_task.done()  # waiting, for a bounded time, for the client to read the reason
+    slow_task.cancel()
+    live.begin_shutdown()
+    await asyncio.wait_for(healthy_task, 5.0)
+    assert b"event: error" in healthy.chunks[-1]
+    assert b"going_away" in healthy.chunks[-1]

@@ -27,6 +27,7 @@ from vibe_ensemble.store.tables import events
 
 log = structlog.get_logger(__name__)
 
+APP_NAME = "vibe-ensemble events"  # how the LISTEN connection shows in pg_stat_activity
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 
@@ -83,7 +84,7 @@ class PostgresBridge:
 
     async def _listen(self) -> None:
         """One LISTEN session: returns (or raises) when the connection is gone."""
-        conn = await asyncpg.connect(self._dsn, timeout=10)
+        conn = await asyncpg.connect(self._dsn, timeout=10, server_settings={"application_name": APP_NAME})
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _conn: lost.set())

@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 DUTY_LOCK_KEY = 0x56494244  # "VIBD": a different key from the event-order lock
 TIMEOUT_S = 5.0
+APP_NAME = "vibe-ensemble duties"  # how the lock's connection shows in pg_stat_activity
 
 
 class Leadership:
@@ -42,7 +43,9 @@ class Leadership:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._leader = False
-                self._conn = await asyncpg.connect(self._dsn, timeout=TIMEOUT_S)
+                self._conn = await asyncpg.connect(
+                    self._dsn, timeout=TIMEOUT_S, server_settings={"application_name": APP_NAME}
+                )
             if self._leader:
                 await self._conn.fetchval("SELECT 1", timeout=TIMEOUT_S)
             else:

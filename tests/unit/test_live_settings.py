@@ -1,0 +1,34 @@
+"""Production refuses SQLite behind several replicas; the live-feed settings take small test values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from vibe_ensemble.ops.config import Settings
+
+SECRET = "s" * 40
+SQLITE_REASON = "SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL"
+
+
+def test_sqlite_with_several_replicas_is_unsafe() -> None:
+    default_sqlite = Settings(profile="production", replicas=2, request_state_key=SECRET)
+    assert SQLITE_REASON in default_sqlite.unsafe_reasons()
+    sqlite_file = Settings(replicas=3, request_state_key=SECRET, database_url="sqlite:///data/vibe.db")
+    assert SQLITE_REASON in sqlite_file.unsafe_reasons()
+
+
+def test_one_sqlite_process_or_postgres_replicas_are_fine() -> None:
+    assert Settings(replicas=1, request_state_key=SECRET).unsafe_reasons() == []
+    postgres = Settings(replicas=5, request_state_key=SECRET, database_url="postgresql://db/vibe")
+    assert postgres.unsafe_reasons() == []
+
+
+def test_presence_and_feed_timings_accept_small_values_and_refuse_nonsense() -> None:
+    quick = Settings(offline_after_s=0.5, sweep_interval_s=0.1, leader_retry_s=0.1, feed_keepalive_s=0.2)
+    assert (quick.offline_after_s, quick.feed_keepalive_s) == (0.5, 0.2)
+    for field in ("offline_after_s", "sweep_interval_s", "leader_retry_s", "feed_send_timeout_s"):
+        with pytest.raises(ValidationError, match=field):
+            Settings(**{field: 0})
+    with pytest.raises(ValidationError, match="feed_keepalive_s"):
+        Settings(feed_keepalive_s=301)

@@ -17,7 +17,7 @@ through: it guards against collisions, it must never stop work because the serve
 from __future__ import annotations
 
 import stat
-import subprocess
+import subprocess  # nosec B404
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,7 @@ class Outcome:
 
 def _git(repo: Path, *args: str) -> str:
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        done = subprocess.run(  # noqa: S603 - fixed argv, no shell  # nosec B603 B607
             ["git", "-C", str(repo), *args],  # noqa: S607 - git from PATH, as git hooks are
             capture_output=True,
             text=True,

@@ -60,9 +60,7 @@ resolution. Mail teammates with send_message; read yours with fetch_inbox.
 """
 
 # Shared parameter types, documented once.
-ProjectArg = Annotated[
-    str | None, Field(description="Project slug; default: the token's or the server's.")
-]
+ProjectArg = Annotated[str | None, Field(description="Project slug; default: the token's or the server's.")]
 AgentArg = Annotated[
     str | None,
     Field(description="Team tokens only: the agent to act as (a bound token is its agent)."),

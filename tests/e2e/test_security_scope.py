@@ -16,6 +16,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from vibe_ensemble.api import access
 from vibe_ensemble.domain.permissions import GLOBAL_OPS
@@ -209,12 +210,15 @@ async def test_websocket_feed_of_a_scoped_token_carries_only_its_project(
                     seen.append(message["event"])
     assert seen[-1]["id"] == two_projects["last_event"]
     assert {e["project"] for e in seen} == {"alpha"}
+    before = _denials(server, "token:alpha-viewer")
     async with connect(url + "&project=beta", additional_headers=auth(two_projects["viewer"])) as ws:
         async with asyncio.timeout(10):
-            with pytest.raises(Exception) as closed:
+            with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await ws.recv()
-    assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4403  # type: ignore[attr-defined]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    fresh = [e for e in _denials(server, "token:alpha-viewer") if e["id"] not in {b["id"] for b in before}]
+    assert [e["details"]["project"] for e in fresh] == ["beta"]  # the refusal is audited
 
 
 async def test_bound_token_cannot_impersonate_and_the_attempt_is_audited(

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from vibe_ensemble.api.rest.deps import CallerDep, ServicesDep
 from vibe_ensemble.domain.caller import SYSTEM
-from vibe_ensemble.domain.errors import InvalidInput, Unauthenticated, VibeError
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, Unauthenticated, VibeError
 from vibe_ensemble.domain.models import Event, Inbox
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
@@ -121,7 +121,7 @@ async def event_stream(
 async def _still_valid(services: Services, token: str) -> bool:
     """A revoked or expired token stops its open feeds at the next keep-alive."""
     try:
-        await services.tokens.authenticate(token)
+        await services.tokens.authenticate(token, throttle=False)  # the server's own check: not billed
     except Unauthenticated:
         return False
     except VibeError:
@@ -245,8 +245,13 @@ async def event_socket(websocket: WebSocket) -> None:
         if token is None:
             return
         try:
-            caller = await services.tokens.authenticate(token)
-            feed = await services.live.feed(caller, **_ws_query(websocket))
+            client = websocket.client
+            caller = await services.tokens.authenticate(token, remote=client.host if client else "")
+            try:
+                feed = await services.live.feed(caller, **_ws_query(websocket))
+            except PermissionDenied as exc:
+                await services.audit.denied(caller, exc)
+                raise
         except VibeError as exc:
             await _close(websocket, WS_CLOSE.get(exc.code, 4400), f"{exc.code}: {exc.message}")
             return

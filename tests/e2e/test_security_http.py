@@ -180,14 +180,15 @@ def test_rest_rate_limit_answers_429_with_retry_after(hardened: ServerProcess) -
     statuses = []
     retry_after = None
     with httpx2.Client(base_url=hardened.url, headers=auth(viewer)) as client:
-        for _ in range(8):
+        for _ in range(30):  # the bucket holds 5 and refills one a second
             r = client.get("/api/v1/projects")
             statuses.append(r.status_code)
             if r.status_code == 429:
                 retry_after = r.headers["retry-after"]
                 assert r.json()["error"]["code"] == "rate_limited"
                 assert r.json()["error"]["details"]["retry_after_s"] > 0
-    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+                break
+    assert statuses[:5] == [200] * 5 and statuses[-1] == 429, statuses
     assert retry_after is not None and int(retry_after) >= 1
     # another credential is not affected
     assert (
@@ -199,7 +200,7 @@ async def test_mcp_rate_limit_is_a_clear_tool_error(hardened: ServerProcess) -> 
     viewer = make_token(hardened, "viewer", label="busy agent")
     async with mcp_client(hardened.mcp_url, viewer) as client:
         texts = []
-        for _ in range(8):
+        for _ in range(30):
             result = await client.call_tool("list_agents", {})
             if result.is_error:
                 texts.append(await call_error(client, "list_agents"))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -17,7 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.guard_cli import guard_app
@@ -118,6 +121,7 @@ def serve(
                     limit_concurrency=settings.limit_concurrency,
                     ws_max_size=settings.max_body_bytes,
                     server_header=False,
+                    timeout_graceful_shutdown=settings.shutdown_grace_s,
                 ),
             )
             err.print(
@@ -210,6 +214,11 @@ def mcp_stdio(
     _run(main)
 
 
+def _cli_caller() -> Caller:
+    """The operator at this terminal: full rights, and in the audit log as `token:cli` from user@host."""
+    return replace(SYSTEM, label="cli", remote=f"cli:{getpass.getuser()}@{socket.gethostname()}")
+
+
 def _admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     return Runtime(_settings(config, database_url=database_url))
 
@@ -232,7 +241,7 @@ def token_create(
         await runtime.start(own=False)
         try:
             _, secret = await runtime.services.tokens.create(
-                SYSTEM,
+                _cli_caller(),
                 role=role,
                 project=project,
                 agent=agent,
@@ -287,7 +296,7 @@ def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = 
     async def main() -> None:
         await runtime.start(own=False)
         try:
-            await runtime.services.tokens.revoke(SYSTEM, token_id)
+            await runtime.services.tokens.revoke(_cli_caller(), token_id)
         finally:
             await runtime.stop()
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # next chunk before it counts as fallen behind and is disconnected
     feed_keepalive_s: float = Field(15.0, gt=0, le=300)
     feed_send_timeout_s: float = Field(10.0, gt=0)
+    # on SIGTERM: open event streams end at once; other requests get this long to finish
+    shutdown_grace_s: int = Field(5, ge=0)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
     # security (docs/security.md): requests per minute per token role (0: unlimited), the bucket size,

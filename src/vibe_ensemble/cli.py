@@ -335,7 +335,10 @@ def audit(
         for e in entries:
             print(json.dumps({**e.__dict__, "time": e.time.isoformat()}, default=str))
         return
-    table = Table("id", "time", "actor", "action", "outcome", "from", "details")
+    table = Table()
+    for column in ("id", "time", "actor", "action", "outcome", "from"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("details", overflow="fold")
     for e in entries:
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
         table.add_row(

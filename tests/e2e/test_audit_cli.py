@@ -1,0 +1,43 @@
+"""`vibe-ensemble audit`: the operator reads the audit log from the command line; no token in it."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def test_cli_token_changes_show_in_the_audit_command(tmp_path: Path) -> None:
+    _cli(tmp_path, "migrate")
+    secret = _cli(tmp_path, "token", "create", "--role", "worker", "--label", "ci bot").stdout.strip()
+    assert secret.startswith("vibe_")
+    _cli(tmp_path, "token", "revoke", "1")
+
+    lines = _cli(tmp_path, "audit", "--json").stdout.splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["action"] for e in entries] == ["token.revoked", "token.created"]
+    assert {e["actor"] for e in entries} == {"token:cli"}
+    assert {e["remote"] for e in entries} == {f"cli:{getpass.getuser()}@{socket.gethostname()}"}
+    assert entries[1]["details"]["label"] == "ci bot"
+
+    table = _cli(tmp_path, "audit", "--action", "token.*", "--limit", "5").stdout
+    assert "token.created" in table and "token.revoked" in table
+    assert secret not in table + "\n".join(lines)
+    assert _cli(tmp_path, "audit", "--action", "auth.*", "--json").stdout == ""

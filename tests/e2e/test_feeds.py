@@ -1,0 +1,383 @@
+"""The live feed against a real server: SSE and WebSocket with resume, filters and scopes, keep-alives,
+revocation, waiting for mail over MCP and REST, MCP change notifications, slow consumers, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from mcp.client.subscriptions import ResourceUpdated
+from sqlalchemy.ext.asyncio import create_async_engine
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from vibe_ensemble.store import events as event_store
+from vibe_ensemble.store.database import normalise_url
+
+from ..support import ServerProcess, call, call_error, mcp_client, start_server
+from .live_support import (
+    Frame,
+    latest_id,
+    log_after,
+    metric,
+    next_events,
+    parse_sse,
+    rest,
+    sse_frames,
+    token,
+    ws_connect,
+    ws_events_until,
+    ws_url,
+)
+
+FAST = {"VIBE_FEED_KEEPALIVE_S": "0.3"}
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("feeds"), extra_env=FAST)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_sse_resumes_exactly_after_the_last_event_id(live_server: ServerProcess) -> None:
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        await api.post("/projects/default/agents", json={"name": "sse-w"})
+        start = await latest_id(api)
+        for i in range(3):
+            await api.post("/projects/default/issues", json={"title": f"before {i}", "agent": "sse-w"})
+        async with api.stream("GET", "/events/stream", params={"after": start}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            first = await next_events(sse_frames(response), 4)
+        seen = first[-1].id
+        assert seen is not None
+        assert [f.id for f in first] == [e["id"] for e in (await log_after(api, start))[:4]]
+
+        for i in range(3):  # written while the subscriber is away
+            await api.post("/projects/default/issues", json={"title": f"away {i}", "agent": "sse-w"})
+        truth = await log_after(api, seen)
+        resume = {"Last-Event-ID": str(seen)}  # wins over `after`
+        async with api.stream("GET", "/events/stream", params={"after": 0}, headers=resume) as response:
+            frames = sse_frames(response)
+            rest_frames = await next_events(frames, len(truth))
+            assert [f.id for f in rest_frames] == [e["id"] for e in truth]
+            assert [f.event for f in rest_frames] == [e["type"] for e in truth]
+            assert [f.json() for f in rest_frames] == truth
+            # Idle now: keep-alive comments keep the connection open.
+            async for frame in frames:
+                if "keep-alive" in frame.comments:
+                    break
+
+
+async def test_sse_filters_scopes_and_refuses_bad_input(live_server: ServerProcess) -> None:
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        await api.post("/projects", json={"slug": "feeds-p2"})
+        await api.post("/projects/default/agents", json={"name": "filter-w"})
+        await api.post("/projects/feeds-p2/agents", json={"name": "filter-w2"})
+        viewer = await token(api, "viewer", project="feeds-p2")
+        start = await latest_id(api)
+        async with (
+            api.stream("GET", "/events/stream", params={"after": start, "types": "issue.claimed"}) as claimed,
+            rest(live_server.url, viewer) as scoped,
+            scoped.stream("GET", "/events/stream", params={"after": start}) as p2,
+        ):
+            made = (
+                await api.post("/projects/default/issues", json={"title": "x", "agent": "filter-w"})
+            ).json()
+            await api.post(f"/projects/default/issues/{made['id']}/claim", json={"agent": "filter-w"})
+            await api.post("/projects/feeds-p2/issues", json={"title": "y", "agent": "filter-w2"})
+            [only] = await next_events(sse_frames(claimed), 1)
+            assert (only.event, only.json()["payload"]["id"]) == ("issue.claimed", made["id"])
+            frames = await next_events(sse_frames(p2), 2)
+            assert [(f.event, f.json()["project"]) for f in frames] == [
+                ("issue.created", "feeds-p2"),
+                ("issue.ready", "feeds-p2"),
+            ]
+            other = await scoped.get("/events/stream", params={"project": "default"})
+            assert other.status_code == 403
+        bad_type = await api.get("/events/stream", params={"types": "Issue Created"})
+        assert bad_type.status_code == 422
+        assert bad_type.json()["error"]["details"]["field"] == "types"
+        bad_id = await api.get("/events/stream", headers={"Last-Event-ID": "yesterday"})
+        assert bad_id.status_code == 422
+        assert bad_id.json()["error"]["details"]["field"] == "Last-Event-ID"
+        async with rest(live_server.url, "vibe_" + "x" * 40) as stranger:
+            assert (await stranger.get("/events/stream")).status_code == 401
+
+
+async def test_websocket_feed_auth_ping_and_resume(live_server: ServerProcess) -> None:
+    admin = live_server.admin_token
+    async with rest(live_server.url, admin) as api, asyncio.timeout(20):
+        await api.post("/projects/default/agents", json={"name": "ws-w"})
+        start = await latest_id(api)
+        async with ws_connect(live_server.url, admin, after=start) as ws:
+            assert json.loads(await ws.recv()) == {"type": "ready", "last_id": start}
+            for i in range(3):
+                await api.post("/projects/default/issues", json={"title": f"ws {i}", "agent": "ws-w"})
+            latest = await latest_id(api)
+            got = await ws_events_until(ws, latest)
+            assert [e["id"] for e in got] == [e["id"] for e in await log_after(api, start)]
+            await ws.send(json.dumps({"type": "ping"}))
+            while (message := json.loads(await ws.recv()))["type"] != "pong":
+                assert message["type"] == "ping"  # server keep-alives may come first
+            assert message == {"type": "pong", "last_id": latest}
+        seen = got[0]["id"]
+
+        # No header: the first message authenticates; resume after an id.
+        async with connect(ws_url(live_server.url, after=seen), open_timeout=10) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": admin}))
+            assert json.loads(await ws.recv()) == {"type": "ready", "last_id": seen}
+            assert [e["id"] for e in await ws_events_until(ws, latest)] == [e["id"] for e in got[1:]]
+
+        for query, auth, code, words in [
+            ({}, "vibe_" + "x" * 40, 4401, "unauthenticated"),
+            ({}, "not json at all", 4401, "first message"),
+            ({"types": "Bad Type"}, admin, 4400, "types"),
+            ({"after": "-3"}, admin, 4400, "after"),
+        ]:
+            async with connect(ws_url(live_server.url, **query), open_timeout=10) as ws:
+                await ws.send(
+                    json.dumps({"type": "auth", "token": auth}) if auth.startswith("vibe_") else auth
+                )
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await ws.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == code
+                assert words in closed.value.rcvd.reason
+
+
+async def test_a_revoked_token_stops_its_feeds(live_server: ServerProcess) -> None:
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        created = (await api.post("/tokens", json={"role": "viewer", "label": "short-lived"})).json()
+        async with (
+            rest(live_server.url, created["token"]) as viewer,
+            viewer.stream("GET", "/events/stream") as stream,
+            ws_connect(live_server.url, created["token"]) as ws,
+        ):
+            assert json.loads(await ws.recv())["type"] == "ready"
+            assert (await api.delete(f"/tokens/{created['id']}")).status_code == 200
+            frames = [f async for f in sse_frames(stream)]  # the stream ends
+            assert frames[-1].event == "error"
+            assert frames[-1].json()["code"] == "unauthenticated"
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_wait_for_messages_over_mcp_and_rest(live_server: ServerProcess) -> None:
+    url = live_server.url
+    async with rest(url, live_server.admin_token) as api, asyncio.timeout(30):
+        ann_token = await token(api, "worker", project="default", agent="mail-ann")
+        bob_token = await token(api, "worker", project="default", agent="mail-bob")
+        async with mcp_client(live_server.mcp_url, bob_token) as bob, rest(url, ann_token) as ann:
+            await call(bob, "register_agent", name="mail-bob")
+            await ann.post("/projects/default/agents", json={"name": "mail-ann"})
+            waiting = asyncio.create_task(call(bob, "wait_for_messages", timeout_s=20))
+            while metric(url, "vibe_mail_waiters") < 1:
+                await asyncio.sleep(0.02)
+            sent = await ann.post(
+                "/projects/default/messages", json={"to": ["mail-bob"], "subject": "hi", "body": "b"}
+            )
+            sent_at = time.monotonic()
+            inbox = await waiting
+            assert time.monotonic() - sent_at < 1
+            assert [i["message"]["id"] for i in inbox["items"]] == [sent.json()["id"]]
+            assert inbox["items"][0]["message"]["sender"] == "mail-ann"
+
+            message_id = sent.json()["id"]
+            started = time.monotonic()
+            empty = await call(bob, "wait_for_messages", timeout_s=0.3, since_id=message_id)
+            assert empty["items"] == [] and time.monotonic() - started >= 0.3
+            error = await call_error(bob, "wait_for_messages", timeout_s=61)
+            assert "timeout_s" in error and "60" in error
+            assert "mail-ann" in await call_error(bob, "wait_for_messages", agent="mail-ann", timeout_s=1)
+
+        async with rest(url, bob_token) as bob_rest:
+            path = "/projects/default/agents/mail-bob/inbox/wait"
+            got = await bob_rest.get(path, params={"timeout_s": 5, "mark_read": "true"})
+            assert [i["message"]["id"] for i in got.json()["items"]] == [message_id]
+            assert got.json()["unread"] == 0
+            late = await bob_rest.get(path, params={"timeout_s": 0.2})
+            assert late.status_code == 200 and late.json()["items"] == []
+            refused = await bob_rest.get(path, params={"timeout_s": 61})
+            assert refused.status_code == 422
+            assert refused.json()["error"]["details"]["field"] == "timeout_s"
+
+
+async def test_mcp_clients_hear_resource_changes(live_server: ServerProcess) -> None:
+    admin = live_server.admin_token
+    async with rest(live_server.url, admin) as api, asyncio.timeout(20):
+        await api.post("/projects/default/agents", json={"name": "res-w"})
+        issue = (
+            await api.post("/projects/default/issues", json={"title": "watched", "agent": "res-w"})
+        ).json()
+        uri = f"vibe://projects/default/issues/{issue['id']}"
+        async with (
+            mcp_client(live_server.mcp_url, admin) as client,
+            client.listen(resource_subscriptions=[uri]) as subscription,
+        ):
+            await api.post("/projects/default/issues", json={"title": "unrelated", "agent": "res-w"})
+            await api.post(
+                f"/projects/default/issues/{issue['id']}/comments", json={"body": "hm", "agent": "res-w"}
+            )
+            change = await anext(subscription)
+            assert change == ResourceUpdated(uri=uri)
+
+
+async def test_a_subscriber_that_stops_reading_is_cut_off_and_resumes(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Big events (as a bulk import might write) overrun the kernel's buffers of a client that does not
+    read: it is cut off with the reason, a healthy subscriber gets everything, and the cut-off one
+    resumes from its last id without a gap."""
+    server = start_server(tmp_path, database_url=postgres_url, extra_env={"VIBE_FEED_SEND_TIMEOUT_S": "0.5"})
+    admin = server.admin_token
+    try:
+        async with rest(server.url, admin) as api, asyncio.timeout(60):
+            start = await latest_id(api)
+            slow_sse = _raw_sse(server.url, admin, start)
+            slow_ws_socket = _small_socket(server.url)
+            async with (
+                connect(
+                    ws_url(server.url, after=start),
+                    sock=slow_ws_socket,
+                    max_queue=1,
+                    compression=None,  # no permessage-deflate: the blobs would shrink to nothing
+                    additional_headers={"Authorization": f"Bearer {admin}"},
+                ) as slow_ws,
+                api.stream("GET", "/events/stream", params={"after": start}) as healthy,
+            ):
+                assert json.loads(await slow_ws.recv())["type"] == "ready"
+                await _bulk_events(postgres_url, count=120, size=64_000)
+                latest = await latest_id(api)
+                got = await next_events(sse_frames(healthy), 120)
+                assert [f.id for f in got] == list(range(start + 1, latest + 1))
+                while (
+                    metric(server.url, "vibe_feed_disconnects_total", transport="sse", reason="slow_consumer")
+                    < 1
+                ):
+                    await asyncio.sleep(0.05)
+                while (
+                    metric(server.url, "vibe_feed_disconnects_total", transport="ws", reason="slow_consumer")
+                    < 1
+                ):
+                    await asyncio.sleep(0.05)
+
+                # The SSE client reads again: a whole prefix, then the reason, then the end.
+                frames = await asyncio.to_thread(_read_to_end, slow_sse)
+                ids = [f.id for f in frames if f.id is not None]
+                assert ids == list(range(start + 1, start + 1 + len(ids))) and len(ids) < 120
+                assert frames[-1].event == "error"
+                assert frames[-1].json()["code"] == "slow_consumer"
+                assert frames[-1].json()["last_id"] == (ids[-1] if ids else start)
+                resume = {"Last-Event-ID": str(frames[-1].json()["last_id"])}
+                async with api.stream("GET", "/events/stream", headers=resume) as again:
+                    rest_frames = await next_events(sse_frames(again), latest - frames[-1].json()["last_id"])
+                assert [f.id for f in rest_frames] == list(
+                    range(frames[-1].json()["last_id"] + 1, latest + 1)
+                )
+
+                # The WebSocket client: a prefix, then close 4408 with the reason.
+                ws_ids: list[int] = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        message = json.loads(await slow_ws.recv())
+                        if message["type"] == "event":
+                            ws_ids.append(message["event"]["id"])
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+                assert "slow consumer" in closed.value.rcvd.reason
+                assert ws_ids == list(range(start + 1, start + 1 + len(ws_ids))) and len(ws_ids) < 120
+                async with ws_connect(server.url, admin, after=ws_ids[-1] if ws_ids else start) as ws:
+                    assert json.loads(await ws.recv())["type"] == "ready"
+                    resumed = await ws_events_until(ws, latest)
+                assert [e["id"] for e in resumed] == list(
+                    range((ws_ids[-1] if ws_ids else start) + 1, latest + 1)
+                )
+    finally:
+        server.stop()
+
+
+def _small_socket(url: str) -> socket.socket:
+    """A connected socket with a tiny receive buffer, so a client that stops reading stalls the sender."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def _raw_sse(url: str, token: str, after: int) -> socket.socket:
+    """An SSE request on a raw socket that then reads nothing (HTTP/1.0: the body ends at the close)."""
+    sock = _small_socket(url)
+    request = (
+        f"GET /api/v1/events/stream?after={after} HTTP/1.0\r\nHost: test\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    return sock
+
+
+def _read_to_end(sock: socket.socket) -> list[Frame]:
+    sock.settimeout(20)
+    chunks = []
+    while data := sock.recv(1 << 20):
+        chunks.append(data)
+    sock.close()
+    _, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return parse_sse(body.decode())
+
+
+async def _bulk_events(database_url: str, *, count: int, size: int) -> None:
+    """Append big events straight to the log, in one transaction (PostgreSQL tells every replica)."""
+    engine = create_async_engine(normalise_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
+            batch = [
+                event_store.NewEvent("test.bulk", "bulk", {"n": i, "blob": "x" * size}, None)
+                for i in range(count)
+            ]
+            await event_store.append(conn, now, batch)
+    finally:
+        await engine.dispose()
+
+
+async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env=FAST)
+    admin = server.admin_token
+    async with rest(server.url, admin) as api, asyncio.timeout(30):
+        await api.post("/projects/default/agents", json={"name": "late"})
+        async with (
+            api.stream("GET", "/events/stream") as stream,
+            ws_connect(server.url, admin) as ws,
+        ):
+            assert json.loads(await ws.recv())["type"] == "ready"
+            waiting = asyncio.create_task(
+                api.get("/projects/default/agents/late/inbox/wait", params={"timeout_s": 30})
+            )
+            while metric(server.url, "vibe_mail_waiters") < 1:
+                await asyncio.sleep(0.02)
+            asked = time.monotonic()
+            server.proc.terminate()
+            frames = [f async for f in sse_frames(stream)]
+            assert frames[-1].event == "error" and frames[-1].json()["code"] == "going_away"
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            answer = await waiting
+            assert answer.status_code == 200 and answer.json()["items"] == []
+            await asyncio.to_thread(server.proc.wait, 10)
+            assert time.monotonic() - asked < 3

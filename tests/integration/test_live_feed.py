@@ -19,7 +19,8 @@ from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.services.live import Feed
+from vibe_ensemble.services.live import Feed, RecentEvents
+from vibe_ensemble.store import events as event_store
 
 
 @pytest.fixture
@@ -201,3 +202,50 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_the_others_go_on(
     await asyncio.wait_for(healthy_task, 5.0)
     assert b"event: error" in healthy.chunks[-1]
     assert b"going_away" in healthy.chunks[-1]
+
+
+async def test_many_feeds_cost_one_read_per_commit(
+    live: Runtime, services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = await services.events.latest_id()
+    feeds = [await services.live.feed(admin, after=start) for _ in range(30)]
+    filtered = await services.live.feed(admin, after=start, types=["agent.*", "issue.ready"])
+    await services.agents.register(admin, name="w1")
+    for feed in [*feeds, filtered]:  # each starts with a look at the table
+        assert [e.type for e in await feed.next(5.0)] == ["agent.registered"]
+    reads = 0
+    real_after = event_store.after
+
+    async def counting_after(*args: Any, **kwargs: Any) -> list[Event]:
+        nonlocal reads
+        reads += 1
+        return await real_after(*args, **kwargs)
+
+    monkeypatch.setattr(event_store, "after", counting_after)
+    issue = await services.issues.create(admin, title="one commit, two events", agent="w1")
+    for feed in feeds:
+        got = await feed.next(5.0)
+        assert [(e.type, e.payload["id"]) for e in got] == [
+            ("issue.created", issue.id),
+            ("issue.ready", issue.id),
+        ]
+    assert [e.type for e in await filtered.next(5.0)] == ["issue.ready"]
+    assert reads == 1  # one shared read for all 31 feeds
+
+
+async def test_a_feed_far_behind_catches_up_from_the_table(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    recent = RecentEvents(services.ctx, capacity=5)
+    start = await services.events.latest_id()
+    assert await recent.after(start) == ([], start)
+    await services.agents.register(admin, name="w1")
+    for i in range(10):
+        await services.issues.create(admin, title=f"issue {i}", agent="w1")
+    latest = services.ctx.hub.latest
+    window = await recent.after(latest - 3)
+    assert window is not None and [e.id for e in window[0]] == [latest - 2, latest - 1, latest]
+    assert await recent.after(start) is None  # the window moved on: a feed this far behind reads the table
+    feed = Feed(services.ctx, recent, after=start, project=None, types=None, page_size=4)
+    got = await drain(feed, latest)
+    assert [e.id for e in got] == list(range(start + 1, latest + 1))

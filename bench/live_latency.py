@@ -1,0 +1,244 @@
+"""Delivery latency of the live feed: from an event's commit to each of many subscribers.
+
+    python bench/live_latency.py                              # own server on SQLite, 100 SSE subscribers
+    python bench/live_latency.py --transport ws               # the same over WebSocket
+    python bench/live_latency.py --database-url postgresql+asyncpg://…/empty_db --replicas 3
+                                                              # written to! subscribers spread over 3
+                                                              # replicas, the writer on the first
+
+`--subscribers` clients follow `/api/v1/events/stream` (or `/api/v1/events/ws`) for
+`issue.commented` events, while one writer comments on an issue `--events` times, one
+comment every `--interval` seconds. Each comment is one transaction with one event.
+The latency of a delivery is the time a subscriber has parsed the event minus the
+event's own timestamp, which the server takes at the start of the transaction: so it
+includes the (short) write transaction, and is an upper bound of commit-to-subscriber.
+Client and server run on this machine and share its clock. Figures are printed, never
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import httpx2
+from websockets.asyncio.client import connect
+
+TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
+EVENT_TYPE = "issue.commented"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[str], str]]:
+    """Start `replicas` servers on one database; yield their URLs and the first-start admin token."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="vibe-bench-") as tmp:
+        try:
+            for i in range(replicas):
+                port = free_port()
+                env = {
+                    **os.environ,
+                    "VIBE_DATA_DIR": tmp,
+                    "VIBE_PORT": str(port),
+                    "VIBE_HOST": "127.0.0.1",
+                    "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"admin": 0}),
+                }
+                argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
+                if database_url:
+                    argv += ["--database-url", database_url]
+                log_path = Path(tmp) / f"server-{i}.log"
+                with log_path.open("w") as log:
+                    procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url, procs[-1], log_path)
+                urls.append(url)
+            match = TOKEN_RE.search((Path(tmp) / "server-0.log").read_text())
+            if match is None:
+                raise SystemExit("the server printed no first-start admin token (is the database new?)")
+            yield urls, match.group(1)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=15)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx2.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server at {url} was not ready in 30 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+class Subscriber:
+    def __init__(self, url: str, token: str, after: int, wanted: int) -> None:
+        self.url = url
+        self.token = token
+        self.after = after
+        self.wanted = wanted
+        self.latencies_ms: list[float] = []
+        self.ready = asyncio.Event()
+        self.done = asyncio.Event()
+
+    def got(self, event: dict[str, object]) -> None:
+        received = time.time()
+        sent = datetime.fromisoformat(str(event["time"])).timestamp()
+        self.latencies_ms.append((received - sent) * 1000)
+        if len(self.latencies_ms) == self.wanted:
+            self.done.set()
+
+    async def follow_sse(self) -> None:
+        """A plain HTTP/1.0 client: the lightest way to hold many streams in one process."""
+        host, port = self.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
+        query = f"after={self.after}&types={EVENT_TYPE}"
+        writer.write(
+            f"GET /api/v1/events/stream?{query} HTTP/1.0\r\nHost: bench\r\n"
+            f"Authorization: Bearer {self.token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise SystemExit(f"the stream was refused: {status!r}")
+        while await reader.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        self.ready.set()
+        try:
+            while not self.done.is_set():
+                line = await reader.readline()
+                if not line:
+                    raise SystemExit("a stream ended early")
+                if line.startswith(b"data: "):
+                    self.got(json.loads(line[6:]))
+        finally:
+            writer.close()
+
+    async def follow_ws(self) -> None:
+        base = self.url.replace("http://", "ws://")
+        url = f"{base}/api/v1/events/ws?after={self.after}&types={EVENT_TYPE}"
+        async with connect(url, additional_headers={"Authorization": f"Bearer {self.token}"}) as ws:
+            async for raw in ws:
+                message = json.loads(raw)
+                if message["type"] == "ready":
+                    self.ready.set()
+                elif message["type"] == "event":
+                    self.got(message["event"])
+                    if self.done.is_set():
+                        return
+
+
+async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(base_url=urls[0] + "/api/v1", headers=headers, timeout=30) as api:
+        await api.post("/projects/default/agents", json={"name": "bench-writer"})
+        issue = (
+            await api.post("/projects/default/issues", json={"title": "bench", "agent": "bench-writer"})
+        ).json()
+        start = (await api.get("/events", params={"after": 0, "limit": 1})).json()
+        after = await newest_id(api, start["last_id"])
+        subscribers = [
+            Subscriber(urls[i % len(urls)], token, after, args.events) for i in range(args.subscribers)
+        ]
+        tasks = [
+            asyncio.create_task(s.follow_ws() if args.transport == "ws" else s.follow_sse())
+            for s in subscribers
+        ]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(s.ready.wait() for s in subscribers))
+        print(
+            f"{len(subscribers)} {args.transport} subscribers on {len(urls)} server(s); "
+            f"writing {args.events} events, one every {args.interval * 1000:.0f} ms"
+        )
+        for i in range(args.events):
+            response = await api.post(
+                f"/projects/default/issues/{issue['id']}/comments",
+                json={"body": f"#{i}", "agent": "bench-writer"},
+            )
+            response.raise_for_status()
+            await asyncio.sleep(args.interval)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(s.done.wait() for s in subscribers))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [ms for s in subscribers for ms in s.latencies_ms]
+
+
+async def newest_id(api: httpx2.AsyncClient, after: int) -> int:
+    while True:
+        page = (await api.get("/events", params={"after": after, "limit": 1000})).json()
+        if not page["items"]:
+            return after
+        after = page["last_id"]
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="a running server (default: start one or more)")
+    parser.add_argument("--token", help="an admin token for --url")
+    parser.add_argument(
+        "--database-url", help="an EMPTY database for the servers started here (default: SQLite)"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="servers to start on one database (PostgreSQL)"
+    )
+    parser.add_argument("--subscribers", type=int, default=100, help="concurrent subscribers (default 100)")
+    parser.add_argument("--events", type=int, default=200, help="events to write (default 200)")
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between writes (default 0.02)")
+    parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
+    args = parser.parse_args()
+    if args.url and not args.token:
+        parser.error("--url needs --token")
+    if args.replicas > 1 and not (args.database_url or "").startswith("postgres"):
+        parser.error("several replicas need --database-url postgresql+asyncpg://… (SQLite has one owner)")
+
+    if args.url:
+        latencies = asyncio.run(bench([args.url.rstrip("/")], args.token, args))
+    else:
+        with own_servers(args.database_url, args.replicas) as (urls, token):
+            latencies = asyncio.run(bench(urls, token, args))
+
+    ordered = sorted(latencies)
+    print(f"\n{'deliveries':>10}{'median ms':>11}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
+    print(
+        f"{len(ordered):>10}{statistics.median(ordered):>11.2f}{percentile(ordered, 99):>9.2f}"
+        f"{statistics.fmean(ordered):>9.2f}{ordered[-1]:>9.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

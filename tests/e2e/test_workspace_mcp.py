@@ -202,6 +202,9 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
             await ann.read_resource("vibe://projects/default/knowledge/99")
         with pytest.raises(MCPError, match="invalid_input"):
             await ann.read_resource("vibe://projects/default/issues/x")
+        with pytest.raises(MCPError, match="invalid_input"):
+            await ann.read_resource("vibe://projects?limit=lots")
+        assert len(await _resource(ann, "vibe://projects?limit=1")) == 1
         with pytest.raises(MCPError, match="permission_denied"):
             await ann.read_resource("vibe://projects/other/board")  # ann's token is scoped to default
 

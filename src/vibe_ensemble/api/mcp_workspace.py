@@ -77,9 +77,10 @@ def _json(value: Any) -> str:
     return TypeAdapter(type(value)).dump_json(value, indent=2).decode()
 
 
-def _entry_id(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_ID:
-        raise InvalidInput("id", "must be a positive integer")
+def _positive(field: str, value: str, maximum: int = MAX_ID) -> int:
+    """A URI parameter that must be a whole number from 1 to `maximum`."""
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise InvalidInput(field, f"must be a whole number from 1 to {maximum}")
     return int(value)
 
 
@@ -281,8 +282,8 @@ def _register_resources(mcp: MCPServer, services: Services, _caller: CallerFn) -
         mime_type=json_type,
     )
     @_protocol_errors
-    async def projects(ctx: Context, limit: int = 500) -> str:
-        return _json((await services.projects.list(_caller(ctx)))[: max(1, limit)])
+    async def projects(ctx: Context, limit: str = "500") -> str:
+        return _json((await services.projects.list(_caller(ctx)))[: _positive("limit", limit, 500)])
 
     @mcp.resource(
         "vibe://projects/{project}",
@@ -324,7 +325,7 @@ def _register_resources(mcp: MCPServer, services: Services, _caller: CallerFn) -
     )
     @_protocol_errors
     async def issue(ctx: Context, project: str, id: str) -> str:
-        return _json(await services.issues.get(_caller(ctx), _entry_id(id), project=project))
+        return _json(await services.issues.get(_caller(ctx), _positive("id", id), project=project))
 
     @mcp.resource(
         "vibe://projects/{project}/knowledge/{id}",
@@ -335,4 +336,4 @@ def _register_resources(mcp: MCPServer, services: Services, _caller: CallerFn) -
     )
     @_protocol_errors
     async def knowledge(ctx: Context, project: str, id: str) -> str:
-        return _json(await services.knowledge.get(_caller(ctx), _entry_id(id), project=project))
+        return _json(await services.knowledge.get(_caller(ctx), _positive("id", id), project=project))

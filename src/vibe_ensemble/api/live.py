@@ -413,19 +413,25 @@ async def wait_for_messages(
 
 
 def resource_changes(event: Event) -> list[ServerEvent]:
-    """The MCP resource changes an event stands for (what `subscriptions/listen` clients hear)."""
+    """The MCP resource changes an event stands for (what `subscriptions/listen` clients hear).
+
+    The resources are those of api/mcp_workspace.py: a project (with its board in brief),
+    its board (issues, the active team, live leases), one issue, one knowledge entry.
+    """
     if event.project is None:
         return []
-    base = f"vibe://projects/{event.project}"
+    project = f"vibe://projects/{event.project}"
     family = event.type.split(".", 1)[0]
-    if family == "issue" and isinstance(event.payload.get("id"), int):
-        return [ResourceUpdated(f"{base}/issues/{event.payload['id']}"), ResourceUpdated(f"{base}/board")]
-    if family == "knowledge" and isinstance(event.payload.get("id"), int):
-        return [ResourceUpdated(f"{base}/knowledge/{event.payload['id']}")]
-    if family == "agent":
-        return [ResourceUpdated(f"{base}/board")]
+    board: list[ServerEvent] = [ResourceUpdated(f"{project}/board"), ResourceUpdated(project)]
+    item = event.payload.get("id")
+    if family == "issue" and isinstance(item, int):
+        return [ResourceUpdated(f"{project}/issues/{item}"), *board]
+    if family in ("agent", "reservation"):
+        return board
+    if family == "knowledge" and isinstance(item, int):
+        return [ResourceUpdated(f"{project}/knowledge/{item}")]
     if event.type == "project.created":
-        return [ResourcesListChanged(), ResourceUpdated(base)]
+        return [ResourcesListChanged(), ResourceUpdated("vibe://projects"), ResourceUpdated(project)]
     return []
 
 

@@ -249,3 +249,21 @@ async def test_a_feed_far_behind_catches_up_from_the_table(
     feed = Feed(services.ctx, recent, after=start, project=None, types=None, page_size=4)
     got = await drain(feed, latest)
     assert [e.id for e in got] == list(range(start + 1, latest + 1))
+
+
+async def test_a_stream_that_cannot_read_the_log_ends_with_the_reason(
+    live: Runtime, services: Services, admin: Caller, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def valid() -> bool:
+        return True
+
+    async def broken(*args: Any, **kwargs: Any) -> list[Event]:
+        raise OSError("the disk went away")
+
+    sink = Sink()
+    stream = EventStream(await services.live.feed(admin, after=0), Settings(data_dir=tmp_path), valid)
+    monkeypatch.setattr(event_store, "after", broken)
+    await asyncio.wait_for(stream({"type": "http"}, never_disconnects, sink.send), 5.0)
+    assert b"event: error" in sink.chunks[-1]
+    assert b'"code": "internal"' in sink.chunks[-1]
+    assert b'"last_id": 0' in sink.chunks[-1]

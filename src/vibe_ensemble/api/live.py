@@ -57,6 +57,7 @@ WS_CLOSE = {
 }
 WS_SLOW = 4408
 WS_GOING_AWAY = 1001
+WS_INTERNAL_ERROR = 1011
 
 TypesQuery = Annotated[
     list[str] | None,
@@ -176,7 +177,15 @@ class EventStream(Response):
         if not await self._send(send, hello):
             return
         while True:
-            events = await feed.next(self.keepalive_s)
+            try:
+                events = await feed.next(self.keepalive_s)
+            except Exception:
+                log.exception("feed_failed", transport="sse", last_id=self.sent_id)
+                message = (
+                    f"the server could not read the event log; reconnect to resume after event {self.sent_id}"
+                )
+                await self._finish(send, _error_frame("internal", message, self.sent_id))
+                return
             if feed.closed:
                 message = f"the server is shutting down; reconnect to resume after event {self.sent_id}"
                 await self._finish(send, _error_frame("going_away", message, self.sent_id))
@@ -331,7 +340,12 @@ class _WebSocketFeed:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(read_client)
-            await self._write_events()
+            try:
+                await self._write_events()
+            except Exception:
+                log.exception("feed_failed", transport="ws", last_id=self.sent_id)
+                reason = f"server error; reconnect with after={self.sent_id}"
+                await _close(self.ws, WS_INTERNAL_ERROR, reason)
             tg.cancel_scope.cancel()
 
     async def _read_client(self) -> None:

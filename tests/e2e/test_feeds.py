@@ -108,9 +108,13 @@ async def test_sse_filters_scopes_and_refuses_bad_input(live_server: ServerProce
         bad_type = await api.get("/events/stream", params={"types": "Issue Created"})
         assert bad_type.status_code == 422
         assert bad_type.json()["error"]["details"]["field"] == "types"
-        bad_id = await api.get("/events/stream", headers={"Last-Event-ID": "yesterday"})
-        assert bad_id.status_code == 422
-        assert bad_id.json()["error"]["details"]["field"] == "Last-Event-ID"
+        for bad in ("yesterday", "-1", "1.5", "9" * 25):
+            bad_id = await api.get("/events/stream", headers={"Last-Event-ID": bad})
+            assert bad_id.status_code == 422
+            assert bad_id.json()["error"]["details"]["field"] == "Last-Event-ID"
+        too_far = await api.get("/events/stream", params={"after": 2**63})
+        assert too_far.status_code == 422
+        assert too_far.json()["error"]["details"]["field"] == "after"
         async with rest(live_server.url, "vibe_" + "x" * 40) as stranger:
             assert (await stranger.get("/events/stream")).status_code == 401
 
@@ -144,6 +148,7 @@ async def test_websocket_feed_auth_ping_and_resume(live_server: ServerProcess) -
             ({}, "not json at all", 4401, "first message"),
             ({"types": "Bad Type"}, admin, 4400, "types"),
             ({"after": "-3"}, admin, 4400, "after"),
+            ({"after": "9" * 25}, admin, 4400, "after"),
         ]:
             async with connect(ws_url(live_server.url, **query), open_timeout=10) as ws:
                 await ws.send(

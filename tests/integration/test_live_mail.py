@@ -166,3 +166,15 @@ async def test_waiters_are_released_at_shutdown(live: Runtime, services: Service
     live.begin_shutdown()
     inbox = await asyncio.wait_for(waiting, 2)
     assert inbox.items == []
+
+
+async def test_ids_beyond_64_bits_are_refused_by_name(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    await agents(services, admin, "bob")
+    with pytest.raises(InvalidInput) as refused:
+        await services.live.wait_for_messages(admin, agent="bob", timeout_s=0, since_id=2**64)
+    assert refused.value.details["field"] == "since_id"
+    with pytest.raises(InvalidInput) as refused:
+        await services.live.feed(admin, after=2**63)
+    assert refused.value.details["field"] == "after"

@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1")
 
 EVENT_JSON: TypeAdapter[Event] = TypeAdapter(Event)
+MAX_ID = 2**63 - 1
 RETRY_MS = 2000  # SSE: how long a browser waits before it reconnects
 AUTH_TIMEOUT_S = 10.0  # WebSocket: how long the first (auth) message may take
 CLOSE_TIMEOUT_S = 1.0
@@ -94,7 +95,7 @@ async def event_stream(
     project: ProjectQuery = None,
     types: TypesQuery = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Start after this event id (default: from now on).")
+        int | None, Query(ge=0, le=MAX_ID, description="Start after this event id (default: from now on).")
     ] = None,
     last_event_id: Annotated[
         str | None,
@@ -107,9 +108,7 @@ async def event_stream(
     it by themselves) to resume exactly after the last event seen.
     """
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise InvalidInput("Last-Event-ID", "must be an event id (a whole number, 0 or more)")
-        after = int(last_event_id)
+        after = _event_id("Last-Event-ID", last_event_id.strip())
     feed = await services.live.feed(caller, project=project, types=types, after=after)
     token = _bearer(request.headers)
 
@@ -128,6 +127,12 @@ async def _still_valid(services: Services, token: str) -> bool:
     except VibeError:
         return True  # rate limited: the token itself is still good
     return True
+
+
+def _event_id(field: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise InvalidInput(field, "must be an event id (a whole number, 0 or more)")
+    return int(raw)
 
 
 def _frame(event: Event) -> bytes:
@@ -291,11 +296,7 @@ async def _first_message_token(websocket: WebSocket) -> str | None:
 def _ws_query(websocket: WebSocket) -> dict[str, Any]:
     params = websocket.query_params
     after_raw = params.get("after")
-    after = None
-    if after_raw is not None:
-        if not after_raw.isdigit():
-            raise InvalidInput("after", "must be 0 or an event id")
-        after = int(after_raw)
+    after = None if after_raw is None else _event_id("after", after_raw)
     project = params.get("project")
     if project is not None and len(project) > 64:
         raise InvalidInput("project", "at most 64 characters")
@@ -407,7 +408,7 @@ async def wait_for_messages(
     caller: CallerDep,
     services: ServicesDep,
     timeout_s: Annotated[float, Query(description="Give up after this many seconds (at most 60).")] = 30.0,
-    since_id: Annotated[int, Query(ge=0, description="Only messages with a larger id.")] = 0,
+    since_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     mark_read: bool = False,
 ) -> Inbox:

@@ -33,6 +33,7 @@ from vibe_ensemble.store import events as event_store
 log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 100
+MAX_EVENT_ID = 2**63 - 1  # ids are 64-bit
 RECENT_CAPACITY = 1000
 MAX_TYPES = 20
 MAX_WAIT_S = 60.0
@@ -322,7 +323,7 @@ class LiveService(Service):
     ) -> Feed:
         """Follow the event log after `after` (None: from now on), within what the caller may read."""
         caller.require(Op.EVENT_READ)
-        if after is not None and after < 0:
+        if after is not None and not 0 <= after <= MAX_EVENT_ID:
             raise InvalidInput("after", "must be 0 or an event id")
         wanted = check_types(types)
         project_ids = await self._events.scope(caller, project)
@@ -349,7 +350,7 @@ class LiveService(Service):
         caller.require(Op.MESSAGE_READ)
         if not 0 <= timeout_s <= MAX_WAIT_S:
             raise InvalidInput("timeout_s", f"must be between 0 and {MAX_WAIT_S:g} seconds")
-        if since_id < 0:
+        if not 0 <= since_id <= MAX_EVENT_ID:
             raise InvalidInput("since_id", "must be 0 or a message id")
         limit = rules.limit("limit", limit)
         name = caller.acting_agent(agent)

@@ -386,3 +386,32 @@ async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> 
             assert answer.status_code == 200 and answer.json()["items"] == []
             await asyncio.to_thread(server.proc.wait, 10)
             assert time.monotonic() - asked < 3
+
+
+async def test_a_scoped_token_hears_no_changes_of_another_project(live_server: ServerProcess) -> None:
+    admin = live_server.admin_token
+    async with rest(live_server.url, admin) as api, asyncio.timeout(20):
+        await api.post("/projects", json={"slug": "listen-other"})
+        scoped = (await api.post("/tokens", json={"role": "worker", "project": "listen-other"})).json()["token"]
+        for project in ("default", "listen-other"):
+            await api.post(f"/projects/{project}/agents", json={"name": "listen-w"})
+        theirs = (
+            await api.post("/projects/default/issues", json={"title": "not yours", "agent": "listen-w"})
+        ).json()
+        mine = (
+            await api.post("/projects/listen-other/issues", json={"title": "yours", "agent": "listen-w"})
+        ).json()
+        their_uri = f"vibe://projects/default/issues/{theirs['id']}"
+        my_uri = f"vibe://projects/listen-other/issues/{mine['id']}"
+        async with (
+            mcp_client(live_server.mcp_url, scoped) as client,
+            client.listen(resource_subscriptions=[their_uri, my_uri]) as subscription,
+        ):
+            # The other project's change commits first: were it delivered, it would arrive first.
+            await api.post(
+                f"/projects/default/issues/{theirs['id']}/comments", json={"body": "x", "agent": "listen-w"}
+            )
+            await api.post(
+                f"/projects/listen-other/issues/{mine['id']}/comments", json={"body": "y", "agent": "listen-w"}
+            )
+            assert await anext(subscription) == ResourceUpdated(uri=my_uri)

@@ -7,6 +7,7 @@ stdio, from the token the process was started with.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,8 +15,10 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import structlog
 from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
@@ -110,6 +113,45 @@ async def _audit_denial(call: tuple[Any, ...], exc: PermissionDenied) -> None:
         log.exception("audit_failed", action="access.denied")
 
 
+def _request_caller(request: Any) -> Caller | None:
+    caller = None if request is None else getattr(request, "scope", {}).get(CALLER_KEY)
+    return caller if isinstance(caller, Caller) else None
+
+
+def _credential_principal(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    caller = _request_caller(ctx.request)
+    return None if caller is None or caller.credential_id is None else f"credential:{caller.credential_id}"
+
+
+class _ScopedListen:
+    """`subscriptions/listen`: a project-scoped token hears only its own project's `vibe://` resources."""
+
+    def __init__(self, stdio_caller: Caller | None) -> None:
+        self.stdio_caller = stdio_caller
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        caller = _request_caller(ctx.request) or self.stdio_caller
+        if ctx.method != "subscriptions/listen" or caller is None or caller.project is None:
+            return await call_next(ctx)
+        params = dict(ctx.params or {})
+        wanted = dict(params.get("notifications") or {})
+        uris = wanted.get("resourceSubscriptions")
+        if isinstance(uris, list):
+            wanted["resourceSubscriptions"] = [u for u in uris if _uri_in_scope(u, caller.project)]
+            params["notifications"] = wanted
+        return await call_next(dataclasses.replace(ctx, params=params))
+
+
+def _uri_in_scope(uri: object, project: str) -> bool:
+    """True for `vibe://projects` (the list, already filtered per caller) and this project's URIs."""
+    if not isinstance(uri, str):
+        return False
+    if uri == "vibe://projects":
+        return True
+    prefix = f"vibe://projects/{project}"
+    return uri == prefix or uri.startswith(prefix + "/") or uri.startswith(prefix + "?")
+
+
 def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
 
@@ -154,6 +196,12 @@ def build_mcp(
         version="0.1.0",
         log_level="WARNING",
         subscriptions=subscriptions,
+        # Replicas share the key, so a multi-round-trip request may come back to any of them;
+        # sealed state is bound to the credential that started it.
+        request_state_security=RequestStateSecurity(
+            keys=[settings.request_state_key], bind_principal=_credential_principal
+        ),
+        middleware=[_ScopedListen(stdio_caller)],
     )
     tool = mcp.tool
 

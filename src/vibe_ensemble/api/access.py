@@ -46,6 +46,8 @@ P = "/api/v1/projects/{project}"
 _ASSIGN = "assigning another agent also needs issue.assign_others"
 _OWN_EVENTS = "a scoped token sees its own project's events only"
 _BOARD = "also project.read, agent.read and reservation.read"
+_DASH_BOARD = "also project.read, agent.read, reservation.read and event.read"
+_DASH_MAIL = "message.sent events: subjects and recipients, never bodies"
 _BRIEFING = "also the read ops of agents, issues, leases and knowledge; mail only for an acting agent"
 
 # (method, path) → access. Methods as served; HEAD is implied by GET. WebSocket routes use "WS".
@@ -105,6 +107,18 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/tokens"): needs(Op.TOKEN_ADMIN),
     ("DELETE", "/api/v1/tokens/{token_id}"): needs(Op.TOKEN_ADMIN),
     ("GET", "/api/v1/audit"): needs(Op.AUDIT_READ),
+    # the dashboard (a session cookie from /login, or a bearer token; docs/dashboard.md)
+    ("GET", "/login"): Access(None, "public", "paste a token; starts a session"),
+    ("POST", "/login"): Access(None, "public", "paste a token; starts a session"),
+    ("POST", "/logout"): Access(None, "public", "ends this browser's session"),
+    ("GET", "/"): needs(Op.ISSUE_READ, _DASH_BOARD),
+    ("GET", "/fragments/board"): needs(Op.ISSUE_READ, _DASH_BOARD),
+    ("GET", "/issues/{issue_id}"): needs(Op.ISSUE_READ),
+    ("GET", "/fragments/issues/{issue_id}"): needs(Op.ISSUE_READ),
+    ("GET", "/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
+    ("GET", "/fragments/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
+    ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),
+    ("POST", "/agents/{name}/retire"): needs(Op.AGENT_RETIRE),
 }
 
 # MCP tool name → access (the `full` profile is a superset of `core`).

@@ -11,7 +11,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.routing import Route
 
 from vibe_ensemble import __version__
-from vibe_ensemble.api import live, security
+from vibe_ensemble.api import live, security, web
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.rest import errors, workspace
 from vibe_ensemble.api.rest.routes import router
@@ -69,6 +69,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(router)
     app.include_router(live.router)
     app.include_router(workspace.router)
+    web.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     app.router.routes.append(
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)

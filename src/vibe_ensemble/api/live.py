@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import anyio
 import structlog
-from fastapi import APIRouter, Header, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
@@ -26,8 +26,9 @@ from pydantic import TypeAdapter
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from vibe_ensemble.api.rest.deps import CallerDep, ServicesDep
-from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.api.rest.deps import BearerDep, CallerDep, ServicesDep, get_caller
+from vibe_ensemble.api.web import session as web_session
+from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, Unauthenticated, VibeError
 from vibe_ensemble.domain.models import Event, Inbox
 from vibe_ensemble.ops import metrics
@@ -82,6 +83,20 @@ def _bearer(headers: Any) -> str:
 # --- Server-Sent Events -----------------------------------------------------------
 
 
+async def _feed_caller(request: Request, credentials: BearerDep) -> Caller:
+    """A bearer token, or the dashboard's session cookie (a browser's EventSource cannot send headers)."""
+    if credentials is None:
+        found = web_session.from_request(request)
+        if found is not None:
+            caller = await web_session.authenticate(request.app.state.services, request, found)
+            request.state.caller = caller
+            return caller
+    return await get_caller(request, credentials)
+
+
+FeedCallerDep = Annotated[Caller, Depends(_feed_caller)]
+
+
 @router.get(
     "/events/stream",
     tags=["events"],
@@ -90,7 +105,7 @@ def _bearer(headers: Any) -> str:
 )
 async def event_stream(
     request: Request,
-    caller: CallerDep,
+    caller: FeedCallerDep,
     services: ServicesDep,
     project: ProjectQuery = None,
     types: TypesQuery = None,
@@ -111,8 +126,11 @@ async def event_stream(
         after = _event_id("Last-Event-ID", last_event_id.strip())
     feed = await services.live.feed(caller, project=project, types=types, after=after)
     token = _bearer(request.headers)
+    session = None if token else web_session.from_request(request)
 
     async def still_valid() -> bool:
+        if session is not None:
+            return await web_session.still_valid(services, session)
         return await _still_valid(services, token)
 
     return EventStream(feed, _settings(request), still_valid)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-* trusted from
     limit_concurrency: int | None = Field(None, ge=1)  # uvicorn: answer 503 beyond this many connections
+    # dashboard sessions (docs/dashboard.md): the HMAC key that signs session cookies and CSRF tokens
+    # (empty: a random key per process, so sessions end at a restart), and how long a session lasts
+    session_secret: str = ""
+    session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600)
 
     @field_validator("database_url")
     @classmethod
@@ -92,6 +96,8 @@ class Settings(BaseSettings):
             reasons.append(
                 "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret"
             )
+        if len(self.session_secret) < 32:
+            reasons.append("VIBE_SESSION_SECRET is unset or shorter than 32 characters: set a random secret")
         if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
             reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
         return reasons

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import InvalidInput
-from vibe_ensemble.domain.models import EventPage
+from vibe_ensemble.domain.models import Event, EventPage
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import events as store
@@ -42,6 +42,15 @@ class EventService(Service):
         async with self.ctx.db.read() as conn:
             items = await store.after(conn, after, project_ids=project_ids, types=types, limit=limit)
         return EventPage(items=items, last_id=items[-1].id if items else after)
+
+    async def recent(
+        self, caller: Caller, *, project: str | None = None, types: list[str] | None = None, limit: int = 20
+    ) -> list[Event]:
+        """The newest events the caller may read, newest first (the dashboard's recent activity)."""
+        limit = rules.limit("limit", limit, maximum=1000)
+        project_ids = await self.scope(caller, project)
+        async with self.ctx.db.read() as conn:
+            return await store.recent(conn, project_ids=project_ids, types=types, limit=limit)
 
     async def latest_id(self) -> int:
         async with self.ctx.db.read() as conn:

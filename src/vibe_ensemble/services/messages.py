@@ -37,8 +37,13 @@ class MessageService(Service):
         thread_id: str | None = None,
         importance: Importance = Importance.NORMAL,
         ack_required: bool = False,
+        overseer: bool = False,
     ) -> Message:
-        """Deliver to named agents, to every agent of a role, or to everyone (never back to the sender)."""
+        """Deliver to named agents, to every agent of a role, or to everyone (never back to the sender).
+
+        `overseer`: a person steering the agents from the dashboard; the message is also written to
+        the audit log (`message.overseer`), in the same transaction.
+        """
         caller.require(Op.MESSAGE_SEND)
         sender = actor_name(caller, agent)
         subject = rules.text("subject", subject, max_len=rules.MAX_TITLE)
@@ -98,6 +103,18 @@ class MessageService(Service):
                 importance=importance.value,
                 thread_id=message.thread_id,
             )
+            if overseer:
+                tx.audit(
+                    caller,
+                    "message.overseer",
+                    project=proj.slug,
+                    message_id=message_id,
+                    recipients=sorted(recipients.values()),
+                    to_role=to_role.value if to_role else None,
+                    broadcast=broadcast,
+                    subject=subject,
+                    importance=importance.value,
+                )
         return message
 
     async def fetch_inbox(

@@ -177,6 +177,38 @@ class TokenService(Service):
             self.throttle(caller)
         return caller
 
+    async def authenticate_session(
+        self, credential_id: int, *, remote: str = "", throttle: bool = True
+    ) -> Caller:
+        """The caller a dashboard session stands for: its credential, looked up again on every request,
+        so a revoked or expired token ends its sessions at once. Failures are audited like `authenticate`.
+        """
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(_select().where(credentials.c.id == credential_id))).first()
+        now = self.ctx.clock()
+        reason = ""
+        if row is None:
+            reason = "session of an unknown token"
+        elif row.revoked_at is not None:
+            reason = "session of a revoked token"
+        elif row.expires_at is not None and row.expires_at <= now:
+            reason = "session of an expired token"
+        if reason or row is None:
+            await self._failed(reason, "", remote, credential_id=credential_id)
+            raise Unauthenticated("the session's token is invalid, expired or revoked; log in again")
+        caller = Caller(
+            credential_id=row.id,
+            role=TokenRole(row.role),
+            project=row.slug,
+            agent=row.agent_name,
+            label=row.label or row.prefix,
+            tool_profile=row.tool_profile,
+            remote=remote,
+        )
+        if throttle:
+            self.throttle(caller)
+        return caller
+
     def throttle(self, caller: Caller) -> None:
         """Spend one request of the caller's rate limit (per credential, per role); `RateLimited` when out."""
         if self.ctx.limiter is None or caller.credential_id is None:

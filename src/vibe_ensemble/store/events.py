@@ -87,6 +87,23 @@ async def after(
     return [_to_event(r) for r in rows]
 
 
+async def recent(
+    conn: AsyncConnection,
+    *,
+    project_ids: Sequence[int] | None = None,
+    types: Sequence[str] | None = None,
+    limit: int = 20,
+) -> list[Event]:
+    """The newest events, newest first; filtered like `after`."""
+    q = _select()
+    if project_ids is not None:
+        q = q.where(events.c.project_id.in_(project_ids))
+    if types:
+        q = q.where(sa.or_(*(_type_matches(t) for t in types)))
+    rows = await conn.execute(q.order_by(events.c.id.desc()).limit(limit))
+    return [_to_event(r) for r in rows]
+
+
 def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
     """`issue.*` matches every issue event; anything else matches exactly."""
     if pattern.endswith(".*"):

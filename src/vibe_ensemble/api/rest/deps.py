@@ -29,5 +29,6 @@ async def get_caller(
     return caller
 
 
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,128 @@
+"""Dashboard sessions: a signed cookie naming a credential, and CSRF tokens derived from it.
+
+The cookie holds no secret: `v1.<credential id>.<expires>.<nonce>.<signature>`, signed with
+HMAC-SHA256 under the session key (`VIBE_SESSION_SECRET`, or a random key per process). It is
+only a pointer: every request looks the credential up again (`TokenService.authenticate_session`),
+so revoking or expiring the token ends its sessions at once. A form's CSRF token is an HMAC of the
+cookie, checked on every POST; the cookie is also `SameSite=Strict` and `HttpOnly`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import Unauthenticated, VibeError
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services import Services
+
+COOKIE = "vibe_session"
+CSRF_FIELD = "csrf"
+_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Session:
+    credential_id: int
+    expires: int  # unix time
+    value: str  # the cookie as sent
+
+
+def session_key(settings: Settings) -> bytes:
+    """The configured key, or a random one for this process (sessions then end at a restart)."""
+    return (settings.session_secret or secrets.token_urlsafe(32)).encode()
+
+
+def _sign(key: bytes, message: str) -> str:
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def issue(key: bytes, credential_id: int, ttl_s: int, now: float | None = None) -> Session:
+    expires = int((time.time() if now is None else now) + ttl_s)
+    body = f"{_VERSION}.{credential_id}.{expires}.{secrets.token_urlsafe(12)}"
+    return Session(credential_id, expires, f"{body}.{_sign(key, body)}")
+
+
+def read(key: bytes, value: str, now: float | None = None) -> Session | None:
+    """The session a cookie stands for; None when it is malformed, forged or past its expiry."""
+    if len(value) > 200:
+        return None
+    body, _, signature = value.rpartition(".")
+    parts = body.split(".")
+    if len(parts) != 4 or parts[0] != _VERSION or not hmac.compare_digest(signature, _sign(key, body)):
+        return None
+    try:
+        credential_id, expires = int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    if expires <= (time.time() if now is None else now):
+        return None
+    return Session(credential_id, expires, value)
+
+
+def csrf_token(key: bytes, session: Session) -> str:
+    return _sign(key, f"csrf.{session.value}")
+
+
+def csrf_ok(key: bytes, session: Session, given: str) -> bool:
+    return hmac.compare_digest(given.encode(), csrf_token(key, session).encode())
+
+
+def key_of(conn: HTTPConnection) -> bytes:
+    key: bytes = conn.app.state.session_key
+    return key
+
+
+def from_request(conn: HTTPConnection) -> Session | None:
+    """The request's valid session cookie, if any (the credential is not checked here)."""
+    value = conn.cookies.get(COOKIE)
+    return None if not value else read(key_of(conn), value)
+
+
+def remote(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else ""
+
+
+async def authenticate(services: Services, conn: HTTPConnection, session: Session) -> Caller:
+    """The session's caller; `Unauthenticated` when its token was revoked or expired."""
+    return await services.tokens.authenticate_session(session.credential_id, remote=remote(conn))
+
+
+async def still_valid(services: Services, session: Session) -> bool:
+    """For open feeds: the session has not expired and its token is still good (not billed)."""
+    if session.expires <= time.time():
+        return False
+    try:
+        await services.tokens.authenticate_session(session.credential_id, throttle=False)
+    except Unauthenticated:
+        return False
+    except VibeError:
+        return True  # rate limited: the token itself is still good
+    return True
+
+
+def set_cookie(response: Response, conn: HTTPConnection, session: Session, ttl_s: int) -> None:
+    response.set_cookie(
+        COOKIE,
+        session.value,
+        max_age=ttl_s,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=conn.url.scheme == "https",
+    )
+
+
+def clear_cookie(response: Response, conn: HTTPConnection) -> None:
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="strict", secure=conn.url.scheme == "https"
+    )

@@ -22,8 +22,9 @@ def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         "VIBE_PORT": str(free_port()),
         **env,
     }
-    if "VIBE_REQUEST_STATE_KEY" not in env:
-        full.pop("VIBE_REQUEST_STATE_KEY", None)
+    for secret in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"):
+        if secret not in env:
+            full.pop(secret, None)
     return subprocess.run(
         [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
         env=full,
@@ -40,21 +41,29 @@ def test_production_refuses_every_unsafe_setting_at_once(tmp_path: Path) -> None
     assert "refusing to start in production" in err
     assert "set VIBE_AUTH_ENABLED=true" in err
     assert "VIBE_REQUEST_STATE_KEY is the default" in err
+    assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters" in err
     assert "set VIBE_DATABASE_URL to PostgreSQL" in err
     assert not (tmp_path / "data" / "vibe.db").exists()  # refused before touching anything
 
 
 def test_production_refuses_a_short_secret_without_printing_it(tmp_path: Path) -> None:
-    run = _serve(tmp_path, VIBE_REQUEST_STATE_KEY="hunter2-hunter2")
+    run = _serve(tmp_path, VIBE_REQUEST_STATE_KEY="hunter2-hunter2", VIBE_SESSION_SECRET="swordfish-42")
     assert run.returncode == 2
-    assert "shorter than 32 characters" in " ".join(run.stderr.split())
+    err = " ".join(run.stderr.split())
+    assert "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters" in err
+    assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters" in err
     assert "hunter2" not in run.stdout + run.stderr
+    assert "swordfish" not in run.stdout + run.stderr
 
 
 def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
     server = start_server(
         tmp_path,
-        extra_env={"VIBE_PROFILE": "production", "VIBE_REQUEST_STATE_KEY": secrets.token_urlsafe(32)},
+        extra_env={
+            "VIBE_PROFILE": "production",
+            "VIBE_REQUEST_STATE_KEY": secrets.token_urlsafe(32),
+            "VIBE_SESSION_SECRET": secrets.token_urlsafe(32),
+        },
     )
     try:
         assert httpx2.get(server.url + "/readyz").status_code == 200

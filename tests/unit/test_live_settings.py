@@ -19,8 +19,10 @@ def test_sqlite_with_several_replicas_is_unsafe() -> None:
 
 
 def test_one_sqlite_process_or_postgres_replicas_are_fine() -> None:
-    assert Settings(replicas=1, request_state_key=SECRET).unsafe_reasons() == []
-    postgres = Settings(replicas=5, request_state_key=SECRET, database_url="postgresql://db/vibe")
+    assert Settings(replicas=1, request_state_key=SECRET, session_secret=SECRET).unsafe_reasons() == []
+    postgres = Settings(
+        replicas=5, request_state_key=SECRET, session_secret=SECRET, database_url="postgresql://db/vibe"
+    )
     assert postgres.unsafe_reasons() == []
 
 

@@ -236,8 +236,15 @@ def _forged(request: Request, visit: Visit, form: Any) -> Response | None:
 
 
 def _same_origin(request: Request) -> bool:
+    """False when the browser says the form came from another site (Fetch metadata, else Origin).
+
+    With `Referrer-Policy: no-referrer` browsers send `Origin: null` on forms, which says nothing.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     return origin.partition("://")[2] == request.headers.get("host", "")
 

@@ -1,0 +1,235 @@
+"""The dashboard in a real browser: login, the board, live updates, steering, and its defences."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from playwright.sync_api import BrowserContext, Locator, Page, expect
+
+from ..support import ServerProcess, call, mcp_client
+from .scenario import Api, populate
+
+pytestmark = pytest.mark.browser
+
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run async client code beside Playwright's own loop (in a thread of its own)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def login(page: Page, token: str) -> None:
+    page.goto("/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page.locator("#agents-title")).to_be_visible()
+
+
+def wait_live(page: Page) -> None:
+    expect(page.locator("#live-status")).to_have_text("live")
+
+
+def csrf_of(page: Page) -> str:
+    value = page.locator("form.logout input[name=csrf]").get_attribute("value")
+    assert value
+    return value
+
+
+@pytest.fixture(scope="module")
+def api(server: ServerProcess) -> Api:
+    return Api(server.url, server.admin_token)
+
+
+@pytest.fixture(scope="module")
+def world(api: Api) -> Api:
+    populate(api)
+    return api
+
+
+def test_login_refuses_a_bad_token_and_a_good_one_lands_on_the_board(page: Page, world: Api) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.fill("#token", "vibe_not-a-real-token-at-all-0000000000000")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_have_text("That token is invalid, expired or revoked.")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+    _, token = world.token("viewer", "lena")
+    login(page, token)
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator(".who")).to_contain_text("token:lena")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "vibe_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert "vibe_" not in cookie["value"] and token not in cookie["value"]
+
+
+def test_the_board_shows_agents_issues_leases_and_events(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    login(page, server.admin_token)
+    brook = page.locator("tr[data-agent=brook]")
+    expect(brook).to_contain_text("worker")
+    expect(brook).to_contain_text("working")
+    expect(brook).to_contain_text("Moving sessions into middleware")
+
+    def column(key: str) -> Locator:
+        return page.locator(f"[data-column={key}]")
+
+    expect(column("in_progress")).to_contain_text("Session middleware")
+    expect(column("in_progress")).to_contain_text("brook")
+    expect(column("review")).to_contain_text("Login form validation")
+    expect(column("blocked")).to_contain_text("Rate-limit failed logins")
+    expect(column("ready")).to_contain_text("Document the /auth endpoints")
+    expect(column("done")).to_contain_text("Extract the token parser")
+    expect(page.locator("section.leases")).to_contain_text("src/auth/**")
+    expect(page.locator("section.events")).to_contain_text("message.sent")
+
+    page.get_by_role("link", name="#2 Session middleware").click()
+    expect(page.locator("article.issue h1")).to_have_text("#2 Session middleware")
+    expect(page.locator("section.comments")).to_contain_text("Cookie handling is done; CSRF next.")
+    expect(page.get_by_role("link", name="#4 Rate-limit failed logins")).to_be_visible()  # a dependant
+
+    page.get_by_role("link", name="Mail").click()
+    expect(page.locator("table.mail")).to_contain_text("Rebase on main before review")
+
+
+def test_changes_over_rest_and_mcp_appear_live_without_a_reload(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    login(page, server.admin_token)
+    wait_live(page)
+    page.evaluate("window.__still_here = true")
+    ready = page.locator("[data-column=ready]")
+    in_progress = page.locator("[data-column=in_progress]")
+
+    issue_id = world.issue("Live from REST", priority="p1")
+    expect(ready).to_contain_text("Live from REST")
+
+    async def claim() -> None:
+        async with mcp_client(server.mcp_url, server.admin_token) as client:
+            await call(client, "claim_issue", id=issue_id, agent="ada")
+
+    run(claim())
+    expect(in_progress).to_contain_text("Live from REST")
+    expect(ready).not_to_contain_text("Live from REST")
+    world.call("POST", f"{world.p}/agents/cyd/heartbeat", {"status": "blocked", "activity": "Needs a DB"})
+    expect(page.locator("tr[data-agent=cyd]")).to_contain_text("blocked")
+    assert page.evaluate("window.__still_here") is True  # the same page: updated, not reloaded
+
+
+def test_an_overseer_message_reaches_the_inbox_and_the_audit_log(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    login(page, server.admin_token)
+    page.select_option("#msg-to", "agent:cyd")
+    page.select_option("#msg-importance", "urgent")
+    page.fill("#msg-subject", "Stop and rebase")
+    page.fill("#msg-body", "main moved under you.")
+    page.get_by_role("button", name=re.compile("^Send as")).click()
+    expect(page.locator(".notice")).to_have_text("Message sent.")
+
+    inbox = world.call("GET", f"{world.p}/agents/cyd/inbox")["items"]
+    message = next(i["message"] for i in inbox if i["message"]["subject"] == "Stop and rebase")
+    assert message["sender"] == "token:bootstrap admin"
+    assert (message["body"], message["importance"]) == ("main moved under you.", "urgent")
+    audit = world.call("GET", "/audit?action=message.overseer")["items"]
+    entry = next(a for a in audit if a["details"]["message_id"] == message["id"])
+    assert entry["actor"] == "token:bootstrap admin"
+    assert entry["details"]["recipients"] == ["cyd"] and entry["details"]["subject"] == "Stop and rebase"
+
+    page.fill("#msg-subject", "")  # the browser's own check is bypassed: the server names the rule
+    page.evaluate("document.querySelector('.message-form').noValidate = true")
+    page.select_option("#msg-to", "role:worker")
+    page.get_by_role("button", name=re.compile("^Send as")).click()
+    expect(page.locator(".message-form .error")).to_have_text("subject: must not be empty")
+
+
+def test_a_coordinator_retires_an_agent(page: Page, world: Api) -> None:
+    world.agent("temp", "worker", "idle", "about to go")
+    _, token = world.token("coordinator", "cora")
+    login(page, token)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr[data-agent=temp]").get_by_role("button", name="Retire").click()
+    expect(page.locator(".notice")).to_have_text("Agent retired.")
+    expect(page.locator("tr[data-agent=temp]")).to_have_count(0)
+    audit = world.call("GET", "/audit?action=agent.retired")["items"]
+    assert any(a["actor"] == "token:cora" and a["details"]["agent"] == "temp" for a in audit)
+
+
+def test_a_viewer_gets_no_steering_and_is_refused(page: Page, world: Api) -> None:
+    _, token = world.token("viewer", "vic")
+    login(page, token)
+    expect(page.locator(".message-form")).to_have_count(0)
+    expect(page.get_by_role("button", name="Retire")).to_have_count(0)
+    form = {"csrf": csrf_of(page), "project": "default", "to": "all", "subject": "hi", "body": "x"}
+    response = page.request.post("/messages", form=form, max_redirects=0)
+    assert response.status == 403
+    assert "may not do message.send" in response.text()
+    response = page.request.post("/agents/ada/retire", form=form, max_redirects=0)
+    assert response.status == 403
+    denied = world.call("GET", "/audit?action=access.denied&actor=token:vic")["items"]
+    assert {d["details"]["operation"] for d in denied} >= {"message.send", "agent.retire"}
+
+
+def test_a_form_without_its_csrf_token_is_refused(page: Page, server: ServerProcess, world: Api) -> None:
+    login(page, server.admin_token)
+    form = {"project": "default", "to": "agent:ada", "subject": "forged", "body": "x"}
+    for extra in ({}, {"csrf": "not-the-token"}):
+        response = page.request.post("/messages", form={**form, **extra}, max_redirects=0)
+        assert response.status == 403
+        assert "CSRF" in response.text()
+    foreign = page.request.post(
+        "/messages", form={**form, "csrf": csrf_of(page)}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status == 403
+    inbox = world.call("GET", f"{world.p}/agents/ada/inbox")["items"]
+    assert all(i["message"]["subject"] != "forged" for i in inbox)
+
+
+def test_agent_content_is_shown_as_text_and_never_runs(page: Page, server: ServerProcess, world: Api) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    issue_id = world.issue(XSS, body=XSS, labels=["x"])
+    world.call("POST", f"{world.p}/agents/ada/heartbeat", {"activity": XSS})
+    login(page, server.admin_token)
+    wait_live(page)
+    expect(page.locator("[data-column=ready]").get_by_text(XSS, exact=True)).to_be_visible()
+    expect(page.locator("tr[data-agent=ada] .activity")).to_have_text(XSS)
+
+    world.issue("live " + XSS)  # swapped in by the script while the page is open
+    expect(page.locator("[data-column=ready]").get_by_text("live " + XSS, exact=True)).to_be_visible()
+    page.goto(f"/issues/{issue_id}")
+    expect(page.locator("article.issue h1 .title")).to_have_text(XSS)
+    expect(page.locator("article.issue .body")).to_have_text(XSS)
+    page.get_by_role("link", name="Mail").click()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("img[src=x]").count() == 0
+    assert dialogs == []
+
+
+def test_logout_ends_the_session(page: Page, server: ServerProcess, world: Api) -> None:
+    login(page, server.admin_token)
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert page.request.get("/fragments/board").status == 401
+
+
+def test_revoking_the_token_ends_its_session_at_once(page: Page, context: BrowserContext, world: Api) -> None:
+    token_id, token = world.token("worker", "wanda")
+    login(page, token)
+    wait_live(page)
+    world.call("DELETE", f"/tokens/{token_id}")
+    world.issue("After the revocation")  # the open page looks again, is refused, and goes to log in
+    expect(page).to_have_url(re.compile(r"/login$"))
+    other = context.new_page()
+    other.goto("/")
+    expect(other).to_have_url(re.compile(r"/login$"))

@@ -1,0 +1,70 @@
+"""Dashboard session cookies and CSRF tokens: signed, expiring, bound to one session and one key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vibe_ensemble.api.web import session
+from vibe_ensemble.api.web.views import EVENT_TYPES
+from vibe_ensemble.ops.config import Settings
+
+KEY = b"k" * 32
+NOW = 1_800_000_000.0
+
+
+def test_a_cookie_names_its_credential_until_it_expires() -> None:
+    started = session.issue(KEY, 42, ttl_s=3600, now=NOW)
+    found = session.read(KEY, started.value, now=NOW + 10)
+    assert found == started and found.credential_id == 42 and found.expires == int(NOW) + 3600
+    assert session.read(KEY, started.value, now=NOW + 3600) is None
+    assert session.issue(KEY, 42, ttl_s=3600, now=NOW).value != started.value  # a fresh nonce each time
+
+
+def test_forged_or_malformed_cookies_are_refused() -> None:
+    value = session.issue(KEY, 42, ttl_s=3600, now=NOW).value
+    version, _, expires, nonce, signature = value.split(".")
+    forged = [
+        f"{version}.1.{expires}.{nonce}.{signature}",  # another credential, same signature
+        f"{version}.42.{int(expires) + 9999}.{nonce}.{signature}",  # a later expiry
+        value[:-2] + ("AA" if not value.endswith("AA") else "BB"),
+        "",
+        "v1.42",
+        "v2." + value[3:],
+        "v1.x.1.n." + signature,
+        value + "." * 300,
+    ]
+    for cookie in forged:
+        assert session.read(KEY, cookie, now=NOW) is None, cookie
+    assert session.read(b"another key of 32 bytes ........", value, now=NOW) is None
+
+
+def test_csrf_tokens_belong_to_one_session_and_one_key() -> None:
+    one = session.issue(KEY, 42, ttl_s=3600, now=NOW)
+    two = session.issue(KEY, 42, ttl_s=3600, now=NOW)
+    token = session.csrf_token(KEY, one)
+    assert session.csrf_ok(KEY, one, token)
+    assert not session.csrf_ok(KEY, two, token)
+    assert not session.csrf_ok(b"x" * 32, one, token)
+    assert not session.csrf_ok(KEY, one, "")
+    assert token not in one.value
+
+
+def test_without_a_configured_secret_each_process_gets_a_random_key() -> None:
+    assert session.session_key(Settings()) != session.session_key(Settings())
+    configured = Settings(session_secret="s" * 40)
+    assert session.session_key(configured) == b"s" * 40
+    assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters: set a random secret" in (
+        Settings(session_secret="short").unsafe_reasons()
+    )
+
+
+def test_the_dashboard_listens_to_every_event_type_the_services_emit() -> None:
+    services = Path(session.__file__).parents[2] / "services"
+    pattern = re.compile(r'emit\(\s*"([a-z]+\.[a-z_]+)"(?: if \w+ else "([a-z]+\.[a-z_]+)")?')
+    emitted = {
+        name for path in services.glob("*.py") for m in pattern.findall(path.read_text()) for name in m
+    }
+    emitted.discard("")
+    assert {"issue.created", "message.read", "message.acknowledged", "token.revoked"} <= emitted
+    assert emitted <= set(EVENT_TYPES)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, Page, expect
+from playwright.sync_api import BrowserContext, Dialog, Locator, Page, expect
 
 from ..support import ServerProcess, call, mcp_client
 from .scenario import Api, populate
@@ -168,7 +168,13 @@ def test_a_viewer_gets_no_steering_and_is_refused(page: Page, world: Api) -> Non
     login(page, token)
     expect(page.locator(".message-form")).to_have_count(0)
     expect(page.get_by_role("button", name="Retire")).to_have_count(0)
-    form = {"csrf": csrf_of(page), "project": "default", "to": "all", "subject": "hi", "body": "x"}
+    form: dict[str, str | float | bool] = {
+        "csrf": csrf_of(page),
+        "project": "default",
+        "to": "all",
+        "subject": "hi",
+        "body": "x",
+    }
     response = page.request.post("/messages", form=form, max_redirects=0)
     assert response.status == 403
     assert "may not do message.send" in response.text()
@@ -180,7 +186,7 @@ def test_a_viewer_gets_no_steering_and_is_refused(page: Page, world: Api) -> Non
 
 def test_a_form_without_its_csrf_token_is_refused(page: Page, server: ServerProcess, world: Api) -> None:
     login(page, server.admin_token)
-    form = {"project": "default", "to": "agent:ada", "subject": "forged", "body": "x"}
+    form: dict[str, str | float | bool] = {"project": "default", "to": "agent:ada", "subject": "forged"}
     for extra in ({}, {"csrf": "not-the-token"}):
         response = page.request.post("/messages", form={**form, **extra}, max_redirects=0)
         assert response.status == 403
@@ -195,7 +201,12 @@ def test_a_form_without_its_csrf_token_is_refused(page: Page, server: ServerProc
 
 def test_agent_content_is_shown_as_text_and_never_runs(page: Page, server: ServerProcess, world: Api) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     issue_id = world.issue(XSS, body=XSS, labels=["x"])
     world.call("POST", f"{world.p}/agents/ada/heartbeat", {"activity": XSS})
     login(page, server.admin_token)

@@ -392,7 +392,9 @@ async def test_a_scoped_token_hears_no_changes_of_another_project(live_server: S
     admin = live_server.admin_token
     async with rest(live_server.url, admin) as api, asyncio.timeout(20):
         await api.post("/projects", json={"slug": "listen-other"})
-        scoped = (await api.post("/tokens", json={"role": "worker", "project": "listen-other"})).json()["token"]
+        scoped = (await api.post("/tokens", json={"role": "worker", "project": "listen-other"})).json()[
+            "token"
+        ]
         for project in ("default", "listen-other"):
             await api.post(f"/projects/{project}/agents", json={"name": "listen-w"})
         theirs = (
@@ -412,6 +414,7 @@ async def test_a_scoped_token_hears_no_changes_of_another_project(live_server: S
                 f"/projects/default/issues/{theirs['id']}/comments", json={"body": "x", "agent": "listen-w"}
             )
             await api.post(
-                f"/projects/listen-other/issues/{mine['id']}/comments", json={"body": "y", "agent": "listen-w"}
+                f"/projects/listen-other/issues/{mine['id']}/comments",
+                json={"body": "y", "agent": "listen-w"},
             )
             assert await anext(subscription) == ResourceUpdated(uri=my_uri)

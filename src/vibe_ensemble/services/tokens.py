@@ -44,6 +44,17 @@ def _to_credential(row: sa.Row[Any]) -> Credential:
     )
 
 
+def _unusable(row: sa.Row[Any] | None, now: datetime) -> str:
+    """Why a credential cannot be used now ("unknown token", "revoked token", …), or "" when it can."""
+    if row is None:
+        return "unknown token"
+    if row.revoked_at is not None:
+        return "revoked token"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired token"
+    return ""
+
+
 class TokenService(Service):
     async def create(
         self,
@@ -152,30 +163,13 @@ class TokenService(Service):
             wanted = tokens.digest(token)
             async with self.ctx.db.read() as conn:
                 row = (await conn.execute(_select().where(credentials.c.token_hash == wanted))).first()
-            now = self.ctx.clock()
-            if row is None or not tokens.same(row.token_hash, wanted):
-                reason, row = "unknown token", None
-            elif row.revoked_at is not None:
-                reason = "revoked token"
-            elif row.expires_at is not None and row.expires_at <= now:
-                reason = "expired token"
-            else:
-                reason = ""
+            if row is not None and not tokens.same(row.token_hash, wanted):
+                row = None
+            reason = _unusable(row, self.ctx.clock())
         if reason or row is None:
             await self._failed(reason, token, remote, credential_id=None if row is None else row.id)
             raise Unauthenticated("invalid, expired or revoked token" if token else "missing bearer token")
-        caller = Caller(
-            credential_id=row.id,
-            role=TokenRole(row.role),
-            project=row.slug,
-            agent=row.agent_name,
-            label=row.label or row.prefix,
-            tool_profile=row.tool_profile,
-            remote=remote,
-        )
-        if throttle:
-            self.throttle(caller)
-        return caller
+        return self._caller(row, remote, throttle)
 
     async def authenticate_session(
         self, credential_id: int, *, remote: str = "", throttle: bool = True
@@ -185,17 +179,14 @@ class TokenService(Service):
         """
         async with self.ctx.db.read() as conn:
             row = (await conn.execute(_select().where(credentials.c.id == credential_id))).first()
-        now = self.ctx.clock()
-        reason = ""
-        if row is None:
-            reason = "session of an unknown token"
-        elif row.revoked_at is not None:
-            reason = "session of a revoked token"
-        elif row.expires_at is not None and row.expires_at <= now:
-            reason = "session of an expired token"
+        reason = _unusable(row, self.ctx.clock())
         if reason or row is None:
-            await self._failed(reason, "", remote, credential_id=credential_id)
+            article = "an" if reason[0] in "aeiou" else "a"
+            await self._failed(f"session of {article} {reason}", "", remote, credential_id=credential_id)
             raise Unauthenticated("the session's token is invalid, expired or revoked; log in again")
+        return self._caller(row, remote, throttle)
+
+    def _caller(self, row: sa.Row[Any], remote: str, throttle: bool) -> Caller:
         caller = Caller(
             credential_id=row.id,
             role=TokenRole(row.role),

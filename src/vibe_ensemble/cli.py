@@ -125,7 +125,9 @@ def serve(
                 ),
             )
             err.print(
-                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  (MCP: {settings.mcp_url})"
+                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
+                f"(dashboard: /, MCP: {settings.mcp_url})",
+                soft_wrap=True,
             )
             await server.serve()
         finally:

@@ -33,6 +33,9 @@ def configure_logging(settings: Settings) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactTokens) for f in handler.filters):
             handler.addFilter(RedactTokens())
+    # Libraries' routine chatter (alembic's context, the MCP session manager) is not news at INFO.
+    for name in ("alembic", "mcp"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json

@@ -111,10 +111,13 @@ class AgentService(Service):
                     status=new_status.value,
                     previous=me.status.value,
                 )
-            me = await store.get(tx.conn, proj.id, name)
-            unread = await message_store.unread_count(tx.conn, me.id)
+        # What waits for the agent is read beside the writer, not under it: on SQLite the one
+        # writer is the shared bottleneck, and a heartbeat is the most frequent call.
+        async with self.read() as rx:
+            me = await store.get(rx.conn, proj.id, name)
+            unread = await message_store.unread_count(rx.conn, me.id)
             urgent = await message_store.load_inbox(
-                tx.conn,
+                rx.conn,
                 message_store.inbox_query(me.id)
                 .where(
                     message_recipients.c.read_at.is_(None),
@@ -124,7 +127,7 @@ class AgentService(Service):
                 .limit(10),
             )
             assigned = await issue_store.load(
-                tx.conn,
+                rx.conn,
                 issue_store.select_issues()
                 .where(
                     issues.c.assignee_id == me.id,
@@ -133,13 +136,13 @@ class AgentService(Service):
                 .order_by(issues.c.priority, issues.c.id),
             )
             ready = await issue_store.load(
-                tx.conn,
+                rx.conn,
                 issue_store.select_issues()
                 .where(issues.c.project_id == proj.id, issue_store.ready_clause())
                 .order_by(issues.c.priority, issues.c.id)
                 .limit(ready_limit),
             )
-            expiring = await reservation_store.held_by(tx.conn, me.id, tx.now, until=tx.now + EXPIRY_WARNING)
+            expiring = await reservation_store.held_by(rx.conn, me.id, rx.now, until=rx.now + EXPIRY_WARNING)
         return HeartbeatResult(
             agent=me,
             unread_messages=unread,

@@ -1,0 +1,54 @@
+"""Agents: what a heartbeat reports, and presence changes as events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentStatus, Priority
+from vibe_ensemble.services import Services
+
+
+async def test_heartbeat_reports_the_agents_work_and_records_status_changes(
+    services: Services, admin: Caller
+) -> None:
+    await services.agents.register(admin, name="hb")
+    await services.agents.register(admin, name="other")
+    low = await services.issues.create(admin, title="low", agent="hb", priority=Priority.P3)
+    high = await services.issues.create(admin, title="high", agent="hb", priority=Priority.P0)
+    blocked = await services.issues.create(admin, title="blocked", agent="hb", depends_on=[low.id])
+    mine = await services.issues.create(admin, title="mine", agent="hb")
+    await services.issues.claim(admin, mine.id, agent="hb")
+    before = (await services.events.page(admin, limit=1000)).last_id
+
+    beat = await services.agents.heartbeat(
+        admin, agent="hb", status=AgentStatus.BLOCKED, activity="stuck on CI"
+    )
+
+    assert beat.agent.status == AgentStatus.BLOCKED and beat.agent.activity == "stuck on CI"
+    assert [i.id for i in beat.assigned_issues] == [mine.id]
+    assert [i.id for i in beat.ready_issues] == [high.id, low.id]  # priority first; `blocked` waits
+    assert blocked.id not in [i.id for i in beat.ready_issues]
+    events = (await services.events.page(admin, after=before)).items
+    assert [(e.type, e.payload["status"], e.payload["previous"]) for e in events] == [
+        ("agent.status", "blocked", "working")
+    ]
+
+    again = await services.agents.heartbeat(admin, agent="hb")  # no change: no event
+    assert again.agent.status == AgentStatus.BLOCKED
+    assert (await services.events.page(admin, after=events[-1].id)).items == []
+
+
+async def test_a_silent_agent_goes_offline_and_a_heartbeat_brings_it_back(
+    services: Services, admin: Caller
+) -> None:
+    await services.agents.register(admin, name="quiet")
+    offlined, retired = await services.agents.sweep_presence(
+        offline_after=timedelta(0), retire_after=timedelta(days=7)
+    )
+    assert (offlined, retired) == (1, 0)
+    (quiet,) = await services.agents.list(admin)
+    assert quiet.status == AgentStatus.OFFLINE
+
+    beat = await services.agents.heartbeat(admin, agent="quiet")
+    assert beat.agent.status == AgentStatus.IDLE

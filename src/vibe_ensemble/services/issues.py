@@ -17,7 +17,7 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import issues as store
-from vibe_ensemble.store.tables import agents, comments, issue_dependencies, issues
+from vibe_ensemble.store.tables import agents, comments, issue_dependencies, issues, json_array_contains
 
 # Marks "argument not given" where None is a meaningful value (unassign, no parent).
 UNSET: Any = object()
@@ -146,7 +146,7 @@ class IssueService(Service):
             if assignee is not None:
                 q = q.where(store._assignee.c.name == assignee)
             if label is not None:
-                q = q.where(_has_label(conn, label))
+                q = q.where(json_array_contains(conn.dialect.name, issues.c.labels, label))
             if query:
                 rules.text("query", query, max_len=200)
                 q = q.where(
@@ -426,13 +426,6 @@ class IssueService(Service):
         for issue in loaded:
             tx.emit("issue.ready", actor, project_id, id=issue.id, title=issue.title, unblocked_by=issue_id)
         return loaded
-
-
-def _has_label(conn: AsyncConnection, label: str) -> sa.ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        return issues.c.labels.op("@>")(sa.func.jsonb_build_array(label))
-    each = sa.func.json_each(issues.c.labels).table_valued("value")
-    return sa.select(each.c.value).where(each.c.value == label).exists()
 
 
 def _after_cursor(cursor: str, by_priority: bool) -> sa.ColumnElement[bool]:

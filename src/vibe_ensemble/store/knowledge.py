@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
-from vibe_ensemble.store.tables import knowledge, knowledge_versions, projects
+from vibe_ensemble.store.tables import json_array_contains, knowledge, knowledge_versions, projects
 
 MARK_START = "«"
 MARK_END = "»"
@@ -68,21 +68,12 @@ def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
     )
 
 
-def _has_tags(conn: AsyncConnection, tags: list[str]) -> list[sa.ColumnElement[bool]]:
-    """One condition per tag: the entry carries every one of them."""
-    if conn.dialect.name == "postgresql":
-        return [knowledge.c.tags.op("@>")(sa.func.jsonb_build_array(t)) for t in tags]
-    out: list[sa.ColumnElement[bool]] = []
-    for t in tags:
-        each = sa.func.json_each(knowledge.c.tags).table_valued("value")
-        out.append(sa.select(each.c.value).where(each.c.value == t).exists())
-    return out
-
-
 def _filters(
     conn: AsyncConnection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
 ) -> list[sa.ColumnElement[bool]]:
-    where = [knowledge.c.project_id == project_id, *_has_tags(conn, tags)]
+    # the entry carries every one of the tags
+    has_tags = [json_array_contains(conn.dialect.name, knowledge.c.tags, t) for t in tags]
+    where = [knowledge.c.project_id == project_id, *has_tags]
     if kind is not None:
         where.append(knowledge.c.kind == kind.value)
     return where

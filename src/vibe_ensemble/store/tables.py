@@ -48,6 +48,14 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def json_array_contains(dialect: str, column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
+    """True where the JSON array in `column` holds `value` (JSONB `@>` on PostgreSQL, json_each on SQLite)."""
+    if dialect == "postgresql":
+        return column.op("@>")(sa.func.jsonb_build_array(value))
+    each = sa.func.json_each(column).table_valued("value")
+    return sa.select(each.c.value).where(each.c.value == value).exists()
+
+
 def _id() -> sa.Column[int]:
     return sa.Column("id", ID, primary_key=True, autoincrement=True)
 

@@ -21,81 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
 import httpx2
+from servers import own_servers  # bench/servers.py (the script's own folder)
 from websockets.asyncio.client import connect
 
-TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
 EVENT_TYPE = "issue.commented"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[str], str]]:
-    """Start `replicas` servers on one database; yield their URLs and the first-start admin token."""
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="vibe-bench-") as tmp:
-        try:
-            for i in range(replicas):
-                port = free_port()
-                env = {
-                    **os.environ,
-                    "VIBE_DATA_DIR": tmp,
-                    "VIBE_PORT": str(port),
-                    "VIBE_HOST": "127.0.0.1",
-                    "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"admin": 0}),
-                }
-                argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
-                if database_url:
-                    argv += ["--database-url", database_url]
-                log_path = Path(tmp) / f"server-{i}.log"
-                with log_path.open("w") as log:
-                    procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
-                url = f"http://127.0.0.1:{port}"
-                wait_ready(url, procs[-1], log_path)
-                urls.append(url)
-            match = TOKEN_RE.search((Path(tmp) / "server-0.log").read_text())
-            if match is None:
-                raise SystemExit("the server printed no first-start admin token (is the database new?)")
-            yield urls, match.group(1)
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=15)
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx2.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the server at {url} was not ready in 30 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
 
 
 class Subscriber:

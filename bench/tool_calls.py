@@ -14,26 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-
-TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
+from servers import own_servers  # bench/servers.py (the script's own folder)
 
 
 @dataclass
@@ -56,53 +46,6 @@ class Figures:
             f"{self.tool:<14}{self.calls:>7}{self.rate:>10.1f}{self.percentile(50):>10.2f}"
             f"{self.percentile(99):>10.2f}{statistics.fmean(self.latencies_ms):>10.2f}{max(self.latencies_ms):>10.2f}"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def own_server(database_url: str | None) -> Iterator[tuple[str, str]]:
-    """Run `vibe-ensemble serve --migrate` on a free port; yield its URL and first-start admin token."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="vibe-bench-") as tmp:
-        env = {
-            **os.environ,
-            "VIBE_DATA_DIR": tmp,
-            "VIBE_PORT": str(port),
-            "VIBE_HOST": "127.0.0.1",
-            "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"admin": 0}),
-        }
-        argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
-        if database_url:
-            argv += ["--database-url", database_url]
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
-                try:
-                    if httpx2.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the server at {url} was not ready in 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)
-            match = TOKEN_RE.search(log_path.read_text())
-            if match is None:
-                raise SystemExit("the server printed no first-start admin token (is the database new?)")
-            yield url, match.group(1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 async def timed(client: Client, tool: str, arguments: dict[str, Any], calls: int) -> Figures:
@@ -157,7 +100,8 @@ def main() -> None:
     if args.url:
         figures = asyncio.run(bench(args.url, args.token, args.calls, args.warmup, args.mode))
     else:
-        with own_server(args.database_url) as (url, token):
+        with own_servers(args.database_url, 1) as (urls, token):
+            url = urls[0]
             figures = asyncio.run(bench(url, token, args.calls, args.warmup, args.mode))
 
     print(

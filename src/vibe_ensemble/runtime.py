@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
@@ -12,6 +11,7 @@ from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.events.bridge import PostgresBridge
+from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import ServiceContext, Services
@@ -122,11 +122,8 @@ class Runtime:
             log.exception("duty_failed", duty="lease_expiry")
 
     async def stop_duties(self) -> None:
-        if self._duties is not None:
-            self._duties.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._duties
-            self._duties = None
+        await stop_task(self._duties)
+        self._duties = None
         await self.leadership.release()
         self.is_leader = False
         metrics.DUTY_LEADER.set(0)

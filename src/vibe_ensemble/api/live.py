@@ -31,6 +31,7 @@ from vibe_ensemble.api.web import session as web_session
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, Unauthenticated, VibeError
 from vibe_ensemble.domain.models import Event, Inbox
+from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import Services
@@ -481,11 +482,8 @@ class ResourceNotifier:
         self._task = asyncio.create_task(self._run(feed), name="vibe-mcp-notifier")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self, feed: Feed) -> None:
         while not feed.closed:

@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.store.events import NOTIFY_CHANNEL
 from vibe_ensemble.store.tables import events
 
@@ -59,11 +60,8 @@ class PostgresBridge:
         return True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF_S

@@ -24,6 +24,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import Event, Inbox
 from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.services.base import Service, ServiceContext
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.messages import MessageService
@@ -243,11 +244,8 @@ class MailDispatcher:
             self._task = asyncio.create_task(self._run(), name="vibe-mail-dispatcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         self._wake_all()
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
@@ -37,37 +38,25 @@ def _out_of_range_is_invalid_input() -> Iterator[None]:
     try:
         yield
     except (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError) as exc:
-        if _caused_by(exc, UnicodeEncodeError):
+        causes = list(_causes(exc))
+        if any(isinstance(e, UnicodeEncodeError) for e in causes):
             raise InvalidInput("request", "text must be valid Unicode (no lone surrogates)") from exc
-        if not _out_of_range(exc):
-            raise
-        raise InvalidInput("request", "a number or date is out of the range the server can store") from exc
+        # SQLite raises OverflowError; asyncpg a DataError ("value out of int64 range").
+        if any(isinstance(e, OverflowError | sa_exc.DataError | asyncpg.DataError) for e in causes):
+            raise InvalidInput(
+                "request", "a number or date is out of the range the server can store"
+            ) from exc
+        raise
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    chain: BaseException | None = exc
-    for _ in range(8):
-        if chain is None:
-            return False
-        if isinstance(chain, kind):
-            return True
-        chain = chain.__cause__ or getattr(chain, "orig", None)
-    return False
-
-
-def _out_of_range(exc: BaseException) -> bool:
-    """SQLite raises OverflowError; asyncpg a DataError ("value out of int64 range") under SQLAlchemy's."""
-    pending: list[BaseException] = [exc]
-    for _ in range(8):  # the exception, its causes and the driver's original: a short chain
-        if not pending:
-            break
-        e = pending.pop()
-        if isinstance(e, OverflowError | sa_exc.DataError) or (
-            type(e).__name__ == "DataError" and "out of" in str(e)
-        ):
-            return True
-        pending.extend(x for x in (e.__cause__, getattr(e, "orig", None)) if isinstance(x, BaseException))
-    return False
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, then what caused it: `__cause__`, or the driver's original under SQLAlchemy's."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; the bound only guards against a cycle
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or getattr(seen, "orig", None)
 
 
 class DatabaseError(Exception):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vibe_ensemble import guard
+from vibe_ensemble.guard import hook as guard
 
 guard_app = typer.Typer(
     help="A git pre-commit hook that refuses commits touching files another agent holds.",
@@ -46,3 +46,8 @@ def check(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
         err.print(line, markup=False)
     if outcome.code:
         raise typer.Exit(outcome.code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `vibe-ensemble guard …` to the command line."""
+    app.add_typer(guard_app, name="guard")

@@ -1,0 +1,31 @@
+"""`vibe-ensemble …`: one module per command group, each a thin wrapper over the services.
+
+A command group is a module with `register(app)`; adding one is one entry in `GROUPS`.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import typer
+
+from vibe_ensemble.cli import audit, migrate, serve, stdio, tokens
+from vibe_ensemble.cli.common import client_config
+from vibe_ensemble.guard import cli as guard
+
+GROUPS: tuple[ModuleType, ...] = (serve, migrate, stdio, tokens, audit, guard)
+
+app = typer.Typer(
+    help="Vibe Ensemble: a coordination server for teams of AI coding agents.", no_args_is_help=True
+)
+for _group in GROUPS:
+    _group.register(app)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+__all__ = ["GROUPS", "app", "client_config", "main"]

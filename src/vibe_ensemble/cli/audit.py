@@ -1,0 +1,59 @@
+"""`vibe-ensemble audit`: read the audit log."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, out, run
+from vibe_ensemble.domain.caller import SYSTEM
+
+
+def audit(
+    action: Annotated[str | None, typer.Option(help="An action, or a family: 'auth.*'.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="ok, denied or failed.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only entries at or after this time (ISO 8601).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Show the audit log: authentication failures, denials, token changes, admin actions."""
+    runtime = admin_runtime(config, database_url)
+
+    async def main() -> list[Any]:
+        await runtime.start(own=False)
+        try:
+            page = await runtime.services.audit.page(
+                SYSTEM, action=action, actor=actor, outcome=outcome, since=since, limit=limit
+            )
+            return page.items
+        finally:
+            await runtime.stop()
+
+    entries = run(main)
+    if as_json:
+        for e in entries:
+            print(json.dumps({**e.__dict__, "time": e.time.isoformat()}, default=str))
+        return
+    table = Table()
+    for column in ("id", "time", "actor", "action", "outcome", "from"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("details", overflow="fold")
+    for e in entries:
+        details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+        table.add_row(
+            str(e.id), f"{e.time:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.outcome, e.remote, details
+        )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(audit)

@@ -1,0 +1,81 @@
+"""What every command shares: the console, the settings and database options, running async work."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from vibe_ensemble.domain.caller import SYSTEM, Caller
+from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.ops.config import Settings, load_settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store.database import DatabaseError
+
+err = Console(stderr=True)
+out = Console()
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file (or VIBE_CONFIG).")]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="sqlite+aiosqlite:///path or postgresql+asyncpg://…")
+]
+
+
+def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    """The settings, or a one-line error and exit code 2 when they are invalid."""
+    try:
+        return load_settings(config, **overrides)
+    except Exception as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def refuse_unsafe_production(settings: Settings) -> None:
+    """In the production profile, refuse to start with unsafe settings (every reason printed)."""
+    if settings.profile == "production" and settings.unsafe_reasons():
+        for reason in settings.unsafe_reasons():
+            err.print(f"[red]refusing to start in production:[/red] {reason}")
+        raise typer.Exit(2)
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run async work; an anticipated error is one red line and exit code 1, not a traceback."""
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except (VibeError, DatabaseError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def client_config(settings: Settings, token: str) -> str:
+    """A ready-to-paste `.mcp.json` for Claude Code."""
+    snippet = {
+        "mcpServers": {
+            "vibe-ensemble": {
+                "type": "http",
+                "url": settings.mcp_url,
+                "headers": {"Authorization": f"Bearer {token}"},
+            }
+        }
+    }
+    return json.dumps(snippet, indent=2)
+
+
+def cli_caller() -> Caller:
+    """The operator at this terminal: full rights, and in the audit log as `token:cli` from user@host."""
+    return replace(SYSTEM, label="cli", remote=f"cli:{getpass.getuser()}@{socket.gethostname()}")
+
+
+def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
+    """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
+    return Runtime(settings_or_exit(config, database_url=database_url))

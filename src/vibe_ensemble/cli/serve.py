@@ -1,0 +1,110 @@
+"""`vibe-ensemble serve`: the HTTP server (MCP, REST, dashboard, health)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from vibe_ensemble.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    client_config,
+    err,
+    refuse_unsafe_production,
+    run,
+    settings_or_exit,
+)
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.logging import configure_logging
+from vibe_ensemble.runtime import Runtime
+
+
+def serve(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="Apply migrations before serving.")] = False,
+) -> None:
+    """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
+    settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
+    configure_logging(settings)
+    refuse_unsafe_production(settings)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
+        err.print(
+            f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
+            "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
+        )
+    run(lambda: _serve(settings, migrate=migrate))
+
+
+async def _serve(settings: Settings, *, migrate: bool) -> None:
+    from vibe_ensemble.api.app import create_app
+
+    runtime = Runtime(settings)
+    await runtime.start(apply_migrations=migrate)
+    try:
+        secret = await runtime.bootstrap_admin_token()
+        if secret is not None:
+            _print_first_start(settings, secret)
+        server = _Server(
+            runtime,
+            uvicorn.Config(
+                create_app(runtime),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                log_config=None,  # uvicorn logs through ours, where tokens are redacted
+                lifespan="on",
+                proxy_headers=True,
+                forwarded_allow_ips=settings.trusted_proxies,
+                limit_concurrency=settings.limit_concurrency,
+                ws_max_size=settings.max_body_bytes,
+                server_header=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_s,
+            ),
+        )
+        err.print(
+            f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
+            f"(dashboard: /, MCP: {settings.mcp_url})",
+            soft_wrap=True,
+        )
+        await server.serve()
+    finally:
+        await runtime.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that also ends the live feeds when told to stop.
+
+    uvicorn waits for open responses before it shuts down, and an event stream never ends by itself.
+    """
+
+    def __init__(self, runtime: Runtime, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+        self._loop = asyncio.get_running_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._loop.call_soon_threadsafe(self._runtime.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
+def _print_first_start(settings: Settings, secret: str) -> None:
+    print(
+        "\nFirst start: an admin token was created. It is shown this once; keep it safe.\n"
+        f"\n  token:   {secret}\n  MCP URL: {settings.mcp_url}\n"
+        "\nClaude Code (.mcp.json in your repository):\n"
+        f"{client_config(settings, secret)}\n"
+        "\nGive each agent its own token:\n"
+        f"  vibe-ensemble token create --role worker --project {settings.default_project} --agent NAME\n",
+        flush=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

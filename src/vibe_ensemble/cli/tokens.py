@@ -1,0 +1,101 @@
+"""`vibe-ensemble token …`: create, list and revoke API tokens."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, client_config, err, out, run
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import TokenRole
+
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[TokenRole, typer.Option(help="admin, coordinator, worker or viewer.")],
+    project: Annotated[str | None, typer.Option(help="Scope the token to one project.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Bind the token to one agent (needs --project).")] = None,
+    label: Annotated[str, typer.Option(help="A note on who holds it.")] = "",
+    expires: Annotated[datetime | None, typer.Option(help="Expiry, ISO 8601 with a timezone.")] = None,
+    tool_profile: Annotated[str | None, typer.Option(help="core or full MCP tools for this token.")] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Create a token and print it once."""
+    runtime = admin_runtime(config, database_url)
+
+    async def main() -> str:
+        await runtime.start(own=False)
+        try:
+            _, secret = await runtime.services.tokens.create(
+                cli_caller(),
+                role=role,
+                project=project,
+                agent=agent,
+                label=label,
+                expires_at=expires,
+                tool_profile=tool_profile,
+            )
+            return secret
+        finally:
+            await runtime.stop()
+
+    secret = run(main)
+    print(secret)
+    if sys.stderr.isatty():
+        err.print("[dim]Shown once: store it now. Claude Code config:[/dim]")
+        print(client_config(runtime.settings, secret), file=sys.stderr)
+
+
+@token_app.command("list")
+def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """List tokens (never their secrets)."""
+    runtime = admin_runtime(config, database_url)
+
+    async def main() -> list[Any]:
+        await runtime.start(own=False)
+        try:
+            return await runtime.services.tokens.list(SYSTEM)
+        finally:
+            await runtime.stop()
+
+    table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
+    for c in run(main):
+        table.add_row(
+            str(c.id),
+            c.prefix + "…",
+            c.role.value,
+            c.project or "*",
+            c.agent or "",
+            c.label,
+            f"{c.created_at:%Y-%m-%d %H:%M}",
+            f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
+            f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "",
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Revoke a token; it stops working at once."""
+    runtime = admin_runtime(config, database_url)
+
+    async def main() -> None:
+        await runtime.start(own=False)
+        try:
+            await runtime.services.tokens.revoke(cli_caller(), token_id)
+        finally:
+            await runtime.stop()
+
+    run(main)
+    err.print(f"revoked token {token_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")

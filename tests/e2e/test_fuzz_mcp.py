@@ -38,7 +38,7 @@ def _tools() -> list[tuple[str, dict[str, Any]]]:
     async def listing() -> list[tuple[str, dict[str, Any]]]:
         with tempfile.TemporaryDirectory() as tmp:
             runtime = Runtime(Settings(data_dir=Path(tmp)))
-            server = build_mcp(runtime.services, runtime.settings, profile="full")
+            server = build_mcp(runtime.settings, profile="full")
             return [(t.name, t.input_schema) for t in await server.list_tools()]
 
     return asyncio.run(listing())

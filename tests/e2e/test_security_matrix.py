@@ -40,7 +40,7 @@ def test_every_http_route_has_an_entry(tmp_path: Path) -> None:
 
 async def test_every_mcp_tool_prompt_and_resource_has_an_entry(tmp_path: Path) -> None:
     runtime = _runtime(tmp_path)
-    server = build_mcp(runtime.services, runtime.settings, profile="full")
+    server = build_mcp(runtime.settings, profile="full")
     tools = {t.name for t in await server.list_tools()}
     prompts = {p.name for p in await server.list_prompts()}
     resources = {str(r.uri) for r in await server.list_resources()}

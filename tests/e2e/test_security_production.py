@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from ..support import free_port, start_server
 
 
-def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _serve(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {
         **os.environ,
         "VIBE_PROFILE": "production",
@@ -26,7 +27,7 @@ def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         if secret not in env:
             full.pop(secret, None)
     return subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
+        [sys.executable, "-m", "vibe_ensemble.cli", *(command or ("serve", "--migrate"))],
         env=full,
         capture_output=True,
         text=True,
@@ -35,15 +36,32 @@ def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_production_refuses_every_unsafe_setting_at_once(tmp_path: Path) -> None:
-    run = _serve(tmp_path, VIBE_AUTH_ENABLED="false", VIBE_REPLICAS="2")
+    run = _serve(tmp_path, VIBE_REPLICAS="2")
     assert run.returncode == 2
     err = " ".join(run.stderr.split())
     assert "refusing to start in production" in err
-    assert "set VIBE_AUTH_ENABLED=true" in err
     assert "VIBE_REQUEST_STATE_KEY is the default" in err
     assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters" in err
     assert "set VIBE_DATABASE_URL to PostgreSQL" in err
     assert not (tmp_path / "data" / "vibe.db").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize("profile", ["production", "development"])
+def test_authentication_cannot_be_turned_off(tmp_path: Path, profile: str) -> None:
+    run = _serve(tmp_path, VIBE_AUTH_ENABLED="false", VIBE_PROFILE=profile)
+    assert run.returncode == 2
+    assert "VIBE_AUTH_ENABLED is not a setting: authentication is always on" in " ".join(run.stderr.split())
+    assert not (tmp_path / "data" / "vibe.db").exists()
+
+
+def test_stdio_mcp_refuses_unsafe_production_settings_too(tmp_path: Path) -> None:
+    run = _serve(tmp_path, "mcp", "--token", "vibe_" + "x" * 43, VIBE_REPLICAS="2")
+    assert run.returncode == 2
+    err = " ".join(run.stderr.split())
+    assert "refusing to start in production" in err
+    assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters" in err
+    assert "set VIBE_DATABASE_URL to PostgreSQL" in err
+    assert not (tmp_path / "data" / "vibe.db").exists()
 
 
 def test_production_refuses_a_short_secret_without_printing_it(tmp_path: Path) -> None:

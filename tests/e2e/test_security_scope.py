@@ -243,7 +243,7 @@ async def test_bound_token_cannot_impersonate_and_the_attempt_is_audited(
         assert made["created_by"] == "alpha-dev"
     with _rest(server, server.admin_token) as admin:
         denied = admin.get("/audit", params={"action": "access.denied", "actor": "alpha-dev"}).json()["items"]
-        issues = admin.get("/projects/alpha/issues", params={"q": "forged"}).json()["items"]
+        issues = admin.get("/projects/alpha/issues", params={"query": "forged"}).json()["items"]
     assert len(denied) == 5
     assert {e["details"]["agent"] for e in denied} >= {"someone-else", "boss"}
     assert {e["remote"] for e in denied} == {"127.0.0.1"}

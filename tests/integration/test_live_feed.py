@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from vibe_ensemble.api.live import EventStream
+from vibe_ensemble.api.feeds.sse import EventStream
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.events.feed import Feed, RecentEvents
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.services.live import Feed, RecentEvents
 from vibe_ensemble.store import events as event_store
 
 
@@ -236,7 +236,7 @@ async def test_many_feeds_cost_one_read_per_commit(
 async def test_a_feed_far_behind_catches_up_from_the_table(
     live: Runtime, services: Services, admin: Caller
 ) -> None:
-    recent = RecentEvents(services.ctx, capacity=5)
+    recent = RecentEvents(services.ctx.hub, services.ctx.db, capacity=5)
     start = await services.events.latest_id()
     assert await recent.after(start) == ([], start)
     await services.agents.register(admin, name="w1")
@@ -246,7 +246,7 @@ async def test_a_feed_far_behind_catches_up_from_the_table(
     window = await recent.after(latest - 3)
     assert window is not None and [e.id for e in window[0]] == [latest - 2, latest - 1, latest]
     assert await recent.after(start) is None  # the window moved on: a feed this far behind reads the table
-    feed = Feed(services.ctx, recent, after=start, project=None, types=None, page_size=4)
+    feed = Feed(services.ctx.hub, services.ctx.db, recent, after=start, project=None, types=None, page_size=4)
     got = await drain(feed, latest)
     assert [e.id for e in got] == list(range(start + 1, latest + 1))
 

@@ -8,7 +8,7 @@ from mcp import Client
 from mcp.server import MCPServer
 from pydantic import Field
 
-from vibe_ensemble.api.mcp_compact import compact_input, compact_tool_schemas, inline_enums, shallow_output
+from vibe_ensemble.api.mcp.compact import compact_input, compact_tool_schemas, inline_enums, shallow_output
 from vibe_ensemble.domain.enums import Priority
 from vibe_ensemble.domain.models import Reservation
 from vibe_ensemble.domain.rules import MAX_ID

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from vibe_ensemble.api.web import session
-from vibe_ensemble.api.web.views import EVENT_TYPES
+from vibe_ensemble.api.web.render import EVENT_TYPES
 from vibe_ensemble.ops.config import Settings
 
 KEY = b"k" * 32

@@ -11,10 +11,12 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.routing import Route
 
 from vibe_ensemble import __version__
-from vibe_ensemble.api import live, security, web
+from vibe_ensemble.api import feeds, security
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
-from vibe_ensemble.api.rest import errors, workspace
-from vibe_ensemble.api.rest.routes import router
+from vibe_ensemble.api.mcp.notifier import ResourceNotifier
+from vibe_ensemble.api.mcp.profiles import PROFILES
+from vibe_ensemble.api.rest import ROUTERS, errors
+from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
@@ -23,10 +25,8 @@ from vibe_ensemble.store import migrate
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     bus = InMemorySubscriptionBus()  # MCP change notifications, fed from the event log by `notifier`
-    notifier = live.ResourceNotifier(runtime.services, bus)
-    servers = {
-        p: build_mcp(runtime.services, settings, profile=p, subscriptions=bus) for p in ("core", "full")
-    }
+    notifier = ResourceNotifier(runtime.services, bus)
+    servers = {p: build_mcp(settings, profile=p, subscriptions=bus) for p in PROFILES}
     mcp_apps = {
         p: server.streamable_http_app(
             streamable_http_path="/mcp",
@@ -66,10 +66,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.services = runtime.services
     app.state.runtime = runtime
     errors.install(app)
-    app.include_router(router)
-    app.include_router(live.router)
-    app.include_router(workspace.router)
-    web.install(app, settings)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.include_router(feeds.router)
+    views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     app.router.routes.append(
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -8,13 +8,13 @@ module only guards the transport. `docs/security.md` describes each header.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, NoReturn
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vibe_ensemble.api import auth
 from vibe_ensemble.ops.config import Settings
 
 # The dashboard serves its own scripts and styles; nothing inline, nothing from elsewhere.
@@ -39,21 +39,6 @@ _COMMON = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
-
-
-def error_response(status: int, code: str, message: str) -> tuple[Message, Message]:
-    """The two ASGI messages of a JSON error in the REST shape."""
-    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body}
 
 
 class SecurityHeadersMiddleware:
@@ -109,16 +94,14 @@ class BodyLimitMiddleware:
         too_large = f"request body larger than {self.max_bytes} bytes"
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            for message in error_response(413, "payload_too_large", too_large):
-                await send(message)
+            await auth.send_error(send, 413, "payload_too_large", too_large, close=True)
             return
         state: dict[str, Any] = {"received": 0, "done": False, "started": False, "answered": False}
 
         async def _answer(status: int, code: str, text: str) -> NoReturn:
             state["answered"] = True
             if not state["started"]:
-                for message in error_response(status, code, text):
-                    await send(message)
+                await auth.send_error(send, status, code, text, close=True)
             raise _Aborted
 
         async def _receive() -> Message:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, run, settings_or_exit
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, refuse_unsafe_production, run, settings_or_exit
 from vibe_ensemble.runtime import Runtime
 
 
@@ -21,8 +21,11 @@ def mcp_stdio(
     at the same time; on PostgreSQL any number may.
     """
     from vibe_ensemble.api.mcp import build_mcp
+    from vibe_ensemble.api.mcp.context import CallContext, bind
+    from vibe_ensemble.api.mcp.profiles import profile_of
 
     settings = settings_or_exit(config, database_url=database_url)
+    refuse_unsafe_production(settings)
     if not token:
         err.print("[red]error:[/red] give --token or set VIBE_TOKEN")
         raise typer.Exit(2)
@@ -32,12 +35,11 @@ def mcp_stdio(
         await runtime.start()
         try:
             caller = await runtime.services.tokens.authenticate(token)
-            profile: Literal["core", "full"] = (
-                "full" if (caller.tool_profile or settings.tool_profile) == "full" else "core"
-            )
-            server = build_mcp(runtime.services, settings, profile=profile, stdio_caller=caller)
+            server = build_mcp(settings, profile=profile_of(caller.tool_profile or settings.tool_profile))
             await runtime.start_live()
-            await server.run_stdio_async()
+            # The process acts as its token's holder: its refusals are its own, not audited.
+            with bind(CallContext(runtime.services, caller, audit_denials=False)):
+                await server.run_stdio_async()
         finally:
             await runtime.stop()
 

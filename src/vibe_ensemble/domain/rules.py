@@ -14,6 +14,11 @@ MAX_NAME = 64
 MAX_LABELS = 32
 MAX_LABEL = 64
 MAX_LIST_LIMIT = 500
+MAX_LINE = 200  # other one-line texts: names of things, programs, models, thread ids, keys, labels
+MAX_NOTE = 1000  # a short note: an activity, a reason, a repository path or URL
+MAX_DEPENDENCIES = 100
+MAX_CURSOR = 100  # an opaque page cursor
+MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

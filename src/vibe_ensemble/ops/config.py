@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     request_state_key: str = DEFAULT_STATE_KEY
     tool_profile: Literal["core", "full"] = "core"
     replicas: int = Field(1, ge=1)
-    auth_enabled: bool = True
     log_level: str = "info"
     log_json: bool = False
     # presence: agents go offline after this many seconds without a heartbeat,
@@ -90,8 +89,6 @@ class Settings(BaseSettings):
     def unsafe_reasons(self) -> list[str]:
         """What makes these settings unfit for production (an empty list when they are fine)."""
         reasons = []
-        if not self.auth_enabled:
-            reasons.append("auth is disabled: set VIBE_AUTH_ENABLED=true")
         if self.request_state_key == DEFAULT_STATE_KEY or len(self.request_state_key) < 32:
             reasons.append(
                 "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret"
@@ -110,6 +107,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if path is not None:
         with path.open("rb") as fh:
             file_values = tomllib.load(fh)
+    if "VIBE_AUTH_ENABLED" in os.environ:
+        raise ValueError("VIBE_AUTH_ENABLED is not a setting: authentication is always on; unset it")
     env_values = Settings().model_dump(exclude_unset=True)
     merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
     return Settings(**merged)

@@ -49,7 +49,7 @@ class AuditService(Service):
             raise InvalidInput("before", "must be an audit entry id (1 or more)")
         for field, value in (("action", action), ("actor", actor), ("outcome", outcome)):
             if value is not None:
-                rules.text(field, value, max_len=200)
+                rules.text(field, value, max_len=rules.MAX_LINE)
         async with self.ctx.db.read() as conn:
             items = await store.page(
                 conn,

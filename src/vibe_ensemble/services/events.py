@@ -32,7 +32,7 @@ class EventService(Service):
         project_ids: list[int] | None = None,
     ) -> EventPage:
         """Events after `after`, oldest first. Pass `project_ids` from `scope` to skip the lookup."""
-        limit = rules.limit("limit", limit, maximum=1000)
+        limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
         if after < 0:
             raise InvalidInput("after", "must be 0 or an event id")
         if project_ids is None:
@@ -47,7 +47,7 @@ class EventService(Service):
         self, caller: Caller, *, project: str | None = None, types: list[str] | None = None, limit: int = 20
     ) -> list[Event]:
         """The newest events the caller may read, newest first (the dashboard's recent activity)."""
-        limit = rules.limit("limit", limit, maximum=1000)
+        limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
         project_ids = await self.scope(caller, project)
         async with self.ctx.db.read() as conn:
             return await store.recent(conn, project_ids=project_ids, types=types, limit=limit)

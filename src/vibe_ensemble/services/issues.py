@@ -33,8 +33,8 @@ def actor_name(caller: Caller, agent: str | None) -> str:
 def _check_deps(field: str, values: list[int] | None) -> list[int]:
     if values is None:
         return []
-    if len(values) > 100:
-        raise InvalidInput(field, "at most 100 dependencies")
+    if len(values) > rules.MAX_DEPENDENCIES:
+        raise InvalidInput(field, f"at most {rules.MAX_DEPENDENCIES} dependencies")
     return sorted(set(values))
 
 
@@ -148,7 +148,7 @@ class IssueService(Service):
             if label is not None:
                 q = q.where(json_array_contains(conn.dialect.name, issues.c.labels, label))
             if query:
-                rules.text("query", query, max_len=200)
+                rules.text("query", query, max_len=rules.MAX_LINE)
                 q = q.where(
                     sa.or_(
                         issues.c.title.icontains(query, autoescape=True),

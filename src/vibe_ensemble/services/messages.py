@@ -54,7 +54,7 @@ class MessageService(Service):
         if not to and to_role is None and not broadcast:
             raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")
         if thread_id is not None:
-            thread_id = rules.text("thread_id", thread_id, max_len=200)
+            thread_id = rules.text("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             recipients: dict[int, str] = {}

@@ -35,7 +35,7 @@ MIN_TTL_S = 10
 MAX_TTL_S = 86_400
 MAX_RESERVE_PATHS = 100
 MAX_CHECK_PATHS = 1000
-MAX_REASON = 1000
+MAX_REASON = rules.MAX_NOTE
 OPERATION = "reserve_paths"
 
 _RESULT = TypeAdapter(ReservationResult)
@@ -111,7 +111,11 @@ class ReservationService(Service):
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise InvalidInput("ttl_s", f"must be between {MIN_TTL_S} and {MAX_TTL_S} seconds")
         reason = rules.text("reason", reason, max_len=MAX_REASON, required=False).strip()
-        key = None if idempotency_key is None else rules.text("idempotency_key", idempotency_key, max_len=200)
+        key = (
+            None
+            if idempotency_key is None
+            else rules.text("idempotency_key", idempotency_key, max_len=rules.MAX_LINE)
+        )
         request: dict[str, Any] = {
             "paths": [p.text for p in patterns],
             "exclusive": exclusive,

@@ -69,7 +69,7 @@ class TokenService(Service):
     ) -> tuple[Credential, str]:
         """A new token; the secret is returned here once and never stored."""
         caller.require(Op.TOKEN_ADMIN)
-        label = rules.text("label", label, max_len=200, required=False)
+        label = rules.text("label", label, max_len=rules.MAX_LINE, required=False)
         if agent is not None:
             agent = rules.name("agent", agent)
             if project is None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer vibe_…`")
@@ -20,11 +22,10 @@ def get_services(request: Request) -> Services:
 
 async def get_caller(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],  # documents the scheme
 ) -> Caller:
-    remote = request.client.host if request.client else ""
-    token = "" if credentials is None else credentials.credentials
-    caller = await get_services(request).tokens.authenticate(token, remote=remote)
+    """The bearer token's caller (`api.auth`); kept on the request for the denial audit."""
+    caller = (await auth.authenticate(get_services(request), request)).caller
     request.state.caller = caller
     return caller
 
@@ -32,3 +33,5 @@ async def get_caller(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ServicesDep = Annotated[Services, Depends(get_services)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+P = "/projects/{project}"  # the prefix of every project's routes

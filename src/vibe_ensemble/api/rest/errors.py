@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
+from vibe_ensemble.domain.errors import PermissionDenied, VibeError
 
 log = structlog.get_logger(__name__)
 
@@ -45,10 +46,6 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 """The error answers every REST route may give, in the OpenAPI document."""
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -62,35 +59,20 @@ def _describe(error: Any) -> dict[str, str]:
     return {"field": _field(tuple(error["loc"])), "rule": error["msg"]}
 
 
-async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
-    """Write a refusal to the audit log; a failure to write is logged, never shown to the caller."""
-    caller = getattr(request.state, "caller", None)
-    if not isinstance(caller, Caller):
-        return
-    try:
-        await request.app.state.services.audit.denied(caller, exc)
-    except Exception:
-        log.exception("audit_failed", action="access.denied", path=request.url.path)
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(VibeError)
     async def _vibe(request: Request, exc: VibeError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, PermissionDenied):
-            await _audit_denial(request, exc)
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-        elif isinstance(exc, Unauthenticated):
-            headers = {"WWW-Authenticate": 'Bearer realm="vibe-ensemble"'}
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.http_status, headers=headers)
+        caller = getattr(request.state, "caller", None)
+        if isinstance(exc, PermissionDenied) and isinstance(caller, Caller):
+            await auth.audit_denied(request.app.state.services, caller, exc)
+        return auth.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [_describe(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid"}
         message = f"{first['field']}: {first['rule']}"
-        return JSONResponse(error_body("invalid_input", message, {"errors": errors}), 422)
+        return JSONResponse(auth.error_body("invalid_input", message, {"errors": errors}), 422)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -100,9 +82,9 @@ def install(app: FastAPI) -> None:
             401: "unauthenticated",
             413: "payload_too_large",
         }.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONResponse(auth.error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        return JSONResponse(error_body("internal", "internal server error"), 500)
+        return JSONResponse(auth.error_body("internal", "internal server error"), 500)

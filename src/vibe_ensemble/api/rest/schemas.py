@@ -7,8 +7,35 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, Priority, TokenRole
-from vibe_ensemble.domain.rules import MAX_ID
+from vibe_ensemble.domain.enums import (
+    AgentRole,
+    AgentStatus,
+    Importance,
+    IssueStatus,
+    KnowledgeKind,
+    Priority,
+    ReserveMode,
+    TokenRole,
+)
+from vibe_ensemble.domain.rules import (
+    MAX_BODY,
+    MAX_DEPENDENCIES,
+    MAX_ID,
+    MAX_LABELS,
+    MAX_LINE,
+    MAX_NAME,
+    MAX_NOTE,
+    MAX_TITLE,
+)
+from vibe_ensemble.services.knowledge import MAX_ISSUE_LINKS
+from vibe_ensemble.services.messages import MAX_IDS, MAX_RECIPIENTS
+from vibe_ensemble.services.reservations import (
+    DEFAULT_TTL_S,
+    MAX_CHECK_PATHS,
+    MAX_RESERVE_PATHS,
+    MAX_TTL_S,
+    MIN_TTL_S,
+)
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
@@ -18,48 +45,48 @@ class Body(BaseModel):
 
 
 class ProjectIn(Body):
-    slug: str = Field(max_length=64)
-    name: str | None = Field(None, max_length=200)
-    description: str = Field("", max_length=65_536)
-    repo: str = Field("", max_length=1000)
+    slug: str = Field(max_length=MAX_NAME)
+    name: str | None = Field(None, max_length=MAX_LINE)
+    description: str = Field("", max_length=MAX_BODY)
+    repo: str = Field("", max_length=MAX_NOTE)
 
 
 class AgentIn(Body):
-    name: str | None = Field(None, max_length=64)
+    name: str | None = Field(None, max_length=MAX_NAME)
     role: AgentRole = AgentRole.WORKER
-    capabilities: list[str] = Field(default_factory=list, max_length=32)
-    program: str = Field("", max_length=200)
-    model: str = Field("", max_length=200)
-    description: str = Field("", max_length=65_536)
+    capabilities: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    program: str = Field("", max_length=MAX_LINE)
+    model: str = Field("", max_length=MAX_LINE)
+    description: str = Field("", max_length=MAX_BODY)
 
 
 class HeartbeatIn(Body):
     status: AgentStatus | None = None
-    activity: str | None = Field(None, max_length=1000)
+    activity: str | None = Field(None, max_length=MAX_NOTE)
 
 
 class RetireIn(Body):
-    reason: str = Field("", max_length=1000)
+    reason: str = Field("", max_length=MAX_NOTE)
 
 
 class IssueIn(Body):
-    title: str = Field(max_length=200)
-    body: str = Field("", max_length=65_536)
+    title: str = Field(max_length=MAX_TITLE)
+    body: str = Field("", max_length=MAX_BODY)
     priority: Priority = Priority.P2
-    labels: list[str] = Field(default_factory=list, max_length=32)
-    depends_on: list[Id] = Field(default_factory=list, max_length=100)
+    labels: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    depends_on: list[Id] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = None
     agent: str | None = None
 
 
 class IssuePatch(Body):
-    title: str | None = Field(None, max_length=200)
-    body: str | None = Field(None, max_length=65_536)
+    title: str | None = Field(None, max_length=MAX_TITLE)
+    body: str | None = Field(None, max_length=MAX_BODY)
     status: IssueStatus | None = None
     priority: Priority | None = None
-    labels: list[str] | None = Field(None, max_length=32)
-    depends_on: list[Id] | None = Field(None, max_length=100)
+    labels: list[str] | None = Field(None, max_length=MAX_LABELS)
+    depends_on: list[Id] | None = Field(None, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = None
     expected_version: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
@@ -71,37 +98,37 @@ class ClaimIn(Body):
 
 
 class CommentIn(Body):
-    body: str = Field(max_length=65_536)
+    body: str = Field(max_length=MAX_BODY)
     agent: str | None = None
 
 
 class CloseIn(Body):
-    resolution: str = Field(max_length=65_536)
+    resolution: str = Field(max_length=MAX_BODY)
     status: IssueStatus = IssueStatus.DONE
     agent: str | None = None
 
 
 class MessageIn(Body):
-    subject: str = Field(max_length=200)
-    body: str = Field(max_length=65_536)
-    to: list[str] = Field(default_factory=list, max_length=200)
+    subject: str = Field(max_length=MAX_TITLE)
+    body: str = Field(max_length=MAX_BODY)
+    to: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     to_role: AgentRole | None = None
     broadcast: bool = False
-    thread_id: str | None = Field(None, max_length=200)
+    thread_id: str | None = Field(None, max_length=MAX_LINE)
     importance: Importance = Importance.NORMAL
     ack_required: bool = False
     agent: str | None = None
 
 
 class IdsIn(Body):
-    ids: list[Id] = Field(min_length=1, max_length=500)
+    ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class TokenIn(Body):
     role: TokenRole
     project: str | None = None
     agent: str | None = None
-    label: str = Field("", max_length=200)
+    label: str = Field("", max_length=MAX_LINE)
     expires_at: datetime | None = None
     tool_profile: str | None = None
 
@@ -113,3 +140,54 @@ class TokenOut(BaseModel):
     role: TokenRole
     project: str | None
     agent: str | None
+
+
+PATHS_DOC = (
+    "Repository-relative paths or git globs (src/api/**, **/*.py), or named resources (service://staging-db)."
+)
+
+
+class ReserveIn(Body):
+    paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_RESERVE_PATHS)
+    exclusive: bool = True
+    ttl_s: int = Field(
+        DEFAULT_TTL_S, ge=MIN_TTL_S, le=MAX_TTL_S, description="Seconds until the lease ends by itself."
+    )
+    reason: str = Field("", max_length=MAX_NOTE)
+    mode: ReserveMode = Field(
+        ReserveMode.ADVISORY, description="advisory: grant what is free; strict: nothing on any conflict."
+    )
+    idempotency_key: str | None = Field(None, max_length=MAX_LINE)
+    agent: str | None = None
+
+
+class ReleaseIn(Body):
+    paths: list[str] | None = Field(
+        None, max_length=MAX_NOTE, description="Patterns exactly as reserved; omit to release all."
+    )
+    agent: str | None = None
+
+
+class CheckIn(Body):
+    paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
+    exclusive: bool = Field(True, description="false: report only exclusive holders.")
+    agent: str | None = Field(None, description="Ignore this agent's own leases.")
+
+
+class KnowledgeIn(Body):
+    kind: KnowledgeKind
+    title: str = Field(max_length=MAX_TITLE)
+    body: str = Field(max_length=MAX_BODY)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    issue_ids: list[Id] = Field(default_factory=list, max_length=MAX_ISSUE_LINKS)
+    agent: str | None = None
+
+
+class KnowledgePatch(Body):
+    kind: KnowledgeKind | None = None
+    title: str | None = Field(None, max_length=MAX_TITLE)
+    body: str | None = Field(None, max_length=MAX_BODY)
+    tags: list[str] | None = Field(None, max_length=MAX_LABELS)
+    issue_ids: list[Id] | None = Field(None, max_length=MAX_ISSUE_LINKS)
+    expected_version: Id | None = None
+    agent: str | None = None

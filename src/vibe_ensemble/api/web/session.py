@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import Unauthenticated, VibeError
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import Services
@@ -86,15 +85,6 @@ def from_request(conn: HTTPConnection) -> Session | None:
     """The request's valid session cookie, if any (the credential is not checked here)."""
     value = conn.cookies.get(COOKIE)
     return None if not value else read(key_of(conn), value)
-
-
-def remote(conn: HTTPConnection) -> str:
-    return conn.client.host if conn.client else ""
-
-
-async def authenticate(services: Services, conn: HTTPConnection, session: Session) -> Caller:
-    """The session's caller; `Unauthenticated` when its token was revoked or expired."""
-    return await services.tokens.authenticate_session(session.credential_id, remote=remote(conn))
 
 
 async def still_valid(services: Services, session: Session) -> bool:

@@ -1,4 +1,4 @@
-"""The text of the MCP prompts `coordinator_briefing` and `worker_briefing`.
+"""The MCP prompts `coordinator_briefing` and `worker_briefing`, and their text.
 
 A briefing is a role prompt followed by the project's live state. Everything in
 the live state that agents or people wrote (titles, mail subjects, activities,
@@ -12,7 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Literal
 
+from mcp.server import MCPServer
+
+from vibe_ensemble.api.mcp.context import acting, protocol_errors
 from vibe_ensemble.domain.models import Issue, Reservation
 from vibe_ensemble.services.briefings import Briefing
 
@@ -160,3 +164,28 @@ def coordinator_prompt(b: Briefing, now: datetime) -> str:
 def worker_prompt(b: Briefing, now: datetime) -> str:
     me = b.me.name if b.me else "a worker"
     return WORKER_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
+
+
+async def _render(role: Literal["coordinator", "worker"], agent: str | None, project: str | None) -> str:
+    services, caller = acting()
+    briefing = await services.briefings.assemble(caller, project=project, agent=agent or None)
+    now = services.ctx.clock()
+    return coordinator_prompt(briefing, now) if role == "coordinator" else worker_prompt(briefing, now)
+
+
+async def coordinator_briefing(agent: str | None = None, project: str | None = None) -> str:
+    """How to plan and delegate, with the project's live state: team, ready and blocked work, leases,
+    your mail and the most relevant guidelines. `agent`: your name, for a team token."""
+    return await _render("coordinator", agent, project)
+
+
+async def worker_briefing(agent: str | None = None, project: str | None = None) -> str:
+    """How to claim, lease, work and report, with the project's live state: your issues, your
+    leases, your mail and the most relevant guidelines. `agent`: your name, for a team token."""
+    return await _render("worker", agent, project)
+
+
+def register(mcp: MCPServer) -> None:
+    """Add the briefing prompts to `mcp`."""
+    mcp.prompt(title="Coordinator briefing")(protocol_errors(coordinator_briefing))
+    mcp.prompt(title="Worker briefing")(protocol_errors(worker_briefing))

@@ -7,7 +7,7 @@ from typing import Any
 
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
-from vibe_ensemble.api.live import resource_changes
+from vibe_ensemble.api.mcp.resources import resource_changes
 from vibe_ensemble.domain.models import Event
 
 P = "vibe://projects/web"

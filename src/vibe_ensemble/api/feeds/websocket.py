@@ -1,0 +1,200 @@
+"""The event log over a WebSocket: authenticate (header or first message), then follow a feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from vibe_ensemble.api import auth
+from vibe_ensemble.api.feeds.common import (
+    CLOSE_TIMEOUT_S,
+    CUTOFF_GRACE_S,
+    EVENT_JSON,
+    cut_off,
+    event_id,
+    settings_of,
+    slow_reason,
+)
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, VibeError
+from vibe_ensemble.events.feed import Feed
+from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services import Services
+
+log = structlog.get_logger(__name__)
+
+AUTH_TIMEOUT_S = 10.0  # how long the first (auth) message may take
+# Close codes: 4000 + the HTTP status a request would have got.
+WS_CLOSE = {
+    "invalid_input": 4400,
+    "unauthenticated": 4401,
+    "permission_denied": 4403,
+    "not_found": 4404,
+    "rate_limited": 4429,
+}
+WS_SLOW = 4408
+WS_GOING_AWAY = 1001
+WS_INTERNAL_ERROR = 1011
+
+
+async def serve(websocket: WebSocket) -> None:
+    """Accept, authenticate, and follow the feed the query asks for until either side leaves."""
+    services: Services = websocket.app.state.services
+    settings = settings_of(websocket)
+    await websocket.accept()
+    metrics.FEED_SUBSCRIBERS.labels("ws").inc()
+    try:
+        token = auth.bearer_token(websocket.headers) or await _first_message_token(websocket)
+        if token is None:
+            return
+        try:
+            caller = await services.tokens.authenticate(token, remote=auth.remote(websocket))
+            try:
+                feed = await services.live.feed(caller, **_ws_query(websocket))
+            except PermissionDenied as exc:
+                await auth.audit_denied(services, caller, exc)
+                raise
+        except VibeError as exc:
+            await _close(websocket, WS_CLOSE.get(exc.code, 4400), f"{exc.code}: {exc.message}")
+            return
+        await _WebSocketFeed(
+            websocket, feed, settings, services, auth.Authenticated(caller, token, None)
+        ).run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        metrics.FEED_SUBSCRIBERS.labels("ws").dec()
+
+
+async def _first_message_token(websocket: WebSocket) -> str | None:
+    try:
+        with anyio.fail_after(AUTH_TIMEOUT_S):
+            message = await websocket.receive_text()
+        data = json.loads(message)
+    except TimeoutError:
+        await _close(websocket, 4401, "unauthenticated: send {'type': 'auth', 'token': ...} first")
+        return None
+    except (ValueError, KeyError):
+        data = None
+    if not isinstance(data, dict) or data.get("type") != "auth" or not isinstance(data.get("token"), str):
+        await _close(websocket, 4401, "unauthenticated: the first message must be {'type': 'auth', ...}")
+        return None
+    token: str = data["token"]
+    return token
+
+
+def _ws_query(websocket: WebSocket) -> dict[str, Any]:
+    params = websocket.query_params
+    after_raw = params.get("after")
+    after = None if after_raw is None else event_id("after", after_raw)
+    project = params.get("project")
+    if project is not None and len(project) > 64:
+        raise InvalidInput("project", "at most 64 characters")
+    return {"after": after, "project": project, "types": params.getlist("types") or None}
+
+
+async def _close(
+    websocket: WebSocket,
+    code: int,
+    reason: str,
+    timeout: float = CLOSE_TIMEOUT_S,  # noqa: ASYNC109
+) -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    # A close reason is at most 123 bytes.
+    reason = reason.encode()[:123].decode(errors="ignore")
+    with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        async with asyncio.timeout(timeout):
+            await websocket.close(code, reason)
+
+
+class _WebSocketFeed:
+    """Writes a feed to a WebSocket while answering the client's pings."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        feed: Feed,
+        settings: Settings,
+        services: Services,
+        presented: auth.Authenticated,
+    ) -> None:
+        self.ws = websocket
+        self.feed = feed
+        self.keepalive_s = settings.feed_keepalive_s
+        self.send_timeout_s = settings.feed_send_timeout_s
+        self.services = services
+        self.presented = presented
+        self.sent_id = feed.last_id  # the last event sent to the client
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def read_client() -> None:
+                await self._read_client()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(read_client)
+            try:
+                await self._write_events()
+            except Exception:
+                log.exception("feed_failed", transport="ws", last_id=self.sent_id)
+                reason = f"server error; reconnect with after={self.sent_id}"
+                await _close(self.ws, WS_INTERNAL_ERROR, reason)
+            tg.cancel_scope.cancel()
+
+    async def _read_client(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                data = json.loads(message.get("text") or "null")
+            except ValueError:
+                data = None
+            is_ping = isinstance(data, dict) and data.get("type") == "ping"
+            if is_ping and not await self._send({"type": "pong", "last_id": self.sent_id}):
+                return
+
+    async def _write_events(self) -> None:
+        feed = self.feed
+        if not await self._send({"type": "ready", "last_id": self.sent_id}):
+            return
+        while True:
+            events = await feed.next(self.keepalive_s)
+            if feed.closed:
+                reason = f"server shutting down; reconnect with after={self.sent_id}"
+                await _close(self.ws, WS_GOING_AWAY, reason)
+                return
+            if not events:
+                if not await auth.still_valid(self.services, self.presented):
+                    await _close(self.ws, 4401, "unauthenticated: the token was revoked or has expired")
+                    return
+                if not await self._send({"type": "ping", "last_id": self.sent_id}):
+                    return
+            for event in events:
+                message = {"type": "event", "event": EVENT_JSON.dump_python(event, mode="json")}
+                if not await self._send(message):
+                    return
+                self.sent_id = event.id
+
+    async def _send(self, message: dict[str, Any]) -> bool:
+        """Send one message; False when the client is gone or fell behind (and was cut off)."""
+        try:
+            async with self._lock, asyncio.timeout(self.send_timeout_s):
+                await self.ws.send_text(json.dumps(message))
+        except TimeoutError:
+            cut_off("ws", self.sent_id, self.send_timeout_s)
+            await _close(self.ws, WS_SLOW, slow_reason(self.sent_id), CUTOFF_GRACE_S)
+            return False
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return False
+        return True

@@ -1,0 +1,133 @@
+"""Who is calling a tool, prompt or resource, and how its failures reach the agent.
+
+The endpoint (HTTP) or the stdio command binds a `CallContext` for the duration of a
+request with `bind`; tools read it with `acting()`. It travels as a context variable,
+which the SDK's request tasks inherit, never through the ASGI scope.
+
+The rate limit is decided once per HTTP request (`CallContext.admit`) and enforced by
+`CallContext.acting` — both here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import structlog
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+
+from vibe_ensemble.api import auth
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, VibeError
+from vibe_ensemble.services import Services
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """The services and the authenticated caller of one MCP request."""
+
+    services: Services
+    caller: Caller
+    limited: RateLimited | None = None  # the caller's rate limit was spent by this request
+    audit_denials: bool = True  # False over stdio: the process is its own token's holder
+
+    @classmethod
+    def admit(cls, services: Services, caller: Caller) -> CallContext:
+        """Spend one request of the caller's rate limit; when it is out, every handler refuses."""
+        try:
+            services.tokens.throttle(caller)
+        except RateLimited as exc:
+            return cls(services, caller, limited=exc)
+        return cls(services, caller)
+
+    def acting(self) -> Caller:
+        """The caller, or `RateLimited` when this request is over its limit."""
+        if self.limited is not None:
+            raise RateLimited(self.limited.message, self.limited.retry_after)
+        return self.caller
+
+
+_CURRENT: ContextVar[CallContext | None] = ContextVar("vibe_mcp_call", default=None)
+
+
+@contextmanager
+def bind(call: CallContext) -> Iterator[CallContext]:
+    """Make `call` the context of everything run (and spawned) inside the block."""
+    token = _CURRENT.set(call)
+    try:
+        yield call
+    finally:
+        _CURRENT.reset(token)
+
+
+def bound() -> CallContext | None:
+    """The bound context, if any."""
+    return _CURRENT.get()
+
+
+def acting() -> tuple[Services, Caller]:
+    """The services and the caller of the current call (see `CallContext.acting`)."""
+    call = _CURRENT.get()
+    if call is None:
+        raise ToolError("[unauthenticated] no credential: connect with a bearer token")
+    return call.services, call.acting()
+
+
+async def _audit(exc: PermissionDenied) -> None:
+    call = _CURRENT.get()
+    if call is not None and call.audit_denials:
+        await auth.audit_denied(call.services, call.caller, exc)
+
+
+def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except VibeError as exc:
+            if isinstance(exc, PermissionDenied):
+                await _audit(exc)
+            detail = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
+            raise ToolError(f"[{exc.code}] {exc.message}{detail}") from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            log.exception("tool_failed", tool=fn.__name__)
+            raise ToolError("[internal] internal server error") from exc
+
+    return wrapper
+
+
+def protocol_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn service errors of prompts and resources into JSON-RPC errors an agent can act on."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except VibeError as exc:
+            if isinstance(exc, PermissionDenied):
+                await _audit(exc)
+            data = {"code": exc.code, **json.loads(json.dumps(exc.details, default=str))}
+            raise MCPError(INVALID_PARAMS, f"[{exc.code}] {exc.message}", data) from exc
+        except MCPError:
+            raise
+        except Exception as exc:
+            log.exception("mcp_read_failed", handler=fn.__name__)
+            raise MCPError(INTERNAL_ERROR, "[internal] internal server error") from exc
+
+    return wrapper

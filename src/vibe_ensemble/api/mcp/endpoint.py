@@ -1,0 +1,51 @@
+"""`/mcp`: authenticate the bearer token, bind the call context, hand the request to the profile's app."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
+
+from vibe_ensemble.api import auth
+from vibe_ensemble.api.mcp.context import CallContext, bind
+from vibe_ensemble.api.mcp.profiles import Profile
+from vibe_ensemble.domain.errors import RateLimited, Unauthenticated
+from vibe_ensemble.services import Services
+
+
+class MCPEndpoint:
+    """An unauthenticated request never reaches the SDK; an authenticated one runs inside its `CallContext`.
+
+    A request over the caller's rate limit still reaches the SDK, so that a tool call answers with a
+    tool error the agent can read; the HTTP answer carries `Retry-After` (see `CallContext`).
+    """
+
+    def __init__(self, services: Services, apps: Mapping[Profile, ASGIApp], default_profile: str) -> None:
+        self.services = services
+        self.apps: dict[str, ASGIApp] = {str(name): app for name, app in apps.items()}
+        self.default_profile = default_profile
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            found = await auth.authenticate(self.services, HTTPConnection(scope), throttle=False)
+        except (Unauthenticated, RateLimited) as exc:
+            await auth.send_vibe_error(send, exc)
+            return
+        call = CallContext.admit(self.services, found.caller)
+        if call.limited is not None:
+            send = _with_header(send, b"retry-after", auth.retry_after(call.limited).encode())
+        profile = found.caller.tool_profile or self.default_profile
+        app = self.apps.get(profile, self.apps[self.default_profile])
+        with bind(call):
+            await app(scope, receive, send)
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    async def _send(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+
+    return _send

@@ -1,0 +1,142 @@
+"""Every `vibe://` resource: what each URI serves, and which URIs an event changes.
+
+`resource_changes` is the other half of the same map: the notifier (`api.mcp.notifier`)
+tells `subscriptions/listen` clients about the URIs an event touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
+from pydantic import TypeAdapter
+
+from vibe_ensemble.api.mcp.context import acting, protocol_errors
+from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.models import Event
+from vibe_ensemble.domain.rules import MAX_ID
+
+JSON_TYPE = "application/json"
+
+
+def _json(value: Any) -> str:
+    return TypeAdapter(type(value)).dump_json(value, indent=2).decode()
+
+
+def _positive(field: str, value: str, maximum: int = MAX_ID) -> int:
+    """A URI parameter that must be a whole number from 1 to `maximum`."""
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise InvalidInput(field, f"must be a whole number from 1 to {maximum}")
+    return int(value)
+
+
+async def projects(limit: str = "500") -> str:
+    services, caller = acting()
+    return _json((await services.projects.list(caller))[: _positive("limit", limit, 500)])
+
+
+async def project_overview(project: str) -> str:
+    services, caller = acting()
+    record = await services.projects.get(caller, project)
+    board = await services.briefings.board(caller, project=project)
+    summary = {
+        "project": TypeAdapter(type(record)).dump_python(record, mode="json"),
+        "issues": {status: len(cards) for status, cards in board.columns.items()},
+        "active_agents": [a.name for a in board.agents],
+        "leases": len(board.leases),
+    }
+    return json.dumps(summary, indent=2)
+
+
+async def board(project: str) -> str:
+    services, caller = acting()
+    return _json(await services.briefings.board(caller, project=project))
+
+
+async def issue(project: str, id: str) -> str:
+    services, caller = acting()
+    return _json(await services.issues.get(caller, _positive("id", id), project=project))
+
+
+async def knowledge(project: str, id: str) -> str:
+    services, caller = acting()
+    return _json(await services.knowledge.get(caller, _positive("id", id), project=project))
+
+
+# URI template → (handler, name, title, description)
+RESOURCES: dict[str, tuple[Callable[..., Awaitable[str]], str, str, str]] = {
+    "vibe://projects{?limit}": (
+        projects,
+        "projects",
+        "Projects",
+        "The projects this token can see (read vibe://projects).",
+    ),
+    "vibe://projects/{project}": (
+        project_overview,
+        "project",
+        "Project",
+        "One project: its record and the state of its board in brief.",
+    ),
+    "vibe://projects/{project}/board": (
+        board,
+        "board",
+        "Board",
+        "Issues by status (ready ones flagged), the active team and the live leases.",
+    ),
+    "vibe://projects/{project}/issues/{id}": (
+        issue,
+        "issue",
+        "Issue",
+        "An issue with its comments, dependencies and dependants.",
+    ),
+    "vibe://projects/{project}/knowledge/{id}": (
+        knowledge,
+        "knowledge",
+        "Knowledge entry",
+        "A knowledge entry with its earlier versions.",
+    ),
+}
+
+
+def register(mcp: MCPServer) -> None:
+    """Add every `vibe://` resource to `mcp`."""
+    for uri, (handler, name, title, description) in RESOURCES.items():
+        mcp.resource(uri, name=name, title=title, description=description, mime_type=JSON_TYPE)(
+            protocol_errors(handler)
+        )
+
+
+def resource_changes(event: Event) -> list[ServerEvent]:
+    """The MCP resource changes an event stands for (what `subscriptions/listen` clients hear).
+
+    A project (with its board in brief), its board (issues, the active team, live leases),
+    one issue, one knowledge entry.
+    """
+    if event.project is None:
+        return []
+    project = f"vibe://projects/{event.project}"
+    family = event.type.split(".", 1)[0]
+    board_changes: list[ServerEvent] = [ResourceUpdated(f"{project}/board"), ResourceUpdated(project)]
+    item = event.payload.get("id")
+    if family == "issue" and isinstance(item, int):
+        return [ResourceUpdated(f"{project}/issues/{item}"), *board_changes]
+    if family in ("agent", "reservation"):
+        return board_changes
+    if family == "knowledge" and isinstance(item, int):
+        return [ResourceUpdated(f"{project}/knowledge/{item}")]
+    if event.type == "project.created":
+        return [ResourcesListChanged(), ResourceUpdated("vibe://projects"), ResourceUpdated(project)]
+    return []
+
+
+def in_scope(uri: object, project: str) -> bool:
+    """True for `vibe://projects` (the list, already filtered per caller) and this project's URIs."""
+    if not isinstance(uri, str):
+        return False
+    if uri == "vibe://projects":
+        return True
+    prefix = f"vibe://projects/{project}"
+    return uri == prefix or uri.startswith(prefix + "/") or uri.startswith(prefix + "?")

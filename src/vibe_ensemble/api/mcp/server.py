@@ -1,0 +1,88 @@
+"""`build_mcp`: the MCP server of one profile — its tools, the prompts and the `vibe://` resources."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.server.transport_security import TransportSecuritySettings
+
+from vibe_ensemble.api.mcp import prompts, resources
+from vibe_ensemble.api.mcp.compact import compact_tool_schemas
+from vibe_ensemble.api.mcp.context import bound, tool_errors
+from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
+from vibe_ensemble.ops.config import Settings
+
+INSTRUCTIONS = """\
+Vibe Ensemble coordinates a team of coding agents on one code base.
+Start with register_agent, then call heartbeat every few minutes: it tells you
+your unread mail, your assigned issues and the issues ready to claim. Claim an
+issue before working on it (claim_issue), comment as you learn, close it with a
+resolution. Mail teammates with send_message; read yours with fetch_inbox.
+"""
+
+
+def _credential_principal(_: ServerRequestContext[Any, Any]) -> str | None:
+    call = bound()
+    if call is None or call.caller.credential_id is None:
+        return None
+    return f"credential:{call.caller.credential_id}"
+
+
+async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """`subscriptions/listen`: a project-scoped token hears only its own project's `vibe://` resources."""
+    call = bound()
+    project = None if call is None else call.caller.project
+    if ctx.method != "subscriptions/listen" or project is None:
+        return await call_next(ctx)
+    params = dict(ctx.params or {})
+    wanted = dict(params.get("notifications") or {})
+    uris = wanted.get("resourceSubscriptions")
+    if isinstance(uris, list):
+        wanted["resourceSubscriptions"] = [u for u in uris if resources.in_scope(u, project)]
+        params["notifications"] = wanted
+    return await call_next(dataclasses.replace(ctx, params=params))
+
+
+def build_mcp(
+    settings: Settings, *, profile: Profile = "core", subscriptions: SubscriptionBus | None = None
+) -> MCPServer:
+    """The MCP server with the tools of `profile`; each call acts as the bound `CallContext`.
+
+    `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on.
+    """
+    mcp = MCPServer(
+        settings.server_name,
+        title="Vibe Ensemble",
+        instructions=INSTRUCTIONS,
+        version="0.1.0",
+        log_level="WARNING",
+        subscriptions=subscriptions,
+        # Replicas share the key, so a multi-round-trip request may come back to any of them;
+        # sealed state is bound to the credential that started it.
+        request_state_security=RequestStateSecurity(
+            keys=[settings.request_state_key], bind_principal=_credential_principal
+        ),
+        middleware=[_scoped_listen],
+    )
+    for tool in PROFILES[profile]:
+        mcp.tool()(tool_errors(tool))
+    prompts.register(mcp)
+    resources.register(mcp)
+    compact_tool_schemas(mcp)
+    return mcp
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection: localhost by default, the configured hosts and origins otherwise."""
+    if settings.allowed_hosts:
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+        )
+    return None

@@ -1,0 +1,56 @@
+"""REST routes for the team: register, heartbeat, list, retire. Thin calls into the services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.schemas import (
+    AgentIn,
+    HeartbeatIn,
+    RetireIn,
+)
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus
+from vibe_ensemble.domain.models import (
+    Agent,
+    HeartbeatResult,
+)
+
+router = APIRouter(prefix="/api/v1")
+
+
+@router.get(P + "/agents", tags=["agents"])
+async def list_agents(
+    project: str,
+    caller: CallerDep,
+    services: ServicesDep,
+    role: AgentRole | None = None,
+    agent_status: Annotated[AgentStatus | None, Query(alias="status")] = None,
+    include_retired: bool = False,
+) -> list[Agent]:
+    return await services.agents.list(
+        caller, project=project, role=role, status=agent_status, include_retired=include_retired
+    )
+
+
+@router.post(P + "/agents", status_code=status.HTTP_201_CREATED, tags=["agents"])
+async def register_agent(project: str, body: AgentIn, caller: CallerDep, services: ServicesDep) -> Agent:
+    return await services.agents.register(caller, project=project, **body.model_dump())
+
+
+@router.post(P + "/agents/{name}/heartbeat", tags=["agents"])
+async def heartbeat(
+    project: str, name: str, body: HeartbeatIn, caller: CallerDep, services: ServicesDep
+) -> HeartbeatResult:
+    return await services.agents.heartbeat(
+        caller, project=project, agent=name, status=body.status, activity=body.activity
+    )
+
+
+@router.post(P + "/agents/{name}/retire", tags=["agents"])
+async def retire_agent(
+    project: str, name: str, body: RetireIn, caller: CallerDep, services: ServicesDep
+) -> Agent:
+    return await services.agents.retire(caller, project=project, name=name, reason=body.reason)

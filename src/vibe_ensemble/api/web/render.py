@@ -1,0 +1,149 @@
+"""How the dashboard looks: the Jinja environment and filters, event summaries, page helpers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.templating import Jinja2Templates
+
+from vibe_ensemble.domain.models import Event
+from vibe_ensemble.services.briefings import Board, Card
+
+HERE = Path(__file__).parent
+
+
+RECENT_EVENTS = 15
+
+
+MAIL_EVENTS = 100
+
+
+# Every event type the services emit: a browser's EventSource needs the exact names to listen to.
+EVENT_TYPES = (
+    "project.created",
+    "agent.registered",
+    "agent.status",
+    "agent.retired",
+    "issue.created",
+    "issue.updated",
+    "issue.claimed",
+    "issue.commented",
+    "issue.closed",
+    "issue.ready",
+    "message.sent",
+    "message.read",
+    "message.acknowledged",
+    "reservation.granted",
+    "reservation.released",
+    "knowledge.added",
+    "knowledge.updated",
+    "token.created",
+    "token.revoked",
+)
+
+
+BOARD_FAMILIES = ("agent.*", "issue.*", "message.sent", "reservation.*", "knowledge.*")
+
+
+COLUMNS = (
+    ("ready", "Ready"),
+    ("in_progress", "In progress"),
+    ("review", "Review"),
+    ("blocked", "Blocked"),
+    ("done", "Done"),
+)
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    seconds = int((datetime.now(UTC) - value).total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # agent content is untrusted: escape everything, never mark it safe
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ago"] = _ago
+    env.filters["when"] = _when
+    env.filters["summary"] = describe
+    env.filters["label"] = lambda value: str(value).replace("_", " ")
+    return env
+
+
+def describe(event: Event) -> str:
+    """A one-line, plain-text summary of an event for people."""
+    p = event.payload
+    family = event.type.split(".", 1)[0]
+    if family == "issue":
+        return f"#{p.get('id')} {p.get('title') or ''}".strip()
+    if family == "agent":
+        extra = p.get("status") or p.get("role") or p.get("reason") or ""
+        return f"{p.get('agent', '')} {extra}".strip()
+    if event.type == "message.sent":
+        recipients = ", ".join(str(r) for r in p.get("recipients") or []) or "nobody"
+        return f"“{p.get('subject', '')}” to {recipients}"
+    if family == "reservation":
+        return f"{p.get('agent', '')}: {', '.join(str(x) for x in p.get('patterns') or [])}"
+    if family == "knowledge":
+        return f"#{p.get('id')} {p.get('title') or ''}".strip()
+    return ", ".join(f"{k}={v}" for k, v in p.items() if isinstance(v, str | int) and k != "thread_id")
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_page(request: Request, status: int, code: str, message: str) -> Response:
+    context = {"status": status, "code": code, "message": message}
+    return no_store(templates.TemplateResponse(request, "error.html", context, status_code=status))
+
+
+def live(
+    path: str, project: str, after: int, families: tuple[str, ...], extra: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """What the script needs to follow a page: its fragment, the feed, the event names."""
+    query = urlencode({"project": project, **(extra or {})})
+    stream = urlencode([("project", project), ("after", after), *(("types", f) for f in families)])
+    return {
+        "fragment": f"{path}?{query}",
+        "stream": f"/api/v1/events/stream?{stream}",
+        "events": " ".join(EVENT_TYPES),
+    }
+
+
+def columns(board: Board) -> dict[str, list[Card]]:
+    """The board's columns for people: open issues are ready, or blocked waiting on others."""
+    opened = board.columns.get("open", [])
+    return {
+        "ready": [c for c in opened if c.ready],
+        "in_progress": board.columns.get("in_progress", []),
+        "review": board.columns.get("review", []),
+        "blocked": board.columns.get("blocked", []) + [c for c in opened if not c.ready],
+        "done": board.columns.get("done", []) + board.columns.get("closed", []),
+    }

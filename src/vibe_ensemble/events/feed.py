@@ -1,0 +1,196 @@
+"""A subscriber's cursor over the event log (`Feed`), and the newest events shared by all of them.
+
+Nothing here carries event data between processes. The event hub only says
+"events up to id N are committed" (after a local commit, or from another replica
+through the PostgreSQL bridge); followers then read the events table, the truth,
+after their own positions: once per wake-up for all the feeds of a process
+(`RecentEvents`), and each on its own when it is further behind. So a missed or
+coalesced wake-up costs latency, never an event, and a slow follower delays only
+itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import re
+from collections.abc import Sequence
+
+from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.models import Event
+from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.store import events as event_store
+from vibe_ensemble.store.database import Database
+
+PAGE_SIZE = 100
+RECENT_CAPACITY = 1000
+MAX_TYPES = 20
+_TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*(\.\*)?$")
+
+
+def check_types(types: Sequence[str] | None) -> list[str] | None:
+    """Event type filters: exact types (`message.sent`) or families (`issue.*`)."""
+    if not types:
+        return None
+    if len(types) > MAX_TYPES:
+        raise InvalidInput("types", f"at most {MAX_TYPES} event types")
+    for t in types:
+        if len(t) > 64 or not _TYPE.match(t):
+            raise InvalidInput("types", f"{t[:64]!r} is not an event type like 'issue.claimed' or 'issue.*'")
+    return list(dict.fromkeys(types))
+
+
+def type_matches(event_type: str, patterns: Sequence[str]) -> bool:
+    """The in-memory twin of the type filter of `store.events.after`."""
+    return any(event_type.startswith(p[:-1]) if p.endswith(".*") else event_type == p for p in patterns)
+
+
+class RecentEvents:
+    """The newest events, read once per wake-up for all the feeds of this process.
+
+    It holds every event with an id in (low, high], unfiltered, and at most about
+    `capacity` of them. A feed whose position is inside that window is served
+    from here, so a hundred subscribers cost one read per commit, not a hundred;
+    a feed further behind (catching up) reads the table itself.
+    """
+
+    def __init__(self, hub: EventHub, db: Database, capacity: int = RECENT_CAPACITY) -> None:
+        self._hub = hub
+        self._db = db
+        self._capacity = capacity
+        self._events: list[Event] = []
+        self._ids: list[int] = []
+        self._low: int | None = None
+        self._high = 0
+        self._lock = asyncio.Lock()
+
+    async def prime(self) -> None:
+        """Open the window at the newest event, so that feeds starting now are served from it."""
+        if self._low is None:
+            await self._refresh()
+
+    async def after(self, cursor: int) -> tuple[list[Event], int] | None:
+        """The events after `cursor` known now, and the id the answer is complete up to.
+
+        None when `cursor` is older than the window.
+        """
+        if self._low is None or self._hub.latest > self._high:
+            await self._refresh()
+        assert self._low is not None
+        if cursor < self._low:
+            return None
+        return self._events[bisect.bisect_right(self._ids, cursor) :], max(self._high, cursor)
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            hub = self._hub
+            if self._low is None:
+                async with self._db.read() as conn:
+                    self._low = self._high = await event_store.last_id(conn)
+            while hub.latest > self._high:
+                seen = hub.latest
+                async with self._db.read() as conn:
+                    items = await event_store.after(conn, self._high, limit=PAGE_SIZE)
+                self._events += items
+                self._ids += [e.id for e in items]
+                full = len(items) == PAGE_SIZE
+                self._high = items[-1].id if full else max(self._high, seen, items[-1].id if items else 0)
+            if len(self._events) > 2 * self._capacity:
+                cut = len(self._events) - self._capacity
+                self._low = self._ids[cut - 1]
+                del self._events[:cut], self._ids[:cut]
+
+
+class Feed:
+    """One subscriber's position in the event log, within what its caller may read.
+
+    `last_id` is the last event handed out: a client that reconnects with it
+    resumes exactly after it. A feed hands out at most `page_size` events at a
+    time, so it never holds more than one page, however far behind its client is.
+    """
+
+    def __init__(
+        self,
+        hub: EventHub,
+        db: Database,
+        recent: RecentEvents,
+        *,
+        after: int,
+        project: tuple[int, str] | None,
+        types: list[str] | None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._hub = hub
+        self._db = db
+        self._recent = recent
+        self._project = project
+        self._types = types
+        self._page_size = page_size
+        self.last_id = after
+        # Every event up to the cursor was handed out or did not match; it can run ahead
+        # of last_id when the newest events are not for this subscriber.
+        self._cursor = after
+        self._stale = True
+        self._from_table = True
+
+    @property
+    def closed(self) -> bool:
+        """True when the server is shutting down: the feed ends, the client reconnects elsewhere."""
+        return self._hub.closed
+
+    async def next(self, timeout: float) -> list[Event]:  # noqa: ASYNC109
+        """The next events in id order, waiting up to `timeout` seconds for some.
+
+        An empty list means nothing arrived in time (a good moment for a
+        keep-alive) or the feed is closed.
+        """
+        hub = self._hub
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not hub.closed:
+            if self._stale:
+                items = await self._read()
+                if items:
+                    return items
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                # The safety net: after a quiet spell, look at the table itself even if
+                # nobody said there was anything new.
+                self._stale = self._from_table = True
+                return []
+            self._stale = await hub.wait_beyond(self._cursor, remaining)
+        return []
+
+    async def _read(self) -> list[Event]:
+        if not self._from_table:
+            recent = await self._recent.after(self._cursor)
+            if recent is not None:
+                return self._take([e for e in recent[0] if self._matches(e)], complete_to=recent[1])
+        self._from_table = False
+        # Every id up to `seen` was committed before this read began, so whatever the
+        # read does not return up to there does not match this feed.
+        seen = self._hub.latest
+        async with self._db.read() as conn:
+            items = await event_store.after(
+                conn,
+                self._cursor,
+                project_ids=None if self._project is None else [self._project[0]],
+                types=self._types,
+                limit=self._page_size,
+            )
+        return self._take(items, complete_to=seen)
+
+    def _take(self, items: list[Event], *, complete_to: int) -> list[Event]:
+        """Hand out the first page of `items`: every match after the cursor up to `complete_to`."""
+        full = len(items) >= self._page_size
+        items = items[: self._page_size]
+        if items:
+            self.last_id = items[-1].id
+        self._cursor = items[-1].id if full else max(self._cursor, complete_to, self.last_id)
+        self._stale = full or self._hub.latest > self._cursor
+        return items
+
+    def _matches(self, event: Event) -> bool:
+        if self._project is not None and event.project != self._project[1]:
+            return False
+        return self._types is None or type_matches(event.type, self._types)

@@ -13,15 +13,14 @@ each entry point performs, so that
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from vibe_ensemble.api import generated
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.permissions import GLOBAL_OPS, PERMISSIONS, Op
 
@@ -231,23 +230,11 @@ END = "<!-- permission-matrix:end -->"
 
 def splice(document: str) -> str:
     """`document` with the text between the matrix markers replaced by the current table."""
-    head, found, rest = document.partition(BEGIN)
-    if not found or END not in rest:
-        raise ValueError(f"the document has no {BEGIN!r} … {END!r} block")
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{render_matrix()}\n{END}{tail}"
+    return generated.splice(document, BEGIN, END, render_matrix())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print the permission matrix, or write it into a document.")
-    parser.add_argument("--write", type=Path, help="Markdown file with the matrix markers to update.")
-    args: Any = parser.parse_args(argv)
-    if args.write is None:
-        print(render_matrix())
-        return 0
-    path: Path = args.write
-    path.write_text(splice(path.read_text()))
-    return 0
+    return generated.command("permission matrix", render_matrix, splice, argv)
 
 
 if __name__ == "__main__":

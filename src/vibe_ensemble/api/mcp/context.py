@@ -91,8 +91,15 @@ async def _audit(exc: PermissionDenied) -> None:
         await auth.audit_denied(call.services, call.caller, exc)
 
 
-def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
+def _mapped(
+    fn: Callable[P, Awaitable[R]],
+    answer: Callable[[VibeError], Exception],
+    internal: Callable[[], Exception],
+    passed: type[Exception],
+    event: str,
+) -> Callable[P, Awaitable[R]]:
+    """Wrap a handler: a domain error becomes `answer(exc)` (a refusal audited first), an error of
+    type `passed` goes through, anything else is logged and becomes `internal()`: no internals leak."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -101,33 +108,34 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except VibeError as exc:
             if isinstance(exc, PermissionDenied):
                 await _audit(exc)
-            detail = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
-            raise ToolError(f"[{exc.code}] {exc.message}{detail}") from exc
-        except ToolError:
+            raise answer(exc) from exc
+        except passed:
             raise
         except Exception as exc:
-            log.exception("tool_failed", tool=fn.__name__)
-            raise ToolError("[internal] internal server error") from exc
+            log.exception(event, handler=fn.__name__)
+            raise internal() from exc
 
     return wrapper
+
+
+def _tool_error(exc: VibeError) -> Exception:
+    detail = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
+    return ToolError(f"[{exc.code}] {exc.message}{detail}")
+
+
+def _protocol_error(exc: VibeError) -> Exception:
+    data = {"code": exc.code, **json.loads(json.dumps(exc.details, default=str))}
+    return MCPError(INVALID_PARAMS, f"[{exc.code}] {exc.message}", data)
+
+
+def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
+    return _mapped(
+        fn, _tool_error, lambda: ToolError("[internal] internal server error"), ToolError, "tool_failed"
+    )
 
 
 def protocol_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn service errors of prompts and resources into JSON-RPC errors an agent can act on."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except VibeError as exc:
-            if isinstance(exc, PermissionDenied):
-                await _audit(exc)
-            data = {"code": exc.code, **json.loads(json.dumps(exc.details, default=str))}
-            raise MCPError(INVALID_PARAMS, f"[{exc.code}] {exc.message}", data) from exc
-        except MCPError:
-            raise
-        except Exception as exc:
-            log.exception("mcp_read_failed", handler=fn.__name__)
-            raise MCPError(INTERNAL_ERROR, "[internal] internal server error") from exc
-
-    return wrapper
+    internal = lambda: MCPError(INTERNAL_ERROR, "[internal] internal server error")  # noqa: E731
+    return _mapped(fn, _protocol_error, internal, MCPError, "mcp_read_failed")

@@ -6,13 +6,12 @@ the markers; tests/unit/test_mcp_reference.py fails when the document and the co
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from vibe_ensemble.api import generated
 from vibe_ensemble.api.mcp.profiles import first_profile
 from vibe_ensemble.api.mcp.server import build_mcp
 from vibe_ensemble.ops.config import Settings
@@ -73,23 +72,11 @@ def render_reference() -> str:
 
 def splice(document: str) -> str:
     """`document` with the text between the markers replaced by the current reference."""
-    head, found, rest = document.partition(BEGIN)
-    if not found or END not in rest:
-        raise ValueError(f"the document has no {BEGIN!r} … {END!r} block")
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{render_reference()}\n{END}{tail}"
+    return generated.splice(document, BEGIN, END, render_reference())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print the MCP tool reference, or write it into a document.")
-    parser.add_argument("--write", type=Path, help="Markdown file with the reference markers to update.")
-    args: Any = parser.parse_args(argv)
-    if args.write is None:
-        print(render_reference())
-        return 0
-    path: Path = args.write
-    path.write_text(splice(path.read_text()))
-    return 0
+    return generated.command("MCP tool reference", render_reference, splice, argv)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
 
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.domain import rules
@@ -16,41 +13,22 @@ from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import audit as audit_store
+from vibe_ensemble.store import credentials as store
 from vibe_ensemble.store import projects as project_store
-from vibe_ensemble.store.tables import credentials, projects
+from vibe_ensemble.store.credentials import StoredCredential
 
 TOOL_PROFILES = ("core", "full")
 AUTH_FAILURE = "auth_failure"  # the rate-limit class of failed authentications, keyed by client address
 
 
-def _select() -> sa.Select[Any]:
-    return sa.select(credentials, projects.c.slug).outerjoin(
-        projects, projects.c.id == credentials.c.project_id
-    )
-
-
-def _to_credential(row: sa.Row[Any]) -> Credential:
-    return Credential(
-        id=row.id,
-        prefix=row.prefix,
-        label=row.label,
-        role=TokenRole(row.role),
-        project=row.slug,
-        agent=row.agent_name,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
-
-
-def _unusable(row: sa.Row[Any] | None, now: datetime) -> str:
+def _unusable(stored: StoredCredential | None, now: datetime) -> str:
     """Why a credential cannot be used now ("unknown token", "revoked token", …), or "" when it can."""
-    if row is None:
+    if stored is None:
         return "unknown token"
-    if row.revoked_at is not None:
+    if stored.credential.revoked_at is not None:
         return "revoked token"
-    if row.expires_at is not None and row.expires_at <= now:
+    expires_at = stored.credential.expires_at
+    if expires_at is not None and expires_at <= now:
         return "expired token"
     return ""
 
@@ -87,23 +65,20 @@ class TokenService(Service):
             project_id = None
             if project is not None:
                 project_id = (await project_store.by_slug(tx.conn, project)).id
-            result = await tx.conn.execute(
-                credentials.insert()
-                .values(
-                    prefix=tokens.display_prefix(secret),
-                    token_hash=tokens.digest(secret),
-                    label=label,
-                    role=role.value,
-                    project_id=project_id,
-                    agent_name=agent,
-                    tool_profile=tool_profile,
-                    created_at=tx.now,
-                    expires_at=expires_at,
-                )
-                .returning(credentials.c.id)
+            cred_id = await store.insert(
+                tx.conn,
+                prefix=tokens.display_prefix(secret),
+                token_hash=tokens.digest(secret),
+                label=label,
+                role=role,
+                project_id=project_id,
+                agent=agent,
+                tool_profile=tool_profile,
+                expires_at=expires_at,
+                now=tx.now,
             )
-            cred_id = result.scalar_one()
-            row = (await tx.conn.execute(_select().where(credentials.c.id == cred_id))).one()
+            created = await store.by_id(tx.conn, cred_id)
+            assert created is not None  # inserted just above, in this transaction
             tx.emit(
                 "token.created",
                 caller.display,
@@ -123,32 +98,31 @@ class TokenService(Service):
                 label=label,
                 expires_at=None if expires_at is None else expires_at.isoformat(),
             )
-        return _to_credential(row), secret
+        return created.credential, secret
 
     async def list(self, caller: Caller) -> list[Credential]:
         caller.require(Op.TOKEN_ADMIN)
         async with self.ctx.db.read() as conn:
-            rows = await conn.execute(_select().order_by(credentials.c.id))
-            return [_to_credential(r) for r in rows]
+            return await store.all_(conn)
 
     async def revoke(self, caller: Caller, token_id: int) -> Credential:
         caller.require(Op.TOKEN_ADMIN)
         async with self.write() as tx:
-            row = (await tx.conn.execute(_select().where(credentials.c.id == token_id))).first()
-            if row is None:
+            found = await store.by_id(tx.conn, token_id)
+            if found is None:
                 raise NotFound(f"token {token_id} does not exist", id=token_id)
-            if row.revoked_at is None:
-                await tx.conn.execute(
-                    credentials.update().where(credentials.c.id == token_id).values(revoked_at=tx.now)
-                )
-                tx.emit("token.revoked", caller.display, row.project_id, id=token_id, label=row.label)
-                tx.audit(caller, "token.revoked", token_id=token_id, label=row.label)
-            row = (await tx.conn.execute(_select().where(credentials.c.id == token_id))).one()
-        return _to_credential(row)
+            label = found.credential.label
+            if found.credential.revoked_at is None:
+                await store.revoke(tx.conn, token_id, tx.now)
+                tx.emit("token.revoked", caller.display, found.project_id, id=token_id, label=label)
+                tx.audit(caller, "token.revoked", token_id=token_id, label=label)
+            found = await store.by_id(tx.conn, token_id)
+            assert found is not None  # it existed above, in this transaction
+        return found.credential
 
     async def count(self) -> int:
         async with self.ctx.db.read() as conn:
-            return int((await conn.execute(sa.select(sa.func.count()).select_from(credentials))).scalar_one())
+            return await store.count(conn)
 
     async def authenticate(self, token: str, *, remote: str = "", throttle: bool = True) -> Caller:
         """The caller a bearer token stands for; every failure is the same `Unauthenticated`.
@@ -158,18 +132,19 @@ class TokenService(Service):
         credential's own rate limit is applied too (see `throttle`).
         """
         reason = "malformed token" if token else "missing token"
-        row = None
+        found = None
         if tokens.looks_like_token(token):
             wanted = tokens.digest(token)
             async with self.ctx.db.read() as conn:
-                row = (await conn.execute(_select().where(credentials.c.token_hash == wanted))).first()
-            if row is not None and not tokens.same(row.token_hash, wanted):
-                row = None
-            reason = _unusable(row, self.ctx.clock())
-        if reason or row is None:
-            await self._failed(reason, token, remote, credential_id=None if row is None else row.id)
+                found = await store.by_hash(conn, wanted)
+            if found is not None and not tokens.same(found.token_hash, wanted):
+                found = None
+            reason = _unusable(found, self.ctx.clock())
+        if reason or found is None:
+            credential_id = None if found is None else found.credential.id
+            await self._failed(reason, token, remote, credential_id=credential_id)
             raise Unauthenticated("invalid, expired or revoked token" if token else "missing bearer token")
-        return self._caller(row, remote, throttle)
+        return self._caller(found, remote, throttle)
 
     async def authenticate_session(
         self, credential_id: int, *, remote: str = "", throttle: bool = True
@@ -178,22 +153,23 @@ class TokenService(Service):
         so a revoked or expired token ends its sessions at once. Failures are audited like `authenticate`.
         """
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(_select().where(credentials.c.id == credential_id))).first()
-        reason = _unusable(row, self.ctx.clock())
-        if reason or row is None:
+            found = await store.by_id(conn, credential_id)
+        reason = _unusable(found, self.ctx.clock())
+        if reason or found is None:
             article = "an" if reason[0] in "aeiou" else "a"
             await self._failed(f"session of {article} {reason}", "", remote, credential_id=credential_id)
             raise Unauthenticated("the session's token is invalid, expired or revoked; log in again")
-        return self._caller(row, remote, throttle)
+        return self._caller(found, remote, throttle)
 
-    def _caller(self, row: sa.Row[Any], remote: str, throttle: bool) -> Caller:
+    def _caller(self, stored: StoredCredential, remote: str, throttle: bool) -> Caller:
+        cred = stored.credential
         caller = Caller(
-            credential_id=row.id,
-            role=TokenRole(row.role),
-            project=row.slug,
-            agent=row.agent_name,
-            label=row.label or row.prefix,
-            tool_profile=row.tool_profile,
+            credential_id=cred.id,
+            role=cred.role,
+            project=cred.project,
+            agent=cred.agent,
+            label=cred.label or cred.prefix,
+            tool_profile=stored.tool_profile,
             remote=remote,
         )
         if throttle:

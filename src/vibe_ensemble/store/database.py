@@ -59,6 +59,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or getattr(seen, "orig", None)
 
 
+Connection = AsyncConnection
+"""The connection every repository in `store/` takes and every service passes along.
+
+Repositories use only `await conn.execute(<SQLAlchemy Core statement>)` and the result's
+`.scalar()`, `.scalar_one()`, `.scalars()`, `.mappings()`, `.first()`, `.all()`, `.rowcount`
+and `.inserted_primary_key`, so the implementation behind this name can change.
+"""
+
+
 class DatabaseError(Exception):
     """The database cannot be used as configured; the message says why."""
 
@@ -110,7 +119,7 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Connection]:
         """A write transaction: committed when the block ends, rolled back on error."""
         with _out_of_range_is_invalid_input():
             if self.is_sqlite:
@@ -121,7 +130,7 @@ class Database:
                     yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         """A read-only snapshot (one transaction)."""
         with _out_of_range_is_invalid_input():
             async with self.reader.connect() as conn, conn.begin():

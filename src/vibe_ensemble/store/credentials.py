@@ -1,0 +1,100 @@
+"""Credentials (API tokens), stored only as a hash of the secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.models import Credential
+from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.tables import credentials, projects
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """A credential with what only the server sees: its hash, project id and tool profile."""
+
+    credential: Credential
+    token_hash: str
+    project_id: int | None
+    tool_profile: str | None
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(credentials, projects.c.slug).outerjoin(
+        projects, projects.c.id == credentials.c.project_id
+    )
+
+
+def _to_stored(row: sa.Row[Any]) -> StoredCredential:
+    credential = Credential(
+        id=row.id,
+        prefix=row.prefix,
+        label=row.label,
+        role=TokenRole(row.role),
+        project=row.slug,
+        agent=row.agent_name,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+    return StoredCredential(credential, row.token_hash, row.project_id, row.tool_profile)
+
+
+async def insert(
+    conn: Connection,
+    *,
+    prefix: str,
+    token_hash: str,
+    label: str,
+    role: TokenRole,
+    project_id: int | None,
+    agent: str | None,
+    tool_profile: str | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> int:
+    result = await conn.execute(
+        credentials.insert()
+        .values(
+            prefix=prefix,
+            token_hash=token_hash,
+            label=label,
+            role=role.value,
+            project_id=project_id,
+            agent_name=agent,
+            tool_profile=tool_profile,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        .returning(credentials.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def by_id(conn: Connection, credential_id: int) -> StoredCredential | None:
+    row = (await conn.execute(_select().where(credentials.c.id == credential_id))).first()
+    return None if row is None else _to_stored(row)
+
+
+async def by_hash(conn: Connection, token_hash: str) -> StoredCredential | None:
+    row = (await conn.execute(_select().where(credentials.c.token_hash == token_hash))).first()
+    return None if row is None else _to_stored(row)
+
+
+async def all_(conn: Connection) -> list[Credential]:
+    """Every credential, oldest first."""
+    return [_to_stored(r).credential for r in await conn.execute(_select().order_by(credentials.c.id))]
+
+
+async def revoke(conn: Connection, credential_id: int, now: datetime) -> None:
+    await conn.execute(credentials.update().where(credentials.c.id == credential_id).values(revoked_at=now))
+
+
+async def count(conn: Connection) -> int:
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(credentials))).scalar_one())

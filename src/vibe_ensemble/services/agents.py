@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, IssueStatus, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.permissions import Op
@@ -15,7 +15,6 @@ from vibe_ensemble.store import agents as store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as reservation_store
-from vibe_ensemble.store.tables import agents, issues, message_recipients, messages
 
 EXPIRY_WARNING = timedelta(minutes=5)
 
@@ -60,11 +59,9 @@ class AgentService(Service):
                 retired_at=None,
             )
             if existing is None:
-                await tx.conn.execute(
-                    agents.insert().values(project_id=proj.id, name=name, registered_at=tx.now, **values)
-                )
+                await store.insert(tx.conn, proj.id, name, tx.now, **values)
             else:
-                await tx.conn.execute(agents.update().where(agents.c.id == existing.id).values(**values))
+                await store.update(tx.conn, existing.id, **values)
             agent = await store.get(tx.conn, proj.id, name)
             tx.emit(
                 "agent.registered",
@@ -101,7 +98,7 @@ class AgentService(Service):
             values: dict[str, object] = {"last_seen": tx.now, "status": new_status.value}
             if activity is not None:
                 values["activity"] = activity
-            await tx.conn.execute(agents.update().where(agents.c.id == me.id).values(**values))
+            await store.update(tx.conn, me.id, **values)
             if new_status != me.status:
                 tx.emit(
                     "agent.status",
@@ -116,32 +113,11 @@ class AgentService(Service):
         async with self.read() as rx:
             me = await store.get(rx.conn, proj.id, name)
             unread = await message_store.unread_count(rx.conn, me.id)
-            urgent = await message_store.load_inbox(
-                rx.conn,
-                message_store.inbox_query(me.id)
-                .where(
-                    message_recipients.c.read_at.is_(None),
-                    messages.c.importance.in_([Importance.HIGH.value, Importance.URGENT.value]),
-                )
-                .order_by(messages.c.id)
-                .limit(10),
+            urgent = await message_store.unread(
+                rx.conn, me.id, importance=[Importance.HIGH, Importance.URGENT], limit=10
             )
-            assigned = await issue_store.load(
-                rx.conn,
-                issue_store.select_issues()
-                .where(
-                    issues.c.assignee_id == me.id,
-                    issues.c.status.not_in(issue_store.FINISHED),
-                )
-                .order_by(issues.c.priority, issues.c.id),
-            )
-            ready = await issue_store.load(
-                rx.conn,
-                issue_store.select_issues()
-                .where(issues.c.project_id == proj.id, issue_store.ready_clause())
-                .order_by(issues.c.priority, issues.c.id)
-                .limit(ready_limit),
-            )
+            assigned = await issue_store.unfinished_of(rx.conn, me.id)
+            ready = await issue_store.ready_in(rx.conn, proj.id, limit=ready_limit)
             expiring = await reservation_store.held_by(rx.conn, me.id, rx.now, until=rx.now + EXPIRY_WARNING)
         return HeartbeatResult(
             agent=me,
@@ -164,14 +140,9 @@ class AgentService(Service):
         caller.require(Op.AGENT_READ)
         async with self.ctx.db.read() as conn:
             proj = await self.project(conn, caller, project)
-            q = store.select_agents().where(agents.c.project_id == proj.id)
-            if role is not None:
-                q = q.where(agents.c.role == role.value)
-            if status is not None:
-                q = q.where(agents.c.status == status.value)
-            if not include_retired:
-                q = q.where(agents.c.retired_at.is_(None))
-            return [store.to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
+            return await store.in_project(
+                conn, proj.id, role=role, status=status, include_retired=include_retired
+            )
 
     async def retire(
         self, caller: Caller, *, name: str, project: str | None = None, reason: str = ""
@@ -188,23 +159,9 @@ class AgentService(Service):
     async def _retire(
         self, tx: Transaction, project_id: int, agent: Agent, *, actor: str, reason: str
     ) -> None:
-        await tx.conn.execute(
-            agents.update()
-            .where(agents.c.id == agent.id)
-            .values(retired_at=tx.now, status=AgentStatus.OFFLINE.value)
-        )
+        await store.retire(tx.conn, agent.id, tx.now)
         released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
-        reopened = await tx.conn.execute(
-            issues.update()
-            .where(issues.c.assignee_id == agent.id, issues.c.status == IssueStatus.IN_PROGRESS.value)
-            .values(
-                assignee_id=None,
-                status=IssueStatus.OPEN.value,
-                version=issues.c.version + 1,
-                updated_at=tx.now,
-            )
-            .returning(issues.c.id)
-        )
+        reopened = await issue_store.reopen_taken_by(tx.conn, agent.id, tx.now)
         tx.emit(
             "agent.retired",
             actor,
@@ -212,41 +169,26 @@ class AgentService(Service):
             agent=agent.name,
             reason=reason,
             released_reservations=released,
-            reopened_issues=[r.id for r in reopened],
+            reopened_issues=reopened,
         )
 
     async def sweep_presence(self, *, offline_after: timedelta, retire_after: timedelta) -> tuple[int, int]:
         """Mark silent agents offline and retire long-idle ones. Returns (offlined, retired)."""
         async with self.write() as tx:
-            stale = await tx.conn.execute(
-                store.select_agents().where(
-                    agents.c.retired_at.is_(None),
-                    agents.c.status != AgentStatus.OFFLINE.value,
-                    agents.c.last_seen < tx.now - offline_after,
-                )
-            )
             offlined = 0
-            for row in stale:
-                await tx.conn.execute(
-                    agents.update().where(agents.c.id == row.id).values(status=AgentStatus.OFFLINE.value)
-                )
+            for project_id, agent in await store.silent_since(tx.conn, tx.now - offline_after):
+                await store.update(tx.conn, agent.id, status=AgentStatus.OFFLINE.value)
                 tx.emit(
                     "agent.status",
                     "system",
-                    row.project_id,
-                    agent=row.name,
+                    project_id,
+                    agent=agent.name,
                     status=AgentStatus.OFFLINE.value,
-                    previous=row.status,
+                    previous=agent.status.value,
                     reason="missed heartbeats",
                 )
                 offlined += 1
-            idle = list(
-                await tx.conn.execute(
-                    store.select_agents().where(
-                        agents.c.retired_at.is_(None), agents.c.last_seen < tx.now - retire_after
-                    )
-                )
-            )
-            for row in idle:
-                await self._retire(tx, row.project_id, store.to_agent(row), actor="system", reason="idle")
+            idle = await store.idle_since(tx.conn, tx.now - retire_after)
+            for project_id, agent in idle:
+                await self._retire(tx, project_id, agent, actor="system", reason="idle")
         return offlined, len(idle)

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import Caller
@@ -18,7 +16,7 @@ from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import projects as project_store
-from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.database import Connection, Database
 
 
 def utcnow() -> datetime:
@@ -37,7 +35,7 @@ class ServiceContext:
 class Transaction:
     """A write transaction that collects events and appends them last, in one commit."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+    def __init__(self, conn: Connection, now: datetime) -> None:
         self.conn = conn
         self.now = now
         self._events: list[event_store.NewEvent] = []
@@ -80,6 +78,6 @@ class Service:
         async with self.ctx.db.read() as conn:
             yield Transaction(conn, self.ctx.clock())
 
-    async def project(self, conn: AsyncConnection, caller: Caller, requested: str | None) -> Project:
+    async def project(self, conn: Connection, caller: Caller, requested: str | None) -> Project:
         """The project a call acts on, after the token's scope is applied."""
         return await project_store.by_slug(conn, caller.project_slug(requested, self.ctx.default_project))

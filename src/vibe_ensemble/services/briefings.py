@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, KnowledgeKind
 from vibe_ensemble.domain.models import (
@@ -29,7 +26,7 @@ from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import knowledge as knowledge_store
 from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as reservation_store
-from vibe_ensemble.store.tables import agents, issues, message_recipients, messages
+from vibe_ensemble.store.database import Connection
 
 _STATUS_ORDER = [AgentStatus.WORKING, AgentStatus.BLOCKED, AgentStatus.IDLE, AgentStatus.OFFLINE]
 GUIDANCE_KINDS = [KnowledgeKind.GUIDELINE, KnowledgeKind.PRACTICE, KnowledgeKind.DECISION]
@@ -87,20 +84,10 @@ class BriefingService(Service):
         async with self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            in_project = issue_store.select_issues().where(issues.c.project_id == proj.id)
-            ready_ids = {
-                r.id
-                for r in await conn.execute(
-                    sa.select(issues.c.id).where(issues.c.project_id == proj.id, issue_store.ready_clause())
-                )
-            }
+            ready_ids = await issue_store.ready_ids(conn, proj.id)
             columns: dict[str, list[Card]] = {}
             for status in IssueStatus:
-                q = in_project.where(issues.c.status == status.value)
-                if status.finished:
-                    q = q.order_by(issues.c.updated_at.desc(), issues.c.id.desc()).limit(BOARD_FINISHED_LIMIT)
-                else:
-                    q = q.order_by(issues.c.priority, issues.c.id).limit(BOARD_LIMIT)
+                limit = BOARD_FINISHED_LIMIT if status.finished else BOARD_LIMIT
                 columns[status.value] = [
                     Card(
                         id=i.id,
@@ -112,16 +99,9 @@ class BriefingService(Service):
                         ready=i.id in ready_ids,
                         version=i.version,
                     )
-                    for i in await issue_store.load(conn, q)
+                    for i in await issue_store.with_status(conn, proj.id, status, limit=limit)
                 ]
-            team = [
-                agent_store.to_agent(r)
-                for r in await conn.execute(
-                    agent_store.select_agents()
-                    .where(agents.c.project_id == proj.id, agents.c.retired_at.is_(None))
-                    .order_by(agents.c.name)
-                )
-            ]
+            team = await agent_store.in_project(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
         return Board(project=proj.slug, columns=columns, agents=team, leases=leases)
 
@@ -141,67 +121,20 @@ class BriefingService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             me = None if name is None else await agent_store.get(conn, proj.id, name)
-            team = [
-                agent_store.to_agent(r)
-                for r in await conn.execute(
-                    agent_store.select_agents()
-                    .where(agents.c.project_id == proj.id, agents.c.retired_at.is_(None))
-                    .order_by(agents.c.name)
-                )
-            ]
+            team = await agent_store.in_project(conn, proj.id)
             team.sort(key=lambda a: _STATUS_ORDER.index(a.status))
-            in_project = issue_store.select_issues().where(issues.c.project_id == proj.id)
-            by_priority = (issues.c.priority, issues.c.id)
-            ready = await issue_store.load(
-                conn, in_project.where(issue_store.ready_clause()).order_by(*by_priority).limit(limit)
-            )
-            in_progress = await issue_store.load(
-                conn,
-                in_project.where(issues.c.status == IssueStatus.IN_PROGRESS.value)
-                .order_by(*by_priority)
-                .limit(limit),
-            )
-            blocked = await issue_store.load(
-                conn,
-                in_project.where(
-                    sa.or_(
-                        issues.c.status == IssueStatus.BLOCKED.value,
-                        sa.and_(
-                            issues.c.status == IssueStatus.OPEN.value,
-                            issue_store.unfinished_dependency_exists(),
-                        ),
-                    )
-                )
-                .order_by(*by_priority)
-                .limit(limit),
-            )
-            counts = {
-                r.status: int(r.n)
-                for r in await conn.execute(
-                    sa.select(issues.c.status, sa.func.count().label("n"))
-                    .where(issues.c.project_id == proj.id)
-                    .group_by(issues.c.status)
-                )
-            }
+            ready = await issue_store.ready_in(conn, proj.id, limit=limit)
+            in_progress = await issue_store.with_status(conn, proj.id, IssueStatus.IN_PROGRESS, limit=limit)
+            blocked = await issue_store.blocked_in(conn, proj.id, limit=limit)
+            counts = await issue_store.count_by_status(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
             mine: list[Issue] = []
             unread, mail = 0, []
             if me is not None:
-                mine = await issue_store.load(
-                    conn,
-                    in_project.where(
-                        issues.c.assignee_id == me.id, issues.c.status.not_in(issue_store.FINISHED)
-                    ).order_by(*by_priority),
-                )
+                mine = await issue_store.unfinished_of(conn, me.id)
                 if allowed(caller.role, Op.MESSAGE_READ):
                     unread = await message_store.unread_count(conn, me.id)
-                    mail = await message_store.load_inbox(
-                        conn,
-                        message_store.inbox_query(me.id)
-                        .where(message_recipients.c.read_at.is_(None))
-                        .order_by(messages.c.id)
-                        .limit(5),
-                    )
+                    mail = await message_store.unread(conn, me.id, limit=5)
             guidance = await self._guidance(conn, proj.id, mine or in_progress)
         return Briefing(
             project=proj,
@@ -219,9 +152,7 @@ class BriefingService(Service):
             counts=counts,
         )
 
-    async def _guidance(
-        self, conn: AsyncConnection, project_id: int, focus: list[Issue]
-    ) -> list[KnowledgeEntry]:
+    async def _guidance(self, conn: Connection, project_id: int, focus: list[Issue]) -> list[KnowledgeEntry]:
         """Guidelines, practices and decisions: those relevant to `focus` first, then the newest."""
         chosen: dict[int, KnowledgeEntry] = {}
         words = knowledge_store.terms(" ".join(f"{i.title} {' '.join(i.labels)}" for i in focus[:5]))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, Priority
@@ -17,7 +14,7 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import issues as store
-from vibe_ensemble.store.tables import agents, comments, issue_dependencies, issues, json_array_contains
+from vibe_ensemble.store.database import Connection
 
 # Marks "argument not given" where None is a meaningful value (unassign, no parent).
 UNSET: Any = object()
@@ -63,29 +60,19 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await self._check_refs(tx.conn, proj.id, deps, parent)
             assignee_id = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
-            result = await tx.conn.execute(
-                issues.insert()
-                .values(
-                    project_id=proj.id,
-                    title=title,
-                    body=body,
-                    status=IssueStatus.OPEN.value,
-                    priority=priority.value,
-                    labels=labels,
-                    assignee_id=assignee_id,
-                    parent_id=parent,
-                    created_by=actor,
-                    version=1,
-                    created_at=tx.now,
-                    updated_at=tx.now,
-                )
-                .returning(issues.c.id)
+            issue_id = await store.insert(
+                tx.conn,
+                project_id=proj.id,
+                title=title,
+                body=body,
+                priority=priority,
+                labels=labels,
+                assignee_id=assignee_id,
+                parent_id=parent,
+                created_by=actor,
+                now=tx.now,
             )
-            issue_id = result.scalar_one()
-            if deps:
-                await tx.conn.execute(
-                    issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in deps]
-                )
+            await store.add_dependencies(tx.conn, issue_id, deps)
             issue = await store.get(tx.conn, proj.id, issue_id)
             tx.emit(
                 "issue.created",
@@ -102,7 +89,7 @@ class IssueService(Service):
         return issue
 
     async def _check_refs(
-        self, conn: AsyncConnection, project_id: int, deps: list[int], parent: int | None
+        self, conn: Connection, project_id: int, deps: list[int], parent: int | None
     ) -> None:
         missing = set(deps) - await store.existing_ids(conn, project_id, deps)
         if missing:
@@ -111,7 +98,7 @@ class IssueService(Service):
             raise InvalidInput("parent", f"no such issue in this project: {parent}")
 
     async def _assignee_id(
-        self, conn: AsyncConnection, caller: Caller, project_id: int, actor: str, assignee: str | None
+        self, conn: Connection, caller: Caller, project_id: int, actor: str, assignee: str | None
     ) -> int | None:
         if assignee is None:
             return None
@@ -140,28 +127,14 @@ class IssueService(Service):
         limit = rules.limit("limit", limit)
         async with self.ctx.db.read() as conn:
             proj = await self.project(conn, caller, project)
-            q = store.select_issues().where(issues.c.project_id == proj.id)
-            if status is not None:
-                q = q.where(issues.c.status == status.value)
-            if assignee is not None:
-                q = q.where(store._assignee.c.name == assignee)
-            if label is not None:
-                q = q.where(json_array_contains(conn.dialect.name, issues.c.labels, label))
             if query:
                 rules.text("query", query, max_len=rules.MAX_LINE)
-                q = q.where(
-                    sa.or_(
-                        issues.c.title.icontains(query, autoescape=True),
-                        issues.c.body.icontains(query, autoescape=True),
-                    )
-                )
-            if ready is not None:
-                q = q.where(store.ready_clause() if ready else ~store.ready_clause())
             by_priority = bool(ready)
-            if cursor:
-                q = q.where(_after_cursor(cursor, by_priority))
-            order = (issues.c.priority, issues.c.id) if by_priority else (issues.c.id,)
-            items = await store.load(conn, q.order_by(*order).limit(limit + 1))
+            after = _parse_cursor(cursor, by_priority) if cursor else None
+            where = store.Filter(
+                status=status, assignee=assignee, label=label, query=query, ready=ready, after=after
+            )
+            items = await store.page(conn, proj.id, where, limit=limit + 1)
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
@@ -174,9 +147,8 @@ class IssueService(Service):
         async with self.ctx.db.read() as conn:
             proj = await self.project(conn, caller, project)
             issue = await store.get(conn, proj.id, issue_id)
-            deps = await store.load(conn, store.select_issues().where(issues.c.id.in_(issue.depends_on)))
-            dependant_ids = await store.dependants(conn, issue_id)
-            dependants = await store.load(conn, store.select_issues().where(issues.c.id.in_(dependant_ids)))
+            deps = await store.by_ids(conn, issue.depends_on)
+            dependants = await store.by_ids(conn, await store.dependants(conn, issue_id))
             return IssueDetail(
                 issue=issue,
                 comments=await store.comments_of(conn, issue_id),
@@ -245,27 +217,22 @@ class IssueService(Service):
                     raise InvalidInput("depends_on", f"would create a dependency cycle: {path}", cycle=cycle)
             if not values and deps is None:
                 raise InvalidInput("fields", "nothing to change: give at least one field")
-            result = await tx.conn.execute(
-                issues.update()
-                .where(issues.c.id == issue_id, issues.c.version == current.version)
-                .values(version=current.version + 1, updated_at=tx.now, **values)
-            )
-            if result.rowcount != 1:
+            if not await store.update(tx.conn, current, tx.now, **values):
                 raise VersionConflict(
                     f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
                 )
             if deps is not None:
-                await tx.conn.execute(
-                    issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id)
-                )
-                if deps:
-                    await tx.conn.execute(
-                        issue_dependencies.insert(),
-                        [{"issue_id": issue_id, "depends_on_id": d} for d in deps],
-                    )
+                await store.replace_dependencies(tx.conn, issue_id, deps)
             changed = sorted(values) + (["depends_on"] if deps is not None else [])
             changed = [c.removesuffix("_id") for c in changed]
-            tx.emit("issue.updated", actor, proj.id, id=issue_id, fields=changed, version=current.version + 1)
+            tx.emit(
+                "issue.updated",
+                actor,
+                proj.id,
+                id=issue_id,
+                fields=changed,
+                version=current.version + 1,
+            )
             if status is not None and status.finished and not current.status.finished:
                 await self._announce_ready(tx, proj.id, issue_id, actor)
             return await store.get(tx.conn, proj.id, issue_id)
@@ -296,13 +263,7 @@ class IssueService(Service):
                         raise Conflict(f"issue {issue_id} changed while claiming; retry", id=issue_id)
                 claimed = issue
             else:
-                candidates = await store.load(
-                    tx.conn,
-                    store.select_issues()
-                    .where(issues.c.project_id == proj.id, store.ready_clause())
-                    .order_by(issues.c.priority, issues.c.id)
-                    .limit(200),
-                )
+                candidates = await store.ready_in(tx.conn, proj.id, limit=200)
                 caps = set(me.capabilities)
                 # Issues labelled with one of the agent's capabilities come first; then priority, then age.
                 candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
@@ -312,15 +273,13 @@ class IssueService(Service):
                         break
                 else:
                     raise NotFound("no issue is ready to claim", project=proj.slug)
-            await tx.conn.execute(issues.update().where(issues.c.id == claimed.id).values(assignee_id=me.id))
+            await store.assign(tx.conn, claimed.id, me.id)
             if me.status != AgentStatus.WORKING:
-                await tx.conn.execute(
-                    agents.update().where(agents.c.id == me.id).values(status=AgentStatus.WORKING.value)
-                )
+                await agent_store.update(tx.conn, me.id, status=AgentStatus.WORKING.value)
             tx.emit("issue.claimed", name, proj.id, id=claimed.id, title=claimed.title, assignee=name)
             return await store.get(tx.conn, proj.id, claimed.id)
 
-    async def _check_claimable(self, conn: AsyncConnection, issue: Issue) -> None:
+    async def _check_claimable(self, conn: Connection, issue: Issue) -> None:
         if issue.assignee is not None:
             raise AlreadyClaimed(
                 f"issue {issue.id} is already claimed by {issue.assignee}",
@@ -330,7 +289,7 @@ class IssueService(Service):
         if issue.status != IssueStatus.OPEN:
             raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
         if not await store.is_ready(conn, issue.id):
-            deps = await store.load(conn, store.select_issues().where(issues.c.id.in_(issue.depends_on)))
+            deps = await store.by_ids(conn, issue.depends_on)
             waiting = [f"#{d.id}" for d in deps if not d.status.finished]
             if not waiting:
                 return  # it became unready because it was just taken: `_take` decides, atomically
@@ -342,17 +301,7 @@ class IssueService(Service):
 
     async def _take(self, tx: Transaction, issue: Issue) -> bool:
         """The atomic step: only an open, unassigned issue at the version we read can be taken."""
-        result = await tx.conn.execute(
-            issues.update()
-            .where(
-                issues.c.id == issue.id,
-                issues.c.assignee_id.is_(None),
-                issues.c.status == IssueStatus.OPEN.value,
-                issues.c.version == issue.version,
-            )
-            .values(status=IssueStatus.IN_PROGRESS.value, version=issue.version + 1, updated_at=tx.now)
-        )
-        return result.rowcount == 1
+        return await store.take(tx.conn, issue, tx.now)
 
     async def comment(
         self,
@@ -369,12 +318,7 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await store.get(tx.conn, proj.id, issue_id)
-            result = await tx.conn.execute(
-                comments.insert()
-                .values(issue_id=issue_id, author=actor, body=body, created_at=tx.now)
-                .returning(comments.c.id)
-            )
-            comment_id = result.scalar_one()
+            comment_id = await store.add_comment(tx.conn, issue_id, actor, body, tx.now)
             tx.emit("issue.commented", actor, proj.id, id=issue_id, comment_id=comment_id)
         return Comment(id=comment_id, issue_id=issue_id, author=actor, body=body, created_at=tx.now)
 
@@ -399,18 +343,10 @@ class IssueService(Service):
             issue = await store.get(tx.conn, proj.id, issue_id)
             if issue.status.finished:
                 raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)
-            result = await tx.conn.execute(
-                issues.update()
-                .where(issues.c.id == issue_id, issues.c.version == issue.version)
-                .values(
-                    status=status.value,
-                    resolution=resolution,
-                    version=issue.version + 1,
-                    updated_at=tx.now,
-                    closed_at=tx.now,
-                )
+            closed = await store.update(
+                tx.conn, issue, tx.now, status=status.value, resolution=resolution, closed_at=tx.now
             )
-            if result.rowcount != 1:
+            if not closed:
                 raise VersionConflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
             tx.emit("issue.closed", actor, proj.id, id=issue_id, status=status.value, title=issue.title)
             now_ready = await self._announce_ready(tx, proj.id, issue_id, actor)
@@ -420,22 +356,24 @@ class IssueService(Service):
         self, tx: Transaction, project_id: int, issue_id: int, actor: str
     ) -> builtins.list[Issue]:
         ready = [d for d in await store.dependants(tx.conn, issue_id) if await store.is_ready(tx.conn, d)]
-        loaded = await store.load(
-            tx.conn, store.select_issues().where(issues.c.id.in_(ready)).order_by(issues.c.id)
-        )
+        loaded = await store.by_ids(tx.conn, ready)
         for issue in loaded:
-            tx.emit("issue.ready", actor, project_id, id=issue.id, title=issue.title, unblocked_by=issue_id)
+            tx.emit(
+                "issue.ready",
+                actor,
+                project_id,
+                id=issue.id,
+                title=issue.title,
+                unblocked_by=issue_id,
+            )
         return loaded
 
 
-def _after_cursor(cursor: str, by_priority: bool) -> sa.ColumnElement[bool]:
+def _parse_cursor(cursor: str, by_priority: bool) -> tuple[Priority, int] | int:
     try:
         if by_priority:
             prio, _, last = cursor.partition(":")
-            Priority(prio)
-            return sa.tuple_(issues.c.priority, issues.c.id) > sa.tuple_(
-                sa.literal(prio), sa.literal(int(last))
-            )
-        return issues.c.id > int(cursor)
+            return Priority(prio), int(last)
+        return int(cursor)
     except ValueError:
         raise InvalidInput("cursor", "not a cursor this server returned") from None

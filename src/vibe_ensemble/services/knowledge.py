@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import KnowledgeKind
@@ -16,6 +14,7 @@ from vibe_ensemble.services.base import Service
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import knowledge as store
+from vibe_ensemble.store.database import Connection
 
 MAX_ISSUE_LINKS = 50
 MAX_QUERY = 1000
@@ -37,7 +36,7 @@ def _entry_id(value: int) -> int:
     return value
 
 
-async def _check_issues(conn: AsyncConnection, project_id: int, ids: list[int]) -> None:
+async def _check_issues(conn: Connection, project_id: int, ids: list[int]) -> None:
     missing: set[int] = set(ids) - await issue_store.existing_ids(conn, project_id, ids)
     if missing:
         raise InvalidInput("issue_ids", f"no such issue(s) in this project: {sorted(missing)}")

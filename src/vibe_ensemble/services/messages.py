@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 
-import sqlalchemy as sa
-
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, Importance
@@ -16,7 +14,6 @@ from vibe_ensemble.services.base import Service
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
-from vibe_ensemble.store.tables import message_recipients, messages
 
 MAX_RECIPIENTS = 200
 MAX_IDS = 500
@@ -69,29 +66,21 @@ class MessageService(Service):
                 ):
                     if name != sender:
                         recipients[agent_id] = name
-            result = await tx.conn.execute(
-                messages.insert()
-                .values(
-                    project_id=proj.id,
-                    sender=sender,
-                    subject=subject,
-                    body=body,
-                    thread_id=thread_id or f"t-{secrets.token_hex(6)}",
-                    importance=importance.value,
-                    ack_required=ack_required,
-                    to_role=to_role.value if to_role else None,
-                    broadcast=broadcast,
-                    created_at=tx.now,
-                )
-                .returning(messages.c.id)
+            message_id = await store.insert(
+                tx.conn,
+                project_id=proj.id,
+                sender=sender,
+                subject=subject,
+                body=body,
+                thread_id=thread_id or f"t-{secrets.token_hex(6)}",
+                importance=importance,
+                ack_required=ack_required,
+                to_role=to_role,
+                broadcast=broadcast,
+                recipient_ids=list(recipients),
+                now=tx.now,
             )
-            message_id = result.scalar_one()
-            if recipients:
-                await tx.conn.execute(
-                    message_recipients.insert(),
-                    [{"message_id": message_id, "agent_id": a} for a in recipients],
-                )
-            message = (await store.load_inbox(tx.conn, store.by_id_query(message_id)))[0].message
+            message = await store.get(tx.conn, message_id)
             tx.emit(
                 "message.sent",
                 sender,
@@ -138,22 +127,15 @@ class MessageService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             me = await agent_store.get(conn, proj.id, name)
-            q = store.inbox_query(me.id).where(messages.c.id > since_id)
-            if unread_only:
-                q = q.where(message_recipients.c.read_at.is_(None))
-            items = await store.load_inbox(conn, q.order_by(messages.c.id).limit(limit + 1))
+            items = await store.inbox(
+                conn, me.id, since_id=since_id, unread_only=unread_only, limit=limit + 1
+            )
             more = len(items) > limit
             items = items[:limit]
             if mark_read and items:
                 ids = [i.message.id for i in items if i.read_at is None]
                 if ids:
-                    await conn.execute(
-                        message_recipients.update()
-                        .where(
-                            message_recipients.c.agent_id == me.id, message_recipients.c.message_id.in_(ids)
-                        )
-                        .values(read_at=tx.now)
-                    )
+                    await store.mark_read(conn, me.id, ids, tx.now)
                     tx.emit("message.read", name, proj.id, agent=name, ids=ids)
                     for item in items:
                         if item.read_at is None:
@@ -185,28 +167,17 @@ class MessageService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             me = await agent_store.get(tx.conn, proj.id, name)
-            mine = message_recipients.c.agent_id == me.id
-            rows = await tx.conn.execute(
-                sa.select(message_recipients.c.message_id).where(
-                    mine, message_recipients.c.message_id.in_(ids)
-                )
-            )
-            missing = set(ids) - {r.message_id for r in rows}
+            missing = set(ids) - await store.received(tx.conn, me.id, ids)
             if missing:
                 raise NotFound(f"not in {name}'s inbox: {sorted(missing)}", ids=sorted(missing))
-            target = sa.and_(mine, message_recipients.c.message_id.in_(ids))
-            await tx.conn.execute(
-                message_recipients.update()
-                .where(target, message_recipients.c.read_at.is_(None))
-                .values(read_at=tx.now)
-            )
+            await store.mark_read(tx.conn, me.id, ids, tx.now)
             if acknowledge:
-                await tx.conn.execute(
-                    message_recipients.update()
-                    .where(target, message_recipients.c.acked_at.is_(None))
-                    .values(acked_at=tx.now)
-                )
+                await store.mark_acknowledged(tx.conn, me.id, ids, tx.now)
             tx.emit(
-                "message.acknowledged" if acknowledge else "message.read", name, proj.id, agent=name, ids=ids
+                "message.acknowledged" if acknowledge else "message.read",
+                name,
+                proj.id,
+                agent=name,
+                ids=ids,
             )
         return ids

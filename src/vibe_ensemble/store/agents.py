@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, projects
 
 
@@ -35,14 +36,14 @@ def to_agent(row: sa.Row[Any]) -> Agent:
     )
 
 
-async def find(conn: AsyncConnection, project_id: int, name: str) -> Agent | None:
+async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
     row = (
         await conn.execute(select_agents().where(agents.c.project_id == project_id, agents.c.name == name))
     ).first()
     return None if row is None else to_agent(row)
 
 
-async def get(conn: AsyncConnection, project_id: int, name: str, *, active: bool = True) -> Agent:
+async def get(conn: Connection, project_id: int, name: str, *, active: bool = True) -> Agent:
     """The agent named `name`; registered (and, when `active`, not retired)."""
     agent = await find(conn, project_id, name)
     if agent is None:
@@ -54,12 +55,12 @@ async def get(conn: AsyncConnection, project_id: int, name: str, *, active: bool
     return agent
 
 
-async def by_id(conn: AsyncConnection, agent_id: int) -> Agent:
+async def by_id(conn: Connection, agent_id: int) -> Agent:
     row = (await conn.execute(select_agents().where(agents.c.id == agent_id))).one()
     return to_agent(row)
 
 
-async def names(conn: AsyncConnection, ids: set[int]) -> dict[int, str]:
+async def names(conn: Connection, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
     rows = await conn.execute(sa.select(agents.c.id, agents.c.name).where(agents.c.id.in_(ids)))
@@ -67,7 +68,7 @@ async def names(conn: AsyncConnection, ids: set[int]) -> dict[int, str]:
 
 
 async def active_ids(
-    conn: AsyncConnection, project_id: int, *, role: AgentRole | None = None
+    conn: Connection, project_id: int, *, role: AgentRole | None = None
 ) -> list[tuple[int, str]]:
     q = sa.select(agents.c.id, agents.c.name).where(
         agents.c.project_id == project_id, agents.c.retired_at.is_(None)
@@ -75,3 +76,54 @@ async def active_ids(
     if role is not None:
         q = q.where(agents.c.role == role.value)
     return [(r.id, r.name) for r in await conn.execute(q.order_by(agents.c.id))]
+
+
+async def in_project(
+    conn: Connection,
+    project_id: int,
+    *,
+    role: AgentRole | None = None,
+    status: AgentStatus | None = None,
+    include_retired: bool = False,
+) -> list[Agent]:
+    """The project's agents by name, active ones only unless `include_retired`."""
+    q = select_agents().where(agents.c.project_id == project_id)
+    if role is not None:
+        q = q.where(agents.c.role == role.value)
+    if status is not None:
+        q = q.where(agents.c.status == status.value)
+    if not include_retired:
+        q = q.where(agents.c.retired_at.is_(None))
+    return [to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
+
+
+async def insert(conn: Connection, project_id: int, name: str, now: datetime, **values: Any) -> None:
+    await conn.execute(agents.insert().values(project_id=project_id, name=name, registered_at=now, **values))
+
+
+async def update(conn: Connection, agent_id: int, **values: Any) -> None:
+    await conn.execute(agents.update().where(agents.c.id == agent_id).values(**values))
+
+
+async def retire(conn: Connection, agent_id: int, now: datetime) -> None:
+    await update(conn, agent_id, retired_at=now, status=AgentStatus.OFFLINE.value)
+
+
+async def silent_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
+    """Active agents not yet offline whose last heartbeat is older than `before`, with their project id."""
+    rows = await conn.execute(
+        select_agents().where(
+            agents.c.retired_at.is_(None),
+            agents.c.status != AgentStatus.OFFLINE.value,
+            agents.c.last_seen < before,
+        )
+    )
+    return [(r.project_id, to_agent(r)) for r in rows]
+
+
+async def idle_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
+    """Active agents whose last heartbeat is older than `before`, with their project id."""
+    rows = await conn.execute(
+        select_agents().where(agents.c.retired_at.is_(None), agents.c.last_seen < before)
+    )
+    return [(r.project_id, to_agent(r)) for r in rows]

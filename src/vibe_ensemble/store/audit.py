@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.models import AuditEntry
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import audit_log
 
 
@@ -23,7 +23,7 @@ class NewAudit:
     details: dict[str, Any]
 
 
-async def append(conn: AsyncConnection, now: datetime, entries: Sequence[NewAudit]) -> None:
+async def append(conn: Connection, now: datetime, entries: Sequence[NewAudit]) -> None:
     if not entries:
         return
     await conn.execute(
@@ -55,7 +55,7 @@ def _to_entry(row: sa.Row[Any]) -> AuditEntry:
 
 
 async def page(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     before: int | None = None,
     action: str | None = None,

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import events, projects
 
 # PostgreSQL: the advisory lock that orders event ids by commit, and the channel
@@ -27,7 +27,7 @@ class NewEvent:
     project_id: int | None
 
 
-async def append(conn: AsyncConnection, now: datetime, new: Sequence[NewEvent]) -> list[int]:
+async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> list[int]:
     """Append events as the last step of a write transaction; returns their ids.
 
     On PostgreSQL a transaction-level advisory lock is taken first, so ids are
@@ -70,7 +70,7 @@ def _to_event(row: sa.Row[Any]) -> Event:
 
 
 async def after(
-    conn: AsyncConnection,
+    conn: Connection,
     after_id: int,
     *,
     project_ids: Sequence[int] | None = None,
@@ -88,7 +88,7 @@ async def after(
 
 
 async def recent(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     project_ids: Sequence[int] | None = None,
     types: Sequence[str] | None = None,
@@ -111,5 +111,5 @@ def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
     return events.c.type == pattern
 
 
-async def last_id(conn: AsyncConnection) -> int:
+async def last_id(conn: Connection) -> int:
     return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))).scalar_one())

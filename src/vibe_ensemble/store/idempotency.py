@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import idempotency_keys
 
 KEEP = timedelta(hours=24)
@@ -23,7 +23,7 @@ def _key(project_id: int, agent_id: int, operation: str, key: str) -> sa.ColumnE
 
 
 async def load(
-    conn: AsyncConnection, project_id: int, agent_id: int, operation: str, key: str, now: datetime
+    conn: Connection, project_id: int, agent_id: int, operation: str, key: str, now: datetime
 ) -> dict[str, Any] | None:
     """The stored response for this key, unless it is older than KEEP."""
     row = (
@@ -40,7 +40,7 @@ async def load(
 
 
 async def save(
-    conn: AsyncConnection,
+    conn: Connection,
     project_id: int,
     agent_id: int,
     operation: str,

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Comment, Issue
-from vibe_ensemble.store.tables import agents, comments, issue_dependencies, issues, projects
+from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.tables import (
+    agents,
+    comments,
+    issue_dependencies,
+    issues,
+    json_array_contains,
+    projects,
+)
 
 FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
 
@@ -47,7 +56,7 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
     )
 
 
-async def dependencies_of(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, list[int]]:
+async def dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
     ids = list(ids)
     out: dict[int, list[int]] = defaultdict(list)
     if not ids:
@@ -62,13 +71,13 @@ async def dependencies_of(conn: AsyncConnection, ids: Iterable[int]) -> dict[int
     return out
 
 
-async def load(conn: AsyncConnection, query: sa.Select[Any]) -> list[Issue]:
+async def load(conn: Connection, query: sa.Select[Any]) -> list[Issue]:
     rows = list(await conn.execute(query))
     deps = await dependencies_of(conn, (r.id for r in rows))
     return [_to_issue(r, deps.get(r.id, [])) for r in rows]
 
 
-async def get(conn: AsyncConnection, project_id: int, issue_id: int) -> Issue:
+async def get(conn: Connection, project_id: int, issue_id: int) -> Issue:
     found = await load(
         conn, select_issues().where(issues.c.id == issue_id, issues.c.project_id == project_id)
     )
@@ -77,7 +86,7 @@ async def get(conn: AsyncConnection, project_id: int, issue_id: int) -> Issue:
     return found[0]
 
 
-async def existing_ids(conn: AsyncConnection, project_id: int, ids: Iterable[int]) -> set[int]:
+async def existing_ids(conn: Connection, project_id: int, ids: Iterable[int]) -> set[int]:
     ids = list(ids)
     if not ids:
         return set()
@@ -87,7 +96,7 @@ async def existing_ids(conn: AsyncConnection, project_id: int, ids: Iterable[int
     return {r.id for r in rows}
 
 
-async def dependency_graph(conn: AsyncConnection, project_id: int) -> dict[int, list[int]]:
+async def dependency_graph(conn: Connection, project_id: int) -> dict[int, list[int]]:
     rows = await conn.execute(
         sa.select(issue_dependencies)
         .join(issues, issues.c.id == issue_dependencies.c.issue_id)
@@ -119,19 +128,19 @@ def ready_clause() -> sa.ColumnElement[bool]:
     )
 
 
-async def is_ready(conn: AsyncConnection, issue_id: int) -> bool:
+async def is_ready(conn: Connection, issue_id: int) -> bool:
     row = (await conn.execute(sa.select(issues.c.id).where(issues.c.id == issue_id, ready_clause()))).first()
     return row is not None
 
 
-async def dependants(conn: AsyncConnection, issue_id: int) -> list[int]:
+async def dependants(conn: Connection, issue_id: int) -> list[int]:
     rows = await conn.execute(
         sa.select(issue_dependencies.c.issue_id).where(issue_dependencies.c.depends_on_id == issue_id)
     )
     return [r.issue_id for r in rows]
 
 
-async def comments_of(conn: AsyncConnection, issue_id: int) -> list[Comment]:
+async def comments_of(conn: Connection, issue_id: int) -> list[Comment]:
     rows = await conn.execute(
         sa.select(comments).where(comments.c.issue_id == issue_id).order_by(comments.c.id)
     )
@@ -139,3 +148,210 @@ async def comments_of(conn: AsyncConnection, issue_id: int) -> list[Comment]:
         Comment(id=r.id, issue_id=r.issue_id, author=r.author, body=r.body, created_at=r.created_at)
         for r in rows
     ]
+
+
+async def by_ids(conn: Connection, ids: Iterable[int]) -> list[Issue]:
+    """The issues with these ids, in id order."""
+    return await load(conn, select_issues().where(issues.c.id.in_(list(ids))).order_by(issues.c.id))
+
+
+async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
+    """Ready issues of a project, best first (priority, then age)."""
+    return await load(
+        conn,
+        select_issues()
+        .where(issues.c.project_id == project_id, ready_clause())
+        .order_by(issues.c.priority, issues.c.id)
+        .limit(limit),
+    )
+
+
+async def unfinished_of(conn: Connection, agent_id: int) -> list[Issue]:
+    """Issues assigned to an agent and not yet done or closed, best first."""
+    return await load(
+        conn,
+        select_issues()
+        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(FINISHED))
+        .order_by(issues.c.priority, issues.c.id),
+    )
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What `page` selects: every field is optional; `after` is the last (priority, id) or id seen."""
+
+    status: IssueStatus | None = None
+    assignee: str | None = None
+    label: str | None = None
+    query: str | None = None
+    ready: bool | None = None
+    after: tuple[Priority, int] | int | None = None
+
+
+async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) -> list[Issue]:
+    """Issues matching `where`, in id order (ready ones: by priority, then age), at most `limit`."""
+    q = select_issues().where(issues.c.project_id == project_id)
+    if where.status is not None:
+        q = q.where(issues.c.status == where.status.value)
+    if where.assignee is not None:
+        q = q.where(_assignee.c.name == where.assignee)
+    if where.label is not None:
+        q = q.where(json_array_contains(conn.dialect.name, issues.c.labels, where.label))
+    if where.query:
+        q = q.where(
+            sa.or_(
+                issues.c.title.icontains(where.query, autoescape=True),
+                issues.c.body.icontains(where.query, autoescape=True),
+            )
+        )
+    if where.ready is not None:
+        q = q.where(ready_clause() if where.ready else ~ready_clause())
+    if isinstance(where.after, tuple):
+        prio, last = where.after
+        q = q.where(
+            sa.tuple_(issues.c.priority, issues.c.id) > sa.tuple_(sa.literal(prio.value), sa.literal(last))
+        )
+    elif where.after is not None:
+        q = q.where(issues.c.id > where.after)
+    order = (issues.c.priority, issues.c.id) if where.ready else (issues.c.id,)
+    return await load(conn, q.order_by(*order).limit(limit))
+
+
+async def insert(
+    conn: Connection,
+    *,
+    project_id: int,
+    title: str,
+    body: str,
+    priority: Priority,
+    labels: list[str],
+    assignee_id: int | None,
+    parent_id: int | None,
+    created_by: str,
+    now: datetime,
+) -> int:
+    """A new open issue at version 1; returns its id."""
+    result = await conn.execute(
+        issues.insert()
+        .values(
+            project_id=project_id,
+            title=title,
+            body=body,
+            status=IssueStatus.OPEN.value,
+            priority=priority.value,
+            labels=labels,
+            assignee_id=assignee_id,
+            parent_id=parent_id,
+            created_by=created_by,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(issues.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def add_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
+    if depends_on:
+        await conn.execute(
+            issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in depends_on]
+        )
+
+
+async def replace_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
+    await conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
+    await add_dependencies(conn, issue_id, depends_on)
+
+
+async def update(conn: Connection, issue: Issue, now: datetime, **values: Any) -> bool:
+    """Write `values` over `issue` and bump its version; False when it is no longer at `issue.version`."""
+    result = await conn.execute(
+        issues.update()
+        .where(issues.c.id == issue.id, issues.c.version == issue.version)
+        .values(version=issue.version + 1, updated_at=now, **values)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def take(conn: Connection, issue: Issue, now: datetime) -> bool:
+    """The atomic step of a claim: only an open, unassigned issue at the version read can be taken."""
+    result = await conn.execute(
+        issues.update()
+        .where(
+            issues.c.id == issue.id,
+            issues.c.assignee_id.is_(None),
+            issues.c.status == IssueStatus.OPEN.value,
+            issues.c.version == issue.version,
+        )
+        .values(status=IssueStatus.IN_PROGRESS.value, version=issue.version + 1, updated_at=now)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def assign(conn: Connection, issue_id: int, agent_id: int) -> None:
+    await conn.execute(issues.update().where(issues.c.id == issue_id).values(assignee_id=agent_id))
+
+
+async def reopen_taken_by(conn: Connection, agent_id: int, now: datetime) -> list[int]:
+    """Put an agent's in-progress issues back to open and unassigned; returns their ids."""
+    rows = await conn.execute(
+        issues.update()
+        .where(issues.c.assignee_id == agent_id, issues.c.status == IssueStatus.IN_PROGRESS.value)
+        .values(
+            assignee_id=None,
+            status=IssueStatus.OPEN.value,
+            version=issues.c.version + 1,
+            updated_at=now,
+        )
+        .returning(issues.c.id)
+    )
+    return [r.id for r in rows]
+
+
+async def add_comment(conn: Connection, issue_id: int, author: str, body: str, now: datetime) -> int:
+    result = await conn.execute(
+        comments.insert()
+        .values(issue_id=issue_id, author=author, body=body, created_at=now)
+        .returning(comments.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def ready_ids(conn: Connection, project_id: int) -> set[int]:
+    rows = await conn.execute(sa.select(issues.c.id).where(issues.c.project_id == project_id, ready_clause()))
+    return {r.id for r in rows}
+
+
+async def with_status(conn: Connection, project_id: int, status: IssueStatus, *, limit: int) -> list[Issue]:
+    """Issues of one status: finished ones most recently changed first, the others best first."""
+    q = select_issues().where(issues.c.project_id == project_id, issues.c.status == status.value)
+    if status.finished:
+        q = q.order_by(issues.c.updated_at.desc(), issues.c.id.desc())
+    else:
+        q = q.order_by(issues.c.priority, issues.c.id)
+    return await load(conn, q.limit(limit))
+
+
+async def blocked_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
+    """Issues marked blocked, or open and waiting on unfinished dependencies, best first."""
+    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, unfinished_dependency_exists())
+    return await load(
+        conn,
+        select_issues()
+        .where(
+            issues.c.project_id == project_id,
+            sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting),
+        )
+        .order_by(issues.c.priority, issues.c.id)
+        .limit(limit),
+    )
+
+
+async def count_by_status(conn: Connection, project_id: int) -> dict[str, int]:
+    rows = await conn.execute(
+        sa.select(issues.c.status, sa.func.count().label("n"))
+        .where(issues.c.project_id == project_id)
+        .group_by(issues.c.status)
+    )
+    return {r.status: int(r.n) for r in rows}

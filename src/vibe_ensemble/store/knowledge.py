@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import json_array_contains, knowledge, knowledge_versions, projects
 
 MARK_START = "«"
@@ -69,7 +69,7 @@ def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
 
 
 def _filters(
-    conn: AsyncConnection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
+    conn: Connection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
 ) -> list[sa.ColumnElement[bool]]:
     # the entry carries every one of the tags
     has_tags = [json_array_contains(conn.dialect.name, knowledge.c.tags, t) for t in tags]
@@ -79,7 +79,7 @@ def _filters(
     return where
 
 
-async def get(conn: AsyncConnection, project_id: int, entry_id: int) -> KnowledgeEntry:
+async def get(conn: Connection, project_id: int, entry_id: int) -> KnowledgeEntry:
     row = (
         await conn.execute(_select().where(knowledge.c.id == entry_id, knowledge.c.project_id == project_id))
     ).first()
@@ -88,7 +88,7 @@ async def get(conn: AsyncConnection, project_id: int, entry_id: int) -> Knowledg
     return _to_entry(row)
 
 
-async def versions(conn: AsyncConnection, entry_id: int) -> list[KnowledgeVersion]:
+async def versions(conn: Connection, entry_id: int) -> list[KnowledgeVersion]:
     rows = await conn.execute(
         sa.select(knowledge_versions)
         .where(knowledge_versions.c.knowledge_id == entry_id)
@@ -110,7 +110,7 @@ async def versions(conn: AsyncConnection, entry_id: int) -> list[KnowledgeVersio
 
 
 async def recent(
-    conn: AsyncConnection,
+    conn: Connection,
     project_id: int,
     *,
     kind: KnowledgeKind | None = None,
@@ -127,7 +127,7 @@ async def recent(
 
 
 async def insert(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     project_id: int,
     kind: KnowledgeKind,
@@ -157,7 +157,7 @@ async def insert(
     return int(result.scalar_one())
 
 
-async def replace(conn: AsyncConnection, old: KnowledgeEntry, new: KnowledgeEntry) -> bool:
+async def replace(conn: Connection, old: KnowledgeEntry, new: KnowledgeEntry) -> bool:
     """Keep `old` as a version and write `new` over it; False when `old` is no longer current."""
     result = await conn.execute(
         knowledge.update()
@@ -192,7 +192,7 @@ async def replace(conn: AsyncConnection, old: KnowledgeEntry, new: KnowledgeEntr
 
 
 async def search(
-    conn: AsyncConnection,
+    conn: Connection,
     project_id: int,
     words: list[str],
     *,

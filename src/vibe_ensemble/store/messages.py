@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 
-async def recipients_of(conn: AsyncConnection, message_ids: list[int]) -> dict[int, list[str]]:
+async def recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     if not message_ids:
         return out
@@ -54,7 +55,7 @@ def inbox_query(agent_id: int) -> sa.Select[Any]:
     )
 
 
-async def load_inbox(conn: AsyncConnection, query: sa.Select[Any]) -> list[InboxItem]:
+async def load_inbox(conn: Connection, query: sa.Select[Any]) -> list[InboxItem]:
     rows = list(await conn.execute(query))
     recipients = await recipients_of(conn, [r.id for r in rows])
     return [
@@ -63,7 +64,7 @@ async def load_inbox(conn: AsyncConnection, query: sa.Select[Any]) -> list[Inbox
     ]
 
 
-async def unread_count(conn: AsyncConnection, agent_id: int) -> int:
+async def unread_count(conn: Connection, agent_id: int) -> int:
     q = sa.select(sa.func.count()).where(
         message_recipients.c.agent_id == agent_id, message_recipients.c.read_at.is_(None)
     )
@@ -76,4 +77,102 @@ def by_id_query(message_id: int) -> sa.Select[Any]:
         sa.select(messages, projects.c.slug, sa.null().label("read_at"), sa.null().label("acked_at"))
         .join(projects, projects.c.id == messages.c.project_id)
         .where(messages.c.id == message_id)
+    )
+
+
+async def unread(
+    conn: Connection, agent_id: int, *, importance: list[Importance] | None = None, limit: int
+) -> list[InboxItem]:
+    """An agent's unread mail (of these importances, when given), oldest first."""
+    q = inbox_query(agent_id).where(message_recipients.c.read_at.is_(None))
+    if importance is not None:
+        q = q.where(messages.c.importance.in_([i.value for i in importance]))
+    return await load_inbox(conn, q.order_by(messages.c.id).limit(limit))
+
+
+async def inbox(
+    conn: Connection, agent_id: int, *, since_id: int, unread_only: bool, limit: int
+) -> list[InboxItem]:
+    """An agent's mail after `since_id`, oldest first."""
+    q = inbox_query(agent_id).where(messages.c.id > since_id)
+    if unread_only:
+        q = q.where(message_recipients.c.read_at.is_(None))
+    return await load_inbox(conn, q.order_by(messages.c.id).limit(limit))
+
+
+async def get(conn: Connection, message_id: int) -> Message:
+    return (await load_inbox(conn, by_id_query(message_id)))[0].message
+
+
+async def insert(
+    conn: Connection,
+    *,
+    project_id: int,
+    sender: str,
+    subject: str,
+    body: str,
+    thread_id: str,
+    importance: Importance,
+    ack_required: bool,
+    to_role: AgentRole | None,
+    broadcast: bool,
+    recipient_ids: list[int],
+    now: datetime,
+) -> int:
+    """Store a message and its recipients; returns its id."""
+    result = await conn.execute(
+        messages.insert()
+        .values(
+            project_id=project_id,
+            sender=sender,
+            subject=subject,
+            body=body,
+            thread_id=thread_id,
+            importance=importance.value,
+            ack_required=ack_required,
+            to_role=to_role.value if to_role else None,
+            broadcast=broadcast,
+            created_at=now,
+        )
+        .returning(messages.c.id)
+    )
+    message_id = int(result.scalar_one())
+    if recipient_ids:
+        await conn.execute(
+            message_recipients.insert(), [{"message_id": message_id, "agent_id": a} for a in recipient_ids]
+        )
+    return message_id
+
+
+async def received(conn: Connection, agent_id: int, ids: list[int]) -> set[int]:
+    """Which of these message ids are in the agent's inbox."""
+    rows = await conn.execute(
+        sa.select(message_recipients.c.message_id).where(
+            message_recipients.c.agent_id == agent_id, message_recipients.c.message_id.in_(ids)
+        )
+    )
+    return {r.message_id for r in rows}
+
+
+async def mark_read(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> None:
+    """Set read_at on those of the agent's messages not read yet."""
+    await _stamp(conn, agent_id, ids, message_recipients.c.read_at, now)
+
+
+async def mark_acknowledged(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> None:
+    """Set acked_at on those of the agent's messages not acknowledged yet."""
+    await _stamp(conn, agent_id, ids, message_recipients.c.acked_at, now)
+
+
+async def _stamp(
+    conn: Connection, agent_id: int, ids: list[int], column: sa.Column[Any], now: datetime
+) -> None:
+    await conn.execute(
+        message_recipients.update()
+        .where(
+            message_recipients.c.agent_id == agent_id,
+            message_recipients.c.message_id.in_(ids),
+            column.is_(None),
+        )
+        .values({column.name: now})
     )

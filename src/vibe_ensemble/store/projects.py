@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.errors import Conflict, NotFound
 from vibe_ensemble.domain.models import Project
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import projects
 
 
@@ -24,20 +24,20 @@ def to_project(row: sa.Row[Any]) -> Project:
     )
 
 
-async def by_slug(conn: AsyncConnection, slug: str) -> Project:
+async def by_slug(conn: Connection, slug: str) -> Project:
     row = (await conn.execute(sa.select(projects).where(projects.c.slug == slug))).first()
     if row is None:
         raise NotFound(f"project {slug!r} does not exist", project=slug)
     return to_project(row)
 
 
-async def find(conn: AsyncConnection, slug: str) -> Project | None:
+async def find(conn: Connection, slug: str) -> Project | None:
     row = (await conn.execute(sa.select(projects).where(projects.c.slug == slug))).first()
     return None if row is None else to_project(row)
 
 
 async def insert(
-    conn: AsyncConnection, *, slug: str, name: str, description: str, repo: str, now: datetime
+    conn: Connection, *, slug: str, name: str, description: str, repo: str, now: datetime
 ) -> Project:
     if await find(conn, slug) is not None:
         raise Conflict(f"project {slug!r} already exists", project=slug)
@@ -49,7 +49,7 @@ async def insert(
     return to_project(result.one())
 
 
-async def all_projects(conn: AsyncConnection, slugs: list[str] | None = None) -> list[Project]:
+async def all_projects(conn: Connection, slugs: list[str] | None = None) -> list[Project]:
     q = sa.select(projects).order_by(projects.c.slug)
     if slugs is not None:
         q = q.where(projects.c.slug.in_(slugs))

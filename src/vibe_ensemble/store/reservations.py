@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.models import Reservation
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, projects, reservations
 
 
@@ -39,7 +39,7 @@ def live(now: datetime) -> sa.ColumnElement[bool]:
 
 
 async def held_by(
-    conn: AsyncConnection, agent_id: int, now: datetime, *, until: datetime | None = None
+    conn: Connection, agent_id: int, now: datetime, *, until: datetime | None = None
 ) -> list[Reservation]:
     q = select_reservations().where(reservations.c.agent_id == agent_id, live(now))
     if until is not None:
@@ -48,20 +48,20 @@ async def held_by(
     return [to_reservation(r) for r in rows]
 
 
-async def release_all(conn: AsyncConnection, agent_id: int, now: datetime) -> int:
+async def release_all(conn: Connection, agent_id: int, now: datetime) -> int:
     result = await conn.execute(
         reservations.update().where(reservations.c.agent_id == agent_id, live(now)).values(released_at=now)
     )
     return result.rowcount
 
 
-async def live_in_project(conn: AsyncConnection, project_id: int, now: datetime) -> list[Reservation]:
+async def live_in_project(conn: Connection, project_id: int, now: datetime) -> list[Reservation]:
     q = select_reservations().where(reservations.c.project_id == project_id, live(now))
     rows = await conn.execute(q.order_by(reservations.c.id))
     return [to_reservation(r) for r in rows]
 
 
-async def by_ids(conn: AsyncConnection, ids: list[int]) -> list[Reservation]:
+async def by_ids(conn: Connection, ids: list[int]) -> list[Reservation]:
     if not ids:
         return []
     rows = await conn.execute(
@@ -71,7 +71,7 @@ async def by_ids(conn: AsyncConnection, ids: list[int]) -> list[Reservation]:
 
 
 async def insert(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     project_id: int,
     agent_id: int,
@@ -98,7 +98,7 @@ async def insert(
 
 
 async def renew(
-    conn: AsyncConnection, reservation_id: int, *, exclusive: bool, reason: str, expires_at: datetime
+    conn: Connection, reservation_id: int, *, exclusive: bool, reason: str, expires_at: datetime
 ) -> None:
     await conn.execute(
         reservations.update()
@@ -107,19 +107,19 @@ async def renew(
     )
 
 
-async def release(conn: AsyncConnection, ids: list[int], now: datetime) -> None:
+async def release(conn: Connection, ids: list[int], now: datetime) -> None:
     if ids:
         await conn.execute(reservations.update().where(reservations.c.id.in_(ids)).values(released_at=now))
 
 
-async def expired(conn: AsyncConnection, now: datetime) -> list[tuple[int, Reservation]]:
+async def expired(conn: Connection, now: datetime) -> list[tuple[int, Reservation]]:
     """Leases past their expiry that were never released, with their project ids."""
     q = select_reservations().where(reservations.c.released_at.is_(None), reservations.c.expires_at <= now)
     rows = await conn.execute(q.order_by(reservations.c.id))
     return [(r.project_id, to_reservation(r)) for r in rows]
 
 
-async def mark_expired(conn: AsyncConnection, ids: list[int]) -> None:
+async def mark_expired(conn: Connection, ids: list[int]) -> None:
     """Record that expired leases ended at their expiry time."""
     if ids:
         await conn.execute(
@@ -134,7 +134,7 @@ async def mark_expired(conn: AsyncConnection, ids: list[int]) -> None:
 RESERVATION_LOCK_CLASS = 0x5645  # "VE"
 
 
-async def lock_project(conn: AsyncConnection, project_id: int) -> None:
+async def lock_project(conn: Connection, project_id: int) -> None:
     """Serialise lease decisions per project. Take it first in the transaction, before reading leases.
 
     On SQLite the single writer (BEGIN IMMEDIATE) already serialises every write transaction.

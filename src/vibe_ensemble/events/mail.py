@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import structlog
 
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.store import events as event_store
@@ -15,7 +16,7 @@ from vibe_ensemble.store.database import Database
 
 log = structlog.get_logger(__name__)
 
-MAIL_EVENT = "message.sent"
+MAIL_EVENT = EventType.MESSAGE_SENT.value
 # The dispatcher re-reads at least this often even when the hub is silent (a safety net:
 # the hub is told of every commit, so this only matters if a wake-up went missing).
 SAFETY_INTERVAL_S = 30.0

@@ -8,6 +8,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, Transaction
@@ -64,7 +65,7 @@ class AgentService(Service):
                 await store.update(tx.conn, existing.id, **values)
             agent = await store.get(tx.conn, proj.id, name)
             tx.emit(
-                "agent.registered",
+                EventType.AGENT_REGISTERED,
                 name,
                 proj.id,
                 agent=name,
@@ -101,7 +102,7 @@ class AgentService(Service):
             await store.update(tx.conn, me.id, **values)
             if new_status != me.status:
                 tx.emit(
-                    "agent.status",
+                    EventType.AGENT_STATUS,
                     name,
                     proj.id,
                     agent=name,
@@ -163,7 +164,7 @@ class AgentService(Service):
         released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
         reopened = await issue_store.reopen_taken_by(tx.conn, agent.id, tx.now)
         tx.emit(
-            "agent.retired",
+            EventType.AGENT_RETIRED,
             actor,
             project_id,
             agent=agent.name,
@@ -179,7 +180,7 @@ class AgentService(Service):
             for project_id, agent in await store.silent_since(tx.conn, tx.now - offline_after):
                 await store.update(tx.conn, agent.id, status=AgentStatus.OFFLINE.value)
                 tx.emit(
-                    "agent.status",
+                    EventType.AGENT_STATUS,
                     "system",
                     project_id,
                     agent=agent.name,

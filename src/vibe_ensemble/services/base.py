@@ -11,6 +11,7 @@ from typing import Any
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.store import audit as audit_store
@@ -42,8 +43,10 @@ class Transaction:
         self.event_ids: list[int] = []
         self._audits: list[audit_store.NewAudit] = []
 
-    def emit(self, type_: str, actor: str, project_id: int | None, **payload: Any) -> None:
-        self._events.append(event_store.NewEvent(type_, actor, payload, project_id))
+    def emit(self, type_: EventType, actor: str, project_id: int | None, **payload: Any) -> None:
+        """Append an event of a catalogued type at commit; its payload must match the catalogue."""
+        CATALOGUE[type_].check(payload)
+        self._events.append(event_store.NewEvent(type_.value, actor, payload, project_id))
 
     def audit(self, caller: Caller, action: str, outcome: str = "ok", **details: Any) -> None:
         """Record a security-relevant act in the audit log, in this transaction (tokens are redacted)."""

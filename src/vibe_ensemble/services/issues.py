@@ -9,6 +9,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, Priority
 from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, InvalidInput, NotFound, VersionConflict
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, Transaction
@@ -75,7 +76,7 @@ class IssueService(Service):
             await store.add_dependencies(tx.conn, issue_id, deps)
             issue = await store.get(tx.conn, proj.id, issue_id)
             tx.emit(
-                "issue.created",
+                EventType.ISSUE_CREATED,
                 actor,
                 proj.id,
                 id=issue_id,
@@ -85,7 +86,7 @@ class IssueService(Service):
                 assignee=issue.assignee,
             )
             if await store.is_ready(tx.conn, issue_id):
-                tx.emit("issue.ready", actor, proj.id, id=issue_id, title=title)
+                tx.emit(EventType.ISSUE_READY, actor, proj.id, id=issue_id, title=title)
         return issue
 
     async def _check_refs(
@@ -226,7 +227,7 @@ class IssueService(Service):
             changed = sorted(values) + (["depends_on"] if deps is not None else [])
             changed = [c.removesuffix("_id") for c in changed]
             tx.emit(
-                "issue.updated",
+                EventType.ISSUE_UPDATED,
                 actor,
                 proj.id,
                 id=issue_id,
@@ -276,7 +277,7 @@ class IssueService(Service):
             await store.assign(tx.conn, claimed.id, me.id)
             if me.status != AgentStatus.WORKING:
                 await agent_store.update(tx.conn, me.id, status=AgentStatus.WORKING.value)
-            tx.emit("issue.claimed", name, proj.id, id=claimed.id, title=claimed.title, assignee=name)
+            tx.emit(EventType.ISSUE_CLAIMED, name, proj.id, id=claimed.id, title=claimed.title, assignee=name)
             return await store.get(tx.conn, proj.id, claimed.id)
 
     async def _check_claimable(self, conn: Connection, issue: Issue) -> None:
@@ -319,7 +320,7 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await store.get(tx.conn, proj.id, issue_id)
             comment_id = await store.add_comment(tx.conn, issue_id, actor, body, tx.now)
-            tx.emit("issue.commented", actor, proj.id, id=issue_id, comment_id=comment_id)
+            tx.emit(EventType.ISSUE_COMMENTED, actor, proj.id, id=issue_id, comment_id=comment_id)
         return Comment(id=comment_id, issue_id=issue_id, author=actor, body=body, created_at=tx.now)
 
     async def close(
@@ -348,7 +349,9 @@ class IssueService(Service):
             )
             if not closed:
                 raise VersionConflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
-            tx.emit("issue.closed", actor, proj.id, id=issue_id, status=status.value, title=issue.title)
+            tx.emit(
+                EventType.ISSUE_CLOSED, actor, proj.id, id=issue_id, status=status.value, title=issue.title
+            )
             now_ready = await self._announce_ready(tx, proj.id, issue_id, actor)
             return ClosedIssue(issue=await store.get(tx.conn, proj.id, issue_id), now_ready=now_ready)
 
@@ -359,7 +362,7 @@ class IssueService(Service):
         loaded = await store.by_ids(tx.conn, ready)
         for issue in loaded:
             tx.emit(
-                "issue.ready",
+                EventType.ISSUE_READY,
                 actor,
                 project_id,
                 id=issue.id,

@@ -8,6 +8,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.errors import InvalidInput, VersionConflict
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import KnowledgeDetail, KnowledgeEntry, KnowledgeHit
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
@@ -77,7 +78,7 @@ class KnowledgeService(Service):
             )
             entry = await store.get(tx.conn, proj.id, entry_id)
             tx.emit(
-                "knowledge.added",
+                EventType.KNOWLEDGE_ADDED,
                 author,
                 proj.id,
                 id=entry_id,
@@ -149,7 +150,7 @@ class KnowledgeService(Service):
                 )
             entry = await store.get(tx.conn, proj.id, entry_id)
             tx.emit(
-                "knowledge.updated",
+                EventType.KNOWLEDGE_UPDATED,
                 author,
                 proj.id,
                 id=entry_id,

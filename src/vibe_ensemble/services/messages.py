@@ -8,6 +8,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.errors import InvalidInput, NotFound
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Inbox, Message
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
@@ -82,7 +83,7 @@ class MessageService(Service):
             )
             message = await store.get(tx.conn, message_id)
             tx.emit(
-                "message.sent",
+                EventType.MESSAGE_SENT,
                 sender,
                 proj.id,
                 id=message_id,
@@ -136,7 +137,7 @@ class MessageService(Service):
                 ids = [i.message.id for i in items if i.read_at is None]
                 if ids:
                     await store.mark_read(conn, me.id, ids, tx.now)
-                    tx.emit("message.read", name, proj.id, agent=name, ids=ids)
+                    tx.emit(EventType.MESSAGE_READ, name, proj.id, agent=name, ids=ids)
                     for item in items:
                         if item.read_at is None:
                             item.read_at = tx.now
@@ -174,7 +175,7 @@ class MessageService(Service):
             if acknowledge:
                 await store.mark_acknowledged(tx.conn, me.id, ids, tx.now)
             tx.emit(
-                "message.acknowledged" if acknowledge else "message.read",
+                EventType.MESSAGE_ACKNOWLEDGED if acknowledge else EventType.MESSAGE_READ,
                 name,
                 proj.id,
                 agent=name,

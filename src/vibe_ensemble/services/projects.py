@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
@@ -23,7 +24,7 @@ class ProjectService(Service):
             project = await store.insert(
                 tx.conn, slug=slug, name=name, description=description, repo=repo, now=tx.now
             )
-            tx.emit("project.created", caller.display, project.id, slug=slug, name=name)
+            tx.emit(EventType.PROJECT_CREATED, caller.display, project.id, slug=slug, name=name)
             tx.audit(caller, "project.created", project=slug)
         return project
 
@@ -36,7 +37,7 @@ class ProjectService(Service):
             project = await store.insert(
                 tx.conn, slug=slug, name=name or slug, description="", repo="", now=tx.now
             )
-            tx.emit("project.created", "system", project.id, slug=slug, name=project.name)
+            tx.emit(EventType.PROJECT_CREATED, "system", project.id, slug=slug, name=project.name)
         return project
 
     async def list(self, caller: Caller) -> list[Project]:

@@ -17,6 +17,7 @@ from vibe_ensemble.domain import globs, rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.errors import Conflict, InvalidInput
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import (
     LeaseConflict,
     PathCheck,
@@ -171,7 +172,7 @@ class ReservationService(Service):
             granted = await store.by_ids(tx.conn, ids)
             if granted:
                 tx.emit(
-                    "reservation.granted",
+                    EventType.RESERVATION_GRANTED,
                     name,
                     proj.id,
                     agent=name,
@@ -223,7 +224,7 @@ class ReservationService(Service):
             await store.release(tx.conn, [r.id for r in targets], tx.now)
             if targets:
                 tx.emit(
-                    "reservation.released",
+                    EventType.RESERVATION_RELEASED,
                     name,
                     proj.id,
                     agent=name,
@@ -277,7 +278,7 @@ class ReservationService(Service):
                 by_holder.setdefault((project_id, lease.holder), []).append(lease)
             for (project_id, holder), leases in by_holder.items():
                 tx.emit(
-                    "reservation.released",
+                    EventType.RESERVATION_RELEASED,
                     "system",
                     project_id,
                     agent=holder,

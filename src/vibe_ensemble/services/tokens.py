@@ -9,6 +9,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
@@ -80,7 +81,7 @@ class TokenService(Service):
             created = await store.by_id(tx.conn, cred_id)
             assert created is not None  # inserted just above, in this transaction
             tx.emit(
-                "token.created",
+                EventType.TOKEN_CREATED,
                 caller.display,
                 project_id,
                 id=cred_id,
@@ -114,7 +115,7 @@ class TokenService(Service):
             label = found.credential.label
             if found.credential.revoked_at is None:
                 await store.revoke(tx.conn, token_id, tx.now)
-                tx.emit("token.revoked", caller.display, found.project_id, id=token_id, label=label)
+                tx.emit(EventType.TOKEN_REVOKED, caller.display, found.project_id, id=token_id, label=label)
                 tx.audit(caller, "token.revoked", token_id=token_id, label=label)
             found = await store.by_id(tx.conn, token_id)
             assert found is not None  # it existed above, in this transaction

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from vibe_ensemble.api.mcp.context import acting, protocol_errors
 from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.events import EventFamily, EventType, family_of
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.domain.rules import MAX_ID
 
@@ -118,16 +119,16 @@ def resource_changes(event: Event) -> list[ServerEvent]:
     if event.project is None:
         return []
     project = f"vibe://projects/{event.project}"
-    family = event.type.split(".", 1)[0]
+    family = family_of(event.type)
     board_changes: list[ServerEvent] = [ResourceUpdated(f"{project}/board"), ResourceUpdated(project)]
     item = event.payload.get("id")
-    if family == "issue" and isinstance(item, int):
+    if family == EventFamily.ISSUE and isinstance(item, int):
         return [ResourceUpdated(f"{project}/issues/{item}"), *board_changes]
-    if family in ("agent", "reservation"):
+    if family in (EventFamily.AGENT, EventFamily.RESERVATION):
         return board_changes
-    if family == "knowledge" and isinstance(item, int):
+    if family == EventFamily.KNOWLEDGE and isinstance(item, int):
         return [ResourceUpdated(f"{project}/knowledge/{item}")]
-    if event.type == "project.created":
+    if event.type == EventType.PROJECT_CREATED:
         return [ResourcesListChanged(), ResourceUpdated("vibe://projects"), ResourceUpdated(project)]
     return []
 

@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.templating import Jinja2Templates
 
+from vibe_ensemble.domain.events import EventFamily, EventType, family_of
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.services.briefings import Board, Card
 
@@ -25,27 +26,7 @@ MAIL_EVENTS = 100
 
 
 # Every event type the services emit: a browser's EventSource needs the exact names to listen to.
-EVENT_TYPES = (
-    "project.created",
-    "agent.registered",
-    "agent.status",
-    "agent.retired",
-    "issue.created",
-    "issue.updated",
-    "issue.claimed",
-    "issue.commented",
-    "issue.closed",
-    "issue.ready",
-    "message.sent",
-    "message.read",
-    "message.acknowledged",
-    "reservation.granted",
-    "reservation.released",
-    "knowledge.added",
-    "knowledge.updated",
-    "token.created",
-    "token.revoked",
-)
+EVENT_TYPES = tuple(t.value for t in EventType)
 
 
 BOARD_FAMILIES = ("agent.*", "issue.*", "message.sent", "reservation.*", "knowledge.*")
@@ -95,18 +76,18 @@ def _environment() -> jinja2.Environment:
 def describe(event: Event) -> str:
     """A one-line, plain-text summary of an event for people."""
     p = event.payload
-    family = event.type.split(".", 1)[0]
-    if family == "issue":
+    family = family_of(event.type)
+    if family == EventFamily.ISSUE:
         return f"#{p.get('id')} {p.get('title') or ''}".strip()
-    if family == "agent":
+    if family == EventFamily.AGENT:
         extra = p.get("status") or p.get("role") or p.get("reason") or ""
         return f"{p.get('agent', '')} {extra}".strip()
-    if event.type == "message.sent":
+    if event.type == EventType.MESSAGE_SENT:
         recipients = ", ".join(str(r) for r in p.get("recipients") or []) or "nobody"
         return f"“{p.get('subject', '')}” to {recipients}"
-    if family == "reservation":
+    if family == EventFamily.RESERVATION:
         return f"{p.get('agent', '')}: {', '.join(str(x) for x in p.get('patterns') or [])}"
-    if family == "knowledge":
+    if family == EventFamily.KNOWLEDGE:
         return f"#{p.get('id')} {p.get('title') or ''}".strip()
     return ", ".join(f"{k}={v}" for k, v in p.items() if isinstance(v, str | int) and k != "thread_id")
 

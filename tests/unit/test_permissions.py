@@ -25,13 +25,20 @@ def test_viewer_only_reads() -> None:
 def test_worker_works_but_does_not_coordinate_or_administer() -> None:
     for op in (Op.AGENT_ACT, Op.ISSUE_WRITE, Op.MESSAGE_SEND, Op.MESSAGE_READ, Op.RESERVATION_WRITE):
         assert allowed(TokenRole.WORKER, op), op
-    for op in (Op.AGENT_RETIRE, Op.ISSUE_ASSIGN_OTHERS, Op.TOKEN_ADMIN, Op.PROJECT_ADMIN, Op.AUDIT_READ):
+    for op in (
+        Op.AGENT_RETIRE,
+        Op.AGENT_COORDINATE,
+        Op.ISSUE_ASSIGN_OTHERS,
+        Op.TOKEN_ADMIN,
+        Op.PROJECT_ADMIN,
+        Op.AUDIT_READ,
+    ):
         assert not allowed(TokenRole.WORKER, op), op
 
 
 def test_coordinator_adds_retire_and_assign_but_not_admin() -> None:
     extra = PERMISSIONS[TokenRole.COORDINATOR] - PERMISSIONS[TokenRole.WORKER]
-    assert extra == {Op.AGENT_RETIRE, Op.ISSUE_ASSIGN_OTHERS}
+    assert extra == {Op.AGENT_RETIRE, Op.AGENT_COORDINATE, Op.ISSUE_ASSIGN_OTHERS}
     assert not allowed(TokenRole.COORDINATOR, Op.TOKEN_ADMIN)
 
 

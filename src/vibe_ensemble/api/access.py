@@ -122,7 +122,7 @@ ROUTES: dict[tuple[str, str], Access] = {
 
 # MCP tool name → access (the `full` profile is a superset of `core`).
 TOOLS: dict[str, Access] = {
-    "register_agent": needs(Op.AGENT_ACT),
+    "register_agent": needs(Op.AGENT_ACT, "registering a coordinator also needs agent.coordinate"),
     "heartbeat": needs(Op.AGENT_ACT),
     "list_agents": needs(Op.AGENT_READ),
     "create_issue": needs(Op.ISSUE_WRITE, _ASSIGN),

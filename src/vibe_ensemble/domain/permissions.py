@@ -19,6 +19,7 @@ class Op(StrEnum):
     AGENT_READ = "agent.read"
     AGENT_ACT = "agent.act"  # register, heartbeat: acting as an agent
     AGENT_RETIRE = "agent.retire"
+    AGENT_COORDINATE = "agent.coordinate"  # register (or re-attach) an agent in the coordinator role
     ISSUE_READ = "issue.read"
     ISSUE_WRITE = "issue.write"  # create, update, comment, claim, close
     ISSUE_ASSIGN_OTHERS = "issue.assign_others"
@@ -49,7 +50,7 @@ _WORK = _READ | {
     Op.RESERVATION_WRITE,
     Op.KNOWLEDGE_WRITE,
 }
-_COORDINATE = _WORK | {Op.AGENT_RETIRE, Op.ISSUE_ASSIGN_OTHERS}
+_COORDINATE = _WORK | {Op.AGENT_RETIRE, Op.AGENT_COORDINATE, Op.ISSUE_ASSIGN_OTHERS}
 
 PERMISSIONS: dict[TokenRole, frozenset[Op]] = {
     TokenRole.VIEWER: frozenset(_READ),
@@ -65,3 +66,8 @@ GLOBAL_OPS: frozenset[Op] = frozenset({Op.PROJECT_ADMIN, Op.TOKEN_ADMIN, Op.AUDI
 
 def allowed(role: TokenRole, op: Op) -> bool:
     return op in PERMISSIONS[role]
+
+
+def roles_allowed(op: Op) -> list[TokenRole]:
+    """The token roles that may perform `op`, in the order of `TokenRole`."""
+    return [role for role in TokenRole if allowed(role, op)]

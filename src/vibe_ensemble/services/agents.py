@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
-from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.domain.permissions import Op, allowed, roles_allowed
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as store
 from vibe_ensemble.store import issues as issue_store
@@ -38,10 +38,9 @@ class AgentService(Service):
         if caller.agent is not None:
             name = caller.acting_agent(name)
         name = rules.name("name", name) if name else rules.memorable_name()
-        if role == AgentRole.COORDINATOR and caller.role not in (TokenRole.COORDINATOR, TokenRole.ADMIN):
-            raise PermissionDenied(
-                "registering a coordinator needs a coordinator or admin token", role=role.value
-            )
+        if role == AgentRole.COORDINATOR and not allowed(caller.role, Op.AGENT_COORDINATE):
+            roles = " or ".join(r.value for r in reversed(roles_allowed(Op.AGENT_COORDINATE)))
+            raise PermissionDenied(f"registering a coordinator needs a {roles} token", role=role.value)
         caps = rules.labels("capabilities", capabilities or [])
         program = rules.text("program", program, max_len=rules.MAX_LINE, required=False)
         model = rules.text("model", model, max_len=rules.MAX_LINE, required=False)

@@ -1,0 +1,56 @@
+"""docs/ covers the product: every setting, event type, CLI command and MCP tool is documented there."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer.main
+
+from vibe_ensemble.api.mcp import build_mcp
+from vibe_ensemble.cli import app
+from vibe_ensemble.domain.events import EventType
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+TEXT = "\n".join(p.read_text() for p in sorted(DOCS.rglob("*.md")))
+
+
+def _undocumented(names: list[str], spelled: str) -> list[str]:
+    return [name for name in names if not re.search(spelled.format(re.escape(name)), TEXT)]
+
+
+def test_every_setting_is_documented_by_its_environment_variable() -> None:
+    names = [f"VIBE_{field.upper()}" for field in Settings.model_fields]
+    assert len(names) >= 30
+    assert _undocumented(names, r"\b{}\b") == [], "document these settings in docs/"
+
+
+def test_every_event_type_is_documented() -> None:
+    assert _undocumented([t.value for t in EventType], r"`{}`") == [], "regenerate docs/live.md"
+
+
+def _commands(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[str]:
+    subcommands = getattr(command, "commands", None)
+    if subcommands is None:
+        yield " ".join(prefix)
+        return
+    for name, sub in subcommands.items():
+        yield from _commands(sub, (*prefix, name))
+
+
+def test_every_cli_command_is_documented() -> None:
+    commands = list(_commands(typer.main.get_command(app)))
+    assert {"serve", "mcp", "token create", "guard install"} <= set(commands)
+    assert _undocumented([f"vibe-ensemble {c}" for c in commands], r"{}\b") == [], "document these in docs/"
+
+
+async def test_every_mcp_tool_is_documented(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    server = build_mcp(Runtime(settings).services, settings, profile="full")
+    tools = sorted(t.name for t in await server.list_tools())
+    assert {"register_agent", "reserve_paths", "create_project"} <= set(tools)
+    assert _undocumented(tools, r"`{}\b") == [], "document these MCP tools in docs/"

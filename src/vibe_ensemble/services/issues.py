@@ -8,10 +8,11 @@ from typing import Any
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, Priority
-from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, InvalidInput, NotFound, VersionConflict
+from vibe_ensemble.domain.errors import Conflict, InvalidInput, NotFound, VersionConflict
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
 from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services import claims
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import issues as store
@@ -178,17 +179,7 @@ class IssueService(Service):
         """Change the given fields. `assignee=None` unassigns; `parent=None` detaches."""
         caller.require(Op.ISSUE_WRITE)
         actor = actor_name(caller, agent)
-        values: dict[str, Any] = {}
-        if title is not None:
-            values["title"] = rules.text("title", title, max_len=rules.MAX_TITLE)
-        if body is not None:
-            values["body"] = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
-        if priority is not None:
-            values["priority"] = priority.value
-        if labels is not None:
-            values["labels"] = rules.labels("labels", labels)
-        if status is not None:
-            values["status"] = status.value
+        values = _field_values(title, body, status, priority, labels)
         deps = None if depends_on is None else _check_deps("depends_on", depends_on)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
@@ -253,56 +244,14 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             me = await agent_store.get(tx.conn, proj.id, name)
             if issue_id is not None:
-                issue = await store.get(tx.conn, proj.id, issue_id)
-                await self._check_claimable(tx.conn, issue)
-                if not await self._take(tx, issue):
-                    # Someone changed it since we read it: say who won (or why it is no longer
-                    # claimable); if it merely moved to a new version, take that one.
-                    issue = await store.get(tx.conn, proj.id, issue_id)
-                    await self._check_claimable(tx.conn, issue)
-                    if not await self._take(tx, issue):
-                        raise Conflict(f"issue {issue_id} changed while claiming; retry", id=issue_id)
-                claimed = issue
+                claimed = await claims.take_named(tx, proj.id, issue_id)
             else:
-                candidates = await store.ready_in(tx.conn, proj.id, limit=200)
-                caps = set(me.capabilities)
-                # Issues labelled with one of the agent's capabilities come first; then priority, then age.
-                candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
-                for candidate in candidates:
-                    if await self._take(tx, candidate):
-                        claimed = candidate
-                        break
-                else:
-                    raise NotFound("no issue is ready to claim", project=proj.slug)
+                claimed = await claims.take_best(tx, proj, me)
             await store.assign(tx.conn, claimed.id, me.id)
             if me.status != AgentStatus.WORKING:
                 await agent_store.update(tx.conn, me.id, status=AgentStatus.WORKING.value)
             tx.emit(EventType.ISSUE_CLAIMED, name, proj.id, id=claimed.id, title=claimed.title, assignee=name)
             return await store.get(tx.conn, proj.id, claimed.id)
-
-    async def _check_claimable(self, conn: Connection, issue: Issue) -> None:
-        if issue.assignee is not None:
-            raise AlreadyClaimed(
-                f"issue {issue.id} is already claimed by {issue.assignee}",
-                id=issue.id,
-                assignee=issue.assignee,
-            )
-        if issue.status != IssueStatus.OPEN:
-            raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
-        if not await store.is_ready(conn, issue.id):
-            deps = await store.by_ids(conn, issue.depends_on)
-            waiting = [f"#{d.id}" for d in deps if not d.status.finished]
-            if not waiting:
-                return  # it became unready because it was just taken: `_take` decides, atomically
-            raise Conflict(
-                f"issue {issue.id} waits on unfinished dependencies: {', '.join(waiting)}",
-                id=issue.id,
-                waiting_on=[d.id for d in deps if not d.status.finished],
-            )
-
-    async def _take(self, tx: Transaction, issue: Issue) -> bool:
-        """The atomic step: only an open, unassigned issue at the version we read can be taken."""
-        return await store.take(tx.conn, issue, tx.now)
 
     async def comment(
         self,
@@ -370,6 +319,28 @@ class IssueService(Service):
                 unblocked_by=issue_id,
             )
         return loaded
+
+
+def _field_values(
+    title: str | None,
+    body: str | None,
+    status: IssueStatus | None,
+    priority: Priority | None,
+    labels: list[str] | None,
+) -> dict[str, Any]:
+    """The checked column values of the fields an update gives."""
+    values: dict[str, Any] = {}
+    if title is not None:
+        values["title"] = rules.text("title", title, max_len=rules.MAX_TITLE)
+    if body is not None:
+        values["body"] = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
+    if priority is not None:
+        values["priority"] = priority.value
+    if labels is not None:
+        values["labels"] = rules.labels("labels", labels)
+    if status is not None:
+        values["status"] = status.value
+    return values
 
 
 def _parse_cursor(cursor: str, by_priority: bool) -> tuple[Priority, int] | int:

@@ -15,6 +15,7 @@ from vibe_ensemble.services.base import Service
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
+from vibe_ensemble.store.database import Connection
 
 MAX_RECIPIENTS = 200
 MAX_IDS = 500
@@ -55,18 +56,9 @@ class MessageService(Service):
             thread_id = rules.text("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            recipients: dict[int, str] = {}
-            for name in to:
-                found = await agent_store.find(tx.conn, proj.id, name)
-                if found is None or found.retired_at is not None:
-                    raise InvalidInput("to", f"no active agent named {name!r} in this project", agent=name)
-                recipients[found.id] = found.name
-            if to_role is not None or broadcast:
-                for agent_id, name in await agent_store.active_ids(
-                    tx.conn, proj.id, role=None if broadcast else to_role
-                ):
-                    if name != sender:
-                        recipients[agent_id] = name
+            recipients = await _recipients(
+                tx.conn, proj.id, sender, to, None if broadcast else to_role, broadcast
+            )
             message_id = await store.insert(
                 tx.conn,
                 project_id=proj.id,
@@ -182,3 +174,20 @@ class MessageService(Service):
                 ids=ids,
             )
         return ids
+
+
+async def _recipients(
+    conn: Connection, project_id: int, sender: str, to: list[str], role: AgentRole | None, everyone: bool
+) -> dict[int, str]:
+    """Ids and names of the named agents, plus every active agent of `role` (or all) but the sender."""
+    recipients: dict[int, str] = {}
+    for name in to:
+        found = await agent_store.find(conn, project_id, name)
+        if found is None or found.retired_at is not None:
+            raise InvalidInput("to", f"no active agent named {name!r} in this project", agent=name)
+        recipients[found.id] = found.name
+    if role is not None or everyone:
+        for agent_id, name in await agent_store.active_ids(conn, project_id, role=role):
+            if name != sender:
+                recipients[agent_id] = name
+    return recipients

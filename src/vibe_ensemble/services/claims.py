@@ -1,0 +1,60 @@
+"""Claims: which issue a claim takes, atomically (exactly one of many racing callers wins).
+
+`IssueService.claim` checks the caller and records the claim; these functions pick the
+issue inside its transaction.
+"""
+
+from __future__ import annotations
+
+from vibe_ensemble.domain.enums import IssueStatus
+from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, NotFound
+from vibe_ensemble.domain.models import Agent, Issue, Project
+from vibe_ensemble.services.base import Transaction
+from vibe_ensemble.store import issues as store
+from vibe_ensemble.store.database import Connection
+
+
+async def take_named(tx: Transaction, project_id: int, issue_id: int) -> Issue:
+    """Take one issue, or say why not (who holds it, what it waits on)."""
+    issue = await store.get(tx.conn, project_id, issue_id)
+    await check_claimable(tx.conn, issue)
+    if not await store.take(tx.conn, issue, tx.now):
+        # Someone changed it since we read it: say who won (or why it is no longer
+        # claimable); if it merely moved to a new version, take that one.
+        issue = await store.get(tx.conn, project_id, issue_id)
+        await check_claimable(tx.conn, issue)
+        if not await store.take(tx.conn, issue, tx.now):
+            raise Conflict(f"issue {issue_id} changed while claiming; retry", id=issue_id)
+    return issue
+
+
+async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
+    """Take the best ready issue for `me`: labelled with its capabilities first, then priority, then age."""
+    candidates = await store.ready_in(tx.conn, project.id, limit=200)
+    caps = set(me.capabilities)
+    candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
+    for candidate in candidates:
+        if await store.take(tx.conn, candidate, tx.now):
+            return candidate
+    raise NotFound("no issue is ready to claim", project=project.slug)
+
+
+async def check_claimable(conn: Connection, issue: Issue) -> None:
+    if issue.assignee is not None:
+        raise AlreadyClaimed(
+            f"issue {issue.id} is already claimed by {issue.assignee}",
+            id=issue.id,
+            assignee=issue.assignee,
+        )
+    if issue.status != IssueStatus.OPEN:
+        raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
+    if not await store.is_ready(conn, issue.id):
+        deps = await store.by_ids(conn, issue.depends_on)
+        waiting = [f"#{d.id}" for d in deps if not d.status.finished]
+        if not waiting:
+            return  # it became unready because it was just taken: `store.take` decides, atomically
+        raise Conflict(
+            f"issue {issue.id} waits on unfinished dependencies: {', '.join(waiting)}",
+            id=issue.id,
+            waiting_on=[d.id for d in deps if not d.status.finished],
+        )

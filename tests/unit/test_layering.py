@@ -105,6 +105,26 @@ def imports_of(module: str) -> Iterator[Import]:
 ALL_IMPORTS = [i for m in MODULES for i in imports_of(m)]
 
 
+def test_only_the_store_speaks_sql() -> None:
+    """SQLAlchemy, and the tables, are the store's business: everyone else calls a repository."""
+    violations = []
+    for module, path in MODULES.items():
+        if _package(module) == "store":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                if name.split(".")[0] in ("sqlalchemy", "alembic") or name == f"{ROOT}.store.tables":
+                    where = f"{path.relative_to(SRC.parent)}:{node.lineno}"
+                    violations.append(f"{where}: {module} imports {name}; only store/ may")
+    assert not violations, "\n".join(violations)
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 

@@ -23,8 +23,7 @@ import structlog
 
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.events.tasks import stop_task
-from vibe_ensemble.store.events import NOTIFY_CHANNEL
-from vibe_ensemble.store.tables import events
+from vibe_ensemble.store.events import NOTIFY_CHANNEL, newest_id_on_listener
 
 log = structlog.get_logger(__name__)
 
@@ -88,10 +87,10 @@ class PostgresBridge:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             # Listening first, then reading the newest id: nothing committed in between is missed.
-            newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608  # nosec B608
-            self._hub.publish(int(newest))
+            newest = await newest_id_on_listener(conn)
+            self._hub.publish(newest)
             self._connected.set()
-            log.info("event_bridge_listening", channel=NOTIFY_CHANNEL, newest=int(newest))
+            log.info("event_bridge_listening", channel=NOTIFY_CHANNEL, newest=newest)
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._health_interval_s):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Event
@@ -50,6 +51,12 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> li
     if postgres:
         await conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
     return ids
+
+
+async def newest_id_on_listener(conn: asyncpg.Connection) -> int:
+    """The newest event id (0 for none), on the raw asyncpg connection that LISTENs (events/bridge.py)."""
+    newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608  # nosec B608
+    return int(newest)
 
 
 def _select() -> sa.Select[Any]:

@@ -88,7 +88,11 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
         except httpx2.HTTPError:
             return False
 
-    wait_until(ready, timeout=30, what=f"server at {url} to be ready")
+    try:
+        wait_until(ready, timeout=30, what=f"server at {url} to be ready")
+    except BaseException:
+        server.kill()  # a server that never became ready is no fixture's to stop: do not leak it
+        raise
     return server
 
 

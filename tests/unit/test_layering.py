@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "events": _LOW | {"store", "ops"},
     "services": _LOW | {"store", "events", "ops"},
     "guard": _LOW | {"ops"},
-    "guard_cli": _LOW | {"ops", "guard"},
     "runtime": _LOW | {"store", "events", "services", "ops"},
     "api": _LOW | {"store", "events", "services", "ops", "runtime"},
-    "cli": _LOW | {"store", "events", "services", "ops", "runtime", "api", "guard", "guard_cli"},
+    "cli": _LOW | {"store", "events", "services", "ops", "runtime", "api", "guard"},
 }
 
 
@@ -129,29 +127,6 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-# Violations that exist on main and are being removed by the api/ restructuring of issue 8
-# (api/mcp.py <-> api/mcp_workspace.py). Matched by their text without line numbers; a known
-# violation that is gone fails the test too, so this list only ever shrinks.
-KNOWN_PRIVATE_IMPORTS = {
-    "src/vibe_ensemble/api/mcp_workspace.py: vibe_ensemble.api.mcp_workspace imports the private name "
-    "_audit_denial of vibe_ensemble.api.mcp",
-    "src/vibe_ensemble/api/mcp_workspace.py: vibe_ensemble.api.mcp_workspace imports the private name "
-    "_tool_errors of vibe_ensemble.api.mcp",
-}
-KNOWN_CYCLES = {
-    "src/vibe_ensemble/api/mcp.py (vibe_ensemble.api.mcp -> vibe_ensemble.api.mcp_workspace) -> "
-    "src/vibe_ensemble/api/mcp_workspace.py (vibe_ensemble.api.mcp_workspace -> vibe_ensemble.api.mcp)",
-}
-
-
-def _assert_only_known(violations: list[str], known: set[str]) -> None:
-    found = {re.sub(r":\d+", "", v): v for v in violations}
-    new = [v for k, v in found.items() if k not in known]
-    assert not new, "\n".join(new)
-    gone = sorted(known - found.keys())
-    assert not gone, "fixed, so remove from the known violations:\n" + "\n".join(gone)
-
-
 def _package(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
@@ -192,7 +167,7 @@ def test_no_private_name_crosses_a_module_boundary() -> None:
                 where = f"{path.relative_to(SRC.parent)}:{node.lineno}"
                 target = aliases[node.value.id]
                 violations.append(f"{where}: {module} reaches the private {target}.{node.attr}")
-    _assert_only_known(violations, KNOWN_PRIVATE_IMPORTS)
+    assert not violations, "\n".join(violations)
 
 
 def _module_aliases(tree: ast.Module, module: str) -> dict[str, str]:
@@ -222,7 +197,7 @@ def test_no_import_cycles() -> None:
         " -> ".join(f"{lines[(a, b)]} ({a} -> {b})" for a, b in itertools.pairwise(cycle))
         for cycle in _cycles(graph)
     ]
-    _assert_only_known(reports, KNOWN_CYCLES)
+    assert not reports, "import cycles:\n" + "\n".join(reports)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -14,11 +14,11 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, projects
 
 
-def select_agents() -> sa.Select[Any]:
+def _select() -> sa.Select[Any]:
     return sa.select(agents, projects.c.slug).join(projects, agents.c.project_id == projects.c.id)
 
 
-def to_agent(row: sa.Row[Any]) -> Agent:
+def _to_agent(row: sa.Row[Any]) -> Agent:
     return Agent(
         id=row.id,
         project=row.slug,
@@ -38,9 +38,9 @@ def to_agent(row: sa.Row[Any]) -> Agent:
 
 async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
     row = (
-        await conn.execute(select_agents().where(agents.c.project_id == project_id, agents.c.name == name))
+        await conn.execute(_select().where(agents.c.project_id == project_id, agents.c.name == name))
     ).first()
-    return None if row is None else to_agent(row)
+    return None if row is None else _to_agent(row)
 
 
 async def get(conn: Connection, project_id: int, name: str, *, active: bool = True) -> Agent:
@@ -56,8 +56,8 @@ async def get(conn: Connection, project_id: int, name: str, *, active: bool = Tr
 
 
 async def by_id(conn: Connection, agent_id: int) -> Agent:
-    row = (await conn.execute(select_agents().where(agents.c.id == agent_id))).one()
-    return to_agent(row)
+    row = (await conn.execute(_select().where(agents.c.id == agent_id))).one()
+    return _to_agent(row)
 
 
 async def names(conn: Connection, ids: set[int]) -> dict[int, str]:
@@ -87,14 +87,14 @@ async def in_project(
     include_retired: bool = False,
 ) -> list[Agent]:
     """The project's agents by name, active ones only unless `include_retired`."""
-    q = select_agents().where(agents.c.project_id == project_id)
+    q = _select().where(agents.c.project_id == project_id)
     if role is not None:
         q = q.where(agents.c.role == role.value)
     if status is not None:
         q = q.where(agents.c.status == status.value)
     if not include_retired:
         q = q.where(agents.c.retired_at.is_(None))
-    return [to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
+    return [_to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
 
 
 async def insert(conn: Connection, project_id: int, name: str, now: datetime, **values: Any) -> None:
@@ -112,18 +112,16 @@ async def retire(conn: Connection, agent_id: int, now: datetime) -> None:
 async def silent_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
     """Active agents not yet offline whose last heartbeat is older than `before`, with their project id."""
     rows = await conn.execute(
-        select_agents().where(
+        _select().where(
             agents.c.retired_at.is_(None),
             agents.c.status != AgentStatus.OFFLINE.value,
             agents.c.last_seen < before,
         )
     )
-    return [(r.project_id, to_agent(r)) for r in rows]
+    return [(r.project_id, _to_agent(r)) for r in rows]
 
 
 async def idle_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
     """Active agents whose last heartbeat is older than `before`, with their project id."""
-    rows = await conn.execute(
-        select_agents().where(agents.c.retired_at.is_(None), agents.c.last_seen < before)
-    )
-    return [(r.project_id, to_agent(r)) for r in rows]
+    rows = await conn.execute(_select().where(agents.c.retired_at.is_(None), agents.c.last_seen < before))
+    return [(r.project_id, _to_agent(r)) for r in rows]

@@ -23,12 +23,12 @@ from vibe_ensemble.store.tables import (
     projects,
 )
 
-FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
+_FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
 
 _assignee = agents.alias("assignee")
 
 
-def select_issues() -> sa.Select[Any]:
+def _select() -> sa.Select[Any]:
     return (
         sa.select(issues, projects.c.slug, _assignee.c.name.label("assignee_name"))
         .join(projects, issues.c.project_id == projects.c.id)
@@ -56,7 +56,7 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
     )
 
 
-async def dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
+async def _dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
     ids = list(ids)
     out: dict[int, list[int]] = defaultdict(list)
     if not ids:
@@ -71,16 +71,14 @@ async def dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, lis
     return out
 
 
-async def load(conn: Connection, query: sa.Select[Any]) -> list[Issue]:
+async def _load(conn: Connection, query: sa.Select[Any]) -> list[Issue]:
     rows = list(await conn.execute(query))
-    deps = await dependencies_of(conn, (r.id for r in rows))
+    deps = await _dependencies_of(conn, (r.id for r in rows))
     return [_to_issue(r, deps.get(r.id, [])) for r in rows]
 
 
 async def get(conn: Connection, project_id: int, issue_id: int) -> Issue:
-    found = await load(
-        conn, select_issues().where(issues.c.id == issue_id, issues.c.project_id == project_id)
-    )
+    found = await _load(conn, _select().where(issues.c.id == issue_id, issues.c.project_id == project_id))
     if not found:
         raise NotFound(f"issue {issue_id} does not exist in this project", id=issue_id)
     return found[0]
@@ -108,28 +106,28 @@ async def dependency_graph(conn: Connection, project_id: int) -> dict[int, list[
     return graph
 
 
-def unfinished_dependency_exists() -> sa.Exists:
+def _waiting_on_dependencies() -> sa.Exists:
     """True for an issue that still waits on an open dependency."""
     dep = issues.alias("dep")
     return (
         sa.select(issue_dependencies.c.depends_on_id)
         .join(dep, dep.c.id == issue_dependencies.c.depends_on_id)
-        .where(issue_dependencies.c.issue_id == issues.c.id, dep.c.status.not_in(FINISHED))
+        .where(issue_dependencies.c.issue_id == issues.c.id, dep.c.status.not_in(_FINISHED))
         .exists()
     )
 
 
-def ready_clause() -> sa.ColumnElement[bool]:
+def _ready_clause() -> sa.ColumnElement[bool]:
     """An issue is ready when open, unassigned and every dependency is done or closed."""
     return sa.and_(
         issues.c.status == IssueStatus.OPEN.value,
         issues.c.assignee_id.is_(None),
-        ~unfinished_dependency_exists(),
+        ~_waiting_on_dependencies(),
     )
 
 
 async def is_ready(conn: Connection, issue_id: int) -> bool:
-    row = (await conn.execute(sa.select(issues.c.id).where(issues.c.id == issue_id, ready_clause()))).first()
+    row = (await conn.execute(sa.select(issues.c.id).where(issues.c.id == issue_id, _ready_clause()))).first()
     return row is not None
 
 
@@ -152,15 +150,15 @@ async def comments_of(conn: Connection, issue_id: int) -> list[Comment]:
 
 async def by_ids(conn: Connection, ids: Iterable[int]) -> list[Issue]:
     """The issues with these ids, in id order."""
-    return await load(conn, select_issues().where(issues.c.id.in_(list(ids))).order_by(issues.c.id))
+    return await _load(conn, _select().where(issues.c.id.in_(list(ids))).order_by(issues.c.id))
 
 
 async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
     """Ready issues of a project, best first (priority, then age)."""
-    return await load(
+    return await _load(
         conn,
-        select_issues()
-        .where(issues.c.project_id == project_id, ready_clause())
+        _select()
+        .where(issues.c.project_id == project_id, _ready_clause())
         .order_by(issues.c.priority, issues.c.id)
         .limit(limit),
     )
@@ -168,10 +166,10 @@ async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Iss
 
 async def unfinished_of(conn: Connection, agent_id: int) -> list[Issue]:
     """Issues assigned to an agent and not yet done or closed, best first."""
-    return await load(
+    return await _load(
         conn,
-        select_issues()
-        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(FINISHED))
+        _select()
+        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(_FINISHED))
         .order_by(issues.c.priority, issues.c.id),
     )
 
@@ -190,7 +188,7 @@ class Filter:
 
 async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) -> list[Issue]:
     """Issues matching `where`, in id order (ready ones: by priority, then age), at most `limit`."""
-    q = select_issues().where(issues.c.project_id == project_id)
+    q = _select().where(issues.c.project_id == project_id)
     if where.status is not None:
         q = q.where(issues.c.status == where.status.value)
     if where.assignee is not None:
@@ -205,7 +203,7 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
             )
         )
     if where.ready is not None:
-        q = q.where(ready_clause() if where.ready else ~ready_clause())
+        q = q.where(_ready_clause() if where.ready else ~_ready_clause())
     if isinstance(where.after, tuple):
         prio, last = where.after
         q = q.where(
@@ -214,7 +212,7 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
     elif where.after is not None:
         q = q.where(issues.c.id > where.after)
     order = (issues.c.priority, issues.c.id) if where.ready else (issues.c.id,)
-    return await load(conn, q.order_by(*order).limit(limit))
+    return await _load(conn, q.order_by(*order).limit(limit))
 
 
 async def insert(
@@ -319,26 +317,28 @@ async def add_comment(conn: Connection, issue_id: int, author: str, body: str, n
 
 
 async def ready_ids(conn: Connection, project_id: int) -> set[int]:
-    rows = await conn.execute(sa.select(issues.c.id).where(issues.c.project_id == project_id, ready_clause()))
+    rows = await conn.execute(
+        sa.select(issues.c.id).where(issues.c.project_id == project_id, _ready_clause())
+    )
     return {r.id for r in rows}
 
 
 async def with_status(conn: Connection, project_id: int, status: IssueStatus, *, limit: int) -> list[Issue]:
     """Issues of one status: finished ones most recently changed first, the others best first."""
-    q = select_issues().where(issues.c.project_id == project_id, issues.c.status == status.value)
+    q = _select().where(issues.c.project_id == project_id, issues.c.status == status.value)
     if status.finished:
         q = q.order_by(issues.c.updated_at.desc(), issues.c.id.desc())
     else:
         q = q.order_by(issues.c.priority, issues.c.id)
-    return await load(conn, q.limit(limit))
+    return await _load(conn, q.limit(limit))
 
 
 async def blocked_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
     """Issues marked blocked, or open and waiting on unfinished dependencies, best first."""
-    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, unfinished_dependency_exists())
-    return await load(
+    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, _waiting_on_dependencies())
+    return await _load(
         conn,
-        select_issues()
+        _select()
         .where(
             issues.c.project_id == project_id,
             sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting),

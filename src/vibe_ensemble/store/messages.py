@@ -14,7 +14,7 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 
-async def recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
+async def _recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     if not message_ids:
         return out
@@ -29,7 +29,7 @@ async def recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, l
     return out
 
 
-def to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
+def _to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
     return Message(
         id=row.id,
         project=row.slug,
@@ -46,7 +46,7 @@ def to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
     )
 
 
-def inbox_query(agent_id: int) -> sa.Select[Any]:
+def _inbox_query(agent_id: int) -> sa.Select[Any]:
     return (
         sa.select(messages, projects.c.slug, message_recipients.c.read_at, message_recipients.c.acked_at)
         .join(message_recipients, message_recipients.c.message_id == messages.c.id)
@@ -55,11 +55,11 @@ def inbox_query(agent_id: int) -> sa.Select[Any]:
     )
 
 
-async def load_inbox(conn: Connection, query: sa.Select[Any]) -> list[InboxItem]:
+async def _load_inbox(conn: Connection, query: sa.Select[Any]) -> list[InboxItem]:
     rows = list(await conn.execute(query))
-    recipients = await recipients_of(conn, [r.id for r in rows])
+    recipients = await _recipients_of(conn, [r.id for r in rows])
     return [
-        InboxItem(message=to_message(r, recipients.get(r.id, [])), read_at=r.read_at, acked_at=r.acked_at)
+        InboxItem(message=_to_message(r, recipients.get(r.id, [])), read_at=r.read_at, acked_at=r.acked_at)
         for r in rows
     ]
 
@@ -71,7 +71,7 @@ async def unread_count(conn: Connection, agent_id: int) -> int:
     return int((await conn.execute(q)).scalar_one())
 
 
-def by_id_query(message_id: int) -> sa.Select[Any]:
+def _by_id_query(message_id: int) -> sa.Select[Any]:
     """One message, shaped like an inbox row (without recipient state)."""
     return (
         sa.select(messages, projects.c.slug, sa.null().label("read_at"), sa.null().label("acked_at"))
@@ -84,24 +84,24 @@ async def unread(
     conn: Connection, agent_id: int, *, importance: list[Importance] | None = None, limit: int
 ) -> list[InboxItem]:
     """An agent's unread mail (of these importances, when given), oldest first."""
-    q = inbox_query(agent_id).where(message_recipients.c.read_at.is_(None))
+    q = _inbox_query(agent_id).where(message_recipients.c.read_at.is_(None))
     if importance is not None:
         q = q.where(messages.c.importance.in_([i.value for i in importance]))
-    return await load_inbox(conn, q.order_by(messages.c.id).limit(limit))
+    return await _load_inbox(conn, q.order_by(messages.c.id).limit(limit))
 
 
 async def inbox(
     conn: Connection, agent_id: int, *, since_id: int, unread_only: bool, limit: int
 ) -> list[InboxItem]:
     """An agent's mail after `since_id`, oldest first."""
-    q = inbox_query(agent_id).where(messages.c.id > since_id)
+    q = _inbox_query(agent_id).where(messages.c.id > since_id)
     if unread_only:
         q = q.where(message_recipients.c.read_at.is_(None))
-    return await load_inbox(conn, q.order_by(messages.c.id).limit(limit))
+    return await _load_inbox(conn, q.order_by(messages.c.id).limit(limit))
 
 
 async def get(conn: Connection, message_id: int) -> Message:
-    return (await load_inbox(conn, by_id_query(message_id)))[0].message
+    return (await _load_inbox(conn, _by_id_query(message_id)))[0].message
 
 
 async def insert(

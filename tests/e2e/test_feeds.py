@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store.database import normalise_url
 
@@ -115,6 +116,14 @@ async def test_sse_filters_scopes_and_refuses_bad_input(live_server: ServerProce
         too_far = await api.get("/events/stream", params={"after": 2**63})
         assert too_far.status_code == 422
         assert too_far.json()["error"]["details"]["errors"][0]["field"] == "after"
+        # One id bound (rules.MAX_ID) for the page and the stream: the same `after` is refused by both.
+        for path in ("/events", "/events/stream"):
+            beyond = await api.get(path, params={"after": MAX_ID + 1})
+            assert beyond.status_code == 422, path
+            assert beyond.json()["error"]["details"]["errors"][0]["field"] == "after", path
+        assert (await api.get("/events", params={"after": MAX_ID})).json()["items"] == []
+        beyond_header = await api.get("/events/stream", headers={"Last-Event-ID": str(MAX_ID + 1)})
+        assert beyond_header.json()["error"]["details"]["field"] == "Last-Event-ID"
         async with rest(live_server.url, "vibe_" + "x" * 40) as stranger:
             assert (await stranger.get("/events/stream")).status_code == 401
 

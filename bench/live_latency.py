@@ -163,7 +163,8 @@ def main() -> None:
     if args.url:
         latencies = asyncio.run(bench([args.url.rstrip("/")], args.token, args))
     else:
-        with own_servers(args.database_url, args.replicas) as (urls, token):
+        with own_servers(args.database_url, args.replicas) as servers:
+            urls, token = servers.urls, servers.token
             latencies = asyncio.run(bench(urls, token, args))
 
     ordered = sorted(latencies)

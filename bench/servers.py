@@ -13,8 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -28,9 +29,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Servers:
+    urls: list[str]
+    token: str  # the first-start admin token
+    pids: list[int]
+
+
 @contextmanager
-def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[str], str]]:
-    """Start `replicas` servers on one database; yield their URLs and the first-start admin token."""
+def own_servers(database_url: str | None, replicas: int, extra_args: Sequence[str] = ()) -> Iterator[Servers]:
+    """Start `replicas` servers on one database; yield their URLs, pids and the first-start admin token."""
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vibe-bench-") as tmp:
@@ -47,6 +55,7 @@ def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[
                 argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
                 if database_url:
                     argv += ["--database-url", database_url]
+                argv += list(extra_args)
                 log_path = Path(tmp) / f"server-{i}.log"
                 with log_path.open("w") as log:
                     procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -56,7 +65,7 @@ def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[
             match = TOKEN_RE.search((Path(tmp) / "server-0.log").read_text())
             if match is None:
                 raise SystemExit("the server printed no first-start admin token (is the database new?)")
-            yield urls, match.group(1)
+            yield Servers(urls, match.group(1), [p.pid for p in procs])
         finally:
             for proc in procs:
                 proc.terminate()
@@ -64,16 +73,23 @@ def own_servers(database_url: str | None, replicas: int) -> Iterator[tuple[list[
                 proc.wait(timeout=15)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    path: str = "/readyz",
+    ok: Sequence[int] = (200,),
+    method: str = "GET",
+) -> None:
+    deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx2.get(url + "/readyz", timeout=1).status_code == 200:
+            if httpx2.request(method, url + path, timeout=1).status_code in ok:
                 return
         except httpx2.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit(f"the server at {url} was not ready in 30 s:\n{log_path.read_text()}")
+            raise SystemExit(f"the server at {url} was not ready in 120 s:\n{log_path.read_text()}")
         time.sleep(0.05)

@@ -100,7 +100,8 @@ def main() -> None:
     if args.url:
         figures = asyncio.run(bench(args.url, args.token, args.calls, args.warmup, args.mode))
     else:
-        with own_servers(args.database_url, 1) as (urls, token):
+        with own_servers(args.database_url, 1) as servers:
+            urls, token = servers.urls, servers.token
             url = urls[0]
             figures = asyncio.run(bench(url, token, args.calls, args.warmup, args.mode))
 

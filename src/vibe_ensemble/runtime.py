@@ -32,7 +32,12 @@ class Runtime:
             settings.rate_limit_burst,
         )
         self.services = Services(
-            ServiceContext(self.db, default_project=settings.default_project, limiter=limiter)
+            ServiceContext(
+                self.db,
+                default_project=settings.default_project,
+                limiter=limiter,
+                credential_cache_s=settings.credential_cache_s,
+            )
         )
         self._owner: OwnerLock | None = None
         self._duties: asyncio.Task[None] | None = None

@@ -78,7 +78,7 @@ async def terminate_lock_holder(rt: Runtime) -> int:
 
 
 async def _kill(rt: Runtime, query: str, **params: Any) -> int:
-    async with rt.db.writer.connect() as conn:
+    async with rt.db.engine.connect() as conn:
         killed = len((await conn.execute(sa.text(query), params)).all())
         await conn.commit()
     return killed

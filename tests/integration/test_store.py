@@ -70,15 +70,14 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
     db = Database(database_url)
     try:
         await migrate.upgrade(db)
-        async with db.reader.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-            names = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
-            assert {t.name for t in metadata.sorted_tables} <= names
-            if db.is_sqlite:
-                assert "knowledge_fts" in names
-            else:
-                columns = await conn.run_sync(lambda c: sa.inspect(c).get_columns("knowledge"))
-                assert "search" in {c["name"] for c in columns}
+        assert await db.run_sync(_diff) == []
+        names = set(await db.run_sync(lambda c: sa.inspect(c).get_table_names()))
+        assert {t.name for t in metadata.sorted_tables} <= names
+        if db.is_sqlite:
+            assert "knowledge_fts" in names
+        else:
+            columns = await db.run_sync(lambda c: sa.inspect(c).get_columns("knowledge"))
+            assert "search" in {c["name"] for c in columns}
     finally:
         await db.dispose()
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     rate_limit_burst: int = Field(300, ge=1)
     auth_failures_per_minute: int = Field(30, ge=0)
+    # a verified token is trusted this long without reading it again (0: read it on every request);
+    # revoking takes effect at once on the replica that revokes, within this bound on the others
+    credential_cache_s: float = Field(5.0, ge=0, le=60)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     body_timeout_s: float = Field(30.0, gt=0)  # a client that stalls longer while sending a body gets 408
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed

@@ -19,6 +19,8 @@ from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store.database import Connection, Database
 
+MAX_CACHED_PROJECTS = 10_000
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -31,6 +33,11 @@ class ServiceContext:
     default_project: str = "default"
     clock: Callable[[], datetime] = utcnow
     limiter: RateLimiter | None = None  # requests per credential; None: unlimited
+    # Seconds a verified credential is trusted without reading it again (0: read every request).
+    # Revoking on this process takes effect at once; on another replica within this bound.
+    credential_cache_s: float = 5.0
+    # Projects never change once created, so the slug -> project mapping is kept for the process.
+    projects: dict[str, Project] = field(default_factory=dict)
 
 
 class Transaction:
@@ -83,4 +90,11 @@ class Service:
 
     async def project(self, conn: Connection, caller: Caller, requested: str | None) -> Project:
         """The project a call acts on, after the token's scope is applied."""
-        return await project_store.by_slug(conn, caller.project_slug(requested, self.ctx.default_project))
+        slug = caller.project_slug(requested, self.ctx.default_project)
+        known = self.ctx.projects.get(slug)
+        if known is None:
+            known = await project_store.by_slug(conn, slug)
+            if len(self.ctx.projects) >= MAX_CACHED_PROJECTS:
+                self.ctx.projects.clear()
+            self.ctx.projects[slug] = known
+        return known

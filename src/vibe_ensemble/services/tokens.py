@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from vibe_ensemble.auth import tokens
@@ -12,7 +13,7 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound, RateLimited, Una
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.base import Service, ServiceContext
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import credentials as store
 from vibe_ensemble.store import projects as project_store
@@ -34,7 +35,44 @@ def _unusable(stored: StoredCredential | None, now: datetime) -> str:
     return ""
 
 
+class CredentialCache:
+    """Recently verified credentials by token digest, each trusted for `ttl_s` seconds.
+
+    Expiry is still checked on every use; revoking on this process empties the cache at once,
+    and on another replica takes effect within `ttl_s`. Failures are never cached.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._found: dict[str, tuple[float, StoredCredential]] = {}
+
+    def get(self, digest: str) -> StoredCredential | None:
+        hit = self._found.get(digest)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] > self.ttl_s:
+            del self._found[digest]
+            return None
+        return hit[1]
+
+    def put(self, digest: str, found: StoredCredential) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._found) >= self.MAX_ENTRIES:
+            self._found.clear()
+        self._found[digest] = (time.monotonic(), found)
+
+    def clear(self) -> None:
+        self._found.clear()
+
+
 class TokenService(Service):
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.cache = CredentialCache(ctx.credential_cache_s)
+
     async def create(
         self,
         caller: Caller,
@@ -119,6 +157,7 @@ class TokenService(Service):
                 tx.audit(caller, "token.revoked", token_id=token_id, label=label)
             found = await store.by_id(tx.conn, token_id)
             assert found is not None  # it existed above, in this transaction
+        self.cache.clear()
         return found.credential
 
     async def count(self) -> int:
@@ -136,11 +175,15 @@ class TokenService(Service):
         found = None
         if tokens.looks_like_token(token):
             wanted = tokens.digest(token)
-            async with self.ctx.db.read() as conn:
-                found = await store.by_hash(conn, wanted)
-            if found is not None and not tokens.same(found.token_hash, wanted):
-                found = None
+            found = self.cache.get(wanted)
+            if found is None:
+                async with self.ctx.db.read() as conn:
+                    found = await store.by_hash(conn, wanted)
+                if found is not None and not tokens.same(found.token_hash, wanted):
+                    found = None
             reason = _unusable(found, self.ctx.clock())
+            if not reason and found is not None:
+                self.cache.put(wanted, found)
         if reason or found is None:
             credential_id = None if found is None else found.credential.id
             await self._failed(reason, token, remote, credential_id=credential_id)

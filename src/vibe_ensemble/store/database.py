@@ -1,7 +1,8 @@
 """Connections to SQLite or PostgreSQL, with one explicit way to read and to write.
 
-SQLite: WAL, one writer connection guarded by a lock, `BEGIN IMMEDIATE` on every
-write transaction, and a small pool of read connections beside it. One process
+SQLite (the stdlib driver, used on the event-loop thread): WAL, one writer
+connection guarded by a lock, `BEGIN IMMEDIATE` on every write transaction, its
+COMMIT on one dedicated thread, and a few read connections beside it. One process
 owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 
 PostgreSQL (asyncpg): one pool; every write transaction that appends events
@@ -12,18 +13,24 @@ ids become visible in id order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import event
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
 
@@ -59,13 +66,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or getattr(seen, "orig", None)
 
 
-Connection = AsyncConnection
-"""The connection every repository in `store/` takes and every service passes along.
-
-Repositories use only `await conn.execute(<SQLAlchemy Core statement>)` and the result's
-`.scalar()`, `.scalar_one()`, `.scalars()`, `.mappings()`, `.first()`, `.all()`, `.rowcount`
-and `.inserted_primary_key`, so the implementation behind this name can change.
-"""
+T = TypeVar("T")
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None  # one row, or many (executemany)
 
 
 class DatabaseError(Exception):
@@ -91,28 +93,67 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
+class Connection(Protocol):
+    """What repositories use of a connection: the dialect and `await conn.execute(statement)`.
+
+    The same on both backends, so a repository never knows which one it runs on.
+    """
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
+
+
+class _SqliteConnection:
+    """A SQLite connection used on the event-loop thread: `execute` never suspends.
+
+    A SQLite statement on a small, indexed database takes microseconds, far less than a hop
+    to a thread and back, so statements run where the caller is. Nothing else runs on the
+    loop between two statements of a transaction, so the writer lock is never held across a
+    real suspension except the commit (see `_SqliteEngine.write`).
+    """
+
+    __slots__ = ("_conn", "dialect")
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]:
+        return self._conn.execute(statement, parameters)
+
+
+class _PostgresConnection:
+    """A pooled asyncpg connection through SQLAlchemy's async engine."""
+
+    __slots__ = ("_conn", "dialect")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]:
+        return await self._conn.execute(statement, parameters)
+
+
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "NORMAL") -> None:
         self.url: URL = make_url(normalise_url(url))
         self.dialect = self.url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise DatabaseError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()
+        self.path: Path | None = None
         if self.dialect == "sqlite":
-            path = sqlite_path(self.url)
-            assert path is not None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.path: Path | None = path
-            self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
-            self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
-            _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
-            _configure_sqlite(self.reader, begin="BEGIN")
+            self.path = sqlite_path(self.url)
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = _SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
-            self.path = None
-            self.writer = create_async_engine(
+            self.engine: AsyncEngine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-            self.reader = self.writer
 
     @property
     def is_sqlite(self) -> bool:
@@ -123,23 +164,38 @@ class Database:
         """A write transaction: committed when the block ends, rolled back on error."""
         with _out_of_range_is_invalid_input():
             if self.is_sqlite:
-                async with self._write_lock, self.writer.begin() as conn:
+                async with self._write_lock, self._sqlite.write() as conn:
                     yield conn
             else:
-                async with self.writer.begin() as conn:
-                    yield conn
+                async with self.engine.begin() as aconn:
+                    yield _PostgresConnection(aconn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
         """A read-only snapshot (one transaction)."""
         with _out_of_range_is_invalid_input():
-            async with self.reader.connect() as conn, conn.begin():
-                yield conn
+            if self.is_sqlite:
+                with self._sqlite.read() as conn:
+                    yield conn
+            else:
+                async with self.engine.connect() as aconn, aconn.begin():
+                    yield _PostgresConnection(aconn)
+
+    async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
+        """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""
+        if not self.is_sqlite:
+            async with self.engine.begin() as aconn:
+                return await aconn.run_sync(fn)
+        if not write:
+            return self._sqlite.run_sync(fn, write=False)
+        async with self._write_lock:
+            return self._sqlite.run_sync(fn, write=True)
 
     async def dispose(self) -> None:
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        if self.is_sqlite:
+            self._sqlite.close()
+        else:
+            await self.engine.dispose()
 
     def safe_url(self) -> str:
         return self.url.render_as_string(hide_password=True)
@@ -149,21 +205,108 @@ class Database:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide where transactions begin.
-        dbapi_conn.isolation_level = None
+class _SqliteEngine:
+    """One writer connection and a few readers, all used on the event-loop thread.
+
+    The writer begins with `BEGIN IMMEDIATE`; its COMMIT (the one step that may wait on the
+    disk: an fsync with synchronous=FULL) runs on one dedicated thread, so the loop keeps
+    serving reads meanwhile. Readers are WAL snapshots beside the writer; idle ones are kept
+    for reuse. `BEGIN IMMEDIATE` never waits inside SQLite for another process's lock (that
+    would block the loop): it retries with an asynchronous back-off instead.
+    """
+
+    IDLE_READERS = 4
+    BUSY_RETRY_S = 10.0
+
+    def __init__(self, url: URL, *, synchronous: str) -> None:
+        self._engine = sa.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            poolclass=NullPool,
+            connect_args={"check_same_thread": False},
+        )
+        self._synchronous = synchronous
+        sa_event.listen(self._engine, "connect", self._on_connect)
+        self._writer: sa.Connection | None = None
+        self._idle: list[sa.Connection] = []
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+
+    def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions begin where this module says
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={self._synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite on the event loop
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        if self._writer is None:
+            self._writer = self._engine.connect()
+        conn = self._writer
+        await self._begin_immediate(conn)
+        try:
+            yield _SqliteConnection(conn)
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._committer, conn.exec_driver_sql, "COMMIT")
+        except BaseException:
+            if _in_transaction(conn):
+                conn.exec_driver_sql("ROLLBACK")
+            raise
+
+    async def _begin_immediate(self, conn: sa.Connection) -> None:
+        deadline = time.monotonic() + self.BUSY_RETRY_S
+        delay = 0.001
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except sa_exc.OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        conn = self._idle.pop() if self._idle else self._engine.connect()
+        conn.exec_driver_sql("BEGIN")
+        try:
+            yield _SqliteConnection(conn)
+        finally:
+            conn.exec_driver_sql("ROLLBACK")
+            if len(self._idle) < self.IDLE_READERS:
+                self._idle.append(conn)
+            else:
+                conn.close()
+
+    def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool) -> T:
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT" if write else "ROLLBACK")
+            return result
+
+    def close(self) -> None:
+        for conn in [*self._idle, *([self._writer] if self._writer else [])]:
+            conn.close()
+        self._idle.clear()
+        self._writer = None
+        self._committer.shutdown(wait=True)
+        self._engine.dispose()
+
+
+def _in_transaction(conn: sa.Connection) -> bool:
+    dbapi = conn.connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))
 
 
 class OwnerLock:

@@ -1,4 +1,4 @@
-"""Apply and inspect Alembic migrations on either backend, through the async engine."""
+"""Apply and inspect Alembic migrations on either backend, on a plain SQLAlchemy connection."""
 
 from __future__ import annotations
 
@@ -33,17 +33,15 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     def run(sync_conn: Connection) -> None:
         command.upgrade(_config(sync_conn), revision)
 
-    async with db.writer.begin() as conn:
-        await conn.run_sync(run)
+    await db.run_sync(run, write=True)
 
 
 async def current_revision(db: Database) -> str | None:
     def run(sync_conn: Connection) -> Any:
         return MigrationContext.configure(sync_conn).get_current_revision()
 
-    async with db.reader.connect() as conn:
-        rev: str | None = await conn.run_sync(run)
-        return rev
+    rev: str | None = await db.run_sync(run)
+    return rev
 
 
 async def is_current(db: Database) -> bool:

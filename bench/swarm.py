@@ -1,0 +1,338 @@
+"""A swarm of agents against our server and, side by side, against a bare server on the same SDK.
+
+    python bench/swarm.py                                   # 10 and 50 agents, SQLite, 10 s each
+    python bench/swarm.py --agents 10 --seconds 5 --database-url postgresql+asyncpg://…/empty_db
+    python bench/swarm.py --door rest                       # the same loop over /api/v1
+    python bench/swarm.py --mix                             # plus heartbeat, claims, leases, search
+
+Each agent has its own agent-bound token and its own client, and loops for a fixed time:
+`send_message` to the next agent, then `fetch_inbox` of its own mail (with `--mix`, every fourth
+round also heartbeats, claims and closes an issue, reserves and releases a path and searches
+knowledge). The bare server (bench/bare_server.py) runs the same loop against tools that return
+constants, so everything it costs is the SDK, the transport and the client; the figures for ours
+are printed as ratios to it. Server CPU per call comes from /proc/PID/stat; the machine's other
+load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
+is visible. Figures are printed and written as JSON (`--json`), never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from servers import free_port, own_servers, wait_ready  # bench/servers.py
+
+HERE = Path(__file__).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def machine_busy_seconds() -> float:
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]
+    return (sum(parts[:8]) - idle) / CLK_TCK
+
+
+@dataclass
+class Run:
+    server: str
+    agents: int
+    seconds: float
+    calls: int = 0
+    errors: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    server_cpu_s: float = 0.0
+    other_load_cores: float = 0.0
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def pct(self, p: float, tool: str | None = None) -> float:
+        values = sorted(self.latencies[tool] if tool else [v for vs in self.latencies.values() for v in vs])
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        return 1000 * self.server_cpu_s / max(1, self.calls)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "agents": self.agents,
+            "seconds": round(self.seconds, 2),
+            "calls": self.calls,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "calls_per_s": round(self.rate, 1),
+            "p50_ms": round(self.pct(50), 2),
+            "p99_ms": round(self.pct(99), 2),
+            "per_tool_p99_ms": {t: round(self.pct(99, t), 2) for t in sorted(self.latencies)},
+            "server_cpu_ms_per_call": round(self.cpu_ms_per_call, 3),
+            "other_load_cores": round(self.other_load_cores, 2),
+        }
+
+
+class McpDoor:
+    """One agent's calls over MCP (the official SDK client)."""
+
+    def __init__(self, url: str, token: str, mode: str) -> None:
+        self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        self.client = Client(streamable_http_client(url + "/mcp", http_client=self.http), mode=mode)
+
+    async def __aenter__(self) -> McpDoor:
+        await self.http.__aenter__()
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.__aexit__(None, None, None)
+        await self.http.__aexit__(None, None, None)
+
+    async def call(self, tool: str, args: dict[str, Any]) -> Any:
+        result = await self.client.call_tool(tool, args)
+        if result.is_error:
+            raise RuntimeError(f"{tool}: {result.content[0].text if result.content else result}")
+        return result.structured_content
+
+
+class RestDoor:
+    """The same operations over /api/v1 (one HTTP client per agent)."""
+
+    ROUTES = {
+        "register_agent": ("POST", "/agents"),
+        "send_message": ("POST", "/messages"),
+        "fetch_inbox": ("GET", "/agents/{agent}/inbox"),
+        "heartbeat": ("POST", "/agents/{agent}/heartbeat"),
+    }
+
+    def __init__(self, url: str, token: str, agent: str) -> None:
+        self.base = url + "/api/v1/projects/default"
+        self.agent = agent
+        self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+    async def __aenter__(self) -> RestDoor:
+        await self.http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.__aexit__(None, None, None)
+
+    async def call(self, tool: str, args: dict[str, Any]) -> Any:
+        method, path = self.ROUTES[tool]
+        path = self.base + path.format(agent=self.agent)
+        if method == "GET":
+            resp = await self.http.get(path, params=args)
+        else:
+            resp = await self.http.post(path, json=args)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{tool}: {resp.status_code} {resp.text[:200]}")
+        return resp.json()
+
+
+async def agent_loop(
+    run: Run, door: Any, name: str, peer: str, deadline: float, mix: bool, bare: bool
+) -> None:
+    async def timed(tool: str, args: dict[str, Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            result = await door.call(tool, args)
+        except Exception as exc:  # a failed call is counted and shown, not fatal
+            run.errors += 1
+            run.first_error = run.first_error or str(exc)[:300]
+            return None
+        run.latencies[tool].append((time.perf_counter() - t0) * 1000)
+        run.calls += 1
+        return result
+
+    rounds = 0
+    while time.perf_counter() < deadline:
+        await timed("send_message", {"to": [peer], "subject": f"round {rounds}", "body": "x" * 200})
+        await timed("fetch_inbox", {"limit": 20, "unread_only": True})
+        rounds += 1
+        if mix and not bare and rounds % 4 == 0:
+            await timed("heartbeat", {"status": "working"})
+            created = await timed("create_issue", {"title": f"{name} task {rounds}"})
+            if created:
+                issue = created.get("id")
+                await timed("claim_issue", {"id": issue})
+                await timed("comment_issue", {"id": issue, "body": "on it"})
+                await timed("close_issue", {"id": issue, "resolution": "done"})
+            await timed("reserve_paths", {"paths": [f"src/{name}/**"], "ttl_s": 60})
+            await timed("release_paths", {})
+            await timed("search_knowledge", {"query": "swarm"})
+
+
+async def swarm(
+    server: str, url: str, pid: int, tokens: list[str], offset: int, seconds: float, args: argparse.Namespace
+) -> Run:
+    n = len(tokens)
+    names = [f"agent-{offset + i}" for i in range(n)]
+    bare = server == "bare"
+
+    def door(i: int) -> Any:
+        if args.door == "rest" and not bare:
+            return RestDoor(url, tokens[i], names[i])
+        return McpDoor(url, tokens[i], args.mode)
+
+    run = Run(server, n, seconds)
+    ready = 0
+    all_ready, go = asyncio.Event(), asyncio.Event()
+    window: dict[str, float] = {}
+
+    async def agent(i: int) -> None:
+        nonlocal ready
+        async with door(i) as d:  # a client is entered and left in its own task (anyio scopes)
+            await d.call("register_agent", {"name": names[i], "role": "worker"})  # outside the window
+            ready += 1
+            if ready == n:
+                all_ready.set()
+            await go.wait()
+            await agent_loop(run, d, names[i], names[(i + 1) % n], window["deadline"], args.mix, bare)
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(n):
+            tg.create_task(agent(i))
+        await all_ready.wait()
+        profiler = profile(pid, seconds, args.profile) if args.profile and not bare else None
+        cpu0, busy0, own0 = cpu_seconds(pid), machine_busy_seconds(), time.process_time()
+        started = time.perf_counter()
+        window["deadline"] = started + seconds
+        go.set()
+        while run.calls == 0 or time.perf_counter() < window["deadline"]:
+            await asyncio.sleep(0.05)  # the measuring task waits out the fixed window
+            if time.perf_counter() > window["deadline"] + 60:
+                break
+    # The window closes when the last call in flight returns.
+    run.seconds = time.perf_counter() - started
+    if profiler:
+        profiler.wait(timeout=60)
+    run.server_cpu_s = cpu_seconds(pid) - cpu0
+    other = (machine_busy_seconds() - busy0) - run.server_cpu_s - (time.process_time() - own0)
+    run.other_load_cores = max(0.0, other / run.seconds)
+    return run
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample our server with py-spy (pip install py-spy) for the measured window."""
+    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    argv += ["--format", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def agent_tokens(url: str, admin: str, n: int, offset: int) -> list[str]:
+    """One agent-bound worker token per agent (created over REST by the admin)."""
+    out = []
+    with httpx2.Client(headers={"Authorization": f"Bearer {admin}"}, timeout=30) as http:
+        for i in range(n):
+            body = {"role": "worker", "project": "default", "agent": f"agent-{offset + i}"}
+            resp = http.post(url + "/api/v1/tokens", json=body)
+            resp.raise_for_status()
+            out.append(resp.json()["token"])
+    return out
+
+
+def start_bare() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bare-{port}.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "bare_server.py"), str(port)], stdout=fh, stderr=fh
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc, log, path="/mcp", ok=(400, 406), method="POST")
+    return proc, url
+
+
+def ratio(ours: float, bare: float) -> str:
+    return f"{ours / bare:.2f}x" if bare else "-"
+
+
+def report(pairs: list[tuple[Run, Run]]) -> None:
+    print(
+        f"\n{'agents':>6} {'server':<8}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/call':>12}"
+        f"{'errors':>8}{'other load':>11}   per-tool p99 ms"
+    )
+    for ours, bare in pairs:
+        for r in (ours, bare):
+            tools = " ".join(f"{t}={v:.0f}" for t, v in r.summary()["per_tool_p99_ms"].items())
+            print(
+                f"{r.agents:>6} {r.server:<8}{r.rate:>9.1f}{r.pct(50):>9.1f}{r.pct(99):>9.1f}"
+                f"{r.cpu_ms_per_call:>12.2f}{r.errors:>8}{r.other_load_cores:>10.2f}c   {tools}"
+            )
+        print(
+            f"{'':>6} {'ratio':<8}{ratio(ours.rate, bare.rate):>9}{'':>9}"
+            f"{ratio(ours.pct(99), bare.pct(99)):>9}"
+            f"{ratio(ours.cpu_ms_per_call, bare.cpu_ms_per_call):>12}"
+        )
+        if ours.first_error:
+            print(f"       first error: {ours.first_error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", default="10,50", help="comma-separated swarm sizes (default 10,50)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per swarm (default 10)")
+    parser.add_argument("--database-url", help="an EMPTY database (default: a temporary SQLite file)")
+    parser.add_argument("--door", choices=["mcp", "rest"], default="mcp", help="our door for the loop")
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="MCP protocol era")
+    parser.add_argument("--mix", action="store_true", help="add heartbeat, claims, leases and search")
+    parser.add_argument("--workers", type=int, default=0, help="serve --workers N (PostgreSQL only)")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of our server (last swarm size)")
+    parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.agents.split(",")]
+
+    pairs: list[tuple[Run, Run]] = []
+    bare_proc, bare_url = start_bare()
+    extra = ["--workers", str(args.workers)] if args.workers else []
+    try:
+        with own_servers(args.database_url, 1, extra_args=extra) as servers:
+            url, pid = servers.urls[0], servers.pids[0]
+            offset = 0
+            for n in sizes:
+                tokens = agent_tokens(url, servers.token, n, offset)
+                ours = asyncio.run(swarm("ours", url, pid, tokens, offset, args.seconds, args))
+                bare = asyncio.run(swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args))
+                pairs.append((ours, bare))
+                offset += n
+    finally:
+        bare_proc.terminate()
+        bare_proc.wait(timeout=15)
+
+    print(f"door={args.door} mode={args.mode} mix={args.mix} database={args.database_url or 'sqlite (temp)'}")
+    report(pairs)
+    if args.json:
+        facts = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version},
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "runs": [[o.summary(), b.summary()] for o, b in pairs],
+        }
+        args.json.write_text(json.dumps(facts, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -89,7 +89,7 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
             return False
 
     try:
-        wait_until(ready, timeout=30, what=f"server at {url} to be ready")
+        wait_until(ready, timeout=90, what=f"server at {url} to be ready")
     except BaseException:
         server.kill()  # a server that never became ready is no fixture's to stop: do not leak it
         raise
@@ -102,6 +102,7 @@ def start_server(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
+    extra_args: list[str] | None = None,
 ) -> ServerProcess:
     """Start `vibe-ensemble serve --migrate` and capture the first-start admin token."""
     port = port or free_port()
@@ -110,7 +111,7 @@ def start_server(
     if database_url:
         env["VIBE_DATABASE_URL"] = database_url
     env.update(extra_env or {})
-    argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
+    argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate", *(extra_args or [])]
     log_path = tmp_path / f"server-{port}.log"
     server = launch(argv, env, log_path, f"http://127.0.0.1:{port}")
     match = TOKEN_RE.search(server.log())

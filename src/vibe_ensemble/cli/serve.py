@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from types import FrameType
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from vibe_ensemble.cli.common import (
     run,
     settings_or_exit,
 )
+from vibe_ensemble.cli.workers import serve_workers
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.logging import configure_logging
 from vibe_ensemble.runtime import Runtime
@@ -29,6 +31,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
     migrate: Annotated[bool, typer.Option("--migrate", help="Apply migrations before serving.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Server processes sharing the port (PostgreSQL only; default 1)."),
+    ] = 1,
 ) -> None:
     """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
     settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
@@ -39,16 +45,46 @@ def serve(
             f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
             "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
         )
+    if workers > 1:
+        if settings.effective_database_url.startswith("sqlite"):
+            err.print(
+                "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "
+                "(its single writer is what keeps SQLite safe and fast); serve with one worker, "
+                "or use --database-url postgresql+asyncpg://…"
+            )
+            raise typer.Exit(2)
+        serve_workers(
+            settings, workers=workers, prepare=lambda: _prepare(settings, migrate=migrate), serve=_serve
+        )
+        return
     run(lambda: _serve(settings, migrate=migrate))
 
 
-async def _serve(settings: Settings, *, migrate: bool) -> None:
+async def _prepare(settings: Settings, *, migrate: bool) -> None:
+    """Before the workers start: migrations (when asked) and the first-start token, once."""
+    runtime = Runtime(settings)
+    await runtime.start(apply_migrations=migrate)
+    try:
+        secret = await runtime.bootstrap_admin_token()
+        if secret is not None:
+            _print_first_start(settings, secret)
+    finally:
+        await runtime.stop()
+
+
+async def _serve(
+    settings: Settings, *, migrate: bool, sockets: list[socket.socket] | None = None, first: bool = True
+) -> None:
+    """Serve in this process (on `sockets` when a parent bound the port for several workers).
+
+    `first`: this process prints the start line (and, serving alone, the first-start token).
+    """
     from vibe_ensemble.api.app import create_app
 
     runtime = Runtime(settings)
     await runtime.start(apply_migrations=migrate)
     try:
-        secret = await runtime.bootstrap_admin_token()
+        secret = await runtime.bootstrap_admin_token() if first else None
         if secret is not None:
             _print_first_start(settings, secret)
         server = _Server(
@@ -68,12 +104,13 @@ async def _serve(settings: Settings, *, migrate: bool) -> None:
                 timeout_graceful_shutdown=settings.shutdown_grace_s,
             ),
         )
-        err.print(
-            f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
-            f"(dashboard: /, MCP: {settings.mcp_url})",
-            soft_wrap=True,
-        )
-        await server.serve()
+        if first:
+            err.print(
+                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
+                f"(dashboard: /, MCP: {settings.mcp_url})",
+                soft_wrap=True,
+            )
+        await server.serve(sockets=sockets)
     finally:
         await runtime.stop()
 

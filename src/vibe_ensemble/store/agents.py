@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
-from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.database import Connection, Prepared
 from vibe_ensemble.store.tables import agents, projects
 
 
@@ -36,10 +36,13 @@ def _to_agent(row: sa.Row[Any]) -> Agent:
     )
 
 
+_BY_NAME = Prepared(
+    _select().where(agents.c.project_id == sa.bindparam("project_id"), agents.c.name == sa.bindparam("name"))
+)
+
+
 async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
-    row = (
-        await conn.execute(_select().where(agents.c.project_id == project_id, agents.c.name == name))
-    ).first()
+    row = (await conn.execute(_BY_NAME, {"project_id": project_id, "name": name})).first()
     return None if row is None else _to_agent(row)
 
 

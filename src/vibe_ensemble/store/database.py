@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, CursorResult, Dialect, make_url
+from sqlalchemy.engine import URL, CursorResult, Dialect, IteratorResult, Result, make_url
+from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.base import Executable
@@ -67,6 +68,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 T = TypeVar("T")
+Row = Mapping[str, Any] | None
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None  # one row, or many (executemany)
 
 
@@ -93,6 +95,64 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
+class Prepared:
+    """A SELECT built once (at import, with named `sa.bindparam`s) for the hot paths.
+
+    SQLAlchemy spends most of a small query's time building the statement and finding its
+    compiled form again (~100-250 us against ~10 us for SQLite itself). A `Prepared` statement
+    is compiled once per dialect; on SQLite it then runs straight on the driver, with the same
+    type processing SQLAlchemy would apply, and returns an ordinary `Result`. On PostgreSQL it is
+    handed to SQLAlchemy as the prebuilt statement it is (its cache key is computed once).
+    Expanding `IN` parameters are not supported (they change the SQL per call).
+    """
+
+    __slots__ = ("_plans", "statement")
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def plan(self, dialect: Dialect) -> _Plan:
+        found = self._plans.get(dialect.name)
+        if found is None:
+            found = self._plans[dialect.name] = _Plan(self.statement, dialect)
+        return found
+
+
+class _Plan:
+    """A compiled `Prepared` for one dialect: SQL, parameter order and type processors."""
+
+    __slots__ = ("binds", "defaults", "keys", "results", "sql")
+
+    def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if "POSTCOMPILE" in compiled.string:
+            raise ValueError("a Prepared statement cannot use expanding IN parameters")
+        self.sql = compiled.string
+        # Values the statement carries itself (inline literals); the named parameters come per call.
+        self.defaults = {n: b.effective_value for n, b in compiled.binds.items() if not b.required}
+        self.binds = [
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup or []
+        ]
+        self.keys: list[str] | None = None  # the names the SQL gives its columns, from the first run
+        self.results = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.selected_columns
+        ]
+
+    def run(self, dbapi: Any, parameters: Mapping[str, Any] | None) -> Result[Any]:
+        values = {**self.defaults, **parameters} if parameters else self.defaults
+        args = [values[name] if proc is None else proc(values[name]) for name, proc in self.binds]
+        cursor = dbapi.execute(self.sql, args)
+        if self.keys is None:
+            self.keys = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        if any(self.results):
+            procs = self.results
+            rows = [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows]
+        return IteratorResult(SimpleResultMetaData(self.keys), iter(rows))
+
+
 class Connection(Protocol):
     """What repositories use of a connection: the dialect and `await conn.execute(statement)`.
 
@@ -102,6 +162,10 @@ class Connection(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
+    @overload
+    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+
+    @overload
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
 
 
@@ -120,7 +184,15 @@ class _SqliteConnection:
         self._conn = conn
         self.dialect = conn.dialect
 
-    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]:
+    @overload
+    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+
+    @overload
+    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
+
+    async def execute(self, statement: Executable | Prepared, parameters: Any = None) -> Result[Any]:
+        if isinstance(statement, Prepared):
+            return statement.plan(self.dialect).run(self._conn.connection.dbapi_connection, parameters)
         return self._conn.execute(statement, parameters)
 
 
@@ -133,8 +205,16 @@ class _PostgresConnection:
         self._conn = conn
         self.dialect = conn.dialect
 
-    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]:
-        return await self._conn.execute(statement, parameters)
+    @overload
+    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+
+    @overload
+    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
+
+    async def execute(self, statement: Executable | Prepared, parameters: Any = None) -> Result[Any]:
+        prebuilt = statement.statement if isinstance(statement, Prepared) else statement
+        result: Result[Any] = await self._conn.execute(prebuilt, parameters)
+        return result
 
 
 class Database:

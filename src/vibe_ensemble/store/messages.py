@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
-from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.database import Connection, Prepared
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 
@@ -64,11 +64,15 @@ async def _load_inbox(conn: Connection, query: sa.Select[Any]) -> list[InboxItem
     ]
 
 
-async def unread_count(conn: Connection, agent_id: int) -> int:
-    q = sa.select(sa.func.count()).where(
-        message_recipients.c.agent_id == agent_id, message_recipients.c.read_at.is_(None)
+_UNREAD = Prepared(
+    sa.select(sa.func.count()).where(
+        message_recipients.c.agent_id == sa.bindparam("agent_id"), message_recipients.c.read_at.is_(None)
     )
-    return int((await conn.execute(q)).scalar_one())
+)
+
+
+async def unread_count(conn: Connection, agent_id: int) -> int:
+    return int((await conn.execute(_UNREAD, {"agent_id": agent_id})).scalar_one())
 
 
 def _by_id_query(message_id: int) -> sa.Select[Any]:

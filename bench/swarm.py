@@ -50,6 +50,13 @@ def machine_busy_seconds() -> float:
     return (sum(parts[:8]) - idle) / CLK_TCK
 
 
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 @dataclass
 class Run:
     server: str
@@ -59,6 +66,7 @@ class Run:
     errors: int = 0
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
+    health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
     other_load_cores: float = 0.0
     first_error: str = ""
 
@@ -67,10 +75,7 @@ class Run:
         return self.calls / self.seconds
 
     def pct(self, p: float, tool: str | None = None) -> float:
-        values = sorted(self.latencies[tool] if tool else [v for vs in self.latencies.values() for v in vs])
-        if not values:
-            return float("nan")
-        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+        return _pct(self.latencies[tool] if tool else [v for vs in self.latencies.values() for v in vs], p)
 
     @property
     def cpu_ms_per_call(self) -> float:
@@ -90,6 +95,7 @@ class Run:
             "per_tool_p99_ms": {t: round(self.pct(99, t), 2) for t in sorted(self.latencies)},
             "server_cpu_ms_per_call": round(self.cpu_ms_per_call, 3),
             "other_load_cores": round(self.other_load_cores, 2),
+            "healthz_p99_ms": round(_pct(self.health_ms, 99), 2),
         }
 
 
@@ -219,10 +225,15 @@ async def swarm(
         started = time.perf_counter()
         window["deadline"] = started + seconds
         go.set()
-        while run.calls == 0 or time.perf_counter() < window["deadline"]:
-            await asyncio.sleep(0.05)  # the measuring task waits out the fixed window
-            if time.perf_counter() > window["deadline"] + 60:
-                break
+        async with httpx2.AsyncClient(timeout=10) as probe:  # /healthz beside the load, every 50 ms
+            while run.calls == 0 or time.perf_counter() < window["deadline"]:
+                if not bare:
+                    t0 = time.perf_counter()
+                    await probe.get(url + "/healthz")
+                    run.health_ms.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(0.05)
+                if time.perf_counter() > window["deadline"] + 60:
+                    break
     # The window closes when the last call in flight returns.
     run.seconds = time.perf_counter() - started
     if profiler:
@@ -285,6 +296,7 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"{ratio(ours.pct(99), bare.pct(99)):>9}"
             f"{ratio(ours.cpu_ms_per_call, bare.cpu_ms_per_call):>12}"
         )
+        print(f"{'':>6} /healthz under this load: p99 {_pct(ours.health_ms, 99):.1f} ms")
         if ours.first_error:
             print(f"       first error: {ours.first_error}")
 

@@ -1,0 +1,31 @@
+"""The benchmarks run (briefly), so they cannot rot. Figures are printed, never asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=BENCH, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
+    out = _run("swarm.py", "--agents", "2", "--seconds", "1", "--mix", "--json", str(tmp_path / "s.json"))
+    assert "ratio" in out and "/healthz under this load" in out
+    assert (tmp_path / "s.json").exists()
+
+
+def test_swarm_runs_over_rest() -> None:
+    assert "ratio" in _run("swarm.py", "--agents", "2", "--seconds", "1", "--door", "rest")
+
+
+def test_tool_calls_runs() -> None:
+    assert "calls/s" in _run("tool_calls.py", "--calls", "5", "--warmup", "1")

@@ -1,0 +1,61 @@
+"""The credential cache: a verified token is read once per bound, and revoking is still immediate here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import Unauthenticated
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store import credentials as credential_store
+
+
+async def _revoke_behind_the_service(runtime: Runtime, token_id: int) -> None:
+    """As another replica would: the row changes, this process's cache is not told."""
+    async with runtime.db.write() as conn:
+        await credential_store.revoke(conn, token_id, datetime.now(UTC))
+
+
+async def test_a_verified_token_is_trusted_for_the_bound(runtime: Runtime, admin: Caller) -> None:
+    tokens = runtime.services.tokens
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    assert (await tokens.authenticate(secret)).credential_id == cred.id
+    await _revoke_behind_the_service(runtime, cred.id)
+    # Within VIBE_CREDENTIAL_CACHE_S (5 s by default) another replica's revocation is not yet seen...
+    assert (await tokens.authenticate(secret)).credential_id == cred.id
+    # ...and once the cache forgets it (as it does after the bound) the token is refused.
+    tokens.cache.clear()
+    with pytest.raises(Unauthenticated):
+        await tokens.authenticate(secret)
+
+
+async def test_revoking_here_takes_effect_at_once(runtime: Runtime, admin: Caller) -> None:
+    tokens = runtime.services.tokens
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    await tokens.authenticate(secret)
+    await tokens.revoke(admin, cred.id)
+    with pytest.raises(Unauthenticated):
+        await tokens.authenticate(secret)
+
+
+async def test_a_zero_bound_reads_every_request(runtime: Runtime, admin: Caller) -> None:
+    tokens = runtime.services.tokens
+    tokens.cache.ttl_s = 0
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    await tokens.authenticate(secret)
+    await _revoke_behind_the_service(runtime, cred.id)
+    with pytest.raises(Unauthenticated):
+        await tokens.authenticate(secret)
+
+
+async def test_a_cached_token_still_expires(runtime: Runtime, admin: Caller) -> None:
+    tokens = runtime.services.tokens
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    _, secret = await tokens.create(admin, role=TokenRole.VIEWER, expires_at=expires)
+    await tokens.authenticate(secret)  # now cached
+    runtime.services.ctx.clock = lambda: expires + timedelta(seconds=1)
+    with pytest.raises(Unauthenticated):
+        await tokens.authenticate(secret)

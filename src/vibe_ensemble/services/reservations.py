@@ -8,7 +8,7 @@ two exclusive holders of overlapping patterns can never both be granted.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -26,7 +26,7 @@ from vibe_ensemble.domain.models import (
     ReservationResult,
 )
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
 from vibe_ensemble.store import reservations as store
@@ -129,15 +129,9 @@ class ReservationService(Service):
             await store.lock_project(tx.conn, proj.id)
             me = await agent_store.get(tx.conn, proj.id, name)
             if key is not None:
-                stored = await idempotency.load(tx.conn, proj.id, me.id, OPERATION, key, tx.now)
-                if stored is not None:
-                    if stored["request"] != request:
-                        raise Conflict(
-                            "idempotency_key was already used with different arguments; "
-                            "use a new key for a new request",
-                            idempotency_key=key,
-                        )
-                    return _RESULT.validate_python(stored["result"])
+                replayed = await _replay(tx, proj.id, me.id, key, request)
+                if replayed is not None:
+                    return replayed
             held = await store.live_in_project(tx.conn, proj.id, tx.now)
             mine = {r.pattern: r for r in held if r.holder == name}
             conflicts = conflicts_with(patterns, [r for r in held if r.holder != name], exclusive=exclusive)
@@ -148,41 +142,13 @@ class ReservationService(Service):
                 else [p for p in patterns if p.text not in blocked]
             )
             expires_at = tx.now + timedelta(seconds=ttl_s)
-            ids: list[int] = []
-            for pattern in grant:
-                current = mine.get(pattern.text)
-                if current is not None:
-                    await store.renew(
-                        tx.conn, current.id, exclusive=exclusive, reason=reason, expires_at=expires_at
-                    )
-                    ids.append(current.id)
-                else:
-                    ids.append(
-                        await store.insert(
-                            tx.conn,
-                            project_id=proj.id,
-                            agent_id=me.id,
-                            pattern=pattern.text,
-                            exclusive=exclusive,
-                            reason=reason,
-                            now=tx.now,
-                            expires_at=expires_at,
-                        )
-                    )
+            ids = [
+                await _lease(tx, proj.id, me.id, pattern.text, mine, exclusive, reason, expires_at)
+                for pattern in grant
+            ]
             granted = await store.by_ids(tx.conn, ids)
             if granted:
-                tx.emit(
-                    EventType.RESERVATION_GRANTED,
-                    name,
-                    proj.id,
-                    agent=name,
-                    ids=[r.id for r in granted],
-                    patterns=[r.pattern for r in granted],
-                    exclusive=exclusive,
-                    reason=reason,
-                    expires_at=expires_at.isoformat(),
-                    renewed=[r.pattern for r in granted if r.pattern in mine],
-                )
+                _announce(tx, name, proj.id, granted, set(mine), exclusive, reason, expires_at)
             result = ReservationResult(granted=granted, conflicts=conflicts, warnings=notes)
             if key is not None:
                 await idempotency.save(
@@ -287,3 +253,70 @@ class ReservationService(Service):
                     reason="expired",
                 )
         return len(ended)
+
+
+async def _replay(
+    tx: Transaction, project_id: int, agent_id: int, key: str, request: dict[str, Any]
+) -> ReservationResult | None:
+    """The stored result of an earlier reserve with this idempotency key, if any (same arguments only)."""
+    stored = await idempotency.load(tx.conn, project_id, agent_id, OPERATION, key, tx.now)
+    if stored is None:
+        return None
+    if stored["request"] != request:
+        raise Conflict(
+            "idempotency_key was already used with different arguments; use a new key for a new request",
+            idempotency_key=key,
+        )
+    return _RESULT.validate_python(stored["result"])
+
+
+async def _lease(
+    tx: Transaction,
+    project_id: int,
+    agent_id: int,
+    pattern: str,
+    mine: dict[str, Reservation],
+    exclusive: bool,
+    reason: str,
+    expires_at: datetime,
+) -> int:
+    """Renew the caller's lease on `pattern`, or take a new one; its id."""
+    current = mine.get(pattern)
+    if current is not None:
+        await store.renew(tx.conn, current.id, exclusive=exclusive, reason=reason, expires_at=expires_at)
+        return current.id
+    return await store.insert(
+        tx.conn,
+        project_id=project_id,
+        agent_id=agent_id,
+        pattern=pattern,
+        exclusive=exclusive,
+        reason=reason,
+        now=tx.now,
+        expires_at=expires_at,
+    )
+
+
+def _announce(
+    tx: Transaction,
+    name: str,
+    project_id: int,
+    granted: list[Reservation],
+    renewed: set[str],
+    exclusive: bool,
+    reason: str,
+    expires_at: datetime,
+) -> None:
+    """The `reservation.granted` event of a reserve call (renewed: the patterns the agent held before)."""
+    tx.emit(
+        EventType.RESERVATION_GRANTED,
+        name,
+        project_id,
+        agent=name,
+        ids=[r.id for r in granted],
+        patterns=[r.pattern for r in granted],
+        exclusive=exclusive,
+        reason=reason,
+        expires_at=expires_at.isoformat(),
+        renewed=[r.pattern for r in granted if r.pattern in renewed],
+    )

@@ -20,8 +20,12 @@ migrate: $(STAMP)
 run: migrate
 	$(BIN)/vibe-ensemble serve
 
+# Parallel on TEST_WORKERS processes (pytest-xdist); each module stays on one worker, so a module's
+# server and browser start once. PYTEST_ARGS adds arguments, e.g. make test PYTEST_ARGS="-k mail".
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -3,7 +3,6 @@ the services over it, and a real server process for end-to-end tests."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,30 +17,39 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store.database import normalise_url
 
+from . import postgres
 from .support import ServerProcess, start_server
 
-POSTGRES_URL = os.environ.get("VIBE_TEST_POSTGRES_URL")
-REQUIRE_POSTGRES = os.environ.get("VIBE_REQUIRE_POSTGRES") == "1"
-
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if REQUIRE_POSTGRES and not POSTGRES_URL:
+    if postgres.required() and not postgres.given():
         raise pytest.UsageError("VIBE_REQUIRE_POSTGRES=1 but VIBE_TEST_POSTGRES_URL is not set")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    postgres.stop()
+
+
 def _skip_without_postgres() -> None:
-    if not POSTGRES_URL:
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL tests must run here: VIBE_TEST_POSTGRES_URL is not set")
-        pytest.skip("set VIBE_TEST_POSTGRES_URL to run PostgreSQL tests")
+    """PostgreSQL is started on first use by a test that needs it (a run without one pays nothing)."""
+    if not postgres.url(ROOT):
+        if postgres.required():
+            pytest.fail("PostgreSQL tests must run here: " + postgres.why_not())
+        pytest.skip(postgres.why_not())
+
+
+def _admin_url() -> sa.URL:
+    server = postgres.url(ROOT)
+    assert server
+    return sa.engine.make_url(normalise_url(server))
 
 
 async def create_postgres_database() -> str:
     """A new, empty PostgreSQL database; returns its URL."""
-    assert POSTGRES_URL
-    admin_url = sa.engine.make_url(normalise_url(POSTGRES_URL))
+    admin_url = _admin_url()
     name = f"vibe_test_{uuid.uuid4().hex[:12]}"
     engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
@@ -51,8 +59,7 @@ async def create_postgres_database() -> str:
 
 
 async def drop_postgres_database(url: str) -> None:
-    assert POSTGRES_URL
-    admin_url = sa.engine.make_url(normalise_url(POSTGRES_URL))
+    admin_url = _admin_url()
     name = sa.engine.make_url(url).database
     engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -21,10 +22,31 @@ from mcp.client.streamable_http import streamable_http_client
 TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
 
 
+# Each xdist worker takes ports from its own block, below Linux's ephemeral range (32768+), so two
+# workers never pick the same port between checking it and a server binding it.
+PORTS_PER_WORKER = 500
+_port_offset = random.randrange(PORTS_PER_WORKER)
+
+
+def worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, from this worker's block."""
+    global _port_offset
+    base = 20000 + (worker_index() % 24) * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        _port_offset = (_port_offset + 1) % PORTS_PER_WORKER
+        port = base + _port_offset
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {base}..{base + PORTS_PER_WORKER - 1}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
@@ -29,10 +31,32 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
+NO_CHROMIUM = (
+    "the browser tests need Debian's chromium on PATH: run `sudo apt-get install chromium` "
+    "(or put a chromium executable on PATH), then `make test` again"
+)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without chromium, skip (never error), saying how to enable them; CI requires them to run."""
+    if chromium():
+        return
+    if os.environ.get("VIBE_REQUIRE_BROWSER") == "1":
+        raise pytest.UsageError("VIBE_REQUIRE_BROWSER=1 but " + NO_CHROMIUM)
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.skip(reason=NO_CHROMIUM))
+
+
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
+    executable = chromium()
+    assert executable, NO_CHROMIUM
     browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
     try:
         yield browser

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -20,7 +21,7 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import leader
 from vibe_ensemble.store.leader import Leadership
 
-from ..conftest import make_settings
+from ..conftest import create_postgres_database, drop_postgres_database, make_settings
 
 
 async def until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
@@ -71,8 +72,11 @@ async def terminate(rt: Runtime, application_name: str) -> int:
 async def terminate_lock_holder(rt: Runtime) -> int:
     return await _kill(
         rt,
+        # Only this test's database: advisory locks are per database, and other tests (or other
+        # servers) sharing this PostgreSQL hold the same key in theirs.
         "SELECT pg_terminate_backend(pid) FROM pg_locks "
-        "WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = :key",
+        "WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = :key "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         key=leader.DUTY_LOCK_KEY,
     )
 
@@ -139,7 +143,14 @@ async def test_one_leader_at_a_time_and_the_lock_moves_when_it_goes(
     rt = Runtime(make_settings(postgres_url, tmp_path))
     await rt.start(apply_migrations=True)
     first, second = Leadership(rt.db), Leadership(rt.db)
+    # Another server on the same PostgreSQL (another database) leads its own duties with the same key;
+    # cutting our leader must not touch it.
+    bystander_url = await create_postgres_database()
+    bystander = await asyncpg.connect(
+        sa.make_url(bystander_url).set(drivername="postgresql").render_as_string(False)
+    )
     try:
+        assert await bystander.fetchval("SELECT pg_try_advisory_lock($1)", leader.DUTY_LOCK_KEY)
         assert await first.check()
         assert not await second.check()
         assert await first.check()  # still held
@@ -152,7 +163,10 @@ async def test_one_leader_at_a_time_and_the_lock_moves_when_it_goes(
         await until(first.check)
         assert not await second.check()
         assert not second.is_leader
+        assert await bystander.fetchval("SELECT 1") == 1  # still connected, still leading its database
     finally:
+        await bystander.close()
+        await drop_postgres_database(bystander_url)
         await first.release()
         await second.release()
         await rt.stop()
@@ -177,8 +191,9 @@ async def goes_offline(rt: Runtime, admin: Caller, name: str) -> None:
     """An agent that never heartbeats turns offline within the window, with exactly one event."""
     services = rt.services
     start = await services.events.latest_id()
-    await services.agents.register(admin, name=name)
+    # Timed from before the call: under load the call can take a while after stamping last_seen.
     registered = time.monotonic()
+    await services.agents.register(admin, name=name)
 
     async def offline() -> bool:
         agents = await services.agents.list(admin, status=AgentStatus.OFFLINE)

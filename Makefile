@@ -17,8 +17,14 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/vibe-ensemble migrate
 
-run: migrate
-	$(BIN)/vibe-ensemble serve
+# make run PORT=8090 HOST=0.0.0.0 DATABASE_URL=postgresql+asyncpg://…  (each optional; the defaults are
+# 127.0.0.1:8080 and SQLite in the per-user data directory, printed at start)
+PORT ?=
+HOST ?=
+DATABASE_URL ?=
+run: $(STAMP)
+	$(BIN)/vibe-ensemble serve --migrate $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
+		$(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
 # Parallel on TEST_WORKERS processes (pytest-xdist); each module stays on one worker, so a module's
 # server and browser start once. PYTEST_ARGS adds arguments, e.g. make test PYTEST_ARGS="-k mail".

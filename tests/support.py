@@ -99,7 +99,7 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
     log = log_path.open("a")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     server = ServerProcess(
-        proc=proc, url=url, data_dir=Path(env["VIBE_DATA_DIR"]), env=env, log_path=log_path, argv=argv
+        proc=proc, url=url, data_dir=Path(env.get("VIBE_DATA_DIR", "")), env=env, log_path=log_path, argv=argv
     )
 
     def ready() -> bool:

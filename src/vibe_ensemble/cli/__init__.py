@@ -11,7 +11,6 @@ from types import ModuleType
 import typer
 
 from vibe_ensemble.cli import audit, migrate, serve, stdio, tokens
-from vibe_ensemble.cli.common import client_config
 from vibe_ensemble.guard import cli as guard
 
 GROUPS: tuple[ModuleType, ...] = (serve, migrate, stdio, tokens, audit, guard)
@@ -28,4 +27,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["GROUPS", "app", "client_config", "main"]
+__all__ = ["GROUPS", "app", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -17,6 +16,7 @@ from rich.console import Console
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops.config import Settings, load_settings
+from vibe_ensemble.ops.startup import StartupError, require_existing_database
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store.database import DatabaseError
 
@@ -31,13 +31,21 @@ DbOpt = Annotated[
 ]
 
 
-def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
-    """The settings, or a one-line error and exit code 2 when they are invalid."""
+def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides: Any) -> Settings:
+    """The settings, or a one-line error and exit code 2 when they are invalid. With `existing`, a
+    SQLite file that is not there is refused (exit 1): this command uses a database, it makes none."""
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
     except Exception as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
+    if existing:
+        try:
+            require_existing_database(settings.effective_database_url)
+        except StartupError as exc:
+            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+    return settings
 
 
 def refuse_unsafe_production(settings: Settings) -> None:
@@ -57,20 +65,6 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
-def client_config(settings: Settings, token: str) -> str:
-    """A ready-to-paste `.mcp.json` for Claude Code."""
-    snippet = {
-        "mcpServers": {
-            "vibe-ensemble": {
-                "type": "http",
-                "url": settings.mcp_url,
-                "headers": {"Authorization": f"Bearer {token}"},
-            }
-        }
-    }
-    return json.dumps(snippet, indent=2)
-
-
 def cli_caller() -> Caller:
     """The operator at this terminal: full rights, and in the audit log as `token:cli` from user@host."""
     return replace(SYSTEM, label="cli", remote=f"cli:{getpass.getuser()}@{socket.gethostname()}")
@@ -78,4 +72,4 @@ def cli_caller() -> Caller:
 
 def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
-    return Runtime(settings_or_exit(config, database_url=database_url))
+    return Runtime(settings_or_exit(config, existing=True, database_url=database_url))

@@ -13,7 +13,6 @@ import uvicorn
 from vibe_ensemble.cli.common import (
     ConfigOpt,
     DbOpt,
-    client_config,
     err,
     refuse_unsafe_production,
     run,
@@ -22,6 +21,7 @@ from vibe_ensemble.cli.common import (
 from vibe_ensemble.cli.workers import serve_workers
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.logging import configure_logging
+from vibe_ensemble.ops.startup import StartupError, bind, command, database_label
 from vibe_ensemble.runtime import Runtime
 
 
@@ -37,7 +37,7 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
-    settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
+    settings = settings_or_exit(config, existing=not migrate, database_url=database_url, host=host, port=port)
     configure_logging(settings)
     refuse_unsafe_production(settings)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
@@ -45,6 +45,7 @@ def serve(
             f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
             "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
         )
+    err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
     if workers > 1:
         if settings.effective_database_url.startswith("sqlite"):
             err.print(
@@ -57,7 +58,16 @@ def serve(
             settings, workers=workers, prepare=lambda: _prepare(settings, migrate=migrate), serve=_serve
         )
         return
-    run(lambda: _serve(settings, migrate=migrate))
+    try:
+        # Listen first: a taken port must fail before a database or an admin token is created.
+        listener = bind(settings.host, settings.port)
+    except StartupError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        run(lambda: _serve(settings, migrate=migrate, sockets=[listener]))
+    finally:
+        listener.close()
 
 
 async def _prepare(settings: Settings, *, migrate: bool) -> None:
@@ -132,13 +142,14 @@ class _Server(uvicorn.Server):
 
 
 def _print_first_start(settings: Settings, secret: str) -> None:
+    cli = command()
     print(
-        "\nFirst start: an admin token was created. It is shown this once; keep it safe.\n"
-        f"\n  token:   {secret}\n  MCP URL: {settings.mcp_url}\n"
-        "\nClaude Code (.mcp.json in your repository):\n"
-        f"{client_config(settings, secret)}\n"
-        "\nGive each agent its own token:\n"
-        f"  vibe-ensemble token create --role worker --project {settings.default_project} --agent NAME\n",
+        "\nFirst start: an admin token was created. It is shown this once; keep it safe, and give it\n"
+        "to no agent (it can do everything):\n"
+        f"\n  admin token: {secret}\n  MCP URL:     {settings.mcp_url}\n"
+        "\nGive each agent its own token (printed once; keep it out of files you commit):\n"
+        f"  {cli} token create --role worker --project {settings.default_project} --agent NAME\n"
+        f"  {cli} token list\n",
         flush=True,
     )
 

@@ -24,7 +24,7 @@ def mcp_stdio(
     from vibe_ensemble.api.mcp.context import CallContext, bind
     from vibe_ensemble.api.mcp.profiles import profile_of
 
-    settings = settings_or_exit(config, database_url=database_url)
+    settings = settings_or_exit(config, existing=True, database_url=database_url)
     refuse_unsafe_production(settings)
     if not token:
         err.print("[red]error:[/red] give --token or set VIBE_TOKEN")

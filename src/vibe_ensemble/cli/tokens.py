@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, client_config, err, out, run
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, err, out, run
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.ops.startup import command
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
@@ -49,8 +50,12 @@ def token_create(
     secret = run(main)
     print(secret)
     if sys.stderr.isatty():
-        err.print("[dim]Shown once: store it now. Claude Code config:[/dim]")
-        print(client_config(runtime.settings, secret), file=sys.stderr)
+        err.print(
+            "[dim]Shown once: store it now, outside files you commit. "
+            f"`{command()} connect CLIENT --agent NAME` makes an agent's token and its client's config "
+            "in one step (docs/clients/).[/dim]",
+            soft_wrap=True,
+        )
 
 
 @token_app.command("list")

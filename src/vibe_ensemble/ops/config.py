@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibe_ensemble.ops.startup import default_data_dir
+
 Profile = Literal["development", "staging", "production"]
 
 DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
@@ -22,7 +24,8 @@ class Settings(BaseSettings):
     profile: Profile = "development"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    data_dir: Path = Path("data")
+    # where the SQLite file lives: the platform's per-user data directory (ops/startup.py)
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     default_project: str = "default"
     public_url: str | None = None  # how clients reach us, for printed config snippets

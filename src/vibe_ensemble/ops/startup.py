@@ -1,0 +1,101 @@
+"""The first minutes of a local install: where the database lives by default, taking the port before
+anything is created, refusing to invent an empty database for a command that only reads, and
+printing commands the way they can actually be run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import platformdirs
+from sqlalchemy.engine import make_url
+
+APP_NAME = "vibe-ensemble"
+
+
+class StartupError(Exception):
+    """An expected failure before serving; its message says what is wrong and what to do."""
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data directory (on Linux `$XDG_DATA_HOME/vibe-ensemble`, by default
+    `~/.local/share/vibe-ensemble`): the same file whichever directory a command starts in."""
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file behind a SQLite URL (None for other databases or a URL that does not parse)."""
+    try:
+        url = make_url(database_url)
+    except Exception:
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def database_label(database_url: str) -> str:
+    """A database for people: the SQLite file's path, or the URL without its password."""
+    path = sqlite_file(database_url)
+    if path is not None:
+        return str(path.resolve())
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable database URL)"
+
+
+def require_existing_database(database_url: str) -> None:
+    """For commands that do not migrate: a SQLite file that is not there is not created empty."""
+    path = sqlite_file(database_url)
+    if path is not None and not path.exists():
+        raise StartupError(
+            f"no database at {path}: start the server once (`make run`, or "
+            f"`{command()} serve --migrate`), or name the one you use with --database-url "
+            "(or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Take the listening address now, so nothing is created (or printed) for a server that cannot
+    listen. The socket is handed to uvicorn."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"cannot listen on host {host!r}: {exc.strerror}; give an address such as 127.0.0.1"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use (another server, or another vibe-ensemble): "
+                f"pick another with `make run PORT=8090`, `{command()} serve --port 8090` or VIBE_PORT=8090"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def command() -> str:
+    """How to run `vibe-ensemble` from here: the bare name when it is on PATH, else its path."""
+    script = Path(sys.executable).with_name(APP_NAME)
+    if not script.exists():
+        return f"{sys.executable} -m vibe_ensemble.cli"
+    found = shutil.which(APP_NAME)
+    if found and Path(found).resolve() == script.resolve():
+        return APP_NAME
+    try:
+        relative = script.relative_to(Path.cwd())
+    except ValueError:
+        return str(script)
+    return str(relative) if os.sep in str(relative) else f".{os.sep}{relative}"

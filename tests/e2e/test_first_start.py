@@ -1,0 +1,78 @@
+"""The first minutes on a new machine: `serve` on a taken port creates nothing and says how to pick
+another; the database has one default home whatever the current directory, printed at start; commands
+that only use a database never create an empty one; the banner's commands can be run as printed."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import TOKEN_RE, free_port, launch
+
+CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
+
+
+def bare_env(home: Path) -> dict[str, str]:
+    """No VIBE_ settings: the defaults, with the per-user data directory under `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    return {**env, "HOME": str(home), "XDG_DATA_HOME": str(home / "share"), "COLUMNS": "200"}
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_a_taken_port_creates_nothing_and_names_the_way_out(tmp_path: Path) -> None:
+    env = bare_env(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(["serve", "--migrate", "--port", str(port)], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "make run PORT=8090" in done.stderr and "--port 8090" in done.stderr
+    assert "Traceback" not in done.stderr and "token" not in done.stdout
+    assert not (tmp_path / "share").exists()  # no database, so no admin token spent
+
+
+def test_one_default_database_wherever_commands_start(tmp_path: Path) -> None:
+    env = bare_env(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    expected = tmp_path / "share" / "vibe-ensemble" / "vibe.db"
+
+    # Commands that only use a database refuse to invent an empty one, and say what to do.
+    for args in (["token", "list"], ["audit"], ["mcp", "--token", "vibe_x"]):
+        done = run(args, env, elsewhere)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.strip().startswith(f"error: no database at {expected}"), done.stderr
+        assert "serve --migrate" in done.stderr and "Traceback" not in done.stderr
+    assert not expected.exists()
+
+    # The server makes it in the per-user data directory, says where, and its banner's commands run
+    # as printed, from the directory it started in.
+    port = free_port()
+    argv = [CLI, "serve", "--migrate", "--port", str(port)]
+    server = launch(argv, env, tmp_path / "serve.log", f"http://127.0.0.1:{port}")
+    try:
+        log = server.log()
+        assert f"database: {expected}" in log
+        assert TOKEN_RE.search(log)
+        assert "Bearer" not in log and '"headers"' not in log  # no admin token inside a config to paste
+        printed = next(line.strip() for line in log.splitlines() if line.strip().endswith("token list"))
+        listing = subprocess.run(
+            shlex.split(printed), env=env, cwd=Path.cwd(), capture_output=True, text=True, timeout=120
+        )
+        # ...and from any other directory, the same database.
+        from_elsewhere = run(["token", "list"], env, elsewhere)
+    finally:
+        server.stop()
+    assert listing.returncode == 0, listing.stderr
+    assert "admin" in listing.stdout
+    assert from_elsewhere.returncode == 0 and "admin" in from_elsewhere.stdout, from_elsewhere.stderr
+    assert expected.exists() and not (elsewhere / "data").exists()

@@ -1,0 +1,128 @@
+"""`vibe-ensemble connect CLIENT`: a token for the agent and its client's MCP config, in one step."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vibe_ensemble.connect import (
+    CLIENTS,
+    TOKEN_VAR,
+    ConnectError,
+    apply,
+    plan_config,
+    read_token,
+    token_file,
+    write_token,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("connect")(connect)
+
+
+def connect(
+    client: Annotated[str, typer.Argument(help=f"The agent's client: {', '.join(CLIENTS)}.")],
+    agent: Annotated[
+        str | None, typer.Option(help="The agent's name (default: the directory's name).")
+    ] = None,
+    role: Annotated[str, typer.Option(help="worker or coordinator.")] = "worker",
+    project: Annotated[str | None, typer.Option(help="The project (default: the default project).")] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The repository the agent works in (configs and token go here).")
+    ] = Path("."),
+    url: Annotated[
+        str | None, typer.Option(help="The server's MCP URL (default: from the settings).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (or VIBE_CONFIG).")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
+) -> None:
+    """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
+    from vibe_ensemble.cli.common import cli_caller
+    from vibe_ensemble.domain.enums import TokenRole
+    from vibe_ensemble.domain.errors import VibeError
+    from vibe_ensemble.ops.config import load_settings
+    from vibe_ensemble.ops.startup import StartupError, command, require_existing_database
+    from vibe_ensemble.runtime import Runtime
+    from vibe_ensemble.store.database import DatabaseError
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(1)
+
+    if role not in ("worker", "coordinator"):
+        raise fail(f"--role {role!r}: an agent's token is worker or coordinator")
+    directory = directory.resolve()
+    agent = agent or directory.name
+    try:
+        settings = load_settings(config, database_url=database_url)
+        require_existing_database(settings.effective_database_url)
+        change = plan_config(client, directory, url or settings.mcp_url)
+    except (StartupError, ConnectError) as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:
+        raise fail(f"invalid settings: {exc}") from None
+    project = project or settings.default_project
+
+    async def token() -> tuple[str, bool]:
+        """The agent's token: the one kept here when it still works for this agent, else a new one."""
+        runtime = Runtime(settings)
+        await runtime.start(own=False)
+        try:
+            kept = read_token(directory)
+            if kept:
+                try:
+                    caller = await runtime.services.tokens.authenticate(kept, throttle=False)
+                except VibeError:
+                    caller = None
+                if caller is not None and caller.agent == agent and caller.project == project:
+                    return kept, False
+            if dry_run:
+                return "", True
+            _, secret = await runtime.services.tokens.create(
+                cli_caller(), role=TokenRole(role), project=project, agent=agent, label=f"connect {client}"
+            )
+            return secret, True
+        finally:
+            await runtime.stop()
+
+    try:
+        secret, new = asyncio.run(token())
+    except (VibeError, DatabaseError) as exc:
+        raise fail(str(exc)) from None
+
+    verb = "would write" if dry_run else "wrote"
+    if change.changed:
+        typer.echo(f"{verb} {change.path} ({CLIENTS[client].title}: server {url or settings.mcp_url}):")
+        typer.echo(change.after, nl=False)
+        if not dry_run:
+            apply(change)
+    else:
+        typer.echo(f"{change.path} already has this server; unchanged")
+    kept_at = token_file(directory)
+    if new:
+        if dry_run:
+            typer.echo(
+                f"would create a {role} token for agent {agent!r} in project {project!r} into {kept_at}"
+            )
+        else:
+            write_token(directory, secret, agent)
+            typer.echo(
+                f"created a {role} token for agent {agent!r} in project {project!r}; kept in {kept_at}"
+            )
+    else:
+        typer.echo(f"reusing the token for agent {agent!r} kept in {kept_at}")
+    typer.echo(
+        f"The config names ${TOKEN_VAR}, never the token, so it is safe to commit; {kept_at.parent.name}/ "
+        "is git-ignored. Start the client with the token in its environment:\n"
+        f"  set -a; . {kept_at}; set +a\n"
+        f"Check: {command()} token list"
+    )

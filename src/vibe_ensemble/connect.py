@@ -1,0 +1,204 @@
+"""`vibe-ensemble connect CLIENT`: give an agent a token and write its client's MCP config.
+
+The token never goes into a config file: every config names the environment variable
+`VIBE_ENSEMBLE_TOKEN`, and the secret is kept in `.vibe-ensemble/token.env` beside the configs, a
+directory that git ignores by itself. Configs are merged: only our server's entry is written, every
+other key is kept, and a second run changes nothing. The formats and places are those each
+client documents (docs/clients/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERVER_NAME = "vibe-ensemble"
+TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"  # noqa: S105  # nosec B105 - a variable name, not a secret
+LOCAL_DIR = ".vibe-ensemble"
+TOKEN_FILE = "token.env"  # noqa: S105  # nosec B105 - a file name, not a secret
+
+
+class ConnectError(Exception):
+    """An expected failure; the message says what is wrong and changes nothing."""
+
+
+@dataclass(frozen=True)
+class Change:
+    path: Path
+    before: str | None  # None: the file does not exist yet
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def _bearer(reference: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {reference}"}
+
+
+def claude_code_entry(url: str) -> dict[str, Any]:
+    # .mcp.json expands ${VAR} in url and headers.
+    return {"type": "http", "url": url, "headers": _bearer("${" + TOKEN_VAR + "}")}
+
+
+def gemini_entry(url: str) -> dict[str, Any]:
+    # httpUrl is Streamable HTTP (url would mean SSE); settings.json expands $VAR and ${VAR}.
+    return {"httpUrl": url, "headers": _bearer("${" + TOKEN_VAR + "}")}
+
+
+def cursor_entry(url: str) -> dict[str, Any]:
+    # Cursor interpolates ${env:NAME} in url and headers.
+    return {"url": url, "headers": _bearer("${env:" + TOKEN_VAR + "}")}
+
+
+def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
+    before = path.read_text() if path.exists() else None
+    data: Any = {}
+    if before is not None and before.strip():
+        try:
+            data = json.loads(before)
+        except json.JSONDecodeError as exc:
+            raise ConnectError(
+                f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); fix it, then run again"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConnectError(f"{path} must hold a JSON object; it holds {type(data).__name__}")
+    servers = data.setdefault(key, {})
+    if not isinstance(servers, dict):
+        raise ConnectError(f'"{key}" in {path} must be an object of servers')
+    if servers.get(SERVER_NAME) == entry and before is not None:
+        return Change(path, before, before)
+    servers[SERVER_NAME] = entry
+    return Change(path, before, json.dumps(data, indent=2) + "\n")
+
+
+def codex_block(url: str) -> str:
+    return f'[mcp_servers.{SERVER_NAME}]\nurl = {json.dumps(url)}\nbearer_token_env_var = "{TOKEN_VAR}"\n'
+
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _merge_codex(path: Path, url: str) -> Change:
+    """Replace (or append) only our `[mcp_servers.vibe-ensemble]` table; the rest stays byte for byte."""
+    before = path.read_text() if path.exists() else None
+    text = before or ""
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConnectError(f"{path} is not valid TOML ({exc}); fix it, then run again") from None
+    ours = f"mcp_servers.{SERVER_NAME}"
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        header = _TABLE.match(line)
+        if header:
+            name = header.group(1).replace('"', "").replace(" ", "")
+            skipping = name == ours or name.startswith(ours + ".")
+        if not skipping:
+            kept.append(line)
+    rest = "".join(kept).rstrip("\n")
+    after = (rest + "\n\n" if rest else "") + codex_block(url)
+    parsed = tomllib.loads(after)
+    assert parsed["mcp_servers"][SERVER_NAME]["url"] == url
+    if before is not None and tomllib.loads(before).get("mcp_servers", {}).get(SERVER_NAME) == {
+        "url": url,
+        "bearer_token_env_var": TOKEN_VAR,
+    }:
+        return Change(path, before, before)
+    return Change(path, before, after)
+
+
+def codex_home() -> Path:
+    return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    title: str
+    where: Callable[[Path], Path]  # the project directory -> the config file
+    merge: Callable[[Path, str], Change]
+
+
+CLIENTS: dict[str, Client] = {
+    "claude-code": Client(
+        "claude-code",
+        "Claude Code",
+        lambda project: project / ".mcp.json",
+        lambda path, url: _merge_json(path, "mcpServers", claude_code_entry(url)),
+    ),
+    "codex": Client(
+        "codex",
+        "Codex CLI",
+        lambda project: codex_home() / "config.toml",
+        _merge_codex,
+    ),
+    "gemini": Client(
+        "gemini",
+        "Gemini CLI",
+        lambda project: project / ".gemini" / "settings.json",
+        lambda path, url: _merge_json(path, "mcpServers", gemini_entry(url)),
+    ),
+    "cursor": Client(
+        "cursor",
+        "Cursor",
+        lambda project: project / ".cursor" / "mcp.json",
+        lambda path, url: _merge_json(path, "mcpServers", cursor_entry(url)),
+    ),
+}
+
+
+def plan_config(client: str, project: Path, url: str) -> Change:
+    try:
+        spec = CLIENTS[client]
+    except KeyError:
+        raise ConnectError(f"unknown client {client!r}: use one of {', '.join(CLIENTS)}") from None
+    return spec.merge(spec.where(project), url)
+
+
+def token_file(project: Path) -> Path:
+    return project / LOCAL_DIR / TOKEN_FILE
+
+
+def read_token(project: Path) -> str | None:
+    path = token_file(project)
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip().removeprefix("export ").strip() == TOKEN_VAR and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+def write_token(project: Path, secret: str, agent: str) -> Path:
+    """Keep the secret in a file git ignores (the directory ignores itself), readable by its owner only."""
+    directory = project / LOCAL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    ignore = directory / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Local secrets of vibe-ensemble connect: never commit.\n*\n")
+    path = directory / TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"# vibe-ensemble token for agent {agent}: load with `set -a; . {path}; set +a`\n")
+        fh.write(f"{TOKEN_VAR}={secret}\n")
+    path.chmod(0o600)
+    return path
+
+
+def apply(change: Change) -> None:
+    if not change.changed:
+        return
+    change.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = change.path.with_name(change.path.name + ".tmp")
+    tmp.write_text(change.after)
+    tmp.replace(change.path)

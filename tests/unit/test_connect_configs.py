@@ -1,0 +1,104 @@
+"""`connect` writes each client's config in its documented format, merged with what is there, never
+the token itself, and a second run changes nothing (formats: docs/clients/)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from vibe_ensemble.connect import ConnectError, apply, plan_config, read_token, write_token
+
+URL = "http://127.0.0.1:8080/mcp"
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("client", "relative", "expected"),
+    [
+        (
+            "claude-code",
+            ".mcp.json",
+            {"type": "http", "url": URL, "headers": {"Authorization": "Bearer ${VIBE_ENSEMBLE_TOKEN}"}},
+        ),
+        (
+            "gemini",
+            ".gemini/settings.json",
+            {"httpUrl": URL, "headers": {"Authorization": "Bearer ${VIBE_ENSEMBLE_TOKEN}"}},
+        ),
+        (
+            "cursor",
+            ".cursor/mcp.json",
+            {"url": URL, "headers": {"Authorization": "Bearer ${env:VIBE_ENSEMBLE_TOKEN}"}},
+        ),
+    ],
+)
+def test_json_clients_merge_and_are_idempotent(
+    tmp_path: Path, client: str, relative: str, expected: dict[str, object]
+) -> None:
+    path = tmp_path / relative
+    other = {"command": "npx", "args": ["other-server"]}
+    write(path, json.dumps({"theme": "dark", "mcpServers": {"other": other}}))
+    change = plan_config(client, tmp_path, URL)
+    assert change.path == path and change.changed
+    apply(change)
+    data = json.loads(path.read_text())
+    assert data == {"theme": "dark", "mcpServers": {"other": other, "vibe-ensemble": expected}}
+    assert "vibe_" not in path.read_text()  # never a token
+    again = plan_config(client, tmp_path, URL)
+    assert not again.changed
+    # A new URL replaces only our entry.
+    apply(plan_config(client, tmp_path, "http://127.0.0.1:8090/mcp"))
+    assert json.loads(path.read_text())["mcpServers"]["other"] == other
+
+
+def test_codex_toml_keeps_everything_else_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    original = 'model = "o4"\n\n[mcp_servers.other]\ncommand = "npx"  # keep me\n'
+    write(home / "config.toml", original)
+    change = plan_config("codex", tmp_path, URL)
+    apply(change)
+    text = (home / "config.toml").read_text()
+    assert text.startswith(original.rstrip("\n"))
+    parsed = tomllib.loads(text)
+    assert parsed["mcp_servers"]["vibe-ensemble"] == {
+        "url": URL,
+        "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN",
+    }
+    assert parsed["mcp_servers"]["other"] == {"command": "npx"} and parsed["model"] == "o4"
+    assert not plan_config("codex", tmp_path, URL).changed
+    # A changed URL rewrites our table in place, once.
+    apply(plan_config("codex", tmp_path, "http://h:1/mcp"))
+    text = (home / "config.toml").read_text()
+    assert text.count("[mcp_servers.vibe-ensemble]") == 1 and "keep me" in text
+
+
+@pytest.mark.parametrize(
+    ("client", "relative"), [("claude-code", ".mcp.json"), ("cursor", ".cursor/mcp.json")]
+)
+def test_a_broken_config_is_named_and_left_alone(tmp_path: Path, client: str, relative: str) -> None:
+    write(tmp_path / relative, "{not json")
+    with pytest.raises(ConnectError, match=r"is not valid JSON \(line 1"):
+        plan_config(client, tmp_path, URL)
+    assert (tmp_path / relative).read_text() == "{not json"
+
+
+def test_unknown_client_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConnectError, match="use one of claude-code, codex, gemini, cursor"):
+        plan_config("vim", tmp_path, URL)
+
+
+def test_the_token_file_is_private_and_ignored_by_git(tmp_path: Path) -> None:
+    path = write_token(tmp_path, "vibe_secret", "alice")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".vibe-ensemble" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert read_token(tmp_path) == "vibe_secret"

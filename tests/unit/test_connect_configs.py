@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vibe_ensemble.connect import ConnectError, apply, plan_config, read_token, write_token
+from vibe_ensemble.cli.clients import ConnectError, apply, plan_config, read_token, write_token
 
 URL = "http://127.0.0.1:8080/mcp"
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vibe_ensemble.connect import (
+from vibe_ensemble.cli.clients import (
     CLIENTS,
     TOKEN_VAR,
     ConnectError,

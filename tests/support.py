@@ -106,7 +106,7 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            return httpx2.get(url + "/readyz", timeout=1).status_code == 200
+            return httpx2.get(url + "/readyz", timeout=5).status_code == 200
         except httpx2.HTTPError:
             return False
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from vibe_ensemble import __version__
 from vibe_ensemble.api import feeds, security
+from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.mcp.notifier import ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES
@@ -76,6 +77,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.add_middleware(metrics.MetricsMiddleware)
     security.install(app, settings)
+    app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 SERVER_NAME = "vibe-ensemble"
-TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"  # noqa: S105  # nosec B105 - a variable name, not a secret
+TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"  # a variable name, not a secret  # noqa: S105  # nosec B105
 LOCAL_DIR = ".vibe-ensemble"
-TOKEN_FILE = "token.env"  # noqa: S105  # nosec B105 - a file name, not a secret
+TOKEN_FILE = "token.env"  # a file name, not a secret  # noqa: S105  # nosec B105
 
 
 class ConnectError(Exception):

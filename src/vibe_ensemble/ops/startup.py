@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import platformdirs
-from sqlalchemy.engine import make_url
 
 APP_NAME = "vibe-ensemble"
 
@@ -29,6 +28,8 @@ def default_data_dir() -> Path:
 
 def sqlite_file(database_url: str) -> Path | None:
     """The file behind a SQLite URL (None for other databases or a URL that does not parse)."""
+    from sqlalchemy.engine import make_url  # imported when needed: settings load without SQLAlchemy
+
     try:
         url = make_url(database_url)
     except Exception:
@@ -43,6 +44,8 @@ def database_label(database_url: str) -> str:
     path = sqlite_file(database_url)
     if path is not None:
         return str(path.resolve())
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(database_url).render_as_string(hide_password=True)
     except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from types import FrameType
 from typing import Annotated
@@ -46,24 +47,23 @@ def serve(
             "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
         )
     err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
-    if workers > 1:
-        if settings.effective_database_url.startswith("sqlite"):
-            err.print(
-                "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "
-                "(its single writer is what keeps SQLite safe and fast); serve with one worker, "
-                "or use --database-url postgresql+asyncpg://…"
-            )
-            raise typer.Exit(2)
-        serve_workers(
-            settings, workers=workers, prepare=lambda: _prepare(settings, migrate=migrate), serve=_serve
+    if workers > 1 and settings.effective_database_url.startswith("sqlite"):
+        err.print(
+            "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "
+            "(its single writer is what keeps SQLite safe and fast); serve with one worker, "
+            "or use --database-url postgresql+asyncpg://…"
         )
-        return
+        raise typer.Exit(2)
     try:
         # Listen first: a taken port must fail before a database or an admin token is created.
         listener = bind(settings.host, settings.port)
     except StartupError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if workers > 1:
+        prepare = functools.partial(_prepare, settings, migrate=migrate)
+        serve_workers(settings, listener, workers=workers, prepare=prepare, serve=_serve)
+        return
     try:
         run(lambda: _serve(settings, migrate=migrate, sockets=[listener]))
     finally:

@@ -24,31 +24,21 @@ import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
-from vibe_ensemble.cli.common import err, run
+from vibe_ensemble.cli.common import run
 from vibe_ensemble.ops.config import Settings
 
 Serve = Callable[..., Awaitable[None]]
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}; pick another --port")
-        raise SystemExit(2) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def serve_workers(
-    settings: Settings, *, workers: int, prepare: Callable[[], Awaitable[None]], serve: Serve
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    workers: int,
+    prepare: Callable[[], Awaitable[None]],
+    serve: Serve,
 ) -> None:
-    sock = bind(settings.host, settings.port)
+    """Serve on `sock` (bound by the caller, before anything was created) from `workers` processes."""
     run(prepare)
     pids: list[int] = []
     for index in range(workers):

@@ -16,9 +16,10 @@ from rich.console import Console
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops.config import Settings, load_settings
-from vibe_ensemble.ops.startup import StartupError, require_existing_database
+from vibe_ensemble.ops.startup import StartupError, command
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store.database import DatabaseError
+from vibe_ensemble.store.urls import sqlite_file
 
 err = Console(stderr=True)
 out = Console()
@@ -73,3 +74,14 @@ def cli_caller() -> Caller:
 def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
     return Runtime(settings_or_exit(config, existing=True, database_url=database_url))
+
+
+def require_existing_database(database_url: str) -> None:
+    """For commands that do not migrate: a SQLite file that is not there is not created empty."""
+    path = sqlite_file(database_url)
+    if path is not None and not path.exists():
+        raise StartupError(
+            f"no database at {path}: start the server once (`make run`, or "
+            f"`{command()} serve --migrate`), or name the one you use with --database-url "
+            "(or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
+        )

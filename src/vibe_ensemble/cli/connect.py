@@ -46,11 +46,11 @@ def connect(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
 ) -> None:
     """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
-    from vibe_ensemble.cli.common import cli_caller
+    from vibe_ensemble.cli.common import cli_caller, require_existing_database
     from vibe_ensemble.domain.enums import TokenRole
     from vibe_ensemble.domain.errors import VibeError
     from vibe_ensemble.ops.config import load_settings
-    from vibe_ensemble.ops.startup import StartupError, command, require_existing_database
+    from vibe_ensemble.ops.startup import StartupError, command
     from vibe_ensemble.runtime import Runtime
     from vibe_ensemble.store.database import DatabaseError
 

@@ -22,8 +22,9 @@ from vibe_ensemble.cli.common import (
 from vibe_ensemble.cli.workers import serve_workers
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.logging import configure_logging
-from vibe_ensemble.ops.startup import StartupError, bind, command, database_label
+from vibe_ensemble.ops.startup import StartupError, bind, command
 from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store.urls import database_label
 
 
 def serve(

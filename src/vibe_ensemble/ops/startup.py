@@ -26,43 +26,6 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME, appauthor=False)
 
 
-def sqlite_file(database_url: str) -> Path | None:
-    """The file behind a SQLite URL (None for other databases or a URL that does not parse)."""
-    from sqlalchemy.engine import make_url  # imported when needed: settings load without SQLAlchemy
-
-    try:
-        url = make_url(database_url)
-    except Exception:
-        return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
-
-
-def database_label(database_url: str) -> str:
-    """A database for people: the SQLite file's path, or the URL without its password."""
-    path = sqlite_file(database_url)
-    if path is not None:
-        return str(path.resolve())
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(database_url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable database URL)"
-
-
-def require_existing_database(database_url: str) -> None:
-    """For commands that do not migrate: a SQLite file that is not there is not created empty."""
-    path = sqlite_file(database_url)
-    if path is not None and not path.exists():
-        raise StartupError(
-            f"no database at {path}: start the server once (`make run`, or "
-            f"`{command()} serve --migrate`), or name the one you use with --database-url "
-            "(or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
-        )
-
-
 def bind(host: str, port: int) -> socket.socket:
     """Take the listening address now, so nothing is created (or printed) for a server that cannot
     listen. The socket is handed to uvicorn."""

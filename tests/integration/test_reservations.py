@@ -233,3 +233,73 @@ async def test_fifty_concurrent_exclusive_requests_give_exactly_one_holder(
         if not r.granted:
             assert [c.holder for c in r.conflicts] == [winner]
     assert (await event_types(services, admin)).count("reservation.granted") == 1
+
+
+# --- costly comparisons: bounded, refused past the budget, never on the event loop ---------------
+
+
+async def test_comparing_patterns_runs_off_the_event_loop(
+    team: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support import wait_until
+    from vibe_ensemble.services import reservations
+
+    await team.reservations.reserve(bound("ann"), ["src/*a" + "?" * 20])
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    real = reservations.conflicts_with
+
+    def spy(*args: object, **kwargs: object) -> object:
+        at_entry = ticks
+        found = real(*args, **kwargs)  # type: ignore[arg-type]
+        # on the loop's own thread the ticker could not run until this returned
+        wait_until(lambda: ticks > at_entry + 2, timeout=10, what="the event loop to run meanwhile")
+        return found
+
+    monkeypatch.setattr(reservations, "conflicts_with", spy)
+    task = asyncio.create_task(ticker())
+    try:
+        check = await team.reservations.check(bound("bob"), ["src/*b" + "?" * 20 + "c"])
+        result = await team.reservations.reserve(bound("cy"), ["src/xa" + "?" * 20])
+    finally:
+        task.cancel()
+    assert [c.holder for c in check.conflicts] == ["ann"]
+    assert [c.holder for c in result.conflicts] == ["ann"]
+
+
+async def test_a_comparison_past_the_work_budget_is_refused_naming_the_pattern(
+    team: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vibe_ensemble.domain import globs
+
+    await team.reservations.reserve(bound("ann"), ["src/*" + "a" * 60 + "*" + "a" * 60])
+    before = await snapshot(team.ctx.db)
+    monkeypatch.setattr(globs, "WORK_BUDGET", 200)
+    wanted = "src/*" + "a" * 50 + "*" + "a" * 50 + "*"
+    for call in (
+        team.reservations.check(bound("bob"), [wanted]),
+        team.reservations.reserve(bound("bob"), [wanted]),
+    ):
+        with pytest.raises(InvalidInput) as exc:
+            await call
+        assert exc.value.field == "paths"
+        assert wanted in exc.value.rule and "too complex" in exc.value.rule
+    assert await snapshot(team.ctx.db) == before
+
+
+async def test_a_call_past_its_total_budget_is_refused(
+    team: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vibe_ensemble.services import reservations
+
+    await team.reservations.reserve(bound("ann"), ["src/*a*b*c"])
+    monkeypatch.setattr(reservations, "CALL_BUDGET", 500)
+    with pytest.raises(InvalidInput) as exc:
+        await team.reservations.check(bound("bob"), [f"src/*{i}*" for i in range(200)])
+    assert exc.value.field == "paths" and "fewer patterns per call" in exc.value.rule

@@ -15,6 +15,12 @@ way a pathspec does: leasing `src/api` covers `src/api/app.py`. Two patterns
 as the emptiness test of the product of the two patterns' automata (and of an
 automaton of well-formed paths), so it is symmetric by construction:
 `src/**` overlaps `src/a.py` exactly when `src/a.py` overlaps `src/**`.
+
+The product is searched over single states (not sets of states), so the work is at most
+proportional to the product of the two patterns' sizes, and every step is charged to a
+`Budget` (WORK_BUDGET per comparison). Past it `witness` raises TooComplex rather than
+guessing; the service refuses the call naming the pattern (docs/leases-and-knowledge.md says
+why). Patterns are limited to MAX_PATTERN characters and MAX_WILDCARDS wildcards.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from functools import lru_cache
 
 from vibe_ensemble.domain.errors import InvalidInput
 
-MAX_PATTERN = 1000
+MAX_PATTERN = 256
+MAX_WILDCARDS = 32
+WORK_BUDGET = 200_000
 MAX_CODEPOINT = 0x10FFFF
 _SLASH = ord("/")
 _RESOURCE = re.compile(r"^([a-z][a-z0-9+.-]*)://(\S+)$")
@@ -168,9 +176,22 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
             "covers the whole repository; lease only what you will change, e.g. src/api/** or docs/*.md",
             value=raw,
         )
-    _tokens(field, normalised)  # syntax check: classes and escapes are well formed
+    tokens = _tokens(field, normalised)  # syntax check: classes and escapes are well formed
+    wildcards = sum(1 for t in tokens if isinstance(t, str) or t != ((t[0][0], t[0][0]),))
+    if wildcards > MAX_WILDCARDS:
+        raise InvalidInput(
+            field,
+            f"has {wildcards} wildcards ('*', '**', '?' or '[...]'); at most {MAX_WILDCARDS} are allowed",
+            value=raw,
+        )
     note = None if normalised == text else f"{raw!r} was normalised to {normalised!r}"
     return LeasePattern(normalised, resource=False), note
+
+
+def stored(text: str) -> LeasePattern:
+    """A pattern read back from the store (validated when it was granted; not re-checked
+    against limits that may have tightened since)."""
+    return LeasePattern(text, resource=bool(_RESOURCE.match(text)))
 
 
 def escape(path: str) -> str:
@@ -361,8 +382,29 @@ def covers(pattern: LeasePattern, path: str) -> bool:
     return bool(states & nfa.accept)
 
 
-def witness(a: LeasePattern, b: LeasePattern) -> str | None:
-    """A path (or resource) that both patterns cover, or None when they do not overlap."""
+class Budget:
+    """A count of search steps; charging past `limit` raises OverBudget."""
+
+    def __init__(self, limit: int = WORK_BUDGET) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def charge(self, steps: int) -> None:
+        self.spent += steps
+        if self.spent > self.limit:
+            raise OverBudget(self.spent)
+
+
+class OverBudget(Exception):
+    """A comparison ran out of its work budget."""
+
+
+def witness(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> str | None:
+    """A path (or resource) that both patterns cover, or None when they do not overlap.
+
+    Raises TooComplex when deciding it takes more than the budget (WORK_BUDGET steps
+    unless a smaller `budget` is given).
+    """
     if a.resource or b.resource:
         return a.text if a.resource and b.resource and a.text == b.text else None
     # fast path for plain paths (the common case, e.g. the files of a commit)
@@ -370,57 +412,70 @@ def witness(a: LeasePattern, b: LeasePattern) -> str | None:
         return a.text
     if b.literal and covers(a, b.text):
         return b.text
-    return _product_witness(_compile(a.text), _compile(b.text))
+    try:
+        return _product_witness(_compile(a.text), _compile(b.text), budget or Budget())
+    except OverBudget:
+        raise TooComplex(a, b) from None
 
 
-def overlaps(a: LeasePattern, b: LeasePattern) -> bool:
-    """True when some path (or resource) is covered by both patterns. Symmetric."""
-    return witness(a, b) is not None
+def overlaps(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> bool:
+    """True when some path (or resource) is covered by both patterns. Symmetric.
+
+    Raises TooComplex past the work budget (see `witness`).
+    """
+    return witness(a, b, budget) is not None
 
 
-# A node of the product: the state sets of both patterns' automata and of _VALID.
-_Node = tuple[frozenset[int], frozenset[int], frozenset[int]]
+# A node of the product: one state of each pattern's automaton and one of _VALID.
+_Node = tuple[int, int, int]
 
 
-def _product_witness(a: _NFA, b: _NFA) -> str | None:
-    """Breadth-first search of the product of `a`, `b` and the well-formed-path automaton."""
-    start = (a.closure(frozenset({0})), b.closure(frozenset({0})), _VALID.closure(frozenset({0})))
-    parents: dict[_Node, tuple[_Node, str] | None] = {start: None}
-    queue = deque([start])
+class TooComplex(Exception):
+    """Deciding the overlap of two patterns would take more than WORK_BUDGET steps."""
+
+    def __init__(self, a: LeasePattern, b: LeasePattern) -> None:
+        super().__init__(f"comparing {a.text!r} with {b.text!r} exceeds the work budget")
+        self.a = a
+        self.b = b
+
+
+def _product_witness(a: _NFA, b: _NFA, budget: Budget) -> str | None:
+    """Breadth-first search of the product of `a`, `b` and the well-formed-path automaton.
+
+    Nodes are triples of single states (not sets of states), so the search visits at most
+    |a| x |b| x 3 nodes: polynomial in the patterns' lengths, never exponential. Every
+    node visited and every edge tried is charged to `budget`.
+    """
+    starts = [(p, q, 0) for p in a.closure(frozenset({0})) for q in b.closure(frozenset({0}))]
+    parents: dict[_Node, tuple[_Node, str] | None] = dict.fromkeys(starts)
+    queue = deque(starts)
     while queue:
         node = queue.popleft()
-        sa, sb, sv = node
-        if sa & a.accept and sb & b.accept and sv & _VALID.accept:
+        p, q, v = node
+        budget.charge(1)
+        if p in a.accept and q in b.accept and v in _VALID.accept:
             return _path_to(parents, node)
-        for char in sorted(_candidate_chars(a, sa, b, sb, sv)):
-            nxt = (_step(a, sa, ord(char)), _step(b, sb, ord(char)), _step(_VALID, sv, ord(char)))
+        nexts: list[tuple[_Node, str]] = [((t, q, v), "") for t in a.eps[p]]
+        nexts += [((p, t, v), "") for t in b.eps[q]]
+        for ra, pa in a.moves[p]:
+            for rb, qb in b.moves[q]:
+                budget.charge(1)
+                for rv, vv in _VALID.moves[v]:
+                    char = _label(ra, rb, rv)
+                    if char:
+                        nexts.append(((pa, qb, vv), char))
+        for nxt, char in nexts:
             if nxt not in parents:
                 parents[nxt] = (node, char)
                 queue.append(nxt)
     return None
 
 
-def _candidate_chars(
-    a: _NFA, sa: frozenset[int], b: _NFA, sb: frozenset[int], sv: frozenset[int]
-) -> set[str]:
-    """One character for every combination of moves the three automata can make together.
-
-    Stepping the state sets with it follows at least those moves (and perhaps more), which is
-    enough: a larger state set never accepts less.
-    """
-    chars: set[str] = set()
-    moves_b = [r for s in sb for r, _ in b.moves[s]]
-    moves_v = [r for s in sv for r, _ in _VALID.moves[s]]
-    for ra in {r for s in sa for r, _ in a.moves[s]}:
-        for rb in set(moves_b):
-            both = _intersect(ra, rb)
-            if not both:
-                continue
-            for rv in set(moves_v):
-                label = _intersect(both, rv)
-                if label:
-                    chars.add(_pick(label))
-    return chars
+@lru_cache(maxsize=4096)
+def _label(ra: Ranges, rb: Ranges, rv: Ranges) -> str:
+    """A character in all three sets, or "" when they share none."""
+    common = _intersect(_intersect(ra, rb), rv)
+    return _pick(common) if common else ""
 
 
 def _path_to(parents: dict[_Node, tuple[_Node, str] | None], node: _Node) -> str:

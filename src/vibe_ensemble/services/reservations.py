@@ -8,6 +8,7 @@ two exclusive holders of overlapping patterns can never both be granted.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,9 @@ MAX_TTL_S = 86_400
 MAX_RESERVE_PATHS = 100
 MAX_CHECK_PATHS = 1000
 MAX_REASON = rules.MAX_NOTE
+# Steps one call may spend comparing its patterns with the live leases (see domain/globs.py;
+# one comparison of ordinary globs costs tens of steps, the worst one globs.WORK_BUDGET).
+CALL_BUDGET = 5_000_000
 OPERATION = "reserve_paths"
 
 _RESULT = TypeAdapter(ReservationResult)
@@ -61,17 +65,44 @@ def parse_patterns(
 
 
 def _stored(text: str) -> globs.LeasePattern:
-    return globs.parse("pattern", text)[0]
+    # a stored lease was valid when granted; limits tightened since must not make it unreadable
+    return globs.stored(text)
 
 
 def conflicts_with(
     wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
 ) -> list[LeaseConflict]:
-    """Leases in `held` that stand in the way: overlapping, and exclusive on either side."""
+    """Leases in `held` that stand in the way: overlapping, and exclusive on either side.
+
+    Bounded: each comparison within globs.WORK_BUDGET steps and the whole call within
+    CALL_BUDGET; past either the call is refused (InvalidInput naming the pattern), never
+    answered with a guess.
+    """
     found: list[LeaseConflict] = []
+    spent = 0
     for pattern in wanted:
         for lease in held:
-            if (exclusive or lease.exclusive) and globs.overlaps(pattern, _stored(lease.pattern)):
+            if not (exclusive or lease.exclusive):
+                continue
+            budget = globs.Budget(min(globs.WORK_BUDGET, CALL_BUDGET - spent))
+            try:
+                overlap = globs.overlaps(pattern, _stored(lease.pattern), budget)
+            except globs.TooComplex:
+                if budget.limit < globs.WORK_BUDGET:
+                    raise InvalidInput(
+                        "paths",
+                        f"comparing these {len(wanted)} patterns with the {len(held)} live leases "
+                        "takes too long; send fewer patterns per call or simpler globs",
+                    ) from None
+                raise InvalidInput(
+                    "paths",
+                    f"the pattern {pattern.text!r} is too complex to compare with the lease "
+                    f"{lease.pattern!r}; use fewer wildcards (e.g. one '*' per segment, or a "
+                    "directory such as src/api/**)",
+                    value=pattern.text,
+                ) from None
+            spent += budget.spent + 1
+            if overlap:
                 found.append(
                     LeaseConflict(
                         path=pattern.text,
@@ -84,6 +115,15 @@ def conflicts_with(
                     )
                 )
     return found
+
+
+async def find_conflicts(
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+) -> list[LeaseConflict]:
+    """`conflicts_with`, in a worker thread: the event loop (and /healthz) keeps answering."""
+    if not held:
+        return []
+    return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)
 
 
 class ReservationService(Service):
@@ -134,7 +174,9 @@ class ReservationService(Service):
                     return replayed
             held = await store.live_in_project(tx.conn, proj.id, tx.now)
             mine = {r.pattern: r for r in held if r.holder == name}
-            conflicts = conflicts_with(patterns, [r for r in held if r.holder != name], exclusive=exclusive)
+            conflicts = await find_conflicts(
+                patterns, [r for r in held if r.holder != name], exclusive=exclusive
+            )
             blocked = {c.path for c in conflicts}
             grant = (
                 []
@@ -220,7 +262,7 @@ class ReservationService(Service):
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             held = [r for r in await store.live_in_project(tx.conn, proj.id, tx.now) if r.holder != me]
-        conflicts = conflicts_with(patterns, held, exclusive=exclusive)
+        conflicts = await find_conflicts(patterns, held, exclusive=exclusive)
         blocked = {c.path for c in conflicts}
         return PathCheck(conflicts=conflicts, free=[p.text for p in patterns if p.text not in blocked])
 

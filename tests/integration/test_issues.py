@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import Conflict, InvalidInput, VersionConflict
 from vibe_ensemble.services import Services
+from vibe_ensemble.store.tables import issue_dependencies, issues
 
 from .snapshot import snapshot
 
@@ -202,3 +206,39 @@ async def test_list_filters_and_pages(services: Services, admin: Caller) -> None
     assert [i.id for i in (await services.issues.list(admin, query="ISSUE 6")).items] == [made[6].id]
     with pytest.raises(InvalidInput, match="cursor: not a cursor this server returned"):
         await services.issues.list(admin, cursor="nonsense")
+
+
+async def test_dependency_cycle_check_at_ten_thousand_issues(services: Services, admin: Caller) -> None:
+    """A 10,000-issue chain (each depends on the one before): closing it is refused, naming the
+    cycle in a bounded message; extending it succeeds. The time is printed, not asserted."""
+    n = 10_000
+    first = await services.issues.create(admin, title="chain 1")
+    async with services.ctx.db.write() as conn:
+        row = (await conn.execute(sa.select(issues).where(issues.c.id == first.id))).mappings().one()
+        template = {k: v for k, v in row.items() if k != "id"}
+        await conn.execute(issues.insert(), [{**template, "title": f"chain {i}"} for i in range(2, n + 1)])
+        ids = [r.id for r in await conn.execute(sa.select(issues.c.id).order_by(issues.c.id))]
+        await conn.execute(
+            issue_dependencies.insert(),
+            [{"issue_id": b, "depends_on_id": a} for a, b in zip(ids, ids[1:], strict=False)],
+        )
+    assert len(ids) == n
+    before = await snapshot(services.ctx.db)
+    started = time.perf_counter()
+    with pytest.raises(InvalidInput) as refused:
+        await services.issues.update(admin, ids[0], depends_on=[ids[-1]])
+    refused_s = time.perf_counter() - started
+    assert refused.value.field == "depends_on"
+    assert refused.value.details["cycle_length"] == n
+    assert f"#{ids[0]} -> #{ids[-1]} -> #{ids[-2]}" in refused.value.rule
+    assert len(refused.value.rule) < 400
+    assert await snapshot(services.ctx.db) == before
+
+    extra = await services.issues.create(admin, title="after the chain")
+    started = time.perf_counter()
+    updated = await services.issues.update(admin, extra.id, depends_on=[ids[-1], ids[0]])
+    accepted_s = time.perf_counter() - started
+    assert updated.depends_on == [ids[0], ids[-1]]
+    print(
+        f"\ncycle check at {n} issues: refused in {refused_s * 1000:.0f} ms, accepted in {accepted_s * 1000:.0f} ms"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 
 import pytest
 
@@ -36,6 +37,29 @@ def test_find_cycle_finds_it_behind_a_shared_node() -> None:
     # both 2 and 3 lead to 4; only 4 -> 1 closes the loop
     edges = {2: [4], 3: [4], 4: [1]}
     assert rules.find_cycle(edges, 1, [2, 3]) == [1, 2, 4, 1]
+
+
+def test_find_cycle_is_linear_in_memory_on_a_big_graph() -> None:
+    # i depends on i - 1 and i - 2 for 10,000 issues: closing the loop walks the graph once
+    n = 10_000
+    edges = {i: [i - 1, i - 2] if i > 2 else [1] for i in range(2, n + 1)}
+    tracemalloc.start()
+    try:
+        cycle = rules.find_cycle(edges, 1, [n])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cycle is not None and cycle[:2] == [1, n] and cycle[-1] == 1
+    assert all(b in edges[a] for a, b in zip(cycle[1:], cycle[2:], strict=False))
+    assert peak < 10 * 1024 * 1024  # a path copied per node would take ~400 MB
+    assert rules.find_cycle(edges, n + 1, [n]) is None
+
+
+def test_cycle_text_elides_the_middle_of_a_long_cycle() -> None:
+    assert rules.cycle_text([1, 3, 2, 1]) == "#1 -> #3 -> #2 -> #1"
+    text = rules.cycle_text([1, *range(10_000, 0, -1)])
+    assert text.startswith("#1 -> #10000 -> ") and text.endswith("-> #2 -> #1")
+    assert "(9981 more)" in text and len(text) < 300
 
 
 def test_text_strips_and_requires() -> None:

@@ -82,23 +82,38 @@ def find_cycle(edges: Mapping[int, Iterable[int]], start: int, new_deps: Iterabl
 
     `edges[x]` are the issues x depends on (the graph before the change).
     Returns the path as a list of ids beginning and ending with `start`, or None.
+    One depth-first walk over the edges shared by every new dependency, remembering each
+    node's predecessor (not a copy of its path): time and memory linear in the graph's size.
     """
+    parent: dict[int, int] = {}
+    stack: list[int] = []
     for dep in new_deps:
         if dep == start:
             return [start, start]
-        # depth-first search from dep back to start, remembering the path
-        stack: list[tuple[int, list[int]]] = [(dep, [start, dep])]
-        seen: set[int] = set()
-        while stack:
-            node, path = stack.pop()
-            if node == start:
-                return path
-            if node in seen:
-                continue
-            seen.add(node)
-            for nxt in edges.get(node, ()):
-                stack.append((nxt, [*path, nxt]))
+        if dep not in parent:
+            parent[dep] = start
+            stack.append(dep)
+    stack.reverse()  # walk the dependencies in the order given
+    while stack:
+        node = stack.pop()
+        for nxt in edges.get(node, ()):
+            if nxt == start:
+                back = [node]  # node, its predecessor, …, a new dependency, start
+                while back[-1] != start:
+                    back.append(parent[back[-1]])
+                return [*reversed(back), start]
+            if nxt not in parent:
+                parent[nxt] = node
+                stack.append(nxt)
     return None
+
+
+def cycle_text(cycle: list[int], shown: int = 10) -> str:
+    """`#1 -> #2 -> #1`, with the middle of a long cycle elided (it may run to thousands)."""
+    ids = [f"#{i}" for i in cycle]
+    if len(ids) > 2 * shown:
+        ids = [*ids[:shown], f"… ({len(cycle) - 2 * shown} more) …", *ids[-shown:]]
+    return " -> ".join(ids)
 
 
 _ADJECTIVES = (

@@ -205,8 +205,12 @@ class IssueService(Service):
                 graph.pop(issue_id, None)
                 cycle = rules.find_cycle(graph, issue_id, deps)
                 if cycle is not None:
-                    path = " -> ".join(f"#{i}" for i in cycle)
-                    raise InvalidInput("depends_on", f"would create a dependency cycle: {path}", cycle=cycle)
+                    raise InvalidInput(
+                        "depends_on",
+                        f"would create a dependency cycle: {rules.cycle_text(cycle)}",
+                        cycle=cycle[:10] + cycle[-10:] if len(cycle) > 20 else cycle,
+                        cycle_length=len(cycle) - 1,
+                    )
             if not values and deps is None:
                 raise InvalidInput("fields", "nothing to change: give at least one field")
             if not await store.update(tx.conn, current, tx.now, **values):

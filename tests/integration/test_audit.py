@@ -96,6 +96,32 @@ async def test_tokens_in_details_are_redacted(services: Services, admin: Caller)
     assert entry.details["nested"] == {"k": [secret[:12] + "…"]}
 
 
+async def test_a_refused_call_with_huge_arguments_writes_a_bounded_row(
+    services: Services, admin: Caller
+) -> None:
+    worker = Caller(credential_id=9, role=TokenRole.WORKER, agent="ann", label="ann")
+    huge = "b" * 900_000
+    with pytest.raises(PermissionDenied) as refused:
+        await services.reservations.reserve(worker, ["src/a.py"], agent=huge)
+    await services.audit.denied(worker, refused.value)
+    await services.audit.record(
+        admin, "test.note", items=[huge] * 1000, deep={"a": {"b": {"c": {"d": {"e": huge}}}}}
+    )
+
+    denial, note = (await services.audit.page(admin, outcome="denied")).items + (
+        await services.audit.page(admin, action="test.note")
+    ).items
+    assert denial.details["agent"].startswith("bbbb")
+    assert denial.details["agent"].endswith("… [truncated from 900000 characters]")
+    assert "[truncated from" in denial.details["message"]
+    assert (
+        len(note.details["items"]) == 51 and note.details["items"][-1] == "[950 more items of 1000 omitted]"
+    )
+    assert "omitted" in json.dumps(note.details["deep"])
+    for entry in (denial, note):
+        assert len(json.dumps(asdict(entry), default=str)) < 40_000
+
+
 async def test_only_unscoped_admins_read_the_log(services: Services, admin: Caller) -> None:
     for caller in (
         Caller(credential_id=2, role=TokenRole.COORDINATOR),

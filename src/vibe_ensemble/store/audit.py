@@ -14,6 +14,35 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import audit_log
 
 
+# An audit row's size is bounded whatever a caller sends: a refused call's arguments end up in
+# `details`, at the caller's request rate.
+MAX_VALUE_CHARS = 500
+MAX_ITEMS = 50
+MAX_DEPTH = 4
+
+
+def bounded(value: Any, depth: int = 0) -> Any:
+    """`value` (JSON-like) with long strings cut, long lists and dicts shortened and deep nesting
+    flattened; each cut says how big the original was."""
+    if isinstance(value, str):
+        if len(value) <= MAX_VALUE_CHARS:
+            return value
+        return f"{value[:MAX_VALUE_CHARS]}… [truncated from {len(value)} characters]"
+    if isinstance(value, dict | list | tuple) and depth >= MAX_DEPTH:
+        return f"[nested {type(value).__name__} of {len(value)} items omitted]"
+    if isinstance(value, dict):
+        out = {bounded(str(k), depth + 1): bounded(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+        if len(value) > MAX_ITEMS:
+            out["…"] = f"[{len(value) - MAX_ITEMS} more keys of {len(value)} omitted]"
+        return out
+    if isinstance(value, list | tuple):
+        items = [bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"[{len(value) - MAX_ITEMS} more items of {len(value)} omitted]")
+        return items
+    return value
+
+
 @dataclass
 class NewAudit:
     actor: str
@@ -35,7 +64,7 @@ async def append(conn: Connection, now: datetime, entries: Sequence[NewAudit]) -
                 "action": e.action[:64],
                 "outcome": e.outcome[:16],
                 "remote": e.remote[:200],
-                "details": e.details,
+                "details": bounded(e.details),
             }
             for e in entries
         ],

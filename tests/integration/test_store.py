@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
 from vibe_ensemble.api.app import create_app
+from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
@@ -108,3 +109,19 @@ async def test_readyz_reports_pending_migrations(runtime: Runtime) -> None:
         assert pending.status_code == 503
         assert pending.json() == {"status": "unavailable", "database": "migrations pending"}
         assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+    runtime = Runtime(Settings(data_dir=data))
+    await runtime.start(apply_migrations=True)
+    try:
+        await runtime.services.projects.list(SYSTEM)
+        names = {p.name: p for p in data.iterdir()}
+        assert {"vibe.db", "vibe.db-wal"} <= set(names)
+        for path in names.values():
+            assert oct(path.stat().st_mode & 0o777) == oct(0o600), path.name
+        for directory in (data, data.parent):
+            assert oct(directory.stat().st_mode & 0o777) == oct(0o700), directory
+    finally:
+        await runtime.stop()

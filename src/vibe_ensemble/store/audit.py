@@ -13,7 +13,6 @@ from vibe_ensemble.domain.models import AuditEntry
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import audit_log
 
-
 # An audit row's size is bounded whatever a caller sends: a refused call's arguments end up in
 # `details`, at the caller's request rate.
 MAX_VALUE_CHARS = 500

@@ -228,7 +228,7 @@ class Database:
         if self.dialect == "sqlite":
             self.path = sqlite_path(self.url)
             assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             self._sqlite = _SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
             self.engine: AsyncEngine = create_async_engine(
@@ -283,6 +283,19 @@ class Database:
     def asyncpg_dsn(self) -> str:
         """PostgreSQL: a DSN for a raw asyncpg connection beside the pool (LISTEN, the duties lock)."""
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_private(path: Path) -> None:
+    """Create the SQLite file (and any missing directories) readable by its owner only.
+
+    Directories created here are 0700 and the file 0600; SQLite gives its -wal and -shm
+    files the database file's permissions. Existing files and directories are left alone.
+    """
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if str(path) != ":memory:" and not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 class _SqliteEngine:

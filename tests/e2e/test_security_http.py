@@ -44,6 +44,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         "VIBE_CORS_ORIGINS": json.dumps(["https://app.example.com"]),
         "VIBE_BODY_TIMEOUT_S": "3",
         "VIBE_MAX_BODY_BYTES": "100000",
+        "VIBE_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),  # the tests play the reverse proxy
     }
     proc = start_server(tmp_path_factory.mktemp("hardened"), extra_env=env)
     try:
@@ -262,9 +263,15 @@ async def test_failed_logins_from_one_address_are_cut_off(tmp_path: Path) -> Non
     server = start_server(tmp_path, extra_env={"VIBE_AUTH_FAILURES_PER_MINUTE": "3"})
     try:
         async with httpx2.AsyncClient(base_url=server.url) as client:
+            # no proxy is trusted by default: a rotating X-Forwarded-For is not a new address
             codes = [
-                (await client.get("/api/v1/projects", headers=auth("vibe_" + "W" * 43))).status_code
-                for _ in range(5)
+                (
+                    await client.get(
+                        "/api/v1/projects",
+                        headers={**auth("vibe_" + "W" * 43), "X-Forwarded-For": f"198.51.100.{i}"},
+                    )
+                ).status_code
+                for i in range(5)
             ]
             r = await client.post("/mcp", json=INIT, headers={**MCP_HEADERS, **auth("vibe_" + "W" * 43)})
             ok = await client.get("/api/v1/projects", headers=auth(server.admin_token))
@@ -275,5 +282,41 @@ async def test_failed_logins_from_one_address_are_cut_off(tmp_path: Path) -> Non
             server.url + "/api/v1/audit", params={"action": "auth.failed"}, headers=auth(server.admin_token)
         ).json()["items"]
         assert len(entries) == 3  # past the limit, failures are no longer written down
+        assert {e["remote"] for e in entries} == {"127.0.0.1"}  # not the forged addresses
     finally:
         server.stop()
+
+
+def _series(server: ServerProcess, name: str) -> set[str]:
+    text = httpx2.get(server.url + "/metrics").text
+    return {line.split(" ")[0] for line in text.splitlines() if line.startswith(name + "{")}
+
+
+def test_random_methods_and_paths_add_no_metric_series(server: ServerProcess) -> None:
+    import random
+    import string
+
+    rng = random.Random(9)
+
+    targets = ["/healthz", "/api/v1/issues", "/metrics", "/nothing-here"]
+
+    def fire(count: int) -> None:
+        with httpx2.Client(base_url=server.url) as client:
+            for _ in range(count):
+                method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 12)))
+                path = "/nothing-here/" + "".join(
+                    rng.choices(string.ascii_lowercase + "/", k=rng.randint(1, 20))
+                )
+                client.request(method, rng.choice(targets))
+                client.request("GET", path)
+
+    with httpx2.Client(base_url=server.url) as client:  # every series these requests can reach
+        for target in targets:
+            client.request("RANDOM", target)
+            client.get(target)
+    before = _series(server, "vibe_http_requests_total") | _series(server, "vibe_http_request_seconds_bucket")
+    fire(300)
+    after = _series(server, "vibe_http_requests_total") | _series(server, "vibe_http_request_seconds_bucket")
+    assert after == before
+    assert all('method="other"' in s or 'method="GET"' in s for s in after)
+    assert len(after) == len(before)

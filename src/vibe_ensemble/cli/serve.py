@@ -107,7 +107,7 @@ async def _serve(
                 log_level="warning",
                 log_config=None,  # uvicorn logs through ours, where tokens are redacted
                 lifespan="on",
-                proxy_headers=True,
+                proxy_headers=bool(settings.trusted_proxies),
                 forwarded_allow_ips=settings.trusted_proxies,
                 limit_concurrency=settings.limit_concurrency,
                 ws_max_size=settings.max_body_bytes,

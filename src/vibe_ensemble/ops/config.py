@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     body_timeout_s: float = Field(30.0, gt=0)  # a client that stalls longer while sending a body gets 408
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-* trusted from
+    # X-Forwarded-For/-Proto are honoured only from these addresses (none by default: behind a
+    # reverse proxy, list its address)
+    trusted_proxies: list[str] = Field(default_factory=list)
     limit_concurrency: int | None = Field(None, ge=1)  # uvicorn: answer 503 beyond this many connections
     # dashboard sessions (docs/dashboard.md): the HMAC key that signs session cookies and CSRF tokens
     # (empty: a random key per process, so sessions end at a restart), and how long a session lasts

@@ -9,8 +9,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# Every label value comes from a closed set, so no request can add a series: methods we know
+# (anything else is `other`), route templates (`unmatched` when no route took the request) and
+# status classes (`2xx` … `5xx`).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 HTTP_REQUESTS = Counter(
-    "vibe_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=REGISTRY
+    "vibe_http_requests_total",
+    "HTTP requests answered",
+    ["method", "route", "status"],
+    registry=REGISTRY,
 )
 HTTP_LATENCY = Histogram(
     "vibe_http_request_seconds",
@@ -59,7 +67,17 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            template = route_template(scope)
+            HTTP_REQUESTS.labels(method, template, status_class(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - start)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that took the request (`/api/v1/issues/{id}`), else `unmatched`."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"

@@ -74,6 +74,16 @@ def test_production_refuses_a_short_secret_without_printing_it(tmp_path: Path) -
     assert "swordfish" not in run.stdout + run.stderr
 
 
+def test_production_refuses_a_long_but_guessable_secret(tmp_path: Path) -> None:
+    # 32 x "a" once forged a dashboard session
+    run = _serve(tmp_path, VIBE_REQUEST_STATE_KEY="a" * 32, VIBE_SESSION_SECRET="a" * 32)
+    assert run.returncode == 2
+    err = " ".join(run.stderr.split())
+    assert "VIBE_SESSION_SECRET looks guessable" in err and "openssl rand -hex 32" in err
+    assert "VIBE_REQUEST_STATE_KEY looks guessable" in err
+    assert "a" * 32 not in run.stdout + run.stderr
+
+
 def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
     server = start_server(
         tmp_path,

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from vibe_ensemble.ops.config import Settings
 
-SECRET = "s" * 40
+SECRET = "qK7vR2xN9pL4mW8tZ3cF6hJ1bD5gS0yA"  # what secrets.token_urlsafe gives
 SQLITE_REASON = "SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL"
 
 
@@ -34,3 +34,21 @@ def test_presence_and_feed_timings_accept_small_values_and_refuse_nonsense() -> 
             Settings(**{field: 0})
     with pytest.raises(ValidationError, match="feed_keepalive_s"):
         Settings(feed_keepalive_s=301)
+
+
+@pytest.mark.parametrize(
+    "guessable",
+    ["a" * 32, "ab" * 20, "abcdefghijklmnopqrstuvwxyz012345", "password" * 4, "qwertyuiopasdfgh" * 2],
+)
+def test_production_refuses_guessable_secrets(guessable: str) -> None:
+    reasons = Settings(request_state_key=guessable, session_secret=guessable).unsafe_reasons()
+    assert any(r.startswith("VIBE_REQUEST_STATE_KEY looks guessable") for r in reasons), reasons
+    assert any(r.startswith("VIBE_SESSION_SECRET looks guessable") and "openssl rand" in r for r in reasons)
+
+
+def test_generated_secrets_pass() -> None:
+    import secrets
+
+    for _ in range(200):
+        for secret in (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_urlsafe(24)):
+            assert Settings(request_state_key=secret, session_secret=secret).unsafe_reasons() == []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,11 +104,36 @@ class Settings(BaseSettings):
             reasons.append(
                 "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters: set a random secret"
             )
+        elif not looks_random(self.request_state_key):
+            reasons.append(f"VIBE_REQUEST_STATE_KEY {GUESSABLE}")
         if len(self.session_secret) < 32:
             reasons.append("VIBE_SESSION_SECRET is unset or shorter than 32 characters: set a random secret")
+        elif not looks_random(self.session_secret):
+            reasons.append(f"VIBE_SESSION_SECRET {GUESSABLE}")
         if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
             reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
         return reasons
+
+
+MIN_SECRET_BITS = 128
+GUESSABLE = (
+    "looks guessable (too few different characters, a repeated part, or a run like abcd): set a random "
+    "secret, e.g. `openssl rand -hex 32` or "
+    '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+)
+
+
+def looks_random(secret: str) -> bool:
+    """A cheap test that `secret` was generated, not typed: its characters carry at least
+    MIN_SECRET_BITS of (Shannon) entropy, it is not a shorter string repeated, and at most half
+    of the neighbouring pairs are repeats or steps (`aa`, `ab`, `ba`). `openssl rand -hex 32`
+    and `secrets.token_urlsafe(32)` pass with a wide margin; `aaaa…`, `abcdabcd…`, `abcdef…`
+    and `password` * 4 do not. It cannot prove randomness: generate secrets, never type them."""
+    counts = Counter(secret)
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    steps = sum(1 for a, b in itertools.pairwise(secret) if abs(ord(a) - ord(b)) <= 1)
+    repeated = secret in (secret + secret)[1:-1]
+    return per_char * len(secret) >= MIN_SECRET_BITS and not repeated and steps * 2 <= len(secret)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

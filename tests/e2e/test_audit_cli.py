@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
@@ -41,3 +43,15 @@ def test_cli_token_changes_show_in_the_audit_command(tmp_path: Path) -> None:
     assert "token.created" in table and "token.revoked" in table
     assert secret not in table + "\n".join(lines)
     assert _cli(tmp_path, "audit", "--action", "auth.*", "--json").stdout == ""
+
+
+def test_the_audit_table_shows_stored_text_literally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    _cli(tmp_path, "migrate")
+    label = "[/][red]x\x1b[2J\x1b]0;pwned\x07[bold]"
+    _cli(tmp_path, "token", "create", "--role", "viewer", "--label", label)
+    table = _cli(tmp_path, "audit", "--action", "token.*").stdout
+    assert "\x1b" not in table and "\x07" not in table
+    assert "[/][red]x\\x1b[2J" in "".join(table.split())  # shown as written, never as markup
+    listed = _cli(tmp_path, "token", "list").stdout
+    assert "\x1b" not in listed and "[/][red]x" in "".join(listed.split())

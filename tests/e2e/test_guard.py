@@ -146,3 +146,36 @@ def test_server_down_or_guard_unconfigured_lets_the_commit_through(
     down = commit(repo, bob, "src/b.py", "2\n")
     assert down.returncode == 0, down.stderr
     assert "warning: cannot reach" in down.stderr and "committing without the lease check" in down.stderr
+
+
+def test_the_hook_runs_only_our_code_and_shows_agents_text_literally(
+    server: ServerProcess, repo: Path, team: dict[str, str]
+) -> None:
+    # a module committed to the repository, named like the one the hook runs
+    planted = repo.parent / "planted-code-ran"
+    for name in ("__init__.py", "cli.py", "__main__.py"):
+        path = repo / "vibe_ensemble" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"open({str(planted)!r}, 'a').write('ran')\n")
+    git(repo, "add", "vibe_ensemble")
+    assert git(repo, "commit", "-q", "-m", "plant").returncode == 0
+    assert guard(repo, "install").returncode == 0
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    assert hook.stat().st_mode & 0o077 == 0  # it may be given VIBE_TOKEN: owner-only
+
+    # a lease whose reason carries escape sequences and Rich markup
+    r = httpx2.post(
+        server.url + "/api/v1/projects/default/reservations",
+        json={
+            "paths": ["lib/**"],
+            "reason": "\x1b[2J\x1b]0;pwned\x07[red]boom[/red]\nfake: line",
+            "ttl_s": 600,
+        },
+        headers=auth(team["ann"]),
+    )
+    assert r.status_code == 200 and r.json()["granted"], r.text
+    refused = commit(repo, agent_env(server, team["bob"], "bob"), "lib/x.py", "x\n")
+    assert refused.returncode != 0 and "commit refused" in refused.stderr
+    assert not planted.exists()
+    assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
+    assert "\\x1b[2J\\x1b]0;pwned\\x07[red]boom[/red]\\nfake: line" in refused.stderr

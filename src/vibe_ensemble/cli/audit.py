@@ -11,6 +11,7 @@ from rich.table import Table
 
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, out, run
 from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.ops.terminal import cell
 
 
 def audit(
@@ -48,9 +49,11 @@ def audit(
         table.add_column(column, no_wrap=True)
     table.add_column("details", overflow="fold")
     for e in entries:
+        # actors, remotes and details hold what clients sent: shown literally, never as markup
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
         table.add_row(
-            str(e.id), f"{e.time:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.outcome, e.remote, details
+            *(cell(v) for v in (e.id, f"{e.time:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.outcome, e.remote)),
+            cell(details),
         )
     out.print(table)
 

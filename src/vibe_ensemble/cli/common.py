@@ -12,11 +12,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.ops.startup import StartupError, command
+from vibe_ensemble.ops.terminal import printable
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store.database import DatabaseError
 from vibe_ensemble.store.urls import sqlite_file
@@ -38,7 +40,7 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
     try:
         settings = load_settings(config, **overrides)
     except Exception as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}")
+        err.print(f"[red]invalid settings:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(2) from None
     if existing:
         try:
@@ -53,7 +55,7 @@ def refuse_unsafe_production(settings: Settings) -> None:
     """In the production profile, refuse to start with unsafe settings (every reason printed)."""
     if settings.profile == "production" and settings.unsafe_reasons():
         for reason in settings.unsafe_reasons():
-            err.print(f"[red]refusing to start in production:[/red] {reason}")
+            err.print(f"[red]refusing to start in production:[/red] {escape(reason)}")
         raise typer.Exit(2)
 
 
@@ -62,7 +64,7 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except (VibeError, DatabaseError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(1) from None
 
 

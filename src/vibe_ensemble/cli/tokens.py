@@ -13,6 +13,7 @@ from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.ops.startup import command
+from vibe_ensemble.ops.terminal import cell
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
@@ -72,16 +73,21 @@ def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
 
     table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
     for c in run(main):
-        table.add_row(
-            str(c.id),
-            c.prefix + "…",
-            c.role.value,
-            c.project or "*",
-            c.agent or "",
-            c.label,
-            f"{c.created_at:%Y-%m-%d %H:%M}",
-            f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
-            f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "",
+        table.add_row(  # labels and agent names are shown literally, never as markup
+            *(
+                cell(v)
+                for v in (
+                    c.id,
+                    c.prefix + "…",
+                    c.role.value,
+                    c.project or "*",
+                    c.agent or "",
+                    c.label,
+                    f"{c.created_at:%Y-%m-%d %H:%M}",
+                    f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
+                    f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "",
+                )
+            )
         )
     out.print(table)
 

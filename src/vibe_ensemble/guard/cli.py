@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vibe_ensemble.guard import hook as guard
+from vibe_ensemble.ops.terminal import printable
 
 guard_app = typer.Typer(
     help="A git pre-commit hook that refuses commits touching files another agent holds.",
@@ -28,7 +30,7 @@ def install(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
     try:
         done = guard.install(repo.resolve(), warn=warn, python=sys.executable)
     except guard.GuardError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(1) from None
     err.print(f"installed {done.hook}" + (f" (runs {done.chained.name} first)" if done.chained else ""))
     err.print("The hook reads VIBE_URL, VIBE_TOKEN, VIBE_AGENT and VIBE_PROJECT from the environment.")
@@ -40,10 +42,13 @@ def check(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
     try:
         outcome = guard.check(repo.resolve(), os.environ, warn=warn)
     except guard.GuardError as exc:
-        err.print(f"vibe-ensemble guard: warning: {exc}; committing without the lease check.")
+        err.print(
+            f"vibe-ensemble guard: warning: {printable(str(exc))}; committing without the lease check.",
+            markup=False,
+        )
         return
-    for line in outcome.lines:
-        err.print(line, markup=False)
+    for line in outcome.lines:  # holders, patterns and reasons are agents' text
+        err.print(printable(line), markup=False)
     if outcome.code:
         raise typer.Exit(outcome.code)
 

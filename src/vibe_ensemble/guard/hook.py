@@ -75,7 +75,9 @@ def hooks_dir(repo: Path) -> Path:
 
 
 def hook_script(python: str, *, warn: bool) -> str:
-    check = f'"{python}" -m vibe_ensemble.cli guard check' + (" --warn" if warn else "")
+    # -I (isolated): neither the repository (the hook's working directory) nor PYTHON* variables
+    # reach the import path, so a module committed to the repository can never run as the guard
+    check = f'"{python}" -I -m vibe_ensemble.cli guard check' + (" --warn" if warn else "")
     return f"""#!/bin/sh
 {MARK}: refuses commits that touch files another agent holds exclusively.
 # Installed by `vibe-ensemble guard install`; configure with VIBE_URL, VIBE_TOKEN, VIBE_AGENT, VIBE_PROJECT.
@@ -100,9 +102,10 @@ def install(repo: Path, *, warn: bool = False, python: str) -> Installed:
                 "merge them by hand, then run guard install again"
             )
         hook.rename(chained)
-        chained.chmod(chained.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        chained.chmod(chained.stat().st_mode | stat.S_IXUSR)
+    # owner-only: people add VIBE_TOKEN to hooks, and a token must not be world-readable
     hook.write_text(hook_script(python, warn=warn))
-    hook.chmod(0o755)
+    hook.chmod(0o700)
     return Installed(hook=hook, chained=chained if chained.exists() else None)
 
 

@@ -1,0 +1,26 @@
+"""Showing stored, agent-controlled text on an operator's terminal.
+
+Names, reasons, labels and audit details are written by agents or by anonymous clients. On a
+terminal they must show as what they are: control characters (escape sequences that move the
+cursor, clear the screen or retitle the window; newlines that fake extra rows) are shown as
+visible escapes, and the text is never read as Rich markup (`[red]`, `[/]`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+
+# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators and bidi overrides
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character replaced by a visible escape (`\\x1b`, `\\n`)."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+def cell(value: object) -> Text:
+    """A Rich table cell showing `value` literally: control characters escaped, no markup."""
+    return Text(printable(str(value)))

@@ -100,6 +100,14 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
         assert '"current_version": 1' in conflict
         team = await call_error(client, "claim_issue")
         assert "[invalid_input] agent: required" in team
+        # an argument the tool does not take is refused, never ignored
+        unknown = await call_error(client, "claim_issue", issue=stale["id"], agent="w1")
+        assert unknown.startswith("[invalid_input] claim_issue: unknown argument 'issue'; ")
+        assert "claim_issue accepts: id, agent, project" in unknown
+        typed = await call_error(client, "get_issue", id="three")
+        assert typed.startswith("[invalid_input] get_issue: id: Input should be a valid integer")
+        assert "\n" not in typed and "(got 'three')" in typed
+        assert (await call(client, "get_issue", id=stale["id"]))["assignee"] is None
         # nothing was created by the refused calls
         assert [i["title"] for i in (await call(client, "list_issues"))["items"]] == ["versioned"]
 
@@ -117,10 +125,10 @@ async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess
         response = httpx2.post(server.mcp_url, json=init, headers={**headers, **auth})
         assert response.status_code == 401, case
         assert response.headers["content-type"].startswith("application/json"), case
-        assert response.headers["www-authenticate"] == 'Bearer realm="vibe-ensemble"'
+        assert response.headers["www-authenticate"] == 'Bearer realm="vibe-ensemble", error="invalid_token"'
         error = response.json()["error"]
         assert error["code"] == "unauthenticated", case
-        assert error["message"], case
+        assert "vibe-ensemble token create" in error["message"], case
     with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as its own error type
         async with mcp_client(server.mcp_url, "vibe_" + "B" * 43) as client:
             await client.list_tools()

@@ -27,7 +27,9 @@ from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
 
-CHALLENGE = 'Bearer realm="vibe-ensemble"'
+# `error="invalid_token"` tells an MCP client the token is the problem (report it, ask for a new
+# one), not that it should start an OAuth flow: this server takes static bearer tokens only.
+CHALLENGE = 'Bearer realm="vibe-ensemble", error="invalid_token"'
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

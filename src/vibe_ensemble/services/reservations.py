@@ -40,7 +40,7 @@ MAX_CHECK_PATHS = 1000
 MAX_REASON = rules.MAX_NOTE
 # Steps one call may spend comparing its patterns with the live leases (see domain/globs.py;
 # one comparison of ordinary globs costs tens of steps, the worst one globs.WORK_BUDGET).
-CALL_BUDGET = 5_000_000
+CALL_BUDGET = 1_000_000
 OPERATION = "reserve_paths"
 
 _RESULT = TypeAdapter(ReservationResult)

@@ -187,7 +187,11 @@ class TokenService(Service):
         if reason or found is None:
             credential_id = None if found is None else found.credential.id
             await self._failed(reason, token, remote, credential_id=credential_id)
-            raise Unauthenticated("invalid, expired or revoked token" if token else "missing bearer token")
+            raise Unauthenticated(
+                ("invalid, expired or revoked token" if token else "missing bearer token")
+                + ": send 'Authorization: Bearer vibe_…' with a live token "
+                "(an admin creates one with `vibe-ensemble token create`)"
+            )
         return self._caller(found, remote, throttle)
 
     async def authenticate_session(

@@ -12,6 +12,7 @@ from mcp.server.subscriptions import SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 
 from vibe_ensemble.api.mcp import prompts, resources
+from vibe_ensemble.api.mcp.arguments import strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tool_schemas
 from vibe_ensemble.api.mcp.context import bound, tool_errors
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
@@ -67,7 +68,7 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[_scoped_listen],
+        middleware=[_scoped_listen, strict_arguments(PROFILES[profile])],
     )
     for tool in PROFILES[profile]:
         mcp.tool()(tool_errors(tool))

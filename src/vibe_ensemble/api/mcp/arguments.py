@@ -1,0 +1,68 @@
+"""Tool arguments are never silently misread.
+
+The SDK validates a call's arguments against the tool's signature but drops names it does
+not know, so `claim_issue(issue=3)` used to claim the best ready issue instead and report
+success. This middleware refuses, before the tool runs, any argument the tool does not
+accept (naming it and listing the accepted ones), and turns a type error into one readable
+line naming the field, instead of pydantic's multi-line dump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.utilities.func_metadata import func_metadata
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
+
+Middleware = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
+MAX_SHOWN = 80  # characters of a refused value shown back
+
+
+def _refusal(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def _accepted(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def describe(tool: str, exc: ValidationError) -> str:
+    """One line: `[invalid_input] claim_issue: id: Input should be a valid integer (got 'abc')`."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        got = repr(err.get("input"))
+        got = got if len(got) <= MAX_SHOWN else got[:MAX_SHOWN] + "…"
+        problems.append(f"{field}: {err['msg']} (got {got})")
+    return f"[invalid_input] {tool}: " + "; ".join(problems)
+
+
+def strict_arguments(tools: Iterable[Callable[..., Any]]) -> Middleware:
+    """Middleware for `tools/call` that refuses unknown and ill-typed arguments of `tools`."""
+    models = {fn.__name__: func_metadata(fn).arg_model for fn in tools}
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params or {}
+        model = models.get(str(params.get("name"))) if ctx.method == "tools/call" else None
+        arguments = params.get("arguments") or {}
+        if model is None or not isinstance(arguments, dict):
+            return await call_next(ctx)
+        name = str(params["name"])
+        accepted = _accepted(model)
+        unknown = sorted(set(arguments) - set(accepted))
+        if unknown:
+            shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])
+            return _refusal(
+                f"[invalid_input] {name}: unknown argument{'s' if len(unknown) > 1 else ''} {shown}; "
+                f"{name} accepts: {', '.join(accepted) or 'no arguments'}"
+            )
+        try:
+            model.model_validate(arguments)
+        except ValidationError as exc:
+            return _refusal(describe(name, exc))
+        return await call_next(ctx)
+
+    return middleware

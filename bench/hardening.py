@@ -51,9 +51,7 @@ def metrics_growth(url: str, requests: int) -> None:
             path = "/" + "".join(rng.choices(string.ascii_lowercase + "/", k=rng.randint(1, 30)))
             client.request(method, path)
     after = len(httpx2.get(url + "/metrics").content)
-    print(
-        f"/metrics: {before / 1024:.1f} KB before, {after / 1024:.1f} KB after {requests} random requests"
-    )
+    print(f"/metrics: {before / 1024:.1f} KB before, {after / 1024:.1f} KB after {requests} random requests")
 
 
 def healthz_during_worst_check(url: str, token: str) -> None:

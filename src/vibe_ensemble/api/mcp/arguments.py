@@ -9,15 +9,14 @@ line naming the field, instead of pydantic's multi-line dump.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver.utilities.func_metadata import func_metadata
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
-Middleware = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
 MAX_SHOWN = 80  # characters of a refused value shown back
 
 
@@ -40,7 +39,7 @@ def describe(tool: str, exc: ValidationError) -> str:
     return f"[invalid_input] {tool}: " + "; ".join(problems)
 
 
-def strict_arguments(tools: Iterable[Callable[..., Any]]) -> Middleware:
+def strict_arguments(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
     """Middleware for `tools/call` that refuses unknown and ill-typed arguments of `tools`."""
     models = {fn.__name__: func_metadata(fn).arg_model for fn in tools}
 

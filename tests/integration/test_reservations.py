@@ -163,6 +163,21 @@ async def test_retired_agents_leases_are_released(team: Services, admin: Caller)
     assert (await team.reservations.reserve(bound("bob"), ["src/a.py"])).granted
 
 
+async def test_retirement_is_sticky_until_a_coordinator_reinstates(team: Services, admin: Caller) -> None:
+    await team.agents.retire(admin, name="ann")
+    before = await snapshot(team.ctx.db)
+    for caller in (bound("ann"), Caller(credential_id=None, role=TokenRole.WORKER, label="team")):
+        with pytest.raises(PermissionDenied, match="only a coordinator or admin can reinstate it"):
+            await team.agents.register(caller, name="ann")
+    with pytest.raises(Exception):  # noqa: B017 - a retired agent cannot lease either
+        await team.reservations.reserve(bound("ann"), ["src/a.py"])
+    assert await snapshot(team.ctx.db) == before
+    coordinator = Caller(credential_id=None, role=TokenRole.COORDINATOR, label="lead")
+    back = await team.agents.register(coordinator, name="ann")
+    assert back.retired_at is None
+    assert (await team.reservations.reserve(bound("ann"), ["src/a.py"])).granted
+
+
 async def test_idempotency_key_replays_the_first_result(team: Services, admin: Caller) -> None:
     ann, bob = bound("ann"), bound("bob")
     first = await team.reservations.reserve(ann, ["src/**"], idempotency_key="k-1")

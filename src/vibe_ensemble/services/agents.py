@@ -33,7 +33,11 @@ class AgentService(Service):
         model: str = "",
         description: str = "",
     ) -> Agent:
-        """Register a new agent, or re-attach to an existing (even retired) one of that name."""
+        """Register a new agent, or re-attach to an existing one of that name.
+
+        Retirement is sticky: a retired agent is reinstated only by a coordinator or admin
+        token registering it again; its own (or another worker's) token is refused.
+        """
         caller.require(Op.AGENT_ACT)
         if caller.agent is not None:
             name = caller.acting_agent(name)
@@ -48,6 +52,16 @@ class AgentService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             existing = await store.find(tx.conn, proj.id, name)
+            if (
+                existing is not None
+                and existing.retired_at is not None
+                and caller.role not in (TokenRole.COORDINATOR, TokenRole.ADMIN)
+            ):
+                raise PermissionDenied(
+                    f"agent {name!r} was retired; only a coordinator or admin can reinstate it "
+                    "(by registering it again with their token)",
+                    agent=name,
+                )
             values = dict(
                 role=role.value,
                 capabilities=caps,

@@ -48,7 +48,7 @@ def metrics_growth(url: str, requests: int) -> None:
     with httpx2.Client(base_url=url) as client:
         for _ in range(requests):
             method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 10)))
-            path = "/" + "".join(rng.choices(string.ascii_lowercase + "/", k=rng.randint(1, 30)))
+            path = "/x" + "".join(rng.choices(string.ascii_lowercase + "/", k=rng.randint(1, 30)))
             client.request(method, path)
     after = len(httpx2.get(url + "/metrics").content)
     print(f"/metrics: {before / 1024:.1f} KB before, {after / 1024:.1f} KB after {requests} random requests")

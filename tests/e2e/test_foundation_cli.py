@@ -90,7 +90,7 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     cli("migrate", "--database-url", db)
     token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
     params = StdioServerParameters(
-        command=CLI, args=["mcp", "--token", token, "--database-url", db], cwd=tmp_path
+        command=CLI, args=["mcp", "--database-url", db], env={**os.environ, "VIBE_TOKEN": token}, cwd=tmp_path
     )
     async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}
@@ -108,6 +108,11 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     refused = cli("mcp", "--token", "vibe_" + "Q" * 43, "--database-url", db, ok=False)
     assert refused.returncode == 1
     assert "invalid, expired or revoked token" in refused.stderr
+    # the flag works, with a warning; a token file is the quiet way
+    assert "warning: --token puts the token in the process table" in refused.stderr
+    (tmp_path / "token").write_text("vibe_" + "Q" * 43 + "\n")
+    from_file = cli("mcp", "--token-file", str(tmp_path / "token"), "--database-url", db, ok=False)
+    assert "invalid, expired or revoked token" in from_file.stderr and "warning" not in from_file.stderr
 
 
 async def test_serve_on_postgresql(postgres_url: str, tmp_path: Path) -> None:

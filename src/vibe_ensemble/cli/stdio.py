@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +15,16 @@ from vibe_ensemble.runtime import Runtime
 def mcp_stdio(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
-    token: Annotated[str | None, typer.Option(help="API token (or VIBE_TOKEN).", envvar="VIBE_TOKEN")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="API token. Prefer VIBE_TOKEN or --token-file: a flag shows in the process table.",
+            envvar="VIBE_TOKEN",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="Read the API token from this file (keep it 0600).")
+    ] = None,
 ) -> None:
     """Serve the MCP tools over stdio, acting with the given token.
 
@@ -26,8 +37,19 @@ def mcp_stdio(
 
     settings = settings_or_exit(config, existing=True, database_url=database_url)
     refuse_unsafe_production(settings)
+    if any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:]):
+        err.print(
+            "warning: --token puts the token in the process table, where other users of this machine "
+            "can read it; set VIBE_TOKEN or use --token-file instead"
+        )
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            err.print(f"error: cannot read --token-file {token_file}: {exc.strerror}", markup=False)
+            raise typer.Exit(2) from None
     if not token:
-        err.print("[red]error:[/red] give --token or set VIBE_TOKEN")
+        err.print("[red]error:[/red] set VIBE_TOKEN or give --token-file")
         raise typer.Exit(2)
 
     async def main() -> None:

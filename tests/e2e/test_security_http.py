@@ -66,7 +66,7 @@ def test_every_answer_carries_the_security_headers(hardened: ServerProcess) -> N
         assert h["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in h["content-security-policy"]
         assert "default-src 'self'" in h["content-security-policy"]
-        assert h["referrer-policy"] == "no-referrer"
+        assert h["referrer-policy"] == "same-origin"
         assert "strict-transport-security" not in h  # plain HTTP
         assert "server" not in h
     docs = httpx2.get(hardened.url + "/api/v1/docs").headers["content-security-policy"]

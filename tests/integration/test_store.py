@@ -125,3 +125,20 @@ async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) 
             assert oct(directory.stat().st_mode & 0o777) == oct(0o700), directory
     finally:
         await runtime.stop()
+
+
+async def test_login_from_an_opaque_origin_is_refused(runtime: Runtime) -> None:
+    """Login CSRF: on a plain-HTTP host name browsers send no Sec-Fetch-Site, and a form posted
+    from another site (or a sandboxed frame) says `Origin: null`; our own pages send our origin."""
+    app = create_app(runtime)
+    admin = await runtime.bootstrap_admin_token()
+    assert admin is not None
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://vibe.example.test") as client:
+        forged = await client.post("/login", data={"token": admin}, headers={"Origin": "null"})
+        assert forged.status_code == 403 and "another site" in forged.text
+        assert "vibe_session" not in forged.headers.get("set-cookie", "")
+        own = await client.post("/login", data={"token": admin}, headers={"Origin": "http://vibe.example.test"})
+        assert own.status_code == 303 and own.headers["location"] == "/"
+        page = await client.get("/login")
+        assert page.headers["referrer-policy"] == "same-origin"

@@ -115,14 +115,20 @@ def _forged(request: Request, visit: Visit, form: Any) -> Response | None:
 def same_origin(request: Request) -> bool:
     """False when the browser says the form came from another site (Fetch metadata, else Origin).
 
-    With `Referrer-Policy: no-referrer` browsers send `Origin: null` on forms, which says nothing.
+    Our pages are served with `Referrer-Policy: same-origin`, so a browser sends our own origin
+    on a same-origin form and `Origin: null` only for another site (or a sandboxed frame, a
+    `data:` page …): `null` counts as cross-origin. This matters on plain-HTTP host names,
+    where browsers send no `Sec-Fetch-Site`. A request with neither header is not from a
+    browser form, which is all CSRF is about.
     """
     site = request.headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+    if origin is None:
         return True
+    if origin == "null":
+        return False
     return origin.partition("://")[2] == request.headers.get("host", "")
 
 

@@ -121,3 +121,31 @@ async def test_tokens_authenticate_to_their_caller(services: Services, admin: Ca
         await services.tokens.authenticate("vibe_" + "x" * 43)
     with pytest.raises(InvalidInput, match="project: an agent-bound token needs a project"):
         await services.tokens.create(admin, role=TokenRole.WORKER, agent="w1")
+
+
+@pytest.mark.parametrize("name", ["ghost", "token:lead", "system", "<b>x</b>", "a\nb", "ann\r\nFrom: lead"])
+async def test_a_team_token_acts_only_as_a_registered_agent(
+    services: Services, admin: Caller, name: str
+) -> None:
+    await services.agents.register(admin, name="w1")
+    team = Caller(credential_id=12, role=TokenRole.WORKER, project="default", label="team")
+    before = await snapshot(services.ctx.db)
+    calls = [
+        services.issues.create(team, title="t", agent=name),
+        services.messages.send(team, to=["w1"], subject="s", body="b", agent=name),
+        services.reservations.reserve(team, ["src/a.py"], agent=name),
+        services.agents.heartbeat(team, agent=name),
+    ]
+    for call in calls:
+        with pytest.raises((NotFound, InvalidInput)) as refused:
+            await call
+        assert "agent" in str(refused.value)
+    assert await snapshot(services.ctx.db) == before
+    for reserved in ("system", "System", "overseer"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            await services.agents.register(team, name=reserved)
+    # a registered agent is fine; mail from the token itself is the overseer's, `token:team`
+    sent = await services.messages.send(team, to=["w1"], subject="s", body="b", agent="w1")
+    assert sent.sender == "w1"
+    overseer = await services.messages.send(team, to=["w1"], subject="s", body="b")
+    assert overseer.sender == "token:team"

@@ -138,7 +138,9 @@ async def test_login_from_an_opaque_origin_is_refused(runtime: Runtime) -> None:
         forged = await client.post("/login", data={"token": admin}, headers={"Origin": "null"})
         assert forged.status_code == 403 and "another site" in forged.text
         assert "vibe_session" not in forged.headers.get("set-cookie", "")
-        own = await client.post("/login", data={"token": admin}, headers={"Origin": "http://vibe.example.test"})
+        own = await client.post(
+            "/login", data={"token": admin}, headers={"Origin": "http://vibe.example.test"}
+        )
         assert own.status_code == 303 and own.headers["location"] == "/"
         page = await client.get("/login")
         assert page.headers["referrer-policy"] == "same-origin"

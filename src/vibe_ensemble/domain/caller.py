@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.permissions import GLOBAL_OPS, Op, allowed
@@ -56,7 +57,7 @@ class Caller:
             return self.agent
         if not requested:
             raise InvalidInput("agent", "required: this token is not bound to an agent, so name the agent")
-        return requested
+        return rules.name("agent", requested)  # one pattern: never `token:…`, `system`, markup or newlines
 
 
 SYSTEM = Caller(credential_id=None, role=TokenRole.ADMIN, label="system")

@@ -14,6 +14,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import projects as project_store
@@ -98,3 +99,11 @@ class Service:
                 self.ctx.projects.clear()
             self.ctx.projects[slug] = known
         return known
+
+    async def check_actor(
+        self, conn: AsyncConnection, project_id: int, caller: Caller, agent: str | None
+    ) -> None:
+        """A call that acts as an agent (a bound token's, or a team token's `agent`) needs that
+        agent registered, and not retired, in the project: no token acts under a made-up name."""
+        if caller.agent is not None or agent:
+            await agent_store.get(conn, project_id, caller.acting_agent(agent))

@@ -60,6 +60,7 @@ class IssueService(Service):
         deps = _check_deps("depends_on", depends_on)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             await self._check_refs(tx.conn, proj.id, deps, parent)
             assignee_id = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
             issue_id = await store.insert(
@@ -183,6 +184,7 @@ class IssueService(Service):
         deps = None if depends_on is None else _check_deps("depends_on", depends_on)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             current = await store.get(tx.conn, proj.id, issue_id)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflict(
@@ -271,6 +273,7 @@ class IssueService(Service):
         body = rules.text("body", body, max_len=rules.MAX_BODY)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             await store.get(tx.conn, proj.id, issue_id)
             comment_id = await store.add_comment(tx.conn, issue_id, actor, body, tx.now)
             tx.emit(EventType.ISSUE_COMMENTED, actor, proj.id, id=issue_id, comment_id=comment_id)
@@ -294,6 +297,7 @@ class IssueService(Service):
         resolution = rules.text("resolution", resolution, max_len=rules.MAX_BODY)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             issue = await store.get(tx.conn, proj.id, issue_id)
             if issue.status.finished:
                 raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)

@@ -64,6 +64,7 @@ class KnowledgeService(Service):
         links = _issue_ids(issue_ids or [])
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             await _check_issues(tx.conn, proj.id, links)
             entry_id = await store.insert(
                 tx.conn,
@@ -118,6 +119,7 @@ class KnowledgeService(Service):
         links = None if issue_ids is None else _issue_ids(issue_ids)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             old = await store.get(tx.conn, proj.id, entry_id)
             if expected_version is not None and expected_version != old.version:
                 raise VersionConflict(

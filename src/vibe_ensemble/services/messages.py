@@ -56,6 +56,7 @@ class MessageService(Service):
             thread_id = rules.text("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             recipients = await _recipients(
                 tx.conn, proj.id, sender, to, None if broadcast else to_role, broadcast
             )

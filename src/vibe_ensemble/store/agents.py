@@ -54,7 +54,7 @@ async def get(conn: Connection, project_id: int, name: str, *, active: bool = Tr
             f"agent {name!r} is not registered in this project; call register_agent first", agent=name
         )
     if active and agent.retired_at is not None:
-        raise NotFound(f"agent {name!r} is retired; register again to come back", agent=name)
+        raise NotFound(f"agent {name!r} is retired; a coordinator or admin can reinstate it", agent=name)
     return agent
 
 

@@ -61,7 +61,7 @@ class AgentService(Service):
             if (
                 existing is not None
                 and existing.retired_at is not None
-                and caller.role not in (TokenRole.COORDINATOR, TokenRole.ADMIN)
+                and not allowed(caller.role, Op.AGENT_COORDINATE)
             ):
                 raise PermissionDenied(
                     f"agent {name!r} was retired; only a coordinator or admin can reinstate it "

@@ -100,9 +100,7 @@ class Service:
             self.ctx.projects[slug] = known
         return known
 
-    async def check_actor(
-        self, conn: AsyncConnection, project_id: int, caller: Caller, agent: str | None
-    ) -> None:
+    async def check_actor(self, conn: Connection, project_id: int, caller: Caller, agent: str | None) -> None:
         """A call that acts as an agent (a bound token's, or a team token's `agent`) needs that
         agent registered, and not retired, in the project: no token acts under a made-up name."""
         if caller.agent is not None or agent:

@@ -4,6 +4,7 @@ revocation, waiting for mail over MCP and REST, MCP change notifications, slow c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -151,6 +152,27 @@ async def test_websocket_feed_auth_ping_and_resume(live_server: ServerProcess) -
             await ws.send(json.dumps({"type": "auth", "token": admin}))
             assert json.loads(await ws.recv()) == {"type": "ready", "last_id": seen}
             assert [e["id"] for e in await ws_events_until(ws, latest)] == [e["id"] for e in got[1:]]
+
+        # a socket that never authenticates is closed, not held
+        async with connect(ws_url(live_server.url), open_timeout=10) as ws:
+            with pytest.raises(ConnectionClosed) as idle:
+                async with asyncio.timeout(10):
+                    await ws.recv()
+            assert idle.value.rcvd is not None and idle.value.rcvd.code == 4401
+
+        # a flood of pings gets one pong per second, not one each
+        async with ws_connect(live_server.url, admin) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            flood = time.monotonic()
+            for _ in range(50):
+                await ws.send(json.dumps({"type": "ping"}))
+            await ws.send(json.dumps({"type": "auth", "token": "ignored"}))  # not a ping: no answer
+            pongs = 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    while True:
+                        pongs += json.loads(await ws.recv())["type"] == "pong"
+            assert 1 <= pongs <= int(time.monotonic() - flood) + 1  # one per second at most
 
         for query, auth, code, words in [
             ({}, "vibe_" + "x" * 40, 4401, "unauthenticated"),

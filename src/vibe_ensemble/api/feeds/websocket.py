@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import anyio
@@ -30,7 +31,8 @@ from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
 
-AUTH_TIMEOUT_S = 10.0  # how long the first (auth) message may take
+AUTH_TIMEOUT_S = 2.0  # how long the first (auth) message may take: an idle socket is not held
+PING_INTERVAL_S = 1.0  # a client's pings are answered at most once per this interval
 # Close codes: 4000 + the HTTP status a request would have got.
 WS_CLOSE = {
     "invalid_input": 4400,
@@ -130,6 +132,7 @@ class _WebSocketFeed:
         self.feed = feed
         self.keepalive_s = settings.feed_keepalive_s
         self.send_timeout_s = settings.feed_send_timeout_s
+        self._last_pong = -PING_INTERVAL_S
         self.services = services
         self.presented = presented
         self.sent_id = feed.last_id  # the last event sent to the client
@@ -161,7 +164,14 @@ class _WebSocketFeed:
             except ValueError:
                 data = None
             is_ping = isinstance(data, dict) and data.get("type") == "ping"
-            if is_ping and not await self._send({"type": "pong", "last_id": self.sent_id}):
+            if not is_ping:
+                continue
+            # throttled: a flood of pings costs the server one pong per interval, the rest are dropped
+            now = time.monotonic()
+            if now - self._last_pong < PING_INTERVAL_S:
+                continue
+            self._last_pong = now
+            if not await self._send({"type": "pong", "last_id": self.sent_id}):
                 return
 
     async def _write_events(self) -> None:

@@ -59,7 +59,13 @@ async def test_strict_mode_grants_nothing_on_any_conflict(team: Services) -> Non
     result = await team.reservations.reserve(bound("bob"), ["src/**", "docs/**"], mode=ReserveMode.STRICT)
     assert result.granted == []
     assert [c.path for c in result.conflicts] == ["src/**"]
-    assert await snapshot(team.ctx.db) == before
+    after = await snapshot(team.ctx.db)
+    # no lease changed; the refusal itself is recorded (for the dashboard's "Needs attention")
+    assert {k: v for k, v in after.items() if k != "events"} == {
+        k: v for k, v in before.items() if k != "events"
+    }
+    added = after["events"][len(before["events"]) :]
+    assert len(added) == 1 and "reservation.refused" in added[0] and "'source': 'strict'" in added[0]
     free = await team.reservations.reserve(bound("bob"), ["docs/**"], mode=ReserveMode.STRICT)
     assert [r.pattern for r in free.granted] == ["docs/**"]
 

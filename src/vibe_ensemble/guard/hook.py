@@ -116,16 +116,31 @@ def staged_paths(repo: Path) -> list[str]:
 
 
 def ask_server(
-    url: str, token: str, project: str, agent: str | None, paths: list[str], *, timeout: float = TIMEOUT_S
+    url: str,
+    token: str,
+    project: str,
+    agent: str | None,
+    paths: list[str],
+    *,
+    timeout: float = TIMEOUT_S,
+    report: bool = False,
 ) -> list[dict[str, Any]]:
-    """The exclusive leases of others that cover `paths` (raises Unavailable when the server cannot say)."""
+    """The exclusive leases of others that cover `paths` (raises Unavailable when the server cannot say).
+
+    `report`: ask the server to record the conflicts as a refused commit (the dashboard shows them).
+    """
     endpoint = f"{url.rstrip('/')}/api/v1/projects/{project}/reservations/check"
     conflicts: list[dict[str, Any]] = []
     try:
         with httpx2.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}) as client:
             for start in range(0, len(paths), BATCH):
                 batch = paths[start : start + BATCH]
-                body = {"paths": [escape(p) for p in batch], "exclusive": False, "agent": agent}
+                body = {
+                    "paths": [escape(p) for p in batch],
+                    "exclusive": False,
+                    "agent": agent,
+                    "report": report,
+                }
                 r = client.post(endpoint, json=body)
                 if r.status_code != 200:
                     raise Unavailable(f"the server answered {r.status_code}: {_message(r)}")
@@ -155,7 +170,7 @@ def check(repo: Path, env: Mapping[str, str], *, warn: bool = False) -> Outcome:
     project = env.get("VIBE_PROJECT") or "default"
     agent = env.get("VIBE_AGENT") or None
     try:
-        conflicts = ask_server(url, token, project, agent, paths)
+        conflicts = ask_server(url, token, project, agent, paths, report=not warn)
     except Unavailable as exc:
         return Outcome(0, [f"vibe-ensemble guard: warning: {exc}; committing without the lease check."])
     if not conflicts:

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     offline_after_s: float = Field(120, gt=0)
     retire_after_s: int = Field(7 * 24 * 3600, ge=60)
     sweep_interval_s: float = Field(10.0, gt=0)
+    # the dashboard's "Needs attention" (docs/dashboard.md#needs-attention): mail asking for an
+    # acknowledgement is overdue after this long, a lease this close to expiry under active work is
+    # flagged, and refused leases and commits are shown for this long
+    attention_ack_after_s: float = Field(600, gt=0)
+    attention_lease_warning_s: float = Field(300, gt=0)
+    attention_conflict_window_s: float = Field(1800, gt=0)
     # replicas (PostgreSQL): a process that does not run the duties tries to take them over this often
     leader_retry_s: float = Field(5.0, gt=0)
     # live feed (docs/live.md): keep-alive interval, and how long a client may take to accept the

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from vibe_ensemble.services.agents import AgentService
+from vibe_ensemble.services.attention import AttentionService
 from vibe_ensemble.services.audit import AuditService
 from vibe_ensemble.services.base import ServiceContext
 from vibe_ensemble.services.briefings import BriefingService
+from vibe_ensemble.services.dashboard import DashboardService
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.issues import IssueService
 from vibe_ensemble.services.knowledge import KnowledgeService
@@ -32,6 +34,8 @@ class Services:
         self.reservations = ReservationService(ctx)
         self.knowledge = KnowledgeService(ctx)
         self.briefings = BriefingService(ctx)
+        self.attention = AttentionService(ctx)
+        self.dashboard = DashboardService(ctx)
 
 
 __all__ = ["ServiceContext", "Services"]

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from vibe_ensemble.domain import globs, rules
+from vibe_ensemble.domain.attention import REFUSED_EVENT
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.errors import Conflict, InvalidInput
@@ -26,7 +27,7 @@ from vibe_ensemble.domain.models import (
     Reservation,
     ReservationResult,
 )
-from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
@@ -124,6 +125,24 @@ async def find_conflicts(
     if not held:
         return []
     return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)
+def _emit_refused(
+    tx: Transaction,
+    project_id: int,
+    agent: str,
+    source: str,
+    paths: list[str],
+    conflicts: list[LeaseConflict],
+) -> None:
+    """Record a refusal (a conflict the dashboard shows under "Needs attention")."""
+    tx.emit(
+        REFUSED_EVENT,
+        agent,
+        project_id,
+        agent=agent,
+        source=source,
+        paths=paths,
+        conflicts=[{"path": c.path, "holder": c.holder, "pattern": c.pattern} for c in conflicts[:20]],
+    )
 
 
 class ReservationService(Service):
@@ -189,6 +208,9 @@ class ReservationService(Service):
                 for pattern in grant
             ]
             granted = await store.by_ids(tx.conn, ids)
+            if conflicts:
+                refused = [p.text for p in patterns if p not in grant]
+                _emit_refused(tx, proj.id, name, mode.value, refused, conflicts)
             if granted:
                 _announce(tx, name, proj.id, granted, set(mine), exclusive, reason, expires_at)
             result = ReservationResult(granted=granted, conflicts=conflicts, warnings=notes)
@@ -250,11 +272,14 @@ class ReservationService(Service):
         project: str | None = None,
         agent: str | None = None,
         exclusive: bool = True,
+        report: bool = False,
     ) -> PathCheck:
         """Read-only: which leases of others would conflict with leasing `paths` (changes nothing).
 
         `exclusive=False` asks only about others' exclusive leases (what a shared lease,
         or a commit guard, must respect). The acting agent's own leases never conflict.
+        `report=True` (the commit guard, about to refuse a commit) records the conflicts as a
+        `reservation.refused` event with source "guard" — only for callers that may write leases.
         """
         caller.require(Op.RESERVATION_READ)
         me = caller.acting_agent(agent) if (agent or caller.agent) else None
@@ -264,6 +289,10 @@ class ReservationService(Service):
             held = [r for r in await store.live_in_project(tx.conn, proj.id, tx.now) if r.holder != me]
         conflicts = await find_conflicts(patterns, held, exclusive=exclusive)
         blocked = {c.path for c in conflicts}
+        if report and conflicts and allowed(caller.role, Op.RESERVATION_WRITE):
+            async with self.write() as tx:
+                proj = await self.project(tx.conn, caller, project)
+                _emit_refused(tx, proj.id, me or caller.display, "guard", sorted(blocked), conflicts)
         return PathCheck(conflicts=conflicts, free=[p.text for p in patterns if p.text not in blocked])
 
     async def list(

@@ -116,6 +116,7 @@ issues = sa.Table(
     sa.Column("closed_at", UTCDateTime, nullable=True),
     sa.Index(None, "project_id", "status"),
     sa.Index(None, "assignee_id"),
+    sa.Index(None, "project_id", "status", "updated_at"),  # the board's newest finished issues
 )
 
 issue_dependencies = sa.Table(
@@ -153,6 +154,14 @@ messages = sa.Table(
     sa.Column("broadcast", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index(None, "project_id", "thread_id"),
+    # mail still waiting for acknowledgements (the dashboard's "Needs attention"): a partial index
+    sa.Index(
+        "ix_messages_ack_required",
+        "project_id",
+        "created_at",
+        sqlite_where=sa.text("ack_required"),
+        postgresql_where=sa.text("ack_required"),
+    ),
 )
 
 message_recipients = sa.Table(
@@ -236,6 +245,7 @@ events = sa.Table(
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("payload", JSONType, nullable=False),
     sa.Index(None, "project_id", "id"),
+    sa.Index(None, "project_id", "type", "id"),  # one kind of event, newest first (refusals)
 )
 
 credentials = sa.Table(

@@ -64,5 +64,10 @@ async def release_paths(
 async def check_paths(project: str, body: CheckIn, caller: CallerDep, services: ServicesDep) -> PathCheck:
     """Read-only: the leases of others that conflict with these paths, and the free ones."""
     return await services.reservations.check(
-        caller, body.paths, project=project, agent=body.agent, exclusive=body.exclusive
+        caller,
+        body.paths,
+        project=project,
+        agent=body.agent,
+        exclusive=body.exclusive,
+        report=body.report,
     )

@@ -172,6 +172,9 @@ class CheckIn(Body):
     paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
     exclusive: bool = Field(True, description="false: report only exclusive holders.")
     agent: str | None = Field(None, description="Ignore this agent's own leases.")
+    report: bool = Field(
+        False, description="Record the conflicts found as a refusal (the commit guard, refusing a commit)."
+    )
 
 
 class KnowledgeIn(Body):

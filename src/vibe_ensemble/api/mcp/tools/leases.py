@@ -73,12 +73,17 @@ async def check_paths(
     exclusive: Annotated[
         bool, Field(description="false: report only exclusive holders (enough to read or share).")
     ] = True,
+    report: Annotated[
+        bool, Field(description="Record the conflicts found as a refusal (e.g. a commit you refuse).")
+    ] = False,
     agent: AgentArg = None,
     project: ProjectArg = None,
 ) -> PathCheck:
     """Ask who holds paths without leasing anything: lists conflicting holders and the free paths."""
     services, caller = acting()
-    return await services.reservations.check(caller, paths, project=project, agent=agent, exclusive=exclusive)
+    return await services.reservations.check(
+        caller, paths, project=project, agent=agent, exclusive=exclusive, report=report
+    )
 
 
 TOOLS = (

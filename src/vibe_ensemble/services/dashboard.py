@@ -1,0 +1,87 @@
+"""The board as the dashboard shows it: five columns for people, a few cards each, true counts.
+
+`briefings.board` (REST and MCP) returns up to 200 issues per status; a person needs the most urgent
+few and how many there are, which is much cheaper on a big project (bench/dashboard.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import IssueStatus
+from vibe_ensemble.domain.models import Agent, Issue, Reservation
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.briefings import Card
+from vibe_ensemble.store import attention as attention_store
+from vibe_ensemble.store import board as store
+from vibe_ensemble.store import reservations as reservation_store
+
+COLUMNS = ("ready", "in_progress", "review", "blocked", "done")
+
+
+@dataclass
+class PeopleBoard:
+    project: str
+    columns: dict[str, list[Card]]  # ready, in_progress, review, blocked, done: the first few of each
+    counts: dict[str, int]  # how many issues each column has
+    agents: list[Agent]  # not retired, by name
+    leases: list[Reservation]  # every live lease, oldest first
+
+
+def _card(issue: Issue, ready: bool) -> Card:
+    return Card(
+        id=issue.id,
+        title=issue.title,
+        priority=issue.priority.value,
+        assignee=issue.assignee,
+        labels=issue.labels,
+        depends_on=issue.depends_on,
+        ready=ready,
+        version=issue.version,
+    )
+
+
+class DashboardService(Service):
+    async def board(self, caller: Caller, *, project: str | None = None, per_column: int = 30) -> PeopleBoard:
+        """Ready (open, unassigned, dependencies finished), in progress, review, blocked (marked, or open
+        and not ready), done (done and closed, newest first) — `per_column` cards each, in one snapshot."""
+        for op in (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ):
+            caller.require(op)
+        async with self.read() as tx:
+            conn = tx.conn
+            proj = await self.project(conn, caller, project)
+            counts = await store.status_counts(conn, proj.id)
+            columns = {
+                "ready": [_card(i, True) for i in await store.ready(conn, proj.id, per_column)],
+                "in_progress": [
+                    _card(i, False)
+                    for i in await store.with_status(conn, proj.id, [IssueStatus.IN_PROGRESS], per_column)
+                ],
+                "review": [
+                    _card(i, False)
+                    for i in await store.with_status(conn, proj.id, [IssueStatus.REVIEW], per_column)
+                ],
+                "blocked": [_card(i, False) for i in await store.waiting(conn, proj.id, per_column)],
+                "done": [
+                    _card(i, False)
+                    for i in await store.with_status(
+                        conn, proj.id, [IssueStatus.DONE, IssueStatus.CLOSED], per_column, newest=True
+                    )
+                ],
+            }
+            agents = await attention_store.active_agents(conn, proj.id)
+            leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
+
+        def n(status: IssueStatus) -> int:
+            return counts.get(status.value, 0)
+
+        totals = {
+            "ready": counts["ready"],
+            "in_progress": n(IssueStatus.IN_PROGRESS),
+            "review": n(IssueStatus.REVIEW),
+            "blocked": n(IssueStatus.BLOCKED) + n(IssueStatus.OPEN) - counts["ready"],
+            "done": n(IssueStatus.DONE) + n(IssueStatus.CLOSED),
+        }
+        return PeopleBoard(proj.slug, columns, totals, agents, leases)

@@ -3,6 +3,7 @@ screenshot show."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx2
@@ -77,3 +78,53 @@ def populate(api: Api) -> None:
         api.p + "/messages",
         {"subject": "Rebase on main before review", "body": "#1 is merged.", "to": ["brook"], "agent": "ada"},
     )
+
+
+class Heartbeats:
+    """Keeps some agents alive (a heartbeat every half second) while the others fall silent."""
+
+    def __init__(self, api: Api, names: list[str], status: str = "working") -> None:
+        self.api, self.names, self.status = api, names, status
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            for name in self.names:
+                self.api.call("POST", f"{self.api.p}/agents/{name}/heartbeat", {"status": self.status})
+
+    def __enter__(self) -> Heartbeats:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def populate_attention(api: Api) -> None:
+    """On top of `populate`: one of each thing that needs attention (the server runs with short
+    thresholds; keep the others alive with `Heartbeats` while dex falls silent)."""
+    api.agent("dex", "worker", "working", "Porting the importer")
+    importer = api.issue("Port the CSV importer", priority="p1", labels=["import"])
+    api.claim(importer, "dex")
+    api.call("POST", api.p + "/reservations", {"paths": ["src/importer/**"], "agent": "dex"})
+    stuck = api.issue("Deploy to staging", priority="p0", labels=["ops"])
+    api.call("PATCH", f"{api.p}/issues/{stuck}", {"status": "blocked"})
+    api.call(
+        "POST", f"{api.p}/issues/{stuck}/comments", {"body": "No staging credentials yet.", "agent": "ada"}
+    )
+    api.call(
+        "POST",
+        api.p + "/messages",
+        {
+            "subject": "Freeze main at 18:00",
+            "body": "Acknowledge, please.",
+            "to": ["brook", "cyd"],
+            "ack_required": True,
+            "importance": "high",
+            "agent": "ada",
+        },
+    )
+    api.call("POST", api.p + "/reservations", {"paths": ["src/api/**"], "agent": "brook", "ttl_s": 120})
+    api.call("POST", api.p + "/reservations", {"paths": ["src/api/app.py"], "agent": "cyd", "mode": "strict"})

@@ -118,6 +118,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/fragments/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),
     ("POST", "/agents/{name}/retire"): needs(Op.AGENT_RETIRE),
+    ("GET", "/fragments/attention"): needs(Op.ISSUE_READ, "and agent, lease and event reads"),
+    ("POST", "/agents/{name}/release"): needs(
+        Op.AGENT_RETIRE, "its leases end, its work goes back to the pool"
+    ),
 }
 
 # MCP tool name → access (the `full` profile is a superset of `core`).

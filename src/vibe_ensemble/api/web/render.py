@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -14,7 +14,6 @@ from starlette.templating import Jinja2Templates
 
 from vibe_ensemble.domain.events import EventFamily, EventType, family_of
 from vibe_ensemble.domain.models import Event
-from vibe_ensemble.services.briefings import Board, Card
 
 HERE = Path(__file__).parent
 
@@ -23,6 +22,9 @@ RECENT_EVENTS = 15
 
 
 MAIL_EVENTS = 100
+
+
+COLUMN_CAP = 30  # cards shown per board column; the column's count says how many there are
 
 
 # Every event type the services emit: a browser's EventSource needs the exact names to listen to.
@@ -58,6 +60,24 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def until(value: datetime) -> str:
+    """How far in the future `value` is, for people ("in 4 min")."""
+    seconds = int((value - datetime.now(UTC)).total_seconds())
+    if seconds <= 0:
+        return "now"
+    return f"in {span(timedelta(seconds=seconds))}"
+
+
+def span(value: timedelta) -> str:
+    """A duration for people: "45 s", "10 min", "2 h"."""
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -70,6 +90,8 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["summary"] = describe
     env.filters["label"] = lambda value: str(value).replace("_", " ")
+    env.filters["until"] = until
+    env.filters["span"] = span
     return env
 
 
@@ -86,7 +108,7 @@ def describe(event: Event) -> str:
         recipients = ", ".join(str(r) for r in p.get("recipients") or []) or "nobody"
         return f"“{p.get('subject', '')}” to {recipients}"
     if family == EventFamily.RESERVATION:
-        return f"{p.get('agent', '')}: {', '.join(str(x) for x in p.get('patterns') or [])}"
+        return f"{p.get('agent', '')}: {', '.join(str(x) for x in p.get('patterns') or p.get('paths') or [])}"
     if family == EventFamily.KNOWLEDGE:
         return f"#{p.get('id')} {p.get('title') or ''}".strip()
     return ", ".join(f"{k}={v}" for k, v in p.items() if isinstance(v, str | int) and k != "thread_id")
@@ -115,16 +137,4 @@ def live(
         "fragment": f"{path}?{query}",
         "stream": f"/api/v1/events/stream?{stream}",
         "events": " ".join(EVENT_TYPES),
-    }
-
-
-def columns(board: Board) -> dict[str, list[Card]]:
-    """The board's columns for people: open issues are ready, or blocked waiting on others."""
-    opened = board.columns.get("open", [])
-    return {
-        "ready": [c for c in opened if c.ready],
-        "in_progress": board.columns.get("in_progress", []),
-        "review": board.columns.get("review", []),
-        "blocked": board.columns.get("blocked", []) + [c for c in opened if not c.ready],
-        "done": board.columns.get("done", []) + board.columns.get("closed", []),
     }

@@ -1,4 +1,7 @@
-"""The dashboard's pages and actions: board, issue, mail, an overseer's message, retiring an agent."""
+"""The dashboard's pages and actions: board, issue, mail, an overseer's message, retiring an agent.
+
+The board's "Needs attention" panel has its own modules: `attention` (what it renders) and
+`attention_views` (its live fragment and its release action)."""
 
 from __future__ import annotations
 
@@ -10,16 +13,16 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from vibe_ensemble.api.web import login
+from vibe_ensemble.api.web import attention, attention_views, login
 from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.api.web.login import Visit, form_text, serve
 from vibe_ensemble.api.web.render import (
     BOARD_FAMILIES,
+    COLUMN_CAP,
     COLUMNS,
     HERE,
     MAIL_EVENTS,
     RECENT_EVENTS,
-    columns,
     live,
     templates,
 )
@@ -34,7 +37,7 @@ from vibe_ensemble.ops.config import Settings
 router = APIRouter(include_in_schema=False)
 
 
-NOTICES = {"sent": "Message sent.", "retired": "Agent retired."}
+NOTICES = {"sent": "Message sent.", "retired": "Agent retired.", "released": "Agent's work released."}
 
 
 ProjectQuery = Annotated[str | None, Query(max_length=64)]
@@ -58,12 +61,14 @@ async def _frame(visit: Visit, project: str | None) -> dict[str, Any]:
 
 async def _board(visit: Visit, project: str | None) -> dict[str, Any]:
     services, caller = visit.services, visit.caller
-    board = await services.briefings.board(caller, project=project)
+    board = await services.dashboard.board(caller, project=project, per_column=COLUMN_CAP)
     recent = await services.events.recent(caller, project=board.project, limit=RECENT_EVENTS)
     return {
         "board": board,
-        "columns": columns(board),
+        "columns": board.columns,
+        "counts": board.counts,
         "column_names": COLUMNS,
+        "column_cap": COLUMN_CAP,
         "recent": recent,
         "may_retire": visit.may(Op.AGENT_RETIRE),
         "csrf": visit.csrf,
@@ -80,6 +85,8 @@ async def _board_page(
     context = {
         **frame,
         **await _board(visit, slug),
+        **await attention.context(visit, slug),
+        "attention_live": live(attention.FRAGMENT, slug, after, attention.FAMILIES),
         "live": live("/fragments/board", slug, after, BOARD_FAMILIES),
         "may_send": visit.may(Op.MESSAGE_SEND),
         "roles": list(AgentRole),
@@ -245,4 +252,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.session_key = sessions.session_key(settings)
     app.include_router(router)
     app.include_router(login.router)
+    app.include_router(attention_views.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

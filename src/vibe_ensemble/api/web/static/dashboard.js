@@ -18,6 +18,20 @@
   function follow(region) {
     var busy = false;
     var again = false;
+    var timer = null;
+
+    // A region may say when time alone changes it (a deadline passing): look again then.
+    function schedule() {
+      if (timer !== null) {
+        clearTimeout(timer);
+        timer = null;
+      }
+      var marker = region.querySelector("[data-recheck-s]");
+      var seconds = marker ? Number(marker.dataset.recheckS) : NaN;
+      if (seconds > 0) {
+        timer = setTimeout(refresh, Math.min(seconds, 3600) * 1000);
+      }
+    }
 
     async function refresh() {
       if (busy) {
@@ -45,6 +59,7 @@
           var parsed = new DOMParser().parseFromString(html, "text/html");
           region.replaceChildren.apply(region, Array.from(parsed.body.childNodes));
           region.dataset.updated = String(Date.now());
+          schedule();
         } while (again);
       } catch (err) {
         setStatus("error", "update failed");
@@ -53,6 +68,7 @@
       }
     }
 
+    schedule();
     var source = new EventSource(region.dataset.stream);
     source.onopen = function () {
       setStatus("live", "live");

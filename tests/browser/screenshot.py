@@ -22,7 +22,7 @@ from .scenario import Api, Heartbeats, populate, populate_attention
 # Short thresholds so that the scenario shows every kind of attention item within seconds.
 ENV = {
     "VIBE_OFFLINE_AFTER_S": "3",
-    "VIBE_SWEEP_INTERVAL_S": "0.5",
+    "VIBE_SWEEP_INTERVAL_S": "1",
     "VIBE_ATTENTION_ACK_AFTER_S": "1",
     "VIBE_ATTENTION_LEASE_WARNING_S": "300",
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 
-from vibe_ensemble import guard
+from vibe_ensemble.guard import hook
 
 from ..support import ServerProcess, start_server
 from .scenario import Api, Heartbeats
@@ -29,7 +29,7 @@ LEASE_WARNING_S = 120  # VIBE_ATTENTION_LEASE_WARNING_S: a 60 s lease is inside 
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {
         "VIBE_OFFLINE_AFTER_S": str(SILENT_AFTER_S),
-        "VIBE_SWEEP_INTERVAL_S": "0.5",
+        "VIBE_SWEEP_INTERVAL_S": "1",
         "VIBE_ATTENTION_ACK_AFTER_S": str(ACK_AFTER_S),
         "VIBE_ATTENTION_LEASE_WARNING_S": str(LEASE_WARNING_S),
     }
@@ -127,7 +127,7 @@ def test_each_attention_state_appears_live(page: Page, server: ServerProcess, ad
         )
         assert refused["granted"] == [] and refused["conflicts"]
         expect(item(page, "conflict", agent="ana")).to_contain_text("a strict lease on src/api/routes.py")
-        found = guard.ask_server(
+        found = hook.ask_server(
             server.url, server.admin_token, "trouble", "ana", ["src/api/app.py"], report=True
         )
         assert found and found[0]["holder"] == "eve"

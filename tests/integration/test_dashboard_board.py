@@ -16,7 +16,7 @@ async def test_columns_hold_the_first_cards_and_count_them_all(services: Service
     waiting = await services.issues.create(admin, title="Waits", depends_on=[base.id])
     marked = await services.issues.create(admin, title="Marked")
     await services.issues.update(admin, marked.id, status=IssueStatus.BLOCKED)
-    assigned_open = await services.issues.create(admin, title="Assigned, open", assignee="ana")
+    await services.issues.create(admin, title="Assigned, open", assignee="ana")  # open, not ready
     await services.issues.claim(admin, base.id, agent="ana")
     review = await services.issues.create(admin, title="Review")
     await services.issues.update(admin, review.id, status=IssueStatus.REVIEW)

@@ -23,9 +23,6 @@ from datetime import datetime, timedelta
 from vibe_ensemble.domain.enums import AgentStatus, Importance, IssueStatus
 from vibe_ensemble.domain.models import Reservation
 
-REFUSED_EVENT = "reservation.refused"
-RELEASED_EVENT = "agent.released"
-
 
 @dataclass(frozen=True)
 class AttentionRules:

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     AGENT_REGISTERED = "agent.registered"
     AGENT_STATUS = "agent.status"
     AGENT_RETIRED = "agent.retired"
+    AGENT_RELEASED = "agent.released"
     ISSUE_CREATED = "issue.created"
     ISSUE_UPDATED = "issue.updated"
     ISSUE_CLAIMED = "issue.claimed"
@@ -42,6 +43,7 @@ class EventType(StrEnum):
     MESSAGE_ACKNOWLEDGED = "message.acknowledged"
     RESERVATION_GRANTED = "reservation.granted"
     RESERVATION_RELEASED = "reservation.released"
+    RESERVATION_REFUSED = "reservation.refused"
     KNOWLEDGE_ADDED = "knowledge.added"
     KNOWLEDGE_UPDATED = "knowledge.updated"
     TOKEN_CREATED = "token.created"  # noqa: S105  # nosec B105
@@ -109,6 +111,14 @@ CATALOGUE: dict[EventType, EventSpec] = {
             "released_reservations",
             "reopened_issues",
         ),
+        _spec(
+            T.AGENT_RELEASED,
+            "a coordinator released a silent agent's work from the dashboard: its leases ended and its "
+            "issues in progress went back to the pool; the agent stays registered",
+            "agent",
+            "released_reservations",
+            "reopened_issues",
+        ),
         _spec(T.ISSUE_CREATED, "an issue was created", "id", "title", "priority", "depends_on", "assignee"),
         _spec(T.ISSUE_UPDATED, "fields of an issue changed; `fields` names them", "id", "fields", "version"),
         _spec(T.ISSUE_CLAIMED, "an agent claimed an issue", "id", "title", "assignee"),
@@ -153,6 +163,15 @@ CATALOGUE: dict[EventType, EventSpec] = {
             "ids",
             "patterns",
             "reason",
+        ),
+        _spec(
+            T.RESERVATION_REFUSED,
+            "a lease request met another agent's lease (`source`: strict, refused whole; advisory, refused "
+            "in part) or the commit guard refused a commit (`source`: guard); `conflicts` name the holders",
+            "agent",
+            "source",
+            "paths",
+            "conflicts",
         ),
         _spec(T.KNOWLEDGE_ADDED, "a knowledge entry was added", "id", "kind", "title", "tags", "issue_ids"),
         _spec(

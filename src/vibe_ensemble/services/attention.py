@@ -4,25 +4,30 @@ commonest item: releasing a silent agent's work."""
 from __future__ import annotations
 
 from vibe_ensemble.domain.attention import (
-    REFUSED_EVENT,
-    RELEASED_EVENT,
     Attention,
     AttentionRules,
     BlockedIssue,
     Conflict,
     ExpiringLease,
+    IssueRef,
     SilentHolder,
     earliest,
     is_silent,
 )
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus
-from vibe_ensemble.domain.models import Event, Reservation
+from vibe_ensemble.domain.events import EventType
+from vibe_ensemble.domain.models import Event, Issue, Reservation
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import attention as store
+from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as reservation_store
+
+
+def _ref(issue: Issue) -> IssueRef:
+    return IssueRef(issue.id, issue.title, issue.status, issue.priority.value, issue.assignee)
 
 
 def _conflict(event: Event) -> Conflict:
@@ -48,16 +53,27 @@ class AttentionService(Service):
         async with self.read() as tx:
             conn, now = tx.conn, tx.now
             proj = await self.project(conn, caller, project)
-            team = await store.active_agents(conn, proj.id)
+            team = await agent_store.in_project(conn, proj.id)
             working = await store.in_progress_by_agent(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, now)
-            blocked, blocked_total = await store.blocked(conn, proj.id, rules.limit)
-            waits = await store.unfinished_dependencies(conn, [i.id for i in blocked])
+            blocked = [_ref(i) for i in await issue_store.blocked_in(conn, proj.id, limit=rules.limit)]
+            blocked_total = await issue_store.blocked_count(conn, proj.id)
+            deps = {i.id: i.depends_on for i in await issue_store.by_ids(conn, [b.id for b in blocked])}
+            wanted = {d for ds in deps.values() for d in ds}
+            unfinished = {
+                d.id: _ref(d) for d in await issue_store.by_ids(conn, wanted) if not d.status.finished
+            }
+            waits = {i: [unfinished[d] for d in ds if d in unfinished] for i, ds in deps.items()}
             reasons = await store.latest_comments(conn, [i.id for i in blocked])
             unacked = await store.unacked(conn, proj.id, now - rules.ack_after, rules.limit)
             next_ack = await store.first_pending_ack_after(conn, proj.id, now - rules.ack_after)
             refused = await store.events_since(
-                conn, proj.id, proj.slug, [REFUSED_EVENT], now - rules.conflict_window, rules.limit
+                conn,
+                proj.id,
+                proj.slug,
+                [EventType.RESERVATION_REFUSED],
+                now - rules.conflict_window,
+                rules.limit,
             )
         found = Attention(project=proj.slug, now=now, rules=rules)
         by_holder: dict[str, list[Reservation]] = {}
@@ -112,9 +128,9 @@ class AttentionService(Service):
             proj = await self.project(tx.conn, caller, project)
             agent = await agent_store.get(tx.conn, proj.id, name)
             released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
-            reopened = await store.return_to_pool(tx.conn, agent.id, tx.now)
+            reopened = sorted(await issue_store.reopen_taken_by(tx.conn, agent.id, tx.now))
             tx.emit(
-                RELEASED_EVENT,
+                EventType.AGENT_RELEASED,
                 caller.display,
                 proj.id,
                 agent=name,

@@ -14,8 +14,8 @@ from vibe_ensemble.domain.models import Agent, Issue, Reservation
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.services.briefings import Card
-from vibe_ensemble.store import attention as attention_store
-from vibe_ensemble.store import board as store
+from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import issues as store
 from vibe_ensemble.store import reservations as reservation_store
 
 COLUMNS = ("ready", "in_progress", "review", "blocked", "done")
@@ -52,36 +52,37 @@ class DashboardService(Service):
         async with self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            counts = await store.status_counts(conn, proj.id)
+            counts = await store.count_by_status(conn, proj.id)
+            ready = await store.ready_count(conn, proj.id)
+            finished = [
+                *await store.with_status(conn, proj.id, IssueStatus.DONE, limit=per_column),
+                *await store.with_status(conn, proj.id, IssueStatus.CLOSED, limit=per_column),
+            ]
+            finished.sort(key=lambda i: (i.updated_at, i.id), reverse=True)
             columns = {
-                "ready": [_card(i, True) for i in await store.ready(conn, proj.id, per_column)],
+                "ready": [_card(i, True) for i in await store.ready_in(conn, proj.id, limit=per_column)],
                 "in_progress": [
                     _card(i, False)
-                    for i in await store.with_status(conn, proj.id, [IssueStatus.IN_PROGRESS], per_column)
+                    for i in await store.with_status(conn, proj.id, IssueStatus.IN_PROGRESS, limit=per_column)
                 ],
                 "review": [
                     _card(i, False)
-                    for i in await store.with_status(conn, proj.id, [IssueStatus.REVIEW], per_column)
+                    for i in await store.with_status(conn, proj.id, IssueStatus.REVIEW, limit=per_column)
                 ],
-                "blocked": [_card(i, False) for i in await store.waiting(conn, proj.id, per_column)],
-                "done": [
-                    _card(i, False)
-                    for i in await store.with_status(
-                        conn, proj.id, [IssueStatus.DONE, IssueStatus.CLOSED], per_column, newest=True
-                    )
-                ],
+                "blocked": [_card(i, False) for i in await store.waiting_in(conn, proj.id, limit=per_column)],
+                "done": [_card(i, False) for i in finished[:per_column]],
             }
-            agents = await attention_store.active_agents(conn, proj.id)
+            agents = await agent_store.in_project(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
 
         def n(status: IssueStatus) -> int:
             return counts.get(status.value, 0)
 
         totals = {
-            "ready": counts["ready"],
+            "ready": ready,
             "in_progress": n(IssueStatus.IN_PROGRESS),
             "review": n(IssueStatus.REVIEW),
-            "blocked": n(IssueStatus.BLOCKED) + n(IssueStatus.OPEN) - counts["ready"],
+            "blocked": n(IssueStatus.BLOCKED) + n(IssueStatus.OPEN) - ready,
             "done": n(IssueStatus.DONE) + n(IssueStatus.CLOSED),
         }
         return PeopleBoard(proj.slug, columns, totals, agents, leases)

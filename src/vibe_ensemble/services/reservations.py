@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from vibe_ensemble.domain import globs, rules
-from vibe_ensemble.domain.attention import REFUSED_EVENT
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.errors import Conflict, InvalidInput
@@ -135,7 +134,7 @@ def _emit_refused(
 ) -> None:
     """Record a refusal (a conflict the dashboard shows under "Needs attention")."""
     tx.emit(
-        REFUSED_EVENT,
+        EventType.RESERVATION_REFUSED,
         agent,
         project_id,
         agent=agent,

@@ -12,14 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.attention import IssueRef, UnackedMail
 from vibe_ensemble.domain.enums import Importance, IssueStatus
-from vibe_ensemble.domain.models import Agent, Event
-from vibe_ensemble.store import agents as agent_store
-from vibe_ensemble.store.issues import FINISHED, unfinished_dependency_exists
+from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.tables import (
     agents,
     comments,
     events,
-    issue_dependencies,
     issues,
     message_recipients,
     messages,
@@ -51,16 +48,6 @@ def _to_ref(row: sa.Row[Any]) -> IssueRef:
     )
 
 
-async def active_agents(conn: AsyncConnection, project_id: int) -> list[Agent]:
-    """The project's agents that are not retired, by name."""
-    rows = await conn.execute(
-        agent_store.select_agents()
-        .where(agents.c.project_id == project_id, agents.c.retired_at.is_(None))
-        .order_by(agents.c.name)
-    )
-    return [agent_store.to_agent(r) for r in rows]
-
-
 async def in_progress_by_agent(conn: AsyncConnection, project_id: int) -> dict[int, list[IssueRef]]:
     """Issues in progress, by the id of the agent they are assigned to."""
     rows = await conn.execute(
@@ -75,44 +62,6 @@ async def in_progress_by_agent(conn: AsyncConnection, project_id: int) -> dict[i
     out: dict[int, list[IssueRef]] = defaultdict(list)
     for r in rows:
         out[r.assignee_id].append(_to_ref(r))
-    return out
-
-
-def _blocked_clause(project_id: int) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        issues.c.project_id == project_id,
-        sa.or_(
-            issues.c.status == IssueStatus.BLOCKED.value,
-            sa.and_(issues.c.status == IssueStatus.OPEN.value, unfinished_dependency_exists()),
-        ),
-    )
-
-
-async def blocked(conn: AsyncConnection, project_id: int, limit: int) -> tuple[list[IssueRef], int]:
-    """Issues marked blocked or waiting on unfinished dependencies (most urgent first), and how many."""
-    clause = _blocked_clause(project_id)
-    total = int(
-        (await conn.execute(sa.select(sa.func.count()).select_from(issues).where(clause))).scalar_one()
-    )
-    rows = await conn.execute(_refs().where(clause).order_by(issues.c.priority, issues.c.id).limit(limit))
-    return [_to_ref(r) for r in rows], total
-
-
-async def unfinished_dependencies(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, list[IssueRef]]:
-    """For each issue, the dependencies that are neither done nor closed."""
-    ids = list(ids)
-    out: dict[int, list[IssueRef]] = defaultdict(list)
-    if not ids:
-        return out
-    rows = await conn.execute(
-        _refs()
-        .add_columns(issue_dependencies.c.issue_id.label("waiting"))
-        .join(issue_dependencies, issue_dependencies.c.depends_on_id == issues.c.id)
-        .where(issue_dependencies.c.issue_id.in_(ids), issues.c.status.not_in(FINISHED))
-        .order_by(issues.c.id)
-    )
-    for r in rows:
-        out[r.waiting].append(_to_ref(r))
     return out
 
 
@@ -216,27 +165,3 @@ async def events_since(
     return [
         Event(id=r.id, time=r.time, project=slug, type=r.type, actor=r.actor, payload=r.payload) for r in rows
     ]
-
-
-async def return_to_pool(conn: AsyncConnection, agent_id: int, now: datetime) -> list[int]:
-    """Unassign the agent's issues in progress and reopen them; returns their ids."""
-    rows = await conn.execute(
-        issues.update()
-        .where(issues.c.assignee_id == agent_id, issues.c.status == IssueStatus.IN_PROGRESS.value)
-        .values(assignee_id=None, status=IssueStatus.OPEN.value, version=issues.c.version + 1, updated_at=now)
-        .returning(issues.c.id)
-    )
-    return sorted(r.id for r in rows)
-
-
-__all__ = [
-    "active_agents",
-    "blocked",
-    "events_since",
-    "first_pending_ack_after",
-    "in_progress_by_agent",
-    "latest_comments",
-    "return_to_pool",
-    "unacked",
-    "unfinished_dependencies",
-]

@@ -355,3 +355,41 @@ async def count_by_status(conn: Connection, project_id: int) -> dict[str, int]:
         .group_by(issues.c.status)
     )
     return {r.status: int(r.n) for r in rows}
+
+
+async def ready_count(conn: Connection, project_id: int) -> int:
+    """How many issues of a project are ready."""
+    q = (
+        sa.select(sa.func.count())
+        .select_from(issues)
+        .where(issues.c.project_id == project_id, _ready_clause())
+    )
+    return int((await conn.execute(q)).scalar_one())
+
+
+def _blocked(project_id: int) -> sa.ColumnElement[bool]:
+    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, _waiting_on_dependencies())
+    return sa.and_(
+        issues.c.project_id == project_id, sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting)
+    )
+
+
+async def blocked_count(conn: Connection, project_id: int) -> int:
+    """How many issues `blocked_in` would list without a limit."""
+    q = sa.select(sa.func.count()).select_from(issues).where(_blocked(project_id))
+    return int((await conn.execute(q)).scalar_one())
+
+
+async def waiting_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
+    """Issues marked blocked, or open but not ready (assigned, or waiting on dependencies), best first."""
+    not_ready = sa.and_(issues.c.status == IssueStatus.OPEN.value, sa.not_(_ready_clause()))
+    return await _load(
+        conn,
+        _select()
+        .where(
+            issues.c.project_id == project_id,
+            sa.or_(issues.c.status == IssueStatus.BLOCKED.value, not_ready),
+        )
+        .order_by(issues.c.priority, issues.c.id)
+        .limit(limit),
+    )

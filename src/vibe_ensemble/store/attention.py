@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vibe_ensemble.domain.attention import IssueRef, UnackedMail
 from vibe_ensemble.domain.enums import Importance, IssueStatus
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import (
     agents,
     comments,
@@ -48,7 +48,7 @@ def _to_ref(row: sa.Row[Any]) -> IssueRef:
     )
 
 
-async def in_progress_by_agent(conn: AsyncConnection, project_id: int) -> dict[int, list[IssueRef]]:
+async def in_progress_by_agent(conn: Connection, project_id: int) -> dict[int, list[IssueRef]]:
     """Issues in progress, by the id of the agent they are assigned to."""
     rows = await conn.execute(
         _refs()
@@ -65,7 +65,7 @@ async def in_progress_by_agent(conn: AsyncConnection, project_id: int) -> dict[i
     return out
 
 
-async def latest_comments(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+async def latest_comments(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     """For each issue that has comments, the newest one: (author, body)."""
     ids = list(ids)
     if not ids:
@@ -90,9 +90,7 @@ def _awaits_ack() -> sa.Exists:
     )
 
 
-async def unacked(
-    conn: AsyncConnection, project_id: int, sent_before: datetime, limit: int
-) -> list[UnackedMail]:
+async def unacked(conn: Connection, project_id: int, sent_before: datetime, limit: int) -> list[UnackedMail]:
     """Messages that asked for acknowledgement, sent before `sent_before`, still unacknowledged by someone
     (oldest first)."""
     oldest = (
@@ -133,9 +131,7 @@ async def unacked(
     return list(found.values())
 
 
-async def first_pending_ack_after(
-    conn: AsyncConnection, project_id: int, sent_after: datetime
-) -> datetime | None:
+async def first_pending_ack_after(conn: Connection, project_id: int, sent_after: datetime) -> datetime | None:
     """When the oldest message still awaiting an acknowledgement, sent after `sent_after`, was sent."""
     q = (
         sa.select(messages.c.created_at)
@@ -153,7 +149,7 @@ async def first_pending_ack_after(
 
 
 async def events_since(
-    conn: AsyncConnection, project_id: int, slug: str, types: Sequence[str], since: datetime, limit: int
+    conn: Connection, project_id: int, slug: str, types: Sequence[str], since: datetime, limit: int
 ) -> list[Event]:
     """Events of exactly these types in the project since `since`, newest first."""
     rows = await conn.execute(

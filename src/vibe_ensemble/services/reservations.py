@@ -124,6 +124,8 @@ async def find_conflicts(
     if not held:
         return []
     return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)
+
+
 def _emit_refused(
     tx: Transaction,
     project_id: int,

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.effective_database_url)
+        self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         limiter = RateLimiter(
             {**settings.rate_limit_per_minute, AUTH_FAILURE: settings.auth_failures_per_minute},
             settings.rate_limit_burst,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -95,6 +96,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
+        # The database may be down: /metrics still answers, with the last known backup age.
+        with contextlib.suppress(Exception):
+            metrics.BACKUP_AGE.set(await runtime.services.backups.age_s())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

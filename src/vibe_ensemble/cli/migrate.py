@@ -14,7 +14,7 @@ def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
     settings = settings_or_exit(config, database_url=database_url)
 
     async def main() -> str:
-        db = Database(settings.effective_database_url)
+        db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             await migrations.upgrade(db)
             return db.safe_url()

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     # where the SQLite file lives: the platform's per-user data directory (ops/startup.py)
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
+    # SQLite durability (docs/operations.md): FULL syncs every commit to disk before it is acknowledged;
+    # NORMAL is faster but a power loss (not a process crash) may roll back the last commits
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # backups (docs/backups.md): where `backup create` writes and the other commands read (a directory
+    # or s3://bucket/prefix; default <data_dir>/backups), an S3 endpoint for S3-compatible stores,
+    # and where pg_dump/pg_restore live when they are not on PATH
+    backup_location: str | None = None
+    backup_s3_endpoint_url: str | None = None
+    pg_bin_dir: Path | None = None
     default_project: str = "default"
     public_url: str | None = None  # how clients reach us, for printed config snippets
     server_name: str = "vibe-ensemble"
@@ -84,6 +93,11 @@ class Settings(BaseSettings):
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if v else None
 
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
     @field_validator("rate_limit_per_minute")
     @classmethod
     def _rate_limits(cls, v: dict[str, int]) -> dict[str, int]:
@@ -97,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'vibe.db'}"
+
+    @property
+    def effective_backup_location(self) -> str:
+        return self.backup_location or str(self.data_dir / "backups")
 
     @property
     def mcp_url(self) -> str:

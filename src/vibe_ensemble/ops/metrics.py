@@ -38,6 +38,13 @@ FEED_DISCONNECTS = Counter(
     registry=REGISTRY,
 )
 DUTY_LEADER = Gauge("vibe_duty_leader", "1 while this process runs the background duties", registry=REGISTRY)
+BACKUP_AGE = Gauge(
+    "vibe_backup_age_seconds",
+    "Seconds since the last successful backup (+Inf: none recorded); from the audit log, so every "
+    "replica reports the same",
+    registry=REGISTRY,
+)
+BACKUP_AGE.set(float("inf"))
 MAIL_WAITERS = Gauge("vibe_mail_waiters", "Agents waiting in wait_for_messages", registry=REGISTRY)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from vibe_ensemble.services.agents import AgentService
 from vibe_ensemble.services.attention import AttentionService
 from vibe_ensemble.services.audit import AuditService
+from vibe_ensemble.services.backups import BackupLogService
 from vibe_ensemble.services.base import ServiceContext
 from vibe_ensemble.services.briefings import BriefingService
 from vibe_ensemble.services.dashboard import DashboardService
@@ -36,6 +37,7 @@ class Services:
         self.briefings = BriefingService(ctx)
         self.attention = AttentionService(ctx)
         self.dashboard = DashboardService(ctx)
+        self.backups = BackupLogService(ctx)
 
 
 __all__ = ["ServiceContext", "Services"]

@@ -72,6 +72,10 @@ Row = Mapping[str, Any] | None
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None  # one row, or many (executemany)
 
 
+# SQLite's durability level (settings.sqlite_synchronous); checked here, so only these reach the PRAGMA.
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
 class DatabaseError(Exception):
     """The database cannot be used as configured; the message says why."""
 
@@ -218,12 +222,14 @@ class _PostgresConnection:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
         self.url: URL = make_url(normalise_url(url))
         self.dialect = self.url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise DatabaseError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise DatabaseError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
         self.path: Path | None = None
         if self.dialect == "sqlite":
             self.path = sqlite_path(self.url)
@@ -327,6 +333,8 @@ class _SqliteEngine:
         dbapi_conn.isolation_level = None  # transactions begin where this module says
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it is acknowledged, even across a power loss.
+        # NORMAL (opt-in, docs/operations.md): safe against a process crash only.
         cur.execute(f"PRAGMA synchronous={self._synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite on the event loop

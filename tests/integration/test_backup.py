@@ -1,0 +1,225 @@
+"""Backups on both backends: taken while writes go on, verified by restoring, restored with a safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sqlite3
+from pathlib import Path
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import AgentRole
+from vibe_ensemble.ops.backup import Backups, Target
+from vibe_ensemble.ops.backup_storage import BackupError, DirectoryStorage
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import Services
+
+from ..conftest import create_postgres_database, drop_postgres_database, make_settings
+
+
+async def _seed(services: Services, issues: int = 5, messages: int = 5) -> None:
+    for name in ("ann", "bob"):
+        await services.agents.register(SYSTEM, name=name, role=AgentRole.WORKER, project="default")
+    for i in range(issues):
+        await services.issues.create(SYSTEM, title=f"issue {i}", project="default", agent="ann")
+    for i in range(messages):
+        await services.messages.send(
+            SYSTEM, to=["bob"], subject=f"s{i}", body="hello", project="default", agent="ann"
+        )
+
+
+async def _count(url: str, table: str) -> int:
+    target = Target(url)
+    if target.backend == "sqlite":
+        assert target.path is not None
+        with sqlite3.connect(target.path) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    conn = await asyncpg.connect(target.dsn())
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def other_url(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A second, empty database on the same backend, to restore into."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+        return
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+async def test_a_backup_taken_under_writes_verifies_and_restores(
+    runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
+) -> None:
+    await _seed(runtime.services)
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+
+    async def keep_writing() -> int:
+        sent = 0
+        while True:
+            await runtime.services.messages.send(
+                SYSTEM, to=["bob"], subject="more", body="x", project="default", agent="ann"
+            )
+            sent += 1
+            await asyncio.sleep(0)
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        manifest = await backups.create("daily")
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+
+    assert manifest.backend == Target(database_url).backend
+    assert manifest.schema_revision is not None
+    assert manifest.row_counts["issues"] == 5
+    assert manifest.row_counts["messages"] >= 5
+    assert manifest.row_counts["message_recipients"] == manifest.row_counts["messages"]
+    assert len(manifest.sha256) == 64
+    assert [m.id for m in await backups.manifests()] == [manifest.id]
+    stored = json.loads((tmp_path / "backups" / f"{manifest.id}.json").read_text())
+    assert stored["row_counts"] == manifest.row_counts
+
+    check = await backups.verify(manifest.id)
+    assert check.ok, check.problems
+
+    result = await backups.restore(manifest.id, target_url=other_url)
+    assert result.safety_backup is None  # the target was empty: nothing to keep
+    assert await _count(other_url, "messages") == manifest.row_counts["messages"]
+    assert await _count(other_url, "issues") == 5
+
+
+async def test_a_damaged_backup_fails_verification_and_is_refused(
+    runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
+) -> None:
+    await _seed(runtime.services)
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    manifest = await backups.create()
+    path = tmp_path / "backups" / manifest.file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    check = await backups.verify(manifest.id)
+    assert not check.ok
+    assert "sha256" in check.problems[0]
+    with pytest.raises(BackupError, match="damaged"):
+        await backups.restore(manifest.id, target_url=other_url)
+
+
+def _rewrite(backups_dir: Path, backup_id: str, **changes: object) -> None:
+    """Change a manifest as a faulty backup tool would (the checksum then still matches the file)."""
+    path = backups_dir / f"{backup_id}.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+async def test_a_restore_that_fails_after_touching_the_target_rolls_back(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """The backup restores, but what it holds does not match its manifest: the target is put back."""
+    await _seed(runtime.services, issues=3)
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    bad = await backups.create()
+    counts = dict(bad.row_counts)
+    counts["issues"] = 999
+    _rewrite(tmp_path / "backups", bad.id, row_counts=counts)
+    await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
+    await runtime.stop()  # no server on the target
+
+    with pytest.raises(BackupError, match="rolled back to the safety backup") as failure:
+        await backups.restore(bad.id)
+    assert "table issues: 3 rows, the manifest says 999" in str(failure.value)
+    assert await _count(database_url, "issues") == 4  # the state before the restore, not the backup's
+    safety = [m for m in await backups.manifests() if m.label == "pre-restore"]
+    assert len(safety) == 1 and safety[0].row_counts["issues"] == 4
+
+
+async def test_a_backup_file_that_breaks_mid_restore_rolls_back(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """A corrupted backup whose manifest matches it (damaged before it was stored) never half-lands."""
+    await _seed(runtime.services, issues=3)
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    manifest = await backups.create()
+    path = tmp_path / "backups" / manifest.file
+    if manifest.backend == "sqlite":
+        raw = bytearray(gzip.decompress(path.read_bytes()))
+        raw[4096 * 2 : 4096 * 3] = b"\x00\xff" * 2048  # smash a page in the middle of the file
+        path.write_bytes(gzip.compress(bytes(raw)))
+    else:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])  # a dump cut short
+    import hashlib
+
+    _rewrite(tmp_path / "backups", manifest.id, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
+    await runtime.stop()
+
+    with pytest.raises(BackupError) as failure:
+        await backups.restore(manifest.id)
+    if manifest.backend == "sqlite":
+        assert "damaged" in str(failure.value)  # caught by the integrity check before the target is touched
+    else:
+        assert "rolled back to the safety backup" in str(failure.value)
+    assert await _count(database_url, "issues") == 4
+    assert not (await backups.verify(manifest.id)).ok
+
+
+async def test_restore_refuses_while_a_server_uses_the_target(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    await _seed(runtime.services)
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    manifest = await backups.create()
+    # The runtime fixture owns the SQLite file and holds PostgreSQL connections, as a server does.
+    async with runtime.db.read() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    with pytest.raises(BackupError, match="--force"):
+        await backups.restore(manifest.id)
+    assert [m.label for m in await backups.manifests()] == ["manual"]  # nothing was done
+
+
+async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
+    database_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    made = [await backups.create(label) for label in ["daily"] * 4 + ["weekly"] * 3 + ["manual"] * 2]
+
+    would = await backups.prune(keep_daily=2, keep_weekly=1, dry_run=True)
+    assert len(await backups.manifests()) == 9
+    gone = await backups.prune(keep_daily=2, keep_weekly=1)
+    assert [m.id for m in gone] == [m.id for m in would] == [m.id for m in made[:2] + made[4:6]]
+    left = await backups.manifests()
+    assert [m.id for m in left] == [m.id for m in made[2:4] + made[6:]]
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == sorted(
+        n for m in left for n in (m.file, f"{m.id}.json")
+    )
+    with pytest.raises(BackupError, match="keep at least 1"):
+        await backups.prune(keep_daily=0)
+
+
+async def test_labels_and_ids_are_checked(database_url: str, tmp_path: Path) -> None:
+    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    with pytest.raises(BackupError, match="label"):
+        await backups.create("Daily Backup")
+    with pytest.raises(BackupError, match="no backup"):
+        await backups.verify("20260101T000000Z-daily")
+    with pytest.raises(BackupError, match="not a backup id"):
+        await backups.verify("../etc/passwd")

@@ -1,4 +1,8 @@
-"""`vibe-ensemble backup …` against a real server under writes, on both backends, and on S3 (moto)."""
+"""`vibe-ensemble backup …` against a real server under writes, on both backends, and on S3 (moto).
+
+The tests that take the per-test PostgreSQL database are async: the database fixture is async, and it
+must live on the test's own event loop to last as long as the test.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ class Writer(threading.Thread):
                 self.acked += 1
 
 
-def test_backup_while_serving_then_restore(database_url: str, tmp_path: Path) -> None:
+async def test_backup_while_serving_then_restore(database_url: str, tmp_path: Path) -> None:
     server = start_server(tmp_path, database_url=database_url)
     env = {**server.env}
     store = str(tmp_path / "backups")
@@ -170,7 +174,7 @@ def test_backups_in_an_s3_bucket(moto_server: dict[str, str], tmp_path: Path) ->
         assert conn.execute("SELECT count(*) FROM credentials").fetchone()[0] == 1
 
 
-def test_a_missing_pg_dump_is_a_clear_error(postgres_url: str, tmp_path: Path) -> None:
+async def test_a_missing_pg_dump_is_a_clear_error(postgres_url: str, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "VIBE_DATA_DIR": str(tmp_path),
@@ -180,6 +184,6 @@ def test_a_missing_pg_dump_is_a_clear_error(postgres_url: str, tmp_path: Path) -
     cli(env, "migrate")
     run = cli(env, "backup", "create", "--to", str(tmp_path / "b"), ok=False)
     assert run.returncode == 1
-    assert "pg_dump is not in VIBE_PG_BIN_DIR" in run.stderr
+    assert "pg_dump is not in VIBE_PG_BIN_DIR" in run.stderr, run.stderr
     assert "nothing was changed" in run.stderr
     assert not (tmp_path / "b").exists()

@@ -22,7 +22,7 @@ from vibe_ensemble.services import backups as backup_log
 backup_app = typer.Typer(
     help="Back up, verify, prune and restore the database (SQLite or PostgreSQL).", no_args_is_help=True
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages are matched by scripts
 out = Console(highlight=False)
 T = TypeVar("T")
 

@@ -1,0 +1,214 @@
+"""`vibe-ensemble doctor`: is this installation healthy, and if not, what to fix.
+
+Each check answers ok, warn or fail with a one-line detail and, when not ok, what to do. Only a
+`fail` makes the command exit non-zero; a `warn` is worth a look but does not stop a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+
+from vibe_ensemble.ops.backup import find_pg_tool
+from vibe_ensemble.ops.backup_storage import BackupError
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services.backups import CREATED
+from vibe_ensemble.store import audit as audit_store
+from vibe_ensemble.store import migrate
+from vibe_ensemble.store.database import Database, DatabaseError
+
+Status = Literal["ok", "warn", "fail"]
+
+MIN_FREE_BYTES = 512 * 1024 * 1024  # below this a SQLite file or the backups will soon fill the disk
+MIN_FREE_FRACTION = 0.05
+CLOCK_WARN_S = 2.0
+CLOCK_FAIL_S = 30.0  # leases, presence and token expiry compare times written by several machines
+BACKUP_WARN_S = 26 * 3600  # a daily backup plus slack
+DB_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Finding:
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def _ok(check: str, detail: str) -> Finding:
+    return Finding(check, "ok", detail)
+
+
+async def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
+    findings = [*_configuration(settings)]
+    db: Database | None = None
+    try:
+        db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    except DatabaseError as exc:
+        findings.append(Finding("database", "fail", str(exc), "set VIBE_DATABASE_URL to a usable database"))
+    findings += _disk(settings, db)
+    if db is not None:
+        try:
+            findings += await _database(settings, db, now or datetime.now(UTC))
+        finally:
+            await db.dispose()
+    return findings
+
+
+def _configuration(settings: Settings) -> list[Finding]:
+    reasons = settings.unsafe_reasons()
+    if settings.profile == "production":
+        if reasons:
+            return [Finding("secrets", "fail", r.split(":")[0], r.split(":", 1)[-1].strip()) for r in reasons]
+        return [_ok("configuration", "production profile; auth on; secrets set and long enough")]
+    detail = f"{settings.profile} profile"
+    if reasons:
+        return [
+            Finding(
+                "configuration",
+                "warn",
+                f"{detail}; production would refuse: {'; '.join(r.split(':')[0] for r in reasons)}",
+                "fine for development; set VIBE_PROFILE=production and fix these before going live",
+            )
+        ]
+    return [_ok("configuration", detail)]
+
+
+def _disk(settings: Settings, db: Database | None) -> list[Finding]:
+    findings: list[Finding] = []
+    places: dict[str, Path] = {"data directory": settings.data_dir}
+    if db is not None and db.path is not None:
+        places["database file"] = db.path
+    location = settings.effective_backup_location
+    if "://" not in location:
+        places["backup location"] = Path(location)
+    for what, path in places.items():
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        usage = shutil.disk_usage(existing)
+        free = f"{usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB"
+        if usage.free < MIN_FREE_BYTES or usage.free < usage.total * MIN_FREE_FRACTION:
+            findings.append(
+                Finding(f"disk: {what}", "fail", f"{path}: {free}", "free space or move it to a larger disk")
+            )
+        else:
+            findings.append(_ok(f"disk: {what}", f"{path}: {free}"))
+        findings += _permissions(what, path)
+    return findings
+
+
+def _permissions(what: str, path: Path) -> list[Finding]:
+    check = f"permissions: {what}"
+    if not path.exists():
+        parent = path.parent if path.suffix else path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            missing = f"{path} does not exist and {parent} is not writable"
+            return [Finding(check, "fail", missing, "create it")]
+        return [_ok(check, f"{path} will be created")]
+    if not os.access(path, os.W_OK | os.R_OK):
+        return [Finding(check, "fail", f"{path} is not readable and writable by this user", "chown/chmod it")]
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if path.is_file() and mode & 0o077:
+        return [
+            Finding(
+                check,
+                "warn",
+                f"{path} is readable by other users (mode {mode:o}); it holds token hashes and agent mail",
+                f"chmod 600 {path}",
+            )
+        ]
+    return [_ok(check, f"{path} (mode {mode:o})")]
+
+
+async def _database(settings: Settings, db: Database, now: datetime) -> list[Finding]:
+    findings: list[Finding] = []
+    if db.path is not None and not db.path.is_file():  # do not create it by looking
+        return [
+            Finding(
+                "database",
+                "fail",
+                f"{db.path} does not exist",
+                "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / "
+                "VIBE_DATABASE_URL",
+            )
+        ]
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:
+            server_now = None
+            if not db.is_sqlite:
+                server_now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [
+            Finding(
+                "database",
+                "fail",
+                f"{db.safe_url()} is unreachable: {reason}",
+                "start the database, or fix VIBE_DATABASE_URL (host, port, credentials)",
+            )
+        ]
+    findings.append(_ok("database", f"{db.safe_url()} reachable"))
+
+    revision, head = await migrate.current_revision(db), migrate.head_revision()
+    if revision == head:
+        findings.append(_ok("migrations", f"current ({head})"))
+    else:
+        findings.append(
+            Finding(
+                "migrations",
+                "fail",
+                f"database at {revision or 'no schema'}, this version needs {head}",
+                "run `vibe-ensemble migrate` (or serve with --migrate)",
+            )
+        )
+
+    if server_now is not None:
+        skew = abs((datetime.now(UTC) - server_now).total_seconds())
+        status: Status = "fail" if skew > CLOCK_FAIL_S else "warn" if skew > CLOCK_WARN_S else "ok"
+        findings.append(
+            Finding(
+                "clock",
+                status,
+                f"{skew:.1f} s apart from the database server's clock",
+                "" if status == "ok" else "run NTP (chrony, timesyncd) on this host and the database's",
+            )
+        )
+        try:
+            find_pg_tool("pg_dump", settings.pg_bin_dir)
+        except BackupError as exc:
+            findings.append(Finding("backup tools", "warn", "pg_dump not found", str(exc)))
+    else:
+        only = "SQLite: this machine's clock is the only one"
+        findings.append(_ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC ({only})"))
+
+    if revision == head:
+        findings.append(await _backup_age(db, now))
+    return findings
+
+
+async def _backup_age(db: Database, now: datetime) -> Finding:
+    async with db.read() as conn:
+        entries = await audit_store.page(conn, action=CREATED, outcome="ok", limit=1)
+    if not entries:
+        return Finding(
+            "last backup",
+            "warn",
+            "no backup recorded",
+            "run `vibe-ensemble backup create --label daily` and schedule it (docs/backups.md)",
+        )
+    age = (now - entries[0].time).total_seconds()
+    detail = f"{age / 3600:.1f} h ago ({entries[0].details.get('backup', '?')})"
+    if age > BACKUP_WARN_S:
+        return Finding("last backup", "warn", detail, "backups seem to have stopped: check the backup job")
+    return _ok("last backup", detail)

@@ -1,0 +1,101 @@
+"""`doctor` finds what is wrong and says what to fix; a clean installation passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.ops.doctor import Finding, run_checks
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services.backups import CREATED
+
+from ..conftest import make_settings
+
+
+def by_check(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.check: f for f in findings}
+
+
+async def test_a_migrated_database_with_a_recent_backup_passes(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path)
+    rt = Runtime(settings)
+    await rt.start(apply_migrations=True)
+    try:
+        found = by_check(await run_checks(settings))
+        assert found["database"].status == "ok"
+        assert found["migrations"].status == "ok"
+        assert found["clock"].status == "ok"
+        assert found["last backup"].status == "warn"
+        assert "backup create" in found["last backup"].fix
+
+        await rt.services.backups.record(SYSTEM, CREATED, backup="20260101T000000Z-daily")
+        found = by_check(await run_checks(settings))
+        assert found["last backup"].status == "ok"
+        assert "20260101T000000Z-daily" in found["last backup"].detail
+        later = by_check(await run_checks(settings, now=datetime.now(UTC) + timedelta(days=2)))
+        assert later["last backup"].status == "warn"
+        assert not any(f.status == "fail" for f in found.values())
+    finally:
+        await rt.stop()
+
+
+async def test_an_unmigrated_database_fails_with_the_command(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path)
+    found = by_check(await run_checks(settings))
+    failed = found.get("migrations") if database_url.startswith("postgres") else found["database"]
+    assert failed is not None and failed.status == "fail"
+    assert "vibe-ensemble migrate" in failed.fix
+    assert not (tmp_path / "vibe.db").exists()  # looking does not create the file
+
+
+async def test_an_unreachable_database_fails(tmp_path: Path) -> None:
+    settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
+    found = by_check(await run_checks(settings))
+    assert found["database"].status == "fail"
+    assert "unreachable" in found["database"].detail
+    assert "migrations" not in found
+
+
+async def test_production_with_weak_secrets_fails(tmp_path: Path) -> None:
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", tmp_path, profile="production", session_secret="short"
+    )
+    failures = [f for f in await run_checks(settings) if f.check == "secrets"]
+    assert {f.detail for f in failures} == {
+        "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters",
+        "VIBE_SESSION_SECRET is unset or shorter than 32 characters",
+    }
+    assert all(f.status == "fail" and "random secret" in f.fix for f in failures)
+
+
+async def test_a_world_readable_database_file_is_flagged(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+    rt = Runtime(make_settings(url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    os.chmod(tmp_path / "vibe.db", 0o644)
+    found = by_check(await run_checks(make_settings(url, tmp_path)))
+    assert found["permissions: database file"].status == "warn"
+    assert found["permissions: database file"].fix == f"chmod 600 {tmp_path / 'vibe.db'}"
+
+
+def test_the_command_exits_non_zero_on_a_problem_and_prints_json(tmp_path: Path) -> None:
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] is False
+    assert {"check": "database", "status": "fail"}.items() <= next(
+        c for c in report["checks"] if c["check"] == "database"
+    ).items()

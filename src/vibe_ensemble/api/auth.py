@@ -22,7 +22,13 @@ from starlette.types import Send
 
 from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
+from vibe_ensemble.domain.errors import (
+    DatabaseUnavailable,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    VibeError,
+)
 from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
@@ -93,14 +99,14 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 
 def error_headers(exc: VibeError) -> dict[str, str]:
     """What a client needs beside the error: when to retry, or how to authenticate."""
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | DatabaseUnavailable):
         return {"Retry-After": retry_after(exc)}
     if isinstance(exc, Unauthenticated):
         return {"WWW-Authenticate": CHALLENGE}
     return {}
 
 
-def retry_after(exc: RateLimited) -> str:
+def retry_after(exc: RateLimited | DatabaseUnavailable) -> str:
     """`Retry-After` in whole seconds, at least 1."""
     return str(max(1, round(exc.retry_after)))
 

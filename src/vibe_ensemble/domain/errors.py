@@ -66,3 +66,30 @@ class RateLimited(VibeError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, retry_after_s=round(retry_after, 3))
         self.retry_after = retry_after
+
+
+class DatabaseUnavailable(VibeError):
+    """The database cannot be reached right now; the same request may well succeed in a moment."""
+
+    code = "database_unavailable"
+    http_status = 503
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            f"the database cannot be reached; nothing was changed: retry in {round(retry_after)} s",
+            retry_after_s=round(retry_after),
+        )
+        self.retry_after = retry_after
+
+
+class StorageFull(VibeError):
+    """The disk holding the database is full: reads work, writes are refused until space is freed."""
+
+    code = "storage_full"
+    http_status = 507
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database's disk is full; nothing was changed. Reads still work; writes resume once an "
+            "operator frees space"
+        )

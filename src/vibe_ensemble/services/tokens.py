@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime
 
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
-from vibe_ensemble.domain.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from vibe_ensemble.domain.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
@@ -68,10 +76,50 @@ class CredentialCache:
         self._found.clear()
 
 
+# While the database is unreachable, a token verified against it within the last RECENT_S seconds is
+# still accepted, so a connected agent gets a clear `[database_unavailable] … retry in N s` tool error
+# instead of a refused request. The bound on revocation: a token revoked on another replica keeps
+# working here for at most RECENT_S seconds, and only while the database is down (when it is up, a
+# token is checked against it at least every VIBE_CREDENTIAL_CACHE_S). At most RECENT_MAX tokens are
+# remembered (the least recently verified are forgotten first); expiry is still enforced.
+RECENT_S = 60.0
+RECENT_MAX = 10_000
+
+
+class RecentCredentials:
+    """Callers verified recently, by token hash: a fallback for the duration of a database outage."""
+
+    def __init__(self, ttl_s: float = RECENT_S, max_entries: int = RECENT_MAX) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Caller, datetime | None]] = OrderedDict()
+
+    def remember(self, token_hash: str, caller: Caller, expires_at: datetime | None) -> None:
+        self._entries[token_hash] = (time.monotonic(), caller, expires_at)
+        self._entries.move_to_end(token_hash)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def recall(self, token_hash: str, now: datetime) -> Caller | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        verified_at, caller, expires_at = entry
+        if time.monotonic() - verified_at > self.ttl_s or (expires_at is not None and expires_at <= now):
+            del self._entries[token_hash]
+            return None
+        return caller
+
+    def forget(self, credential_id: int) -> None:
+        for key in [k for k, (_, c, _) in self._entries.items() if c.credential_id == credential_id]:
+            del self._entries[key]
+
+
 class TokenService(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.cache = CredentialCache(ctx.credential_cache_s)
+        self.recent = RecentCredentials()
 
     async def create(
         self,
@@ -154,6 +202,7 @@ class TokenService(Service):
             if found.credential.revoked_at is None:
                 await store.revoke(tx.conn, token_id, tx.now)
                 tx.emit(EventType.TOKEN_REVOKED, caller.display, found.project_id, id=token_id, label=label)
+                self.recent.forget(token_id)
                 tx.audit(caller, "token.revoked", token_id=token_id, label=label)
             found = await store.by_id(tx.conn, token_id)
             assert found is not None  # it existed above, in this transaction
@@ -177,8 +226,17 @@ class TokenService(Service):
             wanted = tokens.digest(token)
             found = self.cache.get(wanted)
             if found is None:
-                async with self.ctx.db.read() as conn:
-                    found = await store.by_hash(conn, wanted)
+                try:
+                    async with self.ctx.db.read() as conn:
+                        found = await store.by_hash(conn, wanted)
+                except DatabaseUnavailable:
+                    known = self.recent.recall(wanted, self.ctx.clock())
+                    if known is None:
+                        raise
+                    caller = replace(known, remote=remote)
+                    if throttle:
+                        self.throttle(caller)
+                    return caller
                 if found is not None and not tokens.same(found.token_hash, wanted):
                     found = None
             reason = _unusable(found, self.ctx.clock())
@@ -192,6 +250,7 @@ class TokenService(Service):
                 + ": send 'Authorization: Bearer vibe_…' with a live token "
                 "(an admin creates one with `vibe-ensemble token create`)"
             )
+        self.recent.remember(wanted, self._caller(found, "", throttle=False), found.credential.expires_at)
         return self._caller(found, remote, throttle)
 
     async def authenticate_session(

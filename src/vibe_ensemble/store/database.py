@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.store import faults
 
 
 @contextmanager
@@ -248,7 +249,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
         """A write transaction: committed when the block ends, rolled back on error."""
-        with _out_of_range_is_invalid_input():
+        with faults.translate(write=True), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 async with self._write_lock, self._sqlite.write() as conn:
                     yield conn
@@ -259,7 +260,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
         """A read-only snapshot (one transaction)."""
-        with _out_of_range_is_invalid_input():
+        with faults.translate(write=False), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 with self._sqlite.read() as conn:
                     yield conn

@@ -11,7 +11,7 @@ from starlette.types import Message as ASGIMessage
 from vibe_ensemble.api import auth
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
-from vibe_ensemble.domain.errors import RateLimited, Unauthenticated
+from vibe_ensemble.domain.errors import DatabaseUnavailable, RateLimited, StorageFull, Unauthenticated
 from vibe_ensemble.services import Services
 
 
@@ -30,7 +30,9 @@ class MCPEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             found = await auth.authenticate(self.services, HTTPConnection(scope), throttle=False)
-        except (Unauthenticated, RateLimited) as exc:
+        except (Unauthenticated, RateLimited, DatabaseUnavailable, StorageFull) as exc:
+            # A token not verified recently cannot be checked while the database is down (see
+            # TokenService.authenticate): the client hears 503 and when to come back.
             await auth.send_vibe_error(send, exc)
             return
         call = CallContext.admit(self.services, found.caller)

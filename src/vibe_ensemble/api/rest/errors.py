@@ -42,6 +42,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("The request body is larger than the server accepts."),
     422: _error("Invalid input: `details` names the field and the rule."),
     429: _error("Rate limit reached for this credential.", headers=_RETRY_AFTER),
+    503: _error("`database_unavailable`: the database cannot be reached; retry.", headers=_RETRY_AFTER),
+    507: _error("`storage_full`: the database's disk is full; reads work, writes are refused."),
 }
 """The error answers every REST route may give, in the OpenAPI document."""
 
@@ -87,4 +89,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        return JSONResponse(auth.error_body("internal", "internal server error"), 500)
+        # The server closes the connection after an unhandled error: say so, so the client's next
+        # request goes on a new connection instead of meeting a reset.
+        return JSONResponse(
+            auth.error_body("internal", "internal server error"), 500, headers={"Connection": "close"}
+        )

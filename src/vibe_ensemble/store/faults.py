@@ -1,0 +1,130 @@
+"""Database faults as clear answers: unreachable -> `DatabaseUnavailable`, disk full -> `StorageFull`.
+
+`Database.read()` and `Database.write()` pass every driver error through `translate`, so the front
+doors answer 503 `database_unavailable` (with Retry-After) or 507 `storage_full` instead of a 500,
+and the log tells the story once: the first failure with its traceback, then one line every
+`SUMMARY_EVERY_S` ("database unreachable, 412 requests refused in the last 10 s") until the
+database answers again, then a recovery line.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import structlog
+from sqlalchemy import exc as sa_exc
+
+from vibe_ensemble.domain.errors import DatabaseUnavailable, StorageFull
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_S = 5.0  # what a refused client is told to wait; a restart of PostgreSQL takes about that
+SUMMARY_EVERY_S = 10.0
+
+_UNREACHABLE = (
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or is gone
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    TimeoutError,
+)
+_SQLITE_FULL = 13
+_SQLITE_UNAVAILABLE = {5, 14}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+
+
+def classify(exc: BaseException) -> str | None:
+    """'full', 'unavailable' or None (not a fault of the database's availability)."""
+    for e in _causes(exc):
+        if isinstance(e, asyncpg.DiskFullError):
+            return "full"
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return "full"
+        if isinstance(e, sqlite3.Error):
+            code = getattr(e, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == _SQLITE_FULL:
+                return "full"
+            if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
+                return "unavailable"
+        if isinstance(e, _UNREACHABLE):
+            return "unavailable"
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError | PermissionError):
+            return "unavailable"  # connection refused, host unreachable, reset
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return "unavailable"
+    return None
+
+
+class FaultLog:
+    """First failure with traceback, then a rate-limited summary, then a recovery line."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.kind = ""
+        self.refused = 0
+        self.total = 0
+        self.last_summary = 0.0
+
+    def failed(self, kind: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.down_since is None or kind != self.kind:
+            self.down_since, self.kind, self.refused, self.total, self.last_summary = now, kind, 0, 0, now
+            event = "database_unreachable" if kind == "unavailable" else "database_storage_full"
+            log.error(event, error=str(exc).splitlines()[0][:300], exc_info=exc)
+        self.refused += 1
+        self.total += 1
+        if now - self.last_summary >= SUMMARY_EVERY_S:
+            what = "database unreachable" if kind == "unavailable" else "database disk full"
+            log.warning(
+                f"{what}, {self.refused} requests refused in the last {now - self.last_summary:.0f} s",
+                down_for_s=round(now - self.down_since, 1),
+            )
+            self.refused, self.last_summary = 0, now
+
+    def succeeded(self, *, write: bool) -> None:
+        if self.down_since is None or (self.kind == "full" and not write):  # reads work on a full disk
+            return
+        log.info(
+            "database_recovered",
+            fault=self.kind,
+            after_s=round(time.monotonic() - self.down_since, 1),
+            refused=self.total,
+        )
+        self.down_since = None
+
+
+FAULTS = FaultLog()
+
+
+@contextmanager
+def translate(*, write: bool) -> Iterator[None]:
+    """Turn a database fault into the domain error a client can act on; log it (rate-limited)."""
+    try:
+        yield
+    except (DatabaseUnavailable, StorageFull):
+        raise
+    except Exception as exc:
+        kind = classify(exc)
+        if kind is None:
+            raise
+        FAULTS.failed(kind, exc)
+        if kind == "full":
+            raise StorageFull() from exc
+        raise DatabaseUnavailable(RETRY_AFTER_S) from exc
+    else:
+        FAULTS.succeeded(write=write)

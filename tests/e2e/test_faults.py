@@ -1,0 +1,207 @@
+"""What clients get when the database goes away or its disk fills up: clear answers, never a 500.
+
+- PostgreSQL outage: a private PostgreSQL cluster (initdb/pg_ctl in a temporary directory, run as the
+  `postgres` user when the tests run as root) that the test stops and starts again.
+- Disk full: the SQLite database on a 6 MiB tmpfs the test mounts and fills (needs root; skipped
+  otherwise, saying why).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from ..support import ServerProcess, call, free_port, mcp_client, start_server, wait_until
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.skip(f"{name} not found under /usr/lib/postgresql/*/bin")
+    return found[-1]
+
+
+class Cluster:
+    """A throw-away PostgreSQL server on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vibe-pg-"))
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.dir, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.data = self.dir / "data"
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self.as_user, *argv], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            _pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        subprocess.run(
+            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    c.start()
+    try:
+        yield c
+    finally:
+        c.destroy()
+
+
+def _tracebacks(server: ServerProcess) -> int:
+    return server.log().count("Traceback (most recent call last)")
+
+
+async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Cluster, tmp_path: Path) -> None:
+    server = start_server(tmp_path, database_url=cluster.url, extra_env={"VIBE_LOG_JSON": "false"})
+    try:
+        token = server.admin_token
+        api = httpx2.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        async with api, mcp_client(server.mcp_url, token) as mcp:
+            r = await api.post("/api/v1/projects/default/issues", json={"title": "before the outage"})
+            assert r.status_code == 201, r.text
+            assert (await call(mcp, "list_issues", project="default"))["items"]
+            before = _tracebacks(server)
+
+            cluster.stop()
+
+            # REST, on the same keep-alive connection, again and again: 503 with Retry-After, no reset.
+            for _ in range(5):
+                r = await api.get("/api/v1/projects/default/issues")
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == "database_unavailable"
+                assert int(r.headers["retry-after"]) >= 1
+            r = await api.post("/api/v1/projects/default/issues", json={"title": "during the outage"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+
+            # MCP: the credential was verified a moment ago, so the agent gets a tool error it can act on.
+            result = await mcp.call_tool("list_issues", {"project": "default"})
+            assert result.is_error
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert "[database_unavailable]" in text and "retry in 5 s" in text, text
+
+            # A token never seen cannot be checked: a plain 503 with Retry-After, not a protocol error.
+            stranger = await api.post(
+                "/mcp",
+                headers={"Authorization": "Bearer vibe_" + "x" * 43, "Accept": "application/json"},
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            )
+            assert stranger.status_code == 503 and "retry-after" in stranger.headers
+
+            # One traceback for the whole outage; then summaries.
+            assert _tracebacks(server) - before == 1, server.log()[-4000:]
+            assert "database_unreachable" in server.log()
+
+            cluster.start()
+
+            async def back() -> bool:
+                return (await api.get("/api/v1/projects/default/issues")).status_code == 200
+
+            deadline = 30
+            for _ in range(deadline * 10):
+                if await back():
+                    break
+                await _sleep(0.1)
+            else:
+                raise AssertionError("REST did not recover after PostgreSQL came back")
+            titles = [i["title"] for i in (await api.get("/api/v1/projects/default/issues")).json()["items"]]
+            assert titles == ["before the outage"]  # acknowledged kept, refused never half-written
+            assert (await call(mcp, "list_issues", project="default"))["items"]
+            wait_until(lambda: "database_recovered" in server.log(), what="the recovery line")
+    finally:
+        server.stop()
+
+
+async def _sleep(s: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(s)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(path: Path) -> Path:
+    filler = path / "filler"
+    with filler.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+async def test_a_full_disk_refuses_writes_clearly_and_recovers(small_disk: Path, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{small_disk / 'vibe.db'}"
+    server = start_server(tmp_path, database_url=url)
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with httpx2.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api:
+            r = await api.post("/api/v1/projects/default/issues", json={"title": "before"})
+            assert r.status_code == 201
+            filler = _fill(small_disk)
+            refused = None
+            for i in range(50):  # the WAL may hold a few more pages: write until the disk says no
+                r = await api.post(
+                    "/api/v1/projects/default/issues", json={"title": f"t{i}", "body": "x" * 60_000}
+                )
+                if r.status_code != 201:
+                    refused = r
+                    break
+            assert refused is not None, "the disk never filled up"
+            assert refused.status_code == 507, refused.text
+            assert refused.json()["error"]["code"] == "storage_full"
+            assert "disk is full" in refused.json()["error"]["message"]
+            r = await api.get("/api/v1/projects/default/issues?limit=5")
+            assert r.status_code == 200  # reads keep working, on the same connection
+
+            filler.unlink()
+            r = await api.post("/api/v1/projects/default/issues", json={"title": "after"})
+            assert r.status_code == 201, r.text
+    finally:
+        server.stop()

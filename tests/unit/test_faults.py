@@ -1,0 +1,107 @@
+"""Which database errors are faults of availability, the log they leave, and the credential fallback."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy import exc as sa_exc
+from structlog.testing import capture_logs
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import DatabaseUnavailable, NotFound, StorageFull
+from vibe_ensemble.services.tokens import RecentCredentials
+from vibe_ensemble.store import faults
+
+
+def _sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
+    err = sqlite3.OperationalError(message)
+    err.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return err
+
+
+def _wrapped(orig: BaseException) -> sa_exc.OperationalError:
+    return sa_exc.OperationalError("SELECT 1", {}, orig)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (_wrapped(_sqlite_error(13, "database or disk is full")), "full"),
+        (_wrapped(_sqlite_error(14, "unable to open database file")), "unavailable"),
+        (_wrapped(_sqlite_error(5, "database is locked")), "unavailable"),
+        (_wrapped(_sqlite_error(19, "UNIQUE constraint failed")), None),
+        (asyncpg.DiskFullError("no space"), "full"),
+        (OSError(errno.ENOSPC, "No space left on device"), "full"),
+        (ConnectionRefusedError(111, "Connect call failed"), "unavailable"),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), "unavailable"),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), "unavailable"),
+        (TimeoutError(), "unavailable"),
+        (asyncpg.UniqueViolationError("duplicate key"), None),
+        (PermissionError(errno.EACCES, "denied"), None),
+        (ValueError("not a database fault"), None),
+    ],
+)
+def test_classify(error: BaseException, kind: str | None) -> None:
+    assert faults.classify(error) == kind
+
+
+def test_translate_gives_domain_errors_and_leaves_others_alone() -> None:
+    faults.FAULTS = faults.FaultLog()
+    with pytest.raises(DatabaseUnavailable) as down, faults.translate(write=False):
+        raise ConnectionRefusedError(111, "refused")
+    assert down.value.http_status == 503 and down.value.retry_after == faults.RETRY_AFTER_S
+    assert "retry in 5 s" in down.value.message
+    with pytest.raises(StorageFull), faults.translate(write=True):
+        raise _wrapped(_sqlite_error(13, "database or disk is full"))
+    with pytest.raises(NotFound), faults.translate(write=True):
+        raise NotFound("no such issue")
+
+
+def test_one_traceback_then_summaries_then_a_recovery_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
+    log = faults.FaultLog()
+    with capture_logs() as logs:
+        for _ in range(300):  # 30 s of refusals, ten a second
+            log.failed("unavailable", ConnectionRefusedError(111, "refused"))
+            clock[0] += 0.1
+        log.succeeded(write=False)
+    events = [e["event"] for e in logs]
+    assert events[0] == "database_unreachable" and "exc_info" in logs[0]
+    summaries = [e for e in events if e.startswith("database unreachable,")]
+    assert len(summaries) == 2 and "requests refused in the last 10 s" in summaries[0]
+    assert sum("exc_info" in e for e in logs) == 1
+    assert events[-1] == "database_recovered" and logs[-1]["refused"] == 300
+
+
+def test_a_full_disk_recovers_only_on_a_write() -> None:
+    log = faults.FaultLog()
+    log.failed("full", OSError(errno.ENOSPC, "full"))
+    log.succeeded(write=False)
+    assert log.down_since is not None
+    log.succeeded(write=True)
+    assert log.down_since is None
+
+
+def test_recent_credentials_are_bounded_expire_and_forget_revoked() -> None:
+    now = datetime.now(UTC)
+    recent = RecentCredentials(ttl_s=60, max_entries=2)
+    ann = Caller(credential_id=1, role=TokenRole.WORKER)
+    bob = Caller(credential_id=2, role=TokenRole.WORKER)
+    recent.remember("a", ann, None)
+    recent.remember("b", bob, now + timedelta(seconds=5))
+    assert recent.recall("a", now) == ann
+    assert recent.recall("b", now + timedelta(seconds=6)) is None  # expired meanwhile
+    recent.remember("b", bob, None)
+    recent.remember("c", ann, None)  # over the bound: the least recently verified goes
+    assert recent.recall("a", now) is None
+    recent.forget(1)
+    assert recent.recall("c", now) is None and recent.recall("b", now) == bob
+    stale = RecentCredentials(ttl_s=-1)
+    stale.remember("a", ann, None)
+    assert stale.recall("a", now) is None

@@ -44,6 +44,7 @@ class Runtime:
         self.leadership = Leadership(self.db)
         self.is_leader = False  # runs the background duties now
         self.bridge: PostgresBridge | None = None
+        self.draining = False  # SIGTERM received: not ready, every answer closes its connection
 
     async def start(self, *, apply_migrations: bool = False, own: bool = True) -> None:
         """Take ownership of a SQLite file, check (or apply) migrations, ensure the default project."""

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
 from vibe_ensemble.api import feeds, security
@@ -22,6 +23,31 @@ from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
+
+
+class DrainMiddleware:
+    """While the server drains before it stops (SIGTERM), every answer says `Connection: close`.
+
+    Keep-alive clients then open their next request on a new connection, which the load balancer
+    (told by /readyz) sends elsewhere; none is left on a connection the server is about to close.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.runtime.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, _send)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -77,6 +103,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(DrainMiddleware, runtime=runtime)
     security.install(app, settings)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
@@ -86,6 +113,8 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        if runtime.draining:
+            return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
             current = await migrate.is_current(runtime.db)
         except Exception:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import signal
 import socket
+from collections.abc import Iterator
 from types import FrameType
 from typing import Annotated
 
@@ -138,8 +141,32 @@ class _Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self._runtime.settings.shutdown_drain_s
         self._loop.call_soon_threadsafe(self._runtime.begin_shutdown)
+        if sig == signal.SIGTERM and drain > 0 and not self._runtime.draining:
+            # Drain first: not ready, every answer says Connection: close; then stop as uvicorn does.
+            # A second signal stops at once.
+            self._runtime.draining = True
+            self._loop.call_soon_threadsafe(self._loop.call_later, drain, self._stop, sig, frame)
+            return
         super().handle_exit(sig, frame)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT stop the server gracefully, and the process then exits normally (0).
+
+        uvicorn's own version raises the signal again once the server has stopped, which kills the
+        process before `Runtime.stop()` runs and makes a clean stop look like a crash (-15).
+        """
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _print_first_start(settings: Settings, secret: str) -> None:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     feed_send_timeout_s: float = Field(10.0, gt=0)
     # on SIGTERM: open event streams end at once; other requests get this long to finish
     shutdown_grace_s: int = Field(5, ge=0)
+    # on SIGTERM, first: /readyz answers 503 and every answer says `Connection: close` for this long,
+    # so load balancers and keep-alive clients move away before the listener closes (docs/operations.md)
+    shutdown_drain_s: float = Field(2.0, ge=0, le=120)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
     # security (docs/security.md): requests per minute per token role (0: unlimited), the bucket size,

@@ -79,7 +79,9 @@ class LiveService(Service):
             await agent_store.get(conn, proj.id, name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        with self.mail.register(proj.slug, name) as signal:
+        # Shutting down (the dispatcher ends with the hub): answer at once with what is there.
+        held = self.mail.register(proj.slug, name) if not self.ctx.hub.closed else None
+        with held or contextlib.nullcontext(asyncio.Event()) as signal:
             while True:
                 signal.clear()
                 inbox = await self._messages.fetch_inbox(

@@ -1,0 +1,128 @@
+"""SIGTERM under load: not ready, in-flight finish, streams end with a reconnect hint, waits return, exit 0.
+
+Writers keep creating issues on keep-alive connections while the server is told to stop. None of
+them may see a reset (a request sent and no answer: "did it happen?"); a refused new connection
+after the listener closed is fine (nothing was sent). Every acknowledged issue is there afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+
+import httpx2
+
+from ..support import ServerProcess, call, mcp_client, start_server, wait_until
+
+
+class Writer(threading.Thread):
+    def __init__(self, server: ServerProcess, name: str) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.name = name
+        self.acked: list[str] = []
+        self.resets: list[str] = []
+        self.refused = False
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.server.admin_token}"}
+        with httpx2.Client(base_url=self.server.url, headers=headers, timeout=30) as http:
+            for i in range(100_000):
+                title = f"{self.name}-{i}"
+                try:
+                    r = http.post("/api/v1/projects/default/issues", json={"title": title})
+                except httpx2.ConnectError:
+                    self.refused = True  # the listener is closed: nothing was sent
+                    return
+                except httpx2.HTTPError as exc:
+                    self.resets.append(f"{title}: {type(exc).__name__}: {exc}")
+                    return
+                if r.status_code != 201:
+                    self.resets.append(f"{title}: HTTP {r.status_code} {r.text[:200]}")
+                    return
+                self.acked.append(title)
+
+
+class Stream(threading.Thread):
+    def __init__(self, server: ServerProcess) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.lines: list[str] = []
+        self.ended_cleanly = False
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.server.admin_token}"}
+        with (
+            httpx2.Client(base_url=self.server.url, headers=headers, timeout=60) as http,
+            http.stream("GET", "/api/v1/events/stream") as r,
+        ):
+            for line in r.iter_lines():
+                self.lines.append(line)
+            self.ended_cleanly = True
+
+
+async def test_sigterm_under_load_loses_nothing_and_exits_0(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"VIBE_SHUTDOWN_DRAIN_S": "2"})
+    try:
+        writers = [Writer(server, f"w{n}") for n in range(3)]
+        stream = Stream(server)
+        stream.start()
+        for w in writers:
+            w.start()
+        wait_until(lambda: all(len(w.acked) >= 3 for w in writers), what="writes under way")
+
+        async with mcp_client(server.mcp_url, server.admin_token) as mcp:
+            await call(mcp, "register_agent", name="waiter", role="worker", project="default")
+            held = asyncio.create_task(
+                call(mcp, "wait_for_messages", timeout_s=50, project="default", agent="waiter")
+            )
+            await asyncio.sleep(0.5)  # let the wait be held
+            assert not held.done()
+
+            server.proc.send_signal(signal.SIGTERM)
+            not_ready = False
+            for _ in range(100):
+                try:
+                    r = httpx2.get(server.url + "/readyz", timeout=2)
+                except httpx2.HTTPError:
+                    break
+                if r.status_code == 503:
+                    not_ready = True
+                    assert r.headers.get("connection") == "close"
+                    break
+                await asyncio.sleep(0.02)
+            assert not_ready, "/readyz never answered 503 while draining"
+
+            waited = await asyncio.wait_for(held, timeout=20)  # returns at once, long before its 50 s
+            assert waited["items"] == []
+
+        assert server.proc.wait(timeout=60) == 0, server.log()[-3000:]
+        for w in writers:
+            w.join(timeout=30)
+            assert not w.is_alive()
+            assert w.resets == [], w.resets
+        stream.join(timeout=30)
+        assert stream.ended_cleanly
+        assert any("shutting down; reconnect to resume after event" in line for line in stream.lines), (
+            stream.lines[-5:]
+        )
+
+        acked = {t for w in writers for t in w.acked}
+        assert len(acked) >= 9
+        server.restart()
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        stored: set[str] = set()
+        cursor = None
+        with httpx2.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            while True:
+                params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+                page = http.get("/api/v1/projects/default/issues", params=params).json()
+                stored |= {i["title"] for i in page["items"]}
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+        assert acked <= stored, sorted(acked - stored)[:10]
+    finally:
+        server.stop()

@@ -102,9 +102,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
+    security.install(app, settings)
+    # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(DrainMiddleware, runtime=runtime)
-    security.install(app, settings)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     @app.get("/healthz", include_in_schema=False)

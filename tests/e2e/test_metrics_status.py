@@ -1,0 +1,43 @@
+"""/metrics counts an answer by the status the client got: a body cut off at the limit is a 413."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+
+from ..support import start_server
+
+
+def _count(text: str, status: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vibe_http_requests_total{") and f'status="{status}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_body_over_the_limit_mid_stream_counts_as_413(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"VIBE_MAX_BODY_BYTES": "4096"})
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit trips mid-body
+            yield b'{"title": "'
+            for _ in range(16):
+                yield b"x" * 1024
+            yield b'"}'
+
+        with httpx2.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            r = http.post("/api/v1/projects/default/issues", content=chunks())
+            assert r.status_code == 413, r.text
+            text = http.get("/metrics").text
+        assert _count(text, "413") >= 1
+        assert _count(text, "500") == 0
+        assert re.search(
+            r'vibe_http_requests_total\{method="POST",route="/api/v1/projects/\{project\}/issues"', text
+        )
+    finally:
+        server.stop()

@@ -34,6 +34,13 @@ def test_a_body_over_the_limit_mid_stream_counts_as_413(tmp_path: Path) -> None:
             r = http.post("/api/v1/projects/default/issues", content=chunks())
             assert r.status_code == 413, r.text
             text = http.get("/metrics").text
+            # Every answer carries a request id: the client's when it is sane, else a new one.
+            assert len(r.headers["x-request-id"]) == 16
+            assert (
+                http.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+            )
+            odd = http.get("/healthz", headers={"X-Request-ID": "a b<script>"}).headers["x-request-id"]
+            assert odd != "a b<script>" and len(odd) == 16
         assert _count(text, "413") >= 1
         assert _count(text, "500") == 0
         assert re.search(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from typing import Any
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.ops.config import Settings
@@ -53,3 +56,34 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=None),
     )
+
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+class RequestIdMiddleware:
+    """Every HTTP request gets an id: the client's `X-Request-ID` when it is sane, else a new one.
+
+    It is returned in the `X-Request-ID` header and bound to every log line written while the request
+    is served (`request_id=…`), so a client's report can be matched to the server's log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER, b"")
+        request_id = given.decode() if _SANE_ID.fullmatch(given) else secrets.token_hex(8)
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id.encode())]}
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, _send)

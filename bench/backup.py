@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole
-from vibe_ensemble.ops.backup import Backups
-from vibe_ensemble.ops.backup_storage import DirectoryStorage
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import tables as t
+from vibe_ensemble.store.backup import Backups
+from vibe_ensemble.store.backup_storage import DirectoryStorage
 from vibe_ensemble.store.database import normalise_url
 
 CHUNK = 5000

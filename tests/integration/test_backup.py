@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole
-from vibe_ensemble.ops.backup import Backups, Target
-from vibe_ensemble.ops.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
+from vibe_ensemble.store.backup import Backups, Target
+from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 
 from ..conftest import create_postgres_database, drop_postgres_database, make_settings
 

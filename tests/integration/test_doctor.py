@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vibe_ensemble.domain.caller import SYSTEM
-from vibe_ensemble.ops.doctor import Finding, run_checks
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services.backups import CREATED
+from vibe_ensemble.services.doctor import Finding, run_checks
 
 from ..conftest import make_settings
 

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vibe_ensemble.cli.common import cli_caller
-from vibe_ensemble.ops.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups, Manifest
-from vibe_ensemble.ops.backup_storage import BackupError, open_storage
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.services import backups as backup_log
+from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups, Manifest
+from vibe_ensemble.store.backup_storage import BackupError, open_storage
 
 backup_app = typer.Typer(
     help="Back up, verify, prune and restore the database (SQLite or PostgreSQL).", no_args_is_help=True

@@ -1,4 +1,4 @@
-"""`vibe-ensemble doctor`: check this installation and say what to fix (ops/doctor.py)."""
+"""`vibe-ensemble doctor`: check this installation and say what to fix (services/doctor.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vibe_ensemble.ops.config import load_settings
-from vibe_ensemble.ops.doctor import Finding, run_checks
+from vibe_ensemble.services.doctor import Finding, run_checks
 
 STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
 

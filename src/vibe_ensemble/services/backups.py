@@ -3,7 +3,7 @@
 The audit log lives in the database every replica shares, so the age of the last good backup
 (`vibe_backup_age_seconds` on /metrics, and `vibe-ensemble doctor`) is the same on every replica,
 wherever the backup ran (a laptop, a Kubernetes CronJob). The backups themselves live in the backup
-location (ops/backup.py); this is only their record.
+location (store/backup.py); this is only their record.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
-from vibe_ensemble.ops.backup_storage import BackupError, BackupStorage
 from vibe_ensemble.store import migrate
+from vibe_ensemble.store.backup_storage import BackupError, BackupStorage
 from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock, normalise_url, sqlite_path
 
 MANIFEST_FORMAT = 1

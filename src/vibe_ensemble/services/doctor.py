@@ -15,14 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import sqlalchemy as sa
-
-from vibe_ensemble.ops.backup import find_pg_tool
-from vibe_ensemble.ops.backup_storage import BackupError
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.store import audit as audit_store
-from vibe_ensemble.store import migrate
+from vibe_ensemble.store import clock, migrate
+from vibe_ensemble.store.backup import find_pg_tool
+from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.database import Database, DatabaseError
 
 Status = Literal["ok", "warn", "fail"]
@@ -145,9 +143,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
         ]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:
-            server_now = None
-            if not db.is_sqlite:
-                server_now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
+            server_now = await clock.server_now(conn)
     except Exception as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
         return [

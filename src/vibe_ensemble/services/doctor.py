@@ -22,6 +22,7 @@ from vibe_ensemble.store import clock, migrate
 from vibe_ensemble.store.backup import find_pg_tool
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.database import Database, DatabaseError
+from vibe_ensemble.store.urls import sqlite_file
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -48,6 +49,18 @@ def _ok(check: str, detail: str) -> Finding:
 async def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
     findings = [*_configuration(settings)]
     db: Database | None = None
+    missing = sqlite_file(settings.effective_database_url)
+    if missing is not None and not missing.is_file():  # looked at before a Database would create it
+        findings.append(
+            Finding(
+                "database",
+                "fail",
+                f"{missing} does not exist",
+                "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / "
+                "VIBE_DATABASE_URL",
+            )
+        )
+        return findings + _disk(settings, None)
     try:
         db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
     except DatabaseError as exc:

@@ -1,0 +1,305 @@
+"""The Kubernetes manifests: valid against the Kubernetes schemas, and our own policy on every workload."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes_validate.utils import ValidationError, VersionNotSupportedError
+
+from vibe_ensemble.ops.config import Settings
+
+from .support import K8S, ROOT, by_kind, manifests, one, pod_spec
+
+# The oldest Kubernetes we support (ValidatingAdmissionPolicy is GA from 1.30) and the newest the
+# pinned kubernetes-validate wheel carries; both schemas ship inside the wheel.
+KUBERNETES_VERSIONS = ["1.30.0", "1.34.0"]
+# Custom resources have no schema in kubernetes-validate; test_custom_resources checks their shape.
+CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+WORKLOAD_KINDS = {"Deployment", "Job", "CronJob", "StatefulSet", "DaemonSet", "Pod"}
+EXPECTED_FILES = {
+    "namespace.yaml",
+    "deployment.yaml",
+    "service.yaml",
+    "service-account.yaml",
+    "configmap-production.yaml",
+    "configmap-staging.yaml",
+    "secret-template.yaml",
+    "hpa.yaml",
+    "pod-disruption-budget.yaml",
+    "network-policy.yaml",
+    "ingress.yaml",
+    "monitoring.yaml",
+    "backup-cronjob.yaml",
+    "security-policies.yaml",
+    "migration-job.yaml",
+}
+
+
+def test_every_listed_manifest_exists() -> None:
+    assert EXPECTED_FILES <= {p.name for p in K8S.glob("*.yaml")}
+
+
+def test_the_schemas_ship_inside_the_wheel() -> None:
+    """Validation needs no network: the schemas for each pinned version lie in the package."""
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    for version in KUBERNETES_VERSIONS:
+        strict = schemas / f"v{version}-local-strict"
+        assert (strict / "deployment-apps-v1.json").is_file(), f"no offline schema for {version}"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None:
+    checked = 0
+    for path, doc in manifests():
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except ValidationError as exc:
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} invalid for {version}: {exc}")
+        checked += 1
+    assert checked >= 25
+
+
+def test_removed_kinds_and_unknown_fields_are_rejected() -> None:
+    """The validator really rejects what Kubernetes would: a removed API and an unknown field."""
+    psp = {"apiVersion": "policy/v1beta1", "kind": "PodSecurityPolicy", "metadata": {"name": "x"}, "spec": {}}
+    with pytest.raises((ValidationError, VersionNotSupportedError, Exception)):
+        kubernetes_validate.validate(psp, KUBERNETES_VERSIONS[0], strict=True)
+    deployment = json.loads(json.dumps(one("Deployment", "vibe-ensemble")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_only_known_custom_resources() -> None:
+    kinds = {(doc["apiVersion"], doc["kind"]) for _, doc in manifests()}
+    custom = {k for k in kinds if "." in k[0].split("/")[0] and not k[0].split("/")[0].endswith(".k8s.io")}
+    assert custom == CUSTOM_RESOURCES
+
+
+# --- our policy on every workload --------------------------------------------------------------
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [doc for _, doc in manifests() if doc["kind"] in WORKLOAD_KINDS]
+
+
+def test_there_are_workloads() -> None:
+    names = {(w["kind"], w["metadata"]["name"]) for w in workloads()}
+    assert ("Deployment", "vibe-ensemble") in names
+    assert ("Job", "vibe-ensemble-migrate") in names
+    assert {n for k, n in names if k == "CronJob"} == {"vibe-ensemble-backup-daily", "vibe-ensemble-backup-weekly"}
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=lambda w: f"{w['kind']}-{w['metadata']['name']}")
+def test_every_workload_is_locked_down(workload: dict[str, Any]) -> None:
+    spec = pod_spec(workload)
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 1001
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    for container in spec["containers"] + spec.get("initContainers", []):
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+        resources = container["resources"]
+        assert resources["requests"] == {"cpu": "250m", "memory": "512Mi"}, container["name"]
+        assert resources["limits"] == {"cpu": "1000m", "memory": "2Gi"}, container["name"]
+        # the only writable paths: /tmp and the data or backup volume
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert "/tmp" in mounts
+        assert mounts <= {"/tmp", "/data", "/backups"}
+
+
+def test_the_server_deployment() -> None:
+    deployment = one("Deployment", "vibe-ensemble")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    assert container["args"] == ["serve"], "the Deployment never migrates: migration-job.yaml does"
+    # SIGTERM comes after the preStop pause; the server then takes VIBE_SHUTDOWN_GRACE_S to drain
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    for name in ("configmap-production.yaml", "configmap-staging.yaml"):
+        grace = int(configmap(name)["VIBE_SHUTDOWN_GRACE_S"])
+        assert pod["terminationGracePeriodSeconds"] >= pause + grace + 5, name
+
+
+def test_service_account_mounts_no_token() -> None:
+    for account in by_kind("ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+
+
+def test_namespaces_enforce_the_restricted_profile() -> None:
+    for namespace in by_kind("Namespace"):
+        labels = namespace["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert labels["vibe-ensemble.dev/pod-security"] == "enforced"
+    binding = one("ValidatingAdmissionPolicyBinding", "vibe-ensemble-pod-security")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] == {
+        "vibe-ensemble.dev/pod-security": "enforced"
+    }
+
+
+def test_manifests_carry_no_namespace() -> None:
+    """The pipeline picks the environment with `kubectl -n`: a hard-coded namespace would defeat it."""
+    cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    for path, doc in manifests():
+        if doc["kind"] not in cluster_scoped:
+            assert "namespace" not in doc["metadata"], f"{path.name}: {doc['kind']} sets a namespace"
+
+
+def test_hpa() -> None:
+    hpa = one("HorizontalPodAutoscaler", "vibe-ensemble")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 20)
+    kinds = {m["type"]: m for m in hpa["metrics"]}
+    assert {m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"} == {"cpu", "memory"}
+    assert kinds["Pods"]["pods"]["metric"]["name"] == "vibe_http_requests_per_second"
+    up, down = hpa["behavior"]["scaleUp"], hpa["behavior"]["scaleDown"]
+    assert up["policies"] == [{"type": "Percent", "value": 50, "periodSeconds": 30}]
+    assert down["policies"] == [{"type": "Percent", "value": 10, "periodSeconds": 60}]
+    assert down["stabilizationWindowSeconds"] > 0
+
+
+def test_network_policy_denies_by_default() -> None:
+    deny = one("NetworkPolicy", "default-deny")["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    egress = one("NetworkPolicy", "vibe-ensemble-egress")["spec"]["egress"]
+    assert {p["port"] for rule in egress for p in rule["ports"]} == {53, 5432}
+
+
+def test_ingress_has_tls_and_stream_timeouts() -> None:
+    ingress = one("Ingress", "vibe-ensemble")
+    annotations = ingress["metadata"]["annotations"]
+    assert "cert-manager.io/cluster-issuer" in annotations
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert not any("affinity" in key for key in annotations)
+    assert ingress["spec"]["tls"][0]["secretName"]
+
+
+def test_pdb_keeps_two() -> None:
+    assert one("PodDisruptionBudget", "vibe-ensemble")["spec"]["minAvailable"] == 2
+
+
+# --- configuration keys exist in our Settings ---------------------------------------------------
+
+
+def configmap(name: str) -> dict[str, str]:
+    docs = [doc for path, doc in manifests() if path.name == name]
+    assert len(docs) == 1
+    data: dict[str, str] = docs[0]["data"]
+    return data
+
+
+def env_names_set_by_manifests() -> set[str]:
+    names = set()
+    for path in ("configmap-production.yaml", "configmap-staging.yaml"):
+        names |= set(configmap(path))
+    for _, doc in manifests():
+        if doc["kind"] == "Secret":
+            names |= set(doc.get("stringData", {}))
+        if doc["kind"] in WORKLOAD_KINDS:
+            for container in pod_spec(doc)["containers"]:
+                names |= {e["name"] for e in container.get("env", [])}
+    return names
+
+
+def test_every_config_key_is_a_setting() -> None:
+    fields = {f"VIBE_{name.upper()}" for name in Settings.model_fields}
+    names = env_names_set_by_manifests()
+    assert names, "no settings found in the manifests"
+    unknown = {n for n in names if n.startswith("VIBE_")} - fields
+    assert not unknown, f"settings that do not exist in vibe_ensemble.ops.config.Settings: {sorted(unknown)}"
+    assert all(n.startswith("VIBE_") for n in names), sorted(n for n in names if not n.startswith("VIBE_"))
+
+
+@pytest.mark.parametrize("name", ["configmap-production.yaml", "configmap-staging.yaml"])
+def test_configmap_values_are_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings load from exactly these variables (plus secrets), and production is safe to start."""
+    for key, value in configmap(name).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VIBE_DATABASE_URL", "postgresql+asyncpg://vibe:secret@db:5432/vibe")
+    monkeypatch.setenv("VIBE_REQUEST_STATE_KEY", "k" * 40)
+    monkeypatch.setenv("VIBE_SESSION_SECRET", "s" * 40)
+    settings = Settings()
+    assert settings.profile == ("production" if "production" in name else "staging")
+    assert settings.unsafe_reasons() == []
+    assert settings.host == "0.0.0.0" and settings.port == 8080  # noqa: S104 - the pod's address
+
+
+def test_a_misspelt_key_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = {f"VIBE_{name.upper()}" for name in Settings.model_fields}
+    assert "VIBE_SHUTDOWN_GRACE" not in fields and "VIBE_SHUTDOWN_GRACE_S" in fields
+
+
+def test_secret_template_holds_no_real_value() -> None:
+    secret = one("Secret", "vibe-ensemble-secrets")
+    for key, value in secret["stringData"].items():
+        assert "REPLACE" in value or "PASSWORD" in value, f"{key} looks like a real value"
+
+
+# --- monitoring ---------------------------------------------------------------------------------
+
+
+def test_custom_resources() -> None:
+    monitor = one("ServiceMonitor", "vibe-ensemble")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    rules = one("PrometheusRule", "vibe-ensemble")["spec"]["groups"][0]["rules"]
+    alerts = {r["alert"]: r for r in rules}
+    assert set(alerts) == {
+        "VibeEnsembleHighErrorRate",
+        "VibeEnsembleSlowRequests",
+        "VibeEnsembleCrashLooping",
+        "VibeEnsembleDatabaseUnreachable",
+        "VibeEnsembleNoRecentBackup",
+        "VibeEnsembleCpuSaturated",
+        "VibeEnsembleAtMaxReplicas",
+    }
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"]
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+    assert "0.05" in alerts["VibeEnsembleHighErrorRate"]["expr"]
+    assert "26 * 3600" in alerts["VibeEnsembleNoRecentBackup"]["expr"]
+
+
+def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
+    from vibe_ensemble.ops.metrics import REGISTRY
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    ours = {m.name + suffix for m in REGISTRY.collect() for suffix in suffixes.get(m.type, [""])}
+    rules = one("PrometheusRule", "vibe-ensemble")["spec"]["groups"][0]["rules"]
+    dashboard = json.loads((ROOT / "deployment/grafana/dashboards/vibe-ensemble.json").read_text())
+    exprs = [r["expr"] for r in rules] + [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(vibe_[a-z_]+)", expr)}
+    assert used, "no vibe_ metric in the alerts or the dashboard"
+    missing = used - ours - {"vibe_http_requests_per_second"}
+    assert not missing, f"metrics the server does not export: {sorted(missing)}"
+
+
+def test_dashboard_configmap_matches_the_compose_dashboard() -> None:
+    configmap_doc = one("ConfigMap", "vibe-ensemble-dashboard")
+    embedded = json.loads(configmap_doc["data"]["vibe-ensemble.json"])
+    on_disk = json.loads((ROOT / "deployment/grafana/dashboards/vibe-ensemble.json").read_text())
+    assert embedded == on_disk, "monitoring.yaml's dashboard differs from deployment/grafana/dashboards"

@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate bench clean lock
+TOOLS := $(VENV)/tools
+CHECKOV := $(TOOLS)/checkov/.installed
+
+.PHONY: run test lint install tools migrate bench clean lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +16,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# checkov lives in a virtualenv of its own: its pins (packaging<24) conflict with pytest's.
+$(CHECKOV): deployment/tools/checkov.lock
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/pip install --quiet --require-hashes --no-deps -r deployment/tools/checkov.lock
+	touch $(CHECKOV)
+
+tools: $(CHECKOV)
 
 migrate: $(STAMP)
 	$(BIN)/vibe-ensemble migrate
@@ -30,7 +41,7 @@ run: $(STAMP)
 # server and browser start once. PYTEST_ARGS adds arguments, e.g. make test PYTEST_ARGS="-k mail".
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)

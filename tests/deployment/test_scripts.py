@@ -1,0 +1,155 @@
+"""deployment/scripts, each run for real: against a real local server, a real database, real files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import ServerProcess, start_server
+from vibe_ensemble.ops.config import Settings
+
+from .support import BIN, ROOT, SCRIPTS
+
+VALIDATE = SCRIPTS / "validate-deployment.sh"
+SECRETS = SCRIPTS / "generate-secrets.sh"
+
+
+def run(argv: list[str | Path], env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(  # noqa: S603 - our own scripts
+        [str(a) for a in argv], capture_output=True, text=True, timeout=300, env=full_env, **kw
+    )
+
+
+# --- validate-deployment.sh ---------------------------------------------------------------------
+
+
+def test_validate_deployment_passes_against_a_real_server(server: ServerProcess) -> None:
+    result = run([VALIDATE, server.url], env={"VIBE_TOKEN": server.admin_token, "SAMPLES": "5"})
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("FAIL")]
+    checks = {line.split()[1] for line in lines if line.startswith("ok")}
+    assert checks == {"health", "readiness", "auth", "headers", "metrics", "mcp", "latency"}
+    assert lines[-1] == f"all checks passed against {server.url}"
+
+
+def test_validate_deployment_fails_when_auth_is_off(tmp_path: Path) -> None:
+    open_server = start_server(tmp_path, extra_env={"VIBE_AUTH_ENABLED": "false"})
+    try:
+        result = run([VALIDATE, open_server.url], env={"VIBE_TOKEN": "vibe_anything", "SAMPLES": "2"})
+    finally:
+        open_server.stop()
+    assert result.returncode == 1, result.stdout
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures and all(" auth " in line for line in failures), result.stdout
+    assert len(failures) == 3
+
+
+def test_validate_deployment_fails_with_a_wrong_token(server: ServerProcess) -> None:
+    result = run([VALIDATE, server.url], env={"VIBE_TOKEN": "vibe_wrong", "SAMPLES": "2"})
+    assert result.returncode == 1
+    assert "FAIL  mcp" in result.stdout
+
+
+def test_validate_deployment_fails_when_nothing_answers() -> None:
+    result = run([VALIDATE, "http://127.0.0.1:9"], env={"VIBE_TOKEN": "vibe_x", "SAMPLES": "1"})
+    assert result.returncode == 1
+    assert "FAIL  health" in result.stdout and "FAIL  readiness" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {"VIBE_TOKEN": "x"}, "Checks a running Vibe Ensemble"),
+        (["ftp://x"], {"VIBE_TOKEN": "x"}, "URL must start with http"),
+        (["http://127.0.0.1:9"], {"VIBE_TOKEN": ""}, "set VIBE_TOKEN"),
+        (["http://127.0.0.1:9"], {"VIBE_TOKEN": "x", "SAMPLES": "0"}, "SAMPLES must be a positive integer"),
+    ],
+)
+def test_validate_deployment_usage_errors(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run([VALIDATE, *args], env=env)
+    assert result.returncode == 2 and message in result.stderr
+
+
+# --- generate-secrets.sh ------------------------------------------------------------------------
+
+
+def secret_values(path: Path) -> dict[str, str]:
+    doc = yaml.safe_load(path.read_text())
+    assert doc["kind"] == "Secret" and doc["metadata"]["name"] == "vibe-ensemble-secrets"
+    values: dict[str, str] = doc["stringData"]
+    return values
+
+
+def test_generate_secrets_writes_a_private_random_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run([SECRETS, "production"], env={"SECRETS_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "production.yaml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    values = secret_values(path)
+    assert set(values) == {"VIBE_DATABASE_URL", "VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"}
+    for key in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"):
+        assert len(values[key]) == 64 and len(set(values[key])) > 20, key
+    assert values["VIBE_REQUEST_STATE_KEY"] != values["VIBE_SESSION_SECRET"]
+    # the server accepts them for production
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VIBE_PROFILE", "production")
+    monkeypatch.setenv("VIBE_REPLICAS", "3")
+    assert Settings().unsafe_reasons() == []
+    # a second run refuses to overwrite; --force replaces every value
+    again = run([SECRETS, "production"], env={"SECRETS_DIR": str(tmp_path)})
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert secret_values(path) == values
+    forced = run([SECRETS, "production", "--force"], env={"SECRETS_DIR": str(tmp_path)})
+    assert forced.returncode == 0
+    fresh = secret_values(path)
+    assert all(fresh[k] != values[k] for k in values)
+
+
+def test_generate_secrets_uses_a_given_database_url(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://vibe:pw@db.example:5432/vibe"
+    result = run([SECRETS, "staging"], env={"SECRETS_DIR": str(tmp_path), "DATABASE_URL": url})
+    assert result.returncode == 0
+    assert secret_values(tmp_path / "staging.yaml")["VIBE_DATABASE_URL"] == url
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["prod"], {}, "ENV must be staging or production"),
+        (["staging", "--yes"], {}, "unknown option"),
+        (["staging"], {"DATABASE_URL": "sqlite+aiosqlite:///x.db"}, "must be postgresql+asyncpg"),
+        (["staging"], {"DATABASE_URL": 'postgresql+asyncpg://a:"b@h/d'}, "must not contain"),
+    ],
+)
+def test_generate_secrets_refuses_bad_input(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run([SECRETS, *args], env={"SECRETS_DIR": str(tmp_path), **env})
+    assert result.returncode == 2 and message in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written on bad input"
+
+
+def test_generated_secrets_are_git_ignored() -> None:
+    result = subprocess.run(  # noqa: S603, S607
+        ["git", "check-ignore", "-q", "deployment/secrets/production.yaml"], cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, "deployment/secrets/ must be git-ignored"
+
+
+# --- database-restore.sh ------------------------------------------------------------------------
+
+
+def test_database_restore_usage() -> None:
+    result = run([SCRIPTS / "database-restore.sh"])
+    assert result.returncode == 2 and "vibe-ensemble backup restore" in result.stderr
+    assert sys.executable

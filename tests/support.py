@@ -95,7 +95,9 @@ class ServerProcess:
         self.proc = fresh.proc
 
 
-def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> ServerProcess:
+def launch(
+    argv: list[str], env: dict[str, str], log_path: Path, url: str, ready_timeout: float = 90
+) -> ServerProcess:
     log = log_path.open("a")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     server = ServerProcess(
@@ -111,7 +113,7 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path, url: str) -> Se
             return False
 
     try:
-        wait_until(ready, timeout=90, what=f"server at {url} to be ready")
+        wait_until(ready, timeout=ready_timeout, what=f"server at {url} to be ready")
     except BaseException:
         server.kill()  # a server that never became ready is no fixture's to stop: do not leak it
         raise
@@ -125,6 +127,7 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     extra_args: list[str] | None = None,
+    ready_timeout: float = 90,
 ) -> ServerProcess:
     """Start `vibe-ensemble serve --migrate` and capture the first-start admin token."""
     port = port or free_port()
@@ -135,7 +138,7 @@ def start_server(
     env.update(extra_env or {})
     argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate", *(extra_args or [])]
     log_path = tmp_path / f"server-{port}.log"
-    server = launch(argv, env, log_path, f"http://127.0.0.1:{port}")
+    server = launch(argv, env, log_path, f"http://127.0.0.1:{port}", ready_timeout)
     match = TOKEN_RE.search(server.log())
     if match:
         server.admin_token = match.group(1)

@@ -1,6 +1,6 @@
 """Write the locks: every dependency pinned, with the sha256 of the artifact pip chose.
 
-    python deployment/scripts/lock_requirements.py            # resolves with pip (--dry-run), writes the locks
+    python deployment/scripts/lock_requirements.py   # resolves with pip (--dry-run), writes the locks
     pip install --require-hashes --no-deps -r requirements.lock   # installs exactly those artifacts
 
 Three locks, one per environment:

@@ -1,4 +1,4 @@
-"""docker-compose.yml: the stack's shape, its server locked down as in Kubernetes, its config files present."""
+"""docker-compose.yml: the stack, its server locked down as in Kubernetes, its config files present."""
 
 from __future__ import annotations
 
@@ -44,7 +44,12 @@ def test_server_settings_exist() -> None:
 
 def test_secrets_are_required_not_defaulted() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "GRAFANA_ADMIN_PASSWORD"):
+    for var in (
+        "POSTGRES_PASSWORD",
+        "VIBE_REQUEST_STATE_KEY",
+        "VIBE_SESSION_SECRET",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):
         assert re.search(r"\$\{" + var + r":\?", text), f"{var} must be required (${{{var}:?…}})"
 
 
@@ -57,7 +62,9 @@ def test_prometheus_and_grafana_files() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source
-    datasource = yaml.safe_load((ROOT / "deployment/grafana/provisioning/datasources/prometheus.yaml").read_text())
+    datasource = yaml.safe_load(
+        (ROOT / "deployment/grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     dashboard = json.loads((ROOT / "deployment/grafana/dashboards/vibe-ensemble.json").read_text())
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -34,9 +33,7 @@ REQUIRE = os.environ.get("VIBE_REQUIRE_CONTAINER") == "1"
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - podman with fixed arguments
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=check
-    )
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def _unavailable() -> str | None:
@@ -57,7 +54,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     if os.environ.get("VIBE_CONTAINER_IMAGE"):
         return IMAGE  # built by the caller (ci.yml builds it with build-secure.sh first)
     out = tmp_path_factory.mktemp("build")
-    result = subprocess.run(  # noqa: S603 - our own script
+    result = subprocess.run(
         [str(SCRIPTS / "build-secure.sh"), IMAGE],
         env={**os.environ, "ENGINE": "podman", "BUILD_ARGS": "--network=host", "OUT_DIR": str(out)},
         capture_output=True,
@@ -150,7 +147,7 @@ def container(image: str) -> Iterator[Container]:
         "-e",
         f"VIBE_PORT={port}",
         "-e",
-        f"VIBE_ALLOWED_HOSTS=[\"127.0.0.1:{port}\"]",
+        f'VIBE_ALLOWED_HOSTS=["127.0.0.1:{port}"]',
         "-e",
         f"VIBE_REQUEST_STATE_KEY={secrets.token_urlsafe(48)}",
         "-e",
@@ -210,7 +207,7 @@ async def test_runs_locked_down_and_stops_gracefully(container: Container) -> No
     ) as stream:
         lines = stream.iter_lines()
         assert next(lines).startswith("retry:")
-        stop = subprocess.Popen(["podman", "stop", "-t", "30", container.name], stdout=subprocess.DEVNULL)  # noqa: S607
+        stop = subprocess.Popen(["podman", "stop", "-t", "30", container.name], stdout=subprocess.DEVNULL)
         rest = "\n".join(lines)
     assert "shutting down" in rest, rest
     assert stop.wait(timeout=60) == 0

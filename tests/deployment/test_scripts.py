@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -196,3 +198,80 @@ def test_database_restore_usage() -> None:
     result = run([SCRIPTS / "database-restore.sh"])
     assert result.returncode == 2 and "vibe-ensemble backup restore" in result.stderr
     assert sys.executable
+
+
+# --- database-restore.sh against the real backup commands -----------------------------------------
+
+RESTORE = SCRIPTS / "database-restore.sh"
+
+
+def _cli() -> str:
+    cli = os.environ.get("VIBE_ENSEMBLE", str(BIN / "vibe-ensemble"))
+    probe = run([cli, "backup", "--help"])
+    if probe.returncode != 0:
+        pytest.skip("needs `vibe-ensemble backup` (the operations issue, 10)")
+    return cli
+
+
+def _labels(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "vibe.db") as db:
+        return sorted(row[0] for row in db.execute("SELECT label FROM credentials"))
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> tuple[str, dict[str, str], Path, str]:
+    """A SQLite database with one token, a backup of it, then a second token written after the backup."""
+    cli = _cli()
+    env = {"VIBE_DATA_DIR": str(tmp_path / "data")}
+    store = tmp_path / "backups"
+    for argv in ([cli, "migrate"], [cli, "token", "create", "--role", "viewer", "--label", "before"]):
+        assert run(argv, env=env).returncode == 0
+    created = run([cli, "backup", "create", "--to", str(store), "--label", "daily"], env=env)
+    assert created.returncode == 0, created.stderr
+    backup_id = created.stdout.strip().splitlines()[-1]
+    assert run([cli, "token", "create", "--role", "viewer", "--label", "after"], env=env).returncode == 0
+    assert _labels(tmp_path / "data") == ["after", "before"]
+    return cli, env, store, backup_id
+
+
+def test_database_restore_restores_and_keeps_a_safety_backup(
+    tmp_path: Path, backed_up: tuple[str, dict[str, str], Path, str]
+) -> None:
+    cli, env, store, backup_id = backed_up
+    result = run([RESTORE, backup_id, "--store", store, "--yes"], env={**env, "VIBE_ENSEMBLE": cli})
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("== ")] == [
+        f"== 1/5 verify backup {backup_id}",
+        "== 2/5 confirm",
+        "== 3/5 stop the servers",
+        "== 4/5 restore",
+        "== 5/5 check",
+    ]
+    assert _labels(tmp_path / "data") == ["before"]
+    # the state it replaced is kept: a pre-restore safety backup beside the one restored
+    listing = json.loads(run([cli, "backup", "list", "--store", str(store), "--json"], env=env).stdout)
+    assert len(listing) == 2 and backup_id in {b["id"] for b in listing}
+
+
+def test_database_restore_refuses_a_backup_that_does_not_verify(
+    tmp_path: Path, backed_up: tuple[str, dict[str, str], Path, str]
+) -> None:
+    cli, env, store, backup_id = backed_up
+    (data,) = [p for p in store.iterdir() if p.name.startswith(backup_id) and not p.name.endswith(".json")]
+    data.write_bytes(data.read_bytes()[:-64] + b"\0" * 64)
+    result = run([RESTORE, backup_id, "--store", store, "--yes"], env={**env, "VIBE_ENSEMBLE": cli})
+    assert result.returncode != 0
+    assert "== 4/5 restore" not in result.stdout
+    assert _labels(tmp_path / "data") == ["after", "before"], "nothing changed"
+
+
+def test_database_restore_asks_before_it_restores(
+    tmp_path: Path, backed_up: tuple[str, dict[str, str], Path, str]
+) -> None:
+    cli, env, store, backup_id = backed_up
+    result = run(
+        [RESTORE, backup_id, "--store", store], env={**env, "VIBE_ENSEMBLE": cli}, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 2 and "pass --yes" in result.stderr
+    assert _labels(tmp_path / "data") == ["after", "before"], "nothing changed"

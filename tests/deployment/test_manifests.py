@@ -110,6 +110,7 @@ def test_every_workload_is_locked_down(workload: dict[str, Any]) -> None:
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 1001
     assert pod["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
     assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
     for container in spec["containers"] + spec.get("initContainers", []):
         sc = container["securityContext"]

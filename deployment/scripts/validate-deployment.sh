@@ -86,7 +86,7 @@ check_header() { # NAME PATTERN
 }
 check_header x-content-type-options '^nosniff$'
 check_header x-frame-options '^DENY$'
-check_header referrer-policy '^no-referrer$'
+check_header referrer-policy '^(no-referrer|same-origin)$'
 check_header content-security-policy "frame-ancestors 'none'"
 if [[ $BASE == https://* ]]; then
   check_header strict-transport-security 'max-age=[1-9][0-9]*'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,9 @@ def test_configmap_values_are_valid_settings(name: str, monkeypatch: pytest.Monk
     for key, value in configmap(name).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VIBE_DATABASE_URL", "postgresql+asyncpg://vibe:secret@db:5432/vibe")
-    monkeypatch.setenv("VIBE_REQUEST_STATE_KEY", "k" * 40)
-    monkeypatch.setenv("VIBE_SESSION_SECRET", "s" * 40)
+    # as generate-secrets.sh makes them: random, so production's entropy check accepts them
+    monkeypatch.setenv("VIBE_REQUEST_STATE_KEY", secrets.token_urlsafe(32))
+    monkeypatch.setenv("VIBE_SESSION_SECRET", secrets.token_urlsafe(32))
     settings = Settings()
     assert settings.profile == ("production" if "production" in name else "staging")
     assert settings.unsafe_reasons() == []

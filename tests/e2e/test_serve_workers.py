@@ -30,7 +30,7 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
         for _ in range(6):
             async with mcp_client(server.mcp_url, server.admin_token) as client:
                 issues = await call(client, "list_issues")
-                assert [i["title"] for i in issues["issues"]] == ["made through one worker"]
+                assert [i["title"] for i in issues["items"]] == ["made through one worker"]
         assert server.log().count("First start") == 1
         assert server.log().count("serving on") == 1
     finally:

@@ -35,8 +35,9 @@ def mcp_stdio(
     from vibe_ensemble.api.mcp.context import CallContext, bind
     from vibe_ensemble.api.mcp.profiles import profile_of
 
-    settings = settings_or_exit(config, existing=True, database_url=database_url)
-    refuse_unsafe_production(settings)
+    settings = settings_or_exit(config, database_url=database_url)
+    refuse_unsafe_production(settings)  # before anything else: an unsafe production config says so first
+    settings_or_exit(config, existing=True, database_url=database_url)
     if any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:]):
         err.print(
             "warning: --token puts the token in the process table, where other users of this machine "

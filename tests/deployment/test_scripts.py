@@ -208,8 +208,7 @@ RESTORE = SCRIPTS / "database-restore.sh"
 def _cli() -> str:
     cli = os.environ.get("VIBE_ENSEMBLE", str(BIN / "vibe-ensemble"))
     probe = run([cli, "backup", "--help"])
-    if probe.returncode != 0:
-        pytest.skip("needs `vibe-ensemble backup` (the operations issue, 10)")
+    assert probe.returncode == 0, probe.stderr
     return cli
 
 

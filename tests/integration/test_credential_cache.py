@@ -59,3 +59,19 @@ async def test_a_cached_token_still_expires(runtime: Runtime, admin: Caller) -> 
     runtime.services.ctx.clock = lambda: expires + timedelta(seconds=1)
     with pytest.raises(Unauthenticated):
         await tokens.authenticate(secret)
+
+
+async def test_a_busy_token_is_read_again_after_the_bound(runtime: Runtime, admin: Caller) -> None:
+    """Hits do not extend the trust: a token used constantly is still re-read every bound."""
+    tokens = runtime.services.tokens
+    now = [0.0]
+    tokens.cache.clock = lambda: now[0]
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    await tokens.authenticate(secret)  # read from the database at t=0
+    await _revoke_behind_the_service(runtime, cred.id)
+    for step in range(1, 5):  # used every second, within the 5 s bound
+        now[0] = float(step)
+        await tokens.authenticate(secret)
+    now[0] = tokens.cache.ttl_s + 0.5  # past the bound since the database read, not since the last hit
+    with pytest.raises(Unauthenticated):
+        await tokens.authenticate(secret)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -52,15 +53,16 @@ class CredentialCache:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
+        self.clock = clock
         self._found: dict[str, tuple[float, StoredCredential]] = {}
 
     def get(self, digest: str) -> StoredCredential | None:
         hit = self._found.get(digest)
         if hit is None:
             return None
-        if time.monotonic() - hit[0] > self.ttl_s:
+        if self.clock() - hit[0] > self.ttl_s:
             del self._found[digest]
             return None
         return hit[1]
@@ -70,7 +72,7 @@ class CredentialCache:
             return
         if len(self._found) >= self.MAX_ENTRIES:
             self._found.clear()
-        self._found[digest] = (time.monotonic(), found)
+        self._found[digest] = (self.clock(), found)
 
     def clear(self) -> None:
         self._found.clear()
@@ -225,7 +227,8 @@ class TokenService(Service):
         if tokens.looks_like_token(token):
             wanted = tokens.digest(token)
             found = self.cache.get(wanted)
-            if found is None:
+            from_database = found is None
+            if from_database:
                 try:
                     async with self.ctx.db.read() as conn:
                         found = await store.by_hash(conn, wanted)
@@ -240,8 +243,12 @@ class TokenService(Service):
                 if found is not None and not tokens.same(found.token_hash, wanted):
                     found = None
             reason = _unusable(found, self.ctx.clock())
-            if not reason and found is not None:
+            if from_database and not reason and found is not None:
+                # Only a read from the database starts a bound: a hit must not extend its own trust.
                 self.cache.put(wanted, found)
+                self.recent.remember(
+                    wanted, self._caller(found, "", throttle=False), found.credential.expires_at
+                )
         if reason or found is None:
             credential_id = None if found is None else found.credential.id
             await self._failed(reason, token, remote, credential_id=credential_id)
@@ -250,7 +257,6 @@ class TokenService(Service):
                 + ": send 'Authorization: Bearer vibe_…' with a live token "
                 "(an admin creates one with `vibe-ensemble token create`)"
             )
-        self.recent.remember(wanted, self._caller(found, "", throttle=False), found.credential.expires_at)
         return self._caller(found, remote, throttle)
 
     async def authenticate_session(

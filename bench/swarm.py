@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -246,7 +247,8 @@ async def swarm(
 
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """Sample our server with py-spy (pip install py-spy) for the measured window."""
-    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
     argv += ["--format", "raw", "--nonblocking", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import Caller
@@ -61,7 +60,83 @@ async def test_prepared_matches_sqlalchemy(runtime: Runtime, admin: Caller) -> N
         assert (await conn.execute(COUNT, {"agent_id": bo})).scalar_one() == 3
 
 
-def test_expanding_in_is_refused() -> None:
-    prepared = Prepared(sa.select(agents.c.id).where(agents.c.id.in_(sa.bindparam("ids", expanding=True))))
-    with pytest.raises(ValueError, match="expanding IN"):
-        prepared.plan(sa.create_engine("sqlite://").dialect)
+IN_IDS = Prepared(
+    sa.select(agents.c.id, agents.c.name)
+    .where(agents.c.id.in_(sa.bindparam("ids", expanding=True)), agents.c.name != sa.bindparam("not_named"))
+    .order_by(agents.c.id)
+)
+NOT_IN_IDS = Prepared(
+    sa.select(agents.c.name)
+    .where(agents.c.id.not_in(sa.bindparam("ids", expanding=True)))
+    .order_by(agents.c.id)
+)
+INSERT = Prepared.insert_row(messages)
+INSERT_RECIPIENT = Prepared(
+    message_recipients.insert().values(
+        message_id=sa.bindparam("message_id"), agent_id=sa.bindparam("agent_id")
+    )
+)
+MARK_READ = Prepared(
+    message_recipients.update()
+    .where(message_recipients.c.message_id == sa.bindparam("mid"), message_recipients.c.read_at.is_(None))
+    .values(read_at=sa.bindparam("now"))
+)
+
+
+async def test_prepared_in_lists_match_sqlalchemy(runtime: Runtime, admin: Caller) -> None:
+    services = runtime.services
+    for name in ("ana", "bo", "cy"):
+        await services.agents.register(admin, name=name)
+    async with runtime.db.read() as conn:
+        ids = list((await conn.execute(sa.select(agents.c.id).order_by(agents.c.id))).scalars())
+        cases = [
+            (IN_IDS, {"ids": ids, "not_named": "bo"}),
+            (IN_IDS, {"ids": ids[:1], "not_named": "bo"}),
+            (IN_IDS, {"ids": [], "not_named": "bo"}),  # an empty list: SQLAlchemy's own SQL for IN ()
+            (NOT_IN_IDS, {"ids": ids[1:]}),
+            (NOT_IN_IDS, {"ids": []}),
+        ]
+        for prepared, params in cases:
+            fast = (await conn.execute(prepared, params)).all()
+            slow = (await conn.execute(prepared.statement, params)).all()
+            assert fast == slow
+        assert [r.name for r in await conn.execute(IN_IDS, {"ids": ids, "not_named": "bo"})] == ["ana", "cy"]
+        assert [r.name for r in await conn.execute(NOT_IN_IDS, {"ids": []})] == ["ana", "bo", "cy"]
+
+
+async def test_prepared_writes_returning_executemany_and_rowcount(runtime: Runtime, admin: Caller) -> None:
+    services = runtime.services
+    for name in ("ana", "bo", "cy"):
+        await services.agents.register(admin, name=name)
+    now = runtime.services.ctx.clock()
+    async with runtime.db.write() as conn:
+        project_id = (await conn.execute(sa.select(projects.c.id))).scalar_one()
+        ids = list((await conn.execute(sa.select(agents.c.id).order_by(agents.c.id))).scalars())
+        row = {
+            "project_id": project_id,
+            "sender": "ana",
+            "subject": "s",
+            "body": "b",
+            "thread_id": "t-1",
+            "importance": "high",
+            "ack_required": True,
+            "to_role": None,
+            "broadcast": False,
+            "created_at": now,
+        }
+        first = (await conn.execute(INSERT, row)).scalar_one()
+        second = (await conn.execute(INSERT, {**row, "subject": "s2"})).scalar_one()
+        assert second == first + 1
+        await conn.execute(INSERT_RECIPIENT, [{"message_id": first, "agent_id": a} for a in ids])
+        assert (await conn.execute(MARK_READ, {"mid": first, "now": now})).rowcount == 3
+        assert (await conn.execute(MARK_READ, {"mid": first, "now": now})).rowcount == 0
+        stored = (await conn.execute(sa.select(messages).where(messages.c.id == first))).one()
+        assert (stored.subject, stored.ack_required, stored.broadcast) == ("s", True, False)
+        assert stored.to_role is None
+        assert stored.created_at == now
+        read = (
+            await conn.execute(
+                sa.select(message_recipients.c.read_at).where(message_recipients.c.message_id == first)
+            )
+        ).scalars()
+        assert set(read) == {now}

@@ -60,13 +60,14 @@ class MessageService(Service):
             recipients = await _recipients(
                 tx.conn, proj.id, sender, to, None if broadcast else to_role, broadcast
             )
+            thread_id = thread_id or f"t-{secrets.token_hex(6)}"
             message_id = await store.insert(
                 tx.conn,
                 project_id=proj.id,
                 sender=sender,
                 subject=subject,
                 body=body,
-                thread_id=thread_id or f"t-{secrets.token_hex(6)}",
+                thread_id=thread_id,
                 importance=importance,
                 ack_required=ack_required,
                 to_role=to_role,
@@ -74,7 +75,20 @@ class MessageService(Service):
                 recipient_ids=list(recipients),
                 now=tx.now,
             )
-            message = await store.get(tx.conn, message_id)
+            message = Message(
+                id=message_id,
+                project=proj.slug,
+                sender=sender,
+                recipients=sorted(recipients.values()),
+                to_role=to_role,
+                broadcast=broadcast,
+                subject=subject,
+                body=body,
+                thread_id=thread_id,
+                importance=importance,
+                ack_required=ack_required,
+                created_at=tx.now,
+            )
             tx.emit(
                 EventType.MESSAGE_SENT,
                 sender,

@@ -29,7 +29,7 @@ from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.store import faults
-from vibe_ensemble.store.sqlite import Params, Prepared, Row, SqliteEngine, create_private
+from vibe_ensemble.store.sqlite import Params, Prepared, SqliteEngine, create_private
 
 
 @contextmanager
@@ -103,7 +103,7 @@ class Connection(Protocol):
     def dialect(self) -> Dialect: ...
 
     @overload
-    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+    async def execute(self, statement: Prepared, parameters: Params = None) -> Result[Any]: ...
 
     @overload
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
@@ -119,7 +119,7 @@ class _PostgresConnection:
         self.dialect = conn.dialect
 
     @overload
-    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+    async def execute(self, statement: Prepared, parameters: Params = None) -> Result[Any]: ...
 
     @overload
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.sqlite import Prepared
 from vibe_ensemble.store.tables import events, projects
 
 # PostgreSQL: the advisory lock that orders event ids by commit, and the channel
@@ -42,15 +43,14 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> li
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK_KEY})
     ids: list[int] = []
     for ev in new:
-        result = await conn.execute(
-            events.insert()
-            .values(time=now, project_id=ev.project_id, type=ev.type, actor=ev.actor, payload=ev.payload)
-            .returning(events.c.id)
-        )
-        ids.append(result.scalar_one())
+        row = {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor}
+        ids.append((await conn.execute(_INSERT, {**row, "payload": ev.payload})).scalar_one())
     if postgres:
         await conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
     return ids
+
+
+_INSERT = Prepared.insert_row(events)
 
 
 async def newest_id_on_listener(conn: asyncpg.Connection) -> int:

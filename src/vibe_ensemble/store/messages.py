@@ -14,18 +14,19 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.sqlite import Prepared
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
+_RECIPIENTS_OF = Prepared(
+    sa.select(message_recipients.c.message_id, agents.c.name)
+    .join(agents, agents.c.id == message_recipients.c.agent_id)
+    .where(message_recipients.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(agents.c.name)
+)
+
 
 async def _recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     if not message_ids:
         return out
-    rows = await conn.execute(
-        sa.select(message_recipients.c.message_id, agents.c.name)
-        .join(agents, agents.c.id == message_recipients.c.agent_id)
-        .where(message_recipients.c.message_id.in_(message_ids))
-        .order_by(agents.c.name)
-    )
-    for r in rows:
+    for r in await conn.execute(_RECIPIENTS_OF, {"ids": message_ids}):
         out[r.message_id].append(r.name)
     return out
 
@@ -47,7 +48,7 @@ def _to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
     )
 
 
-def _inbox_query(agent_id: int) -> sa.Select[Any]:
+def _inbox_query(agent_id: int | sa.BindParameter[int]) -> sa.Select[Any]:
     return (
         sa.select(messages, projects.c.slug, message_recipients.c.read_at, message_recipients.c.acked_at)
         .join(message_recipients, message_recipients.c.message_id == messages.c.id)
@@ -56,8 +57,21 @@ def _inbox_query(agent_id: int) -> sa.Select[Any]:
     )
 
 
-async def _load_inbox(conn: Connection, query: sa.Select[Any]) -> list[InboxItem]:
-    rows = list(await conn.execute(query))
+def _inbox_since(*, unread_only: bool) -> Prepared:
+    """An agent's mail after `since_id`, oldest first, at most `limit` (the fetch_inbox hot path)."""
+    q = _inbox_query(sa.bindparam("agent_id")).where(messages.c.id > sa.bindparam("since_id"))
+    if unread_only:
+        q = q.where(message_recipients.c.read_at.is_(None))
+    return Prepared(q.order_by(messages.c.id).limit(sa.bindparam("limit")))
+
+
+_INBOX = {False: _inbox_since(unread_only=False), True: _inbox_since(unread_only=True)}
+
+
+async def _load_inbox(
+    conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
+) -> list[InboxItem]:
+    rows = list(await conn.execute(query, parameters))
     recipients = await _recipients_of(conn, [r.id for r in rows])
     return [
         InboxItem(message=_to_message(r, recipients.get(r.id, [])), read_at=r.read_at, acked_at=r.acked_at)
@@ -76,15 +90,6 @@ async def unread_count(conn: Connection, agent_id: int) -> int:
     return int((await conn.execute(_UNREAD, {"agent_id": agent_id})).scalar_one())
 
 
-def _by_id_query(message_id: int) -> sa.Select[Any]:
-    """One message, shaped like an inbox row (without recipient state)."""
-    return (
-        sa.select(messages, projects.c.slug, sa.null().label("read_at"), sa.null().label("acked_at"))
-        .join(projects, projects.c.id == messages.c.project_id)
-        .where(messages.c.id == message_id)
-    )
-
-
 async def unread(
     conn: Connection, agent_id: int, *, importance: list[Importance] | None = None, limit: int
 ) -> list[InboxItem]:
@@ -99,14 +104,8 @@ async def inbox(
     conn: Connection, agent_id: int, *, since_id: int, unread_only: bool, limit: int
 ) -> list[InboxItem]:
     """An agent's mail after `since_id`, oldest first."""
-    q = _inbox_query(agent_id).where(messages.c.id > since_id)
-    if unread_only:
-        q = q.where(message_recipients.c.read_at.is_(None))
-    return await _load_inbox(conn, q.order_by(messages.c.id).limit(limit))
-
-
-async def get(conn: Connection, message_id: int) -> Message:
-    return (await _load_inbox(conn, _by_id_query(message_id)))[0].message
+    parameters = {"agent_id": agent_id, "since_id": since_id, "limit": limit}
+    return await _load_inbox(conn, _INBOX[unread_only], parameters)
 
 
 async def insert(
@@ -125,28 +124,31 @@ async def insert(
     now: datetime,
 ) -> int:
     """Store a message and its recipients; returns its id."""
-    result = await conn.execute(
-        messages.insert()
-        .values(
-            project_id=project_id,
-            sender=sender,
-            subject=subject,
-            body=body,
-            thread_id=thread_id,
-            importance=importance.value,
-            ack_required=ack_required,
-            to_role=to_role.value if to_role else None,
-            broadcast=broadcast,
-            created_at=now,
-        )
-        .returning(messages.c.id)
-    )
-    message_id = int(result.scalar_one())
+    row = {
+        "project_id": project_id,
+        "sender": sender,
+        "subject": subject,
+        "body": body,
+        "thread_id": thread_id,
+        "importance": importance.value,
+        "ack_required": ack_required,
+        "to_role": to_role.value if to_role else None,
+        "broadcast": broadcast,
+        "created_at": now,
+    }
+    message_id = int((await conn.execute(_INSERT, row)).scalar_one())
     if recipient_ids:
-        await conn.execute(
-            message_recipients.insert(), [{"message_id": message_id, "agent_id": a} for a in recipient_ids]
-        )
+        rows = [{"message_id": message_id, "agent_id": a} for a in recipient_ids]
+        await conn.execute(_INSERT_RECIPIENT, rows)
     return message_id
+
+
+_INSERT = Prepared.insert_row(messages)
+_INSERT_RECIPIENT = Prepared(
+    message_recipients.insert().values(
+        message_id=sa.bindparam("message_id"), agent_id=sa.bindparam("agent_id")
+    )
+)
 
 
 async def received(conn: Connection, agent_id: int, ids: list[int]) -> set[int]:

@@ -28,24 +28,34 @@ from sqlalchemy.sql.base import Executable
 T = TypeVar("T")
 Row = Mapping[str, Any] | None
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None  # one row, or many (executemany)
+Statement = sa.Select[Any] | sa.Insert | sa.Update | sa.Delete  # what a `Prepared` may hold
 
 
 class Prepared:
-    """A SELECT built once (at import, with named `sa.bindparam`s) for the hot paths.
+    """A statement built once (at import, with named `sa.bindparam`s) for the hot paths.
 
-    SQLAlchemy spends most of a small query's time building the statement and finding its
-    compiled form again (~100-250 us against ~10 us for SQLite itself). A `Prepared` statement
-    is compiled once per dialect; on SQLite it then runs straight on the driver, with the same
-    type processing SQLAlchemy would apply, and returns an ordinary `Result`. On PostgreSQL it is
-    handed to SQLAlchemy as the prebuilt statement it is (its cache key is computed once).
-    Expanding `IN` parameters are not supported (they change the SQL per call).
+    SQLAlchemy spends most of a small statement's time building it and finding its compiled
+    form again (~100-250 us against ~10 us for SQLite itself). A `Prepared` statement is
+    compiled once per dialect; on SQLite it then runs straight on the driver, with the same
+    type processing SQLAlchemy would apply, and returns an ordinary `Result` (with `rowcount`).
+    On PostgreSQL it is handed to SQLAlchemy as the prebuilt statement it is (its cache key is
+    computed once). SELECT, INSERT, UPDATE and DELETE, with or without RETURNING; a list of
+    parameter rows runs as executemany. Expanding `IN` parameters (`sa.bindparam(..., expanding=True)`)
+    are filled in per call; an empty list runs through SQLAlchemy, which knows its SQL.
+    Python-side column defaults are not applied: give every value.
     """
 
     __slots__ = ("_plans", "statement")
 
-    def __init__(self, statement: sa.Select[Any]) -> None:
+    def __init__(self, statement: Statement) -> None:
         self.statement = statement
         self._plans: dict[str, Plan] = {}
+
+    @classmethod
+    def insert_row(cls, table: sa.Table) -> Prepared:
+        """INSERT of every column but `id` (each a parameter of the column's name), RETURNING id."""
+        values: dict[Any, Any] = {c: sa.bindparam(c.name) for c in table.c if c.name != "id"}
+        return cls(table.insert().values(values).returning(table.c.id))
 
     def plan(self, dialect: Dialect) -> Plan:
         found = self._plans.get(dialect.name)
@@ -54,15 +64,21 @@ class Prepared:
         return found
 
 
+class PreparedResult(IteratorResult[Any]):
+    """The rows a `Plan` returned, and how many rows its statement changed."""
+
+    def __init__(self, keys: list[str], rows: list[Any], rowcount: int) -> None:
+        super().__init__(SimpleResultMetaData(keys), iter(rows))
+        self.rowcount = rowcount
+
+
 class Plan:
     """A compiled `Prepared` for one dialect: SQL, parameter order and type processors."""
 
-    __slots__ = ("binds", "defaults", "keys", "results", "sql")
+    __slots__ = ("binds", "defaults", "expanding", "keys", "results", "sql")
 
-    def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        if "POSTCOMPILE" in compiled.string:
-            raise ValueError("a Prepared statement cannot use expanding IN parameters")
         self.sql = compiled.string
         # Values the statement carries itself (inline literals); the named parameters come per call.
         self.defaults = {n: b.effective_value for n, b in compiled.binds.items() if not b.required}
@@ -70,22 +86,50 @@ class Plan:
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in compiled.positiontup or []
         ]
+        self.expanding = {name for name, b in compiled.binds.items() if b.expanding}
         self.keys: list[str] | None = None  # the names the SQL gives its columns, from the first run
-        self.results = [
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.selected_columns
+        self.results = [  # the columns selected, or RETURNING's (none for plain DML)
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.exported_columns
         ]
 
-    def run(self, dbapi: Any, parameters: Mapping[str, Any] | None) -> Result[Any]:
+    def arguments(self, parameters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        """The SQL for these parameters (expanding IN filled in) and its positional arguments."""
         values = {**self.defaults, **parameters} if parameters else self.defaults
-        args = [values[name] if proc is None else proc(values[name]) for name, proc in self.binds]
-        cursor = dbapi.execute(self.sql, args)
+        if not self.expanding:
+            return self.sql, [values[n] if proc is None else proc(values[n]) for n, proc in self.binds]
+        sql, args = self.sql, list[Any]()
+        for name, proc in self.binds:
+            value: Any = values[name]
+            if name in self.expanding:
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
+                args.extend(value if proc is None else [proc(v) for v in value])
+            else:
+                args.append(value if proc is None else proc(value))
+        return sql, args
+
+    def run(self, dbapi: Any, parameters: Params) -> PreparedResult:
+        if parameters is not None and not isinstance(parameters, Mapping):
+            many = list(parameters)
+            sql = self.arguments(many[0])[0] if many else self.sql
+            cursor = dbapi.executemany(sql, [self.arguments(row)[1] for row in many])
+            return PreparedResult([], [], cursor.rowcount)
+        sql, args = self.arguments(parameters)
+        cursor = dbapi.execute(sql, args)
+        if cursor.description is None:
+            return PreparedResult([], [], cursor.rowcount)
         if self.keys is None:
             self.keys = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
+        rows: list[Any] = cursor.fetchall()
         if any(self.results):
             procs = self.results
             rows = [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows]
-        return IteratorResult(SimpleResultMetaData(self.keys), iter(rows))
+        return PreparedResult(self.keys, rows, cursor.rowcount)
+
+    def needs_sqlalchemy(self, parameters: Params) -> bool:
+        """An empty expanding list: SQLAlchemy renders its own SQL for `IN ()`."""
+        if not self.expanding or not isinstance(parameters, Mapping):
+            return False
+        return any(not parameters.get(name) for name in self.expanding)
 
 
 class SqliteConnection:
@@ -104,14 +148,17 @@ class SqliteConnection:
         self.dialect = conn.dialect
 
     @overload
-    async def execute(self, statement: Prepared, parameters: Row = None) -> Result[Any]: ...
+    async def execute(self, statement: Prepared, parameters: Params = None) -> Result[Any]: ...
 
     @overload
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
 
     async def execute(self, statement: Executable | Prepared, parameters: Any = None) -> Result[Any]:
         if isinstance(statement, Prepared):
-            return statement.plan(self.dialect).run(self._conn.connection.dbapi_connection, parameters)
+            plan = statement.plan(self.dialect)
+            if not plan.needs_sqlalchemy(parameters):
+                return plan.run(self._conn.connection.dbapi_connection, parameters)
+            statement = statement.statement
         return self._conn.execute(statement, parameters)
 
 

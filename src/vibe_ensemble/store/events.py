@@ -65,6 +65,11 @@ def _select() -> sa.Select[Any]:
     )
 
 
+_AFTER = Prepared(
+    _select().where(events.c.id > sa.bindparam("after_id")).order_by(events.c.id).limit(sa.bindparam("limit"))
+)
+
+
 def _to_event(row: sa.Row[Any]) -> Event:
     return Event(
         id=row.id,
@@ -85,6 +90,8 @@ async def after(
     limit: int = 100,
 ) -> list[Event]:
     """Events with id > after_id, oldest first; filtered by projects and type prefixes."""
+    if project_ids is None and not types:  # the live feeds' shared window (events/feed.py), per commit
+        return [_to_event(r) for r in await conn.execute(_AFTER, {"after_id": after_id, "limit": limit})]
     q = _select().where(events.c.id > after_id)
     if project_ids is not None:
         q = q.where(events.c.project_id.in_(project_ids))

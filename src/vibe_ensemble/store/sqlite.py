@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,6 @@ from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, CursorResult, Dialect, IteratorResult, Result
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.pool import NullPool
@@ -141,10 +141,11 @@ class SqliteConnection:
     real suspension except the commit (see `SqliteEngine.write`).
     """
 
-    __slots__ = ("_conn", "dialect")
+    __slots__ = ("_conn", "_dbapi", "dialect")
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
+        self._dbapi = driver(conn)
         self.dialect = conn.dialect
 
     @overload
@@ -157,7 +158,7 @@ class SqliteConnection:
         if isinstance(statement, Prepared):
             plan = statement.plan(self.dialect)
             if not plan.needs_sqlalchemy(parameters):
-                return plan.run(self._conn.connection.dbapi_connection, parameters)
+                return plan.run(self._dbapi, parameters)
             statement = statement.statement
         return self._conn.execute(statement, parameters)
 
@@ -216,29 +217,30 @@ class SqliteEngine:
         if self._writer is None:
             self._writer = self._engine.connect()
         conn = self._writer
-        await self._begin_immediate(conn)
+        dbapi = driver(conn)
+        await self._begin_immediate(dbapi)
         try:
             yield SqliteConnection(conn)
         except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
+            dbapi.execute("ROLLBACK")
             raise
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._committer, conn.exec_driver_sql, "COMMIT")
+            await loop.run_in_executor(self._committer, dbapi.execute, "COMMIT")
         except BaseException:
-            if in_transaction(conn):
-                conn.exec_driver_sql("ROLLBACK")
+            if dbapi.in_transaction:
+                dbapi.execute("ROLLBACK")
             raise
 
-    async def _begin_immediate(self, conn: sa.Connection) -> None:
+    async def _begin_immediate(self, dbapi: sqlite3.Connection) -> None:
         deadline = time.monotonic() + self.BUSY_RETRY_S
         delay = 0.001
         while True:
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                dbapi.execute("BEGIN IMMEDIATE")
                 return
-            except sa_exc.OperationalError as exc:
-                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -246,11 +248,12 @@ class SqliteEngine:
     @contextlib.contextmanager
     def read(self) -> Iterator[SqliteConnection]:
         conn = self._idle.pop() if self._idle else self._engine.connect()
-        conn.exec_driver_sql("BEGIN")
+        dbapi = driver(conn)
+        dbapi.execute("BEGIN")
         try:
             yield SqliteConnection(conn)
         finally:
-            conn.exec_driver_sql("ROLLBACK")
+            dbapi.execute("ROLLBACK")
             if len(self._idle) < self.IDLE_READERS:
                 self._idle.append(conn)
             else:
@@ -276,6 +279,8 @@ class SqliteEngine:
         self._engine.dispose()
 
 
-def in_transaction(conn: sa.Connection) -> bool:
+def driver(conn: sa.Connection) -> sqlite3.Connection:
+    """The stdlib connection under SQLAlchemy's: transaction control and prepared plans run on it."""
     dbapi = conn.connection.dbapi_connection
-    return bool(getattr(dbapi, "in_transaction", False))
+    assert isinstance(dbapi, sqlite3.Connection)
+    return dbapi

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.runtime import Runtime
-from vibe_ensemble.store.sqlite import Prepared
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 BY_NAME = Prepared(

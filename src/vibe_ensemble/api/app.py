@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,8 +101,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(feeds.router)
     views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
-    app.router.routes.append(
-        Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
+    app.router.routes.insert(
+        0, Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     security.install(app, settings)
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
@@ -110,9 +112,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"], include_in_schema=False))
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:

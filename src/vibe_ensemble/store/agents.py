@@ -11,7 +11,7 @@ from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.sqlite import Prepared
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import agents, projects
 
 

@@ -5,9 +5,11 @@ connection guarded by a lock, `BEGIN IMMEDIATE` on every write transaction, its
 COMMIT on one dedicated thread, and a few read connections beside it. One process
 owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 
-PostgreSQL (asyncpg): one pool; every write transaction that appends events
-takes a transaction-level advisory lock first (`store.events.append`), so event
-ids become visible in id order.
+PostgreSQL (asyncpg): one SQLAlchemy pool in AUTOCOMMIT, each transaction begun and
+ended by asyncpg itself, so `Prepared` statements run on asyncpg directly beside the
+ones SQLAlchemy executes; every write transaction that appends events takes a
+transaction-level advisory lock first (`store.events.append`), so event ids become
+visible in id order.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.store import faults
-from vibe_ensemble.store.sqlite import Params, Prepared, SqliteEngine, create_private
+from vibe_ensemble.store.prepared import Params, Prepared
+from vibe_ensemble.store.sqlite import SqliteEngine, create_private
 
 
 @contextmanager
@@ -41,7 +44,7 @@ def _out_of_range_is_invalid_input() -> Iterator[None]:
     """
     try:
         yield
-    except (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError) as exc:
+    except (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError, asyncpg.DataError) as exc:
         causes = list(_causes(exc))
         if any(isinstance(e, UnicodeEncodeError) for e in causes):
             raise InvalidInput("request", "text must be valid Unicode (no lone surrogates)") from exc
@@ -110,12 +113,17 @@ class Connection(Protocol):
 
 
 class _PostgresConnection:
-    """A pooled asyncpg connection through SQLAlchemy's async engine."""
+    """A pooled connection inside one asyncpg transaction of ours (see `Database._postgres`).
 
-    __slots__ = ("_conn", "dialect")
+    `Prepared` statements run straight on asyncpg, which prepares each SQL text once per
+    connection and reuses it; any other statement goes through SQLAlchemy on the same connection.
+    """
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    __slots__ = ("_conn", "_driver", "dialect")
+
+    def __init__(self, conn: AsyncConnection, driver: asyncpg.Connection) -> None:
         self._conn = conn
+        self._driver = driver
         self.dialect = conn.dialect
 
     @overload
@@ -125,9 +133,16 @@ class _PostgresConnection:
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
 
     async def execute(self, statement: Executable | Prepared, parameters: Any = None) -> Result[Any]:
-        prebuilt = statement.statement if isinstance(statement, Prepared) else statement
-        result: Result[Any] = await self._conn.execute(prebuilt, parameters)
+        if isinstance(statement, Prepared):
+            plan = statement.plan(self.dialect)
+            if not plan.expanding:  # asyncpg numbers its parameters: an IN list goes through SQLAlchemy
+                return await plan.run_asyncpg(self._driver, parameters)
+            statement = statement.statement
+        result: Result[Any] = await self._conn.execute(statement, parameters)
         return result
+
+    async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+        return await self._conn.run_sync(fn)
 
 
 class Database:
@@ -146,8 +161,14 @@ class Database:
             create_private(self.path)
             self._sqlite = SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
+            # SQLAlchemy never begins or ends a transaction here (AUTOCOMMIT): `_postgres` does, with
+            # asyncpg's, so that statements through SQLAlchemy and prepared ones share it.
             self.engine: AsyncEngine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                isolation_level="AUTOCOMMIT",
             )
 
     @property
@@ -162,8 +183,8 @@ class Database:
                 async with self._write_lock, self._sqlite.write() as conn:
                     yield conn
             else:
-                async with self.engine.begin() as aconn:
-                    yield _PostgresConnection(aconn)
+                async with self._postgres() as conn:
+                    yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
@@ -173,14 +194,23 @@ class Database:
                 with self._sqlite.read() as conn:
                     yield conn
             else:
-                async with self.engine.connect() as aconn, aconn.begin():
-                    yield _PostgresConnection(aconn)
+                async with self._postgres() as conn:
+                    yield conn
+
+    @asynccontextmanager
+    async def _postgres(self) -> AsyncIterator[_PostgresConnection]:
+        """A pooled connection in one transaction: committed when the block ends, rolled back on error."""
+        async with self.engine.connect() as aconn:
+            driver = (await aconn.get_raw_connection()).driver_connection
+            assert isinstance(driver, asyncpg.Connection)
+            async with driver.transaction():
+                yield _PostgresConnection(aconn, driver)
 
     async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
         """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""
         if not self.is_sqlite:
-            async with self.engine.begin() as aconn:
-                return await aconn.run_sync(fn)
+            async with self._postgres() as conn:
+                return await conn.run_sync(fn)
         if not write:
             return self._sqlite.run_sync(fn, write=False)
         async with self._write_lock:

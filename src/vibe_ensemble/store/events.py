@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.sqlite import Prepared
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import events, projects
 
 # PostgreSQL: the advisory lock that orders event ids by commit, and the channel
@@ -40,17 +40,21 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> li
         return []
     postgres = conn.dialect.name == "postgresql"
     if postgres:
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK_KEY})
+        await conn.execute(_ORDER_LOCK, {"k": EVENT_LOCK_KEY})
     ids: list[int] = []
     for ev in new:
         row = {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor}
         ids.append((await conn.execute(_INSERT, {**row, "payload": ev.payload})).scalar_one())
     if postgres:
-        await conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
+        await conn.execute(_NOTIFY, {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
     return ids
 
 
 _INSERT = Prepared.insert_row(events)
+_ORDER_LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k", type_=sa.BigInteger))))
+_NOTIFY = Prepared(
+    sa.select(sa.func.pg_notify(sa.bindparam("c", type_=sa.Text), sa.bindparam("p", type_=sa.Text)))
+)
 
 
 async def newest_id_on_listener(conn: asyncpg.Connection) -> int:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.sqlite import Prepared
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 _RECIPIENTS_OF = Prepared(

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import structlog
 
+from vibe_ensemble.auth.concurrency import ConcurrencyLimits
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
@@ -36,6 +37,9 @@ class Runtime:
                 self.db,
                 default_project=settings.default_project,
                 limiter=limiter,
+                open_limits=ConcurrencyLimits(
+                    {"feed": settings.max_feeds_per_credential, "wait": settings.max_waits_per_credential}
+                ),
                 credential_cache_s=settings.credential_cache_s,
             )
         )

@@ -7,7 +7,7 @@ import pytest
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
-from vibe_ensemble.domain.permissions import PERMISSIONS, Op, allowed
+from vibe_ensemble.domain.permissions import PERMISSIONS, Op, allowed, may_change_issue
 
 READS = {Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.KNOWLEDGE_READ, Op.EVENT_READ}
 
@@ -38,7 +38,7 @@ def test_worker_works_but_does_not_coordinate_or_administer() -> None:
 
 def test_coordinator_adds_retire_and_assign_but_not_admin() -> None:
     extra = PERMISSIONS[TokenRole.COORDINATOR] - PERMISSIONS[TokenRole.WORKER]
-    assert extra == {Op.AGENT_RETIRE, Op.AGENT_COORDINATE, Op.ISSUE_ASSIGN_OTHERS}
+    assert extra == {Op.AGENT_RETIRE, Op.AGENT_COORDINATE, Op.ISSUE_ASSIGN_OTHERS, Op.ISSUE_CHANGE_CLAIMED}
     assert not allowed(TokenRole.COORDINATOR, Op.TOKEN_ADMIN)
 
 
@@ -92,3 +92,31 @@ def test_team_token_names_its_agent() -> None:
     assert err.value.field == "agent"
     assert team.display == "token:ci"
     assert Caller(credential_id=9, role=TokenRole.WORKER).display == "token:9"
+
+
+def test_claimed_issue_rule() -> None:
+    for role in TokenRole:
+        assert may_change_issue(role, "w2", None)  # nobody holds it
+        assert may_change_issue(role, "w1", "w1")  # its assignee
+    assert not may_change_issue(TokenRole.WORKER, "w2", "w1")
+    assert not may_change_issue(TokenRole.WORKER, "token:ci", "w1")  # a token acting as no agent
+    assert may_change_issue(TokenRole.COORDINATOR, "w2", "w1")
+    assert may_change_issue(TokenRole.ADMIN, "token:ops", "w1")
+
+
+def test_require_issue_change_names_the_rule() -> None:
+    worker = Caller(credential_id=4, role=TokenRole.WORKER, agent="w2")
+    worker.require_issue_change(7, "w2", "w2")
+    with pytest.raises(PermissionDenied) as err:
+        worker.require_issue_change(7, "w2", "w1")
+    assert err.value.message.startswith(
+        "issue 7 is claimed by w1: an issue claimed by an agent may be changed"
+    )
+    assert "anyone else may comment on it" in err.value.message
+    assert err.value.details == {
+        "operation": "issue.change_claimed",
+        "role": "worker",
+        "id": 7,
+        "assignee": "w1",
+        "actor": "w2",
+    }

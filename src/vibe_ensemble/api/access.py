@@ -43,6 +43,8 @@ PER_CALL = Access(None, "per-call", "any valid token; each MCP tool, prompt and 
 
 P = "/api/v1/projects/{project}"
 _ASSIGN = "assigning another agent also needs issue.assign_others"
+_CLAIMED = "an issue another agent has claimed: its assignee, or also issue.change_claimed"
+_CHANGE = _ASSIGN + "; " + _CLAIMED
 _OWN_EVENTS = "a scoped token sees its own project's events only"
 _BOARD = "also project.read, agent.read and reservation.read"
 _DASH_BOARD = "also project.read, agent.read, reservation.read and event.read"
@@ -76,10 +78,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", P + "/issues"): needs(Op.ISSUE_WRITE, _ASSIGN),
     ("POST", P + "/issues/claim"): needs(Op.ISSUE_WRITE),
     ("GET", P + "/issues/{issue_id}"): needs(Op.ISSUE_READ),
-    ("PATCH", P + "/issues/{issue_id}"): needs(Op.ISSUE_WRITE, _ASSIGN),
+    ("PATCH", P + "/issues/{issue_id}"): needs(Op.ISSUE_WRITE, _CHANGE),
     ("POST", P + "/issues/{issue_id}/claim"): needs(Op.ISSUE_WRITE),
     ("POST", P + "/issues/{issue_id}/comments"): needs(Op.ISSUE_WRITE),
-    ("POST", P + "/issues/{issue_id}/close"): needs(Op.ISSUE_WRITE),
+    ("POST", P + "/issues/{issue_id}/close"): needs(Op.ISSUE_WRITE, _CLAIMED),
     # mail
     ("POST", P + "/messages"): needs(Op.MESSAGE_SEND),
     ("GET", P + "/agents/{name}/inbox"): needs(Op.MESSAGE_READ),
@@ -132,10 +134,10 @@ TOOLS: dict[str, Access] = {
     "create_issue": needs(Op.ISSUE_WRITE, _ASSIGN),
     "list_issues": needs(Op.ISSUE_READ),
     "get_issue": needs(Op.ISSUE_READ),
-    "update_issue": needs(Op.ISSUE_WRITE, _ASSIGN),
+    "update_issue": needs(Op.ISSUE_WRITE, _CHANGE),
     "claim_issue": needs(Op.ISSUE_WRITE),
-    "comment_issue": needs(Op.ISSUE_WRITE),
-    "close_issue": needs(Op.ISSUE_WRITE),
+    "comment_issue": needs(Op.ISSUE_WRITE, "any issue, claimed or not"),
+    "close_issue": needs(Op.ISSUE_WRITE, _CLAIMED),
     "send_message": needs(Op.MESSAGE_SEND),
     "fetch_inbox": needs(Op.MESSAGE_READ),
     "mark_read": needs(Op.MESSAGE_READ),

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
-from vibe_ensemble.domain.permissions import GLOBAL_OPS, Op, allowed
+from vibe_ensemble.domain.permissions import (
+    CLAIMED_ISSUE_RULE,
+    GLOBAL_OPS,
+    Op,
+    allowed,
+    may_change_issue,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,19 @@ class Caller:
                 f"{op.value} reaches beyond one project; a token scoped to {self.project!r} may not do it",
                 operation=op.value,
                 project=self.project,
+            )
+
+    def require_issue_change(self, issue_id: int, actor: str, assignee: str | None) -> None:
+        """The claimed-issue rule of the matrix (`CLAIMED_ISSUE_RULE`): refuse `actor` changing an
+        issue another agent holds unless this token's role has `issue.change_claimed`."""
+        if not may_change_issue(self.role, actor, assignee):
+            raise PermissionDenied(
+                f"issue {issue_id} is claimed by {assignee}: {CLAIMED_ISSUE_RULE}",
+                operation=Op.ISSUE_CHANGE_CLAIMED.value,
+                role=self.role.value,
+                id=issue_id,
+                assignee=assignee,
+                actor=actor,
             )
 
     def project_slug(self, requested: str | None, default: str) -> str:

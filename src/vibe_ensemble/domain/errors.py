@@ -68,6 +68,13 @@ class RateLimited(VibeError):
         self.retry_after = retry_after
 
 
+class TooManyOpen(VibeError):
+    """A credential already holds as many long-lived requests of a kind (feeds, waits) as it may."""
+
+    code = "too_many_open"
+    http_status = 429
+
+
 class DatabaseUnavailable(VibeError):
     """The database cannot be reached right now; the same request may well succeed in a moment."""
 

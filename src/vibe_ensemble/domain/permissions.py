@@ -23,6 +23,7 @@ class Op(StrEnum):
     ISSUE_READ = "issue.read"
     ISSUE_WRITE = "issue.write"  # create, update, comment, claim, close
     ISSUE_ASSIGN_OTHERS = "issue.assign_others"
+    ISSUE_CHANGE_CLAIMED = "issue.change_claimed"  # update, reassign or close an issue another agent holds
     MESSAGE_READ = "message.read"  # one's own inbox
     MESSAGE_SEND = "message.send"
     RESERVATION_READ = "reservation.read"
@@ -50,7 +51,12 @@ _WORK = _READ | {
     Op.RESERVATION_WRITE,
     Op.KNOWLEDGE_WRITE,
 }
-_COORDINATE = _WORK | {Op.AGENT_RETIRE, Op.AGENT_COORDINATE, Op.ISSUE_ASSIGN_OTHERS}
+_COORDINATE = _WORK | {
+    Op.AGENT_RETIRE,
+    Op.AGENT_COORDINATE,
+    Op.ISSUE_ASSIGN_OTHERS,
+    Op.ISSUE_CHANGE_CLAIMED,
+}
 
 PERMISSIONS: dict[TokenRole, frozenset[Op]] = {
     TokenRole.VIEWER: frozenset(_READ),
@@ -66,6 +72,20 @@ GLOBAL_OPS: frozenset[Op] = frozenset({Op.PROJECT_ADMIN, Op.TOKEN_ADMIN, Op.AUDI
 
 def allowed(role: TokenRole, op: Op) -> bool:
     return op in PERMISSIONS[role]
+
+
+CLAIMED_ISSUE_RULE = (
+    "an issue claimed by an agent may be changed (updated, reassigned, unassigned or closed) only by "
+    "that agent, a coordinator or an admin; anyone else may comment on it"
+)
+"""The claimed-issue rule: `issue.write` suffices for an unclaimed issue or one's own; changing an
+issue another agent holds also needs `issue.change_claimed`."""
+
+
+def may_change_issue(role: TokenRole, actor: str, assignee: str | None) -> bool:
+    """Whether `actor` (the acting agent, or `token:…` for a token acting as no agent) with a token
+    of `role` may change an issue held by `assignee` (None: unclaimed)."""
+    return assignee is None or assignee == actor or allowed(role, Op.ISSUE_CHANGE_CLAIMED)
 
 
 def roles_allowed(op: Op) -> list[TokenRole]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import Event
@@ -132,6 +132,17 @@ class Feed:
         self._cursor = after
         self._stale = True
         self._from_table = True
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the feed is closed (its connection ended)."""
+        self._on_close.append(callback)
+
+    def close(self) -> None:
+        """The client is gone: run the close callbacks (once)."""
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
 
     @property
     def closed(self) -> bool:

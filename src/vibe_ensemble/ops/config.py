@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # next chunk before it counts as fallen behind and is disconnected
     feed_keepalive_s: float = Field(15.0, gt=0, le=300)
     feed_send_timeout_s: float = Field(10.0, gt=0)
+    # per credential, at once (docs/security.md#limits): open SSE/WebSocket feeds, and held
+    # wait_for_messages calls (MCP and REST); beyond: 429, a WebSocket close 1008, a tool error
+    max_feeds_per_credential: int = Field(16, ge=1, le=10_000)
+    max_waits_per_credential: int = Field(32, ge=1, le=10_000)
     # on SIGTERM: open event streams end at once; other requests get this long to finish
     shutdown_grace_s: int = Field(5, ge=0)
     # on SIGTERM, first: /readyz answers 503 and every answer says `Connection: close` for this long,

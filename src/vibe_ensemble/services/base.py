@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vibe_ensemble.auth import tokens
+from vibe_ensemble.auth.concurrency import ConcurrencyLimits
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.events import CATALOGUE, EventType
@@ -34,6 +35,8 @@ class ServiceContext:
     default_project: str = "default"
     clock: Callable[[], datetime] = utcnow
     limiter: RateLimiter | None = None  # requests per credential; None: unlimited
+    # feeds and held waits per credential (auth/concurrency.py); the default caps nothing
+    open_limits: ConcurrencyLimits = field(default_factory=lambda: ConcurrencyLimits({}))
     # Seconds a verified credential is trusted without reading it again (0: read every request).
     # Revoking on this process takes effect at once; on another replica within this bound.
     credential_cache_s: float = 5.0

@@ -186,6 +186,7 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
             current = await store.get(tx.conn, proj.id, issue_id)
+            caller.require_issue_change(issue_id, actor, current.assignee)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflict(
                     f"issue {issue_id} is at version {current.version}, not {expected_version}; "
@@ -299,6 +300,7 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
             issue = await store.get(tx.conn, proj.id, issue_id)
+            caller.require_issue_change(issue_id, actor, issue.assignee)
             if issue.status.finished:
                 raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)
             closed = await store.update(

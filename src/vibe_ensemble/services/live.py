@@ -41,7 +41,10 @@ class LiveService(Service):
         types: Sequence[str] | None = None,
         after: int | None = None,
     ) -> Feed:
-        """Follow the event log after `after` (None: from now on), within what the caller may read."""
+        """Follow the event log after `after` (None: from now on), within what the caller may read.
+
+        The feed counts against the credential's cap of open feeds until `feed.close()`, which the
+        door calls when its connection ends."""
         caller.require(Op.EVENT_READ)
         if after is not None and not 0 <= after <= rules.MAX_ID:
             raise InvalidInput("after", "must be 0 or an event id")
@@ -50,10 +53,17 @@ class LiveService(Service):
         scope = None
         if project_ids is not None:
             scope = (project_ids[0], caller.project_slug(project, self.ctx.default_project))
-        await self.recent.prime()
-        if after is None:
-            after = await self._events.latest_id()
-        return Feed(self.ctx.hub, self.ctx.db, self.recent, after=after, project=scope, types=wanted)
+        slot = self.ctx.open_limits.take("feed", caller.credential_id)
+        try:
+            await self.recent.prime()
+            if after is None:
+                after = await self._events.latest_id()
+        except BaseException:
+            slot.release()
+            raise
+        feed = Feed(self.ctx.hub, self.ctx.db, self.recent, after=after, project=scope, types=wanted)
+        feed.on_close(slot.release)
+        return feed
 
     async def wait_for_messages(
         self,
@@ -77,22 +87,9 @@ class LiveService(Service):
         async with self.ctx.db.read() as conn:
             proj = await self.project(conn, caller, project)
             await agent_store.get(conn, proj.id, name)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        # Shutting down (the dispatcher ends with the hub): answer at once with what is there.
-        held = self.mail.register(proj.slug, name) if not self.ctx.hub.closed else None
-        with held or contextlib.nullcontext(asyncio.Event()) as signal:
-            while True:
-                signal.clear()
-                inbox = await self._messages.fetch_inbox(
-                    caller, project=proj.slug, agent=name, unread_only=True, since_id=since_id, limit=limit
-                )
-                remaining = deadline - loop.time()
-                if inbox.items or remaining <= 0 or self.ctx.hub.closed:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await signal.wait()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        with self.ctx.open_limits.hold("wait", caller.credential_id):  # the cap of held waits
+            inbox = await self._wait(caller, proj.slug, name, deadline, since_id, limit)
         if inbox.items and mark_read:
             inbox = await self._messages.fetch_inbox(
                 caller,
@@ -103,4 +100,25 @@ class LiveService(Service):
                 limit=limit,
                 mark_read=True,
             )
+        return inbox
+
+    async def _wait(
+        self, caller: Caller, project: str, name: str, deadline: float, since_id: int, limit: int
+    ) -> Inbox:
+        """Fetch the unread mail until there is some, the deadline passes or the server stops."""
+        loop = asyncio.get_running_loop()
+        # Shutting down (the dispatcher ends with the hub): answer at once with what is there.
+        held = self.mail.register(project, name) if not self.ctx.hub.closed else None
+        with held or contextlib.nullcontext(asyncio.Event()) as signal:
+            while True:
+                signal.clear()
+                inbox = await self._messages.fetch_inbox(
+                    caller, project=project, agent=name, unread_only=True, since_id=since_id, limit=limit
+                )
+                remaining = deadline - loop.time()
+                if inbox.items or remaining <= 0 or self.ctx.hub.closed:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await signal.wait()
         return inbox

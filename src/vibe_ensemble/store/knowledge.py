@@ -2,10 +2,13 @@
 
 Search is built from word tokens that this module extracts and quotes itself, so
 no user text ever reaches a query parser: SQLite gets an FTS5 expression of
-quoted terms (ranked by bm25 over `knowledge_fts`, kept by triggers), PostgreSQL
-an OR of `plainto_tsquery` terms (ranked by ts_rank over the generated `search`
-column). An entry matches when it contains any of the words; entries with more
-and rarer matches rank first. Both mark matches in the snippet with « and ».
+quoted terms over `knowledge_fts` (kept by triggers), ranked by bm25 computed
+from the caller's project alone (`knowledge_rank`); PostgreSQL an OR of
+`plainto_tsquery` terms ranked by ts_rank over the generated `search` column,
+which reads nothing but the row. So no score depends on another project's rows.
+An entry matches when it contains any of the words; on SQLite entries with more
+and rarer matches rank first, on PostgreSQL entries with more (and title) matches.
+Both mark matches in the snippet with « and ».
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
+from vibe_ensemble.store import knowledge_rank as rank
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import json_array_contains, knowledge, knowledge_versions, projects
 
@@ -200,13 +204,13 @@ async def search(
     tags: list[str] | None = None,
     limit: int = 10,
 ) -> list[KnowledgeHit]:
-    """Entries matching any of `words`, most relevant first."""
+    """Entries matching any of `words`, most relevant first, scored from this project's rows only."""
     if not words:
         return []
     where = _filters(conn, project_id, kind, tags or [])
-    search = _postgres_search if conn.dialect.name == "postgresql" else _sqlite_search
-    q = search(words, where)
-    rows = await conn.execute(q.limit(limit))
+    if conn.dialect.name != "postgresql":
+        return await _sqlite_search(conn, project_id, words, where, limit)
+    rows = await conn.execute(_postgres_search(words, where).limit(limit))
     return [
         KnowledgeHit(
             id=r.id,
@@ -220,22 +224,25 @@ async def search(
     ]
 
 
-def _sqlite_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
-    rank = sa.func.bm25(_fts_ref, 10.0, 1.0, 5.0)  # title, body, tags; lower is better
+async def _sqlite_search(
+    conn: Connection, project_id: int, words: list[str], where: list[sa.ColumnElement[bool]], limit: int
+) -> list[KnowledgeHit]:
+    """Rank with bm25 over the project's statistics (`knowledge_rank`), then fetch the best
+    `limit` with their snippets (FTS5's, which need the match)."""
+    scored = await rank.search(conn, project_id, words, where)
+    best = sorted(scored, key=lambda i: (-scored[i], i))[:limit]
+    if not best:
+        return []
     snippet = sa.func.snippet(_fts_ref, -1, MARK_START, MARK_END, ELLIPSIS, 16)
-    return (
+    q = (
         sa.select(
-            knowledge.c.id,
-            knowledge.c.title,
-            knowledge.c.kind,
-            knowledge.c.tags,
-            (-rank).label("score"),
-            snippet.label("snippet"),
+            knowledge.c.id, knowledge.c.title, knowledge.c.kind, knowledge.c.tags, snippet.label("snippet")
         )
         .select_from(_fts.join(knowledge, knowledge.c.id == _fts.c.rowid))
-        .where(_fts_ref.op("MATCH")(fts5_query(words)), *where)
-        .order_by(rank, knowledge.c.id)
+        .where(_fts_ref.op("MATCH")(fts5_query(words)), knowledge.c.id.in_(best))
     )
+    rows = {r.id: r for r in await conn.execute(q)}
+    return [rank.hit(rows[i], scored[i]) for i in best]
 
 
 def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:

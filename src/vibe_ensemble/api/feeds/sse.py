@@ -67,6 +67,7 @@ class EventStream(Response):
                 await self._stream(send)
                 tg.cancel_scope.cancel()
         finally:
+            self.feed.close()  # gives back the credential's feed slot
             metrics.FEED_SUBSCRIBERS.labels("sse").dec()
 
     async def _stream(self, send: Send) -> None:

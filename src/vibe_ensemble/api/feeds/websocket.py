@@ -40,6 +40,7 @@ WS_CLOSE = {
     "permission_denied": 4403,
     "not_found": 4404,
     "rate_limited": 4429,
+    "too_many_open": 1008,  # policy violation: the credential holds its cap of open feeds
 }
 WS_SLOW = 4408
 WS_GOING_AWAY = 1001
@@ -66,9 +67,12 @@ async def serve(websocket: WebSocket) -> None:
         except VibeError as exc:
             await _close(websocket, WS_CLOSE.get(exc.code, 4400), f"{exc.code}: {exc.message}")
             return
-        await _WebSocketFeed(
-            websocket, feed, settings, services, auth.Authenticated(caller, token, None)
-        ).run()
+        try:
+            await _WebSocketFeed(
+                websocket, feed, settings, services, auth.Authenticated(caller, token, None)
+            ).run()
+        finally:
+            feed.close()  # gives back the credential's feed slot
     except WebSocketDisconnect:
         pass
     finally:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
 from vibe_ensemble.api import feeds, security
+from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.mcp.notifier import ResourceNotifier
@@ -126,11 +126,6 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        # The database may be down: /metrics still answers, with the last known backup age.
-        with contextlib.suppress(Exception):
-            metrics.BACKUP_AGE.set(await runtime.services.backups.age_s())
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+    api_metrics.install(app, runtime)
 
     return app

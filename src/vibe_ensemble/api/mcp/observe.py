@@ -1,0 +1,70 @@
+"""Every MCP tool call is counted and timed by tool and outcome (`vibe_mcp_tool_calls_total`,
+`vibe_mcp_tool_seconds`).
+
+The outcome is `ok`, or the code of the error the agent got: our tool errors all carry `[code]`
+(context.py, arguments.py; the SDK may put "Error executing tool …: " before it), and only the
+codes of domain/errors.py (and `internal`) are used as label values, anything else is `error`; a
+call the SDK refuses as a protocol error is `protocol_error`. A name that is not one of the
+profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
+sends.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from pydantic import BaseModel
+
+from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.ops import metrics
+
+_CODE = re.compile(r"\[([a-z_]{1,40})\]")
+
+
+@functools.cache
+def known_codes() -> frozenset[str]:
+    """The codes of every VibeError class, and `internal`: the outcomes besides `ok`."""
+    codes, todo = {"internal"}, [VibeError]
+    while todo:
+        cls = todo.pop()
+        codes.add(cls.code)
+        todo += cls.__subclasses__()
+    return frozenset(codes)
+
+
+def outcome(result: HandlerResult) -> str:
+    """`ok`, or the error code of a tool result with `isError` (see the module's docstring)."""
+    data: Any = result.model_dump(by_alias=True) if isinstance(result, BaseModel) else result
+    if not isinstance(data, dict) or not data.get("isError"):
+        return "ok"
+    content = data.get("content") or [{}]
+    text = content[0].get("text", "") if isinstance(content[0], dict) else ""
+    found = _CODE.search(text) if isinstance(text, str) else None
+    return found.group(1) if found and found.group(1) in known_codes() else "error"
+
+
+def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
+    """Middleware (outermost) that measures each `tools/call` of these tools."""
+    names = frozenset(fn.__name__ for fn in tools)
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        name = (ctx.params or {}).get("name")
+        tool = name if isinstance(name, str) and name in names else "unknown"
+        started = time.perf_counter()
+        result_outcome = "protocol_error"
+        try:
+            result = await call_next(ctx)
+            result_outcome = outcome(result)
+            return result
+        finally:
+            metrics.MCP_CALLS.labels(tool, result_outcome).inc()
+            metrics.MCP_LATENCY.labels(tool).observe(time.perf_counter() - started)
+
+    return middleware

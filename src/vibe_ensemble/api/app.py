@@ -21,7 +21,7 @@ from vibe_ensemble.api.mcp.profiles import PROFILES
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
-from vibe_ensemble.ops.logging import RequestIdMiddleware
+from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
 
@@ -107,7 +107,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(DrainMiddleware, runtime=runtime)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestLogMiddleware)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     @app.get("/healthz", include_in_schema=False)

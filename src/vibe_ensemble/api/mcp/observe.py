@@ -7,6 +7,9 @@ codes of domain/errors.py (and `internal`) are used as label values, anything el
 call the SDK refuses as a protocol error is `protocol_error`. A name that is not one of the
 profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
 sends.
+
+Each call also writes one log line, `tool_call`: tool, outcome, latency and who (agent, project),
+never the arguments' text.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from pydantic import BaseModel
 
+from vibe_ensemble.api.mcp.context import bound
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops.logging import safe_name
+
+log = structlog.get_logger("vibe_ensemble.tools")
 
 _CODE = re.compile(r"\[([a-z_]{1,40})\]")
 
@@ -64,7 +72,25 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
             result_outcome = outcome(result)
             return result
         finally:
+            elapsed = time.perf_counter() - started
             metrics.MCP_CALLS.labels(tool, result_outcome).inc()
-            metrics.MCP_LATENCY.labels(tool).observe(time.perf_counter() - started)
+            metrics.MCP_LATENCY.labels(tool).observe(elapsed)
+            log.info(
+                "tool_call",
+                tool=tool,
+                outcome=result_outcome,
+                latency_ms=round(elapsed * 1000, 2),
+                **who(ctx.params or {}),
+            )
 
     return middleware
+
+
+def who(params: Mapping[str, Any]) -> dict[str, str]:
+    """The agent and project a call acts as: the token's, else the (well-formed) arguments'."""
+    call = bound()
+    arguments = params.get("arguments")
+    given = arguments if isinstance(arguments, dict) else {}
+    agent = (call.caller.agent if call else None) or safe_name(given.get("agent"))
+    project = safe_name(given.get("project")) or (call.caller.project if call else None)
+    return {k: v for k, v in (("agent", agent), ("project", project)) if v}

@@ -23,6 +23,8 @@ from vibe_ensemble.store.leader import Leadership
 
 log = structlog.get_logger(__name__)
 
+SAMPLE_S = 5.0  # with several workers, how often each refreshes its per-process metrics (pool, waiters)
+
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
@@ -45,6 +47,7 @@ class Runtime:
         )
         self._owner: OwnerLock | None = None
         self._duties: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self.leadership = Leadership(self.db)
         self.is_leader = False  # runs the background duties now
         self.bridge: PostgresBridge | None = None
@@ -85,13 +88,29 @@ class Runtime:
             self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
             self.bridge.start()
         await self.services.live.mail.start()
-        metrics.MAIL_WAITERS.set_function(lambda: self.services.live.mail.waiting)
+        metrics.add_sampler("mail_waiters", lambda: metrics.MAIL_WAITERS.set(self.services.live.mail.waiting))
+        metrics.add_sampler("db_pool", self._sample_pool)
+        if metrics.MULTIPROCESS and self._sampler is None:
+            # A scrape reaches one worker; each refreshes its own per-process values meanwhile.
+            self._sampler = asyncio.create_task(self._sample_every(SAMPLE_S), name="vibe-metrics-sampler")
+
+    def _sample_pool(self) -> None:
+        pool, size, in_use = self.db.pool_status()
+        metrics.DB_POOL_SIZE.labels(pool).set(size)
+        metrics.DB_POOL_IN_USE.labels(pool).set(in_use)
+
+    async def _sample_every(self, interval_s: float) -> None:
+        while True:
+            metrics.sample()
+            await asyncio.sleep(interval_s)
 
     def begin_shutdown(self) -> None:
         """End every feed and wake every waiter, so open streams do not hold the shutdown up."""
         self.services.ctx.hub.close()
 
     async def stop_live(self) -> None:
+        await stop_task(self._sampler)
+        self._sampler = None
         await self.services.live.mail.stop()
         if self.bridge is not None:
             await self.bridge.stop()

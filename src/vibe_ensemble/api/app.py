@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.requests import Request
 from starlette.routing import Route
@@ -15,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
 from vibe_ensemble.api import feeds, security
+from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.mcp.notifier import ResourceNotifier
@@ -22,7 +22,7 @@ from vibe_ensemble.api.mcp.profiles import PROFILES
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
-from vibe_ensemble.ops.logging import RequestIdMiddleware
+from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
 
@@ -109,7 +109,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(DrainMiddleware, runtime=runtime)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestLogMiddleware)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate
@@ -129,11 +129,6 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        # The database may be down: /metrics still answers, with the last known backup age.
-        with contextlib.suppress(Exception):
-            metrics.BACKUP_AGE.set(await runtime.services.backups.age_s())
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+    api_metrics.install(app, runtime)
 
     return app

@@ -29,6 +29,7 @@ from vibe_ensemble.domain.errors import (
     Unauthenticated,
     VibeError,
 )
+from vibe_ensemble.ops.logging import note
 from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
@@ -74,9 +75,22 @@ async def authenticate(
             caller = await services.tokens.authenticate_session(
                 found.credential_id, remote=remote(conn), throttle=throttle
             )
+            note_caller(conn, caller)
             return Authenticated(caller, None, found)
     caller = await services.tokens.authenticate(token or "", remote=remote(conn), throttle=throttle)
+    note_caller(conn, caller)
     return Authenticated(caller, token, None)
+
+
+def note_caller(conn: HTTPConnection, caller: Caller) -> None:
+    """Who asked, on the request's log line: role, credential id, bound agent, the token's project."""
+    note(
+        conn.scope,
+        role=caller.role.value,
+        credential_id=caller.credential_id,
+        agent=caller.agent,
+        project=caller.project,
+    )
 
 
 async def still_valid(services: Services, presented: Authenticated) -> bool:

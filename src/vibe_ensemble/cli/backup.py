@@ -15,7 +15,6 @@ from rich.table import Table
 
 from vibe_ensemble.cli.common import cli_caller
 from vibe_ensemble.ops.config import Settings, load_settings
-from vibe_ensemble.services import backups as backup_log
 from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups, Manifest
 from vibe_ensemble.store.backup_storage import BackupError, open_storage
 
@@ -66,6 +65,14 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def _action(name: str) -> str:
+    """The audit action of a backup act (imported here: the services are loaded only when needed)."""
+    from vibe_ensemble.services import backups
+
+    action: str = getattr(backups, name)
+    return action
+
+
 async def _record(settings: Settings, action: str, outcome: str = "ok", **details: Any) -> None:
     """Record the act in the database's audit log (backup age for /metrics and doctor comes from it)."""
     from vibe_ensemble.runtime import Runtime
@@ -113,7 +120,7 @@ def create(
         manifest = await backups.create(label)
         await _record(
             settings,
-            backup_log.CREATED,
+            _action("CREATED"),
             backup=manifest.id,
             location=backups.storage.location,
             size=manifest.size,
@@ -178,7 +185,7 @@ def verify(
         check = await backups.verify(backup_id, scratch_url=scratch_url)
         await _record(
             settings,
-            backup_log.VERIFIED,
+            _action("VERIFIED"),
             "ok" if check.ok else "failed",
             backup=backup_id,
             problems=check.problems[:5],
@@ -248,7 +255,7 @@ def restore(
         target_settings = settings.model_copy(update={"database_url": to}) if to else settings
         await _record(
             target_settings,
-            backup_log.RESTORED,
+            _action("RESTORED"),
             backup=backup_id,
             safety_backup=result.safety_backup,
             seconds=result.seconds,

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,9 +19,11 @@ from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.ops.startup import StartupError, command
 from vibe_ensemble.ops.terminal import printable
-from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store.database import DatabaseError
 from vibe_ensemble.store.urls import sqlite_file
+
+if TYPE_CHECKING:  # the runtime (services, metrics) is imported by the commands that run one
+    from vibe_ensemble.runtime import Runtime
 
 err = Console(stderr=True)
 out = Console()
@@ -75,6 +77,8 @@ def cli_caller() -> Caller:
 
 def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
+    from vibe_ensemble.runtime import Runtime
+
     return Runtime(settings_or_exit(config, existing=True, database_url=database_url))
 
 

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from vibe_ensemble.ops.config import load_settings
-from vibe_ensemble.services.doctor import Finding, run_checks
 
 STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
 
@@ -29,6 +28,8 @@ def doctor(
 
     Exits 1 when a check fails (a warning alone exits 0).
     """
+    from vibe_ensemble.services.doctor import Finding, run_checks
+
     try:
         settings = load_settings(config, database_url=database_url)
     except Exception as exc:

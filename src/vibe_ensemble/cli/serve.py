@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import signal
-import socket
-from collections.abc import Iterator
-from types import FrameType
+import os
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from vibe_ensemble.cli.common import (
     ConfigOpt,
@@ -22,11 +16,9 @@ from vibe_ensemble.cli.common import (
     run,
     settings_or_exit,
 )
-from vibe_ensemble.cli.workers import serve_workers
-from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
 from vibe_ensemble.ops.logging import configure_logging
-from vibe_ensemble.ops.startup import StartupError, bind, command
-from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.ops.startup import StartupError, bind
 from vibe_ensemble.store.urls import database_label
 
 
@@ -64,122 +56,18 @@ def serve(
     except StartupError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if workers > 1 or os.environ.get(METRICS_DIR):
+        share_metrics()  # before prometheus_client is imported (by the server module, below)
+    from vibe_ensemble.cli import server
+
     if workers > 1:
-        prepare = functools.partial(_prepare, settings, migrate=migrate)
-        serve_workers(settings, listener, workers=workers, prepare=prepare, serve=_serve)
+        prepare = functools.partial(server.prepare, settings, migrate=migrate)
+        serve_workers(settings, listener, workers=workers, prepare=prepare, serve=server.serve_here)
         return
     try:
-        run(lambda: _serve(settings, migrate=migrate, sockets=[listener]))
+        run(lambda: server.serve_here(settings, migrate=migrate, sockets=[listener]))
     finally:
         listener.close()
-
-
-async def _prepare(settings: Settings, *, migrate: bool) -> None:
-    """Before the workers start: migrations (when asked) and the first-start token, once."""
-    runtime = Runtime(settings)
-    await runtime.start(apply_migrations=migrate)
-    try:
-        secret = await runtime.bootstrap_admin_token()
-        if secret is not None:
-            _print_first_start(settings, secret)
-    finally:
-        await runtime.stop()
-
-
-async def _serve(
-    settings: Settings, *, migrate: bool, sockets: list[socket.socket] | None = None, first: bool = True
-) -> None:
-    """Serve in this process (on `sockets` when a parent bound the port for several workers).
-
-    `first`: this process prints the start line (and, serving alone, the first-start token).
-    """
-    from vibe_ensemble.api.app import create_app
-
-    runtime = Runtime(settings)
-    await runtime.start(apply_migrations=migrate)
-    try:
-        secret = await runtime.bootstrap_admin_token() if first else None
-        if secret is not None:
-            _print_first_start(settings, secret)
-        server = _Server(
-            runtime,
-            uvicorn.Config(
-                create_app(runtime),
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                log_config=None,  # uvicorn logs through ours, where tokens are redacted
-                lifespan="on",
-                proxy_headers=bool(settings.trusted_proxies),
-                forwarded_allow_ips=settings.trusted_proxies,
-                limit_concurrency=settings.limit_concurrency,
-                ws_max_size=settings.max_body_bytes,
-                server_header=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_s,
-            ),
-        )
-        if first:
-            err.print(
-                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
-                f"(dashboard: /, MCP: {settings.mcp_url})",
-                soft_wrap=True,
-            )
-        await server.serve(sockets=sockets)
-    finally:
-        await runtime.stop()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server that also ends the live feeds when told to stop.
-
-    uvicorn waits for open responses before it shuts down, and an event stream never ends by itself.
-    """
-
-    def __init__(self, runtime: Runtime, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._runtime = runtime
-        self._loop = asyncio.get_running_loop()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        drain = self._runtime.settings.shutdown_drain_s
-        self._loop.call_soon_threadsafe(self._runtime.begin_shutdown)
-        if sig == signal.SIGTERM and drain > 0 and not self._runtime.draining:
-            # Drain first: not ready, every answer says Connection: close; then stop as uvicorn does.
-            # A second signal stops at once.
-            self._runtime.draining = True
-            self._loop.call_soon_threadsafe(self._loop.call_later, drain, self._stop, sig, frame)
-            return
-        super().handle_exit(sig, frame)
-
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """SIGTERM and SIGINT stop the server gracefully, and the process then exits normally (0).
-
-        uvicorn's own version raises the signal again once the server has stopped, which kills the
-        process before `Runtime.stop()` runs and makes a clean stop look like a crash (-15).
-        """
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _print_first_start(settings: Settings, secret: str) -> None:
-    cli = command()
-    print(
-        "\nFirst start: an admin token was created. It is shown this once; keep it safe, and give it\n"
-        "to no agent (it can do everything):\n"
-        f"\n  admin token: {secret}\n  MCP URL:     {settings.mcp_url}\n"
-        "\nGive each agent its own token (printed once; keep it out of files you commit):\n"
-        f"  {cli} token create --role worker --project {settings.default_project} --agent NAME\n"
-        f"  {cli} token list\n",
-        flush=True,
-    )
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, refuse_unsafe_production, run, settings_or_exit
-from vibe_ensemble.runtime import Runtime
 
 
 def mcp_stdio(
@@ -52,6 +51,8 @@ def mcp_stdio(
     if not token:
         err.print("[red]error:[/red] set VIBE_TOKEN or give --token-file")
         raise typer.Exit(2)
+
+    from vibe_ensemble.runtime import Runtime
 
     async def main() -> None:
         runtime = Runtime(settings)

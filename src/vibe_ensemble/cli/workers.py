@@ -11,23 +11,55 @@ replica rather than running it short-handed.
 Workers are replicas that share a port: everything that holds across replicas holds here
 (events cross by LISTEN/NOTIFY, the background duties run in one of them). SQLite has one
 owner process, so several workers are refused there.
+
+/metrics adds up every worker's values (prometheus_client's multiprocess mode): `share_metrics`
+points `PROMETHEUS_MULTIPROC_DIR` at the operator's directory, emptied of an earlier run's files,
+or at a new private one removed at exit, before prometheus_client is imported; each worker then
+writes its values to files there, and a scrape of any worker reads them all.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import FrameType
 
 from vibe_ensemble.cli.common import run
 from vibe_ensemble.ops.config import Settings
 
 Serve = Callable[..., Awaitable[None]]
+
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client's files: counter_<pid>.db, gauge_livesum_<pid>.db, histogram_<pid>.db, …
+METRICS_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+def share_metrics() -> Path:
+    """Multiprocess metrics: `PROMETHEUS_MULTIPROC_DIR` (created, and emptied of metrics files) or a
+    new private directory. Must run before prometheus_client is imported; checked here."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was chosen")
+    given = os.environ.get(METRICS_DIR)
+    if given:
+        directory = Path(given)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for pattern in METRICS_FILES:  # another run's values would be added to ours
+            for stale in directory.glob(pattern):
+                stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="vibe-metrics-"))
+        os.environ[METRICS_DIR] = str(directory)
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def serve_workers(
@@ -64,6 +96,7 @@ def serve_workers(
 
 def _supervise(pids: list[int]) -> int:
     """Forward stop signals to the workers; wait for all; the first non-zero status wins."""
+    from vibe_ensemble.ops import metrics
 
     def forward(sig: int, _frame: FrameType | None) -> None:
         for pid in pids:
@@ -80,6 +113,7 @@ def _supervise(pids: list[int]) -> int:
         except ChildProcessError:
             break
         alive.discard(pid)
+        metrics.process_exited(pid)
         code = os.waitstatus_to_exitcode(raw)
         if code != 0 and status == 0:
             status = code if code > 0 else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from typing import Any
 
 import structlog
@@ -60,13 +61,27 @@ def configure_logging(settings: Settings) -> None:
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+LOG_FIELDS = "vibe.log"  # the scope key of what the request's line says about the caller (see `note`)
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # answered often and alike: their lines are debug
+
+log = structlog.get_logger("vibe_ensemble.access")
 
 
-class RequestIdMiddleware:
-    """Every HTTP request gets an id: the client's `X-Request-ID` when it is sane, else a new one.
+def note(scope: Scope, **fields: object) -> None:
+    """Add fields (the caller's agent, project, role) to the request's log line."""
+    target = scope.get(LOG_FIELDS)
+    if isinstance(target, dict):
+        target.update({k: v for k, v in fields.items() if v is not None})
 
-    It is returned in the `X-Request-ID` header and bound to every log line written while the request
-    is served (`request_id=…`), so a client's report can be matched to the server's log.
+
+class RequestLogMiddleware:
+    """Every HTTP request gets an id and, when answered, one log line.
+
+    The id is the client's `X-Request-ID` when it is sane, else a new one; it is returned in the
+    `X-Request-ID` header and bound to every log line written while the request is served
+    (`request_id=…`), so a client's report can be matched to the server's log. The request's line
+    (`http_request`) has the method, the route template (never the raw path), the status, the
+    latency and who asked (`note`): never a query string, a header, a body or a token.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -78,12 +93,41 @@ class RequestIdMiddleware:
             return
         given = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER, b"")
         request_id = given.decode() if _SANE_ID.fullmatch(given) else secrets.token_hex(8)
+        started = time.perf_counter()
+        status = 500 if scope["type"] == "http" else 101
+        fields: dict[str, object] = {}
+        scope[LOG_FIELDS] = fields
 
         async def _send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
                 message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id.encode())]}
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            await self.app(scope, receive, _send)
+            try:
+                await self.app(scope, receive, _send)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                project = safe_name((scope.get("path_params") or {}).get("project"))
+                line = {"project": project, **fields} if project else fields
+                emit = log.debug if route in PROBES and status < 400 else log.info
+                emit(
+                    "http_request",
+                    method=scope.get("method", "WS"),
+                    route=route,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                    **line,
+                )
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def safe_name(value: object) -> str | None:
+    """`value` when it is a well-formed project or agent name, else None: what a client sent is
+    logged only when it cannot carry anything but a name (no spaces, newlines or markup)."""
+    return value if isinstance(value, str) and _NAME.fullmatch(value) else None

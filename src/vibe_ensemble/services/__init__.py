@@ -16,6 +16,7 @@ from vibe_ensemble.services.live import LiveService
 from vibe_ensemble.services.messages import MessageService
 from vibe_ensemble.services.projects import ProjectService
 from vibe_ensemble.services.reservations import ReservationService
+from vibe_ensemble.services.stats import StatsService
 from vibe_ensemble.services.tokens import TokenService
 
 
@@ -38,6 +39,7 @@ class Services:
         self.attention = AttentionService(ctx)
         self.dashboard = DashboardService(ctx)
         self.backups = BackupLogService(ctx)
+        self.stats = StatsService(ctx)
 
 
 __all__ = ["ServiceContext", "Services"]

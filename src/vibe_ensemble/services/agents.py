@@ -158,7 +158,7 @@ class AgentService(Service):
         include_retired: bool = False,
     ) -> list[Agent]:
         caller.require(Op.AGENT_READ)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
             return await store.in_project(
                 conn, proj.id, role=role, status=status, include_retired=include_retired

@@ -50,7 +50,7 @@ class AuditService(Service):
         for field, value in (("action", action), ("actor", actor), ("outcome", outcome)):
             if value is not None:
                 rules.text(field, value, max_len=rules.MAX_LINE)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             items = await store.page(
                 conn,
                 before=before,

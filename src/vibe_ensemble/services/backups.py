@@ -35,7 +35,7 @@ class BackupLogService(Service):
         now = time.monotonic()
         if not fresh and self._cached is not None and now - self._cached[0] < CACHE_S:
             return self._cached[1]
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             entries = await store.page(conn, action=CREATED, outcome="ok", limit=1)
         last = entries[0].time if entries else None
         self._cached = (now, last)

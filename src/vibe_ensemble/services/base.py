@@ -15,6 +15,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.ops.metrics import TransactionTimer
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import events as event_store
@@ -74,23 +75,41 @@ class Transaction:
 class Service:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        # Timed at this boundary (not per statement): `vibe_db_transaction_seconds{kind,service}`.
+        name = type(self).__name__.removesuffix("Service").lower() or "service"
+        self._write_timer = TransactionTimer("write", name)
+        self._read_timer = TransactionTimer("read", name)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
         """One transaction for a change and its events; the hub hears of them after commit."""
-        async with self.ctx.db.write() as conn:
-            tx = Transaction(conn, self.ctx.clock())
-            yield tx
-            await tx.flush_audit()
-            await tx.flush_events()
+        started = self._write_timer.begin()
+        try:
+            async with self.ctx.db.write() as conn:
+                tx = Transaction(conn, self.ctx.clock())
+                yield tx
+                await tx.flush_audit()
+                await tx.flush_events()
+        finally:
+            self._write_timer.end(started)
         if tx.event_ids:
             self.ctx.hub.publish(tx.event_ids[-1])
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:
         """A read-only snapshot shaped like a write transaction (its events are never written)."""
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             yield Transaction(conn, self.ctx.clock())
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        """A read-only snapshot's connection, for reads that need no `Transaction`."""
+        started = self._read_timer.begin()
+        try:
+            async with self.ctx.db.read() as conn:
+                yield conn
+        finally:
+            self._read_timer.end(started)
 
     async def project(self, conn: Connection, caller: Caller, requested: str | None) -> Project:
         """The project a call acts on, after the token's scope is applied."""

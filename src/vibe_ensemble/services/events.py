@@ -17,7 +17,7 @@ class EventService(Service):
         caller.require(Op.EVENT_READ)
         if caller.project is None and project is None:
             return None
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
         return [proj.id]
 
@@ -39,7 +39,7 @@ class EventService(Service):
             project_ids = await self.scope(caller, project)
         else:
             caller.require(Op.EVENT_READ)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             items = await store.after(conn, after, project_ids=project_ids, types=types, limit=limit)
         return EventPage(items=items, last_id=items[-1].id if items else after)
 
@@ -49,9 +49,9 @@ class EventService(Service):
         """The newest events the caller may read, newest first (the dashboard's recent activity)."""
         limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
         project_ids = await self.scope(caller, project)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await store.recent(conn, project_ids=project_ids, types=types, limit=limit)
 
     async def latest_id(self) -> int:
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await store.last_id(conn)

@@ -128,7 +128,7 @@ class IssueService(Service):
         """Issues in id order (ready ones: by priority, then age), `limit` at a time."""
         caller.require(Op.ISSUE_READ)
         limit = rules.limit("limit", limit)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
             if query:
                 rules.text("query", query, max_len=rules.MAX_LINE)
@@ -147,7 +147,7 @@ class IssueService(Service):
 
     async def get(self, caller: Caller, issue_id: int, *, project: str | None = None) -> IssueDetail:
         caller.require(Op.ISSUE_READ)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
             issue = await store.get(conn, proj.id, issue_id)
             deps = await store.by_ids(conn, issue.depends_on)

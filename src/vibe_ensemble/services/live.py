@@ -84,7 +84,7 @@ class LiveService(Service):
             raise InvalidInput("since_id", "must be 0 or a message id")
         limit = rules.limit("limit", limit)
         name = caller.acting_agent(agent)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
             await agent_store.get(conn, proj.id, name)
         deadline = asyncio.get_running_loop().time() + timeout_s

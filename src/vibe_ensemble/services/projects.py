@@ -42,10 +42,10 @@ class ProjectService(Service):
 
     async def list(self, caller: Caller) -> list[Project]:
         caller.require(Op.PROJECT_READ)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await store.all_projects(conn, None if caller.project is None else [caller.project])
 
     async def get(self, caller: Caller, slug: str | None) -> Project:
         caller.require(Op.PROJECT_READ)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await self.project(conn, caller, slug)

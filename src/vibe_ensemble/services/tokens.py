@@ -191,7 +191,7 @@ class TokenService(Service):
 
     async def list(self, caller: Caller) -> list[Credential]:
         caller.require(Op.TOKEN_ADMIN)
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await store.all_(conn)
 
     async def revoke(self, caller: Caller, token_id: int) -> Credential:
@@ -212,7 +212,7 @@ class TokenService(Service):
         return found.credential
 
     async def count(self) -> int:
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             return await store.count(conn)
 
     async def authenticate(self, token: str, *, remote: str = "", throttle: bool = True) -> Caller:
@@ -230,7 +230,7 @@ class TokenService(Service):
             from_database = found is None
             if from_database:
                 try:
-                    async with self.ctx.db.read() as conn:
+                    async with self.snapshot() as conn:
                         found = await store.by_hash(conn, wanted)
                 except DatabaseUnavailable:
                     known = self.recent.recall(wanted, self.ctx.clock())
@@ -265,7 +265,7 @@ class TokenService(Service):
         """The caller a dashboard session stands for: its credential, looked up again on every request,
         so a revoked or expired token ends its sessions at once. Failures are audited like `authenticate`.
         """
-        async with self.ctx.db.read() as conn:
+        async with self.snapshot() as conn:
             found = await store.by_id(conn, credential_id)
         reason = _unusable(found, self.ctx.clock())
         if reason or found is None:

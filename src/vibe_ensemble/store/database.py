@@ -161,6 +161,7 @@ class Database:
             create_private(self.path)
             self._sqlite = SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
+            self._pool_size = pool_size
             # SQLAlchemy never begins or ends a transaction here (AUTOCOMMIT): `_postgres` does, with
             # asyncpg's, so that statements through SQLAlchemy and prepared ones share it.
             self.engine: AsyncEngine = create_async_engine(
@@ -221,6 +222,14 @@ class Database:
             self._sqlite.close()
         else:
             await self.engine.dispose()
+
+    def pool_status(self) -> tuple[str, int, int]:
+        """(pool, size, in use) for /metrics: PostgreSQL's connection pool (its size plus overflow, and
+        the connections checked out); on SQLite the one writer (reads open their own connections)."""
+        if self.is_sqlite:
+            return "sqlite_writer", 1, int(self._write_lock.locked())
+        pool: Any = self.engine.pool
+        return "postgresql", self._pool_size * 2, int(pool.checkedout())
 
     def safe_url(self) -> str:
         return self.url.render_as_string(hide_password=True)

@@ -15,6 +15,7 @@ from vibe_ensemble.api.mcp import prompts, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tool_schemas
 from vibe_ensemble.api.mcp.context import bound, tool_errors
+from vibe_ensemble.api.mcp.observe import observe_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.ops.config import Settings
 
@@ -68,7 +69,7 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[_scoped_listen, strict_arguments(PROFILES[profile])],
+        middleware=[observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(PROFILES[profile])],
     )
     for tool in PROFILES[profile]:
         mcp.tool()(tool_errors(tool))

@@ -1,0 +1,104 @@
+"""Every MCP tool call is counted and timed by tool and outcome (`vibe_mcp_tool_calls_total`,
+`vibe_mcp_tool_seconds`).
+
+The outcome is `ok`, or the code of the error the agent got: our tool errors all carry `[code]`
+(context.py, arguments.py; the SDK may put "Error executing tool …: " before it), and only the
+codes of domain/errors.py (and `internal`) are used as label values, anything else is `error`; a
+call the SDK refuses as a protocol error is `protocol_error`. A name that is not one of the
+profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
+sends.
+
+Each call also writes one log line, `tool_call`: tool, outcome, latency and who (agent, project),
+never the arguments' text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from pydantic import BaseModel
+
+from vibe_ensemble.api.mcp.context import bound
+from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops.logging import safe_name
+
+log = structlog.get_logger("vibe_ensemble.tools")
+
+_CODE = re.compile(r"\[([a-z_]{1,40})\]")
+
+
+@functools.cache
+def known_codes() -> frozenset[str]:
+    """The codes of every VibeError class, and `internal`: the outcomes besides `ok`."""
+    codes, todo = {"internal"}, [VibeError]
+    while todo:
+        cls = todo.pop()
+        codes.add(cls.code)
+        todo += cls.__subclasses__()
+    return frozenset(codes)
+
+
+def outcome(result: HandlerResult) -> str:
+    """`ok`, or the error code of a tool result with `isError` (see the module's docstring).
+
+    Read off the result as it is (never dumped: that would cost as much as the answer itself).
+    """
+    if isinstance(result, BaseModel):
+        if not getattr(result, "is_error", False):
+            return "ok"
+        content = getattr(result, "content", None) or [None]
+        text = getattr(content[0], "text", "")
+    elif isinstance(result, dict) and result.get("isError"):
+        content = result.get("content") or [{}]
+        text = content[0].get("text", "") if isinstance(content[0], dict) else ""
+    else:
+        return "ok"
+    found = _CODE.search(text) if isinstance(text, str) else None
+    return found.group(1) if found and found.group(1) in known_codes() else "error"
+
+
+def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
+    """Middleware (outermost) that measures each `tools/call` of these tools."""
+    names = frozenset(fn.__name__ for fn in tools)
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        name = (ctx.params or {}).get("name")
+        tool = name if isinstance(name, str) and name in names else "unknown"
+        started = time.perf_counter()
+        result_outcome = "protocol_error"
+        try:
+            result = await call_next(ctx)
+            result_outcome = outcome(result)
+            return result
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.MCP_CALLS.labels(tool, result_outcome).inc()
+            metrics.MCP_LATENCY.labels(tool).observe(elapsed)
+            log.info(
+                "tool_call",
+                tool=tool,
+                outcome=result_outcome,
+                latency_ms=round(elapsed * 1000, 2),
+                **who(ctx.params or {}),
+            )
+
+    return middleware
+
+
+def who(params: Mapping[str, Any]) -> dict[str, str]:
+    """The agent and project a call acts as: the token's, else the (well-formed) arguments'."""
+    call = bound()
+    arguments = params.get("arguments")
+    given = arguments if isinstance(arguments, dict) else {}
+    agent = (call.caller.agent if call else None) or safe_name(given.get("agent"))
+    project = safe_name(given.get("project")) or (call.caller.project if call else None)
+    return {k: v for k, v in (("agent", agent), ("project", project)) if v}

@@ -1,0 +1,69 @@
+"""One structured log line per HTTP request and per MCP tool call, from a real server (VIBE_LOG_JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from tests.support import ServerProcess, call, call_error, mcp_client, start_server
+
+SECRET_BODY = "TOP-SECRET-BODY-a8f3"
+
+
+def lines(server: ServerProcess) -> list[dict[str, Any]]:
+    found = []
+    for line in server.log().splitlines():
+        if line.startswith("{"):
+            found.append(json.loads(line))  # every structured line is one JSON object
+    return found
+
+
+async def test_request_and_tool_call_lines(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"VIBE_LOG_JSON": "true"})
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}", "X-Request-ID": "req-logs-1"}
+        r = httpx2.get(
+            f"{server.url}/api/v1/projects/default/issues?q=hidden-query", headers=headers, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        async with mcp_client(server.mcp_url, server.admin_token) as client:
+            await call(client, "register_agent", name="ada", role="coordinator", project="default")
+            await call(client, "register_agent", name="bob", role="worker")
+            await call(client, "send_message", subject="plan", body=SECRET_BODY, to=["bob"], agent="ada")
+            assert "[not_found]" in await call_error(client, "claim_issue", id=424242, agent="bob")
+            # A name that is not a name is not logged as one.
+            await call_error(client, "claim_issue", agent="bob\nFAKE LINE")
+        log = server.log()
+    finally:
+        server.stop()
+
+    found = lines(server)
+    rest = [x for x in found if x.get("event") == "http_request" and x.get("request_id") == "req-logs-1"]
+    assert len(rest) == 1, found
+    assert rest[0]["route"] == "/api/v1/projects/{project}/issues"
+    assert rest[0]["method"] == "GET" and rest[0]["status"] == 200 and rest[0]["project"] == "default"
+    assert rest[0]["role"] == "admin" and isinstance(rest[0]["credential_id"], int)
+    assert isinstance(rest[0]["latency_ms"], float | int) and rest[0]["level"] == "info"
+
+    tools = [x for x in found if x.get("event") == "tool_call"]
+    by_tool = {(x["tool"], x["outcome"]): x for x in tools}
+    registered = [x for x in tools if x["tool"] == "register_agent"]
+    assert [x.get("project") for x in registered] == ["default", None]
+    sent = by_tool[("send_message", "ok")]
+    assert sent["agent"] == "ada" and isinstance(sent["latency_ms"], float | int)
+    assert by_tool[("claim_issue", "not_found")]["agent"] == "bob"
+    assert "agent" not in by_tool[("claim_issue", "invalid_input")]
+    # Every tool call's line carries its HTTP request's id, and every /mcp request has its own line.
+    mcp_ids = {x["request_id"] for x in found if x.get("event") == "http_request" and x["route"] == "/mcp"}
+    assert {x["request_id"] for x in tools} <= mcp_ids
+
+    # No secrets, no message bodies, no query strings, no forged lines. (The first-start banner shows
+    # the admin token once, by design; the log lines never do.)
+    structured = "\n".join(line for line in log.splitlines() if line.startswith("{"))
+    assert server.admin_token not in structured and server.admin_token[:16] not in structured
+    assert SECRET_BODY not in log
+    assert "hidden-query" not in log
+    assert "FAKE LINE" not in log

@@ -1,0 +1,122 @@
+"""/metrics scraped from real servers: MCP tool calls, database transactions and pools, the database's
+counts, and one view over several workers (prometheus multiprocess mode)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ServerProcess, call, call_error, mcp_client, start_server
+
+
+def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of /metrics (parsed by prometheus_client's own parser), by name and labels."""
+    r = httpx2.get(f"{server.url}/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def _team(server: ServerProcess) -> None:
+    """Two agents, three issues (one claimed), a lease, one message to one agent."""
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        await call(client, "register_agent", name="ada", role="coordinator")
+        await call(client, "register_agent", name="bob", role="worker")
+        first = await call(client, "create_issue", title="one", agent="ada")
+        await call(client, "create_issue", title="two", agent="ada")
+        await call(client, "create_issue", title="three", agent="ada")
+        await call(client, "claim_issue", id=first["id"], agent="bob")
+        await call(client, "reserve_paths", paths=["src/**"], agent="bob")
+        await call(client, "send_message", subject="hi", body="secret body", to=["bob"], agent="ada")
+        # Failures, each counted by the code the agent got:
+        assert "[not_found]" in await call_error(client, "claim_issue", id=999_999, agent="bob")
+        assert "[invalid_input]" in await call_error(client, "claim_issue", issue=1, agent="bob")
+        # A made-up tool name is counted as `unknown`, never as a series of its own.
+        result = await client.call_tool("no_such_tool_xyzzy", {})
+        assert result.is_error
+
+
+async def test_tool_calls_transactions_pools_and_counts_on_sqlite(tmp_path: Path) -> None:
+    server = start_server(tmp_path)
+    try:
+        await _team(server)
+        m = scrape(server)
+        text = httpx2.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        server.stop()
+
+    calls = "vibe_mcp_tool_calls_total"
+    assert value(m, calls, tool="register_agent", outcome="ok") == 2
+    assert value(m, calls, tool="create_issue", outcome="ok") == 3
+    assert value(m, calls, tool="claim_issue", outcome="ok") == 1
+    assert value(m, calls, tool="claim_issue", outcome="not_found") == 1
+    assert value(m, calls, tool="claim_issue", outcome="invalid_input") == 1
+    assert value(m, calls, tool="unknown", outcome="error") == 1
+    assert "xyzzy" not in text
+    assert value(m, "vibe_mcp_tool_seconds_count", tool="claim_issue") == 3
+    assert value(m, "vibe_mcp_tool_seconds_bucket", tool="claim_issue", le="+Inf") == 3
+
+    # Transactions timed at the service boundary, by kind and service; none open between requests.
+    assert value(m, "vibe_db_transaction_seconds_count", kind="write", service="issue") >= 4
+    assert value(m, "vibe_db_transaction_seconds_count", kind="read", service="token") >= 1
+    assert value(m, "vibe_db_transactions_in_progress", kind="write") == 0
+    assert value(m, "vibe_db_transactions_in_progress", kind="read") == 0
+    assert value(m, "vibe_db_pool_size", pool="sqlite_writer") == 1
+    assert ("vibe_db_pool_in_use", frozenset({("pool", "sqlite_writer")})) in m
+
+    # The database's counts, whole server.
+    assert value(m, "vibe_issues", status="open") == 2
+    assert value(m, "vibe_issues", status="in_progress") == 1
+    assert value(m, "vibe_agents", status="working") + value(m, "vibe_agents", status="idle") == 2
+    assert value(m, "vibe_leases_active") == 1
+    assert value(m, "vibe_messages_unread") == 1
+    assert value(m, "vibe_backup_age_seconds") == float("inf")
+    # Labels stay within closed sets: no agent, project or issue names, no message text.
+    assert not re.search(r"ada|bob|secret body", text)
+
+
+async def _create_issues(server: ServerProcess, n: int) -> None:
+    for i in range(n):  # a new connection each time: the kernel spreads them over the workers
+        async with mcp_client(server.mcp_url, server.admin_token) as client:
+            if i == 0:
+                await call(client, "register_agent", name="w1", role="worker")
+            await call(client, "create_issue", title=f"issue {i}", agent="w1")
+
+
+@pytest.mark.postgres
+async def test_several_workers_report_one_total(tmp_path: Path, postgres_url: str) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    # A file of an earlier run is removed at start (were it read, the scrape would fail on it).
+    (metrics_dir / "counter_999999.db").write_bytes(b"not a metrics file")
+    server = start_server(
+        tmp_path,
+        database_url=postgres_url,
+        extra_args=["--workers", "2"],
+        extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
+    try:
+        await _create_issues(server, 8)
+        pids = {p.name.split("_")[-1] for p in metrics_dir.glob("counter_*.db")}
+        assert len(pids) >= 2, pids  # the workers (and the parent's migration) wrote their own files
+        for _ in range(6):  # each scrape lands on either worker; every one reports the replica's total
+            m = scrape(server)
+            assert value(m, "vibe_mcp_tool_calls_total", tool="create_issue", outcome="ok") == 8
+            assert value(m, "vibe_http_requests_total", method="POST", route="/mcp", status="2xx") >= 8
+            assert value(m, "vibe_db_pool_size", pool="postgresql") == 2 * 20  # two workers' pools
+            assert value(m, "vibe_issues", status="open") == 8
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log()
+    assert not (metrics_dir / "counter_999999.db").exists()

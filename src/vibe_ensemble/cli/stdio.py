@@ -111,22 +111,30 @@ def _bridge(url: str, token: str) -> None:
 
 
 def _serve_database(settings: Settings, token: str) -> None:
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
     from vibe_ensemble.api.mcp import build_mcp
     from vibe_ensemble.api.mcp.context import CallContext, bind
+    from vibe_ensemble.api.mcp.notifier import ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.runtime import Runtime
 
     async def main() -> None:
         runtime = Runtime(settings)
         await runtime.start()
+        bus = InMemorySubscriptionBus()  # resource changes, for subscriptions/listen and resources/subscribe
+        notifier = ResourceNotifier(runtime.services, bus)
         try:
             caller = await runtime.services.tokens.authenticate(token)
-            server = build_mcp(settings, profile=profile_of(caller.tool_profile or settings.tool_profile))
+            profile = profile_of(caller.tool_profile or settings.tool_profile)
+            server = build_mcp(settings, profile=profile, subscriptions=bus)
             await runtime.start_live()
+            await notifier.start()
             # The process acts as its token's holder: its refusals are its own, not audited.
             with bind(CallContext(runtime.services, caller, audit_denials=False)):
                 await server.run_stdio_async()
         finally:
+            await notifier.stop()
             await runtime.stop()
 
     run(main)

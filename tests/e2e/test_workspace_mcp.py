@@ -181,6 +181,8 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
             "vibe://projects{?limit}",
             "vibe://projects/{project}",
             "vibe://projects/{project}/board",
+            "vibe://projects/{project}/ready",
+            "vibe://projects/{project}/agents/{agent}/inbox",
             "vibe://projects/{project}/issues/{id}",
             "vibe://projects/{project}/knowledge/{id}",
         }

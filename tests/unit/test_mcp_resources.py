@@ -17,9 +17,10 @@ def event(type_: str, project: str | None = "web", **payload: Any) -> Event:
     return Event(id=1, time=datetime.now(UTC), project=project, type=type_, actor="a", payload=payload)
 
 
-def test_issue_changes_touch_the_issue_the_board_and_the_project() -> None:
+def test_issue_changes_touch_the_issue_the_ready_list_the_board_and_the_project() -> None:
     assert resource_changes(event("issue.claimed", id=7)) == [
         ResourceUpdated(f"{P}/issues/7"),
+        ResourceUpdated(f"{P}/ready"),
         ResourceUpdated(f"{P}/board"),
         ResourceUpdated(P),
     ]

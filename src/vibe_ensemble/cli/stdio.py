@@ -1,42 +1,71 @@
-"""`vibe-ensemble mcp`: the MCP tools over stdio, acting with one token."""
+"""`vibe-ensemble mcp`: the MCP tools over stdio, acting with one token — on the database, or
+forwarded to a running server (`--url`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, refuse_unsafe_production, run, settings_or_exit
+from vibe_ensemble.ops.terminal import printable
+
+if TYPE_CHECKING:
+    from vibe_ensemble.ops.config import Settings
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="API token. Prefer VIBE_TOKEN or --token-file: a flag shows in the process table.",
+        envvar="VIBE_TOKEN",
+        show_envvar=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None, typer.Option("--token-file", help="Read the API token from this file (keep it 0600).")
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Forward to the server at this MCP URL (e.g. http://127.0.0.1:8080/mcp) instead of "
+        "opening the database: a stdio bridge, so stdio-only clients share one server.",
+    ),
+]
 
 
 def mcp_stdio(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            help="API token. Prefer VIBE_TOKEN or --token-file: a flag shows in the process table.",
-            envvar="VIBE_TOKEN",
-        ),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option("--token-file", help="Read the API token from this file (keep it 0600).")
-    ] = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    url: UrlOpt = None,
 ) -> None:
     """Serve the MCP tools over stdio, acting with the given token.
 
-    On SQLite this process owns the database file, so no HTTP server may run on it
-    at the same time; on PostgreSQL any number may.
-    """
-    from vibe_ensemble.api.mcp import build_mcp
-    from vibe_ensemble.api.mcp.context import CallContext, bind
-    from vibe_ensemble.api.mcp.profiles import profile_of
+    Without --url this opens the database: on SQLite it then serves one agent, and no server may use the file.
 
+    With --url it forwards every message to that running server, which any number of agents share.
+    """
+    if url is not None:
+        if database_url is not None or config is not None:
+            err.print(
+                "[red]error:[/red] --url forwards to a server; --database-url and --config do not apply"
+            )
+            raise typer.Exit(2)
+        _bridge(url, _token(token, token_file))
+        return
     settings = settings_or_exit(config, database_url=database_url)
     refuse_unsafe_production(settings)  # before anything else: an unsafe production config says so first
     settings_or_exit(config, existing=True, database_url=database_url)
+    _serve_database(settings, _token(token, token_file))
+
+
+def _token(token: str | None, token_file: Path | None) -> str:
+    """The token from --token-file, VIBE_TOKEN or --token (warned about); exit 2 without one."""
     if any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:]):
         err.print(
             "warning: --token puts the token in the process table, where other users of this machine "
@@ -51,20 +80,61 @@ def mcp_stdio(
     if not token:
         err.print("[red]error:[/red] set VIBE_TOKEN or give --token-file")
         raise typer.Exit(2)
+    return token
 
+
+def _bridge(url: str, token: str) -> None:
+    from vibe_ensemble.cli import bridge
+
+    def complain(line: str) -> None:
+        err.print(f"vibe-ensemble mcp: {printable(line)}", markup=False, soft_wrap=True)
+
+    try:
+        target = bridge.endpoint(url)
+    except bridge.BridgeError as exc:
+        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if bridge.in_clear(target):
+        complain(
+            f"warning: {target} is plain http to another host: the token crosses the network unencrypted"
+        )
+
+    async def main() -> None:
+        await bridge.probe(target, token)
+        await bridge.serve(target, token, complain)
+
+    try:
+        run(main)
+    except bridge.BridgeError as exc:
+        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _serve_database(settings: Settings, token: str) -> None:
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
+    from vibe_ensemble.api.mcp import build_mcp
+    from vibe_ensemble.api.mcp.context import CallContext, bind
+    from vibe_ensemble.api.mcp.notifier import ResourceNotifier
+    from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.runtime import Runtime
 
     async def main() -> None:
         runtime = Runtime(settings)
         await runtime.start()
+        bus = InMemorySubscriptionBus()  # resource changes, for subscriptions/listen and resources/subscribe
+        notifier = ResourceNotifier(runtime.services, bus)
         try:
             caller = await runtime.services.tokens.authenticate(token)
-            server = build_mcp(settings, profile=profile_of(caller.tool_profile or settings.tool_profile))
+            profile = profile_of(caller.tool_profile or settings.tool_profile)
+            server = build_mcp(settings, profile=profile, subscriptions=bus)
             await runtime.start_live()
+            await notifier.start()
             # The process acts as its token's holder: its refusals are its own, not audited.
             with bind(CallContext(runtime.services, caller, audit_denials=False)):
                 await server.run_stdio_async()
         finally:
+            await notifier.stop()
             await runtime.stop()
 
     run(main)

@@ -44,9 +44,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.JSONRenderer()
         if settings.log_json
         # logfmt (key=value) text: a person reads it, at two thirds of the cost of structlog's console columns
-        else structlog.processors.LogfmtRenderer(
-            key_order=["timestamp", "level", "event"], drop_missing=True
-        )
+        else structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)
     )
     structlog.configure(
         processors=[

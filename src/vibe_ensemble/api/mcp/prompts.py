@@ -9,6 +9,7 @@ off as the role's instructions.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -187,5 +188,6 @@ async def worker_briefing(agent: str | None = None, project: str | None = None) 
 
 def register(mcp: MCPServer) -> None:
     """Add the briefing prompts to `mcp`."""
-    mcp.prompt(title="Coordinator briefing")(protocol_errors(coordinator_briefing))
-    mcp.prompt(title="Worker briefing")(protocol_errors(worker_briefing))
+    for fn, title in ((coordinator_briefing, "Coordinator briefing"), (worker_briefing, "Worker briefing")):
+        description = inspect.cleandoc(fn.__doc__ or "")  # the docstring without its indentation
+        mcp.prompt(title=title, description=description)(protocol_errors(fn))

@@ -12,6 +12,7 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
+from mcp_types import Resource
 from pydantic import TypeAdapter
 
 from vibe_ensemble.api.mcp.context import acting, protocol_errors
@@ -24,7 +25,7 @@ JSON_TYPE = "application/json"
 
 
 def _json(value: Any) -> str:
-    return TypeAdapter(type(value)).dump_json(value, indent=2).decode()
+    return TypeAdapter(type(value)).dump_json(value).decode()
 
 
 def _positive(field: str, value: str, maximum: int = MAX_ID) -> int:
@@ -49,7 +50,7 @@ async def project_overview(project: str) -> str:
         "active_agents": [a.name for a in board.agents],
         "leases": len(board.leases),
     }
-    return json.dumps(summary, indent=2)
+    return json.dumps(summary, separators=(",", ":"))
 
 
 async def board(project: str) -> str:
@@ -60,6 +61,17 @@ async def board(project: str) -> str:
 async def issue(project: str, id: str) -> str:
     services, caller = acting()
     return _json(await services.issues.get(caller, _positive("id", id), project=project))
+
+
+async def ready(project: str) -> str:
+    services, caller = acting()
+    page = await services.issues.list(caller, project=project, ready=True, limit=100)
+    return _json(page.items)
+
+
+async def inbox(project: str, agent: str) -> str:
+    services, caller = acting()
+    return _json(await services.messages.fetch_inbox(caller, project=project, agent=agent, unread_only=True))
 
 
 async def knowledge(project: str, id: str) -> str:
@@ -87,6 +99,18 @@ RESOURCES: dict[str, tuple[Callable[..., Awaitable[str]], str, str, str]] = {
         "Board",
         "Issues by status (ready ones flagged), the active team and the live leases.",
     ),
+    "vibe://projects/{project}/ready": (
+        ready,
+        "ready",
+        "Ready issues",
+        "Open issues nobody holds whose dependencies are done, best first (up to 100).",
+    ),
+    "vibe://projects/{project}/agents/{agent}/inbox": (
+        inbox,
+        "inbox",
+        "Inbox",
+        "An agent's unread mail, oldest first (read as that agent: a bound token reads only its own).",
+    ),
     "vibe://projects/{project}/issues/{id}": (
         issue,
         "issue",
@@ -100,6 +124,20 @@ RESOURCES: dict[str, tuple[Callable[..., Awaitable[str]], str, str, str]] = {
         "A knowledge entry with its earlier versions.",
     ),
 }
+
+
+def concrete(project: str, agent: str | None) -> list[Resource]:
+    """What `resources/list` shows a caller: its project's useful resources, read as they are."""
+    base = f"vibe://projects/{project}"
+    listed = [
+        ("vibe://projects", "projects", "Projects"),
+        (base, "project", f"Project {project}"),
+        (f"{base}/board", "board", f"Board of {project}"),
+        (f"{base}/ready", "ready", f"Ready issues in {project}"),
+    ]
+    if agent is not None:
+        listed.append((f"{base}/agents/{agent}/inbox", "inbox", f"Inbox of {agent}"))
+    return [Resource(uri=uri, name=name, title=title, mime_type=JSON_TYPE) for uri, name, title in listed]
 
 
 def register(mcp: MCPServer) -> None:
@@ -123,7 +161,11 @@ def resource_changes(event: Event) -> list[ServerEvent]:
     board_changes: list[ServerEvent] = [ResourceUpdated(f"{project}/board"), ResourceUpdated(project)]
     item = event.payload.get("id")
     if family == EventFamily.ISSUE and isinstance(item, int):
-        return [ResourceUpdated(f"{project}/issues/{item}"), *board_changes]
+        return [
+            ResourceUpdated(f"{project}/issues/{item}"),
+            ResourceUpdated(f"{project}/ready"),
+            *board_changes,
+        ]
     if family in (EventFamily.AGENT, EventFamily.RESERVATION):
         return board_changes
     if family == EventFamily.KNOWLEDGE and isinstance(item, int):

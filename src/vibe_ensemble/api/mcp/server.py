@@ -8,10 +8,10 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.request_state import RequestStateSecurity
-from mcp.server.subscriptions import SubscriptionBus
+from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 
-from vibe_ensemble.api.mcp import prompts, resources
+from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tool_schemas
 from vibe_ensemble.api.mcp.context import bound, tool_errors
@@ -55,15 +55,17 @@ def build_mcp(
 ) -> MCPServer:
     """The MCP server with the tools of `profile`; each call acts as the bound `CallContext`.
 
-    `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on.
+    `subscriptions` is the bus `subscriptions/listen` streams (and `resources/subscribe` on stdio)
+    hear resource changes on; without one the server has its own, which nothing feeds.
     """
+    bus = subscriptions if subscriptions is not None else InMemorySubscriptionBus()
     mcp = MCPServer(
         settings.server_name,
         title="Vibe Ensemble",
         instructions=INSTRUCTIONS,
         version="0.1.0",
         log_level="WARNING",
-        subscriptions=subscriptions,
+        subscriptions=bus,
         # Replicas share the key, so a multi-round-trip request may come back to any of them;
         # sealed state is bound to the credential that started it.
         request_state_security=RequestStateSecurity(
@@ -75,6 +77,7 @@ def build_mcp(
         mcp.tool()(tool_errors(tool))
     prompts.register(mcp)
     resources.register(mcp)
+    protocol.register(mcp, bus, default_project=settings.default_project)
     compact_tool_schemas(mcp)
     return mcp
 

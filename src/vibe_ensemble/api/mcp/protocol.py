@@ -1,0 +1,161 @@
+"""The generic MCP methods beside tools, prompts and resource reads.
+
+- `logging/setLevel` is accepted (the server sends no log notifications, so there is nothing
+  to filter);
+- `resources/list` lists the caller's project's concrete resources (`resources.concrete`);
+- `resources/subscribe` / `unsubscribe` for clients on the protocols before 2026-07-28: on a
+  connection that can carry notifications (stdio, `vibe-ensemble mcp`), each change to a
+  subscribed URI is sent as `notifications/resources/updated`; stateless HTTP has no channel
+  for it, and says so (2026-07-28 clients use `subscriptions/listen` there);
+- `completion/complete` for the prompts' and resource templates' arguments;
+- tool results as compact JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import mcp_types as types
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
+
+from vibe_ensemble.api.mcp import resources
+from vibe_ensemble.api.mcp.context import acting
+from vibe_ensemble.domain.errors import VibeError
+
+MAX_COMPLETIONS = 100
+
+
+async def _set_level(_: ServerRequestContext[Any, Any], __: types.SetLevelRequestParams) -> types.EmptyResult:
+    return types.EmptyResult()
+
+
+class Subscriptions:
+    """`resources/subscribe` on the one connection of a stdio process, fed from the change bus."""
+
+    def __init__(self, bus: SubscriptionBus) -> None:
+        self.sessions: dict[str, ServerSession] = {}  # URI -> the session that asked (stdio: one)
+        self._sending: set[asyncio.Task[None]] = set()
+        bus.subscribe(self._changed)
+
+    def _changed(self, event: ServerEvent) -> None:
+        if isinstance(event, ResourceUpdated) and event.uri in self.sessions:
+            task = asyncio.get_running_loop().create_task(
+                self.sessions[event.uri].send_resource_updated(event.uri)
+            )
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        if not ctx.session.can_send_request:
+            raise MCPError(
+                types.INVALID_REQUEST,
+                "resources/subscribe needs a connection that carries notifications; this one is stateless "
+                "HTTP: use subscriptions/listen (protocol 2026-07-28), the event feeds, or stdio",
+            )
+        _, caller = acting()
+        uri = str(params.uri)
+        if not uri.startswith("vibe://projects") or (
+            caller.project is not None and not resources.in_scope(uri, caller.project)
+        ):
+            raise MCPError(
+                types.INVALID_PARAMS, f"uri: not a vibe:// resource of this token's project: {uri}"
+            )
+        self.sessions[uri] = ctx.session
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, _: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        self.sessions.pop(str(params.uri), None)
+        return types.EmptyResult()
+
+
+def _list_resources(default_project: str) -> Any:
+    async def handler(
+        _ctx: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        _, caller = acting()
+        project = caller.project_slug(None, default_project)
+        return types.ListResourcesResult(resources=resources.concrete(project, caller.agent))
+
+    return handler
+
+
+async def _candidates(ref: Any, name: str, known: dict[str, str]) -> list[str]:
+    services, caller = acting()
+    project = known.get("project") or None
+    if name == "project":
+        return [p.slug for p in await services.projects.list(caller)]
+    if name == "agent":
+        return [a.name for a in await services.agents.list(caller, project=project)]
+    uri = getattr(ref, "uri", "")
+    if name == "id" and "/issues/" in uri:
+        page = await services.issues.list(caller, project=project, limit=MAX_COMPLETIONS)
+        return [str(i.id) for i in reversed(page.items)]
+    if name == "id" and "/knowledge/" in uri:
+        return [
+            str(k.id) for k in await services.knowledge.list(caller, project=project, limit=MAX_COMPLETIONS)
+        ]
+    return []
+
+
+async def complete(
+    _: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+) -> types.CompleteResult:
+    """Values for a prompt's or resource template's argument that start with what was typed, in the
+    caller's project (or the `project` already chosen): project slugs, agent names, issue and
+    knowledge ids. What the caller may not read completes to nothing."""
+    known = dict(params.context.arguments or {}) if params.context is not None else {}
+    try:
+        values = await _candidates(params.ref, params.argument.name, known)
+    except VibeError:
+        values = []
+    matching = [v for v in values if v.startswith(params.argument.value)]
+    return types.CompleteResult(
+        completion=types.Completion(
+            values=matching[:MAX_COMPLETIONS], total=len(matching), has_more=len(matching) > MAX_COMPLETIONS
+        )
+    )
+
+
+def _compact(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+async def compact_results(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Tool results' JSON text without the SDK's pretty-printing (the structured copy is unchanged)."""
+    result = await call_next(ctx)  # the wire form: a dict
+    if ctx.method == "tools/call" and isinstance(result, dict):
+        for block in result.get("content") or []:
+            if isinstance(block, dict) and block.get("type") == "text" and "\n" in str(block.get("text")):
+                block["text"] = _compact(block["text"])
+    return result
+
+
+def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str) -> None:
+    """Serve the methods above on `mcp` (changes for `resources/subscribe` come from `bus`)."""
+    # The SDK offers no public way to add a spec method's handler to an MCPServer.
+    server = mcp._lowlevel_server
+    subscriptions = Subscriptions(bus)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, _set_level)
+    server.add_request_handler(
+        "resources/list", types.PaginatedRequestParams, _list_resources(default_project)
+    )
+    server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
+    server.add_request_handler(
+        "resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe
+    )
+    server.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
+    server.middleware.append(compact_results)

@@ -1,0 +1,127 @@
+"""`vibe-ensemble mcp --url`: stdio clients (the official SDK's) share one running server through it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
+
+from tests.support import ServerProcess, call, call_error, free_port, mcp_client
+
+CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
+
+
+@asynccontextmanager
+async def bridged(url: str, token: str, errlog: Path, *, mode: str = "auto") -> AsyncIterator[Client]:
+    """The SDK's stdio client, running `vibe-ensemble mcp --url URL` with the token in VIBE_TOKEN."""
+    env = {**os.environ, "VIBE_TOKEN": token}
+    params = StdioServerParameters(command=CLI, args=["mcp", "--url", url], env=env)
+    with errlog.open("a") as log:
+        async with Client(stdio_client(params, errlog=log), mode=mode) as client:
+            yield client
+
+
+async def worker_token(server: ServerProcess, agent: str) -> str:
+    """A worker token bound to `agent` (registered first), made by `token create` on the server's database."""
+    async with mcp_client(server.mcp_url, server.admin_token) as admin:
+        await call(admin, "register_agent", name=agent)
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    argv = [CLI, "token", "create", "--role", "worker", "--project", "default", "--agent", agent]
+    done = subprocess.run(
+        [*argv, "--database-url", db], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+def bridge_cli(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VIBE_TOKEN": token}
+    return subprocess.run(
+        [CLI, "mcp", *args], capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_two_stdio_agents_share_one_server_through_the_bridge(
+    server: ServerProcess, tmp_path: Path, mode: str
+) -> None:
+    alice, bob = await worker_token(server, "alice"), await worker_token(server, "bob")
+    errlog = tmp_path / "bridge.log"
+    async with (
+        bridged(server.mcp_url, alice, errlog, mode=mode) as a,
+        bridged(server.mcp_url, bob, errlog, mode=mode) as b,
+    ):
+        assert "claim_issue" in {t.name for t in (await a.list_tools()).tools}
+        issue = await call(a, "create_issue", title="bridged", agent="alice")
+        claimed = await call(b, "claim_issue", agent="bob")
+        assert (claimed["id"], claimed["assignee"]) == (issue["id"], "bob")
+        # each bridge acts as its own token: bob's token cannot act as alice
+        assert "alice" in await call_error(b, "heartbeat", agent="alice")
+        assert "[invalid_input] title: must not be empty" in await call_error(a, "create_issue", title="")
+        prompt = await a.get_prompt("worker_briefing", {})
+        assert prompt.messages
+        completed = await a.complete(
+            types.PromptReference(name="worker_briefing"), {"name": "agent", "value": "b"}
+        )
+        assert completed.completion.values == ["bob"]
+        board = await a.read_resource("vibe://projects/default/board")
+        assert "bridged" in board.contents[0].text  # type: ignore[union-attr]
+    # what the stdio clients did happened on the server, seen by a direct HTTP client
+    async with mcp_client(server.mcp_url, server.admin_token) as admin:
+        seen = await call(admin, "get_issue", id=issue["id"])
+        assert seen["issue"]["assignee"] == "bob"
+    assert alice not in errlog.read_text() and bob not in errlog.read_text()
+
+
+async def test_a_request_while_the_server_is_down_is_answered_with_the_cause(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    token = await worker_token(server, "carol")
+    async with bridged(server.mcp_url, token, tmp_path / "bridge.log") as client:
+        await call(client, "heartbeat", agent="carol")
+        server.stop()
+        with pytest.raises(MCPError, match=r"cannot reach http://127\.0\.0\.1:\d+/mcp"):
+            await client.call_tool("heartbeat", {"agent": "carol"})
+        server.restart()
+        await call(client, "heartbeat", agent="carol")  # the bridge kept running
+    assert token not in (tmp_path / "bridge.log").read_text()
+
+
+def test_the_bridge_refuses_to_start_with_one_line_saying_why(server: ServerProcess) -> None:
+    unknown = "vibe_" + "Q" * 43
+    refused = bridge_cli("--url", server.mcp_url, token=unknown)
+    assert refused.returncode == 1
+    assert "refused the token: [unauthenticated] invalid, expired or revoked token" in refused.stderr
+    assert unknown not in refused.stdout + refused.stderr
+
+    down = bridge_cli("--url", f"http://127.0.0.1:{free_port()}/mcp", token=unknown)
+    assert down.returncode == 1 and "cannot reach http://127.0.0.1:" in down.stderr
+    assert "is the server running?" in down.stderr
+
+    wrong_path = bridge_cli("--url", server.url + "/nope", token=server.admin_token)
+    assert wrong_path.returncode == 1 and "no MCP endpoint at" in wrong_path.stderr
+
+    for bad in ("ftp://example.com/mcp", "127.0.0.1:8080", "http://user:pw@127.0.0.1/mcp"):
+        invalid = bridge_cli("--url", bad, token=unknown)
+        assert invalid.returncode == 2, invalid.stderr
+        assert "--url must" in invalid.stderr
+
+    mixed = bridge_cli("--url", server.mcp_url, "--database-url", "sqlite+aiosqlite:///x.db", token=unknown)
+    assert mixed.returncode == 2 and "--url forwards to a server" in mixed.stderr
+    for failed in (refused, down, wrong_path, mixed):
+        assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_a_server_address_without_a_path_means_its_mcp_endpoint(server: ServerProcess) -> None:
+    """`--url http://host:port` is the same as `…/mcp`; the probe passes and stdin's end ends the bridge."""
+    done = bridge_cli("--url", server.url, token=server.admin_token)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""

@@ -1,0 +1,132 @@
+"""The generic MCP methods, with the official SDK client against a real server (HTTP) and stdio:
+logging/setLevel, completion/complete, resources/list, resources/subscribe, compact results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from tests.support import ServerProcess, call, mcp_client
+
+CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
+ISSUE = types.ResourceTemplateReference(uri="vibe://projects/{project}/issues/{id}")
+BRIEFING = types.PromptReference(name="worker_briefing")
+
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+
+
+def token_create(db: str, *args: str) -> str:
+    argv = [CLI, "token", "create", *args, "--database-url", db]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+
+async def complete(client: Client, ref: Any, name: str, value: str, **known: str) -> list[str]:
+    result = await client.complete(ref, {"name": name, "value": value}, known or None)
+    return list(result.completion.values)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_completions_resources_and_results(server: ServerProcess, mode: str) -> None:
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    rest = httpx2.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"})
+    assert rest.post("/api/v1/projects", json={"slug": "docs", "name": "Docs"}).status_code == 201
+    async with mcp_client(server.mcp_url, server.admin_token, mode=mode) as admin:
+        for name in ("dana", "dave", "erin"):
+            await call(admin, "register_agent", name=name)
+        ids = [(await call(admin, "create_issue", title=f"t{n}", agent="dana"))["id"] for n in range(12)]
+        await call(admin, "register_agent", name="dana", project="docs")
+        other = await call(admin, "create_issue", title="elsewhere", project="docs", agent="dana")
+
+        # completions: prompt arguments and resource-template arguments, by prefix
+        assert await complete(admin, BRIEFING, "project", "d") == ["default", "docs"]
+        assert await complete(admin, BRIEFING, "agent", "da") == ["dana", "dave"]
+        assert await complete(admin, ISSUE, "id", "1", project="default") == [
+            str(i) for i in reversed(ids) if str(i).startswith("1")
+        ]
+        assert await complete(admin, ISSUE, "id", str(other["id"]), project="docs") == [str(other["id"])]
+        assert await complete(admin, ISSUE, "id", "", project="nope") == []  # unknown project: nothing
+
+        # tool results: compact JSON text, the same value as the structured copy
+        result = await admin.call_tool("get_issue", {"id": ids[0]})
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "\n" not in text and ": " not in text
+        assert json.loads(text) == result.structured_content
+
+        # prompt descriptions without the docstrings' indentation
+        for prompt in (await admin.list_prompts()).prompts:
+            assert prompt.description and not any(
+                line.startswith(" ") for line in prompt.description.splitlines()
+            )
+
+        # resources/list: the concrete resources of the caller's project, each readable
+        listed = [r.uri for r in (await admin.list_resources()).resources]
+        assert listed == [
+            "vibe://projects",
+            "vibe://projects/default",
+            "vibe://projects/default/board",
+            "vibe://projects/default/ready",
+        ]
+        ready = json.loads((await admin.read_resource(listed[3])).contents[0].text)  # type: ignore[union-attr]
+        assert {i["id"] for i in ready} == set(ids)
+
+        if mode == "legacy":
+            await admin.set_logging_level("debug")  # accepted
+            with pytest.raises(MCPError, match="stateless HTTP: use subscriptions/listen"):
+                await admin.subscribe_resource("vibe://projects/default/board")
+        else:  # removed at 2026-07-28: subscriptions/listen replaces both
+            with pytest.raises(MCPError, match="Method not found"):
+                await admin.set_logging_level("debug")
+
+    # a token scoped to a project completes and lists only what it can read
+    erin = token_create(db, "--role", "worker", "--project", "default", "--agent", "erin")
+    async with mcp_client(server.mcp_url, erin, mode=mode) as worker:
+        assert await complete(worker, BRIEFING, "project", "d") == ["default"]
+        assert await complete(worker, ISSUE, "id", str(other["id"]), project="docs") == []
+        listed = [r.uri for r in (await worker.list_resources()).resources]
+        assert listed[-1] == "vibe://projects/default/agents/erin/inbox"
+        await call(worker, "send_message", to=["erin"], subject="hi", body="to myself")
+        inbox = json.loads((await worker.read_resource(listed[-1])).contents[0].text)  # type: ignore[union-attr]
+        assert [m["message"]["subject"] for m in inbox["items"]] == ["hi"]
+
+
+async def test_resources_subscribe_pushes_changes_on_stdio(tmp_path: Path) -> None:
+    """An older-protocol stdio client subscribes to the board and hears when an issue changes it."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    subprocess.run([CLI, "migrate", "--database-url", db], capture_output=True, timeout=60, check=True)
+    token = token_create(db, "--role", "coordinator", "--project", "default")
+    updated: list[str] = []
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+            heard.set()
+
+    params = StdioServerParameters(
+        command=CLI, args=["mcp", "--database-url", db], env={**os.environ, "VIBE_TOKEN": token}, cwd=tmp_path
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        async with Client(params, mode="legacy", message_handler=on_message) as client:
+            caps = client.session.initialize_result.capabilities  # type: ignore[union-attr]
+            assert caps.resources and caps.resources.subscribe and caps.completions and caps.logging
+            with pytest.raises(MCPError, match="not a vibe:// resource of this token's project"):
+                await client.subscribe_resource("vibe://projects/other/board")
+            await client.subscribe_resource("vibe://projects/default/board")
+            await call(client, "register_agent", name="lead")
+            with anyio.fail_after(20):
+                await heard.wait()
+            assert updated[0] == "vibe://projects/default/board"
+            await client.unsubscribe_resource("vibe://projects/default/board")

@@ -29,3 +29,12 @@ def test_swarm_runs_over_rest() -> None:
 
 def test_tool_calls_runs() -> None:
     assert "calls/s" in _run("tool_calls.py", "--calls", "5", "--warmup", "1")
+
+
+def test_storage_runs() -> None:
+    assert "CPU per call" in _run("storage.py", "--rounds", "20", "--mix")
+
+
+def test_scale_runs() -> None:
+    out = _run("scale.py", "--issues", "200", "--messages", "500", "--knowledge", "50", "--calls", "3")
+    assert "fetch_inbox" in out and "plan, inbox page" in out

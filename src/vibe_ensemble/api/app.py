@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,7 +16,7 @@ from vibe_ensemble.api import feeds, security
 from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
-from vibe_ensemble.api.mcp.notifier import ResourceNotifier
+from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
@@ -54,7 +53,8 @@ class DrainMiddleware:
 
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
-    bus = InMemorySubscriptionBus()  # MCP change notifications, fed from the event log by `notifier`
+    # MCP change notifications, fed from the event log by `notifier` while anyone listens
+    bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)
     servers = {p: build_mcp(settings, profile=p, subscriptions=bus) for p in PROFILES}
     mcp_apps = {

@@ -111,18 +111,17 @@ def _bridge(url: str, token: str) -> None:
 
 
 def _serve_database(settings: Settings, token: str) -> None:
-    from mcp.server.subscriptions import InMemorySubscriptionBus
-
     from vibe_ensemble.api.mcp import build_mcp
     from vibe_ensemble.api.mcp.context import CallContext, bind
-    from vibe_ensemble.api.mcp.notifier import ResourceNotifier
+    from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.runtime import Runtime
 
     async def main() -> None:
         runtime = Runtime(settings)
         await runtime.start()
-        bus = InMemorySubscriptionBus()  # resource changes, for subscriptions/listen and resources/subscribe
+        # resource changes, for subscriptions/listen and resources/subscribe
+        bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
         notifier = ResourceNotifier(runtime.services, bus)
         try:
             caller = await runtime.services.tokens.authenticate(token)

@@ -59,10 +59,13 @@ def _inbox_query(agent_id: int | sa.BindParameter[int]) -> sa.Select[Any]:
 
 def _inbox_since(*, unread_only: bool) -> Prepared:
     """An agent's mail after `since_id`, oldest first, at most `limit` (the fetch_inbox hot path)."""
-    q = _inbox_query(sa.bindparam("agent_id")).where(messages.c.id > sa.bindparam("since_id"))
+    # By the recipient row's message id: the (agent_id, message_id) index then gives the order, and
+    # a page reads `limit` rows however much mail the agent has (by messages.id it sorted them all).
+    mine = message_recipients.c.message_id
+    q = _inbox_query(sa.bindparam("agent_id")).where(mine > sa.bindparam("since_id"))
     if unread_only:
         q = q.where(message_recipients.c.read_at.is_(None))
-    return Prepared(q.order_by(messages.c.id).limit(sa.bindparam("limit")))
+    return Prepared(q.order_by(mine).limit(sa.bindparam("limit")))
 
 
 _INBOX = {False: _inbox_since(unread_only=False), True: _inbox_since(unread_only=True)}
@@ -97,7 +100,7 @@ async def unread(
     q = _inbox_query(agent_id).where(message_recipients.c.read_at.is_(None))
     if importance is not None:
         q = q.where(messages.c.importance.in_([i.value for i in importance]))
-    return await _load_inbox(conn, q.order_by(messages.c.id).limit(limit))
+    return await _load_inbox(conn, q.order_by(message_recipients.c.message_id).limit(limit))
 
 
 async def inbox(

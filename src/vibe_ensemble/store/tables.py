@@ -173,6 +173,14 @@ message_recipients = sa.Table(
     sa.Column("acked_at", UTCDateTime, nullable=True),
     sa.PrimaryKeyConstraint("message_id", "agent_id"),
     sa.Index(None, "agent_id", "message_id"),
+    # an agent's unread mail (its count, the unread page): read without touching what was read
+    sa.Index(
+        "ix_message_recipients_unread",
+        "agent_id",
+        "message_id",
+        sqlite_where=sa.text("read_at IS NULL"),
+        postgresql_where=sa.text("read_at IS NULL"),
+    ),
 )
 
 reservations = sa.Table(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
@@ -42,7 +43,8 @@ class Subscriptions:
     def __init__(self, bus: SubscriptionBus) -> None:
         self.sessions: dict[str, ServerSession] = {}  # URI -> the session that asked (stdio: one)
         self._sending: set[asyncio.Task[None]] = set()
-        bus.subscribe(self._changed)
+        self._bus = bus
+        self._leave: Callable[[], None] | None = None  # listening only while a URI is subscribed
 
     def _changed(self, event: ServerEvent) -> None:
         if isinstance(event, ResourceUpdated) and event.uri in self.sessions:
@@ -70,12 +72,17 @@ class Subscriptions:
                 types.INVALID_PARAMS, f"uri: not a vibe:// resource of this token's project: {uri}"
             )
         self.sessions[uri] = ctx.session
+        if self._leave is None:
+            self._leave = self._bus.subscribe(self._changed)
         return types.EmptyResult()
 
     async def unsubscribe(
         self, _: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
         self.sessions.pop(str(params.uri), None)
+        if not self.sessions and self._leave is not None:
+            self._leave()
+            self._leave = None
         return types.EmptyResult()
 
 

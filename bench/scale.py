@@ -1,0 +1,207 @@
+"""Does a call cost the same with a big database? Reads timed against large tables, in process.
+
+    python bench/scale.py                                  # 100k issues, 1M messages, 50k entries
+    python bench/scale.py --issues 1000 --messages 10000 --knowledge 500     # a quick look
+    python bench/scale.py --database-url postgresql://…/empty_db            # written to!
+
+The tables are filled with plain bulk INSERTs (20 agents, 4 projects; each message to one
+agent, a fifth of them unread), then each read is run `--calls` times through the services, as
+an agent-bound caller would: the issue list, the ready list, one issue, the inbox (all mail, and
+unread only, which also counts the unread), and a knowledge search. It prints p50/p95 per read,
+and on SQLite the query plan of the inbox and issue-list statements. Figures are printed, never
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import AgentRole, IssueStatus, TokenRole
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store.tables import agents, issues, knowledge, message_recipients, messages, projects
+
+AGENTS = 20
+PROJECTS = ["default", "alpha", "beta", "gamma"]
+WORDS = "cache lease merge index parser schema token build deploy retry socket queue worker review".split()  # noqa: SIM905
+CHUNK = 20_000
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) -> None:
+    """Bulk rows in every project (the reads are timed in `default`, the first)."""
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    pids = {r.slug: r.id for r in conn.execute(sa.select(projects.c.id, projects.c.slug))}
+    aids = [
+        r.id
+        for r in conn.execute(
+            sa.select(agents.c.id).where(agents.c.project_id == pids["default"]).order_by(agents.c.id)
+        )
+    ]
+    project_ids = [pids[p] for p in PROJECTS]
+
+    def insert(table: sa.Table, n: int, make: Callable[[int], dict[str, Any]]) -> None:
+        for start in range(0, n, CHUNK):
+            conn.execute(table.insert(), [make(i) for i in range(start, min(n, start + CHUNK))])
+
+    insert(
+        issues,
+        n_issues,
+        lambda i: {
+            "project_id": project_ids[i % len(project_ids)],
+            "title": _text(rng, 5),
+            "body": _text(rng, 20),
+            "status": rng.choice(["open", "open", "in_progress", "closed", "closed", "closed"]),
+            "priority": rng.choice(["p0", "p1", "p2", "p3"]),
+            "labels": [],
+            "version": 1,
+            "created_at": now - timedelta(seconds=n_issues - i),
+            "updated_at": now,
+        },
+    )
+    first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(messages.c.id), 0))).scalar_one() + 1
+    insert(
+        messages,
+        n_messages,
+        lambda i: {
+            "project_id": pids["default"] if i % 2 == 0 else project_ids[i % len(project_ids)],
+            "sender": "bench",
+            "subject": _text(rng, 4),
+            "body": _text(rng, 30),
+            "thread_id": f"t-{i // 10}",
+            "importance": "normal",
+            "ack_required": False,
+            "to_role": None,
+            "broadcast": False,
+            "created_at": now - timedelta(seconds=n_messages - i),
+        },
+    )
+    insert(
+        message_recipients,
+        n_messages,
+        lambda i: {
+            "message_id": first + i,
+            "agent_id": aids[i % len(aids)],
+            "read_at": None if i % 5 == 0 else now,
+        },
+    )
+    insert(
+        knowledge,
+        n_knowledge,
+        lambda i: {
+            "project_id": project_ids[i % len(project_ids)],
+            "kind": "note",
+            "title": _text(rng, 5),
+            "body": _text(rng, 60),
+            "tags": [],
+            "issue_ids": [],
+            "author": "bench",
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]]) -> None:
+    await fn()  # warm
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        await fn()
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+    print(f"  {name:28} p50 {statistics.median(times):7.2f} ms   p95 {p95:7.2f} ms")
+
+
+def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
+    """SQLite's plan for the inbox page, the unread count and the open-issue page."""
+    queries = {
+        "inbox page": "SELECT m.id FROM messages m JOIN message_recipients r ON r.message_id = m.id "
+        f"WHERE r.agent_id = {agent_id} AND r.message_id > 0 ORDER BY r.message_id LIMIT 51",
+        "unread count": "SELECT count(*) FROM message_recipients "
+        f"WHERE agent_id = {agent_id} AND read_at IS NULL",
+        "unread page": "SELECT r.message_id FROM message_recipients r "
+        f"WHERE r.agent_id = {agent_id} AND r.read_at IS NULL AND r.message_id > 0 "
+        "ORDER BY r.message_id LIMIT 51",
+        "open issues page": f"SELECT id FROM issues WHERE project_id = {project_id} AND status = 'open' "
+        "ORDER BY id LIMIT 51",
+    }
+    for name, sql in queries.items():
+        steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+        print(f"  plan, {name}: " + " / ".join(steps))
+
+
+async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
+    rt = Runtime(Settings(database_url=url, data_dir=data_dir))  # type: ignore[call-arg]
+    await rt.start(apply_migrations=True)
+    s = rt.services
+    try:
+        for slug in PROJECTS[1:]:
+            await s.projects.ensure(slug)
+        for i in range(AGENTS):
+            await s.agents.register(SYSTEM, project="default", name=f"agent-{i}", role=AgentRole.WORKER)
+        _, secret = await s.tokens.create(SYSTEM, role=TokenRole.WORKER, project="default", agent="agent-0")
+        caller = await s.tokens.authenticate(secret, throttle=False)
+        started = time.perf_counter()
+        await rt.db.run_sync(lambda c: fill(c, args.issues, args.messages, args.knowledge), write=True)
+        print(
+            f"{'sqlite' if rt.db.is_sqlite else 'postgresql'}: {args.issues:,} issues, {args.messages:,} "
+            f"messages, {args.knowledge:,} knowledge entries over {len(PROJECTS)} projects "
+            f"(filled in {time.perf_counter() - started:.0f} s); {args.calls} calls each"
+        )
+        some_issue = (await s.issues.list(caller, limit=1)).items[0].id
+        await timed("list_issues (open)", args.calls, lambda: s.issues.list(caller, status=IssueStatus.OPEN))
+        await timed("list_issues (ready)", args.calls, lambda: s.issues.list(caller, ready=True))
+        await timed("get_issue", args.calls, lambda: s.issues.get(caller, some_issue))
+        await timed("fetch_inbox", args.calls, lambda: s.messages.fetch_inbox(caller))
+        await timed(
+            "fetch_inbox (unread)", args.calls, lambda: s.messages.fetch_inbox(caller, unread_only=True)
+        )
+        await timed("search_knowledge", args.calls, lambda: s.knowledge.search(caller, "lease merge"))
+        if rt.db.is_sqlite:
+            ids = await rt.db.run_sync(
+                lambda c: (
+                    c.execute(sa.select(agents.c.id).where(agents.c.name == "agent-0")).scalar_one(),
+                    c.execute(sa.select(projects.c.id).where(projects.c.slug == "default")).scalar_one(),
+                )
+            )
+            await rt.db.run_sync(lambda c: plans(c, *ids))
+    finally:
+        await rt.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", help="an EMPTY database (default: a temporary SQLite file)")
+    parser.add_argument("--issues", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--knowledge", type=int, default=50_000)
+    parser.add_argument("--calls", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/scale.db"
+        asyncio.run(run(url, Path(tmp), args))
+
+
+if __name__ == "__main__":
+    main()

@@ -21,9 +21,6 @@ HERE = Path(__file__).parent
 RECENT_EVENTS = 15
 
 
-MAIL_EVENTS = 100
-
-
 COLUMN_CAP = 30  # cards shown per board column; the column's count says how many there are
 
 

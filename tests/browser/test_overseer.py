@@ -1,0 +1,160 @@
+"""The overseer's pages in a real browser: leases, mail threads, an agent's page, the dependency
+graph, the knowledge browser and search, trends — live, authorised, and agent content inert."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Dialog, Page, expect
+
+from ..support import ServerProcess
+from .scenario import Api, populate
+from .test_dashboard import XSS, login, wait_live
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def world(server: ServerProcess) -> Api:
+    api = Api(server.url, server.admin_token)
+    populate(api)
+    return api
+
+
+def no_script_ran(page: Page, dialogs: list[str]) -> None:
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("img[src=x]").count() == 0
+    assert dialogs == []
+
+
+def watch_dialogs(page: Page) -> list[str]:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return dialogs
+
+
+def test_leases_page_lists_filters_and_follows_live(page: Page, server: ServerProcess, world: Api) -> None:
+    login(page, server.admin_token)
+    page.get_by_role("link", name="Leases").click()
+    wait_live(page)
+    brook = page.locator("tr[data-holder=brook]")
+    expect(brook).to_contain_text("src/auth/**")
+    expect(brook).to_contain_text("exclusive")
+    expect(brook).to_contain_text("session middleware")
+    expect(brook.locator(".expires")).to_contain_text(re.compile(r"^in \d+ min$"))
+    expect(page.locator("tr[data-holder=cyd]")).to_contain_text("shared")
+
+    world.call(
+        "POST", world.p + "/reservations", {"paths": ["src/live/**"], "agent": "ada", "reason": "live"}
+    )
+    expect(page.locator("tr[data-holder=ada]")).to_contain_text("src/live/**")  # no reload
+
+    page.select_option("#lease-agent", "cyd")  # the filter submits itself
+    expect(page).to_have_url(re.compile(r"agent=cyd"))
+    expect(page.locator("tr[data-lease]")).to_have_count(1)
+    expect(page.locator("tr[data-holder=cyd]")).to_contain_text("docs/**")
+    page.locator("tr[data-holder=cyd]").get_by_role("link", name="cyd").click()
+    expect(page).to_have_url(re.compile(r"/agents/cyd"))
+
+
+def test_a_coordinator_ends_a_stale_lease_and_a_viewer_may_not(page: Page, world: Api) -> None:
+    world.agent("stale", "worker", "idle", "")
+    world.call(
+        "POST", world.p + "/reservations", {"paths": ["src/stale/**"], "agent": "stale", "reason": XSS}
+    )
+    dialogs = watch_dialogs(page)
+    _, viewer = world.token("viewer", "vera")
+    login(page, viewer)
+    page.goto("/leases?agent=stale")
+    row = page.locator("tr[data-holder=stale]")
+    expect(row.locator(".reason")).to_have_text(XSS)  # shown as text, never run
+    no_script_ran(page, dialogs)
+    expect(page.get_by_role("button", name="End lease")).to_have_count(0)
+    lease_id = row.get_attribute("data-lease")
+    csrf = page.locator("form.logout input[name=csrf]").get_attribute("value") or ""
+    refused = page.request.post(f"/leases/{lease_id}/release", form={"csrf": csrf}, max_redirects=0)
+    assert refused.status == 403 and "may not do agent.retire" in refused.text()
+
+    _, coordinator = world.token("coordinator", "cleo")
+    page.context.clear_cookies()
+    lead = page.context.new_page()  # without the listener that dismisses every dialog
+    login(lead, coordinator)
+    lead.goto("/leases?agent=stale")
+    lead.once("dialog", lambda dialog: dialog.accept())
+    lead.locator("tr[data-holder=stale]").get_by_role("button", name="End lease").click()
+    expect(lead.locator(".notice")).to_have_text("Lease ended.")
+    expect(lead.locator("tr[data-holder=stale]")).to_have_count(0)
+    expect(lead).to_have_url(re.compile(r"agent=stale"))
+    audit = world.call("GET", "/audit?action=reservation.revoked")["items"]
+    assert any(a["actor"] == "token:cleo" and a["details"]["pattern"] == "src/stale/**" for a in audit)
+    live = world.call("GET", world.p + "/reservations")
+    assert all(r["pattern"] != "src/stale/**" for r in live)
+
+
+def test_mail_threads_show_bodies_as_text_with_read_and_ack_state_live(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    dialogs = watch_dialogs(page)
+    sent = world.call(
+        "POST",
+        world.p + "/messages",
+        {
+            "subject": "Freeze " + XSS,
+            "body": "Hold merges.\n" + XSS,
+            "to": ["brook", "cyd"],
+            "ack_required": True,
+            "importance": "urgent",
+            "thread_id": "freeze-thread",
+            "agent": "ada",
+        },
+    )
+    world.call("POST", f"{world.p}/agents/brook/inbox/ack", {"ids": [sent["id"]]})
+    world.call("POST", world.p + "/messages", {"subject": "A person writes", "body": "Hi.", "to": ["ada"]})
+    login(page, server.admin_token)
+    page.get_by_role("link", name="Mail").click()
+    wait_live(page)
+    row = page.locator("tr[data-thread=freeze-thread]")
+    expect(row.locator(".subject a")).to_have_text("Freeze " + XSS)
+    expect(row).to_contain_text("urgent")
+    expect(row.locator(".participants")).to_have_text("ada, brook, cyd")
+    expect(page.locator("table.mail")).to_contain_text("Rebase on main before review")
+    person = page.locator("tr", has_text="A person writes")
+    expect(person.locator(".overseer")).to_have_text("token:bootstrap admin")
+
+    page.check("#mail-unacked")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tr[data-thread]")).to_have_count(1)
+    row.locator(".subject a").click()
+
+    message = page.locator(f"#message-{sent['id']}")
+    expect(message.locator(".body")).to_have_text("Hold merges.\n" + XSS)
+    expect(message.locator("tr[data-recipient=brook] .acked")).to_contain_text("acknowledged")
+    expect(message.locator("tr[data-recipient=cyd] .acked")).to_have_text("not acknowledged")
+    expect(message.locator("tr[data-recipient=cyd] .read")).to_have_text("unread")
+    wait_live(page)
+    world.call("POST", f"{world.p}/agents/cyd/inbox/ack", {"ids": [sent["id"]]})  # seen without a reload
+    expect(message.locator("tr[data-recipient=cyd] .acked")).to_contain_text(re.compile("^acknowledged"))
+    expect(message.locator("tr[data-recipient=cyd] .read")).to_contain_text("read")
+    no_script_ran(page, dialogs)
+
+    page.goto("/mail")
+    page.locator("tr", has_text="A person writes").locator(".subject a").click()
+    expect(page.locator("article.from-overseer .overseer")).to_have_text("overseer")
+
+
+def test_a_viewer_sees_who_wrote_what_but_no_bodies(page: Page, world: Api) -> None:
+    _, viewer = world.token("viewer", "val")
+    login(page, viewer)
+    page.goto("/mail/thread?thread=freeze-thread")
+    expect(page.locator("article.message")).to_have_count(1)
+    expect(page.locator(".bodies-hidden")).to_contain_text("coordinator and admin tokens only")
+    expect(page.locator("article.message .body")).to_have_count(0)
+    assert "Hold merges." not in page.content()
+    expect(page.locator("tr[data-recipient=brook] .acked")).to_contain_text("acknowledged")
+    assert page.request.get("/mail/thread?thread=no-such-thread").status == 404

@@ -1,0 +1,171 @@
+"""What the dashboard's overseer pages read and do, on SQLite and PostgreSQL: leases (and ending a
+stale one, audited), mail threads (bodies by role), an agent's page, the dependency graph, search
+and trends."""
+
+from __future__ import annotations
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole, Importance, TokenRole
+from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied
+from vibe_ensemble.services import Services
+
+
+async def _caller(services: Services, admin: Caller, role: TokenRole, project: str | None = None) -> Caller:
+    cred, _ = await services.tokens.create(admin, role=role, label=role.value, project=project)
+    return await services.tokens.authenticate_session(cred.id)
+
+
+async def _team(services: Services, admin: Caller) -> None:
+    for name, role in (
+        ("ada", AgentRole.COORDINATOR),
+        ("brook", AgentRole.WORKER),
+        ("cyd", AgentRole.WORKER),
+    ):
+        await services.agents.register(admin, name=name, role=role)
+
+
+async def test_leases_soonest_first_filtered_by_holder_and_a_stale_one_ended_audited(
+    services: Services, admin: Caller
+) -> None:
+    await _team(services, admin)
+    await services.reservations.reserve(admin, ["src/a/**"], agent="brook", ttl_s=3600, reason="a")
+    await services.reservations.reserve(admin, ["docs/**"], agent="cyd", ttl_s=600, exclusive=False)
+    await services.reservations.reserve(admin, ["src/b.py"], agent="brook", ttl_s=60)
+    await services.projects.create(admin, slug="other")
+    await services.agents.register(admin, name="brook", project="other")
+    await services.reservations.reserve(admin, ["elsewhere/**"], agent="brook", project="other")
+
+    view = await services.oversight.leases(admin)
+    assert [(x.holder, x.pattern) for x in view.leases] == [
+        ("brook", "src/b.py"),
+        ("cyd", "docs/**"),
+        ("brook", "src/a/**"),
+    ]
+    assert view.holders == ["brook", "cyd"] and view.project == "default"
+    assert [x.pattern for x in (await services.oversight.leases(admin, agent="brook")).leases] == [
+        "src/b.py",
+        "src/a/**",
+    ]
+    stale = view.leases[0]
+
+    viewer = await _caller(services, admin, TokenRole.VIEWER)
+    assert len((await services.oversight.leases(viewer)).leases) == 3
+    for role in (TokenRole.VIEWER, TokenRole.WORKER):
+        with pytest.raises(PermissionDenied):
+            await services.oversight.revoke_lease(await _caller(services, admin, role), stale.id)
+    coordinator = await _caller(services, admin, TokenRole.COORDINATOR)
+    other = (await services.oversight.leases(admin, project="other")).leases[0]
+    with pytest.raises(NotFound):  # another project's lease is not found through this one
+        await services.oversight.revoke_lease(coordinator, other.id, project="default")
+    ended = await services.oversight.revoke_lease(coordinator, stale.id, reason="stale")
+    assert (ended.holder, ended.pattern) == ("brook", "src/b.py")
+    assert [x.pattern for x in (await services.oversight.leases(admin)).leases] == ["docs/**", "src/a/**"]
+    with pytest.raises(NotFound):
+        await services.oversight.revoke_lease(coordinator, stale.id)
+
+    audit = (await services.audit.page(admin, action="reservation.revoked")).items
+    assert len(audit) == 1
+    assert audit[0].actor == "token:coordinator"
+    assert (audit[0].details["holder"], audit[0].details["pattern"]) == ("brook", "src/b.py")
+    assert audit[0].details["reason"] == "stale"
+    released = await services.events.recent(admin, types=["reservation.released"], limit=1)
+    assert released[0].actor == "token:coordinator"
+    assert released[0].payload == {
+        "agent": "brook",
+        "ids": [stale.id],
+        "patterns": ["src/b.py"],
+        "reason": "revoked",
+    }
+
+    scoped = await _caller(services, admin, TokenRole.ADMIN, project="other")
+    with pytest.raises(PermissionDenied):
+        await services.oversight.leases(scoped, project="default")
+
+
+async def test_threads_newest_first_filtered_with_read_and_ack_state_and_bodies_by_role(
+    services: Services, admin: Caller
+) -> None:
+    await _team(services, admin)
+    s = services.messages
+    plan = await s.send(
+        admin, agent="ada", subject="Plan", body="Split the epic.", to=["brook", "cyd"], thread_id="plan"
+    )
+    await s.send(admin, agent="brook", subject="Re: Plan", body="Taking #2.", to=["ada"], thread_id="plan")
+    freeze = await s.send(
+        admin,
+        agent="ada",
+        subject="Freeze",
+        body="secret freeze plan",
+        to=["brook", "cyd"],
+        importance=Importance.URGENT,
+        ack_required=True,
+    )
+    await s.send(admin, subject="From a person", body="Hello team.", broadcast=True, overseer=True)
+    await s.acknowledge(admin, [freeze.id], agent="brook")
+    await s.mark_read(admin, [plan.id], agent="cyd")
+    await services.projects.create(admin, slug="other")
+    await services.agents.register(admin, name="zed", project="other")
+    await s.send(admin, agent="zed", subject="Elsewhere", body="x", broadcast=True, project="other")
+
+    threads = await services.threads.threads(admin)
+    assert [t.subject for t in threads] == ["From a person", "Freeze", "Plan"]
+    by_subject = {t.subject: t for t in threads}
+    plan_t = by_subject["Plan"]
+    assert (plan_t.messages, plan_t.participants, plan_t.last_sender) == (2, ["ada", "brook", "cyd"], "brook")
+    assert by_subject["Freeze"].importance == Importance.URGENT and by_subject["Freeze"].unacked == 1
+    assert by_subject["From a person"].participants == ["ada", "brook", "cyd", admin.display]
+    assert [t.subject for t in await services.threads.threads(admin, unacked=True)] == ["Freeze"]
+    assert [t.subject for t in await services.threads.threads(admin, importance=Importance.URGENT)] == [
+        "Freeze"
+    ]
+    assert [t.subject for t in await services.threads.threads(admin, agent="brook")] == [
+        "From a person",
+        "Freeze",
+        "Plan",
+    ]
+    assert await services.threads.threads(admin, agent="nobody") == []
+
+    thread = await services.threads.thread(admin, "plan")
+    assert thread.bodies and [m.body for m in thread.messages] == ["Split the epic.", "Taking #2."]
+    first = thread.messages[0]
+    assert [(d.recipient, d.read_at is not None, d.acked_at is not None) for d in first.deliveries] == [
+        ("brook", False, False),
+        ("cyd", True, False),
+    ]
+    frozen = (await services.threads.thread(admin, freeze.thread_id)).messages[0]
+    assert [(d.recipient, d.acked_at is not None, d.read_at is not None) for d in frozen.deliveries] == [
+        ("brook", True, True),
+        ("cyd", False, False),
+    ]
+    assert not frozen.overseer
+    overseer_thread = next(t for t in threads if t.subject == "From a person").thread_id
+    assert (await services.threads.thread(admin, overseer_thread)).messages[0].overseer
+
+    coordinator = await _caller(services, admin, TokenRole.COORDINATOR)
+    assert (await services.threads.thread(coordinator, "plan")).messages[0].body == "Split the epic."
+    for role in (TokenRole.VIEWER, TokenRole.WORKER):
+        reader = await _caller(services, admin, role)
+        hidden = await services.threads.thread(reader, "plan")
+        assert not hidden.bodies and [m.body for m in hidden.messages] == [None, None]
+        assert [m.subject for m in hidden.messages] == ["Plan", "Re: Plan"]
+        assert len(await services.threads.threads(reader)) == 3
+        # a search by someone who may not read bodies matches subjects only, and shows no excerpt
+        assert await services.threads.search(reader, "secret") == []
+        assert [(h.subject, h.excerpt) for h in await services.threads.search(reader, "freeze")] == [
+            ("Freeze", "")
+        ]
+    hits = await services.threads.search(coordinator, "SECRET epic")
+    assert [(h.subject, h.excerpt) for h in hits] == [
+        ("Freeze", "secret freeze plan"),
+        ("Plan", "Split the epic."),
+    ]
+    assert await services.threads.search(coordinator, "100%_") == []  # LIKE wildcards are literal
+
+    with pytest.raises(NotFound):
+        await services.threads.thread(admin, "plan", project="other")
+    with pytest.raises(InvalidInput):
+        await services.threads.thread(admin, "")
+    with pytest.raises(InvalidInput):
+        await services.threads.search(admin, "x" * 501)

@@ -158,3 +158,26 @@ def test_a_viewer_sees_who_wrote_what_but_no_bodies(page: Page, world: Api) -> N
     assert "Hold merges." not in page.content()
     expect(page.locator("tr[data-recipient=brook] .acked")).to_contain_text("acknowledged")
     assert page.request.get("/mail/thread?thread=no-such-thread").status == 404
+
+
+def test_an_agents_page_shows_its_work_live_and_its_text_inert(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    dialogs = watch_dialogs(page)
+    login(page, server.admin_token)
+    page.locator("tr[data-agent=brook]").get_by_role("link", name="brook").click()
+    expect(page).to_have_url(re.compile(r"/agents/brook"))
+    wait_live(page)
+    expect(page.locator("article.agent h1 .name")).to_have_text("brook")
+    expect(page.locator(".agent-issues")).to_contain_text("#2 Session middleware")
+    expect(page.locator(".agent-leases")).to_contain_text("src/auth/**")
+    expect(page.locator(".agent-mail")).to_contain_text("Rebase on main before review")
+    expect(page.locator(".agent-events")).to_contain_text("reservation.granted")
+
+    world.call("POST", f"{world.p}/agents/brook/heartbeat", {"status": "blocked", "activity": XSS})
+    expect(page.locator("article.agent .activity")).to_have_text(XSS)  # live, and as text
+    expect(page.locator("article.agent h1 .status")).to_have_text("blocked")
+    no_script_ran(page, dialogs)
+    page.get_by_role("link", name="On the leases page").click()
+    expect(page.locator("tr[data-lease]")).to_have_count(1)
+    assert page.request.get("/agents/nobody").status == 404

@@ -169,3 +169,31 @@ async def test_threads_newest_first_filtered_with_read_and_ack_state_and_bodies_
         await services.threads.thread(admin, "")
     with pytest.raises(InvalidInput):
         await services.threads.search(admin, "x" * 501)
+
+
+async def test_an_agents_page_has_its_issues_leases_mail_and_events(
+    services: Services, admin: Caller
+) -> None:
+    await _team(services, admin)
+    mine = await services.issues.create(admin, title="Brook's work", agent="ada")
+    await services.issues.claim(admin, mine.id, agent="brook")
+    done = await services.issues.create(admin, title="Finished")
+    await services.issues.claim(admin, done.id, agent="brook")
+    await services.issues.close(admin, done.id, "done", agent="brook")
+    await services.issues.create(admin, title="Someone else's")
+    await services.reservations.reserve(admin, ["src/x/**"], agent="brook", reason="x")
+    await services.reservations.reserve(admin, ["src/y/**"], agent="cyd")
+    await services.messages.send(admin, agent="ada", subject="To brook", body="b", to=["brook"])
+    await services.messages.send(admin, agent="ada", subject="To cyd", body="c", to=["cyd"])
+    await services.agents.heartbeat(admin, agent="brook", activity="on it")
+
+    viewer = await _caller(services, admin, TokenRole.VIEWER)
+    view = await services.oversight.agent(viewer, "brook")
+    assert (view.agent.name, view.agent.activity, view.unread) == ("brook", "on it", 1)
+    assert [i.title for i in view.issues] == ["Brook's work"]
+    assert [x.pattern for x in view.leases] == ["src/x/**"]
+    assert [t.subject for t in view.threads] == ["To brook"]
+    assert {e.type for e in view.events} >= {"issue.claimed", "reservation.granted", "agent.registered"}
+    assert all(e.actor == "brook" or e.payload.get("agent") == "brook" for e in view.events)
+    with pytest.raises(NotFound):
+        await services.oversight.agent(viewer, "nobody")

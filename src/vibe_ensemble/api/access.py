@@ -120,6 +120,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/fragments/issues/{issue_id}"): needs(Op.ISSUE_READ),
     ("GET", "/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
+    ("GET", "/agents/{name}"): needs(Op.AGENT_READ, "also issue.read, reservation.read and event.read"),
+    ("GET", "/fragments/agents/{name}"): needs(
+        Op.AGENT_READ, "also issue.read, reservation.read and event.read"
+    ),
     ("GET", "/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),

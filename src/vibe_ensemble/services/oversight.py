@@ -6,14 +6,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.events import EventType
-from vibe_ensemble.domain.models import Agent, Reservation
+from vibe_ensemble.domain.models import Agent, Event, Issue, Reservation
 from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.domain.threads import ThreadSummary
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import events as event_store
+from vibe_ensemble.store import issues as issue_store
+from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as store
+from vibe_ensemble.store import threads as thread_store
+
+
+@dataclass
+class AgentView:
+    project: str
+    agent: Agent
+    issues: list[Issue]  # assigned and not finished, most urgent first
+    leases: list[Reservation]  # live, soonest expiry first
+    unread: int  # its mail not yet read
+    threads: list[ThreadSummary]  # the newest threads it wrote to or received
+    events: list[Event]  # the newest events by or about it, newest first
 
 
 @dataclass
@@ -75,9 +92,26 @@ class OversightService(Service):
             )
         return lease
 
-    async def agent(self, caller: Caller, name: str, *, project: str | None = None) -> Agent:
-        """One agent of the project, retired or not."""
-        caller.require(Op.AGENT_READ)
+    async def agent(
+        self, caller: Caller, name: str, *, project: str | None = None, recent: int = 20
+    ) -> AgentView:
+        """One agent (retired or not) with its unfinished issues, live leases, unread mail count, the
+        newest threads it wrote or received, and the newest events by or about it."""
+        for op in (Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.EVENT_READ):
+            caller.require(op)
+        name = rules.text("name", name, max_len=rules.MAX_NAME)
         async with self.read() as tx:
-            proj = await self.project(tx.conn, caller, project)
-            return await agent_store.get(tx.conn, proj.id, name, active=False)
+            conn = tx.conn
+            proj = await self.project(conn, caller, project)
+            agent = await agent_store.get(conn, proj.id, name, active=False)
+            return AgentView(
+                project=proj.slug,
+                agent=agent,
+                issues=await issue_store.unfinished_of(conn, agent.id),
+                leases=await store.held_by(conn, agent.id, tx.now),
+                unread=await message_store.unread_count(conn, agent.id),
+                threads=await thread_store.newest_threads(
+                    conn, proj.id, agent=name, importance=None, unacked=False, limit=recent
+                ),
+                events=await event_store.about_agent(conn, proj.id, name, limit=recent),
+            )

@@ -181,3 +181,33 @@ def test_an_agents_page_shows_its_work_live_and_its_text_inert(
     page.get_by_role("link", name="On the leases page").click()
     expect(page.locator("tr[data-lease]")).to_have_count(1)
     assert page.request.get("/agents/nobody").status == 404
+
+
+def test_the_dependency_graph_is_drawn_with_its_critical_path_live(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    dialogs = watch_dialogs(page)
+    login(page, server.admin_token)
+    page.get_by_role("link", name="Dependencies").click()
+    wait_live(page)
+    # populate: #4 "Rate-limit failed logins" waits on #2 "Session middleware"
+    expect(page.locator("svg.dep-graph a[data-issue='2']")).to_have_class(re.compile(r"\bcritical\b"))
+    expect(page.locator("svg.dep-graph path[data-edge='2-4']")).to_have_class(re.compile(r"\bcritical\b"))
+    expect(page.locator(".critical-path li")).to_have_text(
+        ["#2 Session middleware", "#4 Rate-limit failed logins"]
+    )
+    first = world.issue(XSS + " first", priority="p0")
+    second = world.issue("Second", depends_on=[first])
+    third = world.issue("Third", depends_on=[second])
+    world.issue("Fourth", depends_on=[third])
+    expect(page.locator(".critical-path li")).to_have_count(4)  # a longer chain, without a reload
+    expect(page.locator(".critical-path li").first).to_have_text(f"#{first} {XSS} first")
+    expect(page.locator(f"svg.dep-graph path[data-edge='{first}-{second}']")).to_have_class(
+        re.compile(r"\bcritical\b")
+    )
+    expect(page.locator(".unblockers li").first).to_contain_text("3 waiting")
+    label = page.locator(f"svg.dep-graph a[data-issue='{first}'] text.label")
+    expect(label).to_contain_text(f"#{first} <script>")
+    no_script_ran(page, dialogs)
+    page.locator(f"svg.dep-graph a[data-issue='{second}']").click()
+    expect(page.locator("article.issue h1")).to_have_text(f"#{second} Second")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, Importance, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, Importance, Priority, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.services import Services
 
@@ -197,3 +197,36 @@ async def test_an_agents_page_has_its_issues_leases_mail_and_events(
     assert all(e.actor == "brook" or e.payload.get("agent") == "brook" for e in view.events)
     with pytest.raises(NotFound):
         await services.oversight.agent(viewer, "nobody")
+
+
+async def test_the_dependency_graph_of_a_project_with_its_critical_path(
+    services: Services, admin: Caller
+) -> None:
+    create = services.issues.create
+    base = await create(admin, title="Schema")
+    api = await create(admin, title="API", depends_on=[base.id])
+    ui = await create(admin, title="UI", depends_on=[api.id])
+    docs = await create(admin, title="Docs", depends_on=[base.id])
+    lone = await create(admin, title="Alone", priority=Priority.P0)
+    await services.agents.register(admin, name="ada")
+    await services.issues.claim(admin, base.id, agent="ada")
+    await services.issues.close(admin, base.id, "merged", agent="ada")
+    await services.projects.create(admin, slug="other")
+    await create(admin, title="Elsewhere", project="other")
+
+    viewer = await _caller(services, admin, TokenRole.VIEWER)
+    graph = await services.insight.graph(viewer)
+    assert {n.issue.id for n in graph.nodes} == {base.id, api.id, ui.id, docs.id, lone.id}
+    assert graph.critical == [api.id, ui.id]
+    assert {(e.source, e.target) for e in graph.edges} == {
+        (base.id, api.id),
+        (api.id, ui.id),
+        (base.id, docs.id),
+    }
+    assert [n.issue.id for n in graph.top_unblockers] == [api.id]
+    assert graph.left_out == 0
+    capped = await services.insight.graph(viewer, limit=1)  # the most urgent first
+    assert [n.issue.id for n in capped.nodes] == [lone.id] and capped.left_out == 3
+    assert [n.issue.title for n in (await services.insight.graph(admin, project="other")).nodes] == [
+        "Elsewhere"
+    ]

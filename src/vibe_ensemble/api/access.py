@@ -124,6 +124,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/fragments/agents/{name}"): needs(
         Op.AGENT_READ, "also issue.read, reservation.read and event.read"
     ),
+    ("GET", "/graph"): needs(Op.ISSUE_READ),
+    ("GET", "/fragments/graph"): needs(Op.ISSUE_READ),
     ("GET", "/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),

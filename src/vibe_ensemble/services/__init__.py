@@ -10,6 +10,7 @@ from vibe_ensemble.services.base import ServiceContext
 from vibe_ensemble.services.briefings import BriefingService
 from vibe_ensemble.services.dashboard import DashboardService
 from vibe_ensemble.services.events import EventService
+from vibe_ensemble.services.insight import InsightService
 from vibe_ensemble.services.issues import IssueService
 from vibe_ensemble.services.knowledge import KnowledgeService
 from vibe_ensemble.services.live import LiveService
@@ -42,6 +43,7 @@ class Services:
         self.dashboard = DashboardService(ctx)
         self.oversight = OversightService(ctx)
         self.threads = ThreadService(ctx)
+        self.insight = InsightService(ctx)
         self.backups = BackupLogService(ctx)
         self.stats = StatsService(ctx)
 

@@ -1,0 +1,40 @@
+"""Pages that draw the project: the dependency graph (server-rendered SVG, critical path marked)
+and trends (small SVG charts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from vibe_ensemble.api.web.login import Visit, serve
+from vibe_ensemble.api.web.pages import live_fragment, live_page
+from vibe_ensemble.domain.graph import NODE_H, NODE_W
+
+router = APIRouter(include_in_schema=False)
+
+ProjectQuery = Annotated[str | None, Query(max_length=64)]
+
+
+async def _graph(visit: Visit, project: str) -> dict[str, Any]:
+    graph = await visit.services.insight.graph(visit.caller, project=project)
+    titles = {n.issue.id: n.issue.title for n in graph.nodes}
+    return {"graph": graph, "titles": titles, "node_w": NODE_W, "node_h": NODE_H}
+
+
+@router.get("/graph")
+async def graph_page(request: Request, project: ProjectQuery = None) -> Response:
+    """The unfinished issues as a dependency graph, the critical path and what unblocks the most."""
+    return await serve(
+        request,
+        "page",
+        lambda visit: live_page(visit, project, "graph.html", "/fragments/graph", ("issue.*",), _graph),
+    )
+
+
+@router.get("/fragments/graph")
+async def graph_fragment(request: Request, project: ProjectQuery = None) -> Response:
+    return await serve(
+        request, "fragment", lambda visit: live_fragment(visit, project, "_graph.html", _graph)
+    )

@@ -211,3 +211,63 @@ def test_the_dependency_graph_is_drawn_with_its_critical_path_live(
     no_script_ran(page, dialogs)
     page.locator(f"svg.dep-graph a[data-issue='{second}']").click()
     expect(page.locator("article.issue h1")).to_have_text(f"#{second} Second")
+
+
+def test_the_knowledge_browser_reads_versions_and_searches_knowledge_and_mail(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    dialogs = watch_dialogs(page)
+    entry = world.call(
+        "POST",
+        world.p + "/knowledge",
+        {
+            "kind": "decision",
+            "title": "Cookies " + XSS,
+            "body": "Sessions live in signed cookies.",
+            "tags": ["auth"],
+        },
+    )
+    world.call(
+        "PATCH", f"{world.p}/knowledge/{entry['id']}", {"body": "Sessions live in signed cookies. " + XSS}
+    )
+    world.call(
+        "POST",
+        world.p + "/messages",
+        {
+            "subject": "Cookie rotation",
+            "body": "Rotate the cookie secret weekly.",
+            "to": ["brook"],
+            "agent": "ada",
+        },
+    )
+    login(page, server.admin_token)
+    page.get_by_role("link", name="Knowledge").click()
+    wait_live(page)
+    expect(page.locator(f"tr[data-entry='{entry['id']}'] .subject")).to_have_text("Cookies " + XSS)
+    world.call("POST", world.p + "/knowledge", {"kind": "note", "title": "Added live", "body": "x"})
+    expect(page.locator("table.entries")).to_contain_text("Added live")  # without a reload
+
+    page.fill("#search-q", "cookies secret")
+    page.get_by_role("button", name="Search").click()
+    hit = page.locator(f".knowledge-hits li[data-entry='{entry['id']}']")
+    expect(hit.locator("mark").first).to_have_text(re.compile("cookies", re.I))
+    expect(hit.locator("a")).to_have_text("Cookies " + XSS)
+    mail = page.locator(".mail-hits li", has_text="Cookie rotation")
+    expect(mail.locator(".snippet")).to_contain_text("Rotate the cookie secret weekly.")
+
+    hit.locator("a").click()
+    expect(page.locator("article.entry .body")).to_have_text("Sessions live in signed cookies. " + XSS)
+    version = page.locator("details.version[data-version='1']")
+    version.locator("summary").click()
+    expect(version.locator(".body")).to_have_text("Sessions live in signed cookies.")
+    no_script_ran(page, dialogs)
+
+    _, viewer = world.token("viewer", "vince")
+    page.context.clear_cookies()
+    login(page, viewer)
+    page.goto("/knowledge?q=weekly")  # a word only in the body: a viewer's search does not see it
+    expect(page.locator(".mail-hits")).to_contain_text("No mail matches.")
+    page.goto("/knowledge?q=rotation")
+    expect(page.locator(".mail-hits li")).to_have_count(1)
+    expect(page.locator(".mail-hits .snippet")).to_have_count(0)
+    expect(page.locator(".mail-hits .hint")).to_contain_text("Subjects only")

@@ -51,6 +51,7 @@ _DASH_BOARD = "also project.read, agent.read, reservation.read and event.read"
 _DASH_MAIL = (
     "threads: senders, recipients, subjects, read and acknowledged state; bodies need message.oversee"
 )
+_DASH_SEARCH = "with q, mail too (event.read): subjects, and bodies with message.oversee"
 _BRIEFING = "also the read ops of agents, issues, leases and knowledge; mail only for an acting agent"
 
 # (method, path) → access. Methods as served; HEAD is implied by GET. WebSocket routes use "WS".
@@ -126,6 +127,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ),
     ("GET", "/graph"): needs(Op.ISSUE_READ),
     ("GET", "/fragments/graph"): needs(Op.ISSUE_READ),
+    ("GET", "/knowledge"): needs(Op.KNOWLEDGE_READ, _DASH_SEARCH),
+    ("GET", "/fragments/knowledge"): needs(Op.KNOWLEDGE_READ, _DASH_SEARCH),
+    ("GET", "/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
+    ("GET", "/fragments/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
     ("GET", "/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),

@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from vibe_ensemble.api.web import agents, attention, attention_views, insight, leases, login, mail
+from vibe_ensemble.api.web import agents, attention, attention_views, insight, knowledge, leases, login, mail
 from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.api.web.login import Visit, form_text, serve
 from vibe_ensemble.api.web.pages import frame
@@ -209,4 +209,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(mail.router)
     app.include_router(agents.router)
     app.include_router(insight.router)
+    app.include_router(knowledge.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -3,13 +3,15 @@ graph, the knowledge browser and search, trends — live, authorised, and agent 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 from ..support import ServerProcess
 from .scenario import Api, populate
+from .test_attention import axe
 from .test_dashboard import XSS, login, wait_live
 
 pytestmark = pytest.mark.browser
@@ -271,3 +273,55 @@ def test_the_knowledge_browser_reads_versions_and_searches_knowledge_and_mail(
     expect(page.locator(".mail-hits li")).to_have_count(1)
     expect(page.locator(".mail-hits .snippet")).to_have_count(0)
     expect(page.locator(".mail-hits .hint")).to_contain_text("Subjects only")
+
+
+def test_trends_chart_today_and_follow_live(page: Page, server: ServerProcess, world: Api) -> None:
+    login(page, server.admin_token)
+    page.get_by_role("link", name="Trends").click()
+    wait_live(page)
+    today = page.locator("[data-chart=issues-chart] rect[data-series=opened]").last
+    before = int(today.get_attribute("data-value") or "0")
+    assert before >= 6  # the scenario's issues, all opened today
+    expect(page.locator("[data-chart=mail-chart] rect[data-series=messages]").last).not_to_have_attribute(
+        "data-value", "0"
+    )
+    world.issue("One more for the chart")
+    expect(today).to_have_attribute("data-value", str(before + 1))  # without a reload
+    expect(page.locator("[data-chart=issues-chart] rect")).to_have_count(28)
+
+
+def test_no_serious_accessibility_violations_on_the_overseer_pages(
+    browser: Browser, server: ServerProcess, world: Api
+) -> None:
+    world.call(
+        "POST",
+        world.p + "/knowledge",
+        {"kind": "note", "title": "A11y note", "body": "Cookie text", "tags": ["a"]},
+    )
+    entry = world.call("GET", world.p + "/knowledge")[0]["id"]
+    thread = world.call(
+        "POST", world.p + "/messages", {"subject": "A11y", "body": "b", "to": ["brook"], "ack_required": True}
+    )["thread_id"]
+    # The page's CSP (script-src 'self') would refuse the injected checker: bypass it for this audit only.
+    context = browser.new_context(
+        base_url=server.url, bypass_csp=True, viewport={"width": 1440, "height": 900}
+    )
+    try:
+        page = context.new_page()
+        login(page, server.admin_token)
+        for path in (
+            "/leases",
+            "/mail",
+            f"/mail/thread?thread={thread}",
+            "/agents/brook",
+            "/graph",
+            "/knowledge",
+            "/knowledge?q=cookie",
+            f"/knowledge/{entry}",
+            "/trends",
+        ):
+            page.goto(path)
+            serious = axe(page)
+            assert not serious, path + " " + json.dumps(serious, indent=1)[:4000]
+    finally:
+        context.close()

@@ -4,9 +4,12 @@ and trends."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.charts import Chart
 from vibe_ensemble.domain.enums import AgentRole, Importance, Priority, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.services import Services
@@ -230,3 +233,34 @@ async def test_the_dependency_graph_of_a_project_with_its_critical_path(
     assert [n.issue.title for n in (await services.insight.graph(admin, project="other")).nodes] == [
         "Elsewhere"
     ]
+
+
+async def test_trends_count_issues_and_mail_per_utc_day(services: Services, admin: Caller) -> None:
+    start = datetime(2026, 3, 10, 23, 30, tzinfo=UTC)
+    services.ctx.clock = lambda: start
+    await services.agents.register(admin, name="ada")
+    old = await services.issues.create(admin, title="Long ago")
+    services.ctx.clock = lambda: start - timedelta(days=30)
+    await services.issues.create(admin, title="Outside the window")
+    services.ctx.clock = lambda: start + timedelta(hours=1)  # the next UTC day
+    await services.issues.create(admin, title="Today")
+    await services.issues.create(admin, title="Today too")
+    await services.issues.claim(admin, old.id, agent="ada")
+    await services.issues.close(admin, old.id, "done", agent="ada")
+    await services.messages.send(admin, subject="s", body="b", broadcast=True)
+    await services.projects.create(admin, slug="other")
+    await services.issues.create(admin, title="Elsewhere", project="other")
+
+    trends = await services.insight.trends(await _caller(services, admin, TokenRole.VIEWER), days=14)
+    today, yesterday = date(2026, 3, 11), date(2026, 3, 10)
+    assert trends.issues.days[-1] == today and len(trends.issues.days) == 14
+
+    def value(chart: Chart, day: date, series: str) -> int:
+        return next(b.value for b in chart.bars if b.day == day and b.series == series)
+
+    assert (value(trends.issues, yesterday, "opened"), value(trends.issues, today, "opened")) == (1, 2)
+    assert (value(trends.issues, yesterday, "finished"), value(trends.issues, today, "finished")) == (0, 1)
+    assert trends.issues.total == {"opened": 3, "finished": 1}  # the issue 30 days ago is outside
+    assert value(trends.mail, today, "messages") == 1 and trends.mail.total == {"messages": 1}
+    with pytest.raises(InvalidInput):
+        await services.insight.trends(admin, days=0)

@@ -131,6 +131,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/fragments/knowledge"): needs(Op.KNOWLEDGE_READ, _DASH_SEARCH),
     ("GET", "/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
     ("GET", "/fragments/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
+    ("GET", "/trends"): needs(Op.ISSUE_READ, "also event.read (mail volume)"),
+    ("GET", "/fragments/trends"): needs(Op.ISSUE_READ, "also event.read (mail volume)"),
     ("GET", "/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),

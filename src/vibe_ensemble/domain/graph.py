@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vibe_ensemble.domain.attention import IssueRef
 
-NODE_W = 200
+NODE_W = 224
 NODE_H = 44
 GAP_X = 60
 GAP_Y = 14

@@ -15,6 +15,8 @@ from vibe_ensemble.domain.graph import NODE_H, NODE_W
 router = APIRouter(include_in_schema=False)
 
 ProjectQuery = Annotated[str | None, Query(max_length=64)]
+TREND_DAYS = 14
+TREND_FAMILIES = ("issue.created", "issue.closed", "issue.updated", "message.sent")
 
 
 async def _graph(visit: Visit, project: str) -> dict[str, Any]:
@@ -37,4 +39,25 @@ async def graph_page(request: Request, project: ProjectQuery = None) -> Response
 async def graph_fragment(request: Request, project: ProjectQuery = None) -> Response:
     return await serve(
         request, "fragment", lambda visit: live_fragment(visit, project, "_graph.html", _graph)
+    )
+
+
+async def _trends(visit: Visit, project: str) -> dict[str, Any]:
+    return {"trends": await visit.services.insight.trends(visit.caller, project=project, days=TREND_DAYS)}
+
+
+@router.get("/trends")
+async def trends_page(request: Request, project: ProjectQuery = None) -> Response:
+    """Issues opened and finished, and messages sent, per day over the last two weeks."""
+    return await serve(
+        request,
+        "page",
+        lambda visit: live_page(visit, project, "trends.html", "/fragments/trends", TREND_FAMILIES, _trends),
+    )
+
+
+@router.get("/fragments/trends")
+async def trends_fragment(request: Request, project: ProjectQuery = None) -> Response:
+    return await serve(
+        request, "fragment", lambda visit: live_fragment(visit, project, "_trends.html", _trends)
     )

@@ -17,24 +17,29 @@ from vibe_ensemble.store.tables import agents, message_recipients, messages
 _m, _r = messages, message_recipients
 
 
-def _owes_ack() -> sa.Exists:
-    """The message asked for acknowledgements and a recipient has not given one."""
-    return (
-        sa.select(_r.c.message_id)
-        .where(_r.c.message_id == _m.c.id, _r.c.acked_at.is_(None), _m.c.ack_required)
-        .exists()
-    )
+def _owes_ack() -> sa.ColumnElement[bool]:
+    """The message asked for acknowledgements and a recipient has not given one (the cheap test
+    first, so the subquery runs only for mail that asked)."""
+    owed = sa.select(_r.c.message_id).where(_r.c.message_id == _m.c.id, _r.c.acked_at.is_(None)).exists()
+    return sa.and_(_m.c.ack_required, owed)
 
 
 def _involves(agent: str) -> sa.ColumnElement[bool]:
-    """The message was sent by, or delivered to, the agent of this name."""
+    """The message was sent by, or delivered to, the agent of this name (the deliveries are read once,
+    through the recipients' index, not per message)."""
     delivered = (
-        sa.select(_r.c.message_id)
-        .join(agents, agents.c.id == _r.c.agent_id)
-        .where(_r.c.message_id == _m.c.id, agents.c.name == agent)
-        .exists()
+        sa.select(_r.c.message_id).join(agents, agents.c.id == _r.c.agent_id).where(agents.c.name == agent)
     )
-    return sa.or_(_m.c.sender == agent, delivered)
+    return sa.or_(_m.c.sender == agent, _m.c.id.in_(delivered))
+
+
+def _newest_first(conn: Connection, project_id: int) -> sa.ColumnElement[bool]:
+    """`messages.project_id = :id`, written so that SQLite walks the messages newest first by id and
+    stops at the limit, instead of collecting the project's rows through the thread index and sorting
+    them all (PostgreSQL plans this well either way)."""
+    if conn.dialect.name == "sqlite":
+        return (_m.c.project_id + 0) == project_id
+    return _m.c.project_id == project_id
 
 
 async def newest_threads(
@@ -151,7 +156,7 @@ async def search(
         sa.select(
             _m.c.id, _m.c.thread_id, _m.c.sender, _m.c.subject, _m.c.importance, _m.c.created_at, _m.c.body
         )
-        .where(_m.c.project_id == project_id, sa.or_(*matches))
+        .where(_newest_first(conn, project_id), sa.or_(*matches))
         .order_by(_m.c.id.desc())
         .limit(limit)
     )

@@ -14,6 +14,9 @@ process, over the application itself (ASGI, no network):
 - the services alone: `dashboard.board` (what the page shows), `attention.overview`, and for
   comparison `briefings.board` (REST's and MCP's board: up to 200 issues per status).
 
+With `--overseer`, it times the overseer's pages instead (leases, mail threads and a thread, an
+agent, the dependency graph, knowledge and mail search, trends: their live fragments).
+
 Figures are printed (wall-clock median and 95th percentile of `--rounds` runs after a warm-up,
 and the median CPU time), never asserted. The target in issue 13 is < 100 ms for board and attention.
 """
@@ -185,7 +188,21 @@ async def timed(rounds: int, fn: Callable[[], Awaitable[Any]]) -> tuple[float, f
     return statistics.median(wall), wall[min(len(wall) - 1, int(len(wall) * 0.95))], statistics.median(cpu)
 
 
-async def main(database_url: str | None, rounds: int) -> None:
+# The overseer's pages (`--overseer`): their live fragments, as the browser refreshes them.
+OVERSEER_PAGES = (
+    "/fragments/leases",
+    "/fragments/mail",
+    "/fragments/mail?unacked=1",
+    "/fragments/mail?agent=agent-007",
+    "/fragments/mail/thread?thread=t-100",
+    "/fragments/agents/agent-002",
+    "/fragments/graph",
+    "/fragments/knowledge?q=hello+message",
+    "/fragments/trends",
+)
+
+
+async def main(database_url: str | None, rounds: int, overseer: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="vibe-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), database_url=database_url, rate_limit_per_minute={"admin": 0})
         runtime = Runtime(settings)
@@ -225,6 +242,8 @@ async def main(database_url: str | None, rounds: int) -> None:
                 ("service briefings.board (REST)", lambda: services.briefings.board(caller)),
                 ("service attention.overview", lambda: services.attention.overview(caller)),
             ]
+            if overseer:
+                cases = [(f"GET {path}", lambda path=path: get(path)) for path in OVERSEER_PAGES]
             print(f"{'what':32} {'median ms':>10} {'p95 ms':>8} {'CPU ms':>8}   ({rounds} rounds)")
             for name, fn in cases:
                 median, p95, cpu = await timed(rounds, fn)
@@ -239,5 +258,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--database-url", help="an EMPTY database to seed (default: a new SQLite file)")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--overseer", action="store_true", help="time the overseer's pages instead")
     args = parser.parse_args()
-    asyncio.run(main(args.database_url, args.rounds))
+    asyncio.run(main(args.database_url, args.rounds, args.overseer))

@@ -48,7 +48,10 @@ _CHANGE = _ASSIGN + "; " + _CLAIMED
 _OWN_EVENTS = "a scoped token sees its own project's events only"
 _BOARD = "also project.read, agent.read and reservation.read"
 _DASH_BOARD = "also project.read, agent.read, reservation.read and event.read"
-_DASH_MAIL = "message.sent events: subjects and recipients, never bodies"
+_DASH_MAIL = (
+    "threads: senders, recipients, subjects, read and acknowledged state; bodies need message.oversee"
+)
+_DASH_SEARCH = "with q, mail too (event.read): subjects, and bodies with message.oversee"
 _BRIEFING = "also the read ops of agents, issues, leases and knowledge; mail only for an acting agent"
 
 # (method, path) → access. Methods as served; HEAD is implied by GET. WebSocket routes use "WS".
@@ -118,11 +121,30 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/fragments/issues/{issue_id}"): needs(Op.ISSUE_READ),
     ("GET", "/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("GET", "/fragments/mail"): needs(Op.EVENT_READ, _DASH_MAIL),
+    ("GET", "/agents/{name}"): needs(Op.AGENT_READ, "also issue.read, reservation.read and event.read"),
+    ("GET", "/fragments/agents/{name}"): needs(
+        Op.AGENT_READ, "also issue.read, reservation.read and event.read"
+    ),
+    ("GET", "/graph"): needs(Op.ISSUE_READ),
+    ("GET", "/fragments/graph"): needs(Op.ISSUE_READ),
+    ("GET", "/knowledge"): needs(Op.KNOWLEDGE_READ, _DASH_SEARCH),
+    ("GET", "/fragments/knowledge"): needs(Op.KNOWLEDGE_READ, _DASH_SEARCH),
+    ("GET", "/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
+    ("GET", "/fragments/knowledge/{entry_id}"): needs(Op.KNOWLEDGE_READ),
+    ("GET", "/trends"): needs(Op.ISSUE_READ, "also event.read (mail volume)"),
+    ("GET", "/fragments/trends"): needs(Op.ISSUE_READ, "also event.read (mail volume)"),
+    ("GET", "/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
+    ("GET", "/fragments/mail/thread"): needs(Op.EVENT_READ, _DASH_MAIL),
     ("POST", "/messages"): needs(Op.MESSAGE_SEND, "an overseer message, also in the audit log"),
     ("POST", "/agents/{name}/retire"): needs(Op.AGENT_RETIRE),
     ("GET", "/fragments/attention"): needs(Op.ISSUE_READ, "and agent, lease and event reads"),
     ("POST", "/agents/{name}/release"): needs(
         Op.AGENT_RETIRE, "its leases end, its work goes back to the pool"
+    ),
+    ("GET", "/leases"): needs(Op.RESERVATION_READ),
+    ("GET", "/fragments/leases"): needs(Op.RESERVATION_READ),
+    ("POST", "/leases/{lease_id}/release"): needs(
+        Op.AGENT_RETIRE, "ends another agent's lease; audited as reservation.revoked"
     ),
 }
 

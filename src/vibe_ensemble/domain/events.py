@@ -158,7 +158,7 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             T.RESERVATION_RELEASED,
-            "leases ended: `reason` is released or expired",
+            "leases ended: `reason` is released, expired or revoked (a person ended it from the dashboard)",
             "agent",
             "ids",
             "patterns",

@@ -26,6 +26,7 @@ class Op(StrEnum):
     ISSUE_CHANGE_CLAIMED = "issue.change_claimed"  # update, reassign or close an issue another agent holds
     MESSAGE_READ = "message.read"  # one's own inbox
     MESSAGE_SEND = "message.send"
+    MESSAGE_OVERSEE = "message.oversee"  # read every agent's mail of the project, bodies too (dashboard)
     RESERVATION_READ = "reservation.read"
     RESERVATION_WRITE = "reservation.write"
     KNOWLEDGE_READ = "knowledge.read"
@@ -54,6 +55,7 @@ _WORK = _READ | {
 _COORDINATE = _WORK | {
     Op.AGENT_RETIRE,
     Op.AGENT_COORDINATE,
+    Op.MESSAGE_OVERSEE,
     Op.ISSUE_ASSIGN_OTHERS,
     Op.ISSUE_CHANGE_CLAIMED,
 }

@@ -10,13 +10,16 @@ from vibe_ensemble.services.base import ServiceContext
 from vibe_ensemble.services.briefings import BriefingService
 from vibe_ensemble.services.dashboard import DashboardService
 from vibe_ensemble.services.events import EventService
+from vibe_ensemble.services.insight import InsightService
 from vibe_ensemble.services.issues import IssueService
 from vibe_ensemble.services.knowledge import KnowledgeService
 from vibe_ensemble.services.live import LiveService
 from vibe_ensemble.services.messages import MessageService
+from vibe_ensemble.services.oversight import OversightService
 from vibe_ensemble.services.projects import ProjectService
 from vibe_ensemble.services.reservations import ReservationService
 from vibe_ensemble.services.stats import StatsService
+from vibe_ensemble.services.threads import ThreadService
 from vibe_ensemble.services.tokens import TokenService
 
 
@@ -38,6 +41,9 @@ class Services:
         self.briefings = BriefingService(ctx)
         self.attention = AttentionService(ctx)
         self.dashboard = DashboardService(ctx)
+        self.oversight = OversightService(ctx)
+        self.threads = ThreadService(ctx)
+        self.insight = InsightService(ctx)
         self.backups = BackupLogService(ctx)
         self.stats = StatsService(ctx)
 

@@ -131,3 +131,14 @@ def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
 
 async def last_id(conn: Connection) -> int:
     return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))).scalar_one())
+
+
+async def about_agent(conn: Connection, project_id: int, name: str, *, limit: int) -> list[Event]:
+    """A project's newest events done by, or about, the agent of this name (its `actor`, or its
+    payload's `agent`), newest first."""
+    q = _select().where(
+        events.c.project_id == project_id,
+        sa.or_(events.c.actor == name, events.c.payload["agent"].as_string() == name),
+    )
+    rows = await conn.execute(q.order_by(events.c.id.desc()).limit(limit))
+    return [_to_event(r) for r in rows]

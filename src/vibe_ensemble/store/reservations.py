@@ -61,6 +61,17 @@ async def live_in_project(conn: Connection, project_id: int, now: datetime) -> l
     return [to_reservation(r) for r in rows]
 
 
+async def live_by_id(
+    conn: Connection, project_id: int, reservation_id: int, now: datetime
+) -> Reservation | None:
+    """The project's lease with this id while it is live (None when released, expired or elsewhere)."""
+    q = select_reservations().where(
+        reservations.c.id == reservation_id, reservations.c.project_id == project_id, live(now)
+    )
+    row = (await conn.execute(q)).first()
+    return None if row is None else to_reservation(row)
+
+
 async def by_ids(conn: Connection, ids: list[int]) -> list[Reservation]:
     if not ids:
         return []

@@ -21,9 +21,6 @@ HERE = Path(__file__).parent
 RECENT_EVENTS = 15
 
 
-MAIL_EVENTS = 100
-
-
 COLUMN_CAP = 30  # cards shown per board column; the column's count says how many there are
 
 
@@ -78,6 +75,25 @@ def span(value: timedelta) -> str:
     return f"{seconds // 3600} h"
 
 
+def marked(snippet: str) -> list[tuple[str, bool]]:
+    """A search snippet as (text, matched) pieces: the words between « and » are the matches. The
+    template escapes every piece and wraps the matched ones in <mark>: nothing is marked safe."""
+    pieces: list[tuple[str, bool]] = []
+    rest = snippet
+    while "«" in rest:
+        before, _, after = rest.partition("«")
+        match, found, rest = after.partition("»")
+        if before:
+            pieces.append((before, False))
+        if not found:  # an unclosed mark: the rest is plain text
+            pieces.append(("«" + match, False))
+            return pieces
+        pieces.append((match, True))
+    if rest:
+        pieces.append((rest, False))
+    return pieces
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -92,6 +108,7 @@ def _environment() -> jinja2.Environment:
     env.filters["label"] = lambda value: str(value).replace("_", " ")
     env.filters["until"] = until
     env.filters["span"] = span
+    env.filters["marked"] = marked
     return env
 
 

@@ -1,4 +1,4 @@
-"""The dashboard's pages and actions: board, issue, mail, an overseer's message, retiring an agent.
+"""The dashboard's board and issue pages, an overseer's message, retiring an agent.
 
 The board's "Needs attention" panel has its own modules: `attention` (what it renders) and
 `attention_views` (its live fragment and its release action)."""
@@ -13,15 +13,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from vibe_ensemble.api.web import attention, attention_views, login
+from vibe_ensemble.api.web import agents, attention, attention_views, insight, knowledge, leases, login, mail
 from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.api.web.login import Visit, form_text, serve
+from vibe_ensemble.api.web.pages import frame
 from vibe_ensemble.api.web.render import (
     BOARD_FAMILIES,
     COLUMN_CAP,
     COLUMNS,
     HERE,
-    MAIL_EVENTS,
     RECENT_EVENTS,
     live,
     templates,
@@ -46,19 +46,6 @@ ProjectQuery = Annotated[str | None, Query(max_length=64)]
 IssueId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
-async def _frame(visit: Visit, project: str | None) -> dict[str, Any]:
-    """What every page shows around its content: the project selector, who is logged in."""
-    services, caller = visit.services, visit.caller
-    current = await services.projects.get(caller, project)
-    return {
-        "project": current,
-        "projects": await services.projects.list(caller),
-        "caller": caller,
-        "csrf": visit.csrf,
-        "csrf_field": sessions.CSRF_FIELD,
-    }
-
-
 async def _board(visit: Visit, project: str | None) -> dict[str, Any]:
     services, caller = visit.services, visit.caller
     board = await services.dashboard.board(caller, project=project, per_column=COLUMN_CAP)
@@ -80,10 +67,10 @@ async def _board_page(
     visit: Visit, project: str | None, *, form: dict[str, str] | None = None, form_error: str = ""
 ) -> Response:
     after = await visit.services.events.latest_id()  # before reading: whatever follows is delivered
-    frame = await _frame(visit, project)
-    slug = frame["project"].slug
+    around = await frame(visit, project)
+    slug = around["project"].slug
     context = {
-        **frame,
+        **around,
         **await _board(visit, slug),
         **await attention.context(visit, slug),
         "attention_live": live(attention.FRAGMENT, slug, after, attention.FAMILIES),
@@ -125,10 +112,10 @@ async def issue_page(request: Request, issue_id: IssueId, project: ProjectQuery 
 
     async def build(visit: Visit) -> Response:
         after = await visit.services.events.latest_id()
-        frame = await _frame(visit, project)
-        slug = frame["project"].slug
+        around = await frame(visit, project)
+        slug = around["project"].slug
         context = {
-            **frame,
+            **around,
             **await _issue(visit, issue_id, slug),
             "live": live(f"/fragments/issues/{issue_id}", slug, after, ("issue.*",)),
         }
@@ -143,41 +130,6 @@ async def issue_fragment(request: Request, issue_id: IssueId, project: ProjectQu
         current = await visit.services.projects.get(visit.caller, project)
         context = {"project": current, **await _issue(visit, issue_id, current.slug)}
         return templates.TemplateResponse(request, "_issue.html", context)
-
-    return await serve(request, "fragment", build)
-
-
-async def _mail(visit: Visit, project: str) -> dict[str, Any]:
-    sent = await visit.services.events.recent(
-        visit.caller, project=project, types=["message.sent"], limit=MAIL_EVENTS
-    )
-    return {"sent": sent}
-
-
-@router.get("/mail")
-async def mail_page(request: Request, project: ProjectQuery = None) -> Response:
-    """Who wrote to whom: the `message.sent` events (subjects, never bodies)."""
-
-    async def build(visit: Visit) -> Response:
-        after = await visit.services.events.latest_id()
-        frame = await _frame(visit, project)
-        slug = frame["project"].slug
-        context = {
-            **frame,
-            **await _mail(visit, slug),
-            "live": live("/fragments/mail", slug, after, ("message.sent",)),
-        }
-        return templates.TemplateResponse(request, "mail.html", context)
-
-    return await serve(request, "page", build)
-
-
-@router.get("/fragments/mail")
-async def mail_fragment(request: Request, project: ProjectQuery = None) -> Response:
-    async def build(visit: Visit) -> Response:
-        current = await visit.services.projects.get(visit.caller, project)
-        context = {"project": current, **await _mail(visit, current.slug)}
-        return templates.TemplateResponse(request, "_mail.html", context)
 
     return await serve(request, "fragment", build)
 
@@ -253,4 +205,9 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(login.router)
     app.include_router(attention_views.router)
+    app.include_router(leases.router)
+    app.include_router(mail.router)
+    app.include_router(agents.router)
+    app.include_router(insight.router)
+    app.include_router(knowledge.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

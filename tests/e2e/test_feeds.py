@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from mcp.client.subscriptions import ResourceUpdated
-from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.store import events as event_store
-from vibe_ensemble.store.database import normalise_url
+from vibe_ensemble.store.database import Database
 
 from ..support import ServerProcess, call, call_error, mcp_client, start_server
 from .live_support import (
@@ -377,9 +376,9 @@ def _read_to_end(sock: socket.socket) -> list[Frame]:
 
 async def _bulk_events(database_url: str, *, count: int, size: int) -> None:
     """Append big events straight to the log, in one transaction (PostgreSQL tells every replica)."""
-    engine = create_async_engine(normalise_url(database_url))
+    db = Database(database_url)
     try:
-        async with engine.begin() as conn:
+        async with db.write() as conn:
             now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
             batch = [
                 event_store.NewEvent("test.bulk", "bulk", {"n": i, "blob": "x" * size}, None)
@@ -387,7 +386,7 @@ async def _bulk_events(database_url: str, *, count: int, size: int) -> None:
             ]
             await event_store.append(conn, now, batch)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> None:

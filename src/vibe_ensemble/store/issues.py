@@ -14,6 +14,7 @@ from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Comment, Issue
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import (
     agents,
     comments,
@@ -56,29 +57,38 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
     )
 
 
+_DEPENDENCIES_OF = Prepared(
+    sa.select(issue_dependencies)
+    .where(issue_dependencies.c.issue_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(issue_dependencies.c.depends_on_id)
+)
+
+
 async def _dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
     ids = list(ids)
     out: dict[int, list[int]] = defaultdict(list)
     if not ids:
         return out
-    rows = await conn.execute(
-        sa.select(issue_dependencies)
-        .where(issue_dependencies.c.issue_id.in_(ids))
-        .order_by(issue_dependencies.c.depends_on_id)
-    )
-    for r in rows:
+    for r in await conn.execute(_DEPENDENCIES_OF, {"ids": ids}):
         out[r.issue_id].append(r.depends_on_id)
     return out
 
 
-async def _load(conn: Connection, query: sa.Select[Any]) -> list[Issue]:
-    rows = list(await conn.execute(query))
+async def _load(
+    conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
+) -> list[Issue]:
+    rows = list(await conn.execute(query, parameters))
     deps = await _dependencies_of(conn, (r.id for r in rows))
     return [_to_issue(r, deps.get(r.id, [])) for r in rows]
 
 
+_BY_ID = Prepared(
+    _select().where(issues.c.id == sa.bindparam("id"), issues.c.project_id == sa.bindparam("project_id"))
+)
+
+
 async def get(conn: Connection, project_id: int, issue_id: int) -> Issue:
-    found = await _load(conn, _select().where(issues.c.id == issue_id, issues.c.project_id == project_id))
+    found = await _load(conn, _BY_ID, {"id": issue_id, "project_id": project_id})
     if not found:
         raise NotFound(f"issue {issue_id} does not exist in this project", id=issue_id)
     return found[0]
@@ -126,22 +136,25 @@ def _ready_clause() -> sa.ColumnElement[bool]:
     )
 
 
+_IS_READY = Prepared(sa.select(issues.c.id).where(issues.c.id == sa.bindparam("id"), _ready_clause()))
+_DEPENDANTS = Prepared(
+    sa.select(issue_dependencies.c.issue_id).where(issue_dependencies.c.depends_on_id == sa.bindparam("id"))
+)
+_COMMENTS_OF = Prepared(
+    sa.select(comments).where(comments.c.issue_id == sa.bindparam("id")).order_by(comments.c.id)
+)
+
+
 async def is_ready(conn: Connection, issue_id: int) -> bool:
-    row = (await conn.execute(sa.select(issues.c.id).where(issues.c.id == issue_id, _ready_clause()))).first()
-    return row is not None
+    return (await conn.execute(_IS_READY, {"id": issue_id})).first() is not None
 
 
 async def dependants(conn: Connection, issue_id: int) -> list[int]:
-    rows = await conn.execute(
-        sa.select(issue_dependencies.c.issue_id).where(issue_dependencies.c.depends_on_id == issue_id)
-    )
-    return [r.issue_id for r in rows]
+    return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
 
 
 async def comments_of(conn: Connection, issue_id: int) -> list[Comment]:
-    rows = await conn.execute(
-        sa.select(comments).where(comments.c.issue_id == issue_id).order_by(comments.c.id)
-    )
+    rows = await conn.execute(_COMMENTS_OF, {"id": issue_id})
     return [
         Comment(id=r.id, issue_id=r.issue_id, author=r.author, body=r.body, created_at=r.created_at)
         for r in rows

@@ -135,4 +135,4 @@ class Plan:
         """An empty expanding list: SQLAlchemy renders its own SQL for `IN ()`."""
         if not self.expanding or not isinstance(parameters, Mapping):
             return False
-        return any(not parameters.get(name) for name in self.expanding)
+        return any(not parameters.get(name, self.defaults.get(name)) for name in self.expanding)

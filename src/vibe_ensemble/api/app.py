@@ -62,7 +62,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             streamable_http_path="/mcp",
             stateless_http=True,
             json_response=True,
-            transport_security=transport_security(settings),
+            transport_security=transport_security(),
             host=settings.host,
         )
         for p, server in servers.items()
@@ -92,6 +92,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
         responses=errors.RESPONSES,
+        redirect_slashes=False,  # Starlette's would build an absolute Location from the request's Host
     )
     app.state.services = runtime.services
     app.state.runtime = runtime

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.ops.config import Settings
 
 # The dashboard serves its own scripts and styles; nothing inline, nothing from elsewhere.
@@ -145,7 +146,8 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Wrap the app: headers outermost (every answer gets them), then body limits, then CORS."""
+    """Wrap the app: headers outermost (every answer gets them), then the allowed-hosts check,
+    then body limits, then CORS."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -165,4 +167,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(HostGuard, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -24,13 +24,6 @@ CSP = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's interactive API docs (/api/v1/docs) load Swagger UI from its CDN with an inline bootstrap.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-DOCS_PATH = "/api/v1/docs"
 HSTS = "max-age=31536000; includeSubDomains"
 
 _COMMON = [
@@ -56,8 +49,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        extra = [*_COMMON, (b"content-security-policy", (DOCS_CSP if path == DOCS_PATH else CSP).encode())]
+        extra = [*_COMMON, (b"content-security-policy", CSP.encode())]
         if scope.get("scheme") == "https":
             extra.append((b"strict-transport-security", HSTS.encode()))
 

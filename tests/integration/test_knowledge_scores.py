@@ -169,5 +169,13 @@ async def test_migration_0003_indexes_entries_written_before_it(database_url: st
         assert await _reference_bm25(rt.services, "database locking", ("a",)) == {
             h.id: pytest.approx(h.score, abs=1e-6) for h in hits
         }
+        # the old triggers are gone: entries written now go to their project's table only
+        await rt.services.agents.register(SYSTEM, name="ann", project="b")
+        await rt.services.knowledge.add(
+            SYSTEM, project="b", agent="ann", kind=KnowledgeKind.NOTE, title="Locking anew", body="x"
+        )
+        found = await rt.services.knowledge.search(SYSTEM, "anew", project="b")
+        assert [h.title for h in found] == ["Locking anew"]
+        assert await rt.services.knowledge.search(SYSTEM, "anew", project="a") == []
     finally:
         await rt.stop()

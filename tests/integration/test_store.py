@@ -130,6 +130,7 @@ async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) 
 async def test_login_from_an_opaque_origin_is_refused(runtime: Runtime) -> None:
     """Login CSRF: on a plain-HTTP host name browsers send no Sec-Fetch-Site, and a form posted
     from another site (or a sandboxed frame) says `Origin: null`; our own pages send our origin."""
+    runtime.settings.allowed_hosts = ["vibe.example.test"]  # the host name this server is reached by
     app = create_app(runtime)
     admin = await runtime.bootstrap_admin_token()
     assert admin is not None

@@ -1,18 +1,27 @@
 """Search scores come from the caller's project alone: adding rows to project B changes neither
-the scores nor the order of project A's hits, on both databases. On SQLite the project-local bm25
-is FTS5's own formula (equal to `bm25()` when the database holds one project), while FTS5's
-`bm25()` itself would move with B's rows — which is the leak this guards against."""
+the scores nor the order of project A's hits, on both databases. On SQLite each project has its own
+FTS5 table, so the scores are FTS5's bm25 over the project's rows (checked against a reference
+table the test builds from A's rows), while one FTS5 table for every project would move with B's
+rows — which is the leak this guards against. Also: migration 0003 indexes entries written before it."""
 
 from __future__ import annotations
 
-import pytest
-import sqlalchemy as sa
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
 
-from vibe_ensemble.domain.caller import Caller
+import pytest
+
+from tests.conftest import make_settings
+from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import KnowledgeKind
+from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store import knowledge_rank
+from vibe_ensemble.store import migrate
+from vibe_ensemble.store.database import Database
 from vibe_ensemble.store.knowledge import fts5_query, terms
+from vibe_ensemble.store.knowledge_rank import TOKENIZER
+from vibe_ensemble.store.tables import knowledge, projects
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 QUERIES = ["database locking", "locks tests", "httpx2 everywhere", "café tests database", "lock lock locking"]
@@ -47,13 +56,21 @@ async def _results(services: Services, admin: Caller) -> dict[str, list[tuple[in
     return out
 
 
-async def _fts5_bm25(services: Services, query: str) -> dict[int, float]:
-    """FTS5's own bm25 (negated, so higher is better) of every row matching `query`, whole table."""
-    statement = sa.text(
-        "SELECT rowid, -bm25(knowledge_fts, 10.0, 1.0, 5.0) FROM knowledge_fts WHERE knowledge_fts MATCH :q"
-    )
-    async with services.ctx.db.read() as conn:
-        rows = await conn.execute(statement, {"q": fts5_query(terms(query))})
+async def _reference_bm25(services: Services, query: str, projects: tuple[str, ...]) -> dict[int, float]:
+    """bm25 (negated: higher is better) of every row matching `query` in a scratch FTS5 table the
+    test fills with the rows of `projects`, on a connection of its own."""
+    ids = [(await services.projects.get(SYSTEM, p)).id for p in projects]
+    marks = ",".join(str(i) for i in ids)
+    with sqlite3.connect(str(services.ctx.db.path)) as conn:
+        conn.execute(f"CREATE VIRTUAL TABLE temp.ref USING fts5(title, body, tags, tokenize='{TOKENIZER}')")
+        conn.execute(
+            "INSERT INTO temp.ref(rowid, title, body, tags) "
+            f"SELECT id, title, body, tags FROM knowledge WHERE project_id IN ({marks})"
+        )
+        rows = conn.execute(
+            "SELECT rowid, -bm25(ref, 10.0, 1.0, 5.0) FROM temp.ref WHERE ref MATCH ?",
+            (fts5_query(terms(query)),),
+        )
         return {int(r[0]): float(r[1]) for r in rows}
 
 
@@ -86,40 +103,79 @@ async def test_scores_in_a_ignore_rows_of_b(two_projects: Services, admin: Calle
 
 
 @SQLITE_ONLY
-async def test_sqlite_scores_equal_fts5_bm25_over_one_project(two_projects: Services, admin: Caller) -> None:
+async def test_sqlite_scores_are_fts5_bm25_over_the_project_alone(
+    two_projects: Services, admin: Caller
+) -> None:
     services = two_projects
+    await _fill(services, admin, "b", [(f"Database locking {i}", "locking tests", ["db"]) for i in range(10)])
     for query in QUERIES:
         ours = {
             hit.id: hit.score for hit in await services.knowledge.search(admin, query, project="a", limit=50)
         }
-        reference = await _fts5_bm25(services, query)
+        reference = await _reference_bm25(services, query, ("a",))
         assert ours.keys() == reference.keys(), query
         for entry_id, score in ours.items():
             assert score == pytest.approx(reference[entry_id], rel=1e-9, abs=1e-6), (query, entry_id)
 
 
 @SQLITE_ONLY
-async def test_fts5_bm25_alone_would_leak(two_projects: Services, admin: Caller) -> None:
-    """The check above can fail: FTS5's whole-table bm25 of A's rows moves when B grows."""
+async def test_one_table_for_all_projects_would_leak(two_projects: Services, admin: Caller) -> None:
+    """The checks above can fail: bm25 of A's rows over a table holding B's rows too moves when B grows."""
     services = two_projects
-    before = await _fts5_bm25(services, "database locking")
+    before = await _reference_bm25(services, "database locking", ("a", "b"))
     await _fill(services, admin, "b", [(f"Database locking {i}", "locking", []) for i in range(10)])
-    after = await _fts5_bm25(services, "database locking")
+    after = await _reference_bm25(services, "database locking", ("a", "b"))
     assert any(after[i] != pytest.approx(score) for i, score in before.items())
 
 
 @SQLITE_ONLY
-async def test_a_word_that_tokenises_to_a_phrase_counts_phrase_occurrences(
-    two_projects: Services, admin: Caller
-) -> None:
-    project_id = (await two_projects.projects.get(admin, "a")).id
-    async with two_projects.ctx.db.read() as conn:
-        assert await knowledge_rank.phrases(conn, ["Locking", "café", "x²"]) == [
-            ("lock",),
-            ("cafe",),
-            ("x²",),
-        ]
-        # "database locking" as one phrase: where "databas" is followed by "lock"
-        freq = await knowledge_rank.frequencies(conn, project_id, ("databas", "lock"))
-    first = min((await two_projects.knowledge.search(admin, "Database locking", project="a"))[:1])
-    assert freq == {first.id: 10.0}  # the title of "Database locking" (weight 10), in no other row
+async def test_migration_0003_indexes_entries_written_before_it(database_url: str, tmp_path: Path) -> None:
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0002")  # one FTS5 table for all projects, kept by triggers
+        now = datetime.now(UTC)
+        async with db.write() as conn:
+            for slug in ("a", "b"):
+                pid = (
+                    await conn.execute(
+                        projects.insert()
+                        .values(slug=slug, name=slug, created_at=now)
+                        .returning(projects.c.id)
+                    )
+                ).scalar_one()
+                for title, body, tags in A_ENTRIES:
+                    await conn.execute(
+                        knowledge.insert().values(
+                            project_id=pid,
+                            kind="note",
+                            title=title,
+                            body=body,
+                            tags=tags,
+                            issue_ids=[],
+                            author="ann",
+                            version=1,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+    finally:
+        await db.dispose()
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        hits = await rt.services.knowledge.search(SYSTEM, "database locking", project="a", limit=50)
+        assert [h.title for h in hits][:1] == ["Database locking"]
+        assert {h.id for h in hits} == {1, 2, 4, 5}  # A's entries holding either word, none of B's (6-10)
+        assert await _reference_bm25(rt.services, "database locking", ("a",)) == {
+            h.id: pytest.approx(h.score, abs=1e-6) for h in hits
+        }
+        # the old triggers are gone: entries written now go to their project's table only
+        await rt.services.agents.register(SYSTEM, name="ann", project="b")
+        await rt.services.knowledge.add(
+            SYSTEM, project="b", agent="ann", kind=KnowledgeKind.NOTE, title="Locking anew", body="x"
+        )
+        found = await rt.services.knowledge.search(SYSTEM, "anew", project="b")
+        assert [h.title for h in found] == ["Locking anew"]
+        assert await rt.services.knowledge.search(SYSTEM, "anew", project="a") == []
+    finally:
+        await rt.stop()

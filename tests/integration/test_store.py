@@ -21,8 +21,8 @@ from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.tables import metadata
 
-# Full-text search lives outside `tables.py` on purpose (migration 0001 creates it by hand).
-SEARCH_TABLES = ("knowledge_fts",)
+# Full-text search lives outside `tables.py` on purpose (`store/knowledge_rank.py` creates it).
+SEARCH_TABLES = ("knowledge_fts",)  # a prefix: one table per project with entries
 
 
 async def test_a_second_runtime_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         names = set(await db.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {t.name for t in metadata.sorted_tables} <= names
         if db.is_sqlite:
-            assert "knowledge_fts" in names
+            assert "knowledge_fts" not in names  # one per project, made with its first entry
         else:
             columns = await db.run_sync(lambda c: sa.inspect(c).get_columns("knowledge"))
             assert "search" in {c["name"] for c in columns}
@@ -130,6 +130,7 @@ async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) 
 async def test_login_from_an_opaque_origin_is_refused(runtime: Runtime) -> None:
     """Login CSRF: on a plain-HTTP host name browsers send no Sec-Fetch-Site, and a form posted
     from another site (or a sandboxed frame) says `Origin: null`; our own pages send our origin."""
+    runtime.settings.allowed_hosts = ["vibe.example.test"]  # the host name this server is reached by
     app = create_app(runtime)
     admin = await runtime.bootstrap_admin_token()
     assert admin is not None

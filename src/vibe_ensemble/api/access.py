@@ -62,7 +62,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/api/v1/docs/assets/{name}"): PUBLIC,
     # MCP
     ("GET", "/mcp"): PER_CALL,
     ("POST", "/mcp"): PER_CALL,

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
-from vibe_ensemble.api import feeds, security
+from vibe_ensemble.api import apidocs, feeds, security
 from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
@@ -62,7 +62,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             streamable_http_path="/mcp",
             stateless_http=True,
             json_response=True,
-            transport_security=transport_security(settings),
+            transport_security=transport_security(),
             host=settings.host,
         )
         for p, server in servers.items()
@@ -89,9 +89,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Coordination server for teams of AI coding agents.",
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by `apidocs`, from the package (no CDN)
         redoc_url=None,
         responses=errors.RESPONSES,
+        redirect_slashes=False,  # Starlette's would build an absolute Location from the request's Host
     )
     app.state.services = runtime.services
     app.state.runtime = runtime
@@ -99,6 +100,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(feeds.router)
+    apidocs.install(app)
     views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.ops.config import Settings
 
 # The dashboard serves its own scripts and styles; nothing inline, nothing from elsewhere.
@@ -23,13 +24,6 @@ CSP = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's interactive API docs (/api/v1/docs) load Swagger UI from its CDN with an inline bootstrap.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-DOCS_PATH = "/api/v1/docs"
 HSTS = "max-age=31536000; includeSubDomains"
 
 _COMMON = [
@@ -55,8 +49,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        extra = [*_COMMON, (b"content-security-policy", (DOCS_CSP if path == DOCS_PATH else CSP).encode())]
+        extra = [*_COMMON, (b"content-security-policy", CSP.encode())]
         if scope.get("scheme") == "https":
             extra.append((b"strict-transport-security", HSTS.encode()))
 
@@ -145,7 +138,8 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Wrap the app: headers outermost (every answer gets them), then body limits, then CORS."""
+    """Wrap the app: headers outermost (every answer gets them), then the allowed-hosts check,
+    then body limits, then CORS."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -165,4 +159,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(HostGuard, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)

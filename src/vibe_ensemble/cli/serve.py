@@ -40,7 +40,8 @@ def serve(
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
         err.print(
             f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
-            "MCP DNS-rebinding protection is off; list the host names clients use (docs/security.md)"
+            "no Host is checked (DNS-rebinding protection is off); list the host names clients use "
+            "(docs/security.md)"
         )
     err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):

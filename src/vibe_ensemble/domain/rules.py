@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence, Sized
 
 from vibe_ensemble.domain.errors import InvalidInput
 
@@ -60,15 +60,22 @@ def slug(field: str, value: str) -> str:
     return value
 
 
-def labels(field: str, values: Iterable[str]) -> list[str]:
+def labels(field: str, values: Sequence[str]) -> list[str]:
+    """Short, distinct words (labels, tags, capabilities): at most MAX_LABELS entries, counted as
+    given (duplicates too) before any is looked at, so a huge list costs nothing to refuse."""
+    count(field, values, MAX_LABELS)
     out: list[str] = []
     for v in values:
         v = text(field, v, max_len=MAX_LABEL)
         if v not in out:
             out.append(v)
-    if len(out) > MAX_LABELS:
-        raise InvalidInput(field, f"at most {MAX_LABELS} entries")
     return out
+
+
+def count(field: str, values: Sized, maximum: int, what: str = "entries") -> None:
+    """Refuse a caller's list longer than `maximum`, before it is looped over."""
+    if len(values) > maximum:
+        raise InvalidInput(field, f"at most {maximum} {what} (got {len(values)})")
 
 
 def limit(field: str, value: int, *, maximum: int = MAX_LIST_LIMIT) -> int:

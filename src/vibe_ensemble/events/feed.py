@@ -33,7 +33,7 @@ def check_types(types: Sequence[str] | None) -> list[str] | None:
     if not types:
         return None
     if len(types) > MAX_TYPES:
-        raise InvalidInput("types", f"at most {MAX_TYPES} event types")
+        raise InvalidInput("types", f"at most {MAX_TYPES} event types (got {len(types)})")
     for t in types:
         if len(t) > 64 or not _TYPE.match(t):
             raise InvalidInput("types", f"{t[:64]!r} is not an event type like 'issue.claimed' or 'issue.*'")

@@ -7,6 +7,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import Event, EventPage
 from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.events.feed import check_types
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import events as store
 
@@ -33,6 +34,7 @@ class EventService(Service):
     ) -> EventPage:
         """Events after `after`, oldest first. Pass `project_ids` from `scope` to skip the lookup."""
         limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
+        types = check_types(types)  # at most MAX_TYPES, each a type or a family
         if after < 0:
             raise InvalidInput("after", "must be 0 or an event id")
         if project_ids is None:
@@ -48,6 +50,7 @@ class EventService(Service):
     ) -> list[Event]:
         """The newest events the caller may read, newest first (the dashboard's recent activity)."""
         limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
+        types = check_types(types)
         project_ids = await self.scope(caller, project)
         async with self.snapshot() as conn:
             return await store.recent(conn, project_ids=project_ids, types=types, limit=limit)

@@ -32,8 +32,7 @@ def actor_name(caller: Caller, agent: str | None) -> str:
 def _check_deps(field: str, values: list[int] | None) -> list[int]:
     if values is None:
         return []
-    if len(values) > rules.MAX_DEPENDENCIES:
-        raise InvalidInput(field, f"at most {rules.MAX_DEPENDENCIES} dependencies")
+    rules.count(field, values, rules.MAX_DEPENDENCIES, "dependencies")
     return sorted(set(values))
 
 

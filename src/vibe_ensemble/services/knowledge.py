@@ -23,9 +23,8 @@ MAX_SEARCH_LIMIT = 50
 
 
 def _issue_ids(values: list[int]) -> list[int]:
+    rules.count("issue_ids", values, MAX_ISSUE_LINKS, "issues")
     ids = sorted(set(values))
-    if len(ids) > MAX_ISSUE_LINKS:
-        raise InvalidInput("issue_ids", f"at most {MAX_ISSUE_LINKS} issues")
     if any(not 1 <= i <= rules.MAX_ID for i in ids):
         raise InvalidInput("issue_ids", "issue ids are positive integers")
     return ids

@@ -47,9 +47,8 @@ class MessageService(Service):
         sender = actor_name(caller, agent)
         subject = rules.text("subject", subject, max_len=rules.MAX_TITLE)
         body = rules.text("body", body, max_len=rules.MAX_BODY)
+        rules.count("to", to or [], MAX_RECIPIENTS, "recipients")  # as given, before de-duplicating
         to = list(dict.fromkeys(to or []))
-        if len(to) > MAX_RECIPIENTS:
-            raise InvalidInput("to", f"at most {MAX_RECIPIENTS} recipients")
         if not to and to_role is None and not broadcast:
             raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")
         if thread_id is not None:
@@ -167,11 +166,10 @@ class MessageService(Service):
     ) -> list[int]:
         caller.require(Op.MESSAGE_READ)
         name = caller.acting_agent(agent)
+        rules.count("ids", ids, MAX_IDS, "ids")  # as given, before de-duplicating
         ids = sorted(set(ids))
         if not ids:
             raise InvalidInput("ids", "give at least one message id")
-        if len(ids) > MAX_IDS:
-            raise InvalidInput("ids", f"at most {MAX_IDS} ids")
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             me = await agent_store.get(tx.conn, proj.id, name)

@@ -2,8 +2,8 @@
 
 Search is built from word tokens that this module extracts and quotes itself, so
 no user text ever reaches a query parser: SQLite gets an FTS5 expression of
-quoted terms over `knowledge_fts` (kept by triggers), ranked by bm25 computed
-from the caller's project alone (`knowledge_rank`); PostgreSQL an OR of
+quoted terms over the project's own FTS5 table (`knowledge_rank`; kept by triggers),
+ranked by FTS5's bm25, whose statistics are then the project's alone; PostgreSQL an OR of
 `plainto_tsquery` terms ranked by ts_rank over the generated `search` column,
 which reads nothing but the row. So no score depends on another project's rows.
 An entry matches when it contains any of the words; on SQLite entries with more
@@ -33,8 +33,6 @@ ELLIPSIS = "…"
 MAX_TERMS = 32
 _WORD = re.compile(r"[^\W_]+")
 
-_fts = sa.table("knowledge_fts", sa.column("rowid"))
-_fts_ref: sa.ColumnClause[Any] = sa.literal_column("knowledge_fts")
 _search: sa.ColumnClause[Any] = sa.literal_column("knowledge.search")  # PostgreSQL only
 _headline_options = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
@@ -142,6 +140,8 @@ async def insert(
     author: str,
     now: datetime,
 ) -> int:
+    if conn.dialect.name != "postgresql":
+        await rank.ensure(conn, project_id)  # the project's search index, with its first entry
     result = await conn.execute(
         knowledge.insert()
         .values(
@@ -209,7 +209,8 @@ async def search(
         return []
     where = _filters(conn, project_id, kind, tags or [])
     if conn.dialect.name != "postgresql":
-        return await _sqlite_search(conn, project_id, words, where, limit)
+        marks = (MARK_START, MARK_END, ELLIPSIS)
+        return await rank.search(conn, project_id, fts5_query(words), where, limit, marks)
     rows = await conn.execute(_postgres_search(words, where).limit(limit))
     return [
         KnowledgeHit(
@@ -222,27 +223,6 @@ async def search(
         )
         for r in rows
     ]
-
-
-async def _sqlite_search(
-    conn: Connection, project_id: int, words: list[str], where: list[sa.ColumnElement[bool]], limit: int
-) -> list[KnowledgeHit]:
-    """Rank with bm25 over the project's statistics (`knowledge_rank`), then fetch the best
-    `limit` with their snippets (FTS5's, which need the match)."""
-    scored = await rank.search(conn, project_id, words, where)
-    best = sorted(scored, key=lambda i: (-scored[i], i))[:limit]
-    if not best:
-        return []
-    snippet = sa.func.snippet(_fts_ref, -1, MARK_START, MARK_END, ELLIPSIS, 16)
-    q = (
-        sa.select(
-            knowledge.c.id, knowledge.c.title, knowledge.c.kind, knowledge.c.tags, snippet.label("snippet")
-        )
-        .select_from(_fts.join(knowledge, knowledge.c.id == _fts.c.rowid))
-        .where(_fts_ref.op("MATCH")(fts5_query(words)), knowledge.c.id.in_(best))
-    )
-    rows = {r.id: r for r in await conn.execute(q)}
-    return [rank.hit(rows[i], scored[i]) for i in best]
 
 
 def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:

@@ -1,0 +1,101 @@
+"""One allowed-hosts check for every route: REST, feeds, the dashboard, the API docs and MCP.
+
+A request whose `Host` is not allowed is refused before any route sees it: 421 for HTTP, a
+close (1008, which the server sends as 403) for a WebSocket. That is what defeats DNS rebinding
+(a page on evil.example whose name now resolves to this server still sends `Host: evil.example`).
+On `/mcp` an `Origin`, when a client sends one, must be allowed too (403 otherwise), as the MCP
+SDK's own check did; the dashboard checks its forms' origin itself, and REST and the feeds take
+bearer tokens (or a session cookie no other site's page can send).
+
+The allowed hosts are `VIBE_ALLOWED_HOSTS` (and `VIBE_ALLOWED_ORIGINS`); when it is empty and
+the server listens on loopback, `127.0.0.1`, `localhost` and `[::1]` on any port. On another
+address without `VIBE_ALLOWED_HOSTS` there is no check (`serve` warns). `host:*` allows the host
+on any port (or none). The probes `/healthz`, `/readyz` and `/metrics` are exempt: Kubernetes
+and Prometheus reach pods by IP address, and these answers carry no agent content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vibe_ensemble.api import auth
+from vibe_ensemble.ops.config import Settings
+
+EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+MCP_PATH = "/mcp"
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    hosts: tuple[str, ...]
+    origins: tuple[str, ...]
+
+    def host_ok(self, host: str | None) -> bool:
+        return host is not None and any(_matches(host, allowed) for allowed in self.hosts)
+
+    def origin_ok(self, origin: str | None) -> bool:
+        return origin is None or any(_matches(origin, allowed) for allowed in self.origins)
+
+
+def policy(settings: Settings) -> HostPolicy | None:
+    """The hosts and origins this server answers for; None when nothing is checked."""
+    if settings.allowed_hosts:
+        return HostPolicy(tuple(settings.allowed_hosts), tuple(settings.allowed_origins))
+    if settings.host in LOOPBACK:
+        return HostPolicy(LOOPBACK_HOSTS, LOOPBACK_ORIGINS + tuple(settings.allowed_origins))
+    return None
+
+
+def _matches(value: str, allowed: str) -> bool:
+    value, allowed = value.lower(), allowed.lower()
+    if value == allowed:
+        return True
+    if allowed.endswith(":*"):
+        base = allowed[:-2]
+        port = value.removeprefix(base + ":") if value.startswith(base + ":") else None
+        return value == base or (port is not None and port.isdigit())
+    return False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class HostGuard:
+    """Refuses a request for a host (or, on /mcp, from an origin) this server does not serve."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.policy = policy(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if not self.policy.host_ok(host):
+            await self._refuse(
+                scope, send, 421, "misdirected_request", "Host is not one of VIBE_ALLOWED_HOSTS"
+            )
+            return
+        if scope["path"] == MCP_PATH and not self.policy.origin_ok(_header(scope, b"origin")):
+            await self._refuse(
+                scope, send, 403, "origin_not_allowed", "Origin is not one of VIBE_ALLOWED_ORIGINS"
+            )
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message})
+            return
+        await auth.send_error(send, status, code, message, close=True)

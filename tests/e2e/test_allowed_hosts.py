@@ -1,0 +1,151 @@
+"""One allowed-hosts check on every door of a real server: REST, the feeds (SSE and WebSocket), the
+dashboard, the API docs and MCP refuse a foreign `Host`; the probes answer whatever the `Host`; no
+redirect carries an origin built from the request's `Host`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from ..support import ServerProcess, start_server
+from .security_support import auth
+
+EVIL = "evil.example.com"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "p", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+# (method, path, needs the admin token): one of each door
+DOORS = [
+    ("GET", "/api/v1/projects", True),
+    ("GET", "/api/v1/openapi.json", False),
+    ("GET", "/api/v1/docs", False),
+    ("GET", "/api/v1/events/stream", True),
+    ("GET", "/", False),
+    ("GET", "/login", False),
+    ("POST", "/login", False),
+    ("GET", "/static/dashboard.css", False),
+    ("GET", "/api/v1/nowhere", False),
+]
+PROBES = ["/healthz", "/readyz", "/metrics"]
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"VIBE_ALLOWED_HOSTS": json.dumps(["vibe.example.com", "127.0.0.1:*"])}
+    proc = start_server(tmp_path_factory.mktemp("hosts"), extra_env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """No VIBE_ALLOWED_HOSTS, on 127.0.0.1: loopback names only."""
+    proc = start_server(tmp_path_factory.mktemp("loopback"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _request(server: ServerProcess, method: str, path: str, host: str, token: bool) -> httpx2.Response:
+    headers = {"Host": host, **(auth(server.admin_token) if token else {})}
+    with (
+        httpx2.Client(base_url=server.url, timeout=10) as client,
+        client.stream(method, path, headers=headers) as response,
+    ):
+        if response.status_code == 200 and path.endswith("/stream"):
+            return response  # an endless stream: its status is what counts
+        response.read()
+        return response
+
+
+def _websocket_status(server: ServerProcess, host: str) -> str:
+    """The status line a WebSocket handshake to the event feed gets (101 when upgraded)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /api/v1/events/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {server.admin_token}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).decode("latin-1").split("\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(("method", "path", "token"), DOORS)
+def test_a_foreign_host_is_refused_on_every_door(
+    named: ServerProcess, method: str, path: str, token: bool
+) -> None:
+    refused = _request(named, method, path, EVIL, token)
+    assert refused.status_code == 421, (path, refused.status_code)
+    assert refused.json()["error"]["code"] == "misdirected_request"
+    assert "VIBE_ALLOWED_HOSTS" in refused.json()["error"]["message"]
+    assert refused.headers["x-frame-options"] == "DENY"  # still inside the security headers
+    served = _request(named, method, path, "vibe.example.com", token)
+    assert served.status_code != 421, path
+
+
+def test_a_foreign_host_is_refused_on_mcp_and_the_websocket(named: ServerProcess) -> None:
+    headers = {**MCP_HEADERS, **auth(named.admin_token)}
+    refused = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Host": EVIL})
+    assert refused.status_code == 421
+    assert refused.json()["error"]["code"] == "misdirected_request"
+    ok = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Host": "vibe.example.com"})
+    assert ok.status_code == 200, ok.text
+    assert " 403 " in _websocket_status(named, EVIL) + " "
+    assert " 101 " in _websocket_status(named, "vibe.example.com") + " "
+
+
+def test_on_mcp_a_foreign_origin_is_refused(named: ServerProcess) -> None:
+    headers = {**MCP_HEADERS, **auth(named.admin_token), "Host": "vibe.example.com"}
+    refused = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Origin": "https://evil.example.com"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "origin_not_allowed"
+
+
+@pytest.mark.parametrize("path", PROBES)
+def test_probes_answer_whatever_the_host(named: ServerProcess, path: str) -> None:
+    for host in (EVIL, "10.1.2.3:8080"):
+        response = httpx2.get(named.url + path, headers={"Host": host, **auth(named.admin_token)})
+        assert response.status_code == 200, (path, host, response.text)
+
+
+def test_on_loopback_only_loopback_names_are_served(loopback: ServerProcess) -> None:
+    port = loopback.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        assert _request(loopback, "GET", "/api/v1/projects", host, True).status_code == 200, host
+    for host in (EVIL, f"{EVIL}:{port}", "127.0.0.1.evil.example.com", f"localhost.{EVIL}:{port}"):
+        assert _request(loopback, "GET", "/api/v1/projects", host, True).status_code == 421, host
+    assert httpx2.get(loopback.url + "/healthz", headers={"Host": EVIL}).status_code == 200
+
+
+def test_no_redirect_carries_an_origin_from_the_host(loopback: ServerProcess) -> None:
+    """Starlette's trailing-slash redirect built `Location: http://<Host>/…`; it is off, and the
+    dashboard's redirects are paths."""
+    with httpx2.Client(base_url=loopback.url, timeout=10, follow_redirects=False) as client:
+        slash = client.get("/api/v1/projects/", headers=auth(loopback.admin_token))
+        assert slash.status_code == 404
+        assert "location" not in slash.headers
+        page = client.get("/")
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        login = client.post("/login", data={"token": loopback.admin_token})
+        assert login.status_code == 303 and login.headers["location"] == "/"
+        again = client.get("/login")
+        assert again.status_code == 303 and again.headers["location"] == "/"

@@ -29,3 +29,9 @@ def test_swarm_runs_over_rest() -> None:
 
 def test_tool_calls_runs() -> None:
     assert "calls/s" in _run("tool_calls.py", "--calls", "5", "--warmup", "1")
+
+
+def test_startup_runs() -> None:
+    out = _run("startup.py", "--runs", "1", "--top", "3")
+    assert "start to /readyz 200" in out and "CPU" in out
+    assert "imports of installed" in out

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
@@ -25,6 +25,18 @@ from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
+
+
+class NamedRoute(Route):
+    """A plain route that names itself in the scope as FastAPI's routes do (`scope["route"]`), so the
+    request's log line and metrics carry its template, not `unmatched`, even when it is answered
+    before the inner app is reached (a refused token on /mcp, the probes)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 class DrainMiddleware:
@@ -103,7 +115,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
     app.router.routes.insert(
-        0, Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        0, NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     security.install(app, settings)
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
@@ -115,10 +127,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"], include_in_schema=False))
+    app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(_: Request) -> JSONResponse:  # readiness: matched before the routers, like /healthz
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
@@ -129,6 +140,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
+    # FastAPI builds an included router's routes when a request first has to look past it; a probe
+    # matched first is answered without that (the first REST or dashboard request pays it instead).
+    app.router.routes.insert(1, NamedRoute("/readyz", readyz, methods=["GET"], include_in_schema=False))
     api_metrics.install(app, runtime)
 
     return app

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 
 from vibe_ensemble.api.mcp import prompts, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
-from vibe_ensemble.api.mcp.compact import compact_tool_schemas
+from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
@@ -50,6 +52,18 @@ async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNex
     return await call_next(dataclasses.replace(ctx, params=params))
 
 
+@functools.cache
+def registered_tools() -> dict[str, Tool]:
+    """Every tool's registration (argument model, compact schemas), by name, made once per process.
+
+    Making one costs pydantic a model and its schemas; every server of every profile (and
+    `strict_arguments`) shares these, so none is made twice.
+    """
+    tools = [Tool.from_function(tool_errors(fn)) for fn in PROFILES["full"]]
+    compact_tools(tools)
+    return {tool.name: tool for tool in tools}
+
+
 def build_mcp(
     settings: Settings, *, profile: Profile = "core", subscriptions: SubscriptionBus | None = None
 ) -> MCPServer:
@@ -57,6 +71,8 @@ def build_mcp(
 
     `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on.
     """
+    registered = registered_tools()
+    tools = [registered[fn.__name__] for fn in PROFILES[profile]]
     mcp = MCPServer(
         settings.server_name,
         title="Vibe Ensemble",
@@ -69,13 +85,11 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(PROFILES[profile])],
+        middleware=[observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(tools)],
+        tools=tools,
     )
-    for tool in PROFILES[profile]:
-        mcp.tool()(tool_errors(tool))
     prompts.register(mcp)
     resources.register(mcp)
-    compact_tool_schemas(mcp)
     return mcp
 
 

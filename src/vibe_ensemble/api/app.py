@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -23,8 +24,12 @@ from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.logging import RequestLogMiddleware
+from vibe_ensemble.ops.tracing import TracingMiddleware
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 class NamedRoute(Route):
@@ -64,11 +69,12 @@ class DrainMiddleware:
         await self.app(scope, receive, _send)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
+    """The app; with a `tracer` (ops/tracing.start) every HTTP request and MCP tool call is a span."""
     settings = runtime.settings
     bus = InMemorySubscriptionBus()  # MCP change notifications, fed from the event log by `notifier`
     notifier = ResourceNotifier(runtime.services, bus)
-    servers = {p: build_mcp(settings, profile=p, subscriptions=bus) for p in PROFILES}
+    servers = {p: build_mcp(settings, profile=p, subscriptions=bus, tracer=tracer) for p in PROFILES}
     mcp_apps = {
         p: server.streamable_http_app(
             streamable_http_path="/mcp",
@@ -122,6 +128,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(DrainMiddleware, runtime=runtime)
     app.add_middleware(RequestLogMiddleware)
+    if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate

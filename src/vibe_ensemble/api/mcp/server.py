@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -17,9 +17,12 @@ from vibe_ensemble.api.mcp import prompts, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, tool_errors
-from vibe_ensemble.api.mcp.observe import observe_tools
+from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.ops.config import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 INSTRUCTIONS = """\
 Vibe Ensemble coordinates a team of coding agents on one code base.
@@ -65,14 +68,20 @@ def registered_tools() -> dict[str, Tool]:
 
 
 def build_mcp(
-    settings: Settings, *, profile: Profile = "core", subscriptions: SubscriptionBus | None = None
+    settings: Settings,
+    *,
+    profile: Profile = "core",
+    subscriptions: SubscriptionBus | None = None,
+    tracer: Tracer | None = None,
 ) -> MCPServer:
     """The MCP server with the tools of `profile`; each call acts as the bound `CallContext`.
 
-    `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on.
+    `subscriptions` is the bus `subscriptions/listen` streams hear resource changes on; with a
+    `tracer` (tracing on, ops/tracing.py) each tool call is also a span.
     """
     registered = registered_tools()
     tools = [registered[fn.__name__] for fn in PROFILES[profile]]
+    traced = [] if tracer is None else [trace_tools(PROFILES[profile], tracer)]
     mcp = MCPServer(
         settings.server_name,
         title="Vibe Ensemble",
@@ -85,7 +94,7 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(tools)],
+        middleware=[observe_tools(PROFILES[profile]), *traced, _scoped_listen, strict_arguments(tools)],
         tools=tools,
     )
     prompts.register(mcp)

@@ -38,3 +38,9 @@ def test_storage_runs() -> None:
 def test_scale_runs() -> None:
     out = _run("scale.py", "--issues", "200", "--messages", "500", "--knowledge", "50", "--calls", "3")
     assert "fetch_inbox" in out and "plan, inbox page" in out
+
+
+def test_startup_runs() -> None:
+    out = _run("startup.py", "--runs", "1", "--top", "3")
+    assert "start to /readyz 200" in out and "CPU" in out
+    assert "imports of installed" in out

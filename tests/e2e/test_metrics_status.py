@@ -41,11 +41,24 @@ def test_a_body_over_the_limit_mid_stream_counts_as_413(tmp_path: Path) -> None:
             )
             odd = http.get("/healthz", headers={"X-Request-ID": "a b<script>"}).headers["x-request-id"]
             assert odd != "a b<script>" and len(odd) == 16
+            # The routes matched before the app's routers are counted by their own template too, even
+            # when answered before the inner app (a refused token on /mcp).
+            assert http.get("/readyz").status_code == 200
+            assert http.post("/mcp", headers={"Authorization": "Bearer nope"}, json={}).status_code == 401
+            probes = http.get("/metrics").text
         # Status labels are classes (a closed set, docs/security.md): the 413 counts as 4xx, never 5xx.
         assert _count(text, "4xx") >= 1
         assert _count(text, "5xx") == 0
         assert re.search(
             r'vibe_http_requests_total\{method="POST",route="/api/v1/projects/\{project\}/issues"', text
         )
+        counted = re.findall(
+            r'vibe_http_requests_total\{method="(\w+)",route="([^"]+)",status="(\w+)"\} (\S+)', probes
+        )
+        seen = {(m, r, s): float(v) for m, r, s, v in counted}
+        assert seen[("GET", "/healthz", "2xx")] == 2
+        assert seen[("GET", "/readyz", "2xx")] >= 1  # the test's start-up polled it too
+        assert seen[("POST", "/mcp", "4xx")] == 1
+        assert 'route="unmatched"' not in probes
     finally:
         server.stop()

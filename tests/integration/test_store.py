@@ -83,6 +83,11 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         await db.dispose()
 
 
+def test_the_known_head_is_the_head_of_the_migration_scripts() -> None:
+    # Serving checks the revision against HEAD without Alembic: a new migration must move HEAD.
+    assert migrate.head_revision() == migrate.HEAD
+
+
 async def test_is_current_follows_the_revision(database_url: str) -> None:
     db = Database(database_url)
     try:
@@ -90,6 +95,9 @@ async def test_is_current_follows_the_revision(database_url: str) -> None:
         assert not await migrate.is_current(db)
         await migrate.upgrade(db)
         assert await migrate.current_revision(db) == migrate.head_revision()
+        # The plain query reads what Alembic reads.
+        alembic_says = await db.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        assert alembic_says == await migrate.current_revision(db)
         assert await migrate.is_current(db)
         await migrate.upgrade(db)  # idempotent
         assert await migrate.is_current(db)

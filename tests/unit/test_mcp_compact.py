@@ -8,7 +8,7 @@ from mcp import Client
 from mcp.server import MCPServer
 from pydantic import Field
 
-from vibe_ensemble.api.mcp.compact import compact_input, compact_tool_schemas, inline_enums, shallow_output
+from vibe_ensemble.api.mcp.compact import compact_input, compact_tools, inline_enums, shallow_output
 from vibe_ensemble.domain.enums import Priority
 from vibe_ensemble.domain.models import Reservation
 from vibe_ensemble.domain.rules import MAX_ID
@@ -72,7 +72,7 @@ async def test_compacted_tools_still_validate_and_return_structured_content() ->
         """Pick things."""
         return []
 
-    compact_tool_schemas(mcp)
+    compact_tools(mcp._tool_manager.list_tools())  # the SDK offers no public way to reach them
     async with Client(mcp) as client:
         [tool] = (await client.list_tools()).tools
         assert tool.input_schema["properties"]["priority"] == {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble import __version__
@@ -22,8 +23,24 @@ from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.logging import RequestLogMiddleware
+from vibe_ensemble.ops.tracing import TracingMiddleware
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+
+class NamedRoute(Route):
+    """A plain route that names itself in the scope as FastAPI's routes do (`scope["route"]`), so the
+    request's log line and metrics carry its template, not `unmatched`, even when it is answered
+    before the inner app is reached (a refused token on /mcp, the probes)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 class DrainMiddleware:
@@ -51,12 +68,13 @@ class DrainMiddleware:
         await self.app(scope, receive, _send)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
+    """The app; with a `tracer` (ops/tracing.start) every HTTP request and MCP tool call is a span."""
     settings = runtime.settings
     # MCP change notifications, fed from the event log by `notifier` while anyone listens
     bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)
-    servers = {p: build_mcp(settings, profile=p, subscriptions=bus) for p in PROFILES}
+    servers = {p: build_mcp(settings, profile=p, subscriptions=bus, tracer=tracer) for p in PROFILES}
     mcp_apps = {
         p: server.streamable_http_app(
             streamable_http_path="/mcp",
@@ -105,22 +123,23 @@ def create_app(runtime: Runtime) -> FastAPI:
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
     app.router.routes.insert(
-        0, Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        0, NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     security.install(app, settings)
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(DrainMiddleware, runtime=runtime)
     app.add_middleware(RequestLogMiddleware)
+    if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
     async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"], include_in_schema=False))
+    app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(_: Request) -> JSONResponse:  # readiness: matched before the routers, like /healthz
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
@@ -131,6 +150,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
+    # FastAPI builds an included router's routes when a request first has to look past it; a probe
+    # matched first is answered without that (the first REST or dashboard request pays it instead).
+    app.router.routes.insert(1, NamedRoute("/readyz", readyz, methods=["GET"], include_in_schema=False))
     api_metrics.install(app, runtime)
 
     return app

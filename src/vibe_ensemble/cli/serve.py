@@ -17,6 +17,7 @@ from vibe_ensemble.cli.common import (
     settings_or_exit,
 )
 from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
+from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.logging import configure_logging
 from vibe_ensemble.ops.startup import StartupError, bind
 from vibe_ensemble.store.urls import database_label
@@ -43,6 +44,11 @@ def serve(
             "no Host is checked (DNS-rebinding protection is off); list the host names clients use "
             "(docs/security.md)"
         )
+    try:
+        tracing.endpoint(settings)
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):
         err.print(

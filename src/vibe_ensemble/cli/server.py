@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from vibe_ensemble.cli.common import err
+from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.startup import command
 from vibe_ensemble.runtime import Runtime
@@ -58,13 +59,14 @@ async def serve_here(
     runtime = Runtime(settings)
     await runtime.start(apply_migrations=migrate)
     try:
+        tracer = tracing.start(settings)  # in each worker: the exporter's thread does not survive a fork
         secret = await runtime.bootstrap_admin_token() if first else None
         if secret is not None:
             announce(settings, secret)
         server = DrainingServer(
             runtime,
             uvicorn.Config(
-                create_app(runtime),
+                create_app(runtime, tracer=tracer),
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",
@@ -86,6 +88,7 @@ async def serve_here(
             )
         await server.serve(sockets=sockets)
     finally:
+        tracing.stop()
         await runtime.stop()
 
 

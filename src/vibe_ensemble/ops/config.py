@@ -9,6 +9,7 @@ import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,15 @@ Profile = Literal["development", "staging", "production"]
 
 DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
 DEFAULT_RATE_LIMITS = {"admin": 6000, "coordinator": 6000, "worker": 3000, "viewer": 1200}
+
+
+def otlp_url(value: str) -> str:
+    """An OTLP/HTTP endpoint: an absolute http(s) URL with a host (ValueError naming the rule)."""
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an OTLP endpoint is an http:// or https:// URL with a host, not {url[:80]!r}")
+    return url.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -47,6 +57,9 @@ class Settings(BaseSettings):
     replicas: int = Field(1, ge=1)
     log_level: str = "info"
     log_json: bool = False
+    # OpenTelemetry tracing (docs/operations.md#tracing): the OTLP/HTTP collector's base URL, spans
+    # go to <url>/v1/traces; unset: OTEL_EXPORTER_OTLP_ENDPOINT, and neither: tracing is off
+    otel_endpoint: str | None = None
     # presence: agents go offline after this many seconds without a heartbeat,
     # and are retired after this many seconds of silence
     offline_after_s: float = Field(120, gt=0)
@@ -99,6 +112,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if v else None
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _otlp_url(cls, v: str | None) -> str | None:
+        return otlp_url(v) if v and v.strip() else None
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod

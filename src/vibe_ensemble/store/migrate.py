@@ -1,22 +1,34 @@
-"""Apply and inspect Alembic migrations on either backend, on a plain SQLAlchemy connection."""
+"""Apply and inspect Alembic migrations on either backend, on a plain SQLAlchemy connection.
+
+Serving only checks that the database is at `HEAD`: one query of `alembic_version`, without
+importing Alembic (its import is a good part of a second of start-up). Alembic itself is imported
+when migrations are applied, generated or listed.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from vibe_ensemble.store.database import Database
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest revision in migrations/versions; a new migration moves it (a unit test compares it
+# with what Alembic computes from the scripts).
+HEAD = "0004"
+
 _SCRIPTS = Path(__file__).parent / "migrations"
+_VERSION = sa.table("alembic_version", sa.column("version_num", sa.String))
 
 
 def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_SCRIPTS))
     cfg.attributes["connection"] = connection
@@ -24,30 +36,43 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The head revision as Alembic computes it from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
+    from alembic import command
+
     def run(sync_conn: Connection) -> None:
         command.upgrade(_config(sync_conn), revision)
 
     await db.run_sync(run, write=True)
 
 
-async def current_revision(db: Database) -> str | None:
-    def run(sync_conn: Connection) -> Any:
-        return MigrationContext.configure(sync_conn).get_current_revision()
+def _revision(sync_conn: Connection) -> str | None:
+    if not sa.inspect(sync_conn).has_table("alembic_version"):
+        return None
+    rows = sync_conn.execute(sa.select(_VERSION.c.version_num)).scalars().all()
+    if len(rows) > 1:
+        raise RuntimeError(f"the database has several schema revisions: {', '.join(rows)}")
+    return rows[0] if rows else None
 
-    rev: str | None = await db.run_sync(run)
-    return rev
+
+async def current_revision(db: Database) -> str | None:
+    """The database's schema revision (None before the first migration)."""
+    return await db.run_sync(_revision)
 
 
 async def is_current(db: Database) -> bool:
-    return await current_revision(db) == head_revision()
+    return await current_revision(db) == HEAD
 
 
 def autogenerate(connection: Connection, message: str) -> None:
     """Developer helper: write a new revision from the difference to `tables.py`."""
+    from alembic import command
+
     command.revision(_config(connection), message=message, autogenerate=True)

@@ -9,11 +9,11 @@ line naming the field, instead of pydantic's multi-line dump.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
-from mcp.server.mcpserver.utilities.func_metadata import func_metadata
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
@@ -39,9 +39,12 @@ def describe(tool: str, exc: ValidationError) -> str:
     return f"[invalid_input] {tool}: " + "; ".join(problems)
 
 
-def strict_arguments(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
-    """Middleware for `tools/call` that refuses unknown and ill-typed arguments of `tools`."""
-    models = {fn.__name__: func_metadata(fn).arg_model for fn in tools}
+def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
+    """Middleware for `tools/call` that refuses unknown and ill-typed arguments of `tools`.
+
+    The argument models are the registrations' own (the ones the SDK validates with).
+    """
+    models = {tool.name: tool.fn_metadata.arg_model for tool in tools}
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}

@@ -3,8 +3,8 @@
 Pydantic's JSON schemas are generous: a `title` on every property (the name
 again), `anyOf [T, null]` for every optional argument, and output schemas that
 spell out every nested record; docstrings keep their indentation.
-`compact_tool_schemas` rewrites what `tools/list` publishes, once, after the
-tools are registered:
+`compact_tools` rewrites what `tools/list` publishes, once, when the tools'
+registrations are made (server.registered_tools):
 
 - input schemas lose the `title`s, and an optional argument whose default is
   null is published as its plain type (omitting it still means null);
@@ -24,18 +24,19 @@ the published schemas.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
-from mcp.server import MCPServer
+from mcp.server.mcpserver.tools import Tool
 
 from vibe_ensemble.domain.rules import MAX_ID
 
 JSON = dict[str, Any]
 
 
-def compact_tool_schemas(mcp: MCPServer) -> None:
-    """Rewrite the published input and output schemas of every registered tool."""
-    for tool in mcp._tool_manager.list_tools():  # the SDK offers no public way to reach them
+def compact_tools(tools: Iterable[Tool]) -> None:
+    """Rewrite the published input and output schemas of each tool's registration."""
+    for tool in tools:
         tool.description = inspect.cleandoc(tool.description)
         tool.parameters = compact_input(inline_enums(tool.parameters))
         metadata = tool.fn_metadata

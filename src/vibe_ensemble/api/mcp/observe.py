@@ -18,7 +18,7 @@ import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
@@ -28,6 +28,9 @@ from vibe_ensemble.api.mcp.context import bound
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.logging import safe_name
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("vibe_ensemble.tools")
 
@@ -90,6 +93,46 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
                 latency_ms=round(elapsed * 1000, 2),
                 **who(ctx.params or {}),
             )
+
+    return middleware
+
+
+def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMiddleware[Any]:
+    """Middleware (only when tracing is on, ops/tracing.py): a span per `tools/call` of these tools.
+
+    Named `tools/call <tool>`, a child of the request's HTTP span, with the tool, the outcome (`ok` or
+    the error code, as on /metrics) and the agent and project: never the arguments or the result.
+    """
+    from opentelemetry.trace import StatusCode
+
+    names = frozenset(fn.__name__ for fn in tools)
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        name = (ctx.params or {}).get("name")
+        tool = name if isinstance(name, str) and name in names else "unknown"
+        with tracer.start_as_current_span(
+            f"tools/call {tool}", record_exception=False, set_status_on_exception=False
+        ) as span:
+            result_outcome = "protocol_error"
+            try:
+                result = await call_next(ctx)
+                result_outcome = outcome(result)
+                return result
+            finally:
+                span.set_attributes(
+                    {
+                        "mcp.method.name": "tools/call",
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": tool,
+                        "vibe.outcome": result_outcome,
+                        **{f"vibe.{k}": v for k, v in who(ctx.params or {}).items()},
+                    }
+                )
+                if result_outcome != "ok":
+                    span.set_attribute("error.type", result_outcome)
+                    span.set_status(StatusCode.ERROR, result_outcome)
 
     return middleware
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
-from vibe_ensemble.api.mcp.compact import compact_tool_schemas
+from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, tool_errors
-from vibe_ensemble.api.mcp.observe import observe_tools
+from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.ops.config import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 INSTRUCTIONS = """\
 Vibe Ensemble coordinates a team of coding agents on one code base.
@@ -50,15 +55,35 @@ async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNex
     return await call_next(dataclasses.replace(ctx, params=params))
 
 
+@functools.cache
+def registered_tools() -> dict[str, Tool]:
+    """Every tool's registration (argument model, compact schemas), by name, made once per process.
+
+    Making one costs pydantic a model and its schemas; every server of every profile (and
+    `strict_arguments`) shares these, so none is made twice.
+    """
+    tools = [Tool.from_function(tool_errors(fn)) for fn in PROFILES["full"]]
+    compact_tools(tools)
+    return {tool.name: tool for tool in tools}
+
+
 def build_mcp(
-    settings: Settings, *, profile: Profile = "core", subscriptions: SubscriptionBus | None = None
+    settings: Settings,
+    *,
+    profile: Profile = "core",
+    subscriptions: SubscriptionBus | None = None,
+    tracer: Tracer | None = None,
 ) -> MCPServer:
     """The MCP server with the tools of `profile`; each call acts as the bound `CallContext`.
 
     `subscriptions` is the bus `subscriptions/listen` streams (and `resources/subscribe` on stdio)
-    hear resource changes on; without one the server has its own, which nothing feeds.
+    hear resource changes on; without one the server has its own, which nothing feeds. With a
+    `tracer` (tracing on, ops/tracing.py) each tool call is also a span.
     """
     bus = subscriptions if subscriptions is not None else InMemorySubscriptionBus()
+    registered = registered_tools()
+    tools = [registered[fn.__name__] for fn in PROFILES[profile]]
+    traced = [] if tracer is None else [trace_tools(PROFILES[profile], tracer)]
     mcp = MCPServer(
         settings.server_name,
         title="Vibe Ensemble",
@@ -71,14 +96,12 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(PROFILES[profile])],
+        middleware=[observe_tools(PROFILES[profile]), *traced, _scoped_listen, strict_arguments(tools)],
+        tools=tools,
     )
-    for tool in PROFILES[profile]:
-        mcp.tool()(tool_errors(tool))
     prompts.register(mcp)
     resources.register(mcp)
     protocol.register(mcp, bus, default_project=settings.default_project)
-    compact_tool_schemas(mcp)
     return mcp
 
 

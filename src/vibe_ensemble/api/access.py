@@ -189,6 +189,10 @@ RESOURCES: dict[str, Access] = {
     "vibe://projects{?limit}": needs(Op.PROJECT_READ, "a scoped token sees its own project only"),
     "vibe://projects/{project}": needs(Op.PROJECT_READ, "with the board in brief (issue.read)"),
     "vibe://projects/{project}/board": needs(Op.ISSUE_READ),
+    "vibe://projects/{project}/ready": needs(Op.ISSUE_READ),
+    "vibe://projects/{project}/agents/{agent}/inbox": needs(
+        Op.MESSAGE_READ, "as that agent: a bound token reads only its own"
+    ),
     "vibe://projects/{project}/issues/{id}": needs(Op.ISSUE_READ),
     "vibe://projects/{project}/knowledge/{id}": needs(Op.KNOWLEDGE_READ),
 }

@@ -15,9 +15,18 @@ from vibe_ensemble.guard import cli as guard
 
 GROUPS: tuple[ModuleType, ...] = (serve, migrate, stdio, tokens, audit, backup, doctor, connect, guard)
 
-app = typer.Typer(
-    help="Vibe Ensemble: a coordination server for teams of AI coding agents.", no_args_is_help=True
-)
+HELP = "Vibe Ensemble: a coordination server for teams of AI coding agents."
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.callback(help=HELP)
+def _logs() -> None:
+    """Before any command (not for --help): logs go to stderr, one line each."""
+    from vibe_ensemble.cli.common import command_logs
+
+    command_logs()
+
+
 for _group in GROUPS:
     _group.register(app)
 

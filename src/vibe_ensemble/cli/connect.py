@@ -46,13 +46,13 @@ def connect(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
 ) -> None:
     """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
-    from vibe_ensemble.cli.common import cli_caller, require_existing_database
+    from vibe_ensemble.cli.common import cli_caller, expected_failure, require_existing_database
     from vibe_ensemble.domain.enums import TokenRole
     from vibe_ensemble.domain.errors import VibeError
     from vibe_ensemble.ops.config import load_settings
     from vibe_ensemble.ops.startup import StartupError, command
     from vibe_ensemble.runtime import Runtime
-    from vibe_ensemble.store.database import DatabaseError
+    from vibe_ensemble.store.database import DatabaseError, parse_url
 
     def fail(message: str) -> typer.Exit:
         typer.echo(f"error: {message}", err=True)
@@ -64,9 +64,10 @@ def connect(
     agent = agent or directory.name
     try:
         settings = load_settings(config, database_url=database_url)
+        parse_url(settings.effective_database_url)
         require_existing_database(settings.effective_database_url)
         change = plan_config(client, directory, url or settings.mcp_url)
-    except (StartupError, ConnectError) as exc:
+    except (StartupError, ConnectError, DatabaseError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
         raise fail(f"invalid settings: {exc}") from None
@@ -96,8 +97,11 @@ def connect(
 
     try:
         secret, new = asyncio.run(token())
-    except (VibeError, DatabaseError) as exc:
-        raise fail(str(exc)) from None
+    except Exception as exc:
+        message = expected_failure(exc)
+        if message is None:
+            raise
+        raise fail(message) from None
 
     verb = "would write" if dry_run else "wrote"
     if change.changed:

@@ -10,10 +10,10 @@ from types import ModuleType
 
 import typer
 
-from vibe_ensemble.cli import audit, backup, connect, doctor, migrate, serve, stdio, tokens
+from vibe_ensemble.cli import audit, backup, connect, doctor, hook, migrate, serve, stdio, tokens
 from vibe_ensemble.guard import cli as guard
 
-GROUPS: tuple[ModuleType, ...] = (serve, migrate, stdio, tokens, audit, backup, doctor, connect, guard)
+GROUPS: tuple[ModuleType, ...] = (serve, migrate, stdio, tokens, audit, backup, doctor, connect, guard, hook)
 
 HELP = "Vibe Ensemble: a coordination server for teams of AI coding agents."
 app = typer.Typer(help=HELP, no_args_is_help=True)

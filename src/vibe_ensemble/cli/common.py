@@ -1,8 +1,11 @@
-"""What every command shares: the console, the settings and database options, running async work."""
+"""What every command shares: the console, the settings and database options, running async work.
+
+Imported by every command module when its command is loaded, so it imports little itself: the
+settings, the database layer and the runtime are imported by the functions that use them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import logging
 import socket
@@ -16,15 +19,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vibe_ensemble.domain.caller import SYSTEM, Caller
-from vibe_ensemble.domain.errors import VibeError
-from vibe_ensemble.ops.config import Settings, load_settings
-from vibe_ensemble.ops.startup import StartupError, command
 from vibe_ensemble.ops.terminal import printable
-from vibe_ensemble.store.database import DatabaseError, parse_url
-from vibe_ensemble.store.urls import sqlite_file
 
-if TYPE_CHECKING:  # the runtime (services, metrics) is imported by the commands that run one
+if TYPE_CHECKING:  # imported by the functions that use them, when a command runs
+    from vibe_ensemble.domain.caller import Caller
+    from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.runtime import Runtime
 
 err = Console(stderr=True)
@@ -41,6 +40,10 @@ DbOpt = Annotated[
 def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides: Any) -> Settings:
     """The settings, or a one-line error and exit code 2 when they are invalid. With `existing`, a
     SQLite file that is not there is refused (exit 1): this command uses a database, it makes none."""
+    from vibe_ensemble.ops.config import load_settings
+    from vibe_ensemble.ops.startup import StartupError
+    from vibe_ensemble.store.database import DatabaseError, parse_url
+
     try:
         settings = load_settings(config, **overrides)
     except Exception as exc:
@@ -69,6 +72,8 @@ def refuse_unsafe_production(settings: Settings) -> None:
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run async work; an anticipated error is one red line and exit code 1, not a traceback."""
+    import asyncio
+
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except Exception as exc:
@@ -87,7 +92,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def expected_failure(exc: BaseException) -> str | None:
     """The one line for a failure a person can fix (a refusal, an unreachable database, a file they
     may not read), or None for anything else: a bug keeps its traceback."""
+    from vibe_ensemble.domain.errors import VibeError
     from vibe_ensemble.store import faults
+    from vibe_ensemble.store.database import DatabaseError
 
     if isinstance(exc, VibeError) and exc.__cause__ is not None and faults.classify(exc.__cause__):
         exc = exc.__cause__  # "the database cannot be reached; retry in 5 s": say why instead
@@ -115,6 +122,8 @@ def _innermost(exc: BaseException) -> str:
 
 def cli_caller() -> Caller:
     """The operator at this terminal: full rights, and in the audit log as `token:cli` from user@host."""
+    from vibe_ensemble.domain.caller import SYSTEM
+
     return replace(SYSTEM, label="cli", remote=f"cli:{getpass.getuser()}@{socket.gethostname()}")
 
 
@@ -134,6 +143,9 @@ def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
 
 def require_existing_database(database_url: str) -> None:
     """For commands that do not migrate: a SQLite file that is not there is not created empty."""
+    from vibe_ensemble.ops.startup import StartupError, command
+    from vibe_ensemble.store.urls import sqlite_file
+
     path = sqlite_file(database_url)
     if path is not None and not path.exists():
         raise StartupError(

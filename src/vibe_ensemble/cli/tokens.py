@@ -8,13 +8,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, err, run
-from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
-from vibe_ensemble.ops.startup import command
-from vibe_ensemble.ops.terminal import cell, table_console
+
+# The table, the runtime and the services are imported when a command runs, not to parse or help it.
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
@@ -52,6 +50,8 @@ def token_create(
     secret = run(main)
     print(secret)
     if sys.stderr.isatty():
+        from vibe_ensemble.ops.startup import command
+
         err.print(
             "[dim]Shown once: store it now, outside files you commit. "
             f"`{command()} connect CLIENT --agent NAME` makes an agent's token and its client's config "
@@ -67,6 +67,11 @@ def token_list(
     database_url: DbOpt = None,
 ) -> None:
     """List tokens (never their secrets)."""
+    from rich.table import Table
+
+    from vibe_ensemble.domain.caller import SYSTEM
+    from vibe_ensemble.ops.terminal import cell, table_console
+
     runtime = admin_runtime(config, database_url)
 
     async def main() -> list[Any]:

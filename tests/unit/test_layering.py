@@ -30,9 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     "events": _LOW | {"store", "ops"},
     "services": _LOW | {"store", "events", "ops"},
     "guard": _LOW | {"ops"},
+    "hooks": _LOW | {"ops"},
     "runtime": _LOW | {"store", "events", "services", "ops"},
     "api": _LOW | {"store", "events", "services", "ops", "runtime"},
-    "cli": _LOW | {"store", "events", "services", "ops", "runtime", "api", "guard"},
+    "cli": _LOW | {"store", "events", "services", "ops", "runtime", "api", "guard", "hooks"},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vibe_ensemble.api.mcp.prompts import fence, one_line
+from vibe_ensemble.domain.untrusted import fence, one_line
 
 
 def test_fence_outgrows_the_backticks_inside() -> None:

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, out, run
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, run
 from vibe_ensemble.domain.caller import SYSTEM
-from vibe_ensemble.ops.terminal import cell
+from vibe_ensemble.ops.terminal import cell, table_console
 
 
 def audit(
@@ -55,7 +55,7 @@ def audit(
             *(cell(v) for v in (e.id, f"{e.time:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.outcome, e.remote)),
             cell(details),
         )
-    out.print(table)
+    table_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from vibe_ensemble.cli.common import cli_caller
 from vibe_ensemble.ops.config import Settings, load_settings
+from vibe_ensemble.ops.terminal import table_console
 from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups, Manifest
 from vibe_ensemble.store.backup_storage import BackupError, open_storage
 
@@ -22,7 +23,6 @@ backup_app = typer.Typer(
     help="Back up, verify, prune and restore the database (SQLite or PostgreSQL).", no_args_is_help=True
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages are matched by scripts
-out = Console(highlight=False)
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file (or VIBE_CONFIG).")]
@@ -39,11 +39,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 
 
 def _settings(config: Path | None, database_url: str | None) -> Settings:
+    from vibe_ensemble.store.database import DatabaseError, parse_url
+
     try:
-        return load_settings(config, database_url=database_url)
+        settings = load_settings(config, database_url=database_url)
     except Exception as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
+    try:
+        parse_url(settings.effective_database_url)
+    except DatabaseError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _backups(settings: Settings, location: str | None) -> Backups:
@@ -162,7 +170,7 @@ def list_(
             str(m.row_counts.get("messages", "-")),
             str(m.row_counts.get("issues", "-")),
         )
-    out.print(table)
+    table_console().print(table)
 
 
 @backup_app.command("verify")

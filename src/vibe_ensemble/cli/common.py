@@ -1,28 +1,29 @@
-"""What every command shares: the console, the settings and database options, running async work."""
+"""What every command shares: the console, the settings and database options, running async work.
+
+Imported by every command module when its command is loaded, so it imports little itself: the
+settings, the database layer and the runtime are imported by the functions that use them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
+import logging
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vibe_ensemble.domain.caller import SYSTEM, Caller
-from vibe_ensemble.domain.errors import VibeError
-from vibe_ensemble.ops.config import Settings, load_settings
-from vibe_ensemble.ops.startup import StartupError, command
 from vibe_ensemble.ops.terminal import printable
-from vibe_ensemble.store.database import DatabaseError
-from vibe_ensemble.store.urls import sqlite_file
 
-if TYPE_CHECKING:  # the runtime (services, metrics) is imported by the commands that run one
+if TYPE_CHECKING:  # imported by the functions that use them, when a command runs
+    from vibe_ensemble.domain.caller import Caller
+    from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.runtime import Runtime
 
 err = Console(stderr=True)
@@ -39,11 +40,19 @@ DbOpt = Annotated[
 def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides: Any) -> Settings:
     """The settings, or a one-line error and exit code 2 when they are invalid. With `existing`, a
     SQLite file that is not there is refused (exit 1): this command uses a database, it makes none."""
+    from vibe_ensemble.ops.config import load_settings
+    from vibe_ensemble.ops.startup import StartupError
+    from vibe_ensemble.store.database import DatabaseError, parse_url
+
     try:
         settings = load_settings(config, **overrides)
     except Exception as exc:
         err.print(f"[red]invalid settings:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(2) from None
+    try:
+        parse_url(settings.effective_database_url)
+    except DatabaseError as exc:
+        fail(str(exc), 2)
     if existing:
         try:
             require_existing_database(settings.effective_database_url)
@@ -63,15 +72,58 @@ def refuse_unsafe_production(settings: Settings) -> None:
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run async work; an anticipated error is one red line and exit code 1, not a traceback."""
+    import asyncio
+
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
-    except (VibeError, DatabaseError) as exc:
-        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}")
-        raise typer.Exit(1) from None
+    except Exception as exc:
+        message = expected_failure(exc)
+        if message is None:
+            raise
+        fail(message)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One red line on stderr (the message shown literally), then exit with `code`."""
+    err.print(f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def expected_failure(exc: BaseException) -> str | None:
+    """The one line for a failure a person can fix (a refusal, an unreachable database, a file they
+    may not read), or None for anything else: a bug keeps its traceback."""
+    from vibe_ensemble.domain.errors import VibeError
+    from vibe_ensemble.store import faults
+    from vibe_ensemble.store.database import DatabaseError
+
+    if isinstance(exc, VibeError) and exc.__cause__ is not None and faults.classify(exc.__cause__):
+        exc = exc.__cause__  # "the database cannot be reached; retry in 5 s": say why instead
+    elif isinstance(exc, VibeError | DatabaseError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc.strerror}; run as the user who owns the data"
+    kind = faults.classify(exc)
+    if kind == "unavailable":
+        return (
+            f"cannot reach the database ({_innermost(exc)}): is it running, and is --database-url "
+            "(or VIBE_DATABASE_URL) right?"
+        )
+    if kind == "full":
+        return f"the database's disk is full ({_innermost(exc)}): free some space and try again"
+    return None
+
+
+def _innermost(exc: BaseException) -> str:
+    """The first line of the root cause: the driver's own words, not SQLAlchemy's wrapping."""
+    while exc.__cause__ is not None or getattr(exc, "orig", None) is not None:
+        exc = exc.__cause__ or exc.orig  # type: ignore[attr-defined]
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def cli_caller() -> Caller:
     """The operator at this terminal: full rights, and in the audit log as `token:cli` from user@host."""
+    from vibe_ensemble.domain.caller import SYSTEM
+
     return replace(SYSTEM, label="cli", remote=f"cli:{getpass.getuser()}@{socket.gethostname()}")
 
 
@@ -79,11 +131,21 @@ def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
     from vibe_ensemble.runtime import Runtime
 
-    return Runtime(settings_or_exit(config, existing=True, database_url=database_url))
+    settings = settings_or_exit(config, existing=True, database_url=database_url)
+    try:
+        return Runtime(settings)
+    except Exception as exc:
+        message = expected_failure(exc)
+        if message is None:
+            raise
+        fail(message)
 
 
 def require_existing_database(database_url: str) -> None:
     """For commands that do not migrate: a SQLite file that is not there is not created empty."""
+    from vibe_ensemble.ops.startup import StartupError, command
+    from vibe_ensemble.store.urls import sqlite_file
+
     path = sqlite_file(database_url)
     if path is not None and not path.exists():
         raise StartupError(
@@ -91,3 +153,28 @@ def require_existing_database(database_url: str) -> None:
             f"`{command()} serve --migrate`), or name the one you use with --database-url "
             "(or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
         )
+
+
+def command_logs(level: int = logging.WARNING) -> None:
+    """Logs of a command: one plain line each on stderr, tokens redacted, never a traceback (the
+    command reports its own failures in one line). stdout stays the command's output, and the MCP
+    channel of `mcp`; `serve` configures the server's logging over this."""
+    import structlog
+
+    from vibe_ensemble.auth import tokens
+
+    def scrub(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        event.pop("exc_info", None)
+        scrubbed: structlog.types.EventDict = tokens.scrub(event)
+        return scrubbed
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            scrub,
+            structlog.processors.LogfmtRenderer(key_order=["level", "event"], drop_missing=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -13,7 +13,9 @@ from vibe_ensemble.cli.clients import (
     TOKEN_VAR,
     ConnectError,
     apply,
+    hook_command,
     plan_config,
+    plan_hooks,
     read_token,
     token_file,
     write_token,
@@ -37,6 +39,14 @@ def connect(
     url: Annotated[
         str | None, typer.Option(help="The server's MCP URL (default: from the settings).")
     ] = None,
+    hooks: Annotated[
+        bool,
+        typer.Option(
+            "--hooks",
+            help="claude-code: also write its hooks (presence, briefing, mail, a lease check before "
+            "each edit) into .claude/settings.local.json.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
     ] = False,
@@ -46,13 +56,13 @@ def connect(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
 ) -> None:
     """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
-    from vibe_ensemble.cli.common import cli_caller, require_existing_database
+    from vibe_ensemble.cli.common import cli_caller, expected_failure, require_existing_database
     from vibe_ensemble.domain.enums import TokenRole
     from vibe_ensemble.domain.errors import VibeError
     from vibe_ensemble.ops.config import load_settings
     from vibe_ensemble.ops.startup import StartupError, command
     from vibe_ensemble.runtime import Runtime
-    from vibe_ensemble.store.database import DatabaseError
+    from vibe_ensemble.store.database import DatabaseError, parse_url
 
     def fail(message: str) -> typer.Exit:
         typer.echo(f"error: {message}", err=True)
@@ -60,13 +70,24 @@ def connect(
 
     if role not in ("worker", "coordinator"):
         raise fail(f"--role {role!r}: an agent's token is worker or coordinator")
+    if hooks and client != "claude-code":
+        raise fail(f"--hooks: only claude-code has hooks this command writes, not {client!r}")
     directory = directory.resolve()
     agent = agent or directory.name
     try:
         settings = load_settings(config, database_url=database_url)
+        parse_url(settings.effective_database_url)
         require_existing_database(settings.effective_database_url)
         change = plan_config(client, directory, url or settings.mcp_url)
-    except (StartupError, ConnectError) as exc:
+        hook_change = (
+            plan_hooks(
+                directory,
+                hook_command(url or settings.mcp_url, project or settings.default_project, agent, role),
+            )
+            if hooks
+            else None
+        )
+    except (StartupError, ConnectError, DatabaseError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
         raise fail(f"invalid settings: {exc}") from None
@@ -96,8 +117,11 @@ def connect(
 
     try:
         secret, new = asyncio.run(token())
-    except (VibeError, DatabaseError) as exc:
-        raise fail(str(exc)) from None
+    except Exception as exc:
+        message = expected_failure(exc)
+        if message is None:
+            raise
+        raise fail(message) from None
 
     verb = "would write" if dry_run else "wrote"
     if change.changed:
@@ -107,6 +131,13 @@ def connect(
             apply(change)
     else:
         typer.echo(f"{change.path} already has this server; unchanged")
+    if hook_change is not None and hook_change.changed:
+        typer.echo(f"{verb} {hook_change.path} (Claude Code hooks; personal settings, not for committing):")
+        typer.echo(hook_change.after, nl=False)
+        if not dry_run:
+            apply(hook_change)
+    elif hook_change is not None:
+        typer.echo(f"{hook_change.path} already has these hooks; unchanged")
     kept_at = token_file(directory)
     if new:
         if dry_run:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from vibe_ensemble.ops.config import load_settings
+from vibe_ensemble.ops.terminal import table_console
 
 STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
 
@@ -28,7 +29,10 @@ def doctor(
 
     Exits 1 when a check fails (a warning alone exits 0).
     """
+    from vibe_ensemble.cli.common import command_logs
     from vibe_ensemble.services.doctor import Finding, run_checks
+
+    command_logs(logging.CRITICAL)  # every fault is a finding in the table; no log line beside it
 
     try:
         settings = load_settings(config, database_url=database_url)
@@ -43,7 +47,7 @@ def doctor(
         table = Table("check", "", "detail", "what to do", show_lines=False)
         for f in findings:
             table.add_row(f.check, STYLE[f.status], f.detail, f.fix)
-        Console(highlight=False, width=160).print(table)
+        table_console().print(table)
     if failed:
         raise typer.Exit(1)
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, err, out, run
-from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, err, run
 from vibe_ensemble.domain.enums import TokenRole
-from vibe_ensemble.ops.startup import command
-from vibe_ensemble.ops.terminal import cell
+
+# The table, the runtime and the services are imported when a command runs, not to parse or help it.
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
@@ -51,6 +50,8 @@ def token_create(
     secret = run(main)
     print(secret)
     if sys.stderr.isatty():
+        from vibe_ensemble.ops.startup import command
+
         err.print(
             "[dim]Shown once: store it now, outside files you commit. "
             f"`{command()} connect CLIENT --agent NAME` makes an agent's token and its client's config "
@@ -60,8 +61,17 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
     """List tokens (never their secrets)."""
+    from rich.table import Table
+
+    from vibe_ensemble.domain.caller import SYSTEM
+    from vibe_ensemble.ops.terminal import cell, table_console
+
     runtime = admin_runtime(config, database_url)
 
     async def main() -> list[Any]:
@@ -71,8 +81,12 @@ def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
         finally:
             await runtime.stop()
 
+    credentials = run(main)
+    if as_json:
+        print(json.dumps([credential_json(c) for c in credentials]))
+        return
     table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
-    for c in run(main):
+    for c in credentials:
         table.add_row(  # labels and agent names are shown literally, never as markup
             *(
                 cell(v)
@@ -89,7 +103,23 @@ def token_list(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
                 )
             )
         )
-    out.print(table)
+    table_console().print(table)
+
+
+def credential_json(c: Any) -> dict[str, Any]:
+    """A token's record for `--json`: what the table shows, times in ISO 8601 (never the secret)."""
+    return {
+        "id": c.id,
+        "prefix": c.prefix,
+        "role": c.role.value,
+        "project": c.project,
+        "agent": c.agent,
+        "label": c.label,
+        "created_at": c.created_at.isoformat(),
+        "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+        "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+        "last_used_at": c.last_used_at.isoformat() if c.last_used_at else None,
+    }
 
 
 @token_app.command("revoke")

@@ -9,7 +9,9 @@ visible escapes, and the text is never read as Rich markup (`[red]`, `[/]`).
 from __future__ import annotations
 
 import re
+import sys
 
+from rich.console import Console
 from rich.text import Text
 
 # C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators and bidi overrides
@@ -24,3 +26,14 @@ def printable(text: str) -> str:
 def cell(value: object) -> Text:
     """A Rich table cell showing `value` literally: control characters escaped, no markup."""
     return Text(printable(str(value)))
+
+
+UNBOUNDED = 1_000_000  # columns: a table in a pipe or a file is never cut or wrapped
+
+
+def table_console() -> Console:
+    """Where a command prints a table: on a terminal, the terminal's width; in a pipe or a file no
+    limit at all (not Rich's 80 columns), so `token list | grep` sees every cell whole."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=UNBOUNDED)

@@ -88,6 +88,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+URL_EXAMPLES = "sqlite:///path/to/vibe.db or postgresql://user:password@host:5432/dbname"
+
+
+def parse_url(url: str) -> URL:
+    """The URL with an async driver, or a DatabaseError saying what is wrong and what a valid one is."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except (sa_exc.ArgumentError, ValueError):
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        shown = f" (it starts {scheme + '://'!r})" if scheme and scheme.isascii() and len(scheme) < 40 else ""
+        raise DatabaseError(
+            f"cannot parse the database URL{shown}: a valid one looks like {URL_EXAMPLES}"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {backend!r}: use SQLite or PostgreSQL: {URL_EXAMPLES}")
+    return parsed
+
+
 def sqlite_path(url: URL) -> Path | None:
     if url.get_backend_name() != "sqlite":
         return None
@@ -147,10 +166,8 @@ class _PostgresConnection:
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
-        self.url: URL = make_url(normalise_url(url))
+        self.url: URL = parse_url(url)
         self.dialect = self.url.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise DatabaseError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()
         if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise DatabaseError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")

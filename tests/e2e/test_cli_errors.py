@@ -1,0 +1,159 @@
+"""The command line as a person meets it: every expected failure is one line on stderr and a non-zero
+exit (never a traceback), every listing takes --json, and a table in a pipe is never cut."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
+
+
+def bare_env(home: Path) -> dict[str, str]:
+    """No VIBE_ settings and no COLUMNS: what a fresh shell (or a script's pipe) gives the command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_") and k != "COLUMNS"}
+    return {**env, "HOME": str(home), "XDG_DATA_HOME": str(home / "share")}
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], env=bare_env(home), cwd=home, capture_output=True, text=True, timeout=60
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *expected: str) -> str:
+    """The failure is exactly one stderr line starting `error:` with each expected phrase, and `code`."""
+    lines = done.stderr.splitlines()
+    assert done.returncode == code, (done.returncode, done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: "), lines
+    for phrase in expected:
+        assert phrase in lines[0], lines[0]
+    return lines[0]
+
+
+# Each command that opens the database, with what it needs besides --database-url.
+DATABASE_COMMANDS = [
+    ["token", "list"],
+    ["token", "list", "--json"],
+    ["token", "create", "--role", "admin"],
+    ["token", "revoke", "1"],
+    ["audit"],
+    ["migrate"],
+    ["backup", "list"],
+    ["connect", "claude-code", "--dry-run"],
+]
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a))
+def test_an_unparseable_database_url_is_one_line_naming_a_valid_one(tmp_path: Path, args: list[str]) -> None:
+    done = cli(tmp_path, *args, "--database-url", "not a url at all")
+    one_line_error(done, 1 if args[0] == "connect" else 2, "cannot parse the database URL", "sqlite:///")
+    assert "postgresql://user:password@host:5432/dbname" in done.stderr
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a))
+def test_an_unsupported_database_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    done = cli(tmp_path, *args, "--database-url", "mysql://u:secret@db.example/app")
+    line = one_line_error(done, 1 if args[0] == "connect" else 2, "unsupported database 'mysql'")
+    assert "secret" not in line
+
+
+@pytest.mark.parametrize(
+    "args", [a for a in DATABASE_COMMANDS if a[0] != "backup"], ids=lambda a: " ".join(a)
+)
+def test_an_unreachable_postgresql_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"  # a port nothing listens on
+    done = cli(tmp_path, *args, "--database-url", nobody)
+    one_line_error(done, 1, "cannot reach the database", "Connect call failed", "--database-url")
+
+
+def test_serve_on_an_unreachable_postgresql_says_so_in_a_line(tmp_path: Path) -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    done = cli(tmp_path, "serve", "--port", str(free_port()), "--database-url", nobody)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "│" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: cannot reach the database"), done.stderr
+
+
+def test_doctor_on_an_unreachable_database_prints_its_table_and_no_log(tmp_path: Path) -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    done = cli(tmp_path, "doctor", "--database-url", nobody)
+    assert done.returncode == 1
+    assert done.stderr == "", done.stderr  # no logged traceback before (or beside) the table
+    assert "Traceback" not in done.stdout and "database_unreachable" not in done.stdout
+    row = next(line for line in done.stdout.splitlines() if "│ database " in line)
+    assert "FAIL" in row and "unreachable" in row
+    report = json.loads(cli(tmp_path, "doctor", "--json", "--database-url", nobody).stdout)
+    assert {"check": "database", "status": "fail"}.items() <= report["checks"][-1].items()
+
+
+def test_not_migrated_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
+    done = cli(tmp_path, "token", "list", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
+    one_line_error(done, 1, "is not migrated to the current schema", "migrate")
+
+
+def test_a_server_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    done = subprocess.run(
+        [CLI, "mcp", "--url", url],
+        env={**bare_env(tmp_path), "VIBE_TOKEN": "vibe_x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    one_line_error(done, 1, f"cannot reach {url}", "is the server running?")
+
+
+def test_token_list_in_a_pipe_shows_every_cell_whole_and_as_json(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'vibe.db'}"
+    assert cli(tmp_path, "migrate", "--database-url", db).returncode == 0
+    label = "a label far longer than eighty columns could ever hold in one table cell, " * 2
+    agent = "an-agent-with-a-long-name"
+    created = cli(
+        tmp_path, "token", "create", "--role", "worker", "--project", "default", "--agent", agent,
+        "--label", label.strip(), "--database-url", db,
+    )  # fmt: skip
+    secret = created.stdout.strip()
+    assert created.returncode == 0 and secret.startswith("vibe_"), created.stderr
+
+    table = cli(tmp_path, "token", "list", "--database-url", db)  # stdout is a pipe here
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if agent in line)
+    assert secret[:12] + "…" in row and label.strip() in row  # not cut to 80 columns, not wrapped
+    assert len(row) > 200
+
+    listed = cli(tmp_path, "token", "list", "--json", "--database-url", db)
+    assert listed.returncode == 0 and listed.stderr == ""
+    [token] = json.loads(listed.stdout)
+    assert token["prefix"] == secret[:12] and token["agent"] == agent and token["label"] == label.strip()
+    assert token["role"] == "worker" and token["revoked_at"] is None and "T" in token["created_at"]
+    assert secret not in listed.stdout
+
+
+def test_every_listing_command_takes_json(tmp_path: Path) -> None:
+    """The listing commands, each asked for --json: a JSON document (or JSON lines) on stdout."""
+    db = f"sqlite:///{tmp_path / 'vibe.db'}"
+    assert cli(tmp_path, "migrate", "--database-url", db).returncode == 0
+    store = str(tmp_path / "backups")
+    assert cli(tmp_path, "backup", "create", "--to", store, "--database-url", db).returncode == 0
+    for args in (
+        ["token", "list"],
+        ["audit"],
+        ["backup", "list", "--store", store],
+        ["doctor"],
+    ):
+        done = cli(tmp_path, *args, "--json", "--database-url", db)
+        assert done.returncode == 0, (args, done.stderr)
+        for line in done.stdout.splitlines():
+            json.loads(line)
+        assert done.stdout.strip(), args

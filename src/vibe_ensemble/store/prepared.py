@@ -25,12 +25,12 @@ class Prepared:
 
     SQLAlchemy spends most of a small statement's time building it and finding its compiled
     form again (~100-250 us against ~10 us for SQLite itself). A `Prepared` statement is
-    compiled once per dialect; on SQLite it then runs straight on the driver, with the same
-    type processing SQLAlchemy would apply, and returns an ordinary `Result` (with `rowcount`).
-    On PostgreSQL it is handed to SQLAlchemy as the prebuilt statement it is (its cache key is
-    computed once). SELECT, INSERT, UPDATE and DELETE, with or without RETURNING; a list of
-    parameter rows runs as executemany. Expanding `IN` parameters (`sa.bindparam(..., expanding=True)`)
-    are filled in per call; an empty list runs through SQLAlchemy, which knows its SQL.
+    compiled once per dialect, then runs straight on the driver (sqlite3; asyncpg, which prepares
+    each SQL text once per connection), with the type processing SQLAlchemy would apply, and
+    returns an ordinary `Result` (with `rowcount`). SELECT, INSERT, UPDATE and DELETE, with or
+    without RETURNING; a list of parameter rows runs as executemany. Expanding `IN` parameters
+    (`sa.bindparam(..., expanding=True)`) are filled in per call on SQLite; an empty list, and any
+    on PostgreSQL (asyncpg numbers its parameters), run through SQLAlchemy, which knows their SQL.
     Python-side column defaults are not applied: give every value.
     """
 

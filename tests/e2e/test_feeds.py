@@ -357,7 +357,7 @@ def _raw_sse(url: str, token: str, after: int) -> socket.socket:
     """An SSE request on a raw socket that then reads nothing (HTTP/1.0: the body ends at the close)."""
     sock = _small_socket(url)
     request = (
-        f"GET /api/v1/events/stream?after={after} HTTP/1.0\r\nHost: test\r\n"
+        f"GET /api/v1/events/stream?after={after} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {token}\r\n\r\n"
     )
     sock.sendall(request.encode())

@@ -412,7 +412,9 @@ async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> 
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            # 1001 (going away) from our feed; on a loaded machine uvicorn's own shutdown may close the
+            # socket first, with 1012 (service restart). Either tells the client to come back elsewhere.
+            assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012)
             answer = await waiting
             assert answer.status_code == 200 and answer.json()["items"] == []
             await asyncio.to_thread(server.proc.wait, 10)

@@ -98,9 +98,9 @@ class Plan:
 
     def run(self, dbapi: Any, parameters: Params) -> PreparedResult:
         if parameters is not None and not isinstance(parameters, Mapping):
-            many = list(parameters)
-            sql = self.arguments(many[0])[0] if many else self.sql
-            cursor = dbapi.executemany(sql, [self.arguments(row)[1] for row in many])
+            many = [self.arguments(row) for row in parameters]
+            sql = many[0][0] if many else self.sql
+            cursor = dbapi.executemany(sql, [args for _, args in many])
             return PreparedResult([], [], cursor.rowcount)
         sql, args = self.arguments(parameters)
         cursor = dbapi.execute(sql, args)

@@ -40,9 +40,9 @@ class SqliteConnection:
 
     __slots__ = ("_conn", "_dbapi", "dialect")
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, dbapi: sqlite3.Connection) -> None:
         self._conn = conn
-        self._dbapi = driver(conn)
+        self._dbapi = dbapi
         self.dialect = conn.dialect
 
     @overload
@@ -117,7 +117,7 @@ class SqliteEngine:
         dbapi = driver(conn)
         await self._begin_immediate(dbapi)
         try:
-            yield SqliteConnection(conn)
+            yield SqliteConnection(conn, dbapi)
         except BaseException:
             dbapi.execute("ROLLBACK")
             raise
@@ -148,7 +148,7 @@ class SqliteEngine:
         dbapi = driver(conn)
         dbapi.execute("BEGIN")
         try:
-            yield SqliteConnection(conn)
+            yield SqliteConnection(conn, dbapi)
         finally:
             dbapi.execute("ROLLBACK")
             if len(self._idle) < self.IDLE_READERS:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
-from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ServerEvent
 
 from vibe_ensemble.api.mcp.resources import resource_changes
@@ -58,15 +58,14 @@ class ResourceNotifier:
 
     def __init__(self, services: Services, bus: ListenedBus) -> None:
         self.services = services
-        self.bus: SubscriptionBus = bus
-        self._listened = bus
+        self.bus = bus
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="vibe-mcp-notifier")
 
     async def _follow(self) -> None:
-        bus = self._listened
+        bus = self.bus
         while not self.services.ctx.hub.closed:
             await bus.listened.wait()
             try:
@@ -85,7 +84,7 @@ class ResourceNotifier:
         self._task = None
 
     async def _run(self, feed: Feed) -> None:
-        while not feed.closed and self._listened.listeners:
+        while not feed.closed and self.bus.listeners:
             try:
                 events = await feed.next(1.0)  # a second at most: then see whether anyone still listens
                 changes: dict[ServerEvent, None] = {}

@@ -61,7 +61,8 @@ def cursor_entry(url: str) -> dict[str, Any]:
     return {"url": url, "headers": _bearer("${env:" + TOKEN_VAR + "}")}
 
 
-def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
+def _read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """The file's text (None when missing) and the JSON object it holds ({} when missing or empty)."""
     before = path.read_text() if path.exists() else None
     data: Any = {}
     if before is not None and before.strip():
@@ -73,6 +74,11 @@ def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
             ) from None
         if not isinstance(data, dict):
             raise ConnectError(f"{path} must hold a JSON object; it holds {type(data).__name__}")
+    return before, data
+
+
+def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
+    before, data = _read_json_object(path)
     servers = data.setdefault(key, {})
     if not isinstance(servers, dict):
         raise ConnectError(f'"{key}" in {path} must be an object of servers')
@@ -258,17 +264,7 @@ def plan_hooks(project: Path, command: str) -> Change:
     """Our hooks merged into `.claude/settings.local.json`: every other key and hook is kept, ours
     (recognised by `hook claude-code` in their command) are replaced, and a second run changes nothing."""
     path = hooks_file(project)
-    before = path.read_text() if path.exists() else None
-    data: Any = {}
-    if before is not None and before.strip():
-        try:
-            data = json.loads(before)
-        except json.JSONDecodeError as exc:
-            raise ConnectError(
-                f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); fix it, then run again"
-            ) from None
-        if not isinstance(data, dict):
-            raise ConnectError(f"{path} must hold a JSON object; it holds {type(data).__name__}")
+    before, data = _read_json_object(path)
     original = copy.deepcopy(data)
     hooks = data.setdefault("hooks", {})
     if not isinstance(hooks, dict):

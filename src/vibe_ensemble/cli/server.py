@@ -92,6 +92,10 @@ async def serve_here(
         await runtime.stop()
 
 
+FEEDS_GOODBYE_S = 1.0  # at most this long for the open feeds to end before the server stops
+SETTLE_S = 0.1  # after the listener closes, time for requests already sent on open connections to be read
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server that also ends the live feeds when told to stop.
 
@@ -102,20 +106,46 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._runtime = runtime
         self._loop = asyncio.get_running_loop()
+        self._stopping: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        drain = self._runtime.settings.shutdown_drain_s
-        self._loop.call_soon_threadsafe(self._runtime.begin_shutdown)
-        if sig == signal.SIGTERM and drain > 0 and not self._runtime.draining:
-            # Drain first: not ready, every answer says Connection: close; then stop as uvicorn does.
-            # A second signal stops at once.
-            self._runtime.draining = True
-            self._loop.call_soon_threadsafe(self._loop.call_later, drain, self._stop, sig, frame)
+        """The first signal stops gracefully (after the drain, on SIGTERM); a second one at once."""
+        if self._stopping is not None or self.should_exit:
+            super().handle_exit(sig, frame)
             return
+        self._loop.call_soon_threadsafe(self._begin_stop, sig, frame)
+
+    def _begin_stop(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping is None:
+            self._stopping = self._loop.create_task(self._stop(sig, frame), name="vibe-stop")
+
+    async def _stop(self, sig: int, frame: FrameType | None) -> None:
+        runtime = self._runtime
+        drain = runtime.settings.shutdown_drain_s
+        if sig == signal.SIGTERM and drain > 0:
+            # Drain first: not ready, every answer says Connection: close; then stop.
+            runtime.draining = True
+        runtime.begin_shutdown()
+        if runtime.draining:
+            await asyncio.sleep(drain)
+        # Each open feed says goodbye itself (1001 / `going_away`: reconnect elsewhere) before
+        # uvicorn closes the connections that are left (a WebSocket would hear 1012 instead).
+        await runtime.services.ctx.hub.feeds_ended(FEEDS_GOODBYE_S)
         super().handle_exit(sig, frame)
 
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, let requests that already arrived be read, then stop as uvicorn does.
+
+        uvicorn closes a connection whose request it has not read yet at once; with the request's
+        bytes still unread, the kernel answers them with a reset ("did it happen?"). Read first,
+        and such a request is answered (with `Connection: close`) like any other in flight.
+        """
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await asyncio.sleep(SETTLE_S)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -132,7 +132,7 @@ class Feed:
         self._cursor = after
         self._stale = True
         self._from_table = True
-        self._on_close: list[Callable[[], None]] = []
+        self._on_close: list[Callable[[], None]] = [hub.follow()]
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Run `callback` when the feed is closed (its connection ended)."""

@@ -8,6 +8,7 @@ coalesced wake-up costs latency, never an event.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class EventHub:
@@ -15,6 +16,9 @@ class EventHub:
         self._latest = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._followers = 0
+        self._none_following = asyncio.Event()
+        self._none_following.set()
 
     @property
     def latest(self) -> int:
@@ -29,6 +33,34 @@ class EventHub:
         """Wake every waiter for good; from now on nobody waits."""
         self._closed = True
         self._wake()
+
+    def follow(self) -> Callable[[], None]:
+        """Count one open feed until the returned callback runs (call it once, when the feed ends).
+
+        At shutdown the server waits for the count to reach zero, so every feed says goodbye
+        itself before the web server closes what is left.
+        """
+        self._followers += 1
+        self._none_following.clear()
+        return self._unfollow
+
+    def _unfollow(self) -> None:
+        self._followers -= 1
+        if self._followers == 0:
+            self._none_following.set()
+
+    @property
+    def followers(self) -> int:
+        return self._followers
+
+    async def feeds_ended(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until no feed is open (after `close()`, they end by themselves); False at the timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._none_following.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def publish(self, event_id: int) -> None:
         """Note that events up to `event_id` are committed, and wake every waiter if that is news.

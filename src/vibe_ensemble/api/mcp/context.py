@@ -10,18 +10,20 @@ The rate limit is decided once per HTTP request (`CallContext.admit`) and enforc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
+import pydantic_core
 import structlog
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, TextContent
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
@@ -133,6 +135,28 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return _mapped(
         fn, _tool_error, lambda: ToolError("[internal] internal server error"), ToolError, "tool_failed"
     )
+
+
+def direct_results(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A tool's record (a dataclass) answered as the SDK's `CallToolResult`, made once: the structured
+    copy, and the same as compact JSON text.
+
+    Left to the SDK, a record is written as indented JSON, validated and dumped again for the
+    structured copy (and the text compacted once more by `protocol.compact_results`). The SDK still
+    validates the structured copy against the tool's output schema. Other results (lists, numbers)
+    go to the SDK as they are.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        value = await fn(*args, **kwargs)
+        if not dataclasses.is_dataclass(value):
+            return value
+        data: Any = pydantic_core.to_jsonable_python(value)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return cast(R, CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data))
+
+    return wrapper
 
 
 def protocol_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -16,7 +16,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
-from vibe_ensemble.api.mcp.context import bound, tool_errors
+from vibe_ensemble.api.mcp.context import bound, direct_results, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.ops.config import Settings
@@ -62,7 +62,7 @@ def registered_tools() -> dict[str, Tool]:
     Making one costs pydantic a model and its schemas; every server of every profile (and
     `strict_arguments`) shares these, so none is made twice.
     """
-    tools = [Tool.from_function(tool_errors(fn)) for fn in PROFILES["full"]]
+    tools = [Tool.from_function(tool_errors(direct_results(fn))) for fn in PROFILES["full"]]
     compact_tools(tools)
     return {tool.name: tool for tool in tools}
 

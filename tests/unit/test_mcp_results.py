@@ -1,0 +1,73 @@
+"""A tool's record answered directly (`direct_results`) reads exactly as the SDK's own conversion did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mcp import Client
+from mcp.server import MCPServer
+from mcp_types import CallToolResult
+
+from vibe_ensemble.api.mcp import protocol
+from vibe_ensemble.api.mcp.context import direct_results
+from vibe_ensemble.domain.enums import AgentRole, Importance
+from vibe_ensemble.domain.models import Inbox, InboxItem, Message
+
+WHEN = datetime(2026, 11, 30, 4, 5, 6, 789000, tzinfo=UTC)
+INBOX = Inbox(
+    items=[
+        InboxItem(
+            message=Message(
+                id=7,
+                project="default",
+                sender="ana",
+                recipients=["bo", "çé"],
+                to_role=AgentRole.WORKER,
+                broadcast=False,
+                subject='say "hi" ✓',
+                body="line one\nline two\ttabbed",
+                thread_id="t-1",
+                importance=Importance.HIGH,
+                ack_required=True,
+                created_at=WHEN,
+            ),
+            read_at=None,
+            acked_at=WHEN,
+        )
+    ],
+    unread=1,
+    next_since_id=None,
+)
+
+
+async def inbox() -> Inbox:
+    """An inbox."""
+    return INBOX
+
+
+async def ids() -> list[int]:
+    """Some ids."""
+    return [1, 2]
+
+
+def server(direct: bool) -> MCPServer:
+    mcp = MCPServer("t")
+    for fn in (inbox, ids):
+        mcp.add_tool(direct_results(fn) if direct else fn)
+    mcp._lowlevel_server.middleware.append(protocol.compact_results)  # as build_mcp does (protocol.register)
+    return mcp
+
+
+async def test_a_record_reads_the_same_as_through_the_sdk() -> None:
+    assert isinstance(await direct_results(inbox)(), CallToolResult)  # the SDK's conversion is skipped
+    answers = {}
+    for direct in (False, True):
+        async with Client(server(direct)) as client:
+            answers[direct] = [await client.call_tool(name, {}) for name in ("inbox", "ids")]
+    (sdk_inbox, sdk_ids), (our_inbox, our_ids) = answers[False], answers[True]
+    assert not our_inbox.is_error
+    assert our_inbox.structured_content == sdk_inbox.structured_content
+    assert our_inbox.structured_content["items"][0]["message"]["created_at"] == "2026-11-30T04:05:06.789000Z"
+    assert [c.model_dump() for c in our_inbox.content] == [c.model_dump() for c in sdk_inbox.content]
+    assert '"subject":"say \\"hi\\" ✓"' in our_inbox.content[0].text  # compact, not ASCII-escaped
+    assert our_ids == sdk_ids  # a list goes through the SDK's conversion unchanged

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.runtime import Runtime
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 BY_NAME = Prepared(
@@ -54,6 +54,14 @@ async def test_prepared_matches_sqlalchemy(runtime: Runtime, admin: Caller) -> N
             slow = await conn.execute(prepared.statement, params)
             assert list(fast.keys()) == list(slow.keys())
             assert fast.all() == slow.all()
+            # Read as records (named tuples), every column reads as from SQLAlchemy's own rows.
+            fast_records = records(await conn.execute(prepared, params))
+            slow_rows = (await conn.execute(prepared.statement, params)).all()
+            assert [tuple(r) for r in fast_records] == [tuple(r) for r in slow_rows]
+            for record, row in zip(fast_records, slow_rows, strict=True):
+                assert all(getattr(record, k) == getattr(row, k) for k in fast.keys())
+            first = first_record(await conn.execute(prepared, params))
+            assert first == (fast_records[0] if fast_records else None)
         row = (await conn.execute(BY_NAME, {"project_id": project_id, "name": "ana"})).one()
         assert row.capabilities == ["python", "sql"]
         assert row.registered_at.tzinfo is not None

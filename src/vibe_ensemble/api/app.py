@@ -75,16 +75,17 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)
     servers = {p: build_mcp(settings, profile=p, subscriptions=bus, tracer=tracer) for p in PROFILES}
-    mcp_apps = {
-        p: server.streamable_http_app(
+    for server in servers.values():  # sets up each server's session manager (its Starlette app is not used)
+        server.streamable_http_app(
             streamable_http_path="/mcp",
             stateless_http=True,
             json_response=True,
             transport_security=transport_security(),
             host=settings.host,
         )
-        for p, server in servers.items()
-    }
+    # /mcp hands a request straight to the SDK's transport: the SDK's own Starlette app around it
+    # (error middleware, a router with this one route) would only repeat what this app does.
+    mcp_apps = {p: server.session_manager.handle_request for p, server in servers.items()}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.prepared import Prepared, first_record
 from vibe_ensemble.store.tables import agents, projects
 
 
@@ -43,7 +43,7 @@ _BY_NAME = Prepared(
 
 
 async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
-    row = (await conn.execute(_BY_NAME, {"project_id": project_id, "name": name})).first()
+    row = first_record(await conn.execute(_BY_NAME, {"project_id": project_id, "name": name}))
     return None if row is None else _to_agent(row)
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.prepared import Prepared, records
 from vibe_ensemble.store.tables import events, projects
 
 # PostgreSQL: the advisory lock that orders event ids by commit, and the channel
@@ -95,7 +95,9 @@ async def after(
 ) -> list[Event]:
     """Events with id > after_id, oldest first; filtered by projects and type prefixes."""
     if project_ids is None and not types:  # the live feeds' shared window (events/feed.py), per commit
-        return [_to_event(r) for r in await conn.execute(_AFTER, {"after_id": after_id, "limit": limit})]
+        return [
+            _to_event(r) for r in records(await conn.execute(_AFTER, {"after_id": after_id, "limit": limit}))
+        ]
     q = _select().where(events.c.id > after_id)
     if project_ids is not None:
         q = q.where(events.c.project_id.in_(project_ids))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.prepared import Prepared, records
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 _RECIPIENTS_OF = Prepared(
@@ -26,7 +26,7 @@ async def _recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, 
     out: dict[int, list[str]] = defaultdict(list)
     if not message_ids:
         return out
-    for r in await conn.execute(_RECIPIENTS_OF, {"ids": message_ids}):
+    for r in records(await conn.execute(_RECIPIENTS_OF, {"ids": message_ids})):
         out[r.message_id].append(r.name)
     return out
 
@@ -74,7 +74,7 @@ _INBOX = {False: _inbox_since(unread_only=False), True: _inbox_since(unread_only
 async def _load_inbox(
     conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
 ) -> list[InboxItem]:
-    rows = list(await conn.execute(query, parameters))
+    rows = records(await conn.execute(query, parameters))
     recipients = await _recipients_of(conn, [r.id for r in rows])
     return [
         InboxItem(message=_to_message(r, recipients.get(r.id, [])), read_at=r.read_at, acked_at=r.acked_at)

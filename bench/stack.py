@@ -1,0 +1,189 @@
+"""The HTTP stack alone: what one MCP tool call costs our app and the bare SDK app, in process.
+
+    python bench/stack.py                    # 2,000 rounds each, a temporary SQLite file
+    python bench/stack.py --rounds 5000
+
+No sockets and no uvicorn: each request is handed to the ASGI app as uvicorn would hand it
+(the same headers and body the official SDK client sends), one after the other. Each round is
+the swarm's loop (bench/swarm.py): `send_message` to the next agent, then `fetch_inbox`. The
+bare app (bench/bare_server.py) answers the same calls with constants, so the difference is our
+own work: middleware, authentication, the tool and the database. CPU per call is
+`time.process_time()` over the rounds; the two apps run alternately in slices, so drift on a
+shared machine touches both alike. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from bare_server import build  # bench/bare_server.py
+
+from vibe_ensemble.api.app import create_app
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import AgentRole, TokenRole
+from vibe_ensemble.ops.config import DEFAULT_RATE_LIMITS, Settings
+from vibe_ensemble.ops.logging import configure_logging
+from vibe_ensemble.runtime import Runtime
+
+AGENTS = 4
+SLICE = 100  # rounds of one app before the other's turn
+META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+class Caller:
+    """Calls one ASGI app's /mcp as a client would, and keeps the last answer."""
+
+    def __init__(self, app: Any, host: str) -> None:
+        self.app = app
+        self.host = host.encode()
+        self.next_id = 0
+
+    async def call(self, token: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        self.next_id += 1
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": self.next_id,
+                "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments, "_meta": META},
+            }
+        ).encode()
+        headers = [
+            (b"host", self.host),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"content-type", b"application/json"),
+            (b"mcp-protocol-version", b"2026-07-28"),
+            (b"mcp-method", b"tools/call"),
+            (b"mcp-name", tool.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if token is not None:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/mcp",
+            "raw_path": b"/mcp",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+            "state": {},
+        }
+        sent = False
+        chunks: list[bytes] = []
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()  # the client stays connected
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        answer: dict[str, Any] = json.loads(b"".join(chunks))
+        if status != 200 or "error" in answer or answer["result"].get("isError"):
+            raise SystemExit(f"{tool} failed: HTTP {status} {answer}")
+        return answer
+
+
+async def run(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        unlimited = dict.fromkeys(DEFAULT_RATE_LIMITS, 0)  # this measures cost, not policy
+        settings = Settings(  # type: ignore[call-arg]
+            database_url=f"sqlite:///{tmp}/bench.db", data_dir=Path(tmp), rate_limit_per_minute=unlimited
+        )
+        configure_logging(settings)  # as `serve` does: one line per request and per tool call, to stderr
+        runtime = Runtime(settings)
+        await runtime.start(apply_migrations=True)
+        ours = create_app(runtime)
+        bare_server = build()
+        bare = bare_server.streamable_http_app(
+            streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
+        )
+        names = [f"agent-{i}" for i in range(AGENTS)]
+        tokens = []
+        for name in names:
+            await runtime.services.agents.register(
+                SYSTEM, project="default", name=name, role=AgentRole.WORKER
+            )
+            _, secret = await runtime.services.tokens.create(
+                SYSTEM, role=TokenRole.WORKER, project="default", agent=name
+            )
+            tokens.append(secret)
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(ours.router.lifespan_context(ours))
+                await stack.enter_async_context(bare_server.session_manager.run())
+                clients = {
+                    "ours": (Caller(ours, f"{settings.host}:{settings.port}"), tokens),
+                    "bare": (Caller(bare, "127.0.0.1:8080"), [None] * AGENTS),
+                }
+                cpu = dict.fromkeys(clients, 0.0)
+                calls = dict.fromkeys(clients, 0)
+
+                async def one_round(name: str, i: int) -> None:
+                    client, keys = clients[name]
+                    me, peer = i % AGENTS, (i + 1) % AGENTS
+                    await client.call(
+                        keys[me], "send_message", {"to": [names[peer]], "subject": f"s{i}", "body": "hello"}
+                    )
+                    await client.call(keys[peer], "fetch_inbox", {"limit": 20, "unread_only": True})
+
+                for name in clients:  # warm-up: caches, plans, first-request work
+                    for i in range(SLICE):
+                        await one_round(name, i)
+                done = 0
+                while done < rounds:
+                    for name in clients:
+                        started = time.process_time()
+                        for i in range(done, done + SLICE):
+                            await one_round(name, i)
+                        cpu[name] += time.process_time() - started
+                        calls[name] += 2 * SLICE
+                    done += SLICE
+        finally:
+            await runtime.stop()
+    per_call = {name: 1000 * cpu[name] / calls[name] for name in cpu}
+    print(f"rounds={done} calls each={calls['ours']} (send_message + fetch_inbox, SQLite, in process)")
+    for name, ms in per_call.items():
+        print(f"  {name:5} CPU per call {ms:.3f} ms")
+    print(
+        f"  ratio {per_call['ours'] / per_call['bare']:.2f}x   our own work {per_call['ours'] - per_call['bare']:.3f} ms/call"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(run(args.rounds))
+
+
+if __name__ == "__main__":
+    main()

@@ -152,8 +152,8 @@ def direct_results(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         value = await fn(*args, **kwargs)
         if not dataclasses.is_dataclass(value):
             return value
-        data: Any = pydantic_core.to_jsonable_python(value)
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        text = pydantic_core.to_json(value).decode()  # compact, and not ASCII-escaped
+        data: Any = json.loads(text)
         return cast(R, CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data))
 
     return wrapper

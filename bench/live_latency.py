@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx2
 from servers import own_servers  # bench/servers.py (the script's own folder)
@@ -39,11 +40,18 @@ class Subscriber:
         self.after = after
         self.wanted = wanted
         self.latencies_ms: list[float] = []
+        self.ids: set[int] = set()
+        self.duplicates = 0
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
 
     def got(self, event: dict[str, object]) -> None:
         received = time.time()
+        event_id = int(str(event["id"]))
+        if event_id in self.ids:
+            self.duplicates += 1
+            return
+        self.ids.add(event_id)
         sent = datetime.fromisoformat(str(event["time"])).timestamp()
         self.latencies_ms.append((received - sent) * 1000)
         if len(self.latencies_ms) == self.wanted:
@@ -55,7 +63,7 @@ class Subscriber:
         reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
         query = f"after={self.after}&types={EVENT_TYPE}"
         writer.write(
-            f"GET /api/v1/events/stream?{query} HTTP/1.0\r\nHost: bench\r\n"
+            f"GET /api/v1/events/stream?{query} HTTP/1.0\r\nHost: {host}:{port}\r\n"
             f"Authorization: Bearer {self.token}\r\n\r\n".encode()
         )
         await writer.drain()
@@ -105,8 +113,14 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
             asyncio.create_task(s.follow_ws() if args.transport == "ws" else s.follow_sse())
             for s in subscribers
         ]
-        async with asyncio.timeout(30):
-            await asyncio.gather(*(s.ready.wait() for s in subscribers))
+        async with asyncio.timeout(30 + 0.05 * len(subscribers)):
+            ready = asyncio.ensure_future(asyncio.gather(*(s.ready.wait() for s in subscribers)))
+            ended = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
+            await asyncio.wait([ready, ended], return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+            for task in tasks:  # a subscriber that failed to connect says why
+                if task.done():
+                    raise SystemExit(f"a subscriber failed: {task.exception()!r}")
         print(
             f"{len(subscribers)} {args.transport} subscribers on {len(urls)} server(s); "
             f"writing {args.events} events, one every {args.interval * 1000:.0f} ms"
@@ -123,6 +137,9 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    duplicates = sum(s.duplicates for s in subscribers)
+    missing = sum(args.events - len(s.ids) for s in subscribers)
+    print(f"lost {missing}, duplicated {duplicates}")
     return [ms for s in subscribers for ms in s.latencies_ms]
 
 
@@ -132,6 +149,13 @@ async def newest_id(api: httpx2.AsyncClient, after: int) -> int:
         if not page["items"]:
             return after
         after = page["last_id"]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -166,6 +190,8 @@ def main() -> None:
         with own_servers(args.database_url, args.replicas) as servers:
             urls, token = servers.urls, servers.token
             latencies = asyncio.run(bench(urls, token, args))
+            for pid in servers.pids:
+                print(f"server {pid}: RSS {rss_mb(pid):.0f} MB after the run")
 
     ordered = sorted(latencies)
     print(f"\n{'deliveries':>10}{'median ms':>11}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")

@@ -51,6 +51,8 @@ def own_servers(database_url: str | None, replicas: int, extra_args: Sequence[st
                     "VIBE_PORT": str(port),
                     "VIBE_HOST": "127.0.0.1",
                     "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"admin": 0}),
+                    # the benches follow many feeds with the one admin token
+                    "VIBE_MAX_FEEDS_PER_CREDENTIAL": "10000",
                 }
                 argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
                 if database_url:

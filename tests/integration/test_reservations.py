@@ -297,11 +297,11 @@ async def test_comparing_patterns_runs_off_the_event_loop(
 async def test_a_comparison_past_the_work_budget_is_refused_naming_the_pattern(
     team: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vibe_ensemble.domain import globs
+    from vibe_ensemble.domain import overlap
 
     await team.reservations.reserve(bound("ann"), ["src/*" + "a" * 60 + "*" + "a" * 60])
     before = await snapshot(team.ctx.db)
-    monkeypatch.setattr(globs, "WORK_BUDGET", 200)
+    monkeypatch.setattr(overlap, "WORK_BUDGET", 200)
     wanted = "src/*" + "a" * 50 + "*" + "a" * 50 + "*"
     for call in (
         team.reservations.check(bound("bob"), [wanted]),

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from vibe_ensemble.domain import globs, rules
+from vibe_ensemble.domain import globs, overlap, rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.errors import Conflict, InvalidInput
@@ -38,8 +38,8 @@ MAX_TTL_S = 86_400
 MAX_RESERVE_PATHS = 100
 MAX_CHECK_PATHS = 1000
 MAX_REASON = rules.MAX_NOTE
-# Steps one call may spend comparing its patterns with the live leases (see domain/globs.py;
-# one comparison of ordinary globs costs tens of steps, the worst one globs.WORK_BUDGET).
+# Steps one call may spend comparing its patterns with the live leases (see domain/overlap.py;
+# one comparison of ordinary globs costs tens of steps, the worst one overlap.WORK_BUDGET).
 CALL_BUDGET = 1_000_000
 OPERATION = "reserve_paths"
 
@@ -74,7 +74,7 @@ def conflicts_with(
 ) -> list[LeaseConflict]:
     """Leases in `held` that stand in the way: overlapping, and exclusive on either side.
 
-    Bounded: each comparison within globs.WORK_BUDGET steps and the whole call within
+    Bounded: each comparison within overlap.WORK_BUDGET steps and the whole call within
     CALL_BUDGET; past either the call is refused (InvalidInput naming the pattern), never
     answered with a guess.
     """
@@ -84,11 +84,11 @@ def conflicts_with(
         for lease in held:
             if not (exclusive or lease.exclusive):
                 continue
-            budget = globs.Budget(min(globs.WORK_BUDGET, CALL_BUDGET - spent))
+            budget = overlap.Budget(min(overlap.WORK_BUDGET, CALL_BUDGET - spent))
             try:
-                overlap = globs.overlaps(pattern, _stored(lease.pattern), budget)
-            except globs.TooComplex:
-                if budget.limit < globs.WORK_BUDGET:
+                overlapping = overlap.overlaps(pattern, _stored(lease.pattern), budget)
+            except overlap.TooComplex:
+                if budget.limit < overlap.WORK_BUDGET:
                     raise InvalidInput(
                         "paths",
                         f"comparing these {len(wanted)} patterns with the {len(held)} live leases "
@@ -102,7 +102,7 @@ def conflicts_with(
                     value=pattern.text,
                 ) from None
             spent += budget.spent + 1
-            if overlap:
+            if overlapping:
                 found.append(
                     LeaseConflict(
                         path=pattern.text,

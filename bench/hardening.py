@@ -21,7 +21,7 @@ import time
 import httpx2
 from servers import own_servers
 
-from vibe_ensemble.domain import globs
+from vibe_ensemble.domain import globs, overlap
 
 # pairs within the limits (256 characters, 32 wildcards) that cost the most steps we found
 WORST = [
@@ -35,9 +35,9 @@ WORST = [
 def glob_worst() -> None:
     for a, b in WORST:
         pa, pb = globs.parse("a", a)[0], globs.parse("b", b)[0]
-        budget = globs.Budget()
+        budget = overlap.Budget()
         started = time.perf_counter()
-        globs.overlaps(pa, pb, budget)
+        overlap.overlaps(pa, pb, budget)
         took = time.perf_counter() - started
         print(f"glob pair {a[:16]}… x {b[:16]}…: {budget.spent} steps, {took:.3f} s")
 

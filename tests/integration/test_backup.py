@@ -16,8 +16,9 @@ from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store.backup import Backups, Target
+from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
+from vibe_ensemble.store.backup_target import Target
 
 from ..conftest import create_postgres_database, drop_postgres_database, make_settings
 

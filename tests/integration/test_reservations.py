@@ -263,7 +263,7 @@ async def test_comparing_patterns_runs_off_the_event_loop(
     team: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.support import wait_until
-    from vibe_ensemble.services import reservations
+    from vibe_ensemble.services import lease_conflicts
 
     await team.reservations.reserve(bound("ann"), ["src/*a" + "?" * 20])
     ticks = 0
@@ -274,7 +274,7 @@ async def test_comparing_patterns_runs_off_the_event_loop(
             ticks += 1
             await asyncio.sleep(0.001)
 
-    real = reservations.conflicts_with
+    real = lease_conflicts.conflicts_with
 
     def spy(*args: object, **kwargs: object) -> object:
         at_entry = ticks
@@ -283,7 +283,7 @@ async def test_comparing_patterns_runs_off_the_event_loop(
         wait_until(lambda: ticks > at_entry + 2, timeout=10, what="the event loop to run meanwhile")
         return found
 
-    monkeypatch.setattr(reservations, "conflicts_with", spy)
+    monkeypatch.setattr(lease_conflicts, "conflicts_with", spy)
     task = asyncio.create_task(ticker())
     try:
         check = await team.reservations.check(bound("bob"), ["src/*b" + "?" * 20 + "c"])
@@ -297,11 +297,11 @@ async def test_comparing_patterns_runs_off_the_event_loop(
 async def test_a_comparison_past_the_work_budget_is_refused_naming_the_pattern(
     team: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vibe_ensemble.domain import globs
+    from vibe_ensemble.domain import overlap
 
     await team.reservations.reserve(bound("ann"), ["src/*" + "a" * 60 + "*" + "a" * 60])
     before = await snapshot(team.ctx.db)
-    monkeypatch.setattr(globs, "WORK_BUDGET", 200)
+    monkeypatch.setattr(overlap, "WORK_BUDGET", 200)
     wanted = "src/*" + "a" * 50 + "*" + "a" * 50 + "*"
     for call in (
         team.reservations.check(bound("bob"), [wanted]),
@@ -317,10 +317,10 @@ async def test_a_comparison_past_the_work_budget_is_refused_naming_the_pattern(
 async def test_a_call_past_its_total_budget_is_refused(
     team: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vibe_ensemble.services import reservations
+    from vibe_ensemble.services import lease_conflicts
 
     await team.reservations.reserve(bound("ann"), ["src/*a*b*c"])
-    monkeypatch.setattr(reservations, "CALL_BUDGET", 500)
+    monkeypatch.setattr(lease_conflicts, "CALL_BUDGET", 500)
     with pytest.raises(InvalidInput) as exc:
         await team.reservations.check(bound("bob"), [f"src/*{i}*" for i in range(200)])
     assert exc.value.field == "paths" and "fewer patterns per call" in exc.value.rule

@@ -16,7 +16,8 @@ from rich.table import Table
 from vibe_ensemble.cli.common import cli_caller
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.ops.terminal import table_console
-from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups, Manifest
+from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups
+from vibe_ensemble.store.backup_manifest import Manifest
 from vibe_ensemble.store.backup_storage import BackupError, open_storage
 
 backup_app = typer.Typer(

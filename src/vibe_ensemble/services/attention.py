@@ -22,6 +22,7 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import attention as store
+from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as reservation_store
 
@@ -57,7 +58,7 @@ class AttentionService(Service):
             working = await store.in_progress_by_agent(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, now)
             blocked = [_ref(i) for i in await issue_store.blocked_in(conn, proj.id, limit=rules.limit)]
-            blocked_total = await issue_store.blocked_count(conn, proj.id)
+            blocked_total = await dependency_store.blocked_count(conn, proj.id)
             deps = {i.id: i.depends_on for i in await issue_store.by_ids(conn, [b.id for b in blocked])}
             wanted = {d for ds in deps.values() for d in ds}
             unfinished = {

@@ -22,6 +22,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import knowledge as knowledge_store
 from vibe_ensemble.store import messages as message_store
@@ -84,7 +85,7 @@ class BriefingService(Service):
         async with self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            ready_ids = await issue_store.ready_ids(conn, proj.id)
+            ready_ids = await dependency_store.ready_ids(conn, proj.id)
             columns: dict[str, list[Card]] = {}
             for status in IssueStatus:
                 limit = BOARD_FINISHED_LIMIT if status.finished else BOARD_LIMIT

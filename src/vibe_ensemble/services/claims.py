@@ -10,6 +10,7 @@ from vibe_ensemble.domain.enums import IssueStatus
 from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, NotFound
 from vibe_ensemble.domain.models import Agent, Issue, Project
 from vibe_ensemble.services.base import Transaction
+from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as store
 from vibe_ensemble.store.database import Connection
 
@@ -48,7 +49,7 @@ async def check_claimable(conn: Connection, issue: Issue) -> None:
         )
     if issue.status != IssueStatus.OPEN:
         raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
-    if not await store.is_ready(conn, issue.id):
+    if not await dependency_store.is_ready(conn, issue.id):
         deps = await store.by_ids(conn, issue.depends_on)
         waiting = [f"#{d.id}" for d in deps if not d.status.finished]
         if not waiting:

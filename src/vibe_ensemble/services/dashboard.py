@@ -15,6 +15,7 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.services.briefings import Card
 from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as store
 from vibe_ensemble.store import reservations as reservation_store
 
@@ -53,7 +54,7 @@ class DashboardService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             counts = await store.count_by_status(conn, proj.id)
-            ready = await store.ready_count(conn, proj.id)
+            ready = await dependency_store.ready_count(conn, proj.id)
             finished = [
                 *await store.with_status(conn, proj.id, IssueStatus.DONE, limit=per_column),
                 *await store.with_status(conn, proj.id, IssueStatus.CLOSED, limit=per_column),

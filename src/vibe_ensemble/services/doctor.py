@@ -19,7 +19,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import clock, migrate
-from vibe_ensemble.store.backup import find_pg_tool
+from vibe_ensemble.store.backup_postgres import find_pg_tool
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.urls import sqlite_file

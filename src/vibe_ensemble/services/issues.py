@@ -15,6 +15,8 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services import claims
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import comments as comment_store
+from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as store
 from vibe_ensemble.store.database import Connection
 
@@ -74,7 +76,7 @@ class IssueService(Service):
                 created_by=actor,
                 now=tx.now,
             )
-            await store.add_dependencies(tx.conn, issue_id, deps)
+            await dependency_store.add_dependencies(tx.conn, issue_id, deps)
             issue = await store.get(tx.conn, proj.id, issue_id)
             tx.emit(
                 EventType.ISSUE_CREATED,
@@ -86,7 +88,7 @@ class IssueService(Service):
                 depends_on=deps,
                 assignee=issue.assignee,
             )
-            if await store.is_ready(tx.conn, issue_id):
+            if await dependency_store.is_ready(tx.conn, issue_id):
                 tx.emit(EventType.ISSUE_READY, actor, proj.id, id=issue_id, title=title)
         return issue
 
@@ -150,13 +152,13 @@ class IssueService(Service):
             proj = await self.project(conn, caller, project)
             issue = await store.get(conn, proj.id, issue_id)
             deps = await store.by_ids(conn, issue.depends_on)
-            dependants = await store.by_ids(conn, await store.dependants(conn, issue_id))
+            dependants = await store.by_ids(conn, await dependency_store.dependants(conn, issue_id))
             return IssueDetail(
                 issue=issue,
-                comments=await store.comments_of(conn, issue_id),
+                comments=await comment_store.comments_of(conn, issue_id),
                 dependencies=deps,
                 dependants=dependants,
-                ready=await store.is_ready(conn, issue_id),
+                ready=await dependency_store.is_ready(conn, issue_id),
             )
 
     async def update(
@@ -203,7 +205,7 @@ class IssueService(Service):
                 values["assignee_id"] = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
             if deps is not None:
                 await self._check_refs(tx.conn, proj.id, deps, None)
-                graph = await store.dependency_graph(tx.conn, proj.id)
+                graph = await dependency_store.dependency_graph(tx.conn, proj.id)
                 graph.pop(issue_id, None)
                 cycle = rules.find_cycle(graph, issue_id, deps)
                 if cycle is not None:
@@ -220,7 +222,7 @@ class IssueService(Service):
                     f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
                 )
             if deps is not None:
-                await store.replace_dependencies(tx.conn, issue_id, deps)
+                await dependency_store.replace_dependencies(tx.conn, issue_id, deps)
             changed = sorted(values) + (["depends_on"] if deps is not None else [])
             changed = [c.removesuffix("_id") for c in changed]
             tx.emit(
@@ -275,7 +277,7 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
             await store.get(tx.conn, proj.id, issue_id)
-            comment_id = await store.add_comment(tx.conn, issue_id, actor, body, tx.now)
+            comment_id = await comment_store.add_comment(tx.conn, issue_id, actor, body, tx.now)
             tx.emit(EventType.ISSUE_COMMENTED, actor, proj.id, id=issue_id, comment_id=comment_id)
         return Comment(id=comment_id, issue_id=issue_id, author=actor, body=body, created_at=tx.now)
 
@@ -316,7 +318,11 @@ class IssueService(Service):
     async def _announce_ready(
         self, tx: Transaction, project_id: int, issue_id: int, actor: str
     ) -> builtins.list[Issue]:
-        ready = [d for d in await store.dependants(tx.conn, issue_id) if await store.is_ready(tx.conn, d)]
+        ready = [
+            d
+            for d in await dependency_store.dependants(tx.conn, issue_id)
+            if await dependency_store.is_ready(tx.conn, d)
+        ]
         loaded = await store.by_ids(tx.conn, ready)
         for issue in loaded:
             tx.emit(

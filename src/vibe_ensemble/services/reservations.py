@@ -8,7 +8,6 @@ two exclusive holders of overlapping patterns can never both be granted.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from vibe_ensemble.domain.models import (
 )
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.lease_conflicts import find_conflicts
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
 from vibe_ensemble.store import reservations as store
@@ -38,9 +38,6 @@ MAX_TTL_S = 86_400
 MAX_RESERVE_PATHS = 100
 MAX_CHECK_PATHS = 1000
 MAX_REASON = rules.MAX_NOTE
-# Steps one call may spend comparing its patterns with the live leases (see domain/globs.py;
-# one comparison of ordinary globs costs tens of steps, the worst one globs.WORK_BUDGET).
-CALL_BUDGET = 1_000_000
 OPERATION = "reserve_paths"
 
 _RESULT = TypeAdapter(ReservationResult)
@@ -62,68 +59,6 @@ def parse_patterns(
             notes.append(note)
         patterns.setdefault(pattern.text, pattern)
     return list(patterns.values()), notes
-
-
-def _stored(text: str) -> globs.LeasePattern:
-    # a stored lease was valid when granted; limits tightened since must not make it unreadable
-    return globs.stored(text)
-
-
-def conflicts_with(
-    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
-) -> list[LeaseConflict]:
-    """Leases in `held` that stand in the way: overlapping, and exclusive on either side.
-
-    Bounded: each comparison within globs.WORK_BUDGET steps and the whole call within
-    CALL_BUDGET; past either the call is refused (InvalidInput naming the pattern), never
-    answered with a guess.
-    """
-    found: list[LeaseConflict] = []
-    spent = 0
-    for pattern in wanted:
-        for lease in held:
-            if not (exclusive or lease.exclusive):
-                continue
-            budget = globs.Budget(min(globs.WORK_BUDGET, CALL_BUDGET - spent))
-            try:
-                overlap = globs.overlaps(pattern, _stored(lease.pattern), budget)
-            except globs.TooComplex:
-                if budget.limit < globs.WORK_BUDGET:
-                    raise InvalidInput(
-                        "paths",
-                        f"comparing these {len(wanted)} patterns with the {len(held)} live leases "
-                        "takes too long; send fewer patterns per call or simpler globs",
-                    ) from None
-                raise InvalidInput(
-                    "paths",
-                    f"the pattern {pattern.text!r} is too complex to compare with the lease "
-                    f"{lease.pattern!r}; use fewer wildcards (e.g. one '*' per segment, or a "
-                    "directory such as src/api/**)",
-                    value=pattern.text,
-                ) from None
-            spent += budget.spent + 1
-            if overlap:
-                found.append(
-                    LeaseConflict(
-                        path=pattern.text,
-                        holder=lease.holder,
-                        pattern=lease.pattern,
-                        exclusive=lease.exclusive,
-                        reason=lease.reason,
-                        expires_at=lease.expires_at,
-                        reservation_id=lease.id,
-                    )
-                )
-    return found
-
-
-async def find_conflicts(
-    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
-) -> list[LeaseConflict]:
-    """`conflicts_with`, in a worker thread: the event loop (and /healthz) keeps answering."""
-    if not held:
-        return []
-    return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)
 
 
 def _emit_refused(

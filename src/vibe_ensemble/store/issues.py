@@ -1,8 +1,10 @@
-"""Issues, their dependencies and comments."""
+"""Issues: reading them (one, a page, the lists the board and briefings show) and writing them.
+
+Their dependencies and readiness live in store/dependencies.py, their comments in store/comments.py.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,19 +14,11 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import NotFound
-from vibe_ensemble.domain.models import Comment, Issue
+from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.dependencies import FINISHED, dependencies_of, ready_clause, waiting_on_dependencies
 from vibe_ensemble.store.prepared import Prepared
-from vibe_ensemble.store.tables import (
-    agents,
-    comments,
-    issue_dependencies,
-    issues,
-    json_array_contains,
-    projects,
-)
-
-_FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
+from vibe_ensemble.store.tables import agents, issues, json_array_contains, projects
 
 _assignee = agents.alias("assignee")
 
@@ -57,28 +51,11 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
     )
 
 
-_DEPENDENCIES_OF = Prepared(
-    sa.select(issue_dependencies)
-    .where(issue_dependencies.c.issue_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(issue_dependencies.c.depends_on_id)
-)
-
-
-async def _dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
-    ids = list(ids)
-    out: dict[int, list[int]] = defaultdict(list)
-    if not ids:
-        return out
-    for r in await conn.execute(_DEPENDENCIES_OF, {"ids": ids}):
-        out[r.issue_id].append(r.depends_on_id)
-    return out
-
-
 async def _load(
     conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
 ) -> list[Issue]:
     rows = list(await conn.execute(query, parameters))
-    deps = await _dependencies_of(conn, (r.id for r in rows))
+    deps = await dependencies_of(conn, (r.id for r in rows))
     return [_to_issue(r, deps.get(r.id, [])) for r in rows]
 
 
@@ -104,63 +81,6 @@ async def existing_ids(conn: Connection, project_id: int, ids: Iterable[int]) ->
     return {r.id for r in rows}
 
 
-async def dependency_graph(conn: Connection, project_id: int) -> dict[int, list[int]]:
-    rows = await conn.execute(
-        sa.select(issue_dependencies)
-        .join(issues, issues.c.id == issue_dependencies.c.issue_id)
-        .where(issues.c.project_id == project_id)
-    )
-    graph: dict[int, list[int]] = defaultdict(list)
-    for r in rows:
-        graph[r.issue_id].append(r.depends_on_id)
-    return graph
-
-
-def _waiting_on_dependencies() -> sa.Exists:
-    """True for an issue that still waits on an open dependency."""
-    dep = issues.alias("dep")
-    return (
-        sa.select(issue_dependencies.c.depends_on_id)
-        .join(dep, dep.c.id == issue_dependencies.c.depends_on_id)
-        .where(issue_dependencies.c.issue_id == issues.c.id, dep.c.status.not_in(_FINISHED))
-        .exists()
-    )
-
-
-def _ready_clause() -> sa.ColumnElement[bool]:
-    """An issue is ready when open, unassigned and every dependency is done or closed."""
-    return sa.and_(
-        issues.c.status == IssueStatus.OPEN.value,
-        issues.c.assignee_id.is_(None),
-        ~_waiting_on_dependencies(),
-    )
-
-
-_IS_READY = Prepared(sa.select(issues.c.id).where(issues.c.id == sa.bindparam("id"), _ready_clause()))
-_DEPENDANTS = Prepared(
-    sa.select(issue_dependencies.c.issue_id).where(issue_dependencies.c.depends_on_id == sa.bindparam("id"))
-)
-_COMMENTS_OF = Prepared(
-    sa.select(comments).where(comments.c.issue_id == sa.bindparam("id")).order_by(comments.c.id)
-)
-
-
-async def is_ready(conn: Connection, issue_id: int) -> bool:
-    return (await conn.execute(_IS_READY, {"id": issue_id})).first() is not None
-
-
-async def dependants(conn: Connection, issue_id: int) -> list[int]:
-    return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
-
-
-async def comments_of(conn: Connection, issue_id: int) -> list[Comment]:
-    rows = await conn.execute(_COMMENTS_OF, {"id": issue_id})
-    return [
-        Comment(id=r.id, issue_id=r.issue_id, author=r.author, body=r.body, created_at=r.created_at)
-        for r in rows
-    ]
-
-
 async def by_ids(conn: Connection, ids: Iterable[int]) -> list[Issue]:
     """The issues with these ids, in id order."""
     return await _load(conn, _select().where(issues.c.id.in_(list(ids))).order_by(issues.c.id))
@@ -171,7 +91,7 @@ async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Iss
     return await _load(
         conn,
         _select()
-        .where(issues.c.project_id == project_id, _ready_clause())
+        .where(issues.c.project_id == project_id, ready_clause())
         .order_by(issues.c.priority, issues.c.id)
         .limit(limit),
     )
@@ -182,7 +102,7 @@ async def unfinished_of(conn: Connection, agent_id: int) -> list[Issue]:
     return await _load(
         conn,
         _select()
-        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(_FINISHED))
+        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(FINISHED))
         .order_by(issues.c.priority, issues.c.id),
     )
 
@@ -216,7 +136,7 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
             )
         )
     if where.ready is not None:
-        q = q.where(_ready_clause() if where.ready else ~_ready_clause())
+        q = q.where(ready_clause() if where.ready else ~ready_clause())
     if isinstance(where.after, tuple):
         prio, last = where.after
         q = q.where(
@@ -261,18 +181,6 @@ async def insert(
         .returning(issues.c.id)
     )
     return int(result.scalar_one())
-
-
-async def add_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
-    if depends_on:
-        await conn.execute(
-            issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in depends_on]
-        )
-
-
-async def replace_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
-    await conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
-    await add_dependencies(conn, issue_id, depends_on)
 
 
 async def update(conn: Connection, issue: Issue, now: datetime, **values: Any) -> bool:
@@ -320,22 +228,6 @@ async def reopen_taken_by(conn: Connection, agent_id: int, now: datetime) -> lis
     return [r.id for r in rows]
 
 
-async def add_comment(conn: Connection, issue_id: int, author: str, body: str, now: datetime) -> int:
-    result = await conn.execute(
-        comments.insert()
-        .values(issue_id=issue_id, author=author, body=body, created_at=now)
-        .returning(comments.c.id)
-    )
-    return int(result.scalar_one())
-
-
-async def ready_ids(conn: Connection, project_id: int) -> set[int]:
-    rows = await conn.execute(
-        sa.select(issues.c.id).where(issues.c.project_id == project_id, _ready_clause())
-    )
-    return {r.id for r in rows}
-
-
 async def with_status(conn: Connection, project_id: int, status: IssueStatus, *, limit: int) -> list[Issue]:
     """Issues of one status: finished ones most recently changed first, the others best first."""
     q = _select().where(issues.c.project_id == project_id, issues.c.status == status.value)
@@ -348,7 +240,7 @@ async def with_status(conn: Connection, project_id: int, status: IssueStatus, *,
 
 async def blocked_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
     """Issues marked blocked, or open and waiting on unfinished dependencies, best first."""
-    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, _waiting_on_dependencies())
+    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies())
     return await _load(
         conn,
         _select()
@@ -370,32 +262,9 @@ async def count_by_status(conn: Connection, project_id: int) -> dict[str, int]:
     return {r.status: int(r.n) for r in rows}
 
 
-async def ready_count(conn: Connection, project_id: int) -> int:
-    """How many issues of a project are ready."""
-    q = (
-        sa.select(sa.func.count())
-        .select_from(issues)
-        .where(issues.c.project_id == project_id, _ready_clause())
-    )
-    return int((await conn.execute(q)).scalar_one())
-
-
-def _blocked(project_id: int) -> sa.ColumnElement[bool]:
-    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, _waiting_on_dependencies())
-    return sa.and_(
-        issues.c.project_id == project_id, sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting)
-    )
-
-
-async def blocked_count(conn: Connection, project_id: int) -> int:
-    """How many issues `blocked_in` would list without a limit."""
-    q = sa.select(sa.func.count()).select_from(issues).where(_blocked(project_id))
-    return int((await conn.execute(q)).scalar_one())
-
-
 async def waiting_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
     """Issues marked blocked, or open but not ready (assigned, or waiting on dependencies), best first."""
-    not_ready = sa.and_(issues.c.status == IssueStatus.OPEN.value, sa.not_(_ready_clause()))
+    not_ready = sa.and_(issues.c.status == IssueStatus.OPEN.value, sa.not_(ready_clause()))
     return await _load(
         conn,
         _select()

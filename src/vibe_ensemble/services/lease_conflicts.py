@@ -1,0 +1,80 @@
+"""Which live leases stand in the way of wanted patterns: the overlap of every pair, within budgets.
+
+Each comparison is bounded by domain/overlap.py's work budget and a whole call by CALL_BUDGET;
+past either the call is refused rather than answered with a guess. The comparisons run in a
+worker thread, so the event loop keeps answering. services/reservations.py decides with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from vibe_ensemble.domain import globs, overlap
+from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.models import LeaseConflict, Reservation
+
+# Steps one call may spend comparing its patterns with the live leases (see domain/overlap.py;
+# one comparison of ordinary globs costs tens of steps, the worst one overlap.WORK_BUDGET).
+CALL_BUDGET = 1_000_000
+
+
+def _stored(text: str) -> globs.LeasePattern:
+    # a stored lease was valid when granted; limits tightened since must not make it unreadable
+    return globs.stored(text)
+
+
+def conflicts_with(
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+) -> list[LeaseConflict]:
+    """Leases in `held` that stand in the way: overlapping, and exclusive on either side.
+
+    Bounded: each comparison within overlap.WORK_BUDGET steps and the whole call within
+    CALL_BUDGET; past either the call is refused (InvalidInput naming the pattern), never
+    answered with a guess.
+    """
+    found: list[LeaseConflict] = []
+    spent = 0
+    for pattern in wanted:
+        for lease in held:
+            if not (exclusive or lease.exclusive):
+                continue
+            budget = overlap.Budget(min(overlap.WORK_BUDGET, CALL_BUDGET - spent))
+            try:
+                overlapping = overlap.overlaps(pattern, _stored(lease.pattern), budget)
+            except overlap.TooComplex:
+                if budget.limit < overlap.WORK_BUDGET:
+                    raise InvalidInput(
+                        "paths",
+                        f"comparing these {len(wanted)} patterns with the {len(held)} live leases "
+                        "takes too long; send fewer patterns per call or simpler globs",
+                    ) from None
+                raise InvalidInput(
+                    "paths",
+                    f"the pattern {pattern.text!r} is too complex to compare with the lease "
+                    f"{lease.pattern!r}; use fewer wildcards (e.g. one '*' per segment, or a "
+                    "directory such as src/api/**)",
+                    value=pattern.text,
+                ) from None
+            spent += budget.spent + 1
+            if overlapping:
+                found.append(
+                    LeaseConflict(
+                        path=pattern.text,
+                        holder=lease.holder,
+                        pattern=lease.pattern,
+                        exclusive=lease.exclusive,
+                        reason=lease.reason,
+                        expires_at=lease.expires_at,
+                        reservation_id=lease.id,
+                    )
+                )
+    return found
+
+
+async def find_conflicts(
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+) -> list[LeaseConflict]:
+    """`conflicts_with`, in a worker thread: the event loop (and /healthz) keeps answering."""
+    if not held:
+        return []
+    return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)

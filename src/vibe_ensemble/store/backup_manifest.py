@@ -1,0 +1,99 @@
+"""What a backup is: its manifest (`<id>.json`), its label, and how it is checked.
+
+The manifest records time, label, backend, schema revision, row counts per table, size and
+sha256 of the stored file; `compare` checks a restored database against it. The operations
+that write and read manifests are in store/backup.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from vibe_ensemble.store.backup_storage import BackupError
+
+MANIFEST_FORMAT = 1
+LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+@dataclass
+class Manifest:
+    id: str
+    label: str
+    created_at: datetime
+    backend: str  # sqlite | postgresql
+    schema_revision: str | None
+    row_counts: dict[str, int]
+    file: str
+    size: int
+    sha256: str
+    source: str  # the database URL, without its password
+    seconds: float
+    format: int = MANIFEST_FORMAT
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return json.dumps(data, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        try:
+            data = json.loads(raw)
+            data["created_at"] = datetime.fromisoformat(data["created_at"])
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BackupError(f"unreadable manifest: {exc}") from exc
+
+
+@dataclass
+class Check:
+    """The outcome of verifying one backup (or a restored database)."""
+
+    id: str
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RestoreResult:
+    id: str
+    target: str
+    safety_backup: str | None
+    migrated_to: str
+    seconds: float
+
+
+def check_label(label: str) -> str:
+    if not label or len(label) > 32 or not set(label) <= LABEL_CHARS or label.startswith("-"):
+        raise BackupError(f"label {label!r}: use 1-32 lower-case letters, digits and '-' (e.g. daily)")
+    return label
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compare(manifest: Manifest, revision: str | None, counts: dict[str, int]) -> list[str]:
+    problems = []
+    if revision != manifest.schema_revision:
+        problems.append(f"schema revision is {revision}, the manifest says {manifest.schema_revision}")
+    for table, expected in sorted(manifest.row_counts.items()):
+        got = counts.get(table)
+        if got != expected:
+            problems.append(f"table {table}: {got} rows, the manifest says {expected}")
+    extra = sorted(set(counts) - set(manifest.row_counts))
+    if extra:
+        problems.append(f"tables not in the manifest: {', '.join(extra)}")
+    return problems

@@ -1,0 +1,124 @@
+"""Dependencies between issues, and readiness.
+
+An issue is ready when it is open, unassigned and every issue it depends on is done or closed;
+`ready_clause` says so in SQL for store/issues.py's lists too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.enums import IssueStatus
+from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.tables import issue_dependencies, issues
+
+FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
+
+
+_DEPENDENCIES_OF = Prepared(
+    sa.select(issue_dependencies)
+    .where(issue_dependencies.c.issue_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(issue_dependencies.c.depends_on_id)
+)
+
+
+async def dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
+    ids = list(ids)
+    out: dict[int, list[int]] = defaultdict(list)
+    if not ids:
+        return out
+    for r in await conn.execute(_DEPENDENCIES_OF, {"ids": ids}):
+        out[r.issue_id].append(r.depends_on_id)
+    return out
+
+
+async def dependency_graph(conn: Connection, project_id: int) -> dict[int, list[int]]:
+    rows = await conn.execute(
+        sa.select(issue_dependencies)
+        .join(issues, issues.c.id == issue_dependencies.c.issue_id)
+        .where(issues.c.project_id == project_id)
+    )
+    graph: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        graph[r.issue_id].append(r.depends_on_id)
+    return graph
+
+
+async def add_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
+    if depends_on:
+        await conn.execute(
+            issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in depends_on]
+        )
+
+
+async def replace_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
+    await conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
+    await add_dependencies(conn, issue_id, depends_on)
+
+
+_DEPENDANTS = Prepared(
+    sa.select(issue_dependencies.c.issue_id).where(issue_dependencies.c.depends_on_id == sa.bindparam("id"))
+)
+
+
+async def dependants(conn: Connection, issue_id: int) -> list[int]:
+    return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
+
+
+def waiting_on_dependencies() -> sa.Exists:
+    """True for an issue that still waits on an open dependency."""
+    dep = issues.alias("dep")
+    return (
+        sa.select(issue_dependencies.c.depends_on_id)
+        .join(dep, dep.c.id == issue_dependencies.c.depends_on_id)
+        .where(issue_dependencies.c.issue_id == issues.c.id, dep.c.status.not_in(FINISHED))
+        .exists()
+    )
+
+
+def ready_clause() -> sa.ColumnElement[bool]:
+    """An issue is ready when open, unassigned and every dependency is done or closed."""
+    return sa.and_(
+        issues.c.status == IssueStatus.OPEN.value,
+        issues.c.assignee_id.is_(None),
+        ~waiting_on_dependencies(),
+    )
+
+
+_IS_READY = Prepared(sa.select(issues.c.id).where(issues.c.id == sa.bindparam("id"), ready_clause()))
+
+
+async def is_ready(conn: Connection, issue_id: int) -> bool:
+    return (await conn.execute(_IS_READY, {"id": issue_id})).first() is not None
+
+
+async def ready_ids(conn: Connection, project_id: int) -> set[int]:
+    rows = await conn.execute(sa.select(issues.c.id).where(issues.c.project_id == project_id, ready_clause()))
+    return {r.id for r in rows}
+
+
+async def ready_count(conn: Connection, project_id: int) -> int:
+    """How many issues of a project are ready."""
+    q = (
+        sa.select(sa.func.count())
+        .select_from(issues)
+        .where(issues.c.project_id == project_id, ready_clause())
+    )
+    return int((await conn.execute(q)).scalar_one())
+
+
+def _blocked(project_id: int) -> sa.ColumnElement[bool]:
+    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies())
+    return sa.and_(
+        issues.c.project_id == project_id, sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting)
+    )
+
+
+async def blocked_count(conn: Connection, project_id: int) -> int:
+    """How many issues `store/issues.blocked_in` would list without a limit."""
+    q = sa.select(sa.func.count()).select_from(issues).where(_blocked(project_id))
+    return int((await conn.execute(q)).scalar_one())

@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# `make run` needs only the server's dependencies; `make test`, `lint` and the rest add the dev extras.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 TOOLS := $(VENV)/tools
@@ -9,9 +11,13 @@ CHECKOV := $(TOOLS)/checkov/.installed
 
 .PHONY: run test lint install tools migrate bench clean lock
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -25,7 +31,7 @@ $(CHECKOV): deployment/tools/checkov.lock
 
 tools: $(CHECKOV)
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/vibe-ensemble migrate
 
 # make run PORT=8090 HOST=0.0.0.0 DATABASE_URL=postgresql+asyncpg://…  (each optional; the defaults are
@@ -33,9 +39,9 @@ migrate: $(STAMP)
 PORT ?=
 HOST ?=
 DATABASE_URL ?=
-run: $(STAMP)
-	$(BIN)/vibe-ensemble serve --migrate $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
-		$(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+SERVE_ARGS = $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+run: $(RUN_STAMP)
+	$(BIN)/vibe-ensemble serve --migrate $(strip $(SERVE_ARGS))
 
 # Parallel on TEST_WORKERS processes (pytest-xdist); each module stays on one worker, so a module's
 # server and browser start once. PYTEST_ARGS adds arguments, e.g. make test PYTEST_ARGS="-k mail".

@@ -1,25 +1,37 @@
 """`vibe-ensemble --help` and `token …` start without the database layer, the services or the server:
 the root lists its commands from `cli.GROUPS` and imports a command's module only to run it (or to
-show its own help). What each start imports is checked, not how long it takes."""
+show its own help). A token command that runs needs the database layer, never the server's web or
+MCP stack. What each start imports is checked, not how long it takes."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from vibe_ensemble.cli import GROUPS, load
 
+# What the server needs and no token command does.
+SERVER = ("fastapi", "starlette.applications", "uvicorn", "mcp", "alembic", "vibe_ensemble.api")
 HEAVY = (
+    *SERVER,
     "sqlalchemy",
     "asyncpg",
-    "alembic",
+    "pydantic_settings",
+    "structlog",
+    "prometheus_client",
     "vibe_ensemble.runtime",
     "vibe_ensemble.services",
-    "vibe_ensemble.api",
+    "vibe_ensemble.store",
 )
+
+
+def among(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m in prefixes or m.startswith(tuple(p + "." for p in prefixes)))
 
 
 def _first_paragraph(text: str | None) -> str:
@@ -31,10 +43,11 @@ def test_the_root_help_lists_each_commands_own_line(name: str) -> None:
     assert _first_paragraph(load(name).help) == GROUPS[name][1]
 
 
-def imported_by(*argv: str) -> set[str]:
+def imported_by(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     """The modules a fresh interpreter has imported after `vibe-ensemble ARGV` ran."""
     code = (
         "import json, sys\n"
+        f"sys.argv = ['vibe-ensemble', *{list(argv)!r}]\n"
         "from vibe_ensemble.cli import app\n"
         "try:\n"
         f"    app({list(argv)!r}, prog_name='vibe-ensemble')\n"
@@ -42,7 +55,7 @@ def imported_by(*argv: str) -> set[str]:
         "    assert exit.code in (0, None), exit.code\n"
         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
@@ -52,8 +65,25 @@ def imported_by(*argv: str) -> set[str]:
 )
 def test_help_and_token_commands_start_without_the_database_layer(argv: list[str]) -> None:
     modules = imported_by(*argv)
-    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+    heavy = among(modules, HEAVY)
     assert heavy == [], f"{' '.join(argv)} imported {heavy[:10]}"
     loaded = {m.removeprefix("vibe_ensemble.cli.") for m in modules if m.startswith("vibe_ensemble.cli.")}
     expected = {"common", "tokens"} if argv[0] == "token" else set()
     assert loaded == expected  # no other command's module
+
+
+def test_token_list_runs_without_the_server_stack(tmp_path: Path) -> None:
+    env = {**os.environ, "VIBE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"}
+    migrated = subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    modules = imported_by("token", "list", env=env)
+    assert "sqlalchemy" in modules and "vibe_ensemble.services.tokens" in modules  # it did run
+    assert among(modules, SERVER) == []
+    # Only the services it uses: the server's others are made (and imported) when it starts.
+    assert among(modules, ("vibe_ensemble.services.issues", "vibe_ensemble.services.knowledge")) == []

@@ -80,7 +80,6 @@ class Runtime:
 
     async def start_live(self) -> None:
         """Start following the event log: the LISTEN bridge (PostgreSQL) and the mail dispatcher."""
-        self.services.make_all()
         hub = self.services.ctx.hub
         if self.db.is_sqlite:
             # One process owns the file, so every commit is published here; start from the newest.
@@ -112,8 +111,7 @@ class Runtime:
     async def stop_live(self) -> None:
         await stop_task(self._sampler)
         self._sampler = None
-        if self.services.made("live"):  # a command that never served has no mail dispatcher to stop
-            await self.services.live.mail.stop()
+        await self.services.live.mail.stop()
         if self.bridge is not None:
             await self.bridge.stop()
             self.bridge = None

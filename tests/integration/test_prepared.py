@@ -52,14 +52,15 @@ async def test_prepared_matches_sqlalchemy(runtime: Runtime, admin: Caller) -> N
         for prepared, params in cases:
             fast = await conn.execute(prepared, params)
             slow = await conn.execute(prepared.statement, params)
-            assert list(fast.keys()) == list(slow.keys())
+            columns = list(fast.keys())
+            assert columns == list(slow.keys())
             assert fast.all() == slow.all()
             # Read as records (named tuples), every column reads as from SQLAlchemy's own rows.
             fast_records = records(await conn.execute(prepared, params))
             slow_rows = (await conn.execute(prepared.statement, params)).all()
             assert [tuple(r) for r in fast_records] == [tuple(r) for r in slow_rows]
             for record, row in zip(fast_records, slow_rows, strict=True):
-                assert all(getattr(record, k) == getattr(row, k) for k in fast.keys())
+                assert all(getattr(record, k) == getattr(row, k) for k in columns)
             first = first_record(await conn.execute(prepared, params))
             assert first == (fast_records[0] if fast_records else None)
         row = (await conn.execute(BY_NAME, {"project_id": project_id, "name": "ana"})).one()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.runtime import Runtime
@@ -67,6 +69,10 @@ async def test_prepared_matches_sqlalchemy(runtime: Runtime, admin: Caller) -> N
         assert row.capabilities == ["python", "sql"]
         assert row.registered_at.tzinfo is not None
         assert (await conn.execute(COUNT, {"agent_id": bo})).scalar_one() == 3
+        for none_or_many in ({"project_id": project_id, "name": "nobody"}, {"after": 0}):
+            statement = BY_NAME if "name" in none_or_many else MIXED
+            with pytest.raises((NoResultFound, MultipleResultsFound)):
+                (await conn.execute(statement, none_or_many)).scalar_one()
 
 
 IN_IDS = Prepared(

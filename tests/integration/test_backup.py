@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,15 @@ from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.store.backup_target import Target
 
 from ..conftest import create_postgres_database, drop_postgres_database, make_settings
+
+
+def _backups(database_url: str, tmp_path: Path) -> Backups:
+    """Backups as the CLI makes them: pg_dump from VIBE_PG_BIN_DIR when set (tests/postgres.py sets it
+    to the embedded server's own tools), else from PATH."""
+    tools = os.environ.get("VIBE_PG_BIN_DIR")
+    return Backups(
+        database_url, DirectoryStorage(tmp_path / "backups"), pg_bin_dir=Path(tools) if tools else None
+    )
 
 
 async def _seed(services: Services, issues: int = 5, messages: int = 5) -> None:
@@ -64,7 +74,7 @@ async def test_a_backup_taken_under_writes_verifies_and_restores(
     runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
 ) -> None:
     await _seed(runtime.services)
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
 
     async def keep_writing() -> int:
         sent = 0
@@ -106,7 +116,7 @@ async def test_a_damaged_backup_fails_verification_and_is_refused(
     runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
 ) -> None:
     await _seed(runtime.services)
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     manifest = await backups.create()
     path = tmp_path / "backups" / manifest.file
     data = bytearray(path.read_bytes())
@@ -133,7 +143,7 @@ async def test_a_restore_that_fails_after_touching_the_target_rolls_back(
 ) -> None:
     """The backup restores, but what it holds does not match its manifest: the target is put back."""
     await _seed(runtime.services, issues=3)
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     bad = await backups.create()
     counts = dict(bad.row_counts)
     counts["issues"] = 999
@@ -154,7 +164,7 @@ async def test_a_backup_file_that_breaks_mid_restore_rolls_back(
 ) -> None:
     """A corrupted backup whose manifest matches it (damaged before it was stored) never half-lands."""
     await _seed(runtime.services, issues=3)
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     manifest = await backups.create()
     path = tmp_path / "backups" / manifest.file
     if manifest.backend == "sqlite":
@@ -184,7 +194,7 @@ async def test_restore_refuses_while_a_server_uses_the_target(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
     await _seed(runtime.services)
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     manifest = await backups.create()
     # The runtime fixture owns the SQLite file and holds PostgreSQL connections, as a server does.
     async with runtime.db.read() as conn:
@@ -200,7 +210,7 @@ async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
     rt = Runtime(make_settings(database_url, tmp_path))
     await rt.start(apply_migrations=True)
     await rt.stop()
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     made = [await backups.create(label) for label in ["daily"] * 4 + ["weekly"] * 3 + ["manual"] * 2]
 
     would = await backups.prune(keep_daily=2, keep_weekly=1, dry_run=True)
@@ -217,7 +227,7 @@ async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
 
 
 async def test_labels_and_ids_are_checked(database_url: str, tmp_path: Path) -> None:
-    backups = Backups(database_url, DirectoryStorage(tmp_path / "backups"))
+    backups = _backups(database_url, tmp_path)
     with pytest.raises(BackupError, match="label"):
         await backups.create("Daily Backup")
     with pytest.raises(BackupError, match="no backup"):

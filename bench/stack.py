@@ -2,6 +2,7 @@
 
     python bench/stack.py                    # 2,000 rounds each, a temporary SQLite file
     python bench/stack.py --rounds 5000
+    python bench/stack.py --database-url postgresql+asyncpg://…/empty_db     # written to!
 
 No sockets and no uvicorn: each request is handed to the ASGI app as uvicorn would hand it
 (the same headers and body the official SDK client sends), one after the other. Each round is
@@ -110,11 +111,13 @@ class Caller:
         return answer
 
 
-async def run(rounds: int) -> None:
+async def run(rounds: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         unlimited = dict.fromkeys(DEFAULT_RATE_LIMITS, 0)  # this measures cost, not policy
         settings = Settings(  # type: ignore[call-arg]
-            database_url=f"sqlite:///{tmp}/bench.db", data_dir=Path(tmp), rate_limit_per_minute=unlimited
+            database_url=database_url or f"sqlite:///{tmp}/bench.db",
+            data_dir=Path(tmp),
+            rate_limit_per_minute=unlimited,
         )
         configure_logging(settings)  # as `serve` does: one line per request and per tool call, to stderr
         runtime = Runtime(settings)
@@ -168,7 +171,8 @@ async def run(rounds: int) -> None:
         finally:
             await runtime.stop()
     per_call = {name: 1000 * cpu[name] / calls[name] for name in cpu}
-    print(f"rounds={done} calls each={calls['ours']} (send_message + fetch_inbox, SQLite, in process)")
+    backend = "PostgreSQL" if database_url else "SQLite"
+    print(f"rounds={done} calls each={calls['ours']} (send_message + fetch_inbox, {backend}, in process)")
     for name, ms in per_call.items():
         print(f"  {name:5} CPU per call {ms:.3f} ms")
     ratio, own = per_call["ours"] / per_call["bare"], per_call["ours"] - per_call["bare"]
@@ -180,8 +184,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--database-url", help="an EMPTY database (default: a temporary SQLite file)")
     args = parser.parse_args()
-    asyncio.run(run(args.rounds))
+    asyncio.run(run(args.rounds, args.database_url))
 
 
 if __name__ == "__main__":

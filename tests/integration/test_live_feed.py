@@ -63,6 +63,29 @@ async def test_feed_hands_out_every_event_once_in_order_and_resumes(
     assert rest[0].id > resume_at
 
 
+async def test_concurrent_writers_reach_a_following_feed_once_and_in_order(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    # On PostgreSQL the writes run at once on several pooled connections: the event order lock
+    # (store/events.py) is what keeps ids committing in order, so a feed never steps past one
+    # that commits later.
+    await services.agents.register(admin, name="w1")
+    issue = await services.issues.create(admin, title="busy", agent="w1")
+    start = await services.events.latest_id()
+    feed = await services.live.feed(admin, after=start)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        while len(seen) < 60:
+            seen.extend(e.id for e in await feed.next(0.2))
+
+    follower = asyncio.create_task(follow())
+    await asyncio.gather(*(services.issues.comment(admin, issue.id, f"n{i}", agent="w1") for i in range(60)))
+    await asyncio.wait_for(follower, 30)
+    truth = [e.id for e in (await services.events.page(admin, after=start, limit=1000)).items]
+    assert seen == truth and len(truth) == 60
+
+
 async def test_feed_from_now_on_skips_the_past(live: Runtime, services: Services, admin: Caller) -> None:
     await services.agents.register(admin, name="old")
     feed = await services.live.feed(admin)

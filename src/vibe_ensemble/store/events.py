@@ -39,6 +39,11 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> li
     if not new:
         return []
     postgres = conn.dialect.name == "postgresql"
+    if postgres and len(new) == 1:  # the usual case: lock, insert and notify in one round trip
+        ev = new[0]
+        row = {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor}
+        params = {**row, "payload": ev.payload, "k": EVENT_LOCK_KEY, "c": NOTIFY_CHANNEL}
+        return [(await conn.execute(_LOCK_INSERT_NOTIFY, params)).scalar_one()]
     if postgres:
         await conn.execute(_ORDER_LOCK, {"k": EVENT_LOCK_KEY})
     ids: list[int] = []
@@ -55,6 +60,27 @@ _ORDER_LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k",
 _NOTIFY = Prepared(
     sa.select(sa.func.pg_notify(sa.bindparam("c", type_=sa.Text), sa.bindparam("p", type_=sa.Text)))
 )
+
+
+def _lock_insert_notify() -> Prepared:
+    """One event on PostgreSQL in one statement: the order lock first (the insert reads from it, so
+    its id is drawn after the lock is held), then the row, then the notification of its id."""
+    lock = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k", type_=sa.BigInteger)).label("held")).cte(
+        "ordered"
+    )
+    columns = ["time", "project_id", "type", "actor", "payload"]
+    values = [sa.bindparam(name, type_=events.c[name].type) for name in columns]
+    inserted = (
+        events.insert()
+        .from_select(columns, sa.select(*values).select_from(lock))
+        .returning(events.c.id)
+        .cte("inserted")
+    )
+    notify = sa.func.pg_notify(sa.bindparam("c", type_=sa.Text), sa.cast(inserted.c.id, sa.Text))
+    return Prepared(sa.select(inserted.c.id, notify.label("notified")))
+
+
+_LOCK_INSERT_NOTIFY = _lock_insert_notify()
 
 
 async def newest_id_on_listener(conn: asyncpg.Connection) -> int:

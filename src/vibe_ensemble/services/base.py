@@ -97,13 +97,13 @@ class Service:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:
-        """A read-only snapshot shaped like a write transaction (its events are never written)."""
+        """A read (`Database.read`) shaped like a write transaction (its events are never written)."""
         async with self.snapshot() as conn:
             yield Transaction(conn, self.ctx.clock())
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Connection]:
-        """A read-only snapshot's connection, for reads that need no `Transaction`."""
+        """A read's connection (`Database.read`), for reads that need no `Transaction`."""
         started = self._read_timer.begin()
         try:
             async with self.ctx.db.read() as conn:

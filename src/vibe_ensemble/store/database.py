@@ -239,21 +239,27 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
-        """A read-only snapshot (one transaction)."""
+        """A read: on SQLite one snapshot (a read transaction). On PostgreSQL each statement reads
+        what is committed when it runs, as it would in a transaction at PostgreSQL's READ COMMITTED,
+        without the BEGIN and COMMIT round trips that would add nothing."""
         with faults.translate(write=False), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 with self._sqlite.read() as conn:
                     yield conn
             else:
-                async with self._postgres() as conn:
+                async with self._postgres(transaction=False) as conn:
                     yield conn
 
     @asynccontextmanager
-    async def _postgres(self) -> AsyncIterator[_PostgresConnection]:
-        """A pooled connection in one transaction: committed when the block ends, rolled back on error."""
+    async def _postgres(self, *, transaction: bool = True) -> AsyncIterator[_PostgresConnection]:
+        """A pooled connection in one transaction: committed when the block ends, rolled back on error.
+        Without `transaction`, each statement commits by itself (reads only)."""
         async with self.engine.connect() as aconn:
             driver = (await aconn.get_raw_connection()).driver_connection
             assert isinstance(driver, asyncpg.Connection)
+            if not transaction:
+                yield _PostgresConnection(aconn, driver)
+                return
             async with driver.transaction():
                 yield _PostgresConnection(aconn, driver)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 
 from ..support import ServerProcess, call, call_error, mcp_client
@@ -25,6 +27,10 @@ async def test_a_lease_names_its_issue_over_mcp_and_rest(server: ServerProcess) 
         assert [(r["pattern"], r["issue"]) for r in beat["expiring_reservations"]] == [
             ("src/parser/**", issue["id"])
         ]
+
+        briefing = (await ann.get_prompt("worker_briefing", {})).messages[0].content
+        mine = rf"src/parser/\*\* \(exclusive, \d+ min left, for #{issue['id']}\)"
+        assert re.search(mine, briefing.text)  # type: ignore[union-attr]
 
         error = await call_error(ann, "reserve_paths", paths=["src/lexer.py"], issue=issue["id"] + 500)
         assert f"[invalid_input] issue: no such issue in this project: {issue['id'] + 500}" in error

@@ -63,7 +63,13 @@ def populate(api: Api) -> None:
     api.call(
         "POST",
         api.p + "/reservations",
-        {"paths": ["src/auth/**"], "reason": "session middleware", "agent": "brook", "ttl_s": 3600},
+        {
+            "paths": ["src/auth/**"],
+            "reason": "session middleware",
+            "issue": middleware,
+            "agent": "brook",
+            "ttl_s": 3600,
+        },
     )
     api.call(
         "POST",

@@ -107,6 +107,7 @@ def overseer_pages(browser: Browser, url: str, token: str, api: Api, target: Pat
                 continue
             page.goto(path.format(thread=thread))
             expect(page.locator(ready).first).to_be_visible()
+            expect(page.locator("#live-status")).to_have_text("live")  # not a "not live" badge caught early
             page.screenshot(path=str(target / f"dashboard-{name}-{width}x{height}.png"))
         page.close()
 

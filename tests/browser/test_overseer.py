@@ -42,6 +42,7 @@ def watch_dialogs(page: Page) -> list[str]:
 
 
 def test_leases_page_lists_filters_and_follows_live(page: Page, server: ServerProcess, world: Api) -> None:
+    dialogs = watch_dialogs(page)
     login(page, server.admin_token)
     page.get_by_role("link", name="Leases").click()
     wait_live(page)
@@ -50,12 +51,23 @@ def test_leases_page_lists_filters_and_follows_live(page: Page, server: ServerPr
     expect(brook).to_contain_text("exclusive")
     expect(brook).to_contain_text("session middleware")
     expect(brook.locator(".expires")).to_contain_text(re.compile(r"^in \d+ min$"))
+    # the issue the lease serves (populate: #2), linked to its page
+    served = brook.locator(".issue").get_by_role("link", name="#2 Session middleware")
+    expect(served).to_have_attribute("href", "/issues/2?project=default")
+    expect(brook.locator(".issue .status")).to_have_text("in progress")
+    expect(page.locator("tr[data-holder=cyd] .issue")).to_have_text("—")  # cyd named no issue
     expect(page.locator("tr[data-holder=cyd]")).to_contain_text("shared")
 
+    hostile = world.issue(XSS + " lease")
     world.call(
-        "POST", world.p + "/reservations", {"paths": ["src/live/**"], "agent": "ada", "reason": "live"}
+        "POST",
+        world.p + "/reservations",
+        {"paths": ["src/live/**"], "agent": "ada", "reason": "live", "issue": hostile},
     )
-    expect(page.locator("tr[data-holder=ada]")).to_contain_text("src/live/**")  # no reload
+    ada = page.locator("tr[data-holder=ada]")
+    expect(ada).to_contain_text("src/live/**")  # no reload
+    expect(ada.locator(f".issue a[data-issue='{hostile}']")).to_have_text(f"#{hostile} {XSS} lease")
+    no_script_ran(page, dialogs)  # the issue's title is shown as text
 
     page.select_option("#lease-agent", "cyd")  # the filter submits itself
     expect(page).to_have_url(re.compile(r"agent=cyd"))
@@ -173,6 +185,8 @@ def test_an_agents_page_shows_its_work_live_and_its_text_inert(
     expect(page.locator("article.agent h1 .name")).to_have_text("brook")
     expect(page.locator(".agent-issues")).to_contain_text("#2 Session middleware")
     expect(page.locator(".agent-leases")).to_contain_text("src/auth/**")
+    served = page.locator(".agent-leases").get_by_role("link", name="#2 Session middleware")
+    expect(served).to_have_attribute("href", "/issues/2?project=default")
     expect(page.locator(".agent-mail")).to_contain_text("Rebase on main before review")
     expect(page.locator(".agent-events")).to_contain_text("reservation.granted")
 

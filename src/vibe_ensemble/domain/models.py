@@ -137,6 +137,7 @@ class Reservation:
     reason: str
     created_at: datetime
     expires_at: datetime
+    issue: int | None = None  # the issue (of the same project) the lease serves, when the holder named one
 
 
 @dataclass

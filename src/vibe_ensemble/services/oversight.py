@@ -20,6 +20,7 @@ from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as store
 from vibe_ensemble.store import threads as thread_store
+from vibe_ensemble.store.database import Connection
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AgentView:
     agent: Agent
     issues: list[Issue]  # assigned and not finished, most urgent first
     leases: list[Reservation]  # live, soonest expiry first
+    lease_issues: dict[int, Issue]  # the issues its leases serve, by id
     unread: int  # its mail not yet read
     threads: list[ThreadSummary]  # the newest threads it wrote to or received
     events: list[Event]  # the newest events by or about it, newest first
@@ -40,6 +42,7 @@ class LeaseView:
     leases: list[Reservation]  # live, soonest expiry first (of `agent` only, when given)
     holders: list[str]  # every agent holding a live lease, by name (the filter's choices)
     agent: str | None  # the filter
+    issues: dict[int, Issue]  # the issues the shown leases serve, by id
 
 
 class OversightService(Service):
@@ -51,10 +54,11 @@ class OversightService(Service):
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             every = await store.live_in_project(tx.conn, proj.id, tx.now)
+            chosen = [lease for lease in every if agent is None or lease.holder == agent]
+            served = await _served(tx.conn, chosen)
         holders = sorted({lease.holder for lease in every})
-        chosen = [lease for lease in every if agent is None or lease.holder == agent]
         chosen.sort(key=lambda lease: (lease.expires_at, lease.id))
-        return LeaseView(proj.slug, tx.now, chosen, holders, agent)
+        return LeaseView(proj.slug, tx.now, chosen, holders, agent, served)
 
     async def revoke_lease(
         self, caller: Caller, lease_id: int, *, project: str | None = None, reason: str = ""
@@ -104,14 +108,22 @@ class OversightService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             agent = await agent_store.get(conn, proj.id, name, active=False)
+            leases = await store.held_by(conn, agent.id, tx.now)
             return AgentView(
                 project=proj.slug,
                 agent=agent,
                 issues=await issue_store.unfinished_of(conn, agent.id),
-                leases=await store.held_by(conn, agent.id, tx.now),
+                leases=leases,
+                lease_issues=await _served(conn, leases),
                 unread=await message_store.unread_count(conn, agent.id),
                 threads=await thread_store.newest_threads(
                     conn, proj.id, agent=name, importance=None, unacked=False, limit=recent
                 ),
                 events=await event_store.about_agent(conn, proj.id, name, limit=recent),
             )
+
+
+async def _served(conn: Connection, leases: list[Reservation]) -> dict[int, Issue]:
+    """The issues these leases serve, by id (leases name issues of their own project only)."""
+    ids = {lease.issue for lease in leases if lease.issue is not None}
+    return {issue.id: issue for issue in await issue_store.by_ids(conn, ids)} if ids else {}

@@ -8,6 +8,7 @@ two exclusive holders of overlapping patterns can never both be granted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.services.lease_conflicts import find_conflicts
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
+from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as store
 
 DEFAULT_TTL_S = 1800
@@ -92,6 +94,7 @@ class ReservationService(Service):
         exclusive: bool = True,
         ttl_s: int = DEFAULT_TTL_S,
         reason: str = "",
+        issue: int | None = None,
         mode: ReserveMode = ReserveMode.ADVISORY,
         idempotency_key: str | None = None,
     ) -> ReservationResult:
@@ -99,7 +102,8 @@ class ReservationService(Service):
 
         Advisory (the default): grants what does not conflict and lists the conflicts.
         Strict: grants nothing when anything conflicts. Re-reserving a pattern one
-        already holds renews it (new expiry, exclusivity and reason).
+        already holds renews it (new expiry, exclusivity, reason and issue). `issue` names
+        the issue of the project the leases serve (any status; closing it changes no lease).
         """
         caller.require(Op.RESERVATION_WRITE)
         name = caller.acting_agent(agent)
@@ -107,6 +111,8 @@ class ReservationService(Service):
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise InvalidInput("ttl_s", f"must be between {MIN_TTL_S} and {MAX_TTL_S} seconds")
         reason = rules.text("reason", reason, max_len=MAX_REASON, required=False).strip()
+        if issue is not None and not 1 <= issue <= rules.MAX_ID:
+            raise InvalidInput("issue", f"must be an issue id between 1 and {rules.MAX_ID}")
         key = (
             None
             if idempotency_key is None
@@ -117,12 +123,15 @@ class ReservationService(Service):
             "exclusive": exclusive,
             "ttl_s": ttl_s,
             "reason": reason,
+            "issue": issue,
             "mode": mode.value,
         }
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await store.lock_project(tx.conn, proj.id)
             me = await agent_store.get(tx.conn, proj.id, name)
+            if issue is not None and not await issue_store.existing_ids(tx.conn, proj.id, [issue]):
+                raise InvalidInput("issue", f"no such issue in this project: {issue}")
             if key is not None:
                 replayed = await _replay(tx, proj.id, me.id, key, request)
                 if replayed is not None:
@@ -139,16 +148,14 @@ class ReservationService(Service):
                 else [p for p in patterns if p.text not in blocked]
             )
             expires_at = tx.now + timedelta(seconds=ttl_s)
-            ids = [
-                await _lease(tx, proj.id, me.id, pattern.text, mine, exclusive, reason, expires_at)
-                for pattern in grant
-            ]
+            terms = _Terms(exclusive, reason, issue, expires_at)
+            ids = [await _lease(tx, proj.id, me.id, pattern.text, mine, terms) for pattern in grant]
             granted = await store.by_ids(tx.conn, ids)
             if conflicts:
                 refused = [p.text for p in patterns if p not in grant]
                 _emit_refused(tx, proj.id, name, mode.value, refused, conflicts)
             if granted:
-                _announce(tx, name, proj.id, granted, set(mine), exclusive, reason, expires_at)
+                _announce(tx, name, proj.id, granted, set(mine), terms)
             result = ReservationResult(granted=granted, conflicts=conflicts, warnings=notes)
             if key is not None:
                 await idempotency.save(
@@ -277,30 +284,46 @@ async def _replay(
     return _RESULT.validate_python(stored["result"])
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What one reserve call grants every pattern: exclusivity, reason, issue and expiry."""
+
+    exclusive: bool
+    reason: str
+    issue: int | None
+    expires_at: datetime
+
+
 async def _lease(
     tx: Transaction,
     project_id: int,
     agent_id: int,
     pattern: str,
     mine: dict[str, Reservation],
-    exclusive: bool,
-    reason: str,
-    expires_at: datetime,
+    terms: _Terms,
 ) -> int:
     """Renew the caller's lease on `pattern`, or take a new one; its id."""
     current = mine.get(pattern)
     if current is not None:
-        await store.renew(tx.conn, current.id, exclusive=exclusive, reason=reason, expires_at=expires_at)
+        await store.renew(
+            tx.conn,
+            current.id,
+            exclusive=terms.exclusive,
+            reason=terms.reason,
+            issue=terms.issue,
+            expires_at=terms.expires_at,
+        )
         return current.id
     return await store.insert(
         tx.conn,
         project_id=project_id,
         agent_id=agent_id,
         pattern=pattern,
-        exclusive=exclusive,
-        reason=reason,
+        exclusive=terms.exclusive,
+        reason=terms.reason,
+        issue=terms.issue,
         now=tx.now,
-        expires_at=expires_at,
+        expires_at=terms.expires_at,
     )
 
 
@@ -310,9 +333,7 @@ def _announce(
     project_id: int,
     granted: list[Reservation],
     renewed: set[str],
-    exclusive: bool,
-    reason: str,
-    expires_at: datetime,
+    terms: _Terms,
 ) -> None:
     """The `reservation.granted` event of a reserve call (renewed: the patterns the agent held before)."""
     tx.emit(
@@ -322,8 +343,9 @@ def _announce(
         agent=name,
         ids=[r.id for r in granted],
         patterns=[r.pattern for r in granted],
-        exclusive=exclusive,
-        reason=reason,
-        expires_at=expires_at.isoformat(),
+        exclusive=terms.exclusive,
+        reason=terms.reason,
+        issue=terms.issue,
+        expires_at=terms.expires_at.isoformat(),
         renewed=[r.pattern for r in granted if r.pattern in renewed],
     )

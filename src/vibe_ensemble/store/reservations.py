@@ -30,6 +30,7 @@ def to_reservation(row: sa.Row[Any]) -> Reservation:
         reason=row.reason,
         created_at=row.created_at,
         expires_at=row.expires_at,
+        issue=row.issue_id,
     )
 
 
@@ -89,6 +90,7 @@ async def insert(
     pattern: str,
     exclusive: bool,
     reason: str,
+    issue: int | None,
     now: datetime,
     expires_at: datetime,
 ) -> int:
@@ -100,6 +102,7 @@ async def insert(
             pattern=pattern,
             exclusive=exclusive,
             reason=reason,
+            issue_id=issue,
             created_at=now,
             expires_at=expires_at,
         )
@@ -109,12 +112,18 @@ async def insert(
 
 
 async def renew(
-    conn: Connection, reservation_id: int, *, exclusive: bool, reason: str, expires_at: datetime
+    conn: Connection,
+    reservation_id: int,
+    *,
+    exclusive: bool,
+    reason: str,
+    issue: int | None,
+    expires_at: datetime,
 ) -> None:
     await conn.execute(
         reservations.update()
         .where(reservations.c.id == reservation_id)
-        .values(exclusive=exclusive, reason=reason, expires_at=expires_at)
+        .values(exclusive=exclusive, reason=reason, issue_id=issue, expires_at=expires_at)
     )
 
 

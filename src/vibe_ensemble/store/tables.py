@@ -195,8 +195,10 @@ reservations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("released_at", UTCDateTime, nullable=True),
+    _fk("issue_id", "issues.id", nullable=True, ondelete="SET NULL"),  # the issue the lease serves
     sa.Index(None, "project_id", "released_at", "expires_at"),
     sa.Index(None, "agent_id"),
+    sa.Index(None, "issue_id"),
 )
 
 idempotency_keys = sa.Table(

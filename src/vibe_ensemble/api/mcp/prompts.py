@@ -33,7 +33,8 @@ def _lease(lease: Reservation, now: datetime, *, holder: bool = True) -> str:
     kind = "exclusive" if lease.exclusive else "shared"
     who = f"{lease.holder}: " if holder else ""
     reason = f" — {one_line(lease.reason, 80)}" if lease.reason else ""
-    return f"{who}{lease.pattern} ({kind}, {minutes} min left){reason}"
+    issue = f", for #{lease.issue}" if lease.issue is not None else ""
+    return f"{who}{lease.pattern} ({kind}, {minutes} min left{issue}){reason}"
 
 
 def _state(b: Briefing, now: datetime) -> str:
@@ -119,8 +120,8 @@ close, keep your teammates informed, and never edit files someone else holds.
    `claim_issue` (without an id it picks the best ready issue for your
    capabilities). Never work on an issue you have not claimed.
 3. **Lease before you edit.** `reserve_paths` the files or directories you will
-   change (e.g. `src/api/**`), exclusive, with the issue as the reason and a TTL
-   that covers your work. If a path conflicts, do not edit it: take other work,
+   change (e.g. `src/api/**`), exclusive, naming your issue (`issue`: its id) and
+   with a TTL that covers your work. If a path conflicts, do not edit it: take other work,
    or message the holder and wait. Renew long leases by reserving again.
 4. **Work in the open.** `heartbeat` with status `working` and a one-line
    activity; `comment_issue` when you learn something or change course. Search

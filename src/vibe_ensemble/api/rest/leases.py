@@ -47,6 +47,7 @@ async def reserve_paths(
         exclusive=body.exclusive,
         ttl_s=body.ttl_s,
         reason=body.reason,
+        issue=body.issue,
         mode=body.mode,
         idempotency_key=body.idempotency_key,
     )

@@ -154,6 +154,7 @@ class ReserveIn(Body):
         DEFAULT_TTL_S, ge=MIN_TTL_S, le=MAX_TTL_S, description="Seconds until the lease ends by itself."
     )
     reason: str = Field("", max_length=MAX_NOTE)
+    issue: Id | None = Field(None, description="The id of the issue (of this project) the leases serve.")
     mode: ReserveMode = Field(
         ReserveMode.ADVISORY, description="advisory: grant what is free; strict: nothing on any conflict."
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, CheckPaths, ProjectArg, ReservePaths, items, text
+from vibe_ensemble.api.mcp.params import AgentArg, CheckPaths, Id, ProjectArg, ReservePaths, items, text
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.models import PathCheck, ReleaseResult, ReservationResult
 from vibe_ensemble.domain.rules import MAX_LINE, MAX_NOTE
@@ -24,8 +24,11 @@ async def reserve_paths(
     ] = DEFAULT_TTL_S,
     reason: Annotated[
         str,
-        text("Why, e.g. the issue: '#12 refactor auth'.", MAX_NOTE),
+        text("Why, e.g. 'refactor auth'.", MAX_NOTE),
     ] = "",
+    issue: Annotated[
+        Id | None, Field(description="Id of the issue (of this project) the leases serve.")
+    ] = None,
     mode: Annotated[
         ReserveMode, Field(description="advisory: grant what is free; strict: nothing if any conflict.")
     ] = ReserveMode.ADVISORY,
@@ -50,6 +53,7 @@ async def reserve_paths(
         exclusive=exclusive,
         ttl_s=ttl_s,
         reason=reason,
+        issue=issue,
         mode=mode,
         idempotency_key=idempotency_key,
     )

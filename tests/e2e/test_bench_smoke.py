@@ -44,3 +44,13 @@ def test_startup_runs() -> None:
     out = _run("startup.py", "--runs", "1", "--top", "3")
     assert "start to /readyz 200" in out and "CPU" in out
     assert "imports of installed" in out
+
+
+def test_stack_runs() -> None:
+    out = _run("stack.py", "--rounds", "100")
+    assert "ours  CPU per call" in out and "bare  CPU per call" in out and "ratio" in out
+
+
+def test_live_latency_runs_and_counts_what_was_lost() -> None:
+    out = _run("live_latency.py", "--subscribers", "3", "--events", "5", "--transport", "ws")
+    assert "lost 0, duplicated 0" in out and "RSS" in out and "p99 ms" in out

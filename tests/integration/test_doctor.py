@@ -69,6 +69,7 @@ async def test_production_with_weak_secrets_fails(tmp_path: Path) -> None:
     assert {f.detail for f in failures} == {
         "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters",
         "VIBE_SESSION_SECRET is unset or shorter than 32 characters",
+        "VIBE_METRICS_TOKEN is unset or shorter than 32 characters",
     }
     assert all(f.status == "fail" and "random secret" in f.fix for f in failures)
 

@@ -152,6 +152,8 @@ def container(image: str) -> Iterator[Container]:
         f"VIBE_REQUEST_STATE_KEY={secrets.token_urlsafe(48)}",
         "-e",
         f"VIBE_SESSION_SECRET={secrets.token_urlsafe(48)}",
+        "-e",
+        f"VIBE_METRICS_TOKEN={secrets.token_urlsafe(48)}",
         image,
         "serve",
         "--migrate",

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.config import LOOPBACK, Settings
 
 PROBES = frozenset({"/healthz", "/readyz"})
 METRICS_PATH = "/metrics"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 MCP_PATH = "/mcp"
@@ -57,11 +56,6 @@ def policy(settings: Settings) -> HostPolicy | None:
 def exempt(settings: Settings) -> frozenset[str]:
     """The paths answered whatever the Host: the probes, and /metrics when a token guards it."""
     return PROBES | {METRICS_PATH} if settings.metrics_token else PROBES
-
-
-def loopback_only(settings: Settings) -> bool:
-    """The server listens on loopback and answers to loopback names only (no VIBE_ALLOWED_HOSTS)."""
-    return settings.host in LOOPBACK and not settings.allowed_hosts
 
 
 def _matches(value: str, allowed: str) -> bool:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.metrics_core import Metric
 
-from vibe_ensemble.api import auth, hosts
+from vibe_ensemble.api import auth
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
@@ -36,7 +36,7 @@ UNSET = (
 def refusal(settings: Settings, request: Request) -> Response | None:
     """Why this request may not read /metrics, as the answer to send; None when it may."""
     if not settings.metrics_token:
-        if hosts.loopback_only(settings):
+        if settings.loopback_only:
             return None
         return JSONResponse(auth.error_body("permission_denied", UNSET), 403)
     presented = auth.bearer_token(request.headers)

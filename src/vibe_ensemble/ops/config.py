@@ -18,6 +18,7 @@ from vibe_ensemble.ops.startup import default_data_dir
 
 Profile = Literal["development", "staging", "production"]
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
 DEFAULT_RATE_LIMITS = {"admin": 6000, "coordinator": 6000, "worker": 3000, "viewer": 1200}
 
@@ -153,6 +154,12 @@ class Settings(BaseSettings):
     def mcp_url(self) -> str:
         base = self.public_url or f"http://{self.host}:{self.port}"
         return base.rstrip("/") + "/mcp"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Listening on loopback and answering loopback names only (no VIBE_ALLOWED_HOSTS): a
+        developer's machine, where /metrics may answer without VIBE_METRICS_TOKEN."""
+        return self.host in LOOPBACK and not self.allowed_hosts
 
     def unsafe_reasons(self) -> list[str]:
         """What makes these settings unfit for production (an empty list when they are fine)."""

@@ -5,14 +5,15 @@
 #     -> deployment/secrets/ENV.yaml (mode 600, git-ignored): apply it with
 #        kubectl -n NAMESPACE apply -f deployment/secrets/ENV.yaml
 #
-# VIBE_REQUEST_STATE_KEY and VIBE_SESSION_SECRET: 48 random bytes each (64 URL-safe characters).
+# VIBE_REQUEST_STATE_KEY, VIBE_SESSION_SECRET and VIBE_METRICS_TOKEN (the bearer token Prometheus
+# scrapes /metrics with): 48 random bytes each (64 URL-safe characters).
 # VIBE_DATABASE_URL: DATABASE_URL when set; otherwise postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB
 # from POSTGRES_USER (vibe), POSTGRES_HOST (postgres.database.svc.cluster.local), POSTGRES_PORT (5432)
 # and POSTGRES_DB (vibe_ensemble) with a fresh random password: give that password to the database role.
 # Refuses to overwrite an existing file unless --force (rotating secrets ends dashboard sessions).
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 env_name=$1
 force=${2:-}
@@ -62,6 +63,7 @@ stringData:
   VIBE_DATABASE_URL: "$database_url"
   VIBE_REQUEST_STATE_KEY: "$(random 48)"
   VIBE_SESSION_SECRET: "$(random 48)"
+  VIBE_METRICS_TOKEN: "$(random 48)"
 YAML
 mv "$tmp_out" "$out"
 trap - EXIT

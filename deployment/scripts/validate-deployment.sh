@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Checks a running Vibe Ensemble from outside, as a smoke test after a deploy:
 #
-#   VIBE_TOKEN=vibe_… deployment/scripts/validate-deployment.sh https://vibe.example.com
+#   VIBE_TOKEN=vibe_… [VIBE_METRICS_TOKEN=…] deployment/scripts/validate-deployment.sh https://vibe.example.com
 #
 #   health      GET /healthz answers 200 {"status":"ok"}
 #   readiness   GET /readyz answers 200 "ready" (database reachable, migrations current)
 #   auth        REST and /mcp refuse a request without a token, and one with a wrong token (401)
 #   headers     nosniff, frame, referrer and content-security policies; HSTS when the URL is https
-#   metrics     GET /metrics is Prometheus text with vibe_http_requests_total
+#   metrics     GET /metrics (with VIBE_METRICS_TOKEN as its bearer token, when set) is Prometheus
+#               text with vibe_http_requests_total
 #   mcp         with VIBE_TOKEN: tools/list names list_issues, and a tools/call list_issues succeeds
 #   latency     SAMPLES (default 20) sequential GET /healthz and tools/call; prints p50/p95/max and
 #               fails when a p95 exceeds LATENCY_BUDGET_MS (default 1000)
@@ -16,7 +17,7 @@
 # Any token works for the MCP check (a viewer token is enough); it is sent only to URL.
 set -uo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -eq 1 && $1 != -* ]] || usage
 BASE=${1%/}
 [[ $BASE =~ ^https?:// ]] || { echo "error: URL must start with http:// or https:// (got '$1')" >&2; exit 2; }
@@ -94,9 +95,13 @@ fi
 if [[ -n $(header server) ]]; then fail headers "server header reveals '$(header server)'"; fi
 
 # metrics
-status=$(request metrics GET /metrics)
+metrics_auth=()
+[[ -n ${VIBE_METRICS_TOKEN:-} ]] && metrics_auth=(-H "Authorization: Bearer $VIBE_METRICS_TOKEN")
+status=$(request metrics GET /metrics "${metrics_auth[@]}")
 if [[ $status == 200 ]] && grep -q '^vibe_http_requests_total{' "$tmp/metrics.body"; then
   ok metrics "GET /metrics 200 with vibe_http_requests_total"
+elif [[ $status == 401 || $status == 403 ]]; then
+  fail metrics "GET /metrics answered $status: set VIBE_METRICS_TOKEN to the server's metrics token"
 else
   fail metrics "GET /metrics answered $status without vibe_http_requests_total"
 fi

@@ -48,6 +48,7 @@ def test_secrets_are_required_not_defaulted() -> None:
         "POSTGRES_PASSWORD",
         "VIBE_REQUEST_STATE_KEY",
         "VIBE_SESSION_SECRET",
+        "VIBE_METRICS_TOKEN",
         "GRAFANA_ADMIN_PASSWORD",
     ):
         assert re.search(r"\$\{" + var + r":\?", text), f"{var} must be required (${{{var}:?…}})"
@@ -57,6 +58,12 @@ def test_prometheus_and_grafana_files() -> None:
     prometheus = yaml.safe_load((ROOT / "deployment/prometheus/prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == ["vibe-ensemble:8080"]
+    # /metrics answers only VIBE_METRICS_TOKEN: Prometheus reads it from the compose secret
+    authorization = prometheus["scrape_configs"][0]["authorization"]
+    assert authorization == {"type": "Bearer", "credentials_file": "/run/secrets/vibe_metrics_token"}
+    assert compose()["secrets"]["vibe_metrics_token"] == {"environment": "VIBE_METRICS_TOKEN"}
+    assert compose()["services"]["prometheus"]["secrets"] == ["vibe_metrics_token"]
+    assert "VIBE_METRICS_TOKEN" in compose()["services"]["vibe-ensemble"]["environment"]
     for service in ("prometheus", "grafana"):
         for volume in compose()["services"][service]["volumes"]:
             source = volume.split(":")[0]

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.container
 BASE = "docker.io/library/debian:bookworm-slim"
 IMAGE = os.environ.get("VIBE_CONTAINER_IMAGE", "localhost/vibe-ensemble:test")
 REQUIRE = os.environ.get("VIBE_REQUIRE_CONTAINER") == "1"
+METRICS_TOKEN = secrets.token_urlsafe(48)  # the container scrapes /metrics with it
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -152,6 +153,8 @@ def container(image: str) -> Iterator[Container]:
         f"VIBE_REQUEST_STATE_KEY={secrets.token_urlsafe(48)}",
         "-e",
         f"VIBE_SESSION_SECRET={secrets.token_urlsafe(48)}",
+        "-e",
+        f"VIBE_METRICS_TOKEN={METRICS_TOKEN}",
         image,
         "serve",
         "--migrate",
@@ -200,7 +203,7 @@ async def test_runs_locked_down_and_stops_gracefully(container: Container) -> No
     # the deployment smoke test passes against the container
     smoke = subprocess.run(
         [str(SCRIPTS / "validate-deployment.sh"), container.url],
-        env={**os.environ, "VIBE_TOKEN": token, "SAMPLES": "10"},
+        env={**os.environ, "VIBE_TOKEN": token, "VIBE_METRICS_TOKEN": METRICS_TOKEN, "SAMPLES": "10"},
         capture_output=True,
         text=True,
         timeout=300,

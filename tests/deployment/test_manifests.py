@@ -251,6 +251,7 @@ def test_configmap_values_are_valid_settings(name: str, monkeypatch: pytest.Monk
     # as generate-secrets.sh makes them: random, so production's entropy check accepts them
     monkeypatch.setenv("VIBE_REQUEST_STATE_KEY", secrets.token_urlsafe(32))
     monkeypatch.setenv("VIBE_SESSION_SECRET", secrets.token_urlsafe(32))
+    monkeypatch.setenv("VIBE_METRICS_TOKEN", secrets.token_urlsafe(32))
     settings = Settings()
     assert settings.profile == ("production" if "production" in name else "staging")
     assert settings.unsafe_reasons() == []
@@ -275,6 +276,12 @@ def test_custom_resources() -> None:
     monitor = one("ServiceMonitor", "vibe-ensemble")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    # /metrics answers only VIBE_METRICS_TOKEN, which the server gets from the same Secret key
+    assert monitor["spec"]["endpoints"][0]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "vibe-ensemble-secrets", "key": "VIBE_METRICS_TOKEN"},
+    }
+    assert "VIBE_METRICS_TOKEN" in one("Secret", "vibe-ensemble-secrets")["stringData"]
     rules = one("PrometheusRule", "vibe-ensemble")["spec"]["groups"][0]["rules"]
     alerts = {r["alert"]: r for r in rules}
     assert set(alerts) == {

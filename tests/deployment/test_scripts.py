@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import stat
 import subprocess
@@ -59,6 +60,23 @@ def test_validate_deployment_passes_against_a_real_server(server: ServerProcess)
     checks = {line.split()[1] for line in lines if line.startswith("ok")}
     assert checks == {"health", "readiness", "auth", "headers", "metrics", "mcp", "latency"}
     assert lines[-1] == f"all checks passed against {server.url}"
+
+
+def test_validate_deployment_scrapes_metrics_with_the_metrics_token(tmp_path: Path) -> None:
+    metrics_token = secrets.token_urlsafe(32)
+    server = start_server(
+        tmp_path, extra_env={"VIBE_METRICS_TOKEN": metrics_token}, ready_timeout=READY_TIMEOUT
+    )
+    try:
+        env = {"VIBE_TOKEN": server.admin_token, "SAMPLES": "2"}
+        without = run([VALIDATE, server.url], env=env)
+        assert without.returncode == 1
+        assert "FAIL  metrics    GET /metrics answered 401: set VIBE_METRICS_TOKEN" in without.stdout
+        passed = run([VALIDATE, server.url], env={**env, "VIBE_METRICS_TOKEN": metrics_token})
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+        assert "ok    metrics    GET /metrics 200 with vibe_http_requests_total" in passed.stdout
+    finally:
+        server.stop()
 
 
 class _OpenHandler(BaseHTTPRequestHandler):
@@ -140,10 +158,11 @@ def test_generate_secrets_writes_a_private_random_secret(
     path = tmp_path / "production.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     values = secret_values(path)
-    assert set(values) == {"VIBE_DATABASE_URL", "VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"}
-    for key in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"):
+    generated = ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN")
+    assert set(values) == {"VIBE_DATABASE_URL", *generated}
+    for key in generated:
         assert len(values[key]) == 64 and len(set(values[key])) > 20, key
-    assert values["VIBE_REQUEST_STATE_KEY"] != values["VIBE_SESSION_SECRET"]
+    assert len({values[key] for key in generated}) == len(generated)
     # the server accepts them for production
     for key, value in values.items():
         monkeypatch.setenv(key, value)

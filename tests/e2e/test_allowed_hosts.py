@@ -1,5 +1,6 @@
 """One allowed-hosts check on every door of a real server: REST, the feeds (SSE and WebSocket), the
-dashboard, the API docs and MCP refuse a foreign `Host`; the probes answer whatever the `Host`; no
+dashboard, the API docs, /metrics (without a metrics token) and MCP refuse a foreign `Host`; the
+probes answer whatever the `Host`; no
 redirect carries an origin built from the request's `Host`."""
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ DOORS = [
     ("POST", "/login", False),
     ("GET", "/static/dashboard.css", False),
     ("GET", "/api/v1/nowhere", False),
+    ("GET", "/metrics", False),  # without VIBE_METRICS_TOKEN (test_metrics_auth.py: with one)
 ]
-PROBES = ["/healthz", "/readyz", "/metrics"]
+PROBES = ["/healthz", "/readyz"]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def _serve(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedPro
         "VIBE_PORT": str(free_port()),
         **env,
     }
-    for secret in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET"):
+    for secret in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN"):
         if secret not in env:
             full.pop(secret, None)
     return subprocess.run(
@@ -42,6 +42,7 @@ def test_production_refuses_every_unsafe_setting_at_once(tmp_path: Path) -> None
     assert "refusing to start in production" in err
     assert "VIBE_REQUEST_STATE_KEY is the default" in err
     assert "VIBE_SESSION_SECRET is unset or shorter than 32 characters" in err
+    assert "VIBE_METRICS_TOKEN is unset or shorter than 32 characters" in err
     assert "set VIBE_DATABASE_URL to PostgreSQL" in err
     assert not (tmp_path / "data" / "vibe.db").exists()  # refused before touching anything
 
@@ -85,16 +86,21 @@ def test_production_refuses_a_long_but_guessable_secret(tmp_path: Path) -> None:
 
 
 def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
+    metrics_token = secrets.token_urlsafe(32)
     server = start_server(
         tmp_path,
         extra_env={
             "VIBE_PROFILE": "production",
             "VIBE_REQUEST_STATE_KEY": secrets.token_urlsafe(32),
             "VIBE_SESSION_SECRET": secrets.token_urlsafe(32),
+            "VIBE_METRICS_TOKEN": metrics_token,
         },
     )
     try:
         assert httpx2.get(server.url + "/readyz").status_code == 200
         assert httpx2.get(server.url + "/api/v1/projects").status_code == 401
+        assert httpx2.get(server.url + "/metrics").status_code == 401
+        scraped = httpx2.get(server.url + "/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+        assert scraped.status_code == 200
     finally:
         server.stop()

@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services.backups import CREATED
@@ -69,6 +71,7 @@ async def test_production_with_weak_secrets_fails(tmp_path: Path) -> None:
     assert {f.detail for f in failures} == {
         "VIBE_REQUEST_STATE_KEY is the default or shorter than 32 characters",
         "VIBE_SESSION_SECRET is unset or shorter than 32 characters",
+        "VIBE_METRICS_TOKEN is unset or shorter than 32 characters",
     }
     assert all(f.status == "fail" and "random secret" in f.fix for f in failures)
 
@@ -99,3 +102,24 @@ def test_the_command_exits_non_zero_on_a_problem_and_prints_json(tmp_path: Path)
     assert {"check": "database", "status": "fail"}.items() <= next(
         c for c in report["checks"] if c["check"] == "database"
     ).items()
+
+
+@pytest.mark.parametrize(
+    ("settings", "status", "detail"),
+    [
+        ({}, "ok", "open, on loopback names only"),
+        ({"metrics_token": "t" * 40}, "ok", "answers only VIBE_METRICS_TOKEN"),
+        ({"host": "0.0.0.0"}, "warn", "refuses every scrape"),
+        ({"allowed_hosts": ["vibe.example.com"]}, "warn", "refuses every scrape"),
+    ],
+)
+async def test_metrics_protection_is_reported(
+    tmp_path: Path, settings: dict[str, object], status: str, detail: str
+) -> None:
+    found = by_check(
+        await run_checks(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", tmp_path, **settings))
+    )
+    assert found["metrics"].status == status
+    assert detail in found["metrics"].detail
+    if status == "warn":
+        assert "VIBE_METRICS_TOKEN" in found["metrics"].fix

@@ -19,10 +19,9 @@ def test_sqlite_with_several_replicas_is_unsafe() -> None:
 
 
 def test_one_sqlite_process_or_postgres_replicas_are_fine() -> None:
-    assert Settings(replicas=1, request_state_key=SECRET, session_secret=SECRET).unsafe_reasons() == []
-    postgres = Settings(
-        replicas=5, request_state_key=SECRET, session_secret=SECRET, database_url="postgresql://db/vibe"
-    )
+    safe = {"request_state_key": SECRET, "session_secret": SECRET, "metrics_token": SECRET}
+    assert Settings(replicas=1, **safe).unsafe_reasons() == []
+    postgres = Settings(replicas=5, database_url="postgresql://db/vibe", **safe)
     assert postgres.unsafe_reasons() == []
 
 
@@ -41,8 +40,11 @@ def test_presence_and_feed_timings_accept_small_values_and_refuse_nonsense() -> 
     ["a" * 32, "ab" * 20, "abcdefghijklmnopqrstuvwxyz012345", "password" * 4, "qwertyuiopasdfgh" * 2],
 )
 def test_production_refuses_guessable_secrets(guessable: str) -> None:
-    reasons = Settings(request_state_key=guessable, session_secret=guessable).unsafe_reasons()
+    reasons = Settings(
+        request_state_key=guessable, session_secret=guessable, metrics_token=guessable
+    ).unsafe_reasons()
     assert any(r.startswith("VIBE_REQUEST_STATE_KEY looks guessable") for r in reasons), reasons
+    assert any(r.startswith("VIBE_METRICS_TOKEN looks guessable") for r in reasons), reasons
     assert any(r.startswith("VIBE_SESSION_SECRET looks guessable") and "openssl rand" in r for r in reasons)
 
 
@@ -51,4 +53,20 @@ def test_generated_secrets_pass() -> None:
 
     for _ in range(200):
         for secret in (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_urlsafe(24)):
-            assert Settings(request_state_key=secret, session_secret=secret).unsafe_reasons() == []
+            settings = Settings(request_state_key=secret, session_secret=secret, metrics_token=secret)
+            assert settings.unsafe_reasons() == []
+
+
+def test_production_requires_a_metrics_token() -> None:
+    """/metrics on a production server answers only a bearer token; a missing or short one is refused."""
+    for token in ("", "short", "  " + "x" * 10 + "  "):
+        settings = Settings(request_state_key=SECRET, session_secret=SECRET, metrics_token=token)
+        assert settings.unsafe_reasons() == [
+            "VIBE_METRICS_TOKEN is unset or shorter than 32 characters: set a random secret and give it to "
+            "Prometheus as its bearer token (docs/operations.md#metrics)"
+        ], token
+
+
+def test_the_metrics_token_is_stripped() -> None:
+    """A token read from a file ends in a newline; Prometheus strips its credentials file too."""
+    assert Settings(metrics_token=f" {SECRET}\n").metrics_token == SECRET

@@ -24,7 +24,7 @@ from vibe_ensemble.api import generated
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.permissions import GLOBAL_OPS, PERMISSIONS, Op
 
-Auth = Literal["public", "token", "per-call"]
+Auth = Literal["public", "token", "per-call", "metrics-token"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ def needs(op: Op, note: str = "") -> Access:
 
 
 PUBLIC = Access(None, "public")
+METRICS = Access(
+    None,
+    "metrics-token",
+    "only VIBE_METRICS_TOKEN as a bearer token, any Host; unset: open on a loopback-only server only",
+)
 PER_CALL = Access(None, "per-call", "any valid token; each MCP tool, prompt and resource checks its own op")
 
 P = "/api/v1/projects/{project}"
@@ -59,7 +64,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     # ops and docs
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): METRICS,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/docs"): PUBLIC,
     ("GET", "/api/v1/docs/assets/{name}"): PUBLIC,
@@ -221,6 +226,8 @@ def unmapped_routes(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
 def _mark(access: Access, role: TokenRole) -> str:
     if access.auth == "public":
         return "public"
+    if access.auth == "metrics-token":
+        return "—"  # no API token opens it, whatever its role
     if access.op is None:
         return "token"
     return "✓" if access.op in PERMISSIONS[role] else "—"
@@ -231,6 +238,8 @@ def _row(door: str, name: str, access: Access) -> str:
     scoped = "—" if access.op in GLOBAL_OPS else "own project"
     if access.auth == "public":
         scoped = "public"
+    if access.auth == "metrics-token":
+        scoped = "—"
     marks = " | ".join(_mark(access, role) for role in TokenRole)
     return f"| {door} | `{name}` | {op} | {marks} | {scoped} | {access.note} |"
 

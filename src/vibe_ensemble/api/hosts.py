@@ -10,8 +10,10 @@ bearer tokens (or a session cookie no other site's page can send).
 The allowed hosts are `VIBE_ALLOWED_HOSTS` (and `VIBE_ALLOWED_ORIGINS`); when it is empty and
 the server listens on loopback, `127.0.0.1`, `localhost` and `[::1]` on any port. On another
 address without `VIBE_ALLOWED_HOSTS` there is no check (`serve` warns). `host:*` allows the host
-on any port (or none). The probes `/healthz`, `/readyz` and `/metrics` are exempt: Kubernetes
-and Prometheus reach pods by IP address, and these answers carry no agent content.
+on any port (or none). The probes `/healthz` and `/readyz` are exempt (Kubernetes reaches pods by
+IP address, and they carry nothing), and so is `/metrics` when `VIBE_METRICS_TOKEN` is set:
+Prometheus scrapes pods by IP address too, and the token is what guards it (api/metrics.py).
+Without that token `/metrics` is checked like every other route.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.config import LOOPBACK, Settings
 
-EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PROBES = frozenset({"/healthz", "/readyz"})
+METRICS_PATH = "/metrics"
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 MCP_PATH = "/mcp"
@@ -51,6 +53,11 @@ def policy(settings: Settings) -> HostPolicy | None:
     return None
 
 
+def exempt(settings: Settings) -> frozenset[str]:
+    """The paths answered whatever the Host: the probes, and /metrics when a token guards it."""
+    return PROBES | {METRICS_PATH} if settings.metrics_token else PROBES
+
+
 def _matches(value: str, allowed: str) -> bool:
     value, allowed = value.lower(), allowed.lower()
     if value == allowed:
@@ -75,9 +82,10 @@ class HostGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.policy = policy(settings)
+        self.exempt = exempt(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in EXEMPT:
+        if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host")

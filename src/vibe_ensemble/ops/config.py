@@ -18,6 +18,7 @@ from vibe_ensemble.ops.startup import default_data_dir
 
 Profile = Literal["development", "staging", "production"]
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_STATE_KEY = "development-only-request-state-key-change-me"
 DEFAULT_RATE_LIMITS = {"admin": 6000, "coordinator": 6000, "worker": 3000, "viewer": 1200}
 
@@ -107,11 +108,19 @@ class Settings(BaseSettings):
     # (empty: a random key per process, so sessions end at a restart), and how long a session lasts
     session_secret: str = ""
     session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600)
+    # /metrics (docs/operations.md#metrics): set, it answers only `Authorization: Bearer <this>`,
+    # whatever the Host; empty, it answers only on a loopback-only server (api/metrics.py)
+    metrics_token: str = ""
 
     @field_validator("database_url")
     @classmethod
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if v else None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strip_secret(cls, v: str) -> str:
+        return v.strip()  # a token read from a file often ends in a newline; Prometheus strips it too
 
     @field_validator("otel_endpoint")
     @classmethod
@@ -146,6 +155,12 @@ class Settings(BaseSettings):
         base = self.public_url or f"http://{self.host}:{self.port}"
         return base.rstrip("/") + "/mcp"
 
+    @property
+    def loopback_only(self) -> bool:
+        """Listening on loopback and answering loopback names only (no VIBE_ALLOWED_HOSTS): a
+        developer's machine, where /metrics may answer without VIBE_METRICS_TOKEN."""
+        return self.host in LOOPBACK and not self.allowed_hosts
+
     def unsafe_reasons(self) -> list[str]:
         """What makes these settings unfit for production (an empty list when they are fine)."""
         reasons = []
@@ -159,6 +174,13 @@ class Settings(BaseSettings):
             reasons.append("VIBE_SESSION_SECRET is unset or shorter than 32 characters: set a random secret")
         elif not looks_random(self.session_secret):
             reasons.append(f"VIBE_SESSION_SECRET {GUESSABLE}")
+        if len(self.metrics_token) < 32:
+            reasons.append(
+                "VIBE_METRICS_TOKEN is unset or shorter than 32 characters: set a random secret and give "
+                "it to Prometheus as its bearer token (docs/operations.md#metrics)"
+            )
+        elif not looks_random(self.metrics_token):
+            reasons.append(f"VIBE_METRICS_TOKEN {GUESSABLE}")
         if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
             reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
         return reasons

@@ -47,7 +47,7 @@ def _ok(check: str, detail: str) -> Finding:
 
 
 async def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
-    findings = [*_configuration(settings)]
+    findings = [*_configuration(settings), _metrics(settings)]
     db: Database | None = None
     missing = sqlite_file(settings.effective_database_url)
     if missing is not None and not missing.is_file():  # looked at before a Database would create it
@@ -91,6 +91,20 @@ def _configuration(settings: Settings) -> list[Finding]:
             )
         ]
     return [_ok("configuration", detail)]
+
+
+def _metrics(settings: Settings) -> Finding:
+    """Who may read /metrics (api/metrics.py); production's own check covers a missing token."""
+    if settings.metrics_token:
+        return _ok("metrics", "/metrics answers only VIBE_METRICS_TOKEN as a bearer token")
+    if settings.loopback_only:
+        return _ok("metrics", "/metrics is open, on loopback names only (no VIBE_METRICS_TOKEN)")
+    return Finding(
+        "metrics",
+        "warn",
+        "/metrics refuses every scrape: no VIBE_METRICS_TOKEN on a server beyond loopback",
+        "set VIBE_METRICS_TOKEN to a random secret and give Prometheus the same as its bearer token",
+    )
 
 
 def _disk(settings: Settings, db: Database | None) -> list[Finding]:

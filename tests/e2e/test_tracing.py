@@ -340,6 +340,19 @@ def test_a_bad_endpoint_is_refused_at_start(tmp_path: Path) -> None:
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in done.stderr or "otel_endpoint" in done.stderr
 
 
+def test_a_bad_endpoint_is_refused_by_the_stdio_command(tmp_path: Path) -> None:
+    from tests.e2e.test_foundation_cli import CLI, cli
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    cli("migrate", "--database-url", db)
+    env = {**__import__("os").environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x", "VIBE_TOKEN": "unused"}
+    done = subprocess.run(
+        [CLI, "mcp", "--database-url", db], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in done.stderr and "http:// or https://" in done.stderr
+
+
 def test_an_endpoint_without_the_packages_warns_and_stays_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -195,6 +195,106 @@ async def test_requests_and_tool_calls_arrive_as_spans(tmp_path: Path, receiver:
     assert [x["trace_id"] for x in tool_lines] == [sent[0].trace_id]
 
 
+def _under(spans: list[Span], parent: Span) -> list[Span]:
+    return [s for s in spans if s.parent_id == parent.span_id and s.trace_id == parent.trace_id]
+
+
+async def test_database_transactions_and_statements_are_spans_under_their_call(
+    tmp_path: Path, receiver: Receiver, database_url: str
+) -> None:
+    system = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    env = {"VIBE_OTEL_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    server = start_server(tmp_path, database_url=database_url, extra_env=env)
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        r = httpx2.get(f"{server.url}/api/v1/projects/default/issues", headers=headers)
+        assert r.status_code == 200, r.text
+        async with mcp_client(server.mcp_url, server.admin_token) as client:
+            await call(client, "register_agent", name="ada", role="coordinator", project="default")
+            await call(client, "register_agent", name="bob", role="worker")
+            await call(client, "send_message", subject="plan", body=SECRET_BODY, to=["bob"], agent="ada")
+            await call(client, "create_issue", title="a task", agent="ada")
+            # refused inside its write transaction: the transaction is rolled back
+            assert "[not_found]" in await call_error(client, "claim_issue", id=424242, agent="bob")
+        wait_until(
+            lambda: (
+                receiver.named("tools/call claim_issue")
+                and receiver.named("GET /api/v1/projects/{project}/issues")
+            ),
+            what="the spans to arrive",
+        )
+    finally:
+        server.stop()  # sends what is still queued
+    with receiver.lock:
+        spans = list(receiver.spans)
+
+    # A REST request's read: a transaction span under the request's span, its statements under it.
+    [rest] = receiver.named("GET /api/v1/projects/{project}/issues")
+    reads = [s for s in _under(spans, rest) if s.name == "db.transaction read"]
+    assert reads, [s.name for s in _under(spans, rest)]
+    for read in reads:
+        assert read.kind == 3  # SPAN_KIND_CLIENT
+        assert read.attributes["db.system.name"] == system
+        assert read.attributes["vibe.db.outcome"] == "ended" and read.status != 2
+        statements = _under(spans, read)
+        assert len(statements) == read.attributes["vibe.db.statements"] >= 1
+        assert {s.attributes["db.operation.name"] for s in statements} == {"SELECT"}
+
+    # A tool call's write: committed, every statement a span named by its operation and table.
+    [sent] = receiver.named("tools/call send_message")
+    [write] = [s for s in _under(spans, sent) if s.name == "db.transaction write"]
+    assert write.attributes["db.system.name"] == system
+    assert write.attributes["vibe.db.outcome"] == "committed" and write.status != 2
+    statements = _under(spans, write)
+    assert len(statements) == write.attributes["vibe.db.statements"] >= 3
+    for s in statements:
+        assert s.kind == 3 and s.attributes["db.system.name"] == system
+        assert s.name == " ".join(
+            str(s.attributes[k]) for k in ("db.operation.name", "db.collection.name") if k in s.attributes
+        )
+        # never the SQL, a parameter or a row value
+        assert not {k for k in s.attributes if k in ("db.query.text", "db.query.parameter")}
+    names = {s.name for s in statements}
+    assert {"INSERT messages", "INSERT events"} <= names, names
+    [created] = receiver.named("tools/call create_issue")
+    [write] = [s for s in _under(spans, created) if s.name == "db.transaction write"]
+    assert "INSERT issues" in {s.name for s in _under(spans, write)}
+
+    # A refusal inside the transaction: rolled back, with the error's class (never its text).
+    [refused] = receiver.named("tools/call claim_issue")
+    [rolled] = [s for s in _under(spans, refused) if s.name == "db.transaction write"]
+    assert rolled.attributes["vibe.db.outcome"] == "rolled_back", rolled
+    assert rolled.attributes["error.type"] == "NotFound" and rolled.status == 2
+
+    # Background duties' transactions belong to no request: no trace of their own.
+    assert all(s.parent_id for s in spans if s.name.startswith("db.transaction"))
+    exported = b"".join(receiver.bodies)
+    assert SECRET_BODY.encode() not in exported and b"a task" not in exported
+
+
+async def test_the_stdio_command_traces_its_tool_calls(tmp_path: Path, receiver: Receiver) -> None:
+    from mcp import Client, StdioServerParameters
+
+    from tests.e2e.test_foundation_cli import CLI, cli
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    cli("migrate", "--database-url", db)
+    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+    env = {**__import__("os").environ, "VIBE_TOKEN": token, "VIBE_OTEL_ENDPOINT": receiver.url}
+    params = StdioServerParameters(command=CLI, args=["mcp", "--database-url", db], env=env, cwd=tmp_path)
+    async with Client(params) as client:
+        await call(client, "register_agent", name="local")
+        await call(client, "create_issue", title="from stdio", agent="local")
+    # the process has ended, and sent its spans before it did
+    with receiver.lock:
+        spans = list(receiver.spans)
+    [created] = [s for s in spans if s.name == "tools/call create_issue"]
+    assert created.parent_id == "" and created.attributes["vibe.outcome"] == "ok"
+    [write] = [s for s in _under(spans, created) if s.name == "db.transaction write"]
+    assert write.attributes["vibe.db.outcome"] == "committed"
+    assert "INSERT issues" in {s.name for s in _under(spans, write)}
+
+
 def test_off_without_an_endpoint_nothing_is_loaded(tmp_path: Path) -> None:
     """No endpoint: the app is built without the tracing middleware and the SDK is never imported."""
     script = """
@@ -212,7 +312,7 @@ async def main():
     app = create_app(runtime, tracer=tracer)
     names = [m.cls.__name__ for m in app.user_middleware]
     await runtime.stop()
-    print(tracer, "TracingMiddleware" in names, "opentelemetry.sdk" in sys.modules)
+    print(tracer, runtime.db.tracer, "TracingMiddleware" in names, "opentelemetry.sdk" in sys.modules)
 
 asyncio.run(main())
 """
@@ -221,7 +321,7 @@ asyncio.run(main())
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["None", "False", "False"]
+    assert done.stdout.split() == ["None", "None", "False", "False"]
 
 
 def test_a_bad_endpoint_is_refused_at_start(tmp_path: Path) -> None:
@@ -238,6 +338,19 @@ def test_a_bad_endpoint_is_refused_at_start(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert "OTLP endpoint is an http:// or https:// URL" in done.stderr
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in done.stderr or "otel_endpoint" in done.stderr
+
+
+def test_a_bad_endpoint_is_refused_by_the_stdio_command(tmp_path: Path) -> None:
+    from tests.e2e.test_foundation_cli import CLI, cli
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    cli("migrate", "--database-url", db)
+    env = {**__import__("os").environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x", "VIBE_TOKEN": "unused"}
+    done = subprocess.run(
+        [CLI, "mcp", "--database-url", db], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in done.stderr and "http:// or https://" in done.stderr
 
 
 def test_an_endpoint_without_the_packages_warns_and_stays_off(

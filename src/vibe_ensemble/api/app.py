@@ -70,8 +70,10 @@ class DrainMiddleware:
 
 
 def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
-    """The app; with a `tracer` (ops/tracing.start) every HTTP request and MCP tool call is a span."""
+    """The app; with a `tracer` (ops/tracing.start) every HTTP request, MCP tool call and database
+    transaction and statement (store/traced.py) is a span."""
     settings = runtime.settings
+    runtime.db.tracer = tracer
     # MCP change notifications, fed from the event log by `notifier` while anyone listens
     bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)

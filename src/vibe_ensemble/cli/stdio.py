@@ -61,6 +61,13 @@ def mcp_stdio(
     settings = settings_or_exit(config, database_url=database_url)
     refuse_unsafe_production(settings)  # before anything else: an unsafe production config says so first
     settings_or_exit(config, existing=True, database_url=database_url)
+    from vibe_ensemble.ops import tracing
+
+    try:
+        tracing.endpoint(settings)
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     _serve_database(settings, _token(token, token_file))
 
 
@@ -115,6 +122,7 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.api.mcp.context import CallContext, bind
     from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
+    from vibe_ensemble.ops import tracing
     from vibe_ensemble.runtime import Runtime
 
     async def main() -> None:
@@ -123,10 +131,13 @@ def _serve_database(settings: Settings, token: str) -> None:
         # resource changes, for subscriptions/listen and resources/subscribe
         bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
         notifier = ResourceNotifier(runtime.services, bus)
+        # Tracing on (ops/tracing.py): each tool call is a span (a trace's root: no HTTP request
+        # here), its database transactions and statements spans under it.
+        runtime.db.tracer = tracer = tracing.start(settings)
         try:
             caller = await runtime.services.tokens.authenticate(token)
             profile = profile_of(caller.tool_profile or settings.tool_profile)
-            server = build_mcp(settings, profile=profile, subscriptions=bus)
+            server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer)
             await runtime.start_live()
             await notifier.start()
             # The process acts as its token's holder: its refusals are its own, not audited.
@@ -134,6 +145,7 @@ def _serve_database(settings: Settings, token: str) -> None:
                 await server.run_stdio_async()
         finally:
             await notifier.stop()
+            tracing.stop()
             await runtime.stop()
 
     run(main)

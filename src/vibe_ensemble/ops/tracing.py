@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing, optional: a span per HTTP request and per MCP tool call, sent over OTLP/HTTP.
+"""OpenTelemetry tracing, optional: a span per HTTP request, per MCP tool call, and per database
+transaction and statement (store/traced.py), sent over OTLP/HTTP.
 
 On only when both hold:
 
@@ -14,9 +15,11 @@ built-in instrumentation (FastAPI's, the MCP SDK's) stays the no-op it is withou
 what leaves the process is exactly what is listed here: the HTTP method, the route template (never
 the raw path or the query), the status, the request id, and who asked (agent, project, role,
 credential id: never a token); for a tool call the tool's name, its outcome (`ok` or the error
-code) and the agent and project. Never a header, a body, a message or an argument's text. An
-incoming W3C `traceparent` header makes the request's span part of the caller's trace, and every
-log line written while a request is served carries its `trace_id`.
+code) and the agent and project; for a database transaction the system, its statement count and
+outcome, for a statement its operation and table. Never a header, a body, a message, an argument's
+text, SQL or a statement's values. An incoming W3C `traceparent` header makes the request's span
+part of the caller's trace, and every log line written while a request is served carries its
+`trace_id`. `vibe-ensemble serve` and the stdio `mcp` command start it.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ import fcntl
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import asyncpg
 import sqlalchemy as sa
@@ -32,9 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
-from vibe_ensemble.store import faults
+from vibe_ensemble.store import faults, traced
 from vibe_ensemble.store.prepared import Params, Prepared
 from vibe_ensemble.store.sqlite import SqliteEngine, create_private
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @contextmanager
@@ -201,6 +204,8 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
         self.url: URL = parse_url(url)
         self.dialect = self.url.get_backend_name()
+        # Tracing on (ops/tracing.py, set by the app): each transaction and statement is a span.
+        self.tracer: Tracer | None = None
         self._write_lock = asyncio.Lock()
         if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise DatabaseError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
@@ -226,9 +231,22 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[Connection]:
+    def write(self) -> AbstractAsyncContextManager[Connection]:
         """A write transaction: committed when the block ends, rolled back on error."""
+        if self.tracer is None:  # tracing off: nothing more than this check (store/traced.py)
+            return self._write()
+        return traced.transaction(self.tracer, "write", self.dialect, self._write())
+
+    def read(self) -> AbstractAsyncContextManager[Connection]:
+        """A read: on SQLite one snapshot (a read transaction). On PostgreSQL each statement reads
+        what is committed when it runs, as it would in a transaction at PostgreSQL's READ COMMITTED,
+        without the BEGIN and COMMIT round trips that would add nothing."""
+        if self.tracer is None:
+            return self._read()
+        return traced.transaction(self.tracer, "read", self.dialect, self._read())
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Connection]:
         with faults.translate(write=True), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 async with self._write_lock, self._sqlite.write() as conn:
@@ -238,10 +256,7 @@ class Database:
                     yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
-        """A read: on SQLite one snapshot (a read transaction). On PostgreSQL each statement reads
-        what is committed when it runs, as it would in a transaction at PostgreSQL's READ COMMITTED,
-        without the BEGIN and COMMIT round trips that would add nothing."""
+    async def _read(self) -> AsyncIterator[Connection]:
         with faults.translate(write=False), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 with self._sqlite.read() as conn:

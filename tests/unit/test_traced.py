@@ -30,3 +30,9 @@ def test_a_prepared_statement_is_described_once() -> None:
     first = traced.describe(prepared)
     assert first == ("SELECT", "issues")
     assert traced.describe(prepared) is first
+
+
+def test_a_select_of_what_a_with_inserted_is_named_by_the_insert() -> None:
+    from vibe_ensemble.store.events import _LOCK_INSERT_NOTIFY  # one event: lock, insert and notify
+
+    assert traced.describe(_LOCK_INSERT_NOTIFY) == ("INSERT", "events")

@@ -59,6 +59,8 @@ def describe(statement: Any) -> tuple[str | None, str | None]:
         return operation, table.name if isinstance(table, sa.Table) else None
     if isinstance(statement, sa.Select):
         froms = statement.get_final_froms()
+        if len(froms) == 1 and isinstance(froms[0], sa.CTE) and isinstance(froms[0].element, sa.UpdateBase):
+            return describe(froms[0].element)  # it reads what a WITH wrote (store/events.py): that write
         one = froms[0] if len(froms) == 1 and isinstance(froms[0], sa.Table) else None
         return "SELECT", None if one is None else one.name
     if isinstance(statement, sa.CompoundSelect):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +21,10 @@ from vibe_ensemble.cli.clients import (
     token_file,
     write_token,
 )
+
+if TYPE_CHECKING:
+    from vibe_ensemble.cli.clients import Change
+    from vibe_ensemble.ops.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -56,12 +61,9 @@ def connect(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
 ) -> None:
     """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
-    from vibe_ensemble.cli.common import cli_caller, expected_failure, require_existing_database
-    from vibe_ensemble.domain.enums import TokenRole
-    from vibe_ensemble.domain.errors import VibeError
+    from vibe_ensemble.cli.common import expected_failure, require_existing_database
     from vibe_ensemble.ops.config import load_settings
-    from vibe_ensemble.ops.startup import StartupError, command
-    from vibe_ensemble.runtime import Runtime
+    from vibe_ensemble.ops.startup import StartupError
     from vibe_ensemble.store.database import DatabaseError, parse_url
 
     def fail(message: str) -> typer.Exit:
@@ -92,52 +94,81 @@ def connect(
     except Exception as exc:
         raise fail(f"invalid settings: {exc}") from None
     project = project or settings.default_project
-
-    async def token() -> tuple[str, bool]:
-        """The agent's token: the one kept here when it still works for this agent, else a new one."""
-        runtime = Runtime(settings)
-        await runtime.start(own=False)
-        try:
-            kept = read_token(directory)
-            if kept:
-                try:
-                    caller = await runtime.services.tokens.authenticate(kept, throttle=False)
-                except VibeError:
-                    caller = None
-                if caller is not None and caller.agent == agent and caller.project == project:
-                    return kept, False
-            if dry_run:
-                return "", True
-            _, secret = await runtime.services.tokens.create(
-                cli_caller(), role=TokenRole(role), project=project, agent=agent, label=f"connect {client}"
-            )
-            return secret, True
-        finally:
-            await runtime.stop()
-
+    wanted = Wanted(client, agent, role, project)
     try:
-        secret, new = asyncio.run(token())
+        secret, new = asyncio.run(_token(settings, directory, wanted, dry_run=dry_run))
     except Exception as exc:
         message = expected_failure(exc)
         if message is None:
             raise
         raise fail(message) from None
 
-    verb = "would write" if dry_run else "wrote"
-    if change.changed:
-        typer.echo(f"{verb} {change.path} ({CLIENTS[client].title}: server {url or settings.mcp_url}):")
-        typer.echo(change.after, nl=False)
-        if not dry_run:
-            apply(change)
-    else:
-        typer.echo(f"{change.path} already has this server; unchanged")
-    if hook_change is not None and hook_change.changed:
-        typer.echo(f"{verb} {hook_change.path} (Claude Code hooks; personal settings, not for committing):")
-        typer.echo(hook_change.after, nl=False)
-        if not dry_run:
-            apply(hook_change)
-    elif hook_change is not None:
-        typer.echo(f"{hook_change.path} already has these hooks; unchanged")
+    mcp_url = url or settings.mcp_url
+    _write(change, f"{CLIENTS[client].title}: server {mcp_url}", "already has this server", dry_run=dry_run)
+    if hook_change is not None:
+        what = "Claude Code hooks; personal settings, not for committing"
+        _write(hook_change, what, "already has these hooks", dry_run=dry_run)
+    _report_token(directory, wanted, secret, new=new, dry_run=dry_run)
+
+
+def _write(change: Change, what: str, unchanged: str, *, dry_run: bool) -> None:
+    """Show a planned change of a config file, and make it unless this is a dry run."""
+    if not change.changed:
+        typer.echo(f"{change.path} {unchanged}; unchanged")
+        return
+    typer.echo(f"{'would write' if dry_run else 'wrote'} {change.path} ({what}):")
+    typer.echo(change.after, nl=False)
+    if not dry_run:
+        apply(change)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The agent `connect` sets up: its client, name, role and project."""
+
+    client: str
+    agent: str
+    role: str
+    project: str
+
+
+async def _token(settings: Settings, directory: Path, wanted: Wanted, *, dry_run: bool) -> tuple[str, bool]:
+    """The agent's token: the one kept here when it still works for this agent, else a new one."""
+    from vibe_ensemble.cli.common import cli_caller
+    from vibe_ensemble.domain.enums import TokenRole
+    from vibe_ensemble.domain.errors import VibeError
+    from vibe_ensemble.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start(own=False)
+    try:
+        kept = read_token(directory)
+        if kept:
+            try:
+                caller = await runtime.services.tokens.authenticate(kept, throttle=False)
+            except VibeError:
+                caller = None
+            if caller is not None and caller.agent == wanted.agent and caller.project == wanted.project:
+                return kept, False
+        if dry_run:
+            return "", True
+        _, secret = await runtime.services.tokens.create(
+            cli_caller(),
+            role=TokenRole(wanted.role),
+            project=wanted.project,
+            agent=wanted.agent,
+            label=f"connect {wanted.client}",
+        )
+        return secret, True
+    finally:
+        await runtime.stop()
+
+
+def _report_token(directory: Path, wanted: Wanted, secret: str, *, new: bool, dry_run: bool) -> None:
+    """Keep a new token (git-ignored) and tell how the client gets it."""
+    from vibe_ensemble.ops.startup import command
+
+    agent, role, project = wanted.agent, wanted.role, wanted.project
     kept_at = token_file(directory)
     if new:
         if dry_run:

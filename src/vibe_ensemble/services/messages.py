@@ -11,7 +11,7 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Inbox, Message
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
@@ -88,29 +88,7 @@ class MessageService(Service):
                 ack_required=ack_required,
                 created_at=tx.now,
             )
-            tx.emit(
-                EventType.MESSAGE_SENT,
-                sender,
-                proj.id,
-                id=message_id,
-                sender=sender,
-                recipients=sorted(recipients.values()),
-                subject=subject,
-                importance=importance.value,
-                thread_id=message.thread_id,
-            )
-            if overseer:
-                tx.audit(
-                    caller,
-                    "message.overseer",
-                    project=proj.slug,
-                    message_id=message_id,
-                    recipients=sorted(recipients.values()),
-                    to_role=to_role.value if to_role else None,
-                    broadcast=broadcast,
-                    subject=subject,
-                    importance=importance.value,
-                )
+            _announce(tx, caller, proj.id, message, overseer=overseer)
         return message
 
     async def fetch_inbox(
@@ -204,3 +182,30 @@ async def _recipients(
             if name != sender:
                 recipients[agent_id] = name
     return recipients
+
+
+def _announce(tx: Transaction, caller: Caller, project_id: int, message: Message, *, overseer: bool) -> None:
+    """The message's event; a person's message (`overseer`) is also audited, in the same transaction."""
+    tx.emit(
+        EventType.MESSAGE_SENT,
+        message.sender,
+        project_id,
+        id=message.id,
+        sender=message.sender,
+        recipients=message.recipients,
+        subject=message.subject,
+        importance=message.importance.value,
+        thread_id=message.thread_id,
+    )
+    if overseer:
+        tx.audit(
+            caller,
+            "message.overseer",
+            project=message.project,
+            message_id=message.id,
+            recipients=message.recipients,
+            to_role=message.to_role.value if message.to_role else None,
+            broadcast=message.broadcast,
+            subject=message.subject,
+            importance=message.importance.value,
+        )

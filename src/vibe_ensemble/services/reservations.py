@@ -158,15 +158,7 @@ class ReservationService(Service):
                 _announce(tx, name, proj.id, granted, set(mine), terms)
             result = ReservationResult(granted=granted, conflicts=conflicts, warnings=notes)
             if key is not None:
-                await idempotency.save(
-                    tx.conn,
-                    proj.id,
-                    me.id,
-                    OPERATION,
-                    key,
-                    {"request": request, "result": _RESULT.dump_python(result, mode="json")},
-                    tx.now,
-                )
+                await _remember(tx, proj.id, me.id, key, request, result)
         return result
 
     async def release(
@@ -282,6 +274,19 @@ async def _replay(
             idempotency_key=key,
         )
     return _RESULT.validate_python(stored["result"])
+
+
+async def _remember(
+    tx: Transaction,
+    project_id: int,
+    agent_id: int,
+    key: str,
+    request: dict[str, Any],
+    result: ReservationResult,
+) -> None:
+    """Keep the result of a reserve under its idempotency key, for `_replay`."""
+    stored = {"request": request, "result": _RESULT.dump_python(result, mode="json")}
+    await idempotency.save(tx.conn, project_id, agent_id, OPERATION, key, stored, tx.now)
 
 
 @dataclass(frozen=True)

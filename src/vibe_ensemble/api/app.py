@@ -19,7 +19,7 @@ from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
-from vibe_ensemble.api.mcp.profiles import PROFILES
+from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
 from vibe_ensemble.ops import metrics
@@ -29,7 +29,10 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import migrate
 
 if TYPE_CHECKING:
+    from mcp.server import MCPServer
     from opentelemetry.trace import Tracer
+
+    from vibe_ensemble.ops.config import Settings
 
 
 class NamedRoute(Route):
@@ -69,6 +72,19 @@ class DrainMiddleware:
         await self.app(scope, receive, _send)
 
 
+def _mcp_server(settings: Settings, profile: Profile, bus: ListenedBus, tracer: Tracer | None) -> MCPServer:
+    """The MCP server of one tool profile, with its session manager set up (stateless, JSON answers)."""
+    server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer)
+    server.streamable_http_app(  # makes the session manager; the Starlette app it returns is not used
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        json_response=True,
+        transport_security=transport_security(),
+        host=settings.host,
+    )
+    return server
+
+
 def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     """The app; with a `tracer` (ops/tracing.start) every HTTP request, MCP tool call and database
     transaction and statement (store/traced.py) is a span."""
@@ -77,15 +93,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     # MCP change notifications, fed from the event log by `notifier` while anyone listens
     bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)
-    servers = {p: build_mcp(settings, profile=p, subscriptions=bus, tracer=tracer) for p in PROFILES}
-    for server in servers.values():  # sets up each server's session manager (its Starlette app is not used)
-        server.streamable_http_app(
-            streamable_http_path="/mcp",
-            stateless_http=True,
-            json_response=True,
-            transport_security=transport_security(),
-            host=settings.host,
-        )
+    servers = {p: _mcp_server(settings, p, bus, tracer) for p in PROFILES}
     # /mcp hands a request straight to the SDK's transport: the SDK's own Starlette app around it
     # (error middleware, a router with this one route) would only repeat what this app does.
     mcp_apps = {p: server.session_manager.handle_request for p, server in servers.items()}
@@ -142,12 +150,22 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
         app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
 
-    async def healthz(_: Request) -> Response:  # liveness: no I/O, matched first, nothing to validate
+    _install_probes(app, runtime)
+    api_metrics.install(app, runtime)
+
+    return app
+
+
+def _install_probes(app: FastAPI, runtime: Runtime) -> None:
+    """/healthz (liveness: no I/O) and /readyz (readiness: the database and its migrations), both
+    matched before the routers: FastAPI builds an included router's routes when a request first
+    has to look past it, so a probe is answered without that (the first REST or dashboard request
+    pays it instead)."""
+
+    async def healthz(_: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))
-
-    async def readyz(_: Request) -> JSONResponse:  # readiness: matched before the routers, like /healthz
+    async def readyz(_: Request) -> JSONResponse:
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
@@ -158,9 +176,5 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
-    # FastAPI builds an included router's routes when a request first has to look past it; a probe
-    # matched first is answered without that (the first REST or dashboard request pays it instead).
+    app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))
     app.router.routes.insert(1, NamedRoute("/readyz", readyz, methods=["GET"], include_in_schema=False))
-    api_metrics.install(app, runtime)
-
-    return app

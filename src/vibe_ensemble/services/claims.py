@@ -1,13 +1,15 @@
-"""Claims: which issue a claim takes, atomically (exactly one of many racing callers wins).
+"""Claims: which issue a claim takes, atomically (exactly one of many racing callers wins), and
+which issues a close makes claimable.
 
 `IssueService.claim` checks the caller and records the claim; these functions pick the
-issue inside its transaction.
+issue inside its transaction. `IssueService.close` announces what its close made ready.
 """
 
 from __future__ import annotations
 
 from vibe_ensemble.domain.enums import IssueStatus
 from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, NotFound
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, Issue, Project
 from vibe_ensemble.services.base import Transaction
 from vibe_ensemble.store import dependencies as dependency_store
@@ -59,3 +61,18 @@ async def check_claimable(conn: Connection, issue: Issue) -> None:
             id=issue.id,
             waiting_on=[d.id for d in deps if not d.status.finished],
         )
+
+
+async def announce_ready(tx: Transaction, project_id: int, issue_id: int, actor: str) -> list[Issue]:
+    """The dependants of a just-closed issue that are ready now, each announced (`issue.ready`)."""
+    ready = [
+        d
+        for d in await dependency_store.dependants(tx.conn, issue_id)
+        if await dependency_store.is_ready(tx.conn, d)
+    ]
+    loaded = await store.by_ids(tx.conn, ready)
+    for issue in loaded:
+        tx.emit(
+            EventType.ISSUE_READY, actor, project_id, id=issue.id, title=issue.title, unblocked_by=issue_id
+        )
+    return loaded

@@ -13,7 +13,7 @@ from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services import claims
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import comments as comment_store
 from vibe_ensemble.store import dependencies as dependency_store
@@ -234,7 +234,7 @@ class IssueService(Service):
                 version=current.version + 1,
             )
             if status is not None and status.finished and not current.status.finished:
-                await self._announce_ready(tx, proj.id, issue_id, actor)
+                await claims.announce_ready(tx, proj.id, issue_id, actor)
             return await store.get(tx.conn, proj.id, issue_id)
 
     async def claim(
@@ -312,28 +312,8 @@ class IssueService(Service):
             tx.emit(
                 EventType.ISSUE_CLOSED, actor, proj.id, id=issue_id, status=status.value, title=issue.title
             )
-            now_ready = await self._announce_ready(tx, proj.id, issue_id, actor)
+            now_ready = await claims.announce_ready(tx, proj.id, issue_id, actor)
             return ClosedIssue(issue=await store.get(tx.conn, proj.id, issue_id), now_ready=now_ready)
-
-    async def _announce_ready(
-        self, tx: Transaction, project_id: int, issue_id: int, actor: str
-    ) -> builtins.list[Issue]:
-        ready = [
-            d
-            for d in await dependency_store.dependants(tx.conn, issue_id)
-            if await dependency_store.is_ready(tx.conn, d)
-        ]
-        loaded = await store.by_ids(tx.conn, ready)
-        for issue in loaded:
-            tx.emit(
-                EventType.ISSUE_READY,
-                actor,
-                project_id,
-                id=issue.id,
-                title=issue.title,
-                unblocked_by=issue_id,
-            )
-        return loaded
 
 
 def _field_values(

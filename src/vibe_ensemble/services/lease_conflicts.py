@@ -1,4 +1,5 @@
-"""Which live leases stand in the way of wanted patterns: the overlap of every pair, within budgets.
+"""Wanted lease patterns: read from what a caller gave, and which live leases stand in their way
+(the overlap of every pair, within budgets).
 
 Each comparison is bounded by domain/overlap.py's work budget and a whole call by CALL_BUDGET;
 past either the call is refused rather than answered with a guess. The comparisons run in a
@@ -16,6 +17,24 @@ from vibe_ensemble.domain.models import LeaseConflict, Reservation
 # Steps one call may spend comparing its patterns with the live leases (see domain/overlap.py;
 # one comparison of ordinary globs costs tens of steps, the worst one overlap.WORK_BUDGET).
 CALL_BUDGET = 1_000_000
+
+
+def parse_patterns(
+    field: str, paths: list[str], *, maximum: int
+) -> tuple[list[globs.LeasePattern], list[str]]:
+    """Validate, normalise and de-duplicate patterns; returns them and notes on rewrites."""
+    if not paths:
+        raise InvalidInput(field, "give at least one path, glob or resource")
+    if len(paths) > maximum:
+        raise InvalidInput(field, f"at most {maximum} entries (got {len(paths)})")
+    patterns: dict[str, globs.LeasePattern] = {}
+    notes: list[str] = []
+    for i, raw in enumerate(paths):
+        pattern, note = globs.parse(f"{field}[{i}]", raw)
+        if note:
+            notes.append(note)
+        patterns.setdefault(pattern.text, pattern)
+    return list(patterns.values()), notes
 
 
 def _stored(text: str) -> globs.LeasePattern:

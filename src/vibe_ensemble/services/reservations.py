@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from vibe_ensemble.domain import globs, rules
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.errors import Conflict, InvalidInput
@@ -28,7 +28,7 @@ from vibe_ensemble.domain.models import (
 )
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service, Transaction
-from vibe_ensemble.services.lease_conflicts import find_conflicts
+from vibe_ensemble.services.lease_conflicts import find_conflicts, parse_patterns
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
 from vibe_ensemble.store import issues as issue_store
@@ -43,24 +43,6 @@ MAX_REASON = rules.MAX_NOTE
 OPERATION = "reserve_paths"
 
 _RESULT = TypeAdapter(ReservationResult)
-
-
-def parse_patterns(
-    field: str, paths: list[str], *, maximum: int
-) -> tuple[list[globs.LeasePattern], list[str]]:
-    """Validate, normalise and de-duplicate patterns; returns them and notes on rewrites."""
-    if not paths:
-        raise InvalidInput(field, "give at least one path, glob or resource")
-    if len(paths) > maximum:
-        raise InvalidInput(field, f"at most {maximum} entries (got {len(paths)})")
-    patterns: dict[str, globs.LeasePattern] = {}
-    notes: list[str] = []
-    for i, raw in enumerate(paths):
-        pattern, note = globs.parse(f"{field}[{i}]", raw)
-        if note:
-            notes.append(note)
-        patterns.setdefault(pattern.text, pattern)
-    return list(patterns.values()), notes
 
 
 def _emit_refused(

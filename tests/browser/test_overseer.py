@@ -68,6 +68,10 @@ def test_leases_page_lists_filters_and_follows_live(page: Page, server: ServerPr
     expect(ada).to_contain_text("src/live/**")  # no reload
     expect(ada.locator(f".issue a[data-issue='{hostile}']")).to_have_text(f"#{hostile} {XSS} lease")
     no_script_ran(page, dialogs)  # the issue's title is shown as text
+    expect(ada).not_to_have_class(re.compile(r"\bcontested\b"))
+    world.call("POST", world.p + "/reservations", {"paths": ["src/live/x.py"], "agent": "cyd"})
+    expect(ada).to_have_class(re.compile(r"\bcontested\b"))  # it refused cyd: highlighted, live
+    expect(ada.locator(".conflict-badge")).to_have_text("refused 1 request")
 
     page.select_option("#lease-agent", "cyd")  # the filter submits itself
     expect(page).to_have_url(re.compile(r"agent=cyd"))

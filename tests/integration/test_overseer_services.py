@@ -87,6 +87,23 @@ async def test_leases_soonest_first_filtered_by_holder_and_a_stale_one_ended_aud
         await services.oversight.leases(scoped, project="default")
 
 
+async def test_a_lease_that_refused_another_agents_reserve_is_contested(
+    services: Services, admin: Caller
+) -> None:
+    await _team(services, admin)
+    held = (await services.reservations.reserve(admin, ["src/a/**"], agent="brook")).granted[0]
+    quiet = (await services.reservations.reserve(admin, ["docs/**"], agent="brook")).granted[0]
+    for _ in range(2):  # refused twice, by brook's src/a/** (advisory: the rest would be granted)
+        refused = await services.reservations.reserve(admin, ["src/a/x.py"], agent="cyd")
+        assert refused.granted == [] and [c.holder for c in refused.conflicts] == ["brook"]
+
+    view = await services.oversight.leases(admin)
+    assert view.contested == {held.id: 2}
+    assert quiet.id not in view.contested
+    # Refusals older than the window do not count.
+    assert (await services.oversight.leases(admin, window=timedelta(microseconds=1))).contested == {}
+
+
 async def test_threads_newest_first_filtered_with_read_and_ack_state_and_bodies_by_role(
     services: Services, admin: Caller
 ) -> None:

@@ -3,8 +3,9 @@ ending another agent's stale lease."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
@@ -15,12 +16,16 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.domain.threads import ThreadSummary
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
+from vibe_ensemble.store import attention as attention_store
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as store
 from vibe_ensemble.store import threads as thread_store
 from vibe_ensemble.store.database import Connection
+
+CONTESTED_WINDOW = timedelta(minutes=30)  # as the attention panel's default conflict window
+MAX_REFUSALS = 500  # the newest refusals read for it
 
 
 @dataclass
@@ -43,22 +48,35 @@ class LeaseView:
     holders: list[str]  # every agent holding a live lease, by name (the filter's choices)
     agent: str | None  # the filter
     issues: dict[int, Issue]  # the issues the shown leases serve, by id
+    # Leases that stood in the way of another agent's reserve within `window`: lease id -> refusals
+    contested: dict[int, int]
+    window: timedelta
 
 
 class OversightService(Service):
     async def leases(
-        self, caller: Caller, *, project: str | None = None, agent: str | None = None
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        window: timedelta = CONTESTED_WINDOW,
     ) -> LeaseView:
-        """The project's live leases, soonest expiry first; only `agent`'s when given."""
+        """The project's live leases, soonest expiry first; only `agent`'s when given. Each lease that
+        refused another agent's reserve within `window` counts those refusals (`contested`)."""
         caller.require(Op.RESERVATION_READ)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             every = await store.live_in_project(tx.conn, proj.id, tx.now)
             chosen = [lease for lease in every if agent is None or lease.holder == agent]
             served = await _served(tx.conn, chosen)
+            refused = await attention_store.events_since(
+                tx.conn, proj.id, proj.slug, [EventType.RESERVATION_REFUSED], tx.now - window, MAX_REFUSALS
+            )
         holders = sorted({lease.holder for lease in every})
         chosen.sort(key=lambda lease: (lease.expires_at, lease.id))
-        return LeaseView(proj.slug, tx.now, chosen, holders, agent, served)
+        contested = _contested(chosen, refused)
+        return LeaseView(proj.slug, tx.now, chosen, holders, agent, served, contested, window)
 
     async def revoke_lease(
         self, caller: Caller, lease_id: int, *, project: str | None = None, reason: str = ""
@@ -127,3 +145,14 @@ async def _served(conn: Connection, leases: list[Reservation]) -> dict[int, Issu
     """The issues these leases serve, by id (leases name issues of their own project only)."""
     ids = {lease.issue for lease in leases if lease.issue is not None}
     return {issue.id: issue for issue in await issue_store.by_ids(conn, ids)} if ids else {}
+
+
+def _contested(leases: list[Reservation], refused: list[Event]) -> dict[int, int]:
+    """How often each lease stood in another agent's way (a `reservation.refused` naming its holder
+    and pattern); leases that did not are left out."""
+    hits: Counter[tuple[str, str]] = Counter()
+    for event in refused:
+        for conflict in event.payload.get("conflicts") or []:
+            if isinstance(conflict, dict):
+                hits[(str(conflict.get("holder")), str(conflict.get("pattern")))] += 1
+    return {lease.id: n for lease in leases if (n := hits[(lease.holder, lease.pattern)])}

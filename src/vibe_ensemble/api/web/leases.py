@@ -4,6 +4,7 @@ filterable by holder, and ending a stale one (`agent.retire`, audited)."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -27,7 +28,10 @@ AgentQuery = Annotated[str | None, Query(max_length=64)]
 
 def _leases(agent: str | None) -> Context:
     async def context(visit: Visit, project: str) -> dict[str, Any]:
-        view = await visit.services.oversight.leases(visit.caller, project=project, agent=agent or None)
+        window = timedelta(seconds=visit.request.app.state.runtime.settings.attention_conflict_window_s)
+        view = await visit.services.oversight.leases(
+            visit.caller, project=project, agent=agent or None, window=window
+        )
         recheck = COUNTDOWN_S
         if view.leases:
             first = (view.leases[0].expires_at - view.now).total_seconds()

@@ -295,9 +295,12 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_resumes(
                 api.stream("GET", "/events/stream", params={"after": start}) as healthy,
             ):
                 assert json.loads(await slow_ws.recv())["type"] == "ready"
+                # The healthy subscriber reads from before the events are written: one that waited for
+                # the write to end could itself stall past the send timeout on a loaded machine.
+                reading = asyncio.create_task(next_events(sse_frames(healthy), 120))
                 await _bulk_events(postgres_url, count=120, size=64_000)
                 latest = await latest_id(api)
-                got = await next_events(sse_frames(healthy), 120)
+                got = await reading
                 assert [f.id for f in got] == list(range(start + 1, latest + 1))
                 while (
                     metric(server.url, "vibe_feed_disconnects_total", transport="sse", reason="slow_consumer")

@@ -53,6 +53,19 @@ def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
     assert not (tmp_path / "vibe.db").exists()  # refused before anything was created
 
 
+def test_the_worker_count_may_come_from_the_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": str(free_port()), "VIBE_WORKERS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2  # VIBE_WORKERS=2 is read: refused on SQLite, as the flag is
+    assert "--workers needs PostgreSQL" in done.stderr
+
+
 def test_a_worker_count_out_of_range_is_refused(tmp_path: Path) -> None:
     env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
     done = subprocess.run(

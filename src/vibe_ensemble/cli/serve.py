@@ -31,7 +31,12 @@ def serve(
     migrate: Annotated[bool, typer.Option("--migrate", help="Apply migrations before serving.")] = False,
     workers: Annotated[
         int,
-        typer.Option(min=1, max=64, help="Server processes sharing the port (PostgreSQL only; default 1)."),
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="VIBE_WORKERS",
+            help="Server processes sharing the port (PostgreSQL only; default 1). Or VIBE_WORKERS.",
+        ),
     ] = 1,
 ) -> None:
     """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""

@@ -89,6 +89,8 @@ def test_the_board_shows_agents_issues_leases_and_events(
     expect(column("ready")).to_contain_text("Document the /auth endpoints")
     expect(column("done")).to_contain_text("Extract the token parser")
     expect(page.locator("section.leases")).to_contain_text("src/auth/**")
+    # the issue brook's lease serves (the scenario names #2), linked
+    expect(page.locator("section.leases .issue a[href='/issues/2?project=default']")).to_have_text("#2")
     expect(page.locator("section.events")).to_contain_text("message.sent")
 
     page.get_by_role("link", name="#2 Session middleware").click()

@@ -15,6 +15,7 @@ visible in id order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import time
@@ -275,8 +276,19 @@ class Database:
             if not transaction:
                 yield _PostgresConnection(aconn, driver)
                 return
-            async with driver.transaction():
+            tx = driver.transaction()
+            await tx.start()
+            try:
                 yield _PostgresConnection(aconn, driver)
+            except BaseException:
+                # A statement cut off mid-flight (a cancelled task: a stopping duty, a timeout) can
+                # leave the connection closed, so the rollback fails too; the original error, a
+                # cancellation among them, must go on, not that failure (the pool replaces the
+                # connection at its next checkout).
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                raise
+            await tx.commit()
 
     async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
         """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from mcp import Client
 from mcp.server import MCPServer
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ContentBlock
 
-from vibe_ensemble.api.mcp import protocol
 from vibe_ensemble.api.mcp.context import direct_results
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import Inbox, InboxItem, Message
@@ -50,12 +51,31 @@ async def ids() -> list[int]:
     return [1, 2]
 
 
+async def messages() -> list[Message]:
+    """Some records."""
+    return [INBOX.items[0].message, INBOX.items[0].message]
+
+
+async def none() -> list[Message]:
+    """No records."""
+    return []
+
+
+TOOLS = (inbox, ids, messages, none)
+
+
 def server(direct: bool) -> MCPServer:
     mcp = MCPServer("t")
-    for fn in (inbox, ids):
+    for fn in TOOLS:
         mcp.add_tool(direct_results(fn) if direct else fn)
-    mcp._lowlevel_server.middleware.append(protocol.compact_results)  # as build_mcp does (protocol.register)
     return mcp
+
+
+def compacted(block: ContentBlock) -> dict[str, Any]:
+    """The SDK's text block, its indented JSON written compact (what agents got before)."""
+    dumped = block.model_dump()
+    dumped["text"] = json.dumps(json.loads(dumped["text"]), separators=(",", ":"), ensure_ascii=False)
+    return dumped
 
 
 async def test_a_record_reads_the_same_as_through_the_sdk() -> None:
@@ -63,11 +83,20 @@ async def test_a_record_reads_the_same_as_through_the_sdk() -> None:
     answers = {}
     for direct in (False, True):
         async with Client(server(direct)) as client:
-            answers[direct] = [await client.call_tool(name, {}) for name in ("inbox", "ids")]
-    (sdk_inbox, sdk_ids), (our_inbox, our_ids) = answers[False], answers[True]
+            answers[direct] = [await client.call_tool(fn.__name__, {}) for fn in TOOLS]
+    (sdk_inbox, sdk_ids, sdk_list, sdk_none), (our_inbox, our_ids, our_list, our_none) = (
+        answers[False],
+        answers[True],
+    )
     assert not our_inbox.is_error
     assert our_inbox.structured_content == sdk_inbox.structured_content
     assert our_inbox.structured_content["items"][0]["message"]["created_at"] == "2026-11-30T04:05:06.789000Z"
-    assert [c.model_dump() for c in our_inbox.content] == [c.model_dump() for c in sdk_inbox.content]
+    assert [c.model_dump() for c in our_inbox.content] == [compacted(c) for c in sdk_inbox.content]
     assert '"subject":"say \\"hi\\" ✓"' in our_inbox.content[0].text  # compact, not ASCII-escaped
-    assert our_ids == sdk_ids  # a list goes through the SDK's conversion unchanged
+    assert our_ids == sdk_ids  # a list of numbers goes through the SDK's conversion unchanged
+    # A list of records: one compact text block each, the structured copy under "result", as the SDK's.
+    assert isinstance(await direct_results(messages)(), CallToolResult)
+    assert our_list.structured_content == sdk_list.structured_content
+    assert len(our_list.content) == 2
+    assert [c.model_dump() for c in our_list.content] == [compacted(c) for c in sdk_list.content]
+    assert our_none.content == sdk_none.content == [] and our_none.structured_content == {"result": []}

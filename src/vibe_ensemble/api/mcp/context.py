@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import ParamSpec, TypeVar, cast
 
 import pydantic_core
 import structlog
@@ -138,25 +138,33 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 def direct_results(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A tool's record (a dataclass) answered as the SDK's `CallToolResult`, made once: the structured
-    copy, and the same as compact JSON text.
+    """A tool's record (a dataclass), or list of records, answered as the SDK's `CallToolResult`,
+    made once: compact JSON text (pydantic-core's, not ASCII-escaped) and the structured copy
+    parsed from it.
 
-    Left to the SDK, a record is written as indented JSON, validated and dumped again for the
-    structured copy (and the text compacted once more by `protocol.compact_results`). The SDK still
-    validates the structured copy against the tool's output schema. Other results (lists, numbers)
-    go to the SDK as they are.
+    Left to the SDK, each record would be written as indented JSON, then validated and dumped again
+    for the structured copy. The shapes are the SDK's own: one text block per record, and a list's
+    structured copy under `result`. The SDK still validates the structured copy against the tool's
+    output schema. Other results (numbers, lists of numbers) go to the SDK as they are.
     """
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         value = await fn(*args, **kwargs)
-        if not dataclasses.is_dataclass(value):
-            return value
-        text = pydantic_core.to_json(value).decode()  # compact, and not ASCII-escaped
-        data: Any = json.loads(text)
-        return cast(R, CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data))
+        if dataclasses.is_dataclass(value):
+            text = pydantic_core.to_json(value).decode()
+            return cast(R, CallToolResult(content=[_text(text)], structured_content=json.loads(text)))
+        if isinstance(value, list) and all(dataclasses.is_dataclass(item) for item in value):
+            texts = [pydantic_core.to_json(item).decode() for item in value]
+            data = {"result": [json.loads(text) for text in texts]}
+            return cast(R, CallToolResult(content=[_text(t) for t in texts], structured_content=data))
+        return value
 
     return wrapper
+
+
+def _text(text: str) -> TextContent:
+    return TextContent(type="text", text=text)
 
 
 def protocol_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

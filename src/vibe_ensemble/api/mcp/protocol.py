@@ -7,20 +7,20 @@
   connection that can carry notifications (stdio, `vibe-ensemble mcp`), each change to a
   subscribed URI is sent as `notifications/resources/updated`; stateless HTTP has no channel
   for it, and says so (2026-07-28 clients use `subscriptions/listen` there);
-- `completion/complete` for the prompts' and resource templates' arguments;
-- tool results as compact JSON text.
+- `completion/complete` for the prompts' and resource templates' arguments.
+
+(Tool results are compact JSON text from the start: `context.direct_results`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
 from mcp.server import MCPServer
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
@@ -134,23 +134,6 @@ async def complete(
     )
 
 
-def _compact(text: str) -> str:
-    try:
-        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
-    except ValueError:
-        return text
-
-
-async def compact_results(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """Tool results' JSON text without the SDK's pretty-printing (the structured copy is unchanged)."""
-    result = await call_next(ctx)  # the wire form: a dict
-    if ctx.method == "tools/call" and isinstance(result, dict):
-        for block in result.get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "text" and "\n" in str(block.get("text")):
-                block["text"] = _compact(block["text"])
-    return result
-
-
 def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str) -> None:
     """Serve the methods above on `mcp` (changes for `resources/subscribe` come from `bus`)."""
     # The SDK offers no public way to add a spec method's handler to an MCPServer.
@@ -165,4 +148,3 @@ def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str) -> N
         "resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe
     )
     server.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
-    server.middleware.append(compact_results)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,15 @@ def launch(
         server.kill()  # a server that never became ready is no fixture's to stop: do not leak it
         raise
     return server
+
+
+def serving(tmp_path: Path, **options: Any) -> Iterator[ServerProcess]:
+    """A server for a fixture (`yield from serving(...)`): started, handed out, stopped afterwards."""
+    server = start_server(tmp_path, **options)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def start_server(

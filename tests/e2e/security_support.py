@@ -9,6 +9,19 @@ import httpx2
 
 from ..support import ServerProcess
 
+# An MCP `initialize` as a client on the 2025-06-18 protocol sends it, and the headers /mcp needs.
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
 
 def make_token(
     server: ServerProcess,

@@ -14,21 +14,10 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from ..support import ServerProcess, start_server
-from .security_support import auth
+from ..support import ServerProcess, serving
+from .security_support import INIT, MCP_HEADERS, auth
 
 EVIL = "evil.example.com"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "p", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 # (method, path, needs the admin token): one of each door
 DOORS = [
     ("GET", "/api/v1/projects", True),
@@ -48,21 +37,13 @@ PROBES = ["/healthz", "/readyz"]
 @pytest.fixture(scope="module")
 def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"VIBE_ALLOWED_HOSTS": json.dumps(["vibe.example.com", "127.0.0.1:*"])}
-    proc = start_server(tmp_path_factory.mktemp("hosts"), extra_env=env)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serving(tmp_path_factory.mktemp("hosts"), extra_env=env)
 
 
 @pytest.fixture(scope="module")
 def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """No VIBE_ALLOWED_HOSTS, on 127.0.0.1: loopback names only."""
-    proc = start_server(tmp_path_factory.mktemp("loopback"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serving(tmp_path_factory.mktemp("loopback"))
 
 
 def _request(server: ServerProcess, method: str, path: str, host: str, token: bool) -> httpx2.Response:

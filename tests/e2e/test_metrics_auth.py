@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from ..support import ServerProcess, free_port, launch, start_server
+from ..support import ServerProcess, free_port, launch, serving, start_server
 
 EVIL = "evil.example.com"
 METRICS_TOKEN = secrets.token_urlsafe(32)
@@ -31,21 +31,13 @@ def _get(server: ServerProcess, host: str | None = None, token: str | None = Non
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"VIBE_METRICS_TOKEN": METRICS_TOKEN, "VIBE_ALLOWED_HOSTS": ALLOWED}
-    proc = start_server(tmp_path_factory.mktemp("guarded"), extra_env=env)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serving(tmp_path_factory.mktemp("guarded"), extra_env=env)
 
 
 @pytest.fixture(scope="module")
 def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The default: 127.0.0.1, no VIBE_ALLOWED_HOSTS, no VIBE_METRICS_TOKEN."""
-    proc = start_server(tmp_path_factory.mktemp("open"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serving(tmp_path_factory.mktemp("open"))
 
 
 def test_with_a_token_no_token_and_a_wrong_one_are_refused(guarded: ServerProcess) -> None:

@@ -18,19 +18,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 
 from ..support import ServerProcess, call_error, mcp_client, start_server
-from .security_support import auth, error_code, make_token
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+from .security_support import INIT, MCP_HEADERS, auth, error_code, make_token
 
 
 @pytest.fixture(scope="module")

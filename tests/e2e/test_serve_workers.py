@@ -39,41 +39,32 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), what="workers to exit")
 
 
-def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
-    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": str(free_port())}
-    done = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate", "--workers", "2"],
-        env=env,
+def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`serve ARGS` on SQLite in `tmp_path`, expected to refuse (it would serve otherwise: the timeout)."""
+    environment = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": str(free_port()), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "serve", *args],
+        env=environment,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
+    done = _serve(tmp_path, "--migrate", "--workers", "2")
     assert done.returncode == 2
     assert "--workers needs PostgreSQL" in done.stderr
     assert not (tmp_path / "vibe.db").exists()  # refused before anything was created
 
 
 def test_the_worker_count_may_come_from_the_environment(tmp_path: Path) -> None:
-    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": str(free_port()), "VIBE_WORKERS": "2"}
-    done = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _serve(tmp_path, "--migrate", VIBE_WORKERS="2")
     assert done.returncode == 2  # VIBE_WORKERS=2 is read: refused on SQLite, as the flag is
     assert "--workers needs PostgreSQL" in done.stderr
 
 
 def test_a_worker_count_out_of_range_is_refused(tmp_path: Path) -> None:
-    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--workers", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _serve(tmp_path, "--workers", "0")
     assert done.returncode == 2
     assert "--workers" in done.stderr

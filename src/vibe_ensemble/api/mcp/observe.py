@@ -67,6 +67,12 @@ def outcome(result: HandlerResult) -> str:
     return found.group(1) if found and found.group(1) in known_codes() else "error"
 
 
+def _tool(ctx: ServerRequestContext[Any, Any], names: frozenset[str]) -> str:
+    """The tool a `tools/call` names: one of ours, else `unknown` (a closed set of labels)."""
+    name = (ctx.params or {}).get("name")
+    return name if isinstance(name, str) and name in names else "unknown"
+
+
 def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
     """Middleware (outermost) that measures each `tools/call` of these tools."""
     names = frozenset(fn.__name__ for fn in tools)
@@ -74,8 +80,7 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call":
             return await call_next(ctx)
-        name = (ctx.params or {}).get("name")
-        tool = name if isinstance(name, str) and name in names else "unknown"
+        tool = _tool(ctx, names)
         started = time.perf_counter()
         result_outcome = "protocol_error"
         try:
@@ -110,8 +115,7 @@ def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMi
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call":
             return await call_next(ctx)
-        name = (ctx.params or {}).get("name")
-        tool = name if isinstance(name, str) and name in names else "unknown"
+        tool = _tool(ctx, names)
         with tracer.start_as_current_span(
             f"tools/call {tool}", record_exception=False, set_status_on_exception=False
         ) as span:

@@ -105,13 +105,16 @@ async def test_mail_and_feeds_cross_replicas_and_survive_one_dying(cluster: list
 
         # The WebSocket subscriber resumes on A from its last id and misses nothing.
         resumed = asyncio.create_task(follow_ws(a, ws_ids[-1]))
-        await until(lambda: bool(ws_ids) and ws_ids[-1] == latest and bool(sse_ids) and sse_ids[-1] == latest)
+        # At least up to `latest`: the presence sweep may add events after it (alice and bob go
+        # offline a second after their last call).
+        await until(lambda: bool(ws_ids) and ws_ids[-1] >= latest and bool(sse_ids) and sse_ids[-1] >= latest)
         resumed.cancel()
         sse_task.cancel()
 
+        # Every event once, in order, nothing skipped: each feed is a prefix of the log.
         truth = [e["id"] for e in await log_after(api, start)]
-        assert sse_ids == truth
-        assert ws_ids == truth
+        assert sse_ids == truth[: len(sse_ids)]
+        assert ws_ids == truth[: len(ws_ids)]
 
 
 async def test_duties_run_once_and_survive_their_leader(cluster: list[ServerProcess]) -> None:

@@ -9,12 +9,9 @@ client documents (docs/clients/).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
-import shlex
-import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +58,7 @@ def cursor_entry(url: str) -> dict[str, Any]:
     return {"url": url, "headers": _bearer("${env:" + TOKEN_VAR + "}")}
 
 
-def _read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
+def read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
     """The file's text (None when missing) and the JSON object it holds ({} when missing or empty)."""
     before = path.read_text() if path.exists() else None
     data: Any = {}
@@ -78,7 +75,7 @@ def _read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
 
 
 def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
-    before, data = _read_json_object(path)
+    before, data = read_json_object(path)
     servers = data.setdefault(key, {})
     if not isinstance(servers, dict):
         raise ConnectError(f'"{key}" in {path} must be an object of servers')
@@ -211,69 +208,3 @@ def apply(change: Change) -> None:
     tmp = change.path.with_name(change.path.name + ".tmp")
     tmp.write_text(change.after)
     tmp.replace(change.path)
-
-
-HOOK_MARK = " hook claude-code "  # how our entries are recognised in a settings file's hooks
-
-
-def claude_code_hooks(command: str) -> dict[str, list[dict[str, Any]]]:
-    """The `hooks` of Claude Code's settings that run `command` (…`hook claude-code …`) on each event."""
-    from vibe_ensemble.hooks.claude_code import EDIT_MATCHER
-
-    entry = {"type": "command", "command": command, "timeout": 15}
-    return {
-        "SessionStart": [{"hooks": [entry]}],
-        "UserPromptSubmit": [{"hooks": [entry]}],
-        "PreToolUse": [{"matcher": EDIT_MATCHER, "hooks": [entry]}],
-        "Stop": [{"hooks": [entry]}],
-        "SessionEnd": [{"hooks": [entry]}],
-    }
-
-
-def hook_command(url: str, project: str, agent: str, role: str) -> str:
-    """The shell command of our hooks: this installation's `vibe-ensemble` by its absolute path
-    (Claude Code's PATH may not have it), with who the agent is; the token stays out of it."""
-    script = Path(sys.executable).with_name("vibe-ensemble")
-    argv = [str(script)] if script.exists() else [sys.executable, "-I", "-m", "vibe_ensemble.cli"]
-    who = [
-        "--url",
-        url.rstrip("/").removesuffix("/mcp"),
-        "--project",
-        project,
-        "--agent",
-        agent,
-        "--role",
-        role,
-    ]
-    return shlex.join([*argv, "hook", "claude-code", *who])
-
-
-def hooks_file(project: Path) -> Path:
-    # Claude Code's personal project settings (not shared: the command names this machine's paths)
-    return project / ".claude" / "settings.local.json"
-
-
-def _ours(group: Any) -> bool:
-    hooks = group.get("hooks") if isinstance(group, dict) else None
-    return isinstance(hooks, list) and any(
-        isinstance(h, dict) and HOOK_MARK in f" {h.get('command', '')} " for h in hooks
-    )
-
-
-def plan_hooks(project: Path, command: str) -> Change:
-    """Our hooks merged into `.claude/settings.local.json`: every other key and hook is kept, ours
-    (recognised by `hook claude-code` in their command) are replaced, and a second run changes nothing."""
-    path = hooks_file(project)
-    before, data = _read_json_object(path)
-    original = copy.deepcopy(data)
-    hooks = data.setdefault("hooks", {})
-    if not isinstance(hooks, dict):
-        raise ConnectError(f'"hooks" in {path} must be an object of events')
-    for event, groups in claude_code_hooks(command).items():
-        kept = hooks.get(event, [])
-        if not isinstance(kept, list):
-            raise ConnectError(f'"hooks.{event}" in {path} must be a list')
-        hooks[event] = [g for g in kept if not _ours(g)] + groups
-    if before is not None and original == data:
-        return Change(path, before, before)
-    return Change(path, before, json.dumps(data, indent=2) + "\n")

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vibe_ensemble.cli.client_hooks import HOOK_CONFIGS, hook_command, plan_hooks
 from vibe_ensemble.cli.clients import (
     CLIENTS,
     TOKEN_VAR,
     ConnectError,
     apply,
-    hook_command,
     plan_config,
-    plan_hooks,
     read_token,
     token_file,
     write_token,
@@ -48,8 +47,8 @@ def connect(
         bool,
         typer.Option(
             "--hooks",
-            help="claude-code: also write its hooks (presence, briefing, mail, a lease check before "
-            "each edit) into .claude/settings.local.json.",
+            help="Also write the client's hooks (presence, briefing, mail, a lease check before each "
+            "edit) into its hooks file (docs/clients/).",
         ),
     ] = False,
     dry_run: Annotated[
@@ -72,8 +71,6 @@ def connect(
 
     if role not in ("worker", "coordinator"):
         raise fail(f"--role {role!r}: an agent's token is worker or coordinator")
-    if hooks and client != "claude-code":
-        raise fail(f"--hooks: only claude-code has hooks this command writes, not {client!r}")
     directory = directory.resolve()
     agent = agent or directory.name
     try:
@@ -81,14 +78,11 @@ def connect(
         parse_url(settings.effective_database_url)
         require_existing_database(settings.effective_database_url)
         change = plan_config(client, directory, url or settings.mcp_url)
-        hook_change = (
-            plan_hooks(
-                directory,
-                hook_command(url or settings.mcp_url, project or settings.default_project, agent, role),
-            )
-            if hooks
-            else None
-        )
+        hook_change = None
+        if hooks:
+            who = (url or settings.mcp_url, project or settings.default_project, agent, role)
+            command = hook_command(client, *who, directory)
+            hook_change = plan_hooks(client, directory, command, pending=change)
     except (StartupError, ConnectError, DatabaseError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
@@ -106,7 +100,7 @@ def connect(
     mcp_url = url or settings.mcp_url
     _write(change, f"{CLIENTS[client].title}: server {mcp_url}", "already has this server", dry_run=dry_run)
     if hook_change is not None:
-        what = "Claude Code hooks; personal settings, not for committing"
+        what = f"{CLIENTS[client].title} hooks; {HOOK_CONFIGS[client].note}"
         _write(hook_change, what, "already has these hooks", dry_run=dry_run)
     _report_token(directory, wanted, secret, new=new, dry_run=dry_run)
 

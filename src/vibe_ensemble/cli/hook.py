@@ -1,4 +1,8 @@
-"""`vibe-ensemble hook claude-code`: what Claude Code runs on its hook events (hooks/claude_code.py)."""
+"""`vibe-ensemble hook CLIENT`: what an agent's client runs on its hook events (hooks/).
+
+One command per client with hooks (claude-code, gemini, cursor, codex); each is the same runner with
+that client's adapter: the event as JSON on stdin, the answer on stdout and the exit code.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +10,93 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from vibe_ensemble.hooks.core import Adapter
 
 hook_app = typer.Typer(
     help="Hooks an agent's client runs on its events: presence, briefing, mail, lease checks.",
     no_args_is_help=True,
 )
 
+Url = Annotated[str, typer.Option(help="The server, e.g. http://127.0.0.1:8080 (its /mcp URL works too).")]
+Agent = Annotated[str, typer.Option(help="The agent this client's session is.")]
+Project = Annotated[str, typer.Option(help="The agent's project.")]
+Role = Annotated[str, typer.Option(help="worker or coordinator: how a new agent registers.")]
+Directory = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", help="The repository (default: the client's project directory, else the event's cwd)."
+    ),
+]
 
-@hook_app.command("claude-code")
-def claude_code(
-    url: Annotated[
-        str, typer.Option(help="The server, e.g. http://127.0.0.1:8080 (its /mcp URL works too).")
-    ],
-    agent: Annotated[str, typer.Option(help="The agent this Claude Code session is.")],
-    project: Annotated[str, typer.Option(help="The agent's project.")] = "default",
-    role: Annotated[str, typer.Option(help="worker or coordinator: how a new agent registers.")] = "worker",
-    directory: Annotated[
-        Path | None,
-        typer.Option("--dir", help="The repository (default: $CLAUDE_PROJECT_DIR, else the event's cwd)."),
-    ] = None,
-) -> None:
-    """Answer one Claude Code hook event: the event as JSON on stdin, the answer as JSON on stdout.
 
-    The token comes from VIBE_ENSEMBLE_TOKEN, else from the repository's .vibe-ensemble/token.env
-    (where `vibe-ensemble connect` keeps it).
-    """
+def run(client: str, url: str, agent: str, project: str, role: str, directory: Path | None) -> None:
+    """Answer one hook event of `client`. The token comes from VIBE_ENSEMBLE_TOKEN, else from the
+    repository's .vibe-ensemble/token.env (where `vibe-ensemble connect` keeps it)."""
     from vibe_ensemble.cli.clients import TOKEN_VAR, read_token, token_file
-    from vibe_ensemble.hooks.claude_code import handle
+    from vibe_ensemble.hooks import adapters
+    from vibe_ensemble.hooks.core import event_dir, handle
     from vibe_ensemble.hooks.server import Identity, Server, Unreachable
 
+    adapter: Adapter = adapters()[client]
     try:
         event = json.loads(sys.stdin.read() or "null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         typer.echo(f"vibe-ensemble hook: stdin is not a hook event (JSON): {exc}", err=True)
-        raise typer.Exit(1) from None  # a non-blocking error: Claude Code shows it and goes on
+        raise typer.Exit(1) from None  # a non-blocking error for every client
     if not isinstance(event, dict):
         typer.echo("vibe-ensemble hook: stdin is not a hook event (a JSON object)", err=True)
         raise typer.Exit(1)
-    env_dir = os.environ.get("CLAUDE_PROJECT_DIR")
-    repo = (directory or Path(env_dir or event.get("cwd") or ".")).resolve()
+    env_dir = os.environ.get(adapter.project_env) if adapter.project_env else None
+    repo = (directory or Path(env_dir or event_dir(event) or ".")).resolve()
 
     def server() -> Server:
         token = os.environ.get(TOKEN_VAR) or read_token(repo)
         if not token:
             raise Unreachable(
-                f"no token: set {TOKEN_VAR} or run `vibe-ensemble connect claude-code` in {repo} "
+                f"no token: set {TOKEN_VAR} or run `vibe-ensemble connect {client}` in {repo} "
                 f"(it keeps one in {token_file(repo)})"
             )
-        return Server(Identity(url=url, token=token, project=project, agent=agent, role=role))
+        who = Identity(url=url, token=token, project=project, agent=agent, role=role, program=client)
+        return Server(who)
 
-    reply = handle(event, server, repo)
+    reply = handle(event, adapter, server, repo)
     if reply.output is not None:
         print(json.dumps(reply.output))
     if reply.stderr:
         typer.echo(reply.stderr, err=True)
     raise typer.Exit(reply.code)
+
+
+# (the command's name, the client's name, where the repository is when --dir is not given)
+CLIENTS = (
+    ("claude-code", "Claude Code", "$CLAUDE_PROJECT_DIR"),
+    ("gemini", "Gemini CLI", "$GEMINI_PROJECT_DIR"),
+    ("cursor", "Cursor", "$CURSOR_PROJECT_DIR"),
+    ("codex", "Codex CLI", "the event's cwd"),
+)
+
+
+def _command(client: str, title: str, default_dir: str) -> None:
+    def command(
+        url: Url,
+        agent: Agent,
+        project: Project = "default",
+        role: Role = "worker",
+        directory: Directory = None,
+    ) -> None:
+        run(client, url, agent, project, role, directory)
+
+    command.__doc__ = f"Answer one {title} hook event (default directory: {default_dir})."
+    hook_app.command(client)(command)
+
+
+for _client in CLIENTS:
+    _command(*_client)
 
 
 def register(app: typer.Typer) -> None:

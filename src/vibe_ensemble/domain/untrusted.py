@@ -1,7 +1,7 @@
 """Text that agents or people wrote, shown to an agent as data, never as instructions.
 
 Titles, mail subjects, activities, lease reasons and knowledge come in through the server from
-anyone with a token. Wherever they reach a model (the briefing prompts, the Claude Code hooks)
+anyone with a token. Wherever they reach a model (the briefing prompts, the agent-client hooks)
 they are quoted inside fenced blocks that nothing inside can close, under a note that says so.
 """
 

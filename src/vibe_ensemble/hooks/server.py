@@ -32,6 +32,7 @@ class Identity:
     project: str
     agent: str
     role: str = "worker"  # what the agent registers as when the server does not know it yet
+    program: str = "claude-code"  # the client the agent registers with (its `program`)
 
 
 def base_url(url: str) -> str:
@@ -78,7 +79,7 @@ class Server:
         return result
 
     def register(self, role: str = "worker") -> None:
-        body = {"name": self.who.agent, "role": role, "program": "claude-code"}
+        body = {"name": self.who.agent, "role": role, "program": self.who.program}
         try:
             self._call("POST", f"{self._project}/agents", json=body)
         except NotFound as exc:

@@ -70,20 +70,7 @@ class MailHit:
     subject: str
     importance: Importance
     created_at: datetime
-    excerpt: str  # a piece of the body around the first match ("" when bodies are not shown)
+    snippet: str  # the body around the matches, marked « » ("" when bodies are not shown)
 
 
 IMPORTANCE_RANK = {Importance.LOW: 0, Importance.NORMAL: 1, Importance.HIGH: 2, Importance.URGENT: 3}
-
-
-def excerpt(text: str, words: list[str], width: int = 160) -> str:
-    """About `width` characters of `text` around the first of `words` it contains (case-insensitive),
-    with an ellipsis where it was cut; "" when none is found."""
-    lowered = text.lower()
-    found = [i for i in (lowered.find(w) for w in words) if i >= 0]
-    if not found:
-        return ""
-    start = max(0, min(found) - width // 3)
-    end = min(len(text), start + width)
-    piece = " ".join(text[start:end].split())
-    return ("…" if start > 0 else "") + piece + ("…" if end < len(text) else "")

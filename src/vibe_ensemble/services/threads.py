@@ -11,9 +11,10 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import Importance
 from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.permissions import Op, allowed
-from vibe_ensemble.domain.threads import MailHit, Thread, ThreadSummary, excerpt
+from vibe_ensemble.domain.threads import MailHit, Thread, ThreadSummary
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import knowledge as knowledge_store
+from vibe_ensemble.store import mail_search
 from vibe_ensemble.store import threads as store
 
 THREAD_MESSAGES = 200  # the newest messages of a thread shown on its page
@@ -65,17 +66,14 @@ class ThreadService(Service):
     async def search(
         self, caller: Caller, query: str, *, project: str | None = None, limit: int = 20
     ) -> list[MailHit]:
-        """The newest messages holding any word of `query` in their subject — or body, for callers
-        who may read bodies — with an excerpt of the body around the match (for those callers)."""
+        """The messages that best match any word of `query` (ranked full-text search of this
+        project's mail): in their subject — or subject and body, for callers who may read bodies —
+        with a snippet of the body, matches marked « », for those callers."""
         caller.require(Op.EVENT_READ)
         if len(query) > MAX_QUERY:
             raise InvalidInput("q", f"must be at most {MAX_QUERY} characters (got {len(query)})")
         limit = rules.limit("limit", limit)
         words = knowledge_store.terms(query)
-        bodies = self.bodies(caller)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
-            found = await store.search(tx.conn, proj.id, words, bodies=bodies, limit=limit)
-        for hit, body in found:
-            hit.excerpt = excerpt(body, words) if bodies else ""
-        return [hit for hit, _ in found]
+            return await mail_search.search(tx.conn, proj.id, words, bodies=self.bodies(caller), limit=limit)

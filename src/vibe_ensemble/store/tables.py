@@ -154,6 +154,8 @@ messages = sa.Table(
     sa.Column("broadcast", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index(None, "project_id", "thread_id"),
+    # the project's mail newest first (the thread list walks it and stops at its page)
+    sa.Index(None, "project_id", "id"),
     # mail still waiting for acknowledgements (the dashboard's "Needs attention"): a partial index
     sa.Index(
         "ix_messages_ack_required",

@@ -1,6 +1,6 @@
 """Mail read by thread for the dashboard: the newest conversations of a project (filtered by
 participant, importance, or acknowledgements still owed), one conversation's messages with every
-recipient's read and acknowledged state, and a word search over subjects (and bodies)."""
+recipient's read and acknowledged state (the search of mail is `mail_search`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import Importance
-from vibe_ensemble.domain.threads import IMPORTANCE_RANK, Delivery, MailHit, ThreadMessage, ThreadSummary
+from vibe_ensemble.domain.threads import IMPORTANCE_RANK, Delivery, ThreadMessage, ThreadSummary
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import agents, message_recipients, messages
 
@@ -33,13 +33,26 @@ def _involves(agent: str) -> sa.ColumnElement[bool]:
     return sa.or_(_m.c.sender == agent, _m.c.id.in_(delivered))
 
 
-def _newest_first(conn: Connection, project_id: int) -> sa.ColumnElement[bool]:
-    """`messages.project_id = :id`, written so that SQLite walks the messages newest first by id and
-    stops at the limit, instead of collecting the project's rows through the thread index and sorting
-    them all (PostgreSQL plans this well either way)."""
-    if conn.dialect.name == "sqlite":
-        return (_m.c.project_id + 0) == project_id
-    return _m.c.project_id == project_id
+FIRST_WINDOW = 2  # messages read per thread wanted, at first (then four times as many, …)
+
+
+async def _newest_thread_ids(conn: Connection, where: list[sa.ColumnElement[bool]], limit: int) -> list[str]:
+    """The `limit` threads whose newest matching message is newest: found among the newest matching
+    messages (by the index on project and id), a window that grows fourfold until it holds `limit`
+    threads or every matching message. So the cost follows the page (and how long its threads are),
+    not the project's mail: grouping every message by thread read the whole table on each refresh."""
+    window = limit * FIRST_WINDOW
+    while True:
+        newest = sa.select(_m.c.id, _m.c.thread_id).where(*where).order_by(_m.c.id.desc()).limit(window)
+        recent = newest.subquery()
+        grouped = sa.select(
+            recent.c.thread_id, sa.func.max(recent.c.id).label("last"), sa.func.count().label("n")
+        ).group_by(recent.c.thread_id)
+        rows = list(await conn.execute(grouped))
+        if len(rows) >= limit or sum(r.n for r in rows) < window:
+            rows.sort(key=lambda r: r.last, reverse=True)
+            return [r.thread_id for r in rows[:limit]]
+        window *= 4
 
 
 async def newest_threads(
@@ -52,25 +65,27 @@ async def newest_threads(
     limit: int,
 ) -> list[ThreadSummary]:
     """The project's threads with a message matching every filter given, most recent activity first."""
-    q = sa.select(_m.c.thread_id, sa.func.max(_m.c.id).label("last")).where(_m.c.project_id == project_id)
+    where = [_m.c.project_id == project_id]
     if agent:
-        q = q.where(_involves(agent))
+        where.append(_involves(agent))
     if importance is not None:
-        q = q.where(_m.c.importance == importance.value)
+        where.append(_m.c.importance == importance.value)
     if unacked:
-        q = q.where(_owes_ack())
-    rows = list(await conn.execute(q.group_by(_m.c.thread_id).order_by(sa.desc("last")).limit(limit)))
-    ids = [r.thread_id for r in rows]
+        where.append(_owes_ack())
+    ids = await _newest_thread_ids(conn, where, limit)
     if not ids:
         return []
     in_threads = sa.and_(_m.c.project_id == project_id, _m.c.thread_id.in_(ids))
     found: dict[str, list[Any]] = defaultdict(list)
     for r in await conn.execute(
-        sa.select(_m.c.id, _m.c.thread_id, _m.c.sender, _m.c.subject, _m.c.importance, _m.c.created_at)
-        .where(in_threads)
-        .order_by(_m.c.id)
+        # sorted here, not by SQL: `ORDER BY id` would lead SQLite to the project's whole index by id
+        sa.select(_m.c.id, _m.c.thread_id, _m.c.sender, _m.c.subject, _m.c.importance, _m.c.created_at).where(
+            in_threads
+        )
     ):
         found[r.thread_id].append(r)
+    for items in found.values():
+        items.sort(key=lambda r: r.id)
     people: dict[str, set[str]] = defaultdict(set)
     owed: dict[str, int] = defaultdict(int)
     for r in await conn.execute(
@@ -136,34 +151,3 @@ async def thread_messages(
         for r in rows
     ]
     return found, total - len(found)
-
-
-def _like(word: str) -> str:
-    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-async def search(
-    conn: Connection, project_id: int, words: list[str], *, bodies: bool, limit: int
-) -> list[tuple[MailHit, str]]:
-    """The newest messages whose subject (or, with `bodies`, body) holds any of `words`
-    (case-insensitive substrings), with their bodies ("" without `bodies`)."""
-    if not words:
-        return []
-    columns = [_m.c.subject, _m.c.body] if bodies else [_m.c.subject]
-    matches = [sa.func.lower(c).like(_like(w), escape="\\") for w in words for c in columns]
-    q = (
-        sa.select(
-            _m.c.id, _m.c.thread_id, _m.c.sender, _m.c.subject, _m.c.importance, _m.c.created_at, _m.c.body
-        )
-        .where(_newest_first(conn, project_id), sa.or_(*matches))
-        .order_by(_m.c.id.desc())
-        .limit(limit)
-    )
-    return [
-        (
-            MailHit(r.id, r.thread_id, r.sender, r.subject, Importance(r.importance), r.created_at, ""),
-            r.body if bodies else "",
-        )
-        for r in await conn.execute(q)
-    ]

@@ -1,0 +1,169 @@
+"""Full-text search of mail on SQLite (a FTS5 table per project) and PostgreSQL (a tsvector): ranked,
+scoped to the caller's project, bodies searched only for those who may read them, snippets marked
+and escaped on the dashboard, and mail written before migration 0006 indexed by it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import make_settings
+from vibe_ensemble.api.app import create_app
+from vibe_ensemble.domain.caller import SYSTEM, Caller
+from vibe_ensemble.domain.enums import AgentRole, TokenRole
+from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import Services
+from vibe_ensemble.store import mail_search, migrate
+from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.tables import messages, projects
+
+
+async def _caller(services: Services, admin: Caller, role: TokenRole) -> Caller:
+    cred, _ = await services.tokens.create(admin, role=role, label=role.value)
+    return await services.tokens.authenticate_session(cred.id)
+
+
+async def _mail(services: Services, admin: Caller, project: str, items: list[tuple[str, str]]) -> list[int]:
+    await services.agents.register(admin, name="ada", role=AgentRole.COORDINATOR, project=project)
+    await services.agents.register(admin, name="brook", project=project)
+    ids = []
+    for subject, body in items:
+        sent = await services.messages.send(
+            admin, agent="ada", subject=subject, body=body, to=["brook"], project=project
+        )
+        ids.append(sent.id)
+    return ids
+
+
+def _marked(snippet: str) -> set[str]:
+    return {piece.split("»")[0].lower() for piece in snippet.split("«")[1:]}
+
+
+async def test_mail_search_is_ranked_marked_and_scoped_to_the_project(
+    services: Services, admin: Caller
+) -> None:
+    both, body_only, subject_only, _, _ = await _mail(
+        services,
+        admin,
+        "default",
+        [
+            ("Database locking", "The database is locked by the migration."),
+            ("Lunch", "Database maintenance tonight, expect some locking."),
+            ("Locking order", "Take a before b."),
+            ("Unrelated", "Nothing to see."),
+            ("Deploy", "Staging is green."),
+        ],
+    )
+    await services.projects.create(admin, slug="other")
+    await _mail(services, admin, "other", [("Database locking", "database locking database locking")])
+
+    hits = await services.threads.search(admin, "database LOCKING")
+    assert [h.id for h in hits][:1] == [both]  # both words, in the subject and the body
+    assert {h.id for h in hits} == {both, body_only, subject_only}  # nothing of "other"
+    assert all(h.thread_id and h.sender == "ada" for h in hits)
+    by_id = {h.id: h for h in hits}
+    assert _marked(by_id[both].snippet) <= {"database", "locked"} and "«" in by_id[both].snippet
+    assert "database" in _marked(by_id[body_only].snippet)
+    assert [h.subject for h in await services.threads.search(admin, "locking", project="other")] == [
+        "Database locking"
+    ]
+    assert len(await services.threads.search(admin, "database locking", limit=1)) == 1
+
+    # Who may not read bodies searches subjects only, and sees no snippet.
+    for role in (TokenRole.VIEWER, TokenRole.WORKER):
+        reader = await _caller(services, admin, role)
+        assert await services.threads.search(reader, "maintenance tonight") == []
+        found = await services.threads.search(reader, "database locking")
+        assert {h.id for h in found} == {both, subject_only}
+        assert {h.snippet for h in found} == {""}
+    coordinator = await _caller(services, admin, TokenRole.COORDINATOR)
+    assert [h.id for h in await services.threads.search(coordinator, "maintenance")] == [body_only]
+
+    # Query syntax is never passed on: operators and quotes are not words, column names are words.
+    assert await services.threads.search(admin, 'subject : "x" OR NEAR( * ^ - ') == []
+    assert await services.threads.search(admin, '" * ( : ^') == []
+    assert await services.threads.search(admin, "") == []
+
+
+async def test_the_dashboard_marks_matches_and_escapes_the_rest(runtime: Runtime) -> None:
+    services = runtime.services
+    token = await runtime.bootstrap_admin_token()
+    assert token
+    await _mail(services, SYSTEM, "default", [("<b>Alert</b>", "<script>alert(1)</script> needle « here")])
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=create_app(runtime)),
+        base_url="http://127.0.0.1",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
+        page = await http.get("/fragments/knowledge", params={"q": "needle"})
+    assert page.status_code == 200
+    html = page.text
+    assert "<mark>needle</mark>" in html
+    # SQLite's snippet keeps the tags (escaped here); PostgreSQL's ts_headline drops them
+    assert "<script" not in html and "alert(1)" not in html.replace("&lt;script&gt;alert(1)", "")
+    assert "<mark>needle</mark> « here" in html  # a stray mark is text
+    assert "<b>Alert</b>" not in html and "&lt;b&gt;Alert&lt;/b&gt;" in html
+
+
+async def test_migration_0006_indexes_mail_written_before_it(database_url: str, tmp_path: Path) -> None:
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0005")
+        now = datetime.now(UTC)
+        async with db.write() as conn:
+            for slug in ("a", "b"):
+                pid = (
+                    await conn.execute(
+                        projects.insert()
+                        .values(slug=slug, name=slug, created_at=now)
+                        .returning(projects.c.id)
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    messages.insert().values(
+                        project_id=pid,
+                        sender="ada",
+                        subject=f"Backfilled {slug}",
+                        body="an old conversation",
+                        thread_id=f"t-{slug}",
+                        importance="normal",
+                        ack_required=False,
+                        broadcast=False,
+                        created_at=now,
+                    )
+                )
+    finally:
+        await db.dispose()
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        hits = await rt.services.threads.search(SYSTEM, "old conversation", project="a")
+        assert [(h.subject, _marked(h.snippet)) for h in hits] == [("Backfilled a", {"old", "conversation"})]
+        # mail written now is indexed by its project's triggers (or generated column)
+        await _mail(rt.services, SYSTEM, "b", [("Fresh", "a new conversation")])
+        found = await rt.services.threads.search(SYSTEM, "conversation", project="b")
+        assert sorted(h.subject for h in found) == ["Backfilled b", "Fresh"]
+        await rt.services.projects.create(SYSTEM, slug="c")  # made after 0006: its index comes with it
+        await _mail(rt.services, SYSTEM, "c", [("Third", "conversation")])
+        assert [h.subject for h in await rt.services.threads.search(SYSTEM, "conversation", project="c")] == [
+            "Third"
+        ]
+    finally:
+        await rt.stop()
+
+
+async def test_only_the_newest_candidates_are_ranked(
+    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strongest, weaker, weakest = await _mail(
+        services,
+        admin,
+        "default",
+        [("Deploy deploy", "deploy the deploy"), ("Notes", "we deploy later"), ("Other", "a deploy")],
+    )
+    assert (await services.threads.search(admin, "deploy"))[0].id == strongest
+    monkeypatch.setattr(mail_search, "CANDIDATES", 2)
+    assert {h.id for h in await services.threads.search(admin, "deploy")} == {weaker, weakest}

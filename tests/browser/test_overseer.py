@@ -307,6 +307,19 @@ def test_trends_chart_today_and_follow_live(page: Page, server: ServerProcess, w
     expect(today).to_have_attribute("data-value", str(before + 1))  # without a reload
     expect(page.locator("[data-chart=issues-chart] rect")).to_have_count(28)
 
+    # Throughput per agent: cyd finished the token parser today (the scenario); brook's first
+    # finished issue adds its series, live.
+    throughput = page.locator("[data-chart=throughput-chart]")
+    expect(throughput.locator("rect[data-series=cyd]").last).not_to_have_attribute("data-value", "0")
+    brook = throughput.locator("rect[data-series=brook]")
+    done_before = int(brook.last.get_attribute("data-value") or "0") if brook.count() else 0
+    finished = world.issue("Finished by brook")
+    world.claim(finished, "brook")
+    world.call("POST", f"{world.p}/issues/{finished}/close", {"resolution": "done", "agent": "brook"})
+    expect(brook.last).to_have_attribute("data-value", str(done_before + 1))
+    expect(brook).to_have_count(14)  # one bar a day
+    expect(throughput.locator("figcaption")).to_contain_text("brook")
+
 
 def test_no_serious_accessibility_violations_on_the_overseer_pages(
     browser: Browser, server: ServerProcess, world: Api

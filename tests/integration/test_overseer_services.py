@@ -171,17 +171,15 @@ async def test_threads_newest_first_filtered_with_read_and_ack_state_and_bodies_
         assert not hidden.bodies and [m.body for m in hidden.messages] == [None, None]
         assert [m.subject for m in hidden.messages] == ["Plan", "Re: Plan"]
         assert len(await services.threads.threads(reader)) == 3
-        # a search by someone who may not read bodies matches subjects only, and shows no excerpt
+        # a search by someone who may not read bodies matches subjects only, and shows no snippet
         assert await services.threads.search(reader, "secret") == []
-        assert [(h.subject, h.excerpt) for h in await services.threads.search(reader, "freeze")] == [
+        assert [(h.subject, h.snippet) for h in await services.threads.search(reader, "freeze")] == [
             ("Freeze", "")
         ]
-    hits = await services.threads.search(coordinator, "SECRET epic")
-    assert [(h.subject, h.excerpt) for h in hits] == [
-        ("Freeze", "secret freeze plan"),
-        ("Plan", "Split the epic."),
-    ]
-    assert await services.threads.search(coordinator, "100%_") == []  # LIKE wildcards are literal
+    hits = await services.threads.search(coordinator, "SECRET")
+    assert [(h.subject, h.snippet) for h in hits] == [("Freeze", "«secret» freeze plan")]
+    assert await services.threads.search(coordinator, "100%_") == []  # no such word; wildcards are words
+    # (test_mail_search.py: ranking, snippets, scope and the index on both backends)
 
     with pytest.raises(NotFound):
         await services.threads.thread(admin, "plan", project="other")
@@ -279,5 +277,33 @@ async def test_trends_count_issues_and_mail_per_utc_day(services: Services, admi
     assert (value(trends.issues, yesterday, "finished"), value(trends.issues, today, "finished")) == (0, 1)
     assert trends.issues.total == {"opened": 3, "finished": 1}  # the issue 30 days ago is outside
     assert value(trends.mail, today, "messages") == 1 and trends.mail.total == {"messages": 1}
+    assert trends.throughput.series == ["ada"] and value(trends.throughput, today, "ada") == 1
+    assert (trends.other_agents, trends.other_finished) == (0, 0)
     with pytest.raises(InvalidInput):
         await services.insight.trends(admin, days=0)
+
+
+async def test_throughput_draws_the_agents_who_finished_most_and_counts_the_rest(
+    services: Services, admin: Caller
+) -> None:
+    names = [f"agent-{i}" for i in range(7)]
+    for i, name in enumerate(names):
+        await services.agents.register(admin, name=name)
+        for _ in range(i + 1):  # agent-i finishes i + 1 issues
+            issue = await services.issues.create(admin, title=f"work of {name}")
+            await services.issues.claim(admin, issue.id, agent=name)
+            await services.issues.close(admin, issue.id, "done", agent=name)
+    unassigned = await services.issues.create(admin, title="nobody's")
+    await services.issues.close(admin, unassigned.id, "not needed")  # no assignee: not counted
+    await services.projects.create(admin, slug="other")
+    await services.agents.register(admin, name="zed", project="other")
+    elsewhere = await services.issues.create(admin, title="elsewhere", project="other")
+    await services.issues.claim(admin, elsewhere.id, agent="zed", project="other")
+    await services.issues.close(admin, elsewhere.id, "done", agent="zed", project="other")
+
+    trends = await services.insight.trends(admin, days=7)
+    assert trends.throughput.series == ["agent-6", "agent-5", "agent-4", "agent-3", "agent-2"]
+    assert trends.throughput.total == {f"agent-{i}": i + 1 for i in range(2, 7)}
+    assert (trends.other_agents, trends.other_finished) == (2, 1 + 2)
+    assert trends.issues.total["finished"] == 28 + 1  # the issues chart counts every finished issue
+    assert trends.throughput.maximum == 10  # 7, rounded up to a readable scale

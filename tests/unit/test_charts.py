@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 
-from vibe_ensemble.domain.charts import BOTTOM, HEIGHT, TOP, WIDTH, bar_chart, last_days, nice_maximum
+from vibe_ensemble.domain.charts import (
+    BOTTOM,
+    HEIGHT,
+    TOP,
+    WIDTH,
+    bar_chart,
+    busiest,
+    last_days,
+    nice_maximum,
+)
 
 
 def test_the_scale_is_rounded_up_to_a_readable_number() -> None:
@@ -34,3 +43,13 @@ def test_bars_per_day_and_series_scaled_to_the_largest() -> None:
     assert [d.day for d, _ in fortnight.labelled_days] == [2, 4, 6, 8, 10, 12, 14]  # today labelled
     empty = bar_chart("t", days, {"messages": {}})
     assert empty.maximum == 1 and all(b.height == 0 for b in empty.bars)
+
+
+def test_busiest_keeps_the_largest_totals_ties_by_name_and_counts_the_rest() -> None:
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    series = {"cyd": {d1: 2}, "ada": {d1: 1, d2: 1}, "brook": {d2: 2}, "zed": {d1: 1}}
+    kept, others, rest = busiest(series, 2)
+    assert list(kept) == ["ada", "brook"] and kept["ada"] == {d1: 1, d2: 1}  # 2 each; cyd's 2 loses by name
+    assert (others, rest) == (2, 3)
+    assert busiest(series, 10)[1:] == (0, 0)
+    assert busiest({}, 5) == ({}, 0, 0)

@@ -86,3 +86,12 @@ def bar_chart(title: str, days: list[date], series: dict[str, dict[date, int]]) 
             )
     totals = {n: sum(series[n].get(d, 0) for d in days) for n in names}
     return Chart(title, names, days, bars, top, totals)
+
+
+def busiest(series: dict[str, dict[date, int]], count: int) -> tuple[dict[str, dict[date, int]], int, int]:
+    """The `count` series with the largest totals (ties by name), and how many series and how much
+    in total were left out."""
+    totals = {name: sum(values.values()) for name, values in series.items()}
+    ranked = sorted(series, key=lambda name: (-totals[name], name))
+    kept, rest = ranked[:count], ranked[count:]
+    return {name: series[name] for name in kept}, len(rest), sum(totals[name] for name in rest)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.charts import Chart, bar_chart, last_days
+from vibe_ensemble.domain.charts import Chart, bar_chart, busiest, last_days
 from vibe_ensemble.domain.graph import Graph, layout
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
@@ -16,6 +16,7 @@ from vibe_ensemble.store import trends as trend_store
 
 MAX_NODES = 300  # unfinished issues drawn, most urgent first
 MAX_DAYS = 90
+THROUGHPUT_AGENTS = 5  # agents drawn in the throughput chart: those who finished most
 
 
 @dataclass
@@ -23,6 +24,9 @@ class Trends:
     project: str
     issues: Chart  # opened and closed per day
     mail: Chart  # messages sent per day
+    throughput: Chart  # issues finished per day by each of the agents who finished most
+    other_agents: int = 0  # agents who finished issues too, left out of `throughput`
+    other_finished: int = 0  # how many issues they finished
 
 
 class InsightService(Service):
@@ -42,8 +46,8 @@ class InsightService(Service):
         return layout([*shown, *finished], deps, left_out=total - len(shown))
 
     async def trends(self, caller: Caller, *, project: str | None = None, days: int = 14) -> Trends:
-        """Issues opened and finished, and messages sent, per UTC day over the last `days` days
-        (today included)."""
+        """Issues opened and finished, messages sent, and issues finished by each of the agents who
+        finished most (by assignee), per UTC day over the last `days` days (today included)."""
         caller.require(Op.ISSUE_READ)
         caller.require(Op.EVENT_READ)
         days = rules.limit("days", days, maximum=MAX_DAYS)
@@ -54,8 +58,13 @@ class InsightService(Service):
             opened = await trend_store.opened(tx.conn, proj.id, since)
             closed = await trend_store.closed(tx.conn, proj.id, since)
             sent = await trend_store.sent(tx.conn, proj.id, since)
+            by_agent = await trend_store.finished_by(tx.conn, proj.id, since)
+        shown, other_agents, other_finished = busiest(by_agent, THROUGHPUT_AGENTS)
         return Trends(
             proj.slug,
             bar_chart("Issues opened and finished per day", span, {"opened": opened, "finished": closed}),
             bar_chart("Messages per day", span, {"messages": sent}),
+            bar_chart("Issues finished per agent per day", span, shown),
+            other_agents,
+            other_finished,
         )

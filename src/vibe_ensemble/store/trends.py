@@ -1,4 +1,5 @@
-"""Counts per UTC day for the dashboard's trends: issues opened, issues closed, messages sent."""
+"""Counts per UTC day for the dashboard's trends: issues opened, issues closed (in all and by agent),
+messages sent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.tables import issues, messages
+from vibe_ensemble.store.tables import agents, issues, messages
 
 
 def _day(conn: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
@@ -42,3 +43,19 @@ async def closed(conn: Connection, project_id: int, since: datetime) -> dict[dat
 
 async def sent(conn: Connection, project_id: int, since: datetime) -> dict[date, int]:
     return await _per_day(conn, messages, messages.c.created_at, project_id, since)
+
+
+async def finished_by(conn: Connection, project_id: int, since: datetime) -> dict[str, dict[date, int]]:
+    """Issues finished (done or closed, as far as they still are) per day, by the agent they are
+    assigned to; issues finished without an assignee are not counted."""
+    day = _day(conn, issues.c.closed_at).label("day")
+    q = (
+        sa.select(agents.c.name, day, sa.func.count().label("n"))
+        .join(agents, agents.c.id == issues.c.assignee_id)
+        .where(issues.c.project_id == project_id, issues.c.closed_at >= since)
+        .group_by(agents.c.name, day)
+    )
+    found: dict[str, dict[date, int]] = {}
+    for r in await conn.execute(q):
+        found.setdefault(r.name, {})[date.fromisoformat(r.day)] = int(r.n)
+    return found

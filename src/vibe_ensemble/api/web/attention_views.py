@@ -22,7 +22,7 @@ async def attention_fragment(
     async def build(visit: Visit) -> Response:
         current = await visit.services.projects.get(visit.caller, project)
         ctx = {"project": current, **await attention.context(visit, current.slug)}
-        return templates.TemplateResponse(request, "_attention.html", ctx)
+        return templates().TemplateResponse(request, "_attention.html", ctx)
 
     return await serve(request, "fragment", build)
 

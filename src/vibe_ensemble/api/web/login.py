@@ -138,7 +138,7 @@ def form_text(form: Any, name: str) -> str:
 
 
 def _login_page(request: Request, status: int = 200, error: str = "") -> Response:
-    response = templates.TemplateResponse(request, "login.html", {"error": error}, status_code=status)
+    response = templates().TemplateResponse(request, "login.html", {"error": error}, status_code=status)
     return no_store(response)
 
 

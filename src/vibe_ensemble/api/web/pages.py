@@ -43,7 +43,7 @@ async def live_page(
     around = await frame(visit, project)
     slug = around["project"].slug
     values = {**around, **await context(visit, slug), "live": live(fragment, slug, after, families, query)}
-    return templates.TemplateResponse(visit.request, template, values)
+    return templates().TemplateResponse(visit.request, template, values)
 
 
 async def live_fragment(visit: Visit, project: str | None, template: str, context: Context) -> Response:
@@ -56,4 +56,4 @@ async def live_fragment(visit: Visit, project: str | None, template: str, contex
         "csrf_field": sessions.CSRF_FIELD,
         **await context(visit, current.slug),
     }
-    return templates.TemplateResponse(visit.request, template, values)
+    return templates().TemplateResponse(visit.request, template, values)

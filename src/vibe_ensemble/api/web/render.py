@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jinja2
 from fastapi import Request
 from fastapi.responses import Response
-from starlette.templating import Jinja2Templates
 
 from vibe_ensemble.domain.events import EventFamily, EventType, family_of
 from vibe_ensemble.domain.models import Event
+
+if TYPE_CHECKING:
+    import jinja2
+    from starlette.templating import Jinja2Templates
 
 HERE = Path(__file__).parent
 
@@ -95,6 +98,8 @@ def marked(snippet: str) -> list[tuple[str, bool]]:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # here: the first page loads Jinja, not the server's start
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # agent content is untrusted: escape everything, never mark it safe
@@ -131,7 +136,12 @@ def describe(event: Event) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items() if isinstance(v, str | int) and k != "thread_id")
 
 
-templates = Jinja2Templates(env=_environment())
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The dashboard's templates, made by the first page that is rendered (not at start-up)."""
+    from starlette.templating import Jinja2Templates
+
+    return Jinja2Templates(env=_environment())
 
 
 def no_store(response: Response) -> Response:
@@ -141,7 +151,7 @@ def no_store(response: Response) -> Response:
 
 def error_page(request: Request, status: int, code: str, message: str) -> Response:
     context = {"status": status, "code": code, "message": message}
-    return no_store(templates.TemplateResponse(request, "error.html", context, status_code=status))
+    return no_store(templates().TemplateResponse(request, "error.html", context, status_code=status))
 
 
 def live(

@@ -83,7 +83,7 @@ async def _board_page(
         "notice": NOTICES.get(visit.request.query_params.get("done", ""), ""),
     }
     status = 422 if form_error else 200
-    return templates.TemplateResponse(visit.request, "board.html", context, status_code=status)
+    return templates().TemplateResponse(visit.request, "board.html", context, status_code=status)
 
 
 @router.get("/")
@@ -97,7 +97,7 @@ async def board_fragment(request: Request, project: ProjectQuery = None) -> Resp
     async def build(visit: Visit) -> Response:
         context = {"project": await visit.services.projects.get(visit.caller, project)}
         context.update(await _board(visit, context["project"].slug))
-        return templates.TemplateResponse(request, "_board.html", context)
+        return templates().TemplateResponse(request, "_board.html", context)
 
     return await serve(request, "fragment", build)
 
@@ -119,7 +119,7 @@ async def issue_page(request: Request, issue_id: IssueId, project: ProjectQuery 
             **await _issue(visit, issue_id, slug),
             "live": live(f"/fragments/issues/{issue_id}", slug, after, ("issue.*",)),
         }
-        return templates.TemplateResponse(request, "issue.html", context)
+        return templates().TemplateResponse(request, "issue.html", context)
 
     return await serve(request, "page", build)
 
@@ -129,7 +129,7 @@ async def issue_fragment(request: Request, issue_id: IssueId, project: ProjectQu
     async def build(visit: Visit) -> Response:
         current = await visit.services.projects.get(visit.caller, project)
         context = {"project": current, **await _issue(visit, issue_id, current.slug)}
-        return templates.TemplateResponse(request, "_issue.html", context)
+        return templates().TemplateResponse(request, "_issue.html", context)
 
     return await serve(request, "fragment", build)
 

@@ -129,6 +129,19 @@ def serving(tmp_path: Path, **options: Any) -> Iterator[ServerProcess]:
         server.stop()
 
 
+def serve_refused(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`serve ARGS` with its data in `data_dir`, expected to refuse to start (it would serve
+    otherwise: the timeout). `env` adds or overrides environment variables."""
+    environment = {**os.environ, "VIBE_DATA_DIR": str(data_dir), "VIBE_PORT": str(free_port()), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "serve", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def start_server(
     tmp_path: Path,
     *,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import httpx2
 import pytest
 
-from tests.support import call, free_port, mcp_client, start_server, wait_until
+from tests.support import call, free_port, mcp_client, serve_refused, start_server, wait_until
 
 
 def _children(pid: int) -> list[int]:
@@ -19,10 +17,19 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.postgres
 async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, postgres_url: str) -> None:
-    server = start_server(tmp_path, database_url=postgres_url, extra_args=["--workers", "2"])
+    health_port = free_port()
+    server = start_server(
+        tmp_path,
+        database_url=postgres_url,
+        extra_args=["--workers", "2"],
+        extra_env={"VIBE_HEALTH_PORT": str(health_port)},
+    )
     try:
         workers = _children(server.proc.pid)
         assert len(workers) == 2, server.log()
+        # Both workers answer on the one liveness port (ops/health.py).
+        for _ in range(4):
+            assert httpx2.get(f"http://127.0.0.1:{health_port}/healthz").json()["status"] == "ok"
         # Each new connection may land on either worker; every one of them answers with the same state.
         async with mcp_client(server.mcp_url, server.admin_token) as client:
             await call(client, "register_agent", name="w1", role="worker")
@@ -39,32 +46,20 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), what="workers to exit")
 
 
-def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`serve ARGS` on SQLite in `tmp_path`, expected to refuse (it would serve otherwise: the timeout)."""
-    environment = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": str(free_port()), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
-    done = _serve(tmp_path, "--migrate", "--workers", "2")
+    done = serve_refused(tmp_path, "--migrate", "--workers", "2")
     assert done.returncode == 2
     assert "--workers needs PostgreSQL" in done.stderr
     assert not (tmp_path / "vibe.db").exists()  # refused before anything was created
 
 
 def test_the_worker_count_may_come_from_the_environment(tmp_path: Path) -> None:
-    done = _serve(tmp_path, "--migrate", VIBE_WORKERS="2")
+    done = serve_refused(tmp_path, "--migrate", VIBE_WORKERS="2")
     assert done.returncode == 2  # VIBE_WORKERS=2 is read: refused on SQLite, as the flag is
     assert "--workers needs PostgreSQL" in done.stderr
 
 
 def test_a_worker_count_out_of_range_is_refused(tmp_path: Path) -> None:
-    done = _serve(tmp_path, "--workers", "0")
+    done = serve_refused(tmp_path, "--workers", "0")
     assert done.returncode == 2
     assert "--workers" in done.stderr

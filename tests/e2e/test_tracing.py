@@ -191,7 +191,7 @@ async def test_requests_and_tool_calls_arrive_as_spans(tmp_path: Path, receiver:
     logged = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
     [line] = [x for x in logged if x.get("event") == "http_request" and x.get("request_id") == "req-trace-1"]
     assert line["trace_id"] == TRACEPARENT_TRACE
-    tool_lines = [x for x in logged if x.get("event") == "tool_call" and x.get("tool") == "send_message"]
+    tool_lines = [x for x in logged if x.get("tool") == "send_message"]
     assert [x["trace_id"] for x in tool_lines] == [sent[0].trace_id]
 
 
@@ -274,6 +274,7 @@ async def test_database_transactions_and_statements_are_spans_under_their_call(
 
 async def test_the_stdio_command_traces_its_tool_calls(tmp_path: Path, receiver: Receiver) -> None:
     from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
     from tests.e2e.test_foundation_cli import CLI, cli
 
@@ -282,9 +283,10 @@ async def test_the_stdio_command_traces_its_tool_calls(tmp_path: Path, receiver:
     token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
     env = {**__import__("os").environ, "VIBE_TOKEN": token, "VIBE_OTEL_ENDPOINT": receiver.url}
     params = StdioServerParameters(command=CLI, args=["mcp", "--database-url", db], env=env, cwd=tmp_path)
-    async with Client(params) as client:
-        await call(client, "register_agent", name="local")
-        await call(client, "create_issue", title="from stdio", agent="local")
+    with (tmp_path / "stderr.log").open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            await call(client, "register_agent", name="local")
+            await call(client, "create_issue", title="from stdio", agent="local")
     # the process has ended, and sent its spans before it did
     with receiver.lock:
         spans = list(receiver.spans)
@@ -293,6 +295,10 @@ async def test_the_stdio_command_traces_its_tool_calls(tmp_path: Path, receiver:
     [write] = [s for s in _under(spans, created) if s.name == "db.transaction write"]
     assert write.attributes["vibe.db.outcome"] == "committed"
     assert "INSERT issues" in {s.name for s in _under(spans, write)}
+    # The call's log line (stderr) carries the span's trace id.
+    logged = (tmp_path / "stderr.log").read_text()
+    [line] = [x for x in logged.splitlines() if "event=tool_call" in x and "tool=create_issue" in x]
+    assert f"trace_id={created.trace_id}" in line, logged
 
 
 def test_off_without_an_endpoint_nothing_is_loaded(tmp_path: Path) -> None:

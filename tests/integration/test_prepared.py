@@ -85,6 +85,23 @@ NOT_IN_IDS = Prepared(
     .where(agents.c.id.not_in(sa.bindparam("ids", expanding=True)))
     .order_by(agents.c.id)
 )
+NAMED = Prepared(
+    sa.select(agents.c.id)
+    .where(agents.c.name.in_(sa.bindparam("names", expanding=True)))
+    .order_by(agents.c.id)
+)
+TWO_LISTS = Prepared(  # two lists, one of them used twice: each is one array parameter on PostgreSQL
+    sa.select(agents.c.name)
+    .where(
+        sa.or_(
+            agents.c.id.in_(sa.bindparam("ids", expanding=True)),
+            agents.c.name.in_(sa.bindparam("names", expanding=True)),
+        ),
+        agents.c.id.not_in(sa.bindparam("ids", expanding=True))
+        | (agents.c.name != sa.bindparam("not_named")),
+    )
+    .order_by(agents.c.id)
+)
 INSERT = Prepared.insert_row(messages)
 INSERT_RECIPIENT = Prepared(
     message_recipients.insert().values(
@@ -110,13 +127,24 @@ async def test_prepared_in_lists_match_sqlalchemy(runtime: Runtime, admin: Calle
             (IN_IDS, {"ids": [], "not_named": "bo"}),  # an empty list: SQLAlchemy's own SQL for IN ()
             (NOT_IN_IDS, {"ids": ids[1:]}),
             (NOT_IN_IDS, {"ids": []}),
+            (NAMED, {"names": ["cy", "ana", "nobody"]}),
+            (NAMED, {"names": []}),
+            (TWO_LISTS, {"ids": ids[:1], "names": ["cy"], "not_named": "ana"}),
         ]
         for prepared, params in cases:
             fast = (await conn.execute(prepared, params)).all()
             slow = (await conn.execute(prepared.statement, params)).all()
             assert fast == slow
+        # On PostgreSQL a list is one array parameter (`= ANY($n)`): the statement stays on asyncpg.
+        on_postgres = conn.dialect.name == "postgresql"
+        for prepared in (IN_IDS, NOT_IN_IDS, NAMED, TWO_LISTS):
+            plan = prepared.plan(conn.dialect)
+            assert (not plan.expanding) == on_postgres
+            assert ("ANY(" in plan.sql or "ALL(" in plan.sql) == on_postgres
         assert [r.name for r in await conn.execute(IN_IDS, {"ids": ids, "not_named": "bo"})] == ["ana", "cy"]
         assert [r.name for r in await conn.execute(NOT_IN_IDS, {"ids": []})] == ["ana", "bo", "cy"]
+        two = {"ids": ids[:1], "names": ["cy"], "not_named": "ana"}  # ana: in the list, yet named
+        assert [r.name for r in await conn.execute(TWO_LISTS, two)] == ["cy"]
 
 
 async def test_prepared_writes_returning_executemany_and_rowcount(runtime: Runtime, admin: Caller) -> None:

@@ -22,7 +22,7 @@ from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.tables import metadata
 
 # Full-text search lives outside `tables.py` on purpose (`store/knowledge_rank.py` creates it).
-SEARCH_TABLES = ("knowledge_fts",)  # a prefix: one table per project with entries
+SEARCH_TABLES = ("knowledge_fts", "messages_fts")  # prefixes: one table per project
 
 
 async def test_a_second_runtime_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
@@ -57,8 +57,10 @@ def _diff(conn: Connection) -> list[Any]:
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table" and name is not None and name.startswith(SEARCH_TABLES):
             return False
-        # PostgreSQL: the generated tsvector column and its GIN index
-        return not (type_ in ("column", "index") and name in ("search", "ix_knowledge_search"))
+        # PostgreSQL: the generated tsvector columns and their GIN indexes
+        return not (
+            type_ in ("column", "index") and name in ("search", "ix_knowledge_search", "ix_messages_search")
+        )
 
     ctx = MigrationContext.configure(
         conn,

@@ -1,7 +1,8 @@
 """`vibe-ensemble --help` and `token …` start without the database layer, the services or the server:
 the root lists its commands from `cli.GROUPS` and imports a command's module only to run it (or to
 show its own help). A token command that runs needs the database layer, never the server's web or
-MCP stack. What each start imports is checked, not how long it takes."""
+MCP stack; `serve` on SQLite gets to ready without what only PostgreSQL, migrating or the dashboard's
+pages need. What each start imports is checked, not how long it takes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port, launch
 from vibe_ensemble.cli import GROUPS, load
 
 # What the server needs and no token command does.
@@ -28,6 +30,8 @@ HEAVY = (
     "vibe_ensemble.services",
     "vibe_ensemble.store",
 )
+# What only a PostgreSQL database needs (store/postgres.py): a SQLite start never loads it.
+POSTGRESQL = ("asyncpg", "sqlalchemy.ext.asyncio", "sqlalchemy.orm", "vibe_ensemble.store.postgres")
 
 
 def among(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -72,16 +76,36 @@ def test_help_and_token_commands_start_without_the_database_layer(argv: list[str
     assert loaded == expected  # no other command's module
 
 
-def test_token_list_runs_without_the_server_stack(tmp_path: Path) -> None:
+def migrated(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command on a migrated SQLite database in `tmp_path`."""
     env = {**os.environ, "VIBE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"}
-    migrated = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "vibe_ensemble.cli", "migrate"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert migrated.returncode == 0, migrated.stderr
-    modules = imported_by("token", "list", env=env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def test_token_list_runs_without_the_server_stack(tmp_path: Path) -> None:
+    modules = imported_by("token", "list", env=migrated(tmp_path))
     assert "sqlalchemy" in modules and "vibe_ensemble.services.tokens" in modules  # it did run
     assert among(modules, SERVER) == []
+    assert among(modules, POSTGRESQL) == []
+
+
+def test_serve_on_sqlite_is_ready_without_postgresql_alembic_or_the_page_templates(tmp_path: Path) -> None:
+    """Every module the server imports until /readyz answers 200, as `python -X importtime` lists them."""
+    port = free_port()
+    env = {**migrated(tmp_path), "VIBE_PORT": str(port), "VIBE_HOST": "127.0.0.1"}
+    argv = [sys.executable, "-X", "importtime", "-m", "vibe_ensemble.cli", "serve"]
+    server = launch(argv, env, tmp_path / "server.log", f"http://127.0.0.1:{port}")
+    server.stop()
+    lines = server.log().splitlines()
+    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    assert {"vibe_ensemble.api.app", "vibe_ensemble.store.sqlite", "uvicorn", "mcp"} <= modules  # it served
+    assert among(modules, POSTGRESQL) == []
+    assert among(modules, ("alembic", "jinja2", "starlette.templating")) == []  # migrating; the first page

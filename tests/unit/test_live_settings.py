@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.config import Settings, looks_random
 
 SECRET = "qK7vR2xN9pL4mW8tZ3cF6hJ1bD5gS0yA"  # what secrets.token_urlsafe gives
 SQLITE_REASON = "SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL"
@@ -51,10 +51,19 @@ def test_production_refuses_guessable_secrets(guessable: str) -> None:
 def test_generated_secrets_pass() -> None:
     import secrets
 
-    for _ in range(200):
-        for secret in (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_urlsafe(24)):
-            settings = Settings(request_state_key=secret, session_secret=secret, metrics_token=secret)
-            assert settings.unsafe_reasons() == []
+    # 128 random bits and up, in the forms people generate them (32 characters is the shortest);
+    # 20,000 of each, as a secret that fails once in thousands would refuse someone's deployment.
+    makers = [
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_hex(32),
+        lambda: secrets.token_urlsafe(24),
+        lambda: secrets.token_hex(16),
+    ]
+    for make in makers:
+        assert all(looks_random(make()) for _ in range(20_000))
+        secret = make()
+        settings = Settings(request_state_key=secret, session_secret=secret, metrics_token=secret)
+        assert settings.unsafe_reasons() == []
 
 
 def test_production_requires_a_metrics_token() -> None:

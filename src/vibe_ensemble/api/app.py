@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
-from vibe_ensemble.ops import metrics
+from vibe_ensemble.ops import metrics, startup
 from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.ops.tracing import TracingMiddleware
 from vibe_ensemble.runtime import Runtime
@@ -109,7 +108,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
             # What start-up made (modules, schemas, compiled statements: most of the heap) lives as long
             # as the process. Frozen, the collector's full passes skip it: one took 130-230 ms while
             # serving, every request waiting, and takes about a millisecond now (bench/stack.py).
-            gc.freeze()
+            # The collector, off while `vibe-ensemble serve` started (cli.main), runs from here.
+            startup.collect_from_here()
             try:
                 yield
             finally:

@@ -170,6 +170,7 @@ def command_logs(level: int = logging.WARNING) -> None:
 
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # e.g. the trace id of the stdio server's tool call
             structlog.processors.add_log_level,
             scrub,
             structlog.processors.LogfmtRenderer(key_order=["level", "event"], drop_missing=True),

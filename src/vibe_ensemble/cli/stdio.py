@@ -3,6 +3,7 @@ forwarded to a running server (`--url`)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, refuse_unsafe_production, run, settings_or_exit
+from vibe_ensemble.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    command_logs,
+    err,
+    refuse_unsafe_production,
+    run,
+    settings_or_exit,
+)
 from vibe_ensemble.ops.terminal import printable
 
 if TYPE_CHECKING:
@@ -92,6 +101,7 @@ def _token(token: str | None, token_file: Path | None) -> str:
 
 def _bridge(url: str, token: str) -> None:
     from vibe_ensemble.cli import bridge
+    from vibe_ensemble.ops.startup import collect_from_here
 
     def complain(line: str) -> None:
         err.print(f"vibe-ensemble mcp: {printable(line)}", markup=False, soft_wrap=True)
@@ -108,6 +118,7 @@ def _bridge(url: str, token: str) -> None:
 
     async def main() -> None:
         await bridge.probe(target, token)
+        collect_from_here()  # started: the collector, off while starting (cli.main), runs from here
         await bridge.serve(target, token, complain)
 
     try:
@@ -123,7 +134,12 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.ops import tracing
+    from vibe_ensemble.ops.startup import collect_from_here
     from vibe_ensemble.runtime import Runtime
+
+    # A server: its log (stderr) has the server's level, so each tool call writes a `tool_call` line
+    # (with its `trace_id` when tracing is on).
+    command_logs(getattr(logging, settings.log_level.upper(), logging.INFO))
 
     async def main() -> None:
         runtime = Runtime(settings)
@@ -140,6 +156,7 @@ def _serve_database(settings: Settings, token: str) -> None:
             server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer)
             await runtime.start_live()
             await notifier.start()
+            collect_from_here()  # started: the collector, off while starting (cli.main), runs from here
             # The process acts as its token's holder: its refusals are its own, not audited.
             with bind(CallContext(runtime.services, caller, audit_denials=False)):
                 await server.run_stdio_async()

@@ -97,6 +97,9 @@ def serve_workers(
 def _supervise(pids: list[int]) -> int:
     """Forward stop signals to the workers; wait for all; the first non-zero status wins."""
     from vibe_ensemble.ops import metrics
+    from vibe_ensemble.ops.startup import collect_from_here
+
+    collect_from_here()  # the workers are started: the collector, off while starting (cli.main), runs
 
     def forward(sig: int, _frame: FrameType | None) -> None:
         for pid in pids:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import random
 
-import asyncpg
 import structlog
 
 from vibe_ensemble.events.hub import EventHub
@@ -81,6 +80,8 @@ class PostgresBridge:
 
     async def _listen(self) -> None:
         """One LISTEN session: returns (or raises) when the connection is gone."""
+        import asyncpg  # here: a SQLite server never starts the bridge, nor loads asyncpg
+
         conn = await asyncpg.connect(self._dsn, timeout=10, server_settings={"application_name": APP_NAME})
         lost = asyncio.Event()
         try:

@@ -24,6 +24,7 @@ from vibe_ensemble.store.database import Database
 
 PAGE_SIZE = 100
 RECENT_CAPACITY = 1000
+TABLE_CHECK_S = 1.0  # the safety net reads the table's newest id at most this often per process
 MAX_TYPES = 20
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*(\.\*)?$")
 
@@ -63,6 +64,21 @@ class RecentEvents:
         self._low: int | None = None
         self._high = 0
         self._lock = asyncio.Lock()
+        self._checked_at = float("-inf")
+
+    async def check_table(self) -> None:
+        """The safety net for a wake-up that never came (a lost NOTIFY from another replica), for
+        every feed of this process at once: the table's newest id, read at most once per
+        `TABLE_CHECK_S`, is published to the hub when the hub did not know of it. A feed that has
+        been quiet asks this instead of reading the table itself: 10,000 idle feeds cost one small
+        read per second, not 10,000 reads per keep-alive."""
+        now = asyncio.get_running_loop().time()
+        if now - self._checked_at < TABLE_CHECK_S:
+            return
+        self._checked_at = now
+        async with self._db.read() as conn:
+            newest = await event_store.last_id(conn)
+        self._hub.publish(newest)  # wakes the feeds only if it is news
 
     async def prime(self) -> None:
         """Open the window at the newest event, so that feeds starting now are served from it."""
@@ -165,9 +181,10 @@ class Feed:
                     return items
             remaining = deadline - loop.time()
             if remaining <= 0:
-                # The safety net: after a quiet spell, look at the table itself even if
-                # nobody said there was anything new.
-                self._stale = self._from_table = True
+                # The safety net: after a quiet spell, look at the table even if nobody said
+                # there was anything new (once for every feed of the process: `check_table`).
+                await self._recent.check_table()
+                self._stale = True
                 return []
             self._stale = await hub.wait_beyond(self._cursor, remaining)
         return []

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Importance
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
@@ -115,10 +115,7 @@ class AgentService(Service):
             proj = await self.project(tx.conn, caller, project)
             me = await store.get(tx.conn, proj.id, name)
             new_status = status or (AgentStatus.IDLE if me.status == AgentStatus.OFFLINE else me.status)
-            values: dict[str, object] = {"last_seen": tx.now, "status": new_status.value}
-            if activity is not None:
-                values["activity"] = activity
-            await store.update(tx.conn, me.id, **values)
+            await store.seen(tx.conn, me.id, tx.now, new_status.value, activity)
             if new_status != me.status:
                 tx.emit(
                     EventType.AGENT_STATUS,
@@ -133,9 +130,7 @@ class AgentService(Service):
         async with self.read() as rx:
             me = await store.get(rx.conn, proj.id, name)
             unread = await message_store.unread_count(rx.conn, me.id)
-            urgent = await message_store.unread(
-                rx.conn, me.id, importance=[Importance.HIGH, Importance.URGENT], limit=10
-            )
+            urgent = await message_store.urgent_unread(rx.conn, me.id, limit=10)
             assigned = await issue_store.unfinished_of(rx.conn, me.id)
             ready = await issue_store.ready_in(rx.conn, proj.id, limit=ready_limit)
             expiring = await reservation_store.held_by(rx.conn, me.id, rx.now, until=rx.now + EXPIRY_WARNING)

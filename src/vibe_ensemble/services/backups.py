@@ -31,7 +31,7 @@ class BackupLogService(Service):
             self._cached = None
 
     async def last_created(self, *, fresh: bool = False) -> datetime | None:
-        """When the newest successful backup was taken (None: never), cached for a minute."""
+        """When the newest successful backup was taken (None: never), cached for CACHE_S."""
         now = time.monotonic()
         if not fresh and self._cached is not None and now - self._cached[0] < CACHE_S:
             return self._cached[1]

@@ -112,7 +112,7 @@ class MessageService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             me = await agent_store.get(conn, proj.id, name)
-            items = await store.inbox(
+            items, unread = await store.inbox(
                 conn, me.id, since_id=since_id, unread_only=unread_only, limit=limit + 1
             )
             more = len(items) > limit
@@ -120,12 +120,11 @@ class MessageService(Service):
             if mark_read and items:
                 ids = [i.message.id for i in items if i.read_at is None]
                 if ids:
-                    await store.mark_read(conn, me.id, ids, tx.now)
+                    unread -= await store.mark_read(conn, me.id, ids, tx.now)
                     tx.emit(EventType.MESSAGE_READ, name, proj.id, agent=name, ids=ids)
                     for item in items:
                         if item.read_at is None:
                             item.read_at = tx.now
-            unread = await store.unread_count(conn, me.id)
         return Inbox(items=items, unread=unread, next_since_id=items[-1].message.id if more else None)
 
     async def mark_read(

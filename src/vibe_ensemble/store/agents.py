@@ -105,6 +105,25 @@ async def insert(conn: Connection, project_id: int, name: str, now: datetime, **
     await conn.execute(agents.insert().values(project_id=project_id, name=name, registered_at=now, **values))
 
 
+def _seen(*, activity: bool) -> Prepared:
+    values: dict[str, sa.BindParameter[Any]] = {
+        "last_seen": sa.bindparam("now"),
+        "status": sa.bindparam("status"),
+    }
+    if activity:
+        values["activity"] = sa.bindparam("activity")
+    return Prepared(agents.update().where(agents.c.id == sa.bindparam("id")).values(values))
+
+
+_SEEN = {False: _seen(activity=False), True: _seen(activity=True)}
+
+
+async def seen(conn: Connection, agent_id: int, now: datetime, status: str, activity: str | None) -> None:
+    """A heartbeat: the agent was seen now, in this status (doing `activity`, when given)."""
+    parameters = {"id": agent_id, "now": now, "status": status, "activity": activity}
+    await conn.execute(_SEEN[activity is not None], parameters)
+
+
 async def update(conn: Connection, agent_id: int, **values: Any) -> None:
     await conn.execute(agents.update().where(agents.c.id == agent_id).values(**values))
 

@@ -24,10 +24,13 @@ async def comments_of(conn: Connection, issue_id: int) -> list[Comment]:
     ]
 
 
+_ADD = Prepared(
+    comments.insert()
+    .values({c: sa.bindparam(c) for c in ("issue_id", "author", "body", "created_at")})
+    .returning(comments.c.id)
+)
+
+
 async def add_comment(conn: Connection, issue_id: int, author: str, body: str, now: datetime) -> int:
-    result = await conn.execute(
-        comments.insert()
-        .values(issue_id=issue_id, author=author, body=body, created_at=now)
-        .returning(comments.c.id)
-    )
-    return int(result.scalar_one())
+    row = {"issue_id": issue_id, "author": author, "body": body, "created_at": now}
+    return int((await conn.execute(_ADD, row)).scalar_one())

@@ -1,35 +1,30 @@
 """Connections to SQLite or PostgreSQL, with one explicit way to read and to write.
 
-SQLite (the stdlib driver, used on the event-loop thread): WAL, one writer
-connection guarded by a lock, `BEGIN IMMEDIATE` on every write transaction, its
-COMMIT on one dedicated thread, and a few read connections beside it. One process
+SQLite (the stdlib driver, used on the event-loop thread, store/sqlite.py): WAL, one
+writer connection guarded by a lock, each write transaction a savepoint of a `BEGIN IMMEDIATE`
+transaction whose COMMIT (on one dedicated thread) the writes that ran meanwhile share, and a
+few read connections beside it. One process
 owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 
-PostgreSQL (asyncpg): one SQLAlchemy pool in AUTOCOMMIT, each transaction begun and
-ended by asyncpg itself, so `Prepared` statements run on asyncpg directly beside the
-ones SQLAlchemy executes; every write transaction that appends events takes a
-transaction-level advisory lock first (`store.events.append`), so event ids become
-visible in id order.
+PostgreSQL (asyncpg, store/postgres.py, imported only for a PostgreSQL URL): one
+SQLAlchemy pool in AUTOCOMMIT, each transaction begun and ended by asyncpg itself, so
+`Prepared` statements run on asyncpg directly beside the ones SQLAlchemy executes;
+every write transaction that appends events takes a transaction-level advisory lock
+first (`store.events.append`), so event ids become visible in id order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-import asyncpg
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, CursorResult, Dialect, Result, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 from vibe_ensemble.domain.errors import InvalidInput
@@ -39,6 +34,9 @@ from vibe_ensemble.store.sqlite import SqliteEngine, create_private
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from vibe_ensemble.store.postgres import PostgresEngine
 
 
 @contextmanager
@@ -50,12 +48,15 @@ def _out_of_range_is_invalid_input() -> Iterator[None]:
     """
     try:
         yield
-    except (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError, asyncpg.DataError) as exc:
+    except Exception as exc:
+        data_error = faults.asyncpg_errors("DataError")
+        if not isinstance(exc, (OverflowError, UnicodeEncodeError, sa_exc.DBAPIError, *data_error)):
+            raise
         causes = list(_causes(exc))
         if any(isinstance(e, UnicodeEncodeError) for e in causes):
             raise InvalidInput("request", "text must be valid Unicode (no lone surrogates)") from exc
         # SQLite raises OverflowError; asyncpg a DataError ("value out of int64 range").
-        if any(isinstance(e, OverflowError | sa_exc.DataError | asyncpg.DataError) for e in causes):
+        if any(isinstance(e, (OverflowError, sa_exc.DataError, *data_error)) for e in causes):
             raise InvalidInput(
                 "request", "a number or date is out of the range the server can store"
             ) from exc
@@ -137,77 +138,12 @@ class Connection(Protocol):
     async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
 
 
-class _PostgresConnection:
-    """A pooled connection inside one asyncpg transaction of ours (see `Database._postgres`).
-
-    `Prepared` statements run straight on asyncpg, which prepares each SQL text once per
-    connection and reuses it; any other statement goes through SQLAlchemy on the same connection.
-    """
-
-    __slots__ = ("_conn", "_driver", "dialect")
-
-    def __init__(self, conn: AsyncConnection, driver: asyncpg.Connection) -> None:
-        self._conn = conn
-        self._driver = driver
-        self.dialect = conn.dialect
-
-    @overload
-    async def execute(self, statement: Prepared, parameters: Params = None) -> Result[Any]: ...
-
-    @overload
-    async def execute(self, statement: Executable, parameters: Params = None) -> CursorResult[Any]: ...
-
-    async def execute(self, statement: Executable | Prepared, parameters: Any = None) -> Result[Any]:
-        if isinstance(statement, Prepared):
-            plan = statement.plan(self.dialect)
-            if not plan.expanding:  # asyncpg numbers its parameters: an IN list goes through SQLAlchemy
-                return await plan.run_asyncpg(self._driver, parameters)
-            statement = statement.statement
-        result: Result[Any] = await self._conn.execute(statement, parameters)
-        return result
-
-    async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
-        return await self._conn.run_sync(fn)
-
-
-IDLE_PING_S = 1.0  # a pooled connection idle longer than this is pinged before it is used again
-
-
-def _check_on_checkout(engine: AsyncEngine) -> None:
-    """Hand out only live connections, without a round trip per transaction.
-
-    SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip more in each transaction (a
-    third of a tool call's on PostgreSQL). Here a connection whose socket is closed (the server went
-    away; asyncpg notices at once) is replaced without asking, and one idle for over `IDLE_PING_S`
-    (it may have been cut by a restart or a proxy meanwhile) is pinged first; a connection in
-    steady use is used as it is. A connection that fails mid-transaction fails that transaction
-    (database_unavailable, retry) either way.
-    """
-    pool = engine.sync_engine
-
-    @sa_event.listens_for(pool, "checkin")
-    def _idle_from(_dbapi: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @sa_event.listens_for(pool, "checkout")
-    def _live(dbapi: Any, record: Any, _proxy: Any) -> None:
-        driver = dbapi.driver_connection
-        if driver.is_closed():
-            raise sa_exc.DisconnectionError("the connection was closed")
-        if time.monotonic() - record.info.get("idle_since", 0.0) > IDLE_PING_S:
-            try:
-                engine.dialect.do_ping(dbapi)
-            except Exception as exc:
-                raise sa_exc.DisconnectionError("the connection did not answer a ping") from exc
-
-
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
         self.url: URL = parse_url(url)
         self.dialect = self.url.get_backend_name()
         # Tracing on (ops/tracing.py, set by the app): each transaction and statement is a span.
         self.tracer: Tracer | None = None
-        self._write_lock = asyncio.Lock()
         if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise DatabaseError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
         self.path: Path | None = None
@@ -217,16 +153,11 @@ class Database:
             create_private(self.path)
             self._sqlite = SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
-            self._pool_size = pool_size
-            # SQLAlchemy never begins or ends a transaction here (AUTOCOMMIT): `_postgres` does, with
-            # asyncpg's, so that statements through SQLAlchemy and prepared ones share it.
-            self.engine: AsyncEngine = create_async_engine(
-                self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                isolation_level="AUTOCOMMIT",
-            )
-            _check_on_checkout(self.engine)
+            # Here, not at the top: asyncpg and SQLAlchemy's asyncio layer are PostgreSQL's alone.
+            from vibe_ensemble.store.postgres import PostgresEngine
+
+            self._postgres: PostgresEngine = PostgresEngine(self.url, pool_size=pool_size)
+            self.engine: AsyncEngine = self._postgres.engine
 
     @property
     def is_sqlite(self) -> bool:
@@ -250,10 +181,10 @@ class Database:
     async def _write(self) -> AsyncIterator[Connection]:
         with faults.translate(write=True), _out_of_range_is_invalid_input():
             if self.is_sqlite:
-                async with self._write_lock, self._sqlite.write() as conn:
+                async with self._sqlite.write() as conn:
                     yield conn
             else:
-                async with self._postgres() as conn:
+                async with self._postgres.connect() as conn:
                     yield conn
 
     @asynccontextmanager
@@ -263,56 +194,30 @@ class Database:
                 with self._sqlite.read() as conn:
                     yield conn
             else:
-                async with self._postgres(transaction=False) as conn:
+                async with self._postgres.connect(transaction=False) as conn:
                     yield conn
-
-    @asynccontextmanager
-    async def _postgres(self, *, transaction: bool = True) -> AsyncIterator[_PostgresConnection]:
-        """A pooled connection in one transaction: committed when the block ends, rolled back on error.
-        Without `transaction`, each statement commits by itself (reads only)."""
-        async with self.engine.connect() as aconn:
-            driver = (await aconn.get_raw_connection()).driver_connection
-            assert isinstance(driver, asyncpg.Connection)
-            if not transaction:
-                yield _PostgresConnection(aconn, driver)
-                return
-            tx = driver.transaction()
-            await tx.start()
-            try:
-                yield _PostgresConnection(aconn, driver)
-            except BaseException:
-                # A statement cut off mid-flight (a cancelled task: a stopping duty, a timeout) can
-                # leave the connection closed, so the rollback fails too; the original error, a
-                # cancellation among them, must go on, not that failure (the pool replaces the
-                # connection at its next checkout).
-                with contextlib.suppress(Exception):
-                    await tx.rollback()
-                raise
-            await tx.commit()
 
     async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
         """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""
         if not self.is_sqlite:
-            async with self._postgres() as conn:
-                return await conn.run_sync(fn)
+            return await self._postgres.run_sync(fn)
         if not write:
             return self._sqlite.run_sync(fn, write=False)
-        async with self._write_lock:
-            return self._sqlite.run_sync(fn, write=True)
+        return await self._sqlite.run_sync_write(fn)
 
     async def dispose(self) -> None:
         if self.is_sqlite:
+            await self._sqlite.settle()
             self._sqlite.close()
         else:
-            await self.engine.dispose()
+            await self._postgres.dispose()
 
     def pool_status(self) -> tuple[str, int, int]:
         """(pool, size, in use) for /metrics: PostgreSQL's connection pool (its size plus overflow, and
         the connections checked out); on SQLite the one writer (reads open their own connections)."""
         if self.is_sqlite:
-            return "sqlite_writer", 1, int(self._write_lock.locked())
-        pool: Any = self.engine.pool
-        return "postgresql", self._pool_size * 2, int(pool.checkedout())
+            return "sqlite_writer", 1, int(self._sqlite.busy)
+        return "postgresql", self._postgres.pool_size * 2, self._postgres.in_use()
 
     def safe_url(self) -> str:
         return self.url.render_as_string(hide_password=True)

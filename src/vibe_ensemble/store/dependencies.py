@@ -69,13 +69,20 @@ async def dependants(conn: Connection, issue_id: int) -> list[int]:
     return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
 
 
+def unfinished(status: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """Neither done nor closed: one comparison per finished status, the statuses written into the
+    statement as constants (a `NOT IN` list would be expanded at each run on SQLite and sent as an
+    array parameter on PostgreSQL: store/prepared.py)."""
+    return sa.and_(*(status != s for s in FINISHED))
+
+
 def waiting_on_dependencies() -> sa.Exists:
     """True for an issue that still waits on an open dependency."""
     dep = issues.alias("dep")
     return (
         sa.select(issue_dependencies.c.depends_on_id)
         .join(dep, dep.c.id == issue_dependencies.c.depends_on_id)
-        .where(issue_dependencies.c.issue_id == issues.c.id, dep.c.status.not_in(FINISHED))
+        .where(issue_dependencies.c.issue_id == issues.c.id, unfinished(dep.c.status))
         .exists()
     )
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, records
 from vibe_ensemble.store.tables import events, projects
+
+if TYPE_CHECKING:
+    import asyncpg
 
 # PostgreSQL: the advisory lock that orders event ids by commit, and the channel
 # that tells other replicas that new events were committed.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import asyncpg
 import structlog
 from sqlalchemy import exc as sa_exc
 
@@ -26,17 +26,23 @@ log = structlog.get_logger(__name__)
 RETRY_AFTER_S = 5.0  # what a refused client is told to wait; a restart of PostgreSQL takes about that
 SUMMARY_EVERY_S = 10.0
 
-_UNREACHABLE = (
-    asyncpg.PostgresConnectionError,  # class 08: the connection failed or is gone
-    asyncpg.CannotConnectNowError,  # starting up or shutting down
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    ConnectionError,
-    TimeoutError,
+_ASYNCPG_UNREACHABLE = (
+    "PostgresConnectionError",  # class 08: the connection failed or is gone
+    "CannotConnectNowError",  # starting up or shutting down
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "TooManyConnectionsError",
 )
 _SQLITE_FULL = 13
 _SQLITE_UNAVAILABLE = {5, 14}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN
+
+
+def asyncpg_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """asyncpg's exception classes `names`; none while asyncpg is not loaded. Only a PostgreSQL
+    database loads it (store/postgres.py), so on SQLite none of its errors can exist, and checking
+    for them costs no import."""
+    asyncpg = sys.modules.get("asyncpg")
+    return () if asyncpg is None else tuple(getattr(asyncpg, name) for name in names)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -50,8 +56,10 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def classify(exc: BaseException) -> str | None:
     """'full', 'unavailable' or None (not a fault of the database's availability)."""
+    disk_full = asyncpg_errors("DiskFullError")
+    unreachable = (*asyncpg_errors(*_ASYNCPG_UNREACHABLE), ConnectionError, TimeoutError)
     for e in _causes(exc):
-        if isinstance(e, asyncpg.DiskFullError):
+        if isinstance(e, disk_full):
             return "full"
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return "full"
@@ -61,7 +69,7 @@ def classify(exc: BaseException) -> str | None:
                 return "full"
             if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
                 return "unavailable"
-        if isinstance(e, _UNREACHABLE):
+        if isinstance(e, unreachable):
             return "unavailable"
         if isinstance(e, OSError) and not isinstance(e, FileNotFoundError | PermissionError):
             return "unavailable"  # connection refused, host unreachable, reset

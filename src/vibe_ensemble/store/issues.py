@@ -16,8 +16,13 @@ from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.dependencies import FINISHED, dependencies_of, ready_clause, waiting_on_dependencies
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.dependencies import (
+    dependencies_of,
+    ready_clause,
+    unfinished,
+    waiting_on_dependencies,
+)
+from vibe_ensemble.store.prepared import Prepared, changed
 from vibe_ensemble.store.tables import agents, issues, json_array_contains, projects
 
 _assignee = agents.alias("assignee")
@@ -81,30 +86,39 @@ async def existing_ids(conn: Connection, project_id: int, ids: Iterable[int]) ->
     return {r.id for r in rows}
 
 
+_BY_IDS = Prepared(
+    _select().where(issues.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(issues.c.id)
+)
+
+
 async def by_ids(conn: Connection, ids: Iterable[int]) -> list[Issue]:
     """The issues with these ids, in id order."""
-    return await _load(conn, _select().where(issues.c.id.in_(list(ids))).order_by(issues.c.id))
+    return await _load(conn, _BY_IDS, {"ids": list(ids)})
+
+
+_READY_IN = Prepared(
+    _select()
+    .where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+    .order_by(issues.c.priority, issues.c.id)
+    .limit(sa.bindparam("limit"))
+)
 
 
 async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
     """Ready issues of a project, best first (priority, then age)."""
-    return await _load(
-        conn,
-        _select()
-        .where(issues.c.project_id == project_id, ready_clause())
-        .order_by(issues.c.priority, issues.c.id)
-        .limit(limit),
-    )
+    return await _load(conn, _READY_IN, {"project_id": project_id, "limit": limit})
+
+
+_UNFINISHED_OF = Prepared(
+    _select()
+    .where(issues.c.assignee_id == sa.bindparam("agent_id"), unfinished(issues.c.status))
+    .order_by(issues.c.priority, issues.c.id)
+)
 
 
 async def unfinished_of(conn: Connection, agent_id: int) -> list[Issue]:
     """Issues assigned to an agent and not yet done or closed, best first."""
-    return await _load(
-        conn,
-        _select()
-        .where(issues.c.assignee_id == agent_id, issues.c.status.not_in(FINISHED))
-        .order_by(issues.c.priority, issues.c.id),
-    )
+    return await _load(conn, _UNFINISHED_OF, {"agent_id": agent_id})
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,20 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
     return await _load(conn, q.order_by(*order).limit(limit))
 
 
+_GIVEN = ("project_id", "title", "body", "priority", "labels", "assignee_id", "parent_id", "created_by")
+_INSERT = Prepared(
+    issues.insert()
+    .values({c: sa.bindparam(c) for c in _GIVEN})
+    .values(
+        status=IssueStatus.OPEN.value,
+        version=1,
+        created_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(issues.c.id)
+)
+
+
 async def insert(
     conn: Connection,
     *,
@@ -162,54 +190,74 @@ async def insert(
     now: datetime,
 ) -> int:
     """A new open issue at version 1; returns its id."""
-    result = await conn.execute(
-        issues.insert()
-        .values(
-            project_id=project_id,
-            title=title,
-            body=body,
-            status=IssueStatus.OPEN.value,
-            priority=priority.value,
-            labels=labels,
-            assignee_id=assignee_id,
-            parent_id=parent_id,
-            created_by=created_by,
-            version=1,
-            created_at=now,
-            updated_at=now,
+    row = {
+        "project_id": project_id,
+        "title": title,
+        "body": body,
+        "priority": priority.value,
+        "labels": labels,
+        "assignee_id": assignee_id,
+        "parent_id": parent_id,
+        "created_by": created_by,
+        "now": now,
+    }
+    return int((await conn.execute(_INSERT, row)).scalar_one())
+
+
+# One statement per set of columns written (the callers write a few fixed sets), each made once.
+_UPDATES: dict[tuple[str, ...], Prepared] = {}
+
+
+def _update_of(columns: tuple[str, ...]) -> Prepared:
+    found = _UPDATES.get(columns)
+    if found is None:
+        values: dict[str, Any] = {c: sa.bindparam(c) for c in columns}
+        found = _UPDATES[columns] = Prepared(
+            issues.update()
+            .where(issues.c.id == sa.bindparam("issue_id"), issues.c.version == sa.bindparam("read_version"))
+            .values(version=sa.bindparam("read_version") + 1, updated_at=sa.bindparam("now"), **values)
         )
-        .returning(issues.c.id)
-    )
-    return int(result.scalar_one())
+    return found
 
 
 async def update(conn: Connection, issue: Issue, now: datetime, **values: Any) -> bool:
     """Write `values` over `issue` and bump its version; False when it is no longer at `issue.version`."""
-    result = await conn.execute(
-        issues.update()
-        .where(issues.c.id == issue.id, issues.c.version == issue.version)
-        .values(version=issue.version + 1, updated_at=now, **values)
+    parameters = {**values, "issue_id": issue.id, "read_version": issue.version, "now": now}
+    result = await conn.execute(_update_of(tuple(sorted(values))), parameters)
+    return changed(result) == 1
+
+
+_TAKE = Prepared(
+    issues.update()
+    .where(
+        issues.c.id == sa.bindparam("issue_id"),
+        issues.c.assignee_id.is_(None),
+        issues.c.status == IssueStatus.OPEN.value,
+        issues.c.version == sa.bindparam("read_version"),
     )
-    return bool(result.rowcount == 1)
+    .values(
+        status=IssueStatus.IN_PROGRESS.value,
+        version=sa.bindparam("read_version") + 1,
+        updated_at=sa.bindparam("now"),
+    )
+)
 
 
 async def take(conn: Connection, issue: Issue, now: datetime) -> bool:
     """The atomic step of a claim: only an open, unassigned issue at the version read can be taken."""
-    result = await conn.execute(
-        issues.update()
-        .where(
-            issues.c.id == issue.id,
-            issues.c.assignee_id.is_(None),
-            issues.c.status == IssueStatus.OPEN.value,
-            issues.c.version == issue.version,
-        )
-        .values(status=IssueStatus.IN_PROGRESS.value, version=issue.version + 1, updated_at=now)
-    )
-    return bool(result.rowcount == 1)
+    result = await conn.execute(_TAKE, {"issue_id": issue.id, "read_version": issue.version, "now": now})
+    return changed(result) == 1
+
+
+_ASSIGN = Prepared(
+    issues.update()
+    .where(issues.c.id == sa.bindparam("issue_id"))
+    .values(assignee_id=sa.bindparam("agent_id"))
+)
 
 
 async def assign(conn: Connection, issue_id: int, agent_id: int) -> None:
-    await conn.execute(issues.update().where(issues.c.id == issue_id).values(assignee_id=agent_id))
+    await conn.execute(_ASSIGN, {"issue_id": issue_id, "agent_id": agent_id})
 
 
 async def reopen_taken_by(conn: Connection, agent_id: int, now: datetime) -> list[int]:

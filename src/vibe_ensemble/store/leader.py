@@ -12,11 +12,14 @@ round of duties, so a leader that lost the lock stops at once.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import asyncpg
 import structlog
 
 from vibe_ensemble.store.database import Database
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +45,8 @@ class Leadership:
             return True
         try:
             if self._conn is None or self._conn.is_closed():
+                import asyncpg  # here: on PostgreSQL only (a SQLite server never loads it)
+
                 self._leader = False
                 self._conn = await asyncpg.connect(
                     self._dsn, timeout=TIMEOUT_S, server_settings={"application_name": APP_NAME}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -11,32 +10,34 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared, records
+from vibe_ensemble.store.prepared import Prepared, changed, records
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
-_RECIPIENTS_OF = Prepared(
-    sa.select(message_recipients.c.message_id, agents.c.name)
-    .join(agents, agents.c.id == message_recipients.c.agent_id)
-    .where(message_recipients.c.message_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(agents.c.name)
+# Who a message went to, as one column of the inbox's rows: the names joined by commas (a name
+# never holds one: domain/rules.py), in no particular order, so sorted when read. The separator is
+# written into the SQL (given as a string, SQLAlchemy would make it a parameter bound at each run,
+# which a `Prepared` statement does not take).
+_everyone = message_recipients.alias("everyone")
+_COMMA: Any = sa.literal_column("','")
+_RECIPIENT_NAMES = (
+    sa.select(sa.func.aggregate_strings(agents.c.name, _COMMA))
+    .select_from(_everyone.join(agents, agents.c.id == _everyone.c.agent_id))
+    .where(_everyone.c.message_id == messages.c.id)
+    .scalar_subquery()
+    .label("recipient_names")
 )
 
 
-async def _recipients_of(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = defaultdict(list)
-    if not message_ids:
-        return out
-    for r in records(await conn.execute(_RECIPIENTS_OF, {"ids": message_ids})):
-        out[r.message_id].append(r.name)
-    return out
+def _names(joined: str | None) -> list[str]:
+    return sorted(joined.split(",")) if joined else []
 
 
-def _to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
+def _to_message(row: sa.Row[Any]) -> Message:
     return Message(
         id=row.id,
         project=row.slug,
         sender=row.sender,
-        recipients=recipients,
+        recipients=_names(row.recipient_names),
         to_role=AgentRole(row.to_role) if row.to_role else None,
         broadcast=row.broadcast,
         subject=row.subject,
@@ -50,65 +51,84 @@ def _to_message(row: sa.Row[Any], recipients: list[str]) -> Message:
 
 def _inbox_query(agent_id: int | sa.BindParameter[int]) -> sa.Select[Any]:
     return (
-        sa.select(messages, projects.c.slug, message_recipients.c.read_at, message_recipients.c.acked_at)
+        sa.select(
+            messages,
+            projects.c.slug,
+            message_recipients.c.read_at,
+            message_recipients.c.acked_at,
+            _RECIPIENT_NAMES,
+        )
         .join(message_recipients, message_recipients.c.message_id == messages.c.id)
         .join(projects, projects.c.id == messages.c.project_id)
         .where(message_recipients.c.agent_id == agent_id)
     )
 
 
+# The agent's unread mail, counted (its own statement, and a column of the inbox page's rows).
+_mine = message_recipients.alias("mine")
+_UNREAD_COUNT = sa.select(sa.func.count()).where(
+    _mine.c.agent_id == sa.bindparam("agent_id"), _mine.c.read_at.is_(None)
+)
+
+
 def _inbox_since(*, unread_only: bool) -> Prepared:
-    """An agent's mail after `since_id`, oldest first, at most `limit` (the fetch_inbox hot path)."""
+    """An agent's mail after `since_id`, oldest first, at most `limit` (the fetch_inbox hot path),
+    each row with the agent's unread count (one statement, where a count of its own was a second)."""
     # By the recipient row's message id: the (agent_id, message_id) index then gives the order, and
     # a page reads `limit` rows however much mail the agent has (by messages.id it sorted them all).
     mine = message_recipients.c.message_id
     q = _inbox_query(sa.bindparam("agent_id")).where(mine > sa.bindparam("since_id"))
     if unread_only:
         q = q.where(message_recipients.c.read_at.is_(None))
+    q = q.add_columns(_UNREAD_COUNT.scalar_subquery().label("unread"))
     return Prepared(q.order_by(mine).limit(sa.bindparam("limit")))
 
 
 _INBOX = {False: _inbox_since(unread_only=False), True: _inbox_since(unread_only=True)}
 
 
-async def _load_inbox(
-    conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
-) -> list[InboxItem]:
-    rows = records(await conn.execute(query, parameters))
-    recipients = await _recipients_of(conn, [r.id for r in rows])
-    return [
-        InboxItem(message=_to_message(r, recipients.get(r.id, [])), read_at=r.read_at, acked_at=r.acked_at)
-        for r in rows
-    ]
+def _inbox_items(rows: list[Any]) -> list[InboxItem]:
+    return [InboxItem(message=_to_message(r), read_at=r.read_at, acked_at=r.acked_at) for r in rows]
 
 
-_UNREAD = Prepared(
-    sa.select(sa.func.count()).where(
-        message_recipients.c.agent_id == sa.bindparam("agent_id"), message_recipients.c.read_at.is_(None)
-    )
-)
+_UNREAD = Prepared(_UNREAD_COUNT)
 
 
 async def unread_count(conn: Connection, agent_id: int) -> int:
     return int((await conn.execute(_UNREAD, {"agent_id": agent_id})).scalar_one())
 
 
-async def unread(
-    conn: Connection, agent_id: int, *, importance: list[Importance] | None = None, limit: int
-) -> list[InboxItem]:
-    """An agent's unread mail (of these importances, when given), oldest first."""
-    q = _inbox_query(agent_id).where(message_recipients.c.read_at.is_(None))
+def _unread(importance: tuple[Importance, ...] | None) -> Prepared:
+    """An agent's unread mail (of these importances, when given: one comparison each, the values
+    written into the statement as constants, like `dependencies.unfinished`), oldest first."""
+    q = _inbox_query(sa.bindparam("agent_id")).where(message_recipients.c.read_at.is_(None))
     if importance is not None:
-        q = q.where(messages.c.importance.in_([i.value for i in importance]))
-    return await _load_inbox(conn, q.order_by(message_recipients.c.message_id).limit(limit))
+        q = q.where(sa.or_(*(messages.c.importance == i.value for i in importance)))
+    return Prepared(q.order_by(message_recipients.c.message_id).limit(sa.bindparam("limit")))
+
+
+_URGENT_UNREAD = _unread((Importance.HIGH, Importance.URGENT))
+_ANY_UNREAD = _unread(None)
+
+
+async def urgent_unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:
+    """An agent's unread mail of high or urgent importance, oldest first."""
+    return _inbox_items(records(await conn.execute(_URGENT_UNREAD, {"agent_id": agent_id, "limit": limit})))
+
+
+async def unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:
+    """An agent's unread mail, oldest first."""
+    return _inbox_items(records(await conn.execute(_ANY_UNREAD, {"agent_id": agent_id, "limit": limit})))
 
 
 async def inbox(
     conn: Connection, agent_id: int, *, since_id: int, unread_only: bool, limit: int
-) -> list[InboxItem]:
-    """An agent's mail after `since_id`, oldest first."""
+) -> tuple[list[InboxItem], int]:
+    """An agent's mail after `since_id`, oldest first, and how much of its mail is unread."""
     parameters = {"agent_id": agent_id, "since_id": since_id, "limit": limit}
-    return await _load_inbox(conn, _INBOX[unread_only], parameters)
+    rows = records(await conn.execute(_INBOX[unread_only], parameters))
+    unread = rows[0].unread if rows else await unread_count(conn, agent_id)
+    return _inbox_items(rows), unread
 
 
 async def insert(
@@ -164,20 +184,20 @@ async def received(conn: Connection, agent_id: int, ids: list[int]) -> set[int]:
     return {r.message_id for r in rows}
 
 
-async def mark_read(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> None:
-    """Set read_at on those of the agent's messages not read yet."""
-    await _stamp(conn, agent_id, ids, message_recipients.c.read_at, now)
+async def mark_read(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> int:
+    """Set read_at on those of the agent's messages not read yet; returns how many that was."""
+    return await _stamp(conn, agent_id, ids, message_recipients.c.read_at, now)
 
 
-async def mark_acknowledged(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> None:
-    """Set acked_at on those of the agent's messages not acknowledged yet."""
-    await _stamp(conn, agent_id, ids, message_recipients.c.acked_at, now)
+async def mark_acknowledged(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> int:
+    """Set acked_at on those of the agent's messages not acknowledged yet; returns how many."""
+    return await _stamp(conn, agent_id, ids, message_recipients.c.acked_at, now)
 
 
 async def _stamp(
     conn: Connection, agent_id: int, ids: list[int], column: sa.Column[Any], now: datetime
-) -> None:
-    await conn.execute(
+) -> int:
+    result = await conn.execute(
         message_recipients.update()
         .where(
             message_recipients.c.agent_id == agent_id,
@@ -186,3 +206,4 @@ async def _stamp(
         )
         .values({column.name: now})
     )
+    return changed(result)

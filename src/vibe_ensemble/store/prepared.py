@@ -11,12 +11,14 @@ from __future__ import annotations
 import keyword
 from collections import namedtuple
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect, IteratorResult, Result
+from sqlalchemy.engine import CursorResult, Dialect, IteratorResult, Result
 from sqlalchemy.engine.result import SimpleResultMetaData
+
+if TYPE_CHECKING:
+    import asyncpg
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None  # one row, or many (executemany)
 Statement = sa.Select[Any] | sa.Insert | sa.Update | sa.Delete  # what a `Prepared` may hold
@@ -31,8 +33,9 @@ class Prepared:
     each SQL text once per connection), with the type processing SQLAlchemy would apply, and
     returns an ordinary `Result` (with `rowcount`). SELECT, INSERT, UPDATE and DELETE, with or
     without RETURNING; a list of parameter rows runs as executemany. Expanding `IN` parameters
-    (`sa.bindparam(..., expanding=True)`) are filled in per call on SQLite; an empty list, and any
-    on PostgreSQL (asyncpg numbers its parameters), run through SQLAlchemy, which knows their SQL.
+    (`sa.bindparam(..., expanding=True)`) are filled in per call on SQLite (an empty list runs
+    through SQLAlchemy, which knows the SQL for `IN ()`); on PostgreSQL `x IN (list)` is sent as
+    `x = ANY($n)` with the list as one array parameter, so asyncpg prepares it once.
     Python-side column defaults are not applied: give every value.
     """
 
@@ -78,6 +81,12 @@ class PreparedResult(IteratorResult[Any]):
 NO_COLUMNS = SimpleResultMetaData([])
 
 
+def changed(result: Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE changed (a `Plan`'s result or SQLAlchemy's)."""
+    assert isinstance(result, PreparedResult | CursorResult)
+    return int(result.rowcount)
+
+
 def records(result: Result[Any]) -> list[Any]:
     """The rows of `result`, read by column name as attributes (`row.id`), for the hot paths.
 
@@ -98,6 +107,11 @@ def first_record(result: Result[Any]) -> Any | None:
     return result.first()
 
 
+def _each(proc: Any) -> Any:
+    """A bind processor for one value, applied to each value of a list (None: none to apply)."""
+    return None if proc is None else lambda values: [proc(v) for v in values]
+
+
 class Plan:
     """A compiled `Prepared` for one dialect: SQL, parameter order and type processors."""
 
@@ -113,12 +127,31 @@ class Plan:
             for name in compiled.positiontup or []
         ]
         self.expanding = {name for name, b in compiled.binds.items() if b.expanding}
+        if self.expanding and dialect.name == "postgresql":
+            self._as_arrays()
         self.keys: list[str] | None = None  # the names the SQL gives its columns, from the first run
         self.record: type | None = None  # a named tuple of those columns (see `records`)
         self.metadata = NO_COLUMNS  # SQLAlchemy's description of those columns, for the results
         self.results = [  # the columns selected, or RETURNING's (none for plain DML)
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.exported_columns
         ]
+
+    def _as_arrays(self) -> None:
+        """PostgreSQL: each `IN (list)` becomes `= ANY($n)` (`NOT IN`, `<> ALL($n)`), its list one
+        array parameter numbered after the others, so the SQL is the same whatever the list's
+        length (an empty list included: ANY of none is false, ALL of none true)."""
+        scalars = [(n, proc) for n, proc in self.binds if n not in self.expanding]
+        arrays = list(dict.fromkeys((n, proc) for n, proc in self.binds if n in self.expanding))
+        sql = self.sql
+        for number, (name, _) in enumerate(arrays, start=len(scalars) + 1):
+            placeholder = f"__[POSTCOMPILE_{name}]"
+            sql = sql.replace(f" NOT IN ({placeholder})", f" <> ALL(${number})")
+            sql = sql.replace(f" IN ({placeholder})", f" = ANY(${number})")
+        if "__[POSTCOMPILE_" in sql:  # a form not rewritten above: SQLAlchemy runs it
+            return
+        self.sql = sql
+        self.binds = scalars + [(n, _each(proc)) for n, proc in arrays]
+        self.expanding = set()
 
     def arguments(self, parameters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
         """The SQL for these parameters (expanding IN filled in) and its positional arguments."""

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.errors import Conflict, NotFound
 from vibe_ensemble.domain.models import Project
+from vibe_ensemble.store import mail_search
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import projects
 
@@ -46,7 +47,9 @@ async def insert(
         .values(slug=slug, name=name, description=description, repo=repo, created_at=now)
         .returning(projects)
     )
-    return to_project(result.one())
+    project = to_project(result.one())
+    await mail_search.ensure(conn, project.id)  # the project's mail index (SQLite), with the project
+    return project
 
 
 async def all_projects(conn: Connection, slugs: list[str] | None = None) -> list[Project]:

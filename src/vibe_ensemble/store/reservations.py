@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Reservation
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import agents, projects, reservations
 
 
@@ -34,19 +35,32 @@ def to_reservation(row: sa.Row[Any]) -> Reservation:
     )
 
 
-def live(now: datetime) -> sa.ColumnElement[bool]:
+def live(now: datetime | sa.BindParameter[datetime]) -> sa.ColumnElement[bool]:
     """A lease is held until released or expired; readers never see an expired one."""
     return sa.and_(reservations.c.released_at.is_(None), reservations.c.expires_at > now)
+
+
+# Live as of the statement's `now` parameter, for the prepared reads below.
+_LIVE_NOW = live(sa.bindparam("now"))
+
+
+def _held_by(*, until: bool) -> Prepared:
+    q = select_reservations().where(reservations.c.agent_id == sa.bindparam("agent_id"), _LIVE_NOW)
+    if until:
+        q = q.where(reservations.c.expires_at <= sa.bindparam("until"))
+    return Prepared(q.order_by(reservations.c.expires_at))
+
+
+_HELD_BY = {False: _held_by(until=False), True: _held_by(until=True)}
 
 
 async def held_by(
     conn: Connection, agent_id: int, now: datetime, *, until: datetime | None = None
 ) -> list[Reservation]:
-    q = select_reservations().where(reservations.c.agent_id == agent_id, live(now))
-    if until is not None:
-        q = q.where(reservations.c.expires_at <= until)
-    rows = await conn.execute(q.order_by(reservations.c.expires_at))
-    return [to_reservation(r) for r in rows]
+    """The agent's live leases (expiring by `until`, when given), soonest to expire first."""
+    parameters = {"agent_id": agent_id, "now": now, "until": until}
+    rows = await conn.execute(_HELD_BY[until is not None], parameters)
+    return [to_reservation(r) for r in records(rows)]
 
 
 async def release_all(conn: Connection, agent_id: int, now: datetime) -> int:
@@ -56,30 +70,55 @@ async def release_all(conn: Connection, agent_id: int, now: datetime) -> int:
     return result.rowcount
 
 
+_LIVE_IN_PROJECT = Prepared(
+    select_reservations()
+    .where(reservations.c.project_id == sa.bindparam("project_id"), _LIVE_NOW)
+    .order_by(reservations.c.id)
+)
+
+
 async def live_in_project(conn: Connection, project_id: int, now: datetime) -> list[Reservation]:
-    q = select_reservations().where(reservations.c.project_id == project_id, live(now))
-    rows = await conn.execute(q.order_by(reservations.c.id))
-    return [to_reservation(r) for r in rows]
+    rows = await conn.execute(_LIVE_IN_PROJECT, {"project_id": project_id, "now": now})
+    return [to_reservation(r) for r in records(rows)]
+
+
+_LIVE_BY_ID = Prepared(
+    select_reservations().where(
+        reservations.c.id == sa.bindparam("id"),
+        reservations.c.project_id == sa.bindparam("project_id"),
+        _LIVE_NOW,
+    )
+)
 
 
 async def live_by_id(
     conn: Connection, project_id: int, reservation_id: int, now: datetime
 ) -> Reservation | None:
     """The project's lease with this id while it is live (None when released, expired or elsewhere)."""
-    q = select_reservations().where(
-        reservations.c.id == reservation_id, reservations.c.project_id == project_id, live(now)
-    )
-    row = (await conn.execute(q)).first()
+    parameters = {"id": reservation_id, "project_id": project_id, "now": now}
+    row = first_record(await conn.execute(_LIVE_BY_ID, parameters))
     return None if row is None else to_reservation(row)
+
+
+_BY_IDS = Prepared(
+    select_reservations()
+    .where(reservations.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(reservations.c.id)
+)
 
 
 async def by_ids(conn: Connection, ids: list[int]) -> list[Reservation]:
     if not ids:
         return []
-    rows = await conn.execute(
-        select_reservations().where(reservations.c.id.in_(ids)).order_by(reservations.c.id)
-    )
-    return [to_reservation(r) for r in rows]
+    return [to_reservation(r) for r in records(await conn.execute(_BY_IDS, {"ids": ids}))]
+
+
+_WRITTEN = ("project_id", "agent_id", "pattern", "exclusive", "reason", "issue_id", "created_at")
+_INSERT = Prepared(
+    reservations.insert()
+    .values({c: sa.bindparam(c) for c in (*_WRITTEN, "expires_at")})
+    .returning(reservations.c.id)
+)
 
 
 async def insert(
@@ -94,21 +133,24 @@ async def insert(
     now: datetime,
     expires_at: datetime,
 ) -> int:
-    result = await conn.execute(
-        reservations.insert()
-        .values(
-            project_id=project_id,
-            agent_id=agent_id,
-            pattern=pattern,
-            exclusive=exclusive,
-            reason=reason,
-            issue_id=issue,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        .returning(reservations.c.id)
-    )
-    return int(result.scalar_one())
+    row = {
+        "project_id": project_id,
+        "agent_id": agent_id,
+        "pattern": pattern,
+        "exclusive": exclusive,
+        "reason": reason,
+        "issue_id": issue,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    return int((await conn.execute(_INSERT, row)).scalar_one())
+
+
+_RENEW = Prepared(
+    reservations.update()
+    .where(reservations.c.id == sa.bindparam("id"))
+    .values({c: sa.bindparam(c) for c in ("exclusive", "reason", "issue_id", "expires_at")})
+)
 
 
 async def renew(
@@ -120,16 +162,20 @@ async def renew(
     issue: int | None,
     expires_at: datetime,
 ) -> None:
-    await conn.execute(
-        reservations.update()
-        .where(reservations.c.id == reservation_id)
-        .values(exclusive=exclusive, reason=reason, issue_id=issue, expires_at=expires_at)
-    )
+    row = {"id": reservation_id, "exclusive": exclusive, "reason": reason, "issue_id": issue}
+    await conn.execute(_RENEW, {**row, "expires_at": expires_at})
+
+
+_RELEASE = Prepared(
+    reservations.update()
+    .where(reservations.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(released_at=sa.bindparam("now"))
+)
 
 
 async def release(conn: Connection, ids: list[int], now: datetime) -> None:
     if ids:
-        await conn.execute(reservations.update().where(reservations.c.id.in_(ids)).values(released_at=now))
+        await conn.execute(_RELEASE, {"ids": ids, "now": now})
 
 
 async def expired(conn: Connection, now: datetime) -> list[tuple[int, Reservation]]:
@@ -154,13 +200,19 @@ async def mark_expired(conn: Connection, ids: list[int]) -> None:
 RESERVATION_LOCK_CLASS = 0x5645  # "VE"
 
 
+_LOCK = Prepared(
+    sa.select(
+        sa.func.pg_advisory_xact_lock(
+            sa.bindparam("c", type_=sa.Integer), sa.bindparam("p", type_=sa.Integer)
+        )
+    )
+)
+
+
 async def lock_project(conn: Connection, project_id: int) -> None:
     """Serialise lease decisions per project. Take it first in the transaction, before reading leases.
 
     On SQLite the single writer (BEGIN IMMEDIATE) already serialises every write transaction.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:c, :p)"),
-            {"c": RESERVATION_LOCK_CLASS, "p": project_id % 2_147_483_647},
-        )
+        await conn.execute(_LOCK, {"c": RESERVATION_LOCK_CLASS, "p": project_id % 2_147_483_647})

@@ -73,14 +73,31 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
+class _Batch:
+    """Write transactions that share one COMMIT (see `SqliteEngine.write`)."""
+
+    __slots__ = ("committed", "error", "members")
+
+    def __init__(self) -> None:
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.members = 0  # write transactions released into it, waiting for its COMMIT
+        self.error: BaseException | None = None  # set when SQLite ended the whole transaction
+
+
 class SqliteEngine:
     """One writer connection and a few readers, all used on the event-loop thread.
 
-    The writer begins with `BEGIN IMMEDIATE`; its COMMIT (the one step that may wait on the
-    disk: an fsync with synchronous=FULL) runs on one dedicated thread, so the loop keeps
-    serving reads meanwhile. Readers are WAL snapshots beside the writer; idle ones are kept
-    for reuse. `BEGIN IMMEDIATE` never waits inside SQLite for another process's lock (that
-    would block the loop): it retries with an asynchronous back-off instead.
+    Writes are group-committed. A write transaction runs its statements inside a SAVEPOINT of
+    the writer's open transaction (begun with `BEGIN IMMEDIATE` by the first writer), releases
+    it, and waits for the COMMIT that makes it durable; only then is it acknowledged. The COMMIT
+    (the one step that may wait on the disk: an fsync with synchronous=FULL) runs on one
+    dedicated thread, so the loop keeps serving meanwhile, and every writer that ran while the
+    previous COMMIT was on the disk shares the next one: N concurrent writes cost one or two
+    fsyncs, not N in a row. A write that fails rolls back to its savepoint and leaves the others
+    alone; a COMMIT that fails fails every write it carried (none of them was acknowledged).
+    Readers are WAL snapshots beside the writer; idle ones are kept for reuse. `BEGIN IMMEDIATE`
+    never waits inside SQLite for another process's lock (that would block the loop): it
+    retries with an asynchronous back-off instead.
     """
 
     IDLE_READERS = 4
@@ -97,6 +114,11 @@ class SqliteEngine:
         self._writer: sa.Connection | None = None
         self._idle: list[sa.Connection] = []
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        # Held by the writer running its statements, and by a COMMIT: never both on the connection.
+        self._lock = asyncio.Lock()
+        self._batch: _Batch | None = None  # the open transaction's writes, until its COMMIT starts
+        self._commits: set[asyncio.Task[None]] = set()
+        self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions begin where this module says
@@ -109,25 +131,74 @@ class SqliteEngine:
         cur.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite on the event loop
         cur.close()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a write is running or waiting for its COMMIT (for /metrics)."""
+        return self._lock.locked() or self._batch is not None
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
-        if self._writer is None:
-            self._writer = self._engine.connect()
-        conn = self._writer
-        dbapi = driver(conn)
-        await self._begin_immediate(dbapi)
-        try:
-            yield SqliteConnection(conn, dbapi)
-        except BaseException:
+        async with self._lock:
+            if self._writer is None:
+                self._writer = self._engine.connect()
+            conn = self._writer
+            dbapi = driver(conn)
+            if self._batch is None:
+                await self._begin_immediate(dbapi)
+                self._batch = _Batch()
+            batch = self._batch
+            dbapi.execute("SAVEPOINT write")
+            try:
+                yield SqliteConnection(conn, dbapi)
+            except BaseException as exc:
+                self._undo(dbapi, batch, exc)
+                raise
+            dbapi.execute("RELEASE write")
+            batch.members += 1
+            if batch.members == 1:  # its COMMIT waits for the lock: writers queued before it join
+                task = asyncio.create_task(self._commit(dbapi, batch))
+                self._commits.add(task)
+                task.add_done_callback(self._commits.discard)
+        await asyncio.shield(batch.committed)
+
+    def _undo(self, dbapi: sqlite3.Connection, batch: _Batch, exc: BaseException) -> None:
+        """A write failed: roll back its savepoint, and the transaction if it carries nothing else."""
+        if not dbapi.in_transaction:
+            # SQLite itself ended the transaction (a full disk, an I/O error): the writes it carried
+            # are gone, and their COMMIT will say so with this error.
+            batch.error = exc if isinstance(exc, Exception) else sqlite3.OperationalError("write abandoned")
+            self._batch = None
+            return
+        dbapi.execute("ROLLBACK TO write")
+        dbapi.execute("RELEASE write")
+        if batch.members == 0:
             dbapi.execute("ROLLBACK")
-            raise
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._committer, dbapi.execute, "COMMIT")
-        except BaseException:
-            if dbapi.in_transaction:
-                dbapi.execute("ROLLBACK")
-            raise
+            self._batch = None
+
+    async def _commit(self, dbapi: sqlite3.Connection, batch: _Batch) -> None:
+        async with self._lock:
+            if self._batch is batch:
+                self._batch = None  # writers from here on begin the next transaction
+            try:
+                if batch.error is not None:
+                    raise batch.error
+                await asyncio.get_running_loop().run_in_executor(self._committer, dbapi.execute, "COMMIT")
+            except asyncio.CancelledError:
+                batch.committed.cancel()  # the loop is going away: no write of it is acknowledged
+                raise
+            except Exception as exc:
+                if batch.error is None and dbapi.in_transaction:
+                    dbapi.execute("ROLLBACK")
+                batch.committed.set_exception(exc)
+                batch.committed.exception()  # retrieved: a batch whose writers were all cancelled
+            else:
+                self.commits += 1
+                batch.committed.set_result(None)
+
+    async def settle(self) -> None:
+        """Wait for every COMMIT under way (before the connections close)."""
+        while self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
 
     async def _begin_immediate(self, dbapi: sqlite3.Connection) -> None:
         deadline = time.monotonic() + self.BUSY_RETRY_S
@@ -155,6 +226,16 @@ class SqliteEngine:
                 self._idle.append(conn)
             else:
                 conn.close()
+
+    async def run_sync_write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """`fn` in a write transaction of its own connection, once no write is open on the writer's."""
+        while True:
+            async with self._lock:
+                if self._batch is None:
+                    return self.run_sync(fn, write=True)
+                batch = self._batch
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch.committed)
 
     def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool) -> T:
         with self._engine.connect() as conn:

@@ -8,8 +8,10 @@ call the SDK refuses as a protocol error is `protocol_error`. A name that is not
 profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
 sends.
 
-Each call also writes one log line, `tool_call`: tool, outcome, latency and who (agent, project),
-never the arguments' text.
+Each call is also logged: tool, outcome, the tool's latency (`tool_ms`) and who (agent, project),
+never the arguments' text. Over HTTP these fields join the request's own `http_request` line (one
+line per call, not two: a log line costs as much as a small query); a call that came without an
+HTTP request (stdio) or a second call in one request writes its own `tool_call` line.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydantic import BaseModel
 from vibe_ensemble.api.mcp.context import bound
 from vibe_ensemble.domain.errors import VibeError
 from vibe_ensemble.ops import metrics
-from vibe_ensemble.ops.logging import safe_name
+from vibe_ensemble.ops.logging import LOG_FIELDS, safe_name
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -91,15 +93,23 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
             elapsed = time.perf_counter() - started
             metrics.MCP_CALLS.labels(tool, result_outcome).inc()
             metrics.MCP_LATENCY.labels(tool).observe(elapsed)
-            log.info(
-                "tool_call",
-                tool=tool,
-                outcome=result_outcome,
-                latency_ms=round(elapsed * 1000, 2),
-                **who(ctx.params or {}),
-            )
+            fields = {"tool": tool, "outcome": result_outcome, "tool_ms": round(elapsed * 1000, 2)}
+            fields.update(who(ctx.params or {}))
+            if not _on_request_line(ctx, fields):
+                log.info("tool_call", **fields)
 
     return middleware
+
+
+def _on_request_line(ctx: ServerRequestContext[Any, Any], fields: dict[str, object]) -> bool:
+    """Add the call's fields to its HTTP request's log line (ops/logging.py), when it has one that
+    names no other call yet; False when the call must be logged on its own."""
+    scope = getattr(ctx.request, "scope", None)
+    line = scope.get(LOG_FIELDS) if isinstance(scope, dict) else None
+    if not isinstance(line, dict) or "tool" in line:
+        return False
+    line.update(fields)
+    return True
 
 
 def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMiddleware[Any]:
@@ -107,6 +117,8 @@ def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMi
 
     Named `tools/call <tool>`, a child of the request's HTTP span, with the tool, the outcome (`ok` or
     the error code, as on /metrics) and the agent and project: never the arguments or the result.
+    It runs outside `observe_tools`, and binds the span's `trace_id` to every log line written
+    within, so a call with no HTTP request around it (stdio) is logged with its trace id too.
     """
     from opentelemetry.trace import StatusCode
 
@@ -116,9 +128,12 @@ def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMi
         if ctx.method != "tools/call":
             return await call_next(ctx)
         tool = _tool(ctx, names)
-        with tracer.start_as_current_span(
-            f"tools/call {tool}", record_exception=False, set_status_on_exception=False
-        ) as span:
+        with (
+            tracer.start_as_current_span(
+                f"tools/call {tool}", record_exception=False, set_status_on_exception=False
+            ) as span,
+            structlog.contextvars.bound_contextvars(trace_id=f"{span.get_span_context().trace_id:032x}"),
+        ):
             result_outcome = "protocol_error"
             try:
                 result = await call_next(ctx)

@@ -40,6 +40,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _error("No such project, agent, issue, … (or not visible to this token)."),
     409: _error("Conflict: already claimed, stale version, already exists."),
     413: _error("The request body is larger than the server accepts."),
+    421: _error("`misdirected_request`: the Host is not one this server answers (VIBE_ALLOWED_HOSTS)."),
     422: _error("Invalid input: `details` names the field and the rule."),
     429: _error("Rate limit reached for this credential.", headers=_RETRY_AFTER),
     503: _error("`database_unavailable`: the database cannot be reached; retry.", headers=_RETRY_AFTER),

@@ -1,0 +1,91 @@
+"""SQLite group commit (store/sqlite.py): concurrent writes share a COMMIT, each write is acknowledged
+only once its COMMIT is done, a failed write leaves the others of its COMMIT alone, and a COMMIT that
+cannot happen fails every write it carried."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.errors import StorageFull
+from vibe_ensemble.store.database import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    await database.run_sync(lambda c: c.exec_driver_sql("CREATE TABLE t (v TEXT NOT NULL)"), write=True)
+    yield database  # type: ignore[misc]
+    await database.dispose()
+
+
+async def _rows(db: Database) -> list[str]:
+    async with db.read() as conn:
+        return [r.v for r in await conn.execute(sa.text("SELECT v FROM t ORDER BY v"))]
+
+
+async def _insert(db: Database, value: str, *, fail: bool = False) -> None:
+    async with db.write() as conn:
+        await conn.execute(sa.text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+        if fail:
+            raise ValueError(f"{value} changed its mind")
+
+
+async def test_concurrent_writes_share_commits_and_are_all_durable(db: Database) -> None:
+    engine = db._sqlite
+    before = engine.commits
+    await asyncio.gather(*(_insert(db, f"w{i:02}") for i in range(40)))
+    assert await _rows(db) == [f"w{i:02}" for i in range(40)]
+    # 40 writes ready at once: the first COMMIT carries the first, the next one all that queued
+    # behind it (a COMMIT each would be 40).
+    assert 1 <= engine.commits - before <= 3
+    assert not engine.busy
+
+
+async def test_a_write_is_acknowledged_only_after_its_commit(db: Database) -> None:
+    done = asyncio.create_task(_insert(db, "a"))
+    await asyncio.sleep(0)  # the write runs its statements and waits for the COMMIT on its thread
+    assert not done.done()
+    await done
+    assert await _rows(db) == ["a"]  # another connection sees it once acknowledged
+
+
+async def test_a_failed_write_leaves_the_others_of_its_commit_alone(db: Database) -> None:
+    results = await asyncio.gather(
+        _insert(db, "a"), _insert(db, "b", fail=True), _insert(db, "c"), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ValueError)
+    assert await _rows(db) == ["a", "c"]
+    await _insert(db, "d")  # and the writer goes on
+    assert await _rows(db) == ["a", "c", "d"]
+
+
+async def test_when_sqlite_ends_the_transaction_every_write_it_carried_fails(db: Database) -> None:
+    async def ended_by_sqlite() -> None:
+        async with db.write() as conn:
+            await conn.execute(sa.text("INSERT INTO t (v) VALUES ('b')"))
+            await conn.execute(sa.text("ROLLBACK"))  # as SQLite does on a full disk
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = 13  # type: ignore[attr-defined]  # SQLITE_FULL, as the driver sets it
+            raise full
+
+    results = await asyncio.gather(
+        _insert(db, "a"), ended_by_sqlite(), _insert(db, "c"), return_exceptions=True
+    )
+    # "a" was released into the transaction SQLite ended: it is refused, never acknowledged.
+    assert isinstance(results[0], StorageFull) and isinstance(results[1], StorageFull)
+    assert results[2] is None  # "c" ran in the next transaction
+    assert await _rows(db) == ["c"]
+
+
+async def test_a_command_waits_for_the_open_commit(db: Database) -> None:
+    writes = [asyncio.create_task(_insert(db, f"w{i}")) for i in range(5)]
+    await asyncio.sleep(0)
+    count = await db.run_sync(lambda c: c.exec_driver_sql("SELECT count(*) FROM t").scalar_one(), write=True)
+    assert count == 5  # its own connection's transaction began after theirs committed
+    await asyncio.gather(*writes)

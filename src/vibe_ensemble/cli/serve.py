@@ -18,6 +18,7 @@ from vibe_ensemble.cli.common import (
 )
 from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
 from vibe_ensemble.ops import tracing
+from vibe_ensemble.ops.health import health_listener
 from vibe_ensemble.ops.logging import configure_logging
 from vibe_ensemble.ops.startup import StartupError, bind
 from vibe_ensemble.store.urls import database_label
@@ -65,6 +66,7 @@ def serve(
     try:
         # Listen first: a taken port must fail before a database or an admin token is created.
         listener = bind(settings.host, settings.port)
+        health = health_listener(settings)
     except StartupError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -73,11 +75,13 @@ def serve(
     from vibe_ensemble.cli import server
 
     if workers > 1:
+        if health is not None:
+            health.close()  # it is free: each worker binds its own on it (SO_REUSEPORT)
         prepare = functools.partial(server.prepare, settings, migrate=migrate)
         serve_workers(settings, listener, workers=workers, prepare=prepare, serve=server.serve_here)
         return
     try:
-        run(lambda: server.serve_here(settings, migrate=migrate, sockets=[listener]))
+        run(lambda: server.serve_here(settings, migrate=migrate, sockets=[listener], health=health))
     finally:
         listener.close()
 

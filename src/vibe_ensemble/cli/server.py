@@ -18,6 +18,7 @@ import uvicorn
 from vibe_ensemble.cli.common import err
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.health import HealthListener, health_listener
 from vibe_ensemble.ops.startup import command
 from vibe_ensemble.runtime import Runtime
 
@@ -48,12 +49,35 @@ def announce(settings: Settings, secret: str) -> None:
 
 
 async def serve_here(
-    settings: Settings, *, migrate: bool, sockets: list[socket.socket] | None = None, first: bool = True
+    settings: Settings,
+    *,
+    migrate: bool,
+    sockets: list[socket.socket] | None = None,
+    first: bool = True,
+    health: HealthListener | None = None,
 ) -> None:
     """Serve in this process (on `sockets` when a parent bound the port for several workers).
 
     `first`: this process prints the start line (and, serving alone, the first-start token).
+    `health`: the liveness port, bound by `serve`; a worker of several binds its own.
     """
+    if health is None:
+        health = health_listener(settings, shared=True)  # a worker of several: they share the port
+    try:
+        await _serve(settings, migrate=migrate, sockets=sockets, first=first, health=health)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+async def _serve(
+    settings: Settings,
+    *,
+    migrate: bool,
+    sockets: list[socket.socket] | None,
+    first: bool,
+    health: HealthListener | None,
+) -> None:
     from vibe_ensemble.api.app import create_app
 
     runtime = Runtime(settings)
@@ -76,6 +100,9 @@ async def serve_here(
                 forwarded_allow_ips=settings.trusted_proxies,
                 limit_concurrency=settings.limit_concurrency,
                 ws_max_size=settings.max_body_bytes,
+                # Events are small JSON: compressing each one for each subscriber was most of the
+                # CPU of a fan-out to 10,000 WebSockets (bench/live_latency.py --projects 100).
+                ws_per_message_deflate=False,
                 server_header=False,
                 timeout_graceful_shutdown=settings.shutdown_grace_s,
             ),
@@ -86,6 +113,10 @@ async def serve_here(
                 f"(dashboard: /, MCP: {settings.mcp_url})",
                 soft_wrap=True,
             )
+        if health is not None:
+            # Answered from here on, once migrations and start-up are done: a long migration holds
+            # the loop, and must not look like a wedged process to a liveness probe.
+            health.start()
         await server.serve(sockets=sockets)
     finally:
         tracing.stop()

@@ -1,0 +1,141 @@
+"""Liveness on a port of its own (`VIBE_HEALTH_PORT`), answered by a thread beside the event loop.
+
+`/healthz` on the main port waits its turn on the event loop: under load (fifty agents calling at
+once) a probe took tens of milliseconds, and a liveness probe that times out restarts a server that
+was only busy. Here a small HTTP server on its own thread answers `GET /healthz` (and HEAD) at once,
+whatever the loop is doing, and still tells a wedged process from a busy one: the loop touches a
+heartbeat every `BEAT_S`; while the heartbeat is younger than `health_stall_s` the answer is 200,
+after that 503 (the loop has not run for that long: restart me).
+
+It answers nothing else (404), sends no body a client chose, keeps no connection open (a client
+that sends nothing within `REQUEST_TIMEOUT_S` is dropped), and is meant for the kubelet or a local
+supervisor, not for the network: bind it where only they reach it. With `serve --workers N` every
+worker answers on the same port (SO_REUSEPORT): a probe hears from one of them. A lone server
+refuses to start on a port that is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import TYPE_CHECKING
+
+from vibe_ensemble.ops.startup import StartupError
+
+if TYPE_CHECKING:
+    from vibe_ensemble.ops.config import Settings
+
+BEAT_S = 0.25
+REQUEST_TIMEOUT_S = 2.0
+
+
+class Heartbeat:
+    """When the event loop last ran (`time.monotonic()`), touched by a task on the loop."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            self.at = time.monotonic()
+            await asyncio.sleep(BEAT_S)
+
+    def age(self) -> float:
+        return time.monotonic() - self.at
+
+
+class _SharedServer(HTTPServer):
+    allow_reuse_port = True  # the workers of `serve --workers N` share the port; a lone server owns it
+
+
+def _handler(heartbeat: Heartbeat, stall_s: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S
+        server_version = "vibe-ensemble"
+
+        def version_string(self) -> str:
+            return self.server_version
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def _answer(self, *, body: bool) -> None:
+            doc: dict[str, object]
+            if self.path.split("?", 1)[0] != "/healthz":
+                status, doc = 404, {"error": {"code": "not_found", "message": "only /healthz is here"}}
+            else:
+                age = heartbeat.age()
+                alive = age < stall_s
+                status = 200 if alive else 503
+                doc = {"status": "ok" if alive else "stalled", "loop_seen_ms_ago": round(age * 1000, 1)}
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:  # the base's name
+            """Probes are not logged (a 200 from /healthz on the main port is a debug line too)."""
+
+    return Handler
+
+
+class HealthListener:
+    """The liveness port: bound when made (a taken port fails the start), served from `start`."""
+
+    def __init__(self, host: str, port: int, *, stall_s: float, shared: bool = False) -> None:
+        self.heartbeat = Heartbeat()
+        server = _SharedServer if shared else HTTPServer
+        self._server = server((host, port), _handler(self.heartbeat, stall_s))
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="health", daemon=True
+        )
+        self._beat: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._beat = asyncio.get_running_loop().create_task(self.heartbeat.run())
+        self._thread.start()
+
+    def close(self) -> None:
+        """Give the port back (never started: `serve --workers N` checks it is free, then each
+        worker binds its own)."""
+        self._server.server_close()
+
+    async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._server.shutdown)
+        self._server.server_close()
+
+
+def health_listener(settings: Settings, *, shared: bool = False) -> HealthListener | None:
+    """The liveness port `settings` asks for (None without `health_port`), bound now; `shared` by
+    the workers of one `serve --workers N` (a lone server refuses a port someone else holds)."""
+    if settings.health_port is None:
+        return None
+    try:
+        return HealthListener(
+            settings.host, settings.health_port, stall_s=settings.health_stall_s, shared=shared
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.health_port} for VIBE_HEALTH_PORT: {exc.strerror}; "
+            "pick another port"
+        ) from None

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     profile: Profile = "development"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # liveness on a port of its own, answered beside the event loop (ops/health.py, docs/operations.md):
+    # /healthz there says 503 once the loop has not run for health_stall_s
+    health_port: int | None = Field(None, ge=1, le=65535)
+    health_stall_s: float = Field(10.0, gt=0, le=600)
     # where the SQLite file lives: the platform's per-user data directory (ops/startup.py)
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
@@ -186,7 +190,12 @@ class Settings(BaseSettings):
         return reasons
 
 
-MIN_SECRET_BITS = 128
+# The least character entropy a secret must show. The measure (Shannon's, from the secret's own
+# character counts) runs low on short strings: a 32-character hex secret carries 128 random bits
+# but measures 90-127, and a 32-character token_urlsafe one 124-160 (200,000 of each, drawn). So
+# the floor sits below those, where only strings of few different characters fall (32 x `a`: 0,
+# `ab` x 16: 32); the other two tests catch the typed strings that vary more.
+MIN_CHARACTER_BITS = 80
 GUESSABLE = (
     "looks guessable (too few different characters, a repeated part, or a run like abcd): set a random "
     "secret, e.g. `openssl rand -hex 32` or "
@@ -196,15 +205,17 @@ GUESSABLE = (
 
 def looks_random(secret: str) -> bool:
     """A cheap test that `secret` was generated, not typed: its characters carry at least
-    MIN_SECRET_BITS of (Shannon) entropy, it is not a shorter string repeated, and at most half
-    of the neighbouring pairs are repeats or steps (`aa`, `ab`, `ba`). `openssl rand -hex 32`
-    and `secrets.token_urlsafe(32)` pass with a wide margin; `aaaa…`, `abcdabcd…`, `abcdef…`
-    and `password` * 4 do not. It cannot prove randomness: generate secrets, never type them."""
+    MIN_CHARACTER_BITS of (Shannon) entropy, it is not a shorter string repeated, and at most three
+    quarters of the neighbouring pairs are repeats or steps (`aa`, `ab`, `ba`; about one pair in six
+    of a hex secret is one, and more than half of them in about one draw in 300,000, so the line is
+    not at half). Generated secrets of 128 random bits or more pass (`openssl rand -hex 16` and up,
+    `secrets.token_urlsafe(24)` and up); `aaaa…`, `abcdabcd…`, `abcdef…` and `password` * 4 do not.
+    It cannot prove randomness: generate secrets, never type them."""
     counts = Counter(secret)
     per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
     steps = sum(1 for a, b in itertools.pairwise(secret) if abs(ord(a) - ord(b)) <= 1)
     repeated = secret in (secret + secret)[1:-1]
-    return per_char * len(secret) >= MIN_SECRET_BITS and not repeated and steps * 2 <= len(secret)
+    return per_char * len(secret) >= MIN_CHARACTER_BITS and not repeated and steps * 4 <= len(secret) * 3
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -43,9 +43,15 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 format=()
 [[ $engine == podman ]] && format=(--format docker) # keeps HEALTHCHECK, which the OCI format has no field for
+# The build's own values go in as --label too: podman (buildah) takes a LABEL step from its cache
+# even when the ARG values it names changed, which left the first build's revision and time on
+# every later image.
 # shellcheck disable=SC2086 # BUILD_ARGS is a list of flags
 "$engine" build "${format[@]}" ${BUILD_ARGS:-} --target production -f Dockerfile.production \
   --build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "CREATED=$created" \
+  --label "org.opencontainers.image.version=$version" \
+  --label "org.opencontainers.image.revision=$revision" \
+  --label "org.opencontainers.image.created=$created" \
   -t "$image" .
 size=$("$engine" image inspect "$image" --format '{{.Size}}')
 echo "built $image: $((size / 1000000)) MB"

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
@@ -90,6 +91,11 @@ def test_image_metadata(image: str) -> None:
     labels = config["Labels"]
     for key in ("title", "version", "revision", "created", "licenses"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
+    if not os.environ.get("VIBE_CONTAINER_IMAGE"):  # built here, from this checkout, just now
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        assert labels["org.opencontainers.image.revision"] == head.stdout.strip()
+        created = datetime.fromisoformat(labels["org.opencontainers.image.created"])
+        assert datetime.now(UTC) - created < timedelta(hours=1), created  # not an earlier build's
     healthcheck = data.get("Healthcheck") or config.get("Healthcheck") or {}
     assert isinstance(healthcheck, dict)
     assert "/healthz" in " ".join(healthcheck.get("Test", [])), "no HEALTHCHECK (build with --format docker)"

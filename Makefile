@@ -45,10 +45,12 @@ run: $(RUN_STAMP)
 
 # Parallel on TEST_WORKERS processes (pytest-xdist); each module stays on one worker, so a module's
 # server and browser start once. PYTEST_ARGS adds arguments, e.g. make test PYTEST_ARGS="-k mail".
+# The suite starts hundreds of Python processes that import the same modules: they keep their
+# bytecode (in git-ignored __pycache__ directories) even where the shell sets PYTHONDONTWRITEBYTECODE.
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 test: $(STAMP) $(CHECKOV)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from mcp.server import MCPServer
+from mcp_types import CallToolResult
 
 
 def build() -> MCPServer:
@@ -33,6 +34,26 @@ def build() -> MCPServer:
     async def fetch_inbox(limit: int = 20, unread_only: bool = False) -> dict[str, Any]:
         """Fetch (a constant)."""
         return {"messages": [], "unread": 0}
+
+    return mcp
+
+
+def build_shaped(answers: dict[str, dict[str, Any]]) -> MCPServer:
+    """The bare server answering each tool with a recorded result of ours (`answers`: tool name →
+    the JSON-RPC `result` our server sent): the SDK's cost for our payloads, with none of our work."""
+    mcp = MCPServer("shaped", log_level="WARNING")
+    send = CallToolResult.model_validate(answers["send_message"])
+    inbox = CallToolResult.model_validate(answers["fetch_inbox"])
+
+    @mcp.tool()
+    async def send_message(to: list[str], subject: str, body: str) -> CallToolResult:
+        """Send (our recorded answer)."""
+        return send
+
+    @mcp.tool()
+    async def fetch_inbox(limit: int = 20, unread_only: bool = False) -> CallToolResult:
+        """Fetch (our recorded answer)."""
+        return inbox
 
     return mcp
 

@@ -101,9 +101,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     args = parser.parse_args()
     glob_worst()
-    with own_servers(None, 1) as (urls, token):
-        metrics_growth(urls[0], args.requests)
-        healthz_during_worst_check(urls[0], token)
+    with own_servers(None, 1) as servers:
+        metrics_growth(servers.urls[0], args.requests)
+        healthz_during_worst_check(servers.urls[0], servers.token)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 
 `--subscribers` clients follow `/api/v1/events/stream` (or `/api/v1/events/ws`) for
 `issue.commented` events, while one writer comments on an issue `--events` times, one
-comment every `--interval` seconds. Each comment is one transaction with one event.
+comment every `--interval` seconds. With `--projects N` the comments go to N projects in
+turn and each subscriber follows one project's events (the deployment's shape: 10,000
+subscribers over 100 projects). Each comment is one transaction with one event.
 The latency of a delivery is the time a subscriber has parsed the event minus the
 event's own timestamp, which the server takes at the start of the transaction: so it
 includes the (short) write transaction, and is an upper bound of commit-to-subscriber.
@@ -31,14 +33,17 @@ from servers import own_servers  # bench/servers.py (the script's own folder)
 from websockets.asyncio.client import connect
 
 EVENT_TYPE = "issue.commented"
+BENCH_ISSUE = {"title": "bench", "agent": "bench-writer"}
+CONNECTING = 50  # WebSocket handshakes in flight at once
 
 
 class Subscriber:
-    def __init__(self, url: str, token: str, after: int, wanted: int) -> None:
+    def __init__(self, url: str, token: str, after: int, wanted: int, project: str) -> None:
         self.url = url
         self.token = token
         self.after = after
         self.wanted = wanted
+        self.query = f"after={after}&types={EVENT_TYPE}&project={project}"
         self.latencies_ms: list[float] = []
         self.ids: set[int] = set()
         self.duplicates = 0
@@ -61,9 +66,8 @@ class Subscriber:
         """A plain HTTP/1.0 client: the lightest way to hold many streams in one process."""
         host, port = self.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
-        query = f"after={self.after}&types={EVENT_TYPE}"
         writer.write(
-            f"GET /api/v1/events/stream?{query} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+            f"GET /api/v1/events/stream?{self.query} HTTP/1.0\r\nHost: {host}:{port}\r\n"
             f"Authorization: Bearer {self.token}\r\n\r\n".encode()
         )
         await writer.drain()
@@ -83,10 +87,13 @@ class Subscriber:
         finally:
             writer.close()
 
-    async def follow_ws(self) -> None:
+    async def follow_ws(self, gate: asyncio.Semaphore) -> None:
         base = self.url.replace("http://", "ws://")
-        url = f"{base}/api/v1/events/ws?after={self.after}&types={EVENT_TYPE}"
-        async with connect(url, additional_headers={"Authorization": f"Bearer {self.token}"}) as ws:
+        url = f"{base}/api/v1/events/ws?{self.query}"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with gate:  # a few handshakes at a time: thousands at once time out
+            ws = await connect(url, additional_headers=headers, open_timeout=60)
+        async with ws:
             async for raw in ws:
                 message = json.loads(raw)
                 if message["type"] == "ready":
@@ -100,17 +107,29 @@ class Subscriber:
 async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[float]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(base_url=urls[0] + "/api/v1", headers=headers, timeout=30) as api:
-        await api.post("/projects/default/agents", json={"name": "bench-writer"})
-        issue = (
-            await api.post("/projects/default/issues", json={"title": "bench", "agent": "bench-writer"})
-        ).json()
+        projects = ["default"] + [f"bench-{k}" for k in range(1, args.projects)]
+        issues = {}
+        for slug in projects:
+            if slug != "default":
+                (await api.post("/projects", json={"slug": slug, "name": slug})).raise_for_status()
+            await api.post(f"/projects/{slug}/agents", json={"name": "bench-writer"})
+            made = await api.post(
+                f"/projects/{slug}/issues", json={"title": "bench", "agent": "bench-writer"}
+            )
+            issues[slug] = made.json()["id"]
         start = (await api.get("/events", params={"after": 0, "limit": 1})).json()
         after = await newest_id(api, start["last_id"])
+        # the events go to the projects in turn; each subscriber follows one project
+        per_project = [len(range(k, args.events, len(projects))) for k in range(len(projects))]
         subscribers = [
-            Subscriber(urls[i % len(urls)], token, after, args.events) for i in range(args.subscribers)
+            Subscriber(
+                urls[i % len(urls)], token, after, per_project[i % len(projects)], projects[i % len(projects)]
+            )
+            for i in range(args.subscribers)
         ]
+        gate = asyncio.Semaphore(CONNECTING)
         tasks = [
-            asyncio.create_task(s.follow_ws() if args.transport == "ws" else s.follow_sse())
+            asyncio.create_task(s.follow_ws(gate) if args.transport == "ws" else s.follow_sse())
             for s in subscribers
         ]
         async with asyncio.timeout(30 + 0.05 * len(subscribers)):
@@ -122,12 +141,14 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
                 if task.done():
                     raise SystemExit(f"a subscriber failed: {task.exception()!r}")
         print(
-            f"{len(subscribers)} {args.transport} subscribers on {len(urls)} server(s); "
+            f"{len(subscribers)} {args.transport} subscribers over {len(projects)} project(s) "
+            f"on {len(urls)} server(s); "
             f"writing {args.events} events, one every {args.interval * 1000:.0f} ms"
         )
         for i in range(args.events):
+            slug = projects[i % len(projects)]
             response = await api.post(
-                f"/projects/default/issues/{issue['id']}/comments",
+                f"/projects/{slug}/issues/{issues[slug]}/comments",
                 json={"body": f"#{i}", "agent": "bench-writer"},
             )
             response.raise_for_status()
@@ -138,7 +159,7 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     duplicates = sum(s.duplicates for s in subscribers)
-    missing = sum(args.events - len(s.ids) for s in subscribers)
+    missing = sum(s.wanted - len(s.ids) for s in subscribers)
     print(f"lost {missing}, duplicated {duplicates}")
     return [ms for s in subscribers for ms in s.latencies_ms]
 
@@ -178,6 +199,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200, help="events to write (default 200)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between writes (default 0.02)")
     parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
+    parser.add_argument(
+        "--projects", type=int, default=1, help="spread events and subscribers over this many projects"
+    )
     args = parser.parse_args()
     if args.url and not args.token:
         parser.error("--url needs --token")

@@ -37,7 +37,12 @@ class Servers:
 
 
 @contextmanager
-def own_servers(database_url: str | None, replicas: int, extra_args: Sequence[str] = ()) -> Iterator[Servers]:
+def own_servers(
+    database_url: str | None,
+    replicas: int,
+    extra_args: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Servers]:
     """Start `replicas` servers on one database; yield their URLs, pids and the first-start admin token."""
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
@@ -50,9 +55,13 @@ def own_servers(database_url: str | None, replicas: int, extra_args: Sequence[st
                     "VIBE_DATA_DIR": tmp,
                     "VIBE_PORT": str(port),
                     "VIBE_HOST": "127.0.0.1",
-                    "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"admin": 0}),
+                    # every role unlimited: the swarms' agents have worker tokens
+                    "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps(
+                        {"admin": 0, "coordinator": 0, "worker": 0, "viewer": 0}
+                    ),
                     # the benches follow many feeds with the one admin token
                     "VIBE_MAX_FEEDS_PER_CREDENTIAL": "10000",
+                    **(extra_env or {}),
                 }
                 argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
                 if database_url:

@@ -8,9 +8,11 @@ No sockets and no uvicorn: each request is handed to the ASGI app as uvicorn wou
 (the same headers and body the official SDK client sends), one after the other. Each round is
 the swarm's loop (bench/swarm.py): `send_message` to the next agent, then `fetch_inbox`. The
 bare app (bench/bare_server.py) answers the same calls with constants, so the difference is our
-own work: middleware, authentication, the tool and the database. CPU per call is
-`time.process_time()` over the rounds; the two apps run alternately in slices, so drift on a
-shared machine touches both alike. Figures are printed, never asserted.
+own work: middleware, authentication, the tool and the database. A third app, `shaped`, is the
+bare server answering with our own recorded answers (the same bytes ours sends), so shaped minus
+bare is what the SDK spends on our payloads, and ours minus shaped is the rest of our work. CPU
+per call is `time.process_time()` over the rounds; the apps run in turn in slices, so drift on a
+shared machine touches them alike. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from bare_server import build  # bench/bare_server.py
+from bare_server import build, build_shaped  # bench/bare_server.py
 
 from vibe_ensemble.api.app import create_app
 from vibe_ensemble.domain.caller import SYSTEM
@@ -49,6 +51,7 @@ class Caller:
         self.app = app
         self.host = host.encode()
         self.next_id = 0
+        self.answers: dict[str, dict[str, Any]] = {}
 
     async def call(self, token: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         self.next_id += 1
@@ -108,6 +111,7 @@ class Caller:
         answer: dict[str, Any] = json.loads(b"".join(chunks))
         if status != 200 or "error" in answer or answer["result"].get("isError"):
             raise SystemExit(f"{tool} failed: HTTP {status} {answer}")
+        self.answers[tool] = answer["result"]
         return answer
 
 
@@ -145,8 +149,6 @@ async def run(rounds: int, database_url: str | None) -> None:
                     "ours": (Caller(ours, f"{settings.host}:{settings.port}"), tokens),
                     "bare": (Caller(bare, "127.0.0.1:8080"), [None] * AGENTS),
                 }
-                cpu = dict.fromkeys(clients, 0.0)
-                calls = dict.fromkeys(clients, 0)
 
                 async def one_round(name: str, i: int) -> None:
                     client, keys = clients[name]
@@ -156,9 +158,19 @@ async def run(rounds: int, database_url: str | None) -> None:
                     )
                     await client.call(keys[peer], "fetch_inbox", {"limit": 20, "unread_only": True})
 
+                for i in range(SLICE):  # ours first: the shaped app answers with what ours answered
+                    await one_round("ours", i)
+                shaped_server = build_shaped(clients["ours"][0].answers)
+                shaped = shaped_server.streamable_http_app(
+                    streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
+                )
+                await stack.enter_async_context(shaped_server.session_manager.run())
+                clients["shaped"] = (Caller(shaped, "127.0.0.1:8080"), [None] * AGENTS)
                 for name in clients:  # warm-up: caches, plans, first-request work
                     for i in range(SLICE):
                         await one_round(name, i)
+                cpu = dict.fromkeys(clients, 0.0)
+                calls = dict.fromkeys(clients, 0)
                 done = 0
                 while done < rounds:
                     for name in clients:
@@ -174,9 +186,14 @@ async def run(rounds: int, database_url: str | None) -> None:
     backend = "PostgreSQL" if database_url else "SQLite"
     print(f"rounds={done} calls each={calls['ours']} (send_message + fetch_inbox, {backend}, in process)")
     for name, ms in per_call.items():
-        print(f"  {name:5} CPU per call {ms:.3f} ms")
+        print(f"  {name:6} CPU per call {ms:.3f} ms")
     ratio, own = per_call["ours"] / per_call["bare"], per_call["ours"] - per_call["bare"]
     print(f"  ratio {ratio:.2f}x   our own work {own:.3f} ms/call")
+    payload, rest = per_call["shaped"] - per_call["bare"], per_call["ours"] - per_call["shaped"]
+    print(
+        f"  of which the SDK on our payloads (shaped - bare) {payload:.3f} ms, "
+        f"the rest of our work (ours - shaped) {rest:.3f} ms"
+    )
 
 
 def main() -> None:

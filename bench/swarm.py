@@ -41,8 +41,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU time of the server process and of its live children (the workers of `--workers N`)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its parent is the server
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return total
 
 
 def machine_busy_seconds() -> float:
@@ -68,6 +76,8 @@ class Run:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
     health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
+    health_port_ms: list[float] = field(default_factory=list)  # the same on the liveness port
+    floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
     other_load_cores: float = 0.0
     first_error: str = ""
 
@@ -97,6 +107,8 @@ class Run:
             "server_cpu_ms_per_call": round(self.cpu_ms_per_call, 3),
             "other_load_cores": round(self.other_load_cores, 2),
             "healthz_p99_ms": round(_pct(self.health_ms, 99), 2),
+            "health_port_p99_ms": round(_pct(self.health_port_ms, 99), 2),
+            "floor_p99_ms": round(_pct(self.floor_ms, 99), 2),
         }
 
 
@@ -226,15 +238,27 @@ async def swarm(
         started = time.perf_counter()
         window["deadline"] = started + seconds
         go.set()
-        async with httpx2.AsyncClient(timeout=10) as probe:  # /healthz beside the load, every 50 ms
-            while run.calls == 0 or time.perf_counter() < window["deadline"]:
-                if not bare:
-                    t0 = time.perf_counter()
-                    await probe.get(url + "/healthz")
-                    run.health_ms.append((time.perf_counter() - t0) * 1000)
-                await asyncio.sleep(0.05)
-                if time.perf_counter() > window["deadline"] + 60:
-                    break
+        # /healthz beside the load, every 50 ms, from a process of its own (this one's loop is busy):
+        # the main port's, the liveness port's (ops/health.py) and the floor's (a constant answer
+        # from a process of its own: what the machine alone costs a probe under this load)
+        probes = [url + "/healthz", args.health_url + "/healthz", args.floor_url + "/"]
+        script = str(Path(__file__).with_name("health_probe.py"))
+        prober = (
+            None
+            if bare
+            else await asyncio.create_subprocess_exec(
+                sys.executable, script, str(seconds), *probes, stdout=asyncio.subprocess.PIPE
+            )
+        )
+        while run.calls == 0 or time.perf_counter() < window["deadline"]:
+            await asyncio.sleep(0.05)
+            if time.perf_counter() > window["deadline"] + 60:
+                break
+        if prober is not None:
+            found = json.loads((await prober.communicate())[0])
+            run.health_ms = found[probes[0]]
+            run.health_port_ms = found[probes[1]]
+            run.floor_ms = found[probes[2]]
     # The window closes when the last call in flight returns.
     run.seconds = time.perf_counter() - started
     if profiler:
@@ -298,7 +322,11 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"{ratio(ours.pct(99), bare.pct(99)):>9}"
             f"{ratio(ours.cpu_ms_per_call, bare.cpu_ms_per_call):>12}"
         )
-        print(f"{'':>6} /healthz under this load: p99 {_pct(ours.health_ms, 99):.1f} ms")
+        print(
+            f"{'':>6} /healthz under this load: p99 {_pct(ours.health_ms, 99):.1f} ms on the main port, "
+            f"{_pct(ours.health_port_ms, 99):.1f} ms on the liveness port (VIBE_HEALTH_PORT); "
+            f"floor {_pct(ours.floor_ms, 99):.1f} ms (a constant answer from a process of its own)"
+        )
         if ours.first_error:
             print(f"       first error: {ours.first_error}")
 
@@ -322,8 +350,15 @@ def main() -> None:
     pairs: list[tuple[Run, Run]] = []
     bare_proc, bare_url = start_bare()
     extra = ["--workers", str(args.workers)] if args.workers else []
+    health_port, floor_port = free_port(), free_port()
+    args.health_url = f"http://127.0.0.1:{health_port}"
+    args.floor_url = f"http://127.0.0.1:{floor_port}"
+    floor = subprocess.Popen([sys.executable, str(HERE / "health_probe.py"), "--floor", str(floor_port)])
     try:
-        with own_servers(args.database_url, 1, extra_args=extra) as servers:
+        wait_ready(args.floor_url, floor, Path(os.devnull), path="/")
+        with own_servers(
+            args.database_url, 1, extra_args=extra, extra_env={"VIBE_HEALTH_PORT": str(health_port)}
+        ) as servers:
             url, pid = servers.urls[0], servers.pids[0]
             offset = 0
             for n in sizes:
@@ -333,8 +368,9 @@ def main() -> None:
                 pairs.append((ours, bare))
                 offset += n
     finally:
-        bare_proc.terminate()
-        bare_proc.wait(timeout=15)
+        for proc in (bare_proc, floor):
+            proc.terminate()
+            proc.wait(timeout=15)
 
     print(f"door={args.door} mode={args.mode} mix={args.mix} database={args.database_url or 'sqlite (temp)'}")
     report(pairs)

@@ -19,7 +19,7 @@ def _run(*argv: str) -> str:
 
 def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
     out = _run("swarm.py", "--agents", "2", "--seconds", "1", "--mix", "--json", str(tmp_path / "s.json"))
-    assert "ratio" in out and "/healthz under this load" in out
+    assert "ratio" in out and "/healthz under this load" in out and "floor" in out
     assert (tmp_path / "s.json").exists()
 
 
@@ -48,9 +48,15 @@ def test_startup_runs() -> None:
 
 def test_stack_runs() -> None:
     out = _run("stack.py", "--rounds", "100")
-    assert "ours  CPU per call" in out and "bare  CPU per call" in out and "ratio" in out
+    assert "ours   CPU per call" in out and "bare   CPU per call" in out and "shaped CPU per call" in out
+    assert "ratio" in out and "the SDK on our payloads" in out
 
 
 def test_live_latency_runs_and_counts_what_was_lost() -> None:
-    out = _run("live_latency.py", "--subscribers", "3", "--events", "5", "--transport", "ws")
+    out = _run("live_latency.py", "--subscribers", "3", "--events", "5", "--transport", "ws", "--projects=2")
     assert "lost 0, duplicated 0" in out and "RSS" in out and "p99 ms" in out
+
+
+def test_hardening_runs() -> None:
+    out = _run("hardening.py", "--requests", "50")
+    assert "/metrics:" in out and "/healthz while it ran" in out and "steps" in out

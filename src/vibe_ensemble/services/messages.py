@@ -9,7 +9,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.events import EventType
-from vibe_ensemble.domain.models import Inbox, Message
+from vibe_ensemble.domain.models import Agent, Inbox, Message
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.services.issues import actor_name
@@ -55,9 +55,13 @@ class MessageService(Service):
             thread_id = rules.text("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            await self.check_actor(tx.conn, proj.id, caller, agent)
+            # The sender (as `check_actor` would) and the named recipients, in one statement.
+            acting = caller.agent is not None or bool(agent)
+            found = await agent_store.find_many(tx.conn, proj.id, [sender, *to] if acting else to)
+            if acting:
+                agent_store.registered(found.get(sender), sender)
             recipients = await _recipients(
-                tx.conn, proj.id, sender, to, None if broadcast else to_role, broadcast
+                tx.conn, proj.id, sender, to, found, None if broadcast else to_role, broadcast
             )
             thread_id = thread_id or f"t-{secrets.token_hex(6)}"
             message_id = await store.insert(
@@ -167,15 +171,22 @@ class MessageService(Service):
 
 
 async def _recipients(
-    conn: Connection, project_id: int, sender: str, to: list[str], role: AgentRole | None, everyone: bool
+    conn: Connection,
+    project_id: int,
+    sender: str,
+    to: list[str],
+    found: dict[str, Agent],
+    role: AgentRole | None,
+    everyone: bool,
 ) -> dict[int, str]:
-    """Ids and names of the named agents, plus every active agent of `role` (or all) but the sender."""
+    """Ids and names of the named agents (`found`: those of them registered), plus every active
+    agent of `role` (or all) but the sender."""
     recipients: dict[int, str] = {}
     for name in to:
-        found = await agent_store.find(conn, project_id, name)
-        if found is None or found.retired_at is not None:
+        named = found.get(name)
+        if named is None or named.retired_at is not None:
             raise InvalidInput("to", f"no active agent named {name!r} in this project", agent=name)
-        recipients[found.id] = found.name
+        recipients[named.id] = named.name
     if role is not None or everyone:
         for agent_id, name in await agent_store.active_ids(conn, project_id, role=role):
             if name != sender:

@@ -11,7 +11,7 @@ from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared, first_record
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import agents, projects
 
 
@@ -47,9 +47,30 @@ async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
     return None if row is None else _to_agent(row)
 
 
+_BY_NAMES = Prepared(
+    _select().where(
+        agents.c.project_id == sa.bindparam("project_id"),
+        agents.c.name.in_(sa.bindparam("names", expanding=True)),
+    )
+)
+
+
+async def find_many(conn: Connection, project_id: int, names: list[str]) -> dict[str, Agent]:
+    """The agents of the project among `names`, by name, in one statement (one round trip however
+    many names: a message's sender and recipients)."""
+    if not names:
+        return {}
+    rows = records(await conn.execute(_BY_NAMES, {"project_id": project_id, "names": names}))
+    return {row.name: _to_agent(row) for row in rows}
+
+
 async def get(conn: Connection, project_id: int, name: str, *, active: bool = True) -> Agent:
     """The agent named `name`; registered (and, when `active`, not retired)."""
-    agent = await find(conn, project_id, name)
+    return registered(await find(conn, project_id, name), name, active=active)
+
+
+def registered(agent: Agent | None, name: str, *, active: bool = True) -> Agent:
+    """`agent` (found by `name`) when registered and, when `active`, not retired; else NotFound."""
     if agent is None:
         raise NotFound(
             f"agent {name!r} is not registered in this project; call register_agent first", agent=name

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import InboxItem, Message
@@ -159,6 +160,9 @@ async def insert(
         "broadcast": broadcast,
         "created_at": now,
     }
+    if conn.dialect.name == "postgresql":  # the message and its recipients in one round trip
+        delivered = await conn.execute(_INSERT_DELIVERED, {**row, "recipient_ids": recipient_ids})
+        return int(delivered.scalar_one())
     message_id = int((await conn.execute(_INSERT, row)).scalar_one())
     if recipient_ids:
         rows = [{"message_id": message_id, "agent_id": a} for a in recipient_ids]
@@ -166,7 +170,21 @@ async def insert(
     return message_id
 
 
+def _insert_delivered() -> Prepared:
+    """PostgreSQL: the message's row and a recipient row per id of the `recipient_ids` array, each
+    with the new message's id, in one statement (a data-modifying WITH); it answers the id."""
+    columns = [c.name for c in messages.c if c.name != "id"]
+    values = {name: sa.bindparam(name, type_=messages.c[name].type) for name in columns}
+    inserted = messages.insert().values(values).returning(messages.c.id).cte("inserted")
+    ids = sa.bindparam("recipient_ids", type_=postgresql.ARRAY(sa.BigInteger))
+    delivered = message_recipients.insert().from_select(
+        ["message_id", "agent_id"], sa.select(inserted.c.id, sa.func.unnest(ids))
+    )
+    return Prepared(sa.select(inserted.c.id).add_cte(delivered.cte("delivered")))
+
+
 _INSERT = Prepared.insert_row(messages)
+_INSERT_DELIVERED = _insert_delivered()
 _INSERT_RECIPIENT = Prepared(
     message_recipients.insert().values(
         message_id=sa.bindparam("message_id"), agent_id=sa.bindparam("agent_id")

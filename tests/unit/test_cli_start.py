@@ -47,8 +47,8 @@ def test_the_root_help_lists_each_commands_own_line(name: str) -> None:
     assert _first_paragraph(load(name).help) == GROUPS[name][1]
 
 
-def imported_by(*argv: str, env: dict[str, str] | None = None) -> set[str]:
-    """The modules a fresh interpreter has imported after `vibe-ensemble ARGV` ran."""
+def imported_by(*argv: str, env: dict[str, str] | None = None, stdin: str = "") -> set[str]:
+    """The modules a fresh interpreter has imported after `vibe-ensemble ARGV` ran (reading `stdin`)."""
     code = (
         "import json, sys\n"
         f"sys.argv = ['vibe-ensemble', *{list(argv)!r}]\n"
@@ -59,7 +59,9 @@ def imported_by(*argv: str, env: dict[str, str] | None = None) -> set[str]:
         "    assert exit.code in (0, None), exit.code\n"
         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=stdin, capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
@@ -74,6 +76,38 @@ def test_help_and_token_commands_start_without_the_database_layer(argv: list[str
     loaded = {m.removeprefix("vibe_ensemble.cli.") for m in modules if m.startswith("vibe_ensemble.cli.")}
     expected = {"common", "tokens"} if argv[0] == "token" else set()
     assert loaded == expected  # no other command's module
+
+
+# Each client's prompt event: the hook heartbeats, which needs the server (down here: it warns).
+PROMPTS = {
+    "claude-code": "UserPromptSubmit",
+    "gemini": "BeforeAgent",
+    "cursor": "beforeSubmitPrompt",
+    "codex": "UserPromptSubmit",
+}
+
+
+@pytest.mark.parametrize("client", list(PROMPTS))
+def test_a_hook_runs_without_the_logging_library_or_the_database(client: str, tmp_path: Path) -> None:
+    """A hook runs on every prompt and edit of an agent's session: it loads neither structlog (an
+    unconfigured one would print on stdout, the client's channel) nor the server-side layers."""
+    event = {"hook_event_name": PROMPTS[client], "cwd": str(tmp_path), "prompt": "hello"}
+    env = {**os.environ, "VIBE_ENSEMBLE_TOKEN": "vibe_" + "x" * 40}
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    modules = imported_by(
+        "hook",
+        client,
+        "--url",
+        url,
+        "--agent",
+        "ana",
+        "--dir",
+        str(tmp_path),
+        env=env,
+        stdin=json.dumps(event),
+    )
+    assert "vibe_ensemble.hooks.server" in modules and "httpx2" in modules  # it did try the server
+    assert among(modules, HEAVY) == []
 
 
 def migrated(tmp_path: Path) -> dict[str, str]:

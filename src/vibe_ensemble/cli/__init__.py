@@ -87,8 +87,10 @@ app = typer.Typer(cls=LazyGroup, help=HELP, no_args_is_help=True)
 
 @app.callback(help=HELP)
 def _logs() -> None:
-    """Before any command: logs go to stderr, one line each (a command's --help logs nothing)."""
-    if "--help" in sys.argv[1:]:
+    """Before any command: logs go to stderr, one line each. A command's --help logs nothing, nor
+    does a client's hook: it answers on stdout and stderr itself, and runs on every prompt and
+    edit of the agent's session, so it does not load the logging library (a third of its time)."""
+    if "--help" in sys.argv[1:] or sys.argv[1:2] == ["hook"]:
         return
     from vibe_ensemble.cli.common import command_logs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store.database import normalise_url
+from vibe_ensemble.store.database import Connection, normalise_url
+from vibe_ensemble.store.tables import projects
 
 from . import postgres
 from .support import ServerProcess, start_server
@@ -90,6 +92,13 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_postgres_database(url)
+
+
+async def insert_project(conn: Connection, slug: str, now: datetime) -> int:
+    """A project row written straight to its table, as a test of a migration writes data at an
+    older schema revision (before the services' own writes apply); returns its id."""
+    inserted = projects.insert().values(slug=slug, name=slug, created_at=now).returning(projects.c.id)
+    return int((await conn.execute(inserted)).scalar_one())
 
 
 def make_settings(database_url: str, tmp_path: Path, **extra: object) -> Settings:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import insert_project, make_settings
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.runtime import Runtime
@@ -21,7 +21,7 @@ from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import Database
 from vibe_ensemble.store.knowledge import fts5_query, terms
 from vibe_ensemble.store.knowledge_rank import TOKENIZER
-from vibe_ensemble.store.tables import knowledge, projects
+from vibe_ensemble.store.tables import knowledge
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 QUERIES = ["database locking", "locks tests", "httpx2 everywhere", "café tests database", "lock lock locking"]
@@ -136,13 +136,7 @@ async def test_migration_0003_indexes_entries_written_before_it(database_url: st
         now = datetime.now(UTC)
         async with db.write() as conn:
             for slug in ("a", "b"):
-                pid = (
-                    await conn.execute(
-                        projects.insert()
-                        .values(slug=slug, name=slug, created_at=now)
-                        .returning(projects.c.id)
-                    )
-                ).scalar_one()
+                pid = await insert_project(conn, slug, now)
                 for title, body, tags in A_ENTRIES:
                     await conn.execute(
                         knowledge.insert().values(

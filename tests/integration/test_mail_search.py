@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import insert_project, make_settings
 from vibe_ensemble.api.app import create_app
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
@@ -18,7 +18,7 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store import mail_search, migrate
 from vibe_ensemble.store.database import Database
-from vibe_ensemble.store.tables import messages, projects
+from vibe_ensemble.store.tables import messages
 
 
 async def _caller(services: Services, admin: Caller, role: TokenRole) -> Caller:
@@ -115,13 +115,7 @@ async def test_migration_0006_indexes_mail_written_before_it(database_url: str, 
         now = datetime.now(UTC)
         async with db.write() as conn:
             for slug in ("a", "b"):
-                pid = (
-                    await conn.execute(
-                        projects.insert()
-                        .values(slug=slug, name=slug, created_at=now)
-                        .returning(projects.c.id)
-                    )
-                ).scalar_one()
+                pid = await insert_project(conn, slug, now)
                 await conn.execute(
                     messages.insert().values(
                         project_id=pid,

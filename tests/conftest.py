@@ -1,8 +1,16 @@
 """Shared fixtures: a fresh database per test (SQLite file, or a new PostgreSQL database),
-the services over it, and a real server process for end-to-end tests."""
+the services over it, and a real server process for end-to-end tests.
+
+A test that uses `runtime` gets its database already migrated: a copy of one migrated at the
+first such test of the process (the SQLite file copied; on PostgreSQL `CREATE DATABASE …
+TEMPLATE`), as `Runtime.start(apply_migrations=True)` would leave it, without running the
+migrations again for every test (on PostgreSQL a hundred DDL statements each). Every other test
+gets an empty database, as before."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -16,7 +24,8 @@ from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store.database import Connection, normalise_url
+from vibe_ensemble.store import migrate
+from vibe_ensemble.store.database import Connection, Database, normalise_url
 from vibe_ensemble.store.tables import projects
 
 from . import postgres
@@ -32,6 +41,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _templates.get("postgres"):
+        asyncio.run(drop_postgres_database(_templates["postgres"]))
     postgres.stop()
 
 
@@ -49,13 +60,14 @@ def _admin_url() -> sa.URL:
     return sa.engine.make_url(normalise_url(server))
 
 
-async def create_postgres_database() -> str:
-    """A new, empty PostgreSQL database; returns its URL."""
+async def create_postgres_database(template: str | None = None) -> str:
+    """A new PostgreSQL database, empty or a copy of the database at `template` (a URL); returns its URL."""
     admin_url = _admin_url()
     name = f"vibe_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{sa.engine.make_url(template).database}"' if template else ""
     engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        await conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
     await engine.dispose()
     return admin_url.set(database=name).render_as_string(hide_password=False)
 
@@ -69,14 +81,46 @@ async def drop_postgres_database(url: str) -> None:
     await engine.dispose()
 
 
+# backend -> a database migrated to head, copied for each test that uses `runtime` (made once per process)
+_templates: dict[str, str] = {}
+
+
+async def _migrated(url: str) -> str:
+    db = Database(url)
+    try:
+        await migrate.upgrade(db)
+    finally:
+        await db.dispose()
+    return url
+
+
+async def _template(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if backend not in _templates:
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("template") / "vibe.db"
+            _templates[backend] = await _migrated(f"sqlite+aiosqlite:///{path}")
+            assert not path.with_name("vibe.db-wal").exists(), "the template must be one file"
+        else:
+            _templates[backend] = await _migrated(await create_postgres_database())
+    return _templates[backend]
+
+
 @pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh database URL on each backend."""
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """A fresh database URL on each backend: empty, or migrated when the test uses `runtime`."""
+    migrated = "runtime" in request.fixturenames
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+        path = tmp_path / "vibe.db"
+        if migrated:
+            template = sa.engine.make_url(await _template("sqlite", tmp_path_factory)).database
+            assert template
+            shutil.copy2(template, path)  # with the template's private mode, as the server makes it
+        yield f"sqlite+aiosqlite:///{path}"
         return
     _skip_without_postgres()
-    url = await create_postgres_database()
+    url = await create_postgres_database(await _template("postgres", tmp_path_factory) if migrated else None)
     try:
         yield url
     finally:

@@ -8,13 +8,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
-from kubernetes_validate.utils import ValidationError, VersionNotSupportedError
 
 from vibe_ensemble.ops.config import Settings
 
 from .support import K8S, ROOT, by_kind, manifests, one, pod_spec
+
+# kubernetes_validate is imported by the three tests that use it: its import builds a URI grammar
+# (about a second), which every test process would pay at collection otherwise.
 
 # The oldest Kubernetes we support (ValidatingAdmissionPolicy is GA from 1.30) and the newest the
 # pinned kubernetes-validate wheel carries; both schemas ship inside the wheel.
@@ -50,6 +51,8 @@ def test_every_listed_manifest_exists() -> None:
 
 def test_the_schemas_ship_inside_the_wheel() -> None:
     """Validation needs no network: the schemas for each pinned version lie in the package."""
+    import kubernetes_validate
+
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     for version in KUBERNETES_VERSIONS:
         strict = schemas / f"v{version}-local-strict"
@@ -58,6 +61,9 @@ def test_the_schemas_ship_inside_the_wheel() -> None:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None:
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
+
     checked = 0
     for path, doc in manifests():
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:
@@ -72,6 +78,9 @@ def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None
 
 def test_removed_kinds_and_unknown_fields_are_rejected() -> None:
     """The validator really rejects what Kubernetes would: a removed API and an unknown field."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError, VersionNotSupportedError
+
     psp = {"apiVersion": "policy/v1beta1", "kind": "PodSecurityPolicy", "metadata": {"name": "x"}, "spec": {}}
     with pytest.raises((ValidationError, VersionNotSupportedError, Exception)):
         kubernetes_validate.validate(psp, KUBERNETES_VERSIONS[0], strict=True)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,7 +102,11 @@ def imports_of(module: str) -> Iterator[Import]:
                     yield Import(where, module, target, alias.name, type_only)
 
 
-ALL_IMPORTS = [i for m in MODULES for i in imports_of(m)]
+@functools.cache
+def all_imports() -> list[Import]:
+    """Every import of the package, parsed when a test first asks (not at collection, in every test
+    process: most of a second)."""
+    return [i for m in MODULES for i in imports_of(m)]
 
 
 def test_only_the_store_speaks_sql() -> None:
@@ -140,7 +145,7 @@ def test_every_package_is_in_the_rules() -> None:
 
 def test_imports_point_down_the_layers() -> None:
     violations = []
-    for i in ALL_IMPORTS:
+    for i in all_imports():
         source, target = _package(i.source), _package(i.target)
         if source == target or target == "" or source not in ALLOWED:
             continue
@@ -152,7 +157,7 @@ def test_imports_point_down_the_layers() -> None:
 def test_no_private_name_crosses_a_module_boundary() -> None:
     violations = [
         f"{i.where}: {i.source} imports the private name {i.name} of {i.target}"
-        for i in ALL_IMPORTS
+        for i in all_imports()
         if i.name is not None and _private(i.name) and i.target != i.source
     ]
     for module, path in MODULES.items():
@@ -190,7 +195,7 @@ def _module_aliases(tree: ast.Module, module: str) -> dict[str, str]:
 def test_no_import_cycles() -> None:
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     lines: dict[tuple[str, str], str] = {}
-    for i in ALL_IMPORTS:
+    for i in all_imports():
         if not i.type_only and i.target in MODULES and i.target != i.source:
             graph[i.source].add(i.target)
             lines.setdefault((i.source, i.target), i.where)

@@ -128,10 +128,11 @@ def cli_caller() -> Caller:
 
 
 def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
-    """A runtime for an admin command; it does not own the database (`start(own=False)`)."""
-    from vibe_ensemble.runtime import Runtime
-
+    """A runtime for an admin command; it does not own the database (`start(own=False)`). The
+    settings are checked first, so a wrong URL or a missing database is refused before the services
+    are loaded."""
     settings = settings_or_exit(config, existing=True, database_url=database_url)
+    from vibe_ensemble.runtime import Runtime
     try:
         return Runtime(settings)
     except Exception as exc:

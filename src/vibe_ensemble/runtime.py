@@ -79,7 +79,8 @@ class Runtime:
         return secret
 
     async def start_live(self) -> None:
-        """Start following the event log: the LISTEN bridge (PostgreSQL) and the mail dispatcher."""
+        """Start following the event log: the LISTEN bridge (PostgreSQL), the feeds' router and the mail
+        dispatcher."""
         hub = self.services.ctx.hub
         if self.db.is_sqlite:
             # One process owns the file, so every commit is published here; start from the newest.
@@ -87,6 +88,7 @@ class Runtime:
         elif self.bridge is None:
             self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
             self.bridge.start()
+        await self.services.live.recent.start()
         await self.services.live.mail.start()
         metrics.add_sampler("mail_waiters", lambda: metrics.MAIL_WAITERS.set(self.services.live.mail.waiting))
         metrics.add_sampler("db_pool", self._sample_pool)
@@ -112,6 +114,7 @@ class Runtime:
         await stop_task(self._sampler)
         self._sampler = None
         await self.services.live.mail.stop()
+        await self.services.live.recent.stop()
         if self.bridge is not None:
             await self.bridge.stop()
             self.bridge = None

@@ -236,6 +236,9 @@ async def test_many_feeds_cost_one_read_per_commit(
     await services.agents.register(admin, name="w1")
     for feed in [*feeds, filtered]:  # each starts with a look at the table
         assert [e.type for e in await feed.next(5.0)] == ["agent.registered"]
+    async with asyncio.timeout(5):  # the router has read that commit too (for the window)
+        while services.live.recent.newest < services.ctx.hub.latest:
+            await asyncio.sleep(0.01)
     reads = 0
     real_after = event_store.after
 
@@ -256,22 +259,82 @@ async def test_many_feeds_cost_one_read_per_commit(
     assert reads == 1  # one shared read for all 31 feeds
 
 
+async def test_a_commit_wakes_the_feeds_of_its_project_only(
+    live: Runtime, services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feeds of a project that gets no event sleep through other projects' commits; the feeds of
+    the project and the ones that follow every project get each event once."""
+    await services.projects.create(admin, slug="quiet")
+    await services.agents.register(admin, name="w1")
+    start = await services.events.latest_id()
+    busy = [await services.live.feed(admin, project="default", after=start) for _ in range(5)]
+    quiet = [await services.live.feed(admin, project="quiet", after=start) for _ in range(5)]
+    everything = await services.live.feed(admin, after=start)
+    for feed in [*busy, *quiet, everything]:  # each starts with a look at the table (nothing yet)
+        assert await feed.next(0.01) == []
+    looks: dict[int, int] = {}
+    real_read = Feed._read
+
+    async def counting_read(feed: Feed) -> list[Event]:
+        looks[id(feed)] = looks.get(id(feed), 0) + 1
+        return await real_read(feed)
+
+    monkeypatch.setattr(Feed, "_read", counting_read)
+    got: dict[int, list[int]] = {id(f): [] for f in [*busy, *quiet, everything]}
+
+    async def follow(feed: Feed) -> None:
+        while True:
+            got[id(feed)].extend(e.id for e in await feed.next(30.0))
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(follow(f)) for f in [*busy, *quiet, everything]]
+        await asyncio.sleep(0.05)  # every feed waits on its bell now (after a look at the window)
+        looks.clear()
+        for i in range(5):
+            await services.issues.create(admin, title=f"issue {i}", agent="w1")
+        truth = [e.id for e in (await services.events.page(admin, after=start)).items]
+        async with asyncio.timeout(5):
+            while any(got[id(f)] != truth for f in [*busy, everything]):
+                await asyncio.sleep(0.01)
+        for task in tasks:
+            task.cancel()
+    assert len(truth) == 10  # issue.created and issue.ready, five times
+    assert all(looks.get(id(f), 0) == 0 for f in quiet)  # never woken
+    assert all(got[id(f)] == [] for f in quiet)
+    assert all(1 <= looks[id(f)] <= 5 for f in [*busy, everything])  # at most one look per commit
+
+
 async def test_a_feed_far_behind_catches_up_from_the_table(
     live: Runtime, services: Services, admin: Caller
 ) -> None:
-    recent = RecentEvents(services.ctx.hub, services.ctx.db, capacity=5)
+    hub = services.ctx.hub
+    recent = RecentEvents(hub, services.ctx.db, capacity=5)
+    await recent.start()
     start = await services.events.latest_id()
     assert await recent.after(start) == ([], start)
-    await services.agents.register(admin, name="w1")
-    for i in range(10):
-        await services.issues.create(admin, title=f"issue {i}", agent="w1")
-    latest = services.ctx.hub.latest
-    window = await recent.after(latest - 3)
-    assert window is not None and [e.id for e in window[0]] == [latest - 2, latest - 1, latest]
-    assert await recent.after(start) is None  # the window moved on: a feed this far behind reads the table
-    feed = Feed(services.ctx.hub, services.ctx.db, recent, after=start, project=None, types=None, page_size=4)
-    got = await drain(feed, latest)
-    assert [e.id for e in got] == list(range(start + 1, latest + 1))
+    # Open while the events come (the router reads them for open feeds only); it reads nothing yet.
+    feed = Feed(hub, services.ctx.db, recent, after=start, project=None, types=None, page_size=4)
+    try:
+        await services.agents.register(admin, name="w1")
+        for i in range(10):
+            await services.issues.create(admin, title=f"issue {i}", agent="w1")
+        latest = hub.latest
+        async with asyncio.timeout(5):
+            while recent.newest < latest:
+                await asyncio.sleep(0.01)
+        window = await recent.after(latest - 3)
+        assert window is not None and [e.id for e in window[0]] == [latest - 2, latest - 1, latest]
+        assert await recent.after(start) is None  # the window moved on: a feed this behind reads the table
+        assert await recent.after(start, "default") is None  # so does one of the project whose events left it
+        # A feed of a project none of whose events left the window is still served by it.
+        quiet = await recent.after(start, "quiet")
+        assert quiet is not None and quiet[1] == latest
+        assert quiet[0][-1].id == latest and {e.project for e in quiet[0]} == {"default"}
+        got = await drain(feed, latest)
+        assert [e.id for e in got] == list(range(start + 1, latest + 1))
+    finally:
+        feed.close()
+        await recent.stop()
 
 
 async def test_a_stream_that_cannot_read_the_log_ends_with_the_reason(

@@ -133,6 +133,7 @@ def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     are loaded."""
     settings = settings_or_exit(config, existing=True, database_url=database_url)
     from vibe_ensemble.runtime import Runtime
+
     try:
         return Runtime(settings)
     except Exception as exc:

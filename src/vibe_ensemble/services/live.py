@@ -46,6 +46,8 @@ class LiveService(Service):
         The feed counts against the credential's cap of open feeds until `feed.close()`, which the
         door calls when its connection ends."""
         caller.require(Op.EVENT_READ)
+        if not self.recent.running:
+            raise RuntimeError("the feeds' router is not running: start it with Runtime.start_live()")
         if after is not None and not 0 <= after <= rules.MAX_ID:
             raise InvalidInput("after", "must be 0 or an event id")
         wanted = check_types(types)

@@ -288,7 +288,9 @@ async def test_a_commit_wakes_the_feeds_of_its_project_only(
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(follow(f)) for f in [*busy, *quiet, everything]]
-        await asyncio.sleep(0.05)  # every feed waits on its bell now (after a look at the window)
+        async with asyncio.timeout(5):  # each feed looks at the window once, then waits on its bell
+            while len(looks) < len(tasks):
+                await asyncio.sleep(0.01)
         looks.clear()
         for i in range(5):
             await services.issues.create(admin, title=f"issue {i}", agent="w1")

@@ -9,7 +9,7 @@ import pytest
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import ReserveMode, TokenRole
-from vibe_ensemble.domain.errors import Conflict, InvalidInput, PermissionDenied
+from vibe_ensemble.domain.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.domain.models import ReservationResult
 from vibe_ensemble.services import Services
 
@@ -175,7 +175,7 @@ async def test_retirement_is_sticky_until_a_coordinator_reinstates(team: Service
     for caller in (bound("ann"), Caller(credential_id=None, role=TokenRole.WORKER, label="team")):
         with pytest.raises(PermissionDenied, match="only a coordinator or admin can reinstate it"):
             await team.agents.register(caller, name="ann")
-    with pytest.raises(Exception):  # noqa: B017 - a retired agent cannot lease either
+    with pytest.raises(NotFound, match="is retired"):  # a retired agent cannot lease either
         await team.reservations.reserve(bound("ann"), ["src/a.py"])
     assert await snapshot(team.ctx.db) == before
     coordinator = Caller(credential_id=None, role=TokenRole.COORDINATOR, label="lead")

@@ -65,6 +65,10 @@ class Caller:
             return self.project
         return requested or default
 
+    def acts_as_agent(self, requested: str | None) -> bool:
+        """Whether a call acts as an agent: the token is bound to one, or a team token names one."""
+        return self.agent is not None or bool(requested)
+
     def acting_agent(self, requested: str | None) -> str:
         """The agent a call acts as: the bound agent, or the `agent` argument of a team token."""
         if self.agent is not None:

@@ -125,5 +125,5 @@ class Service:
     async def check_actor(self, conn: Connection, project_id: int, caller: Caller, agent: str | None) -> None:
         """A call that acts as an agent (a bound token's, or a team token's `agent`) needs that
         agent registered, and not retired, in the project: no token acts under a made-up name."""
-        if caller.agent is not None or agent:
+        if caller.acts_as_agent(agent):
             await agent_store.get(conn, project_id, caller.acting_agent(agent))

@@ -26,7 +26,7 @@ UNSET: Any = object()
 
 def actor_name(caller: Caller, agent: str | None) -> str:
     """Who a change is recorded as: the acting agent if there is one, else the token."""
-    if caller.agent is not None or agent:
+    if caller.acts_as_agent(agent):
         return caller.acting_agent(agent)
     return caller.display
 

@@ -56,7 +56,7 @@ class MessageService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             # The sender (as `check_actor` would) and the named recipients, in one statement.
-            acting = caller.agent is not None or bool(agent)
+            acting = caller.acts_as_agent(agent)
             found = await agent_store.find_many(tx.conn, proj.id, [sender, *to] if acting else to)
             if acting:
                 agent_store.registered(found.get(sender), sender)

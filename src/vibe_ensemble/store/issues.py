@@ -5,6 +5,7 @@ Their dependencies and readiness live in store/dependencies.py, their comments i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,20 +205,14 @@ async def insert(
     return int((await conn.execute(_INSERT, row)).scalar_one())
 
 
-# One statement per set of columns written (the callers write a few fixed sets), each made once.
-_UPDATES: dict[tuple[str, ...], Prepared] = {}
-
-
+@functools.cache  # one statement per set of columns written (the callers write a few fixed sets)
 def _update_of(columns: tuple[str, ...]) -> Prepared:
-    found = _UPDATES.get(columns)
-    if found is None:
-        values: dict[str, Any] = {c: sa.bindparam(c) for c in columns}
-        found = _UPDATES[columns] = Prepared(
-            issues.update()
-            .where(issues.c.id == sa.bindparam("issue_id"), issues.c.version == sa.bindparam("read_version"))
-            .values(version=sa.bindparam("read_version") + 1, updated_at=sa.bindparam("now"), **values)
-        )
-    return found
+    values: dict[str, Any] = {c: sa.bindparam(c) for c in columns}
+    return Prepared(
+        issues.update()
+        .where(issues.c.id == sa.bindparam("issue_id"), issues.c.version == sa.bindparam("read_version"))
+        .values(version=sa.bindparam("read_version") + 1, updated_at=sa.bindparam("now"), **values)
+    )
 
 
 async def update(conn: Connection, issue: Issue, now: datetime, **values: Any) -> bool:

@@ -11,6 +11,8 @@ from mcp.server import MCPServer
 from mcp_types import CallToolResult, ContentBlock
 
 from vibe_ensemble.api.mcp.context import direct_results
+from vibe_ensemble.api.mcp.profiles import PROFILES
+from vibe_ensemble.api.mcp.server import answers_records, registered_tools
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import Inbox, InboxItem, Message
 
@@ -100,3 +102,16 @@ async def test_a_record_reads_the_same_as_through_the_sdk() -> None:
     assert len(our_list.content) == 2
     assert [c.model_dump() for c in our_list.content] == [compacted(c) for c in sdk_list.content]
     assert our_none.content == sdk_none.content == [] and our_none.structured_content == {"result": []}
+
+
+def test_the_sdk_skips_checking_only_the_answers_we_write_from_their_own_type() -> None:
+    tools = registered_tools()
+    for fn in PROFILES["full"]:
+        metadata = tools[fn.__name__].fn_metadata
+        assert metadata.output_schema, f"{fn.__name__} publishes no output schema"  # clients check against it
+        # A record (or list of records) is written from its own type by direct_results; anything else
+        # still goes through the SDK's conversion and its check.
+        assert (metadata.output_model is None) == answers_records(fn), fn.__name__
+    assert not answers_records(ids) and answers_records(messages) and answers_records(inbox)
+    assert tools["fetch_inbox"].fn_metadata.output_model is None
+    assert tools["mark_read"].fn_metadata.output_model is not None

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
-import pydantic_core
 import structlog
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, TextContent
+from pydantic import TypeAdapter
 from pydantic_core import from_json
 
 from vibe_ensemble.api import auth
@@ -153,15 +153,27 @@ def direct_results(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         value = await fn(*args, **kwargs)
         if dataclasses.is_dataclass(value):
-            raw = pydantic_core.to_json(value)
+            raw = _to_json(value)
             return cast(R, CallToolResult(content=[_text(raw.decode())], structured_content=from_json(raw)))
         if isinstance(value, list) and all(dataclasses.is_dataclass(item) for item in value):
-            raws = [pydantic_core.to_json(item) for item in value]
+            raws = [_to_json(item) for item in value]
             data = {"result": [from_json(raw) for raw in raws]}
             return cast(R, CallToolResult(content=[_text(r.decode()) for r in raws], structured_content=data))
         return value
 
     return wrapper
+
+
+def _to_json(record: Any) -> bytes:
+    """A record as compact JSON, by its type's serializer: the bytes `pydantic_core.to_json` writes,
+    at a third of the cost for an inbox (the serializer follows the type's fields instead of
+    inspecting every value)."""
+    return _serializer(record.__class__).dump_json(record)
+
+
+@functools.cache
+def _serializer(record_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(record_type)
 
 
 def _text(text: str) -> TextContent:

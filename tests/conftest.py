@@ -5,20 +5,19 @@ A test that uses `runtime` gets its database already migrated: a copy of one mig
 first such test of the process (the SQLite file copied; on PostgreSQL `CREATE DATABASE …
 TEMPLATE`), as `Runtime.start(apply_migrations=True)` would leave it, without running the
 migrations again for every test (on PostgreSQL a hundred DDL statements each). Every other test
-gets an empty database, as before."""
+gets an empty database, as before. PostgreSQL databases are reused within a process once emptied,
+and only when they are again as new (tests/postgres_pool.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.ops.config import Settings
@@ -29,6 +28,7 @@ from vibe_ensemble.store.database import Connection, Database, normalise_url
 from vibe_ensemble.store.tables import projects
 
 from . import postgres
+from .postgres_pool import DatabasePool
 from .support import ServerProcess, start_server
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -41,8 +41,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _templates.get("postgres"):
-        asyncio.run(drop_postgres_database(_templates["postgres"]))
+    if _pool is not None:
+        asyncio.run(_pool.close())
+        if _templates.get("postgres"):
+            asyncio.run(_pool.drop(_templates["postgres"]))
     postgres.stop()
 
 
@@ -54,31 +56,26 @@ def _skip_without_postgres() -> None:
         pytest.skip(postgres.why_not())
 
 
-def _admin_url() -> sa.URL:
-    server = postgres.url(ROOT)
-    assert server
-    return sa.engine.make_url(normalise_url(server))
+_pool: DatabasePool | None = None
 
 
-async def create_postgres_database(template: str | None = None) -> str:
-    """A new PostgreSQL database, empty or a copy of the database at `template` (a URL); returns its URL."""
-    admin_url = _admin_url()
-    name = f"vibe_test_{uuid.uuid4().hex[:12]}"
-    copy = f' TEMPLATE "{sa.engine.make_url(template).database}"' if template else ""
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
-    await engine.dispose()
-    return admin_url.set(database=name).render_as_string(hide_password=False)
+def _databases() -> DatabasePool:
+    global _pool
+    if _pool is None:
+        server = postgres.url(ROOT)
+        assert server
+        _pool = DatabasePool(sa.engine.make_url(normalise_url(server)))
+    return _pool
 
 
-async def drop_postgres_database(url: str) -> None:
-    admin_url = _admin_url()
-    name = sa.engine.make_url(url).database
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await engine.dispose()
+async def take_postgres_database(template: str | None = None) -> str:
+    """A PostgreSQL database of the caller's own until it gives it back: as new, empty or a copy of
+    the database at `template` (a URL); returns its URL. See tests/postgres_pool.py."""
+    return await _databases().take(template)
+
+
+async def give_back_postgres_database(url: str) -> None:
+    await _databases().give_back(url)
 
 
 # backend -> a database migrated to head, copied for each test that uses `runtime` (made once per process)
@@ -101,7 +98,7 @@ async def _template(backend: str, tmp_path_factory: pytest.TempPathFactory) -> s
             _templates[backend] = await _migrated(f"sqlite+aiosqlite:///{path}")
             assert not path.with_name("vibe.db-wal").exists(), "the template must be one file"
         else:
-            _templates[backend] = await _migrated(await create_postgres_database())
+            _templates[backend] = await _migrated(await take_postgres_database())
     return _templates[backend]
 
 
@@ -120,22 +117,22 @@ async def database_url(
         yield f"sqlite+aiosqlite:///{path}"
         return
     _skip_without_postgres()
-    url = await create_postgres_database(await _template("postgres", tmp_path_factory) if migrated else None)
+    url = await take_postgres_database(await _template("postgres", tmp_path_factory) if migrated else None)
     try:
         yield url
     finally:
-        await drop_postgres_database(url)
+        await give_back_postgres_database(url)
 
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (for tests that only make sense there)."""
     _skip_without_postgres()
-    url = await create_postgres_database()
+    url = await take_postgres_database()
     try:
         yield url
     finally:
-        await drop_postgres_database(url)
+        await give_back_postgres_database(url)
 
 
 async def insert_project(conn: Connection, slug: str, now: datetime) -> int:

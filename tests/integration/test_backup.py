@@ -21,7 +21,7 @@ from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.store.backup_target import Target
 
-from ..conftest import create_postgres_database, drop_postgres_database, make_settings
+from ..conftest import give_back_postgres_database, make_settings, take_postgres_database
 
 
 def _backups(database_url: str, tmp_path: Path) -> Backups:
@@ -63,11 +63,11 @@ async def other_url(database_url: str, tmp_path: Path):  # type: ignore[no-untyp
     if database_url.startswith("sqlite"):
         yield f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
         return
-    url = await create_postgres_database()
+    url = await take_postgres_database()
     try:
         yield url
     finally:
-        await drop_postgres_database(url)
+        await give_back_postgres_database(url)
 
 
 async def test_a_backup_taken_under_writes_verifies_and_restores(

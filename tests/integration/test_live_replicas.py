@@ -21,7 +21,7 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import leader
 from vibe_ensemble.store.leader import Leadership
 
-from ..conftest import create_postgres_database, drop_postgres_database, make_settings
+from ..conftest import give_back_postgres_database, make_settings, take_postgres_database
 
 
 async def until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
@@ -145,7 +145,7 @@ async def test_one_leader_at_a_time_and_the_lock_moves_when_it_goes(
     first, second = Leadership(rt.db), Leadership(rt.db)
     # Another server on the same PostgreSQL (another database) leads its own duties with the same key;
     # cutting our leader must not touch it.
-    bystander_url = await create_postgres_database()
+    bystander_url = await take_postgres_database()
     bystander = await asyncpg.connect(
         sa.make_url(bystander_url).set(drivername="postgresql").render_as_string(False)
     )
@@ -166,7 +166,7 @@ async def test_one_leader_at_a_time_and_the_lock_moves_when_it_goes(
         assert await bystander.fetchval("SELECT 1") == 1  # still connected, still leading its database
     finally:
         await bystander.close()
-        await drop_postgres_database(bystander_url)
+        await give_back_postgres_database(bystander_url)
         await first.release()
         await second.release()
         await rt.stop()

@@ -1,0 +1,132 @@
+"""The tests' PostgreSQL databases are reused only when they are again as new (tests/postgres_pool.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from .. import postgres
+from ..postgres_pool import DatabasePool, deletion_order
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_table_is_emptied_before_the_tables_it_references() -> None:
+    references = [
+        ("comments", "issues"),
+        ("issues", "projects"),
+        ("agents", "projects"),
+        ("issues", "issues"),
+    ]
+    order = deletion_order(["projects", "issues", "agents", "comments"], references)
+    assert order.index("comments") < order.index("issues") < order.index("projects")
+    assert order.index("agents") < order.index("projects")
+    with pytest.raises(ValueError, match="cycle"):
+        deletion_order(["a", "b"], [("a", "b"), ("b", "a")])
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[DatabasePool]:
+    server = postgres.url(ROOT)
+    if not server:
+        if postgres.required():
+            pytest.fail("PostgreSQL tests must run here: " + postgres.why_not())
+        pytest.skip(postgres.why_not())
+    url = sa.engine.make_url(server.replace("postgresql+asyncpg", "postgresql"))
+    databases = DatabasePool(url.set(drivername="postgresql+asyncpg"))
+    template = await databases.take()
+    conn = await asyncpg.connect(_dsn(template))
+    await conn.execute("CREATE TABLE parents (id serial PRIMARY KEY, name text NOT NULL)")
+    await conn.execute(
+        "CREATE TABLE children (id serial PRIMARY KEY, parent int NOT NULL REFERENCES parents)"
+    )
+    await conn.close()
+    databases.template = template  # type: ignore[attr-defined]
+    try:
+        yield databases
+    finally:
+        await databases.close()
+        await databases.drop(template)
+
+
+def _dsn(url: str) -> str:
+    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+async def test_a_database_comes_back_empty_with_its_sequences_restarted(pool: DatabasePool) -> None:
+    template = pool.template  # type: ignore[attr-defined]
+    first = await pool.take(template)
+    conn = await asyncpg.connect(_dsn(first))
+    parent = await conn.fetchval("INSERT INTO parents (name) VALUES ('a') RETURNING id")
+    await conn.execute("INSERT INTO children (parent) VALUES ($1), ($1)", parent)
+    # left open on purpose: giving the database back cuts its connections
+    await pool.give_back(first)
+    assert conn.is_closed() or not await _alive(conn)
+
+    again = await pool.take(template)
+    assert again == first and pool.reused == 1
+    conn = await asyncpg.connect(_dsn(again))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM parents") == 0
+        assert await conn.fetchval("SELECT count(*) FROM children") == 0
+        assert await conn.fetchval("INSERT INTO parents (name) VALUES ('b') RETURNING id") == 1
+    finally:
+        await conn.close()
+    await pool.give_back(again)
+
+
+@pytest.mark.postgres
+async def test_a_database_whose_schema_changed_is_dropped_not_reused(pool: DatabasePool) -> None:
+    template = pool.template  # type: ignore[attr-defined]
+    for change in (
+        "CREATE INDEX ON parents (name)",
+        "ALTER TABLE children ADD COLUMN note text",
+        "CREATE SCHEMA x",
+    ):
+        url = await pool.take(template)
+        conn = await asyncpg.connect(_dsn(url))
+        await conn.execute(change)
+        await conn.close()
+        dropped = pool.dropped
+        await pool.give_back(url)
+        assert pool.dropped == dropped + 1, change
+        name = sa.engine.make_url(url).database
+        admin = await asyncpg.connect(_dsn(pool.admin_url.render_as_string(hide_password=False)))
+        try:
+            assert not await admin.fetchval(
+                "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name
+            )
+        finally:
+            await admin.close()
+        fresh = await pool.take(template)
+        assert fresh != url
+        await pool.give_back(fresh)
+    assert pool.reused == 2  # the fresh ones, made after each drop, came back as new
+
+
+async def _alive(conn: asyncpg.Connection) -> bool:
+    try:
+        await conn.fetchval("SELECT 1")
+    except (asyncpg.PostgresError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+        return False
+    return True
+
+
+@pytest.mark.postgres
+async def test_a_database_stamped_with_another_revision_is_dropped(pool: DatabasePool) -> None:
+    template = pool.template  # type: ignore[attr-defined]
+    conn = await asyncpg.connect(_dsn(template))
+    await conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    await conn.execute("INSERT INTO alembic_version VALUES ('0006')")
+    await conn.close()
+    url = await pool.take(template)
+    conn = await asyncpg.connect(_dsn(url))
+    await conn.execute("UPDATE alembic_version SET version_num = 'older'")
+    await conn.close()
+    await pool.give_back(url)
+    assert pool.dropped == 1 and pool.reused == 0

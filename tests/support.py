@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import random
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -61,7 +66,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
 
 @dataclass
 class ServerProcess:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[str] | Forked
     url: str
     data_dir: Path
     env: dict[str, str]
@@ -95,11 +100,105 @@ class ServerProcess:
         self.proc = fresh.proc
 
 
+class Forked:
+    """A process the zygote (tests/zygote.py) forked for us, used as a `subprocess.Popen` is."""
+
+    def __init__(self, pid: int, argv: list[str], exits: Path) -> None:
+        self.pid = pid
+        self.args = argv
+        self.returncode: int | None = None
+        self._exit = exits / str(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._exit.exists():
+            self.returncode = int(self._exit.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """This test process's zygote: started on first use, ended with the process."""
+
+    def __init__(self) -> None:
+        self.exits = Path(tempfile.mkdtemp(prefix="vibe-exits-"))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("zygote.py")), str(self.exits)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        atexit.register(self.close)
+
+    def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> Forked:
+        assert self.proc.stdin and self.proc.stdout
+        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log_path)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise OSError(f"the zygote ended with {self.proc.wait()}")
+        return Forked(json.loads(answer)["pid"], argv, self.exits)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.exits, ignore_errors=True)
+
+
+_zygote: Zygote | None = None
+
+
+def forkable(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether the zygote can start this command as a fresh interpreter would: `python -m
+    vibe_ensemble.cli serve …`, with no interpreter options, not `--workers` (its metrics must be
+    chosen before they are imported), and the same PYTHON… environment as this process."""
+    python = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
+    return (
+        argv[:4] == [sys.executable, "-m", "vibe_ensemble.cli", "serve"]
+        and not any(arg.startswith("--workers") for arg in argv)
+        and "PROMETHEUS_MULTIPROC_DIR" not in env
+        and {k: v for k, v in env.items() if k.startswith("PYTHON")} == python
+    )
+
+
+def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[str] | Forked:
+    """`argv` as a process of its own writing to `log_path`: forked by the zygote where it can be
+    (a second of CPU less), else a fresh interpreter."""
+    global _zygote
+    if forkable(argv, env):
+        try:
+            if _zygote is None or _zygote.proc.poll() is not None:
+                _zygote = Zygote()
+            return _zygote.fork(argv, env, log_path)
+        except OSError:
+            pass  # no zygote: a fresh interpreter
+    with log_path.open("a") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
 def launch(
     argv: list[str], env: dict[str, str], log_path: Path, url: str, ready_timeout: float = 90
 ) -> ServerProcess:
-    log = log_path.open("a")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = start(argv, env, log_path)
     server = ServerProcess(
         proc=proc, url=url, data_dir=Path(env.get("VIBE_DATA_DIR", "")), env=env, log_path=log_path, argv=argv
     )

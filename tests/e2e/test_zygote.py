@@ -1,0 +1,49 @@
+"""A server the zygote forks (tests/zygote.py) is what a fresh `python -m vibe_ensemble.cli serve`
+would be: the same answers, exit codes and log, in the environment and directory it was given."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import Forked, free_port, launch, start
+
+SERVE = [sys.executable, "-m", "vibe_ensemble.cli", "serve"]
+
+
+def test_a_refused_start_exits_and_says_so_as_a_fresh_interpreter_does(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path / "data"), "VIBE_PORT": str(port)}
+        forked = start([*SERVE, "--migrate"], env, tmp_path / "forked.log")
+        assert isinstance(forked, Forked)
+        fresh = subprocess.run([*SERVE, "--migrate"], env=env, capture_output=True, text=True, timeout=60)
+        assert forked.wait(timeout=60) == fresh.returncode == 2
+    said = (tmp_path / "forked.log").read_text()
+    assert f"port {port}" in said and said.strip() == (fresh.stdout + fresh.stderr).strip()
+    assert not (tmp_path / "data").exists()  # nothing was created, as the refusal promises
+
+
+def test_a_forked_server_runs_where_and_as_it_was_told_and_reports_its_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    (tmp_path / "here").mkdir()
+    env = {**os.environ, "VIBE_DATA_DIR": "relative-data", "VIBE_PORT": str(port), "VIBE_HOST": "127.0.0.1"}
+    monkeypatch.chdir(tmp_path / "here")
+    server = launch([*SERVE, "--migrate"], env, tmp_path / "server.log", f"http://127.0.0.1:{port}")
+    try:
+        assert isinstance(server.proc, Forked)
+        assert (tmp_path / "here" / "relative-data").is_dir()  # its own working directory
+        server.proc.send_signal(signal.SIGKILL)
+        assert server.proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        server.stop()

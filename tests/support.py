@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -207,16 +209,25 @@ def launch(
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            return httpx2.get(url + "/readyz", timeout=5).status_code == 200
+            return probe.get(url + "/readyz").status_code == 200
         except httpx2.HTTPError:
             return False
 
     try:
-        wait_until(ready, timeout=ready_timeout, what=f"server at {url} to be ready")
+        with httpx2.Client(timeout=5, verify=tls()) as probe:
+            wait_until(ready, timeout=ready_timeout, what=f"server at {url} to be ready")
     except BaseException:
         server.kill()  # a server that never became ready is no fixture's to stop: do not leak it
         raise
     return server
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for the tests' HTTP clients. httpx builds one for every client it makes (an
+    `httpx2.get` too), loading the CA bundle: about 10 ms of CPU each, and every server here is
+    plain HTTP on loopback."""
+    return ssl.create_default_context()
 
 
 def serving(tmp_path: Path, **options: Any) -> Iterator[ServerProcess]:
@@ -269,7 +280,7 @@ def start_server(
 @asynccontextmanager
 async def mcp_client(url: str, token: str, *, mode: str = "auto") -> AsyncIterator[Client]:
     """The official SDK client over Streamable HTTP with a bearer token."""
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=tls())
     async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
         yield client
 

@@ -10,6 +10,8 @@ from typing import Any
 import httpx2
 from websockets.asyncio.client import ClientConnection, connect
 
+from ..support import tls
+
 
 @dataclass
 class Frame:
@@ -90,7 +92,7 @@ async def ws_events_until(ws: ClientConnection, last_id: int) -> list[dict[str, 
 
 def rest(base: str, token: str) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
-        base_url=base + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        base_url=base + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=tls()
     )
 
 
@@ -126,7 +128,7 @@ async def log_after(client: httpx2.AsyncClient, after: int, **params: Any) -> li
 def metric(base: str, name: str, **labels: str) -> float:
     """A sample from the server's /metrics (0 when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in httpx2.get(base + "/metrics", timeout=5).text.splitlines():
+    for line in httpx2.get(base + "/metrics", timeout=5, verify=tls()).text.splitlines():
         if line.startswith("#"):
             continue
         key, _, value = line.rpartition(" ")

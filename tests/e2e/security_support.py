@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx2
 
-from ..support import ServerProcess
+from ..support import ServerProcess, tls
 
 # An MCP `initialize` as a client on the 2025-06-18 protocol sends it, and the headers /mcp needs.
 INIT = {
@@ -43,6 +43,7 @@ def make_token(
         json=body,
         headers={"Authorization": f"Bearer {server.admin_token}"},
         timeout=10,
+        verify=tls(),
     )
     assert r.status_code == 201, r.text
     token: str = r.json()["token"]

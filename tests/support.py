@@ -149,9 +149,11 @@ class Zygote:
         )
         atexit.register(self.close)
 
-    def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> Forked:
+    def fork(self, argv: list[str], env: dict[str, str], cwd: str, streams: dict[str, str | None]) -> Forked:
+        """`argv` forked with `env` in `cwd`, its `stdin`, `stdout` and `stderr` the files at those
+        paths (no stdin: /dev/null)."""
         assert self.proc.stdin and self.proc.stdout
-        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log_path)}
+        request = {"argv": argv, "env": env, "cwd": cwd, **streams}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
@@ -169,32 +171,81 @@ class Zygote:
 _zygote: Zygote | None = None
 
 
-def forkable(argv: list[str], env: dict[str, str]) -> bool:
-    """Whether the zygote can start this command as a fresh interpreter would: `python -m
-    vibe_ensemble.cli serve …`, with no interpreter options, not `--workers` (its metrics must be
-    chosen before they are imported), and the same PYTHON… environment as this process."""
+CONSOLE_SCRIPT = str(Path(sys.executable).with_name("vibe-ensemble"))
+
+
+def forkable(argv: list[str], env: dict[str, str]) -> list[str] | None:
+    """`argv` as the zygote runs it (`[python, -m, vibe_ensemble.cli, …]` or `[python, SCRIPT, …]`),
+    when it can start it as a fresh interpreter would, else None: a `vibe-ensemble` command (`python -m
+    vibe_ensemble.cli` or the console script) with no interpreter options, not `serve --workers` (its
+    metrics must be chosen before they are imported), with the same PYTHON… environment as this
+    process."""
+    if argv[:3] == [sys.executable, "-m", "vibe_ensemble.cli"]:
+        line = argv
+    elif argv[:1] == [CONSOLE_SCRIPT]:
+        line = [sys.executable, *argv]
+    else:
+        return None
     python = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
-    return (
-        argv[:4] == [sys.executable, "-m", "vibe_ensemble.cli", "serve"]
-        and not any(arg.startswith("--workers") for arg in argv)
-        and "PROMETHEUS_MULTIPROC_DIR" not in env
-        and {k: v for k, v in env.items() if k.startswith("PYTHON")} == python
-    )
+    same = {k: v for k, v in env.items() if k.startswith("PYTHON")} == python
+    workers = any(arg.startswith("--workers") for arg in argv) or "PROMETHEUS_MULTIPROC_DIR" in env
+    return line if same and not workers else None
+
+
+def _fork(
+    argv: list[str], env: dict[str, str], streams: dict[str, str | None], cwd: Path | str | None = None
+) -> Forked | None:
+    """`argv` forked by this process's zygote (started on first use), or None where it cannot be."""
+    global _zygote
+    line = forkable(argv, env)
+    if line is None:
+        return None
+    try:
+        if _zygote is None or _zygote.proc.poll() is not None:
+            _zygote = Zygote()
+        return _zygote.fork(line, env, str(cwd or os.getcwd()), streams)
+    except OSError:
+        return None  # no zygote: a fresh interpreter
 
 
 def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[str] | Forked:
     """`argv` as a process of its own writing to `log_path`: forked by the zygote where it can be
     (a second of CPU less), else a fresh interpreter."""
-    global _zygote
-    if forkable(argv, env):
-        try:
-            if _zygote is None or _zygote.proc.poll() is not None:
-                _zygote = Zygote()
-            return _zygote.fork(argv, env, log_path)
-        except OSError:
-            pass  # no zygote: a fresh interpreter
+    forked = _fork(argv, env, {"stdout": str(log_path), "stderr": str(log_path)})
+    if forked is not None:
+        return forked
     with log_path.open("a") as log:
         return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def run_cli(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(argv, capture_output=True, text=True, …)` for a `vibe-ensemble` command: forked
+    by the zygote where it can be (half a second of CPU less), else a fresh interpreter."""
+    environment = dict(os.environ if env is None else env)
+    with tempfile.TemporaryDirectory(prefix="vibe-cli-") as tmp:
+        stdout, stderr, stdin = (Path(tmp) / name for name in ("stdout", "stderr", "stdin"))
+        stdin.write_text(input or "")
+        streams = {"stdin": str(stdin), "stdout": str(stdout), "stderr": str(stderr)}
+        forked = _fork(argv, environment, streams, cwd)
+        if forked is None:
+            return subprocess.run(
+                argv, env=environment, input=input, cwd=cwd, capture_output=True, text=True, timeout=timeout
+            )
+        try:
+            code = forked.wait(timeout)
+        except subprocess.TimeoutExpired:
+            forked.kill()
+            forked.wait()
+            raise
+        out, err = (path.read_text() if path.exists() else "" for path in (stdout, stderr))
+        return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def launch(
@@ -243,13 +294,7 @@ def serve_refused(data_dir: Path, *args: str, **env: str) -> subprocess.Complete
     """`serve ARGS` with its data in `data_dir`, expected to refuse to start (it would serve
     otherwise: the timeout). `env` adds or overrides environment variables."""
     environment = {**os.environ, "VIBE_DATA_DIR": str(data_dir), "VIBE_PORT": str(free_port()), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli([sys.executable, "-m", "vibe_ensemble.cli", "serve", *args], env=environment)
 
 
 def start_server(

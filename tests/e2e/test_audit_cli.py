@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from ..support import run_cli
+
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", *args], env=env)
     assert run.returncode == 0, run.stderr
     return run
 

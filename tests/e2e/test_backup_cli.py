@@ -18,17 +18,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from ..support import ServerProcess, free_port, start_server, wait_until
+from ..support import ServerProcess, free_port, run_cli, start_server, wait_until
 
 
 def cli(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", *args], env=env, timeout=180)
     if ok:
         assert run.returncode == 0, run.stderr
     return run

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx2
 
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, run_cli
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"
@@ -23,7 +23,7 @@ TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"
 
 def connect(server: ServerProcess, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
-    done = subprocess.run(
+    done = run_cli(
         [
             CLI,
             "connect",
@@ -36,8 +36,6 @@ def connect(server: ServerProcess, repo: Path, *args: str) -> subprocess.Complet
             "--database-url",
             db,
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

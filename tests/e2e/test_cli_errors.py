@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, run_cli
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
@@ -23,9 +23,7 @@ def bare_env(home: Path) -> dict[str, str]:
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], env=bare_env(home), cwd=home, capture_output=True, text=True, timeout=60
-    )
+    return run_cli([CLI, *args], env=bare_env(home), cwd=home)
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], code: int, *expected: str) -> str:
@@ -103,14 +101,7 @@ def test_not_migrated_is_one_line(tmp_path: Path) -> None:
 
 def test_a_server_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
-    done = subprocess.run(
-        [CLI, "mcp", "--url", url],
-        env={**bare_env(tmp_path), "VIBE_TOKEN": "vibe_x"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_cli([CLI, "mcp", "--url", url], env={**bare_env(tmp_path), "VIBE_TOKEN": "vibe_x"})
     one_line_error(done, 1, f"cannot reach {url}", "is the server running?")
 
 

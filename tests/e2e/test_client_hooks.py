@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from tests.e2e.test_claude_code_hooks import CLI, TOKEN_VAR, agent, bob_leases_app_py_and_writes_to_alice
-from tests.support import ServerProcess
+from tests.support import ServerProcess, run_cli
 
 Event = dict[str, Any]
 Out = dict[str, Any] | None
@@ -181,13 +181,7 @@ CODEX = Client(
 def connect(server: ServerProcess, client: Client, repo: Path, env: dict[str, str], *args: str) -> str:
     db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
     argv = [CLI, "connect", client.name, "--agent", "alice", "--hooks", "--dir", str(repo), *args]
-    done = subprocess.run(
-        [*argv, "--url", server.mcp_url, "--database-url", db],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = run_cli([*argv, "--url", server.mcp_url, "--database-url", db], timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

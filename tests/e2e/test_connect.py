@@ -10,17 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ServerProcess, call, mcp_client
+from tests.support import ServerProcess, call, mcp_client, run_cli
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
 
 def connect(server: ServerProcess, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
-    done = subprocess.run(
+    done = run_cli(
         [CLI, "connect", *args, "--dir", str(repo), "--url", server.mcp_url, "--database-url", db],
-        capture_output=True,
-        text=True,
         timeout=120,
         env={**os.environ, "COLUMNS": "200"},
     )

@@ -10,7 +10,17 @@ from pathlib import Path
 import httpx2
 from mcp import Client, StdioServerParameters
 
-from tests.support import TOKEN_RE, ServerProcess, call, call_error, free_port, launch, mcp_client, wait_until
+from tests.support import (
+    TOKEN_RE,
+    ServerProcess,
+    call,
+    call_error,
+    free_port,
+    launch,
+    mcp_client,
+    run_cli,
+    wait_until,
+)
 
 from .test_foundation_mcp import CORE_TOOLS
 
@@ -19,13 +29,7 @@ CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
 def cli(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `vibe-ensemble ARGS…`; with `ok`, fail the test unless it exits 0."""
-    done = subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**(env or os.environ), "COLUMNS": "200"},
-    )
+    done = run_cli([CLI, *args], env={**(env or os.environ), "COLUMNS": "200"})
     if ok:
         assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx2
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from ..support import ServerProcess, call, mcp_client, start_server
+from ..support import ServerProcess, call, mcp_client, run_cli, start_server
 from .live_support import latest_id, log_after, metric, rest, sse_frames, token, ws_connect
 
 QUICK = {
@@ -180,13 +179,7 @@ def test_production_refuses_sqlite_with_several_replicas(tmp_path: Path) -> None
         "VIBE_DATA_DIR": str(tmp_path),
     }
     env.pop("VIBE_DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"], env=env)
     assert done.returncode == 2
     assert "SQLite cannot serve several replicas" in done.stderr
     assert not (tmp_path / "vibe.db").exists()  # refused before touching anything

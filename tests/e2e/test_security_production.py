@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from ..support import free_port, start_server
+from ..support import free_port, run_cli, start_server
 
 
 def _serve(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -26,12 +26,8 @@ def _serve(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedPro
     for secret in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN"):
         if secret not in env:
             full.pop(secret, None)
-    return subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", *(command or ("serve", "--migrate"))],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_cli(
+        [sys.executable, "-m", "vibe_ensemble.cli", *(command or ("serve", "--migrate"))], env=full
     )
 
 

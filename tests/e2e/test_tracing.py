@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.support import call, call_error, mcp_client, start_server, wait_until
+from tests.support import call, call_error, mcp_client, run_cli, start_server, wait_until
 
 SECRET_BODY = "TOP-SECRET-BODY-7c1e"
 TRACEPARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -333,13 +333,10 @@ asyncio.run(main())
 def test_a_bad_endpoint_is_refused_at_start(tmp_path: Path) -> None:
     for name, value in (("VIBE_OTEL_ENDPOINT", "collector:4318"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")):
         env = {**__import__("os").environ, name: value, "VIBE_DATA_DIR": str(tmp_path)}
-        done = subprocess.run(
+        done = run_cli(
             [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate", "--port", "1"],
-            capture_output=True,
-            text=True,
             env=env,
             timeout=120,
-            check=False,
         )
         assert done.returncode == 2, done.stderr
         assert "OTLP endpoint is an http:// or https:// URL" in done.stderr
@@ -352,9 +349,7 @@ def test_a_bad_endpoint_is_refused_by_the_stdio_command(tmp_path: Path) -> None:
     db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
     cli("migrate", "--database-url", db)
     env = {**__import__("os").environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x", "VIBE_TOKEN": "unused"}
-    done = subprocess.run(
-        [CLI, "mcp", "--database-url", db], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    done = run_cli([CLI, "mcp", "--database-url", db], env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in done.stderr and "http:// or https://" in done.stderr
 

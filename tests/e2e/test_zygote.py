@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Forked, free_port, launch, start
+from tests.support import CONSOLE_SCRIPT, Forked, forkable, free_port, launch, run_cli, start
 
 SERVE = [sys.executable, "-m", "vibe_ensemble.cli", "serve"]
 
@@ -47,3 +47,18 @@ def test_a_forked_server_runs_where_and_as_it_was_told_and_reports_its_signal(
         assert server.proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["token", "list"], ["migrate"], ["nonsense"]])
+def test_a_forked_command_answers_exactly_as_a_fresh_interpreter(tmp_path: Path, args: list[str]) -> None:
+    # what the CLI and typer size their output by, read when their modules are imported
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "120", "TERMINAL_WIDTH": "100"}
+    for argv in ([sys.executable, "-m", "vibe_ensemble.cli", *args], [CONSOLE_SCRIPT, *args]):
+        assert forkable(argv, env) is not None
+        forked = run_cli(argv, env=env, cwd=tmp_path)
+        fresh = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode,
+            fresh.stdout,
+            fresh.stderr,
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.services.doctor import Finding, run_checks
 
 from ..conftest import make_settings
+from ..support import run_cli
 
 
 def by_check(findings: list[Finding]) -> dict[str, Finding]:
@@ -89,13 +89,7 @@ async def test_a_world_readable_database_file_is_flagged(tmp_path: Path) -> None
 
 def test_the_command_exits_non_zero_on_a_problem_and_prints_json(tmp_path: Path) -> None:
     env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"], env=env)
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     assert report["ok"] is False

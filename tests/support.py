@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -114,6 +115,11 @@ class Forked:
     def poll(self) -> int | None:
         if self.returncode is None and self._exit.exists():
             self.returncode = int(self._exit.read_text())
+        elif self.returncode is None and not _exists(self.pid):
+            # Reaped, by the zygote (its record is written just after) or, when the zygote itself
+            # was killed, by init: then no status is known, and it is reported as killed.
+            time.sleep(0.05)
+            self.returncode = int(self._exit.read_text()) if self._exit.exists() else -signal.SIGKILL
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -136,10 +142,20 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
+def _exists(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie not yet reaped does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Zygote:
     """This test process's zygote: started on first use, ended with the process."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()  # one request and its answer at a time on the pipes
         self.exits = Path(tempfile.mkdtemp(prefix="vibe-exits-"))
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("zygote.py")), str(self.exits)],
@@ -154,9 +170,10 @@ class Zygote:
         paths (no stdin: /dev/null)."""
         assert self.proc.stdin and self.proc.stdout
         request = {"argv": argv, "env": env, "cwd": cwd, **streams}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
+        with self.lock:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline()
         if not answer:
             raise OSError(f"the zygote ended with {self.proc.wait()}")
         return Forked(json.loads(answer)["pid"], argv, self.exits)

@@ -72,6 +72,7 @@ def run(request: dict[str, Any]) -> int | str | None:
     """In the child: become the requested command line, `python -m MODULE ARGS` or `python SCRIPT
     ARGS` (a console script), as CPython would run it; its exit code."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.clear()
     os.environ.update(request["env"])
@@ -84,7 +85,7 @@ def run(request: dict[str, Any]) -> int | str | None:
         os.close(opened)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  (line-buffered: logs are read live)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
     _, *line = request["argv"]  # [python, -m, MODULE, ARGS…] or [python, SCRIPT, ARGS…]
     try:
         if line[0] == "-m":
@@ -119,6 +120,8 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, lambda *_: reap(exits))
     for line in sys.stdin:
         request = json.loads(line)
+        # No SIGCHLD between the fork and noting the child: a child that ended at once is noted first
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         pid = os.fork()
         if pid == 0:
             code = run(request)
@@ -126,6 +129,7 @@ def main() -> None:
             sys.stderr.flush()
             raise SystemExit(code)  # out of this loop: the interpreter ends as any program does
         CHILDREN.add(pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         print(json.dumps({"pid": pid}), flush=True)
     for pid in list(CHILDREN):
         with contextlib.suppress(ProcessLookupError):

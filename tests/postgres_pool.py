@@ -12,8 +12,9 @@ of its kind, but only when it is again exactly what a new one would be:
   back at its start.
 
 Anything else (a test that migrated only part of the way, altered or broke its database, or a
-reset that fails) and the database is dropped, as it always was. The kinds are "empty" and a copy
-of a migrated template; a database made empty and migrated to head by a server comes back as the
+reset that fails) and the database is dropped, as it always was; so is every database of a kind
+whose new databases hold rows (seeded by a migration). The kinds are "empty" and a copy of a
+migrated template; a database made empty and migrated to head by a server comes back as the
 template's kind. Every connection to a database is cut before it is reset or dropped: each one is
 only ever this process's own.
 """
@@ -102,6 +103,12 @@ async def fingerprint(conn: asyncpg.Connection) -> str:
     return f"{schema} at {','.join(row[0] for row in revisions)}"
 
 
+async def _rows_in(conn: asyncpg.Connection) -> list[str]:
+    """The tables (but alembic_version) that hold a row."""
+    tables = [row[0] for row in await conn.fetch(TABLES)]
+    return [t for t in tables if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {t})")]
+
+
 def deletion_order(tables: list[str], references: list[tuple[str, str]]) -> list[str]:
     """`tables` with every table before the tables it references (so each DELETE finds no row
     pointing at what it deletes)."""
@@ -141,7 +148,10 @@ class DatabasePool:
         if kind not in self._kinds.values():
             conn = await asyncpg.connect(_dsn(url))
             try:
-                self._kinds[await fingerprint(conn)] = kind
+                # A kind whose new databases hold rows (seeded by a migration) is never reused:
+                # emptying one would leave it unlike a new one.
+                if not await _rows_in(conn):
+                    self._kinds[await fingerprint(conn)] = kind
             finally:
                 await conn.close()
         return url.render_as_string(hide_password=False)
@@ -172,7 +182,7 @@ class DatabasePool:
                 for table in deletion_order(tables, references):
                     await conn.execute(f"DELETE FROM {table}")
                 await conn.fetchval(RESTART_SEQUENCES)
-                left = [t for t in tables if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {t})")]
+                left = await _rows_in(conn)
                 if left:
                     raise asyncpg.DataError(f"rows left in {left}")
             return kind

@@ -130,3 +130,17 @@ async def test_a_database_stamped_with_another_revision_is_dropped(pool: Databas
     await conn.close()
     await pool.give_back(url)
     assert pool.dropped == 1 and pool.reused == 0
+
+
+@pytest.mark.postgres
+async def test_a_kind_whose_new_databases_hold_rows_is_never_reused(pool: DatabasePool) -> None:
+    template = pool.template  # type: ignore[attr-defined]
+    conn = await asyncpg.connect(_dsn(template))
+    await conn.execute("INSERT INTO parents (name) VALUES ('seeded')")
+    await conn.close()
+    url = await pool.take(template)
+    await pool.give_back(url)
+    assert pool.dropped == 1
+    fresh = await pool.take(template)
+    assert fresh != url
+    await pool.give_back(fresh)

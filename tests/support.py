@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,20 +107,22 @@ class ServerProcess:
 class Forked:
     """A process the zygote (tests/zygote.py) forked for us, used as a `subprocess.Popen` is."""
 
-    def __init__(self, pid: int, argv: list[str], exits: Path) -> None:
+    def __init__(self, pid: int, argv: list[str], exits: Path, zygote: subprocess.Popen[str]) -> None:
         self.pid = pid
         self.args = argv
         self.returncode: int | None = None
         self._exit = exits / str(pid)
+        self._zygote = zygote
 
     def poll(self) -> int | None:
         if self.returncode is None and self._exit.exists():
             self.returncode = int(self._exit.read_text())
-        elif self.returncode is None and not _exists(self.pid):
-            # Reaped, by the zygote (its record is written just after) or, when the zygote itself
-            # was killed, by init: then no status is known, and it is reported as killed.
-            time.sleep(0.05)
-            self.returncode = int(self._exit.read_text()) if self._exit.exists() else -signal.SIGKILL
+        elif self.returncode is None and self._zygote.poll() is not None and not self._exit.exists():
+            # The zygote is gone, so no record will come: the process was reaped by init once it
+            # ended, and is reported as killed (it is, if it still runs).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.returncode = -signal.SIGKILL
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -142,15 +145,6 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def _exists(pid: int) -> bool:
-    """Whether process `pid` exists (a zombie not yet reaped does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 class Zygote:
     """This test process's zygote: started on first use, ended with the process."""
 
@@ -165,7 +159,9 @@ class Zygote:
         )
         atexit.register(self.close)
 
-    def fork(self, argv: list[str], env: dict[str, str], cwd: str, streams: dict[str, str | None]) -> Forked:
+    def fork(
+        self, argv: list[str], env: dict[str, str], cwd: str, streams: Mapping[str, str | None]
+    ) -> Forked:
         """`argv` forked with `env` in `cwd`, its `stdin`, `stdout` and `stderr` the files at those
         paths (no stdin: /dev/null)."""
         assert self.proc.stdin and self.proc.stdout
@@ -176,7 +172,7 @@ class Zygote:
             answer = self.proc.stdout.readline()
         if not answer:
             raise OSError(f"the zygote ended with {self.proc.wait()}")
-        return Forked(json.loads(answer)["pid"], argv, self.exits)
+        return Forked(json.loads(answer)["pid"], argv, self.exits, self.proc)
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -210,7 +206,7 @@ def forkable(argv: list[str], env: dict[str, str]) -> list[str] | None:
 
 
 def _fork(
-    argv: list[str], env: dict[str, str], streams: dict[str, str | None], cwd: Path | str | None = None
+    argv: list[str], env: dict[str, str], streams: Mapping[str, str | None], cwd: Path | str | None = None
 ) -> Forked | None:
     """`argv` forked by this process's zygote (started on first use), or None where it cannot be."""
     global _zygote

@@ -1,0 +1,19 @@
+"""The swarm benchmark runs (briefly), so it cannot rot. Figures are printed, never asserted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .test_bench_smoke import run_bench
+
+
+def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
+    out = run_bench(
+        "swarm.py", "--agents", "2", "--seconds", "1", "--mix", "--json", str(tmp_path / "s.json")
+    )
+    assert "ratio" in out and "/healthz under this load" in out and "floor" in out
+    assert (tmp_path / "s.json").exists()
+
+
+def test_swarm_runs_over_rest() -> None:
+    assert "ratio" in run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--door", "rest")

@@ -40,11 +40,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("VIBE_REQUIRE_POSTGRES=1 but VIBE_TEST_POSTGRES_URL is not set")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this process's databases while it runs the session: an xdist worker says it has finished
+    after this hook, and is then given 5 s to end before it is interrupted."""
     if _pool is not None:
-        asyncio.run(_pool.close())
-        if _templates.get("postgres"):
-            asyncio.run(_pool.drop(_templates["postgres"]))
+        template = _templates.pop("postgres", None)
+        asyncio.run(_pool.close(*([template] if template else [])))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
     postgres.stop()
 
 

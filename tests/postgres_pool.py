@@ -21,6 +21,7 @@ only ever this process's own.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -193,11 +194,11 @@ class DatabasePool:
         self.dropped += 1
         await self._admin(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)')
 
-    async def close(self) -> None:
-        """Drop every idle database (at the end of the process)."""
-        for idle in self._idle.values():
-            while idle:
-                await self.drop(idle.pop())
+    async def close(self, *others: str) -> None:
+        """Drop every idle database, and `others` (at the end of the process), all at once."""
+        idle = [url for urls in self._idle.values() for url in urls]
+        self._idle.clear()
+        await asyncio.gather(*(self.drop(url) for url in [*idle, *others]))
 
     async def _admin(self, sql: str, *args: object) -> None:
         conn = await asyncpg.connect(_dsn(self.admin_url))

@@ -52,7 +52,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     postgres.stop()
 
 
-def _skip_without_postgres() -> None:
+def skip_without_postgres() -> None:
     """PostgreSQL is started on first use by a test that needs it (a run without one pays nothing)."""
     if not postgres.url(ROOT):
         if postgres.required():
@@ -63,12 +63,17 @@ def _skip_without_postgres() -> None:
 _pool: DatabasePool | None = None
 
 
+def new_database_pool() -> DatabasePool:
+    """A pool of databases on the tests' PostgreSQL server (started on first use)."""
+    server = postgres.url(ROOT)
+    assert server
+    return DatabasePool(sa.engine.make_url(normalise_url(server)))
+
+
 def _databases() -> DatabasePool:
     global _pool
     if _pool is None:
-        server = postgres.url(ROOT)
-        assert server
-        _pool = DatabasePool(sa.engine.make_url(normalise_url(server)))
+        _pool = new_database_pool()
     return _pool
 
 
@@ -120,7 +125,7 @@ async def database_url(
             shutil.copy2(template, path)  # with the template's private mode, as the server makes it
         yield f"sqlite+aiosqlite:///{path}"
         return
-    _skip_without_postgres()
+    skip_without_postgres()
     url = await take_postgres_database(await _template("postgres", tmp_path_factory) if migrated else None)
     try:
         yield url
@@ -131,7 +136,7 @@ async def database_url(
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (for tests that only make sense there)."""
-    _skip_without_postgres()
+    skip_without_postgres()
     url = await take_postgres_database()
     try:
         yield url

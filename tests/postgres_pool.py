@@ -104,9 +104,8 @@ async def fingerprint(conn: asyncpg.Connection) -> str:
     return f"{schema} at {','.join(row[0] for row in revisions)}"
 
 
-async def _rows_in(conn: asyncpg.Connection) -> list[str]:
-    """The tables (but alembic_version) that hold a row."""
-    tables = [row[0] for row in await conn.fetch(TABLES)]
+async def _rows_in(conn: asyncpg.Connection, tables: list[str]) -> list[str]:
+    """Those of `tables` that hold a row."""
     return [t for t in tables if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {t})")]
 
 
@@ -131,6 +130,8 @@ class DatabasePool:
     def __init__(self, admin_url: sa.URL) -> None:
         self.admin_url = admin_url
         self._kinds: dict[str, str] = {}  # schema fingerprint -> kind ("empty", or a template's URL)
+        self._examined: set[str] = set()  # the kinds whose first database was looked at
+        self._order: dict[str, list[str]] = {}  # kind -> its tables (but alembic_version), in deletion order
         self._idle: dict[str, list[str]] = {}  # kind -> emptied databases
         self.made = self.reused = self.dropped = 0
 
@@ -146,13 +147,17 @@ class DatabasePool:
         await self._admin(f'CREATE DATABASE "{name}"{copy}')
         self.made += 1
         url = self.admin_url.set(database=name)
-        if kind not in self._kinds.values():
+        if kind not in self._examined:
+            self._examined.add(kind)
             conn = await asyncpg.connect(_dsn(url))
             try:
+                tables = [row[0] for row in await conn.fetch(TABLES)]
                 # A kind whose new databases hold rows (seeded by a migration) is never reused:
                 # emptying one would leave it unlike a new one.
-                if not await _rows_in(conn):
+                if not await _rows_in(conn, tables):
                     self._kinds[await fingerprint(conn)] = kind
+                    references = [(row[0], row[1]) for row in await conn.fetch(REFERENCES)]
+                    self._order[kind] = deletion_order(tables, references)
             finally:
                 await conn.close()
         return url.render_as_string(hide_password=False)
@@ -177,13 +182,12 @@ class DatabasePool:
             kind = self._kinds.get(await fingerprint(conn))
             if kind is None:
                 return None
-            tables = [row[0] for row in await conn.fetch(TABLES)]
-            references = [(row[0], row[1]) for row in await conn.fetch(REFERENCES)]
+            tables = self._order[kind]  # the same schema as when the kind was examined
             async with conn.transaction():
-                for table in deletion_order(tables, references):
+                for table in tables:
                     await conn.execute(f"DELETE FROM {table}")
                 await conn.fetchval(RESTART_SEQUENCES)
-                left = await _rows_in(conn)
+                left = await _rows_in(conn, tables)
                 if left:
                     raise asyncpg.DataError(f"rows left in {left}")
             return kind

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from .. import postgres
+from ..conftest import new_database_pool, skip_without_postgres
 from ..postgres_pool import DatabasePool, deletion_order
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_table_is_emptied_before_the_tables_it_references() -> None:
@@ -31,13 +28,8 @@ def test_a_table_is_emptied_before_the_tables_it_references() -> None:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[DatabasePool]:
-    server = postgres.url(ROOT)
-    if not server:
-        if postgres.required():
-            pytest.fail("PostgreSQL tests must run here: " + postgres.why_not())
-        pytest.skip(postgres.why_not())
-    url = sa.engine.make_url(server.replace("postgresql+asyncpg", "postgresql"))
-    databases = DatabasePool(url.set(drivername="postgresql+asyncpg"))
+    skip_without_postgres()
+    databases = new_database_pool()
     template = await databases.take()
     conn = await asyncpg.connect(_dsn(template))
     await conn.execute("CREATE TABLE parents (id serial PRIMARY KEY, name text NOT NULL)")

@@ -104,7 +104,9 @@ class Subscriber:
                         return
 
 
-async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[float]:
+async def bench(
+    urls: list[str], token: str, args: argparse.Namespace, pids: list[int] | None = None
+) -> list[float]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(base_url=urls[0] + "/api/v1", headers=headers, timeout=30) as api:
         projects = ["default"] + [f"bench-{k}" for k in range(1, args.projects)]
@@ -119,6 +121,7 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
             issues[slug] = made.json()["id"]
         start = (await api.get("/events", params={"after": 0, "limit": 1})).json()
         after = await newest_id(api, start["last_id"])
+        rss_before = [rss_mb(pid) for pid in pids or []]
         # the events go to the projects in turn; each subscriber follows one project
         per_project = [len(range(k, args.events, len(projects))) for k in range(len(projects))]
         subscribers = [
@@ -145,6 +148,12 @@ async def bench(urls: list[str], token: str, args: argparse.Namespace) -> list[f
             f"on {len(urls)} server(s); "
             f"writing {args.events} events, one every {args.interval * 1000:.0f} ms"
         )
+        for pid, before in zip(pids or [], rss_before, strict=True):
+            per = (rss_mb(pid) - before) * 1024 / max(1, args.subscribers // len(urls))
+            print(
+                f"server {pid}: RSS {before:.0f} MB before the subscribers, {rss_mb(pid):.0f} MB with all"
+                f" subscribed ({per:.1f} KB a subscriber)"
+            )
         for i in range(args.events):
             slug = projects[i % len(projects)]
             response = await api.post(
@@ -213,7 +222,7 @@ def main() -> None:
     else:
         with own_servers(args.database_url, args.replicas) as servers:
             urls, token = servers.urls, servers.token
-            latencies = asyncio.run(bench(urls, token, args))
+            latencies = asyncio.run(bench(urls, token, args, servers.pids))
             for pid in servers.pids:
                 print(f"server {pid}: RSS {rss_mb(pid):.0f} MB after the run")
 

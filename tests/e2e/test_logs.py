@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from websockets.asyncio.client import connect
 
 from tests.support import ServerProcess, call, call_error, mcp_client, start_server
 
@@ -36,6 +37,11 @@ async def test_request_and_tool_call_lines(tmp_path: Path) -> None:
             assert "[not_found]" in await call_error(client, "claim_issue", id=424242, agent="bob")
             # A name that is not a name is not logged as one.
             await call_error(client, "claim_issue", agent="bob\nFAKE LINE")
+        socket_url = server.url.replace("http://", "ws://") + "/api/v1/events/ws"
+        async with connect(
+            socket_url, additional_headers={"Authorization": f"Bearer {server.admin_token}"}
+        ) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
         log = server.log()
     finally:
         server.stop()
@@ -47,6 +53,10 @@ async def test_request_and_tool_call_lines(tmp_path: Path) -> None:
     assert rest[0]["method"] == "GET" and rest[0]["status"] == 200 and rest[0]["project"] == "default"
     assert rest[0]["role"] == "admin" and isinstance(rest[0]["credential_id"], int)
     assert isinstance(rest[0]["latency_ms"], float | int) and rest[0]["level"] == "info"
+
+    # A WebSocket's line, when it closes, names its route (a plain Starlette route: api/feeds).
+    sockets = [x for x in found if x.get("event") == "http_request" and x.get("method") == "WS"]
+    assert [(x["route"], x["status"], x["role"]) for x in sockets] == [("/api/v1/events/ws", 101, "admin")]
 
     # Each tool call is told on its /mcp request's line: one line per call, not two.
     tools = [x for x in found if "tool" in x]

@@ -134,6 +134,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(feeds.router)
+    app.router.routes.append(feeds.SocketRoute())
     apidocs.install(app)
     views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from vibe_ensemble import __version__
 from vibe_ensemble.api import apidocs, feeds, security
 from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.head import HeadAsGet
+from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
 from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
@@ -69,6 +71,32 @@ class DrainMiddleware:
             await send(message)
 
         await self.app(scope, receive, _send)
+
+
+class LiveSocketDoor:
+    """The live feed's WebSocket goes through the two layers that act on it, then to its handler.
+
+    A feed's socket stays open for hours, thousands of them at once, and every layer it passes keeps a
+    suspended frame alive for as long as it is open. Of this app's layers only the request's log line
+    and the allowed-hosts check act on a WebSocket; the others (HEAD, drain, metrics, tracing, security
+    headers, body limit, CORS) are HTTP only, and FastAPI's exception layer, exit stack and router
+    would only pass it on. A layer that comes to act on WebSockets belongs in `socket` too.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.route = feeds.SocketRoute()
+        self.socket = RequestLogMiddleware(HostGuard(self._serve, settings))
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: it returns the next layer's, so no frame of its own stays suspended.
+        if scope["type"] == "websocket" and scope["path"] == self.route.path:
+            return self.socket(scope, receive, send)
+        return self.app(scope, receive, send)
+
+    def _serve(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        scope["route"] = self.route  # the log line names the route's template
+        return feeds.ws.serve(WebSocket(scope, receive, send))
 
 
 def _mcp_server(settings: Settings, profile: Profile, bus: ListenedBus, tracer: Tracer | None) -> MCPServer:
@@ -149,7 +177,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
         app.add_middleware(TracingMiddleware, tracer=tracer)
-    app.add_middleware(HeadAsGet)  # outermost: HEAD wherever GET
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET
+    app.add_middleware(LiveSocketDoor, settings=settings)  # outermost: the feed's WebSockets
 
     _install_probes(app, runtime)
     api_metrics.install(app, runtime)

@@ -100,10 +100,12 @@ async def event_socket(websocket: WebSocket) -> None:
 
 
 class SocketRoute(WebSocketRoute):
-    """`/api/v1/events/ws` as a plain Starlette route, named in the scope (for the request's log line
-    and metrics). A socket is held open for hours by each of thousands of subscribers: FastAPI's own
-    WebSocket route would keep two exit stacks and its dependency-solving frames alive for each one
-    (about 6 KB a subscriber), for a handler that takes no dependencies (bench/live_latency.py)."""
+    """`/api/v1/events/ws` as a plain Starlette route, named in the scope (for the request's log line).
+    A socket is held open for hours by each of thousands of subscribers: FastAPI's own WebSocket route
+    would keep two exit stacks and its dependency-solving frames alive for each one (about 6 KB a
+    subscriber), for a handler that takes no dependencies (bench/live_latency.py). The app's
+    `LiveSocketDoor` hands the socket to `event_socket` before the router; the route is here for the
+    router's listing (api/access.py) and for an app built without that door."""
 
     def __init__(self) -> None:
         super().__init__("/api/v1/events/ws", event_socket, name="event_socket")

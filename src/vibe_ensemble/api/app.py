@@ -90,12 +90,14 @@ class LiveSocketDoor:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine: it returns the next layer's, so no frame of its own stays suspended.
-        if scope["type"] == "websocket" and scope["path"] == self.route.path:
-            return self.socket(scope, receive, send)
+        if scope["type"] == "websocket":
+            match, child = self.route.matches(scope)  # as the router would match it
+            if match is Match.FULL:
+                scope.update(child)  # with the route itself, whose template the log line names
+                return self.socket(scope, receive, send)
         return self.app(scope, receive, send)
 
     def _serve(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        scope["route"] = self.route  # the log line names the route's template
         return feeds.ws.serve(WebSocket(scope, receive, send))
 
 

@@ -104,8 +104,8 @@ class SocketRoute(WebSocketRoute):
     A socket is held open for hours by each of thousands of subscribers: FastAPI's own WebSocket route
     would keep two exit stacks and its dependency-solving frames alive for each one (about 6 KB a
     subscriber), for a handler that takes no dependencies (bench/live_latency.py). The app's
-    `LiveSocketDoor` hands the socket to `event_socket` before the router; the route is here for the
-    router's listing (api/access.py) and for an app built without that door."""
+    `LiveSocketDoor` (api/app.py) matches a socket with this route and hands it to its handler before
+    the router is reached; the route is in the router too, for its listing (api/access.py)."""
 
     def __init__(self) -> None:
         super().__init__("/api/v1/events/ws", event_socket, name="event_socket")

@@ -1,0 +1,83 @@
+"""LiveSocketDoor (api/app.py): which requests it takes aside, and that the host check stays on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from vibe_ensemble.api.app import LiveSocketDoor
+from vibe_ensemble.ops.config import Settings
+
+
+class Inner:
+    """The rest of the app: records what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.paths.append((scope["type"], scope["path"]))
+
+
+def _scope(kind: str, path: str, host: str) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": kind,
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", host.encode())],
+        "scheme": "ws" if kind == "websocket" else "http",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+    }
+    if kind == "http":
+        scope["method"] = "GET"
+    return scope
+
+
+async def _run(door: LiveSocketDoor, scope: dict[str, Any]) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await door(scope, receive, send)
+    return sent
+
+
+async def test_only_the_feeds_websocket_is_taken_aside(tmp_path: Path) -> None:
+    inner = Inner()
+    door = LiveSocketDoor(inner, Settings(data_dir=tmp_path))
+    for kind, path in [
+        ("http", "/api/v1/events/ws"),  # the path, but not a WebSocket
+        ("websocket", "/api/v1/events/wsx"),  # a WebSocket, but another path
+        ("websocket", "/mcp"),
+        ("http", "/healthz"),
+    ]:
+        await _run(door, _scope(kind, path, "127.0.0.1:8080"))
+    await _run(door, {"type": "lifespan"} | {"path": ""})
+    assert inner.paths == [
+        ("http", "/api/v1/events/ws"),
+        ("websocket", "/api/v1/events/wsx"),
+        ("websocket", "/mcp"),
+        ("http", "/healthz"),
+        ("lifespan", ""),
+    ]
+
+
+async def test_the_feeds_websocket_still_meets_the_host_check(tmp_path: Path) -> None:
+    inner = Inner()
+    door = LiveSocketDoor(inner, Settings(data_dir=tmp_path, allowed_hosts=["vibe.example.com"]))
+    scope = _scope("websocket", "/api/v1/events/ws", "evil.example.net")
+    sent = await _run(door, scope)
+    assert inner.paths == []  # taken aside, and refused there: never accepted
+    assert sent == [
+        {"type": "websocket.close", "code": 1008, "reason": "Host is not one of VIBE_ALLOWED_HOSTS"}
+    ]
+    assert scope["route"].path == "/api/v1/events/ws"  # the log line names the route

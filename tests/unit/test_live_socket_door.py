@@ -8,6 +8,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from vibe_ensemble.api.app import LiveSocketDoor
+from vibe_ensemble.api.feeds import SocketRoute
 from vibe_ensemble.ops.config import Settings
 
 
@@ -53,7 +54,7 @@ async def _run(door: LiveSocketDoor, scope: dict[str, Any]) -> list[Message]:
 
 async def test_only_the_feeds_websocket_is_taken_aside(tmp_path: Path) -> None:
     inner = Inner()
-    door = LiveSocketDoor(inner, Settings(data_dir=tmp_path))
+    door = LiveSocketDoor(inner, SocketRoute(), Settings(data_dir=tmp_path))
     for kind, path in [
         ("http", "/api/v1/events/ws"),  # the path, but not a WebSocket
         ("websocket", "/api/v1/events/wsx"),  # a WebSocket, but another path
@@ -73,7 +74,8 @@ async def test_only_the_feeds_websocket_is_taken_aside(tmp_path: Path) -> None:
 
 async def test_the_feeds_websocket_still_meets_the_host_check(tmp_path: Path) -> None:
     inner = Inner()
-    door = LiveSocketDoor(inner, Settings(data_dir=tmp_path, allowed_hosts=["vibe.example.com"]))
+    settings = Settings(data_dir=tmp_path, allowed_hosts=["vibe.example.com"])
+    door = LiveSocketDoor(inner, SocketRoute(), settings)
     scope = _scope("websocket", "/api/v1/events/ws", "evil.example.net")
     sent = await _run(door, scope)
     assert inner.paths == []  # taken aside, and refused there: never accepted

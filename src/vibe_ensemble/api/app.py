@@ -83,9 +83,9 @@ class LiveSocketDoor:
     would only pass it on. A layer that comes to act on WebSockets belongs in `socket` too.
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, route: feeds.SocketRoute, settings: Settings) -> None:
         self.app = app
-        self.route = feeds.SocketRoute()
+        self.route = route
         self.socket = RequestLogMiddleware(HostGuard(self._serve, settings))
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -164,7 +164,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(feeds.router)
-    app.router.routes.append(feeds.SocketRoute())
+    socket_route = feeds.SocketRoute()
+    app.router.routes.append(socket_route)
     apidocs.install(app)
     views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
@@ -180,7 +181,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
         app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # HEAD wherever GET
-    app.add_middleware(LiveSocketDoor, settings=settings)  # outermost: the feed's WebSockets
+    # outermost: the feed's WebSockets
+    app.add_middleware(LiveSocketDoor, route=socket_route, settings=settings)
 
     _install_probes(app, runtime)
     api_metrics.install(app, runtime)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import Scope
@@ -90,25 +90,20 @@ async def event_stream(
     return EventStream(feed, settings_of(request), lambda: auth.still_valid(services, presented))
 
 
-async def event_socket(websocket: WebSocket) -> None:
-    """The event log over a WebSocket; see docs/live.md for the messages.
-
-    Authenticate with `Authorization: Bearer …`, or send `{"type": "auth", "token": "…"}` first.
-    Query: `after` (resume after this id; default from now on), `project`, `types` (repeatable).
-    """
-    await ws.serve(websocket)
-
-
 class SocketRoute(WebSocketRoute):
-    """`/api/v1/events/ws` as a plain Starlette route, named in the scope (for the request's log line).
-    A socket is held open for hours by each of thousands of subscribers: FastAPI's own WebSocket route
-    would keep two exit stacks and its dependency-solving frames alive for each one (about 6 KB a
-    subscriber), for a handler that takes no dependencies (bench/live_latency.py). The app's
-    `LiveSocketDoor` (api/app.py) matches a socket with this route and hands it to its handler before
-    the router is reached; the route is in the router too, for its listing (api/access.py)."""
+    """`/api/v1/events/ws`: the event log over a WebSocket (`websocket.serve`; docs/live.md has the
+    messages). Authenticate with `Authorization: Bearer …`, or send `{"type": "auth", "token": "…"}`
+    first. Query: `after` (resume after this id; default from now on), `project`, `types` (repeatable).
+
+    A plain Starlette route, named in the scope (for the request's log line). A socket is held open
+    for hours by each of thousands of subscribers: FastAPI's own WebSocket route would keep two exit
+    stacks and its dependency-solving frames alive for each one (about 6 KB a subscriber), for a
+    handler that takes no dependencies (bench/live_latency.py). The app's `LiveSocketDoor`
+    (api/app.py) matches a socket with this route and hands it to its handler before the router is
+    reached; the route is in the router too, for its listing (api/access.py)."""
 
     def __init__(self) -> None:
-        super().__init__("/api/v1/events/ws", event_socket, name="event_socket")
+        super().__init__("/api/v1/events/ws", ws.serve, name="event_socket")
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -126,11 +127,22 @@ class Forked:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        """Until the process has ended (or `timeout`). It is the zygote's child, not this process's,
+        so it cannot be waited for: this blocks on pidfds of it and of the zygote (readable when either
+        ends), then reads the exit record the zygote writes as soon as it has reaped it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            time.sleep(0.01)
+        ended = False
+        with _pidfd(self.pid) as mine, _pidfd(self._zygote.pid) as zygote:
+            while self.poll() is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                if ended or mine is None or zygote is None:
+                    # ended: the record is moments away; no pidfd (gone already, or none on this
+                    # system): looked for again shortly
+                    time.sleep(0.001 if ended else 0.01)
+                else:
+                    ended = bool(select.select([mine, zygote], [], [], left)[0])
         assert self.returncode is not None
         return self.returncode
 
@@ -143,6 +155,21 @@ class Forked:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _pidfd(pid: int) -> Iterator[int | None]:
+    """A pidfd of process `pid`, readable once it has ended (Linux 5.3+); None where it is gone
+    already or the system has none."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class Zygote:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from ..conftest import new_database_pool, skip_without_postgres
-from ..postgres_pool import DatabasePool, deletion_order
+from ..postgres_pool import DatabasePool, deletion_order, dsn
 
 
 def test_a_table_is_emptied_before_the_tables_it_references() -> None:
@@ -30,30 +30,34 @@ def test_a_table_is_emptied_before_the_tables_it_references() -> None:
 async def pool() -> AsyncIterator[DatabasePool]:
     skip_without_postgres()
     databases = new_database_pool()
-    template = await databases.take()
-    conn = await asyncpg.connect(_dsn(template))
+    try:
+        yield databases
+    finally:
+        await databases.close()
+
+
+@pytest.fixture
+async def template(pool: DatabasePool) -> AsyncIterator[str]:
+    """A database with two tables, one referencing the other, to take copies of."""
+    url = await pool.take()
+    conn = await asyncpg.connect(dsn(url))
     await conn.execute("CREATE TABLE parents (id serial PRIMARY KEY, name text NOT NULL)")
     await conn.execute(
         "CREATE TABLE children (id serial PRIMARY KEY, parent int NOT NULL REFERENCES parents)"
     )
     await conn.close()
-    databases.template = template  # type: ignore[attr-defined]
     try:
-        yield databases
+        yield url
     finally:
-        await databases.close()
-        await databases.drop(template)
-
-
-def _dsn(url: str) -> str:
-    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        await pool.drop(url)
 
 
 @pytest.mark.postgres
-async def test_a_database_comes_back_empty_with_its_sequences_restarted(pool: DatabasePool) -> None:
-    template = pool.template  # type: ignore[attr-defined]
+async def test_a_database_comes_back_empty_with_its_sequences_restarted(
+    pool: DatabasePool, template: str
+) -> None:
     first = await pool.take(template)
-    conn = await asyncpg.connect(_dsn(first))
+    conn = await asyncpg.connect(dsn(first))
     parent = await conn.fetchval("INSERT INTO parents (name) VALUES ('a') RETURNING id")
     await conn.execute("INSERT INTO children (parent) VALUES ($1), ($1)", parent)
     # left open on purpose: giving the database back cuts its connections
@@ -62,7 +66,7 @@ async def test_a_database_comes_back_empty_with_its_sequences_restarted(pool: Da
 
     again = await pool.take(template)
     assert again == first and pool.reused == 1
-    conn = await asyncpg.connect(_dsn(again))
+    conn = await asyncpg.connect(dsn(again))
     try:
         assert await conn.fetchval("SELECT count(*) FROM parents") == 0
         assert await conn.fetchval("SELECT count(*) FROM children") == 0
@@ -73,22 +77,23 @@ async def test_a_database_comes_back_empty_with_its_sequences_restarted(pool: Da
 
 
 @pytest.mark.postgres
-async def test_a_database_whose_schema_changed_is_dropped_not_reused(pool: DatabasePool) -> None:
-    template = pool.template  # type: ignore[attr-defined]
+async def test_a_database_whose_schema_changed_is_dropped_not_reused(
+    pool: DatabasePool, template: str
+) -> None:
     for change in (
         "CREATE INDEX ON parents (name)",
         "ALTER TABLE children ADD COLUMN note text",
         "CREATE SCHEMA x",
     ):
         url = await pool.take(template)
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(dsn(url))
         await conn.execute(change)
         await conn.close()
         dropped = pool.dropped
         await pool.give_back(url)
         assert pool.dropped == dropped + 1, change
         name = sa.engine.make_url(url).database
-        admin = await asyncpg.connect(_dsn(pool.admin_url.render_as_string(hide_password=False)))
+        admin = await asyncpg.connect(dsn(pool.admin_url))
         try:
             assert not await admin.fetchval(
                 "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name
@@ -110,14 +115,13 @@ async def _alive(conn: asyncpg.Connection) -> bool:
 
 
 @pytest.mark.postgres
-async def test_a_database_stamped_with_another_revision_is_dropped(pool: DatabasePool) -> None:
-    template = pool.template  # type: ignore[attr-defined]
-    conn = await asyncpg.connect(_dsn(template))
+async def test_a_database_stamped_with_another_revision_is_dropped(pool: DatabasePool, template: str) -> None:
+    conn = await asyncpg.connect(dsn(template))
     await conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
     await conn.execute("INSERT INTO alembic_version VALUES ('0006')")
     await conn.close()
     url = await pool.take(template)
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(dsn(url))
     await conn.execute("UPDATE alembic_version SET version_num = 'older'")
     await conn.close()
     await pool.give_back(url)
@@ -125,9 +129,10 @@ async def test_a_database_stamped_with_another_revision_is_dropped(pool: Databas
 
 
 @pytest.mark.postgres
-async def test_a_kind_whose_new_databases_hold_rows_is_never_reused(pool: DatabasePool) -> None:
-    template = pool.template  # type: ignore[attr-defined]
-    conn = await asyncpg.connect(_dsn(template))
+async def test_a_kind_whose_new_databases_hold_rows_is_never_reused(
+    pool: DatabasePool, template: str
+) -> None:
+    conn = await asyncpg.connect(dsn(template))
     await conn.execute("INSERT INTO parents (name) VALUES ('seeded')")
     await conn.close()
     url = await pool.take(template)

@@ -149,9 +149,10 @@ async def bench(
             f"writing {args.events} events, one every {args.interval * 1000:.0f} ms"
         )
         for pid, before in zip(pids or [], rss_before, strict=True):
-            per = (rss_mb(pid) - before) * 1024 / max(1, args.subscribers // len(urls))
+            subscribed = rss_mb(pid)
+            per = (subscribed - before) * 1024 / max(1, args.subscribers // len(urls))
             print(
-                f"server {pid}: RSS {before:.0f} MB before the subscribers, {rss_mb(pid):.0f} MB with all"
+                f"server {pid}: RSS {before:.0f} MB before the subscribers, {subscribed:.0f} MB with all"
                 f" subscribed ({per:.1f} KB a subscriber)"
             )
         for i in range(args.events):

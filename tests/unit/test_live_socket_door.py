@@ -7,9 +7,10 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from vibe_ensemble.api.app import LiveSocketDoor
+from vibe_ensemble.api.app import LiveSocketDoor, create_app
 from vibe_ensemble.api.feeds import SocketRoute
 from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
 
 
 class Inner:
@@ -83,3 +84,12 @@ async def test_the_feeds_websocket_still_meets_the_host_check(tmp_path: Path) ->
         {"type": "websocket.close", "code": 1008, "reason": "Host is not one of VIBE_ALLOWED_HOSTS"}
     ]
     assert scope["route"].path == "/api/v1/events/ws"  # the log line names the route
+
+
+def test_the_door_is_outside_every_layer_fastapis_own_included(tmp_path: Path) -> None:
+    """A feed's socket keeps a frame of every layer it passes for as long as it is open: the door
+    comes before FastAPI's own (server error, exception telemetry, body limit), not inside them."""
+    app = create_app(Runtime(Settings(data_dir=tmp_path)))
+    stack = app.build_middleware_stack()
+    assert isinstance(stack, LiveSocketDoor)
+    assert type(stack.app).__name__ == "ServerErrorMiddleware"  # FastAPI's outermost, then the rest

@@ -79,8 +79,9 @@ class LiveSocketDoor:
     A feed's socket stays open for hours, thousands of them at once, and every layer it passes keeps a
     suspended frame alive for as long as it is open. Of this app's layers only the request's log line
     and the allowed-hosts check act on a WebSocket; the others (HEAD, drain, metrics, tracing, security
-    headers, body limit, CORS) are HTTP only, and FastAPI's exception layer, exit stack and router
-    would only pass it on. A layer that comes to act on WebSockets belongs in `socket` too.
+    headers, body limit, CORS) are HTTP only, and FastAPI's own layers (server error, exception
+    telemetry, body limit, exception handlers, exit stack) and router would only pass it on: `App`
+    puts the door outside all of them. A layer that comes to act on WebSockets belongs in `socket` too.
     """
 
     def __init__(self, app: ASGIApp, route: feeds.SocketRoute, settings: Settings) -> None:
@@ -101,6 +102,20 @@ class LiveSocketDoor:
         return feeds.ws.serve(WebSocket(scope, receive, send))
 
 
+class App(FastAPI):
+    """FastAPI, with `LiveSocketDoor` outside every layer, FastAPI's own included (user middleware
+    goes inside those). `live_socket` is set before the first request builds the stack."""
+
+    live_socket: tuple[feeds.SocketRoute, Settings] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.live_socket is None:
+            return stack
+        route, settings = self.live_socket
+        return LiveSocketDoor(stack, route, settings)
+
+
 def _mcp_server(settings: Settings, profile: Profile, bus: ListenedBus, tracer: Tracer | None) -> MCPServer:
     """The MCP server of one tool profile, with its session manager set up (stateless, JSON answers)."""
     server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer)
@@ -114,7 +129,7 @@ def _mcp_server(settings: Settings, profile: Profile, bus: ListenedBus, tracer: 
     return server
 
 
-def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
+def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     """The app; with a `tracer` (ops/tracing.start) every HTTP request, MCP tool call and database
     transaction and statement (store/traced.py) is a span."""
     settings = runtime.settings
@@ -147,7 +162,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
                 await notifier.stop()
                 await runtime.stop_live()
 
-    app = FastAPI(
+    app = App(
         title="Vibe Ensemble",
         version=__version__,
         description="Coordination server for teams of AI coding agents.",
@@ -181,8 +196,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> FastAPI:
     if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
         app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # HEAD wherever GET
-    # outermost: the feed's WebSockets
-    app.add_middleware(LiveSocketDoor, route=socket_route, settings=settings)
+    app.live_socket = (socket_route, settings)  # outside every layer: the feed's WebSockets
 
     _install_probes(app, runtime)
     api_metrics.install(app, runtime)

@@ -107,10 +107,13 @@ class RequestLogMiddleware:
                 message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id.encode())]}
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        # Bound and reset by token, not by `bound_contextvars`: its generator stays alive as long as
+        # the request, hours for each of thousands of open feed sockets.
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, _send)
+        finally:
             try:
-                await self.app(scope, receive, _send)
-            finally:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 project = safe_name((scope.get("path_params") or {}).get("project"))
                 line = {"project": project, **fields} if project else fields
@@ -123,6 +126,8 @@ class RequestLogMiddleware:
                     latency_ms=round((time.perf_counter() - started) * 1000, 2),
                     **line,
                 )
+            finally:
+                structlog.contextvars.reset_contextvars(**bound)
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -125,6 +125,18 @@ async def _close(
 class _WebSocketFeed:
     """Writes a feed to a WebSocket while answering the client's pings."""
 
+    __slots__ = (  # one for each open socket
+        "_last_pong",
+        "_lock",
+        "feed",
+        "keepalive_s",
+        "presented",
+        "send_timeout_s",
+        "sent_id",
+        "services",
+        "ws",
+    )
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -144,22 +156,32 @@ class _WebSocketFeed:
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
-        """Write the feed while a task of its own reads the client (pings, its close) until either
-        side ends. Plain asyncio tasks and a done-callback: an anyio task group, or `asyncio.wait`,
-        kept 1.5-2 KB more alive for each of thousands of open sockets (bench/live_latency.py)."""
+        """Write the feed in this task while a task of its own reads the client (pings, its close)
+        until either side ends: when the client leaves (or fails), the reader cancels this task's
+        writing. One task and a done-callback, not two tasks (or an anyio task group, or
+        `asyncio.wait`), for each of thousands of open sockets (bench/live_latency.py)."""
+        this = asyncio.current_task()
+        assert this is not None
+        stopped_by_client = False
+        writing = True
+
+        def client_done(_: asyncio.Task[None]) -> None:
+            nonlocal stopped_by_client
+            if writing:  # a reader that ends after the writing did cancels nothing
+                stopped_by_client = True
+                this.cancel()
+
         reader = asyncio.create_task(self._read_client())
-        writer = asyncio.create_task(self._write_or_close())
-        reader.add_done_callback(lambda _: writer.cancel())  # the client left, or failed: stop writing
+        reader.add_done_callback(client_done)
         try:
-            await writer
+            await self._write_or_close()
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():  # this task was cancelled, not only the writer
+            if not stopped_by_client or this.uncancel() > 0:  # cancelled from outside too: go on ending
                 raise
         finally:
+            writing = False
             reader.cancel()
-            writer.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await asyncio.gather(reader, return_exceptions=True)
         failed = None if reader.cancelled() else reader.exception()
         if isinstance(failed, Exception) and not isinstance(failed, WebSocketDisconnect):
             raise failed

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+from typing import Any
+
 import pytest
 import structlog
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from vibe_ensemble.ops.config import Settings
-from vibe_ensemble.ops.logging import configure_logging, safe_name
+from vibe_ensemble.ops.logging import LogfmtRenderer, configure_logging, safe_name
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +42,32 @@ def test_only_names_are_logged_as_names() -> None:
     assert safe_name("agent-7.b_x") == "agent-7.b_x"
     for bad in ("a b", "x\ny", "<b>", "", "-lead", "a" * 65, 7, None):
         assert safe_name(bad) is None
+
+
+_TEXT = st.text(alphabet=' ="\\\n\tab=é\x00', max_size=8)  # what needs quoting or escaping, and not
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_KEYS = st.sampled_from(["timestamp", "level", "event", "request_id", "route"]) | st.text(
+    alphabet="ab_.é-", min_size=1, max_size=8
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8))
+@example({"event": "e", "level": None, "a": "x\\y", "b": "x \\y", "c": 'say "hi"', "d": "1\n2", "e": True})
+@example({"timestamp": "t", "a": False, "b": None, "c": {"k": 'v "w"'}, "d": ["a=b"], "e": 1.5, "f": ""})
+def test_our_logfmt_lines_are_structlogs(event: dict[str, Any]) -> None:
+    """The faster renderer writes what structlog's would, quoting and escaping included."""
+    theirs = structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)
+    assert LogfmtRenderer()(None, "info", dict(event)) == theirs(None, "info", dict(event))
+
+
+def test_a_key_with_a_space_or_control_character_is_refused_every_time() -> None:
+    renderer = LogfmtRenderer()
+    assert renderer(None, "info", {"event": "e", "ok": 'say "hi"\\n'}) == 'event=e ok="say \\"hi\\"\\\\n"'
+    for _ in range(2):  # an invalid key is not remembered as checked
+        for bad in ("a b", "a\tb", "a\x00"):
+            with pytest.raises(ValueError, match="Invalid key"):
+                renderer(None, "info", {"event": "e", bad: 1})

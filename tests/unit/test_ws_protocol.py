@@ -1,5 +1,5 @@
-"""cli/ws_protocol.py: the receive queue keeps asyncio.Queue's behaviour, and uvicorn's WebSocket
-protocol asks nothing of its queue that the receive queue does not do."""
+"""cli/ws_protocol.py: the receive queue keeps asyncio.Queue's behaviour and the write gate
+asyncio.Event's, and uvicorn's WebSocket protocol asks nothing of them that they do not do."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.protocols.websockets import websockets_sansio_impl
 from uvicorn.server import ServerState
 
-from vibe_ensemble.cli.ws_protocol import FeedWebSocketProtocol, ReceiveQueue
+from vibe_ensemble.cli.ws_protocol import FeedWebSocketProtocol, ReceiveQueue, WriteGate
 
 
 async def test_items_come_out_in_order_and_a_get_waits_for_one() -> None:
@@ -63,12 +63,38 @@ async def test_a_getter_cancelled_while_waiting_leaves_no_trace() -> None:
     assert await asyncio.wait_for(queue.get(), 5) == "x"
 
 
-def test_uvicorns_protocol_uses_only_what_the_receive_queue_does() -> None:
-    """An upgrade of uvicorn that uses more of its queue fails here, not on a live socket."""
+async def test_the_gate_holds_writers_back_until_it_is_set() -> None:
+    gate = WriteGate()
+    assert not gate.is_set()
+    first = asyncio.create_task(gate.wait())
+    second = asyncio.create_task(gate.wait())
+    gone = asyncio.create_task(gate.wait())
+    await asyncio.sleep(0)
+    assert not (first.done() or second.done())
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [True, True]
+    assert await gate.wait()  # open: at once
+    gate.clear()
+    blocked = asyncio.create_task(gate.wait())
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    gate.set()
+    assert await asyncio.wait_for(blocked, 5)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "provided"),
+    [("queue", {"put_nowait", "get", "empty"}), ("writable", {"set", "clear", "wait"})],
+)
+def test_uvicorns_protocol_uses_only_what_ours_provide(attribute: str, provided: set[str]) -> None:
+    """An upgrade of uvicorn that uses more of its queue or gate fails here, not on a live socket."""
     source = inspect.getsource(websockets_sansio_impl.WebSocketsSansIOProtocol)
-    used = set(re.findall(r"self\.queue\.(\w+)", source))
-    assert used, "uvicorn's protocol no longer keeps its queue in self.queue"
-    assert used <= {"put_nowait", "get", "empty"}
+    used = set(re.findall(rf"self\.{attribute}\.(\w+)", source))
+    assert used, f"uvicorn's protocol no longer keeps self.{attribute}"
+    assert used <= provided
 
 
 async def test_the_protocol_is_uvicorns_with_the_receive_queue() -> None:
@@ -79,3 +105,4 @@ async def test_the_protocol_is_uvicorns_with_the_receive_queue() -> None:
     assert config.ws_protocol_class is FeedWebSocketProtocol
     protocol = FeedWebSocketProtocol(config, ServerState(), {}, _loop=asyncio.get_running_loop())
     assert isinstance(protocol.queue, ReceiveQueue)
+    assert isinstance(protocol.writable, WriteGate) and protocol.writable.is_set()

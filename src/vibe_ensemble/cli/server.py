@@ -101,7 +101,7 @@ async def _serve(
                 forwarded_allow_ips=settings.trusted_proxies,
                 limit_concurrency=settings.limit_concurrency,
                 ws_max_size=settings.max_body_bytes,
-                ws=FeedWebSocketProtocol,  # uvicorn's own, with a lighter queue (cli/ws_protocol.py)
+                ws=FeedWebSocketProtocol,  # uvicorn's own, a lighter queue and gate (cli/ws_protocol.py)
                 # Events are small JSON: compressing each one for each subscriber was most of the
                 # CPU of a fan-out to 10,000 WebSockets (bench/live_latency.py --projects 100).
                 ws_per_message_deflate=False,

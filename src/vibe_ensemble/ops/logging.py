@@ -33,7 +33,7 @@ def _redact(_: Any, __: str, event_dict: structlog.types.EventDict) -> structlog
 
 class LogfmtRenderer:
     """structlog's `LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)`,
-    the same line for the same event, in about half the time: a key is checked for spaces and
+    the same line for the same event, in under half the time: a key is checked for spaces and
     control characters the first time it is seen, not a character at a time on every line (the
     access log writes a line for every request). tests/unit/test_log_format.py compares the two.
     """

@@ -165,3 +165,25 @@ async def test_bad_recipients_are_refused(team: Services, admin: Caller) -> None
     # retired agents are not reached by a broadcast either
     everyone = await team.messages.send(admin, agent="lead", broadcast=True, subject="s", body="b")
     assert everyone.recipients == ["w1", "w2", "watcher"]
+
+
+async def test_the_inbox_of_an_unknown_or_retired_agent_is_not_found_with_mail_or_without(
+    team: Services, admin: Caller
+) -> None:
+    """The inbox page finds its agent in the same statement: an agent that is not registered, or
+    is retired, has no inbox, whether mail is waiting for it or not."""
+    with pytest.raises(NotFound, match="'ghost' is not registered"):
+        await team.messages.fetch_inbox(admin, agent="ghost")
+    await team.messages.send(admin, agent="lead", to=["w1", "w2"], subject="s", body="b")
+    assert (await team.messages.fetch_inbox(admin, agent="w2", unread_only=True)).unread == 1
+    await team.agents.retire(admin, name="w2")
+    for unread_only in (False, True):
+        with pytest.raises(NotFound, match="'w2' is retired"):
+            await team.messages.fetch_inbox(admin, agent="w2", unread_only=unread_only)
+        with pytest.raises(NotFound, match="'w2' is retired"):
+            await team.messages.fetch_inbox(admin, agent="w2", mark_read=True)
+    # another agent's mail is untouched, and an agent with no mail gets an empty page
+    inbox = await team.messages.fetch_inbox(admin, agent="w1", mark_read=True)
+    assert [i.message.subject for i in inbox.items] == ["s"] and inbox.unread == 0
+    empty = await team.messages.fetch_inbox(admin, agent="w3")
+    assert empty.items == [] and empty.unread == 0 and empty.next_since_id is None

@@ -115,16 +115,19 @@ class MessageService(Service):
         async with self.write() if mark_read else self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            me = await agent_store.get(conn, proj.id, name)
-            items, unread = await store.inbox(
-                conn, me.id, since_id=since_id, unread_only=unread_only, limit=limit + 1
+            page = await store.inbox_page(
+                conn, proj.id, name, since_id=since_id, unread_only=unread_only, limit=limit + 1
             )
+            if page is None:  # nothing to read, or no such agent: the lookup says which
+                me = await agent_store.get(conn, proj.id, name)
+                return Inbox(items=[], unread=await store.unread_count(conn, me.id), next_since_id=None)
+            items, me_id, unread = page
             more = len(items) > limit
             items = items[:limit]
-            if mark_read and items:
+            if mark_read:
                 ids = [i.message.id for i in items if i.read_at is None]
                 if ids:
-                    unread -= await store.mark_read(conn, me.id, ids, tx.now)
+                    unread -= await store.mark_read(conn, me_id, ids, tx.now)
                     tx.emit(EventType.MESSAGE_READ, name, proj.id, agent=name, ids=ids)
                     for item in items:
                         if item.read_at is None:

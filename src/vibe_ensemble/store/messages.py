@@ -50,7 +50,7 @@ def _to_message(row: sa.Row[Any]) -> Message:
     )
 
 
-def _inbox_query(agent_id: int | sa.BindParameter[int]) -> sa.Select[Any]:
+def _inbox_query(agent_id: int | sa.ColumnElement[int]) -> sa.Select[Any]:
     return (
         sa.select(
             messages,
@@ -65,23 +65,40 @@ def _inbox_query(agent_id: int | sa.BindParameter[int]) -> sa.Select[Any]:
     )
 
 
-# The agent's unread mail, counted (its own statement, and a column of the inbox page's rows).
-_mine = message_recipients.alias("mine")
-_UNREAD_COUNT = sa.select(sa.func.count()).where(
-    _mine.c.agent_id == sa.bindparam("agent_id"), _mine.c.read_at.is_(None)
+# The id of the agent named `name` in the project, when it is registered and not retired: the inbox
+# page finds its agent itself, where a lookup of its own was a statement (a round trip) more.
+_ACTIVE_AGENT_ID = (
+    sa.select(agents.c.id)
+    .where(
+        agents.c.project_id == sa.bindparam("project_id"),
+        agents.c.name == sa.bindparam("name"),
+        agents.c.retired_at.is_(None),
+    )
+    .scalar_subquery()
 )
 
 
+def _unread_count(agent_id: sa.ColumnElement[int]) -> sa.Select[Any]:
+    """The agent's unread mail, counted (its own statement, and a column of the inbox page's rows)."""
+    mine = message_recipients.alias("mine")
+    return sa.select(sa.func.count()).where(mine.c.agent_id == agent_id, mine.c.read_at.is_(None))
+
+
 def _inbox_since(*, unread_only: bool) -> Prepared:
-    """An agent's mail after `since_id`, oldest first, at most `limit` (the fetch_inbox hot path),
-    each row with the agent's unread count (one statement, where a count of its own was a second)."""
+    """The mail of the agent named `name` after `since_id`, oldest first, at most `limit` (the
+    fetch_inbox hot path), each row with the agent's id and unread count: one statement, where the
+    agent's lookup and the count were two more. No rows when the agent is not registered, or
+    retired, or has no such mail."""
     # By the recipient row's message id: the (agent_id, message_id) index then gives the order, and
     # a page reads `limit` rows however much mail the agent has (by messages.id it sorted them all).
     mine = message_recipients.c.message_id
-    q = _inbox_query(sa.bindparam("agent_id")).where(mine > sa.bindparam("since_id"))
+    q = _inbox_query(_ACTIVE_AGENT_ID).where(mine > sa.bindparam("since_id"))
     if unread_only:
         q = q.where(message_recipients.c.read_at.is_(None))
-    q = q.add_columns(_UNREAD_COUNT.scalar_subquery().label("unread"))
+    q = q.add_columns(
+        message_recipients.c.agent_id.label("me"),
+        _unread_count(_ACTIVE_AGENT_ID).scalar_subquery().label("unread"),
+    )
     return Prepared(q.order_by(mine).limit(sa.bindparam("limit")))
 
 
@@ -92,7 +109,7 @@ def _inbox_items(rows: list[Any]) -> list[InboxItem]:
     return [InboxItem(message=_to_message(r), read_at=r.read_at, acked_at=r.acked_at) for r in rows]
 
 
-_UNREAD = Prepared(_UNREAD_COUNT)
+_UNREAD = Prepared(_unread_count(sa.bindparam("agent_id")))
 
 
 async def unread_count(conn: Connection, agent_id: int) -> int:
@@ -122,14 +139,17 @@ async def unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxIt
     return _inbox_items(records(await conn.execute(_ANY_UNREAD, {"agent_id": agent_id, "limit": limit})))
 
 
-async def inbox(
-    conn: Connection, agent_id: int, *, since_id: int, unread_only: bool, limit: int
-) -> tuple[list[InboxItem], int]:
-    """An agent's mail after `since_id`, oldest first, and how much of its mail is unread."""
-    parameters = {"agent_id": agent_id, "since_id": since_id, "limit": limit}
+async def inbox_page(
+    conn: Connection, project_id: int, name: str, *, since_id: int, unread_only: bool, limit: int
+) -> tuple[list[InboxItem], int, int] | None:
+    """The mail of the agent named `name` after `since_id`, oldest first, with the agent's id and how
+    much of its mail is unread; None for an empty page, which does not say whether the agent is
+    registered (`agents.get` does)."""
+    parameters = {"project_id": project_id, "name": name, "since_id": since_id, "limit": limit}
     rows = records(await conn.execute(_INBOX[unread_only], parameters))
-    unread = rows[0].unread if rows else await unread_count(conn, agent_id)
-    return _inbox_items(rows), unread
+    if not rows:
+        return None
+    return _inbox_items(rows), rows[0].me, rows[0].unread
 
 
 async def insert(

@@ -89,3 +89,18 @@ async def test_a_command_waits_for_the_open_commit(db: Database) -> None:
     count = await db.run_sync(lambda c: c.exec_driver_sql("SELECT count(*) FROM t").scalar_one(), write=True)
     assert count == 5  # its own connection's transaction began after theirs committed
     await asyncio.gather(*writes)
+
+
+async def test_every_connection_keeps_its_scratch_space_in_memory(db: Database) -> None:
+    """temp_store=MEMORY (store/sqlite.py): an INSERT … RETURNING makes no temporary file, on the
+    writer or a reader; the WAL and synchronous settings that keep commits durable are unchanged."""
+    async with db.write() as conn:
+        written = [tuple(r) for r in await conn.execute(sa.text("PRAGMA temp_store"))]
+        returned = await conn.execute(sa.text("INSERT INTO t (v) VALUES ('r') RETURNING v"))
+        assert [r.v for r in returned] == ["r"]
+    async with db.read() as conn:
+        read = [tuple(r) for r in await conn.execute(sa.text("PRAGMA temp_store"))]
+        mode = (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar_one()
+        synchronous = (await conn.execute(sa.text("PRAGMA synchronous"))).scalar_one()
+    assert written == read == [(2,)]  # 2: MEMORY
+    assert (mode, synchronous) == ("wal", 2)  # 2: FULL

@@ -130,7 +130,7 @@ class SqliteEngine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite on the event loop
         # Scratch space in memory: with the default (a file), every INSERT … RETURNING made, wrote and
-        # deleted a temporary file for its returned rows, a third of the cost of an event's insert.
+        # deleted a temporary file for its returned rows: more than half the time of an event's insert.
         # Only scratch data lives there (a sort, RETURNING's rows); what is committed goes to the WAL.
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()

@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests import support
-from tests.support import CONSOLE_SCRIPT, Forked, forkable, free_port, launch, run_cli, start, wait_until
+from tests.support import (
+    CONSOLE_SCRIPT,
+    Forked,
+    forkable,
+    free_port,
+    launch,
+    run_cli,
+    start,
+    start_server,
+    wait_until,
+)
 
 SERVE = [sys.executable, "-m", "vibe_ensemble.cli", "serve"]
 
@@ -74,20 +84,13 @@ def ended(pid: int) -> bool:
 
 
 def test_a_forked_server_whose_zygote_died_is_ended_and_reported_killed(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "VIBE_DATA_DIR": str(tmp_path / "data"),
-        "VIBE_PORT": str(port),
-        "VIBE_HOST": "127.0.0.1",
-    }
-    server = launch([*SERVE, "--migrate"], env, tmp_path / "server.log", f"http://127.0.0.1:{port}")
+    server = start_server(tmp_path)
     assert isinstance(server.proc, Forked) and support._zygote is not None
     support._zygote.proc.kill()
     support._zygote.proc.wait()
     assert server.proc.wait(timeout=30) == -signal.SIGKILL  # no record can come: not waited on for ever
     wait_until(lambda: ended(server.proc.pid), timeout=10, what="the orphan to end")  # it does not outlive it
-    again = launch([*SERVE, "--migrate"], env, tmp_path / "again.log", f"http://127.0.0.1:{port}")
+    again = start_server(tmp_path, port=int(server.url.rsplit(":", 1)[1]))  # the same data and port
     try:
         assert isinstance(again.proc, Forked)  # a new zygote
     finally:

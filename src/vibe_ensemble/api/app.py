@@ -94,7 +94,8 @@ class LiveSocketDoor:
         if scope["type"] == "websocket":
             match, child = self.route.matches(scope)  # as the router would match it
             if match is Match.FULL:
-                scope.update(child)  # with the route itself, whose template the log line names
+                scope.update(child)
+                scope["route"] = self.route  # the template the log line names, as `NamedRoute` does
                 return self.socket(scope, receive, send)
         return self.app(scope, receive, send)
 

@@ -13,8 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
-from starlette.routing import Match, WebSocketRoute
-from starlette.types import Scope
+from starlette.routing import WebSocketRoute
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.api.feeds import websocket as ws
@@ -95,18 +94,12 @@ class SocketRoute(WebSocketRoute):
     messages). Authenticate with `Authorization: Bearer …`, or send `{"type": "auth", "token": "…"}`
     first. Query: `after` (resume after this id; default from now on), `project`, `types` (repeatable).
 
-    A plain Starlette route, named in the scope (for the request's log line). A socket is held open
-    for hours by each of thousands of subscribers: FastAPI's own WebSocket route would keep two exit
-    stacks and its dependency-solving frames alive for each one (about 6 KB a subscriber), for a
-    handler that takes no dependencies (bench/live_latency.py). The app's `LiveSocketDoor`
-    (api/app.py) matches a socket with this route and hands it to its handler before the router is
-    reached; the route is in the router too, for its listing (api/access.py)."""
+    A plain Starlette route. A socket is held open for hours by each of thousands of subscribers:
+    FastAPI's own WebSocket route would keep two exit stacks and its dependency-solving frames alive
+    for each one (about 6 KB a subscriber), for a handler that takes no dependencies
+    (bench/live_latency.py). The app's `LiveSocketDoor` (api/app.py) matches a socket with this route
+    and hands it to its handler before the router is reached, naming the route in the scope for the
+    request's log line; the route is in the router too, for its listing (api/access.py)."""
 
     def __init__(self) -> None:
         super().__init__("/api/v1/events/ws", ws.serve, name="event_socket")
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child = super().matches(scope)
-        if match is not Match.NONE:
-            child["route"] = self
-        return match, child

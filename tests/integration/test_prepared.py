@@ -69,6 +69,10 @@ async def test_prepared_matches_sqlalchemy(runtime: Runtime, admin: Caller) -> N
         assert row.capabilities == ["python", "sql"]
         assert row.registered_at.tzinfo is not None
         assert (await conn.execute(COUNT, {"agent_id": bo})).scalar_one() == 3
+        # One row of several columns: its first column, as SQLAlchemy's `scalar_one` gives.
+        ana = {"project_id": project_id, "name": "ana"}
+        first_column = (await conn.execute(BY_NAME.statement, ana)).scalar_one()
+        assert (await conn.execute(BY_NAME, ana)).scalar_one() == first_column
         for none_or_many in ({"project_id": project_id, "name": "nobody"}, {"after": 0}):
             statement = BY_NAME if "name" in none_or_many else MIXED
             with pytest.raises((NoResultFound, MultipleResultsFound)):

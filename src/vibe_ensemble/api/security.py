@@ -101,7 +101,9 @@ class BodyLimitMiddleware:
             if state["done"]:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                # A deadline on this task, not `wait_for`'s task of its own for every message.
+                async with asyncio.timeout(self.timeout_s):
+                    message = await receive()
             except TimeoutError:
                 await _answer(408, "request_timeout", f"request body not received within {self.timeout_s}s")
             if message["type"] == "http.request":

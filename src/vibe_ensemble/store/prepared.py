@@ -72,7 +72,7 @@ class PreparedResult(IteratorResult[Any]):
     def scalar_one(self) -> Any:
         """The one row's first column, as SQLAlchemy's (which raises unless there is exactly one row)."""
         rows = self.rows
-        if len(rows) == 1 and len(rows[0]) == 1:  # the common case, without the Result machinery
+        if len(rows) == 1:  # the common case, without the Result machinery
             self.rows = []
             return rows[0][0]
         return super().scalar_one()

@@ -44,17 +44,20 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
 
     The argument models are the registrations' own (the ones the SDK validates with).
     """
-    models = {tool.name: tool.fn_metadata.arg_model for tool in tools}
+    # Each tool's argument model and the names it accepts, listed once, not on every call.
+    models = {
+        tool.name: (tool.fn_metadata.arg_model, _accepted(tool.fn_metadata.arg_model)) for tool in tools
+    }
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
-        model = models.get(str(params.get("name"))) if ctx.method == "tools/call" else None
+        known = models.get(str(params.get("name"))) if ctx.method == "tools/call" else None
         arguments = params.get("arguments") or {}
-        if model is None or not isinstance(arguments, dict):
+        if known is None or not isinstance(arguments, dict):
             return await call_next(ctx)
         name = str(params["name"])
-        accepted = _accepted(model)
-        unknown = sorted(set(arguments) - set(accepted))
+        model, accepted = known
+        unknown = sorted(arguments.keys() - accepted)
         if unknown:
             shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])
             return _refusal(

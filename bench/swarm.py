@@ -12,7 +12,9 @@ knowledge). The bare server (bench/bare_server.py) runs the same loop against to
 constants, so everything it costs is the SDK, the transport and the client; the figures for ours
 are printed as ratios to it. Server CPU per call comes from /proc/PID/stat; the machine's other
 load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
-is visible. Figures are printed and written as JSON (`--json`), never asserted.
+is visible, with the kernel's share of our server's CPU and, for a PostgreSQL on this machine, the
+CPU its backends spent per call (part of the other load). Figures are printed and written as JSON
+(`--json`), never asserted.
 """
 
 from __future__ import annotations
@@ -35,21 +37,46 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from servers import free_port, own_servers, wait_ready  # bench/servers.py
+from sqlalchemy.engine import make_url
 
 HERE = Path(__file__).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOCAL_HOSTS = (None, "127.0.0.1", "localhost", "::1")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of the server process and of its live children (the workers of `--workers N`)."""
-    total = 0.0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the server process and of its live children (the workers of
+    `--workers N`)."""
+    user = system = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
         if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its parent is the server
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+            user += int(fields[11]) / CLK_TCK  # utime
+            system += int(fields[12]) / CLK_TCK  # stime
+    return user, system
+
+
+def backend_seconds(database: str | None) -> float:
+    """CPU seconds of the local PostgreSQL backends connected to `database` (their command line names
+    it: `postgres: 15/main: user DATABASE host(port) state`); 0 for SQLite or a remote server. Only
+    backends alive when read count: the server's pool keeps its connections for the whole run."""
+    if not database:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            if "(postgres)" not in text:
+                continue
+            argv = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if f" {database} " in argv:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
     return total
 
 
@@ -75,6 +102,8 @@ class Run:
     errors: int = 0
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
+    server_system_s: float = 0.0  # of server_cpu_s, in the kernel (system time)
+    database_cpu_s: float = 0.0  # a local PostgreSQL's backends for this database (in other load too)
     health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
     health_port_ms: list[float] = field(default_factory=list)  # the same on the liveness port
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
@@ -92,6 +121,14 @@ class Run:
     def cpu_ms_per_call(self) -> float:
         return 1000 * self.server_cpu_s / max(1, self.calls)
 
+    @property
+    def database_ms_per_call(self) -> float:
+        return 1000 * self.database_cpu_s / max(1, self.calls)
+
+    @property
+    def system_share(self) -> float:
+        return self.server_system_s / self.server_cpu_s if self.server_cpu_s else 0.0
+
     def summary(self) -> dict[str, Any]:
         return {
             "server": self.server,
@@ -105,6 +142,8 @@ class Run:
             "p99_ms": round(self.pct(99), 2),
             "per_tool_p99_ms": {t: round(self.pct(99, t), 2) for t in sorted(self.latencies)},
             "server_cpu_ms_per_call": round(self.cpu_ms_per_call, 3),
+            "server_system_share": round(self.system_share, 3),
+            "database_cpu_ms_per_call": round(self.database_ms_per_call, 3),
             "other_load_cores": round(self.other_load_cores, 2),
             "healthz_p99_ms": round(_pct(self.health_ms, 99), 2),
             "health_port_p99_ms": round(_pct(self.health_port_ms, 99), 2),
@@ -234,7 +273,8 @@ async def swarm(
             tg.create_task(agent(i))
         await all_ready.wait()
         profiler = profile(pid, seconds, args.profile) if args.profile and not bare else None
-        cpu0, busy0, own0 = cpu_seconds(pid), machine_busy_seconds(), time.process_time()
+        (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
+        database0 = 0.0 if bare else backend_seconds(args.database_name)
         started = time.perf_counter()
         window["deadline"] = started + seconds
         go.set()
@@ -263,7 +303,11 @@ async def swarm(
     run.seconds = time.perf_counter() - started
     if profiler:
         profiler.wait(timeout=60)
-    run.server_cpu_s = cpu_seconds(pid) - cpu0
+    user, system = cpu_split(pid)
+    run.server_cpu_s = (user - user0) + (system - system0)
+    run.server_system_s = system - system0
+    if not bare:
+        run.database_cpu_s = backend_seconds(args.database_name) - database0
     other = (machine_busy_seconds() - busy0) - run.server_cpu_s - (time.process_time() - own0)
     run.other_load_cores = max(0.0, other / run.seconds)
     return run
@@ -327,6 +371,12 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"{_pct(ours.health_port_ms, 99):.1f} ms on the liveness port (VIBE_HEALTH_PORT); "
             f"floor {_pct(ours.floor_ms, 99):.1f} ms (a constant answer from a process of its own)"
         )
+        database = (
+            f"; PostgreSQL's backends {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
+            if ours.database_cpu_s
+            else ""
+        )
+        print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{database}")
         if ours.first_error:
             print(f"       first error: {ours.first_error}")
 
@@ -346,6 +396,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
     args = parser.parse_args()
     sizes = [int(x) for x in args.agents.split(",")]
+    # A PostgreSQL on this machine: its backends' CPU is measured too (`backend_seconds`).
+    database = make_url(args.database_url) if args.database_url else None
+    local = (
+        database is not None
+        and database.get_backend_name() == "postgresql"
+        and (database.host in LOCAL_HOSTS or str(database.host).startswith("/"))  # or its socket's directory
+    )
+    args.database_name = database.database if database is not None and local else None
 
     pairs: list[tuple[Run, Run]] = []
     bare_proc, bare_url = start_bare()

@@ -13,7 +13,7 @@ constants, so everything it costs is the SDK, the transport and the client; the 
 are printed as ratios to it. Server CPU per call comes from /proc/PID/stat; the machine's other
 load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
 is visible, with the kernel's share of our server's CPU and, for a PostgreSQL on this machine, the
-CPU its backends spent per call (part of the other load). Figures are printed and written as JSON
+CPU it spent per call (part of the other load). Figures are printed and written as JSON
 (`--json`), never asserted.
 """
 
@@ -59,25 +59,23 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return user, system
 
 
-def backend_seconds(database: str | None) -> float:
-    """CPU seconds of the local PostgreSQL backends connected to `database` (their command line names
-    it: `postgres: 15/main: user DATABASE host(port) state`); 0 for SQLite or a remote server. Only
-    backends alive when read count: the server's pool keeps its connections for the whole run."""
-    if not database:
+def postgres_seconds(local: bool) -> float:
+    """CPU seconds of the PostgreSQL server on this machine (0 for SQLite or a remote one): every
+    `postgres` process's own, and its reaped children's (a backend that ended, an autovacuum worker,
+    reaped by the postmaster). All of the server's work counts, as it does for a call: its backends,
+    the WAL writer, the checkpointer, autovacuum."""
+    if not local:
         return 0.0
-    total = 0.0
+    total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
-            if "(postgres)" not in text:
-                continue
-            argv = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # the process ended meanwhile
             continue
-        if f" {database} " in argv:
+        if "(postgres)" in text:
             fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLK_TCK
 
 
 def machine_busy_seconds() -> float:
@@ -103,7 +101,7 @@ class Run:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
     server_system_s: float = 0.0  # of server_cpu_s, in the kernel (system time)
-    database_cpu_s: float = 0.0  # a local PostgreSQL's backends for this database (in other load too)
+    database_cpu_s: float = 0.0  # a local PostgreSQL server's (in other load too)
     health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
     health_port_ms: list[float] = field(default_factory=list)  # the same on the liveness port
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
@@ -274,7 +272,7 @@ async def swarm(
         await all_ready.wait()
         profiler = profile(pid, seconds, args.profile) if args.profile and not bare else None
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
-        database0 = 0.0 if bare else backend_seconds(args.database_name)
+        database0 = 0.0 if bare else postgres_seconds(args.local_postgres)
         started = time.perf_counter()
         window["deadline"] = started + seconds
         go.set()
@@ -307,7 +305,7 @@ async def swarm(
     run.server_cpu_s = (user - user0) + (system - system0)
     run.server_system_s = system - system0
     if not bare:
-        run.database_cpu_s = backend_seconds(args.database_name) - database0
+        run.database_cpu_s = postgres_seconds(args.local_postgres) - database0
     other = (machine_busy_seconds() - busy0) - run.server_cpu_s - (time.process_time() - own0)
     run.other_load_cores = max(0.0, other / run.seconds)
     return run
@@ -372,7 +370,7 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"floor {_pct(ours.floor_ms, 99):.1f} ms (a constant answer from a process of its own)"
         )
         database = (
-            f"; PostgreSQL's backends {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
+            f"; PostgreSQL {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
             if ours.database_cpu_s
             else ""
         )
@@ -396,14 +394,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
     args = parser.parse_args()
     sizes = [int(x) for x in args.agents.split(",")]
-    # A PostgreSQL on this machine: its backends' CPU is measured too (`backend_seconds`).
+    # A PostgreSQL on this machine: its CPU is measured too (`postgres_seconds`).
     database = make_url(args.database_url) if args.database_url else None
     local = (
         database is not None
         and database.get_backend_name() == "postgresql"
         and (database.host in LOCAL_HOSTS or str(database.host).startswith("/"))  # or its socket's directory
     )
-    args.database_name = database.database if database is not None and local else None
+    args.local_postgres = local
 
     pairs: list[tuple[Run, Run]] = []
     bare_proc, bare_url = start_bare()

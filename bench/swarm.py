@@ -59,13 +59,11 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return user, system
 
 
-def postgres_seconds(local: bool) -> float:
-    """CPU seconds of the PostgreSQL server on this machine (0 for SQLite or a remote one): every
-    `postgres` process's own, and its reaped children's (a backend that ended, an autovacuum worker,
-    reaped by the postmaster). All of the server's work counts, as it does for a call: its backends,
-    the WAL writer, the checkpointer, autovacuum."""
-    if not local:
-        return 0.0
+def postgres_seconds() -> float:
+    """CPU seconds of the PostgreSQL server on this machine: every `postgres` process's own, and its
+    reaped children's (a backend that ended, an autovacuum worker, reaped by the postmaster). All of
+    the server's work counts, as it does for a call: its backends, the WAL writer, the checkpointer,
+    autovacuum."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -101,7 +99,7 @@ class Run:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
     server_system_s: float = 0.0  # of server_cpu_s, in the kernel (system time)
-    database_cpu_s: float = 0.0  # a local PostgreSQL server's (in other load too)
+    database_cpu_s: float | None = None  # a local PostgreSQL server's (in other load too); None: not measured
     health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
     health_port_ms: list[float] = field(default_factory=list)  # the same on the liveness port
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
@@ -120,14 +118,15 @@ class Run:
         return 1000 * self.server_cpu_s / max(1, self.calls)
 
     @property
-    def database_ms_per_call(self) -> float:
-        return 1000 * self.database_cpu_s / max(1, self.calls)
+    def database_ms_per_call(self) -> float | None:
+        return None if self.database_cpu_s is None else 1000 * self.database_cpu_s / max(1, self.calls)
 
     @property
     def system_share(self) -> float:
         return self.server_system_s / self.server_cpu_s if self.server_cpu_s else 0.0
 
     def summary(self) -> dict[str, Any]:
+        database = self.database_ms_per_call
         return {
             "server": self.server,
             "agents": self.agents,
@@ -141,7 +140,7 @@ class Run:
             "per_tool_p99_ms": {t: round(self.pct(99, t), 2) for t in sorted(self.latencies)},
             "server_cpu_ms_per_call": round(self.cpu_ms_per_call, 3),
             "server_system_share": round(self.system_share, 3),
-            "database_cpu_ms_per_call": round(self.database_ms_per_call, 3),
+            "database_cpu_ms_per_call": None if database is None else round(database, 3),
             "other_load_cores": round(self.other_load_cores, 2),
             "healthz_p99_ms": round(_pct(self.health_ms, 99), 2),
             "health_port_p99_ms": round(_pct(self.health_port_ms, 99), 2),
@@ -272,7 +271,7 @@ async def swarm(
         await all_ready.wait()
         profiler = profile(pid, seconds, args.profile) if args.profile and not bare else None
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
-        database0 = 0.0 if bare else postgres_seconds(args.local_postgres)
+        database0 = postgres_seconds() if args.local_postgres and not bare else 0.0
         started = time.perf_counter()
         window["deadline"] = started + seconds
         go.set()
@@ -304,8 +303,8 @@ async def swarm(
     user, system = cpu_split(pid)
     run.server_cpu_s = (user - user0) + (system - system0)
     run.server_system_s = system - system0
-    if not bare:
-        run.database_cpu_s = postgres_seconds(args.local_postgres) - database0
+    if args.local_postgres and not bare:
+        run.database_cpu_s = postgres_seconds() - database0
     other = (machine_busy_seconds() - busy0) - run.server_cpu_s - (time.process_time() - own0)
     run.other_load_cores = max(0.0, other / run.seconds)
     return run
@@ -370,9 +369,9 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"floor {_pct(ours.floor_ms, 99):.1f} ms (a constant answer from a process of its own)"
         )
         database = (
-            f"; PostgreSQL {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
-            if ours.database_cpu_s
-            else ""
+            ""
+            if ours.database_ms_per_call is None
+            else f"; PostgreSQL {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
         )
         print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{database}")
         if ours.first_error:

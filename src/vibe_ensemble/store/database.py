@@ -6,9 +6,9 @@ transaction whose COMMIT (on one dedicated thread) the writes that ran meanwhile
 few read connections beside it. One process
 owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 
-PostgreSQL (asyncpg, store/postgres.py, imported only for a PostgreSQL URL): one
-SQLAlchemy pool in AUTOCOMMIT, each transaction begun and ended by asyncpg itself, so
-`Prepared` statements run on asyncpg directly beside the ones SQLAlchemy executes;
+PostgreSQL (asyncpg, store/postgres.py, imported only for a PostgreSQL URL): a pool of our own
+over SQLAlchemy's connections in AUTOCOMMIT, each transaction begun and ended by asyncpg itself,
+so `Prepared` statements run on asyncpg directly beside the ones SQLAlchemy executes;
 every write transaction that appends events takes a transaction-level advisory lock
 first (`store.events.append`), so event ids become visible in id order.
 """
@@ -213,11 +213,12 @@ class Database:
             await self._postgres.dispose()
 
     def pool_status(self) -> tuple[str, int, int]:
-        """(pool, size, in use) for /metrics: PostgreSQL's connection pool (its size plus overflow, and
-        the connections checked out); on SQLite the one writer (reads open their own connections)."""
+        """(pool, size, in use) for /metrics: PostgreSQL's connection pool (the connections it may
+        open, and those taken from it now); on SQLite the one writer (reads open their own
+        connections)."""
         if self.is_sqlite:
             return "sqlite_writer", 1, int(self._sqlite.busy)
-        return "postgresql", self._postgres.pool_size * 2, self._postgres.in_use()
+        return "postgresql", self._postgres.limit, self._postgres.in_use()
 
     def safe_url(self) -> str:
         return self.url.render_as_string(hide_password=True)

@@ -1,0 +1,170 @@
+"""PostgreSQL's connection pool (store/postgres.PostgresEngine): connections are kept and reused,
+callers wait their turn when all are busy, and a connection the server cut is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+import pytest
+import sqlalchemy as sa
+
+from vibe_ensemble.domain.errors import DatabaseUnavailable
+from vibe_ensemble.store import postgres
+from vibe_ensemble.store.database import Connection, Database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> AsyncIterator[Database]:
+    database = Database(postgres_url, pool_size=1)  # at most two connections
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _backend(db: Database) -> int:
+    async with db.read() as conn:
+        return int((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_connections_are_kept_and_reused(db: Database) -> None:
+    first = await _backend(db)
+    assert await _backend(db) == first  # the same connection, not a new one
+    assert db.pool_status() == ("postgresql", 2, 0)
+    async with db.write() as a, db.write() as b:  # two at once: two connections
+        assert db.pool_status() == ("postgresql", 2, 2)
+        pids = {(await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one() for conn in (a, b)}
+        assert len(pids) == 2
+    assert db.pool_status() == ("postgresql", 2, 0)
+
+
+async def _taken(db: Database, n: int) -> list[AbstractAsyncContextManager[Connection]]:
+    """`n` write transactions entered and held open (each on a connection of its own)."""
+    held = [db.write() for _ in range(n)]
+    for cm in held:
+        await cm.__aenter__()
+    return held
+
+
+async def _waiting(db: Database, n: int) -> None:
+    """Until `n` callers wait for a connection."""
+    for _ in range(10_000):
+        if len(db._postgres._waiters) == n:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{n} callers never came to wait")
+
+
+async def test_a_caller_waits_for_a_busy_connection_in_turn_and_gives_up_clearly(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = await _taken(db, 2)
+    order: list[str] = []
+
+    async def read(name: str) -> None:
+        async with db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            order.append(name)
+
+    waiting = [asyncio.create_task(read(n)) for n in ("c", "d")]
+    await _waiting(db, 2)
+    assert db.pool_status() == ("postgresql", 2, 2)  # no third connection was opened
+    for cm in held:
+        await cm.__aexit__(None, None, None)
+    await asyncio.gather(*waiting)
+    assert order == ["c", "d"]  # in turn
+    assert db.pool_status() == ("postgresql", 2, 0)
+
+    # Every connection busy for longer than the wait allows: database_unavailable, not a hang.
+    monkeypatch.setattr(postgres, "WAIT_TIMEOUT_S", 0.05)
+    held = await _taken(db, 2)
+    with pytest.raises(DatabaseUnavailable):
+        async with db.read():
+            pass
+    for cm in held:
+        await cm.__aexit__(None, None, None)
+    assert db.pool_status() == ("postgresql", 2, 0) and not db._postgres._waiters
+
+
+async def test_a_connection_handed_to_a_caller_cancelled_meanwhile_is_passed_on(db: Database) -> None:
+    held = await _taken(db, 2)
+    waiter = asyncio.create_task(_backend(db))
+    await _waiting(db, 1)
+    await held[0].__aexit__(None, None, None)  # handed to the waiter, which has not run yet
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await held[1].__aexit__(None, None, None)
+    assert db.pool_status() == ("postgresql", 2, 0)  # both back: none lost with the cancelled caller
+    assert await _backend(db) > 0
+
+
+async def test_connections_the_server_cut_are_replaced(db: Database) -> None:
+    pids = await _idle_pids(db)
+    await _terminate(db, pids)
+    for _ in range(1000):  # until asyncpg has seen the sockets close
+        if all(h.driver.is_closed() for h in db._postgres._idle):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("asyncpg never saw the connections close")
+    assert await _backend(db) not in pids  # replaced without asking, and no error
+    assert db.pool_status() == ("postgresql", 2, 0)
+
+
+async def test_a_connection_idle_for_long_is_pinged_and_replaced_if_silent(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = await _idle_pids(db)
+    assert await _backend(db) in pids  # used at once: not pinged
+    pinged: list[int] = []
+
+    async def silent(self: postgres.PostgresEngine, held: object) -> bool:
+        pinged.append(1)
+        return False  # as a connection cut by a restart or a proxy meanwhile
+
+    monkeypatch.setattr(postgres, "IDLE_PING_S", 0.0)
+    monkeypatch.setattr(postgres.PostgresEngine, "_answers", silent)
+    assert await _backend(db) not in pids  # found silent: it and the other idle one are closed
+    assert pinged == [1]
+    assert db.pool_status() == ("postgresql", 2, 0)
+
+
+async def _idle_pids(db: Database) -> list[int]:
+    """The backends of two connections the pool holds idle."""
+    async with db.write() as a, db.write() as b:
+        return [int((await c.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()) for c in (a, b)]
+
+
+async def _terminate(db: Database, pids: list[int]) -> None:
+    killer = Database(db.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        async with killer.read() as conn:
+            for pid in pids:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await killer.dispose()
+
+
+async def test_a_connection_cut_mid_transaction_fails_it_and_is_not_reused(db: Database) -> None:
+    with pytest.raises(DatabaseUnavailable):
+        async with db.write() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    assert db.pool_status() == ("postgresql", 2, 0)
+    assert await _backend(db) > 0  # a new connection
+
+
+async def test_a_disposed_pool_closes_its_connections(postgres_url: str) -> None:
+    db = Database(postgres_url, pool_size=1)
+    async with db.write() as a, db.write() as b:
+        for conn in (a, b):
+            await conn.execute(sa.text("SELECT 1"))
+    await db.dispose()
+    assert db.pool_status() == ("postgresql", 2, 0)
+    with pytest.raises(DatabaseUnavailable):
+        async with db.read():
+            pass

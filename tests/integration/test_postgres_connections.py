@@ -134,6 +134,31 @@ async def test_a_connection_idle_for_long_is_pinged_and_replaced_if_silent(
     assert db.pool_status() == ("postgresql", 2, 0)
 
 
+async def test_a_caller_cancelled_while_its_connection_is_pinged_leaves_no_place_taken(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _idle_pids(db)  # two idle connections
+    pinging = asyncio.Event()
+
+    async def hangs(self: postgres.PostgresEngine, held: object) -> bool:
+        pinging.set()
+        await asyncio.Event().wait()  # a ping that never comes back, until the caller gives up
+        return True
+
+    monkeypatch.setattr(postgres, "IDLE_PING_S", 0.0)
+    monkeypatch.setattr(postgres.PostgresEngine, "_answers", hangs)
+    caller = asyncio.create_task(_backend(db))
+    await pinging.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    pool = db._postgres
+    assert pool._open == len(pool._idle) == 1  # the pinged one closed and counted out; none lost
+    monkeypatch.undo()
+    async with db.write(), db.write():  # both places usable again
+        assert db.pool_status() == ("postgresql", 2, 2)
+
+
 async def _idle_pids(db: Database) -> list[int]:
     """The backends of two connections the pool holds idle."""
     async with db.write() as a, db.write() as b:

@@ -88,6 +88,14 @@ class _Held:
         return self.driver.is_closed() or self.conn.invalidated or self.driver.is_in_transaction()
 
 
+async def _shut(held: _Held) -> None:
+    """Close a connection however it was left (the pool has already counted it out)."""
+    with contextlib.suppress(Exception):
+        await held.conn.invalidate()  # closes asyncpg's connection
+    with contextlib.suppress(Exception):
+        await held.conn.close()
+
+
 class PostgresEngine:
     """The pool (up to twice `pool_size` connections, as SQLAlchemy's pool with as many again in
     overflow allowed) and its transactions.
@@ -145,10 +153,16 @@ class PostgresEngine:
                 if held.driver.is_closed():
                     await self._close(held)
                     continue
-                if time.monotonic() - held.idle_since > IDLE_PING_S and not await self._answers(held):
-                    await self._close_all_idle()  # they went through what this one did
-                    await self._close(held)
-                    continue
+                if time.monotonic() - held.idle_since > IDLE_PING_S:
+                    try:
+                        alive = await self._answers(held)
+                    except BaseException:  # cancelled mid-ping: the connection's state is unknown
+                        await self._close(held)
+                        raise
+                    if not alive:
+                        await self._close_all_idle()  # they went through what this one did
+                        await self._close(held)
+                        continue
                 return held
             if self._closed:
                 raise ConnectionError("the database's connection pool is closed")
@@ -183,8 +197,7 @@ class PostgresEngine:
             conn = await self.engine.connect()
             raw = await conn.get_raw_connection()
         except BaseException:
-            self._open -= 1
-            self._wake(None)  # a waiter may try in its place
+            self._forget()  # a waiter may try in its place
             raise
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection)
@@ -199,8 +212,12 @@ class PostgresEngine:
 
     async def _release(self, held: _Held) -> None:
         if held.conn.in_transaction():  # SQLAlchemy's own bookkeeping (AUTOCOMMIT: no round trip)
-            with contextlib.suppress(Exception):
-                await held.conn.rollback()
+            try:
+                with contextlib.suppress(Exception):  # `broken` below tells whether it is usable
+                    await held.conn.rollback()
+            except BaseException:  # cancelled meanwhile: its state is unknown
+                await self._close(held)
+                raise
         if self._closed or held.broken:
             if not self._closed and held.driver.is_closed():
                 await self._close_all_idle()  # the server went away: they did too
@@ -220,19 +237,20 @@ class PostgresEngine:
         return False
 
     async def _close(self, held: _Held) -> None:
-        self._open -= 1
-        try:
-            with contextlib.suppress(Exception):
-                await held.conn.invalidate()  # closes asyncpg's connection, however it was left
-            with contextlib.suppress(Exception):
-                await held.conn.close()
-        finally:
-            self._wake(None)
+        self._forget()
+        await _shut(held)
 
     async def _close_all_idle(self) -> None:
         idle, self._idle = self._idle, []
+        for _ in idle:  # counted out first: a cancellation while closing them leaks no place
+            self._forget()
         for held in idle:
-            await self._close(held)
+            await _shut(held)
+
+    def _forget(self) -> None:
+        """One connection fewer: its place goes to a caller waiting, if any."""
+        self._open -= 1
+        self._wake(None)
 
     async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
         async with self.connect() as conn:

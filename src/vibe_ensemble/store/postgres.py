@@ -72,13 +72,15 @@ class PostgresConnection:
 
 
 class _Held:
-    """One connection of the pool: SQLAlchemy's, checked out of it for good, and asyncpg's under it."""
+    """One connection of the pool: SQLAlchemy's, checked out of it for good, asyncpg's under it, and
+    what repositories are given of them (made once, not for every transaction)."""
 
-    __slots__ = ("conn", "driver", "idle_since")
+    __slots__ = ("conn", "connection", "driver", "idle_since")
 
     def __init__(self, conn: AsyncConnection, driver: asyncpg.Connection) -> None:
         self.conn = conn
         self.driver = driver
+        self.connection = PostgresConnection(conn, driver)
         self.idle_since = time.monotonic()
 
     @property
@@ -126,7 +128,7 @@ class PostgresEngine:
         Without `transaction`, each statement commits by itself (reads only)."""
         held = await self._acquire()
         try:
-            conn = PostgresConnection(held.conn, held.driver)
+            conn = held.connection
             if not transaction:
                 yield conn
                 return

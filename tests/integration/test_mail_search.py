@@ -4,6 +4,7 @@ and escaped on the dashboard, and mail written before migration 0006 indexed by 
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -161,3 +162,37 @@ async def test_only_the_newest_candidates_are_ranked(
     assert (await services.threads.search(admin, "deploy"))[0].id == strongest
     monkeypatch.setattr(mail_search, "CANDIDATES", 2)
     assert {h.id for h in await services.threads.search(admin, "deploy")} == {weaker, weakest}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: ts_rank, above
+async def test_sqlite_ranks_by_score_over_the_candidates_fields(services: Services, admin: Caller) -> None:
+    """On SQLite the order is `mail_search.score` of what each candidate holds where, worked out here
+    from the texts themselves: the FTS5 lookups and the lengths feed it faithfully."""
+    words = ["deploy", "rollback", "canary"]
+    rng = random.Random(3)
+    vocabulary = [*words, "alpha", "beta", "gamma", "delta", "epsilon"]
+    items = [
+        (
+            " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 4))),
+            " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 30))),
+        )
+        for _ in range(60)
+    ]
+    ids = await _mail(services, admin, "default", items)
+    for bodies, caller in ((True, admin), (False, await _caller(services, admin, TokenRole.WORKER))):
+        candidates, present = [], []
+        for message_id, (subject, body) in zip(ids, items, strict=True):
+            fields = (subject, body) if bodies else (subject,)
+            held = [
+                (w, f)
+                for w, word in enumerate(words)
+                for f, text in enumerate(fields)
+                if word in text.split()
+            ]
+            if held:
+                candidates.append((message_id, tuple(len(text) for text in fields)))
+                present += [(message_id, w, f) for w, f in held]
+        expected = mail_search.score(candidates, present, len(words))[:20]
+        hits = await services.threads.search(caller, " ".join(words), limit=20)
+        assert [h.id for h in hits] == expected, bodies
+        assert len(expected) == 20

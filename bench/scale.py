@@ -5,12 +5,12 @@
     python bench/scale.py --database-url postgresql://…/empty_db            # written to!
 
 The tables are filled with plain bulk INSERTs (20 agents, 4 projects; each message to one
-agent, a fifth of them unread), then each read is run `--calls` times through the services, as
-an agent-bound caller would: the issue list, the ready list, one issue, the inbox (all mail, and
-unread only, which also counts the unread), a knowledge search, the mail threads, one thread and a
-mail search (subjects, as a worker searches; subjects and bodies, as an overseer does). It prints
-p50/p95 per read and how many rows it found,
-and on SQLite the query plan of the inbox and issue-list statements. Figures are printed, never
+agent, a fifth of them unread; on PostgreSQL then ANALYZE, as autovacuum would soon do), then each
+read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
+the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
+knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
+subjects and bodies, as an overseer does). It prints p50/p95 per read and how many rows it found,
+and on SQLite the query plans of the inbox and issue-list statements. Figures are printed, never
 asserted.
 """
 
@@ -33,6 +33,7 @@ from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, IssueStatus, KnowledgeKind, TokenRole
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store.tables import agents, issues, knowledge, message_recipients, messages, projects
 
 AGENTS = 20
@@ -136,7 +137,7 @@ async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]]) -> None
 
 
 def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
-    """SQLite's plan for the inbox page, the unread count and the open-issue page."""
+    """SQLite's plan for the inbox page, the unread count, the open-issue page and the ready page."""
     queries = {
         "inbox page": "SELECT m.id FROM messages m JOIN message_recipients r ON r.message_id = m.id "
         f"WHERE r.agent_id = {agent_id} AND r.message_id > 0 ORDER BY r.message_id LIMIT 51",
@@ -151,6 +152,12 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
     for name, sql in queries.items():
         steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
         print(f"  plan, {name}: " + " / ".join(steps))
+    # The ready page as the server runs it: its own statement, this project, a page of 50.
+    ready = issue_store._READY_IN.statement.compile(dialect=conn.dialect)
+    values = ready.construct_params({"project_id": project_id, "limit": 50})
+    args = tuple(values[name] for name in ready.positiontup or [])
+    steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + ready.string, args)]
+    print("  plan, ready issues page: " + " / ".join(steps))
 
 
 async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
@@ -168,6 +175,8 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
             await s.knowledge.add(SYSTEM, project=slug, kind=KnowledgeKind.NOTE, title="first", body="lease")
         started = time.perf_counter()
         await rt.db.run_sync(lambda c: fill(c, args.issues, args.messages, args.knowledge), write=True)
+        if not rt.db.is_sqlite:  # the planner's statistics, as autovacuum takes them soon after a bulk load
+            await rt.db.run_sync(lambda c: c.exec_driver_sql("ANALYZE"), write=True)
         print(
             f"{'sqlite' if rt.db.is_sqlite else 'postgresql'}: {args.issues:,} issues, {args.messages:,} "
             f"messages, {args.knowledge:,} knowledge entries over {len(PROJECTS)} projects "

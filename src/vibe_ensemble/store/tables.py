@@ -117,6 +117,8 @@ issues = sa.Table(
     sa.Index(None, "project_id", "status"),
     sa.Index(None, "assignee_id"),
     sa.Index(None, "project_id", "status", "updated_at"),  # the board's newest finished issues
+    # The ready list's order: it walks a project's open issues best first and stops at the page.
+    sa.Index(None, "project_id", "status", "priority", "id"),
 )
 
 issue_dependencies = sa.Table(

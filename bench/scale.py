@@ -5,7 +5,7 @@
     python bench/scale.py --database-url postgresql://…/empty_db            # written to!
 
 The tables are filled with plain bulk INSERTs (20 agents, 4 projects; each message to one
-agent, a fifth of them unread; on PostgreSQL then ANALYZE, as autovacuum would soon do), then each
+agent, a fifth of them unread; on PostgreSQL then VACUUM ANALYZE, as autovacuum would soon do), then each
 read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
 the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, IssueStatus, KnowledgeKind, TokenRole
@@ -160,6 +161,19 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
     print("  plan, ready issues page: " + " / ".join(steps))
 
 
+async def vacuum(url: str) -> None:
+    """What autovacuum does soon after a bulk load: the planner's statistics (ANALYZE), and the
+    visibility map (VACUUM), without which an index-only scan (the unread count) reads the heap."""
+    engine = create_async_engine(
+        sa.engine.make_url(url).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("VACUUM ANALYZE")
+    finally:
+        await engine.dispose()
+
+
 async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
     rt = Runtime(Settings(database_url=url, data_dir=data_dir))  # type: ignore[call-arg]
     await rt.start(apply_migrations=True)
@@ -175,8 +189,8 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
             await s.knowledge.add(SYSTEM, project=slug, kind=KnowledgeKind.NOTE, title="first", body="lease")
         started = time.perf_counter()
         await rt.db.run_sync(lambda c: fill(c, args.issues, args.messages, args.knowledge), write=True)
-        if not rt.db.is_sqlite:  # the planner's statistics, as autovacuum takes them soon after a bulk load
-            await rt.db.run_sync(lambda c: c.exec_driver_sql("ANALYZE"), write=True)
+        if not rt.db.is_sqlite:
+            await vacuum(url)
         print(
             f"{'sqlite' if rt.db.is_sqlite else 'postgresql'}: {args.issues:,} issues, {args.messages:,} "
             f"messages, {args.knowledge:,} knowledge entries over {len(PROJECTS)} projects "

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import Importance
 from vibe_ensemble.domain.threads import MailHit
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, fts5_query
+from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, fts5_query, once
 from vibe_ensemble.store.tables import messages
 
 _m = messages
@@ -219,9 +219,10 @@ def _postgres(project_id: int, words: list[str], bodies: bool) -> sa.Select[Any]
     # Each word is letters and digits only, so `to_tsquery` sees a word (":A" limits it to the
     # subject's lexemes), never an operator.
     suffix = "" if bodies else ":A"
-    query: sa.ColumnElement[Any] = sa.func.to_tsquery("english", words[0] + suffix)
+    terms: sa.ColumnElement[Any] = sa.func.to_tsquery("english", words[0] + suffix)
     for w in words[1:]:
-        query = query.op("||")(sa.func.to_tsquery("english", w + suffix))
+        terms = terms.op("||")(sa.func.to_tsquery("english", w + suffix))
+    query = once(terms)
     newest = (
         sa.select(_m.c.id, sa.func.ts_rank(_search, query).label("score"))
         .where(_m.c.project_id == project_id, _search.op("@@")(query))

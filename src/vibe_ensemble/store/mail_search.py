@@ -1,4 +1,4 @@
-"""Full-text search of mail (subject and body), ranked, on both backends — as knowledge does it.
+"""Full-text search of mail (subject and body), ranked, on both backends.
 
 SQLite: one external-content FTS5 table per project, `messages_fts_<project id>`, over that
 project's rows of `messages` (kept by three triggers, each guarded by `project_id`). A project's

@@ -2,9 +2,10 @@
 
 The ready issues are a project's open, unassigned issues with no unfinished dependency, best first
 (priority, then age): `list_issues` with `ready`, a claim without an id, the heartbeat's and the
-briefing's suggestions and the board's column read them in that order. With only (project_id, status) to
-go by, the database read every open issue of the project and sorted them before taking a page
-(10 ms at 25,000 issues a project); in this order it walks them best first and stops at the page.
+briefing's suggestions and the board's column read them in that order. With only (project_id,
+status) to go by, the database read every open issue of the project and sorted them before taking
+a page (10 ms at 25,000 issues a project); in this order it walks them best first and stops at the
+page.
 
 Revision ID: 0007
 Revises: 0006

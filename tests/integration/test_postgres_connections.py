@@ -67,8 +67,8 @@ async def test_a_caller_waits_for_a_busy_connection_in_turn_and_gives_up_clearly
 
     async def read(name: str) -> None:
         async with db.read() as conn:
+            order.append(name)  # when handed a connection (their queries may end in either order)
             await conn.execute(sa.text("SELECT 1"))
-            order.append(name)
 
     waiting = [asyncio.create_task(read(n)) for n in ("c", "d")]
     await _waiting(db, 2)

@@ -10,7 +10,7 @@ def test_the_subject_outweighs_the_body_and_more_words_outweigh_fewer() -> None:
     candidates = [(1, same), (2, same), (3, same), (4, same)]
     in_body, in_subject, in_both = [(1, 0, 1)], [(2, 0, 0)], [(3, 0, 0), (3, 0, 1)]
     assert score(candidates, in_body + in_subject + in_both, 1) == [3, 2, 1, 4]
-    # Two words as common as each other: holding both beats holding one, wherever it is.
+    # Two words as common as each other: both in the body beats one in the subject.
     both_words = [(1, 0, 1), (1, 1, 1), (2, 0, 0), (3, 1, 0)]
     assert score(candidates, both_words, 2) == [1, 3, 2, 4]
 

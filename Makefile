@@ -61,8 +61,17 @@ lint: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python deployment/scripts/lock_requirements.py
 
+# The suite of issue 11, a few minutes on two cores: the swarm at 10 and 50 agents against the bare
+# SDK server (with /healthz beside the load), the live fan-out at 1,000 and at 10,000 WebSocket
+# subscribers, and the reads at full size. Each prints its table and writes JSON to $(BENCH_OUT).
+BENCH_OUT ?= bench/out
 bench: $(STAMP)
-	$(BIN)/python bench/tool_calls.py
+	$(BIN)/python bench/swarm.py --json $(BENCH_OUT)/swarm.json
+	$(BIN)/python bench/live_latency.py --transport ws --subscribers 1000 --projects 10 \
+		--events 400 --interval 0.005 --json $(BENCH_OUT)/live-1000.json
+	$(BIN)/python bench/live_latency.py --transport ws --subscribers 10000 --projects 100 \
+		--events 400 --interval 0.005 --json $(BENCH_OUT)/live-10000.json
+	$(BIN)/python bench/scale.py --json $(BENCH_OUT)/scale.json
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -14,8 +14,8 @@ subscribers over 100 projects). Each comment is one transaction with one event.
 The latency of a delivery is the time a subscriber has parsed the event minus the
 event's own timestamp, which the server takes at the start of the transaction: so it
 includes the (short) write transaction, and is an upper bound of commit-to-subscriber.
-Client and server run on this machine and share its clock. Figures are printed, never
-asserted.
+Client and server run on this machine and share its clock. Figures are printed (and with `--json`
+written, with the machine's facts), never asserted.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import statistics
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import facts  # bench/facts.py
 import httpx2
 from servers import own_servers  # bench/servers.py (the script's own folder)
 from websockets.asyncio.client import connect
@@ -105,8 +107,13 @@ class Subscriber:
 
 
 async def bench(
-    urls: list[str], token: str, args: argparse.Namespace, pids: list[int] | None = None
+    urls: list[str],
+    token: str,
+    args: argparse.Namespace,
+    figures: dict[str, Any],
+    pids: list[int] | None = None,
 ) -> list[float]:
+    """Every delivery's latency; what else it measures goes into `figures` as it prints it."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(base_url=urls[0] + "/api/v1", headers=headers, timeout=30) as api:
         projects = ["default"] + [f"bench-{k}" for k in range(1, args.projects)]
@@ -151,6 +158,11 @@ async def bench(
         for pid, before in zip(pids or [], rss_before, strict=True):
             subscribed = rss_mb(pid)
             per = (subscribed - before) * 1024 / max(1, args.subscribers // len(urls))
+            figures["servers"][pid] = {
+                "rss_mb_before": round(before, 1),
+                "rss_mb_subscribed": round(subscribed, 1),
+                "kb_per_subscriber": round(per, 1),
+            }
             print(
                 f"server {pid}: RSS {before:.0f} MB before the subscribers, {subscribed:.0f} MB with all"
                 f" subscribed ({per:.1f} KB a subscriber)"
@@ -171,6 +183,7 @@ async def bench(
     duplicates = sum(s.duplicates for s in subscribers)
     missing = sum(s.wanted - len(s.ids) for s in subscribers)
     print(f"lost {missing}, duplicated {duplicates}")
+    figures.update(lost=missing, duplicated=duplicates)
     return [ms for s in subscribers for ms in s.latencies_ms]
 
 
@@ -212,20 +225,24 @@ def main() -> None:
     parser.add_argument(
         "--projects", type=int, default=1, help="spread events and subscribers over this many projects"
     )
+    parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
     args = parser.parse_args()
     if args.url and not args.token:
         parser.error("--url needs --token")
     if args.replicas > 1 and not (args.database_url or "").startswith("postgres"):
         parser.error("several replicas need --database-url postgresql+asyncpg://… (SQLite has one owner)")
 
+    figures: dict[str, Any] = {"servers": {}}
     if args.url:
-        latencies = asyncio.run(bench([args.url.rstrip("/")], args.token, args))
+        latencies = asyncio.run(bench([args.url.rstrip("/")], args.token, args, figures))
     else:
         with own_servers(args.database_url, args.replicas) as servers:
             urls, token = servers.urls, servers.token
-            latencies = asyncio.run(bench(urls, token, args, servers.pids))
+            latencies = asyncio.run(bench(urls, token, args, figures, servers.pids))
             for pid in servers.pids:
-                print(f"server {pid}: RSS {rss_mb(pid):.0f} MB after the run")
+                after = rss_mb(pid)
+                figures["servers"].setdefault(pid, {})["rss_mb_after"] = round(after, 1)
+                print(f"server {pid}: RSS {after:.0f} MB after the run")
 
     ordered = sorted(latencies)
     print(f"\n{'deliveries':>10}{'median ms':>11}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
@@ -233,6 +250,14 @@ def main() -> None:
         f"{len(ordered):>10}{statistics.median(ordered):>11.2f}{percentile(ordered, 99):>9.2f}"
         f"{statistics.fmean(ordered):>9.2f}{ordered[-1]:>9.2f}"
     )
+    figures["deliveries"] = {
+        "count": len(ordered),
+        "median_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(percentile(ordered, 99), 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+    facts.write(args.json, "live_latency", args, figures)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@
     python bench/scale.py --database-url postgresql://…/empty_db            # written to!
 
 The tables are filled with plain bulk INSERTs (20 agents, 4 projects; each message to one
-agent, a fifth of them unread; on PostgreSQL then VACUUM ANALYZE, as autovacuum would soon do), then each
-read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
+agent, a fifth of them unread; on PostgreSQL then VACUUM ANALYZE, as autovacuum would soon do),
+then each read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
 the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
 subjects and bodies, as an overseer does). It prints p50/p95 per read and how many rows it found,
-and on SQLite the query plans of the inbox and issue-list statements. Figures are printed, never
-asserted.
+and on SQLite the query plans of the inbox and issue-list statements. Figures are printed (and
+with `--json` written, with the machine's facts), never asserted.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import facts  # bench/facts.py
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -123,7 +124,7 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
     )
 
 
-async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]]) -> None:
+async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]], out: dict[str, Any]) -> None:
     found = await fn()  # warm; what it found is printed, so an empty answer cannot pass for a fast one
     times = []
     for _ in range(calls):
@@ -135,9 +136,11 @@ async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]]) -> None
     items = getattr(found, "items", found)
     size = f"{len(items)} rows" if isinstance(items, list) else "1 row"
     print(f"  {name:28} p50 {statistics.median(times):7.2f} ms   p95 {p95:7.2f} ms   ({size})")
+    rows = len(items) if isinstance(items, list) else 1
+    out[name] = {"p50_ms": round(statistics.median(times), 3), "p95_ms": round(p95, 3), "rows": rows}
 
 
-def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
+def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]:
     """SQLite's plan for the inbox page, the unread count, the open-issue page and the ready page."""
     queries = {
         "inbox page": "SELECT m.id FROM messages m JOIN message_recipients r ON r.message_id = m.id "
@@ -150,15 +153,18 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> None:
         "open issues page": f"SELECT id FROM issues WHERE project_id = {project_id} AND status = 'open' "
         "ORDER BY id LIMIT 51",
     }
+    found = {}
     for name, sql in queries.items():
-        steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
-        print(f"  plan, {name}: " + " / ".join(steps))
+        found[name] = " / ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     # The ready page as the server runs it: its own statement, this project, a page of 50.
     ready = issue_store._READY_IN.statement.compile(dialect=conn.dialect)
     values = ready.construct_params({"project_id": project_id, "limit": 50})
     args = tuple(values[name] for name in ready.positiontup or [])
     steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + ready.string, args)]
-    print("  plan, ready issues page: " + " / ".join(steps))
+    found["ready issues page"] = " / ".join(steps)
+    for name, plan in found.items():
+        print(f"  plan, {name}: {plan}")
+    return found
 
 
 async def vacuum(url: str) -> None:
@@ -174,8 +180,11 @@ async def vacuum(url: str) -> None:
         await engine.dispose()
 
 
-async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
+async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The reads' figures (and, on SQLite, the plans), printed as they come and returned."""
     rt = Runtime(Settings(database_url=url, data_dir=data_dir))  # type: ignore[call-arg]
+    reads: dict[str, Any] = {}
+    figures: dict[str, Any] = {"database": "sqlite" if rt.db.is_sqlite else "postgresql", "reads": reads}
     await rt.start(apply_migrations=True)
     s = rt.services
     try:
@@ -191,25 +200,35 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
         await rt.db.run_sync(lambda c: fill(c, args.issues, args.messages, args.knowledge), write=True)
         if not rt.db.is_sqlite:
             await vacuum(url)
+        figures["fill_s"] = round(time.perf_counter() - started, 1)
         print(
-            f"{'sqlite' if rt.db.is_sqlite else 'postgresql'}: {args.issues:,} issues, {args.messages:,} "
+            f"{figures['database']}: {args.issues:,} issues, {args.messages:,} "
             f"messages, {args.knowledge:,} knowledge entries over {len(PROJECTS)} projects "
-            f"(filled in {time.perf_counter() - started:.0f} s); {args.calls} calls each"
+            f"(filled in {figures['fill_s']:.0f} s); {args.calls} calls each"
         )
         some_issue = (await s.issues.list(caller, limit=1)).items[0].id
-        await timed("list_issues (open)", args.calls, lambda: s.issues.list(caller, status=IssueStatus.OPEN))
-        await timed("list_issues (ready)", args.calls, lambda: s.issues.list(caller, ready=True))
-        await timed("get_issue", args.calls, lambda: s.issues.get(caller, some_issue))
-        await timed("fetch_inbox", args.calls, lambda: s.messages.fetch_inbox(caller))
         await timed(
-            "fetch_inbox (unread)", args.calls, lambda: s.messages.fetch_inbox(caller, unread_only=True)
+            "list_issues (open)", args.calls, lambda: s.issues.list(caller, status=IssueStatus.OPEN), reads
         )
-        await timed("search_knowledge", args.calls, lambda: s.knowledge.search(caller, "lease merge"))
-        await timed("mail threads (newest 50)", args.calls, lambda: s.threads.threads(caller))
+        await timed("list_issues (ready)", args.calls, lambda: s.issues.list(caller, ready=True), reads)
+        await timed("get_issue", args.calls, lambda: s.issues.get(caller, some_issue), reads)
+        await timed("fetch_inbox", args.calls, lambda: s.messages.fetch_inbox(caller), reads)
+        await timed(
+            "fetch_inbox (unread)",
+            args.calls,
+            lambda: s.messages.fetch_inbox(caller, unread_only=True),
+            reads,
+        )
+        await timed("search_knowledge", args.calls, lambda: s.knowledge.search(caller, "lease merge"), reads)
+        await timed("mail threads (newest 50)", args.calls, lambda: s.threads.threads(caller), reads)
         some_thread = (await s.threads.threads(caller, limit=1))[0].thread_id
-        await timed("mail thread", args.calls, lambda: s.threads.thread(caller, some_thread))
-        await timed("search_mail (subjects)", args.calls, lambda: s.threads.search(caller, "lease merge"))
-        await timed("search_mail (bodies)", args.calls, lambda: s.threads.search(SYSTEM, "lease merge"))
+        await timed("mail thread", args.calls, lambda: s.threads.thread(caller, some_thread), reads)
+        await timed(
+            "search_mail (subjects)", args.calls, lambda: s.threads.search(caller, "lease merge"), reads
+        )
+        await timed(
+            "search_mail (bodies)", args.calls, lambda: s.threads.search(SYSTEM, "lease merge"), reads
+        )
         if rt.db.is_sqlite:
             ids = await rt.db.run_sync(
                 lambda c: (
@@ -217,9 +236,10 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
                     c.execute(sa.select(projects.c.id).where(projects.c.slug == "default")).scalar_one(),
                 )
             )
-            await rt.db.run_sync(lambda c: plans(c, *ids))
+            figures["plans"] = await rt.db.run_sync(lambda c: plans(c, *ids))
     finally:
         await rt.stop()
+    return figures
 
 
 def main() -> None:
@@ -231,10 +251,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--knowledge", type=int, default=50_000)
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/scale.db"
-        asyncio.run(run(url, Path(tmp), args))
+        figures = asyncio.run(run(url, Path(tmp), args))
+    facts.write(args.json, "scale", args, figures)
 
 
 if __name__ == "__main__":

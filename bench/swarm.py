@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import facts  # bench/facts.py
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -429,14 +429,7 @@ def main() -> None:
 
     print(f"door={args.door} mode={args.mode} mix={args.mix} database={args.database_url or 'sqlite (temp)'}")
     report(pairs)
-    if args.json:
-        facts = {
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version},
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "runs": [[o.summary(), b.summary()] for o, b in pairs],
-        }
-        args.json.write_text(json.dumps(facts, indent=2))
-        print(f"\nwrote {args.json}")
+    facts.write(args.json, "swarm", args, {"runs": [[o.summary(), b.summary()] for o, b in pairs]})
 
 
 if __name__ == "__main__":

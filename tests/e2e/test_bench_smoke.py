@@ -5,6 +5,7 @@ suite's longest module."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,27 @@ def test_storage_runs() -> None:
     assert "CPU per call" in run_bench("storage.py", "--rounds", "20", "--mix")
 
 
-def test_scale_runs() -> None:
-    out = run_bench("scale.py", "--issues", "200", "--messages", "500", "--knowledge", "50", "--calls", "3")
+def test_scale_runs(tmp_path: Path) -> None:
+    written = tmp_path / "scale.json"
+    out = run_bench(
+        "scale.py",
+        "--issues",
+        "200",
+        "--messages",
+        "500",
+        "--knowledge",
+        "50",
+        "--calls",
+        "3",
+        "--json",
+        str(written),
+    )
     assert "fetch_inbox" in out and "plan, inbox page" in out
+    found = json.loads(written.read_text())
+    assert found["machine"]["cpus"] and "commit" in found["machine"]  # None outside a git checkout
+    reads = found["figures"]["reads"]
+    assert reads["fetch_inbox"]["rows"] > 0 and reads["fetch_inbox"]["p95_ms"] > 0
+    assert "ix_issues_project_id_status_priority_id" in found["figures"]["plans"]["ready issues page"]
 
 
 def test_startup_runs() -> None:
@@ -45,11 +64,26 @@ def test_stack_runs() -> None:
     assert "ratio" in out and "the SDK on our payloads" in out
 
 
-def test_live_latency_runs_and_counts_what_was_lost() -> None:
+def test_live_latency_runs_and_counts_what_was_lost(tmp_path: Path) -> None:
+    written = tmp_path / "live.json"
     out = run_bench(
-        "live_latency.py", "--subscribers", "3", "--events", "5", "--transport", "ws", "--projects=2"
+        "live_latency.py",
+        "--subscribers",
+        "3",
+        "--events",
+        "5",
+        "--transport",
+        "ws",
+        "--projects=2",
+        "--json",
+        str(written),
     )
     assert "lost 0, duplicated 0" in out and "RSS" in out and "p99 ms" in out
+    figures = json.loads(written.read_text())["figures"]
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["deliveries"]["count"] == 8  # 5 events over 2 projects: 3, 2; subscribers on 1, 2, 1
+    (server,) = figures["servers"].values()
+    assert server["rss_mb_after"] > 0
 
 
 def test_hardening_runs() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .test_bench_smoke import run_bench
@@ -13,7 +14,10 @@ def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
     )
     assert "ratio" in out and "/healthz under this load" in out and "floor" in out
     assert "in the kernel" in out and "PostgreSQL" not in out  # SQLite: no database server
-    assert (tmp_path / "s.json").exists()
+    found = json.loads((tmp_path / "s.json").read_text())
+    assert found["bench"] == "swarm" and found["machine"]["cpus"]
+    ((ours, bare),) = found["figures"]["runs"]
+    assert (ours["server"], bare["server"]) == ("ours", "bare") and ours["calls"] > 0
 
 
 def test_swarm_runs_over_rest() -> None:

@@ -61,7 +61,7 @@ lint: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python deployment/scripts/lock_requirements.py
 
-# The suite of issue 11, a few minutes on two cores: the swarm at 10 and 50 agents against the bare
+# The benchmark suite (docs/performance.md, "Measuring"), a few minutes on two cores: the swarm at 10 and 50 agents against the bare
 # SDK server (with /healthz beside the load), the live fan-out at 1,000 and at 10,000 WebSocket
 # subscribers, and the reads at full size. Each prints its table and writes JSON to $(BENCH_OUT).
 BENCH_OUT ?= bench/out
@@ -74,4 +74,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py --json $(BENCH_OUT)/scale.json
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -4,6 +4,7 @@
     python bench/swarm.py --agents 10 --seconds 5 --database-url postgresql+asyncpg://…/empty_db
     python bench/swarm.py --door rest                       # the same loop over /api/v1
     python bench/swarm.py --mix                             # plus heartbeat, claims, leases, search
+    python bench/swarm.py --url http://host:8080 --token vibe_…   # a running server (admin token)
 
 Each agent has its own agent-bound token and its own client, and loops for a fixed time:
 `send_message` to the next agent, then `fetch_inbox` of its own mail (with `--mix`, every fourth
@@ -13,8 +14,10 @@ constants, so everything it costs is the SDK, the transport and the client; the 
 are printed as ratios to it. Server CPU per call comes from /proc/PID/stat; the machine's other
 load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
 is visible, with the kernel's share of our server's CPU and, for a PostgreSQL on this machine, the
-CPU it spent per call (part of the other load). Figures are printed and written as JSON
-(`--json`), never asserted.
+CPU it spent per call (part of the other load). Against a running server (`--url`, with an admin
+token that creates one agent-bound token per agent in its `default` project) the server's CPU and
+its liveness port are not measured. Figures are printed and written as JSON (`--json`), never
+asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -44,10 +48,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOCAL_HOSTS = (None, "127.0.0.1", "localhost", "::1")
 
 
-def cpu_split(pid: int) -> tuple[float, float]:
+def cpu_split(pid: int | None) -> tuple[float, float]:
     """User and system CPU seconds of the server process and of its live children (the workers of
-    `--workers N`)."""
+    `--workers N`); nothing for no process."""
     user = system = 0.0
+    if pid is None:
+        return user, system
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -126,6 +132,10 @@ class Run:
         return self.server_system_s / self.server_cpu_s if self.server_cpu_s else 0.0
 
     def summary(self) -> dict[str, Any]:
+        """The figures for JSON, where one not measured (NaN) is null."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in self._figures().items()}
+
+    def _figures(self) -> dict[str, Any]:
         database = self.database_ms_per_call
         return {
             "server": self.server,
@@ -239,8 +249,15 @@ async def agent_loop(
 
 
 async def swarm(
-    server: str, url: str, pid: int, tokens: list[str], offset: int, seconds: float, args: argparse.Namespace
+    server: str,
+    url: str,
+    pid: int | None,
+    tokens: list[str],
+    offset: int,
+    seconds: float,
+    args: argparse.Namespace,
 ) -> Run:
+    """One swarm's window; `pid`: the server's process, whose CPU is measured (None: not on hand)."""
     n = len(tokens)
     names = [f"agent-{offset + i}" for i in range(n)]
     bare = server == "bare"
@@ -269,7 +286,7 @@ async def swarm(
         for i in range(n):
             tg.create_task(agent(i))
         await all_ready.wait()
-        profiler = profile(pid, seconds, args.profile) if args.profile and not bare else None
+        profiler = profile(pid, seconds, args.profile) if args.profile and pid and not bare else None
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
         database0 = postgres_seconds() if args.local_postgres and not bare else 0.0
         started = time.perf_counter()
@@ -278,7 +295,7 @@ async def swarm(
         # /healthz beside the load, every 50 ms, from a process of its own (this one's loop is busy):
         # the main port's, the liveness port's (ops/health.py) and the floor's (a constant answer
         # from a process of its own: what the machine alone costs a probe under this load)
-        probes = [url + "/healthz", args.health_url + "/healthz", args.floor_url + "/"]
+        probes = [url + "/healthz", (args.health_url or url) + "/healthz", args.floor_url + "/"]
         script = str(Path(__file__).with_name("health_probe.py"))
         prober = (
             None
@@ -294,18 +311,19 @@ async def swarm(
         if prober is not None:
             found = json.loads((await prober.communicate())[0])
             run.health_ms = found[probes[0]]
-            run.health_port_ms = found[probes[1]]
+            run.health_port_ms = found[probes[1]] if args.health_url else []
             run.floor_ms = found[probes[2]]
     # The window closes when the last call in flight returns.
     run.seconds = time.perf_counter() - started
     if profiler:
         profiler.wait(timeout=60)
     user, system = cpu_split(pid)
-    run.server_cpu_s = (user - user0) + (system - system0)
+    run.server_cpu_s = (user - user0) + (system - system0) if pid else float("nan")
     run.server_system_s = system - system0
     if args.local_postgres and not bare:
         run.database_cpu_s = postgres_seconds() - database0
-    other = (machine_busy_seconds() - busy0) - run.server_cpu_s - (time.process_time() - own0)
+    ours = run.server_cpu_s if pid else 0.0  # a server not started here is part of the other load
+    other = (machine_busy_seconds() - busy0) - ours - (time.process_time() - own0)
     run.other_load_cores = max(0.0, other / run.seconds)
     return run
 
@@ -343,7 +361,7 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def ratio(ours: float, bare: float) -> str:
-    return f"{ours / bare:.2f}x" if bare else "-"
+    return f"{ours / bare:.2f}x" if bare and not math.isnan(ours) else "-"
 
 
 def report(pairs: list[tuple[Run, Run]]) -> None:
@@ -363,17 +381,23 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"{ratio(ours.pct(99), bare.pct(99)):>9}"
             f"{ratio(ours.cpu_ms_per_call, bare.cpu_ms_per_call):>12}"
         )
+        liveness = (
+            f"{_pct(ours.health_port_ms, 99):.1f} ms on the liveness port (VIBE_HEALTH_PORT)"
+            if ours.health_port_ms
+            else "the liveness port not measured"
+        )
         print(
             f"{'':>6} /healthz under this load: p99 {_pct(ours.health_ms, 99):.1f} ms on the main port, "
-            f"{_pct(ours.health_port_ms, 99):.1f} ms on the liveness port (VIBE_HEALTH_PORT); "
-            f"floor {_pct(ours.floor_ms, 99):.1f} ms (a constant answer from a process of its own)"
+            f"{liveness}; floor {_pct(ours.floor_ms, 99):.1f} ms "
+            "(a constant answer from a process of its own)"
         )
         database = (
             ""
             if ours.database_ms_per_call is None
             else f"; PostgreSQL {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
         )
-        print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{database}")
+        if not math.isnan(ours.server_cpu_s):
+            print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{database}")
         if ours.first_error:
             print(f"       first error: {ours.first_error}")
 
@@ -391,7 +415,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="serve --workers N (PostgreSQL only)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of our server (last swarm size)")
     parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
+    parser.add_argument(
+        "--url", help="a running server instead of one started here (its CPU is not measured)"
+    )
+    parser.add_argument("--token", help="an admin token for --url")
     args = parser.parse_args()
+    if args.url and not args.token:
+        parser.error("--url needs --token (an admin token)")
+    if args.url and (args.database_url or args.workers or args.profile):
+        parser.error("--database-url, --workers and --profile are for a server started here, not --url")
     sizes = [int(x) for x in args.agents.split(",")]
     # A PostgreSQL on this machine: its CPU is measured too (`postgres_seconds`).
     database = make_url(args.database_url) if args.database_url else None
@@ -409,25 +441,33 @@ def main() -> None:
     args.health_url = f"http://127.0.0.1:{health_port}"
     args.floor_url = f"http://127.0.0.1:{floor_port}"
     floor = subprocess.Popen([sys.executable, str(HERE / "health_probe.py"), "--floor", str(floor_port)])
+
+    def swarms(url: str, pid: int | None, admin: str) -> None:
+        offset = 0
+        for n in sizes:
+            tokens = agent_tokens(url, admin, n, offset)
+            ours = asyncio.run(swarm("ours", url, pid, tokens, offset, args.seconds, args))
+            bare = asyncio.run(swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args))
+            pairs.append((ours, bare))
+            offset += n
+
     try:
         wait_ready(args.floor_url, floor, Path(os.devnull), path="/")
-        with own_servers(
-            args.database_url, 1, extra_args=extra, extra_env={"VIBE_HEALTH_PORT": str(health_port)}
-        ) as servers:
-            url, pid = servers.urls[0], servers.pids[0]
-            offset = 0
-            for n in sizes:
-                tokens = agent_tokens(url, servers.token, n, offset)
-                ours = asyncio.run(swarm("ours", url, pid, tokens, offset, args.seconds, args))
-                bare = asyncio.run(swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args))
-                pairs.append((ours, bare))
-                offset += n
+        if args.url:
+            args.health_url = None  # its liveness port, if any, is not known here
+            swarms(args.url.rstrip("/"), None, args.token)
+        else:
+            with own_servers(
+                args.database_url, 1, extra_args=extra, extra_env={"VIBE_HEALTH_PORT": str(health_port)}
+            ) as servers:
+                swarms(servers.urls[0], servers.pids[0], servers.token)
     finally:
         for proc in (bare_proc, floor):
             proc.terminate()
             proc.wait(timeout=15)
 
-    print(f"door={args.door} mode={args.mode} mix={args.mix} database={args.database_url or 'sqlite (temp)'}")
+    ours_at = f"server={args.url}" if args.url else f"database={args.database_url or 'sqlite (temp)'}"
+    print(f"door={args.door} mode={args.mode} mix={args.mix} {ours_at}")
     report(pairs)
     facts.write(args.json, "swarm", args, {"runs": [[o.summary(), b.summary()] for o, b in pairs]})
 

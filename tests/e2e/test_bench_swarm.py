@@ -25,6 +25,14 @@ def test_swarm_runs_over_rest() -> None:
     assert "ratio" in run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--door", "rest")
 
 
+def test_swarm_runs_in_the_older_protocol_era(tmp_path: Path) -> None:
+    written = tmp_path / "s.json"
+    out = run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--mode", "legacy", "--json", str(written))
+    assert "mode=legacy" in out and "ratio" in out
+    ((ours, bare),) = json.loads(written.read_text())["figures"]["runs"]
+    assert ours["calls"] > 0 and ours["errors"] == 0 and bare["errors"] == 0
+
+
 async def test_swarm_runs_on_postgresql_and_counts_its_cpu(postgres_url: str) -> None:
     out = run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--database-url", postgres_url)
     assert "ratio" in out and "PostgreSQL" in out and "ms CPU per call" in out

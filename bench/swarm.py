@@ -372,9 +372,10 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
     for ours, bare in pairs:
         for r in (ours, bare):
             tools = " ".join(f"{t}={v:.0f}" for t, v in r.summary()["per_tool_p99_ms"].items())
+            cpu = "-" if math.isnan(r.cpu_ms_per_call) else f"{r.cpu_ms_per_call:.2f}"  # "-": not measured
             print(
                 f"{r.agents:>6} {r.server:<8}{r.rate:>9.1f}{r.pct(50):>9.1f}{r.pct(99):>9.1f}"
-                f"{r.cpu_ms_per_call:>12.2f}{r.errors:>8}{r.other_load_cores:>10.2f}c   {tools}"
+                f"{cpu:>12}{r.errors:>8}{r.other_load_cores:>10.2f}c   {tools}"
             )
         print(
             f"{'':>6} {'ratio':<8}{ratio(ours.rate, bare.rate):>9}{'':>9}"

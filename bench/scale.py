@@ -157,11 +157,8 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]
     for name, sql in queries.items():
         found[name] = " / ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     # The ready page as the server runs it: its own statement, this project, a page of 50.
-    ready = issue_store._READY_IN.statement.compile(dialect=conn.dialect)
-    values = ready.construct_params({"project_id": project_id, "limit": 50})
-    args = tuple(values[name] for name in ready.positiontup or [])
-    steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + ready.string, args)]
-    found["ready issues page"] = " / ".join(steps)
+    ready = issue_store._READY_IN.explain(conn, {"project_id": project_id, "limit": 50})
+    found["ready issues page"] = " / ".join(ready)
     for name, plan in found.items():
         print(f"  plan, {name}: {plan}")
     return found

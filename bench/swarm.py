@@ -295,7 +295,8 @@ async def swarm(
         # /healthz beside the load, every 50 ms, from a process of its own (this one's loop is busy):
         # the main port's, the liveness port's (ops/health.py) and the floor's (a constant answer
         # from a process of its own: what the machine alone costs a probe under this load)
-        probes = [url + "/healthz", (args.health_url or url) + "/healthz", args.floor_url + "/"]
+        liveness = [args.health_url + "/healthz"] if args.health_url else []  # unknown for --url
+        probes = [url + "/healthz", args.floor_url + "/", *liveness]
         script = str(Path(__file__).with_name("health_probe.py"))
         prober = (
             None
@@ -311,8 +312,8 @@ async def swarm(
         if prober is not None:
             found = json.loads((await prober.communicate())[0])
             run.health_ms = found[probes[0]]
-            run.health_port_ms = found[probes[1]] if args.health_url else []
-            run.floor_ms = found[probes[2]]
+            run.floor_ms = found[probes[1]]
+            run.health_port_ms = found[liveness[0]] if liveness else []
     # The window closes when the last call in flight returns.
     run.seconds = time.perf_counter() - started
     if profiler:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).parents[2] / "bench"
 
@@ -21,6 +22,14 @@ def run_bench(*argv: str) -> str:
     return done.stdout
 
 
+def run_bench_json(tmp_path: Path, *argv: str) -> tuple[str, dict[str, Any]]:
+    """`run_bench` with `--json`: what the benchmark printed, and what it wrote."""
+    written = tmp_path / "figures.json"
+    out = run_bench(*argv, "--json", str(written))
+    found: dict[str, Any] = json.loads(written.read_text())
+    return out, found
+
+
 def test_tool_calls_runs() -> None:
     assert "calls/s" in run_bench("tool_calls.py", "--calls", "5", "--warmup", "1")
 
@@ -30,22 +39,10 @@ def test_storage_runs() -> None:
 
 
 def test_scale_runs(tmp_path: Path) -> None:
-    written = tmp_path / "scale.json"
-    out = run_bench(
-        "scale.py",
-        "--issues",
-        "200",
-        "--messages",
-        "500",
-        "--knowledge",
-        "50",
-        "--calls",
-        "3",
-        "--json",
-        str(written),
+    out, found = run_bench_json(
+        tmp_path, "scale.py", "--issues", "200", "--messages", "500", "--knowledge", "50", "--calls", "3"
     )
     assert "fetch_inbox" in out and "plan, inbox page" in out
-    found = json.loads(written.read_text())
     assert found["machine"]["cpus"] and "commit" in found["machine"]  # None outside a git checkout
     reads = found["figures"]["reads"]
     assert reads["fetch_inbox"]["rows"] > 0 and reads["fetch_inbox"]["p95_ms"] > 0
@@ -65,8 +62,8 @@ def test_stack_runs() -> None:
 
 
 def test_live_latency_runs_and_counts_what_was_lost(tmp_path: Path) -> None:
-    written = tmp_path / "live.json"
-    out = run_bench(
+    out, found = run_bench_json(
+        tmp_path,
         "live_latency.py",
         "--subscribers",
         "3",
@@ -75,11 +72,9 @@ def test_live_latency_runs_and_counts_what_was_lost(tmp_path: Path) -> None:
         "--transport",
         "ws",
         "--projects=2",
-        "--json",
-        str(written),
     )
     assert "lost 0, duplicated 0" in out and "RSS" in out and "p99 ms" in out
-    figures = json.loads(written.read_text())["figures"]
+    figures = found["figures"]
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["deliveries"]["count"] == 8  # 5 events over 2 projects: 3, 2; subscribers on 1, 2, 1
     (server,) = figures["servers"].values()

@@ -12,12 +12,8 @@ from vibe_ensemble.store import issues as issue_store
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_ready_page_walks_an_index_in_its_order(runtime: Runtime) -> None:
-    ready = issue_store._READY_IN.statement.compile(dialect=sa.dialects.sqlite.dialect())
-    values = ready.construct_params({"project_id": 1, "limit": 50})
-    args = tuple(values[name] for name in ready.positiontup or [])
-
     def plan(conn: sa.Connection) -> list[str]:
-        return [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + ready.string, args)]
+        return issue_store._READY_IN.explain(conn, {"project_id": 1, "limit": 50})
 
     steps = await runtime.db.run_sync(plan, write=False)
     assert any("ix_issues_project_id_status_priority_id" in step for step in steps), steps

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
+import structlog
+
 from vibe_ensemble.auth import tokens
-from vibe_ensemble.ops.logging import RedactTokens, _redact
+from vibe_ensemble.ops.logging import LogfmtRenderer, RedactedLines, RedactTokens
 
 
 def test_redact_keeps_the_prefix_only() -> None:
@@ -32,7 +35,13 @@ def test_log_records_are_redacted() -> None:
     assert secret[:12] in record.getMessage()
 
 
-def test_structlog_events_are_redacted() -> None:
+def test_structlog_lines_are_redacted_in_both_formats() -> None:
     secret = tokens.generate()
-    event = _redact(None, "warning", {"event": "login", "token": secret, "nested": [secret]})
-    assert secret not in repr(event)
+    for renderer in (LogfmtRenderer(), structlog.processors.JSONRenderer()):
+        event = {"event": "login", "token": secret, "nested": [secret], secret: 1, "n": 2}
+        line = RedactedLines(renderer)(None, "warning", event)
+        assert secret not in line
+        assert f"{secret[:12]}…" in line
+        assert "n=2" in line or '"n": 2' in line
+    parsed = json.loads(RedactedLines(structlog.processors.JSONRenderer())(None, "info", {"t": secret}))
+    assert parsed == {"t": f"{secret[:12]}…"}

@@ -35,6 +35,10 @@ _COMMON = [
 ]
 
 
+_OVER_HTTP = (*_COMMON, (b"content-security-policy", CSP.encode()))
+_OVER_HTTPS = (*_OVER_HTTP, (b"strict-transport-security", HSTS.encode()))
+
+
 class SecurityHeadersMiddleware:
     """Adds CSP, nosniff, frame and referrer policies to every response; HSTS over HTTPS.
 
@@ -49,15 +53,15 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = [*_COMMON, (b"content-security-policy", CSP.encode())]
-        if scope.get("scheme") == "https":
-            extra.append((b"strict-transport-security", HSTS.encode()))
+        extra = _OVER_HTTPS if scope.get("scheme") == "https" else _OVER_HTTP
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {k.lower() for k, _ in message.get("headers", [])}
                 headers = list(message.get("headers", []))
-                headers.extend((k, v) for k, v in extra if k not in present)
+                present = {k.lower() for k, _ in headers}
+                for name, value in extra:
+                    if name not in present:
+                        headers.append((name, value))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -26,9 +27,20 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def _redact(_: Any, __: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
-    scrubbed: structlog.types.EventDict = tokens.scrub(event_dict)
-    return scrubbed
+class RedactedLines:
+    """A renderer's line with every token in it cut to its display prefix (`tokens.redact`).
+
+    The line is redacted, not the event's values: one substring test per line (nearly every line
+    holds no token), where walking the event's keys and values cost two calls for each, on every
+    line. A token's characters are never escaped by either renderer, so it is found in the line
+    wherever it was in the event: a value, a key, a traceback.
+    """
+
+    def __init__(self, render: Callable[[Any, str, structlog.types.EventDict], str]) -> None:
+        self.render = render
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.types.EventDict) -> str:
+        return tokens.redact(self.render(logger, name, event_dict))
 
 
 class LogfmtRenderer:
@@ -44,36 +56,39 @@ class LogfmtRenderer:
         self._keys: set[str] = set()  # keys already found valid (a handful: the code's own)
 
     def __call__(self, _: Any, __: str, event_dict: structlog.types.EventDict) -> str:
-        elements: list[str] = []
+        pairs = []
         for key in self.FIRST:
-            value = event_dict.pop(key, None)
-            if value is not None:
-                elements.append(self._pair(key, value))
-        for key, value in event_dict.items():
-            elements.append(self._pair(key, value))
+            first = event_dict.pop(key, None)
+            if first is not None:
+                pairs.append((key, first))
+        pairs.extend(event_dict.items())
+        elements: list[str] = []
+        # One loop, no call per pair: the access log writes a line for every request.
+        for key, value in pairs:
+            if key not in self._keys:
+                if any(c <= " " for c in key):
+                    raise ValueError(f'Invalid key: "{key}"')
+                if len(self._keys) < 1000:
+                    self._keys.add(key)
+            if value is None:
+                elements.append(key + "=")
+                continue
+            if value is True:
+                elements.append(key)  # a flag
+                continue
+            if value is False:
+                elements.append(key + "=false")
+                continue
+            text = str(value)
+            quoted = " " in text or "=" in text or '"' in text
+            if quoted and "\\" in text:
+                text = text.replace("\\", "\\\\")
+            if '"' in text:
+                text = text.replace('"', '\\"')
+            if "\n" in text:
+                text = text.replace("\n", "\\n")
+            elements.append(f'{key}="{text}"' if quoted else f"{key}={text}")
         return " ".join(elements)
-
-    def _pair(self, key: str, value: Any) -> str:
-        if key not in self._keys:
-            if any(c <= " " for c in key):
-                raise ValueError(f'Invalid key: "{key}"')
-            if len(self._keys) < 1000:
-                self._keys.add(key)
-        if value is None:
-            return key + "="
-        if value is True:
-            return key  # a flag
-        if value is False:
-            return key + "=false"
-        text = str(value)
-        quoted = " " in text or "=" in text or '"' in text
-        if quoted and "\\" in text:
-            text = text.replace("\\", "\\\\")
-        if '"' in text:
-            text = text.replace('"', '\\"')
-        if "\n" in text:
-            text = text.replace("\n", "\\n")
-        return f'{key}="{text}"' if quoted else f"{key}={text}"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -85,7 +100,7 @@ def configure_logging(settings: Settings) -> None:
     # Libraries' routine chatter (alembic's context, the MCP session manager) is not news at INFO.
     for name in ("alembic", "mcp"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-    renderer: structlog.types.Processor = (
+    renderer = RedactedLines(
         structlog.processors.JSONRenderer()
         if settings.log_json
         # logfmt (key=value) text: a person reads it, at two thirds of the cost of structlog's console columns
@@ -97,7 +112,6 @@ def configure_logging(settings: Settings) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.processors.format_exc_info,
-            _redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -7,12 +7,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, by_value
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import agents, projects
+
+_ROLES = by_value(AgentRole)
+_STATUSES = by_value(AgentStatus)
 
 
 def _select() -> sa.Select[Any]:
@@ -24,8 +27,8 @@ def _to_agent(row: sa.Row[Any]) -> Agent:
         id=row.id,
         project=row.slug,
         name=row.name,
-        role=AgentRole(row.role),
-        status=AgentStatus(row.status),
+        role=_ROLES[row.role],
+        status=_STATUSES[row.status],
         capabilities=list(row.capabilities),
         program=row.program,
         model=row.model,

@@ -8,10 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.enums import TokenRole, by_value
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import credentials, projects
+
+_ROLES = by_value(TokenRole)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def _to_stored(row: sa.Row[Any]) -> StoredCredential:
         id=row.id,
         prefix=row.prefix,
         label=row.label,
-        role=TokenRole(row.role),
+        role=_ROLES[row.role],
         project=row.slug,
         agent=row.agent_name,
         created_at=row.created_at,

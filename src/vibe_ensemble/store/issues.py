@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vibe_ensemble.domain.enums import IssueStatus, Priority
+from vibe_ensemble.domain.enums import IssueStatus, Priority, by_value
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.store.database import Connection
@@ -27,6 +27,9 @@ from vibe_ensemble.store.prepared import Prepared, changed
 from vibe_ensemble.store.tables import agents, issues, json_array_contains, projects
 
 _assignee = agents.alias("assignee")
+
+_STATUSES = by_value(IssueStatus)
+_PRIORITIES = by_value(Priority)
 
 
 def _select() -> sa.Select[Any]:
@@ -43,8 +46,8 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
         project=row.slug,
         title=row.title,
         body=row.body,
-        status=IssueStatus(row.status),
-        priority=Priority(row.priority),
+        status=_STATUSES[row.status],
+        priority=_PRIORITIES[row.priority],
         labels=list(row.labels),
         assignee=row.assignee_name,
         parent=row.parent_id,

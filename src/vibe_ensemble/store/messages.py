@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from vibe_ensemble.domain.enums import AgentRole, Importance
+from vibe_ensemble.domain.enums import AgentRole, Importance, by_value
 from vibe_ensemble.domain.models import InboxItem, Message
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, changed, records
@@ -28,6 +28,9 @@ _RECIPIENT_NAMES = (
     .label("recipient_names")
 )
 
+_ROLES = by_value(AgentRole)
+_IMPORTANCES = by_value(Importance)
+
 
 def _names(joined: str | None) -> list[str]:
     return sorted(joined.split(",")) if joined else []
@@ -39,12 +42,12 @@ def _to_message(row: sa.Row[Any]) -> Message:
         project=row.slug,
         sender=row.sender,
         recipients=_names(row.recipient_names),
-        to_role=AgentRole(row.to_role) if row.to_role else None,
+        to_role=_ROLES[row.to_role] if row.to_role else None,
         broadcast=row.broadcast,
         subject=row.subject,
         body=row.body,
         thread_id=row.thread_id,
-        importance=Importance(row.importance),
+        importance=_IMPORTANCES[row.importance],
         ack_required=row.ack_required,
         created_at=row.created_at,
     )

@@ -91,8 +91,8 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
             return result
         finally:
             elapsed = time.perf_counter() - started
-            metrics.MCP_CALLS.labels(tool, result_outcome).inc()
-            metrics.MCP_LATENCY.labels(tool).observe(elapsed)
+            metrics.child(metrics.MCP_CALLS, tool, result_outcome).inc()
+            metrics.child(metrics.MCP_LATENCY, tool).observe(elapsed)
             fields = {"tool": tool, "outcome": result_outcome, "tool_ms": round(elapsed * 1000, 2)}
             fields.update(who(ctx.params or {}))
             if not _on_request_line(ctx, fields):

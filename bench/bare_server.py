@@ -1,6 +1,7 @@
 """The baseline: a bare server on the same MCP SDK and transport, with tools that return constants.
 
     python bench/bare_server.py PORT
+    python bench/bare_server.py PORT ANSWERS.json     # the shaped server: answers as ours did
 
 It serves `/mcp` exactly as Vibe Ensemble does (Streamable HTTP, stateless, JSON responses,
 uvicorn, logging at WARNING), with tools named like ours so the load loop is the same. Whatever
@@ -9,7 +10,9 @@ our server costs beyond this is our own work.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -46,6 +49,11 @@ def build_shaped(answers: dict[str, dict[str, Any]]) -> MCPServer:
     inbox = CallToolResult.model_validate(answers["fetch_inbox"])
 
     @mcp.tool()
+    async def register_agent(name: str = "", role: str = "worker") -> dict[str, Any]:
+        """Register (a constant)."""
+        return {"name": name, "role": role}
+
+    @mcp.tool()
     async def send_message(to: list[str], subject: str, body: str) -> CallToolResult:
         """Send (our recorded answer)."""
         return send
@@ -60,7 +68,9 @@ def build_shaped(answers: dict[str, dict[str, Any]]) -> MCPServer:
 
 def main() -> None:
     port = int(sys.argv[1])
-    app = build().streamable_http_app(
+    # With a file of our answers (tool name -> the JSON-RPC `result`), the shaped server (bench/swarm.py).
+    server = build_shaped(json.loads(Path(sys.argv[2]).read_text())) if len(sys.argv) > 2 else build()
+    app = server.streamable_http_app(
         streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
     )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ class Run:
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
     other_load_cores: float = 0.0
     first_error: str = ""
+    answers: dict[str, Any] = field(default_factory=dict)  # the last full result of each tool (ours, MCP)
 
     @property
     def rate(self) -> float:
@@ -159,11 +161,13 @@ class Run:
 
 
 class McpDoor:
-    """One agent's calls over MCP (the official SDK client)."""
+    """One agent's calls over MCP (the official SDK client); with `record`, each tool's last result
+    is kept there whole (the shaped server answers with them)."""
 
-    def __init__(self, url: str, token: str, mode: str) -> None:
+    def __init__(self, url: str, token: str, mode: str, record: dict[str, Any] | None = None) -> None:
         self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
         self.client = Client(streamable_http_client(url + "/mcp", http_client=self.http), mode=mode)
+        self.record = record
 
     async def __aenter__(self) -> McpDoor:
         await self.http.__aenter__()
@@ -178,6 +182,8 @@ class McpDoor:
         result = await self.client.call_tool(tool, args)
         if result.is_error:
             raise RuntimeError(f"{tool}: {result.content[0].text if result.content else result}")
+        if self.record is not None:
+            self.record[tool] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
         return result.structured_content
 
 
@@ -260,14 +266,15 @@ async def swarm(
     """One swarm's window; `pid`: the server's process, whose CPU is measured (None: not on hand)."""
     n = len(tokens)
     names = [f"agent-{offset + i}" for i in range(n)]
-    bare = server == "bare"
+    bare = server != "ours"  # the bare server, or the shaped one: the plain loop, over MCP
+
+    run = Run(server, n, seconds)
 
     def door(i: int) -> Any:
         if args.door == "rest" and not bare:
             return RestDoor(url, tokens[i], names[i])
-        return McpDoor(url, tokens[i], args.mode)
+        return McpDoor(url, tokens[i], args.mode, record=None if bare or i else run.answers)
 
-    run = Run(server, n, seconds)
     ready = 0
     all_ready, go = asyncio.Event(), asyncio.Event()
     window: dict[str, float] = {}
@@ -349,12 +356,15 @@ def agent_tokens(url: str, admin: str, n: int, offset: int) -> list[str]:
     return out
 
 
-def start_bare() -> tuple[subprocess.Popen[bytes], str]:
+def start_bare(answers: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """The bare server; with a file of our answers, the shaped one (bench/bare_server.py)."""
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bare-{port}.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "bare_server.py"), str(port)], stdout=fh, stderr=fh
+            [sys.executable, str(HERE / "bare_server.py"), str(port), *([str(answers)] if answers else [])],
+            stdout=fh,
+            stderr=fh,
         )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc, log, path="/mcp", ok=(400, 406), method="POST")
@@ -365,13 +375,13 @@ def ratio(ours: float, bare: float) -> str:
     return f"{ours / bare:.2f}x" if bare and not math.isnan(ours) else "-"
 
 
-def report(pairs: list[tuple[Run, Run]]) -> None:
+def report(pairs: list[tuple[Run, Run]], shaped: list[Run | None]) -> None:
     print(
         f"\n{'agents':>6} {'server':<8}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/call':>12}"
         f"{'errors':>8}{'other load':>11}   per-tool p99 ms"
     )
-    for ours, bare in pairs:
-        for r in (ours, bare):
+    for (ours, bare), floor in zip(pairs, shaped, strict=True):
+        for r in (ours, bare, *([floor] if floor else [])):
             tools = " ".join(f"{t}={v:.0f}" for t, v in r.summary()["per_tool_p99_ms"].items())
             cpu = "-" if math.isnan(r.cpu_ms_per_call) else f"{r.cpu_ms_per_call:.2f}"  # "-": not measured
             print(
@@ -383,6 +393,13 @@ def report(pairs: list[tuple[Run, Run]]) -> None:
             f"{ratio(ours.pct(99), bare.pct(99)):>9}"
             f"{ratio(ours.cpu_ms_per_call, bare.cpu_ms_per_call):>12}"
         )
+        if floor:
+            print(
+                f"{'':>6} shaped: the bare server answering with our last answers, CPU "
+                f"{ratio(floor.cpu_ms_per_call, bare.cpu_ms_per_call)} the bare server's and calls/s "
+                f"{ratio(floor.rate, bare.rate)}: the SDK's own work on our payloads; ours to shaped, CPU "
+                f"{ratio(ours.cpu_ms_per_call, floor.cpu_ms_per_call)}"
+            )
         liveness = (
             f"{_pct(ours.health_port_ms, 99):.1f} ms on the liveness port (VIBE_HEALTH_PORT)"
             if ours.health_port_ms
@@ -437,6 +454,7 @@ def main() -> None:
     args.local_postgres = local
 
     pairs: list[tuple[Run, Run]] = []
+    shaped: list[Run | None] = []  # the shaped server's run beside each pair (over MCP only)
     bare_proc, bare_url = start_bare()
     extra = ["--workers", str(args.workers)] if args.workers else []
     health_port, floor_port = free_port(), free_port()
@@ -451,6 +469,7 @@ def main() -> None:
             ours = asyncio.run(swarm("ours", url, pid, tokens, offset, args.seconds, args))
             bare = asyncio.run(swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args))
             pairs.append((ours, bare))
+            shaped.append(shaped_run(ours, tokens, offset, args) if args.door == "mcp" else None)
             offset += n
 
     try:
@@ -470,8 +489,28 @@ def main() -> None:
 
     ours_at = f"server={args.url}" if args.url else f"database={args.database_url or 'sqlite (temp)'}"
     print(f"door={args.door} mode={args.mode} mix={args.mix} {ours_at}")
-    report(pairs)
-    facts.write(args.json, "swarm", args, {"runs": [[o.summary(), b.summary()] for o, b in pairs]})
+    report(pairs, shaped)
+    figures = {
+        "runs": [[o.summary(), b.summary()] for o, b in pairs],
+        "shaped": [s.summary() if s else None for s in shaped],
+    }
+    facts.write(args.json, "swarm", args, figures)
+
+
+def shaped_run(ours: Run, tokens: list[str], offset: int, args: argparse.Namespace) -> Run | None:
+    """The same loop against the bare server answering with our last answers (bench/bare_server.py):
+    what the SDK and the transport cost for our payloads alone, none of our own work."""
+    if not {"send_message", "fetch_inbox"} <= ours.answers.keys():
+        return None  # no call of ours succeeded
+    with tempfile.TemporaryDirectory() as tmp:
+        answers = Path(tmp) / "answers.json"
+        answers.write_text(json.dumps(ours.answers))
+        proc, url = start_bare(answers)
+        try:
+            return asyncio.run(swarm("shaped", url, proc.pid, tokens, offset, args.seconds, args))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 if __name__ == "__main__":

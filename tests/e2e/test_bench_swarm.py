@@ -17,10 +17,15 @@ def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
     assert found["bench"] == "swarm" and found["machine"]["cpus"]
     ((ours, bare),) = found["figures"]["runs"]
     assert (ours["server"], bare["server"]) == ("ours", "bare") and ours["calls"] > 0
+    # the bare server answering with our recorded answers: the SDK's own cost for our payloads
+    (shaped,) = found["figures"]["shaped"]
+    assert shaped["server"] == "shaped" and shaped["calls"] > 0 and shaped["errors"] == 0
+    assert "shaped: the bare server answering with our last answers" in out
 
 
 def test_swarm_runs_over_rest() -> None:
-    assert "ratio" in run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--door", "rest")
+    out = run_bench("swarm.py", "--agents", "2", "--seconds", "1", "--door", "rest")
+    assert "ratio" in out and "shaped" not in out  # our answers over REST are not the SDK's to make
 
 
 def test_swarm_runs_in_the_older_protocol_era(tmp_path: Path) -> None:
@@ -28,6 +33,8 @@ def test_swarm_runs_in_the_older_protocol_era(tmp_path: Path) -> None:
     assert "mode=legacy" in out and "ratio" in out
     ((ours, bare),) = found["figures"]["runs"]
     assert ours["calls"] > 0 and ours["errors"] == 0 and bare["errors"] == 0
+    (shaped,) = found["figures"]["shaped"]
+    assert shaped["calls"] > 0 and shaped["errors"] == 0
 
 
 async def test_swarm_runs_on_postgresql_and_counts_its_cpu(postgres_url: str) -> None:

@@ -6,10 +6,14 @@ suite's longest module."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 BENCH = Path(__file__).parents[2] / "bench"
 
@@ -53,6 +57,17 @@ def test_startup_runs() -> None:
     out = run_bench("startup.py", "--runs", "1", "--top", "3")
     assert "start to /readyz 200" in out and "CPU" in out
     assert "imports of installed" in out
+
+
+def test_instructions_runs(tmp_path: Path) -> None:
+    if shutil.which("valgrind") is None:
+        if os.environ.get("VIBE_REQUIRE_TOOLS") == "1":  # CI installs it (.ci/run)
+            pytest.fail("valgrind is not installed (Debian's valgrind package)")
+        pytest.skip("valgrind is not installed (Debian's valgrind package)")
+    # The shaped server under valgrind, with the answers of ours recorded by a run without it: every
+    # path of the script but ours under valgrind, which is the same loop.
+    out, found = run_bench_json(tmp_path, "instructions.py", "--app", "shaped", "--rounds", "1")
+    assert "instructions per tool call" in out and found["figures"]["per_call"]["shaped"] > 0
 
 
 def test_stack_runs() -> None:

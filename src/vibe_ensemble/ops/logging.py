@@ -36,11 +36,12 @@ class RedactedLines:
     wherever it was in the event: a value, a key, a traceback.
     """
 
-    def __init__(self, render: Callable[[Any, str, structlog.types.EventDict], str]) -> None:
+    def __init__(self, render: Callable[[Any, str, structlog.types.EventDict], str | bytes]) -> None:
         self.render = render
 
     def __call__(self, logger: Any, name: str, event_dict: structlog.types.EventDict) -> str:
-        return tokens.redact(self.render(logger, name, event_dict))
+        line = self.render(logger, name, event_dict)
+        return tokens.redact(line if isinstance(line, str) else line.decode())
 
 
 class LogfmtRenderer:

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 from mcp.server import MCPServer
 from mcp_types import CallToolResult
+from starlette.applications import Starlette
 
 
 def build() -> MCPServer:
@@ -66,14 +67,18 @@ def build_shaped(answers: dict[str, dict[str, Any]]) -> MCPServer:
     return mcp
 
 
+def asgi(server: MCPServer) -> Starlette:
+    """The server's `/mcp` app, as Vibe Ensemble serves its own: stateless, JSON answers."""
+    return server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
+    )
+
+
 def main() -> None:
     port = int(sys.argv[1])
     # With a file of our answers (tool name -> the JSON-RPC `result`), the shaped server (bench/swarm.py).
     server = build_shaped(json.loads(Path(sys.argv[2]).read_text())) if len(sys.argv) > 2 else build()
-    app = server.streamable_http_app(
-        streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
-    )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(asgi(server), host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

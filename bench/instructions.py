@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import facts  # bench/facts.py
-from bare_server import build, build_shaped  # bench/bare_server.py
-from stack import AGENTS, Caller  # bench/stack.py
+from bare_server import asgi, build, build_shaped  # bench/bare_server.py
+from stack import AGENTS, Caller, start_ours  # bench/stack.py
 
 WARM_UP = 100  # rounds before the counted ones: caches, plans, the first request's work
 APPS = ("ours", "bare", "shaped")
@@ -47,15 +47,14 @@ async def loop(app_name: str, rounds: int, answers: dict[str, Any]) -> dict[str,
     names = [f"agent-{i}" for i in range(AGENTS)]
     async with AsyncExitStack() as stack:
         if app_name == "ours":
-            app, tokens = await _ours(stack)
+            client, tokens = await start_ours(stack, None)
         else:
             server = build() if app_name == "bare" else build_shaped(answers)
-            app = server.streamable_http_app(
-                streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
-            )
+            client, tokens = (
+                Caller(asgi(server), "127.0.0.1:8080"),
+                [None] * AGENTS,
+            )  # makes its session manager
             await stack.enter_async_context(server.session_manager.run())
-            tokens = [None] * AGENTS
-        client = Caller(app, "127.0.0.1:8080")
         for i in range(WARM_UP + rounds):
             me, peer = i % AGENTS, (i + 1) % AGENTS
             # The same arguments every tenth round: a run and one twice as long do the same calls.
@@ -65,36 +64,6 @@ async def loop(app_name: str, rounds: int, answers: dict[str, Any]) -> dict[str,
             )
             await client.call(tokens[peer], "fetch_inbox", {"limit": 20, "unread_only": True})
         return client.answers
-
-
-async def _ours(stack: AsyncExitStack) -> tuple[Any, list[str | None]]:
-    from vibe_ensemble.api.app import create_app
-    from vibe_ensemble.domain.caller import SYSTEM
-    from vibe_ensemble.domain.enums import AgentRole, TokenRole
-    from vibe_ensemble.ops.config import DEFAULT_RATE_LIMITS, Settings
-    from vibe_ensemble.ops.logging import configure_logging
-    from vibe_ensemble.runtime import Runtime
-
-    tmp = stack.enter_context(tempfile.TemporaryDirectory())
-    unlimited = dict.fromkeys(DEFAULT_RATE_LIMITS, 0)  # this measures cost, not policy
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=f"sqlite:///{tmp}/bench.db", data_dir=Path(tmp), rate_limit_per_minute=unlimited
-    )
-    configure_logging(settings)  # as `serve` does: a line per request (to stdout, here /dev/null)
-    runtime = Runtime(settings)
-    await runtime.start(apply_migrations=True)
-    stack.push_async_callback(runtime.stop)
-    tokens: list[str | None] = []
-    for i in range(AGENTS):
-        name = f"agent-{i}"
-        await runtime.services.agents.register(SYSTEM, project="default", name=name, role=AgentRole.WORKER)
-        _, secret = await runtime.services.tokens.create(
-            SYSTEM, role=TokenRole.WORKER, project="default", agent=name
-        )
-        tokens.append(secret)
-    app = create_app(runtime)
-    await stack.enter_async_context(app.router.lifespan_context(app))
-    return app, tokens
 
 
 def counted(app_name: str, rounds: int, answers: Path) -> int:

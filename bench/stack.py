@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from bare_server import build, build_shaped  # bench/bare_server.py
+from bare_server import asgi, build, build_shaped  # bench/bare_server.py
 
 from vibe_ensemble.api.app import create_app
 from vibe_ensemble.domain.caller import SYSTEM
@@ -115,73 +115,74 @@ class Caller:
         return answer
 
 
+async def start_ours(stack: AsyncExitStack, database_url: str | None) -> tuple[Caller, list[str | None]]:
+    """Our app, started within `stack` (on a temporary SQLite file unless `database_url`), with
+    AGENTS registered agents `agent-0`… and their agent-bound tokens; a `Caller` of it."""
+    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+    unlimited = dict.fromkeys(DEFAULT_RATE_LIMITS, 0)  # this measures cost, not policy
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=database_url or f"sqlite:///{tmp}/bench.db",
+        data_dir=Path(tmp),
+        rate_limit_per_minute=unlimited,
+    )
+    configure_logging(settings)  # as `serve` does: one line per request and per tool call, to stdout
+    runtime = Runtime(settings)
+    await runtime.start(apply_migrations=True)
+    stack.push_async_callback(runtime.stop)
+    tokens: list[str | None] = []
+    for i in range(AGENTS):
+        name = f"agent-{i}"
+        await runtime.services.agents.register(SYSTEM, project="default", name=name, role=AgentRole.WORKER)
+        _, secret = await runtime.services.tokens.create(
+            SYSTEM, role=TokenRole.WORKER, project="default", agent=name
+        )
+        tokens.append(secret)
+    app = create_app(runtime)
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    return Caller(app, f"{settings.host}:{settings.port}"), tokens
+
+
 async def run(rounds: int, database_url: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        unlimited = dict.fromkeys(DEFAULT_RATE_LIMITS, 0)  # this measures cost, not policy
-        settings = Settings(  # type: ignore[call-arg]
-            database_url=database_url or f"sqlite:///{tmp}/bench.db",
-            data_dir=Path(tmp),
-            rate_limit_per_minute=unlimited,
-        )
-        configure_logging(settings)  # as `serve` does: one line per request and per tool call, to stderr
-        runtime = Runtime(settings)
-        await runtime.start(apply_migrations=True)
-        ours = create_app(runtime)
+    names = [f"agent-{i}" for i in range(AGENTS)]
+    async with AsyncExitStack() as stack:
+        ours, tokens = await start_ours(stack, database_url)
         bare_server = build()
-        bare = bare_server.streamable_http_app(
-            streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
-        )
-        names = [f"agent-{i}" for i in range(AGENTS)]
-        tokens = []
-        for name in names:
-            await runtime.services.agents.register(
-                SYSTEM, project="default", name=name, role=AgentRole.WORKER
-            )
-            _, secret = await runtime.services.tokens.create(
-                SYSTEM, role=TokenRole.WORKER, project="default", agent=name
-            )
-            tokens.append(secret)
-        try:
-            async with AsyncExitStack() as stack:
-                await stack.enter_async_context(ours.router.lifespan_context(ours))
-                await stack.enter_async_context(bare_server.session_manager.run())
-                clients = {
-                    "ours": (Caller(ours, f"{settings.host}:{settings.port}"), tokens),
-                    "bare": (Caller(bare, "127.0.0.1:8080"), [None] * AGENTS),
-                }
+        clients = {
+            "ours": (ours, tokens),
+            "bare": (
+                Caller(asgi(bare_server), "127.0.0.1:8080"),
+                [None] * AGENTS,
+            ),  # makes its session manager
+        }
+        await stack.enter_async_context(bare_server.session_manager.run())
 
-                async def one_round(name: str, i: int) -> None:
-                    client, keys = clients[name]
-                    me, peer = i % AGENTS, (i + 1) % AGENTS
-                    await client.call(
-                        keys[me], "send_message", {"to": [names[peer]], "subject": f"s{i}", "body": "hello"}
-                    )
-                    await client.call(keys[peer], "fetch_inbox", {"limit": 20, "unread_only": True})
+        async def one_round(name: str, i: int) -> None:
+            client, keys = clients[name]
+            me, peer = i % AGENTS, (i + 1) % AGENTS
+            await client.call(
+                keys[me], "send_message", {"to": [names[peer]], "subject": f"s{i}", "body": "hello"}
+            )
+            await client.call(keys[peer], "fetch_inbox", {"limit": 20, "unread_only": True})
 
-                for i in range(SLICE):  # ours first: the shaped app answers with what ours answered
-                    await one_round("ours", i)
-                shaped_server = build_shaped(clients["ours"][0].answers)
-                shaped = shaped_server.streamable_http_app(
-                    streamable_http_path="/mcp", stateless_http=True, json_response=True, host="127.0.0.1"
-                )
-                await stack.enter_async_context(shaped_server.session_manager.run())
-                clients["shaped"] = (Caller(shaped, "127.0.0.1:8080"), [None] * AGENTS)
-                for name in clients:  # warm-up: caches, plans, first-request work
-                    for i in range(SLICE):
-                        await one_round(name, i)
-                cpu = dict.fromkeys(clients, 0.0)
-                calls = dict.fromkeys(clients, 0)
-                done = 0
-                while done < rounds:
-                    for name in clients:
-                        started = time.process_time()
-                        for i in range(done, done + SLICE):
-                            await one_round(name, i)
-                        cpu[name] += time.process_time() - started
-                        calls[name] += 2 * SLICE
-                    done += SLICE
-        finally:
-            await runtime.stop()
+        for i in range(SLICE):  # ours first: the shaped app answers with what ours answered
+            await one_round("ours", i)
+        shaped_server = build_shaped(clients["ours"][0].answers)
+        clients["shaped"] = (Caller(asgi(shaped_server), "127.0.0.1:8080"), [None] * AGENTS)
+        await stack.enter_async_context(shaped_server.session_manager.run())
+        for name in clients:  # warm-up: caches, plans, first-request work
+            for i in range(SLICE):
+                await one_round(name, i)
+        cpu = dict.fromkeys(clients, 0.0)
+        calls = dict.fromkeys(clients, 0)
+        done = 0
+        while done < rounds:
+            for name in clients:
+                started = time.process_time()
+                for i in range(done, done + SLICE):
+                    await one_round(name, i)
+                cpu[name] += time.process_time() - started
+                calls[name] += 2 * SLICE
+            done += SLICE
     per_call = {name: 1000 * cpu[name] / calls[name] for name in cpu}
     backend = "PostgreSQL" if database_url else "SQLite"
     print(f"rounds={done} calls each={calls['ours']} (send_message + fetch_inbox, {backend}, in process)")

@@ -112,7 +112,7 @@ class Run:
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
     other_load_cores: float = 0.0
     first_error: str = ""
-    answers: dict[str, Any] = field(default_factory=dict)  # the last full result of each tool (ours, MCP)
+    answers: dict[str, Any] = field(default_factory=dict)  # each tool's last result (ours, MCP; one agent's)
 
     @property
     def rate(self) -> float:
@@ -162,7 +162,7 @@ class Run:
 
 class McpDoor:
     """One agent's calls over MCP (the official SDK client); with `record`, each tool's last result
-    is kept there whole (the shaped server answers with them)."""
+    is kept there (the shaped server answers with them)."""
 
     def __init__(self, url: str, token: str, mode: str, record: dict[str, Any] | None = None) -> None:
         self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -183,7 +183,7 @@ class McpDoor:
         if result.is_error:
             raise RuntimeError(f"{tool}: {result.content[0].text if result.content else result}")
         if self.record is not None:
-            self.record[tool] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+            self.record[tool] = result  # dumped once, for the shaped server, not at every call
         return result.structured_content
 
 
@@ -504,7 +504,11 @@ def shaped_run(ours: Run, tokens: list[str], offset: int, args: argparse.Namespa
         return None  # no call of ours succeeded
     with tempfile.TemporaryDirectory() as tmp:
         answers = Path(tmp) / "answers.json"
-        answers.write_text(json.dumps(ours.answers))
+        dumped = {
+            tool: r.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for tool, r in ours.answers.items()
+        }
+        answers.write_text(json.dumps(dumped))
         proc, url = start_bare(answers)
         try:
             return asyncio.run(swarm("shaped", url, proc.pid, tokens, offset, args.seconds, args))

@@ -225,19 +225,19 @@ async def search(
     ]
 
 
-def once(query: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """A tsquery built from bound words, as a scalar subquery: PostgreSQL works it out once per
-    statement. Written in place, a generic plan (asyncpg's prepared statements get one after five
-    runs) parsed it again for every row it tested and ranked: 42 ms against 15 ms for 12,500
-    matching entries."""
+def any_of_once(queries: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
+    """The tsqueries (one per bound word) joined by OR, as a scalar subquery: PostgreSQL works it
+    out once per statement. Written in place, a generic plan (asyncpg's prepared statements get one
+    after five runs) parsed it again for every row it tested and ranked: 42 ms against 15 ms for
+    12,500 matching entries."""
+    query = queries[0]
+    for more in queries[1:]:
+        query = query.op("||")(more)
     return sa.select(query).scalar_subquery()
 
 
 def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
-    terms: sa.ColumnElement[Any] = sa.func.plainto_tsquery("english", words[0])
-    for w in words[1:]:
-        terms = terms.op("||")(sa.func.plainto_tsquery("english", w))
-    query = once(terms)
+    query = any_of_once([sa.func.plainto_tsquery("english", w) for w in words])
     rank = sa.func.ts_rank(_search, query)
     body_matches = sa.func.to_tsvector("english", knowledge.c.body).op("@@")(query)
     snippet = sa.case(

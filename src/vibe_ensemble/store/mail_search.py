@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import Importance
 from vibe_ensemble.domain.threads import MailHit
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, fts5_query, once
+from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, any_of_once, fts5_query
 from vibe_ensemble.store.tables import messages
 
 _m = messages
@@ -219,10 +219,7 @@ def _postgres(project_id: int, words: list[str], bodies: bool) -> sa.Select[Any]
     # Each word is letters and digits only, so `to_tsquery` sees a word (":A" limits it to the
     # subject's lexemes), never an operator.
     suffix = "" if bodies else ":A"
-    terms: sa.ColumnElement[Any] = sa.func.to_tsquery("english", words[0] + suffix)
-    for w in words[1:]:
-        terms = terms.op("||")(sa.func.to_tsquery("english", w + suffix))
-    query = once(terms)
+    query = any_of_once([sa.func.to_tsquery("english", w + suffix) for w in words])
     newest = (
         sa.select(_m.c.id, sa.func.ts_rank(_search, query).label("score"))
         .where(_m.c.project_id == project_id, _search.op("@@")(query))

@@ -46,7 +46,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _utc(value)
 
     def result_processor(
         self, dialect: sa.Dialect, coltype: object
@@ -61,8 +61,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 def _utc_from_text(value: str | None) -> datetime | None:
     if value is None:
         return None
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _utc(datetime.fromisoformat(value))
+
+
+def _utc(value: datetime) -> datetime:
+    """`value` in UTC; a naive one is taken to be UTC already (how SQLite stores them)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def json_array_contains(dialect: str, column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:

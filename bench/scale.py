@@ -10,8 +10,8 @@ then each read is run `--calls` times through the services, as an agent-bound ca
 the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
 subjects and bodies, as an overseer does). It prints p50/p95 per read and how many rows it found,
-and on SQLite the query plans of the inbox and issue-list statements. Figures are printed (and
-with `--json` written, with the machine's facts), never asserted.
+and on SQLite the query plans of the inbox, issue-list and knowledge-search statements. Figures
+are printed (and with `--json` written, with the machine's facts), never asserted.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from vibe_ensemble.domain.enums import AgentRole, IssueStatus, KnowledgeKind, To
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import issues as issue_store
+from vibe_ensemble.store import knowledge as knowledge_store
+from vibe_ensemble.store import knowledge_rank
 from vibe_ensemble.store.tables import agents, issues, knowledge, message_recipients, messages, projects
 
 AGENTS = 20
@@ -141,7 +143,8 @@ async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]], out: di
 
 
 def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]:
-    """SQLite's plan for the inbox page, the unread count, the open-issue page and the ready page."""
+    """SQLite's plan for the inbox page, the unread count, the open-issue page, the ready page and
+    the knowledge search."""
     queries = {
         "inbox page": "SELECT m.id FROM messages m JOIN message_recipients r ON r.message_id = m.id "
         f"WHERE r.agent_id = {agent_id} AND r.message_id > 0 ORDER BY r.message_id LIMIT 51",
@@ -159,6 +162,15 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]
     # The ready page as the server runs it: its own statement, this project, a page of 50.
     ready = issue_store._READY_IN.explain(conn, {"project_id": project_id, "limit": 50})
     found["ready issues page"] = " / ".join(ready)
+    # The knowledge search as the server runs it (store/knowledge_rank.py), for the bench's query.
+    marks = (knowledge_store.MARK_START, knowledge_store.MARK_END, knowledge_store.ELLIPSIS)
+    where = [knowledge.c.project_id == project_id]
+    match = knowledge_store.fts5_query(knowledge_store.terms("lease merge"))
+    search = knowledge_rank.statement(project_id, match, where, 10, marks)
+    compiled = search.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    found["knowledge search"] = " / ".join(
+        row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+    )
     for name, plan in found.items():
         print(f"  plan, {name}: {plan}")
     return found

@@ -83,6 +83,13 @@ async def search(
     ranked by bm25 (negated: higher is better), with FTS5's snippets (`marks`: start, end, ellipsis)."""
     if not await exists(conn, project_id):
         return []
+    return [_hit(r) for r in await conn.execute(statement(project_id, match, where, limit, marks))]
+
+
+def statement(
+    project_id: int, match: str, where: list[sa.ColumnElement[bool]], limit: int, marks: tuple[str, str, str]
+) -> sa.Select[Any]:
+    """The search as one SELECT over the project's FTS5 table (`search`; `bench/scale.py` shows its plan)."""
     t = table_name(project_id)
     fts = sa.table(t, sa.column("rowid"))
     ref: sa.ColumnClause[Any] = sa.literal_column(t)
@@ -90,7 +97,7 @@ async def search(
     # the matches are scored, and snippets are made for those rows only. FTS5's own
     # `ORDER BY rank` gives the same rows for about a quarter more (bench/RESULTS.md).
     rank = sa.func.bm25(ref, *WEIGHTS)
-    query = (
+    return (
         sa.select(
             knowledge.c.id,
             knowledge.c.title,
@@ -104,7 +111,6 @@ async def search(
         .order_by(rank)
         .limit(limit)
     )
-    return [_hit(r) for r in await conn.execute(query)]
 
 
 def _hit(row: sa.Row[Any]) -> KnowledgeHit:

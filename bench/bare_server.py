@@ -5,7 +5,9 @@
 
 It serves `/mcp` exactly as Vibe Ensemble does (Streamable HTTP, stateless, JSON responses,
 uvicorn, logging at WARNING), with tools named like ours so the load loop is the same. Whatever
-our server costs beyond this is our own work.
+our server costs beyond this is our own work. uvicorn picks httptools and uvloop when they are
+installed, as they are beside ours, so both servers parse HTTP and run their loop alike (`serve`
+uses the same two: cli/http_protocol.py, cli/common.py).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
     python bench/instructions.py                 # ours, the bare server and the shaped one, 100 rounds
     python bench/instructions.py --app ours      # one app only
     python bench/instructions.py --rounds 300 --json out/instructions.json
+    python bench/instructions.py --served serve  # behind uvicorn on a socket, as `serve` runs (or h11)
 
 CPU time on a shared machine drifts by more than most changes save (bench/stack.py's figures moved
 by 10-20% between identical runs), so comparing two versions of the code by time needs many runs.
@@ -15,6 +16,13 @@ waits on memory are not counted, so this tells which version does less work, not
 takes. The apps are ours (on a temporary SQLite file), the bare server (bench/bare_server.py) and
 the shaped one (the bare server answering with ours' last answers). Needs valgrind (Debian's
 `valgrind` package); a run takes a few minutes.
+
+With `--served`, each app is served by uvicorn on a loopback socket and called over one keep-alive
+connection from the same process, so the HTTP parser's and the event loop's work is counted too:
+`serve` is the stack `vibe-ensemble serve` runs (httptools with its bound on a request's head,
+cli/http_protocol.py, and uvloop), `h11` uvicorn's pure-Python parser on asyncio's loop (what a
+bare server on the SDK runs where httptools and uvloop are not installed). The client's few
+lines (a write, a read of the answer) are counted with the server's, alike for every app.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,16 +43,67 @@ from pathlib import Path
 from typing import Any
 
 import facts  # bench/facts.py
+import uvicorn
 from bare_server import asgi, build, build_shaped  # bench/bare_server.py
 from stack import AGENTS, Caller, start_ours  # bench/stack.py
 
 WARM_UP = 100  # rounds before the counted ones: caches, plans, the first request's work
 APPS = ("ours", "bare", "shaped")
+STACKS = ("serve", "h11")  # --served: `vibe-ensemble serve`'s HTTP parser and loop, or uvicorn's pure Python
 
 
-async def loop(app_name: str, rounds: int, answers: dict[str, Any]) -> dict[str, Any]:
-    """The child: warm up, then `rounds` rounds of the loop against one app, in process; the app's
-    last answers (`answers`: ours', for the shaped server)."""
+class SocketCaller:
+    """A `Caller`'s calls sent over one keep-alive HTTP/1.1 connection to a server on loopback."""
+
+    def __init__(self, caller: Caller, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.caller = caller
+        self.reader = reader
+        self.writer = writer
+        self.answers = caller.answers
+
+    async def call(self, token: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        headers, body = self.caller.request(token, tool, arguments)
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        self.writer.write(b"POST /mcp HTTP/1.1\r\n" + head + b"\r\n" + body)
+        answer_head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(answer_head.split(b" ", 2)[1])
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", answer_head)
+        if length is None:
+            raise SystemExit(f"{tool}: an answer without a content-length: {answer_head[:200]!r}")
+        return self.caller.answered(tool, status, await self.reader.readexactly(int(length.group(1))))
+
+
+async def served(stack: AsyncExitStack, caller: Caller, stack_name: str) -> SocketCaller:
+    """`caller`'s app served by uvicorn on a loopback socket (within `stack`), and a connection to it."""
+    from vibe_ensemble.cli.http_protocol import HeadLimitedProtocol
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        caller.app,
+        http=HeadLimitedProtocol if stack_name == "serve" else "h11",
+        lifespan="off",  # the app was started already (its lifespan entered by the caller's maker)
+        log_level="warning",
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+
+    async def stop() -> None:
+        server.should_exit = True
+        await serving
+
+    stack.push_async_callback(stop)
+    while not server.started:  # noqa: ASYNC110 - uvicorn says it has started with a flag, no event
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+    stack.callback(writer.close)
+    return SocketCaller(caller, reader, writer)
+
+
+async def loop(app_name: str, rounds: int, answers: dict[str, Any], stack_name: str | None) -> dict[str, Any]:
+    """The child: warm up, then `rounds` rounds of the loop against one app, in process (or, with a
+    `stack_name`, over a socket: `served`); the app's last answers (`answers`: ours', for the shaped
+    server)."""
     names = [f"agent-{i}" for i in range(AGENTS)]
     async with AsyncExitStack() as stack:
         if app_name == "ours":
@@ -55,6 +115,8 @@ async def loop(app_name: str, rounds: int, answers: dict[str, Any]) -> dict[str,
                 [None] * AGENTS,
             )  # makes its session manager
             await stack.enter_async_context(server.session_manager.run())
+        if stack_name is not None:
+            client = await served(stack, client, stack_name)  # type: ignore[assignment]
         for i in range(WARM_UP + rounds):
             me, peer = i % AGENTS, (i + 1) % AGENTS
             # The same arguments every tenth round: a run and one twice as long do the same calls.
@@ -66,7 +128,7 @@ async def loop(app_name: str, rounds: int, answers: dict[str, Any]) -> dict[str,
         return client.answers
 
 
-def counted(app_name: str, rounds: int, answers: Path) -> int:
+def counted(app_name: str, rounds: int, answers: Path, stack_name: str | None) -> int:
     """Instructions of one child run under cachegrind (start-up included)."""
     argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
     argv += [
@@ -78,6 +140,7 @@ def counted(app_name: str, rounds: int, answers: Path) -> int:
         str(rounds),
         "--answers",
         str(answers),
+        *(["--served", stack_name] if stack_name else []),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
@@ -87,9 +150,9 @@ def counted(app_name: str, rounds: int, answers: Path) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_call(app_name: str, rounds: int, answers: Path) -> float:
+def per_call(app_name: str, rounds: int, answers: Path, stack_name: str | None) -> float:
     with ThreadPoolExecutor(max_workers=2) as pool:  # the two runs side by side (two cores)
-        short, long = pool.map(lambda n: counted(app_name, n, answers), (rounds, 2 * rounds))
+        short, long = pool.map(lambda n: counted(app_name, n, answers, stack_name), (rounds, 2 * rounds))
     return (long - short) / (2 * rounds)  # two calls a round
 
 
@@ -100,13 +163,22 @@ def main() -> None:
     parser.add_argument("--app", choices=[*APPS, "all"], default="all")
     parser.add_argument("--rounds", type=int, default=100, help="the shorter run's rounds (default 100)")
     parser.add_argument("--json", type=Path, help="write the figures and machine facts here")
+    parser.add_argument(
+        "--served", choices=STACKS, help="serve each app with uvicorn on a socket: serve's stack, or h11"
+    )
     parser.add_argument("--child", choices=APPS, help=argparse.SUPPRESS)
     parser.add_argument("--answers", type=Path, help=argparse.SUPPRESS)  # the shaped server's, to read
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # where ours writes its answers
     args = parser.parse_args()
     if args.child:
         given = json.loads(args.answers.read_text()) if args.child == "shaped" else {}
-        answered = asyncio.run(loop(args.child, args.rounds, given))
+        new_loop = None
+        if args.served == "serve":  # the loop `serve` runs on (cli/common.py)
+            import uvloop
+
+            new_loop = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            answered = runner.run(loop(args.child, args.rounds, given, args.served))
         if args.record:
             args.record.write_text(json.dumps(answered))
         return
@@ -118,8 +190,9 @@ def main() -> None:
         if "shaped" in apps:  # ours' answers, for the shaped server to give back
             argv = [sys.executable, __file__, "--child", "ours", "--rounds", "1", "--record", str(answers)]
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        figures = {name: per_call(name, args.rounds, answers) for name in apps}
-    print(f"instructions per tool call (valgrind, in process, {args.rounds} and {2 * args.rounds} rounds):")
+        figures = {name: per_call(name, args.rounds, answers, args.served) for name in apps}
+    where = f"served by uvicorn, {args.served}" if args.served else "in process"
+    print(f"instructions per tool call (valgrind, {where}, {args.rounds} and {2 * args.rounds} rounds):")
     for name, count in figures.items():
         versus = f"  {count / figures['bare']:.2f}x the bare server" if "bare" in figures else ""
         print(f"  {name:6} {count:>12,.0f}{versus}")

@@ -53,7 +53,10 @@ class Caller:
         self.next_id = 0
         self.answers: dict[str, dict[str, Any]] = {}
 
-    async def call(self, token: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    def request(
+        self, token: str | None, tool: str, arguments: dict[str, Any]
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The headers and body the official SDK client sends for a `tools/call`."""
         self.next_id += 1
         body = json.dumps(
             {
@@ -74,6 +77,18 @@ class Caller:
         ]
         if token is not None:
             headers.append((b"authorization", f"Bearer {token}".encode()))
+        return headers, body
+
+    def answered(self, tool: str, status: int, raw: bytes) -> dict[str, Any]:
+        """The JSON-RPC answer in `raw`, kept as the tool's last answer; a failed call ends the run."""
+        answer: dict[str, Any] = json.loads(raw)
+        if status != 200 or "error" in answer or answer["result"].get("isError"):
+            raise SystemExit(f"{tool} failed: HTTP {status} {answer}")
+        self.answers[tool] = answer["result"]
+        return answer
+
+    async def call(self, token: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        headers, body = self.request(token, tool, arguments)
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -108,11 +123,7 @@ class Caller:
                 chunks.append(message.get("body", b""))
 
         await self.app(scope, receive, send)
-        answer: dict[str, Any] = json.loads(b"".join(chunks))
-        if status != 200 or "error" in answer or answer["result"].get("isError"):
-            raise SystemExit(f"{tool} failed: HTTP {status} {answer}")
-        self.answers[tool] = answer["result"]
-        return answer
+        return self.answered(tool, status, b"".join(chunks))
 
 
 async def start_ours(stack: AsyncExitStack, database_url: str | None) -> tuple[Caller, list[str | None]]:

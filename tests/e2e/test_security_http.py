@@ -179,6 +179,50 @@ def test_slowloris_headers_do_not_starve_other_clients(hardened: ServerProcess) 
             s.close()
 
 
+def _headers(kilobytes: int) -> bytes:
+    return b"".join(b"X-Fill-%d: %s\r\n" % (i, b"a" * 1000) for i in range(kilobytes))
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_a_request_head_over_16_kb_gets_431_and_the_connection_closes(hardened: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=10) as s:
+        # 17 KB of headers that never end: all of it is read before the server answers and closes
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _headers(17))
+        answer = s.recv(4096)
+        answer += _rest_of_answer(s, answer)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert answer.endswith(b"request line and headers must be at most 16384 bytes")
+        assert s.recv(4096) == b""  # closed
+    assert httpx2.get(hardened.url + "/healthz").status_code == 200  # the server serves on
+
+
+def test_heads_under_the_bound_are_served_on_one_keep_alive_connection(hardened: ServerProcess) -> None:
+    # Each request's head is counted afresh: three of 12 KB each on one connection (36 KB in all).
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=10) as s:
+        for _ in range(3):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _headers(12) + b"\r\n")
+            answer = s.recv(65536)
+            answer += _rest_of_answer(s, answer)
+            assert _status(answer) == 200, answer[:100]
+
+
+def test_a_body_sent_with_its_head_is_not_counted_as_head(hardened: ServerProcess) -> None:
+    body = json.dumps({"slug": "head-and-body", "name": "x" * 60_000}).encode()  # under the 100 KB limit
+    head = (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + hardened.admin_token.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=10) as s:
+        s.sendall(head + body)  # one write: the server reads head and body together
+        answer = s.recv(65536)
+        answer += _rest_of_answer(s, answer)
+    assert _status(answer) in (201, 422), answer[:300]  # created, or refused for its own reasons
+
+
 def test_rest_rate_limit_answers_429_with_retry_after(hardened: ServerProcess) -> None:
     viewer = make_token(hardened, "viewer", label="busy viewer")
     statuses = []

@@ -22,6 +22,8 @@ from rich.markup import escape
 from vibe_ensemble.ops.terminal import printable
 
 if TYPE_CHECKING:  # imported by the functions that use them, when a command runs
+    from asyncio import AbstractEventLoop
+
     from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.runtime import Runtime
@@ -70,12 +72,27 @@ def refuse_unsafe_production(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run async work; an anticipated error is one red line and exit code 1, not a traceback."""
+def _server_loop() -> Callable[[], AbstractEventLoop] | None:
+    """uvloop's event loop, or None (asyncio's) where uvloop is not installed: it has no Windows build."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False) -> T:
+    """Run async work; an anticipated error is one red line and exit code 1, not a traceback.
+
+    `serving` (a server process: `serve`, each of its workers): on uvloop, the event loop in C,
+    where the platform has it; a loop turn, a callback, a socket's read and write cost a fraction
+    of asyncio's own (bench/RESULTS.md). Short commands keep asyncio's.
+    """
     import asyncio
 
     try:
-        return asyncio.run(fn())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=_server_loop() if serving else None) as runner:
+            return runner.run(fn())  # type: ignore[arg-type]
     except Exception as exc:
         message = expected_failure(exc)
         if message is None:

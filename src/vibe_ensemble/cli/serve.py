@@ -81,7 +81,10 @@ def serve(
         serve_workers(settings, listener, workers=workers, prepare=prepare, serve=server.serve_here)
         return
     try:
-        run(lambda: server.serve_here(settings, migrate=migrate, sockets=[listener], health=health))
+        run(
+            lambda: server.serve_here(settings, migrate=migrate, sockets=[listener], health=health),
+            serving=True,
+        )
     finally:
         listener.close()
 

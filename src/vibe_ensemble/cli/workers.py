@@ -80,7 +80,10 @@ def serve_workers(
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                run(functools.partial(serve, settings, migrate=False, sockets=[sock], first=index == 0))
+                run(
+                    functools.partial(serve, settings, migrate=False, sockets=[sock], first=index == 0),
+                    serving=True,
+                )
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # the worker's own logging already said why

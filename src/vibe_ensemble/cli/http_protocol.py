@@ -1,0 +1,67 @@
+"""uvicorn's httptools protocol with a bound on a request's head, the parser `serve` runs.
+
+httptools (llhttp, in C) parses a request in a fraction of what h11, uvicorn's pure-Python parser,
+costs: about a tenth of a tool call's CPU (bench/RESULTS.md). h11 refuses a request line and
+headers longer than 16 KB; llhttp keeps whatever it is sent, so without a bound a client could send
+headers without end and the server would hold them all. `HeadLimitedProtocol` counts the bytes
+that arrive while a request's head is incomplete and answers 431 past `MAX_HEAD`, closing the
+connection: what a request may carry is bounded again, for every request of a keep-alive
+connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD = 16 * 1024  # bytes of a request line and its headers (h11's default bound)
+_REFUSAL = b"request line and headers must be at most 16384 bytes"
+
+
+class HeadLimitedProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol`, refusing a request whose head (request line and headers) exceeds
+    `MAX_HEAD` bytes with 431 Request Header Fields Too Large."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # a request's head is being read (the first one's, to begin with)
+        self._head_bytes = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Counted before parsing, judged after: a chunk that ends the head and carries body bytes
+        # is not a long head. So a head is held to MAX_HEAD plus one read (at most 256 KB).
+        if self._in_head and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # the next request's head (keep-alive) is counted afresh
+        self._head_bytes = 0
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.logger.warning("Request head too large: refused with 431.")
+        response = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        for name, value in self.server_state.default_headers:
+            response.extend([name, b": ", value, b"\r\n"])
+        response.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(_REFUSAL)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n\r\n",
+                _REFUSAL,
+            ]
+        )
+        self.transport.write(b"".join(response))
+        self.transport.close()

@@ -119,6 +119,25 @@ async def test_sqlite_scores_are_fts5_bm25_over_the_project_alone(
 
 
 @SQLITE_ONLY
+async def test_a_search_ranked_alone_and_one_narrowed_agree(two_projects: Services, admin: Caller) -> None:
+    """Unnarrowed, the matches are ranked on the FTS5 table alone and the best read with their
+    snippets afterwards; narrowed (a kind, tags), in one statement joined to `knowledge`. A kind every
+    entry has narrows nothing: both give the same hits, in the same order, with the same snippets."""
+    services = two_projects
+    await _fill(services, admin, "b", [(f"Database locking {i}", "locking tests", ["db"]) for i in range(10)])
+    for query in QUERIES:
+        for limit in (1, 3, 50):
+            alone = await services.knowledge.search(admin, query, project="a", limit=limit)
+            narrowed = await services.knowledge.search(
+                admin, query, project="a", limit=limit, kind=KnowledgeKind.NOTE
+            )
+            assert alone, (query, limit)
+            assert alone == narrowed, (query, limit)
+            assert [h.score for h in alone] == sorted((h.score for h in alone), reverse=True)
+            assert any("«" in h.snippet for h in alone), query  # the marks of the matched words
+
+
+@SQLITE_ONLY
 async def test_one_table_for_all_projects_would_leak(two_projects: Services, admin: Caller) -> None:
     """The checks above can fail: bm25 of A's rows over a table holding B's rows too moves when B grows."""
     services = two_projects

@@ -73,9 +73,12 @@ def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
 def _filters(
     conn: Connection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
 ) -> list[sa.ColumnElement[bool]]:
-    # the entry carries every one of the tags
-    has_tags = [json_array_contains(conn.dialect.name, knowledge.c.tags, t) for t in tags]
-    where = [knowledge.c.project_id == project_id, *has_tags]
+    return [knowledge.c.project_id == project_id, *_narrowing(conn, kind, tags)]
+
+
+def _narrowing(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) -> list[sa.ColumnElement[bool]]:
+    """The entry is of `kind` (when given) and carries every one of the tags."""
+    where = [json_array_contains(conn.dialect.name, knowledge.c.tags, t) for t in tags]
     if kind is not None:
         where.append(knowledge.c.kind == kind.value)
     return where
@@ -207,11 +210,13 @@ async def search(
     """Entries matching any of `words`, most relevant first, scored from this project's rows only."""
     if not words:
         return []
-    where = _filters(conn, project_id, kind, tags or [])
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
-        return await rank.search(conn, project_id, fts5_query(words), where, limit, marks)
-    rows = await conn.execute(_postgres_search(words, where).limit(limit))
+        narrowing = _narrowing(conn, kind, tags or [])
+        return await rank.search(conn, project_id, fts5_query(words), narrowing, limit, marks)
+    rows = await conn.execute(
+        _postgres_search(words, _filters(conn, project_id, kind, tags or [])).limit(limit)
+    )
     return [
         KnowledgeHit(
             id=r.id,

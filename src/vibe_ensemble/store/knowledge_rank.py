@@ -7,7 +7,7 @@ lowers its weight in project A's scores, so A can learn how common a word is in 
 project has its own external-content FTS5 table, `knowledge_fts_<project id>`, over the
 `knowledge` table's rows of that project, and the ranking is done inside SQLite
 (`ORDER BY bm25(…) LIMIT n`, with the column weights below): the cost is FTS5's scoring of the
-project's matches, and nothing is fetched into Python but the hits.
+project's matches, and nothing is fetched into Python but the hits (`search`).
 
 The table and its three triggers (insert, update, delete; each guarded by `project_id`) are
 created with the project's first entry (`ensure`, called by `knowledge.insert`), and by
@@ -75,50 +75,88 @@ async def search(
     conn: Connection,
     project_id: int,
     match: str,
-    where: list[sa.ColumnElement[bool]],
+    narrowing: list[sa.ColumnElement[bool]],
     limit: int,
     marks: tuple[str, str, str],
 ) -> list[KnowledgeHit]:
-    """The project's best `limit` rows matching the FTS5 expression `match` and passing `where`,
-    ranked by bm25 (negated: higher is better), with FTS5's snippets (`marks`: start, end, ellipsis)."""
+    """The project's best `limit` rows matching the FTS5 expression `match` (and the conditions of
+    `narrowing` on `knowledge`: a kind, tags), ranked by bm25 (negated: higher is better), with
+    FTS5's snippets (`marks`: start, end, ellipsis).
+
+    bm25 (k1 = 1.2, b = 0.75; lower is better) is worked out for every match, and SQLite's sorter
+    keeps the best `limit` as they come. Without `narrowing`, the matches are ranked on the FTS5
+    table alone (`ranking`), and only the best are read from `knowledge`, with their snippets
+    (`hits`): joined for every match, the project's rows were read for all of them, which at 50,000
+    entries cost more than the ranking itself. With it, each match is joined to be tested
+    (`narrowed`). FTS5's own `ORDER BY rank` returns the same rows for about a quarter more work.
+    """
     if not await exists(conn, project_id):
         return []
-    return [_hit(r) for r in await conn.execute(statement(project_id, match, where, limit, marks))]
+    if narrowing:
+        rows = await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
+        return [_hit(r, r.score) for r in rows]
+    best = [(r.id, -r.rank) for r in await conn.execute(ranking(project_id, match, limit))]
+    if not best:
+        return []
+    found = {r.id: r for r in await conn.execute(hits(project_id, match, [i for i, _ in best], marks))}
+    return [_hit(found[i], score) for i, score in best if i in found]
 
 
-def statement(
-    project_id: int, match: str, where: list[sa.ColumnElement[bool]], limit: int, marks: tuple[str, str, str]
-) -> sa.Select[Any]:
-    """The search as one SELECT over the project's FTS5 table (`search`; `bench/scale.py` shows its plan)."""
+def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
     t = table_name(project_id)
-    fts = sa.table(t, sa.column("rowid"))
-    ref: sa.ColumnClause[Any] = sa.literal_column(t)
-    # bm25 (k1 = 1.2, b = 0.75): lower is better. SQLite's own sorter keeps the best `limit` as
-    # the matches are scored, and snippets are made for those rows only. FTS5's own
-    # `ORDER BY rank` gives the same rows for about a quarter more (bench/RESULTS.md).
-    rank = sa.func.bm25(ref, *WEIGHTS)
+    return sa.table(t, sa.column("rowid")), sa.literal_column(t)
+
+
+def ranking(project_id: int, match: str, limit: int) -> sa.Select[Any]:
+    """The ids and bm25 of the project's best `limit` matches, from its FTS5 table alone."""
+    fts, ref = _fts(project_id)
+    rank = sa.func.bm25(ref, *WEIGHTS).label("rank")
     return (
-        sa.select(
-            knowledge.c.id,
-            knowledge.c.title,
-            knowledge.c.kind,
-            knowledge.c.tags,
-            (-rank).label("score"),
-            sa.func.snippet(ref, -1, *marks, 16).label("snippet"),
-        )
-        .select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
-        .where(ref.op("MATCH")(match), *where)
-        .order_by(rank)
+        sa.select(fts.c.rowid.label("id"), rank)
+        .where(ref.op("MATCH")(match))
+        .order_by(rank, fts.c.rowid)
         .limit(limit)
     )
 
 
-def _hit(row: sa.Row[Any]) -> KnowledgeHit:
+def hits(project_id: int, match: str, ids: list[int], marks: tuple[str, str, str]) -> sa.Select[Any]:
+    """The entries `ids` of the project, with their snippets for `match`."""
+    fts, ref = _fts(project_id)
+    return (
+        sa.select(*_COLUMNS, sa.func.snippet(ref, -1, *marks, 16).label("snippet"))
+        .select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
+        .where(ref.op("MATCH")(match), fts.c.rowid.in_(ids), knowledge.c.project_id == project_id)
+    )
+
+
+def narrowed(
+    project_id: int,
+    match: str,
+    narrowing: list[sa.ColumnElement[bool]],
+    limit: int,
+    marks: tuple[str, str, str],
+) -> sa.Select[Any]:
+    """The best `limit` matches that pass `narrowing`, with their scores and snippets, in one SELECT."""
+    fts, ref = _fts(project_id)
+    rank = sa.func.bm25(ref, *WEIGHTS)
+    return (
+        sa.select(*_COLUMNS, (-rank).label("score"), sa.func.snippet(ref, -1, *marks, 16).label("snippet"))
+        .select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
+        .where(ref.op("MATCH")(match), knowledge.c.project_id == project_id, *narrowing)
+        .order_by(rank, knowledge.c.id)
+        .limit(limit)
+    )
+
+
+_COLUMNS = (knowledge.c.id, knowledge.c.title, knowledge.c.kind, knowledge.c.tags)
+
+
+def _hit(row: sa.Row[Any], score: float) -> KnowledgeHit:
     return KnowledgeHit(
         id=row.id,
         title=row.title,
         kind=KnowledgeKind(row.kind),
         tags=list(row.tags),
-        score=round(float(row.score), 6),
+        score=round(float(score), 6),
         snippet=row.snippet or "",
     )

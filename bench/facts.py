@@ -3,7 +3,9 @@
     facts.write(args.json, "scale", args, figures)     # nothing when args.json is None
 
 The facts are what makes two runs comparable or not: the cores, the memory, the load average when
-the run ended, the Python, and the commit the tree was at (None outside a git checkout).
+the run ended, the Python, the commit the tree was at (None outside a git checkout), and the HTTP
+parser and event loop uvicorn finds installed (httptools and uvloop, or None: then h11 and asyncio),
+which every server of a bench runs on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,16 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version,
         "commit": _commit(),
+        "httptools": _version("httptools"),
+        "uvloop": _version("uvloop"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def write(path: Path | None, bench: str, args: argparse.Namespace, figures: dict[str, Any]) -> None:

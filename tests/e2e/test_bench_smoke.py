@@ -48,6 +48,9 @@ def test_scale_runs(tmp_path: Path) -> None:
     )
     assert "fetch_inbox" in out and "plan, inbox page" in out
     assert found["machine"]["cpus"] and "commit" in found["machine"]  # None outside a git checkout
+    # the stack every server of a bench runs on: installed with the project (pyproject.toml)
+    assert found["machine"]["httptools"] and found["machine"]["uvloop"]
+    assert "plan, knowledge search, ranking" in out and "plan, knowledge search, hits" in out
     reads = found["figures"]["reads"]
     assert reads["fetch_inbox"]["rows"] > 0 and reads["fetch_inbox"]["p95_ms"] > 0
     assert "ix_issues_project_id_status_priority_id" in found["figures"]["plans"]["ready issues page"]

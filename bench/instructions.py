@@ -47,6 +47,8 @@ import uvicorn
 from bare_server import asgi, build, build_shaped  # bench/bare_server.py
 from stack import AGENTS, Caller, start_ours  # bench/stack.py
 
+from vibe_ensemble.cli.common import server_loop
+
 WARM_UP = 100  # rounds before the counted ones: caches, plans, the first request's work
 APPS = ("ours", "bare", "shaped")
 STACKS = ("serve", "h11")  # --served: `vibe-ensemble serve`'s HTTP parser and loop, or uvicorn's pure Python
@@ -172,11 +174,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         given = json.loads(args.answers.read_text()) if args.child == "shaped" else {}
-        new_loop = None
-        if args.served == "serve":  # the loop `serve` runs on (cli/common.py)
-            import uvloop
-
-            new_loop = uvloop.new_event_loop
+        # `serve`'s stack runs on the loop a server process runs on (cli/common.py)
+        new_loop = server_loop() if args.served == "serve" else None
         with asyncio.Runner(loop_factory=new_loop) as runner:
             answered = runner.run(loop(args.child, args.rounds, given, args.served))
         if args.record:

@@ -23,13 +23,25 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx2
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
+
+# CI sets this (.ci/run), having installed the tools: a test whose tool is missing fails there.
+REQUIRE_TOOLS = os.environ.get("VIBE_REQUIRE_TOOLS") == "1"
+
+
+def missing_tool(message: str) -> NoReturn:
+    """A test's tool is not installed: skip, saying (`message`) how to install it; fail where the
+    tools are required (VIBE_REQUIRE_TOOLS=1)."""
+    if REQUIRE_TOOLS:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 # Each xdist worker takes ports from its own block, below Linux's ephemeral range (32768+), so two

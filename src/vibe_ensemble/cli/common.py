@@ -72,7 +72,7 @@ def refuse_unsafe_production(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def _server_loop() -> Callable[[], AbstractEventLoop] | None:
+def server_loop() -> Callable[[], AbstractEventLoop] | None:
     """uvloop's event loop, or None (asyncio's) where uvloop is not installed: it has no Windows build."""
     try:
         import uvloop
@@ -91,7 +91,7 @@ def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False) -> T:
     import asyncio
 
     try:
-        with asyncio.Runner(loop_factory=_server_loop() if serving else None) as runner:
+        with asyncio.Runner(loop_factory=server_loop() if serving else None) as runner:
             return runner.run(fn())  # type: ignore[arg-type]
     except Exception as exc:
         message = expected_failure(exc)

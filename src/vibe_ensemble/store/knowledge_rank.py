@@ -122,10 +122,8 @@ def ranking(project_id: int, match: str, limit: int) -> sa.Select[Any]:
 def hits(project_id: int, match: str, ids: list[int], marks: tuple[str, str, str]) -> sa.Select[Any]:
     """The entries `ids` of the project, with their snippets for `match`."""
     fts, ref = _fts(project_id)
-    return (
-        sa.select(*_COLUMNS, sa.func.snippet(ref, -1, *marks, 16).label("snippet"))
-        .select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
-        .where(ref.op("MATCH")(match), fts.c.rowid.in_(ids), knowledge.c.project_id == project_id)
+    return _entries(fts, ref, marks).where(
+        ref.op("MATCH")(match), fts.c.rowid.in_(ids), knowledge.c.project_id == project_id
     )
 
 
@@ -140,15 +138,23 @@ def narrowed(
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS)
     return (
-        sa.select(*_COLUMNS, (-rank).label("score"), sa.func.snippet(ref, -1, *marks, 16).label("snippet"))
-        .select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
+        _entries(fts, ref, marks)
+        .add_columns((-rank).label("score"))
         .where(ref.op("MATCH")(match), knowledge.c.project_id == project_id, *narrowing)
         .order_by(rank, knowledge.c.id)
         .limit(limit)
     )
 
 
-_COLUMNS = (knowledge.c.id, knowledge.c.title, knowledge.c.kind, knowledge.c.tags)
+def _entries(fts: sa.TableClause, ref: sa.ColumnClause[Any], marks: tuple[str, str, str]) -> sa.Select[Any]:
+    """A hit's columns of `knowledge` and its snippet, for the FTS5 table's rows joined to theirs."""
+    return sa.select(
+        knowledge.c.id,
+        knowledge.c.title,
+        knowledge.c.kind,
+        knowledge.c.tags,
+        sa.func.snippet(ref, -1, *marks, 16).label("snippet"),
+    ).select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
 
 
 def _hit(row: sa.Row[Any], score: float) -> KnowledgeHit:

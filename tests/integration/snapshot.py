@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.database import Connection, Database
 from vibe_ensemble.store.tables import metadata
 
 Snapshot = dict[str, list[str]]
@@ -27,4 +27,9 @@ async def snapshot(db: Database) -> Snapshot:
 
 async def count(db: Database, table: sa.Table) -> int:
     async with db.read() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
+        return await count_in(conn, table)
+
+
+async def count_in(conn: Connection, table: sa.Table) -> int:
+    """The rows of a table as this connection (and its transaction) sees them."""
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())

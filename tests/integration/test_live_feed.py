@@ -46,7 +46,7 @@ async def test_feed_hands_out_every_event_once_in_order_and_resumes(
     await services.agents.register(admin, name="w1")
     for i in range(3):
         await services.issues.create(admin, title=f"issue {i}", agent="w1")
-    first = await drain(feed, services.ctx.hub.latest)
+    first = await drain(feed, await services.events.latest_id())
     truth = (await services.events.page(admin, after=start)).items
     assert [e.id for e in first] == [e.id for e in truth]
     assert [e.id for e in first] == sorted({e.id for e in first})
@@ -56,7 +56,7 @@ async def test_feed_hands_out_every_event_once_in_order_and_resumes(
     for i in range(150):  # more than one page
         await services.issues.comment(admin, truth[-1].payload["id"], f"note {i}", agent="w1")
     resumed = await services.live.feed(admin, after=resume_at)
-    rest = await drain(resumed, services.ctx.hub.latest)
+    rest = await drain(resumed, await services.events.latest_id())
     truth = (await services.events.page(admin, after=resume_at, limit=1000)).items
     assert [e.id for e in rest] == [e.id for e in truth]
     assert len(rest) == 150
@@ -108,7 +108,7 @@ async def test_feed_filters_types_and_projects(live: Runtime, services: Services
     await services.agents.register(admin, name="w2", project="other")
     issue = await services.issues.create(admin, title="here", agent="w1")
     await services.issues.create(admin, title="there", agent="w2", project="other")
-    latest = services.ctx.hub.latest
+    latest = await services.events.latest_id()
 
     got = await drain(issues_only, latest)
     assert {e.type for e in got} == {"issue.created", "issue.ready"}
@@ -208,7 +208,7 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_the_others_go_on(
     await until(lambda: len(slow.chunks) == 2)
     for i in range(5):
         await services.issues.create(admin, title=f"issue {i}", agent="w1")
-    latest = services.ctx.hub.latest
+    latest = await services.events.latest_id()
     await asyncio.wait_for(slow.stalled.wait(), 5.0)
     # The stalled client is cut off about `feed_send_timeout_s` after it stopped taking data...
     await until(lambda: cut_offs() > before)
@@ -236,8 +236,9 @@ async def test_many_feeds_cost_one_read_per_commit(
     await services.agents.register(admin, name="w1")
     for feed in [*feeds, filtered]:  # each starts with a look at the table
         assert [e.type for e in await feed.next(5.0)] == ["agent.registered"]
+    newest = await services.events.latest_id()
     async with asyncio.timeout(5):  # the router has read that commit too (for the window)
-        while services.live.recent.newest < services.ctx.hub.latest:
+        while services.live.recent.newest < newest:
             await asyncio.sleep(0.01)
     reads = 0
     real_after = event_store.after
@@ -320,7 +321,7 @@ async def test_a_feed_far_behind_catches_up_from_the_table(
         await services.agents.register(admin, name="w1")
         for i in range(10):
             await services.issues.create(admin, title=f"issue {i}", agent="w1")
-        latest = hub.latest
+        latest = await services.events.latest_id()
         async with asyncio.timeout(5):
             while recent.newest < latest:
                 await asyncio.sleep(0.01)
@@ -368,9 +369,8 @@ async def test_an_event_nobody_announced_still_reaches_a_quiet_feed(
         assert await feed.next(0.01) == []
     async with live.db.write() as conn:  # behind the hub's back: no publish
         now = services.ctx.clock()
-        [ghost] = await event_store.append(
-            conn, now, [event_store.NewEvent("ghost.event", "ghost", {}, None)]
-        )
+        await event_store.append(conn, now, [event_store.NewEvent("ghost.event", "ghost", {}, None)])
+    ghost = await services.events.latest_id()
     sqlite = live.db.is_sqlite  # (PostgreSQL's NOTIFY reaches the hub through the bridge anyway)
     assert services.ctx.hub.latest < ghost or not sqlite
     reads = 0

@@ -97,7 +97,7 @@ async def test_commits_reach_the_other_replica(replicas: list[Runtime], admin: C
     start = feed.last_id
     await a.services.agents.register(admin, name="w1")
     issue = await a.services.issues.create(admin, title="made on A", agent="w1")
-    latest = a.services.ctx.hub.latest
+    latest = await a.services.events.latest_id()
     # B's hub hears of A's commit (B wrote nothing itself)...
     await until(lambda: b.services.ctx.hub.latest == latest)
     # ...and B's subscribers read it from the table.
@@ -128,7 +128,7 @@ async def test_a_replica_cut_off_from_postgres_catches_up_and_loses_nothing(
     await a.services.agents.register(admin, name="w1")
     for i in range(5):
         await a.services.issues.create(admin, title=f"while away {i}", agent="w1")
-    latest = a.services.ctx.hub.latest
+    latest = await a.services.events.latest_id()
     await until(lambda: b.bridge is not None and b.bridge.reconnects >= 1 and b.bridge.connected)
     got = []
     async with asyncio.timeout(5):

@@ -33,6 +33,6 @@ def test_a_prepared_statement_is_described_once() -> None:
 
 
 def test_a_select_of_what_a_with_inserted_is_named_by_the_insert() -> None:
-    from vibe_ensemble.store.events import _LOCK_INSERT_NOTIFY  # one event: lock, insert and notify
+    from vibe_ensemble.store.messages import _INSERT_DELIVERED  # a message and its recipients
 
-    assert traced.describe(_LOCK_INSERT_NOTIFY) == ("INSERT", "events")
+    assert traced.describe(_INSERT_DELIVERED) == ("INSERT", "messages")

@@ -1,8 +1,9 @@
-"""PostgreSQL LISTEN/NOTIFY into the event hub: how a replica hears of another one's commits.
+"""PostgreSQL LISTEN/NOTIFY into the event hub: how a replica hears of the commits of every
+replica, its own included.
 
-`store.events.append` sends `NOTIFY vibe_events, '<last id>'` inside every
-transaction that appends events, so PostgreSQL delivers it to every listener
-when (and only if) the transaction commits. This bridge keeps one dedicated
+An event's id is given inside its transaction's COMMIT, by a trigger that also sends
+`NOTIFY vibe_events, '<id>'` (`store.events.order_at_commit_ddl`), so PostgreSQL delivers it
+to every listener when (and only if) the transaction commits. This bridge keeps one dedicated
 connection LISTENing and tells the hub about each id it hears.
 
 A notification carries no event data, and the events table stays the truth:

@@ -52,7 +52,9 @@ class Transaction:
         self.conn = conn
         self.now = now
         self._events: list[event_store.NewEvent] = []
-        self.event_ids: list[int] = []
+        # The newest event's id, to publish once committed; None when there is none, or on
+        # PostgreSQL, where ids are given at COMMIT and the bridge publishes them (store/events.append).
+        self.newest_event: int | None = None
         self._audits: list[audit_store.NewAudit] = []
 
     def emit(self, type_: EventType, actor: str, project_id: int | None, **payload: Any) -> None:
@@ -69,7 +71,7 @@ class Transaction:
         await audit_store.append(self.conn, self.now, self._audits)
 
     async def flush_events(self) -> None:
-        self.event_ids = await event_store.append(self.conn, self.now, self._events)
+        self.newest_event = await event_store.append(self.conn, self.now, self._events)
 
 
 class Service:
@@ -92,8 +94,8 @@ class Service:
                 await tx.flush_events()
         finally:
             self._write_timer.end(started)
-        if tx.event_ids:
-            self.ctx.hub.publish(tx.event_ids[-1])
+        if tx.newest_event is not None:
+            self.ctx.hub.publish(tx.newest_event)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:

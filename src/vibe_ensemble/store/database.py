@@ -9,8 +9,8 @@ owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 PostgreSQL (asyncpg, store/postgres.py, imported only for a PostgreSQL URL): a pool of our own
 over SQLAlchemy's connections in AUTOCOMMIT, each transaction begun and ended by asyncpg itself,
 so `Prepared` statements run on asyncpg directly beside the ones SQLAlchemy executes;
-every write transaction that appends events takes a transaction-level advisory lock
-first (`store.events.append`), so event ids become visible in id order.
+an event is given its id inside its transaction's COMMIT, by a deferred trigger holding a
+transaction-level advisory lock (`store.events.append`), so event ids become visible in id order.
 """
 
 from __future__ import annotations

@@ -31,58 +31,86 @@ class NewEvent:
     project_id: int | None
 
 
-async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> list[int]:
-    """Append events as the last step of a write transaction; returns their ids.
+async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> int | None:
+    """Append events as the last step of a write transaction.
 
-    On PostgreSQL a transaction-level advisory lock is taken first, so ids are
-    committed in order and a reader that saw id N will never later find a
-    smaller one. Call this last in a transaction, after all row locks are held.
+    Readers follow the log by id (`after`), so ids must become visible in id order: a reader that
+    saw id N must never later find a smaller one. SQLite has one writer, so ids are drawn in commit
+    order; this returns the newest id, for the caller to publish once it has committed.
+
+    PostgreSQL's writers run at once, so an event's id is given as its transaction commits: the
+    row is inserted here with a provisional (negative) id, and a deferred trigger
+    (`order_at_commit_ddl`) takes the event-order lock during COMMIT, gives the row its id and
+    notifies it. The lock is held only while PostgreSQL commits, never across a round trip to
+    this process. This returns None there: the id is known after the COMMIT, to the listeners
+    (events/bridge.py), this process's own included.
     """
     if not new:
-        return []
-    postgres = conn.dialect.name == "postgresql"
-    if postgres and len(new) == 1:  # the usual case: lock, insert and notify in one round trip
-        ev = new[0]
-        row = {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor}
-        params = {**row, "payload": ev.payload, "k": EVENT_LOCK_KEY, "c": NOTIFY_CHANNEL}
-        return [(await conn.execute(_LOCK_INSERT_NOTIFY, params)).scalar_one()]
-    if postgres:
-        await conn.execute(_ORDER_LOCK, {"k": EVENT_LOCK_KEY})
-    ids: list[int] = []
-    for ev in new:
-        row = {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor}
-        ids.append((await conn.execute(_INSERT, {**row, "payload": ev.payload})).scalar_one())
-    if postgres:
-        await conn.execute(_NOTIFY, {"c": NOTIFY_CHANNEL, "p": str(ids[-1])})
-    return ids
+        return None
+    rows = [
+        {"time": now, "project_id": ev.project_id, "type": ev.type, "actor": ev.actor, "payload": ev.payload}
+        for ev in new
+    ]
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_INSERT_PROVISIONAL, rows if len(rows) > 1 else rows[0])
+        return None
+    newest = 0
+    for row in rows:
+        newest = (await conn.execute(_INSERT, row)).scalar_one()
+    return int(newest)
 
 
 _INSERT = Prepared.insert_row(events)
-_ORDER_LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k", type_=sa.BigInteger))))
-_NOTIFY = Prepared(
-    sa.select(sa.func.pg_notify(sa.bindparam("c", type_=sa.Text), sa.bindparam("p", type_=sa.Text)))
+
+ORDER_TRIGGER = "events_ordered_at_commit"
+ORDER_FUNCTION = "vibe_events_ordered_at_commit"
+PROVISIONAL_SEQUENCE = "events_provisional_id_seq"  # provisional ids are its values, negated
+
+_INSERT_PROVISIONAL = Prepared(
+    events.insert().values(
+        {
+            events.c.id: sa.literal_column(f"-nextval('{PROVISIONAL_SEQUENCE}')", events.c.id.type),
+            **{c: sa.bindparam(c.name) for c in events.c if c.name != "id"},
+        }
+    )
 )
 
 
-def _lock_insert_notify() -> Prepared:
-    """One event on PostgreSQL in one statement: the order lock first (the insert reads from it, so
-    its id is drawn after the lock is held), then the row, then the notification of its id."""
-    lock = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k", type_=sa.BigInteger)).label("held")).cte(
-        "ordered"
-    )
-    columns = ["time", "project_id", "type", "actor", "payload"]
-    values = [sa.bindparam(name, type_=events.c[name].type) for name in columns]
-    inserted = (
-        events.insert()
-        .from_select(columns, sa.select(*values).select_from(lock))
-        .returning(events.c.id)
-        .cte("inserted")
-    )
-    notify = sa.func.pg_notify(sa.bindparam("c", type_=sa.Text), sa.cast(inserted.c.id, sa.Text))
-    return Prepared(sa.select(inserted.c.id, notify.label("notified")))
+def order_at_commit_ddl(sequence: str) -> list[str]:
+    """PostgreSQL: the deferred trigger that gives each new event its id as its transaction commits.
+
+    An event is inserted with a negative provisional id (`PROVISIONAL_SEQUENCE`, never a final
+    id). The trigger runs in COMMIT, before the commit record is written: it takes the event-order
+    lock (held to the end of the commit, so ids become visible in order), draws the event's id from
+    the events' own sequence (`sequence`; only committing events draw from it, so ids stay dense)
+    and sends `NOTIFY vibe_events, '<id>'`, which PostgreSQL delivers to every listener once the
+    transaction has committed.
+    """
+    # Every name and number below is this module's constant, `sequence` the catalog's answer.
+    return [
+        f"CREATE SEQUENCE IF NOT EXISTS {PROVISIONAL_SEQUENCE} AS bigint",
+        f"""CREATE OR REPLACE FUNCTION {ORDER_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    ordered bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock({EVENT_LOCK_KEY});
+    ordered := nextval('{sequence}'::regclass);
+    UPDATE {events.name} SET id = ordered WHERE id = NEW.id;
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', ordered::text);
+    RETURN NULL;
+END
+$fn$""",  # noqa: S608  # nosec B608
+        f"CREATE CONSTRAINT TRIGGER {ORDER_TRIGGER} AFTER INSERT ON {events.name} "
+        f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {ORDER_FUNCTION}()",
+    ]
 
 
-_LOCK_INSERT_NOTIFY = _lock_insert_notify()
+def drop_order_at_commit_ddl() -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {ORDER_TRIGGER} ON {events.name}",
+        f"DROP FUNCTION IF EXISTS {ORDER_FUNCTION}()",
+        f"DROP SEQUENCE IF EXISTS {PROVISIONAL_SEQUENCE}",
+    ]
 
 
 async def newest_id_on_listener(conn: asyncpg.Connection) -> int:

@@ -29,7 +29,11 @@ SAMPLE_S = 5.0  # with several workers, how often each refreshes its per-process
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.db = Database(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
         limiter = RateLimiter(
             {**settings.rate_limit_per_minute, AUTH_FAILURE: settings.auth_failures_per_minute},
             settings.rate_limit_burst,

@@ -13,7 +13,7 @@ from vibe_ensemble.store.database import Database
 async def test_a_write_cancelled_mid_statement_ends_cancelled_and_the_pool_recovers(
     postgres_url: str,
 ) -> None:
-    db = Database(postgres_url, pool_size=1)
+    db = Database(postgres_url, pool_size=2)
     try:
         started = asyncio.Event()
 

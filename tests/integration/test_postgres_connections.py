@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.errors import DatabaseUnavailable
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import postgres
 from vibe_ensemble.store.database import Connection, Database
 
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def db(postgres_url: str) -> AsyncIterator[Database]:
-    database = Database(postgres_url, pool_size=1)  # at most two connections
+    database = Database(postgres_url, pool_size=2)  # at most two connections
     try:
         yield database
     finally:
@@ -40,6 +43,23 @@ async def test_connections_are_kept_and_reused(db: Database) -> None:
         pids = {(await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one() for conn in (a, b)}
         assert len(pids) == 2
     assert db.pool_status() == ("postgresql", 2, 0)
+
+
+async def test_a_server_opens_at_most_the_configured_number_of_connections(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    runtime = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path, db_pool_size=3))  # type: ignore[call-arg]
+    try:
+        assert runtime.db.pool_status() == ("postgresql", 3, 0)
+        async with runtime.db.write(), runtime.db.write(), runtime.db.write():
+            assert runtime.db.pool_status() == ("postgresql", 3, 3)
+            fourth = asyncio.create_task(_backend(runtime.db))
+            await _waiting(runtime.db, 1)  # a fourth caller waits: none is free, none is opened
+            assert runtime.db.pool_status() == ("postgresql", 3, 3)
+        await fourth  # served once the three were given back
+        assert runtime.db.pool_status() == ("postgresql", 3, 0)
+    finally:
+        await runtime.db.dispose()
 
 
 async def _taken(db: Database, n: int) -> list[AbstractAsyncContextManager[Connection]]:
@@ -166,7 +186,7 @@ async def _idle_pids(db: Database) -> list[int]:
 
 
 async def _terminate(db: Database, pids: list[int]) -> None:
-    killer = Database(db.url.render_as_string(hide_password=False), pool_size=1)
+    killer = Database(db.url.render_as_string(hide_password=False), pool_size=2)
     try:
         async with killer.read() as conn:
             for pid in pids:
@@ -184,7 +204,7 @@ async def test_a_connection_cut_mid_transaction_fails_it_and_is_not_reused(db: D
 
 
 async def test_a_disposed_pool_closes_its_connections(postgres_url: str) -> None:
-    db = Database(postgres_url, pool_size=1)
+    db = Database(postgres_url, pool_size=2)
     async with db.write() as a, db.write() as b:
         for conn in (a, b):
             await conn.execute(sa.text("SELECT 1"))

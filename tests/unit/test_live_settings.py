@@ -35,6 +35,17 @@ def test_presence_and_feed_timings_accept_small_values_and_refuse_nonsense() -> 
         Settings(feed_keepalive_s=301)
 
 
+def test_the_database_pool_size_is_read_from_the_environment_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().db_pool_size == 20
+    monkeypatch.setenv("VIBE_DB_POOL_SIZE", "7")
+    assert Settings().db_pool_size == 7
+    for nonsense in (0, 501):
+        with pytest.raises(ValidationError, match="db_pool_size"):
+            Settings(db_pool_size=nonsense)
+
+
 @pytest.mark.parametrize(
     "guessable",
     ["a" * 32, "ab" * 20, "abcdefghijklmnopqrstuvwxyz012345", "password" * 4, "qwertyuiopasdfgh" * 2],

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # SQLite durability (docs/operations.md): FULL syncs every commit to disk before it is acknowledged;
     # NORMAL is faster but a power loss (not a process crash) may roll back the last commits
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # PostgreSQL: the connections one server process may open (each `--workers` worker has its own);
+    # more than the database has cores for makes commits queue (docs/operations.md)
+    db_pool_size: int = Field(20, ge=1, le=500)
     # backups (docs/backups.md): where `backup create` writes and the other commands read (a directory
     # or s3://bucket/prefix; default <data_dir>/backups), an S3 endpoint for S3-compatible stores,
     # and where pg_dump/pg_restore live when they are not on PATH

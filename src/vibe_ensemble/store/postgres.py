@@ -99,8 +99,7 @@ async def _shut(held: _Held) -> None:
 
 
 class PostgresEngine:
-    """The pool (up to twice `pool_size` connections, as SQLAlchemy's pool with as many again in
-    overflow allowed) and its transactions.
+    """The pool (up to `pool_size` connections, `VIBE_DB_POOL_SIZE`) and its transactions.
 
     A connection is opened when none is idle and fewer than the limit are open, and kept open.
     Taking one costs no round trip in steady use: one whose socket closed is replaced without
@@ -112,7 +111,7 @@ class PostgresEngine:
     """
 
     def __init__(self, url: URL, *, pool_size: int) -> None:
-        self.limit = 2 * pool_size
+        self.limit = pool_size
         # SQLAlchemy never begins or ends a transaction here (AUTOCOMMIT): `connect` does, with
         # asyncpg's, so that statements through SQLAlchemy and prepared ones share it. No pool of
         # SQLAlchemy's: ours holds each connection for its life.

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # NORMAL is faster but a power loss (not a process crash) may roll back the last commits
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # PostgreSQL: the connections one server process may open (each `--workers` worker has its own);
-    # more than the database has cores for makes commits queue (docs/operations.md)
+    # more than the database has cores for makes commits queue (docs/deployment/production-operations.md)
     db_pool_size: int = Field(20, ge=1, le=500)
     # backups (docs/backups.md): where `backup create` writes and the other commands read (a directory
     # or s3://bucket/prefix; default <data_dir>/backups), an S3 endpoint for S3-compatible stores,

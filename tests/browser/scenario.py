@@ -4,9 +4,12 @@ screenshot show."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 
 class Api:
@@ -37,6 +40,14 @@ class Api:
     def token(self, role: str, label: str, **fields: Any) -> tuple[int, str]:
         made = self.call("POST", "/tokens", {"role": role, "label": label, **fields})
         return made["id"], made["token"]
+
+
+def sign_out(page: Page) -> None:
+    """Leave the page, then drop its session. A dashboard page left open while its cookie goes would
+    have its next update refused (401) and send itself to /login, racing the test's own
+    navigation there (which then fails with net::ERR_ABORTED)."""
+    page.goto("about:blank")
+    page.context.clear_cookies()
 
 
 def populate(api: Api) -> None:

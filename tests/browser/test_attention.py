@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 from vibe_ensemble.guard import hook
 
 from ..support import ServerProcess, start_server
-from .scenario import Api, Heartbeats
+from .scenario import Api, Heartbeats, sign_out
 
 pytestmark = pytest.mark.browser
 
@@ -150,7 +150,7 @@ def test_the_release_action_frees_a_silent_agents_work(page: Page, server: Serve
     login(page, viewer, "release")
     expect(item(page, "silent", agent="gone")).to_be_visible(timeout=SILENT_AFTER_S * 1000 + 15_000)
     expect(page.locator("#attention button", has_text="Release work")).to_have_count(0)  # a viewer may not
-    page.context.clear_cookies()
+    sign_out(page)
 
     login(page, coordinator, "release")
     dialogs: list[str] = []

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from ..support import ServerProcess
-from .scenario import Api, populate
+from .scenario import Api, populate, sign_out
 from .test_attention import axe
 from .test_dashboard import XSS, login, wait_live
 
@@ -167,9 +167,22 @@ def test_mail_threads_show_bodies_as_text_with_read_and_ack_state_live(
 
 
 def test_a_viewer_sees_who_wrote_what_but_no_bodies(page: Page, world: Api) -> None:
+    sent = world.call(
+        "POST",
+        world.p + "/messages",
+        {
+            "subject": "Plan",
+            "body": "Hold merges.",
+            "to": ["brook"],
+            "ack_required": True,
+            "thread_id": "viewer-thread",
+            "agent": "ada",
+        },
+    )
+    world.call("POST", f"{world.p}/agents/brook/inbox/ack", {"ids": [sent["id"]]})
     _, viewer = world.token("viewer", "val")
     login(page, viewer)
-    page.goto("/mail/thread?thread=freeze-thread")
+    page.goto("/mail/thread?thread=viewer-thread")
     expect(page.locator("article.message")).to_have_count(1)
     expect(page.locator(".bodies-hidden")).to_contain_text("coordinator and admin tokens only")
     expect(page.locator("article.message .body")).to_have_count(0)
@@ -283,7 +296,7 @@ def test_the_knowledge_browser_reads_versions_and_searches_knowledge_and_mail(
     no_script_ran(page, dialogs)
 
     _, viewer = world.token("viewer", "vince")
-    page.context.clear_cookies()
+    sign_out(page)
     login(page, viewer)
     page.goto("/knowledge?q=weekly")  # a word only in the body: a viewer's search does not see it
     expect(page.locator(".mail-hits")).to_contain_text("No mail matches.")

@@ -100,7 +100,7 @@ def test_a_coordinator_ends_a_stale_lease_and_a_viewer_may_not(page: Page, world
     assert refused.status == 403 and "may not do agent.retire" in refused.text()
 
     _, coordinator = world.token("coordinator", "cleo")
-    page.context.clear_cookies()
+    sign_out(page)
     lead = page.context.new_page()  # without the listener that dismisses every dialog
     login(lead, coordinator)
     lead.goto("/leases?agent=stale")

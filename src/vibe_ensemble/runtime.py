@@ -16,9 +16,10 @@ from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import ServiceContext, Services
+from vibe_ensemble.services.base import open_database
 from vibe_ensemble.services.tokens import AUTH_FAILURE
 from vibe_ensemble.store import migrate
-from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock
+from vibe_ensemble.store.database import DatabaseError, OwnerLock
 from vibe_ensemble.store.leader import Leadership
 
 log = structlog.get_logger(__name__)
@@ -29,11 +30,7 @@ SAMPLE_S = 5.0  # with several workers, how often each refreshes its per-process
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(
-            settings.effective_database_url,
-            pool_size=settings.db_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
+        self.db = open_database(settings)
         limiter = RateLimiter(
             {**settings.rate_limit_per_minute, AUTH_FAILURE: settings.auth_failures_per_minute},
             settings.rate_limit_burst,

@@ -38,6 +38,7 @@ def test_presence_and_feed_timings_accept_small_values_and_refuse_nonsense() -> 
 def test_the_database_pool_size_is_read_from_the_environment_and_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("VIBE_DB_POOL_SIZE", raising=False)
     assert Settings().db_pool_size == 20
     monkeypatch.setenv("VIBE_DB_POOL_SIZE", "7")
     assert Settings().db_pool_size == 7

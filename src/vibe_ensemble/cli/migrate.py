@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, run, settings_or_exit
+from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import migrate as migrations
-from vibe_ensemble.store.database import Database
 
 
 def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
@@ -14,7 +14,7 @@ def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
     settings = settings_or_exit(config, database_url=database_url)
 
     async def main() -> str:
-        db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        db = open_database(settings)
         try:
             await migrations.upgrade(db)
             return db.safe_url()

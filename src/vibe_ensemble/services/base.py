@@ -15,6 +15,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Project
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.metrics import TransactionTimer
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import audit as audit_store
@@ -23,6 +24,16 @@ from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store.database import Connection, Database
 
 MAX_CACHED_PROJECTS = 10_000
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the settings name, with their pool size and SQLite durability (the server, the
+    `migrate` command and the doctor open it alike)."""
+    return Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
 
 
 def utcnow() -> datetime:

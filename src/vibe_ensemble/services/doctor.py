@@ -17,6 +17,7 @@ from typing import Literal
 
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services.backups import CREATED
+from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import clock, migrate
 from vibe_ensemble.store.backup_postgres import find_pg_tool
@@ -62,7 +63,7 @@ async def run_checks(settings: Settings, *, now: datetime | None = None) -> list
         )
         return findings + _disk(settings, None)
     try:
-        db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        db = open_database(settings)
     except DatabaseError as exc:
         findings.append(Finding("database", "fail", str(exc), "set VIBE_DATABASE_URL to a usable database"))
     findings += _disk(settings, db)

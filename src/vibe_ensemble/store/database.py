@@ -140,7 +140,8 @@ class Connection(Protocol):
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "FULL") -> None:
-        """`pool_size`: the PostgreSQL connections this process may open (settings.db_pool_size)."""
+        """`pool_size`: the PostgreSQL connections this process may open. What reads the settings
+        passes `settings.db_pool_size`; the default here is that setting's, for a bare `Database`."""
         self.url: URL = parse_url(url)
         self.dialect = self.url.get_backend_name()
         # Tracing on (ops/tracing.py, set by the app): each transaction and statement is a span.

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import ReserveMode, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, ReserveMode, TokenRole
 from vibe_ensemble.domain.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.domain.models import ReservationResult
 from vibe_ensemble.services import Services
@@ -182,6 +182,22 @@ async def test_retirement_is_sticky_until_a_coordinator_reinstates(team: Service
     back = await team.agents.register(coordinator, name="ann")
     assert back.retired_at is None
     assert (await team.reservations.reserve(bound("ann"), ["src/a.py"])).granted
+
+
+async def test_a_worker_token_cannot_demote_a_coordinator_by_registering_its_name(
+    team: Services, admin: Caller
+) -> None:
+    lead = Caller(credential_id=None, role=TokenRole.COORDINATOR, label="lead")
+    await team.agents.register(lead, name="boss", role=AgentRole.COORDINATOR, description="runs the team")
+    before = await snapshot(team.ctx.db)
+    for caller in (bound("boss"), Caller(credential_id=None, role=TokenRole.WORKER, label="team")):
+        with pytest.raises(PermissionDenied, match="'boss' is a coordinator; only a coordinator or admin"):
+            await team.agents.register(caller, name="boss", description="demoted")
+    assert await snapshot(team.ctx.db) == before
+    again = await team.agents.register(lead, name="boss", role=AgentRole.COORDINATOR)
+    assert again.role == AgentRole.COORDINATOR
+    worker = await team.agents.register(bound("ann"), name="ann", description="re-attached")
+    assert worker.description == "re-attached"  # a worker still re-attaches to its own name
 
 
 async def test_idempotency_key_replays_the_first_result(team: Services, admin: Caller) -> None:

@@ -38,7 +38,9 @@ class AgentService(Service):
         """Register a new agent, or re-attach to an existing one of that name.
 
         Retirement is sticky: a retired agent is reinstated only by a coordinator or admin
-        token registering it again; its own (or another worker's) token is refused.
+        token registering it again; its own (or another worker's) token is refused. A
+        coordinator is re-attached only by a coordinator or admin token, so a worker token
+        cannot demote it by registering its name.
         """
         caller.require(Op.AGENT_ACT)
         if caller.agent is not None:
@@ -67,6 +69,19 @@ class AgentService(Service):
                     f"agent {name!r} was retired; only a coordinator or admin can reinstate it "
                     "(by registering it again with their token)",
                     agent=name,
+                )
+            if (
+                existing is not None
+                and existing.role == AgentRole.COORDINATOR
+                and not allowed(caller.role, Op.AGENT_COORDINATE)
+            ):
+                # re-attaching rewrites role, capabilities and description: a worker token must
+                # not demote (or re-describe) the team's coordinator by registering its name
+                raise PermissionDenied(
+                    f"agent {name!r} is a coordinator; only a coordinator or admin token can "
+                    "register it again",
+                    agent=name,
+                    role=caller.role.value,
                 )
             values = dict(
                 role=role.value,

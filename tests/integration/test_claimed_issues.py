@@ -7,7 +7,7 @@ import pytest
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import IssueStatus, Priority, TokenRole
-from vibe_ensemble.domain.errors import PermissionDenied
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.services import Services
 
 from .snapshot import snapshot
@@ -61,9 +61,24 @@ async def test_the_assignee_changes_and_closes_its_issue(services: Services, hel
 
 async def test_the_assignee_may_let_go(services: Services, held: int) -> None:
     released = await services.issues.update(W1, held, assignee=None)
-    assert released.assignee is None
-    # unclaimed again: any worker may change it
+    assert (released.assignee, released.status) == (None, IssueStatus.OPEN)  # not in progress with nobody
+    # unclaimed again: any worker may change it, and claim it
     assert (await services.issues.update(W2, held, title="picked up")).title == "picked up"
+    assert (await services.issues.claim(W2, held)).assignee == "w2"
+
+
+async def test_in_progress_needs_an_assignee(services: Services, held: int, admin: Caller) -> None:
+    unheld = await services.issues.create(admin, title="nobody's")
+    before = await snapshot(services.ctx.db)
+    for attempt in (
+        services.issues.update(W2, unheld.id, status=IssueStatus.IN_PROGRESS),
+        services.issues.update(W1, held, assignee=None, status=IssueStatus.IN_PROGRESS),
+    ):
+        with pytest.raises(InvalidInput, match="status: in_progress needs an assignee: claim the issue"):
+            await attempt
+    assert await snapshot(services.ctx.db) == before
+    started = await services.issues.update(W2, unheld.id, status=IssueStatus.IN_PROGRESS, assignee="w2")
+    assert (started.status, started.assignee) == (IssueStatus.IN_PROGRESS, "w2")
 
 
 @pytest.mark.parametrize("role", [TokenRole.COORDINATOR, TokenRole.ADMIN])

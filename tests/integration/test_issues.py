@@ -17,6 +17,30 @@ from vibe_ensemble.store.tables import issue_dependencies, issues
 from .snapshot import snapshot
 
 
+async def test_parent_cycle_is_refused_naming_the_cycle(services: Services, admin: Caller) -> None:
+    epic = await services.issues.create(admin, title="epic")
+    story = await services.issues.create(admin, title="story", parent=epic.id)
+    task = await services.issues.create(admin, title="task", parent=story.id)
+    before = await snapshot(services.ctx.db)
+
+    with pytest.raises(InvalidInput) as err:
+        await services.issues.update(admin, epic.id, parent=task.id)
+    assert err.value.field == "parent"
+    assert err.value.message.startswith(
+        f"parent: would create a parent cycle: #{epic.id} -> #{task.id} -> #{story.id} -> #{epic.id}"
+    )
+    assert err.value.details["cycle"] == [epic.id, task.id, story.id, epic.id]
+    with pytest.raises(InvalidInput, match=f"#{story.id} -> #{task.id} -> #{story.id}"):
+        await services.issues.update(admin, story.id, parent=task.id, title="renamed")
+    assert await snapshot(services.ctx.db) == before
+
+    # moving a sub-issue under a sibling branch, or detaching it, is fine
+    other = await services.issues.create(admin, title="other epic")
+    assert (await services.issues.update(admin, story.id, parent=other.id)).parent == other.id
+    assert (await services.issues.update(admin, epic.id, parent=task.id)).parent == task.id
+    assert (await services.issues.update(admin, epic.id, parent=None)).parent is None
+
+
 async def test_dependency_cycle_is_refused_naming_the_cycle(services: Services, admin: Caller) -> None:
     one = await services.issues.create(admin, title="one")
     two = await services.issues.create(admin, title="two", depends_on=[one.id])

@@ -178,7 +178,10 @@ class IssueService(Service):
         assignee: str | None = UNSET,
         expected_version: int | None = None,
     ) -> Issue:
-        """Change the given fields. `assignee=None` unassigns; `parent=None` detaches."""
+        """Change the given fields. `assignee=None` unassigns; `parent=None` detaches.
+
+        Unassigning an issue in progress reopens it; setting in_progress with nobody assigned
+        is refused."""
         caller.require(Op.ISSUE_WRITE)
         actor = actor_name(caller, agent)
         values = _field_values(title, body, status, priority, labels)
@@ -200,9 +203,29 @@ class IssueService(Service):
                 if parent == issue_id:
                     raise InvalidInput("parent", "an issue cannot be its own parent")
                 await self._check_refs(tx.conn, proj.id, [], parent)
+                if parent is not None:
+                    chain = await store.parent_chain(tx.conn, parent)
+                    if issue_id in chain:
+                        cycle = [issue_id, *chain[: chain.index(issue_id) + 1]]
+                        raise InvalidInput(
+                            "parent",
+                            f"would create a parent cycle: {rules.cycle_text(cycle)} "
+                            "(an issue cannot sit under its own sub-issue)",
+                            cycle=cycle[:10] + cycle[-10:] if len(cycle) > 20 else cycle,
+                        )
                 values["parent_id"] = parent
             if assignee is not UNSET:
                 values["assignee_id"] = await self._assignee_id(tx.conn, caller, proj.id, actor, assignee)
+            # in progress means someone holds it: never leave an issue in progress with nobody
+            # assigned (no one could finish it, and a claim takes only open issues)
+            if (status or current.status) == IssueStatus.IN_PROGRESS and (
+                current.assignee if assignee is UNSET else assignee
+            ) is None:
+                if status == IssueStatus.IN_PROGRESS:
+                    raise InvalidInput(
+                        "status", "in_progress needs an assignee: claim the issue, or give an assignee"
+                    )
+                values["status"] = IssueStatus.OPEN.value  # let go of it: it is open for a claim again
             if deps is not None:
                 await self._check_refs(tx.conn, proj.id, deps, None)
                 graph = await dependency_store.dependency_graph(tx.conn, proj.id)

@@ -95,6 +95,25 @@ _BY_IDS = Prepared(
 )
 
 
+MAX_PARENT_DEPTH = 10_000  # a bound on the walk up, so rows written before the cycle check end it
+
+
+async def parent_chain(conn: Connection, issue_id: int) -> list[int]:
+    """`issue_id`, its parent, the parent's parent, … up to the root (one recursive query)."""
+    up = (
+        sa.select(issues.c.id, issues.c.parent_id, sa.literal(0).label("depth"))
+        .where(issues.c.id == issue_id)
+        .cte("up", recursive=True)
+    )
+    up = up.union_all(
+        sa.select(issues.c.id, issues.c.parent_id, (up.c.depth + 1).label("depth"))
+        .join(up, issues.c.id == up.c.parent_id)
+        .where(up.c.depth < MAX_PARENT_DEPTH)
+    )
+    rows = await conn.execute(sa.select(up.c.id).order_by(up.c.depth))
+    return [r.id for r in rows]
+
+
 async def by_ids(conn: Connection, ids: Iterable[int]) -> list[Issue]:
     """The issues with these ids, in id order."""
     return await _load(conn, _BY_IDS, {"ids": list(ids)})

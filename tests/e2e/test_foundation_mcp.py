@@ -103,10 +103,28 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
         # an argument the tool does not take is refused, never ignored
         unknown = await call_error(client, "claim_issue", issue=stale["id"], agent="w1")
         assert unknown.startswith("[invalid_input] claim_issue: unknown argument 'issue'; ")
+        assert '{"field": "issue", "rule": "not an argument of claim_issue; it accepts: ' in unknown
         assert "claim_issue accepts: id, agent, project" in unknown
         typed = await call_error(client, "get_issue", id="three")
         assert typed.startswith("[invalid_input] get_issue: id: Input should be a valid integer")
         assert "\n" not in typed and "(got 'three')" in typed
+        assert typed.endswith('{"field": "id", "rule": "Input should be a valid integer"}')
+        # JSON's types are the schema's: no number from a boolean or a string, no boolean from "yes"
+        for lax in (True, str(stale["id"])):
+            assert "id: Input should be a valid integer" in await call_error(client, "get_issue", id=lax)
+        yes = await call_error(client, "list_agents", include_retired="yes")
+        assert yes.startswith("[invalid_input] list_agents: include_retired: Input should be a valid boolean")
+        ids = await call_error(client, "create_issue", title="t", depends_on=[str(stale["id"])])
+        assert "depends_on.0: Input should be a valid integer" in ids
+        # a missing argument is named, not echoed with the whole call
+        absent = await call_error(client, "close_issue", id=stale["id"])
+        assert absent == (
+            '[invalid_input] close_issue: resolution: Field required {"field": "resolution", "rule": "Field required"}'
+        )
+        offline = await call_error(client, "heartbeat", status="offline", agent="w1")
+        assert offline.startswith(
+            "[invalid_input] heartbeat: status: Input should be 'idle', 'working' or 'blocked'"
+        )
         assert (await call(client, "get_issue", id=stale["id"])).get("assignee") is None  # nothing claimed
         # nothing was created by the refused calls
         assert [i["title"] for i in (await call(client, "list_issues"))["items"]] == ["versioned"]

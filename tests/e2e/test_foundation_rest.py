@@ -131,6 +131,7 @@ def test_events_page_after_an_id(server: ServerProcess) -> None:
 def test_errors_are_json_with_status(server: ServerProcess) -> None:
     with client(server, server.admin_token) as api:
         ok(api.post(f"{P}/issues", json={"title": "exists"}), 201)
+        ok(api.post(f"{P}/agents", json={"name": "beater"}), 201)
         before = ok(api.get("/api/v1/events"))["last_id"]
 
         bad_json = error(
@@ -159,6 +160,13 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         assert oversize["message"].startswith("body: ")
         bad_query = error(api.get("/api/v1/events", params={"after": "abc"}), 422, "invalid_input")
         assert bad_query["message"].startswith("after: ")
+        # a query parameter named `query` is named, not mistaken for the location
+        no_words = error(api.get(f"{P}/knowledge/search"), 422, "invalid_input")
+        assert no_words["details"]["errors"] == [{"field": "query", "rule": "Field required"}]
+        offline = error(
+            api.post(f"{P}/agents/beater/heartbeat", json={"status": "offline"}), 422, "invalid_input"
+        )
+        assert offline["message"] == "status: Input should be 'idle', 'working' or 'blocked'"
 
         missing = error(api.get(f"{P}/issues/999"), 404, "not_found")
         assert missing == {

@@ -21,6 +21,14 @@ class AgentStatus(StrEnum):
     OFFLINE = "offline"
 
 
+class ReportedStatus(StrEnum):
+    """The statuses an agent reports for itself in a heartbeat: `offline` is the server's to set."""
+
+    IDLE = "idle"
+    WORKING = "working"
+    BLOCKED = "blocked"
+
+
 class IssueStatus(StrEnum):
     OPEN = "open"
     IN_PROGRESS = "in_progress"

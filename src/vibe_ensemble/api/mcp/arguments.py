@@ -4,11 +4,17 @@ The SDK validates a call's arguments against the tool's signature but drops name
 not know, so `claim_issue(issue=3)` used to claim the best ready issue instead and report
 success. This middleware refuses, before the tool runs, any argument the tool does not
 accept (naming it and listing the accepted ones), and turns a type error into one readable
-line naming the field, instead of pydantic's multi-line dump.
+line naming the field, instead of pydantic's multi-line dump, followed by the same
+`{"field", "rule"}` JSON a service's refusal carries.
+
+Arguments are checked as the JSON they arrived as, strictly: the schema says `integer`, so
+`true` or `"3"` is refused rather than read as 1 or 3 (the SDK's own check, which runs after,
+would coerce them); `"yes"` is not a boolean.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +22,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 MAX_SHOWN = 80  # characters of a refused value shown back
 
@@ -28,15 +35,28 @@ def _accepted(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
+def _invalid(tool: str, problems: list[str], details: list[dict[str, str]]) -> str:
+    """`[invalid_input] tool: problem; problem {"field": …, "rule": …}` (and every one under `errors`)."""
+    shown: dict[str, Any] = dict(details[0])
+    if len(details) > 1:
+        shown["errors"] = details
+    return f"[invalid_input] {tool}: " + "; ".join(problems) + " " + json.dumps(shown)
+
+
 def describe(tool: str, exc: ValidationError) -> str:
-    """One line: `[invalid_input] claim_issue: id: Input should be a valid integer (got 'abc')`."""
-    problems = []
+    """One line: `[invalid_input] claim_issue: id: Input should be a valid integer (got 'abc') {…}`.
+
+    A missing argument is only named: its "input" is the whole argument object."""
+    problems, details = [], []
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "arguments"
-        got = repr(err.get("input"))
-        got = got if len(got) <= MAX_SHOWN else got[:MAX_SHOWN] + "…"
-        problems.append(f"{field}: {err['msg']} (got {got})")
-    return f"[invalid_input] {tool}: " + "; ".join(problems)
+        problem = f"{field}: {err['msg']}"
+        if err["type"] != "missing":
+            got = repr(err.get("input"))
+            problem += f" (got {got if len(got) <= MAX_SHOWN else got[:MAX_SHOWN] + '…'})"
+        problems.append(problem)
+        details.append({"field": field, "rule": err["msg"]})
+    return _invalid(tool, problems, details)
 
 
 def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
@@ -60,12 +80,17 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
         unknown = sorted(arguments.keys() - accepted)
         if unknown:
             shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])
-            return _refusal(
-                f"[invalid_input] {name}: unknown argument{'s' if len(unknown) > 1 else ''} {shown}; "
+            rule = f"not an argument of {name}; it accepts: {', '.join(accepted) or 'no arguments'}"
+            problem = (
+                f"unknown argument{'s' if len(unknown) > 1 else ''} {shown}; "
                 f"{name} accepts: {', '.join(accepted) or 'no arguments'}"
             )
+            return _refusal(
+                _invalid(name, [problem], [{"field": u[:MAX_SHOWN], "rule": rule} for u in unknown[:10]])
+            )
         try:
-            model.model_validate(arguments)
+            # as JSON, strictly: JSON's types are the schema's (no "3" for 3, no true for 1)
+            model.model_validate_json(to_json(arguments), strict=True)
         except ValidationError as exc:
             return _refusal(describe(name, exc))
         return await call_next(ctx)

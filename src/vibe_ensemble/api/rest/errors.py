@@ -50,7 +50,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    """The field a validation error is about: its location without the leading kind (body, query, …).
+
+    Only the first part is the kind: a query parameter may itself be named `query`."""
+    parts = [
+        str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc)
+    ]
     return ".".join(parts) or "body"
 
 

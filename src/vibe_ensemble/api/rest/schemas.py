@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vibe_ensemble.domain.enums import (
     AgentRole,
-    AgentStatus,
     Importance,
     IssueStatus,
     KnowledgeKind,
     Priority,
+    ReportedStatus,
     ReserveMode,
     TokenRole,
 )
@@ -61,7 +61,9 @@ class AgentIn(Body):
 
 
 class HeartbeatIn(Body):
-    status: AgentStatus | None = None
+    status: ReportedStatus | None = Field(
+        None, description="idle, working or blocked (offline is the server's to set)."
+    )
     activity: str | None = Field(None, max_length=MAX_NOTE)
 
 

@@ -45,7 +45,11 @@ async def heartbeat(
     project: str, name: str, body: HeartbeatIn, caller: CallerDep, services: ServicesDep
 ) -> HeartbeatResult:
     return await services.agents.heartbeat(
-        caller, project=project, agent=name, status=body.status, activity=body.activity
+        caller,
+        project=project,
+        agent=name,
+        status=None if body.status is None else AgentStatus(body.status),
+        activity=body.activity,
     )
 
 

@@ -120,7 +120,10 @@ async def update_issue(
     parent: Annotated[
         int | None, Field(description="Id of the parent issue (epic); 0 detaches.", ge=0, le=MAX_ID)
     ] = None,
-    assignee: Annotated[str | None, Field(description="Agent to assign; '' unassigns (an issue in progress goes back to open).")] = None,
+    assignee: Annotated[
+        str | None,
+        Field(description="Agent to assign; '' unassigns (an issue in progress goes back to open)."),
+    ] = None,
     expected_version: Annotated[
         int | None,
         Field(description="Fail with a conflict unless the issue is still at this version.", ge=0, le=MAX_ID),

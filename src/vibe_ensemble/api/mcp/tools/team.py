@@ -8,7 +8,7 @@ from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
 from vibe_ensemble.api.mcp.params import AgentArg, ProjectArg, items, text
-from vibe_ensemble.domain.enums import AgentRole, AgentStatus
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, ReportedStatus
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.rules import MAX_BODY, MAX_LABELS, MAX_LINE, MAX_NAME, MAX_NOTE
 
@@ -48,7 +48,9 @@ async def register_agent(
 
 
 async def heartbeat(
-    status: Annotated[AgentStatus | None, Field(description="idle, working or blocked.")] = None,
+    status: Annotated[
+        ReportedStatus | None, Field(description="idle, working or blocked (offline is the server's to set).")
+    ] = None,
     activity: Annotated[
         str | None,
         text("What you are doing right now, in a line.", MAX_NOTE),
@@ -59,7 +61,11 @@ async def heartbeat(
     """Say you are alive; returns unread mail, your assigned issues, ready issues and expiring leases."""
     services, caller = acting()
     return await services.agents.heartbeat(
-        caller, project=project, agent=agent, status=status, activity=activity
+        caller,
+        project=project,
+        agent=agent,
+        status=None if status is None else AgentStatus(status),
+        activity=activity,
     )
 
 

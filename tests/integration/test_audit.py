@@ -159,6 +159,17 @@ async def test_failed_logins_are_limited_per_address_and_stop_being_written(
     assert len((await services.audit.page(admin, action="auth.failed")).items) == 4
 
 
+async def test_a_short_wait_is_never_said_as_zero(services: Services, admin: Caller) -> None:
+    now = [100.0]  # a clock that moves only when the test says
+    services.ctx.limiter = RateLimiter({"worker": 60}, burst=1, clock=lambda: now[0])
+    _, worker = await services.tokens.create(admin, role=TokenRole.WORKER)
+    await services.tokens.authenticate(worker)
+    now[0] += 0.996  # 4 ms before the next request is allowed
+    with pytest.raises(RateLimited, match=r"retry in 0\.1s$") as limited:
+        await services.tokens.authenticate(worker)
+    assert limited.value.retry_after == pytest.approx(0.004)
+
+
 async def test_each_credential_has_its_own_rate(services: Services, admin: Caller) -> None:
     services.ctx.limiter = RateLimiter({"worker": 60, "admin": 0}, burst=2)
     _, worker = await services.tokens.create(admin, role=TokenRole.WORKER)

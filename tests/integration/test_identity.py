@@ -55,6 +55,9 @@ async def test_bound_agent_acts_as_itself(services: Services, admin: Caller, set
     msg = await services.messages.send(W1, to=["w2"], subject="s", body="b")
     assert msg.sender == "w1"
     assert (await services.agents.heartbeat(W1)).agent.name == "w1"
+    # an optional agent field left empty ("", as some clients send) means the bound agent
+    assert (await services.agents.register(W1, name="")).name == "w1"
+    assert (await services.agents.heartbeat(W1, agent="")).agent.name == "w1"
 
 
 async def test_team_token_passes_the_agent(services: Services, setup: int) -> None:
@@ -121,6 +124,11 @@ async def test_tokens_authenticate_to_their_caller(services: Services, admin: Ca
         await services.tokens.authenticate("vibe_" + "x" * 43)
     with pytest.raises(InvalidInput, match="project: an agent-bound token needs a project"):
         await services.tokens.create(admin, role=TokenRole.WORKER, agent="w1")
+    before = await snapshot(services.ctx.db)
+    for reserved in ("system", "Overseer"):  # no agent can take the name, so such a token could never act
+        with pytest.raises(InvalidInput, match=f"agent: '{reserved}' is reserved for the server's own records"):
+            await services.tokens.create(admin, role=TokenRole.WORKER, project="default", agent=reserved)
+    assert await snapshot(services.ctx.db) == before
 
 
 @pytest.mark.parametrize("name", ["ghost", "token:lead", "system", "<b>x</b>", "a\nb", "ann\r\nFrom: lead"])

@@ -72,7 +72,7 @@ class Caller:
     def acting_agent(self, requested: str | None) -> str:
         """The agent a call acts as: the bound agent, or the `agent` argument of a team token."""
         if self.agent is not None:
-            if requested is not None and requested != self.agent:
+            if requested and requested != self.agent:  # "" (an optional field left empty) means "me"
                 raise PermissionDenied(
                     f"this token is bound to agent {self.agent!r} and cannot act as {requested!r}",
                     agent=requested,

@@ -51,6 +51,18 @@ def name(field: str, value: str) -> str:
     return value
 
 
+# names the server writes as an actor itself (sweeps, expiries); no agent may take them
+RESERVED_NAMES = frozenset({"system", "server", "overseer", "admin"})
+
+
+def agent_name(field: str, value: str) -> str:
+    """A name an agent may take: `name`'s pattern, and none of the server's own (`RESERVED_NAMES`)."""
+    value = name(field, value)
+    if value.lower() in RESERVED_NAMES:
+        raise InvalidInput(field, f"{value!r} is reserved for the server's own records; choose another name")
+    return value
+
+
 def slug(field: str, value: str) -> str:
     value = text(field, value, max_len=MAX_NAME)
     if not _SLUG.match(value):

@@ -18,8 +18,6 @@ from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as reservation_store
 
 EXPIRY_WARNING = timedelta(minutes=5)
-# names the server writes as an actor itself (sweeps, expiries); no agent may take them
-RESERVED_NAMES = frozenset({"system", "server", "overseer", "admin"})
 
 
 class AgentService(Service):
@@ -45,11 +43,7 @@ class AgentService(Service):
         caller.require(Op.AGENT_ACT)
         if caller.agent is not None:
             name = caller.acting_agent(name)
-        name = rules.name("name", name) if name else rules.memorable_name()
-        if name.lower() in RESERVED_NAMES:
-            raise InvalidInput(
-                "name", f"{name!r} is reserved for the server's own records; choose another name"
-            )
+        name = rules.agent_name("name", name) if name else rules.memorable_name()
         if role == AgentRole.COORDINATOR and not allowed(caller.role, Op.AGENT_COORDINATE):
             roles = " or ".join(r.value for r in reversed(roles_allowed(Op.AGENT_COORDINATE)))
             raise PermissionDenied(f"registering a coordinator needs a {roles} token", role=role.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -138,7 +139,7 @@ class TokenService(Service):
         caller.require(Op.TOKEN_ADMIN)
         label = rules.text("label", label, max_len=rules.MAX_LINE, required=False)
         if agent is not None:
-            agent = rules.name("agent", agent)
+            agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act
             if project is None:
                 raise InvalidInput(
                     "project", "an agent-bound token needs a project (agent names are per project)"
@@ -296,13 +297,13 @@ class TokenService(Service):
         wait = self.ctx.limiter.take(f"cred:{caller.credential_id}", caller.role.value)
         if wait > 0:
             role = caller.role.value
-            raise RateLimited(f"rate limit of the {role} role reached: retry in {wait:.1f}s", wait)
+            raise RateLimited(f"rate limit of the {role} role reached: retry in {_seconds(wait)}", wait)
 
     async def _failed(self, reason: str, token: str, remote: str, credential_id: int | None) -> None:
         if self.ctx.limiter is not None:
             wait = self.ctx.limiter.take(f"addr:{remote}", AUTH_FAILURE)
             if wait > 0:
-                raise RateLimited(f"too many failed authentications: retry in {wait:.1f}s", wait)
+                raise RateLimited(f"too many failed authentications: retry in {_seconds(wait)}", wait)
         details: dict[str, object] = {"reason": reason, "credential_id": credential_id}
         if tokens.looks_like_token(token):
             details["prefix"] = tokens.display_prefix(token)
@@ -312,3 +313,8 @@ class TokenService(Service):
                 tx.now,
                 [audit_store.NewAudit("anonymous", "auth.failed", "failed", remote, tokens.scrub(details))],
             )
+
+
+def _seconds(wait: float) -> str:
+    """A wait as a person reads it: tenths of a second, rounded up, never "0.0s"."""
+    return f"{math.ceil(wait * 10) / 10:.1f}s"

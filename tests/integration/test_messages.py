@@ -21,6 +21,20 @@ async def team(services: Services, admin: Caller) -> Services:
     return services
 
 
+async def test_mail_nobody_would_receive_is_refused(team: Services, admin: Caller) -> None:
+    await team.projects.create(admin, slug="other", name="Other")
+    await team.agents.register(admin, name="solo", project="other")
+    before = await snapshot(team.ctx.db)
+    with pytest.raises(InvalidInput, match="to_role: no active coordinator in this project but the sender"):
+        await team.messages.send(admin, agent="lead", to_role=AgentRole.COORDINATOR, subject="s", body="b")
+    with pytest.raises(InvalidInput, match="broadcast: no other active agent in this project"):
+        await team.messages.send(admin, agent="solo", broadcast=True, subject="s", body="b", project="other")
+    assert await snapshot(team.ctx.db) == before
+    # a role someone holds reaches them
+    sent = await team.messages.send(admin, agent="w1", to_role=AgentRole.COORDINATOR, subject="s", body="b")
+    assert sent.recipients == ["lead"]
+
+
 async def inbox_ids(services: Services, admin: Caller, agent: str) -> list[int]:
     return [i.message.id for i in (await services.messages.fetch_inbox(admin, agent=agent)).items]
 

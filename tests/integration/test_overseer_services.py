@@ -127,6 +127,7 @@ async def test_threads_newest_first_filtered_with_read_and_ack_state_and_bodies_
     await s.mark_read(admin, [plan.id], agent="cyd")
     await services.projects.create(admin, slug="other")
     await services.agents.register(admin, name="zed", project="other")
+    await services.agents.register(admin, name="yan", project="other")  # someone to receive it
     await s.send(admin, agent="zed", subject="Elsewhere", body="x", broadcast=True, project="other")
 
     threads = await services.threads.threads(admin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,15 @@ from sqlalchemy import Connection
 
 from vibe_ensemble.api.app import create_app
 from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
-from vibe_ensemble.store import migrate
+from vibe_ensemble.store import faults, migrate
 from vibe_ensemble.store.database import Database, DatabaseError
+from vibe_ensemble.store.sqlite import SqliteEngine
 from vibe_ensemble.store.tables import metadata
+
+from ..conftest import make_settings
 
 # Full-text search lives outside `tables.py` on purpose (`store/knowledge_rank.py` creates it).
 SEARCH_TABLES = ("knowledge_fts", "messages_fts")  # prefixes: one table per project
@@ -119,6 +124,36 @@ async def test_readyz_reports_pending_migrations(runtime: Runtime) -> None:
         assert pending.status_code == 503
         assert pending.json() == {"status": "unavailable", "database": "migrations pending"}
         assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_readyz_is_unavailable_while_another_process_holds_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go on beside another process's SQLite write lock; writes are refused, and /readyz says
+    so until one goes through (its own write probe: a replica out of traffic gets no writes)."""
+    monkeypatch.setattr(faults, "FAULTS", faults.FaultLog())
+    rt = Runtime(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}", tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        monkeypatch.setattr(SqliteEngine, "BUSY_RETRY_S", 0.2)  # give up on the lock soon
+        other = sqlite3.connect(tmp_path / "vibe.db", isolation_level=None)
+        transport = httpx2.ASGITransport(app=create_app(rt))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/readyz")).status_code == 200
+            other.execute("BEGIN IMMEDIATE")  # another process takes the write lock and keeps it
+            with pytest.raises(DatabaseUnavailable):
+                await rt.services.issues.create(SYSTEM, title="refused")
+            assert await rt.services.issues.list(SYSTEM) is not None  # a read still works…
+            refused = await client.get("/readyz")  # …but the replica is not ready for writes
+            assert refused.status_code == 503
+            assert refused.json() == {"status": "unavailable", "database": "writes refused"}
+            other.execute("ROLLBACK")
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and not faults.FAULTS.unwritable
+            assert (await rt.services.issues.create(SYSTEM, title="after")).title == "after"
+        other.close()
+    finally:
+        await rt.stop()
 
 
 async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) -> None:

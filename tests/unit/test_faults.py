@@ -88,6 +88,21 @@ def test_a_full_disk_recovers_only_on_a_write() -> None:
     assert log.down_since is None
 
 
+def test_a_fault_a_write_met_ends_only_on_a_write() -> None:
+    log = faults.FaultLog()
+    log.failed("unavailable", _wrapped(_sqlite_error(5, "database is locked")), write=True)
+    assert log.unwritable
+    log.failed("unavailable", ConnectionRefusedError(111, "refused"))  # a read refused too: still one fault
+    log.succeeded(write=False)  # reads work beside another process's write lock
+    assert log.unwritable and log.down_since is not None
+    log.succeeded(write=True)
+    assert not log.unwritable and log.down_since is None
+    log.failed("unavailable", ConnectionRefusedError(111, "refused"))  # only reads met this one
+    assert not log.unwritable
+    log.succeeded(write=False)
+    assert log.down_since is None
+
+
 def test_recent_credentials_are_bounded_expire_and_forget_revoked() -> None:
     now = datetime.now(UTC)
     recent = RecentCredentials(ttl_s=60, max_entries=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -27,7 +28,9 @@ from vibe_ensemble.ops import metrics, startup
 from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.ops.tracing import TracingMiddleware
 from vibe_ensemble.runtime import Runtime
-from vibe_ensemble.store import migrate
+from vibe_ensemble.store import faults, migrate
+
+WRITE_PROBE_S = 2.0  # how long /readyz waits for its write, once writes were refused
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -221,6 +224,14 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
             current = await migrate.is_current(runtime.db)
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        if faults.FAULTS.unwritable:
+            # Writes were refused and none has succeeded since (reads may still work, as beside
+            # another process's SQLite write lock): ready again once a write goes through, and
+            # this probe is one, since a replica taken out of traffic receives none.
+            try:
+                await asyncio.wait_for(runtime.db.probe_write(), WRITE_PROBE_S)
+            except Exception:
+                return JSONResponse({"status": "unavailable", "database": "writes refused"}, 503)
         if not current:
             return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})

@@ -199,6 +199,11 @@ class Database:
                 async with self._postgres.connect(transaction=False) as conn:
                     yield conn
 
+    async def probe_write(self) -> None:
+        """An empty write transaction: whether a write can begin and commit now (/readyz)."""
+        async with self.write():
+            pass
+
     async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
         """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""
         if not self.is_sqlite:

@@ -79,21 +79,28 @@ def classify(exc: BaseException) -> str | None:
 
 
 class FaultLog:
-    """First failure with traceback, then a rate-limited summary, then a recovery line."""
+    """First failure with traceback, then a rate-limited summary, then a recovery line.
+
+    A fault a write met ends only when a write succeeds: reads may go on while writes cannot
+    (another process holding SQLite's write lock, a full disk), and /readyz asks `unwritable`.
+    """
 
     def __init__(self) -> None:
         self.down_since: float | None = None
         self.kind = ""
+        self.by_write = False  # a write met this fault: only a write's success ends it
         self.refused = 0
         self.total = 0
         self.last_summary = 0.0
 
-    def failed(self, kind: str, exc: BaseException) -> None:
+    def failed(self, kind: str, exc: BaseException, *, write: bool = False) -> None:
         now = time.monotonic()
         if self.down_since is None or kind != self.kind:
             self.down_since, self.kind, self.refused, self.total, self.last_summary = now, kind, 0, 0, now
+            self.by_write = False
             event = "database_unreachable" if kind == "unavailable" else "database_storage_full"
             log.error(event, error=str(exc).splitlines()[0][:300], exc_info=exc)
+        self.by_write = self.by_write or write
         self.refused += 1
         self.total += 1
         if now - self.last_summary >= SUMMARY_EVERY_S:
@@ -104,9 +111,14 @@ class FaultLog:
             )
             self.refused, self.last_summary = 0, now
 
+    @property
+    def unwritable(self) -> bool:
+        """Writes cannot reach the database (unreachable or locked), and none has succeeded since."""
+        return self.down_since is not None and self.kind == "unavailable" and self.by_write
+
     def succeeded(self, *, write: bool) -> None:
-        if self.down_since is None or (self.kind == "full" and not write):  # reads work on a full disk
-            return
+        if self.down_since is None or (not write and (self.kind == "full" or self.by_write)):
+            return  # a read says nothing of a fault writes met (a full disk, another's write lock)
         log.info(
             "database_recovered",
             fault=self.kind,
@@ -130,7 +142,7 @@ def translate(*, write: bool) -> Iterator[None]:
         kind = classify(exc)
         if kind is None:
             raise
-        FAULTS.failed(kind, exc)
+        FAULTS.failed(kind, exc, write=write)
         if kind == "full":
             raise StorageFull() from exc
         raise DatabaseUnavailable(RETRY_AFTER_S) from exc

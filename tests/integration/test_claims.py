@@ -176,4 +176,6 @@ async def test_claiming_a_taken_or_finished_issue_is_refused(services: Services,
         await services.issues.claim(admin, 999, agent="w2")
     with pytest.raises(NotFound, match="'ghost' is not registered"):
         await services.issues.claim(admin, taken.id, agent="ghost")
+    # a retried claim of one's own issue answers it and changes nothing
+    assert (await services.issues.claim(admin, taken.id, agent="w1")).assignee == "w1"
     assert await snapshot(services.ctx.db) == before

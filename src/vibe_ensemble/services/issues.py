@@ -206,12 +206,12 @@ class IssueService(Service):
                 if parent is not None:
                     chain = await store.parent_chain(tx.conn, parent)
                     if issue_id in chain:
-                        cycle = [issue_id, *chain[: chain.index(issue_id) + 1]]
+                        loop = [issue_id, *chain[: chain.index(issue_id) + 1]]
                         raise InvalidInput(
                             "parent",
-                            f"would create a parent cycle: {rules.cycle_text(cycle)} "
+                            f"would create a parent cycle: {rules.cycle_text(loop)} "
                             "(an issue cannot sit under its own sub-issue)",
-                            cycle=cycle[:10] + cycle[-10:] if len(cycle) > 20 else cycle,
+                            cycle=loop[:10] + loop[-10:] if len(loop) > 20 else loop,
                         )
                 values["parent_id"] = parent
             if assignee is not UNSET:
@@ -268,13 +268,19 @@ class IssueService(Service):
         project: str | None = None,
         agent: str | None = None,
     ) -> Issue:
-        """Atomically assign an issue to the caller: exactly one of many racing callers wins."""
+        """Atomically assign an issue to the caller: exactly one of many racing callers wins.
+
+        Claiming an issue the caller already holds answers it as it is (a retried claim), changing
+        nothing."""
         caller.require(Op.ISSUE_WRITE)
         name = caller.acting_agent(agent)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             me = await agent_store.get(tx.conn, proj.id, name)
             if issue_id is not None:
+                held = await store.get(tx.conn, proj.id, issue_id)
+                if held.assignee == name and not held.status.finished:
+                    return held
                 claimed = await claims.take_named(tx, proj.id, issue_id)
             else:
                 claimed = await claims.take_best(tx, proj, me)

@@ -119,7 +119,8 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
         # a missing argument is named, not echoed with the whole call
         absent = await call_error(client, "close_issue", id=stale["id"])
         assert absent == (
-            '[invalid_input] close_issue: resolution: Field required {"field": "resolution", "rule": "Field required"}'
+            "[invalid_input] close_issue: resolution: Field required "
+            '{"field": "resolution", "rule": "Field required"}'
         )
         offline = await call_error(client, "heartbeat", status="offline", agent="w1")
         assert offline.startswith(

@@ -126,7 +126,9 @@ async def test_tokens_authenticate_to_their_caller(services: Services, admin: Ca
         await services.tokens.create(admin, role=TokenRole.WORKER, agent="w1")
     before = await snapshot(services.ctx.db)
     for reserved in ("system", "Overseer"):  # no agent can take the name, so such a token could never act
-        with pytest.raises(InvalidInput, match=f"agent: '{reserved}' is reserved for the server's own records"):
+        with pytest.raises(
+            InvalidInput, match=f"agent: '{reserved}' is reserved for the server's own records"
+        ):
             await services.tokens.create(admin, role=TokenRole.WORKER, project="default", agent=reserved)
     assert await snapshot(services.ctx.db) == before
 

@@ -195,7 +195,9 @@ async def _recipients(
             if name != sender:
                 recipients[agent_id] = name
     if not recipients and role is not None and not everyone:  # acknowledged, then received by nobody
-        raise InvalidInput("to_role", f"no active {role.value} in this project but the sender would receive it")
+        raise InvalidInput(
+            "to_role", f"no active {role.value} in this project but the sender would receive it"
+        )
     if not recipients and everyone:
         raise InvalidInput("broadcast", "no other active agent in this project would receive it")
     return recipients

@@ -35,7 +35,8 @@ migrate: $(RUN_STAMP)
 	$(BIN)/vibe-ensemble migrate
 
 # make run PORT=8090 HOST=0.0.0.0 DATABASE_URL=postgresql+asyncpg://…  (each optional; the defaults are
-# 127.0.0.1:8080 and SQLite in the per-user data directory, printed at start)
+# 127.0.0.1:8080 and SQLite in the per-user data directory, printed at start). VIBE_ settings pass
+# through as they are, from the environment or the command line: make run VIBE_DATA_DIR=$HOME/team-a
 PORT ?=
 HOST ?=
 DATABASE_URL ?=

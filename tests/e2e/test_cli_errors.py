@@ -73,6 +73,35 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path, args: list[str]) 
     one_line_error(done, 1, "cannot reach the database", "Connect call failed", "--database-url")
 
 
+SQLITE_COMMANDS = [a for a in DATABASE_COMMANDS if a[0] != "backup"]
+
+
+@pytest.mark.parametrize("args", SQLITE_COMMANDS, ids=lambda a: " ".join(a))
+def test_a_sqlite_file_that_cannot_be_opened_is_named_with_what_to_check(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """The file is there but SQLite cannot open it. A directory in its place does that for every
+    user: root reads a chmod 000 file, and the test must fail without the hint whoever runs it."""
+    path = tmp_path / "vibe.db"
+    path.mkdir()
+    done = cli(tmp_path, *args, "--database-url", f"sqlite:///{path}")
+    line = one_line_error(done, 1, f"cannot open the SQLite database {path} (unable to open database file)")
+    assert "may read and write it and its directory" in line and "--database-url" in line
+    assert "is it running" not in line  # a hint for a database server, not for a file
+
+
+def test_serve_on_a_sqlite_file_that_cannot_be_opened_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "vibe.db"
+    path.mkdir()
+    for migrate in ([], ["--migrate"]):
+        args = ["serve", *migrate, "--port", str(free_port()), "--database-url", f"sqlite:///{path}"]
+        done = cli(tmp_path, *args)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith(f"error: cannot open the SQLite database {path} "), done.stderr
+
+
 def test_serve_on_an_unreachable_postgresql_says_so_in_a_line(tmp_path: Path) -> None:
     nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     done = cli(tmp_path, "serve", "--port", str(free_port()), "--database-url", nobody)

@@ -1,29 +1,44 @@
 """`vibe-ensemble connect` against a live server: the config it writes, with the token it keeps,
 reaches the server through the official MCP client as the agent; a second run reuses the token and
-changes nothing; --dry-run writes nothing; git ignores the token."""
+changes nothing; --dry-run writes nothing; git ignores the token. Another agent in the same directory
+is refused unless --force; with no server at the URL the config is written and a warning names it."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support import ServerProcess, call, mcp_client, run_cli
+import httpx2
+
+from tests.support import ServerProcess, call, free_port, mcp_client, run_cli
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
 
-def connect(server: ServerProcess, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def connect_cli(server: ServerProcess, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
-    done = run_cli(
+    return run_cli(
         [CLI, "connect", *args, "--dir", str(repo), "--url", server.mcp_url, "--database-url", db],
         timeout=120,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def connect(server: ServerProcess, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = connect_cli(server, repo, *args)
     assert done.returncode == 0, done.stderr
     return done
+
+
+def kept_secret(repo: Path) -> str:
+    return (repo / ".vibe-ensemble" / "token.env").read_text().splitlines()[-1].partition("=")[2]
 
 
 async def test_connect_claude_code_then_the_agent_works(server: ServerProcess, tmp_path: Path) -> None:
@@ -37,6 +52,7 @@ async def test_connect_claude_code_then_the_agent_works(server: ServerProcess, t
 
     first = connect(server, repo, "claude-code", "--agent", "alice")
     assert "created a worker token for agent 'alice'" in first.stdout
+    assert first.stderr == ""  # the server answers at the URL: no warning
     assert "set -a; . " in first.stdout
     config = json.loads((repo / ".mcp.json").read_text())
     entry = config["mcpServers"]["vibe-ensemble"]
@@ -59,3 +75,108 @@ async def test_connect_claude_code_then_the_agent_works(server: ServerProcess, t
     assert "unchanged" in second.stdout and "reusing the token" in second.stdout
     assert (repo / ".mcp.json").read_text() == before
     assert (repo / ".vibe-ensemble" / "token.env").read_text().splitlines()[-1] == env_line
+
+
+def test_another_agent_in_the_same_directory_is_refused_unless_forced(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    kept = repo / ".vibe-ensemble" / "token.env"
+    connect(server, repo, "claude-code", "--agent", "alice")
+    alice = kept.read_text()
+    config = (repo / ".mcp.json").read_text()
+
+    for extra in ([], ["--dry-run"]):
+        refused = connect_cli(server, repo, "claude-code", "--agent", "bob", *extra)
+        assert refused.returncode == 1, refused.stdout
+        [line] = refused.stderr.splitlines()
+        assert line.startswith(f"error: {kept} already holds the token of agent 'alice' in project 'default'")
+        assert "connecting agent 'bob' would replace it" in line and "--force" in line
+        assert kept.read_text() == alice and (repo / ".mcp.json").read_text() == config  # nothing written
+
+    forced = connect(server, repo, "claude-code", "--agent", "bob", "--force")
+    assert "created a worker token for agent 'bob'" in forced.stdout
+    assert "replacing the token kept there" in forced.stdout
+    assert "agent bob" in kept.read_text() and kept.read_text() != alice
+    # The replaced token was not revoked: alice's holder may still use it.
+    for secret in (alice.splitlines()[-1].partition("=")[2], kept_secret(repo)):
+        answer = httpx2.get(
+            f"{server.url}/api/v1/projects/default/agents",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+
+    # A kept token the database no longer accepts is not replaced silently either.
+    db = ["--database-url", f"sqlite:///{server.data_dir / 'vibe.db'}"]
+    tokens = json.loads(run_cli([CLI, "token", "list", "--json", *db]).stdout)
+    [bob] = [t for t in tokens if t["agent"] == "bob"]
+    assert run_cli([CLI, "token", "revoke", str(bob["id"]), *db]).returncode == 0
+    stale = connect_cli(server, repo, "claude-code", "--agent", "bob")
+    assert stale.returncode == 1, stale.stdout
+    assert "already holds a token the database" in stale.stderr
+    assert "does not accept (revoked, expired, or made on another database)" in stale.stderr
+    again = connect(server, repo, "claude-code", "--agent", "bob", "--force")
+    assert "created a worker token for agent 'bob'" in again.stdout
+
+
+@contextmanager
+def not_vibe_ensemble() -> Iterator[str]:
+    """Another HTTP server on a loopback port (every GET is 404); its base URL."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_connect_with_no_server_at_the_url_writes_the_config_and_warns(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'vibe.db'}"
+    assert run_cli([CLI, "migrate", "--database-url", db]).returncode == 0
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    port = free_port()  # nothing listens there: the server is not started yet, or runs elsewhere
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    env.update(VIBE_PORT=str(port), VIBE_DATABASE_URL=db, COLUMNS="200")
+
+    # No --url: the URL comes from the settings, and nothing answers there.
+    done = run_cli(
+        [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo)], env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    url = f"http://127.0.0.1:{port}/mcp"
+    assert json.loads((repo / ".mcp.json").read_text())["mcpServers"]["vibe-ensemble"]["url"] == url
+    assert "created a worker token for agent 'alice'" in done.stdout
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith(f"warning: no Vibe Ensemble server answers at http://127.0.0.1:{port}/healthz")
+    assert f"The config points the client at {url}" in warning and "run connect again with --url" in warning
+
+    # Something else answers there: not taken for the server either.
+    with not_vibe_ensemble() as other:
+        argv = [
+            CLI,
+            "connect",
+            "claude-code",
+            "--agent",
+            "alice",
+            "--dir",
+            str(repo),
+            "--url",
+            other + "/mcp",
+        ]
+        done = run_cli(argv, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "reusing the token for agent 'alice'" in done.stdout
+    assert f"warning: {other}/healthz answered HTTP 404, not as a Vibe Ensemble server does" in done.stderr

@@ -1,9 +1,11 @@
 """The first minutes on a new machine: `serve` on a taken port creates nothing and says how to pick
 another; the database has one default home whatever the current directory, printed at start; commands
-that only use a database never create an empty one; the banner's commands can be run as printed."""
+that only use a database never create an empty one; the banner's commands can be run as printed,
+from a shell without the server's settings: they carry its data directory and its URL."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
@@ -64,6 +66,7 @@ def test_one_default_database_wherever_commands_start(tmp_path: Path) -> None:
         assert f"database: {expected}" in log
         assert TOKEN_RE.search(log)
         assert "Bearer" not in log and '"headers"' not in log  # no admin token inside a config to paste
+        assert "VIBE_DATA_DIR=" not in log  # the default data directory needs no saying
         printed = next(line.strip() for line in log.splitlines() if line.strip().endswith("token list"))
         listing = subprocess.run(
             shlex.split(printed), env=env, cwd=Path.cwd(), capture_output=True, text=True, timeout=120
@@ -76,3 +79,53 @@ def test_one_default_database_wherever_commands_start(tmp_path: Path) -> None:
     assert "admin" in listing.stdout
     assert from_elsewhere.returncode == 0 and "admin" in from_elsewhere.stdout, from_elsewhere.stderr
     assert expected.exists() and not (elsewhere / "data").exists()
+
+
+def test_the_banner_carries_the_servers_data_directory_and_url(tmp_path: Path) -> None:
+    """`make run PORT=… VIBE_DATA_DIR=…`: the banner's commands, pasted into a shell that has neither,
+    act on the server's database (not the default one) and point the agent's client at the server."""
+    env = bare_env(tmp_path)  # the shell the commands are pasted into: no VIBE_ settings
+    data = tmp_path / "team-a"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [CLI, "serve", "--migrate", "--port", str(port)]
+    server = launch(argv, {**env, "VIBE_DATA_DIR": str(data)}, tmp_path / "serve.log", url)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    try:
+        log = server.log()
+        printed = [line.strip() for line in log.splitlines()]
+        listing_line = next(line for line in printed if line.endswith("token list"))
+        connect_line = next(line for line in printed if " connect claude-code --agent NAME" in line)
+        assert listing_line.startswith(f"VIBE_DATA_DIR={data} ")
+        assert connect_line.startswith(f"VIBE_DATA_DIR={data} ")
+        assert connect_line.endswith(f" --url {url}/mcp")
+
+        listing = subprocess.run(
+            ["sh", "-c", listing_line], env=env, cwd=Path.cwd(), capture_output=True, text=True, timeout=120
+        )
+        # connect runs in the agent's repository, wherever that is
+        connect_alice = connect_line.replace("NAME", "alice")
+        connected = subprocess.run(
+            ["sh", "-c", connect_alice], env=env, cwd=repo, capture_output=True, text=True, timeout=120
+        )
+        check_line = next(
+            line.removeprefix("Check: ")
+            for line in connected.stdout.splitlines()
+            if line.startswith("Check: ")
+        )
+        checked = subprocess.run(
+            ["sh", "-c", check_line], env=env, cwd=Path.cwd(), capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.stop()
+    assert listing.returncode == 0, listing.stderr
+    assert "admin" in listing.stdout
+    assert connected.returncode == 0, connected.stderr
+    assert connected.stderr == ""  # the server answered at the URL: no warning
+    config = json.loads((repo / ".mcp.json").read_text())
+    assert config["mcpServers"]["vibe-ensemble"]["url"] == f"{url}/mcp"
+    assert check_line.startswith(f"VIBE_DATA_DIR={data} ")
+    assert checked.returncode == 0, checked.stderr
+    assert "alice" in checked.stdout  # the agent's token is in the server's database
+    assert not (tmp_path / "share").exists()  # nothing went to the default data directory

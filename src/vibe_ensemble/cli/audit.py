@@ -39,7 +39,7 @@ def audit(
         finally:
             await runtime.stop()
 
-    entries = run(main)
+    entries = run(main, database=runtime.settings.effective_database_url)
     if as_json:
         for e in entries:
             print(json.dumps({**e.__dict__, "time": e.time.isoformat()}, default=str))

@@ -81,12 +81,13 @@ def server_loop() -> Callable[[], AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False) -> T:
+def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False, database: str | None = None) -> T:
     """Run async work; an anticipated error is one red line and exit code 1, not a traceback.
 
     `serving` (a server process: `serve`, each of its workers): on uvloop, the event loop in C,
     where the platform has it; a loop turn, a callback, a socket's read and write cost a fraction
-    of asyncio's own (bench/RESULTS.md). Short commands keep asyncio's.
+    of asyncio's own (bench/RESULTS.md). Short commands keep asyncio's. `database`: the URL the
+    work uses, so that a failure to open it names it (`expected_failure`).
     """
     import asyncio
 
@@ -94,7 +95,7 @@ def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False) -> T:
         with asyncio.Runner(loop_factory=server_loop() if serving else None) as runner:
             return runner.run(fn())  # type: ignore[arg-type]
     except Exception as exc:
-        message = expected_failure(exc)
+        message = expected_failure(exc, database)
         if message is None:
             raise
         fail(message)
@@ -106,9 +107,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def expected_failure(exc: BaseException) -> str | None:
+def expected_failure(exc: BaseException, database: str | None = None) -> str | None:
     """The one line for a failure a person can fix (a refusal, an unreachable database, a file they
-    may not read), or None for anything else: a bug keeps its traceback."""
+    may not read), or None for anything else: a bug keeps its traceback. `database`: the URL in use,
+    named when its SQLite file cannot be opened."""
     from vibe_ensemble.domain.errors import VibeError
     from vibe_ensemble.store import faults
     from vibe_ensemble.store.database import DatabaseError
@@ -120,6 +122,8 @@ def expected_failure(exc: BaseException) -> str | None:
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc.strerror}; run as the user who owns the data"
     kind = faults.classify(exc)
+    if kind == "unavailable" and _sqlite_cannot_open(exc):
+        return _sqlite_hint(exc, database)
     if kind == "unavailable":
         return (
             f"cannot reach the database ({_innermost(exc)}): is it running, and is --database-url "
@@ -130,11 +134,42 @@ def expected_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _innermost(exc: BaseException) -> str:
-    """The first line of the root cause: the driver's own words, not SQLAlchemy's wrapping."""
+def _root(exc: BaseException) -> BaseException:
+    """The root cause: the driver's own exception, not SQLAlchemy's wrapping."""
     while exc.__cause__ is not None or getattr(exc, "orig", None) is not None:
         exc = exc.__cause__ or exc.orig  # type: ignore[attr-defined]
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return exc
+
+
+def _innermost(exc: BaseException) -> str:
+    """The first line of the root cause: the driver's own words."""
+    root = _root(exc)
+    return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+
+
+SQLITE_CANTOPEN = 14
+
+
+def _sqlite_cannot_open(exc: BaseException) -> bool:
+    """SQLite could not open its file (missing directory, not a file, not readable or writable)."""
+    import sqlite3
+
+    root = _root(exc)
+    code = getattr(root, "sqlite_errorcode", None)
+    return isinstance(root, sqlite3.Error) and code is not None and code & 0xFF == SQLITE_CANTOPEN
+
+
+def _sqlite_hint(exc: BaseException, database: str | None) -> str:
+    """The SQLite file that cannot be opened, and what to check: there is no server to reach."""
+    from vibe_ensemble.store.urls import sqlite_file
+
+    path = sqlite_file(database) if database else None
+    where = f"the SQLite database {path.resolve()}" if path is not None else "the SQLite database file"
+    return (
+        f"cannot open {where} ({_innermost(exc)}): check that it exists, is a file (not a directory), "
+        f"and that this user ({getpass.getuser()}) may read and write it and its directory; or name "
+        "another with --database-url (or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
+    )
 
 
 def cli_caller() -> Caller:
@@ -154,7 +189,7 @@ def admin_runtime(config: Path | None, database_url: str | None) -> Runtime:
     try:
         return Runtime(settings)
     except Exception as exc:
-        message = expected_failure(exc)
+        message = expected_failure(exc, settings.effective_database_url)
         if message is None:
             raise
         fail(message)
@@ -172,6 +207,28 @@ def require_existing_database(database_url: str) -> None:
             f"`{command()} serve --migrate`), or name the one you use with --database-url "
             "(or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
         )
+
+
+def database_env(settings: Settings) -> str:
+    """What a printed command needs in front of it to use the same database as `settings`:
+    `VIBE_DATA_DIR=… ` when the SQLite file is in another than the default data directory,
+    `VIBE_DATABASE_URL=… ` when a URL names the database (never one with a password: that is not
+    printed), else nothing. A command pasted from another shell then acts on this database."""
+    import shlex
+
+    from vibe_ensemble.ops.startup import default_data_dir
+    from vibe_ensemble.store.urls import database_label, sqlite_file
+
+    url = settings.database_url
+    if url is None:
+        data_dir = settings.data_dir.expanduser().resolve()
+        if data_dir == default_data_dir().resolve():
+            return ""
+        return f"VIBE_DATA_DIR={shlex.quote(str(data_dir))} "
+    path = sqlite_file(url)
+    if path is not None:  # absolute, so that it names the same file from any directory
+        return f"VIBE_DATABASE_URL={shlex.quote(f'sqlite+aiosqlite:///{path.resolve()}')} "
+    return f"VIBE_DATABASE_URL={shlex.quote(url)} " if database_label(url) == url else ""
 
 
 def command_logs(level: int = logging.WARNING) -> None:

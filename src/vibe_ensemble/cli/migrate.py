@@ -21,7 +21,7 @@ def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
         finally:
             await db.dispose()
 
-    url = run(main)
+    url = run(main, database=settings.effective_database_url)
     err.print(f"migrated {url} to {migrations.head_revision()}")
 
 

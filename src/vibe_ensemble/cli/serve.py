@@ -84,6 +84,7 @@ def serve(
         run(
             lambda: server.serve_here(settings, migrate=migrate, sockets=[listener], health=health),
             serving=True,
+            database=settings.effective_database_url,
         )
     finally:
         listener.close()

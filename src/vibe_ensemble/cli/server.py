@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
-from vibe_ensemble.cli.common import err
+from vibe_ensemble.cli.clients import CLIENTS
+from vibe_ensemble.cli.common import database_env, err
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.health import HealthListener, health_listener
@@ -36,16 +40,36 @@ async def prepare(settings: Settings, *, migrate: bool) -> None:
 
 
 def announce(settings: Settings, secret: str) -> None:
-    cli = command()
+    """The first-start banner: the admin token once, and the commands that give agents theirs, as
+    they run from a shell without this server's settings (its database, its URL)."""
+    cli = database_env(settings) + command()
     print(
         "\nFirst start: an admin token was created. It is shown this once; keep it safe, and give it\n"
         "to no agent (it can do everything):\n"
         f"\n  admin token: {secret}\n  MCP URL:     {settings.mcp_url}\n"
         "\nGive each agent its own token (printed once; keep it out of files you commit):\n"
         f"  {cli} token create --role worker --project {settings.default_project} --agent NAME\n"
-        f"  {cli} token list\n",
+        f"  {cli} token list\n"
+        "\nOr, from the repository an agent works in, make its token and its client's config at once\n"
+        f"({', '.join(list(CLIENTS)[:-1])} or {list(CLIENTS)[-1]}):\n"
+        f"  {connect_command(settings)}\n",
         flush=True,
     )
+
+
+def connect_command(settings: Settings) -> str:
+    """`connect` for this server, runnable from any directory: with --url when clients would not
+    find the server at the default URL, --project when its default project is not `default`."""
+    defaults = Settings.model_construct()  # the built-in defaults, without this environment
+    cli = command()
+    if os.sep in cli.partition(" ")[0] and not os.path.isabs(cli):
+        cli = shlex.quote(str(Path(cli).resolve()))  # a path relative to here: connect runs elsewhere
+    line = f"{database_env(settings)}{cli} connect claude-code --agent NAME"
+    if settings.default_project != defaults.default_project:
+        line += f" --project {shlex.quote(settings.default_project)}"
+    if settings.mcp_url != defaults.mcp_url:
+        line += f" --url {shlex.quote(settings.mcp_url)}"
+    return line
 
 
 async def serve_here(

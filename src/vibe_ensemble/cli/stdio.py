@@ -165,7 +165,7 @@ def _serve_database(settings: Settings, token: str) -> None:
             tracing.stop()
             await runtime.stop()
 
-    run(main)
+    run(main, database=settings.effective_database_url)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, err, run
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, database_env, err, run
 from vibe_ensemble.domain.enums import TokenRole
 
 # The table, the runtime and the services are imported when a command runs, not to parse or help it.
@@ -47,15 +47,17 @@ def token_create(
         finally:
             await runtime.stop()
 
-    secret = run(main)
+    secret = run(main, database=runtime.settings.effective_database_url)
     print(secret)
     if sys.stderr.isatty():
+        from rich.markup import escape
+
         from vibe_ensemble.ops.startup import command
 
+        connect = escape(f"{database_env(runtime.settings)}{command()} connect CLIENT --agent NAME")
         err.print(
             "[dim]Shown once: store it now, outside files you commit. "
-            f"`{command()} connect CLIENT --agent NAME` makes an agent's token and its client's config "
-            "in one step (docs/clients/).[/dim]",
+            f"`{connect}` makes an agent's token and its client's config in one step (docs/clients/).[/dim]",
             soft_wrap=True,
         )
 
@@ -81,7 +83,7 @@ def token_list(
         finally:
             await runtime.stop()
 
-    credentials = run(main)
+    credentials = run(main, database=runtime.settings.effective_database_url)
     if as_json:
         print(json.dumps([credential_json(c) for c in credentials]))
         return
@@ -134,7 +136,7 @@ def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = 
         finally:
             await runtime.stop()
 
-    run(main)
+    run(main, database=runtime.settings.effective_database_url)
     err.print(f"revoked token {token_id}")
 
 

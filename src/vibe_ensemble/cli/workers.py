@@ -71,7 +71,7 @@ def serve_workers(
     serve: Serve,
 ) -> None:
     """Serve on `sock` (bound by the caller, before anything was created) from `workers` processes."""
-    run(prepare)
+    run(prepare, database=settings.effective_database_url)
     pids: list[int] = []
     for index in range(workers):
         pid = os.fork()
@@ -83,6 +83,7 @@ def serve_workers(
                 run(
                     functools.partial(serve, settings, migrate=False, sockets=[sock], first=index == 0),
                     serving=True,
+                    database=settings.effective_database_url,
                 )
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

@@ -81,17 +81,20 @@ async def test_two_stdio_agents_share_one_server_through_the_bridge(
     assert alice not in errlog.read_text() and bob not in errlog.read_text()
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_request_while_the_server_is_down_is_answered_with_the_cause(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path, mode: str
 ) -> None:
-    token = await worker_token(server, "carol")
-    async with bridged(server.mcp_url, token, tmp_path / "bridge.log") as client:
-        await call(client, "heartbeat", agent="carol")
+    """On either protocol era the same client session goes on after the restart: the server's
+    HTTP keeps no session, so there is none to lose."""
+    token = await worker_token(server, f"carol-{mode}")
+    async with bridged(server.mcp_url, token, tmp_path / "bridge.log", mode=mode) as client:
+        await call(client, "heartbeat", agent=f"carol-{mode}")
         server.stop()
         with pytest.raises(MCPError, match=r"cannot reach http://127\.0\.0\.1:\d+/mcp"):
-            await client.call_tool("heartbeat", {"agent": "carol"})
+            await client.call_tool("heartbeat", {"agent": f"carol-{mode}"})
         server.restart()
-        await call(client, "heartbeat", agent="carol")  # the bridge kept running
+        await call(client, "heartbeat", agent=f"carol-{mode}")  # the bridge kept running
     assert token not in (tmp_path / "bridge.log").read_text()
 
 

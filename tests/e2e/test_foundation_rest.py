@@ -145,6 +145,14 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         assert wrong_type["details"]["errors"] == [
             {"field": "title", "rule": "Input should be a valid string"}
         ]
+        # JSON's types are the schema's: no id from "1" or true, no boolean from "yes"
+        for ids in (["1"], [True]):
+            lax = error(api.post(f"{P}/issues", json={"title": "t", "depends_on": ids}), 422, "invalid_input")
+            assert lax["message"] == "depends_on.0: Input should be a valid integer"
+        yes = {"subject": "s", "body": "b", "broadcast": "yes"}
+        assert error(api.post(f"{P}/messages", json=yes), 422, "invalid_input")["message"] == (
+            "broadcast: Input should be a valid boolean"
+        )
         bad_enum = error(api.post(f"{P}/issues", json={"title": "t", "priority": "p9"}), 422, "invalid_input")
         assert bad_enum["message"].startswith("priority: ")
         unknown_field = error(

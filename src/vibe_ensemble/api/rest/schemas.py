@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from vibe_ensemble.domain.enums import (
     AgentRole,
@@ -37,7 +37,10 @@ from vibe_ensemble.services.reservations import (
     MIN_TTL_S,
 )
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# A body is JSON, and its numbers and booleans are read as JSON's types: strictly, so `true` is
+# not the id 1, `"3"` is not 3 and `"yes"` is not a boolean (pydantic's lax mode would take them).
+Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
+Flag = Annotated[bool, Strict()]
 
 
 class Body(BaseModel):
@@ -91,7 +94,7 @@ class IssuePatch(Body):
     depends_on: list[Id] | None = Field(None, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = None
-    expected_version: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
+    expected_version: Annotated[int, Strict(), Field(ge=0, le=MAX_ID)] | None = None
     agent: str | None = None
 
 
@@ -115,10 +118,10 @@ class MessageIn(Body):
     body: str = Field(max_length=MAX_BODY)
     to: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     to_role: AgentRole | None = None
-    broadcast: bool = False
+    broadcast: Flag = False
     thread_id: str | None = Field(None, max_length=MAX_LINE)
     importance: Importance = Importance.NORMAL
-    ack_required: bool = False
+    ack_required: Flag = False
     agent: str | None = None
 
 
@@ -151,8 +154,8 @@ PATHS_DOC = (
 
 class ReserveIn(Body):
     paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_RESERVE_PATHS)
-    exclusive: bool = True
-    ttl_s: int = Field(
+    exclusive: Flag = True
+    ttl_s: Annotated[int, Strict()] = Field(
         DEFAULT_TTL_S, ge=MIN_TTL_S, le=MAX_TTL_S, description="Seconds until the lease ends by itself."
     )
     reason: str = Field("", max_length=MAX_NOTE)
@@ -173,9 +176,9 @@ class ReleaseIn(Body):
 
 class CheckIn(Body):
     paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
-    exclusive: bool = Field(True, description="false: report only exclusive holders.")
+    exclusive: Flag = Field(True, description="false: report only exclusive holders.")
     agent: str | None = Field(None, description="Ignore this agent's own leases.")
-    report: bool = Field(
+    report: Flag = Field(
         False, description="Record the conflicts found as a refusal (the commit guard, refusing a commit)."
     )
 

@@ -15,3 +15,11 @@ def test_search_snippets_are_split_into_marked_pieces_never_markup() -> None:
         "{% endfor %}"
     )
     assert template.render(s="<b>«<script>»") == "&lt;b&gt;<mark>&lt;script&gt;</mark>"
+
+
+def test_bidirectional_controls_in_agent_text_are_shown_not_obeyed() -> None:
+    template = templates().env.from_string("<td>{{ title }}</td>{{ n }}")
+    trojan = "fix \u202eexe.txt\u2066 done"
+    assert template.render(title=trojan, n=3) == "<td>fix ⟦U+202E⟧exe.txt⟦U+2066⟧ done</td>3"
+    assert template.render(title="<b>\u200f", n=None) == "<td>&lt;b&gt;⟦U+200F⟧</td>None"
+    assert template.render(title="plain", n=0) == "<td>plain</td>0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,12 +98,26 @@ def marked(snippet: str) -> list[tuple[str, bool]]:
     return pieces
 
 
+# Bidirectional controls reorder what follows them on screen: in a title they can make text read
+# otherwise than it is ("Trojan Source"). Agent text is shown with each one as a visible mark.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: Any) -> Any:
+    """What a template prints: agent text with its bidirectional controls made visible
+    (`⟦U+202E⟧`); the templates' own markup and anything not text, as it is."""
+    if type(value) is not str or not _BIDI_CONTROLS.search(value):
+        return value
+    return _BIDI_CONTROLS.sub(lambda m: f"⟦U+{ord(m.group()):04X}⟧", value)
+
+
 def _environment() -> jinja2.Environment:
     import jinja2  # here: the first page loads Jinja, not the server's start
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # agent content is untrusted: escape everything, never mark it safe
+        finalize=shown,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

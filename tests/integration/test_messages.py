@@ -25,7 +25,8 @@ async def test_mail_nobody_would_receive_is_refused(team: Services, admin: Calle
     await team.projects.create(admin, slug="other", name="Other")
     await team.agents.register(admin, name="solo", project="other")
     before = await snapshot(team.ctx.db)
-    with pytest.raises(InvalidInput, match="to_role: no active coordinator in this project but the sender"):
+    nobody = r"to_role: no active coordinator in this project \(other than the sender\) would receive it"
+    with pytest.raises(InvalidInput, match=nobody):
         await team.messages.send(admin, agent="lead", to_role=AgentRole.COORDINATOR, subject="s", body="b")
     with pytest.raises(InvalidInput, match="broadcast: no other active agent in this project"):
         await team.messages.send(admin, agent="solo", broadcast=True, subject="s", body="b", project="other")

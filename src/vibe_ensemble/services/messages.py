@@ -196,7 +196,7 @@ async def _recipients(
                 recipients[agent_id] = name
     if not recipients and role is not None and not everyone:  # acknowledged, then received by nobody
         raise InvalidInput(
-            "to_role", f"no active {role.value} in this project but the sender would receive it"
+            "to_role", f"no active {role.value} in this project (other than the sender) would receive it"
         )
     if not recipients and everyone:
         raise InvalidInput("broadcast", "no other active agent in this project would receive it")

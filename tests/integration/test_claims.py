@@ -158,6 +158,33 @@ async def test_issue_with_unfinished_dependencies_is_not_claimable(services: Ser
     assert await snapshot(services.ctx.db) == before
     listed = await services.issues.list(admin, ready=True)
     assert [i.id for i in listed.items] == [a.id]
+    # nor can it be started another way: taking it by update waits for the same dependencies
+    w1 = Caller(credential_id=7, role=TokenRole.WORKER, project="default", agent="w1", label="w1")
+    for start in (
+        services.issues.update(w1, c.id, assignee="w1", status=IssueStatus.IN_PROGRESS),
+        services.issues.update(admin, c.id, assignee="w1", status=IssueStatus.IN_PROGRESS),
+    ):
+        with pytest.raises(Conflict, match=f"issue {c.id} waits on unfinished dependencies: #{a.id}"):
+            await start
+    assert await snapshot(services.ctx.db) == before
+
+
+async def test_claiming_an_issue_assigned_to_you_starts_it(services: Services, admin: Caller) -> None:
+    await services.agents.register(admin, name="w1")
+    first = await services.issues.create(admin, title="first")
+    assigned = await services.issues.create(admin, title="yours", assignee="w1")
+    waiting = await services.issues.create(admin, title="later", assignee="w1", depends_on=[first.id])
+    assert (assigned.status, assigned.assignee) == (IssueStatus.OPEN, "w1")
+    started = await services.issues.claim(admin, assigned.id, agent="w1")
+    assert (started.status, started.assignee, started.version) == (IssueStatus.IN_PROGRESS, "w1", 2)
+    claimed = [e for e in (await services.events.page(admin, types=["issue.claimed"])).items]
+    assert [e.payload["id"] for e in claimed] == [assigned.id]
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(Conflict, match=f"waits on unfinished dependencies: #{first.id}"):
+        await services.issues.claim(admin, waiting.id, agent="w1")
+    again = await services.issues.claim(admin, assigned.id, agent="w1")  # a retry: unchanged
+    assert (again.status, again.version) == (IssueStatus.IN_PROGRESS, 2)
+    assert await snapshot(services.ctx.db) == before
 
 
 async def test_claiming_a_taken_or_finished_issue_is_refused(services: Services, admin: Caller) -> None:

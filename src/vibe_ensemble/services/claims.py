@@ -52,15 +52,28 @@ async def check_claimable(conn: Connection, issue: Issue) -> None:
     if issue.status != IssueStatus.OPEN:
         raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
     if not await dependency_store.is_ready(conn, issue.id):
-        deps = await store.by_ids(conn, issue.depends_on)
-        waiting = [f"#{d.id}" for d in deps if not d.status.finished]
-        if not waiting:
-            return  # it became unready because it was just taken: `store.take` decides, atomically
+        # unless it became unready because it was just taken: `store.take` decides, atomically
+        await check_dependencies_done(conn, issue)
+
+
+async def check_dependencies_done(conn: Connection, issue: Issue) -> None:
+    """Refuse starting `issue` while any issue it depends on is unfinished (a claim, or an update
+    to in_progress: work waits for what it depends on, whichever way it starts)."""
+    deps = await store.by_ids(conn, issue.depends_on)
+    waiting = [d.id for d in deps if not d.status.finished]
+    if waiting:
         raise Conflict(
-            f"issue {issue.id} waits on unfinished dependencies: {', '.join(waiting)}",
+            f"issue {issue.id} waits on unfinished dependencies: {', '.join(f'#{d}' for d in waiting)}",
             id=issue.id,
-            waiting_on=[d.id for d in deps if not d.status.finished],
+            waiting_on=waiting,
         )
+
+
+async def start_assigned(tx: Transaction, issue: Issue) -> None:
+    """Start an open issue already assigned to the claimer (a coordinator assigned it)."""
+    await check_dependencies_done(tx.conn, issue)
+    if not await store.update(tx.conn, issue, tx.now, status=IssueStatus.IN_PROGRESS.value):
+        raise Conflict(f"issue {issue.id} changed while claiming; retry", id=issue.id)
 
 
 async def announce_ready(tx: Transaction, project_id: int, issue_id: int, actor: str) -> list[Issue]:

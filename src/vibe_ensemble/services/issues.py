@@ -226,6 +226,8 @@ class IssueService(Service):
                         "status", "in_progress needs an assignee: claim the issue, or give an assignee"
                     )
                 values["status"] = IssueStatus.OPEN.value  # let go of it: it is open for a claim again
+            elif status == IssueStatus.IN_PROGRESS and current.status != IssueStatus.IN_PROGRESS:
+                await claims.check_dependencies_done(tx.conn, current)  # as a claim would
             if deps is not None:
                 await self._check_refs(tx.conn, proj.id, deps, None)
                 graph = await dependency_store.dependency_graph(tx.conn, proj.id)
@@ -271,7 +273,7 @@ class IssueService(Service):
         """Atomically assign an issue to the caller: exactly one of many racing callers wins.
 
         Claiming an issue the caller already holds answers it as it is (a retried claim), changing
-        nothing."""
+        nothing; claiming an open issue assigned to the caller starts it (in progress)."""
         caller.require(Op.ISSUE_WRITE)
         name = caller.acting_agent(agent)
         async with self.write() as tx:
@@ -279,9 +281,13 @@ class IssueService(Service):
             me = await agent_store.get(tx.conn, proj.id, name)
             if issue_id is not None:
                 held = await store.get(tx.conn, proj.id, issue_id)
-                if held.assignee == name and not held.status.finished:
+                if held.assignee == name and held.status == IssueStatus.OPEN:
+                    await claims.start_assigned(tx, held)
+                    claimed = held
+                elif held.assignee == name and not held.status.finished:
                     return held
-                claimed = await claims.take_named(tx, proj.id, issue_id)
+                else:
+                    claimed = await claims.take_named(tx, proj.id, issue_id)
             else:
                 claimed = await claims.take_best(tx, proj, me)
             await store.assign(tx.conn, claimed.id, me.id)

@@ -158,8 +158,8 @@ async def claim_issue(
     agent: AgentArg = None,
     project: ProjectArg = None,
 ) -> Issue:
-    """Atomically assign an issue to yourself before working on it. Exactly one claimer wins; claiming
-    one you already hold returns it unchanged."""
+    """Atomically assign an issue to yourself before working on it. Exactly one claimer wins; one
+    assigned to you is started, one you already hold in progress is returned unchanged."""
     services, caller = acting()
     return await services.issues.claim(caller, id, project=project, agent=agent)
 

@@ -122,6 +122,17 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
             "[invalid_input] close_issue: resolution: Field required "
             '{"field": "resolution", "rule": "Field required"}'
         )
+        # every length the schema publishes is enforced, filters and the project included
+        long_filter = await call_error(client, "list_issues", assignee="x" * 200_000)
+        assert long_filter == (
+            "[invalid_input] list_issues: assignee: must be at most 64 characters (got 200000) "
+            '{"field": "assignee", "rule": "must be at most 64 characters (got 200000)"}'
+        )
+        long_project = await call_error(client, "list_issues", project="x" * 100_000)
+        assert "project: must be at most 64 characters (got 100000)" in long_project
+        assert len(long_project) < 300  # the name is not echoed back
+        many = await call_error(client, "reserve_paths", paths=["a.py"] * 101, agent="w1")
+        assert "paths: must be at most 100 items (got 101)" in many
         offline = await call_error(client, "heartbeat", status="offline", agent="w1")
         assert offline.startswith(
             "[invalid_input] heartbeat: status: Input should be 'idle', 'working' or 'blocked'"

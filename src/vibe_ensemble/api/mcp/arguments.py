@@ -7,6 +7,9 @@ accept (naming it and listing the accepted ones), and turns a type error into on
 line naming the field, instead of pydantic's multi-line dump, followed by the same
 `{"field", "rule"}` JSON a service's refusal carries.
 
+The lengths the tool's schema publishes (`maxLength`, `maxItems`) are enforced here too, for
+every argument, so a filter or a project name gets the same refusal as a title.
+
 Arguments are checked as the JSON they arrived as, strictly: the schema says `integer`, so
 `true` or `"3"` is refused rather than read as 1 or 3 (the SDK's own check, which runs after,
 would coerce them); `"yes"` is not a boolean.
@@ -59,14 +62,26 @@ def describe(tool: str, exc: ValidationError) -> str:
     return _invalid(tool, problems, details)
 
 
+def published_limits(tool: Tool) -> dict[str, tuple[int, str]]:
+    """Each argument's published bound: (most, unit) from its schema's maxLength or maxItems."""
+    limits = {}
+    for field, schema in (tool.parameters.get("properties") or {}).items():
+        if "maxLength" in schema:
+            limits[field] = (int(schema["maxLength"]), "characters")
+        elif "maxItems" in schema:
+            limits[field] = (int(schema["maxItems"]), "items")
+    return limits
+
+
 def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
     """Middleware for `tools/call` that refuses unknown and ill-typed arguments of `tools`.
 
     The argument models are the registrations' own (the ones the SDK validates with).
     """
-    # Each tool's argument model and the names it accepts, listed once, not on every call.
+    # Each tool's argument model, the names it accepts and their bounds, listed once, not on every call.
     models = {
-        tool.name: (tool.fn_metadata.arg_model, _accepted(tool.fn_metadata.arg_model)) for tool in tools
+        tool.name: (tool.fn_metadata.arg_model, _accepted(tool.fn_metadata.arg_model), published_limits(tool))
+        for tool in tools
     }
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -76,7 +91,7 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
         if known is None or not isinstance(arguments, dict):
             return await call_next(ctx)
         name = str(params["name"])
-        model, accepted = known
+        model, accepted, limits = known
         unknown = sorted(arguments.keys() - accepted)
         if unknown:
             shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])
@@ -88,6 +103,11 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
             return _refusal(
                 _invalid(name, [problem], [{"field": u[:MAX_SHOWN], "rule": rule} for u in unknown[:10]])
             )
+        for field, (most, unit) in limits.items():
+            value = arguments.get(field)
+            if isinstance(value, str | list) and len(value) > most:
+                rule = f"must be at most {most} {unit} (got {len(value)})"
+                return _refusal(_invalid(name, [f"{field}: {rule}"], [{"field": field, "rule": rule}]))
         try:
             # as JSON, strictly: JSON's types are the schema's (no "3" for 3, no true for 1)
             model.model_validate_json(to_json(arguments), strict=True)

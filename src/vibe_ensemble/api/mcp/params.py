@@ -1,7 +1,8 @@
 """Parameter types shared by the MCP tools, documented once, and the published limits of text and lists.
 
 `text` and `items` publish a limit in the tool's schema without making pydantic enforce it: the
-service enforces every limit (the same `rules` constants as REST) with an error that names the
+door enforces every published limit before the tool runs (`arguments.strict_arguments`), and the
+service enforces its own (the same `rules` constants as REST), each with an error that names the
 field and the rule, which is what an agent needs to correct itself.
 """
 
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from vibe_ensemble.domain.rules import MAX_ID, MAX_LABELS
+from vibe_ensemble.domain.rules import MAX_ID, MAX_LABELS, MAX_NAME
 from vibe_ensemble.services.knowledge import MAX_ISSUE_LINKS
 from vibe_ensemble.services.reservations import MAX_CHECK_PATHS, MAX_RESERVE_PATHS
 
@@ -29,10 +30,10 @@ def items(description: str, max_items: int, min_items: int = 0) -> Any:
     return Field(description=description, json_schema_extra=bounds)
 
 
-ProjectArg = Annotated[str | None, Field(description="Project slug; default: the token's or the server's.")]
+ProjectArg = Annotated[str | None, text("Project slug; default: the token's or the server's.", MAX_NAME)]
 AgentArg = Annotated[
     str | None,
-    Field(description="Team tokens only: the agent to act as (a bound token is its agent)."),
+    text("Team tokens only: the agent to act as (a bound token is its agent).", MAX_NAME),
 ]
 IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1, le=MAX_ID)]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]

@@ -92,7 +92,46 @@ INVALID: list[tuple[str, Call, str, str]] = [
     ),
 ]
 
+ONE_LINE = "must be one line without control characters"
 INVALID += [
+    ("a title with an escape sequence", lambda s, a: s.issues.create(a, title="t\x1b[2J"), "title", ONE_LINE),
+    ("a title broken in two", lambda s, a: s.issues.update(a, 1, title="a\nb"), "title", ONE_LINE),
+    (
+        "a header in a subject",
+        lambda s, a: s.messages.send(a, agent="w1", to=["w1"], subject="s\r\nBcc: x", body="b"),
+        "subject",
+        ONE_LINE,
+    ),
+    (
+        "a thread id with a newline",
+        lambda s, a: s.messages.send(a, agent="w1", to=["w1"], subject="s", body="b", thread_id="t\n1"),
+        "thread_id",
+        ONE_LINE,
+    ),
+    (
+        "a label with a newline",
+        lambda s, a: s.issues.create(a, title="t", labels=["a\nb"]),
+        "labels",
+        ONE_LINE,
+    ),
+    (
+        "an activity with a bell",
+        lambda s, a: s.agents.heartbeat(a, agent="w1", activity="busy\x07"),
+        "activity",
+        ONE_LINE,
+    ),
+    (
+        "a token label with an escape",
+        lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, label="a\x1b[31m"),
+        "label",
+        ONE_LINE,
+    ),
+    (
+        "a lease path with a newline",
+        lambda s, a: s.reservations.reserve(a, ["a\nb.py"], agent="w1"),
+        "paths[0]",
+        "must not contain control characters",
+    ),
     (
         "token expiry without a timezone",
         lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, expires_at=datetime(2030, 1, 1)),

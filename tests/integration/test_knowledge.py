@@ -194,6 +194,14 @@ async def test_search_limits(library: Services, admin: Caller) -> None:
     assert exc.value.field == "limit"
     assert await library.knowledge.search(admin, "") == []
     assert await library.knowledge.search(admin, "  !!! ... ") == []
+    # past 32 words a query is refused, never cut short unsaid (a repeated word counts once)
+    words = [f"w{i}" for i in range(32)]
+    with pytest.raises(InvalidInput, match=r"^query: at most 32 words \(got 33\)$"):
+        await library.knowledge.search(admin, " ".join([*words, "locking"]))
+    hits = await library.knowledge.search(admin, " ".join([*words[:31], "locking", "locking", "w0"]))
+    assert "Database locking" in {h.title for h in hits}
+    with pytest.raises(InvalidInput, match=r"^q: at most 32 words \(got 40\)$"):
+        await library.threads.search(admin, " ".join(f"x{i}" for i in range(40)))
 
 
 NASTY = [

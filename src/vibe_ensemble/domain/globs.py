@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from vibe_ensemble.domain.charsets import NOT_SLASH, POSIX, Ranges, complement, intersect, normalise
 from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.rules import CONTROL
 
 MAX_PATTERN = 256
 MAX_WILDCARDS = 32
@@ -55,6 +56,8 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
         raise InvalidInput(field, f"must be at most {MAX_PATTERN} characters (got {len(text)})")
     if "\x00" in text:
         raise InvalidInput(field, "must not contain NUL characters")
+    if CONTROL.search(text):
+        raise InvalidInput(field, "must not contain control characters (a newline, a tab, an escape)")
     resource = _RESOURCE.match(text)
     if resource:
         if resource.group(1) == "file":

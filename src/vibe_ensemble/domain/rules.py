@@ -22,6 +22,8 @@ MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# C0 and C1 controls and DEL: a newline, a tab, an escape sequence have no place in one line
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -40,6 +42,18 @@ def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
         except UnicodeEncodeError:
             raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
     return stripped if required else value
+
+
+def line(field: str, value: str, *, max_len: int, required: bool = True) -> str:
+    """`text` that is one line: a title, a subject, a label, a thread id. No control characters
+    (CR/LF, tab, escape sequences), which would break the line wherever it is shown."""
+    value = text(field, value, max_len=max_len, required=required)
+    found = CONTROL.search(value)
+    if found:
+        raise InvalidInput(
+            field, f"must be one line without control characters (got U+{ord(found.group()):04X})"
+        )
+    return value
 
 
 def name(field: str, value: str) -> str:
@@ -78,7 +92,7 @@ def labels(field: str, values: Sequence[str]) -> list[str]:
     count(field, values, MAX_LABELS)
     out: list[str] = []
     for v in values:
-        v = text(field, v, max_len=MAX_LABEL)
+        v = line(field, v, max_len=MAX_LABEL)
         if v not in out:
             out.append(v)
     return out

@@ -48,8 +48,8 @@ class AgentService(Service):
             roles = " or ".join(r.value for r in reversed(roles_allowed(Op.AGENT_COORDINATE)))
             raise PermissionDenied(f"registering a coordinator needs a {roles} token", role=role.value)
         caps = rules.labels("capabilities", capabilities or [])
-        program = rules.text("program", program, max_len=rules.MAX_LINE, required=False)
-        model = rules.text("model", model, max_len=rules.MAX_LINE, required=False)
+        program = rules.line("program", program, max_len=rules.MAX_LINE, required=False)
+        model = rules.line("model", model, max_len=rules.MAX_LINE, required=False)
         description = rules.text("description", description, max_len=rules.MAX_BODY, required=False)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
@@ -119,7 +119,7 @@ class AgentService(Service):
         if status == AgentStatus.OFFLINE:
             raise InvalidInput("status", "must be idle, working or blocked (offline is set by the server)")
         if activity is not None:
-            activity = rules.text("activity", activity, max_len=rules.MAX_NOTE, required=False)
+            activity = rules.line("activity", activity, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             me = await store.get(tx.conn, proj.id, name)

@@ -55,7 +55,7 @@ class IssueService(Service):
     ) -> Issue:
         caller.require(Op.ISSUE_WRITE)
         actor = actor_name(caller, agent)
-        title = rules.text("title", title, max_len=rules.MAX_TITLE)
+        title = rules.line("title", title, max_len=rules.MAX_TITLE)
         body = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
         labels = rules.labels("labels", labels or [])
         deps = _check_deps("depends_on", depends_on)
@@ -361,7 +361,7 @@ def _field_values(
     """The checked column values of the fields an update gives."""
     values: dict[str, Any] = {}
     if title is not None:
-        values["title"] = rules.text("title", title, max_len=rules.MAX_TITLE)
+        values["title"] = rules.line("title", title, max_len=rules.MAX_TITLE)
     if body is not None:
         values["body"] = rules.text("body", body, max_len=rules.MAX_BODY, required=False)
     if priority is not None:

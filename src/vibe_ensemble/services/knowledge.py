@@ -57,7 +57,7 @@ class KnowledgeService(Service):
     ) -> KnowledgeEntry:
         caller.require(Op.KNOWLEDGE_WRITE)
         author = actor_name(caller, agent)
-        title = rules.text("title", title, max_len=rules.MAX_TITLE)
+        title = rules.line("title", title, max_len=rules.MAX_TITLE)
         body = rules.text("body", body, max_len=rules.MAX_BODY)
         tags = rules.labels("tags", tags or [])
         links = _issue_ids(issue_ids or [])
@@ -110,7 +110,7 @@ class KnowledgeService(Service):
         if all(v is None for v in (kind, title, body, tags, issue_ids)):
             raise InvalidInput("fields", "give at least one of kind, title, body, tags, issue_ids")
         if title is not None:
-            title = rules.text("title", title, max_len=rules.MAX_TITLE)
+            title = rules.line("title", title, max_len=rules.MAX_TITLE)
         if body is not None:
             body = rules.text("body", body, max_len=rules.MAX_BODY)
         if tags is not None:
@@ -186,9 +186,10 @@ class KnowledgeService(Service):
             raise InvalidInput("query", f"must be at most {MAX_QUERY} characters (got {len(query)})")
         limit = rules.limit("limit", limit, maximum=MAX_SEARCH_LIMIT)
         tags = rules.labels("tags", tags or [])
+        words = store.query_terms("query", query)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
-            return await store.search(tx.conn, proj.id, store.terms(query), kind=kind, tags=tags, limit=limit)
+            return await store.search(tx.conn, proj.id, words, kind=kind, tags=tags, limit=limit)
 
     async def list(
         self,

@@ -45,14 +45,14 @@ class MessageService(Service):
         """
         caller.require(Op.MESSAGE_SEND)
         sender = actor_name(caller, agent)
-        subject = rules.text("subject", subject, max_len=rules.MAX_TITLE)
+        subject = rules.line("subject", subject, max_len=rules.MAX_TITLE)
         body = rules.text("body", body, max_len=rules.MAX_BODY)
         rules.count("to", to or [], MAX_RECIPIENTS, "recipients")  # as given, before de-duplicating
         to = list(dict.fromkeys(to or []))
         if not to and to_role is None and not broadcast:
             raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")
         if thread_id is not None:
-            thread_id = rules.text("thread_id", thread_id, max_len=rules.MAX_LINE)
+            thread_id = rules.line("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             # The sender (as `check_actor` would) and the named recipients, in one statement.

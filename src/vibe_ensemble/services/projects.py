@@ -17,9 +17,9 @@ class ProjectService(Service):
     ) -> Project:
         caller.require(Op.PROJECT_ADMIN)
         slug = rules.slug("slug", slug)
-        name = rules.text("name", name or slug, max_len=rules.MAX_LINE)
+        name = rules.line("name", name or slug, max_len=rules.MAX_LINE)
         description = rules.text("description", description, max_len=rules.MAX_BODY, required=False)
-        repo = rules.text("repo", repo, max_len=rules.MAX_NOTE, required=False)
+        repo = rules.line("repo", repo, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
             project = await store.insert(
                 tx.conn, slug=slug, name=name, description=description, repo=repo, now=tx.now

@@ -98,7 +98,7 @@ class ReservationService(Service):
         key = (
             None
             if idempotency_key is None
-            else rules.text("idempotency_key", idempotency_key, max_len=rules.MAX_LINE)
+            else rules.line("idempotency_key", idempotency_key, max_len=rules.MAX_LINE)
         )
         request: dict[str, Any] = {
             "paths": [p.text for p in patterns],

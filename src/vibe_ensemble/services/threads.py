@@ -51,7 +51,7 @@ class ThreadService(Service):
     async def thread(self, caller: Caller, thread_id: str, *, project: str | None = None) -> Thread:
         """One conversation, oldest message first; bodies only for `message.oversee`."""
         caller.require(Op.EVENT_READ)
-        thread_id = rules.text("thread", thread_id, max_len=rules.MAX_LINE)
+        thread_id = rules.line("thread", thread_id, max_len=rules.MAX_LINE)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             found, more = await store.thread_messages(tx.conn, proj.id, thread_id, limit=THREAD_MESSAGES)
@@ -73,7 +73,7 @@ class ThreadService(Service):
         if len(query) > MAX_QUERY:
             raise InvalidInput("q", f"must be at most {MAX_QUERY} characters (got {len(query)})")
         limit = rules.limit("limit", limit)
-        words = knowledge_store.terms(query)
+        words = knowledge_store.query_terms("q", query)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             return await mail_search.search(tx.conn, proj.id, words, bodies=self.bodies(caller), limit=limit)

@@ -137,7 +137,7 @@ class TokenService(Service):
     ) -> tuple[Credential, str]:
         """A new token; the secret is returned here once and never stored."""
         caller.require(Op.TOKEN_ADMIN)
-        label = rules.text("label", label, max_len=rules.MAX_LINE, required=False)
+        label = rules.line("label", label, max_len=rules.MAX_LINE, required=False)
         if agent is not None:
             agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act
             if project is None:

@@ -140,6 +140,15 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
             "invalid_input",
         )
         assert bad_json["message"].startswith("body: invalid JSON at character 10")
+        json_ct = {"content-type": "application/json"}
+        unreadable = {  # JSON that parses as nothing at all: still the field and the rule
+            b"[" * 100_000 + b"]" * 100_000: "body: is nested too deeply to read",
+            b'{"title": "t", "priority": ' + b"9" * 5000 + b"}": "body: holds a number with too many digits",
+            b'{"title": "\xff\xfe"}': "body: must be JSON in UTF-8",
+        }
+        for raw, message in unreadable.items():
+            refused = error(api.post(f"{P}/issues", content=raw, headers=json_ct), 422, "invalid_input")
+            assert (refused["message"], refused["details"]["field"]) == (message, "body")
         wrong_type = error(api.post(f"{P}/issues", json={"title": 5}), 422, "invalid_input")
         assert wrong_type["message"] == "title: Input should be a valid string"
         assert wrong_type["details"]["errors"] == [

@@ -67,6 +67,17 @@ def _describe(error: Any) -> dict[str, str]:
     return {"field": _field(tuple(error["loc"])), "rule": error["msg"]}
 
 
+def _unreadable(cause: BaseException) -> str:
+    """Why a body that parses as no JSON value at all was refused (malformed JSON has its own)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "must be JSON in UTF-8"
+    if isinstance(cause, RecursionError):
+        return "is nested too deeply to read"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "holds a number with too many digits"
+    return "could not be read as JSON"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(VibeError)
     async def _vibe(request: Request, exc: VibeError) -> JSONResponse:
@@ -84,6 +95,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
+            rule = _unreadable(exc.__cause__)
+            return JSONResponse(
+                auth.error_body("invalid_input", f"body: {rule}", {"field": "body", "rule": rule}), 422
+            )
         code = {
             404: "not_found",
             405: "method_not_allowed",

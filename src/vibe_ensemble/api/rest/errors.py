@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -87,10 +87,14 @@ def install(app: FastAPI) -> None:
         return auth.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [_describe(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid"}
         message = f"{first['field']}: {first['rule']}"
+        if not request.url.path.startswith(("/api/", "/mcp")):  # a dashboard page or fragment
+            from vibe_ensemble.api.web.render import error_page  # Jinja: only when a page needs it
+
+            return error_page(request, 422, "invalid_input", message)
         return JSONResponse(auth.error_body("invalid_input", message, {"errors": errors}), 422)
 
     @app.exception_handler(HTTPException)

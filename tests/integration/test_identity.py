@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, KnowledgeKind, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from vibe_ensemble.services import Services
 
@@ -73,6 +73,41 @@ async def test_team_token_passes_the_agent(services: Services, setup: int) -> No
         await services.messages.fetch_inbox(TEAM)
     # without an agent, a change is recorded as the token
     assert (await services.issues.create(TEAM, title="from a script")).created_by == "token:team"
+
+
+async def test_a_worker_team_token_does_not_act_as_the_coordinator(
+    services: Services, admin: Caller, setup: int
+) -> None:
+    issue_id = setup
+    await services.agents.register(admin, name="boss", role=AgentRole.COORDINATOR)
+    await services.issues.claim(admin, issue_id, agent="boss")
+    await services.messages.send(admin, agent="w1", to=["boss"], subject="for the lead", body="b")
+    before = await snapshot(services.ctx.db)
+    attempts = [
+        services.messages.send(TEAM, agent="boss", to=["w1"], subject="from boss", body="do X"),
+        services.issues.close(TEAM, issue_id, "hijacked", agent="boss"),
+        services.issues.comment(TEAM, issue_id, "as boss", agent="boss"),
+        services.issues.create(TEAM, title="as boss", agent="boss"),
+        services.issues.claim(TEAM, agent="boss"),
+        services.agents.heartbeat(TEAM, agent="boss", status=AgentStatus.BLOCKED),
+        services.messages.fetch_inbox(TEAM, agent="boss"),
+        services.messages.mark_read(TEAM, [1], agent="boss"),
+        services.reservations.reserve(TEAM, ["src/a.py"], agent="boss"),
+        services.knowledge.add(TEAM, kind=KnowledgeKind.NOTE, title="t", body="b", agent="boss"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(
+            PermissionDenied, match="'boss' is a coordinator; a worker team token cannot act as it"
+        ):
+            await attempt
+    assert await snapshot(services.ctx.db) == before
+    # a coordinator's team token may, and so may a token an admin bound to the coordinator
+    lead_team = Caller(credential_id=21, role=TokenRole.COORDINATOR, label="leads")
+    assert (await services.messages.fetch_inbox(lead_team, agent="boss")).items
+    bound_boss = Caller(
+        credential_id=22, role=TokenRole.WORKER, project="default", agent="boss", label="boss"
+    )
+    assert (await services.agents.heartbeat(bound_boss)).agent.name == "boss"
 
 
 async def test_role_limits(services: Services, setup: int) -> None:

@@ -11,7 +11,7 @@ from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.permissions import Op, allowed, roles_allowed
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service, Transaction, acting_as
 from vibe_ensemble.store import agents as store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
@@ -122,7 +122,7 @@ class AgentService(Service):
             activity = rules.line("activity", activity, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await store.get(tx.conn, proj.id, name)
+            me = await acting_as(tx.conn, proj.id, caller, name)
             new_status = status or (AgentStatus.IDLE if me.status == AgentStatus.OFFLINE else me.status)
             await store.seen(tx.conn, me.id, tx.now, new_status.value, activity)
             if new_status != me.status:

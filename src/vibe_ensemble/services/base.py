@@ -12,8 +12,11 @@ from vibe_ensemble.auth import tokens
 from vibe_ensemble.auth.concurrency import ConcurrencyLimits
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import AgentRole
+from vibe_ensemble.domain.errors import PermissionDenied
 from vibe_ensemble.domain.events import CATALOGUE, EventType
-from vibe_ensemble.domain.models import Project
+from vibe_ensemble.domain.models import Agent, Project
+from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.metrics import TransactionTimer
@@ -139,4 +142,25 @@ class Service:
         """A call that acts as an agent (a bound token's, or a team token's `agent`) needs that
         agent registered, and not retired, in the project: no token acts under a made-up name."""
         if caller.acts_as_agent(agent):
-            await agent_store.get(conn, project_id, caller.acting_agent(agent))
+            await acting_as(conn, project_id, caller, caller.acting_agent(agent))
+
+
+async def acting_as(conn: Connection, project_id: int, caller: Caller, name: str) -> Agent:
+    """The agent `name` a call acts as: registered and active (`agent_store.get`), and, for a team
+    token, one its role may speak for. A worker team token acts for the workers and observers of
+    its project, not as a coordinator: the team's lead is not impersonated by a shared token (a
+    bound token is its agent, bound by an admin)."""
+    return may_act_as(caller, await agent_store.get(conn, project_id, name))
+
+
+def may_act_as(caller: Caller, agent: Agent) -> Agent:
+    """`agent`, unless it is a coordinator and `caller` a team token whose role may not lead."""
+    may_lead = caller.agent is not None or allowed(caller.role, Op.AGENT_COORDINATE)
+    if agent.role == AgentRole.COORDINATOR and not may_lead:
+        raise PermissionDenied(
+            f"agent {agent.name!r} is a coordinator; a {caller.role.value} team token cannot act as it "
+            "(use the coordinator's own token)",
+            agent=agent.name,
+            role=caller.role.value,
+        )
+    return agent

@@ -20,7 +20,7 @@ from vibe_ensemble.domain.models import (
     Reservation,
 )
 from vibe_ensemble.domain.permissions import Op, allowed
-from vibe_ensemble.services.base import Service
+from vibe_ensemble.services.base import Service, acting_as
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as issue_store
@@ -121,7 +121,7 @@ class BriefingService(Service):
         async with self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            me = None if name is None else await agent_store.get(conn, proj.id, name)
+            me = None if name is None else await acting_as(conn, proj.id, caller, name)
             team = await agent_store.in_project(conn, proj.id)
             team.sort(key=lambda a: _STATUS_ORDER.index(a.status))
             ready = await issue_store.ready_in(conn, proj.id, limit=limit)

@@ -17,10 +17,9 @@ from vibe_ensemble.domain.models import Inbox
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.events.feed import Feed, RecentEvents, check_types
 from vibe_ensemble.events.mail import MailDispatcher
-from vibe_ensemble.services.base import Service, ServiceContext
+from vibe_ensemble.services.base import Service, ServiceContext, acting_as
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.messages import MessageService
-from vibe_ensemble.store import agents as agent_store
 
 MAX_WAIT_S = 60.0
 
@@ -88,7 +87,7 @@ class LiveService(Service):
         name = caller.acting_agent(agent)
         async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
-            await agent_store.get(conn, proj.id, name)
+            await acting_as(conn, proj.id, caller, name)
         deadline = asyncio.get_running_loop().time() + timeout_s
         with self.ctx.open_limits.hold("wait", caller.credential_id):  # the cap of held waits
             inbox = await self._wait(caller, proj.slug, name, deadline, since_id, limit)

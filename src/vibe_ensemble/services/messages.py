@@ -11,7 +11,7 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, Inbox, Message
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service, Transaction, acting_as, may_act_as
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
@@ -59,7 +59,7 @@ class MessageService(Service):
             acting = caller.acts_as_agent(agent)
             found = await agent_store.find_many(tx.conn, proj.id, [sender, *to] if acting else to)
             if acting:
-                agent_store.registered(found.get(sender), sender)
+                may_act_as(caller, agent_store.registered(found.get(sender), sender))
             recipients = await _recipients(
                 tx.conn, proj.id, sender, to, found, None if broadcast else to_role, broadcast
             )
@@ -115,11 +115,13 @@ class MessageService(Service):
         async with self.write() if mark_read else self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
+            if caller.agent is None:  # a team token names the agent: one it may act as
+                await acting_as(conn, proj.id, caller, name)
             page = await store.inbox_page(
                 conn, proj.id, name, since_id=since_id, unread_only=unread_only, limit=limit + 1
             )
             if page is None:  # nothing to read, or no such agent: the lookup says which
-                me = await agent_store.get(conn, proj.id, name)
+                me = await acting_as(conn, proj.id, caller, name)
                 return Inbox(items=[], unread=await store.unread_count(conn, me.id), next_since_id=None)
             items, me_id, unread = page
             more = len(items) > limit
@@ -156,7 +158,7 @@ class MessageService(Service):
             raise InvalidInput("ids", "give at least one message id")
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await agent_store.get(tx.conn, proj.id, name)
+            me = await acting_as(tx.conn, proj.id, caller, name)
             missing = set(ids) - await store.received(tx.conn, me.id, ids)
             if missing:
                 raise NotFound(f"not in {name}'s inbox: {sorted(missing)}", ids=sorted(missing))

@@ -27,9 +27,8 @@ from vibe_ensemble.domain.models import (
     ReservationResult,
 )
 from vibe_ensemble.domain.permissions import Op, allowed
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service, Transaction, acting_as
 from vibe_ensemble.services.lease_conflicts import find_conflicts, parse_patterns
-from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import idempotency
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as store
@@ -111,7 +110,7 @@ class ReservationService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await store.lock_project(tx.conn, proj.id)
-            me = await agent_store.get(tx.conn, proj.id, name)
+            me = await acting_as(tx.conn, proj.id, caller, name)
             if issue is not None and not await issue_store.existing_ids(tx.conn, proj.id, [issue]):
                 raise InvalidInput("issue", f"no such issue in this project: {issue}")
             if key is not None:
@@ -163,7 +162,7 @@ class ReservationService(Service):
             wanted = [p.text for p in parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)[0]]
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await agent_store.get(tx.conn, proj.id, name)
+            me = await acting_as(tx.conn, proj.id, caller, name)
             mine = await store.held_by(tx.conn, me.id, tx.now)
             targets = mine if wanted is None else [r for r in mine if r.pattern in wanted]
             held_patterns = {r.pattern for r in mine}

@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.support import ServerProcess, call, call_error, free_port, mcp_client
+from tests.support import ServerProcess, call, call_error, free_port, mcp_client, run_cli
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
@@ -128,3 +128,48 @@ def test_a_server_address_without_a_path_means_its_mcp_endpoint(server: ServerPr
     done = bridge_cli("--url", server.url, token=server.admin_token)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
+
+
+def test_the_token_file_connect_writes_is_read_as_the_token(server: ServerProcess, tmp_path: Path) -> None:
+    """`--token-file .vibe-ensemble/token.env` (a comment, then VIBE_ENSEMBLE_TOKEN=…) and a file with
+    the token alone both start the bridge; a file or VIBE_TOKEN that holds no token is refused in one
+    line that names it and never shows what it holds."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    argv = [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo), "--database-url", db]
+    connected = run_cli([*argv, "--url", server.mcp_url], timeout=120)
+    assert connected.returncode == 0, connected.stderr
+    env_file = repo / ".vibe-ensemble" / "token.env"
+    secret = env_file.read_text().splitlines()[-1].partition("=")[2]
+    bare = tmp_path / "token"
+    bare.write_text(secret + "\n")
+    for path in (env_file, bare):
+        done = bridge_cli("--url", server.mcp_url, "--token-file", str(path), token="")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "" and done.stdout == ""
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text(f"my token is below\n{secret}\n")
+    refused = bridge_cli("--url", server.mcp_url, "--token-file", str(notes), token="")
+    [line] = refused.stderr.splitlines()
+    assert refused.returncode == 2 and line.startswith(
+        f"error: --token-file {notes} holds no Vibe Ensemble token"
+    )
+    assert "my token" not in line and secret[5:] not in line
+
+    # A token with what a header cannot carry (here a second line) would be quoted back by the HTTP
+    # library's error: it is refused before any request, and not shown.
+    for token in (f"{secret}\nsecond line", f"Bearer {secret}"):
+        refused = bridge_cli("--url", server.mcp_url, token=token)
+        [line] = refused.stderr.splitlines()
+        assert refused.returncode == 2 and line.startswith("error: VIBE_TOKEN is not a Vibe Ensemble token")
+        assert secret[5:] not in refused.stderr + refused.stdout
+
+
+def test_mcp_on_the_servers_sqlite_file_names_the_way_through_the_server(server: ServerProcess) -> None:
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    done = bridge_cli("--database-url", db, token=server.admin_token)
+    [line] = done.stderr.splitlines()
+    assert done.returncode == 1 and "is already in use by another Vibe Ensemble server" in line
+    assert "go through that server instead" in line and "mcp --url http://HOST:PORT/mcp" in line

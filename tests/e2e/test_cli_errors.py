@@ -53,14 +53,14 @@ DATABASE_COMMANDS = [
 @pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a))
 def test_an_unparseable_database_url_is_one_line_naming_a_valid_one(tmp_path: Path, args: list[str]) -> None:
     done = cli(tmp_path, *args, "--database-url", "not a url at all")
-    one_line_error(done, 1 if args[0] == "connect" else 2, "cannot parse the database URL", "sqlite:///")
+    one_line_error(done, 2, "cannot parse the database URL", "sqlite:///")
     assert "postgresql://user:password@host:5432/dbname" in done.stderr
 
 
 @pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a))
 def test_an_unsupported_database_is_one_line(tmp_path: Path, args: list[str]) -> None:
     done = cli(tmp_path, *args, "--database-url", "mysql://u:secret@db.example/app")
-    line = one_line_error(done, 1 if args[0] == "connect" else 2, "unsupported database 'mysql'")
+    line = one_line_error(done, 2, "unsupported database 'mysql'")
     assert "secret" not in line
 
 
@@ -88,6 +88,51 @@ def test_a_sqlite_file_that_cannot_be_opened_is_named_with_what_to_check(
     line = one_line_error(done, 1, f"cannot open the SQLite database {path} (unable to open database file)")
     assert "may read and write it and its directory" in line and "--database-url" in line
     assert "is it running" not in line  # a hint for a database server, not for a file
+
+
+# Each command that reads the settings, as a person runs it.
+SETTINGS_COMMANDS = [
+    *DATABASE_COMMANDS,
+    ["serve"],
+    ["mcp"],
+    ["backup", "create"],
+]
+
+
+@pytest.mark.parametrize("args", SETTINGS_COMMANDS, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "VIBE_PORT",
+            "abc",
+            "port (VIBE_PORT): Input should be a valid integer, unable to parse string as an integer "
+            "(got 'abc')",
+        ),
+        (
+            "VIBE_OFFLINE_AFTER_S",
+            "-5",
+            "offline_after_s (VIBE_OFFLINE_AFTER_S): Input should be greater than 0",
+        ),
+        ("VIBE_ALLOWED_HOSTS", "a.example", "allowed_hosts (VIBE_ALLOWED_HOSTS): not valid JSON"),
+    ],
+    ids=["port", "offline_after_s", "allowed_hosts"],
+)
+def test_an_invalid_setting_is_one_line_naming_it_and_the_rule(
+    tmp_path: Path, args: list[str], variable: str, value: str, expected: str
+) -> None:
+    env = {**bare_env(tmp_path), variable: value, "VIBE_TOKEN": "vibe_" + "x" * 43}
+    done = run_cli([CLI, *args], env=env, cwd=tmp_path)
+    line = one_line_error(done, 2, f"error: invalid settings: {expected}")
+    assert "pydantic" not in line and "\\n" not in line and "validation error" not in line
+
+
+def test_a_secret_setting_is_named_but_its_value_never_shown(tmp_path: Path) -> None:
+    config = tmp_path / "vibe.toml"
+    config.write_text("session_secret = 12345678901234567890123456789012\n")  # a number, not text
+    done = cli(tmp_path, "token", "list", "--config", str(config))
+    line = one_line_error(done, 2, "session_secret (VIBE_SESSION_SECRET): Input should be a valid string")
+    assert "1234567890" not in line
 
 
 def test_serve_on_a_sqlite_file_that_cannot_be_opened_names_it(tmp_path: Path) -> None:
@@ -130,7 +175,7 @@ def test_not_migrated_is_one_line(tmp_path: Path) -> None:
 
 def test_a_server_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
-    done = run_cli([CLI, "mcp", "--url", url], env={**bare_env(tmp_path), "VIBE_TOKEN": "vibe_x"})
+    done = run_cli([CLI, "mcp", "--url", url], env={**bare_env(tmp_path), "VIBE_TOKEN": "vibe_" + "x" * 43})
     one_line_error(done, 1, f"cannot reach {url}", "is the server running?")
 
 

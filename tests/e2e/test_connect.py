@@ -180,3 +180,140 @@ def test_connect_with_no_server_at_the_url_writes_the_config_and_warns(tmp_path:
     assert done.returncode == 0, done.stderr
     assert "reusing the token for agent 'alice'" in done.stdout
     assert f"warning: {other}/healthz answered HTTP 404, not as a Vibe Ensemble server does" in done.stderr
+
+
+def configured_url(repo: Path) -> str:
+    return str(json.loads((repo / ".mcp.json").read_text())["mcpServers"]["vibe-ensemble"]["url"])
+
+
+def test_the_config_names_the_mcp_endpoint_however_the_url_is_given(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The bridge's rule: a server's address alone means its /mcp; a URL without http(s):// is refused."""
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    for given in (server.url, server.url + "/", server.mcp_url + "/"):
+        repo = tmp_path / f"repo-{len(given)}"
+        repo.mkdir()
+        argv = [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo), "--database-url", db]
+        done = run_cli([*argv, "--url", given], timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""  # the server answers there, and takes the token
+        assert configured_url(repo) == server.mcp_url, given
+
+    repo = tmp_path / "refused"
+    repo.mkdir()
+    no_scheme = server.url.removeprefix("http://")
+    argv = [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo), "--database-url", db]
+    refused = run_cli([*argv, "--url", no_scheme], timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: --url must be an http:// or https:// URL of the server")
+    assert list(repo.iterdir()) == []  # nothing written, no token made
+
+
+def test_a_token_the_server_does_not_accept_is_warned_about_with_the_way_out(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """connect made the token in another database than the server's: the config is written, and the
+    warning says so, names that database and what to run; doing that, the server accepts it."""
+    other = tmp_path / "other.db"
+    assert run_cli([CLI, "migrate", "--database-url", f"sqlite:///{other}"]).returncode == 0
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    argv = [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo), "--url", server.mcp_url]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    wrong = run_cli([*argv, "--database-url", f"sqlite:///{other}"], env=env, timeout=120)
+    assert wrong.returncode == 0, wrong.stderr
+    assert configured_url(repo) == server.mcp_url and "created a worker token" in wrong.stdout
+    [warning] = wrong.stderr.splitlines()
+    assert warning.startswith(f"warning: the server at {server.url} does not accept this token")
+    assert f"it was made in the database {other}, not the server's" in warning
+    assert "VIBE_DATA_DIR or --database-url, and --force" in warning
+    secret = kept_secret(repo)
+    assert secret not in warning
+
+    right = run_cli([*argv, "--force"], env={**env, "VIBE_DATA_DIR": str(server.data_dir)}, timeout=120)
+    assert right.returncode == 0, right.stderr
+    assert right.stderr == ""  # the server takes this one
+    assert kept_secret(repo) != secret
+
+
+def test_a_wrong_path_on_the_servers_port_says_the_mcp_url_ends_in_mcp(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    argv = [CLI, "connect", "claude-code", "--agent", "alice", "--dir", str(repo), "--database-url", db]
+    for path in ("/nope", "/api/mcp"):
+        done = run_cli([*argv, "--url", server.url + path], timeout=120)
+        assert done.returncode == 0, done.stderr
+        [warning] = done.stderr.splitlines()
+        assert warning == (
+            f"warning: a Vibe Ensemble server answers at {server.url}, but not at {server.url}{path}: "
+            f"the server's MCP URL ends in /mcp; run connect again with --url {server.mcp_url}"
+        )
+
+
+def test_from_a_subdirectory_connect_writes_at_the_top_of_the_git_repository(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    sub = repo / "src" / "app"
+    sub.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    argv = [CLI, "connect", "claude-code", "--url", server.mcp_url, "--database-url", db]
+
+    done = run_cli([*argv, "--agent", "alice"], cwd=sub, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"connecting {repo}: the top level of the git repository around {sub}")
+    assert (repo / ".mcp.json").exists() and (repo / ".vibe-ensemble" / "token.env").exists()
+    assert not (sub / ".mcp.json").exists() and not (sub / ".vibe-ensemble").exists()
+
+    # An explicit --dir wins; outside a repository the current directory is the one.
+    here = run_cli([*argv, "--agent", "bob", "--dir", "."], cwd=sub, timeout=120)
+    assert here.returncode == 0, here.stderr
+    assert "top level" not in here.stdout and (sub / ".mcp.json").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    outside = run_cli([*argv, "--agent", "carol"], cwd=plain, timeout=120)
+    assert outside.returncode == 0, outside.stderr
+    assert (plain / ".mcp.json").exists()
+
+
+def test_the_claude_code_hooks_file_stays_out_of_git_status(server: ServerProcess, tmp_path: Path) -> None:
+    """.claude/settings.local.json is personal: listed in the clone's .git/info/exclude (once), unless
+    git ignores it already; nothing connect writes there is committed by mistake."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    exclude = repo / ".git" / "info" / "exclude"
+    before = exclude.read_text()
+
+    dry = connect(server, repo, "claude-code", "--agent", "alice", "--hooks", "--dry-run")
+    assert f"would add settings.local.json to {exclude}" in dry.stdout
+    assert exclude.read_text() == before
+    first = connect(server, repo, "claude-code", "--agent", "alice", "--hooks")
+    assert f"added settings.local.json to {exclude}, so git ignores it in this clone" in first.stdout
+    assert exclude.read_text() == before + "/.claude/settings.local.json\n"
+    status = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout.splitlines() == ["?? .mcp.json"]  # the config to commit; no token, no hooks
+
+    again = connect(server, repo, "claude-code", "--agent", "alice", "--hooks")
+    assert "added" not in again.stdout and exclude.read_text() == before + "/.claude/settings.local.json\n"
+
+    # Already ignored (here by the repository's .gitignore): the exclude file is left alone.
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    (other / ".gitignore").write_text(".claude/\n")
+    kept = (other / ".git" / "info" / "exclude").read_text()
+    ignored = connect(server, other, "claude-code", "--agent", "bob", "--hooks")
+    assert "exclude" not in ignored.stdout
+    assert (other / ".git" / "info" / "exclude").read_text() == kept

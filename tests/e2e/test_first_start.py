@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import TOKEN_RE, free_port, launch
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
@@ -129,3 +131,41 @@ def test_the_banner_carries_the_servers_data_directory_and_url(tmp_path: Path) -
     assert checked.returncode == 0, checked.stderr
     assert "alice" in checked.stdout  # the agent's token is in the server's database
     assert not (tmp_path / "share").exists()  # nothing went to the default data directory
+
+
+def test_the_banners_commands_run_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server started from its checkout, with `vibe-ensemble` not on PATH (`make run`): every command
+    the banner prints names the program by its absolute path, so it runs from the agent's directory."""
+    checkout = Path(CLI).parents[2]  # .venv/bin/vibe-ensemble: the program is under this directory
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p != str(Path(CLI).parent)
+    )
+    env = {**bare_env(tmp_path), "PATH": path}
+    monkeypatch.chdir(checkout)  # where the server starts
+    port = free_port()
+    argv = [CLI, "serve", "--migrate", "--port", str(port)]
+    server = launch(
+        argv,
+        {**env, "VIBE_DATA_DIR": str(tmp_path / "data")},
+        tmp_path / "serve.log",
+        f"http://127.0.0.1:{port}",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        printed = [line.strip() for line in server.log().splitlines()]
+        create = next(line for line in printed if " token create " in line).replace("NAME", "alice")
+        listing = next(line for line in printed if line.endswith(" token list"))
+        connect = next(line for line in printed if " connect claude-code " in line).replace("NAME", "bob")
+        done = {
+            line: subprocess.run(
+                ["sh", "-c", line], env=env, cwd=elsewhere, capture_output=True, text=True, timeout=120
+            )
+            for line in (create, listing, connect)
+        }
+    finally:
+        server.stop()
+    for line, run_here in done.items():
+        assert run_here.returncode == 0, (line, run_here.stderr)
+    assert "alice" in done[listing].stdout
+    assert (elsewhere / ".mcp.json").exists()

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from vibe_ensemble.cli.clients import ConnectError, apply, plan_config, read_token, write_token
+from vibe_ensemble.cli.clients import (
+    TOKEN_VAR,
+    ConnectError,
+    apply,
+    plan_config,
+    read_token,
+    token_in,
+    write_token,
+)
+from vibe_ensemble.cli.common import UrlError, mcp_endpoint
 
 URL = "http://127.0.0.1:8080/mcp"
 
@@ -98,7 +107,58 @@ def test_unknown_client_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_the_token_file_is_private_and_ignored_by_git(tmp_path: Path) -> None:
-    path = write_token(tmp_path, "vibe_secret", "alice")
+    secret = "vibe_" + "s" * 43
+    path = write_token(tmp_path, secret, "alice")
     assert path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / ".vibe-ensemble" / ".gitignore").read_text().splitlines()[-1] == "*"
-    assert read_token(tmp_path) == "vibe_secret"
+    assert read_token(tmp_path) == secret
+
+
+SECRET = "vibe_" + "R8Wk" * 10 + "abc"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SECRET + "\n",  # the token alone
+        f"# vibe-ensemble token for agent alice: load with `set -a; . x; set +a`\n{TOKEN_VAR}={SECRET}\n",
+        f"\n# a comment\nexport VIBE_ENSEMBLE_TOKEN='{SECRET}'\r\n",
+    ],
+    ids=["bare", "connect's env file", "exported and quoted"],
+)
+def test_a_token_file_is_the_token_alone_or_the_env_file_connect_writes(text: str) -> None:
+    assert token_in(text) == SECRET
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# only a comment\n",
+        f"{SECRET}\n{SECRET}\n",  # two lines: which one?
+        "VIBE_ENSEMBLE_TOKEN=not-a-token\n",
+        f"VIBE_ENSEMBLE_TOKEN={SECRET} and more\n",  # not a header value
+        "password123\n",
+    ],
+)
+def test_anything_else_holds_no_token(text: str) -> None:
+    assert token_in(text) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "endpoint"),
+    [
+        ("http://127.0.0.1:8090", "http://127.0.0.1:8090/mcp"),
+        ("http://127.0.0.1:8090/", "http://127.0.0.1:8090/mcp"),
+        ("http://127.0.0.1:8090/mcp/", "http://127.0.0.1:8090/mcp"),
+        (" https://team.example/vibe/mcp ", "https://team.example/vibe/mcp"),
+    ],
+)
+def test_a_server_url_names_its_mcp_endpoint(given: str, endpoint: str) -> None:
+    assert mcp_endpoint(given) == endpoint
+
+
+@pytest.mark.parametrize("given", ["127.0.0.1:8090", "ftp://h/mcp", "http://u:p@h/mcp", "http://h:99999/mcp"])
+def test_a_url_that_names_no_server_is_refused(given: str) -> None:
+    with pytest.raises(UrlError, match="--url"):
+        mcp_endpoint(given)

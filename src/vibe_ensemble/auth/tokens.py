@@ -37,6 +37,12 @@ def looks_like_token(value: str) -> bool:
 _TOKEN_IN_TEXT = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,}")
 
 
+def well_formed(value: str) -> bool:
+    """A token as `generate` makes them: it looks like one and holds only URL-safe characters, so it
+    is a valid header value and `redact` cuts all of it, wherever it is printed."""
+    return looks_like_token(value) and _TOKEN_IN_TEXT.fullmatch(value) is not None
+
+
 def redact(text: str) -> str:
     """`text` with every token in it cut to its display prefix (`vibe_AbCdEfG…`)."""
     if TOKEN_PREFIX not in text:  # nearly every text: a substring test costs a fraction of the regex

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vibe_ensemble.cli.common import cli_caller
+from vibe_ensemble.cli.common import cli_caller, fail, settings_problem
 from vibe_ensemble.ops.config import Settings, load_settings
 from vibe_ensemble.ops.terminal import table_console
 from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups
@@ -45,13 +45,11 @@ def _settings(config: Path | None, database_url: str | None) -> Settings:
     try:
         settings = load_settings(config, database_url=database_url)
     except Exception as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"invalid settings: {settings_problem(exc)}", 2)
     try:
         parse_url(settings.effective_database_url)
     except DatabaseError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     return settings
 
 

@@ -35,29 +35,16 @@ from mcp.shared.inbound import (
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types.version import LATEST_MODERN_VERSION
 
+from vibe_ensemble.auth import tokens
+from vibe_ensemble.cli.common import EXAMPLE_MCP_URL
+
 # The SDK's own defaults: a response stream may stay open for minutes (waits, subscriptions).
 TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 PROBE_TIMEOUT_S = 10.0
-EXAMPLE = "http://127.0.0.1:8080/mcp"
 
 
 class BridgeError(Exception):
     """The bridge cannot start as asked; the message says why, in one line."""
-
-
-def endpoint(url: str) -> str:
-    """The MCP endpoint `url` names: `http(s)://host[:port]/path`, `/mcp` when no path is given."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BridgeError(f"--url must be an http:// or https:// URL of the server, e.g. {EXAMPLE}")
-    if parts.username or parts.password:
-        raise BridgeError("--url must not carry credentials: give the token with VIBE_TOKEN or --token-file")
-    try:
-        parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError:
-        raise BridgeError(f"--url has an invalid port: {url}") from None
-    path = parts.path if parts.path not in ("", "/") else "/mcp"
-    return parts._replace(path=path, fragment="").geturl()
 
 
 def in_clear(url: str) -> bool:
@@ -73,7 +60,10 @@ def in_clear(url: str) -> bool:
 
 
 def _jsonrpc_error(status: int, message: str) -> httpx2.Response:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": types.CONNECTION_CLOSED, "message": message}}
+    """An error for the stdio client; a token in `message` (an HTTP library's error may quote a
+    header) is cut to its prefix."""
+    error = {"code": types.CONNECTION_CLOSED, "message": tokens.redact(message)}
+    body = {"jsonrpc": "2.0", "id": None, "error": error}
     return httpx2.Response(status, json=body)
 
 
@@ -182,7 +172,7 @@ async def probe(url: str, token: str) -> None:
         raise BridgeError(f"{url} refused the token: {problem}")
     if response.status_code == 404:
         raise BridgeError(
-            f"no MCP endpoint at {url} (404): the server's MCP URL ends in /mcp, e.g. {EXAMPLE}"
+            f"no MCP endpoint at {url} (404): the server's MCP URL ends in /mcp, e.g. {EXAMPLE_MCP_URL}"
         )
     if response.status_code >= 400 and _vibe_error(response.content) is not None:
         raise BridgeError(f"{url} answered {response.status_code}: {_vibe_error(response.content)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
+import subprocess  # nosec B404
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class HookConfig:
     note: str  # what the person should know about the file
     top: dict[str, Any] = field(default_factory=dict)  # keys the file needs, e.g. Cursor's version
     dir_flag: bool = False  # the client sets no project variable: the command names the directory
+    personal: bool = False  # the person's own settings: kept out of git (.git/info/exclude)
 
 
 def _command_entry(command: str) -> dict[str, Any]:
@@ -43,6 +45,7 @@ HOOK_CONFIGS: dict[str, HookConfig] = {
         _command_entry,
         nested=True,
         note="personal settings, not for committing",
+        personal=True,
     ),
     "gemini": HookConfig(
         lambda project: project / ".gemini" / "settings.json",
@@ -145,3 +148,38 @@ def plan_hooks(client: str, project: Path, command: str, *, pending: Change | No
     if before is not None and original == data:
         return Change(path, before, before)
     return Change(path, before, json.dumps(data, indent=2) + "\n")
+
+
+def _git(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """`git -C directory ARGS`, or None when git is not installed."""
+    try:
+        return subprocess.run(  # noqa: S603 - fixed argv, no shell  # nosec B603 B607
+            ["git", "-C", str(directory), *args],  # noqa: S607 - git from PATH
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+
+
+def exclude_locally(directory: Path, path: Path, *, dry_run: bool) -> Path | None:
+    """Keep `path` (in `directory`) out of `git status`: its pattern in the repository's
+    `.git/info/exclude`, which is this clone's own and never committed. The exclude file, or None when
+    `directory` is not in a git repository or git already ignores the path."""
+    relative = path.relative_to(directory).as_posix()
+    ignored = _git(directory, "check-ignore", "-q", "--", relative)
+    if ignored is None or ignored.returncode != 1:  # 0: ignored already; 128: no repository
+        return None
+    found = _git(directory, "rev-parse", "--show-toplevel", "--git-path", "info/exclude")
+    if found is None or found.returncode != 0:
+        return None
+    top, exclude = found.stdout.splitlines()
+    exclude_file = directory / exclude  # relative to `directory` unless absolute
+    if not dry_run:
+        pattern = "/" + path.relative_to(Path(top).resolve()).as_posix()
+        text = exclude_file.read_text() if exclude_file.exists() else ""
+        exclude_file.parent.mkdir(parents=True, exist_ok=True)
+        with exclude_file.open("a") as fh:
+            fh.write(("\n" if text and not text.endswith("\n") else "") + pattern + "\n")
+    return exclude_file.resolve()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vibe_ensemble.auth import tokens
+
 SERVER_NAME = "vibe-ensemble"
 TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"  # a variable name, not a secret  # noqa: S105  # nosec B105
 LOCAL_DIR = ".vibe-ensemble"
@@ -174,15 +176,22 @@ def token_file(project: Path) -> Path:
     return project / LOCAL_DIR / TOKEN_FILE
 
 
+def token_in(text: str) -> str | None:
+    """The token a token file holds: the `VIBE_ENSEMBLE_TOKEN=` line of the env file `connect` writes
+    (comments and blank lines aside), or the token alone. None when that is not a well-formed token."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    for line in lines:
+        name, equals, value = line.partition("=")
+        if equals and name.strip().removeprefix("export ").strip() == TOKEN_VAR:
+            value = value.strip().strip("'\"")
+            return value if tokens.well_formed(value) else None
+    return lines[0] if len(lines) == 1 and tokens.well_formed(lines[0]) else None
+
+
 def read_token(project: Path) -> str | None:
     path = token_file(project)
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name.strip().removeprefix("export ").strip() == TOKEN_VAR and value.strip():
-            return value.strip().strip("'\"")
-    return None
+    return token_in(path.read_text()) if path.exists() else None
 
 
 def write_token(project: Path, secret: str, agent: str) -> Path:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import getpass
 import logging
+import re
+import shlex
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -49,8 +51,7 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
     try:
         settings = load_settings(config, **overrides)
     except Exception as exc:
-        err.print(f"[red]invalid settings:[/red] {escape(printable(str(exc)))}")
-        raise typer.Exit(2) from None
+        fail(f"invalid settings: {settings_problem(exc)}", 2)
     try:
         parse_url(settings.effective_database_url)
     except DatabaseError as exc:
@@ -62,6 +63,41 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
             err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
     return settings
+
+
+# Settings whose values are secrets (or may carry a password): an error names them, never their value.
+_SECRET_SETTINGS = ("secret", "token", "key", "url")
+
+
+def settings_problem(exc: Exception) -> str:
+    """Invalid settings in one line: each setting by its name and environment variable, the rule it
+    breaks and the value given (`port (VIBE_PORT): Input should be a valid integer, … (got 'abc')`),
+    never a secret's value. Anything else (an unreadable --config file) is its own message, on one
+    line."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from vibe_ensemble.ops.config import Settings
+
+    def named(field: str, where: str) -> str:
+        return f"{where} (VIBE_{field.upper()})" if field in Settings.model_fields else where
+
+    if isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            rule = error["msg"].removeprefix("Value error, ")  # a validator's own message names the value
+            given = error.get("input")
+            secret = any(word in field for word in _SECRET_SETTINGS)
+            if error["type"] != "value_error" and not secret and isinstance(given, str | int | float):
+                rule += f" (got {given!r:.80})"
+            problems.append(f"{named(field, '.'.join(map(str, error['loc'])) or field)}: {rule}")
+        return "; ".join(problems)
+    found = re.search(r'field "(\w+)"', str(exc)) if isinstance(exc, SettingsError) else None
+    if found:  # the environment could not give a list or a table: those are JSON
+        field = found.group(1)
+        return f'{named(field, field)}: not valid JSON (a list or a table is JSON, e.g. ["a", "b"])'
+    return " ".join(str(exc).split())
 
 
 def refuse_unsafe_production(settings: Settings) -> None:
@@ -102,9 +138,36 @@ def run(fn: Callable[[], Awaitable[T]], *, serving: bool = False, database: str 
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """One red line on stderr (the message shown literally), then exit with `code`."""
-    err.print(f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True)
+    """One red line on stderr (the message shown literally, a token in it cut to its prefix: an HTTP
+    library's error may quote a request's headers), then exit with `code`."""
+    from vibe_ensemble.auth.tokens import redact
+
+    err.print(f"[red]error:[/red] {escape(printable(redact(message)))}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+EXAMPLE_MCP_URL = "http://127.0.0.1:8080/mcp"
+
+
+class UrlError(ValueError):
+    """A --url that cannot name a server's MCP endpoint; the message says why, in one line."""
+
+
+def mcp_endpoint(url: str) -> str:
+    """The MCP endpoint `url` names, for every command that takes one (`mcp --url`, `connect --url`):
+    `http(s)://host[:port]/path` without a trailing slash, and `/mcp` when no path is given."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlError(f"--url must be an http:// or https:// URL of the server, e.g. {EXAMPLE_MCP_URL}")
+    if parts.username or parts.password:
+        raise UrlError("--url must not carry credentials: give the token with VIBE_TOKEN or --token-file")
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise UrlError(f"--url has an invalid port: {url}") from None
+    return parts._replace(path=parts.path.rstrip("/") or "/mcp", fragment="").geturl()
 
 
 def expected_failure(exc: BaseException, database: str | None = None) -> str | None:
@@ -214,7 +277,6 @@ def database_env(settings: Settings) -> str:
     `VIBE_DATA_DIR=… ` when the SQLite file is in another than the default data directory,
     `VIBE_DATABASE_URL=… ` when a URL names the database (never one with a password: that is not
     printed), else nothing. A command pasted from another shell then acts on this database."""
-    import shlex
 
     from vibe_ensemble.ops.startup import default_data_dir
     from vibe_ensemble.store.urls import database_label, sqlite_file

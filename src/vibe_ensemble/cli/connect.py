@@ -6,10 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
-from vibe_ensemble.cli.client_hooks import HOOK_CONFIGS, hook_command, plan_hooks
+from vibe_ensemble.cli.client_hooks import HOOK_CONFIGS, exclude_locally, hook_command, plan_hooks
 from vibe_ensemble.cli.clients import (
     CLIENTS,
     TOKEN_VAR,
@@ -22,6 +23,8 @@ from vibe_ensemble.cli.clients import (
 )
 
 if TYPE_CHECKING:
+    import httpx2
+
     from vibe_ensemble.cli.clients import Change
     from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
@@ -39,10 +42,18 @@ def connect(
     role: Annotated[str, typer.Option(help="worker or coordinator.")] = "worker",
     project: Annotated[str | None, typer.Option(help="The project (default: the default project).")] = None,
     directory: Annotated[
-        Path, typer.Option("--dir", help="The repository the agent works in (configs and token go here).")
-    ] = Path("."),
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="The repository the agent works in (configs and token go here; default: the top level "
+            "of the git repository around the current directory, else the current directory).",
+        ),
+    ] = None,
     url: Annotated[
-        str | None, typer.Option(help="The server's MCP URL (default: from the settings).")
+        str | None,
+        typer.Option(
+            help="The server's MCP URL (default: from the settings); http://HOST:PORT means its /mcp."
+        ),
     ] = None,
     hooks: Annotated[
         bool,
@@ -69,83 +80,151 @@ def connect(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database.")] = None,
 ) -> None:
     """Make (or reuse) the agent's token and write CLIENT's MCP config, merged with what is there."""
-    from vibe_ensemble.cli.common import database_env, expected_failure, require_existing_database
-    from vibe_ensemble.ops.config import load_settings
-    from vibe_ensemble.ops.startup import StartupError
-    from vibe_ensemble.store.database import DatabaseError, parse_url
-
-    def fail(message: str) -> typer.Exit:
-        typer.echo(f"error: {message}", err=True)
-        return typer.Exit(1)
+    from vibe_ensemble.cli.common import (
+        UrlError,
+        database_env,
+        expected_failure,
+        fail,
+        mcp_endpoint,
+        settings_or_exit,
+    )
 
     if role not in ("worker", "coordinator"):
-        raise fail(f"--role {role!r}: an agent's token is worker or coordinator")
-    directory = directory.resolve()
-    agent = agent or directory.name
+        fail(f"--role {role!r}: an agent's token is worker or coordinator")
+    settings = settings_or_exit(config, existing=True, database_url=database_url)
     try:
-        settings = load_settings(config, database_url=database_url)
-        parse_url(settings.effective_database_url)
-        require_existing_database(settings.effective_database_url)
-        change = plan_config(client, directory, url or settings.mcp_url)
+        mcp_url = mcp_endpoint(url or settings.mcp_url)
+    except UrlError as exc:
+        fail(str(exc), 2)
+    directory = _directory(directory)
+    agent = agent or directory.name
+    project = project or settings.default_project
+    try:
+        change = plan_config(client, directory, mcp_url)
         hook_change = None
         if hooks:
-            who = (url or settings.mcp_url, project or settings.default_project, agent, role)
-            command = hook_command(client, *who, directory)
+            command = hook_command(client, mcp_url, project, agent, role, directory)
             hook_change = plan_hooks(client, directory, command, pending=change)
-    except (StartupError, ConnectError, DatabaseError) as exc:
-        raise fail(str(exc)) from None
-    except Exception as exc:
-        raise fail(f"invalid settings: {exc}") from None
-    project = project or settings.default_project
+    except ConnectError as exc:
+        fail(str(exc))
+    except OSError as exc:  # a config file this user may not read
+        fail(f"cannot read {exc.filename}: {exc.strerror}")
     wanted = Wanted(client, agent, role, project)
     try:
         secret, new = asyncio.run(_token(settings, directory, wanted, dry_run=dry_run, force=force))
     except ConnectError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     except Exception as exc:
         message = expected_failure(exc, settings.effective_database_url)
         if message is None:
             raise
-        raise fail(message) from None
+        fail(message)
 
-    mcp_url = url or settings.mcp_url
-    no_server = _no_server_at(mcp_url)
+    warnings = _check_server(mcp_url, secret, settings)
     _write(change, f"{CLIENTS[client].title}: server {mcp_url}", "already has this server", dry_run=dry_run)
     if hook_change is not None:
         what = f"{CLIENTS[client].title} hooks; {HOOK_CONFIGS[client].note}"
         _write(hook_change, what, "already has these hooks", dry_run=dry_run)
+        if HOOK_CONFIGS[client].personal:
+            _keep_out_of_git(directory, hook_change.path, dry_run=dry_run)
     _report_token(directory, wanted, secret, new=new, dry_run=dry_run, database=database_env(settings))
-    if no_server is not None:
-        # Connecting before the server starts is fine; a config pointing at the wrong port is not.
-        typer.echo(
-            f"warning: {no_server}. The config points the client at {mcp_url}: if the server runs on "
-            "another port or host (`make run PORT=…`), run connect again with --url and the MCP URL "
-            "the server printed at start (e.g. --url http://127.0.0.1:8090/mcp)",
-            err=True,
-        )
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _directory(given: Path | None) -> Path:
+    """Where the configs and the token go: --dir, else the top level of the git repository around the
+    current directory (said, when that is not the current directory), else the current directory."""
+    if given is not None:
+        return given.resolve()
+    here = Path.cwd()
+    top = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
+    if top is None or top == here:
+        return here
+    typer.echo(f"connecting {top}: the top level of the git repository around {here} (--dir to choose)")
+    return top
+
+
+def _keep_out_of_git(directory: Path, path: Path, *, dry_run: bool) -> None:
+    """A personal file stays out of `git status`: listed in the clone's own `.git/info/exclude`."""
+    exclude = exclude_locally(directory, path, dry_run=dry_run)
+    if exclude is not None:
+        done = "would add" if dry_run else "added"
+        typer.echo(f"{done} {path.name} to {exclude}, so git ignores it in this clone (never committed)")
 
 
 HEALTH_TIMEOUT_S = 2.0
+ANOTHER_PORT = (
+    "if the server runs on another port or host (`make run PORT=…`), run connect again with --url and "
+    "the MCP URL the server printed at start (e.g. --url http://127.0.0.1:8090/mcp)"
+)
 
 
-def _no_server_at(mcp_url: str) -> str | None:
-    """None when a Vibe Ensemble server answers `/healthz` beside `mcp_url`, else what was found."""
+def _check_server(mcp_url: str, secret: str, settings: Settings) -> list[str]:
+    """What stands between the client and a server at `mcp_url`, as warnings: no Vibe Ensemble server
+    answers there, or one answers at another path, or it refuses the token (made on another database).
+    None of these stops connect: the server may start later, or be started on the right database."""
     import httpx2
 
     from vibe_ensemble.hooks.server import base_url
+    from vibe_ensemble.store.urls import database_label
 
-    health = base_url(mcp_url) + "/healthz"
+    parts = urlsplit(mcp_url)
+    candidates = dict.fromkeys([base_url(mcp_url), f"{parts.scheme}://{parts.netloc}"])  # its own, then /
+    server: str | None = None
+    answered: list[httpx2.Response] = []
+    for candidate in candidates:
+        try:
+            response = httpx2.get(candidate + "/healthz", timeout=HEALTH_TIMEOUT_S)
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            if answered:
+                break
+            return [
+                f"no Vibe Ensemble server answers at {candidate}/healthz ({exc or type(exc).__name__}). "
+                f"The config points the client at {mcp_url}: {ANOTHER_PORT}"
+            ]
+        if _is_healthy(response):
+            server = candidate
+            break
+        answered.append(response)
+    if server is None:
+        return [
+            f"{answered[0].request.url} answered HTTP {answered[0].status_code}, not as a Vibe Ensemble "
+            f"server does. The config points the client at {mcp_url}: {ANOTHER_PORT}"
+        ]
+    warnings = []
+    if mcp_url != server + "/mcp":
+        warnings.append(
+            f"a Vibe Ensemble server answers at {server}, but not at {mcp_url}: the server's MCP URL "
+            f"ends in /mcp; run connect again with --url {server}/mcp"
+        )
+    if secret and _refuses(server, secret):
+        warnings.append(
+            f"the server at {server} does not accept this token: it was made in the database "
+            f"{database_label(settings.effective_database_url)}, not the server's. Run connect again "
+            "with the server's database (it prints `database: …` at start) as VIBE_DATA_DIR or "
+            "--database-url, and --force to replace the token kept here"
+        )
+    return warnings
+
+
+def _is_healthy(response: httpx2.Response) -> bool:
     try:
-        response = httpx2.get(health, timeout=HEALTH_TIMEOUT_S)
-    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-        return f"no Vibe Ensemble server answers at {health} ({exc or type(exc).__name__})"
-    try:
-        answered = response.json()
+        return bool(response.status_code == 200 and response.json() == {"status": "ok"})
     except ValueError:
-        answered = None
-    if response.status_code != 200 or answered != {"status": "ok"}:
-        return f"{health} answered HTTP {response.status_code}, not as a Vibe Ensemble server does"
-    return None
+        return False
+
+
+def _refuses(server: str, secret: str) -> bool:
+    """The server answers 401 to the token on a read every role may make (GET /api/v1/projects)."""
+    import httpx2
+
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        response = httpx2.get(f"{server}/api/v1/projects", headers=headers, timeout=HEALTH_TIMEOUT_S)
+    except httpx2.HTTPError:
+        return False  # it answered /healthz a moment ago: nothing to say about the token
+    return response.status_code == 401
 
 
 def _write(change: Change, what: str, unchanged: str, *, dry_run: bool) -> None:

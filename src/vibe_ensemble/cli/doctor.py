@@ -29,7 +29,7 @@ def doctor(
 
     Exits 1 when a check fails (a warning alone exits 0).
     """
-    from vibe_ensemble.cli.common import command_logs
+    from vibe_ensemble.cli.common import command_logs, settings_problem
     from vibe_ensemble.services.doctor import Finding, run_checks
 
     command_logs(logging.CRITICAL)  # every fault is a finding in the table; no log line beside it
@@ -37,7 +37,8 @@ def doctor(
     try:
         settings = load_settings(config, database_url=database_url)
     except Exception as exc:
-        findings = [Finding("configuration", "fail", f"invalid settings: {exc}", "fix the named setting")]
+        problem = f"invalid settings: {settings_problem(exc)}"
+        findings = [Finding("configuration", "fail", problem, "fix the named setting")]
     else:
         findings = asyncio.run(run_checks(settings))
     failed = any(f.status == "fail" for f in findings)

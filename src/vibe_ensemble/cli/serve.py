@@ -12,6 +12,7 @@ from vibe_ensemble.cli.common import (
     ConfigOpt,
     DbOpt,
     err,
+    fail,
     refuse_unsafe_production,
     run,
     settings_or_exit,
@@ -53,8 +54,7 @@ def serve(
     try:
         tracing.endpoint(settings)
     except ValueError as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(f"invalid settings: {exc}", 2)
     err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):
         err.print(

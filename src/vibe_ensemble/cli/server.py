@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shlex
 import signal
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -61,10 +59,7 @@ def connect_command(settings: Settings) -> str:
     """`connect` for this server, runnable from any directory: with --url when clients would not
     find the server at the default URL, --project when its default project is not `default`."""
     defaults = Settings.model_construct()  # the built-in defaults, without this environment
-    cli = command()
-    if os.sep in cli.partition(" ")[0] and not os.path.isabs(cli):
-        cli = shlex.quote(str(Path(cli).resolve()))  # a path relative to here: connect runs elsewhere
-    line = f"{database_env(settings)}{cli} connect claude-code --agent NAME"
+    line = f"{database_env(settings)}{command()} connect claude-code --agent NAME"
     if settings.default_project != defaults.default_project:
         line += f" --project {shlex.quote(settings.default_project)}"
     if settings.mcp_url != defaults.mcp_url:

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from vibe_ensemble.cli.common import (
     ConfigOpt,
     DbOpt,
     command_logs,
     err,
+    fail,
     refuse_unsafe_production,
     run,
     settings_or_exit,
@@ -61,10 +61,7 @@ def mcp_stdio(
     """
     if url is not None:
         if database_url is not None or config is not None:
-            err.print(
-                "[red]error:[/red] --url forwards to a server; --database-url and --config do not apply"
-            )
-            raise typer.Exit(2)
+            fail("--url forwards to a server; --database-url and --config do not apply", 2)
         _bridge(url, _token(token, token_file))
         return
     settings = settings_or_exit(config, database_url=database_url)
@@ -75,42 +72,58 @@ def mcp_stdio(
     try:
         tracing.endpoint(settings)
     except ValueError as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(f"invalid settings: {exc}", 2)
     _serve_database(settings, _token(token, token_file))
 
 
 def _token(token: str | None, token_file: Path | None) -> str:
-    """The token from --token-file, VIBE_TOKEN or --token (warned about); exit 2 without one."""
-    if any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:]):
+    """The token from --token-file, VIBE_TOKEN or --token (warned about); exit 2 without one, or with
+    one that is not a Vibe Ensemble token (never shown: it may be a secret all the same)."""
+    from vibe_ensemble.auth import tokens
+    from vibe_ensemble.cli.clients import TOKEN_VAR, token_in
+
+    flag = any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:])
+    if flag:
         err.print(
             "warning: --token puts the token in the process table, where other users of this machine "
             "can read it; set VIBE_TOKEN or use --token-file instead"
         )
     if token_file is not None:
         try:
-            token = token_file.read_text().strip()
+            text = token_file.read_text(errors="replace")
         except OSError as exc:
-            err.print(f"error: cannot read --token-file {token_file}: {exc.strerror}", markup=False)
-            raise typer.Exit(2) from None
+            fail(f"cannot read --token-file {token_file}: {exc.strerror}", 2)
+        found = token_in(text)
+        if found is None:
+            fail(
+                f"--token-file {token_file} holds no Vibe Ensemble token (its content is not shown): give "
+                f"a file with the token alone (vibe_…) or with the line {TOKEN_VAR}=vibe_… as connect "
+                "writes it",
+                2,
+            )
+        return found
     if not token:
-        err.print("[red]error:[/red] set VIBE_TOKEN or give --token-file")
-        raise typer.Exit(2)
-    return token
+        fail("set VIBE_TOKEN or give --token-file", 2)
+    if not tokens.well_formed(token.strip()):
+        where = "--token" if flag else "VIBE_TOKEN"
+        fail(f"{where} is not a Vibe Ensemble token (vibe_…); its value is not shown", 2)
+    return token.strip()
 
 
 def _bridge(url: str, token: str) -> None:
+    from vibe_ensemble.auth import tokens
     from vibe_ensemble.cli import bridge
+    from vibe_ensemble.cli.common import UrlError, mcp_endpoint
     from vibe_ensemble.ops.startup import collect_from_here
 
+    # Like `fail`, every line the bridge prints has a token in it cut to its prefix.
     def complain(line: str) -> None:
-        err.print(f"vibe-ensemble mcp: {printable(line)}", markup=False, soft_wrap=True)
+        err.print(f"vibe-ensemble mcp: {tokens.redact(printable(line))}", markup=False, soft_wrap=True)
 
     try:
-        target = bridge.endpoint(url)
-    except bridge.BridgeError as exc:
-        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        target = mcp_endpoint(url)
+    except UrlError as exc:
+        fail(str(exc), 2)
     if bridge.in_clear(target):
         complain(
             f"warning: {target} is plain http to another host: the token crosses the network unencrypted"
@@ -124,8 +137,7 @@ def _bridge(url: str, token: str) -> None:
     try:
         run(main)
     except bridge.BridgeError as exc:
-        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
 
 
 def _serve_database(settings: Settings, token: str) -> None:
@@ -137,6 +149,7 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.ops.startup import collect_from_here
     from vibe_ensemble.runtime import Runtime
 
+    _refuse_a_file_owned_elsewhere(settings)
     # A server: its log (stderr) has the server's level, so each tool call writes a `tool_call` line
     # (with its `trace_id` when tracing is on).
     command_logs(getattr(logging, settings.log_level.upper(), logging.INFO))
@@ -166,6 +179,27 @@ def _serve_database(settings: Settings, token: str) -> None:
             await runtime.stop()
 
     run(main, database=settings.effective_database_url)
+
+
+def _refuse_a_file_owned_elsewhere(settings: Settings) -> None:
+    """A SQLite file a server already owns is refused before anything starts, with the way to share
+    that server: forward to it with --url, as every other agent does."""
+    from vibe_ensemble.ops.startup import command
+    from vibe_ensemble.store.database import DatabaseError, OwnerLock
+    from vibe_ensemble.store.urls import sqlite_file
+
+    path = sqlite_file(settings.effective_database_url)
+    if path is None:
+        return
+    lock = OwnerLock(path)
+    try:
+        lock.acquire()
+    except DatabaseError as exc:
+        fail(
+            f"{exc} Or go through that server instead: `{command()} mcp --url http://HOST:PORT/mcp`, "
+            "its MCP URL as it printed at start, with the same token (docs/clients/stdio.md)"
+        )
+    lock.release()  # the runtime takes it again to serve
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, cli_caller, database_env, err, run
+from vibe_ensemble.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    admin_runtime,
+    cli_caller,
+    database_env,
+    err,
+    run,
+)
 from vibe_ensemble.domain.enums import TokenRole
 
 # The table, the runtime and the services are imported when a command runs, not to parse or help it.

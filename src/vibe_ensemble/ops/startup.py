@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -68,15 +69,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def command() -> str:
-    """How to run `vibe-ensemble` from here: the bare name when it is on PATH, else its path."""
+    """How a printed command runs `vibe-ensemble`, from any directory: the bare name when it is on
+    PATH, else its absolute path, quoted (a path relative to here fails once pasted elsewhere; not
+    resolved: a virtualenv's python is a symlink)."""
     script = Path(sys.executable).with_name(APP_NAME)
     if not script.exists():
-        return f"{sys.executable} -m vibe_ensemble.cli"
+        return f"{shlex.quote(sys.executable)} -m vibe_ensemble.cli"
     found = shutil.which(APP_NAME)
     if found and Path(found).resolve() == script.resolve():
         return APP_NAME
-    try:
-        relative = script.relative_to(Path.cwd())
-    except ValueError:
-        return str(script)
-    return str(relative) if os.sep in str(relative) else f".{os.sep}{relative}"
+    return shlex.quote(os.path.abspath(script))

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,14 @@ def test_the_audit_table_shows_stored_text_literally(tmp_path: Path, monkeypatch
     monkeypatch.setenv("COLUMNS", "400")
     _cli(tmp_path, "migrate")
     label = "[/][red]x\x1b[2J\x1b]0;pwned\x07[bold]"
-    _cli(tmp_path, "token", "create", "--role", "viewer", "--label", label)
+    with pytest.raises(AssertionError, match="label: must be one line without control characters"):
+        _cli(tmp_path, "token", "create", "--role", "viewer", "--label", label)  # refused today…
+    _cli(tmp_path, "token", "create", "--role", "viewer", "--label", "[/][red]x[bold]")
+    db = sqlite3.connect(tmp_path / "vibe.db")  # …but a row written before may hold it
+    with db:
+        db.execute("UPDATE credentials SET label = ?", (label,))
+        db.execute("UPDATE audit_log SET details = json_set(details, '$.label', ?)", (label,))
+    db.close()
     table = _cli(tmp_path, "audit", "--action", "token.*").stdout
     assert "\x1b" not in table and "\x07" not in table
     assert "[/][red]x\\x1b[2J" in "".join(table.split())  # shown as written, never as markup

@@ -124,9 +124,8 @@ def test_both_doors_take_the_same_names_with_the_same_limits(
         name: _bounds(prop, doc) for name, prop in schema.get("properties", {}).items() if name != "project"
     }
     rest = _rest_fields(doc, *PAIRS[tool])
-    if tool in AGENT_IN_PATH:
-        rest.pop("name", None)
-        rest.setdefault("agent", {})
+    if tool in AGENT_IN_PATH:  # the agent is named in the path: …/agents/{name}/…
+        rest["agent"] = rest.pop("name")
     if tool == "claim_issue":
         rest["id"] = mcp.get("id", {})  # also POST …/issues/claim without an id
     assert sorted(mcp) == sorted(rest), f"{tool}: MCP {sorted(mcp)} vs REST {sorted(rest)}"

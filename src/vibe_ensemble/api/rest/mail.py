@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
+    AgentName,
     IdsIn,
     MessageIn,
 )
@@ -28,7 +29,7 @@ async def send_message(project: str, body: MessageIn, caller: CallerDep, service
 @router.get(P + "/agents/{name}/inbox", tags=["messages"])
 async def fetch_inbox(
     project: str,
-    name: str,
+    name: AgentName,
     caller: CallerDep,
     services: ServicesDep,
     unread_only: bool = False,
@@ -49,14 +50,14 @@ async def fetch_inbox(
 
 @router.post(P + "/agents/{name}/inbox/read", tags=["messages"])
 async def mark_read(
-    project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
 ) -> list[int]:
     return await services.messages.mark_read(caller, body.ids, project=project, agent=name)
 
 
 @router.post(P + "/agents/{name}/inbox/ack", tags=["messages"])
 async def acknowledge(
-    project: str, name: str, body: IdsIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
 ) -> list[int]:
     return await services.messages.acknowledge(caller, body.ids, project=project, agent=name)
 
@@ -64,7 +65,7 @@ async def acknowledge(
 @router.get(P + "/agents/{name}/inbox/wait", tags=["messages"])
 async def wait_for_messages(
     project: str,
-    name: str,
+    name: AgentName,
     caller: CallerDep,
     services: ServicesDep,
     timeout_s: Annotated[float, Query(description="Give up after this many seconds (at most 60).")] = 30.0,

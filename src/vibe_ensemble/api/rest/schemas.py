@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from vibe_ensemble.domain.enums import (
@@ -41,6 +42,7 @@ from vibe_ensemble.services.reservations import (
 # not the id 1, `"3"` is not 3 and `"yes"` is not a boolean (pydantic's lax mode would take them).
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Flag = Annotated[bool, Strict()]
+AgentName = Annotated[str, Path(max_length=MAX_NAME, description="The agent's name.")]  # in a route's path
 
 
 class Body(BaseModel):
@@ -82,7 +84,7 @@ class IssueIn(Body):
     depends_on: list[Id] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = None
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class IssuePatch(Body):
@@ -95,22 +97,22 @@ class IssuePatch(Body):
     parent: Id | None = None
     assignee: str | None = None
     expected_version: Annotated[int, Strict(), Field(ge=0, le=MAX_ID)] | None = None
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class ClaimIn(Body):
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class CommentIn(Body):
     body: str = Field(max_length=MAX_BODY)
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class CloseIn(Body):
     resolution: str = Field(max_length=MAX_BODY)
     status: IssueStatus = IssueStatus.DONE
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class MessageIn(Body):
@@ -122,7 +124,7 @@ class MessageIn(Body):
     thread_id: str | None = Field(None, max_length=MAX_LINE)
     importance: Importance = Importance.NORMAL
     ack_required: Flag = False
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class IdsIn(Body):
@@ -132,7 +134,7 @@ class IdsIn(Body):
 class TokenIn(Body):
     role: TokenRole
     project: str | None = None
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
     label: str = Field("", max_length=MAX_LINE)
     expires_at: datetime | None = None
     tool_profile: str | None = None
@@ -164,20 +166,20 @@ class ReserveIn(Body):
         ReserveMode.ADVISORY, description="advisory: grant what is free; strict: nothing on any conflict."
     )
     idempotency_key: str | None = Field(None, max_length=MAX_LINE)
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class ReleaseIn(Body):
     paths: list[str] | None = Field(
         None, max_length=MAX_NOTE, description="Patterns exactly as reserved; omit to release all."
     )
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class CheckIn(Body):
     paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
     exclusive: Flag = Field(True, description="false: report only exclusive holders.")
-    agent: str | None = Field(None, description="Ignore this agent's own leases.")
+    agent: str | None = Field(None, max_length=MAX_NAME, description="Ignore this agent's own leases.")
     report: Flag = Field(
         False, description="Record the conflicts found as a refusal (the commit guard, refusing a commit)."
     )
@@ -189,7 +191,7 @@ class KnowledgeIn(Body):
     body: str = Field(max_length=MAX_BODY)
     tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
     issue_ids: list[Id] = Field(default_factory=list, max_length=MAX_ISSUE_LINKS)
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class KnowledgePatch(Body):
@@ -199,4 +201,4 @@ class KnowledgePatch(Body):
     tags: list[str] | None = Field(None, max_length=MAX_LABELS)
     issue_ids: list[Id] | None = Field(None, max_length=MAX_ISSUE_LINKS)
     expected_version: Id | None = None
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_NAME)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     AgentIn,
+    AgentName,
     HeartbeatIn,
     RetireIn,
 )
@@ -42,7 +43,7 @@ async def register_agent(project: str, body: AgentIn, caller: CallerDep, service
 
 @router.post(P + "/agents/{name}/heartbeat", tags=["agents"])
 async def heartbeat(
-    project: str, name: str, body: HeartbeatIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: HeartbeatIn, caller: CallerDep, services: ServicesDep
 ) -> HeartbeatResult:
     return await services.agents.heartbeat(
         caller,
@@ -55,6 +56,6 @@ async def heartbeat(
 
 @router.post(P + "/agents/{name}/retire", tags=["agents"])
 async def retire_agent(
-    project: str, name: str, body: RetireIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: RetireIn, caller: CallerDep, services: ServicesDep
 ) -> Agent:
     return await services.agents.retire(caller, project=project, name=name, reason=body.reason)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
-
 from vibe_ensemble.api.mcp.context import acting
 from vibe_ensemble.api.mcp.params import ProjectArg, text
 from vibe_ensemble.domain.models import Agent, Project
@@ -33,7 +31,7 @@ async def list_projects() -> list[Project]:
 
 
 async def retire_agent(
-    name: Annotated[str, Field(description="The agent to retire.")],
+    name: Annotated[str, text("The agent to retire.", MAX_NAME)],
     reason: Annotated[str, text("Why, for the record.", MAX_NOTE)] = "",
     project: ProjectArg = None,
 ) -> Agent:

@@ -192,6 +192,9 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
             "details": {"id": 999},
         }
         error(api.patch(f"{P}/issues/999", json={"title": "x"}), 404, "not_found")
+        for written in ("1.0", "+1", "\u0661"):  # an id in the path is ASCII digits, as written
+            lax = error(api.get(f"{P}/issues/{written}"), 422, "invalid_input")
+            assert lax["message"] == "issue_id: Value error, must be an id: digits only"
         error(api.get("/api/v1/projects/nowhere/issues"), 404, "not_found")
         error(api.get("/api/v1/no/such/route"), 404, "not_found")
 

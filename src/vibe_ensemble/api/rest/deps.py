@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
@@ -39,5 +40,15 @@ async def get_caller(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ServicesDep = Annotated[Services, Depends(get_services)]
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def digits(value: object) -> object:
+    """A path's id as written: digits only, so `/issues/1.0` or `/issues/+1` names no issue (pydantic
+    would read both as 1)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be an id: digits only")
+    return value
+
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
 P = "/projects/{project}"  # the prefix of every project's routes

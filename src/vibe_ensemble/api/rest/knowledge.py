@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
+from pydantic import BeforeValidator
 
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep, digits
 from vibe_ensemble.api.rest.schemas import (
     KnowledgeIn,
     KnowledgePatch,
@@ -25,7 +26,9 @@ Tags = Annotated[
     list[str] | None,
     Query(max_length=MAX_LABELS, description="Only entries with all these tags."),
 ]
-EntryId = Annotated[int, Path(ge=1, le=MAX_ID, description="The knowledge entry's id.")]
+EntryId = Annotated[
+    int, Path(ge=1, le=MAX_ID, description="The knowledge entry's id."), BeforeValidator(digits)
+]
 
 
 @router.get(P + "/knowledge", tags=["knowledge"])

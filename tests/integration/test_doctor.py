@@ -55,6 +55,14 @@ async def test_an_unmigrated_database_fails_with_the_command(database_url: str, 
     assert not (tmp_path / "vibe.db").exists()  # looking does not create the file
 
 
+async def test_a_directory_where_the_database_should_be_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "vibe.db").mkdir()
+    found = by_check(await run_checks(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}", tmp_path)))
+    assert found["database"].status == "fail"
+    assert found["database"].detail.startswith(f"{tmp_path / 'vibe.db'} is not a file")
+    assert "move it aside" in found["database"].fix
+
+
 async def test_an_unreachable_database_fails(tmp_path: Path) -> None:
     settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
     found = by_check(await run_checks(settings))

@@ -47,20 +47,29 @@ def _ok(check: str, detail: str) -> Finding:
     return Finding(check, "ok", detail)
 
 
+def _not_a_database(path: Path) -> Finding:
+    """The SQLite file the settings name is missing, or something else stands there."""
+    if path.exists():
+        return Finding(
+            "database",
+            "fail",
+            f"{path} is not a file (a directory or a special file stands where the database should be)",
+            "move it aside, or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
+        )
+    return Finding(
+        "database",
+        "fail",
+        f"{path} does not exist",
+        "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
+    )
+
+
 async def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
     findings = [*_configuration(settings), _metrics(settings)]
     db: Database | None = None
     missing = sqlite_file(settings.effective_database_url)
     if missing is not None and not missing.is_file():  # looked at before a Database would create it
-        findings.append(
-            Finding(
-                "database",
-                "fail",
-                f"{missing} does not exist",
-                "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / "
-                "VIBE_DATABASE_URL",
-            )
-        )
+        findings.append(_not_a_database(missing))
         return findings + _disk(settings, None)
     try:
         db = open_database(settings)
@@ -160,15 +169,7 @@ def _permissions(what: str, path: Path) -> list[Finding]:
 async def _database(settings: Settings, db: Database, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
     if db.path is not None and not db.path.is_file():  # do not create it by looking
-        return [
-            Finding(
-                "database",
-                "fail",
-                f"{db.path} does not exist",
-                "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / "
-                "VIBE_DATABASE_URL",
-            )
-        ]
+        return [_not_a_database(db.path)]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:
             server_now = await clock.server_now(conn)

@@ -277,7 +277,6 @@ def database_env(settings: Settings) -> str:
     `VIBE_DATA_DIR=… ` when the SQLite file is in another than the default data directory,
     `VIBE_DATABASE_URL=… ` when a URL names the database (never one with a password: that is not
     printed), else nothing. A command pasted from another shell then acts on this database."""
-
     from vibe_ensemble.ops.startup import default_data_dir
     from vibe_ensemble.store.urls import database_label, sqlite_file
 

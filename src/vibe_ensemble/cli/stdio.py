@@ -146,17 +146,23 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.ops import tracing
-    from vibe_ensemble.ops.startup import collect_from_here
+    from vibe_ensemble.ops.startup import collect_from_here, command
     from vibe_ensemble.runtime import Runtime
+    from vibe_ensemble.store.database import DatabaseInUse
 
-    _refuse_a_file_owned_elsewhere(settings)
     # A server: its log (stderr) has the server's level, so each tool call writes a `tool_call` line
     # (with its `trace_id` when tracing is on).
     command_logs(getattr(logging, settings.log_level.upper(), logging.INFO))
 
     async def main() -> None:
         runtime = Runtime(settings)
-        await runtime.start()
+        try:
+            await runtime.start()
+        except DatabaseInUse as exc:  # a server owns the file: the way to share it is through it
+            raise DatabaseInUse(
+                f"{exc} Or go through that server instead: `{command()} mcp --url http://HOST:PORT/mcp`, "
+                "its MCP URL as it printed at start, with the same token (docs/clients/stdio.md)"
+            ) from None
         # resource changes, for subscriptions/listen and resources/subscribe
         bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
         notifier = ResourceNotifier(runtime.services, bus)
@@ -179,27 +185,6 @@ def _serve_database(settings: Settings, token: str) -> None:
             await runtime.stop()
 
     run(main, database=settings.effective_database_url)
-
-
-def _refuse_a_file_owned_elsewhere(settings: Settings) -> None:
-    """A SQLite file a server already owns is refused before anything starts, with the way to share
-    that server: forward to it with --url, as every other agent does."""
-    from vibe_ensemble.ops.startup import command
-    from vibe_ensemble.store.database import DatabaseError, OwnerLock
-    from vibe_ensemble.store.urls import sqlite_file
-
-    path = sqlite_file(settings.effective_database_url)
-    if path is None:
-        return
-    lock = OwnerLock(path)
-    try:
-        lock.acquire()
-    except DatabaseError as exc:
-        fail(
-            f"{exc} Or go through that server instead: `{command()} mcp --url http://HOST:PORT/mcp`, "
-            "its MCP URL as it printed at start, with the same token (docs/clients/stdio.md)"
-        )
-    lock.release()  # the runtime takes it again to serve
 
 
 def register(app: typer.Typer) -> None:

@@ -17,17 +17,16 @@ from vibe_ensemble.store import issues as store
 from vibe_ensemble.store.database import Connection
 
 
-async def take_named(tx: Transaction, project_id: int, issue_id: int) -> Issue:
-    """Take one issue, or say why not (who holds it, what it waits on)."""
-    issue = await store.get(tx.conn, project_id, issue_id)
+async def take_named(tx: Transaction, project_id: int, issue: Issue) -> Issue:
+    """Take one issue (as the caller just read it), or say why not (who holds it, what it waits on)."""
     await check_claimable(tx.conn, issue)
     if not await store.take(tx.conn, issue, tx.now):
         # Someone changed it since we read it: say who won (or why it is no longer
         # claimable); if it merely moved to a new version, take that one.
-        issue = await store.get(tx.conn, project_id, issue_id)
+        issue = await store.get(tx.conn, project_id, issue.id)
         await check_claimable(tx.conn, issue)
         if not await store.take(tx.conn, issue, tx.now):
-            raise Conflict(f"issue {issue_id} changed while claiming; retry", id=issue_id)
+            raise Conflict(f"issue {issue.id} changed while claiming; retry", id=issue.id)
     return issue
 
 

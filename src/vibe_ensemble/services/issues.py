@@ -287,7 +287,7 @@ class IssueService(Service):
                 elif held.assignee == name and not held.status.finished:
                     return held
                 else:
-                    claimed = await claims.take_named(tx, proj.id, issue_id)
+                    claimed = await claims.take_named(tx, proj.id, held)
             else:
                 claimed = await claims.take_best(tx, proj, me)
             await store.assign(tx.conn, claimed.id, me.id)

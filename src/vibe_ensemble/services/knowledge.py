@@ -42,6 +42,15 @@ async def _check_issues(conn: Connection, project_id: int, ids: list[int]) -> No
         raise InvalidInput("issue_ids", f"no such issue(s) in this project: {sorted(missing)}")
 
 
+def query_terms(field: str, query: str) -> list[str]:
+    """The words of a caller's search query (knowledge, mail), refused past `store.MAX_TERMS`: none
+    is dropped unsaid."""
+    found = store.words(query)
+    if len(found) > store.MAX_TERMS:
+        raise InvalidInput(field, f"at most {store.MAX_TERMS} words (got {len(found)})")
+    return found
+
+
 class KnowledgeService(Service):
     async def add(
         self,
@@ -186,7 +195,7 @@ class KnowledgeService(Service):
             raise InvalidInput("query", f"must be at most {MAX_QUERY} characters (got {len(query)})")
         limit = rules.limit("limit", limit, maximum=MAX_SEARCH_LIMIT)
         tags = rules.labels("tags", tags or [])
-        words = store.query_terms("query", query)
+        words = query_terms("query", query)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             return await store.search(tx.conn, proj.id, words, kind=kind, tags=tags, limit=limit)

@@ -115,13 +115,13 @@ class MessageService(Service):
         async with self.write() if mark_read else self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            if caller.agent is None:  # a team token names the agent: one it may act as
-                await acting_as(conn, proj.id, caller, name)
+            # a team token names the agent: one it may act as (a bound token's is checked no more)
+            me = None if caller.agent is not None else await acting_as(conn, proj.id, caller, name)
             page = await store.inbox_page(
                 conn, proj.id, name, since_id=since_id, unread_only=unread_only, limit=limit + 1
             )
             if page is None:  # nothing to read, or no such agent: the lookup says which
-                me = await acting_as(conn, proj.id, caller, name)
+                me = me or await acting_as(conn, proj.id, caller, name)
                 return Inbox(items=[], unread=await store.unread_count(conn, me.id), next_since_id=None)
             items, me_id, unread = page
             more = len(items) > limit

@@ -13,7 +13,7 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.domain.threads import MailHit, Thread, ThreadSummary
 from vibe_ensemble.services.base import Service
-from vibe_ensemble.store import knowledge as knowledge_store
+from vibe_ensemble.services.knowledge import query_terms
 from vibe_ensemble.store import mail_search
 from vibe_ensemble.store import threads as store
 
@@ -73,7 +73,7 @@ class ThreadService(Service):
         if len(query) > MAX_QUERY:
             raise InvalidInput("q", f"must be at most {MAX_QUERY} characters (got {len(query)})")
         limit = rules.limit("limit", limit)
-        words = knowledge_store.query_terms("q", query)
+        words = query_terms("q", query)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             return await mail_search.search(tx.conn, proj.id, words, bodies=self.bodies(caller), limit=limit)

@@ -235,6 +235,10 @@ class Database:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+class DatabaseInUse(DatabaseError):
+    """Another server process owns this SQLite file (`OwnerLock`)."""
+
+
 class OwnerLock:
     """An exclusive lock on `<db>.lock`: one server process owns a SQLite file."""
 
@@ -250,7 +254,7 @@ class OwnerLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise DatabaseError(
+            raise DatabaseInUse(
                 f"{self.path.with_suffix('')} is already in use by another Vibe Ensemble server "
                 f"(pid {holder}). One server owns a SQLite file: stop the other one, point this one "
                 "at another --database-url, or use PostgreSQL to run several replicas."

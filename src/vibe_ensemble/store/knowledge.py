@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import KnowledgeKind
-from vibe_ensemble.domain.errors import InvalidInput, NotFound
+from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
 from vibe_ensemble.store import knowledge_rank as rank
 from vibe_ensemble.store.database import Connection
@@ -47,16 +47,8 @@ def words(text: str) -> list[str]:
 
 def terms(text: str) -> list[str]:
     """The first MAX_TERMS words of a text the server made (a briefing's focus): a caller's query
-    of more is refused instead (`query_terms`)."""
+    of more is refused instead (`services.knowledge.query_terms`)."""
     return words(text)[:MAX_TERMS]
-
-
-def query_terms(field: str, query: str) -> list[str]:
-    """The words of a caller's search query, refused past MAX_TERMS (none is dropped unsaid)."""
-    found = words(query)
-    if len(found) > MAX_TERMS:
-        raise InvalidInput(field, f"at most {MAX_TERMS} words (got {len(found)})")
-    return found
 
 
 def fts5_query(words: Iterable[str]) -> str:

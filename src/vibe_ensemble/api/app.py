@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -106,14 +108,53 @@ class LiveSocketDoor:
         return feeds.ws.serve(WebSocket(scope, receive, send))
 
 
-class App(FastAPI):
-    """FastAPI, with `LiveSocketDoor` outside every layer, FastAPI's own included (user middleware
-    goes inside those). `live_socket` is set before the first request builds the stack."""
+class McpDoor:
+    """A tool call (`POST /mcp`, most of the traffic) goes through this app's own layers and
+    Starlette's last-resort 500, then straight to its endpoint.
 
+    The app's own layers are those `add_middleware` installed, in their order (HEAD, the request's
+    log line, tracing, drain, metrics, security headers, the host check, the body limit, CORS): the
+    same classes with the same settings, so a tool call is logged, counted, guarded and limited as
+    every other request is. FastAPI's other layers (exception telemetry, its own body limit, the
+    exception handlers, the dependency exit stack) and the router would only pass it on: the MCP
+    endpoint answers its own errors and needs no dependency. Skipping them saves ~5% of a call's
+    CPU (bench/stack.py). Anything else (`GET`/`DELETE /mcp`, a method /mcp refuses) takes the
+    app's usual way.
+    """
+
+    def __init__(self, app: ASGIApp, route: NamedRoute, layers: list[Middleware], *, debug: bool) -> None:
+        self.app = app
+        self.route = route
+        door: ASGIApp = self._serve
+        for cls, args, kwargs in reversed(layers):
+            door = cls(door, *args, **kwargs)
+        self.door = ServerErrorMiddleware(door, debug=debug)
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: it returns the next layer's, so no frame of its own is kept.
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match, child = self.route.matches(scope)  # as the router would match it
+            if match is Match.FULL:
+                scope.update(child)  # names the route (`NamedRoute`) for the log line and metrics
+                return self.door(scope, receive, send)
+        return self.app(scope, receive, send)
+
+    def _serve(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return self.route.app(scope, receive, send)
+
+
+class App(FastAPI):
+    """FastAPI, with `McpDoor` and `LiveSocketDoor` outside every layer, FastAPI's own included
+    (user middleware goes inside those). `mcp_route` and `live_socket` are set before the first
+    request builds the stack."""
+
+    mcp_route: NamedRoute | None = None
     live_socket: tuple[feeds.SocketRoute, Settings] | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
+        if self.mcp_route is not None:
+            stack = McpDoor(stack, self.mcp_route, self.user_middleware, debug=self.debug)
         if self.live_socket is None:
             return stack
         route, settings = self.live_socket
@@ -189,9 +230,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     views.install(app, settings)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile)
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
-    app.router.routes.insert(
-        0, NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    )
+    mcp_route = NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    app.router.routes.insert(0, mcp_route)
     security.install(app, settings)
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)
@@ -200,6 +240,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     if tracer is not None:  # off, not even a middleware: tracing costs a request nothing
         app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(HeadAsGet)  # HEAD wherever GET
+    app.mcp_route = mcp_route  # tool calls: through this app's own layers only (`McpDoor`)
     app.live_socket = (socket_route, settings)  # outside every layer: the feed's WebSockets
 
     _install_probes(app, runtime)

@@ -1,4 +1,5 @@
-"""LiveSocketDoor (api/app.py): which requests it takes aside, and that the host check stays on them."""
+"""The app's two doors (api/app.py): which requests `LiveSocketDoor` and `McpDoor` take aside, and
+that the layers that act on those requests stay on them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from vibe_ensemble.api.app import LiveSocketDoor, create_app
+from vibe_ensemble.api.app import LiveSocketDoor, McpDoor, NamedRoute, create_app
 from vibe_ensemble.api.feeds import SocketRoute
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
@@ -92,4 +93,56 @@ def test_the_door_is_outside_every_layer_fastapis_own_included(tmp_path: Path) -
     app = create_app(Runtime(Settings(data_dir=tmp_path)))
     stack = app.build_middleware_stack()
     assert isinstance(stack, LiveSocketDoor)
-    assert type(stack.app).__name__ == "ServerErrorMiddleware"  # FastAPI's outermost, then the rest
+    assert isinstance(stack.app, McpDoor)
+    assert type(stack.app.app).__name__ == "ServerErrorMiddleware"  # FastAPI's outermost, then the rest
+
+
+def _layers(app: Any) -> list[str]:
+    """The classes of a chain of ASGI layers, outermost first, down to the first that has no `app`."""
+    names = []
+    while app is not None:
+        names.append(type(app).__name__)
+        app = getattr(app, "app", None)
+    return names
+
+
+def test_a_tool_call_passes_the_apps_own_layers_in_their_order(tmp_path: Path) -> None:
+    """POST /mcp skips FastAPI's inner layers and router, never a layer `add_middleware` installed:
+    its chain is Starlette's last-resort 500, then the app's own layers as the full stack has them."""
+    settings = Settings(data_dir=tmp_path, cors_origins=["https://ui.example.com"])
+    app = create_app(Runtime(settings))
+    door = app.build_middleware_stack().app
+    assert isinstance(door, McpDoor)
+    full = _layers(door.app)
+    ours = [m.cls.__name__ for m in app.user_middleware]  # type: ignore[attr-defined]
+    fastapis = ["ServerErrorMiddleware", "ExceptionTelemetryMiddleware", "AppBodyLimitMiddleware"]
+    assert full[: len(ours) + 3] == [*fastapis, *ours]
+    assert _layers(door.door)[:-1] == ["ServerErrorMiddleware", *ours]
+    assert "CORSMiddleware" in ours and "HostGuard" in ours and "RequestLogMiddleware" in ours
+
+
+async def test_only_a_post_to_mcp_is_taken_aside(tmp_path: Path) -> None:
+    inner, served = Inner(), Inner()
+    route = NamedRoute("/mcp", served, methods=["GET", "POST", "DELETE"])
+    door = McpDoor(inner, route, [], debug=False)
+    for method, path in [
+        ("GET", "/mcp"),  # the path, another method (a stream, or 405): the app's usual way
+        ("DELETE", "/mcp"),
+        ("POST", "/mcp/"),
+        ("POST", "/mcpx"),
+        ("POST", "/api/v1/messages"),
+    ]:
+        await _run(door, _scope("http", path, "127.0.0.1:8080") | {"method": method})
+    await _run(door, _scope("websocket", "/mcp", "127.0.0.1:8080"))
+    assert inner.paths == [
+        ("http", "/mcp"),
+        ("http", "/mcp"),
+        ("http", "/mcp/"),
+        ("http", "/mcpx"),
+        ("http", "/api/v1/messages"),
+        ("websocket", "/mcp"),
+    ]
+    scope = _scope("http", "/mcp", "127.0.0.1:8080") | {"method": "POST"}
+    await _run(door, scope)
+    assert served.paths == [("http", "/mcp")]
+    assert scope["route"] is route  # the log line and the metrics name the route

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentRole, ReserveMode, TokenRole
+from vibe_ensemble.domain.enums import AgentRole, IssueStatus, ReserveMode, TokenRole
 from vibe_ensemble.domain.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.domain.models import ReservationResult
 from vibe_ensemble.services import Services
@@ -167,6 +167,34 @@ async def test_retired_agents_leases_are_released(team: Services, admin: Caller)
     await team.agents.retire(admin, name="ann")
     assert await team.reservations.list(admin) == []
     assert (await team.reservations.reserve(bound("bob"), ["src/a.py"])).granted
+
+
+async def test_retiring_an_agent_puts_all_its_unfinished_work_back_in_the_pool(
+    team: Services, admin: Caller
+) -> None:
+    """An issue assigned to a retired agent, open or in progress or blocked, is unassigned (in
+    progress back to open): another agent can claim it. Its finished and in-review issues keep it."""
+    made = {}
+    for status in ("open", "in_progress", "blocked", "review", "done"):
+        issue = await team.issues.create(admin, title=f"{status} work", assignee="ann")
+        if status != "open":
+            issue = await team.issues.update(admin, issue.id, status=IssueStatus(status))
+        made[status] = issue.id
+    await team.agents.retire(admin, name="ann")
+    after = {s: (await team.issues.get(admin, i)).issue for s, i in made.items()}
+    assert {s: (i.status.value, i.assignee) for s, i in after.items()} == {
+        "open": ("open", None),
+        "in_progress": ("open", None),
+        "blocked": ("blocked", None),
+        "review": ("review", "ann"),
+        "done": ("done", "ann"),
+    }
+    retired = await team.events.recent(admin, types=["agent.retired"])
+    assert [e.payload["reopened_issues"] for e in retired] == [
+        sorted([made["open"], made["in_progress"], made["blocked"]])
+    ]
+    claimed = await team.issues.claim(bound("bob"), made["open"])
+    assert claimed.assignee == "bob"
 
 
 async def test_retirement_is_sticky_until_a_coordinator_reinstates(team: Services, admin: Caller) -> None:

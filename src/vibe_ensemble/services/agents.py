@@ -185,7 +185,7 @@ class AgentService(Service):
     ) -> None:
         await store.retire(tx.conn, agent.id, tx.now)
         released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
-        reopened = await issue_store.reopen_taken_by(tx.conn, agent.id, tx.now)
+        reopened = await issue_store.unassign_all(tx.conn, agent.id, tx.now)
         tx.emit(
             EventType.AGENT_RETIRED,
             actor,

@@ -293,6 +293,27 @@ async def reopen_taken_by(conn: Connection, agent_id: int, now: datetime) -> lis
     return [r.id for r in rows]
 
 
+_UNFINISHED_WORK = (IssueStatus.OPEN.value, IssueStatus.IN_PROGRESS.value, IssueStatus.BLOCKED.value)
+
+
+async def unassign_all(conn: Connection, agent_id: int, now: datetime) -> list[int]:
+    """An agent's open, in-progress and blocked issues unassigned (in progress back to open), for
+    its retirement: none stays held by an agent that will never work on it. Returns their ids."""
+    in_progress = issues.c.status == IssueStatus.IN_PROGRESS.value
+    rows = await conn.execute(
+        issues.update()
+        .where(issues.c.assignee_id == agent_id, issues.c.status.in_(_UNFINISHED_WORK))
+        .values(
+            assignee_id=None,
+            status=sa.case((in_progress, IssueStatus.OPEN.value), else_=issues.c.status),
+            version=issues.c.version + 1,
+            updated_at=now,
+        )
+        .returning(issues.c.id)
+    )
+    return sorted(r.id for r in rows)
+
+
 async def with_status(conn: Connection, project_id: int, status: IssueStatus, *, limit: int) -> list[Issue]:
     """Issues of one status: finished ones most recently changed first, the others best first."""
     q = _select().where(issues.c.project_id == project_id, issues.c.status == status.value)

@@ -161,3 +161,26 @@ async def test_event_types_are_checked_on_every_door(services: Services, admin: 
     assert bad.value.field == "types" and "is not an event type" in bad.value.rule
     with pytest.raises(InvalidInput, match="at most 20 event types"):
         await services.events.recent(admin, types=["issue.*"] * 21)
+
+
+async def test_names_of_other_agents_are_bounded_like_every_name(services: Services, admin: Caller) -> None:
+    """An assignee or a recipient is a name: past MAX_NAME it is refused by its length, naming the
+    field, and the refusal does not echo the value (a 100,000-character name made a 200 KB error)."""
+    await services.agents.register(admin, name="w1")
+    issue = await services.issues.create(admin, title="t")
+    before = await snapshot(services.ctx.db)
+    long = "n" * 100_000
+    refusals = [
+        (services.issues.create(admin, title="t", assignee=long), "assignee"),
+        (services.issues.update(admin, issue.id, assignee=long), "assignee"),
+        (services.messages.send(admin, subject="s", body="b", to=["w1", long], agent="w1"), "to[1]"),
+    ]
+    for call, field in refusals:
+        with pytest.raises(InvalidInput) as refused:
+            await call
+        assert (refused.value.field, refused.value.rule) == (
+            field,
+            "must be at most 64 characters (got 100000)",
+        )
+        assert len(str(refused.value)) < 200
+    assert await snapshot(services.ctx.db) == before

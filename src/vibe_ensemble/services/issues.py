@@ -106,6 +106,7 @@ class IssueService(Service):
     ) -> int | None:
         if assignee is None:
             return None
+        rules.text("assignee", assignee, max_len=rules.MAX_NAME, required=False)  # a name, not an essay
         if assignee != actor:
             caller.require(Op.ISSUE_ASSIGN_OTHERS)
         try:

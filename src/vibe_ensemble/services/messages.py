@@ -48,6 +48,8 @@ class MessageService(Service):
         subject = rules.line("subject", subject, max_len=rules.MAX_TITLE)
         body = rules.text("body", body, max_len=rules.MAX_BODY)
         rules.count("to", to or [], MAX_RECIPIENTS, "recipients")  # as given, before de-duplicating
+        for i, name in enumerate(to or []):
+            rules.text(f"to[{i}]", name, max_len=rules.MAX_NAME, required=False)  # names, not essays
         to = list(dict.fromkeys(to or []))
         if not to and to_role is None and not broadcast:
             raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")

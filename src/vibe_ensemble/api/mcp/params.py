@@ -35,6 +35,7 @@ AgentArg = Annotated[
     str | None,
     text("Team tokens only: the agent to act as (a bound token is its agent).", MAX_NAME),
 ]
+AgentName = Annotated[str, Field(max_length=MAX_NAME)]  # an agent's name, as a list's item
 IssueId = Annotated[int, Field(description="The issue's numeric id.", ge=1, le=MAX_ID)]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 MessageIds = Annotated[

@@ -83,7 +83,7 @@ class IssueIn(Body):
     labels: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
     depends_on: list[Id] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
-    assignee: str | None = None
+    assignee: str | None = Field(default=None, max_length=MAX_NAME)
     agent: str | None = Field(None, max_length=MAX_NAME)
 
 
@@ -95,7 +95,7 @@ class IssuePatch(Body):
     labels: list[str] | None = Field(None, max_length=MAX_LABELS)
     depends_on: list[Id] | None = Field(None, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
-    assignee: str | None = None
+    assignee: str | None = Field(default=None, max_length=MAX_NAME)
     expected_version: Annotated[int, Strict(), Field(ge=0, le=MAX_ID)] | None = None
     agent: str | None = Field(None, max_length=MAX_NAME)
 
@@ -118,7 +118,7 @@ class CloseIn(Body):
 class MessageIn(Body):
     subject: str = Field(max_length=MAX_TITLE)
     body: str = Field(max_length=MAX_BODY)
-    to: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    to: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     to_role: AgentRole | None = None
     broadcast: Flag = False
     thread_id: str | None = Field(None, max_length=MAX_LINE)

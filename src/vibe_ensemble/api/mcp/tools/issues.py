@@ -41,7 +41,7 @@ async def create_issue(
         list[Id] | None, Field(description="Ids of issues that must finish first.", max_length=100)
     ] = None,
     parent: Annotated[Id | None, Field(description="Id of the parent issue (epic).")] = None,
-    assignee: Annotated[str | None, Field(description="Agent to assign (coordinators).")] = None,
+    assignee: Annotated[str | None, text("Agent to assign (coordinators).", MAX_NAME)] = None,
     agent: AgentArg = None,
     project: ProjectArg = None,
 ) -> Issue:
@@ -122,7 +122,7 @@ async def update_issue(
     ] = None,
     assignee: Annotated[
         str | None,
-        Field(description="Agent to assign; '' unassigns (an issue in progress goes back to open)."),
+        text("Agent to assign; '' unassigns (an issue in progress goes back to open).", MAX_NAME),
     ] = None,
     expected_version: Annotated[
         int | None,

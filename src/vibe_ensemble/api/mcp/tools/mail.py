@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, MessageIds, ProjectArg, items, text
+from vibe_ensemble.api.mcp.params import AgentArg, AgentName, MessageIds, ProjectArg, items, text
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import Inbox, Message
 from vibe_ensemble.domain.rules import MAX_BODY, MAX_ID, MAX_LINE, MAX_LIST_LIMIT, MAX_TITLE
@@ -17,7 +17,7 @@ from vibe_ensemble.services.messages import MAX_RECIPIENTS
 async def send_message(
     subject: Annotated[str, text("One line.", MAX_TITLE)],
     body: Annotated[str, text("Markdown.", MAX_BODY)],
-    to: Annotated[list[str] | None, items("Agent names.", MAX_RECIPIENTS)] = None,
+    to: Annotated[list[AgentName] | None, items("Agent names.", MAX_RECIPIENTS)] = None,
     to_role: Annotated[AgentRole | None, Field(description="Every active agent of this role.")] = None,
     broadcast: Annotated[bool, Field(description="Every active agent in the project.")] = False,
     thread_id: Annotated[str | None, text("Reply in this thread.", MAX_LINE)] = None,

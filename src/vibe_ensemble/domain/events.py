@@ -105,7 +105,9 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             T.AGENT_RETIRED,
-            "an agent was retired by a coordinator or for idleness; its leases were released and its open, in-progress and blocked issues unassigned (in progress back to open; `reopened_issues`)",
+            "an agent was retired by a coordinator or for idleness; its leases were released and its "
+            "open, in-progress and blocked issues unassigned (in progress back to open; "
+            "`reopened_issues`)",
             "agent",
             "reason",
             "released_reservations",

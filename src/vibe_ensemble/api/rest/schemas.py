@@ -118,7 +118,9 @@ class CloseIn(Body):
 class MessageIn(Body):
     subject: str = Field(max_length=MAX_TITLE)
     body: str = Field(max_length=MAX_BODY)
-    to: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    to: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(
+        default_factory=list, max_length=MAX_RECIPIENTS
+    )
     to_role: AgentRole | None = None
     broadcast: Flag = False
     thread_id: str | None = Field(None, max_length=MAX_LINE)

@@ -179,3 +179,24 @@ def test_the_hook_runs_only_our_code_and_shows_agents_text_literally(
     assert not planted.exists()
     assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
     assert "\\x1b[2J\\x1b]0;pwned\\x07[red]boom[/red]\\nfake: line" in refused.stderr
+
+
+def test_a_commits_files_are_files(server: ServerProcess, repo: Path, team: dict[str, str]) -> None:
+    """A lease of every Python file does not hold README.md: the guard asks about files, not about
+    patterns that could also be directories (README.md/x.py would be under **/*.py)."""
+    r = httpx2.post(
+        server.url + "/api/v1/projects/default/reservations",
+        json={"paths": ["**/*.py"], "reason": "typing pass", "ttl_s": 3600},
+        headers=auth(team["ann"]),
+    )
+    assert r.status_code == 200 and r.json()["granted"], r.text
+    assert guard(repo, "install").returncode == 0
+    bob = agent_env(server, team["bob"], "bob")
+    passed = commit(repo, bob, "README.md", "hello again\n")
+    assert passed.returncode == 0, passed.stderr
+    assert commit(repo, bob, "docs/guide.md", "guide\n").returncode == 0
+    before = head(repo)
+    refused = commit(repo, bob, "lib/util.py", "x = 1\n")
+    assert refused.returncode != 0
+    assert "lib/util.py: held exclusively by ann" in refused.stderr and "'**/*.py'" in refused.stderr
+    assert head(repo) == before

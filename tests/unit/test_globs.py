@@ -343,3 +343,31 @@ def test_random_pattern_pairs_finish_within_the_budget(a: str, b: str) -> None:
     answer = overlap.overlaps(globs.parse("p", a)[0], globs.parse("p", b)[0], budget)
     assert budget.spent <= overlap.WORK_BUDGET
     assert answer == overlap.overlaps(globs.parse("p", b)[0], globs.parse("p", a)[0])
+
+
+@pytest.mark.parametrize(
+    ("lease", "files", "covered"),
+    [
+        ("**/*.py", "README.md", None),  # the patterns overlap (README.md/x.py), the file is not covered
+        ("**/x.py", "docs/*.md", None),
+        ("src/**/x.py", "src/a.py", None),
+        ("**/test_*.py", "lib/a.py", None),
+        ("src/api/**", "src/api", None),  # what is inside src/api, not a file named so
+        ("**/*.py", "src/a.py", "src/a.py"),
+        ("src/**", "src/a/b.py", "src/a/b.py"),
+        ("src/api", "src/api/app.py", "src/api/app.py"),  # a directory lease covers its files
+        ("src/api", "src/api", "src/api"),
+        ("src/*.py", "src/a\\[1\\].py", "src/a[1].py"),  # an escaped file name (the guard sends these)
+        ("docs/**", "docs/*.md", "docs/!.md"),  # files by glob: one of them is covered
+        ("service://db", "service://db", "service://db"),
+        ("service://db", "db", None),
+    ],
+)
+def test_a_file_is_covered_only_by_a_lease_that_covers_it(
+    lease: str, files: str, covered: str | None
+) -> None:
+    found = overlap.covered_file(globs.parse("lease", lease)[0], globs.parse("files", files)[0])
+    if covered is None or "!" not in covered:
+        assert found == covered
+    else:  # a glob's witness: some file it matches, within the lease
+        assert found is not None and found.startswith("docs/") and found.endswith(".md")

@@ -51,8 +51,9 @@ class _NFA:
 
 
 @lru_cache(maxsize=4096)
-def _compile(text: str) -> _NFA:
-    """The automaton of the paths a (normalised, valid) glob covers."""
+def _compile(text: str, inside: bool = True) -> _NFA:
+    """The automaton of the paths a (normalised, valid) glob covers; with `inside=False`, of the
+    paths it matches only (files, not what a directory of that name would hold)."""
     nfa = _NFA()
     cur = nfa.state()
     tokens = tokenise("pattern", text)
@@ -86,12 +87,15 @@ def _compile(text: str) -> _NFA:
             nfa.moves[cur].append((tok, nxt))
             cur = nxt
         i += 1
+    if not inside:
+        nfa.accept = {cur}
+        return nfa
     # Coverage: a matched path also covers everything inside it.
-    inside_slash, inside = nfa.state(), nfa.state()
+    inside_slash, within = nfa.state(), nfa.state()
     nfa.moves[cur].append((SLASH, inside_slash))
-    nfa.moves[inside_slash].append((ANY, inside))
-    nfa.moves[inside].append((ANY, inside))
-    nfa.accept = {cur, inside}
+    nfa.moves[inside_slash].append((ANY, within))
+    nfa.moves[within].append((ANY, within))
+    nfa.accept = {cur, within}
     return nfa
 
 
@@ -155,6 +159,23 @@ def witness(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> s
         return _product_witness(_compile(a.text), _compile(b.text), budget or Budget())
     except OverBudget:
         raise TooComplex(a, b) from None
+
+
+def covered_file(lease: LeasePattern, files: LeasePattern, budget: Budget | None = None) -> str | None:
+    """A path `files` matches, taken as a file (nothing inside it), that `lease` covers; or None.
+
+    What a commit or an edit asks: `README.md` (a file) is not covered by `**/*.py`, though the two
+    patterns overlap (`witness` counts `README.md/x.py`, since a lease of `README.md` would cover
+    what is inside it were it a directory). Raises TooComplex past the work budget.
+    """
+    if lease.resource or files.resource:
+        return files.text if lease.resource and files.resource and lease.text == files.text else None
+    if files.literal:
+        return files.text if covers(lease, files.text) else None
+    try:
+        return _product_witness(_compile(files.text, inside=False), _compile(lease.text), budget or Budget())
+    except OverBudget:
+        raise TooComplex(files, lease) from None
 
 
 def overlaps(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> bool:

@@ -140,6 +140,7 @@ def ask_server(
                     "exclusive": False,
                     "agent": agent,
                     "report": report,
+                    "files": True,  # a commit's paths are files: README.md is not under **/*.py
                 }
                 r = client.post(endpoint, json=body)
                 if r.status_code != 200:

@@ -93,7 +93,8 @@ class Server:
 
     def conflicts(self, path: str) -> list[dict[str, Any]]:
         """Other agents' exclusive leases on this repository path (the agent's own never count)."""
-        body = {"paths": [escape(path)], "exclusive": False, "agent": self.who.agent}
+        # the edited path is a file: README.md is not under a lease of **/*.py
+        body = {"paths": [escape(path)], "exclusive": False, "agent": self.who.agent, "files": True}
         try:
             check: dict[str, Any] = self._call("POST", f"{self._project}/reservations/check", json=body)
         except NotFound as exc:

@@ -43,9 +43,11 @@ def _stored(text: str) -> globs.LeasePattern:
 
 
 def conflicts_with(
-    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool, files: bool = False
 ) -> list[LeaseConflict]:
-    """Leases in `held` that stand in the way: overlapping, and exclusive on either side.
+    """Leases in `held` that stand in the way: overlapping, and exclusive on either side. With
+    `files` the wanted paths are files (a commit's, an edit's): a lease stands in the way when it
+    covers one of them (`overlap.covered_file`), not because one could be a directory.
 
     Bounded: each comparison within overlap.WORK_BUDGET steps and the whole call within
     CALL_BUDGET; past either the call is refused (InvalidInput naming the pattern), never
@@ -59,7 +61,10 @@ def conflicts_with(
                 continue
             budget = overlap.Budget(min(overlap.WORK_BUDGET, CALL_BUDGET - spent))
             try:
-                overlapping = overlap.overlaps(pattern, _stored(lease.pattern), budget)
+                if files:
+                    overlapping = overlap.covered_file(_stored(lease.pattern), pattern, budget) is not None
+                else:
+                    overlapping = overlap.overlaps(pattern, _stored(lease.pattern), budget)
             except overlap.TooComplex:
                 if budget.limit < overlap.WORK_BUDGET:
                     raise InvalidInput(
@@ -91,9 +96,9 @@ def conflicts_with(
 
 
 async def find_conflicts(
-    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool
+    wanted: list[globs.LeasePattern], held: list[Reservation], *, exclusive: bool, files: bool = False
 ) -> list[LeaseConflict]:
     """`conflicts_with`, in a worker thread: the event loop (and /healthz) keeps answering."""
     if not held:
         return []
-    return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive)
+    return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive, files=files)

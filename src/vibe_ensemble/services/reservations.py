@@ -38,6 +38,11 @@ MIN_TTL_S = 10
 MAX_TTL_S = 86_400
 MAX_RESERVE_PATHS = 100
 MAX_CHECK_PATHS = 1000
+# check_paths' `files` flag, described alike at both doors
+FILES_DOC = (
+    "true: the paths are files (a commit's, an edit's): a lease conflicts only when it covers one of "
+    "them, not because a path could also be a directory holding what the lease matches."
+)
 MAX_REASON = rules.MAX_NOTE
 OPERATION = "reserve_paths"
 
@@ -189,11 +194,14 @@ class ReservationService(Service):
         agent: str | None = None,
         exclusive: bool = True,
         report: bool = False,
+        files: bool = False,
     ) -> PathCheck:
         """Read-only: which leases of others would conflict with leasing `paths` (changes nothing).
 
         `exclusive=False` asks only about others' exclusive leases (what a shared lease,
         or a commit guard, must respect). The acting agent's own leases never conflict.
+        `files=True`: the paths are files (a commit's, an edit's), and a lease conflicts only when it
+        covers one of them (not because a path could be a directory holding what the lease matches).
         `report=True` (the commit guard, about to refuse a commit) records the conflicts as a
         `reservation.refused` event with source "guard" — only for callers that may write leases.
         """
@@ -203,7 +211,7 @@ class ReservationService(Service):
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
             held = [r for r in await store.live_in_project(tx.conn, proj.id, tx.now) if r.holder != me]
-        conflicts = await find_conflicts(patterns, held, exclusive=exclusive)
+        conflicts = await find_conflicts(patterns, held, exclusive=exclusive, files=files)
         blocked = {c.path for c in conflicts}
         if report and conflicts and allowed(caller.role, Op.RESERVATION_WRITE):
             async with self.write() as tx:

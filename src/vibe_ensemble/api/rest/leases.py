@@ -71,4 +71,5 @@ async def check_paths(project: str, body: CheckIn, caller: CallerDep, services: 
         agent=body.agent,
         exclusive=body.exclusive,
         report=body.report,
+        files=body.files,
     )

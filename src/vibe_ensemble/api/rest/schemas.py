@@ -32,6 +32,7 @@ from vibe_ensemble.services.knowledge import MAX_ISSUE_LINKS
 from vibe_ensemble.services.messages import MAX_IDS, MAX_RECIPIENTS
 from vibe_ensemble.services.reservations import (
     DEFAULT_TTL_S,
+    FILES_DOC,
     MAX_CHECK_PATHS,
     MAX_RESERVE_PATHS,
     MAX_TTL_S,
@@ -185,6 +186,7 @@ class CheckIn(Body):
     report: Flag = Field(
         False, description="Record the conflicts found as a refusal (the commit guard, refusing a commit)."
     )
+    files: Flag = Field(False, description=FILES_DOC)
 
 
 class KnowledgeIn(Body):

@@ -11,7 +11,13 @@ from vibe_ensemble.api.mcp.params import AgentArg, CheckPaths, Id, ProjectArg, R
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.models import PathCheck, ReleaseResult, ReservationResult
 from vibe_ensemble.domain.rules import MAX_LINE, MAX_NOTE
-from vibe_ensemble.services.reservations import DEFAULT_TTL_S, MAX_CHECK_PATHS, MAX_TTL_S, MIN_TTL_S
+from vibe_ensemble.services.reservations import (
+    DEFAULT_TTL_S,
+    FILES_DOC,
+    MAX_CHECK_PATHS,
+    MAX_TTL_S,
+    MIN_TTL_S,
+)
 
 
 async def reserve_paths(
@@ -80,13 +86,14 @@ async def check_paths(
     report: Annotated[
         bool, Field(description="Record the conflicts found as a refusal (e.g. a commit you refuse).")
     ] = False,
+    files: Annotated[bool, Field(description=FILES_DOC)] = False,
     agent: AgentArg = None,
     project: ProjectArg = None,
 ) -> PathCheck:
     """Ask who holds paths without leasing anything: lists conflicting holders and the free paths."""
     services, caller = acting()
     return await services.reservations.check(
-        caller, paths, project=project, agent=agent, exclusive=exclusive, report=report
+        caller, paths, project=project, agent=agent, exclusive=exclusive, report=report, files=files
     )
 
 

@@ -229,8 +229,11 @@ async def test_list_filters_and_pages(services: Services, admin: Caller) -> None
         made[0].id
     ]
     assert [i.id for i in (await services.issues.list(admin, query="ISSUE 6")).items] == [made[6].id]
-    with pytest.raises(InvalidInput, match="cursor: not a cursor this server returned"):
-        await services.issues.list(admin, cursor="nonsense")
+    for cursor in ("nonsense", "-5", "+5", " 5", "1e3", "٣", "99999999999999999999999"):
+        with pytest.raises(InvalidInput, match="cursor: not a cursor this server returned"):
+            await services.issues.list(admin, cursor=cursor)
+        with pytest.raises(InvalidInput, match="cursor: not a cursor this server returned"):
+            await services.issues.list(admin, cursor=f"p1:{cursor}", ready=True)
 
 
 async def test_dependency_cycle_check_at_ten_thousand_issues(services: Services, admin: Caller) -> None:

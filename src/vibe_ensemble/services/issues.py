@@ -375,10 +375,15 @@ def _field_values(
 
 
 def _parse_cursor(cursor: str, by_priority: bool) -> tuple[Priority, int] | int:
+    """A cursor as this server writes them: an issue id (ASCII digits, within the ids' range), after
+    a priority and a colon when the page is by priority. Anything else ("-5", "1e3", an id no issue
+    can have) is refused naming `cursor`, as a page of something other than what was asked is wrong."""
+    prio, _, last = cursor.partition(":") if by_priority else ("", "", cursor)
+    if not (last.isascii() and last.isdigit() and int(last) <= rules.MAX_ID):
+        raise InvalidInput("cursor", "not a cursor this server returned")
+    if not by_priority:
+        return int(last)
     try:
-        if by_priority:
-            prio, _, last = cursor.partition(":")
-            return Priority(prio), int(last)
-        return int(cursor)
+        return Priority(prio), int(last)
     except ValueError:
         raise InvalidInput("cursor", "not a cursor this server returned") from None

@@ -18,7 +18,7 @@ guard_app = typer.Typer(
     help="A git pre-commit hook that refuses commits touching files another agent holds.",
     no_args_is_help=True,
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line a message: a hook runs in no terminal
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
 WarnOpt = Annotated[bool, typer.Option("--warn", help="Only print a warning; never refuse the commit.")]

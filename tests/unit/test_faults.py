@@ -41,6 +41,21 @@ def _wrapped(orig: BaseException) -> sa_exc.OperationalError:
         (asyncpg.CannotConnectNowError("the database system is starting up"), "unavailable"),
         (asyncpg.ConnectionDoesNotExistError("connection was closed"), "unavailable"),
         (TimeoutError(), "unavailable"),
+        (
+            asyncpg.ObjectNotInPrerequisiteStateError('database "d" is not currently accepting connections'),
+            "unavailable",
+        ),
+        (asyncpg.ObjectNotInPrerequisiteStateError("currval of sequence is not yet defined"), None),
+        (asyncpg.InvalidCatalogNameError('database "d" does not exist'), "unavailable"),
+        (asyncpg.InvalidPasswordError("password authentication failed"), "unavailable"),
+        (
+            asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+            "unavailable",
+        ),
+        (
+            asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+            "unavailable",
+        ),
         (asyncpg.UniqueViolationError("duplicate key"), None),
         (PermissionError(errno.EACCES, "denied"), None),
         (ValueError("not a database fault"), None),
@@ -120,3 +135,12 @@ def test_recent_credentials_are_bounded_expire_and_forget_revoked() -> None:
     stale = RecentCredentials(ttl_s=-1)
     stale.remember("a", ann, None)
     assert stale.recall("a", now) is None
+
+
+def test_an_error_that_says_nothing_is_logged_by_its_type() -> None:
+    """asyncpg's connect timeout is a TimeoutError with no message: the outage's first line names it
+    (it raised IndexError inside the logger, and the outage went unlogged)."""
+    log = faults.FaultLog()
+    with capture_logs() as logs:
+        log.failed("unavailable", TimeoutError())
+    assert [(e["event"], e["error"]) for e in logs] == [("database_unreachable", "TimeoutError")]

@@ -45,3 +45,14 @@ def test_structlog_lines_are_redacted_in_both_formats() -> None:
         assert "n=2" in line or '"n": 2' in line
     parsed = json.loads(RedactedLines(structlog.processors.JSONRenderer())(None, "info", {"t": secret}))
     assert parsed == {"t": f"{secret[:12]}…"}
+
+
+def test_our_own_package_paths_are_not_taken_for_tokens() -> None:
+    """A traceback names files under vibe_ensemble/: they stay whole; a token beside them does not."""
+    from vibe_ensemble.auth import tokens
+
+    secret = tokens.generate()
+    line = f'File "/srv/src/vibe_ensemble/store/faults.py", line 102, token {secret}'
+    shown = tokens.redact(line)
+    assert "/srv/src/vibe_ensemble/store/faults.py" in shown
+    assert secret not in shown and secret[:12] in shown

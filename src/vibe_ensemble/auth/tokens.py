@@ -34,7 +34,7 @@ def looks_like_token(value: str) -> bool:
     return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 200
 
 
-_TOKEN_IN_TEXT = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,}")
+_TOKEN_IN_TEXT = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{15,}")  # well_formed: 20 and more
 
 
 def well_formed(value: str) -> bool:

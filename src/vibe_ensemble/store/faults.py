@@ -32,7 +32,13 @@ _ASYNCPG_UNREACHABLE = (
     "AdminShutdownError",
     "CrashShutdownError",
     "TooManyConnectionsError",
+    "InvalidCatalogNameError",  # the database is gone (dropped, renamed, a restore under way)
+    "InvalidAuthorizationSpecificationError",  # the server refuses our role now (pg_hba, password)
+    "ReadOnlySQLTransactionError",  # a standby after a failover: it cannot take writes
+    "InternalClientError",  # a connection left mid-operation when its backend was terminated
 )
+# SQLSTATE 55000 is many things; the database refusing connections (ALLOW_CONNECTIONS false) is one
+_NOT_ACCEPTING = "not currently accepting connections"
 _SQLITE_FULL = 13
 _SQLITE_UNAVAILABLE = {5, 14}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN
 
@@ -58,6 +64,7 @@ def classify(exc: BaseException) -> str | None:
     """'full', 'unavailable' or None (not a fault of the database's availability)."""
     disk_full = asyncpg_errors("DiskFullError")
     unreachable = (*asyncpg_errors(*_ASYNCPG_UNREACHABLE), ConnectionError, TimeoutError)
+    not_now = asyncpg_errors("ObjectNotInPrerequisiteStateError")
     for e in _causes(exc):
         if isinstance(e, disk_full):
             return "full"
@@ -70,6 +77,8 @@ def classify(exc: BaseException) -> str | None:
             if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
                 return "unavailable"
         if isinstance(e, unreachable):
+            return "unavailable"
+        if isinstance(e, not_now) and _NOT_ACCEPTING in str(e):
             return "unavailable"
         if isinstance(e, OSError) and not isinstance(e, FileNotFoundError | PermissionError):
             return "unavailable"  # connection refused, host unreachable, reset
@@ -99,7 +108,9 @@ class FaultLog:
             self.down_since, self.kind, self.refused, self.total, self.last_summary = now, kind, 0, 0, now
             self.by_write = False
             event = "database_unreachable" if kind == "unavailable" else "database_storage_full"
-            log.error(event, error=str(exc).splitlines()[0][:300], exc_info=exc)
+            # the first line of the error, or its type when it says nothing (asyncpg's connect timeout)
+            said = str(exc).splitlines() or [type(exc).__name__]
+            log.error(event, error=said[0][:300], exc_info=exc)
         self.by_write = self.by_write or write
         self.refused += 1
         self.total += 1

@@ -213,3 +213,65 @@ async def test_a_disposed_pool_closes_its_connections(postgres_url: str) -> None
     with pytest.raises(DatabaseUnavailable):
         async with db.read():
             pass
+
+
+class BlackHole:
+    """A TCP proxy to PostgreSQL that can stop forwarding, keeping every socket open: a network cut
+    as a client sees it (nothing refused, nothing answered)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.cut = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.cut.is_set():
+                    await asyncio.Event().wait()  # swallowed: never forwarded, never answered
+                dst.write(data)
+                await dst.drain()
+
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_network_cut_is_database_unavailable_within_the_bound(postgres_url: str) -> None:
+    """A statement nobody answers (a cut network, not a refusal) ends with database_unavailable once
+    the transaction's bound passes, on a pooled connection and on a new one: it used to hang for
+    minutes, far past any client's patience."""
+    url = sa.make_url(postgres_url)
+    hole = BlackHole(url.host or "127.0.0.1", url.port or 5432)
+    port = await hole.start()
+    db = Database(url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False), pool_size=2)
+    db.transaction_timeout_s = 1.0
+    try:
+        assert await _backend(db) > 0  # through the proxy; the connection stays in the pool
+        hole.cut.set()
+        loop = asyncio.get_running_loop()
+        for attempt in ("pooled", "after the pooled one was given up"):
+            started = loop.time()
+            with pytest.raises(DatabaseUnavailable):
+                async with db.write() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+            assert loop.time() - started < 5, attempt
+    finally:
+        await db.dispose()
+        await hole.close()

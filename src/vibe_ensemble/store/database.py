@@ -156,9 +156,11 @@ class Database:
             self._sqlite = SqliteEngine(self.url, synchronous=sqlite_synchronous)
         else:
             # Here, not at the top: asyncpg and SQLAlchemy's asyncio layer are PostgreSQL's alone.
-            from vibe_ensemble.store.postgres import PostgresEngine
+            from vibe_ensemble.store.postgres import TRANSACTION_TIMEOUT_S, PostgresEngine
 
             self._postgres: PostgresEngine = PostgresEngine(self.url, pool_size=pool_size)
+            # a request's read or write on PostgreSQL, bounded (a network cut answers nothing)
+            self.transaction_timeout_s: float | None = TRANSACTION_TIMEOUT_S
             self.engine: AsyncEngine = self._postgres.engine
 
     @property
@@ -186,7 +188,7 @@ class Database:
                 async with self._sqlite.write() as conn:
                     yield conn
             else:
-                async with self._postgres.connect() as conn:
+                async with self._postgres.connect(bound_s=self.transaction_timeout_s) as conn:
                     yield conn
 
     @asynccontextmanager
@@ -196,7 +198,8 @@ class Database:
                 with self._sqlite.read() as conn:
                     yield conn
             else:
-                async with self._postgres.connect(transaction=False) as conn:
+                bound = self.transaction_timeout_s
+                async with self._postgres.connect(transaction=False, bound_s=bound) as conn:
                     yield conn
 
     async def probe_write(self) -> None:

@@ -36,6 +36,11 @@ T = TypeVar("T")
 IDLE_PING_S = 1.0  # a pooled connection idle longer than this is pinged before it is used again
 PING_TIMEOUT_S = 5.0  # a ping unanswered this long: the connection is given up
 WAIT_TIMEOUT_S = 30.0  # every connection busy this long: the caller gets database_unavailable
+CONNECT_TIMEOUT_S = 10.0  # a new connection not made in this long (asyncpg waits 60 s): unavailable
+# A request's transaction (taking a connection, its statements, the COMMIT) not done in this long:
+# the database is taken for unreachable (a network cut leaves a statement unanswered, with nothing
+# to end it for minutes), and the caller gets database_unavailable before its client gives up.
+TRANSACTION_TIMEOUT_S = 15.0
 
 
 class PostgresConnection:
@@ -115,37 +120,45 @@ class PostgresEngine:
         # SQLAlchemy never begins or ends a transaction here (AUTOCOMMIT): `connect` does, with
         # asyncpg's, so that statements through SQLAlchemy and prepared ones share it. No pool of
         # SQLAlchemy's: ours holds each connection for its life.
-        self.engine: AsyncEngine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.engine: AsyncEngine = create_async_engine(
+            url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={"timeout": CONNECT_TIMEOUT_S}
+        )
         self._idle: list[_Held] = []
         self._open = 0  # connections opened (or being opened) and not closed: idle and in use
         self._waiters: deque[asyncio.Future[_Held | None]] = deque()
         self._closed = False
 
     @asynccontextmanager
-    async def connect(self, *, transaction: bool = True) -> AsyncIterator[PostgresConnection]:
+    async def connect(
+        self, *, transaction: bool = True, bound_s: float | None = None
+    ) -> AsyncIterator[PostgresConnection]:
         """A pooled connection in one transaction: committed when the block ends, rolled back on error.
-        Without `transaction`, each statement commits by itself (reads only)."""
-        held = await self._acquire()
-        try:
-            conn = held.connection
-            if not transaction:
-                yield conn
-                return
-            tx = held.driver.transaction()
-            await tx.start()
+        Without `transaction`, each statement commits by itself (reads only). With `bound_s`, the
+        whole of it (the wait for a connection, the block, the COMMIT) is cut off past that many
+        seconds with TimeoutError, which `faults` takes for an unreachable database."""
+        async with asyncio.timeout(bound_s):
+            held = await self._acquire()
             try:
-                yield conn
-            except BaseException:
-                # A statement cut off mid-flight (a cancelled task: a stopping duty, a timeout) can
-                # leave the connection closed, so the rollback fails too; the original error, a
-                # cancellation among them, must go on, not that failure (the connection is broken
-                # then, and closed when given back).
-                with contextlib.suppress(Exception):
-                    await tx.rollback()
-                raise
-            await tx.commit()
-        finally:
-            await self._release(held)
+                conn = held.connection
+                if not transaction:
+                    yield conn
+                    return
+                tx = held.driver.transaction()
+                await tx.start()
+                try:
+                    yield conn
+                except BaseException:
+                    # A statement cut off mid-flight (a cancelled task: a stopping duty, a timeout)
+                    # can leave the connection closed, or unanswered, so the rollback fails or hangs
+                    # too; the original error, a cancellation among them, must go on, not that
+                    # failure (the connection is broken then, and closed when given back).
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(PING_TIMEOUT_S):
+                            await tx.rollback()
+                    raise
+                await tx.commit()
+            finally:
+                await self._release(held)
 
     async def _acquire(self) -> _Held:
         while True:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from vibe_ensemble.domain.errors import StorageFull
+from vibe_ensemble.domain.errors import DatabaseUnavailable, StorageFull
 from vibe_ensemble.store.database import Database
 
 
@@ -104,3 +104,25 @@ async def test_every_connection_keeps_its_scratch_space_in_memory(db: Database) 
         synchronous = (await conn.execute(sa.text("PRAGMA synchronous"))).scalar_one()
     assert written == read == [(2,)]  # 2: MEMORY
     assert (mode, synchronous) == ("wal", 2)  # 2: FULL
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_deleted_or_replaced_file_acknowledges_no_write(
+    db: Database, tmp_path: Path, how: str
+) -> None:
+    """Deleted (or replaced) under a running server, the SQLite file still open would take writes
+    nobody will ever read: they are refused (database_unavailable), never acknowledged, and no
+    reader makes an empty database where the file was."""
+    await _insert(db, "before")
+    path = tmp_path / "g.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        path.write_bytes(b"")  # another file at the same path
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await _insert(db, "after")
+    assert "was deleted or replaced while this server had it open" in str(refused.value.__cause__)
+    db._sqlite._idle.clear()  # a reader opened now, not one kept from before
+    with pytest.raises(DatabaseUnavailable):
+        await _rows(db)
+    assert path.exists() == (how == "replaced") and not Path(f"{path}-wal").exists()

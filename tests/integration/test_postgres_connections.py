@@ -219,8 +219,8 @@ class BlackHole:
     """A TCP proxy to PostgreSQL that can stop forwarding, keeping every socket open: a network cut
     as a client sees it (nothing refused, nothing answered)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
+    def __init__(self, url: sa.URL) -> None:
+        self.url = url
         self.cut = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -230,7 +230,12 @@ class BlackHole:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        socket_dir = self.url.query.get("host")  # the embedded server listens on a Unix socket only
+        if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+            path = f"{socket_dir}/.s.PGSQL.{self.url.port or 5432}"
+            up_reader, up_writer = await asyncio.open_unix_connection(path)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(self.url.host, self.url.port or 5432)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(65536):
@@ -258,9 +263,10 @@ async def test_a_network_cut_is_database_unavailable_within_the_bound(postgres_u
     the transaction's bound passes, on a pooled connection and on a new one: it used to hang for
     minutes, far past any client's patience."""
     url = sa.make_url(postgres_url)
-    hole = BlackHole(url.host or "127.0.0.1", url.port or 5432)
+    hole = BlackHole(url)
     port = await hole.start()
-    db = Database(url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False), pool_size=2)
+    through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
+    db = Database(through.render_as_string(hide_password=False), pool_size=2)
     db.transaction_timeout_s = 1.0
     try:
         assert await _backend(db) > 0  # through the proxy; the connection stays in the pool

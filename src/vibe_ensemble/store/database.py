@@ -153,7 +153,7 @@ class Database:
             self.path = sqlite_path(self.url)
             assert self.path is not None
             create_private(self.path)
-            self._sqlite = SqliteEngine(self.url, synchronous=sqlite_synchronous)
+            self._sqlite = SqliteEngine(self.url, self.path, synchronous=sqlite_synchronous)
         else:
             # Here, not at the top: asyncpg and SQLAlchemy's asyncio layer are PostgreSQL's alone.
             from vibe_ensemble.store.postgres import TRANSACTION_TIMEOUT_S, PostgresEngine

@@ -40,7 +40,7 @@ _ASYNCPG_UNREACHABLE = (
 # SQLSTATE 55000 is many things; the database refusing connections (ALLOW_CONNECTIONS false) is one
 _NOT_ACCEPTING = "not currently accepting connections"
 _SQLITE_FULL = 13
-_SQLITE_UNAVAILABLE = {5, 14}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN
+_SQLITE_UNAVAILABLE = {5, 14, 26}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN, SQLITE_NOTADB
 
 
 def asyncpg_errors(*names: str) -> tuple[type[BaseException], ...]:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -73,6 +74,20 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
+class DatabaseFileGone(ConnectionError):
+    """The SQLite file was deleted or replaced while this server had it open (an unreachable
+    database to `faults`: database_unavailable, nothing acknowledged)."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at `path` (device and inode), or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Batch:
     """Write transactions that share one COMMIT (see `SqliteEngine.write`)."""
 
@@ -103,11 +118,17 @@ class SqliteEngine:
     IDLE_READERS = 4
     BUSY_RETRY_S = 10.0
 
-    def __init__(self, url: URL, *, synchronous: str) -> None:
+    def __init__(self, url: URL, path: Path, *, synchronous: str) -> None:
+        self.path = path
+        # The file this server serves. Connections open it only if it is there (mode=rw): a reader
+        # never makes an empty database where the file was deleted. A COMMIT checks it is still the
+        # file at `path` (`_commit_now`): writes to a deleted or replaced file are never acknowledged.
+        self._identity = _identity(path)
+        uri = f"file:{quote(str(path))}?mode=rw"
         self._engine = sa.create_engine(
             url.set(drivername="sqlite+pysqlite"),
             poolclass=NullPool,
-            connect_args={"check_same_thread": False},
+            creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
         )
         self._synchronous = synchronous
         sa_event.listen(self._engine, "connect", self._on_connect)
@@ -186,7 +207,7 @@ class SqliteEngine:
             try:
                 if batch.error is not None:
                     raise batch.error
-                await asyncio.get_running_loop().run_in_executor(self._committer, dbapi.execute, "COMMIT")
+                await asyncio.get_running_loop().run_in_executor(self._committer, self._commit_now, dbapi)
             except asyncio.CancelledError:
                 batch.committed.cancel()  # the loop is going away: no write of it is acknowledged
                 raise
@@ -198,6 +219,24 @@ class SqliteEngine:
             else:
                 self.commits += 1
                 batch.committed.set_result(None)
+
+    def _commit_now(self, dbapi: sqlite3.Connection) -> None:
+        """COMMIT (on the commit thread), unless the file at `path` is no longer the one this server
+        opened: deleted or replaced, the writes would go to a file nobody will read again."""
+        self._check_file()
+        dbapi.execute("COMMIT")
+
+    def _open_reader(self) -> sa.Connection:
+        """A new reader, on the file this server opened (another at its path is not its database)."""
+        self._check_file()
+        return self._engine.connect()
+
+    def _check_file(self) -> None:
+        if _identity(self.path) != self._identity:
+            raise DatabaseFileGone(
+                f"the SQLite file {self.path} was deleted or replaced while this server had it open; "
+                "nothing more is read from it or written to it: restart the server (on the restored file)"
+            )
 
     async def settle(self) -> None:
         """Wait for every COMMIT under way (before the connections close)."""
@@ -219,7 +258,7 @@ class SqliteEngine:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[SqliteConnection]:
-        conn = self._idle.pop() if self._idle else self._engine.connect()
+        conn = self._idle.pop() if self._idle else self._open_reader()
         dbapi = driver(conn)
         dbapi.execute("BEGIN")
         try:

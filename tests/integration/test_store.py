@@ -50,6 +50,28 @@ async def test_a_second_runtime_on_the_same_sqlite_file_refuses_to_start(tmp_pat
     await third.stop()
 
 
+async def test_a_second_runtime_on_a_hard_link_to_the_file_refuses_to_start(tmp_path: Path) -> None:
+    """The owner lock holds the file, not only its name: the same file under another path is owned."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Runtime(
+        Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'a' / 'vibe.db'}", data_dir=tmp_path)
+    )
+    await first.start(apply_migrations=True)
+    try:
+        os.link(tmp_path / "a" / "vibe.db", tmp_path / "b" / "vibe.db")
+        linked = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'b' / 'vibe.db'}", data_dir=tmp_path)
+        second = Runtime(linked)
+        with pytest.raises(DatabaseError, match="reaches the same file under another path"):
+            await second.start()
+        assert not (tmp_path / "b" / "vibe.db.lock").read_bytes()  # it named no owner of its own
+    finally:
+        await first.stop()
+    third = Runtime(linked)  # once the owner is gone, the file is free under either name
+    await third.start()
+    await third.stop()
+
+
 async def test_an_unmigrated_database_is_refused_with_the_fix(database_url: str, tmp_path: Path) -> None:
     rt = Runtime(Settings(database_url=database_url, data_dir=tmp_path))
     with pytest.raises(

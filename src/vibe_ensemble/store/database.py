@@ -243,11 +243,16 @@ class DatabaseInUse(DatabaseError):
 
 
 class OwnerLock:
-    """An exclusive lock on `<db>.lock`: one server process owns a SQLite file."""
+    """An exclusive lock on `<db>.lock`, and on the database file itself: one server process owns a
+    SQLite file. The first names the owner's pid; the second is held on the file, not its name, so a
+    second server reaching the same file under another path (a hard link) is refused too. (SQLite
+    locks with fcntl's record locks, which Linux keeps apart from these `flock` locks.)"""
 
     def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
         self.path = db_path.with_name(db_path.name + ".lock")
         self._fd: int | None = None
+        self._db_fd: int | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,11 +267,37 @@ class OwnerLock:
                 f"(pid {holder}). One server owns a SQLite file: stop the other one, point this one "
                 "at another --database-url, or use PostgreSQL to run several replicas."
             ) from None
+        try:
+            self._db_fd = self._lock_file_itself()
+        except DatabaseInUse:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
+    def _lock_file_itself(self) -> int | None:
+        """The database file's own lock (None while there is no file yet: a restore's new target)."""
+        try:
+            fd = os.open(self.db_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatabaseInUse(
+                f"{self.db_path} is already in use by another Vibe Ensemble server, which reaches the "
+                "same file under another path (a hard link). One server owns a SQLite file: stop the "
+                "other one, or use PostgreSQL to run several replicas."
+            ) from None
+        return fd
+
     def release(self) -> None:
+        if self._db_fd is not None:
+            fcntl.flock(self._db_fd, fcntl.LOCK_UN)
+            os.close(self._db_fd)
+            self._db_fd = None
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -177,6 +177,11 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
             await _prompt(admin, "worker_briefing", agent="nobody")
         with pytest.raises(MCPError, match="permission_denied"):
             await _prompt(ann, "worker_briefing", agent="bob")
+        with pytest.raises(MCPError) as unknown:  # invalid params naming the prompts there are
+            await _prompt(ann, "nope")
+        assert unknown.value.error.code == -32602
+        assert "unknown prompt 'nope'" in unknown.value.error.message
+        assert "coordinator_briefing, worker_briefing" in unknown.value.error.message
 
         templates = {t.uri_template for t in (await ann.list_resource_templates()).resource_templates}
         assert templates == {

@@ -163,8 +163,12 @@ async def worker_briefing(agent: str | None = None, project: str | None = None) 
     return await _render("worker", agent, project)
 
 
+PROMPTS = ((coordinator_briefing, "Coordinator briefing"), (worker_briefing, "Worker briefing"))
+NAMES = tuple(fn.__name__ for fn, _ in PROMPTS)
+
+
 def register(mcp: MCPServer) -> None:
     """Add the briefing prompts to `mcp`."""
-    for fn, title in ((coordinator_briefing, "Coordinator briefing"), (worker_briefing, "Worker briefing")):
+    for fn, title in PROMPTS:
         description = inspect.cleandoc(fn.__doc__ or "")  # the docstring without its indentation
         mcp.prompt(title=title, description=description)(protocol_errors(fn))

@@ -15,6 +15,8 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import strict_arguments
@@ -56,6 +58,26 @@ async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNex
         wanted["resourceSubscriptions"] = [u for u in uris if resources.in_scope(u, project)]
         params["notifications"] = wanted
     return await call_next(dataclasses.replace(ctx, params=params))
+
+
+async def _known_prompts(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """`prompts/get` of a prompt this server has not: invalid params naming `name` and the prompts
+    there are (the SDK answered "Internal server error" and logged a traceback)."""
+    if ctx.method == "prompts/get":
+        name = (ctx.params or {}).get("name")
+        if name not in prompts.NAMES:
+            shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
+            rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
+            raise MCPError(
+                INVALID_PARAMS,
+                f"[invalid_input] name: unknown prompt {shown}; {rule}",
+                {
+                    "code": "invalid_input",
+                    "field": "name",
+                    "rule": rule,
+                },
+            )
+    return await call_next(ctx)
 
 
 @functools.cache
@@ -115,7 +137,13 @@ def build_mcp(
         request_state_security=RequestStateSecurity(
             keys=[settings.request_state_key], bind_principal=_credential_principal
         ),
-        middleware=[*traced, observe_tools(PROFILES[profile]), _scoped_listen, strict_arguments(tools)],
+        middleware=[
+            *traced,
+            observe_tools(PROFILES[profile]),
+            _scoped_listen,
+            _known_prompts,
+            strict_arguments(tools),
+        ],
         tools=tools,
     )
     # The SDK's own span per message goes to the global tracer, which we never set (ours are

@@ -95,13 +95,17 @@ async def test_a_record_reads_the_same_as_through_the_sdk() -> None:
     assert our_inbox.structured_content["items"][0]["message"]["created_at"] == "2026-11-30T04:05:06.789000Z"
     assert [c.model_dump() for c in our_inbox.content] == [compacted(c) for c in sdk_inbox.content]
     assert '"subject":"say \\"hi\\" ✓"' in our_inbox.content[0].text  # compact, not ASCII-escaped
-    assert our_ids == sdk_ids  # a list of numbers goes through the SDK's conversion unchanged
-    # A list of records: one compact text block each, the structured copy under "result", as the SDK's.
+    # A list: the structured copy under "result", as the SDK's; the text ONE block holding the whole
+    # list (the SDK writes a block per item, and none for an empty list: a client reading the first
+    # block saw one item of many, or nothing at all).
     assert isinstance(await direct_results(messages)(), CallToolResult)
     assert our_list.structured_content == sdk_list.structured_content
-    assert len(our_list.content) == 2
-    assert [c.model_dump() for c in our_list.content] == [compacted(c) for c in sdk_list.content]
-    assert our_none.content == sdk_none.content == [] and our_none.structured_content == {"result": []}
+    assert len(sdk_list.content) == 2 and len(our_list.content) == 1
+    assert json.loads(our_list.content[0].text) == [json.loads(c.text) for c in sdk_list.content]
+    assert our_ids.structured_content == sdk_ids.structured_content == {"result": [1, 2]}
+    assert [c.text for c in our_ids.content] == ["[1,2]"] and len(sdk_ids.content) == 2
+    assert sdk_none.content == [] and our_none.structured_content == {"result": []}
+    assert [c.text for c in our_none.content] == ["[]"]
 
 
 def test_the_sdk_skips_checking_only_the_answers_we_write_from_their_own_type() -> None:

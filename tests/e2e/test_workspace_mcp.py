@@ -171,6 +171,10 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
         coordinator = await _prompt(admin, "coordinator_briefing")
         assert coordinator.startswith("# Coordinator briefing — default")
         assert "ann (worker, working) caps: python" in coordinator and "Your unread mail" not in coordinator
+        assert "You are the coordinator of this project." in coordinator  # no agent: the admin
+        as_worker = await _prompt(ann, "coordinator_briefing")  # a worker is told what it is
+        assert "You are ann, registered as a worker, reading the coordinator's briefing" in as_worker
+        assert "You are ann, the coordinator" not in as_worker
         as_bob = await _prompt(admin, "worker_briefing", agent="bob")
         assert "You are bob" in as_bob and "web/**" in as_bob
         with pytest.raises(MCPError, match="not_found"):

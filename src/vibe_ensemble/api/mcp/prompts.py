@@ -16,6 +16,7 @@ from typing import Literal
 from mcp.server import MCPServer
 
 from vibe_ensemble.api.mcp.context import acting, protocol_errors
+from vibe_ensemble.domain.enums import AgentRole
 from vibe_ensemble.domain.models import Issue, Reservation
 from vibe_ensemble.domain.untrusted import UNTRUSTED_NOTE, fence, one_line
 from vibe_ensemble.services.briefings import Briefing
@@ -77,7 +78,7 @@ def _state(b: Briefing, now: datetime) -> str:
 COORDINATOR_ROLE = """\
 # Coordinator briefing — {project}
 
-You are {me}, the coordinator of this project. You plan and delegate; you do not
+{me} You plan and delegate; you do not
 take implementation issues yourself. Your measure of success: every worker is busy
 on the most valuable unblocked work, nobody collides with anybody, and what the
 team learns is written down where the next agent will find it.
@@ -135,7 +136,15 @@ close, keep your teammates informed, and never edit files someone else holds.
 
 
 def coordinator_prompt(b: Briefing, now: datetime) -> str:
-    me = b.me.name if b.me else "the coordinator"
+    if b.me is None:
+        me = "You are the coordinator of this project."
+    elif b.me.role == AgentRole.COORDINATOR:
+        me = f"You are {b.me.name}, the coordinator of this project."
+    else:  # told what it is, not that it leads: a worker reading how the team is led
+        me = (
+            f"You are {b.me.name}, registered as a {b.me.role.value}, reading the coordinator's briefing "
+            "(yours is `worker_briefing`): below, *you* is this project's coordinator."
+        )
     return COORDINATOR_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
 
 

@@ -216,6 +216,21 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         error(stranger.get(f"{P}/issues"), 401, "unauthenticated")
 
 
+def test_a_query_parameter_an_endpoint_does_not_take_is_refused(server: ServerProcess) -> None:
+    """A misspelt filter is bad input naming it, not ignored (the whole unfiltered list came back as
+    if filtered); the endpoint's own parameters still work, on every route, its dependencies' too."""
+    with client(server, server.admin_token) as api:
+        ok(api.post(f"{P}/knowledge", json={"kind": "note", "title": "sqlite locks", "body": "b"}), 201)
+        refused = error(api.get(f"{P}/knowledge", params={"query": "sqlite"}), 422, "invalid_input")
+        rule = "not a query parameter of this endpoint; it takes: kind, limit, tags"
+        assert refused["message"] == f"query: {rule}"
+        assert refused["details"]["field"] == "query"
+        ok(api.get(f"{P}/knowledge", params={"kind": "note"}))
+        error(api.get(f"{P}/issues", params={"stauts": "open"}), 422, "invalid_input")
+        ok(api.get(f"{P}/issues", params={"status": "open", "limit": 5}))
+        error(api.get("/api/v1/events", params={"since": "0", "x": "1"}), 422, "invalid_input")
+
+
 def test_openapi_and_health(server: ServerProcess) -> None:
     spec = ok(httpx2.get(server.url + "/api/v1/openapi.json"))
     assert spec["info"]["title"] == "Vibe Ensemble"

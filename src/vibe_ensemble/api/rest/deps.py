@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.services import Services
 
@@ -31,10 +33,42 @@ async def get_caller(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],  # documents the scheme
 ) -> Caller:
-    """The bearer token's caller (`api.auth`); kept on the request for the denial audit."""
+    """The bearer token's caller (`api.auth`); kept on the request for the denial audit. A query
+    parameter the route does not take is refused (`known_query`)."""
     caller = (await auth.authenticate(services_of(request), request)).caller
     request.state.caller = caller
+    if request.scope.get("query_string"):
+        known_query(request)
     return caller
+
+
+def known_query(request: Request) -> None:
+    """A query parameter the route does not declare is bad input, not ignored: a misspelt filter
+    (`?q=` for `?query=`) answered the whole unfiltered list as if it were the filtered one."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    accepted = _accepted_query(route)
+    unknown = sorted(set(request.query_params) - accepted)
+    if unknown:
+        listed = ", ".join(sorted(accepted)) or "none"
+        raise InvalidInput(unknown[0][:64], f"not a query parameter of this endpoint; it takes: {listed}")
+
+
+def _accepted_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters the route and its dependencies declare (by the names clients send),
+    listed once and kept on the route (routes compare by value: no cache can key on them)."""
+    known: frozenset[str] | None = getattr(route, "vibe_query", None)
+    if known is None:
+        names: set[str] = set()
+        dependants = [route.dependant]
+        while dependants:
+            dependant = dependants.pop()
+            names.update(param.alias for param in dependant.query_params)
+            dependants.extend(dependant.dependencies)
+        known = frozenset(names)
+        route.vibe_query = known  # type: ignore[attr-defined]
+    return known
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

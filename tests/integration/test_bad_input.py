@@ -67,7 +67,7 @@ INVALID: list[tuple[str, Call, str, str]] = [
         "bad agent name",
         lambda s, a: s.agents.register(a, name="no spaces please"),
         "name",
-        "must start with a letter or digit and use only letters, digits, '_', '.', '-'",
+        "must start with an ASCII letter or digit and use only ASCII letters, digits, '_', '.', '-'",
     ),
     ("bad project slug", lambda s, a: s.projects.create(a, slug="Web App"), "slug", "must be lowercase"),
     ("zero limit", lambda s, a: s.issues.list(a, limit=0), "limit", "must be between 1 and 500"),

@@ -67,6 +67,16 @@ async def test_direct_role_and_broadcast_delivery(team: Services, admin: Caller)
     ]
 
 
+async def test_recipients_combine_each_once(team: Services, admin: Caller) -> None:
+    """`to` with `to_role` reaches both (each agent once); `broadcast` reaches everyone but the sender."""
+    both = await team.messages.send(
+        admin, agent="w1", to=["watcher", "w2"], to_role=AgentRole.WORKER, subject="s", body="b"
+    )
+    assert both.recipients == ["w2", "w3", "watcher"]
+    everyone = await team.messages.send(admin, agent="w1", to=["w2"], broadcast=True, subject="s", body="b")
+    assert everyone.recipients == ["lead", "w2", "w3", "watcher"]
+
+
 async def test_threads_importance_and_ack_required(team: Services, admin: Caller) -> None:
     question = await team.messages.send(
         admin,

@@ -60,7 +60,8 @@ def name(field: str, value: str) -> str:
     value = text(field, value, max_len=MAX_NAME)
     if not _NAME.match(value):
         raise InvalidInput(
-            field, "must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+            field,
+            "must start with an ASCII letter or digit and use only ASCII letters, digits, '_', '.', '-'",
         )
     return value
 

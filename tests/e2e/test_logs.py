@@ -27,7 +27,7 @@ async def test_request_and_tool_call_lines(tmp_path: Path) -> None:
     try:
         headers = {"Authorization": f"Bearer {server.admin_token}", "X-Request-ID": "req-logs-1"}
         r = httpx2.get(
-            f"{server.url}/api/v1/projects/default/issues?q=hidden-query", headers=headers, timeout=30
+            f"{server.url}/api/v1/projects/default/issues?query=hidden-query", headers=headers, timeout=30
         )
         assert r.status_code == 200, r.text
         async with mcp_client(server.mcp_url, server.admin_token) as client:

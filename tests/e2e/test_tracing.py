@@ -134,7 +134,7 @@ async def test_requests_and_tool_calls_arrive_as_spans(tmp_path: Path, receiver:
         headers = {"Authorization": f"Bearer {server.admin_token}", "X-Request-ID": "req-trace-1"}
         # A caller's trace context is continued.
         headers["traceparent"] = f"00-{TRACEPARENT_TRACE}-00f067aa0ba902b7-01"
-        r = httpx2.get(f"{server.url}/api/v1/projects/default/issues?q=hidden-query", headers=headers)
+        r = httpx2.get(f"{server.url}/api/v1/projects/default/issues?query=hidden-query", headers=headers)
         assert r.status_code == 200, r.text
         async with mcp_client(server.mcp_url, server.admin_token) as client:
             await call(client, "register_agent", name="ada", role="coordinator", project="default")

@@ -83,7 +83,10 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
 
         if mode == "legacy":
             await admin.set_logging_level("debug")  # accepted
-            with pytest.raises(MCPError, match="stateless HTTP: use subscriptions/listen"):
+            # stateless HTTP carries no notification: resources/subscribe is neither offered nor served
+            caps = admin.session.initialize_result.capabilities  # type: ignore[union-attr]
+            assert caps.resources is not None and not caps.resources.subscribe
+            with pytest.raises(MCPError, match="Method not found"):
                 await admin.subscribe_resource("vibe://projects/default/board")
         else:  # removed at 2026-07-28: subscriptions/listen replaces both
             with pytest.raises(MCPError, match="Method not found"):

@@ -163,7 +163,7 @@ class App(FastAPI):
 
 def _mcp_server(settings: Settings, profile: Profile, bus: ListenedBus, tracer: Tracer | None) -> MCPServer:
     """The MCP server of one tool profile, with its session manager set up (stateless, JSON answers)."""
-    server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer)
+    server = build_mcp(settings, profile=profile, subscriptions=bus, tracer=tracer, pushes=False)
     server.streamable_http_app(  # makes the session manager; the Starlette app it returns is not used
         streamable_http_path="/mcp",
         stateless_http=True,

@@ -5,8 +5,9 @@
 - `resources/list` lists the caller's project's concrete resources (`resources.concrete`);
 - `resources/subscribe` / `unsubscribe` for clients on the protocols before 2026-07-28: on a
   connection that can carry notifications (stdio, `vibe-ensemble mcp`), each change to a
-  subscribed URI is sent as `notifications/resources/updated`; stateless HTTP has no channel
-  for it, and says so (2026-07-28 clients use `subscriptions/listen` there);
+  subscribed URI is sent as `notifications/resources/updated`. Stateless HTTP has no channel
+  for it, so there the methods are not served and the capabilities say so (`subscribe: false`
+  before 2026-07-28; 2026-07-28 clients use `subscriptions/listen`);
 - `completion/complete` for the prompts' and resource templates' arguments.
 
 (Tool results are compact JSON text from the start: `context.direct_results`.)
@@ -134,8 +135,9 @@ async def complete(
     )
 
 
-def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str) -> None:
-    """Serve the methods above on `mcp` (changes for `resources/subscribe` come from `bus`)."""
+def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str, subscribe: bool) -> None:
+    """Serve the methods above on `mcp` (changes for `resources/subscribe` come from `bus`);
+    `resources/subscribe` only where `subscribe` (a connection that carries notifications)."""
     # The SDK offers no public way to add a spec method's handler to an MCPServer.
     server = mcp._lowlevel_server
     subscriptions = Subscriptions(bus)
@@ -143,8 +145,11 @@ def register(mcp: MCPServer, bus: SubscriptionBus, *, default_project: str) -> N
     server.add_request_handler(
         "resources/list", types.PaginatedRequestParams, _list_resources(default_project)
     )
-    server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
-    server.add_request_handler(
-        "resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe
-    )
+    if subscribe:  # served or not, the legacy capabilities' `subscribe` says which
+        server.add_request_handler(
+            "resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe
+        )
+        server.add_request_handler(
+            "resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe
+        )
     server.add_request_handler("completion/complete", types.CompleteRequestParams, complete)

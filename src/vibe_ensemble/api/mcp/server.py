@@ -114,12 +114,14 @@ def build_mcp(
     profile: Profile = "core",
     subscriptions: SubscriptionBus | None = None,
     tracer: Tracer | None = None,
+    pushes: bool = True,
 ) -> MCPServer:
     """The MCP server with the tools of `profile`; each call acts as the bound `CallContext`.
 
     `subscriptions` is the bus `subscriptions/listen` streams (and `resources/subscribe` on stdio)
     hear resource changes on; without one the server has its own, which nothing feeds. With a
-    `tracer` (tracing on, ops/tracing.py) each tool call is also a span.
+    `tracer` (tracing on, ops/tracing.py) each tool call is also a span. `pushes`: the connection
+    carries notifications (stdio), so `resources/subscribe` is served; stateless HTTP does not.
     """
     bus = subscriptions if subscriptions is not None else InMemorySubscriptionBus()
     registered = registered_tools()
@@ -153,7 +155,7 @@ def build_mcp(
     _check_param_headers_where_declared(mcp, tools)
     prompts.register(mcp)
     resources.register(mcp)
-    protocol.register(mcp, bus, default_project=settings.default_project)
+    protocol.register(mcp, bus, default_project=settings.default_project, subscribe=pushes)
     return mcp
 
 

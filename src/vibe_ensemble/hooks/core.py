@@ -139,10 +139,11 @@ def lease_conflicts(paths: list[str], client: Server) -> str | None:
         )
     if not held:
         return None
+    # The lease's pattern and reason are other agents' words: fenced, under the note that they are data.
     return (
-        f"Vibe Ensemble: {', '.join(paths)} is leased to another agent: {'; '.join(held)}. Do not edit "
-        "it now: message the holder (send_message), work on something else, or wait for the lease to "
-        "end (check_paths)."
+        f"Vibe Ensemble: {', '.join(paths)} is leased to another agent. Do not edit it now: message the "
+        "holder (send_message), work on something else, or wait for the lease to end (check_paths). "
+        f"{UNTRUSTED_NOTE}\n{fence(held)}"
     )
 
 

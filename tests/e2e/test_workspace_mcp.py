@@ -186,6 +186,16 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
         assert unknown.value.error.code == -32602
         assert "unknown prompt 'nope'" in unknown.value.error.message
         assert "coordinator_briefing, worker_briefing" in unknown.value.error.message
+        refusals = {  # an argument the prompt does not take, or that is no name: the field and the rule
+            (
+                ("bogus", "1"),
+            ): "[invalid_input] bogus: not an argument of worker_briefing; it takes: agent, project",
+            (("agent", "n" * 1000),): "[invalid_input] agent: must be at most 64 characters (got 1000)",
+        }
+        for arguments, message in refusals.items():
+            with pytest.raises(MCPError) as refused:
+                await _prompt(ann, "worker_briefing", **dict(arguments))
+            assert (refused.value.error.code, refused.value.error.message) == (-32602, message)
 
         templates = {t.uri_template for t in (await ann.list_resource_templates()).resource_templates}
         assert templates == {

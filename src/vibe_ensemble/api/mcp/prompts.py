@@ -174,6 +174,7 @@ async def worker_briefing(agent: str | None = None, project: str | None = None) 
 
 PROMPTS = ((coordinator_briefing, "Coordinator briefing"), (worker_briefing, "Worker briefing"))
 NAMES = tuple(fn.__name__ for fn, _ in PROMPTS)
+ARGUMENTS = {fn.__name__: tuple(inspect.signature(fn).parameters) for fn, _ in PROMPTS}  # by prompt
 
 
 def register(mcp: MCPServer) -> None:

@@ -24,6 +24,7 @@ from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, direct_results, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
+from vibe_ensemble.domain.rules import MAX_NAME
 from vibe_ensemble.ops.config import Settings
 
 if TYPE_CHECKING:
@@ -61,23 +62,36 @@ async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNex
 
 
 async def _known_prompts(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """`prompts/get` of a prompt this server has not: invalid params naming `name` and the prompts
-    there are (the SDK answered "Internal server error" and logged a traceback)."""
+    """`prompts/get` of a prompt this server has not, or with an argument the prompt does not take:
+    invalid params naming the field and the rule (the SDK answered "Internal server error" and
+    logged a traceback)."""
     if ctx.method == "prompts/get":
-        name = (ctx.params or {}).get("name")
+        params = ctx.params or {}
+        name = params.get("name")
         if name not in prompts.NAMES:
             shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
             rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
-            raise MCPError(
-                INVALID_PARAMS,
-                f"[invalid_input] name: unknown prompt {shown}; {rule}",
-                {
-                    "code": "invalid_input",
-                    "field": "name",
-                    "rule": rule,
-                },
-            )
+            raise _invalid_params("name", f"unknown prompt {shown}; {rule}", rule)
+        arguments = params.get("arguments") or {}
+        accepted = prompts.ARGUMENTS[name]
+        for key, value in arguments.items() if isinstance(arguments, dict) else ():
+            if key not in accepted:
+                rule = f"not an argument of {name}; it takes: {', '.join(accepted)}"
+                raise _invalid_params(str(key)[:64], rule, rule)
+            if not isinstance(value, str):
+                raise _invalid_params(key, "must be a string", "must be a string")
+            if len(value) > MAX_NAME:  # each is a name: an agent's or a project's
+                rule = f"must be at most {MAX_NAME} characters (got {len(value)})"
+                raise _invalid_params(key, rule, rule)
     return await call_next(ctx)
+
+
+def _invalid_params(field: str, problem: str, rule: str) -> MCPError:
+    return MCPError(
+        INVALID_PARAMS,
+        f"[invalid_input] {field}: {problem}",
+        {"code": "invalid_input", "field": field, "rule": rule},
+    )
 
 
 @functools.cache

@@ -96,6 +96,13 @@ ONE_LINE = "must be one line without control characters"
 INVALID += [
     ("a title with an escape sequence", lambda s, a: s.issues.create(a, title="t\x1b[2J"), "title", ONE_LINE),
     ("a title broken in two", lambda s, a: s.issues.update(a, 1, title="a\nb"), "title", ONE_LINE),
+    ("a title with a line separator", lambda s, a: s.issues.create(a, title="a\u2028b"), "title", ONE_LINE),
+    (
+        "a subject with a paragraph separator",
+        lambda s, a: s.issues.create(a, title="a\u2029b"),
+        "title",
+        ONE_LINE,
+    ),
     (
         "a header in a subject",
         lambda s, a: s.messages.send(a, agent="w1", to=["w1"], subject="s\r\nBcc: x", body="b"),

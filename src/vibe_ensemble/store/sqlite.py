@@ -235,7 +235,7 @@ class SqliteEngine:
         if _identity(self.path) != self._identity:
             raise DatabaseFileGone(
                 f"the SQLite file {self.path} was deleted or replaced while this server had it open; "
-                "nothing more is read from it or written to it: restart the server (on the restored file)"
+                "nothing more is written to it: restart the server (on the restored file)"
             )
 
     async def settle(self) -> None:

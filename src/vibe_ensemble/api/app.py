@@ -132,7 +132,8 @@ class McpDoor:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine: it returns the next layer's, so no frame of its own is kept.
-        if scope["type"] == "http" and scope["method"] == "POST":
+        # (a path that does not end in /mcp cannot match: REST's POSTs skip the route's regex)
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/mcp"):
             match, child = self.route.matches(scope)  # as the router would match it
             if match is Match.FULL:
                 scope.update(child)  # names the route (`NamedRoute`) for the log line and metrics

@@ -22,8 +22,9 @@ MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# C0 and C1 controls and DEL: a newline, a tab, an escape sequence have no place in one line
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, C1 and the Unicode line breaks
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: a newline, a tab, an
+# escape sequence have no place in one line
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 

@@ -185,7 +185,7 @@ class AgentService(Service):
     ) -> None:
         await store.retire(tx.conn, agent.id, tx.now)
         released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
-        reopened = await issue_store.unassign_all(tx.conn, agent.id, tx.now)
+        reopened = await issue_store.unassign(tx.conn, agent.id, tx.now, statuses=issue_store.ALL_UNFINISHED)
         tx.emit(
             EventType.AGENT_RETIRED,
             actor,

@@ -129,7 +129,9 @@ class AttentionService(Service):
             proj = await self.project(tx.conn, caller, project)
             agent = await agent_store.get(tx.conn, proj.id, name)
             released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
-            reopened = sorted(await issue_store.reopen_taken_by(tx.conn, agent.id, tx.now))
+            reopened = await issue_store.unassign(
+                tx.conn, agent.id, tx.now, statuses=issue_store.IN_PROGRESS_ONLY
+            )
             tx.emit(
                 EventType.AGENT_RELEASED,
                 caller.display,

@@ -277,32 +277,21 @@ async def assign(conn: Connection, issue_id: int, agent_id: int) -> None:
     await conn.execute(_ASSIGN, {"issue_id": issue_id, "agent_id": agent_id})
 
 
-async def reopen_taken_by(conn: Connection, agent_id: int, now: datetime) -> list[int]:
-    """Put an agent's in-progress issues back to open and unassigned; returns their ids."""
-    rows = await conn.execute(
-        issues.update()
-        .where(issues.c.assignee_id == agent_id, issues.c.status == IssueStatus.IN_PROGRESS.value)
-        .values(
-            assignee_id=None,
-            status=IssueStatus.OPEN.value,
-            version=issues.c.version + 1,
-            updated_at=now,
-        )
-        .returning(issues.c.id)
-    )
-    return [r.id for r in rows]
+# What a retired agent leaves: its open, in-progress and blocked issues. A released one (still
+# registered) leaves only what it has in progress.
+ALL_UNFINISHED = (IssueStatus.OPEN, IssueStatus.IN_PROGRESS, IssueStatus.BLOCKED)
+IN_PROGRESS_ONLY = (IssueStatus.IN_PROGRESS,)
 
 
-_UNFINISHED_WORK = (IssueStatus.OPEN.value, IssueStatus.IN_PROGRESS.value, IssueStatus.BLOCKED.value)
-
-
-async def unassign_all(conn: Connection, agent_id: int, now: datetime) -> list[int]:
-    """An agent's open, in-progress and blocked issues unassigned (in progress back to open), for
-    its retirement: none stays held by an agent that will never work on it. Returns their ids."""
+async def unassign(
+    conn: Connection, agent_id: int, now: datetime, *, statuses: tuple[IssueStatus, ...]
+) -> list[int]:
+    """The agent's issues in `statuses`, unassigned (in progress back to open), for another agent to
+    claim; returns their ids, sorted."""
     in_progress = issues.c.status == IssueStatus.IN_PROGRESS.value
     rows = await conn.execute(
         issues.update()
-        .where(issues.c.assignee_id == agent_id, issues.c.status.in_(_UNFINISHED_WORK))
+        .where(issues.c.assignee_id == agent_id, issues.c.status.in_([s.value for s in statuses]))
         .values(
             assignee_id=None,
             status=sa.case((in_progress, IssueStatus.OPEN.value), else_=issues.c.status),

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import typing
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
@@ -46,44 +47,51 @@ def _credential_principal(_: ServerRequestContext[Any, Any]) -> str | None:
     return f"credential:{call.caller.credential_id}"
 
 
-async def _scoped_listen(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+async def _other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """The checks of the methods beside `tools/call`, in one layer: a tool call passes it with two
+    comparisons, not an awaited layer per check."""
+    if ctx.method == "prompts/get":
+        _check_prompt(ctx.params or {})
+    elif ctx.method == "subscriptions/listen":
+        ctx = _scoped_listen(ctx)
+    return await call_next(ctx)
+
+
+def _scoped_listen(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:
     """`subscriptions/listen`: a project-scoped token hears only its own project's `vibe://` resources."""
     call = bound()
     project = None if call is None else call.caller.project
-    if ctx.method != "subscriptions/listen" or project is None:
-        return await call_next(ctx)
+    if project is None:
+        return ctx
     params = dict(ctx.params or {})
     wanted = dict(params.get("notifications") or {})
     uris = wanted.get("resourceSubscriptions")
     if isinstance(uris, list):
         wanted["resourceSubscriptions"] = [u for u in uris if resources.in_scope(u, project)]
         params["notifications"] = wanted
-    return await call_next(dataclasses.replace(ctx, params=params))
+    return dataclasses.replace(ctx, params=params)
 
 
-async def _known_prompts(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+def _check_prompt(params: Mapping[str, Any]) -> None:
     """`prompts/get` of a prompt this server has not, or with an argument the prompt does not take:
     invalid params naming the field and the rule (the SDK answered "Internal server error" and
     logged a traceback)."""
-    if ctx.method == "prompts/get":
-        params = ctx.params or {}
-        name = params.get("name")
-        if name not in prompts.NAMES:
-            shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
-            rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
-            raise _invalid_params("name", f"unknown prompt {shown}; {rule}", rule)
-        arguments = params.get("arguments") or {}
-        accepted = prompts.ARGUMENTS[name]
-        for key, value in arguments.items() if isinstance(arguments, dict) else ():
-            if key not in accepted:
-                rule = f"not an argument of {name}; it takes: {', '.join(accepted)}"
-                raise _invalid_params(str(key)[:64], rule, rule)
-            if not isinstance(value, str):
-                raise _invalid_params(key, "must be a string", "must be a string")
-            if len(value) > MAX_NAME:  # each is a name: an agent's or a project's
-                rule = f"must be at most {MAX_NAME} characters (got {len(value)})"
-                raise _invalid_params(key, rule, rule)
-    return await call_next(ctx)
+    name = params.get("name")
+    if name not in prompts.NAMES:
+        shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
+        rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
+        raise _invalid_params("name", f"unknown prompt {shown}; {rule}", rule)
+    arguments = params.get("arguments") or {}
+    accepted = prompts.ARGUMENTS[name]
+    for key, value in arguments.items() if isinstance(arguments, dict) else ():
+        if key not in accepted:
+            rule = f"not an argument of {name}; it takes: {', '.join(accepted)}"
+            raise _invalid_params(str(key)[:64], rule, rule)
+        if not isinstance(value, str):
+            raise _invalid_params(key, "must be a string", "must be a string")
+        if len(value) > MAX_NAME:  # each is a name: an agent's or a project's
+            rule = f"must be at most {MAX_NAME} characters (got {len(value)})"
+            raise _invalid_params(key, rule, rule)
 
 
 def _invalid_params(field: str, problem: str, rule: str) -> MCPError:
@@ -156,8 +164,7 @@ def build_mcp(
         middleware=[
             *traced,
             observe_tools(PROFILES[profile]),
-            _scoped_listen,
-            _known_prompts,
+            _other_methods,
             strict_arguments(tools),
         ],
         tools=tools,

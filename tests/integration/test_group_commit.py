@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,54 @@ async def test_a_command_waits_for_the_open_commit(db: Database) -> None:
     count = await db.run_sync(lambda c: c.exec_driver_sql("SELECT count(*) FROM t").scalar_one(), write=True)
     assert count == 5  # its own connection's transaction began after theirs committed
     await asyncio.gather(*writes)
+
+
+async def test_a_commit_runs_on_the_loop_while_commits_are_fast_and_on_its_thread_after_a_slow_one(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = db._sqlite
+    where: list[str] = []
+    commit_now = engine._commit_now
+
+    def recorded(dbapi: sqlite3.Connection) -> None:
+        where.append(threading.current_thread().name)
+        commit_now(dbapi)
+
+    monkeypatch.setattr(engine, "_commit_now", recorded)
+    monkeypatch.setattr(engine, "commit_s", float("inf"))  # as when the server starts: not known fast
+    monkeypatch.setattr(type(engine), "INLINE_COMMIT_S", 60.0)  # every COMMIT counts as fast
+    await _insert(db, "a")
+    await _insert(db, "b")
+    monkeypatch.setattr(type(engine), "INLINE_COMMIT_S", 0.0)  # every COMMIT counts as slow
+    await _insert(db, "c")
+    loop, thread = threading.current_thread().name, "sqlite-commit_0"
+    # The first on the thread (how fast COMMITs are is not known yet), the next on the loop (the
+    # one before was fast), the last on the thread again (the one before was slow).
+    assert where == [thread, loop, thread]
+    assert await _rows(db) == ["a", "b", "c"]
+
+
+async def test_the_loop_keeps_serving_while_a_slow_commit_is_on_its_thread(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = db._sqlite
+    on_disk = threading.Event()
+    commit_now = engine._commit_now
+
+    def slow(dbapi: sqlite3.Connection) -> None:
+        assert on_disk.wait(10), "the COMMIT was never let through"
+        commit_now(dbapi)
+
+    monkeypatch.setattr(engine, "_commit_now", slow)
+    monkeypatch.setattr(engine, "commit_s", 5.0)  # the last one was slow: this one goes to the thread
+    write = asyncio.create_task(_insert(db, "a"))
+    while not engine.busy or engine._batch is not None:  # until its COMMIT has started
+        await asyncio.sleep(0)
+    assert await _rows(db) == []  # a read is served meanwhile (it sees nothing uncommitted)
+    assert not write.done()
+    on_disk.set()
+    await write
+    assert await _rows(db) == ["a"]
 
 
 async def test_every_connection_keeps_its_scratch_space_in_memory(db: Database) -> None:

@@ -2,8 +2,8 @@
 
 SQLite (the stdlib driver, used on the event-loop thread, store/sqlite.py): WAL, one
 writer connection guarded by a lock, each write transaction a savepoint of a `BEGIN IMMEDIATE`
-transaction whose COMMIT (on one dedicated thread) the writes that ran meanwhile share, and a
-few read connections beside it. One process
+transaction whose COMMIT (on the loop while COMMITs are fast, else on one dedicated thread) the
+writes that ran meanwhile share, and a few read connections beside it. One process
 owns a SQLite file (`OwnerLock`); a second one refuses to start on it.
 
 PostgreSQL (asyncpg, store/postgres.py, imported only for a PostgreSQL URL): a pool of our own

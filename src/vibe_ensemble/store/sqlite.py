@@ -2,7 +2,7 @@
 
 `Database` (store/database.py) is the way in; this module is what it runs on SQLite: one writer
 connection and a few readers, statements that never suspend (`Prepared` ones straight on the
-driver), and the COMMIT on one dedicated thread.
+driver), and the COMMIT on the loop while COMMITs are fast, else on one dedicated thread.
 """
 
 from __future__ import annotations
@@ -104,12 +104,15 @@ class SqliteEngine:
 
     Writes are group-committed. A write transaction runs its statements inside a SAVEPOINT of
     the writer's open transaction (begun with `BEGIN IMMEDIATE` by the first writer), releases
-    it, and waits for the COMMIT that makes it durable; only then is it acknowledged. The COMMIT
-    (the one step that may wait on the disk: an fsync with synchronous=FULL) runs on one
-    dedicated thread, so the loop keeps serving meanwhile, and every writer that ran while the
-    previous COMMIT was on the disk shares the next one: N concurrent writes cost one or two
-    fsyncs, not N in a row. A write that fails rolls back to its savepoint and leaves the others
-    alone; a COMMIT that fails fails every write it carried (none of them was acknowledged).
+    it, and waits for the COMMIT that makes it durable; only then is it acknowledged. Every writer
+    that ran while the previous COMMIT was under way shares the next one: N concurrent writes cost
+    one or two fsyncs, not N in a row. A write that fails rolls back to its savepoint and leaves
+    the others alone; a COMMIT that fails fails every write it carried (none was acknowledged).
+    The COMMIT (the one step that may wait on the disk: an fsync with synchronous=FULL) runs on
+    the loop while COMMITs are fast (the last one took under `INLINE_COMMIT_S`, as with a local
+    SSD), where the hop to a thread and back (a thread woken, the loop woken, the GIL passed
+    twice) costs more CPU than the fsync takes; after a slow one it runs on one dedicated thread,
+    the loop serving meanwhile, and a fast one there brings the next ones back.
     Readers are WAL snapshots beside the writer; idle ones are kept for reuse. `BEGIN IMMEDIATE`
     never waits inside SQLite for another process's lock (that would block the loop): it
     retries with an asynchronous back-off instead.
@@ -117,6 +120,7 @@ class SqliteEngine:
 
     IDLE_READERS = 4
     BUSY_RETRY_S = 10.0
+    INLINE_COMMIT_S = 0.001  # a COMMIT that took less runs the next one on the loop (see above)
 
     def __init__(self, url: URL, path: Path, *, synchronous: str) -> None:
         self.path = path
@@ -140,6 +144,7 @@ class SqliteEngine:
         self._batch: _Batch | None = None  # the open transaction's writes, until its COMMIT starts
         self._commits: set[asyncio.Task[None]] = set()
         self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
+        self.commit_s = float("inf")  # how long the last COMMIT took: the first one runs on the thread
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions begin where this module says
@@ -207,7 +212,10 @@ class SqliteEngine:
             try:
                 if batch.error is not None:
                     raise batch.error
-                await asyncio.get_running_loop().run_in_executor(self._committer, self._commit_now, dbapi)
+                if self.commit_s < self.INLINE_COMMIT_S:
+                    self._commit_now(dbapi)
+                else:
+                    await asyncio.get_running_loop().run_in_executor(self._committer, self._commit_now, dbapi)
             except asyncio.CancelledError:
                 batch.committed.cancel()  # the loop is going away: no write of it is acknowledged
                 raise
@@ -223,8 +231,10 @@ class SqliteEngine:
     def _commit_now(self, dbapi: sqlite3.Connection) -> None:
         """COMMIT (on the commit thread), unless the file at `path` is no longer the one this server
         opened: deleted or replaced, the writes would go to a file nobody will read again."""
+        started = time.perf_counter()
         self._check_file()
         dbapi.execute("COMMIT")
+        self.commit_s = time.perf_counter() - started
 
     def _open_reader(self) -> sa.Connection:
         """A new reader, on the file this server opened (another at its path is not its database)."""

@@ -142,6 +142,42 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
         assert [i["title"] for i in (await call(client, "list_issues"))["items"]] == ["versioned"]
 
 
+async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: ServerProcess) -> None:
+    """The SDK checks a request's params after our layers and says only "Invalid request parameters":
+    the refusal names each field and its rule, as every other refusal does."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+
+    def post(method: str, name: str, params: dict[str, object]) -> httpx2.Response:
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {server.admin_token}",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": method,
+            **({"Mcp-Name": name} if name else {}),
+        }
+        body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": meta}}
+        return httpx2.post(server.mcp_url, json=body, headers=headers)
+
+    listed = post("tools/call", "list_agents", {"name": "list_agents", "arguments": ["a", "b"]})
+    assert listed.status_code == 400
+    assert listed.json()["error"] == {
+        "code": -32602,
+        "message": (
+            "[invalid_input] tools/call: arguments: Input should be a valid dictionary (got ['a', 'b'])"
+        ),
+        "data": {"code": "invalid_input", "field": "arguments", "rule": "Input should be a valid dictionary"},
+    }
+    cursor = post("resources/list", "", {"cursor": 5})
+    assert cursor.json()["error"]["message"] == (
+        "[invalid_input] resources/list: cursor: Input should be a valid string (got 5)"
+    )
+    assert cursor.json()["error"]["data"]["field"] == "cursor"
+
+
 async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

@@ -23,7 +23,9 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver.tools import Tool
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
+from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
@@ -47,19 +49,37 @@ def _invalid(tool: str, problems: list[str], details: list[dict[str, str]]) -> s
 
 
 def describe(tool: str, exc: ValidationError) -> str:
-    """One line: `[invalid_input] claim_issue: id: Input should be a valid integer (got 'abc') {…}`.
+    """One line: `[invalid_input] claim_issue: id: Input should be a valid integer (got 'abc') {…}`."""
+    problems, details = _problems(exc, "arguments")
+    return _invalid(tool, problems, details)
 
-    A missing argument is only named: its "input" is the whole argument object."""
+
+def invalid_request(method: str, exc: ValidationError) -> MCPError:
+    """The SDK's refusal of a request's params (`Invalid request parameters`, nothing more), made to
+    name each field and its rule: `[invalid_input] tools/call: arguments: Input should be a valid
+    dictionary (got ['a'])`, with `{"code", "field", "rule"}` (and `errors`) as its data."""
+    problems, details = _problems(exc, "params", drop="params")
+    data: dict[str, Any] = {"code": "invalid_input", **details[0]}
+    if len(details) > 1:
+        data["errors"] = details
+    return MCPError(INVALID_PARAMS, f"[invalid_input] {method}: " + "; ".join(problems), data)
+
+
+def _problems(exc: ValidationError, whole: str, drop: str = "") -> tuple[list[str], list[dict[str, str]]]:
+    """Each error of `exc` as `field: rule (got …)`, and as `{"field", "rule"}`. `whole` names the
+    object itself; a leading `drop` is left out of a field's name. A missing field is only named:
+    its "input" is the whole object."""
     problems, details = [], []
     for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc[1:] if drop and loc[:1] == [drop] else loc) or whole
         problem = f"{field}: {err['msg']}"
         if err["type"] != "missing":
             got = repr(err.get("input"))
             problem += f" (got {got if len(got) <= MAX_SHOWN else got[:MAX_SHOWN] + '…'})"
         problems.append(problem)
         details.append({"field": field, "rule": err["msg"]})
-    return _invalid(tool, problems, details)
+    return problems, details
 
 
 def published_limits(tool: Tool) -> dict[str, tuple[int, str]]:

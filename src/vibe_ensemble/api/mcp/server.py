@@ -18,9 +18,10 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
+from pydantic import ValidationError
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
-from vibe_ensemble.api.mcp.arguments import strict_arguments
+from vibe_ensemble.api.mcp.arguments import invalid_request, strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, direct_results, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
@@ -49,12 +50,19 @@ def _credential_principal(_: ServerRequestContext[Any, Any]) -> str | None:
 
 async def _other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     """The checks of the methods beside `tools/call`, in one layer: a tool call passes it with two
-    comparisons, not an awaited layer per check."""
+    comparisons, not an awaited layer per check. And for every method, a request whose params the
+    SDK refuses (it checks them after this layer, and says only "Invalid request parameters") is
+    refused naming each field and its rule (`arguments.invalid_request`)."""
     if ctx.method == "prompts/get":
         _check_prompt(ctx.params or {})
     elif ctx.method == "subscriptions/listen":
         ctx = _scoped_listen(ctx)
-    return await call_next(ctx)
+    try:
+        return await call_next(ctx)
+    except ValidationError as exc:
+        # Only the SDK's check of the request lets one through: a tool's becomes a tool error, a
+        # prompt's or a resource's one of `context.protocol_errors`.
+        raise invalid_request(ctx.method, exc) from exc
 
 
 def _scoped_listen(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:

@@ -140,35 +140,6 @@ async def test_the_loop_keeps_serving_while_a_slow_commit_is_on_its_thread(
     assert await _rows(db) == ["a"]
 
 
-async def test_no_commit_checkpoints_the_wal_the_commit_thread_does_once_it_is_past_its_size(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = db._sqlite
-    file = tmp_path / "g.db"
-    checkpointed_on: list[str] = []
-    checkpoint = engine._checkpoint
-
-    def recorded() -> None:
-        checkpointed_on.append(threading.current_thread().name)
-        checkpoint()
-
-    monkeypatch.setattr(engine, "_checkpoint", recorded)
-    monkeypatch.setattr(type(engine), "CHECKPOINT_BYTES", 1 << 40)  # never due
-    await _insert(db, "w")  # the writer's connection exists: the file as it is now
-    before = file.stat().st_size
-    for i in range(100):
-        await _insert(db, f"{i:03}" + "x" * 4000)  # a page or more each
-    assert file.stat().st_size == before  # 400 KB committed, all of it still in the WAL
-    assert checkpointed_on == []
-    monkeypatch.setattr(type(engine), "CHECKPOINT_BYTES", 64 << 10)  # now well past it
-    await _insert(db, "y")
-    assert engine._checkpointing is not None
-    await asyncio.wrap_future(engine._checkpointing)
-    assert checkpointed_on == ["sqlite-commit_0"] and engine.checkpoints == 1
-    assert file.stat().st_size > before + 400_000  # the pages are in the database file
-    assert len(await _rows(db)) == 102
-
-
 async def test_every_connection_keeps_its_scratch_space_in_memory(db: Database) -> None:
     """temp_store=MEMORY (store/sqlite.py): an INSERT … RETURNING makes no temporary file, on the
     writer or a reader; the WAL and synchronous settings that keep commits durable are unchanged."""

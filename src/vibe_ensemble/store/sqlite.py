@@ -13,14 +13,13 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import quote
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import URL, CursorResult, Result
 from sqlalchemy.pool import NullPool
@@ -29,8 +28,6 @@ from sqlalchemy.sql.base import Executable
 from vibe_ensemble.store.prepared import Params, Prepared
 
 T = TypeVar("T")
-
-log = structlog.get_logger(__name__)
 
 
 class SqliteConnection:
@@ -115,10 +112,8 @@ class SqliteEngine:
     the loop while COMMITs are fast (the last one took under `INLINE_COMMIT_S`, as with a local
     SSD), where the hop to a thread and back (a thread woken, the loop woken, the GIL passed
     twice) costs more CPU than the fsync takes; after a slow one it runs on one dedicated thread,
-    the loop serving meanwhile, and a fast one there brings the next ones back. No COMMIT copies
-    the WAL into the database file (SQLite's automatic checkpoint, off here, made about one COMMIT
-    in a hundred take milliseconds): once the WAL has grown past `CHECKPOINT_BYTES`, the commit thread
-    checkpoints it on a connection of its own, beside the writer and the readers.
+    the loop serving meanwhile, and a fast one there brings the next ones back. (A COMMIT that
+    takes the WAL past 1,000 pages also checkpoints it, SQLite's default: a slow one, now and then.)
     Readers are WAL snapshots beside the writer; idle ones are kept for reuse. `BEGIN IMMEDIATE`
     never waits inside SQLite for another process's lock (that would block the loop): it
     retries with an asynchronous back-off instead.
@@ -127,7 +122,6 @@ class SqliteEngine:
     IDLE_READERS = 4
     BUSY_RETRY_S = 10.0
     INLINE_COMMIT_S = 0.001  # a COMMIT that took less runs the next one on the loop (see above)
-    CHECKPOINT_BYTES = 4 << 20  # the WAL's size (~1,000 pages, SQLite's own default) that is checkpointed
 
     def __init__(self, url: URL, path: Path, *, synchronous: str) -> None:
         self.path = path
@@ -152,10 +146,6 @@ class SqliteEngine:
         self._commits: set[asyncio.Task[None]] = set()
         self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
         self.commit_s = float("inf")  # how long the last COMMIT took: the first one runs on the thread
-        self._wal = Path(f"{path}-wal")
-        self._checkpointer: sa.Connection | None = None  # used on the commit thread only
-        self._checkpointing: Future[None] | None = None
-        self.checkpoints = 0  # checkpoints run (each copied the WAL's pages it could into the file)
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions begin where this module says
@@ -166,7 +156,6 @@ class SqliteEngine:
         cur.execute(f"PRAGMA synchronous={self._synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite on the event loop
-        cur.execute("PRAGMA wal_autocheckpoint=0")  # the commit thread checkpoints (`_checkpoint_if_due`)
         # Scratch space in memory: with the default (a file), every INSERT … RETURNING made, wrote and
         # deleted a temporary file for its returned rows: more than half the time of an event's insert.
         # Only scratch data lives there (a sort, RETURNING's rows); what is committed goes to the WAL.
@@ -239,7 +228,6 @@ class SqliteEngine:
             else:
                 self.commits += 1
                 batch.committed.set_result(None)
-                self._checkpoint_if_due()
 
     def _commit_now(self, dbapi: sqlite3.Connection) -> None:
         """COMMIT (on the commit thread), unless the file at `path` is no longer the one this server
@@ -248,28 +236,6 @@ class SqliteEngine:
         self._check_file()
         dbapi.execute("COMMIT")
         self.commit_s = time.perf_counter() - started
-
-    def _checkpoint_if_due(self) -> None:
-        """Have the commit thread checkpoint the WAL once it is past `CHECKPOINT_BYTES` (one at a time)."""
-        if self._checkpointing is not None and not self._checkpointing.done():
-            return
-        try:
-            size = os.stat(self._wal).st_size
-        except OSError:
-            return
-        if size >= self.CHECKPOINT_BYTES:
-            self._checkpointing = self._committer.submit(self._checkpoint)
-
-    def _checkpoint(self) -> None:
-        """A PASSIVE checkpoint (it waits for no reader and no writer: the pages a reader may still
-        need stay in the WAL for the next one), on the commit thread's own connection."""
-        try:
-            if self._checkpointer is None:
-                self._checkpointer = self._engine.connect()
-            driver(self._checkpointer).execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.checkpoints += 1
-        except Exception:  # the WAL grows meanwhile; the next COMMIT past the size asks again
-            log.exception("sqlite_checkpoint_failed", path=str(self.path))
 
     def _open_reader(self) -> sa.Connection:
         """A new reader, on the file this server opened (another at its path is not its database)."""
@@ -342,9 +308,6 @@ class SqliteEngine:
         self._idle.clear()
         self._writer = None
         self._committer.shutdown(wait=True)
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
         self._engine.dispose()
 
 

@@ -230,8 +230,9 @@ class SqliteEngine:
                 batch.committed.set_result(None)
 
     def _commit_now(self, dbapi: sqlite3.Connection) -> None:
-        """COMMIT (on the commit thread), unless the file at `path` is no longer the one this server
-        opened: deleted or replaced, the writes would go to a file nobody will read again."""
+        """COMMIT (on the loop or the commit thread), timed, unless the file at `path` is no longer
+        the one this server opened: deleted or replaced, the writes would go to a file nobody will
+        read again."""
         started = time.perf_counter()
         self._check_file()
         dbapi.execute("COMMIT")

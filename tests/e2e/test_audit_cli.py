@@ -59,3 +59,18 @@ def test_the_audit_table_shows_stored_text_literally(tmp_path: Path, monkeypatch
     assert "[/][red]x\\x1b[2J" in "".join(table.split())  # shown as written, never as markup
     listed = _cli(tmp_path, "token", "list").stdout
     assert "\x1b" not in listed and "[/][red]x" in "".join(listed.split())
+
+
+def test_a_time_without_a_timezone_or_an_unknown_outcome_is_refused_in_one_line(tmp_path: Path) -> None:
+    _cli(tmp_path, "migrate")
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
+    for args, said in (
+        (("--since", "2026-12-02"), "error: since: must include a timezone, e.g. 2030-01-31T12:00:00Z"),
+        (("--since", "2026-12-02T10:00:00"), "error: since: must include a timezone"),
+        (("--outcome", "bogus"), "error: outcome: must be one of ok, denied, failed (got 'bogus')"),
+    ):
+        run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "audit", *args], env=env)
+        assert run.returncode == 1, args
+        assert run.stderr.startswith(said), run.stderr
+        assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) == 1
+    assert _cli(tmp_path, "audit", "--since", "2026-12-02T10:00:00+02:00", "--json").stdout == ""

@@ -231,6 +231,18 @@ def test_a_query_parameter_an_endpoint_does_not_take_is_refused(server: ServerPr
         error(api.get("/api/v1/events", params={"since": "0", "x": "1"}), 422, "invalid_input")
 
 
+def test_a_time_without_a_timezone_is_refused_naming_it(server: ServerProcess) -> None:
+    """Whose 10:00 would it be? The audit log's `since` (and a token's expiry) must say."""
+    with client(server, server.admin_token) as api:
+        naive = error(api.get("/api/v1/audit", params={"since": "2026-12-02T10:00:00"}), 422, "invalid_input")
+        assert naive["message"] == "since: must include a timezone, e.g. 2030-01-31T12:00:00Z"
+        ok(api.get("/api/v1/audit", params={"since": "2026-12-02T10:00:00+02:00"}))
+        outcome = error(api.get("/api/v1/audit", params={"outcome": "bogus"}), 422, "invalid_input")
+        assert outcome["details"]["field"] == "outcome"
+        expiry = {"role": "viewer", "label": "naive", "expires_at": "2099-01-01T00:00:00"}
+        error(api.post("/api/v1/tokens", json=expiry), 422, "invalid_input")
+
+
 def test_openapi_and_health(server: ServerProcess) -> None:
     spec = ok(httpx2.get(server.url + "/api/v1/openapi.json"))
     assert spec["info"]["title"] == "Vibe Ensemble"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence, Sized
+from datetime import UTC, datetime
 
 from vibe_ensemble.domain.errors import InvalidInput
 
@@ -104,6 +105,13 @@ def count(field: str, values: Sized, maximum: int, what: str = "entries") -> Non
     """Refuse a caller's list longer than `maximum`, before it is looped over."""
     if len(values) > maximum:
         raise InvalidInput(field, f"at most {maximum} {what} (got {len(values)})")
+
+
+def moment(field: str, value: datetime) -> datetime:
+    """A time a caller gave, in UTC; one without a timezone is refused (whose 10:00 would it be?)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(field, "must include a timezone, e.g. 2030-01-31T12:00:00Z")
+    return value.astimezone(UTC)
 
 
 def limit(field: str, value: int, *, maximum: int = MAX_LIST_LIMIT) -> int:

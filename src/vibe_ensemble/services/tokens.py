@@ -148,8 +148,8 @@ class TokenService(Service):
             raise InvalidInput("tool_profile", f"must be one of {', '.join(TOOL_PROFILES)}")
         secret = tokens.generate()
         async with self.write() as tx:
-            if expires_at is not None and expires_at.tzinfo is None:
-                raise InvalidInput("expires_at", "must include a timezone, e.g. 2030-01-31T12:00:00Z")
+            if expires_at is not None:
+                expires_at = rules.moment("expires_at", expires_at)
             if expires_at is not None and expires_at <= tx.now:
                 raise InvalidInput("expires_at", "must be in the future")
             project_id = None

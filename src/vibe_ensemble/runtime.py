@@ -62,11 +62,10 @@ class Runtime:
         try:
             if apply_migrations:
                 await migrate.upgrade(self.db)
-            elif not await migrate.is_current(self.db):
-                raise DatabaseError(
-                    f"the database at {self.db.safe_url()} is not migrated to the current schema: "
-                    "run `vibe-ensemble migrate` first (or serve with --migrate)"
-                )
+            else:
+                revision = await migrate.current_revision(self.db)
+                if problem := migrate.schema_problem(revision, self.db.safe_url()):
+                    raise DatabaseError(problem)
             await self.services.projects.ensure(self.settings.default_project)
         except BaseException:
             await self.stop()

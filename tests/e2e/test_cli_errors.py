@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,21 @@ def test_not_migrated_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty.db").touch()
     done = cli(tmp_path, "token", "list", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
     one_line_error(done, 1, "is not migrated to the current schema", "migrate")
+
+
+def test_a_schema_newer_than_the_program_is_one_line_that_says_so(tmp_path: Path) -> None:
+    """An image rolled back past a migration: `migrate` would not help, and is not what it is told."""
+    db = tmp_path / "newer.db"
+    url = f"sqlite:///{db}"
+    assert cli(tmp_path, "migrate", "--database-url", url).returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    for args in (("token", "list"), ("migrate",)):
+        done = cli(tmp_path, *args, "--database-url", url)
+        line = one_line_error(done, 1, "is at schema revision 9999, newer than this program knows")
+        assert "run that version, or restore the backup taken before the upgrade" in line
+        assert "run `vibe-ensemble migrate`" not in line
 
 
 def test_a_server_that_is_not_there_is_one_line(tmp_path: Path) -> None:

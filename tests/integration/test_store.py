@@ -115,6 +115,8 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
 def test_the_known_head_is_the_head_of_the_migration_scripts() -> None:
     # Serving checks the revision against HEAD without Alembic: a new migration must move HEAD.
     assert migrate.head_revision() == migrate.HEAD
+    assert migrate.KNOWN[0] == "0001" and migrate.KNOWN[-1] == migrate.HEAD
+    assert len(migrate.KNOWN) == int(migrate.HEAD)  # one script a revision, numbered in order
 
 
 async def test_is_current_follows_the_revision(database_url: str) -> None:
@@ -141,10 +143,15 @@ async def test_readyz_reports_pending_migrations(runtime: Runtime) -> None:
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "database": runtime.db.dialect}
         async with runtime.db.write() as conn:
-            await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
+            older = {"v": migrate.KNOWN[-2]}
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), older)
         pending = await client.get("/readyz")
         assert pending.status_code == 503
         assert pending.json() == {"status": "unavailable", "database": "migrations pending"}
+        async with runtime.db.write() as conn:  # migrated by a newer program (a rolled-back image)
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        newer = await client.get("/readyz")
+        assert newer.json() == {"status": "unavailable", "database": "schema newer than this program"}
         assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 

@@ -263,7 +263,7 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
-            current = await migrate.is_current(runtime.db)
+            revision = await migrate.current_revision(runtime.db)
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
         if faults.FAULTS.unwritable:
@@ -274,8 +274,10 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
                 await asyncio.wait_for(runtime.db.probe_write(), WRITE_PROBE_S)
             except Exception:
                 return JSONResponse({"status": "unavailable", "database": "writes refused"}, 503)
-        if not current:
-            return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
+        if revision != migrate.HEAD:
+            known = revision is None or revision in migrate.KNOWN
+            schema = "migrations pending" if known else "schema newer than this program"
+            return JSONResponse({"status": "unavailable", "database": schema}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
     app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.database import Database, DatabaseError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 HEAD = "0008"
 
 _SCRIPTS = Path(__file__).parent / "migrations"
+# Every revision this program has a script for, oldest first (`0001_initial.py` is 0001): read from
+# the file names, so that knowing a database's revision needs no Alembic.
+KNOWN = sorted(p.name[:4] for p in (_SCRIPTS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 _VERSION = sa.table("alembic_version", sa.column("version_num", sa.String))
 
 
@@ -45,9 +48,14 @@ def head_revision() -> str:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
+    """Migrate to `revision`; a database at a revision this program does not know (a newer program
+    migrated it) is refused with `DatabaseError`, before Alembic looks for its script."""
     from alembic import command
 
     def run(sync_conn: Connection) -> None:
+        found = _revision(sync_conn)
+        if found is not None and found not in KNOWN:
+            raise DatabaseError(schema_problem(found, db.safe_url()) or "")
         command.upgrade(_config(sync_conn), revision)
 
     await db.run_sync(run, write=True)
@@ -69,6 +77,23 @@ async def current_revision(db: Database) -> str | None:
 
 async def is_current(db: Database) -> bool:
     return await current_revision(db) == HEAD
+
+
+def schema_problem(revision: str | None, where: str) -> str | None:
+    """What keeps this program from serving the database at `where` whose schema is at `revision`,
+    and what to do about it; None when it is at `HEAD`."""
+    if revision == HEAD:
+        return None
+    if revision is None or revision in KNOWN:
+        return (
+            f"the database at {where} is not migrated to the current schema: "
+            "run `vibe-ensemble migrate` first (or serve with --migrate)"
+        )
+    return (
+        f"the database at {where} is at schema revision {revision}, newer than this program knows "
+        f"(its newest is {HEAD}): a newer vibe-ensemble migrated it; run that version, or restore the "
+        "backup taken before the upgrade (migrations only go forward)"
+    )
 
 
 def autogenerate(connection: Connection, message: str) -> None:

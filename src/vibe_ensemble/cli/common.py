@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # imported by the functions that use them, when a command run
     from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.runtime import Runtime
 
-err = Console(stderr=True)
+# Messages are never wrapped: a line cut at the terminal's (or a container log's 80) columns would
+# be two records to a log pipeline and no longer match what scripts look for.
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 T = TypeVar("T")

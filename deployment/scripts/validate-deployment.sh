@@ -77,6 +77,7 @@ expect_401 "GET /api/v1/projects without a token" "$(request noauth GET /api/v1/
 expect_401 "GET /api/v1/projects with a wrong token" \
   "$(request badauth GET /api/v1/projects -H "Authorization: Bearer vibe_not_a_real_token")"
 expect_401 "POST /mcp without a token" "$(mcp mcpnoauth "$LIST")"
+expect_401 "POST /mcp with a wrong token" "$(mcp mcpbadauth "$LIST" vibe_not_a_real_token)"
 
 # security headers (on the health answer: every answer carries them)
 header() { grep -i "^$1:" "$tmp/health.headers" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ *//'; }

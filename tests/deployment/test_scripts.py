@@ -59,6 +59,7 @@ def test_validate_deployment_passes_against_a_real_server(server: ServerProcess)
     assert not [line for line in lines if line.startswith("FAIL")]
     checks = {line.split()[1] for line in lines if line.startswith("ok")}
     assert checks == {"health", "readiness", "auth", "headers", "metrics", "mcp", "latency"}
+    assert "ok    auth       POST /mcp with a wrong token: 401" in lines  # as the runbook says
     assert lines[-1] == f"all checks passed against {server.url}"
 
 
@@ -109,7 +110,7 @@ def test_validate_deployment_fails_against_a_server_without_auth() -> None:
     assert result.returncode == 1, result.stdout
     lines = result.stdout.splitlines()
     assert "ok    health     GET /healthz 200" in lines
-    assert len([line for line in lines if line.startswith("FAIL  auth")]) == 3, result.stdout
+    assert len([line for line in lines if line.startswith("FAIL  auth")]) == 4, result.stdout
     for check in ("readiness", "headers", "metrics", "mcp"):
         assert any(line.startswith(f"FAIL  {check}") for line in lines), check
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.runtime import Runtime
@@ -63,12 +64,31 @@ async def test_a_directory_where_the_database_should_be_is_named_as_such(tmp_pat
     assert "move it aside" in found["database"].fix
 
 
-async def test_an_unreachable_database_fails(tmp_path: Path) -> None:
+async def test_an_unreachable_database_fails_saying_why(tmp_path: Path) -> None:
     settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
     found = by_check(await run_checks(settings))
     assert found["database"].status == "fail"
-    assert "unreachable" in found["database"].detail
+    # the driver's reason, not "the database cannot be reached; retry in 5 s"
+    assert found["database"].detail.endswith(
+        "is unreachable: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    )
     assert "migrations" not in found
+
+
+async def test_a_schema_newer_than_this_program_is_not_told_to_migrate(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path)
+    rt = Runtime(settings)
+    await rt.start(apply_migrations=True)
+    try:
+        async with rt.db.write() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await rt.stop()
+    found = by_check(await run_checks(settings))
+    assert found["migrations"].status == "fail"
+    assert found["migrations"].fix.startswith("a newer vibe-ensemble migrated it")
 
 
 async def test_production_with_weak_secrets_fails(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import audit as audit_store
-from vibe_ensemble.store import clock, migrate
+from vibe_ensemble.store import clock, faults, migrate
 from vibe_ensemble.store.backup_postgres import find_pg_tool
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.database import Database, DatabaseError
@@ -174,7 +174,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
         async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:
             server_now = await clock.server_now(conn)
     except Exception as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = faults.innermost(exc)  # why, not "the database cannot be reached; retry in 5 s"
         return [
             Finding(
                 "database",
@@ -189,12 +189,16 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
     if revision == head:
         findings.append(_ok("migrations", f"current ({head})"))
     else:
+        newer = revision is not None and revision not in migrate.KNOWN
         findings.append(
             Finding(
                 "migrations",
                 "fail",
                 f"database at {revision or 'no schema'}, this version needs {head}",
-                "run `vibe-ensemble migrate` (or serve with --migrate)",
+                "a newer vibe-ensemble migrated it: run that version, or restore the backup taken "
+                "before the upgrade"
+                if newer
+                else "run `vibe-ensemble migrate` (or serve with --migrate)",
             )
         )
 

@@ -60,6 +60,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or getattr(seen, "orig", None)
 
 
+def innermost(exc: BaseException) -> str:
+    """The first line of the root cause of `exc` (the driver's own words, under SQLAlchemy's and our
+    wrapping: `database "x" does not exist`, `Connect call failed …`)."""
+    *_, root = _causes(exc)
+    return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+
+
 def classify(exc: BaseException) -> str | None:
     """'full', 'unavailable' or None (not a fault of the database's availability)."""
     disk_full = asyncpg_errors("DiskFullError")

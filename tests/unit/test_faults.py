@@ -103,6 +103,35 @@ def test_a_full_disk_recovers_only_on_a_write() -> None:
     assert log.down_since is None
 
 
+def test_a_full_disk_back_soon_after_a_small_write_went_through_is_told_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a disk still full, a small write now and then goes through (a page SQLite had free): the
+    story goes on in a line each time, not a traceback per relapse; a fault long after is a new one."""
+    clock = [1000.0]
+    monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
+    log = faults.FaultLog()
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with capture_logs() as logs:
+        log.failed("full", full, write=True)
+        clock[0] += 0.6
+        log.succeeded(write=True)  # a background write found room
+        clock[0] += 2.5
+        log.failed("full", full, write=True)
+        clock[0] += 7.5
+        log.succeeded(write=True)
+        clock[0] += faults.RELAPSE_S + 1
+        log.failed("full", full, write=True)
+    told = [(e["event"], "exc_info" in e, e.get("again_after_s")) for e in logs]
+    assert told == [
+        ("database_storage_full", True, None),
+        ("database_recovered", False, None),
+        ("database_storage_full", False, 2.5),
+        ("database_recovered", False, None),
+        ("database_storage_full", True, None),
+    ]
+
+
 def test_a_fault_a_write_met_ends_only_on_a_write() -> None:
     log = faults.FaultLog()
     log.failed("unavailable", _wrapped(_sqlite_error(5, "database is locked")), write=True)

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_S = 5.0  # what a refused client is told to wait; a restart of PostgreSQL takes about that
 SUMMARY_EVERY_S = 10.0
+RELAPSE_S = 300.0  # a fault of the same kind back within this of its recovery: told without its traceback
 
 _ASYNCPG_UNREACHABLE = (
     "PostgresConnectionError",  # class 08: the connection failed or is gone
@@ -104,6 +105,7 @@ class FaultLog:
     def __init__(self) -> None:
         self.down_since: float | None = None
         self.kind = ""
+        self.recovered: tuple[str, float] | None = None  # the last fault that ended: its kind, when
         self.by_write = False  # a write met this fault: only a write's success ends it
         self.refused = 0
         self.total = 0
@@ -117,7 +119,13 @@ class FaultLog:
             event = "database_unreachable" if kind == "unavailable" else "database_storage_full"
             # the first line of the error, or its type when it says nothing (asyncpg's connect timeout)
             said = str(exc).splitlines() or [type(exc).__name__]
-            log.error(event, error=said[0][:300], exc_info=exc)
+            last = self.recovered
+            if last is not None and last[0] == kind and now - last[1] < RELAPSE_S:
+                # Back soon after it ended (a small write went through a disk still full): the same
+                # story going on, told in a line, without its traceback again.
+                log.error(event, error=said[0][:300], again_after_s=round(now - last[1], 1))
+            else:
+                log.error(event, error=said[0][:300], exc_info=exc)
         self.by_write = self.by_write or write
         self.refused += 1
         self.total += 1
@@ -144,6 +152,7 @@ class FaultLog:
             refused=self.total,
         )
         self.down_since = None
+        self.recovered = (self.kind, time.monotonic())
 
 
 FAULTS = FaultLog()

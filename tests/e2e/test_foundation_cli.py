@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.support import (
     launch,
     mcp_client,
     run_cli,
+    start,
     wait_until,
 )
 
@@ -124,6 +126,24 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("vibe_" + "Q" * 43 + "\n")
     from_file = cli("mcp", "--token-file", str(tmp_path / "token"), "--database-url", db, ok=False)
     assert "invalid, expired or revoked token" in from_file.stderr and "warning" not in from_file.stderr
+
+
+def test_serve_on_port_0_says_the_port_the_system_chose(tmp_path: Path) -> None:
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path / "data"), "VIBE_HOST": "127.0.0.1"}
+    env.pop("VIBE_PORT", None)
+    log = tmp_path / "server.log"
+    proc = start([CLI, "serve", "--migrate", "--port", "0"], env, log)
+    try:
+        said = re.compile(
+            r"serving on http://127\.0\.0\.1:(\d+)  \(dashboard: /, MCP: http://127\.0\.0\.1:(\d+)/mcp\)"
+        )
+        wait_until(lambda: said.search(log.read_text()) is not None, timeout=60, what="the start line")
+        found = said.search(log.read_text())
+        assert found is not None and found.group(1) == found.group(2) != "0"
+        assert httpx2.get(f"http://127.0.0.1:{found.group(1)}/healthz").json() == {"status": "ok"}
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 async def test_serve_on_postgresql(postgres_url: str, tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def serve(
     try:
         # Listen first: a taken port must fail before a database or an admin token is created.
         listener = bind(settings.host, settings.port)
+        if settings.port == 0:  # the port the system chose: what the start line and its URLs say
+            settings = settings.model_copy(update={"port": listener.getsockname()[1]})
         health = health_listener(settings)
     except StartupError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)

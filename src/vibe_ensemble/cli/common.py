@@ -62,7 +62,7 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
         try:
             require_existing_database(settings.effective_database_url)
         except StartupError as exc:
-            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
             raise typer.Exit(1) from None
     return settings
 

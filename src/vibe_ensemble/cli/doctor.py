@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from vibe_ensemble.ops.config import load_settings
-from vibe_ensemble.ops.terminal import table_console
+from vibe_ensemble.ops.terminal import cell, table_console
 
 STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
 
@@ -47,7 +47,8 @@ def doctor(
     else:
         table = Table("check", "", "detail", "what to do", show_lines=False)
         for f in findings:
-            table.add_row(f.check, STYLE[f.status], f.detail, f.fix)
+            # details and fixes carry paths, URLs and drivers' errors: shown literally, never as markup
+            table.add_row(cell(f.check), STYLE[f.status], cell(f.detail), cell(f.fix))
         table_console().print(table)
     if failed:
         raise typer.Exit(1)

@@ -22,7 +22,7 @@ def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
             await db.dispose()
 
     url = run(main, database=settings.effective_database_url)
-    err.print(f"migrated {url} to {migrations.head_revision()}")
+    err.print(f"migrated {url} to {migrations.head_revision()}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ import os
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from vibe_ensemble.cli.common import (
     ConfigOpt,
@@ -47,7 +48,7 @@ def serve(
     refuse_unsafe_production(settings)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
         err.print(
-            f"[yellow]warning:[/yellow] serving on {settings.host} without VIBE_ALLOWED_HOSTS: "
+            f"[yellow]warning:[/yellow] serving on {escape(settings.host)} without VIBE_ALLOWED_HOSTS: "
             "no Host is checked (DNS-rebinding protection is off); list the host names clients use "
             "(docs/security.md)"
         )
@@ -55,7 +56,7 @@ def serve(
         tracing.endpoint(settings)
     except ValueError as exc:
         fail(f"invalid settings: {exc}", 2)
-    err.print(f"database: {database_label(settings.effective_database_url)}", soft_wrap=True)
+    err.print(f"database: {escape(database_label(settings.effective_database_url))}", soft_wrap=True)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):
         err.print(
             "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "
@@ -70,7 +71,7 @@ def serve(
             settings = settings.model_copy(update={"port": listener.getsockname()[1]})
         health = health_listener(settings)
     except StartupError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if workers > 1 or os.environ.get(METRICS_DIR):
         share_metrics()  # before prometheus_client is imported (by the server module, below)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from rich.markup import escape
 
 from vibe_ensemble.cli.clients import CLIENTS
 from vibe_ensemble.cli.common import database_env, err
@@ -133,8 +134,10 @@ async def _serve(
         )
         if first:
             err.print(
-                f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
-                f"(dashboard: /, MCP: {settings.mcp_url})",
+                escape(
+                    f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
+                    f"(dashboard: /, MCP: {settings.mcp_url})"
+                ),
                 soft_wrap=True,
             )
         if health is not None:

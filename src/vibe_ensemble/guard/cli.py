@@ -32,7 +32,8 @@ def install(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
     except guard.GuardError as exc:
         err.print(f"[red]error:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(1) from None
-    err.print(f"installed {done.hook}" + (f" (runs {done.chained.name} first)" if done.chained else ""))
+    chained = f" (runs {done.chained.name} first)" if done.chained else ""
+    err.print(f"installed {done.hook}{chained}", markup=False)
     err.print("The hook reads VIBE_URL, VIBE_TOKEN, VIBE_AGENT and VIBE_PROJECT from the environment.")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -168,16 +169,212 @@ def test_backups_in_an_s3_bucket(moto_server: dict[str, str], tmp_path: Path) ->
         assert conn.execute("SELECT count(*) FROM credentials").fetchone()[0] == 1
 
 
-async def test_a_missing_pg_dump_is_a_clear_error(postgres_url: str, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "VIBE_DATA_DIR": str(tmp_path),
-        "VIBE_DATABASE_URL": postgres_url,
-        "VIBE_PG_BIN_DIR": str(tmp_path / "nowhere"),
-    }
+async def test_pg_dump_missing_from_pg_bin_dir_is_taken_from_path(postgres_url: str, tmp_path: Path) -> None:
+    """docs/backups.md: pg_dump is looked for in VIBE_PG_BIN_DIR, then on PATH, then in
+    /usr/lib/postgresql/*/bin. (Its absence everywhere is tests/unit/test_backup_postgres.py.)"""
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_DATABASE_URL": postgres_url}
+    tools = os.environ.get("VIBE_PG_BIN_DIR")
+    if tools:  # the embedded server's own tools: put them on PATH, where the fallback finds them
+        env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    elif shutil.which("pg_dump") is None:
+        pytest.skip("no pg_dump on PATH")
+    env["VIBE_PG_BIN_DIR"] = str(tmp_path / "nowhere")
     cli(env, "migrate")
-    run = cli(env, "backup", "create", "--to", str(tmp_path / "b"), ok=False)
-    assert run.returncode == 1
-    assert "pg_dump is not in VIBE_PG_BIN_DIR" in run.stderr, run.stderr
-    assert "nothing was changed" in run.stderr
-    assert not (tmp_path / "b").exists()
+    backup_id = cli(env, "backup", "create", "--to", str(tmp_path / "b")).stdout.strip()
+    assert (tmp_path / "b" / f"{backup_id}.pgdump").stat().st_mode & 0o777 == 0o600  # private, as any backup
+
+
+# What an outside tester found: each defect as a class, on SQLite (no server needed).
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    """A migrated SQLite database under tmp_path/data, with one credential (token hashes are what a
+    backup must keep private)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    env["VIBE_DATA_DIR"] = str(tmp_path / "data")
+    cli(env, "migrate")
+    server_token(env)
+    return env
+
+
+def one_line(run: subprocess.CompletedProcess[str], code: int, *phrases: str) -> str:
+    """The failure is one `error:` line on stderr with each phrase (no traceback), and exit `code`."""
+    assert run.returncode == code, (run.returncode, run.stderr)
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    return lines[0]
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_backups_and_new_restore_targets_are_private(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    os.umask(0o022)  # what most shells give: new files would be world-readable by default
+    store = tmp_path / "new" / "backups"
+    backup_id = cli(sqlite_env, "backup", "create", "--to", str(store)).stdout.strip()
+    assert [mode(p) for p in (tmp_path / "new", store)] == [0o700, 0o700]
+    assert {p.name: mode(p) for p in store.iterdir()} == {
+        f"{backup_id}.json": 0o600,
+        f"{backup_id}.sqlite.gz": 0o600,
+    }
+    default = tmp_path / "data" / "backups"  # the default store under the data directory
+    cli(sqlite_env, "backup", "create")
+    assert mode(default) == 0o700 and {mode(p) for p in default.iterdir()} == {0o600}
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    cli(sqlite_env, "backup", "create", "--to", str(shared))
+    assert mode(shared) == 0o755  # an existing directory is left as it is; the files are private
+    assert {mode(p) for p in shared.iterdir()} == {0o600}
+
+    # A restore that creates a database: through VIBE_DATA_DIR, and through --to.
+    env = {**sqlite_env, "VIBE_DATA_DIR": str(tmp_path / "fresh" / "data")}
+    cli(env, "backup", "restore", backup_id, "--store", str(store))
+    assert [mode(tmp_path / "fresh"), mode(tmp_path / "fresh" / "data")] == [0o700, 0o700]
+    assert mode(tmp_path / "fresh" / "data" / "vibe.db") == 0o600
+    target = tmp_path / "other" / "sub" / "restored.db"
+    cli(sqlite_env, "backup", "restore", backup_id, "--store", str(store), "--to", f"sqlite:///{target}")
+    assert [mode(tmp_path / "other"), mode(target.parent), mode(target)] == [0o700, 0o700, 0o600]
+    assert {mode(p) for p in target.parent.iterdir()} == {0o600}  # its lock file too
+
+
+def test_paths_and_errors_are_printed_literally_never_as_markup(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "[bold]backups[/bold]"
+    done = cli(sqlite_env, "backup", "create", "--to", str(store))
+    assert f"written to {store}:" in done.stderr
+    listed = cli(sqlite_env, "backup", "list", "--store", str(store / "[red]missing"), ok=False)
+    one_line(listed, 1, str(store / "[red]missing"))
+
+    # Without boto3, the install hint keeps its extra: pip install 'vibe-ensemble[s3]'.
+    no_boto3 = (
+        "import runpy, sys; sys.modules['boto3'] = None; "
+        "runpy.run_module('vibe_ensemble.cli', run_name='__main__')"
+    )
+    run = run_cli(
+        [sys.executable, "-c", no_boto3, "backup", "create", "--to", "s3://bucket/x"], env=sqlite_env
+    )
+    one_line(run, 1, "--to: ", "pip install 'vibe-ensemble[s3]'")
+
+
+def test_a_database_url_option_given_a_path_is_one_line_naming_the_option(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    backup_id = cli(sqlite_env, "backup", "create").stdout.strip()
+    run = cli(sqlite_env, "backup", "restore", backup_id, "--to", str(tmp_path / "plain.db"), ok=False)
+    one_line(run, 2, "--to: cannot parse the database URL", f"sqlite:///{tmp_path / 'plain.db'}")
+    assert not (tmp_path / "plain.db").exists() and not (tmp_path / "plain.db.lock").exists()
+    run = cli(sqlite_env, "backup", "restore", backup_id, "--to", "sqlite://", ok=False)
+    one_line(run, 2, "--to: ", "in-memory")
+    for scratch in ("/plain/path", "sqlite:///x.db"):
+        run = cli(sqlite_env, "backup", "verify", backup_id, "--scratch-url", scratch, ok=False)
+        one_line(run, 2, "--scratch-url: ")
+
+
+def test_a_damaged_gzip_whose_checksum_matches_is_reported_as_damaged(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    import gzip
+    import hashlib
+    import zlib
+
+    store = tmp_path / "backups"
+    backup_id = cli(sqlite_env, "backup", "create", "--to", str(store)).stdout.strip()
+    stored = store / f"{backup_id}.sqlite.gz"
+    # A valid gzip header followed by a deflate stream zlib refuses (not an OSError: zlib.error).
+    damaged = gzip.compress(b"")[:10] + b"\xff" * 64
+    with pytest.raises(zlib.error):
+        gzip.decompress(damaged)
+    stored.write_bytes(damaged)
+    manifest = json.loads((store / f"{backup_id}.json").read_text())
+    manifest["sha256"] = hashlib.sha256(damaged).hexdigest()  # damaged before it was stored
+    (store / f"{backup_id}.json").write_text(json.dumps(manifest))
+
+    run = cli(sqlite_env, "backup", "verify", backup_id, "--store", str(store), ok=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"{backup_id}.sqlite.gz is damaged" in run.stderr
+    target = tmp_path / "new" / "restored.db"
+    run = cli(
+        sqlite_env,
+        "backup",
+        "restore",
+        backup_id,
+        "--store",
+        str(store),
+        "--to",
+        f"sqlite:///{target}",
+        ok=False,
+    )
+    one_line(run, 1, f"{backup_id}.sqlite.gz is damaged")
+    # A failed restore into a database that did not exist leaves nothing behind (no *.db.lock).
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_restore_into_an_existing_directory_leaves_no_stray_files(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "backups"
+    backup_id = cli(sqlite_env, "backup", "create", "--to", str(store)).stdout.strip()
+    manifest = json.loads((store / f"{backup_id}.json").read_text())
+    manifest["row_counts"]["credentials"] = 99  # restores, then fails its check against the manifest
+    (store / f"{backup_id}.json").write_text(json.dumps(manifest))
+    here = tmp_path / "here"
+    here.mkdir()
+    run = cli(
+        sqlite_env,
+        "backup",
+        "restore",
+        backup_id,
+        "--store",
+        str(store),
+        "--to",
+        f"sqlite:///{here / 'x.db'}",
+        ok=False,
+    )
+    one_line(run, 1, "the manifest says 99", "did not exist before")
+    assert list(here.iterdir()) == []
+
+
+def test_an_unreadable_manifest_is_named_and_only_its_backup_is_left_alone(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "backups"
+    ids = [
+        cli(sqlite_env, "backup", "create", "--to", str(store), "--label", "daily").stdout.strip()
+        for _ in range(3)
+    ]
+    bad = store / f"{ids[0]}.json"
+    bad.write_text("{bad")
+
+    listed = cli(sqlite_env, "backup", "list", "--store", str(store), "--json")
+    assert [m["id"] for m in json.loads(listed.stdout)] == ids[1:]
+    assert f"{bad.name} in {store} cannot be read" in listed.stderr
+    table = cli(sqlite_env, "backup", "list", "--store", str(store))
+    assert ids[1] in table.stdout and bad.name in table.stderr
+
+    pruned = cli(sqlite_env, "backup", "prune", "--store", str(store), "--keep-daily", "1", ok=False)
+    assert pruned.returncode == 1 and "Traceback" not in pruned.stderr, pruned.stderr
+    assert pruned.stdout.split() == ["deleted", ids[1]]
+    assert f"{bad.name} in {store} cannot be read" in pruned.stderr
+    assert pruned.stderr.splitlines()[-1].startswith("error: 1 unreadable manifests in ")
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        [bad.name, f"{ids[0]}.sqlite.gz", f"{ids[2]}.json", f"{ids[2]}.sqlite.gz"]
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [["list"], ["list", "--json"], ["prune"], ["verify", "20260101T000000Z-daily"]], ids=" ".join
+)
+def test_a_backup_location_that_does_not_exist_is_an_error(
+    sqlite_env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    run = cli(sqlite_env, "backup", *args, "--store", str(missing), ok=False)
+    one_line(run, 1, f"the backup location {missing} does not exist", "--store")
+    assert not missing.exists()

@@ -216,7 +216,9 @@ async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
     would = await backups.prune(keep_daily=2, keep_weekly=1, dry_run=True)
     assert len(await backups.manifests()) == 9
     gone = await backups.prune(keep_daily=2, keep_weekly=1)
-    assert [m.id for m in gone] == [m.id for m in would] == [m.id for m in made[:2] + made[4:6]]
+    expected = [m.id for m in made[:2] + made[4:6]]
+    assert [m.id for m in gone.deleted] == [m.id for m in would.deleted] == expected
+    assert gone.unreadable == []
     left = await backups.manifests()
     assert [m.id for m in left] == [m.id for m in made[2:4] + made[6:]]
     assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == sorted(
@@ -230,6 +232,9 @@ async def test_labels_and_ids_are_checked(database_url: str, tmp_path: Path) -> 
     backups = _backups(database_url, tmp_path)
     with pytest.raises(BackupError, match="label"):
         await backups.create("Daily Backup")
+    with pytest.raises(BackupError, match="backups does not exist"):
+        await backups.verify("20260101T000000Z-daily")
+    (tmp_path / "backups").mkdir()
     with pytest.raises(BackupError, match="no backup"):
         await backups.verify("20260101T000000Z-daily")
     with pytest.raises(BackupError, match="not a backup id"):

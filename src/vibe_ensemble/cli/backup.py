@@ -11,19 +11,29 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from vibe_ensemble.cli.common import cli_caller, fail, settings_problem
+from vibe_ensemble.cli.common import cli_caller, expected_failure, fail, settings_problem
 from vibe_ensemble.ops.config import Settings, load_settings
-from vibe_ensemble.ops.terminal import table_console
-from vibe_ensemble.store.backup import DEFAULT_KEEP_DAILY, DEFAULT_KEEP_WEEKLY, Backups
-from vibe_ensemble.store.backup_manifest import Manifest
+from vibe_ensemble.ops.terminal import cell, printable, table_console
+from vibe_ensemble.store.backup import (
+    DEFAULT_KEEP_DAILY,
+    DEFAULT_KEEP_WEEKLY,
+    Backups,
+    Pruned,
+    scratch_target,
+)
+from vibe_ensemble.store.backup_manifest import Manifest, UnreadableManifest
 from vibe_ensemble.store.backup_storage import BackupError, open_storage
+from vibe_ensemble.store.backup_target import Target
 
 backup_app = typer.Typer(
     help="Back up, verify, prune and restore the database (SQLite or PostgreSQL).", no_args_is_help=True
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages are matched by scripts
+# Messages are matched by scripts. Paths, URLs and errors in them are shown literally (`say`), never
+# read as Rich markup: `[s3]` or a directory named `[bold]` must print as written.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file (or VIBE_CONFIG).")]
@@ -53,23 +63,48 @@ def _settings(config: Path | None, database_url: str | None) -> Settings:
     return settings
 
 
-def _backups(settings: Settings, location: str | None) -> Backups:
+def say(markup: str, *texts: object) -> None:
+    """A line on stderr: `markup` with each `{}` filled by a text shown literally (escaped, control
+    characters made visible): paths, URLs, ids and errors are never read as Rich markup."""
+    err.print(markup.format(*(escape(printable(str(t))) for t in texts)))
+
+
+def _backups(settings: Settings, location: str | None, option: str) -> Backups:
+    """`option`: where `location` comes from (--to, --store), named when it is not usable."""
+    given = option if location else "VIBE_BACKUP_LOCATION"
     try:
         storage = open_storage(
             location or settings.effective_backup_location, s3_endpoint_url=settings.backup_s3_endpoint_url
         )
         return Backups(settings.effective_database_url, storage, pg_bin_dir=settings.pg_bin_dir)
     except BackupError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(f"{given}: {exc}")
+
+
+def _check_url(url: str | None, parse: Callable[[str], Target]) -> None:
+    """A database URL option (--to, --scratch-url) checked before anything is done: a bad one is one
+    line naming the option and what it takes (`parse` raises it), exit 2."""
+    if url is not None:
+        try:
+            parse(url)
+        except BackupError as exc:
+            fail(str(exc), 2)
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run the work; a BackupError, or a failure a person can fix (a directory they may not write, a
+    full disk), is one red line and exit 1; a bug keeps its traceback."""
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except BackupError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc))
+    except Exception as exc:
+        message = expected_failure(exc)
+        if message is None and isinstance(exc, OSError):
+            message = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+        if message is None:
+            raise
+        fail(message)
 
 
 def _action(name: str) -> str:
@@ -89,9 +124,10 @@ async def _record(settings: Settings, action: str, outcome: str = "ok", **detail
         await runtime.start(own=False)
         await runtime.services.backups.record(cli_caller(), action, outcome, **details)
     except Exception as exc:
-        err.print(
-            f"[yellow]warning:[/yellow] not recorded in the audit log ({exc}); "
-            "the backup age on /metrics and in doctor does not count it"
+        say(
+            "[yellow]warning:[/yellow] not recorded in the audit log ({}); "
+            "the backup age on /metrics and in doctor does not count it",
+            exc,
         )
     finally:
         await runtime.stop()
@@ -121,7 +157,7 @@ def create(
 ) -> None:
     """Take a consistent backup while the server keeps serving."""
     settings = _settings(config, database_url)
-    backups = _backups(settings, to)
+    backups = _backups(settings, to, "--to")
 
     async def main() -> Manifest:
         manifest = await backups.create(label)
@@ -140,9 +176,11 @@ def create(
         print(json.dumps(_manifest_json(m)))
         return
     rows = sum(m.row_counts.values())
-    err.print(
-        f"backup {m.id} written to {backups.storage.location}: {_size(m.size)}, {rows} rows, "
-        f"revision {m.schema_revision}, {m.seconds:.2f} s"
+    say(
+        f"backup {{}} written to {{}}: {_size(m.size)}, {rows} rows, revision {{}}, {m.seconds:.2f} s",
+        m.id,
+        backups.storage.location,
+        m.schema_revision,
     )
     print(m.id)
 
@@ -151,25 +189,43 @@ def create(
 def list_(
     store: StoreOpt = None, as_json: JsonOpt = False, config: ConfigOpt = None, database_url: DbOpt = None
 ) -> None:
-    """List the backups in the location, oldest first."""
-    backups = _backups(_settings(config, database_url), store)
-    manifests = _run(backups.manifests)
+    """List the backups in the location, oldest first (an unreadable manifest is named on stderr)."""
+    backups = _backups(_settings(config, database_url), store, "--store")
+    found = _run(backups.scan)
+    _warn_unreadable(found.unreadable, backups, "not listed")
     if as_json:
-        print(json.dumps([_manifest_json(m) for m in manifests]))
+        print(json.dumps([_manifest_json(m) for m in found.manifests]))
         return
     table = Table("id", "label", "created (UTC)", "backend", "revision", "size", "messages", "issues")
-    for m in manifests:
+    for m in found.manifests:  # manifests are files anyone with access to the store may have edited
         table.add_row(
-            m.id,
-            m.label,
-            f"{m.created_at:%Y-%m-%d %H:%M:%S}",
-            m.backend,
-            m.schema_revision or "-",
-            _size(m.size),
-            str(m.row_counts.get("messages", "-")),
-            str(m.row_counts.get("issues", "-")),
+            *(
+                cell(v)
+                for v in (
+                    m.id,
+                    m.label,
+                    f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+                    m.backend,
+                    m.schema_revision or "-",
+                    _size(m.size),
+                    m.row_counts.get("messages", "-"),
+                    m.row_counts.get("issues", "-"),
+                )
+            )
         )
     table_console().print(table)
+
+
+def _warn_unreadable(unreadable: list[UnreadableManifest], backups: Backups, what: str) -> None:
+    for exc in unreadable:
+        say(
+            "[yellow]warning:[/yellow] {} in {} cannot be read ({}): its backup is {}; "
+            "check the file, or move it and its backup file away",
+            exc.name,
+            backups.storage.location,
+            exc.problem,
+            what,
+        )
 
 
 @backup_app.command("verify")
@@ -186,7 +242,8 @@ def verify(
 ) -> None:
     """Restore into a scratch database and check integrity, checksum and row counts."""
     settings = _settings(config, database_url)
-    backups = _backups(settings, store)
+    _check_url(scratch_url, scratch_target)
+    backups = _backups(settings, store, "--store")
 
     async def main() -> Any:
         check = await backups.verify(backup_id, scratch_url=scratch_url)
@@ -205,13 +262,14 @@ def verify(
             json.dumps({"id": check.id, "ok": check.ok, "problems": check.problems, "seconds": check.seconds})
         )
     elif check.ok:
-        err.print(
-            f"backup {backup_id} verified: checksum, integrity and row counts match ({check.seconds:.2f} s)"
+        say(
+            f"backup {{}} verified: checksum, integrity and row counts match ({check.seconds:.2f} s)",
+            backup_id,
         )
     else:
-        err.print(f"[red]backup {backup_id} failed verification:[/red]")
+        say("[red]backup {} failed verification:[/red]", backup_id)
         for problem in check.problems:
-            err.print(f"  - {problem}")
+            say("  - {}", problem)
     if not check.ok:
         raise typer.Exit(1)
 
@@ -227,17 +285,25 @@ def prune(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Delete old 'daily' and 'weekly' backups; backups with other labels are never pruned."""
-    backups = _backups(_settings(config, database_url), store)
+    """Delete old 'daily' and 'weekly' backups; backups with other labels are never pruned.
 
-    async def main() -> list[Manifest]:
+    A backup whose manifest cannot be read is never deleted: the others are pruned, the file is
+    named, and the command exits 1 (so a nightly job reports it).
+    """
+    backups = _backups(_settings(config, database_url), store, "--store")
+
+    async def main() -> Pruned:
         return await backups.prune(keep_daily=keep_daily, keep_weekly=keep_weekly, dry_run=dry_run)
 
-    doomed = _run(main)
+    pruned = _run(main)
     verb = "would delete" if dry_run else "deleted"
-    for m in doomed:
+    for m in pruned.deleted:
         print(f"{verb} {m.id}")
-    err.print(f"{verb} {len(doomed)} backups from {backups.storage.location}")
+    say(f"{verb} {len(pruned.deleted)} backups from {{}}", backups.storage.location)
+    if pruned.unreadable:
+        _warn_unreadable(pruned.unreadable, backups, "kept (not pruned, not counted)")
+        count = len(pruned.unreadable)
+        fail(f"{count} unreadable manifests in {backups.storage.location}, left alone (see the warnings)")
 
 
 @backup_app.command("restore")
@@ -255,7 +321,8 @@ def restore(
 ) -> None:
     """Restore a backup: safety backup first, restore, migrate forward, verify; roll back on failure."""
     settings = _settings(config, database_url)
-    backups = _backups(settings, store)
+    _check_url(to, lambda url: Target(url, "--to"))
+    backups = _backups(settings, store, "--store")
 
     async def main() -> Any:
         result = await backups.restore(backup_id, target_url=to, force=force)
@@ -270,10 +337,13 @@ def restore(
         return result
 
     result = _run(main)
-    safety = f"; safety backup of the previous state: {result.safety_backup}" if result.safety_backup else ""
-    err.print(
-        f"restored {backup_id} into {result.target} "
-        f"(schema {result.migrated_to}, {result.seconds:.2f} s){safety}"
+    safety = "; safety backup of the previous state: {}" if result.safety_backup else ""
+    say(
+        f"restored {{}} into {{}} (schema {{}}, {result.seconds:.2f} s){safety}",
+        backup_id,
+        result.target,
+        result.migrated_to,
+        *([result.safety_backup] if result.safety_backup else []),
     )
 
 

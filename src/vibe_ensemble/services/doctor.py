@@ -20,7 +20,7 @@ from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import clock, faults, migrate
-from vibe_ensemble.store.backup_postgres import find_pg_tool
+from vibe_ensemble.store.backup_postgres import PG_TOOL_HELP, find_pg_tool
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.urls import sqlite_file
@@ -213,10 +213,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
                 "" if status == "ok" else "run NTP (chrony, timesyncd) on this host and the database's",
             )
         )
-        try:
-            find_pg_tool("pg_dump", settings.pg_bin_dir)
-        except BackupError as exc:
-            findings.append(Finding("backup tools", "warn", "pg_dump not found", str(exc)))
+        findings.append(backup_tools(settings.pg_bin_dir))
     else:
         only = "SQLite: this machine's clock is the only one"
         findings.append(_ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC ({only})"))
@@ -224,6 +221,30 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
     if revision == head:
         findings.append(await _backup_age(db, now))
     return findings
+
+
+def backup_tools(bin_dir: Path | None) -> Finding:
+    """Where `backup create` finds pg_dump (VIBE_PG_BIN_DIR, then PATH, then /usr/lib/postgresql);
+    the finding's fix is what to do, not the error again."""
+    try:
+        found = find_pg_tool("pg_dump", bin_dir)
+    except BackupError:
+        where = f"VIBE_PG_BIN_DIR={bin_dir}, " if bin_dir is not None else ""
+        return Finding(
+            "backup tools",
+            "warn",
+            f"pg_dump not found (looked in {where}PATH and /usr/lib/postgresql/*/bin)",
+            f"{PG_TOOL_HELP}; then `vibe-ensemble backup create` can dump this database",
+        )
+    if bin_dir is not None and Path(found).parent != bin_dir:
+        return Finding(
+            "backup tools",
+            "warn",
+            f"VIBE_PG_BIN_DIR={bin_dir} holds no pg_dump; backups use {found}",
+            "point VIBE_PG_BIN_DIR at the directory with the client tools of the server's major "
+            "version, or unset it",
+        )
+    return _ok("backup tools", f"pg_dump: {found}")
 
 
 async def _backup_age(db: Database, now: datetime) -> Finding:

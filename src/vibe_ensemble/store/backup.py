@@ -15,20 +15,58 @@ checks in store/backup_manifest.py, the storage in store/backup_storage.py. See 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vibe_ensemble.store import backup_postgres, backup_sqlite, migrate
-from vibe_ensemble.store.backup_manifest import Check, Manifest, RestoreResult, check_label, compare, sha256
-from vibe_ensemble.store.backup_storage import BackupError, BackupStorage
+from vibe_ensemble.store.backup_manifest import (
+    Check,
+    Manifest,
+    RestoreResult,
+    UnreadableManifest,
+    check_label,
+    compare,
+    sha256,
+)
+from vibe_ensemble.store.backup_storage import BackupError, BackupStorage, MissingBackupFile
 from vibe_ensemble.store.backup_target import Target
 from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock
+from vibe_ensemble.store.sqlite import private_dirs
 
 DEFAULT_KEEP_DAILY = 30
 DEFAULT_KEEP_WEEKLY = 12
 SAFETY_LABEL = "pre-restore"
+
+
+def scratch_target(url: str) -> Target:
+    """The PostgreSQL server `verify --scratch-url` names, or a BackupError naming the option."""
+    target = Target(url, "--scratch-url")
+    if target.backend != "postgresql":
+        raise BackupError(
+            f"--scratch-url: a PostgreSQL server to restore into (postgresql://user@host:5432/db), not "
+            f"{target.backend}"
+        )
+    return target
+
+
+@dataclass
+class Listing:
+    """What a backup location holds: the finished backups, and the manifests that cannot be read."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    unreadable: list[UnreadableManifest] = field(default_factory=list)
+
+
+@dataclass
+class Pruned:
+    """What `prune` deleted (or would), and the manifests it could not read and so left alone."""
+
+    deleted: list[Manifest] = field(default_factory=list)
+    unreadable: list[UnreadableManifest] = field(default_factory=list)
 
 
 class Backups:
@@ -41,7 +79,7 @@ class Backups:
 
     def _new_id(self, label: str, now: datetime) -> str:
         base = f"{now:%Y%m%dT%H%M%SZ}-{label}"
-        taken = {n.rsplit(".", 1)[0] for n in self.storage.names() if n.endswith(".json")}
+        taken = {n.rsplit(".", 1)[0] for n in self.storage.names(missing_ok=True) if n.endswith(".json")}
         candidate, n = base, 1
         while candidate in taken:
             n += 1
@@ -88,24 +126,38 @@ class Backups:
         return manifest
 
     async def manifests(self) -> list[Manifest]:
-        """Every finished backup (one with a manifest), oldest first."""
+        """Every finished backup (one with a manifest), oldest first; an unreadable manifest is an error
+        naming its file (`scan` reads past it)."""
+        found = await self.scan()
+        if found.unreadable:
+            raise found.unreadable[0]
+        return found.manifests
+
+    async def scan(self) -> Listing:
+        """Every finished backup, oldest first, and apart from them each manifest that cannot be read."""
         names = await asyncio.to_thread(self.storage.names)
-        manifests = []
+        found = Listing()
         for name in names:
             if name.endswith(".json"):
-                manifests.append(Manifest.from_json(await asyncio.to_thread(self.storage.get_bytes, name)))
-        return sorted(manifests, key=lambda m: m.created_at)
+                raw = await asyncio.to_thread(self.storage.get_bytes, name)
+                try:
+                    found.manifests.append(Manifest.from_json(raw, name))
+                except UnreadableManifest as exc:
+                    found.unreadable.append(exc)
+        found.manifests.sort(key=lambda m: m.created_at)
+        return found
 
     async def manifest(self, backup_id: str) -> Manifest:
         if not backup_id or "/" in backup_id or backup_id.startswith("."):
             raise BackupError(f"{backup_id!r} is not a backup id (see `vibe-ensemble backup list`)")
+        name = f"{backup_id}.json"
         try:
-            raw = await asyncio.to_thread(self.storage.get_bytes, f"{backup_id}.json")
-        except BackupError:
+            raw = await asyncio.to_thread(self.storage.get_bytes, name)
+        except MissingBackupFile:
             raise BackupError(
                 f"no backup {backup_id!r} in {self.storage.location} (see `vibe-ensemble backup list`)"
             ) from None
-        return Manifest.from_json(raw)
+        return Manifest.from_json(raw, name)
 
     async def _fetch(self, manifest: Manifest, work: Path) -> Path:
         """Download the backup file and check its checksum; returns a restorable file."""
@@ -142,7 +194,7 @@ class Backups:
                         revision, counts = backup_sqlite.facts(conn)
                     check.problems += compare(manifest, revision, counts)
             else:
-                server = Target(scratch_url) if scratch_url else self.source
+                server = scratch_target(scratch_url) if scratch_url else self.source
                 async with backup_postgres.scratch_database(server) as scratch:
                     try:
                         await backup_postgres.restore(scratch, restorable, self.pg_bin_dir, clean=False)
@@ -160,23 +212,26 @@ class Backups:
         keep_daily: int = DEFAULT_KEEP_DAILY,
         keep_weekly: int = DEFAULT_KEEP_WEEKLY,
         dry_run: bool = False,
-    ) -> list[Manifest]:
+    ) -> Pruned:
         """Delete all but the newest `keep_daily` 'daily' and `keep_weekly` 'weekly' backups.
 
-        Backups with any other label (manual ones, pre-restore safety backups) are never pruned.
+        Backups with any other label (manual ones, pre-restore safety backups) are never pruned. A
+        backup whose manifest cannot be read is never deleted (nor counted): it is in `unreadable`,
+        for the caller to report, and the readable ones are pruned all the same (a nightly job that
+        stopped pruning over one damaged file would fill the disk).
         """
         if keep_daily < 1 or keep_weekly < 1:
             raise BackupError("keep-daily and keep-weekly: keep at least 1 backup of each")
-        doomed: list[Manifest] = []
-        manifests = await self.manifests()
+        found = await self.scan()
+        pruned = Pruned(unreadable=found.unreadable)
         for label, keep in (("daily", keep_daily), ("weekly", keep_weekly)):
-            ours = [m for m in manifests if m.label == label]
-            doomed += ours[: max(0, len(ours) - keep)]
+            ours = [m for m in found.manifests if m.label == label]
+            pruned.deleted += ours[: max(0, len(ours) - keep)]
         if not dry_run:
-            for m in doomed:
+            for m in pruned.deleted:
                 await asyncio.to_thread(self.storage.delete, f"{m.id}.json")  # unlisted first
                 await asyncio.to_thread(self.storage.delete, m.file)
-        return doomed
+        return pruned
 
     async def restore(
         self, backup_id: str, *, target_url: str | None = None, force: bool = False
@@ -184,13 +239,14 @@ class Backups:
         """Restore a backup into the target (default: the configured database); see the module doc."""
         started = time.perf_counter()
         manifest = await self.manifest(backup_id)
-        target = Target(target_url) if target_url else self.source
+        target = Target(target_url, "--to") if target_url else self.source
         if target.backend != manifest.backend:
             raise BackupError(
                 f"backup {backup_id} is a {manifest.backend} backup; the target {target.safe} is "
                 f"{target.backend}. Restore it into a {manifest.backend} database"
             )
         lock: OwnerLock | None = None
+        new = _NewFiles(target.path) if target.path is not None else None
         with tempfile.TemporaryDirectory(prefix="vibe-restore-") as tmp:
             work = Path(tmp)
             try:
@@ -205,6 +261,11 @@ class Backups:
                 try:
                     revision = await self._apply(target, restorable, manifest)
                 except Exception as exc:
+                    if new is not None and not new.database_existed:
+                        raise BackupError(
+                            f"restore of {backup_id} failed: {exc}. The target did not exist before; "
+                            "what the restore wrote was removed"
+                        ) from exc
                     if safety is None:
                         raise BackupError(
                             f"restore of {backup_id} failed: {exc}. The target held no Vibe Ensemble "
@@ -215,6 +276,13 @@ class Backups:
                         f"restore of {backup_id} failed: {exc}. The target was rolled back to the "
                         f"safety backup {safety.id}"
                     ) from exc
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                    lock = None
+                if new is not None:
+                    new.remove()  # a failed restore leaves no new file (database, lock) or directory
+                raise
             finally:
                 if lock is not None:
                     lock.release()
@@ -300,3 +368,28 @@ class Backups:
             await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path)
         else:
             await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
+
+
+class _NewFiles:
+    """What a restore into a SQLite file creates, so that a failed one removes it again: the missing
+    directories (created here, 0700), and the database file and its owner lock when they were not there.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.lock_path = db_path.with_name(db_path.name + ".lock")
+        self.database_existed = db_path.exists()
+        self.lock_existed = self.lock_path.exists()
+        try:
+            self.directories = private_dirs(db_path.parent)  # before the lock file goes into them
+        except OSError as exc:
+            raise BackupError(f"cannot create the directory of {db_path}: {exc.strerror}") from exc
+
+    def remove(self) -> None:
+        if not self.database_existed:
+            backup_sqlite.remove_database(self.db_path)
+        if not self.lock_existed:
+            self.lock_path.unlink(missing_ok=True)
+        for directory in reversed(self.directories):
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                directory.rmdir()

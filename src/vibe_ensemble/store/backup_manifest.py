@@ -40,13 +40,29 @@ class Manifest:
         return json.dumps(data, indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Manifest:
+    def from_json(cls, raw: bytes, name: str) -> Manifest:
+        """The manifest stored as `name`, or a BackupError naming that file and what is wrong."""
         try:
             data = json.loads(raw)
             data["created_at"] = datetime.fromisoformat(data["created_at"])
-            return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise BackupError(f"unreadable manifest: {exc}") from exc
+            manifest = cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            problem = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            raise UnreadableManifest(name, problem) from exc
+        if manifest.created_at.tzinfo is None:  # ours are UTC; a naive time cannot be ordered with them
+            raise UnreadableManifest(name, "created_at has no time zone")
+        if not isinstance(manifest.file, str) or not isinstance(manifest.id, str):
+            raise UnreadableManifest(name, "id and file must be strings")
+        return manifest
+
+
+class UnreadableManifest(BackupError):
+    """A manifest that cannot be read (damaged, edited, not one of ours): its backup cannot be used."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"unreadable manifest {name}: {problem}")
+        self.name = name
+        self.problem = problem
 
 
 @dataclass

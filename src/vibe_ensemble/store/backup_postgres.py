@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
+import signal
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -18,24 +20,29 @@ import asyncpg
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.backup_target import Target, quote
 
+PG_TOOL_HELP = (
+    "install the PostgreSQL client tools of the server's major version (Debian: apt-get install "
+    "postgresql-client) or set VIBE_PG_BIN_DIR to the directory that holds them"
+)
+
 
 def find_pg_tool(name: str, bin_dir: Path | None) -> str:
-    """pg_dump / pg_restore: from `bin_dir`, else PATH, else the newest /usr/lib/postgresql/*/bin."""
+    """pg_dump / pg_restore: in `bin_dir` (VIBE_PG_BIN_DIR), else on PATH, else the newest
+    /usr/lib/postgresql/*/bin (docs/backups.md)."""
     if bin_dir is not None:
         candidate = bin_dir / name
-        if candidate.is_file():
+        if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-        raise BackupError(f"{name} is not in VIBE_PG_BIN_DIR={bin_dir}; nothing was changed")
     found = shutil.which(name)
     if found:
         return found
     versions = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_major_version)
     if versions:
         return versions[-1]
+    where = f"in VIBE_PG_BIN_DIR={bin_dir}, " if bin_dir is not None else ""
     raise BackupError(
-        f"{name} was not found (looked on PATH and in /usr/lib/postgresql/*/bin): install the PostgreSQL "
-        "client tools of the server's major version (Debian: apt-get install postgresql-client) or set "
-        "VIBE_PG_BIN_DIR to the directory that holds them; nothing was changed"
+        f"{name} was not found (looked {where}on PATH and in /usr/lib/postgresql/*/bin): {PG_TOOL_HELP}; "
+        "nothing was changed"
     )
 
 
@@ -49,10 +56,22 @@ async def _run(argv: list[str], env: dict[str, str]) -> None:
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     _, stderr = await proc.communicate()
-    if proc.returncode != 0:
-        tool = Path(argv[0]).name
-        message = stderr.decode(errors="replace").strip().splitlines()
-        raise BackupError(f"{tool} failed (exit {proc.returncode}): {' / '.join(message[-3:])}")
+    if proc.returncode:
+        raise BackupError(failure(Path(argv[0]).name, proc.returncode, stderr))
+
+
+def failure(tool: str, returncode: int, stderr: bytes) -> str:
+    """How a tool ended, in one line: its exit status or the signal that killed it, and the last lines
+    of what it said on stderr (if anything)."""
+    if returncode < 0:
+        try:
+            how = f"was killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"failed (exit {returncode})"
+    said = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return f"{tool} {how}" + (f": {' / '.join(said[-3:])}" if said else "; it said nothing on stderr")
 
 
 async def _pg_facts(conn: asyncpg.Connection) -> tuple[str | None, dict[str, int]]:

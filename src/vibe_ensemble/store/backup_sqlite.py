@@ -8,11 +8,13 @@ import contextlib
 import gzip
 import shutil
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.backup_target import quote
+from vibe_ensemble.store.sqlite import create_private
 
 
 def table_names(conn: sqlite3.Connection) -> list[str]:
@@ -74,16 +76,30 @@ def gzip_file(src: Path, dest: Path) -> None:
 
 
 def gunzip_file(src: Path, dest: Path) -> None:
-    try:
-        with gzip.open(src, "rb") as fin, dest.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-    except (OSError, EOFError) as exc:
-        raise BackupError(f"the backup file cannot be decompressed: {exc}") from exc
+    """Decompress a stored backup; any damage to the gzip stream (a bad header, a cut-off end, a
+    corrupt deflate block, a wrong CRC) is a BackupError, whatever layer notices it."""
+    with dest.open("wb") as fout:
+        try:
+            with gzip.open(src, "rb") as fin:
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise BackupError(
+                f"the backup file {src.name} is damaged: it cannot be decompressed ({exc})"
+            ) from exc
 
 
 def copy_into(source: Path, target: Path) -> None:
-    """Replace the content of `target` with `source` through the backup API (WAL-safe, one step)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Replace the content of `target` with `source` through the backup API (WAL-safe, one step).
+
+    A new target is created like the server's database: 0600, in directories created 0700."""
+    create_private(target)
     with connect(source) as src, connect(target) as dst:
         src.backup(dst)
         dst.execute("PRAGMA journal_mode=WAL")
+
+
+def remove_database(path: Path) -> None:
+    """Delete a SQLite database file and the files SQLite keeps beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)

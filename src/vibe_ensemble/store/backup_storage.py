@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
+
+from vibe_ensemble.store.sqlite import private_dirs
 
 
 class BackupError(Exception):
     """A backup operation cannot go on; the message says why and what to do."""
+
+
+class MissingBackupFile(BackupError):
+    """The named file is not in the storage location (which exists)."""
 
 
 class BackupStorage(Protocol):
@@ -23,7 +30,7 @@ class BackupStorage(Protocol):
     def get(self, name: str, dest: Path) -> None: ...
     def put_bytes(self, name: str, data: bytes) -> None: ...
     def get_bytes(self, name: str) -> bytes: ...
-    def names(self) -> list[str]: ...
+    def names(self, *, missing_ok: bool = False) -> list[str]: ...
     def delete(self, name: str) -> None: ...
 
 
@@ -34,7 +41,11 @@ def _check_name(name: str) -> str:
 
 
 class DirectoryStorage:
-    """Backups in a local (or mounted) directory; files are written under a temporary name, then renamed."""
+    """Backups in a local (or mounted) directory; files are written under a temporary name, then renamed.
+
+    Backups hold token hashes and agents' mail: directories created here are 0700 and files written
+    0600, like the database itself (docs/security.md); an existing directory is left as it is.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -43,47 +54,59 @@ class DirectoryStorage:
     def _file(self, name: str) -> Path:
         return self.path / _check_name(name)
 
+    def _require(self) -> None:
+        """Reading from a directory that is not there is an error (a mistyped --store), not an empty list."""
+        if not self.path.exists():
+            raise BackupError(
+                f"the backup location {self.location} does not exist: check --store (or VIBE_BACKUP_LOCATION)"
+            )
+        if not self.path.is_dir():
+            raise BackupError(f"the backup location {self.location} is not a directory")
+
+    def _write(self, name: str, fill: Callable[[BinaryIO], object]) -> None:
+        private_dirs(self.path)
+        final = self._file(name)
+        tmp = final.with_name(f".{name}.partial")
+        tmp.unlink(missing_ok=True)  # a leftover of an interrupted run may have other permissions
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
     def put(self, name: str, src: Path) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(name).with_name(f".{name}.partial")
-        shutil.copyfile(src, tmp)
-        _fsync(tmp)
-        os.replace(tmp, self._file(name))
+        def copy(fh: BinaryIO) -> None:
+            with src.open("rb") as fin:
+                shutil.copyfileobj(fin, fh, 1 << 20)
+
+        self._write(name, copy)
 
     def get(self, name: str, dest: Path) -> None:
+        self._require()
         try:
             shutil.copyfile(self._file(name), dest)
         except FileNotFoundError:
-            raise BackupError(f"{name} is not in {self.location}") from None
+            raise MissingBackupFile(f"{name} is not in {self.location}") from None
 
     def put_bytes(self, name: str, data: bytes) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(name).with_name(f".{name}.partial")
-        tmp.write_bytes(data)
-        _fsync(tmp)
-        os.replace(tmp, self._file(name))
+        self._write(name, lambda fh: fh.write(data))
 
     def get_bytes(self, name: str) -> bytes:
+        self._require()
         try:
             return self._file(name).read_bytes()
         except FileNotFoundError:
-            raise BackupError(f"{name} is not in {self.location}") from None
+            raise MissingBackupFile(f"{name} is not in {self.location}") from None
 
-    def names(self) -> list[str]:
-        if not self.path.is_dir():
+    def names(self, *, missing_ok: bool = False) -> list[str]:
+        """The files in the location; `missing_ok`: none (not an error) when the directory is not there."""
+        if missing_ok and not self.path.exists():
             return []
+        self._require()
         return sorted(p.name for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
 
     def delete(self, name: str) -> None:
         self._file(name).unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class S3Storage:
@@ -103,38 +126,58 @@ class S3Storage:
         name = _check_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def _failed(self, doing: str, exc: Exception, name: str = "") -> BackupError:
+        """One line for a failed S3 call: a missing key is MissingBackupFile, anything else (no such
+        bucket, no credentials, refused) names the location and the service's own words."""
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return MissingBackupFile(f"{name} is not in {self.location}")
+        return BackupError(f"cannot {doing} {self.location}: {' '.join(str(exc).split())}")
+
     def put(self, name: str, src: Path) -> None:
-        self._client.upload_file(str(src), self.bucket, self._key(name))
+        try:
+            self._client.upload_file(str(src), self.bucket, self._key(name))
+        except Exception as exc:
+            raise self._failed(f"write {name} to", exc, name) from exc
 
     def get(self, name: str, dest: Path) -> None:
         try:
             self._client.download_file(self.bucket, self._key(name), str(dest))
         except Exception as exc:
-            raise BackupError(f"cannot read {name} from {self.location}: {exc}") from exc
+            raise self._failed(f"read {name} from", exc, name) from exc
 
     def put_bytes(self, name: str, data: bytes) -> None:
-        self._client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+        except Exception as exc:
+            raise self._failed(f"write {name} to", exc, name) from exc
 
     def get_bytes(self, name: str) -> bytes:
         try:
             body: bytes = self._client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()
         except Exception as exc:
-            raise BackupError(f"cannot read {name} from {self.location}: {exc}") from exc
+            raise self._failed(f"read {name} from", exc, name) from exc
         return body
 
-    def names(self) -> list[str]:
+    def names(self, *, missing_ok: bool = False) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rest = obj["Key"][len(prefix) :]
-                if rest and "/" not in rest:
-                    names.append(rest)
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(prefix) :]
+                    if rest and "/" not in rest:
+                        names.append(rest)
+        except Exception as exc:
+            raise self._failed("list", exc) from exc
         return sorted(names)
 
     def delete(self, name: str) -> None:
-        self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as exc:
+            raise self._failed(f"delete {name} from", exc, name) from exc
 
 
 def open_storage(location: str, *, s3_endpoint_url: str | None = None) -> BackupStorage:

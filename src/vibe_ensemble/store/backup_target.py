@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from vibe_ensemble.store.backup_storage import BackupError
-from vibe_ensemble.store.database import normalise_url, sqlite_path
+from vibe_ensemble.store.database import DatabaseError, parse_url, sqlite_path
 
 
 def quote(name: str) -> str:
@@ -19,12 +19,17 @@ def quote(name: str) -> str:
 class Target:
     """A database a backup is taken from or restored into."""
 
-    def __init__(self, url: str) -> None:
-        self.url: URL = make_url(normalise_url(url))
+    def __init__(self, url: str, option: str = "the database URL") -> None:
+        """`option`: what gave the URL (`--to`, `--scratch-url`), named when it is not a usable one."""
+        try:
+            self.url: URL = parse_url(url)
+            self.path: Path | None = sqlite_path(self.url)
+        except DatabaseError as exc:
+            hint = ""
+            if "://" not in url:  # a file path where a URL belongs
+                hint = f" (for a SQLite file: sqlite:///{Path(url).expanduser().resolve()})"
+            raise BackupError(f"{option}: {exc}{hint}") from None
         self.backend = self.url.get_backend_name()
-        if self.backend not in ("sqlite", "postgresql"):
-            raise BackupError(f"unsupported database {self.backend!r}: use sqlite or postgresql")
-        self.path: Path | None = sqlite_path(self.url) if self.backend == "sqlite" else None
 
     @property
     def safe(self) -> str:

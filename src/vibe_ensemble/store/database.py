@@ -30,7 +30,7 @@ from sqlalchemy.sql.base import Executable
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.store import faults, traced
 from vibe_ensemble.store.prepared import Params, Prepared
-from vibe_ensemble.store.sqlite import SqliteEngine, create_private
+from vibe_ensemble.store.sqlite import SqliteEngine, create_private, private_dirs
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -255,7 +255,7 @@ class OwnerLock:
         self._db_fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.path.parent)  # missing directories 0700, like the database's own
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -67,11 +67,23 @@ def create_private(path: Path) -> None:
     Directories created here are 0700 and the file 0600; SQLite gives its -wal and -shm
     files the database file's permissions. Existing files and directories are left alone.
     """
-    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
+    private_dirs(path.parent)
     if str(path) != ":memory:" and not path.exists():
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
+def private_dirs(directory: Path) -> list[Path]:
+    """Create `directory` and any missing parents 0700 (readable by their owner only); existing ones
+    are left alone. Returns the directories created, outermost first (to remove them again)."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made by another process meanwhile: not ours
+        created.append(path)
+    return created
 
 
 class DatabaseFileGone(ConnectionError):

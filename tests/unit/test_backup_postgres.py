@@ -1,0 +1,86 @@
+"""pg_dump / pg_restore as backups use them: where they are found, and how their failures read."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from vibe_ensemble.services.doctor import backup_tools
+from vibe_ensemble.store import backup_postgres
+from vibe_ensemble.store.backup_postgres import find_pg_tool
+from vibe_ensemble.store.backup_storage import BackupError
+from vibe_ensemble.store.backup_target import Target
+
+
+def tool(directory: Path, name: str, script: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_a_tool_missing_from_pg_bin_dir_is_looked_for_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_path = tool(tmp_path / "bin", "pg_dump", "exit 0")
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert find_pg_tool("pg_dump", tmp_path / "nonexistent") == str(on_path)  # the documented order
+    own = tool(tmp_path / "pg", "pg_dump", "exit 0")
+    assert find_pg_tool("pg_dump", own.parent) == str(own)  # VIBE_PG_BIN_DIR first
+
+
+def test_a_tool_found_nowhere_names_every_place_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(backup_postgres, "glob", lambda pattern: [])
+    with pytest.raises(BackupError) as failure:
+        find_pg_tool("pg_dump", tmp_path / "nonexistent")
+    message = str(failure.value)
+    assert f"VIBE_PG_BIN_DIR={tmp_path / 'nonexistent'}" in message and "on PATH" in message
+    assert "nothing was changed" in message
+
+    finding = backup_tools(tmp_path / "nonexistent")
+    assert finding.status == "warn"
+    assert "install the PostgreSQL client tools" in finding.fix  # what to do, not the error again
+    assert finding.fix not in finding.detail
+
+
+def test_doctor_says_when_pg_bin_dir_holds_no_pg_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_path = tool(tmp_path / "bin", "pg_dump", "exit 0")
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    finding = backup_tools(tmp_path / "nonexistent")
+    assert finding.status == "warn" and str(on_path) in finding.detail
+    assert "point VIBE_PG_BIN_DIR" in finding.fix
+    assert backup_tools(None).status == "ok"
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("kill -SEGV $$", "pg_restore was killed by signal 11 (SIGSEGV); it said nothing on stderr"),
+        (
+            "echo 'out of memory' >&2; kill -KILL $$",
+            "pg_restore was killed by signal 9 (SIGKILL): out of memory",
+        ),
+        (
+            "echo 'pg_restore: error: bad archive' >&2; exit 1",
+            "pg_restore failed (exit 1): pg_restore: error: bad archive",
+        ),
+        ("exit 3", "pg_restore failed (exit 3); it said nothing on stderr"),
+    ],
+)
+def test_how_a_tool_ended_is_said_plainly(tmp_path: Path, script: str, expected: str) -> None:
+    bin_dir = tool(tmp_path / "pg", "pg_restore", script).parent
+    target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
+    with pytest.raises(BackupError) as failure:
+        asyncio.run(backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=False))
+    assert str(failure.value) == expected

@@ -238,3 +238,12 @@ def test_every_listing_command_takes_json(tmp_path: Path) -> None:
         for line in done.stdout.splitlines():
             json.loads(line)
         assert done.stdout.strip(), args
+
+
+def test_paths_in_messages_and_tables_are_shown_literally_not_as_markup(tmp_path: Path) -> None:
+    """A directory named `[bold]` (or any text in square brackets) is printed as written."""
+    db = tmp_path / "[bold]data[/bold]" / "vibe.db"
+    done = cli(tmp_path, "token", "list", "--database-url", f"sqlite:///{db}")
+    one_line_error(done, 1, f"no database at {db}")
+    doctor = cli(tmp_path, "doctor", "--database-url", f"sqlite:///{db}")
+    assert "[bold]data[/bold]" in doctor.stdout, doctor.stdout

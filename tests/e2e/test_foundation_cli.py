@@ -137,7 +137,8 @@ def test_serve_on_port_0_says_the_port_the_system_chose(tmp_path: Path) -> None:
         said = re.compile(
             r"serving on http://127\.0\.0\.1:(\d+)  \(dashboard: /, MCP: http://127\.0\.0\.1:(\d+)/mcp\)"
         )
-        wait_until(lambda: said.search(log.read_text()) is not None, timeout=60, what="the start line")
+        started = lambda: log.exists() and said.search(log.read_text()) is not None  # noqa: E731
+        wait_until(started, timeout=60, what="the start line")
         found = said.search(log.read_text())
         assert found is not None and found.group(1) == found.group(2) != "0"
         assert httpx2.get(f"http://127.0.0.1:{found.group(1)}/healthz").json() == {"status": "ok"}

@@ -14,12 +14,14 @@ import pytest
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import SYSTEM
-from vibe_ensemble.domain.enums import AgentRole
+from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.store.backup_target import Target
+from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.tables import audit_log, credentials, events
 
 from ..conftest import give_back_postgres_database, make_settings, take_postgres_database
 
@@ -157,6 +159,50 @@ async def test_a_restore_that_fails_after_touching_the_target_rolls_back(
     assert await _count(database_url, "issues") == 4  # the state before the restore, not the backup's
     safety = [m for m in await backups.manifests() if m.label == "pre-restore"]
     assert len(safety) == 1 and safety[0].row_counts["issues"] == 4
+
+
+async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_forward(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """The data goes back to the backup; a token revoked since stays revoked, the audit entries
+    written since stay on record, and the next event's id follows every id given before."""
+    await _seed(runtime.services, issues=3)
+    leaked, _ = await runtime.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="leaked")
+    backups = _backups(database_url, tmp_path)
+    manifest = await backups.create("daily")
+    await runtime.services.tokens.revoke(SYSTEM, leaked.id)
+    await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
+    newest = await runtime.services.events.latest_id()
+    await runtime.stop()  # no server on the target
+
+    await backups.restore(manifest.id)
+
+    assert await _count(database_url, "issues") == 3  # the data is the backup's
+    db = Database(database_url)
+    try:
+        async with db.read() as conn:
+            revoked = (
+                await conn.execute(sa.select(credentials.c.revoked_at).where(credentials.c.id == leaked.id))
+            ).scalar_one()
+            actions = (
+                (await conn.execute(sa.select(audit_log.c.action).order_by(audit_log.c.id))).scalars().all()
+            )
+            last = (await conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(1))).one()
+    finally:
+        await db.dispose()
+    assert revoked is not None  # it does not come back to life with the rows it was revoked from
+    assert actions[-2:] == ["token.created", "token.revoked"] and actions.count("token.revoked") == 1
+    assert last.id == newest + 1 and last.type == "database.restored"
+    assert last.payload == {"backup": manifest.id, "taken_at": manifest.created_at.isoformat()}
+
+    again = Runtime(make_settings(database_url, tmp_path))  # a server on the restored database
+    await again.start()
+    try:
+        made = await again.services.issues.create(SYSTEM, title="after the restore", project="default")
+        assert made.id == 4  # the data's ids go on from the backup's
+        assert await again.services.events.latest_id() > newest + 1  # events' from every id given
+    finally:
+        await again.stop()
 
 
 async def test_a_backup_file_that_breaks_mid_restore_rolls_back(

@@ -22,6 +22,7 @@ class EventFamily(StrEnum):
     RESERVATION = "reservation"
     KNOWLEDGE = "knowledge"
     TOKEN = "token"  # noqa: S105  # nosec B105
+    DATABASE = "database"
 
 
 class EventType(StrEnum):
@@ -48,6 +49,7 @@ class EventType(StrEnum):
     KNOWLEDGE_UPDATED = "knowledge.updated"
     TOKEN_CREATED = "token.created"  # noqa: S105  # nosec B105
     TOKEN_REVOKED = "token.revoked"  # noqa: S105  # nosec B105
+    DATABASE_RESTORED = "database.restored"
 
     @property
     def family(self) -> EventFamily:
@@ -187,6 +189,13 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(T.TOKEN_CREATED, "a credential was created (never the secret)", "id", "role", "label", "agent"),
         _spec(T.TOKEN_REVOKED, "a credential was revoked", "id", "label"),
+        _spec(
+            T.DATABASE_RESTORED,
+            "the database was restored from a backup: what happened after `taken_at` is gone, so re-read "
+            "what you hold; the ids of later events follow the newest given before the restore",
+            "backup",
+            "taken_at",
+        ),
     )
 }
 del T

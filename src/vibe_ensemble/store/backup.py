@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vibe_ensemble.store import backup_postgres, backup_sqlite, migrate
+from vibe_ensemble.store import backup_carry, backup_postgres, backup_sqlite, migrate
 from vibe_ensemble.store.backup_manifest import (
     Check,
     Manifest,
@@ -258,8 +258,16 @@ class Backups:
                     if problems:
                         raise BackupError(f"backup {backup_id} is damaged: {'; '.join(problems)}")
                 safety = await self._safety_backup(target)
+                url = target.url.render_as_string(hide_password=False)
+                # What must not go back in time with the data (store/backup_carry.py).
+                carried = await backup_carry.read(url, manifest.created_at) if safety else None
                 try:
                     revision = await self._apply(target, restorable, manifest)
+                    if carried is not None:
+                        now = datetime.now(UTC)
+                        await backup_carry.apply(
+                            url, carried, backup=manifest.id, taken_at=manifest.created_at, now=now
+                        )
                 except Exception as exc:
                     if new is not None and not new.database_existed:
                         raise BackupError(

@@ -72,6 +72,8 @@ def test_token_create_list_revoke_against_a_running_server(server: ServerProcess
         token_id = next(t["id"] for t in admin.get("/api/v1/tokens").json() if t["prefix"] == secret[:12])
         revoked = cli("token", "revoke", str(token_id), "--database-url", db)
         assert f"revoked token {token_id}" in revoked.stderr
+        again = cli("token", "revoke", str(token_id), "--database-url", db)  # idempotent, and says so
+        assert again.returncode == 0 and f"token {token_id} was already revoked (" in again.stderr
 
         # The CLI is another process, as another replica would be: the running server stops accepting
         # the token within its credential cache's bound (VIBE_CREDENTIAL_CACHE_S, 5 s by default;

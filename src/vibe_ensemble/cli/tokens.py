@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -137,15 +137,19 @@ def token_revoke(token_id: int, config: ConfigOpt = None, database_url: DbOpt = 
     """Revoke a token; it stops working at once."""
     runtime = admin_runtime(config, database_url)
 
-    async def main() -> None:
+    async def main() -> datetime | None:
         await runtime.start(own=False)
         try:
-            await runtime.services.tokens.revoke(cli_caller(), token_id)
+            return (await runtime.services.tokens.revoke(cli_caller(), token_id)).revoked_at
         finally:
             await runtime.stop()
 
-    run(main, database=runtime.settings.effective_database_url)
-    err.print(f"revoked token {token_id}")
+    asked = datetime.now(UTC)
+    revoked_at = run(main, database=runtime.settings.effective_database_url)
+    if revoked_at is not None and revoked_at < asked:  # revoking is idempotent: say it was done before
+        err.print(f"token {token_id} was already revoked ({revoked_at:%Y-%m-%d %H:%M:%S} UTC)")
+    else:
+        err.print(f"revoked token {token_id}")
 
 
 def register(app: typer.Typer) -> None:

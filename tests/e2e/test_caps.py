@@ -138,3 +138,50 @@ async def test_wait_cap_counts_mcp_and_rest_together(server: ServerProcess) -> N
         assert by_rest.json()["items"][0]["message"]["subject"] == "go"
         r = await worker.get(wait_url, params={"timeout_s": 0})
         assert r.status_code == 200, r.text
+
+
+async def test_a_held_wait_whose_client_went_away_gives_its_slot_back_at_once(server: ServerProcess) -> None:
+    """A client whose own timeout is shorter than the wait's gives up on it: the server ends the
+    wait then (MCP and REST alike), not at its timeout, so the token can wait again at once."""
+    async with rest(server.url, server.admin_token) as admin:
+        await admin.post("/projects/default/agents", json={"name": "quitter"})
+        team = await token(admin, "worker", project="default")
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "wait_for_messages",
+            "arguments": {"agent": "quitter", "timeout_s": 60},
+            "_meta": meta,
+        },
+    }
+    headers = {
+        "Authorization": f"Bearer {team}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "wait_for_messages",
+    }
+    wait_url = server.url + "/api/v1/projects/default/agents/quitter/inbox/wait"
+    async with httpx2.AsyncClient(timeout=1.5) as impatient:
+        gave_up = await asyncio.gather(
+            impatient.post(server.mcp_url, json=call, headers=headers),
+            impatient.get(wait_url, params={"timeout_s": 60}, headers={"Authorization": f"Bearer {team}"}),
+            return_exceptions=True,
+        )
+    assert all(isinstance(e, httpx2.TimeoutException) for e in gave_up), gave_up  # both were held
+    async with rest(server.url, team) as worker:
+
+        async def waits_again() -> bool:
+            r = await worker.get("/projects/default/agents/quitter/inbox/wait", params={"timeout_s": 0})
+            return r.status_code == 200
+
+        started = asyncio.get_running_loop().time()
+        await _until(waits_again, "the held-wait slots to come back")
+        assert asyncio.get_running_loop().time() - started < DEADLINE_S  # not the waits' 60 s

@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import TypeAdapter
 from pydantic_core import from_json
+from starlette.types import Receive
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
@@ -45,15 +46,18 @@ class CallContext:
     caller: Caller
     limited: RateLimited | None = None  # the caller's rate limit was spent by this request
     audit_denials: bool = True  # False over stdio: the process is its own token's holder
+    # The HTTP request's own `receive`, which says when its client has gone (api/held.py); None
+    # over stdio.
+    receive: Receive | None = None
 
     @classmethod
-    def admit(cls, services: Services, caller: Caller) -> CallContext:
+    def admit(cls, services: Services, caller: Caller, receive: Receive | None = None) -> CallContext:
         """Spend one request of the caller's rate limit; when it is out, every handler refuses."""
         try:
             services.tokens.throttle(caller)
         except RateLimited as exc:
-            return cls(services, caller, limited=exc)
-        return cls(services, caller)
+            return cls(services, caller, limited=exc, receive=receive)
+        return cls(services, caller, receive=receive)
 
     def acting(self) -> Caller:
         """The caller, or `RateLimited` when this request is over its limit."""

@@ -35,7 +35,7 @@ class MCPEndpoint:
             # TokenService.authenticate): the client hears 503 and when to come back.
             await auth.send_vibe_error(send, exc)
             return
-        call = CallContext.admit(self.services, found.caller)
+        call = CallContext.admit(self.services, found.caller, receive)
         if call.limited is not None:
             send = _with_header(send, b"retry-after", auth.retry_after(call.limited).encode())
         profile = found.caller.tool_profile or self.default_profile

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
+from vibe_ensemble.api.held import while_connected
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     AgentName,
@@ -64,6 +65,7 @@ async def acknowledge(
 
 @router.get(P + "/agents/{name}/inbox/wait", tags=["messages"])
 async def wait_for_messages(
+    request: Request,
     project: str,
     name: AgentName,
     caller: CallerDep,
@@ -74,7 +76,7 @@ async def wait_for_messages(
     mark_read: bool = False,
 ) -> Inbox:
     """The agent's unread mail as soon as there is any (from any replica), or empty at the timeout."""
-    return await services.live.wait_for_messages(
+    wait = services.live.wait_for_messages(
         caller,
         project=project,
         agent=name,
@@ -83,3 +85,5 @@ async def wait_for_messages(
         limit=limit,
         mark_read=mark_read,
     )
+    # A client gone ends the wait (and gives its held-wait slot back) at once (api/held.py).
+    return await while_connected(request.receive, wait, Inbox(items=[], unread=0, next_since_id=None))

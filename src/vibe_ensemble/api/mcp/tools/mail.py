@@ -6,7 +6,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from vibe_ensemble.api.mcp.context import acting
+from vibe_ensemble.api.held import while_connected
+from vibe_ensemble.api.mcp.context import acting, bound
 from vibe_ensemble.api.mcp.params import AgentArg, AgentName, MessageIds, ProjectArg, items, text
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import Inbox, Message
@@ -93,7 +94,7 @@ async def wait_for_messages(
     Returns your unread mail as soon as there is any (sent through any server), or empty at the timeout.
     """
     services, caller = acting()
-    return await services.live.wait_for_messages(
+    wait = services.live.wait_for_messages(
         caller,
         project=project,
         agent=agent,
@@ -102,6 +103,10 @@ async def wait_for_messages(
         limit=limit,
         mark_read=mark_read,
     )
+    call = bound()
+    # A client gone ends the wait (and gives its held-wait slot back) at once; nobody reads the answer.
+    gone = Inbox(items=[], unread=0, next_since_id=None)
+    return await while_connected(call.receive if call else None, wait, gone)
 
 
 TOOLS = (

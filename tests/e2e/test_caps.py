@@ -185,3 +185,49 @@ async def test_a_held_wait_whose_client_went_away_gives_its_slot_back_at_once(se
         started = asyncio.get_running_loop().time()
         await _until(waits_again, "the held-wait slots to come back")
         assert asyncio.get_running_loop().time() - started < DEADLINE_S  # not the waits' 60 s
+
+
+async def test_mcp_listen_streams_count_as_feeds_and_a_get_stream_is_not_offered(
+    server: ServerProcess,
+) -> None:
+    """`subscriptions/listen` holds a stream open as a feed does: it takes one of the credential's
+    feed slots. A legacy GET /mcp stream, on which a stateless server could never send anything, is
+    answered 405 (the protocol's way to say no such stream is offered), not held open."""
+    async with rest(server.url, server.admin_token) as admin:
+        viewer = await token(admin, "viewer")
+    headers = {
+        "Authorization": f"Bearer {viewer}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "subscriptions/listen",
+    }
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    listen = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "subscriptions/listen",
+        "params": {
+            "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
+            "_meta": meta,
+        },
+    }
+    async with contextlib.AsyncExitStack() as streams, httpx2.AsyncClient(timeout=10) as client:
+        for _ in range(2):  # the cap (CAPS): both held open
+            opened = await streams.enter_async_context(
+                client.stream("POST", server.mcp_url, headers=headers, json=listen)
+            )
+            assert opened.status_code == 200 and "event-stream" in opened.headers["content-type"]
+        third = await client.post(server.mcp_url, headers=headers, json=listen)
+        refused = third.json()["error"]
+        assert refused["message"].startswith("[too_many_open] this token already has 2 open live feeds")
+        assert refused["data"] == {"code": "too_many_open", "kind": "feed", "limit": 2}
+        assert await _refused_sse(server, viewer) is not None  # the same cap as the REST feeds
+    await _until(lambda: _let_in(server, viewer), "the listen slots to come back")
+    get = httpx2.get(
+        server.mcp_url, headers={"Authorization": f"Bearer {viewer}", "Accept": "text/event-stream"}
+    )
+    assert get.status_code == 405 and get.headers["allow"] == "POST"
+    assert get.json()["error"]["code"] == "method_not_allowed"

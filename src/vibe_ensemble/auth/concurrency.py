@@ -16,7 +16,7 @@ from vibe_ensemble.domain.errors import TooManyOpen
 
 # what each kind is called in messages, and the setting that sets its cap
 KINDS = {
-    "feed": ("open live feeds (SSE or WebSocket)", "VIBE_MAX_FEEDS_PER_CREDENTIAL"),
+    "feed": ("open live feeds (SSE, WebSocket or MCP subscriptions/listen)", "VIBE_MAX_FEEDS_PER_CREDENTIAL"),
     "wait": ("held wait_for_messages calls", "VIBE_MAX_WAITS_PER_CREDENTIAL"),
 }
 

@@ -14,6 +14,11 @@ from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain.errors import DatabaseUnavailable, RateLimited, StorageFull, Unauthenticated
 from vibe_ensemble.services import Services
 
+NO_STREAM = (
+    "GET /mcp opens no stream on this server: send each request as a POST, its answer comes back on "
+    "it (resource changes: POST subscriptions/listen)"
+)
+
 
 class MCPEndpoint:
     """An unauthenticated request never reaches the SDK; an authenticated one runs inside its `CallContext`.
@@ -34,6 +39,12 @@ class MCPEndpoint:
             # A token not verified recently cannot be checked while the database is down (see
             # TokenService.authenticate): the client hears 503 and when to come back.
             await auth.send_vibe_error(send, exc)
+            return
+        if scope["method"] == "GET":
+            # Over stateless HTTP no message reaches a client but on the POST it is the answer to (and
+            # the stream `subscriptions/listen` opens): a GET stream would stay open with nothing
+            # ever on it. The protocol lets a server that offers no such stream answer 405.
+            await auth.send_error(send, 405, "method_not_allowed", NO_STREAM, headers={"Allow": "POST"})
             return
         call = CallContext.admit(self.services, found.caller, receive)
         if call.limited is not None:

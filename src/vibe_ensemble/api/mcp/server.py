@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
@@ -17,7 +18,7 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
@@ -26,6 +27,7 @@ from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, direct_results, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
+from vibe_ensemble.domain.errors import TooManyOpen
 from vibe_ensemble.domain.rules import MAX_NAME
 from vibe_ensemble.ops.config import Settings
 
@@ -57,12 +59,38 @@ async def _other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNex
         _check_prompt(ctx.params or {})
     elif ctx.method == "subscriptions/listen":
         ctx = _scoped_listen(ctx)
+        with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
+            return await _answer(ctx, call_next)
+    return await _answer(ctx, call_next)
+
+
+async def _answer(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     try:
         return await call_next(ctx)
     except ValidationError as exc:
         # Only the SDK's check of the request lets one through: a tool's becomes a tool error, a
         # prompt's or a resource's one of `context.protocol_errors`.
         raise invalid_request(ctx.method, exc) from exc
+
+
+@contextlib.contextmanager
+def _feed_slot() -> Iterator[None]:
+    """One of the caller's open-feed slots (auth/concurrency.py) for as long as its listen stream is
+    open; over the cap, the listen is refused with `[too_many_open]`."""
+    call = bound()
+    if call is None:
+        yield
+        return
+    try:
+        slot = call.services.ctx.open_limits.take("feed", call.caller.credential_id)
+    except TooManyOpen as exc:
+        raise MCPError(
+            INVALID_REQUEST, f"[{exc.code}] {exc.message}", {"code": exc.code, **exc.details}
+        ) from exc
+    try:
+        yield
+    finally:
+        slot.release()
 
 
 def _scoped_listen(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:

@@ -178,6 +178,40 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
     assert cursor.json()["error"]["data"]["field"] == "cursor"
 
 
+async def test_a_malformed_envelope_is_refused_naming_the_rule_not_with_pydantic_s_dump(
+    server: ServerProcess,
+) -> None:
+    """An older-protocol request the SDK cannot read as one JSON-RPC message (a batch, `null`, a method
+    that is not a string) or that is not JSON: JSON-RPC's -32600 naming the rule, nothing internal."""
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {server.admin_token}",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2025-03-26",
+    }
+    for body in (
+        '[{"jsonrpc":"2.0","id":1,"method":"ping"}]',
+        "null",
+        '{"jsonrpc":"2.0","id":1,"method":42}',
+    ):
+        refused = httpx2.post(server.mcp_url, content=body, headers=headers)
+        assert refused.status_code == 400, body
+        error = refused.json()["error"]
+        assert error["code"] == -32600 and error["message"].startswith(
+            "[invalid_request] the body must be one"
+        )
+        assert "a batch (an array) is not accepted" in error["message"]
+        assert error["data"]["field"] == "body"
+        assert "pydantic" not in refused.text and "JSONRPCRequest" not in refused.text, body
+    text = httpx2.post(server.mcp_url, content="{}", headers={**headers, "Content-Type": "text/plain"})
+    assert text.status_code == 400 and text.headers["content-type"] == "application/json"
+    assert text.json()["error"]["data"] == {
+        "code": "invalid_request",
+        "field": "content-type",
+        "rule": "the body must be JSON, sent with Content-Type: application/json",
+    }
+
+
 async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

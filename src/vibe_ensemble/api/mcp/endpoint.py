@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
+from mcp_types import INVALID_REQUEST
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -52,7 +54,58 @@ class MCPEndpoint:
         profile = found.caller.tool_profile or self.default_profile
         app = self.apps.get(profile, self.apps[self.default_profile])
         with bind(call):
-            await app(scope, receive, send)
+            await app(scope, receive, _plain_refusals(send))
+
+
+ENVELOPE_RULE = (
+    'the body must be one JSON-RPC 2.0 message: an object with "jsonrpc": "2.0", a "method" (a string), '
+    'an "id" (a string or an integer) for a request, and "params" (an object) when it has any; a batch '
+    "(an array) is not accepted: send one message per POST"
+)
+CONTENT_TYPE_RULE = "the body must be JSON, sent with Content-Type: application/json"
+
+
+def _plain_refusals(send: Send) -> Send:
+    """The SDK's own refusals of a malformed request, said as ours are: an envelope it cannot read
+    (a batch, `null`, a method that is not a string) came back as pydantic's multi-line dump of its
+    models (`Validation error: 4 validation errors for union[JSONRPCRequest, …]`, with pydantic's
+    URLs) under `-32602`; a wrong content type as plain text. Each is now JSON-RPC's `-32600` naming
+    the rule. Only a 400 answer is looked at; every other passes through untouched."""
+    held: ASGIMessage | None = None
+
+    async def _send(message: ASGIMessage) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            held = message  # until its body says whether it is one of those
+            return
+        if held is not None and message["type"] == "http.response.body":
+            start, held = held, None
+            body = message.get("body", b"")
+            if body.startswith(b"Invalid Content-Type"):
+                body = _invalid_request(None, "content-type", CONTENT_TYPE_RULE)
+            elif b'"message":"Validation error:' in body:
+                body = _invalid_request(json.loads(body).get("id"), "body", ENVELOPE_RULE)
+            else:
+                await send(start)
+                await send(message)
+                return
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _REPLACED]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return _send
+
+
+_REPLACED = {b"content-type", b"content-length"}
+
+
+def _invalid_request(request_id: object, field: str, rule: str) -> bytes:
+    data = {"code": "invalid_request", "field": field, "rule": rule}
+    error = {"code": INVALID_REQUEST, "message": f"[invalid_request] {rule}", "data": data}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -176,6 +176,17 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
         "[invalid_input] resources/list: cursor: Input should be a valid string (got 5)"
     )
     assert cursor.json()["error"]["data"]["field"] == "cursor"
+    long_uri = "vibe://projects/" + "a" * 5000
+    unread = post("resources/read", long_uri, {"uri": long_uri})
+    assert (
+        unread.json()["error"]["message"]
+        == "[invalid_input] project: must be at most 64 characters (got 5000)"
+    )
+    assert len(unread.content) < 500  # the name is not echoed back
+    nameless = post("prompts/get", "", {}).json()["error"]
+    assert nameless["message"] == (
+        "[invalid_input] name: required: the prompt's name, one of coordinator_briefing, worker_briefing"
+    )
 
 
 async def test_a_malformed_envelope_is_refused_naming_the_rule_not_with_pydantic_s_dump(

@@ -140,3 +140,16 @@ def test_memorable_name_is_a_valid_name() -> None:
         generated = rules.memorable_name()
         assert re.fullmatch(r"[a-z]+-[a-z]+-\d{2}", generated)
         assert rules.name("name", generated) == generated
+
+
+@pytest.mark.parametrize("value", ["x\n", "\tx", "x\r\n", "x\u2028", "\x1b[2Jx"])
+def test_a_line_refuses_control_characters_at_its_ends_too_rather_than_trim_them(value: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^title: must be one line without control characters \(got U\+"):
+        rules.line("title", value, max_len=200)
+
+
+def test_a_line_still_trims_spaces() -> None:
+    assert rules.line("title", "  two words  ", max_len=200) == "two words"
+    assert rules.labels("labels", [" y ", "y"]) == ["y"]
+    with pytest.raises(InvalidInput, match="without control characters"):
+        rules.labels("labels", ["y\n"])

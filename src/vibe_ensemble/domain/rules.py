@@ -48,9 +48,10 @@ def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
 
 def line(field: str, value: str, *, max_len: int, required: bool = True) -> str:
     """`text` that is one line: a title, a subject, a label, a thread id. No control characters
-    (CR/LF, tab, escape sequences), which would break the line wherever it is shown."""
-    value = text(field, value, max_len=max_len, required=required)
+    (CR/LF, tab, escape sequences), which would break the line wherever it is shown: at its ends
+    too, refused rather than trimmed away unsaid."""
     found = CONTROL.search(value)
+    value = text(field, value, max_len=max_len, required=required)
     if found:
         raise InvalidInput(
             field, f"must be one line without control characters (got U+{ord(found.group()):04X})"

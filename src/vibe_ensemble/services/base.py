@@ -11,9 +11,10 @@ from typing import Any
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.auth.concurrency import ConcurrencyLimits
 from vibe_ensemble.auth.ratelimit import RateLimiter
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole
-from vibe_ensemble.domain.errors import PermissionDenied
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Agent, Project
 from vibe_ensemble.domain.permissions import Op, allowed
@@ -129,6 +130,9 @@ class Service:
 
     async def project(self, conn: Connection, caller: Caller, requested: str | None) -> Project:
         """The project a call acts on, after the token's scope is applied."""
+        if requested is not None and len(requested) > rules.MAX_NAME:  # no project's: never echoed back
+            rule = f"must be at most {rules.MAX_NAME} characters (got {len(requested)})"
+            raise InvalidInput("project", rule)
         slug = caller.project_slug(requested, self.ctx.default_project)
         known = self.ctx.projects.get(slug)
         if known is None:

@@ -113,6 +113,9 @@ def _check_prompt(params: Mapping[str, Any]) -> None:
     invalid params naming the field and the rule (the SDK answered "Internal server error" and
     logged a traceback)."""
     name = params.get("name")
+    if name is None:
+        rule = f"required: the prompt's name, one of {', '.join(prompts.NAMES)}"
+        raise _invalid_params("name", rule, rule)
     if name not in prompts.NAMES:
         shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
         rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"

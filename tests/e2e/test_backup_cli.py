@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from ..support import ServerProcess, free_port, run_cli, start_server, wait_until
+from ..support import ServerProcess, free_port, missing_tool, run_cli, start_server, wait_until
 
 
 def cli(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -177,7 +177,7 @@ async def test_pg_dump_missing_from_pg_bin_dir_is_taken_from_path(postgres_url: 
     if tools:  # the embedded server's own tools: put them on PATH, where the fallback finds them
         env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
     elif shutil.which("pg_dump") is None:
-        pytest.skip("no pg_dump on PATH")
+        missing_tool("no pg_dump on PATH: install PostgreSQL's client tools (Debian: postgresql-client)")
     env["VIBE_PG_BIN_DIR"] = str(tmp_path / "nowhere")
     cli(env, "migrate")
     backup_id = cli(env, "backup", "create", "--to", str(tmp_path / "b")).stdout.strip()
@@ -300,20 +300,19 @@ def test_a_damaged_gzip_whose_checksum_matches_is_reported_as_damaged(
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert f"{backup_id}.sqlite.gz is damaged" in run.stderr
     target = tmp_path / "new" / "restored.db"
-    run = cli(
-        sqlite_env,
-        "backup",
-        "restore",
-        backup_id,
-        "--store",
-        str(store),
-        "--to",
-        f"sqlite:///{target}",
-        ok=False,
-    )
+    run = _restore_refused(sqlite_env, store, backup_id, target)
     one_line(run, 1, f"{backup_id}.sqlite.gz is damaged")
     # A failed restore into a database that did not exist leaves nothing behind (no *.db.lock).
     assert not (tmp_path / "new").exists()
+
+
+def _restore_refused(
+    env: dict[str, str], store: Path, backup_id: str, target: Path
+) -> subprocess.CompletedProcess[str]:
+    """`backup restore ID --to sqlite:///TARGET`, expected to fail."""
+    return cli(
+        env, "backup", "restore", backup_id, "--store", str(store), "--to", f"sqlite:///{target}", ok=False
+    )
 
 
 def test_a_failed_restore_into_an_existing_directory_leaves_no_stray_files(
@@ -326,17 +325,7 @@ def test_a_failed_restore_into_an_existing_directory_leaves_no_stray_files(
     (store / f"{backup_id}.json").write_text(json.dumps(manifest))
     here = tmp_path / "here"
     here.mkdir()
-    run = cli(
-        sqlite_env,
-        "backup",
-        "restore",
-        backup_id,
-        "--store",
-        str(store),
-        "--to",
-        f"sqlite:///{here / 'x.db'}",
-        ok=False,
-    )
+    run = _restore_refused(sqlite_env, store, backup_id, here / "x.db")
     one_line(run, 1, "the manifest says 99", "did not exist before")
     assert list(here.iterdir()) == []
 

@@ -191,25 +191,12 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
         return _sqlite_hint(exc, database)
     if kind == "unavailable":
         return (
-            f"cannot reach the database ({_innermost(exc)}): is it running, and is --database-url "
-            "(or VIBE_DATABASE_URL) right?"
+            f"cannot reach the database ({faults.innermost(exc)}): is it running, and is "
+            "--database-url (or VIBE_DATABASE_URL) right?"
         )
     if kind == "full":
-        return f"the database's disk is full ({_innermost(exc)}): free some space and try again"
+        return f"the database's disk is full ({faults.innermost(exc)}): free some space and try again"
     return None
-
-
-def _root(exc: BaseException) -> BaseException:
-    """The root cause: the driver's own exception, not SQLAlchemy's wrapping."""
-    while exc.__cause__ is not None or getattr(exc, "orig", None) is not None:
-        exc = exc.__cause__ or exc.orig  # type: ignore[attr-defined]
-    return exc
-
-
-def _innermost(exc: BaseException) -> str:
-    """The first line of the root cause: the driver's own words."""
-    root = _root(exc)
-    return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 
 SQLITE_CANTOPEN = 14
@@ -219,21 +206,24 @@ def _sqlite_cannot_open(exc: BaseException) -> bool:
     """SQLite could not open its file (missing directory, not a file, not readable or writable)."""
     import sqlite3
 
-    root = _root(exc)
+    from vibe_ensemble.store import faults
+
+    root = faults.root_cause(exc)
     code = getattr(root, "sqlite_errorcode", None)
     return isinstance(root, sqlite3.Error) and code is not None and code & 0xFF == SQLITE_CANTOPEN
 
 
 def _sqlite_hint(exc: BaseException, database: str | None) -> str:
     """The SQLite file that cannot be opened, and what to check: there is no server to reach."""
+    from vibe_ensemble.store import faults
     from vibe_ensemble.store.urls import sqlite_file
 
     path = sqlite_file(database) if database else None
     where = f"the SQLite database {path.resolve()}" if path is not None else "the SQLite database file"
     return (
-        f"cannot open {where} ({_innermost(exc)}): check that it exists, is a file (not a directory), "
-        f"and that this user ({getpass.getuser()}) may read and write it and its directory; or name "
-        "another with --database-url (or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
+        f"cannot open {where} ({faults.innermost(exc)}): check that it exists, is a file (not a "
+        f"directory), and that this user ({getpass.getuser()}) may read and write it and its directory; "
+        "or name another with --database-url (or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
     )
 
 

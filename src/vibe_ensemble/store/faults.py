@@ -61,10 +61,16 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or getattr(seen, "orig", None)
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The driver's own exception under SQLAlchemy's and our wrapping of it."""
+    *_, last = _causes(exc)
+    return last
+
+
 def innermost(exc: BaseException) -> str:
-    """The first line of the root cause of `exc` (the driver's own words, under SQLAlchemy's and our
-    wrapping: `database "x" does not exist`, `Connect call failed …`)."""
-    *_, root = _causes(exc)
+    """The first line of the root cause of `exc` (the driver's own words: `database "x" does not
+    exist`, `Connect call failed …`)."""
+    root = root_cause(exc)
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 

@@ -194,3 +194,20 @@ async def test_a_team_token_acts_only_as_a_registered_agent(
     assert sent.sender == "w1"
     overseer = await services.messages.send(team, to=["w1"], subject="s", body="b")
     assert overseer.sender == "token:team"
+
+
+async def test_a_name_differing_only_in_case_is_refused(services: Services, admin: Caller) -> None:
+    """`Alice` beside `alice` would read as the same agent on the dashboard and in mail."""
+    await services.agents.register(admin, name="alice")
+    await services.agents.retire(admin, name="alice")
+    before = await snapshot(services.ctx.db)
+    bound = Caller(credential_id=13, role=TokenRole.WORKER, project="default", agent="ALICE", label="b")
+    for attempt in (services.agents.register(admin, name="Alice"), services.agents.register(bound)):
+        with pytest.raises(
+            InvalidInput, match=r"name: 'A(lice|LICE)' differs only in letter case from the agent 'alice'"
+        ):
+            await attempt
+    assert await snapshot(services.ctx.db) == before
+    # the agent itself re-attaches by its exact name, and other names are untouched by the rule
+    assert (await services.agents.register(admin, name="alice")).name == "alice"
+    assert (await services.agents.register(admin, name="alicia")).name == "alicia"

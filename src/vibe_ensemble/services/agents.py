@@ -88,6 +88,15 @@ class AgentService(Service):
                 retired_at=None,
             )
             if existing is None:
+                twin = await store.case_twin(tx.conn, proj.id, name)
+                if twin is not None:
+                    # `Alice` beside `alice`: to a reader (a person on the dashboard, an agent
+                    # addressing mail) they are the same name, so one could pass for the other
+                    raise InvalidInput(
+                        "name",
+                        f"{name!r} differs only in letter case from the agent {twin!r} of this "
+                        f"project; choose another name, or register as {twin!r}",
+                    )
                 await store.insert(tx.conn, proj.id, name, tx.now, **values)
             else:
                 await store.update(tx.conn, existing.id, **values)

@@ -50,6 +50,24 @@ async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
     return None if row is None else _to_agent(row)
 
 
+_CASE_TWIN = Prepared(
+    sa.select(agents.c.name)
+    .where(
+        agents.c.project_id == sa.bindparam("project_id"),
+        sa.func.lower(agents.c.name) == sa.bindparam("lowered"),
+        agents.c.name != sa.bindparam("name"),
+    )
+    .limit(1)
+)
+
+
+async def case_twin(conn: Connection, project_id: int, name: str) -> str | None:
+    """An agent of the project (retired ones too) whose name differs from `name` only in letter case
+    (names are ASCII, so `lower` means the same on both databases)."""
+    params = {"project_id": project_id, "lowered": name.lower(), "name": name}
+    return (await conn.execute(_CASE_TWIN, params)).scalar()
+
+
 _BY_NAMES = Prepared(
     _select().where(
         agents.c.project_id == sa.bindparam("project_id"),

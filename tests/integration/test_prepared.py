@@ -170,6 +170,7 @@ async def test_prepared_writes_returning_executemany_and_rowcount(runtime: Runti
             "to_role": None,
             "broadcast": False,
             "created_at": now,
+            "recipient_names": "ana,bo,cy",
         }
         first = (await conn.execute(INSERT, row)).scalar_one()
         second = (await conn.execute(INSERT, {**row, "subject": "s2"})).scalar_one()

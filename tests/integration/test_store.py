@@ -112,6 +112,60 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         await db.dispose()
 
 
+async def test_mail_sent_before_0009_gets_its_recipient_names(database_url: str) -> None:
+    """Migration 0009 writes each message's recipient names from its recipient rows."""
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0008")
+
+        def old_mail(conn: Connection) -> None:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO projects (slug, name, description, repo, created_at) "
+                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            for name in ("cy", "ana", "bo"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO agents (project_id, name, role, status, capabilities, program, model,"
+                        " description, activity, registered_at, last_seen)"
+                        " VALUES (:p, :n, 'worker', 'idle', '[]', '', '', '', '', CURRENT_TIMESTAMP,"
+                        " CURRENT_TIMESTAMP)"
+                    ),
+                    {"p": pid, "n": name},
+                )
+            for subject in ("to three", "to none"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO messages (project_id, sender, subject, body, thread_id, importance,"
+                        " ack_required, to_role, broadcast, created_at)"
+                        " VALUES (:p, 'ana', :s, 'b', 't', 'normal', false, NULL, false, CURRENT_TIMESTAMP)"
+                    ),
+                    {"p": pid, "s": subject},
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO message_recipients (message_id, agent_id) SELECT m.id, a.id"
+                    " FROM messages m, agents a WHERE m.subject = 'to three'"
+                )
+            )
+
+        await db.run_sync(old_mail, write=True)
+        await migrate.upgrade(db)
+
+        def names(conn: Connection) -> dict[str, str]:
+            rows = conn.execute(sa.text("SELECT subject, recipient_names FROM messages"))
+            return {subject: joined for subject, joined in rows}
+
+        stored = await db.run_sync(names)
+        assert sorted(stored["to three"].split(",")) == ["ana", "bo", "cy"]
+        assert stored["to none"] == ""
+    finally:
+        await db.dispose()
+
+
 def test_the_known_head_is_the_head_of_the_migration_scripts() -> None:
     # Serving checks the revision against HEAD without Alembic: a new migration must move HEAD.
     assert migrate.head_revision() == migrate.HEAD

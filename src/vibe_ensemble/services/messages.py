@@ -77,7 +77,7 @@ class MessageService(Service):
                 ack_required=ack_required,
                 to_role=to_role,
                 broadcast=broadcast,
-                recipient_ids=list(recipients),
+                recipients=recipients,
                 now=tx.now,
             )
             message = Message(

@@ -14,25 +14,13 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, changed, records
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
-# Who a message went to, as one column of the inbox's rows: the names joined by commas (a name
-# never holds one: domain/rules.py), in no particular order, so sorted when read. The separator is
-# written into the SQL (given as a string, SQLAlchemy would make it a parameter bound at each run,
-# which a `Prepared` statement does not take).
-_everyone = message_recipients.alias("everyone")
-_COMMA: Any = sa.literal_column("','")
-_RECIPIENT_NAMES = (
-    sa.select(sa.func.aggregate_strings(agents.c.name, _COMMA))
-    .select_from(_everyone.join(agents, agents.c.id == _everyone.c.agent_id))
-    .where(_everyone.c.message_id == messages.c.id)
-    .scalar_subquery()
-    .label("recipient_names")
-)
-
 _ROLES = by_value(AgentRole)
 _IMPORTANCES = by_value(Importance)
 
 
-def _names(joined: str | None) -> list[str]:
+def _names(joined: str) -> list[str]:
+    """A message's `recipient_names` as a list: written sorted when it is sent, but sorted here too,
+    as the names of mail sent before migration 0009 were joined in no particular order."""
     return sorted(joined.split(",")) if joined else []
 
 
@@ -60,7 +48,6 @@ def _inbox_query(agent_id: int | sa.ColumnElement[int]) -> sa.Select[Any]:
             projects.c.slug,
             message_recipients.c.read_at,
             message_recipients.c.acked_at,
-            _RECIPIENT_NAMES,
         )
         .join(message_recipients, message_recipients.c.message_id == messages.c.id)
         .join(projects, projects.c.id == messages.c.project_id)
@@ -167,10 +154,10 @@ async def insert(
     ack_required: bool,
     to_role: AgentRole | None,
     broadcast: bool,
-    recipient_ids: list[int],
+    recipients: dict[int, str],
     now: datetime,
 ) -> int:
-    """Store a message and its recipients; returns its id."""
+    """Store a message and its recipients (their ids and names); returns its id."""
     row = {
         "project_id": project_id,
         "sender": sender,
@@ -182,7 +169,9 @@ async def insert(
         "to_role": to_role.value if to_role else None,
         "broadcast": broadcast,
         "created_at": now,
+        "recipient_names": ",".join(sorted(recipients.values())),
     }
+    recipient_ids = list(recipients)
     if conn.dialect.name == "postgresql":  # the message and its recipients in one round trip
         delivered = await conn.execute(_INSERT_DELIVERED, {**row, "recipient_ids": recipient_ids})
         return int(delivered.scalar_one())

@@ -176,6 +176,9 @@ messages = sa.Table(
     sa.Column("to_role", sa.String(16), nullable=True),
     sa.Column("broadcast", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # who it went to, the names joined by commas (a name never holds one: domain/rules.py), written
+    # when it is sent: recipients never change and agents are never renamed (migration 0009)
+    sa.Column("recipient_names", sa.Text, nullable=False, server_default=""),
     sa.Index(None, "project_id", "thread_id"),
     # the project's mail newest first (the thread list walks it and stops at its page)
     sa.Index(None, "project_id", "id"),

@@ -1,11 +1,17 @@
 """A dashboard page asked for with a malformed path or query answers the dashboard's error page,
-naming the field and the rule; the REST API keeps answering JSON."""
+naming the field and the rule; the REST API keeps answering JSON. A login's session ends with its
+token."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import httpx2
 
 from vibe_ensemble.api.app import create_app
+from vibe_ensemble.api.web import session
+from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.runtime import Runtime
 
 
@@ -25,3 +31,22 @@ async def test_malformed_dashboard_requests_get_the_error_page_not_json(runtime:
         api = await http.get("/api/v1/projects/default/issues/abc")
         assert api.status_code == 422 and api.headers["content-type"] == "application/json"
         assert api.json()["error"]["details"]["errors"][0]["field"] == "issue_id"
+
+
+async def test_a_login_with_an_expiring_token_gets_a_session_that_ends_with_it(runtime: Runtime) -> None:
+    expires_at = datetime.now(UTC) + timedelta(minutes=10)
+    _, token = await runtime.services.tokens.create(SYSTEM, role=TokenRole.VIEWER, expires_at=expires_at)
+    _, lasting = await runtime.services.tokens.create(SYSTEM, role=TokenRole.VIEWER)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=create_app(runtime)), base_url="http://127.0.0.1"
+    ) as http:
+        for secret, most, least in ((token, 600, 590), (lasting, 43200, 43200)):
+            http.cookies.clear()
+            answer = await http.post("/login", data={"token": secret}, headers={"Origin": "http://127.0.0.1"})
+            assert answer.status_code == 303, answer.text
+            cookie = answer.headers["set-cookie"]
+            max_age = int(cookie.split("Max-Age=")[1].split(";")[0])
+            assert least <= max_age <= most, cookie
+            value = cookie.split(f"{session.COOKIE}=")[1].split(";")[0].strip('"')
+            signed_expiry = int(value.split(".")[2])
+            assert abs(signed_expiry - (datetime.now(UTC).timestamp() + max_age)) < 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from vibe_ensemble.api.web import session
 from vibe_ensemble.ops.config import Settings
 
@@ -15,6 +17,14 @@ def test_a_cookie_names_its_credential_until_it_expires() -> None:
     assert found == started and found.credential_id == 42 and found.expires == int(NOW) + 3600
     assert session.read(KEY, started.value, now=NOW + 3600) is None
     assert session.issue(KEY, 42, ttl_s=3600, now=NOW).value != started.value  # a fresh nonce each time
+
+
+def test_a_session_never_outlives_its_token() -> None:
+    expires = datetime.fromtimestamp(NOW + 600, UTC)
+    assert session.lifetime(3600, None, now=NOW) == 3600  # a token that never expires
+    assert session.lifetime(3600, expires, now=NOW) == 600  # cut to the token's expiry
+    assert session.lifetime(300, expires, now=NOW) == 300  # the configured bound when it is sooner
+    assert session.lifetime(3600, expires, now=NOW + 599.5) == 1  # never zero: a cookie that lives
 
 
 def test_forged_or_malformed_cookies_are_refused() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import TokenRole
@@ -25,6 +26,7 @@ class Caller:
     label: str = ""
     tool_profile: str | None = None
     remote: str = ""  # where the request came from (client address), for the audit log
+    expires_at: datetime | None = None  # the token's expiry, None when it never expires
 
     @property
     def display(self) -> str:

@@ -285,6 +285,7 @@ class TokenService(Service):
             label=cred.label or cred.prefix,
             tool_profile=stored.tool_profile,
             remote=remote,
+            expires_at=cred.expires_at,
         )
         if throttle:
             self.throttle(caller)

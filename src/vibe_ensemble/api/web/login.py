@@ -170,10 +170,10 @@ async def login(request: Request) -> Response:
     except Unauthenticated:
         return _login_page(request, 401, "That token is invalid, expired or revoked.")
     assert caller.credential_id is not None
-    settings = request.app.state.runtime.settings
-    started = sessions.issue(sessions.key_of(request), caller.credential_id, settings.session_ttl_s)
+    ttl_s = sessions.lifetime(request.app.state.runtime.settings.session_ttl_s, caller.expires_at)
+    started = sessions.issue(sessions.key_of(request), caller.credential_id, ttl_s)
     response = RedirectResponse("/", status_code=303)
-    sessions.set_cookie(response, request, started, settings.session_ttl_s)
+    sessions.set_cookie(response, request, started, ttl_s)
     return no_store(response)
 
 

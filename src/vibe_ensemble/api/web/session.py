@@ -15,6 +15,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -43,6 +44,16 @@ def session_key(settings: Settings) -> bytes:
 def _sign(key: bytes, message: str) -> str:
     digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def lifetime(ttl_s: int, token_expires_at: datetime | None, now: float | None = None) -> int:
+    """Seconds a new session lasts: the configured `ttl_s`, but never past its token's expiry, so
+    neither the cookie nor its signed expiry outlives the token (the token is checked on every
+    request besides)."""
+    if token_expires_at is None:
+        return ttl_s
+    left = token_expires_at.timestamp() - (time.time() if now is None else now)
+    return max(1, min(ttl_s, int(left)))
 
 
 def issue(key: bytes, credential_id: int, ttl_s: int, now: float | None = None) -> Session:

@@ -138,6 +138,14 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
             "[invalid_input] heartbeat: status: Input should be 'idle', 'working' or 'blocked'"
         )
         assert (await call(client, "get_issue", id=stale["id"])).get("assignee") is None  # nothing claimed
+        # a tool this server does not have is named (cut short) with the nearest names, not echoed whole
+        typo = await call_error(client, "claim_isue", id=stale["id"])
+        assert typo == (
+            "[invalid_input] no tool named 'claim_isue' here; did you mean claim_issue? "
+            '{"field": "name", "rule": "must be one of this server\'s tools (tools/list names them)"}'
+        )
+        huge = await call_error(client, "x" * 100_000)
+        assert huge.startswith("[invalid_input] no tool named 'xxxx") and len(huge) < 300
         # nothing was created by the refused calls
         assert [i["title"] for i in (await call(client, "list_issues"))["items"]] == ["versioned"]
 

@@ -63,7 +63,7 @@ async def test_tool_calls_transactions_pools_and_counts_on_sqlite(tmp_path: Path
     assert value(m, calls, tool="claim_issue", outcome="ok") == 1
     assert value(m, calls, tool="claim_issue", outcome="not_found") == 1
     assert value(m, calls, tool="claim_issue", outcome="invalid_input") == 1
-    assert value(m, calls, tool="unknown", outcome="error") == 1
+    assert value(m, calls, tool="unknown", outcome="invalid_input") == 1
     assert "xyzzy" not in text
     assert value(m, "vibe_mcp_tool_seconds_count", tool="claim_issue") == 3
     assert value(m, "vibe_mcp_tool_seconds_bucket", tool="claim_issue", le="+Inf") == 3

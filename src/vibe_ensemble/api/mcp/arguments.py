@@ -10,6 +10,10 @@ line naming the field, instead of pydantic's multi-line dump, followed by the sa
 The lengths the tool's schema publishes (`maxLength`, `maxItems`) are enforced here too, for
 every argument, so a filter or a project name gets the same refusal as a title.
 
+A tool name this server does not have is refused here too, naming `name` and the nearest tool
+names, with at most `MAX_SHOWN` characters of what was sent (the SDK's own refusal echoed the
+whole name, however long).
+
 Arguments are checked as the JSON they arrived as, strictly: the schema says `integer`, so
 `true` or `"3"` is refused rather than read as 1 or 3 (the SDK's own check, which runs after,
 would coerce them); `"yes"` is not a boolean.
@@ -17,6 +21,7 @@ would coerce them); `"yes"` is not a boolean.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -46,6 +51,17 @@ def _invalid(tool: str, problems: list[str], details: list[dict[str, str]]) -> s
     if len(details) > 1:
         shown["errors"] = details
     return f"[invalid_input] {tool}: " + "; ".join(problems) + " " + json.dumps(shown)
+
+
+def _no_such_tool(name: str, tools: Iterable[str]) -> str:
+    """`[invalid_input] no tool named 'x' here; did you mean …` for a `tools/call` of a name this
+    server (this token's tool profile) does not have."""
+    near = difflib.get_close_matches(name[:MAX_SHOWN], sorted(tools), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    rule = "must be one of this server's tools (tools/list names them)"
+    return f"[invalid_input] no tool named {name[:MAX_SHOWN]!r} here{hint} " + json.dumps(
+        {"field": "name", "rule": rule}
+    )
 
 
 def describe(tool: str, exc: ValidationError) -> str:
@@ -107,6 +123,8 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
         known = models.get(str(params.get("name"))) if ctx.method == "tools/call" else None
+        if known is None and ctx.method == "tools/call" and isinstance(params.get("name"), str):
+            return _refusal(_no_such_tool(params["name"], models))
         arguments = params.get("arguments") or {}
         if known is None or not isinstance(arguments, dict):
             return await call_next(ctx)

@@ -231,6 +231,43 @@ async def test_a_malformed_envelope_is_refused_naming_the_rule_not_with_pydantic
     }
 
 
+async def test_a_request_whose_id_is_not_a_string_or_an_integer_is_refused_naming_it(
+    server: ServerProcess,
+) -> None:
+    """The SDK took such a request for a notification (202, no answer) in the older era, and said
+    only that the body was not a request in the 2026 era: both name `id`, and nothing runs."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {server.admin_token}",
+        "Content-Type": "application/json",
+    }
+    create = {"name": "create_issue", "arguments": {"title": "never made"}}
+    for version, params in (("2025-11-25", create), ("2026-07-28", {**create, "_meta": meta})):
+        era = {"MCP-Protocol-Version": version, "Mcp-Method": "tools/call", "Mcp-Name": "create_issue"}
+        for bad in (None, 1.5, True, {"a": 1}, [1]):
+            body = {"jsonrpc": "2.0", "id": bad, "method": "tools/call", "params": params}
+            refused = httpx2.post(server.mcp_url, json=body, headers={**headers, **era})
+            assert refused.status_code == 400, (version, bad, refused.text)
+            answer = refused.json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600, (version, bad)
+            assert answer["error"]["data"] == {
+                "code": "invalid_request",
+                "field": "id",
+                "rule": "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); "
+                "a notification has none",
+            }
+    notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    legacy = {**headers, "MCP-Protocol-Version": "2025-11-25"}
+    assert httpx2.post(server.mcp_url, json=notification, headers=legacy).status_code == 202
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        assert (await call(client, "list_issues"))["items"] == []  # nothing ran
+
+
 async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

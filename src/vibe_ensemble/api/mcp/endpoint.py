@@ -53,8 +53,16 @@ class MCPEndpoint:
             send = _with_header(send, b"retry-after", auth.retry_after(call.limited).encode())
         profile = found.caller.tool_profile or self.default_profile
         app = self.apps.get(profile, self.apps[self.default_profile])
+        body: list[bytes] = []  # the request's body as the SDK reads it, for `_plain_refusals`
+
+        async def _receive() -> ASGIMessage:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+            return message
+
         with bind(call):
-            await app(scope, receive, _plain_refusals(send))
+            await app(scope, _receive, _plain_refusals(send, body))
 
 
 ENVELOPE_RULE = (
@@ -63,18 +71,49 @@ ENVELOPE_RULE = (
     "(an array) is not accepted: send one message per POST"
 )
 CONTENT_TYPE_RULE = "the body must be JSON, sent with Content-Type: application/json"
+ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
 
 
-def _plain_refusals(send: Send) -> Send:
+def _bad_id(body: bytes) -> bool:
+    """True when `body` is a message with an `id` that is neither a string nor an integer (`null`,
+    a fraction, a boolean, an object): the SDK takes it for a notification and answers nothing."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return False
+    if not isinstance(message, dict) or "id" not in message:
+        return False
+    request_id = message["id"]
+    return isinstance(request_id, bool) or not isinstance(request_id, str | int)
+
+
+def _plain_refusals(send: Send, request_body: list[bytes]) -> Send:
     """The SDK's own refusals of a malformed request, said as ours are: an envelope it cannot read
     (a batch, `null`, a method that is not a string) came back as pydantic's multi-line dump of its
     models (`Validation error: 4 validation errors for union[JSONRPCRequest, …]`, with pydantic's
     URLs) under `-32602`; a wrong content type as plain text. Each is now JSON-RPC's `-32600` naming
-    the rule. Only a 400 answer is looked at; every other passes through untouched."""
+    the rule. A request whose id is not a string or an integer was taken for a notification and
+    answered `202` with nothing (nothing ran: no notification has a request's method); it is refused
+    naming `id`. Only a 400 or a 202 answer is looked at; every other passes through untouched."""
     held: ASGIMessage | None = None
+    replaced = False
 
     async def _send(message: ASGIMessage) -> None:
-        nonlocal held
+        nonlocal held, replaced
+        if replaced:  # the SDK's own body of an answer already given in its place
+            return
+        if (
+            message["type"] == "http.response.start"
+            and message["status"] == 202
+            and _bad_id(b"".join(request_body))
+        ):
+            replaced = True
+            body = _invalid_request(None, "id", ID_RULE)
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _REPLACED]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({**message, "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         if message["type"] == "http.response.start" and message["status"] == 400:
             held = message  # until its body says whether it is one of those
             return
@@ -83,6 +122,8 @@ def _plain_refusals(send: Send) -> Send:
             body = message.get("body", b"")
             if body.startswith(b"Invalid Content-Type"):
                 body = _invalid_request(None, "content-type", CONTENT_TYPE_RULE)
+            elif _bad_id(b"".join(request_body)):  # the 2026 era's refusal, which does not say why
+                body = _invalid_request(None, "id", ID_RULE)
             elif b'"message":"Validation error:' in body:
                 body = _invalid_request(json.loads(body).get("id"), "body", ENVELOPE_RULE)
             else:

@@ -268,6 +268,31 @@ async def test_a_request_whose_id_is_not_a_string_or_an_integer_is_refused_namin
         assert (await call(client, "list_issues"))["items"] == []  # nothing ran
 
 
+async def test_a_protocol_version_the_server_does_not_speak_is_named_with_those_it_does(
+    server: ServerProcess,
+) -> None:
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {server.admin_token}",
+        "Content-Type": "application/json",
+    }
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}
+    for version in ("1999-01-01", "x" * 500):
+        refused = httpx2.post(server.mcp_url, json=body, headers={**headers, "MCP-Protocol-Version": version})
+        assert refused.status_code == 400
+        answer = refused.json()
+        assert answer["id"] == 3 and answer["error"]["code"] == -32022
+        assert answer["error"]["message"].startswith(
+            f"[unsupported_protocol_version] MCP-Protocol-Version {version[:40]!r} is not one this server "
+            "speaks: 2026-07-28 (each request carries its version in params._meta), or "
+        )
+        assert "2025-11-25 after initialize" in answer["error"]["message"]
+        assert answer["error"]["data"]["requested"] == version[:40]
+        assert "2026-07-28" in answer["error"]["data"]["supported"]
+    spoken = httpx2.post(server.mcp_url, json=body, headers={**headers, "MCP-Protocol-Version": "2025-11-25"})
+    assert spoken.status_code == 200 and spoken.json()["result"]["tools"]
+
+
 async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

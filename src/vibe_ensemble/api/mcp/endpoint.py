@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from mcp_types import INVALID_REQUEST
+from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    MODERN_PROTOCOL_VERSIONS,
+    SUPPORTED_PROTOCOL_VERSIONS,
+)
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -62,7 +67,7 @@ class MCPEndpoint:
             return message
 
         with bind(call):
-            await app(scope, _receive, _plain_refusals(send, body))
+            await app(scope, _receive, _plain_refusals(send, body, _header(scope, b"mcp-protocol-version")))
 
 
 ENVELOPE_RULE = (
@@ -87,14 +92,17 @@ def _bad_id(body: bytes) -> bool:
     return isinstance(request_id, bool) or not isinstance(request_id, str | int)
 
 
-def _plain_refusals(send: Send, request_body: list[bytes]) -> Send:
+def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) -> Send:
     """The SDK's own refusals of a malformed request, said as ours are: an envelope it cannot read
     (a batch, `null`, a method that is not a string) came back as pydantic's multi-line dump of its
     models (`Validation error: 4 validation errors for union[JSONRPCRequest, …]`, with pydantic's
     URLs) under `-32602`; a wrong content type as plain text. Each is now JSON-RPC's `-32600` naming
     the rule. A request whose id is not a string or an integer was taken for a notification and
     answered `202` with nothing (nothing ran: no notification has a request's method); it is refused
-    naming `id`. Only a 400 or a 202 answer is looked at; every other passes through untouched."""
+    naming `id`. A request without the 2026 era's `_meta` whose `MCP-Protocol-Version` header names no
+    version this server speaks was told about the `_meta`; it is told the versions (JSON-RPC's
+    -32022, as the SDK answers such a version in `_meta`). Only a 400 or a 202 answer is looked at;
+    every other passes through untouched."""
     held: ASGIMessage | None = None
     replaced = False
 
@@ -124,6 +132,10 @@ def _plain_refusals(send: Send, request_body: list[bytes]) -> Send:
                 body = _invalid_request(None, "content-type", CONTENT_TYPE_RULE)
             elif _bad_id(b"".join(request_body)):  # the 2026 era's refusal, which does not say why
                 body = _invalid_request(None, "id", ID_RULE)
+            elif (
+                version is not None and version not in SUPPORTED_PROTOCOL_VERSIONS and b"params._meta" in body
+            ):
+                body = _unsupported_version(json.loads(body).get("id"), version)
             elif b'"message":"Validation error:' in body:
                 body = _invalid_request(json.loads(body).get("id"), "body", ENVELOPE_RULE)
             else:
@@ -147,6 +159,25 @@ def _invalid_request(request_id: object, field: str, rule: str) -> bytes:
     data = {"code": "invalid_request", "field": field, "rule": rule}
     error = {"code": INVALID_REQUEST, "message": f"[invalid_request] {rule}", "data": data}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+
+
+def _unsupported_version(request_id: object, requested: str) -> bytes:
+    shown = requested[:40]
+    message = (
+        f"[unsupported_protocol_version] MCP-Protocol-Version {shown!r} is not one this server speaks: "
+        f"{', '.join(MODERN_PROTOCOL_VERSIONS)} (each request carries its version in params._meta), or "
+        f"{', '.join(HANDSHAKE_PROTOCOL_VERSIONS)} after initialize"
+    )
+    data = {"supported": list(SUPPORTED_PROTOCOL_VERSIONS), "requested": shown}
+    error = {"code": UNSUPPORTED_PROTOCOL_VERSION, "message": message, "data": data}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -61,12 +61,17 @@ def test_the_audit_table_shows_stored_text_literally(tmp_path: Path, monkeypatch
     assert "\x1b" not in listed and "[/][red]x" in "".join(listed.split())
 
 
-def test_a_time_without_a_timezone_or_an_unknown_outcome_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_time_not_iso_8601_or_without_a_timezone_or_an_unknown_outcome_is_one_line(tmp_path: Path) -> None:
     _cli(tmp_path, "migrate")
     env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path)}
     for args, said in (
         (("--since", "2026-12-02"), "error: since: must include a timezone, e.g. 2030-01-31T12:00:00Z"),
         (("--since", "2026-12-02T10:00:00"), "error: since: must include a timezone"),
+        (
+            ("--since", "yesterday"),
+            "error: since: must be an ISO 8601 time with a timezone, e.g. 2030-01-31T12:00:00Z "
+            "(got 'yesterday')",
+        ),
         (("--outcome", "bogus"), "error: outcome: must be one of ok, denied, failed (got 'bogus')"),
     ):
         run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "audit", *args], env=env)

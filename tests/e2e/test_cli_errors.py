@@ -221,6 +221,33 @@ def test_token_list_in_a_pipe_shows_every_cell_whole_and_as_json(tmp_path: Path)
     assert secret not in listed.stdout
 
 
+@pytest.mark.parametrize(
+    ("expires", "rule"),
+    [
+        (
+            "garbage",
+            "expires_at: must be an ISO 8601 time with a timezone, e.g. 2030-01-31T12:00:00Z (got 'garbage')",
+        ),
+        ("2030-13-01T00:00:00Z", "expires_at: must be an ISO 8601 time with a timezone"),
+        ("2030-01-31", "expires_at: must include a timezone, e.g. 2030-01-31T12:00:00Z"),
+        ("2030-01-31T12:00:00", "expires_at: must include a timezone"),
+        ("2000-01-01T00:00:00Z", "expires_at: must be in the future"),
+        ("9999-12-31T23:00:00-05:00", "expires_at: must be a time between the years 1 and 9999 in UTC"),
+    ],
+)
+def test_a_bad_token_expiry_is_one_line_naming_expires_at_and_creates_nothing(
+    tmp_path: Path, expires: str, rule: str
+) -> None:
+    """What the service says of `expires_at`, the command says of --expires: never a usage box."""
+    db = f"sqlite:///{tmp_path / 'vibe.db'}"
+    assert cli(tmp_path, "migrate", "--database-url", db).returncode == 0
+    done = cli(tmp_path, "token", "create", "--role", "viewer", "--expires", expires, "--database-url", db)
+    one_line_error(done, 1, rule)
+    assert done.stdout == ""
+    listed = cli(tmp_path, "token", "list", "--json", "--database-url", db)
+    assert json.loads(listed.stdout) == []  # nothing was created
+
+
 def test_every_listing_command_takes_json(tmp_path: Path) -> None:
     """The listing commands, each asked for --json: a JSON document (or JSON lines) on stdout."""
     db = f"sqlite:///{tmp_path / 'vibe.db'}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -150,6 +150,16 @@ INVALID += [
         lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, expires_at=datetime(2000, 1, 1, tzinfo=UTC)),
         "expires_at",
         "must be in the future",
+    ),
+    (
+        "token expiry past the last year in UTC",
+        lambda s, a: s.tokens.create(
+            a,
+            role=TokenRole.WORKER,
+            expires_at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        ),
+        "expires_at",
+        "must be a time between the years 1 and 9999 in UTC",
     ),
 ]
 

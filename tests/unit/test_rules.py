@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import tracemalloc
+from datetime import UTC, datetime
 
 import pytest
 
@@ -153,3 +154,27 @@ def test_a_line_still_trims_spaces() -> None:
     assert rules.labels("labels", [" y ", "y"]) == ["y"]
     with pytest.raises(InvalidInput, match="without control characters"):
         rules.labels("labels", ["y\n"])
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("garbage", "must be an ISO 8601 time with a timezone, e.g. 2030-01-31T12:00:00Z (got 'garbage')"),
+        ("2030-13-01T00:00:00Z", "must be an ISO 8601 time with a timezone"),
+        ("", "must be an ISO 8601 time with a timezone"),
+        ("2030-01-31", "must include a timezone, e.g. 2030-01-31T12:00:00Z"),
+        ("2030-01-31T12:00:00", "must include a timezone"),
+        ("9999-12-31T23:00:00-05:00", "must be a time between the years 1 and 9999 in UTC"),
+        ("0001-01-01T00:00:00+01:00", "must be a time between the years 1 and 9999 in UTC"),
+    ],
+)
+def test_a_written_time_is_refused_naming_the_field_and_the_rule(text: str, rule: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        rules.moment_text("expires_at", text)
+    assert refused.value.field == "expires_at"
+    assert str(refused.value).startswith(f"expires_at: {rule}")
+
+
+def test_a_written_time_with_a_timezone_is_that_time_in_utc() -> None:
+    assert rules.moment_text("since", "2030-01-31T14:00:00+02:00") == datetime(2030, 1, 31, 12, tzinfo=UTC)
+    assert rules.moment_text("since", " 2030-01-31T12:00:00Z ") == datetime(2030, 1, 31, 12, tzinfo=UTC)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, run
+from vibe_ensemble.cli.common import ConfigOpt, DbOpt, admin_runtime, moment_option, run
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.ops.terminal import cell, table_console
 
@@ -19,7 +18,8 @@ def audit(
     actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
     outcome: Annotated[str | None, typer.Option(help="ok, denied or failed.")] = None,
     since: Annotated[
-        datetime | None, typer.Option(help="Only entries at or after this time (ISO 8601).")
+        str | None,
+        typer.Option(metavar="TIME", help="Only entries at or after this time (ISO 8601 with a timezone)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -27,13 +27,14 @@ def audit(
     database_url: DbOpt = None,
 ) -> None:
     """Show the audit log: authentication failures, denials, token changes, admin actions."""
+    since_at = moment_option("since", since)
     runtime = admin_runtime(config, database_url)
 
     async def main() -> list[Any]:
         await runtime.start(own=False)
         try:
             page = await runtime.services.audit.page(
-                SYSTEM, action=action, actor=actor, outcome=outcome, since=since, limit=limit
+                SYSTEM, action=action, actor=actor, outcome=outcome, since=since_at, limit=limit
             )
             return page.items
         finally:

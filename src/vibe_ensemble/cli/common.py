@@ -25,6 +25,7 @@ from vibe_ensemble.ops.terminal import printable
 
 if TYPE_CHECKING:  # imported by the functions that use them, when a command runs
     from asyncio import AbstractEventLoop
+    from datetime import datetime
 
     from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
@@ -225,6 +226,20 @@ def _sqlite_hint(exc: BaseException, database: str | None) -> str:
         f"directory), and that this user ({getpass.getuser()}) may read and write it and its directory; "
         "or name another with --database-url (or VIBE_DATABASE_URL, VIBE_DATA_DIR)"
     )
+
+
+def moment_option(field: str, value: str | None) -> datetime | None:
+    """A time option's text (ISO 8601 with a timezone) as the services take it, or one line naming
+    the service's `field` and the rule (exit 1, as the services' own refusals): never a usage box."""
+    if value is None:
+        return None
+    from vibe_ensemble.domain import rules
+    from vibe_ensemble.domain.errors import InvalidInput
+
+    try:
+        return rules.moment_text(field, value)
+    except InvalidInput as exc:
+        fail(str(exc))
 
 
 def cli_caller() -> Caller:

@@ -16,6 +16,7 @@ from vibe_ensemble.cli.common import (
     cli_caller,
     database_env,
     err,
+    moment_option,
     run,
 )
 from vibe_ensemble.domain.enums import TokenRole
@@ -31,12 +32,16 @@ def token_create(
     project: Annotated[str | None, typer.Option(help="Scope the token to one project.")] = None,
     agent: Annotated[str | None, typer.Option(help="Bind the token to one agent (needs --project).")] = None,
     label: Annotated[str, typer.Option(help="A note on who holds it.")] = "",
-    expires: Annotated[datetime | None, typer.Option(help="Expiry, ISO 8601 with a timezone.")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Expiry, ISO 8601 with a timezone, e.g. 2030-01-31T12:00:00Z."),
+    ] = None,
     tool_profile: Annotated[str | None, typer.Option(help="core or full MCP tools for this token.")] = None,
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Create a token and print it once."""
+    expires_at = moment_option("expires_at", expires)  # refused before the database is opened
     runtime = admin_runtime(config, database_url)
 
     async def main() -> str:
@@ -48,7 +53,7 @@ def token_create(
                 project=project,
                 agent=agent,
                 label=label,
-                expires_at=expires,
+                expires_at=expires_at,
                 tool_profile=tool_profile,
             )
             return secret

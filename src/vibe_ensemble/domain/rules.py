@@ -108,11 +108,30 @@ def count(field: str, values: Sized, maximum: int, what: str = "entries") -> Non
         raise InvalidInput(field, f"at most {maximum} {what} (got {len(values)})")
 
 
+MOMENT_EXAMPLE = "2030-01-31T12:00:00Z"
+
+
 def moment(field: str, value: datetime) -> datetime:
-    """A time a caller gave, in UTC; one without a timezone is refused (whose 10:00 would it be?)."""
+    """A time a caller gave, in UTC; one without a timezone is refused (whose 10:00 would it be?),
+    and so is one that is no time in UTC (9999-12-31T23:00:00-05:00 is past the last year)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(field, "must include a timezone, e.g. 2030-01-31T12:00:00Z")
-    return value.astimezone(UTC)
+        raise InvalidInput(field, f"must include a timezone, e.g. {MOMENT_EXAMPLE}")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(field, "must be a time between the years 1 and 9999 in UTC") from None
+
+
+def moment_text(field: str, value: str) -> datetime:
+    """A time a caller wrote (a command's option): ISO 8601 with a timezone, in UTC. Text that is
+    no ISO 8601 time is refused naming `field` and the rule, as `moment` refuses the rest."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInput(
+            field, f"must be an ISO 8601 time with a timezone, e.g. {MOMENT_EXAMPLE} (got {value!r:.80})"
+        ) from None
+    return moment(field, parsed)
 
 
 def limit(field: str, value: int, *, maximum: int = MAX_LIST_LIMIT) -> int:

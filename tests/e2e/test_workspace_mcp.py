@@ -176,7 +176,10 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
         assert "You are ann, registered as a worker, reading the coordinator's briefing" in as_worker
         assert "You are ann, the coordinator" not in as_worker
         as_bob = await _prompt(admin, "worker_briefing", agent="bob")
-        assert "You are bob" in as_bob and "web/**" in as_bob
+        assert "You are bob, a worker on this project. You take one issue" in as_bob and "web/**" in as_bob
+        as_admin = await _prompt(admin, "worker_briefing")  # no agent: the role, said once
+        assert "\n\nYou are a worker on this project. You take one issue" in as_admin
+        assert "a worker, a worker" not in as_admin
         with pytest.raises(MCPError, match="not_found"):
             await _prompt(admin, "worker_briefing", agent="nobody")
         with pytest.raises(MCPError, match="permission_denied"):

@@ -16,8 +16,9 @@ from typing import Literal
 from mcp.server import MCPServer
 
 from vibe_ensemble.api.mcp.context import acting, protocol_errors
-from vibe_ensemble.domain.enums import AgentRole
+from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.models import Issue, Reservation
+from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.domain.untrusted import UNTRUSTED_NOTE, fence, one_line
 from vibe_ensemble.services.briefings import Briefing
 
@@ -110,7 +111,7 @@ team learns is written down where the next agent will find it.
 WORKER_ROLE = """\
 # Worker briefing — {project}
 
-You are {me}, a worker on this project. You take one issue at a time from claim to
+{me} You take one issue at a time from claim to
 close, keep your teammates informed, and never edit files someone else holds.
 
 ## Your loop
@@ -135,21 +136,66 @@ close, keep your teammates informed, and never edit files someone else holds.
 """
 
 
-def coordinator_prompt(b: Briefing, now: datetime) -> str:
+# What each briefing's reader is, as the role prompt addresses it ("below, *you* is …").
+_YOU = {
+    AgentRole.COORDINATOR: "the coordinator of this project",
+    AgentRole.WORKER: "a worker on this project",
+}
+_WHOSE = {AgentRole.COORDINATOR: "the coordinator's briefing", AgentRole.WORKER: "a worker's briefing"}
+_OWN = {AgentRole.COORDINATOR: "coordinator_briefing", AgentRole.WORKER: "worker_briefing"}
+# What the role's steps need a token to do, and how a person would say it.
+_NEEDS = {
+    AgentRole.COORDINATOR: (
+        (Op.ISSUE_WRITE, "create or change issues"),
+        (Op.ISSUE_ASSIGN_OTHERS, "assign issues to others"),
+        (Op.MESSAGE_SEND, "send mail"),
+    ),
+    AgentRole.WORKER: (
+        (Op.ISSUE_WRITE, "claim, comment on or close issues"),
+        (Op.RESERVATION_WRITE, "reserve paths"),
+        (Op.MESSAGE_SEND, "send mail"),
+    ),
+}
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def you_are(role: AgentRole, b: Briefing, caller_role: TokenRole) -> str:
+    """The briefing's first sentence: who reads it. The acting agent by its name when there is one
+    (and, when it is registered in another role, that role and whose briefing this is), else the
+    role itself; then, when the caller's token may not do what the steps ask, what it may not do."""
     if b.me is None:
-        me = "You are the coordinator of this project."
-    elif b.me.role == AgentRole.COORDINATOR:
-        me = f"You are {b.me.name}, the coordinator of this project."
-    else:  # told what it is, not that it leads: a worker reading how the team is led
+        me = f"You are {_YOU[role]}."
+    elif b.me.role == role:
+        me = f"You are {b.me.name}, {_YOU[role]}."
+    else:  # told what it is, not that it is what it reads: e.g. a worker reading how the team is led
+        own = f" (yours is `{_OWN[b.me.role]}`)" if b.me.role in _OWN else ""
         me = (
-            f"You are {b.me.name}, registered as a {b.me.role.value}, reading the coordinator's briefing "
-            "(yours is `worker_briefing`): below, *you* is this project's coordinator."
+            f"You are {b.me.name}, registered as {_a(b.me.role.value)}, reading {_WHOSE[role]}{own}: "
+            f"below, *you* is {_YOU[role]}."
         )
+    missing = [says for op, says in _NEEDS[role] if not allowed(caller_role, op)]
+    if missing:
+        me += (
+            f" This briefing was asked for with {_a(caller_role.value)} token, which may not {_or(missing)}: "
+            "the steps below are for an agent whose token may."
+        )
+    return me
+
+
+def coordinator_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
+    me = you_are(AgentRole.COORDINATOR, b, caller_role)
     return COORDINATOR_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
 
 
-def worker_prompt(b: Briefing, now: datetime) -> str:
-    me = b.me.name if b.me else "a worker"
+def worker_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
+    me = you_are(AgentRole.WORKER, b, caller_role)
     return WORKER_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
 
 
@@ -157,7 +203,8 @@ async def _render(role: Literal["coordinator", "worker"], agent: str | None, pro
     services, caller = acting()
     briefing = await services.briefings.assemble(caller, project=project, agent=agent or None)
     now = services.ctx.clock()
-    return coordinator_prompt(briefing, now) if role == "coordinator" else worker_prompt(briefing, now)
+    prompt = coordinator_prompt if role == "coordinator" else worker_prompt
+    return prompt(briefing, now, caller.role)
 
 
 async def coordinator_briefing(agent: str | None = None, project: str | None = None) -> str:

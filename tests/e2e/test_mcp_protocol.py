@@ -57,6 +57,45 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
         ]
         assert await complete(admin, ISSUE, "id", str(other["id"]), project="docs") == [str(other["id"])]
         assert await complete(admin, ISSUE, "id", "", project="nope") == []  # unknown project: nothing
+        # a prompt, template or argument this server has not: invalid params naming it, not nothing
+        nope = types.ResourceTemplateReference(uri="vibe://nope/{id}")
+        takes = "it takes: agent, project"
+        refusals: list[tuple[Any, str, dict[str, str], str]] = [
+            (
+                types.PromptReference(name="nope"),
+                "agent",
+                {},
+                "ref.name: unknown prompt 'nope'; not a prompt of this server; the prompts are: "
+                "coordinator_briefing, worker_briefing",
+            ),
+            (BRIEFING, "bogus", {}, f"argument.name: 'bogus' is not an argument of worker_briefing; {takes}"),
+            (
+                BRIEFING,
+                "agent",
+                {"bogus": "x"},
+                f"context.arguments: 'bogus' is not an argument of worker_briefing; {takes}",
+            ),
+            (
+                ISSUE,
+                "agent",
+                {},
+                "argument.name: 'agent' is not an argument of vibe://projects/{project}/issues/{id}; "
+                "it takes: project, id",
+            ),
+            (
+                nope,
+                "id",
+                {},
+                "ref.uri: unknown resource template 'vibe://nope/{id}'; not a resource template of this "
+                "server; the templates are: vibe://projects{?limit}, vibe://projects/{project}, ",
+            ),
+        ]
+        for ref, name, known, message in refusals:
+            with pytest.raises(MCPError) as refused:
+                await complete(admin, ref, name, "", **known)
+            assert refused.value.error.code == types.INVALID_PARAMS, message
+            assert refused.value.error.message.startswith(f"[invalid_input] {message}")
+            assert refused.value.error.data["field"] == message.split(":")[0]
 
         # tool results: compact JSON text, the same value as the structured copy
         result = await admin.call_tool("get_issue", {"id": ids[0]})

@@ -135,6 +135,16 @@ def _protocol_error(exc: VibeError) -> Exception:
     return MCPError(INVALID_PARAMS, f"[{exc.code}] {exc.message}", data)
 
 
+def invalid_params(field: str, problem: str, rule: str) -> MCPError:
+    """A request's params refused (-32602) as a refused input reads everywhere: `[invalid_input]
+    field: problem`, with the field and the rule in the error's data."""
+    return MCPError(
+        INVALID_PARAMS,
+        f"[invalid_input] {field}: {problem}",
+        {"code": "invalid_input", "field": field, "rule": rule},
+    )
+
+
 def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn service errors into MCP tool errors an agent can read and act on; never leak internals."""
     return _mapped(

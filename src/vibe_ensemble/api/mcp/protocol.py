@@ -27,8 +27,8 @@ from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
 
-from vibe_ensemble.api.mcp import resources
-from vibe_ensemble.api.mcp.context import acting
+from vibe_ensemble.api.mcp import prompts, resources
+from vibe_ensemble.api.mcp.context import acting, invalid_params
 from vibe_ensemble.domain.errors import VibeError
 
 MAX_COMPLETIONS = 100
@@ -116,13 +116,41 @@ async def _candidates(ref: Any, name: str, known: dict[str, str]) -> list[str]:
     return []
 
 
+def _arguments_of(
+    ref: types.PromptReference | types.ResourceTemplateReference,
+) -> tuple[str, tuple[str, ...]]:
+    """The prompt or resource template `ref` names, and the arguments it takes; invalid params naming
+    `ref.name` (`ref.uri`) when this server has no such prompt (template), as `prompts/get` refuses."""
+    if isinstance(ref, types.PromptReference):
+        if ref.name not in prompts.NAMES:
+            rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
+            raise invalid_params("ref.name", f"unknown prompt {ref.name[:64]!r}; {rule}", rule)
+        return ref.name, prompts.ARGUMENTS[ref.name]
+    if ref.uri not in resources.TEMPLATE_ARGUMENTS:
+        templates = ", ".join(resources.TEMPLATE_ARGUMENTS)
+        rule = f"not a resource template of this server; the templates are: {templates}"
+        raise invalid_params("ref.uri", f"unknown resource template {ref.uri[:200]!r}; {rule}", rule)
+    return ref.uri, resources.TEMPLATE_ARGUMENTS[ref.uri]
+
+
+def _check_argument(field: str, name: str, of: str, accepted: tuple[str, ...]) -> None:
+    if name not in accepted:
+        rule = f"not an argument of {of}; it takes: {', '.join(accepted)}"
+        raise invalid_params(field, f"{name[:64]!r} is {rule}", rule)
+
+
 async def complete(
     _: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
 ) -> types.CompleteResult:
     """Values for a prompt's or resource template's argument that start with what was typed, in the
     caller's project (or the `project` already chosen): project slugs, agent names, issue and
-    knowledge ids. What the caller may not read completes to nothing."""
+    knowledge ids. What the caller may not read completes to nothing; a prompt, template or argument
+    this server has not is refused (invalid params naming it), never answered with nothing."""
+    of, accepted = _arguments_of(params.ref)
+    _check_argument("argument.name", params.argument.name, of, accepted)
     known = dict(params.context.arguments or {}) if params.context is not None else {}
+    for name in known:
+        _check_argument("context.arguments", name, of, accepted)
     try:
         values = await _candidates(params.ref, params.argument.name, known)
     except VibeError:

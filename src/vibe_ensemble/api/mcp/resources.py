@@ -7,6 +7,7 @@ tells `subscriptions/listen` clients about the URIs an event touched.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -123,6 +124,13 @@ RESOURCES: dict[str, tuple[Callable[..., Awaitable[str]], str, str, str]] = {
         "Knowledge entry",
         "A knowledge entry with its earlier versions.",
     ),
+}
+
+
+# URI template → the arguments it takes ({project}, {?limit}), in order: what completion/complete accepts.
+TEMPLATE_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    uri: tuple(name.strip() for names in re.findall(r"\{[?&]?([^}]*)\}", uri) for name in names.split(","))
+    for uri in RESOURCES
 }
 
 

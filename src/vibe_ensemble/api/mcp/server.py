@@ -18,13 +18,13 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from mcp_types import INVALID_REQUEST
 from pydantic import ValidationError
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import invalid_request, strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
-from vibe_ensemble.api.mcp.context import bound, direct_results, tool_errors
+from vibe_ensemble.api.mcp.context import bound, direct_results, invalid_params, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.domain.errors import TooManyOpen
@@ -115,30 +115,22 @@ def _check_prompt(params: Mapping[str, Any]) -> None:
     name = params.get("name")
     if name is None:
         rule = f"required: the prompt's name, one of {', '.join(prompts.NAMES)}"
-        raise _invalid_params("name", rule, rule)
+        raise invalid_params("name", rule, rule)
     if name not in prompts.NAMES:
         shown = repr(name[:64]) if isinstance(name, str) else "a non-string"
         rule = f"not a prompt of this server; the prompts are: {', '.join(prompts.NAMES)}"
-        raise _invalid_params("name", f"unknown prompt {shown}; {rule}", rule)
+        raise invalid_params("name", f"unknown prompt {shown}; {rule}", rule)
     arguments = params.get("arguments") or {}
     accepted = prompts.ARGUMENTS[name]
     for key, value in arguments.items() if isinstance(arguments, dict) else ():
         if key not in accepted:
             rule = f"not an argument of {name}; it takes: {', '.join(accepted)}"
-            raise _invalid_params(str(key)[:64], rule, rule)
+            raise invalid_params(str(key)[:64], rule, rule)
         if not isinstance(value, str):
-            raise _invalid_params(key, "must be a string", "must be a string")
+            raise invalid_params(key, "must be a string", "must be a string")
         if len(value) > MAX_NAME:  # each is a name: an agent's or a project's
             rule = f"must be at most {MAX_NAME} characters (got {len(value)})"
-            raise _invalid_params(key, rule, rule)
-
-
-def _invalid_params(field: str, problem: str, rule: str) -> MCPError:
-    return MCPError(
-        INVALID_PARAMS,
-        f"[invalid_input] {field}: {problem}",
-        {"code": "invalid_input", "field": field, "rule": rule},
-    )
+            raise invalid_params(key, rule, rule)
 
 
 @functools.cache

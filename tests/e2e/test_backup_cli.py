@@ -367,3 +367,53 @@ def test_a_backup_location_that_does_not_exist_is_an_error(
     run = cli(sqlite_env, "backup", *args, "--store", str(missing), ok=False)
     one_line(run, 1, f"the backup location {missing} does not exist", "--store")
     assert not missing.exists()
+
+
+def dump(db: Path) -> list[str]:
+    """A SQLite database's schema and rows as SQL: equal when nothing in it changed."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        lines = list(conn.iterdump())
+    conn.close()
+    return lines
+
+
+def test_a_backup_newer_than_this_program_is_refused_by_restore_and_reported_by_verify(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A backup a newer vibe-ensemble took: restore refuses it naming the revision before anything is
+    done (no safety backup, the database as it was), and verify says plainly why it would not restore."""
+    import sqlite3
+
+    from vibe_ensemble.store.migrate import HEAD
+
+    db, store = tmp_path / "data" / "vibe.db", tmp_path / "backups"
+
+    def at(revision: str) -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        conn.close()
+
+    at("0010")
+    backup_id = cli(sqlite_env, "backup", "create", "--to", str(store)).stdout.strip()
+    at(HEAD)
+    newer = f"is at schema revision 0010, newer than this program knows (its newest is {HEAD})"
+
+    run = cli(sqlite_env, "backup", "verify", backup_id, "--store", str(store), ok=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.splitlines() == [
+        f"backup {backup_id} failed verification:",
+        f"  - the backup {newer}: this vibe-ensemble cannot restore it; the one that took it (or a newer "
+        "one) can",
+    ]
+    before = dump(db)  # (verify wrote its outcome to the audit log)
+    run = cli(sqlite_env, "backup", "restore", backup_id, "--store", str(store), ok=False)
+    one_line(
+        run,
+        1,
+        f"backup {backup_id} {newer}: restore it with the vibe-ensemble that took it",
+        "nothing was changed",
+    )
+    assert dump(db) == before
+    assert sorted(p.name for p in store.iterdir()) == [f"{backup_id}.json", f"{backup_id}.sqlite.gz"]

@@ -17,6 +17,7 @@ from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
+from vibe_ensemble.store import migrate
 from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.store.backup_target import Target
@@ -285,3 +286,91 @@ async def test_labels_and_ids_are_checked(database_url: str, tmp_path: Path) -> 
         await backups.verify("20260101T000000Z-daily")
     with pytest.raises(BackupError, match="not a backup id"):
         await backups.verify("../etc/passwd")
+
+
+async def _set_revision(url: str, revision: str) -> None:
+    """Put the database at schema `revision`, as a newer program's migration would have."""
+    target = Target(url)
+    if target.backend == "sqlite":
+        assert target.path is not None
+        with sqlite3.connect(target.path) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        conn.close()
+        return
+    conn = await asyncpg.connect(target.dsn())
+    try:
+        await conn.execute("UPDATE alembic_version SET version_num = $1", revision)
+    finally:
+        await conn.close()
+
+
+async def test_a_backup_newer_than_this_program_is_refused_before_anything_is_changed(
+    runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
+) -> None:
+    """A backup a newer vibe-ensemble took (schema 0010 and up) cannot be restored by this one: the
+    refusal names the revision and comes before any safety backup, lock file or byte of the target."""
+    await _seed(runtime.services, issues=3)
+    backups = _backups(database_url, tmp_path)
+    await _set_revision(database_url, "0010")
+    newer = await backups.create()
+    await _set_revision(database_url, migrate.HEAD)
+    await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
+    await runtime.stop()
+    said = (
+        f"backup {newer.id} is at schema revision 0010, newer than this program knows (its newest is "
+        f"{migrate.HEAD}): restore it with the vibe-ensemble that took it (or a newer one); "
+        "nothing was changed"
+    )
+
+    for target in (None, other_url):
+        with pytest.raises(BackupError) as refused:
+            await backups.restore(newer.id, target_url=target)
+        assert str(refused.value) == said
+    assert await _count(database_url, "issues") == 4  # untouched
+    assert [m.label for m in await backups.manifests()] == ["manual"]  # no safety backup was taken
+    other = Target(other_url)
+    if other.path is not None:
+        assert not other.path.exists() and not other.path.with_name("other.db.lock").exists()
+    else:
+        assert await _count_tables(other_url) == 0
+
+    if newer.backend == "sqlite":  # a file at 0010 whose manifest says otherwise is refused all the same
+        _rewrite(tmp_path / "backups", newer.id, schema_revision=migrate.HEAD)
+        with pytest.raises(BackupError) as refused:
+            await backups.restore(newer.id)
+        assert str(refused.value) == said
+        assert await _count(database_url, "issues") == 4
+        assert [m.label for m in await backups.manifests()] == ["manual"]
+        _rewrite(tmp_path / "backups", newer.id, schema_revision="0010")
+
+    check = await backups.verify(newer.id)
+    assert not check.ok
+    assert check.problems == [
+        "the backup is at schema revision 0010, newer than this program knows (its newest is "
+        f"{migrate.HEAD}): this vibe-ensemble cannot restore it; the one that took it (or a newer one) can"
+    ]
+
+
+async def test_a_backup_at_a_revision_this_program_does_not_know_is_refused(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    backups = _backups(database_url, tmp_path)
+    made = await backups.create()
+    _rewrite(tmp_path / "backups", made.id, schema_revision="0007a")
+    await runtime.stop()
+    with pytest.raises(BackupError) as refused:
+        await backups.restore(made.id)
+    assert str(refused.value).startswith(
+        f"backup {made.id} is at schema revision '0007a', which this program does not know (its revisions "
+        f"are 0001 to {migrate.HEAD}): restore it with the vibe-ensemble that took it"
+    )
+    assert [m.label for m in await backups.manifests()] == ["manual"]
+    assert "which this program does not know" in (await backups.verify(made.id)).problems[0]
+
+
+async def _count_tables(url: str) -> int:
+    conn = await asyncpg.connect(Target(url).dsn())
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+    finally:
+        await conn.close()

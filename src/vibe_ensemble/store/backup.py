@@ -42,6 +42,17 @@ DEFAULT_KEEP_WEEKLY = 12
 SAFETY_LABEL = "pre-restore"
 
 
+def _refuse_unrestorable(backup_id: str, revision: str | None) -> None:
+    """Refuse a backup at a schema revision this program does not know (a newer program took it):
+    migrations only go forward, so this program could not bring it to its own schema."""
+    problem = migrate.unknown_revision(revision)
+    if problem is not None:
+        raise BackupError(
+            f"backup {backup_id} is at {problem}: restore it with the vibe-ensemble that took it (or a "
+            "newer one); nothing was changed"
+        )
+
+
 def scratch_target(url: str) -> Target:
     """The PostgreSQL server `verify --scratch-url` names, or a BackupError naming the option."""
     target = Target(url, "--scratch-url")
@@ -187,6 +198,12 @@ class Backups:
                 check.problems.append(str(exc))
                 check.seconds = round(time.perf_counter() - started, 3)
                 return check
+            problem = migrate.unknown_revision(manifest.schema_revision)
+            if problem is not None:
+                check.problems.append(
+                    f"the backup is at {problem}: this vibe-ensemble cannot restore it; the one that took "
+                    "it (or a newer one) can"
+                )
             if manifest.backend == "sqlite":
                 check.problems += await asyncio.to_thread(backup_sqlite.integrity, restorable)
                 if check.ok:
@@ -240,11 +257,13 @@ class Backups:
         started = time.perf_counter()
         manifest = await self.manifest(backup_id)
         target = Target(target_url, "--to") if target_url else self.source
+        # What the manifest alone refuses is refused before anything is made or changed.
         if target.backend != manifest.backend:
             raise BackupError(
                 f"backup {backup_id} is a {manifest.backend} backup; the target {target.safe} is "
                 f"{target.backend}. Restore it into a {manifest.backend} database"
             )
+        _refuse_unrestorable(backup_id, manifest.schema_revision)
         lock: OwnerLock | None = None
         new = _NewFiles(target.path) if target.path is not None else None
         with tempfile.TemporaryDirectory(prefix="vibe-restore-") as tmp:
@@ -257,6 +276,9 @@ class Backups:
                     problems = await asyncio.to_thread(backup_sqlite.integrity, restorable)
                     if problems:
                         raise BackupError(f"backup {backup_id} is damaged: {'; '.join(problems)}")
+                    with backup_sqlite.connect(restorable) as conn:
+                        revision, _ = backup_sqlite.facts(conn)
+                    _refuse_unrestorable(backup_id, revision)  # the file's own, whatever its manifest says
                 safety = await self._safety_backup(target)
                 url = target.url.render_as_string(hide_password=False)
                 # What must not go back in time with the data (store/backup_carry.py).

@@ -53,6 +53,8 @@ class Manifest:
             raise UnreadableManifest(name, "created_at has no time zone")
         if not isinstance(manifest.file, str) or not isinstance(manifest.id, str):
             raise UnreadableManifest(name, "id and file must be strings")
+        if manifest.schema_revision is not None and not isinstance(manifest.schema_revision, str):
+            raise UnreadableManifest(name, "schema_revision must be a string or null")
         return manifest
 
 

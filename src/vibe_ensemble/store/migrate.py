@@ -79,6 +79,19 @@ async def is_current(db: Database) -> bool:
     return await current_revision(db) == HEAD
 
 
+def unknown_revision(revision: str | None) -> str | None:
+    """`schema revision R, …`: why this program cannot take a schema at `revision` (a newer program's,
+    or one it has no script for); None when it can (a revision it knows, or none: never migrated)."""
+    if revision is None or revision in KNOWN:
+        return None
+    if len(revision) == len(HEAD) and revision.isdigit() and revision > HEAD:
+        return f"schema revision {revision}, newer than this program knows (its newest is {HEAD})"
+    return (
+        f"schema revision {revision[:40]!r}, which this program does not know (its revisions are "
+        f"{KNOWN[0]} to {HEAD})"
+    )
+
+
 def schema_problem(revision: str | None, where: str) -> str | None:
     """What keeps this program from serving the database at `where` whose schema is at `revision`,
     and what to do about it; None when it is at `HEAD`."""

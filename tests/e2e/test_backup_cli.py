@@ -417,3 +417,40 @@ def test_a_backup_newer_than_this_program_is_refused_by_restore_and_reported_by_
     )
     assert dump(db) == before
     assert sorted(p.name for p in store.iterdir()) == [f"{backup_id}.json", f"{backup_id}.sqlite.gz"]
+
+
+async def test_a_postgresql_backup_on_sqlite_says_what_verify_and_restore_need(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The configured database is SQLite: verifying a PostgreSQL backup needs a PostgreSQL server
+    (--scratch-url, or a PostgreSQL database configured), restoring it a PostgreSQL database."""
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path / "pg"), "VIBE_DATABASE_URL": postgres_url}
+    if not os.environ.get("VIBE_PG_BIN_DIR") and shutil.which("pg_dump") is None:
+        missing_tool("no pg_dump on PATH: install PostgreSQL's client tools (Debian: postgresql-client)")
+    store = str(tmp_path / "backups")
+    cli(env, "migrate")
+    backup_id = cli(env, "backup", "create", "--to", store).stdout.strip()
+    on_sqlite = {k: v for k, v in env.items() if k != "VIBE_DATABASE_URL"} | {
+        "VIBE_DATA_DIR": str(tmp_path / "data")
+    }
+    cli(on_sqlite, "migrate")
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'vibe.db'}"
+
+    run = cli(on_sqlite, "backup", "verify", backup_id, "--store", store, ok=False)
+    one_line(
+        run,
+        1,
+        f"backup {backup_id} is a PostgreSQL backup; verifying it restores it into a scratch database on a "
+        f"PostgreSQL server, and the configured database ({sqlite_url}) is SQLite: name a PostgreSQL server "
+        "with --scratch-url postgresql://user@host:5432/db, or configure a PostgreSQL database "
+        "(--database-url or VIBE_DATABASE_URL)",
+    )
+    run = cli(on_sqlite, "backup", "restore", backup_id, "--store", store, ok=False)
+    one_line(
+        run,
+        1,
+        f"backup {backup_id} is a PostgreSQL backup; the configured database ({sqlite_url}) is SQLite: "
+        "restore it into a PostgreSQL database (--to postgresql://user@host:5432/db, or configure one with "
+        "--database-url or VIBE_DATABASE_URL); nothing was changed",
+    )
+    cli(on_sqlite, "backup", "verify", backup_id, "--store", store, "--scratch-url", postgres_url)

@@ -366,6 +366,12 @@ async def test_a_backup_at_a_revision_this_program_does_not_know_is_refused(
     )
     assert [m.label for m in await backups.manifests()] == ["manual"]
     assert "which this program does not know" in (await backups.verify(made.id)).problems[0]
+    _rewrite(tmp_path / "backups", made.id, backend="mysql")  # nor a backend it has not
+    with pytest.raises(BackupError) as unreadable:
+        await backups.restore(made.id)
+    assert str(unreadable.value) == (
+        f"unreadable manifest {made.id}.json: backend must be one of sqlite, postgresql (got 'mysql')"
+    )
 
 
 async def _count_tables(url: str) -> int:
@@ -374,3 +380,48 @@ async def _count_tables(url: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
     finally:
         await conn.close()
+
+
+async def test_a_backup_of_the_other_backend_says_which_it_is_and_what_it_needs(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Verifying a PostgreSQL backup needs a PostgreSQL server, restoring either needs a database of
+    its own backend: said plainly, naming the backup's backend and the option or setting to give."""
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+    for url in (postgres_url, sqlite_url):
+        rt = Runtime(make_settings(url, tmp_path))
+        await rt.start(apply_migrations=True)
+        await rt.stop()
+    on_postgres, on_sqlite = _backups(postgres_url, tmp_path), _backups(sqlite_url, tmp_path)
+    pg_backup, sqlite_backup = await on_postgres.create(), await on_sqlite.create()
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    with pytest.raises(BackupError) as refused:
+        await on_sqlite.verify(pg_backup.id)
+    assert str(refused.value) == (
+        f"backup {pg_backup.id} is a PostgreSQL backup; verifying it restores it into a scratch database "
+        f"on a PostgreSQL server, and the configured database ({sqlite_url}) is SQLite: name a PostgreSQL "
+        "server with --scratch-url postgresql://user@host:5432/db, or configure a PostgreSQL database "
+        "(--database-url or VIBE_DATABASE_URL)"
+    )
+    assert (await on_sqlite.verify(pg_backup.id, scratch_url=postgres_url)).ok
+    assert (await on_postgres.verify(sqlite_backup.id)).ok  # a SQLite backup is checked in a file of its own
+
+    with pytest.raises(BackupError) as refused:
+        await on_sqlite.restore(pg_backup.id)
+    assert str(refused.value) == (
+        f"backup {pg_backup.id} is a PostgreSQL backup; the configured database ({sqlite_url}) is SQLite: "
+        "restore it into a PostgreSQL database (--to postgresql://user@host:5432/db, or configure one with "
+        "--database-url or VIBE_DATABASE_URL); nothing was changed"
+    )
+    other = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(BackupError) as refused:
+        await on_postgres.restore(pg_backup.id, target_url=other)
+    assert str(refused.value).startswith(
+        f"backup {pg_backup.id} is a PostgreSQL backup; the target (--to {other}) is SQLite: restore it "
+        "into a PostgreSQL database"
+    )
+    with pytest.raises(BackupError, match=f"backup {sqlite_backup.id} is a SQLite backup; the configured"):
+        await on_postgres.restore(sqlite_backup.id)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file made, no safety backup taken
+    assert len(await on_sqlite.manifests()) == 2

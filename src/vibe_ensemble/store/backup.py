@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vibe_ensemble.store import backup_carry, backup_postgres, backup_sqlite, migrate
 from vibe_ensemble.store.backup_manifest import (
+    BACKENDS,
     Check,
     Manifest,
     RestoreResult,
@@ -40,6 +41,15 @@ from vibe_ensemble.store.sqlite import private_dirs
 DEFAULT_KEEP_DAILY = 30
 DEFAULT_KEEP_WEEKLY = 12
 SAFETY_LABEL = "pre-restore"
+
+
+CONFIGURED = "--database-url or VIBE_DATABASE_URL"  # how the configured database is given
+EXAMPLE_URLS = {"sqlite": "sqlite:///path/to/vibe.db", "postgresql": "postgresql://user@host:5432/db"}
+
+
+def _backend(name: str) -> str:
+    """A backend as people write it: SQLite, PostgreSQL."""
+    return BACKENDS.get(name, name)
 
 
 def _refuse_unrestorable(backup_id: str, revision: str | None) -> None:
@@ -190,6 +200,13 @@ class Backups:
         """Restore into a scratch database; check integrity, schema revision and row counts."""
         started = time.perf_counter()
         manifest = await self.manifest(backup_id)
+        if manifest.backend == "postgresql" and scratch_url is None and self.source.backend != "postgresql":
+            raise BackupError(
+                f"backup {backup_id} is a PostgreSQL backup; verifying it restores it into a scratch "
+                f"database on a PostgreSQL server, and the configured database ({self.source.safe}) is "
+                f"{_backend(self.source.backend)}: name a PostgreSQL server with --scratch-url "
+                f"{EXAMPLE_URLS['postgresql']}, or configure a PostgreSQL database ({CONFIGURED})"
+            )
         check = Check(backup_id)
         with tempfile.TemporaryDirectory(prefix="vibe-verify-") as tmp:
             try:
@@ -259,9 +276,16 @@ class Backups:
         target = Target(target_url, "--to") if target_url else self.source
         # What the manifest alone refuses is refused before anything is made or changed.
         if target.backend != manifest.backend:
+            wanted = _backend(manifest.backend)
+            given = (
+                f"the target (--to {target.safe})"
+                if target_url
+                else f"the configured database ({target.safe})"
+            )
             raise BackupError(
-                f"backup {backup_id} is a {manifest.backend} backup; the target {target.safe} is "
-                f"{target.backend}. Restore it into a {manifest.backend} database"
+                f"backup {backup_id} is a {wanted} backup; {given} is {_backend(target.backend)}: restore "
+                f"it into a {wanted} database (--to {EXAMPLE_URLS[manifest.backend]}, or configure "
+                f"one with {CONFIGURED}); nothing was changed"
             )
         _refuse_unrestorable(backup_id, manifest.schema_revision)
         lock: OwnerLock | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from vibe_ensemble.store.backup_storage import BackupError
 
 MANIFEST_FORMAT = 1
+BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}  # what a backup may be of, as people write it
 LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -53,6 +54,10 @@ class Manifest:
             raise UnreadableManifest(name, "created_at has no time zone")
         if not isinstance(manifest.file, str) or not isinstance(manifest.id, str):
             raise UnreadableManifest(name, "id and file must be strings")
+        if not isinstance(manifest.backend, str) or manifest.backend not in BACKENDS:
+            raise UnreadableManifest(
+                name, f"backend must be one of {', '.join(BACKENDS)} (got {manifest.backend!r:.40})"
+            )
         if manifest.schema_revision is not None and not isinstance(manifest.schema_revision, str):
             raise UnreadableManifest(name, "schema_revision must be a string or null")
         return manifest

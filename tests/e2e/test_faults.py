@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from ..support import ServerProcess, call, free_port, mcp_client, start_server, wait_until
 
@@ -81,8 +85,35 @@ def _tracebacks(server: ServerProcess) -> int:
     return server.log().count("Traceback (most recent call last)")
 
 
+async def _ws_close(url: str, token: str) -> int:
+    """A WebSocket feed opened now: the code it is closed with (within 10 s)."""
+    ws_url = url.replace("http://", "ws://") + "/api/v1/events/ws?after=0"
+    auth = {"Authorization": f"Bearer {token}"}
+    async with connect(ws_url, additional_headers=auth, open_timeout=10) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+    assert closed.value.rcvd is not None, closed.value
+    assert closed.value.rcvd.reason.startswith("database_unavailable"), closed.value.rcvd
+    return closed.value.rcvd.code
+
+
+async def _sse_end(url: str, token: str) -> dict[str, object]:
+    """Follow the event stream until it ends; its error frame's data."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as http,
+        http.stream("GET", "/api/v1/events/stream?after=0") as r,
+    ):
+        lines = [line async for line in r.aiter_lines()]
+    error = lines.index("event: error")
+    return json.loads(lines[error + 1].removeprefix("data: "))  # type: ignore[no-any-return]
+
+
 async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Cluster, tmp_path: Path) -> None:
-    server = start_server(tmp_path, database_url=cluster.url, extra_env={"VIBE_LOG_JSON": "false"})
+    env = {"VIBE_LOG_JSON": "false", "VIBE_FEED_KEEPALIVE_S": "1"}  # an idle feed reads the log every second
+    server = start_server(tmp_path, database_url=cluster.url, extra_env=env)
     try:
         token = server.admin_token
         api = httpx2.AsyncClient(
@@ -93,6 +124,8 @@ async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Clus
             assert r.status_code == 201, r.text
             assert (await call(mcp, "list_issues", project="default"))["items"]
             before = _tracebacks(server)
+            stream_end = asyncio.create_task(_sse_end(server.url, token))
+            await asyncio.sleep(0.5)  # the stream is open (its first read is done)
 
             cluster.stop()
 
@@ -118,6 +151,15 @@ async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Clus
                 json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
             )
             assert stranger.status_code == 503 and "retry-after" in stranger.headers
+
+            # Feeds, open and new, end saying the database is unavailable and where to resume: a
+            # WebSocket with 1013 (try again later; it was 4400, bad input, which a client must not
+            # retry, or 1011), an event stream with a `database_unavailable` frame (was `internal`),
+            # and neither logs a traceback per subscriber.
+            for _ in range(2):
+                assert await _ws_close(server.url, token) == 1013
+            frame = await stream_end
+            assert frame["code"] == "database_unavailable" and frame["last_id"] >= 1, frame
 
             # One traceback for the whole outage; then summaries.
             assert _tracebacks(server) - before == 1, server.log()[-4000:]

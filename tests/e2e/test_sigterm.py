@@ -138,3 +138,41 @@ async def test_sigterm_under_load_loses_nothing_and_exits_0(tmp_path: Path) -> N
         )
     finally:
         server.stop()
+
+
+async def test_a_feed_opened_while_draining_is_refused_cleanly(tmp_path: Path) -> None:
+    """During the drain the feeds' router has stopped: a new SSE stream is a 503 `going_away` with
+    Retry-After, a new WebSocket is closed with 1001 (it used to be a 500 with a traceback in the log,
+    and a socket dropped without a close frame)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    server = start_server(tmp_path, extra_env={"VIBE_SHUTDOWN_DRAIN_S": "5"})
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with httpx2.AsyncClient(base_url=server.url, headers=headers, timeout=10) as api:
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = asyncio.get_running_loop().time() + 5
+            while (await api.get("/readyz")).status_code != 503:
+                assert asyncio.get_running_loop().time() < deadline, "/readyz never said draining"
+                await asyncio.sleep(0.02)
+
+            async with api.stream("GET", "/api/v1/events/stream?after=0") as r:
+                body = json.loads(await r.aread())
+            assert r.status_code == 503, body
+            assert body["error"]["code"] == "going_away", body
+            assert int(r.headers["retry-after"]) >= 1
+
+            ws_url = server.url.replace("http://", "ws://") + "/api/v1/events/ws?after=0"
+            async with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+                try:
+                    await asyncio.wait_for(ws.recv(), 10)
+                    raise AssertionError("a feed was opened while the server drains")
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None and closed.rcvd.code == 1001, closed
+                    assert "going_away" in closed.rcvd.reason
+
+        assert server.proc.wait(timeout=30) == 0
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        server.stop()

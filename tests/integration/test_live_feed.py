@@ -340,21 +340,35 @@ async def test_a_feed_far_behind_catches_up_from_the_table(
         await recent.stop()
 
 
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        # the database unreachable (an OSError is one): said as such, reconnect in 5 s
+        (OSError("the disk went away"), "database_unavailable"),
+        (RuntimeError("a bug"), "internal"),
+    ],
+)
 async def test_a_stream_that_cannot_read_the_log_ends_with_the_reason(
-    live: Runtime, services: Services, admin: Caller, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    live: Runtime,
+    services: Services,
+    admin: Caller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    code: str,
 ) -> None:
     async def valid() -> bool:
         return True
 
     async def broken(*args: Any, **kwargs: Any) -> list[Event]:
-        raise OSError("the disk went away")
+        raise failure
 
     sink = Sink()
     stream = EventStream(await services.live.feed(admin, after=0), Settings(data_dir=tmp_path), valid)
     monkeypatch.setattr(event_store, "after", broken)
     await asyncio.wait_for(stream({"type": "http"}, never_disconnects, sink.send), 5.0)
     assert b"event: error" in sink.chunks[-1]
-    assert b'"code": "internal"' in sink.chunks[-1]
+    assert f'"code": "{code}"'.encode() in sink.chunks[-1]
     assert b'"last_id": 0' in sink.chunks[-1]
 
 

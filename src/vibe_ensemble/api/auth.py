@@ -26,6 +26,7 @@ from vibe_ensemble.domain.errors import (
     DatabaseUnavailable,
     PermissionDenied,
     RateLimited,
+    ShuttingDown,
     Unauthenticated,
     VibeError,
 )
@@ -113,14 +114,14 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 
 def error_headers(exc: VibeError) -> dict[str, str]:
     """What a client needs beside the error: when to retry, or how to authenticate."""
-    if isinstance(exc, RateLimited | DatabaseUnavailable):
+    if isinstance(exc, RateLimited | DatabaseUnavailable | ShuttingDown):
         return {"Retry-After": retry_after(exc)}
     if isinstance(exc, Unauthenticated):
         return {"WWW-Authenticate": CHALLENGE}
     return {}
 
 
-def retry_after(exc: RateLimited | DatabaseUnavailable) -> str:
+def retry_after(exc: RateLimited | DatabaseUnavailable | ShuttingDown) -> str:
     """`Retry-After` in whole seconds, at least 1."""
     return str(max(1, round(exc.retry_after)))
 

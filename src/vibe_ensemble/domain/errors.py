@@ -89,6 +89,20 @@ class DatabaseUnavailable(VibeError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(VibeError):
+    """The server is shutting down: it opens no new live feed; reconnect (to another replica) soon."""
+
+    code = "going_away"
+    http_status = 503
+    retry_after = 1.0
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down; reconnect (to another replica) to follow the events",
+            retry_after_s=round(self.retry_after),
+        )
+
+
 class StorageFull(VibeError):
     """The disk holding the database is full: reads work, writes are refused until space is freed."""
 

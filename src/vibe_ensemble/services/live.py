@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.errors import InvalidInput, ShuttingDown
 from vibe_ensemble.domain.models import Inbox
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.events.feed import Feed, RecentEvents, check_types
@@ -45,6 +45,8 @@ class LiveService(Service):
         The feed counts against the credential's cap of open feeds until `feed.close()`, which the
         door calls when its connection ends."""
         caller.require(Op.EVENT_READ)
+        if self.ctx.hub.closed:  # SIGTERM: the feeds' router has stopped; open feeds are saying goodbye
+            raise ShuttingDown()
         if not self.recent.running:
             raise RuntimeError("the feeds' router is not running: start it with Runtime.start_live()")
         if after is not None and not 0 <= after <= rules.MAX_ID:

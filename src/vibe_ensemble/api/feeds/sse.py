@@ -19,6 +19,7 @@ from vibe_ensemble.api.feeds.common import (
     cut_off,
     slow_reason,
 )
+from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.events.feed import Feed
 from vibe_ensemble.ops import metrics
@@ -79,6 +80,14 @@ class EventStream(Response):
         while True:
             try:
                 events = await feed.next(self.keepalive_s)
+            except DatabaseUnavailable as exc:
+                # The fault is logged once for the whole outage (store/faults.py), not per subscriber.
+                message = (
+                    f"the database cannot be reached; reconnect in {round(exc.retry_after)} s to resume "
+                    f"after event {self.sent_id}"
+                )
+                await self._finish(send, _error_frame("database_unavailable", message, self.sent_id))
+                return
             except Exception:
                 log.exception("feed_failed", transport="sse", last_id=self.sent_id)
                 message = (

@@ -23,7 +23,7 @@ from vibe_ensemble.api.feeds.common import (
     settings_of,
     slow_reason,
 )
-from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, VibeError
+from vibe_ensemble.domain.errors import DatabaseUnavailable, InvalidInput, PermissionDenied, VibeError
 from vibe_ensemble.events.feed import Feed
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
@@ -41,6 +41,8 @@ WS_CLOSE = {
     "not_found": 4404,
     "rate_limited": 4429,
     "too_many_open": 1008,  # policy violation: the credential holds its cap of open feeds
+    "going_away": 1001,  # the server is shutting down: reconnect (to another replica)
+    "database_unavailable": 1013,  # try again later: the database cannot be reached now
 }
 WS_SLOW = 4408
 WS_GOING_AWAY = 1001
@@ -66,7 +68,7 @@ async def serve(websocket: WebSocket) -> None:
                 await auth.audit_denied(services, caller, exc)
                 raise
         except VibeError as exc:
-            await _close(websocket, WS_CLOSE.get(exc.code, 4400), f"{exc.code}: {exc.message}")
+            await _close(websocket, close_code(exc), f"{exc.code}: {exc.message}")
             return
         try:
             await _WebSocketFeed(
@@ -78,6 +80,15 @@ async def serve(websocket: WebSocket) -> None:
         pass
     finally:
         metrics.FEED_SUBSCRIBERS.labels("ws").dec()
+
+
+def close_code(exc: VibeError) -> int:
+    """The close code of a refusal: its own, else 4000 + its HTTP status for the client's fault, else
+    1011 (the server's: reconnect)."""
+    code = WS_CLOSE.get(exc.code)
+    if code is not None:
+        return code
+    return 4000 + exc.http_status if 400 <= exc.http_status < 500 else WS_INTERNAL_ERROR
 
 
 async def _first_message_token(websocket: WebSocket) -> str | None:
@@ -189,6 +200,11 @@ class _WebSocketFeed:
     async def _write_or_close(self) -> None:
         try:
             await self._write_events()
+        except DatabaseUnavailable as exc:
+            # The fault is logged once for the whole outage (store/faults.py), not per subscriber.
+            wait = round(exc.retry_after)
+            reason = f"database_unavailable: reconnect in {wait} s with after={self.sent_id}"
+            await _close(self.ws, WS_CLOSE["database_unavailable"], reason)
         except Exception:
             log.exception("feed_failed", transport="ws", last_id=self.sent_id)
             reason = f"server error; reconnect with after={self.sent_id}"

@@ -11,6 +11,7 @@ from vibe_ensemble.auth.concurrency import ConcurrencyLimits
 from vibe_ensemble.auth.ratelimit import RateLimiter
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import TokenRole
+from vibe_ensemble.domain.errors import DatabaseUnavailable, StorageFull
 from vibe_ensemble.events.bridge import PostgresBridge
 from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.ops import metrics
@@ -146,10 +147,14 @@ class Runtime:
                 offline_after=timedelta(seconds=s.offline_after_s),
                 retire_after=timedelta(seconds=s.retire_after_s),
             )
+        except (DatabaseUnavailable, StorageFull) as exc:
+            _duty_waits("presence", exc)
         except Exception:
             log.exception("duty_failed", duty="presence")
         try:
             await self.services.reservations.sweep_expired()
+        except (DatabaseUnavailable, StorageFull) as exc:
+            _duty_waits("lease_expiry", exc)
         except Exception:
             log.exception("duty_failed", duty="lease_expiry")
 
@@ -167,3 +172,9 @@ class Runtime:
         if self._owner is not None:
             self._owner.release()
             self._owner = None
+
+
+def _duty_waits(duty: str, exc: DatabaseUnavailable | StorageFull) -> None:
+    """A duty met the database's fault: a line, no traceback (the fault's story is told once, by
+    store/faults.py); the next round tries again."""
+    log.warning("duty_failed", duty=duty, error=exc.code)

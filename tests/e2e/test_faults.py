@@ -247,3 +247,60 @@ async def test_a_full_disk_refuses_writes_clearly_and_recovers(small_disk: Path,
             assert r.status_code == 201, r.text
     finally:
         server.stop()
+
+
+def _without_root_override(argv: list[str]) -> list[str]:
+    """`argv` run without the power to ignore file permissions (root has it; chmod means nothing to root)."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("a read-only file means nothing to root, and setpriv is not here to drop that power")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
+
+
+async def test_a_read_only_sqlite_file_refuses_writes_clearly_and_recovers(tmp_path: Path) -> None:
+    """A server started on a database file it cannot write: writes get database_unavailable (were a
+    500 `internal` with a traceback per request), /readyz says writes are refused (it said ready),
+    reads go on, and once the file is writable again writes resume without a restart."""
+    server = start_server(tmp_path, extra_env={"VIBE_SWEEP_INTERVAL_S": "0.2"})  # duties run meanwhile
+    try:
+        server.stop()
+        files = sorted(server.data_dir.glob("vibe.db*"))
+        database = [f for f in files if not f.name.endswith(".lock")]
+        for f in database:
+            f.chmod(0o444)
+        server.argv = _without_root_override(server.argv)
+        server.restart()
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with (
+            httpx2.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api,
+            mcp_client(server.mcp_url, server.admin_token) as mcp,
+        ):
+            r = await api.post("/api/v1/projects/default/issues", json={"title": "refused"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "database_unavailable" and "retry-after" in r.headers
+            result = await mcp.call_tool("create_issue", {"title": "refused", "project": "default"})
+            assert result.is_error and "[database_unavailable]" in result.content[0].text  # type: ignore[union-attr]
+            ready = await api.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["database"] == "writes refused", ready.text
+            assert (await api.get("/api/v1/projects/default/issues")).status_code == 200
+            assert _tracebacks(server) <= 1, server.log()[-3000:]  # the fault's first line only
+
+            for f in server.data_dir.glob("vibe.db*"):  # as an operator would: SQLite made -shm meanwhile
+                f.chmod(0o600)
+
+            async def written() -> bool:
+                r = await api.post("/api/v1/projects/default/issues", json={"title": "after"})
+                return r.status_code == 201
+
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await written():
+                assert asyncio.get_running_loop().time() < deadline, "writes never resumed"
+                await asyncio.sleep(0.2)
+            assert (await api.get("/readyz")).status_code == 200
+            titles = [i["title"] for i in (await api.get("/api/v1/projects/default/issues")).json()["items"]]
+            assert "refused" not in titles
+    finally:
+        server.stop()

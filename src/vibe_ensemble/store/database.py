@@ -203,9 +203,11 @@ class Database:
                     yield conn
 
     async def probe_write(self) -> None:
-        """An empty write transaction: whether a write can begin and commit now (/readyz)."""
-        async with self.write():
-            pass
+        """A write that changes nothing: whether a write can go through now (/readyz). An empty
+        transaction would not tell: SQLite begins and commits one on a read-only file, and
+        PostgreSQL on a read-only standby."""
+        async with self.write() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
 
     async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
         """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""

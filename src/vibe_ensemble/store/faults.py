@@ -41,7 +41,11 @@ _ASYNCPG_UNREACHABLE = (
 # SQLSTATE 55000 is many things; the database refusing connections (ALLOW_CONNECTIONS false) is one
 _NOT_ACCEPTING = "not currently accepting connections"
 _SQLITE_FULL = 13
-_SQLITE_UNAVAILABLE = {5, 14, 26}  # SQLITE_BUSY (after busy_timeout), SQLITE_CANTOPEN, SQLITE_NOTADB
+# SQLITE_BUSY (after busy_timeout), SQLITE_READONLY (the file, its directory or its file system made
+# read-only), SQLITE_IOERR (the disk failing, a file system remounted read-only), SQLITE_CANTOPEN,
+# SQLITE_NOTADB
+_SQLITE_UNAVAILABLE = {5, 8, 10, 14, 26}
+_SQLITE_READONLY = 8
 
 
 def asyncpg_errors(*names: str) -> tuple[type[BaseException], ...]:
@@ -72,6 +76,16 @@ def innermost(exc: BaseException) -> str:
     exist`, `Connect call failed …`)."""
     root = root_cause(exc)
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+
+
+def read_only(exc: BaseException) -> bool:
+    """SQLite refused a write on a connection it opened read-only (the file was not writable then):
+    that connection stays so, and only a new one sees the file writable again."""
+    return any(
+        isinstance(e, sqlite3.Error)
+        and (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_READONLY
+        for e in _causes(exc)
+    )
 
 
 def classify(exc: BaseException) -> str | None:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL, CursorResult, Result
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.base import Executable
 
+from vibe_ensemble.store import faults
 from vibe_ensemble.store.prepared import Params, Prepared
 
 T = TypeVar("T")
@@ -187,7 +188,11 @@ class SqliteEngine:
             conn = self._writer
             dbapi = driver(conn)
             if self._batch is None:
-                await self._begin_immediate(dbapi)
+                try:
+                    await self._begin_immediate(dbapi)
+                except sqlite3.Error as exc:
+                    self._drop_read_only_writer(exc)
+                    raise
                 self._batch = _Batch()
             batch = self._batch
             dbapi.execute("SAVEPOINT write")
@@ -195,6 +200,8 @@ class SqliteEngine:
                 yield SqliteConnection(conn, dbapi)
             except BaseException as exc:
                 self._undo(dbapi, batch, exc)
+                if self._batch is None:
+                    self._drop_read_only_writer(exc)
                 raise
             dbapi.execute("RELEASE write")
             batch.members += 1
@@ -203,6 +210,17 @@ class SqliteEngine:
                 self._commits.add(task)
                 task.add_done_callback(self._commits.discard)
         await asyncio.shield(batch.committed)
+
+    def _drop_read_only_writer(self, exc: BaseException) -> None:
+        """SQLite refused a write because it opened the file read-only (it was not writable then):
+        the connection stays so, and the idle readers too hold the file's shared memory as they
+        opened it. Closed, the next write opens a new connection, which writes as soon as the file is
+        writable again (chmod back, remounted), with no restart."""
+        if self._writer is not None and faults.read_only(exc):
+            writer, self._writer = self._writer, None
+            idle, self._idle = self._idle, []
+            for conn in (writer, *idle):
+                conn.close()
 
     def _undo(self, dbapi: sqlite3.Connection, batch: _Batch, exc: BaseException) -> None:
         """A write failed: roll back its savepoint, and the transaction if it carries nothing else."""

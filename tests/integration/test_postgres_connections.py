@@ -281,3 +281,37 @@ async def test_a_network_cut_is_database_unavailable_within_the_bound(postgres_u
     finally:
         await db.dispose()
         await hole.close()
+
+
+async def test_a_network_cut_mid_transaction_ends_within_the_bound(postgres_url: str) -> None:
+    """A statement unanswered inside a transaction ends at the bound (the rollback nobody will answer
+    adds nothing). And the schema's revision, which /readyz asks, is bounded too: it waited, holding
+    its connection, until the network came back."""
+    url = sa.make_url(postgres_url)
+    hole = BlackHole(url)
+    port = await hole.start()
+    through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
+    db = Database(through.render_as_string(hide_password=False), pool_size=2)
+    db.transaction_timeout_s = 1.0
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(DatabaseUnavailable):
+            async with db.write() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+                hole.cut.set()
+                await conn.execute(sa.text("SELECT 2"))
+        assert loop.time() - started < 1.0 + postgres.PING_TIMEOUT_S / 2
+        hole.cut.clear()
+
+        from vibe_ensemble.store import migrate
+
+        await migrate.current_revision(db)  # a pooled connection, used just now: no ping before use
+        hole.cut.set()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await migrate.current_revision(db, bound_s=0.5)
+        assert loop.time() - started < 0.5 + postgres.PING_TIMEOUT_S / 2
+    finally:
+        await db.dispose()
+        await hole.close()

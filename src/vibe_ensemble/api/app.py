@@ -33,6 +33,9 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import faults, migrate
 
 WRITE_PROBE_S = 2.0  # how long /readyz waits for its write, once writes were refused
+# how long /readyz waits for the database to say its schema's revision: a probe answers within the
+# kubelet's timeout (3 s in deployment/k8s), as 503, rather than hanging while the network is cut
+READ_PROBE_S = 2.0
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -263,7 +266,7 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
-            revision = await migrate.current_revision(runtime.db)
+            revision = await migrate.current_revision(runtime.db, bound_s=READ_PROBE_S)
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
         if faults.FAULTS.unwritable:

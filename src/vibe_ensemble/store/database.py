@@ -209,10 +209,15 @@ class Database:
         async with self.write() as conn:
             await conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
 
-    async def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
-        """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection)."""
+    async def run_sync(
+        self, fn: Callable[[sa.Connection], T], *, write: bool = False, bound_s: float | None = None
+    ) -> T:
+        """Run `fn` with a plain SQLAlchemy connection in one transaction (migrations, inspection).
+        On PostgreSQL a read is bounded, by `bound_s` or like a request's transaction (a cut network
+        must not hold it and its connection for minutes); a write (a migration) is not."""
         if not self.is_sqlite:
-            return await self._postgres.run_sync(fn)
+            bound = None if write else bound_s or self.transaction_timeout_s
+            return await self._postgres.run_sync(fn, bound_s=bound)
         if not write:
             return self._sqlite.run_sync(fn, write=False)
         return await self._sqlite.run_sync_write(fn)

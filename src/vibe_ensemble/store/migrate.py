@@ -70,9 +70,10 @@ def _revision(sync_conn: Connection) -> str | None:
     return rows[0] if rows else None
 
 
-async def current_revision(db: Database) -> str | None:
-    """The database's schema revision (None before the first migration)."""
-    return await db.run_sync(_revision)
+async def current_revision(db: Database, *, bound_s: float | None = None) -> str | None:
+    """The database's schema revision (None before the first migration); on PostgreSQL, within
+    `bound_s` (default: a request's bound) or TimeoutError."""
+    return await db.run_sync(_revision, bound_s=bound_s)
 
 
 async def is_current(db: Database) -> bool:

@@ -266,8 +266,8 @@ class PostgresEngine:
         self._open -= 1
         self._wake(None)
 
-    async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
-        async with self.connect() as conn:
+    async def run_sync(self, fn: Callable[[sa.Connection], T], *, bound_s: float | None = None) -> T:
+        async with self.connect(bound_s=bound_s) as conn:
             return await conn.run_sync(fn)
 
     def in_use(self) -> int:

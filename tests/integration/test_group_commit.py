@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.errors import DatabaseUnavailable, StorageFull
+from vibe_ensemble.store import faults
 from vibe_ensemble.store.database import Database
 
 
@@ -175,3 +176,18 @@ async def test_a_deleted_or_replaced_file_acknowledges_no_write(
     with pytest.raises(DatabaseUnavailable):
         await _rows(db)
     assert path.exists() == (how == "replaced") and not Path(f"{path}-wal").exists()
+
+
+async def test_a_write_that_changes_nothing_does_not_end_a_fault_writes_met(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite begins and commits a transaction that changes nothing even on a file it cannot write
+    (a duty with nothing to do): only a write that changed a row says writes work again (/readyz)."""
+    log = faults.FaultLog()
+    monkeypatch.setattr(faults, "FAULTS", log)
+    log.failed("unavailable", sqlite3.OperationalError("attempt to write a readonly database"), write=True)
+    async with db.write() as conn:
+        await conn.execute(sa.text("UPDATE t SET v = 'x' WHERE v = 'nothing'"))
+    assert log.unwritable
+    await _insert(db, "a")
+    assert not log.unwritable

@@ -183,10 +183,12 @@ class Database:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Connection]:
-        with faults.translate(write=True), _out_of_range_is_invalid_input():
+        with faults.translate(write=True) as outcome, _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 async with self._sqlite.write() as conn:
+                    before = conn.total_changes
                     yield conn
+                    outcome.wrote = conn.total_changes != before
             else:
                 async with self._postgres.connect(bound_s=self.transaction_timeout_s) as conn:
                     yield conn

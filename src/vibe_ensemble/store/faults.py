@@ -178,11 +178,25 @@ class FaultLog:
 FAULTS = FaultLog()
 
 
+class Outcome:
+    """What `translate`'s block did: `wrote` is False for a write transaction that changed no row."""
+
+    __slots__ = ("wrote",)
+
+    def __init__(self) -> None:
+        self.wrote = True
+
+
 @contextmanager
-def translate(*, write: bool) -> Iterator[None]:
-    """Turn a database fault into the domain error a client can act on; log it (rate-limited)."""
+def translate(*, write: bool) -> Iterator[Outcome]:
+    """Turn a database fault into the domain error a client can act on; log it (rate-limited).
+
+    A write transaction that changed no row (a duty that found nothing to do) does not end a fault
+    writes met: SQLite begins and commits one on a file it cannot write, so it proves nothing.
+    """
+    outcome = Outcome()
     try:
-        yield
+        yield outcome
     except (DatabaseUnavailable, StorageFull):
         raise
     except Exception as exc:
@@ -194,4 +208,4 @@ def translate(*, write: bool) -> Iterator[None]:
             raise StorageFull() from exc
         raise DatabaseUnavailable(RETRY_AFTER_S) from exc
     else:
-        FAULTS.succeeded(write=write)
+        FAULTS.succeeded(write=write and outcome.wrote)

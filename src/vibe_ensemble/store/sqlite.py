@@ -47,6 +47,11 @@ class SqliteConnection:
         self._dbapi = dbapi
         self.dialect = conn.dialect
 
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted on this connection since it was opened."""
+        return self._dbapi.total_changes
+
     @overload
     async def execute(self, statement: Prepared, parameters: Params = None) -> Result[Any]: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
@@ -211,3 +213,20 @@ async def test_a_name_differing_only_in_case_is_refused(services: Services, admi
     # the agent itself re-attaches by its exact name, and other names are untouched by the rule
     assert (await services.agents.register(admin, name="alice")).name == "alice"
     assert (await services.agents.register(admin, name="alicia")).name == "alicia"
+
+
+async def test_names_differing_only_in_case_registered_at_once_are_not_both_taken(
+    services: Services, admin: Caller
+) -> None:
+    """On PostgreSQL two transactions could both find no twin and both insert: the first one's
+    letter-case-free name is locked until it commits, so the second sees it."""
+    names = ["Bo", "bo", "BO", "bO"]
+    results = await asyncio.gather(
+        *(services.agents.register(admin, name=n) for n in names), return_exceptions=True
+    )
+    taken = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(taken) == 1, results
+    assert all(isinstance(r, InvalidInput) and "differs only in letter case" in str(r) for r in refused)
+    listed = [a.name for a in await services.agents.list(admin)]
+    assert [n for n in listed if n.lower() == "bo"] == [taken[0].name]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 import sqlalchemy as sa
 from mcp.client.subscriptions import ResourceUpdated
@@ -209,6 +210,49 @@ async def test_a_revoked_token_stops_its_feeds(live_server: ServerProcess) -> No
                 while True:
                     await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+LISTEN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+async def test_a_revoked_token_ends_its_mcp_listen_stream(live_server: ServerProcess) -> None:
+    """`subscriptions/listen` is a live feed too: revoked, its stream ends within a keep-alive with
+    `[unauthenticated]` (it stayed open, pinging and hearing changes, for as long as the client held it)."""
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        created = (await api.post("/tokens", json={"role": "viewer", "label": "listener"})).json()
+        headers = {
+            "Authorization": f"Bearer {created['token']}",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "subscriptions/listen",
+        }
+        listen = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "subscriptions/listen",
+            "params": {
+                "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
+                "_meta": LISTEN_META,
+            },
+        }
+        async with (
+            httpx2.AsyncClient(timeout=20) as client,
+            client.stream("POST", live_server.mcp_url, headers=headers, json=listen) as stream,
+        ):
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            async for line in lines:
+                if line.startswith("data:"):
+                    assert "subscriptions/acknowledged" in line
+                    break
+            assert (await api.delete(f"/tokens/{created['id']}")).status_code == 200
+            data = [line async for line in lines if line.startswith("data:")]  # the stream ends
+        ended = json.loads(data[-1].removeprefix("data:"))
+        assert ended["id"] == 7 and ended["error"]["data"] == {"code": "unauthenticated"}
+        assert ended["error"]["message"].startswith("[unauthenticated] the token was revoked")
 
 
 async def test_wait_for_messages_over_mcp_and_rest(live_server: ServerProcess) -> None:

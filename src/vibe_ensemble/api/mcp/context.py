@@ -49,15 +49,24 @@ class CallContext:
     # The HTTP request's own `receive`, which says when its client has gone (api/held.py); None
     # over stdio.
     receive: Receive | None = None
+    # Whether the credential is still good (not revoked, not expired), for what stays open past one
+    # answer: a `subscriptions/listen` stream asks it every `feed_keepalive_s`. None over stdio.
+    still_valid: Callable[[], Awaitable[bool]] | None = None
 
     @classmethod
-    def admit(cls, services: Services, caller: Caller, receive: Receive | None = None) -> CallContext:
+    def admit(
+        cls,
+        services: Services,
+        caller: Caller,
+        receive: Receive | None = None,
+        still_valid: Callable[[], Awaitable[bool]] | None = None,
+    ) -> CallContext:
         """Spend one request of the caller's rate limit; when it is out, every handler refuses."""
         try:
             services.tokens.throttle(caller)
         except RateLimited as exc:
-            return cls(services, caller, limited=exc, receive=receive)
-        return cls(services, caller, receive=receive)
+            return cls(services, caller, limited=exc, receive=receive, still_valid=still_valid)
+        return cls(services, caller, receive=receive, still_valid=still_valid)
 
     def acting(self) -> Caller:
         """The caller, or `RateLimited` when this request is over its limit."""

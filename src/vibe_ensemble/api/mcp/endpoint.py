@@ -53,7 +53,10 @@ class MCPEndpoint:
             # ever on it. The protocol lets a server that offers no such stream answer 405.
             await auth.send_error(send, 405, "method_not_allowed", NO_STREAM, headers={"Allow": "POST"})
             return
-        call = CallContext.admit(self.services, found.caller, receive)
+        services = self.services
+        call = CallContext.admit(
+            services, found.caller, receive, still_valid=lambda: auth.still_valid(services, found)
+        )
         if call.limited is not None:
             send = _with_header(send, b"retry-after", auth.retry_after(call.limited).encode())
         profile = found.caller.tool_profile or self.default_profile

@@ -10,6 +10,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -50,18 +51,55 @@ def _credential_principal(_: ServerRequestContext[Any, Any]) -> str | None:
     return f"credential:{call.caller.credential_id}"
 
 
-async def _other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+def _other_methods(recheck_s: float) -> Any:
     """The checks of the methods beside `tools/call`, in one layer: a tool call passes it with two
     comparisons, not an awaited layer per check. And for every method, a request whose params the
     SDK refuses (it checks them after this layer, and says only "Invalid request parameters") is
-    refused naming each field and its rule (`arguments.invalid_request`)."""
-    if ctx.method == "prompts/get":
-        _check_prompt(ctx.params or {})
-    elif ctx.method == "subscriptions/listen":
-        ctx = _scoped_listen(ctx)
-        with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
-            return await _answer(ctx, call_next)
-    return await _answer(ctx, call_next)
+    refused naming each field and its rule (`arguments.invalid_request`). A `subscriptions/listen`
+    stream asks every `recheck_s` whether its credential is still good (`_while_valid`)."""
+
+    async def other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            _check_prompt(ctx.params or {})
+        elif ctx.method == "subscriptions/listen":
+            ctx = _scoped_listen(ctx)
+            with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
+                return await _while_valid(ctx, call_next, recheck_s)
+        return await _answer(ctx, call_next)
+
+    return other_methods
+
+
+async def _while_valid(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext, recheck_s: float
+) -> HandlerResult:
+    """A listen stream stays open only while its token does: revoked or expired, the stream ends
+    within `recheck_s` with `[unauthenticated]`, as the SSE and WebSocket feeds end at their next
+    keep-alive (a stream held open otherwise went on hearing changes, and pinging, for ever)."""
+    call = bound()
+    still_valid = None if call is None else call.still_valid
+    if still_valid is None:  # stdio: the process is its own token's holder
+        return await _answer(ctx, call_next)
+    answered: list[HandlerResult] = []
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(recheck_s)
+            if not await still_valid():
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        answered.append(await _answer(ctx, call_next))
+        group.cancel_scope.cancel()
+    if not answered:
+        raise MCPError(
+            INVALID_REQUEST,
+            "[unauthenticated] the token was revoked or has expired: this stream has ended",
+            {"code": "unauthenticated"},
+        )
+    return answered[0]
 
 
 async def _answer(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -195,7 +233,7 @@ def build_mcp(
         middleware=[
             *traced,
             observe_tools(PROFILES[profile]),
-            _other_methods,
+            _other_methods(settings.feed_keepalive_s),
             strict_arguments(tools),
         ],
         tools=tools,

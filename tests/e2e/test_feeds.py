@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -253,6 +254,52 @@ async def test_a_revoked_token_ends_its_mcp_listen_stream(live_server: ServerPro
         ended = json.loads(data[-1].removeprefix("data:"))
         assert ended["id"] == 7 and ended["error"]["data"] == {"code": "unauthenticated"}
         assert ended["error"]["message"].startswith("[unauthenticated] the token was revoked")
+
+
+async def _held_waits(url: str, count: float) -> None:
+    while metric(url, "vibe_mail_waiters") < count:
+        await asyncio.sleep(0.02)
+
+
+async def test_a_token_revoked_while_its_wait_is_held_never_gets_the_mail(live_server: ServerProcess) -> None:
+    """A held `wait_for_messages` (MCP) or `inbox/wait` (REST) whose token is revoked meanwhile ends
+    with `unauthenticated` when mail wakes it: the mail sent after the revocation is not handed over
+    (over REST it was, for as long as the wait's 60 s)."""
+    url = live_server.url
+    async with rest(url, live_server.admin_token) as api, asyncio.timeout(30):
+        sender = await token(api, "worker", project="default", agent="rv-sender")
+        async with rest(url, sender) as send:
+            await send.post("/projects/default/agents", json={"name": "rv-sender"})
+            for name in ("rv-mcp", "rv-rest"):
+                bound = {"role": "worker", "project": "default", "agent": name}
+                made = (await api.post("/tokens", json=bound)).json()
+                async with rest(url, made["token"]) as own:
+                    await own.post("/projects/default/agents", json={"name": name})
+                    before = metric(url, "vibe_mail_waiters")
+                    late = {"to": [name], "subject": "late", "body": "AFTER REVOCATION"}
+                    if name == "rv-mcp":
+                        async with mcp_client(live_server.mcp_url, made["token"]) as client:
+                            waiting: asyncio.Task[Any] = asyncio.create_task(
+                                call_error(client, "wait_for_messages", timeout_s=20)
+                            )
+                            await _held_waits(url, before + 1)
+                            assert (await api.delete(f"/tokens/{made['id']}")).status_code == 200
+                            sent = await send.post("/projects/default/messages", json=late)
+                            assert sent.status_code == 201, sent.text
+                            error = await waiting
+                        assert "[unauthenticated] the token was revoked" in error, error
+                        assert "AFTER REVOCATION" not in error
+                    else:
+                        path = f"/projects/default/agents/{name}/inbox/wait"
+                        waiting = asyncio.create_task(own.get(path, params={"timeout_s": 20}))
+                        await _held_waits(url, before + 1)
+                        assert (await api.delete(f"/tokens/{made['id']}")).status_code == 200
+                        sent = await send.post("/projects/default/messages", json=late)
+                        assert sent.status_code == 201, sent.text
+                        answer = await waiting
+                        assert answer.status_code == 401, answer.text
+                        assert answer.json()["error"]["code"] == "unauthenticated"
+                        assert "AFTER REVOCATION" not in answer.text
 
 
 async def test_wait_for_messages_over_mcp_and_rest(live_server: ServerProcess) -> None:

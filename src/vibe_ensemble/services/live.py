@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import InvalidInput, ShuttingDown
+from vibe_ensemble.domain.errors import InvalidInput, ShuttingDown, Unauthenticated
 from vibe_ensemble.domain.models import Inbox
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.events.feed import Feed, RecentEvents, check_types
@@ -20,15 +20,19 @@ from vibe_ensemble.events.mail import MailDispatcher
 from vibe_ensemble.services.base import Service, ServiceContext, acting_as
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.messages import MessageService
+from vibe_ensemble.services.tokens import TokenService
 
 MAX_WAIT_S = 60.0
 
 
 class LiveService(Service):
-    def __init__(self, ctx: ServiceContext, events: EventService, messages: MessageService) -> None:
+    def __init__(
+        self, ctx: ServiceContext, events: EventService, messages: MessageService, tokens: TokenService
+    ) -> None:
         super().__init__(ctx)
         self._events = events
         self._messages = messages
+        self._tokens = tokens
         self.mail = MailDispatcher(ctx.hub, ctx.db)
         self.recent = RecentEvents(ctx.hub, ctx.db)
 
@@ -108,13 +112,20 @@ class LiveService(Service):
     async def _wait(
         self, caller: Caller, project: str, name: str, deadline: float, since_id: int, limit: int
     ) -> Inbox:
-        """Fetch the unread mail until there is some, the deadline passes or the server stops."""
+        """Fetch the unread mail until there is some, the deadline passes or the server stops.
+
+        Woken after the wait began, the credential is read again before any mail is: a token revoked
+        (or expired) while its call was held gets `Unauthenticated`, never the mail that woke it.
+        """
         loop = asyncio.get_running_loop()
         # Shutting down (the dispatcher ends with the hub): answer at once with what is there.
         held = self.mail.register(project, name) if not self.ctx.hub.closed else None
+        woken = False
         with held or contextlib.nullcontext(asyncio.Event()) as signal:
             while True:
                 signal.clear()
+                if woken and not await self._tokens.still_usable(caller):
+                    raise Unauthenticated("the token was revoked or has expired while its call waited")
                 inbox = await self._messages.fetch_inbox(
                     caller, project=project, agent=name, unread_only=True, since_id=since_id, limit=limit
                 )
@@ -124,4 +135,5 @@ class LiveService(Service):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await signal.wait()
+                woken = signal.is_set()
         return inbox

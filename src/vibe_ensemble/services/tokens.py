@@ -275,6 +275,15 @@ class TokenService(Service):
             raise Unauthenticated("the session's token is invalid, expired or revoked; log in again")
         return self._caller(found, remote, throttle)
 
+    async def still_usable(self, caller: Caller) -> bool:
+        """Whether the caller's credential is still neither revoked nor expired, read again now: for
+        what a request holds open past its authentication (a held `wait_for_messages`)."""
+        if caller.credential_id is None:  # the server itself
+            return True
+        async with self.snapshot() as conn:
+            found = await store.by_id(conn, caller.credential_id)
+        return not _unusable(found, self.ctx.clock())
+
     def _caller(self, stored: StoredCredential, remote: str, throttle: bool) -> Caller:
         cred = stored.credential
         caller = Caller(

@@ -113,6 +113,24 @@ def test_malformed_rest_bodies_get_a_client_error_in_the_error_shape(
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/"), ("GET", "/api/v1/events/stream"), ("POST", "/logout"), ("GET", "/fragments/board")],
+)
+def test_a_session_cookie_with_non_ascii_bytes_is_no_session(
+    server: ServerProcess, method: str, path: str
+) -> None:
+    """A dashboard cookie whose signature holds bytes past ASCII (`é` as UTF-8, read back as Latin-1)
+    is a forged cookie like any other: the login page or 401, never a 500 (hmac.compare_digest raised
+    TypeError on non-ASCII text)."""
+    raw = "vibe_session=v1.1.9999999999.nonce.\u00c3\u00a9".encode("latin-1")
+    with httpx2.Client(timeout=10) as client:
+        headers = {b"Cookie": raw, b"Origin": server.url.encode()}
+        r = client.request(method, server.url + path, headers=headers)
+    assert r.status_code in (303, 401), (path, r.status_code, r.text[:300])
+    assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "emoji 😀 and 👩🏽‍💻",

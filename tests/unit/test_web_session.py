@@ -39,6 +39,8 @@ def test_forged_or_malformed_cookies_are_refused() -> None:
         "v2." + value[3:],
         "v1.x.1.n." + signature,
         value + "." * 300,
+        f"{version}.42.{expires}.{nonce}.é",  # a non-ASCII signature (compare_digest raised TypeError)
+        f"{version}.42.{expires}.{nonce}.{signature[:-1]}\u00ff",
     ]
     for cookie in forged:
         assert session.read(KEY, cookie, now=NOW) is None, cookie

@@ -68,7 +68,11 @@ def read(key: bytes, value: str, now: float | None = None) -> Session | None:
         return None
     body, _, signature = value.rpartition(".")
     parts = body.split(".")
-    if len(parts) != 4 or parts[0] != _VERSION or not hmac.compare_digest(signature, _sign(key, body)):
+    if (
+        len(parts) != 4
+        or parts[0] != _VERSION
+        or not hmac.compare_digest(signature.encode(), _sign(key, body).encode())
+    ):
         return None
     try:
         credential_id, expires = int(parts[1]), int(parts[2])

@@ -213,6 +213,31 @@ async def test_a_revoked_token_stops_its_feeds(live_server: ServerProcess) -> No
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # nested past any JSON parser's depth, < 1 MiB
+
+
+async def test_a_websocket_message_nested_past_the_parsers_depth_is_ignored(
+    live_server: ServerProcess,
+) -> None:
+    """Deeply nested JSON from a WebSocket client is a message that is not JSON: as the first message,
+    a 4401 refusal; on an authenticated socket, ignored (pings still answered). It raised
+    RecursionError, which ended the socket without a close frame and logged a traceback."""
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        viewer = await token(api, "viewer")
+        async with ws_connect(live_server.url, None) as ws:
+            await ws.send(DEEP_JSON)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        async with ws_connect(live_server.url, viewer) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(DEEP_JSON)
+            await ws.send(json.dumps({"type": "ping"}))
+            while (message := json.loads(await ws.recv()))["type"] != "pong":
+                assert message["type"] in ("ping", "event"), message
+    assert "RecursionError" not in live_server.log()
+
+
 LISTEN_META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
     "io.modelcontextprotocol/clientCapabilities": {},

@@ -91,11 +91,20 @@ def close_code(exc: VibeError) -> int:
     return 4000 + exc.http_status if 400 <= exc.http_status < 500 else WS_INTERNAL_ERROR
 
 
+def _parsed(text: str) -> Any:
+    """A client's message as JSON; None when it is not JSON or is nested past the parser's depth
+    (`[[[…` raised RecursionError, which ended the socket with a traceback and no close frame)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 async def _first_message_token(websocket: WebSocket) -> str | None:
     try:
         with anyio.fail_after(AUTH_TIMEOUT_S):
             message = await websocket.receive_text()
-        data = json.loads(message)
+        data = _parsed(message)
     except TimeoutError:
         await _close(websocket, 4401, "unauthenticated: send {'type': 'auth', 'token': ...} first")
         return None
@@ -215,10 +224,7 @@ class _WebSocketFeed:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            try:
-                data = json.loads(message.get("text") or "null")
-            except ValueError:
-                data = None
+            data = _parsed(message.get("text") or "null")
             is_ping = isinstance(data, dict) and data.get("type") == "ping"
             if not is_ping:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx2
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from tests.support import (
     TOKEN_RE,
@@ -128,6 +130,29 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("vibe_" + "Q" * 43 + "\n")
     from_file = cli("mcp", "--token-file", str(tmp_path / "token"), "--database-url", db, ok=False)
     assert "invalid, expired or revoked token" in from_file.stderr and "warning" not in from_file.stderr
+
+
+async def test_stdio_mcp_stops_when_its_token_is_revoked(tmp_path: Path) -> None:
+    """The stdio server authenticated its token once, at start, and served on after it was revoked;
+    it now reads the token again every keep-alive and, once it is not usable, refuses every call
+    with `[unauthenticated]` and says so on stderr."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+    cli("migrate", "--database-url", db)
+    token = cli("token", "create", "--role", "admin", "--label", "stdio", "--database-url", db).stdout.strip()
+    env = {**os.environ, "VIBE_TOKEN": token, "VIBE_FEED_KEEPALIVE_S": "0.2"}
+    params = StdioServerParameters(command=CLI, args=["mcp", "--database-url", db], env=env, cwd=tmp_path)
+    errlog = (tmp_path / "stderr.log").open("w+")
+    with errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            await call(client, "register_agent", name="local")
+            cli("token", "revoke", "1", "--database-url", db)  # the database's only token
+            deadline = asyncio.get_running_loop().time() + 15
+            while not (answer := await client.call_tool("list_agents", {})).is_error:
+                assert asyncio.get_running_loop().time() < deadline, "still served after the revocation"
+                await asyncio.sleep(0.05)
+            error = str(answer.content[0].text)  # type: ignore[union-attr]
+            assert "[unauthenticated] the token was revoked or has expired" in error, error
+        assert "error: the token was revoked or has expired" in (tmp_path / "stderr.log").read_text()
 
 
 def test_serve_on_port_0_says_the_port_the_system_chose(tmp_path: Path) -> None:

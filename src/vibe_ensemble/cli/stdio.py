@@ -3,6 +3,7 @@ forwarded to a running server (`--url`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ from vibe_ensemble.cli.common import (
 from vibe_ensemble.ops.terminal import printable
 
 if TYPE_CHECKING:
+    from mcp.server import MCPServer
+
     from vibe_ensemble.ops.config import Settings
+    from vibe_ensemble.services import Services
 
 TokenOpt = Annotated[
     str | None,
@@ -145,6 +149,7 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.api.mcp.context import CallContext, bind
     from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
     from vibe_ensemble.api.mcp.profiles import profile_of
+    from vibe_ensemble.domain.errors import Unauthenticated
     from vibe_ensemble.ops import tracing
     from vibe_ensemble.ops.startup import collect_from_here, command
     from vibe_ensemble.runtime import Runtime
@@ -177,14 +182,51 @@ def _serve_database(settings: Settings, token: str) -> None:
             await notifier.start()
             collect_from_here()  # started: the collector, off while starting (cli.main), runs from here
             # The process acts as its token's holder: its refusals are its own, not audited.
-            with bind(CallContext(runtime.services, caller, audit_denials=False)):
-                await server.run_stdio_async()
+            ended = asyncio.Event()
+            with bind(CallContext(runtime.services, caller, audit_denials=False, ended=ended)):
+                if not await _serve_while_usable(server, runtime.services, ended, settings.feed_keepalive_s):
+                    raise Unauthenticated("the token was revoked or has expired while the MCP server ran")
         finally:
             await notifier.stop()
             tracing.stop()
             await runtime.stop()
 
     run(main, database=settings.effective_database_url)
+
+
+async def _serve_while_usable(
+    server: MCPServer, services: Services, ended: asyncio.Event, every_s: float
+) -> bool:
+    """Serve stdio until the client leaves; True when the token stayed usable throughout. The token
+    is read again every `every_s`, as open feeds do: once revoked or expired, `ended` is set, so every
+    call is refused with `[unauthenticated]` (it was authenticated once, at start, and served on)."""
+    import anyio
+
+    from vibe_ensemble.api.mcp.context import bound
+
+    call = bound()
+    assert call is not None
+
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while await services.tokens.still_usable(call.caller):  # noqa: ASYNC110 - a database poll
+                await anyio.sleep(every_s)
+            ended.set()
+            print(
+                "error: the token was revoked or has expired: every call is now refused; "
+                "start the MCP server again with a live token",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        async def serve() -> None:
+            await server.run_stdio_async()
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        group.start_soon(serve)
+    return not ended.is_set()
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ The rate limit is decided once per HTTP request (`CallContext.admit`) and enforc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -29,7 +30,7 @@ from starlette.types import Receive
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, VibeError
+from vibe_ensemble.domain.errors import PermissionDenied, RateLimited, Unauthenticated, VibeError
 from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
@@ -68,8 +69,16 @@ class CallContext:
             return cls(services, caller, limited=exc, receive=receive, still_valid=still_valid)
         return cls(services, caller, receive=receive, still_valid=still_valid)
 
+    # Set once the credential is found revoked or expired while the context lives on (stdio, which
+    # binds one context for the whole process): every handler then refuses.
+    ended: asyncio.Event | None = None
+
     def acting(self) -> Caller:
-        """The caller, or `RateLimited` when this request is over its limit."""
+        """The caller; `Unauthenticated` once `ended`, `RateLimited` when this request is over its limit."""
+        if self.ended is not None and self.ended.is_set():
+            raise Unauthenticated(
+                "the token was revoked or has expired: start the MCP server with a live token"
+            )
         if self.limited is not None:
             raise RateLimited(self.limited.message, self.limited.retry_after)
         return self.caller

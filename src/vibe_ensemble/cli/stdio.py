@@ -26,6 +26,7 @@ from vibe_ensemble.ops.terminal import printable
 if TYPE_CHECKING:
     from mcp.server import MCPServer
 
+    from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.services import Services
 
@@ -194,6 +195,18 @@ def _serve_database(settings: Settings, token: str) -> None:
     run(main, database=settings.effective_database_url)
 
 
+async def still_usable(services: Services, caller: Caller) -> bool:
+    """Whether the caller's token is still neither revoked nor expired; True while the database
+    cannot say (an outage: the calls themselves answer `database_unavailable` meanwhile, and the
+    server must not end for it)."""
+    from vibe_ensemble.domain.errors import VibeError
+
+    try:
+        return await services.tokens.still_usable(caller)
+    except VibeError:
+        return True
+
+
 async def _serve_while_usable(
     server: MCPServer, services: Services, ended: asyncio.Event, every_s: float
 ) -> bool:
@@ -210,7 +223,7 @@ async def _serve_while_usable(
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
-            while await services.tokens.still_usable(call.caller):  # noqa: ASYNC110 - a database poll
+            while await still_usable(services, call.caller):  # noqa: ASYNC110 - a database poll
                 await anyio.sleep(every_s)
             ended.set()
             print(

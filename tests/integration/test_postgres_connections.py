@@ -258,16 +258,22 @@ class BlackHole:
             self.server.close()
 
 
-async def test_a_network_cut_is_database_unavailable_within_the_bound(postgres_url: str) -> None:
-    """A statement nobody answers (a cut network, not a refusal) ends with database_unavailable once
-    the transaction's bound passes, on a pooled connection and on a new one: it used to hang for
-    minutes, far past any client's patience."""
+async def _behind_a_black_hole(postgres_url: str) -> tuple[BlackHole, Database]:
+    """A database reached through a `BlackHole` proxy (not cut yet), its transactions bounded to 1 s."""
     url = sa.make_url(postgres_url)
     hole = BlackHole(url)
     port = await hole.start()
     through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
     db = Database(through.render_as_string(hide_password=False), pool_size=2)
     db.transaction_timeout_s = 1.0
+    return hole, db
+
+
+async def test_a_network_cut_is_database_unavailable_within_the_bound(postgres_url: str) -> None:
+    """A statement nobody answers (a cut network, not a refusal) ends with database_unavailable once
+    the transaction's bound passes, on a pooled connection and on a new one: it used to hang for
+    minutes, far past any client's patience."""
+    hole, db = await _behind_a_black_hole(postgres_url)
     try:
         assert await _backend(db) > 0  # through the proxy; the connection stays in the pool
         hole.cut.set()
@@ -287,12 +293,7 @@ async def test_a_network_cut_mid_transaction_ends_within_the_bound(postgres_url:
     """A statement unanswered inside a transaction ends at the bound (the rollback nobody will answer
     adds nothing). And the schema's revision, which /readyz asks, is bounded too: it waited, holding
     its connection, until the network came back."""
-    url = sa.make_url(postgres_url)
-    hole = BlackHole(url)
-    port = await hole.start()
-    through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
-    db = Database(through.render_as_string(hide_password=False), pool_size=2)
-    db.transaction_timeout_s = 1.0
+    hole, db = await _behind_a_black_hole(postgres_url)
     loop = asyncio.get_running_loop()
     try:
         started = loop.time()

@@ -69,7 +69,8 @@ def _matches(value: str, allowed: str) -> bool:
     return False
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value (the first of that lower-case `name`), as Latin-1 text; None when absent."""
     for key, value in scope.get("headers") or []:
         if key == name:
             return bytes(value).decode("latin-1")
@@ -88,13 +89,13 @@ class HostGuard:
         if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        host = _header(scope, b"host")
+        host = header(scope, b"host")
         if not self.policy.host_ok(host):
             await self._refuse(
                 scope, send, 421, "misdirected_request", "Host is not one of VIBE_ALLOWED_HOSTS"
             )
             return
-        if scope["path"] == MCP_PATH and not self.policy.origin_ok(_header(scope, b"origin")):
+        if scope["path"] == MCP_PATH and not self.policy.origin_ok(header(scope, b"origin")):
             await self._refuse(
                 scope, send, 403, "origin_not_allowed", "Origin is not one of VIBE_ALLOWED_ORIGINS"
             )

@@ -88,6 +88,7 @@ class AgentService(Service):
                 retired_at=None,
             )
             if existing is None:
+                await store.lock_name(tx.conn, proj.id, name)
                 twin = await store.case_twin(tx.conn, proj.id, name)
                 if twin is not None:
                     # `Alice` beside `alice`: to a reader (a person on the dashboard, an agent

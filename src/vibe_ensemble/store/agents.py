@@ -66,15 +66,17 @@ _NAME_LOCK = Prepared(
 )
 
 
-async def case_twin(conn: Connection, project_id: int, name: str) -> str | None:
-    """An agent of the project (retired ones too) whose name differs from `name` only in letter case
-    (names are ASCII, so `lower` means the same on both databases).
-
-    On PostgreSQL the name's letter-case-free form is locked first, to the end of the transaction, so
-    two registrations of `Alice` and `alice` at once cannot both find no twin (on SQLite writes are
+async def lock_name(conn: Connection, project_id: int, name: str) -> None:
+    """Lock `name`'s lower-case form in the project until the transaction ends, so two registrations
+    of `Alice` and `alice` at once cannot both find no `case_twin` (PostgreSQL; SQLite's writes are
     serial already)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(_NAME_LOCK, {"key": f"agent-name:{project_id}:{name.lower()}"})
+
+
+async def case_twin(conn: Connection, project_id: int, name: str) -> str | None:
+    """An agent of the project (retired ones too) whose name differs from `name` only in letter case
+    (names are ASCII, so `lower` means the same on both databases)."""
     params = {"project_id": project_id, "lowered": name.lower(), "name": name}
     return (await conn.execute(_CASE_TWIN, params)).scalar()
 

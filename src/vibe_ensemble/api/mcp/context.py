@@ -53,6 +53,9 @@ class CallContext:
     # Whether the credential is still good (not revoked, not expired), for what stays open past one
     # answer: a `subscriptions/listen` stream asks it every `feed_keepalive_s`. None over stdio.
     still_valid: Callable[[], Awaitable[bool]] | None = None
+    # Set once the credential is found revoked or expired while the context lives on (stdio, which
+    # binds one context for the whole process): every handler then refuses.
+    ended: asyncio.Event | None = None
 
     @classmethod
     def admit(
@@ -68,10 +71,6 @@ class CallContext:
         except RateLimited as exc:
             return cls(services, caller, limited=exc, receive=receive, still_valid=still_valid)
         return cls(services, caller, receive=receive, still_valid=still_valid)
-
-    # Set once the credential is found revoked or expired while the context lives on (stdio, which
-    # binds one context for the whole process): every handler then refuses.
-    ended: asyncio.Event | None = None
 
     def acting(self) -> Caller:
         """The caller; `Unauthenticated` once `ended`, `RateLimited` when this request is over its limit."""

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.api.hosts import header
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain.errors import DatabaseUnavailable, RateLimited, StorageFull, Unauthenticated
@@ -70,7 +71,7 @@ class MCPEndpoint:
             return message
 
         with bind(call):
-            await app(scope, _receive, _plain_refusals(send, body, _header(scope, b"mcp-protocol-version")))
+            await app(scope, _receive, _plain_refusals(send, body, header(scope, b"mcp-protocol-version")))
 
 
 ENVELOPE_RULE = (
@@ -174,13 +175,6 @@ def _unsupported_version(request_id: object, requested: str) -> bytes:
     data = {"supported": list(SUPPORTED_PROTOCOL_VERSIONS), "requested": shown}
     error = {"code": UNSUPPORTED_PROTOCOL_VERSION, "message": message, "data": data}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or []:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

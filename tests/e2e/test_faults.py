@@ -99,14 +99,19 @@ async def _ws_close(url: str, token: str) -> int:
     return closed.value.rcvd.code
 
 
-async def _sse_end(url: str, token: str) -> dict[str, object]:
-    """Follow the event stream until it ends; its error frame's data."""
+async def _sse_end(url: str, token: str, delivered: asyncio.Event) -> dict[str, object]:
+    """Follow the event stream until it ends; its error frame's data. `delivered` is set once
+    the stream has delivered its first event."""
     headers = {"Authorization": f"Bearer {token}"}
+    lines: list[str] = []
     async with (
         httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as http,
         http.stream("GET", "/api/v1/events/stream?after=0") as r,
     ):
-        lines = [line async for line in r.aiter_lines()]
+        async for line in r.aiter_lines():
+            lines.append(line)
+            if line.startswith("id: "):
+                delivered.set()
     error = lines.index("event: error")
     return json.loads(lines[error + 1].removeprefix("data: "))  # type: ignore[no-any-return]
 
@@ -124,8 +129,9 @@ async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Clus
             assert r.status_code == 201, r.text
             assert (await call(mcp, "list_issues", project="default"))["items"]
             before = _tracebacks(server)
-            stream_end = asyncio.create_task(_sse_end(server.url, token))
-            await asyncio.sleep(0.5)  # the stream is open (its first read is done)
+            delivered = asyncio.Event()
+            stream_end = asyncio.create_task(_sse_end(server.url, token, delivered))
+            await asyncio.wait_for(delivered.wait(), 30)  # the stream is open (its first read is done)
 
             cluster.stop()
 

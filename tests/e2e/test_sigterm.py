@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx2
 
 from ..support import ServerProcess, call, mcp_client, start_server, wait_until
+from .live_support import metric
 
 
 class Writer(threading.Thread):
@@ -86,8 +87,9 @@ async def test_sigterm_under_load_loses_nothing_and_exits_0(tmp_path: Path) -> N
             held = asyncio.create_task(
                 call(mcp, "wait_for_messages", timeout_s=50, project="default", agent="waiter")
             )
-            await asyncio.sleep(0.5)  # let the wait be held
-            assert not held.done()
+            while metric(server.url, "vibe_mail_waiters") < 1:  # the wait is held
+                assert not held.done(), held.result()
+                await asyncio.sleep(0.02)
 
             server.proc.send_signal(signal.SIGTERM)
             not_ready = False

@@ -24,7 +24,13 @@ async def test_a_write_cancelled_mid_statement_ends_cancelled_and_the_pool_recov
 
         task = asyncio.create_task(slow_write())
         await asyncio.wait_for(started.wait(), 10)
-        await asyncio.sleep(0.2)  # the statement is running on the server
+        running = sa.text("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'")
+        async with asyncio.timeout(10):
+            while True:  # until the statement is running on the server
+                async with db.read() as conn:
+                    if (await conn.execute(running)).scalar_one() >= 1:
+                        break
+                await asyncio.sleep(0.01)
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=10)
         assert task in done and task.cancelled()

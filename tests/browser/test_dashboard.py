@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx2
 import pytest
 from playwright.sync_api import BrowserContext, Dialog, Locator, Page, expect
 
@@ -227,13 +228,23 @@ def test_agent_content_is_shown_as_text_and_never_runs(page: Page, server: Serve
     assert dialogs == []
 
 
-def test_logout_ends_the_session(page: Page, server: ServerProcess, world: Api) -> None:
+def test_logout_ends_the_session(
+    page: Page, context: BrowserContext, server: ServerProcess, world: Api
+) -> None:
     login(page, server.admin_token)
-    page.get_by_role("button", name="Log out").click()
-    expect(page).to_have_url(re.compile(r"/login$"))
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login$"))
-    assert page.request.get("/fragments/board").status == 401
+    copied = {c["name"]: c["value"] for c in context.cookies()}  # as a thief would, before the logout
+    with httpx2.Client(base_url=server.url, cookies=copied) as thief:
+        assert thief.get("/fragments/board").status_code == 200
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(r"/login$"))
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/login$"))
+        assert page.request.get("/fragments/board").status == 401
+        # The copy is refused too: the server wrote the session down as ended, not just the cookie off.
+        assert thief.get("/fragments/board").status_code == 401
+        assert thief.get("/", follow_redirects=False).headers["location"] == "/login"
+    ended = world.call("GET", "/audit?action=session.ended")["items"]
+    assert ended and ended[0]["outcome"] == "ok"
 
 
 def test_revoking_the_token_ends_its_session_at_once(page: Page, context: BrowserContext, world: Api) -> None:

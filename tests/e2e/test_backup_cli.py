@@ -395,10 +395,11 @@ def test_a_backup_newer_than_this_program_is_refused_by_restore_and_reported_by_
             conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
         conn.close()
 
-    at("0010")
+    newer_revision = f"{int(HEAD) + 1:04d}"
+    at(newer_revision)
     backup_id = cli(sqlite_env, "backup", "create", "--to", str(store)).stdout.strip()
     at(HEAD)
-    newer = f"is at schema revision 0010, newer than this program knows (its newest is {HEAD})"
+    newer = f"is at schema revision {newer_revision}, newer than this program knows (its newest is {HEAD})"
 
     run = cli(sqlite_env, "backup", "verify", backup_id, "--store", str(store), ok=False)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr

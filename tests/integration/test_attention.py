@@ -29,7 +29,7 @@ def later(services: Services, **delta: float) -> None:
 
 async def token(services: Services, admin: Caller, role: TokenRole) -> Caller:
     cred, _ = await services.tokens.create(admin, role=role, label=role.value)
-    return await services.tokens.authenticate_session(cred.id)
+    return await services.tokens.authenticate_session(cred.id, "")
 
 
 async def test_a_quiet_project_needs_nothing(services: Services, admin: Caller) -> None:

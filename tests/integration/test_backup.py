@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
+from vibe_ensemble.domain.errors import Unauthenticated
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store import migrate
@@ -165,12 +167,16 @@ async def test_a_restore_that_fails_after_touching_the_target_rolls_back(
 async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_forward(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
-    """The data goes back to the backup; a token revoked since stays revoked, the audit entries
-    written since stay on record, and the next event's id follows every id given before."""
+    """The data goes back to the backup; a token revoked since stays revoked, a dashboard session
+    ended since stays ended, the audit entries written since stay on record, and the next event's id
+    follows every id given before."""
     await _seed(runtime.services, issues=3)
     leaked, _ = await runtime.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="leaked")
+    person, _ = await runtime.services.tokens.create(SYSTEM, role=TokenRole.ADMIN, label="person")
     backups = _backups(database_url, tmp_path)
     manifest = await backups.create("daily")
+    in_browser = await runtime.services.tokens.authenticate_session(person.id, "a" * 64)
+    await runtime.services.tokens.end_session(in_browser, "a" * 64, datetime.now(UTC) + timedelta(hours=1))
     await runtime.services.tokens.revoke(SYSTEM, leaked.id)
     await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
     newest = await runtime.services.events.latest_id()
@@ -192,7 +198,8 @@ async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_for
     finally:
         await db.dispose()
     assert revoked is not None  # it does not come back to life with the rows it was revoked from
-    assert actions[-2:] == ["token.created", "token.revoked"] and actions.count("token.revoked") == 1
+    assert actions[-3:] == ["token.created", "session.ended", "token.revoked"]
+    assert actions.count("token.revoked") == 1
     assert last.id == newest + 1 and last.type == "database.restored"
     assert last.payload == {"backup": manifest.id, "taken_at": manifest.created_at.isoformat()}
 
@@ -201,6 +208,9 @@ async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_for
     try:
         made = await again.services.issues.create(SYSTEM, title="after the restore", project="default")
         assert made.id == 4  # the data's ids go on from the backup's
+        with pytest.raises(Unauthenticated):  # a copy of the ended session's cookie stays refused
+            await again.services.tokens.authenticate_session(person.id, "a" * 64)
+        await again.services.tokens.authenticate_session(person.id, "b" * 64)  # another session is fine
         assert await again.services.events.latest_id() > newest + 1  # events' from every id given
     finally:
         await again.stop()
@@ -307,18 +317,20 @@ async def _set_revision(url: str, revision: str) -> None:
 async def test_a_backup_newer_than_this_program_is_refused_before_anything_is_changed(
     runtime: Runtime, database_url: str, other_url: str, tmp_path: Path
 ) -> None:
-    """A backup a newer vibe-ensemble took (schema 0010 and up) cannot be restored by this one: the
-    refusal names the revision and comes before any safety backup, lock file or byte of the target."""
+    """A backup a newer vibe-ensemble took (a schema revision past this one's head) cannot be
+    restored by this one: the refusal names the revision and comes before any safety backup, lock
+    file or byte of the target."""
     await _seed(runtime.services, issues=3)
     backups = _backups(database_url, tmp_path)
-    await _set_revision(database_url, "0010")
+    newer_revision = f"{int(migrate.HEAD) + 1:04d}"
+    await _set_revision(database_url, newer_revision)
     newer = await backups.create()
     await _set_revision(database_url, migrate.HEAD)
     await runtime.services.issues.create(SYSTEM, title="after the backup", project="default", agent="ann")
     await runtime.stop()
     said = (
-        f"backup {newer.id} is at schema revision 0010, newer than this program knows (its newest is "
-        f"{migrate.HEAD}): restore it with the vibe-ensemble that took it (or a newer one); "
+        f"backup {newer.id} is at schema revision {newer_revision}, newer than this program knows (its "
+        f"newest is {migrate.HEAD}): restore it with the vibe-ensemble that took it (or a newer one); "
         "nothing was changed"
     )
 
@@ -334,19 +346,19 @@ async def test_a_backup_newer_than_this_program_is_refused_before_anything_is_ch
     else:
         assert await _count_tables(other_url) == 0
 
-    if newer.backend == "sqlite":  # a file at 0010 whose manifest says otherwise is refused all the same
+    if newer.backend == "sqlite":  # a newer file whose manifest says otherwise is refused all the same
         _rewrite(tmp_path / "backups", newer.id, schema_revision=migrate.HEAD)
         with pytest.raises(BackupError) as refused:
             await backups.restore(newer.id)
         assert str(refused.value) == said
         assert await _count(database_url, "issues") == 4
         assert [m.label for m in await backups.manifests()] == ["manual"]
-        _rewrite(tmp_path / "backups", newer.id, schema_revision="0010")
+        _rewrite(tmp_path / "backups", newer.id, schema_revision=newer_revision)
 
     check = await backups.verify(newer.id)
     assert not check.ok
     assert check.problems == [
-        "the backup is at schema revision 0010, newer than this program knows (its newest is "
+        f"the backup is at schema revision {newer_revision}, newer than this program knows (its newest is "
         f"{migrate.HEAD}): this vibe-ensemble cannot restore it; the one that took it (or a newer one) can"
     ]
 

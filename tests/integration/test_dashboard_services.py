@@ -11,6 +11,7 @@ from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, Unauthenticated
 from vibe_ensemble.services import Services
+from vibe_ensemble.store import sessions as session_store
 
 
 async def test_a_session_stands_for_its_credential_until_revoked_or_expired(
@@ -20,19 +21,19 @@ async def test_a_session_stands_for_its_credential_until_revoked_or_expired(
     expiring, _ = await services.tokens.create(
         admin, role=TokenRole.WORKER, expires_at=datetime.now(UTC) + timedelta(hours=1)
     )
-    caller = await services.tokens.authenticate_session(cred.id, remote="192.0.2.7")
+    caller = await services.tokens.authenticate_session(cred.id, "", remote="192.0.2.7")
     assert (caller.credential_id, caller.role, caller.project) == (cred.id, TokenRole.VIEWER, "default")
     assert (caller.display, caller.remote) == ("token:lena", "192.0.2.7")
 
     await services.tokens.revoke(admin, cred.id)
     with pytest.raises(Unauthenticated):
-        await services.tokens.authenticate_session(cred.id, remote="192.0.2.7")
+        await services.tokens.authenticate_session(cred.id, "", remote="192.0.2.7")
     with pytest.raises(Unauthenticated):
-        await services.tokens.authenticate_session(999_999)
-    await services.tokens.authenticate_session(expiring.id)
+        await services.tokens.authenticate_session(999_999, "")
+    await services.tokens.authenticate_session(expiring.id, "")
     services.ctx.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
     with pytest.raises(Unauthenticated):
-        await services.tokens.authenticate_session(expiring.id)
+        await services.tokens.authenticate_session(expiring.id, "")
 
     failures = (await services.audit.page(admin, action="auth.failed")).items
     assert [(f.details["reason"], f.details["credential_id"]) for f in failures] == [
@@ -40,6 +41,31 @@ async def test_a_session_stands_for_its_credential_until_revoked_or_expired(
         ("session of an unknown token", 999_999),
         ("session of a revoked token", cred.id),
     ]
+
+
+async def test_a_logout_ends_that_session_only_and_expired_ends_are_forgotten(
+    services: Services, admin: Caller
+) -> None:
+    cred, _ = await services.tokens.create(admin, role=TokenRole.VIEWER, project="default", label="lena")
+    one, other = "1" * 64, "2" * 64  # two browsers' sessions of one token
+    caller = await services.tokens.authenticate_session(cred.id, one, remote="192.0.2.7")
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    await services.tokens.end_session(caller, one, soon)
+    await services.tokens.end_session(caller, one, soon)  # twice (two tabs): nothing more changes
+    with pytest.raises(Unauthenticated, match="ended by a logout"):
+        await services.tokens.authenticate_session(cred.id, one, remote="192.0.2.7")
+    await services.tokens.authenticate_session(cred.id, other)
+    ends = (await services.audit.page(admin, action="session.ended")).items
+    assert [(e.actor, e.details["credential_id"]) for e in ends] == [("token:lena", cred.id)] * 2
+    failures = (await services.audit.page(admin, action="auth.failed")).items
+    assert [f.details["reason"] for f in failures] == ["session ended by a logout"]
+
+    # Once the session would have expired anyway, the next logout forgets its end.
+    services.ctx.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    await services.tokens.end_session(caller, other, soon + timedelta(hours=2))
+    async with services.ctx.db.read() as conn:
+        kept = await session_store.all_(conn)
+    assert [row["session_hash"] for row in kept] == [other]
 
 
 async def test_an_overseer_message_is_audited_with_it(services: Services, admin: Caller) -> None:
@@ -50,7 +76,7 @@ async def test_an_overseer_message_is_audited_with_it(services: Services, admin:
     ):
         await services.agents.register(admin, name=name, role=role)
     cred, _ = await services.tokens.create(admin, role=TokenRole.COORDINATOR, label="lead")
-    lead = await services.tokens.authenticate_session(cred.id, remote="192.0.2.8")
+    lead = await services.tokens.authenticate_session(cred.id, "", remote="192.0.2.8")
     message = await services.messages.send(
         lead, subject="Freeze merges", body="Release in an hour.", to_role=AgentRole.WORKER, overseer=True
     )
@@ -68,7 +94,7 @@ async def test_an_overseer_message_is_audited_with_it(services: Services, admin:
     with pytest.raises(InvalidInput):
         await services.messages.send(lead, subject="", body="b", broadcast=True, overseer=True)
     viewer = await services.tokens.authenticate_session(
-        (await services.tokens.create(admin, role=TokenRole.VIEWER))[0].id
+        (await services.tokens.create(admin, role=TokenRole.VIEWER))[0].id, ""
     )
     with pytest.raises(PermissionDenied):
         await services.messages.send(viewer, subject="s", body="b", broadcast=True, overseer=True)
@@ -85,7 +111,7 @@ async def test_recent_events_are_the_newest_first_within_the_callers_scope(
     recent = await services.events.recent(admin, project="default", types=["issue.created"], limit=3)
     assert [e.payload["title"] for e in recent] == ["issue 4", "issue 3", "issue 2"]
     scoped, _ = await services.tokens.create(admin, role=TokenRole.VIEWER, project="other")
-    outsider = await services.tokens.authenticate_session(scoped.id)
+    outsider = await services.tokens.authenticate_session(scoped.id, "")
     assert {e.project for e in await services.events.recent(outsider)} == {"other"}
     with pytest.raises(PermissionDenied):
         await services.events.recent(outsider, project="default")

@@ -24,7 +24,7 @@ from vibe_ensemble.store.tables import messages
 
 async def _caller(services: Services, admin: Caller, role: TokenRole) -> Caller:
     cred, _ = await services.tokens.create(admin, role=role, label=role.value)
-    return await services.tokens.authenticate_session(cred.id)
+    return await services.tokens.authenticate_session(cred.id, "")
 
 
 async def _mail(services: Services, admin: Caller, project: str, items: list[tuple[str, str]]) -> list[int]:

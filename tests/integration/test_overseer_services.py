@@ -17,7 +17,7 @@ from vibe_ensemble.services import Services
 
 async def _caller(services: Services, admin: Caller, role: TokenRole, project: str | None = None) -> Caller:
     cred, _ = await services.tokens.create(admin, role=role, label=role.value, project=project)
-    return await services.tokens.authenticate_session(cred.id)
+    return await services.tokens.authenticate_session(cred.id, "")
 
 
 async def _team(services: Services, admin: Caller) -> None:

@@ -119,7 +119,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     # the dashboard (a session cookie from /login, or a bearer token; docs/dashboard.md)
     ("GET", "/login"): Access(None, "public", "paste a token; starts a session"),
     ("POST", "/login"): Access(None, "public", "paste a token; starts a session"),
-    ("POST", "/logout"): Access(None, "public", "ends this browser's session"),
+    ("POST", "/logout"): Access(None, "public", "ends the session, copies of its cookie too"),
     ("GET", "/"): needs(Op.ISSUE_READ, _DASH_BOARD),
     ("GET", "/fragments/board"): needs(Op.ISSUE_READ, _DASH_BOARD),
     ("GET", "/issues/{issue_id}"): needs(Op.ISSUE_READ),

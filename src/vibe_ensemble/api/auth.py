@@ -74,7 +74,7 @@ async def authenticate(
         found = sessions.from_request(conn)
         if found is not None:
             caller = await services.tokens.authenticate_session(
-                found.credential_id, remote=remote(conn), throttle=throttle
+                found.credential_id, found.hash, remote=remote(conn), throttle=throttle
             )
             note_caller(conn, caller)
             return Authenticated(caller, None, found)

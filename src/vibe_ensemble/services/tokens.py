@@ -27,6 +27,7 @@ from vibe_ensemble.services.base import Service, ServiceContext
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import credentials as store
 from vibe_ensemble.store import projects as project_store
+from vibe_ensemble.store import sessions as session_store
 from vibe_ensemble.store.credentials import StoredCredential
 
 TOOL_PROFILES = ("core", "full")
@@ -261,19 +262,33 @@ class TokenService(Service):
         return self._caller(found, remote, throttle)
 
     async def authenticate_session(
-        self, credential_id: int, *, remote: str = "", throttle: bool = True
+        self, credential_id: int, session_hash: str, *, remote: str = "", throttle: bool = True
     ) -> Caller:
         """The caller a dashboard session stands for: its credential, looked up again on every request,
-        so a revoked or expired token ends its sessions at once. Failures are audited like `authenticate`.
+        so a revoked or expired token ends its sessions at once, and a session ended by a logout
+        (`end_session`, by the SHA-256 of its cookie) stays ended, copies of the cookie too.
+        Failures are audited like `authenticate`.
         """
         async with self.snapshot() as conn:
             found = await store.by_id(conn, credential_id)
+            ended = await session_store.ended(conn, session_hash)
         reason = _unusable(found, self.ctx.clock())
         if reason or found is None:
             article = "an" if reason[0] in "aeiou" else "a"
             await self._failed(f"session of {article} {reason}", "", remote, credential_id=credential_id)
             raise Unauthenticated("the session's token is invalid, expired or revoked; log in again")
+        if ended:
+            await self._failed("session ended by a logout", "", remote, credential_id=credential_id)
+            raise Unauthenticated("the session was ended by a logout; log in again")
         return self._caller(found, remote, throttle)
+
+    async def end_session(self, caller: Caller, session_hash: str, expires_at: datetime) -> None:
+        """A logout: the session (its cookie's SHA-256) is refused from now on, on every replica, until
+        it would have expired anyway; audited as `session.ended`."""
+        assert caller.credential_id is not None  # a session always names a credential
+        async with self.write() as tx:
+            await session_store.end(tx.conn, session_hash, caller.credential_id, expires_at, tx.now)
+            tx.audit(caller, "session.ended")
 
     async def still_usable(self, caller: Caller) -> bool:
         """Whether the caller's credential is still neither revoked nor expired, read again now: for

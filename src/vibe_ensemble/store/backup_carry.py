@@ -1,10 +1,12 @@
 """What a restore carries over from the database it replaces: what must not go back in time.
 
-A backup brings the data back as it was when it was taken. Three things are not data to roll back:
+A backup brings the data back as it was when it was taken. Four things are not data to roll back:
 
 - **Revocations.** A credential revoked since the backup stays revoked: a leaked token must not
   come back to life with the rows it was revoked from. (A token made since the backup is gone with
   the rest: make it again.)
+- **Logouts.** A dashboard session ended since the backup stays ended (store/sessions.py): a copy
+  of its cookie must not work again.
 - **The audit log.** The entries written since the backup was taken are kept, after its own:
   who did what stays on record (and the backup's own `backup.created` entry, written once its copy
   was made, with it).
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import migrate
+from vibe_ensemble.store import sessions as session_store
 from vibe_ensemble.store.database import Database
 from vibe_ensemble.store.tables import audit_log, credentials, events
 
@@ -38,6 +41,7 @@ class Carried:
     revoked: list[dict[str, Any]]  # id, token_hash, revoked_at of each revoked credential
     audit: list[dict[str, Any]]  # the entries written since the backup was taken, oldest first
     newest_event: int  # the newest event id the replaced database had given
+    ended_sessions: list[dict[str, Any]]  # every dashboard session ended by a logout, not yet expired
 
 
 async def read(url: str, since: datetime) -> Carried | None:
@@ -45,7 +49,8 @@ async def read(url: str, since: datetime) -> Carried | None:
     restored was taken); None when it holds no Vibe Ensemble schema (nothing to keep)."""
     db = Database(url)
     try:
-        if await migrate.current_revision(db) is None:
+        revision = await migrate.current_revision(db)
+        if revision is None:
             return None
         async with db.read() as conn:
             revoked = await conn.execute(
@@ -57,10 +62,12 @@ async def read(url: str, since: datetime) -> Carried | None:
                 sa.select(*_AUDIT_COLUMNS).where(audit_log.c.time >= since).order_by(audit_log.c.id)
             )
             newest = await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))
+            ended = await session_store.all_(conn) if revision >= "0010" else []  # none written before
             return Carried(
                 revoked=[dict(r._mapping) for r in revoked],
                 audit=[dict(r._mapping) for r in audit],
                 newest_event=int(newest.scalar_one()),
+                ended_sessions=ended,
             )
     finally:
         await db.dispose()
@@ -86,6 +93,10 @@ async def apply(url: str, carried: Carried, *, backup: str, taken_at: datetime, 
             new = [row for row in carried.audit if _entry(row) not in already]
             if new:
                 await conn.execute(audit_log.insert(), new)
+            for row in carried.ended_sessions:
+                await session_store.end(
+                    conn, row["session_hash"], row["credential_id"], row["expires_at"], row["ended_at"]
+                )
             await _restored_event(conn, carried.newest_event, backup=backup, taken_at=taken_at, now=now)
     finally:
         await db.dispose()

@@ -303,6 +303,19 @@ credentials = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=True),
 )
 
+# Dashboard sessions ended by a logout before their expiry (api/web/session.py): a session cookie is
+# signed, not stored, so a copy of it would work on until it expires unless its end is written down.
+# Kept by the SHA-256 of the cookie, until the session would have expired anyway.
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column("credential_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

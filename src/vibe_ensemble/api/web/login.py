@@ -179,10 +179,20 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the session in this browser (the token stays valid: revoke it to cut every session)."""
+    """End the session: the cookie is cleared in this browser and the session written down as ended,
+    so a copy of the cookie is refused too, on every replica (the token stays valid: revoke it to
+    end every session it started)."""
     found = sessions.from_request(request)
     if found is not None:
         given = form_text(await request.form(), sessions.CSRF_FIELD)
         if not same_origin(request) or not sessions.csrf_ok(sessions.key_of(request), found, given):
             return error_page(request, 403, "csrf_failed", "the form is missing its CSRF token")
+        services = services_of(request)
+        try:
+            caller = await services.tokens.authenticate_session(
+                found.credential_id, found.hash, remote=auth.remote(request), throttle=False
+            )
+        except Unauthenticated:
+            return to_login(request)  # over already: its token revoked or expired, or logged out
+        await services.tokens.end_session(caller, found.hash, found.expires_at)
     return to_login(request)

@@ -3,8 +3,10 @@
 The cookie holds no secret: `v1.<credential id>.<expires>.<nonce>.<signature>`, signed with
 HMAC-SHA256 under the session key (`VIBE_SESSION_SECRET`, or a random key per process). It is
 only a pointer: every request looks the credential up again (`TokenService.authenticate_session`),
-so revoking or expiring the token ends its sessions at once. A form's CSRF token is an HMAC of the
-cookie, checked on every POST; the cookie is also `SameSite=Strict` and `HttpOnly`.
+so revoking or expiring the token ends its sessions at once. A logout writes the session down as
+ended (the SHA-256 of the cookie, `TokenService.end_session`), so a copy of the cookie taken before
+is refused too, on every replica. A form's CSRF token is an HMAC of the cookie, checked on every
+POST; the cookie is also `SameSite=Strict` and `HttpOnly`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -34,6 +36,15 @@ class Session:
     credential_id: int
     expires: int  # unix time
     value: str  # the cookie as sent
+
+    @property
+    def hash(self) -> str:
+        """What the server keeps of a session it ended (never the cookie itself)."""
+        return hashlib.sha256(self.value.encode()).hexdigest()
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.expires, UTC)
 
 
 def session_key(settings: Settings) -> bytes:
@@ -103,11 +114,12 @@ def from_request(conn: HTTPConnection) -> Session | None:
 
 
 async def still_valid(services: Services, session: Session) -> bool:
-    """For open feeds: the session has not expired and its token is still good (not billed)."""
+    """For open feeds: the session has not expired nor been ended, and its token is still good (not
+    billed)."""
     if session.expires <= time.time():
         return False
     try:
-        await services.tokens.authenticate_session(session.credential_id, throttle=False)
+        await services.tokens.authenticate_session(session.credential_id, session.hash, throttle=False)
     except Unauthenticated:
         return False
     except VibeError:

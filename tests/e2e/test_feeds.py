@@ -213,6 +213,44 @@ async def test_a_revoked_token_stops_its_feeds(live_server: ServerProcess) -> No
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
+async def test_a_revoked_token_stops_its_feeds_while_events_keep_coming(live_server: ServerProcess) -> None:
+    """The credential is read again at least once a keep-alive interval even when events arrive more
+    often than that: the feeds of a busy project checked it on quiet spells only, so a revoked token
+    (or a session ended by a logout) went on hearing every change for as long as the project was busy."""
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        await api.post("/projects/default/agents", json={"name": "busy-w"})
+        created = (await api.post("/tokens", json={"role": "viewer", "label": "busy-viewer"})).json()
+
+        async def busy() -> None:  # an event every 0.05 s, the keep-alive is 0.3 s
+            for i in range(10_000):
+                await api.post("/projects/default/issues", json={"title": f"busy {i}", "agent": "busy-w"})
+                await asyncio.sleep(0.05)
+
+        writer = asyncio.create_task(busy())
+        try:
+            async with (
+                rest(live_server.url, created["token"]) as viewer,
+                viewer.stream("GET", "/events/stream", params={"types": "issue.created"}) as stream,
+                ws_connect(live_server.url, created["token"], types="issue.created") as ws,
+            ):
+                frames = sse_frames(stream)
+                await next_events(frames, 1)
+                while json.loads(await ws.recv())["type"] != "event":
+                    pass
+                assert (await api.delete(f"/tokens/{created['id']}")).status_code == 200
+                rest_frames = [f async for f in frames]  # the stream ends, events or not
+                assert rest_frames[-1].event == "error"
+                assert rest_frames[-1].json()["code"] == "unauthenticated"
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # nested past any JSON parser's depth, < 1 MiB
 
 

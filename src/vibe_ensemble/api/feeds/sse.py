@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -77,6 +78,7 @@ class EventStream(Response):
         hello = f"retry: {RETRY_MS}\n: following events after {feed.last_id}\n\n".encode()
         if not await self._send(send, hello):
             return
+        checked = time.monotonic()  # when the credential was last read again
         while True:
             try:
                 events = await feed.next(self.keepalive_s)
@@ -99,14 +101,17 @@ class EventStream(Response):
                 message = f"the server is shutting down; reconnect to resume after event {self.sent_id}"
                 await self._finish(send, _error_frame("going_away", message, self.sent_id))
                 return
-            if events:
-                chunk = b"".join(_frame(e) for e in events)
-            elif await self.still_valid():
-                chunk = b": keep-alive\n\n"
-            else:
-                message = "the token was revoked or has expired"
-                await self._finish(send, _error_frame("unauthenticated", message, self.sent_id))
-                return
+            # The credential is read again at every keep-alive, and at least once a keep-alive
+            # interval while events keep coming: a busy project's feed went on for ever after its
+            # token was revoked (or its session ended), the check ran on quiet spells only.
+            now = time.monotonic()
+            if not events or now - checked >= self.keepalive_s:
+                checked = now
+                if not await self.still_valid():
+                    message = "the token was revoked or has expired"
+                    await self._finish(send, _error_frame("unauthenticated", message, self.sent_id))
+                    return
+            chunk = b"".join(_frame(e) for e in events) if events else b": keep-alive\n\n"
             if not await self._send(send, chunk):
                 return
             if events:

@@ -240,18 +240,23 @@ class _WebSocketFeed:
         feed = self.feed
         if not await self._send({"type": "ready", "last_id": self.sent_id}):
             return
+        checked = time.monotonic()  # when the credential was last read again
         while True:
             events = await feed.next(self.keepalive_s)
             if feed.closed:
                 reason = f"server shutting down; reconnect with after={self.sent_id}"
                 await _close(self.ws, WS_GOING_AWAY, reason)
                 return
-            if not events:
+            # At every keep-alive, and at least once a keep-alive interval while events keep coming
+            # (a busy project's socket outlived its token: the check ran on quiet spells only).
+            now = time.monotonic()
+            if not events or now - checked >= self.keepalive_s:
+                checked = now
                 if not await auth.still_valid(self.services, self.presented):
                     await _close(self.ws, 4401, "unauthenticated: the token was revoked or has expired")
                     return
-                if not await self._send({"type": "ping", "last_id": self.sent_id}):
-                    return
+            if not events and not await self._send({"type": "ping", "last_id": self.sent_id}):
+                return
             for event in events:
                 message = {"type": "event", "event": EVENT_JSON.dump_python(event, mode="json")}
                 if not await self._send(message):

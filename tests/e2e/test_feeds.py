@@ -251,6 +251,26 @@ async def test_a_revoked_token_stops_its_feeds_while_events_keep_coming(live_ser
                 await writer
 
 
+async def test_a_logout_ends_the_sessions_open_event_stream(live_server: ServerProcess) -> None:
+    """The dashboard's event stream, opened with the session cookie, ends at the next keep-alive
+    after the session is logged out, saying so: a copy of the cookie has nothing left open."""
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
+        created = (await api.post("/tokens", json={"role": "viewer", "label": "a person"})).json()
+        async with httpx2.AsyncClient(base_url=live_server.url, timeout=10) as browser:
+            assert (await browser.post("/login", data={"token": created["token"]})).status_code == 303
+            page = (await browser.get("/")).text
+            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            async with browser.stream("GET", "/api/v1/events/stream") as stream:
+                assert stream.status_code == 200
+                frames = sse_frames(stream)
+                logged_out = await browser.post("/logout", data={"csrf": csrf})
+                assert logged_out.status_code == 303 and logged_out.headers["location"] == "/login"
+                ended = [f async for f in frames]
+            assert ended[-1].event == "error", ended
+            assert ended[-1].json()["code"] == "unauthenticated"
+            assert "logged out" in ended[-1].json()["message"]
+
+
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # nested past any JSON parser's depth, < 1 MiB
 
 

@@ -108,7 +108,7 @@ class EventStream(Response):
             if not events or now - checked >= self.keepalive_s:
                 checked = now
                 if not await self.still_valid():
-                    message = "the token was revoked or has expired"
+                    message = "the token was revoked or has expired, or the session was logged out"
                     await self._finish(send, _error_frame("unauthenticated", message, self.sent_id))
                     return
             chunk = b"".join(_frame(e) for e in events) if events else b": keep-alive\n\n"

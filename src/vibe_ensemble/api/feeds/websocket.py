@@ -253,7 +253,8 @@ class _WebSocketFeed:
             if not events or now - checked >= self.keepalive_s:
                 checked = now
                 if not await auth.still_valid(self.services, self.presented):
-                    await _close(self.ws, 4401, "unauthenticated: the token was revoked or has expired")
+                    ended = "the token was revoked or has expired, or the session was logged out"
+                    await _close(self.ws, 4401, f"unauthenticated: {ended}")
                     return
             if not events and not await self._send({"type": "ping", "last_id": self.sent_id}):
                 return

@@ -103,6 +103,27 @@ def test_on_mcp_a_foreign_origin_is_refused(named: ServerProcess) -> None:
     assert refused.json()["error"]["code"] == "origin_not_allowed"
 
 
+def _raw_status(server: ServerProcess, head: str) -> str:
+    """The status line a raw HTTP/1.1 request head gets."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"Connection: close\r\n\r\n")
+        return sock.recv(4096).decode("latin-1").split("\r\n", 1)[0]
+
+
+def test_two_host_headers_are_refused_whichever_comes_first(named: ServerProcess) -> None:
+    """A proxy in front may read the other Host than the one checked: two are refused (400)."""
+    token = f"Authorization: Bearer {named.admin_token}\r\n"
+    for first, second in (("vibe.example.com", EVIL), (EVIL, "vibe.example.com")):
+        head = f"GET /api/v1/projects HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\n{token}"
+        assert _raw_status(named, head).startswith("HTTP/1.1 400 "), (first, second)
+    one = f"GET /api/v1/projects HTTP/1.1\r\nHost: vibe.example.com\r\n{token}"
+    assert _raw_status(named, one).startswith("HTTP/1.1 200 ")
+    origins = "Origin: http://vibe.example.com\r\nOrigin: https://evil.example.com\r\n"
+    mcp = f"GET /mcp HTTP/1.1\r\nHost: vibe.example.com\r\n{origins}{token}"
+    assert _raw_status(named, mcp).startswith("HTTP/1.1 400 ")
+
+
 @pytest.mark.parametrize("path", PROBES)
 def test_probes_answer_whatever_the_host(named: ServerProcess, path: str) -> None:
     for host in (EVIL, "10.1.2.3:8080"):

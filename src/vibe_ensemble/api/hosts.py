@@ -3,6 +3,8 @@
 A request whose `Host` is not allowed is refused before any route sees it: 421 for HTTP, a
 close (1008, which the server sends as 403) for a WebSocket. That is what defeats DNS rebinding
 (a page on evil.example whose name now resolves to this server still sends `Host: evil.example`).
+A request with two `Host` headers (or, on `/mcp`, two `Origin` headers) is refused with 400: a
+proxy in front may read the other one than the one checked here.
 On `/mcp` an `Origin`, when a client sends one, must be allowed too (403 otherwise), as the MCP
 SDK's own check did; the dashboard checks its forms' origin itself, and REST and the feeds take
 bearer tokens (or a session cookie no other site's page can send).
@@ -77,6 +79,11 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _repeated(scope: Scope, name: bytes) -> bool:
+    """Whether the request has the header `name` more than once."""
+    return sum(1 for key, _ in scope.get("headers") or [] if key == name) > 1
+
+
 class HostGuard:
     """Refuses a request for a host (or, on /mcp, from an origin) this server does not serve."""
 
@@ -88,6 +95,12 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
+            return
+        if _repeated(scope, b"host") or (scope["path"] == MCP_PATH and _repeated(scope, b"origin")):
+            # Which one a proxy in front reads is anyone's guess: one checked, another obeyed.
+            await self._refuse(
+                scope, send, 400, "invalid_input", "a request carries one Host (and Origin) header"
+            )
             return
         host = header(scope, b"host")
         if not self.policy.host_ok(host):

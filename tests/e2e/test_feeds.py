@@ -111,6 +111,14 @@ async def test_sse_filters_scopes_and_refuses_bad_input(live_server: ServerProce
         bad_type = await api.get("/events/stream", params={"types": "Issue Created"})
         assert bad_type.status_code == 422
         assert bad_type.json()["error"]["details"]["field"] == "types"
+        # A well-shaped type the catalogue does not have (a typo) is refused too, on the stream and the
+        # page: filtered on it, a live feed would match nothing and wait for ever, never told.
+        for path in ("/events/stream", "/events"):
+            for typo, near in (("isue.*", "issue.*"), ("issue.creatd", "issue.created")):
+                unknown = await api.get(path, params={"types": typo})
+                assert unknown.status_code == 422, (path, typo)
+                details = unknown.json()["error"]["details"]
+                assert details["field"] == "types" and f"did you mean {near}?" in details["rule"], details
         for bad in ("yesterday", "-1", "1.5", "9" * 25):
             bad_id = await api.get("/events/stream", headers={"Last-Event-ID": bad})
             assert bad_id.status_code == 422

@@ -159,6 +159,14 @@ async def test_event_types_are_checked_on_every_door(services: Services, admin: 
     with pytest.raises(InvalidInput) as bad:
         await services.events.page(admin, types=["not a type"])
     assert bad.value.field == "types" and "is not an event type" in bad.value.rule
+    # well shaped but not in the catalogue: refused by name, with the nearest one
+    for door in (services.events.page, services.events.recent):
+        with pytest.raises(InvalidInput) as unknown:
+            await door(admin, types=["issue.*", "agnet.*"])
+        assert unknown.value.field == "types"
+        assert unknown.value.rule.startswith(
+            "'agnet.*' is not an event family of this server; did you mean agent.*?"
+        )
     with pytest.raises(InvalidInput, match="at most 20 event types"):
         await services.events.recent(admin, types=["issue.*"] * 21)
 

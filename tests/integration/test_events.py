@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.models import Event
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
@@ -145,13 +146,20 @@ async def test_postgres_gives_event_ids_in_commit_order(
         await event_store.append(early, now, [event_store.NewEvent("test.early", "t", {}, None)])
         async with rt.db.write() as late:
             await event_store.append(late, now, [event_store.NewEvent("test.late", "t", {}, None)])
-        committed = await services.events.page(admin, types=["test.*"])
-        assert [e.type for e in committed.items] == ["test.late"]
+
+        # `test.*` is no family of the catalogue, so a `types` filter refuses it: these two are picked
+        # from the page here
+        async def tests_events() -> list[Event]:
+            page = await services.events.page(admin, limit=1000)
+            return [e for e in page.items if e.type.startswith("test.")]
+
+        committed = await tests_events()
+        assert [e.type for e in committed] == ["test.late"]
         await first_in.__aexit__(None, None, None)
-        both = await services.events.page(admin, types=["test.*"])
-        assert [e.type for e in both.items] == ["test.late", "test.early"]
-        late_id, early_id = (e.id for e in both.items)
-        assert late_id == committed.items[0].id < early_id
+        both = await tests_events()
+        assert [e.type for e in both] == ["test.late", "test.early"]
+        late_id, early_id = (e.id for e in both)
+        assert late_id == committed[0].id < early_id
         async with asyncio.timeout(10):
             assert [await heard.get(), await heard.get()] == [late_id, early_id]
     finally:

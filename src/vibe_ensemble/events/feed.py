@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import difflib
 import re
 from collections.abc import Callable, Sequence
 
 import structlog
 
 from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.events import EventFamily, EventType
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.events.tasks import stop_task
@@ -53,7 +55,28 @@ def check_types(types: Sequence[str] | None) -> list[str] | None:
     for t in types:
         if len(t) > 64 or not _TYPE.match(t):
             raise InvalidInput("types", f"{t[:64]!r} is not an event type like 'issue.claimed' or 'issue.*'")
+        _known(t)
     return list(dict.fromkeys(types))
+
+
+_FAMILIES = [f"{f.value}.*" for f in EventFamily]
+_TYPES = [t.value for t in EventType]
+
+
+def _known(wanted: str) -> None:
+    """Refuse a type or family the catalogue does not have: a feed filtered on a typo (`isue.*`,
+    `issue.creatd`) would match nothing, and a live subscriber would wait for ever, never told."""
+    if wanted in _TYPES or wanted in _FAMILIES:
+        return
+    choices = _FAMILIES if wanted.endswith(".*") else _TYPES
+    near = difflib.get_close_matches(wanted, choices, n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    kind = "family" if wanted.endswith(".*") else "type"
+    raise InvalidInput(
+        "types",
+        f"{wanted!r} is not an event {kind} of this server{hint} (the families: {', '.join(_FAMILIES)}; "
+        "the types: docs/live.md)",
+    )
 
 
 def type_matches(event_type: str, patterns: Sequence[str]) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import mcp_types as types
 import pytest
@@ -173,3 +175,56 @@ def test_mcp_on_the_servers_sqlite_file_names_the_way_through_the_server(server:
     [line] = done.stderr.splitlines()
     assert done.returncode == 1 and "is already in use by another Vibe Ensemble server" in line
     assert "go through that server instead" in line and "mcp --url http://HOST:PORT/mcp" in line
+
+
+def piped(url: str, token: str, messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Run the bridge with `messages` written to its stdin, which then closes; its answers by id."""
+    env = {**os.environ, "VIBE_TOKEN": token}
+    lines = "".join(json.dumps(m) + "\n" for m in messages)
+    done = subprocess.run(
+        [CLI, "mcp", "--url", url], input=lines, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
+
+
+def test_requests_written_before_stdin_closes_are_all_answered(server: ServerProcess) -> None:
+    """A client that writes its requests and closes its end of the pipe (as `printf … | vibe-ensemble
+    mcp --url …` does) gets an answer to each, on the older protocol and on 2026-07-28: the bridge
+    stops once they are answered (it stopped at once, dropping the answers still on their way)."""
+
+    def call(id_: Any, tool: str, arguments: dict[str, Any], **params: Any) -> dict[str, Any]:
+        body = {"name": tool, "arguments": arguments, **params}
+        return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": body}
+
+    hello = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "pipe", "version": "1"},
+    }
+    legacy = piped(
+        server.mcp_url,
+        server.admin_token,
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            call(2, "register_agent", {"name": "piped"}),
+            call(3, "list_agents", {"role": "observer"}),  # (no order among them: each is its own POST)
+            call(4, "get_issue", {"id": "1"}),
+        ],
+    )
+    assert sorted(legacy) == [1, 2, 3, 4], legacy
+    assert legacy[2]["result"]["structuredContent"]["name"] == "piped"
+    assert legacy[3]["result"]["structuredContent"] == {"result": []}
+    assert legacy[4]["result"]["isError"] and "id: Input should be a valid integer" in str(legacy[4])
+    meta = {types.PROTOCOL_VERSION_META_KEY: "2026-07-28", types.CLIENT_CAPABILITIES_META_KEY: {}}
+    modern = piped(
+        server.mcp_url,
+        server.admin_token,
+        [
+            call("a", "list_agents", {}, _meta=meta),
+            {"jsonrpc": "2.0", "id": "b", "method": "ping", "params": {"_meta": meta}},
+        ],
+    )
+    assert sorted(modern) == ["a", "b"], modern
+    assert "piped" in [agent["name"] for agent in modern["a"]["result"]["structuredContent"]["result"]]

@@ -41,6 +41,9 @@ from vibe_ensemble.cli.common import EXAMPLE_MCP_URL
 # The SDK's own defaults: a response stream may stay open for minutes (waits, subscriptions).
 TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 PROBE_TIMEOUT_S = 10.0
+# Once stdin has closed, how long the bridge still waits for the answers to what was asked before
+# (a `wait_for_messages` waits at most 60 s).
+DRAIN_S = 70.0
 
 
 class BridgeError(Exception):
@@ -180,12 +183,45 @@ async def probe(url: str, token: str) -> None:
         raise BridgeError(f"{url} answered HTTP {response.status_code}: is it a Vibe Ensemble MCP endpoint?")
 
 
+@dataclass
+class Pending:
+    """The ids of the requests forwarded and not answered yet, and a way to wait until none is left."""
+
+    ids: set[types.RequestId] = field(default_factory=set)
+    settled: anyio.Event = field(default_factory=anyio.Event)
+
+    def asked(self, message: types.JSONRPCMessage) -> None:
+        # `subscriptions/listen` is a stream that lasts until the client leaves: no answer to wait for
+        if isinstance(message, types.JSONRPCRequest) and message.method != "subscriptions/listen":
+            self.ids.add(message.id)
+        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
+            params = message.params or {}
+            self.answered_id(params.get("requestId"))  # the client gave up on it: no answer is due
+
+    def answered_id(self, request_id: object) -> None:
+        if isinstance(request_id, str | int):
+            self.ids.discard(request_id)
+        if not self.ids:
+            self.settled.set()
+
+    def answered(self, message: types.JSONRPCMessage) -> None:
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self.answered_id(message.id)
+
+    async def wait(self) -> None:
+        while self.ids:
+            self.settled = anyio.Event()
+            await self.settled.wait()
+
+
 async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
-    """Forward MCP between this process's stdio and the server at `url` until stdin closes.
+    """Forward MCP between this process's stdio and the server at `url` until stdin closes, and
+    the requests read before it closed are answered (at most `DRAIN_S` more).
 
     `complain` is told (on stderr, never stdout: that is the wire) about what cannot be forwarded.
     """
     routing = Routing()
+    pending = Pending()
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT, transport=Answering(url)
     )
@@ -201,6 +237,7 @@ async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
                 if isinstance(item, SessionMessage):
                     routing.learn(item.message)
                     await stdout.send(SessionMessage(item.message))
+                    pending.answered(item.message)
                 else:
                     complain(f"dropped a message from the server that did not parse ({type(item).__name__})")
             tasks.cancel_scope.cancel()  # the transport closed: nothing more can be forwarded
@@ -215,7 +252,14 @@ async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
                     continue
                 headers = routing.headers(item.message)
                 metadata = ClientMessageMetadata(headers=headers) if headers else None
+                pending.asked(item.message)
                 await to_server.send(SessionMessage(item.message, metadata=metadata))
+            # stdin closed: what was asked before is still answered (a client that writes its last
+            # requests and closes its end, as a pipe does, gets every answer), then the bridge stops
+            with anyio.move_on_after(DRAIN_S):
+                await pending.wait()
+            if pending.ids:
+                complain(f"stopped with {len(pending.ids)} request(s) unanswered after {DRAIN_S:g} s")
         finally:  # stdin closed (the client is gone), or the server side did
             tasks.cancel_scope.cancel()
             stdout.close()  # lets the stdio transport finish writing and return

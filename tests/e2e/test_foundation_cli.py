@@ -132,6 +132,53 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     assert "invalid, expired or revoked token" in from_file.stderr and "warning" not in from_file.stderr
 
 
+def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> None:
+    """`printf … | vibe-ensemble mcp` on the database: every request written before stdin closes
+    is answered, the writes done (the SDK's loop cancelled them at stdin's end, a write done and its
+    answer never written)."""
+    import json
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'piped.db'}"
+    cli("migrate", "--database-url", db)
+    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+    hello = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "pipe", "version": "1"},
+    }
+
+    def call_(id_: int, tool: str, **arguments: object) -> dict[str, object]:
+        return {
+            "jsonrpc": "2.0",
+            "id": id_,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        }
+
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        call_(2, "register_agent", name="piped"),
+        call_(3, "create_issue", title="written from a pipe", agent="piped"),
+        call_(4, "list_issues"),
+    ]
+    done = subprocess.run(
+        [CLI, "mcp", "--database-url", db],
+        input="".join(json.dumps(m) + "\n" for m in messages),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VIBE_TOKEN": token},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
+    assert sorted(answers) == [1, 2, 3, 4], done.stdout
+    assert answers[3]["result"]["structuredContent"]["title"] == "written from a pipe"
+    listed = answers[4]["result"]["structuredContent"]["items"]
+    assert [i["title"] for i in listed] == ["written from a pipe"]
+
+
 async def test_stdio_mcp_stops_when_its_token_is_revoked(tmp_path: Path) -> None:
     """The stdio server authenticated its token once, at start, and served on after it was revoked;
     it now reads the token again every keep-alive and, once it is not usable, refuses every call

@@ -37,13 +37,11 @@ from mcp_types.version import LATEST_MODERN_VERSION
 
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.cli.common import EXAMPLE_MCP_URL
+from vibe_ensemble.cli.inflight import DRAIN_S, Pending
 
 # The SDK's own defaults: a response stream may stay open for minutes (waits, subscriptions).
 TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 PROBE_TIMEOUT_S = 10.0
-# Once stdin has closed, how long the bridge still waits for the answers to what was asked before
-# (a `wait_for_messages` waits at most 60 s).
-DRAIN_S = 70.0
 
 
 class BridgeError(Exception):
@@ -181,37 +179,6 @@ async def probe(url: str, token: str) -> None:
         raise BridgeError(f"{url} answered {response.status_code}: {_vibe_error(response.content)}")
     if response.status_code >= 300 and "json" not in response.headers.get("content-type", ""):
         raise BridgeError(f"{url} answered HTTP {response.status_code}: is it a Vibe Ensemble MCP endpoint?")
-
-
-@dataclass
-class Pending:
-    """The ids of the requests forwarded and not answered yet, and a way to wait until none is left."""
-
-    ids: set[types.RequestId] = field(default_factory=set)
-    settled: anyio.Event = field(default_factory=anyio.Event)
-
-    def asked(self, message: types.JSONRPCMessage) -> None:
-        # `subscriptions/listen` is a stream that lasts until the client leaves: no answer to wait for
-        if isinstance(message, types.JSONRPCRequest) and message.method != "subscriptions/listen":
-            self.ids.add(message.id)
-        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
-            params = message.params or {}
-            self.answered_id(params.get("requestId"))  # the client gave up on it: no answer is due
-
-    def answered_id(self, request_id: object) -> None:
-        if isinstance(request_id, str | int):
-            self.ids.discard(request_id)
-        if not self.ids:
-            self.settled.set()
-
-    def answered(self, message: types.JSONRPCMessage) -> None:
-        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-            self.answered_id(message.id)
-
-    async def wait(self) -> None:
-        while self.ids:
-            self.settled = anyio.Event()
-            await self.settled.wait()
 
 
 async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:

@@ -234,12 +234,58 @@ async def _serve_while_usable(
             )
 
         async def serve() -> None:
-            await server.run_stdio_async()
+            await _run_stdio(server)
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
         group.start_soon(serve)
     return not ended.is_set()
+
+
+async def _run_stdio(server: MCPServer) -> None:
+    """`server` on this process's stdio, as the SDK's `run_stdio_async`, except that when stdin closes
+    the requests read before it are still answered (cli/inflight.py) before the server stops: the
+    SDK's loop cancelled them, so `printf … | vibe-ensemble mcp` lost the answers in flight (a write
+    done, its answer never written)."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+
+    from vibe_ensemble.cli.inflight import DRAIN_S, Pending
+
+    PASS_ON_S = 10.0  # at most this long to hand one message to the stdout writer
+    lowlevel = server._lowlevel_server  # the SDK's run_stdio_async is this, on the stdio streams
+    pending = Pending()
+    async with stdio_server() as (stdin, stdout):
+        to_server, server_in = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        server_out, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+
+        async def outbound() -> None:
+            async for item in from_server:
+                # Out in full even when the server stops meanwhile (below): it is someone's answer.
+                with anyio.move_on_after(PASS_ON_S, shield=True):
+                    await stdout.send(item)
+                pending.answered(item.message)
+
+        async def inbound() -> None:
+            async with to_server:
+                async for item in stdin:
+                    if isinstance(item, SessionMessage):
+                        pending.asked(item.message)
+                    await to_server.send(item)
+                with anyio.move_on_after(DRAIN_S):
+                    await pending.wait()
+                if pending.ids:
+                    left = f"{len(pending.ids)} request(s) unanswered {DRAIN_S:g} s after stdin closed"
+                    print(f"stopped with {left}", file=sys.stderr, flush=True)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(outbound)
+            group.start_soon(inbound)
+            # Ends once `inbound` closes `to_server` (stdin's end, what was asked answered), or on its own.
+            await lowlevel.run(server_in, server_out, lowlevel.create_initialization_options())
+            group.cancel_scope.cancel()  # every answer the server sent has been taken by `outbound`
+        await stdout.aclose()  # the stdout writer ends once it has written what it was handed
 
 
 def register(app: typer.Typer) -> None:

@@ -144,6 +144,10 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
             "[invalid_input] no tool named 'claim_isue' here; did you mean claim_issue? "
             '{"field": "name", "rule": "must be one of this server\'s tools (tools/list names them)"}'
         )
+        # a tool of the full profile, asked for on a core token: where to get it
+        elsewhere = await call_error(client, "create_project", slug="elsewhere")
+        assert "it is in the `full` tool profile, and this token's is `core`" in elsewhere, elsewhere
+        assert "--tool-profile full" in elsewhere
         huge = await call_error(client, "x" * 100_000)
         assert huge.startswith("[invalid_input] no tool named 'xxxx") and len(huge) < 300
         # nothing was created by the refused calls

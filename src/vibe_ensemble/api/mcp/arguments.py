@@ -56,8 +56,15 @@ def _invalid(tool: str, problems: list[str], details: list[dict[str, str]]) -> s
 def _no_such_tool(name: str, tools: Iterable[str]) -> str:
     """`[invalid_input] no tool named 'x' here; did you mean …` for a `tools/call` of a name this
     server (this token's tool profile) does not have."""
+    from vibe_ensemble.api.mcp.profiles import PROFILES  # (on this refusal only: profiles imports the tools)
+
     near = difflib.get_close_matches(name[:MAX_SHOWN], sorted(tools), n=3, cutoff=0.75)
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    if name in {fn.__name__ for fn in PROFILES["full"]} - set(tools):
+        hint = (
+            "; it is in the `full` tool profile, and this token's is `core`: an admin makes a token "
+            "with `vibe-ensemble token create … --tool-profile full` (docs/mcp-tools.md)"
+        )
     rule = "must be one of this server's tools (tools/list names them)"
     return f"[invalid_input] no tool named {name[:MAX_SHOWN]!r} here{hint} " + json.dumps(
         {"field": "name", "rule": rule}

@@ -188,6 +188,11 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
         "[invalid_input] resources/list: cursor: Input should be a valid string (got 5)"
     )
     assert cursor.json()["error"]["data"]["field"] == "cursor"
+    for listing in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+        made_up = post(listing, "", {"cursor": "zzz"}).json()["error"]  # (these lists come whole)
+        assert made_up["code"] == -32602, made_up
+        assert made_up["message"].startswith("[invalid_input] cursor: not a cursor this server returned")
+        assert made_up["data"]["field"] == "cursor"
     long_uri = "vibe://projects/" + "a" * 5000
     unread = post("resources/read", long_uri, {"uri": long_uri})
     assert (

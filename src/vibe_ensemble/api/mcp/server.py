@@ -61,6 +61,11 @@ def _other_methods(recheck_s: float) -> Any:
     async def other_methods(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "prompts/get":
             _check_prompt(ctx.params or {})
+        elif ctx.method in UNPAGED and isinstance((ctx.params or {}).get("cursor"), str):
+            # These lists come whole (no nextCursor is ever given): a cursor was made up, or is
+            # another list's; the SDK answered the first page as if none had been given.
+            rule = "this list comes in one page: no cursor is ever returned for it, so none is taken"
+            raise invalid_params("cursor", f"not a cursor this server returned; {rule}", rule)
         elif ctx.method == "subscriptions/listen":
             ctx = _scoped_listen(ctx)
             with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
@@ -68,6 +73,9 @@ def _other_methods(recheck_s: float) -> Any:
         return await _answer(ctx, call_next)
 
     return other_methods
+
+
+UNPAGED = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
 
 
 async def _while_valid(

@@ -200,6 +200,11 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
         == "[invalid_input] project: must be at most 64 characters (got 5000)"
     )
     assert len(unread.content) < 500  # the name is not echoed back
+    nowhere = post("resources/read", "vibe://nothing", {"uri": "vibe://nothing"}).json()["error"]
+    assert nowhere["code"] == -32602
+    assert nowhere["message"].startswith("[invalid_input] uri: no resource at 'vibe://nothing'; must be one")
+    assert "vibe://projects/{project}/issues/{id}" in nowhere["message"]
+    assert (nowhere["data"]["code"], nowhere["data"]["field"]) == ("invalid_input", "uri")
     nameless = post("prompts/get", "", {}).json()["error"]
     assert nameless["message"] == (
         "[invalid_input] name: required: the prompt's name, one of coordinator_briefing, worker_briefing"

@@ -19,7 +19,7 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_REQUEST
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
 from vibe_ensemble.api.mcp import prompts, protocol, resources
@@ -66,6 +66,8 @@ def _other_methods(recheck_s: float) -> Any:
             # another list's; the SDK answered the first page as if none had been given.
             rule = "this list comes in one page: no cursor is ever returned for it, so none is taken"
             raise invalid_params("cursor", f"not a cursor this server returned; {rule}", rule)
+        elif ctx.method == "resources/read":
+            return await _read_resource(ctx, call_next)
         elif ctx.method == "subscriptions/listen":
             ctx = _scoped_listen(ctx)
             with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
@@ -73,6 +75,19 @@ def _other_methods(recheck_s: float) -> Any:
         return await _answer(ctx, call_next)
 
     return other_methods
+
+
+async def _read_resource(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """`resources/read`; a URI no resource of this server has is refused as every refused input is,
+    `[invalid_input] uri: …` naming the resources (the SDK said only `Unknown resource: URI`)."""
+    try:
+        return await _answer(ctx, call_next)
+    except MCPError as exc:
+        if exc.error.code != INVALID_PARAMS or not exc.error.message.startswith("Unknown resource:"):
+            raise
+        uri = str((ctx.params or {}).get("uri", ""))
+        rule = "must be one of this server's resources: " + ", ".join(resources.RESOURCES)
+        raise invalid_params("uri", f"no resource at {uri[:200]!r}; {rule}", rule) from None
 
 
 UNPAGED = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})

@@ -167,7 +167,8 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         unknown_field = error(
             api.post(f"{P}/issues", json={"title": "t", "colour": "red"}), 422, "invalid_input"
         )
-        assert unknown_field["message"] == "colour: Extra inputs are not permitted"
+        assert unknown_field["message"].startswith("colour: not a field of this request's body; it takes: ")
+        assert "title, body, " in unknown_field["message"], unknown_field
         empty = error(api.post(f"{P}/issues", json={"title": " "}), 422, "invalid_input")
         assert empty["message"] == "title: must not be empty"
         assert empty["details"] == {"field": "title", "rule": "must not be empty"}
@@ -194,7 +195,7 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         error(api.patch(f"{P}/issues/999", json={"title": "x"}), 404, "not_found")
         for written in ("1.0", "+1", "\u0661"):  # an id in the path is ASCII digits, as written
             lax = error(api.get(f"{P}/issues/{written}"), 422, "invalid_input")
-            assert lax["message"] == "issue_id: Value error, must be an id: digits only"
+            assert lax["message"] == "issue_id: must be an id: digits only"
         error(api.get("/api/v1/projects/nowhere/issues"), 404, "not_found")
         error(api.get("/api/v1/no/such/route"), 404, "not_found")
 

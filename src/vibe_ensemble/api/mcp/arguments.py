@@ -96,12 +96,13 @@ def _problems(exc: ValidationError, whole: str, drop: str = "") -> tuple[list[st
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
         field = ".".join(loc[1:] if drop and loc[:1] == [drop] else loc) or whole
-        problem = f"{field}: {err['msg']}"
+        rule = str(err["msg"]).removeprefix("Value error, ")  # a check of ours reads as itself
+        problem = f"{field}: {rule}"
         if err["type"] != "missing":
             got = repr(err.get("input"))
             problem += f" (got {got if len(got) <= MAX_SHOWN else got[:MAX_SHOWN] + '…'})"
         problems.append(problem)
-        details.append({"field": field, "rule": err["msg"]})
+        details.append({"field": field, "rule": rule})
     return problems, details
 
 

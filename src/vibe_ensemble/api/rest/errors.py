@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -59,12 +60,26 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _describe(error: Any) -> dict[str, str]:
-    """One validation error as field and rule; a body that is not JSON at all is the field `body`."""
+def _describe(error: Any, route: object) -> dict[str, str]:
+    """One validation error as field and rule; a body that is not JSON at all is the field `body`.
+    A field the body does not take is named with the fields it does take; a check of ours reads as
+    itself, without the validation library's "Value error, " before it."""
     if error["type"] == "json_invalid":
         reason = error.get("ctx", {}).get("error", "cannot be parsed")
         return {"field": "body", "rule": f"invalid JSON at character {error['loc'][-1]}: {reason}"}
-    return {"field": _field(tuple(error["loc"])), "rule": error["msg"]}
+    rule = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and error["loc"][:1] == ("body",):
+        rule = f"not a field of this request's body; it takes: {', '.join(_body_fields(route)) or 'none'}"
+    return {"field": _field(tuple(error["loc"])), "rule": rule}
+
+
+def _body_fields(route: object) -> list[str]:
+    """The fields a route's JSON body takes, by the names clients send (none when it takes no model)."""
+    body = route.body_field if isinstance(route, APIRoute) else None
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _unreadable(cause: BaseException) -> str:
@@ -88,7 +103,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = [_describe(e) for e in exc.errors()]
+        errors = [_describe(e, request.scope.get("route")) for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid"}
         message = f"{first['field']}: {first['rule']}"
         if not request.url.path.startswith(("/api/", "/mcp")):  # a dashboard page or fragment

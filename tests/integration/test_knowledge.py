@@ -126,7 +126,7 @@ async def test_updates_keep_every_previous_version(library: Services, admin: Cal
     before = await snapshot(library.ctx.db)
     with pytest.raises(VersionConflict) as exc:
         await library.knowledge.update(bound("bob"), hit.id, title="Stale", expected_version=2)
-    assert exc.value.details["version"] == 3
+    assert exc.value.details == {"id": hit.id, "current_version": 3, "expected_version": 2}
     # an update that changes nothing writes no version
     same = await library.knowledge.update(bound("bob"), hit.id, title=v3.title)
     assert same == v3

@@ -134,7 +134,8 @@ class KnowledgeService(Service):
                     f"knowledge entry {entry_id} is at version {old.version}, not {expected_version}; "
                     "read it again and reapply your change",
                     id=entry_id,
-                    version=old.version,
+                    current_version=old.version,
+                    expected_version=expected_version,
                 )
             if links is not None:
                 await _check_issues(tx.conn, proj.id, links)

@@ -12,6 +12,7 @@ from vibe_ensemble.api.mcp.params import AgentArg, AgentName, MessageIds, Projec
 from vibe_ensemble.domain.enums import AgentRole, Importance
 from vibe_ensemble.domain.models import Inbox, Message
 from vibe_ensemble.domain.rules import MAX_BODY, MAX_ID, MAX_LINE, MAX_LIST_LIMIT, MAX_TITLE
+from vibe_ensemble.services.live import MAX_WAIT_S
 from vibe_ensemble.services.messages import MAX_RECIPIENTS
 
 
@@ -82,7 +83,9 @@ async def acknowledge_messages(
 
 
 async def wait_for_messages(
-    timeout_s: Annotated[float, Field(description="Give up after this many seconds (at most 60).")] = 30,
+    timeout_s: Annotated[
+        float, Field(ge=0, le=MAX_WAIT_S, description="Give up after this many seconds (at most 60).")
+    ] = 30,
     since_id: Annotated[int, Field(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, description="At most this many messages.")] = 50,
     mark_read: Annotated[bool, Field(description="Mark the returned messages read.")] = False,

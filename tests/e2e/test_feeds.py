@@ -430,7 +430,7 @@ async def test_wait_for_messages_over_mcp_and_rest(live_server: ServerProcess) -
             assert late.status_code == 200 and late.json()["items"] == []
             refused = await bob_rest.get(path, params={"timeout_s": 61})
             assert refused.status_code == 422
-            assert refused.json()["error"]["details"]["field"] == "timeout_s"
+            assert refused.json()["error"]["details"]["errors"][0]["field"] == "timeout_s"
 
 
 async def test_mcp_clients_hear_resource_changes(live_server: ServerProcess) -> None:

@@ -18,6 +18,7 @@ from vibe_ensemble.domain.models import (
     Message,
 )
 from vibe_ensemble.domain.rules import MAX_ID, MAX_LIST_LIMIT
+from vibe_ensemble.services.live import MAX_WAIT_S
 
 router = APIRouter(prefix="/api/v1")
 
@@ -70,7 +71,9 @@ async def wait_for_messages(
     name: AgentName,
     caller: CallerDep,
     services: ServicesDep,
-    timeout_s: Annotated[float, Query(description="Give up after this many seconds (at most 60).")] = 30.0,
+    timeout_s: Annotated[
+        float, Query(ge=0, le=int(MAX_WAIT_S), description="Give up after this many seconds (at most 60).")
+    ] = 30.0,
     since_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
     mark_read: bool = False,

@@ -115,7 +115,7 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
         yes = await call_error(client, "list_agents", include_retired="yes")
         assert yes.startswith("[invalid_input] list_agents: include_retired: Input should be a valid boolean")
         ids = await call_error(client, "create_issue", title="t", depends_on=[str(stale["id"])])
-        assert "depends_on.0: Input should be a valid integer" in ids
+        assert "depends_on[0]: Input should be a valid integer" in ids
         # a missing argument is named, not echoed with the whole call
         absent = await call_error(client, "close_issue", id=stale["id"])
         assert absent == (

@@ -157,7 +157,7 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         # JSON's types are the schema's: no id from "1" or true, no boolean from "yes"
         for ids in (["1"], [True]):
             lax = error(api.post(f"{P}/issues", json={"title": "t", "depends_on": ids}), 422, "invalid_input")
-            assert lax["message"] == "depends_on.0: Input should be a valid integer"
+            assert lax["message"] == "depends_on[0]: Input should be a valid integer"
         yes = {"subject": "s", "body": "b", "broadcast": "yes"}
         assert error(api.post(f"{P}/messages", json=yes), 422, "invalid_input")["message"] == (
             "broadcast: Input should be a valid boolean"

@@ -29,6 +29,15 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
+def field_path(parts: Iterable[object]) -> str:
+    """A field inside a request, written as refusals name it everywhere: `depends_on[0]`,
+    `notifications.resourceSubscriptions[2]` (an item of a list by its index in brackets)."""
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
 def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
     """Strip `value` and check it is non-empty (when required) and within `max_len` characters."""
     stripped = value.strip()

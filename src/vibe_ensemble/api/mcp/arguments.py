@@ -34,6 +34,8 @@ from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
+from vibe_ensemble.domain import rules
+
 MAX_SHOWN = 80  # characters of a refused value shown back
 
 
@@ -94,8 +96,8 @@ def _problems(exc: ValidationError, whole: str, drop: str = "") -> tuple[list[st
     its "input" is the whole object."""
     problems, details = [], []
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc[1:] if drop and loc[:1] == [drop] else loc) or whole
+        loc = list(err["loc"])
+        field = rules.field_path(loc[1:] if drop and loc[:1] == [drop] else loc) or whole
         rule = str(err["msg"]).removeprefix("Value error, ")  # a check of ours reads as itself
         problem = f"{field}: {rule}"
         if err["type"] != "missing":

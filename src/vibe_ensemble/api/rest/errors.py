@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import PermissionDenied, VibeError
 
@@ -54,10 +55,8 @@ def _field(loc: tuple[Any, ...]) -> str:
     """The field a validation error is about: its location without the leading kind (body, query, …).
 
     Only the first part is the kind: a query parameter may itself be named `query`."""
-    parts = [
-        str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc)
-    ]
-    return ".".join(parts) or "body"
+    parts = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc
+    return rules.field_path(parts) or "body"
 
 
 def _describe(error: Any, route: object) -> dict[str, str]:

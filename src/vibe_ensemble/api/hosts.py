@@ -98,9 +98,8 @@ class HostGuard:
             return
         if _repeated(scope, b"host") or (scope["path"] == MCP_PATH and _repeated(scope, b"origin")):
             # Which one a proxy in front reads is anyone's guess: one checked, another obeyed.
-            await self._refuse(
-                scope, send, 400, "invalid_input", "a request carries one Host (and Origin) header"
-            )
+            rule = "a request must carry one Host header (and, on /mcp, at most one Origin)"
+            await self._refuse(scope, send, 400, "invalid_input", rule)
             return
         host = header(scope, b"host")
         if not self.policy.host_ok(host):

@@ -41,7 +41,7 @@ class Carried:
     revoked: list[dict[str, Any]]  # id, token_hash, revoked_at of each revoked credential
     audit: list[dict[str, Any]]  # the entries written since the backup was taken, oldest first
     newest_event: int  # the newest event id the replaced database had given
-    ended_sessions: list[dict[str, Any]]  # every dashboard session ended by a logout, not yet expired
+    ended_sessions: list[dict[str, Any]]  # the dashboard sessions ended by a logout (kept to their expiry)
 
 
 async def read(url: str, since: datetime) -> Carried | None:

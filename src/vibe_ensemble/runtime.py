@@ -89,6 +89,8 @@ class Runtime:
         elif self.bridge is None:
             self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
             self.bridge.start()
+            # The pool reached the database: a bridge waiting out its backoff reconnects now.
+            self.db.on_new_connection(self.bridge.nudge)
         await self.services.live.recent.start()
         await self.services.live.mail.start()
         metrics.add_sampler("mail_waiters", lambda: metrics.MAIL_WAITERS.set(self.services.live.mail.waiting))
@@ -117,6 +119,7 @@ class Runtime:
         await self.services.live.mail.stop()
         await self.services.live.recent.stop()
         if self.bridge is not None:
+            self.db.on_new_connection(None)
             await self.bridge.stop()
             self.bridge = None
 

@@ -197,6 +197,71 @@ async def _sleep(s: float) -> None:
     await asyncio.sleep(s)
 
 
+async def test_after_a_postgresql_restart_mail_reaches_another_replica_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Mail sent on one replica wakes a waiter on another as soon as the replicas serve again after
+    a PostgreSQL restart. The waiting replica's LISTEN connection had backed off to its longest
+    retry (5 s) during the outage; PostgreSQL is restarted just as it starts one, so without the
+    pool's nudge that replica stays deaf to every commit for 4 s or more while already answering
+    200 on /readyz (found by a replicas probe: mail took 1.4 to 2.9 s instead of milliseconds)."""
+    env = {"VIBE_LOG_JSON": "false"}
+    a = start_server(tmp_path, database_url=cluster.url, extra_env=env)
+    b = start_server(tmp_path, database_url=cluster.url, extra_env=env)
+    try:
+        admin = {"Authorization": f"Bearer {a.admin_token}"}
+        project = "/api/v1/projects/default"
+        async with (
+            httpx2.AsyncClient(base_url=a.url + project, headers=admin, timeout=30) as on_a,
+            httpx2.AsyncClient(base_url=b.url + project, headers=admin, timeout=30) as on_b,
+        ):
+            for name in ("sender", "waiter"):
+                assert (await on_a.post("/agents", json={"name": name})).status_code == 201
+
+            cluster.stop()
+            # B's LISTEN connection has backed off to its longest wait, and has just begun one.
+            wait_until(lambda: _longest_waits(b) > 0, 30, "B's bridge backing off to 5 s")
+            seen = _longest_waits(b)
+            wait_until(lambda: _longest_waits(b) > seen, 30, "B's bridge beginning a 5 s wait")
+            cluster.start()
+            for server in (a, b):
+                wait_until(
+                    lambda s=server: httpx2.get(s.url + "/readyz", timeout=5).status_code == 200,
+                    20,
+                    "readyz after the restart",
+                )
+
+            waiting = asyncio.create_task(on_b.get("/agents/waiter/inbox/wait", params={"timeout_s": 20}))
+            async with asyncio.timeout(10):
+                while _mail_waiters(b) != 1:
+                    await asyncio.sleep(0.05)
+            message = {"agent": "sender", "to": ["waiter"], "subject": "after the restart", "body": "b"}
+            sent = await on_a.post("/messages", json=message)
+            assert sent.status_code == 201, sent.text
+            sent_at = asyncio.get_running_loop().time()
+            inbox = await waiting
+            delay = asyncio.get_running_loop().time() - sent_at
+            assert inbox.status_code == 200, inbox.text
+            assert [i["message"]["id"] for i in inbox.json()["items"]] == [sent.json()["id"]]
+            assert delay < 1.5, f"mail took {delay:.2f}s to reach the waiter on the other replica"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _longest_waits(server: ServerProcess) -> int:
+    """How often the server's event bridge has begun its longest wait before reconnecting."""
+    lines = server.log().splitlines()
+    return sum("event=event_bridge_lost" in line and "retry_in_s=5.0" in line for line in lines)
+
+
+def _mail_waiters(server: ServerProcess) -> float:
+    for line in httpx2.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("vibe_mail_waiters "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"

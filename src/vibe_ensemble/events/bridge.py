@@ -38,6 +38,7 @@ class PostgresBridge:
         self._hub = hub
         self._health_interval_s = health_interval_s
         self._connected = asyncio.Event()
+        self._retry_now = asyncio.Event()  # set by `nudge`: end the backoff, reconnect at once
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -58,6 +59,14 @@ class PostgresBridge:
             return False
         return True
 
+    def nudge(self) -> None:
+        """The database answers (another connection to it was just made): if the LISTEN connection
+        is down, stop waiting out the backoff and reconnect now. Without this a replica already
+        serving again after a PostgreSQL restart stayed deaf to every commit (mail waiters, feeds)
+        for up to MAX_BACKOFF_S more."""
+        if not self._connected.is_set():
+            self._retry_now.set()
+
     async def stop(self) -> None:
         await stop_task(self._task)
         self._task = None
@@ -65,6 +74,7 @@ class PostgresBridge:
     async def _run(self) -> None:
         backoff = MIN_BACKOFF_S
         while True:
+            self._retry_now.clear()  # a nudge from now on (even during this try) ends the next backoff
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -75,7 +85,10 @@ class PostgresBridge:
                 # It had been up: start the backoff afresh.
                 backoff = MIN_BACKOFF_S
                 self._connected.clear()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto  # nosec B311
+            delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto  # nosec B311
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             self.reconnects += 1
 

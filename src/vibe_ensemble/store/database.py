@@ -167,6 +167,12 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def on_new_connection(self, callback: Callable[[], None] | None) -> None:
+        """PostgreSQL: call `callback` whenever the pool makes a new connection (the database
+        answers now, after an outage for one). SQLite: nothing."""
+        if not self.is_sqlite:
+            self._postgres.on_connect = callback
+
     def write(self) -> AbstractAsyncContextManager[Connection]:
         """A write transaction: committed when the block ends, rolled back on error."""
         if self.tracer is None:  # tracing off: nothing more than this check (store/traced.py)

@@ -127,6 +127,9 @@ class PostgresEngine:
         self._open = 0  # connections opened (or being opened) and not closed: idle and in use
         self._waiters: deque[asyncio.Future[_Held | None]] = deque()
         self._closed = False
+        # Called (synchronously) each time a new connection is made: the database answers now.
+        # The runtime tells the event bridge, which may be waiting out its reconnect backoff.
+        self.on_connect: Callable[[], None] | None = None
 
     @asynccontextmanager
     async def connect(
@@ -215,6 +218,9 @@ class PostgresEngine:
             raise
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection)
+        if self.on_connect is not None:
+            with contextlib.suppress(Exception):
+                self.on_connect()
         return _Held(conn, driver)
 
     async def _answers(self, held: _Held) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from urllib.parse import parse_qs, urlsplit
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -257,3 +258,40 @@ def test_revoking_the_token_ends_its_session_at_once(page: Page, context: Browse
     other = context.new_page()
     other.goto("/")
     expect(other).to_have_url(re.compile(r"/login$"))
+
+
+def test_three_boards_in_one_browser_stay_live_and_leave_room_for_other_pages(
+    context: BrowserContext, server: ServerProcess, world: Api
+) -> None:
+    """A browser keeps at most six HTTP/1.1 connections to a host and every open event stream holds
+    one. The board has two live regions (needs attention, the board); with a stream each, three
+    boards held all six: no fragment fetch, and no other dashboard page, could ever load. A page now
+    opens one stream for all its regions, each region still refreshed by its own events."""
+    first = context.new_page()
+    login(first, server.admin_token)
+    first.goto("about:blank")
+    streams: list[str] = []
+    context.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
+    boards = []
+    for _ in range(3):
+        board = context.new_page()
+        board.goto("/")
+        wait_live(board)
+        boards.append(board)
+    # One stream per board, following both regions' families.
+    assert len(streams) == 3, streams
+    for stream in streams:
+        types = parse_qs(urlsplit(stream).query)["types"]
+        assert {"agent.*", "issue.*", "knowledge.*"} <= set(types), stream
+
+    issue_id = world.issue("Seen in three tabs", priority="p1")
+    for board in boards:
+        expect(board.locator("[data-column=ready]")).to_contain_text("Seen in three tabs")
+    world.call("PATCH", f"{world.p}/issues/{issue_id}", {"status": "blocked"})
+    for board in boards:
+        expect(board.locator("#attention")).to_contain_text("Seen in three tabs")
+        expect(board.locator("[data-column=blocked]")).to_contain_text("Seen in three tabs")
+
+    other = context.new_page()
+    other.goto("/leases")
+    wait_live(other)

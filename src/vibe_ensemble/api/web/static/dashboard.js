@@ -3,7 +3,8 @@
 // The page marks its live region with data-fragment (a URL that returns it, rendered and escaped by
 // the server), data-stream (the Server-Sent Events feed, starting after the last event rendered) and
 // data-events (the event names to listen to). On each event the region is fetched again and swapped
-// in whole. Nothing from an event is ever inserted into the page: events only say "look again".
+// in whole. A page opens one stream for all its regions (see followAll). Nothing from an event is
+// ever inserted into the page: events only say "look again".
 "use strict";
 
 (function () {
@@ -69,14 +70,62 @@
     }
 
     schedule();
-    var source = new EventSource(region.dataset.stream);
+    return refresh;
+  }
+
+  // The event families a region follows ("agent.*", "message.sent", …), from its stream's `types`.
+  function families(url) {
+    return url.searchParams.getAll("types");
+  }
+
+  function matches(name, patterns) {
+    return patterns.some(function (pattern) {
+      return pattern.slice(-2) === ".*" ? name.indexOf(pattern.slice(0, -1)) === 0 : name === pattern;
+    });
+  }
+
+  // One EventSource per page, whatever its number of live regions: a browser keeps at most six
+  // HTTP/1.1 connections to a host, and every open stream holds one until the tab closes. With a
+  // stream per region, three boards (two regions each) held all six, and every fragment fetch and
+  // every other page of the dashboard then waited forever. Regions whose streams differ only in
+  // their `types` share one stream of the union of their types; each still refreshes only on the
+  // event names of its own families.
+  function followAll(regions) {
+    var groups = new Map();
+    regions.forEach(function (region) {
+      var url = new URL(region.dataset.stream, window.location.href);
+      var own = families(url);
+      url.searchParams.delete("types");
+      var key = url.toString();
+      if (!groups.has(key)) {
+        groups.set(key, { url: url, types: [], all: false, regions: [] });
+      }
+      var group = groups.get(key);
+      group.all = group.all || own.length === 0;
+      own.forEach(function (type) {
+        if (group.types.indexOf(type) < 0) {
+          group.types.push(type);
+        }
+      });
+      group.regions.push({ refresh: follow(region), families: own, events: region.dataset.events || "" });
+    });
+    groups.forEach(function (group) {
+      (group.all ? [] : group.types).forEach(function (type) {
+        group.url.searchParams.append("types", type);
+      });
+      listen(group.url.toString(), group.regions);
+    });
+  }
+
+  function listen(stream, regions) {
+    var source = new EventSource(stream);
     source.onopen = function () {
       setStatus("live", "live");
     };
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED) {
         setStatus("off", "disconnected");
-        refresh(); // a 401 here sends the browser to the login page
+        regions[0].refresh(); // a 401 here sends the browser to the login page
       } else {
         setStatus("connecting", "reconnecting…");
       }
@@ -97,15 +146,18 @@
         window.location.assign("/login");
       }
     });
-    (region.dataset.events || "").split(" ").forEach(function (name) {
-      if (name) {
-        source.addEventListener(name, refresh);
-      }
+    regions.forEach(function (region) {
+      region.events.split(" ").forEach(function (name) {
+        // A region without types in its stream follows every event it names.
+        if (name && (region.families.length === 0 || matches(name, region.families))) {
+          source.addEventListener(name, region.refresh);
+        }
+      });
     });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("[data-live]").forEach(follow);
+    followAll(Array.from(document.querySelectorAll("[data-live]")));
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () {
         select.form.submit();

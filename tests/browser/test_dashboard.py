@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -295,3 +295,32 @@ def test_three_boards_in_one_browser_stay_live_and_leave_room_for_other_pages(
     other = context.new_page()
     other.goto("/leases")
     wait_live(other)
+
+
+def test_long_unbroken_words_wrap_instead_of_widening_the_page(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    """A one-word title, activity, lease pattern or reason hundreds of characters long wraps inside
+    its cell: the page is never wider than the window, on a desk or on a phone."""
+    world.call("POST", "/projects", {"slug": "wide", "name": "Wide"})
+    wide = Api(server.url, server.admin_token, "wide")
+    wide.agent("longone", activity="a" * 190)
+    issue_id = wide.issue("T" * 190)
+    wide.call(
+        "POST",
+        wide.p + "/reservations",
+        {"paths": ["src/" + "p" * 240], "reason": "r" * 400, "agent": "longone", "ttl_s": 600},
+    )
+    login(page, server.admin_token)
+    for width in (1400, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in (
+            "/?project=wide",
+            "/leases?project=wide",
+            f"/issues/{issue_id}?project=wide",
+            "/agents/longone?project=wide",
+        ):
+            page.goto(path)
+            expect(page.locator("main")).to_be_visible()
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll <= width, (path, width, scroll)

@@ -324,3 +324,25 @@ def test_long_unbroken_words_wrap_instead_of_widening_the_page(
             expect(page.locator("main")).to_be_visible()
             scroll = page.evaluate("document.documentElement.scrollWidth")
             assert scroll <= width, (path, width, scroll)
+
+
+def test_the_badge_says_live_again_after_a_failed_update_is_followed_by_a_good_one(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    login(page, server.admin_token)
+    wait_live(page)
+    failures = {"left": 1}
+
+    def fail_once(route: Any) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            route.fulfill(status=502, body="bad gateway")
+        else:
+            route.continue_()
+
+    page.route("**/fragments/board*", fail_once)
+    world.issue("Refused once on its way")
+    expect(page.locator("#live-status")).to_have_text("update failed (502)")
+    world.issue("Fetched fine after")
+    expect(page.locator(".issue-card", has_text="Fetched fine after")).to_be_visible()
+    expect(page.locator("#live-status")).to_have_text("live")

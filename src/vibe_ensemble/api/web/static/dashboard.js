@@ -16,6 +16,16 @@
     }
   }
 
+  var streaming = false; // the page's event stream is open
+
+  // A fetch that failed set the badge to "update failed"; one that worked since sets it back.
+  function recovered() {
+    var status = document.getElementById("live-status");
+    if (streaming && status && status.dataset.state === "error") {
+      setStatus("live", "live");
+    }
+  }
+
   function follow(region) {
     var busy = false;
     var again = false;
@@ -60,6 +70,7 @@
           var parsed = new DOMParser().parseFromString(html, "text/html");
           region.replaceChildren.apply(region, Array.from(parsed.body.childNodes));
           region.dataset.updated = String(Date.now());
+          recovered();
           schedule();
         } while (again);
       } catch (err) {
@@ -120,9 +131,11 @@
   function listen(stream, regions) {
     var source = new EventSource(stream);
     source.onopen = function () {
+      streaming = true;
       setStatus("live", "live");
     };
     source.onerror = function () {
+      streaming = false;
       if (source.readyState === EventSource.CLOSED) {
         setStatus("off", "disconnected");
         regions[0].refresh(); // a 401 here sends the browser to the login page

@@ -71,6 +71,10 @@ def test_text_strips_and_requires() -> None:
     assert err.value.field == "title"
     assert err.value.rule == "must not be empty"
     assert str(err.value) == "title: must not be empty"
+    for invisible in ("\u200b", " \u200b\u200d ", "\u202e", "\ufeff\u2060"):  # shows nothing
+        with pytest.raises(InvalidInput, match="title: must not be empty"):
+            rules.text("title", invisible, max_len=10)
+    assert rules.text("title", "\u200bx", max_len=10) == "\u200bx"  # shows something: kept as given
 
 
 def test_text_optional_keeps_value() -> None:

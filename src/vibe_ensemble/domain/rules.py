@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from datetime import UTC, datetime
 
@@ -38,10 +39,16 @@ def field_path(parts: Iterable[object]) -> str:
     return path
 
 
+def _invisible(value: str) -> bool:
+    """Whether `value` shows nothing: only spaces and format characters (zero-width spaces and
+    joiners, direction marks and overrides), which a title cannot be made of."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in value)
+
+
 def text(field: str, value: str, *, max_len: int, required: bool = True) -> str:
     """Strip `value` and check it is non-empty (when required) and within `max_len` characters."""
     stripped = value.strip()
-    if required and not stripped:
+    if required and (not stripped or (not stripped.isascii() and _invisible(stripped))):
         raise InvalidInput(field, "must not be empty")
     if len(value) > max_len:
         raise InvalidInput(field, f"must be at most {max_len} characters (got {len(value)})")

@@ -346,3 +346,19 @@ def test_the_badge_says_live_again_after_a_failed_update_is_followed_by_a_good_o
     world.issue("Fetched fine after")
     expect(page.locator(".issue-card", has_text="Fetched fine after")).to_be_visible()
     expect(page.locator("#live-status")).to_have_text("live")
+
+
+def test_pages_load_without_console_errors(page: Page, server: ServerProcess, world: Api) -> None:
+    """No 404 for a favicon, no CSP refusal, no script error: the browser's console stays clean."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto("/login")
+    login(page, server.admin_token)
+    wait_live(page)
+    for path in ("/leases", "/mail", "/graph"):
+        page.goto(path)
+        expect(page.locator("main")).to_be_visible()
+    icon = page.request.get("/static/favicon.svg")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert errors == []

@@ -17,11 +17,19 @@
   }
 
   var streaming = false; // the page's event stream is open
+  var failing = new Set(); // the regions whose last fetch failed
 
-  // A fetch that failed set the badge to "update failed"; one that worked since sets it back.
-  function recovered() {
+  function failed(region, text) {
+    failing.add(region);
+    setStatus("error", text);
+  }
+
+  // The badge says "update failed" while any region's last fetch failed; once each has worked
+  // again, it says "live" again (the stream being open).
+  function recovered(region) {
+    failing.delete(region);
     var status = document.getElementById("live-status");
-    if (streaming && status && status.dataset.state === "error") {
+    if (streaming && failing.size === 0 && status && status.dataset.state === "error") {
       setStatus("live", "live");
     }
   }
@@ -63,18 +71,18 @@
             return;
           }
           if (!response.ok) {
-            setStatus("error", "update failed (" + response.status + ")");
+            failed(region, "update failed (" + response.status + ")");
             return;
           }
           var html = await response.text();
           var parsed = new DOMParser().parseFromString(html, "text/html");
           region.replaceChildren.apply(region, Array.from(parsed.body.childNodes));
           region.dataset.updated = String(Date.now());
-          recovered();
+          recovered(region);
           schedule();
         } while (again);
       } catch (err) {
-        setStatus("error", "update failed");
+        failed(region, "update failed");
       } finally {
         busy = false;
       }

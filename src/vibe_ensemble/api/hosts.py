@@ -79,9 +79,17 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _repeated(scope: Scope, name: bytes) -> bool:
-    """Whether the request has the header `name` more than once."""
-    return sum(1 for key, _ in scope.get("headers") or [] if key == name) > 1
+def _hosts_and_origins(scope: Scope) -> tuple[list[str], list[str]]:
+    """The request's `Host` and `Origin` values, in one pass over its headers (this runs on every
+    request), as Latin-1 text."""
+    hosts: list[str] = []
+    origins: list[str] = []
+    for key, value in scope.get("headers") or []:
+        if key == b"host":
+            hosts.append(bytes(value).decode("latin-1"))
+        elif key == b"origin":
+            origins.append(bytes(value).decode("latin-1"))
+    return hosts, origins
 
 
 class HostGuard:
@@ -96,18 +104,19 @@ class HostGuard:
         if self.policy is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if _repeated(scope, b"host") or (scope["path"] == MCP_PATH and _repeated(scope, b"origin")):
+        hosts, origins = _hosts_and_origins(scope)
+        mcp = scope["path"] == MCP_PATH
+        if len(hosts) > 1 or (mcp and len(origins) > 1):
             # Which one a proxy in front reads is anyone's guess: one checked, another obeyed.
             rule = "a request must carry one Host header (and, on /mcp, at most one Origin)"
             await self._refuse(scope, send, 400, "invalid_input", rule)
             return
-        host = header(scope, b"host")
-        if not self.policy.host_ok(host):
+        if not self.policy.host_ok(hosts[0] if hosts else None):
             await self._refuse(
                 scope, send, 421, "misdirected_request", "Host is not one of VIBE_ALLOWED_HOSTS"
             )
             return
-        if scope["path"] == MCP_PATH and not self.policy.origin_ok(header(scope, b"origin")):
+        if mcp and not self.policy.origin_ok(origins[0] if origins else None):
             await self._refuse(
                 scope, send, 403, "origin_not_allowed", "Origin is not one of VIBE_ALLOWED_ORIGINS"
             )

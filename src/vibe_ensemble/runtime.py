@@ -86,11 +86,14 @@ class Runtime:
         if self.db.is_sqlite:
             # One process owns the file, so every commit is published here; start from the newest.
             hub.publish(await self.services.events.latest_id())
+            metrics.EVENTS_LISTENING.set(1)
         elif self.bridge is None:
-            self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub)
+            self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub, poll=self.services.events.latest_id)
             self.bridge.start()
             # The pool reached the database: a bridge waiting out its backoff reconnects now.
             self.db.on_new_connection(self.bridge.nudge)
+            bridge = self.bridge
+            metrics.add_sampler("events_listening", lambda: metrics.EVENTS_LISTENING.set(bridge.connected))
         await self.services.live.recent.start()
         await self.services.live.mail.start()
         metrics.add_sampler("mail_waiters", lambda: metrics.MAIL_WAITERS.set(self.services.live.mail.waiting))

@@ -298,6 +298,7 @@ def test_custom_resources() -> None:
         "VibeEnsembleSlowRequests",
         "VibeEnsembleCrashLooping",
         "VibeEnsembleDatabaseUnreachable",
+        "VibeEnsembleEventsNotListening",
         "VibeEnsembleNoRecentBackup",
         "VibeEnsembleCpuSaturated",
         "VibeEnsembleAtMaxReplicas",

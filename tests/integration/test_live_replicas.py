@@ -137,6 +137,34 @@ async def test_a_replica_cut_off_from_postgres_catches_up_and_loses_nothing(
     assert [e.id for e in got] == [e.id for e in (await a.services.events.page(admin, after=start)).items]
 
 
+async def test_a_replica_that_cannot_listen_polls_for_other_replicas_commits(
+    replicas: list[Runtime], admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's pool reaches the database but its LISTEN connection cannot be made (here: refused at a
+    port nothing listens on; in life, PostgreSQL out of connections): A's commits still reach B,
+    by B asking for the newest id every second, and B's gauge says it is not listening."""
+    from vibe_ensemble.ops import metrics
+
+    a, b = replicas
+    monkeypatch.setattr(b.db, "asyncpg_dsn", lambda: "postgresql://postgres@127.0.0.1:1/nothing")
+    await a.start_live()
+    await b.start_live()
+    feed = await b.services.live.feed(admin)
+    await a.services.agents.register(admin, name="w1")
+    await a.services.issues.create(admin, title="made on A", agent="w1")
+    latest = await a.services.events.latest_id()
+    await until(lambda: b.services.ctx.hub.latest == latest, timeout=bridge.POLL_S * 5)
+    assert b.bridge is not None and not b.bridge.connected and b.bridge.reconnects >= 1
+    got = []
+    async with asyncio.timeout(5):
+        while feed.last_id < latest:
+            got.extend(await feed.next(5))
+    assert [e.type for e in got] == ["agent.registered", "issue.created", "issue.ready"]
+    metrics.sample()
+    assert metrics.EVENTS_LISTENING._value.get() == 0
+    assert a.bridge is not None and await a.bridge.wait_connected(5)
+
+
 async def test_one_leader_at_a_time_and_the_lock_moves_when_it_goes(
     postgres_url: str, tmp_path: Path
 ) -> None:

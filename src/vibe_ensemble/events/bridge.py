@@ -10,7 +10,10 @@ A notification carries no event data, and the events table stays the truth:
 on every (re)connect the bridge publishes the current newest id, so whatever
 was committed while it was away is read by the subscribers that follow the
 hub. A lost notification, or a replica cut off from PostgreSQL for a while,
-costs latency, never an event.
+costs latency, never an event. While the LISTEN connection is down and the
+pool still reaches the database (a LISTEN refused for want of connections, say),
+the bridge asks for the newest id every `POLL_S` through `poll`, so other
+replicas' commits still wake this one's waiters and feeds, a second late at most.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -30,12 +34,22 @@ log = structlog.get_logger(__name__)
 APP_NAME = "vibe-ensemble events"  # how the LISTEN connection shows in pg_stat_activity
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
+POLL_S = 1.0  # while not listening: how often the newest id is asked for instead
 
 
 class PostgresBridge:
-    def __init__(self, dsn: str, hub: EventHub, *, health_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        hub: EventHub,
+        *,
+        poll: Callable[[], Awaitable[int]] | None = None,
+        health_interval_s: float = 10.0,
+    ) -> None:
         self._dsn = dsn
         self._hub = hub
+        self._poll = poll  # the newest event id, through the pool: asked while not listening
+        self._poller: asyncio.Task[None] | None = None
         self._health_interval_s = health_interval_s
         self._connected = asyncio.Event()
         self._retry_now = asyncio.Event()  # set by `nudge`: end the backoff, reconnect at once
@@ -49,6 +63,8 @@ class PostgresBridge:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="vibe-event-bridge")
+        if self._poller is None and self._poll is not None:
+            self._poller = asyncio.create_task(self._poll_while_deaf(), name="vibe-event-poll")
 
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the LISTEN connection is up (False at the timeout)."""
@@ -68,8 +84,25 @@ class PostgresBridge:
             self._retry_now.set()
 
     async def stop(self) -> None:
+        await stop_task(self._poller)
+        self._poller = None
         await stop_task(self._task)
         self._task = None
+
+    async def _poll_while_deaf(self) -> None:
+        """Every `POLL_S` while the LISTEN connection is down: publish the newest id (read through
+        the pool; a database that does not answer at all is skipped, the next turn asks again)."""
+        assert self._poll is not None
+        while True:
+            await asyncio.sleep(POLL_S)
+            if self._connected.is_set():
+                continue
+            try:
+                newest = await self._poll()
+            except Exception as exc:  # unreachable too: nothing to read, nothing missed
+                log.debug("event_poll_failed", error=str(exc) or type(exc).__name__)
+                continue
+            self._hub.publish(newest)
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF_S

@@ -102,6 +102,13 @@ DUTY_LEADER = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+EVENTS_LISTENING = Gauge(
+    "vibe_events_listening",
+    "1 while this process hears of every commit at once (SQLite: always; PostgreSQL: while it LISTENs); "
+    "0 while it asks for them every second instead (feeds and mail waits up to a second late)",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
 MAIL_WAITERS = Gauge(
     "vibe_mail_waiters", "Agents waiting in wait_for_messages", registry=REGISTRY, multiprocess_mode="livesum"
 )

@@ -125,6 +125,9 @@ def test_changes_over_rest_and_mcp_appear_live_without_a_reload(
     expect(ready).not_to_contain_text("Live from REST")
     world.call("POST", f"{world.p}/agents/cyd/heartbeat", {"status": "blocked", "activity": "Needs a DB"})
     expect(page.locator("tr[data-agent=cyd]")).to_contain_text("blocked")
+    # A new activity line alone (the status unchanged) shows too, without another event's help.
+    world.call("POST", f"{world.p}/agents/cyd/heartbeat", {"activity": "Waiting for the DBA"})
+    expect(page.locator("tr[data-agent=cyd] .activity")).to_have_text("Waiting for the DBA")
     assert page.evaluate("window.__still_here") is True  # the same page: updated, not reloaded
 
 

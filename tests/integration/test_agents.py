@@ -30,13 +30,25 @@ async def test_heartbeat_reports_the_agents_work_and_records_status_changes(
     assert [i.id for i in beat.ready_issues] == [high.id, low.id]  # priority first; `blocked` waits
     assert blocked.id not in [i.id for i in beat.ready_issues]
     events = (await services.events.page(admin, after=before)).items
-    assert [(e.type, e.payload["status"], e.payload["previous"]) for e in events] == [
-        ("agent.status", "blocked", "working")
+    assert [(e.type, e.payload) for e in events] == [
+        ("agent.status", {"agent": "hb", "status": "blocked", "previous": "working"}),
+        ("agent.activity", {"agent": "hb", "activity": "stuck on CI"}),
     ]
 
     again = await services.agents.heartbeat(admin, agent="hb")  # no change: no event
     assert again.agent.status == AgentStatus.BLOCKED
+    same = await services.agents.heartbeat(admin, agent="hb", activity="stuck on CI")  # the same line
+    assert same.agent.activity == "stuck on CI"
     assert (await services.events.page(admin, after=events[-1].id)).items == []
+
+    # A new line alone (the status unchanged) is news for whoever watches the team.
+    await services.agents.heartbeat(admin, agent="hb", activity="reading the CI log")
+    (changed,) = (await services.events.page(admin, after=events[-1].id)).items
+    assert (changed.type, changed.actor, changed.payload) == (
+        "agent.activity",
+        "hb",
+        {"agent": "hb", "activity": "reading the CI log"},
+    )
 
 
 async def test_a_silent_agent_goes_offline_and_a_heartbeat_brings_it_back(

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     PROJECT_CREATED = "project.created"
     AGENT_REGISTERED = "agent.registered"
     AGENT_STATUS = "agent.status"
+    AGENT_ACTIVITY = "agent.activity"
     AGENT_RETIRED = "agent.retired"
     AGENT_RELEASED = "agent.released"
     ISSUE_CREATED = "issue.created"
@@ -104,6 +105,13 @@ CATALOGUE: dict[EventType, EventSpec] = {
             "status",
             "previous",
             optional=("reason",),
+        ),
+        _spec(
+            T.AGENT_ACTIVITY,
+            "an agent's heartbeat changed its activity line (the same line again is no event; with a "
+            "status change, `agent.status` comes too)",
+            "agent",
+            "activity",
         ),
         _spec(
             T.AGENT_RETIRED,

@@ -144,6 +144,8 @@ class AgentService(Service):
                     status=new_status.value,
                     previous=me.status.value,
                 )
+            if activity is not None and activity != me.activity:
+                tx.emit(EventType.AGENT_ACTIVITY, name, proj.id, agent=name, activity=activity)
         # What waits for the agent is read beside the writer, not under it: on SQLite the one
         # writer is the shared bottleneck, and a heartbeat is the most frequent call.
         async with self.read() as rx:

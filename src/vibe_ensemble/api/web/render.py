@@ -139,7 +139,7 @@ def describe(event: Event) -> str:
     if family == EventFamily.ISSUE:
         return f"#{p.get('id')} {p.get('title') or ''}".strip()
     if family == EventFamily.AGENT:
-        extra = p.get("status") or p.get("role") or p.get("reason") or ""
+        extra = p.get("status") or p.get("role") or p.get("reason") or p.get("activity") or ""
         return f"{p.get('agent', '')} {extra}".strip()
     if event.type == EventType.MESSAGE_SENT:
         recipients = ", ".join(str(r) for r in p.get("recipients") or []) or "nobody"

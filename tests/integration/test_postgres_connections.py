@@ -123,6 +123,29 @@ async def test_a_connection_handed_to_a_caller_cancelled_meanwhile_is_passed_on(
     assert await _backend(db) > 0
 
 
+async def test_a_statement_cut_off_by_its_bound_leaves_no_connection_mid_cancel_in_the_pool(
+    postgres_url: str,
+) -> None:
+    """A read outside a transaction that overruns its bound is cancelled; its connection is still
+    waiting for PostgreSQL to acknowledge the cancel when it is given back, and a caller handed it
+    then could fail with "another operation is in progress" (seen once on a loaded CI machine)."""
+    from vibe_ensemble.store.prepared import Prepared
+
+    sleep = Prepared(sa.select(sa.func.pg_sleep(sa.bindparam("s", type_=sa.Float))))
+    engine = postgres.PostgresEngine(sa.engine.make_url(postgres_url), pool_size=1)
+    try:
+        with pytest.raises(TimeoutError):
+            async with engine.connect(transaction=False, bound_s=0.2) as conn:
+                await conn.execute(sleep, {"s": 5.0})
+        # Given back at once, with no await in between: nothing idle is still cancelling.
+        assert not any(held.driver._protocol._is_cancelling() for held in engine._idle)
+        assert engine.in_use() == 0
+        async with engine.connect() as conn:  # the next caller is served
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_connections_the_server_cut_are_replaced(db: Database) -> None:
     pids = await _idle_pids(db)
     await _terminate(db, pids)

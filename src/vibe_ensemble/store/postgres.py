@@ -91,8 +91,17 @@ class _Held:
     @property
     def broken(self) -> bool:
         """Closed (the server went away; asyncpg notices at once), invalidated by SQLAlchemy after a
-        disconnect, or left inside a transaction that could not be rolled back."""
-        return self.driver.is_closed() or self.conn.invalidated or self.driver.is_in_transaction()
+        disconnect, left inside a transaction that could not be rolled back, or still cancelling a
+        statement cut off mid-flight (a read past its bound outside a transaction): until PostgreSQL
+        has answered the cancel, the next caller's statement could fail with "another operation is
+        in progress", so the connection is closed rather than handed on."""
+        return (
+            self.driver.is_closed()
+            or self.conn.invalidated
+            or self.driver.is_in_transaction()
+            # asyncpg's own pool asks the same before it reuses a connection
+            or self.driver._protocol._is_cancelling()  # type: ignore[attr-defined]
+        )
 
 
 async def _shut(held: _Held) -> None:

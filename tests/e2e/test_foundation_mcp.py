@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.support import ServerProcess, call, call_error, mcp_client
 
@@ -215,7 +218,7 @@ async def test_a_malformed_envelope_is_refused_naming_the_rule_not_with_pydantic
     server: ServerProcess,
 ) -> None:
     """An older-protocol request the SDK cannot read as one JSON-RPC message (a batch, `null`, a method
-    that is not a string) or that is not JSON: JSON-RPC's -32600 naming the rule, nothing internal."""
+    that is not a string): JSON-RPC's -32600 naming the rule, nothing internal; not JSON: -32700."""
     headers = {
         "Accept": "application/json, text/event-stream",
         "Authorization": f"Bearer {server.admin_token}",
@@ -236,6 +239,15 @@ async def test_a_malformed_envelope_is_refused_naming_the_rule_not_with_pydantic
         assert "a batch (an array) is not accepted" in error["message"]
         assert error["data"]["field"] == "body"
         assert "pydantic" not in refused.text and "JSONRPCRequest" not in refused.text, body
+    # Not JSON at all: JSON-RPC's parse error.
+    for version in ("2025-03-26", "2026-07-28"):
+        garbled = httpx2.post(
+            server.mcp_url, content="nope", headers={**headers, "MCP-Protocol-Version": version}
+        )
+        assert garbled.status_code == 400, version
+        error = garbled.json()["error"]
+        assert error["code"] == -32700 and error["message"].startswith("Parse error"), (version, error)
+        assert "Traceback" not in garbled.text
     text = httpx2.post(server.mcp_url, content="{}", headers={**headers, "Content-Type": "text/plain"})
     assert text.status_code == 400 and text.headers["content-type"] == "application/json"
     assert text.json()["error"]["data"] == {
@@ -320,10 +332,33 @@ async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess
         response = httpx2.post(server.mcp_url, json=init, headers={**headers, **auth})
         assert response.status_code == 401, case
         assert response.headers["content-type"].startswith("application/json"), case
-        assert response.headers["www-authenticate"] == 'Bearer realm="vibe-ensemble", error="invalid_token"'
-        error = response.json()["error"]
-        assert error["code"] == "unauthenticated", case
-        assert "vibe-ensemble token create" in error["message"], case
-    with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as its own error type
-        async with mcp_client(server.mcp_url, "vibe_" + "B" * 43) as client:
-            await client.list_tools()
+        # RFC 6750 §3.1: a request that sent no credentials is not told of an error code.
+        presented = case not in ("none", "wrong scheme")  # no bearer token at all
+        challenge = 'Bearer realm="vibe-ensemble"' + (', error="invalid_token"' if presented else "")
+        assert response.headers["www-authenticate"] == challenge, case
+        # A JSON-RPC error, which is what an MCP client reads at a 4xx: the code in `data` as REST's.
+        answer = response.json()
+        assert answer["jsonrpc"] == "2.0" and answer["id"] is None, case
+        assert answer["error"]["code"] == -32000 and answer["error"]["data"]["code"] == "unauthenticated", (
+            case
+        )
+        assert answer["error"]["message"].startswith("[unauthenticated] "), case
+        assert "vibe-ensemble token create" in answer["error"]["message"], case
+    # The official client shows the agent why (it showed "Server returned an error response").
+    for token in ("vibe_" + "B" * 43, "hunter2"):
+        with pytest.raises(BaseException) as refused:
+            async with mcp_client(server.mcp_url, token) as client:
+                await client.list_tools()
+        error = _mcp_error(refused.value)
+        assert error.error.code == -32000, error
+        assert error.error.message.startswith("[unauthenticated] ") and "token create" in error.error.message
+
+
+def _mcp_error(exc: BaseException) -> MCPError:
+    """The MCPError in `exc`, or in the exception groups around it."""
+    if isinstance(exc, MCPError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        with contextlib.suppress(LookupError):
+            return _mcp_error(inner)
+    raise LookupError(f"no MCPError in {exc!r}")

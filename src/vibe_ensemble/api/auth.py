@@ -36,8 +36,10 @@ from vibe_ensemble.services import Services
 log = structlog.get_logger(__name__)
 
 # `error="invalid_token"` tells an MCP client the token is the problem (report it, ask for a new
-# one), not that it should start an OAuth flow: this server takes static bearer tokens only.
+# one), not that it should start an OAuth flow: this server takes static bearer tokens only. A
+# request that sent no credentials at all is told only the scheme (RFC 6750 §3.1: no error code).
 CHALLENGE = 'Bearer realm="vibe-ensemble", error="invalid_token"'
+ASK = 'Bearer realm="vibe-ensemble"'
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -117,7 +119,7 @@ def error_headers(exc: VibeError) -> dict[str, str]:
     if isinstance(exc, RateLimited | DatabaseUnavailable | ShuttingDown):
         return {"Retry-After": retry_after(exc)}
     if isinstance(exc, Unauthenticated):
-        return {"WWW-Authenticate": CHALLENGE}
+        return {"WWW-Authenticate": CHALLENGE if exc.presented else ASK}
     return {}
 
 

@@ -68,13 +68,23 @@ def _jsonrpc_error(status: int, message: str) -> httpx2.Response:
     return httpx2.Response(status, json=body)
 
 
+REFUSED = -32000  # api/mcp/endpoint.REFUSED (not imported: it would load the server into the bridge)
+
+
 def _vibe_error(body: bytes) -> str | None:
-    """`[code] message` from our error envelope, or None when `body` is not one."""
+    """`[code] message` from our error envelope: REST's, or /mcp's refusal before the call is read
+    (a JSON-RPC error -32000 whose message starts with its code: the token, the rate limit, an
+    outage); None for any other body (the SDK's own JSON-RPC errors go to the client as they are)."""
     try:
         error = json.loads(body).get("error")
-        return f"[{error['code']}] {error['message']}"
+        code, message = error["code"], error["message"]
     except (ValueError, AttributeError, KeyError, TypeError):
         return None
+    if isinstance(code, str) and isinstance(message, str):
+        return f"[{code}] {message}"
+    if code == REFUSED and isinstance(message, str):
+        return message
+    return None
 
 
 class Answering(httpx2.AsyncBaseTransport):

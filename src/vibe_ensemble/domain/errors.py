@@ -52,6 +52,13 @@ class VersionConflict(Conflict):
 class Unauthenticated(VibeError):
     code = "unauthenticated"
     http_status = 401
+    presented = True  # a credential was sent (and is no good); False: none was
+
+
+class MissingCredentials(Unauthenticated):
+    """No token (nor session) was sent at all."""
+
+    presented = False
 
 
 class PermissionDenied(VibeError):

@@ -16,6 +16,7 @@ from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import (
     DatabaseUnavailable,
     InvalidInput,
+    MissingCredentials,
     NotFound,
     RateLimited,
     Unauthenticated,
@@ -254,7 +255,8 @@ class TokenService(Service):
         if reason or found is None:
             credential_id = None if found is None else found.credential.id
             await self._failed(reason, token, remote, credential_id=credential_id)
-            raise Unauthenticated(
+            refusal = Unauthenticated if token else MissingCredentials
+            raise refusal(
                 ("invalid, expired or revoked token" if token else "missing bearer token")
                 + ": send 'Authorization: Bearer vibe_…' with a live token "
                 "(an admin creates one with `vibe-ensemble token create`)"

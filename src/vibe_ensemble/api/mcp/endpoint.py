@@ -19,7 +19,13 @@ from vibe_ensemble.api import auth
 from vibe_ensemble.api.hosts import header
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
-from vibe_ensemble.domain.errors import DatabaseUnavailable, RateLimited, StorageFull, Unauthenticated
+from vibe_ensemble.domain.errors import (
+    DatabaseUnavailable,
+    RateLimited,
+    StorageFull,
+    Unauthenticated,
+    VibeError,
+)
 from vibe_ensemble.services import Services
 
 NO_STREAM = (
@@ -46,7 +52,7 @@ class MCPEndpoint:
         except (Unauthenticated, RateLimited, DatabaseUnavailable, StorageFull) as exc:
             # A token not verified recently cannot be checked while the database is down (see
             # TokenService.authenticate): the client hears 503 and when to come back.
-            await auth.send_vibe_error(send, exc)
+            await _refuse(send, exc)
             return
         if scope["method"] == "GET":
             # Over stateless HTTP no message reaches a client but on the POST it is the answer to (and
@@ -157,6 +163,28 @@ def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) 
 
 
 _REPLACED = {b"content-type", b"content-length"}
+
+
+REFUSED = -32000  # JSON-RPC's implementation-defined server error: refused before the call was read
+
+
+async def _refuse(send: Send, exc: VibeError) -> None:
+    """A request refused before the SDK reads it (the token, the rate limit, an outage): the status
+    and headers every door answers with (401 and `WWW-Authenticate`, 429 or 503 and `Retry-After`),
+    and as the body a JSON-RPC error, which is what an MCP client reads at a 4xx or 5xx: the SDK's
+    client showed a body of any other shape as "Server returned an error response", so an agent
+    never learnt that its token was wrong. The id is null (the body is not read before the token
+    is checked); clients answer the request they sent with it. `data` carries the code and details
+    as REST's envelope does."""
+    data = {"code": exc.code, **exc.details}
+    error = {"code": REFUSED, "message": f"[{exc.code}] {exc.message}", "data": data}
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()
+    ]
+    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _invalid_request(request_id: object, field: str, rule: str) -> bytes:

@@ -202,3 +202,36 @@ def test_a_commits_files_are_files(server: ServerProcess, repo: Path, team: dict
     [line] = [x for x in refused.stderr.splitlines() if "lib/util.py" in x]
     assert "held exclusively by ann (lease '**/*.py', until " in line and line.endswith(", typing pass)")
     assert head(repo) == before
+
+
+def test_the_guard_works_with_what_connect_sets_up(
+    server: ServerProcess, repo: Path, team: dict[str, str]
+) -> None:
+    """The README's setup: `connect` keeps the agent's token in .vibe-ensemble/token.env and clients
+    take VIBE_ENSEMBLE_TOKEN; the server prints its MCP URL. The guard takes each of those (it read
+    only VIBE_TOKEN and VIBE_URL, and asked …/mcp/api/v1/…: a 404, so it let every commit through)."""
+    kept = repo / ".vibe-ensemble"
+    kept.mkdir()
+    (kept / ".gitignore").write_text("*\n")
+    (kept / "token.env").write_text(f"# bob's\nVIBE_ENSEMBLE_TOKEN={team['bob']}\n")
+    installed = guard(repo, "install", "--url", server.mcp_url)
+    assert installed.returncode == 0, installed.stderr
+    assert f"it asks {server.url}" in installed.stderr
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}  # nothing set by hand
+
+    refused = commit(repo, bare, "src/parser.py", "x\n")  # ann holds src/** exclusively
+    assert refused.returncode == 1, refused.stderr
+    assert "src/parser.py: held exclusively by ann" in refused.stderr
+    git(repo, "reset", "-q")
+
+    # The token from the variable clients use, the server from its MCP URL, overriding the hook's.
+    (kept / "token.env").unlink()
+    by_env = {**bare, "VIBE_ENSEMBLE_TOKEN": team["bob"], "VIBE_URL": server.mcp_url + "/"}
+    refused = commit(repo, by_env, "src/lexer.py", "y\n")
+    assert refused.returncode == 1 and "held exclusively by ann" in refused.stderr, refused.stderr
+    git(repo, "reset", "-q")
+    assert commit(repo, by_env, "docs/notes.md", "z\n").returncode == 0  # nobody holds docs/
+
+    bad = guard(repo, "install", "--url", "http://127.0.0.1:8080/mcp'; rm -rf ~")
+    assert bad.returncode == 1 and "not a plain http(s) URL" in bad.stderr
+    assert "rm -rf" not in (repo / ".git" / "hooks" / "pre-commit").read_text()

@@ -24,17 +24,34 @@ RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (defau
 WarnOpt = Annotated[bool, typer.Option("--warn", help="Only print a warning; never refuse the commit.")]
 
 
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The server the hook asks unless VIBE_URL says otherwise (its MCP URL, …/mcp, is taken too; "
+        "default: this machine's server from the settings, as `connect` uses).",
+    ),
+]
+
+
 @guard_app.command("install")
-def install(repo: RepoOpt = Path(), warn: WarnOpt = False) -> None:
+def install(repo: RepoOpt = Path(), warn: WarnOpt = False, url: UrlOpt = None) -> None:
     """Install the pre-commit hook; an existing hook is kept and runs first."""
+    from vibe_ensemble.ops.config import Settings
+
+    base = guard.server_url(url or Settings().mcp_url)
     try:
-        done = guard.install(repo.resolve(), warn=warn, python=sys.executable)
+        done = guard.install(repo.resolve(), warn=warn, python=sys.executable, url=base)
     except guard.GuardError as exc:
         err.print(f"[red]error:[/red] {escape(printable(str(exc)))}")
         raise typer.Exit(1) from None
     chained = f" (runs {done.chained.name} first)" if done.chained else ""
-    err.print(f"installed {done.hook}{chained}", markup=False)
-    err.print("The hook reads VIBE_URL, VIBE_TOKEN, VIBE_AGENT and VIBE_PROJECT from the environment.")
+    err.print(f"installed {done.hook}{chained}; it asks {base}", markup=False)
+    err.print(
+        "The hook reads VIBE_URL (default: that server), VIBE_TOKEN (else VIBE_ENSEMBLE_TOKEN, else the "
+        ".vibe-ensemble/token.env `connect` keeps), VIBE_AGENT and VIBE_PROJECT from the environment.",
+        markup=False,
+    )
 
 
 @guard_app.command("check")

@@ -5,9 +5,11 @@ and then `vibe-ensemble guard check`. The check asks the server (REST,
 `POST /api/v1/projects/{project}/reservations/check`) whether another agent holds any staged
 path exclusively. The hook learns who it is from the environment:
 
-    VIBE_URL      the server, e.g. http://127.0.0.1:8080
-    VIBE_TOKEN    an API token (the agent's own, ideally)
-    VIBE_AGENT    the committing agent: its own leases never block it
+    VIBE_URL      the server, e.g. http://127.0.0.1:8080 (its MCP URL, …/mcp, is taken too);
+                  default: the URL given to `guard install --url`, written into the hook
+    VIBE_TOKEN    an API token (the agent's own, ideally); else VIBE_ENSEMBLE_TOKEN, else the
+                  token `vibe-ensemble connect` keeps in the repository's .vibe-ensemble/token.env
+    VIBE_AGENT    the committing agent: its own leases never block it (an agent's token names it)
     VIBE_PROJECT  the project slug (default: "default")
 
 When the guard is not configured or the server cannot be reached it warns and lets the commit
@@ -16,6 +18,7 @@ through: it guards against collisions, it must never stop work because the serve
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess  # nosec B404
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from typing import Any
 
 import httpx2
 
+from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token
 from vibe_ensemble.domain.globs import escape
 
 MARK = "# vibe-ensemble guard"
@@ -74,14 +78,26 @@ def hooks_dir(repo: Path) -> Path:
     return path if path.is_absolute() else (repo / path).resolve()
 
 
-def hook_script(python: str, *, warn: bool) -> str:
+_SAFE_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]/_~%-]+")  # nothing a shell would read in quotes
+
+
+def server_url(url: str) -> str:
+    """The server's base URL from `url`, which may be its MCP URL (`…/mcp`, as connect, the bridge
+    and the server's banner give it): REST lives beside /mcp, not under it."""
+    return url.strip().rstrip("/").removesuffix("/mcp")
+
+
+def hook_script(python: str, *, warn: bool, url: str | None = None) -> str:
     # -I (isolated): neither the repository (the hook's working directory) nor PYTHON* variables
     # reach the import path, so a module committed to the repository can never run as the guard
     check = f'"{python}" -I -m vibe_ensemble.cli guard check' + (" --warn" if warn else "")
+    if url is not None and not _SAFE_URL.fullmatch(url):
+        raise GuardError(f"--url {url!r} is not a plain http(s) URL (letters, digits, . : / _ ~ % - only)")
+    default = "" if url is None else f'VIBE_URL="${{VIBE_URL:-{url}}}"; export VIBE_URL\n'
     return f"""#!/bin/sh
 {MARK}: refuses commits that touch files another agent holds exclusively.
 # Installed by `vibe-ensemble guard install`; configure with VIBE_URL, VIBE_TOKEN, VIBE_AGENT, VIBE_PROJECT.
-hooks=$(dirname "$0")
+{default}hooks=$(dirname "$0")
 if [ -x "$hooks/{CHAINED}" ]; then
   "$hooks/{CHAINED}" "$@" || exit $?
 fi
@@ -89,8 +105,10 @@ exec {check}
 """
 
 
-def install(repo: Path, *, warn: bool = False, python: str) -> Installed:
-    """Install (or update) the pre-commit hook in `repo`, keeping an existing hook as a chained one."""
+def install(repo: Path, *, warn: bool = False, python: str, url: str | None = None) -> Installed:
+    """Install (or update) the pre-commit hook in `repo`, keeping an existing hook as a chained one;
+    with `url`, the hook asks that server unless VIBE_URL names another."""
+    script = hook_script(python, warn=warn, url=url)  # a bad URL is refused before anything moves
     hooks = hooks_dir(repo)
     hooks.mkdir(parents=True, exist_ok=True)
     hook = hooks / "pre-commit"
@@ -104,7 +122,7 @@ def install(repo: Path, *, warn: bool = False, python: str) -> Installed:
         hook.rename(chained)
         chained.chmod(chained.stat().st_mode | stat.S_IXUSR)
     # owner-only: people add VIBE_TOKEN to hooks, and a token must not be world-readable
-    hook.write_text(hook_script(python, warn=warn))
+    hook.write_text(script)
     hook.chmod(0o700)
     return Installed(hook=hook, chained=chained if chained.exists() else None)
 
@@ -160,11 +178,28 @@ def _message(response: httpx2.Response) -> str:
         return response.text[:200]
 
 
+def find_token(repo: Path, env: Mapping[str, str]) -> str | None:
+    """VIBE_TOKEN, else VIBE_ENSEMBLE_TOKEN (what `connect` configures clients with), else the token
+    `connect` keeps at the top of the repository."""
+    token = env.get("VIBE_TOKEN") or env.get(TOKEN_VAR)
+    if token:
+        return token
+    return read_token(Path(_git(repo, "rev-parse", "--show-toplevel").strip()))
+
+
 def check(repo: Path, env: Mapping[str, str], *, warn: bool = False) -> Outcome:
     """Decide on the staged commit in `repo`."""
-    url, token = env.get("VIBE_URL", ""), env.get("VIBE_TOKEN", "")
-    if not url or not token:
-        return Outcome(0, ["vibe-ensemble guard: VIBE_URL and VIBE_TOKEN are not set; not checking leases."])
+    url, token = server_url(env.get("VIBE_URL", "")), find_token(repo, env)
+    missing = [name for name, value in (("VIBE_URL", url), ("VIBE_TOKEN", token)) if not value]
+    if missing or token is None:
+        return Outcome(
+            0,
+            [
+                f"vibe-ensemble guard: {' and '.join(missing)} not set; not checking leases "
+                "(the token may also come from VIBE_ENSEMBLE_TOKEN or .vibe-ensemble/token.env, "
+                "the URL from `guard install --url`)."
+            ],
+        )
     paths = staged_paths(repo)
     if not paths:
         return Outcome(0, [])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from vibe_ensemble.ops.config import Settings
 
@@ -310,18 +311,105 @@ def test_custom_resources() -> None:
     assert "26 * 3600" in alerts["VibeEnsembleNoRecentBackup"]["expr"]
 
 
-def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
-    from vibe_ensemble.ops.metrics import REGISTRY
-
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-    ours = {m.name + suffix for m in REGISTRY.collect() for suffix in suffixes.get(m.type, [""])}
+def _exprs() -> tuple[list[str], list[str]]:
+    """The PromQL of the alert rules, and of the dashboard's panels."""
     rules = one("PrometheusRule", "vibe-ensemble")["spec"]["groups"][0]["rules"]
     dashboard = json.loads((ROOT / "deployment/grafana/dashboards/vibe-ensemble.json").read_text())
-    exprs = [r["expr"] for r in rules] + [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    used = {name for expr in exprs for name in re.findall(r"\b(vibe_[a-z_]+)", expr)}
-    assert used, "no vibe_ metric in the alerts or the dashboard"
-    missing = used - ours - {"vibe_http_requests_per_second"}
+    return [r["expr"] for r in rules], [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+_MATCHER = re.compile(r'\s*,?\s*(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each `vibe_…` series selector in `expr`: the metric and its label matchers (name, op, value).
+    Read matcher by matcher: a route template's braces sit inside the quoted values."""
+    found = []
+    for match in re.finditer(r"\b(vibe_[a-z_]+)", expr):
+        matchers, at = [], match.end()
+        if expr[at : at + 1] == "{":
+            at += 1
+            while (m := _MATCHER.match(expr, at)) is not None:
+                matchers.append((m.group(1), m.group(2), m.group(3)))
+                at = m.end()
+            assert expr[at:].lstrip().startswith("}"), f"unreadable selector in {expr!r}"
+        found.append((match.group(1), matchers))
+    return found
+
+
+def _known_routes() -> set[str]:
+    """Every route template the server labels requests with (the metrics' `route`)."""
+    import tempfile
+
+    from vibe_ensemble.api.app import create_app
+    from vibe_ensemble.runtime import Runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Runtime(Settings(data_dir=Path(tmp))))
+        return set(app.openapi()["paths"]) | {"/mcp", "/healthz", "/readyz", "/metrics", "unmatched"}
+
+
+def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
+    """Every series an alert or a panel selects exists: a metric the server exports, with labels it
+    has and values it gives them (`status` is a class, `5xx`, never `503`: such a rule never fires)."""
+    from vibe_ensemble.ops.metrics import METHODS, REGISTRY
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    labels: dict[str, set[str]] = {}
+    for metric in REGISTRY.collect():
+        for suffix in suffixes.get(metric.type, [""]):
+            names = set(getattr(REGISTRY._names_to_collectors[metric.name + suffix], "_labelnames", ()))
+            labels[metric.name + suffix] = names | ({"le"} if suffix == "_bucket" else set())
+    values = {
+        "status": {f"{n}xx" for n in range(1, 6)} | {"other"},
+        "method": set(METHODS) | {"other"},
+        "route": _known_routes(),
+    }
+    rules, panels = _exprs()
+    selectors = [s for expr in rules + panels for s in _selectors(expr)]
+    assert selectors, "no vibe_ metric in the alerts or the dashboard"
+    missing = {name for name, _ in selectors} - set(labels) - {"vibe_http_requests_per_second"}
     assert not missing, f"metrics the server does not export: {sorted(missing)}"
+    for name, matchers in selectors:
+        for label, op, value in matchers:
+            if label == "namespace":  # added by Prometheus from the target, not by the server
+                continue
+            assert label in labels[name], f"{name} has no label {label!r}"
+            if label not in values or op in ("!=", "!~"):
+                continue
+            wanted = value.split("|") if op == "=~" else [value]
+            for one_value in wanted:
+                hits = [v for v in values[label] if re.fullmatch(one_value, v)] if op == "=~" else [one_value]
+                assert hits and set(hits) <= values[label], (
+                    f'{name}{{{label}{op}"{value}"}}: the server never sets {label} to {one_value!r} '
+                    f"(it sets {sorted(values[label])[:8]}…)"
+                )
+    # the excluded routes of the latency rule and panels are real templates too
+    for _, matchers in selectors:
+        for label, op, value in matchers:
+            if label == "route" and op == "!~":
+                assert set(value.split("|")) <= values["route"], value
+
+
+def test_a_status_code_where_the_server_gives_a_class_is_caught() -> None:
+    [(name, matchers)] = _selectors('sum(rate(vibe_http_requests_total{route="/readyz", status="503"}[2m]))')
+    assert name == "vibe_http_requests_total"
+    assert ("status", "=", "503") in matchers and "503" not in {f"{n}xx" for n in range(1, 6)}
+
+
+def test_alerts_and_dashboard_keep_namespaces_apart() -> None:
+    """Staging and production are scraped by the same Prometheus: every aggregation in a rule keeps
+    `namespace`, and every dashboard series is of the namespace chosen at the top."""
+    rules, panels = _exprs()
+    for expr in rules:
+        for match in re.finditer(r"\b(sum|min|max|avg|count)\s*(by\s*\(([^)]*)\))?\s*\(", expr):
+            grouping = {g.strip() for g in (match.group(3) or "").split(",")}
+            assert "namespace" in grouping, f"{match.group(0)!r} adds up namespaces: {expr}"
+    for expr in panels:
+        for name, matchers in _selectors(expr):
+            assert ("namespace", "=", "$namespace") in matchers, f"{name} in {expr!r}"
+    compose = yaml.safe_load((ROOT / "deployment/prometheus/prometheus.yml").read_text())
+    assert compose["scrape_configs"][0]["static_configs"][0]["labels"]["namespace"]
 
 
 def test_dashboard_configmap_matches_the_compose_dashboard() -> None:

@@ -144,7 +144,9 @@ def test_the_server_deployment() -> None:
     spec = deployment["spec"]
     # the HPA owns the count: a `replicas` here would reset it to that on every deploy's apply
     assert "replicas" not in spec
-    assert one("HorizontalPodAutoscaler", "vibe-ensemble")["spec"]["scaleTargetRef"]["name"] == "vibe-ensemble"
+    assert (
+        one("HorizontalPodAutoscaler", "vibe-ensemble")["spec"]["scaleTargetRef"]["name"] == "vibe-ensemble"
+    )
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
@@ -419,3 +421,107 @@ def test_dashboard_configmap_matches_the_compose_dashboard() -> None:
     embedded = json.loads(configmap_doc["data"]["vibe-ensemble.json"])
     on_disk = json.loads((ROOT / "deployment/grafana/dashboards/vibe-ensemble.json").read_text())
     assert embedded == on_disk, "monitoring.yaml's dashboard differs from deployment/grafana/dashboards"
+
+
+# --- the pipeline's Role grants what the pipeline runs -------------------------------------------
+
+# What each kubectl command of the deploy workflow asks of the API: (group, resource) -> verbs.
+_KINDS = {
+    "ConfigMap": ("", "configmaps"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "Service": ("", "services"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "Deployment": ("apps", "deployments"),
+    "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "Ingress": ("networking.k8s.io", "ingresses"),
+    "CronJob": ("batch", "cronjobs"),
+    "Job": ("batch", "jobs"),
+}
+_APPLY = {"get", "create", "patch"}  # client-side apply: read, then create or patch
+_WATCHED = {"get", "list", "watch"}  # kubectl wait, delete --wait, rollout status
+_COMMANDS: list[tuple[str, list[tuple[str, str, set[str]]]]] = [
+    (r"get cronjob ", [("batch", "cronjobs", {"get"})]),
+    (r"create job \S+ --from=cronjob/", [("batch", "jobs", {"create"}), ("batch", "cronjobs", {"get"})]),
+    (r"wait --for=condition=complete \S*job/", [("batch", "jobs", _WATCHED)]),
+    (r"delete job \S+ .*--wait=true", [("batch", "jobs", {"delete"} | _WATCHED)]),
+    (
+        r"logs \S*job/",
+        [("batch", "jobs", {"get"}), ("", "pods", {"get", "list"}), ("", "pods/log", {"get"})],
+    ),
+    (r"rollout status deployment/", [("apps", "deployments", _WATCHED)]),
+    (
+        r"rollout undo deployment/",
+        [("apps", "deployments", {"get", "patch"}), ("apps", "replicasets", {"get", "list"})],
+    ),
+]
+
+
+def _applied_files(script: str, line: str) -> list[str]:
+    """The manifests a `kubectl apply` line applies: a named file, the config maps ($CONFIGMAP), or
+    each of the `for f in …` loop around it."""
+    if "$CONFIGMAP" in line:
+        return ["configmap-production.yaml", "configmap-staging.yaml"]
+    if named := re.search(r"deployment/k8s/([\w-]+\.yaml)", line):
+        return [named.group(1)]
+    loop = re.search(r"for f in ([\w\s-]+); do", script)
+    assert loop and "$f" in line, f"cannot tell what this applies: {line}"
+    return [f"{name}.yaml" for name in loop.group(1).split()]
+
+
+def _needed_by_the_workflow() -> set[tuple[str, str, str]]:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    needed: set[tuple[str, str, str]] = set()
+    scripts = [step.get("run", "") for step in workflow["jobs"]["staging"]["steps"]]
+    lines = [(s, line) for s in scripts for line in s.replace("\\\n", " ").splitlines()]
+    commands = [(s, line) for s, line in lines if re.search(r"\bkubectl\s", line)]
+    assert len(commands) >= 10, commands
+    for script, line in commands:
+        command = line[line.index("kubectl") :]
+        if " apply " in command:
+            for name in _applied_files(script, line):  # the line: `sed … FILE | kubectl apply -f -`
+                for _, doc in (pair for pair in manifests() if pair[0].name == name):
+                    group, resource = _KINDS[doc["kind"]]
+                    needed |= {(group, resource, verb) for verb in _APPLY}
+            continue
+        asks = [wants for pattern, wants in _COMMANDS if re.search(pattern, command)]
+        assert asks, f"the test does not know what `{command}` asks of the API: add it to _COMMANDS"
+        needed |= {(g, r, v) for wants in asks for g, r, verbs in wants for v in verbs}
+    return needed
+
+
+def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_deployer_role_grants_exactly_what_the_workflow_runs() -> None:
+    role = one("Role", "vibe-ensemble-deployer")
+    assert all("resourceNames" not in rule for rule in role["rules"])
+    needed, granted = _needed_by_the_workflow(), _granted(role)
+    assert not needed - granted, f"the workflow would be Forbidden: {sorted(needed - granted)}"
+    assert not granted - needed, f"granted but never used by the workflow: {sorted(granted - needed)}"
+
+
+def test_the_pre_migration_backup_is_skipped_only_when_its_cronjob_is_missing() -> None:
+    """A Forbidden (or any other error) reading the CronJob used to skip the backup silently."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    [step] = [s for s in workflow["jobs"]["staging"]["steps"] if s.get("name", "").startswith("Back up")]
+    script = step["run"]
+    assert ">/dev/null 2>&1" not in script
+    assert "(NotFound)" in script and "exit 1" in script and "::error::" in script
+
+
+def test_the_image_name_is_lower_case_and_the_build_time_is_passed() -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    text = (ROOT / ".github/workflows/production-deployment.yml").read_text()
+    assert "github.repository }}" not in text, "ghcr.io/${{ github.repository }} keeps an owner's capitals"
+    assert "${GITHUB_REPOSITORY,,}" in text
+    [build] = [s for s in workflow["jobs"]["build"]["steps"] if s.get("id") == "build"]
+    assert "CREATED=${{ steps.meta.outputs.created }}" in build["with"]["build-args"]

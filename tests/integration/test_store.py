@@ -10,6 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 import sqlalchemy as sa
+import structlog.testing
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
@@ -202,11 +203,36 @@ async def test_readyz_reports_pending_migrations(runtime: Runtime) -> None:
         pending = await client.get("/readyz")
         assert pending.status_code == 503
         assert pending.json() == {"status": "unavailable", "database": "migrations pending"}
-        async with runtime.db.write() as conn:  # migrated by a newer program (a rolled-back image)
-            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
-        newer = await client.get("/readyz")
-        assert newer.json() == {"status": "unavailable", "database": "schema newer than this program"}
+        async with runtime.db.write() as conn:  # a revision no release of ours made
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'abc123'"))
+        unknown = await client.get("/readyz")
+        assert unknown.status_code == 503
+        assert unknown.json() == {"status": "unavailable", "database": "schema unknown to this program"}
         assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_readyz_stays_ready_on_the_next_releases_schema(runtime: Runtime) -> None:
+    """A rollout migrates before it replaces the running pods: they stay in traffic on the newer
+    schema (migrations keep the previous release working), saying so, and log it once."""
+    app = create_app(runtime)
+    newer = str(int(migrate.HEAD) + 1).zfill(len(migrate.HEAD))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as client:
+        async with runtime.db.write() as conn:  # the next release's migration Job ran
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": newer})
+        with structlog.testing.capture_logs() as logs:
+            answers = [await client.get("/readyz") for _ in range(3)]
+        for answer in answers:
+            assert answer.status_code == 200
+            assert answer.json() == {"status": "ready", "database": "schema newer than this program"}
+        warnings = [e for e in logs if e["event"] == "schema_newer_than_program"]
+        assert warnings == [
+            {
+                "event": "schema_newer_than_program",
+                "log_level": "warning",
+                "revision": newer,
+                "newest_known": migrate.HEAD,
+            }
+        ]
 
 
 async def test_readyz_is_unavailable_while_another_process_holds_the_write_lock(

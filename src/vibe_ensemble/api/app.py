@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
@@ -36,6 +37,8 @@ WRITE_PROBE_S = 2.0  # how long /readyz waits for its write, once writes were re
 # how long /readyz waits for the database to say its schema's revision: a probe answers within the
 # kubelet's timeout (3 s in deployment/k8s), as 503, rather than hanging while the network is cut
 READ_PROBE_S = 2.0
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -262,6 +265,8 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
     async def healthz(_: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
+    warned_newer: list[str] = []  # the newer schema is logged once, not at every probe
+
     async def readyz(_: Request) -> JSONResponse:
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
@@ -277,10 +282,19 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
                 await asyncio.wait_for(runtime.db.probe_write(), WRITE_PROBE_S)
             except Exception:
                 return JSONResponse({"status": "unavailable", "database": "writes refused"}, 503)
-        if revision != migrate.HEAD:
-            known = revision is None or revision in migrate.KNOWN
-            schema = "migrations pending" if known else "schema newer than this program"
-            return JSONResponse({"status": "unavailable", "database": schema}, 503)
+        if revision is None or (revision != migrate.HEAD and revision in migrate.KNOWN):
+            # older than this program: a new pod takes no traffic before the migration Job has run
+            return JSONResponse({"status": "unavailable", "database": "migrations pending"}, 503)
+        if migrate.is_newer(revision):
+            # The next release's migration ran while this (already started) server serves: its
+            # migrations keep the previous release working (expand, then contract a release later;
+            # docs/deployment/production-operations.md), so it stays in traffic until replaced.
+            if not warned_newer:
+                warned_newer.append(revision)
+                log.warning("schema_newer_than_program", revision=revision, newest_known=migrate.HEAD)
+            return JSONResponse({"status": "ready", "database": "schema newer than this program"})
+        if revision != migrate.HEAD:  # a revision no release of ours made
+            return JSONResponse({"status": "unavailable", "database": "schema unknown to this program"}, 503)
         return JSONResponse({"status": "ready", "database": runtime.db.dialect})
 
     app.router.routes.insert(0, NamedRoute("/healthz", healthz, methods=["GET"], include_in_schema=False))

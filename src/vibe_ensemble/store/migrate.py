@@ -80,12 +80,18 @@ async def is_current(db: Database) -> bool:
     return await current_revision(db) == HEAD
 
 
+def is_newer(revision: str | None) -> bool:
+    """Whether `revision` is a later revision than this program's newest (a newer release migrated
+    the database), as opposed to one it knows or one it has never heard of."""
+    return revision is not None and len(revision) == len(HEAD) and revision.isdigit() and revision > HEAD
+
+
 def unknown_revision(revision: str | None) -> str | None:
     """`schema revision R, …`: why this program cannot take a schema at `revision` (a newer program's,
     or one it has no script for); None when it can (a revision it knows, or none: never migrated)."""
     if revision is None or revision in KNOWN:
         return None
-    if len(revision) == len(HEAD) and revision.isdigit() and revision > HEAD:
+    if is_newer(revision):
         return f"schema revision {revision}, newer than this program knows (its newest is {HEAD})"
     return (
         f"schema revision {revision[:40]!r}, which this program does not know (its revisions are "

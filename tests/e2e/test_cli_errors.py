@@ -136,6 +136,36 @@ def test_a_secret_setting_is_named_but_its_value_never_shown(tmp_path: Path) -> 
     assert "1234567890" not in line
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "refusal"),
+    [
+        ("VIBE_REPLICAS", "3", "SQLite cannot serve several replicas"),
+        ("VIBE_SESSION_SECRET", "short", "VIBE_SESSION_SECRET is unset or shorter than 32 characters"),
+    ],
+    ids=["replicas", "short-secret"],
+)
+def test_serve_in_production_refuses_bad_settings_before_a_missing_database(
+    tmp_path: Path, setting: str, value: str, refusal: str
+) -> None:
+    """No database yet and a configuration production refuses: the refusal is what `serve` says (it
+    said `no database at …: start the server once`, which would not have helped)."""
+    secrets = {
+        k: "Zq8" + os.urandom(24).hex()
+        for k in ("VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN")
+    }
+    env = {
+        **bare_env(tmp_path),
+        "VIBE_PROFILE": "production",
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        **secrets,
+    }
+    env[setting] = value
+    done = run_cli([CLI, "serve", "--port", str(free_port())], env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "refusing to start in production" in done.stderr and refusal in done.stderr, done.stderr
+    assert "no database at" not in done.stderr
+
+
 def test_serve_on_a_sqlite_file_that_cannot_be_opened_names_it(tmp_path: Path) -> None:
     path = tmp_path / "vibe.db"
     path.mkdir()

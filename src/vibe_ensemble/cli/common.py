@@ -48,7 +48,6 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
     """The settings, or a one-line error and exit code 2 when they are invalid. With `existing`, a
     SQLite file that is not there is refused (exit 1): this command uses a database, it makes none."""
     from vibe_ensemble.ops.config import load_settings
-    from vibe_ensemble.ops.startup import StartupError
     from vibe_ensemble.store.database import DatabaseError, parse_url
 
     try:
@@ -60,12 +59,19 @@ def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides
     except DatabaseError as exc:
         fail(str(exc), 2)
     if existing:
-        try:
-            require_existing_database(settings.effective_database_url)
-        except StartupError as exc:
-            err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
-            raise typer.Exit(1) from None
+        refuse_missing_database(settings)
     return settings
+
+
+def refuse_missing_database(settings: Settings) -> None:
+    """A SQLite file that is not there is refused (exit 1): the command uses a database, it makes none."""
+    from vibe_ensemble.ops.startup import StartupError
+
+    try:
+        require_existing_database(settings.effective_database_url)
+    except StartupError as exc:
+        err.print(f"[red]error:[/red] {escape(printable(str(exc)))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 # Settings whose values are secrets (or may carry a password): an error names them, never their value.

@@ -14,6 +14,7 @@ from vibe_ensemble.cli.common import (
     DbOpt,
     err,
     fail,
+    refuse_missing_database,
     refuse_unsafe_production,
     run,
     settings_or_exit,
@@ -43,9 +44,13 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
-    settings = settings_or_exit(config, existing=not migrate, database_url=database_url, host=host, port=port)
+    settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
     configure_logging(settings)
+    # What the settings get wrong (a short secret, SQLite with replicas) before what is missing on
+    # disk: `no database at /data/vibe.db` hid the refusal that says what to change.
     refuse_unsafe_production(settings)
+    if not migrate:
+        refuse_missing_database(settings)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
         err.print(
             f"[yellow]warning:[/yellow] serving on {escape(settings.host)} without VIBE_ALLOWED_HOSTS: "

@@ -67,6 +67,41 @@ async def test_a_failed_write_leaves_the_others_of_its_commit_alone(db: Database
     assert await _rows(db) == ["a", "c", "d"]
 
 
+async def test_a_refusal_that_rests_on_a_write_not_yet_durable_waits_for_its_commit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two agents claim one row in one transaction: the second is refused for what the first wrote.
+    Told so before that write was durable, it heard "taken" of a claim the failed COMMIT then lost
+    (a full disk, a crash): no winner, and a loser told there was one. It hears the COMMIT's failure."""
+
+    async def claim(value: str) -> None:
+        async with db.write() as conn:
+            taken = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
+            if taken:
+                raise ValueError(f"{value}: already taken")
+            await conn.execute(sa.text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+
+    def full(_dbapi: sqlite3.Connection) -> None:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = 13  # type: ignore[attr-defined]  # SQLITE_FULL, as the driver sets it
+        raise error
+
+    engine = db._sqlite
+    assert engine is not None
+    monkeypatch.setattr(engine, "_commit_now", full)
+    first, second = await asyncio.gather(claim("a"), claim("b"), return_exceptions=True)
+    assert isinstance(first, StorageFull)
+    assert isinstance(second, StorageFull), second  # not "already taken"
+    assert isinstance(second.__cause__.__cause__, ValueError)  # the refusal is kept as the cause
+    monkeypatch.undo()
+    assert await _rows(db) == []
+
+    # With a COMMIT that works, the refusal is given as it was, once the winner's write is durable.
+    first, second = await asyncio.gather(claim("a"), claim("b"), return_exceptions=True)
+    assert first is None and isinstance(second, ValueError) and str(second) == "b: already taken"
+    assert await _rows(db) == ["a"]
+
+
 async def test_when_sqlite_ends_the_transaction_every_write_it_carried_fails(db: Database) -> None:
     async def ended_by_sqlite() -> None:
         async with db.write() as conn:

@@ -200,6 +200,7 @@ class SqliteEngine:
                     raise
                 self._batch = _Batch()
             batch = self._batch
+            refused: Exception | None = None
             dbapi.execute("SAVEPOINT write")
             try:
                 yield SqliteConnection(conn, dbapi)
@@ -207,13 +208,26 @@ class SqliteEngine:
                 self._undo(dbapi, batch, exc)
                 if self._batch is None:
                     self._drop_read_only_writer(exc)
-                raise
-            dbapi.execute("RELEASE write")
-            batch.members += 1
-            if batch.members == 1:  # its COMMIT waits for the lock: writers queued before it join
-                task = asyncio.create_task(self._commit(dbapi, batch))
-                self._commits.add(task)
-                task.add_done_callback(self._commits.discard)
+                if not isinstance(exc, Exception) or batch.members == 0 or batch.error is not None:
+                    raise
+                refused = exc  # given once the writes it may have read are durable: below
+            else:
+                dbapi.execute("RELEASE write")
+                batch.members += 1
+                if batch.members == 1:  # its COMMIT waits for the lock: writers queued before it join
+                    task = asyncio.create_task(self._commit(dbapi, batch))
+                    self._commits.add(task)
+                    task.add_done_callback(self._commits.discard)
+        if refused is not None:
+            # Refused (a claim already taken, a name in use), perhaps for what an earlier write of
+            # the same transaction did, which is not durable yet. The refusal stands once it is; if
+            # that COMMIT fails, the refusal rested on a write that never happened ("claimed by a2"
+            # of a claim then lost), and the writer hears the COMMIT's failure instead, to retry.
+            try:
+                await asyncio.shield(batch.committed)
+            except Exception as failure:
+                raise failure from refused
+            raise refused
         await asyncio.shield(batch.committed)
 
     def _drop_read_only_writer(self, exc: BaseException) -> None:

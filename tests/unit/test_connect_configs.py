@@ -162,3 +162,87 @@ def test_a_server_url_names_its_mcp_endpoint(given: str, endpoint: str) -> None:
 def test_a_url_that_names_no_server_is_refused(given: str) -> None:
     with pytest.raises(UrlError, match="--url"):
         mcp_endpoint(given)
+
+
+OLD = "http://old:1/mcp"
+OURS = {"url": URL, "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN"}
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        f'model = "o4"\n\n[mcp_servers]\nvibe-ensemble = {{ url = "{OLD}", enabled = false }}  # mine\n'
+        'other = { command = "npx" }\n',
+        f'mcp_servers.vibe-ensemble.url = "{OLD}"\nmcp_servers.vibe-ensemble.enabled = false\n\n[x]\na = 1\n',
+        f'[mcp_servers]\nvibe-ensemble.url = "{OLD}"  # mine\nvibe-ensemble.enabled = false\n',
+        f'[mcp_servers."vibe-ensemble"]\nurl = "{OLD}"  # mine\nenabled = false\nstartup_timeout_sec = 20\n\n'
+        '[mcp_servers."vibe-ensemble".env]\nA = "b"\n\n[profiles.x]\nmodel = "o3"\n',
+        "[mcp_servers.vibe-ensemble.env]\nA = 'b'\n",  # only a sub-table: our table is added
+        "[mcp_servers.'vibe-ensemble']\nenabled_tools = [\n  'a',  # [not a table]\n  'b',\n]\n"
+        "bearer_token_env_var = 'OLD'\nenabled = false",  # no newline at the end
+    ],
+    ids=[
+        "inline table",
+        "dotted keys",
+        "dotted under [mcp_servers]",
+        "table and sub-table",
+        "sub-table",
+        "arrays",
+    ],
+)
+def test_codex_sets_our_keys_in_any_layout_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: str
+) -> None:
+    """Only url and bearer_token_env_var change: the person's keys (enabled = false), sub-tables,
+    comments and every other line stay; a second run changes nothing."""
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    write(home / "config.toml", original)
+    apply(plan_config("codex", tmp_path, URL))
+    text = (home / "config.toml").read_text()
+    before, after = tomllib.loads(original), tomllib.loads(text)
+    assert after["mcp_servers"]["vibe-ensemble"] == {**before["mcp_servers"].get("vibe-ensemble", {}), **OURS}
+    assert {**after, "mcp_servers": {}} == {**before, "mcp_servers": {}}
+    assert {k: v for k, v in after["mcp_servers"].items() if k != "vibe-ensemble"} == {
+        k: v for k, v in before["mcp_servers"].items() if k != "vibe-ensemble"
+    }
+    lines = iter(text.splitlines())
+    for line in original.splitlines():  # every line we own no key of is there, in its order
+        if OLD not in line and "'OLD'" not in line:
+            assert any(line in candidate for candidate in lines), line
+    assert not plan_config("codex", tmp_path, URL).changed
+
+
+def test_codex_refuses_an_entry_it_cannot_reach_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    original = f'mcp_servers = {{ vibe-ensemble = {{ url = "{OLD}" }} }}\n'
+    write(home / "config.toml", original)
+    with pytest.raises(ConnectError, match=r"config.toml: cannot set url and bearer_token_env_var .* safely"):
+        plan_config("codex", tmp_path, URL)
+    assert (home / "config.toml").read_text() == original
+
+
+@pytest.mark.parametrize(
+    ("client", "relative", "owned"),
+    [
+        ("claude-code", ".mcp.json", {"type", "url", "headers"}),
+        ("gemini", ".gemini/settings.json", {"httpUrl", "headers"}),
+        ("cursor", ".cursor/mcp.json", {"url", "headers"}),
+    ],
+)
+def test_json_clients_keep_the_persons_keys_in_our_entry(
+    tmp_path: Path, client: str, relative: str, owned: set[str]
+) -> None:
+    """A server the person turned off stays off; a header of their own stays."""
+    path = tmp_path / relative
+    mine = {"disabled": True, "timeout": 30000, "headers": {"X-Team": "a", "Authorization": "Bearer old"}}
+    write(path, json.dumps({"mcpServers": {"vibe-ensemble": mine}}))
+    apply(plan_config(client, tmp_path, URL))
+    entry = json.loads(path.read_text())["mcpServers"]["vibe-ensemble"]
+    assert entry["disabled"] is True and entry["timeout"] == 30000
+    assert entry["headers"]["X-Team"] == "a" and "${" in entry["headers"]["Authorization"]
+    assert set(entry) == owned | {"disabled", "timeout"}
+    assert not plan_config(client, tmp_path, URL).changed

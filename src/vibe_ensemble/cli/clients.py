@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vibe_ensemble.auth import tokens
+from vibe_ensemble.cli import toml_entry
 
 SERVER_NAME = "vibe-ensemble"
 TOKEN_VAR = "VIBE_ENSEMBLE_TOKEN"  # a variable name, not a secret  # noqa: S105  # nosec B105
@@ -76,51 +76,69 @@ def read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
     return before, data
 
 
+def _merge_entry(kept: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """Our entry over the one in the file: the keys connect owns are set, the person's other keys
+    (`"disabled": true`, a header of their own) are kept."""
+    merged = {**kept, **ours}
+    if isinstance(kept.get("headers"), dict) and isinstance(ours.get("headers"), dict):
+        merged["headers"] = {**kept["headers"], **ours["headers"]}
+    return merged
+
+
 def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
     before, data = read_json_object(path)
     servers = data.setdefault(key, {})
     if not isinstance(servers, dict):
         raise ConnectError(f'"{key}" in {path} must be an object of servers')
-    if servers.get(SERVER_NAME) == entry and before is not None:
+    kept = servers.get(SERVER_NAME, {})
+    if not isinstance(kept, dict):
+        raise ConnectError(f'"{key}.{SERVER_NAME}" in {path} must be an object (a server\'s settings)')
+    merged = _merge_entry(kept, entry)
+    if kept == merged and before is not None:
         return Change(path, before, before)
-    servers[SERVER_NAME] = entry
+    servers[SERVER_NAME] = merged
     return Change(path, before, json.dumps(data, indent=2) + "\n")
 
 
-def codex_block(url: str) -> str:
-    return f'[mcp_servers.{SERVER_NAME}]\nurl = {json.dumps(url)}\nbearer_token_env_var = "{TOKEN_VAR}"\n'
-
-
-_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+def codex_values(url: str) -> dict[str, str]:
+    """The keys of our Codex entry that connect owns; any other key there is the person's."""
+    return {"url": url, "bearer_token_env_var": TOKEN_VAR}
 
 
 def _merge_codex(path: Path, url: str) -> Change:
-    """Replace (or append) only our `[mcp_servers.vibe-ensemble]` table; the rest stays byte for byte."""
+    """Set our entry's `url` and `bearer_token_env_var` where the file has them (a table, its dotted
+    keys or an inline table), add the ones missing beside them, or append our table; every other
+    byte of the file stays as it was. The result is parsed again and must hold exactly what the file
+    held with those two keys set: otherwise connect refuses, naming the file, and writes nothing."""
     before = path.read_text() if path.exists() else None
     text = before or ""
     try:
-        tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConnectError(f"{path} is not valid TOML ({exc}); fix it, then run again") from None
-    ours = f"mcp_servers.{SERVER_NAME}"
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        header = _TABLE.match(line)
-        if header:
-            name = header.group(1).replace('"', "").replace(" ", "")
-            skipping = name == ours or name.startswith(ours + ".")
-        if not skipping:
-            kept.append(line)
-    rest = "".join(kept).rstrip("\n")
-    after = (rest + "\n\n" if rest else "") + codex_block(url)
-    parsed = tomllib.loads(after)
-    assert parsed["mcp_servers"][SERVER_NAME]["url"] == url
-    if before is not None and tomllib.loads(before).get("mcp_servers", {}).get(SERVER_NAME) == {
-        "url": url,
-        "bearer_token_env_var": TOKEN_VAR,
-    }:
-        return Change(path, before, before)
+    servers = data.get("mcp_servers", {})
+    if not isinstance(servers, dict):
+        raise ConnectError(f"mcp_servers in {path} must be a table of servers; fix it, then run again")
+    entry = servers.get(SERVER_NAME)
+    if entry is not None and not isinstance(entry, dict):
+        raise ConnectError(f"mcp_servers.{SERVER_NAME} in {path} must be a table; fix it, then run again")
+    owned = codex_values(url)
+    if entry is not None and all(entry.get(key) == value for key, value in owned.items()):
+        return Change(path, before, text)
+    expected = {**data, "mcp_servers": {**servers, SERVER_NAME: {**(entry or {}), **owned}}}
+    try:
+        after = toml_entry.set_keys(text, ["mcp_servers", SERVER_NAME], owned)
+        merged = tomllib.loads(after)
+    except (toml_entry.Unmergeable, tomllib.TOMLDecodeError, ValueError, IndexError) as exc:
+        merged, why = None, str(exc) if isinstance(exc, toml_entry.Unmergeable) else ""
+    else:
+        why = ""
+    if merged != expected:
+        raise ConnectError(
+            f"{path}: cannot set url and bearer_token_env_var in its mcp_servers.{SERVER_NAME} entry "
+            f"safely{f' ({why})' if why else ''}; write the entry as a [mcp_servers.{SERVER_NAME}] table, "
+            "then run again (the file is unchanged)"
+        )
     return Change(path, before, after)
 
 

@@ -317,3 +317,35 @@ def test_the_claude_code_hooks_file_stays_out_of_git_status(server: ServerProces
     ignored = connect(server, other, "claude-code", "--agent", "bob", "--hooks")
     assert "exclude" not in ignored.stdout
     assert (other / ".git" / "info" / "exclude").read_text() == kept
+
+
+def test_a_dry_run_refuses_what_the_real_run_refuses(server: ServerProcess, tmp_path: Path) -> None:
+    """--dry-run checks the agent's name and the project as the real run does: same line, same exit
+    status, and neither writes a file nor makes a token."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    db = ["--database-url", f"sqlite:///{server.data_dir / 'vibe.db'}"]
+    tokens_before = run_cli([CLI, "token", "list", "--json", *db]).stdout
+    for bad in (["--agent", "bad name!"], ["--agent", "alice", "--project", "nope"]):
+        real = connect_cli(server, repo, "cursor", *bad)
+        dry = connect_cli(server, repo, "cursor", *bad, "--dry-run")
+        assert real.returncode == dry.returncode == 1, dry.stdout
+        assert dry.stderr == real.stderr and dry.stderr.startswith("error: ")
+        assert "would" not in dry.stdout
+    assert list(repo.iterdir()) == []
+    assert run_cli([CLI, "token", "list", "--json", *db]).stdout == tokens_before
+
+
+def test_a_dir_that_does_not_exist_is_refused_and_not_created(server: ServerProcess, tmp_path: Path) -> None:
+    db = ["--database-url", f"sqlite:///{server.data_dir / 'vibe.db'}"]
+    tokens_before = run_cli([CLI, "token", "list", "--json", *db]).stdout
+    missing = tmp_path / "no" / "such"
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for given, problem in ((missing, "does not exist"), (a_file, "is not a directory")):
+        done = connect_cli(server, given, "cursor", "--agent", "alice")
+        assert done.returncode == 1, done.stdout
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"error: --dir {given}: {problem}")
+    assert not (tmp_path / "no").exists()
+    assert run_cli([CLI, "token", "list", "--json", *db]).stdout == tokens_before

@@ -136,6 +136,11 @@ def _directory(given: Path | None) -> Path:
     """Where the configs and the token go: --dir, else the top level of the git repository around the
     current directory (said, when that is not the current directory), else the current directory."""
     if given is not None:
+        from vibe_ensemble.cli.common import fail
+
+        if not given.is_dir():
+            problem = "is not a directory" if given.exists() else "does not exist"
+            fail(f"--dir {given}: {problem}; give the repository the agent works in (connect creates none)")
         return given.resolve()
     here = Path.cwd()
     top = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
@@ -271,7 +276,10 @@ async def _token(
                 return kept, False
             if not force:
                 raise ConnectError(_kept_elsewhere(directory, caller, wanted.agent, settings))
-        if dry_run:
+        if dry_run:  # refused as the real run would be, with nothing written
+            await runtime.services.tokens.check_create(
+                cli_caller(), project=wanted.project, agent=wanted.agent, label=f"connect {wanted.client}"
+            )
             return "", True
         _, secret = await runtime.services.tokens.create(
             cli_caller(),

@@ -120,6 +120,31 @@ class RecentCredentials:
             del self._entries[key]
 
 
+def _checked_arguments(
+    caller: Caller, label: str, project: str | None, agent: str | None, tool_profile: str | None
+) -> tuple[str, str | None]:
+    """The label and agent of a new token, checked (no database needed); refused as `create` refuses."""
+    caller.require(Op.TOKEN_ADMIN)
+    label = rules.line("label", label, max_len=rules.MAX_LINE, required=False)
+    if agent is not None:
+        agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act
+        if project is None:
+            raise InvalidInput(
+                "project", "an agent-bound token needs a project (agent names are per project)"
+            )
+    if tool_profile is not None and tool_profile not in TOOL_PROFILES:
+        raise InvalidInput("tool_profile", f"must be one of {', '.join(TOOL_PROFILES)}")
+    return label, agent
+
+
+def _checked_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:
+    if expires_at is not None:
+        expires_at = rules.moment("expires_at", expires_at)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at", "must be in the future")
+    return expires_at
+
+
 class TokenService(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -138,22 +163,10 @@ class TokenService(Service):
         tool_profile: str | None = None,
     ) -> tuple[Credential, str]:
         """A new token; the secret is returned here once and never stored."""
-        caller.require(Op.TOKEN_ADMIN)
-        label = rules.line("label", label, max_len=rules.MAX_LINE, required=False)
-        if agent is not None:
-            agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act
-            if project is None:
-                raise InvalidInput(
-                    "project", "an agent-bound token needs a project (agent names are per project)"
-                )
-        if tool_profile is not None and tool_profile not in TOOL_PROFILES:
-            raise InvalidInput("tool_profile", f"must be one of {', '.join(TOOL_PROFILES)}")
+        label, agent = _checked_arguments(caller, label, project, agent, tool_profile)
         secret = tokens.generate()
         async with self.write() as tx:
-            if expires_at is not None:
-                expires_at = rules.moment("expires_at", expires_at)
-            if expires_at is not None and expires_at <= tx.now:
-                raise InvalidInput("expires_at", "must be in the future")
+            expires_at = _checked_expiry(expires_at, tx.now)
             project_id = None
             if project is not None:
                 project_id = (await project_store.by_slug(tx.conn, project)).id
@@ -191,6 +204,23 @@ class TokenService(Service):
                 expires_at=None if expires_at is None else expires_at.isoformat(),
             )
         return created.credential, secret
+
+    async def check_create(
+        self,
+        caller: Caller,
+        *,
+        project: str | None = None,
+        agent: str | None = None,
+        label: str = "",
+        expires_at: datetime | None = None,
+        tool_profile: str | None = None,
+    ) -> None:
+        """Refuse what `create` would refuse, with the same errors, and write nothing (a dry run)."""
+        _checked_arguments(caller, label, project, agent, tool_profile)
+        async with self.read() as tx:
+            _checked_expiry(expires_at, tx.now)
+            if project is not None:
+                await project_store.by_slug(tx.conn, project)
 
     async def list(self, caller: Caller) -> list[Credential]:
         caller.require(Op.TOKEN_ADMIN)

@@ -127,6 +127,9 @@ def connect(
         _write(hook_change, what, "already has these hooks", dry_run=dry_run)
         if HOOK_CONFIGS[client].personal:
             _keep_out_of_git(directory, hook_change.path, dry_run=dry_run)
+    hook_file = hook_change.path if hook_change is not None else None
+    advice = commit_advice(client, directory, change.path, hook_file, agent)
+    typer.echo(advice)
     _report_token(directory, wanted, secret, new=new, dry_run=dry_run, database=database_env(settings))
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -314,6 +317,31 @@ def _kept_elsewhere(directory: Path, caller: Caller | None, agent: str, settings
     )
 
 
+def commit_advice(client: str, directory: Path, config: Path, hooks: Path | None, agent: str) -> str:
+    """Which of the files connect wrote may be committed, and which are personal: the MCP config names
+    the token's variable, never the token, but a hook command names this machine's paths and the agent."""
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
+
+    names = f"names ${TOKEN_VAR}, never the token"
+    personal = f"names this machine's paths and agent {agent!r}: it is personal, keep it out of commits"
+    if not config.is_relative_to(directory):
+        lines = [
+            f"{shown(config)} {names}; it is your own {CLIENTS[client].title} config, not the repository's"
+        ]
+    elif config == hooks:
+        lines = [f"{shown(config)} {names}, but with the hooks it also {personal}"]
+    else:
+        lines = [f"{shown(config)} {names}, so it is safe to commit"]
+    if hooks is not None and hooks != config:
+        if HOOK_CONFIGS[client].personal:
+            lines.append(f"{shown(hooks)} holds personal settings, not for committing")
+        else:
+            lines.append(f"{shown(hooks)} {personal}")
+    return "\n".join(lines)
+
+
 def _report_token(
     directory: Path, wanted: Wanted, secret: str, *, new: bool, dry_run: bool, database: str
 ) -> None:
@@ -337,8 +365,7 @@ def _report_token(
     else:
         typer.echo(f"reusing the token for agent {agent!r} kept in {kept_at}")
     typer.echo(
-        f"The config names ${TOKEN_VAR}, never the token, so it is safe to commit; {kept_at.parent.name}/ "
-        "is git-ignored. Start the client with the token in its environment:\n"
+        f"{kept_at.parent.name}/ is git-ignored. Start the client with the token in its environment:\n"
         f"  set -a; . {kept_at}; set +a\n"
         f"Check: {database}{command()} token list"
     )

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 # name -> (module, the one-line help that `vibe-ensemble --help` lists; tests/unit/test_cli_start.py
 # checks it against the command's own)
@@ -43,6 +43,19 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 
 HELP = "Vibe Ensemble: a coordination server for teams of AI coding agents."
+
+
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_type(option: TyperOption, ctx: Any) -> str | None:
+    """The type a help page shows after an option, and none after a flag (`--dry-run`, `--help`): a
+    flag takes no value. Typer 0.29's rich help shows every flag's type (`--dry-run <bool>`), and
+    people then type `--dry-run true`, which fails ("unexpected extra argument (true)")."""
+    return None if option.is_flag else _option_type(option, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign,assignment]
 
 
 def load(name: str) -> TyperCommand | TyperGroup:

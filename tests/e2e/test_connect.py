@@ -349,3 +349,22 @@ def test_a_dir_that_does_not_exist_is_refused_and_not_created(server: ServerProc
         assert line.startswith(f"error: --dir {given}: {problem}")
     assert not (tmp_path / "no").exists()
     assert run_cli([CLI, "token", "list", "--json", *db]).stdout == tokens_before
+
+
+def test_the_login_pages_commands_run_as_written(server: ServerProcess) -> None:
+    """The dashboard's login hint shows whole commands: each makes a token that logs in."""
+    import html
+    import re
+
+    page = httpx2.get(f"{server.url}/login", timeout=30).text
+    commands = [html.unescape(c) for c in re.findall(r"<code>(vibe-ensemble token create[^<]*)</code>", page)]
+    assert len(commands) == 2, page
+    db = ["--database-url", f"sqlite:///{server.data_dir / 'vibe.db'}"]
+    for command in commands:
+        done = run_cli([CLI, *command.split()[1:], *db])
+        assert done.returncode == 0, (command, done.stderr)
+        secret = next(word for word in done.stdout.split() if word.startswith("vibe_"))
+        answer = httpx2.get(
+            f"{server.url}/api/v1/projects", headers={"Authorization": f"Bearer {secret}"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text

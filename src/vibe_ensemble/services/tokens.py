@@ -289,7 +289,8 @@ class TokenService(Service):
             raise refusal(
                 ("invalid, expired or revoked token" if token else "missing bearer token")
                 + ": send 'Authorization: Bearer vibe_…' with a live token "
-                "(an admin creates one with `vibe-ensemble token create`)"
+                "(an admin creates one with `vibe-ensemble token create --role worker`, or another "
+                "--role: admin, coordinator, worker, viewer)"
             )
         return self._caller(found, remote, throttle)
 

@@ -5,12 +5,23 @@ that takes a value keeps its type (`--agent <str>`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
 from vibe_ensemble.cli import GROUPS, app, load
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_it_was() -> Iterator[None]:
+    """The CLI's root callback points structlog at the stderr of the moment (CliRunner's, closed
+    after each invocation): later tests in this process would log into a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def command_paths() -> list[list[str]]:

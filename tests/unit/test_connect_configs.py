@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vibe_ensemble.cli.clients import (
-    TOKEN_VAR,
-    ConnectError,
-    apply,
-    plan_config,
-    read_token,
-    token_in,
-    write_token,
-)
+from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token, token_in
+from vibe_ensemble.cli.clients import ConnectError, apply, plan_config, write_token
 from vibe_ensemble.cli.common import UrlError, mcp_endpoint
 
 URL = "http://127.0.0.1:8080/mcp"

@@ -10,17 +10,9 @@ from urllib.parse import urlsplit
 
 import typer
 
+from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token, token_file
 from vibe_ensemble.cli.client_hooks import HOOK_CONFIGS, exclude_locally, hook_command, plan_hooks
-from vibe_ensemble.cli.clients import (
-    CLIENTS,
-    TOKEN_VAR,
-    ConnectError,
-    apply,
-    plan_config,
-    read_token,
-    token_file,
-    write_token,
-)
+from vibe_ensemble.cli.clients import CLIENTS, ConnectError, apply, plan_config, write_token
 
 if TYPE_CHECKING:
     import httpx2

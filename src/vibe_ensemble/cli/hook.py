@@ -37,7 +37,7 @@ Directory = Annotated[
 def run(client: str, url: str, agent: str, project: str, role: str, directory: Path | None) -> None:
     """Answer one hook event of `client`. The token comes from VIBE_ENSEMBLE_TOKEN, else from the
     repository's .vibe-ensemble/token.env (where `vibe-ensemble connect` keeps it)."""
-    from vibe_ensemble.cli.clients import TOKEN_VAR, read_token, token_file
+    from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token, token_file
     from vibe_ensemble.hooks import adapters
     from vibe_ensemble.hooks.core import event_dir, handle
     from vibe_ensemble.hooks.server import Identity, Server, Unreachable

@@ -85,7 +85,7 @@ def _token(token: str | None, token_file: Path | None) -> str:
     """The token from --token-file, VIBE_TOKEN or --token (warned about); exit 2 without one, or with
     one that is not a Vibe Ensemble token (never shown: it may be a secret all the same)."""
     from vibe_ensemble.auth import tokens
-    from vibe_ensemble.cli.clients import TOKEN_VAR, token_in
+    from vibe_ensemble.auth.token_file import TOKEN_VAR, token_in
 
     flag = any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:])
     if flag:

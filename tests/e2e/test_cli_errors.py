@@ -178,6 +178,22 @@ def test_serve_on_a_sqlite_file_that_cannot_be_opened_names_it(tmp_path: Path) -
         assert last.startswith(f"error: cannot open the SQLite database {path} "), done.stderr
 
 
+def test_a_damaged_sqlite_file_is_one_line_saying_to_restore_a_backup(tmp_path: Path) -> None:
+    """A truncated copy (its schema pages kept, the rest gone): SQLite says it is malformed at the
+    first look, which printed a ~470-line traceback before."""
+    db = tmp_path / "vibe.db"
+    url = f"sqlite:///{db}"
+    assert cli(tmp_path, "migrate", "--database-url", url).returncode == 0
+    db.write_bytes(db.read_bytes()[:8192])
+    for args in (("token", "list"), ("serve", "--port", str(free_port()))):
+        done = cli(tmp_path, *args, "--database-url", url)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and "│" not in done.stderr, done.stderr
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith(f"error: the SQLite file {db} is damaged ("), last
+        assert "vibe-ensemble backup restore" in last
+
+
 def test_serve_on_an_unreachable_postgresql_says_so_in_a_line(tmp_path: Path) -> None:
     nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     done = cli(tmp_path, "serve", "--port", str(free_port()), "--database-url", nobody)

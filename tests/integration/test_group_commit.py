@@ -210,6 +210,10 @@ async def test_a_deleted_or_replaced_file_acknowledges_no_write(
     db._sqlite._idle.clear()  # a reader opened now, not one kept from before
     with pytest.raises(DatabaseUnavailable):
         await _rows(db)
+    # Nor a command's own connection (what /readyz reads the schema's revision on): it opened the
+    # file at the path, a replacement beside the old WAL, and /readyz said ready.
+    with pytest.raises(Exception, match="was deleted or replaced while this server had it open"):
+        await db.run_sync(lambda c: c.exec_driver_sql("SELECT count(*) FROM t").scalar_one())
     assert path.exists() == (how == "replaced") and not Path(f"{path}-wal").exists()
 
 

@@ -296,7 +296,9 @@ class SqliteEngine:
         if _identity(self.path) != self._identity:
             raise DatabaseFileGone(
                 f"the SQLite file {self.path} was deleted or replaced while this server had it open; "
-                "nothing more is written to it: restart the server (on the restored file)"
+                "nothing more is written to it: stop the server, move its -wal and -shm files aside "
+                "(they belong to the file it had open, and would be replayed onto the new one), then "
+                "start it again; restore backups with `vibe-ensemble backup restore`, which does this"
             )
 
     async def settle(self) -> None:
@@ -342,7 +344,10 @@ class SqliteEngine:
                 await asyncio.shield(batch.committed)
 
     def run_sync(self, fn: Callable[[sa.Connection], T], *, write: bool) -> T:
-        with self._engine.connect() as conn:
+        # On the file this server opened, as every reader: a new connection by path to a replaced
+        # file read the replacement beside the old file's WAL (/readyz said ready on a database
+        # that answered every request with an internal error, and damaged it).
+        with self._open_reader() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = fn(conn)

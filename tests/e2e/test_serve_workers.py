@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import httpx2
@@ -44,6 +47,34 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
         server.stop()
     assert server.proc.returncode == 0, server.log()
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), what="workers to exit")
+
+
+@pytest.mark.postgres
+def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path, postgres_url: str) -> None:
+    """SIGKILL forwards nothing: the workers served on, orphaned, holding the port."""
+    server = start_server(tmp_path, database_url=postgres_url, extra_args=["--workers", "2"])
+    workers = _children(server.proc.pid)
+    try:
+        assert len(workers) == 2, server.log()
+        server.proc.kill()
+        server.proc.wait(10)
+        wait_until(lambda: not any(_running(w) for w in workers), what="the orphaned workers to exit")
+        with pytest.raises(httpx2.TransportError):
+            httpx2.get(server.url + "/healthz", timeout=2)
+    finally:
+        server.stop()
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, if anyone does)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:

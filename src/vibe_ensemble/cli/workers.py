@@ -6,7 +6,8 @@ forking, the parent applies migrations and creates the first-start token (so no 
 race for either), with no event loop or thread left running. The parent passes SIGTERM and
 SIGINT on, waits for every worker, and exits with the first failure's status; if one worker
 dies, the others are stopped too, so the supervisor (Kubernetes, systemd) restarts the whole
-replica rather than running it short-handed.
+replica rather than running it short-handed; if the parent itself is killed outright, the kernel
+tells each worker to stop (Linux's parent-death signal), so none serves on orphaned.
 
 Workers are replicas that share a port: everything that holds across replicas holds here
 (events cross by LISTEN/NOTIFY, the background duties run in one of them). SQLite has one
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import functools
 import os
 import shutil
@@ -73,6 +75,7 @@ def serve_workers(
     """Serve on `sock` (bound by the caller, before anything was created) from `workers` processes."""
     run(prepare, database=settings.effective_database_url)
     pids: list[int] = []
+    supervisor = os.getpid()
     for index in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve until told to stop, and never return into the parent's code
@@ -80,6 +83,7 @@ def serve_workers(
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _stop_with(supervisor)
                 run(
                     functools.partial(serve, settings, migrate=False, sockets=[sock], first=index == 0),
                     serving=True,
@@ -96,6 +100,19 @@ def serve_workers(
         pids.append(pid)
     sock.close()
     raise SystemExit(_supervise(pids))
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies
+
+
+def _stop_with(supervisor: int) -> None:
+    """Linux: this worker is sent SIGTERM (and stops as it would on any) when the supervisor dies.
+    A supervisor killed outright (SIGKILL, an OOM kill) forwards nothing: its workers served on,
+    orphaned, holding the port, and a restart found it taken. Elsewhere nothing is set."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before that was set
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(pids: list[int]) -> int:

@@ -64,3 +64,38 @@ async def test_a_silent_agent_goes_offline_and_a_heartbeat_brings_it_back(
 
     beat = await services.agents.heartbeat(admin, agent="quiet")
     assert beat.agent.status == AgentStatus.IDLE
+
+
+async def test_registering_again_keeps_what_is_omitted_and_clears_what_is_given_empty(
+    services: Services, admin: Caller
+) -> None:
+    """An agent's new session registers by name alone: its capabilities (which claim_issue prefers
+    issues by), program, model and description were wiped. They are kept; an empty value clears."""
+    first = await services.agents.register(
+        admin, name="ada", capabilities=["python"], program="claude-code", model="m1", description="parser"
+    )
+    await services.agents.heartbeat(admin, agent="ada", status=AgentStatus.WORKING)
+    again = await services.agents.register(admin, name="ada")
+    assert (again.capabilities, again.program, again.model, again.description) == (
+        ["python"],
+        "claude-code",
+        "m1",
+        "parser",
+    )
+    assert again.status == AgentStatus.IDLE and again.id == first.id  # a new session starts idle
+    (event,) = [
+        e
+        for e in (await services.events.page(admin, types=["agent.registered"])).items
+        if e.payload["reattached"]
+    ]
+    assert event.payload["capabilities"] == ["python"]  # what the agent has now, not what was sent
+
+    changed = await services.agents.register(admin, name="ada", capabilities=[], model="m2", program="")
+    assert (changed.capabilities, changed.program, changed.model, changed.description) == (
+        [],
+        "",
+        "m2",
+        "parser",
+    )
+    fresh = await services.agents.register(admin, name="bob")  # a new agent: empty, as before
+    assert (fresh.capabilities, fresh.program, fresh.model, fresh.description) == ([], "", "", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
@@ -29,11 +30,16 @@ class AgentService(Service):
         name: str | None = None,
         role: AgentRole = AgentRole.WORKER,
         capabilities: list[str] | None = None,
-        program: str = "",
-        model: str = "",
-        description: str = "",
+        program: str | None = None,
+        model: str | None = None,
+        description: str | None = None,
     ) -> Agent:
         """Register a new agent, or re-attach to an existing one of that name.
+
+        Re-attaching sets the role and what is given (capabilities, program, model, description);
+        what is omitted (None) keeps its value: an agent's new session registering by name alone
+        keeps the capabilities `claim_issue` prefers issues by. Given empty, it is cleared. The
+        status starts again at idle.
 
         Retirement is sticky: a retired agent is reinstated only by a coordinator or admin
         token registering it again; its own (or another worker's) token is refused. A
@@ -47,10 +53,17 @@ class AgentService(Service):
         if role == AgentRole.COORDINATOR and not allowed(caller.role, Op.AGENT_COORDINATE):
             roles = " or ".join(r.value for r in reversed(roles_allowed(Op.AGENT_COORDINATE)))
             raise PermissionDenied(f"registering a coordinator needs a {roles} token", role=role.value)
-        caps = rules.labels("capabilities", capabilities or [])
-        program = rules.line("program", program, max_len=rules.MAX_LINE, required=False)
-        model = rules.line("model", model, max_len=rules.MAX_LINE, required=False)
-        description = rules.text("description", description, max_len=rules.MAX_BODY, required=False)
+        given: dict[str, Any] = {}
+        if capabilities is not None:
+            given["capabilities"] = rules.labels("capabilities", capabilities)
+        if program is not None:
+            given["program"] = rules.line("program", program, max_len=rules.MAX_LINE, required=False)
+        if model is not None:
+            given["model"] = rules.line("model", model, max_len=rules.MAX_LINE, required=False)
+        if description is not None:
+            given["description"] = rules.text(
+                "description", description, max_len=rules.MAX_BODY, required=False
+            )
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             existing = await store.find(tx.conn, proj.id, name)
@@ -77,17 +90,11 @@ class AgentService(Service):
                     agent=name,
                     role=caller.role.value,
                 )
-            values = dict(
-                role=role.value,
-                capabilities=caps,
-                program=program,
-                model=model,
-                description=description,
-                status=AgentStatus.IDLE.value,
-                last_seen=tx.now,
-                retired_at=None,
+            values: dict[str, Any] = dict(
+                role=role.value, status=AgentStatus.IDLE.value, last_seen=tx.now, retired_at=None, **given
             )
             if existing is None:
+                values = {"capabilities": [], "program": "", "model": "", "description": "", **values}
                 await store.lock_name(tx.conn, proj.id, name)
                 twin = await store.case_twin(tx.conn, proj.id, name)
                 if twin is not None:
@@ -108,7 +115,7 @@ class AgentService(Service):
                 proj.id,
                 agent=name,
                 role=role.value,
-                capabilities=caps,
+                capabilities=agent.capabilities,
                 reattached=existing is not None,
             )
         return agent

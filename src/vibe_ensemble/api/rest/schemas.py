@@ -58,12 +58,14 @@ class ProjectIn(Body):
 
 
 class AgentIn(Body):
+    """Registering again (re-attaching) keeps what is omitted; an empty value clears it."""
+
     name: str | None = Field(None, max_length=MAX_NAME)
     role: AgentRole = AgentRole.WORKER
-    capabilities: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
-    program: str = Field("", max_length=MAX_LINE)
-    model: str = Field("", max_length=MAX_LINE)
-    description: str = Field("", max_length=MAX_BODY)
+    capabilities: list[str] | None = Field(None, max_length=MAX_LABELS)
+    program: str | None = Field(None, max_length=MAX_LINE)
+    model: str | None = Field(None, max_length=MAX_LINE)
+    description: str | None = Field(None, max_length=MAX_BODY)
 
 
 class HeartbeatIn(Body):

@@ -23,17 +23,17 @@ async def register_agent(
     ] = None,
     capabilities: Annotated[
         list[str] | None,
-        items("What you are good at, e.g. ['python', 'frontend'].", MAX_LABELS),
+        items("What you are good at, e.g. ['python', 'frontend']; omit to keep yours.", MAX_LABELS),
     ] = None,
-    program: Annotated[str, text("Your client, e.g. 'claude-code'.", MAX_LINE)] = "",
-    model: Annotated[str, text("Your model, e.g. 'claude-sonnet'.", MAX_LINE)] = "",
+    program: Annotated[str | None, text("Your client, e.g. 'claude-code'.", MAX_LINE)] = None,
+    model: Annotated[str | None, text("Your model, e.g. 'claude-sonnet'.", MAX_LINE)] = None,
     description: Annotated[
-        str,
+        str | None,
         text("One line on what you are here to do.", MAX_BODY),
-    ] = "",
+    ] = None,
     project: ProjectArg = None,
 ) -> Agent:
-    """Register yourself (or re-attach to your existing registration). Call this first."""
+    """Register yourself (or re-attach to your registration: what you omit is kept). Call this first."""
     services, caller = acting()
     return await services.agents.register(
         caller,

@@ -74,5 +74,10 @@ echo "== 4/5 restore"
 echo "== 5/5 check"
 doctor_db=()
 [[ ${#to[@]} -gt 0 ]] && doctor_db=(--database-url "${to[1]}")
-"$cli" doctor "${doctor_db[@]}"
+# the backup location checked is the one restored from (--store), not the settings' default
+if [[ ${#store[@]} -gt 0 ]]; then
+  VIBE_BACKUP_LOCATION="${store[1]}" "$cli" doctor "${doctor_db[@]}"
+else
+  "$cli" doctor "${doctor_db[@]}"
+fi
 echo "restored $backup_id"

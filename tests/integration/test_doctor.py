@@ -145,3 +145,29 @@ async def test_metrics_protection_is_reported(
     assert detail in found["metrics"].detail
     if status == "warn":
         assert "VIBE_METRICS_TOKEN" in found["metrics"].fix
+
+
+@pytest.mark.postgres
+async def test_a_pod_without_a_data_directory_is_not_failed_for_it(postgres_url: str, tmp_path: Path) -> None:
+    """A restore Job on PostgreSQL with its backups elsewhere (a read-only root, no /data): the
+    data directory is not where anything is written, so doctor does not fail for it (the restore
+    script reported a good restore as failed). Where it is used (the default backups), it is checked."""
+    store = tmp_path / "backups"
+    store.mkdir()
+    nowhere = Path("/proc/vibe-no-such-dir")  # cannot exist, nor be created
+    settings = make_settings(postgres_url, nowhere, backup_location=str(store))
+    rt = Runtime(settings)
+    await rt.start(apply_migrations=True)
+    try:
+        found = by_check(await run_checks(settings))
+        assert "disk: data directory" not in found and "permissions: data directory" not in found
+        assert found["permissions: backup location"].status == "ok"
+        assert not any(f.status == "fail" for f in found.values()), [
+            f for f in found.values() if f.status == "fail"
+        ]
+
+        default_backups = make_settings(postgres_url, nowhere)  # backups under the data directory
+        found = by_check(await run_checks(default_backups))
+        assert "permissions: data directory" in found and "disk: data directory" in found
+    finally:
+        await rt.stop()

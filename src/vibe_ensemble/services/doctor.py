@@ -118,8 +118,13 @@ def _metrics(settings: Settings) -> Finding:
 
 
 def _disk(settings: Settings, db: Database | None) -> list[Finding]:
+    """Free space and permissions where this server writes: the database file (SQLite), the backup
+    location, and the data directory when one of them is in it (a pod on PostgreSQL with its
+    backups elsewhere has no data directory, and needs none)."""
     findings: list[Finding] = []
-    places: dict[str, Path] = {"data directory": settings.data_dir}
+    places: dict[str, Path] = {}
+    if settings.database_url is None or settings.backup_location is None:
+        places["data directory"] = settings.data_dir
     if db is not None and db.path is not None:
         places["database file"] = db.path
     location = settings.effective_backup_location

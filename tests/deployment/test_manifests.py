@@ -43,6 +43,7 @@ EXPECTED_FILES = {
     "backup-cronjob.yaml",
     "security-policies.yaml",
     "migration-job.yaml",
+    "restore-job.yaml",
 }
 
 
@@ -525,3 +526,29 @@ def test_the_image_name_is_lower_case_and_the_build_time_is_passed() -> None:
     assert "${GITHUB_REPOSITORY,,}" in text
     [build] = [s for s in workflow["jobs"]["build"]["steps"] if s.get("id") == "build"]
     assert "CREATED=${{ steps.meta.outputs.created }}" in build["with"]["build-args"]
+
+
+def test_the_restore_job_has_the_backups_and_the_database_and_is_never_applied_by_the_pipeline() -> None:
+    """The restore runbook's Job: the backups volume, the servers' settings (their database), and the
+    three steps; applied by an operator with the backup id filled in, never by a deploy."""
+    job = one("Job", "vibe-ensemble-restore")
+    spec = pod_spec(job)
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in spec["volumes"]}
+    assert claims[mounts["/backups"]] == "vibe-ensemble-backups"
+    assert {"configMapRef": {"name": "vibe-ensemble-config"}} in container["envFrom"]
+    assert {"secretRef": {"name": "vibe-ensemble-secrets"}} in container["envFrom"]
+    script = container["args"][0]
+    assert "id=REPLACE-WITH-BACKUP-ID" in script
+    steps = [
+        line.split("vibe-ensemble ", 1)[1].split()[:2]
+        for line in script.splitlines()
+        if "vibe-ensemble " in line
+    ]
+    assert steps == [["backup", "verify"], ["backup", "restore"], ["doctor"]]
+    assert (
+        job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "vibe-ensemble"
+    )  # egress
+    workflow = (ROOT / ".github/workflows/production-deployment.yml").read_text()
+    assert "restore-job" not in workflow

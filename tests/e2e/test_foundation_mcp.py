@@ -362,3 +362,18 @@ def _mcp_error(exc: BaseException) -> MCPError:
         with contextlib.suppress(LookupError):
             return _mcp_error(inner)
     raise LookupError(f"no MCPError in {exc!r}")
+
+
+async def test_an_mcp_url_with_a_wrong_path_says_where_the_endpoint_is(server: ServerProcess) -> None:
+    """`/mcp/` (a trailing slash) or `/api/v1/mcp`: the official client showed "Not Found" only."""
+    for path in ("/mcp/", "/api/v1/mcp"):
+        with pytest.raises(BaseException) as refused:  # the SDK's task group wraps it
+            async with mcp_client(server.url + path, server.admin_token) as client:
+                await client.list_tools()
+        error = _mcp_error(refused.value)
+        assert error.error.message.startswith("[not_found] no MCP endpoint at this path"), (path, error)
+        assert "ends in /mcp, with no trailing slash" in error.error.message
+    other = httpx2.get(
+        server.url + "/api/v1/nothing", headers={"Authorization": f"Bearer {server.admin_token}"}
+    )
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"  # REST's as before

@@ -112,7 +112,9 @@ def install(app: FastAPI) -> None:
         return JSONResponse(auth.error_body("invalid_input", message, {"errors": errors}), 422)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404 and _near_mcp(request.url.path):
+            return _mcp_is_elsewhere()
         if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
             rule = _unreadable(exc.__cause__)
             return JSONResponse(
@@ -134,3 +136,18 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             auth.error_body("internal", "internal server error"), 500, headers={"Connection": "close"}
         )
+
+
+MCP_HERE = "no MCP endpoint at this path: the MCP URL ends in /mcp, with no trailing slash (e.g. http://127.0.0.1:8080/mcp)"
+
+
+def _near_mcp(path: str) -> bool:
+    """A path an MCP client was likely given by mistake: `/mcp/`, `/api/v1/mcp`, `/x/mcp`."""
+    return path != "/mcp" and path.rstrip("/").endswith("/mcp")
+
+
+def _mcp_is_elsewhere() -> JSONResponse:
+    """404 as a JSON-RPC error, which an MCP client shows (it showed "Not Found", saying nothing of
+    where the endpoint is), with the code in `data` as /mcp's own refusals carry it."""
+    error = {"code": -32000, "message": f"[not_found] {MCP_HERE}", "data": {"code": "not_found"}}
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, 404)

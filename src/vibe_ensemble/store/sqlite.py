@@ -298,7 +298,7 @@ class SqliteEngine:
                 f"the SQLite file {self.path} was deleted or replaced while this server had it open; "
                 "nothing more is written to it: stop the server, move its -wal and -shm files aside "
                 "(they belong to the file it had open, and would be replayed onto the new one), then "
-                "start it again; restore backups with `vibe-ensemble backup restore`, which does this"
+                "start it again (`vibe-ensemble backup restore` restores through SQLite, with no such step)"
             )
 
     async def settle(self) -> None:

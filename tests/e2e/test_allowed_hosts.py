@@ -124,6 +124,21 @@ def test_two_host_headers_are_refused_whichever_comes_first(named: ServerProcess
     assert _raw_status(named, mcp).startswith("HTTP/1.1 400 ")
 
 
+def test_an_absolute_form_target_is_checked_as_the_requests_host(named: ServerProcess) -> None:
+    """`GET http://evil.example.com/… HTTP/1.1` is a request for evil.example.com, whatever its Host
+    (RFC 9112): it was served, the check having read an allowed Host the target overrides."""
+    token = f"Authorization: Bearer {named.admin_token}\r\n"
+    foreign = f"GET http://{EVIL}/api/v1/projects HTTP/1.1\r\nHost: vibe.example.com\r\n{token}"
+    assert _raw_status(named, foreign).startswith("HTTP/1.1 421 ")
+    allowed = f"GET http://vibe.example.com/api/v1/projects HTTP/1.1\r\nHost: {EVIL}\r\n{token}"
+    assert _raw_status(named, allowed).startswith("HTTP/1.1 200 ")
+    port = named.url.rsplit(":", 1)[1]
+    with_port = f"GET http://127.0.0.1:{port}/api/v1/projects HTTP/1.1\r\nHost: {EVIL}\r\n{token}"
+    assert _raw_status(named, with_port).startswith("HTTP/1.1 200 ")
+    garbled = f"GET http:///api/v1/projects HTTP/1.1\r\nHost: vibe.example.com\r\n{token}"
+    assert _raw_status(named, garbled).startswith("HTTP/1.1 400 ")
+
+
 @pytest.mark.parametrize("path", PROBES)
 def test_probes_answer_whatever_the_host(named: ServerProcess, path: str) -> None:
     for host in (EVIL, "10.1.2.3:8080"):

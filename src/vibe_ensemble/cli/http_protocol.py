@@ -6,13 +6,15 @@ headers longer than 16 KB; llhttp keeps whatever it is sent, so without a bound 
 headers without end and the server would hold them all. `HeadLimitedProtocol` counts the bytes
 that arrive while a request's head is incomplete and answers 431 past `MAX_HEAD`, closing the
 connection: what a request may carry is bounded again, for every request of a keep-alive
-connection.
+connection. A request whose target is a whole URL (absolute-form) is taken to be for that URL's
+host, whatever its `Host` header says, as HTTP requires: the allowed-hosts check sees that host.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD = 16 * 1024  # bytes of a request line and its headers (h11's default bound)
@@ -42,7 +44,23 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.url[:1] not in (b"/", b"*"):
+            self._host_from_target()
         super().on_headers_complete()
+
+    def _host_from_target(self) -> None:
+        """An absolute-form request target (`GET http://other.host/path HTTP/1.1`) names the host the
+        request is for, and the server must go by it, not by `Host` (RFC 9112 §3.2.2); uvicorn kept
+        only its path, so the allowed-hosts check (api/hosts.py) read a `Host` that did not count.
+        The target's authority now is the request's one `Host`."""
+        target = httptools.parse_url(self.url)  # a malformed one: 400, as any unparsable request
+        if not target.host:
+            raise ValueError("an absolute-form request target without a host")
+        host = b"[" + target.host + b"]" if b":" in target.host else target.host
+        if target.port is not None:
+            host += b":" + str(target.port).encode("ascii")
+        self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
+        self.headers.append((b"host", host))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import AgentStatus, Priority
+from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Priority
 from vibe_ensemble.services import Services
 
 
@@ -99,3 +99,11 @@ async def test_registering_again_keeps_what_is_omitted_and_clears_what_is_given_
     )
     fresh = await services.agents.register(admin, name="bob")  # a new agent: empty, as before
     assert (fresh.capabilities, fresh.program, fresh.model, fresh.description) == ([], "", "", "")
+    assert fresh.role == AgentRole.WORKER
+
+    # The role too: a coordinator registering again by name stays a coordinator.
+    await services.agents.register(admin, name="lead", role=AgentRole.COORDINATOR)
+    assert (await services.agents.register(admin, name="lead")).role == AgentRole.COORDINATOR
+    assert (
+        await services.agents.register(admin, name="lead", role=AgentRole.WORKER)
+    ).role == AgentRole.WORKER

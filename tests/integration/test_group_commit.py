@@ -199,6 +199,7 @@ async def test_a_deleted_or_replaced_file_acknowledges_no_write(
     nobody will ever read: they are refused (database_unavailable), never acknowledged, and no
     reader makes an empty database where the file was."""
     await _insert(db, "before")
+    assert await _rows(db) == ["before"]  # a reader is kept for the next read
     path = tmp_path / "g.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -207,6 +208,8 @@ async def test_a_deleted_or_replaced_file_acknowledges_no_write(
     with pytest.raises(DatabaseUnavailable) as refused:
         await _insert(db, "after")
     assert "was deleted or replaced while this server had it open" in str(refused.value.__cause__)
+    with pytest.raises(DatabaseUnavailable):  # a reader kept from before reads no more either
+        await _rows(db)
     db._sqlite._idle.clear()  # a reader opened now, not one kept from before
     with pytest.raises(DatabaseUnavailable):
         await _rows(db)

@@ -28,7 +28,7 @@ class AgentService(Service):
         *,
         project: str | None = None,
         name: str | None = None,
-        role: AgentRole = AgentRole.WORKER,
+        role: AgentRole | None = None,
         capabilities: list[str] | None = None,
         program: str | None = None,
         model: str | None = None,
@@ -36,10 +36,10 @@ class AgentService(Service):
     ) -> Agent:
         """Register a new agent, or re-attach to an existing one of that name.
 
-        Re-attaching sets the role and what is given (capabilities, program, model, description);
-        what is omitted (None) keeps its value: an agent's new session registering by name alone
-        keeps the capabilities `claim_issue` prefers issues by. Given empty, it is cleared. The
-        status starts again at idle.
+        Re-attaching sets what is given (role, capabilities, program, model, description); what
+        is omitted (None) keeps its value: an agent's new session registering by name alone stays
+        a coordinator, and keeps the capabilities `claim_issue` prefers issues by. Given empty, a
+        value is cleared. The status starts again at idle. A new agent is a worker unless given.
 
         Retirement is sticky: a retired agent is reinstated only by a coordinator or admin
         token registering it again; its own (or another worker's) token is refused. A
@@ -91,10 +91,19 @@ class AgentService(Service):
                     role=caller.role.value,
                 )
             values: dict[str, Any] = dict(
-                role=role.value, status=AgentStatus.IDLE.value, last_seen=tx.now, retired_at=None, **given
+                status=AgentStatus.IDLE.value, last_seen=tx.now, retired_at=None, **given
             )
+            if role is not None:
+                values["role"] = role.value
             if existing is None:
-                values = {"capabilities": [], "program": "", "model": "", "description": "", **values}
+                new = {
+                    "role": AgentRole.WORKER.value,
+                    "capabilities": [],
+                    "program": "",
+                    "model": "",
+                    "description": "",
+                }
+                values = {**new, **values}
                 await store.lock_name(tx.conn, proj.id, name)
                 twin = await store.case_twin(tx.conn, proj.id, name)
                 if twin is not None:
@@ -114,7 +123,7 @@ class AgentService(Service):
                 name,
                 proj.id,
                 agent=name,
-                role=role.value,
+                role=agent.role.value,
                 capabilities=agent.capabilities,
                 reattached=existing is not None,
             )

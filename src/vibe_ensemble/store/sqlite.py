@@ -321,7 +321,10 @@ class SqliteEngine:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[SqliteConnection]:
-        conn = self._idle.pop() if self._idle else self._open_reader()
+        # A kept reader reads on from the file it opened, deleted or replaced at the path since: a
+        # server answered every read from a file no one will write again (one stat a read).
+        self._check_file()
+        conn = self._idle.pop() if self._idle else self._engine.connect()
         dbapi = driver(conn)
         dbapi.execute("BEGIN")
         try:

@@ -61,7 +61,7 @@ class AgentIn(Body):
     """Registering again (re-attaching) keeps what is omitted; an empty value clears it."""
 
     name: str | None = Field(None, max_length=MAX_NAME)
-    role: AgentRole = AgentRole.WORKER
+    role: AgentRole | None = Field(None, description="A new agent is a worker unless given.")
     capabilities: list[str] | None = Field(None, max_length=MAX_LABELS)
     program: str | None = Field(None, max_length=MAX_LINE)
     model: str | None = Field(None, max_length=MAX_LINE)

@@ -14,9 +14,10 @@ from vibe_ensemble.domain.rules import MAX_BODY, MAX_LABELS, MAX_LINE, MAX_NAME,
 
 
 async def register_agent(
-    role: Annotated[AgentRole, Field(description="coordinator plans and delegates; worker does issues.")] = (
-        AgentRole.WORKER
-    ),
+    role: Annotated[
+        AgentRole | None,
+        Field(description="coordinator plans and delegates; worker does issues (a new agent's default)."),
+    ] = None,
     name: Annotated[
         str | None,
         text("Your name; omit for a memorable generated one.", MAX_NAME),

@@ -239,3 +239,26 @@ def test_json_clients_keep_the_persons_keys_in_our_entry(
     assert entry["headers"]["X-Team"] == "a" and "${" in entry["headers"]["Authorization"]
     assert set(entry) == owned | {"disabled", "timeout"}
     assert not plan_config(client, tmp_path, URL).changed
+
+
+def test_a_stdio_entry_becomes_the_http_one_or_is_refused_naming_what_to_remove(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry for the stdio bridge (command, args) beside connect's URL: the client refuses both
+    (Codex: "url is not supported for stdio"). JSON clients get the HTTP entry, the person's other
+    keys kept; Codex's TOML is refused, unchanged, saying what to remove."""
+    path = tmp_path / ".mcp.json"
+    stdio = {"command": "/x/vibe-ensemble", "args": ["mcp", "--url", OLD], "env": {"VIBE_TOKEN": "t"}}
+    write(path, json.dumps({"mcpServers": {"vibe-ensemble": {**stdio, "disabled": True}}}))
+    apply(plan_config("claude-code", tmp_path, URL))
+    entry = json.loads(path.read_text())["mcpServers"]["vibe-ensemble"]
+    assert "command" not in entry and "args" not in entry
+    assert entry["url"] == URL and entry["type"] == "http" and entry["disabled"] is True
+
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    original = '[mcp_servers.vibe-ensemble]\ncommand = "/x/vibe-ensemble"\nargs = ["mcp"]\n'
+    write(home / "config.toml", original)
+    with pytest.raises(ConnectError, match=r"is a stdio server .* remove its command and args"):
+        plan_config("codex", tmp_path, URL)
+    assert (home / "config.toml").read_text() == original

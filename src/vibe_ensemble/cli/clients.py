@@ -73,9 +73,17 @@ def read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
     return before, data
 
 
+# A stdio server's transport (the bridge, `vibe-ensemble mcp`, docs/clients/stdio.md): the entry
+# connect writes is an HTTP one, and a client refuses an entry with both (Codex: "url is not
+# supported for stdio"), so these go when connect writes its URL.
+STDIO_KEYS = ("command", "args", "cwd")
+
+
 def _merge_entry(kept: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     """Our entry over the one in the file: the keys connect owns are set, the person's other keys
-    (`"disabled": true`, a header of their own) are kept."""
+    (`"disabled": true`, a header of their own) are kept; a stdio entry's command and arguments
+    are replaced by our URL."""
+    kept = {key: value for key, value in kept.items() if key not in STDIO_KEYS}
     merged = {**kept, **ours}
     if isinstance(kept.get("headers"), dict) and isinstance(ours.get("headers"), dict):
         merged["headers"] = {**kept["headers"], **ours["headers"]}
@@ -119,6 +127,12 @@ def _merge_codex(path: Path, url: str) -> Change:
     entry = servers.get(SERVER_NAME)
     if entry is not None and not isinstance(entry, dict):
         raise ConnectError(f"mcp_servers.{SERVER_NAME} in {path} must be a table; fix it, then run again")
+    if entry is not None and any(key in entry for key in STDIO_KEYS):
+        raise ConnectError(
+            f"mcp_servers.{SERVER_NAME} in {path} is a stdio server (it has a command): connect writes "
+            f"an HTTP one, and Codex refuses an entry with both; remove its command and args (or the "
+            "whole entry), then run again (the file is unchanged)"
+        )
     owned = codex_values(url)
     if entry is not None and all(entry.get(key) == value for key, value in owned.items()):
         return Change(path, before, text)

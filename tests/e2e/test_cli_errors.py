@@ -192,6 +192,10 @@ def test_a_damaged_sqlite_file_is_one_line_saying_to_restore_a_backup(tmp_path: 
         last = done.stderr.splitlines()[-1]
         assert last.startswith(f"error: the SQLite file {db} is damaged ("), last
         assert "vibe-ensemble backup restore" in last
+    doctor = cli(tmp_path, "doctor", "--json", "--database-url", url)
+    (finding,) = [f for f in json.loads(doctor.stdout)["checks"] if f["check"] == "database"]
+    assert finding["status"] == "fail" and "is damaged" in finding["detail"], finding
+    assert "backup restore" in finding["fix"], finding  # not "start the database"
 
 
 def test_serve_on_an_unreachable_postgresql_says_so_in_a_line(tmp_path: Path) -> None:

@@ -193,13 +193,13 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
         return str(exc)
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc.strerror}; run as the user who owns the data"
-    if (damaged := _sqlite_damaged(exc)) is not None:
+    if faults.damaged(exc):
         from vibe_ensemble.store.urls import sqlite_file
 
         path = sqlite_file(database) if database else None
         where = f" {path}" if path else ""
         return (
-            f"the SQLite file{where} is damaged ({damaged}): restore a backup with "
+            f"the SQLite file{where} is damaged ({faults.innermost(exc)}): restore a backup with "
             "`vibe-ensemble backup restore` (docs/backups.md); `vibe-ensemble backup list` shows them"
         )
     kind = faults.classify(exc)
@@ -216,20 +216,6 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
 
 
 SQLITE_CANTOPEN = 14
-SQLITE_CORRUPT = 11
-
-
-def _sqlite_damaged(exc: BaseException) -> str | None:
-    """SQLite's words when its file is damaged (a torn copy, a truncated file), else None."""
-    import sqlite3
-
-    from vibe_ensemble.store import faults
-
-    root = faults.root_cause(exc)
-    code = getattr(root, "sqlite_errorcode", None)
-    if isinstance(root, sqlite3.DatabaseError) and code is not None and code & 0xFF == SQLITE_CORRUPT:
-        return str(root)
-    return None
 
 
 def _sqlite_cannot_open(exc: BaseException) -> bool:

@@ -180,6 +180,9 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
             server_now = await clock.server_now(conn)
     except Exception as exc:
         reason = faults.innermost(exc)  # why, not "the database cannot be reached; retry in 5 s"
+        if faults.damaged(exc):
+            fix = "restore a backup: `vibe-ensemble backup restore` (docs/backups.md)"
+            return [Finding("database", "fail", f"{db.safe_url()} is damaged: {reason}", fix)]
         return [
             Finding(
                 "database",

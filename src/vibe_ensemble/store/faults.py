@@ -78,6 +78,24 @@ def innermost(exc: BaseException) -> str:
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def damaged(exc: BaseException) -> bool:
+    """SQLite found its file damaged (a torn copy, a truncated file) or not a database at all."""
+    root = root_cause(exc)
+    code = getattr(root, "sqlite_errorcode", None)
+    return (
+        isinstance(root, sqlite3.DatabaseError)
+        and code is not None
+        and code & 0xFF
+        in (
+            SQLITE_CORRUPT,
+            SQLITE_NOTADB,
+        )
+    )
+
+
 def read_only(exc: BaseException) -> bool:
     """SQLite refused a write on a connection it opened read-only (the file was not writable then):
     that connection stays so, and only a new one sees the file writable again."""

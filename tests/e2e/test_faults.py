@@ -157,6 +157,13 @@ async def test_a_postgresql_outage_gets_clear_answers_and_recovers(cluster: Clus
                 json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
             )
             assert stranger.status_code == 503 and "retry-after" in stranger.headers
+            # No token at all needs no database to refuse: 401, not 503 (the failure's audit
+            # entry cannot be written, and the refusal does not wait on it).
+            for headers in ({}, {"Authorization": "Bearer hunter2"}):
+                async with httpx2.AsyncClient(base_url=server.url, timeout=30) as anonymous:
+                    refused = await anonymous.get("/api/v1/projects/default/issues", headers=headers)
+                assert refused.status_code == 401, (headers, refused.text)
+                assert refused.json()["error"]["code"] == "unauthenticated"
 
             # Feeds, open and new, end saying the database is unavailable and where to resume: a
             # WebSocket with 1013 (try again later; it was 4400, bad input, which a client must not

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+import structlog
+
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
@@ -19,6 +21,7 @@ from vibe_ensemble.domain.errors import (
     MissingCredentials,
     NotFound,
     RateLimited,
+    StorageFull,
     Unauthenticated,
 )
 from vibe_ensemble.domain.events import EventType
@@ -30,6 +33,8 @@ from vibe_ensemble.store import credentials as store
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store import sessions as session_store
 from vibe_ensemble.store.credentials import StoredCredential
+
+log = structlog.get_logger(__name__)
 
 TOOL_PROFILES = ("core", "full")
 AUTH_FAILURE = "auth_failure"  # the rate-limit class of failed authentications, keyed by client address
@@ -365,12 +370,14 @@ class TokenService(Service):
         details: dict[str, object] = {"reason": reason, "credential_id": credential_id}
         if tokens.looks_like_token(token):
             details["prefix"] = tokens.display_prefix(token)
-        async with self.write() as tx:
-            await audit_store.append(
-                tx.conn,
-                tx.now,
-                [audit_store.NewAudit("anonymous", "auth.failed", "failed", remote, tokens.scrub(details))],
-            )
+        entry = audit_store.NewAudit("anonymous", "auth.failed", "failed", remote, tokens.scrub(details))
+        try:
+            async with self.write() as tx:
+                await audit_store.append(tx.conn, tx.now, [entry])
+        except (DatabaseUnavailable, StorageFull):
+            # Nothing can be written down now; the refusal stands (a request with no token, or a
+            # malformed one, is refused as such, not told the database is unavailable).
+            log.warning("auth_failure_not_audited", reason=reason, remote=remote)
 
 
 def _seconds(wait: float) -> str:

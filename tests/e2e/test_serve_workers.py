@@ -77,6 +77,21 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.postgres
+def test_a_worker_killed_stops_the_replica_saying_which(tmp_path: Path, postgres_url: str) -> None:
+    server = start_server(tmp_path, database_url=postgres_url, extra_args=["--workers", "2"])
+    workers = _children(server.proc.pid)
+    try:
+        assert len(workers) == 2, server.log()
+        os.kill(workers[0], signal.SIGKILL)
+        assert server.proc.wait(30) == 1  # a worker killed by a signal: the replica exits 1
+        wait_until(lambda: not any(_running(w) for w in workers), what="the other worker to stop")
+        assert "worker_died" in server.log() and f"pid={workers[0]}" in server.log(), server.log()[-2000:]
+        assert "signal=9" in server.log()
+    finally:
+        server.stop()
+
+
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
     done = serve_refused(tmp_path, "--migrate", "--workers", "2", COLUMNS="60")
     assert done.returncode == 2

@@ -117,6 +117,8 @@ def _stop_with(supervisor: int) -> None:
 
 def _supervise(pids: list[int]) -> int:
     """Forward stop signals to the workers; wait for all; the first non-zero status wins."""
+    import structlog
+
     from vibe_ensemble.ops import metrics
     from vibe_ensemble.ops.startup import collect_from_here
 
@@ -141,5 +143,7 @@ def _supervise(pids: list[int]) -> int:
         code = os.waitstatus_to_exitcode(raw)
         if code != 0 and status == 0:
             status = code if code > 0 else 1
+            died = {"signal": -code} if code < 0 else {"status": code}
+            structlog.get_logger(__name__).error("worker_died", pid=pid, stopping="the other workers", **died)
             forward(signal.SIGTERM, None)  # one died: stop the replica as a whole
     return status

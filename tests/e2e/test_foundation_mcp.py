@@ -377,3 +377,18 @@ async def test_an_mcp_url_with_a_wrong_path_says_where_the_endpoint_is(server: S
         server.url + "/api/v1/nothing", headers={"Authorization": f"Bearer {server.admin_token}"}
     )
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"  # REST's as before
+
+
+async def test_null_for_an_optional_argument_is_its_default_whatever_its_type(server: ServerProcess) -> None:
+    """A client that fills every optional argument with null: `title: null` was taken as omitted,
+    `timeout_s: null` and `limit: null` refused. Each is now its default; a required one is not."""
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        await call(client, "register_agent", name="nul", role="worker")
+        inbox = await call(client, "fetch_inbox", agent="nul", limit=None, unread_only=None)
+        assert inbox["items"] == []
+        waited = await call(client, "wait_for_messages", agent="nul", timeout_s=0, limit=None, since_id=None)
+        assert waited["items"] == []
+        made = await call(client, "create_issue", title="nulls", agent="nul", priority=None, depends_on=None)
+        assert made["priority"] == "p2"
+        refused = await client.call_tool("create_issue", {"title": None, "agent": "nul"})
+        assert refused.is_error and "title" in refused.content[0].text  # type: ignore[union-attr]

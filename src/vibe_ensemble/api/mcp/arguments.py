@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +46,21 @@ def _refusal(text: str) -> CallToolResult:
 
 def _accepted(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _null_means_default(model: type[BaseModel]) -> frozenset[str]:
+    """The optional arguments whose type has no null (`timeout_s`, `limit`): a `null` sent for one is
+    taken as not sent, its default, as `null` is for the arguments whose type has it (`title`). A
+    client that fills every optional argument with `null` was refused on some and not others."""
+    return frozenset(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if not info.is_required() and not _admits_none(info.annotation)
+    )
+
+
+def _admits_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation) or annotation is Any
 
 
 def _invalid(tool: str, problems: list[str], details: list[dict[str, str]]) -> str:
@@ -126,7 +142,12 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
     """
     # Each tool's argument model, the names it accepts and their bounds, listed once, not on every call.
     models = {
-        tool.name: (tool.fn_metadata.arg_model, _accepted(tool.fn_metadata.arg_model), published_limits(tool))
+        tool.name: (
+            tool.fn_metadata.arg_model,
+            _accepted(tool.fn_metadata.arg_model),
+            published_limits(tool),
+            _null_means_default(tool.fn_metadata.arg_model),
+        )
         for tool in tools
     }
 
@@ -139,7 +160,12 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
         if known is None or not isinstance(arguments, dict):
             return await call_next(ctx)
         name = str(params["name"])
-        model, accepted, limits = known
+        model, accepted, limits, defaulted = known
+        if None in arguments.values():
+            nulls = [field for field, value in arguments.items() if value is None and field in defaulted]
+            if nulls and isinstance(params, dict):  # (the request's own dict, which the SDK reads next)
+                arguments = {field: value for field, value in arguments.items() if field not in nulls}
+                params["arguments"] = arguments  # what the SDK reads next: the defaults for those
         unknown = sorted(arguments.keys() - accepted)
         if unknown:
             shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])

@@ -351,6 +351,27 @@ def test_a_dir_that_does_not_exist_is_refused_and_not_created(server: ServerProc
     assert run_cli([CLI, "token", "list", "--json", *db]).stdout == tokens_before
 
 
+def test_a_linked_token_file_in_the_repository_is_refused_before_any_token_is_made(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A cloned repository commits `.vibe-ensemble/token.env -> ../docs/notes.txt`: connect put the
+    new live token there, where `git add -A` would publish it."""
+    db = ["--database-url", f"sqlite:///{server.data_dir / 'vibe.db'}"]
+    tokens_before = run_cli([CLI, "token", "list", "--json", *db]).stdout
+    repo = tmp_path / "cloned"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "docs" / "notes.txt").write_text("notes\n")
+    (repo / ".vibe-ensemble").mkdir()
+    (repo / ".vibe-ensemble" / "token.env").symlink_to(repo / "docs" / "notes.txt")
+    done = connect_cli(server, repo, "cursor", "--agent", "alice")
+    assert done.returncode == 1, done.stdout
+    [line] = done.stderr.splitlines()
+    assert "token.env is a symbolic link; connect writes nothing through links" in line
+    assert (repo / "docs" / "notes.txt").read_text() == "notes\n"
+    assert not (repo / ".cursor").exists()
+    assert run_cli([CLI, "token", "list", "--json", *db]).stdout == tokens_before  # no token made
+
+
 def test_the_login_pages_commands_run_as_written(server: ServerProcess) -> None:
     """The dashboard's login hint shows whole commands: each makes a token that logs in."""
     import html

@@ -262,3 +262,58 @@ def test_a_stdio_entry_becomes_the_http_one_or_is_refused_naming_what_to_remove(
     with pytest.raises(ConnectError, match=r"is a stdio server .* remove its command and args"):
         plan_config("codex", tmp_path, URL)
     assert (home / "config.toml").read_text() == original
+
+
+def test_a_link_a_repository_commits_is_never_written_through(tmp_path: Path) -> None:
+    """A cloned repository may commit symbolic links: `.mcp.json.tmp -> ~/.bashrc` had connect write
+    its merged JSON (the repository's own keys in it) into the person's file; `token.env ->
+    docs/notes.txt` put a live token where git would commit it."""
+    victim = tmp_path / "victim"
+    victim.write_text("the person's own file\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".mcp.json.tmp").symlink_to(victim)  # the temporary name the old code wrote through
+    apply(plan_config("claude-code", repo, URL))
+    assert victim.read_text() == "the person's own file\n"
+    assert json.loads((repo / ".mcp.json").read_text())["mcpServers"]["vibe-ensemble"]["url"] == URL
+
+    linked = tmp_path / "linked"
+    for link, kind in ((".mcp.json", "claude-code"), (".cursor", "cursor"), (".gemini", "gemini")):
+        linked.mkdir(exist_ok=True)
+        (linked / link).symlink_to(victim if link.endswith(".json") else tmp_path)
+        with pytest.raises(ConnectError, match=r"is a symbolic link; connect writes nothing through links"):
+            plan_config(kind, linked, URL)
+        (linked / link).unlink()
+    assert victim.read_text() == "the person's own file\n"
+
+    notes = repo / "docs" / "notes.txt"
+    write(notes, "notes\n")
+    (repo / ".vibe-ensemble").mkdir()
+    (repo / ".vibe-ensemble" / "token.env").symlink_to(notes)
+    with pytest.raises(ConnectError, match=r"token.env is a symbolic link"):
+        write_token(repo, "vibe_" + "A" * 43, "erin")
+    assert notes.read_text() == "notes\n"
+
+
+def test_codex_keeps_crlf_takes_a_url_beyond_ascii_and_refuses_a_file_too_deep_to_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    config = home / "config.toml"
+    home.mkdir()
+    config.write_bytes(b'model = "o3"\r\n\r\n[mcp_servers.vibe-ensemble]\r\nurl = "http://old/mcp"\r\n')
+    apply(plan_config("codex", tmp_path, URL))
+    written = config.read_bytes()
+    assert written.startswith(b'model = "o3"\r\n\r\n[mcp_servers.vibe-ensemble]\r\n'), written  # CRLF kept
+    assert tomllib.loads(written.decode())["mcp_servers"]["vibe-ensemble"]["url"] == URL
+
+    unusual = "http://bücher.example/mcp"
+    apply(plan_config("codex", tmp_path, unusual))
+    assert tomllib.loads(config.read_text())["mcp_servers"]["vibe-ensemble"]["url"] == unusual
+
+    deep = "a = " + "[" * 3000 + "]" * 3000 + "\n"
+    config.write_text(deep)
+    with pytest.raises(ConnectError, match=r"is not valid TOML \(nested too deeply to read\)"):
+        plan_config("codex", tmp_path, URL)
+    assert config.read_text() == deep

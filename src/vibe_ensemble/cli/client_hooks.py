@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vibe_ensemble.cli.clients import Change, ConnectError, read_json_object
+from vibe_ensemble.cli.clients import Change, ConnectError, read_json_object, refuse_links
 
 TIMEOUT_S = 15
 
@@ -128,6 +128,7 @@ def plan_hooks(client: str, project: Path, command: str, *, pending: Change | No
         )
     spec = HOOK_CONFIGS[client]
     path = spec.where(project)
+    refuse_links(project, path)
     if pending is not None and pending.path == path:
         before: str | None = pending.after
         data: dict[str, Any] = json.loads(pending.after)

@@ -9,8 +9,10 @@ client documents (docs/clients/).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,12 +117,17 @@ def _merge_codex(path: Path, url: str) -> Change:
     keys or an inline table), add the ones missing beside them, or append our table; every other
     byte of the file stays as it was. The result is parsed again and must hold exactly what the file
     held with those two keys set: otherwise connect refuses, naming the file, and writes nothing."""
-    before = path.read_text() if path.exists() else None
+    try:
+        # as bytes, decoded: its line ends (CRLF included) are kept, as every other byte is
+        before = path.read_bytes().decode() if path.exists() else None
+    except UnicodeDecodeError:
+        raise ConnectError(f"{path} is not UTF-8 text, as TOML must be; fix it, then run again") from None
     text = before or ""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConnectError(f"{path} is not valid TOML ({exc}); fix it, then run again") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply to read"
+        raise ConnectError(f"{path} is not valid TOML ({why}); fix it, then run again") from None
     servers = data.get("mcp_servers", {})
     if not isinstance(servers, dict):
         raise ConnectError(f"mcp_servers in {path} must be a table of servers; fix it, then run again")
@@ -140,7 +147,7 @@ def _merge_codex(path: Path, url: str) -> Change:
     try:
         after = toml_entry.set_keys(text, ["mcp_servers", SERVER_NAME], owned)
         merged = tomllib.loads(after)
-    except (toml_entry.Unmergeable, tomllib.TOMLDecodeError, ValueError, IndexError) as exc:
+    except (toml_entry.Unmergeable, tomllib.TOMLDecodeError, ValueError, IndexError, RecursionError) as exc:
         merged, why = None, str(exc) if isinstance(exc, toml_entry.Unmergeable) else ""
     else:
         why = ""
@@ -198,22 +205,67 @@ def plan_config(client: str, project: Path, url: str) -> Change:
         spec = CLIENTS[client]
     except KeyError:
         raise ConnectError(f"unknown client {client!r}: use one of {', '.join(CLIENTS)}") from None
-    return spec.merge(spec.where(project), url)
+    path = spec.where(project)
+    refuse_links(project, path)
+    return spec.merge(path, url)
+
+
+def refuse_links(project: Path, path: Path) -> None:
+    """A file connect writes in the repository, or a directory on the way to it, that is a symbolic
+    link is refused: a repository can commit links, and one (`.cursor -> ~/.ssh`, `.mcp.json ->
+    ~/.bashrc`) would have connect write the person's token or config wherever it points. Files
+    outside the repository (Codex's ~/.codex) are the person's own and not checked."""
+    if not path.is_relative_to(project):
+        return
+    for step in [*reversed(path.relative_to(project).parents[:-1]), path.relative_to(project)]:
+        if (project / step).is_symlink():
+            raise ConnectError(
+                f"{project / step} is a symbolic link; connect writes nothing through links in a "
+                "repository (one committed there could point anywhere): make it a plain file or "
+                "directory, or remove it, then run again"
+            )
+
+
+def write_file(path: Path, text: str, *, mode: int | None = None) -> None:
+    """`text` in `path`, through a new file of a random name beside it, renamed over it: no link at
+    the path or at a temporary name (a repository may commit either) is ever written through.
+    The mode is `mode`, else the replaced file's, else what the umask gives a new file."""
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.is_file() and not path.is_symlink() else _new_file_mode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:  # newline="": the text's own line ends, CRLF kept
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_token(project: Path, secret: str, agent: str) -> Path:
     """Keep the secret in a file git ignores (the directory ignores itself), readable by its owner only."""
     directory = project / LOCAL_DIR
+    path = directory / TOKEN_FILE
+    refuse_links(project, path)  # a committed token.env -> docs/notes.txt would publish the token
     directory.mkdir(parents=True, exist_ok=True)
     ignore = directory / ".gitignore"
+    refuse_links(project, ignore)
     if not ignore.exists():
-        ignore.write_text("# Local secrets of vibe-ensemble connect: never commit.\n*\n")
-    path = directory / TOKEN_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"# vibe-ensemble token for agent {agent}: load with `set -a; . {path}; set +a`\n")
-        fh.write(f"{TOKEN_VAR}={secret}\n")
-    path.chmod(0o600)
+        write_file(ignore, "# Local secrets of vibe-ensemble connect: never commit.\n*\n")
+    load = f"set -a; . {path}; set +a"
+    write_file(
+        path,
+        f"# vibe-ensemble token for agent {agent}: load with `{load}`\n{TOKEN_VAR}={secret}\n",
+        mode=0o600,
+    )
     return path
 
 
@@ -221,6 +273,4 @@ def apply(change: Change) -> None:
     if not change.changed:
         return
     change.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = change.path.with_name(change.path.name + ".tmp")
-    tmp.write_text(change.after)
-    tmp.replace(change.path)
+    write_file(change.path, change.after)

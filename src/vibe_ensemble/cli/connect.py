@@ -12,7 +12,7 @@ import typer
 
 from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token, token_file
 from vibe_ensemble.cli.client_hooks import HOOK_CONFIGS, exclude_locally, hook_command, plan_hooks
-from vibe_ensemble.cli.clients import CLIENTS, ConnectError, apply, plan_config, write_token
+from vibe_ensemble.cli.clients import CLIENTS, ConnectError, apply, plan_config, refuse_links, write_token
 
 if TYPE_CHECKING:
     import httpx2
@@ -92,6 +92,7 @@ def connect(
     agent = agent or directory.name
     project = project or settings.default_project
     try:
+        refuse_links(directory, token_file(directory))  # before a token is made for it
         change = plan_config(client, directory, mcp_url)
         hook_change = None
         if hooks:

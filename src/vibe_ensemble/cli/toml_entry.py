@@ -22,6 +22,12 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR = re.compile(r"[^\s,\]}#]+(?: \d\d:[^\s,\]}#]+)?")
 
 
+def _string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, and characters beyond ASCII are written as
+    they are (JSON's `\\ud83d\\ude00` surrogate pairs are not TOML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 class Unmergeable(ValueError):
     """The table is written in a way these edits cannot reach; the message says which."""
 
@@ -174,18 +180,18 @@ def set_keys(text: str, table: list[str], values: dict[str, str]) -> str:
             continue
         name = key[len(table)]
         if len(key) == len(table) + 1 and name in missing:
-            edits.append((statement.value_start, statement.value_end, json.dumps(missing.pop(name))))
+            edits.append((statement.value_start, statement.value_end, _string(missing.pop(name))))
         if insert_at is None and statement.header <= len(table):
             # a dotted key of ours (`[a]` then `b.key = …`): the missing keys go after it, alike
             prefix = "".join(part + "." for part in table[statement.header :])
             insert_at = (statement.end, prefix)
     if missing and insert_at is not None:
         at, prefix = insert_at
-        lines = "".join(f"{prefix}{name} = {json.dumps(value)}\n" for name, value in missing.items())
+        lines = "".join(f"{prefix}{name} = {_string(value)}\n" for name, value in missing.items())
         edits.append((at, at, lines if at == 0 or text[at - 1] == "\n" else "\n" + lines))
     elif missing:  # the table is not in the text, or only its sub-tables are: it gets its header
-        header = ".".join(k if _BARE_KEY.fullmatch(k) else json.dumps(k) for k in table)
-        lines = "".join(f"{name} = {json.dumps(value)}\n" for name, value in missing.items())
+        header = ".".join(k if _BARE_KEY.fullmatch(k) else _string(k) for k in table)
+        lines = "".join(f"{name} = {_string(value)}\n" for name, value in missing.items())
         gap = ("\n" if text and not text.endswith("\n") else "") + ("\n" if text.strip() else "")
         edits.append((len(text), len(text), f"{gap}[{header}]\n{lines}"))
     for start, end, replacement in sorted(edits, reverse=True):
@@ -200,11 +206,11 @@ def _inline_edits(
     edits = []
     for key, value_start, value_end in items:
         if len(key) == 1 and key[0] in missing:
-            edits.append((value_start, value_end, json.dumps(missing.pop(key[0]))))
+            edits.append((value_start, value_end, _string(missing.pop(key[0]))))
     if missing:
         _, end = _inline_items(text, start)
         close = end - 1
-        added = ", ".join(f"{name} = {json.dumps(value)}" for name, value in missing.items())
+        added = ", ".join(f"{name} = {_string(value)}" for name, value in missing.items())
         inside = text[start + 1 : close]
         before = inside.rstrip()
         separator = ", " if before.strip() else " "

@@ -235,3 +235,20 @@ def test_the_guard_works_with_what_connect_sets_up(
     bad = guard(repo, "install", "--url", "http://127.0.0.1:8080/mcp'; rm -rf ~")
     assert bad.returncode == 1 and "not a plain http(s) URL" in bad.stderr
     assert "rm -rf" not in (repo / ".git" / "hooks" / "pre-commit").read_text()
+
+
+def test_install_with_settings_that_do_not_load_is_one_line_and_installs_nothing(repo: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "vibe_ensemble.cli", "guard", "install", "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+        env={**env, "VIBE_PORT": "abc", "VIBE_SESSION_SECRET": "not-shown-anywhere"},
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert (
+        line.startswith("error: cannot read the settings to find the server (port: ") and "give --url" in line
+    )
+    assert "abc" not in line and "not-shown-anywhere" not in done.stderr + done.stdout
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()

@@ -37,9 +37,7 @@ UrlOpt = Annotated[
 @guard_app.command("install")
 def install(repo: RepoOpt = Path(), warn: WarnOpt = False, url: UrlOpt = None) -> None:
     """Install the pre-commit hook; an existing hook is kept and runs first."""
-    from vibe_ensemble.ops.config import Settings
-
-    base = guard.server_url(url or Settings().mcp_url)
+    base = guard.server_url(url or _settings_url())
     try:
         done = guard.install(repo.resolve(), warn=warn, python=sys.executable, url=base)
     except guard.GuardError as exc:
@@ -52,6 +50,27 @@ def install(repo: RepoOpt = Path(), warn: WarnOpt = False, url: UrlOpt = None) -
         ".vibe-ensemble/token.env `connect` keeps), VIBE_AGENT and VIBE_PROJECT from the environment.",
         markup=False,
     )
+
+
+def _settings_url() -> str:
+    """This machine's server, from the settings (VIBE_CONFIG's file, VIBE_… variables) as `connect`
+    finds it; settings that do not load are one line naming the setting, never its value."""
+    from pydantic import ValidationError
+
+    from vibe_ensemble.ops.config import load_settings
+
+    try:
+        return load_settings().mcp_url
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        problem = f"{where}: {first['msg']}"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    err.print(
+        f"error: cannot read the settings to find the server ({printable(problem)}); give --url", markup=False
+    )
+    raise typer.Exit(2)
 
 
 @guard_app.command("check")

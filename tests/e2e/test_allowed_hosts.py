@@ -137,6 +137,22 @@ def test_an_absolute_form_target_is_checked_as_the_requests_host(named: ServerPr
     assert _raw_status(named, with_port).startswith("HTTP/1.1 200 ")
     garbled = f"GET http:///api/v1/projects HTTP/1.1\r\nHost: vibe.example.com\r\n{token}"
     assert _raw_status(named, garbled).startswith("HTTP/1.1 400 ")
+    # Valid absolute-form requests are served as their origin-form would be: no path is "/", and a
+    # WebSocket upgrade reaches its route (the whole URL was taken for the path: 403).
+    no_path = f"GET http://vibe.example.com HTTP/1.1\r\nHost: {EVIL}\r\n"
+    assert _raw_status(named, no_path).split(" ")[1] in ("200", "302", "303", "307"), _raw_status(
+        named, no_path
+    )
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = (
+        f"GET http://vibe.example.com/api/v1/events/ws HTTP/1.1\r\nHost: {EVIL}\r\n{token}"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    )
+    port = int(named.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(upgrade.encode() + b"\r\n")
+        assert sock.recv(4096).decode("latin-1").startswith("HTTP/1.1 101 "), "the upgrade was refused"
 
 
 @pytest.mark.parametrize("path", PROBES)

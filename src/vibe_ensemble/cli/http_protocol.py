@@ -61,6 +61,9 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             host += b":" + str(target.port).encode("ascii")
         self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
         self.headers.append((b"host", host))
+        # and the target in origin-form, as every route, the WebSocket upgrade and the log expect
+        # (uvicorn replays the request line to its WebSocket protocol: the whole URL was the path)
+        self.url = (target.path or b"/") + (b"?" + target.query if target.query else b"")
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -208,6 +208,8 @@ async def test_a_deleted_or_replaced_file_acknowledges_no_write(
     with pytest.raises(DatabaseUnavailable) as refused:
         await _insert(db, "after")
     assert "was deleted or replaced while this server had it open" in str(refused.value.__cause__)
+    # the client is told no retry helps (it was told "retry in 5 s")
+    assert "retrying will not help until its operator restarts it" in refused.value.message
     with pytest.raises(DatabaseUnavailable):  # a reader kept from before reads no more either
         await _rows(db)
     db._sqlite._idle.clear()  # a reader opened now, not one kept from before

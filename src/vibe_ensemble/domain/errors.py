@@ -88,9 +88,10 @@ class DatabaseUnavailable(VibeError):
     code = "database_unavailable"
     http_status = 503
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
         super().__init__(
-            f"the database cannot be reached; nothing was changed: retry in {round(retry_after)} s",
+            message
+            or f"the database cannot be reached; nothing was changed: retry in {round(retry_after)} s",
             retry_after_s=round(retry_after),
         )
         self.retry_after = retry_after

@@ -205,6 +205,17 @@ class Outcome:
         self.wrote = True
 
 
+class DatabaseFileGone(ConnectionError):
+    """The SQLite file was deleted or replaced while this server had it open (store/sqlite.py): an
+    unreachable database (database_unavailable, nothing acknowledged) that no retry mends."""
+
+
+FILE_GONE = (
+    "the server's database file was deleted or replaced while the server had it open; nothing was "
+    "changed, and retrying will not help until its operator restarts it (the server's log says how)"
+)
+
+
 @contextmanager
 def translate(*, write: bool) -> Iterator[Outcome]:
     """Turn a database fault into the domain error a client can act on; log it (rate-limited).
@@ -224,6 +235,8 @@ def translate(*, write: bool) -> Iterator[Outcome]:
         FAULTS.failed(kind, exc, write=write)
         if kind == "full":
             raise StorageFull() from exc
+        if any(isinstance(e, DatabaseFileGone) for e in _causes(exc)):
+            raise DatabaseUnavailable(RETRY_AFTER_S, FILE_GONE) from exc
         raise DatabaseUnavailable(RETRY_AFTER_S) from exc
     else:
         FAULTS.succeeded(write=write and outcome.wrote)

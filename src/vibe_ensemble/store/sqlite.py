@@ -92,11 +92,6 @@ def private_dirs(directory: Path) -> list[Path]:
     return created
 
 
-class DatabaseFileGone(ConnectionError):
-    """The SQLite file was deleted or replaced while this server had it open (an unreachable
-    database to `faults`: database_unavailable, nothing acknowledged)."""
-
-
 def _identity(path: Path) -> tuple[int, int] | None:
     """The file at `path` (device and inode), or None when there is none."""
     try:
@@ -294,7 +289,7 @@ class SqliteEngine:
 
     def _check_file(self) -> None:
         if _identity(self.path) != self._identity:
-            raise DatabaseFileGone(
+            raise faults.DatabaseFileGone(
                 f"the SQLite file {self.path} was deleted or replaced while this server had it open; "
                 "nothing more is written to it: stop the server, move its -wal and -shm files aside "
                 "(they belong to the file it had open, and would be replayed onto the new one), then "

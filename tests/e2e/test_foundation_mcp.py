@@ -392,3 +392,15 @@ async def test_null_for_an_optional_argument_is_its_default_whatever_its_type(se
         assert made["priority"] == "p2"
         refused = await client.call_tool("create_issue", {"title": None, "agent": "nul"})
         assert refused.is_error and "title" in refused.content[0].text  # type: ignore[union-attr]
+
+
+async def test_an_update_of_nulls_only_says_how_to_clear_a_field(server: ServerProcess) -> None:
+    """`update_issue(assignee=null)` meant "unassign" to the agent and "not given" to the server: it
+    is refused saying how to unassign (it said only "nothing to change")."""
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        await call(client, "register_agent", name="upd", role="worker")
+        made = await call(client, "create_issue", title="to update", agent="upd")
+        refused = await client.call_tool("update_issue", {"id": made["id"], "assignee": None, "agent": "upd"})
+        assert refused.is_error
+        text = refused.content[0].text  # type: ignore[union-attr]
+        assert "[invalid_input]" in text and "assignee '' unassigns" in text, text

@@ -9,6 +9,7 @@ from pydantic import Field
 from vibe_ensemble.api.mcp.context import acting
 from vibe_ensemble.api.mcp.params import AgentArg, Id, IssueId, ProjectArg, items, text
 from vibe_ensemble.domain.enums import IssueStatus, Priority
+from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
 from vibe_ensemble.domain.rules import (
     MAX_BODY,
@@ -132,6 +133,13 @@ async def update_issue(
     project: ProjectArg = None,
 ) -> Issue:
     """Change fields of an issue. Pass expected_version to avoid overwriting someone else's change."""
+    if all(v is None for v in (title, body, status, priority, labels, depends_on, parent, assignee)):
+        # null is "not given" here (an optional argument's default): say how to clear what can be
+        rule = (
+            "nothing to change: give at least one field (null is not given: assignee '' unassigns, "
+            "parent 0 detaches)"
+        )
+        raise InvalidInput("fields", rule)
     services, caller = acting()
     return await services.issues.update(
         caller,

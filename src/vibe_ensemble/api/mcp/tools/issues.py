@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -133,29 +134,36 @@ async def update_issue(
     project: ProjectArg = None,
 ) -> Issue:
     """Change fields of an issue. Pass expected_version to avoid overwriting someone else's change."""
-    if all(v is None for v in (title, body, status, priority, labels, depends_on, parent, assignee)):
-        # null is "not given" here (an optional argument's default): say how to clear what can be
-        rule = (
-            "nothing to change: give at least one field (null is not given: assignee '' unassigns, "
-            "parent 0 detaches)"
-        )
-        raise InvalidInput("fields", rule)
     services, caller = acting()
-    return await services.issues.update(
-        caller,
-        id,
-        project=project,
-        agent=agent,
-        title=title,
-        body=body,
-        status=status,
-        priority=priority,
-        labels=labels,
-        depends_on=depends_on,
-        parent=UNSET if parent is None else (parent or None),
-        assignee=UNSET if assignee is None else (assignee or None),
-        expected_version=expected_version,
+    return await _update(
+        services.issues.update(
+            caller,
+            id,
+            project=project,
+            agent=agent,
+            title=title,
+            body=body,
+            status=status,
+            priority=priority,
+            labels=labels,
+            depends_on=depends_on,
+            parent=UNSET if parent is None else (parent or None),
+            assignee=UNSET if assignee is None else (assignee or None),
+            expected_version=expected_version,
+        )
     )
+
+
+async def _update(call: Awaitable[Issue]) -> Issue:
+    """The service's update, its "nothing to change" saying how to clear a field over MCP, where null
+    is an argument not given (the service checks the caller first: a viewer hears it may not)."""
+    try:
+        return await call
+    except InvalidInput as exc:
+        if exc.field != "fields":
+            raise
+        rule = f"{exc.rule} (null is not given: assignee '' unassigns, parent 0 detaches)"
+        raise InvalidInput("fields", rule) from None
 
 
 async def claim_issue(

@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.support import call, free_port, mcp_client, serve_refused, start_server, wait_until
+from tests.support import (
+    ServerProcess,
+    call,
+    free_port,
+    mcp_client,
+    serve_refused,
+    start_server,
+    wait_until,
+)
 
 
 def _children(pid: int) -> list[int]:
@@ -49,23 +58,33 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), what="workers to exit")
 
 
-@pytest.mark.postgres
-def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path, postgres_url: str) -> None:
-    """SIGKILL forwards nothing: the workers served on, orphaned, holding the port."""
+@pytest.fixture
+def two_workers(tmp_path: Path, postgres_url: str) -> Iterator[tuple[ServerProcess, list[int]]]:
+    """`serve --workers 2` on PostgreSQL and its two workers' pids; whatever a test kills, none is
+    left running after it."""
     server = start_server(tmp_path, database_url=postgres_url, extra_args=["--workers", "2"])
     workers = _children(server.proc.pid)
     try:
         assert len(workers) == 2, server.log()
-        server.proc.kill()
-        server.proc.wait(10)
-        wait_until(lambda: not any(_running(w) for w in workers), what="the orphaned workers to exit")
-        with pytest.raises(httpx2.TransportError):
-            httpx2.get(server.url + "/healthz", timeout=2)
+        yield server, workers
     finally:
         server.stop()
         for worker in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.postgres
+def test_workers_stop_when_their_supervisor_is_killed_outright(
+    two_workers: tuple[ServerProcess, list[int]],
+) -> None:
+    """SIGKILL forwards nothing: the workers served on, orphaned, holding the port."""
+    server, workers = two_workers
+    server.proc.kill()
+    server.proc.wait(10)
+    wait_until(lambda: not any(_running(w) for w in workers), what="the orphaned workers to exit")
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(server.url + "/healthz", timeout=2)
 
 
 def _running(pid: int) -> bool:
@@ -78,18 +97,13 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_worker_killed_stops_the_replica_saying_which(tmp_path: Path, postgres_url: str) -> None:
-    server = start_server(tmp_path, database_url=postgres_url, extra_args=["--workers", "2"])
-    workers = _children(server.proc.pid)
-    try:
-        assert len(workers) == 2, server.log()
-        os.kill(workers[0], signal.SIGKILL)
-        assert server.proc.wait(30) == 1  # a worker killed by a signal: the replica exits 1
-        wait_until(lambda: not any(_running(w) for w in workers), what="the other worker to stop")
-        assert "worker_died" in server.log() and f"pid={workers[0]}" in server.log(), server.log()[-2000:]
-        assert "signal=9" in server.log()
-    finally:
-        server.stop()
+def test_a_worker_killed_stops_the_replica_saying_which(two_workers: tuple[ServerProcess, list[int]]) -> None:
+    server, workers = two_workers
+    os.kill(workers[0], signal.SIGKILL)
+    assert server.proc.wait(30) == 1  # a worker killed by a signal: the replica exits 1
+    wait_until(lambda: not any(_running(w) for w in workers), what="the other worker to stop")
+    assert "worker_died" in server.log() and f"pid={workers[0]}" in server.log(), server.log()[-2000:]
+    assert "signal=9" in server.log()
 
 
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _jsonrpc_error(status: int, message: str) -> httpx2.Response:
     return httpx2.Response(status, json=body)
 
 
-REFUSED = -32000  # api/mcp/endpoint.REFUSED (not imported: it would load the server into the bridge)
+REFUSED = -32000  # api/auth.REFUSED (not imported: it would load the server into the bridge)
 
 
 def _vibe_error(body: bytes) -> str | None:

@@ -203,7 +203,7 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
             "`vibe-ensemble backup restore` (docs/backups.md); `vibe-ensemble backup list` shows them"
         )
     kind = faults.classify(exc)
-    if kind == "unavailable" and _sqlite_cannot_open(exc):
+    if kind == "unavailable" and faults.sqlite_code(exc) == faults.SQLITE_CANTOPEN:
         return _sqlite_hint(exc, database)
     if kind == "unavailable":
         return (
@@ -213,20 +213,6 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
     if kind == "full":
         return f"the database's disk is full ({faults.innermost(exc)}): free some space and try again"
     return None
-
-
-SQLITE_CANTOPEN = 14
-
-
-def _sqlite_cannot_open(exc: BaseException) -> bool:
-    """SQLite could not open its file (missing directory, not a file, not readable or writable)."""
-    import sqlite3
-
-    from vibe_ensemble.store import faults
-
-    root = faults.root_cause(exc)
-    code = getattr(root, "sqlite_errorcode", None)
-    return isinstance(root, sqlite3.Error) and code is not None and code & 0xFF == SQLITE_CANTOPEN
 
 
 def _sqlite_hint(exc: BaseException, database: str | None) -> str:

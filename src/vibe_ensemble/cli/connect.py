@@ -167,7 +167,7 @@ def _check_server(mcp_url: str, secret: str, settings: Settings) -> list[str]:
     None of these stops connect: the server may start later, or be started on the right database."""
     import httpx2
 
-    from vibe_ensemble.hooks.server import base_url
+    from vibe_ensemble.ops.urls import base_url
     from vibe_ensemble.store.urls import database_label
 
     parts = urlsplit(mcp_url)

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from vibe_ensemble.guard import hook as guard
 from vibe_ensemble.ops.terminal import printable
+from vibe_ensemble.ops.urls import base_url
 
 guard_app = typer.Typer(
     help="A git pre-commit hook that refuses commits touching files another agent holds.",
@@ -37,7 +38,7 @@ UrlOpt = Annotated[
 @guard_app.command("install")
 def install(repo: RepoOpt = Path(), warn: WarnOpt = False, url: UrlOpt = None) -> None:
     """Install the pre-commit hook; an existing hook is kept and runs first."""
-    base = guard.server_url(url or _settings_url())
+    base = base_url(url or _settings_url())
     try:
         done = guard.install(repo.resolve(), warn=warn, python=sys.executable, url=base)
     except guard.GuardError as exc:

@@ -30,6 +30,7 @@ import httpx2
 
 from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token
 from vibe_ensemble.domain.globs import escape
+from vibe_ensemble.ops.urls import base_url
 
 MARK = "# vibe-ensemble guard"
 CHAINED = "pre-commit.vibe-chained"
@@ -79,12 +80,6 @@ def hooks_dir(repo: Path) -> Path:
 
 
 _SAFE_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]/_~%-]+")  # nothing a shell would read in quotes
-
-
-def server_url(url: str) -> str:
-    """The server's base URL from `url`, which may be its MCP URL (`…/mcp`, as connect, the bridge
-    and the server's banner give it): REST lives beside /mcp, not under it."""
-    return url.strip().rstrip("/").removesuffix("/mcp")
 
 
 def hook_script(python: str, *, warn: bool, url: str | None = None) -> str:
@@ -189,7 +184,7 @@ def find_token(repo: Path, env: Mapping[str, str]) -> str | None:
 
 def check(repo: Path, env: Mapping[str, str], *, warn: bool = False) -> Outcome:
     """Decide on the staged commit in `repo`."""
-    url, token = server_url(env.get("VIBE_URL", "")), find_token(repo, env)
+    url, token = base_url(env.get("VIBE_URL", "")), find_token(repo, env)
     missing = [name for name, value in (("VIBE_URL", url), ("VIBE_TOKEN", token)) if not value]
     if missing or token is None:
         return Outcome(

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx2
 
 from vibe_ensemble.domain.globs import escape
+from vibe_ensemble.ops.urls import base_url
 
 TIMEOUT_S = 5.0
 
@@ -33,12 +34,6 @@ class Identity:
     agent: str
     role: str = "worker"  # what the agent registers as when the server does not know it yet
     program: str = "claude-code"  # the client the agent registers with (its `program`)
-
-
-def base_url(url: str) -> str:
-    """The server's base URL from what a person gives: the base itself or the MCP endpoint."""
-    url = url.strip().rstrip("/")
-    return url.removesuffix("/mcp")
 
 
 class Server:

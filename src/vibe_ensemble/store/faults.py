@@ -78,22 +78,20 @@ def innermost(exc: BaseException) -> str:
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 
-SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 14, 26
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code for the root cause of `exc` (SQLITE_CANTOPEN, …), or None when
+    that is not an error of SQLite's."""
+    root = root_cause(exc)
+    code = getattr(root, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(root, sqlite3.Error) and code is not None else None
 
 
 def damaged(exc: BaseException) -> bool:
     """SQLite found its file damaged (a torn copy, a truncated file) or not a database at all."""
-    root = root_cause(exc)
-    code = getattr(root, "sqlite_errorcode", None)
-    return (
-        isinstance(root, sqlite3.DatabaseError)
-        and code is not None
-        and code & 0xFF
-        in (
-            SQLITE_CORRUPT,
-            SQLITE_NOTADB,
-        )
-    )
+    return sqlite_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
 def read_only(exc: BaseException) -> bool:

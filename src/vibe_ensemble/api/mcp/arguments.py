@@ -161,11 +161,9 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
             return await call_next(ctx)
         name = str(params["name"])
         model, accepted, limits, defaulted = known
-        if None in arguments.values():
-            nulls = [field for field, value in arguments.items() if value is None and field in defaulted]
-            if nulls and isinstance(params, dict):  # (the request's own dict, which the SDK reads next)
-                arguments = {field: value for field, value in arguments.items() if field not in nulls}
-                params["arguments"] = arguments  # what the SDK reads next: the defaults for those
+        if None in arguments.values() and isinstance(params, dict):  # (the dict the SDK reads next)
+            arguments = {k: v for k, v in arguments.items() if v is not None or k not in defaulted}
+            params["arguments"] = arguments  # a null where null is no value: the default instead
         unknown = sorted(arguments.keys() - accepted)
         if unknown:
             shown = ", ".join(repr(u[:MAX_SHOWN]) for u in unknown[:10])

@@ -165,20 +165,12 @@ def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) 
 _REPLACED = {b"content-type", b"content-length"}
 
 
-REFUSED = -32000  # JSON-RPC's implementation-defined server error: refused before the call was read
-
-
 async def _refuse(send: Send, exc: VibeError) -> None:
     """A request refused before the SDK reads it (the token, the rate limit, an outage): the status
     and headers every door answers with (401 and `WWW-Authenticate`, 429 or 503 and `Retry-After`),
-    and as the body a JSON-RPC error, which is what an MCP client reads at a 4xx or 5xx: the SDK's
-    client showed a body of any other shape as "Server returned an error response", so an agent
-    never learnt that its token was wrong. The id is null (the body is not read before the token
-    is checked); clients answer the request they sent with it. `data` carries the code and details
-    as REST's envelope does."""
-    data = {"code": exc.code, **exc.details}
-    error = {"code": REFUSED, "message": f"[{exc.code}] {exc.message}", "data": data}
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    with a JSON-RPC error as the body (`auth.jsonrpc_error_body`): an agent whose token was wrong
+    was shown only "Server returned an error response"."""
+    body = json.dumps(auth.jsonrpc_error_body(exc.code, exc.message, exc.details)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()

@@ -148,6 +148,5 @@ def _near_mcp(path: str) -> bool:
 
 def _mcp_is_elsewhere() -> JSONResponse:
     """404 as a JSON-RPC error, which an MCP client shows (it showed "Not Found", saying nothing of
-    where the endpoint is), with the code in `data` as /mcp's own refusals carry it."""
-    error = {"code": -32000, "message": f"[not_found] {MCP_HERE}", "data": {"code": "not_found"}}
-    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, 404)
+    where the endpoint is)."""
+    return JSONResponse(auth.jsonrpc_error_body("not_found", MCP_HERE), 404)

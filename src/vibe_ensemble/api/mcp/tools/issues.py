@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -135,8 +134,8 @@ async def update_issue(
 ) -> Issue:
     """Change fields of an issue. Pass expected_version to avoid overwriting someone else's change."""
     services, caller = acting()
-    return await _update(
-        services.issues.update(
+    try:
+        return await services.issues.update(
             caller,
             id,
             project=project,
@@ -151,17 +150,11 @@ async def update_issue(
             assignee=UNSET if assignee is None else (assignee or None),
             expected_version=expected_version,
         )
-    )
-
-
-async def _update(call: Awaitable[Issue]) -> Issue:
-    """The service's update, its "nothing to change" saying how to clear a field over MCP, where null
-    is an argument not given (the service checks the caller first: a viewer hears it may not)."""
-    try:
-        return await call
     except InvalidInput as exc:
         if exc.field != "fields":
             raise
+        # "nothing to change", after the caller was checked (a viewer hears it may not): over MCP
+        # a null is an argument not given, so say how to clear what can be
         rule = f"{exc.rule} (null is not given: assignee '' unassigns, parent 0 detaches)"
         raise InvalidInput("fields", rule) from None
 

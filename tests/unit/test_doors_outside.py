@@ -146,3 +146,34 @@ async def test_only_a_post_to_mcp_is_taken_aside(tmp_path: Path) -> None:
     await _run(door, scope)
     assert served.paths == [("http", "/mcp")]
     assert scope["route"] is route  # the log line and the metrics name the route
+
+
+async def test_fastapis_own_telemetry_stays_off_under_a_global_tracer_provider(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A process with a global tracer provider (run under `opentelemetry-instrument`, say) gets no
+    second span per request from FastAPI's native telemetry, nor its exception logs (they carry
+    request bodies): tracing is ours (ops/tracing.py), on when its settings say so."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    app = create_app(Runtime(Settings(data_dir=tmp_path)))
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = _scope("http", "/healthz", "127.0.0.1:8080") | {"http_version": "1.1", "asgi": {"version": "3.0"}}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    provider.force_flush()
+    assert exported.get_finished_spans() == ()

@@ -224,6 +224,11 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
         redoc_url=None,
         responses=errors.RESPONSES,
         redirect_slashes=False,  # Starlette's would build an absolute Location from the request's Host
+        # FastAPI's own OpenTelemetry spans, metrics and exception logs: off. Tracing is ours
+        # (ops/tracing.py, `tracer`), a span per request already; FastAPI's would add a second one,
+        # and its exception logs carry messages and tracebacks. Off, a request no longer asks for
+        # the global providers (three environment lookups each: 1% of a tool call's CPU).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = runtime.services
     app.state.runtime = runtime

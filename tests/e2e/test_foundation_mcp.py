@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import httpx2
 import pytest
@@ -404,3 +405,54 @@ async def test_an_update_of_nulls_only_says_how_to_clear_a_field(server: ServerP
         assert refused.is_error
         text = refused.content[0].text  # type: ignore[union-attr]
         assert "[invalid_input]" in text and "assignee '' unassigns" in text, text
+
+
+async def test_text_that_is_not_unicode_is_refused_naming_the_field(server: ServerProcess) -> None:
+    """JSON can carry a lone surrogate (`\\ud800`), which no Unicode text holds: a tool's argument
+    with one is refused naming the argument (it was an internal error, a traceback in the log), a
+    prompt's or a resource's likewise, and nothing is written."""
+    meta = (
+        '{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+        '"io.modelcontextprotocol/clientInfo":{"name":"test","version":"0"},'
+        '"io.modelcontextprotocol/clientCapabilities":{}}'
+    )
+
+    def post(method: str, name: str, params: str) -> dict[str, Any]:
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {server.admin_token}",
+            "Content-Type": "application/json",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": method,
+            "Mcp-Name": name,
+        }
+        body = f'{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{{params},"_meta":{meta}}}}}'
+        answer = httpx2.post(server.mcp_url, content=body.encode(), headers=headers)
+        assert answer.status_code in (200, 400), answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def tool(arguments: str) -> str:
+        params = f'"name":"create_issue","arguments":{arguments}'
+        result = post("tools/call", "create_issue", params)["result"]
+        assert result["isError"] is True
+        text: str = result["content"][0]["text"]
+        return text
+
+    assert tool('{"title":"x\\ud800"}') == (
+        "[invalid_input] create_issue: title: must be valid Unicode text (no lone surrogates such as "
+        '\\ud800) {"field": "title", "rule": "must be valid Unicode text (no lone surrogates such as '
+        '\\\\ud800)"}'
+    )
+    assert tool('{"title":"ok","labels":["a","\\udfff"]}').startswith(
+        "[invalid_input] create_issue: labels[1]: must be valid Unicode text"
+    )
+    assert tool('{"title":"ok","x\\ud800":1}').startswith("[invalid_input] create_issue: unknown argument")
+    briefing = '"name":"worker_briefing","arguments":{"agent":"a\\ud800"}'
+    prompt = post("prompts/get", "worker_briefing", briefing)
+    assert prompt["error"]["message"].startswith("[invalid_input]"), prompt
+    # (no header can carry the URI's surrogate, so the SDK's check that Mcp-Name is the URI refuses it)
+    read = post("resources/read", "vibe://projects/d", '"uri":"vibe://projects/d\\ud800"')
+    assert read["error"]["code"] != -32603, read  # not an internal error
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        assert (await call(client, "list_issues"))["items"] == []

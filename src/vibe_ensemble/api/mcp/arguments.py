@@ -33,11 +33,37 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from vibe_ensemble.domain import rules
 
 MAX_SHOWN = 80  # characters of a refused value shown back
+
+
+NOT_UNICODE = "must be valid Unicode text (no lone surrogates such as \\ud800)"
+
+
+def _not_unicode(value: Any, path: str = "") -> str | None:
+    """The path of the first string in `value` (an argument's name or text, at any depth) that is not
+    valid Unicode (`title`, `labels[2]`, `meta.note`), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path or "arguments"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            found = _not_unicode(key, "arguments") or _not_unicode(item, key_path)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _not_unicode(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _refusal(text: str) -> CallToolResult:
@@ -185,6 +211,10 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
             model.model_validate_json(to_json(arguments), strict=True)
         except ValidationError as exc:
             return _refusal(describe(name, exc))
+        except PydanticSerializationError:  # text that is not Unicode: a lone surrogate (JSON's \ud800)
+            field = _not_unicode(arguments) or "arguments"
+            problem = f"{field}: {NOT_UNICODE}"
+            return _refusal(_invalid(name, [problem], [{"field": field, "rule": NOT_UNICODE}]))
         return await call_next(ctx)
 
     return middleware

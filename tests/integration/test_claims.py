@@ -201,6 +201,14 @@ async def test_claiming_a_taken_or_finished_issue_is_refused(services: Services,
         await services.issues.claim(admin, finished.id, agent="w2")
     with pytest.raises(NotFound, match="issue 999 does not exist"):
         await services.issues.claim(admin, 999, agent="w2")
+    # finished by the agent that held it: it is done, not "claimed by w1" (an outside probe)
+    done = await services.issues.create(admin, title="done")
+    await services.issues.claim(admin, done.id, agent="w1")
+    await services.issues.close(admin, done.id, "shipped", agent="w1")
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(Conflict, match=f"issue {done.id} is done, not open") as refused:
+        await services.issues.claim(admin, done.id, agent="w2")
+    assert not isinstance(refused.value, AlreadyClaimed)
     with pytest.raises(NotFound, match="'ghost' is not registered"):
         await services.issues.claim(admin, taken.id, agent="ghost")
     # a retried claim of one's own issue answers it and changes nothing

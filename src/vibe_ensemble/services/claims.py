@@ -42,6 +42,8 @@ async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
 
 
 async def check_claimable(conn: Connection, issue: Issue) -> None:
+    if issue.status.finished:  # first: a finished issue keeps the agent that finished it
+        raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
     if issue.assignee is not None:
         raise AlreadyClaimed(
             f"issue {issue.id} is already claimed by {issue.assignee}",

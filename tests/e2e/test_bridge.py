@@ -228,3 +228,58 @@ def test_requests_written_before_stdin_closes_are_all_answered(server: ServerPro
     )
     assert sorted(modern) == ["a", "b"], modern
     assert "piped" in [agent["name"] for agent in modern["a"]["result"]["structuredContent"]["result"]]
+
+
+UNREADABLE = [  # lines the SDK's stdio transport cannot read as a JSON-RPC message, and a good one
+    '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}',
+    '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"list_agents","arguments":{"role":"\\ud800"}}}',
+    "not json",
+    "",
+    '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"list_agents","arguments":{}}}',
+]
+
+
+def check_unreadable_answered(stdout: str) -> None:
+    """Each line of `UNREADABLE` but the blank one answered: the request's id when it can be read, the
+    rule it broke (they went unanswered: a client waited for ever)."""
+    answers = [json.loads(line) for line in stdout.splitlines()]
+    by_id = {a["id"]: a for a in answers}
+    assert sorted(by_id, key=str) == [1, 5, 6, 8, None], answers
+    assert by_id[5]["error"]["code"] == -32600
+    assert by_id[5]["error"]["message"].startswith(
+        "[invalid_input] each line must be one JSON-RPC 2.0 message"
+    )
+    assert by_id[6]["error"] == {
+        "code": -32600,
+        "message": "[invalid_input] text must be valid Unicode (no lone surrogates such as \\ud800)",
+        "data": {
+            "code": "invalid_input",
+            "rule": "text must be valid Unicode (no lone surrogates such as \\ud800)",
+        },
+    }
+    assert by_id[None]["error"]["code"] == -32700
+    assert "result" in by_id[8]
+
+
+def test_a_line_that_is_no_json_rpc_message_is_answered(server: ServerProcess) -> None:
+    hello = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "pipe", "version": "1"},
+    }
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        *UNREADABLE,
+    ]
+    env = {**os.environ, "VIBE_TOKEN": server.admin_token}
+    done = subprocess.run(
+        [CLI, "mcp", "--url", server.mcp_url],
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    check_unreadable_answered(done.stdout)

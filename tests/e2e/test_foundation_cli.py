@@ -184,6 +184,39 @@ def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> N
     assert titles == ["written from a pipe"]
 
 
+def test_stdio_mcp_answers_a_line_that_is_no_json_rpc_message(tmp_path: Path) -> None:
+    """On the database as through the bridge: a line the SDK's transport cannot read is answered (it
+    was dropped without a word, and its client waited for ever)."""
+    import json
+
+    from tests.e2e.test_bridge import UNREADABLE, check_unreadable_answered
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'lines.db'}"
+    cli("migrate", "--database-url", db)
+    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+    hello = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "pipe", "version": "1"},
+    }
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        *UNREADABLE,
+    ]
+    done = subprocess.run(
+        [CLI, "mcp", "--database-url", db],
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VIBE_TOKEN": token},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    check_unreadable_answered(done.stdout)
+
+
 async def test_stdio_mcp_stops_when_its_token_is_revoked(tmp_path: Path) -> None:
     """The stdio server authenticated its token once, at start, and served on after it was revoked;
     it now reads the token again every keep-alive and, once it is not usable, refuses every call

@@ -38,6 +38,7 @@ from mcp_types.version import LATEST_MODERN_VERSION
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.cli.common import EXAMPLE_MCP_URL
 from vibe_ensemble.cli.inflight import DRAIN_S, Pending
+from vibe_ensemble.cli.stdin_lines import Lines, refusal
 
 # The SDK's own defaults: a response stream may stay open for minutes (waits, subscriptions).
 TIMEOUT = httpx2.Timeout(30.0, read=300.0)
@@ -199,12 +200,13 @@ async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
     """
     routing = Routing()
     pending = Pending()
+    lines = Lines()
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT, transport=Answering(url)
     )
     async with (
         http,
-        stdio_server() as (stdin, stdout),
+        stdio_server(stdin=lines) as (stdin, stdout),  # type: ignore[arg-type]  # (reads lines)
         streamable_http_client(url, http_client=http) as (from_server, to_server),
         anyio.create_task_group() as tasks,
     ):
@@ -222,10 +224,11 @@ async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
         tasks.start_soon(downstream)
         try:
             async for item in stdin:
-                if not isinstance(item, SessionMessage):  # no JSON-RPC, so no id to answer
-                    complain(
-                        f"ignored a line on stdin that is not a JSON-RPC message ({type(item).__name__})"
-                    )
+                line = lines.take()
+                if not isinstance(item, SessionMessage):  # answered here, with its id when it has one
+                    answer = refusal(line)
+                    if answer is not None:
+                        await stdout.send(SessionMessage(answer))
                     continue
                 headers = routing.headers(item.message)
                 metadata = ClientMessageMetadata(headers=headers) if headers else None

@@ -252,11 +252,13 @@ async def _run_stdio(server: MCPServer) -> None:
     from mcp.shared.message import SessionMessage
 
     from vibe_ensemble.cli.inflight import DRAIN_S, Pending
+    from vibe_ensemble.cli.stdin_lines import Lines, refusal
 
     PASS_ON_S = 10.0  # at most this long to hand one message to the stdout writer
     lowlevel = server._lowlevel_server  # the SDK's run_stdio_async is this, on the stdio streams
     pending = Pending()
-    async with stdio_server() as (stdin, stdout):
+    lines = Lines()
+    async with stdio_server(stdin=lines) as (stdin, stdout):  # type: ignore[arg-type]  # (reads lines)
         to_server, server_in = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         server_out, from_server = anyio.create_memory_object_stream[SessionMessage](0)
 
@@ -270,8 +272,13 @@ async def _run_stdio(server: MCPServer) -> None:
         async def inbound() -> None:
             async with to_server:
                 async for item in stdin:
-                    if isinstance(item, SessionMessage):
-                        pending.asked(item.message)
+                    line = lines.take()
+                    if not isinstance(item, SessionMessage):  # the SDK would drop it: answered here
+                        answer = refusal(line)
+                        if answer is not None:
+                            await server_out.send(SessionMessage(answer))
+                        continue
+                    pending.asked(item.message)
                     await to_server.send(item)
                 with anyio.move_on_after(DRAIN_S):
                     await pending.wait()

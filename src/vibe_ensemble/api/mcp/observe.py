@@ -4,8 +4,8 @@
 The outcome is `ok`, or the code of the error the agent got: our tool errors all carry `[code]`
 (context.py, arguments.py; the SDK may put "Error executing tool …: " before it), and only the
 codes of domain/errors.py (and `internal`) are used as label values, anything else is `error`; a
-call the SDK refuses as a protocol error is `protocol_error`. A name that is not one of the
-profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
+call the SDK refuses as a protocol error is `protocol_error`, one that raised in our code (the agent
+got -32603) `internal`. A name that is not one of the profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
 sends.
 
 Each call is also logged: tool, outcome, the tool's latency (`tool_ms`) and who (agent, project),
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from vibe_ensemble.api.mcp.context import bound
@@ -69,6 +70,13 @@ def outcome(result: HandlerResult) -> str:
     return found.group(1) if found and found.group(1) in known_codes() else "error"
 
 
+def failure(exc: Exception) -> str:
+    """The outcome of a call that raised: a JSON-RPC error (the SDK refused the request, or one of our
+    layers did as JSON-RPC says) is `protocol_error`; anything else a fault of ours (`internal`: the
+    agent got -32603 "Internal server error")."""
+    return "protocol_error" if isinstance(exc, MCPError) else "internal"
+
+
 def _tool(ctx: ServerRequestContext[Any, Any], names: frozenset[str]) -> str:
     """The tool a `tools/call` names: one of ours, else `unknown` (a closed set of labels)."""
     name = (ctx.params or {}).get("name")
@@ -89,6 +97,9 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
             result = await call_next(ctx)
             result_outcome = outcome(result)
             return result
+        except Exception as exc:
+            result_outcome = failure(exc)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             metrics.child(metrics.MCP_CALLS, tool, result_outcome).inc()
@@ -139,6 +150,9 @@ def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMi
                 result = await call_next(ctx)
                 result_outcome = outcome(result)
                 return result
+            except Exception as exc:
+                result_outcome = failure(exc)
+                raise
             finally:
                 span.set_attributes(
                     {

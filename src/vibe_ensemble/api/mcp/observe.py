@@ -5,8 +5,8 @@ The outcome is `ok`, or the code of the error the agent got: our tool errors all
 (context.py, arguments.py; the SDK may put "Error executing tool …: " before it), and only the
 codes of domain/errors.py (and `internal`) are used as label values, anything else is `error`; a
 call the SDK refuses as a protocol error is `protocol_error`, one that raised in our code (the agent
-got -32603) `internal`. A name that is not one of the profile's tools is counted as `unknown`. So the label values form closed sets, whatever a client
-sends.
+got -32603) `internal`. A name that is not one of the profile's tools is counted as `unknown`. So
+the label values form closed sets, whatever a client sends.
 
 Each call is also logged: tool, outcome, the tool's latency (`tool_ms`) and who (agent, project),
 never the arguments' text. Over HTTP these fields join the request's own `http_request` line (one

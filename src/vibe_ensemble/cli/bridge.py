@@ -224,11 +224,11 @@ async def serve(url: str, token: str, complain: Callable[[str], None]) -> None:
         tasks.start_soon(downstream)
         try:
             async for item in stdin:
-                line = lines.take()
-                if not isinstance(item, SessionMessage):  # answered here, with its id when it has one
-                    answer = refusal(line)
-                    if answer is not None:
-                        await stdout.send(SessionMessage(answer))
+                answer = refusal(item, lines.take())  # what the server would not answer, answered here
+                if answer is not None:
+                    await stdout.send(SessionMessage(answer))
+                    continue
+                if not isinstance(item, SessionMessage):  # a blank line: nothing was asked
                     continue
                 headers = routing.headers(item.message)
                 metadata = ClientMessageMetadata(headers=headers) if headers else None

@@ -6,7 +6,8 @@ cannot read, the exception, without the line: a request with `"params": "x"`, a 
 its text (`\\ud800`) or a line that is not JSON went unanswered, and a client waited for that answer
 for ever. `Lines` is the stdin it reads from, and keeps each line until its turn (`take`), so the
 server answers such a line as JSON-RPC says: the error with the request's id when it can be read,
-else with `id: null` (-32700 for a line that is not JSON).
+else with `id: null` (-32700 for a line that is not JSON). A request whose id is of another type
+than JSON-RPC's (`true`) is read as a notification, which gets no answer: it is refused too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+
+from vibe_ensemble.domain.rules import JSONRPC_ID_RULE
 
 ENVELOPE_RULE = (
     'each line must be one JSON-RPC 2.0 message: an object with "jsonrpc": "2.0", a "method" (a '
@@ -61,9 +64,18 @@ class Lines:
         return self._read.popleft() if self._read else ""
 
 
-def refusal(line: str) -> types.JSONRPCError | None:
-    """The answer to a line the transport could not read as a JSON-RPC message; None for a blank
-    line (nothing was asked)."""
+def refusal(item: object, line: str) -> types.JSONRPCError | None:
+    """The answer to the line an item of the transport came from (`line`), when the server would not
+    answer it: the transport could not read it as a JSON-RPC message (`item` is the exception), or it
+    took a request with a bad id for a notification (`bad_id`). None for every other message, and
+    for a blank line (nothing was asked)."""
+    if not isinstance(item, Exception):
+        message = getattr(item, "message", None)
+        return bad_id(message, line) if message is not None else None
+    return _unreadable(line)
+
+
+def _unreadable(line: str) -> types.JSONRPCError | None:
     text = line.strip()
     if not text:
         return None
@@ -90,5 +102,27 @@ def refusal(line: str) -> types.JSONRPCError | None:
             code=types.INVALID_REQUEST,
             message=f"[invalid_input] {rule}",
             data={"code": "invalid_input", "rule": rule},
+        ),
+    )
+
+
+def bad_id(message: object, line: str) -> types.JSONRPCError | None:
+    """The answer to a request whose id is neither a string nor an integer (`true`, `null`, `1.5`):
+    the transport took it for a notification, which gets no answer, and its client waited for one."""
+    if not isinstance(message, types.JSONRPCNotification) or '"id"' not in line:
+        return None
+    try:
+        parsed: Any = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict) or "id" not in parsed:
+        return None
+    return types.JSONRPCError(
+        jsonrpc="2.0",
+        id=None,
+        error=types.ErrorData(
+            code=types.INVALID_REQUEST,
+            message=f"[invalid_input] id: {JSONRPC_ID_RULE}",
+            data={"code": "invalid_input", "field": "id", "rule": JSONRPC_ID_RULE},
         ),
     )

@@ -272,11 +272,11 @@ async def _run_stdio(server: MCPServer) -> None:
         async def inbound() -> None:
             async with to_server:
                 async for item in stdin:
-                    line = lines.take()
-                    if not isinstance(item, SessionMessage):  # the SDK would drop it: answered here
-                        answer = refusal(line)
-                        if answer is not None:
-                            await server_out.send(SessionMessage(answer))
+                    answer = refusal(item, lines.take())  # what the SDK would drop, answered here
+                    if answer is not None:
+                        await server_out.send(SessionMessage(answer))
+                        continue
+                    if not isinstance(item, SessionMessage):  # a blank line: nothing was asked
                         continue
                     pending.asked(item.message)
                     await to_server.send(item)

@@ -17,6 +17,9 @@ MAX_LABELS = 32
 MAX_LABEL = 64
 MAX_LIST_LIMIT = 500
 MAX_LINE = 200  # other one-line texts: names of things, programs, models, thread ids, keys, labels
+# JSON-RPC's rule for a request's id, as /mcp and the stdio servers name it when they refuse one (a
+# message with an id of another type was taken for a notification, and went unanswered)
+JSONRPC_ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
 MAX_NOTE = 1000  # a short note: an activity, a reason, a repository path or URL
 MAX_DEPENDENCIES = 100
 MAX_CURSOR = 100  # an opaque page cursor

@@ -19,6 +19,7 @@ from vibe_ensemble.api import auth
 from vibe_ensemble.api.hosts import header
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.errors import (
     DatabaseUnavailable,
     RateLimited,
@@ -86,7 +87,7 @@ ENVELOPE_RULE = (
     "(an array) is not accepted: send one message per POST"
 )
 CONTENT_TYPE_RULE = "the body must be JSON, sent with Content-Type: application/json"
-ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
+ID_RULE = rules.JSONRPC_ID_RULE
 
 
 def _bad_id(body: bytes) -> bool:

@@ -90,11 +90,9 @@ def _unreadable(line: str) -> types.JSONRPCError | None:
         request_id = None
     try:
         json.dumps(message, ensure_ascii=False).encode()
-        rule = ENVELOPE_RULE
+        rule = ENVELOPE_RULE  # JSON, but not a message's shape
     except UnicodeEncodeError:
-        rule = NOT_UNICODE
-    except (ValueError, RecursionError):
-        rule = ENVELOPE_RULE
+        rule = NOT_UNICODE  # a message's shape, perhaps, with text no Unicode holds
     return types.JSONRPCError(
         jsonrpc="2.0",
         id=request_id,

@@ -17,14 +17,14 @@ MAX_LABELS = 32
 MAX_LABEL = 64
 MAX_LIST_LIMIT = 500
 MAX_LINE = 200  # other one-line texts: names of things, programs, models, thread ids, keys, labels
-# JSON-RPC's rule for a request's id, as /mcp and the stdio servers name it when they refuse one (a
-# message with an id of another type was taken for a notification, and went unanswered)
-JSONRPC_ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
 MAX_NOTE = 1000  # a short note: an activity, a reason, a repository path or URL
 MAX_DEPENDENCIES = 100
 MAX_CURSOR = 100  # an opaque page cursor
 MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
+# JSON-RPC's rule for a request's id, as /mcp and the stdio servers name it when they refuse one (a
+# message with an id of another type was taken for a notification, and went unanswered)
+JSONRPC_ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # C0 and C1 controls, DEL and the Unicode line and paragraph separators: a newline, a tab, an

@@ -46,7 +46,8 @@ class Lines:
     item for it (a message or an exception), in order, so `take` after each item gives its line."""
 
     def __init__(self) -> None:
-        self._file = anyio.wrap_file(_Unowned(sys.stdin.buffer, encoding="utf-8", errors="replace"))
+        # utf-8-sig: a byte-order mark before the first line (as some Windows tools write) is not part of it
+        self._file = anyio.wrap_file(_Unowned(sys.stdin.buffer, encoding="utf-8-sig", errors="replace"))
         self._read: deque[str] = deque()
 
     def __aiter__(self) -> Lines:

@@ -371,3 +371,41 @@ def test_a_file_is_covered_only_by_a_lease_that_covers_it(
         assert found == covered
     else:  # a glob's witness: some file it matches, within the lease
         assert found is not None and found.startswith("docs/") and found.endswith(".md")
+
+
+def test_may_overlap_is_decided_by_the_literal_prefixes() -> None:
+    """Two globs whose texts before the first wildcard are not one the start of the other cover no
+    path in common; otherwise the automata decide (the property tests above compare `overlaps`,
+    which asks `may_overlap` first, with a reference matcher)."""
+    assert not overlap.may_overlap("src/api/**", "docs/**")
+    assert not overlap.may_overlap("src/a\\*b", "src/ab")  # an escaped `*` is a literal one
+    assert overlap.may_overlap("src/**", "src/api/x.py")
+    assert overlap.may_overlap("**/x.py", "docs/x.py")
+    assert overlap.may_overlap("src/a\\*b", "src/a*")
+
+
+def test_no_automaton_is_built_for_globs_whose_prefixes_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reservation is compared with every live lease of its project: with 15,000 of them in other
+    directories it took 2 s of automata. Globs whose literal prefixes differ are answered from their
+    texts; shared leases are not compared with a shared reservation at all."""
+    from datetime import UTC, datetime
+
+    from vibe_ensemble.domain.models import Reservation
+    from vibe_ensemble.services.lease_conflicts import conflicts_with
+
+    now = datetime.now(UTC)
+    held = [
+        Reservation(i, "p", "hoarder", f"src/mod{i}/**/*.py", i % 2 == 0, "", now, now) for i in range(1000)
+    ]
+    inside = [globs.parse("paths[0]", "src/mod7/**")[0]]
+    assert [c.reservation_id for c in conflicts_with(inside, held, exclusive=True)] == [7]
+    assert conflicts_with(inside, held, exclusive=False) == []  # lease 7 is shared: no conflict
+
+    def no_automaton(*_: object, **__: object) -> None:
+        raise AssertionError("an automaton was built")
+
+    monkeypatch.setattr(overlap, "_compile", no_automaton)
+    wanted = [globs.parse("paths[0]", "docs/**/*.md")[0]]
+    assert conflicts_with(wanted, held, exclusive=True) == []
+    assert not overlap.overlaps(wanted[0], globs.parse("p", "src/**/*.py")[0])
+    assert overlap.covered_file(globs.parse("p", "src/**")[0], globs.parse("p", "docs/*.md")[0]) is None

@@ -150,6 +150,8 @@ def witness(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> s
     """
     if a.resource or b.resource:
         return a.text if a.resource and b.resource and a.text == b.text else None
+    if not may_overlap(a.text, b.text):
+        return None
     # fast path for plain paths (the common case, e.g. the files of a commit)
     if a.literal and covers(b, a.text):
         return a.text
@@ -170,12 +172,40 @@ def covered_file(lease: LeasePattern, files: LeasePattern, budget: Budget | None
     """
     if lease.resource or files.resource:
         return files.text if lease.resource and files.resource and lease.text == files.text else None
+    if not may_overlap(lease.text, files.text):
+        return None
     if files.literal:
         return files.text if covers(lease, files.text) else None
     try:
         return _product_witness(_compile(files.text, inside=False), _compile(lease.text), budget or Budget())
     except OverBudget:
         raise TooComplex(files, lease) from None
+
+
+def may_overlap(a: str, b: str) -> bool:
+    """False when two path globs cannot overlap, decided from their text alone: every path a glob
+    covers starts with its literal prefix (its text up to the first wildcard), so two globs whose
+    prefixes are not one the start of the other (`src/api/` and `docs/`) cover no path in common.
+    True says nothing; the automata decide. A project's live leases are mostly of other
+    directories: with 15,000 of them a reservation's comparisons took 2 s, nearly all of them
+    answered here."""
+    pa, pb = _literal_prefix(a), _literal_prefix(b)
+    return pa.startswith(pb) or pb.startswith(pa)
+
+
+@lru_cache(maxsize=8192)
+def _literal_prefix(text: str) -> str:
+    """A glob's text up to its first wildcard (`*`, `?`, `[`), escapes undone (`a\\*b` is `a*b`)."""
+    prefix: list[str] = []
+    i = 0
+    while i < len(text) and text[i] not in "*?[":
+        if text[i] == "\\":
+            if i + 1 == len(text):
+                break
+            i += 1
+        prefix.append(text[i])
+        i += 1
+    return "".join(prefix)
 
 
 def overlaps(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> bool:

@@ -55,10 +55,12 @@ def conflicts_with(
     """
     found: list[LeaseConflict] = []
     spent = 0
+    # shared leases stand in the way of an exclusive one only; an exclusive lease, of any
+    candidates = held if exclusive else [lease for lease in held if lease.exclusive]
     for pattern in wanted:
-        for lease in held:
-            if not (exclusive or lease.exclusive):
-                continue
+        for lease in candidates:
+            if not overlap.may_overlap(pattern.text, lease.pattern):
+                continue  # decided from the two texts, before any work on the automata
             budget = overlap.Budget(min(overlap.WORK_BUDGET, CALL_BUDGET - spent))
             try:
                 if files:

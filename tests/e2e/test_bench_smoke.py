@@ -102,3 +102,8 @@ def test_live_latency_runs_and_counts_what_was_lost(tmp_path: Path) -> None:
 def test_hardening_runs() -> None:
     out = run_bench("hardening.py", "--requests", "50")
     assert "/metrics:" in out and "/healthz while it ran" in out and "steps" in out
+
+
+def test_leases_runs() -> None:
+    out = run_bench("leases.py", "--sizes", "200,400", "--calls", "1")
+    assert "live leases" in out and "exclusive 1-glob reserve" in out

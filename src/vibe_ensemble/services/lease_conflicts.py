@@ -55,7 +55,7 @@ def conflicts_with(
     """
     found: list[LeaseConflict] = []
     spent = 0
-    # shared leases stand in the way of an exclusive one only; an exclusive lease, of any
+    # a shared request is stood in the way of by exclusive leases only, an exclusive one by every lease
     candidates = held if exclusive else [lease for lease in held if lease.exclusive]
     for pattern in wanted:
         for lease in candidates:

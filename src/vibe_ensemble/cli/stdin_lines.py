@@ -94,15 +94,7 @@ def _unreadable(line: str) -> types.JSONRPCError | None:
         rule = ENVELOPE_RULE  # JSON, but not a message's shape
     except UnicodeEncodeError:
         rule = NOT_UNICODE  # a message's shape, perhaps, with text no Unicode holds
-    return types.JSONRPCError(
-        jsonrpc="2.0",
-        id=request_id,
-        error=types.ErrorData(
-            code=types.INVALID_REQUEST,
-            message=f"[invalid_input] {rule}",
-            data={"code": "invalid_input", "rule": rule},
-        ),
-    )
+    return _invalid_request(request_id, rule)
 
 
 def bad_id(message: object, line: str) -> types.JSONRPCError | None:
@@ -116,12 +108,20 @@ def bad_id(message: object, line: str) -> types.JSONRPCError | None:
         return None
     if not isinstance(parsed, dict) or "id" not in parsed:
         return None
+    return _invalid_request(None, JSONRPC_ID_RULE, field="id")
+
+
+def _invalid_request(
+    request_id: str | int | None, rule: str, *, field: str | None = None
+) -> types.JSONRPCError:
+    """JSON-RPC's -32600, said as every refused input is: `[invalid_input] field: rule`."""
+    named = {"field": field} if field else {}
     return types.JSONRPCError(
         jsonrpc="2.0",
-        id=None,
+        id=request_id,
         error=types.ErrorData(
             code=types.INVALID_REQUEST,
-            message=f"[invalid_input] id: {JSONRPC_ID_RULE}",
-            data={"code": "invalid_input", "field": "id", "rule": JSONRPC_ID_RULE},
+            message=f"[invalid_input] {field + ': ' if field else ''}{rule}",
+            data={"code": "invalid_input", **named, "rule": rule},
         ),
     )

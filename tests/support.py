@@ -398,3 +398,45 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
     return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+# the `initialize` params of a client that writes its requests down a pipe (the older protocol)
+PIPE_HELLO = {
+    "protocolVersion": "2025-06-18",
+    "capabilities": {},
+    "clientInfo": {"name": "pipe", "version": "1"},
+}
+
+UNREADABLE = [  # lines the SDK's stdio transport cannot read as a JSON-RPC message, and a good one
+    '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}',
+    '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"list_agents","arguments":{"role":"\\ud800"}}}',
+    "not json",
+    "",
+    '{"jsonrpc":"2.0","id":true,"method":"ping"}',  # (read as a notification, which is not answered)
+    '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"list_agents","arguments":{}}}',
+]
+
+
+def check_unreadable_answered(stdout: str) -> None:
+    """Each line of `UNREADABLE` but the blank one answered: the request's id when it can be read, the
+    rule it broke (they went unanswered: a client waited for ever)."""
+    answers = [json.loads(line) for line in stdout.splitlines()]
+    by_id = {a["id"]: a for a in answers if a["id"] is not None}
+    assert sorted(by_id) == [1, 5, 6, 8], answers
+    unread, bad_id = [a["error"] for a in answers if a["id"] is None]  # (in the order of the lines)
+    assert unread["code"] == -32700
+    assert bad_id["code"] == -32600 and bad_id["data"]["field"] == "id"
+    assert bad_id["message"].startswith("[invalid_input] id: a request's id must be a string or an integer")
+    assert by_id[5]["error"]["code"] == -32600
+    assert by_id[5]["error"]["message"].startswith(
+        "[invalid_input] each line must be one JSON-RPC 2.0 message"
+    )
+    assert by_id[6]["error"] == {
+        "code": -32600,
+        "message": "[invalid_input] text must be valid Unicode (no lone surrogates such as \\ud800)",
+        "data": {
+            "code": "invalid_input",
+            "rule": "text must be valid Unicode (no lone surrogates such as \\ud800)",
+        },
+    }
+    assert "result" in by_id[8]

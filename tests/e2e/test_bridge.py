@@ -17,7 +17,17 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.support import ServerProcess, call, call_error, free_port, mcp_client, run_cli
+from tests.support import (
+    PIPE_HELLO,
+    UNREADABLE,
+    ServerProcess,
+    call,
+    call_error,
+    check_unreadable_answered,
+    free_port,
+    mcp_client,
+    run_cli,
+)
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 
@@ -197,16 +207,11 @@ def test_requests_written_before_stdin_closes_are_all_answered(server: ServerPro
         body = {"name": tool, "arguments": arguments, **params}
         return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": body}
 
-    hello = {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "pipe", "version": "1"},
-    }
     legacy = piped(
         server.mcp_url,
         server.admin_token,
         [
-            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": PIPE_HELLO},
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
             call(2, "register_agent", {"name": "piped"}),
             call(3, "list_agents", {"role": "observer"}),  # (no order among them: each is its own POST)
@@ -230,49 +235,9 @@ def test_requests_written_before_stdin_closes_are_all_answered(server: ServerPro
     assert "piped" in [agent["name"] for agent in modern["a"]["result"]["structuredContent"]["result"]]
 
 
-UNREADABLE = [  # lines the SDK's stdio transport cannot read as a JSON-RPC message, and a good one
-    '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}',
-    '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"list_agents","arguments":{"role":"\\ud800"}}}',
-    "not json",
-    "",
-    '{"jsonrpc":"2.0","id":true,"method":"ping"}',  # (read as a notification, which is not answered)
-    '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"list_agents","arguments":{}}}',
-]
-
-
-def check_unreadable_answered(stdout: str) -> None:
-    """Each line of `UNREADABLE` but the blank one answered: the request's id when it can be read, the
-    rule it broke (they went unanswered: a client waited for ever)."""
-    answers = [json.loads(line) for line in stdout.splitlines()]
-    by_id = {a["id"]: a for a in answers if a["id"] is not None}
-    assert sorted(by_id) == [1, 5, 6, 8], answers
-    unread, bad_id = [a["error"] for a in answers if a["id"] is None]  # (in the order of the lines)
-    assert unread["code"] == -32700
-    assert bad_id["code"] == -32600 and bad_id["data"]["field"] == "id"
-    assert bad_id["message"].startswith("[invalid_input] id: a request's id must be a string or an integer")
-    assert by_id[5]["error"]["code"] == -32600
-    assert by_id[5]["error"]["message"].startswith(
-        "[invalid_input] each line must be one JSON-RPC 2.0 message"
-    )
-    assert by_id[6]["error"] == {
-        "code": -32600,
-        "message": "[invalid_input] text must be valid Unicode (no lone surrogates such as \\ud800)",
-        "data": {
-            "code": "invalid_input",
-            "rule": "text must be valid Unicode (no lone surrogates such as \\ud800)",
-        },
-    }
-    assert "result" in by_id[8]
-
-
 def test_a_line_that_is_no_json_rpc_message_is_answered(server: ServerProcess) -> None:
-    hello = {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "pipe", "version": "1"},
-    }
     lines = [
-        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}),
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": PIPE_HELLO}),
         json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         *UNREADABLE,
     ]

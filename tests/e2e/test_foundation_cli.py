@@ -14,10 +14,13 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.support import (
+    PIPE_HELLO,
     TOKEN_RE,
+    UNREADABLE,
     ServerProcess,
     call,
     call_error,
+    check_unreadable_answered,
     free_port,
     launch,
     mcp_client,
@@ -102,10 +105,15 @@ def test_token_create_list_revoke_against_a_running_server(server: ServerProcess
     assert "token 999 does not exist" in unknown.stderr
 
 
-async def test_stdio_mcp(tmp_path: Path) -> None:
-    db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"
+def database_with_admin(path: Path) -> tuple[str, str]:
+    """A migrated SQLite database at `path` (its URL) and an admin token made on it."""
+    db = f"sqlite+aiosqlite:///{path}"
     cli("migrate", "--database-url", db)
-    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+    return db, cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+
+
+async def test_stdio_mcp(tmp_path: Path) -> None:
+    db, token = database_with_admin(tmp_path / "stdio.db")
     params = StdioServerParameters(
         command=CLI, args=["mcp", "--database-url", db], env={**os.environ, "VIBE_TOKEN": token}, cwd=tmp_path
     )
@@ -138,14 +146,7 @@ def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> N
     answer never written)."""
     import json
 
-    db = f"sqlite+aiosqlite:///{tmp_path / 'piped.db'}"
-    cli("migrate", "--database-url", db)
-    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
-    hello = {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "pipe", "version": "1"},
-    }
+    db, token = database_with_admin(tmp_path / "piped.db")
 
     def call_(id_: int, tool: str, **arguments: object) -> dict[str, object]:
         return {
@@ -156,7 +157,7 @@ def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> N
         }
 
     messages = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": PIPE_HELLO},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         call_(2, "register_agent", name="piped"),
         call_(3, "create_issue", title="written from a pipe", agent="piped"),
@@ -189,18 +190,9 @@ def test_stdio_mcp_answers_a_line_that_is_no_json_rpc_message(tmp_path: Path) ->
     was dropped without a word, and its client waited for ever)."""
     import json
 
-    from tests.e2e.test_bridge import UNREADABLE, check_unreadable_answered
-
-    db = f"sqlite+aiosqlite:///{tmp_path / 'lines.db'}"
-    cli("migrate", "--database-url", db)
-    token = cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
-    hello = {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "pipe", "version": "1"},
-    }
+    db, token = database_with_admin(tmp_path / "lines.db")
     lines = [  # (a byte-order mark before the first line, as some Windows tools write, is not part of it)
-        "\ufeff" + json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}),
+        "\ufeff" + json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": PIPE_HELLO}),
         json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         *UNREADABLE,
     ]

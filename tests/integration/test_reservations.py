@@ -368,3 +368,39 @@ async def test_a_call_past_its_total_budget_is_refused(
     with pytest.raises(InvalidInput) as exc:
         await team.reservations.check(bound("bob"), [f"src/*{i}*" for i in range(200)])
     assert exc.value.field == "paths" and "fewer patterns per call" in exc.value.rule
+
+
+async def test_leases_are_sifted_by_pattern_and_read_whole_in_batches(
+    team: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reservation reads every live lease as a narrow row, keeps those whose pattern may overlap,
+    and reads only those whole, in batches: what stands in the way is found across batches, and
+    leases of other directories, the caller's own and (for a shared request) shared ones never are."""
+    from vibe_ensemble.services import lease_conflicts
+    from vibe_ensemble.store import reservations as store
+
+    monkeypatch.setattr(lease_conflicts, "READ_BATCH", 2)
+    ann, bob, cy = bound("ann"), bound("bob"), bound("cy")
+    await team.reservations.reserve(ann, [f"src/mod{i}/a.py" for i in range(5)] + ["docs/**"])
+    [cys] = (await team.reservations.reserve(cy, ["src/mod9/**"], exclusive=False)).granted
+    await team.reservations.reserve(bob, ["src/mod3/b.py"])  # bob's own: never in his way
+    read_whole: list[list[int]] = []
+    real = store.by_ids
+
+    async def spy(conn: object, ids: list[int]) -> object:
+        read_whole.extend([ids] if ids else [])
+        return await real(conn, ids)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "by_ids", spy)
+    result = await team.reservations.reserve(bob, ["src/**"], mode=ReserveMode.STRICT)
+    assert sorted(c.pattern for c in result.conflicts) == [
+        *(f"src/mod{i}/a.py" for i in range(5)),
+        "src/mod9/**",
+    ]
+    assert [len(ids) for ids in read_whole] == [2, 2, 2]  # six leases in src/, none of docs/ or bob's
+    read_whole.clear()
+    shared = await team.reservations.reserve(bob, ["src/mod9/x.py"], exclusive=False)
+    assert [r.pattern for r in shared.granted] == ["src/mod9/x.py"] and shared.conflicts == []
+    assert not any(cys.id in ids for ids in read_whole)  # cy's shared lease was not read whole
+    check = await team.reservations.check(bob, ["src/mod3/**"])
+    assert [(c.holder, c.pattern) for c in check.conflicts] == [("ann", "src/mod3/a.py")]

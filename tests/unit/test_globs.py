@@ -384,6 +384,28 @@ def test_may_overlap_is_decided_by_the_literal_prefixes() -> None:
     assert overlap.may_overlap("src/a\\*b", "src/a*")
 
 
+_PREFIX_TEXT = st.text(alphabet="ab/*?[\\", max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ours=st.lists(_PREFIX_TEXT, min_size=1, max_size=5), other=_PREFIX_TEXT)
+def test_prefixes_answer_as_may_overlap_with_each(ours: list[str], other: str) -> None:
+    """A reservation's patterns sift a project's live leases at once (`Prefixes`): the answer for
+    each lease is `may_overlap` with any one of them, whatever the prefixes share."""
+    assert overlap.Prefixes(ours).may_overlap(other) == any(overlap.may_overlap(t, other) for t in ours)
+
+
+def test_prefixes_sift_by_either_side_being_the_start_of_the_other() -> None:
+    sieve = overlap.Prefixes(["src/api/x.py", "docs/a\\*b", "lib/*.py"])
+    assert sieve.may_overlap("src/**")  # a lease's prefix starts ours
+    assert sieve.may_overlap("src/api/x.py.d/**")  # ours starts the lease's
+    assert sieve.may_overlap("lib/sub/**")
+    assert sieve.may_overlap("docs/a*b")  # the escaped `*` is the literal one
+    assert not sieve.may_overlap("docs/ab")
+    assert not sieve.may_overlap("src/web/**")
+    assert not sieve.may_overlap("tests/**")
+
+
 def test_no_automaton_is_built_for_globs_whose_prefixes_differ(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reservation is compared with every live lease of its project: with 15,000 of them in other
     directories it took 2 s of automata. Globs whose literal prefixes differ are answered from their

@@ -16,6 +16,8 @@ why). The patterns themselves are parsed in `domain/globs.py`.
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -193,19 +195,36 @@ def may_overlap(a: str, b: str) -> bool:
     return pa.startswith(pb) or pb.startswith(pa)
 
 
+class Prefixes:
+    """`may_overlap` of a few globs against many others at once (a reservation's or a commit's
+    patterns against every live lease of a project): per other glob, one bisection of the sorted
+    literal prefixes and a set lookup per distinct prefix length, not a comparison with each."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self._sorted = sorted({_literal_prefix(text) for text in texts})
+        self._known = set(self._sorted)
+        self._lengths = sorted({len(prefix) for prefix in self._known})
+
+    def may_overlap(self, text: str) -> bool:
+        """`may_overlap(ours, text)` for some glob of ours (False: none of them can overlap `text`)."""
+        prefix = _literal_prefix(text)
+        # ours that start with `prefix` are together in sorted order, from the first that is >= it
+        at = bisect_left(self._sorted, prefix)
+        if at < len(self._sorted) and self._sorted[at].startswith(prefix):
+            return True
+        return any(prefix[:n] in self._known for n in self._lengths if n <= len(prefix))
+
+
+# A glob's literal text: characters that are not wildcards or escapes, and escaped characters
+_LITERAL = re.compile(r"(?:[^*?\[\\]|\\.)*", re.DOTALL)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
 @lru_cache(maxsize=8192)
 def _literal_prefix(text: str) -> str:
     """A glob's text up to its first wildcard (`*`, `?`, `[`), escapes undone (`a\\*b` is `a*b`)."""
-    prefix: list[str] = []
-    i = 0
-    while i < len(text) and text[i] not in "*?[":
-        if text[i] == "\\":
-            if i + 1 == len(text):
-                break
-            i += 1
-        prefix.append(text[i])
-        i += 1
-    return "".join(prefix)
+    literal = _LITERAL.match(text).group()  # type: ignore[union-attr]  # (matches the empty text)
+    return _ESCAPED.sub(r"\1", literal) if "\\" in literal else literal
 
 
 def overlaps(a: LeasePattern, b: LeasePattern, budget: Budget | None = None) -> bool:

@@ -9,14 +9,18 @@ worker thread, so the event loop keeps answering. services/reservations.py decid
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from vibe_ensemble.domain import globs, overlap
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import LeaseConflict, Reservation
+from vibe_ensemble.store import reservations as store
+from vibe_ensemble.store.database import Connection
 
 # Steps one call may spend comparing its patterns with the live leases (see domain/overlap.py;
 # one comparison of ordinary globs costs tens of steps, the worst one overlap.WORK_BUDGET).
 CALL_BUDGET = 1_000_000
+READ_BATCH = 500  # leases read whole per statement (`store.by_ids`), within every database's limits
 
 
 def parse_patterns(
@@ -104,3 +108,32 @@ async def find_conflicts(
     if not held:
         return []
     return await asyncio.to_thread(conflicts_with, wanted, held, exclusive=exclusive, files=files)
+
+
+async def in_the_way(
+    conn: Connection,
+    project_id: int,
+    now: datetime,
+    wanted: list[globs.LeasePattern],
+    *,
+    exclusive: bool,
+    files: bool = False,
+    holder_id: int | None = None,
+) -> list[LeaseConflict]:
+    """The live leases of the project (but `holder_id`'s) that stand in the way of `wanted`.
+
+    Every live lease is read as a narrow row and sifted by its text (`overlap.Prefixes`: a lease
+    whose literal prefix and each wanted one's are not one the start of the other cannot overlap
+    it); only the few left are read whole and compared exactly (`find_conflicts`). Reading every
+    lease whole cost a reservation 90 ms among 5,500 live leases and 600 ms among 15,500.
+    """
+    sieve = overlap.Prefixes([pattern.text for pattern in wanted])
+    ids = [
+        lease_id
+        for lease_id, agent_id, pattern, lease_exclusive in await store.live_patterns(conn, project_id, now)
+        if agent_id != holder_id and (exclusive or lease_exclusive) and sieve.may_overlap(pattern)
+    ]
+    held = []
+    for start in range(0, len(ids), READ_BATCH):
+        held += await store.by_ids(conn, ids[start : start + READ_BATCH])
+    return await find_conflicts(wanted, held, exclusive=exclusive, files=files)

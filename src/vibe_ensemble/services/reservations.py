@@ -28,7 +28,7 @@ from vibe_ensemble.domain.models import (
 )
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service, Transaction, acting_as
-from vibe_ensemble.services.lease_conflicts import find_conflicts, parse_patterns
+from vibe_ensemble.services.lease_conflicts import in_the_way, parse_patterns
 from vibe_ensemble.store import idempotency
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as store
@@ -122,10 +122,10 @@ class ReservationService(Service):
                 replayed = await _replay(tx, proj.id, me.id, key, request)
                 if replayed is not None:
                     return replayed
-            held = await store.live_in_project(tx.conn, proj.id, tx.now)
-            mine = {r.pattern: r for r in held if r.holder == name}
-            conflicts = await find_conflicts(
-                patterns, [r for r in held if r.holder != name], exclusive=exclusive
+            texts = [p.text for p in patterns]
+            mine = {r.pattern: r for r in await store.held_of(tx.conn, me.id, tx.now, texts)}
+            conflicts = await in_the_way(
+                tx.conn, proj.id, tx.now, patterns, exclusive=exclusive, holder_id=me.id
             )
             blocked = {c.path for c in conflicts}
             grant = (
@@ -210,8 +210,8 @@ class ReservationService(Service):
         patterns, _ = parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
-            held = [r for r in await store.live_in_project(tx.conn, proj.id, tx.now) if r.holder != me]
-        conflicts = await find_conflicts(patterns, held, exclusive=exclusive, files=files)
+            conflicts = await in_the_way(tx.conn, proj.id, tx.now, patterns, exclusive=exclusive, files=files)
+        conflicts = [c for c in conflicts if c.holder != me]  # the acting agent's own never conflict
         blocked = {c.path for c in conflicts}
         if report and conflicts and allowed(caller.role, Op.RESERVATION_WRITE):
             async with self.write() as tx:

@@ -108,6 +108,14 @@ def records(result: Result[Any]) -> list[Any]:
     return list(result)
 
 
+def tuples(result: Result[Any]) -> list[tuple[Any, ...]]:
+    """The rows of `result` as plain tuples, read by position: for many narrow rows, where even a
+    named tuple per row (`records`) is a cost of its own."""
+    if isinstance(result, PreparedResult):
+        return result.rows
+    return [tuple(row) for row in result]
+
+
 def first_record(result: Result[Any]) -> Any | None:
     """The first row of `result` (see `records`), or None."""
     if isinstance(result, PreparedResult) and result.record is not None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.models import Reservation
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared, first_record, records
+from vibe_ensemble.store.prepared import Prepared, first_record, records, tuples
 from vibe_ensemble.store.tables import agents, projects, reservations
 
 
@@ -63,6 +63,21 @@ async def held_by(
     return [to_reservation(r) for r in records(rows)]
 
 
+_HELD_OF = Prepared(
+    select_reservations().where(
+        reservations.c.agent_id == sa.bindparam("agent_id"),
+        reservations.c.pattern.in_(sa.bindparam("patterns", expanding=True)),
+        _LIVE_NOW,
+    )
+)
+
+
+async def held_of(conn: Connection, agent_id: int, now: datetime, patterns: list[str]) -> list[Reservation]:
+    """The agent's live leases on exactly these patterns (what a reservation of them renews)."""
+    rows = await conn.execute(_HELD_OF, {"agent_id": agent_id, "now": now, "patterns": patterns})
+    return [to_reservation(r) for r in records(rows)]
+
+
 async def release_all(conn: Connection, agent_id: int, now: datetime) -> int:
     result = await conn.execute(
         reservations.update().where(reservations.c.agent_id == agent_id, live(now)).values(released_at=now)
@@ -80,6 +95,20 @@ _LIVE_IN_PROJECT = Prepared(
 async def live_in_project(conn: Connection, project_id: int, now: datetime) -> list[Reservation]:
     rows = await conn.execute(_LIVE_IN_PROJECT, {"project_id": project_id, "now": now})
     return [to_reservation(r) for r in records(rows)]
+
+
+# A project's live leases as narrow rows (no dates, no joins): what a reservation or a check
+# sifts by pattern before it reads whole leases (`by_ids`) for the few that may stand in its way.
+_LIVE_PATTERNS = Prepared(
+    sa.select(
+        reservations.c.id, reservations.c.agent_id, reservations.c.pattern, reservations.c.exclusive
+    ).where(reservations.c.project_id == sa.bindparam("project_id"), _LIVE_NOW)
+)
+
+
+async def live_patterns(conn: Connection, project_id: int, now: datetime) -> list[tuple[int, int, str, bool]]:
+    """Each live lease of the project as (id, agent_id, pattern, exclusive)."""
+    return tuples(await conn.execute(_LIVE_PATTERNS, {"project_id": project_id, "now": now}))
 
 
 _LIVE_BY_ID = Prepared(

@@ -347,6 +347,34 @@ async def test_a_revoked_token_ends_its_mcp_listen_stream(live_server: ServerPro
         assert ended["error"]["message"].startswith("[unauthenticated] the token was revoked")
 
 
+async def test_a_refused_mcp_listen_is_answered_with_its_own_error(live_server: ServerProcess) -> None:
+    """A `subscriptions/listen` the server refuses (bad params on 2026-07-28; the method itself on
+    an older protocol) gets its own error, not an internal one with a traceback in the log (the
+    refusal came out of the stream's task group as an exception group)."""
+    headers = {
+        "Authorization": f"Bearer {live_server.admin_token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "subscriptions/listen",
+    }
+    old = {**headers, "MCP-Protocol-Version": "2025-11-25"}
+    del old["Mcp-Method"]
+    refused = [
+        (headers, {"_meta": LISTEN_META}, -32602, "notifications"),
+        (headers, {"notifications": "x", "_meta": LISTEN_META}, -32602, "notifications"),
+        (old, {}, -32601, "Method not found"),
+    ]
+    async with httpx2.AsyncClient(timeout=20) as client:
+        for sent, params, code, named in refused:
+            body = {"jsonrpc": "2.0", "id": 3, "method": "subscriptions/listen", "params": params}
+            answer = await client.post(live_server.mcp_url, headers=sent, json=body)
+            text = answer.text
+            error = json.loads(text[text.index("{") :].splitlines()[0])["error"]
+            assert (error["code"], named in error["message"]) == (code, True), error
+    log = live_server.log()
+    assert "Traceback" not in log and "TaskGroup" not in log
+
+
 async def _held_waits(url: str, count: float) -> None:
     while metric(url, "vibe_mail_waiters") < count:
         await asyncio.sleep(0.02)

@@ -112,10 +112,16 @@ async def _while_valid(
                 scope.cancel()
                 return
 
+    refused: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
-        answered.append(await _answer(ctx, call_next))
+        try:
+            answered.append(await _answer(ctx, call_next))
+        except Exception as exc:  # raised below as itself: out of the group it would be an ExceptionGroup
+            refused = exc
         group.cancel_scope.cancel()
+    if refused is not None:
+        raise refused
     if not answered:
         raise MCPError(
             INVALID_REQUEST,

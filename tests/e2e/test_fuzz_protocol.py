@@ -110,6 +110,29 @@ def test_malformed_rest_bodies_get_a_client_error_in_the_error_shape(
     error = r.json()["error"]
     assert error["code"] and error["message"], (what, error)
     assert "Traceback" not in r.text
+    if content_type != "application/json":  # it was never read as JSON: the error says how to send it
+        assert error["message"] == "body: the body must be JSON, sent with Content-Type: application/json"
+
+
+def test_a_second_mcp_protocol_version_header_is_refused(server: ServerProcess) -> None:
+    """The SDK reads one copy of `MCP-Protocol-Version`; a proxy before it may have routed the request
+    by the other, so two are refused (as two `Mcp-Method`, `Host` or `Origin` headers are)."""
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+    headers = [
+        *auth(server.admin_token).items(),
+        ("Accept", ACCEPT),
+        ("Content-Type", "application/json"),
+        ("MCP-Protocol-Version", "2025-11-25"),
+        ("MCP-Protocol-Version", "2026-07-28"),
+    ]
+    r = httpx2.post(server.mcp_url, content=body, headers=headers, timeout=10)
+    assert r.status_code == 400
+    assert (
+        r.json()["error"]["message"]
+        == "[invalid_request] the MCP-Protocol-Version header must appear at most once"
+    )
+    one = httpx2.post(server.mcp_url, content=body, headers=headers[:-1], timeout=10)
+    assert one.status_code == 200 and "result" in one.json()
 
 
 @pytest.mark.parametrize(

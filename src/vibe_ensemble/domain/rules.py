@@ -25,6 +25,8 @@ MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors
 # JSON-RPC's rule for a request's id, as /mcp and the stdio servers name it when they refuse one (a
 # message with an id of another type was taken for a notification, and went unanswered)
 JSONRPC_ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"
+# What /mcp and REST say of a body sent as something else than JSON (text/plain, a form, none)
+JSON_BODY_RULE = "the body must be JSON, sent with Content-Type: application/json"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # C0 and C1 controls, DEL and the Unicode line and paragraph separators: a newline, a tab, an

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import (
@@ -16,7 +16,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.api.hosts import header
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain import rules
@@ -61,6 +60,11 @@ class MCPEndpoint:
             # ever on it. The protocol lets a server that offers no such stream answer 405.
             await auth.send_error(send, 405, "method_not_allowed", NO_STREAM, headers={"Allow": "POST"})
             return
+        versions = [value for key, value in scope["headers"] if key == b"mcp-protocol-version"]
+        if len(versions) > 1:  # the SDK reads one copy; a proxy before it may have routed by the other
+            body = _invalid_request(None, "MCP-Protocol-Version", VERSION_ONCE_RULE)
+            await _send_json(send, 400, body)
+            return
         services = self.services
         call = CallContext.admit(
             services, found.caller, receive, still_valid=lambda: auth.still_valid(services, found)
@@ -77,8 +81,9 @@ class MCPEndpoint:
                 body.append(message.get("body", b""))
             return message
 
+        version = versions[0].decode("latin-1") if versions else None
         with bind(call):
-            await app(scope, _receive, _plain_refusals(send, body, header(scope, b"mcp-protocol-version")))
+            await app(scope, _receive, _plain_refusals(send, body, version))
 
 
 ENVELOPE_RULE = (
@@ -86,8 +91,9 @@ ENVELOPE_RULE = (
     'an "id" (a string or an integer) for a request, and "params" (an object) when it has any; a batch '
     "(an array) is not accepted: send one message per POST"
 )
-CONTENT_TYPE_RULE = "the body must be JSON, sent with Content-Type: application/json"
+CONTENT_TYPE_RULE = rules.JSON_BODY_RULE
 ID_RULE = rules.JSONRPC_ID_RULE
+VERSION_ONCE_RULE = "the MCP-Protocol-Version header must appear at most once"
 
 
 def _bad_id(body: bytes) -> bool:
@@ -172,11 +178,13 @@ async def _refuse(send: Send, exc: VibeError) -> None:
     with a JSON-RPC error as the body (`auth.jsonrpc_error_body`): an agent whose token was wrong
     was shown only "Server returned an error response"."""
     body = json.dumps(auth.jsonrpc_error_body(exc.code, exc.message, exc.details)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()
-    ]
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()]
+    await _send_json(send, exc.http_status, body, extra)
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

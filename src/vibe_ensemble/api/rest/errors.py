@@ -92,6 +92,13 @@ def _unreadable(cause: BaseException) -> str:
     return "could not be read as JSON"
 
 
+def _json(request: Request) -> bool:
+    """Whether the body was read as JSON: sent as `application/json` or a `+json` type, or with no
+    Content-Type at all (FastAPI reads such a body as JSON too)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind in ("", "application/json") or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(VibeError)
     async def _vibe(request: Request, exc: VibeError) -> JSONResponse:
@@ -103,6 +110,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [_describe(e, request.scope.get("route")) for e in exc.errors()]
+        if any(e["loc"][:1] == ("body",) for e in exc.errors()) and not _json(request):
+            errors = [{"field": "body", "rule": rules.JSON_BODY_RULE}]  # what was sent was never read as JSON
         first = errors[0] if errors else {"field": "body", "rule": "invalid"}
         message = f"{first['field']}: {first['rule']}"
         if not request.url.path.startswith(("/api/", "/mcp")):  # a dashboard page or fragment

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from vibe_ensemble.ops.config import Settings, looks_random
 
 SECRET = "qK7vR2xN9pL4mW8tZ3cF6hJ1bD5gS0yA"  # what secrets.token_urlsafe gives
+OTHER, THIRD = "bgmI9IfmsC_Eielsk4s3cXQwXYCvbAvC", "hz8HI8OoMoNxzOJk0b106l-UdTI_KYUp"
 SQLITE_REASON = "SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL"
 
 
@@ -19,7 +20,7 @@ def test_sqlite_with_several_replicas_is_unsafe() -> None:
 
 
 def test_one_sqlite_process_or_postgres_replicas_are_fine() -> None:
-    safe = {"request_state_key": SECRET, "session_secret": SECRET, "metrics_token": SECRET}
+    safe = {"request_state_key": SECRET, "session_secret": OTHER, "metrics_token": THIRD}
     assert Settings(replicas=1, **safe).unsafe_reasons() == []
     postgres = Settings(replicas=5, database_url="postgresql://db/vibe", **safe)
     assert postgres.unsafe_reasons() == []
@@ -73,15 +74,14 @@ def test_generated_secrets_pass() -> None:
     ]
     for make in makers:
         assert all(looks_random(make()) for _ in range(20_000))
-        secret = make()
-        settings = Settings(request_state_key=secret, session_secret=secret, metrics_token=secret)
+        settings = Settings(request_state_key=make(), session_secret=make(), metrics_token=make())
         assert settings.unsafe_reasons() == []
 
 
 def test_production_requires_a_metrics_token() -> None:
     """/metrics on a production server answers only a bearer token; a missing or short one is refused."""
     for token in ("", "short", "  " + "x" * 10 + "  "):
-        settings = Settings(request_state_key=SECRET, session_secret=SECRET, metrics_token=token)
+        settings = Settings(request_state_key=SECRET, session_secret=OTHER, metrics_token=token)
         assert settings.unsafe_reasons() == [
             "VIBE_METRICS_TOKEN is unset or shorter than 32 characters: set a random secret and give it to "
             "Prometheus as its bearer token (docs/operations.md#metrics)"
@@ -91,3 +91,17 @@ def test_production_requires_a_metrics_token() -> None:
 def test_the_metrics_token_is_stripped() -> None:
     """A token read from a file ends in a newline; Prometheus strips its credentials file too."""
     assert Settings(metrics_token=f" {SECRET}\n").metrics_token == SECRET
+
+
+def test_production_refuses_the_templates_placeholder_and_one_secret_for_two() -> None:
+    """deployment/k8s/secret-template.yaml's placeholder is long and varied enough to pass the other
+    tests: applied unfilled, it was served with. One value for two secrets gives whoever holds the
+    metrics token (Prometheus) the key that signs sessions."""
+    template = "REPLACE-with-at-least-32-random-characters"
+    reasons = Settings(request_state_key=template, session_secret=OTHER, metrics_token=THIRD).unsafe_reasons()
+    assert reasons == [
+        "VIBE_REQUEST_STATE_KEY is the placeholder of deployment/k8s/secret-template.yaml: set a random "
+        'secret, e.g. `openssl rand -hex 32` or `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+    ]
+    shared = Settings(request_state_key=SECRET, session_secret=OTHER, metrics_token=OTHER).unsafe_reasons()
+    assert [r.split(":")[0] for r in shared] == ["VIBE_METRICS_TOKEN is the same as VIBE_SESSION_SECRET"]

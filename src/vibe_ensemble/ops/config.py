@@ -188,6 +188,22 @@ class Settings(BaseSettings):
             )
         elif not looks_random(self.metrics_token):
             reasons.append(f"VIBE_METRICS_TOKEN {GUESSABLE}")
+        named = [
+            ("VIBE_REQUEST_STATE_KEY", self.request_state_key),
+            ("VIBE_SESSION_SECRET", self.session_secret),
+            ("VIBE_METRICS_TOKEN", self.metrics_token),
+        ]
+        for name, value in named:
+            if PLACEHOLDER in value.upper():
+                reasons.append(
+                    f"{name} is the placeholder of deployment/k8s/secret-template.yaml: {GENERATE}"
+                )
+        for (first, value), (second, same) in itertools.combinations(named, 2):
+            if value and value == same:
+                reasons.append(
+                    f"{second} is the same as {first}: give each its own random secret (Prometheus holds the "
+                    f"metrics token; the others sign sessions and request state), e.g. {GENERATE}"
+                )
         if self.effective_database_url.startswith("sqlite") and self.replicas > 1:
             reasons.append("SQLite cannot serve several replicas: set VIBE_DATABASE_URL to PostgreSQL")
         return reasons
@@ -199,11 +215,12 @@ class Settings(BaseSettings):
 # the floor sits below those, where only strings of few different characters fall (32 x `a`: 0,
 # `ab` x 16: 32); the other two tests catch the typed strings that vary more.
 MIN_CHARACTER_BITS = 80
-GUESSABLE = (
-    "looks guessable (too few different characters, a repeated part, or a run like abcd): set a random "
-    "secret, e.g. `openssl rand -hex 32` or "
-    '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+GENERATE = (
+    'set a random secret, e.g. `openssl rand -hex 32` or `python -c "import secrets; '
+    'print(secrets.token_urlsafe(32))"`'
 )
+GUESSABLE = f"looks guessable (too few different characters, a repeated part, or a run like abcd): {GENERATE}"
+PLACEHOLDER = "REPLACE-WITH"  # what deployment/k8s/secret-template.yaml holds until someone fills it in
 
 
 def looks_random(secret: str) -> bool:

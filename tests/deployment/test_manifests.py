@@ -552,3 +552,40 @@ def test_the_restore_job_has_the_backups_and_the_database_and_is_never_applied_b
     )  # egress
     workflow = (ROOT / ".github/workflows/production-deployment.yml").read_text()
     assert "restore-job" not in workflow
+
+
+@pytest.mark.parametrize(
+    ("job", "configmap", "host"),
+    [
+        ("staging", "configmap-staging.yaml", "vibe-staging.example.com"),
+        ("production", None, "vibe.example.com"),
+    ],
+)
+def test_each_environment_rolls_out_an_ingress_for_its_own_host(
+    tmp_path: Path, job: str, configmap: str | None, host: str
+) -> None:
+    """Staging and production share ingress.yaml: the roll-out gives it the host of the environment's
+    ConfigMap (staging's Ingress claimed vibe.example.com, production's host, in a second namespace).
+    The step runs as written, with a `kubectl` that prints what it would apply."""
+    import os
+    import subprocess
+
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    steps = workflow["jobs"]["staging"]["steps"]  # production's are the same (a YAML anchor)
+    [script] = [s["run"] for s in steps if s.get("name") == "Roll out"]
+    env_cm = workflow["jobs"][job]["env"]["CONFIGMAP"]
+    (tmp_path / "kubectl").write_text('#!/bin/sh\ncase "$*" in *"apply -f -"*) cat; echo "---";; esac\n')
+    (tmp_path / "kubectl").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "CONFIGMAP": env_cm,
+        "REF": "img@sha256:0",
+    }
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    [ingress] = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Ingress"]
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [host]
+    assert ingress["spec"]["tls"][0]["hosts"] == [host]
+    settings = yaml.safe_load((K8S / env_cm).read_text())["data"]
+    assert settings["VIBE_PUBLIC_URL"] == f"https://{host}" and host in settings["VIBE_ALLOWED_HOSTS"]

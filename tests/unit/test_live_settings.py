@@ -101,7 +101,8 @@ def test_production_refuses_the_templates_placeholder_and_one_secret_for_two() -
     reasons = Settings(request_state_key=template, session_secret=OTHER, metrics_token=THIRD).unsafe_reasons()
     assert reasons == [
         "VIBE_REQUEST_STATE_KEY is the placeholder of deployment/k8s/secret-template.yaml: set a random "
-        'secret, e.g. `openssl rand -hex 32` or `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+        "secret, e.g. `openssl rand -hex 32` or "
+        '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
     ]
     shared = Settings(request_state_key=SECRET, session_secret=OTHER, metrics_token=OTHER).unsafe_reasons()
     assert [r.split(":")[0] for r in shared] == ["VIBE_METRICS_TOKEN is the same as VIBE_SESSION_SECRET"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
@@ -299,3 +300,34 @@ async def test_login_from_an_opaque_origin_is_refused(runtime: Runtime) -> None:
         assert own.status_code == 303 and own.headers["location"] == "/"
         page = await client.get("/login")
         assert page.headers["referrer-policy"] == "same-origin"
+
+
+async def test_readyz_answers_within_its_bound_when_the_cut_off_read_is_slow_to_end(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that stops answering: the revision read is cut off at READ_PROBE_S, but ending it
+    (a rollback, a close on a connection that does not answer) took as long again, and /readyz
+    answered at twice its bound, past the kubelet's timeout. It answers 503 at its bound; the
+    cut-off read ends in the background."""
+    from vibe_ensemble.api import app as app_module
+
+    ended = asyncio.Event()
+
+    async def hung(_db: object, *, bound_s: float) -> str:
+        try:
+            async with asyncio.timeout(bound_s):  # as the real read is bounded
+                await asyncio.sleep(3600)  # the database never answers
+        except (TimeoutError, asyncio.CancelledError):
+            await asyncio.sleep(1.0)  # the rollback and the close, themselves waiting on the network
+            ended.set()
+            raise
+        return migrate.HEAD
+
+    monkeypatch.setattr(app_module, "READ_PROBE_S", 0.05)
+    monkeypatch.setattr(migrate, "current_revision", hung)
+    app = create_app(runtime)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as client:
+        answer = await client.get("/readyz")
+        assert answer.status_code == 503 and answer.json()["database"] == "unreachable"
+        assert not ended.is_set()  # answered before the cut-off read had ended
+        await asyncio.wait_for(ended.wait(), 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from fastapi import FastAPI
@@ -39,6 +39,31 @@ WRITE_PROBE_S = 2.0  # how long /readyz waits for its write, once writes were re
 READ_PROBE_S = 2.0
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+_CUT_OFF: set[asyncio.Task[Any]] = set()  # probes' work past their bound, cleaning up (see `_within`)
+
+
+async def _within(seconds: float, work: Awaitable[T]) -> T:
+    """`work`'s answer, or TimeoutError once `seconds` have passed. The probe answers then, even when
+    the work, cut off, takes longer to end: a rollback or a close on a connection whose database
+    does not answer took /readyz to 4 s, past the kubelet's 3 s, while `asyncio.wait_for` waited for
+    it. That cleanup goes on in the background."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _CUT_OFF.add(task)
+    task.add_done_callback(_ended)
+    raise TimeoutError(f"no answer within {seconds:g} s")
+
+
+def _ended(task: asyncio.Task[Any]) -> None:
+    _CUT_OFF.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure is the probe's answer already
+
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -276,7 +301,7 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
         if runtime.draining:
             return JSONResponse({"status": "unavailable", "reason": "shutting down"}, 503)
         try:
-            revision = await migrate.current_revision(runtime.db, bound_s=READ_PROBE_S)
+            revision = await _within(READ_PROBE_S, migrate.current_revision(runtime.db, bound_s=READ_PROBE_S))
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
         if faults.FAULTS.unwritable:
@@ -284,7 +309,7 @@ def _install_probes(app: FastAPI, runtime: Runtime) -> None:
             # another process's SQLite write lock): ready again once a write goes through, and
             # this probe is one, since a replica taken out of traffic receives none.
             try:
-                await asyncio.wait_for(runtime.db.probe_write(), WRITE_PROBE_S)
+                await _within(WRITE_PROBE_S, runtime.db.probe_write())
             except Exception:
                 return JSONResponse({"status": "unavailable", "database": "writes refused"}, 503)
         if revision is None or (revision != migrate.HEAD and revision in migrate.KNOWN):

@@ -216,6 +216,45 @@ async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_for
         await again.stop()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL's runs pg_restore
+async def test_a_sqlite_restore_stopped_once_the_data_is_in_place_has_kept_what_it_keeps(
+    runtime: Runtime, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restored data replaces the target's in one step, with the revocations and event ids it
+    keeps already written into it: a restore that ends right after (killed, SIGTERM) left a revoked
+    token valid again and event ids gone back, as it wrote them in a step of their own."""
+    from vibe_ensemble.store import backup_sqlite
+
+    await _seed(runtime.services, issues=2)
+    leaked, _ = await runtime.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="leaked")
+    backups = _backups(database_url, tmp_path)
+    manifest = await backups.create()
+    await runtime.services.tokens.revoke(SYSTEM, leaked.id)
+    newest = await runtime.services.events.latest_id()
+    await runtime.stop()
+    real = backup_sqlite.copy_into
+
+    def then_stopped(source: Path, target: Path) -> None:
+        real(source, target)
+        raise KeyboardInterrupt  # the process ends here, the new content in place
+
+    monkeypatch.setattr(backup_sqlite, "copy_into", then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        await backups.restore(manifest.id)
+    db = Database(database_url)
+    try:
+        async with db.read() as conn:
+            revoked = (
+                await conn.execute(sa.select(credentials.c.revoked_at).where(credentials.c.id == leaked.id))
+            ).scalar_one()
+            last = (await conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(1))).one()
+    finally:
+        await db.dispose()
+    assert await _count(database_url, "issues") == 2  # the backup's data
+    assert revoked is not None
+    assert last.id == newest + 1 and last.type == "database.restored"
+
+
 async def test_a_backup_file_that_breaks_mid_restore_rolls_back(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -89,6 +91,29 @@ def _check_url(url: str | None, parse: Callable[[str], Target]) -> None:
             parse(url)
         except BackupError as exc:
             fail(str(exc), 2)
+
+
+@contextlib.contextmanager
+def _not_stopped_part_way(what: str) -> Iterator[None]:
+    """SIGTERM and Ctrl-C (SIGINT) wait for the block to end: a restore stopped part-way could leave
+    the restored data without what it keeps from the database it replaced (store/backup.py). Said
+    on stderr when one arrives; the command then ends as it would have (SIGKILL cannot be waited for)."""
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGTERM, signal.SIGINT)
+
+    def asked(signum: int) -> None:
+        name = signal.Signals(signum).name
+        typer.echo(
+            f"{name} received: stopping once the {what} has finished (stopping part-way is unsafe)", err=True
+        )
+
+    for signum in stops:
+        loop.add_signal_handler(signum, asked, signum)
+    try:
+        yield
+    finally:
+        for signum in stops:
+            loop.remove_signal_handler(signum)
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -325,7 +350,8 @@ def restore(
     backups = _backups(settings, store, "--store")
 
     async def main() -> Any:
-        result = await backups.restore(backup_id, target_url=to, force=force)
+        with _not_stopped_part_way("restore"):
+            result = await backups.restore(backup_id, target_url=to, force=force)
         target_settings = settings.model_copy(update={"database_url": to}) if to else settings
         await _record(
             target_settings,

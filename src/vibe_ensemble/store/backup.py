@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -308,12 +309,7 @@ class Backups:
                 # What must not go back in time with the data (store/backup_carry.py).
                 carried = await backup_carry.read(url, manifest.created_at) if safety else None
                 try:
-                    revision = await self._apply(target, restorable, manifest)
-                    if carried is not None:
-                        now = datetime.now(UTC)
-                        await backup_carry.apply(
-                            url, carried, backup=manifest.id, taken_at=manifest.created_at, now=now
-                        )
+                    revision = await self._apply(target, restorable, manifest, carried)
                 except Exception as exc:
                     if new is not None and not new.database_existed:
                         raise BackupError(
@@ -382,27 +378,49 @@ class Backups:
                 return None
         return await self.create(SAFETY_LABEL, source=target)
 
-    async def _apply(self, target: Target, restorable: Path, manifest: Manifest) -> str:
-        """Replace the target's content, migrate it forward and verify it; returns its revision."""
+    async def _apply(
+        self, target: Target, restorable: Path, manifest: Manifest, carried: backup_carry.Carried | None
+    ) -> str:
+        """Replace the target's content, migrate it forward, verify it and write what it keeps from
+        the database it replaces (`carried`); returns its revision.
+
+        SQLite: all of it on the scratch copy, which then replaces the target's content in one step,
+        so a restore stopped at any point (killed, a power loss) leaves the old database or the
+        restored one with what it keeps, never the restored one without it (revoked tokens valid
+        again, event ids gone back). PostgreSQL: `pg_restore` in one transaction, then the rest;
+        a restore killed between the two leaves the restored database without what it keeps (the
+        CLI lets no SIGTERM or Ctrl-C stop a restore part-way)."""
         if target.backend == "sqlite":
             assert target.path is not None
+            revision = await self._migrated(
+                f"sqlite:///{restorable}", manifest, lambda: _sqlite_facts(restorable)
+            )
+            await self._carry(f"sqlite:///{restorable}", carried, manifest)
             await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path)
-        else:
-            await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
+            problems = await asyncio.to_thread(backup_sqlite.integrity, target.path)
+            if problems:
+                raise BackupError("the restored database does not check out: " + "; ".join(problems))
+            return revision
+        await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
         url = target.url.render_as_string(hide_password=False)
+        revision = await self._migrated(url, manifest, lambda: backup_postgres.read_facts(target))
+        await self._carry(url, carried, manifest)
+        return revision
+
+    async def _migrated(
+        self,
+        url: str,
+        manifest: Manifest,
+        read_facts: Callable[[], Awaitable[tuple[str | None, dict[str, int]]]],
+    ) -> str:
+        """Migrate the restored database at `url` forward and check it; returns its revision."""
         db = Database(url)
         try:
             await migrate.upgrade(db)
         finally:
             await db.dispose()
-        if target.backend == "sqlite":
-            assert target.path is not None
-            problems = await asyncio.to_thread(backup_sqlite.integrity, target.path)
-            with backup_sqlite.connect(target.path) as conn:
-                revision, counts = backup_sqlite.facts(conn)
-        else:
-            problems = []
-            revision, counts = await backup_postgres.read_facts(target)
+        revision, counts = await read_facts()
+        problems = []
         head = migrate.head_revision()
         if revision != head:
             problems.append(f"schema revision is {revision}, expected {head} after migrating")
@@ -413,6 +431,12 @@ class Backups:
         assert revision is not None
         return revision
 
+    @staticmethod
+    async def _carry(url: str, carried: backup_carry.Carried | None, manifest: Manifest) -> None:
+        if carried is not None:
+            now = datetime.now(UTC)
+            await backup_carry.apply(url, carried, backup=manifest.id, taken_at=manifest.created_at, now=now)
+
     async def _roll_back(self, target: Target, safety: Manifest, work: Path) -> None:
         rollback = work / "rollback"
         rollback.mkdir()
@@ -422,6 +446,14 @@ class Backups:
             await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path)
         else:
             await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
+
+
+async def _sqlite_facts(path: Path) -> tuple[str | None, dict[str, int]]:
+    problems = await asyncio.to_thread(backup_sqlite.integrity, path)
+    if problems:
+        raise BackupError("the restored database does not check out: " + "; ".join(problems))
+    with backup_sqlite.connect(path) as conn:
+        return backup_sqlite.facts(conn)
 
 
 class _NewFiles:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
+import sys
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,26 @@ def _major_version(path: str) -> int:
 
 async def _run(argv: list[str], env: dict[str, str]) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     _, stderr = await proc.communicate()
     if proc.returncode:
         raise BackupError(failure(Path(argv[0]).name, proc.returncode, stderr))
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends a process when its parent ends
+
+
+def _die_with_parent() -> None:
+    """In the child (pg_dump, pg_restore) before it starts: the kernel kills it when this process
+    ends. A `pg_restore` whose command was killed went on and committed the restore, without the
+    steps that follow it (what the restored database keeps from the one it replaces); killed with
+    it, its one transaction is rolled back and the database is left as it was."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def failure(tool: str, returncode: int, stderr: bytes) -> str:

@@ -62,8 +62,7 @@ class MCPEndpoint:
             return
         versions = [value for key, value in scope["headers"] if key == b"mcp-protocol-version"]
         if len(versions) > 1:  # the SDK reads one copy; a proxy before it may have routed by the other
-            body = _invalid_request(None, "MCP-Protocol-Version", VERSION_ONCE_RULE)
-            await _send_json(send, 400, body)
+            await _send_json(send, 400, _invalid_request(None, "MCP-Protocol-Version", VERSION_ONCE_RULE))
             return
         services = self.services
         call = CallContext.admit(

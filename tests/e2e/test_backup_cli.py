@@ -275,6 +275,11 @@ def test_a_database_url_option_given_a_path_is_one_line_naming_the_option(
     for scratch in ("/plain/path", "sqlite:///x.db"):
         run = cli(sqlite_env, "backup", "verify", backup_id, "--scratch-url", scratch, ok=False)
         one_line(run, 2, "--scratch-url: ")
+    for command in (["backup", "list"], ["backup", "create"], ["token", "list"], ["migrate"]):
+        run = cli(sqlite_env, *command, "--database-url", str(tmp_path / "plain.db"), ok=False)
+        one_line(
+            run, 2, "cannot parse the database URL", f"(for a SQLite file: sqlite:///{tmp_path / 'plain.db'})"
+        )
 
 
 def test_a_damaged_gzip_whose_checksum_matches_is_reported_as_damaged(
@@ -367,6 +372,27 @@ def test_a_backup_location_that_does_not_exist_is_an_error(
     run = cli(sqlite_env, "backup", *args, "--store", str(missing), ok=False)
     one_line(run, 1, f"the backup location {missing} does not exist", "--store")
     assert not missing.exists()
+
+
+def test_a_backup_location_that_cannot_be_written_is_named_not_the_database(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """It read "cannot reach the database (… Not a directory: …)"."""
+    (tmp_path / "a-file").write_text("")
+    where = tmp_path / "a-file" / "backups"
+    run = cli(sqlite_env, "backup", "create", "--to", str(where), ok=False)
+    one_line(run, 1, f"to the backup location {where}: Not a directory")
+
+
+def test_verify_with_no_database_here_makes_none(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    """Verify records its outcome in the audit log; with no database at the configured place it made
+    an empty one there to do so (only `serve --migrate` and `migrate` create a database)."""
+    store = tmp_path / "store"
+    made = cli(sqlite_env, "backup", "create", "--to", str(store), "--json").stdout
+    elsewhere = {**sqlite_env, "VIBE_DATA_DIR": str(tmp_path / "nodata")}
+    run = cli(elsewhere, "backup", "verify", json.loads(made)["id"], "--store", str(store))
+    assert f"not recorded in the audit log: there is no database at {tmp_path}/nodata/vibe.db" in run.stderr
+    assert not (tmp_path / "nodata").exists()
 
 
 def dump(db: Path) -> list[str]:

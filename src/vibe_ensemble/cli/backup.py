@@ -143,7 +143,12 @@ def _action(name: str) -> str:
 async def _record(settings: Settings, action: str, outcome: str = "ok", **details: Any) -> None:
     """Record the act in the database's audit log (backup age for /metrics and doctor comes from it)."""
     from vibe_ensemble.runtime import Runtime
+    from vibe_ensemble.store.urls import sqlite_file
 
+    path = sqlite_file(settings.effective_database_url)
+    if path is not None and not path.exists():  # a verify with no database here: none is made for the record
+        say("[yellow]warning:[/yellow] not recorded in the audit log: there is no database at {}", path)
+        return
     runtime = Runtime(settings)
     try:
         await runtime.start(own=False)

@@ -6,6 +6,8 @@ manifest, written last, so a backup without a manifest is one that did not finis
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -64,15 +66,28 @@ class DirectoryStorage:
             raise BackupError(f"the backup location {self.location} is not a directory")
 
     def _write(self, name: str, fill: Callable[[BinaryIO], object]) -> None:
-        private_dirs(self.path)
+        """Write `name` under a temporary name, then rename it. A location that cannot be written (not
+        a directory, read-only, full) is a BackupError naming it, and leaves no partial file behind
+        (it was taken for the database's fault: "cannot reach the database", "the database's disk
+        is full")."""
         final = self._file(name)
         tmp = final.with_name(f".{name}.partial")
-        tmp.unlink(missing_ok=True)  # a leftover of an interrupted run may have other permissions
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-            fill(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        try:
+            private_dirs(self.path)
+            tmp.unlink(missing_ok=True)  # a leftover of an interrupted run may have other permissions
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+                fill(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            why = "it is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise BackupError(
+                f"cannot write {name} to the backup location {self.location}: {why} "
+                "(check --to/--store, or VIBE_BACKUP_LOCATION)"
+            ) from exc
 
     def put(self, name: str, src: Path) -> None:
         def copy(fh: BinaryIO) -> None:

@@ -25,10 +25,7 @@ class Target:
             self.url: URL = parse_url(url)
             self.path: Path | None = sqlite_path(self.url)
         except DatabaseError as exc:
-            hint = ""
-            if "://" not in url:  # a file path where a URL belongs
-                hint = f" (for a SQLite file: sqlite:///{Path(url).expanduser().resolve()})"
-            raise BackupError(f"{option}: {exc}{hint}") from None
+            raise BackupError(f"{option}: {exc}") from None
         self.backend = self.url.get_backend_name()
 
     @property

@@ -105,8 +105,10 @@ def parse_url(url: str) -> URL:
     except (sa_exc.ArgumentError, ValueError):
         scheme = url.split("://", 1)[0] if "://" in url else ""
         shown = f" (it starts {scheme + '://'!r})" if scheme and scheme.isascii() and len(scheme) < 40 else ""
+        # a file path where a URL belongs: the URL that names that file
+        hint = "" if "://" in url else f" (for a SQLite file: sqlite:///{Path(url).expanduser().resolve()})"
         raise DatabaseError(
-            f"cannot parse the database URL{shown}: a valid one looks like {URL_EXAMPLES}"
+            f"cannot parse the database URL{shown}: a valid one looks like {URL_EXAMPLES}{hint}"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):

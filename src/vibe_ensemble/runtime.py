@@ -174,6 +174,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.stop_duties()
         await self.stop_live()
+        await self.services.tokens.settle()
         await self.db.dispose()
         if self._owner is not None:
             self._owner.release()

@@ -75,3 +75,30 @@ async def test_a_busy_token_is_read_again_after_the_bound(runtime: Runtime, admi
     now[0] = tokens.cache.ttl_s + 0.5  # past the bound since the database read, not since the last hit
     with pytest.raises(Unauthenticated):
         await tokens.authenticate(secret)
+
+
+async def test_a_tokens_last_use_is_written_down_at_most_once_a_minute(
+    runtime: Runtime, admin: Caller
+) -> None:
+    """`last_used_at` (what `token list` and GET /tokens show) was never written: every token read
+    "never used". A use is written beside the request when the last one on record is a minute old."""
+    tokens = runtime.services.tokens
+    tokens.cache.ttl_s = 0  # every request reads the credential (as one does after the cache's bound)
+    start = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    runtime.services.ctx.clock = lambda: start
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+
+    async def last_used() -> datetime | None:
+        await tokens.settle()
+        [listed] = [c for c in await tokens.list(admin) if c.id == cred.id]
+        return listed.last_used_at
+
+    assert await last_used() is None
+    await tokens.authenticate(secret)
+    assert await last_used() == start
+    runtime.services.ctx.clock = lambda: start + timedelta(seconds=30)
+    await tokens.authenticate(secret)
+    assert await last_used() == start  # within the minute: not written again
+    runtime.services.ctx.clock = lambda: start + timedelta(seconds=61)
+    await tokens.authenticate(secret)
+    assert await last_used() == start + timedelta(seconds=61)

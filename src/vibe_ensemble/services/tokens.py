@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -86,6 +87,10 @@ class CredentialCache:
         self._found.clear()
 
 
+# How precisely `last_used_at` follows a credential's uses: it is written when the last use on record
+# is older than this, so at most once a minute a credential (and replica), not at every request.
+USE_RESOLUTION_S = 60.0
+
 # While the database is unreachable, a token verified against it within the last RECENT_S seconds is
 # still accepted, so a connected agent gets a clear `[database_unavailable] … retry in N s` tool error
 # instead of a refused request. The bound on revocation: a token revoked on another replica keeps
@@ -155,6 +160,7 @@ class TokenService(Service):
         super().__init__(ctx)
         self.cache = CredentialCache(ctx.credential_cache_s)
         self.recent = RecentCredentials()
+        self._marking: dict[int, asyncio.Task[None]] = {}  # uses being written down (`_used`)
 
     async def create(
         self,
@@ -282,6 +288,7 @@ class TokenService(Service):
                     found = None
             reason = _unusable(found, self.ctx.clock())
             if from_database and not reason and found is not None:
+                self._used(found.credential)
                 # Only a read from the database starts a bound: a hit must not extend its own trust.
                 self.cache.put(wanted, found)
                 self.recent.remember(
@@ -318,7 +325,34 @@ class TokenService(Service):
         if ended:
             await self._failed("session ended by a logout", "", remote, credential_id=credential_id)
             raise Unauthenticated("the session was ended by a logout; log in again")
+        self._used(found.credential)
         return self._caller(found, remote, throttle)
+
+    def _used(self, credential: Credential) -> None:
+        """Write down that the credential was used (`last_used_at`, what `token list` shows), when its
+        last use on record is older than USE_RESOLUTION_S: at most one write a credential a minute on
+        each replica, beside the request rather than in its way."""
+        now = self.ctx.clock()
+        last = credential.last_used_at
+        if last is not None and (now - last).total_seconds() < USE_RESOLUTION_S:
+            return
+        if credential.id in self._marking:
+            return
+        task = asyncio.create_task(self._mark_used(credential.id), name="vibe-token-used")
+        self._marking[credential.id] = task
+        task.add_done_callback(lambda _: self._marking.pop(credential.id, None))
+
+    async def settle(self) -> None:
+        """Let the uses being written down finish (before the database is closed)."""
+        if self._marking:
+            await asyncio.gather(*self._marking.values(), return_exceptions=True)
+
+    async def _mark_used(self, credential_id: int) -> None:
+        try:
+            async with self.write() as tx:
+                await store.mark_used(tx.conn, credential_id, tx.now)
+        except Exception as exc:  # a use not written down fails no request; the next use tries again
+            log.info("token_use_not_recorded", credential_id=credential_id, error=type(exc).__name__)
 
     async def end_session(self, caller: Caller, session_hash: str, expires_at: datetime) -> None:
         """A logout: the session (its cookie's SHA-256) is refused from now on, on every replica, until

@@ -98,5 +98,9 @@ async def revoke(conn: Connection, credential_id: int, now: datetime) -> None:
     await conn.execute(credentials.update().where(credentials.c.id == credential_id).values(revoked_at=now))
 
 
+async def mark_used(conn: Connection, credential_id: int, now: datetime) -> None:
+    await conn.execute(credentials.update().where(credentials.c.id == credential_id).values(last_used_at=now))
+
+
 async def count(conn: Connection) -> int:
     return int((await conn.execute(sa.select(sa.func.count()).select_from(credentials))).scalar_one())

@@ -143,6 +143,30 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
         assert [m["message"]["subject"] for m in inbox["items"]] == ["hi"]
 
 
+async def test_a_resource_has_one_uri(server: ServerProcess) -> None:
+    """An id is ASCII digits without a leading zero (`issues/01` and `issues/٣`, Arabic-Indic digits,
+    read issue 1 and 3), and only vibe://projects takes a query, `limit` once (other parameters, and
+    a second `limit`, were ignored without a word)."""
+    async with mcp_client(server.mcp_url, server.admin_token) as admin:
+        await call(admin, "register_agent", name="uri-a")
+        made = await call(admin, "create_issue", title="one uri", agent="uri-a")
+        base = "vibe://projects/default"
+        issue = (await admin.read_resource(f"{base}/issues/{made['id']}")).contents[0]
+        assert "one uri" in issue.text  # type: ignore[union-attr]
+        assert len(json.loads((await admin.read_resource("vibe://projects?limit=1")).contents[0].text)) == 1  # type: ignore[union-attr]
+        refused = {
+            f"{base}/issues/0{made['id']}": "id: must be a whole number",
+            f"{base}/issues/{chr(0x0660 + made['id'] % 10)}": "id: must be a whole number",
+            "vibe://projects?x=1": "uri: the query parameter 'x' is not one of this resource's",
+            "vibe://projects?limit=1&limit=2": "uri: a query parameter is given more than once",
+            f"{base}/board?limit=1": "it takes no query",
+        }
+        for uri, says in refused.items():
+            with pytest.raises(MCPError) as exc:
+                await admin.read_resource(uri)
+            assert exc.value.error.code == -32602 and says in exc.value.error.message, (uri, exc.value.error)
+
+
 async def test_resources_subscribe_pushes_changes_on_stdio(tmp_path: Path) -> None:
     """An older-protocol stdio client subscribes to the board and hears when an issue changes it."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'stdio.db'}"

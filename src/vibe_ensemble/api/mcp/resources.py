@@ -29,11 +29,35 @@ def _json(value: Any) -> str:
     return TypeAdapter(type(value)).dump_json(value).decode()
 
 
+_WHOLE = re.compile(r"[1-9][0-9]*")
+
+
 def _positive(field: str, value: str, maximum: int = MAX_ID) -> int:
-    """A URI parameter that must be a whole number from 1 to `maximum`."""
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise InvalidInput(field, f"must be a whole number from 1 to {maximum}")
+    """A URI parameter that must be a whole number from 1 to `maximum`, in ASCII digits without a
+    leading zero: one number has one URI (`issues/01` and `issues/٣`, Arabic-Indic digits, read
+    issue 1 and 3, where tools refuse them)."""
+    if not _WHOLE.fullmatch(value) or not int(value) <= maximum:
+        raise InvalidInput(
+            field, f"must be a whole number from 1 to {maximum} (ASCII digits, no leading zero)"
+        )
     return int(value)
+
+
+def query_problem(uri: str) -> str | None:
+    """What is wrong with a `vibe://` URI's query, or None: only vibe://projects takes one, `limit`,
+    at most once (a parameter no resource takes, or given twice, was ignored without a word)."""
+    path, _, query = uri.partition("?")
+    if not query:
+        return None
+    takes = _QUERIES.get(path, set())
+    names = [part.partition("=")[0] for part in query.split("&")]
+    for name in names:
+        if name not in takes:
+            allowed = f"it takes only {', '.join(sorted(takes))}" if takes else "it takes no query"
+            return f"the query parameter {name[:40]!r} is not one of this resource's: {allowed}"
+    if len(set(names)) < len(names):
+        return "a query parameter is given more than once"
+    return None
 
 
 async def projects(limit: str = "500") -> str:
@@ -131,6 +155,14 @@ RESOURCES: dict[str, tuple[Callable[..., Awaitable[str]], str, str, str]] = {
 TEMPLATE_ARGUMENTS: dict[str, tuple[str, ...]] = {
     uri: tuple(name.strip() for names in re.findall(r"\{[?&]?([^}]*)\}", uri) for name in names.split(","))
     for uri in RESOURCES
+}
+
+
+# The resources that take a query (by their URI before it) and the parameters each takes
+_QUERIES: dict[str, set[str]] = {
+    uri.partition("{?")[0]: set(re.findall(r"\{\?([^}]*)\}", uri)[0].split(","))
+    for uri in RESOURCES
+    if "{?" in uri
 }
 
 

@@ -80,6 +80,9 @@ def _other_methods(recheck_s: float) -> Any:
 async def _read_resource(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     """`resources/read`; a URI no resource of this server has is refused as every refused input is,
     `[invalid_input] uri: …` naming the resources (the SDK said only `Unknown resource: URI`)."""
+    uri = (ctx.params or {}).get("uri")
+    if isinstance(uri, str) and (problem := resources.query_problem(uri)):
+        raise invalid_params("uri", problem, "a vibe:// URI takes only the query its resource names")
     try:
         return await _answer(ctx, call_next)
     except MCPError as exc:

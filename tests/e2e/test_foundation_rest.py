@@ -154,6 +154,9 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         assert wrong_type["details"]["errors"] == [
             {"field": "title", "rule": "Input should be a valid string"}
         ]
+        # a list over its limit reads as the MCP door says it (docs/security.md), not in pydantic's words
+        many = error(api.post(f"{P}/issues", json={"title": "t", "labels": ["x"] * 33}), 422, "invalid_input")
+        assert many["message"] == "labels: at most 32 entries (got 33)"
         # JSON's types are the schema's: no id from "1" or true, no boolean from "yes"
         for ids in (["1"], [True]):
             lax = error(api.post(f"{P}/issues", json={"title": "t", "depends_on": ids}), 422, "invalid_input")

@@ -404,3 +404,23 @@ async def test_leases_are_sifted_by_pattern_and_read_whole_in_batches(
     assert not any(cys.id in ids for ids in read_whole)  # cy's shared lease was not read whole
     check = await team.reservations.check(bob, ["src/mod3/**"])
     assert [(c.holder, c.pattern) for c in check.conflicts] == [("ann", "src/mod3/a.py")]
+
+
+async def test_a_release_of_many_leases_is_told_in_events_of_at_most_500(
+    team: Services, admin: Caller
+) -> None:
+    """A release of 15,000 leases was one `reservation.released` event of 1.5 MB, past the 1 MiB a
+    WebSocket client takes by default: it is told in events of at most RELEASED_PER_EVENT ids."""
+    from vibe_ensemble.services import reservations
+
+    ann = bound("ann")
+    for start in range(0, 1100, 100):
+        await team.reservations.reserve(ann, [f"src/m{i}.py" for i in range(start, start + 100)])
+    released = await team.reservations.release(ann)
+    assert len(released.released) == 1100
+    told = [
+        e.payload for e in (await team.events.page(admin, types=["reservation.released"], limit=1000)).items
+    ]
+    assert [len(p["ids"]) for p in told] == [500, 500, 100]
+    assert reservations.RELEASED_PER_EVENT == 500
+    assert sorted(i for p in told for i in p["ids"]) == sorted(r.id for r in released.released)

@@ -171,7 +171,8 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             T.RESERVATION_RELEASED,
-            "leases ended: `reason` is released, expired or revoked (a person ended it from the dashboard)",
+            "leases ended: `reason` is released, expired or revoked (a person ended it from the dashboard); "
+            "at most 500 `ids` an event (a larger release is several)",
             "agent",
             "ids",
             "patterns",

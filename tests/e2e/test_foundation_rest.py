@@ -156,7 +156,9 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         ]
         # a list over its limit reads as the MCP door says it (docs/security.md), not in pydantic's words
         many = error(api.post(f"{P}/issues", json={"title": "t", "labels": ["x"] * 33}), 422, "invalid_input")
-        assert many["message"] == "labels: at most 32 entries (got 33)"
+        assert many["message"] == "labels: must be at most 32 items (got 33)"
+        long = error(api.post(f"{P}/issues", json={"title": "t" * 201}), 422, "invalid_input")
+        assert long["message"] == "title: must be at most 200 characters (got 201)"
         # JSON's types are the schema's: no id from "1" or true, no boolean from "yes"
         for ids in (["1"], [True]):
             lax = error(api.post(f"{P}/issues", json={"title": "t", "depends_on": ids}), 422, "invalid_input")

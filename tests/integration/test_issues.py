@@ -120,6 +120,25 @@ async def test_finishing_through_update_also_announces(services: Services, admin
     await services.issues.update(admin, base.id, status=IssueStatus.DONE)
     ready = await services.events.page(admin, after=mark, types=["issue.ready"])
     assert [e.payload["id"] for e in ready.items] == [child.id]
+    # told as a close too (feeds that follow issue.closed missed it), and counted as one (trends)
+    closed = await services.events.page(admin, after=mark, types=["issue.closed"])
+    assert [(e.payload["id"], e.payload["status"]) for e in closed.items] == [(base.id, "done")]
+    assert await _closed_at(services, base.id) is not None
+
+
+async def _closed_at(services: Services, issue_id: int) -> object:
+    async with services.ctx.db.read() as conn:
+        return (await conn.execute(sa.select(issues.c.closed_at).where(issues.c.id == issue_id))).scalar_one()
+
+
+async def test_reopening_a_finished_issue_drops_its_resolution(services: Services, admin: Caller) -> None:
+    issue = await services.issues.create(admin, title="again")
+    await services.issues.close(admin, issue.id, "fixed in a1b2c3")
+    reopened = await services.issues.update(admin, issue.id, status=IssueStatus.OPEN)
+    assert (reopened.status, reopened.resolution) == (IssueStatus.OPEN, None)
+    assert await _closed_at(services, issue.id) is None
+    closed = await services.issues.close(admin, issue.id, "fixed for real")
+    assert closed.issue.resolution == "fixed for real"
 
 
 async def test_closing_twice_or_to_an_open_status_is_refused(services: Services, admin: Caller) -> None:

@@ -143,6 +143,25 @@ async def test_updates_keep_every_previous_version(library: Services, admin: Cal
     assert [h.id for h in await library.knowledge.search(admin, "never")] == [hit.id]
 
 
+async def test_a_snippet_is_the_bodys_or_the_titles_never_the_tags_json(
+    library: Services, admin: Caller
+) -> None:
+    """A hit on a tag showed the tags' JSON text (`["«alpha»", "beta-gamma"]` on SQLite, `«Zebra» crossing
+    ["alpha", "beta-gamma` on PostgreSQL); the tags come with the hit on their own."""
+    await library.knowledge.add(
+        bound("ann"),
+        kind=KnowledgeKind.NOTE,
+        title="Zebra crossing",
+        body="nothing here",
+        tags=["alpha", "beta-gamma"],
+    )
+    [by_tag] = await library.knowledge.search(admin, "alpha")
+    assert (by_tag.title, by_tag.tags) == ("Zebra crossing", ["alpha", "beta-gamma"])
+    assert "[" not in by_tag.snippet and "alpha" not in by_tag.snippet and "Zebra crossing" in by_tag.snippet
+    [by_title] = await library.knowledge.search(admin, "zebra")
+    assert by_title.snippet == "«Zebra» crossing"
+
+
 async def test_search_is_ranked_with_marked_snippets(library: Services, admin: Caller) -> None:
     hits = await library.knowledge.search(admin, "database locking")
     titles = [h.title for h in hits]

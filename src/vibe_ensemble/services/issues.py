@@ -243,13 +243,20 @@ class IssueService(Service):
                     )
             if not values and deps is None:
                 raise InvalidInput("fields", "nothing to change: give at least one field")
+            finishing = status is not None and status.finished and not current.status.finished
+            if finishing:  # as close_issue finishes it (without a resolution: update takes none)
+                values["closed_at"] = tx.now
+            elif status is not None and not status.finished and current.status.finished:
+                values["resolution"] = None  # reopened: the resolution was the finished issue's
+                values["closed_at"] = None
             if not await store.update(tx.conn, current, tx.now, **values):
                 raise VersionConflict(
                     f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
                 )
             if deps is not None:
                 await dependency_store.replace_dependencies(tx.conn, issue_id, deps)
-            changed = sorted(values) + (["depends_on"] if deps is not None else [])
+            changed = sorted(v for v in values if v not in ("closed_at", "resolution"))
+            changed += ["depends_on"] if deps is not None else []
             changed = [c.removesuffix("_id") for c in changed]
             tx.emit(
                 EventType.ISSUE_UPDATED,
@@ -259,7 +266,16 @@ class IssueService(Service):
                 fields=changed,
                 version=current.version + 1,
             )
-            if status is not None and status.finished and not current.status.finished:
+            if finishing:
+                assert status is not None
+                tx.emit(
+                    EventType.ISSUE_CLOSED,
+                    actor,
+                    proj.id,
+                    id=issue_id,
+                    status=status.value,
+                    title=current.title,
+                )
                 await claims.announce_ready(tx, proj.id, issue_id, actor)
             return await store.get(tx.conn, proj.id, issue_id)
 

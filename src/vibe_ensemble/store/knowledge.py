@@ -253,12 +253,8 @@ def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> s
     body_matches = sa.func.to_tsvector("english", knowledge.c.body).op("@@")(query)
     snippet = sa.case(
         (body_matches, sa.func.ts_headline("english", knowledge.c.body, query, _headline_options)),
-        else_=sa.func.ts_headline(
-            "english",
-            knowledge.c.title + " " + sa.cast(knowledge.c.tags, sa.Text),
-            query,
-            _headline_options,
-        ),
+        # the title's, never the tags' JSON text (the tags come with the hit on their own)
+        else_=sa.func.ts_headline("english", knowledge.c.title, query, _headline_options),
     )
     return (
         sa.select(

@@ -147,13 +147,19 @@ def narrowed(
 
 
 def _entries(fts: sa.TableClause, ref: sa.ColumnClause[Any], marks: tuple[str, str, str]) -> sa.Select[Any]:
-    """A hit's columns of `knowledge` and its snippet, for the FTS5 table's rows joined to theirs."""
+    """A hit's columns of `knowledge` and its snippet, for the FTS5 table's rows joined to theirs.
+
+    The snippet is the body's when the body matches, else the title's (as on PostgreSQL), never
+    the tags' column: FTS5 indexes the tags as their JSON text, and a hit on a tag showed
+    `["«alpha»", "beta-gamma"]` (the tags come with the hit on their own)."""
+    body = sa.func.snippet(ref, 1, *marks, 16)
+    snippet = sa.case((sa.func.instr(body, marks[0]) > 0, body), else_=sa.func.snippet(ref, 0, *marks, 16))
     return sa.select(
         knowledge.c.id,
         knowledge.c.title,
         knowledge.c.kind,
         knowledge.c.tags,
-        sa.func.snippet(ref, -1, *marks, 16).label("snippet"),
+        snippet.label("snippet"),
     ).select_from(fts.join(knowledge, knowledge.c.id == fts.c.rowid))
 
 

@@ -68,8 +68,10 @@ def _describe(error: Any, route: object) -> dict[str, str]:
         return {"field": "body", "rule": f"invalid JSON at character {error['loc'][-1]}: {reason}"}
     rule = str(error["msg"]).removeprefix("Value error, ")
     ctx = error.get("ctx", {})
-    if error["type"] == "too_long" and "max_length" in ctx:  # a list, said as rules.count says it
-        rule = f"at most {ctx['max_length']} entries (got {ctx.get('actual_length', 'more')})"
+    if error["type"] in ("too_long", "string_too_long") and "max_length" in ctx:  # as the MCP door says it
+        unit = "characters" if error["type"] == "string_too_long" else "items"
+        got = len(error["input"]) if isinstance(error.get("input"), str | list) else ctx.get("actual_length")
+        rule = f"must be at most {ctx['max_length']} {unit}" + (f" (got {got})" if got is not None else "")
     if error["type"] == "extra_forbidden" and error["loc"][:1] == ("body",):
         rule = f"not a field of this request's body; it takes: {', '.join(_body_fields(route)) or 'none'}"
     return {"field": _field(tuple(error["loc"])), "rule": rule}

@@ -173,6 +173,7 @@ CODEX = Client(
             True,
         ),
         (_patch("*** Add File: src/new.py", "+x", "*** Delete File: docs/old.md"), False),
+        (_patch("  *** Delete File: src/app.py"), True),  # Codex trims a line before reading its marker
         ({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}}, False),
     ],
 )

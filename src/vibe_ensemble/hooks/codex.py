@@ -36,6 +36,7 @@ def edited(event: dict[str, Any]) -> list[str]:
         return []
     found: list[str] = []
     for line in patch.splitlines():
+        line = line.strip()  # Codex's parser trims a line before it looks for these markers
         for marker in _FILE_LINES:
             if line.startswith(marker) and line[len(marker) :].strip():
                 found.append(line[len(marker) :].strip())

@@ -131,17 +131,21 @@ def _normal(path: Path) -> str:
 def lease_conflicts(paths: list[str], client: Server) -> str | None:
     """Why the edit must wait (other agents' exclusive leases on these paths), or None."""
     held: list[str] = []
+    leased: list[str] = []  # the paths that are, not every path of the edit
     for path in paths:
-        held.extend(
+        found = [
             f"{c['holder']} holds {c['pattern']!r} exclusively until {c['expires_at']}"
             + (f" (reason: {one_line(c['reason'], 80)})" if c.get("reason") else "")
             for c in client.conflicts(path)
-        )
+        ]
+        leased += [path] if found else []
+        held.extend(found)
     if not held:
         return None
     # The lease's pattern and reason are other agents' words: fenced, under the note that they are data.
+    verb = "is" if len(leased) == 1 else "are"
     return (
-        f"Vibe Ensemble: {', '.join(paths)} is leased to another agent. Do not edit it now: message the "
+        f"Vibe Ensemble: {', '.join(leased)} {verb} leased to another agent. Do not edit it now: message the "
         "holder (send_message), work on something else, or wait for the lease to end (check_paths). "
         f"{UNTRUSTED_NOTE}\n{fence(held)}"
     )

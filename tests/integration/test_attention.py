@@ -11,8 +11,10 @@ import pytest
 from vibe_ensemble.domain.attention import AttentionRules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, ReserveMode, TokenRole
-from vibe_ensemble.domain.errors import PermissionDenied
+from vibe_ensemble.domain.errors import Conflict, PermissionDenied
 from vibe_ensemble.services import Services
+
+from .snapshot import snapshot
 
 RULES = AttentionRules(
     silent_after=timedelta(seconds=120),
@@ -139,6 +141,12 @@ async def test_release_frees_the_work_and_is_audited(services: Services, admin: 
         with pytest.raises(PermissionDenied):
             await services.attention.release(await token(services, admin, role), name="gone")
     lead = await token(services, admin, TokenRole.COORDINATOR)
+    # not silent (seen just now): a page drawn while it was silent must not release a live agent's work
+    before = await snapshot(services.ctx.db)
+    with pytest.raises(Conflict, match="gone is not silent any more"):
+        await services.attention.release(lead, name="gone")
+    assert await snapshot(services.ctx.db) == before
+    later(services, minutes=3)  # past silent_after (120 s) without a heartbeat
     assert await services.attention.release(lead, name="gone") == (1, [held.id])
 
     issue = (await services.issues.get(admin, held.id)).issue

@@ -154,7 +154,9 @@ def _keep_out_of_git(directory: Path, path: Path, *, dry_run: bool) -> None:
         typer.echo(f"{done} {path.name} to {exclude}, so git ignores it in this clone (never committed)")
 
 
-HEALTH_TIMEOUT_S = 2.0
+# How long connect waits for the server's answers. A first request past the probes' routes builds
+# FastAPI's routers; on a loaded machine that took over 2 s, and a running server read as none.
+HEALTH_TIMEOUT_S = 5.0
 ANOTHER_PORT = (
     "if the server runs on another port or host (`make run PORT=…`), run connect again with --url and "
     "the MCP URL the server printed at start (e.g. --url http://127.0.0.1:8090/mcp)"

@@ -3,6 +3,7 @@ commonest item: releasing a silent agent's work."""
 
 from __future__ import annotations
 
+from vibe_ensemble.domain import errors
 from vibe_ensemble.domain.attention import (
     Attention,
     AttentionRules,
@@ -118,16 +119,26 @@ class AttentionService(Service):
         return found
 
     async def release(
-        self, caller: Caller, *, name: str, project: str | None = None
+        self, caller: Caller, *, name: str, project: str | None = None, rules: AttentionRules | None = None
     ) -> tuple[int, list[int]]:
-        """Release an agent's leases and put its issues in progress back in the pool (it stays registered).
+        """Release a silent agent's leases and put its issues in progress back in the pool (it stays
+        registered). An agent that is no longer silent (it came back after the page that offered this
+        was drawn) keeps its work: Conflict, nothing changes.
 
         Returns (leases released, issues reopened). Audited as `agent.work_released`.
         """
         caller.require(Op.AGENT_RETIRE)
+        rules = rules or AttentionRules()
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             agent = await agent_store.get(tx.conn, proj.id, name)
+            if not is_silent(agent.status, agent.last_seen, tx.now, rules):
+                seen = max(0, round((tx.now - agent.last_seen).total_seconds()))
+                raise errors.Conflict(
+                    f"{name} is not silent any more (last seen {seen} s ago, {agent.status.value}): its work "
+                    "was not released; reload the page",
+                    agent=name,
+                )
             released = await reservation_store.release_all(tx.conn, agent.id, tx.now)
             reopened = await issue_store.unassign(
                 tx.conn, agent.id, tx.now, statuses=issue_store.IN_PROGRESS_ONLY

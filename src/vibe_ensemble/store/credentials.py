@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import TokenRole, by_value
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import credentials, projects
 
 _ROLES = by_value(TokenRole)
@@ -98,8 +99,15 @@ async def revoke(conn: Connection, credential_id: int, now: datetime) -> None:
     await conn.execute(credentials.update().where(credentials.c.id == credential_id).values(revoked_at=now))
 
 
+_MARK_USED = Prepared(
+    credentials.update()
+    .where(credentials.c.id == sa.bindparam("id"))
+    .values(last_used_at=sa.bindparam("now"))
+)
+
+
 async def mark_used(conn: Connection, credential_id: int, now: datetime) -> None:
-    await conn.execute(credentials.update().where(credentials.c.id == credential_id).values(last_used_at=now))
+    await conn.execute(_MARK_USED, {"id": credential_id, "now": now})
 
 
 async def count(conn: Connection) -> int:

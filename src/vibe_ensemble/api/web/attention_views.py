@@ -34,7 +34,8 @@ async def release_agent(request: Request, name: Annotated[str, Path(max_length=6
     async def build(visit: Visit) -> Response:
         form = await request.form()
         project = form_text(form, "project") or None
-        await visit.services.attention.release(visit.caller, name=name, project=project)
+        rules = attention.rules_of(request)
+        await visit.services.attention.release(visit.caller, name=name, project=project, rules=rules)
         return RedirectResponse(f"/?{urlencode({'project': project or '', 'done': 'released'})}", 303)
 
     return await serve(request, "action", build)

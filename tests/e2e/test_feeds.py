@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -134,6 +135,16 @@ async def test_sse_filters_scopes_and_refuses_bad_input(live_server: ServerProce
         assert (await api.get("/events", params={"after": MAX_ID})).json()["items"] == []
         beyond_header = await api.get("/events/stream", headers={"Last-Event-ID": str(MAX_ID + 1)})
         assert beyond_header.json()["error"]["details"]["field"] == "Last-Event-ID"
+        # a cursor past the newest event (another server's database) heard nothing, silently, until
+        # ids passed it: refused, naming the newest
+        for query, headers, field in (
+            ({"after": 10**12}, {}, "after"),
+            ({}, {"Last-Event-ID": str(10**12)}, "Last-Event-ID"),
+        ):
+            past = await api.get("/events/stream", params=query, headers=headers)
+            assert past.status_code == 422, past.text
+            assert past.json()["error"]["details"]["field"] == field
+            assert re.search(r"is past the newest event \(\d+\)", past.json()["error"]["message"])
         async with rest(live_server.url, "vibe_" + "x" * 40) as stranger:
             assert (await stranger.get("/events/stream")).status_code == 401
 
@@ -189,6 +200,7 @@ async def test_websocket_feed_auth_ping_and_resume(live_server: ServerProcess) -
             ({"types": "Bad Type"}, admin, 4400, "types"),
             ({"after": "-3"}, admin, 4400, "after"),
             ({"after": "9" * 25}, admin, 4400, "after"),
+            ({"after": str(10**12)}, admin, 4400, "is past the newest event"),
         ]:
             async with connect(ws_url(live_server.url, **query), open_timeout=10) as ws:
                 await ws.send(

@@ -17,7 +17,7 @@ from starlette.routing import WebSocketRoute
 
 from vibe_ensemble.api import auth
 from vibe_ensemble.api.feeds import websocket as ws
-from vibe_ensemble.api.feeds.common import event_id, settings_of
+from vibe_ensemble.api.feeds.common import event_id, settings_of, within_the_log
 from vibe_ensemble.api.feeds.sse import EventStream
 from vibe_ensemble.api.rest.deps import BearerDep, CallerDep, ServicesDep
 from vibe_ensemble.domain.models import EventPage
@@ -83,8 +83,10 @@ async def event_stream(
     Keep-alive comments arrive every `feed_keepalive_s`. Reconnect with `Last-Event-ID` (browsers do
     it by themselves) to resume exactly after the last event seen.
     """
+    field = "after"
     if last_event_id is not None:
-        after = event_id("Last-Event-ID", last_event_id.strip())
+        field, after = "Last-Event-ID", event_id("Last-Event-ID", last_event_id.strip())
+    after = await within_the_log(services, field, after)
     feed = await services.live.feed(presented.caller, project=project, types=types, after=after)
     return EventStream(feed, settings_of(request), lambda: auth.still_valid(services, presented))
 

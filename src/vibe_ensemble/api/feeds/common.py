@@ -11,6 +11,7 @@ from vibe_ensemble.domain.models import Event
 from vibe_ensemble.domain.rules import MAX_ID
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.services import Services
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,18 @@ def event_id(field: str, raw: str) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
         raise InvalidInput(field, f"must be an event id (a whole number from 0 to {MAX_ID})")
     return int(raw)
+
+
+async def within_the_log(services: Services, field: str, after: int | None) -> int | None:
+    """`after` as a client sent it, refused when it is past the newest event: a cursor from another
+    server's database (a failover, a restore) heard nothing, silently, until ids passed it."""
+    if after is not None and after > (newest := await services.events.latest_id()):
+        raise InvalidInput(
+            field,
+            f"{after} is past the newest event ({newest}): a cursor from another server or database? "
+            f"resume after {newest}, or from 0 for every event kept",
+        )
+    return after
 
 
 def cut_off(transport: str, sent_id: int, send_timeout_s: float) -> None:

@@ -22,6 +22,7 @@ from vibe_ensemble.api.feeds.common import (
     event_id,
     settings_of,
     slow_reason,
+    within_the_log,
 )
 from vibe_ensemble.domain.errors import DatabaseUnavailable, InvalidInput, PermissionDenied, VibeError
 from vibe_ensemble.events.feed import Feed
@@ -63,7 +64,9 @@ async def serve(websocket: WebSocket) -> None:
             caller = await services.tokens.authenticate(token, remote=auth.remote(websocket))
             auth.note_caller(websocket, caller)  # the socket's log line says who held it
             try:
-                feed = await services.live.feed(caller, **_ws_query(websocket))
+                query = _ws_query(websocket)
+                query["after"] = await within_the_log(services, "after", query["after"])
+                feed = await services.live.feed(caller, **query)
             except PermissionDenied as exc:
                 await auth.audit_denied(services, caller, exc)
                 raise

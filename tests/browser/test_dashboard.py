@@ -327,6 +327,12 @@ def test_long_unbroken_words_wrap_instead_of_widening_the_page(
             expect(page.locator("main")).to_be_visible()
             scroll = page.evaluate("document.documentElement.scrollWidth")
             assert scroll <= width, (path, width, scroll)
+    # ...and it does not crush the short columns beside it to a few letters a line ("ex/clu/siv/e")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto("/leases?project=wide")
+    for short in ('td[data-label="Holder"] a', "span.kind"):  # one word each
+        lines = page.locator(short).first.evaluate("e => e.getClientRects().length")
+        assert lines == 1, (short, lines)
 
 
 def test_the_badge_says_live_again_after_a_failed_update_is_followed_by_a_good_one(

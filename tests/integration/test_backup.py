@@ -9,6 +9,7 @@ import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -60,6 +61,26 @@ async def _count(url: str, table: str) -> int:
         return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await conn.close()
+
+
+async def _kept(url: str, credential_id: int) -> tuple[Any, list[str], Any]:
+    """What a restore must keep from the database it replaced, as the restored one holds it: the
+    credential's revocation time, the audit log's actions (oldest first) and the newest event."""
+    db = Database(url)
+    try:
+        async with db.read() as conn:
+            revoked = (
+                await conn.execute(
+                    sa.select(credentials.c.revoked_at).where(credentials.c.id == credential_id)
+                )
+            ).scalar_one()
+            actions = (
+                (await conn.execute(sa.select(audit_log.c.action).order_by(audit_log.c.id))).scalars().all()
+            )
+            last = (await conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(1))).one()
+    finally:
+        await db.dispose()
+    return revoked, list(actions), last
 
 
 @pytest.fixture
@@ -185,18 +206,7 @@ async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_for
     await backups.restore(manifest.id)
 
     assert await _count(database_url, "issues") == 3  # the data is the backup's
-    db = Database(database_url)
-    try:
-        async with db.read() as conn:
-            revoked = (
-                await conn.execute(sa.select(credentials.c.revoked_at).where(credentials.c.id == leaked.id))
-            ).scalar_one()
-            actions = (
-                (await conn.execute(sa.select(audit_log.c.action).order_by(audit_log.c.id))).scalars().all()
-            )
-            last = (await conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(1))).one()
-    finally:
-        await db.dispose()
+    revoked, actions, last = await _kept(database_url, leaked.id)
     assert revoked is not None  # it does not come back to life with the rows it was revoked from
     assert actions[-3:] == ["token.created", "session.ended", "token.revoked"]
     assert actions.count("token.revoked") == 1
@@ -241,15 +251,7 @@ async def test_a_sqlite_restore_stopped_once_the_data_is_in_place_has_kept_what_
     monkeypatch.setattr(backup_sqlite, "copy_into", then_stopped)
     with pytest.raises(KeyboardInterrupt):
         await backups.restore(manifest.id)
-    db = Database(database_url)
-    try:
-        async with db.read() as conn:
-            revoked = (
-                await conn.execute(sa.select(credentials.c.revoked_at).where(credentials.c.id == leaked.id))
-            ).scalar_one()
-            last = (await conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(1))).one()
-    finally:
-        await db.dispose()
+    revoked, _, last = await _kept(database_url, leaked.id)
     assert await _count(database_url, "issues") == 2  # the backup's data
     assert revoked is not None
     assert last.id == newest + 1 and last.type == "database.restored"

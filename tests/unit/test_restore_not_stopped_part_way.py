@@ -36,6 +36,7 @@ def test_a_pg_tool_ends_with_the_command_that_started_it(tmp_path: Path) -> None
     left to commit a restore on its own."""
     started = tmp_path / "tool.pid"
     tool_script = tmp_path / "tool.py"
+    # the tool stands in for a long pg_restore: it writes its pid and waits to be killed (never for 60 s)
     tool_script.write_text(
         f"import os, time\nopen({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
     )

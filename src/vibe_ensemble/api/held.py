@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive
 
+from vibe_ensemble.api import gate
+
 T = TypeVar("T")
 
 
@@ -30,6 +32,11 @@ async def while_connected(receive: Receive | None, wait: Coroutine[Any, Any, T],
     `receive` (stdio: the process is the client) just `wait`."""
     if receive is None:
         return await wait
+    async with gate.stepped_aside():
+        return await _while_connected(receive, wait, gone)
+
+
+async def _while_connected(receive: Receive, wait: Coroutine[Any, Any, T], gone: T) -> T:
     waiting = asyncio.ensure_future(wait)
     watching = asyncio.ensure_future(until_disconnected(receive))
     try:

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # reverse proxy, list its address)
     trusted_proxies: list[str] = Field(default_factory=list)
     limit_concurrency: int | None = Field(None, ge=1)  # uvicorn: answer 503 beyond this many connections
+    # MCP calls a server process works on at once; the others queue, first come first served, so the
+    # event loop's turns stay short (api/gate.py, docs/performance.md#calls-at-once). Unset: 4 on
+    # SQLite (a call's work is on the loop), db_pool_size on PostgreSQL (a call waits on its round trips)
+    max_calls_at_once: int | None = Field(None, ge=1, le=10_000)
     # dashboard sessions (docs/dashboard.md): the HMAC key that signs session cookies and CSRF tokens
     # (empty: a random key per process, so sessions end at a restart), and how long a session lasts
     session_secret: str = ""
@@ -156,6 +160,12 @@ class Settings(BaseSettings):
     @property
     def effective_backup_location(self) -> str:
         return self.backup_location or str(self.data_dir / "backups")
+
+    @property
+    def effective_max_calls_at_once(self) -> int:
+        if self.max_calls_at_once is not None:
+            return self.max_calls_at_once
+        return self.db_pool_size if self.effective_database_url.startswith("postgresql") else 4
 
     @property
     def mcp_url(self) -> str:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.api.gate import Gate
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain import rules
@@ -38,11 +39,15 @@ class MCPEndpoint:
     """An unauthenticated request never reaches the SDK; an authenticated one runs inside its `CallContext`.
 
     A request over the caller's rate limit still reaches the SDK, so that a tool call answers with a
-    tool error the agent can read; the HTTP answer carries `Retry-After` (see `CallContext`).
+    tool error the agent can read; the HTTP answer carries `Retry-After` (see `CallContext`). The SDK
+    serves it through `gate`: at most a few calls' work at once, the rest queued in order (api/gate.py).
     """
 
-    def __init__(self, services: Services, apps: Mapping[Profile, ASGIApp], default_profile: str) -> None:
+    def __init__(
+        self, services: Services, apps: Mapping[Profile, ASGIApp], default_profile: str, gate: Gate
+    ) -> None:
         self.services = services
+        self.gate = gate
         self.apps: dict[str, ASGIApp] = {str(name): app for name, app in apps.items()}
         self.default_profile = default_profile
 
@@ -82,7 +87,7 @@ class MCPEndpoint:
 
         version = versions[0].decode("latin-1") if versions else None
         with bind(call):
-            await app(scope, _receive, _plain_refusals(send, body, version))
+            await self.gate.serve(app, scope, _receive, _plain_refusals(send, body, version))
 
 
 ENVELOPE_RULE = (

@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
+from vibe_ensemble.api import gate
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import invalid_request, strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
@@ -71,7 +72,8 @@ def _other_methods(recheck_s: float) -> Any:
         elif ctx.method == "subscriptions/listen":
             ctx = _scoped_listen(ctx)
             with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
-                return await _while_valid(ctx, call_next, recheck_s)
+                async with gate.stepped_aside():  # it waits for others' changes
+                    return await _while_valid(ctx, call_next, recheck_s)
         return await _answer(ctx, call_next)
 
     return other_methods

@@ -1,0 +1,177 @@
+"""At most a few MCP calls' work at once; the others wait their turn, in the order they came.
+
+One process serves everything on one event loop. Fifty agents' calls in flight at once each take
+a step in every turn of the loop, so a turn grew to tens of milliseconds: a probe, or the next
+step of any call, waited that long (`/healthz` p99 25-100 ms under the 50-agent swarm). Through
+the gate, a few calls run and the others wait, suspended, costing the loop nothing; each finished
+call lets the next one in. The work done is the same; a turn of the loop is short, and a call's
+time is its place in the queue plus its own work (bench/RESULTS.md, twenty-fourth round).
+
+A place is held only while the server works: the request's body is read before it queues
+(`MCPEndpoint`), and the place is given up when the answer starts (`released_at_answer`), so a
+client slow to send or to read holds nobody up. A call that waits for something another request
+brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
+place goes to the next in line while it waits, and it queues again for the rest of its work.
+Nothing else a call awaits depends on a request still queued (the SQLite writer and the PostgreSQL
+pool are held only by calls already in), so the gate cannot close on itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class _State(enum.Enum):
+    HELD = "held"  # working
+    ASIDE = "aside"  # waiting on others' work; queues again when the wait ends
+    DONE = "done"  # answering: the work is over, the place is given back
+
+
+class _Place:
+    """One call's place in a gate."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.state = _State.HELD
+
+
+# The place of the call being served (the SDK's tasks for it inherit the context, so they see the
+# same place object)
+_PLACE: ContextVar[_Place | None] = ContextVar("vibe_gate_place", default=None)
+
+
+class Gate:
+    """A first-come first-served limit of `size` calls at once."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a gate lets at least one call through")
+        self.size = size
+        self.inside = 0
+        self._queue: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request to `app` through the gate: its whole body read first, so a client slow to
+        send holds no place, and the place given back when the answer starts."""
+        first = await _whole_body(receive)
+        if first["type"] != "http.request":
+            return  # the client left mid-body
+        pending = [first]
+
+        async def _receive() -> Message:
+            return pending.pop() if pending else await receive()
+
+        async with self.through():
+            await app(scope, _receive, released_at_answer(send))
+
+    @asynccontextmanager
+    async def through(self) -> AsyncIterator[None]:
+        """Hold a place for the block, queueing for it first when all are taken."""
+        await self._enter()
+        place = _Place(self)
+        token = _PLACE.set(place)
+        try:
+            yield
+        finally:
+            _PLACE.reset(token)
+            if place.state is _State.HELD:
+                self._leave()
+
+    async def _enter(self) -> None:
+        if self.inside < self.size and not self._queue:
+            self.inside += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed a place just as it was cancelled
+                self._leave()
+            else:
+                self._queue.remove(turn)
+            raise
+
+    def _leave(self) -> None:
+        """Hand this place to the first in line (it stays taken), or free it."""
+        while self._queue:
+            turn = self._queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.inside -= 1
+
+
+@asynccontextmanager
+async def stepped_aside() -> AsyncIterator[None]:
+    """For a wait on another request's work: the place this call holds (if any) goes to the next in
+    line for the block's duration, and is queued for again after it (unless the answer has started
+    meanwhile: then the work is over)."""
+    place = _PLACE.get()
+    if place is None or place.state is not _State.HELD:
+        yield
+        return
+    place.state = _State.ASIDE
+    place.gate._leave()
+    try:
+        yield
+    finally:
+        if place.state is _State.ASIDE:
+            await place.gate._enter()  # cancelled (the client gone): the place stays given up
+            place.state = _State.HELD
+
+
+def released_at_answer(send: Send) -> Send:
+    """`send`, giving up the current call's place when its answer starts: the rest is the client's
+    reading, which must not hold the next call up."""
+    place = _PLACE.get()
+    if place is None:
+        return send
+
+    async def _send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if place.state is _State.HELD:
+                place.gate._leave()
+            place.state = _State.DONE
+        await send(message)
+
+    return _send
+
+
+class GateMiddleware:
+    """Requests whose path starts with `prefix` (the REST API) go through `gate`; others pass."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, prefix: str) -> None:
+        self.app = app
+        self.gate = gate
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.gate.serve(self.app, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _whole_body(receive: Receive) -> Message:
+    """The request's body as one `http.request` message, or the `http.disconnect` that cut it short
+    (the body's size and time limits are api/security.BodyLimitMiddleware's, outside)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}

@@ -1,0 +1,132 @@
+"""The MCP calls' gate on a real server, at its narrowest (`VIBE_MAX_CALLS_AT_ONCE=1`): a call that
+waits on others' work (a held `wait_for_messages`, a `subscriptions/listen` stream) and a client
+slow to send its body hold no place, so the calls they wait for, and everyone else's, still run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from ..support import ServerProcess, call, mcp_client, start_server
+from .live_support import metric, rest, token
+
+# Well inside the wait's 30 s and the body's 30 s stall limit: a call queued behind either would miss it.
+ANSWERED_WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("gate"), extra_env={"VIBE_MAX_CALLS_AT_ONCE": "1"})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def _worker(server: ServerProcess, *agents: str) -> str:
+    async with rest(server.url, server.admin_token) as admin:
+        for name in agents:
+            r = await admin.post("/projects/default/agents", json={"name": name})
+            assert r.status_code in (200, 201), r.text
+        return await token(admin, "worker", project="default")
+
+
+async def _until_waiting(server: ServerProcess, count: int) -> None:
+    """Until `count` agents are held in wait_for_messages (the server's own gauge says so)."""
+    async with asyncio.timeout(ANSWERED_WITHIN_S):
+        while await asyncio.to_thread(metric, server.url, "vibe_mail_waiters") < count:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_held_wait_lets_the_mail_it_waits_for_through(server: ServerProcess) -> None:
+    team = await _worker(server, "gate-waiter", "gate-sender")
+    async with mcp_client(server.mcp_url, team) as waiter, mcp_client(server.mcp_url, team) as sender:
+        held = asyncio.create_task(call(waiter, "wait_for_messages", agent="gate-waiter", timeout_s=30))
+        await _until_waiting(server, 1)
+        async with asyncio.timeout(ANSWERED_WITHIN_S):
+            await call(
+                sender, "send_message", agent="gate-sender", to=["gate-waiter"], subject="go", body="b"
+            )
+            woken = await held
+    assert [i["message"]["subject"] for i in woken["items"]] == ["go"]
+
+
+async def test_an_open_listen_stream_holds_no_place(server: ServerProcess) -> None:
+    team = await _worker(server, "gate-listener")
+    headers = {
+        "Authorization": f"Bearer {team}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "subscriptions/listen",
+    }
+    listen = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "subscriptions/listen",
+        "params": {
+            "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        http.stream("POST", server.mcp_url, headers=headers, json=listen) as stream,
+        mcp_client(server.mcp_url, team) as client,
+    ):
+        assert stream.status_code == 200 and "event-stream" in stream.headers["content-type"]
+        async with asyncio.timeout(ANSWERED_WITHIN_S):
+            page = await call(client, "fetch_inbox", agent="gate-listener")
+    assert page["items"] == []
+
+
+async def test_a_client_stalled_mid_body_holds_no_place(server: ServerProcess) -> None:
+    team = await _worker(server, "gate-slow")
+    host = server.url.removeprefix("http://")
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {team}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        "MCP-Protocol-Version: 2025-06-18\r\nContent-Length: 400\r\n\r\n"
+        '{"jsonrpc": "2.0", "id": 1, '  # and the rest never comes
+    )
+    address, port = host.rsplit(":", 1)
+    _, writer = await asyncio.open_connection(address, int(port))
+    try:
+        writer.write(head.encode())
+        await writer.drain()
+        async with mcp_client(server.mcp_url, team) as client, asyncio.timeout(ANSWERED_WITHIN_S):
+            page = await call(client, "fetch_inbox", agent="gate-slow")
+        assert page["items"] == []
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_an_open_sse_feed_and_a_held_rest_wait_hold_no_place(server: ServerProcess) -> None:
+    team = await _worker(server, "gate-rest")
+    auth = {"Authorization": f"Bearer {team}"}
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        http.stream("GET", server.url + "/api/v1/events/stream", headers=auth) as feed,
+        rest(server.url, team) as worker,
+    ):
+        assert feed.status_code == 200
+        held = asyncio.create_task(
+            worker.get("/projects/default/agents/gate-rest/inbox/wait", params={"timeout_s": 30})
+        )
+        await _until_waiting(server, 1)
+        async with asyncio.timeout(ANSWERED_WITHIN_S):
+            sent = await worker.post(
+                "/projects/default/messages",
+                json={"to": ["gate-rest"], "subject": "rest", "body": "b", "agent": "gate-rest"},
+            )
+            assert sent.status_code == 201, sent.text
+            woken = await held
+    assert [i["message"]["subject"] for i in woken.json()["items"]] == ["rest"]

@@ -1,0 +1,235 @@
+"""The MCP calls' gate (api/gate.py): at most `size` at once, the rest in order of arrival; a place
+given back when a call steps aside to wait or starts its answer; cancellation loses no place."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from vibe_ensemble.api.gate import Gate, released_at_answer, stepped_aside
+
+
+async def _turns() -> None:
+    """Let every task that can run, run (a few turns of the loop)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+class Held:
+    """A call through the gate that holds its place until `release` is set."""
+
+    def __init__(self, gate: Gate, name: str, log: list[str]) -> None:
+        self.release = asyncio.Event()
+        self.inside = asyncio.Event()
+        self.task = asyncio.create_task(self._run(gate, name, log))
+
+    async def _run(self, gate: Gate, name: str, log: list[str]) -> None:
+        async with gate.through():
+            log.append(name)
+            self.inside.set()
+            await self.release.wait()
+
+
+async def test_at_most_size_at_once_and_the_rest_in_order_of_arrival() -> None:
+    gate, log = Gate(2), []
+    calls = {}
+    for name in "abcdef":
+        calls[name] = Held(gate, name, log)
+        await _turns()
+    assert log == ["a", "b"] and gate.inside == 2 and gate.queued == 4
+    for finished, next_in in [("b", "c"), ("a", "d"), ("d", "e"), ("c", "f")]:
+        calls[finished].release.set()
+        await _turns()
+        assert log[-1] == next_in and gate.inside == 2
+    for call in calls.values():
+        call.release.set()
+    await asyncio.gather(*(c.task for c in calls.values()))
+    assert log == list("abcdef") and gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_newcomer_does_not_pass_the_queue_when_a_place_frees() -> None:
+    """A freed place goes to the first in line, never to a call arriving at that moment."""
+    gate, log = Gate(1), []
+    first = Held(gate, "first", log)
+    await _turns()
+    waiting = Held(gate, "waiting", log)
+    await _turns()
+    first.release.set()
+    newcomer = Held(gate, "newcomer", log)  # arrives in the same turn the place is handed on
+    await _turns()
+    assert log == ["first", "waiting"]
+    waiting.release.set()
+    newcomer.release.set()
+    await asyncio.gather(first.task, waiting.task, newcomer.task)
+    assert log == ["first", "waiting", "newcomer"] and gate.inside == 0
+
+
+async def test_a_call_cancelled_while_queued_leaves_the_queue() -> None:
+    gate, log = Gate(1), []
+    first = Held(gate, "first", log)
+    await _turns()
+    gone, after = Held(gate, "gone", log), Held(gate, "after", log)
+    await _turns()
+    gone.task.cancel()
+    await _turns()
+    assert gate.queued == 1
+    first.release.set()
+    await _turns()
+    assert log == ["first", "after"] and gate.inside == 1
+    after.release.set()
+    await asyncio.gather(first.task, after.task)
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_call_cancelled_just_as_it_is_handed_a_place_passes_it_on() -> None:
+    """Handed the place (its turn's future done) and cancelled before it ran: the place goes to the
+    next in line, not lost, not counted twice."""
+    gate, log = Gate(1), []
+    first = gate.through()
+    await first.__aenter__()  # this task holds the place
+    handed, after = Held(gate, "handed", log), Held(gate, "after", log)
+    await _turns()
+    await first.__aexit__(None, None, None)  # hands the place on without giving `handed` a turn
+    handed.task.cancel()
+    await _turns()
+    assert log == ["after"] and gate.inside == 1
+    after.release.set()
+    await after.task
+    assert gate.inside == 0 and gate.queued == 0
+    with pytest.raises(asyncio.CancelledError):
+        await handed.task
+
+
+async def test_stepping_aside_lets_the_next_call_in_and_queues_again_after() -> None:
+    """A call waiting on another's work (a held `wait_for_messages`) gives its place up meanwhile: the
+    call it waits for gets in even through a gate of one."""
+    gate, log = Gate(1), []
+    mail = asyncio.Event()
+
+    async def waiter() -> None:
+        async with gate.through():
+            log.append("waiter in")
+            async with stepped_aside():
+                await mail.wait()
+            log.append("waiter back")
+
+    async def sender() -> None:
+        async with gate.through():
+            log.append("sender in")
+            mail.set()
+            await _turns()  # the waiter's wait is over, but its place is the sender's until it leaves
+            log.append("sender out")
+
+    waiting = asyncio.create_task(waiter())
+    await _turns()
+    await asyncio.wait_for(asyncio.gather(waiting, sender()), 5)
+    assert log == ["waiter in", "sender in", "sender out", "waiter back"]
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_stepping_aside_outside_the_gate_just_runs_the_block() -> None:
+    async with stepped_aside():
+        pass  # no place to give up (stdio, REST): nothing to count
+
+
+async def test_a_call_cancelled_while_aside_gives_nothing_back_twice() -> None:
+    gate = Gate(1)
+    inside = asyncio.Event()
+
+    async def waiter() -> None:
+        async with gate.through(), stepped_aside():
+            inside.set()
+            await asyncio.Event().wait()  # the client goes away meanwhile
+
+    task = asyncio.create_task(waiter())
+    await inside.wait()
+    assert gate.inside == 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_call_cancelled_while_queueing_to_come_back_gives_nothing_back() -> None:
+    gate, log = Gate(1), []
+    mail = asyncio.Event()
+
+    async def waiter() -> None:
+        async with gate.through(), stepped_aside():
+            await mail.wait()
+
+    waiting = asyncio.create_task(waiter())
+    await _turns()
+    other = Held(gate, "other", log)  # takes the place the waiter gave up
+    await _turns()
+    mail.set()
+    await _turns()
+    assert gate.queued == 1  # the waiter, queueing to come back
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    other.release.set()
+    await other.task
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_the_place_is_given_back_when_the_answer_starts() -> None:
+    """The rest of a call is the client reading its answer: a client slow to read holds nobody up."""
+    gate, log = Gate(1), []
+    reading = asyncio.Event()
+    sent: list[str] = []
+
+    async def slow_client(message: Any) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            await reading.wait()
+
+    async def answered() -> None:
+        async with gate.through():
+            send = released_at_answer(slow_client)
+            async with stepped_aside():  # after the answer has started, not queued for again
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            async with stepped_aside():
+                pass
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    answering = asyncio.create_task(answered())
+    await _turns()
+    assert sent == ["http.response.start", "http.response.body"]
+    next_call = Held(gate, "next", log)
+    await asyncio.wait_for(next_call.inside.wait(), 5)
+    reading.set()
+    next_call.release.set()
+    await asyncio.gather(answering, next_call.task)
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_an_answer_started_while_aside_is_not_queued_for_again() -> None:
+    """A `subscriptions/listen` stream starts its answer while it waits: its work is over, and the
+    end of the wait must not queue it behind the calls that came meanwhile."""
+    gate, log = Gate(1), []
+
+    async def sink(message: Any) -> None:
+        pass
+
+    async def listen() -> None:
+        async with gate.through():
+            send = released_at_answer(sink)
+            async with stepped_aside():
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                other = Held(gate, "other", log)
+                await other.inside.wait()  # holds the only place until the stream is over
+            await send({"type": "http.response.body", "body": b""})
+        other.release.set()
+        await other.task
+
+    await asyncio.wait_for(listen(), 5)
+    assert gate.inside == 0 and gate.queued == 0
+
+
+def test_a_gate_lets_at_least_one_call_through() -> None:
+    with pytest.raises(ValueError):
+        Gate(0)

@@ -130,3 +130,46 @@ async def test_an_open_sse_feed_and_a_held_rest_wait_hold_no_place(server: Serve
             assert sent.status_code == 201, sent.text
             woken = await held
     assert [i["message"]["subject"] for i in woken.json()["items"]] == ["rest"]
+
+
+async def test_calls_given_up_by_their_clients_give_every_place_back(server: ServerProcess) -> None:
+    """Twenty calls at once through a gate of one, their clients gone before most are answered: the
+    server's gauges come back to nobody working and nobody queued, and the next call is answered."""
+    team = await _worker(server, "gate-quitter")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "fetch_inbox",
+            "arguments": {"agent": "gate-quitter"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {
+        "Authorization": f"Bearer {team}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "fetch_inbox",
+    }
+    async with httpx2.AsyncClient(timeout=0.02) as impatient:
+        outcomes = await asyncio.gather(
+            *(impatient.post(server.mcp_url, json=body, headers=headers) for _ in range(20)),
+            return_exceptions=True,
+        )
+    assert any(isinstance(o, httpx2.TimeoutException) for o in outcomes), outcomes
+    async with asyncio.timeout(ANSWERED_WITHIN_S):
+        while (
+            await asyncio.to_thread(metric, server.url, "vibe_calls_working"),
+            await asyncio.to_thread(metric, server.url, "vibe_calls_queued"),
+        ) != (0.0, 0.0):
+            await asyncio.sleep(0.05)
+    exposed = httpx2.get(server.url + "/metrics", timeout=5).text  # the gauges are there, not just absent
+    assert "\nvibe_calls_working 0.0\n" in exposed and "\nvibe_calls_queued 0.0\n" in exposed
+    async with mcp_client(server.mcp_url, team) as client, asyncio.timeout(ANSWERED_WITHIN_S):
+        assert (await call(client, "fetch_inbox", agent="gate-quitter"))["items"] == []

@@ -7,8 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from vibe_ensemble.api.gate import Gate, released_at_answer, stepped_aside
+from vibe_ensemble.store.database import Database
 
 
 async def _turns() -> None:
@@ -233,3 +235,50 @@ async def test_an_answer_started_while_aside_is_not_queued_for_again() -> None:
 def test_a_gate_lets_at_least_one_call_through() -> None:
     with pytest.raises(ValueError):
         Gate(0)
+
+
+async def test_back_from_aside_a_call_queues_at_the_front() -> None:
+    """It queued once already: the calls that came while it waited do not pass it."""
+    gate, log = Gate(1), []
+    done_waiting = asyncio.Event()
+
+    async def returning() -> None:
+        async with gate.through():
+            async with stepped_aside():
+                await done_waiting.wait()
+            log.append("returning")
+
+    back = asyncio.create_task(returning())
+    await _turns()
+    inside = Held(gate, "inside", log)  # took the place given up
+    await _turns()
+    newcomers = [Held(gate, name, log) for name in ("second", "third")]
+    await _turns()
+    done_waiting.set()
+    await _turns()
+    inside.release.set()
+    await _turns()
+    assert log[:3] == ["inside", "returning", "second"]
+    for call in newcomers:
+        call.release.set()
+    await asyncio.gather(back, inside.task, *(c.task for c in newcomers))
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_sqlite_write_runs_aside_of_the_gate(tmp_path: Any) -> None:
+    """A write mostly waits (for the one writer, for its COMMIT's fsync): the call's place is the
+    next one's meanwhile, and taken again when the write is done."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    db.writes_aside(stepped_aside)
+    gate = Gate(1)
+    try:
+        async with gate.through():
+            assert gate.inside == 1
+            async with db.write() as conn:
+                await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+                assert gate.inside == 0  # given up for the write
+            assert gate.inside == 1
+        async with db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 0
+    finally:
+        await db.dispose()

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from vibe_ensemble import __version__
 from vibe_ensemble.api import apidocs, feeds, security
 from vibe_ensemble.api import metrics as api_metrics
-from vibe_ensemble.api.gate import Gate, GateMiddleware
+from vibe_ensemble.api.gate import Gate, GateMiddleware, stepped_aside
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
@@ -269,6 +269,13 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     views.install(app, settings)
     # One gate for the process's calls, MCP and REST alike (api/gate.py): a turn of the loop stays short.
     gate = Gate(settings.effective_max_calls_at_once)
+    runtime.db.writes_aside(stepped_aside)
+
+    def _sample_gate() -> None:
+        metrics.CALLS_WORKING.set(gate.inside)
+        metrics.CALLS_QUEUED.set(gate.queued)
+
+    metrics.add_sampler("calls", _sample_gate)
     endpoint = MCPEndpoint(runtime.services, mcp_apps, settings.tool_profile, gate)
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
     mcp_route = NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -1,4 +1,5 @@
-"""At most a few MCP calls' work at once; the others wait their turn, in the order they came.
+"""At most a few requests' work at once (MCP calls, REST requests); the others wait their turn, in
+the order they came.
 
 One process serves everything on one event loop. Fifty agents' calls in flight at once each take
 a step in every turn of the loop, so a turn grew to tens of milliseconds: a probe, or the next
@@ -8,12 +9,15 @@ call lets the next one in. The work done is the same; a turn of the loop is shor
 time is its place in the queue plus its own work (bench/RESULTS.md, twenty-fourth round).
 
 A place is held only while the server works: the request's body is read before it queues
-(`MCPEndpoint`), and the place is given up when the answer starts (`released_at_answer`), so a
+(`Gate.serve`), and the place is given up when the answer starts (`released_at_answer`), so a
 client slow to send or to read holds nobody up. A call that waits for something another request
 brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
-place goes to the next in line while it waits, and it queues again for the rest of its work.
-Nothing else a call awaits depends on a request still queued (the SQLite writer and the PostgreSQL
-pool are held only by calls already in), so the gate cannot close on itself.
+place goes to the next in line while it waits, and it queues again, at the front, for the rest of
+its work. So does a SQLite write, for its whole transaction (store/sqlite.py `aside`): the writes
+take turns on the one writer anyway, and a write mostly waits, for the writer and for its COMMIT
+(an fsync: 0.3 ms on this machine's disk, more on a slower one), while reads and other calls go on. A
+PostgreSQL connection is held only by calls already in (the gate is the pool's size there), so
+nothing a call awaits depends on a request still queued: the gate cannot close on itself.
 """
 
 from __future__ import annotations
@@ -88,12 +92,17 @@ class Gate:
             if place.state is _State.HELD:
                 self._leave()
 
-    async def _enter(self) -> None:
+    async def _enter(self, *, again: bool = False) -> None:
+        """Take a place, or queue for one: at the back, or `again` (back from a wait aside, having
+        queued once already) at the front."""
         if self.inside < self.size and not self._queue:
             self.inside += 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(turn)
+        if again:
+            self._queue.appendleft(turn)
+        else:
+            self._queue.append(turn)
         try:
             await turn
         except asyncio.CancelledError:
@@ -115,9 +124,10 @@ class Gate:
 
 @asynccontextmanager
 async def stepped_aside() -> AsyncIterator[None]:
-    """For a wait on another request's work: the place this call holds (if any) goes to the next in
-    line for the block's duration, and is queued for again after it (unless the answer has started
-    meanwhile: then the work is over)."""
+    """For a wait on another request's work or on the disk: the place this call holds (if any) goes
+    to the next in line for the block's duration, and is queued for again after it, at the front of
+    the line (unless the answer has started meanwhile: then the work is over). Inside a block that
+    stepped aside already, nothing more."""
     place = _PLACE.get()
     if place is None or place.state is not _State.HELD:
         yield
@@ -128,7 +138,7 @@ async def stepped_aside() -> AsyncIterator[None]:
         yield
     finally:
         if place.state is _State.ASIDE:
-            await place.gate._enter()  # cancelled (the client gone): the place stays given up
+            await place.gate._enter(again=True)  # cancelled (the client gone): the place stays given up
             place.state = _State.HELD
 
 

@@ -112,6 +112,18 @@ EVENTS_LISTENING = Gauge(
 MAIL_WAITERS = Gauge(
     "vibe_mail_waiters", "Agents waiting in wait_for_messages", registry=REGISTRY, multiprocess_mode="livesum"
 )
+CALLS_WORKING = Gauge(
+    "vibe_calls_working",
+    "Requests (MCP and REST) being worked on now; at most VIBE_MAX_CALLS_AT_ONCE a process",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+CALLS_QUEUED = Gauge(
+    "vibe_calls_queued",
+    "Requests (MCP and REST) waiting their turn to be worked on",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 
 # Per-process values read rather than counted (mail waiters, pool use): refreshed by `sample()`,
 # at each scrape and, with several workers, every few seconds in each of them (runtime.py).

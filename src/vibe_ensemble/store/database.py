@@ -169,6 +169,12 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def writes_aside(self, aside: Callable[[], AbstractAsyncContextManager[object]]) -> None:
+        """SQLite: run each write transaction, whole, inside `aside()` (the app steps out of its
+        gate: a write mostly waits, for the one writer and for its COMMIT). PostgreSQL: nothing."""
+        if self.is_sqlite:
+            self._sqlite.aside = aside
+
     def on_new_connection(self, callback: Callable[[], None] | None) -> None:
         """PostgreSQL: call `callback` whenever the pool makes a new connection (the database
         answers now, after an outage for one). SQLite: nothing."""

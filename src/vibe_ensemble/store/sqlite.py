@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import quote
@@ -159,6 +159,9 @@ class SqliteEngine:
         self._commits: set[asyncio.Task[None]] = set()
         self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
         self.commit_s = float("inf")  # how long the last COMMIT took: the first one runs on the thread
+        # What a write transaction runs inside, whole: its waits for the writer and for its COMMIT are
+        # waits on the disk, and the app gives up the request's place in its gate meanwhile (api/gate.py)
+        self.aside: Callable[[], AbstractAsyncContextManager[object]] = contextlib.nullcontext
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions begin where this module says
@@ -182,6 +185,11 @@ class SqliteEngine:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
+        async with self.aside(), self._write() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[SqliteConnection]:
         async with self._lock:
             if self._writer is None:
                 self._writer = self._engine.connect()

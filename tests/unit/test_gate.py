@@ -265,20 +265,41 @@ async def test_back_from_aside_a_call_queues_at_the_front() -> None:
     assert gate.inside == 0 and gate.queued == 0
 
 
-async def test_a_sqlite_write_runs_aside_of_the_gate(tmp_path: Any) -> None:
-    """A write mostly waits (for the one writer, for its COMMIT's fsync): the call's place is the
-    next one's meanwhile, and taken again when the write is done."""
+async def test_a_sqlite_write_that_waits_on_the_disk_runs_aside_of_the_gate(tmp_path: Any) -> None:
+    """A write that will wait for the one writer, or for a COMMIT on the commit thread (the first
+    one is, untimed yet), gives its call's place to the next one meanwhile, and takes it again when
+    the write is done."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
     db.writes_aside(stepped_aside)
-    gate = Gate(1)
+    gate = Gate(2)
+    seen: dict[str, int] = {}
+    writer_taken = asyncio.Event()
     try:
         async with gate.through():
-            assert gate.inside == 1
-            async with db.write() as conn:
+            async with db.write() as conn:  # the first COMMIT: on the thread
                 await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
-                assert gate.inside == 0  # given up for the write
-            assert gate.inside == 1
+                seen["first write"] = gate.inside
+            seen["after it"] = gate.inside
+
+        async def holding_the_writer() -> None:
+            async with gate.through(), db.write() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+                writer_taken.set()
+                await _turns()  # holds the writer while the other write starts
+
+        async def waiting_for_the_writer() -> None:
+            await writer_taken.wait()
+            async with gate.through():
+                async with db.write() as conn:  # the writer is taken: it waits aside
+                    await conn.execute(sa.text("INSERT INTO t VALUES (2)"))
+                    seen["waiting write"] = gate.inside  # the holder is gone, and this one is aside
+                seen["after the waiting write"] = gate.inside
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(holding_the_writer(), waiting_for_the_writer())
         async with db.read() as conn:
-            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 0
+            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 2
     finally:
         await db.dispose()
+    assert seen == {"first write": 0, "after it": 1, "waiting write": 0, "after the waiting write": 1}
+    assert gate.inside == 0 and gate.queued == 0

@@ -159,8 +159,8 @@ class SqliteEngine:
         self._commits: set[asyncio.Task[None]] = set()
         self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
         self.commit_s = float("inf")  # how long the last COMMIT took: the first one runs on the thread
-        # What a write transaction runs inside, whole: its waits for the writer and for its COMMIT are
-        # waits on the disk, and the app gives up the request's place in its gate meanwhile (api/gate.py)
+        # What a write transaction that will wait on the disk runs inside, whole (`write`): the app
+        # gives up the request's place in its gate meanwhile (api/gate.py)
         self.aside: Callable[[], AbstractAsyncContextManager[object]] = contextlib.nullcontext
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
@@ -185,8 +185,14 @@ class SqliteEngine:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
-        async with self.aside(), self._write() as conn:
-            yield conn
+        if self._lock.locked() or self.commit_s >= self.INLINE_COMMIT_S:
+            # The writer is taken (a COMMIT on the thread, another process's lock) or COMMITs are slow:
+            # this write will mostly wait on the disk, and runs aside (`aside`).
+            async with self.aside(), self._write() as conn:
+                yield conn
+        else:  # its statements and its COMMIT run on the loop at once: it waits for nothing
+            async with self._write() as conn:
+                yield conn
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[SqliteConnection]:

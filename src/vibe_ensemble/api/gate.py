@@ -13,11 +13,11 @@ A place is held only while the server works: the request's body is read before i
 client slow to send or to read holds nobody up. A call that waits for something another request
 brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
 place goes to the next in line while it waits, and it queues again, at the front, for the rest of
-its work. So does a SQLite write, for its whole transaction (store/sqlite.py `aside`): the writes
-take turns on the one writer anyway, and a write mostly waits, for the writer and for its COMMIT
-(an fsync: 0.3 ms on this machine's disk, more on a slower one), while reads and other calls go on. A
-PostgreSQL connection is held only by calls already in (the gate is the pool's size there), so
-nothing a call awaits depends on a request still queued: the gate cannot close on itself.
+its work. So does a SQLite write that will wait on the disk, for its whole transaction
+(store/sqlite.py `aside`): when the one writer is taken, or COMMITs are slow enough to run on the
+commit thread, reads and other calls go on meanwhile, and the writes that come share the next
+COMMIT. A PostgreSQL connection is held only by calls already in (the gate is the pool's size
+there), so nothing a call awaits depends on a request still queued: the gate cannot close on itself.
 """
 
 from __future__ import annotations

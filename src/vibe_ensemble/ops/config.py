@@ -111,9 +111,10 @@ class Settings(BaseSettings):
     # reverse proxy, list its address)
     trusted_proxies: list[str] = Field(default_factory=list)
     limit_concurrency: int | None = Field(None, ge=1)  # uvicorn: answer 503 beyond this many connections
-    # MCP calls a server process works on at once; the others queue, first come first served, so the
-    # event loop's turns stay short (api/gate.py, docs/performance.md#calls-at-once). Unset: 4 on
-    # SQLite (a call's work is on the loop), db_pool_size on PostgreSQL (a call waits on its round trips)
+    # requests (MCP calls, REST) a server process works on at once; the others queue, first come first
+    # served, so the event loop's turns stay short (api/gate.py, docs/performance.md#calls-at-once).
+    # Unset: 4 on SQLite (a call's work is on the loop), db_pool_size on PostgreSQL (a call waits on
+    # its round trips)
     max_calls_at_once: int | None = Field(None, ge=1, le=10_000)
     # dashboard sessions (docs/dashboard.md): the HMAC key that signs session cookies and CSRF tokens
     # (empty: a random key per process, so sessions end at a restart), and how long a session lasts

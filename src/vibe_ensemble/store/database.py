@@ -170,8 +170,8 @@ class Database:
         return self.dialect == "sqlite"
 
     def writes_aside(self, aside: Callable[[], AbstractAsyncContextManager[object]]) -> None:
-        """SQLite: run each write transaction, whole, inside `aside()` (the app steps out of its
-        gate: a write mostly waits, for the one writer and for its COMMIT). PostgreSQL: nothing."""
+        """SQLite: run each write transaction that will wait on the disk (the writer taken, COMMITs
+        slow), whole, inside `aside()`: the app steps out of its gate meanwhile. PostgreSQL: nothing."""
         if self.is_sqlite:
             self._sqlite.aside = aside
 

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from vibe_ensemble import __version__
 from vibe_ensemble.api import apidocs, feeds, security
 from vibe_ensemble.api import metrics as api_metrics
-from vibe_ensemble.api.gate import Gate, GateMiddleware, stepped_aside
+from vibe_ensemble.api.gate import Gate, stepped_aside
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
@@ -145,8 +145,7 @@ class McpDoor:
     Starlette's last-resort 500, then straight to its endpoint.
 
     The app's own layers are those `add_middleware` installed, in their order (HEAD, the request's
-    log line, tracing, drain, metrics, security headers, the host check, the body limit, CORS, the
-    REST API's gate, which passes /mcp on: the endpoint takes the same gate after authenticating): the
+    log line, tracing, drain, metrics, security headers, the host check, the body limit, CORS): the
     same classes with the same settings, so a tool call is logged, counted, guarded and limited as
     every other request is. FastAPI's other layers (exception telemetry, its own body limit, the
     exception handlers, the dependency exit stack) and the router would only pass it on: the MCP
@@ -269,6 +268,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     views.install(app, settings)
     # One gate for the process's calls, MCP and REST alike (api/gate.py): a turn of the loop stays short.
     gate = Gate(settings.effective_max_calls_at_once)
+    app.state.gate = gate  # the REST routes' (GatedRoute)
     runtime.db.writes_aside(stepped_aside)
 
     def _sample_gate() -> None:
@@ -280,7 +280,6 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     # First: the busiest route is matched before the REST, feed and dashboard routes are tried.
     mcp_route = NamedRoute("/mcp", endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     app.router.routes.insert(0, mcp_route)
-    app.add_middleware(GateMiddleware, gate=gate, prefix="/api/v1/")  # inside the body limit
     security.install(app, settings)
     # Outermost, so they see every answer, the body limit's 413 and 408 included (not a 500).
     app.add_middleware(metrics.MetricsMiddleware)

@@ -9,8 +9,9 @@ call lets the next one in. The work done is the same; a turn of the loop is shor
 time is its place in the queue plus its own work (bench/RESULTS.md, twenty-fourth round).
 
 A place is held only while the server works: the request's body is read before it queues
-(`Gate.serve`), and the place is given up when the answer starts (`released_at_answer`), so a
-client slow to send or to read holds nobody up. A call that waits for something another request
+(`Gate.serve` for MCP, `GatedRoute` for REST), and the place is given up when the answer starts
+(`released_at_answer`; a REST answer is sent after its handler has left the gate), so a client slow
+to send or to read holds nobody up. A call that waits for something another request
 brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
 place goes to the next in line while it waits, and it queues again, at the front, for the rest of
 its work. So does a SQLite write that will wait on the disk, for its whole transaction
@@ -25,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from typing import Any
 
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -159,19 +163,22 @@ def released_at_answer(send: Send) -> Send:
     return _send
 
 
-class GateMiddleware:
-    """Requests whose path starts with `prefix` (the REST API) go through `gate`; others pass."""
+class GatedRoute(APIRoute):
+    """A REST route whose handler runs through the app's gate (`app.state.gate`): the request's body
+    read first, and the answer sent after the handler has returned, outside."""
 
-    def __init__(self, app: ASGIApp, gate: Gate, prefix: str) -> None:
-        self.app = app
-        self.gate = gate
-        self.prefix = prefix
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
-            await self.gate.serve(self.app, scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        async def gated(request: Request) -> Response:
+            gate: Gate | None = getattr(request.app.state, "gate", None)
+            if gate is None:
+                return await handler(request)
+            await request.body()  # kept by the request for the handler
+            async with gate.through():
+                return await handler(request)
+
+        return gated
 
 
 async def _whole_body(receive: Receive) -> Message:

@@ -19,11 +19,12 @@ from vibe_ensemble.api import auth
 from vibe_ensemble.api.feeds import websocket as ws
 from vibe_ensemble.api.feeds.common import event_id, settings_of, within_the_log
 from vibe_ensemble.api.feeds.sse import EventStream
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import BearerDep, CallerDep, ServicesDep
 from vibe_ensemble.domain.models import EventPage
 from vibe_ensemble.domain.rules import MAX_EVENT_PAGE, MAX_ID
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 TypesQuery = Annotated[
     list[str] | None,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, ServicesDep
 from vibe_ensemble.domain.models import (
     AuditPage,
@@ -14,7 +15,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.rules import MAX_ID, MAX_LINE, MAX_NAME
 from vibe_ensemble.services.audit import MAX_AUDIT_PAGE
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get("/audit", tags=["audit"])

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, IdPath, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     ClaimIn,
@@ -25,7 +26,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.rules import MAX_CURSOR, MAX_LABEL, MAX_LINE, MAX_LIST_LIMIT, MAX_NAME
 from vibe_ensemble.services.issues import UNSET
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get(P + "/issues", tags=["issues"])

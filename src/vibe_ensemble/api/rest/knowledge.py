@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BeforeValidator
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep, digits
 from vibe_ensemble.api.rest.schemas import (
     KnowledgeIn,
@@ -21,7 +22,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.rules import MAX_ID, MAX_LABELS, MAX_LIST_LIMIT
 from vibe_ensemble.services.knowledge import MAX_QUERY, MAX_SEARCH_LIMIT
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 Tags = Annotated[
     list[str] | None,
     Query(max_length=MAX_LABELS, description="Only entries with all these tags."),

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     CheckIn,
@@ -20,7 +21,7 @@ from vibe_ensemble.domain.models import (
 )
 from vibe_ensemble.domain.rules import MAX_NAME
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get(P + "/reservations", tags=["reservations"])

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.held import while_connected
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
@@ -20,7 +21,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.rules import MAX_ID, MAX_LIST_LIMIT
 from vibe_ensemble.services.live import MAX_WAIT_S
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.post(P + "/messages", status_code=status.HTTP_201_CREATED, tags=["messages"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     ProjectIn,
@@ -13,7 +14,7 @@ from vibe_ensemble.domain.models import (
 )
 from vibe_ensemble.services.briefings import Board
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get("/projects", tags=["projects"])

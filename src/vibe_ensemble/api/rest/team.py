@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     AgentIn,
@@ -19,7 +20,7 @@ from vibe_ensemble.domain.models import (
     HeartbeatResult,
 )
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get(P + "/agents", tags=["agents"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, IdPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     TokenIn,
@@ -13,7 +14,7 @@ from vibe_ensemble.domain.models import (
     Credential,
 )
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.get("/tokens", tags=["tokens"])

@@ -36,9 +36,7 @@ async def _in_time() -> AsyncIterator[None]:
     async with asyncio.timeout(ANSWERED_WITHIN_S):
         yield
     took = loop.time() - started
-    assert took < ANSWERED_WITHIN_S, (
-        f"answered after {took:.1f} s: it queued behind a held place"
-    )
+    assert took < ANSWERED_WITHIN_S, f"answered after {took:.1f} s: it queued behind a held place"
 
 
 async def _worker(server: ServerProcess, *agents: str) -> str:

@@ -4,6 +4,7 @@ given back when a call steps aside to wait or starts its answer; cancellation lo
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import pytest
@@ -303,3 +304,98 @@ async def test_a_sqlite_write_that_waits_on_the_disk_runs_aside_of_the_gate(tmp_
         await db.dispose()
     assert seen == {"first write": 0, "after it": 1, "waiting write": 0, "after the waiting write": 1}
     assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_task_a_call_started_that_comes_back_after_the_answer_gives_the_place_back() -> None:
+    """A task started during a call carries the call's place (a copy of its context): aside for a
+    write while the call answered, it must give back the place it queues for, not keep it for good."""
+    gate, log = Gate(1), []
+    written = asyncio.Event()
+    aside = asyncio.Event()
+
+    async def write_beside() -> None:
+        async with stepped_aside():
+            aside.set()
+            await written.wait()
+
+    async def sink(message: Any) -> None:
+        pass
+
+    async def call() -> tuple[asyncio.Task[None], Held]:
+        async with gate.through():
+            beside = asyncio.create_task(write_beside())
+            await aside.wait()  # the place is given up by the task beside
+            other = Held(gate, "other", log)  # and taken meanwhile
+            await other.inside.wait()
+            written.set()
+            await _turns()
+            assert gate.queued == 1  # the task beside, queueing to come back while `other` works
+            send = released_at_answer(sink)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        return beside, other  # the call is over; the task beside is still queued
+
+    beside, other = await asyncio.wait_for(call(), 5)
+    other.release.set()  # hands the place to the task beside
+    await asyncio.wait_for(asyncio.gather(other.task, beside), 5)
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_task_a_call_started_that_steps_aside_after_the_call_gives_nothing_back() -> None:
+    gate, log = Gate(1), []
+    later = asyncio.Event()
+
+    checked = asyncio.Event()
+
+    async def lives_on() -> None:
+        await later.wait()
+        async with stepped_aside():  # the call is over: its place is not this task's to give
+            await checked.wait()
+
+    async with gate.through():
+        survivor = asyncio.create_task(lives_on())
+    holder = Held(gate, "holder", log)
+    await holder.inside.wait()
+    later.set()
+    await _turns()
+    blocked = Held(gate, "blocked", log)
+    await _turns()
+    assert log == ["holder"] and gate.inside == 1 and gate.queued == 1  # the holder's place, not freed
+    checked.set()
+    await survivor
+    holder.release.set()
+    blocked.release.set()
+    await asyncio.gather(holder.task, blocked.task)
+    assert gate.inside == 0 and gate.queued == 0
+
+
+async def test_a_write_waiting_for_another_process_to_let_go_of_the_file_waits_aside(tmp_path: Any) -> None:
+    path = tmp_path / "locked.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    db.writes_aside(stepped_aside)
+    other = sqlite3.connect(path, isolation_level=None)
+    gate = Gate(1)
+    seen: list[int] = []
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        db._sqlite.commit_s = 0.0  # as after a fast COMMIT: the next write starts in its place
+        other.execute("BEGIN IMMEDIATE")  # another process writes
+
+        async def let_go() -> None:
+            while gate.inside:  # until the write waits aside
+                await asyncio.sleep(0.005)
+            seen.append(gate.inside)
+            other.execute("COMMIT")
+
+        async def write() -> None:
+            async with gate.through(), db.write() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+                seen.append(gate.inside)
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(write(), let_go())
+    finally:
+        other.close()
+        await db.dispose()
+    assert seen == [0, 1]  # aside while the file was locked, back in its place for the write
+    assert gate.inside == 0

@@ -95,6 +95,9 @@ class Gate:
             _PLACE.reset(token)
             if place.state is _State.HELD:
                 self._leave()
+            # Over: a task started during the call carries this place in its copy of the context, and
+            # must find nothing left to give up (twice given back, the gate would let one more in).
+            place.state = _State.DONE
 
     async def _enter(self, *, again: bool = False) -> None:
         """Take a place, or queue for one: at the back, or `again` (back from a wait aside, having
@@ -143,7 +146,10 @@ async def stepped_aside() -> AsyncIterator[None]:
     finally:
         if place.state is _State.ASIDE:
             await place.gate._enter(again=True)  # cancelled (the client gone): the place stays given up
-            place.state = _State.HELD
+            if place.state is _State.ASIDE:
+                place.state = _State.HELD
+            else:  # the call answered, or ended, while this queued (a task it started was aside)
+                place.gate._leave()
 
 
 def released_at_answer(send: Send) -> Send:

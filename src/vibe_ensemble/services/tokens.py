@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections import OrderedDict
@@ -338,7 +339,11 @@ class TokenService(Service):
             return
         if credential.id in self._marking:
             return
-        task = asyncio.create_task(self._mark_used(credential.id), name="vibe-token-used")
+        # Beside the request, not part of it: none of its context (its log fields, its place in the
+        # app's gate, which a write that waits on the disk would give up while the request works).
+        task = asyncio.create_task(
+            self._mark_used(credential.id), name="vibe-token-used", context=contextvars.Context()
+        )
         self._marking[credential.id] = task
         task.add_done_callback(lambda _: self._marking.pop(credential.id, None))
 

@@ -186,8 +186,9 @@ class SqliteEngine:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
         if self._lock.locked() or self.commit_s >= self.INLINE_COMMIT_S:
-            # The writer is taken (a COMMIT on the thread, another process's lock) or COMMITs are slow:
-            # this write will mostly wait on the disk, and runs aside (`aside`).
+            # The writer is taken (a write, a COMMIT on the thread) or COMMITs are slow: this write will
+            # mostly wait on the disk, and runs aside (`aside`); so does a wait for another process's
+            # lock on the file (`_begin_immediate`).
             async with self.aside(), self._write() as conn:
                 yield conn
         else:  # its statements and its COMMIT run on the loop at once: it waits for nothing
@@ -325,7 +326,8 @@ class SqliteEngine:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(delay)
+            async with self.aside():  # another process writes: a wait on the disk (`write`)
+                await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     @contextlib.contextmanager

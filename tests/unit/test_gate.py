@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from vibe_ensemble.api.gate import Gate, released_at_answer, stepped_aside
+from vibe_ensemble.api.gate import Gate, NotStarted, released_at_answer, stepped_aside
 from vibe_ensemble.store.database import Database
 
 
@@ -84,6 +84,8 @@ async def test_a_call_cancelled_while_queued_leaves_the_queue() -> None:
     after.release.set()
     await asyncio.gather(first.task, after.task)
     assert gate.inside == 0 and gate.queued == 0
+    with pytest.raises(NotStarted):
+        await gone.task
 
 
 async def test_a_call_cancelled_just_as_it_is_handed_a_place_passes_it_on() -> None:
@@ -101,7 +103,7 @@ async def test_a_call_cancelled_just_as_it_is_handed_a_place_passes_it_on() -> N
     after.release.set()
     await after.task
     assert gate.inside == 0 and gate.queued == 0
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(NotStarted):  # cancelled before it started: nothing of it ran
         await handed.task
 
 
@@ -398,4 +400,36 @@ async def test_a_write_waiting_for_another_process_to_let_go_of_the_file_waits_a
         other.close()
         await db.dispose()
     assert seen == [0, 1]  # aside while the file was locked, back in its place for the write
+    assert gate.inside == 0
+
+
+async def test_a_request_cancelled_while_queued_is_answered_that_it_did_not_start() -> None:
+    """The server stopping past its grace cancels the requests still open: one still waiting its turn
+    ran nothing, and is told so (`refuse`), not failed with a bare 500; the places are all accounted."""
+    gate, log = Gate(1), []
+    holder = Held(gate, "holder", log)
+    await holder.inside.wait()
+    ran: list[str] = []
+    refused: list[object] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append("app")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def refuse(to: Any) -> None:
+        refused.append(to)
+
+    queued = asyncio.create_task(gate.serve(app, {"type": "http"}, receive, send, refuse=refuse))
+    await _turns()
+    assert gate.queued == 1
+    queued.cancel()
+    await queued  # answered, not cancelled: the web server's task ends with the refusal
+    assert ran == [] and len(refused) == 1 and gate.queued == 0 and gate.inside == 1
+    holder.release.set()
+    await holder.task
     assert gate.inside == 0

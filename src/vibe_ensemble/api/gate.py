@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -34,6 +34,22 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vibe_ensemble.api.auth import error_response
+from vibe_ensemble.domain.errors import ShuttingDown
+
+
+class NotStarted(Exception):
+    """A request cancelled while it waited its turn: the server stopping, its shutdown's grace run out
+    (uvicorn cancels the requests still open). Nothing of it ran, so it is answered that it may be sent
+    again (503, `Retry-After`) rather than with a bare 500 and a traceback in the log; its task, the
+    web server's, ends with that answer, so the cancellation is not passed on."""
+
+
+QUEUED_AT_SHUTDOWN = (
+    "the server is shutting down and this request was still waiting its turn: nothing of it ran; send "
+    "it again (to another replica)"
+)
 
 
 class _State(enum.Enum):
@@ -69,9 +85,18 @@ class Gate:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        refuse: Callable[[Send], Awaitable[None]],
+    ) -> None:
         """An HTTP request to `app` through the gate: its whole body read first, so a client slow to
-        send holds no place, and the place given back when the answer starts."""
+        send holds no place, and the place given back when the answer starts. Never started (see
+        `NotStarted`), it is answered by `refuse`."""
         first = await _whole_body(receive)
         if first["type"] != "http.request":
             return  # the client left mid-body
@@ -80,13 +105,20 @@ class Gate:
         async def _receive() -> Message:
             return pending.pop() if pending else await receive()
 
-        async with self.through():
-            await app(scope, _receive, released_at_answer(send))
+        try:
+            async with self.through():
+                await app(scope, _receive, released_at_answer(send))
+        except NotStarted:
+            await refuse(send)
 
     @asynccontextmanager
     async def through(self) -> AsyncIterator[None]:
-        """Hold a place for the block, queueing for it first when all are taken."""
-        await self._enter()
+        """Hold a place for the block, queueing for it first when all are taken (`NotStarted` when
+        cancelled meanwhile)."""
+        try:
+            await self._enter()
+        except asyncio.CancelledError as cancelled:
+            raise NotStarted from cancelled
         place = _Place(self)
         token = _PLACE.set(place)
         try:
@@ -181,8 +213,11 @@ class GatedRoute(APIRoute):
             if gate is None:
                 return await handler(request)
             await request.body()  # kept by the request for the handler
-            async with gate.through():
-                return await handler(request)
+            try:
+                async with gate.through():
+                    return await handler(request)
+            except NotStarted:
+                return error_response(ShuttingDown(QUEUED_AT_SHUTDOWN))
 
         return gated
 

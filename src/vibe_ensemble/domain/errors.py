@@ -98,17 +98,18 @@ class DatabaseUnavailable(VibeError):
 
 
 class ShuttingDown(VibeError):
-    """The server is shutting down: it opens no new live feed; reconnect (to another replica) soon."""
+    """The server is shutting down: it opens no new live feed, and a request still waiting its turn when
+    the shutdown's grace ran out was not started; reconnect (to another replica) soon."""
 
     code = "going_away"
     http_status = 503
     retry_after = 1.0
 
-    def __init__(self) -> None:
-        super().__init__(
-            "the server is shutting down; reconnect (to another replica) to follow the events",
-            retry_after_s=round(self.retry_after),
-        )
+    def __init__(
+        self,
+        message: str = "the server is shutting down; reconnect (to another replica) to follow the events",
+    ) -> None:
+        super().__init__(message, retry_after_s=round(self.retry_after))
 
 
 class StorageFull(VibeError):

@@ -16,13 +16,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.api.gate import Gate
+from vibe_ensemble.api.gate import QUEUED_AT_SHUTDOWN, Gate
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.errors import (
     DatabaseUnavailable,
     RateLimited,
+    ShuttingDown,
     StorageFull,
     Unauthenticated,
     VibeError,
@@ -87,7 +88,9 @@ class MCPEndpoint:
 
         version = versions[0].decode("latin-1") if versions else None
         with bind(call):
-            await self.gate.serve(app, scope, _receive, _plain_refusals(send, body, version))
+            await self.gate.serve(
+                app, scope, _receive, _plain_refusals(send, body, version), refuse=_not_started
+            )
 
 
 ENVELOPE_RULE = (
@@ -184,6 +187,10 @@ async def _refuse(send: Send, exc: VibeError) -> None:
     body = json.dumps(auth.jsonrpc_error_body(exc.code, exc.message, exc.details)).encode()
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()]
     await _send_json(send, exc.http_status, body, extra)
+
+
+async def _not_started(send: Send) -> None:
+    await _refuse(send, ShuttingDown(QUEUED_AT_SHUTDOWN))
 
 
 async def _send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -3,7 +3,7 @@ the order they came.
 
 One process serves everything on one event loop. Fifty agents' calls in flight at once each take
 a step in every turn of the loop, so a turn grew to tens of milliseconds: a probe, or the next
-step of any call, waited that long (`/healthz` p99 25-100 ms under the 50-agent swarm). Through
+step of any call, waited that long (`/healthz` p99 57-253 ms under the 50-agent swarm). Through
 the gate, a few calls run and the others wait, suspended, costing the loop nothing; each finished
 call lets the next one in. The work done is the same; a turn of the loop is short, and a call's
 time is its place in the queue plus its own work (bench/RESULTS.md, twenty-fourth round).
@@ -15,10 +15,11 @@ to send or to read holds nobody up. A call that waits for something another requ
 brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
 place goes to the next in line while it waits, and it queues again, at the front, for the rest of
 its work. So does a SQLite write that will wait on the disk, for its whole transaction
-(store/sqlite.py `aside`): when the one writer is taken, or COMMITs are slow enough to run on the
-commit thread, reads and other calls go on meanwhile, and the writes that come share the next
-COMMIT. A PostgreSQL connection is held only by calls already in (the gate is the pool's size
-there), so nothing a call awaits depends on a request still queued: the gate cannot close on itself.
+(store/sqlite.py `aside`): when the one writer is taken, COMMITs are slow enough to run on the
+commit thread, or another process holds the file's lock, reads and other calls go on meanwhile,
+and the writes that come share the next COMMIT. A PostgreSQL connection is held only by calls
+already in (the gate is the pool's size there), so nothing a call awaits depends on a request still
+queued: the gate cannot close on itself.
 """
 
 from __future__ import annotations

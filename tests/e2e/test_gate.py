@@ -1,6 +1,8 @@
-"""The MCP calls' gate on a real server, at its narrowest (`VIBE_MAX_CALLS_AT_ONCE=1`): a call that
-waits on others' work (a held `wait_for_messages`, a `subscriptions/listen` stream) and a client
-slow to send its body hold no place, so the calls they wait for, and everyone else's, still run."""
+"""The gate of requests at once (MCP and REST) on a real server, at its narrowest
+(`VIBE_MAX_CALLS_AT_ONCE=1`): a call that waits on others' work (a held `wait_for_messages` on MCP
+or REST, a `subscriptions/listen` stream, an SSE feed) and a client slow to send its body hold no
+place, so the calls they wait for, and everyone else's, still run; calls their clients gave up on
+give every place back."""
 
 from __future__ import annotations
 

@@ -416,7 +416,9 @@ async def test_a_request_cancelled_while_queued_is_answered_that_it_did_not_star
         ran.append("app")
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    request = {"type": "http.request", "body": b"{}", "more_body": False}
 
     async def send(message: Any) -> None:
         pass
@@ -424,7 +426,7 @@ async def test_a_request_cancelled_while_queued_is_answered_that_it_did_not_star
     async def refuse(to: Any) -> None:
         refused.append(to)
 
-    queued = asyncio.create_task(gate.serve(app, {"type": "http"}, receive, send, refuse=refuse))
+    queued = asyncio.create_task(gate.serve(app, {"type": "http"}, request, receive, send, refuse=refuse))
     await _turns()
     assert gate.queued == 1
     queued.cancel()

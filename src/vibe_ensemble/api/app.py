@@ -267,7 +267,8 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     apidocs.install(app)
     views.install(app, settings)
     # One gate for the process's calls, MCP and REST alike (api/gate.py): a turn of the loop stays short.
-    gate = Gate(settings.effective_max_calls_at_once)
+    # Unset: 4 on SQLite (a call's work is on the loop), the pool's size on PostgreSQL.
+    gate = Gate(settings.max_calls_at_once or (4 if runtime.db.is_sqlite else settings.db_pool_size))
     app.state.gate = gate  # the REST routes' (GatedRoute)
     runtime.db.writes_aside(stepped_aside)
 

@@ -9,7 +9,7 @@ call lets the next one in. The work done is the same; a turn of the loop is shor
 time is its place in the queue plus its own work (bench/RESULTS.md, twenty-fourth round).
 
 A place is held only while the server works: the request's body is read before it queues
-(`Gate.serve` for MCP, `GatedRoute` for REST), and the place is given up when the answer starts
+(`whole_body` for MCP, `GatedRoute` for REST), and the place is given up when the answer starts
 (`released_at_answer`; a REST answer is sent after its handler has left the gate), so a client slow
 to send or to read holds nobody up. A call that waits for something another request
 brings (`wait_for_messages`, a `subscriptions/listen` stream) steps aside (`stepped_aside`): its
@@ -90,18 +90,16 @@ class Gate:
         self,
         app: ASGIApp,
         scope: Scope,
+        request: Message,
         receive: Receive,
         send: Send,
         *,
         refuse: Callable[[Send], Awaitable[None]],
     ) -> None:
-        """An HTTP request to `app` through the gate: its whole body read first, so a client slow to
-        send holds no place, and the place given back when the answer starts. Never started (see
-        `NotStarted`), it is answered by `refuse`."""
-        first = await _whole_body(receive)
-        if first["type"] != "http.request":
-            return  # the client left mid-body
-        pending = [first]
+        """An HTTP request to `app` through the gate, its whole body (`request`, from `whole_body`)
+        read before it queued, so a client slow to send held no place; the place is given back when
+        the answer starts. Never started (see `NotStarted`), it is answered by `refuse`."""
+        pending = [request]
 
         async def _receive() -> Message:
             return pending.pop() if pending else await receive()
@@ -223,7 +221,7 @@ class GatedRoute(APIRoute):
         return gated
 
 
-async def _whole_body(receive: Receive) -> Message:
+async def whole_body(receive: Receive) -> Message:
     """The request's body as one `http.request` message, or the `http.disconnect` that cut it short
     (the body's size and time limits are api/security.BodyLimitMiddleware's, outside)."""
     chunks: list[bytes] = []

@@ -163,12 +163,6 @@ class Settings(BaseSettings):
         return self.backup_location or str(self.data_dir / "backups")
 
     @property
-    def effective_max_calls_at_once(self) -> int:
-        if self.max_calls_at_once is not None:
-            return self.max_calls_at_once
-        return self.db_pool_size if self.effective_database_url.startswith("postgresql") else 4
-
-    @property
     def mcp_url(self) -> str:
         base = self.public_url or f"http://{self.host}:{self.port}"
         return base.rstrip("/") + "/mcp"

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.api.gate import QUEUED_AT_SHUTDOWN, Gate
+from vibe_ensemble.api.gate import QUEUED_AT_SHUTDOWN, Gate, whole_body
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain import rules
@@ -78,18 +78,18 @@ class MCPEndpoint:
             send = _with_header(send, b"retry-after", auth.retry_after(call.limited).encode())
         profile = found.caller.tool_profile or self.default_profile
         app = self.apps.get(profile, self.apps[self.default_profile])
-        body: list[bytes] = []  # the request's body as the SDK reads it, for `_plain_refusals`
-
-        async def _receive() -> ASGIMessage:
-            message = await receive()
-            if message["type"] == "http.request":
-                body.append(message.get("body", b""))
-            return message
-
+        request = await whole_body(receive)  # before the gate: a client slow to send holds no place
+        if request["type"] != "http.request":
+            return  # the client left mid-body
         version = versions[0].decode("latin-1") if versions else None
         with bind(call):
             await self.gate.serve(
-                app, scope, _receive, _plain_refusals(send, body, version), refuse=_not_started
+                app,
+                scope,
+                request,
+                receive,
+                _plain_refusals(send, request["body"], version),
+                refuse=_not_started,
             )
 
 
@@ -116,7 +116,7 @@ def _bad_id(body: bytes) -> bool:
     return isinstance(request_id, bool) or not isinstance(request_id, str | int)
 
 
-def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) -> Send:
+def _plain_refusals(send: Send, request_body: bytes, version: str | None) -> Send:
     """The SDK's own refusals of a malformed request, said as ours are: an envelope it cannot read
     (a batch, `null`, a method that is not a string) came back as pydantic's multi-line dump of its
     models (`Validation error: 4 validation errors for union[JSONRPCRequest, …]`, with pydantic's
@@ -134,11 +134,7 @@ def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) 
         nonlocal held, replaced
         if replaced:  # the SDK's own body of an answer already given in its place
             return
-        if (
-            message["type"] == "http.response.start"
-            and message["status"] == 202
-            and _bad_id(b"".join(request_body))
-        ):
+        if message["type"] == "http.response.start" and message["status"] == 202 and _bad_id(request_body):
             replaced = True
             body = _invalid_request(None, "id", ID_RULE)
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _REPLACED]
@@ -154,7 +150,7 @@ def _plain_refusals(send: Send, request_body: list[bytes], version: str | None) 
             body = message.get("body", b"")
             if body.startswith(b"Invalid Content-Type"):
                 body = _invalid_request(None, "content-type", CONTENT_TYPE_RULE)
-            elif _bad_id(b"".join(request_body)):  # the 2026 era's refusal, which does not say why
+            elif _bad_id(request_body):  # the 2026 era's refusal, which does not say why
                 body = _invalid_request(None, "id", ID_RULE)
             elif (
                 version is not None and version not in SUPPORTED_PROTOCOL_VERSIONS and b"params._meta" in body

@@ -136,3 +136,33 @@ def metric(base: str, name: str, **labels: str) -> float:
         if sample == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
             return float(value)
     return 0.0
+
+
+# What a client of the 2026 era sends in each request's `_meta` instead of a handshake.
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def modern_request(
+    token: str, method: str, params: dict[str, Any], *, name: str | None = None, request_id: int = 1
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A raw MCP request of the 2026 era, as (headers, body): the version in `_meta` and in the
+    header, and the `Mcp-Method` (and `Mcp-Name`) headers the endpoint routes by."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": method,
+        **({"Mcp-Name": name} if name else {}),
+    }
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": MODERN_META}}
+    return headers, body
+
+
+def listen_request(token: str, request_id: int = 1) -> tuple[dict[str, str], dict[str, Any]]:
+    """A `subscriptions/listen` on the default project's board, as (headers, body)."""
+    board = {"notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]}}
+    return modern_request(token, "subscriptions/listen", board, request_id=request_id)

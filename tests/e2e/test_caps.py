@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from ..support import ServerProcess, mcp_client, start_server
-from .live_support import rest, token, ws_connect
+from .live_support import listen_request, modern_request, rest, token, ws_connect
 from .security_support import error_code
 
 CAPS = {"VIBE_MAX_FEEDS_PER_CREDENTIAL": "2", "VIBE_MAX_WAITS_PER_CREDENTIAL": "2"}
@@ -146,28 +146,12 @@ async def test_a_held_wait_whose_client_went_away_gives_its_slot_back_at_once(se
     async with rest(server.url, server.admin_token) as admin:
         await admin.post("/projects/default/agents", json={"name": "quitter"})
         team = await token(admin, "worker", project="default")
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {
-            "name": "wait_for_messages",
-            "arguments": {"agent": "quitter", "timeout_s": 60},
-            "_meta": meta,
-        },
-    }
-    headers = {
-        "Authorization": f"Bearer {team}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "wait_for_messages",
-    }
+    headers, call = modern_request(
+        team,
+        "tools/call",
+        {"name": "wait_for_messages", "arguments": {"agent": "quitter", "timeout_s": 60}},
+        name="wait_for_messages",
+    )
     wait_url = server.url + "/api/v1/projects/default/agents/quitter/inbox/wait"
     async with httpx2.AsyncClient(timeout=1.5) as impatient:
         gave_up = await asyncio.gather(
@@ -195,25 +179,7 @@ async def test_mcp_listen_streams_count_as_feeds_and_a_get_stream_is_not_offered
     answered 405 (the protocol's way to say no such stream is offered), not held open."""
     async with rest(server.url, server.admin_token) as admin:
         viewer = await token(admin, "viewer")
-    headers = {
-        "Authorization": f"Bearer {viewer}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "subscriptions/listen",
-    }
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    listen = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "subscriptions/listen",
-        "params": {
-            "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
-            "_meta": meta,
-        },
-    }
+    headers, listen = listen_request(viewer)
     async with contextlib.AsyncExitStack() as streams, httpx2.AsyncClient(timeout=10) as client:
         for _ in range(2):  # the cap (CAPS): both held open
             opened = await streams.enter_async_context(

@@ -26,8 +26,10 @@ from vibe_ensemble.store.database import Database
 
 from ..support import ServerProcess, call, call_error, mcp_client, start_server
 from .live_support import (
+    MODERN_META,
     Frame,
     latest_id,
+    listen_request,
     log_after,
     metric,
     next_events,
@@ -316,32 +318,12 @@ async def test_a_websocket_message_nested_past_the_parsers_depth_is_ignored(
     assert "RecursionError" not in live_server.log()
 
 
-LISTEN_META = {
-    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
-
-
 async def test_a_revoked_token_ends_its_mcp_listen_stream(live_server: ServerProcess) -> None:
     """`subscriptions/listen` is a live feed too: revoked, its stream ends within a keep-alive with
     `[unauthenticated]` (it stayed open, pinging and hearing changes, for as long as the client held it)."""
     async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
         created = (await api.post("/tokens", json={"role": "viewer", "label": "listener"})).json()
-        headers = {
-            "Authorization": f"Bearer {created['token']}",
-            "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": "2026-07-28",
-            "Mcp-Method": "subscriptions/listen",
-        }
-        listen = {
-            "jsonrpc": "2.0",
-            "id": 7,
-            "method": "subscriptions/listen",
-            "params": {
-                "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
-                "_meta": LISTEN_META,
-            },
-        }
+        headers, listen = listen_request(created["token"], request_id=7)
         async with (
             httpx2.AsyncClient(timeout=20) as client,
             client.stream("POST", live_server.mcp_url, headers=headers, json=listen) as stream,
@@ -363,17 +345,12 @@ async def test_a_refused_mcp_listen_is_answered_with_its_own_error(live_server: 
     """A `subscriptions/listen` the server refuses (bad params on 2026-07-28; the method itself on
     an older protocol) gets its own error, not an internal one with a traceback in the log (the
     refusal came out of the stream's task group as an exception group)."""
-    headers = {
-        "Authorization": f"Bearer {live_server.admin_token}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "subscriptions/listen",
-    }
+    headers, _ = listen_request(live_server.admin_token)
     old = {**headers, "MCP-Protocol-Version": "2025-11-25"}
     del old["Mcp-Method"]
     refused = [
-        (headers, {"_meta": LISTEN_META}, -32602, "notifications"),
-        (headers, {"notifications": "x", "_meta": LISTEN_META}, -32602, "notifications"),
+        (headers, {"_meta": MODERN_META}, -32602, "notifications"),
+        (headers, {"notifications": "x", "_meta": MODERN_META}, -32602, "notifications"),
         (old, {}, -32601, "Method not found"),
     ]
     async with httpx2.AsyncClient(timeout=20) as client:

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from ..support import ServerProcess, call, mcp_client, start_server
-from .live_support import metric, rest, token
+from .live_support import listen_request, metric, modern_request, rest, token
 
 # Well inside the wait's 30 s and the body's 30 s stall limit: a call queued behind either would miss it.
 ANSWERED_WITHIN_S = 10.0
@@ -71,24 +71,7 @@ async def test_a_held_wait_lets_the_mail_it_waits_for_through(server: ServerProc
 
 async def test_an_open_listen_stream_holds_no_place(server: ServerProcess) -> None:
     team = await _worker(server, "gate-listener")
-    headers = {
-        "Authorization": f"Bearer {team}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "subscriptions/listen",
-    }
-    listen = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "subscriptions/listen",
-        "params": {
-            "notifications": {"resourceSubscriptions": ["vibe://projects/default/board"]},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
+    headers, listen = listen_request(team)
     async with (
         httpx2.AsyncClient(timeout=30) as http,
         http.stream("POST", server.mcp_url, headers=headers, json=listen) as stream,
@@ -150,27 +133,12 @@ async def test_calls_given_up_by_their_clients_give_every_place_back(server: Ser
     """Twenty calls at once through a gate of one, their clients gone before most are answered: the
     server's gauges come back to nobody working and nobody queued, and the next call is answered."""
     team = await _worker(server, "gate-quitter")
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {
-            "name": "fetch_inbox",
-            "arguments": {"agent": "gate-quitter"},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
-    headers = {
-        "Authorization": f"Bearer {team}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "fetch_inbox",
-    }
+    headers, body = modern_request(
+        team,
+        "tools/call",
+        {"name": "fetch_inbox", "arguments": {"agent": "gate-quitter"}},
+        name="fetch_inbox",
+    )
     async with httpx2.AsyncClient(timeout=0.02) as impatient:
         outcomes = await asyncio.gather(
             *(impatient.post(server.mcp_url, json=body, headers=headers) for _ in range(20)),

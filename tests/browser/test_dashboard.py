@@ -263,41 +263,91 @@ def test_revoking_the_token_ends_its_session_at_once(page: Page, context: Browse
     expect(other).to_have_url(re.compile(r"/login$"))
 
 
-def test_three_boards_in_one_browser_stay_live_and_leave_room_for_other_pages(
+def test_eight_boards_in_one_browser_stay_live_and_leave_room_for_other_pages(
     context: BrowserContext, server: ServerProcess, world: Api
 ) -> None:
-    """A browser keeps at most six HTTP/1.1 connections to a host and every open event stream holds
-    one. The board has two live regions (needs attention, the board); with a stream each, three
-    boards held all six: no fragment fetch, and no other dashboard page, could ever load. A page now
-    opens one stream for all its regions, each region still refreshed by its own events."""
+    """A browser keeps at most six HTTP/1.1 connections to a host. Each board used to hold one with
+    its event stream, so six boards held all six: no fragment fetch, and no other dashboard page,
+    could ever load. A page now follows the log over one WebSocket (for both its regions, each still
+    refreshed by its own events), and sockets are not taken from those six."""
     first = context.new_page()
     login(first, server.admin_token)
     first.goto("about:blank")
-    streams: list[str] = []
-    context.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
-    boards = []
-    for _ in range(3):
+    boards, sockets, streams = [], [], []
+    for _ in range(8):
         board = context.new_page()
+        board.on("websocket", lambda ws: sockets.append(ws.url))
+        board.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
         board.goto("/")
         wait_live(board)
         boards.append(board)
-    # One stream per board, following both regions' families.
-    assert len(streams) == 3, streams
-    for stream in streams:
-        types = parse_qs(urlsplit(stream).query)["types"]
-        assert {"agent.*", "issue.*", "knowledge.*"} <= set(types), stream
+    # One socket per board, following both regions' families; no event stream.
+    assert len(sockets) == 8 and not streams, (sockets, streams)
+    for socket in sockets:
+        assert urlsplit(socket).path == "/api/v1/events/ws", socket
+        types = parse_qs(urlsplit(socket).query)["types"]
+        assert {"agent.*", "issue.*", "knowledge.*"} <= set(types), socket
 
-    issue_id = world.issue("Seen in three tabs", priority="p1")
+    issue_id = world.issue("Seen in eight tabs", priority="p1")
     for board in boards:
-        expect(board.locator("[data-column=ready]")).to_contain_text("Seen in three tabs")
+        expect(board.locator("[data-column=ready]")).to_contain_text("Seen in eight tabs")
     world.call("PATCH", f"{world.p}/issues/{issue_id}", {"status": "blocked"})
     for board in boards:
-        expect(board.locator("#attention")).to_contain_text("Seen in three tabs")
-        expect(board.locator("[data-column=blocked]")).to_contain_text("Seen in three tabs")
+        expect(board.locator("#attention")).to_contain_text("Seen in eight tabs")
+        expect(board.locator("[data-column=blocked]")).to_contain_text("Seen in eight tabs")
 
     other = context.new_page()
     other.goto("/leases")
     wait_live(other)
+
+
+def test_a_page_whose_socket_is_refused_follows_the_event_stream_instead(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    """Behind a proxy that refuses the WebSocket upgrade, the page falls back to Server-Sent Events
+    and stays live; nothing is missed in between (it resumes after the last event it took in)."""
+    refused: list[str] = []
+
+    def refuse(ws: Any) -> None:
+        refused.append(ws.url)
+        ws.close(code=1011, reason="no upgrade here")
+
+    page.route_web_socket(re.compile(r"/api/v1/events/ws"), refuse)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
+    login(page, server.admin_token)
+    wait_live(page)
+    assert len(refused) == 3 and len(streams) == 1, (refused, streams)
+    world.issue("Heard over the stream", priority="p1")
+    expect(page.locator("[data-column=ready]")).to_contain_text("Heard over the stream")
+
+
+def test_a_dropped_socket_reconnects_and_misses_nothing(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    """The socket is cut under an open page; an issue is created before the page connects again. The
+    page resumes after the last event it took in, so the board shows the issue, with no reload."""
+    routes: list[Any] = []
+    urls: list[str] = []
+
+    def proxy(ws: Any) -> None:
+        urls.append(ws.url)
+        if routes:  # the page's second socket: the change happens before it reaches the server
+            world.issue("Made while the page was away", priority="p1")
+        routes.append(ws)
+        ws.connect_to_server()
+
+    page.route_web_socket(re.compile(r"/api/v1/events/ws"), proxy)
+    login(page, server.admin_token)
+    page.goto("/?project=default")
+    wait_live(page)
+    page.evaluate("window.__still_here = true")
+    routes[-1].close(code=1001, reason="a proxy restarted")
+    expect(page.locator("[data-column=ready]")).to_contain_text("Made while the page was away")
+    wait_live(page)
+    first, second = (parse_qs(urlsplit(url).query) for url in urls[-2:])
+    assert int(second["after"][0]) >= int(first["after"][0]), urls  # it resumed after what it took in
+    assert page.evaluate("window.__still_here") is True
 
 
 def test_long_unbroken_words_wrap_instead_of_widening_the_page(

@@ -293,6 +293,53 @@ async def test_a_logout_ends_the_sessions_open_event_stream(live_server: ServerP
             assert "logged out" in ended[-1].json()["message"]
 
 
+async def test_the_dashboards_session_follows_the_log_over_a_websocket_from_its_own_site_only(
+    live_server: ServerProcess,
+) -> None:
+    """A dashboard page follows the log over a WebSocket with its session cookie (a browser's six
+    HTTP/1.1 connections to a host are not spent on it). A socket another site's page opens is
+    refused before anything is read, and a logout ends the open socket as it ends the stream."""
+    async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(30):
+        created = (await api.post("/tokens", json={"role": "viewer", "label": "a person"})).json()
+        async with httpx2.AsyncClient(base_url=live_server.url, timeout=10) as browser:
+            assert (await browser.post("/login", data={"token": created["token"]})).status_code == 303
+            page = (await browser.get("/")).text
+            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+            host = live_server.url.removeprefix("http://")
+
+            def socket(origin: str) -> Any:
+                headers = {"Cookie": cookie, "Origin": origin}
+                return connect(ws_url(live_server.url), additional_headers=headers, open_timeout=10)
+
+            async with socket(f"http://evil.example:{host.rpartition(':')[2]}") as ws:
+                with pytest.raises(ConnectionClosed) as refused:
+                    await ws.recv()
+            assert refused.value.rcvd is not None and refused.value.rcvd.code == 4403
+            assert "from this site" in refused.value.rcvd.reason
+
+            async with socket(f"http://{host}") as ws:
+                ready = json.loads(await ws.recv())
+                assert ready["type"] == "ready"
+                issue = (
+                    await api.post("/projects/default/issues", json={"title": "Seen by the page"})
+                ).json()
+                got = await ws_events_until(ws, ready["last_id"] + 1)
+                assert got[-1]["type"] == "issue.created" and got[-1]["payload"]["id"] == issue["id"]
+                logged_out = await browser.post("/logout", data={"csrf": csrf})
+                assert logged_out.status_code == 303
+                with pytest.raises(ConnectionClosed) as ended:
+                    while True:
+                        await ws.recv()
+            assert ended.value.rcvd is not None and ended.value.rcvd.code == 4401
+            assert "logged out" in ended.value.rcvd.reason
+
+            async with socket(f"http://{host}") as ws:  # the same cookie, after the logout
+                with pytest.raises(ConnectionClosed) as after:
+                    await ws.recv()
+            assert after.value.rcvd is not None and after.value.rcvd.code == 4401
+
+
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # nested past any JSON parser's depth, < 1 MiB
 
 

@@ -64,14 +64,20 @@ class Authenticated:
 
 
 async def authenticate(
-    services: Services, conn: HTTPConnection, *, session: bool = False, throttle: bool = True
+    services: Services,
+    conn: HTTPConnection,
+    *,
+    session: bool = False,
+    throttle: bool = True,
+    token: str | None = None,
 ) -> Authenticated:
     """The caller behind a request: its bearer token, else (with `session`) its session cookie.
 
     Neither is `Unauthenticated` (missing token). A bearer token always wins over a cookie.
+    `token`: one the client presented otherwise (a WebSocket's first message), in place of the header.
     With `throttle`, the credential's rate limit is spent (`RateLimited` when out).
     """
-    token = bearer_token(conn.headers)
+    token = token or bearer_token(conn.headers)
     if token is None and session:
         found = sessions.from_request(conn)
         if found is not None:

@@ -1,4 +1,5 @@
-"""The event log over a WebSocket: authenticate (header or first message), then follow a feed."""
+"""The event log over a WebSocket: authenticate (header, the dashboard's session cookie, or the first
+message), then follow a feed."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from vibe_ensemble.api.feeds.common import (
     slow_reason,
     within_the_log,
 )
+from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.domain.errors import DatabaseUnavailable, InvalidInput, PermissionDenied, VibeError
 from vibe_ensemble.events.feed import Feed
 from vibe_ensemble.ops import metrics
@@ -57,12 +59,22 @@ async def serve(websocket: WebSocket) -> None:
     await websocket.accept()
     metrics.FEED_SUBSCRIBERS.labels("ws").inc()
     try:
-        token = auth.bearer_token(websocket.headers) or await _first_message_token(websocket)
-        if token is None:
+        token = auth.bearer_token(websocket.headers)
+        session = None if token is not None else sessions.from_request(websocket)
+        if session is not None and not sessions.same_origin(websocket):
+            # A page of another site opening a socket to us with the browser's cookie (had the
+            # browser sent it): not the dashboard, refused before anything is read.
+            await _close(websocket, 4403, "permission_denied: a session's socket must come from this site")
             return
+        if token is None and session is None:
+            token = await _first_message_token(websocket)
+            if token is None:
+                return
         try:
-            caller = await services.tokens.authenticate(token, remote=auth.remote(websocket))
-            auth.note_caller(websocket, caller)  # the socket's log line says who held it
+            # The dashboard's session cookie (its pages follow the log over a socket: a browser's
+            # six connections to a host are not spent on them), else the token.
+            presented = await auth.authenticate(services, websocket, session=session is not None, token=token)
+            caller = presented.caller
             try:
                 query = _ws_query(websocket)
                 query["after"] = await within_the_log(services, "after", query["after"])
@@ -74,9 +86,7 @@ async def serve(websocket: WebSocket) -> None:
             await _close(websocket, close_code(exc), f"{exc.code}: {exc.message}")
             return
         try:
-            await _WebSocketFeed(
-                websocket, feed, settings, services, auth.Authenticated(caller, token, None)
-            ).run()
+            await _WebSocketFeed(websocket, feed, settings, services, presented).run()
         finally:
             feed.close()  # gives back the credential's feed slot
     except WebSocketDisconnect:

@@ -103,33 +103,13 @@ def _forged(request: Request, visit: Visit, form: Any) -> Response | None:
     """A POST from a session must carry its CSRF token and, when the browser says, our origin."""
     if visit.session is None:
         return None  # a bearer token is not sent by browsers on their own: nothing to forge
-    if not same_origin(request):
+    if not sessions.same_origin(request):
         return error_page(request, 403, "csrf_failed", "the form was sent from another site")
     given = form.get(sessions.CSRF_FIELD)
     key = sessions.key_of(request)
     if not isinstance(given, str) or not sessions.csrf_ok(key, visit.session, given):
         return error_page(request, 403, "csrf_failed", "the form is missing its CSRF token: reload the page")
     return None
-
-
-def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (Fetch metadata, else Origin).
-
-    Our pages are served with `Referrer-Policy: same-origin`, so a browser sends our own origin
-    on a same-origin form and `Origin: null` only for another site (or a sandboxed frame, a
-    `data:` page …): `null` counts as cross-origin. This matters on plain-HTTP host names,
-    where browsers send no `Sec-Fetch-Site`. A request with neither header is not from a
-    browser form, which is all CSRF is about.
-    """
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    return origin.partition("://")[2] == request.headers.get("host", "")
 
 
 def form_text(form: Any, name: str) -> str:
@@ -159,7 +139,7 @@ async def _visit_or_none(request: Request) -> Visit | None:
 @router.post("/login")
 async def login(request: Request) -> Response:
     """Check a pasted token and start a session; the cookie names the credential, never the token."""
-    if not same_origin(request):
+    if not sessions.same_origin(request):
         return _login_page(request, 403, "the form was sent from another site")
     token = form_text(await request.form(), "token").strip()
     services = services_of(request)
@@ -185,7 +165,7 @@ async def logout(request: Request) -> Response:
     found = sessions.from_request(request)
     if found is not None:
         given = form_text(await request.form(), sessions.CSRF_FIELD)
-        if not same_origin(request) or not sessions.csrf_ok(sessions.key_of(request), found, given):
+        if not sessions.same_origin(request) or not sessions.csrf_ok(sessions.key_of(request), found, given):
             return error_page(request, 403, "csrf_failed", "the form is missing its CSRF token")
         services = services_of(request)
         try:

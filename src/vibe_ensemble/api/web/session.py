@@ -102,6 +102,27 @@ def csrf_ok(key: bytes, session: Session, given: str) -> bool:
     return hmac.compare_digest(given.encode(), csrf_token(key, session).encode())
 
 
+def same_origin(conn: HTTPConnection) -> bool:
+    """False when the browser says the form (or the WebSocket) came from another site (Fetch
+    metadata, else Origin).
+
+    Our pages are served with `Referrer-Policy: same-origin`, so a browser sends our own origin
+    on a same-origin form and `Origin: null` only for another site (or a sandboxed frame, a
+    `data:` page …): `null` counts as cross-origin. This matters on plain-HTTP host names,
+    where browsers send no `Sec-Fetch-Site`. A request with neither header is not from a
+    browser form, which is all CSRF is about.
+    """
+    site = conn.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    return origin.partition("://")[2] == conn.headers.get("host", "")
+
+
 def key_of(conn: HTTPConnection) -> bytes:
     key: bytes = conn.app.state.session_key
     return key

@@ -1,10 +1,10 @@
 // Vibe Ensemble dashboard: keeps the page live over the event feed, with no framework.
 //
 // The page marks its live region with data-fragment (a URL that returns it, rendered and escaped by
-// the server), data-stream (the Server-Sent Events feed, starting after the last event rendered) and
-// data-events (the event names to listen to). On each event the region is fetched again and swapped
-// in whole. A page opens one stream for all its regions (see followAll). Nothing from an event is
-// ever inserted into the page: events only say "look again".
+// the server), data-stream (the event feed, starting after the last event rendered; followed over a
+// WebSocket, see listen) and data-events (the event names to listen to). On each event the region is
+// fetched again and swapped in whole. A page opens one feed for all its regions (see followAll).
+// Nothing from an event is ever inserted into the page: events only say "look again".
 "use strict";
 
 (function () {
@@ -103,11 +103,8 @@
     });
   }
 
-  // One EventSource per page, whatever its number of live regions: a browser keeps at most six
-  // HTTP/1.1 connections to a host, and every open stream holds one until the tab closes. With a
-  // stream per region, three boards (two regions each) held all six, and every fragment fetch and
-  // every other page of the dashboard then waited forever. Regions whose streams differ only in
-  // their `types` share one stream of the union of their types; each still refreshes only on the
+  // One feed per page, whatever its number of live regions: regions whose streams differ only in
+  // their `types` share one feed of the union of their types; each still refreshes only on the
   // event names of its own families.
   function followAll(regions) {
     var groups = new Map();
@@ -136,8 +133,101 @@
     });
   }
 
+  // Refresh each region that follows an event of this name (a region without types in its stream
+  // follows every event it names).
+  function dispatch(regions, name) {
+    regions.forEach(function (region) {
+      var names = region.events.split(" ");
+      if (names.indexOf(name) >= 0 && (region.families.length === 0 || matches(name, region.families))) {
+        region.refresh();
+      }
+    });
+  }
+
+  // The page follows the event log over a WebSocket (/api/v1/events/ws, the session cookie
+  // authenticating it). A browser's WebSockets are not taken from its six HTTP/1.1 connections to
+  // a host, as an EventSource's stream is: with a stream each, six dashboard tabs held all six, and
+  // no tab could fetch anything again. A socket that never opens (a proxy that refuses the upgrade)
+  // falls back to the Server-Sent Events stream.
   function listen(stream, regions) {
-    var source = new EventSource(stream);
+    var url = new URL(stream, window.location.href);
+    url.pathname = url.pathname.replace(/\/stream$/, "/ws");
+    url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var after = url.searchParams.get("after"); // the last event this page has taken in
+    var delay = 1000;
+    var opened = false; // a socket of this page has ever said "ready"
+    var refused = 0; // sockets in a row that closed before saying "ready"
+
+    function reconnect() {
+      streaming = false;
+      setStatus("connecting", "reconnecting…");
+      window.setTimeout(open, delay);
+      delay = Math.min(delay * 2, 30000);
+    }
+
+    function open() {
+      if (after !== null) {
+        url.searchParams.set("after", after);
+      }
+      var socket = new WebSocket(url.toString());
+      var ready = false;
+      socket.onmessage = function (message) {
+        var data = {};
+        try {
+          data = JSON.parse(message.data);
+        } catch (err) {
+          return;
+        }
+        if (data.type === "ready") {
+          ready = opened = true;
+          refused = 0;
+          delay = 1000;
+          streaming = true;
+          setStatus("live", "live");
+        } else if (data.type === "event" && data.event) {
+          after = String(data.event.id);
+          dispatch(regions, data.event.type);
+        }
+      };
+      socket.onclose = function (event) {
+        if (event.code === 4401) {
+          streaming = false;
+          window.location.assign("/login"); // logged out, or the token revoked or expired
+          return;
+        }
+        if (event.code === 4400) {
+          // The cursor is not in this server's log (a restored or another database): follow from
+          // now on, and look again at everything once.
+          after = null;
+          url.searchParams.delete("after");
+          regions.forEach(function (region) {
+            region.refresh();
+          });
+        }
+        if (event.code === 4403 || event.code === 4404) {
+          streaming = false;
+          setStatus("off", "disconnected");
+          return;
+        }
+        if (!ready && !opened && ++refused >= 3) {
+          listenSSE(url, after, regions);
+          return;
+        }
+        reconnect();
+      };
+    }
+
+    open();
+  }
+
+  function listenSSE(socketUrl, after, regions) {
+    var url = new URL(socketUrl.toString());
+    url.protocol = window.location.protocol;
+    url.pathname = url.pathname.replace(/\/ws$/, "/stream");
+    if (after !== null) {
+      url.searchParams.set("after", after);
+    }
+    var source = new EventSource(url.toString());
     source.onopen = function () {
       streaming = true;
       setStatus("live", "live");
@@ -167,11 +257,14 @@
         window.location.assign("/login");
       }
     });
+    var names = new Set();
     regions.forEach(function (region) {
       region.events.split(" ").forEach(function (name) {
-        // A region without types in its stream follows every event it names.
-        if (name && (region.families.length === 0 || matches(name, region.families))) {
-          source.addEventListener(name, region.refresh);
+        if (name && !names.has(name)) {
+          names.add(name);
+          source.addEventListener(name, function () {
+            dispatch(regions, name);
+          });
         }
       });
     });

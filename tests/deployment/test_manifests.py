@@ -305,6 +305,7 @@ def test_custom_resources() -> None:
         "VibeEnsembleCrashLooping",
         "VibeEnsembleDatabaseUnreachable",
         "VibeEnsembleEventsNotListening",
+        "VibeEnsembleDatabaseStalled",
         "VibeEnsembleNoRecentBackup",
         "VibeEnsembleCpuSaturated",
         "VibeEnsembleAtMaxReplicas",
@@ -357,7 +358,9 @@ def _known_routes() -> set[str]:
 def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
     """Every series an alert or a panel selects exists: a metric the server exports, with labels it
     has and values it gives them (`status` is a class, `5xx`, never `503`: such a rule never fires)."""
+    from vibe_ensemble.api.metrics import database_gauges
     from vibe_ensemble.ops.metrics import METHODS, REGISTRY
+    from vibe_ensemble.services.stats import ServerStats
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     labels: dict[str, set[str]] = {}
@@ -365,6 +368,10 @@ def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
         for suffix in suffixes.get(metric.type, [""]):
             names = set(getattr(REGISTRY._names_to_collectors[metric.name + suffix], "_labelnames", ()))
             labels[metric.name + suffix] = names | ({"le"} if suffix == "_bucket" else set())
+    # and the figures /metrics reads from the database when it is scraped
+    stats = ServerStats(issues={"open": 1}, agents={"idle": 1}, live_leases=0, unread_mail=0)
+    for metric in database_gauges(0.0, stats, 0.0):
+        labels[metric.name] = {name for sample in metric.samples for name in sample.labels}
     values = {
         "status": {f"{n}xx" for n in range(1, 6)} | {"other"},
         "method": set(METHODS) | {"other"},

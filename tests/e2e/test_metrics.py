@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 import anyio
+import asyncpg
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.postgres_pool import dsn
 from tests.support import ServerProcess, call, call_error, mcp_client, start_server
 
 
@@ -94,6 +96,38 @@ async def _create_issue(server: ServerProcess, title: str) -> None:
 
 def _pids_with_counters(metrics_dir: Path) -> set[str]:
     return {p.name.split("_")[-1].removesuffix(".db") for p in metrics_dir.glob("counter_*.db")}
+
+
+@pytest.mark.postgres
+async def test_a_scrape_answers_in_time_while_the_database_is_stuck(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A table locked by another session holds the counts' read. The scrape answers within its bound
+    (DB_WAIT_S, 2 s) anyway, with this process's own figures and no counts, saying their age is
+    unknown; the read goes on, and once the lock is gone the next scrape has the counts."""
+    server = start_server(tmp_path, database_url=postgres_url)
+    locker = await asyncpg.connect(dsn(postgres_url))
+    try:
+        async with mcp_client(server.mcp_url, server.admin_token) as client:
+            await call(client, "register_agent", name="ada", role="coordinator")
+            await call(client, "create_issue", title="counted", agent="ada")
+        locked = locker.transaction()
+        await locked.start()
+        await locker.execute("LOCK TABLE issues IN ACCESS EXCLUSIVE MODE")
+        with anyio.fail_after(8):  # the bound is 2 s; a stuck scrape would wait for the lock for good
+            stuck = await anyio.to_thread.run_sync(scrape, server)
+        assert value(stuck, "vibe_db_figures_age_seconds") == float("inf")
+        assert ("vibe_issues", frozenset({("status", "open")})) not in stuck
+        assert value(stuck, "vibe_http_requests_total", method="POST", route="/mcp", status="2xx") >= 1
+        await locked.rollback()
+        with anyio.fail_after(8):
+            while ("vibe_issues", frozenset({("status", "open")})) not in (fresh := scrape(server)):
+                await anyio.sleep(0.05)  # the read that waited for the lock finishes just after it
+        assert value(fresh, "vibe_issues", status="open") == 1
+        assert value(fresh, "vibe_db_figures_age_seconds") < 8
+    finally:
+        await locker.close()
+        server.stop()
 
 
 @pytest.mark.postgres

@@ -1,8 +1,9 @@
 """`GET /metrics`: this process's metrics (every worker's, with several) and the database's counts.
 
 The counts (issues and agents by status, live leases, unread mail, backup age) are read at most
-every few seconds (services/stats.py, services/backups.py). When the database cannot be read,
-/metrics still answers: with the backup age last known, without the counts.
+every few seconds (services/stats.py, services/backups.py), and waited for at most `DB_WAIT_S`
+(`DatabaseFigures`). When the database cannot be read, or not in time, /metrics still answers: with
+the figures last read, and their age.
 
 Who may read it (docs/operations.md#metrics):
 - `VIBE_METRICS_TOKEN` set: only `Authorization: Bearer <that token>` (compared in constant time),
@@ -14,8 +15,11 @@ Who may read it (docs/operations.md#metrics):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import hmac
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +29,9 @@ from vibe_ensemble.api import auth
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services.stats import ServerStats
+
+DB_WAIT_S = 2.0  # how long a scrape waits for the database's figures before answering with the last
 
 REALM = 'Bearer realm="vibe-ensemble metrics"'
 UNSET = (
@@ -52,34 +59,89 @@ def refusal(settings: Settings, request: Request) -> Response | None:
     return JSONResponse(auth.error_body("unauthenticated", message), 401, {"WWW-Authenticate": challenge})
 
 
+class DatabaseFigures:
+    """The figures a scrape reads from the database, waited for at most `wait_s`.
+
+    One task at a time reads them. A scrape that does not see it finish in time (a table locked, a
+    database slow or gone) answers with the figures last read, with `vibe_db_figures_age_seconds`
+    saying how old they are: Prometheus' scrape timeout (10 s by default) would otherwise fail the
+    whole scrape, and with it this process's own figures (calls queued, transactions, pools) when
+    they matter most. The read goes on, and the next scrape takes what it found.
+    """
+
+    def __init__(self, runtime: Runtime, wait_s: float = DB_WAIT_S) -> None:
+        self.runtime = runtime
+        self.wait_s = wait_s
+        self.backup_age = float("inf")  # as of `backup_read_at`
+        self.backup_read_at: float | None = None  # time.monotonic() when it was read
+        self.stats: ServerStats | None = None
+        self.read_at: float | None = None  # time.monotonic() when every figure was last read
+        self._reading: asyncio.Task[None] | None = None
+
+    async def latest(self) -> list[Metric]:
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read(), context=contextvars.Context())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.wait_s):
+                await asyncio.shield(self._reading)
+        return self._gauges(time.monotonic())
+
+    async def _read(self) -> None:
+        services = self.runtime.services
+        read = True
+        try:
+            self.backup_age = await services.backups.age_s()
+            self.backup_read_at = time.monotonic()
+        except Exception:  # the age last known stands, and grows
+            read = False
+        try:
+            self.stats = await services.stats.current()
+        except Exception:  # the counts last read stand, or none
+            read = False
+        if read:
+            self.read_at = time.monotonic()
+
+    def _gauges(self, now: float) -> list[Metric]:
+        backup_age = self.backup_age + (0.0 if self.backup_read_at is None else now - self.backup_read_at)
+        since = float("inf") if self.read_at is None else now - self.read_at
+        return database_gauges(backup_age, self.stats, since)
+
+
+def database_gauges(backup_age: float, stats: ServerStats | None, since: float) -> list[Metric]:
+    """The figures from the database as /metrics gives them: the backup age, the counts (when ever
+    read) and how old they are."""
+    gauges: list[Metric] = [
+        metrics.gauge(
+            "vibe_backup_age_seconds",
+            "Seconds since the last successful backup (+Inf: none recorded); from the audit log, "
+            "so every replica reports the same",
+            backup_age,
+        ),
+        metrics.gauge(
+            "vibe_db_figures_age_seconds",
+            "Seconds since this process last read the figures /metrics takes from the database "
+            f"(+Inf: never); a scrape waits at most {DB_WAIT_S:g} s for a read",
+            since,
+        ),
+    ]
+    if stats is not None:
+        gauges += [
+            metrics.gauge("vibe_issues", "Issues by status, every project", status=stats.issues),
+            metrics.gauge("vibe_agents", "Agents not retired, by status", status=stats.agents),
+            metrics.gauge(
+                "vibe_leases_active", "Leases held now (not released, not expired)", stats.live_leases
+            ),
+            metrics.gauge("vibe_messages_unread", "Mail deliveries not yet read", stats.unread_mail),
+        ]
+    return gauges
+
+
 def install(app: FastAPI, runtime: Runtime) -> None:
-    backup_age = float("inf")
+    figures = DatabaseFigures(runtime)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         refused = refusal(runtime.settings, request)
         if refused is not None:
             return refused
-        nonlocal backup_age
-        extra: list[Metric] = []
-        with contextlib.suppress(Exception):
-            backup_age = await runtime.services.backups.age_s()
-        extra.append(
-            metrics.gauge(
-                "vibe_backup_age_seconds",
-                "Seconds since the last successful backup (+Inf: none recorded); from the audit log, "
-                "so every replica reports the same",
-                backup_age,
-            )
-        )
-        with contextlib.suppress(Exception):
-            stats = await runtime.services.stats.current()
-            extra += [
-                metrics.gauge("vibe_issues", "Issues by status, every project", status=stats.issues),
-                metrics.gauge("vibe_agents", "Agents not retired, by status", status=stats.agents),
-                metrics.gauge(
-                    "vibe_leases_active", "Leases held now (not released, not expired)", stats.live_leases
-                ),
-                metrics.gauge("vibe_messages_unread", "Mail deliveries not yet read", stats.unread_mail),
-            ]
-        return Response(metrics.render(extra), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(await figures.latest()), media_type="text/plain; version=0.0.4")

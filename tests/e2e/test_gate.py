@@ -2,17 +2,21 @@
 (`VIBE_MAX_CALLS_AT_ONCE=1`): a call that waits on others' work (a held `wait_for_messages` on MCP
 or REST, a `subscriptions/listen` stream, an SSE feed) and a client slow to send its body hold no
 place, so the calls they wait for, and everyone else's, still run; calls their clients gave up on
-give every place back."""
+give every place back; calls still queued when a stopping server's grace runs out are refused and
+never run (PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import asyncpg
 import httpx2
 import pytest
 
+from ..postgres_pool import dsn
 from ..support import ServerProcess, call, mcp_client, start_server
 from .live_support import listen_request, metric, modern_request, rest, token
 
@@ -155,3 +159,57 @@ async def test_calls_given_up_by_their_clients_give_every_place_back(server: Ser
     assert "\nvibe_calls_working 0.0\n" in exposed and "\nvibe_calls_queued 0.0\n" in exposed
     async with _in_time(), mcp_client(server.mcp_url, team) as client:
         assert (await call(client, "fetch_inbox", agent="gate-quitter"))["items"] == []
+
+
+@pytest.mark.postgres
+async def test_calls_still_queued_when_the_grace_runs_out_are_refused_and_never_run(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A gate of one, held by a call stuck behind a table lock another session holds; five more
+    queue behind it. SIGTERM, and a grace of one second runs out: each queued call is answered 503
+    `going_away` with Retry-After, as JSON-RPC, and none of them ran (no issue of theirs exists)."""
+    server = start_server(
+        tmp_path,
+        database_url=postgres_url,
+        extra_env={"VIBE_MAX_CALLS_AT_ONCE": "1", "VIBE_SHUTDOWN_GRACE_S": "1"},
+    )
+    locker = await asyncpg.connect(dsn(postgres_url))
+    try:
+        team = await _worker(server, "gate-stopper")
+        locked = locker.transaction()
+        await locked.start()
+        await locker.execute("LOCK TABLE issues IN ACCESS EXCLUSIVE MODE")
+
+        async def create(http: httpx2.AsyncClient, title: str, request_id: int) -> httpx2.Response:
+            arguments = {"title": title, "agent": "gate-stopper"}
+            headers, body = modern_request(
+                team,
+                "tools/call",
+                {"name": "create_issue", "arguments": arguments},
+                name="create_issue",
+                request_id=request_id,
+            )
+            return await http.post(server.mcp_url, headers=headers, json=body)
+
+        async with httpx2.AsyncClient(timeout=30) as http, asyncio.timeout(30):
+            stuck = asyncio.create_task(create(http, "stuck behind the lock", 1))
+            while await asyncio.to_thread(metric, server.url, "vibe_calls_working") < 1:
+                await asyncio.sleep(0.05)
+            queued = [asyncio.create_task(create(http, f"queued {i}", 2 + i)) for i in range(5)]
+            while await asyncio.to_thread(metric, server.url, "vibe_calls_queued") < 5:
+                await asyncio.sleep(0.05)
+            server.proc.terminate()
+            refused = await asyncio.gather(*queued)
+            await locked.rollback()  # the stuck call's fate is the cancelled one's: not asserted here
+            await asyncio.gather(stuck, return_exceptions=True)
+        for answer in refused:
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["retry-after"]) >= 1
+            error = answer.json()["error"]
+            assert error["data"]["code"] == "going_away" and "nothing of it ran" in error["message"], error
+        assert await asyncio.to_thread(server.proc.wait, 30) == 0
+        titles = {row["title"] for row in await locker.fetch("SELECT title FROM issues")}
+        assert not {f"queued {i}" for i in range(5)} & titles, titles
+    finally:
+        await locker.close()
+        server.stop()

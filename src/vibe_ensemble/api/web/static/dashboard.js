@@ -179,6 +179,9 @@
           return;
         }
         if (data.type === "ready") {
+          if (after === null) {
+            after = String(data.last_id); // following from now on: from here, after a drop
+          }
           ready = opened = true;
           refused = 0;
           delay = 1000;

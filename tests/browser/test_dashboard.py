@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
+import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 from playwright.sync_api import BrowserContext, Dialog, Locator, Page, expect
+from websockets.asyncio.client import connect
 
 from ..support import ServerProcess, call, mcp_client
 from .scenario import Api, populate
@@ -301,25 +306,135 @@ def test_eight_boards_in_one_browser_stay_live_and_leave_room_for_other_pages(
     wait_live(other)
 
 
-def test_a_page_whose_socket_is_refused_follows_the_event_stream_instead(
+class UpgradeRefusingProxy:
+    """A reverse proxy on loopback, in a thread of its own, that passes plain HTTP on to the server
+    and answers every WebSocket upgrade 502, as a proxy without WebSocket support does. (A browser
+    opens a connection of its own for each WebSocket, so the first request of a connection says.)"""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.refused = 0
+        self.url = ""
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True)
+        self._thread.start()
+        assert self._started.wait(10), "the proxy did not start"
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        handlers: set[asyncio.Task[None]] = set()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await self._serve(reader, writer)
+            finally:
+                handlers.discard(task)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        self._started.set()
+        async with server:
+            await self._stop.wait()
+            server.close()
+            for task in list(handlers):
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"upgrade: websocket" in head.lower():
+                self.refused += 1
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                return
+            upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.port)
+            upstream.write(head)
+
+            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+                sink.close()
+
+            await asyncio.gather(pipe(reader, upstream), pipe(upstream_reader, writer))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for end in (writer, upstream):
+                if end is not None:
+                    end.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def test_behind_a_proxy_that_refuses_websockets_the_page_follows_the_event_stream(
     page: Page, server: ServerProcess, world: Api
 ) -> None:
     """Behind a proxy that refuses the WebSocket upgrade, the page falls back to Server-Sent Events
-    and stays live; nothing is missed in between (it resumes after the last event it took in)."""
-    refused: list[str] = []
+    (after three sockets that never opened) and stays live."""
+    proxy = UpgradeRefusingProxy(int(server.url.rpartition(":")[2]))
+    try:
+        streams: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
+        page.goto(proxy.url + "/login")
+        page.fill("#token", server.admin_token)
+        page.click("button[type=submit]")
+        expect(page.locator("#agents-title")).to_be_visible()
+        wait_live(page)
+        assert proxy.refused == 3 and len(streams) == 1, (proxy.refused, streams)
+        world.issue("Heard over the stream", priority="p1")
+        expect(page.locator("[data-column=ready]")).to_contain_text("Heard over the stream")
+    finally:
+        proxy.close()
 
-    def refuse(ws: Any) -> None:
-        refused.append(ws.url)
-        ws.close(code=1011, reason="no upgrade here")
 
-    page.route_web_socket(re.compile(r"/api/v1/events/ws"), refuse)
-    streams: list[str] = []
-    page.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
-    login(page, server.admin_token)
+def test_a_page_refused_a_feed_at_its_credentials_cap_keeps_trying_and_goes_live(
+    page: Page, server: ServerProcess, world: Api
+) -> None:
+    """A credential holds at most 16 open feeds. A page that finds them all taken is closed (1008)
+    by the server, not refused on the way: it keeps trying its socket, with backoff, and goes live
+    once a feed is given back (it does not fall back to the event stream, which the cap refuses too)."""
+    _, token = world.token("viewer", "sixteen feeds")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = server.url.replace("http://", "ws://") + "/api/v1/events/ws"
+    holding = threading.Event()
+    release = threading.Event()
+
+    async def hold() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(16):
+                socket = await stack.enter_async_context(connect(url, additional_headers=headers))
+                assert json.loads(await socket.recv())["type"] == "ready"
+            holding.set()
+            await asyncio.to_thread(release.wait, 30)
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(asyncio.run, hold())
+        assert holding.wait(30), held.result()
+        sockets: list[Any] = []
+        streams: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws))
+        page.on("request", lambda r: streams.append(r.url) if "/api/v1/events/stream" in r.url else None)
+        login(page, token)
+        expect(page.locator("#live-status")).to_have_text("reconnecting…")
+        deadline = time.monotonic() + 15  # the third try comes 3 s after the first
+        while not (len(sockets) >= 3 and sockets[2].is_closed()):
+            assert time.monotonic() < deadline, sockets
+            page.wait_for_timeout(50)
+        release.set()
+        held.result(30)
     wait_live(page)
-    assert len(refused) == 3 and len(streams) == 1, (refused, streams)
-    world.issue("Heard over the stream", priority="p1")
-    expect(page.locator("[data-column=ready]")).to_contain_text("Heard over the stream")
+    assert len(sockets) >= 3 and not streams, (len(sockets), streams)
+    world.issue("Live past the cap", priority="p1")
+    expect(page.locator("[data-column=ready]")).to_contain_text("Live past the cap")
 
 
 def test_a_dropped_socket_reconnects_and_misses_nothing(

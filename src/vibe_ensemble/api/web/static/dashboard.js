@@ -147,16 +147,16 @@
   // The page follows the event log over a WebSocket (/api/v1/events/ws, the session cookie
   // authenticating it). A browser's WebSockets are not taken from its six HTTP/1.1 connections to
   // a host, as an EventSource's stream is: with a stream each, six dashboard tabs held all six, and
-  // no tab could fetch anything again. A socket that never opens (a proxy that refuses the upgrade)
-  // falls back to the Server-Sent Events stream.
+  // no tab could fetch anything again. When three sockets in a row never open (a proxy on the way
+  // refuses the upgrade), the page falls back to the Server-Sent Events stream.
   function listen(stream, regions) {
     var url = new URL(stream, window.location.href);
     url.pathname = url.pathname.replace(/\/stream$/, "/ws");
     url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
     var after = url.searchParams.get("after"); // the last event this page has taken in
     var delay = 1000;
-    var opened = false; // a socket of this page has ever said "ready"
-    var refused = 0; // sockets in a row that closed before saying "ready"
+    var upgraded = false; // a socket of this page has ever opened: the way to the server takes them
+    var refused = 0; // sockets in a row that never opened (the upgrade refused on the way)
 
     function reconnect() {
       streaming = false;
@@ -170,7 +170,11 @@
         url.searchParams.set("after", after);
       }
       var socket = new WebSocket(url.toString());
-      var ready = false;
+      var opened = false;
+      socket.onopen = function () {
+        opened = upgraded = true;
+        refused = 0;
+      };
       socket.onmessage = function (message) {
         var data = {};
         try {
@@ -182,8 +186,6 @@
           if (after === null) {
             after = String(data.last_id); // following from now on: from here, after a drop
           }
-          ready = opened = true;
-          refused = 0;
           delay = 1000;
           streaming = true;
           setStatus("live", "live");
@@ -212,7 +214,9 @@
           setStatus("off", "disconnected");
           return;
         }
-        if (!ready && !opened && ++refused >= 3) {
+        // Only sockets that never opened say the upgrade is refused; one the server opened and then
+        // closed (its feeds cap reached, shutting down, the database away) is tried again later.
+        if (!opened && !upgraded && ++refused >= 3) {
           listenSSE(url, after, regions);
           return;
         }

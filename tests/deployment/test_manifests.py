@@ -369,7 +369,7 @@ def test_alerts_and_dashboard_use_metrics_the_server_exports() -> None:
             names = set(getattr(REGISTRY._names_to_collectors[metric.name + suffix], "_labelnames", ()))
             labels[metric.name + suffix] = names | ({"le"} if suffix == "_bucket" else set())
     # and the figures /metrics reads from the database when it is scraped
-    stats = ServerStats(issues={"open": 1}, agents={"idle": 1}, live_leases=0, unread_mail=0)
+    stats = ServerStats(issues={"open": 1}, agents={"idle": 1}, live_leases=0, unread_mail=0, read_at=0.0)
     for metric in database_gauges(0.0, stats, 0.0):
         labels[metric.name] = {name for sample in metric.samples for name in sample.labels}
     values = {

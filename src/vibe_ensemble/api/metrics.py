@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import hmac
 import time
+from datetime import datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -72,10 +73,8 @@ class DatabaseFigures:
     def __init__(self, runtime: Runtime, wait_s: float = DB_WAIT_S) -> None:
         self.runtime = runtime
         self.wait_s = wait_s
-        self.backup_age = float("inf")  # as of `backup_read_at`
-        self.backup_read_at: float | None = None  # time.monotonic() when it was read
-        self.stats: ServerStats | None = None
-        self.read_at: float | None = None  # time.monotonic() when every figure was last read
+        self.last_backup: datetime | None = None  # the newest good backup's time, as last read
+        self.stats: ServerStats | None = None  # as last read, with when
         self._reading: asyncio.Task[None] | None = None
 
     async def latest(self) -> list[Metric]:
@@ -84,32 +83,29 @@ class DatabaseFigures:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.wait_s):
                 await asyncio.shield(self._reading)
-        return self._gauges(time.monotonic())
+        return self._gauges()
 
     async def _read(self) -> None:
         services = self.runtime.services
-        read = True
-        try:
-            self.backup_age = await services.backups.age_s()
-            self.backup_read_at = time.monotonic()
-        except Exception:  # the age last known stands, and grows
-            read = False
-        try:
+        with contextlib.suppress(Exception):  # the backup last known stands
+            self.last_backup = await services.backups.last_created()
+        with contextlib.suppress(Exception):  # the counts last read stand, or none
             self.stats = await services.stats.current()
-        except Exception:  # the counts last read stand, or none
-            read = False
-        if read:
-            self.read_at = time.monotonic()
 
-    def _gauges(self, now: float) -> list[Metric]:
-        backup_age = self.backup_age + (0.0 if self.backup_read_at is None else now - self.backup_read_at)
-        since = float("inf") if self.read_at is None else now - self.read_at
-        return database_gauges(backup_age, self.stats, since)
+    def _gauges(self) -> list[Metric]:
+        backup_age = float("inf")
+        if self.last_backup is not None:  # its age, now, whether or not the log could be read now
+            backup_age = max(
+                0.0, (self.runtime.services.backups.ctx.clock() - self.last_backup).total_seconds()
+            )
+        stats = self.stats
+        since = float("inf") if stats is None else time.monotonic() - stats.read_at
+        return database_gauges(backup_age, stats, since)
 
 
 def database_gauges(backup_age: float, stats: ServerStats | None, since: float) -> list[Metric]:
     """The figures from the database as /metrics gives them: the backup age, the counts (when ever
-    read) and how old they are."""
+    read) and how old they are (`since`: seconds since they were read from the database)."""
     gauges: list[Metric] = [
         metrics.gauge(
             "vibe_backup_age_seconds",
@@ -119,8 +115,8 @@ def database_gauges(backup_age: float, stats: ServerStats | None, since: float) 
         ),
         metrics.gauge(
             "vibe_db_figures_age_seconds",
-            "Seconds since this process last read the figures /metrics takes from the database "
-            f"(+Inf: never); a scrape waits at most {DB_WAIT_S:g} s for a read",
+            "Seconds since the counts on /metrics (issues, agents, leases, unread mail) were read from "
+            f"the database (+Inf: never); a scrape waits at most {DB_WAIT_S:g} s for a read",
             since,
         ),
     ]

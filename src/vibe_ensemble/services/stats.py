@@ -22,6 +22,7 @@ class ServerStats:
     agents: dict[str, int]  # agents not retired, by status
     live_leases: int
     unread_mail: int  # deliveries not yet read
+    read_at: float  # time.monotonic() when they were read from the database
 
 
 class StatsService(Service):
@@ -37,11 +38,10 @@ class StatsService(Service):
             if self._cached is not None and now - self._cached[0] < CACHE_S:
                 return self._cached[1]
             async with self.read() as tx:
-                stats = ServerStats(
-                    issues=await store.issues_by_status(tx.conn),
-                    agents=await store.agents_by_status(tx.conn),
-                    live_leases=await store.live_leases(tx.conn, tx.now),
-                    unread_mail=await store.unread_mail(tx.conn),
-                )
+                issues = await store.issues_by_status(tx.conn)
+                agents = await store.agents_by_status(tx.conn)
+                live_leases = await store.live_leases(tx.conn, tx.now)
+                unread_mail = await store.unread_mail(tx.conn)
+            stats = ServerStats(issues, agents, live_leases, unread_mail, read_at=time.monotonic())
             self._cached = (now, stats)
             return stats

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from vibe_ensemble.api.gate import Gate, NotStarted, released_at_answer, stepped_aside
+from vibe_ensemble.api import gate as gate_module
+from vibe_ensemble.api.gate import (
+    CUT_OFF_AT_SHUTDOWN,
+    QUEUED_AT_SHUTDOWN,
+    Gate,
+    NotStarted,
+    released_at_answer,
+    stepped_aside,
+)
 from vibe_ensemble.store.database import Database
 
 
@@ -268,6 +276,13 @@ async def test_back_from_aside_a_call_queues_at_the_front() -> None:
     assert gate.inside == 0 and gate.queued == 0
 
 
+def _own_place() -> str:
+    """The state of the current call's place in its gate: held (working), aside or done."""
+    place = gate_module._PLACE.get()
+    assert place is not None
+    return place.state.value
+
+
 async def test_a_sqlite_write_that_waits_on_the_disk_runs_aside_of_the_gate(tmp_path: Any) -> None:
     """A write that will wait for the one writer, or for a COMMIT on the commit thread (the first
     one is, untimed yet), gives its call's place to the next one meanwhile, and takes it again when
@@ -295,8 +310,8 @@ async def test_a_sqlite_write_that_waits_on_the_disk_runs_aside_of_the_gate(tmp_
             async with gate.through():
                 async with db.write() as conn:  # the writer is taken: it waits aside
                     await conn.execute(sa.text("INSERT INTO t VALUES (2)"))
-                    seen["waiting write"] = gate.inside  # the holder is gone, and this one is aside
-                seen["after the waiting write"] = gate.inside
+                    seen["waiting write"] = _own_place()  # (the holder may or may not be gone)
+                seen["after the waiting write"] = _own_place()
 
         async with asyncio.timeout(10):
             await asyncio.gather(holding_the_writer(), waiting_for_the_writer())
@@ -304,7 +319,12 @@ async def test_a_sqlite_write_that_waits_on_the_disk_runs_aside_of_the_gate(tmp_
             assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 2
     finally:
         await db.dispose()
-    assert seen == {"first write": 0, "after it": 1, "waiting write": 0, "after the waiting write": 1}
+    assert seen == {
+        "first write": 0,
+        "after it": 1,
+        "waiting write": "aside",
+        "after the waiting write": "held",
+    }
     assert gate.inside == 0 and gate.queued == 0
 
 
@@ -423,15 +443,58 @@ async def test_a_request_cancelled_while_queued_is_answered_that_it_did_not_star
     async def send(message: Any) -> None:
         pass
 
-    async def refuse(to: Any) -> None:
-        refused.append(to)
+    async def refuse(to: Any, why: str) -> None:
+        refused.append(why)
 
     queued = asyncio.create_task(gate.serve(app, {"type": "http"}, request, receive, send, refuse=refuse))
     await _turns()
     assert gate.queued == 1
     queued.cancel()
     await queued  # answered, not cancelled: the web server's task ends with the refusal
-    assert ran == [] and len(refused) == 1 and gate.queued == 0 and gate.inside == 1
+    assert ran == [] and refused == [QUEUED_AT_SHUTDOWN] and gate.queued == 0 and gate.inside == 1
+    assert queued.cancelling() == 0
     holder.release.set()
     await holder.task
     assert gate.inside == 0
+
+
+@pytest.mark.parametrize("answer_started", [False, True])
+async def test_a_request_cancelled_while_worked_on_is_answered_that_it_was_cut_off(
+    answer_started: bool,
+) -> None:
+    """The server stopping past its grace cancels a request being worked on: before its answer began,
+    it is told it was cut off and may not have been carried out (`refuse`), not failed with a bare
+    500 and a traceback; once its answer began, the cancellation goes on (the connection is closed).
+    Its place is given back either way."""
+    gate = Gate(1)
+    working = asyncio.Event()
+    refused: list[str] = []
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if answer_started:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        working.set()
+        await asyncio.Event().wait()  # stuck (behind a lock, say)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def refuse(to: Any, why: str) -> None:
+        refused.append(why)
+
+    request = {"type": "http.request", "body": b"{}", "more_body": False}
+    served = asyncio.create_task(gate.serve(app, {"type": "http"}, request, receive, send, refuse=refuse))
+    await working.wait()
+    served.cancel()
+    if answer_started:
+        with pytest.raises(asyncio.CancelledError):
+            await served
+        assert refused == []
+    else:
+        await served  # answered, not cancelled
+        assert refused == [CUT_OFF_AT_SHUTDOWN] and served.cancelling() == 0
+    assert gate.inside == 0 and gate.queued == 0

@@ -51,6 +51,10 @@ QUEUED_AT_SHUTDOWN = (
     "the server is shutting down and this request was still waiting its turn: nothing of it ran; send "
     "it again (to another replica)"
 )
+CUT_OFF_AT_SHUTDOWN = (
+    "the server is shutting down and stopped this request while working on it, at the end of its "
+    "grace: it may not have been carried out; look before sending it again (to another replica)"
+)
 
 
 class _State(enum.Enum):
@@ -94,21 +98,35 @@ class Gate:
         receive: Receive,
         send: Send,
         *,
-        refuse: Callable[[Send], Awaitable[None]],
+        refuse: Callable[[Send, str], Awaitable[None]],
     ) -> None:
         """An HTTP request to `app` through the gate, its whole body (`request`, from `whole_body`)
         read before it queued, so a client slow to send held no place; the place is given back when
-        the answer starts. Never started (see `NotStarted`), it is answered by `refuse`."""
+        the answer starts. Cancelled (the server stopping past its grace) before its answer started,
+        it is answered by `refuse` with why: never started (`QUEUED_AT_SHUTDOWN`, see `NotStarted`),
+        or cut off while it was worked on (`CUT_OFF_AT_SHUTDOWN`), not with a bare 500."""
         pending = [request]
+        answering = False
 
         async def _receive() -> Message:
             return pending.pop() if pending else await receive()
 
+        async def _send(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             async with self.through():
-                await app(scope, _receive, released_at_answer(send))
+                await app(scope, _receive, released_at_answer(_send))
         except NotStarted:
-            await refuse(send)
+            await refuse(send, QUEUED_AT_SHUTDOWN)
+            _ended_by_answer()
+        except asyncio.CancelledError:
+            if answering:
+                raise  # the answer is on its way: the web server closes the connection
+            await refuse(send, CUT_OFF_AT_SHUTDOWN)
+            _ended_by_answer()
 
     @asynccontextmanager
     async def through(self) -> AsyncIterator[None]:
@@ -216,9 +234,22 @@ class GatedRoute(APIRoute):
                 async with gate.through():
                     return await handler(request)
             except NotStarted:
+                _ended_by_answer()
                 return error_response(ShuttingDown(QUEUED_AT_SHUTDOWN))
+            except asyncio.CancelledError:  # the server stopping past its grace, as in `Gate.serve`
+                _ended_by_answer()
+                return error_response(ShuttingDown(CUT_OFF_AT_SHUTDOWN))
 
         return gated
+
+
+def _ended_by_answer() -> None:
+    """The request's task, cancelled by the web server at the end of its shutdown grace, has answered
+    why: it ends with that answer, so the cancellation is not passed on (uvicorn would log it as a
+    failure of the app, with a traceback, for every request it cut off)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 async def whole_body(receive: Receive) -> Message:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.api.gate import QUEUED_AT_SHUTDOWN, Gate, whole_body
+from vibe_ensemble.api.gate import Gate, whole_body
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
 from vibe_ensemble.domain import rules
@@ -89,7 +89,7 @@ class MCPEndpoint:
                 request,
                 receive,
                 _plain_refusals(send, request["body"], version),
-                refuse=_not_started,
+                refuse=_stopped,
             )
 
 
@@ -185,8 +185,9 @@ async def _refuse(send: Send, exc: VibeError) -> None:
     await _send_json(send, exc.http_status, body, extra)
 
 
-async def _not_started(send: Send) -> None:
-    await _refuse(send, ShuttingDown(QUEUED_AT_SHUTDOWN))
+async def _stopped(send: Send, why: str) -> None:
+    """A request the stopping server cancelled before it answered (api/gate.py says which way)."""
+    await _refuse(send, ShuttingDown(why))
 
 
 async def _send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -639,6 +639,8 @@ async def _bulk_events(database_url: str, *, count: int, size: int) -> None:
 
 
 async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> None:
+    """SIGTERM ends every open stream, each saying why — SSE, WebSocket, MCP's listen — and wakes
+    the held waits; the server then stops at once, not at the end of its grace."""
     # No drain before stopping (docs/live.md: the drain is tested on its own): this measures the stop.
     # A long grace: were any stream left open, the stop would wait all of it, well past the bound below.
     grace = 30
@@ -646,13 +648,21 @@ async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> 
         tmp_path, extra_env={**FAST, "VIBE_SHUTDOWN_DRAIN_S": "0", "VIBE_SHUTDOWN_GRACE_S": str(grace)}
     )
     admin = server.admin_token
+    headers, listen = listen_request(admin, request_id=9)
     async with rest(server.url, admin) as api, asyncio.timeout(60):
         await api.post("/projects/default/agents", json={"name": "late"})
         async with (
             api.stream("GET", "/events/stream") as stream,
             ws_connect(server.url, admin) as ws,
+            httpx2.AsyncClient(timeout=60) as mcp,
+            mcp.stream("POST", server.mcp_url, headers=headers, json=listen) as listening,
         ):
             assert json.loads(await ws.recv())["type"] == "ready"
+            lines = listening.aiter_lines()
+            async for line in lines:
+                if line.startswith("data:"):
+                    assert "subscriptions/acknowledged" in line
+                    break
             waiting = asyncio.create_task(
                 api.get("/projects/default/agents/late/inbox/wait", params={"timeout_s": 30})
             )
@@ -670,8 +680,14 @@ async def test_shutdown_ends_open_streams_and_waits_promptly(tmp_path: Path) -> 
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
             answer = await waiting
             assert answer.status_code == 200 and answer.json()["items"] == []
+            # The MCP listen stream ends too, saying why (it was held to the end of the grace, then
+            # cut off mid-stream with a traceback in the log).
+            data = [line async for line in lines if line.startswith("data:")]
+            ended = json.loads(data[-1].removeprefix("data:"))
+            assert ended["id"] == 9 and ended["error"]["data"] == {"code": "going_away"}, ended
             assert await asyncio.to_thread(server.proc.wait, grace) == 0
             assert time.monotonic() - asked < grace / 2
+    assert "Exception in ASGI application" not in server.log()
 
 
 async def test_a_scoped_token_hears_no_changes_of_another_project(live_server: ServerProcess) -> None:

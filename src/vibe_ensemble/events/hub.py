@@ -16,6 +16,7 @@ class EventHub:
         self._latest = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._closing = asyncio.Event()  # set once, when the hub closes
         self._followers = 0
         self._none_following = asyncio.Event()
         self._none_following.set()
@@ -32,7 +33,12 @@ class EventHub:
     def close(self) -> None:
         """Wake every waiter for good; from now on nobody waits."""
         self._closed = True
+        self._closing.set()
         self._wake()
+
+    async def until_closed(self) -> None:
+        """Return once the hub is closed (the process shutting down)."""
+        await self._closing.wait()
 
     def follow(self) -> Callable[[], None]:
         """Count one open feed until the returned callback runs (call it once, when the feed ends).

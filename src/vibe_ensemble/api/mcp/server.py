@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
-from vibe_ensemble.api import gate
+from vibe_ensemble.api import auth, gate
 from vibe_ensemble.api.mcp import prompts, protocol, resources
 from vibe_ensemble.api.mcp.arguments import invalid_request, strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
@@ -103,19 +103,28 @@ async def _while_valid(
 ) -> HandlerResult:
     """A listen stream stays open only while its token does: revoked or expired, the stream ends
     within `recheck_s` with `[unauthenticated]`, as the SSE and WebSocket feeds end at their next
-    keep-alive (a stream held open otherwise went on hearing changes, and pinging, for ever)."""
+    keep-alive (a stream held open otherwise went on hearing changes, and pinging, for ever). It
+    also ends, with `[going_away]`, as soon as the server begins to stop, as the feeds do (it was
+    held open until the end of the shutdown's grace, then cut off mid-stream)."""
     call = bound()
     still_valid = None if call is None else call.still_valid
-    if still_valid is None:  # stdio: the process is its own token's holder
+    if call is None or still_valid is None:  # stdio: the process is its own token's holder
         return await _answer(ctx, call_next)
+    hub = call.services.ctx.hub
     answered: list[HandlerResult] = []
+    ended: list[str] = []  # why the stream was ended, when it was
 
     async def watch(scope: anyio.CancelScope) -> None:
         while True:
-            await anyio.sleep(recheck_s)
+            with anyio.move_on_after(recheck_s):
+                await hub.until_closed()
+            if hub.closed:
+                ended.append("going_away")
+                break
             if not await still_valid():
-                scope.cancel()
-                return
+                ended.append("unauthenticated")
+                break
+        scope.cancel()
 
     refused: Exception | None = None
     async with anyio.create_task_group() as group:
@@ -127,13 +136,20 @@ async def _while_valid(
         group.cancel_scope.cancel()
     if refused is not None:
         raise refused
-    if not answered:
+    if answered:
+        return answered[0]
+    if ended == ["going_away"]:
         raise MCPError(
-            INVALID_REQUEST,
-            "[unauthenticated] the token was revoked or has expired: this stream has ended",
-            {"code": "unauthenticated"},
+            auth.REFUSED,
+            "[going_away] the server is shutting down: this stream has ended; listen again (to another "
+            "replica)",
+            {"code": "going_away"},
         )
-    return answered[0]
+    raise MCPError(
+        INVALID_REQUEST,
+        "[unauthenticated] the token was revoked or has expired: this stream has ended",
+        {"code": "unauthenticated"},
+    )
 
 
 async def _answer(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

@@ -169,10 +169,11 @@ async def test_calls_a_stopping_server_cuts_off_are_told_why_and_the_queued_ones
     tmp_path: Path, postgres_url: str, workers: int
 ) -> None:
     """A gate of one in each worker, held by calls stuck behind a table lock another session holds
-    (a REST call first); the other calls (MCP and REST) queue behind them. SIGTERM, and a grace of
-    one second runs out: every call is answered 503 `going_away` with Retry-After, as JSON-RPC or
-    REST's error — those queued that nothing of them ran, those stuck that they were stopped while
-    worked on (not uvicorn's bare 500 and a traceback) — and the server (every worker) exits 0."""
+    (a REST call first); the other calls (MCP and REST) queue behind them, and a dashboard page (not
+    gated) waits for the lock too. SIGTERM, and a grace of one second runs out: every request is
+    answered 503 `going_away` with Retry-After, as JSON-RPC or REST's error — those queued that
+    nothing of them ran, those stuck that they were stopped while worked on (not uvicorn's bare 500
+    and a traceback) — and the server (every worker) exits 0."""
     server = start_server(
         tmp_path,
         database_url=postgres_url,
@@ -203,7 +204,15 @@ async def test_calls_a_stopping_server_cuts_off_are_told_why_and_the_queued_ones
             )
             return await http.post(server.mcp_url, headers=headers, json=body)
 
-        async with httpx2.AsyncClient(timeout=30) as http, asyncio.timeout(30):
+        async with (
+            httpx2.AsyncClient(timeout=30) as http,
+            httpx2.AsyncClient(base_url=server.url, timeout=30) as browser,
+            asyncio.timeout(30),
+        ):
+            assert (await browser.post("/login", data={"token": team})).status_code == 303
+            board = asyncio.create_task(browser.get("/"))  # a dashboard page: not gated
+            while await locker.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < 1:
+                await asyncio.sleep(0.05)  # until its read waits for the lock
             first = asyncio.create_task(create(http, 1))  # a REST call takes the (first) place
             while await asyncio.to_thread(metric, server.url, "vibe_calls_working") < 1:
                 await asyncio.sleep(0.05)
@@ -216,7 +225,10 @@ async def test_calls_a_stopping_server_cuts_off_are_told_why_and_the_queued_ones
                 await asyncio.sleep(0.05)
             server.proc.terminate()
             answers = await asyncio.gather(*sent)
+            page = await board
             await locked.rollback()
+        assert page.status_code == 503 and page.json()["error"]["code"] == "going_away", page.text
+        assert "stopped this request while working on it" in page.json()["error"]["message"]
         errors = [answer.json()["error"] for answer in answers]  # JSON-RPC's, or REST's envelope
         for answer, error in zip(answers, errors, strict=True):
             assert answer.status_code == 503, answer.text

@@ -18,9 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from vibe_ensemble import __version__
-from vibe_ensemble.api import apidocs, feeds, security
+from vibe_ensemble.api import apidocs, auth, feeds, security
 from vibe_ensemble.api import metrics as api_metrics
-from vibe_ensemble.api.gate import Gate, stepped_aside
+from vibe_ensemble.api.gate import CUT_OFF_AT_SHUTDOWN, Gate, ended_by_answer, stepped_aside
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.hosts import HostGuard
 from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
@@ -28,6 +28,7 @@ from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.api.rest import ROUTERS, errors
 from vibe_ensemble.api.web import views
+from vibe_ensemble.domain.errors import ShuttingDown
 from vibe_ensemble.ops import metrics, startup
 from vibe_ensemble.ops.logging import RequestLogMiddleware
 from vibe_ensemble.ops.tracing import TracingMiddleware
@@ -90,6 +91,11 @@ class DrainMiddleware:
 
     Keep-alive clients then open their next request on a new connection, which the load balancer
     (told by /readyz) sends elsewhere; none is left on a connection the server is about to close.
+
+    A request still being worked on when the server stops for good (uvicorn cancels what is open at
+    the end of the shutdown's grace) is answered 503 `going_away`, saying it may not have been
+    carried out, rather than with uvicorn's bare 500 and a traceback in the log: a dashboard page, a
+    REST route (a tool call says so itself, as JSON-RPC: api/gate.py).
     """
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
@@ -97,17 +103,27 @@ class DrainMiddleware:
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.runtime.draining:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        answering = False
 
         async def _send(message: Message) -> None:
+            nonlocal answering
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                answering = True
+                if self.runtime.draining:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
-        await self.app(scope, receive, _send)
+        try:
+            await self.app(scope, receive, _send)
+        except asyncio.CancelledError:
+            if answering:
+                raise  # the answer is on its way: the web server closes the connection
+            await auth.error_response(ShuttingDown(CUT_OFF_AT_SHUTDOWN))(scope, receive, _send)
+            ended_by_answer()
 
 
 class LiveSocketDoor:

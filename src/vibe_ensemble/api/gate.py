@@ -52,8 +52,8 @@ QUEUED_AT_SHUTDOWN = (
     "it again (to another replica)"
 )
 CUT_OFF_AT_SHUTDOWN = (
-    "the server is shutting down and stopped this request while working on it, at the end of its "
-    "grace: it may not have been carried out; look before sending it again (to another replica)"
+    "the server is shutting down and stopped this request while working on it: it may not have been "
+    "carried out; look before sending it again (to another replica)"
 )
 
 
@@ -121,12 +121,12 @@ class Gate:
                 await app(scope, _receive, released_at_answer(_send))
         except NotStarted:
             await refuse(send, QUEUED_AT_SHUTDOWN)
-            _ended_by_answer()
+            ended_by_answer()
         except asyncio.CancelledError:
             if answering:
                 raise  # the answer is on its way: the web server closes the connection
             await refuse(send, CUT_OFF_AT_SHUTDOWN)
-            _ended_by_answer()
+            ended_by_answer()
 
     @asynccontextmanager
     async def through(self) -> AsyncIterator[None]:
@@ -220,7 +220,8 @@ def released_at_answer(send: Send) -> Send:
 
 class GatedRoute(APIRoute):
     """A REST route whose handler runs through the app's gate (`app.state.gate`): the request's body
-    read first, and the answer sent after the handler has returned, outside."""
+    read first, and the answer sent after the handler has returned, outside. One cut off while it
+    was worked on is answered by `api/app.DrainMiddleware`, as every other request is."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -234,19 +235,16 @@ class GatedRoute(APIRoute):
                 async with gate.through():
                     return await handler(request)
             except NotStarted:
-                _ended_by_answer()
+                ended_by_answer()
                 return error_response(ShuttingDown(QUEUED_AT_SHUTDOWN))
-            except asyncio.CancelledError:  # the server stopping past its grace, as in `Gate.serve`
-                _ended_by_answer()
-                return error_response(ShuttingDown(CUT_OFF_AT_SHUTDOWN))
 
         return gated
 
 
-def _ended_by_answer() -> None:
-    """The request's task, cancelled by the web server at the end of its shutdown grace, has answered
-    why: it ends with that answer, so the cancellation is not passed on (uvicorn would log it as a
-    failure of the app, with a traceback, for every request it cut off)."""
+def ended_by_answer() -> None:
+    """The request's task, cancelled by the web server as it stops (at the end of its shutdown grace),
+    has answered why: it ends with that answer, so the cancellation is not passed on (uvicorn would
+    log it as a failure of the app, with a traceback, for every request it cut off)."""
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
+from tests.e2e.live_support import metric
 from tests.support import (
+    TOKEN_RE,
     ServerProcess,
     call,
     free_port,
@@ -126,3 +131,59 @@ def test_a_worker_count_out_of_range_is_refused(tmp_path: Path) -> None:
     done = serve_refused(tmp_path, "--workers", "0")
     assert done.returncode == 2
     assert "--workers" in done.stderr
+
+
+@pytest.mark.postgres
+async def test_ctrl_c_in_a_terminal_stops_the_workers_gracefully(tmp_path: Path, postgres_url: str) -> None:
+    """A terminal's Ctrl-C signals its whole foreground process group. The workers, each told once (by
+    the supervisor), stop gracefully: a held wait is answered, no traceback, exit 0. (Told twice —
+    by the terminal and by the supervisor — each took the second for "stop at once": in-flight work
+    was cut off, and the log had the lifespan's CancelledError tracebacks.)"""
+    port = free_port()
+    env = {
+        **os.environ,
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "VIBE_PORT": str(port),
+        "VIBE_HOST": "127.0.0.1",
+        "VIBE_DATABASE_URL": postgres_url,
+        "VIBE_SHUTDOWN_DRAIN_S": "0",
+    }
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(  # a session of its own, as a terminal's shell gives a job
+            [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate", "--workers", "2"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _ready(url), timeout=90, what="the workers to serve")
+        match = TOKEN_RE.search(log_path.read_text())
+        assert match, log_path.read_text()
+        headers = {"Authorization": f"Bearer {match.group(1)}"}
+        async with httpx2.AsyncClient(base_url=url + "/api/v1", headers=headers, timeout=30) as api:
+            assert (await api.post("/projects/default/agents", json={"name": "waiter"})).status_code == 201
+            waiting = asyncio.create_task(
+                api.get("/projects/default/agents/waiter/inbox/wait", params={"timeout_s": 30})
+            )
+            async with asyncio.timeout(20):  # until the wait is held
+                while await asyncio.to_thread(metric, url, "vibe_mail_waiters") < 1:
+                    await asyncio.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the supervisor and every worker of its group
+            answer = await waiting
+        assert answer.status_code == 200 and answer.json()["items"] == [], answer.text
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx2.get(url + "/readyz", timeout=5).status_code == 200
+    except httpx2.HTTPError:
+        return False

@@ -4,7 +4,8 @@ The parent binds the port, then forks the workers, each a whole server (runtime,
 MCP and REST) accepting on the shared socket; the kernel spreads connections over them. Before
 forking, the parent applies migrations and creates the first-start token (so no two workers
 race for either), with no event loop or thread left running. The parent passes SIGTERM and
-SIGINT on, waits for every worker, and exits with the first failure's status; if one worker
+SIGINT on (each worker leads a process group of its own, so a terminal's Ctrl-C reaches it once,
+through the parent), waits for every worker, and exits with the first failure's status; if one worker
 dies, the others are stopped too, so the supervisor (Kubernetes, systemd) restarts the whole
 replica rather than running it short-handed; if the parent itself is killed outright, the kernel
 tells each worker to stop (Linux's parent-death signal), so none serves on orphaned.
@@ -81,6 +82,10 @@ def serve_workers(
         if pid == 0:  # a worker: serve until told to stop, and never return into the parent's code
             code = 0
             try:
+                # A process group of its own: a terminal's Ctrl-C (or any signal to the supervisor's
+                # group) reaches the supervisor alone, which passes it on once. Signalled by both,
+                # a worker took the second for "stop at once" and cut off its requests.
+                os.setpgid(0, 0)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _stop_with(supervisor)

@@ -123,14 +123,16 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 REFUSED = -32000  # JSON-RPC's implementation-defined server error: what /mcp refuses itself
 
 
-def jsonrpc_error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def jsonrpc_error_body(
+    code: str, message: str, details: Mapping[str, Any] | None = None, request_id: str | int | None = None
+) -> dict[str, Any]:
     """The envelope as a JSON-RPC error, for what /mcp refuses before its SDK reads the call (and a
     path near /mcp): an MCP client shows a JSON-RPC error body at a 4xx or 5xx, and a body of any
-    other shape only as "Server returned an error response". The id is null (the body is not read);
-    clients answer the request they sent with it. `data` holds the code and details, as
-    `error_body`'s `error` does."""
+    other shape only as "Server returned an error response". The id is the request's when its body
+    was read, else null; clients answer the request they sent with it. `data` holds the code and
+    details, as `error_body`'s `error` does."""
     error = {"code": REFUSED, "message": f"[{code}] {message}", "data": {"code": code, **dict(details or {})}}
-    return {"jsonrpc": "2.0", "id": None, "error": error}
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
 def error_headers(exc: VibeError) -> dict[str, str]:

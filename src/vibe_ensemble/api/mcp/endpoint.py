@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import (
@@ -89,7 +89,7 @@ class MCPEndpoint:
                 request,
                 receive,
                 _plain_refusals(send, request["body"], version),
-                refuse=_stopped,
+                refuse=_stopped(request["body"]),
             )
 
 
@@ -175,19 +175,34 @@ def _plain_refusals(send: Send, request_body: bytes, version: str | None) -> Sen
 _REPLACED = {b"content-type", b"content-length"}
 
 
-async def _refuse(send: Send, exc: VibeError) -> None:
+async def _refuse(send: Send, exc: VibeError, request_id: str | int | None = None) -> None:
     """A request refused before the SDK reads it (the token, the rate limit, an outage): the status
     and headers every door answers with (401 and `WWW-Authenticate`, 429 or 503 and `Retry-After`),
     with a JSON-RPC error as the body (`auth.jsonrpc_error_body`): an agent whose token was wrong
     was shown only "Server returned an error response"."""
-    body = json.dumps(auth.jsonrpc_error_body(exc.code, exc.message, exc.details)).encode()
+    body = json.dumps(auth.jsonrpc_error_body(exc.code, exc.message, exc.details, request_id)).encode()
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in auth.error_headers(exc).items()]
     await _send_json(send, exc.http_status, body, extra)
 
 
-async def _stopped(send: Send, why: str) -> None:
-    """A request the stopping server cancelled before it answered (api/gate.py says which way)."""
-    await _refuse(send, ShuttingDown(why))
+def _stopped(body: bytes) -> Callable[[Send, str], Awaitable[None]]:
+    """The answer to a request the stopping server cancelled before it answered (api/gate.py says
+    which way), with the request's id (its body was read)."""
+
+    async def refuse(send: Send, why: str) -> None:
+        await _refuse(send, ShuttingDown(why), _request_id(body))
+
+    return refuse
+
+
+def _request_id(body: bytes) -> str | int | None:
+    """The id of the JSON-RPC request in `body` when it has a valid one (a string or an integer)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
 
 
 async def _send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -129,7 +129,10 @@ def _supervise(pids: list[int]) -> int:
 
     collect_from_here()  # the workers are started: the collector, off while starting (cli.main), runs
 
+    told: set[int] = set()  # the stop signals passed on to the workers
+
     def forward(sig: int, _frame: FrameType | None) -> None:
+        told.add(sig)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -146,6 +149,10 @@ def _supervise(pids: list[int]) -> int:
         alive.discard(pid)
         metrics.process_exited(pid)
         code = os.waitstatus_to_exitcode(raw)
+        if code < 0 and -code in told:
+            # Told to stop while it was still starting (before its handlers were set, the signal's
+            # default ends it): it did as it was told, it did not die.
+            continue
         if code != 0 and status == 0:
             status = code if code > 0 else 1
             died = {"signal": -code} if code < 0 else {"status": code}

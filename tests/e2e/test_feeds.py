@@ -273,15 +273,20 @@ async def test_a_revoked_token_stops_its_feeds_while_events_keep_coming(live_ser
                 await writer
 
 
+async def _logged_in(browser: httpx2.AsyncClient, token: str) -> str:
+    """Log `browser` in to the dashboard with `token`; the page's CSRF token (for the logout form)."""
+    assert (await browser.post("/login", data={"token": token})).status_code == 303
+    page = (await browser.get("/")).text
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
 async def test_a_logout_ends_the_sessions_open_event_stream(live_server: ServerProcess) -> None:
     """The dashboard's event stream, opened with the session cookie, ends at the next keep-alive
     after the session is logged out, saying so: a copy of the cookie has nothing left open."""
     async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(20):
         created = (await api.post("/tokens", json={"role": "viewer", "label": "a person"})).json()
         async with httpx2.AsyncClient(base_url=live_server.url, timeout=10) as browser:
-            assert (await browser.post("/login", data={"token": created["token"]})).status_code == 303
-            page = (await browser.get("/")).text
-            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            csrf = await _logged_in(browser, created["token"])
             async with browser.stream("GET", "/api/v1/events/stream") as stream:
                 assert stream.status_code == 200
                 frames = sse_frames(stream)
@@ -302,9 +307,7 @@ async def test_the_dashboards_session_follows_the_log_over_a_websocket_from_its_
     async with rest(live_server.url, live_server.admin_token) as api, asyncio.timeout(30):
         created = (await api.post("/tokens", json={"role": "viewer", "label": "a person"})).json()
         async with httpx2.AsyncClient(base_url=live_server.url, timeout=10) as browser:
-            assert (await browser.post("/login", data={"token": created["token"]})).status_code == 303
-            page = (await browser.get("/")).text
-            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            csrf = await _logged_in(browser, created["token"])
             cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
             host = live_server.url.removeprefix("http://")
 

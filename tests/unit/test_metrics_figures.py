@@ -44,6 +44,12 @@ def figures(database: Database, wait_s: float) -> DatabaseFigures:
     return DatabaseFigures(cast(Runtime, SimpleNamespace(services=services)), wait_s=wait_s)
 
 
+async def finished(figures: DatabaseFigures) -> None:
+    """Until the read under way has come back (the next scrape after it takes what it found)."""
+    assert figures._reading is not None
+    await asyncio.wait_for(figures._reading, 5)
+
+
 def sample(gauges: list[Metric], name: str, **labels: str) -> float:
     return next(s.value for g in gauges for s in g.samples if s.name == name and s.labels == labels)
 
@@ -73,9 +79,31 @@ async def test_a_stuck_read_holds_no_scrape_up_and_the_next_takes_what_it_found(
         assert sample(gauges, "vibe_db_figures_age_seconds") >= 0.5 + 0.2
         assert sample(gauges, "vibe_backup_age_seconds") == 7200
     database.unstuck.set()
-    fresh = await stuck.latest()  # the read that waited comes back: it is taken
-    assert database.reads == 2
+    await finished(stuck)
+    fresh = await stuck.latest()  # the read that was stuck came back: the next one begins, in time
+    assert database.reads == 3
     assert sample(fresh, "vibe_db_figures_age_seconds") < 0.2
+
+
+async def test_scrapes_after_the_first_wait_no_longer_than_the_reads_own_bound() -> None:
+    """The wait is counted from the read's start: once a read is stuck past it, a scrape (a
+    Prometheus' every 15 s, or a person's) answers at once, not after another full wait."""
+    database = Database(counted_s_ago=0.0)
+    database.stuck = True
+    stuck = figures(database, wait_s=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await stuck.latest()  # waits the whole bound for the read it started
+    first = loop.time() - started
+    started = loop.time()
+    for _ in range(5):
+        await stuck.latest()
+    later = loop.time() - started
+    assert first >= 0.3 and later < 0.3, (first, later)  # five more scrapes took less than one wait
+    assert database.reads == 1
+    database.unstuck.set()
+    await finished(stuck)
+    assert sample(await stuck.latest(), "vibe_issues", status="open") == 3
 
 
 async def test_counts_never_read_are_left_out_and_their_age_is_infinite() -> None:
@@ -86,4 +114,5 @@ async def test_counts_never_read_are_left_out_and_their_age_is_infinite() -> Non
     assert sample(gauges, "vibe_db_figures_age_seconds") == float("inf")
     assert not [g for g in gauges if g.name == "vibe_issues"]
     database.unstuck.set()
+    await finished(never)
     assert sample(await never.latest(), "vibe_issues", status="open") == 3

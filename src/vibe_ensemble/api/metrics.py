@@ -67,7 +67,8 @@ class DatabaseFigures:
     database slow or gone) answers with the figures last read, with `vibe_db_figures_age_seconds`
     saying how old they are: Prometheus' scrape timeout (10 s by default) would otherwise fail the
     whole scrape, and with it this process's own figures (calls queued, transactions, pools) when
-    they matter most. The read goes on, and the next scrape takes what it found.
+    they matter most. The read goes on, and the next scrape takes what it found. The wait is
+    counted from the read's start, so while one read is stuck every later scrape answers at once.
     """
 
     def __init__(self, runtime: Runtime, wait_s: float = DB_WAIT_S) -> None:
@@ -76,13 +77,17 @@ class DatabaseFigures:
         self.last_backup: datetime | None = None  # the newest good backup's time, as last read
         self.stats: ServerStats | None = None  # as last read, with when
         self._reading: asyncio.Task[None] | None = None
+        self._give_up_at = 0.0  # the loop's time when scrapes stop waiting for the read under way
 
     async def latest(self) -> list[Metric]:
+        loop = asyncio.get_running_loop()
         if self._reading is None or self._reading.done():
             self._reading = asyncio.create_task(self._read(), context=contextvars.Context())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.wait_s):
-                await asyncio.shield(self._reading)
+            self._give_up_at = loop.time() + self.wait_s
+        if loop.time() < self._give_up_at:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self._give_up_at):
+                    await asyncio.shield(self._reading)
         return self._gauges()
 
     async def _read(self) -> None:

@@ -168,6 +168,32 @@ async def test_mail_sent_before_0009_gets_its_recipient_names(database_url: str)
         await db.dispose()
 
 
+async def test_mail_the_release_before_0009_sends_on_the_migrated_schema_shows_its_recipients(
+    runtime: Runtime,
+) -> None:
+    """During a rolling upgrade the release before migration 0009 still runs, on the migrated
+    schema, for a while: its mail has recipient rows but an empty `recipient_names`. The inbox
+    shows the names from the recipient rows; mail sent since keeps its own."""
+    services = runtime.services
+    for name in ("ana", "bo", "cy"):
+        await services.agents.register(SYSTEM, name=name)
+    await services.messages.send(SYSTEM, agent="ana", to=["cy", "bo"], subject="old", body="b")
+    await services.messages.send(SYSTEM, agent="ana", to=["bo"], subject="new", body="b")
+
+    def as_the_old_release_wrote_it(conn: Connection) -> None:
+        conn.execute(sa.text("UPDATE messages SET recipient_names = '' WHERE subject = 'old'"))
+
+    await runtime.db.run_sync(as_the_old_release_wrote_it, write=True)
+    for reader in ("bo", "cy"):
+        inbox = await services.messages.fetch_inbox(SYSTEM, agent=reader)
+        recipients = {item.message.subject: item.message.recipients for item in inbox.items}
+        assert recipients["old"] == ["bo", "cy"], recipients
+        if reader == "bo":
+            assert recipients["new"] == ["bo"]
+        unread = await services.messages.fetch_inbox(SYSTEM, agent=reader, unread_only=True)
+        assert unread.items[0].message.recipients == ["bo", "cy"]
+
+
 def test_the_known_head_is_the_head_of_the_migration_scripts() -> None:
     # Serving checks the revision against HEAD without Alembic: a new migration must move HEAD.
     assert migrate.head_revision() == migrate.HEAD

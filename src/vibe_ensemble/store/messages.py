@@ -95,8 +95,26 @@ def _inbox_since(*, unread_only: bool) -> Prepared:
 _INBOX = {False: _inbox_since(unread_only=False), True: _inbox_since(unread_only=True)}
 
 
-def _inbox_items(rows: list[Any]) -> list[InboxItem]:
-    return [InboxItem(message=_to_message(r), read_at=r.read_at, acked_at=r.acked_at) for r in rows]
+async def _inbox_items(conn: Connection, rows: list[Any]) -> list[InboxItem]:
+    items = [InboxItem(message=_to_message(r), read_at=r.read_at, acked_at=r.acked_at) for r in rows]
+    unnamed = {item.message.id: item.message for item in items if not item.message.recipients}
+    if unnamed:  # sent by a release before migration 0009 while the migrated schema was live
+        names = await conn.execute(_RECIPIENT_NAMES, {"ids": list(unnamed)})
+        for message_id, name in names:
+            unnamed[message_id].recipients.append(name)
+        for message in unnamed.values():
+            message.recipients.sort()
+    return items
+
+
+# The names a message was sent to, from its recipient rows: for mail whose `recipient_names` is
+# empty. Migration 0009 wrote them for the mail before it, but during a rolling upgrade the release
+# before it still runs on the migrated schema for a while, and sends mail without them.
+_RECIPIENT_NAMES = Prepared(
+    sa.select(message_recipients.c.message_id, agents.c.name)
+    .join(agents, agents.c.id == message_recipients.c.agent_id)
+    .where(message_recipients.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+)
 
 
 _UNREAD = Prepared(_unread_count(sa.bindparam("agent_id")))
@@ -121,12 +139,14 @@ _ANY_UNREAD = _unread(None)
 
 async def urgent_unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:
     """An agent's unread mail of high or urgent importance, oldest first."""
-    return _inbox_items(records(await conn.execute(_URGENT_UNREAD, {"agent_id": agent_id, "limit": limit})))
+    rows = records(await conn.execute(_URGENT_UNREAD, {"agent_id": agent_id, "limit": limit}))
+    return await _inbox_items(conn, rows)
 
 
 async def unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:
     """An agent's unread mail, oldest first."""
-    return _inbox_items(records(await conn.execute(_ANY_UNREAD, {"agent_id": agent_id, "limit": limit})))
+    rows = records(await conn.execute(_ANY_UNREAD, {"agent_id": agent_id, "limit": limit}))
+    return await _inbox_items(conn, rows)
 
 
 async def inbox_page(
@@ -139,7 +159,7 @@ async def inbox_page(
     rows = records(await conn.execute(_INBOX[unread_only], parameters))
     if not rows:
         return None
-    return _inbox_items(rows), rows[0].me, rows[0].unread
+    return await _inbox_items(conn, rows), rows[0].me, rows[0].unread
 
 
 async def insert(

@@ -99,9 +99,8 @@ async def _inbox_items(conn: Connection, rows: list[Any]) -> list[InboxItem]:
     items = [InboxItem(message=_to_message(r), read_at=r.read_at, acked_at=r.acked_at) for r in rows]
     unnamed = {item.message.id: item.message for item in items if not item.message.recipients}
     if unnamed:  # sent by a release before migration 0009 while the migrated schema was live
-        names = await conn.execute(_RECIPIENT_NAMES, {"ids": list(unnamed)})
-        for message_id, name in names:
-            unnamed[message_id].recipients.append(name)
+        for row in records(await conn.execute(_RECIPIENT_NAMES, {"ids": list(unnamed)})):
+            unnamed[row.message_id].recipients.append(row.name)
         for message in unnamed.values():
             message.recipients.sort()
     return items

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -339,3 +340,31 @@ async def test_a_network_cut_mid_transaction_ends_within_the_bound(postgres_url:
     finally:
         await db.dispose()
         await hole.close()
+
+
+async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_url: str) -> None:
+    """A write waiting for a lock another session holds is given up at the transaction's bound, and
+    the client is told that (how long, the likely causes, that nothing was changed), not that the
+    database "cannot be reached": it answered all along."""
+    db = Database(postgres_url, pool_size=2)
+    db.transaction_timeout_s = 0.5
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE held (n int)"))
+        locker = await asyncpg.connect(db.asyncpg_dsn())  # another session, unbounded
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(DatabaseUnavailable) as refused:
+                    async with db.write() as conn:
+                        await conn.execute(sa.text("INSERT INTO held VALUES (1)"))
+        finally:
+            await locker.close()
+        said = str(refused.value)
+        assert "did not finish this request within 0.5 s" in said, said
+        assert "a lock another session holds" in said and "nothing was changed" in said, said
+        assert "cannot be reached" not in said
+        async with db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM held"))).scalar_one() == 0
+    finally:
+        await db.dispose()

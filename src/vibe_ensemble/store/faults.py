@@ -208,6 +208,24 @@ class DatabaseFileGone(ConnectionError):
     unreachable database (database_unavailable, nothing acknowledged) that no retry mends."""
 
 
+class TransactionTimedOut(TimeoutError):
+    """A PostgreSQL transaction not done within its bound (store/postgres.py): the database
+    unreachable, overloaded, or a lock another session holds (a statement waiting for it looks the
+    same from here). Its message is what the client is told; whether a COMMIT under way went
+    through is not known."""
+
+    def __init__(self, bound_s: float, *, committing: bool) -> None:
+        outcome = (
+            "it may have been carried out: look before sending it again"
+            if committing
+            else "nothing was changed"
+        )
+        super().__init__(
+            f"the database did not finish this request within {bound_s:g} s (unreachable, overloaded, "
+            f"or a lock another session holds); {outcome}"
+        )
+
+
 FILE_GONE = (
     "the server's database file was deleted or replaced while the server had it open; nothing was "
     "changed, and retrying will not help until its operator restarts it (the server's log says how)"
@@ -235,6 +253,9 @@ def translate(*, write: bool) -> Iterator[Outcome]:
             raise StorageFull() from exc
         if any(isinstance(e, DatabaseFileGone) for e in _causes(exc)):
             raise DatabaseUnavailable(RETRY_AFTER_S, FILE_GONE) from exc
+        timed_out = next((e for e in _causes(exc) if isinstance(e, TransactionTimedOut)), None)
+        if timed_out is not None:  # says how long, and what may have happened
+            raise DatabaseUnavailable(RETRY_AFTER_S, f"{timed_out}: retry in {RETRY_AFTER_S:g} s") from exc
         raise DatabaseUnavailable(RETRY_AFTER_S) from exc
     else:
         FAULTS.succeeded(write=write and outcome.wrote)

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.base import Executable
 
+from vibe_ensemble.store.faults import TransactionTimedOut
 from vibe_ensemble.store.prepared import Params, Prepared
 
 T = TypeVar("T")
@@ -147,30 +148,39 @@ class PostgresEngine:
         """A pooled connection in one transaction: committed when the block ends, rolled back on error.
         Without `transaction`, each statement commits by itself (reads only). With `bound_s`, the
         whole of it (the wait for a connection, the block, the COMMIT) is cut off past that many
-        seconds with TimeoutError, which `faults` takes for an unreachable database."""
-        async with asyncio.timeout(bound_s):
-            held = await self._acquire()
-            try:
-                conn = held.connection
-                if not transaction:
-                    yield conn
-                    return
-                tx = held.driver.transaction()
-                await tx.start()
+        seconds with `TransactionTimedOut`, which `faults` takes for an unavailable database."""
+        committing = False
+        bound = asyncio.timeout(bound_s)
+        try:
+            async with bound:
+                held = await self._acquire()
                 try:
-                    yield conn
-                except BaseException:
-                    # A statement cut off mid-flight (a cancelled task: a stopping duty, a timeout)
-                    # can leave the connection closed, or unanswered, so the rollback fails or hangs
-                    # too; the original error, a cancellation among them, must go on, not that
-                    # failure (the connection is broken then, and closed when given back).
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(PING_TIMEOUT_S):
-                            await tx.rollback()
-                    raise
-                await tx.commit()
-            finally:
-                await self._release(held)
+                    conn = held.connection
+                    if not transaction:
+                        yield conn
+                        return
+                    tx = held.driver.transaction()
+                    await tx.start()
+                    try:
+                        yield conn
+                    except BaseException:
+                        # A statement cut off mid-flight (a cancelled task: a stopping duty, a
+                        # timeout) can leave the connection closed, or unanswered, so the rollback
+                        # fails or hangs too; the original error, a cancellation among them, must go
+                        # on, not that failure (the connection is broken then, and closed when given
+                        # back).
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(PING_TIMEOUT_S):
+                                await tx.rollback()
+                        raise
+                    committing = True
+                    await tx.commit()
+                finally:
+                    await self._release(held)
+        except TimeoutError as exc:
+            if bound_s is None or not bound.expired():
+                raise  # another timeout (a connect's, a ping's): says its own
+            raise TransactionTimedOut(bound_s, committing=committing) from exc
 
     async def _acquire(self) -> _Held:
         while True:

@@ -292,10 +292,10 @@ def test_the_claude_code_hooks_file_stays_out_of_git_status(server: ServerProces
     before = exclude.read_text()
 
     dry = connect(server, repo, "claude-code", "--agent", "alice", "--hooks", "--dry-run")
-    assert f"would add settings.local.json to {exclude}" in dry.stdout
+    assert f"would add /.claude/settings.local.json to {exclude}" in dry.stdout
     assert exclude.read_text() == before
     first = connect(server, repo, "claude-code", "--agent", "alice", "--hooks")
-    assert f"added settings.local.json to {exclude}, so git ignores it in this clone" in first.stdout
+    assert f"added /.claude/settings.local.json to {exclude}, so git ignores it in this clone" in first.stdout
     assert exclude.read_text() == before + "/.claude/settings.local.json\n"
     status = subprocess.run(
         ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"],

@@ -374,6 +374,7 @@ async def test_an_mcp_url_with_a_wrong_path_says_where_the_endpoint_is(server: S
         error = _mcp_error(refused.value)
         assert error.error.message.startswith("[not_found] no MCP endpoint at this path"), (path, error)
         assert "ends in /mcp, with no trailing slash" in error.error.message
+        assert f"(here: {server.mcp_url})" in error.error.message  # this server's, on its own port
     other = httpx2.get(
         server.url + "/api/v1/nothing", headers={"Authorization": f"Bearer {server.admin_token}"}
     )

@@ -21,7 +21,10 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 # name -> (module, the one-line help that `vibe-ensemble --help` lists; tests/unit/test_cli_start.py
 # checks it against the command's own)
 GROUPS: dict[str, tuple[str, str]] = {
-    "serve": ("serve", "Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."),
+    "serve": (
+        "serve",
+        "Run the server: the dashboard at /, MCP at /mcp, REST at /api/v1, health at /healthz and /readyz.",
+    ),
     "migrate": ("migrate", "Apply the database migrations (SQLite or PostgreSQL)."),
     "mcp": ("stdio", "Serve the MCP tools over stdio, acting with the given token."),
     "audit": ("audit", "Show the audit log: authentication failures, denials, token changes, admin actions."),

@@ -164,10 +164,10 @@ def _git(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None
         return None
 
 
-def exclude_locally(directory: Path, path: Path, *, dry_run: bool) -> Path | None:
+def exclude_locally(directory: Path, path: Path, *, dry_run: bool) -> tuple[Path, str] | None:
     """Keep `path` (in `directory`) out of `git status`: its pattern in the repository's
-    `.git/info/exclude`, which is this clone's own and never committed. The exclude file, or None when
-    `directory` is not in a git repository or git already ignores the path."""
+    `.git/info/exclude`, which is this clone's own and never committed. The exclude file and the
+    pattern, or None when `directory` is not in a git repository or git already ignores the path."""
     relative = path.relative_to(directory).as_posix()
     ignored = _git(directory, "check-ignore", "-q", "--", relative)
     if ignored is None or ignored.returncode != 1:  # 0: ignored already; 128: no repository
@@ -177,10 +177,10 @@ def exclude_locally(directory: Path, path: Path, *, dry_run: bool) -> Path | Non
         return None
     top, exclude = found.stdout.splitlines()
     exclude_file = directory / exclude  # relative to `directory` unless absolute
+    pattern = "/" + path.resolve().relative_to(Path(top).resolve()).as_posix()
     if not dry_run:
-        pattern = "/" + path.relative_to(Path(top).resolve()).as_posix()
         text = exclude_file.read_text() if exclude_file.exists() else ""
         exclude_file.parent.mkdir(parents=True, exist_ok=True)
         with exclude_file.open("a") as fh:
             fh.write(("\n" if text and not text.endswith("\n") else "") + pattern + "\n")
-    return exclude_file.resolve()
+    return exclude_file.resolve(), pattern

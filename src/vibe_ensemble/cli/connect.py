@@ -148,10 +148,11 @@ def _directory(given: Path | None) -> Path:
 
 def _keep_out_of_git(directory: Path, path: Path, *, dry_run: bool) -> None:
     """A personal file stays out of `git status`: listed in the clone's own `.git/info/exclude`."""
-    exclude = exclude_locally(directory, path, dry_run=dry_run)
-    if exclude is not None:
+    excluded = exclude_locally(directory, path, dry_run=dry_run)
+    if excluded is not None:
+        exclude, pattern = excluded
         done = "would add" if dry_run else "added"
-        typer.echo(f"{done} {path.name} to {exclude}, so git ignores it in this clone (never committed)")
+        typer.echo(f"{done} {pattern} to {exclude}, so git ignores it in this clone (never committed)")
 
 
 # How long connect waits for the server's answers. A first request past the probes' routes builds

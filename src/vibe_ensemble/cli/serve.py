@@ -43,7 +43,10 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run the server: MCP at /mcp, REST at /api/v1, health at /healthz and /readyz."""
+    """Run the server: the dashboard at /, MCP at /mcp, REST at /api/v1, health at /healthz and /readyz.
+
+    SQLite: the file is in VIBE_DATA_DIR (default: your data directory); other commands need the same.
+    """
     settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
     configure_logging(settings)
     # What the settings get wrong (a short secret, SQLite with replicas) before what is missing on

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.startup import command
 from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import audit as audit_store
@@ -60,7 +61,7 @@ def _not_a_database(path: Path) -> Finding:
         "database",
         "fail",
         f"{path} does not exist",
-        "run `vibe-ensemble migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
+        f"run `{command()} migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
     )
 
 
@@ -181,7 +182,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
     except Exception as exc:
         reason = faults.innermost(exc)  # why, not "the database cannot be reached; retry in 5 s"
         if faults.damaged(exc):
-            fix = "restore a backup: `vibe-ensemble backup restore` (docs/backups.md)"
+            fix = f"restore a backup: `{command()} backup restore` (docs/backups.md)"
             return [Finding("database", "fail", f"{db.safe_url()} is damaged: {reason}", fix)]
         return [
             Finding(
@@ -206,7 +207,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
                 "a newer vibe-ensemble migrated it: run that version, or restore the backup taken "
                 "before the upgrade"
                 if newer
-                else "run `vibe-ensemble migrate` (or serve with --migrate)",
+                else f"run `{command()} migrate` (or serve with --migrate)",
             )
         )
 
@@ -242,7 +243,7 @@ def backup_tools(bin_dir: Path | None) -> Finding:
             "backup tools",
             "warn",
             f"pg_dump not found (looked in {where}PATH and /usr/lib/postgresql/*/bin)",
-            f"{PG_TOOL_HELP}; then `vibe-ensemble backup create` can dump this database",
+            f"{PG_TOOL_HELP}; then `{command()} backup create` can dump this database",
         )
     if bin_dir is not None and Path(found).parent != bin_dir:
         return Finding(
@@ -263,7 +264,7 @@ async def _backup_age(db: Database, now: datetime) -> Finding:
             "last backup",
             "warn",
             "no backup recorded",
-            "run `vibe-ensemble backup create --label daily` and schedule it (docs/backups.md)",
+            f"run `{command()} backup create --label daily` and schedule it (docs/backups.md)",
         )
     age = (now - entries[0].time).total_seconds()
     detail = f"{age / 3600:.1f} h ago ({entries[0].details.get('backup', '?')})"

@@ -128,7 +128,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404 and _near_mcp(request.url.path):
-            return _mcp_is_elsewhere()
+            return _mcp_is_elsewhere(request)
         if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
             rule = _unreadable(exc.__cause__)
             return JSONResponse(
@@ -152,7 +152,7 @@ def install(app: FastAPI) -> None:
         )
 
 
-MCP_HERE = "no MCP endpoint at this path: the MCP URL ends in /mcp, with no trailing slash (e.g. http://127.0.0.1:8080/mcp)"
+MCP_HERE = "no MCP endpoint at this path: the MCP URL ends in /mcp, with no trailing slash"
 
 
 def _near_mcp(path: str) -> bool:
@@ -160,7 +160,8 @@ def _near_mcp(path: str) -> bool:
     return path != "/mcp" and path.rstrip("/").endswith("/mcp")
 
 
-def _mcp_is_elsewhere() -> JSONResponse:
+def _mcp_is_elsewhere(request: Request) -> JSONResponse:
     """404 as a JSON-RPC error, which an MCP client shows (it showed "Not Found", saying nothing of
-    where the endpoint is)."""
-    return JSONResponse(auth.jsonrpc_error_body("not_found", MCP_HERE), 404)
+    where the endpoint is), with this server's MCP URL as the client reached it."""
+    message = f"{MCP_HERE} (here: {str(request.base_url).rstrip('/')}/mcp)"
+    return JSONResponse(auth.jsonrpc_error_body("not_found", message), 404)

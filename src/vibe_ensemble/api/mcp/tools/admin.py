@@ -35,7 +35,7 @@ async def retire_agent(
     reason: Annotated[str, text("Why, for the record.", MAX_NOTE)] = "",
     project: ProjectArg = None,
 ) -> Agent:
-    """Retire an agent: offline, leases released, its in-progress issues reopened (coordinators)."""
+    """Retire an agent: offline, leases released, its unfinished issues unassigned (coordinators)."""
     services, caller = acting()
     return await services.agents.retire(caller, name=name, project=project, reason=reason)
 

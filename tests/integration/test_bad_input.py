@@ -134,6 +134,12 @@ INVALID += [
         ONE_LINE,
     ),
     (
+        "a token label holding a token (labels are listed and published in the event feed)",
+        lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, label="ci vibe_" + "A" * 43),
+        "label",
+        "must not contain a token",
+    ),
+    (
         "a lease path with a newline",
         lambda s, a: s.reservations.reserve(a, ["a\nb.py"], agent="w1"),
         "paths[0]",

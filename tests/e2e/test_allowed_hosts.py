@@ -184,3 +184,25 @@ def test_no_redirect_carries_an_origin_from_the_host(loopback: ServerProcess) ->
         assert login.status_code == 303 and login.headers["location"] == "/"
         again = client.get("/login")
         assert again.status_code == 303 and again.headers["location"] == "/"
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_first(named: ServerProcess) -> None:
+    """A proxy in front may read (or strip, or log) the other credential than the one checked: a
+    request with two `Authorization` headers is refused on REST, MCP and the dashboard, even when
+    one of them is good, and nothing is served."""
+    good, bad = f"Bearer {named.admin_token}", "Bearer vibe_" + "x" * 43
+    for first, second in ((good, bad), (bad, good), (good, good)):
+        headers = [("Host", "vibe.example.com"), ("Authorization", first), ("Authorization", second)]
+        rest = httpx2.get(named.url + "/api/v1/projects", headers=headers)
+        assert rest.status_code == 401, (first, second)
+        assert rest.json()["error"] == {
+            "code": "unauthenticated",
+            "message": "send one Authorization header (this request carries 2)",
+            "details": {},
+        }
+        mcp = httpx2.post(named.mcp_url, json=INIT, headers=[*headers, *MCP_HEADERS.items()])
+        assert mcp.status_code == 401 and "send one Authorization header" in mcp.text
+        page = httpx2.get(named.url + "/", headers=headers)
+        assert page.status_code == 401 and "send one Authorization header" in page.text
+    one = [("Host", "vibe.example.com"), ("Authorization", good)]
+    assert httpx2.get(named.url + "/api/v1/projects", headers=one).status_code == 200

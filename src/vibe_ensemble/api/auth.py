@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import Send
 
@@ -42,9 +43,15 @@ CHALLENGE = 'Bearer realm="vibe-ensemble", error="invalid_token"'
 ASK = 'Bearer realm="vibe-ensemble"'
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None:
-    """The token of an `Authorization: Bearer …` header; None when there is none (or it is empty)."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer …` header; None when there is none (or it is empty).
+
+    Two `Authorization` headers are `Unauthenticated`: which one a proxy in front reads (or logs, or
+    strips) is anyone's guess, so neither is taken."""
+    values = headers.getlist("authorization")
+    if len(values) > 1:
+        raise Unauthenticated(f"send one Authorization header (this request carries {len(values)})")
+    scheme, _, token = (values[0] if values else "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 

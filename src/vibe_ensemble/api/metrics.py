@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.metrics_core import Metric
 
 from vibe_ensemble.api import auth
+from vibe_ensemble.domain.errors import Unauthenticated
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
@@ -47,7 +48,10 @@ def refusal(settings: Settings, request: Request) -> Response | None:
         if settings.loopback_only:
             return None
         return JSONResponse(auth.error_body("permission_denied", UNSET), 403)
-    presented = auth.bearer_token(request.headers)
+    try:
+        presented = auth.bearer_token(request.headers)
+    except Unauthenticated as exc:
+        return JSONResponse(auth.error_body(exc.code, exc.message), 401, {"WWW-Authenticate": REALM})
     # headers arrive as latin-1 text: back to their bytes, against the setting's UTF-8 bytes
     if presented is not None and hmac.compare_digest(
         presented.encode("latin-1"), settings.metrics_token.encode()

@@ -138,7 +138,7 @@ def _checked_arguments(
     caller.require(Op.TOKEN_ADMIN)
     label = rules.line("label", label, max_len=rules.MAX_LINE, required=False)
     if tokens.redact(label) != label:  # a label is shown in token lists and the event feed, in clear
-        raise InvalidInput("label", "must not contain a token (labels are shown to everyone who lists tokens)")
+        raise InvalidInput("label", "must not contain a token (labels are shown to all who list tokens)")
     if agent is not None:
         agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act
         if project is None:

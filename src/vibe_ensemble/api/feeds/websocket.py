@@ -59,7 +59,11 @@ async def serve(websocket: WebSocket) -> None:
     await websocket.accept()
     metrics.FEED_SUBSCRIBERS.labels("ws").inc()
     try:
-        token = auth.bearer_token(websocket.headers)
+        try:
+            token = auth.bearer_token(websocket.headers)
+        except VibeError as exc:
+            await _close(websocket, close_code(exc), f"{exc.code}: {exc.message}")
+            return
         session = None if token is not None else sessions.from_request(websocket)
         if session is not None and not sessions.same_origin(websocket):
             # A page of another site opening a socket to us with the browser's cookie (had the

@@ -245,6 +245,24 @@ async def test_idempotency_key_replays_the_first_result(team: Services, admin: C
     assert [r.pattern for r in other.granted] == ["tests/**"]
 
 
+async def test_a_replay_does_not_grant_a_lease_that_has_ended_since(team: Services, admin: Caller) -> None:
+    """A retry after the lease was released (and taken by another) must not tell the agent it holds
+    it: the replay lists only the leases still held, and says which ended."""
+    ann, bob = bound("ann"), bound("bob")
+    first = await team.reservations.reserve(ann, ["src/a.py", "src/b.py"], idempotency_key="k-2")
+    assert [r.pattern for r in first.granted] == ["src/a.py", "src/b.py"]
+    await team.reservations.release(ann, ["src/a.py"])
+    taken = await team.reservations.reserve(bob, ["src/a.py"])
+    assert [r.pattern for r in taken.granted] == ["src/a.py"]
+    retry = await team.reservations.reserve(ann, ["src/a.py", "src/b.py"], idempotency_key="k-2")
+    assert retry.granted == [first.granted[1]]
+    assert retry.warnings == [
+        "'src/a.py': the lease the first call with this idempotency_key granted has ended since"
+        " (released or expired): you do not hold it; reserve it again with a new key"
+    ]
+    assert [r.holder for r in await team.reservations.list(admin)] == ["ann", "bob"]
+
+
 BAD_INPUT: list[tuple[dict[str, object], str, str]] = [
     ({"paths": ["/etc/passwd"]}, "paths[0]", "relative to the repository root"),
     ({"paths": ["src/a.py", "../x"]}, "paths[1]", "'..'"),

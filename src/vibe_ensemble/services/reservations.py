@@ -257,7 +257,9 @@ def _emit_released(
 async def _replay(
     tx: Transaction, project_id: int, agent_id: int, key: str, request: dict[str, Any]
 ) -> ReservationResult | None:
-    """The stored result of an earlier reserve with this idempotency key, if any (same arguments only)."""
+    """The result of an earlier reserve with this idempotency key, if any (same arguments only): its
+    leases as they are now. A lease it granted that has ended since (released, expired, taken over)
+    is not replayed as granted: a warning says so, as an agent must not edit on a lease it lost."""
     stored = await idempotency.load(tx.conn, project_id, agent_id, OPERATION, key, tx.now)
     if stored is None:
         return None
@@ -266,7 +268,24 @@ async def _replay(
             "idempotency_key was already used with different arguments; use a new key for a new request",
             idempotency_key=key,
         )
-    return _RESULT.validate_python(stored["result"])
+    first = _RESULT.validate_python(stored["result"])
+    if not first.granted:
+        return first
+    held = {
+        r.pattern: r
+        for r in await store.held_of(tx.conn, agent_id, tx.now, [g.pattern for g in first.granted])
+    }
+    ended = [g.pattern for g in first.granted if g.pattern not in held]
+    return ReservationResult(
+        granted=[held[g.pattern] for g in first.granted if g.pattern in held],
+        conflicts=first.conflicts,
+        warnings=first.warnings
+        + [
+            f"'{pattern}': the lease the first call with this idempotency_key granted has ended since"
+            " (released or expired): you do not hold it; reserve it again with a new key"
+            for pattern in ended
+        ],
+    )
 
 
 async def _remember(

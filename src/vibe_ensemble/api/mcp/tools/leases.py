@@ -40,7 +40,7 @@ async def reserve_paths(
     ] = ReserveMode.ADVISORY,
     idempotency_key: Annotated[
         str | None,
-        text("Retrying with the same key returns the first result.", MAX_LINE),
+        text("A retry with the same key gets the first result, less leases ended since.", MAX_LINE),
     ] = None,
     agent: AgentArg = None,
     project: ProjectArg = None,

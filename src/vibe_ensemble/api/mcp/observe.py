@@ -2,7 +2,7 @@
 `vibe_mcp_tool_seconds`).
 
 The outcome is `ok`, or the code of the error the agent got: our tool errors all carry `[code]`
-(context.py, arguments.py; the SDK may put "Error executing tool …: " before it), and only the
+(context.py, arguments.py; the SDK's "Error executing tool …: " before it is cut), and only the
 codes of domain/errors.py (and `internal`) are used as label values, anything else is `error`; a
 call the SDK refuses as a protocol error is `protocol_error`, one that raised in our code (the agent
 got -32603) `internal`. A name that is not one of the profile's tools is counted as `unknown`. So
@@ -70,6 +70,23 @@ def outcome(result: HandlerResult) -> str:
     return found.group(1) if found and found.group(1) in known_codes() else "error"
 
 
+def _ours_first(result: HandlerResult, tool: str) -> HandlerResult:
+    """A tool error as `[code] message {…}`, whichever layer refused: the SDK puts
+    "Error executing tool <tool>: " before a refusal raised in the tool (its results reach this
+    middleware as dicts; arguments.py's own refusals have no prefix), and an agent reading errors
+    by their leading `[code]` would miss it."""
+    prefix = f"Error executing tool {tool}: ["
+    if not isinstance(result, dict):
+        return result
+    content = result.get("content")
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return result
+    text = content[0].get("text")
+    if not isinstance(text, str) or not text.startswith(prefix):
+        return result
+    return {**result, "content": [{**content[0], "text": text[len(prefix) - 1 :]}, *content[1:]]}
+
+
 def failure(exc: Exception) -> str:
     """The outcome of a call that raised: a JSON-RPC error (the SDK refused the request, or one of our
     layers did as JSON-RPC says) is `protocol_error`; anything else a fault of ours (`internal`: the
@@ -96,7 +113,7 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
         try:
             result = await call_next(ctx)
             result_outcome = outcome(result)
-            return result
+            return result if result_outcome == "ok" else _ours_first(result, tool)
         except Exception as exc:
             result_outcome = failure(exc)
             raise

@@ -11,6 +11,7 @@ from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import Unauthenticated
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import credentials as credential_store
+from vibe_ensemble.store import faults
 
 
 async def _revoke_behind_the_service(runtime: Runtime, token_id: int) -> None:
@@ -102,3 +103,37 @@ async def test_a_tokens_last_use_is_written_down_at_most_once_a_minute(
     runtime.services.ctx.clock = lambda: start + timedelta(seconds=61)
     await tokens.authenticate(secret)
     assert await last_used() == start + timedelta(seconds=61)
+
+
+async def test_while_the_database_is_known_down_a_recent_token_is_taken_without_asking_it(
+    runtime: Runtime, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung database answers nothing: once a request found it down, a recently verified token is
+    taken at once, not after the token check has waited the request's whole bound."""
+    tokens = runtime.services.tokens
+    cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    assert (await tokens.authenticate(secret)).credential_id == cred.id  # verified, remembered
+    tokens.cache.clear()
+    asked: list[str] = []
+    real_snapshot = tokens.snapshot
+
+    def snapshot() -> object:
+        asked.append("snapshot")
+        return real_snapshot()
+
+    monkeypatch.setattr(tokens, "snapshot", snapshot)
+    log = faults.FaultLog()
+    monkeypatch.setattr(faults, "FAULTS", log)
+    log.failed("unavailable", TimeoutError("the database did not answer"))
+    assert (await tokens.authenticate(secret)).credential_id == cred.id
+    assert asked == []
+    # a token this process has not verified is still looked up (and the database answers here)
+    _, other = await tokens.create(admin, role=TokenRole.VIEWER)
+    tokens.cache.clear()
+    await tokens.authenticate(other)
+    assert asked == ["snapshot"]
+    # once a request got through, every token is read from the database again
+    log.succeeded(write=False)
+    tokens.cache.clear()
+    await tokens.authenticate(secret)
+    assert asked == ["snapshot", "snapshot"]

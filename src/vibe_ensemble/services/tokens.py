@@ -32,6 +32,7 @@ from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service, ServiceContext
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import credentials as store
+from vibe_ensemble.store import faults
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store import sessions as session_store
 from vibe_ensemble.store.credentials import StoredCredential
@@ -276,13 +277,19 @@ class TokenService(Service):
             found = self.cache.get(wanted)
             from_database = found is None
             if from_database:
+                # While the database is known to be down, a token verified recently is taken at once:
+                # asking the database first would spend the request's whole bound on the token (a
+                # hung server answers nothing), and the request's own transaction another.
+                known = self.recent.recall(wanted, self.ctx.clock()) if faults.FAULTS.unreachable else None
                 try:
-                    async with self.snapshot() as conn:
-                        found = await store.by_hash(conn, wanted)
+                    if known is None:
+                        async with self.snapshot() as conn:
+                            found = await store.by_hash(conn, wanted)
                 except DatabaseUnavailable:
                     known = self.recent.recall(wanted, self.ctx.clock())
                     if known is None:
                         raise
+                if known is not None:
                     caller = replace(known, remote=remote)
                     if throttle:
                         self.throttle(caller)

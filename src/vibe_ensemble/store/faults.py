@@ -174,6 +174,12 @@ class FaultLog:
             self.refused, self.last_summary = 0, now
 
     @property
+    def unreachable(self) -> bool:
+        """The last request found the database unreachable (or not answering in its bound), and none
+        has got through since."""
+        return self.down_since is not None and self.kind == "unavailable"
+
+    @property
     def unwritable(self) -> bool:
         """Writes cannot reach the database (unreachable or locked), and none has succeeded since."""
         return self.down_since is not None and self.kind == "unavailable" and self.by_write

@@ -38,6 +38,8 @@ def P(text: str) -> globs.LeasePattern:
         ("./", "covers the whole repository"),
         ("src/[ab", "unclosed '['"),
         ("src/a\\", "lone backslash"),
+        ("src\\core\\x.py", "a backslash escapes a glob character"),
+        ("docs\\.md", "not '.'"),
         ("src/[z-a].py", "reversed range"),
         ("src/[[:nope:]]", "unknown character class"),
         ("a" * 257, "at most 256 characters"),

@@ -7,7 +7,8 @@ A pattern is one of
 - a **path glob** with git's wildmatch semantics (as in `:(glob)` pathspecs):
   `*` and `?` match within one path segment, `[a-z]` / `[!a-z]` are character
   classes (never matching `/`), `**` as a whole segment matches zero or more
-  directories (`src/**`, `**/*.py`, `docs/**/index.md`), and `\\x` matches `x`.
+  directories (`src/**`, `**/*.py`, `docs/**/index.md`), and `\\*` matches `*` (a new
+  pattern may escape only what needs it: `src\\core\\x.py`, a Windows path, is refused).
 
 This module validates and normalises patterns and splits a glob into tokens; whether two
 patterns overlap is decided in `domain/overlap.py`. Patterns are limited to MAX_PATTERN
@@ -88,6 +89,15 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
             "covers the whole repository; lease only what you will change, e.g. src/api/** or docs/*.md",
             value=raw,
         )
+    pointless = _pointless_escape(normalised)
+    if pointless is not None:
+        # `src\core\x.py` (a Windows path) would lease `srccorex.py`, and cover nothing meant
+        raise InvalidInput(
+            field,
+            f"a backslash escapes a glob character (\\*, \\?, \\[, \\\\), not {pointless!r}: "
+            "separate directories with '/', e.g. src/core/x.py",
+            value=raw,
+        )
     tokens = tokenise(field, normalised)  # syntax check: classes and escapes are well formed
     wildcards = sum(1 for t in tokens if isinstance(t, str) or t != ((t[0][0], t[0][0]),))
     if wildcards > MAX_WILDCARDS:
@@ -98,6 +108,21 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
         )
     note = None if normalised == text else f"{raw!r} was normalised to {normalised!r}"
     return LeasePattern(normalised, resource=False), note
+
+
+def _pointless_escape(text: str) -> str | None:
+    """The first character a backslash escapes that needs no escape (a letter, a digit, '.', '_' or
+    a space): such a pattern is a path with Windows separators, not a glob. None when none."""
+    i = 0
+    while i < len(text) - 1:
+        if text[i] == "\\":
+            following = text[i + 1]
+            if following.isalnum() or following in "._ ":
+                return following
+            i += 2
+        else:
+            i += 1
+    return None
 
 
 def stored(text: str) -> LeasePattern:

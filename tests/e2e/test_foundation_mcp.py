@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import httpx2
@@ -395,6 +396,37 @@ async def test_null_for_an_optional_argument_is_its_default_whatever_its_type(se
         assert made["priority"] == "p2"
         refused = await client.call_tool("create_issue", {"title": None, "agent": "nul"})
         assert refused.is_error and "title" in refused.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_wait_of_nan_or_infinite_seconds_is_refused_as_such(server: ServerProcess) -> None:
+    """`NaN` (which Python's JSON reads) compares false with every bound, so it was refused as
+    'less than or equal to 60'. (The SDK client cannot send it: it writes NaN as null.)"""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {server.admin_token}",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "wait_for_messages",
+    }
+    for value in ("NaN", "Infinity"):
+        body = (
+            '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "wait_for_messages", '
+            f'"arguments": {{"agent": "nan", "timeout_s": {value}}}, "_meta": {json.dumps(meta)}}}}}'
+        )
+        answer = httpx2.post(server.mcp_url, content=body, headers=headers, timeout=10).json()
+        text = answer["result"]["content"][0]["text"]
+        assert "timeout_s: Input should be a finite number" in text, (value, text)
+    token = {"Authorization": f"Bearer {server.admin_token}"}
+    rest = httpx2.get(
+        server.url + "/api/v1/projects/default/agents/nan/inbox/wait?timeout_s=nan", headers=token
+    )
+    assert rest.status_code == 422 and "finite" in rest.text, rest.text
 
 
 async def test_an_update_of_nulls_only_says_how_to_clear_a_field(server: ServerProcess) -> None:

@@ -73,7 +73,13 @@ async def wait_for_messages(
     caller: CallerDep,
     services: ServicesDep,
     timeout_s: Annotated[
-        float, Query(ge=0, le=int(MAX_WAIT_S), description="Give up after this many seconds (at most 60).")
+        float,
+        Query(
+            ge=0,
+            le=int(MAX_WAIT_S),
+            allow_inf_nan=False,
+            description="Give up after this many seconds (at most 60).",
+        ),
     ] = 30.0,
     since_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,

@@ -84,7 +84,13 @@ async def acknowledge_messages(
 
 async def wait_for_messages(
     timeout_s: Annotated[
-        float, Field(ge=0, le=int(MAX_WAIT_S), description="Give up after this many seconds (at most 60).")
+        float,
+        Field(
+            ge=0,
+            le=int(MAX_WAIT_S),
+            allow_inf_nan=False,
+            description="Give up after this many seconds (at most 60).",
+        ),
     ] = 30,
     since_id: Annotated[int, Field(ge=0, le=MAX_ID, description="Only messages with a larger id.")] = 0,
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, description="At most this many messages.")] = 50,

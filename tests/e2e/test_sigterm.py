@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -178,3 +181,22 @@ async def test_a_feed_opened_while_draining_is_refused_cleanly(tmp_path: Path) -
         assert "Traceback" not in server.log(), server.log()[-3000:]
     finally:
         server.stop()
+
+
+def test_a_sigterm_while_starting_stops_it_cleanly(tmp_path: Path) -> None:
+    """Told to stop while it migrates and starts (a rollout that changes its mind, `podman stop`
+    at once): it exits 0 with a line saying it stopped, not 143 with nothing said, and a second
+    signal still ends it at once."""
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_PORT": "0", "VIBE_HOST": "127.0.0.1"}
+    argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
+    with subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        said = [proc.stderr.readline()]
+        while not said[-1].startswith("database:"):  # printed after the stop signals are deferred
+            assert said[-1], "".join(said)
+            said.append(proc.stderr.readline())
+        proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0, "".join(said) + rest + out
+    assert "server_stopped" in out + rest, out + rest
+    assert "Traceback" not in out + rest

@@ -23,7 +23,7 @@ from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.health import health_listener
 from vibe_ensemble.ops.logging import configure_logging
-from vibe_ensemble.ops.startup import StartupError, bind
+from vibe_ensemble.ops.startup import StartupError, bind, defer_stop_signals
 from vibe_ensemble.store.urls import database_label
 
 
@@ -47,6 +47,7 @@ def serve(
 
     SQLite: the file is in VIBE_DATA_DIR (default: your data directory); other commands need the same.
     """
+    defer_stop_signals()  # a stop asked while starting is kept for when it is started (ops/startup.py)
     settings = settings_or_exit(config, database_url=database_url, host=host, port=port)
     configure_logging(settings)
     # What the settings get wrong (a short secret, SQLite with replicas) before what is missing on

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 from types import FrameType
 
+import structlog
 import uvicorn
 from rich.markup import escape
 
@@ -22,8 +23,10 @@ from vibe_ensemble.cli.common import database_env, err
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.health import HealthListener, health_listener
-from vibe_ensemble.ops.startup import command
+from vibe_ensemble.ops.startup import command, stop_asked
 from vibe_ensemble.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 
 async def prepare(settings: Settings, *, migrate: bool) -> None:
@@ -105,6 +108,9 @@ async def _serve(
     runtime = Runtime(settings)
     await runtime.start(apply_migrations=migrate)
     try:
+        if stop_asked() is not None:  # while starting (migrating): stop before listening
+            log.info("server_stopped", before="serving", signal=signal.Signals(stop_asked() or 0).name)
+            return
         tracer = tracing.start(settings)  # in each worker: the exporter's thread does not survive a fork
         secret = await runtime.bootstrap_admin_token() if first else None
         if secret is not None:
@@ -148,6 +154,7 @@ async def _serve(
     finally:
         tracing.stop()
         await runtime.stop()
+    log.info("server_stopped")
 
 
 FEEDS_GOODBYE_S = 1.0  # at most this long for the open feeds to end before the server stops
@@ -180,6 +187,9 @@ class DrainingServer(uvicorn.Server):
     async def _stop(self, sig: int, frame: FrameType | None) -> None:
         runtime = self._runtime
         drain = runtime.settings.shutdown_drain_s
+        log.info(
+            "server_stopping", signal=signal.Signals(sig).name, drain_s=drain if sig == signal.SIGTERM else 0
+        )
         if sig == signal.SIGTERM and drain > 0:
             # Drain first: not ready, every answer says Connection: close; then stop.
             runtime.draining = True
@@ -213,6 +223,9 @@ class DrainingServer(uvicorn.Server):
         process before `Runtime.stop()` runs and makes a clean stop look like a crash (-15).
         """
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        asked = stop_asked()  # after `_serve` looked, before these handlers were set
+        if asked is not None:
+            self.handle_exit(asked, None)
         try:
             yield
         finally:

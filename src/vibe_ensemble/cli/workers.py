@@ -38,6 +38,7 @@ from types import FrameType
 
 from vibe_ensemble.cli.common import run
 from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.startup import stop_asked
 
 Serve = Callable[..., Awaitable[None]]
 
@@ -75,6 +76,13 @@ def serve_workers(
 ) -> None:
     """Serve on `sock` (bound by the caller, before anything was created) from `workers` processes."""
     run(prepare, database=settings.effective_database_url)
+    if stop_asked() is not None:  # while migrating: no worker is started
+        import structlog
+
+        structlog.get_logger(__name__).info(
+            "server_stopped", before="serving", signal=signal.Signals(stop_asked() or 0).name
+        )
+        return
     pids: list[int] = []
     supervisor = os.getpid()
     for index in range(workers):
@@ -139,6 +147,9 @@ def _supervise(pids: list[int]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    asked = stop_asked()  # while the workers were being started
+    if asked is not None:
+        forward(asked, None)
     status = 0
     alive = set(pids)
     while alive:

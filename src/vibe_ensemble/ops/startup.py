@@ -79,3 +79,29 @@ def command() -> str:
     if found and Path(found).resolve() == script.resolve():
         return APP_NAME
     return shlex.quote(os.path.abspath(script))
+
+
+# A SIGTERM (or Ctrl-C) that arrives while the server starts (imports, migrations) is remembered,
+# not fatal: Python's default ends the process at once (exit 143, a migration cut short, no line
+# saying why). The server checks `stop_asked()` once started, before it listens, and stops cleanly
+# (exit 0); a second signal ends it at once, as it does while serving.
+_asked: list[int] = []
+
+
+def defer_stop_signals() -> None:
+    """From now until the server installs its own handlers, SIGTERM and SIGINT ask for a stop."""
+    import signal
+
+    def remember(sig: int, frame: object) -> None:
+        if _asked:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)  # the second: at once, as the default would have
+        _asked.append(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, remember)
+
+
+def stop_asked() -> int | None:
+    """The signal that asked the starting server to stop, if one did."""
+    return _asked[0] if _asked else None

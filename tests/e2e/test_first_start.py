@@ -38,7 +38,7 @@ def test_a_taken_port_creates_nothing_and_names_the_way_out(tmp_path: Path) -> N
         port = taken.getsockname()[1]
         done = run(["serve", "--migrate", "--port", str(port)], env, tmp_path)
     assert done.returncode == 2, done.stderr
-    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert done.stderr.startswith(f"error: port {port} on 127.0.0.1 is already in use"), done.stderr
     assert "make run PORT=8090" in done.stderr and "--port 8090" in done.stderr
     assert "Traceback" not in done.stderr and "token" not in done.stdout
     assert not (tmp_path / "share").exists()  # no database, so no admin token spent

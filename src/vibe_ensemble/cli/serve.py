@@ -65,7 +65,6 @@ def serve(
         tracing.endpoint(settings)
     except ValueError as exc:
         fail(f"invalid settings: {exc}", 2)
-    err.print(f"database: {escape(database_label(settings.effective_database_url))}", soft_wrap=True)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):
         err.print(
             "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "
@@ -82,6 +81,7 @@ def serve(
     except StartupError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    err.print(f"database: {escape(database_label(settings.effective_database_url))}", soft_wrap=True)
     if workers > 1 or os.environ.get(METRICS_DIR):
         share_metrics()  # before prometheus_client is imported (by the server module, below)
     from vibe_ensemble.cli import server

@@ -166,8 +166,8 @@ def _serve_database(settings: Settings, token: str) -> None:
             await runtime.start()
         except DatabaseInUse as exc:  # a server owns the file: the way to share it is through it
             raise DatabaseInUse(
-                f"{exc} Or go through that server instead: `{command()} mcp --url http://HOST:PORT/mcp`, "
-                "its MCP URL as it printed at start, with the same token (docs/clients/stdio.md)"
+                f"{exc} Or go through that server instead: `{command()} mcp --url {settings.mcp_url}` "
+                "(or the MCP URL it printed at start), with the same token (docs/clients/stdio.md)"
             ) from None
         # resource changes, for subscriptions/listen and resources/subscribe
         bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)

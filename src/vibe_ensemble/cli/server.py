@@ -108,8 +108,9 @@ async def _serve(
     runtime = Runtime(settings)
     await runtime.start(apply_migrations=migrate)
     try:
-        if stop_asked() is not None:  # while starting (migrating): stop before listening
-            log.info("server_stopped", before="serving", signal=signal.Signals(stop_asked() or 0).name)
+        asked = stop_asked()
+        if asked is not None:  # while starting (migrating): stop before listening
+            log.info("server_stopped", before="serving", signal=signal.Signals(asked).name)
             return
         tracer = tracing.start(settings)  # in each worker: the exporter's thread does not survive a fork
         secret = await runtime.bootstrap_admin_token() if first else None

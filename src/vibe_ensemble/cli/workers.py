@@ -76,11 +76,12 @@ def serve_workers(
 ) -> None:
     """Serve on `sock` (bound by the caller, before anything was created) from `workers` processes."""
     run(prepare, database=settings.effective_database_url)
-    if stop_asked() is not None:  # while migrating: no worker is started
+    asked = stop_asked()
+    if asked is not None:  # while migrating: no worker is started
         import structlog
 
         structlog.get_logger(__name__).info(
-            "server_stopped", before="serving", signal=signal.Signals(stop_asked() or 0).name
+            "server_stopped", before="serving", signal=signal.Signals(asked).name
         )
         return
     pids: list[int] = []

@@ -4,6 +4,7 @@ callers wait their turn when all are busy, and a connection the server cut is re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -368,3 +369,38 @@ async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_u
             assert (await conn.execute(sa.text("SELECT count(*) FROM held"))).scalar_one() == 0
     finally:
         await db.dispose()
+
+
+async def test_idle_connections_given_up_in_a_cut_are_all_closed_at_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request after a cut pings an idle connection, finds it silent and closes the idle
+    ones. Closed gracefully, each waited 2 s for the silent server: the bound ran out among them, and
+    the ones not yet closed were left to the garbage collector, whose finalizer closed them from
+    inside uvloop and crashed the server (a segmentation fault when the database came back)."""
+    url = sa.make_url(postgres_url)
+    hole = BlackHole(url)
+    port = await hole.start()
+    through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
+    db = Database(through.render_as_string(hide_password=False), pool_size=6)
+    db.transaction_timeout_s = 1.0
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(6):
+                conn = await stack.enter_async_context(db.write())
+                await conn.execute(sa.text("SELECT 1"))
+        pool = db._postgres
+        idle = list(pool._idle)
+        assert len(idle) == 6
+        monkeypatch.setattr(postgres, "IDLE_PING_S", 0.0)
+        monkeypatch.setattr(postgres, "PING_TIMEOUT_S", 0.2)
+        hole.cut.set()
+        with pytest.raises(DatabaseUnavailable):
+            async with db.write() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        assert all(held.driver.is_closed() for held in idle)  # none left to the garbage collector
+        assert all(held.conn.closed for held in idle)
+        assert pool._open == 0 and pool._idle == []
+    finally:
+        await db.dispose()
+        await hole.close()

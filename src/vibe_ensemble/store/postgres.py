@@ -105,10 +105,28 @@ class _Held:
         )
 
 
-async def _shut(held: _Held) -> None:
-    """Close a connection however it was left (the pool has already counted it out)."""
+def _cut(held: _Held) -> None:
+    """Close a connection's socket at once, with no round trip (the pool has counted it out).
+
+    A graceful close asks the server first, and SQLAlchemy waits 2 s for a hung one to answer: a
+    pool closing its idle connections one by one ran past the request's bound, and the cancellation
+    left the rest to the garbage collector, whose finalizer closed them from wherever it ran (inside
+    uvloop's own code: the process crashed with a segmentation fault)."""
     with contextlib.suppress(Exception):
-        await held.conn.invalidate()  # closes asyncpg's connection
+        held.driver.terminate()
+
+
+async def _shut(held: _Held) -> None:
+    """Close a connection however it was left (the pool has already counted it out): its socket at
+    once (`_cut`), then SQLAlchemy's record of it, which no cancellation interrupts (a record left
+    open is closed by the garbage collector's finalizer, see `_cut`)."""
+    _cut(held)
+    await asyncio.shield(_forget_record(held))
+
+
+async def _forget_record(held: _Held) -> None:
+    with contextlib.suppress(Exception):
+        await held.conn.invalidate()  # the socket is closed already: no round trip
     with contextlib.suppress(Exception):
         await held.conn.close()
 
@@ -281,10 +299,11 @@ class PostgresEngine:
 
     async def _close_all_idle(self) -> None:
         idle, self._idle = self._idle, []
-        for _ in idle:  # counted out first: a cancellation while closing them leaks no place
+        for held in idle:  # counted out and cut first: a cancellation meanwhile leaks nothing
             self._forget()
-        for held in idle:
-            await _shut(held)
+            _cut(held)
+        if idle:
+            await asyncio.shield(asyncio.gather(*(_forget_record(held) for held in idle)))
 
     def _forget(self) -> None:
         """One connection fewer: its place goes to a caller waiting, if any."""

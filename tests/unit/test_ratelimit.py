@@ -69,3 +69,12 @@ def test_memory_is_bounded_by_forgetting_the_least_recently_used() -> None:
     assert len(limiter) == 3
     assert limiter.take("a", "viewer") > 0  # still remembered: still empty
     assert limiter.take("b", "viewer") == 0.0  # forgotten: a fresh bucket
+
+
+def test_a_refusal_says_the_same_wait_in_its_text_and_its_details() -> None:
+    from vibe_ensemble.domain.errors import RateLimited
+    from vibe_ensemble.services.tokens import _seconds
+
+    for wait in (0.004, 0.1, 0.149, 2.0, 59.91):
+        refusal = RateLimited(f"retry in {_seconds(wait)}", wait)
+        assert refusal.message == f"retry in {refusal.details['retry_after_s']:.1f}s", wait

@@ -6,6 +6,7 @@ and optional `details` (the field and the rule, the conflicting holder, …).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -71,7 +72,8 @@ class RateLimited(VibeError):
     http_status = 429
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, retry_after_s=round(retry_after, 3))
+        # tenths of a second, rounded up, as the message says it ("retry in 0.1s" said 0.004)
+        super().__init__(message, retry_after_s=math.ceil(retry_after * 10) / 10)
         self.retry_after = retry_after
 
 

@@ -206,6 +206,12 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
         == "[invalid_input] project: must be at most 64 characters (got 5000)"
     )
     assert len(unread.content) < 500  # the name is not echoed back
+    made_up_method = post("x" * 5000, "", {})
+    assert made_up_method.json()["error"] == {
+        "code": -32601,
+        "message": "Method not found",
+        "data": "x" * 80 + "…",  # cut, as a tool's name is: it was echoed whole
+    }
     nowhere = post("resources/read", "vibe://nothing", {"uri": "vibe://nothing"}).json()["error"]
     assert nowhere["code"] == -32602
     assert nowhere["message"].startswith("[invalid_input] uri: no resource at 'vibe://nothing'; must be one")

@@ -19,12 +19,12 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from pydantic import ValidationError
 
 from vibe_ensemble.api import auth, gate
 from vibe_ensemble.api.mcp import prompts, protocol, resources
-from vibe_ensemble.api.mcp.arguments import invalid_request, strict_arguments
+from vibe_ensemble.api.mcp.arguments import MAX_SHOWN, invalid_request, strict_arguments
 from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, direct_results, invalid_params, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
@@ -155,6 +155,12 @@ async def _while_valid(
 async def _answer(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     try:
         return await call_next(ctx)
+    except MCPError as exc:
+        unknown = exc.error.data
+        if exc.error.code != METHOD_NOT_FOUND or not isinstance(unknown, str) or len(unknown) <= MAX_SHOWN:
+            raise
+        # The SDK names the method it has not as it came, however long: cut, as a tool's name is
+        raise MCPError(METHOD_NOT_FOUND, exc.error.message, unknown[:MAX_SHOWN] + "…") from None
     except ValidationError as exc:
         # Only the SDK's check of the request lets one through: a tool's becomes a tool error, a
         # prompt's or a resource's one of `context.protocol_errors`.

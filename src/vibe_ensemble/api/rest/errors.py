@@ -123,7 +123,9 @@ def install(app: FastAPI) -> None:
             from vibe_ensemble.api.web.render import error_page  # Jinja: only when a page needs it
 
             return error_page(request, 422, "invalid_input", message)
-        return JSONResponse(auth.error_body("invalid_input", message, {"errors": errors}), 422)
+        # The first problem as every refusal names it (`field`, `rule`), and all of them (`errors`)
+        details = {**first, "errors": errors}
+        return JSONResponse(auth.error_body("invalid_input", message, details), 422)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -292,6 +292,42 @@ async def test_readyz_is_unavailable_while_another_process_holds_the_write_lock(
         await rt.stop()
 
 
+async def test_writes_queued_behind_another_process_lock_give_up_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes queued behind the one waiting out another process's lock are held up by the same lock:
+    each gives up once the lock has been held `BUSY_RETRY_S`, not that long after its own turn came
+    (the k-th waited k times the bound)."""
+    monkeypatch.setattr(faults, "FAULTS", faults.FaultLog())
+    rt = Runtime(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}", tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        monkeypatch.setattr(SqliteEngine, "BUSY_RETRY_S", 0.5)
+        other = sqlite3.connect(tmp_path / "vibe.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+
+        async def refused_after(title: str) -> float:
+            started = loop.time()
+            with pytest.raises(DatabaseUnavailable):
+                await rt.services.issues.create(SYSTEM, title=title)
+            return loop.time() - started
+
+        waits = await asyncio.gather(*(refused_after(f"queued {i}") for i in range(4)))
+        assert max(waits) < 0.5 * 2, waits  # all within the bound, not 0.5 s more for each in turn
+        other.execute("ROLLBACK")
+        other.close()
+        assert (await rt.services.issues.create(SYSTEM, title="after")).title == "after"
+        # the lock met again later is waited out for the whole bound again
+        other = sqlite3.connect(tmp_path / "vibe.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert await refused_after("again") >= 0.5
+        other.execute("ROLLBACK")
+        other.close()
+    finally:
+        await rt.stop()
+
+
 async def test_the_sqlite_files_and_new_directories_are_private(tmp_path: Path) -> None:
     data = tmp_path / "fresh" / "data"
     runtime = Runtime(Settings(data_dir=data))

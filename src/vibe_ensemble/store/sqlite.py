@@ -156,6 +156,7 @@ class SqliteEngine:
         # Held by the writer running its statements, and by a COMMIT: never both on the connection.
         self._lock = asyncio.Lock()
         self._batch: _Batch | None = None  # the open transaction's writes, until its COMMIT starts
+        self._locked_since: float | None = None  # when BEGIN IMMEDIATE first met another's lock
         self._commits: set[asyncio.Task[None]] = set()
         self.commits = 0  # COMMITs that succeeded (each made one or more writes durable)
         self.commit_s = float("inf")  # how long the last COMMIT took: the first one runs on the thread
@@ -317,14 +318,23 @@ class SqliteEngine:
             await asyncio.gather(*self._commits, return_exceptions=True)
 
     async def _begin_immediate(self, dbapi: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self.BUSY_RETRY_S
+        """BEGIN IMMEDIATE, retried while another process holds the file's write lock, for at most
+        BUSY_RETRY_S from when the lock was first met: the writes queued behind this one (on `_lock`)
+        are held up by the same lock, and waited their turn, then 10 s more each (the k-th gave up
+        after k × 10 s). Past that, each gives up at its first try until one begins."""
         delay = 0.001
         while True:
             try:
                 dbapi.execute("BEGIN IMMEDIATE")
+                self._locked_since = None
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc):
+                    raise
+                now = time.monotonic()
+                if self._locked_since is None:
+                    self._locked_since = now
+                if now - self._locked_since > self.BUSY_RETRY_S:
                     raise
             async with self.aside():  # another process writes: a wait on the disk (`write`)
                 await asyncio.sleep(delay)

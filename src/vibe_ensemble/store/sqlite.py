@@ -321,7 +321,7 @@ class SqliteEngine:
         """BEGIN IMMEDIATE, retried while another process holds the file's write lock, for at most
         BUSY_RETRY_S from when the lock was first met: the writes queued behind this one (on `_lock`)
         are held up by the same lock, and waited their turn, then 10 s more each (the k-th gave up
-        after k × 10 s). Past that, each gives up at its first try until one begins."""
+        after k times 10 s). Past that, each gives up at its first try until one begins."""
         delay = 0.001
         while True:
             try:

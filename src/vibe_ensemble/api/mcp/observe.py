@@ -16,6 +16,7 @@ HTTP request (stdio) or a second call in one request writes its own `tool_call` 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import time
@@ -94,6 +95,13 @@ def failure(exc: Exception) -> str:
     return "protocol_error" if isinstance(exc, MCPError) else "internal"
 
 
+def cut_off() -> str:
+    """The outcome of a call cancelled while it ran: `going_away` when the server is stopping (the
+    agent is answered `[going_away]`, api/gate.py), else `cancelled` (its client went away)."""
+    call = bound()
+    return "going_away" if call is not None and call.services.ctx.hub.closed else "cancelled"
+
+
 def _tool(ctx: ServerRequestContext[Any, Any], names: frozenset[str]) -> str:
     """The tool a `tools/call` names: one of ours, else `unknown` (a closed set of labels)."""
     name = (ctx.params or {}).get("name")
@@ -116,6 +124,9 @@ def observe_tools(tools: Iterable[Callable[..., Any]]) -> ServerMiddleware[Any]:
             return result if result_outcome == "ok" else _ours_first(result, tool)
         except Exception as exc:
             result_outcome = failure(exc)
+            raise
+        except asyncio.CancelledError:
+            result_outcome = cut_off()
             raise
         finally:
             elapsed = time.perf_counter() - started
@@ -169,6 +180,9 @@ def trace_tools(tools: Iterable[Callable[..., Any]], tracer: Tracer) -> ServerMi
                 return result
             except Exception as exc:
                 result_outcome = failure(exc)
+                raise
+            except asyncio.CancelledError:
+                result_outcome = cut_off()
                 raise
             finally:
                 span.set_attributes(

@@ -143,3 +143,18 @@ def test_serve_on_sqlite_is_ready_without_postgresql_alembic_or_the_page_templat
     assert {"vibe_ensemble.api.app", "vibe_ensemble.store.sqlite", "uvicorn", "mcp"} <= modules  # it served
     assert among(modules, POSTGRESQL) == []
     assert among(modules, ("alembic", "jinja2", "starlette.templating")) == []  # migrating; the first page
+
+
+def test_a_read_only_sqlite_file_is_named_as_such_not_as_an_unreachable_server() -> None:
+    """`serve` on a SQLite file it may not write said `cannot reach the database (attempt to write a
+    readonly database): is it running, and is --database-url right?`: advice for a network server."""
+    import sqlite3
+
+    from vibe_ensemble.cli.common import expected_failure
+
+    refused = sqlite3.OperationalError("attempt to write a readonly database")
+    refused.sqlite_errorcode = 8  # SQLITE_READONLY
+    line = expected_failure(refused, "sqlite:////data/vibe.db")
+    assert line is not None
+    assert line.startswith("the SQLite database /data/vibe.db is read-only to this process")
+    assert "chmod u+w" in line and "is it running" not in line

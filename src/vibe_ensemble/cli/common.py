@@ -192,7 +192,10 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
     elif isinstance(exc, VibeError | DatabaseError):
         return str(exc)
     if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename or exc.strerror}; run as the user who owns the data"
+        return (
+            f"permission denied: {exc.filename or exc.strerror}; this user may not read or write it: "
+            "check its owner and mode (`ls -l`), or run as the user who owns the data"
+        )
     if faults.damaged(exc):
         from vibe_ensemble.store.urls import sqlite_file
 
@@ -205,6 +208,16 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
     kind = faults.classify(exc)
     if kind == "unavailable" and faults.sqlite_code(exc) == faults.SQLITE_CANTOPEN:
         return _sqlite_hint(exc, database)
+    if faults.read_only(exc):  # a SQLite file, its -wal or -shm, or its directory: there is no server
+        from vibe_ensemble.store.urls import sqlite_file
+
+        path = sqlite_file(database) if database else None
+        where = f" {path}" if path else ""
+        return (
+            f"the SQLite database{where} is read-only to this process ({faults.innermost(exc)}): make "
+            "the file, its -wal and -shm files and its directory writable (`chmod u+w`), or run as "
+            "their owner"
+        )
     if kind == "unavailable":
         return (
             f"cannot reach the database ({faults.innermost(exc)}): is it running, and is "

@@ -168,7 +168,8 @@ class FaultLog:
         if now - self.last_summary >= SUMMARY_EVERY_S:
             what = "database unreachable" if kind == "unavailable" else "database disk full"
             log.warning(
-                f"{what}, {self.refused} requests refused in the last {now - self.last_summary:.0f} s",
+                f"{what}, {self.refused} request{'' if self.refused == 1 else 's'} refused in the last "
+                f"{now - self.last_summary:.0f} s",
                 down_for_s=round(now - self.down_since, 1),
             )
             self.refused, self.last_summary = 0, now

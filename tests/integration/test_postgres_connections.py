@@ -13,10 +13,13 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
-from vibe_ensemble.store import postgres
+from vibe_ensemble.services import tokens as tokens_service
+from vibe_ensemble.store import faults, postgres
 from vibe_ensemble.store.database import Connection, Database
 
 pytestmark = pytest.mark.postgres
@@ -403,4 +406,43 @@ async def test_idle_connections_given_up_in_a_cut_are_all_closed_at_once(
         assert pool._open == 0 and pool._idle == []
     finally:
         await db.dispose()
+        await hole.close()
+
+
+async def test_a_remembered_token_is_rechecked_briefly_when_the_network_is_cut(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first requests of an outage (before any has found the database down) checked their
+    token against it for the request's whole bound, then waited as long again in their own
+    transaction: 25 s where 15 are promised. A token verified in the last minute is re-checked for
+    RECHECK_S only, then taken as remembered; one never verified here still waits the bound."""
+    monkeypatch.setattr(faults, "FAULTS", faults.FaultLog())
+    url = sa.make_url(postgres_url)
+    hole = BlackHole(url)
+    port = await hole.start()
+    through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
+    settings = Settings(database_url=through.render_as_string(hide_password=False), data_dir=tmp_path)  # type: ignore[call-arg]
+    runtime = Runtime(settings)
+    await runtime.start(apply_migrations=True)
+    try:
+        runtime.db.transaction_timeout_s = 6.0
+        monkeypatch.setattr(tokens_service, "RECHECK_S", 0.3)
+        tokens = runtime.services.tokens
+        admin = Caller(credential_id=None, role=TokenRole.ADMIN, label="test")
+        cred, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+        _, unknown = await tokens.create(admin, role=TokenRole.VIEWER)
+        assert (await tokens.authenticate(secret)).credential_id == cred.id  # verified: remembered
+        tokens.cache.clear()  # past VIBE_CREDENTIAL_CACHE_S: the next request asks the database
+        hole.cut.set()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await tokens.authenticate(secret)).credential_id == cred.id
+        assert loop.time() - started < 4.0  # RECHECK_S (and the outage's first log line), not 6 s
+        assert faults.FAULTS.unreachable  # and the outage is known to the requests after it
+        started = loop.time()
+        with pytest.raises(DatabaseUnavailable):
+            await tokens.authenticate(unknown)  # never verified here: no memory to fall back on
+        assert loop.time() - started >= 6.0
+    finally:
+        await runtime.stop()
         await hole.close()

@@ -119,11 +119,12 @@ class Service:
             yield Transaction(conn, self.ctx.clock())
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Connection]:
-        """A read's connection (`Database.read`), for reads that need no `Transaction`."""
+    async def snapshot(self, *, bound_s: float | None = None) -> AsyncIterator[Connection]:
+        """A read's connection (`Database.read`, bounded by `bound_s` when given), for reads that
+        need no `Transaction`."""
         started = self._read_timer.begin()
         try:
-            async with self.ctx.db.read() as conn:
+            async with self.ctx.db.read(bound_s=bound_s) as conn:
                 yield conn
         finally:
             self._read_timer.end(started)

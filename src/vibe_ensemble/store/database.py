@@ -187,13 +187,14 @@ class Database:
             return self._write()
         return traced.transaction(self.tracer, "write", self.dialect, self._write())
 
-    def read(self) -> AbstractAsyncContextManager[Connection]:
+    def read(self, *, bound_s: float | None = None) -> AbstractAsyncContextManager[Connection]:
         """A read: on SQLite one snapshot (a read transaction). On PostgreSQL each statement reads
         what is committed when it runs, as it would in a transaction at PostgreSQL's READ COMMITTED,
-        without the BEGIN and COMMIT round trips that would add nothing."""
+        without the BEGIN and COMMIT round trips that would add nothing; bounded like a request's
+        transaction, or by `bound_s` when given."""
         if self.tracer is None:
-            return self._read()
-        return traced.transaction(self.tracer, "read", self.dialect, self._read())
+            return self._read(bound_s)
+        return traced.transaction(self.tracer, "read", self.dialect, self._read(bound_s))
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Connection]:
@@ -208,13 +209,13 @@ class Database:
                     yield conn
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[Connection]:
+    async def _read(self, bound_s: float | None = None) -> AsyncIterator[Connection]:
         with faults.translate(write=False), _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 with self._sqlite.read() as conn:
                     yield conn
             else:
-                bound = self.transaction_timeout_s
+                bound = bound_s or self.transaction_timeout_s
                 async with self._postgres.connect(transaction=False, bound_s=bound) as conn:
                     yield conn
 

@@ -117,9 +117,9 @@ async def test_while_the_database_is_known_down_a_recent_token_is_taken_without_
     asked: list[str] = []
     real_snapshot = tokens.snapshot
 
-    def snapshot() -> object:
+    def snapshot(**bounded: float | None) -> object:
         asked.append("snapshot")
-        return real_snapshot()
+        return real_snapshot(**bounded)
 
     monkeypatch.setattr(tokens, "snapshot", snapshot)
     log = faults.FaultLog()

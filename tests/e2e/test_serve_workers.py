@@ -60,6 +60,8 @@ async def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, post
     finally:
         server.stop()
     assert server.proc.returncode == 0, server.log()
+    # each worker's lines say which it is (its duties' role at start, its stop)
+    assert "worker=0" in server.log() and "worker=1" in server.log(), server.log()[-3000:]
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), what="workers to exit")
 
 

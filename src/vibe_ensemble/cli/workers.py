@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 
+import structlog
+
 from vibe_ensemble.cli.common import run
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.startup import stop_asked
@@ -78,8 +80,6 @@ def serve_workers(
     run(prepare, database=settings.effective_database_url)
     asked = stop_asked()
     if asked is not None:  # while migrating: no worker is started
-        import structlog
-
         structlog.get_logger(__name__).info(
             "server_stopped", before="serving", signal=signal.Signals(asked).name
         )
@@ -98,6 +98,8 @@ def serve_workers(
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _stop_with(supervisor)
+                # Every line this worker logs says which one it is (their outages, their recoveries)
+                structlog.contextvars.bind_contextvars(worker=index)
                 run(
                     functools.partial(serve, settings, migrate=False, sockets=[sock], first=index == 0),
                     serving=True,

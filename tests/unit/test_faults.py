@@ -172,4 +172,6 @@ def test_an_error_that_says_nothing_is_logged_by_its_type() -> None:
     log = faults.FaultLog()
     with capture_logs() as logs:
         log.failed("unavailable", TimeoutError())
-    assert [(e["event"], e["error"]) for e in logs] == [("database_unreachable", "TimeoutError")]
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("database_unreachable", "TimeoutError (no answer in time)")
+    ]

@@ -153,8 +153,10 @@ class FaultLog:
             self.down_since, self.kind, self.refused, self.total, self.last_summary = now, kind, 0, 0, now
             self.by_write = False
             event = "database_unreachable" if kind == "unavailable" else "database_storage_full"
-            # the first line of the error, or its type when it says nothing (asyncpg's connect timeout)
-            said = str(exc).splitlines() or [type(exc).__name__]
+            # the first line of the error, or what its type means when it says nothing (asyncpg's
+            # connect timeout is a bare TimeoutError)
+            silent = "no answer in time" if isinstance(exc, TimeoutError) else "no message"
+            said = str(exc).splitlines() or [f"{type(exc).__name__} ({silent})"]
             last = self.recovered
             if last is not None and last[0] == kind and now - last[1] < RELAPSE_S:
                 # Back soon after it ended (a small write went through a disk still full): the same

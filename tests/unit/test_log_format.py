@@ -70,3 +70,32 @@ def test_a_key_with_a_space_or_control_character_is_refused_every_time() -> None
         for bad in ("a b", "a\tb", "a\x00"):
             with pytest.raises(ValueError, match="Invalid key"):
                 renderer(None, "info", {"event": "e", bad: 1})
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_a_librarys_own_line_is_written_in_the_same_format(json_lines: bool) -> None:
+    """uvicorn's "Cancel 2 running task(s), timeout graceful shutdown exceeded" was a plain line
+    in a JSON log: one a log pipeline cannot read."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        configure_logging(Settings(log_json=json_lines))
+        logging.getLogger("uvicorn.error").error("Cancel %d running task(s)", 2)
+    finally:
+        root.removeHandler(handler)
+    line = stream.getvalue().strip()
+    if json_lines:
+        event = json.loads(line)
+        assert (event["event"], event["level"], event["logger"]) == (
+            "Cancel 2 running task(s)",
+            "error",
+            "uvicorn.error",
+        )
+        assert "timestamp" in event
+    else:
+        assert "level=error" in line and "logger=uvicorn.error" in line and "Cancel 2 running task(s)" in line

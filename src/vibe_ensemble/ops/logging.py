@@ -97,18 +97,34 @@ class LogfmtRenderer:
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(message)s")
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactTokens) for f in handler.filters):
-            handler.addFilter(RedactTokens())
-    # Libraries' routine chatter (alembic's context, the MCP session manager) is not news at INFO.
-    for name in ("alembic", "mcp"):
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     renderer = RedactedLines(
         structlog.processors.JSONRenderer()
         if settings.log_json
         # logfmt (key=value) text: a person reads it, at two thirds of the cost of structlog's console columns
         else LogfmtRenderer()
     )
+    # The libraries' own lines (uvicorn's, alembic's, the SDK's) in the same format as ours, with
+    # their level and logger: a plain line in a JSON log is one a log pipeline cannot read.
+    foreign = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.stdlib.add_logger_name,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactTokens) for f in handler.filters):
+            handler.addFilter(RedactTokens())
+        if type(handler) is logging.StreamHandler:  # basicConfig's (not a test runner's capture)
+            handler.setFormatter(foreign)
+    # Libraries' routine chatter (alembic's context, the MCP session manager) is not news at INFO.
+    for name in ("alembic", "mcp"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -14,13 +14,18 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators and bidi overrides
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from vibe_ensemble.domain.untrusted import HIDING
+
+# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str) -> str:
-    """`text` with every control character replaced by a visible escape (`\\x1b`, `\\n`)."""
-    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+    """`text` with every control character, and every one that hides or reorders text (bidi
+    controls, invisible ones: domain/untrusted.py), replaced by a visible escape (`\\x1b`, `\\n`,
+    `\\u202e`)."""
+    escape = lambda m: repr(m.group(0))[1:-1]  # noqa: E731
+    return HIDING.sub(escape, _CONTROL.sub(escape, text))
 
 
 def cell(value: object) -> Text:

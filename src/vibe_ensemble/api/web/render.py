@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from fastapi.responses import Response
 
 from vibe_ensemble.domain.events import EventFamily, EventType, family_of
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.domain.untrusted import marked_visibly
 
 if TYPE_CHECKING:
     import jinja2
@@ -98,17 +98,13 @@ def marked(snippet: str) -> list[tuple[str, bool]]:
     return pieces
 
 
-# Bidirectional controls reorder what follows them on screen: in a title they can make text read
-# otherwise than it is ("Trojan Source"). Agent text is shown with each one as a visible mark.
-_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def shown(value: Any) -> Any:
-    """What a template prints: agent text with its bidirectional controls made visible
-    (`⟦U+202E⟧`); the templates' own markup and anything not text, as it is."""
-    if type(value) is not str or not _BIDI_CONTROLS.search(value):
+    """What a template prints: agent text with the characters that hide or reorder text made
+    visible (`⟦U+202E⟧`, `⟦U+E0041⟧`: domain/untrusted.py); the templates' own markup and anything
+    not text, as it is."""
+    if type(value) is not str:
         return value
-    return _BIDI_CONTROLS.sub(lambda m: f"⟦U+{ord(m.group()):04X}⟧", value)
+    return marked_visibly(value)
 
 
 def _environment() -> jinja2.Environment:

@@ -50,3 +50,26 @@ async def test_a_login_with_an_expiring_token_gets_a_session_that_ends_with_it(r
             value = cookie.split(f"{session.COOKIE}=")[1].split(";")[0].strip('"')
             signed_expiry = int(value.split(".")[2])
             assert abs(signed_expiry - (datetime.now(UTC).timestamp() + max_age)) < 5
+
+
+async def test_over_https_the_session_cookie_is_host_only_and_an_unprefixed_one_is_ignored(
+    runtime: Runtime,
+) -> None:
+    """A page on a sibling subdomain could set its own `vibe_session` in the overseer's browser, who
+    then acted as the attacker ("cookie tossing"). Over HTTPS the cookie is `__Host-vibe_session`,
+    which a browser takes from this very host only; a plain `vibe_session` is not read there."""
+    _, token = await runtime.services.tokens.create(SYSTEM, role=TokenRole.VIEWER)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=create_app(runtime)), base_url="https://127.0.0.1"
+    ) as http:
+        answer = await http.post("/login", data={"token": token}, headers={"Origin": "https://127.0.0.1"})
+        assert answer.status_code == 303, answer.text
+        cookie = answer.headers["set-cookie"]
+        assert cookie.startswith(f"{session.SECURE_COOKIE}=") and "Secure" in cookie and "Path=/" in cookie
+        assert "Domain" not in cookie
+        value = cookie.split(f"{session.SECURE_COOKIE}=")[1].split(";")[0].strip('"')
+        http.cookies.clear()
+        tossed = await http.get("/", headers={"Cookie": f"{session.COOKIE}={value}"})
+        assert tossed.status_code == 303 and tossed.headers["location"] == "/login"  # not signed in
+        kept = await http.get("/", headers={"Cookie": f"{session.SECURE_COOKIE}={value}"})
+        assert kept.status_code == 200

@@ -68,7 +68,7 @@ async def visit_of(request: Request) -> Visit | None:
 
 def to_login(request: Request) -> Response:
     response = RedirectResponse("/login", status_code=303)
-    if request.cookies.get(sessions.COOKIE):
+    if request.cookies.get(sessions.cookie_name(request)):
         sessions.clear_cookie(response, request)
     return response
 

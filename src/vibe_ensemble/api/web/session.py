@@ -27,6 +27,19 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import Services
 
 COOKIE = "vibe_session"
+# Over HTTPS the cookie is `__Host-vibe_session`: a browser takes a cookie of that name only from
+# this very host, secure, for the whole site, so a page on a sibling subdomain cannot set its own
+# session in the overseer's browser ("cookie tossing": the overseer then acts as the attacker). Over
+# plain HTTP (a laptop's loopback) the prefix cannot be used, and any page on the same host name,
+# whatever its port, can set the cookie (docs/dashboard.md).
+SECURE_COOKIE = "__Host-" + COOKIE
+
+
+def cookie_name(conn: HTTPConnection) -> str:
+    """The session cookie's name for this request: prefixed over HTTPS (`SECURE_COOKIE`)."""
+    return SECURE_COOKIE if conn.url.scheme in ("https", "wss") else COOKIE
+
+
 CSRF_FIELD = "csrf"
 _VERSION = "v1"
 
@@ -130,7 +143,7 @@ def key_of(conn: HTTPConnection) -> bytes:
 
 def from_request(conn: HTTPConnection) -> Session | None:
     """The request's valid session cookie, if any (the credential is not checked here)."""
-    value = conn.cookies.get(COOKIE)
+    value = conn.cookies.get(cookie_name(conn))
     return None if not value else read(key_of(conn), value)
 
 
@@ -150,7 +163,7 @@ async def still_valid(services: Services, session: Session) -> bool:
 
 def set_cookie(response: Response, conn: HTTPConnection, session: Session, ttl_s: int) -> None:
     response.set_cookie(
-        COOKIE,
+        cookie_name(conn),
         session.value,
         max_age=ttl_s,
         path="/",
@@ -162,5 +175,5 @@ def set_cookie(response: Response, conn: HTTPConnection, session: Session, ttl_s
 
 def clear_cookie(response: Response, conn: HTTPConnection) -> None:
     response.delete_cookie(
-        COOKIE, path="/", httponly=True, samesite="strict", secure=conn.url.scheme == "https"
+        cookie_name(conn), path="/", httponly=True, samesite="strict", secure=conn.url.scheme == "https"
     )

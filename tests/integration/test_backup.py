@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
-from vibe_ensemble.domain.errors import Unauthenticated
+from vibe_ensemble.domain.errors import Unauthenticated, VibeError
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store import migrate
@@ -300,6 +300,47 @@ async def test_restore_refuses_while_a_server_uses_the_target(
     with pytest.raises(BackupError, match="--force"):
         await backups.restore(manifest.id)
     assert [m.label for m in await backups.manifests()] == ["manual"]  # nothing was done
+
+
+async def test_a_forced_restore_under_writes_goes_through(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """`--force` while a server writes: on PostgreSQL the restored rows were counted against the
+    manifest after pg_restore committed, a write had landed meanwhile, and the restore was rolled
+    back, taking the writes acknowledged since its safety backup with it. The backup is counted in a
+    scratch database first instead, and the restore goes through."""
+    await _seed(runtime.services)
+    backups = _backups(database_url, tmp_path)
+    manifest = await backups.create()
+    await _seed_more(runtime.services)
+    written: list[int] = []
+
+    async def keep_writing() -> None:
+        while True:
+            try:
+                sent = await runtime.services.messages.send(
+                    SYSTEM, to=["bob"], subject="during", body="x", project="default", agent="ann"
+                )
+                written.append(sent.id)
+            except VibeError:
+                pass  # refused while the tables are replaced (a deadlock broken, a table gone)
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        result = await backups.restore(manifest.id, force=True)
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+    assert result.safety_backup is not None
+    assert written  # the server wrote while it was restored
+    assert await _count(database_url, "issues") == 5  # the backup's, not the 3 made after it
+
+
+async def _seed_more(services: Services) -> None:
+    for i in range(3):
+        await services.issues.create(SYSTEM, title=f"after the backup {i}", project="default", agent="ann")
 
 
 async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(

@@ -77,6 +77,18 @@ def test_translate_gives_domain_errors_and_leaves_others_alone() -> None:
         raise NotFound("no such issue")
 
 
+def test_a_deadlock_postgresql_broke_is_a_retry_not_an_internal_error_nor_an_outage() -> None:
+    """A request PostgreSQL gave up to break a deadlock (a restore's DROP TABLE beside a write) got
+    `[internal] internal server error`; it is told to retry, and no outage is recorded."""
+    faults.FAULTS = faults.FaultLog()
+    for given_up in (asyncpg.DeadlockDetectedError("deadlock detected"), asyncpg.SerializationError("x")):
+        with pytest.raises(DatabaseUnavailable) as retry, faults.translate(write=True):
+            raise _wrapped(given_up)
+        assert retry.value.retry_after == 1 and "deadlock" in retry.value.message
+        assert retry.value.message.endswith("nothing was changed: retry in 1 s")
+    assert faults.FAULTS.down_since is None
+
+
 def test_one_traceback_then_summaries_then_a_recovery_line(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])

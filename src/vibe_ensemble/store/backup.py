@@ -294,7 +294,7 @@ class Backups:
         with tempfile.TemporaryDirectory(prefix="vibe-restore-") as tmp:
             work = Path(tmp)
             try:
-                lock = await self._claim(target, force=force)
+                lock, in_use = await self._claim(target, force=force)
                 # Everything that can be checked before the target is touched is checked first.
                 restorable = await self._fetch(manifest, work)
                 if manifest.backend == "sqlite":
@@ -304,12 +304,18 @@ class Backups:
                     with backup_sqlite.connect(restorable) as conn:
                         revision, _ = backup_sqlite.facts(conn)
                     _refuse_unrestorable(backup_id, revision)  # the file's own, whatever its manifest says
+                elif in_use:
+                    # Servers write to the target: its row counts after the restore cannot be held
+                    # against the manifest's (a write lands as soon as pg_restore commits, and the
+                    # restore was rolled back for it, taking writes acknowledged meanwhile with it).
+                    # The backup's rows are counted in a scratch database instead, first.
+                    await self._check_in_scratch(backup_id, manifest, restorable, target)
                 safety = await self._safety_backup(target)
                 url = target.url.render_as_string(hide_password=False)
                 # What must not go back in time with the data (store/backup_carry.py).
                 carried = await backup_carry.read(url, manifest.created_at) if safety else None
                 try:
-                    revision = await self._apply(target, restorable, manifest, carried)
+                    revision = await self._apply(target, restorable, manifest, carried, counted=not in_use)
                 except Exception as exc:
                     if new is not None and not new.database_existed:
                         raise BackupError(
@@ -344,8 +350,9 @@ class Backups:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    async def _claim(self, target: Target, *, force: bool) -> OwnerLock | None:
-        """Refuse when a server uses the target, unless forced; on SQLite hold its owner lock throughout."""
+    async def _claim(self, target: Target, *, force: bool) -> tuple[OwnerLock | None, bool]:
+        """Refuse when a server uses the target, unless forced; on SQLite hold its owner lock throughout.
+        Returns the lock, and whether others use the target (forced)."""
         if target.backend == "sqlite":
             assert target.path is not None
             lock = OwnerLock(target.path)
@@ -354,15 +361,29 @@ class Backups:
             except DatabaseError as exc:
                 if not force:
                     raise BackupError(f"{exc} Stop it before restoring (or pass --force).") from None
-                return None
-            return lock
+                return None, True
+            return lock, False
         sessions = await backup_postgres.other_sessions(target)
         if sessions and not force:
             raise BackupError(
                 f"{target.safe} is in use ({', '.join(sessions)} connected): stop the servers before "
                 "restoring (or pass --force)"
             )
-        return None
+        return None, bool(sessions)
+
+    async def _check_in_scratch(
+        self, backup_id: str, manifest: Manifest, restorable: Path, target: Target
+    ) -> None:
+        """The backup restored into a scratch database on the target's server, its rows counted
+        against the manifest: what a restore into a database in use cannot check afterwards."""
+        async with backup_postgres.scratch_database(target) as scratch:
+            await backup_postgres.restore(scratch, restorable, self.pg_bin_dir, clean=False)
+            revision, counts = await backup_postgres.read_facts(scratch)
+        problems = compare(manifest, revision, counts)
+        if problems:
+            raise BackupError(
+                f"backup {backup_id} does not check out: {'; '.join(problems)}; nothing was changed"
+            )
 
     async def _safety_backup(self, target: Target) -> Manifest | None:
         if target.backend == "sqlite":
@@ -379,7 +400,13 @@ class Backups:
         return await self.create(SAFETY_LABEL, source=target)
 
     async def _apply(
-        self, target: Target, restorable: Path, manifest: Manifest, carried: backup_carry.Carried | None
+        self,
+        target: Target,
+        restorable: Path,
+        manifest: Manifest,
+        carried: backup_carry.Carried | None,
+        *,
+        counted: bool = True,
     ) -> str:
         """Replace the target's content, migrate it forward, verify it and write what it keeps from
         the database it replaces (`carried`); returns its revision.
@@ -389,7 +416,9 @@ class Backups:
         restored one with what it keeps, never the restored one without it (revoked tokens valid
         again, event ids gone back). PostgreSQL: `pg_restore` in one transaction, then the rest;
         a restore killed between the two leaves the restored database without what it keeps (the
-        CLI lets no SIGTERM or Ctrl-C stop a restore part-way)."""
+        CLI lets no SIGTERM or Ctrl-C stop a restore part-way). Without `counted` (servers write to
+        the target meanwhile) the restored rows are not counted against the manifest: they were in a
+        scratch database (`_check_in_scratch`)."""
         if target.backend == "sqlite":
             assert target.path is not None
             revision = await self._migrated(
@@ -403,7 +432,9 @@ class Backups:
             return revision
         await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
         url = target.url.render_as_string(hide_password=False)
-        revision = await self._migrated(url, manifest, lambda: backup_postgres.read_facts(target))
+        revision = await self._migrated(
+            url, manifest, lambda: backup_postgres.read_facts(target), counted=counted
+        )
         await self._carry(url, carried, manifest)
         return revision
 
@@ -412,8 +443,11 @@ class Backups:
         url: str,
         manifest: Manifest,
         read_facts: Callable[[], Awaitable[tuple[str | None, dict[str, int]]]],
+        *,
+        counted: bool = True,
     ) -> str:
-        """Migrate the restored database at `url` forward and check it; returns its revision."""
+        """Migrate the restored database at `url` forward and check it (its rows too, when
+        `counted`); returns its revision."""
         db = Database(url)
         try:
             await migrate.upgrade(db)
@@ -424,7 +458,7 @@ class Backups:
         head = migrate.head_revision()
         if revision != head:
             problems.append(f"schema revision is {revision}, expected {head} after migrating")
-        if manifest.schema_revision == head:  # no migration ran, so every table must match the manifest
+        if counted and manifest.schema_revision == head:  # no migration ran: every table must match
             problems += compare(manifest, revision, counts)
         if problems:
             raise BackupError("the restored database does not check out: " + "; ".join(problems))

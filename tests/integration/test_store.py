@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.services import doctor
 from vibe_ensemble.store import faults, migrate
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.sqlite import SqliteEngine
@@ -393,3 +395,40 @@ async def test_readyz_answers_within_its_bound_when_the_cut_off_read_is_slow_to_
         assert answer.status_code == 503 and answer.json()["database"] == "unreachable"
         assert not ended.is_set()  # answered before the cut-off read had ended
         await asyncio.wait_for(ended.wait(), 10)
+
+
+async def test_several_schema_revisions_are_a_clear_refusal(runtime: Runtime) -> None:
+    """Two rows in alembic_version made every command end in a traceback (RuntimeError)."""
+    async with runtime.db.write() as conn:
+        await conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES ('0009')"))
+    with pytest.raises(DatabaseError, match=r"several schema revisions \(.*\) in its alembic_version"):
+        await migrate.current_revision(runtime.db)
+
+
+@pytest.mark.postgres
+async def test_a_role_without_rights_on_the_tables_is_told_what_to_grant(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A role that logs in but was never granted the tables `migrate` made: every command printed
+    tracebacks (`permission denied for table alembic_version`), `doctor --json` no JSON."""
+    owner = Database(postgres_url)
+    await migrate.upgrade(owner)
+    role = f"vibe_no_rights_{secrets.token_hex(3)}"
+    async with owner.write() as conn:
+        await conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    url = sa.engine.make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+    try:
+        db = Database(url)
+        try:
+            with pytest.raises(DatabaseError, match="the database role may not use the schema's tables"):
+                await migrate.current_revision(db)
+        finally:
+            await db.dispose()
+        found = {f.check: f for f in await doctor.run_checks(make_settings(url, tmp_path))}
+        assert found["migrations"].status == "fail"
+        assert "permission denied for table alembic_version" in found["migrations"].detail
+        assert "GRANT SELECT, INSERT, UPDATE, DELETE" in found["migrations"].detail
+    finally:
+        async with owner.write() as conn:
+            await conn.execute(sa.text(f"DROP ROLE {role}"))
+        await owner.dispose()

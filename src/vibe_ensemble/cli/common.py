@@ -196,6 +196,10 @@ def expected_failure(exc: BaseException, database: str | None = None) -> str | N
             f"permission denied: {exc.filename or exc.strerror}; this user may not read or write it: "
             "check its owner and mode (`ls -l`), or run as the user who owns the data"
         )
+    if faults.permission_denied(exc):
+        from vibe_ensemble.store.urls import database_label
+
+        return faults.no_rights(exc, database_label(database) if database else "the database")
     if faults.damaged(exc):
         from vibe_ensemble.store.urls import sqlite_file
 

@@ -194,7 +194,10 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
         ]
     findings.append(_ok("database", f"{db.safe_url()} reachable"))
 
-    revision, head = await migrate.current_revision(db), migrate.head_revision()
+    try:
+        revision, head = await migrate.current_revision(db), migrate.head_revision()
+    except DatabaseError as exc:  # no rights on the tables, several revisions: what and what to do
+        return [*findings, Finding("migrations", "fail", str(exc), "")]
     if revision == head:
         findings.append(_ok("migrations", f"current ({head})"))
     else:
@@ -228,7 +231,12 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
         findings.append(_ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC ({only})"))
 
     if revision == head:
-        findings.append(await _backup_age(db, now))
+        try:
+            findings.append(await _backup_age(db, now))
+        except Exception as exc:  # the role may read alembic_version and not the audit log
+            if not faults.permission_denied(exc):
+                raise
+            findings.append(Finding("backups", "fail", faults.no_rights(exc, db.safe_url()), ""))
     return findings
 
 

@@ -78,6 +78,22 @@ def innermost(exc: BaseException) -> str:
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 
+def permission_denied(exc: BaseException) -> bool:
+    """PostgreSQL refused the role a table or a schema (SQLSTATE 42501: `permission denied for
+    table …`): the role connects, but was never granted the tables another role made."""
+    return any(getattr(e, "sqlstate", None) == "42501" for e in _causes(exc))
+
+
+def no_rights(exc: BaseException, url: str) -> str:
+    """What to do about `permission_denied`: the one line every command says."""
+    return (
+        f"the database role may not use the schema's tables ({innermost(exc)}) on {url}: connect as "
+        "the role that ran `migrate` (it owns them), or grant this one their use "
+        "(GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO it, and USAGE, SELECT "
+        "ON ALL SEQUENCES)"
+    )
+
+
 SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 14, 26
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from vibe_ensemble.store import faults
 from vibe_ensemble.store.database import Database, DatabaseError
 
 if TYPE_CHECKING:
@@ -64,9 +65,19 @@ async def upgrade(db: Database, revision: str = "head") -> None:
 def _revision(sync_conn: Connection) -> str | None:
     if not sa.inspect(sync_conn).has_table("alembic_version"):
         return None
-    rows = sync_conn.execute(sa.select(_VERSION.c.version_num)).scalars().all()
+    try:
+        rows = sync_conn.execute(sa.select(_VERSION.c.version_num)).scalars().all()
+    except sa.exc.DBAPIError as exc:
+        if not faults.permission_denied(exc):
+            raise
+        url = sync_conn.engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(faults.no_rights(exc, url)) from None
     if len(rows) > 1:
-        raise RuntimeError(f"the database has several schema revisions: {', '.join(rows)}")
+        raise DatabaseError(
+            f"the database has several schema revisions ({', '.join(rows)}) in its alembic_version "
+            "table, where this vibe-ensemble writes one: it was migrated by another program, or edited "
+            "by hand; restore a backup taken before, or keep the row of the revision its schema is at"
+        )
     return rows[0] if rows else None
 
 

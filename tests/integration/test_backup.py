@@ -519,3 +519,18 @@ async def test_a_backup_of_the_other_backend_says_which_it_is_and_what_it_needs(
         await on_postgres.restore(sqlite_backup.id)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file made, no safety backup taken
     assert len(await on_sqlite.manifests()) == 2
+
+
+async def test_backups_with_one_label_started_in_one_second_get_their_own_ids(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """Three `backup create --label dup` at once chose one id between two of them, and one backup
+    overwrote another: each id is now reserved in the location before it is used."""
+    await _seed(runtime.services)
+    backups = _backups(database_url, tmp_path)
+    made = await asyncio.gather(*(backups.create("dup") for _ in range(3)))
+    assert len({m.id for m in made}) == 3
+    assert sorted(m.id for m in await backups.manifests()) == sorted(m.id for m in made)
+    for manifest in made:
+        assert (await backups.verify(manifest.id)).ok
+    assert not [p for p in (tmp_path / "backups").iterdir() if p.name.endswith(".reserved")]

@@ -100,10 +100,11 @@ class Backups:
         self.pg_bin_dir = pg_bin_dir
 
     def _new_id(self, label: str, now: datetime) -> str:
+        """A new backup id, reserved in the storage (`unreserve` it once its manifest is written)."""
         base = f"{now:%Y%m%dT%H%M%SZ}-{label}"
         taken = {n.rsplit(".", 1)[0] for n in self.storage.names(missing_ok=True) if n.endswith(".json")}
         candidate, n = base, 1
-        while candidate in taken:
+        while candidate in taken or not self.storage.reserve(candidate):
             n += 1
             candidate = f"{base}-{n}"
         return candidate
@@ -115,6 +116,14 @@ class Backups:
         started = time.perf_counter()
         now = datetime.now(UTC)
         backup_id = self._new_id(label, now)
+        try:
+            return await self._create(backup_id, label, src, now, started)
+        finally:
+            self.storage.unreserve(backup_id)
+
+    async def _create(
+        self, backup_id: str, label: str, src: Target, now: datetime, started: float
+    ) -> Manifest:
         with tempfile.TemporaryDirectory(prefix="vibe-backup-") as tmp:
             work = Path(tmp)
             if src.backend == "sqlite":

@@ -34,6 +34,8 @@ class BackupStorage(Protocol):
     def get_bytes(self, name: str) -> bytes: ...
     def names(self, *, missing_ok: bool = False) -> list[str]: ...
     def delete(self, name: str) -> None: ...
+    def reserve(self, name: str) -> bool: ...
+    def unreserve(self, name: str) -> None: ...
 
 
 def _check_name(name: str) -> str:
@@ -123,6 +125,29 @@ class DirectoryStorage:
     def delete(self, name: str) -> None:
         self._file(name).unlink(missing_ok=True)
 
+    def reserve(self, name: str) -> bool:
+        """Take `name` (a backup id) for one `create`, atomically: False when another has it. Two
+        backups with one label in one second (a scheduled job and one started by hand) chose the same
+        id, and the second overwrote the first. The mark is a hidden file, which listings skip."""
+        try:
+            private_dirs(self.path)
+            os.close(os.open(self._mark(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            why = "it is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise BackupError(
+                f"cannot write to the backup location {self.location}: {why} "
+                "(check --to/--store, or VIBE_BACKUP_LOCATION)"
+            ) from None
+        return True
+
+    def unreserve(self, name: str) -> None:
+        self._mark(name).unlink(missing_ok=True)
+
+    def _mark(self, name: str) -> Path:
+        return self.path / f".{_check_name(name)}.reserved"
+
 
 class S3Storage:
     """Backups in `s3://bucket/prefix` through boto3 (credentials from the usual AWS settings)."""
@@ -193,6 +218,14 @@ class S3Storage:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
         except Exception as exc:
             raise self._failed(f"delete {name} from", exc, name) from exc
+
+    def reserve(self, name: str) -> bool:
+        """S3 has no atomic create here: two backups with one label started in one second may still
+        choose one id (docs/backups.md)."""
+        return True
+
+    def unreserve(self, name: str) -> None:
+        return None
 
 
 def open_storage(location: str, *, s3_endpoint_url: str | None = None) -> BackupStorage:

@@ -171,3 +171,16 @@ async def test_a_pod_without_a_data_directory_is_not_failed_for_it(postgres_url:
         assert "permissions: data directory" in found and "disk: data directory" in found
     finally:
         await rt.stop()
+
+
+async def test_a_backup_location_that_is_a_file_fails(tmp_path: Path) -> None:
+    """doctor said `backup location ok` (and suggested a chmod of the file), then `backup create`
+    failed: it is not a directory."""
+    a_file = tmp_path / "agent.py"
+    a_file.write_text("print('hello')\n")
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", tmp_path, backup_location=str(a_file)
+    )
+    found = by_check(await run_checks(settings))
+    assert found["permissions: backup location"].status == "fail"
+    assert found["permissions: backup location"].detail == f"{a_file} is a file, not a directory"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -187,3 +188,19 @@ def test_an_error_that_says_nothing_is_logged_by_its_type() -> None:
     assert [(e["event"], e["error"]) for e in logs] == [
         ("database_unreachable", "TimeoutError (no answer in time)")
     ]
+
+
+def test_a_wait_given_up_is_named_as_such_not_as_cancelled_error() -> None:
+    """doctor on a PostgreSQL that accepts connections and never answers said `unreachable:
+    CancelledError`."""
+    try:
+        try:
+            raise asyncio.CancelledError()
+        except asyncio.CancelledError as cancelled:
+            raise TimeoutError() from cancelled
+    except TimeoutError as exc:
+        assert faults.innermost(exc) == "no answer in time"
+    assert (
+        faults.innermost(ConnectionRefusedError(111, "Connection refused"))
+        == "[Errno 111] Connection refused"
+    )

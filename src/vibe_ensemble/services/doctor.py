@@ -157,6 +157,8 @@ def _permissions(what: str, path: Path) -> list[Finding]:
             missing = f"{path} does not exist and {parent} is not writable"
             return [Finding(check, "fail", missing, "create it")]
         return [_ok(check, f"{path} will be created")]
+    if what in ("data directory", "backup location") and not path.is_dir():
+        return [Finding(check, "fail", f"{path} is a file, not a directory", "point it at a directory")]
     if not os.access(path, os.W_OK | os.R_OK):
         return [Finding(check, "fail", f"{path} is not readable and writable by this user", "chown/chmod it")]
     mode = stat.S_IMODE(path.stat().st_mode)

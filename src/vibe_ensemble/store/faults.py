@@ -9,6 +9,7 @@ database answers again, then a recovery line.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 import sys
@@ -75,7 +76,12 @@ def innermost(exc: BaseException) -> str:
     """The first line of the root cause of `exc` (the driver's own words: `database "x" does not
     exist`, `Connect call failed …`)."""
     root = root_cause(exc)
-    return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+    said = str(root).strip().splitlines()
+    if said:
+        return said[0][:200]
+    if isinstance(root, TimeoutError | asyncio.CancelledError):  # a wait given up: it says nothing
+        return "no answer in time"
+    return type(root).__name__
 
 
 def permission_denied(exc: BaseException) -> bool:

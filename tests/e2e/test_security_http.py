@@ -60,6 +60,14 @@ def test_every_answer_carries_the_security_headers(hardened: ServerProcess) -> N
         assert "server" not in h
     docs = httpx2.get(hardened.url + "/api/v1/docs").headers["content-security-policy"]
     assert "cdn" not in docs and "unsafe-inline" not in docs  # Swagger UI from the package
+    # the API's answers are one caller's data (a new token, the audit log): kept by no cache
+    made = httpx2.post(
+        hardened.url + "/api/v1/tokens", json={"role": "viewer"}, headers=auth(hardened.admin_token)
+    )
+    assert made.status_code == 201 and made.headers["cache-control"] == "no-store", made.text
+    for path in ("/api/v1/tokens", "/api/v1/audit", "/api/v1/projects"):
+        listed = httpx2.get(hardened.url + path, headers=auth(hardened.admin_token))
+        assert listed.headers["cache-control"] == "no-store", path
 
 
 def test_hsts_when_a_trusted_proxy_says_https(hardened: ServerProcess) -> None:

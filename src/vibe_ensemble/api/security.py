@@ -37,6 +37,10 @@ _COMMON = [
 
 _OVER_HTTP = (*_COMMON, (b"content-security-policy", CSP.encode()))
 _OVER_HTTPS = (*_OVER_HTTP, (b"strict-transport-security", HSTS.encode()))
+# The API's answers are one caller's data (a new token, the audit log, an inbox): no cache along the
+# way, nor the browser's, keeps them, unless a route says otherwise (the API docs' assets).
+_NO_STORE = (b"cache-control", b"no-store")
+_API = ("/api/", "/mcp")
 
 
 class SecurityHeadersMiddleware:
@@ -54,6 +58,8 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         extra = _OVER_HTTPS if scope.get("scheme") == "https" else _OVER_HTTP
+        if scope["path"].startswith(_API):
+            extra = (*extra, _NO_STORE)
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import os
 import sqlite3
@@ -534,3 +535,28 @@ async def test_backups_with_one_label_started_in_one_second_get_their_own_ids(
     for manifest in made:
         assert (await backups.verify(manifest.id)).ok
     assert not [p for p in (tmp_path / "backups").iterdir() if p.name.endswith(".reserved")]
+
+
+async def test_another_programs_sqlite_file_is_refused_before_the_target_is_touched(
+    tmp_path: Path,
+) -> None:
+    """A gzipped SQLite file of another program, with a manifest whose checksum matches, was swapped
+    into the target, migrated, found wanting and rolled back: it is refused before anything is done."""
+    target = tmp_path / "vibe.db"
+    rt = Runtime(make_settings(f"sqlite+aiosqlite:///{target}", tmp_path))
+    await rt.start(apply_migrations=True)
+    await _seed(rt.services)
+    await rt.stop()
+    backups = _backups(f"sqlite+aiosqlite:///{target}", tmp_path)
+    manifest = await backups.create()
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE recipes (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO recipes (name) VALUES ('bread')")
+    stored = tmp_path / "backups" / manifest.file
+    stored.write_bytes(gzip.compress(foreign.read_bytes()))
+    _rewrite(tmp_path / "backups", manifest.id, sha256=hashlib.sha256(stored.read_bytes()).hexdigest())
+    with pytest.raises(BackupError, match="is not a Vibe Ensemble database .*nothing was changed"):
+        await backups.restore(manifest.id)
+    assert [m.label for m in await backups.manifests()] == ["manual"]  # no safety backup was needed
+    assert await _count(f"sqlite:///{target}", "issues") == 5

@@ -312,6 +312,11 @@ class Backups:
                         raise BackupError(f"backup {backup_id} is damaged: {'; '.join(problems)}")
                     with backup_sqlite.connect(restorable) as conn:
                         revision, _ = backup_sqlite.facts(conn)
+                    if revision is None:  # another program's SQLite file: swapped in, then rolled back
+                        raise BackupError(
+                            f"backup {backup_id} is not a Vibe Ensemble database (its file has no schema "
+                            "revision); nothing was changed"
+                        )
                     _refuse_unrestorable(backup_id, revision)  # the file's own, whatever its manifest says
                 elif in_use:
                     # Servers write to the target: its row counts after the restore cannot be held

@@ -556,7 +556,7 @@ async def test_another_programs_sqlite_file_is_refused_before_the_target_is_touc
     stored = tmp_path / "backups" / manifest.file
     stored.write_bytes(gzip.compress(foreign.read_bytes()))
     _rewrite(tmp_path / "backups", manifest.id, sha256=hashlib.sha256(stored.read_bytes()).hexdigest())
-    with pytest.raises(BackupError, match="is not a Vibe Ensemble database .*nothing was changed"):
+    with pytest.raises(BackupError, match=r"is not a Vibe Ensemble database .*nothing was changed"):
         await backups.restore(manifest.id)
     assert [m.label for m in await backups.manifests()] == ["manual"]  # no safety backup was needed
     assert await _count(f"sqlite:///{target}", "issues") == 5

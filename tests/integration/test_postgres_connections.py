@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import sqlalchemy as sa
+import structlog.testing
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
@@ -425,7 +426,7 @@ async def test_a_remembered_token_is_rechecked_briefly_when_the_network_is_cut(
     runtime = Runtime(settings)
     await runtime.start(apply_migrations=True)
     try:
-        runtime.db.transaction_timeout_s = 6.0
+        runtime.db.transaction_timeout_s = 10.0
         monkeypatch.setattr(tokens_service, "RECHECK_S", 0.3)
         tokens = runtime.services.tokens
         admin = Caller(credential_id=None, role=TokenRole.ADMIN, label="test")
@@ -436,13 +437,15 @@ async def test_a_remembered_token_is_rechecked_briefly_when_the_network_is_cut(
         hole.cut.set()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        assert (await tokens.authenticate(secret)).credential_id == cred.id
-        assert loop.time() - started < 4.0  # RECHECK_S (and the outage's first log line), not 6 s
+        with structlog.testing.capture_logs():  # the outage's first line, its traceback not rendered
+            assert (await tokens.authenticate(secret)).credential_id == cred.id
+        # RECHECK_S (0.3 s) and asyncpg giving up the unanswered read (~2 s), not the 10 s bound
+        assert loop.time() - started < 6.0
         assert faults.FAULTS.unreachable  # and the outage is known to the requests after it
         started = loop.time()
         with pytest.raises(DatabaseUnavailable):
             await tokens.authenticate(unknown)  # never verified here: no memory to fall back on
-        assert loop.time() - started >= 6.0
+        assert loop.time() - started >= 10.0
     finally:
         await runtime.stop()
         await hole.close()

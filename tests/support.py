@@ -30,7 +30,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-TOKEN_RE = re.compile(r"token:\s+(vibe_[A-Za-z0-9_-]+)")
+# The first-start admin token: in the banner, or in the `admin_token_created` line (VIBE_LOG_JSON)
+TOKEN_RE = re.compile(r'token(?::\s+|_secret":\s*")(vibe_[A-Za-z0-9_-]+)')
 
 # CI sets this (.ci/run), having installed the tools: a test whose tool is missing fails there.
 REQUIRE_TOOLS = os.environ.get("VIBE_REQUIRE_TOOLS") == "1"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx2
 from websockets.asyncio.client import connect
 
-from tests.support import ServerProcess, call, call_error, mcp_client, start_server
+from tests.support import ServerProcess, call, call_error, free_port, launch, mcp_client, start_server
 
 SECRET_BODY = "TOP-SECRET-BODY-a8f3"
 
@@ -71,10 +73,47 @@ async def test_request_and_tool_call_lines(tmp_path: Path) -> None:
     # Every tool call's line has its own request id.
     assert len({x["request_id"] for x in tools}) == len(tools)
 
-    # No secrets, no message bodies, no query strings, no forged lines. (The first-start banner shows
-    # the admin token once, by design; the log lines never do.)
-    structured = "\n".join(line for line in log.splitlines() if line.startswith("{"))
+    # No secrets, no message bodies, no query strings, no forged lines. (The first-start line shows
+    # the admin token once, by design; the other log lines never do.)
+    assert server.admin_token
+    assert [x["event"] for x in found if "admin_token_secret" in x] == ["admin_token_created"]
+    structured = "\n".join(
+        line for line in log.splitlines() if line.startswith("{") and "admin_token_created" not in line
+    )
     assert server.admin_token not in structured and server.admin_token[:16] not in structured
     assert SECRET_BODY not in log
     assert "hidden-query" not in log
     assert "FAKE LINE" not in log
+
+
+def test_with_json_logs_every_line_a_server_writes_is_json(tmp_path: Path) -> None:
+    """VIBE_LOG_JSON=true: the start-up lines (the database, the allowed-hosts warning, the address
+    served) and the first-start admin token are JSON lines too, so a log pipeline reads every line;
+    the token is in one line only, in a field that names it a secret, and it works."""
+    port = free_port()
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path / "data"), "VIBE_PORT": str(port)}
+    # 127.0.0.2: beyond loopback as far as the allowed-hosts warning goes, yet reachable only here.
+    env.update({"VIBE_HOST": "127.0.0.2", "VIBE_LOG_JSON": "true"})
+    env.pop("VIBE_ALLOWED_HOSTS", None)
+    argv = [sys.executable, "-m", "vibe_ensemble.cli", "serve", "--migrate"]
+    server = launch(argv, env, tmp_path / "server.log", f"http://127.0.0.2:{port}")
+    try:
+        written = [line for line in server.log().splitlines() if line.strip()]
+        found = [json.loads(line) for line in written]  # every line, none plain
+        by_event = {x["event"]: x for x in found}
+        created = by_event["admin_token_created"]
+        secret = created["admin_token_secret"]
+        answer = httpx2.get(
+            f"{server.url}/api/v1/projects", headers={"Authorization": f"Bearer {secret}"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.stop()
+    assert [line for line in written if secret in line] == [written[found.index(created)]]
+    assert created["level"] == "warning" and created["mcp_url"] == f"http://127.0.0.2:{port}/mcp"
+    warned = by_event["allowed_hosts_unset"]
+    assert warned["level"] == "warning" and warned["host"] == "127.0.0.2"
+    assert "DNS-rebinding" in warned["message"]
+    assert by_event["server_starting"]["database"] == str(tmp_path / "data" / "vibe.db")
+    started = by_event["server_started"]
+    assert started["url"] == f"http://127.0.0.2:{port}" and started["mcp_url"] == created["mcp_url"]

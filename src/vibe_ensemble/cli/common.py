@@ -44,6 +44,18 @@ DbOpt = Annotated[
 ]
 
 
+def tell(settings: Settings, line: str, event: str, *, level: str = "info", **fields: object) -> None:
+    """A server's own news: `line` (rich markup) on stderr for a person, or, with VIBE_LOG_JSON, the
+    log line `event` with `fields` (on stdout, with every other log line), so that a log pipeline
+    reads every line the server writes."""
+    if settings.log_json:
+        import structlog
+
+        getattr(structlog.get_logger("vibe_ensemble.serve"), level)(event, **fields)
+    else:
+        err.print(line, soft_wrap=True)
+
+
 def settings_or_exit(config: Path | None, *, existing: bool = False, **overrides: Any) -> Settings:
     """The settings, or a one-line error and exit code 2 when they are invalid. With `existing`, a
     SQLite file that is not there is refused (exit 1): this command uses a database, it makes none."""

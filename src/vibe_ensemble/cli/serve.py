@@ -18,6 +18,7 @@ from vibe_ensemble.cli.common import (
     refuse_unsafe_production,
     run,
     settings_or_exit,
+    tell,
 )
 from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
 from vibe_ensemble.ops import tracing
@@ -56,10 +57,17 @@ def serve(
     if not migrate:
         refuse_missing_database(settings)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
-        err.print(
-            f"[yellow]warning:[/yellow] serving on {escape(settings.host)} without VIBE_ALLOWED_HOSTS: "
+        why = (
             "no Host is checked (DNS-rebinding protection is off); list the host names clients use "
             "(docs/security.md)"
+        )
+        tell(
+            settings,
+            f"[yellow]warning:[/yellow] serving on {escape(settings.host)} without VIBE_ALLOWED_HOSTS: {why}",
+            "allowed_hosts_unset",
+            level="warning",
+            host=settings.host,
+            message=f"VIBE_ALLOWED_HOSTS is not set: {why}",
         )
     try:
         tracing.endpoint(settings)
@@ -81,7 +89,8 @@ def serve(
     except StartupError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    err.print(f"database: {escape(database_label(settings.effective_database_url))}", soft_wrap=True)
+    database = database_label(settings.effective_database_url)
+    tell(settings, f"database: {escape(database)}", "server_starting", database=database, workers=workers)
     if workers > 1 or os.environ.get(METRICS_DIR):
         share_metrics()  # before prometheus_client is imported (by the server module, below)
     from vibe_ensemble.cli import server

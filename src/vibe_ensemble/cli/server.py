@@ -19,10 +19,11 @@ import uvicorn
 from rich.markup import escape
 
 from vibe_ensemble.cli.clients import CLIENTS
-from vibe_ensemble.cli.common import database_env, err
+from vibe_ensemble.cli.common import database_env, tell
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.health import HealthListener, health_listener
+from vibe_ensemble.ops.logging import unredacted_line
 from vibe_ensemble.ops.startup import command, stop_asked
 from vibe_ensemble.runtime import Runtime
 
@@ -43,8 +44,26 @@ async def prepare(settings: Settings, *, migrate: bool) -> None:
 
 def announce(settings: Settings, secret: str) -> None:
     """The first-start banner: the admin token once, and the commands that give agents theirs, as
-    they run from a shell without this server's settings (its database, its URL)."""
+    they run from a shell without this server's settings (its database, its URL).
+
+    With VIBE_LOG_JSON, one JSON line instead (`admin_token_created`, the token in
+    `admin_token_secret`): a log pipeline reads stdout, and a banner would be a dozen lines it
+    cannot parse. The redactor would cut the token, so the line is written past it
+    (`unredacted_line`); it is the only one (docs/operations.md, docs/security.md)."""
     cli = database_env(settings) + command()
+    if settings.log_json:
+        line = unredacted_line(
+            "admin_token_created",
+            level="warning",
+            admin_token_secret=secret,
+            mcp_url=settings.mcp_url,
+            message=(
+                "first start: an admin token was created; it is shown this once. Make the admins' own "
+                f"tokens with it (`{cli} token create --role admin`), then revoke it"
+            ),
+        )
+        print(line, flush=True)
+        return
     print(
         "\nFirst start: an admin token was created. It is shown this once; keep it safe, and give it\n"
         "to no agent (it can do everything):\n"
@@ -140,12 +159,13 @@ async def _serve(
             ),
         )
         if first:
-            err.print(
-                escape(
-                    f"Vibe Ensemble serving on http://{settings.host}:{settings.port}  "
-                    f"(dashboard: /, MCP: {settings.mcp_url})"
-                ),
-                soft_wrap=True,
+            url = f"http://{settings.host}:{settings.port}"
+            tell(
+                settings,
+                escape(f"Vibe Ensemble serving on {url}  (dashboard: /, MCP: {settings.mcp_url})"),
+                "server_started",
+                url=url,
+                mcp_url=settings.mcp_url,
             )
         if health is not None:
             # Answered from here on, once migrations and start-up are done: a long migration holds

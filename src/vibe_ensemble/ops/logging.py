@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -137,6 +138,16 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=None),
     )
 
+
+def unredacted_line(event: str, *, level: str, **fields: object) -> str:
+    """The JSON log line of `event` as the JSON renderer writes it (the fields, `event`, `level`,
+    `timestamp`), *not* passed through the redactor: for the one secret a log is meant to carry,
+    the first-start admin token (cli/server.announce). Nothing else writes past the redactor."""
+    line = {**fields, "event": event, "level": level}
+    return json.dumps(_STAMP(None, level, line))
+
+
+_STAMP = structlog.processors.TimeStamper(fmt="iso")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")

@@ -178,7 +178,11 @@ def test_errors_are_json_with_status(server: ServerProcess) -> None:
         assert "title, body, " in unknown_field["message"], unknown_field
         empty = error(api.post(f"{P}/issues", json={"title": " "}), 422, "invalid_input")
         assert empty["message"] == "title: must not be empty"
-        assert empty["details"] == {"field": "title", "rule": "must not be empty"}
+        assert empty["details"] == {  # a service's refusal: the same shape, its one problem listed
+            "field": "title",
+            "rule": "must not be empty",
+            "errors": [{"field": "title", "rule": "must not be empty"}],
+        }
         oversize = error(
             api.post(f"{P}/issues", json={"title": "t", "body": "x" * 65_537}), 422, "invalid_input"
         )

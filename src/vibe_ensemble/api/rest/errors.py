@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import PermissionDenied, VibeError
+from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied, VibeError
 
 log = structlog.get_logger(__name__)
 
@@ -43,12 +44,24 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _error("Conflict: already claimed, stale version, already exists."),
     413: _error("The request body is larger than the server accepts."),
     421: _error("`misdirected_request`: the Host is not one this server answers (VIBE_ALLOWED_HOSTS)."),
-    422: _error("Invalid input: `details` names the field and the rule."),
+    422: _error(
+        "Invalid input: `details` names the first problem (`field`, `rule`) and lists every one "
+        "(`errors`: `{field, rule}` each)."
+    ),
     429: _error("Rate limit reached for this credential.", headers=_RETRY_AFTER),
     503: _error("`database_unavailable`: the database cannot be reached; retry.", headers=_RETRY_AFTER),
     507: _error("`storage_full`: the database's disk is full; reads work, writes are refused."),
 }
 """The error answers every REST route may give, in the OpenAPI document."""
+
+
+def _listed(details: Mapping[str, Any]) -> dict[str, Any]:
+    """An `invalid_input` answer's details in the one shape every refusal has: the first problem
+    (`field`, `rule`), whatever else the refusal says, and every problem (`errors`, a list of
+    `{field, rule}`). A schema's refusal lists each problem; any other names one, listed alone."""
+    if "errors" in details or "field" not in details:
+        return dict(details)
+    return {**details, "errors": [{"field": details["field"], "rule": details.get("rule", "invalid")}]}
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -110,6 +123,8 @@ def install(app: FastAPI) -> None:
         caller = getattr(request.state, "caller", None)
         if isinstance(exc, PermissionDenied) and isinstance(caller, Caller):
             await auth.audit_denied(request.app.state.services, caller, exc)
+        if exc.code == InvalidInput.code:  # a service's refusal, shaped as the schema's are
+            return JSONResponse(auth.error_body(exc.code, exc.message, _listed(exc.details)), exc.http_status)
         return auth.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -133,9 +148,8 @@ def install(app: FastAPI) -> None:
             return _mcp_is_elsewhere(request)
         if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
             rule = _unreadable(exc.__cause__)
-            return JSONResponse(
-                auth.error_body("invalid_input", f"body: {rule}", {"field": "body", "rule": rule}), 422
-            )
+            details = _listed({"field": "body", "rule": rule})
+            return JSONResponse(auth.error_body("invalid_input", f"body: {rule}", details), 422)
         code = {
             404: "not_found",
             405: "method_not_allowed",

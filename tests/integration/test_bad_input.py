@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from vibe_ensemble.auth import tokens
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentStatus, IssueStatus, TokenRole
 from vibe_ensemble.domain.errors import InvalidInput, NotFound
@@ -140,6 +141,12 @@ INVALID += [
         "must not contain a token",
     ),
     (
+        "a token label holding a generated token",
+        lambda s, a: s.tokens.create(a, role=TokenRole.WORKER, label=f"ci {tokens.generate()} reader"),
+        "label",
+        "must not contain a token",
+    ),
+    (
         "a lease path with a newline",
         lambda s, a: s.reservations.reserve(a, ["a\nb.py"], agent="w1"),
         "paths[0]",
@@ -196,6 +203,14 @@ async def test_invalid_input_names_field_and_rule(seeded: Services, admin: Calle
         assert err.value.details["field"] == field, case
         assert err.value.http_status == 422
         assert await snapshot(seeded.ctx.db) == before, case
+
+
+async def test_a_token_label_that_starts_like_a_token_is_no_token(seeded: Services, admin: Caller) -> None:
+    """Only a generated token's shape is refused in a label (`vibe_` and a run as long as its random
+    part), not every word after `vibe_` (the log redactor's wider net)."""
+    for label in ("vibe_ensemble_dashboard_reader", "vibe_ci"):
+        credential, _ = await seeded.tokens.create(admin, role=TokenRole.VIEWER, label=label)
+        assert credential.label == label
 
 
 async def test_unknown_issue_is_not_found(seeded: Services, admin: Caller) -> None:

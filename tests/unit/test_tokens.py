@@ -46,3 +46,14 @@ def test_same_compares_exactly() -> None:
     assert tokens.same(d, d)
     assert not tokens.same(d, tokens.digest("vibe_" + "y" * 40))
     assert not tokens.same(d, d[:-1])
+
+
+def test_holds_token_finds_generated_tokens_not_words_after_the_prefix() -> None:
+    """A label such as `vibe_ensemble_dashboard_reader` holds no token: only `vibe_` and a run of
+    URL-safe characters as long as a generated token's random part is one (`redact`, for logs, cuts
+    shorter runs too)."""
+    token = tokens.generate()
+    for text in (token, f"ci {token}", f"ci:{token}.", token + "_and_more"):
+        assert tokens.holds_token(text), text
+    for text in ("vibe_ensemble_dashboard_reader", "vibe_", "ci", token[:-1], token.removeprefix("vibe_")):
+        assert not tokens.holds_token(text), text

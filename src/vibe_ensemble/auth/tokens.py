@@ -12,9 +12,13 @@ TOKEN_PREFIX = "vibe_"  # noqa: S105 - a public marker, not a secret  # nosec B1
 _DISPLAY = 12  # "vibe_" and the first characters: enough to recognise a token, useless to use it
 
 
+_RANDOM_BYTES = 32
+_RANDOM_CHARS = -(-_RANDOM_BYTES * 4 // 3)  # 43: the bytes in URL-safe base64, without padding
+
+
 def generate() -> str:
     """A new token: `vibe_` followed by 256 random bits, URL-safe."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return TOKEN_PREFIX + secrets.token_urlsafe(_RANDOM_BYTES)
 
 
 def digest(token: str) -> str:
@@ -41,6 +45,17 @@ def well_formed(value: str) -> bool:
     """A token as `generate` makes them: it looks like one and holds only URL-safe characters, so it
     is a valid header value and `redact` cuts all of it, wherever it is printed."""
     return looks_like_token(value) and _TOKEN_IN_TEXT.fullmatch(value) is not None
+
+
+_GENERATED_IN_TEXT = re.compile(re.escape(TOKEN_PREFIX) + f"[A-Za-z0-9_-]{{{_RANDOM_CHARS},}}")
+
+
+def holds_token(text: str) -> bool:
+    """Whether `text` holds a token as `generate` makes them: `vibe_` and a run of URL-safe characters
+    at least as long as its random part. Narrower than what `redact` cuts (from 15 characters on, for
+    a log may hold a token cut short), so that a name such as `vibe_ensemble_dashboard_reader` is
+    not taken for a token."""
+    return TOKEN_PREFIX in text and _GENERATED_IN_TEXT.search(text) is not None
 
 
 def redact(text: str) -> str:

@@ -141,7 +141,7 @@ def _checked_arguments(
     """The label and agent of a new token, checked (no database needed); refused as `create` refuses."""
     caller.require(Op.TOKEN_ADMIN)
     label = rules.line("label", label, max_len=rules.MAX_LINE, required=False)
-    if tokens.redact(label) != label:  # a label is shown in token lists and the event feed, in clear
+    if tokens.holds_token(label):  # a label is shown in token lists and the event feed, in clear
         raise InvalidInput("label", "must not contain a token (labels are shown to all who list tokens)")
     if agent is not None:
         agent = rules.agent_name("agent", agent)  # a token bound to `system` could never act

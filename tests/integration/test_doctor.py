@@ -184,3 +184,51 @@ async def test_a_backup_location_that_is_a_file_fails(tmp_path: Path) -> None:
     found = by_check(await run_checks(settings))
     assert found["permissions: backup location"].status == "fail"
     assert found["permissions: backup location"].detail == f"{a_file} is a file, not a directory"
+
+
+def _doctor_json(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
+    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"], env=env)
+    return run.returncode, {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+
+
+@pytest.mark.parametrize("below", ["", "sub/deeper"])
+def test_a_data_directory_that_is_a_file_or_under_one_fails_naming_it(tmp_path: Path, below: str) -> None:
+    """VIBE_DATA_DIR at a regular file (or below one): doctor said the backup location `will be
+    created` and the disk was fine. Every place under the file fails, naming the file."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory\n")
+    data_dir = a_file / below if below else a_file
+    env = {**os.environ, "VIBE_DATA_DIR": str(data_dir)}
+    env.pop("VIBE_BACKUP_LOCATION", None)
+    env.pop("VIBE_DATABASE_URL", None)
+    code, found = _doctor_json(env)
+    assert code == 1
+    said = f"{a_file} is a file, not a directory"
+    for check, path in (
+        ("database", data_dir / "vibe.db"),
+        ("permissions: data directory", data_dir),
+        ("permissions: backup location", data_dir / "backups"),
+    ):
+        assert found[check]["status"] == "fail", found[check]
+        assert found[check]["detail"].startswith(str(path)) and said in found[check]["detail"], found[check]
+        assert "VIBE_DATA_DIR" in found[check]["fix"], found[check]  # the default backups are in it
+    assert "disk: data directory" not in found and "disk: backup location" not in found, found
+    assert not any("will be created" in c["detail"] for c in found.values()), found
+
+
+def test_a_backup_location_under_a_file_fails_naming_it(tmp_path: Path) -> None:
+    a_file = tmp_path / "backups.tar"
+    a_file.write_text("not a directory\n")
+    env = {
+        **os.environ,
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "VIBE_BACKUP_LOCATION": str(a_file / "daily"),
+    }
+    env.pop("VIBE_DATABASE_URL", None)
+    code, found = _doctor_json(env)
+    assert code == 1
+    refused = found["permissions: backup location"]
+    assert refused["status"] == "fail"
+    assert refused["detail"] == f"{a_file / 'daily'} cannot be made: {a_file} is a file, not a directory"
+    assert "VIBE_BACKUP_LOCATION" in refused["fix"]
+    assert "disk: backup location" not in found

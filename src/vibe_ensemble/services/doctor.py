@@ -48,8 +48,38 @@ def _ok(check: str, detail: str) -> Finding:
     return Finding(check, "ok", detail)
 
 
+def _not_a_directory(path: Path) -> Path | None:
+    """What stands where `path`, or a directory above it, should be a directory: `path` itself or
+    the nearest of its parents that exists, when that is a file (or a device, a socket, …); None when
+    it is a directory, or cannot be looked at (the permissions check says so)."""
+    for place in (path, *path.parents):
+        try:
+            mode = place.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file: look higher
+            continue
+        except OSError:
+            return None
+        return None if stat.S_ISDIR(mode) else place
+    return None
+
+
+def _blocked(path: Path, blocker: Path) -> str:
+    """`path` cannot be a directory because `blocker` (itself or a parent) is not one."""
+    kind = "a file" if blocker.is_file() else "something else"
+    said = f"{blocker} is {kind}, not a directory"
+    return said if blocker == path else f"{path} cannot be made: {said}"
+
+
 def _not_a_database(path: Path) -> Finding:
     """The SQLite file the settings name is missing, or something else stands there."""
+    blocker = _not_a_directory(path.parent)
+    if blocker is not None:
+        return Finding(
+            "database",
+            "fail",
+            _blocked(path, blocker),
+            f"fix VIBE_DATA_DIR / VIBE_DATABASE_URL, or move {blocker} aside",
+        )
     if path.exists():
         return Finding(
             "database",
@@ -132,6 +162,13 @@ def _disk(settings: Settings, db: Database | None) -> list[Finding]:
     if "://" not in location:
         places["backup location"] = Path(location)
     for what, path in places.items():
+        blocker = _not_a_directory(path) if what != "database file" else None
+        if blocker is not None:  # nothing can be written there: no disk to measure
+            own = what == "backup location" and settings.backup_location is not None
+            setting = "VIBE_BACKUP_LOCATION" if own else "VIBE_DATA_DIR"
+            fix = f"point {setting} at a directory, or move {blocker} aside"
+            findings.append(Finding(f"permissions: {what}", "fail", _blocked(path, blocker), fix))
+            continue
         existing = path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -157,8 +194,6 @@ def _permissions(what: str, path: Path) -> list[Finding]:
             missing = f"{path} does not exist and {parent} is not writable"
             return [Finding(check, "fail", missing, "create it")]
         return [_ok(check, f"{path} will be created")]
-    if what in ("data directory", "backup location") and not path.is_dir():
-        return [Finding(check, "fail", f"{path} is a file, not a directory", "point it at a directory")]
     if not os.access(path, os.W_OK | os.R_OK):
         return [Finding(check, "fail", f"{path} is not readable and writable by this user", "chown/chmod it")]
     mode = stat.S_IMODE(path.stat().st_mode)

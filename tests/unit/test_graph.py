@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from vibe_ensemble.domain.attention import IssueRef
 from vibe_ensemble.domain.enums import IssueStatus
-from vibe_ensemble.domain.graph import GAP_X, NODE_W, critical_path, layout, unblock_counts
+from vibe_ensemble.domain.graph import GAP_X, LABEL_CHARS, NODE_W, critical_path, layout, unblock_counts
+from vibe_ensemble.domain.untrusted import one_line
 
 
 def ref(n: int, status: IssueStatus = IssueStatus.OPEN) -> IssueRef:
@@ -44,3 +45,38 @@ def test_layout_puts_each_issue_right_of_what_it_waits_on_and_marks_the_path() -
     assert nodes[1].label == "issue 1" and layout(
         [IssueRef(5, "x" * 40, IssueStatus.OPEN, "p1", None)], {}
     ).nodes[0].label.endswith("…")
+
+
+FR, DE = "\U0001f1eb\U0001f1f7", "\U0001f1e9\U0001f1ea"  # 🇫🇷 🇩🇪: two regional indicators each
+
+
+def label(title: str) -> str:
+    return layout([IssueRef(1, title, IssueStatus.OPEN, "p2", None)], {}).nodes[0].label
+
+
+def test_a_label_is_cut_between_graphemes_never_inside_one() -> None:
+    """A title cut to the box's width at a character count split a flag (🇫🇷 to 🇫), took an accent
+    from its letter or an emoji from its sequence; and it was cut before its hiding characters were
+    marked, so a mark grew the label past the box (or was itself cut)."""
+    assert LABEL_CHARS == 26
+    assert label("x" * 24 + FR) == "x" * 24 + FR  # it fits: not cut
+    assert label("x" * 24 + FR + "yy") == "x" * 24 + "…"  # 🇫🇷 whole or not at all
+    assert label("x" * 23 + FR + DE) == "x" * 23 + FR + "…"  # pairs counted from the run's start
+    assert label("x" * 24 + "e\u0301\u0302tc") == "x" * 24 + "…"  # é̂: never before a combining mark
+    assert label("x" * 23 + "e\u0301\u0302tc") == "x" * 23 + "…"  # not e without its accents
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # 👨‍👩‍👧, joined by ZWJ
+    assert label("x" * 20 + family + "tail") == "x" * 20 + family + "…"  # 25 characters: it fits
+    assert label("x" * 21 + family + "tail") == "x" * 21 + "…"  # never on either side of a ZWJ
+    assert label("x" * 24 + "\u2764\ufe0f!") == "x" * 24 + "…"  # ❤️: never before a variation selector
+    assert label("x" * 24 + "\U0001f44d\U0001f3fd!!") == "x" * 24 + "…"  # 👍🏽: the skin tone stays on
+    # Hiding characters are marked, then cut: never into a mark, and the mark counts its width.
+    hidden = label("abc\u200bdefghijklmnopqrstuvwxyz")
+    assert hidden == "abc⟦U+200B⟧defghijklmnopq…" and len(hidden) == LABEL_CHARS
+    assert label("x" * 20 + "\u202eabcdefgh") == "x" * 20 + "…"  # ⟦U+202E⟧ whole or not at all
+    for title in ("x" * 24 + FR + "yy", "abc\u200b" * 20, FR * 30, "e\u0301" * 30):
+        assert len(label(title)) <= LABEL_CHARS
+
+
+def test_one_line_cuts_at_a_grapheme_too() -> None:
+    assert one_line("ab" + FR + "cd", 4) == "ab…"
+    assert one_line("x" * 200, 10) == "x" * 9 + "…"

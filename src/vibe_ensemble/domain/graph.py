@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from vibe_ensemble.domain.attention import IssueRef
+from vibe_ensemble.domain.untrusted import marked_visibly, shortened
 
 NODE_W = 224
 NODE_H = 44
@@ -34,8 +35,9 @@ class Node:
 
     @property
     def label(self) -> str:
-        title = self.issue.title
-        return title if len(title) <= LABEL_CHARS else title[: LABEL_CHARS - 1] + "…"
+        """The title as drawn in the box: its hiding characters marked first (`⟦U+202E⟧`, as every
+        page shows them), then cut to `LABEL_CHARS` without splitting a grapheme or a mark."""
+        return shortened(marked_visibly(self.issue.title), LABEL_CHARS)
 
 
 @dataclass

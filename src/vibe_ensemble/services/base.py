@@ -150,12 +150,16 @@ class Service:
             await acting_as(conn, project_id, caller, caller.acting_agent(agent))
 
 
-async def acting_as(conn: Connection, project_id: int, caller: Caller, name: str) -> Agent:
+async def acting_as(
+    conn: Connection, project_id: int, caller: Caller, name: str, *, lock: bool = False
+) -> Agent:
     """The agent `name` a call acts as: registered and active (`agent_store.get`), and, for a team
     token, one its role may speak for. A worker team token acts for the workers and observers of
     its project, not as a coordinator: the team's lead is not impersonated by a shared token (a
-    bound token is its agent, bound by an admin)."""
-    return may_act_as(caller, await agent_store.get(conn, project_id, name))
+    bound token is its agent, bound by an admin). `lock`: for a write that gives the agent a lease
+    or an issue, its row stays locked against a retirement until the transaction ends
+    (`agent_store.find`)."""
+    return may_act_as(caller, await agent_store.get(conn, project_id, name, lock=lock))
 
 
 def may_act_as(caller: Caller, agent: Agent) -> Agent:

@@ -110,7 +110,7 @@ class IssueService(Service):
         if assignee != actor:
             caller.require(Op.ISSUE_ASSIGN_OTHERS)
         try:
-            return (await agent_store.get(conn, project_id, assignee)).id
+            return (await agent_store.get(conn, project_id, assignee, lock=True)).id  # not retiring meanwhile
         except NotFound:
             raise InvalidInput("assignee", f"no active agent named {assignee!r} in this project") from None
 
@@ -295,7 +295,7 @@ class IssueService(Service):
         name = caller.acting_agent(agent)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await acting_as(tx.conn, proj.id, caller, name)
+            me = await acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
             if issue_id is not None:
                 held = await store.get(tx.conn, proj.id, issue_id)
                 if held.assignee == name and held.status == IssueStatus.OPEN:

@@ -115,7 +115,7 @@ class ReservationService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await store.lock_project(tx.conn, proj.id)
-            me = await acting_as(tx.conn, proj.id, caller, name)
+            me = await acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
             if issue is not None and not await issue_store.existing_ids(tx.conn, proj.id, [issue]):
                 raise InvalidInput("issue", f"no such issue in this project: {issue}")
             if key is not None:

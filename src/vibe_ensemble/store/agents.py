@@ -40,13 +40,29 @@ def _to_agent(row: sa.Row[Any]) -> Agent:
     )
 
 
-_BY_NAME = Prepared(
-    _select().where(agents.c.project_id == sa.bindparam("project_id"), agents.c.name == sa.bindparam("name"))
+_by_name = _select().where(
+    agents.c.project_id == sa.bindparam("project_id"), agents.c.name == sa.bindparam("name")
 )
+_BY_NAME = Prepared(_by_name)
 
 
-async def find(conn: Connection, project_id: int, name: str) -> Agent | None:
-    row = first_record(await conn.execute(_BY_NAME, {"project_id": project_id, "name": name}))
+# PostgreSQL: the same row, locked against a retirement (and any other change to it) until the
+# transaction ends. `FOR NO KEY UPDATE OF agents`: the agent's row alone, never the project's.
+_BY_NAME_LOCKED = Prepared(_by_name.with_for_update(key_share=True, of=agents))
+
+
+async def find(conn: Connection, project_id: int, name: str, *, lock: bool = False) -> Agent | None:
+    """The agent named `name` in the project (retired ones too), or None.
+
+    With `lock`, on PostgreSQL its row stays locked until the transaction ends: for a write that
+    gives the agent something a retirement takes back (a lease, an issue). A retirement updates
+    that row first, so the two serialise: the write waits for a retirement under way and then
+    finds the agent retired, or the retirement waits for the write and then releases what it
+    gave. (Read at READ COMMITTED without it, a lease could be granted by an agent whose retirement
+    committed a moment before, and outlive it.) SQLite's writes are serial already.
+    """
+    statement = _BY_NAME_LOCKED if lock and conn.dialect.name == "postgresql" else _BY_NAME
+    row = first_record(await conn.execute(statement, {"project_id": project_id, "name": name}))
     return None if row is None else _to_agent(row)
 
 
@@ -98,9 +114,11 @@ async def find_many(conn: Connection, project_id: int, names: list[str]) -> dict
     return {row.name: _to_agent(row) for row in rows}
 
 
-async def get(conn: Connection, project_id: int, name: str, *, active: bool = True) -> Agent:
-    """The agent named `name`; registered (and, when `active`, not retired)."""
-    return registered(await find(conn, project_id, name), name, active=active)
+async def get(
+    conn: Connection, project_id: int, name: str, *, active: bool = True, lock: bool = False
+) -> Agent:
+    """The agent named `name`; registered (and, when `active`, not retired). `lock`: see `find`."""
+    return registered(await find(conn, project_id, name, lock=lock), name, active=active)
 
 
 def registered(agent: Agent | None, name: str, *, active: bool = True) -> Agent:

@@ -442,3 +442,14 @@ async def test_a_release_of_many_leases_is_told_in_events_of_at_most_500(
     assert [len(p["ids"]) for p in told] == [500, 500, 100]
     assert reservations.RELEASED_PER_EVENT == 500
     assert sorted(i for p in told for i in p["ids"]) == sorted(r.id for r in released.released)
+
+
+async def test_spaces_cut_from_a_pattern_come_with_a_warning(team: Services) -> None:
+    """A git path may begin with a space: ' src/x.py' leased as 'src/x.py' is said, not done silently."""
+    result = await team.reservations.reserve(bound("ann"), [" src/x.py", "src/y.py ", " service://db"])
+    assert [r.pattern for r in result.granted] == ["src/x.py", "src/y.py", "service://db"]
+    assert result.warnings == [
+        "' src/x.py' was normalised to 'src/x.py'",
+        "'src/y.py ' was normalised to 'src/y.py'",
+        "' service://db' was normalised to 'service://db'",
+    ]

@@ -46,7 +46,10 @@ async def list_events(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 100,
 ) -> EventPage:
-    return await services.events.page(caller, after=after, project=project, types=types, limit=limit)
+    page = await services.events.page(caller, after=after, project=project, types=types, limit=limit)
+    if not page.items and after > 0:  # nothing after it: past the newest event? (the feeds refuse it too)
+        await within_the_log(services, "after", after)
+    return page
 
 
 async def _feed_caller(request: Request, _: BearerDep) -> auth.Authenticated:

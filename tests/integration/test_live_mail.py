@@ -12,7 +12,7 @@ import pytest
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
-from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
+from vibe_ensemble.domain.errors import InvalidInput, NotFound, PermissionDenied
 from vibe_ensemble.domain.models import Inbox
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
@@ -179,3 +179,17 @@ async def test_ids_beyond_64_bits_are_refused_by_name(
     with pytest.raises(InvalidInput) as refused:
         await services.live.feed(admin, after=2**63)
     assert refused.value.details["field"] == "after"
+
+
+async def test_a_wait_ends_when_its_agent_is_retired(
+    live: Runtime, services: Services, admin: Caller
+) -> None:
+    """Retired while it waits, an agent hears so at once, not when its timeout runs out."""
+    await agents(services, admin, "bob")
+    bob = Caller(credential_id=None, role=TokenRole.WORKER, agent="bob", label="bob")
+    waiting = asyncio.create_task(services.live.wait_for_messages(bob, timeout_s=60))
+    await until(lambda: services.live.mail.waiting == 1)
+    await services.agents.retire(admin, name="bob")
+    with pytest.raises(NotFound, match="retired"):
+        await asyncio.wait_for(waiting, 10)
+    assert services.live.mail.waiting == 0

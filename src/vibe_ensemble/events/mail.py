@@ -17,6 +17,10 @@ from vibe_ensemble.store.database import Database
 log = structlog.get_logger(__name__)
 
 MAIL_EVENT = EventType.MESSAGE_SENT.value
+# An agent retired while it waits: woken, its wait ends at once (`[not_found] … is retired`), not
+# when its timeout runs out.
+RETIRED_EVENT = EventType.AGENT_RETIRED.value
+WAKING_EVENTS = [MAIL_EVENT, RETIRED_EVENT]
 # The dispatcher re-reads at least this often even when the hub is silent (a safety net:
 # the hub is told of every commit, so this only matters if a wake-up went missing).
 SAFETY_INTERVAL_S = 30.0
@@ -25,8 +29,8 @@ SAFETY_INTERVAL_S = 30.0
 class MailDispatcher:
     """Wakes agents waiting for mail; one per process, however many agents wait.
 
-    On each hub wake-up it reads the new `message.sent` events once, and wakes
-    only the waiters named in their recipients. A waiter registers before it
+    On each hub wake-up it reads the new `message.sent` (and `agent.retired`) events once, and
+    wakes only the waiters named in their recipients (or the agent retired). A waiter registers before it
     looks at its inbox, so no mail can slip between the look and the wait.
     """
 
@@ -100,9 +104,10 @@ class MailDispatcher:
         while True:
             seen = hub.latest
             async with self._db.read() as conn:
-                items = await event_store.after(conn, self._cursor, types=[MAIL_EVENT], limit=500)
+                items = await event_store.after(conn, self._cursor, types=WAKING_EVENTS, limit=500)
             for event in items:
-                for name in event.payload.get("recipients", []):
+                retired = event.type == RETIRED_EVENT
+                for name in [event.payload["agent"]] if retired else event.payload.get("recipients", []):
                     for signal in self._waiters.get((event.project or "", name), ()):
                         signal.set()
             if len(items) < 500:

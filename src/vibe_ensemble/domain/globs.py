@@ -65,7 +65,7 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
             raise InvalidInput(
                 field, "file:// URLs are not leases: give a path relative to the repository root", value=raw
             )
-        return LeasePattern(text, resource=True), None
+        return LeasePattern(text, resource=True), None if text == raw else _normalised(raw, text)
     if "://" in text:
         raise InvalidInput(
             field,
@@ -106,8 +106,15 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
             f"has {wildcards} wildcards ('*', '**', '?' or '[...]'); at most {MAX_WILDCARDS} are allowed",
             value=raw,
         )
-    note = None if normalised == text else f"{raw!r} was normalised to {normalised!r}"
-    return LeasePattern(normalised, resource=False), note
+    # compared with what was sent: spaces cut from either end are a rewrite too (a git path may
+    # begin with a space, so " src/x.py" leased as "src/x.py" is said, not done silently)
+    return LeasePattern(normalised, resource=False), None if normalised == raw else _normalised(
+        raw, normalised
+    )
+
+
+def _normalised(raw: str, text: str) -> str:
+    return f"{raw!r} was normalised to {text!r}"
 
 
 def _pointless_escape(text: str) -> str | None:

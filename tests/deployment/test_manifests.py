@@ -596,3 +596,63 @@ def test_each_environment_rolls_out_an_ingress_for_its_own_host(
     assert ingress["spec"]["tls"][0]["hosts"] == [host]
     settings = yaml.safe_load((K8S / env_cm).read_text())["data"]
     assert settings["VIBE_PUBLIC_URL"] == f"https://{host}" and host in settings["VIBE_ALLOWED_HOSTS"]
+
+
+def _references(workload: dict[str, Any]) -> set[tuple[str, str]]:
+    """What a workload's pods need to exist before they can start: (kind, name)."""
+    spec = pod_spec(workload)
+    needed = {("ServiceAccount", spec.get("serviceAccountName", "default"))}
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                needed.add(("ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                needed.add(("Secret", source["secretRef"]["name"]))
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                needed.add(("ConfigMap", ref["configMapKeyRef"]["name"]))
+            if "secretKeyRef" in ref:
+                needed.add(("Secret", ref["secretKeyRef"]["name"]))
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume:
+            needed.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            needed.add(("Secret", volume["secret"]["secretName"]))
+        if "persistentVolumeClaim" in volume:
+            needed.add(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+    return needed
+
+
+def test_a_first_deploy_applies_what_each_workload_needs_before_the_workload() -> None:
+    """Into a fresh namespace (only namespace.yaml, security-policies.yaml and the Secret applied by
+    hand, docs: Secrets), each workload the deploy applies finds its ServiceAccount, ConfigMap, Secret
+    and claims already there. The migration Job once ran as a ServiceAccount applied only later, at
+    the roll-out: a first deploy failed at the migration."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    assert doc.index("### Secrets") < doc.index("### Deploy"), "the Secret is applied before the first deploy"
+    by_hand = doc[doc.index("### Deploy") : doc.index("### Verify")]  # the same steps, for a deploy by hand
+    job = by_hand.index("apply -f deployment/k8s/migration-job.yaml")
+    assert by_hand.index("apply -f deployment/k8s/service-account.yaml") < job
+    assert by_hand.index("apply -f deployment/k8s/configmap-production.yaml") < job
+    secret = one("Secret", "vibe-ensemble-secrets")["metadata"]["name"]
+    for configmap in ("configmap-production.yaml", "configmap-staging.yaml"):
+        applied = {("Secret", secret), ("ServiceAccount", "default")}
+        checked: list[str] = []
+        for step in workflow["jobs"]["staging"]["steps"]:
+            script = step.get("run", "")
+            for line in script.replace("\\\n", " ").splitlines():
+                if not re.search(r"\bkubectl\s.*\sapply\s", line):
+                    continue
+                files = _applied_files(script, line)
+                if "$CONFIGMAP" in line:
+                    files = [configmap]
+                for name in files:
+                    for _, manifest in (pair for pair in manifests() if pair[0].name == name):
+                        if manifest["kind"] in WORKLOAD_KINDS:
+                            missing = _references(manifest) - applied
+                            assert not missing, f"{name} is applied before {sorted(missing)} ({configmap})"
+                            checked.append(manifest["metadata"]["name"])
+                        applied.add((manifest["kind"], manifest["metadata"]["name"]))
+        assert "vibe-ensemble-migrate" in checked and "vibe-ensemble" in checked, checked

@@ -656,3 +656,18 @@ def test_a_first_deploy_applies_what_each_workload_needs_before_the_workload() -
                             checked.append(manifest["metadata"]["name"])
                         applied.add((manifest["kind"], manifest["metadata"]["name"]))
         assert "vibe-ensemble-migrate" in checked and "vibe-ensemble" in checked, checked
+
+
+@pytest.mark.parametrize("name", ["configmap-production.yaml", "configmap-staging.yaml"])
+def test_connections_at_the_hpa_ceiling_stay_within_the_documented_budget(name: str) -> None:
+    """maxReplicas x workers x (VIBE_DB_POOL_SIZE + 2): staging left the pool at its default (20),
+    so 20 x 22 = 440 connections, where the docs budget 240."""
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    budget = re.search(r"\(VIBE_DB_POOL_SIZE \+ 2\)` connections: [^=]+= (\d+) with these", doc)
+    assert budget, "the documented connection budget"
+    data = configmap(name)
+    assert "VIBE_DB_POOL_SIZE" in data, f"{name} leaves the pool at its default"
+    ceiling = one("HorizontalPodAutoscaler", "vibe-ensemble")["spec"]["maxReplicas"]
+    workers = int(data.get("VIBE_WORKERS", "1"))
+    connections = ceiling * workers * (int(data["VIBE_DB_POOL_SIZE"]) + 2)
+    assert connections <= int(budget.group(1)), (name, connections)

@@ -74,3 +74,16 @@ def test_the_dockerfiles_run_command_is_the_documented_one() -> None:
     assert ours[:-3] == theirs[:-3] and ours[-2:] == theirs[-2:] == ["serve", "--migrate"], (ours, theirs)
     required = {"VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN"}
     assert required <= {m for m in re.findall(r"-e (VIBE_\w+)=", " ".join(ours))}, ours
+
+
+def test_s3_backups_say_the_production_image_lacks_boto3() -> None:
+    """`backup create --to s3://…` in the production image advised a pip install the read-only image
+    cannot follow: where S3 is offered, the docs say the image has no s3 extra."""
+    lock = (ROOT / "requirements-runtime.lock").read_text()
+    assert "boto3" not in lock  # the image installs exactly this lock; if it ever has boto3, drop this test
+    backups = (ROOT / "docs" / "backups.md").read_text()
+    s3 = backups.split("## S3-compatible storage")[1].split("\n## ")[0]
+    assert "production image" in s3 and "does not include" in s3, s3
+    assert "does not include" in DOC.split("## Backup and restore")[1].split("### Restore")[0]
+    readme = (ROOT / "README.md").read_text()
+    assert "production image does not include" in readme

@@ -53,3 +53,37 @@ def test_the_schedules_in_the_table_are_the_cronjobs() -> None:
         assert one("CronJob", f"vibe-ensemble-backup-{name}")["spec"]["schedule"] == schedule
     assert "02:00 every day" in DOC and "01:00 on Sunday" in DOC
     assert yaml  # the manifests are read through support.one
+
+
+def test_the_dockerfiles_run_command_is_the_documented_one() -> None:
+    """Dockerfile.production's header gave a `podman run` without VIBE_METRICS_TOKEN (the production
+    profile refuses to start) and without `--migrate` (a new volume has no schema): it matches the
+    documented command now, image name aside, and starts with the secrets production asks for."""
+    header = (ROOT / "Dockerfile.production").read_text().split("# --- builder")[0]
+    lines = [line.removeprefix("#").strip() for line in header.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("podman run"))
+    command = [lines[start]]
+    while command[-1].endswith("\\"):
+        command.append(lines[start + len(command)])
+    documented = DOC.split("Run it as production does:")[1].split("```sh\n")[1].split("\n```")[0]
+
+    def words(text: str) -> list[str]:
+        return " ".join(line.strip().rstrip("\\").strip() for line in text.splitlines()).split()
+
+    ours, theirs = words("\n".join(command)), words(documented)
+    assert ours[:-3] == theirs[:-3] and ours[-2:] == theirs[-2:] == ["serve", "--migrate"], (ours, theirs)
+    required = {"VIBE_REQUEST_STATE_KEY", "VIBE_SESSION_SECRET", "VIBE_METRICS_TOKEN"}
+    assert required <= {m for m in re.findall(r"-e (VIBE_\w+)=", " ".join(ours))}, ours
+
+
+def test_s3_backups_say_the_production_image_lacks_boto3() -> None:
+    """`backup create --to s3://…` in the production image advised a pip install the read-only image
+    cannot follow: where S3 is offered, the docs say the image has no s3 extra."""
+    lock = (ROOT / "requirements-runtime.lock").read_text()
+    assert "boto3" not in lock  # the image installs exactly this lock; if it ever has boto3, drop this test
+    backups = (ROOT / "docs" / "backups.md").read_text()
+    s3 = backups.split("## S3-compatible storage")[1].split("\n## ")[0]
+    assert "production image" in s3 and "does not include" in s3, s3
+    assert "does not include" in DOC.split("## Backup and restore")[1].split("### Restore")[0]
+    readme = (ROOT / "README.md").read_text()
+    assert "production image does not include" in readme

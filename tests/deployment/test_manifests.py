@@ -44,6 +44,7 @@ EXPECTED_FILES = {
     "security-policies.yaml",
     "migration-job.yaml",
     "restore-job.yaml",
+    "backup-list-job.yaml",
 }
 
 
@@ -452,6 +453,7 @@ _WATCHED = {"get", "list", "watch"}  # kubectl wait, delete --wait, rollout stat
 _COMMANDS: list[tuple[str, list[tuple[str, str, set[str]]]]] = [
     (r"get cronjob ", [("batch", "cronjobs", {"get"})]),
     (r"create job \S+ --from=cronjob/", [("batch", "jobs", {"create"}), ("batch", "cronjobs", {"get"})]),
+    (r"create -f -", [("batch", "jobs", {"create"})]),  # the pre-upgrade backup's Job, relabelled
     (r"wait --for=condition=complete \S*job/", [("batch", "jobs", _WATCHED)]),
     (r"delete job \S+ .*--wait=true", [("batch", "jobs", {"delete"} | _WATCHED)]),
     (
@@ -596,3 +598,133 @@ def test_each_environment_rolls_out_an_ingress_for_its_own_host(
     assert ingress["spec"]["tls"][0]["hosts"] == [host]
     settings = yaml.safe_load((K8S / env_cm).read_text())["data"]
     assert settings["VIBE_PUBLIC_URL"] == f"https://{host}" and host in settings["VIBE_ALLOWED_HOSTS"]
+
+
+def _references(workload: dict[str, Any]) -> set[tuple[str, str]]:
+    """What a workload's pods need to exist before they can start: (kind, name)."""
+    spec = pod_spec(workload)
+    needed = {("ServiceAccount", spec.get("serviceAccountName", "default"))}
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                needed.add(("ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                needed.add(("Secret", source["secretRef"]["name"]))
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                needed.add(("ConfigMap", ref["configMapKeyRef"]["name"]))
+            if "secretKeyRef" in ref:
+                needed.add(("Secret", ref["secretKeyRef"]["name"]))
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume:
+            needed.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            needed.add(("Secret", volume["secret"]["secretName"]))
+        if "persistentVolumeClaim" in volume:
+            needed.add(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+    return needed
+
+
+def test_a_first_deploy_applies_what_each_workload_needs_before_the_workload() -> None:
+    """Into a fresh namespace (only namespace.yaml, security-policies.yaml and the Secret applied by
+    hand, docs: Secrets), each workload the deploy applies finds its ServiceAccount, ConfigMap, Secret
+    and claims already there. The migration Job once ran as a ServiceAccount applied only later, at
+    the roll-out: a first deploy failed at the migration."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    assert doc.index("### Secrets") < doc.index("### Deploy"), "the Secret is applied before the first deploy"
+    by_hand = doc[doc.index("### Deploy") : doc.index("### Verify")]  # the same steps, for a deploy by hand
+    job = by_hand.index("apply -f deployment/k8s/migration-job.yaml")
+    assert by_hand.index("apply -f deployment/k8s/service-account.yaml") < job
+    assert by_hand.index("apply -f deployment/k8s/configmap-production.yaml") < job
+    secret = one("Secret", "vibe-ensemble-secrets")["metadata"]["name"]
+    for configmap in ("configmap-production.yaml", "configmap-staging.yaml"):
+        applied = {("Secret", secret), ("ServiceAccount", "default")}
+        checked: list[str] = []
+        for step in workflow["jobs"]["staging"]["steps"]:
+            script = step.get("run", "")
+            for line in script.replace("\\\n", " ").splitlines():
+                if not re.search(r"\bkubectl\s.*\sapply\s", line):
+                    continue
+                files = _applied_files(script, line)
+                if "$CONFIGMAP" in line:
+                    files = [configmap]
+                for name in files:
+                    for _, manifest in (pair for pair in manifests() if pair[0].name == name):
+                        if manifest["kind"] in WORKLOAD_KINDS:
+                            missing = _references(manifest) - applied
+                            assert not missing, f"{name} is applied before {sorted(missing)} ({configmap})"
+                            checked.append(manifest["metadata"]["name"])
+                        applied.add((manifest["kind"], manifest["metadata"]["name"]))
+        assert "vibe-ensemble-migrate" in checked and "vibe-ensemble" in checked, checked
+
+
+@pytest.mark.parametrize("name", ["configmap-production.yaml", "configmap-staging.yaml"])
+def test_connections_at_the_hpa_ceiling_stay_within_the_documented_budget(name: str) -> None:
+    """maxReplicas x workers x (VIBE_DB_POOL_SIZE + 2): staging left the pool at its default (20),
+    so 20 x 22 = 440 connections, where the docs budget 240."""
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    budget = re.search(r"\(VIBE_DB_POOL_SIZE \+ 2\)` connections: [^=]+= (\d+) with these", doc)
+    assert budget, "the documented connection budget"
+    data = configmap(name)
+    assert "VIBE_DB_POOL_SIZE" in data, f"{name} leaves the pool at its default"
+    ceiling = one("HorizontalPodAutoscaler", "vibe-ensemble")["spec"]["maxReplicas"]
+    workers = int(data.get("VIBE_WORKERS", "1"))
+    connections = ceiling * workers * (int(data["VIBE_DB_POOL_SIZE"]) + 2)
+    assert connections <= int(budget.group(1)), (name, connections)
+
+
+def test_the_pre_upgrade_backup_is_labelled_pre_upgrade_not_daily(tmp_path: Path) -> None:
+    """The pipeline's backup before the migration was a copy of the daily CronJob's Job, labelled
+    daily: each deploy pushed one of the 30 kept daily backups out. The step runs as written, with a
+    `kubectl` that renders the CronJob's Job and keeps what is created."""
+    import os
+    import subprocess
+
+    workflow = yaml.safe_load((ROOT / ".github/workflows/production-deployment.yml").read_text())
+    [script] = [
+        s["run"] for s in workflow["jobs"]["staging"]["steps"] if s.get("name", "").startswith("Back up")
+    ]
+    cronjob = one("CronJob", "vibe-ensemble-backup-daily")
+    rendered = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"}}
+    rendered["spec"] = cronjob["spec"]["jobTemplate"]["spec"]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(rendered))
+    (tmp_path / "kubectl").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  *"get cronjob"*) echo cronjob.batch/vibe-ensemble-backup-daily;;\n'
+        f'  *"--dry-run=client -o yaml"*) cat {tmp_path / "job.yaml"};;\n'
+        f'  *"create -f -"*) cat > {tmp_path / "created.yaml"};;\n'
+        "esac\n"
+    )
+    (tmp_path / "kubectl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "NAMESPACE": "ns", "GITHUB_RUN_ID": "7"}
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    created = yaml.safe_load((tmp_path / "created.yaml").read_text())
+    (container,) = pod_spec({"kind": "Job", "spec": created["spec"]})["containers"]
+    assert "backup create --to /backups --label pre-upgrade" in container["args"][0], container["args"]
+    assert "--label daily" not in container["args"][0]
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    assert "`pre-upgrade`" in doc.split("## Backup and restore")[1].split("### Restore")[0]
+
+
+def test_the_backup_list_job_lists_the_volume_and_is_never_applied_by_the_pipeline() -> None:
+    """The runbook said `backup list` in a backup Job's log names the backups; no Job ran it. A one-off
+    Job lists the volume the backup Jobs write, with their settings, applied by an operator."""
+    job = one("Job", "vibe-ensemble-backup-list")
+    spec = pod_spec(job)
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in spec["volumes"]}
+    assert claims[mounts["/backups"]] == "vibe-ensemble-backups"
+    assert (
+        container["envFrom"]
+        == pod_spec(one("CronJob", "vibe-ensemble-backup-daily"))["containers"][0]["envFrom"]
+    )
+    assert container["args"][0].strip() == "vibe-ensemble backup list --store /backups"
+    assert "backup-list-job" not in (ROOT / ".github/workflows/production-deployment.yml").read_text()
+    doc = (ROOT / "docs" / "deployment" / "production-operations.md").read_text()
+    assert "kubectl -n vibe-ensemble apply -f deployment/k8s/backup-list-job.yaml" in doc
+    assert "`backup list` in a backup Job's log" not in doc

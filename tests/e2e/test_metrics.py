@@ -161,7 +161,25 @@ async def test_several_workers_report_one_total(tmp_path: Path, postgres_url: st
             assert value(m, "vibe_http_requests_total", method="POST", route="/mcp", status="2xx") >= created
             assert value(m, "vibe_db_pool_size", pool="postgresql") == 2 * 20  # two workers' pools
             assert value(m, "vibe_issues", status="open") == created
+        # `vibe_events_listening` is the smallest over the live workers: 1 once both LISTEN. The
+        # supervisor serves nothing and has no say (its 0 had held the gauge at 0 for good, and the
+        # alert VibeEnsembleEventsNotListening firing).
+        supervisor = server.proc.pid
+        assert not list(metrics_dir.glob(f"gauge_live*_{supervisor}.db")), sorted(metrics_dir.iterdir())
+        listening = await _scraped_soon(server, "vibe_events_listening", 1.0)
+        assert listening == 1.0, sorted(p.name for p in metrics_dir.iterdir())
+        assert value(scrape(server), "vibe_duty_leader") == 1.0  # one of the workers leads the duties
     finally:
         server.stop()
     assert server.proc.returncode == 0, server.log()
     assert not (metrics_dir / "counter_999999.db").exists()
+
+
+async def _scraped_soon(server: ServerProcess, name: str, wanted: float, deadline: float = 30.0) -> float:
+    """The value of `name` once a scrape shows `wanted`, or the last one seen after `deadline` seconds."""
+    seen = value(scrape(server), name)
+    with anyio.move_on_after(deadline):
+        while seen != wanted:
+            await anyio.sleep(0.1)
+            seen = value(scrape(server), name)
+    return seen

@@ -232,3 +232,61 @@ def test_a_backup_location_under_a_file_fails_naming_it(tmp_path: Path) -> None:
     assert refused["detail"] == f"{a_file / 'daily'} cannot be made: {a_file} is a file, not a directory"
     assert "VIBE_BACKUP_LOCATION" in refused["fix"]
     assert "disk: backup location" not in found
+
+
+def test_places_that_cannot_be_looked_at_fail_naming_them_through_the_cli(tmp_path: Path) -> None:
+    """A path doctor cannot even stat (here a name over 255 bytes: ENAMETOOLONG, which root meets
+    too; in production a data directory of mode 700 owned by another user: EACCES) gave a
+    traceback. Each place fails, naming the path and the errno's text."""
+    too_long = tmp_path / ("x" * 300)
+    env = {**os.environ, "VIBE_DATA_DIR": str(too_long)}
+    env.pop("VIBE_BACKUP_LOCATION", None)
+    env.pop("VIBE_DATABASE_URL", None)
+    code, found = _doctor_json(env)
+    assert code == 1
+    why = "cannot be looked at: File name too long (ENAMETOOLONG)"
+    for check, path in (
+        ("database", too_long / "vibe.db"),
+        ("permissions: data directory", too_long),
+        ("permissions: backup location", too_long / "backups"),
+    ):
+        assert found[check]["status"] == "fail", found[check]
+        assert found[check]["detail"] == f"{path} {why}", found[check]
+        assert "VIBE_DATA_DIR" in found[check]["fix"], found[check]
+    assert "disk: data directory" not in found and "disk: backup location" not in found, found
+
+    env = {
+        **os.environ,
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "VIBE_BACKUP_LOCATION": str(too_long / "daily"),
+    }
+    env.pop("VIBE_DATABASE_URL", None)
+    code, found = _doctor_json(env)
+    assert code == 1
+    refused = found["permissions: backup location"]
+    assert (refused["status"], refused["detail"]) == ("fail", f"{too_long / 'daily'} {why}"), refused
+    assert "VIBE_BACKUP_LOCATION" in refused["fix"]
+    assert found["permissions: data directory"]["status"] == "ok", found
+
+
+async def test_a_data_directory_this_user_may_not_enter_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/data of mode 700 owned by root, doctor run by another user: looking at /data/vibe.db or
+    /data/backups raises PermissionError (simulated: the tests run as root, whom chmod does not stop)."""
+    locked = tmp_path / "data"
+    locked.mkdir()
+    real_stat = Path.stat
+
+    def stat(self: Path, *, follow_symlinks: bool = True) -> os.stat_result:
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    settings = make_settings(f"sqlite+aiosqlite:///{locked / 'vibe.db'}", locked)
+    found = by_check(await run_checks(settings))
+    denied = "cannot be looked at: Permission denied (EACCES)"
+    assert (found["database"].status, found["database"].detail) == ("fail", f"{locked / 'vibe.db'} {denied}")
+    backups = found["permissions: backup location"]
+    assert (backups.status, backups.detail) == ("fail", f"{locked / 'backups'} {denied}")

@@ -84,6 +84,13 @@ def serve_workers(
             "server_stopped", before="serving", signal=signal.Signals(asked).name
         )
         return
+    from vibe_ensemble.ops import metrics
+
+    # The supervisor serves nothing, yet importing the metrics module gave it live gauges of its own
+    # (`vibe_events_listening` at 0, taken with the workers' by `livemin`): the gauge read 0 at every
+    # scrape. Its live gauge files go before the workers are forked (each worker writes files under
+    # its own pid), so only workers count in the live gauges.
+    metrics.process_exited(os.getpid())
     pids: list[int] = []
     supervisor = os.getpid()
     for index in range(workers):

@@ -181,7 +181,8 @@ def gauge(
 
 
 def process_exited(pid: int) -> None:
-    """Forget a worker's live gauges once it has exited (multiprocess mode)."""
+    """Forget a process's live gauges (multiprocess mode): a worker's once it has exited, the
+    `--workers` supervisor's own before it forks the workers (it serves nothing)."""
     if MULTIPROCESS:
         mark_process_dead(pid)  # type: ignore[no-untyped-call]
 

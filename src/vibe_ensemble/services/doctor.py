@@ -7,6 +7,7 @@ Each check answers ok, warn or fail with a one-line detail and, when not ok, wha
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import stat
@@ -63,9 +64,30 @@ def _not_a_directory(path: Path) -> Path | None:
     return None
 
 
+def _why(exc: OSError) -> str:
+    """An OSError's reason, with its errno's name: `Permission denied (EACCES)`."""
+    name = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
+
+
+def _cannot_look(check: str, path: Path, exc: OSError, fix: str) -> Finding:
+    """A place doctor cannot even look at (no search permission on a directory above it, a name too
+    long, an I/O error): a failure naming it and why, never a traceback."""
+    return Finding(check, "fail", f"{path} cannot be looked at: {_why(exc)}", fix)
+
+
+def _is_file(path: Path) -> bool:
+    """A regular file there; False when it is not, or cannot be looked at (the caller says why)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
 def _blocked(path: Path, blocker: Path) -> str:
     """`path` cannot be a directory because `blocker` (itself or a parent) is not one."""
-    kind = "a file" if blocker.is_file() else "something else"
+    kind = "a file" if _is_file(blocker) else "something else"
     said = f"{blocker} is {kind}, not a directory"
     return said if blocker == path else f"{path} cannot be made: {said}"
 
@@ -80,7 +102,14 @@ def _not_a_database(path: Path) -> Finding:
             _blocked(path, blocker),
             f"fix VIBE_DATA_DIR / VIBE_DATABASE_URL, or move {blocker} aside",
         )
-    if path.exists():
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # missing: said below
+    except OSError as exc:
+        fix = "give this user access to the directories above it, or fix VIBE_DATA_DIR / VIBE_DATABASE_URL"
+        return _cannot_look("database", path, exc, fix)
+    else:
         return Finding(
             "database",
             "fail",
@@ -99,7 +128,7 @@ async def run_checks(settings: Settings, *, now: datetime | None = None) -> list
     findings = [*_configuration(settings), _metrics(settings)]
     db: Database | None = None
     missing = sqlite_file(settings.effective_database_url)
-    if missing is not None and not missing.is_file():  # looked at before a Database would create it
+    if missing is not None and not _is_file(missing):  # looked at before a Database would create it
         findings.append(_not_a_database(missing))
         return findings + _disk(settings, None)
     try:
@@ -162,17 +191,22 @@ def _disk(settings: Settings, db: Database | None) -> list[Finding]:
     if "://" not in location:
         places["backup location"] = Path(location)
     for what, path in places.items():
+        own = what == "backup location" and settings.backup_location is not None
+        setting = "VIBE_BACKUP_LOCATION" if own else "VIBE_DATA_DIR"
         blocker = _not_a_directory(path) if what != "database file" else None
         if blocker is not None:  # nothing can be written there: no disk to measure
-            own = what == "backup location" and settings.backup_location is not None
-            setting = "VIBE_BACKUP_LOCATION" if own else "VIBE_DATA_DIR"
             fix = f"point {setting} at a directory, or move {blocker} aside"
             findings.append(Finding(f"permissions: {what}", "fail", _blocked(path, blocker), fix))
             continue
-        existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        usage = shutil.disk_usage(existing)
+        unreachable = f"give this user access to it and the directories above it, or point {setting} away"
+        try:
+            existing = path
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            usage = shutil.disk_usage(existing)
+        except OSError as exc:  # not even looked at: no disk to measure either
+            findings.append(_cannot_look(f"permissions: {what}", path, exc, unreachable))
+            continue
         free = f"{usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB"
         if usage.free < MIN_FREE_BYTES or usage.free < usage.total * MIN_FREE_FRACTION:
             findings.append(
@@ -180,7 +214,10 @@ def _disk(settings: Settings, db: Database | None) -> list[Finding]:
             )
         else:
             findings.append(_ok(f"disk: {what}", f"{path}: {free}"))
-        findings += _permissions(what, path)
+        try:
+            findings += _permissions(what, path)
+        except OSError as exc:
+            findings.append(_cannot_look(f"permissions: {what}", path, exc, unreachable))
     return findings
 
 
@@ -196,8 +233,9 @@ def _permissions(what: str, path: Path) -> list[Finding]:
         return [_ok(check, f"{path} will be created")]
     if not os.access(path, os.W_OK | os.R_OK):
         return [Finding(check, "fail", f"{path} is not readable and writable by this user", "chown/chmod it")]
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if path.is_file() and mode & 0o077:
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISREG(info.st_mode) and mode & 0o077:
         return [
             Finding(
                 check,
@@ -211,7 +249,7 @@ def _permissions(what: str, path: Path) -> list[Finding]:
 
 async def _database(settings: Settings, db: Database, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
-    if db.path is not None and not db.path.is_file():  # do not create it by looking
+    if db.path is not None and not _is_file(db.path):  # do not create it by looking
         return [_not_a_database(db.path)]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:

@@ -22,8 +22,9 @@ async def take_named(tx: Transaction, project_id: int, issue: Issue) -> Issue:
     await check_claimable(tx.conn, issue)
     if not await store.take(tx.conn, issue, tx.now):
         # Someone changed it since we read it: say who won (or why it is no longer
-        # claimable); if it merely moved to a new version, take that one.
-        issue = await store.get(tx.conn, project_id, issue.id)
+        # claimable); if it merely moved to a new version (an edit), take that one. Read with its
+        # row locked, so further edits queue behind the claim instead of moving it on again.
+        issue = await store.get_for_update(tx.conn, project_id, issue.id)
         await check_claimable(tx.conn, issue)
         if not await store.take(tx.conn, issue, tx.now):
             raise Conflict(f"issue {issue.id} changed while claiming; retry", id=issue.id)

@@ -190,7 +190,9 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
-            current = await store.get(tx.conn, proj.id, issue_id)
+            # locked until the transaction ends: concurrent updates queue, each checks what the one
+            # before it committed (PostgreSQL; SQLite's writes are serial already)
+            current = await store.get_for_update(tx.conn, proj.id, issue_id)
             caller.require_issue_change(issue_id, actor, current.assignee)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflict(
@@ -249,10 +251,8 @@ class IssueService(Service):
             elif status is not None and not status.finished and current.status.finished:
                 values["resolution"] = None  # reopened: the resolution was the finished issue's
                 values["closed_at"] = None
-            if not await store.update(tx.conn, current, tx.now, **values):
-                raise VersionConflict(
-                    f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
-                )
+            if not await store.update(tx.conn, current, tx.now, **values):  # not with the row locked
+                raise Conflict(f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id)
             if deps is not None:
                 await dependency_store.replace_dependencies(tx.conn, issue_id, deps)
             changed = sorted(v for v in values if v not in ("closed_at", "resolution"))
@@ -352,15 +352,16 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
-            issue = await store.get(tx.conn, proj.id, issue_id)
+            # locked: of concurrent closes, the first closes it and the others see it closed
+            issue = await store.get_for_update(tx.conn, proj.id, issue_id)
             caller.require_issue_change(issue_id, actor, issue.assignee)
             if issue.status.finished:
                 raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)
             closed = await store.update(
                 tx.conn, issue, tx.now, status=status.value, resolution=resolution, closed_at=tx.now
             )
-            if not closed:
-                raise VersionConflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
+            if not closed:  # not with the row locked
+                raise Conflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
             tx.emit(
                 EventType.ISSUE_CLOSED, actor, proj.id, id=issue_id, status=status.value, title=issue.title
             )

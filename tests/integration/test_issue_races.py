@@ -1,0 +1,103 @@
+"""Concurrent writes to one issue: on PostgreSQL (READ COMMITTED, a pool of connections) they give
+the same answers as on SQLite, where writes are serial. Each race runs a few rounds of calls started
+together (asyncio.gather), which on PostgreSQL run on separate connections at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import IssueStatus, TokenRole
+from vibe_ensemble.domain.errors import Conflict, PermissionDenied, VersionConflict
+from vibe_ensemble.domain.models import Issue
+from vibe_ensemble.services import Services
+
+ROUNDS = 5
+RACERS = 8
+
+
+def bound(name: str) -> Caller:
+    """A worker token bound to one agent, as the services see it."""
+    return Caller(credential_id=None, role=TokenRole.WORKER, agent=name, label=name)
+
+
+async def register(services: Services, admin: Caller, count: int) -> list[str]:
+    names = [f"w{i}" for i in range(count)]
+    for name in names:
+        await services.agents.register(admin, name=name)
+    return names
+
+
+def kinds(results: list[object]) -> Counter[str]:
+    """What each call came to: "ok", or the error's code."""
+    return Counter(
+        getattr(r, "code", type(r).__name__) if isinstance(r, BaseException) else "ok" for r in results
+    )
+
+
+async def test_unconditioned_concurrent_updates_all_succeed(services: Services, admin: Caller) -> None:
+    names = await register(services, admin, RACERS)
+    for _ in range(ROUNDS):
+        issue = await services.issues.create(admin, title="edited by many")
+        results = await asyncio.gather(
+            *(services.issues.update(bound(n), issue.id, labels=[n]) for n in names),
+            return_exceptions=True,
+        )
+        assert kinds(results) == {"ok": RACERS}, results
+        after = (await services.issues.get(admin, issue.id)).issue
+        assert after.version == 1 + RACERS
+        assert sorted(r.version for r in results if isinstance(r, Issue)) == list(range(2, RACERS + 2))
+
+
+async def test_conditioned_concurrent_updates_have_one_winner(services: Services, admin: Caller) -> None:
+    names = await register(services, admin, RACERS)
+    for _ in range(ROUNDS):
+        issue = await services.issues.create(admin, title="edited by many")
+        results = await asyncio.gather(
+            *(services.issues.update(bound(n), issue.id, labels=[n], expected_version=1) for n in names),
+            return_exceptions=True,
+        )
+        assert kinds(results) == {"ok": 1, "version_conflict": RACERS - 1}, results
+        for loss in results:
+            if isinstance(loss, VersionConflict):
+                assert loss.details == {"id": issue.id, "current_version": 2, "expected_version": 1}
+
+
+async def test_duplicate_concurrent_closes_see_it_already_done(services: Services, admin: Caller) -> None:
+    names = await register(services, admin, RACERS)
+    for _ in range(ROUNDS):
+        issue = await services.issues.create(admin, title="closed by many")
+        results = await asyncio.gather(
+            *(services.issues.close(bound(n), issue.id, "done") for n in names), return_exceptions=True
+        )
+        assert kinds(results) == {"ok": 1, "conflict": RACERS - 1}, results
+        for loss in results:
+            if isinstance(loss, Conflict):
+                assert loss.message == f"issue {issue.id} is already done"
+
+
+async def test_self_assignment_race_has_one_winner_as_on_sqlite(services: Services, admin: Caller) -> None:
+    names = await register(services, admin, RACERS)
+    for _ in range(ROUNDS):
+        issue = await services.issues.create(admin, title="assign race")
+        results = await asyncio.gather(
+            *(services.issues.update(bound(n), issue.id, assignee=n) for n in names), return_exceptions=True
+        )
+        # the first assigns it to itself; the others may no longer change an issue someone else holds
+        assert kinds(results) == {"ok": 1, "permission_denied": RACERS - 1}, results
+        assert all(isinstance(r, Issue | PermissionDenied) for r in results)
+
+
+async def test_a_coordinator_edit_does_not_spoil_a_claim(services: Services, admin: Caller) -> None:
+    [name] = await register(services, admin, 1)
+    for _ in range(ROUNDS * 2):
+        issue = await services.issues.create(admin, title="claimed while edited")
+        results = await asyncio.gather(
+            services.issues.claim(bound(name), issue.id),
+            *(services.issues.update(admin, issue.id, labels=[f"x{k}"]) for k in range(3)),
+            return_exceptions=True,
+        )
+        assert kinds(results) == {"ok": 4}, results
+        after = (await services.issues.get(admin, issue.id)).issue
+        assert (after.assignee, after.status, after.version) == (name, IssueStatus.IN_PROGRESS, 5)

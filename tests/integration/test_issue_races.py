@@ -101,3 +101,35 @@ async def test_a_coordinator_edit_does_not_spoil_a_claim(services: Services, adm
         assert kinds(results) == {"ok": 4}, results
         after = (await services.issues.get(admin, issue.id)).issue
         assert (after.assignee, after.status, after.version) == (name, IssueStatus.IN_PROGRESS, 5)
+
+
+async def test_a_dependency_reopened_while_its_dependant_is_claimed(
+    services: Services, admin: Caller
+) -> None:
+    """Either the claim wins (and the reopen is refused, naming the dependant) or the reopen does (and
+    the claim is refused, naming the dependency): never an issue in progress on an open dependency."""
+    names = await register(services, admin, RACERS)
+    outcomes: Counter[str] = Counter()
+    for _ in range(ROUNDS * 2):
+        a = await services.issues.create(admin, title="a")
+        await services.issues.close(admin, a.id, "done")
+        d = await services.issues.create(admin, title="d", depends_on=[a.id])
+        reopened, *claims = await asyncio.gather(
+            services.issues.update(admin, a.id, status=IssueStatus.OPEN),
+            *(services.issues.claim(bound(n), d.id) for n in names),
+            return_exceptions=True,
+        )
+        after = (await services.issues.get(admin, d.id)).issue
+        dep = (await services.issues.get(admin, a.id)).issue
+        if isinstance(reopened, Issue):
+            outcomes["reopened"] += 1
+            assert dep.status == IssueStatus.OPEN
+            assert after.status == IssueStatus.OPEN and after.assignee is None
+            assert kinds(claims) == {"conflict": RACERS}, claims
+        else:
+            outcomes["claimed"] += 1
+            assert isinstance(reopened, Conflict) and not isinstance(reopened, VersionConflict), reopened
+            assert reopened.details["dependants"] == [d.id]
+            assert dep.status == IssueStatus.DONE
+            assert after.status == IssueStatus.IN_PROGRESS
+            assert kinds(claims) == {"ok": 1, "already_claimed": RACERS - 1}, claims

@@ -37,6 +37,8 @@ async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
     caps = set(me.capabilities)
     candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
     for candidate in candidates:
+        if candidate.depends_on and await unfinished_dependencies(tx.conn, candidate.depends_on):
+            continue  # a dependency was reopened since the list was read
         if await store.take(tx.conn, candidate, tx.now):
             return candidate
     raise NotFound("no issue is ready to claim", project=project.slug)
@@ -53,16 +55,27 @@ async def check_claimable(conn: Connection, issue: Issue) -> None:
         )
     if issue.status != IssueStatus.OPEN:
         raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
-    if not await dependency_store.is_ready(conn, issue.id):
-        # unless it became unready because it was just taken: `store.take` decides, atomically
-        await check_dependencies_done(conn, issue)
+    # whether it is still open and unassigned, `store.take` decides, atomically
+    await check_dependencies_done(conn, issue)
 
 
-async def check_dependencies_done(conn: Connection, issue: Issue) -> None:
-    """Refuse starting `issue` while any issue it depends on is unfinished (a claim, or an update
-    to in_progress: work waits for what it depends on, whichever way it starts)."""
-    deps = await store.by_ids(conn, issue.depends_on)
-    waiting = [d.id for d in deps if not d.status.finished]
+async def unfinished_dependencies(conn: Connection, depends_on: list[int]) -> list[int]:
+    """Which of these dependencies are unfinished, each share-locked until the transaction ends, so
+    none can be reopened before the issue depending on them has started (or not)."""
+    statuses = await dependency_store.statuses_for_share(conn, depends_on)
+    return [d for d, status in statuses.items() if status not in dependency_store.FINISHED]
+
+
+async def check_dependencies_done(
+    conn: Connection, issue: Issue, depends_on: list[int] | None = None
+) -> None:
+    """Refuse starting `issue` (or keeping it in progress on new `depends_on`) while any issue it
+    depends on is unfinished (a claim, or an update to in_progress: work waits for what it depends
+    on, whichever way it starts). No query when it depends on nothing."""
+    depends_on = issue.depends_on if depends_on is None else depends_on
+    if not depends_on:
+        return
+    waiting = await unfinished_dependencies(conn, depends_on)
     if waiting:
         raise Conflict(
             f"issue {issue.id} waits on unfinished dependencies: {', '.join(f'#{d}' for d in waiting)}",

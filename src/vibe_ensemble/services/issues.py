@@ -190,6 +190,8 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
+            if deps:  # share-lock them before the issue's row: dependencies are locked upstream first
+                await dependency_store.statuses_for_share(tx.conn, deps)
             # locked until the transaction ends: concurrent updates queue, each checks what the one
             # before it committed (PostgreSQL; SQLite's writes are serial already)
             current = await store.get_for_update(tx.conn, proj.id, issue_id)
@@ -230,7 +232,19 @@ class IssueService(Service):
                     )
                 values["status"] = IssueStatus.OPEN.value  # let go of it: it is open for a claim again
             elif status == IssueStatus.IN_PROGRESS and current.status != IssueStatus.IN_PROGRESS:
-                await claims.check_dependencies_done(tx.conn, current)  # as a claim would
+                await claims.check_dependencies_done(tx.conn, current, deps)  # as a claim would
+            elif deps is not None and (status or current.status) == IssueStatus.IN_PROGRESS:
+                await claims.check_dependencies_done(tx.conn, current, deps)  # it stays started
+            if status is not None and not status.finished and current.status.finished:
+                # reopening it would leave the issues in progress on it waiting on an open one
+                started = await dependency_store.in_progress_dependants(tx.conn, issue_id)
+                if started:
+                    raise Conflict(
+                        f"issue {issue_id} cannot be reopened: issues in progress depend on it: "
+                        f"{', '.join(f'#{d}' for d in started)}; finish them or put them back to open first",
+                        id=issue_id,
+                        dependants=started,
+                    )
             if deps is not None:
                 await self._check_refs(tx.conn, proj.id, deps, None)
                 graph = await dependency_store.dependency_graph(tx.conn, proj.id)

@@ -69,6 +69,43 @@ async def dependants(conn: Connection, issue_id: int) -> list[int]:
     return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
 
 
+# Locks that keep "an issue in progress has finished dependencies" true under READ COMMITTED
+# (PostgreSQL; SQLite compiles them without the lock clause, its writes being serial). A claim or a
+# start reads its dependencies' statuses FOR SHARE; a change of an issue's status reads it FOR UPDATE
+# (store/issues.get_for_update), so the two queue behind each other whichever comes first. Locks are
+# taken upstream first: dependencies before their dependant, so no two transactions wait in a ring.
+_STATUSES_FOR_SHARE = Prepared(
+    sa.select(issues.c.id, issues.c.status)
+    .where(issues.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(issues.c.id)
+    .with_for_update(read=True)
+)
+
+
+async def statuses_for_share(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The statuses of these issues (dependencies), each row share-locked until the transaction ends."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    return {r.id: r.status for r in await conn.execute(_STATUSES_FOR_SHARE, {"ids": ids})}
+
+
+_IN_PROGRESS_DEPENDANTS = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)
+    .where(
+        issue_dependencies.c.depends_on_id == sa.bindparam("id"),
+        issues.c.status == IssueStatus.IN_PROGRESS.value,
+    )
+    .order_by(issues.c.id)
+)
+
+
+async def in_progress_dependants(conn: Connection, issue_id: int) -> list[int]:
+    """The issues in progress that depend on `issue_id`."""
+    return [r.id for r in await conn.execute(_IN_PROGRESS_DEPENDANTS, {"id": issue_id})]
+
+
 def unfinished(status: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     """Neither done nor closed: one comparison per finished status, the statuses written into the
     statement as constants (a `NOT IN` list would be expanded at each run on SQLite and sent as an

@@ -10,7 +10,7 @@ from collections import Counter
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import IssueStatus, TokenRole
 from vibe_ensemble.domain.errors import Conflict, PermissionDenied, VersionConflict
-from vibe_ensemble.domain.models import Issue
+from vibe_ensemble.domain.models import ClosedIssue, Issue
 from vibe_ensemble.services import Services
 
 ROUNDS = 5
@@ -101,6 +101,23 @@ async def test_a_coordinator_edit_does_not_spoil_a_claim(services: Services, adm
         assert kinds(results) == {"ok": 4}, results
         after = (await services.issues.get(admin, issue.id)).issue
         assert (after.assignee, after.status, after.version) == (name, IssueStatus.IN_PROGRESS, 5)
+
+
+async def test_concurrent_closes_of_the_last_dependencies_announce_the_dependant(
+    services: Services, admin: Caller
+) -> None:
+    names = await register(services, admin, 2)
+    for _ in range(ROUNDS):
+        a = await services.issues.create(admin, title="a")
+        b = await services.issues.create(admin, title="b")
+        d = await services.issues.create(admin, title="d", depends_on=[a.id, b.id])
+        results = await asyncio.gather(
+            services.issues.close(bound(names[0]), a.id, "done"),
+            services.issues.close(bound(names[1]), b.id, "done"),
+        )
+        assert sorted(i.id for r in results if isinstance(r, ClosedIssue) for i in r.now_ready) == [d.id]
+        ready = await services.events.page(admin, types=["issue.ready"])
+        assert [e.payload["id"] for e in ready.items].count(d.id) == 1
 
 
 async def test_a_dependency_reopened_while_its_dependant_is_claimed(

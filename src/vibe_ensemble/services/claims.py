@@ -95,7 +95,7 @@ async def announce_ready(tx: Transaction, project_id: int, issue_id: int, actor:
     """The dependants of a just-closed issue that are ready now, each announced (`issue.ready`)."""
     ready = [
         d
-        for d in await dependency_store.dependants(tx.conn, issue_id)
+        for d in await dependency_store.dependants_for_update(tx.conn, issue_id)
         if await dependency_store.is_ready(tx.conn, d)
     ]
     loaded = await store.by_ids(tx.conn, ready)

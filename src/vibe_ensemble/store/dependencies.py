@@ -90,6 +90,21 @@ async def statuses_for_share(conn: Connection, ids: Iterable[int]) -> dict[int, 
     return {r.id: r.status for r in await conn.execute(_STATUSES_FOR_SHARE, {"ids": ids})}
 
 
+_DEPENDANTS_FOR_UPDATE = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)
+    .where(issue_dependencies.c.depends_on_id == sa.bindparam("id"))
+    .order_by(issues.c.id)
+    .with_for_update(of=issues)
+)
+
+
+async def dependants_for_update(conn: Connection, issue_id: int) -> list[int]:
+    """The issues depending on `issue_id`, their rows locked in id order: two closes of an issue's
+    last two dependencies at once queue here, so the second sees the first's close and finds it ready."""
+    return [r.id for r in await conn.execute(_DEPENDANTS_FOR_UPDATE, {"id": issue_id})]
+
+
 _IN_PROGRESS_DEPENDANTS = Prepared(
     sa.select(issues.c.id)
     .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)

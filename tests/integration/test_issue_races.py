@@ -150,3 +150,20 @@ async def test_a_dependency_reopened_while_its_dependant_is_claimed(
             assert dep.status == IssueStatus.DONE
             assert after.status == IssueStatus.IN_PROGRESS
             assert kinds(claims) == {"ok": 1, "already_claimed": RACERS - 1}, claims
+
+
+async def test_starting_an_issue_while_its_dependency_closes(services: Services, admin: Caller) -> None:
+    """An update starting an issue and the close of its last dependency queue on the dependency's row
+    (upstream first), never in a ring: the start waits for the close, or is refused naming it."""
+    [name] = await register(services, admin, 1)
+    for _ in range(ROUNDS * 2):
+        a = await services.issues.create(admin, title="a")
+        d = await services.issues.create(admin, title="d", depends_on=[a.id])
+        started, closed = await asyncio.gather(
+            services.issues.update(admin, d.id, assignee=name, status=IssueStatus.IN_PROGRESS),
+            services.issues.close(admin, a.id, "done"),
+            return_exceptions=True,
+        )
+        assert isinstance(closed, ClosedIssue), closed
+        if not isinstance(started, Issue):
+            assert isinstance(started, Conflict) and started.details["waiting_on"] == [a.id], started

@@ -190,8 +190,12 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
-            if deps:  # share-lock them before the issue's row: dependencies are locked upstream first
+            # dependencies are locked before the issue's row (upstream first, as a close locks the
+            # closed issue, then its dependants), so the two never wait on each other in a ring
+            if deps:
                 await dependency_store.statuses_for_share(tx.conn, deps)
+            elif status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
+                await dependency_store.lock_dependencies(tx.conn, issue_id)
             # locked until the transaction ends: concurrent updates queue, each checks what the one
             # before it committed (PostgreSQL; SQLite's writes are serial already)
             current = await store.get_for_update(tx.conn, proj.id, issue_id)

@@ -90,6 +90,21 @@ async def statuses_for_share(conn: Connection, ids: Iterable[int]) -> dict[int, 
     return {r.id: r.status for r in await conn.execute(_STATUSES_FOR_SHARE, {"ids": ids})}
 
 
+_DEPENDENCIES_FOR_SHARE = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.depends_on_id == issues.c.id)
+    .where(issue_dependencies.c.issue_id == sa.bindparam("id"))
+    .order_by(issues.c.id)
+    .with_for_update(read=True, of=issues)
+)
+
+
+async def lock_dependencies(conn: Connection, issue_id: int) -> None:
+    """Share-lock the rows of the issues `issue_id` depends on, before its own row is locked (an
+    update starting it: upstream first, as a close locks the closed issue, then its dependants)."""
+    await conn.execute(_DEPENDENCIES_FOR_SHARE, {"id": issue_id})
+
+
 _DEPENDANTS_FOR_UPDATE = Prepared(
     sa.select(issues.c.id)
     .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)

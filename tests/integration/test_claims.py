@@ -169,6 +169,37 @@ async def test_issue_with_unfinished_dependencies_is_not_claimable(services: Ser
     assert await snapshot(services.ctx.db) == before
 
 
+async def test_an_issue_in_progress_keeps_finished_dependencies(services: Services, admin: Caller) -> None:
+    """Neither reopening a dependency nor adding an unfinished one leaves an issue in progress that
+    waits on something: both are a conflict naming what stands in the way."""
+    await services.agents.register(admin, name="w1")
+    a = await services.issues.create(admin, title="a")
+    await services.issues.close(admin, a.id, "done")
+    b = await services.issues.create(admin, title="b", depends_on=[a.id])
+    await services.issues.claim(admin, b.id, agent="w1")
+    other = await services.issues.create(admin, title="open one")
+    before = await snapshot(services.ctx.db)
+
+    for status in (IssueStatus.OPEN, IssueStatus.REVIEW, IssueStatus.BLOCKED):
+        with pytest.raises(Conflict) as err:
+            await services.issues.update(admin, a.id, status=status)
+        assert err.value.message == (
+            f"issue {a.id} cannot be reopened: issues in progress depend on it: #{b.id}; "
+            "finish them or put them back to open first"
+        )
+        assert err.value.details == {"id": a.id, "dependants": [b.id]}
+    with pytest.raises(Conflict) as err:
+        await services.issues.update(admin, b.id, depends_on=[a.id, other.id])
+    assert err.value.message == f"issue {b.id} waits on unfinished dependencies: #{other.id}"
+    assert err.value.details["waiting_on"] == [other.id]
+    assert await snapshot(services.ctx.db) == before
+
+    # what is allowed: finished dependencies, an issue not in progress, a dependant let go first
+    await services.issues.update(admin, b.id, depends_on=[a.id, other.id], status=IssueStatus.OPEN)
+    await services.issues.update(admin, a.id, status=IssueStatus.OPEN)
+    assert (await services.issues.get(admin, b.id)).issue.status == IssueStatus.OPEN
+
+
 async def test_claiming_an_issue_assigned_to_you_starts_it(services: Services, admin: Caller) -> None:
     await services.agents.register(admin, name="w1")
     first = await services.issues.create(admin, title="first")

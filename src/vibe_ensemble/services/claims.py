@@ -22,8 +22,9 @@ async def take_named(tx: Transaction, project_id: int, issue: Issue) -> Issue:
     await check_claimable(tx.conn, issue)
     if not await store.take(tx.conn, issue, tx.now):
         # Someone changed it since we read it: say who won (or why it is no longer
-        # claimable); if it merely moved to a new version, take that one.
-        issue = await store.get(tx.conn, project_id, issue.id)
+        # claimable); if it merely moved to a new version (an edit), take that one. Read with its
+        # row locked, so further edits queue behind the claim instead of moving it on again.
+        issue = await store.get_for_update(tx.conn, project_id, issue.id)
         await check_claimable(tx.conn, issue)
         if not await store.take(tx.conn, issue, tx.now):
             raise Conflict(f"issue {issue.id} changed while claiming; retry", id=issue.id)
@@ -36,6 +37,8 @@ async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
     caps = set(me.capabilities)
     candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
     for candidate in candidates:
+        if candidate.depends_on and await unfinished_dependencies(tx.conn, candidate.depends_on):
+            continue  # a dependency was reopened since the list was read
         if await store.take(tx.conn, candidate, tx.now):
             return candidate
     raise NotFound("no issue is ready to claim", project=project.slug)
@@ -52,16 +55,27 @@ async def check_claimable(conn: Connection, issue: Issue) -> None:
         )
     if issue.status != IssueStatus.OPEN:
         raise Conflict(f"issue {issue.id} is {issue.status.value}, not open", id=issue.id)
-    if not await dependency_store.is_ready(conn, issue.id):
-        # unless it became unready because it was just taken: `store.take` decides, atomically
-        await check_dependencies_done(conn, issue)
+    # whether it is still open and unassigned, `store.take` decides, atomically
+    await check_dependencies_done(conn, issue)
 
 
-async def check_dependencies_done(conn: Connection, issue: Issue) -> None:
-    """Refuse starting `issue` while any issue it depends on is unfinished (a claim, or an update
-    to in_progress: work waits for what it depends on, whichever way it starts)."""
-    deps = await store.by_ids(conn, issue.depends_on)
-    waiting = [d.id for d in deps if not d.status.finished]
+async def unfinished_dependencies(conn: Connection, depends_on: list[int]) -> list[int]:
+    """Which of these dependencies are unfinished, each share-locked until the transaction ends, so
+    none can be reopened before the issue depending on them has started (or not)."""
+    statuses = await dependency_store.statuses_for_share(conn, depends_on)
+    return [d for d, status in statuses.items() if status not in dependency_store.FINISHED]
+
+
+async def check_dependencies_done(
+    conn: Connection, issue: Issue, depends_on: list[int] | None = None
+) -> None:
+    """Refuse starting `issue` (or keeping it in progress on new `depends_on`) while any issue it
+    depends on is unfinished (a claim, or an update to in_progress: work waits for what it depends
+    on, whichever way it starts). No query when it depends on nothing."""
+    depends_on = issue.depends_on if depends_on is None else depends_on
+    if not depends_on:
+        return
+    waiting = await unfinished_dependencies(conn, depends_on)
     if waiting:
         raise Conflict(
             f"issue {issue.id} waits on unfinished dependencies: {', '.join(f'#{d}' for d in waiting)}",
@@ -81,7 +95,7 @@ async def announce_ready(tx: Transaction, project_id: int, issue_id: int, actor:
     """The dependants of a just-closed issue that are ready now, each announced (`issue.ready`)."""
     ready = [
         d
-        for d in await dependency_store.dependants(tx.conn, issue_id)
+        for d in await dependency_store.dependants_for_update(tx.conn, issue_id)
         if await dependency_store.is_ready(tx.conn, d)
     ]
     loaded = await store.by_ids(tx.conn, ready)

@@ -190,7 +190,15 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
-            current = await store.get(tx.conn, proj.id, issue_id)
+            # dependencies are locked before the issue's row (upstream first, as a close locks the
+            # closed issue, then its dependants), so the two never wait on each other in a ring
+            if deps:
+                await dependency_store.statuses_for_share(tx.conn, deps)
+            elif status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
+                await dependency_store.lock_dependencies(tx.conn, issue_id)
+            # locked until the transaction ends: concurrent updates queue, each checks what the one
+            # before it committed (PostgreSQL; SQLite's writes are serial already)
+            current = await store.get_for_update(tx.conn, proj.id, issue_id)
             caller.require_issue_change(issue_id, actor, current.assignee)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflict(
@@ -228,7 +236,19 @@ class IssueService(Service):
                     )
                 values["status"] = IssueStatus.OPEN.value  # let go of it: it is open for a claim again
             elif status == IssueStatus.IN_PROGRESS and current.status != IssueStatus.IN_PROGRESS:
-                await claims.check_dependencies_done(tx.conn, current)  # as a claim would
+                await claims.check_dependencies_done(tx.conn, current, deps)  # as a claim would
+            elif deps is not None and (status or current.status) == IssueStatus.IN_PROGRESS:
+                await claims.check_dependencies_done(tx.conn, current, deps)  # it stays started
+            if status is not None and not status.finished and current.status.finished:
+                # reopening it would leave the issues in progress on it waiting on an open one
+                started = await dependency_store.in_progress_dependants(tx.conn, issue_id)
+                if started:
+                    raise Conflict(
+                        f"issue {issue_id} cannot be reopened: issues in progress depend on it: "
+                        f"{', '.join(f'#{d}' for d in started)}; finish them or put them back to open first",
+                        id=issue_id,
+                        dependants=started,
+                    )
             if deps is not None:
                 await self._check_refs(tx.conn, proj.id, deps, None)
                 graph = await dependency_store.dependency_graph(tx.conn, proj.id)
@@ -249,10 +269,8 @@ class IssueService(Service):
             elif status is not None and not status.finished and current.status.finished:
                 values["resolution"] = None  # reopened: the resolution was the finished issue's
                 values["closed_at"] = None
-            if not await store.update(tx.conn, current, tx.now, **values):
-                raise VersionConflict(
-                    f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id
-                )
+            if not await store.update(tx.conn, current, tx.now, **values):  # not with the row locked
+                raise Conflict(f"issue {issue_id} changed while updating; re-read it and retry", id=issue_id)
             if deps is not None:
                 await dependency_store.replace_dependencies(tx.conn, issue_id, deps)
             changed = sorted(v for v in values if v not in ("closed_at", "resolution"))
@@ -352,15 +370,16 @@ class IssueService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
-            issue = await store.get(tx.conn, proj.id, issue_id)
+            # locked: of concurrent closes, the first closes it and the others see it closed
+            issue = await store.get_for_update(tx.conn, proj.id, issue_id)
             caller.require_issue_change(issue_id, actor, issue.assignee)
             if issue.status.finished:
                 raise Conflict(f"issue {issue_id} is already {issue.status.value}", id=issue_id)
             closed = await store.update(
                 tx.conn, issue, tx.now, status=status.value, resolution=resolution, closed_at=tx.now
             )
-            if not closed:
-                raise VersionConflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
+            if not closed:  # not with the row locked
+                raise Conflict(f"issue {issue_id} changed while closing; retry", id=issue_id)
             tx.emit(
                 EventType.ISSUE_CLOSED, actor, proj.id, id=issue_id, status=status.value, title=issue.title
             )

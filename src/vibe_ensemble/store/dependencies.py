@@ -69,6 +69,73 @@ async def dependants(conn: Connection, issue_id: int) -> list[int]:
     return [r.issue_id for r in await conn.execute(_DEPENDANTS, {"id": issue_id})]
 
 
+# Locks that keep "an issue in progress has finished dependencies" true under READ COMMITTED
+# (PostgreSQL; SQLite compiles them without the lock clause, its writes being serial). A claim or a
+# start reads its dependencies' statuses FOR SHARE; a change of an issue's status reads it FOR UPDATE
+# (store/issues.get_for_update), so the two queue behind each other whichever comes first. Locks are
+# taken upstream first: dependencies before their dependant, so no two transactions wait in a ring.
+_STATUSES_FOR_SHARE = Prepared(
+    sa.select(issues.c.id, issues.c.status)
+    .where(issues.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(issues.c.id)
+    .with_for_update(read=True)
+)
+
+
+async def statuses_for_share(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The statuses of these issues (dependencies), each row share-locked until the transaction ends."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    return {r.id: r.status for r in await conn.execute(_STATUSES_FOR_SHARE, {"ids": ids})}
+
+
+_DEPENDENCIES_FOR_SHARE = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.depends_on_id == issues.c.id)
+    .where(issue_dependencies.c.issue_id == sa.bindparam("id"))
+    .order_by(issues.c.id)
+    .with_for_update(read=True, of=issues)
+)
+
+
+async def lock_dependencies(conn: Connection, issue_id: int) -> None:
+    """Share-lock the rows of the issues `issue_id` depends on, before its own row is locked (an
+    update starting it: upstream first, as a close locks the closed issue, then its dependants)."""
+    await conn.execute(_DEPENDENCIES_FOR_SHARE, {"id": issue_id})
+
+
+_DEPENDANTS_FOR_UPDATE = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)
+    .where(issue_dependencies.c.depends_on_id == sa.bindparam("id"))
+    .order_by(issues.c.id)
+    .with_for_update(of=issues)
+)
+
+
+async def dependants_for_update(conn: Connection, issue_id: int) -> list[int]:
+    """The issues depending on `issue_id`, their rows locked in id order: two closes of an issue's
+    last two dependencies at once queue here, so the second sees the first's close and finds it ready."""
+    return [r.id for r in await conn.execute(_DEPENDANTS_FOR_UPDATE, {"id": issue_id})]
+
+
+_IN_PROGRESS_DEPENDANTS = Prepared(
+    sa.select(issues.c.id)
+    .join(issue_dependencies, issue_dependencies.c.issue_id == issues.c.id)
+    .where(
+        issue_dependencies.c.depends_on_id == sa.bindparam("id"),
+        issues.c.status == IssueStatus.IN_PROGRESS.value,
+    )
+    .order_by(issues.c.id)
+)
+
+
+async def in_progress_dependants(conn: Connection, issue_id: int) -> list[int]:
+    """The issues in progress that depend on `issue_id`."""
+    return [r.id for r in await conn.execute(_IN_PROGRESS_DEPENDANTS, {"id": issue_id})]
+
+
 def unfinished(status: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     """Neither done nor closed: one comparison per finished status, the statuses written into the
     statement as constants (a `NOT IN` list would be expanded at each run on SQLite and sent as an

@@ -80,6 +80,21 @@ async def get(conn: Connection, project_id: int, issue_id: int) -> Issue:
     return found[0]
 
 
+# Locks an issue's row until the transaction ends (PostgreSQL; SQLite's writes are serial already):
+# a read-check-write of an issue (update, close) takes it first, so concurrent ones queue behind each
+# other, each reading what the one before committed. The read is a statement of its own after the
+# lock: a locking read that waited re-reads only the locked row, not the rows joined to it (the
+# assignee's name would be the one before the wait).
+_LOCK = Prepared(sa.select(issues.c.id).where(issues.c.id == sa.bindparam("id")).with_for_update())
+
+
+async def get_for_update(conn: Connection, project_id: int, issue_id: int) -> Issue:
+    """`get`, with the issue's row locked for the rest of the transaction (see `_LOCK`)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK, {"id": issue_id})
+    return await get(conn, project_id, issue_id)
+
+
 async def existing_ids(conn: Connection, project_id: int, ids: Iterable[int]) -> set[int]:
     ids = list(ids)
     if not ids:

@@ -315,8 +315,12 @@ async def test_writes_queued_behind_another_process_lock_give_up_together(
                 await rt.services.issues.create(SYSTEM, title=title)
             return loop.time() - started
 
-        waits = await asyncio.gather(*(refused_after(f"queued {i}") for i in range(4)))
-        assert max(waits) < 0.5 * 2, waits  # all within the bound, not 0.5 s more for each in turn
+        with structlog.testing.capture_logs():  # the outage's first line, unrendered: no time of its own
+            waits = await asyncio.gather(*(refused_after(f"queued {i}") for i in range(4)))
+        # together, not 0.5 s more for each in turn (before: 0.5, 1.0, 1.5 and 2.0 s); the margins are
+        # wide for a loaded machine (it took 1.04 s once under CI's load, all four within 1 ms)
+        assert max(waits) - min(waits) < 0.25, waits
+        assert max(waits) < 0.5 * 3, waits
         other.execute("ROLLBACK")
         other.close()
         assert (await rt.services.issues.create(SYSTEM, title="after")).title == "after"

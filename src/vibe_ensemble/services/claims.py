@@ -66,16 +66,17 @@ async def unfinished_dependencies(conn: Connection, depends_on: list[int]) -> li
     return [d for d, status in statuses.items() if status not in dependency_store.FINISHED]
 
 
-async def check_dependencies_done(
-    conn: Connection, issue: Issue, depends_on: list[int] | None = None
-) -> None:
-    """Refuse starting `issue` (or keeping it in progress on new `depends_on`) while any issue it
-    depends on is unfinished (a claim, or an update to in_progress: work waits for what it depends
-    on, whichever way it starts). No query when it depends on nothing."""
-    depends_on = issue.depends_on if depends_on is None else depends_on
-    if not depends_on:
-        return
-    waiting = await unfinished_dependencies(conn, depends_on)
+async def check_dependencies_done(conn: Connection, issue: Issue) -> None:
+    """Refuse starting `issue` while any issue it depends on is unfinished (a claim, or an update to
+    in_progress: work waits for what it depends on, whichever way it starts). No query when it
+    depends on nothing."""
+    if issue.depends_on:
+        refuse_waiting(issue, await unfinished_dependencies(conn, issue.depends_on))
+
+
+def refuse_waiting(issue: Issue, waiting: list[int]) -> None:
+    """Refuse starting `issue`, or keeping it in progress, while it waits on these unfinished
+    dependencies (none: nothing refused)."""
     if waiting:
         raise Conflict(
             f"issue {issue.id} waits on unfinished dependencies: {', '.join(f'#{d}' for d in waiting)}",

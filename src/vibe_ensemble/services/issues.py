@@ -191,10 +191,11 @@ class IssueService(Service):
             proj = await self.project(tx.conn, caller, project)
             await self.check_actor(tx.conn, proj.id, caller, agent)
             # dependencies are locked before the issue's row (upstream first, as a close locks the
-            # closed issue, then its dependants), so the two never wait on each other in a ring
-            if deps:
-                await dependency_store.statuses_for_share(tx.conn, deps)
-            elif status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
+            # closed issue, then its dependants), so the two never wait on each other in a ring; the
+            # new ones' statuses are read as they are locked (the locks keep them so), the ones it has
+            # once the issue is read (`check_dependencies_done`, below)
+            waiting = None if deps is None else await claims.unfinished_dependencies(tx.conn, deps)
+            if deps is None and status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
                 await dependency_store.lock_dependencies(tx.conn, issue_id)
             # locked until the transaction ends: concurrent updates queue, each checks what the one
             # before it committed (PostgreSQL; SQLite's writes are serial already)
@@ -235,10 +236,10 @@ class IssueService(Service):
                         "status", "in_progress needs an assignee: claim the issue, or give an assignee"
                     )
                 values["status"] = IssueStatus.OPEN.value  # let go of it: it is open for a claim again
+            elif waiting is not None and (status or current.status) == IssueStatus.IN_PROGRESS:
+                claims.refuse_waiting(current, waiting)  # starting it, or it stays started, on new ones
             elif status == IssueStatus.IN_PROGRESS and current.status != IssueStatus.IN_PROGRESS:
-                await claims.check_dependencies_done(tx.conn, current, deps)  # as a claim would
-            elif deps is not None and (status or current.status) == IssueStatus.IN_PROGRESS:
-                await claims.check_dependencies_done(tx.conn, current, deps)  # it stays started
+                await claims.check_dependencies_done(tx.conn, current)  # as a claim would
             if status is not None and not status.finished and current.status.finished:
                 # reopening it would leave the issues in progress on it waiting on an open one
                 started = await dependency_store.in_progress_dependants(tx.conn, issue_id)

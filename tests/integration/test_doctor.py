@@ -186,8 +186,11 @@ async def test_a_backup_location_that_is_a_file_fails(tmp_path: Path) -> None:
     assert found["permissions: backup location"].detail == f"{a_file} is a file, not a directory"
 
 
-def _doctor_json(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
-    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"], env=env)
+def _doctor_json(**settings: str) -> tuple[int, dict[str, dict[str, str]]]:
+    """`doctor --json` with these settings (`VIBE_DATA_DIR=…`) and no other database or backup
+    location from this environment: its exit code and its findings by check."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIBE_DATABASE_URL", "VIBE_BACKUP_LOCATION")}
+    run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"], env={**env, **settings})
     return run.returncode, {c["check"]: c for c in json.loads(run.stdout)["checks"]}
 
 
@@ -198,10 +201,7 @@ def test_a_data_directory_that_is_a_file_or_under_one_fails_naming_it(tmp_path: 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a directory\n")
     data_dir = a_file / below if below else a_file
-    env = {**os.environ, "VIBE_DATA_DIR": str(data_dir)}
-    env.pop("VIBE_BACKUP_LOCATION", None)
-    env.pop("VIBE_DATABASE_URL", None)
-    code, found = _doctor_json(env)
+    code, found = _doctor_json(VIBE_DATA_DIR=str(data_dir))
     assert code == 1
     said = f"{a_file} is a file, not a directory"
     for check, path in (
@@ -219,13 +219,9 @@ def test_a_data_directory_that_is_a_file_or_under_one_fails_naming_it(tmp_path: 
 def test_a_backup_location_under_a_file_fails_naming_it(tmp_path: Path) -> None:
     a_file = tmp_path / "backups.tar"
     a_file.write_text("not a directory\n")
-    env = {
-        **os.environ,
-        "VIBE_DATA_DIR": str(tmp_path / "data"),
-        "VIBE_BACKUP_LOCATION": str(a_file / "daily"),
-    }
-    env.pop("VIBE_DATABASE_URL", None)
-    code, found = _doctor_json(env)
+    code, found = _doctor_json(
+        VIBE_DATA_DIR=str(tmp_path / "data"), VIBE_BACKUP_LOCATION=str(a_file / "daily")
+    )
     assert code == 1
     refused = found["permissions: backup location"]
     assert refused["status"] == "fail"
@@ -239,10 +235,7 @@ def test_places_that_cannot_be_looked_at_fail_naming_them_through_the_cli(tmp_pa
     too; in production a data directory of mode 700 owned by another user: EACCES) gave a
     traceback. Each place fails, naming the path and the errno's text."""
     too_long = tmp_path / ("x" * 300)
-    env = {**os.environ, "VIBE_DATA_DIR": str(too_long)}
-    env.pop("VIBE_BACKUP_LOCATION", None)
-    env.pop("VIBE_DATABASE_URL", None)
-    code, found = _doctor_json(env)
+    code, found = _doctor_json(VIBE_DATA_DIR=str(too_long))
     assert code == 1
     why = "cannot be looked at: File name too long (ENAMETOOLONG)"
     for check, path in (
@@ -255,13 +248,9 @@ def test_places_that_cannot_be_looked_at_fail_naming_them_through_the_cli(tmp_pa
         assert "VIBE_DATA_DIR" in found[check]["fix"], found[check]
     assert "disk: data directory" not in found and "disk: backup location" not in found, found
 
-    env = {
-        **os.environ,
-        "VIBE_DATA_DIR": str(tmp_path / "data"),
-        "VIBE_BACKUP_LOCATION": str(too_long / "daily"),
-    }
-    env.pop("VIBE_DATABASE_URL", None)
-    code, found = _doctor_json(env)
+    code, found = _doctor_json(
+        VIBE_DATA_DIR=str(tmp_path / "data"), VIBE_BACKUP_LOCATION=str(too_long / "daily")
+    )
     assert code == 1
     refused = found["permissions: backup location"]
     assert (refused["status"], refused["detail"]) == ("fail", f"{too_long / 'daily'} {why}"), refused

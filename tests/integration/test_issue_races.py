@@ -8,25 +8,15 @@ import asyncio
 from collections import Counter
 
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import IssueStatus, TokenRole
+from vibe_ensemble.domain.enums import IssueStatus
 from vibe_ensemble.domain.errors import Conflict, PermissionDenied, VersionConflict
 from vibe_ensemble.domain.models import ClosedIssue, Issue
 from vibe_ensemble.services import Services
 
+from .test_claims import bound, register
+
 ROUNDS = 5
 RACERS = 8
-
-
-def bound(name: str) -> Caller:
-    """A worker token bound to one agent, as the services see it."""
-    return Caller(credential_id=None, role=TokenRole.WORKER, agent=name, label=name)
-
-
-async def register(services: Services, admin: Caller, count: int) -> list[str]:
-    names = [f"w{i}" for i in range(count)]
-    for name in names:
-        await services.agents.register(admin, name=name)
-    return names
 
 
 def kinds(results: list[object]) -> Counter[str]:

@@ -79,6 +79,11 @@ def test_a_librarys_own_line_is_written_in_the_same_format(json_lines: bool) -> 
     import io
     import logging
 
+    # As an earlier uvicorn.Config in the same process (without log_config=None) leaves them: uvicorn's
+    # loggers with a handler of their own that does not propagate (how this failed in CI).
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.addHandler(logging.StreamHandler(io.StringIO()))
+    uvicorn_logger.propagate = False
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     root = logging.getLogger()

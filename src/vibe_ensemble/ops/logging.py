@@ -123,6 +123,13 @@ def configure_logging(settings: Settings) -> None:
             handler.addFilter(RedactTokens())
         if type(handler) is logging.StreamHandler:  # basicConfig's (not a test runner's capture)
             handler.setFormatter(foreign)
+    # uvicorn's own logging config (applied by any uvicorn.Config in this process without
+    # log_config=None) gives its loggers handlers of their own that stop at "uvicorn": their lines
+    # would bypass the format and the redaction above. They go through the root's handlers instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
     # Libraries' routine chatter (alembic's context, the MCP session manager) is not news at INFO.
     for name in ("alembic", "mcp"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))

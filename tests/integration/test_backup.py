@@ -325,15 +325,18 @@ async def test_a_forced_restore_under_writes_goes_through(
                 written.append(sent.id)
             except VibeError:
                 pass  # refused while the tables are replaced (a deadlock broken, a table gone)
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
 
-    writer = asyncio.create_task(keep_writing())
+    # Several writers: pg_restore deadlocked with them now and then (PostgreSQL aborted it; it is run again).
+    writers = [asyncio.create_task(keep_writing()) for _ in range(4)]
     try:
         result = await backups.restore(manifest.id, force=True)
     finally:
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
+        for writer in writers:
+            writer.cancel()
+        for writer in writers:
+            with pytest.raises(asyncio.CancelledError):
+                await writer
     assert result.safety_backup is not None
     assert written  # the server wrote while it was restored
     assert await _count(database_url, "issues") == 5  # the backup's, not the 3 made after it

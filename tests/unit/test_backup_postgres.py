@@ -84,3 +84,43 @@ def test_how_a_tool_ended_is_said_plainly(tmp_path: Path, script: str, expected:
     with pytest.raises(BackupError) as failure:
         asyncio.run(backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=False))
     assert str(failure.value) == expected
+
+
+DEADLOCKED = (
+    "echo 'pg_restore: error: could not execute query: ERROR:  deadlock detected' >&2; "
+    "echo 'Command was: ALTER TABLE IF EXISTS ONLY public.reservations DROP CONSTRAINT x;' >&2; exit 1"
+)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize(("deadlocks", "runs"), [(2, 3), (9, backup_postgres.RESTORE_ATTEMPTS)])
+def test_a_restore_that_deadlocked_with_a_server_is_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deadlocks: int, runs: int
+) -> None:
+    """A forced restore while a server wrote failed in CI when PostgreSQL broke a deadlock between
+    pg_restore and the server by aborting pg_restore (its one transaction: nothing had changed)."""
+    monkeypatch.setattr(backup_postgres.asyncio, "sleep", _no_wait)
+    count = tmp_path / "runs"
+    script = f"echo x >> {count}; if [ $(wc -l < {count}) -le {deadlocks} ]; then {DEADLOCKED}; fi"
+    bin_dir = tool(tmp_path / "pg", "pg_restore", script).parent
+    target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
+    restore = backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=True)
+    if deadlocks < runs:
+        asyncio.run(restore)
+    else:
+        with pytest.raises(BackupError, match="deadlock detected"):
+            asyncio.run(restore)
+    assert len(count.read_text().splitlines()) == runs
+
+
+def test_a_restore_that_failed_otherwise_is_not_run_again(tmp_path: Path) -> None:
+    count = tmp_path / "runs"
+    bin_dir = tool(tmp_path / "pg", "pg_restore", f"echo x >> {count}; echo 'bad archive' >&2; exit 1").parent
+    target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
+    with pytest.raises(BackupError, match="bad archive"):
+        asyncio.run(backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=True))
+    assert len(count.read_text().splitlines()) == 1
+
+
+async def _no_wait(_: float) -> None:
+    return None

@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import structlog
 
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.backup_target import Target, quote
+
+log = structlog.get_logger(__name__)
+
+# A restore with --force while servers write: pg_restore takes its tables' locks one statement at a
+# time, in the dump's order, and a server's transaction takes them in its own, so the two can
+# deadlock. PostgreSQL then aborts one of them; when that is pg_restore, its one transaction is
+# rolled back (nothing changed) and it is run again.
+RESTORE_ATTEMPTS = 5
+DEADLOCK = b"deadlock detected"
 
 PG_TOOL_HELP = (
     "install the PostgreSQL client tools of the server's major version (Debian: apt-get install "
@@ -54,6 +64,12 @@ def _major_version(path: str) -> int:
 
 
 async def _run(argv: list[str], env: dict[str, str]) -> None:
+    returncode, stderr = await _call(argv, env)
+    if returncode:
+        raise BackupError(failure(Path(argv[0]).name, returncode, stderr))
+
+
+async def _call(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,
@@ -62,8 +78,8 @@ async def _run(argv: list[str], env: dict[str, str]) -> None:
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     _, stderr = await proc.communicate()
-    if proc.returncode:
-        raise BackupError(failure(Path(argv[0]).name, proc.returncode, stderr))
+    assert proc.returncode is not None
+    return proc.returncode, stderr
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends a process when its parent ends
@@ -150,7 +166,15 @@ async def restore(target: Target, dump: Path, bin_dir: Path | None, *, clean: bo
     argv = [pg_restore, "--exit-on-error", "--single-transaction", "--no-owner", "--no-privileges"]
     if clean:
         argv += ["--clean", "--if-exists"]
-    await _run([*argv, f"--dbname={url}", str(dump)], env)
+    argv += [f"--dbname={url}", str(dump)]
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        returncode, stderr = await _call(argv, env)
+        if not returncode:
+            return
+        if returncode < 0 or DEADLOCK not in stderr or attempt == RESTORE_ATTEMPTS:
+            raise BackupError(failure(Path(pg_restore).name, returncode, stderr))
+        log.warning("pg_restore_deadlocked", attempt=attempt, of=RESTORE_ATTEMPTS, database=target.safe)
+        await asyncio.sleep(0.1 * attempt)
 
 
 async def read_facts(target: Target) -> tuple[str | None, dict[str, int]]:

@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 # deadlock. PostgreSQL then aborts one of them; when that is pg_restore, its one transaction is
 # rolled back (nothing changed) and it is run again.
 RESTORE_ATTEMPTS = 5
+RESTORE_BACKOFF_S = 0.1  # the wait before the next run, times the runs so far
 DEADLOCK = b"deadlock detected"
 
 PG_TOOL_HELP = (
@@ -174,7 +175,7 @@ async def restore(target: Target, dump: Path, bin_dir: Path | None, *, clean: bo
         if returncode < 0 or DEADLOCK not in stderr or attempt == RESTORE_ATTEMPTS:
             raise BackupError(failure(Path(pg_restore).name, returncode, stderr))
         log.warning("pg_restore_deadlocked", attempt=attempt, of=RESTORE_ATTEMPTS, database=target.safe)
-        await asyncio.sleep(0.1 * attempt)
+        await asyncio.sleep(RESTORE_BACKOFF_S * attempt)
 
 
 async def read_facts(target: Target) -> tuple[str | None, dict[str, int]]:

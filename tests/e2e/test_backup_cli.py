@@ -168,6 +168,13 @@ def test_backups_in_an_s3_bucket(moto_server: dict[str, str], tmp_path: Path) ->
     with sqlite3.connect(other) as conn:
         assert conn.execute("SELECT count(*) FROM credentials").fetchone()[0] == 1
 
+    unknown = cli(env, "backup", "delete", ids[2], "20260101T000000Z-manual", "--store", store, ok=False)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr, unknown.stderr
+    assert "no backup '20260101T000000Z-manual'" in unknown.stderr
+    assert len(s3.list_objects_v2(Bucket="vibe")["Contents"]) == 2  # an unknown id deletes nothing
+    assert cli(env, "backup", "delete", ids[2], "--store", store).stdout.split() == ["deleted", ids[2]]
+    assert "Contents" not in s3.list_objects_v2(Bucket="vibe")
+
 
 async def test_pg_dump_missing_from_pg_bin_dir_is_taken_from_path(postgres_url: str, tmp_path: Path) -> None:
     """docs/backups.md: pg_dump is looked for in VIBE_PG_BIN_DIR, then on PATH, then in
@@ -363,7 +370,15 @@ def test_an_unreadable_manifest_is_named_and_only_its_backup_is_left_alone(
 
 
 @pytest.mark.parametrize(
-    "args", [["list"], ["list", "--json"], ["prune"], ["verify", "20260101T000000Z-daily"]], ids=" ".join
+    "args",
+    [
+        ["list"],
+        ["list", "--json"],
+        ["prune"],
+        ["verify", "20260101T000000Z-daily"],
+        ["delete", "20260101T000000Z-daily"],
+    ],
+    ids=" ".join,
 )
 def test_a_backup_location_that_does_not_exist_is_an_error(
     sqlite_env: dict[str, str], tmp_path: Path, args: list[str]

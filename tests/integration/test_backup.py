@@ -371,6 +371,29 @@ async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
         await backups.prune(keep_daily=0)
 
 
+async def test_delete_removes_the_named_backups_of_any_label_and_nothing_for_an_unknown_id(
+    database_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    backups = _backups(database_url, tmp_path)
+    made = [await backups.create(label) for label in ("manual", "pre-upgrade", "daily")]
+
+    with pytest.raises(BackupError, match="no backup 'nope'"):
+        await backups.delete([made[0].id, "nope"])
+    with pytest.raises(BackupError, match="not a backup id"):
+        await backups.delete([made[0].id, "../etc/passwd"])
+    assert [m.id for m in await backups.manifests()] == [m.id for m in made]  # nothing went
+
+    gone = await backups.delete([made[0].id, made[1].id, made[0].id])
+    assert [m.id for m in gone] == [made[0].id, made[1].id]
+    assert [m.id for m in await backups.manifests()] == [made[2].id]
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == sorted(
+        [made[2].file, f"{made[2].id}.json"]
+    )
+
+
 async def test_labels_and_ids_are_checked(database_url: str, tmp_path: Path) -> None:
     backups = _backups(database_url, tmp_path)
     with pytest.raises(BackupError, match="label"):

@@ -1,4 +1,4 @@
-"""`vibe-ensemble backup …`: create, list, verify, prune and restore backups (docs/backups.md)."""
+"""`vibe-ensemble backup …`: create, list, verify, prune, delete and restore backups (docs/backups.md)."""
 
 from __future__ import annotations
 
@@ -334,6 +334,28 @@ def prune(
         _warn_unreadable(pruned.unreadable, backups, "kept (not pruned, not counted)")
         count = len(pruned.unreadable)
         fail(f"{count} unreadable manifests in {backups.storage.location}, left alone (see the warnings)")
+
+
+@backup_app.command("delete")
+def delete(
+    backup_ids: Annotated[list[str], typer.Argument(help="The backup ids (see `backup list`).")],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Delete backups by id, whatever their label ('manual', 'pre-upgrade', 'pre-restore', …).
+
+    Every id is looked up before anything is deleted: an unknown one deletes nothing.
+    """
+    backups = _backups(_settings(config, database_url), store, "--store")
+
+    async def main() -> list[Manifest]:
+        return await backups.delete(backup_ids)
+
+    deleted = _run(main)
+    for m in deleted:
+        print(f"deleted {m.id}")
+    say(f"deleted {len(deleted)} backups from {{}}", backups.storage.location)
 
 
 @backup_app.command("restore")

@@ -277,6 +277,16 @@ class Backups:
                 await asyncio.to_thread(self.storage.delete, m.file)
         return pruned
 
+    async def delete(self, backup_ids: list[str]) -> list[Manifest]:
+        """Delete these backups, whatever their label (a `manual` or `pre-upgrade` one that is no longer
+        wanted): every id is looked up first, so an unknown or unreadable one deletes nothing. Each
+        backup's manifest goes first, so a backup half deleted is never listed."""
+        found = [await self.manifest(backup_id) for backup_id in dict.fromkeys(backup_ids)]
+        for m in found:
+            await asyncio.to_thread(self.storage.delete, f"{m.id}.json")  # unlisted first
+            await asyncio.to_thread(self.storage.delete, m.file)
+        return found
+
     async def restore(
         self, backup_id: str, *, target_url: str | None = None, force: bool = False
     ) -> RestoreResult:

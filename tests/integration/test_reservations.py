@@ -453,3 +453,31 @@ async def test_spaces_cut_from_a_pattern_come_with_a_warning(team: Services) -> 
         "'src/y.py ' was normalised to 'src/y.py'",
         "' service://db' was normalised to 'service://db'",
     ]
+
+
+async def test_a_check_acts_only_as_an_agent_the_token_may_speak_for_and_reports_nothing_else(
+    team: Services, admin: Caller
+) -> None:
+    """A commit guard's report names the agent refused: a worker team token put "overseer", a
+    coordinator, a retired agent or a name never registered on `reservation.refused` events."""
+    await team.agents.register(admin, name="lead", role=AgentRole.COORDINATOR)
+    await team.agents.register(admin, name="gone")
+    await team.agents.retire(admin, name="gone")
+    await team.reservations.reserve(bound("bob"), ["lib/**"])
+    worker_team = Caller(credential_id=None, role=TokenRole.WORKER, label="team")
+    before = await event_types(team, admin)
+    for agent, error in (
+        ("ghost", NotFound),
+        ("overseer", NotFound),
+        ("gone", NotFound),
+        ("lead", PermissionDenied),
+    ):
+        with pytest.raises(error):
+            await team.reservations.check(worker_team, ["lib/x.py"], agent=agent, report=True, files=True)
+    with pytest.raises(NotFound):
+        await team.reservations.check(bound("gone"), ["lib/x.py"], report=True, files=True)
+    assert await event_types(team, admin) == before  # nothing reported
+
+    found = await team.reservations.check(worker_team, ["lib/x.py"], agent="ann", report=True, files=True)
+    assert [c.holder for c in found.conflicts] == ["bob"]
+    assert await event_types(team, admin) == [*before, "reservation.refused"]

@@ -201,6 +201,9 @@ class ReservationService(Service):
         patterns, _ = parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)
         async with self.read() as tx:
             proj = await self.project(tx.conn, caller, project)
+            # Acting as an agent (whose leases do not count, and who is named on a report) needs that
+            # agent registered, active and one the token may speak for: no report under a made-up name.
+            await self.check_actor(tx.conn, proj.id, caller, agent)
             conflicts = await in_the_way(tx.conn, proj.id, tx.now, patterns, exclusive=exclusive, files=files)
         conflicts = [c for c in conflicts if c.holder != me]  # the acting agent's own never conflict
         blocked = {c.path for c in conflicts}

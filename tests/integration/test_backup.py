@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from vibe_ensemble.domain.caller import SYSTEM
+from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.errors import Unauthenticated, VibeError
 from vibe_ensemble.runtime import Runtime
@@ -213,6 +213,18 @@ async def test_a_restore_keeps_revocations_the_audit_log_and_event_ids_going_for
     assert actions.count("token.revoked") == 1
     assert last.id == newest + 1 and last.type == "database.restored"
     assert last.payload == {"backup": manifest.id, "taken_at": manifest.created_at.isoformat()}
+
+    # Every reader learns of it, whatever its filters: a project-scoped agent's token, a feed of one
+    # project, a feed of some types (it has no project; it was dropped by every project filter).
+    again = Runtime(runtime.settings)
+    await again.start()
+    try:
+        scoped = Caller(credential_id=None, role=TokenRole.WORKER, project="default", label="w")
+        for caller, types in ((scoped, None), (SYSTEM, ["issue.*"]), (scoped, ["message.*"])):
+            page = await again.services.events.page(caller, after=newest, project="default", types=types)
+            assert [e.type for e in page.items] == ["database.restored"]
+    finally:
+        await again.stop()
 
     again = Runtime(make_settings(database_url, tmp_path))  # a server on the restored database
     await again.start()

@@ -210,6 +210,11 @@ CATALOGUE: dict[EventType, EventSpec] = {
 del T
 
 
+# Events every reader of the log receives, whatever its project and type filters: a restore replaced
+# every project's state, and a client that follows one project must learn it to re-read what it holds.
+EVERY_READER = frozenset({EventType.DATABASE_RESTORED.value})
+
+
 def family_of(event_type: str) -> EventFamily | None:
     """The family of a stored event type, or None for a type this catalogue does not know."""
     try:

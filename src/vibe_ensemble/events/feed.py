@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from vibe_ensemble.domain.errors import InvalidInput
-from vibe_ensemble.domain.events import EventFamily, EventType
+from vibe_ensemble.domain.events import EVERY_READER, EventFamily, EventType
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.events.hub import EventHub
 from vibe_ensemble.events.tasks import stop_task
@@ -167,6 +167,9 @@ class RecentEvents:
         self._floor = self._low = self._high = max(self._high, event_id)
 
     def _ring(self, items: list[Event]) -> None:
+        if any(e.type in EVERY_READER for e in items):
+            self._ring_all()
+            return
         for project in {None, *(e.project for e in items)}:
             bell = self._bells.pop(project, None)
             if bell is not None:
@@ -208,7 +211,10 @@ class RecentEvents:
             await self._refresh()
         assert self._low is not None and self._floor is not None
         if cursor < self._low and (
-            project is None or cursor < self._floor or self._dropped.get(project, 0) > cursor
+            project is None
+            or cursor < self._floor
+            or self._dropped.get(project, 0) > cursor
+            or self._dropped.get(None, 0) > cursor  # maybe a restore, which every feed gets
         ):
             return None
         return self._events[bisect.bisect_right(self._ids, cursor) :], max(self._high, cursor)
@@ -341,6 +347,8 @@ class Feed:
         return items
 
     def _matches(self, event: Event) -> bool:
+        if event.type in EVERY_READER:
+            return True
         if self._project is not None and event.project != self._project[1]:
             return False
         return self._types is None or type_matches(event.type, self._types)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from vibe_ensemble.domain.events import EVERY_READER
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, records
@@ -154,11 +155,7 @@ async def after(
         return [
             _to_event(r) for r in records(await conn.execute(_AFTER, {"after_id": after_id, "limit": limit}))
         ]
-    q = _select().where(events.c.id > after_id)
-    if project_ids is not None:
-        q = q.where(events.c.project_id.in_(project_ids))
-    if types:
-        q = q.where(sa.or_(*(_type_matches(t) for t in types)))
+    q = _filtered(_select().where(events.c.id > after_id), project_ids, types)
     rows = await conn.execute(q.order_by(events.c.id).limit(limit))
     return [_to_event(r) for r in rows]
 
@@ -171,13 +168,22 @@ async def recent(
     limit: int = 20,
 ) -> list[Event]:
     """The newest events, newest first; filtered like `after`."""
-    q = _select()
-    if project_ids is not None:
-        q = q.where(events.c.project_id.in_(project_ids))
-    if types:
-        q = q.where(sa.or_(*(_type_matches(t) for t in types)))
+    q = _filtered(_select(), project_ids, types)
     rows = await conn.execute(q.order_by(events.c.id.desc()).limit(limit))
     return [_to_event(r) for r in rows]
+
+
+def _filtered(
+    q: sa.Select[Any], project_ids: Sequence[int] | None, types: Sequence[str] | None
+) -> sa.Select[Any]:
+    """Only the events of these projects and types, and those every reader gets (`EVERY_READER`:
+    a restore, which has no project)."""
+    for_everyone = events.c.type.in_(sorted(EVERY_READER))
+    if project_ids is not None:
+        q = q.where(sa.or_(events.c.project_id.in_(project_ids), for_everyone))
+    if types:
+        q = q.where(sa.or_(*(_type_matches(t) for t in types), for_everyone))
+    return q
 
 
 def _type_matches(pattern: str) -> sa.ColumnElement[bool]:

@@ -10,7 +10,7 @@ import pytest
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import IssueStatus, Priority, TokenRole
-from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, NotFound
+from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, InvalidInput, NotFound
 from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
@@ -245,3 +245,32 @@ async def test_claiming_a_taken_or_finished_issue_is_refused(services: Services,
     # a retried claim of one's own issue answers it and changes nothing
     assert (await services.issues.claim(admin, taken.id, agent="w1")).assignee == "w1"
     assert await snapshot(services.ctx.db) == before
+
+
+@pytest.mark.postgres
+async def test_two_updates_closing_a_cycle_at_once_give_one_refusal_not_a_deadlock(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """x on y and y on x at once: each locked the other's issue, then waited for its own row, and
+    PostgreSQL broke the deadlock (database_unavailable). One must win, the other be refused a cycle."""
+    async with AsyncExitStack() as stack:
+        runtimes: list[Runtime] = []
+        for i in range(2):
+            rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
+            await rt.start(apply_migrations=i == 0)
+            stack.push_async_callback(rt.stop)
+            runtimes.append(rt)
+        one, two = (rt.services for rt in runtimes)
+        for _ in range(8):
+            x = await one.issues.create(admin, title="x")
+            y = await one.issues.create(admin, title="y")
+            await two.issues.get(admin, y.id)  # a connection open in both pools
+            results = await asyncio.gather(
+                one.issues.update(admin, x.id, depends_on=[y.id]),
+                two.issues.update(admin, y.id, depends_on=[x.id]),
+                return_exceptions=True,
+            )
+            wins, losses = split(results)
+            assert len(wins) == 1 and len(losses) == 1, results
+            assert isinstance(losses[0], InvalidInput), repr(losses[0])
+            assert "would create a dependency cycle" in losses[0].message

@@ -194,6 +194,8 @@ class IssueService(Service):
             # closed issue, then its dependants), so the two never wait on each other in a ring; the
             # new ones' statuses are read as they are locked (the locks keep them so), the ones it has
             # once the issue is read (`check_dependencies_done`, below)
+            if deps is not None:  # first: updates that change the graph queue before locking rows
+                await dependency_store.lock_graph(tx.conn, proj.id)
             waiting = None if deps is None else await claims.unfinished_dependencies(tx.conn, deps)
             if deps is None and status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
                 await dependency_store.lock_dependencies(tx.conn, issue_id)

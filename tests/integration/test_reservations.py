@@ -481,3 +481,12 @@ async def test_a_check_acts_only_as_an_agent_the_token_may_speak_for_and_reports
     found = await team.reservations.check(worker_team, ["lib/x.py"], agent="ann", report=True, files=True)
     assert [c.holder for c in found.conflicts] == ["bob"]
     assert await event_types(team, admin) == [*before, "reservation.refused"]
+
+
+async def test_a_lease_reason_is_one_line(team: Services) -> None:
+    """A reason is shown in a hook's denial and on the dashboard's one-line rows."""
+    with pytest.raises(InvalidInput, match="reason: must be one line without control characters"):
+        await team.reservations.reserve(bound("ann"), ["a.py"], reason="first\nsecond")
+    assert (await team.reservations.reserve(bound("ann"), ["a.py"], reason="  why  ")).granted[
+        0
+    ].reason == "why"

@@ -96,7 +96,7 @@ class ReservationService(Service):
         patterns, notes = parse_patterns("paths", paths, maximum=MAX_RESERVE_PATHS)
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise InvalidInput("ttl_s", f"must be between {MIN_TTL_S} and {MAX_TTL_S} seconds")
-        reason = rules.text("reason", reason, max_len=MAX_REASON, required=False).strip()
+        reason = rules.line("reason", reason.strip(), max_len=MAX_REASON, required=False)
         if issue is not None and not 1 <= issue <= rules.MAX_ID:
             raise InvalidInput("issue", f"must be an issue id between 1 and {rules.MAX_ID}")
         key = (

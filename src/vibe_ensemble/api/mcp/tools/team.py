@@ -30,7 +30,7 @@ async def register_agent(
     model: Annotated[str | None, text("Your model, e.g. 'claude-sonnet'.", MAX_LINE)] = None,
     description: Annotated[
         str | None,
-        text("One line on what you are here to do.", MAX_BODY),
+        text("What you are here to do (a short description; it may span lines).", MAX_BODY),
     ] = None,
     project: ProjectArg = None,
 ) -> Agent:

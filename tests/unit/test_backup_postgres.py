@@ -121,3 +121,20 @@ def test_a_restore_that_failed_otherwise_is_not_run_again(tmp_path: Path) -> Non
     with pytest.raises(BackupError, match="bad archive"):
         asyncio.run(backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=True))
     assert len(count.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("raised", "reason"),
+    [(TimeoutError(), "no answer in time"), (ConnectionRefusedError(), "ConnectionRefusedError")],
+)
+def test_a_connection_failure_that_says_nothing_still_gets_a_reason(
+    monkeypatch: pytest.MonkeyPatch, raised: OSError, reason: str
+) -> None:
+    async def connect(*_args: object, **_kwargs: object) -> None:
+        raise raised  # asyncpg's connect timeout is a bare TimeoutError: its str is empty
+
+    monkeypatch.setattr(backup_postgres.asyncpg, "connect", connect)
+    target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
+    with pytest.raises(BackupError) as caught:
+        asyncio.run(backup_postgres._pg_connect(target))
+    assert str(caught.value) == f"cannot connect to {target.safe}: {reason}"

@@ -22,6 +22,7 @@ import structlog
 
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.backup_target import Target, quote
+from vibe_ensemble.store.faults import innermost
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +133,7 @@ async def _pg_connect(target: Target) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(target.dsn(), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise BackupError(f"cannot connect to {target.safe}: {exc}") from exc
+        raise BackupError(f"cannot connect to {target.safe}: {innermost(exc)}") from exc
 
 
 async def dump(target: Target, dest: Path, bin_dir: Path | None) -> tuple[str | None, dict[str, int]]:
@@ -197,7 +198,7 @@ async def scratch_database(server: Target) -> Any:
             await conn.execute(f"CREATE DATABASE {quote(name)}")
         except asyncpg.PostgresError as exc:
             raise BackupError(
-                f"cannot create the scratch database {name} on {server.safe}: {exc} "
+                f"cannot create the scratch database {name} on {server.safe}: {innermost(exc)} "
                 "(verify needs the CREATEDB privilege, or pass --scratch-url to another server)"
             ) from exc
         try:

@@ -204,6 +204,17 @@ def test_a_request_head_over_16_kb_gets_431_and_the_connection_closes(hardened: 
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
         assert answer.endswith(b"request line and headers must be at most 16384 bytes")
         assert s.recv(4096) == b""  # closed
+    # the app never saw the request, yet its answer carries the headers every answer does
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:])
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "deny"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+    assert "camera=()" in headers["permissions-policy"]
+    assert "strict-transport-security" not in headers  # plain HTTP
+    assert "server" not in headers
     assert httpx2.get(hardened.url + "/healthz").status_code == 200  # the server serves on
 
 

@@ -43,6 +43,12 @@ _NO_STORE = (b"cache-control", b"no-store")
 _API = ("/api/", "/mcp")
 
 
+def security_headers(scheme: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every answer carries (docs/security.md), HSTS among them over HTTPS: the app's
+    answers and those the server gives before the app sees a request (cli/http_protocol.py's 431)."""
+    return _OVER_HTTPS if scheme == "https" else _OVER_HTTP
+
+
 class SecurityHeadersMiddleware:
     """Adds CSP, nosniff, frame and referrer policies to every response; HSTS over HTTPS.
 
@@ -57,7 +63,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _OVER_HTTPS if scope.get("scheme") == "https" else _OVER_HTTP
+        extra = security_headers(scope.get("scheme"))
         if scope["path"].startswith(_API):
             extra = (*extra, _NO_STORE)
 

@@ -17,6 +17,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from vibe_ensemble.api.security import security_headers
+
 MAX_HEAD = 16 * 1024  # bytes of a request line and its headers (h11's default bound)
 _REFUSAL = b"request line and headers must be at most 16384 bytes"
 
@@ -74,7 +76,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._refused = True
         self.logger.warning("Request head too large: refused with 431.")
         response = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
-        for name, value in self.server_state.default_headers:
+        # the app never sees this request: its security headers are added here, as it would
+        for name, value in (*self.server_state.default_headers, *security_headers(self.scheme)):
             response.extend([name, b": ", value, b"\r\n"])
         response.extend(
             [

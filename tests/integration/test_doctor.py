@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,6 +193,24 @@ def _doctor_json(**settings: str) -> tuple[int, dict[str, dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIBE_DATABASE_URL", "VIBE_BACKUP_LOCATION")}
     run = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "doctor", "--json"], env={**env, **settings})
     return run.returncode, {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+
+
+def test_every_command_doctor_prints_carries_vibe_data_dir(tmp_path: Path) -> None:
+    """With VIBE_DATA_DIR set, a fix pasted into a fresh shell acts on that data directory: each
+    command doctor names starts with `VIBE_DATA_DIR=… ` (README: printed commands carry it)."""
+    data_dir = tmp_path / "data"
+    prefix = f"VIBE_DATA_DIR={shlex.quote(str(data_dir.resolve()))} "
+    _, found = _doctor_json(VIBE_DATA_DIR=str(data_dir))  # no database yet: "run … migrate"
+    assert f"`{prefix}" in found["database"]["fix"] and "migrate`" in found["database"]["fix"], found
+    env = {k: v for k, v in os.environ.items() if k not in ("VIBE_DATABASE_URL", "VIBE_BACKUP_LOCATION")}
+    env["VIBE_DATA_DIR"] = str(data_dir)
+    migrated = run_cli([sys.executable, "-m", "vibe_ensemble.cli", "migrate"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    _, found = _doctor_json(VIBE_DATA_DIR=str(data_dir))  # no backup yet: "run … backup create"
+    fix = found["last backup"]["fix"]
+    assert f"`{prefix}" in fix and "backup create --label daily`" in fix, fix
+    commands = [f for c in found.values() for f in c["fix"].split("`")[1::2] if "vibe" in f]
+    assert commands and all(c.startswith(prefix) for c in commands), commands
 
 
 @pytest.mark.parametrize("below", ["", "sub/deeper"])

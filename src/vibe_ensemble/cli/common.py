@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import logging
 import re
-import shlex
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -310,23 +309,11 @@ def require_existing_database(database_url: str) -> None:
 
 
 def database_env(settings: Settings) -> str:
-    """What a printed command needs in front of it to use the same database as `settings`:
-    `VIBE_DATA_DIR=… ` when the SQLite file is in another than the default data directory,
-    `VIBE_DATABASE_URL=… ` when a URL names the database (never one with a password: that is not
-    printed), else nothing. A command pasted from another shell then acts on this database."""
-    from vibe_ensemble.ops.startup import default_data_dir
-    from vibe_ensemble.store.urls import database_label, sqlite_file
+    """What a printed command needs in front of it to use the same database as `settings`
+    (services/commands.py: doctor's fixes say commands the same way)."""
+    from vibe_ensemble.services.commands import database_env as env
 
-    url = settings.database_url
-    if url is None:
-        data_dir = settings.data_dir.expanduser().resolve()
-        if data_dir == default_data_dir().resolve():
-            return ""
-        return f"VIBE_DATA_DIR={shlex.quote(str(data_dir))} "
-    path = sqlite_file(url)
-    if path is not None:  # absolute, so that it names the same file from any directory
-        return f"VIBE_DATABASE_URL={shlex.quote(f'sqlite+aiosqlite:///{path.resolve()}')} "
-    return f"VIBE_DATABASE_URL={shlex.quote(url)} " if database_label(url) == url else ""
+    return env(settings)
 
 
 def command_logs(level: int = logging.WARNING) -> None:

@@ -20,6 +20,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.startup import command
 from vibe_ensemble.services.backups import CREATED
 from vibe_ensemble.services.base import open_database
+from vibe_ensemble.services.commands import command_for
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import clock, faults, migrate
 from vibe_ensemble.store.backup_postgres import PG_TOOL_HELP, find_pg_tool
@@ -92,8 +93,9 @@ def _blocked(path: Path, blocker: Path) -> str:
     return said if blocker == path else f"{path} cannot be made: {said}"
 
 
-def _not_a_database(path: Path) -> Finding:
-    """The SQLite file the settings name is missing, or something else stands there."""
+def _not_a_database(path: Path, cli: str) -> Finding:
+    """The SQLite file the settings name is missing, or something else stands there. `cli`: how a
+    printed command runs vibe-ensemble on this database."""
     blocker = _not_a_directory(path.parent)
     if blocker is not None:
         return Finding(
@@ -120,7 +122,7 @@ def _not_a_database(path: Path) -> Finding:
         "database",
         "fail",
         f"{path} does not exist",
-        f"run `{command()} migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
+        f"run `{cli} migrate` (or serve with --migrate), or fix VIBE_DATA_DIR / VIBE_DATABASE_URL",
     )
 
 
@@ -129,7 +131,7 @@ async def run_checks(settings: Settings, *, now: datetime | None = None) -> list
     db: Database | None = None
     missing = sqlite_file(settings.effective_database_url)
     if missing is not None and not _is_file(missing):  # looked at before a Database would create it
-        findings.append(_not_a_database(missing))
+        findings.append(_not_a_database(missing, command_for(settings)))
         return findings + _disk(settings, None)
     try:
         db = open_database(settings)
@@ -249,15 +251,16 @@ def _permissions(what: str, path: Path) -> list[Finding]:
 
 async def _database(settings: Settings, db: Database, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
+    cli = command_for(settings)  # every command a fix names acts on this database
     if db.path is not None and not _is_file(db.path):  # do not create it by looking
-        return [_not_a_database(db.path)]
+        return [_not_a_database(db.path, cli)]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S), db.read() as conn:
             server_now = await clock.server_now(conn)
     except Exception as exc:
         reason = faults.innermost(exc)  # why, not "the database cannot be reached; retry in 5 s"
         if faults.damaged(exc):
-            fix = f"restore a backup: `{command()} backup restore` (docs/backups.md)"
+            fix = f"restore a backup: `{cli} backup restore` (docs/backups.md)"
             return [Finding("database", "fail", f"{db.safe_url()} is damaged: {reason}", fix)]
         return [
             Finding(
@@ -285,7 +288,7 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
                 "a newer vibe-ensemble migrated it: run that version, or restore the backup taken "
                 "before the upgrade"
                 if newer
-                else f"run `{command()} migrate` (or serve with --migrate)",
+                else f"run `{cli} migrate` (or serve with --migrate)",
             )
         )
 
@@ -300,14 +303,14 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
                 "" if status == "ok" else "run NTP (chrony, timesyncd) on this host and the database's",
             )
         )
-        findings.append(backup_tools(settings.pg_bin_dir))
+        findings.append(backup_tools(settings.pg_bin_dir, cli))
     else:
         only = "SQLite: this machine's clock is the only one"
         findings.append(_ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC ({only})"))
 
     if revision == head:
         try:
-            findings.append(await _backup_age(db, now))
+            findings.append(await _backup_age(db, now, cli))
         except Exception as exc:  # the role may read alembic_version and not the audit log
             if not faults.permission_denied(exc):
                 raise
@@ -315,9 +318,10 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
     return findings
 
 
-def backup_tools(bin_dir: Path | None) -> Finding:
+def backup_tools(bin_dir: Path | None, cli: str | None = None) -> Finding:
     """Where `backup create` finds pg_dump (VIBE_PG_BIN_DIR, then PATH, then /usr/lib/postgresql);
-    the finding's fix is what to do, not the error again."""
+    the finding's fix is what to do, not the error again. `cli`: how a printed command runs
+    vibe-ensemble on this database (`command_for`), the bare program by default."""
     try:
         found = find_pg_tool("pg_dump", bin_dir)
     except BackupError:
@@ -326,7 +330,7 @@ def backup_tools(bin_dir: Path | None) -> Finding:
             "backup tools",
             "warn",
             f"pg_dump not found (looked in {where}PATH and /usr/lib/postgresql/*/bin)",
-            f"{PG_TOOL_HELP}; then `{command()} backup create` can dump this database",
+            f"{PG_TOOL_HELP}; then `{cli or command()} backup create` can dump this database",
         )
     if bin_dir is not None and Path(found).parent != bin_dir:
         return Finding(
@@ -339,7 +343,7 @@ def backup_tools(bin_dir: Path | None) -> Finding:
     return _ok("backup tools", f"pg_dump: {found}")
 
 
-async def _backup_age(db: Database, now: datetime) -> Finding:
+async def _backup_age(db: Database, now: datetime, cli: str) -> Finding:
     async with db.read() as conn:
         entries = await audit_store.page(conn, action=CREATED, outcome="ok", limit=1)
     if not entries:
@@ -347,7 +351,7 @@ async def _backup_age(db: Database, now: datetime) -> Finding:
             "last backup",
             "warn",
             "no backup recorded",
-            f"run `{command()} backup create --label daily` and schedule it (docs/backups.md)",
+            f"run `{cli} backup create --label daily` and schedule it (docs/backups.md)",
         )
     age = (now - entries[0].time).total_seconds()
     detail = f"{age / 3600:.1f} h ago ({entries[0].details.get('backup', '?')})"

@@ -298,3 +298,28 @@ async def test_a_data_directory_this_user_may_not_enter_fails_naming_it(
     assert (found["database"].status, found["database"].detail) == ("fail", f"{locked / 'vibe.db'} {denied}")
     backups = found["permissions: backup location"]
     assert (backups.status, backups.detail) == ("fail", f"{locked / 'backups'} {denied}")
+
+
+async def test_a_read_only_file_system_is_said_so_not_chown_chmod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file system mounted read-only (EROFS) no chown or chmod helps: doctor says what it is."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}"
+    settings = make_settings(url, tmp_path)
+    rt = Runtime(settings)
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    statvfs = os.statvfs
+
+    def read_only(path: object) -> os.statvfs_result:
+        real = statvfs(path)  # type: ignore[arg-type]
+        fields = list(real)
+        fields[8] |= os.ST_RDONLY  # f_flag
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", read_only)
+    found = by_check(await run_checks(settings))
+    refused = found["permissions: database file"]
+    assert refused.status == "fail", refused
+    assert refused.detail == f"{tmp_path / 'vibe.db'} is on a read-only file system"
+    assert "chown" not in refused.fix and "remount" in refused.fix

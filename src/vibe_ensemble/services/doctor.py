@@ -223,8 +223,32 @@ def _disk(settings: Settings, db: Database | None) -> list[Finding]:
     return findings
 
 
+def _read_only_fs(path: Path) -> bool:
+    """The file system holding `path` (or the nearest of its parents that exists) is mounted
+    read-only (EROFS): no chown or chmod makes it writable."""
+    for place in (path, *path.parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return False
+    return False
+
+
+def _on_read_only_fs(check: str, path: Path) -> Finding:
+    return Finding(
+        check,
+        "fail",
+        f"{path} is on a read-only file system",
+        "remount it read-write, or point VIBE_DATA_DIR / VIBE_DATABASE_URL at a writable one",
+    )
+
+
 def _permissions(what: str, path: Path) -> list[Finding]:
     check = f"permissions: {what}"
+    if _read_only_fs(path):
+        return [_on_read_only_fs(check, path)]
     if not path.exists():
         parent = path.parent if path.suffix else path
         while not parent.exists() and parent != parent.parent:
@@ -262,14 +286,15 @@ async def _database(settings: Settings, db: Database, now: datetime) -> list[Fin
         if faults.damaged(exc):
             fix = f"restore a backup: `{cli} backup restore` (docs/backups.md)"
             return [Finding("database", "fail", f"{db.safe_url()} is damaged: {reason}", fix)]
-        return [
-            Finding(
-                "database",
-                "fail",
-                f"{db.safe_url()} is unreachable: {reason}",
-                "start the database, or fix VIBE_DATABASE_URL (host, port, credentials)",
-            )
-        ]
+        if db.path is not None and _read_only_fs(db.path):  # SQLite: no host, port or credentials
+            return [_on_read_only_fs("database", db.path)]
+        fix = (
+            "start the database, or fix VIBE_DATABASE_URL (host, port, credentials)"
+            if db.path is None
+            else "check the file, its -wal and -shm files and its directory, or fix VIBE_DATA_DIR / "
+            "VIBE_DATABASE_URL"
+        )
+        return [Finding("database", "fail", f"{db.safe_url()} is unreachable: {reason}", fix)]
     findings.append(_ok("database", f"{db.safe_url()} reachable"))
 
     try:

@@ -29,6 +29,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 # The first-start admin token: in the banner, or in the `admin_token_created` line (VIBE_LOG_JSON)
 TOKEN_RE = re.compile(r'token(?::\s+|_secret":\s*")(vibe_[A-Za-z0-9_-]+)')
@@ -381,6 +382,16 @@ async def mcp_client(url: str, token: str, *, mode: str = "auto") -> AsyncIterat
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=tls())
     async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
         yield client
+
+
+def mcp_error(exc: BaseException) -> MCPError:
+    """The MCPError in `exc`, or in the exception groups around it (the SDK's task group wraps it)."""
+    if isinstance(exc, MCPError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        with contextlib.suppress(LookupError):
+            return mcp_error(inner)
+    raise LookupError(f"no MCPError in {exc!r}")
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> Any:

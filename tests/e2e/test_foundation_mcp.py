@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 import httpx2
 import pytest
-from mcp.shared.exceptions import MCPError
 
-from tests.support import ServerProcess, call, call_error, mcp_client
+from tests.support import ServerProcess, call, call_error, mcp_client, mcp_error
 
 CORE_TOOLS = {
     "register_agent",
@@ -358,19 +356,9 @@ async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess
         with pytest.raises(BaseException) as refused:
             async with mcp_client(server.mcp_url, token) as client:
                 await client.list_tools()
-        error = _mcp_error(refused.value)
+        error = mcp_error(refused.value)
         assert error.error.code == -32000, error
         assert error.error.message.startswith("[unauthenticated] ") and "token create" in error.error.message
-
-
-def _mcp_error(exc: BaseException) -> MCPError:
-    """The MCPError in `exc`, or in the exception groups around it."""
-    if isinstance(exc, MCPError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        with contextlib.suppress(LookupError):
-            return _mcp_error(inner)
-    raise LookupError(f"no MCPError in {exc!r}")
 
 
 async def test_an_mcp_url_with_a_wrong_path_says_where_the_endpoint_is(server: ServerProcess) -> None:
@@ -379,7 +367,7 @@ async def test_an_mcp_url_with_a_wrong_path_says_where_the_endpoint_is(server: S
         with pytest.raises(BaseException) as refused:  # the SDK's task group wraps it
             async with mcp_client(server.url + path, server.admin_token) as client:
                 await client.list_tools()
-        error = _mcp_error(refused.value)
+        error = mcp_error(refused.value)
         assert error.error.message.startswith("[not_found] no MCP endpoint at this path"), (path, error)
         assert "ends in /mcp, with no trailing slash" in error.error.message
         assert f"(here: {server.mcp_url})" in error.error.message  # this server's, on its own port

@@ -17,7 +17,7 @@ from vibe_ensemble.api.app import create_app
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 
-from ..support import ServerProcess, call_error, mcp_client, start_server
+from ..support import ServerProcess, call_error, mcp_client, mcp_error, start_server
 from .security_support import INIT, MCP_HEADERS, auth, error_code, make_token
 
 
@@ -116,6 +116,11 @@ def test_bodies_over_the_limit_get_413_on_every_door(hardened: ServerProcess) ->
         headers={**MCP_HEADERS, **auth(hardened.admin_token)},
     )
     assert r.status_code == 413
+    # on /mcp a JSON-RPC error, which an MCP client shows (REST's envelope it showed as nothing)
+    refused = r.json()
+    assert refused["jsonrpc"] == "2.0" and refused["id"] is None, refused
+    assert refused["error"]["code"] == -32000 and refused["error"]["data"]["code"] == "payload_too_large"
+    assert refused["error"]["message"].startswith("[payload_too_large] "), refused
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         for _ in range(20):
@@ -131,6 +136,16 @@ def test_bodies_over_the_limit_get_413_on_every_door(hardened: ServerProcess) ->
         hardened.url + "/api/v1/projects/default/issues", headers=auth(hardened.admin_token)
     ).json()
     assert issues["items"] == []
+
+
+async def test_the_mcp_client_is_told_a_body_is_too_large(hardened: ServerProcess) -> None:
+    """The official client showed only "Server returned an error response"."""
+    with pytest.raises(BaseException) as refused:  # the SDK's task group wraps it
+        async with mcp_client(hardened.mcp_url, hardened.admin_token) as client:
+            await client.call_tool("create_issue", {"title": "x", "body": "y" * 200_000})
+    error = mcp_error(refused.value)
+    assert error.error.code == -32000, error
+    assert error.error.message.startswith("[payload_too_large] request body larger than"), error
 
 
 def _port(server: ServerProcess) -> int:

@@ -172,9 +172,12 @@ async def send_error(
     headers: Mapping[str, str] | None = None,
     *,
     close: bool = False,
+    jsonrpc: bool = False,
 ) -> None:
-    """Answer a raw ASGI request with the error envelope (for middleware and the MCP endpoint)."""
-    body = json.dumps(error_body(code, message, details)).encode()
+    """Answer a raw ASGI request with the error envelope (for middleware and the MCP endpoint);
+    `jsonrpc` sends it as a JSON-RPC error (`jsonrpc_error_body`), for a request to /mcp."""
+    envelope = jsonrpc_error_body if jsonrpc else error_body
+    body = json.dumps(envelope(code, message, details)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         raw.append((b"connection", b"close"))

@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_ensemble.api import auth
-from vibe_ensemble.api.hosts import HostGuard
+from vibe_ensemble.api.hosts import MCP_PATH, HostGuard
 from vibe_ensemble.ops.config import Settings
 
 # The dashboard serves its own scripts and styles; nothing inline, nothing from elsewhere.
@@ -87,8 +87,9 @@ class _Aborted(Exception):
 class BodyLimitMiddleware:
     """413 for a request body over `max_bytes`; 408 when a client stalls mid-body for `timeout_s`.
 
-    The answer is sent here, in the REST error shape, before the app sees the
-    end of the body; whatever the app tries to send afterwards is dropped.
+    The answer is sent here, in the REST error shape (on /mcp as a JSON-RPC error, which an MCP
+    client shows), before the app sees the end of the body; whatever the app tries to send
+    afterwards is dropped.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
@@ -101,16 +102,17 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         too_large = f"request body larger than {self.max_bytes} bytes"
+        jsonrpc = scope["path"] == MCP_PATH
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            await auth.send_error(send, 413, "payload_too_large", too_large, close=True)
+            await auth.send_error(send, 413, "payload_too_large", too_large, close=True, jsonrpc=jsonrpc)
             return
         state: dict[str, Any] = {"received": 0, "done": False, "started": False, "answered": False}
 
         async def _answer(status: int, code: str, text: str) -> NoReturn:
             state["answered"] = True
             if not state["started"]:
-                await auth.send_error(send, status, code, text, close=True)
+                await auth.send_error(send, status, code, text, close=True, jsonrpc=jsonrpc)
             raise _Aborted
 
         async def _receive() -> Message:

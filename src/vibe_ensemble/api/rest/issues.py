@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, status
 from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, IdPath, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
-    ClaimIn,
+    ClaimBody,
     CloseIn,
     CommentIn,
     IssueIn,
-    IssuePatch,
+    IssuePatchBody,
 )
 from vibe_ensemble.domain.enums import IssueStatus
 from vibe_ensemble.domain.models import (
@@ -63,7 +63,7 @@ async def create_issue(project: str, body: IssueIn, caller: CallerDep, services:
 
 
 @router.post(P + "/issues/claim", tags=["issues"])
-async def claim_best_issue(project: str, body: ClaimIn, caller: CallerDep, services: ServicesDep) -> Issue:
+async def claim_best_issue(project: str, body: ClaimBody, caller: CallerDep, services: ServicesDep) -> Issue:
     return await services.issues.claim(caller, None, project=project, agent=body.agent)
 
 
@@ -74,7 +74,7 @@ async def get_issue(project: str, issue_id: IdPath, caller: CallerDep, services:
 
 @router.patch(P + "/issues/{issue_id}", tags=["issues"])
 async def update_issue(
-    project: str, issue_id: IdPath, body: IssuePatch, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: IssuePatchBody, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     given = body.model_fields_set
     return await services.issues.update(
@@ -96,7 +96,7 @@ async def update_issue(
 
 @router.post(P + "/issues/{issue_id}/claim", tags=["issues"])
 async def claim_issue(
-    project: str, issue_id: IdPath, body: ClaimIn, caller: CallerDep, services: ServicesDep
+    project: str, issue_id: IdPath, body: ClaimBody, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     return await services.issues.claim(caller, issue_id, project=project, agent=body.agent)
 

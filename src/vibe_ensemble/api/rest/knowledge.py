@@ -11,7 +11,7 @@ from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep, digits
 from vibe_ensemble.api.rest.schemas import (
     KnowledgeIn,
-    KnowledgePatch,
+    KnowledgePatchBody,
 )
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.models import (
@@ -76,7 +76,7 @@ async def get_knowledge(
 
 @router.patch(P + "/knowledge/{entry_id}", tags=["knowledge"])
 async def update_knowledge(
-    project: str, entry_id: EntryId, body: KnowledgePatch, caller: CallerDep, services: ServicesDep
+    project: str, entry_id: EntryId, body: KnowledgePatchBody, caller: CallerDep, services: ServicesDep
 ) -> KnowledgeEntry:
     """Write a new version; the previous one stays readable."""
     fields = body.model_dump(exclude={"agent", "expected_version"})

@@ -10,7 +10,7 @@ from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     CheckIn,
-    ReleaseIn,
+    ReleaseBody,
     ReserveIn,
 )
 from vibe_ensemble.domain.models import (
@@ -56,7 +56,7 @@ async def reserve_paths(
 
 @router.post(P + "/reservations/release", tags=["reservations"])
 async def release_paths(
-    project: str, body: ReleaseIn, caller: CallerDep, services: ServicesDep
+    project: str, body: ReleaseBody, caller: CallerDep, services: ServicesDep
 ) -> ReleaseResult:
     """Release the acting agent's leases on these patterns, or all of them."""
     return await services.reservations.release(caller, body.paths, project=project, agent=body.agent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from fastapi import Body as JsonBody
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -208,3 +209,14 @@ class KnowledgePatch(Body):
     issue_ids: list[Id] | None = Field(None, max_length=MAX_ISSUE_LINKS)
     expected_version: Id | None = None
     agent: str | None = Field(None, max_length=MAX_NAME)
+
+
+# A body whose fields are all optional may be left out (`curl -X POST` with no `-d`): no body is `{}`.
+# A route takes these instead of the model itself (tests/e2e/test_foundation_rest.py checks every route).
+AgentBody = Annotated[AgentIn, JsonBody(default_factory=AgentIn)]
+HeartbeatBody = Annotated[HeartbeatIn, JsonBody(default_factory=HeartbeatIn)]
+RetireBody = Annotated[RetireIn, JsonBody(default_factory=RetireIn)]
+IssuePatchBody = Annotated[IssuePatch, JsonBody(default_factory=IssuePatch)]
+ClaimBody = Annotated[ClaimIn, JsonBody(default_factory=ClaimIn)]
+ReleaseBody = Annotated[ReleaseIn, JsonBody(default_factory=ReleaseIn)]
+KnowledgePatchBody = Annotated[KnowledgePatch, JsonBody(default_factory=KnowledgePatch)]

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, status
 from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
-    AgentIn,
+    AgentBody,
     AgentName,
-    HeartbeatIn,
-    RetireIn,
+    HeartbeatBody,
+    RetireBody,
 )
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus
 from vibe_ensemble.domain.models import (
@@ -38,13 +38,13 @@ async def list_agents(
 
 
 @router.post(P + "/agents", status_code=status.HTTP_201_CREATED, tags=["agents"])
-async def register_agent(project: str, body: AgentIn, caller: CallerDep, services: ServicesDep) -> Agent:
+async def register_agent(project: str, body: AgentBody, caller: CallerDep, services: ServicesDep) -> Agent:
     return await services.agents.register(caller, project=project, **body.model_dump())
 
 
 @router.post(P + "/agents/{name}/heartbeat", tags=["agents"])
 async def heartbeat(
-    project: str, name: AgentName, body: HeartbeatIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: HeartbeatBody, caller: CallerDep, services: ServicesDep
 ) -> HeartbeatResult:
     return await services.agents.heartbeat(
         caller,
@@ -57,6 +57,6 @@ async def heartbeat(
 
 @router.post(P + "/agents/{name}/retire", tags=["agents"])
 async def retire_agent(
-    project: str, name: AgentName, body: RetireIn, caller: CallerDep, services: ServicesDep
+    project: str, name: AgentName, body: RetireBody, caller: CallerDep, services: ServicesDep
 ) -> Agent:
     return await services.agents.retire(caller, project=project, name=name, reason=body.reason)

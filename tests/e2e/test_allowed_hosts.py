@@ -89,7 +89,7 @@ def test_a_foreign_host_is_refused_on_mcp_and_the_websocket(named: ServerProcess
     headers = {**MCP_HEADERS, **auth(named.admin_token)}
     refused = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Host": EVIL})
     assert refused.status_code == 421
-    assert refused.json()["error"]["code"] == "misdirected_request"
+    assert refused.json()["error"]["message"].startswith("[misdirected_request] ")  # JSON-RPC on /mcp
     ok = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Host": "vibe.example.com"})
     assert ok.status_code == 200, ok.text
     assert " 403 " in _websocket_status(named, EVIL) + " "
@@ -100,7 +100,7 @@ def test_on_mcp_a_foreign_origin_is_refused(named: ServerProcess) -> None:
     headers = {**MCP_HEADERS, **auth(named.admin_token), "Host": "vibe.example.com"}
     refused = httpx2.post(named.mcp_url, json=INIT, headers={**headers, "Origin": "https://evil.example.com"})
     assert refused.status_code == 403
-    assert refused.json()["error"]["code"] == "origin_not_allowed"
+    assert refused.json()["error"]["message"].startswith("[origin_not_allowed] ")  # JSON-RPC on /mcp
 
 
 def _raw_status(server: ServerProcess, head: str) -> str:

@@ -128,4 +128,5 @@ class HostGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message})
             return
-        await auth.send_error(send, status, code, message, close=True)
+        # on /mcp a JSON-RPC error, as every other refusal there, so an MCP client shows the reason
+        await auth.send_error(send, status, code, message, close=True, jsonrpc=scope["path"] == MCP_PATH)

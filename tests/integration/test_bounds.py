@@ -192,3 +192,20 @@ async def test_names_of_other_agents_are_bounded_like_every_name(services: Servi
         )
         assert len(str(refused.value)) < 200
     assert await snapshot(services.ctx.db) == before
+
+
+async def test_a_nul_in_a_project_or_a_filter_is_invalid_input_naming_it(
+    services: Services, admin: Caller
+) -> None:
+    """PostgreSQL's text holds no NUL: these were "request: a number or date is out of the range"
+    there, and a 404 or an empty page on SQLite."""
+    with pytest.raises(InvalidInput) as refused:
+        await services.issues.list(admin, project="a\x00b")
+    assert (refused.value.field, refused.value.rule) == ("project", "must not contain NUL characters")
+    for given in ({"label": "\x00"}, {"assignee": "a\x00"}):
+        with pytest.raises(InvalidInput) as refused:
+            await services.issues.list(admin, **given)
+        assert (refused.value.field, refused.value.rule) == (
+            next(iter(given)),
+            "must not contain NUL characters",
+        )

@@ -204,3 +204,19 @@ def test_a_wait_given_up_is_named_as_such_not_as_cancelled_error() -> None:
         faults.innermost(ConnectionRefusedError(111, "Connection refused"))
         == "[Errno 111] Connection refused"
     )
+
+
+def test_a_nul_postgresql_refused_is_invalid_input_saying_so() -> None:
+    """The net under the doors' checks: PostgreSQL's "invalid byte sequence … 0x00" (SQLSTATE
+    22021) read as a number or date out of range."""
+    import asyncpg
+
+    from vibe_ensemble.domain.errors import InvalidInput
+    from vibe_ensemble.store.database import _out_of_range_is_invalid_input
+
+    refused = asyncpg.exceptions.CharacterNotInRepertoireError(
+        'invalid byte sequence for encoding "UTF8": 0x00'
+    )
+    with pytest.raises(InvalidInput) as caught, _out_of_range_is_invalid_input():
+        raise refused
+    assert (caught.value.field, caught.value.rule) == ("request", "text must not contain NUL characters")

@@ -134,6 +134,8 @@ class Service:
         if requested is not None and len(requested) > rules.MAX_NAME:  # no project's: never echoed back
             rule = f"must be at most {rules.MAX_NAME} characters (got {len(requested)})"
             raise InvalidInput("project", rule)
+        if requested is not None and "\x00" in requested:  # PostgreSQL's text cannot hold one
+            raise InvalidInput("project", "must not contain NUL characters")
         slug = caller.project_slug(requested, self.ctx.default_project)
         known = self.ctx.projects.get(slug)
         if known is None:

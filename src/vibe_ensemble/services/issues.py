@@ -134,6 +134,9 @@ class IssueService(Service):
             proj = await self.project(conn, caller, project)
             if query:
                 rules.text("query", query, max_len=rules.MAX_LINE)
+            for field, value in (("assignee", assignee), ("label", label)):  # as on both databases
+                if value:
+                    rules.text(field, value, max_len=rules.MAX_LINE)
             by_priority = bool(ready)
             after = _parse_cursor(cursor, by_priority) if cursor else None
             where = store.Filter(

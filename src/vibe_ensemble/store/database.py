@@ -55,6 +55,9 @@ def _out_of_range_is_invalid_input() -> Iterator[None]:
         causes = list(_causes(exc))
         if any(isinstance(e, UnicodeEncodeError) for e in causes):
             raise InvalidInput("request", "text must be valid Unicode (no lone surrogates)") from exc
+        # PostgreSQL's text holds no NUL (SQLSTATE 22021): a field the doors did not check for one
+        if any(getattr(e, "sqlstate", None) == "22021" for e in causes):
+            raise InvalidInput("request", "text must not contain NUL characters") from exc
         # SQLite raises OverflowError; asyncpg a DataError ("value out of int64 range").
         if any(isinstance(e, (OverflowError, sa_exc.DataError, *data_error)) for e in causes):
             raise InvalidInput(

@@ -241,6 +241,14 @@ def test_a_query_parameter_an_endpoint_does_not_take_is_refused(server: ServerPr
         error(api.get(f"{P}/issues", params={"stauts": "open"}), 422, "invalid_input")
         ok(api.get(f"{P}/issues", params={"status": "open", "limit": 5}))
         error(api.get("/api/v1/events", params={"since": "0", "x": "1"}), 422, "invalid_input")
+        # one value given twice was read as the last alone; a list parameter takes many
+        twice = error(
+            api.get(f"{P}/issues", params=[("status", "open"), ("status", "done")]), 422, "invalid_input"
+        )
+        assert twice["message"] == "status: give this query parameter once"
+        error(api.get(f"{P}/issues", params=[("limit", "1"), ("limit", "2")]), 422, "invalid_input")
+        ok(api.get("/api/v1/events", params=[("types", "issue.*"), ("types", "message.*")]))
+        ok(api.get(f"{P}/knowledge", params=[("tags", "a"), ("tags", "b")]))
 
 
 def test_a_time_without_a_timezone_is_refused_naming_it(server: ServerProcess) -> None:

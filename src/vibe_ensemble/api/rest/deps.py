@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args, get_origin
 
 from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
@@ -48,27 +48,44 @@ def known_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    accepted = _accepted_query(route)
+    accepted, repeatable = _accepted_query(route)
     unknown = sorted(set(request.query_params) - accepted)
     if unknown:
         listed = ", ".join(sorted(accepted)) or "none"
         raise InvalidInput(unknown[0][:64], f"not a query parameter of this endpoint; it takes: {listed}")
+    # `?status=open&status=done` was read as the last one alone: an answer for half the question
+    for name in request.query_params:
+        if name not in repeatable and len(request.query_params.getlist(name)) > 1:
+            raise InvalidInput(name, "give this query parameter once")
 
 
-def _accepted_query(route: APIRoute) -> frozenset[str]:
-    """The query parameters the route and its dependencies declare (by the names clients send),
-    listed once and kept on the route (routes compare by value: no cache can key on them)."""
-    known: frozenset[str] | None = getattr(route, "vibe_query", None)
+def _accepted_query(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
+    """The query parameters the route and its dependencies declare (by the names clients send), and
+    those of them that may be repeated (a list, such as `types`); listed once and kept on the route
+    (routes compare by value: no cache can key on them)."""
+    known: tuple[frozenset[str], frozenset[str]] | None = getattr(route, "vibe_query", None)
     if known is None:
         names: set[str] = set()
+        lists: set[str] = set()
         dependants = [route.dependant]
         while dependants:
             dependant = dependants.pop()
-            names.update(param.alias for param in dependant.query_params)
+            for param in dependant.query_params:
+                names.add(param.alias)
+                if _is_list(param.field_info.annotation):
+                    lists.add(param.alias)
             dependants.extend(dependant.dependencies)
-        known = frozenset(names)
+        known = (frozenset(names), frozenset(lists))
         route.vibe_query = known  # type: ignore[attr-defined]
     return known
+
+
+def _is_list(annotation: object) -> bool:
+    """`list[str]`, `list[str] | None`, `Annotated[list[str], …]`: a parameter given many times."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return origin is not None and any(_is_list(arg) for arg in get_args(annotation))
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -163,22 +163,20 @@ def test_the_hook_runs_only_our_code_and_shows_agents_text_literally(
     hook = repo / ".git" / "hooks" / "pre-commit"
     assert hook.stat().st_mode & 0o077 == 0  # it may be given VIBE_TOKEN: owner-only
 
-    # a lease whose reason carries escape sequences and Rich markup
+    # a reason with escape sequences is refused at the door (one line, no control characters)...
+    lease = {"paths": ["lib/**"], "reason": "\x1b[2J\x1b]0;pwned\x07\nfake: line", "ttl_s": 600}
+    url = server.url + "/api/v1/projects/default/reservations"
+    r = httpx2.post(url, json=lease, headers=auth(team["ann"]))
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "reason", r.text
+    # ...and one with Rich markup is shown as written, never read as markup
     r = httpx2.post(
-        server.url + "/api/v1/projects/default/reservations",
-        json={
-            "paths": ["lib/**"],
-            "reason": "\x1b[2J\x1b]0;pwned\x07[red]boom[/red]\nfake: line",
-            "ttl_s": 600,
-        },
-        headers=auth(team["ann"]),
+        url, json={**lease, "reason": "[red]boom[/red] [link=x]y[/link]"}, headers=auth(team["ann"])
     )
     assert r.status_code == 200 and r.json()["granted"], r.text
     refused = commit(repo, agent_env(server, team["bob"], "bob"), "lib/x.py", "x\n")
     assert refused.returncode != 0 and "commit refused" in refused.stderr
     assert not planted.exists()
-    assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr
-    assert "\\x1b[2J\\x1b]0;pwned\\x07[red]boom[/red]\\nfake: line" in refused.stderr
+    assert "[red]boom[/red] [link=x]y[/link]" in refused.stderr
 
 
 def test_a_commits_files_are_files(server: ServerProcess, repo: Path, team: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store import migrate
 from vibe_ensemble.store.backup import Backups
+from vibe_ensemble.store.backup_manifest import Manifest
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
 from vibe_ensemble.store.backup_target import Target
 from vibe_ensemble.store.database import Database
@@ -38,6 +39,15 @@ def _backups(database_url: str, tmp_path: Path) -> Backups:
     return Backups(
         database_url, DirectoryStorage(tmp_path / "backups"), pg_bin_dir=Path(tools) if tools else None
     )
+
+
+async def _made(database_url: str, tmp_path: Path, labels: list[str]) -> tuple[Backups, list[Manifest]]:
+    """A migrated, empty database and one backup of it per label, oldest first."""
+    rt = Runtime(make_settings(database_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    backups = _backups(database_url, tmp_path)
+    return backups, [await backups.create(label) for label in labels]
 
 
 async def _seed(services: Services, issues: int = 5, messages: int = 5) -> None:
@@ -362,11 +372,7 @@ async def _seed_more(services: Services) -> None:
 async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
     database_url: str, tmp_path: Path
 ) -> None:
-    rt = Runtime(make_settings(database_url, tmp_path))
-    await rt.start(apply_migrations=True)
-    await rt.stop()
-    backups = _backups(database_url, tmp_path)
-    made = [await backups.create(label) for label in ["daily"] * 4 + ["weekly"] * 3 + ["manual"] * 2]
+    backups, made = await _made(database_url, tmp_path, ["daily"] * 4 + ["weekly"] * 3 + ["manual"] * 2)
 
     would = await backups.prune(keep_daily=2, keep_weekly=1, dry_run=True)
     assert len(await backups.manifests()) == 9
@@ -386,11 +392,7 @@ async def test_prune_keeps_the_newest_daily_and_weekly_and_every_other_label(
 async def test_delete_removes_the_named_backups_of_any_label_and_nothing_for_an_unknown_id(
     database_url: str, tmp_path: Path
 ) -> None:
-    rt = Runtime(make_settings(database_url, tmp_path))
-    await rt.start(apply_migrations=True)
-    await rt.stop()
-    backups = _backups(database_url, tmp_path)
-    made = [await backups.create(label) for label in ("manual", "pre-upgrade", "daily")]
+    backups, made = await _made(database_url, tmp_path, ["manual", "pre-upgrade", "daily"])
 
     with pytest.raises(BackupError, match="no backup 'nope'"):
         await backups.delete([made[0].id, "nope"])

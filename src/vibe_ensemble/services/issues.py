@@ -18,6 +18,7 @@ from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import comments as comment_store
 from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as store
+from vibe_ensemble.store import locks
 from vibe_ensemble.store.database import Connection
 
 # Marks "argument not given" where None is a meaningful value (unassign, no parent).
@@ -197,9 +198,10 @@ class IssueService(Service):
             # closed issue, then its dependants), so the two never wait on each other in a ring; the
             # new ones' statuses are read as they are locked (the locks keep them so), the ones it has
             # once the issue is read (`check_dependencies_done`, below)
-            if deps is not None:  # first: updates that change the graph queue before locking rows
-                await dependency_store.lock_graph(tx.conn, proj.id)
-            waiting = None if deps is None else await claims.unfinished_dependencies(tx.conn, deps)
+            waiting = None
+            if deps is not None:  # changes to the graph queue first, before locking any row
+                await locks.lock_project(tx.conn, locks.DEPENDENCIES, proj.id)
+                waiting = await claims.unfinished_dependencies(tx.conn, deps)
             if deps is None and status == IssueStatus.IN_PROGRESS:  # starting it checks the ones it has
                 await dependency_store.lock_dependencies(tx.conn, issue_id)
             # locked until the transaction ends: concurrent updates queue, each checks what the one

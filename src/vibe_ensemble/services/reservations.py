@@ -29,7 +29,7 @@ from vibe_ensemble.domain.models import (
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.services.base import Service, Transaction, acting_as
 from vibe_ensemble.services.lease_conflicts import in_the_way, parse_patterns
-from vibe_ensemble.store import idempotency
+from vibe_ensemble.store import idempotency, locks
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import reservations as store
 
@@ -114,7 +114,7 @@ class ReservationService(Service):
         }
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            await store.lock_project(tx.conn, proj.id)
+            await locks.lock_project(tx.conn, locks.RESERVATIONS, proj.id)  # first: lease decisions queue
             me = await acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
             if issue is not None and not await issue_store.existing_ids(tx.conn, proj.id, [issue]):
                 raise InvalidInput("issue", f"no such issue in this project: {issue}")

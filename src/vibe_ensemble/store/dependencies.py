@@ -18,26 +18,6 @@ from vibe_ensemble.store.tables import issue_dependencies, issues
 
 FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
 
-# PostgreSQL: changes to a project's dependency graph queue behind this lock (class key, project id),
-# a key space apart from the leases' (store.reservations) and the events' single key.
-GRAPH_LOCK_CLASS = 0x5644  # "VD"
-_GRAPH_LOCK = Prepared(
-    sa.select(
-        sa.func.pg_advisory_xact_lock(
-            sa.bindparam("c", type_=sa.Integer), sa.bindparam("p", type_=sa.Integer)
-        )
-    )
-)
-
-
-async def lock_graph(conn: Connection, project_id: int) -> None:
-    """Serialise changes to the project's dependencies; take it before any row lock. Two updates
-    that together would close a cycle (x on y, y on x) each locked the other's issue and then waited
-    for its own: a deadlock, not the cycle refusal. Queued, the second sees the first's dependency.
-    SQLite's single writer serialises every write transaction already."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_GRAPH_LOCK, {"c": GRAPH_LOCK_CLASS, "p": project_id % 2_147_483_647})
-
 
 _DEPENDENCIES_OF = Prepared(
     sa.select(issue_dependencies)

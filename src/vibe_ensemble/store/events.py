@@ -178,12 +178,14 @@ def _filtered(
 ) -> sa.Select[Any]:
     """Only the events of these projects and types, and those every reader gets (`EVERY_READER`:
     a restore, which has no project)."""
-    for_everyone = events.c.type.in_(sorted(EVERY_READER))
     if project_ids is not None:
-        q = q.where(sa.or_(events.c.project_id.in_(project_ids), for_everyone))
+        q = q.where(sa.or_(events.c.project_id.in_(project_ids), _FOR_EVERY_READER))
     if types:
-        q = q.where(sa.or_(*(_type_matches(t) for t in types), for_everyone))
+        q = q.where(sa.or_(*(_type_matches(t) for t in types), _FOR_EVERY_READER))
     return q
+
+
+_FOR_EVERY_READER = events.c.type.in_(sorted(EVERY_READER))
 
 
 def _type_matches(pattern: str) -> sa.ColumnElement[bool]:

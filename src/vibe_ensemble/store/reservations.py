@@ -222,26 +222,3 @@ async def mark_expired(conn: Connection, ids: list[int]) -> None:
             .where(reservations.c.id.in_(ids), reservations.c.released_at.is_(None))
             .values(released_at=reservations.c.expires_at)
         )
-
-
-# PostgreSQL: reserve transactions of one project queue behind this lock (class key, project id).
-# The two-key form lives in a key space apart from the single-key event lock in store.events.
-RESERVATION_LOCK_CLASS = 0x5645  # "VE"
-
-
-_LOCK = Prepared(
-    sa.select(
-        sa.func.pg_advisory_xact_lock(
-            sa.bindparam("c", type_=sa.Integer), sa.bindparam("p", type_=sa.Integer)
-        )
-    )
-)
-
-
-async def lock_project(conn: Connection, project_id: int) -> None:
-    """Serialise lease decisions per project. Take it first in the transaction, before reading leases.
-
-    On SQLite the single writer (BEGIN IMMEDIATE) already serialises every write transaction.
-    """
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_LOCK, {"c": RESERVATION_LOCK_CLASS, "p": project_id % 2_147_483_647})

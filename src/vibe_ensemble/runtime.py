@@ -20,7 +20,7 @@ from vibe_ensemble.services import ServiceContext, Services
 from vibe_ensemble.services.base import open_database
 from vibe_ensemble.services.tokens import AUTH_FAILURE
 from vibe_ensemble.store import migrate
-from vibe_ensemble.store.database import DatabaseError, OwnerLock
+from vibe_ensemble.store.database import DatabaseError, Owner, OwnerLock
 from vibe_ensemble.store.leader import Leadership
 
 log = structlog.get_logger(__name__)
@@ -55,11 +55,15 @@ class Runtime:
         self.bridge: PostgresBridge | None = None
         self.draining = False  # SIGTERM received: not ready, every answer closes its connection
 
-    async def start(self, *, apply_migrations: bool = False, own: bool = True) -> None:
-        """Take ownership of a SQLite file, check (or apply) migrations, ensure the default project."""
+    async def start(
+        self, *, apply_migrations: bool = False, own: bool = True, owner: Owner | None = None
+    ) -> None:
+        """Take ownership of a SQLite file, check (or apply) migrations, ensure the default project.
+        `owner`: what this process is (a server, with its MCP URL), recorded in the file's owner lock
+        for whoever meets it."""
         if self.db.path is not None and own:
             self._owner = OwnerLock(self.db.path)
-            self._owner.acquire()
+            self._owner.acquire(owner)
         try:
             if apply_migrations:
                 await migrate.upgrade(self.db)

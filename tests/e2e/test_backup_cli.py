@@ -80,6 +80,9 @@ async def test_backup_while_serving_then_restore(database_url: str, tmp_path: Pa
         refused = cli(env, "backup", "restore", manifest["id"], "--store", store, ok=False)
         assert refused.returncode == 1
         assert "--force" in refused.stderr
+        if database_url.startswith("sqlite"):  # the owner lock names the server: its pid and MCP URL
+            said = " ".join(refused.stderr.split())
+            assert f"(pid {server.proc.pid}: `vibe-ensemble serve`, MCP at {server.mcp_url})" in said
     finally:
         server.stop()
 

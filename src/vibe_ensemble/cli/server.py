@@ -26,6 +26,7 @@ from vibe_ensemble.ops.health import HealthListener, health_listener
 from vibe_ensemble.ops.logging import unredacted_line
 from vibe_ensemble.ops.startup import command, stop_asked
 from vibe_ensemble.runtime import Runtime
+from vibe_ensemble.store.database import Owner
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +126,10 @@ async def _serve(
     from vibe_ensemble.cli.ws_protocol import FeedWebSocketProtocol
 
     runtime = Runtime(settings)
-    await runtime.start(apply_migrations=migrate)
+    # The port is bound (and, asked for 0, known): the owner lock of a SQLite file names this server
+    # by its pid and the MCP URL it serves at, for whoever meets the lock.
+    owner = Owner(process="serve", mcp_url=settings.client_mcp_url)
+    await runtime.start(apply_migrations=migrate, owner=owner)
     try:
         asked = stop_asked()
         if asked is not None:  # while starting (migrating): stop before listening

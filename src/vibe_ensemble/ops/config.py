@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -30,6 +31,18 @@ def otlp_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"an OTLP endpoint is an http:// or https:// URL with a host, not {url[:80]!r}")
     return url.rstrip("/")
+
+
+def connect_host(host: str) -> str:
+    """The host a client connects to, as a URL writes it, for a server listening on `host`: loopback
+    for every address (0.0.0.0, ::, or none), an IPv6 address in brackets, a name as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "127.0.0.1"
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 class Settings(BaseSettings):
@@ -166,6 +179,15 @@ class Settings(BaseSettings):
     def mcp_url(self) -> str:
         base = self.public_url or f"http://{self.host}:{self.port}"
         return base.rstrip("/") + "/mcp"
+
+    @property
+    def client_mcp_url(self) -> str:
+        """The MCP URL a client on this machine reaches the server at (what the owner lock of a SQLite
+        file records, store/database.py): `public_url`'s when set (a proxy in front, a path of its
+        own), else the listening address's, every address (0.0.0.0, ::) as loopback, IPv6 bracketed."""
+        if self.public_url:
+            return self.mcp_url
+        return f"http://{connect_host(self.host)}:{self.port}/mcp"
 
     @property
     def loopback_only(self) -> bool:

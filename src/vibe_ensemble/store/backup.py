@@ -36,7 +36,7 @@ from vibe_ensemble.store.backup_manifest import (
 )
 from vibe_ensemble.store.backup_storage import BackupError, BackupStorage, MissingBackupFile
 from vibe_ensemble.store.backup_target import Target
-from vibe_ensemble.store.database import Database, DatabaseError, OwnerLock
+from vibe_ensemble.store.database import Database, DatabaseError, Owner, OwnerLock
 from vibe_ensemble.store.sqlite import private_dirs
 
 DEFAULT_KEEP_DAILY = 30
@@ -381,7 +381,7 @@ class Backups:
             assert target.path is not None
             lock = OwnerLock(target.path)
             try:
-                lock.acquire()
+                lock.acquire(Owner(process="restore"))
             except DatabaseError as exc:
                 if not force:
                     raise BackupError(f"{exc} Stop it before restoring (or pass --force).") from None

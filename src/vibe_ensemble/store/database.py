@@ -15,12 +15,16 @@ transaction-level advisory lock (`store.events.append`), so event ids become vis
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -265,15 +269,92 @@ class Database:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# What may own a SQLite file (`Owner.process`), as a message names it.
+OWNER_PROCESSES = {
+    "serve": "`vibe-ensemble serve`",
+    "mcp": "`vibe-ensemble mcp` on stdio",
+    "restore": "`vibe-ensemble backup restore`",
+}
+_PID = re.compile(r"[1-9][0-9]{0,9}")
+_URL = re.compile(r"https?://[!-~]{1,2040}")  # printable ASCII, no space: a URL as a person pastes it
+_LOCK_READ = 4096  # more than a lock file holds: a pid, a process, a URL
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that owns a SQLite file, as its lock file (`<db>.lock`) records it.
+
+    The file is one line: the pid, then `key=value` words: `mcp_url=…`, the MCP URL a client on this
+    machine reaches a server at, and `process=` `serve`, `mcp` (stdio) or `restore`. Releases before
+    these words wrote the pid alone: such an owner is read with its process and address unknown. A
+    reader takes what it can check and skips the rest (a word of a later release, anything garbled),
+    and an older release shows the whole line as "the pid", the URL readable in it.
+    """
+
+    pid: int | None = None
+    process: str | None = None
+    mcp_url: str | None = None
+
+    def line(self) -> str:
+        words = [str(self.pid)] if self.pid is not None else []
+        if self.mcp_url is not None:  # first: an older release shows only the first 64 bytes
+            words.append(f"mcp_url={self.mcp_url}")
+        if self.process is not None:
+            words.append(f"process={self.process}")
+        return " ".join(words) + "\n"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner:
+        words = text.split()
+        pid = int(words[0]) if words and _PID.fullmatch(words[0]) and int(words[0]) < 2**31 else None
+        process = mcp_url = None
+        for word in words:
+            key, _, value = word.partition("=")
+            if key == "process" and value in OWNER_PROCESSES:
+                process = value
+            elif key == "mcp_url" and _URL.fullmatch(value) and urlsplit(value).hostname:
+                mcp_url = value
+        return cls(pid, process, mcp_url)
+
+    @property
+    def noun(self) -> str:
+        """What the owner is to a person: a server, or (a restore) a process."""
+        return "process" if self.process == "restore" else "server"
+
+    def describe(self) -> str:
+        """The owner in parentheses: its pid, what it is and where it answers, or what is not known."""
+        if self.pid is None and self.process is None and self.mcp_url is None:
+            return "(its pid and address are not recorded)"
+        who = f"pid {self.pid}" if self.pid is not None else "its pid is not recorded"
+        if self.mcp_url is not None:
+            where: str | None = f"MCP at {self.mcp_url}"
+        elif self.process == "mcp":
+            where = "which has no URL"
+        elif self.process == "restore":
+            where = None
+        else:
+            where = "its address is not recorded"
+        if self.process is None:
+            return f"({who}; {where})"
+        what = OWNER_PROCESSES[self.process]
+        return f"({who}: {what}, {where})" if where else f"({who}: {what})"
+
+
 class DatabaseInUse(DatabaseError):
-    """Another server process owns this SQLite file (`OwnerLock`)."""
+    """Another process owns this SQLite file (`OwnerLock`); `owner` is what its lock file records
+    (None when the file was reached under another path, whose lock file is beside that path)."""
+
+    def __init__(self, message: str, owner: Owner | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class OwnerLock:
     """An exclusive lock on `<db>.lock`, and on the database file itself: one server process owns a
-    SQLite file. The first names the owner's pid; the second is held on the file, not its name, so a
-    second server reaching the same file under another path (a hard link) is refused too. (SQLite
-    locks with fcntl's record locks, which Linux keeps apart from these `flock` locks.)"""
+    SQLite file. The first says who the owner is (`Owner`: its pid, and a server's MCP URL); the
+    second is held on the file, not its name, so a second server reaching the same file under another
+    path (a hard link) is refused too. (SQLite locks with fcntl's record locks, which Linux keeps
+    apart from these `flock` locks.)"""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
@@ -281,18 +362,20 @@ class OwnerLock:
         self._fd: int | None = None
         self._db_fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, owner: Owner | None = None) -> None:
+        """Own the file, recording this pid and `owner`'s process and MCP URL (none: the pid alone)."""
         private_dirs(self.path.parent)  # missing directories 0700, like the database's own
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            holder = Owner.parse(os.read(fd, _LOCK_READ).decode(errors="replace"))
             os.close(fd)
             raise DatabaseInUse(
-                f"{self.path.with_suffix('')} is already in use by another Vibe Ensemble server "
-                f"(pid {holder}). One server owns a SQLite file: stop the other one, point this one "
-                "at another --database-url, or use PostgreSQL to run several replicas."
+                f"{self.path.with_suffix('')} is already in use by another Vibe Ensemble {holder.noun} "
+                f"{holder.describe()}. One server owns a SQLite file: stop the other one, point this one "
+                "at another --database-url, or use PostgreSQL to run several replicas.",
+                holder,
             ) from None
         try:
             self._db_fd = self._lock_file_itself()
@@ -300,7 +383,7 @@ class OwnerLock:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, dataclasses.replace(owner or Owner(), pid=os.getpid()).line().encode())
         self._fd = fd
 
     def _lock_file_itself(self) -> int | None:
@@ -315,8 +398,9 @@ class OwnerLock:
             os.close(fd)
             raise DatabaseInUse(
                 f"{self.db_path} is already in use by another Vibe Ensemble server, which reaches the "
-                "same file under another path (a hard link). One server owns a SQLite file: stop the "
-                "other one, or use PostgreSQL to run several replicas."
+                "same file under another path (a hard link): its pid and address are recorded in the "
+                "lock file beside that path, not here. One server owns a SQLite file: stop the other "
+                "one, or use PostgreSQL to run several replicas."
             ) from None
         return fd
 
@@ -326,6 +410,7 @@ class OwnerLock:
             os.close(self._db_fd)
             self._db_fd = None
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a lock file left behind names no owner that has gone
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -184,8 +184,10 @@ def test_mcp_on_the_servers_sqlite_file_names_the_way_through_the_server(server:
     done = bridge_cli("--database-url", db, token=server.admin_token)
     [line] = done.stderr.splitlines()
     assert done.returncode == 1 and "is already in use by another Vibe Ensemble server" in line
-    assert "go through that server instead" in line and "(or the MCP URL it printed at start)" in line
-    assert "HOST:PORT" not in line and " mcp --url http://127.0.0.1:" in line
+    # the server's own pid and MCP URL, from its lock file: not a URL guessed from this process's settings
+    assert f"(pid {server.proc.pid}: `vibe-ensemble serve`, MCP at {server.mcp_url})" in line
+    assert "go through that server instead" in line and f" mcp --url {server.mcp_url}`" in line
+    assert "HOST:PORT" not in line and ":8080" not in line
 
 
 def piped(url: str, token: str, messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +16,7 @@ from vibe_ensemble.cli.common import (
     ConfigOpt,
     DbOpt,
     command_logs,
+    database_env,
     err,
     fail,
     refuse_unsafe_production,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
     from vibe_ensemble.services import Services
+    from vibe_ensemble.store.database import Owner
 
 TokenOpt = Annotated[
     str | None,
@@ -152,9 +155,9 @@ def _serve_database(settings: Settings, token: str) -> None:
     from vibe_ensemble.api.mcp.profiles import profile_of
     from vibe_ensemble.domain.errors import Unauthenticated
     from vibe_ensemble.ops import tracing
-    from vibe_ensemble.ops.startup import collect_from_here, command
+    from vibe_ensemble.ops.startup import collect_from_here
     from vibe_ensemble.runtime import Runtime
-    from vibe_ensemble.store.database import DatabaseInUse
+    from vibe_ensemble.store.database import DatabaseInUse, Owner
 
     # A server: its log (stderr) has the server's level, so each tool call writes a `tool_call` line
     # (with its `trace_id` when tracing is on).
@@ -163,12 +166,9 @@ def _serve_database(settings: Settings, token: str) -> None:
     async def main() -> None:
         runtime = Runtime(settings)
         try:
-            await runtime.start()
-        except DatabaseInUse as exc:  # a server owns the file: the way to share it is through it
-            raise DatabaseInUse(
-                f"{exc} Or go through that server instead: `{command()} mcp --url {settings.mcp_url}` "
-                "(or the MCP URL it printed at start), with the same token (docs/clients/stdio.md)"
-            ) from None
+            await runtime.start(owner=Owner(process="mcp"))
+        except DatabaseInUse as exc:  # another process owns the file: the way to share it is a server
+            raise DatabaseInUse(f"{exc} {_way_through(exc.owner, settings)}", exc.owner) from None
         # resource changes, for subscriptions/listen and resources/subscribe
         bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
         notifier = ResourceNotifier(runtime.services, bus)
@@ -193,6 +193,30 @@ def _serve_database(settings: Settings, token: str) -> None:
             await runtime.stop()
 
     run(main, database=settings.effective_database_url)
+
+
+def _way_through(owner: Owner | None, settings: Settings) -> str:
+    """What a stdio server refused on a file another process owns can do instead, from what the owner
+    lock records: go through the owning server at its MCP URL; serve the file when the owner is
+    another stdio server (it has no URL); else, the owner's address unknown (an older release), go
+    through it at the URL it printed at start — never a URL guessed from these settings."""
+    from vibe_ensemble.ops.startup import command
+
+    cli = command()
+    if owner is not None and owner.mcp_url is not None:
+        through = f"{cli} mcp --url {shlex.quote(owner.mcp_url)}"
+        return f"Or go through that server instead: `{through}`, with the same token (docs/clients/stdio.md)"
+    if owner is not None and owner.process == "mcp":
+        return (
+            f"Only a server shares the file: stop that one, run `{database_env(settings)}{cli} serve`, "
+            f"and start each agent's `{cli} mcp --url` with the MCP URL serve prints (docs/clients/stdio.md)"
+        )
+    if owner is not None and owner.process == "restore":
+        return "Start this one again once the restore has ended."
+    return (
+        f"If it is a server, go through it instead: `{cli} mcp --url` with the MCP URL it printed at "
+        "start and the same token (docs/clients/stdio.md)"
+    )
 
 
 async def still_usable(services: Services, caller: Caller) -> bool:

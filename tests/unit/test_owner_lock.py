@@ -65,6 +65,7 @@ def test_a_server_records_its_pid_process_and_mcp_url() -> None:
         ("5 process=bogus mcp_url=javascript:alert(1)", Owner(pid=5)),
         ("5 mcp_url=http://\x1b[31mevil/mcp process=serve", Owner(pid=5, process="serve")),
         ("5 mcp_url=http:///mcp", Owner(pid=5)),  # no host
+        ("5 mcp_url=http://[::1/mcp", Owner(pid=5)),  # no URL at all
         ("5 future=thing mcp_url=" + URL, Owner(pid=5, mcp_url=URL)),  # a later release's word, skipped
         ("0", Owner()),
         ("9" * 30, Owner()),
@@ -72,6 +73,12 @@ def test_a_server_records_its_pid_process_and_mcp_url() -> None:
 )
 def test_what_a_lock_file_holds_is_read_as_data(text: str, expected: Owner) -> None:
     assert Owner.parse(text) == expected
+
+
+def test_a_url_one_word_cannot_hold_is_not_written() -> None:
+    """A VIBE_PUBLIC_URL with a space would split the line: the owner's address is then unknown."""
+    line = Owner(pid=5, process="serve", mcp_url="http://vibe example/mcp").line()
+    assert Owner.parse(line) == Owner(pid=5, process="serve")
 
 
 def test_a_lock_without_a_pid_says_so() -> None:

@@ -280,6 +280,16 @@ _URL = re.compile(r"https?://[!-~]{1,2040}")  # printable ASCII, no space: a URL
 _LOCK_READ = 4096  # more than a lock file holds: a pid, a process, a URL
 
 
+def _url_word(value: str) -> bool:
+    """Whether `value` is an http(s) URL with a host that one word of the lock file can hold."""
+    if not _URL.fullmatch(value):
+        return False
+    try:
+        return bool(urlsplit(value).hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
 @dataclass(frozen=True)
 class Owner:
     """The process that owns a SQLite file, as its lock file (`<db>.lock`) records it.
@@ -297,7 +307,9 @@ class Owner:
 
     def line(self) -> str:
         words = [str(self.pid)] if self.pid is not None else []
-        if self.mcp_url is not None:  # first: an older release shows only the first 64 bytes
+        # The URL first: an older release shows only the first 64 bytes. One that would not read back
+        # as one word (a space in VIBE_PUBLIC_URL) is left out: the owner's address is then unknown.
+        if self.mcp_url is not None and _url_word(self.mcp_url):
             words.append(f"mcp_url={self.mcp_url}")
         if self.process is not None:
             words.append(f"process={self.process}")
@@ -312,7 +324,7 @@ class Owner:
             key, _, value = word.partition("=")
             if key == "process" and value in OWNER_PROCESSES:
                 process = value
-            elif key == "mcp_url" and _URL.fullmatch(value) and urlsplit(value).hostname:
+            elif key == "mcp_url" and _url_word(value):
                 mcp_url = value
         return cls(pid, process, mcp_url)
 

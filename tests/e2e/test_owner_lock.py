@@ -115,3 +115,20 @@ def test_an_owner_that_recorded_no_address_is_named_by_its_pid_alone(tmp_path: P
     assert "http://" not in line  # no guessed URL (it was http://127.0.0.1:8080/mcp)
     assert refused_serve.returncode == 1, refused_serve.stderr
     assert f"(pid {os.getpid()}; its address is not recorded)" in " ".join(refused_serve.stderr.split())
+
+
+def test_migrate_refuses_a_file_a_server_owns_and_names_it(tmp_path: Path) -> None:
+    """`migrate` never changes the schema under a running server: it is refused, naming the owner,
+    and the database is left as it was; once the server has stopped it runs."""
+    server = start_server(tmp_path)
+    db = sqlite_url(server.data_dir)
+    try:
+        done = run_cli([CLI, "migrate", "--database-url", db], env={**os.environ, "COLUMNS": "200"})
+        assert done.returncode == 1, done.stderr
+        assert f"(pid {server.proc.pid}: `vibe-ensemble serve`, MCP at {server.mcp_url})" in done.stderr
+        assert "migrated" not in done.stderr
+    finally:
+        server.stop()
+    done = run_cli([CLI, "migrate", "--database-url", db])
+    assert done.returncode == 0, done.stderr
+    assert "migrated" in done.stderr

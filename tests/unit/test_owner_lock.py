@@ -136,4 +136,4 @@ def test_the_mcp_url_a_client_connects_to(
     host: str, port: int, public_url: str | None, expected: str
 ) -> None:
     settings = Settings(host=host, port=port, public_url=public_url)
-    assert settings.client_mcp_url == expected
+    assert settings.mcp_url == expected

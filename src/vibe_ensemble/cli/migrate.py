@@ -7,6 +7,7 @@ import typer
 from vibe_ensemble.cli.common import ConfigOpt, DbOpt, err, run, settings_or_exit
 from vibe_ensemble.services.base import open_database
 from vibe_ensemble.store import migrate as migrations
+from vibe_ensemble.store.database import Owner, OwnerLock
 
 
 def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
@@ -15,10 +16,17 @@ def migrate(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
 
     async def main() -> str:
         db = open_database(settings)
+        # A SQLite file a server (or a restore) has open is not migrated under it: the owner lock
+        # refuses, naming the owner. PostgreSQL's migrations run in a transaction of their own.
+        lock = OwnerLock(db.path) if db.path is not None else None
         try:
+            if lock is not None:
+                lock.acquire(Owner(process="migrate"))
             await migrations.upgrade(db)
             return db.safe_url()
         finally:
+            if lock is not None:
+                lock.release()
             await db.dispose()
 
     url = run(main, database=settings.effective_database_url)

@@ -128,7 +128,7 @@ async def _serve(
     runtime = Runtime(settings)
     # The port is bound (and, asked for 0, known): the owner lock of a SQLite file names this server
     # by its pid and the MCP URL it serves at, for whoever meets the lock.
-    owner = Owner(process="serve", mcp_url=settings.client_mcp_url)
+    owner = Owner(process="serve", mcp_url=settings.mcp_url)
     await runtime.start(apply_migrations=migrate, owner=owner)
     try:
         asked = stop_asked()

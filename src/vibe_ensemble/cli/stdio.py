@@ -211,8 +211,8 @@ def _way_through(owner: Owner | None, settings: Settings) -> str:
             f"Only a server shares the file: stop that one, run `{database_env(settings)}{cli} serve`, "
             f"and start each agent's `{cli} mcp --url` with the MCP URL serve prints (docs/clients/stdio.md)"
         )
-    if owner is not None and owner.process == "restore":
-        return "Start this one again once the restore has ended."
+    if owner is not None and owner.process in ("restore", "migrate"):
+        return f"Start this one again once the {owner.process} has ended."
     return (
         f"If it is a server, go through it instead: `{cli} mcp --url` with the MCP URL it printed at "
         "start and the same token (docs/clients/stdio.md)"

@@ -177,17 +177,11 @@ class Settings(BaseSettings):
 
     @property
     def mcp_url(self) -> str:
-        base = self.public_url or f"http://{self.host}:{self.port}"
+        """The MCP URL a client reaches the server at (the start banner, `connect`'s default, the owner
+        lock of a SQLite file): `public_url`'s when set (a proxy in front, a path of its own), else the
+        listening address's, every address (0.0.0.0, ::) as loopback, IPv6 bracketed."""
+        base = self.public_url or f"http://{connect_host(self.host)}:{self.port}"
         return base.rstrip("/") + "/mcp"
-
-    @property
-    def client_mcp_url(self) -> str:
-        """The MCP URL a client on this machine reaches the server at (what the owner lock of a SQLite
-        file records, store/database.py): `public_url`'s when set (a proxy in front, a path of its
-        own), else the listening address's, every address (0.0.0.0, ::) as loopback, IPv6 bracketed."""
-        if self.public_url:
-            return self.mcp_url
-        return f"http://{connect_host(self.host)}:{self.port}/mcp"
 
     @property
     def loopback_only(self) -> bool:

@@ -274,7 +274,9 @@ OWNER_PROCESSES = {
     "serve": "`vibe-ensemble serve`",
     "mcp": "`vibe-ensemble mcp` on stdio",
     "restore": "`vibe-ensemble backup restore`",
+    "migrate": "`vibe-ensemble migrate`",
 }
+_ONE_OFF = ("restore", "migrate")  # processes that end by themselves and serve nobody
 _PID = re.compile(r"[1-9][0-9]{0,9}")
 _URL = re.compile(r"https?://[!-~]{1,2040}")  # printable ASCII, no space: a URL as a person pastes it
 _LOCK_READ = 4096  # more than a lock file holds: a pid, a process, a URL
@@ -295,10 +297,11 @@ class Owner:
     """The process that owns a SQLite file, as its lock file (`<db>.lock`) records it.
 
     The file is one line: the pid, then `key=value` words: `mcp_url=…`, the MCP URL a client on this
-    machine reaches a server at, and `process=` `serve`, `mcp` (stdio) or `restore`. Releases before
-    these words wrote the pid alone: such an owner is read with its process and address unknown. A
-    reader takes what it can check and skips the rest (a word of a later release, anything garbled),
-    and an older release shows the whole line as "the pid", the URL readable in it.
+    machine reaches a server at, and `process=` `serve`, `mcp` (stdio), `restore` or `migrate`.
+    Releases before these words wrote the pid alone: such an owner is read with its process and
+    address unknown. A reader takes what it can check and skips the rest (a word of a later
+    release, anything garbled), and an older release shows the whole line as "the pid", the URL
+    readable in it.
     """
 
     pid: int | None = None
@@ -331,7 +334,7 @@ class Owner:
     @property
     def noun(self) -> str:
         """What the owner is to a person: a server, or (a restore) a process."""
-        return "process" if self.process == "restore" else "server"
+        return "process" if self.process in _ONE_OFF else "server"
 
     def describe(self) -> str:
         """The owner in parentheses: its pid, what it is and where it answers, or what is not known."""
@@ -342,7 +345,7 @@ class Owner:
             where: str | None = f"MCP at {self.mcp_url}"
         elif self.process == "mcp":
             where = "which has no URL"
-        elif self.process == "restore":
+        elif self.process in _ONE_OFF:
             where = None
         else:
             where = "its address is not recorded"

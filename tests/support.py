@@ -83,6 +83,39 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@contextlib.contextmanager
+def moto_s3(log_dir: Path) -> Iterator[dict[str, str]]:
+    """moto's standalone S3 server on loopback (its log in `log_dir`); yields the environment that
+    points boto3 at it."""
+    port = free_port()
+    log = (log_dir / "moto.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "VIBE_BACKUP_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+
+    def up() -> bool:
+        try:
+            return httpx2.get(f"http://127.0.0.1:{port}/", timeout=1).status_code < 500
+        except httpx2.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, what="moto's S3 server")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[str] | Forked

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from ..support import ServerProcess, free_port, missing_tool, run_cli, start_server, wait_until
+from ..support import ServerProcess, missing_tool, moto_s3, run_cli, start_server, wait_until
 
 
 def cli(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,34 +107,8 @@ def server_token(env: dict[str, str]) -> str:
 
 @pytest.fixture
 def moto_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """moto's standalone S3 server on loopback; yields the environment that points boto3 at it."""
-    port = free_port()
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "VIBE_BACKUP_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-
-    def up() -> bool:
-        try:
-            return httpx2.get(f"http://127.0.0.1:{port}/", timeout=1).status_code < 500
-        except httpx2.HTTPError:
-            return False
-
-    try:
-        wait_until(up, timeout=30, what="moto's S3 server")
+    with moto_s3(tmp_path) as env:
         yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.s3

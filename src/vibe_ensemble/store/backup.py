@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ from vibe_ensemble.store.backup_manifest import (
     compare,
     sha256,
 )
-from vibe_ensemble.store.backup_storage import BackupError, BackupStorage, MissingBackupFile
+from vibe_ensemble.store.backup_storage import BackupError, BackupStorage, MissingBackupFile, NoAtomicCreate
 from vibe_ensemble.store.backup_target import Target
 from vibe_ensemble.store.database import Database, DatabaseError, Owner, OwnerLock
 from vibe_ensemble.store.sqlite import private_dirs
@@ -100,14 +101,27 @@ class Backups:
         self.pg_bin_dir = pg_bin_dir
 
     def _new_id(self, label: str, now: datetime) -> str:
-        """A new backup id, reserved in the storage (`unreserve` it once its manifest is written)."""
+        """A new backup id, reserved in the storage (`unreserve` it once its manifest is written):
+        `<time>-<label>`, else `-2`, `-3`, … for more backups with that label in that second.
+
+        An id is taken only when it is reserved and, once it is, no finished backup has it: a
+        reservation is given back when its manifest is written, so a backup that listed the location
+        before another finished, and reserved after, would otherwise take that one's id and
+        overwrite it. Where the storage cannot reserve (an S3 service that ignores conditional
+        writes) the id ends in 8 random hex digits instead."""
         base = f"{now:%Y%m%dT%H%M%SZ}-{label}"
-        taken = {n.rsplit(".", 1)[0] for n in self.storage.names(missing_ok=True) if n.endswith(".json")}
         candidate, n = base, 1
-        while candidate in taken or not self.storage.reserve(candidate):
+        while True:
+            try:
+                reserved = self.storage.reserve(candidate)
+            except NoAtomicCreate:
+                return f"{base}-{secrets.token_hex(4)}"
+            if reserved:
+                if not self.storage.exists(f"{candidate}.json"):
+                    return candidate
+                self.storage.unreserve(candidate)
             n += 1
             candidate = f"{base}-{n}"
-        return candidate
 
     async def create(self, label: str = "manual", *, source: Target | None = None) -> Manifest:
         """Take a consistent backup of the database while it serves, and store it with its manifest."""
@@ -115,11 +129,11 @@ class Backups:
         src = source or self.source
         started = time.perf_counter()
         now = datetime.now(UTC)
-        backup_id = self._new_id(label, now)
+        backup_id = await asyncio.to_thread(self._new_id, label, now)
         try:
             return await self._create(backup_id, label, src, now, started)
         finally:
-            self.storage.unreserve(backup_id)
+            await asyncio.to_thread(self.storage.unreserve, backup_id)
 
     async def _create(
         self, backup_id: str, label: str, src: Target, now: datetime, started: float

@@ -1,7 +1,9 @@
 """Where backups are kept: a directory, or an S3-compatible bucket (the optional `s3` extra, boto3).
 
 A backup is two objects side by side: `<id>.<ext>` (the compressed database) and `<id>.json` (its
-manifest, written last, so a backup without a manifest is one that did not finish).
+manifest, written last, so a backup without a manifest is one that did not finish). While a backup
+is taken its id is reserved by a hidden third, `.<id>.reserved`, made only if it is not there yet
+(`reserve`): listings skip it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class MissingBackupFile(BackupError):
     """The named file is not in the storage location (which exists)."""
 
 
+class NoAtomicCreate(Exception):
+    """The storage cannot make a name only if it is not there yet (an S3-compatible service that
+    ignores conditional writes): a reservation there would not keep two backups apart."""
+
+
 class BackupStorage(Protocol):
     location: str
 
@@ -32,10 +39,19 @@ class BackupStorage(Protocol):
     def get(self, name: str, dest: Path) -> None: ...
     def put_bytes(self, name: str, data: bytes) -> None: ...
     def get_bytes(self, name: str) -> bytes: ...
-    def names(self, *, missing_ok: bool = False) -> list[str]: ...
+    def names(self) -> list[str]: ...
+    def exists(self, name: str) -> bool: ...
     def delete(self, name: str) -> None: ...
     def reserve(self, name: str) -> bool: ...
     def unreserve(self, name: str) -> None: ...
+
+
+MARK_SUFFIX = ".reserved"
+
+
+def _mark_name(name: str) -> str:
+    """The hidden name that reserves backup id `name` (listings skip names that start with a dot)."""
+    return f".{_check_name(name)}{MARK_SUFFIX}"
 
 
 def _check_name(name: str) -> str:
@@ -115,12 +131,13 @@ class DirectoryStorage:
         except FileNotFoundError:
             raise MissingBackupFile(f"{name} is not in {self.location}") from None
 
-    def names(self, *, missing_ok: bool = False) -> list[str]:
-        """The files in the location; `missing_ok`: none (not an error) when the directory is not there."""
-        if missing_ok and not self.path.exists():
-            return []
+    def names(self) -> list[str]:
+        """The files in the location (not the hidden ones: partial writes, reservations)."""
         self._require()
         return sorted(p.name for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def exists(self, name: str) -> bool:
+        return self._file(name).is_file()
 
     def delete(self, name: str) -> None:
         self._file(name).unlink(missing_ok=True)
@@ -128,10 +145,10 @@ class DirectoryStorage:
     def reserve(self, name: str) -> bool:
         """Take `name` (a backup id) for one `create`, atomically: False when another has it. Two
         backups with one label in one second (a scheduled job and one started by hand) chose the same
-        id, and the second overwrote the first. The mark is a hidden file, which listings skip."""
+        id, and the second overwrote the first. The mark is a hidden file (O_EXCL), which listings skip."""
         try:
             private_dirs(self.path)
-            os.close(os.open(self._mark(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.close(os.open(self.path / _mark_name(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             return False
         except OSError as exc:
@@ -143,34 +160,51 @@ class DirectoryStorage:
         return True
 
     def unreserve(self, name: str) -> None:
-        self._mark(name).unlink(missing_ok=True)
+        (self.path / _mark_name(name)).unlink(missing_ok=True)
 
-    def _mark(self, name: str) -> Path:
-        return self.path / f".{_check_name(name)}.reserved"
+
+# What S3 answers a conditional write (If-None-Match: *) whose key is there already (412), or
+# that another conditional write of the same key is racing (409), and one it does not take (501).
+_TAKEN = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+_NOT_TAKEN = ("NotImplemented", "501")
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class S3Storage:
     """Backups in `s3://bucket/prefix` through boto3 (credentials from the usual AWS settings)."""
 
-    def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None) -> None:
-        try:
-            import boto3
-        except ImportError:
-            raise BackupError("s3:// backup locations need boto3: pip install 'vibe-ensemble[s3]'") from None
+    def __init__(
+        self, bucket: str, prefix: str, *, endpoint_url: str | None = None, client: Any = None
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url)
+        if client is None:
+            try:
+                import boto3
+            except ImportError:
+                raise BackupError(
+                    "s3:// backup locations need boto3: pip install 'vibe-ensemble[s3]'"
+                ) from None
+            client = boto3.client("s3", endpoint_url=endpoint_url)
+        self._client: Any = client
+        self._conditional: bool | None = None  # whether the service honours If-None-Match (`reserve`)
 
     def _key(self, name: str) -> str:
         name = _check_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def _mark_key(self, name: str) -> str:
+        mark = _mark_name(name)
+        return f"{self.prefix}/{mark}" if self.prefix else mark
+
     def _failed(self, doing: str, exc: Exception, name: str = "") -> BackupError:
         """One line for a failed S3 call: a missing key is MissingBackupFile, anything else (no such
         bucket, no credentials, refused) names the location and the service's own words."""
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
             return MissingBackupFile(f"{name} is not in {self.location}")
         return BackupError(f"cannot {doing} {self.location}: {' '.join(str(exc).split())}")
 
@@ -199,7 +233,7 @@ class S3Storage:
             raise self._failed(f"read {name} from", exc, name) from exc
         return body
 
-    def names(self, *, missing_ok: bool = False) -> list[str]:
+    def names(self) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
         try:
@@ -207,7 +241,7 @@ class S3Storage:
             for page in pages:
                 for obj in page.get("Contents", []):
                     rest = obj["Key"][len(prefix) :]
-                    if rest and "/" not in rest:
+                    if rest and "/" not in rest and not rest.startswith("."):  # not reservations
                         names.append(rest)
         except Exception as exc:
             raise self._failed("list", exc) from exc
@@ -219,13 +253,54 @@ class S3Storage:
         except Exception as exc:
             raise self._failed(f"delete {name} from", exc, name) from exc
 
+    def exists(self, name: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as exc:
+            failure = self._failed(f"read {name} from", exc, name)
+            if isinstance(failure, MissingBackupFile):
+                return False
+            raise failure from exc
+        return True
+
     def reserve(self, name: str) -> bool:
-        """S3 has no atomic create here: two backups with one label started in one second may still
-        choose one id (docs/backups.md)."""
+        """Take `name` (a backup id) for one `create` with a conditional write (`If-None-Match: *`,
+        which S3 has honoured since 2024): False when another has it. Without it two backups with one
+        label started in one second chose one id, and one overwrote the other.
+
+        A service that answers the condition NotImplemented, or takes it and ignores it (the first
+        reservation writes the mark twice to find out), raises NoAtomicCreate: a mark there keeps
+        nothing apart."""
+        if self._conditional is False:
+            raise NoAtomicCreate(self.location)
+        key = self._mark_key(name)
+        if not self._put_if_absent(key):
+            return False
+        if self._conditional is None:  # the first reservation: is the condition honoured?
+            self._conditional = not self._put_if_absent(key)
+            if not self._conditional:
+                self.unreserve(name)
+                raise NoAtomicCreate(self.location)
+        return True
+
+    def _put_if_absent(self, key: str) -> bool:
+        """Write an empty object at `key` unless it is there: False when it was."""
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except Exception as exc:
+            code = _code(exc)
+            if code in _TAKEN:
+                return False
+            if code in _NOT_TAKEN:
+                self._conditional = False
+                raise NoAtomicCreate(self.location) from None
+            raise self._failed("write to", exc) from exc
         return True
 
     def unreserve(self, name: str) -> None:
-        return None
+        """Give the id back (best effort: a mark left behind only keeps its id from being used)."""
+        with contextlib.suppress(Exception):
+            self._client.delete_object(Bucket=self.bucket, Key=self._mark_key(name))
 
 
 def open_storage(location: str, *, s3_endpoint_url: str | None = None) -> BackupStorage:

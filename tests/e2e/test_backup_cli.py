@@ -168,6 +168,34 @@ async def test_pg_dump_missing_from_pg_bin_dir_is_taken_from_path(postgres_url: 
     assert (tmp_path / "b" / f"{backup_id}.pgdump").stat().st_mode & 0o777 == 0o600  # private, as any backup
 
 
+async def test_backup_create_against_a_postgresql_that_does_not_answer_ends_at_its_time_limit(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """`backup create` waited forever while a session held a lock on a table (as for a PostgreSQL that
+    hangs): it now ends after VIBE_PG_TOOL_TIMEOUT_S with one line naming the limit and the setting,
+    exit 1, and lists nothing."""
+    import asyncpg
+
+    from vibe_ensemble.store.backup_target import Target
+
+    env = {**os.environ, "VIBE_DATA_DIR": str(tmp_path), "VIBE_DATABASE_URL": postgres_url}
+    cli(env, "migrate")
+    store = tmp_path / "backups"
+    holder = await asyncpg.connect(Target(postgres_url).dsn())
+    try:
+        await holder.execute("BEGIN; LOCK TABLE issues IN ACCESS EXCLUSIVE MODE")
+        run = run_cli(
+            [sys.executable, "-m", "vibe_ensemble.cli", "backup", "create", "--to", str(store)],
+            env={**env, "VIBE_PG_TOOL_TIMEOUT_S": "2"},
+            timeout=90,
+        )
+    finally:
+        await holder.close()
+    one_line(run, 1, "did not finish within 2 s (VIBE_PG_TOOL_TIMEOUT_S)", "nothing was stored")
+    assert json.loads(cli(env, "backup", "list", "--store", str(store), "--json").stdout) == []
+    assert [p.name for p in store.iterdir()] == []  # nothing half-written, no reservation left
+
+
 # What an outside tester found: each defect as a class, on SQLite (no server needed).
 
 

@@ -21,7 +21,7 @@ from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.errors import Unauthenticated, VibeError
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store import migrate
+from vibe_ensemble.store import backup_postgres, migrate
 from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_manifest import Manifest
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
@@ -600,3 +600,70 @@ async def test_another_programs_sqlite_file_is_refused_before_the_target_is_touc
         await backups.restore(manifest.id)
     assert [m.label for m in await backups.manifests()] == ["manual"]  # no safety backup was needed
     assert await _count(f"sqlite:///{target}", "issues") == 5
+
+
+async def test_a_pg_dump_that_hangs_is_killed_at_its_time_limit_and_nothing_is_stored(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """pg_dump ran with no time limit: one that hung kept `backup create` waiting forever. Past
+    VIBE_PG_TOOL_TIMEOUT_S it is killed, the failure names the limit and the setting, and no backup
+    (nor any file of one) is left in the location."""
+    rt = Runtime(make_settings(postgres_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await rt.stop()
+    pid_file = tmp_path / "pid"
+    tools = tmp_path / "pg"
+    tools.mkdir()
+    hanging = tools / "pg_dump"
+    hanging.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    hanging.chmod(0o755)
+    store = tmp_path / "backups"
+    backups = Backups(postgres_url, DirectoryStorage(store), pg_bin_dir=tools, pg_tool_timeout_s=1)
+
+    with pytest.raises(BackupError) as failure:
+        await asyncio.wait_for(backups.create("daily"), 60)
+    safe = Target(postgres_url).safe
+    assert str(failure.value).startswith(
+        f"pg_dump of {safe} did not finish within 1 s (VIBE_PG_TOOL_TIMEOUT_S), so it was stopped; "
+        "nothing was stored."
+    )
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed, and waited for: not left running
+        os.kill(pid, 0)
+    assert await backups.manifests() == []
+    assert list(store.iterdir()) == []  # no manifest, no dump, no reservation
+
+
+async def test_a_restore_whose_pg_restore_hangs_ends_at_its_time_limit_and_says_what_to_do(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """pg_restore ran with no time limit. Past VIBE_PG_TOOL_TIMEOUT_S it is killed; the rollback to
+    the safety backup, a pg_restore too, meets the same server and the same limit, and the failure
+    says both, and which backup to restore once the cause is mended."""
+    real = _backups(postgres_url, tmp_path)
+    rt = Runtime(make_settings(postgres_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    await _seed(rt.services, issues=2)
+    await rt.stop()
+    made = await real.create()
+    tools = tmp_path / "pg"
+    tools.mkdir()
+    (tools / "pg_dump").symlink_to(backup_postgres.find_pg_tool("pg_dump", real.pg_bin_dir))
+    pids = tmp_path / "pids"
+    (tools / "pg_restore").write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 600\n")
+    (tools / "pg_restore").chmod(0o755)
+    hanging = Backups(postgres_url, real.storage, pg_bin_dir=tools, pg_tool_timeout_s=1)
+
+    with pytest.raises(BackupError) as failure:
+        await asyncio.wait_for(hanging.restore(made.id), 120)
+    safety = [m for m in await real.manifests() if m.label == "pre-restore"]
+    assert len(safety) == 1
+    said = str(failure.value)
+    assert said.startswith(f"restore of {made.id} failed: pg_restore into {Target(postgres_url).safe} did")
+    assert "did not finish within 1 s (VIBE_PG_TOOL_TIMEOUT_S)" in said
+    assert f"Rolling it back to the safety backup {safety[0].id} failed too: pg_restore into" in said
+    assert said.endswith(f"vibe-ensemble backup restore {safety[0].id}")
+    for pid in pids.read_text().split():  # both runs killed, and waited for
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+    assert await _count(postgres_url, "issues") == 2  # nothing restored: the target as it was

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,42 @@ def test_a_connection_failure_that_says_nothing_still_gets_a_reason(
     with pytest.raises(BackupError) as caught:
         asyncio.run(backup_postgres._pg_connect(target))
     assert str(caught.value) == f"cannot connect to {target.safe}: {reason}"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_a_restore_that_hangs_is_killed_at_its_time_limit_naming_the_setting(tmp_path: Path) -> None:
+    """pg_restore ran with no time limit: a PostgreSQL that hung kept `backup restore` (and `verify`)
+    waiting forever. Past VIBE_PG_TOOL_TIMEOUT_S it is killed, and the failure says so."""
+    pid_file = tmp_path / "pid"
+    bin_dir = tool(tmp_path / "pg", "pg_restore", f"echo $$ > {pid_file}; exec sleep 600").parent
+    target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
+    restore = backup_postgres.restore(target, tmp_path / "x.pgdump", bin_dir, clean=True, timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackupError) as failure:
+        asyncio.run(restore)
+    assert time.monotonic() - started < 30
+    assert str(failure.value) == (
+        f"pg_restore into {target.safe} did not finish within 0.5 s (VIBE_PG_TOOL_TIMEOUT_S), so it was "
+        f"stopped; its transaction is rolled back. Is PostgreSQL at {target.safe} answering, and does no "
+        "other session hold a lock on its tables? A database that takes longer needs a larger "
+        "VIBE_PG_TOOL_TIMEOUT_S"
+    )
+    assert _gone(int(pid_file.read_text()))  # killed, and waited for: not left running
+
+
+def test_the_time_limit_is_a_setting_with_a_default_below_the_backup_jobs_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vibe_ensemble.ops.config import Settings
+
+    assert Settings().pg_tool_timeout_s == backup_postgres.DEFAULT_TIMEOUT_S == 1800
+    monkeypatch.setenv("VIBE_PG_TOOL_TIMEOUT_S", "90")
+    assert Settings().pg_tool_timeout_s == 90

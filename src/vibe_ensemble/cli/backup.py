@@ -78,7 +78,12 @@ def _backups(settings: Settings, location: str | None, option: str) -> Backups:
         storage = open_storage(
             location or settings.effective_backup_location, s3_endpoint_url=settings.backup_s3_endpoint_url
         )
-        return Backups(settings.effective_database_url, storage, pg_bin_dir=settings.pg_bin_dir)
+        return Backups(
+            settings.effective_database_url,
+            storage,
+            pg_bin_dir=settings.pg_bin_dir,
+            pg_tool_timeout_s=settings.pg_tool_timeout_s,
+        )
     except BackupError as exc:
         fail(f"{given}: {exc}")
 

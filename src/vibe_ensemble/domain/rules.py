@@ -22,6 +22,10 @@ MAX_DEPENDENCIES = 100
 MAX_CURSOR = 100  # an opaque page cursor
 MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
+# Backups: how long one run of pg_dump or pg_restore may take unless VIBE_PG_TOOL_TIMEOUT_S says
+# otherwise (docs/backups.md); below the backup Jobs' activeDeadlineSeconds (3600), so a hung one is
+# reported by the command itself
+PG_TOOL_TIMEOUT_S = 1800.0
 # JSON-RPC's rule for a request's id, as /mcp and the stdio servers name it when they refuse one (a
 # message with an id of another type was taken for a notification, and went unanswered)
 JSONRPC_ID_RULE = "a request's id must be a string or an integer (JSON-RPC 2.0, MCP); a notification has none"

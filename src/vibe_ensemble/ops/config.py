@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibe_ensemble.domain.rules import PG_TOOL_TIMEOUT_S
 from vibe_ensemble.ops.startup import default_data_dir
 
 Profile = Literal["development", "staging", "production"]
@@ -66,10 +67,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(20, ge=1, le=500)
     # backups (docs/backups.md): where `backup create` writes and the other commands read (a directory
     # or s3://bucket/prefix; default <data_dir>/backups), an S3 endpoint for S3-compatible stores,
-    # and where pg_dump/pg_restore live when they are not on PATH
+    # where pg_dump/pg_restore live when they are not on PATH, and how long one run of them may take
+    # (then it is killed and the command fails: a hung PostgreSQL made `backup create` wait forever)
     backup_location: str | None = None
     backup_s3_endpoint_url: str | None = None
     pg_bin_dir: Path | None = None
+    pg_tool_timeout_s: float = Field(PG_TOOL_TIMEOUT_S, gt=0)
     default_project: str = "default"
     public_url: str | None = None  # how clients reach us, for printed config snippets
     server_name: str = "vibe-ensemble"

@@ -95,10 +95,26 @@ class Pruned:
 class Backups:
     """Backups of one database, kept in one storage location."""
 
-    def __init__(self, database_url: str, storage: BackupStorage, *, pg_bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        storage: BackupStorage,
+        *,
+        pg_bin_dir: Path | None = None,
+        pg_tool_timeout_s: float = backup_postgres.DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.source = Target(database_url)
         self.storage = storage
         self.pg_bin_dir = pg_bin_dir
+        self.pg_tool_timeout_s = pg_tool_timeout_s  # VIBE_PG_TOOL_TIMEOUT_S: one run of pg_dump/pg_restore
+
+    def _pg_restore(self, target: Target, dump: Path, *, clean: bool) -> Awaitable[None]:
+        return backup_postgres.restore(
+            target, dump, self.pg_bin_dir, clean=clean, timeout_s=self.pg_tool_timeout_s
+        )
+
+    def _pg_facts(self, target: Target) -> Awaitable[tuple[str | None, dict[str, int]]]:
+        return backup_postgres.read_facts(target, timeout_s=self.pg_tool_timeout_s)
 
     def _new_id(self, label: str, now: datetime) -> str:
         """A new backup id, reserved in the storage (`unreserve` it once its manifest is written):
@@ -149,7 +165,9 @@ class Backups:
                 name = f"{backup_id}.sqlite.gz"
             else:
                 stored = work / "backup.pgdump"
-                revision, counts = await backup_postgres.dump(src, stored, self.pg_bin_dir)
+                revision, counts = await backup_postgres.dump(
+                    src, stored, self.pg_bin_dir, timeout_s=self.pg_tool_timeout_s
+                )
                 name = f"{backup_id}.pgdump"
             digest = await asyncio.to_thread(sha256, stored)
             manifest = Manifest(
@@ -255,11 +273,11 @@ class Backups:
                 server = scratch_target(scratch_url) if scratch_url else self.source
                 async with backup_postgres.scratch_database(server) as scratch:
                     try:
-                        await backup_postgres.restore(scratch, restorable, self.pg_bin_dir, clean=False)
+                        await self._pg_restore(scratch, restorable, clean=False)
                     except BackupError as exc:
                         check.problems.append(str(exc))
                     else:
-                        revision, counts = await backup_postgres.read_facts(scratch)
+                        revision, counts = await self._pg_facts(scratch)
                         check.problems += compare(manifest, revision, counts)
         check.seconds = round(time.perf_counter() - started, 3)
         return check
@@ -365,7 +383,14 @@ class Backups:
                             f"restore of {backup_id} failed: {exc}. The target held no Vibe Ensemble "
                             "data before, so there was no safety backup to roll back to"
                         ) from exc
-                    await self._roll_back(target, safety, work)
+                    try:
+                        await self._roll_back(target, safety, work)
+                    except BackupError as failed:  # e.g. the same PostgreSQL that stopped answering
+                        raise BackupError(
+                            f"restore of {backup_id} failed: {exc}. Rolling it back to the safety backup "
+                            f"{safety.id} failed too: {failed}. Restore that backup once the cause is "
+                            "mended: vibe-ensemble backup restore " + safety.id
+                        ) from exc
                     raise BackupError(
                         f"restore of {backup_id} failed: {exc}. The target was rolled back to the "
                         f"safety backup {safety.id}"
@@ -415,8 +440,8 @@ class Backups:
         """The backup restored into a scratch database on the target's server, its rows counted
         against the manifest: what a restore into a database in use cannot check afterwards."""
         async with backup_postgres.scratch_database(target) as scratch:
-            await backup_postgres.restore(scratch, restorable, self.pg_bin_dir, clean=False)
-            revision, counts = await backup_postgres.read_facts(scratch)
+            await self._pg_restore(scratch, restorable, clean=False)
+            revision, counts = await self._pg_facts(scratch)
         problems = compare(manifest, revision, counts)
         if problems:
             raise BackupError(
@@ -432,7 +457,7 @@ class Backups:
                 if not backup_sqlite.table_names(conn):
                     return None
         else:
-            _, counts = await backup_postgres.read_facts(target)
+            _, counts = await self._pg_facts(target)
             if not counts:
                 return None
         return await self.create(SAFETY_LABEL, source=target)
@@ -468,11 +493,9 @@ class Backups:
             if problems:
                 raise BackupError("the restored database does not check out: " + "; ".join(problems))
             return revision
-        await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
+        await self._pg_restore(target, restorable, clean=True)
         url = target.url.render_as_string(hide_password=False)
-        revision = await self._migrated(
-            url, manifest, lambda: backup_postgres.read_facts(target), counted=counted
-        )
+        revision = await self._migrated(url, manifest, lambda: self._pg_facts(target), counted=counted)
         await self._carry(url, carried, manifest)
         return revision
 
@@ -517,7 +540,7 @@ class Backups:
             assert target.path is not None
             await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path)
         else:
-            await backup_postgres.restore(target, restorable, self.pg_bin_dir, clean=True)
+            await self._pg_restore(target, restorable, clean=True)
 
 
 async def _sqlite_facts(path: Path) -> tuple[str | None, dict[str, int]]:

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from vibe_ensemble.domain.rules import PG_TOOL_TIMEOUT_S
 from vibe_ensemble.store.backup_storage import BackupError
 from vibe_ensemble.store.backup_target import Target, quote
 from vibe_ensemble.store.faults import innermost
@@ -33,6 +35,11 @@ log = structlog.get_logger(__name__)
 RESTORE_ATTEMPTS = 5
 RESTORE_BACKOFF_S = 0.1  # the wait before the next run, times the runs so far
 DEADLOCK = b"deadlock detected"
+
+# How long one run of pg_dump or pg_restore may take (VIBE_PG_TOOL_TIMEOUT_S): a PostgreSQL that
+# hangs, or a session holding a lock on a table, made `backup create` (and the CronJobs) wait forever.
+DEFAULT_TIMEOUT_S = PG_TOOL_TIMEOUT_S
+TIMEOUT_SETTING = "VIBE_PG_TOOL_TIMEOUT_S"
 
 PG_TOOL_HELP = (
     "install the PostgreSQL client tools of the server's major version (Debian: apt-get install "
@@ -72,6 +79,8 @@ async def _run(argv: list[str], env: dict[str, str]) -> None:
 
 
 async def _call(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the tool to its end; stopped on the way (its time is up, the command is interrupted), it
+    is killed and waited for: none is left running, nor writing a file that is then removed."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,
@@ -79,9 +88,43 @@ async def _call(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-    _, stderr = await proc.communicate()
+    try:
+        _, stderr = await proc.communicate()
+    except BaseException:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, stderr
+
+
+def timed_out(doing: str, target: Target, limit_s: float, then: str = "") -> str:
+    """The failure of a step that did not finish within VIBE_PG_TOOL_TIMEOUT_S, naming the limit."""
+    then = f"; {then}" if then else ""
+    return (
+        f"{doing} did not finish within {limit_s:g} s ({TIMEOUT_SETTING}), so it was stopped{then}. Is "
+        f"PostgreSQL at {target.safe} answering, and does no other session hold a lock on its tables? A "
+        f"database that takes longer needs a larger {TIMEOUT_SETTING}"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _within(
+    limit_s: float, message: str, conn: asyncpg.Connection | None = None
+) -> AsyncIterator[None]:
+    """The block, given `limit_s` seconds; then it is cancelled (a tool it runs is killed, `conn`
+    dropped without waiting on the server) and a BackupError says `message`."""
+    try:
+        async with asyncio.timeout(limit_s) as scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        if conn is not None:
+            conn.terminate()  # a graceful close would wait on the server that did not answer
+        raise BackupError(message) from None
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends a process when its parent ends
@@ -136,12 +179,20 @@ async def _pg_connect(target: Target) -> asyncpg.Connection:
         raise BackupError(f"cannot connect to {target.safe}: {innermost(exc)}") from exc
 
 
-async def dump(target: Target, dest: Path, bin_dir: Path | None) -> tuple[str | None, dict[str, int]]:
+async def dump(
+    target: Target, dest: Path, bin_dir: Path | None, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[str | None, dict[str, int]]:
+    """pg_dump of `target` into `dest`, and the row counts on its snapshot; all of it within
+    `timeout_s` (the counts wait on a table's lock as pg_dump would)."""
     pg_dump = find_pg_tool("pg_dump", bin_dir)
     url, env = target.libpq()
     conn = await _pg_connect(target)
+    late = timed_out(f"pg_dump of {target.safe}", target, timeout_s, "nothing was stored")
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with _within(timeout_s, late, conn):
+            # Not conn.transaction(): its ROLLBACK on the way out would wait on a server that hangs.
+            # The transaction ends with the connection.
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             facts = await _pg_facts(conn)
             await _run(
@@ -157,20 +208,30 @@ async def dump(target: Target, dest: Path, bin_dir: Path | None) -> tuple[str | 
                 ],
                 env,
             )
-            return facts
+        return facts
     finally:
         await conn.close()
 
 
-async def restore(target: Target, dump: Path, bin_dir: Path | None, *, clean: bool) -> None:
+async def restore(
+    target: Target,
+    dump: Path,
+    bin_dir: Path | None,
+    *,
+    clean: bool,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """pg_restore of `dump` into `target`, in one transaction; each run within `timeout_s`."""
     pg_restore = find_pg_tool("pg_restore", bin_dir)
     url, env = target.libpq()
     argv = [pg_restore, "--exit-on-error", "--single-transaction", "--no-owner", "--no-privileges"]
     if clean:
         argv += ["--clean", "--if-exists"]
     argv += [f"--dbname={url}", str(dump)]
+    late = timed_out(f"pg_restore into {target.safe}", target, timeout_s, "its transaction is rolled back")
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
-        returncode, stderr = await _call(argv, env)
+        async with _within(timeout_s, late):
+            returncode, stderr = await _call(argv, env)
         if not returncode:
             return
         if returncode < 0 or DEADLOCK not in stderr or attempt == RESTORE_ATTEMPTS:
@@ -179,10 +240,16 @@ async def restore(target: Target, dump: Path, bin_dir: Path | None, *, clean: bo
         await asyncio.sleep(RESTORE_BACKOFF_S * attempt)
 
 
-async def read_facts(target: Target) -> tuple[str | None, dict[str, int]]:
+async def read_facts(
+    target: Target, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[str | None, dict[str, int]]:
+    """The schema revision and every table's row count, within `timeout_s` (a count waits on a
+    table's lock)."""
     conn = await _pg_connect(target)
+    late = timed_out(f"counting the rows of {target.safe}", target, timeout_s)
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with _within(timeout_s, late, conn):
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # see `dump`
             return await _pg_facts(conn)
     finally:
         await conn.close()

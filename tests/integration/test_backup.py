@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -21,7 +22,7 @@ from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.errors import Unauthenticated, VibeError
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store import backup_postgres, migrate
+from vibe_ensemble.store import backup_carry, backup_postgres, migrate
 from vibe_ensemble.store.backup import Backups
 from vibe_ensemble.store.backup_manifest import Manifest
 from vibe_ensemble.store.backup_storage import BackupError, DirectoryStorage
@@ -267,8 +268,8 @@ async def test_a_sqlite_restore_stopped_once_the_data_is_in_place_has_kept_what_
     await runtime.stop()
     real = backup_sqlite.copy_into
 
-    def then_stopped(source: Path, target: Path) -> None:
-        real(source, target)
+    def then_stopped(*args: Any) -> None:
+        real(*args)
         raise KeyboardInterrupt  # the process ends here, the new content in place
 
     monkeypatch.setattr(backup_sqlite, "copy_into", then_stopped)
@@ -307,6 +308,7 @@ async def test_a_backup_file_that_breaks_mid_restore_rolls_back(
         assert "damaged" in str(failure.value)  # caught by the integrity check before the target is touched
     else:
         assert "rolled back to the safety backup" in str(failure.value)
+        assert await _holds(database_url) == []  # nor are the writes held any longer
     assert await _count(database_url, "issues") == 4
     assert not (await backups.verify(manifest.id)).ok
 
@@ -667,3 +669,132 @@ async def test_a_restore_whose_pg_restore_hangs_ends_at_its_time_limit_and_says_
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
     assert await _count(postgres_url, "issues") == 2  # nothing restored: the target as it was
+
+
+async def test_a_revocation_made_while_a_forced_restore_swaps_the_data_is_never_undone(
+    runtime: Runtime, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`restore --force` against a running server read what it carries over (revocations, the audit
+    log, the newest event id) before the data was swapped: a token revoked in between was valid again
+    afterwards, its audit entry gone, and the `database.restored` event took an id the server had
+    already given (a live client resuming after it never saw the restore). A revocation the server
+    acknowledged is now carried over (SQLite: read under the swap's own write lock) or, while
+    PostgreSQL's tables are replaced, refused ("retry"), never acknowledged and then undone."""
+    from vibe_ensemble.domain.errors import DatabaseUnavailable
+    from vibe_ensemble.store import backup_sqlite
+
+    await _seed(runtime.services, issues=2)
+    leaked, _ = await runtime.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="leaked")
+    backups = _backups(database_url, tmp_path)
+    manifest = await backups.create()
+    loop = asyncio.get_running_loop()
+    outcome: list[str] = []
+    given: list[int] = []  # the newest event id the server had given, after the revocation
+
+    async def revoke() -> None:
+        try:
+            await runtime.services.tokens.revoke(SYSTEM, leaked.id)
+            outcome.append("acknowledged")
+        except DatabaseUnavailable:  # refused, "retry in 1 s": nothing was acknowledged
+            outcome.append("refused")
+        given.append(await runtime.services.events.latest_id())
+
+    if manifest.backend == "sqlite":
+        real_copy = backup_sqlite.copy_into
+
+        def revoked_first(*args: Any, **kwargs: Any) -> None:  # a worker thread: run it on the loop
+            asyncio.run_coroutine_threadsafe(revoke(), loop).result()
+            real_copy(*args, **kwargs)
+
+        monkeypatch.setattr(backup_sqlite, "copy_into", revoked_first)
+    else:
+        real_restore = backup_postgres.restore
+
+        async def revoked_first(target: Target, *args: Any, clean: bool, **kwargs: Any) -> None:
+            if clean and not outcome:  # the restore into the target (not a scratch check, nor a rollback)
+                await revoke()
+            await real_restore(target, *args, clean=clean, **kwargs)
+
+        monkeypatch.setattr(backup_postgres, "restore", revoked_first)
+
+    await backups.restore(manifest.id, force=True)
+
+    assert len(outcome) == 1
+    revoked, actions, last = await _kept(database_url, leaked.id)
+    if outcome == ["acknowledged"]:
+        assert revoked is not None  # not valid again
+        assert actions.count("token.revoked") == 1  # its audit entry kept
+    else:
+        assert manifest.backend == "postgresql"  # SQLite takes it over, whenever it lands
+        assert revoked is None
+        await runtime.services.tokens.revoke(SYSTEM, leaked.id)  # the retry lands on the restored data
+        revoked, actions, _ = await _kept(database_url, leaked.id)
+        assert revoked is not None and actions.count("token.revoked") == 1
+    assert last.type == "database.restored"
+    assert last.id > given[0]  # after every id given before the restore: a live client sees it
+    if manifest.backend == "postgresql":
+        assert await _holds(database_url) == []  # what held the writes is gone with the restore
+
+
+async def _holds(url: str) -> list[str]:
+    """What `backup_carry.writes_held` leaves in a PostgreSQL database: its function and triggers."""
+    conn = await asyncpg.connect(Target(url).dsn())
+    try:
+        rows = await conn.fetch(
+            "SELECT proname AS name FROM pg_proc WHERE proname = $1 "
+            "UNION ALL SELECT tgname FROM pg_trigger WHERE tgname = $1",
+            backup_carry.HOLD,
+        )
+    finally:
+        await conn.close()
+    return [r["name"] for r in rows]
+
+
+async def test_writes_held_by_a_restore_whose_process_was_killed_go_through(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A restore killed (SIGKILL) while it held the writes leaves its triggers behind: with its
+    session gone they refuse nothing, and the next restore's hold removes them."""
+    from vibe_ensemble.domain.errors import DatabaseUnavailable
+
+    rt = Runtime(make_settings(postgres_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        token, _ = await rt.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="t")
+        other, _ = await rt.services.tokens.create(SYSTEM, role=TokenRole.WORKER, label="u")
+        target = Target(postgres_url)
+        holding = backup_carry.writes_held(target, timeout_s=30)
+        await holding.__aenter__()  # as a restore does, which is then killed: never left
+        with pytest.raises(DatabaseUnavailable, match="retry in 1 s"):
+            await rt.services.tokens.revoke(SYSTEM, token.id)
+        killed = await asyncpg.connect(target.dsn())
+        try:  # the restore's session ends with its process
+            await killed.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                "objid = $1 AND pid <> pg_backend_pid()",
+                backup_carry.HOLD_LOCK_KEY,
+            )
+            for _ in range(200):  # until its session (and lock) is gone, at most 10 s
+                held = await killed.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+                    backup_carry.HOLD_LOCK_KEY,
+                )
+                if not held:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the killed restore's session did not end within 10 s")
+        finally:
+            await killed.close()
+        assert len(await _holds(postgres_url)) == 5  # left behind: the function and four triggers
+        revoked = await rt.services.tokens.revoke(SYSTEM, token.id)  # and refusing nothing
+        assert revoked.revoked_at is not None
+        async with backup_carry.writes_held(target, timeout_s=30):
+            with pytest.raises(DatabaseUnavailable):
+                await rt.services.tokens.revoke(SYSTEM, other.id)
+        assert await _holds(postgres_url) == []
+        await rt.services.tokens.revoke(SYSTEM, other.id)
+        with contextlib.suppress(Exception):  # the killed one's own way out, on a connection long gone
+            await holding.__aexit__(None, None, None)
+    finally:
+        await rt.stop()

@@ -138,7 +138,7 @@ def test_a_connection_failure_that_says_nothing_still_gets_a_reason(
     monkeypatch.setattr(backup_postgres.asyncpg, "connect", connect)
     target = Target("postgresql://vibe@127.0.0.1:5432/vibe")
     with pytest.raises(BackupError) as caught:
-        asyncio.run(backup_postgres._pg_connect(target))
+        asyncio.run(backup_postgres.connect(target))
     assert str(caught.value) == f"cannot connect to {target.safe}: {reason}"
 
 

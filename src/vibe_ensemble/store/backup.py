@@ -367,11 +367,12 @@ class Backups:
                     # The backup's rows are counted in a scratch database instead, first.
                     await self._check_in_scratch(backup_id, manifest, restorable, target)
                 safety = await self._safety_backup(target)
-                url = target.url.render_as_string(hide_password=False)
-                # What must not go back in time with the data (store/backup_carry.py).
-                carried = await backup_carry.read(url, manifest.created_at) if safety else None
                 try:
-                    revision = await self._apply(target, restorable, manifest, carried, counted=not in_use)
+                    # What must not go back in time with the data is carried over when the target
+                    # held some (store/backup_carry.py).
+                    revision = await self._apply(
+                        target, restorable, manifest, carry=safety is not None, counted=not in_use
+                    )
                 except Exception as exc:
                     if new is not None and not new.database_existed:
                         raise BackupError(
@@ -463,16 +464,14 @@ class Backups:
         return await self.create(SAFETY_LABEL, source=target)
 
     async def _apply(
-        self,
-        target: Target,
-        restorable: Path,
-        manifest: Manifest,
-        carried: backup_carry.Carried | None,
-        *,
-        counted: bool = True,
+        self, target: Target, restorable: Path, manifest: Manifest, *, carry: bool, counted: bool = True
     ) -> str:
-        """Replace the target's content, migrate it forward, verify it and write what it keeps from
-        the database it replaces (`carried`); returns its revision.
+        """Replace the target's content, migrate it forward, verify it and, with `carry`, write what it
+        keeps from the database it replaces (store/backup_carry.py); returns its revision.
+
+        What is kept is read where no server's write can land after it unseen (`restore --force`: a
+        revocation made between the read and the swap was undone): on SQLite under the swap's own
+        write lock, on PostgreSQL while such writes are refused (`backup_carry.writes_held`).
 
         SQLite: all of it on the scratch copy, which then replaces the target's content in one step,
         so a restore stopped at any point (killed, a power loss) leaves the old database or the
@@ -482,19 +481,34 @@ class Backups:
         CLI lets no SIGTERM or Ctrl-C stop a restore part-way). Without `counted` (servers write to
         the target meanwhile) the restored rows are not counted against the manifest: they were in a
         scratch database (`_check_in_scratch`)."""
+        url = target.url.render_as_string(hide_password=False)
         if target.backend == "sqlite":
             assert target.path is not None
-            revision = await self._migrated(
-                f"sqlite:///{restorable}", manifest, lambda: _sqlite_facts(restorable)
-            )
-            await self._carry(f"sqlite:///{restorable}", carried, manifest)
-            await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path)
+            copy = f"sqlite:///{restorable}"
+            revision = await self._migrated(copy, manifest, lambda: _sqlite_facts(restorable))
+            under_lock: Callable[[], None] | None = None
+            if carry:
+                loop = asyncio.get_running_loop()
+
+                def under_lock() -> None:  # in copy_into's thread, the target's write lock held
+                    carried = asyncio.run_coroutine_threadsafe(self._carry_over(url, copy, manifest), loop)
+                    carried.result()
+
+            await asyncio.to_thread(backup_sqlite.copy_into, restorable, target.path, under_lock)
             problems = await asyncio.to_thread(backup_sqlite.integrity, target.path)
             if problems:
                 raise BackupError("the restored database does not check out: " + "; ".join(problems))
             return revision
-        await self._pg_restore(target, restorable, clean=True)
-        url = target.url.render_as_string(hide_password=False)
+        carried = None
+        held = (
+            backup_carry.writes_held(target, timeout_s=self.pg_tool_timeout_s)
+            if carry
+            else contextlib.nullcontext()
+        )
+        async with held:
+            if carry:
+                carried = await backup_carry.read(url, manifest.created_at)
+            await self._pg_restore(target, restorable, clean=True)
         revision = await self._migrated(url, manifest, lambda: self._pg_facts(target), counted=counted)
         await self._carry(url, carried, manifest)
         return revision
@@ -525,6 +539,10 @@ class Backups:
             raise BackupError("the restored database does not check out: " + "; ".join(problems))
         assert revision is not None
         return revision
+
+    async def _carry_over(self, source: str, dest: str, manifest: Manifest) -> None:
+        """What the database at `source` keeps (if anything), written into the one at `dest`."""
+        await self._carry(dest, await backup_carry.read(source, manifest.created_at), manifest)
 
     @staticmethod
     async def _carry(url: str, carried: backup_carry.Carried | None, manifest: Manifest) -> None:

@@ -14,26 +14,44 @@ A backup brings the data back as it was when it was taken. Four things are not d
   restore writes a `database.restored` event whose id follows the newest the replaced database had
   given, so every later event has an id larger than any a client has seen, and none is skipped.
 
-`read` takes these from the target before it is replaced; `apply` writes them into the restored
-database, in one transaction, once it has been migrated and checked.
+`read` takes these from the target; `apply` writes them into the restored database, in one
+transaction, once it has been migrated and checked. A server may still write to the target
+(`restore --force`): what it writes between the read and the moment its data is replaced would be
+lost with the rest, and a revocation must not be. So the read is made where no such write can land
+after it:
+
+- **SQLite**: while the copy that replaces the target holds the target's write lock
+  (`backup_sqlite.copy_into`'s `under_lock`), and is applied to that copy before it is committed.
+- **PostgreSQL**: `pg_restore` replaces the tables in a transaction of its own, so no lock of ours
+  can span both. `writes_held` makes every write of a revocation, a logout, an audit entry or an
+  event fail ("retry": PostgreSQL's serialization failure, which servers answer "retry in 1 s")
+  from before the read until `pg_restore` has dropped the tables it replaces; a server's write
+  blocked on those tables then lands in the restored ones. Refused, never acknowledged and lost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.events import CATALOGUE, EventType
+from vibe_ensemble.store import backup_postgres, migrate
 from vibe_ensemble.store import events as event_store
-from vibe_ensemble.store import migrate
 from vibe_ensemble.store import sessions as session_store
+from vibe_ensemble.store.backup_storage import BackupError
+from vibe_ensemble.store.backup_target import Target
 from vibe_ensemble.store.database import Database
-from vibe_ensemble.store.tables import audit_log, credentials, events
+from vibe_ensemble.store.tables import audit_log, credentials, ended_sessions, events
 
 _AUDIT_COLUMNS = [c for c in audit_log.c if c.name != "id"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -127,3 +145,96 @@ async def _restored_event(conn: Any, newest: int, *, backup: str, taken_at: date
     else:  # SQLite gives max(id) + 1: this row's explicit id moves every later one past `after`
         row = {"id": after + 1, "time": now, "project_id": None, "type": kind, "actor": "system"}
         await conn.execute(events.insert().values(payload=payload, **row))
+
+
+# PostgreSQL (`writes_held`): the session advisory lock a restore holds while it replaces the tables,
+# and the triggers that refuse, meanwhile, the writes it would have to carry over. A trigger whose
+# restore is gone (its process killed) finds the lock free and lets every write through; the next
+# restore replaces it, and removes it.
+HOLD_LOCK_KEY = 0x56494252  # "VIBR": other keys than the event-order and duty locks
+HOLD = "vibe_restore_in_progress"  # the function, and each trigger's name
+HELD_WRITES = (
+    (credentials.name, "UPDATE OF revoked_at"),  # a revocation
+    (ended_sessions.name, "INSERT"),  # a logout
+    (audit_log.name, "INSERT"),
+    (events.name, "INSERT"),  # an event id the restored database's next ones must follow
+)
+HOLD_ATTEMPTS = 5  # installing the triggers may deadlock with a server's write: PostgreSQL ends one
+
+_HOLD_FUNCTION = f"""CREATE OR REPLACE FUNCTION {HOLD}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared({HOLD_LOCK_KEY}) THEN
+        RAISE EXCEPTION 'a restore is replacing this database: retry in a moment'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NULL;
+END
+$fn$"""
+
+
+@contextlib.asynccontextmanager
+async def writes_held(target: Target, *, timeout_s: float) -> AsyncIterator[None]:
+    """PostgreSQL: while the block runs (the read of what is carried over, then `pg_restore`),
+    revocations, logouts, audit entries and events written to `target` are refused with a
+    serialization failure (servers answer it "retry in 1 s"): none lands in the tables the restore
+    replaces after they were read, to be lost with them. Another restore of the same database waits
+    for this one. Each step waits at most `timeout_s` (VIBE_PG_TOOL_TIMEOUT_S)."""
+    conn = await backup_postgres.connect(target)
+    removed = False
+    try:
+        await _within(conn.execute("SELECT pg_advisory_lock($1)", HOLD_LOCK_KEY), target, timeout_s)
+        await _install(conn, target, timeout_s)
+        try:
+            yield
+        finally:  # the triggers left on tables pg_restore did not replace (it failed) go too
+            await _within(conn.execute(f"DROP FUNCTION IF EXISTS {HOLD}() CASCADE"), target, timeout_s)
+            removed = True
+    finally:
+        if removed:
+            await conn.close()  # and with the session, its advisory lock
+        else:
+            conn.terminate()  # the server may not answer: the lock goes with the connection
+
+
+async def _install(conn: asyncpg.Connection, target: Target, timeout_s: float) -> None:
+    present = {
+        r["table_name"]
+        for r in await _within(
+            conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ),
+            target,
+            timeout_s,
+        )
+    }
+    statements = [_HOLD_FUNCTION]
+    for table, writes in HELD_WRITES:
+        if table in present:  # an older schema has no ended_sessions
+            statements += [
+                f"DROP TRIGGER IF EXISTS {HOLD} ON {table}",
+                f"CREATE TRIGGER {HOLD} BEFORE {writes} ON {table} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {HOLD}()",
+            ]
+    # One simple query: one transaction, and nothing to roll back by hand on the way out (a ROLLBACK
+    # would wait on a server that does not answer).
+    script = ";\n".join(statements)
+    for attempt in range(1, HOLD_ATTEMPTS + 1):
+        try:
+            await _within(conn.execute(script), target, timeout_s)
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == HOLD_ATTEMPTS:
+                raise BackupError(
+                    f"cannot hold the writes to {target.safe} while it is restored: it deadlocked with "
+                    f"a server's write {HOLD_ATTEMPTS} times; nothing was changed"
+                ) from None
+            await asyncio.sleep(0.1 * attempt)
+
+
+async def _within(step: Awaitable[T], target: Target, timeout_s: float) -> T:
+    try:
+        return await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        raise BackupError(
+            backup_postgres.timed_out(f"preparing {target.safe} to be restored", target, timeout_s)
+        ) from None

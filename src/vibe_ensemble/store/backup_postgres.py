@@ -172,7 +172,7 @@ async def _pg_facts(conn: asyncpg.Connection) -> tuple[str | None, dict[str, int
     return revision, counts
 
 
-async def _pg_connect(target: Target) -> asyncpg.Connection:
+async def connect(target: Target) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(target.dsn(), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -186,7 +186,7 @@ async def dump(
     `timeout_s` (the counts wait on a table's lock as pg_dump would)."""
     pg_dump = find_pg_tool("pg_dump", bin_dir)
     url, env = target.libpq()
-    conn = await _pg_connect(target)
+    conn = await connect(target)
     late = timed_out(f"pg_dump of {target.safe}", target, timeout_s, "nothing was stored")
     try:
         async with _within(timeout_s, late, conn):
@@ -245,7 +245,7 @@ async def read_facts(
 ) -> tuple[str | None, dict[str, int]]:
     """The schema revision and every table's row count, within `timeout_s` (a count waits on a
     table's lock)."""
-    conn = await _pg_connect(target)
+    conn = await connect(target)
     late = timed_out(f"counting the rows of {target.safe}", target, timeout_s)
     try:
         async with _within(timeout_s, late, conn):
@@ -259,7 +259,7 @@ async def read_facts(
 async def scratch_database(server: Target) -> Any:
     """A new empty database on `server`'s PostgreSQL, dropped afterwards."""
     name = f"vibe_verify_{secrets.token_hex(4)}"
-    conn = await _pg_connect(server)
+    conn = await connect(server)
     try:
         try:
             await conn.execute(f"CREATE DATABASE {quote(name)}")
@@ -277,7 +277,7 @@ async def scratch_database(server: Target) -> Any:
 
 
 async def other_sessions(target: Target) -> list[str]:
-    conn = await _pg_connect(target)
+    conn = await connect(target)
     try:
         rows = await conn.fetch(
             "SELECT coalesce(nullif(application_name, ''), 'client') AS app, "

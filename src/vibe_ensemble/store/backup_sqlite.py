@@ -9,7 +9,7 @@ import gzip
 import shutil
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vibe_ensemble.store.backup_storage import BackupError
@@ -89,14 +89,42 @@ def gunzip_file(src: Path, dest: Path) -> None:
             ) from exc
 
 
-def copy_into(source: Path, target: Path) -> None:
-    """Replace the content of `target` with `source` through the backup API (WAL-safe, one step).
+def copy_into(source: Path, target: Path, under_lock: Callable[[], None] | None = None) -> None:
+    """Replace the content of `target` with `source` through the backup API (WAL-safe, one transaction
+    of the target's).
+
+    `under_lock` runs once the copy holds the target's write lock, before anything of it is
+    committed: no other connection (a server's) writes to the target until the copy is, and readers
+    still see the target as it was. What it reads there is therefore all the target will ever have
+    had, and what it writes into `source` goes into the copy (SQLite starts the copy over when its
+    source changes). A restore reads there what it carries over from the database it replaces.
 
     A new target is created like the server's database: 0600, in directories created 0700."""
     create_private(target)
     with connect(source) as src, connect(target) as dst:
-        src.backup(dst)
+        if under_lock is None:
+            src.backup(dst)
+        else:
+            dst.execute("PRAGMA journal_mode=WAL")  # as the copy leaves it: readers beside its lock
+            src.backup(dst, pages=1, progress=_once_locked(under_lock))
         dst.execute("PRAGMA journal_mode=WAL")
+
+
+def _once_locked(act: Callable[[], None]) -> Callable[[int, int, int], None]:
+    """A backup's progress callback that runs `act` after the first step that took the destination's
+    write lock (the backup API holds it from there until the copy is committed)."""
+    done = False
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        nonlocal done
+        if done or status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # not locked yet: next step
+            return
+        if status != sqlite3.SQLITE_OK:  # DONE at once: a one-page source, never a Vibe Ensemble one
+            raise BackupError("the restored copy was committed before what it carries over was read")
+        done = True
+        act()
+
+    return progress
 
 
 def remove_database(path: Path) -> None:

@@ -279,11 +279,12 @@ def translate(*, write: bool) -> Iterator[Outcome]:
         given_up = asyncpg_errors("DeadlockDetectedError", "SerializationError")
         if given_up and any(isinstance(e, given_up) for e in _causes(exc)):
             # PostgreSQL ended this transaction to let another go on (a deadlock, as with a restore's
-            # DROP TABLE): no fault, and the same request will very likely go through now.
+            # DROP TABLE), or a restore refused it while it replaces the tables (store/backup_carry.py):
+            # no fault, and the same request will very likely go through now.
             raise DatabaseUnavailable(
                 1,
-                "the database gave this request up to let another go on (a deadlock); nothing was "
-                "changed: retry in 1 s",
+                "the database gave this request up to let another go on (a deadlock, or a restore "
+                "replacing the data); nothing was changed: retry in 1 s",
             ) from exc
         kind = classify(exc)
         if kind is None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from vibe_ensemble.auth.token_file import TOKEN_VAR, read_token, token_in
-from vibe_ensemble.cli.clients import ConnectError, apply, plan_config, write_token
+from vibe_ensemble.cli.clients import CODEX_TOOL_TIMEOUT_S, ConnectError, apply, plan_config, write_token
 from vibe_ensemble.cli.common import UrlError, mcp_endpoint
+from vibe_ensemble.services.live import MAX_WAIT_S
 
 URL = "http://127.0.0.1:8080/mcp"
 
@@ -75,6 +76,7 @@ def test_codex_toml_keeps_everything_else_byte_for_byte(
     assert parsed["mcp_servers"]["vibe-ensemble"] == {
         "url": URL,
         "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN",
+        "tool_timeout_sec": 90,
     }
     assert parsed["mcp_servers"]["other"] == {"command": "npx"} and parsed["model"] == "o4"
     assert not plan_config("codex", tmp_path, URL).changed
@@ -158,7 +160,7 @@ def test_a_url_that_names_no_server_is_refused(given: str) -> None:
 
 
 OLD = "http://old:1/mcp"
-OURS = {"url": URL, "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN"}
+OURS = {"url": URL, "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN", "tool_timeout_sec": 90}
 
 
 @pytest.mark.parametrize(
@@ -168,9 +170,10 @@ OURS = {"url": URL, "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN"}
         'other = { command = "npx" }\n',
         f'mcp_servers.vibe-ensemble.url = "{OLD}"\nmcp_servers.vibe-ensemble.enabled = false\n\n[x]\na = 1\n',
         f'[mcp_servers]\nvibe-ensemble.url = "{OLD}"  # mine\nvibe-ensemble.enabled = false\n',
-        f'[mcp_servers."vibe-ensemble"]\nurl = "{OLD}"  # mine\nenabled = false\nstartup_timeout_sec = 20\n\n'
-        '[mcp_servers."vibe-ensemble".env]\nA = "b"\n\n[profiles.x]\nmodel = "o3"\n',
-        "[mcp_servers.vibe-ensemble.env]\nA = 'b'\n",  # only a sub-table: our table is added
+        f'[mcp_servers."vibe-ensemble"]\nurl = "{OLD}"  # mine\nenabled = false\nstartup_timeout_sec = 20\n'
+        'tool_timeout_sec = 30\n\n[mcp_servers."vibe-ensemble".http_headers]\nA = "b"\n\n'
+        '[profiles.x]\nmodel = "o3"\n',
+        "[mcp_servers.vibe-ensemble.http_headers]\nA = 'b'\n",  # only a sub-table: our table is added
         "[mcp_servers.'vibe-ensemble']\nenabled_tools = [\n  'a',  # [not a table]\n  'b',\n]\n"
         "bearer_token_env_var = 'OLD'\nenabled = false",  # no newline at the end
     ],
@@ -186,8 +189,8 @@ OURS = {"url": URL, "bearer_token_env_var": "VIBE_ENSEMBLE_TOKEN"}
 def test_codex_sets_our_keys_in_any_layout_and_keeps_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: str
 ) -> None:
-    """Only url and bearer_token_env_var change: the person's keys (enabled = false), sub-tables,
-    comments and every other line stay; a second run changes nothing."""
+    """Only url, bearer_token_env_var and tool_timeout_sec change: the person's keys (enabled =
+    false), sub-tables, comments and every other line stay; a second run changes nothing."""
     home = tmp_path / "codex"
     monkeypatch.setenv("CODEX_HOME", str(home))
     write(home / "config.toml", original)
@@ -201,7 +204,7 @@ def test_codex_sets_our_keys_in_any_layout_and_keeps_the_rest(
     }
     lines = iter(text.splitlines())
     for line in original.splitlines():  # every line we own no key of is there, in its order
-        if OLD not in line and "'OLD'" not in line:
+        if OLD not in line and "'OLD'" not in line and "tool_timeout_sec" not in line:
             assert any(line in candidate for candidate in lines), line
     assert not plan_config("codex", tmp_path, URL).changed
 
@@ -213,9 +216,34 @@ def test_codex_refuses_an_entry_it_cannot_reach_and_changes_nothing(
     monkeypatch.setenv("CODEX_HOME", str(home))
     original = f'mcp_servers = {{ vibe-ensemble = {{ url = "{OLD}" }} }}\n'
     write(home / "config.toml", original)
-    with pytest.raises(ConnectError, match=r"config.toml: cannot set url and bearer_token_env_var .* safely"):
+    cannot = r"config.toml: cannot set url, bearer_token_env_var, tool_timeout_sec .* safely"
+    with pytest.raises(ConnectError, match=cannot):
         plan_config("codex", tmp_path, URL)
     assert (home / "config.toml").read_text() == original
+
+
+@pytest.mark.parametrize(
+    ("kept", "written"),
+    [(None, 90), ("30", 90), ("59.5", 90), ('"300"', 90), ("90", 90), ("120", 120), ("600.5", 600.5)],
+)
+def test_codex_waits_longer_than_the_longest_wait_for_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: str | None, written: float
+) -> None:
+    """Codex ends a tool call after tool_timeout_sec, 60 s unless set: no longer than the longest
+    wait_for_messages (docs/live.md's loop waits 60 s), so an idle agent's wait timed out. connect
+    writes 90 s over a smaller value (or none, or one that is no number), and keeps a larger one."""
+    assert CODEX_TOOL_TIMEOUT_S >= MAX_WAIT_S + 20
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    timeout = f"tool_timeout_sec = {kept}  # mine\n" if kept is not None else ""
+    original = f'[mcp_servers.vibe-ensemble]\nurl = "{OLD}"\n{timeout}enabled = false\n'
+    write(home / "config.toml", original)
+    apply(plan_config("codex", tmp_path, URL))
+    text = (home / "config.toml").read_text()
+    entry = tomllib.loads(text)["mcp_servers"]["vibe-ensemble"]
+    assert entry == {**OURS, "tool_timeout_sec": written, "enabled": False}
+    assert text.count("tool_timeout_sec") == 1 and ("# mine" in text) == (kept is not None)  # in place
+    assert not plan_config("codex", tmp_path, URL).changed
 
 
 @pytest.mark.parametrize(

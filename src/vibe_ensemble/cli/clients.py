@@ -80,6 +80,11 @@ def read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
 # supported for stdio"), so these go when connect writes its URL.
 STDIO_KEYS = ("command", "args", "cwd")
 
+# Codex ends a tool call after `tool_timeout_sec` (60 s unless set): no longer than the longest
+# wait_for_messages (60 s, services/live.MAX_WAIT_S) with its answer's way back, so an idle agent's
+# wait would time out. Connect writes this, comfortably above it, unless the entry holds more.
+CODEX_TOOL_TIMEOUT_S = 90
+
 
 def _merge_entry(kept: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     """Our entry over the one in the file: the keys connect owns are set, the person's other keys
@@ -107,16 +112,23 @@ def _merge_json(path: Path, key: str, entry: dict[str, Any]) -> Change:
     return Change(path, before, json.dumps(data, indent=2) + "\n")
 
 
-def codex_values(url: str) -> dict[str, str]:
-    """The keys of our Codex entry that connect owns; any other key there is the person's."""
-    return {"url": url, "bearer_token_env_var": TOKEN_VAR}
+def codex_values(url: str, entry: dict[str, Any] | None = None) -> dict[str, toml_entry.Value]:
+    """The keys of our Codex entry that connect sets, given the entry there (if any): the URL, the
+    token's variable and a tool timeout above the longest wait (a larger one of the person's is
+    kept). Any other key there is the person's."""
+    values: dict[str, toml_entry.Value] = {"url": url, "bearer_token_env_var": TOKEN_VAR}
+    timeout = (entry or {}).get("tool_timeout_sec")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < CODEX_TOOL_TIMEOUT_S:
+        values["tool_timeout_sec"] = CODEX_TOOL_TIMEOUT_S
+    return values
 
 
 def _merge_codex(path: Path, url: str) -> Change:
-    """Set our entry's `url` and `bearer_token_env_var` where the file has them (a table, its dotted
-    keys or an inline table), add the ones missing beside them, or append our table; every other
-    byte of the file stays as it was. The result is parsed again and must hold exactly what the file
-    held with those two keys set: otherwise connect refuses, naming the file, and writes nothing."""
+    """Set our entry's `url`, `bearer_token_env_var` and `tool_timeout_sec` where the file has them
+    (a table, its dotted keys or an inline table), add the ones missing beside them, or append our
+    table; every other byte of the file stays as it was. The result is parsed again and must hold
+    exactly what the file held with those keys set: otherwise connect refuses, naming the file, and
+    writes nothing."""
     try:
         # as bytes, decoded: its line ends (CRLF included) are kept, as every other byte is
         before = path.read_bytes().decode() if path.exists() else None
@@ -140,7 +152,7 @@ def _merge_codex(path: Path, url: str) -> Change:
             f"an HTTP one, and Codex refuses an entry with both; remove its command and args (or the "
             "whole entry), then run again (the file is unchanged)"
         )
-    owned = codex_values(url)
+    owned = codex_values(url, entry)
     if entry is not None and all(entry.get(key) == value for key, value in owned.items()):
         return Change(path, before, text)
     expected = {**data, "mcp_servers": {**servers, SERVER_NAME: {**(entry or {}), **owned}}}
@@ -153,7 +165,7 @@ def _merge_codex(path: Path, url: str) -> Change:
         why = ""
     if merged != expected:
         raise ConnectError(
-            f"{path}: cannot set url and bearer_token_env_var in its mcp_servers.{SERVER_NAME} entry "
+            f"{path}: cannot set {', '.join(owned)} in its mcp_servers.{SERVER_NAME} entry "
             f"safely{f' ({why})' if why else ''}; write the entry as a [mcp_servers.{SERVER_NAME}] table, "
             "then run again (the file is unchanged)"
         )

@@ -1,4 +1,4 @@
-"""Set a few string keys of one table in a TOML file's text, leaving every other byte as it was.
+"""Set a few keys of one table (strings, numbers) in a TOML file's text, leaving every other byte as it was.
 
 Python reads TOML (`tomllib`) but does not write it, and a person's Codex config must keep its
 comments, order and layout. So this reads the text just far enough to find where a table's keys
@@ -26,6 +26,18 @@ def _string(value: str) -> str:
     """A TOML basic string: JSON's escapes are TOML's, and characters beyond ASCII are written as
     they are (JSON's `\\ud83d\\ude00` surrogate pairs are not TOML)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+Value = str | int | float
+
+
+def _value(value: Value) -> str:
+    """A string as a basic string (`_string`), a number as TOML writes it (`90`, `90.5`)."""
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"not a value these edits write: {value!r}")
+    return repr(value)
 
 
 class Unmergeable(ValueError):
@@ -159,8 +171,8 @@ def _statements(text: str) -> tuple[list[_KeyValue], dict[tuple[str, ...], int]]
     return found, headers
 
 
-def set_keys(text: str, table: list[str], values: dict[str, str]) -> str:
-    """`text` with the string keys `values` set in `table`, nothing else changed; a table the text
+def set_keys(text: str, table: list[str], values: dict[str, Value]) -> str:
+    """`text` with the keys `values` set in `table`, nothing else changed; a table the text
     does not define (or defines only sub-tables of) is appended at its end."""
     statements, headers = _statements(text)
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), none overlapping
@@ -180,18 +192,18 @@ def set_keys(text: str, table: list[str], values: dict[str, str]) -> str:
             continue
         name = key[len(table)]
         if len(key) == len(table) + 1 and name in missing:
-            edits.append((statement.value_start, statement.value_end, _string(missing.pop(name))))
+            edits.append((statement.value_start, statement.value_end, _value(missing.pop(name))))
         if insert_at is None and statement.header <= len(table):
             # a dotted key of ours (`[a]` then `b.key = …`): the missing keys go after it, alike
             prefix = "".join(part + "." for part in table[statement.header :])
             insert_at = (statement.end, prefix)
     if missing and insert_at is not None:
         at, prefix = insert_at
-        lines = "".join(f"{prefix}{name} = {_string(value)}\n" for name, value in missing.items())
+        lines = "".join(f"{prefix}{name} = {_value(value)}\n" for name, value in missing.items())
         edits.append((at, at, lines if at == 0 or text[at - 1] == "\n" else "\n" + lines))
     elif missing:  # the table is not in the text, or only its sub-tables are: it gets its header
         header = ".".join(k if _BARE_KEY.fullmatch(k) else _string(k) for k in table)
-        lines = "".join(f"{name} = {_string(value)}\n" for name, value in missing.items())
+        lines = "".join(f"{name} = {_value(value)}\n" for name, value in missing.items())
         gap = ("\n" if text and not text.endswith("\n") else "") + ("\n" if text.strip() else "")
         edits.append((len(text), len(text), f"{gap}[{header}]\n{lines}"))
     for start, end, replacement in sorted(edits, reverse=True):
@@ -200,17 +212,17 @@ def set_keys(text: str, table: list[str], values: dict[str, str]) -> str:
 
 
 def _inline_edits(
-    text: str, start: int, items: list[tuple[list[str], int, int]], missing: dict[str, str]
+    text: str, start: int, items: list[tuple[list[str], int, int]], missing: dict[str, Value]
 ) -> list[tuple[int, int, str]]:
     """The edits that set `missing` in the inline table at `start` (removing those it sets)."""
     edits = []
     for key, value_start, value_end in items:
         if len(key) == 1 and key[0] in missing:
-            edits.append((value_start, value_end, _string(missing.pop(key[0]))))
+            edits.append((value_start, value_end, _value(missing.pop(key[0]))))
     if missing:
         _, end = _inline_items(text, start)
         close = end - 1
-        added = ", ".join(f"{name} = {_string(value)}" for name, value in missing.items())
+        added = ", ".join(f"{name} = {_value(value)}" for name, value in missing.items())
         inside = text[start + 1 : close]
         before = inside.rstrip()
         separator = ", " if before.strip() else " "

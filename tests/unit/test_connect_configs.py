@@ -247,6 +247,41 @@ def test_codex_waits_longer_than_the_longest_wait_for_messages(
 
 
 @pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        (  # the bridge's entry, as docs/clients/stdio.md shows it
+            f'command = "/x/vibe-ensemble"\nargs = ["mcp", "--url", "{OLD}"]\n'
+            'env = { VIBE_TOKEN = "vibe_x" }\n',
+            "is a stdio server's entry with command, args, env (a table):",
+        ),
+        (f'url = "{OLD}"\nenv = {{ VIBE_TOKEN = "vibe_x" }}\n', "has env (a table):"),  # command, args gone
+        (f'url = "{OLD}"\n\n[mcp_servers.vibe-ensemble.env]\nVIBE_TOKEN = "vibe_x"\n', "has env (a table):"),
+        (f'url = "{OLD}"\nenv_vars = ["VIBE_TOKEN"]\ncwd = "/srv"\n', "has env_vars, cwd:"),
+        ('cwd = "/srv"\n', "has cwd:"),
+        (f'url = "{OLD}"\nbearer_token = "vibe_x"\n', "has bearer_token:"),
+    ],
+    ids=["stdio entry", "env", "env table", "env_vars and cwd", "cwd alone", "bearer_token"],
+)
+def test_codex_refuses_an_entry_holding_keys_codex_refuses_over_http_naming_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, named: str
+) -> None:
+    """Codex fails to load a Streamable HTTP entry (a url) that has command, args, env, env_vars, cwd
+    or bearer_token ("X is not supported for streamable_http"): connect refuses such an entry,
+    naming every one of them, and changes nothing, rather than write a config Codex will not load."""
+    home = tmp_path / "codex"
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    original = f'model = "o4"\n\n[mcp_servers.vibe-ensemble]\n{entry}'
+    write(home / "config.toml", original)
+    with pytest.raises(ConnectError) as refused:
+        plan_config("codex", tmp_path, URL)
+    message = str(refused.value)
+    assert f"mcp_servers.vibe-ensemble in {home / 'config.toml'} {named}" in message, message
+    assert "Codex refuses to load one holding any of these; remove them" in message
+    assert "vibe_x" not in message
+    assert (home / "config.toml").read_text() == original
+
+
+@pytest.mark.parametrize(
     ("client", "relative", "owned"),
     [
         ("claude-code", ".mcp.json", {"type", "url", "headers"}),
@@ -287,7 +322,7 @@ def test_a_stdio_entry_becomes_the_http_one_or_is_refused_naming_what_to_remove(
     monkeypatch.setenv("CODEX_HOME", str(home))
     original = '[mcp_servers.vibe-ensemble]\ncommand = "/x/vibe-ensemble"\nargs = ["mcp"]\n'
     write(home / "config.toml", original)
-    with pytest.raises(ConnectError, match=r"is a stdio server .* remove its command and args"):
+    with pytest.raises(ConnectError, match=r"is a stdio server's entry with command, args: .* remove them"):
         plan_config("codex", tmp_path, URL)
     assert (home / "config.toml").read_text() == original
 

@@ -77,8 +77,14 @@ def read_json_object(path: Path) -> tuple[str | None, dict[str, Any]]:
 
 # A stdio server's transport (the bridge, `vibe-ensemble mcp`, docs/clients/stdio.md): the entry
 # connect writes is an HTTP one, and a client refuses an entry with both (Codex: "url is not
-# supported for stdio"), so these go when connect writes its URL.
+# supported for stdio"), so these go when connect writes its URL in a JSON file.
 STDIO_KEYS = ("command", "args", "cwd")
+
+# What Codex refuses in a Streamable HTTP entry: its config loader fails on any of these beside a
+# `url` ("command": the entry is read as stdio, where a url is refused; the others: "X is not
+# supported for streamable_http"; `bearer_token`, the plain-text token it no longer takes). Connect
+# edits a Codex file only in the keys it owns, so it refuses an entry holding one and names them all.
+CODEX_NOT_HTTP = ("command", "args", "env", "env_vars", "cwd", "bearer_token")
 
 # Codex ends a tool call after `tool_timeout_sec` (60 s unless set): no longer than the longest
 # wait_for_messages (60 s, services/live.MAX_WAIT_S) with its answer's way back, so an idle agent's
@@ -123,12 +129,20 @@ def codex_values(url: str, entry: dict[str, Any] | None = None) -> dict[str, tom
     return values
 
 
+def _not_http(entry: dict[str, Any]) -> str:
+    """The keys of `entry` Codex refuses in an HTTP entry, as a person finds them in the file."""
+    return ", ".join(
+        f"{key} (a table)" if isinstance(entry[key], dict) else key for key in CODEX_NOT_HTTP if key in entry
+    )
+
+
 def _merge_codex(path: Path, url: str) -> Change:
     """Set our entry's `url`, `bearer_token_env_var` and `tool_timeout_sec` where the file has them
     (a table, its dotted keys or an inline table), add the ones missing beside them, or append our
     table; every other byte of the file stays as it was. The result is parsed again and must hold
     exactly what the file held with those keys set: otherwise connect refuses, naming the file, and
-    writes nothing."""
+    writes nothing. An entry holding a key Codex refuses beside a `url` (`CODEX_NOT_HTTP`) is
+    refused too, every such key named."""
     try:
         # as bytes, decoded: its line ends (CRLF included) are kept, as every other byte is
         before = path.read_bytes().decode() if path.exists() else None
@@ -146,10 +160,11 @@ def _merge_codex(path: Path, url: str) -> Change:
     entry = servers.get(SERVER_NAME)
     if entry is not None and not isinstance(entry, dict):
         raise ConnectError(f"mcp_servers.{SERVER_NAME} in {path} must be a table; fix it, then run again")
-    if entry is not None and any(key in entry for key in STDIO_KEYS):
+    if entry is not None and (refused := _not_http(entry)):
+        what = "is a stdio server's entry with" if "command" in entry else "has"
         raise ConnectError(
-            f"mcp_servers.{SERVER_NAME} in {path} is a stdio server (it has a command): connect writes "
-            f"an HTTP one, and Codex refuses an entry with both; remove its command and args (or the "
+            f"mcp_servers.{SERVER_NAME} in {path} {what} {refused}: connect writes a Streamable HTTP "
+            "entry (a url), and Codex refuses to load one holding any of these; remove them (or the "
             "whole entry), then run again (the file is unchanged)"
         )
     owned = codex_values(url, entry)

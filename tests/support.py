@@ -458,6 +458,7 @@ UNREADABLE = [  # lines the SDK's stdio transport cannot read as a JSON-RPC mess
     "not json",
     "",
     '{"jsonrpc":"2.0","id":true,"method":"ping"}',  # (read as a notification, which is not answered)
+    '[{"jsonrpc":"2.0","id":7,"method":"ping"}]',  # a batch, which /mcp refuses too
     '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"list_agents","arguments":{}}}',
 ]
 
@@ -468,19 +469,21 @@ def check_unreadable_answered(stdout: str) -> None:
     answers = [json.loads(line) for line in stdout.splitlines()]
     by_id = {a["id"]: a for a in answers if a["id"] is not None}
     assert sorted(by_id) == [1, 5, 6, 8], answers
-    unread, bad_id = [a["error"] for a in answers if a["id"] is None]  # (in the order of the lines)
+    unread, bad_id, batch = [a["error"] for a in answers if a["id"] is None]  # (in the lines' order)
     assert unread["code"] == -32700
+    # Every -32600 is said as /mcp says it: `[invalid_request] rule`, data {code, field, rule}.
     assert bad_id["code"] == -32600 and bad_id["data"]["field"] == "id"
-    assert bad_id["message"].startswith("[invalid_input] id: a request's id must be a string or an integer")
-    assert by_id[5]["error"]["code"] == -32600
-    assert by_id[5]["error"]["message"].startswith(
-        "[invalid_input] each line must be one JSON-RPC 2.0 message"
-    )
+    assert bad_id["message"].startswith("[invalid_request] a request's id must be a string or an integer")
+    for refused in (by_id[5]["error"], batch):
+        assert refused["code"] == -32600 and refused["data"]["code"] == "invalid_request", refused
+        assert refused["message"].startswith("[invalid_request] each line must be one JSON-RPC 2.0 message")
+    assert "a batch (an array) is not accepted" in batch["message"]
     assert by_id[6]["error"] == {
         "code": -32600,
-        "message": "[invalid_input] text must be valid Unicode (no lone surrogates such as \\ud800)",
+        "message": "[invalid_request] text must be valid Unicode (no lone surrogates such as \\ud800)",
         "data": {
-            "code": "invalid_input",
+            "code": "invalid_request",
+            "field": "line",
             "rule": "text must be valid Unicode (no lone surrogates such as \\ud800)",
         },
     }

@@ -26,7 +26,8 @@ from vibe_ensemble.domain.rules import JSONRPC_ID_RULE
 
 ENVELOPE_RULE = (
     'each line must be one JSON-RPC 2.0 message: an object with "jsonrpc": "2.0", a "method" (a '
-    'string), an "id" (a string or an integer) for a request, and "params" (an object) when it has any'
+    'string), an "id" (a string or an integer) for a request, and "params" (an object) when it has any; '
+    "a batch (an array) is not accepted: write one message per line"
 )
 NOT_UNICODE = "text must be valid Unicode (no lone surrogates such as \\ud800)"
 NOT_JSON = "Parse error: each line on stdin must be one JSON-RPC message, as JSON"
@@ -94,7 +95,7 @@ def _unreadable(line: str) -> types.JSONRPCError | None:
         rule = ENVELOPE_RULE  # JSON, but not a message's shape
     except UnicodeEncodeError:
         rule = NOT_UNICODE  # a message's shape, perhaps, with text no Unicode holds
-    return _invalid_request(request_id, rule)
+    return _invalid_request(request_id, rule, field="line")
 
 
 def bad_id(message: object, line: str) -> types.JSONRPCError | None:
@@ -111,17 +112,16 @@ def bad_id(message: object, line: str) -> types.JSONRPCError | None:
     return _invalid_request(None, JSONRPC_ID_RULE, field="id")
 
 
-def _invalid_request(
-    request_id: str | int | None, rule: str, *, field: str | None = None
-) -> types.JSONRPCError:
-    """JSON-RPC's -32600, said as every refused input is: `[invalid_input] field: rule`."""
-    named = {"field": field} if field else {}
+def _invalid_request(request_id: str | int | None, rule: str, *, field: str) -> types.JSONRPCError:
+    """JSON-RPC's -32600, said as /mcp says it (api/mcp/endpoint.py, docs/user-guide.md#errors):
+    `[invalid_request] rule`, with `{"code": "invalid_request", "field", "rule"}` as its data; the
+    field is the `line` (a stdio server's message, as /mcp's is its `body`), or its `id`."""
     return types.JSONRPCError(
         jsonrpc="2.0",
         id=request_id,
         error=types.ErrorData(
             code=types.INVALID_REQUEST,
-            message=f"[invalid_input] {field + ': ' if field else ''}{rule}",
-            data={"code": "invalid_input", **named, "rule": rule},
+            message=f"[invalid_request] {rule}",
+            data={"code": "invalid_request", "field": field, "rule": rule},
         ),
     )

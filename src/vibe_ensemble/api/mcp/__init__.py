@@ -1,6 +1,7 @@
 """The agents' front door: MCP over Streamable HTTP (`/mcp`) and stdio.
 
-- `endpoint`: authenticates `/mcp` and binds the call context;
+- `endpoint`: authenticates `/mcp` and binds the call context; `refusals`: the SDK's refusals of a
+  malformed request, said as ours are;
 - `context`: the call context (services, caller, rate limit) and how errors reach the agent;
 - `tools/`: the tools by concept, each a module-level function; `profiles`: which tools each profile has;
 - `prompts`, `resources`: the briefing prompts and every `vibe://` resource;

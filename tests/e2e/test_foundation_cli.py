@@ -209,6 +209,41 @@ def test_stdio_mcp_answers_a_line_that_is_no_json_rpc_message(tmp_path: Path) ->
     check_unreadable_answered(done.stdout)
 
 
+def test_stdio_mcp_says_the_2026_era_s_refusals_as_mcp_does(tmp_path: Path) -> None:
+    """On a 2026-07-28 stdio connection the SDK refused a request without `params._meta` as
+    `params._meta must be an object…` (no `[code]`, no data) and a version it does not speak listing
+    only 2026-07-28: both are said as /mcp says them."""
+    import json
+
+    db, token = database_with_admin(tmp_path / "modern.db")
+    pv, caps = "io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities"
+    meta = {pv: "2026-07-28", caps: {}}
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},  # opens 2026-07-28
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {**meta, pv: "2027-01-01"}}},
+    ]
+    done = subprocess.run(
+        [CLI, "mcp", "--database-url", db],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VIBE_TOKEN": token},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
+    assert "result" in answers[1]
+    no_meta = answers[2]["error"]
+    assert no_meta["code"] == -32602 and no_meta["message"].startswith("[invalid_input] params._meta: ")
+    assert no_meta["data"]["code"] == "invalid_input" and no_meta["data"]["field"] == "params._meta"
+    unspoken = answers[3]["error"]
+    assert unspoken["code"] == -32022
+    assert unspoken["message"].startswith("[unsupported_protocol_version] protocol version '2027-01-01'")
+    assert {"2025-11-25", "2026-07-28"} <= set(unspoken["data"]["supported"])
+
+
 async def test_stdio_mcp_stops_when_its_token_is_revoked(tmp_path: Path) -> None:
     """The stdio server authenticated its token once, at start, and served on after it was revoked;
     it now reads the token again every keep-alive and, once it is not usable, refuses every call

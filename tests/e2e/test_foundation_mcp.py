@@ -326,6 +326,77 @@ async def test_a_protocol_version_the_server_does_not_speak_is_named_with_those_
     assert spoken.status_code == 200 and spoken.json()["result"]["tools"]
 
 
+async def test_the_2026_era_s_own_refusals_are_said_as_every_other(server: ServerProcess) -> None:
+    """On 2026-07-28 the SDK checks a request's envelope, routing headers and version before any
+    handler runs, and said so in its own words: `params._meta must be an object…` with no `[code]`
+    and no data, `mcp-method header does not match…`, -32022 `Unsupported protocol version` listing
+    one version. Each is now `[code] rule` with `data` {code, field, rule} (docs/user-guide.md#errors)."""
+    pv, caps = "io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities"
+    meta = {pv: "2026-07-28", caps: {}, "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"}}
+    base = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {server.admin_token}",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/list",
+    }
+
+    def error(body: object, **headers: str | None) -> dict[str, Any]:
+        sent = {k: v for k, v in {**base, **headers}.items() if v is not None}
+        answer = httpx2.post(server.mcp_url, content=json.dumps(body), headers=sent)
+        assert answer.status_code == 400, answer.text
+        found: dict[str, Any] = answer.json()["error"]
+        assert found["message"].startswith("["), found
+        return found
+
+    no_meta = error({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert no_meta["code"] == -32602
+    assert no_meta["message"].startswith("[invalid_input] params._meta: must be an object holding")
+    assert no_meta["data"]["code"] == "invalid_input" and no_meta["data"]["field"] == "params._meta"
+    short = error(
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": {pv: "2026-07-28"}}}
+    )
+    assert short["code"] == -32602 and short["message"].endswith(f"(missing: {caps})")
+
+    listed = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": meta}}
+    for headers, field in (
+        ({"Mcp-Method": None}, "Mcp-Method"),
+        ({"Mcp-Method": "ping"}, "Mcp-Method"),
+    ):
+        mismatch = error(listed, **headers)
+        assert mismatch["code"] == -32020, mismatch  # the protocol's code, kept
+        assert mismatch["data"] == {
+            "code": "invalid_request",
+            "field": field,
+            "rule": "the Mcp-Method header must be sent, equal to the request's method",
+        }
+        assert mismatch["message"] == f"[invalid_request] {mismatch['data']['rule']}"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "method": "tools/call",
+        "params": {"_meta": meta, "name": "list_agents"},
+    }
+    assert error(call, **{"Mcp-Method": "tools/call"})["data"]["field"] == "Mcp-Name"
+
+    later = {**listed, "params": {"_meta": {**meta, pv: "2027-01-01"}}}
+    unspoken = error(later, **{"MCP-Protocol-Version": "2027-01-01"})
+    assert unspoken["code"] == -32022
+    assert unspoken["message"].startswith(
+        "[unsupported_protocol_version] MCP-Protocol-Version '2027-01-01' is not one this server speaks"
+    )
+    assert "2025-11-25" in unspoken["data"]["supported"] and "2026-07-28" in unspoken["data"]["supported"]
+    legacy = error(
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, **{"MCP-Protocol-Version": "1999-01-01"}
+    )
+    assert legacy["data"]["supported"] == unspoken["data"]["supported"]  # one list, whichever era's shape
+
+    for body in ([listed], None, {**listed, "params": "x"}):  # no single request: as in the older era
+        envelope = error(body)
+        assert envelope["code"] == -32600 and envelope["data"]["field"] == "body", body
+        assert envelope["message"].startswith("[invalid_request] the body must be one JSON-RPC 2.0 message")
+
+
 async def test_missing_or_invalid_bearer_token_is_401_json(server: ServerProcess) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

@@ -27,6 +27,7 @@ from vibe_ensemble.ops.terminal import printable
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
+    from mcp.shared.message import SessionMessage
 
     from vibe_ensemble.domain.caller import Caller
     from vibe_ensemble.ops.config import Settings
@@ -288,6 +289,7 @@ async def _run_stdio(server: MCPServer) -> None:
 
         async def outbound() -> None:
             async for item in from_server:
+                item = _said_as_ours(item)
                 # Out in full even when the server stops meanwhile (below): it is someone's answer.
                 with anyio.move_on_after(PASS_ON_S, shield=True):
                     await stdout.send(item)
@@ -317,6 +319,24 @@ async def _run_stdio(server: MCPServer) -> None:
             await lowlevel.run(server_in, server_out, lowlevel.create_initialization_options())
             group.cancel_scope.cancel()  # every answer the server sent has been taken by `outbound`
         await stdout.aclose()  # the stdout writer ends once it has written what it was handed
+
+
+def _said_as_ours(item: SessionMessage) -> SessionMessage:
+    """The SDK's refusal of a 2026-era request's envelope (`params._meta` missing, a version it does
+    not speak) said as /mcp says it (api/mcp/refusals.py), so both doors answer alike."""
+    import mcp_types as types
+    from mcp.shared.message import SessionMessage
+
+    from vibe_ensemble.api.mcp.refusals import said_as_ours
+
+    message = item.message
+    if not isinstance(message, types.JSONRPCError):
+        return item
+    ours = said_as_ours(message.error.model_dump(mode="json", exclude_none=True))
+    if ours is None:
+        return item
+    error = types.ErrorData(code=ours["code"], message=ours["message"], data=ours["data"])
+    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=message.id, error=error), item.metadata)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from vibe_ensemble.api import auth
 from vibe_ensemble.api.gate import Gate, whole_body
 from vibe_ensemble.api.mcp.context import CallContext, bind
 from vibe_ensemble.api.mcp.profiles import Profile
-from vibe_ensemble.api.mcp.refusals import invalid_request, plain_refusals
+from vibe_ensemble.api.mcp.refusals import invalid_request, plain_refusals, request_id
 from vibe_ensemble.domain.errors import (
     DatabaseUnavailable,
     RateLimited,
@@ -103,19 +103,9 @@ def _stopped(body: bytes) -> Callable[[Send, str], Awaitable[None]]:
     which way), with the request's id (its body was read)."""
 
     async def refuse(send: Send, why: str) -> None:
-        await _refuse(send, ShuttingDown(why), _request_id(body))
+        await _refuse(send, ShuttingDown(why), request_id(body))
 
     return refuse
-
-
-def _request_id(body: bytes) -> str | int | None:
-    """The id of the JSON-RPC request in `body` when it has a valid one (a string or an integer)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    request_id = message.get("id") if isinstance(message, dict) else None
-    return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
 
 
 async def _send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+
+from vibe_ensemble.api.mcp.reference import tool_list_size
 
 from ..support import ServerProcess, call, call_error, mcp_client
 from .security_support import auth, make_token
@@ -235,14 +238,6 @@ async def test_briefings_and_resources(server: ServerProcess) -> None:
             await ann.read_resource("vibe://projects/other/board")  # ann's token is scoped to default
 
 
-def _measure(tools: list[Any], *, spaced: bool = False) -> int:
-    """The tools list as JSON, as a client receives it (compact), or with json.dumps' default spacing."""
-    listed = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
-    if spaced:
-        return len(json.dumps(listed, ensure_ascii=False))
-    return len(json.dumps(listed, ensure_ascii=False, separators=(",", ":")))
-
-
 async def test_tool_profiles_and_the_size_of_the_core_tool_list(server: ServerProcess) -> None:
     full_token = make_token(server, "admin", tool_profile="full")
     sizes: dict[str, int] = {}
@@ -252,8 +247,8 @@ async def test_tool_profiles_and_the_size_of_the_core_tool_list(server: ServerPr
             names = {t.name for t in tools}
             assert names >= WORKSPACE_TOOLS
             assert not names & {"create_project", "list_projects", "retire_agent"}
-            sizes[mode] = _measure(tools)
-            sizes[f"{mode}-spaced"] = _measure(tools, spaced=True)
+            sizes[mode] = tool_list_size(tools)
+            sizes[f"{mode}-spaced"] = tool_list_size(tools, spaced=True)
             for tool in tools:
                 assert tool.description and len(tool.description) >= 30, tool.name
                 assert "\n    " not in tool.description, tool.name  # no docstring indentation
@@ -273,10 +268,17 @@ async def test_tool_profiles_and_the_size_of_the_core_tool_list(server: ServerPr
             "list_projects",
             "retire_agent",
         }
-        sizes["full"] = _measure(full_tools)
+        sizes["full"] = tool_list_size(full_tools)
     print(
         f"\ntools/list size in JSON characters: core {sizes['auto']} "
         f"({sizes['auto-spaced']} with spaces), full {sizes['full']}"
     )
     assert sizes["auto"] == sizes["legacy"]
     assert sizes["auto"] < TOOL_LIST_BUDGET, f"the core tool list is {sizes['auto']} characters"
+    # docs/mcp-tools.md states the sizes measured in process (kept current by test_mcp_reference):
+    # they are what a client receives
+    stated = (Path(__file__).parents[2] / "docs" / "mcp-tools.md").read_text()
+    assert (
+        f"**{sizes['auto']:,} characters** ({sizes['auto-spaced']:,} with `json.dumps`' default spacing); "
+        f"the full profile is {sizes['full']:,}."
+    ) in stated

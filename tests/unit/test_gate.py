@@ -115,6 +115,27 @@ async def test_a_call_cancelled_just_as_it_is_handed_a_place_passes_it_on() -> N
         await handed.task
 
 
+async def test_a_call_cancelled_while_queued_as_the_place_passes_over_it_leaves_cleanly() -> None:
+    """Cancelled while queued, and in the same turn the place is handed on: the hand-over passes
+    over its cancelled turn (taking it out of the queue) before the call itself runs. The call ends
+    `NotStarted` (answered 503 `going_away`), never with a ValueError from a queue it is no longer
+    in (answered 500 with a traceback, as an outside tester saw at shutdown)."""
+    gate, log = Gate(1), []
+    first = gate.through()
+    await first.__aenter__()  # this task holds the place
+    gone, after = Held(gate, "gone", log), Held(gate, "after", log)
+    await _turns()
+    gone.task.cancel()  # its turn's future is cancelled at once, the task runs later
+    await first.__aexit__(None, None, None)  # the place passes over `gone` to `after`
+    await _turns()
+    assert log == ["after"] and gate.inside == 1 and gate.queued == 0
+    with pytest.raises(NotStarted):
+        await gone.task
+    after.release.set()
+    await after.task
+    assert gate.inside == 0 and gate.queued == 0
+
+
 async def test_stepping_aside_lets_the_next_call_in_and_queues_again_after() -> None:
     """A call waiting on another's work (a held `wait_for_messages`) gives its place up meanwhile: the
     call it waits for gets in even through a gate of one."""

@@ -164,7 +164,7 @@ class Gate:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # handed a place just as it was cancelled
                 self._leave()
-            else:
+            elif turn in self._queue:  # else a hand-over passed over it already, taking it out
                 self._queue.remove(turn)
             raise
 

@@ -104,3 +104,38 @@ def test_a_librarys_own_line_is_written_in_the_same_format(json_lines: bool) -> 
         assert "timestamp" in event
     else:
         assert "level=error" in line and "logger=uvicorn.error" in line and "Cancel 2 running task(s)" in line
+
+
+_WRITER = """
+import sys
+import structlog
+from vibe_ensemble.ops.config import Settings
+from vibe_ensemble.ops.logging import configure_logging
+configure_logging(Settings(log_json=True))
+log = structlog.get_logger("t")
+for i in range(3000):
+    log.info("http_request", worker=sys.argv[1], n=i, pad="x" * 200)
+"""
+
+
+def test_processes_sharing_one_unbuffered_stdout_write_whole_lines() -> None:
+    """`serve --workers N` runs N processes on one stdout (unbuffered in the image,
+    PYTHONUNBUFFERED=1): each line is written whole, in one write, so a log pipeline reads one JSON
+    object per line. Written as the line and then its newline, two workers' lines ran together."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    read, write = os.pipe()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(w)], stdout=write, env=env) for w in range(3)
+    ]
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read()
+    assert all(w.wait(60) == 0 for w in writers)
+    lines = out.decode().split("\n")
+    assert lines[-1] == ""  # ends with a newline
+    parsed = [json.loads(line) for line in lines[:-1]]  # each line one whole JSON object, no blank one
+    assert sorted((p["worker"], p["n"]) for p in parsed) == [(str(w), i) for w in range(3) for i in range(3000)]

@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -142,8 +144,33 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=None),
+        logger_factory=_line_logger,
     )
+
+
+class LineLogger:
+    """Writes each rendered line to the current `sys.stdout` whole: the line and its newline in one
+    write, then a flush. `serve --workers N` runs N processes on one stdout, unbuffered in the image
+    (PYTHONUNBUFFERED=1): structlog's `PrintLogger` wrote a line and then its newline, so two
+    workers' lines ran together and a log pipeline met two JSON objects on one line. (One write of
+    up to PIPE_BUF bytes, 4 KiB, to a pipe is never interleaved with another's.)"""
+
+    _lock = threading.Lock()  # the loop's lines and the health thread's
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            out = sys.stdout
+            out.write(message + "\n")
+            out.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+_LINES = LineLogger()
+
+
+def _line_logger(*_args: Any) -> LineLogger:
+    return _LINES
 
 
 def unredacted_line(event: str, *, level: str, **fields: object) -> str:

@@ -138,4 +138,5 @@ def test_processes_sharing_one_unbuffered_stdout_write_whole_lines() -> None:
     lines = out.decode().split("\n")
     assert lines[-1] == ""  # ends with a newline
     parsed = [json.loads(line) for line in lines[:-1]]  # each line one whole JSON object, no blank one
-    assert sorted((p["worker"], p["n"]) for p in parsed) == [(str(w), i) for w in range(3) for i in range(3000)]
+    expected = [(str(w), i) for w in range(3) for i in range(3000)]
+    assert sorted((p["worker"], p["n"]) for p in parsed) == expected

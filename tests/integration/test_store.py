@@ -436,3 +436,17 @@ async def test_a_role_without_rights_on_the_tables_is_told_what_to_grant(
         async with owner.write() as conn:
             await conn.execute(sa.text(f"DROP ROLE {role}"))
         await owner.dispose()
+
+
+async def test_migrations_started_at_once_on_a_new_postgresql_database_all_succeed(postgres_url: str) -> None:
+    """Two replicas' `serve --migrate` (or three `migrate`s) on a new database at once: each created
+    Alembic's table and all but one failed with a traceback (a unique violation in PostgreSQL's
+    catalogue; in one process they hung). They queue now: one migrates, the others find the schema
+    at head."""
+    dbs = [Database(postgres_url) for _ in range(3)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(migrate.upgrade(db) for db in dbs)), 60)
+        assert {await migrate.current_revision(db) for db in dbs} == {migrate.HEAD}
+    finally:
+        for db in dbs:
+            await db.dispose()

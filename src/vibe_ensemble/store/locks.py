@@ -18,6 +18,10 @@ RESERVATIONS = 0x5645  # "VE"
 # each locked the other's issue and then waited for its own, a deadlock rather than the cycle
 # refusal; queued, the second sees the first's dependency.
 DEPENDENCIES = 0x5644  # "VD"
+# Migrations (store/migrate.upgrade, with class key 0): two processes migrating a new database at once
+# (`migrate`, `serve --migrate` of two replicas) both created Alembic's table, and one failed with a
+# traceback; queued, the second finds the schema at head and has nothing to do.
+MIGRATIONS = 0x564D  # "VM"
 
 _LOCK = Prepared(
     sa.select(

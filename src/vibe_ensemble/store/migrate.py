@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from vibe_ensemble.store import faults
+from vibe_ensemble.store import faults, locks
 from vibe_ensemble.store.database import Database, DatabaseError
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     from alembic import command
 
     def run(sync_conn: Connection) -> None:
+        if sync_conn.dialect.name == "postgresql":  # one migration at a time (store/locks.py)
+            sync_conn.execute(sa.select(sa.func.pg_advisory_xact_lock(locks.MIGRATIONS, 0)))
         found = _revision(sync_conn)
         if found is not None and found not in KNOWN:
             raise DatabaseError(schema_problem(found, db.safe_url()) or "")

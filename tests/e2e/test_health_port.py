@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2
 
 from tests.support import free_port, serve_refused, start_server
-from vibe_ensemble.ops.health import HealthListener
+from vibe_ensemble.ops.health import HEALTH_THREADS, HealthListener
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
@@ -61,4 +61,37 @@ async def test_a_wedged_loop_is_reported_while_it_is_wedged() -> None:
                 await asyncio.sleep(0.01)
         assert (await asyncio.to_thread(_get, url))[0] == 200
     finally:
+        await listener.stop()
+
+
+async def test_clients_that_send_nothing_do_not_hold_up_a_probe() -> None:
+    """One thread answered one connection at a time, each idle one for up to REQUEST_TIMEOUT_S (2 s):
+    five connections that sent nothing held a probe for ten seconds, past a kubelet's 3 s timeout,
+    and the pod was restarted. Each connection has its own thread now, within a bound: the probe is
+    answered while the idle ones are still open, and connections past the bound are dropped at once."""
+    import select
+    import socket
+
+    listener = HealthListener("127.0.0.1", 0, stall_s=5)
+    listener.start()
+    idle = [socket.create_connection(("127.0.0.1", listener.port)) for _ in range(5)]
+    try:
+        answer = await asyncio.to_thread(
+            httpx2.get, f"http://127.0.0.1:{listener.port}/healthz", timeout=1.5
+        )  # under one idle connection's 2 s: answered beside them, not after
+        assert answer.status_code == 200
+        crowd = [socket.create_connection(("127.0.0.1", listener.port)) for _ in range(HEALTH_THREADS + 5)]
+        try:  # past the bound, connections are closed by the server at once, not queued for threads
+            closed: set[socket.socket] = set()
+            deadline = time.monotonic() + 1.0  # under REQUEST_TIMEOUT_S: those given a thread stay open
+            while time.monotonic() < deadline and len(closed) < 10:
+                readable, _, _ = select.select([c for c in crowd if c not in closed], [], [], 0.05)
+                closed.update(c for c in readable if c.recv(1) == b"")
+            assert 1 <= len(closed) <= len(crowd) - (HEALTH_THREADS - len(idle))
+        finally:
+            for conn in crowd:
+                conn.close()
+    finally:
+        for conn in idle:
+            conn.close()
         await listener.stop()

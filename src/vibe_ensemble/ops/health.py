@@ -8,7 +8,8 @@ heartbeat every `BEAT_S`; while the heartbeat is younger than `health_stall_s` t
 after that 503 (the loop has not run for that long: restart me).
 
 It answers nothing else (404), sends no body a client chose, keeps no connection open (a client
-that sends nothing within `REQUEST_TIMEOUT_S` is dropped), and is meant for the kubelet or a local
+that sends nothing within `REQUEST_TIMEOUT_S` is dropped; each connection has a thread of its own,
+`HEALTH_THREADS` at most, so an idle one never holds up a probe), and is meant for the kubelet or a local
 supervisor, not for the network: bind it where only they reach it. With `serve --workers N` every
 worker answers on the same port (SO_REUSEPORT): a probe hears from one of them. A lone server
 refuses to start on a port that is taken.
@@ -21,8 +22,8 @@ import contextlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import TYPE_CHECKING
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 from vibe_ensemble.ops.startup import StartupError
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 BEAT_S = 0.25
 REQUEST_TIMEOUT_S = 2.0
+HEALTH_THREADS = 16  # connections answered at once; one past them is closed at once
 
 
 class Heartbeat:
@@ -48,7 +50,36 @@ class Heartbeat:
         return time.monotonic() - self.at
 
 
-class _SharedServer(HTTPServer):
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most HEALTH_THREADS at once: a connection that sends nothing holds
+    its own thread (for REQUEST_TIMEOUT_S at most), never the probe behind it; one past the bound is
+    closed at once rather than queued behind them."""
+
+    request_queue_size = 64
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(HEALTH_THREADS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _SharedServer(_Server):
     allow_reuse_port = True  # the workers of `serve --workers N` share the port; a lone server owns it
 
 
@@ -98,7 +129,7 @@ class HealthListener:
 
     def __init__(self, host: str, port: int, *, stall_s: float, shared: bool = False) -> None:
         self.heartbeat = Heartbeat()
-        server = _SharedServer if shared else HTTPServer
+        server = _SharedServer if shared else _Server
         self._server = server((host, port), _handler(self.heartbeat, stall_s))
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(

@@ -67,6 +67,38 @@ async def test_dependency_cycle_is_refused_naming_the_cycle(services: Services, 
     assert updated.depends_on == [one.id, two.id]
 
 
+async def test_a_dependency_cycle_is_a_cycle_whatever_the_issues_status(
+    services: Services, admin: Caller
+) -> None:
+    """An issue in progress given a dependency that waits on it is refused as the cycle it would
+    make (invalid_input naming it), not as "waits on unfinished dependencies": the cycle is the
+    reason, and the conflict would tell the caller to wait for something that can never finish.
+    The same for an issue made to depend on itself."""
+    await services.agents.register(admin, name="ann")
+    one = await services.issues.create(admin, title="one")
+    await services.issues.claim(admin, one.id, agent="ann")
+    three = await services.issues.create(admin, title="three", depends_on=[one.id])
+    before = await snapshot(services.ctx.db)
+
+    with pytest.raises(InvalidInput) as err:
+        await services.issues.update(admin, one.id, agent="ann", depends_on=[three.id])
+    assert err.value.field == "depends_on"
+    assert err.value.message == (
+        f"depends_on: would create a dependency cycle: #{one.id} -> #{three.id} -> #{one.id}"
+    )
+    assert err.value.details["cycle"] == [one.id, three.id, one.id]
+    with pytest.raises(InvalidInput, match=f"cycle: #{one.id} -> #{one.id}"):
+        await services.issues.update(admin, one.id, agent="ann", depends_on=[one.id])
+    with pytest.raises(InvalidInput, match=f"cycle: #{one.id} -> #{three.id} -> #{one.id}"):
+        await services.issues.update(admin, one.id, depends_on=[three.id], status=IssueStatus.IN_PROGRESS)
+    assert await snapshot(services.ctx.db) == before
+
+    # an acyclic unfinished dependency of an issue in progress is still the conflict it was
+    other = await services.issues.create(admin, title="other")
+    with pytest.raises(Conflict, match=f"waits on unfinished dependencies: #{other.id}"):
+        await services.issues.update(admin, one.id, agent="ann", depends_on=[other.id])
+
+
 async def test_unknown_dependency_or_parent_is_refused(services: Services, admin: Caller) -> None:
     one = await services.issues.create(admin, title="one")
     before = await snapshot(services.ctx.db)

@@ -216,6 +216,21 @@ class IssueService(Service):
                     current_version=current.version,
                     expected_version=expected_version,
                 )
+            if deps is not None:
+                # what the new dependencies are is checked before what their statuses mean: a cycle
+                # (the issue itself among them, or waiting on it) is refused as the cycle it is,
+                # whatever the issue's status, never as "waits on unfinished dependencies"
+                await self._check_refs(tx.conn, proj.id, deps, None)
+                graph = await dependency_store.dependency_graph(tx.conn, proj.id)
+                graph.pop(issue_id, None)
+                cycle = rules.find_cycle(graph, issue_id, deps)
+                if cycle is not None:
+                    raise InvalidInput(
+                        "depends_on",
+                        f"would create a dependency cycle: {rules.cycle_text(cycle)}",
+                        cycle=cycle[:10] + cycle[-10:] if len(cycle) > 20 else cycle,
+                        cycle_length=len(cycle) - 1,
+                    )
             if parent is not UNSET:
                 if parent == issue_id:
                     raise InvalidInput("parent", "an issue cannot be its own parent")
@@ -256,18 +271,6 @@ class IssueService(Service):
                         f"{', '.join(f'#{d}' for d in started)}; finish them or put them back to open first",
                         id=issue_id,
                         dependants=started,
-                    )
-            if deps is not None:
-                await self._check_refs(tx.conn, proj.id, deps, None)
-                graph = await dependency_store.dependency_graph(tx.conn, proj.id)
-                graph.pop(issue_id, None)
-                cycle = rules.find_cycle(graph, issue_id, deps)
-                if cycle is not None:
-                    raise InvalidInput(
-                        "depends_on",
-                        f"would create a dependency cycle: {rules.cycle_text(cycle)}",
-                        cycle=cycle[:10] + cycle[-10:] if len(cycle) > 20 else cycle,
-                        cycle_length=len(cycle) - 1,
                     )
             if not values and deps is None:
                 raise InvalidInput("fields", "nothing to change: give at least one field")

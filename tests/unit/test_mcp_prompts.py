@@ -48,8 +48,8 @@ def _briefing(me: AgentRole | None) -> Briefing:
             program="", model="", description="", activity="", registered_at=NOW, last_seen=NOW,
         )  # fmt: skip
     return Briefing(
-        project=project, me=agent, agents=[], ready=[], in_progress=[], blocked=[], mine=[], my_leases=[],
-        leases=[], unread=0, mail=[], guidance=[],
+        project=project, me=agent, agents=[], ready=[], in_progress=[], blocked=[], mine=[], waits_on={},
+        my_leases=[], leases=[], unread=0, mail=[], guidance=[],
     )  # fmt: skip
 
 

@@ -42,6 +42,9 @@ class Briefing:
     in_progress: list[Issue]
     blocked: list[Issue]  # marked blocked, or open and waiting on unfinished dependencies
     mine: list[Issue]  # assigned to the acting agent and not finished
+    # what each issue above still waits on: its unfinished dependencies (finished ones are not
+    # waited on; an issue waiting on nothing is absent)
+    waits_on: dict[int, list[int]]
     my_leases: list[Reservation]
     leases: list[Reservation]  # every live lease in the project
     unread: int
@@ -59,7 +62,8 @@ class Card:
     priority: str
     assignee: str | None
     labels: list[str]
-    depends_on: list[int]
+    depends_on: list[int]  # every dependency, finished ones too
+    waits_on: list[int]  # the unfinished ones among them: what it still waits on
     ready: bool
     version: int
 
@@ -74,6 +78,21 @@ class Board:
     leases: list[Reservation]
 
 
+def card(issue: Issue, *, ready: bool, waits_on: list[int]) -> Card:
+    """`issue` as a board's card; `waits_on`: its unfinished dependencies."""
+    return Card(
+        id=issue.id,
+        title=issue.title,
+        priority=issue.priority.value,
+        assignee=issue.assignee,
+        labels=issue.labels,
+        depends_on=issue.depends_on,
+        waits_on=waits_on,
+        ready=ready,
+        version=issue.version,
+    )
+
+
 BOARD_LIMIT = 200
 BOARD_FINISHED_LIMIT = 20
 
@@ -86,22 +105,17 @@ class BriefingService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             ready_ids = await dependency_store.ready_ids(conn, proj.id)
-            columns: dict[str, list[Card]] = {}
+            listed: dict[str, list[Issue]] = {}
             for status in IssueStatus:
                 limit = BOARD_FINISHED_LIMIT if status.finished else BOARD_LIMIT
-                columns[status.value] = [
-                    Card(
-                        id=i.id,
-                        title=i.title,
-                        priority=i.priority.value,
-                        assignee=i.assignee,
-                        labels=i.labels,
-                        depends_on=i.depends_on,
-                        ready=i.id in ready_ids,
-                        version=i.version,
-                    )
-                    for i in await issue_store.with_status(conn, proj.id, status, limit=limit)
-                ]
+                listed[status.value] = await issue_store.with_status(conn, proj.id, status, limit=limit)
+            waits = await dependency_store.unfinished_dependencies_of(
+                conn, (i.id for issues in listed.values() for i in issues if i.depends_on)
+            )
+            columns = {
+                status: [card(i, ready=i.id in ready_ids, waits_on=waits.get(i.id, [])) for i in issues]
+                for status, issues in listed.items()
+            }
             team = await agent_store.in_project(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
         return Board(project=proj.slug, columns=columns, agents=team, leases=leases)
@@ -136,6 +150,10 @@ class BriefingService(Service):
                 if allowed(caller.role, Op.MESSAGE_READ):
                     unread = await message_store.unread_count(conn, me.id)
                     mail = await message_store.unread(conn, me.id, limit=5)
+            listed = [*ready, *in_progress, *blocked, *mine]
+            waits = await dependency_store.unfinished_dependencies_of(
+                conn, (i.id for i in listed if i.depends_on)
+            )
             guidance = await self._guidance(conn, proj.id, mine or in_progress)
         return Briefing(
             project=proj,
@@ -145,6 +163,7 @@ class BriefingService(Service):
             in_progress=in_progress,
             blocked=blocked,
             mine=mine,
+            waits_on=dict(waits),
             my_leases=[r for r in leases if me is not None and r.holder == me.name],
             leases=leases,
             unread=unread,

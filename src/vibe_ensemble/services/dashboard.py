@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import IssueStatus
-from vibe_ensemble.domain.models import Agent, Issue, Reservation
+from vibe_ensemble.domain.models import Agent, Reservation
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services.base import Service
-from vibe_ensemble.services.briefings import Card
+from vibe_ensemble.services.briefings import Card, card
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as store
@@ -29,19 +29,6 @@ class PeopleBoard:
     counts: dict[str, int]  # how many issues each column has
     agents: list[Agent]  # not retired, by name
     leases: list[Reservation]  # every live lease, oldest first
-
-
-def _card(issue: Issue, ready: bool) -> Card:
-    return Card(
-        id=issue.id,
-        title=issue.title,
-        priority=issue.priority.value,
-        assignee=issue.assignee,
-        labels=issue.labels,
-        depends_on=issue.depends_on,
-        ready=ready,
-        version=issue.version,
-    )
 
 
 class DashboardService(Service):
@@ -60,18 +47,21 @@ class DashboardService(Service):
                 *await store.with_status(conn, proj.id, IssueStatus.CLOSED, limit=per_column),
             ]
             finished.sort(key=lambda i: (i.updated_at, i.id), reverse=True)
+            listed = {
+                "ready": await store.ready_in(conn, proj.id, limit=per_column),
+                "in_progress": await store.with_status(
+                    conn, proj.id, IssueStatus.IN_PROGRESS, limit=per_column
+                ),
+                "review": await store.with_status(conn, proj.id, IssueStatus.REVIEW, limit=per_column),
+                "blocked": await store.waiting_in(conn, proj.id, limit=per_column),
+                "done": finished[:per_column],
+            }
+            waits = await dependency_store.unfinished_dependencies_of(
+                conn, (i.id for issues in listed.values() for i in issues if i.depends_on)
+            )
             columns = {
-                "ready": [_card(i, True) for i in await store.ready_in(conn, proj.id, limit=per_column)],
-                "in_progress": [
-                    _card(i, False)
-                    for i in await store.with_status(conn, proj.id, IssueStatus.IN_PROGRESS, limit=per_column)
-                ],
-                "review": [
-                    _card(i, False)
-                    for i in await store.with_status(conn, proj.id, IssueStatus.REVIEW, limit=per_column)
-                ],
-                "blocked": [_card(i, False) for i in await store.waiting_in(conn, proj.id, limit=per_column)],
-                "done": [_card(i, False) for i in finished[:per_column]],
+                key: [card(i, ready=key == "ready", waits_on=waits.get(i.id, [])) for i in issues]
+                for key, issues in listed.items()
             }
             agents = await agent_store.in_project(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)

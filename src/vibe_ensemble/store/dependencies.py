@@ -143,6 +143,30 @@ def unfinished(status: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     return sa.and_(*(status != s for s in FINISHED))
 
 
+_UNFINISHED_DEPENDENCIES_OF = Prepared(
+    sa.select(issue_dependencies.c.issue_id, issue_dependencies.c.depends_on_id)
+    .join(issues, issues.c.id == issue_dependencies.c.depends_on_id)
+    .where(
+        issue_dependencies.c.issue_id.in_(sa.bindparam("ids", expanding=True)),
+        unfinished(issues.c.status),
+    )
+    .order_by(issue_dependencies.c.issue_id, issue_dependencies.c.depends_on_id)
+)
+
+
+async def unfinished_dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
+    """What each of these issues still waits on: its dependencies that are neither done nor closed
+    (an issue waiting on nothing is absent). What a list shows as "waits on"; `depends_on` keeps
+    every dependency, finished ones too."""
+    ids = sorted(set(ids))
+    out: dict[int, list[int]] = defaultdict(list)
+    if not ids:
+        return out
+    for r in await conn.execute(_UNFINISHED_DEPENDENCIES_OF, {"ids": ids}):
+        out[r.issue_id].append(r.depends_on_id)
+    return out
+
+
 def waiting_on_dependencies() -> sa.Exists:
     """True for an issue that still waits on an open dependency."""
     dep = issues.alias("dep")

@@ -23,10 +23,13 @@ from vibe_ensemble.domain.untrusted import UNTRUSTED_NOTE, fence, one_line
 from vibe_ensemble.services.briefings import Briefing
 
 
-def _issue(issue: Issue, *, assignee: bool = False) -> str:
+def _issue(issue: Issue, waits_on: dict[int, list[int]], *, assignee: bool = False) -> str:
+    """One issue's line; "waits on" names its unfinished dependencies only (`waits_on`), never the
+    finished ones (a ready issue waits on nothing)."""
     who = f" @{issue.assignee}" if assignee and issue.assignee else ""
     labels = f" [{', '.join(issue.labels)}]" if issue.labels else ""
-    deps = f" (waits on {', '.join(f'#{d}' for d in issue.depends_on)})" if issue.depends_on else ""
+    waiting = waits_on.get(issue.id)
+    deps = f" (waits on {', '.join(f'#{d}' for d in waiting)})" if waiting else ""
     return f"#{issue.id} {issue.priority.value}{who} {one_line(issue.title)}{labels}{deps}"
 
 
@@ -48,17 +51,21 @@ def _state(b: Briefing, now: datetime) -> str:
         + (f" — {one_line(a.activity, 80)}" if a.activity else "")
         for a in b.agents
     ]
+
+    def issues(listed: list[Issue], *, assignee: bool = False) -> str:
+        return fence(_issue(i, b.waits_on, assignee=assignee) for i in listed)
+
     parts = [
         f"## Live state of {b.project.slug} at {now:%Y-%m-%d %H:%M} UTC",
         UNTRUSTED_NOTE,
         f"Issues by status: {counts}.",
         f"### Team ({len(b.agents)} active)\n{fence(team)}",
-        f"### Ready to claim (best first)\n{fence(_issue(i) for i in b.ready)}",
-        f"### In progress\n{fence(_issue(i, assignee=True) for i in b.in_progress)}",
-        f"### Blocked or waiting on dependencies\n{fence(_issue(i, assignee=True) for i in b.blocked)}",
+        f"### Ready to claim (best first)\n{issues(b.ready)}",
+        f"### In progress\n{issues(b.in_progress, assignee=True)}",
+        f"### Blocked or waiting on dependencies\n{issues(b.blocked, assignee=True)}",
     ]
     if b.me is not None:
-        parts.append(f"### Assigned to you\n{fence(_issue(i) for i in b.mine)}")
+        parts.append(f"### Assigned to you\n{issues(b.mine)}")
         parts.append(f"### Your leases\n{fence(_lease(r, now, holder=False) for r in b.my_leases)}")
         mail = [
             f"#{m.message.id} from {m.message.sender} [{m.message.importance.value}]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vibe_ensemble.api.mcp.prompts import worker_prompt
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.enums import IssueStatus
+from vibe_ensemble.domain.enums import IssueStatus, TokenRole
 from vibe_ensemble.services import Services
 
 
@@ -45,3 +45,25 @@ async def test_waits_on_names_only_unfinished_dependencies(services: Services, a
         assert cards[waiting.id].waits_on == [open_dep.id]
         assert cards[marked.id].waits_on == [] and cards[ready.id].waits_on == []
         assert cards[started.id].waits_on == []
+
+
+async def test_mail_the_token_may_not_read_is_not_visible_rather_than_none(
+    services: Services, admin: Caller
+) -> None:
+    """A viewer token reading alice's briefing may not read her mail: the briefing says so, never
+    "0 (none)" while she has unread mail. A token that may read it sees the count and the mail."""
+    viewer = Caller(credential_id=7, role=TokenRole.VIEWER, project="default", label="wall")
+    await services.agents.register(admin, name="alice")
+    await services.agents.register(admin, name="bob")
+    for i in range(3):
+        await services.messages.send(admin, agent="bob", to=["alice"], subject=f"note {i}", body="b")
+
+    seen = await services.briefings.assemble(viewer, agent="alice")
+    assert seen.unread is None and seen.mail == []
+    text = worker_prompt(seen, services.ctx.clock(), viewer.role)
+    assert "### Your unread mail: not visible with this token (a viewer token may not read mail)" in text
+    assert "unread mail: 0" not in text and "note 0" not in text
+
+    own = await services.briefings.assemble(admin, agent="alice")
+    text = worker_prompt(own, services.ctx.clock(), admin.role)
+    assert "### Your unread mail: 3\n" in text and "note 2" in text

@@ -47,8 +47,10 @@ class Briefing:
     waits_on: dict[int, list[int]]
     my_leases: list[Reservation]
     leases: list[Reservation]  # every live lease in the project
-    unread: int
-    mail: list[InboxItem]  # the acting agent's unread mail, oldest first
+    # the acting agent's unread mail: how much, and the first few, oldest first; None (and no mail)
+    # when the caller's token may not read mail (a viewer's): unknown, not zero
+    unread: int | None
+    mail: list[InboxItem]
     guidance: list[KnowledgeEntry]  # the most relevant guidelines, practices and decisions
     counts: dict[str, int] = field(default_factory=dict)  # issues per status
 
@@ -128,7 +130,10 @@ class BriefingService(Service):
         agent: str | None = None,
         limit: int = 10,
     ) -> Briefing:
-        """Gather the briefing in one snapshot. Mail is included only for an acting agent."""
+        """Gather the briefing in one snapshot. Mail is included only for an acting agent, and only
+        when the caller's token may read mail (else `unread` is None: not visible, never "0").
+        Every other section needs an operation required here, so none is shown empty for want of
+        a right: the briefing is refused instead, naming it."""
         for op in (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.KNOWLEDGE_READ):
             caller.require(op)
         name = caller.acting_agent(agent) if (agent or caller.agent) else None
@@ -144,7 +149,8 @@ class BriefingService(Service):
             counts = await issue_store.count_by_status(conn, proj.id)
             leases = await reservation_store.live_in_project(conn, proj.id, tx.now)
             mine: list[Issue] = []
-            unread, mail = 0, []
+            unread: int | None = None
+            mail: list[InboxItem] = []
             if me is not None:
                 mine = await issue_store.unfinished_of(conn, me.id)
                 if allowed(caller.role, Op.MESSAGE_READ):

@@ -42,7 +42,7 @@ def _lease(lease: Reservation, now: datetime, *, holder: bool = True) -> str:
     return f"{who}{lease.pattern} ({kind}, {minutes} min left{issue}){reason}"
 
 
-def _state(b: Briefing, now: datetime) -> str:
+def _state(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
     """The live state, as fenced data under plain headings."""
     counts = ", ".join(f"{status} {n}" for status, n in sorted(b.counts.items())) or "no issues yet"
     team = [
@@ -72,8 +72,14 @@ def _state(b: Briefing, now: datetime) -> str:
             f"{' (ack required)' if m.message.ack_required else ''}: {one_line(m.message.subject)}"
             for m in b.mail
         ]
-        more = f" (showing {len(mail)})" if b.unread > len(mail) else ""
-        parts.append(f"### Your unread mail: {b.unread}{more}\n{fence(mail)}")
+        if b.unread is None:  # never a count the token cannot know: "0" would be a false statement
+            parts.append(
+                f"### Your unread mail: not visible with this token "
+                f"({_a(caller_role.value)} token may not read mail)"
+            )
+        else:
+            more = f" (showing {len(mail)})" if b.unread > len(mail) else ""
+            parts.append(f"### Your unread mail: {b.unread}{more}\n{fence(mail)}")
     others = [r for r in b.leases if b.me is None or r.holder != b.me.name]
     parts.append(f"### Files and resources others hold\n{fence(_lease(r, now) for r in others[:20])}")
     guidance = [
@@ -198,12 +204,12 @@ def you_are(role: AgentRole, b: Briefing, caller_role: TokenRole) -> str:
 
 def coordinator_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
     me = you_are(AgentRole.COORDINATOR, b, caller_role)
-    return COORDINATOR_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
+    return COORDINATOR_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now, caller_role)
 
 
 def worker_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
     me = you_are(AgentRole.WORKER, b, caller_role)
-    return WORKER_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now)
+    return WORKER_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now, caller_role)
 
 
 async def _render(role: Literal["coordinator", "worker"], agent: str | None, project: str | None) -> str:

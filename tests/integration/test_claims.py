@@ -7,14 +7,17 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import Connection
 
-from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import IssueStatus, Priority, TokenRole
 from vibe_ensemble.domain.errors import AlreadyClaimed, Conflict, InvalidInput, NotFound
 from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
+from vibe_ensemble.store.tables import issues
 
 from .snapshot import snapshot
 
@@ -130,6 +133,60 @@ async def test_claim_without_id_prefers_issues_matching_capabilities(
     rusty = await services.issues.create(admin, title="borrow checker", priority=Priority.P3, labels=["rust"])
     assert (await services.issues.claim(admin, agent="rustacean")).id == rusty.id
     assert (await services.issues.claim(admin, agent="generalist")).id == urgent.id
+
+
+async def test_capabilities_match_labels_whatever_their_letter_case(runtime: Runtime) -> None:
+    """Capabilities and labels are matched by their Unicode case folds, in the database: `Python`
+    takes the p3 issue labelled `python` over a p0 without labels, `STRASSE` one labelled `straße`;
+    and a matching issue is found however many better unmatched ones are ready before it (it took
+    the best of the first 200 ready issues)."""
+    services, admin = runtime.services, SYSTEM
+    await services.agents.register(admin, name="pythonista", capabilities=["Python"])
+    await services.agents.register(admin, name="streets", capabilities=["STRASSE"])
+    await services.agents.register(admin, name="generalist")
+    urgent = await services.issues.create(admin, title="urgent", priority=Priority.P0)
+
+    def many_more_urgent_ones(conn: Connection) -> None:
+        row = conn.execute(sa.select(issues).where(issues.c.id == urgent.id)).mappings().one()
+        copy = {k: v for k, v in row.items() if k != "id"}
+        conn.execute(issues.insert(), [{**copy, "title": f"urgent {i}"} for i in range(250)])
+
+    await runtime.db.run_sync(many_more_urgent_ones, write=True)
+    python = await services.issues.create(admin, title="typing", priority=Priority.P3, labels=["python"])
+    street = await services.issues.create(admin, title="map", priority=Priority.P3, labels=["Straße"])
+    assert (await services.issues.claim(admin, agent="pythonista")).id == python.id
+    assert (await services.issues.claim(admin, agent="streets")).id == street.id
+    assert (await services.issues.claim(admin, agent="generalist")).id == urgent.id
+
+
+async def test_the_label_filter_ignores_letter_case(services: Services, admin: Caller) -> None:
+    lower = await services.issues.create(admin, title="a", labels=["python"])
+    upper = await services.issues.create(admin, title="b", labels=["PYTHON", "api"])
+    await services.issues.create(admin, title="c", labels=["pythonic"])
+    relabelled = await services.issues.create(admin, title="d", labels=["go"])
+    await services.issues.update(admin, relabelled.id, labels=["Python"])
+    page = await services.issues.list(admin, label="Python")
+    assert [i.id for i in page.items] == [lower.id, upper.id, relabelled.id]
+    assert page.items[1].labels == ["PYTHON", "api"]  # kept as written
+    assert [i.id for i in (await services.issues.list(admin, label="go")).items] == []
+
+
+async def test_issues_the_release_before_label_keys_wrote_match_their_labels_as_written(
+    runtime: Runtime,
+) -> None:
+    """During a rolling upgrade the release before migration 0011 writes issues without label keys:
+    they are matched by their labels as written."""
+    services, admin = runtime.services, SYSTEM
+    await services.agents.register(admin, name="pythonista", capabilities=["Python"])
+    await services.issues.create(admin, title="urgent", priority=Priority.P0)
+    old = await services.issues.create(admin, title="old", priority=Priority.P3, labels=["python"])
+
+    def as_the_old_release_wrote_it(conn: Connection) -> None:
+        conn.execute(sa.text("UPDATE issues SET label_keys = NULL WHERE id = :id"), {"id": old.id})
+
+    await runtime.db.run_sync(as_the_old_release_wrote_it, write=True)
+    assert [i.id for i in (await services.issues.list(admin, label="PYTHON")).items] == [old.id]
+    assert (await services.issues.claim(admin, agent="pythonista")).id == old.id
 
 
 async def test_claimed_issue_belongs_to_the_claimer(services: Services, admin: Caller) -> None:

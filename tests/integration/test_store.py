@@ -26,7 +26,7 @@ from vibe_ensemble.services import doctor
 from vibe_ensemble.store import faults, migrate
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.sqlite import SqliteEngine
-from vibe_ensemble.store.tables import metadata
+from vibe_ensemble.store.tables import issues, metadata
 
 from ..conftest import make_settings
 
@@ -194,6 +194,44 @@ async def test_mail_the_release_before_0009_sends_on_the_migrated_schema_shows_i
             assert recipients["new"] == ["bo"]
         unread = await services.messages.fetch_inbox(SYSTEM, agent=reader, unread_only=True)
         assert unread.items[0].message.recipients == ["bo", "cy"]
+
+
+async def test_issues_written_before_0011_get_their_label_keys(database_url: str) -> None:
+    """Migration 0011 writes each issue's label keys (the labels' case folds) from its labels."""
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0010")
+
+        def old_issues(conn: Connection) -> None:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO projects (slug, name, description, repo, created_at) "
+                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            for title, labels in (("mixed", '["Python", "STRASSE", "python"]'), ("none", "[]")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO issues (project_id, title, body, status, priority, labels, version,"
+                        " created_at, updated_at) VALUES (:p, :t, '', 'open', 'p2', :labels, 1,"
+                        " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"p": pid, "t": title, "labels": labels},
+                )
+
+        await db.run_sync(old_issues, write=True)
+        await migrate.upgrade(db)
+
+        def keys(conn: Connection) -> dict[str, object]:
+            rows = conn.execute(sa.select(issues.c.title, issues.c.labels, issues.c.label_keys))
+            return {title: (labels, label_keys) for title, labels, label_keys in rows}
+
+        stored = await db.run_sync(keys)
+        assert stored["mixed"] == (["Python", "STRASSE", "python"], ["python", "strasse"])
+        assert stored["none"] == ([], [])
+    finally:
+        await db.dispose()
 
 
 def test_the_known_head_is_the_head_of_the_migration_scripts() -> None:

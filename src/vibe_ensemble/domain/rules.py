@@ -127,6 +127,18 @@ def labels(field: str, values: Sequence[str]) -> list[str]:
     return out
 
 
+def label_key(value: str) -> str:
+    """How a label (or capability) is matched: its Unicode case fold, so `Python` matches `python`
+    and `STRASSE` matches `straße`. Labels are kept as written; issues store their keys beside
+    them (`issues.label_keys`), so both databases match in SQL exactly as Python folds."""
+    return value.casefold()
+
+
+def label_keys(values: Sequence[str]) -> list[str]:
+    """The distinct `label_key`s of `values`, in order of first appearance."""
+    return list(dict.fromkeys(label_key(v) for v in values))
+
+
 def count(field: str, values: Sized, maximum: int, what: str = "entries") -> None:
     """Refuse a caller's list longer than `maximum`, before it is looped over."""
     if len(values) > maximum:

@@ -32,10 +32,9 @@ async def take_named(tx: Transaction, project_id: int, issue: Issue) -> Issue:
 
 
 async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
-    """Take the best ready issue for `me`: labelled with its capabilities first, then priority, then age."""
-    candidates = await store.ready_in(tx.conn, project.id, limit=200)
-    caps = set(me.capabilities)
-    candidates.sort(key=lambda i: (not caps.intersection(i.labels), i.priority.value, i.id))
+    """Take the best ready issue for `me`: labelled with one of its capabilities first (letter case
+    ignored), then priority, then age: ordered so by the database, over every ready issue."""
+    candidates = await store.ready_for(tx.conn, project.id, me.capabilities, limit=200)
     for candidate in candidates:
         if candidate.depends_on and await unfinished_dependencies(tx.conn, candidate.depends_on):
             continue  # a dependency was reopened since the list was read

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import IssueStatus, Priority, by_value
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Issue
@@ -147,6 +148,43 @@ async def ready_in(conn: Connection, project_id: int, *, limit: int) -> list[Iss
     return await _load(conn, _READY_IN, {"project_id": project_id, "limit": limit})
 
 
+# What labels are matched by: their case folds; an issue the release before migration 0011 wrote
+# has none (NULL), and is matched by its labels as written.
+_label_keys = sa.func.coalesce(issues.c.label_keys, issues.c.labels)
+
+
+def _labelled_with_any(dialect: str) -> sa.ColumnElement[bool]:
+    """True for an issue with a label whose key is among the `keys` parameter (a non-empty list)."""
+    key: sa.ColumnElement[Any]
+    if dialect == "postgresql":
+        key = sa.func.jsonb_array_elements_text(_label_keys).column_valued("key")
+    else:
+        key = sa.func.json_each(_label_keys).table_valued("value").c.value
+    return sa.select(key).where(key.in_(sa.bindparam("keys", expanding=True))).exists()
+
+
+def _ready_for(dialect: str) -> Prepared:
+    return Prepared(
+        _select()
+        .where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+        .order_by(sa.case((_labelled_with_any(dialect), 0), else_=1), issues.c.priority, issues.c.id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+_READY_FOR = {dialect: _ready_for(dialect) for dialect in ("sqlite", "postgresql")}
+
+
+async def ready_for(conn: Connection, project_id: int, capabilities: list[str], *, limit: int) -> list[Issue]:
+    """Ready issues of a project, best first for an agent with these capabilities: those labelled
+    with one of them first (letter case ignored: `rules.label_key`), then by priority, then age."""
+    keys = rules.label_keys(capabilities)
+    if not keys:
+        return await ready_in(conn, project_id, limit=limit)
+    parameters = {"project_id": project_id, "keys": keys, "limit": limit}
+    return await _load(conn, _READY_FOR[conn.dialect.name], parameters)
+
+
 _UNFINISHED_OF = Prepared(
     _select()
     .where(issues.c.assignee_id == sa.bindparam("agent_id"), unfinished(issues.c.status))
@@ -179,7 +217,7 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
     if where.assignee is not None:
         q = q.where(_assignee.c.name == where.assignee)
     if where.label is not None:
-        q = q.where(json_array_contains(conn.dialect.name, issues.c.labels, where.label))
+        q = q.where(json_array_contains(conn.dialect.name, _label_keys, rules.label_key(where.label)))
     if where.query:
         q = q.where(
             sa.or_(
@@ -200,7 +238,17 @@ async def page(conn: Connection, project_id: int, where: Filter, *, limit: int) 
     return await _load(conn, q.order_by(*order).limit(limit))
 
 
-_GIVEN = ("project_id", "title", "body", "priority", "labels", "assignee_id", "parent_id", "created_by")
+_GIVEN = (
+    "project_id",
+    "title",
+    "body",
+    "priority",
+    "labels",
+    "label_keys",
+    "assignee_id",
+    "parent_id",
+    "created_by",
+)
 _INSERT = Prepared(
     issues.insert()
     .values({c: sa.bindparam(c) for c in _GIVEN})
@@ -234,6 +282,7 @@ async def insert(
         "body": body,
         "priority": priority.value,
         "labels": labels,
+        "label_keys": rules.label_keys(labels),
         "assignee_id": assignee_id,
         "parent_id": parent_id,
         "created_by": created_by,
@@ -254,6 +303,8 @@ def _update_of(columns: tuple[str, ...]) -> Prepared:
 
 async def update(conn: Connection, issue: Issue, now: datetime, **values: Any) -> bool:
     """Write `values` over `issue` and bump its version; False when it is no longer at `issue.version`."""
+    if "labels" in values:  # the keys the labels are matched by go with them, always
+        values["label_keys"] = rules.label_keys(values["labels"])
     parameters = {**values, "issue_id": issue.id, "read_version": issue.version, "now": now}
     result = await conn.execute(_update_of(tuple(sorted(values))), parameters)
     return changed(result) == 1

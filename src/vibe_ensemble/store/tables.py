@@ -127,6 +127,9 @@ issues = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("priority", sa.String(4), nullable=False),
     sa.Column("labels", JSONType, nullable=False),
+    # the labels' case folds (domain/rules.label_keys), what capabilities and the label filter match;
+    # NULL for an issue the release before migration 0011 wrote (its labels are matched as written)
+    sa.Column("label_keys", JSONType, nullable=True),
     _fk("assignee_id", "agents.id", nullable=True, ondelete="SET NULL"),
     _fk("parent_id", "issues.id", nullable=True, ondelete="SET NULL"),
     sa.Column("created_by", sa.String(200), nullable=True),

@@ -36,7 +36,9 @@ async def list_issues(
     services: ServicesDep,
     issue_status: Annotated[IssueStatus | None, Query(alias="status")] = None,
     assignee: Annotated[str | None, Query(max_length=MAX_NAME)] = None,
-    label: Annotated[str | None, Query(max_length=MAX_LABEL)] = None,
+    label: Annotated[
+        str | None, Query(max_length=MAX_LABEL, description="Only issues with this label (any letter case).")
+    ] = None,
     ready: bool | None = None,
     query: Annotated[
         str | None, Query(max_length=MAX_LINE, description="Text to find in title or body.")

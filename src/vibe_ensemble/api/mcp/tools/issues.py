@@ -70,7 +70,7 @@ async def list_issues(
     ] = None,
     label: Annotated[
         str | None,
-        text("Only issues with this label.", MAX_LABEL),
+        text("Only issues with this label (any letter case).", MAX_LABEL),
     ] = None,
     ready: Annotated[bool | None, Field(description="true: only issues ready to claim, best first.")] = None,
     query: Annotated[

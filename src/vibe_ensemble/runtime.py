@@ -17,7 +17,7 @@ from vibe_ensemble.events.tasks import stop_task
 from vibe_ensemble.ops import metrics
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.services import ServiceContext, Services
-from vibe_ensemble.services.base import open_database
+from vibe_ensemble.services.base import Presence, open_database
 from vibe_ensemble.services.tokens import AUTH_FAILURE
 from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import DatabaseError, Owner, OwnerLock
@@ -45,6 +45,7 @@ class Runtime:
                     {"feed": settings.max_feeds_per_credential, "wait": settings.max_waits_per_credential}
                 ),
                 credential_cache_s=settings.credential_cache_s,
+                presence=Presence(settings.offline_after_s),
             )
         )
         self._owner: OwnerLock | None = None
@@ -179,6 +180,7 @@ class Runtime:
         await self.stop_duties()
         await self.stop_live()
         await self.services.tokens.settle()
+        await self.services.ctx.presence.settle()
         await self.db.dispose()
         if self._owner is not None:
             self._owner.release()

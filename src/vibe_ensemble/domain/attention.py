@@ -2,7 +2,7 @@
 
 Each rule is a question about the project's state at one moment (docs/dashboard.md#needs-attention):
 
-- silent holder: an agent that is offline, or has sent no heartbeat for `silent_after`, while it
+- silent holder: an agent that is offline, or has not been heard from for `silent_after`, while it
   still holds in-progress issues or live leases — its work is stuck until someone releases it;
 - blocked issue: an issue marked blocked, or open and waiting on unfinished dependencies — with the
   latest comment as its reason and the dependencies it waits on;

@@ -100,7 +100,8 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             T.AGENT_STATUS,
-            "an agent's status changed (`offline` by the presence sweep, with a reason)",
+            "an agent's status changed (`offline` by the presence sweep, with a reason; back to the "
+            "status it had when it is heard from again, reason `active again`)",
             "agent",
             "status",
             "previous",

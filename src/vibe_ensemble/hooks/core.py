@@ -12,7 +12,8 @@ client's JSON:
   agent holds exclusively is refused with a reason naming the holder.
 - BEAT: a heartbeat, nothing else.
 
-A heartbeat keeps the status the agent set (`blocked` stays blocked); it only says it is alive.
+A heartbeat keeps the status the agent set (`blocked` stays blocked, also back from offline); it
+only says it is alive.
 The hook never stops work because the server is down or the hook is misconfigured: it answers with
 the adapter's warning (shown to the person where the client can) and lets the edit through unchecked.
 Everything other agents wrote (subjects, titles, lease reasons) reaches the model fenced as data.

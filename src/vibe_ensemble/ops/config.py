@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     # OpenTelemetry tracing (docs/operations.md#tracing): the OTLP/HTTP collector's base URL, spans
     # go to <url>/v1/traces; unset: OTEL_EXPORTER_OTLP_ENDPOINT, and neither: tracing is off
     otel_endpoint: str | None = None
-    # presence: agents go offline after this many seconds without a heartbeat,
-    # and are retired after this many seconds of silence
+    # presence: agents go offline after this many seconds without a call (a heartbeat or any other
+    # call acting as them; services/base.Presence), and are retired after this many seconds of silence
     offline_after_s: float = Field(120, gt=0)
     retire_after_s: int = Field(7 * 24 * 3600, ge=60)
     sweep_interval_s: float = Field(10.0, gt=0)

@@ -30,6 +30,7 @@ class Services:
         self.ctx = ctx
         self.projects = ProjectService(ctx)
         self.agents = AgentService(ctx)
+        ctx.presence.refresh = self.agents.heard_from  # an agent heard from: its presence written
         self.issues = IssueService(ctx)
         self.messages = MessageService(ctx)
         self.events = EventService(ctx)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import structlog
+
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus
@@ -12,11 +14,13 @@ from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.permissions import Op, allowed, roles_allowed
-from vibe_ensemble.services.base import Service, Transaction, acting_as
+from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.store import agents as store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
 from vibe_ensemble.store import reservations as reservation_store
+
+log = structlog.get_logger(__name__)
 
 EXPIRY_WARNING = timedelta(minutes=5)
 
@@ -65,7 +69,7 @@ class AgentService(Service):
                 "description", description, max_len=rules.MAX_BODY, required=False
             )
         async with self.write() as tx:
-            proj = await self.project(tx.conn, caller, project)
+            proj = await self.project(tx.conn, caller, project, present=False)  # written below
             existing = await store.find(tx.conn, proj.id, name)
             if (
                 existing is not None
@@ -127,6 +131,7 @@ class AgentService(Service):
                 capabilities=agent.capabilities,
                 reattached=existing is not None,
             )
+        self.ctx.presence.written(proj.id, name)
         return agent
 
     async def heartbeat(
@@ -139,7 +144,10 @@ class AgentService(Service):
         activity: str | None = None,
         ready_limit: int = 5,
     ) -> HeartbeatResult:
-        """Mark the agent alive; return what waits for it."""
+        """Mark the agent alive; return what waits for it.
+
+        Without a status, the agent keeps the one it has; back from offline (the presence sweep's),
+        it returns to the one it had then (working, blocked or idle), not to idle."""
         caller.require(Op.AGENT_ACT)
         name = caller.acting_agent(agent)
         if status == AgentStatus.OFFLINE:
@@ -147,9 +155,11 @@ class AgentService(Service):
         if activity is not None:
             activity = rules.line("activity", activity, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
-            proj = await self.project(tx.conn, caller, project)
-            me = await acting_as(tx.conn, proj.id, caller, name)
-            new_status = status or (AgentStatus.IDLE if me.status == AgentStatus.OFFLINE else me.status)
+            proj = await self.project(tx.conn, caller, project, present=False)  # written here
+            me = await self.acting_as(tx.conn, proj.id, caller, name, present=False)
+            new_status = status or me.status
+            if new_status == AgentStatus.OFFLINE:
+                new_status = await store.resume_status(tx.conn, me.id)
             await store.seen(tx.conn, me.id, tx.now, new_status.value, activity)
             if new_status != me.status:
                 tx.emit(
@@ -162,6 +172,7 @@ class AgentService(Service):
                 )
             if activity is not None and activity != me.activity:
                 tx.emit(EventType.AGENT_ACTIVITY, name, proj.id, agent=name, activity=activity)
+        self.ctx.presence.written(proj.id, name)
         # What waits for the agent is read beside the writer, not under it: on SQLite the one
         # writer is the shared bottleneck, and a heartbeat is the most frequent call.
         async with self.read() as rx:
@@ -224,12 +235,40 @@ class AgentService(Service):
             reopened_issues=reopened,
         )
 
+    async def heard_from(self, project_id: int, name: str) -> None:
+        """An agent called the server (`Presence.heard`): it is seen now; back from offline, it returns
+        to the status it had (an `agent.status` event, reason "active again"). Retired or unknown
+        agents are left alone. Runs beside the call that was heard: a failure is logged, never raised."""
+        try:
+            async with self.write() as tx:
+                if await store.heard(tx.conn, project_id, name, tx.now):  # the usual case: one UPDATE
+                    return
+                agent = await store.find(tx.conn, project_id, name)
+                if agent is None or agent.retired_at is not None or agent.status != AgentStatus.OFFLINE:
+                    return
+                back = await store.resume_status(tx.conn, agent.id)
+                await store.seen(tx.conn, agent.id, tx.now, back.value, None)
+                tx.emit(
+                    EventType.AGENT_STATUS,
+                    name,
+                    project_id,
+                    agent=name,
+                    status=back.value,
+                    previous=AgentStatus.OFFLINE.value,
+                    reason="active again",
+                )
+        except Exception as exc:  # presence not written fails no call; the next one a while on tries again
+            log.info("presence_not_recorded", agent=name, error=type(exc).__name__)
+
     async def sweep_presence(self, *, offline_after: timedelta, retire_after: timedelta) -> tuple[int, int]:
-        """Mark silent agents offline and retire long-idle ones. Returns (offlined, retired)."""
+        """Mark silent agents offline (keeping the status each had, to return to) and retire
+        long-idle ones. Returns (offlined, retired)."""
         async with self.write() as tx:
             offlined = 0
-            for project_id, agent in await store.silent_since(tx.conn, tx.now - offline_after):
-                await store.update(tx.conn, agent.id, status=AgentStatus.OFFLINE.value)
+            before = tx.now - offline_after
+            for project_id, agent in await store.silent_since(tx.conn, before):
+                if not await store.go_offline(tx.conn, agent.id, before):
+                    continue  # heard from since it was read (PostgreSQL: another connection's commit)
                 tx.emit(
                     EventType.AGENT_STATUS,
                     "system",

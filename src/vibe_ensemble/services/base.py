@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +32,10 @@ from vibe_ensemble.store.database import Connection, Database
 
 MAX_CACHED_PROJECTS = 10_000
 
+# An agent's presence is written at most this often (and at most a quarter of the offline window):
+# often enough that an agent calling the server never looks silent, rarely enough to cost nothing.
+PRESENCE_RESOLUTION_S = 30.0
+
 
 def open_database(settings: Settings) -> Database:
     """The database the settings name, with their pool size and SQLite durability (the server, the
@@ -42,6 +49,59 @@ def open_database(settings: Settings) -> Database:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+Heard = tuple[int, str]  # an agent, by project id and name
+
+
+class Presence:
+    """Which agents were heard from lately: an agent calling the server is present.
+
+    Every call acting as an agent (its bound token's, or a team token's naming it; MCP or REST, a
+    held `wait_for_messages` too) tells `heard`; a dictionary look-up decides whether its presence
+    is due a write: at most once per `interval_s` (30 s, or a quarter of the offline window when
+    that is shorter) an agent and process, the write runs beside the request (`refresh`, given by
+    the agent service), never in its way. Several replicas each write theirs: that is fine.
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, offline_after_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.offline_after_s = offline_after_s
+        self.interval_s = min(PRESENCE_RESOLUTION_S, offline_after_s / 4)
+        self.clock = clock
+        self.refresh: Callable[[int, str], Coroutine[Any, Any, None]] | None = None
+        self._heard: dict[Heard, float] = {}
+        self._writing: dict[Heard, asyncio.Task[None]] = {}
+
+    def heard(self, project_id: int, name: str) -> None:
+        """The agent `name` of the project called: write its presence when it is due."""
+        key = (project_id, name)
+        now = self.clock()
+        last = self._heard.get(key)
+        if last is not None and now - last < self.interval_s:
+            return
+        if len(self._heard) >= self.MAX_ENTRIES:
+            self._heard.clear()
+        self._heard[key] = now
+        if self.refresh is None or key in self._writing:
+            return
+        # Beside the request, not part of it: none of its context (its log fields, its place in the
+        # app's gate), as a credential's use is written (services/tokens.py).
+        task = asyncio.create_task(
+            self.refresh(project_id, name), name="vibe-presence", context=contextvars.Context()
+        )
+        self._writing[key] = task
+        task.add_done_callback(lambda _: self._writing.pop(key, None))
+
+    def written(self, project_id: int, name: str) -> None:
+        """The agent's presence was just written by the call itself (a heartbeat, a registration)."""
+        self._heard[(project_id, name)] = self.clock()
+
+    async def settle(self) -> None:
+        """Let the presence being written finish (before the database is closed)."""
+        if self._writing:
+            await asyncio.gather(*self._writing.values(), return_exceptions=True)
 
 
 @dataclass
@@ -58,6 +118,8 @@ class ServiceContext:
     credential_cache_s: float = 5.0
     # Projects never change once created, so the slug -> project mapping is kept for the process.
     projects: dict[str, Project] = field(default_factory=dict)
+    # Agents heard from: their presence, written at most every `presence.interval_s` (see Presence)
+    presence: Presence = field(default_factory=Presence)
 
 
 class Transaction:
@@ -129,8 +191,13 @@ class Service:
         finally:
             self._read_timer.end(started)
 
-    async def project(self, conn: Connection, caller: Caller, requested: str | None) -> Project:
-        """The project a call acts on, after the token's scope is applied."""
+    async def project(
+        self, conn: Connection, caller: Caller, requested: str | None, *, present: bool = True
+    ) -> Project:
+        """The project a call acts on, after the token's scope is applied.
+
+        A call with an agent-bound token is its agent's: the agent is heard from (`Presence`), unless
+        `present` is False (a heartbeat or a registration, which write presence themselves)."""
         if requested is not None and len(requested) > rules.MAX_NAME:  # no project's: never echoed back
             rule = f"must be at most {rules.MAX_NAME} characters (got {len(requested)})"
             raise InvalidInput("project", rule)
@@ -143,25 +210,48 @@ class Service:
             if len(self.ctx.projects) >= MAX_CACHED_PROJECTS:
                 self.ctx.projects.clear()
             self.ctx.projects[slug] = known
+        if present and caller.agent is not None and allowed(caller.role, Op.AGENT_ACT):
+            self.ctx.presence.heard(known.id, caller.agent)
         return known
 
     async def check_actor(self, conn: Connection, project_id: int, caller: Caller, agent: str | None) -> None:
         """A call that acts as an agent (a bound token's, or a team token's `agent`) needs that
         agent registered, and not retired, in the project: no token acts under a made-up name."""
         if caller.acts_as_agent(agent):
-            await acting_as(conn, project_id, caller, caller.acting_agent(agent))
+            await self.acting_as(conn, project_id, caller, caller.acting_agent(agent))
 
+    async def acting_as(
+        self,
+        conn: Connection,
+        project_id: int,
+        caller: Caller,
+        name: str,
+        *,
+        lock: bool = False,
+        present: bool = True,
+    ) -> Agent:
+        """The agent `name` a call acts as: registered and active (`agent_store.get`), and, for a team
+        token, one its role may speak for. A worker team token acts for the workers and observers of
+        its project, not as a coordinator: the team's lead is not impersonated by a shared token (a
+        bound token is its agent, bound by an admin). `lock`: for a write that gives the agent a lease
+        or an issue, its row stays locked against a retirement until the transaction ends
+        (`agent_store.find`).
 
-async def acting_as(
-    conn: Connection, project_id: int, caller: Caller, name: str, *, lock: bool = False
-) -> Agent:
-    """The agent `name` a call acts as: registered and active (`agent_store.get`), and, for a team
-    token, one its role may speak for. A worker team token acts for the workers and observers of
-    its project, not as a coordinator: the team's lead is not impersonated by a shared token (a
-    bound token is its agent, bound by an admin). `lock`: for a write that gives the agent a lease
-    or an issue, its row stays locked against a retirement until the transaction ends
-    (`agent_store.find`)."""
-    return may_act_as(caller, await agent_store.get(conn, project_id, name, lock=lock))
+        A token that may act as agents (`agent.act`) calling as this one makes it heard from
+        (`acts_as`), unless `present` is False (see `project`); a viewer reading an agent's briefing
+        does not."""
+        agent = await agent_store.get(conn, project_id, name, lock=lock)
+        return self.acts_as(caller, project_id, agent, present=present)
+
+    def acts_as(self, caller: Caller, project_id: int, agent: Agent, *, present: bool = True) -> Agent:
+        """`agent` (found registered and active) as the one a call acts as: refused when `caller` may
+        not act as it (`may_act_as`); else, when the token may act as agents (`agent.act`), the agent
+        is heard from (`Presence`), unless `present` is False. Every call naming its agent comes
+        here (`acting_as`, or a read of several agents at once)."""
+        may_act_as(caller, agent)
+        if present and allowed(caller.role, Op.AGENT_ACT):
+            self.ctx.presence.heard(project_id, agent.name)
+        return agent
 
 
 def may_act_as(caller: Caller, agent: Agent) -> Agent:

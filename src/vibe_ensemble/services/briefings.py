@@ -20,7 +20,7 @@ from vibe_ensemble.domain.models import (
     Reservation,
 )
 from vibe_ensemble.domain.permissions import Op, allowed
-from vibe_ensemble.services.base import Service, acting_as
+from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import dependencies as dependency_store
 from vibe_ensemble.store import issues as issue_store
@@ -53,6 +53,8 @@ class Briefing:
     mail: list[InboxItem]
     guidance: list[KnowledgeEntry]  # the most relevant guidelines, practices and decisions
     counts: dict[str, int] = field(default_factory=dict)  # issues per status
+    # how long an agent may go without a call before it shows as offline (VIBE_OFFLINE_AFTER_S)
+    offline_after_s: float = 120.0
 
 
 @dataclass
@@ -140,7 +142,7 @@ class BriefingService(Service):
         async with self.read() as tx:
             conn = tx.conn
             proj = await self.project(conn, caller, project)
-            me = None if name is None else await acting_as(conn, proj.id, caller, name)
+            me = None if name is None else await self.acting_as(conn, proj.id, caller, name)
             team = await agent_store.in_project(conn, proj.id)
             team.sort(key=lambda a: _STATUS_ORDER.index(a.status))
             ready = await issue_store.ready_in(conn, proj.id, limit=limit)
@@ -176,6 +178,7 @@ class BriefingService(Service):
             mail=mail,
             guidance=guidance,
             counts=counts,
+            offline_after_s=self.ctx.presence.offline_after_s,
         )
 
     async def _guidance(self, conn: Connection, project_id: int, focus: list[Issue]) -> list[KnowledgeEntry]:

@@ -13,7 +13,7 @@ from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.services import claims
-from vibe_ensemble.services.base import Service, acting_as
+from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import comments as comment_store
 from vibe_ensemble.store import dependencies as dependency_store
@@ -324,7 +324,7 @@ class IssueService(Service):
         name = caller.acting_agent(agent)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
+            me = await self.acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
             if issue_id is not None:
                 held = await store.get(tx.conn, proj.id, issue_id)
                 if held.assignee == name and held.status == IssueStatus.OPEN:

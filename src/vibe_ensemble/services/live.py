@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import InvalidInput, ShuttingDown, Unauthenticated
 from vibe_ensemble.domain.models import Inbox
-from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.events.feed import Feed, RecentEvents, check_types
 from vibe_ensemble.events.mail import MailDispatcher
-from vibe_ensemble.services.base import Service, ServiceContext, acting_as
+from vibe_ensemble.services.base import Service, ServiceContext
 from vibe_ensemble.services.events import EventService
 from vibe_ensemble.services.messages import MessageService
 from vibe_ensemble.services.tokens import TokenService
@@ -93,10 +93,16 @@ class LiveService(Service):
         name = caller.acting_agent(agent)
         async with self.snapshot() as conn:
             proj = await self.project(conn, caller, project)
-            await acting_as(conn, proj.id, caller, name)
+            await self.acting_as(conn, proj.id, caller, name)
         deadline = asyncio.get_running_loop().time() + timeout_s
+        present = allowed(caller.role, Op.AGENT_ACT)  # the agent waiting is present while it waits
+
+        def waiting() -> None:
+            if present:
+                self.ctx.presence.heard(proj.id, name)
+
         with self.ctx.open_limits.hold("wait", caller.credential_id):  # the cap of held waits
-            inbox = await self._wait(caller, proj.slug, name, deadline, since_id, limit)
+            inbox = await self._wait(caller, proj.slug, name, deadline, since_id, limit, waiting)
         if inbox.items and mark_read:
             inbox = await self._messages.fetch_inbox(
                 caller,
@@ -110,9 +116,18 @@ class LiveService(Service):
         return inbox
 
     async def _wait(
-        self, caller: Caller, project: str, name: str, deadline: float, since_id: int, limit: int
+        self,
+        caller: Caller,
+        project: str,
+        name: str,
+        deadline: float,
+        since_id: int,
+        limit: int,
+        waiting: Callable[[], None],
     ) -> Inbox:
         """Fetch the unread mail until there is some, the deadline passes or the server stops.
+
+        While it waits, `waiting` is told every `presence.interval_s` (the agent waiting is present).
 
         Woken after the wait began, the credential is read again before any mail is: a token revoked
         (or expired) while its call was held gets `Unauthenticated`, never the mail that woke it.
@@ -132,8 +147,21 @@ class LiveService(Service):
                 remaining = deadline - loop.time()
                 if inbox.items or remaining <= 0 or self.ctx.hub.closed:
                     break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await signal.wait()
-                woken = signal.is_set()
+                woken = await self._until(signal, deadline, waiting)
         return inbox
+
+    async def _until(self, signal: asyncio.Event, deadline: float, waiting: Callable[[], None]) -> bool:
+        """Wait for `signal` until `deadline` (loop time), telling `waiting` every `presence.interval_s`
+        meanwhile; whether the signal came."""
+        loop = asyncio.get_running_loop()
+        tick = self.ctx.presence.interval_s
+        while not signal.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, tick)):
+                    await signal.wait()
+            if not signal.is_set():
+                waiting()
+        return signal.is_set()

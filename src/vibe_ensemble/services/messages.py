@@ -11,7 +11,7 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, Inbox, Message
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service, Transaction, acting_as, may_act_as
+from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
@@ -61,7 +61,7 @@ class MessageService(Service):
             acting = caller.acts_as_agent(agent)
             found = await agent_store.find_many(tx.conn, proj.id, [sender, *to] if acting else to)
             if acting:
-                may_act_as(caller, agent_store.registered(found.get(sender), sender))
+                self.acts_as(caller, proj.id, agent_store.registered(found.get(sender), sender))
             recipients = await _recipients(
                 tx.conn, proj.id, sender, to, found, None if broadcast else to_role, broadcast
             )
@@ -118,12 +118,12 @@ class MessageService(Service):
             conn = tx.conn
             proj = await self.project(conn, caller, project)
             # a team token names the agent: one it may act as (a bound token's is checked no more)
-            me = None if caller.agent is not None else await acting_as(conn, proj.id, caller, name)
+            me = None if caller.agent is not None else await self.acting_as(conn, proj.id, caller, name)
             page = await store.inbox_page(
                 conn, proj.id, name, since_id=since_id, unread_only=unread_only, limit=limit + 1
             )
             if page is None:  # nothing to read, or no such agent: the lookup says which
-                me = me or await acting_as(conn, proj.id, caller, name)
+                me = me or await self.acting_as(conn, proj.id, caller, name)
                 return Inbox(items=[], unread=await store.unread_count(conn, me.id), next_since_id=None)
             items, me_id, unread = page
             more = len(items) > limit
@@ -160,7 +160,7 @@ class MessageService(Service):
             raise InvalidInput("ids", "give at least one message id")
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await acting_as(tx.conn, proj.id, caller, name)
+            me = await self.acting_as(tx.conn, proj.id, caller, name)
             missing = set(ids) - await store.received(tx.conn, me.id, ids)
             if missing:
                 raise NotFound(f"not in {name}'s inbox: {sorted(missing)}", ids=sorted(missing))

@@ -27,7 +27,7 @@ from vibe_ensemble.domain.models import (
     ReservationResult,
 )
 from vibe_ensemble.domain.permissions import Op, allowed
-from vibe_ensemble.services.base import Service, Transaction, acting_as
+from vibe_ensemble.services.base import Service, Transaction
 from vibe_ensemble.services.lease_conflicts import in_the_way, parse_patterns
 from vibe_ensemble.store import idempotency, locks
 from vibe_ensemble.store import issues as issue_store
@@ -115,7 +115,7 @@ class ReservationService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             await locks.lock_project(tx.conn, locks.RESERVATIONS, proj.id)  # first: lease decisions queue
-            me = await acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
+            me = await self.acting_as(tx.conn, proj.id, caller, name, lock=True)  # not retiring meanwhile
             if issue is not None and not await issue_store.existing_ids(tx.conn, proj.id, [issue]):
                 raise InvalidInput("issue", f"no such issue in this project: {issue}")
             if key is not None:
@@ -167,7 +167,7 @@ class ReservationService(Service):
             wanted = [p.text for p in parse_patterns("paths", paths, maximum=MAX_CHECK_PATHS)[0]]
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            me = await acting_as(tx.conn, proj.id, caller, name)
+            me = await self.acting_as(tx.conn, proj.id, caller, name)
             mine = await store.held_by(tx.conn, me.id, tx.now)
             targets = mine if wanted is None else [r for r in mine if r.pattern in wanted]
             held_patterns = {r.pattern for r in mine}

@@ -11,7 +11,7 @@ from vibe_ensemble.domain.enums import AgentRole, AgentStatus, by_value
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared, first_record, records
+from vibe_ensemble.store.prepared import Prepared, changed, first_record, records
 from vibe_ensemble.store.tables import agents, projects
 
 _ROLES = by_value(AgentRole)
@@ -197,16 +197,66 @@ async def seen(conn: Connection, agent_id: int, now: datetime, status: str, acti
     await conn.execute(_SEEN[activity is not None], parameters)
 
 
+# An agent heard from (any call acting as it): seen now, unless it is retired, or offline (whose
+# return changes its status: `resume_status`, then `seen`), or was seen later already (another
+# replica's clock).
+_HEARD = Prepared(
+    agents.update()
+    .where(
+        agents.c.project_id == sa.bindparam("project_id"),
+        agents.c.name == sa.bindparam("name"),
+        agents.c.retired_at.is_(None),
+        agents.c.status != AgentStatus.OFFLINE.value,
+        agents.c.last_seen < sa.bindparam("now"),
+    )
+    .values(last_seen=sa.bindparam("now"))
+)
+
+
+async def heard(conn: Connection, project_id: int, name: str, now: datetime) -> bool:
+    """Mark the agent seen now (one statement); False when that changed nothing: it is unknown,
+    retired, offline, or was seen at `now` or later already."""
+    parameters = {"project_id": project_id, "name": name, "now": now}
+    return changed(await conn.execute(_HEARD, parameters)) == 1
+
+
+_RESUME_STATUS = Prepared(sa.select(agents.c.resume_status).where(agents.c.id == sa.bindparam("id")))
+
+
+async def resume_status(conn: Connection, agent_id: int) -> AgentStatus:
+    """The status an offline agent returns to when heard from: the one it had when the presence
+    sweep set it offline; idle when none was kept (retired, or offline before migration 0012)."""
+    kept = (await conn.execute(_RESUME_STATUS, {"id": agent_id})).scalar()
+    found = _STATUSES.get(kept) if kept else None
+    return AgentStatus.IDLE if found is None or found == AgentStatus.OFFLINE else found
+
+
+async def go_offline(conn: Connection, agent_id: int, before: datetime) -> bool:
+    """The presence sweep: set the agent offline, keeping the status it had (`resume_status`), if it
+    is still silent since `before` and not offline already; False when it was heard from meanwhile
+    (a call or a heartbeat that committed after the sweep read it, on another connection)."""
+    result = await conn.execute(
+        agents.update()
+        .where(
+            agents.c.id == agent_id,
+            agents.c.status != AgentStatus.OFFLINE.value,
+            agents.c.last_seen < before,
+        )
+        .values(status=AgentStatus.OFFLINE.value, resume_status=agents.c.status)
+    )
+    return changed(result) == 1
+
+
 async def update(conn: Connection, agent_id: int, **values: Any) -> None:
     await conn.execute(agents.update().where(agents.c.id == agent_id).values(**values))
 
 
 async def retire(conn: Connection, agent_id: int, now: datetime) -> None:
-    await update(conn, agent_id, retired_at=now, status=AgentStatus.OFFLINE.value)
+    await update(conn, agent_id, retired_at=now, status=AgentStatus.OFFLINE.value, resume_status=None)
 
 
 async def silent_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
-    """Active agents not yet offline whose last heartbeat is older than `before`, with their project id."""
+    """Active agents not yet offline last seen (heard from) before `before`, with their project id."""
     rows = await conn.execute(
         _select().where(
             agents.c.retired_at.is_(None),
@@ -218,6 +268,6 @@ async def silent_since(conn: Connection, before: datetime) -> list[tuple[int, Ag
 
 
 async def idle_since(conn: Connection, before: datetime) -> list[tuple[int, Agent]]:
-    """Active agents whose last heartbeat is older than `before`, with their project id."""
+    """Active agents last seen (heard from) before `before`, with their project id."""
     rows = await conn.execute(_select().where(agents.c.retired_at.is_(None), agents.c.last_seen < before))
     return [(r.project_id, _to_agent(r)) for r in rows]

@@ -106,6 +106,9 @@ agents = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    # the status an agent had when the presence sweep set it offline, which it returns to when heard
+    # from again (migration 0012); NULL: idle
+    sa.Column("resume_status", sa.String(16), nullable=True),
     sa.Column("capabilities", JSONType, nullable=False),
     sa.Column("program", sa.String(200), nullable=False, server_default=""),
     sa.Column("model", sa.String(200), nullable=False, server_default=""),

@@ -3,6 +3,7 @@ who reads it, for every caller and agent role."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vibe_ensemble.api.mcp.prompts import coordinator_prompt, worker_prompt
+from vibe_ensemble.api.mcp.server import instructions
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, TokenRole
 from vibe_ensemble.domain.models import Agent, Project
 from vibe_ensemble.domain.untrusted import fence, one_line
@@ -120,3 +122,18 @@ def test_the_briefing_says_once_who_reads_it_for_every_role(
         AgentRole.COORDINATOR: "the coordinator of this project",
     }
     assert opening.count(you[role]) == 1
+
+
+def test_the_guidance_states_the_real_presence_window() -> None:
+    """The server's instructions and both briefings say how long an agent may go without a call
+    (VIBE_OFFLINE_AFTER_S, as configured), that any call keeps it present, and never "heartbeat
+    every few minutes" (which outlasts the default two-minute window)."""
+    assert "after 2 minutes" in " ".join(instructions(120).split())
+    assert "after 90 seconds" in " ".join(instructions(90).split())
+    briefing = replace(_briefing(AgentRole.WORKER), offline_after_s=90)
+    for prompt in (worker_prompt, coordinator_prompt):
+        text = " ".join(prompt(briefing, NOW, TokenRole.WORKER).split())
+        assert "Every call you make keeps you present; after 90 seconds without one" in text
+        assert "wait_for_messages" in text
+    for text in (instructions(120), worker_prompt(_briefing(None), NOW, TokenRole.WORKER)):
+        assert "few minutes" not in text

@@ -127,6 +127,14 @@ def labels(field: str, values: Sequence[str]) -> list[str]:
     return out
 
 
+def duration(seconds: float) -> str:
+    """A span as a person says it: `2 minutes`, `90 seconds`, `1 minute`, `0.5 seconds`."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
 def label_key(value: str) -> str:
     """How a label (or capability) is matched: its Unicode case fold, so `Python` matches `python`
     and `STRASSE` matches `straße`. Labels are kept as written; issues store their keys beside

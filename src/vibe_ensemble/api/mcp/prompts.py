@@ -16,6 +16,7 @@ from typing import Literal
 from mcp.server import MCPServer
 
 from vibe_ensemble.api.mcp.context import acting, protocol_errors
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.domain.models import Issue, Reservation
 from vibe_ensemble.domain.permissions import Op, allowed
@@ -116,9 +117,11 @@ team learns is written down where the next agent will find it.
    issue, re-order dependencies, or reassign. Do not leave a blocker unanswered.
 6. **Keep the record.** Record decisions (`add_knowledge` kind `decision`) and
    conventions (kind `guideline`) as soon as they are made; link them to issues.
-7. **Stay present.** `heartbeat` every few minutes; use `wait_for_messages`
-   rather than polling. Review issues in `review` and close what is done with a
-   resolution.
+7. **Stay present.** Every call you make keeps you present; after {window}
+   without one you show as offline (your next call brings you back). Wait for
+   mail with `wait_for_messages` (present while it waits) rather than polling or
+   going quiet, and `heartbeat` when your status or activity changes. Review
+   issues in `review` and close what is done with a resolution.
 """
 
 WORKER_ROLE = """\
@@ -146,6 +149,9 @@ close, keep your teammates informed, and never edit files someone else holds.
    next agent should know (a pattern, a pitfall, a decision you had to make).
 6. **When stuck**, say so early: `update_issue` to status `blocked`, a comment
    with the exact question, and a message to the coordinator.
+7. **Stay present.** Every call you make keeps you present; after {window}
+   without one you show as offline to the team. Between tasks, or while you
+   wait for an answer, `wait_for_messages` (present while it waits).
 """
 
 
@@ -204,12 +210,20 @@ def you_are(role: AgentRole, b: Briefing, caller_role: TokenRole) -> str:
 
 def coordinator_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
     me = you_are(AgentRole.COORDINATOR, b, caller_role)
-    return COORDINATOR_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now, caller_role)
+    window = rules.duration(b.offline_after_s)
+    return (
+        COORDINATOR_ROLE.format(project=b.project.slug, me=me, window=window)
+        + "\n"
+        + _state(b, now, caller_role)
+    )
 
 
 def worker_prompt(b: Briefing, now: datetime, caller_role: TokenRole) -> str:
     me = you_are(AgentRole.WORKER, b, caller_role)
-    return WORKER_ROLE.format(project=b.project.slug, me=me) + "\n" + _state(b, now, caller_role)
+    window = rules.duration(b.offline_after_s)
+    return (
+        WORKER_ROLE.format(project=b.project.slug, me=me, window=window) + "\n" + _state(b, now, caller_role)
+    )
 
 
 async def _render(role: Literal["coordinator", "worker"], agent: str | None, project: str | None) -> str:

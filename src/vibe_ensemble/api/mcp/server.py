@@ -29,6 +29,7 @@ from vibe_ensemble.api.mcp.compact import compact_tools
 from vibe_ensemble.api.mcp.context import bound, direct_results, invalid_params, tool_errors
 from vibe_ensemble.api.mcp.observe import observe_tools, trace_tools
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.errors import TooManyOpen
 from vibe_ensemble.domain.rules import MAX_NAME
 from vibe_ensemble.ops.config import Settings
@@ -38,11 +39,19 @@ if TYPE_CHECKING:
 
 INSTRUCTIONS = """\
 Vibe Ensemble coordinates a team of coding agents on one code base.
-Start with register_agent, then call heartbeat every few minutes: it tells you
-your unread mail, your assigned issues and the issues ready to claim. Claim an
+Start with register_agent, then heartbeat: it tells you your unread mail, your
+assigned issues and the issues ready to claim; heartbeat again when your status
+or activity changes. Every call you make keeps you present; after {window}
+without one you show as offline, so between tasks wait for mail with
+wait_for_messages (present while it waits) rather than going quiet. Claim an
 issue before working on it (claim_issue), comment as you learn, close it with a
 resolution. Mail teammates with send_message; read yours with fetch_inbox.
 """
+
+
+def instructions(offline_after_s: float) -> str:
+    """The server's instructions to every client, with the presence window it runs with."""
+    return INSTRUCTIONS.format(window=rules.duration(offline_after_s))
 
 
 def _credential_principal(_: ServerRequestContext[Any, Any]) -> str | None:
@@ -277,7 +286,7 @@ def build_mcp(
     mcp = MCPServer(
         settings.server_name,
         title="Vibe Ensemble",
-        instructions=INSTRUCTIONS,
+        instructions=instructions(settings.offline_after_s),
         version="0.1.0",
         log_level="WARNING",
         subscriptions=bus,

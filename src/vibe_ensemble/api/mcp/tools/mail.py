@@ -101,6 +101,7 @@ async def wait_for_messages(
     """Wait for mail instead of polling fetch_inbox.
 
     Returns your unread mail as soon as there is any (sent through any server), or empty at the timeout.
+    You stay present while it waits.
     """
     services, caller = acting()
     wait = services.live.wait_for_messages(

@@ -18,8 +18,12 @@ _ROLES = by_value(AgentRole)
 _STATUSES = by_value(AgentStatus)
 
 
+# An agent's columns as `Agent` shows them: `resume_status` is read only when it comes back
+_SHOWN = [c for c in agents.c if c.name != "resume_status"]
+
+
 def _select() -> sa.Select[Any]:
-    return sa.select(agents, projects.c.slug).join(projects, agents.c.project_id == projects.c.id)
+    return sa.select(*_SHOWN, projects.c.slug).join(projects, agents.c.project_id == projects.c.id)
 
 
 def _to_agent(row: sa.Row[Any]) -> Agent:

@@ -33,9 +33,13 @@ _STATUSES = by_value(IssueStatus)
 _PRIORITIES = by_value(Priority)
 
 
+# An issue's columns as `Issue` shows them: `label_keys` is for matching in SQL, never read back
+_SHOWN = [c for c in issues.c if c.name != "label_keys"]
+
+
 def _select() -> sa.Select[Any]:
     return (
-        sa.select(issues, projects.c.slug, _assignee.c.name.label("assignee_name"))
+        sa.select(*_SHOWN, projects.c.slug, _assignee.c.name.label("assignee_name"))
         .join(projects, issues.c.project_id == projects.c.id)
         .outerjoin(_assignee, issues.c.assignee_id == _assignee.c.id)
     )

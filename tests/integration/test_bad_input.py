@@ -82,7 +82,7 @@ INVALID: list[tuple[str, Call, str, str]] = [
     (
         "empty label",
         lambda s, a: s.issues.create(a, title="t", labels=["ok", ""]),
-        "labels",
+        "labels[1]",
         "must not be empty",
     ),
     (
@@ -119,7 +119,7 @@ INVALID += [
     (
         "a label with a newline",
         lambda s, a: s.issues.create(a, title="t", labels=["a\nb"]),
-        "labels",
+        "labels[0]",
         ONE_LINE,
     ),
     (

@@ -81,7 +81,7 @@ BAD_INPUT: list[tuple[dict[str, object], str]] = [
     ({"title": " "}, "title"),
     ({"body": ""}, "body"),
     ({"title": "x" * 201}, "title"),
-    ({"tags": ["ok", " "]}, "tags"),
+    ({"tags": ["ok", " "]}, "tags[1]"),
     ({"issue_ids": [999]}, "issue_ids"),
     ({"issue_ids": [0]}, "issue_ids"),
     ({"issue_ids": list(range(1, 60))}, "issue_ids"),

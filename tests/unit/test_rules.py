@@ -125,8 +125,10 @@ def test_labels_strip_and_dedupe_in_order() -> None:
 
 
 def test_labels_refuse_empty_and_too_many() -> None:
-    with pytest.raises(InvalidInput, match="labels: must not be empty"):
+    with pytest.raises(InvalidInput, match=re.escape("labels[1]: must not be empty")):  # the entry, by index
         rules.labels("labels", ["ok", " "])
+    with pytest.raises(InvalidInput, match=re.escape("labels[2]: must be at most 64 characters (got 65)")):
+        rules.labels("labels", ["a", "b", "x" * 65])
     with pytest.raises(InvalidInput, match=re.escape("labels: at most 32 entries")):
         rules.labels("labels", [f"l{i}" for i in range(33)])
     assert len(rules.labels("labels", [f"l{i}" for i in range(32)])) == 32

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 from vibe_ensemble.domain.charsets import NOT_SLASH, POSIX, Ranges, complement, intersect, normalise
 from vibe_ensemble.domain.errors import InvalidInput
-from vibe_ensemble.domain.rules import CONTROL
+from vibe_ensemble.domain.rules import CONTROL, MAX_PATTERN
 
-MAX_PATTERN = 256
 MAX_WILDCARDS = 32
 _RESOURCE = re.compile(r"^([a-z][a-z0-9+.-]*)://(\S+)$")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -50,11 +49,11 @@ def parse(field: str, raw: str) -> tuple[LeasePattern, str | None]:
     Refused (InvalidInput naming `field`): empty, too long, NUL, absolute paths,
     `..` segments, malformed classes, and patterns that cover the whole repository.
     """
+    if len(raw) > MAX_PATTERN:  # as sent, as the published schemas say (spaces around it count)
+        raise InvalidInput(field, f"must be at most {MAX_PATTERN} characters (got {len(raw)})")
     text = raw.strip()
     if not text:
         raise InvalidInput(field, "must not be empty")
-    if len(text) > MAX_PATTERN:
-        raise InvalidInput(field, f"must be at most {MAX_PATTERN} characters (got {len(text)})")
     if "\x00" in text:
         raise InvalidInput(field, "must not contain NUL characters")
     if CONTROL.search(text):

@@ -14,11 +14,12 @@ MAX_TITLE = 200
 MAX_BODY = 65_536
 MAX_NAME = 64
 MAX_LABELS = 32
-MAX_LABEL = 64
+MAX_LABEL = 64  # each label, tag or capability
 MAX_LIST_LIMIT = 500
 MAX_LINE = 200  # other one-line texts: names of things, programs, models, thread ids, keys, labels
 MAX_NOTE = 1000  # a short note: an activity, a reason, a repository path or URL
 MAX_DEPENDENCIES = 100
+MAX_PATTERN = 256  # each lease pattern: a path, a glob or a named resource (domain/globs.py)
 MAX_CURSOR = 100  # an opaque page cursor
 MAX_EVENT_PAGE = 1000  # events per page
 MAX_ID = 2**53 - 1  # ids fit a JavaScript number and a 64-bit column; the doors refuse larger ones
@@ -117,11 +118,12 @@ def slug(field: str, value: str) -> str:
 
 def labels(field: str, values: Sequence[str]) -> list[str]:
     """Short, distinct words (labels, tags, capabilities): at most MAX_LABELS entries, counted as
-    given (duplicates too) before any is looked at, so a huge list costs nothing to refuse."""
+    given (duplicates too) before any is looked at, so a huge list costs nothing to refuse; each of
+    at most MAX_LABEL characters, refused naming the entry (`labels[2]`) as every list's items are."""
     count(field, values, MAX_LABELS)
     out: list[str] = []
-    for v in values:
-        v = line(field, v, max_len=MAX_LABEL)
+    for i, v in enumerate(values):
+        v = line(f"{field}[{i}]", v, max_len=MAX_LABEL)
         if v not in out:
             out.append(v)
     return out

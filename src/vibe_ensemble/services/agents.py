@@ -212,6 +212,8 @@ class AgentService(Service):
     ) -> Agent:
         """Retire an agent: it goes offline, its leases are released, its open work goes back to the pool."""
         caller.require(Op.AGENT_RETIRE)
+        rules.text("name", name, max_len=rules.MAX_NAME)  # a name, not an essay (echoed if not found)
+        reason = rules.text("reason", reason, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             agent = await store.get(tx.conn, proj.id, name)

@@ -135,9 +135,14 @@ class IssueService(Service):
             proj = await self.project(conn, caller, project)
             if query:
                 rules.text("query", query, max_len=rules.MAX_LINE)
-            for field, value in (("assignee", assignee), ("label", label)):  # as on both databases
-                if value:
-                    rules.text(field, value, max_len=rules.MAX_LINE)
+            for field, value, most in (
+                ("assignee", assignee, rules.MAX_NAME),
+                ("label", label, rules.MAX_LABEL),
+            ):
+                if value:  # as on both databases: no longer than what it could match
+                    rules.text(field, value, max_len=most)
+            if cursor:
+                rules.text("cursor", cursor, max_len=rules.MAX_CURSOR)
             by_priority = bool(ready)
             after = _parse_cursor(cursor, by_priority) if cursor else None
             where = store.Filter(

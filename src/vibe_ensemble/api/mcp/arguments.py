@@ -7,8 +7,9 @@ accept (naming it and listing the accepted ones), and turns a type error into on
 line naming the field, instead of pydantic's multi-line dump, followed by the same
 `{"field", "rule"}` JSON a service's refusal carries.
 
-The lengths the tool's schema publishes (`maxLength`, `maxItems`) are enforced here too, for
-every argument, so a filter or a project name gets the same refusal as a title.
+The lengths the tool's schema publishes (`maxLength`, `maxItems`, and a list's entries'
+`maxLength`) are enforced here too, for every argument, so a filter or a project name gets the same
+refusal as a title, and an entry is named by its index (`labels[2]`) as the services name it.
 
 A tool name this server does not have is refused here too, naming `name` and the nearest tool
 names, with at most `MAX_SHOWN` characters of what was sent (the SDK's own refusal echoed the
@@ -25,6 +26,7 @@ import difflib
 import json
 import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
@@ -150,14 +152,40 @@ def _problems(exc: ValidationError, whole: str, drop: str = "") -> tuple[list[st
     return problems, details
 
 
-def published_limits(tool: Tool) -> dict[str, tuple[int, str]]:
-    """Each argument's published bound: (most, unit) from its schema's maxLength or maxItems."""
+@dataclass(frozen=True)
+class Limit:
+    """An argument's published bound: at most `most` characters (a text) or entries (a list), and for
+    a list of texts, at most `each` characters an entry."""
+
+    most: int | None
+    unit: str
+    each: int | None = None
+
+    def refused(self, field: str, value: object) -> tuple[str, str] | None:
+        """The field (`labels`, `labels[2]`) and the rule `value` breaks, or None."""
+        if not isinstance(value, str | list):
+            return None
+        if self.most is not None and len(value) > self.most:
+            return field, f"must be at most {self.most} {self.unit} (got {len(value)})"
+        if self.each is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, str) and len(item) > self.each:
+                    return f"{field}[{i}]", f"must be at most {self.each} characters (got {len(item)})"
+        return None
+
+
+def published_limits(tool: Tool) -> dict[str, Limit]:
+    """Each argument's published bounds, from its schema's maxLength or maxItems (and its entries')."""
     limits = {}
     for field, schema in (tool.parameters.get("properties") or {}).items():
+        each = (schema.get("items") or {}).get("maxLength")
         if "maxLength" in schema:
-            limits[field] = (int(schema["maxLength"]), "characters")
-        elif "maxItems" in schema:
-            limits[field] = (int(schema["maxItems"]), "items")
+            limits[field] = Limit(int(schema["maxLength"]), "characters")
+        elif "maxItems" in schema or each is not None:
+            most = schema.get("maxItems")
+            limits[field] = Limit(
+                None if most is None else int(most), "items", None if each is None else int(each)
+            )
     return limits
 
 
@@ -201,11 +229,11 @@ def strict_arguments(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
             return _refusal(
                 _invalid(name, [problem], [{"field": u[:MAX_SHOWN], "rule": rule} for u in unknown[:10]])
             )
-        for field, (most, unit) in limits.items():
-            value = arguments.get(field)
-            if isinstance(value, str | list) and len(value) > most:
-                rule = f"must be at most {most} {unit} (got {len(value)})"
-                return _refusal(_invalid(name, [f"{field}: {rule}"], [{"field": field, "rule": rule}]))
+        for field, limit in limits.items():
+            refused = limit.refused(field, arguments.get(field))
+            if refused is not None:
+                where, rule = refused
+                return _refusal(_invalid(name, [f"{where}: {rule}"], [{"field": where, "rule": rule}]))
         try:
             # as JSON, strictly: JSON's types are the schema's (no "3" for 3, no true for 1)
             model.model_validate_json(to_json(arguments), strict=True)

@@ -39,7 +39,9 @@ def _type(prop: dict[str, Any]) -> str:
 
 
 def _limits(prop: dict[str, Any]) -> str:
-    return ", ".join(text.format(prop[key]) for key, text in LIMITS.items() if key in prop)
+    limits = [text.format(prop[key]) for key, text in LIMITS.items() if key in prop]
+    each = _limits(prop["items"]) if isinstance(prop.get("items"), dict) else ""
+    return ", ".join([*limits, f"each {each}"] if each else limits)
 
 
 def _cell(text: str) -> str:

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator
 from vibe_ensemble.api import auth
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.errors import InvalidInput
-from vibe_ensemble.domain.rules import MAX_ID
+from vibe_ensemble.domain.rules import MAX_ID, MAX_NAME
 from vibe_ensemble.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer vibe_…`")
@@ -105,3 +105,4 @@ def digits(value: object) -> object:
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
 P = "/projects/{project}"  # the prefix of every project's routes
+ProjectPath = Annotated[str, Path(max_length=MAX_NAME, description="The project's slug.")]  # its `{project}`

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from vibe_ensemble.api.gate import GatedRoute
-from vibe_ensemble.api.rest.deps import CallerDep, IdPath, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, IdPath, P, ProjectPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     ClaimBody,
     CloseIn,
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 @router.get(P + "/issues", tags=["issues"])
 async def list_issues(
-    project: str,
+    project: ProjectPath,
     caller: CallerDep,
     services: ServicesDep,
     issue_status: Annotated[IssueStatus | None, Query(alias="status")] = None,
@@ -60,23 +60,29 @@ async def list_issues(
 
 
 @router.post(P + "/issues", status_code=status.HTTP_201_CREATED, tags=["issues"])
-async def create_issue(project: str, body: IssueIn, caller: CallerDep, services: ServicesDep) -> Issue:
+async def create_issue(
+    project: ProjectPath, body: IssueIn, caller: CallerDep, services: ServicesDep
+) -> Issue:
     return await services.issues.create(caller, project=project, **body.model_dump())
 
 
 @router.post(P + "/issues/claim", tags=["issues"])
-async def claim_best_issue(project: str, body: ClaimBody, caller: CallerDep, services: ServicesDep) -> Issue:
+async def claim_best_issue(
+    project: ProjectPath, body: ClaimBody, caller: CallerDep, services: ServicesDep
+) -> Issue:
     return await services.issues.claim(caller, None, project=project, agent=body.agent)
 
 
 @router.get(P + "/issues/{issue_id}", tags=["issues"])
-async def get_issue(project: str, issue_id: IdPath, caller: CallerDep, services: ServicesDep) -> IssueDetail:
+async def get_issue(
+    project: ProjectPath, issue_id: IdPath, caller: CallerDep, services: ServicesDep
+) -> IssueDetail:
     return await services.issues.get(caller, issue_id, project=project)
 
 
 @router.patch(P + "/issues/{issue_id}", tags=["issues"])
 async def update_issue(
-    project: str, issue_id: IdPath, body: IssuePatchBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, issue_id: IdPath, body: IssuePatchBody, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     given = body.model_fields_set
     return await services.issues.update(
@@ -98,21 +104,21 @@ async def update_issue(
 
 @router.post(P + "/issues/{issue_id}/claim", tags=["issues"])
 async def claim_issue(
-    project: str, issue_id: IdPath, body: ClaimBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, issue_id: IdPath, body: ClaimBody, caller: CallerDep, services: ServicesDep
 ) -> Issue:
     return await services.issues.claim(caller, issue_id, project=project, agent=body.agent)
 
 
 @router.post(P + "/issues/{issue_id}/comments", status_code=status.HTTP_201_CREATED, tags=["issues"])
 async def comment_issue(
-    project: str, issue_id: IdPath, body: CommentIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, issue_id: IdPath, body: CommentIn, caller: CallerDep, services: ServicesDep
 ) -> Comment:
     return await services.issues.comment(caller, issue_id, body.body, project=project, agent=body.agent)
 
 
 @router.post(P + "/issues/{issue_id}/close", tags=["issues"])
 async def close_issue(
-    project: str, issue_id: IdPath, body: CloseIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, issue_id: IdPath, body: CloseIn, caller: CallerDep, services: ServicesDep
 ) -> ClosedIssue:
     return await services.issues.close(
         caller, issue_id, body.resolution, status=body.status, project=project, agent=body.agent

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BeforeValidator
 
 from vibe_ensemble.api.gate import GatedRoute
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep, digits
+from vibe_ensemble.api.rest.deps import CallerDep, P, ProjectPath, ServicesDep, digits
 from vibe_ensemble.api.rest.schemas import (
     KnowledgeIn,
     KnowledgePatchBody,
+    Label,
 )
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.models import (
@@ -24,7 +25,7 @@ from vibe_ensemble.services.knowledge import MAX_QUERY, MAX_SEARCH_LIMIT
 
 router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 Tags = Annotated[
-    list[str] | None,
+    list[Label] | None,
     Query(max_length=MAX_LABELS, description="Only entries with all these tags."),
 ]
 EntryId = Annotated[
@@ -34,7 +35,7 @@ EntryId = Annotated[
 
 @router.get(P + "/knowledge", tags=["knowledge"])
 async def list_knowledge(
-    project: str,
+    project: ProjectPath,
     caller: CallerDep,
     services: ServicesDep,
     kind: KnowledgeKind | None = None,
@@ -47,14 +48,14 @@ async def list_knowledge(
 
 @router.post(P + "/knowledge", status_code=status.HTTP_201_CREATED, tags=["knowledge"])
 async def add_knowledge(
-    project: str, body: KnowledgeIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, body: KnowledgeIn, caller: CallerDep, services: ServicesDep
 ) -> KnowledgeEntry:
     return await services.knowledge.add(caller, project=project, **body.model_dump())
 
 
 @router.get(P + "/knowledge/search", tags=["knowledge"])
 async def search_knowledge(
-    project: str,
+    project: ProjectPath,
     caller: CallerDep,
     services: ServicesDep,
     query: Annotated[str, Query(max_length=MAX_QUERY, description="Words to look for; any text is fine.")],
@@ -68,7 +69,7 @@ async def search_knowledge(
 
 @router.get(P + "/knowledge/{entry_id}", tags=["knowledge"])
 async def get_knowledge(
-    project: str, entry_id: EntryId, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, entry_id: EntryId, caller: CallerDep, services: ServicesDep
 ) -> KnowledgeDetail:
     """An entry with its earlier versions, newest first."""
     return await services.knowledge.get(caller, entry_id, project=project)
@@ -76,7 +77,11 @@ async def get_knowledge(
 
 @router.patch(P + "/knowledge/{entry_id}", tags=["knowledge"])
 async def update_knowledge(
-    project: str, entry_id: EntryId, body: KnowledgePatchBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath,
+    entry_id: EntryId,
+    body: KnowledgePatchBody,
+    caller: CallerDep,
+    services: ServicesDep,
 ) -> KnowledgeEntry:
     """Write a new version; the previous one stays readable."""
     fields = body.model_dump(exclude={"agent", "expected_version"})

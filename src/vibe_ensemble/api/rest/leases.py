@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from vibe_ensemble.api.gate import GatedRoute
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, P, ProjectPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     CheckIn,
     ReleaseBody,
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 @router.get(P + "/reservations", tags=["reservations"])
 async def list_reservations(
-    project: str,
+    project: ProjectPath,
     caller: CallerDep,
     services: ServicesDep,
     holder: Annotated[str | None, Query(max_length=MAX_NAME, description="Only this agent's leases.")] = None,
@@ -37,7 +37,7 @@ async def list_reservations(
 
 @router.post(P + "/reservations", tags=["reservations"])
 async def reserve_paths(
-    project: str, body: ReserveIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, body: ReserveIn, caller: CallerDep, services: ServicesDep
 ) -> ReservationResult:
     """Lease paths: grants what is free and lists conflicts (strict mode: nothing on any conflict)."""
     return await services.reservations.reserve(
@@ -56,14 +56,16 @@ async def reserve_paths(
 
 @router.post(P + "/reservations/release", tags=["reservations"])
 async def release_paths(
-    project: str, body: ReleaseBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, body: ReleaseBody, caller: CallerDep, services: ServicesDep
 ) -> ReleaseResult:
     """Release the acting agent's leases on these patterns, or all of them."""
     return await services.reservations.release(caller, body.paths, project=project, agent=body.agent)
 
 
 @router.post(P + "/reservations/check", tags=["reservations"])
-async def check_paths(project: str, body: CheckIn, caller: CallerDep, services: ServicesDep) -> PathCheck:
+async def check_paths(
+    project: ProjectPath, body: CheckIn, caller: CallerDep, services: ServicesDep
+) -> PathCheck:
     """Read-only: the leases of others that conflict with these paths, and the free ones."""
     return await services.reservations.check(
         caller,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from vibe_ensemble.api.gate import GatedRoute
 from vibe_ensemble.api.held import while_connected
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, P, ProjectPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     AgentName,
     IdsIn,
@@ -25,13 +25,15 @@ router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 
 @router.post(P + "/messages", status_code=status.HTTP_201_CREATED, tags=["messages"])
-async def send_message(project: str, body: MessageIn, caller: CallerDep, services: ServicesDep) -> Message:
+async def send_message(
+    project: ProjectPath, body: MessageIn, caller: CallerDep, services: ServicesDep
+) -> Message:
     return await services.messages.send(caller, project=project, **body.model_dump())
 
 
 @router.get(P + "/agents/{name}/inbox", tags=["messages"])
 async def fetch_inbox(
-    project: str,
+    project: ProjectPath,
     name: AgentName,
     caller: CallerDep,
     services: ServicesDep,
@@ -53,14 +55,14 @@ async def fetch_inbox(
 
 @router.post(P + "/agents/{name}/inbox/read", tags=["messages"])
 async def mark_read(
-    project: str, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
 ) -> list[int]:
     return await services.messages.mark_read(caller, body.ids, project=project, agent=name)
 
 
 @router.post(P + "/agents/{name}/inbox/ack", tags=["messages"])
 async def acknowledge(
-    project: str, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, name: AgentName, body: IdsIn, caller: CallerDep, services: ServicesDep
 ) -> list[int]:
     return await services.messages.acknowledge(caller, body.ids, project=project, agent=name)
 
@@ -68,7 +70,7 @@ async def acknowledge(
 @router.get(P + "/agents/{name}/inbox/wait", tags=["messages"])
 async def wait_for_messages(
     request: Request,
-    project: str,
+    project: ProjectPath,
     name: AgentName,
     caller: CallerDep,
     services: ServicesDep,

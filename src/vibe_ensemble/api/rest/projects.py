@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from vibe_ensemble.api.gate import GatedRoute
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, P, ProjectPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     ProjectIn,
 )
@@ -28,11 +28,11 @@ async def create_project(body: ProjectIn, caller: CallerDep, services: ServicesD
 
 
 @router.get(P, tags=["projects"])
-async def get_project(project: str, caller: CallerDep, services: ServicesDep) -> Project:
+async def get_project(project: ProjectPath, caller: CallerDep, services: ServicesDep) -> Project:
     return await services.projects.get(caller, project)
 
 
 @router.get(P + "/board", tags=["projects"])
-async def board(project: str, caller: CallerDep, services: ServicesDep) -> Board:
+async def board(project: ProjectPath, caller: CallerDep, services: ServicesDep) -> Board:
     """Issues by status (ready ones flagged), the active team and the live leases."""
     return await services.briefings.board(caller, project=project)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Body as JsonBody
 from fastapi import Path
@@ -23,10 +23,12 @@ from vibe_ensemble.domain.rules import (
     MAX_BODY,
     MAX_DEPENDENCIES,
     MAX_ID,
+    MAX_LABEL,
     MAX_LABELS,
     MAX_LINE,
     MAX_NAME,
     MAX_NOTE,
+    MAX_PATTERN,
     MAX_TITLE,
 )
 from vibe_ensemble.services.knowledge import MAX_ISSUE_LINKS
@@ -45,6 +47,9 @@ from vibe_ensemble.services.reservations import (
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Flag = Annotated[bool, Strict()]
 AgentName = Annotated[str, Path(max_length=MAX_NAME, description="The agent's name.")]  # in a route's path
+# A list's entries have their limits too, published and refused naming the entry (`labels[2]`)
+Label = Annotated[str, Field(max_length=MAX_LABEL)]  # a label, tag or capability
+Pattern = Annotated[str, Field(max_length=MAX_PATTERN)]  # a path, glob or named resource
 
 
 class Body(BaseModel):
@@ -63,7 +68,7 @@ class AgentIn(Body):
 
     name: str | None = Field(None, max_length=MAX_NAME)
     role: AgentRole | None = Field(None, description="A new agent is a worker unless given.")
-    capabilities: list[str] | None = Field(None, max_length=MAX_LABELS)
+    capabilities: list[Label] | None = Field(None, max_length=MAX_LABELS)
     program: str | None = Field(None, max_length=MAX_LINE)
     model: str | None = Field(None, max_length=MAX_LINE)
     description: str | None = Field(None, max_length=MAX_BODY)
@@ -84,7 +89,7 @@ class IssueIn(Body):
     title: str = Field(max_length=MAX_TITLE)
     body: str = Field("", max_length=MAX_BODY)
     priority: Priority = Priority.P2
-    labels: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    labels: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
     depends_on: list[Id] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = Field(default=None, max_length=MAX_NAME)
@@ -96,7 +101,7 @@ class IssuePatch(Body):
     body: str | None = Field(None, max_length=MAX_BODY)
     status: IssueStatus | None = None
     priority: Priority | None = None
-    labels: list[str] | None = Field(None, max_length=MAX_LABELS)
+    labels: list[Label] | None = Field(None, max_length=MAX_LABELS)
     depends_on: list[Id] | None = Field(None, max_length=MAX_DEPENDENCIES)
     parent: Id | None = None
     assignee: str | None = Field(default=None, max_length=MAX_NAME)
@@ -137,13 +142,19 @@ class IdsIn(Body):
     ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
 
 
+ToolProfile = Literal["core", "full"]  # services/tokens.TOOL_PROFILES
+TOOL_PROFILE_DOC = (
+    "The MCP tools the token sees: core, or full (adds admin and project tools); default: the server's."
+)
+
+
 class TokenIn(Body):
     role: TokenRole
-    project: str | None = None
+    project: str | None = Field(None, max_length=MAX_NAME)
     agent: str | None = Field(None, max_length=MAX_NAME)
     label: str = Field("", max_length=MAX_LINE)
     expires_at: datetime | None = None
-    tool_profile: str | None = None
+    tool_profile: ToolProfile | None = Field(None, description=TOOL_PROFILE_DOC)
 
 
 class TokenOut(BaseModel):
@@ -161,7 +172,7 @@ PATHS_DOC = (
 
 
 class ReserveIn(Body):
-    paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_RESERVE_PATHS)
+    paths: list[Pattern] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_RESERVE_PATHS)
     exclusive: Flag = True
     ttl_s: Annotated[int, Strict()] = Field(
         DEFAULT_TTL_S, ge=MIN_TTL_S, le=MAX_TTL_S, description="Seconds until the lease ends by itself."
@@ -176,14 +187,14 @@ class ReserveIn(Body):
 
 
 class ReleaseIn(Body):
-    paths: list[str] | None = Field(
-        None, max_length=MAX_NOTE, description="Patterns exactly as reserved; omit to release all."
+    paths: list[Pattern] | None = Field(
+        None, max_length=MAX_CHECK_PATHS, description="Patterns exactly as reserved; omit to release all."
     )
     agent: str | None = Field(None, max_length=MAX_NAME)
 
 
 class CheckIn(Body):
-    paths: list[str] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
+    paths: list[Pattern] = Field(description=PATHS_DOC, min_length=1, max_length=MAX_CHECK_PATHS)
     exclusive: Flag = Field(True, description="false: report only exclusive holders.")
     agent: str | None = Field(None, max_length=MAX_NAME, description="Ignore this agent's own leases.")
     report: Flag = Field(
@@ -196,7 +207,7 @@ class KnowledgeIn(Body):
     kind: KnowledgeKind
     title: str = Field(max_length=MAX_TITLE)
     body: str = Field(max_length=MAX_BODY)
-    tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
     issue_ids: list[Id] = Field(default_factory=list, max_length=MAX_ISSUE_LINKS)
     agent: str | None = Field(None, max_length=MAX_NAME)
 
@@ -205,7 +216,7 @@ class KnowledgePatch(Body):
     kind: KnowledgeKind | None = None
     title: str | None = Field(None, max_length=MAX_TITLE)
     body: str | None = Field(None, max_length=MAX_BODY)
-    tags: list[str] | None = Field(None, max_length=MAX_LABELS)
+    tags: list[Label] | None = Field(None, max_length=MAX_LABELS)
     issue_ids: list[Id] | None = Field(None, max_length=MAX_ISSUE_LINKS)
     expected_version: Id | None = None
     agent: str | None = Field(None, max_length=MAX_NAME)

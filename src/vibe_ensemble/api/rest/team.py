@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from vibe_ensemble.api.gate import GatedRoute
-from vibe_ensemble.api.rest.deps import CallerDep, P, ServicesDep
+from vibe_ensemble.api.rest.deps import CallerDep, P, ProjectPath, ServicesDep
 from vibe_ensemble.api.rest.schemas import (
     AgentBody,
     AgentName,
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 
 @router.get(P + "/agents", tags=["agents"])
 async def list_agents(
-    project: str,
+    project: ProjectPath,
     caller: CallerDep,
     services: ServicesDep,
     role: AgentRole | None = None,
@@ -38,13 +38,15 @@ async def list_agents(
 
 
 @router.post(P + "/agents", status_code=status.HTTP_201_CREATED, tags=["agents"])
-async def register_agent(project: str, body: AgentBody, caller: CallerDep, services: ServicesDep) -> Agent:
+async def register_agent(
+    project: ProjectPath, body: AgentBody, caller: CallerDep, services: ServicesDep
+) -> Agent:
     return await services.agents.register(caller, project=project, **body.model_dump())
 
 
 @router.post(P + "/agents/{name}/heartbeat", tags=["agents"])
 async def heartbeat(
-    project: str, name: AgentName, body: HeartbeatBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, name: AgentName, body: HeartbeatBody, caller: CallerDep, services: ServicesDep
 ) -> HeartbeatResult:
     return await services.agents.heartbeat(
         caller,
@@ -57,6 +59,6 @@ async def heartbeat(
 
 @router.post(P + "/agents/{name}/retire", tags=["agents"])
 async def retire_agent(
-    project: str, name: AgentName, body: RetireBody, caller: CallerDep, services: ServicesDep
+    project: ProjectPath, name: AgentName, body: RetireBody, caller: CallerDep, services: ServicesDep
 ) -> Agent:
     return await services.agents.retire(caller, project=project, name=name, reason=body.reason)

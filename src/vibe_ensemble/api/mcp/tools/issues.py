@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, Id, IssueId, ProjectArg, items, text
+from vibe_ensemble.api.mcp.params import AgentArg, Id, IssueId, Label, ProjectArg, items, text
 from vibe_ensemble.domain.enums import IssueStatus, Priority
 from vibe_ensemble.domain.errors import InvalidInput
 from vibe_ensemble.domain.models import ClosedIssue, Comment, Issue, IssueDetail, IssuePage
@@ -35,7 +35,7 @@ async def create_issue(
     ] = "",
     priority: Annotated[Priority, Field(description="p0 (urgent) to p3 (someday).")] = Priority.P2,
     labels: Annotated[
-        list[str] | None,
+        list[Label] | None,
         items("Topics or skills, e.g. ['api'].", MAX_LABELS),
     ] = None,
     depends_on: Annotated[
@@ -112,7 +112,7 @@ async def update_issue(
     status: Annotated[IssueStatus | None, Field(description="e.g. blocked, review.")] = None,
     priority: Annotated[Priority | None, Field(description="p0 (urgent) to p3.")] = None,
     labels: Annotated[
-        list[str] | None,
+        list[Label] | None,
         items("Replaces the labels.", MAX_LABELS),
     ] = None,
     depends_on: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, Id, IssueLinks, ProjectArg, Tags, items, text
+from vibe_ensemble.api.mcp.params import AgentArg, Id, IssueLinks, Label, ProjectArg, Tags, items, text
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.models import KnowledgeDetail, KnowledgeEntry, KnowledgeHit
 from vibe_ensemble.domain.rules import MAX_BODY, MAX_ID, MAX_LABELS, MAX_TITLE
@@ -48,7 +48,7 @@ async def update_knowledge(
     kind: Annotated[KnowledgeKind | None, Field(description="New kind.")] = None,
     title: Annotated[str | None, text("New title.", MAX_TITLE)] = None,
     body: Annotated[str | None, text("New body (replaces it).", MAX_BODY)] = None,
-    tags: Annotated[list[str] | None, items("Replaces the tags.", MAX_LABELS)] = None,
+    tags: Annotated[list[Label] | None, items("Replaces the tags.", MAX_LABELS)] = None,
     issue_ids: Annotated[list[Id] | None, items("Replaces the linked issues.", MAX_ISSUE_LINKS)] = None,
     expected_version: Annotated[
         int | None, Field(description="Fail unless the entry is still at this version.", ge=1, le=MAX_ID)
@@ -79,7 +79,7 @@ async def search_knowledge(
     ],
     kind: Annotated[KnowledgeKind | None, Field(description="Only entries of this kind.")] = None,
     tags: Annotated[
-        list[str] | None,
+        list[Label] | None,
         items("Only entries with all these tags.", MAX_LABELS),
     ] = None,
     limit: Annotated[int, Field(ge=1, le=50, description="At most this many results.")] = 10,

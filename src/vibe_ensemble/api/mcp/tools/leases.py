@@ -7,7 +7,16 @@ from typing import Annotated
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, CheckPaths, Id, ProjectArg, ReservePaths, items, text
+from vibe_ensemble.api.mcp.params import (
+    AgentArg,
+    CheckPaths,
+    Id,
+    Pattern,
+    ProjectArg,
+    ReservePaths,
+    items,
+    text,
+)
 from vibe_ensemble.domain.enums import ReserveMode
 from vibe_ensemble.domain.models import PathCheck, ReleaseResult, ReservationResult
 from vibe_ensemble.domain.rules import MAX_LINE, MAX_NOTE
@@ -67,7 +76,7 @@ async def reserve_paths(
 
 async def release_paths(
     paths: Annotated[
-        list[str] | None,
+        list[Pattern] | None,
         items("Patterns exactly as reserved; omit to release all yours.", MAX_CHECK_PATHS),
     ] = None,
     agent: AgentArg = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vibe_ensemble.api.mcp.context import acting
-from vibe_ensemble.api.mcp.params import AgentArg, ProjectArg, items, text
+from vibe_ensemble.api.mcp.params import AgentArg, Label, ProjectArg, items, text
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, ReportedStatus
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.rules import MAX_BODY, MAX_LABELS, MAX_LINE, MAX_NAME, MAX_NOTE
@@ -23,7 +23,7 @@ async def register_agent(
         text("Your name; omit for a memorable generated one.", MAX_NAME),
     ] = None,
     capabilities: Annotated[
-        list[str] | None,
+        list[Label] | None,
         items("What you are good at, e.g. ['python', 'frontend']; omit to keep yours.", MAX_LABELS),
     ] = None,
     program: Annotated[str | None, text("Your client, e.g. 'claude-code'.", MAX_LINE)] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -110,6 +111,49 @@ def database_with_admin(path: Path) -> tuple[str, str]:
     db = f"sqlite+aiosqlite:///{path}"
     cli("migrate", "--database-url", db)
     return db, cli("token", "create", "--role", "admin", "--database-url", db).stdout.strip()
+
+
+def test_token_list_shows_each_tokens_tool_profile(tmp_path: Path) -> None:
+    """`token create --tool-profile full` is stored, and `token list` says so (a table column and
+    `tool_profile` in --json; a token without its own is served the server's, shown as `default`)."""
+    db, _ = database_with_admin(tmp_path / "profiles.db")
+    full = cli(
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--label",
+        "wide",
+        "--tool-profile",
+        "full",
+        "--database-url",
+        db,
+    )
+    core = cli(
+        "token",
+        "create",
+        "--role",
+        "viewer",
+        "--label",
+        "narrow",
+        "--tool-profile",
+        "core",
+        "--database-url",
+        db,
+    )
+    table = cli("token", "list", "--database-url", db).stdout
+    header = next(line for line in table.splitlines() if "prefix" in line)
+    assert "tools" in header.split()
+    rows = {
+        label: line.split() for line in table.splitlines() for label in ("wide", "narrow") if label in line
+    }
+    assert "full" in rows["wide"] and "core" in rows["narrow"]
+    listed = json.loads(cli("token", "list", "--json", "--database-url", db).stdout)
+    by_prefix = {t["prefix"]: t["tool_profile"] for t in listed}
+    assert by_prefix[full.stdout.strip()[:12]] == "full" and by_prefix[core.stdout.strip()[:12]] == "core"
+    assert sorted(by_prefix.values(), key=str) == [None, "core", "full"]  # the first admin's: null
+    default_row = next(line for line in table.splitlines() if "admin" in line and "wide" not in line)
+    assert "default" in default_row.split()
 
 
 async def test_stdio_mcp(tmp_path: Path) -> None:

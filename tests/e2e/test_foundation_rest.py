@@ -263,6 +263,33 @@ def test_a_time_without_a_timezone_is_refused_naming_it(server: ServerProcess) -
         error(api.post("/api/v1/tokens", json=expiry), 422, "invalid_input")
 
 
+def test_tokens_show_their_tool_profile(server: ServerProcess) -> None:
+    with client(server, server.admin_token) as api:
+        body = {
+            "role": "worker",
+            "project": "default",
+            "agent": "w9",
+            "label": "wide",
+            "tool_profile": "full",
+        }
+        created = ok(api.post("/api/v1/tokens", json=body), 201)
+        assert created["tool_profile"] == "full"
+        plain = ok(api.post("/api/v1/tokens", json={"role": "viewer", "label": "plain"}), 201)
+        assert plain["tool_profile"] is None  # served the server's VIBE_TOOL_PROFILE
+        listed = {t["id"]: t for t in ok(api.get("/api/v1/tokens"))}
+        assert listed[created["id"]]["tool_profile"] == "full" and listed[plain["id"]]["tool_profile"] is None
+        revoked = ok(api.delete(f"/api/v1/tokens/{created['id']}"))
+        assert revoked["tool_profile"] == "full"
+        refused = error(
+            api.post("/api/v1/tokens", json={"role": "viewer", "tool_profile": "huge"}), 422, "invalid_input"
+        )
+        assert refused["details"]["field"] == "tool_profile"
+    spec = ok(httpx2.get(server.url + "/api/v1/openapi.json"))["components"]["schemas"]
+    assert (
+        "tool_profile" in spec["TokenOut"]["required"] and "tool_profile" in spec["Credential"]["properties"]
+    )
+
+
 def test_openapi_and_health(server: ServerProcess) -> None:
     spec = ok(httpx2.get(server.url + "/api/v1/openapi.json"))
     assert spec["info"]["title"] == "Vibe Ensemble"

@@ -100,7 +100,9 @@ def token_list(
     if as_json:
         print(json.dumps([credential_json(c) for c in credentials]))
         return
-    table = Table("id", "prefix", "role", "project", "agent", "label", "created", "expires", "revoked")
+    table = Table(
+        "id", "prefix", "role", "project", "agent", "tools", "label", "created", "expires", "revoked"
+    )
     for c in credentials:
         table.add_row(  # labels and agent names are shown literally, never as markup
             *(
@@ -111,6 +113,7 @@ def token_list(
                     c.role.value,
                     c.project or "*",
                     c.agent or "",
+                    c.tool_profile or "default",  # the server's VIBE_TOOL_PROFILE
                     c.label,
                     f"{c.created_at:%Y-%m-%d %H:%M}",
                     f"{c.expires_at:%Y-%m-%d %H:%M}" if c.expires_at else "",
@@ -129,6 +132,7 @@ def credential_json(c: Any) -> dict[str, Any]:
         "role": c.role.value,
         "project": c.project,
         "agent": c.agent,
+        "tool_profile": c.tool_profile,  # null: the server's VIBE_TOOL_PROFILE
         "label": c.label,
         "created_at": c.created_at.isoformat(),
         "expires_at": c.expires_at.isoformat() if c.expires_at else None,

@@ -249,6 +249,7 @@ class Credential:
     role: TokenRole
     project: str | None
     agent: str | None
+    tool_profile: str | None  # the MCP tools it is served (core, full); None: the server's VIBE_TOOL_PROFILE
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None

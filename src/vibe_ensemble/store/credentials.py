@@ -41,6 +41,7 @@ def _to_stored(row: sa.Row[Any]) -> StoredCredential:
         role=_ROLES[row.role],
         project=row.slug,
         agent=row.agent_name,
+        tool_profile=row.tool_profile,
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,

@@ -164,6 +164,9 @@ class TokenOut(BaseModel):
     role: TokenRole
     project: str | None
     agent: str | None
+    tool_profile: str | None = Field(
+        description="The MCP tools it is served: core or full; null: the server's (VIBE_TOOL_PROFILE)."
+    )
 
 
 PATHS_DOC = (

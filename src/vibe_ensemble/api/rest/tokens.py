@@ -26,7 +26,13 @@ async def list_tokens(caller: CallerDep, services: ServicesDep) -> list[Credenti
 async def create_token(body: TokenIn, caller: CallerDep, services: ServicesDep) -> TokenOut:
     cred, secret = await services.tokens.create(caller, **body.model_dump())
     return TokenOut(
-        token=secret, id=cred.id, prefix=cred.prefix, role=cred.role, project=cred.project, agent=cred.agent
+        token=secret,
+        id=cred.id,
+        prefix=cred.prefix,
+        role=cred.role,
+        project=cred.project,
+        agent=cred.agent,
+        tool_profile=cred.tool_profile,
     )
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
 from vibe_ensemble.api.mcp.resources import resource_changes
+from vibe_ensemble.api.mcp.server import build_mcp
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.ops.config import Settings
 
 P = "vibe://projects/web"
 
@@ -45,3 +50,35 @@ def test_mail_tokens_and_events_without_a_project_change_no_resource() -> None:
     assert resource_changes(event("message.sent", id=1, recipients=["b"])) == []
     assert resource_changes(event("token.created", project=None, id=1)) == []
     assert resource_changes(event("issue.updated", id="not an id")) == []
+
+
+ONCE = "a query parameter of a vibe:// URI is given at most once"
+
+
+@pytest.mark.parametrize(
+    ("uri", "rule"),
+    [
+        ("vibe://projects?limit=1&limit=2", ONCE),
+        ("vibe://projects?x=1", "vibe://projects takes only the query parameter limit"),
+        ("vibe://projects?limit=1&x=1", "vibe://projects takes only the query parameter limit"),
+        ("vibe://projects/web/issues/1?x=1", "vibe://projects/{project}/issues/{id} takes no query"),
+        ("vibe://projects/web/board?limit=1", "vibe://projects/{project}/board takes no query"),
+        (
+            "vibe://projects/web/agents/a/inbox?x",
+            "vibe://projects/{project}/agents/{agent}/inbox takes no query",
+        ),
+        ("vibe://projects/web?limit=1&limit=2", "vibe://projects/{project} takes no query"),
+    ],
+)
+async def test_a_refused_query_says_the_rule_it_breaks_in_its_message_and_its_data(
+    uri: str, rule: str
+) -> None:
+    """The message and `data.rule` name the same rule, the one broken (a repeated parameter was
+    refused with the rule about which parameters a resource takes)."""
+    async with Client(build_mcp(Settings())) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(uri)
+    error = refused.value.error
+    assert error.code == -32602
+    assert error.data == {"code": "invalid_input", "field": "uri", "rule": rule}
+    assert error.message.startswith(f"[invalid_input] uri: {rule} (got '")

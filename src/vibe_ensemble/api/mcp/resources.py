@@ -43,20 +43,39 @@ def _positive(field: str, value: str, maximum: int = MAX_ID) -> int:
     return int(value)
 
 
-def query_problem(uri: str) -> str | None:
-    """What is wrong with a `vibe://` URI's query, or None: only vibe://projects takes one, `limit`,
-    at most once (a parameter no resource takes, or given twice, was ignored without a word)."""
+ONCE_RULE = "a query parameter of a vibe:// URI is given at most once"
+
+
+def query_problem(uri: str) -> tuple[str, str] | None:
+    """What is wrong with a `vibe://` URI's query, as (problem, rule), or None: only vibe://projects
+    takes one, `limit`, at most once (a parameter no resource takes, or given twice, was ignored
+    without a word). The problem says the rule it breaks, the rule alone is the refusal's `rule`."""
     path, _, query = uri.partition("?")
     if not query:
         return None
-    takes = _QUERIES.get(path, set())
+    template = _template_of(path)
+    if template is None:
+        return None  # no such resource: refused as one (server._read_resource)
+    takes = sorted(_QUERIES.get(path, set()))
     names = [part.partition("=")[0] for part in query.split("&")]
     for name in names:
         if name not in takes:
-            allowed = f"it takes only {', '.join(sorted(takes))}" if takes else "it takes no query"
-            return f"the query parameter {name[:40]!r} is not one of this resource's: {allowed}"
-    if len(set(names)) < len(names):
-        return "a query parameter is given more than once"
+            rule = f"{template} takes " + (
+                f"only the query parameter {', '.join(takes)}" if takes else "no query"
+            )
+            return f"{rule} (got {name[:40]!r})", rule
+    for name in names:
+        if names.count(name) > 1:
+            return f"{ONCE_RULE} (got {name[:40]!r} {names.count(name)} times)", ONCE_RULE
+    return None
+
+
+def _template_of(path: str) -> str | None:
+    """The URI template of the resource at `path` (a URI without its query; the template without its
+    query too), or None."""
+    for template, pattern in _PATTERNS.items():
+        if pattern.fullmatch(path):
+            return template
     return None
 
 
@@ -163,6 +182,13 @@ _QUERIES: dict[str, set[str]] = {
     uri.partition("{?")[0]: set(re.findall(r"\{\?([^}]*)\}", uri)[0].split(","))
     for uri in RESOURCES
     if "{?" in uri
+}
+
+
+# URI template (its query left out) → what the URIs without their query look like ({x}: one segment)
+_PATTERNS: dict[str, re.Pattern[str]] = {
+    base: re.compile("[^/?]+".join(re.escape(part) for part in re.split(r"\{[^}]*\}", base)))
+    for base in (uri.partition("{?")[0] for uri in RESOURCES)
 }
 
 

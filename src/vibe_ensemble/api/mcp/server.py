@@ -92,8 +92,8 @@ async def _read_resource(ctx: ServerRequestContext[Any, Any], call_next: CallNex
     """`resources/read`; a URI no resource of this server has is refused as every refused input is,
     `[invalid_input] uri: …` naming the resources (the SDK said only `Unknown resource: URI`)."""
     uri = (ctx.params or {}).get("uri")
-    if isinstance(uri, str) and (problem := resources.query_problem(uri)):
-        raise invalid_params("uri", problem, "a vibe:// URI takes only the query its resource names")
+    if isinstance(uri, str) and (refused := resources.query_problem(uri)):
+        raise invalid_params("uri", *refused)
     try:
         return await _answer(ctx, call_next)
     except MCPError as exc:

@@ -80,10 +80,11 @@ async def test_two_stdio_agents_share_one_server_through_the_bridge(
         assert "[invalid_input] title: must not be empty" in await call_error(a, "create_issue", title="")
         prompt = await a.get_prompt("worker_briefing", {})
         assert prompt.messages
-        completed = await a.complete(
-            types.PromptReference(name="worker_briefing"), {"name": "agent", "value": "b"}
-        )
+        briefing = types.PromptReference(name="worker_briefing")
+        completed = await b.complete(briefing, {"name": "agent", "value": "b"})
         assert completed.completion.values == ["bob"]
+        # alice's token reads only alice's briefing: bob's name is not hers to complete
+        assert (await a.complete(briefing, {"name": "agent", "value": "b"})).completion.values == []
         board = await a.read_resource("vibe://projects/default/board")
         assert "bridged" in board.contents[0].text  # type: ignore[union-attr]
     # what the stdio clients did happened on the server, seen by a direct HTTP client

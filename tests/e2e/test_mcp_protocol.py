@@ -22,6 +22,7 @@ from tests.support import ServerProcess, call, mcp_client
 
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 ISSUE = types.ResourceTemplateReference(uri="vibe://projects/{project}/issues/{id}")
+INBOX = types.ResourceTemplateReference(uri="vibe://projects/{project}/agents/{agent}/inbox")
 BRIEFING = types.PromptReference(name="worker_briefing")
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -45,6 +46,7 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
     async with mcp_client(server.mcp_url, server.admin_token, mode=mode) as admin:
         for name in ("dana", "dave", "erin"):
             await call(admin, "register_agent", name=name)
+        await call(admin, "register_agent", name="carl", role="coordinator")
         ids = [(await call(admin, "create_issue", title=f"t{n}", agent="dana"))["id"] for n in range(12)]
         await call(admin, "register_agent", name="dana", project="docs")
         other = await call(admin, "create_issue", title="elsewhere", project="docs", agent="dana")
@@ -131,16 +133,33 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
             with pytest.raises(MCPError, match="Method not found"):
                 await admin.set_logging_level("debug")
 
-    # a token scoped to a project completes and lists only what it can read
+    # a token scoped to a project completes and lists only what it can read: its project; bound to an
+    # agent, that agent's inbox and briefing only (another's is permission_denied)
     erin = token_create(db, "--role", "worker", "--project", "default", "--agent", "erin")
     async with mcp_client(server.mcp_url, erin, mode=mode) as worker:
         assert await complete(worker, BRIEFING, "project", "d") == ["default"]
+        assert await complete(worker, INBOX, "project", "") == ["default"]
         assert await complete(worker, ISSUE, "id", str(other["id"]), project="docs") == []
+        assert await complete(worker, INBOX, "agent", "") == ["erin"]
+        assert await complete(worker, INBOX, "agent", "", project="default") == ["erin"]
+        assert await complete(worker, INBOX, "agent", "d") == []
+        assert await complete(worker, BRIEFING, "agent", "") == ["erin"]
+        with pytest.raises(MCPError, match="permission_denied"):
+            await worker.read_resource("vibe://projects/default/agents/dana/inbox")
         listed = [r.uri for r in (await worker.list_resources()).resources]
         assert listed[-1] == "vibe://projects/default/agents/erin/inbox"
         await call(worker, "send_message", to=["erin"], subject="hi", body="to myself")
         inbox = json.loads((await worker.read_resource(listed[-1])).contents[0].text)  # type: ignore[union-attr]
         assert [m["message"]["subject"] for m in inbox["items"]] == ["hi"]
+    # a worker team token acts for the workers, not as the coordinator: it completes those it may read
+    team = token_create(db, "--role", "worker", "--project", "default")
+    async with mcp_client(server.mcp_url, team, mode=mode) as worker:
+        assert await complete(worker, INBOX, "agent", "") == ["dana", "dave", "erin"]
+        assert await complete(worker, BRIEFING, "agent", "") == ["dana", "dave", "erin"]
+        with pytest.raises(MCPError, match="permission_denied"):
+            await worker.read_resource("vibe://projects/default/agents/carl/inbox")
+    async with mcp_client(server.mcp_url, server.admin_token, mode=mode) as admin:
+        assert await complete(admin, INBOX, "agent", "") == ["carl", "dana", "dave", "erin"]
 
 
 ONCE = "a query parameter of a vibe:// URI is given at most once"

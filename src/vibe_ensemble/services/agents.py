@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +16,7 @@ from vibe_ensemble.domain.errors import InvalidInput, PermissionDenied
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, HeartbeatResult
 from vibe_ensemble.domain.permissions import Op, allowed, roles_allowed
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service, Transaction, may_act_as
 from vibe_ensemble.store import agents as store
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import messages as message_store
@@ -207,6 +209,19 @@ class AgentService(Service):
                 conn, proj.id, role=role, status=status, include_retired=include_retired
             )
 
+    async def actable(
+        self, caller: Caller, *, project: str | None = None, ops: Iterable[Op] = ()
+    ) -> builtins.list[Agent]:
+        """The active agents `caller` may act as in the project for a call that needs `ops` (an inbox's
+        read, a briefing): a bound token its own agent only, a team token those its role may speak for
+        (`may_act_as`: a coordinator needs a role that may lead). What an `agent` argument completes to."""
+        for op in ops:
+            caller.require(op)
+        agents = await self.list(caller, project=project)
+        if caller.agent is not None:
+            return [a for a in agents if a.name == caller.agent]
+        return [a for a in agents if _may_act_as(caller, a)]
+
     async def retire(
         self, caller: Caller, *, name: str, project: str | None = None, reason: str = ""
     ) -> Agent:
@@ -285,3 +300,11 @@ class AgentService(Service):
             for project_id, agent in idle:
                 await self._retire(tx, project_id, agent, actor="system", reason="idle")
         return offlined, len(idle)
+
+
+def _may_act_as(caller: Caller, agent: Agent) -> bool:
+    try:
+        may_act_as(caller, agent)
+    except PermissionDenied:
+        return False
+    return True

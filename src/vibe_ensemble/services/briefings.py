@@ -97,6 +97,8 @@ def card(issue: Issue, *, ready: bool, waits_on: list[int]) -> Card:
     )
 
 
+# What reading a briefing needs (mail in it needs message.read too, and is left out without it)
+BRIEFING_OPS = (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.KNOWLEDGE_READ)
 BOARD_LIMIT = 200
 BOARD_FINISHED_LIMIT = 20
 
@@ -136,7 +138,7 @@ class BriefingService(Service):
         when the caller's token may read mail (else `unread` is None: not visible, never "0").
         Every other section needs an operation required here, so none is shown empty for want of
         a right: the briefing is refused instead, naming it."""
-        for op in (Op.PROJECT_READ, Op.AGENT_READ, Op.ISSUE_READ, Op.RESERVATION_READ, Op.KNOWLEDGE_READ):
+        for op in BRIEFING_OPS:
             caller.require(op)
         name = caller.acting_agent(agent) if (agent or caller.agent) else None
         async with self.read() as tx:

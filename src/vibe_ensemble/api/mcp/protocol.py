@@ -30,6 +30,8 @@ from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
 from vibe_ensemble.api.mcp import prompts, resources
 from vibe_ensemble.api.mcp.context import acting, invalid_params
 from vibe_ensemble.domain.errors import VibeError
+from vibe_ensemble.domain.permissions import Op
+from vibe_ensemble.services.briefings import BRIEFING_OPS
 
 MAX_COMPLETIONS = 100
 
@@ -99,12 +101,16 @@ def _list_resources(default_project: str) -> Any:
 
 
 async def _candidates(ref: Any, name: str, known: dict[str, str]) -> list[str]:
+    """What the caller may read: the projects it sees, the agents it may act as (an inbox is read as
+    its agent, a briefing is an agent's: a bound token's own, a team token's role's), the issues and
+    knowledge entries of the project. A read it may not do at all completes to nothing."""
     services, caller = acting()
     project = known.get("project") or None
     if name == "project":
         return [p.slug for p in await services.projects.list(caller)]
     if name == "agent":
-        return [a.name for a in await services.agents.list(caller, project=project)]
+        ops = BRIEFING_OPS if isinstance(ref, types.PromptReference) else (Op.MESSAGE_READ,)
+        return [a.name for a in await services.agents.actable(caller, project=project, ops=ops)]
     uri = getattr(ref, "uri", "")
     if name == "id" and "/issues/" in uri:
         page = await services.issues.list(caller, project=project, limit=MAX_COMPLETIONS)

@@ -20,8 +20,11 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support import ServerProcess, call, mcp_client
 
+from .live_support import modern_request
+
 CLI = str(Path(sys.executable).with_name("vibe-ensemble"))
 ISSUE = types.ResourceTemplateReference(uri="vibe://projects/{project}/issues/{id}")
+NOT_HONORED = "vibe-ensemble/notHonored"
 INBOX = types.ResourceTemplateReference(uri="vibe://projects/{project}/agents/{agent}/inbox")
 BRIEFING = types.PromptReference(name="worker_briefing")
 
@@ -165,6 +168,60 @@ async def test_completions_resources_and_results(server: ServerProcess, mode: st
 ONCE = "a query parameter of a vibe:// URI is given at most once"
 
 
+async def test_a_listen_honors_only_what_is_pushed_and_says_why_not_the_rest(server: ServerProcess) -> None:
+    """The inbox is never pushed (mail is waited for): a listen does not list it as honored, and its
+    acknowledgement's `_meta` says why; so for a query, an id no resource has, another project's URI
+    (a scoped token), and the tool and prompt lists (which never change)."""
+    db = f"sqlite+aiosqlite:///{server.data_dir / 'vibe.db'}"
+    alice = token_create(db, "--role", "worker", "--project", "default", "--agent", "alice")
+    base = "vibe://projects/default"
+    wanted = [
+        f"{base}/board",
+        f"{base}/agents/alice/inbox",
+        "vibe://projects?limit=1",
+        f"{base}/issues/01",
+        "vibe://projects/other/board",
+        f"{base}/issues/7",
+        "vibe://nope",
+    ]
+    async with (
+        mcp_client(server.mcp_url, alice) as client,
+        client.listen(
+            tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True,
+            resource_subscriptions=wanted,
+        ) as subscription,
+    ):  # fmt: skip
+        honored = subscription.honored
+        assert honored is not None
+        assert honored.resource_subscriptions == [f"{base}/board", f"{base}/issues/7"]
+        assert honored.resources_list_changed is True
+        assert not honored.tools_list_changed and not honored.prompts_list_changed
+
+    # what the SDK's client keeps to itself: the acknowledgement, read off the wire
+    headers, body = modern_request(
+        alice,
+        "subscriptions/listen",
+        {"notifications": {"toolsListChanged": True, "resourceSubscriptions": wanted}},
+    )
+    async with httpx2.AsyncClient(timeout=10) as http, http.stream(
+        "POST", server.mcp_url, headers=headers, json=body
+    ) as stream:  # fmt: skip
+        assert stream.status_code == 200
+        ack = await anext(
+            json.loads(line[6:]) async for line in stream.aiter_lines() if line.startswith("data: ")
+        )
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"] == {"resourceSubscriptions": [f"{base}/board", f"{base}/issues/7"]}
+    reasons = {n.get("uri") or n["notification"]: n["reason"] for n in ack["params"]["_meta"][NOT_HONORED]}
+    assert set(reasons) == {"toolsListChanged", *wanted} - {f"{base}/board", f"{base}/issues/7"}
+    assert "wait_for_messages" in reasons[f"{base}/agents/alice/inbox"]
+    assert "without a query" in reasons["vibe://projects?limit=1"]
+    assert "leading zero" in reasons[f"{base}/issues/01"]
+    assert reasons["vibe://projects/other/board"] == "not a resource of this token's project (default)"
+    assert reasons["vibe://nope"].startswith("not a resource of this server")
+    assert "tool profile" in reasons["toolsListChanged"]
+
+
 async def test_a_resource_has_one_uri(server: ServerProcess) -> None:
     """An id is ASCII digits without a leading zero (`issues/01` and `issues/٣`, Arabic-Indic digits,
     read issue 1 and 3), and only vibe://projects takes a query, `limit` once (other parameters, and
@@ -212,6 +269,8 @@ async def test_resources_subscribe_pushes_changes_on_stdio(tmp_path: Path) -> No
             assert caps.resources and caps.resources.subscribe and caps.completions and caps.logging
             with pytest.raises(MCPError, match="not a vibe:// resource of this token's project"):
                 await client.subscribe_resource("vibe://projects/other/board")
+            with pytest.raises(MCPError, match=r"uri: an inbox's changes are not pushed: wait for mail"):
+                await client.subscribe_resource("vibe://projects/default/agents/lead/inbox")
             await client.subscribe_resource("vibe://projects/default/board")
             await call(client, "register_agent", name="lead")
             with anyio.fail_after(20):

@@ -10,8 +10,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
-from vibe_ensemble.api.mcp.resources import resource_changes
+from vibe_ensemble.api.mcp.resources import NOT_PUSHED, RESOURCES, resource_changes, template_of, unpushed
 from vibe_ensemble.api.mcp.server import build_mcp
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.ops.config import Settings
 
@@ -82,3 +83,19 @@ async def test_a_refused_query_says_the_rule_it_breaks_in_its_message_and_its_da
     assert error.code == -32602
     assert error.data == {"code": "invalid_input", "field": "uri", "rule": rule}
     assert error.message.startswith(f"[invalid_input] uri: {rule} (got '")
+
+
+def test_what_a_listen_honors_is_what_the_events_announce() -> None:
+    """Every URI an event announces is one `unpushed` says is pushed, and every resource it does not
+    list in NOT_PUSHED is announced by some event: a new resource is pushed, or says why not."""
+    announced = {
+        change.uri
+        for type_ in EventType
+        for change in resource_changes(event(type_.value, id=7, slug="web"))
+        if isinstance(change, ResourceUpdated)
+    }
+    assert all(unpushed(uri) is None for uri in announced), announced
+    pushed = {template_of(uri) for uri in announced}
+    assert pushed == {uri.partition("{?")[0] for uri in RESOURCES} - set(NOT_PUSHED)
+    assert unpushed(f"{P}/agents/ann/inbox") == NOT_PUSHED["vibe://projects/{project}/agents/{agent}/inbox"]
+    assert unpushed(f"{P}/issues/7?x=1") == f"its changes are announced as {P}/issues/7, without a query"

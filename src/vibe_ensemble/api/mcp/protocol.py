@@ -74,6 +74,9 @@ class Subscriptions:
             raise MCPError(
                 types.INVALID_PARAMS, f"uri: not a vibe:// resource of this token's project: {uri}"
             )
+        reason = resources.unpushed(uri)  # what never changes is not subscribed to without a word
+        if reason is not None:
+            raise invalid_params("uri", f"{reason} (got {uri[:200]!r})", reason)
         self.sessions[uri] = ctx.session
         if self._leave is None:
             self._leave = self._bus.subscribe(self._changed)

@@ -53,7 +53,7 @@ def query_problem(uri: str) -> tuple[str, str] | None:
     path, _, query = uri.partition("?")
     if not query:
         return None
-    template = _template_of(path)
+    template = template_of(path)
     if template is None:
         return None  # no such resource: refused as one (server._read_resource)
     takes = sorted(_QUERIES.get(path, set()))
@@ -70,7 +70,7 @@ def query_problem(uri: str) -> tuple[str, str] | None:
     return None
 
 
-def _template_of(path: str) -> str | None:
+def template_of(path: str) -> str | None:
     """The URI template of the resource at `path` (a URI without its query; the template without its
     query too), or None."""
     for template, pattern in _PATTERNS.items():
@@ -190,6 +190,31 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     base: re.compile("[^/?]+".join(re.escape(part) for part in re.split(r"\{[^}]*\}", base)))
     for base in (uri.partition("{?")[0] for uri in RESOURCES)
 }
+
+
+# The resources whose changes are never announced (`resource_changes` names every other one), and why
+NOT_PUSHED: dict[str, str] = {
+    "vibe://projects/{project}/agents/{agent}/inbox": (
+        "an inbox's changes are not pushed: wait for mail with wait_for_messages"
+    ),
+}
+
+
+def unpushed(uri: str) -> str | None:
+    """Why no change to `uri` is ever announced (on a listen stream, or to `resources/subscribe`), or
+    None when its changes are: a resource of this server (`RESOURCES`) that is pushed, named as
+    `resource_changes` names it (no query; an id in ASCII digits without a leading zero)."""
+    path, mark, _ = uri.partition("?")
+    template = template_of(path)
+    if template is None:
+        return "not a resource of this server; the resources are: " + ", ".join(RESOURCES)
+    if template in NOT_PUSHED:
+        return NOT_PUSHED[template]
+    if mark:
+        return f"its changes are announced as {path[:200]}, without a query"
+    if template.endswith("/{id}") and not _WHOLE.fullmatch(path.rsplit("/", 1)[-1]):
+        return "an id is a whole number in ASCII digits without a leading zero: no such resource changes"
+    return None
 
 
 def concrete(project: str, agent: str | None) -> list[Resource]:

@@ -19,7 +19,7 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, SubscriptionsAcknowledgedNotification
 from pydantic import ValidationError
 
 from vibe_ensemble.api import auth, gate
@@ -35,6 +35,7 @@ from vibe_ensemble.domain.rules import MAX_NAME
 from vibe_ensemble.ops.config import Settings
 
 if TYPE_CHECKING:
+    from mcp.server.session import ServerSession
     from opentelemetry.trace import Tracer
 
 INSTRUCTIONS = """\
@@ -79,7 +80,7 @@ def _other_methods(recheck_s: float) -> Any:
         elif ctx.method == "resources/read":
             return await _read_resource(ctx, call_next)
         elif ctx.method == "subscriptions/listen":
-            ctx = _scoped_listen(ctx)
+            ctx = _honored_listen(ctx)
             with _feed_slot():  # a listen is a live feed: under the credential's cap of open ones
                 async with gate.stepped_aside():  # it waits for others' changes
                     return await _while_valid(ctx, call_next, recheck_s)
@@ -196,19 +197,74 @@ def _feed_slot() -> Iterator[None]:
         slot.release()
 
 
-def _scoped_listen(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:
-    """`subscriptions/listen`: a project-scoped token hears only its own project's `vibe://` resources."""
+# Where a listen stream's acknowledgement says what it does not honor, and why: the ack's `_meta` (the
+# protocol's place for what the filter cannot say; the filter itself lists only what is honored)
+NOT_HONORED_META = "vibe-ensemble/notHonored"
+NEVER_CHANGES = {
+    "toolsListChanged": "a token's tools never change while it is served (its tool profile is fixed)",
+    "promptsListChanged": "the prompts never change while the server runs",
+}
+
+
+def _honored_listen(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:
+    """`subscriptions/listen`: honor only what this server pushes. A project-scoped token hears only
+    its own project's `vibe://` resources; a URI whose changes are never announced (an inbox, a query,
+    no resource of ours: `resources.unpushed`) and the list changes that never happen (tools,
+    prompts) are left out of the filter the SDK honors. The acknowledgement lists what is honored,
+    and its `_meta` (NOT_HONORED_META) each request left out with the reason."""
+    params = dict(ctx.params or {})
+    wanted = params.get("notifications")
+    if not isinstance(wanted, dict):
+        return ctx  # the SDK refuses it, naming the field
+    wanted = dict(wanted)
     call = bound()
     project = None if call is None else call.caller.project
-    if project is None:
-        return ctx
-    params = dict(ctx.params or {})
-    wanted = dict(params.get("notifications") or {})
+    refused: list[dict[str, str]] = []
+    for flag, reason in NEVER_CHANGES.items():
+        if wanted.get(flag) is True:
+            wanted.pop(flag)
+            refused.append({"notification": flag, "reason": reason})
     uris = wanted.get("resourceSubscriptions")
     if isinstance(uris, list):
-        wanted["resourceSubscriptions"] = [u for u in uris if resources.in_scope(u, project)]
-        params["notifications"] = wanted
-    return dataclasses.replace(ctx, params=params)
+        kept = []
+        for uri in uris:
+            if not isinstance(uri, str):
+                kept.append(uri)  # the SDK refuses it, naming the field
+                continue
+            why = resources.unpushed(uri)
+            if why is None and project is not None and not resources.in_scope(uri, project):
+                why = f"not a resource of this token's project ({project})"
+            if why is None:
+                kept.append(uri)
+            else:
+                refused.append({"uri": uri[:200], "reason": why})
+        wanted["resourceSubscriptions"] = kept
+    if not refused:
+        return ctx
+    params["notifications"] = wanted
+    session = typing.cast("ServerSession", _NotingAck(ctx.session, refused))
+    return dataclasses.replace(ctx, params=params, session=session)
+
+
+class _NotingAck:
+    """A listen's session whose acknowledgement (the stream's first frame, sent by the SDK's handler)
+    carries in its `_meta` what the stream does not honor and why; everything else passes through."""
+
+    def __init__(self, session: Any, refused: list[dict[str, str]]) -> None:
+        self._session = session
+        self._refused = refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    async def send_notification(self, notification: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(notification, SubscriptionsAcknowledgedNotification):
+            params = notification.params
+            meta = {**(params.meta or {}), NOT_HONORED_META: self._refused}
+            notification = notification.model_copy(
+                update={"params": params.model_copy(update={"meta": meta})}
+            )
+        return await self._session.send_notification(notification, *args, **kwargs)
 
 
 def _check_prompt(params: Mapping[str, Any]) -> None:

@@ -87,7 +87,8 @@ async def search_knowledge(
 ) -> list[KnowledgeHit]:
     """Before solving a problem or making a convention, search what the team already knows.
 
-    Best matches first; the snippet marks matched words «like this».
+    Best matches first; the snippet marks matched words «like this». Matches whole words: in text
+    written without spaces (Chinese, Japanese), a word is a whole run between spaces or punctuation.
     """
     services, caller = acting()
     return await services.knowledge.search(caller, query, project=project, kind=kind, tags=tags, limit=limit)

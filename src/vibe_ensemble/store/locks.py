@@ -1,4 +1,5 @@
-"""PostgreSQL: transaction-level advisory locks that queue one kind of write per project.
+"""PostgreSQL: transaction-level advisory locks that queue one kind of write per project (and the
+migrations, store/migrate.py, with project 0).
 
 Each kind has a class key; the lock is (class key, project id), a key space apart from the
 single-key event lock in store.events. Take it first in the transaction, before any row lock. On

@@ -8,8 +8,9 @@ heartbeat every `BEAT_S`; while the heartbeat is younger than `health_stall_s` t
 after that 503 (the loop has not run for that long: restart me).
 
 It answers nothing else (404), sends no body a client chose, keeps no connection open (a client
-that sends nothing within `REQUEST_TIMEOUT_S` is dropped; each connection has a thread of its own,
-`HEALTH_THREADS` at most, so an idle one never holds up a probe), and is meant for the kubelet or a local
+that sends nothing within `REQUEST_TIMEOUT_S` is dropped; a probe is answered at once on the
+listening thread, any slower connection on a thread of its own, `HEALTH_THREADS` at most, so an idle
+one never holds up a probe), and is meant for the kubelet or a local
 supervisor, not for the network: bind it where only they reach it. With `serve --workers N` every
 worker answers on the same port (SO_REUSEPORT): a probe hears from one of them. A lone server
 refuses to start on a port that is taken.
@@ -20,6 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
+import socket
+import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +36,9 @@ if TYPE_CHECKING:
 
 BEAT_S = 0.25
 REQUEST_TIMEOUT_S = 2.0
-HEALTH_THREADS = 16  # connections answered at once; one past them is closed at once
+HEALTH_THREADS = 16  # connections waited on at once; one past them is closed at once
+INLINE_WAIT_S = 0.05  # how long the listening thread looks for a request head before handing it on
+MAX_HEAD = 8192  # a probe's head is far smaller; a larger one is read by a thread
 
 
 class Heartbeat:
@@ -51,9 +57,11 @@ class Heartbeat:
 
 
 class _Server(ThreadingHTTPServer):
-    """A thread per connection, at most HEALTH_THREADS at once: a connection that sends nothing holds
-    its own thread (for REQUEST_TIMEOUT_S at most), never the probe behind it; one past the bound is
-    closed at once rather than queued behind them."""
+    """A probe is answered on the listening thread itself when its whole request head is there within
+    `INLINE_WAIT_S` of the connection (a kubelet's, a supervisor's: sent with the connection), with no
+    thread started, so under load it waits for the GIL once. Any other connection (one that sends
+    nothing, or half a head) gets a thread of its own, at most HEALTH_THREADS at once, for up to
+    REQUEST_TIMEOUT_S: it never holds a probe behind it; one past the bound is closed at once."""
 
     request_queue_size = 64
     daemon_threads = True
@@ -63,11 +71,14 @@ class _Server(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if _whole_head(request):
+            socketserver.BaseServer.process_request(self, request, client_address)  # here, at once
+            return
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)
             return
         try:
-            super().process_request(request, client_address)
+            super().process_request(request, client_address)  # a thread of its own
         except BaseException:
             self._slots.release()
             raise
@@ -77,6 +88,17 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+
+def _whole_head(conn: socket.socket) -> bool:
+    """Whether the connection's request head (through its blank line) has arrived within
+    INLINE_WAIT_S, looked at without reading it: answering it then never waits on the client (a
+    GET or HEAD has no body)."""
+    try:
+        ready, _, _ = select.select([conn], [], [], INLINE_WAIT_S)
+        return bool(ready) and b"\r\n\r\n" in conn.recv(MAX_HEAD, socket.MSG_PEEK)
+    except OSError:
+        return False
 
 
 class _SharedServer(_Server):

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 BEAT_S = 0.25
 REQUEST_TIMEOUT_S = 2.0
 HEALTH_THREADS = 16  # connections waited on at once; one past them is closed at once
-INLINE_WAIT_S = 0.05  # how long the listening thread looks for a request head before handing it on
+INLINE_WAIT_S = 0.01  # how long the listening thread looks for a request head before handing it on (a
+# probe sends it with the connection; a crowd of idle connections costs the probe this much each)
 MAX_HEAD = 8192  # a probe's head is far smaller; a larger one is read by a thread
 
 

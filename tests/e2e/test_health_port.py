@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from tests.support import free_port, serve_refused, start_server
 from vibe_ensemble.ops.health import HEALTH_THREADS, HealthListener
@@ -95,3 +96,24 @@ async def test_clients_that_send_nothing_do_not_hold_up_a_probe() -> None:
         for conn in idle:
             conn.close()
         await listener.stop()
+
+
+async def test_a_client_gone_before_its_answer_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """A probe that resets its connection before the answer (a kubelet timing out) printed a
+    BrokenPipe/ConnectionReset traceback per connection in the server's log; it is nothing to report."""
+    import socket
+    import struct
+
+    listener = HealthListener("127.0.0.1", 0, stall_s=5)
+    listener.start()
+    try:
+        for _ in range(10):
+            conn = socket.create_connection(("127.0.0.1", listener.port))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            conn.close()
+        answer = await asyncio.to_thread(httpx2.get, f"http://127.0.0.1:{listener.port}/healthz", timeout=5)
+        assert answer.status_code == 200  # served on, and every reset connection handled before it
+    finally:
+        await listener.stop()
+    assert "Traceback" not in capfd.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import sqlite3
@@ -23,7 +24,7 @@ from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import doctor
-from vibe_ensemble.store import faults, migrate
+from vibe_ensemble.store import faults, knowledge_rank, migrate
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.sqlite import SqliteEngine
 from vibe_ensemble.store.tables import issues, metadata
@@ -230,6 +231,49 @@ async def test_issues_written_before_0011_get_their_label_keys(database_url: str
         stored = await db.run_sync(keys)
         assert stored["mixed"] == (["Python", "STRASSE", "python"], ["python", "strasse"])
         assert stored["none"] == ([], [])
+    finally:
+        await db.dispose()
+
+
+async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tmp_path: Path) -> None:
+    """SQLite: tags were written as ASCII-escaped JSON and FTS5 indexed that text, so `café` and
+    `名古屋` in a tag were never found by a search. Migration 0013 rewrites them as written, through
+    the index's triggers: both are found after it, and the entry is in the index once."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'vibe.db'}")
+    try:
+        await migrate.upgrade(db, "0012")
+
+        def old_entry(conn: Connection) -> int:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO projects (slug, name, description, repo, created_at) "
+                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            pid = int(conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one())
+            for statement in knowledge_rank.ddl(pid):
+                conn.execute(sa.text(statement))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author, version,"
+                    " created_at, updated_at) VALUES (:p, 'note', 't', 'travel notes', :tags, '[]', 'ann', 1,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"p": pid, "tags": json.dumps(["café", "名古屋"])},  # escaped, as SQLAlchemy wrote it
+            )
+            return pid
+
+        pid = await db.run_sync(old_entry, write=True)
+        table = knowledge_rank.table_name(pid)
+
+        def found(conn: Connection, word: str) -> list[int]:
+            match = sa.text(f"SELECT rowid FROM {table} WHERE {table} MATCH :q")  # nosec B608
+            return [int(r[0]) for r in conn.execute(match, {"q": f'"{word}"'})]
+
+        assert await db.run_sync(lambda c: found(c, "café")) == []  # the defect, before 0013
+        await migrate.upgrade(db)
+        for word in ("café", "名古屋", "travel"):
+            assert await db.run_sync(lambda c, w=word: found(c, w)) == [1], word
     finally:
         await db.dispose()
 

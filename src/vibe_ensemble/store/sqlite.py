@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -92,6 +93,10 @@ def private_dirs(directory: Path) -> list[Path]:
     return created
 
 
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     """The file at `path` (device and inode), or None when there is none."""
     try:
@@ -147,6 +152,9 @@ class SqliteEngine:
             url.set(drivername="sqlite+pysqlite"),
             poolclass=NullPool,
             creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+            # JSON as written, not ASCII-escaped: FTS5 indexes the knowledge tags' JSON text, where
+            # `café` escaped was the words `caf` and `u00e9` (migration 0013 rewrote the older rows)
+            json_serializer=_json_text,
         )
         self._synchronous = synchronous
         sa_event.listen(self._engine, "connect", self._on_connect)

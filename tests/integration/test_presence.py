@@ -206,3 +206,33 @@ async def test_an_agent_set_offline_by_the_release_before_comes_back_idle(runtim
 
     await runtime.db.run_sync(as_the_old_release_swept, write=True)
     assert (await services.agents.heartbeat(bound("ann"))).agent.status == AgentStatus.IDLE
+
+
+async def test_a_retirement_racing_heartbeats_and_calls_leaves_the_agent_retired_and_offline(
+    runtime: Runtime,
+) -> None:
+    """PostgreSQL read the agent unlocked, then wrote `working` (a heartbeat) or its status from before
+    offline (a call heard from it) over the retirement that committed in between: agents retired and
+    `working`, with "active again" events after their retirement. The row is read locked now, and a
+    retired agent's status is never written: each ends retired and offline, whichever came first."""
+    services = runtime.services
+    names = [f"r{i}" for i in range(30)]
+    for name in names:
+        await services.agents.register(SYSTEM, name=name)
+        await services.agents.heartbeat(bound(name), status=AgentStatus.WORKING)
+    await _silent_since(runtime, "r0", services.ctx.clock() - LONG_AGO)
+    await services.agents.sweep_presence(offline_after=timedelta(minutes=2), retire_after=timedelta(days=30))
+    project_id = (await services.projects.get(SYSTEM, "default")).id
+
+    async def race(name: str) -> None:
+        await asyncio.gather(
+            services.agents.retire(SYSTEM, name=name),
+            services.agents.heartbeat(bound(name), status=AgentStatus.WORKING),
+            services.agents.heard_from(project_id, name),
+            return_exceptions=True,  # a heartbeat after the retirement is refused: the agent is gone
+        )
+
+    await asyncio.gather(*(race(name) for name in names))
+    retired = {a.name: a for a in await services.agents.list(SYSTEM, include_retired=True)}
+    assert {n: retired[n].status for n in names if retired[n].status != AgentStatus.OFFLINE} == {}
+    assert all(retired[n].retired_at is not None for n in names)

@@ -158,7 +158,9 @@ class AgentService(Service):
             activity = rules.line("activity", activity, max_len=rules.MAX_NOTE, required=False)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project, present=False)  # written here
-            me = await self.acting_as(tx.conn, proj.id, caller, name, present=False)
+            # Locked (PostgreSQL): a retirement under way is waited for and then refuses this, rather
+            # than this heartbeat writing `working` over the retired agent's `offline` after it.
+            me = await self.acting_as(tx.conn, proj.id, caller, name, lock=True, present=False)
             new_status = status or me.status
             if new_status == AgentStatus.OFFLINE:
                 new_status = await store.resume_status(tx.conn, me.id)
@@ -260,7 +262,7 @@ class AgentService(Service):
             async with self.write() as tx:
                 if await store.heard(tx.conn, project_id, name, tx.now):  # the usual case: one UPDATE
                     return
-                agent = await store.find(tx.conn, project_id, name)
+                agent = await store.find(tx.conn, project_id, name, lock=True)  # as a heartbeat (above)
                 if agent is None or agent.retired_at is not None or agent.status != AgentStatus.OFFLINE:
                     return
                 back = await store.resume_status(tx.conn, agent.id)

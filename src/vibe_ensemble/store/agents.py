@@ -189,7 +189,9 @@ def _seen(*, activity: bool) -> Prepared:
     }
     if activity:
         values["activity"] = sa.bindparam("activity")
-    return Prepared(agents.update().where(agents.c.id == sa.bindparam("id")).values(values))
+    # never a retired agent's: its status stays what its retirement set
+    where = (agents.c.id == sa.bindparam("id"), agents.c.retired_at.is_(None))
+    return Prepared(agents.update().where(*where).values(values))
 
 
 _SEEN = {False: _seen(activity=False), True: _seen(activity=True)}

@@ -184,3 +184,24 @@ def test_a_written_time_is_refused_naming_the_field_and_the_rule(text: str, rule
 def test_a_written_time_with_a_timezone_is_that_time_in_utc() -> None:
     assert rules.moment_text("since", "2030-01-31T14:00:00+02:00") == datetime(2030, 1, 31, 12, tzinfo=UTC)
     assert rules.moment_text("since", " 2030-01-31T12:00:00Z ") == datetime(2030, 1, 31, 12, tzinfo=UTC)
+
+
+def test_a_duration_is_said_in_the_largest_whole_unit() -> None:
+    """The guidance states VIBE_OFFLINE_AFTER_S as a person says it: 3600 was "60 minutes", 86400
+    "1440 minutes" and 1e9 "1e+09 seconds"."""
+    from vibe_ensemble.domain.rules import duration
+
+    said = {s: duration(s) for s in (1, 0.5, 4, 60, 90, 120, 3600, 5400, 7200, 86400, 1e9)}
+    assert said == {
+        1: "1 second",
+        0.5: "0.5 seconds",
+        4: "4 seconds",
+        60: "1 minute",
+        90: "90 seconds",
+        120: "2 minutes",
+        3600: "1 hour",
+        5400: "90 minutes",
+        7200: "2 hours",
+        86400: "1 day",
+        1e9: "1,000,000,000 seconds",
+    }

@@ -130,11 +130,17 @@ def labels(field: str, values: Sequence[str]) -> list[str]:
 
 
 def duration(seconds: float) -> str:
-    """A span as a person says it: `2 minutes`, `90 seconds`, `1 minute`, `0.5 seconds`."""
-    if seconds >= 60 and seconds % 60 == 0:
-        minutes = int(seconds // 60)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+    """A span as a person says it: `2 minutes`, `90 seconds`, `1 minute`, `0.5 seconds`, `1 hour`,
+    `2 days`: the largest unit that divides it whole (a day, an hour, a minute), else seconds."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count:,} {unit}{'s' if count != 1 else ''}"
+    return (
+        f"{round(seconds, 3):,g} second{'s' if seconds != 1 else ''}"
+        if seconds < 1e6
+        else f"{seconds:,.0f} seconds"
+    )
 
 
 def label_key(value: str) -> str:

@@ -33,7 +33,8 @@ async def take_named(tx: Transaction, project_id: int, issue: Issue) -> Issue:
 
 async def take_best(tx: Transaction, project: Project, me: Agent) -> Issue:
     """Take the best ready issue for `me`: labelled with one of its capabilities first (letter case
-    ignored), then priority, then age: ordered so by the database, over every ready issue."""
+    ignored), then priority, then age: ordered so by the database, over the first
+    `store.READY_WINDOW` ready issues by priority and age."""
     candidates = await store.ready_for(tx.conn, project.id, me.capabilities, limit=200)
     for candidate in candidates:
         if candidate.depends_on and await unfinished_dependencies(tx.conn, candidate.depends_on):

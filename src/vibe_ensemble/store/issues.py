@@ -167,10 +167,23 @@ def _labelled_with_any(dialect: str) -> sa.ColumnElement[bool]:
     return sa.select(key).where(key.in_(sa.bindparam("keys", expanding=True))).exists()
 
 
+# How many of the project's ready issues (the first by priority, then age) a claim ranks by the
+# agent's capabilities: the cost of a claim grows with this window, never with the table (100,000
+# ready issues ranked whole cost a claim a scan of them all).
+READY_WINDOW = 1000
+
+
 def _ready_for(dialect: str) -> Prepared:
+    window = (
+        sa.select(issues.c.id)
+        .where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+        .order_by(issues.c.priority, issues.c.id)
+        .limit(READY_WINDOW)
+        .scalar_subquery()
+    )
     return Prepared(
         _select()
-        .where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+        .where(issues.c.id.in_(window))
         .order_by(sa.case((_labelled_with_any(dialect), 0), else_=1), issues.c.priority, issues.c.id)
         .limit(sa.bindparam("limit"))
     )
@@ -180,8 +193,9 @@ _READY_FOR = {dialect: _ready_for(dialect) for dialect in ("sqlite", "postgresql
 
 
 async def ready_for(conn: Connection, project_id: int, capabilities: list[str], *, limit: int) -> list[Issue]:
-    """Ready issues of a project, best first for an agent with these capabilities: those labelled
-    with one of them first (letter case ignored: `rules.label_key`), then by priority, then age."""
+    """Ready issues of a project, best first for an agent with these capabilities: of the first
+    READY_WINDOW by priority and age, those labelled with one of them first (letter case ignored:
+    `rules.label_key`), then by priority, then age."""
     keys = rules.label_keys(capabilities)
     if not keys:
         return await ready_in(conn, project_id, limit=limit)

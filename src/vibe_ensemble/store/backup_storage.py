@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -192,6 +193,7 @@ class S3Storage:
             client = boto3.client("s3", endpoint_url=endpoint_url)
         self._client: Any = client
         self._conditional: bool | None = None  # whether the service honours If-None-Match (`reserve`)
+        self._probing = threading.Lock()  # held by reservations until `_conditional` is known
 
     def _key(self, name: str) -> str:
         name = _check_name(name)
@@ -271,17 +273,20 @@ class S3Storage:
         A service that answers the condition NotImplemented, or takes it and ignores it (the first
         reservation writes the mark twice to find out), raises NoAtomicCreate: a mark there keeps
         nothing apart."""
-        if self._conditional is False:
-            raise NoAtomicCreate(self.location)
-        key = self._mark_key(name)
-        if not self._put_if_absent(key):
-            return False
-        if self._conditional is None:  # the first reservation: is the condition honoured?
-            self._conditional = not self._put_if_absent(key)
-            if not self._conditional:
-                self.unreserve(name)
+        # Until the first reservation has found out, reservations (threads of one command) go one at
+        # a time: one made meanwhile on a service that ignores the condition would hold nothing.
+        with self._probing if self._conditional is None else contextlib.nullcontext():
+            if self._conditional is False:
                 raise NoAtomicCreate(self.location)
-        return True
+            key = self._mark_key(name)
+            if not self._put_if_absent(key):
+                return False
+            if self._conditional is None:  # the first reservation: is the condition honoured?
+                self._conditional = not self._put_if_absent(key)
+                if not self._conditional:
+                    self.unreserve(name)
+                    raise NoAtomicCreate(self.location)
+            return True
 
     def _put_if_absent(self, key: str) -> bool:
         """Write an empty object at `key` unless it is there: False when it was."""

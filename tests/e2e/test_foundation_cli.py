@@ -184,6 +184,19 @@ async def test_stdio_mcp(tmp_path: Path) -> None:
     assert "invalid, expired or revoked token" in from_file.stderr and "warning" not in from_file.stderr
 
 
+def piped_mcp(db: str, token: str, lines: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`vibe-ensemble mcp` on the database `db` with `lines` written to its stdin, then stdin closed."""
+    return subprocess.run(
+        [CLI, "mcp", "--database-url", db],
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VIBE_TOKEN": token},
+        cwd=cwd,
+    )
+
+
 def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> None:
     """`printf … | vibe-ensemble mcp` on the database: every request written before stdin closes
     is answered, the writes done (the SDK's loop cancelled them at stdin's end, a write done and its
@@ -207,15 +220,7 @@ def test_stdio_mcp_answers_what_it_read_before_stdin_closed(tmp_path: Path) -> N
         call_(3, "create_issue", title="written from a pipe", agent="piped"),
         call_(4, "list_issues"),
     ]
-    done = subprocess.run(
-        [CLI, "mcp", "--database-url", db],
-        input="".join(json.dumps(m) + "\n" for m in messages),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "VIBE_TOKEN": token},
-        cwd=tmp_path,
-    )
+    done = piped_mcp(db, token, [json.dumps(m) for m in messages], tmp_path)
     assert done.returncode == 0, done.stderr
     answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
     assert sorted(answers) == [1, 2, 3, 4], done.stdout
@@ -240,15 +245,7 @@ def test_stdio_mcp_answers_a_line_that_is_no_json_rpc_message(tmp_path: Path) ->
         json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         *UNREADABLE,
     ]
-    done = subprocess.run(
-        [CLI, "mcp", "--database-url", db],
-        input="".join(line + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "VIBE_TOKEN": token},
-        cwd=tmp_path,
-    )
+    done = piped_mcp(db, token, lines, tmp_path)
     assert done.returncode == 0, done.stderr
     check_unreadable_answered(done.stdout)
 
@@ -267,15 +264,7 @@ def test_stdio_mcp_says_the_2026_era_s_refusals_as_mcp_does(tmp_path: Path) -> N
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
         {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {**meta, pv: "2027-01-01"}}},
     ]
-    done = subprocess.run(
-        [CLI, "mcp", "--database-url", db],
-        input="".join(json.dumps(line) + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "VIBE_TOKEN": token},
-        cwd=tmp_path,
-    )
+    done = piped_mcp(db, token, [json.dumps(line) for line in lines], tmp_path)
     assert done.returncode == 0, done.stderr
     answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
     assert "result" in answers[1]

@@ -25,6 +25,7 @@ queued: the gate cannot close on itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -164,8 +165,9 @@ class Gate:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # handed a place just as it was cancelled
                 self._leave()
-            elif turn in self._queue:  # else a hand-over passed over it already, taking it out
-                self._queue.remove(turn)
+            else:
+                with contextlib.suppress(ValueError):  # a hand-over passed over it already, taking it out
+                    self._queue.remove(turn)
             raise
 
     def _leave(self) -> None:

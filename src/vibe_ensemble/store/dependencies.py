@@ -27,11 +27,16 @@ _DEPENDENCIES_OF = Prepared(
 
 
 async def dependencies_of(conn: Connection, ids: Iterable[int]) -> dict[int, list[int]]:
-    ids = list(ids)
+    return await _by_issue(conn, _DEPENDENCIES_OF, ids)
+
+
+async def _by_issue(conn: Connection, statement: Prepared, ids: Iterable[int]) -> dict[int, list[int]]:
+    """The (issue_id, depends_on_id) rows of `statement` for these issues, by issue."""
+    ids = sorted(set(ids))
     out: dict[int, list[int]] = defaultdict(list)
     if not ids:
         return out
-    for r in await conn.execute(_DEPENDENCIES_OF, {"ids": ids}):
+    for r in await conn.execute(statement, {"ids": ids}):
         out[r.issue_id].append(r.depends_on_id)
     return out
 
@@ -158,13 +163,7 @@ async def unfinished_dependencies_of(conn: Connection, ids: Iterable[int]) -> di
     """What each of these issues still waits on: its dependencies that are neither done nor closed
     (an issue waiting on nothing is absent). What a list shows as "waits on"; `depends_on` keeps
     every dependency, finished ones too."""
-    ids = sorted(set(ids))
-    out: dict[int, list[int]] = defaultdict(list)
-    if not ids:
-        return out
-    for r in await conn.execute(_UNFINISHED_DEPENDENCIES_OF, {"ids": ids}):
-        out[r.issue_id].append(r.depends_on_id)
-    return out
+    return await _by_issue(conn, _UNFINISHED_DEPENDENCIES_OF, ids)
 
 
 def waiting_on_dependencies() -> sa.Exists:

@@ -803,3 +803,69 @@ async def test_writes_held_by_a_restore_whose_process_was_killed_go_through(
             await holding.__aexit__(None, None, None)
     finally:
         await rt.stop()
+
+
+async def test_a_token_revoked_since_the_backup_is_never_accepted_while_a_forced_restore_carries_over(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, `restore --force` beside a running server: between `pg_restore`'s commit and the
+    carry-over's, the restored tables held a token revoked since the backup as valid. A server that
+    read it then accepted it, and kept accepting it from its credential cache after the restore (its
+    session cookie too). Credential reads in that window are now refused ("retry in 1 s"), the
+    revoked token is refused after the restore, and a live one works again once it is done."""
+    from vibe_ensemble.domain.errors import DatabaseRestoring
+
+    rt = Runtime(make_settings(postgres_url, tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        tokens = rt.services.tokens
+        leaked, leaked_secret = await tokens.create(SYSTEM, role=TokenRole.WORKER, label="leaked")
+        _, live_secret = await tokens.create(SYSTEM, role=TokenRole.WORKER, label="live")
+        backups = _backups(postgres_url, tmp_path)
+        manifest = await backups.create()
+        await tokens.revoke(SYSTEM, leaked.id)  # since the backup: the restore must keep it revoked
+        with pytest.raises(Unauthenticated):
+            await tokens.authenticate(leaked_secret)
+        tokens.cache.clear()  # the live token is read from the database in the window, as a miss
+        in_window: dict[str, str] = {}
+        real_apply = backup_carry.apply
+
+        async def read_first(url: str, *args: Any, **kwargs: Any) -> None:
+            """Once the restored tables are in (and migrated), before the carry-over is written."""
+            assert await _kept_revocation(url, leaked.id) is None  # the window: restored, not carried
+            attempts = {
+                "leaked": tokens.authenticate(leaked_secret),
+                "live": tokens.authenticate(live_secret),
+                "session": tokens.authenticate_session(leaked.id, "0" * 64),
+            }
+            for name, attempt in attempts.items():
+                try:
+                    await attempt
+                    in_window[name] = "accepted"
+                except VibeError as exc:
+                    in_window[name] = type(exc).__name__
+            await real_apply(url, *args, **kwargs)
+
+        monkeypatch.setattr(backup_carry, "apply", read_first)
+        await backups.restore(manifest.id, force=True)
+
+        refused = DatabaseRestoring.__name__
+        assert in_window == {"leaked": refused, "live": refused, "session": refused}
+        assert str(DatabaseRestoring()).endswith("retry in 1 s")
+        with pytest.raises(Unauthenticated):  # nothing accepted in the window was cached
+            await tokens.authenticate(leaked_secret)
+        with pytest.raises(Unauthenticated):
+            await tokens.authenticate_session(leaked.id, "0" * 64)
+        assert (await tokens.authenticate(live_secret)).label == "live"  # the retry goes through
+    finally:
+        await rt.stop()
+
+
+async def _kept_revocation(url: str, credential_id: int) -> Any:
+    db = Database(url)
+    try:
+        async with db.read() as conn:
+            query = sa.select(credentials.c.revoked_at).where(credentials.c.id == credential_id)
+            return (await conn.execute(query)).scalar_one()
+    finally:
+        await db.dispose()

@@ -99,6 +99,15 @@ class DatabaseUnavailable(VibeError):
         self.retry_after = retry_after
 
 
+class DatabaseRestoring(DatabaseUnavailable):
+    """A restore (`backup restore --force`) is replacing the database: a credential read now could
+    see the restored rows before what the restore keeps (revocations, logouts) is written back into
+    them, so none is answered until it is (store/credentials.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, "a backup restore is replacing the database; nothing was changed: retry in 1 s")
+
+
 class ShuttingDown(VibeError):
     """The server is shutting down: it opens no new live feed, and a request still waiting its turn when
     the shutdown's grace ran out was not started; reconnect (to another replica) soon."""

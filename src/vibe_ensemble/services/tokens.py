@@ -18,6 +18,7 @@ from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import TokenRole
 from vibe_ensemble.domain.errors import (
+    DatabaseRestoring,
     DatabaseUnavailable,
     InvalidInput,
     MissingCredentials,
@@ -290,6 +291,8 @@ class TokenService(Service):
                     if known is None:
                         async with self.snapshot(bound_s=RECHECK_S if remembered else None) as conn:
                             found = await store.by_hash(conn, wanted)
+                except DatabaseRestoring:
+                    raise  # what is remembered may be what the restore is about to revoke again
                 except DatabaseUnavailable:
                     known = remembered
                     if known is None:
@@ -330,7 +333,7 @@ class TokenService(Service):
         Failures are audited like `authenticate`.
         """
         async with self.snapshot() as conn:
-            found = await store.by_id(conn, credential_id)
+            found = await store.by_id(conn, credential_id, authenticating=True)
             ended = await session_store.ended(conn, session_hash)
         reason = _unusable(found, self.ctx.clock())
         if reason or found is None:

@@ -471,7 +471,8 @@ class Backups:
 
         What is kept is read where no server's write can land after it unseen (`restore --force`: a
         revocation made between the read and the swap was undone): on SQLite under the swap's own
-        write lock, on PostgreSQL while such writes are refused (`backup_carry.writes_held`).
+        write lock, on PostgreSQL while such writes are refused (`backup_carry.writes_held`), and
+        servers' credential reads too until the carry-over is written.
 
         SQLite: all of it on the scratch copy, which then replaces the target's content in one step,
         so a restore stopped at any point (killed, a power loss) leaves the old database or the
@@ -499,18 +500,15 @@ class Backups:
             if problems:
                 raise BackupError("the restored database does not check out: " + "; ".join(problems))
             return revision
-        carried = None
-        held = (
-            backup_carry.writes_held(target, timeout_s=self.pg_tool_timeout_s)
-            if carry
-            else contextlib.nullcontext()
-        )
-        async with held:
-            if carry:
-                carried = await backup_carry.read(url, manifest.created_at)
+        if not carry:
             await self._pg_restore(target, restorable, clean=True)
-        revision = await self._migrated(url, manifest, lambda: self._pg_facts(target), counted=counted)
-        await self._carry(url, carried, manifest)
+            return await self._migrated(url, manifest, lambda: self._pg_facts(target), counted=counted)
+        async with backup_carry.writes_held(target, timeout_s=self.pg_tool_timeout_s) as hold:
+            carried = await backup_carry.read(url, manifest.created_at)
+            await self._pg_restore(target, restorable, clean=True)
+            await hold.release_writes()
+            revision = await self._migrated(url, manifest, lambda: self._pg_facts(target), counted=counted)
+            await self._carry(url, carried, manifest)
         return revision
 
     async def _migrated(

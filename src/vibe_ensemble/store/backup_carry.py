@@ -27,6 +27,10 @@ after it:
   event fail ("retry": PostgreSQL's serialization failure, which servers answer "retry in 1 s")
   from before the read until `pg_restore` has dropped the tables it replaces; a server's write
   blocked on those tables then lands in the restored ones. Refused, never acknowledged and lost.
+  Between `pg_restore`'s commit and the carry-over's, the restored tables hold a token revoked
+  since the backup as valid: the restore's lock is held until the carry-over is written, and
+  servers' credential reads are refused meanwhile (store/credentials.py), so none accepts the
+  token, nor caches it, in that window.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import asyncpg
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.events import CATALOGUE, EventType
-from vibe_ensemble.store import backup_postgres, migrate
+from vibe_ensemble.store import backup_postgres, locks, migrate
 from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import sessions as session_store
 from vibe_ensemble.store.backup_storage import BackupError
@@ -151,7 +155,7 @@ async def _restored_event(conn: Any, newest: int, *, backup: str, taken_at: date
 # and the triggers that refuse, meanwhile, the writes it would have to carry over. A trigger whose
 # restore is gone (its process killed) finds the lock free and lets every write through; the next
 # restore replaces it, and removes it.
-HOLD_LOCK_KEY = 0x56494252  # "VIBR": other keys than the event-order and duty locks
+HOLD_LOCK_KEY = locks.RESTORE  # held until the carry-over is written: credential reads wait for it too
 HOLD = "vibe_restore_in_progress"  # the function, and each trigger's name
 HELD_WRITES = (
     (credentials.name, "UPDATE OF revoked_at"),  # a revocation
@@ -172,25 +176,45 @@ END
 $fn$"""
 
 
+class Hold:
+    """What `writes_held` holds: the restore's lock, and (until `release_writes`) the triggers."""
+
+    def __init__(self, conn: asyncpg.Connection, target: Target, timeout_s: float) -> None:
+        self._conn = conn
+        self._target = target
+        self._timeout_s = timeout_s
+        self.writes_released = False
+
+    async def release_writes(self) -> None:
+        """Let the held writes through again (once `pg_restore` has replaced the tables, whose new
+        copies have no trigger; those left on tables it did not replace, when it failed, go too).
+        The lock stays held: credential reads are still refused (store/credentials.py)."""
+        if not self.writes_released:
+            drop = self._conn.execute(f"DROP FUNCTION IF EXISTS {HOLD}() CASCADE")
+            await _within(drop, self._target, self._timeout_s)
+            self.writes_released = True
+
+
 @contextlib.asynccontextmanager
-async def writes_held(target: Target, *, timeout_s: float) -> AsyncIterator[None]:
-    """PostgreSQL: while the block runs (the read of what is carried over, then `pg_restore`),
+async def writes_held(target: Target, *, timeout_s: float) -> AsyncIterator[Hold]:
+    """PostgreSQL: from the read of what is carried over until `release_writes` (after `pg_restore`),
     revocations, logouts, audit entries and events written to `target` are refused with a
     serialization failure (servers answer it "retry in 1 s"): none lands in the tables the restore
-    replaces after they were read, to be lost with them. Another restore of the same database waits
-    for this one. Each step waits at most `timeout_s` (VIBE_PG_TOOL_TIMEOUT_S)."""
+    replaces after they were read, to be lost with them. Until the block ends (once the carry-over is
+    written), servers' credential reads are refused ("retry in 1 s", store/credentials.py): the
+    restored tables hold a token revoked since the backup as valid until then. Another restore of the
+    same database waits for this one. Each step waits at most `timeout_s` (VIBE_PG_TOOL_TIMEOUT_S)."""
     conn = await backup_postgres.connect(target)
-    removed = False
+    hold = Hold(conn, target, timeout_s)
     try:
         await _within(conn.execute("SELECT pg_advisory_lock($1)", HOLD_LOCK_KEY), target, timeout_s)
         await _install(conn, target, timeout_s)
         try:
-            yield
-        finally:  # the triggers left on tables pg_restore did not replace (it failed) go too
-            await _within(conn.execute(f"DROP FUNCTION IF EXISTS {HOLD}() CASCADE"), target, timeout_s)
-            removed = True
+            yield hold
+        finally:
+            await hold.release_writes()
     finally:
-        if removed:
+        if hold.writes_released:
             await conn.close()  # and with the session, its advisory lock
         else:
             conn.terminate()  # the server may not answer: the lock goes with the connection

@@ -9,7 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import TokenRole, by_value
+from vibe_ensemble.domain.errors import DatabaseRestoring
 from vibe_ensemble.domain.models import Credential
+from vibe_ensemble.store import locks
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared
 from vibe_ensemble.store.tables import credentials, projects
@@ -81,14 +83,38 @@ async def insert(
     return int(result.scalar_one())
 
 
-async def by_id(conn: Connection, credential_id: int) -> StoredCredential | None:
-    row = (await conn.execute(_select().where(credentials.c.id == credential_id))).first()
-    return None if row is None else _to_stored(row)
+# PostgreSQL: whether no restore is replacing the database (store/locks.py RESTORE), asked in the
+# statement that reads the credential, so the answer and the row go together. A restore holds the key
+# from before `pg_restore` commits until what it carries over (revocations, logouts) has: a credential
+# read in between could find a token revoked since the backup valid again, and trust it for the cache's
+# lifetime. The shared lock is the statement's own, released as it ends.
+_NO_RESTORE = sa.func.pg_try_advisory_xact_lock_shared(sa.literal(locks.RESTORE, sa.BigInteger)).label(
+    "no_restore"
+)
+
+
+async def by_id(
+    conn: Connection, credential_id: int, *, authenticating: bool = False
+) -> StoredCredential | None:
+    """The credential, or None. `authenticating`: raises `DatabaseRestoring` while a restore is
+    replacing the database (see `_NO_RESTORE`)."""
+    return await _one(conn, _select().where(credentials.c.id == credential_id), authenticating)
 
 
 async def by_hash(conn: Connection, token_hash: str) -> StoredCredential | None:
-    row = (await conn.execute(_select().where(credentials.c.token_hash == token_hash))).first()
-    return None if row is None else _to_stored(row)
+    """The credential with this token hash, for an authentication: raises `DatabaseRestoring` while a
+    restore is replacing the database (see `_NO_RESTORE`)."""
+    return await _one(conn, _select().where(credentials.c.token_hash == token_hash), True)
+
+
+async def _one(conn: Connection, statement: sa.Select[Any], authenticating: bool) -> StoredCredential | None:
+    checked = authenticating and conn.dialect.name == "postgresql"  # a SQLite restore swaps in one step
+    row = (await conn.execute(statement.add_columns(_NO_RESTORE) if checked else statement)).first()
+    if row is None:
+        return None
+    if checked and not row.no_restore:
+        raise DatabaseRestoring()
+    return _to_stored(row)
 
 
 async def all_(conn: Connection) -> list[Credential]:

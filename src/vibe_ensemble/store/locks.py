@@ -23,6 +23,12 @@ DEPENDENCIES = 0x5644  # "VD"
 # (`migrate`, `serve --migrate` of two replicas) both created Alembic's table, and one failed with a
 # traceback; queued, the second finds the schema at head and has nothing to do.
 MIGRATIONS = 0x564D  # "VM"
+# A restore replacing the database (`backup restore --force` while servers run): one key, held in the
+# restore's session from before it reads what it carries over until that is written into the restored
+# tables (store/backup_carry.py). Credential reads (store/credentials.py) take it shared, and are
+# refused while it is held: the restored rows hold a token revoked since the backup as valid until
+# the carry-over lands.
+RESTORE = 0x56494252  # "VIBR": a single key, apart from the event-order and duty locks
 
 _LOCK = Prepared(
     sa.select(

@@ -869,3 +869,27 @@ async def _kept_revocation(url: str, credential_id: int) -> Any:
             return (await conn.execute(query)).scalar_one()
     finally:
         await db.dispose()
+
+
+async def test_a_server_forgets_a_project_a_forced_restore_took_away_within_the_cache_bound(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """A server kept the slug -> project mapping for its lifetime ("projects never change"). A forced
+    restore takes away a project made since the backup, and the next project made takes its id: the
+    server then put what named the old slug into the new project. The mapping is now trusted for the
+    credential cache's bound (VIBE_CREDENTIAL_CACHE_S) only, as docs/backups.md says of a server's
+    caches: past it, the gone project is "not found" and nothing lands in the other."""
+    services = runtime.services
+    backups = _backups(database_url, tmp_path)
+    manifest = await backups.create()
+    alpha = await services.projects.create(SYSTEM, slug="alpha")
+    await services.issues.create(SYSTEM, title="in alpha", project="alpha")  # its slug now cached
+    await backups.restore(manifest.id, force=True)
+    gamma = await services.projects.create(SYSTEM, slug="gamma")
+    assert gamma.id == alpha.id  # the gone project's id, given again
+
+    clock = services.ctx.projects.clock
+    services.ctx.projects.clock = lambda: clock() + services.ctx.credential_cache_s + 0.5
+    with pytest.raises(VibeError, match="alpha"):
+        await services.issues.create(SYSTEM, title="meant for alpha", project="alpha")
+    assert (await services.issues.list(SYSTEM, project="gamma")).items == []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from vibe_ensemble.auth import tokens
 from vibe_ensemble.auth.concurrency import ConcurrencyLimits
@@ -30,7 +30,42 @@ from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store import projects as project_store
 from vibe_ensemble.store.database import Connection, Database
 
-MAX_CACHED_PROJECTS = 10_000
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TimedCache(Generic[K, V]):
+    """Values read from the database, each trusted for `ttl_s` seconds after its read (0: none kept).
+
+    A hit does not extend its own trust; at `max_entries` the cache starts again empty."""
+
+    def __init__(
+        self, ttl_s: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.max_entries = max_entries
+        self._found: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        hit = self._found.get(key)
+        if hit is None:
+            return None
+        if self.clock() - hit[0] > self.ttl_s:
+            del self._found[key]
+            return None
+        return hit[1]
+
+    def put(self, key: K, value: V) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._found) >= self.max_entries:
+            self._found.clear()
+        self._found[key] = (self.clock(), value)
+
+    def clear(self) -> None:
+        self._found.clear()
+
 
 # An agent's presence is written at most this often (and at most a quarter of the offline window):
 # often enough that an agent calling the server never looks silent, rarely enough to cost nothing.
@@ -116,10 +151,15 @@ class ServiceContext:
     # Seconds a verified credential is trusted without reading it again (0: read every request).
     # Revoking on this process takes effect at once; on another replica within this bound.
     credential_cache_s: float = 5.0
-    # Projects never change once created, so the slug -> project mapping is kept for the process.
-    projects: dict[str, Project] = field(default_factory=dict)
+    # Projects never change once created, but a restore (`backup restore --force` beside a running
+    # server) takes away those made since its backup, and the next project made takes such a one's
+    # id: the slug -> project mapping is trusted for the credential cache's bound only.
+    projects: TimedCache[str, Project] = field(init=False)
     # Agents heard from: their presence, written at most every `presence.interval_s` (see Presence)
     presence: Presence = field(default_factory=Presence)
+
+    def __post_init__(self) -> None:
+        self.projects = TimedCache(self.credential_cache_s)
 
 
 class Transaction:
@@ -207,9 +247,7 @@ class Service:
         known = self.ctx.projects.get(slug)
         if known is None:
             known = await project_store.by_slug(conn, slug)
-            if len(self.ctx.projects) >= MAX_CACHED_PROJECTS:
-                self.ctx.projects.clear()
-            self.ctx.projects[slug] = known
+            self.ctx.projects.put(slug, known)
         if present and caller.agent is not None and allowed(caller.role, Op.AGENT_ACT):
             self.ctx.presence.heard(known.id, caller.agent)
         return known

@@ -7,7 +7,6 @@ import contextvars
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -30,7 +29,7 @@ from vibe_ensemble.domain.errors import (
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Credential
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service, ServiceContext
+from vibe_ensemble.services.base import Service, ServiceContext, TimedCache
 from vibe_ensemble.store import audit as audit_store
 from vibe_ensemble.store import credentials as store
 from vibe_ensemble.store import faults
@@ -54,40 +53,6 @@ def _unusable(stored: StoredCredential | None, now: datetime) -> str:
     if expires_at is not None and expires_at <= now:
         return "expired token"
     return ""
-
-
-class CredentialCache:
-    """Recently verified credentials by token digest, each trusted for `ttl_s` seconds.
-
-    Expiry is still checked on every use; revoking on this process empties the cache at once,
-    and on another replica takes effect within `ttl_s`. Failures are never cached.
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._found: dict[str, tuple[float, StoredCredential]] = {}
-
-    def get(self, digest: str) -> StoredCredential | None:
-        hit = self._found.get(digest)
-        if hit is None:
-            return None
-        if self.clock() - hit[0] > self.ttl_s:
-            del self._found[digest]
-            return None
-        return hit[1]
-
-    def put(self, digest: str, found: StoredCredential) -> None:
-        if self.ttl_s <= 0:
-            return
-        if len(self._found) >= self.MAX_ENTRIES:
-            self._found.clear()
-        self._found[digest] = (self.clock(), found)
-
-    def clear(self) -> None:
-        self._found.clear()
 
 
 # How precisely `last_used_at` follows a credential's uses: it is written when the last use on record
@@ -166,7 +131,10 @@ def _checked_expiry(expires_at: datetime | None, now: datetime) -> datetime | No
 class TokenService(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self.cache = CredentialCache(ctx.credential_cache_s)
+        # Recently verified credentials by token digest. Expiry is still checked on every use; revoking on
+        # this process empties the cache at once, and on another replica takes effect within the
+        # bound. Failures are never cached.
+        self.cache: TimedCache[str, StoredCredential] = TimedCache(ctx.credential_cache_s)
         self.recent = RecentCredentials()
         self._marking: dict[int, asyncio.Task[None]] = {}  # uses being written down (`_used`)
 

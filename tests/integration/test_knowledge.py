@@ -278,3 +278,35 @@ async def test_search_never_fails_and_finds_a_word_among_junk(
     hits = await library.knowledge.search(admin, f"{before} {word} {after}")
     assert hits, f"{word!r} not found"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+async def test_the_tag_filter_matches_any_letter_case(services: Services, admin: Caller) -> None:
+    """Tags were matched exactly as written: `list_knowledge`/`search_knowledge` under `postgres`
+    missed an entry tagged `Postgres` (issue labels match in any case). Tags stay as written; the
+    filter compares their Unicode case folds (`STRASSE` finds `Straße`), in lists and searches, and
+    after an update replaces the tags."""
+    db = await services.knowledge.add(
+        admin,
+        kind=KnowledgeKind.PATTERN,
+        title="Pool sizing",
+        body="Size the pool.",
+        tags=["Postgres", "Straße"],
+    )
+    lite = await services.knowledge.add(
+        admin, kind=KnowledgeKind.PATTERN, title="WAL mode", body="Size the pool.", tags=["sqlite"]
+    )
+
+    async def listed(*tags: str) -> list[int]:
+        return [e.id for e in await services.knowledge.list(admin, tags=list(tags))]
+
+    async def found(*tags: str) -> list[int]:
+        return [h.id for h in await services.knowledge.search(admin, "pool", tags=list(tags))]
+
+    assert await listed("postgres") == [db.id] == await found("POSTGRES")
+    assert await listed("STRASSE", "postgres") == [db.id] == await found("strasse")
+    assert await listed("SQLite") == [lite.id] == await found("SQLITE")
+    assert await listed("postgres", "sqlite") == [] == await found("postgres", "sqlite")
+    assert (await services.knowledge.get(admin, db.id)).entry.tags == ["Postgres", "Straße"]  # as written
+    await services.knowledge.update(admin, db.id, tags=["MySQL"])
+    assert await listed("mysql") == [db.id] == await found("MYSQL")
+    assert await listed("postgres") == [] == await found("postgres")

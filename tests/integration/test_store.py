@@ -27,7 +27,7 @@ from vibe_ensemble.services import doctor
 from vibe_ensemble.store import faults, knowledge_rank, migrate
 from vibe_ensemble.store.database import Database, DatabaseError
 from vibe_ensemble.store.sqlite import SqliteEngine
-from vibe_ensemble.store.tables import issues, metadata
+from vibe_ensemble.store.tables import issues, knowledge, metadata
 
 from ..conftest import make_settings
 
@@ -230,6 +230,44 @@ async def test_issues_written_before_0011_get_their_label_keys(database_url: str
 
         stored = await db.run_sync(keys)
         assert stored["mixed"] == (["Python", "STRASSE", "python"], ["python", "strasse"])
+        assert stored["none"] == ([], [])
+    finally:
+        await db.dispose()
+
+
+async def test_knowledge_written_before_0014_gets_its_tag_keys(database_url: str) -> None:
+    """Migration 0014 writes each knowledge entry's tag keys (the tags' case folds) from its tags."""
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0013")
+
+        def old_entries(conn: Connection) -> None:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO projects (slug, name, description, repo, created_at) "
+                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            for title, tags in (("mixed", '["Postgres", "STRASSE", "postgres"]'), ("none", "[]")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author,"
+                        " version, created_at, updated_at) VALUES (:p, 'pattern', :t, 'b', :tags, '[]',"
+                        " 'ann', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"p": pid, "t": title, "tags": tags},
+                )
+
+        await db.run_sync(old_entries, write=True)
+        await migrate.upgrade(db)
+
+        def keys(conn: Connection) -> dict[str, object]:
+            rows = conn.execute(sa.select(knowledge.c.title, knowledge.c.tags, knowledge.c.tag_keys))
+            return {title: (tags, tag_keys) for title, tags, tag_keys in rows}
+
+        stored = await db.run_sync(keys)
+        assert stored["mixed"] == (["Postgres", "STRASSE", "postgres"], ["postgres", "strasse"])
         assert stored["none"] == ([], [])
     finally:
         await db.dispose()

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
@@ -56,8 +57,14 @@ def fts5_query(words: Iterable[str]) -> str:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+# An entry's columns as `KnowledgeEntry` shows them: `tag_keys` is for matching in SQL, never read back
+_SHOWN = [c for c in knowledge.c if c.name != "tag_keys"]
+# What the tag filter matches: the tags' case folds, or an older release's entry's tags as written
+_tag_keys = sa.func.coalesce(knowledge.c.tag_keys, knowledge.c.tags)
+
+
 def _select() -> sa.Select[Any]:
-    return sa.select(knowledge, projects.c.slug).join(projects, knowledge.c.project_id == projects.c.id)
+    return sa.select(*_SHOWN, projects.c.slug).join(projects, knowledge.c.project_id == projects.c.id)
 
 
 def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
@@ -83,8 +90,9 @@ def _filters(
 
 
 def _narrowing(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) -> list[sa.ColumnElement[bool]]:
-    """The entry is of `kind` (when given) and carries every one of the tags."""
-    where = [json_array_contains(conn.dialect.name, knowledge.c.tags, t) for t in tags]
+    """The entry is of `kind` (when given) and carries every one of the tags (in any letter case:
+    `Postgres` finds `postgres`, as labels do)."""
+    where = [json_array_contains(conn.dialect.name, _tag_keys, key) for key in rules.label_keys(tags)]
     if kind is not None:
         where.append(knowledge.c.kind == kind.value)
     return where
@@ -159,6 +167,7 @@ async def insert(
             title=title,
             body=body,
             tags=tags,
+            tag_keys=rules.label_keys(tags),
             issue_ids=issue_ids,
             author=author,
             version=1,
@@ -180,6 +189,7 @@ async def replace(conn: Connection, old: KnowledgeEntry, new: KnowledgeEntry) ->
             title=new.title,
             body=new.body,
             tags=new.tags,
+            tag_keys=rules.label_keys(new.tags),
             issue_ids=new.issue_ids,
             author=new.author,
             version=new.version,

@@ -261,6 +261,9 @@ knowledge = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # the tags' case folds (domain/rules.label_keys), what the tag filter matches; NULL for an entry
+    # the release before migration 0014 wrote (its tags are matched as written)
+    sa.Column("tag_keys", JSONType, nullable=True),
     sa.Index(None, "project_id", "kind"),
 )
 

@@ -26,7 +26,7 @@ from vibe_ensemble.services.knowledge import MAX_QUERY, MAX_SEARCH_LIMIT
 router = APIRouter(prefix="/api/v1", route_class=GatedRoute)
 Tags = Annotated[
     list[Label] | None,
-    Query(max_length=MAX_LABELS, description="Only entries with all these tags."),
+    Query(max_length=MAX_LABELS, description="Only entries with all these tags (any letter case)."),
 ]
 EntryId = Annotated[
     int, Path(ge=1, le=MAX_ID, description="The knowledge entry's id."), BeforeValidator(digits)

@@ -80,7 +80,7 @@ async def search_knowledge(
     kind: Annotated[KnowledgeKind | None, Field(description="Only entries of this kind.")] = None,
     tags: Annotated[
         list[Label] | None,
-        items("Only entries with all these tags.", MAX_LABELS),
+        items("Only entries with all these tags (any letter case).", MAX_LABELS),
     ] = None,
     limit: Annotated[int, Field(ge=1, le=50, description="At most this many results.")] = 10,
     project: ProjectArg = None,

@@ -117,3 +117,61 @@ async def test_a_client_gone_before_its_answer_leaves_no_traceback(capfd: pytest
     finally:
         await listener.stop()
     assert "Traceback" not in capfd.readouterr().err
+
+
+async def test_a_client_trickling_its_request_head_is_dropped_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REQUEST_TIMEOUT_S bounded each read, not the head: a client sending a header line every
+    fraction of it held its thread for as long as it kept sending (HEALTH_THREADS such clients, and
+    every slow probe after them was closed unanswered). The whole head must now arrive within
+    REQUEST_TIMEOUT_S of the thread's start; a slow but whole one is still answered."""
+    import select
+    import socket
+
+    from vibe_ensemble.ops import health
+
+    monkeypatch.setattr(health, "REQUEST_TIMEOUT_S", 0.6)
+    listener = HealthListener("127.0.0.1", 0, stall_s=5)
+    listener.start()
+    try:
+        slow = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", listener.port))
+        trickler = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", listener.port))
+        try:
+
+            def converse() -> tuple[bytes, float | None]:
+                """Both send a first line; the slow one then ends its head, the trickler never does:
+                a header line every 0.1 s (each read well within the old per-read bound), for 3 s."""
+                started = time.monotonic()
+                for conn in (slow, trickler):
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\n")
+                time.sleep(0.2)  # past INLINE_WAIT_S: both are on threads now
+                slow.sendall(b"Host: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"}"):
+                    chunk = slow.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                dropped_at = None
+                while time.monotonic() - started < 3.0:
+                    try:
+                        trickler.sendall(b"X-Pad: 1\r\n")
+                    except OSError:  # reset: the server closed it
+                        dropped_at = time.monotonic() - started
+                        break
+                    readable, _, _ = select.select([trickler], [], [], 0.1)
+                    if readable and trickler.recv(1) == b"":
+                        dropped_at = time.monotonic() - started
+                        break
+                return answer, dropped_at
+
+            answer, dropped_at = await asyncio.to_thread(converse)
+        finally:
+            slow.close()
+            trickler.close()
+        assert answer.startswith(b"HTTP/1.0 200") and b'"status": "ok"' in answer
+        assert dropped_at is not None, "the trickling client was never dropped"
+        assert dropped_at < 3.0  # at its deadline (0.6 s after its thread started), not when it stopped
+    finally:
+        await listener.stop()

@@ -8,7 +8,8 @@ heartbeat every `BEAT_S`; while the heartbeat is younger than `health_stall_s` t
 after that 503 (the loop has not run for that long: restart me).
 
 It answers nothing else (404), sends no body a client chose, keeps no connection open (a client
-that sends nothing within `REQUEST_TIMEOUT_S` is dropped; a probe is answered at once on the
+whose whole request head has not arrived within `REQUEST_TIMEOUT_S` is dropped, however it trickles
+it in; a probe is answered at once on the
 listening thread, any slower connection on a thread of its own, `HEALTH_THREADS` at most, so an idle
 one never holds up a probe), and is meant for the kubelet or a local
 supervisor, not for the network: bind it where only they reach it. With `serve --workers N` every
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import select
 import socket
@@ -62,14 +64,17 @@ class _Server(ThreadingHTTPServer):
     """A probe is answered on the listening thread itself when its whole request head is there within
     `INLINE_WAIT_S` of the connection (a kubelet's, a supervisor's: sent with the connection), with no
     thread started, so under load it waits for the GIL once. Any other connection (one that sends
-    nothing, or half a head) gets a thread of its own, at most HEALTH_THREADS at once, for up to
-    REQUEST_TIMEOUT_S: it never holds a probe behind it; one past the bound is closed at once."""
+    nothing, or half a head) gets a thread of its own, at most HEALTH_THREADS at once, where its head
+    must arrive whole within REQUEST_TIMEOUT_S of the thread's start (a client sending a byte a
+    second held its thread for as long as it kept sending): it never holds a probe behind it; one
+    past the bound is closed at once."""
 
     request_queue_size = 64
     daemon_threads = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(HEALTH_THREADS)
+        self.heads: dict[socket.socket, bytes] = {}  # connection -> its head, read by its thread
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -93,7 +98,15 @@ class _Server(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            head = _read_head(request, time.monotonic() + REQUEST_TIMEOUT_S)
+            if head is None:
+                self.shutdown_request(request)
+                return
+            self.heads[request] = head  # the handler reads it from here (`Handler.setup`)
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.heads.pop(request, None)
         finally:
             self._slots.release()
 
@@ -109,6 +122,25 @@ def _whole_head(conn: socket.socket) -> bool:
         return False
 
 
+def _read_head(conn: socket.socket, deadline: float) -> bytes | None:
+    """The connection's request head, read through its blank line by `deadline`; None when it has not
+    arrived whole by then, the client closed, or it is longer than MAX_HEAD."""
+    head = b""
+    try:
+        while b"\r\n\r\n" not in head:
+            left = deadline - time.monotonic()
+            if left <= 0 or len(head) >= MAX_HEAD:
+                return None
+            ready, _, _ = select.select([conn], [], [], left)
+            chunk = conn.recv(MAX_HEAD - len(head)) if ready else b""
+            if not chunk:
+                return None
+            head += chunk
+    except OSError:
+        return None
+    return head
+
+
 class _SharedServer(_Server):
     allow_reuse_port = True  # the workers of `serve --workers N` share the port; a lone server owns it
 
@@ -117,6 +149,13 @@ def _handler(heartbeat: Heartbeat, stall_s: float) -> type[BaseHTTPRequestHandle
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT_S
         server_version = "vibe-ensemble"
+        server: _Server
+
+        def setup(self) -> None:
+            super().setup()
+            head = self.server.heads.get(self.request)
+            if head is not None:  # read by the connection's thread, within its deadline
+                self.rfile = io.BytesIO(head)
 
         def version_string(self) -> str:
             return self.server_version

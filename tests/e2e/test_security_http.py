@@ -20,10 +20,13 @@ from vibe_ensemble.runtime import Runtime
 from ..support import ServerProcess, call_error, mcp_client, mcp_error, start_server
 from .security_support import INIT, MCP_HEADERS, auth, error_code, make_token
 
+HEAD_TIMEOUT_S = 3
+
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with small limits, a public host name, CORS for one origin and a short body timeout."""
+    """A server with small limits, a public host name, CORS for one origin and short body and head
+    timeouts."""
     env = {
         "VIBE_RATE_LIMIT_PER_MINUTE": json.dumps({"viewer": 60}),
         "VIBE_RATE_LIMIT_BURST": "5",
@@ -32,6 +35,9 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         "VIBE_ALLOWED_ORIGINS": json.dumps(["https://vibe.example.com"]),
         "VIBE_CORS_ORIGINS": json.dumps(["https://app.example.com"]),
         "VIBE_BODY_TIMEOUT_S": "3",
+        # as long as the body's: a head deadline left running past the head would cut the stalled
+        # body's request first, with its own answer
+        "VIBE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
         "VIBE_MAX_BODY_BYTES": "100000",
         "VIBE_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),  # the tests play the reverse proxy
     }
@@ -183,23 +189,75 @@ def test_a_client_stalling_mid_body_gets_408_and_blocks_nobody(hardened: ServerP
     assert 2.5 < waited < 15
 
 
-def test_slowloris_headers_do_not_starve_other_clients(hardened: ServerProcess) -> None:
-    sockets = []
+def test_slowloris_headers_do_not_starve_other_clients_and_are_cut_at_the_deadline(
+    hardened: ServerProcess,
+) -> None:
+    sockets: list[tuple[socket.socket, float]] = []
     try:
         for _ in range(50):
-            s = socket.create_connection(("127.0.0.1", _port(hardened)), timeout=5)
+            s = socket.create_connection(("127.0.0.1", _port(hardened)), timeout=15)
+            sockets.append((s, time.monotonic()))
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-            sockets.append(s)
-        for round_ in range(3):
-            for s in sockets:
+        first_opened = sockets[0][1]
+        rounds = 0
+        while rounds == 0 or time.monotonic() - first_opened < HEAD_TIMEOUT_S / 2:
+            for s, _ in sockets:
                 s.sendall(b"a")  # one byte at a time, never finishing the headers
             start = time.monotonic()
             r = httpx2.get(hardened.url + "/api/v1/projects", headers=auth(hardened.admin_token), timeout=5)
-            assert r.status_code == 200, round_
+            assert r.status_code == 200, rounds
             assert time.monotonic() - start < 2.0
+            rounds += 1
+        # and each slow client is cut once its head has taken the deadline: 408, then closed
+        for s, opened in sockets:
+            answer = s.recv(4096)
+            cut = time.monotonic() - opened
+            answer += _rest_of_answer(s, answer)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:100]
+            assert answer.endswith(b"request line and headers must arrive within %d s" % HEAD_TIMEOUT_S)
+            assert b"x-content-type-options: nosniff" in answer.lower()
+            assert s.recv(4096) == b""  # closed
+            assert HEAD_TIMEOUT_S - 0.2 < cut < HEAD_TIMEOUT_S + 10, cut
     finally:
-        for s in sockets:
+        for s, _ in sockets:
             s.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline(hardened: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=15) as idle:
+        opened = time.monotonic()
+        assert idle.recv(4096) == b""  # closed, with no answer: nothing was asked
+        assert HEAD_TIMEOUT_S - 0.2 < time.monotonic() - opened < HEAD_TIMEOUT_S + 10
+
+
+def test_each_request_of_a_keep_alive_connection_has_the_whole_head_deadline(hardened: ServerProcess) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * 20 + b"\r\n\r\n"
+    pieces = [request[i : i + 10] for i in range(0, len(request), 10)]
+
+    def trickle(s: socket.socket, over_s: float) -> None:
+        """The request's head in pieces spread over `over_s` seconds."""
+        for piece in pieces:
+            s.sendall(piece)
+            time.sleep(over_s / len(pieces))
+
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=15) as s:
+        opened = time.monotonic()
+        s.sendall(request)
+        answer = s.recv(4096)
+        assert _status(answer + _rest_of_answer(s, answer)) == 200
+        time.sleep(HEAD_TIMEOUT_S / 2)  # idle on the keep-alive connection (uvicorn allows 5 s)
+        # the second head takes two thirds of the deadline: it ends past the deadline counted from
+        # the connection's start, within it counted from its own first byte, and is served
+        trickle(s, HEAD_TIMEOUT_S * 2 / 3)
+        assert time.monotonic() - opened > HEAD_TIMEOUT_S
+        answer = s.recv(4096)
+        assert _status(answer + _rest_of_answer(s, answer)) == 200
+        # a third one that never ends is cut at its own deadline
+        started = time.monotonic()
+        s.sendall(pieces[0])
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert HEAD_TIMEOUT_S - 0.2 < time.monotonic() - started < HEAD_TIMEOUT_S + 10
 
 
 def _headers(kilobytes: int) -> bytes:

@@ -6,12 +6,18 @@ headers longer than 16 KB; llhttp keeps whatever it is sent, so without a bound 
 headers without end and the server would hold them all. `HeadLimitedProtocol` counts the bytes
 that arrive while a request's head is incomplete and answers 431 past `MAX_HEAD`, closing the
 connection: what a request may carry is bounded again, for every request of a keep-alive
-connection. A request whose target is a whole URL (absolute-form) is taken to be for that URL's
+connection. Nor does uvicorn bound how long a head may take to arrive (its keep-alive timer stops
+at a request's first byte): a client sending a byte now and then, or connecting and sending nothing,
+held its connection (a socket, a file descriptor) for as long as it liked. A head must now arrive
+whole within the protocol's `head_timeout_s` (`VIBE_HEAD_TIMEOUT_S`), counted from the connection's
+start and then from each later request's first byte; past it the connection gets 408 and is
+closed. A request whose target is a whole URL (absolute-form) is taken to be for that URL's
 host, whatever its `Host` header says, as HTTP requires: the allowed-hosts check sees that host.
 """
 
 from __future__ import annotations
 
+from asyncio import TimerHandle
 from typing import Any
 
 import httptools
@@ -20,32 +26,53 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from vibe_ensemble.api.security import security_headers
 
 MAX_HEAD = 16 * 1024  # bytes of a request line and its headers (h11's default bound)
-_REFUSAL = b"request line and headers must be at most 16384 bytes"
+_TOO_LARGE = b"request line and headers must be at most 16384 bytes"
+
+
+def head_limited_protocol(head_timeout_s: float) -> type[HeadLimitedProtocol]:
+    """`HeadLimitedProtocol` with this deadline for a request's head, for uvicorn's `http=`."""
+    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), {"head_timeout_s": head_timeout_s})
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol`, refusing a request whose head (request line and headers) exceeds
-    `MAX_HEAD` bytes with 431 Request Header Fields Too Large."""
+    `MAX_HEAD` bytes with 431 Request Header Fields Too Large, and one whose head is not whole
+    `head_timeout_s` after it began with 408 Request Timeout."""
+
+    head_timeout_s = 30.0  # VIBE_HEAD_TIMEOUT_S's default; `serve` sets the setting's value
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # a request's head is being read (the first one's, to begin with)
         self._head_bytes = 0
         self._refused = False
+        self._head_deadline: TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # the first head's time runs from the connection's start: one that sends nothing is cut too
+        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         if self._in_head:
             self._head_bytes += len(data)
+            if self._head_deadline is None:  # a later request's first bytes (keep-alive, pipelined)
+                self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         super().data_received(data)
         # Counted before parsing, judged after: a chunk that ends the head and carries body bytes
         # is not a long head. So a head is held to MAX_HEAD plus one read (at most 256 KB).
         if self._in_head and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
-            self._refuse()
+            self._refuse(431, b"Request Header Fields Too Large", _TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._stop_head_deadline()
         if self.url[:1] not in (b"/", b"*"):
             self._host_from_target()
         super().on_headers_complete()
@@ -69,22 +96,40 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head = True  # the next request's head (keep-alive) is counted afresh
+        self._in_head = True  # the next request's head (keep-alive) is counted and timed afresh
         self._head_bytes = 0
 
-    def _refuse(self) -> None:
+    def _stop_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self._head_bytes == 0 or (self.cycle is not None and not self.cycle.response_complete):
+            # nothing was asked (a connection opened and left idle), or an answer is still being
+            # written on this connection, where a 408 would land inside it: just close
+            self.transport.close()
+            return
+        message = f"request line and headers must arrive within {self.head_timeout_s:g} s"
+        self._refuse(408, b"Request Timeout", message.encode("ascii"))
+
+    def _refuse(self, status: int, reason: bytes, message: bytes) -> None:
         self._refused = True
-        self.logger.warning("Request head too large: refused with 431.")
-        response = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        self._stop_head_deadline()
+        self.logger.warning("Request head refused with %d: %s", status, message.decode("ascii"))
+        response = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         # the app never sees this request: its security headers are added here, as it would
         for name, value in (*self.server_state.default_headers, *security_headers(self.scheme)):
             response.extend([name, b": ", value, b"\r\n"])
         response.extend(
             [
                 b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: " + str(len(_REFUSAL)).encode("ascii") + b"\r\n",
+                b"content-length: " + str(len(message)).encode("ascii") + b"\r\n",
                 b"connection: close\r\n\r\n",
-                _REFUSAL,
+                message,
             ]
         )
         self.transport.write(b"".join(response))

@@ -122,7 +122,7 @@ async def _serve(
     health: HealthListener | None,
 ) -> None:
     from vibe_ensemble.api.app import create_app
-    from vibe_ensemble.cli.http_protocol import HeadLimitedProtocol
+    from vibe_ensemble.cli.http_protocol import head_limited_protocol
     from vibe_ensemble.cli.ws_protocol import FeedWebSocketProtocol
 
     runtime = Runtime(settings)
@@ -152,8 +152,9 @@ async def _serve(
                 forwarded_allow_ips=settings.trusted_proxies,
                 limit_concurrency=settings.limit_concurrency,
                 ws_max_size=settings.max_body_bytes,
-                # httptools, with h11's bound on a request's head (cli/http_protocol.py)
-                http=HeadLimitedProtocol,
+                # httptools, with h11's bound on a request's head and a deadline for it
+                # (cli/http_protocol.py)
+                http=head_limited_protocol(settings.head_timeout_s),
                 ws=FeedWebSocketProtocol,  # uvicorn's own, a lighter queue and gate (cli/ws_protocol.py)
                 # Events are small JSON: compressing each one for each subscriber was most of the
                 # CPU of a fan-out to 10,000 WebSockets (bench/live_latency.py --projects 100).

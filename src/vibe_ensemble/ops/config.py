@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     credential_cache_s: float = Field(5.0, ge=0, le=60)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     body_timeout_s: float = Field(30.0, gt=0)  # a client that stalls longer while sending a body gets 408
+    # a request's line and headers must arrive whole within this (from the connection's start, then
+    # from each later request's first byte); past it 408 and the connection is closed
+    head_timeout_s: float = Field(30.0, gt=0, le=3600)
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
     # X-Forwarded-For/-Proto are honoured only from these addresses (none by default: behind a
     # reverse proxy, list its address)

@@ -189,6 +189,36 @@ def test_a_client_stalling_mid_body_gets_408_and_blocks_nobody(hardened: ServerP
     assert 2.5 < waited < 15
 
 
+def test_a_body_trickled_a_byte_at_a_time_gets_408_once_the_whole_is_late(
+    hardened: ServerProcess,
+) -> None:
+    body = b'{"slug": "never-made", "name": "' + b"x" * 60 + b'"}'
+    with socket.create_connection(("127.0.0.1", _port(hardened)), timeout=15) as slow:
+        slow.sendall(
+            b"POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + hardened.admin_token.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        start = time.monotonic()
+        slow.settimeout(0.3)  # each byte well within the 3 s the body may take, the whole not
+        answer = b""
+        for byte in body:
+            slow.sendall(bytes([byte]))
+            try:
+                answer = slow.recv(4096)
+                break
+            except TimeoutError:
+                continue
+        waited = time.monotonic() - start
+        slow.settimeout(15)
+        answer += _rest_of_answer(slow, answer)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b"request_timeout" in answer
+    assert 2.8 < waited < 13, waited
+    listed = httpx2.get(hardened.url + "/api/v1/projects", headers=auth(hardened.admin_token), timeout=5)
+    assert "never-made" not in listed.text  # nothing was made
+
+
 def test_slowloris_headers_do_not_starve_other_clients_and_are_cut_at_the_deadline(
     hardened: ServerProcess,
 ) -> None:

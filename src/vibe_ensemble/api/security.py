@@ -85,7 +85,9 @@ class _Aborted(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for a request body over `max_bytes`; 408 when a client stalls mid-body for `timeout_s`.
+    """413 for a request body over `max_bytes`; 408 when the body has not arrived whole `timeout_s`
+    after the app first asked for it. The whole body, not each part of it: a client sending a
+    byte now and then, each within any per-read timeout, held its request open without end.
 
     The answer is sent here, in the REST error shape (on /mcp as a JSON-RPC error, which an MCP
     client shows), before the app sees the end of the body; whatever the app tries to send
@@ -108,6 +110,7 @@ class BodyLimitMiddleware:
             await auth.send_error(send, 413, "payload_too_large", too_large, close=True, jsonrpc=jsonrpc)
             return
         state: dict[str, Any] = {"received": 0, "done": False, "started": False, "answered": False}
+        deadline: float | None = None
 
         async def _answer(status: int, code: str, text: str) -> NoReturn:
             state["answered"] = True
@@ -116,11 +119,14 @@ class BodyLimitMiddleware:
             raise _Aborted
 
         async def _receive() -> Message:
+            nonlocal deadline
             if state["done"]:
                 return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.timeout_s
             try:
                 # A deadline on this task, not `wait_for`'s task of its own for every message.
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
                 await _answer(408, "request_timeout", f"request body not received within {self.timeout_s}s")

@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     # revoking takes effect at once on the replica that revokes, within this bound on the others
     credential_cache_s: float = Field(5.0, ge=0, le=60)
     max_body_bytes: int = Field(1_048_576, ge=1024)
-    body_timeout_s: float = Field(30.0, gt=0)  # a client that stalls longer while sending a body gets 408
+    # a request's body must arrive whole within this, from when the server first reads it, else 408
+    body_timeout_s: float = Field(30.0, gt=0)
     # a request's line and headers must arrive whole within this (from the connection's start, then
     # from each later request's first byte); past it 408 and the connection is closed
     head_timeout_s: float = Field(30.0, gt=0, le=3600)

@@ -6,6 +6,7 @@ import functools
 import os
 from typing import Annotated
 
+import structlog
 import typer
 from rich.markup import escape
 
@@ -24,8 +25,10 @@ from vibe_ensemble.cli.workers import METRICS_DIR, serve_workers, share_metrics
 from vibe_ensemble.ops import tracing
 from vibe_ensemble.ops.health import health_listener
 from vibe_ensemble.ops.logging import configure_logging
-from vibe_ensemble.ops.startup import StartupError, bind, defer_stop_signals
+from vibe_ensemble.ops.startup import StartupError, bind, defer_stop_signals, raise_open_files_limit
 from vibe_ensemble.store.urls import database_label
+
+log = structlog.get_logger(__name__)
 
 
 def serve(
@@ -73,6 +76,9 @@ def serve(
         tracing.endpoint(settings)
     except ValueError as exc:
         fail(f"invalid settings: {exc}", 2)
+    before, after = raise_open_files_limit()  # a connection is an open file (ops/startup.py)
+    if after != before:
+        log.info("open_files_limit_raised", before=before, after=after)
     if workers > 1 and settings.effective_database_url.startswith("sqlite"):
         err.print(
             "[red]error:[/red] --workers needs PostgreSQL: one process owns a SQLite file "

@@ -36,6 +36,37 @@ def collect_from_here() -> None:
     gc.enable()
 
 
+# What a server asks for when the hard limit is unlimited (Linux then caps it at fs.nr_open, 1,048,576
+# by default), and, when that is refused, macOS's own cap for one process (OPEN_MAX).
+_OPEN_FILES_WANTED = (1_048_576, 10_240)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit; returns (before, after).
+
+    Every connection, WebSocket subscriber and database file is an open file. Most Linux desktops
+    and many init systems start a process with a soft limit of 1,024 (the hard one is far higher,
+    for programs that ask): with it a server stopped accepting connections near a thousand clients
+    ("Too many open files"), short of the thousand live subscribers a process is built to hold. The
+    hard limit stays what the system set; a worker of `serve --workers N` inherits the raised limit.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform (Windows): nothing to raise
+        return (-1, -1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = [hard] if hard != resource.RLIM_INFINITY else list(_OPEN_FILES_WANTED)
+    for limit in wanted:
+        if soft != resource.RLIM_INFINITY and soft >= limit:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        except (ValueError, OSError):
+            continue  # refused (above the system's cap): try the next, or keep what there is
+        return (soft, limit)
+    return (soft, soft)
+
+
 def default_data_dir() -> Path:
     """The platform's per-user data directory (on Linux `$XDG_DATA_HOME/vibe-ensemble`, by default
     `~/.local/share/vibe-ensemble`): the same file whichever directory a command starts in."""

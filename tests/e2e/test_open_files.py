@@ -50,6 +50,7 @@ def test_a_server_started_with_a_low_open_files_limit_raises_it_and_holds_more_c
     held: list[socket.socket] = []
     try:
         assert _soft_limit(server.proc.pid) > HELD  # execv kept the pid: this is the server
+        assert f"open_files_limit_raised before={LOW} after={_soft_limit(server.proc.pid)}" in server.log()
         for _ in range(HELD):
             held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         # every one of them accepted, and the server still answers a new one

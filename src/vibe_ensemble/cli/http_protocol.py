@@ -60,15 +60,22 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        began = None
         if self._in_head:
+            if self._head_bytes == 0 and self._head_deadline is None:
+                began = self.loop.time()  # a later request's first bytes (keep-alive, pipelined)
             self._head_bytes += len(data)
-            if self._head_deadline is None:  # a later request's first bytes (keep-alive, pipelined)
-                self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
+            return
         # Counted before parsing, judged after: a chunk that ends the head and carries body bytes
         # is not a long head. So a head is held to MAX_HEAD plus one read (at most 256 KB).
-        if self._in_head and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
+        if self._head_bytes > MAX_HEAD:
             self._refuse(431, b"Request Header Fields Too Large", _TOO_LARGE)
+        elif began is not None and self._head_bytes > 0:
+            # Still incomplete after this read: its deadline runs from its first bytes. A head that
+            # came whole in one read, as nearly every one does, needed no timer made and cancelled.
+            self._head_deadline = self.loop.call_at(began + self.head_timeout_s, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -57,8 +57,8 @@ def raise_open_files_limit() -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = [hard] if hard != resource.RLIM_INFINITY else list(_OPEN_FILES_WANTED)
     for limit in wanted:
-        if soft != resource.RLIM_INFINITY and soft >= limit:
-            break
+        if soft == resource.RLIM_INFINITY or soft >= limit:
+            break  # as high already (RLIM_INFINITY is -1: an unlimited one is never lowered)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
         except (ValueError, OSError):

@@ -416,7 +416,11 @@ def report(pairs: list[tuple[Run, Run]], shaped: list[Run | None]) -> None:
             else f"; PostgreSQL {ours.database_ms_per_call:.2f} ms CPU per call (in other load)"
         )
         if not math.isnan(ours.server_cpu_s):
-            print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{database}")
+            # The issue's target reads "at most 2x the bare server's CPU, i.e. our own work under ~1.5 ms a
+            # call" (written when the bare server took 1.4 ms): both readings, side by side.
+            own = ours.cpu_ms_per_call - bare.cpu_ms_per_call
+            own_work = "" if math.isnan(own) else f"; our own work (ours - bare) {own:.2f} ms a call"
+            print(f"{'':>6} our server's CPU: {ours.system_share:.0%} in the kernel{own_work}{database}")
         if ours.first_error:
             print(f"       first error: {ours.first_error}")
 

@@ -14,6 +14,7 @@ def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
     out, found = run_bench_json(tmp_path, "swarm.py", "--agents", "2", "--seconds", "1", "--mix")
     assert "ratio" in out and "/healthz under this load" in out and "floor" in out
     assert "in the kernel" in out and "PostgreSQL" not in out  # SQLite: no database server
+    assert "our own work (ours - bare)" in out
     assert found["bench"] == "swarm" and found["machine"]["cpus"]
     ((ours, bare),) = found["figures"]["runs"]
     assert (ours["server"], bare["server"]) == ("ours", "bare") and ours["calls"] > 0

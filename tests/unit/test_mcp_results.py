@@ -10,7 +10,7 @@ from mcp import Client
 from mcp.server import MCPServer
 from mcp_types import CallToolResult, ContentBlock
 
-from vibe_ensemble.api.mcp.context import direct_results
+from vibe_ensemble.api.mcp.context import WireResult, direct_results
 from vibe_ensemble.api.mcp.profiles import PROFILES
 from vibe_ensemble.api.mcp.server import answers_records, registered_tools
 from vibe_ensemble.domain.enums import AgentRole, Importance
@@ -119,3 +119,26 @@ def test_the_sdk_skips_checking_only_the_answers_we_write_from_their_own_type() 
     assert not answers_records(ids) and answers_records(messages) and answers_records(inbox)
     assert tools["fetch_inbox"].fn_metadata.output_model is None
     assert tools["mark_read"].fn_metadata.output_model is not None
+
+
+WIRE = {"by_alias": True, "mode": "json", "exclude_none": True}  # how the SDK's runner dumps a result
+
+
+async def test_an_answers_wire_form_is_the_dict_pydantic_would_dump() -> None:
+    for fn in (inbox, messages, none):
+        answer = await direct_results(fn)()
+        assert isinstance(answer, WireResult)
+        ours, pydantics = answer.model_dump(**WIRE), CallToolResult.model_dump(answer, **WIRE)
+        assert ours == pydantics and list(ours) == list(pydantics), fn.__name__
+        assert json.dumps(ours) == json.dumps(pydantics)  # the same bytes on the wire, key order included
+    # Other dumps, and a result changed after it was made, are pydantic's own
+    answer = await direct_results(inbox)()
+    assert answer.model_dump() == CallToolResult.model_dump(answer)
+    answer.meta = {"note": "x"}
+    assert answer.model_dump(**WIRE)["_meta"] == {"note": "x"}
+    answer = await direct_results(inbox)()
+    answer.is_error = True
+    assert answer.model_dump(**WIRE)["isError"] is True
+    answer = await direct_results(inbox)()
+    answer.content = [*answer.content, *answer.content]
+    assert len(answer.model_dump(**WIRE)["content"]) == 2

@@ -187,14 +187,52 @@ def direct_results(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         value = await fn(*args, **kwargs)
         if dataclasses.is_dataclass(value):
             raw = _to_json(value)
-            return cast(R, CallToolResult(content=[_text(raw.decode())], structured_content=from_json(raw)))
+            return cast(R, WireResult(content=[_text(raw.decode())], structured_content=from_json(raw)))
         if isinstance(value, list):
             raw = b"[" + b",".join(_to_json(item) for item in value) + b"]"
             data = {"result": from_json(raw)}
-            return cast(R, CallToolResult(content=[_text(raw.decode())], structured_content=data))
+            return cast(R, WireResult(content=[_text(raw.decode())], structured_content=data))
         return value
 
     return wrapper
+
+
+# How the SDK's runner dumps a handler's result model for the wire (mcp/server/runner.py, `_dump_result`).
+_WIRE_DUMP: dict[str, Any] = {"by_alias": True, "mode": "json", "exclude_none": True}
+
+
+class WireResult(CallToolResult):
+    """A result of `direct_results`: one text block and the structured copy, whose wire form is
+    built from those parts.
+
+    The SDK dumps a handler's result model for the wire (`model_dump(by_alias=True, mode="json",
+    exclude_none=True)`), which walks the structured copy value by value to rebuild the dict made
+    here from JSON already (an inbox: twenty messages; 4% of a call's instructions,
+    bench/instructions.py). That dump is answered from the parts, the dict pydantic would give
+    (tests/unit/test_mcp_results.py compares the two). A result changed after it was made (an
+    error, `_meta`, other content) and any other dump are pydantic's own.
+    """
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        content = self.content
+        if (
+            kwargs != _WIRE_DUMP
+            or self.meta is not None
+            or self.is_error
+            or self.result_type != "complete"
+            or not isinstance(self.structured_content, dict)
+            or len(content) != 1
+            or type(content[0]) is not TextContent
+            or content[0].annotations is not None
+            or content[0].meta is not None
+        ):
+            return super().model_dump(**kwargs)
+        return {
+            "content": [{"type": "text", "text": content[0].text}],
+            "structuredContent": self.structured_content,
+            "isError": False,
+            "resultType": "complete",
+        }
 
 
 def _to_json(record: Any) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 from mcp import Client
 from mcp.server import MCPServer
+from mcp.server.runner import _dump_result
 from mcp_types import CallToolResult, ContentBlock
 
 from vibe_ensemble.api.mcp.context import WireResult, direct_results
@@ -131,6 +132,8 @@ async def test_an_answers_wire_form_is_the_dict_pydantic_would_dump() -> None:
         ours, pydantics = answer.model_dump(**WIRE), CallToolResult.model_dump(answer, **WIRE)
         assert ours == pydantics and list(ours) == list(pydantics), fn.__name__
         assert json.dumps(ours) == json.dumps(pydantics)  # the same bytes on the wire, key order included
+        # the SDK's runner dumps it this way: the structured copy is handed on, not walked again
+        assert _dump_result(answer)["structuredContent"] is answer.structured_content
     # Other dumps, and a result changed after it was made, are pydantic's own
     answer = await direct_results(inbox)()
     assert answer.model_dump() == CallToolResult.model_dump(answer)

@@ -46,6 +46,7 @@ class TimedCache(Generic[K, V]):
         self.clock = clock
         self.max_entries = max_entries
         self._found: dict[K, tuple[float, V]] = {}
+        self.generation = 0  # how many times the cache was cleared (`put_unless_cleared`)
 
     def get(self, key: K) -> V | None:
         hit = self._found.get(key)
@@ -65,6 +66,13 @@ class TimedCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._found.clear()
+        self.generation += 1
+
+    def put_unless_cleared(self, key: K, value: V, generation: int) -> None:
+        """`put`, unless the cache was cleared since `generation` (read before the value was): a read
+        that began before a change and ended after its clear would keep what the change replaced."""
+        if generation == self.generation:
+            self.put(key, value)
 
 
 # An agent's presence is written at most this often (and at most a quarter of the offline window):
@@ -155,11 +163,21 @@ class ServiceContext:
     # server) takes away those made since its backup, and the next project made takes such a one's
     # id: the slug -> project mapping is trusted for the credential cache's bound only.
     projects: TimedCache[str, Project] = field(init=False)
+    # The agents a message names (sender and recipients: their ids, roles and retirement), by project
+    # and name, trusted as long (`Service.named_agents`): emptied on this process by every write that
+    # registers or retires an agent (`Transaction.agents_changed`); another process's change is seen
+    # within the bound, as a revocation is.
+    agents: TimedCache[tuple[int, str], Agent] = field(init=False)
     # Agents heard from: their presence, written at most every `presence.interval_s` (see Presence)
     presence: Presence = field(default_factory=Presence)
 
     def __post_init__(self) -> None:
         self.projects = TimedCache(self.credential_cache_s)
+        self.agents = TimedCache(self.credential_cache_s)
+
+
+# The events of a change to what `ServiceContext.agents` keeps of an agent (its id, role, retirement)
+AGENT_CHANGES = frozenset({EventType.AGENT_REGISTERED, EventType.AGENT_RETIRED})
 
 
 class Transaction:
@@ -173,11 +191,16 @@ class Transaction:
         # PostgreSQL, where ids are given at COMMIT and the bridge publishes them (store/events.append).
         self.newest_event: int | None = None
         self._audits: list[audit_store.NewAudit] = []
+        # An agent was registered (or registered again: its role, a retirement undone) or retired:
+        # what `ServiceContext.agents` holds may be out of date once this commits.
+        self.agents_changed = False
 
     def emit(self, type_: EventType, actor: str, project_id: int | None, **payload: Any) -> None:
         """Append an event of a catalogued type at commit; its payload must match the catalogue."""
         CATALOGUE[type_].check(payload)
         self._events.append(event_store.NewEvent(type_.value, actor, payload, project_id))
+        if type_ in AGENT_CHANGES:
+            self.agents_changed = True
 
     def audit(self, caller: Caller, action: str, outcome: str = "ok", **details: Any) -> None:
         """Record a security-relevant act in the audit log, in this transaction (tokens are redacted)."""
@@ -203,6 +226,7 @@ class Service:
     async def write(self) -> AsyncIterator[Transaction]:
         """One transaction for a change and its events; the hub hears of them after commit."""
         started = self._write_timer.begin()
+        tx: Transaction | None = None
         try:
             async with self.ctx.db.write() as conn:
                 tx = Transaction(conn, self.ctx.clock())
@@ -211,7 +235,9 @@ class Service:
                 await tx.flush_events()
         finally:
             self._write_timer.end(started)
-        if tx.newest_event is not None:
+            if tx is not None and tx.agents_changed:  # (emptied for nothing when it rolled back: harmless)
+                self.ctx.agents.clear()
+        if tx is not None and tx.newest_event is not None:
             self.ctx.hub.publish(tx.newest_event)
 
     @asynccontextmanager
@@ -280,6 +306,26 @@ class Service:
         does not."""
         agent = await agent_store.get(conn, project_id, name, lock=lock)
         return self.acts_as(caller, project_id, agent, present=present)
+
+    async def named_agents(self, conn: Connection, project_id: int, names: list[str]) -> dict[str, Agent]:
+        """The registered agents among `names` (retired ones included), by name: those read within
+        `VIBE_CREDENTIAL_CACHE_S` from `ServiceContext.agents`, the others in one statement. For what a
+        message needs of its sender and recipients (ids, roles, retirement), not their presence."""
+        cache = self.ctx.agents
+        found: dict[str, Agent] = {}
+        missing: list[str] = []
+        for name in names:
+            agent = cache.get((project_id, name))
+            if agent is None:
+                missing.append(name)
+            else:
+                found[name] = agent
+        if missing:
+            generation = cache.generation
+            for name, agent in (await agent_store.find_many(conn, project_id, missing)).items():
+                cache.put_unless_cleared((project_id, name), agent, generation)
+                found[name] = agent
+        return found
 
     def acts_as(self, caller: Caller, project_id: int, agent: Agent, *, present: bool = True) -> Agent:
         """`agent` (found registered and active) as the one a call acts as: refused when `caller` may

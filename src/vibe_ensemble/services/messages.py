@@ -57,9 +57,9 @@ class MessageService(Service):
             thread_id = rules.line("thread_id", thread_id, max_len=rules.MAX_LINE)
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
-            # The sender (as `check_actor` would) and the named recipients, in one statement.
+            # The sender (as `check_actor` would) and the named recipients, in one statement at most.
             acting = caller.acts_as_agent(agent)
-            found = await agent_store.find_many(tx.conn, proj.id, [sender, *to] if acting else to)
+            found = await self.named_agents(tx.conn, proj.id, [sender, *to] if acting else to)
             if acting:
                 self.acts_as(caller, proj.id, agent_store.registered(found.get(sender), sender))
             recipients = await _recipients(

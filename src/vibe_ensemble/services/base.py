@@ -310,7 +310,8 @@ class Service:
     async def named_agents(self, conn: Connection, project_id: int, names: list[str]) -> dict[str, Agent]:
         """The registered agents among `names` (retired ones included), by name: those read within
         `VIBE_CREDENTIAL_CACHE_S` from `ServiceContext.agents`, the others in one statement. For what a
-        message needs of its sender and recipients (ids, roles, retirement), not their presence."""
+        message needs of its sender and recipients (ids, roles, retirement), not their presence. The
+        records are shared with later messages: read them, never change them."""
         cache = self.ctx.agents
         found: dict[str, Agent] = {}
         missing: list[str] = []

@@ -131,3 +131,23 @@ def test_a_read_that_began_before_a_clear_is_not_kept() -> None:
     assert cache.get("w1") is None
     cache.put_unless_cleared("w1", 2, cache.generation)
     assert cache.get("w1") == 2
+
+
+async def test_a_lookup_a_change_overtook_is_not_kept(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a read of the agents can begin before a retirement commits and answer after the
+    cache was emptied for it: what it read is used for its own message, never kept for the next."""
+    reads: list[list[str]] = []
+    real = agent_store.find_many
+
+    async def overtaken(conn: Any, project_id: int, names: list[str]) -> Any:
+        found = await real(conn, project_id, names)
+        team.ctx.agents.clear()  # an agent was registered or retired meanwhile
+        reads.append(list(names))
+        return found
+
+    monkeypatch.setattr(agent_store, "find_many", overtaken)
+    await send(team, admin, ["w1"])
+    await send(team, admin, ["w1"])
+    assert reads == [["lead", "w1"], ["lead", "w1"]]  # read again: the first read was not kept

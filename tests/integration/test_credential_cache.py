@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,25 @@ async def test_while_the_database_is_known_down_a_recent_token_is_taken_without_
     tokens.cache.clear()
     await tokens.authenticate(secret)
     assert asked == ["snapshot", "snapshot"]
+
+
+async def test_a_read_a_revocation_overtook_is_not_kept(
+    runtime: Runtime, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a token's read can begin before a revocation here commits and answer after it
+    emptied the cache: the request it was read for goes on, but the read is not kept for the next."""
+    tokens = runtime.services.tokens
+    _, secret = await tokens.create(admin, role=TokenRole.VIEWER)
+    reads: list[str] = []
+    real = credential_store.by_hash
+
+    async def overtaken(conn: Any, token_hash: str) -> Any:
+        found = await real(conn, token_hash)
+        tokens.cache.clear()  # a token was revoked here meanwhile
+        reads.append(token_hash)
+        return found
+
+    monkeypatch.setattr(credential_store, "by_hash", overtaken)
+    await tokens.authenticate(secret)
+    await tokens.authenticate(secret)
+    assert len(reads) == 2  # read again: the first read was not kept

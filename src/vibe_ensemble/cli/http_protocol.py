@@ -72,7 +72,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         # is not a long head. So a head is held to MAX_HEAD plus one read (at most 256 KB).
         if self._head_bytes > MAX_HEAD:
             self._refuse(431, b"Request Header Fields Too Large", _TOO_LARGE)
-        elif began is not None and self._head_bytes > 0:
+        elif began is not None:
             # Still incomplete after this read: its deadline runs from its first bytes. A head that
             # came whole in one read, as nearly every one does, needed no timer made and cancelled.
             self._head_deadline = self.loop.call_at(began + self.head_timeout_s, self._head_timed_out)

@@ -70,7 +70,8 @@ class TimedCache(Generic[K, V]):
 
     def put_unless_cleared(self, key: K, value: V, generation: int) -> None:
         """`put`, unless the cache was cleared since `generation` (read before the value was): a read
-        that began before a change and ended after its clear would keep what the change replaced."""
+        that began before a change and ended after its clear (on PostgreSQL the read awaits its
+        answer) would keep what the change replaced. The credential and agent caches put this way."""
         if generation == self.generation:
             self.put(key, value)
 

@@ -248,6 +248,7 @@ class TokenService(Service):
             wanted = tokens.digest(token)
             found = self.cache.get(wanted)
             from_database = found is None
+            generation = self.cache.generation  # a revocation here while the read is under way: not kept
             if from_database:
                 # A token verified recently is taken as remembered while the database is known to be
                 # down, and otherwise re-checked within RECHECK_S: asking a hung database for it
@@ -276,7 +277,7 @@ class TokenService(Service):
             if from_database and not reason and found is not None:
                 self._used(found.credential)
                 # Only a read from the database starts a bound: a hit must not extend its own trust.
-                self.cache.put(wanted, found)
+                self.cache.put_unless_cleared(wanted, found, generation)
                 self.recent.remember(
                     wanted, self._caller(found, "", throttle=False), found.credential.expires_at
                 )

@@ -287,6 +287,74 @@ async def test_list_filters_and_pages(services: Services, admin: Caller) -> None
             await services.issues.list(admin, cursor=f"p1:{cursor}", ready=True)
 
 
+async def test_every_filter_shape_lists_what_its_filters_say(services: Services, admin: Caller) -> None:
+    """A list's statement is built once per shape of filter (store/issues.py `_page_of`): every shape,
+    paged two at a time, lists exactly the issues a plain reading of its filters picks, in order. A
+    search's "%", "_" and "/" are matched as themselves, letter case ignored."""
+    await services.agents.register(admin, name="w1")
+    titles = ["50% done", "500 done", "a_b", "axb", "path/to", "Plain"]
+    made = [
+        await services.issues.create(
+            admin, title=title, priority=Priority.P1 if i % 2 else Priority.P3, labels=[f"L{i % 3}"]
+        )
+        for i, title in enumerate(titles + titles)
+    ]
+    waiting = await services.issues.create(admin, title="waits", depends_on=[made[4].id])
+    done_dep = await services.issues.create(admin, title="after done", depends_on=[made[3].id])
+    await services.issues.claim(admin, made[0].id, agent="w1")
+    await services.issues.close(admin, made[3].id, resolution="done")
+    status = {i.id: IssueStatus.OPEN for i in [*made, waiting, done_dep]}
+    status[made[0].id] = IssueStatus.IN_PROGRESS
+    status[made[3].id] = IssueStatus.DONE
+    every = [*made, waiting, done_dep]
+
+    def picked(
+        st: IssueStatus | None, assignee: str | None, label: str | None, query: str | None, ready: bool | None
+    ) -> list[int]:
+        chosen = []
+        for issue in every:
+            assigned = "w1" if issue.id == made[0].id else None
+            is_ready = status[issue.id] == IssueStatus.OPEN and assigned is None and issue.id != waiting.id
+            if (
+                (st is None or status[issue.id] == st)
+                and (assignee is None or assigned == assignee)
+                and (label is None or label.lower() in [x.lower() for x in issue.labels])
+                and (query is None or query.lower() in issue.title.lower())
+                and (ready is None or is_ready == ready)
+            ):
+                chosen.append(issue)
+        if ready:
+            chosen.sort(key=lambda i: (i.priority.value, i.id))
+        return [i.id for i in chosen]
+
+    shapes = itertools.product(
+        (None, IssueStatus.OPEN, IssueStatus.IN_PROGRESS),
+        (None, "w1"),
+        (None, "l1"),
+        (None, "50%", "A_B", "/", "DONE"),
+        (None, True, False),
+    )
+    for st, assignee, label, query, ready in shapes:
+        listed: list[int] = []
+        cursor = None
+        while True:
+            page = await services.issues.list(
+                admin,
+                status=st,
+                assignee=assignee,
+                label=label,
+                query=query,
+                ready=ready,
+                limit=2,
+                cursor=cursor,
+            )
+            listed += [i.id for i in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert listed == picked(st, assignee, label, query, ready), (st, assignee, label, query, ready)
+
+
 async def test_dependency_cycle_check_at_ten_thousand_issues(services: Services, admin: Caller) -> None:
     """A 10,000-issue chain (each depends on the one before): closing it is refused, naming the
     cycle in a bounded message; extending it succeeds. The time is printed, not asserted."""

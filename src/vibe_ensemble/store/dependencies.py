@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from vibe_ensemble.domain.enums import IssueStatus
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared
+from vibe_ensemble.store.prepared import Prepared, tuples
 from vibe_ensemble.store.tables import issue_dependencies, issues
 
 FINISHED = (IssueStatus.DONE.value, IssueStatus.CLOSED.value)
@@ -193,29 +193,41 @@ async def is_ready(conn: Connection, issue_id: int) -> bool:
     return (await conn.execute(_IS_READY, {"id": issue_id})).first() is not None
 
 
+_READY_IDS = Prepared(
+    sa.select(issues.c.id).where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+)
+
+
 async def ready_ids(conn: Connection, project_id: int) -> set[int]:
-    rows = await conn.execute(sa.select(issues.c.id).where(issues.c.project_id == project_id, ready_clause()))
-    return {r.id for r in rows}
+    return {r[0] for r in tuples(await conn.execute(_READY_IDS, {"project_id": project_id}))}
+
+
+_READY_COUNT = Prepared(
+    sa.select(sa.func.count())
+    .select_from(issues)
+    .where(issues.c.project_id == sa.bindparam("project_id"), ready_clause())
+)
 
 
 async def ready_count(conn: Connection, project_id: int) -> int:
     """How many issues of a project are ready."""
-    q = (
-        sa.select(sa.func.count())
-        .select_from(issues)
-        .where(issues.c.project_id == project_id, ready_clause())
-    )
-    return int((await conn.execute(q)).scalar_one())
+    return int((await conn.execute(_READY_COUNT, {"project_id": project_id})).scalar_one())
 
 
-def _blocked(project_id: int) -> sa.ColumnElement[bool]:
-    waiting = sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies())
-    return sa.and_(
-        issues.c.project_id == project_id, sa.or_(issues.c.status == IssueStatus.BLOCKED.value, waiting)
+# What `store/issues.blocked_in` lists: marked blocked, or open and waiting on unfinished dependencies.
+_BLOCKED_COUNT = Prepared(
+    sa.select(sa.func.count())
+    .select_from(issues)
+    .where(
+        issues.c.project_id == sa.bindparam("project_id"),
+        sa.or_(
+            issues.c.status == IssueStatus.BLOCKED.value,
+            sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies()),
+        ),
     )
+)
 
 
 async def blocked_count(conn: Connection, project_id: int) -> int:
     """How many issues `store/issues.blocked_in` would list without a limit."""
-    q = sa.select(sa.func.count()).select_from(issues).where(_blocked(project_id))
-    return int((await conn.execute(q)).scalar_one())
+    return int((await conn.execute(_BLOCKED_COUNT, {"project_id": project_id})).scalar_one())

@@ -69,8 +69,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def json_array_contains(dialect: str, column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
-    """True where the JSON array in `column` holds `value` (JSONB `@>` on PostgreSQL, json_each on SQLite)."""
+def json_array_contains(
+    dialect: str, column: sa.ColumnElement[Any], value: str | sa.BindParameter[str]
+) -> sa.ColumnElement[bool]:
+    """True where the JSON array in `column` holds `value`, a string or a string parameter (JSONB `@>`
+    on PostgreSQL, json_each on SQLite)."""
     if dialect == "postgresql":
         return column.op("@>")(sa.func.jsonb_build_array(value))
     each = sa.func.json_each(column).table_valued("value")

@@ -18,6 +18,7 @@ none of this.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.domain.models import KnowledgeHit
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import knowledge
 
 WEIGHTS = (10.0, 1.0, 5.0)  # title, body, tags: FTS5's column order
@@ -63,12 +65,17 @@ async def ensure(conn: Connection, project_id: int) -> None:
         await conn.execute(sa.text(statement))
 
 
-async def exists(conn: Connection, project_id: int) -> bool:
-    found = await conn.execute(
-        sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
-        {"name": table_name(project_id)},
+_SQLITE_MASTER = sa.table("sqlite_master", sa.column("type"), sa.column("name"))
+_EXISTS = Prepared(
+    sa.select(sa.literal_column("1")).where(
+        _SQLITE_MASTER.c.type == "table", _SQLITE_MASTER.c.name == sa.bindparam("name", type_=sa.String)
     )
-    return found.first() is not None
+)
+
+
+async def exists(conn: Connection, project_id: int) -> bool:
+    found = await conn.execute(_EXISTS, {"name": table_name(project_id)})
+    return first_record(found) is not None
 
 
 async def search(
@@ -89,17 +96,31 @@ async def search(
     (`hits`): joined for every match, the project's rows were read for all of them, which at 50,000
     entries cost more than the ranking itself. With it, each match is joined to be tested
     (`narrowed`). FTS5's own `ORDER BY rank` returns the same rows for about a quarter more work.
+    The two statements without `narrowing` are built once per project (`_searching`).
     """
     if not await exists(conn, project_id):
         return []
     if narrowing:
-        rows = await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
-        return [_hit(r, r.score) for r in rows]
-    best = [(r.id, -r.rank) for r in await conn.execute(ranking(project_id, match, limit))]
+        tested = await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
+        return [_hit(r, r.score) for r in tested]
+    ranked, found_hits = _searching(project_id, marks)
+    best = [(r.id, -r.rank) for r in records(await conn.execute(ranked, {"match": match, "limit": limit}))]
     if not best:
         return []
-    found = {r.id: r for r in await conn.execute(hits(project_id, match, [i for i, _ in best], marks))}
+    rows = records(await conn.execute(found_hits, {"match": match, "ids": [i for i, _ in best]}))
+    found = {r.id: r for r in rows}
     return [_hit(found[i], score) for i, score in best if i in found]
+
+
+@functools.lru_cache(maxsize=256)  # a project's pair, for the projects searched lately
+def _searching(project_id: int, marks: tuple[str, str, str]) -> tuple[Prepared, Prepared]:
+    """`ranking` and `hits` for the project, their match, limit and ids parameters."""
+    match = sa.bindparam("match", type_=sa.String)
+    ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+    return (
+        Prepared(ranking(project_id, match, sa.bindparam("limit"))),
+        Prepared(hits(project_id, match, ids, marks)),
+    )
 
 
 def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
@@ -107,7 +128,9 @@ def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
     return sa.table(t, sa.column("rowid")), sa.literal_column(t)
 
 
-def ranking(project_id: int, match: str, limit: int) -> sa.Select[Any]:
+def ranking(
+    project_id: int, match: str | sa.BindParameter[str], limit: int | sa.BindParameter[Any]
+) -> sa.Select[Any]:
     """The ids and bm25 of the project's best `limit` matches, from its FTS5 table alone."""
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS).label("rank")
@@ -119,7 +142,12 @@ def ranking(project_id: int, match: str, limit: int) -> sa.Select[Any]:
     )
 
 
-def hits(project_id: int, match: str, ids: list[int], marks: tuple[str, str, str]) -> sa.Select[Any]:
+def hits(
+    project_id: int,
+    match: str | sa.BindParameter[str],
+    ids: list[int] | sa.BindParameter[Any],
+    marks: tuple[str, str, str],
+) -> sa.Select[Any]:
     """The entries `ids` of the project, with their snippets for `match`."""
     fts, ref = _fts(project_id)
     return _entries(fts, ref, marks).where(

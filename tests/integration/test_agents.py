@@ -107,3 +107,35 @@ async def test_registering_again_keeps_what_is_omitted_and_clears_what_is_given_
     assert (
         await services.agents.register(admin, name="lead", role=AgentRole.WORKER)
     ).role == AgentRole.WORKER
+
+
+async def test_every_filter_shape_lists_what_its_filters_say(services: Services, admin: Caller) -> None:
+    """The list's statement is built once per shape of filter (store/agents.py `_in_project_of`):
+    every shape lists exactly the agents a plain reading of its filters picks, by name."""
+    made = {
+        "cara": (AgentRole.COORDINATOR, AgentStatus.WORKING),
+        "abe": (AgentRole.WORKER, AgentStatus.WORKING),
+        "bea": (AgentRole.WORKER, AgentStatus.BLOCKED),
+        "dov": (AgentRole.OBSERVER, AgentStatus.IDLE),
+        "eli": (AgentRole.WORKER, AgentStatus.IDLE),
+    }
+    for name, (role, status) in made.items():
+        await services.agents.register(admin, name=name, role=role)
+        if status != AgentStatus.IDLE:
+            await services.agents.heartbeat(admin, agent=name, status=status)
+    await services.agents.retire(admin, name="eli")
+    retired = {"eli"}
+    for role in (None, *AgentRole):
+        for status in (None, AgentStatus.WORKING, AgentStatus.IDLE, AgentStatus.OFFLINE):
+            for include_retired in (False, True):
+                listed = await services.agents.list(
+                    admin, role=role, status=status, include_retired=include_retired
+                )
+                picked = sorted(
+                    name
+                    for name, (r, s) in made.items()
+                    if (role is None or r == role)
+                    and (status is None or (AgentStatus.OFFLINE if name in retired else s) == status)
+                    and (include_retired or name not in retired)
+                )
+                assert [a.name for a in listed] == picked, (role, status, include_retired)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -141,22 +142,38 @@ async def by_id(conn: Connection, agent_id: int) -> Agent:
     return _to_agent(row)
 
 
-async def names(conn: Connection, ids: set[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    rows = await conn.execute(sa.select(agents.c.id, agents.c.name).where(agents.c.id.in_(ids)))
-    return {r.id: r.name for r in rows}
+def _active_ids(*, role: bool) -> Prepared:
+    q = sa.select(agents.c.id, agents.c.name).where(
+        agents.c.project_id == sa.bindparam("project_id"), agents.c.retired_at.is_(None)
+    )
+    if role:
+        q = q.where(agents.c.role == sa.bindparam("role"))
+    return Prepared(q.order_by(agents.c.id))
+
+
+_ACTIVE_IDS = {False: _active_ids(role=False), True: _active_ids(role=True)}
 
 
 async def active_ids(
     conn: Connection, project_id: int, *, role: AgentRole | None = None
 ) -> list[tuple[int, str]]:
-    q = sa.select(agents.c.id, agents.c.name).where(
-        agents.c.project_id == project_id, agents.c.retired_at.is_(None)
-    )
+    parameters: dict[str, Any] = {"project_id": project_id}
     if role is not None:
-        q = q.where(agents.c.role == role.value)
-    return [(r.id, r.name) for r in await conn.execute(q.order_by(agents.c.id))]
+        parameters["role"] = role.value
+    rows = records(await conn.execute(_ACTIVE_IDS[role is not None], parameters))
+    return [(r.id, r.name) for r in rows]
+
+
+@functools.cache  # one statement per shape of filter: at most 2 x 2 x 2
+def _in_project_of(role: bool, status: bool, include_retired: bool) -> Prepared:
+    q = _select().where(agents.c.project_id == sa.bindparam("project_id"))
+    if role:
+        q = q.where(agents.c.role == sa.bindparam("role"))
+    if status:
+        q = q.where(agents.c.status == sa.bindparam("status"))
+    if not include_retired:
+        q = q.where(agents.c.retired_at.is_(None))
+    return Prepared(q.order_by(agents.c.name))
 
 
 async def in_project(
@@ -168,14 +185,13 @@ async def in_project(
     include_retired: bool = False,
 ) -> list[Agent]:
     """The project's agents by name, active ones only unless `include_retired`."""
-    q = _select().where(agents.c.project_id == project_id)
+    parameters: dict[str, Any] = {"project_id": project_id}
     if role is not None:
-        q = q.where(agents.c.role == role.value)
+        parameters["role"] = role.value
     if status is not None:
-        q = q.where(agents.c.status == status.value)
-    if not include_retired:
-        q = q.where(agents.c.retired_at.is_(None))
-    return [_to_agent(r) for r in await conn.execute(q.order_by(agents.c.name))]
+        parameters["status"] = status.value
+    statement = _in_project_of(role is not None, status is not None, include_retired)
+    return [_to_agent(r) for r in records(await conn.execute(statement, parameters))]
 
 
 async def insert(conn: Connection, project_id: int, name: str, now: datetime, **values: Any) -> None:

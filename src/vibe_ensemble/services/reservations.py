@@ -168,10 +168,12 @@ class ReservationService(Service):
         async with self.write() as tx:
             proj = await self.project(tx.conn, caller, project)
             me = await self.acting_as(tx.conn, proj.id, caller, name)
-            mine = await store.held_by(tx.conn, me.id, tx.now)
-            targets = mine if wanted is None else [r for r in mine if r.pattern in wanted]
-            held_patterns = {r.pattern for r in mine}
-            not_held = [] if wanted is None else [p for p in wanted if p not in held_patterns]
+            if wanted is None:
+                targets, not_held = await store.held_by(tx.conn, me.id, tx.now), []
+            else:  # those leases alone, however many others the agent holds
+                targets = await store.held_of(tx.conn, me.id, tx.now, wanted)
+                held_patterns = {r.pattern for r in targets}
+                not_held = [p for p in wanted if p not in held_patterns]
             await store.release(tx.conn, [r.id for r in targets], tx.now)
             _emit_released(tx, name, proj.id, name, targets, "released")
         return ReleaseResult(released=targets, not_held=not_held)

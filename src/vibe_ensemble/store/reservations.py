@@ -64,16 +64,19 @@ async def held_by(
 
 
 _HELD_OF = Prepared(
-    select_reservations().where(
+    select_reservations()
+    .where(
         reservations.c.agent_id == sa.bindparam("agent_id"),
         reservations.c.pattern.in_(sa.bindparam("patterns", expanding=True)),
         _LIVE_NOW,
     )
+    .order_by(reservations.c.expires_at)
 )
 
 
 async def held_of(conn: Connection, agent_id: int, now: datetime, patterns: list[str]) -> list[Reservation]:
-    """The agent's live leases on exactly these patterns (what a reservation of them renews)."""
+    """The agent's live leases on exactly these patterns (what a reservation of them renews, a
+    release ends), soonest to expire first."""
     rows = await conn.execute(_HELD_OF, {"agent_id": agent_id, "now": now, "patterns": patterns})
     return [to_reservation(r) for r in records(rows)]
 

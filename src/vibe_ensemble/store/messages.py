@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 from vibe_ensemble.domain.enums import AgentRole, Importance, by_value
 from vibe_ensemble.domain.models import InboxItem, Message
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.prepared import Prepared, changed, records
+from vibe_ensemble.store.prepared import Prepared, changed, records, tuples
 from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
 
 _ROLES = by_value(AgentRole)
@@ -223,36 +223,50 @@ _INSERT_RECIPIENT = Prepared(
 )
 
 
+_RECEIVED = Prepared(
+    sa.select(message_recipients.c.message_id).where(
+        message_recipients.c.agent_id == sa.bindparam("agent_id"),
+        message_recipients.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+    )
+)
+
+
 async def received(conn: Connection, agent_id: int, ids: list[int]) -> set[int]:
     """Which of these message ids are in the agent's inbox."""
-    rows = await conn.execute(
-        sa.select(message_recipients.c.message_id).where(
-            message_recipients.c.agent_id == agent_id, message_recipients.c.message_id.in_(ids)
+    if not ids:
+        return set()
+    return {r[0] for r in tuples(await conn.execute(_RECEIVED, {"agent_id": agent_id, "ids": ids}))}
+
+
+def _stamp_of(column: sa.Column[Any]) -> Prepared:
+    """Set `column` (read_at or acked_at) to `now` on those of the agent's messages `ids` where it
+    is not set yet."""
+    return Prepared(
+        message_recipients.update()
+        .where(
+            message_recipients.c.agent_id == sa.bindparam("agent_id"),
+            message_recipients.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+            column.is_(None),
         )
+        .values({column.name: sa.bindparam("now")})
     )
-    return {r.message_id for r in rows}
+
+
+_MARK_READ = _stamp_of(message_recipients.c.read_at)
+_MARK_ACKNOWLEDGED = _stamp_of(message_recipients.c.acked_at)
 
 
 async def mark_read(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> int:
     """Set read_at on those of the agent's messages not read yet; returns how many that was."""
-    return await _stamp(conn, agent_id, ids, message_recipients.c.read_at, now)
+    return await _stamp(conn, _MARK_READ, agent_id, ids, now)
 
 
 async def mark_acknowledged(conn: Connection, agent_id: int, ids: list[int], now: datetime) -> int:
     """Set acked_at on those of the agent's messages not acknowledged yet; returns how many."""
-    return await _stamp(conn, agent_id, ids, message_recipients.c.acked_at, now)
+    return await _stamp(conn, _MARK_ACKNOWLEDGED, agent_id, ids, now)
 
 
-async def _stamp(
-    conn: Connection, agent_id: int, ids: list[int], column: sa.Column[Any], now: datetime
-) -> int:
-    result = await conn.execute(
-        message_recipients.update()
-        .where(
-            message_recipients.c.agent_id == agent_id,
-            message_recipients.c.message_id.in_(ids),
-            column.is_(None),
-        )
-        .values({column.name: now})
-    )
-    return changed(result)
+async def _stamp(conn: Connection, stamp: Prepared, agent_id: int, ids: list[int], now: datetime) -> int:
+    if not ids:
+        return 0
+    return changed(await conn.execute(stamp, {"agent_id": agent_id, "ids": ids, "now": now}))

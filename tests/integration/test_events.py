@@ -127,6 +127,33 @@ async def test_events_are_filtered_by_project(services: Services, admin: Caller)
     assert [e.payload["title"] for e in there.items] == ["there"]
 
 
+async def test_events_of_given_types_across_projects(runtime: Runtime, admin: Caller) -> None:
+    """Read with types and no projects (mail's waker does, at every commit: a statement built once
+    per set of types), the log gives exactly the events of those types, a `family.*` prefix taken
+    as a prefix, and the events every reader gets, in id order, after the id given."""
+    services = runtime.services
+    await services.projects.create(admin, slug="other")
+    for project in ("default", "other"):
+        await services.agents.register(admin, name="ann", project=project)
+        await services.agents.register(admin, name="bo", project=project)
+        await services.messages.send(admin, agent="ann", to=["bo"], subject="hi", body="b", project=project)
+        await services.issues.create(admin, title="t", project=project)
+    await services.agents.retire(admin, name="bo", project="other")
+    async with runtime.db.read() as conn:
+        everything = await event_store.after(conn, 0, limit=1000)
+        for types in (["message.sent", "agent.retired"], ["issue.*"], ["issue.created"], ["issue_*"]):
+            for after in (0, everything[len(everything) // 2].id):
+                found = await event_store.after(conn, after, types=types, limit=1000)
+
+                def wanted(e: Event, types: list[str] = types) -> bool:
+                    return e.type in event_store.EVERY_READER or any(
+                        e.type.startswith(t[:-1]) if t.endswith(".*") else e.type == t for t in types
+                    )
+
+                assert [e.id for e in found] == [e.id for e in everything if e.id > after and wanted(e)]
+        assert len(await event_store.after(conn, 0, types=["issue.*"], limit=1000)) >= 4
+
+
 async def test_postgres_gives_event_ids_in_commit_order(
     postgres_url: str, tmp_path: Path, admin: Caller
 ) -> None:

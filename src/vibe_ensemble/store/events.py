@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,6 +132,13 @@ _AFTER = Prepared(
 )
 
 
+@functools.lru_cache(maxsize=64)  # the types a caller waits on are few (mail's waker: two)
+def _after_of(types: tuple[str, ...]) -> Prepared:
+    """`_AFTER` for events of these types (and those every reader gets) alone."""
+    q = _filtered(_select().where(events.c.id > sa.bindparam("after_id")), None, types)
+    return Prepared(q.order_by(events.c.id).limit(sa.bindparam("limit")))
+
+
 def _to_event(row: sa.Row[Any]) -> Event:
     return Event(
         id=row.id,
@@ -151,9 +159,11 @@ async def after(
     limit: int = 100,
 ) -> list[Event]:
     """Events with id > after_id, oldest first; filtered by projects and type prefixes."""
-    if project_ids is None and not types:  # the live feeds' shared window (events/feed.py), per commit
+    if project_ids is None:  # the live feeds' shared window (events/feed.py) and mail's waker, per commit
+        statement = _after_of(tuple(types)) if types else _AFTER
         return [
-            _to_event(r) for r in records(await conn.execute(_AFTER, {"after_id": after_id, "limit": limit}))
+            _to_event(r)
+            for r in records(await conn.execute(statement, {"after_id": after_id, "limit": limit}))
         ]
     q = _filtered(_select().where(events.c.id > after_id), project_ids, types)
     rows = await conn.execute(q.order_by(events.c.id).limit(limit))

@@ -53,15 +53,23 @@ async def dependency_graph(conn: Connection, project_id: int) -> dict[int, list[
     return graph
 
 
+_ADD = Prepared(
+    issue_dependencies.insert().values(
+        issue_id=sa.bindparam("issue_id"), depends_on_id=sa.bindparam("depends_on_id")
+    )
+)
+_CLEAR = Prepared(
+    issue_dependencies.delete().where(issue_dependencies.c.issue_id == sa.bindparam("issue_id"))
+)
+
+
 async def add_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
     if depends_on:
-        await conn.execute(
-            issue_dependencies.insert(), [{"issue_id": issue_id, "depends_on_id": d} for d in depends_on]
-        )
+        await conn.execute(_ADD, [{"issue_id": issue_id, "depends_on_id": d} for d in depends_on])
 
 
 async def replace_dependencies(conn: Connection, issue_id: int, depends_on: list[int]) -> None:
-    await conn.execute(issue_dependencies.delete().where(issue_dependencies.c.issue_id == issue_id))
+    await conn.execute(_CLEAR, {"issue_id": issue_id})
     await add_dependencies(conn, issue_id, depends_on)
 
 

@@ -24,7 +24,7 @@ from vibe_ensemble.store.dependencies import (
     unfinished,
     waiting_on_dependencies,
 )
-from vibe_ensemble.store.prepared import Prepared, changed, records
+from vibe_ensemble.store.prepared import Prepared, changed, records, tuples
 from vibe_ensemble.store.tables import agents, issues, json_array_contains, projects
 
 _assignee = agents.alias("assignee")
@@ -100,14 +100,19 @@ async def get_for_update(conn: Connection, project_id: int, issue_id: int) -> Is
     return await get(conn, project_id, issue_id)
 
 
+_EXISTING = Prepared(
+    sa.select(issues.c.id).where(
+        issues.c.id.in_(sa.bindparam("ids", expanding=True)),
+        issues.c.project_id == sa.bindparam("project_id"),
+    )
+)
+
+
 async def existing_ids(conn: Connection, project_id: int, ids: Iterable[int]) -> set[int]:
     ids = list(ids)
     if not ids:
         return set()
-    rows = await conn.execute(
-        sa.select(issues.c.id).where(issues.c.id.in_(ids), issues.c.project_id == project_id)
-    )
-    return {r.id for r in rows}
+    return {r[0] for r in tuples(await conn.execute(_EXISTING, {"ids": ids, "project_id": project_id}))}
 
 
 _BY_IDS = Prepared(

@@ -26,6 +26,7 @@ from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import KnowledgeEntry, KnowledgeHit, KnowledgeVersion
 from vibe_ensemble.store import knowledge_rank as rank
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import json_array_contains, knowledge, knowledge_versions, projects
 
 MARK_START = "«"
@@ -98,21 +99,29 @@ def _narrowing(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) ->
     return where
 
 
+_GET = Prepared(
+    _select().where(
+        knowledge.c.id == sa.bindparam("id"), knowledge.c.project_id == sa.bindparam("project_id")
+    )
+)
+
+
 async def get(conn: Connection, project_id: int, entry_id: int) -> KnowledgeEntry:
-    row = (
-        await conn.execute(_select().where(knowledge.c.id == entry_id, knowledge.c.project_id == project_id))
-    ).first()
+    row = first_record(await conn.execute(_GET, {"id": entry_id, "project_id": project_id}))
     if row is None:
         raise NotFound(f"knowledge entry {entry_id} does not exist in this project", id=entry_id)
     return _to_entry(row)
 
 
+_VERSIONS = Prepared(
+    sa.select(knowledge_versions)
+    .where(knowledge_versions.c.knowledge_id == sa.bindparam("id"))
+    .order_by(knowledge_versions.c.version.desc())
+)
+
+
 async def versions(conn: Connection, entry_id: int) -> list[KnowledgeVersion]:
-    rows = await conn.execute(
-        sa.select(knowledge_versions)
-        .where(knowledge_versions.c.knowledge_id == entry_id)
-        .order_by(knowledge_versions.c.version.desc())
-    )
+    rows = records(await conn.execute(_VERSIONS, {"id": entry_id}))
     return [
         KnowledgeVersion(
             version=r.version,

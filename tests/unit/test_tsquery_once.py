@@ -29,6 +29,7 @@ def _outside_subqueries(sql: str) -> str:
 def test_every_tsquery_is_a_scalar_subquery() -> None:
     statements = {
         "knowledge": knowledge._postgres_search(["lease", "merge"], [knowledge_table.c.project_id == 1]),
+        "knowledge, as run": knowledge._postgres_search_of(2, True, 1).statement,
         "mail, bodies": mail_search._postgres(1, ["lease", "merge"], bodies=True),
         "mail, subjects": mail_search._postgres(1, ["lease", "merge"], bodies=False),
     }

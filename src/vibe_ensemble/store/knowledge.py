@@ -13,6 +13,7 @@ Both mark matches in the snippet with « and ».
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -239,9 +240,14 @@ async def search(
         marks = (MARK_START, MARK_END, ELLIPSIS)
         narrowing = _narrowing(conn, kind, tags or [])
         return await rank.search(conn, project_id, fts5_query(words), narrowing, limit, marks)
-    rows = await conn.execute(
-        _postgres_search(words, _filters(conn, project_id, kind, tags or [])).limit(limit)
-    )
+    keys = rules.label_keys(tags or [])
+    parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
+    parameters.update((f"word_{i}", w) for i, w in enumerate(words))
+    parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
+    if kind is not None:
+        parameters["kind"] = kind.value
+    statement = _postgres_search_of(len(words), kind is not None, len(keys))
+    rows = records(await conn.execute(statement, parameters))
     return [
         KnowledgeHit(
             id=r.id,
@@ -266,7 +272,24 @@ def any_of_once(queries: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
     return sa.select(query).scalar_subquery()
 
 
-def _postgres_search(words: list[str], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+@functools.lru_cache(maxsize=128)  # the shapes searched lately: how many words, a kind or not, how many tags
+def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
+    """PostgreSQL's search for this many words (`word_0`…) in the project (`project_id`), of a
+    `kind` and carrying `tag_0`… when given, the best `limit`: built once per shape, not per call."""
+    where = [knowledge.c.project_id == sa.bindparam("project_id")]
+    where += [
+        json_array_contains("postgresql", _tag_keys, sa.bindparam(f"tag_{i}", type_=sa.String))
+        for i in range(tags)
+    ]
+    if kind:
+        where.append(knowledge.c.kind == sa.bindparam("kind"))
+    bound = [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
+    return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
+
+
+def _postgres_search(
+    words: list[str] | list[sa.BindParameter[str]], where: list[sa.ColumnElement[bool]]
+) -> sa.Select[Any]:
     query = any_of_once([sa.func.plainto_tsquery("english", w) for w in words])
     rank = sa.func.ts_rank(_search, query)
     body_matches = sa.func.to_tsvector("english", knowledge.c.body).op("@@")(query)

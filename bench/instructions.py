@@ -130,26 +130,21 @@ async def loop(app_name: str, rounds: int, answers: dict[str, Any], stack_name: 
         return client.answers
 
 
-def counted(app_name: str, rounds: int, answers: Path, stack_name: str | None) -> int:
-    """Instructions of one child run under cachegrind (start-up included)."""
-    argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    argv += [
-        sys.executable,
-        __file__,
-        "--child",
-        app_name,
-        "--rounds",
-        str(rounds),
-        "--answers",
-        str(answers),
-        *(["--served", stack_name] if stack_name else []),
-    ]
+def under_valgrind(what: str, argv: list[str]) -> int:
+    """The instructions the command `argv` executed under cachegrind, with a fixed hash seed."""
+    valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(valgrind + argv, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or found is None:
-        raise SystemExit(f"{app_name}: valgrind run failed\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{what}: valgrind run failed\n{done.stderr[-2000:]}")
     return int(found.group(1).replace(",", ""))
+
+
+def counted(app_name: str, rounds: int, answers: Path, stack_name: str | None) -> int:
+    """Instructions of one child run under cachegrind (start-up included)."""
+    argv = [sys.executable, __file__, "--child", app_name, "--rounds", str(rounds), "--answers", str(answers)]
+    return under_valgrind(app_name, argv + (["--served", stack_name] if stack_name else []))
 
 
 def per_call(app_name: str, rounds: int, answers: Path, stack_name: str | None) -> float:

@@ -107,3 +107,9 @@ def test_hardening_runs() -> None:
 def test_leases_runs() -> None:
     out = run_bench("leases.py", "--sizes", "200,400", "--calls", "1")
     assert "live leases" in out and "exclusive 1-glob reserve" in out
+
+
+def test_tool_instructions_runs_every_scenario() -> None:
+    # Every scenario's calls once, without valgrind (a run under it takes a minute a scenario; the
+    # counting itself is bench/instructions.py's, run above).
+    assert "checked: list_issues, list_issues_ready" in run_bench("tool_instructions.py", "--check")

@@ -455,18 +455,24 @@ async def with_status(conn: Connection, project_id: int, status: IssueStatus, *,
     return await _load(conn, _WITH_STATUS[status.finished], parameters)
 
 
-_BLOCKED_IN = Prepared(
-    _select()
-    .where(
-        issues.c.project_id == sa.bindparam("project_id"),
-        sa.or_(
-            issues.c.status == IssueStatus.BLOCKED.value,
-            sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies()),
-        ),
+def _blocked_or_open_and(condition: sa.ColumnElement[bool]) -> Prepared:
+    """A project's issues marked blocked, or open and meeting `condition`, best first, at most `limit`."""
+    return Prepared(
+        _select()
+        .where(
+            issues.c.project_id == sa.bindparam("project_id"),
+            sa.or_(
+                issues.c.status == IssueStatus.BLOCKED.value,
+                sa.and_(issues.c.status == IssueStatus.OPEN.value, condition),
+            ),
+        )
+        .order_by(issues.c.priority, issues.c.id)
+        .limit(sa.bindparam("limit"))
     )
-    .order_by(issues.c.priority, issues.c.id)
-    .limit(sa.bindparam("limit"))
-)
+
+
+_BLOCKED_IN = _blocked_or_open_and(waiting_on_dependencies())
+_WAITING_IN = _blocked_or_open_and(sa.not_(ready_clause()))
 
 
 async def blocked_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:
@@ -484,20 +490,6 @@ _COUNT_BY_STATUS = Prepared(
 async def count_by_status(conn: Connection, project_id: int) -> dict[str, int]:
     rows = records(await conn.execute(_COUNT_BY_STATUS, {"project_id": project_id}))
     return {r.status: int(r.n) for r in rows}
-
-
-_WAITING_IN = Prepared(
-    _select()
-    .where(
-        issues.c.project_id == sa.bindparam("project_id"),
-        sa.or_(
-            issues.c.status == IssueStatus.BLOCKED.value,
-            sa.and_(issues.c.status == IssueStatus.OPEN.value, sa.not_(ready_clause())),
-        ),
-    )
-    .order_by(issues.c.priority, issues.c.id)
-    .limit(sa.bindparam("limit"))
-)
 
 
 async def waiting_in(conn: Connection, project_id: int, *, limit: int) -> list[Issue]:

@@ -89,24 +89,26 @@ def counted(scenario: str, rounds: int, database_url: str | None) -> int:
     return under_valgrind(scenario, argv + (["--database-url", database_url] if database_url else []))
 
 
-async def _postgres(url: str, statement: str) -> None:
+async def _postgres(url: str, *statements: str) -> None:
+    """Run `statements` one by one on the PostgreSQL server and database at `url` (outside a
+    transaction, as CREATE and DROP DATABASE must)."""
     u = sa.engine.make_url(url)
     conn = await asyncpg.connect(
         host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
     )
     try:
-        await conn.execute(statement)
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
 
 
 def per_call(scenario: str, rounds: int, server_url: str | None) -> float:
+    names = [f"vibe_bench_instr_{os.getpid()}_{n}" for n in range(2)]  # on PostgreSQL: a database a run
     urls: list[str | None] = [None, None]
-    if server_url:  # a database of its own for each run, made and dropped here
-        names = [f"vibe_bench_instr_{os.getpid()}_{n}" for n in range(2)]
-        for name in names:
-            asyncio.run(_postgres(server_url, f'DROP DATABASE IF EXISTS "{name}"'))
-            asyncio.run(_postgres(server_url, f'CREATE DATABASE "{name}"'))
+    if server_url:
+        made = [s for n in names for s in (f'DROP DATABASE IF EXISTS "{n}"', f'CREATE DATABASE "{n}"')]
+        asyncio.run(_postgres(server_url, *made))
         urls = [sa.engine.make_url(server_url).set(database=n).render_as_string(False) for n in names]
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:  # the two runs side by side (two cores)
@@ -115,8 +117,7 @@ def per_call(scenario: str, rounds: int, server_url: str | None) -> float:
             )
     finally:
         if server_url:
-            for name in names:
-                asyncio.run(_postgres(server_url, f'DROP DATABASE IF EXISTS "{name}"'))
+            asyncio.run(_postgres(server_url, *(f'DROP DATABASE IF EXISTS "{n}"' for n in names)))
     calls = len(SCENARIOS[scenario](0))
     return (long - short) / (2 * rounds * calls)
 

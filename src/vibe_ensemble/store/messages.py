@@ -233,8 +233,6 @@ _RECEIVED = Prepared(
 
 async def received(conn: Connection, agent_id: int, ids: list[int]) -> set[int]:
     """Which of these message ids are in the agent's inbox."""
-    if not ids:
-        return set()
     return {r[0] for r in tuples(await conn.execute(_RECEIVED, {"agent_id": agent_id, "ids": ids}))}
 
 
@@ -267,6 +265,4 @@ async def mark_acknowledged(conn: Connection, agent_id: int, ids: list[int], now
 
 
 async def _stamp(conn: Connection, stamp: Prepared, agent_id: int, ids: list[int], now: datetime) -> int:
-    if not ids:
-        return 0
     return changed(await conn.execute(stamp, {"agent_id": agent_id, "ids": ids, "now": now}))

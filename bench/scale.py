@@ -163,11 +163,16 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]
     ready = issue_store._READY_IN.explain(conn, {"project_id": project_id, "limit": 50})
     found["ready issues page"] = " / ".join(ready)
     # The knowledge search as the server runs it (store/knowledge_rank.py) for the bench's query:
-    # the ranking on the project's FTS5 table, then the best ten read with their snippets.
+    # the ranking of each word's newest matches on the project's FTS5 table, then the best ten read
+    # with their snippets.
     marks = (knowledge_store.MARK_START, knowledge_store.MARK_END, knowledge_store.ELLIPSIS)
-    match = knowledge_store.fts5_query(knowledge_store.terms("lease merge"))
+    phrases = [knowledge_store.fts5_query([w]) for w in knowledge_store.terms("lease merge")]
+    match = " OR ".join(phrases)
     for name, search in (
-        ("knowledge search, ranking", knowledge_rank.ranking(project_id, match, 10)),
+        (
+            "knowledge search, ranking",
+            knowledge_rank.ranking(project_id, match, phrases, knowledge_rank.WINDOW, 10),
+        ),
         ("knowledge search, hits", knowledge_rank.hits(project_id, match, list(range(1, 11)), marks)),
     ):
         compiled = search.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})

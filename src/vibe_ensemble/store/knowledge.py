@@ -239,7 +239,8 @@ async def search(
     if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
         narrowing = _narrowing(conn, kind, tags or [])
-        return await rank.search(conn, project_id, fts5_query(words), narrowing, limit, marks)
+        phrases = [fts5_query([w]) for w in words]
+        return await rank.search(conn, project_id, phrases, narrowing, limit, marks)
     keys = rules.label_keys(tags or [])
     parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
     parameters.update((f"word_{i}", w) for i, w in enumerate(words))

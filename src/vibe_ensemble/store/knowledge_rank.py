@@ -32,6 +32,9 @@ from vibe_ensemble.store.tables import knowledge
 WEIGHTS = (10.0, 1.0, 5.0)  # title, body, tags: FTS5's column order
 TOKENIZER = "porter unicode61"
 PREFIX = "knowledge_fts_"
+# The matches of each word ranked at most, the newest: what a word that thousands of entries hold
+# costs a search (`search`). Read at each call (a test sets it lower).
+WINDOW = 1000
 
 
 def table_name(project_id: int) -> str:
@@ -81,30 +84,35 @@ async def exists(conn: Connection, project_id: int) -> bool:
 async def search(
     conn: Connection,
     project_id: int,
-    match: str,
+    phrases: list[str],
     narrowing: list[sa.ColumnElement[bool]],
     limit: int,
     marks: tuple[str, str, str],
 ) -> list[KnowledgeHit]:
-    """The project's best `limit` rows matching the FTS5 expression `match` (and the conditions of
-    `narrowing` on `knowledge`: a kind, tags), ranked by bm25 (negated: higher is better), with
-    FTS5's snippets (`marks`: start, end, ellipsis).
+    """The project's best `limit` rows matching any of the FTS5 `phrases` (one quoted word each) and
+    the conditions of `narrowing` on `knowledge` (a kind, tags), ranked by bm25 (negated: higher is
+    better), with FTS5's snippets (`marks`: start, end, ellipsis).
 
-    bm25 (k1 = 1.2, b = 0.75; lower is better) is worked out for every match, and SQLite's sorter
-    keeps the best `limit` as they come. Without `narrowing`, the matches are ranked on the FTS5
-    table alone (`ranking`), and only the best are read from `knowledge`, with their snippets
-    (`hits`): joined for every match, the project's rows were read for all of them, which at 50,000
-    entries cost more than the ranking itself. With it, each match is joined to be tested
-    (`narrowed`). FTS5's own `ORDER BY rank` returns the same rows for about a quarter more work.
-    The two statements without `narrowing` are built once per project (`_searching`).
+    Ranked are each phrase's newest `WINDOW` matches (that pass `narrowing`), all of them for a word
+    fewer entries hold (`in_windows`), so a search scores at most `WINDOW` entries a word however
+    many hold it. bm25 (k1 = 1.2, b = 0.75; lower is better) keeps its statistics from the whole
+    project's table, so an entry ranked scores what it would among all the matches, and SQLite's
+    sorter keeps the best `limit` as they come. Without `narrowing`, the candidates are ranked on
+    the FTS5 table alone (`ranking`), and only the best are read from `knowledge`, with their
+    snippets (`hits`): joined for every match, the project's rows were read for all of them. With
+    it, each match is joined to be tested (`narrowed`). The two statements without `narrowing` are
+    built once per project and number of words (`_searching`).
     """
     if not await exists(conn, project_id):
         return []
+    match = " OR ".join(phrases)
+    words = {f"word_{i}": phrase for i, phrase in enumerate(phrases)}
     if narrowing:
-        tested = await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
+        tested = await conn.execute(narrowed(project_id, match, phrases, narrowing, limit, marks))
         return [_hit(r, r.score) for r in tested]
-    ranked, found_hits = _searching(project_id, marks)
-    best = [(r.id, -r.rank) for r in records(await conn.execute(ranked, {"match": match, "limit": limit}))]
+    ranked, found_hits = _searching(project_id, len(phrases), marks)
+    parameters = {"match": match, "window": WINDOW, "limit": limit, **words}
+    best = [(r.id, -r.rank) for r in records(await conn.execute(ranked, parameters))]
     if not best:
         return []
     rows = records(await conn.execute(found_hits, {"match": match, "ids": [i for i, _ in best]}))
@@ -112,15 +120,40 @@ async def search(
     return [_hit(found[i], score) for i, score in best if i in found]
 
 
-@functools.lru_cache(maxsize=256)  # a project's pair, for the projects searched lately
-def _searching(project_id: int, marks: tuple[str, str, str]) -> tuple[Prepared, Prepared]:
-    """`ranking` and `hits` for the project, their match, limit and ids parameters."""
+@functools.lru_cache(maxsize=256)  # the pairs searched lately: a project's, for a number of words
+def _searching(project_id: int, words: int, marks: tuple[str, str, str]) -> tuple[Prepared, Prepared]:
+    """`ranking` and `hits` for the project, their match, word_0…, window, limit and ids parameters."""
     match = sa.bindparam("match", type_=sa.String)
+    phrases = [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
     ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
     return (
-        Prepared(ranking(project_id, match, sa.bindparam("limit"))),
+        Prepared(ranking(project_id, match, phrases, sa.bindparam("window"), sa.bindparam("limit"))),
         Prepared(hits(project_id, match, ids, marks)),
     )
+
+
+def in_windows(
+    project_id: int,
+    phrases: list[str] | list[sa.BindParameter[str]],
+    window: int | sa.BindParameter[Any],
+    narrowing: list[sa.ColumnElement[bool]] = [],  # noqa: B006 (never changed)
+) -> sa.ColumnElement[bool]:
+    """The FTS5 table's row is among the newest `window` matches of one of the `phrases` (that pass
+    `narrowing` on `knowledge`). Written `+rowid`, the test is not handed to FTS5, which would run
+    the whole query again for each id: SQLite makes the candidates' ids once and FTS5 walks the
+    query's matches as it would without the test, scoring those among them only."""
+    t = table_name(project_id)
+    members = []
+    for phrase in phrases:
+        fts, ref = _fts(project_id)
+        newest = sa.select(fts.c.rowid).where(ref.op("MATCH")(phrase))
+        if narrowing:
+            newest = newest.join_from(fts, knowledge, knowledge.c.id == fts.c.rowid).where(
+                knowledge.c.project_id == project_id, *narrowing
+            )
+        found = newest.order_by(fts.c.rowid.desc()).limit(window).subquery()
+        members.append(sa.select(found.c.rowid))
+    return sa.literal_column(f"+{t}.rowid").in_(sa.union_all(*members))
 
 
 def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
@@ -129,14 +162,18 @@ def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
 
 
 def ranking(
-    project_id: int, match: str | sa.BindParameter[str], limit: int | sa.BindParameter[Any]
+    project_id: int,
+    match: str | sa.BindParameter[str],
+    phrases: list[str] | list[sa.BindParameter[str]],
+    window: int | sa.BindParameter[Any],
+    limit: int | sa.BindParameter[Any],
 ) -> sa.Select[Any]:
-    """The ids and bm25 of the project's best `limit` matches, from its FTS5 table alone."""
+    """The ids and bm25 of the project's best `limit` candidates (`in_windows`), from its FTS5 table alone."""
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS).label("rank")
     return (
         sa.select(fts.c.rowid.label("id"), rank)
-        .where(ref.op("MATCH")(match))
+        .where(ref.op("MATCH")(match), in_windows(project_id, phrases, window))
         .order_by(rank, fts.c.rowid)
         .limit(limit)
     )
@@ -158,17 +195,19 @@ def hits(
 def narrowed(
     project_id: int,
     match: str,
+    phrases: list[str],
     narrowing: list[sa.ColumnElement[bool]],
     limit: int,
     marks: tuple[str, str, str],
 ) -> sa.Select[Any]:
-    """The best `limit` matches that pass `narrowing`, with their scores and snippets, in one SELECT."""
+    """The best `limit` candidates that pass `narrowing`, with their scores and snippets, in one SELECT."""
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS)
+    candidates = in_windows(project_id, phrases, WINDOW, narrowing)
     return (
         _entries(fts, ref, marks)
         .add_columns((-rank).label("score"))
-        .where(ref.op("MATCH")(match), knowledge.c.project_id == project_id, *narrowing)
+        .where(ref.op("MATCH")(match), knowledge.c.project_id == project_id, *narrowing, candidates)
         .order_by(rank, knowledge.c.id)
         .limit(limit)
     )

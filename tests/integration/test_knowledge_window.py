@@ -1,0 +1,91 @@
+"""A knowledge search on SQLite ranks each word's newest matches, not every entry that holds a word:
+at most `WINDOW` entries a word, every one of them for a word fewer entries hold. So a word that
+thousands of entries hold costs `WINDOW` scores, and an old entry holding a rare word of the query
+is still found. The window is set to 3 here; in the server it is 1,000. (PostgreSQL ranks every
+match: docs/knowledge.md.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.enums import KnowledgeKind
+from vibe_ensemble.services import Services
+from vibe_ensemble.store import knowledge_rank
+
+WINDOW = 3
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+async def _add(services: Services, admin: Caller, title: str, body: str, **extra: object) -> int:
+    kind = extra.pop("kind", KnowledgeKind.NOTE)
+    entry = await services.knowledge.add(
+        admin, project="w", agent="ann", kind=kind, title=title, body=body, **extra
+    )
+    return entry.id
+
+
+@pytest.fixture
+async def team(services: Services, admin: Caller) -> Services:
+    await services.projects.create(admin, slug="w")
+    await services.agents.register(admin, name="ann", project="w")
+    return services
+
+
+async def _ids(services: Services, admin: Caller, query: str, **extra: object) -> list[int]:
+    hits = await services.knowledge.search(admin, query, project="w", limit=50, **extra)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    return [h.id for h in hits]
+
+
+async def test_a_common_word_ranks_its_newest_matches(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = team
+    lease = [await _add(services, admin, f"Entry {i}", "renew the lease before it ends") for i in range(6)]
+    await _add(services, admin, "Unrelated", "nothing to see")
+    assert sorted(await _ids(services, admin, "lease")) == lease  # all six: the window is 1,000
+    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    assert sorted(await _ids(services, admin, "lease")) == lease[-WINDOW:]
+
+
+async def test_an_old_entry_with_a_rare_word_is_still_found_first(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = team
+    old = await _add(
+        services, admin, "Deadlock in the lease table", "a deadlock when two lease renewals race"
+    )
+    newer = [await _add(services, admin, f"Lease {i}", f"lease notes {i}") for i in range(6)]
+    everything = await _ids(services, admin, "lease deadlock")
+    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    windowed = await _ids(services, admin, "lease deadlock")
+    assert windowed[0] == everything[0] == old  # the rare word's every match is a candidate
+    assert set(windowed) == {old, *newer[-WINDOW:]}
+    # A candidate scores what it scored among all the matches (its statistics are the project's).
+    full = {h.id: h.score for h in await services.knowledge.search(admin, "lease", project="w", limit=50)}
+    monkeypatch.setattr(knowledge_rank, "WINDOW", 1000)
+    assert full == {
+        h.id: h.score
+        for h in await services.knowledge.search(admin, "lease", project="w", limit=50)
+        if h.id in full
+    }
+
+
+async def test_the_window_counts_the_entries_the_filters_pass(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search narrowed by kind or tags ranks each word's newest matches *of that kind and those
+    tags*: older decisions behind a crowd of newer notes are found, not lost to the window."""
+    services = team
+    decisions = [
+        await _add(services, admin, f"Decision {i}", "the lease lasts a minute", kind=KnowledgeKind.DECISION)
+        for i in range(2)
+    ]
+    tagged = await _add(services, admin, "Tagged", "lease renewals", tags=["Ops"])
+    for i in range(6):
+        await _add(services, admin, f"Note {i}", "lease lease lease")
+    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    assert sorted(await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION)) == decisions
+    assert await _ids(services, admin, "lease", tags=["ops"]) == [tagged]
+    assert decisions[0] not in await _ids(services, admin, "lease")  # unnarrowed: the newest three

@@ -101,16 +101,18 @@ async def search(
     the FTS5 table alone (`ranking`), and only the best are read from `knowledge`, with their
     snippets (`hits`): joined for every match, the project's rows were read for all of them. With
     it, each match is joined to be tested (`narrowed`). The two statements without `narrowing` are
-    built once per project and number of words (`_searching`).
+    built once per project and number of words (`_searching`). A project of at most `WINDOW`
+    entries has every match in the windows: its search ranks without them, which costs less.
     """
     if not await exists(conn, project_id):
         return []
     match = " OR ".join(phrases)
-    words = {f"word_{i}": phrase for i, phrase in enumerate(phrases)}
+    windowed = phrases if await _more_than(conn, project_id, WINDOW) else []
     if narrowing:
-        tested = await conn.execute(narrowed(project_id, match, phrases, narrowing, limit, marks))
-        return [_hit(r, r.score) for r in tested]
-    ranked, found_hits = _searching(project_id, len(phrases), marks)
+        statement = narrowed(project_id, match, windowed, narrowing, limit, marks)
+        return [_hit(r, r.score) for r in await conn.execute(statement)]
+    ranked, found_hits = _searching(project_id, len(windowed), marks)
+    words = {f"word_{i}": phrase for i, phrase in enumerate(windowed)}
     parameters = {"match": match, "window": WINDOW, "limit": limit, **words}
     best = [(r.id, -r.rank) for r in records(await conn.execute(ranked, parameters))]
     if not best:
@@ -118,6 +120,21 @@ async def search(
     rows = records(await conn.execute(found_hits, {"match": match, "ids": [i for i, _ in best]}))
     found = {r.id: r for r in rows}
     return [_hit(found[i], score) for i, score in best if i in found]
+
+
+_ENTRIES = Prepared(  # a project's entries, counted up to `n`
+    sa.select(sa.func.count()).select_from(
+        sa.select(knowledge.c.id)
+        .where(knowledge.c.project_id == sa.bindparam("project_id"))
+        .limit(sa.bindparam("n"))
+        .subquery()
+    )
+)
+
+
+async def _more_than(conn: Connection, project_id: int, n: int) -> bool:
+    found = await conn.execute(_ENTRIES, {"project_id": project_id, "n": n + 1})
+    return int(found.scalar_one()) > n
 
 
 @functools.lru_cache(maxsize=256)  # the pairs searched lately: a project's, for a number of words
@@ -141,7 +158,10 @@ def in_windows(
     """The FTS5 table's row is among the newest `window` matches of one of the `phrases` (that pass
     `narrowing` on `knowledge`). Written `+rowid`, the test is not handed to FTS5, which would run
     the whole query again for each id: SQLite makes the candidates' ids once and FTS5 walks the
-    query's matches as it would without the test, scoring those among them only."""
+    query's matches as it would without the test, scoring those among them only. No `phrases`: no
+    test (every match a candidate)."""
+    if not phrases:
+        return sa.true()
     t = table_name(project_id)
     members = []
     for phrase in phrases:

@@ -171,7 +171,9 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]
     for name, search in (
         (
             "knowledge search, ranking",
-            knowledge_rank.ranking(project_id, match, phrases, knowledge_rank.WINDOW, 10),
+            knowledge_rank.ranking(
+                project_id, match, knowledge_rank.windows(phrases), knowledge_rank.WINDOW, 10
+            ),
         ),
         ("knowledge search, hits", knowledge_rank.hits(project_id, match, list(range(1, 11)), marks)),
     ):

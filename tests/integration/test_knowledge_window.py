@@ -1,7 +1,8 @@
 """A knowledge search on SQLite ranks each word's newest matches, not every entry that holds a word:
-at most `WINDOW` entries a word, every one of them for a word fewer entries hold. So a word that
-thousands of entries hold costs `WINDOW` scores, and an old entry holding a rare word of the query
-is still found. The window is set to 3 here; in the server it is 1,000. (PostgreSQL ranks every
+at most `WINDOW` entries a word, and `WINDOW` with the word in a title or tags, every one of them
+for a word fewer entries hold. So a word that thousands of entries hold costs two windows of
+scores, and an old entry holding a rare word of the query, or a common one in its title, is still
+found. The window is set to 3 here; in the server it is 1,000. (PostgreSQL ranks every
 match: docs/knowledge.md.)"""
 
 from __future__ import annotations
@@ -89,3 +90,16 @@ async def test_the_window_counts_the_entries_the_filters_pass(
     assert sorted(await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION)) == decisions
     assert await _ids(services, admin, "lease", tags=["ops"]) == [tagged]
     assert decisions[0] not in await _ids(services, admin, "lease")  # unnarrowed: the newest three
+
+
+async def test_an_old_entry_with_the_word_in_its_title_is_still_found_first(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = team
+    titled = await _add(services, admin, "Lease renewal checklist", "what to check before renewing")
+    tagged = await _add(services, admin, "Renewals", "what to check", tags=["lease"])
+    newer = [await _add(services, admin, f"Note {i}", f"the lease of note {i}") for i in range(6)]
+    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    found = await _ids(services, admin, "lease")
+    assert found[:2] == [titled, tagged]  # a title weighs ten bodies, tags five
+    assert set(found) == {titled, tagged, *newer[-WINDOW:]}

@@ -93,33 +93,41 @@ async def search(
     the conditions of `narrowing` on `knowledge` (a kind, tags), ranked by bm25 (negated: higher is
     better), with FTS5's snippets (`marks`: start, end, ellipsis).
 
-    Ranked are each phrase's newest `WINDOW` matches (that pass `narrowing`), all of them for a word
-    fewer entries hold (`in_windows`), so a search scores at most `WINDOW` entries a word however
-    many hold it. bm25 (k1 = 1.2, b = 0.75; lower is better) keeps its statistics from the whole
+    Ranked are each phrase's newest `WINDOW` matches, and its newest `WINDOW` matches in a title or
+    tags (the columns that weigh most), of those that pass `narrowing`: all of them for a word fewer
+    entries hold (`in_windows`, `windows`). So a search scores at most twice `WINDOW` entries a word
+    however many hold it. bm25 (k1 = 1.2, b = 0.75; lower is better) keeps its statistics from the whole
     project's table, so an entry ranked scores what it would among all the matches, and SQLite's
     sorter keeps the best `limit` as they come. Without `narrowing`, the candidates are ranked on
     the FTS5 table alone (`ranking`), and only the best are read from `knowledge`, with their
     snippets (`hits`): joined for every match, the project's rows were read for all of them. With
     it, each match is joined to be tested (`narrowed`). The two statements without `narrowing` are
-    built once per project and number of words (`_searching`). A project of at most `WINDOW`
+    built once per project and number of windows (`_searching`). A project of at most `WINDOW`
     entries has every match in the windows: its search ranks without them, which costs less.
     """
     if not await exists(conn, project_id):
         return []
     match = " OR ".join(phrases)
-    windowed = phrases if await _more_than(conn, project_id, WINDOW) else []
+    windowed = windows(phrases) if await _more_than(conn, project_id, WINDOW) else []
     if narrowing:
         statement = narrowed(project_id, match, windowed, narrowing, limit, marks)
         return [_hit(r, r.score) for r in await conn.execute(statement)]
     ranked, found_hits = _searching(project_id, len(windowed), marks)
-    words = {f"word_{i}": phrase for i, phrase in enumerate(windowed)}
-    parameters = {"match": match, "window": WINDOW, "limit": limit, **words}
+    expressions = {f"window_{i}": expression for i, expression in enumerate(windowed)}
+    parameters = {"match": match, "window": WINDOW, "limit": limit, **expressions}
     best = [(r.id, -r.rank) for r in records(await conn.execute(ranked, parameters))]
     if not best:
         return []
     rows = records(await conn.execute(found_hits, {"match": match, "ids": [i for i, _ in best]}))
     found = {r.id: r for r in rows}
     return [_hit(found[i], score) for i, score in best if i in found]
+
+
+def windows(phrases: list[str]) -> list[str]:
+    """The FTS5 expressions whose newest matches are a search's candidates: each phrase, and each
+    phrase in a title or tags. An old entry with a query word in its title is still ranked when a
+    thousand newer entries hold the word in their bodies."""
+    return [expression for p in phrases for expression in (p, f"{{title tags}} : {p}")]
 
 
 _ENTRIES = Prepared(  # a project's entries, counted up to `n`
@@ -137,36 +145,37 @@ async def _more_than(conn: Connection, project_id: int, n: int) -> bool:
     return int(found.scalar_one()) > n
 
 
-@functools.lru_cache(maxsize=256)  # the pairs searched lately: a project's, for a number of words
-def _searching(project_id: int, words: int, marks: tuple[str, str, str]) -> tuple[Prepared, Prepared]:
-    """`ranking` and `hits` for the project, their match, word_0…, window, limit and ids parameters."""
+@functools.lru_cache(maxsize=256)  # the pairs searched lately: a project's, for a number of windows
+def _searching(project_id: int, windows: int, marks: tuple[str, str, str]) -> tuple[Prepared, Prepared]:
+    """`ranking` and `hits` for the project, their match, window_0… (`windows`), window, limit and
+    ids parameters."""
     match = sa.bindparam("match", type_=sa.String)
-    phrases = [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
+    expressions = [sa.bindparam(f"window_{i}", type_=sa.String) for i in range(windows)]
     ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
     return (
-        Prepared(ranking(project_id, match, phrases, sa.bindparam("window"), sa.bindparam("limit"))),
+        Prepared(ranking(project_id, match, expressions, sa.bindparam("window"), sa.bindparam("limit"))),
         Prepared(hits(project_id, match, ids, marks)),
     )
 
 
 def in_windows(
     project_id: int,
-    phrases: list[str] | list[sa.BindParameter[str]],
+    expressions: list[str] | list[sa.BindParameter[str]],
     window: int | sa.BindParameter[Any],
     narrowing: list[sa.ColumnElement[bool]] = [],  # noqa: B006 (never changed)
 ) -> sa.ColumnElement[bool]:
-    """The FTS5 table's row is among the newest `window` matches of one of the `phrases` (that pass
-    `narrowing` on `knowledge`). Written `+rowid`, the test is not handed to FTS5, which would run
-    the whole query again for each id: SQLite makes the candidates' ids once and FTS5 walks the
-    query's matches as it would without the test, scoring those among them only. No `phrases`: no
-    test (every match a candidate)."""
-    if not phrases:
+    """The FTS5 table's row is among the newest `window` matches of one of the FTS5 `expressions`
+    (`windows`) that pass `narrowing` on `knowledge`. Written `+rowid`, the test is not handed to
+    FTS5, which would run the whole query again for each id: SQLite makes the candidates' ids once
+    and FTS5 walks the query's matches as it would without the test, scoring those among them only.
+    No `expressions`: no test (every match a candidate)."""
+    if not expressions:
         return sa.true()
     t = table_name(project_id)
     members = []
-    for phrase in phrases:
+    for expression in expressions:
         fts, ref = _fts(project_id)
-        newest = sa.select(fts.c.rowid).where(ref.op("MATCH")(phrase))
+        newest = sa.select(fts.c.rowid).where(ref.op("MATCH")(expression))
         if narrowing:
             newest = newest.join_from(fts, knowledge, knowledge.c.id == fts.c.rowid).where(
                 knowledge.c.project_id == project_id, *narrowing
@@ -184,16 +193,17 @@ def _fts(project_id: int) -> tuple[sa.TableClause, sa.ColumnClause[Any]]:
 def ranking(
     project_id: int,
     match: str | sa.BindParameter[str],
-    phrases: list[str] | list[sa.BindParameter[str]],
+    expressions: list[str] | list[sa.BindParameter[str]],
     window: int | sa.BindParameter[Any],
     limit: int | sa.BindParameter[Any],
 ) -> sa.Select[Any]:
-    """The ids and bm25 of the project's best `limit` candidates (`in_windows`), from its FTS5 table alone."""
+    """The ids and bm25 of the project's best `limit` candidates (`in_windows` of the `expressions`),
+    from its FTS5 table alone."""
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS).label("rank")
     return (
         sa.select(fts.c.rowid.label("id"), rank)
-        .where(ref.op("MATCH")(match), in_windows(project_id, phrases, window))
+        .where(ref.op("MATCH")(match), in_windows(project_id, expressions, window))
         .order_by(rank, fts.c.rowid)
         .limit(limit)
     )
@@ -215,15 +225,16 @@ def hits(
 def narrowed(
     project_id: int,
     match: str,
-    phrases: list[str],
+    expressions: list[str],
     narrowing: list[sa.ColumnElement[bool]],
     limit: int,
     marks: tuple[str, str, str],
 ) -> sa.Select[Any]:
-    """The best `limit` candidates that pass `narrowing`, with their scores and snippets, in one SELECT."""
+    """The best `limit` candidates (`in_windows` of the `expressions`) that pass `narrowing`, with
+    their scores and snippets, in one SELECT."""
     fts, ref = _fts(project_id)
     rank = sa.func.bm25(ref, *WEIGHTS)
-    candidates = in_windows(project_id, phrases, WINDOW, narrowing)
+    candidates = in_windows(project_id, expressions, WINDOW, narrowing)
     return (
         _entries(fts, ref, marks)
         .add_columns((-rank).label("score"))

@@ -2,8 +2,8 @@
 at most `WINDOW` entries a word, and `WINDOW` with the word in a title or tags, every one of them
 for a word fewer entries hold. So a word that thousands of entries hold costs two windows of
 scores, and an old entry holding a rare word of the query, or a common one in its title, is still
-found. The window is set to 3 here; in the server it is 1,000. (PostgreSQL ranks every
-match: docs/knowledge.md.)"""
+found. A search of at most `ALL_RANKED` matches ranks them all. Both are set to 3 here; in the
+server they are 1,000 and 4,000. (PostgreSQL ranks every match: docs/knowledge.md.)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from vibe_ensemble.services import Services
 from vibe_ensemble.store import knowledge_rank
 
 WINDOW = 3
+
+
+def _windows_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    monkeypatch.setattr(knowledge_rank, "ALL_RANKED", WINDOW)
+
+
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
@@ -45,8 +52,10 @@ async def test_a_common_word_ranks_its_newest_matches(
     services = team
     lease = [await _add(services, admin, f"Entry {i}", "renew the lease before it ends") for i in range(6)]
     await _add(services, admin, "Unrelated", "nothing to see")
-    assert sorted(await _ids(services, admin, "lease")) == lease  # all six: the window is 1,000
+    assert sorted(await _ids(services, admin, "lease")) == lease
     monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    assert sorted(await _ids(services, admin, "lease")) == lease  # six matches: all ranked, no windows
+    _windows_of_three(monkeypatch)
     assert sorted(await _ids(services, admin, "lease")) == lease[-WINDOW:]
 
 
@@ -59,13 +68,13 @@ async def test_an_old_entry_with_a_rare_word_is_still_found_first(
     )
     newer = [await _add(services, admin, f"Lease {i}", f"lease notes {i}") for i in range(6)]
     everything = await _ids(services, admin, "lease deadlock")
-    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    _windows_of_three(monkeypatch)
     windowed = await _ids(services, admin, "lease deadlock")
     assert windowed[0] == everything[0] == old  # the rare word's every match is a candidate
     assert set(windowed) == {old, *newer[-WINDOW:]}
     # A candidate scores what it scored among all the matches (its statistics are the project's).
     full = {h.id: h.score for h in await services.knowledge.search(admin, "lease", project="w", limit=50)}
-    monkeypatch.setattr(knowledge_rank, "WINDOW", 1000)
+    monkeypatch.undo()
     assert full == {
         h.id: h.score
         for h in await services.knowledge.search(admin, "lease", project="w", limit=50)
@@ -86,7 +95,7 @@ async def test_the_window_counts_the_entries_the_filters_pass(
     tagged = await _add(services, admin, "Tagged", "lease renewals", tags=["Ops"])
     for i in range(6):
         await _add(services, admin, f"Note {i}", "lease lease lease")
-    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    _windows_of_three(monkeypatch)
     assert sorted(await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION)) == decisions
     assert await _ids(services, admin, "lease", tags=["ops"]) == [tagged]
     assert decisions[0] not in await _ids(services, admin, "lease")  # unnarrowed: the newest three
@@ -99,7 +108,7 @@ async def test_an_old_entry_with_the_word_in_its_title_is_still_found_first(
     titled = await _add(services, admin, "Lease renewal checklist", "what to check before renewing")
     tagged = await _add(services, admin, "Renewals", "what to check", tags=["lease"])
     newer = [await _add(services, admin, f"Note {i}", f"the lease of note {i}") for i in range(6)]
-    monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
+    _windows_of_three(monkeypatch)
     found = await _ids(services, admin, "lease")
     assert found[:2] == [titled, tagged]  # a title weighs ten bodies, tags five
     assert set(found) == {titled, tagged, *newer[-WINDOW:]}

@@ -35,6 +35,8 @@ PREFIX = "knowledge_fts_"
 # The matches of each word ranked at most, the newest: what a word that thousands of entries hold
 # costs a search (`search`). Read at each call (a test sets it lower).
 WINDOW = 1000
+# A search of at most this many matches ranks them all: the windows would cost about what they save
+ALL_RANKED = 4000
 
 
 def table_name(project_id: int) -> str:
@@ -102,13 +104,14 @@ async def search(
     the FTS5 table alone (`ranking`), and only the best are read from `knowledge`, with their
     snippets (`hits`): joined for every match, the project's rows were read for all of them. With
     it, each match is joined to be tested (`narrowed`). The two statements without `narrowing` are
-    built once per project and number of windows (`_searching`). A project of at most `WINDOW`
-    entries has every match in the windows: its search ranks without them, which costs less.
+    built once per project and number of windows (`_searching`). A search of at most `ALL_RANKED`
+    matches ranks them all, without windows: listing each word's newest matches, and testing each
+    match against the list, cost about what scoring the few thousand left out would.
     """
     if not await exists(conn, project_id):
         return []
     match = " OR ".join(phrases)
-    windowed = windows(phrases) if await _more_than(conn, project_id, WINDOW) else []
+    windowed = windows(phrases) if await _more_matches(conn, project_id, match, ALL_RANKED) else []
     if narrowing:
         statement = narrowed(project_id, match, windowed, narrowing, limit, marks)
         return [_hit(r, r.score) for r in await conn.execute(statement)]
@@ -130,18 +133,17 @@ def windows(phrases: list[str]) -> list[str]:
     return [expression for p in phrases for expression in (p, f"{{title tags}} : {p}")]
 
 
-_ENTRIES = Prepared(  # a project's entries, counted up to `n`
-    sa.select(sa.func.count()).select_from(
-        sa.select(knowledge.c.id)
-        .where(knowledge.c.project_id == sa.bindparam("project_id"))
-        .limit(sa.bindparam("n"))
-        .subquery()
-    )
-)
+@functools.lru_cache(maxsize=256)  # the projects searched lately
+def _matches(project_id: int) -> Prepared:
+    """The project's matches of `match`, counted up to `n`: a walk of their ids, nothing scored."""
+    fts, ref = _fts(project_id)
+    found = sa.select(fts.c.rowid).where(ref.op("MATCH")(sa.bindparam("match", type_=sa.String)))
+    return Prepared(sa.select(sa.func.count()).select_from(found.limit(sa.bindparam("n")).subquery()))
 
 
-async def _more_than(conn: Connection, project_id: int, n: int) -> bool:
-    found = await conn.execute(_ENTRIES, {"project_id": project_id, "n": n + 1})
+async def _more_matches(conn: Connection, project_id: int, match: str, n: int) -> bool:
+    """More than `n` of the project's entries match."""
+    found = await conn.execute(_matches(project_id), {"match": match, "n": n + 1})
     return int(found.scalar_one()) > n
 
 

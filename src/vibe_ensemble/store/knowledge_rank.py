@@ -7,7 +7,8 @@ lowers its weight in project A's scores, so A can learn how common a word is in 
 project has its own external-content FTS5 table, `knowledge_fts_<project id>`, over the
 `knowledge` table's rows of that project, and the ranking is done inside SQLite
 (`ORDER BY bm25(…) LIMIT n`, with the column weights below): the cost is FTS5's scoring of the
-project's matches, and nothing is fetched into Python but the hits (`search`).
+project's matches (past `ALL_RANKED` of them, of each word's newest: `search`), and nothing is
+fetched into Python but the hits.
 
 The table and its three triggers (insert, update, delete; each guarded by `project_id`) are
 created with the project's first entry (`ensure`, called by `knowledge.insert`), and by
@@ -19,6 +20,7 @@ none of this.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -164,7 +166,7 @@ def in_windows(
     project_id: int,
     expressions: list[str] | list[sa.BindParameter[str]],
     window: int | sa.BindParameter[Any],
-    narrowing: list[sa.ColumnElement[bool]] = [],  # noqa: B006 (never changed)
+    narrowing: Sequence[sa.ColumnElement[bool]] = (),
 ) -> sa.ColumnElement[bool]:
     """The FTS5 table's row is among the newest `window` matches of one of the FTS5 `expressions`
     (`windows`) that pass `narrowing` on `knowledge`. Written `+rowid`, the test is not handed to

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx2
 import pytest
 
 from tests.support import free_port, serve_refused, start_server
-from vibe_ensemble.ops.health import HEALTH_THREADS, HealthListener
+from vibe_ensemble.ops.health import HEALTH_THREADS, SWITCH_INTERVAL_S, HealthListener
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
@@ -63,6 +64,21 @@ async def test_a_wedged_loop_is_reported_while_it_is_wedged() -> None:
         assert (await asyncio.to_thread(_get, url))[0] == 200
     finally:
         await listener.stop()
+
+
+async def test_the_loop_lets_the_answering_thread_in_sooner_while_the_port_is_served() -> None:
+    """The interpreter's switch interval: how long the loop's thread keeps the GIL while the probe's
+    thread waits for it. Shortened while the port is served, given back when it stops."""
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL_S  # Python's default, 5 ms
+    listener = HealthListener("127.0.0.1", 0, stall_s=5)
+    listener.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{listener.port}/healthz"))[0] == 200
+    finally:
+        await listener.stop()
+    assert sys.getswitchinterval() == before
 
 
 async def test_clients_that_send_nothing_do_not_hold_up_a_probe() -> None:

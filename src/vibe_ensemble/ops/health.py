@@ -43,6 +43,12 @@ HEALTH_THREADS = 16  # connections waited on at once; one past them is closed at
 INLINE_WAIT_S = 0.01  # how long the listening thread looks for a request head before handing it on (a
 # probe sends it with the connection; a crowd of idle connections costs the probe this much each)
 MAX_HEAD = 8192  # a probe's head is far smaller; a larger one is read by a thread
+# How long the event loop's thread keeps the GIL while this thread waits for it (Python's default
+# 5 ms): a probe's answer takes the GIL several times (accept, read, write, close), and where the
+# loop's thread seldom lets it go by itself (on PostgreSQL it runs Python all the time under load;
+# sqlite3 lets it go for each statement) each wait was the whole interval: p99 18-22 ms under the
+# 10-agent swarm on PostgreSQL, 6-8 ms with this (bench/RESULTS.md, thirty-fourth round).
+SWITCH_INTERVAL_S = 0.0005
 
 
 class Heartbeat:
@@ -205,9 +211,13 @@ class HealthListener:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="health", daemon=True
         )
         self._beat: asyncio.Task[None] | None = None
+        self._switch_interval: float | None = None  # the process's, while this one is in force
 
     def start(self) -> None:
         self._beat = asyncio.get_running_loop().create_task(self.heartbeat.run())
+        # Process-wide, but it only matters while a thread waits for the GIL: this one, answering.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         self._thread.start()
 
     def close(self) -> None:
@@ -223,6 +233,8 @@ class HealthListener:
         if self._thread.is_alive():
             await asyncio.to_thread(self._server.shutdown)
         self._server.server_close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
 
 
 def health_listener(settings: Settings, *, shared: bool = False) -> HealthListener | None:

@@ -46,8 +46,8 @@ MAX_HEAD = 8192  # a probe's head is far smaller; a larger one is read by a thre
 # How long the event loop's thread keeps the GIL while this thread waits for it (Python's default
 # 5 ms): a probe's answer takes the GIL several times (accept, read, write, close), and where the
 # loop's thread seldom lets it go by itself (on PostgreSQL it runs Python all the time under load;
-# sqlite3 lets it go for each statement) each wait was the whole interval: p99 18-22 ms under the
-# 10-agent swarm on PostgreSQL, 6-8 ms with this (bench/RESULTS.md, thirty-fourth round).
+# sqlite3 lets it go for each statement) each wait was the whole interval: p99 14-26 ms under the
+# 10-agent swarm on PostgreSQL, 6-11 ms (the machine's floor) with this (bench/RESULTS.md).
 SWITCH_INTERVAL_S = 0.0005
 
 

@@ -112,3 +112,22 @@ async def test_an_old_entry_with_the_word_in_its_title_is_still_found_first(
     found = await _ids(services, admin, "lease")
     assert found[:2] == [titled, tagged]  # a title weighs ten bodies, tags five
     assert set(found) == {titled, tagged, *newer[-WINDOW:]}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["AND OR NOT NEAR lease", '"lease" * - ( ) {title} : ^lease', "café 日本語のメモ lease", "lease " * 40],
+)
+async def test_any_text_is_a_query_with_the_windows_too(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """The windows' expressions are each word quoted by the server (in a title or tags too): FTS5's
+    operators, column filters and quotes in a query are not words, and nothing reaches its parser."""
+    services = team
+    entries = [
+        await _add(services, admin, f"Lease {i}", "café 日本語のメモ and or not near") for i in range(5)
+    ]
+    _windows_of_three(monkeypatch)
+    found = await _ids(services, admin, query)
+    assert found and set(found) <= set(entries)  # each query holds a word of every entry
+    assert await _ids(services, admin, query, kind=KnowledgeKind.NOTE) == found

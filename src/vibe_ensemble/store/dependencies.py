@@ -222,17 +222,19 @@ async def ready_count(conn: Connection, project_id: int) -> int:
     return int((await conn.execute(_READY_COUNT, {"project_id": project_id})).scalar_one())
 
 
-# What `store/issues.blocked_in` lists: marked blocked, or open and waiting on unfinished dependencies.
+def blocked_or_open_and(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """The issue is marked blocked, or open and meets `condition`: with `waiting_on_dependencies()`
+    what `store/issues.blocked_in` lists and `blocked_count` counts."""
+    return sa.or_(
+        issues.c.status == IssueStatus.BLOCKED.value,
+        sa.and_(issues.c.status == IssueStatus.OPEN.value, condition),
+    )
+
+
 _BLOCKED_COUNT = Prepared(
     sa.select(sa.func.count())
     .select_from(issues)
-    .where(
-        issues.c.project_id == sa.bindparam("project_id"),
-        sa.or_(
-            issues.c.status == IssueStatus.BLOCKED.value,
-            sa.and_(issues.c.status == IssueStatus.OPEN.value, waiting_on_dependencies()),
-        ),
-    )
+    .where(issues.c.project_id == sa.bindparam("project_id"), blocked_or_open_and(waiting_on_dependencies()))
 )
 
 

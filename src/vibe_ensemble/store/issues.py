@@ -19,6 +19,7 @@ from vibe_ensemble.domain.errors import NotFound
 from vibe_ensemble.domain.models import Issue
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.dependencies import (
+    blocked_or_open_and,
     dependencies_of,
     ready_clause,
     unfinished,
@@ -459,13 +460,7 @@ def _blocked_or_open_and(condition: sa.ColumnElement[bool]) -> Prepared:
     """A project's issues marked blocked, or open and meeting `condition`, best first, at most `limit`."""
     return Prepared(
         _select()
-        .where(
-            issues.c.project_id == sa.bindparam("project_id"),
-            sa.or_(
-                issues.c.status == IssueStatus.BLOCKED.value,
-                sa.and_(issues.c.status == IssueStatus.OPEN.value, condition),
-            ),
-        )
+        .where(issues.c.project_id == sa.bindparam("project_id"), blocked_or_open_and(condition))
         .order_by(issues.c.priority, issues.c.id)
         .limit(sa.bindparam("limit"))
     )

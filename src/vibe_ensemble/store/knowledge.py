@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -88,15 +88,22 @@ def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
 def _filters(
     conn: Connection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
 ) -> list[sa.ColumnElement[bool]]:
-    return [knowledge.c.project_id == project_id, *_narrowing(conn, kind, tags)]
+    return [knowledge.c.project_id == project_id, *_given(conn, kind, tags)]
 
 
-def _narrowing(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) -> list[sa.ColumnElement[bool]]:
-    """The entry is of `kind` (when given) and carries every one of the tags (in any letter case:
-    `Postgres` finds `postgres`, as labels do)."""
-    where = [json_array_contains(conn.dialect.name, _tag_keys, key) for key in rules.label_keys(tags)]
+def _given(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) -> list[sa.ColumnElement[bool]]:
+    """`_narrowing` for these values (written into the statement)."""
+    return _narrowing(conn.dialect.name, kind.value if kind else None, rules.label_keys(tags))
+
+
+def _narrowing(
+    dialect: str, kind: str | sa.BindParameter[str] | None, keys: Sequence[str | sa.BindParameter[str]]
+) -> list[sa.ColumnElement[bool]]:
+    """The entry is of `kind` (when given) and carries every one of the tag `keys` (`rules.label_keys`:
+    in any letter case, `Postgres` finds `postgres`, as labels do); values, or parameters."""
+    where = [json_array_contains(dialect, _tag_keys, key) for key in keys]
     if kind is not None:
-        where.append(knowledge.c.kind == kind.value)
+        where.append(knowledge.c.kind == kind)
     return where
 
 
@@ -238,7 +245,7 @@ async def search(
         return []
     if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
-        narrowing = _narrowing(conn, kind, tags or [])
+        narrowing = _given(conn, kind, tags or [])
         phrases = [fts5_query([w]) for w in words]
         return await rank.search(conn, project_id, phrases, narrowing, limit, marks)
     keys = rules.label_keys(tags or [])
@@ -277,13 +284,9 @@ def any_of_once(queries: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
 def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
     """PostgreSQL's search for this many words (`word_0`…) in the project (`project_id`), of a
     `kind` and carrying `tag_0`… when given, the best `limit`: built once per shape, not per call."""
-    where = [knowledge.c.project_id == sa.bindparam("project_id")]
-    where += [
-        json_array_contains("postgresql", _tag_keys, sa.bindparam(f"tag_{i}", type_=sa.String))
-        for i in range(tags)
-    ]
-    if kind:
-        where.append(knowledge.c.kind == sa.bindparam("kind"))
+    keys = [sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)]
+    narrowing = _narrowing("postgresql", sa.bindparam("kind") if kind else None, keys)
+    where = [knowledge.c.project_id == sa.bindparam("project_id"), *narrowing]
     bound = [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
     return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
 

@@ -1,10 +1,11 @@
-"""A knowledge search on SQLite ranks each word's newest matches, not every entry that holds a word:
-at most `WINDOW` entries a word, and `WINDOW` with the word in a title or tags, every one of them
-for a word fewer entries hold. So a word that thousands of entries hold costs two windows of
-scores, and an old entry holding a rare word of the query, or a common one in its title, is still
-found. A search of at most `ALL_RANKED` matches ranks them all, and so does one narrowed by kind
-or tags. Both are set to 3 here; in the
-server they are 1,000 and 4,000. (PostgreSQL ranks every match: docs/knowledge.md.)"""
+"""A knowledge search ranks each word's newest matches, not every entry that holds a word: at most
+`WINDOW` entries a word, and `WINDOW` with the word in a title or tags, every one of them for a word
+fewer entries hold. So a word that thousands of entries hold costs two windows of scores, and an old
+entry holding a rare word of the query, or a common one in its title, is still found. A search of at
+most `ALL_RANKED` matches ranks them all, and so does one narrowed by kind or tags. Both are set to
+3 here; in the server they are 1,000 and 4,000. On both databases: SQLite's windows are FTS5
+queries (store/knowledge_rank.py), PostgreSQL's the rows of `knowledge_terms` (store/knowledge.py),
+which a trigger keeps as entries are written and edited."""
 
 from __future__ import annotations
 
@@ -21,9 +22,6 @@ WINDOW = 3
 def _windows_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(knowledge_rank, "WINDOW", WINDOW)
     monkeypatch.setattr(knowledge_rank, "ALL_RANKED", WINDOW)
-
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 async def _add(services: Services, admin: Caller, title: str, body: str, **extra: object) -> int:
@@ -131,3 +129,19 @@ async def test_any_text_is_a_query_with_the_windows_too(
     found = await _ids(services, admin, query)
     assert found and set(found) <= set(entries)  # each query holds a word of every entry
     assert sorted(await _ids(services, admin, query, kind=KnowledgeKind.NOTE)) == entries  # all ranked
+
+
+async def test_an_edited_entry_is_searched_by_its_new_words(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit replaces the entry's words in the windows (PostgreSQL: its `knowledge_terms` rows, by
+    the trigger): the word it gained finds it, the word it lost no longer does, windowed or not."""
+    services = team
+    edited = await _add(services, admin, "Notes", "the cache warms slowly")
+    leases = [await _add(services, admin, f"Lease {i}", "lease notes") for i in range(4)]
+    await services.knowledge.update(admin, edited, project="w", agent="ann", body="a deadlock in the lease")
+    assert await _ids(services, admin, "cache") == []
+    assert await _ids(services, admin, "deadlock") == [edited]
+    _windows_of_three(monkeypatch)  # five entries hold "lease": windowed
+    assert set(await _ids(services, admin, "lease deadlock")) == {edited, *leases[-WINDOW:]}
+    assert await _ids(services, admin, "cache") == []

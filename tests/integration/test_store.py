@@ -89,6 +89,8 @@ def _diff(conn: Connection) -> list[Any]:
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table" and name is not None and name.startswith(SEARCH_TABLES):
             return False
+        if type_ == "table" and name == "knowledge_terms":  # PostgreSQL: kept by a trigger (0015)
+            return False
         # PostgreSQL: the generated tsvector columns and their GIN indexes
         return not (
             type_ in ("column", "index") and name in ("search", "ix_knowledge_search", "ix_messages_search")
@@ -269,6 +271,44 @@ async def test_knowledge_written_before_0014_gets_its_tag_keys(database_url: str
         stored = await db.run_sync(keys)
         assert stored["mixed"] == (["Postgres", "STRASSE", "postgres"], ["postgres", "strasse"])
         assert stored["none"] == ([], [])
+    finally:
+        await db.dispose()
+
+
+async def test_knowledge_written_before_0015_gets_its_search_terms(postgres_url: str) -> None:
+    """PostgreSQL: migration 0015 writes each entry's lexemes into `knowledge_terms` (`heading` when
+    the title or tags hold one), and from then on the trigger keeps them as entries are edited."""
+    db = Database(postgres_url)
+    try:
+        await migrate.upgrade(db, "0014")
+
+        def old_entry(conn: Connection) -> None:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO projects (slug, name, description, repo, created_at) "
+                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author,"
+                    " version, created_at, updated_at) SELECT id, 'note', 'Lease renewals',"
+                    " 'the caches warm', '[\"ops\"]', '[]', 'ann', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
+                    " FROM projects"
+                )
+            )
+
+        def terms(conn: Connection) -> dict[str, bool]:
+            rows = conn.execute(sa.text("SELECT term, heading FROM knowledge_terms ORDER BY term"))
+            return {term: heading for term, heading in rows}
+
+        await db.run_sync(old_entry, write=True)
+        await migrate.upgrade(db)
+        expected = {"cach": False, "leas": True, "op": True, "renew": True, "warm": False}
+        assert await db.run_sync(terms) == expected
+        edit = sa.text("UPDATE knowledge SET body = 'a deadlock', tags = '[]'")
+        await db.run_sync(lambda conn: conn.execute(edit), write=True)
+        assert await db.run_sync(terms) == {"deadlock": False, "leas": True, "renew": True}
     finally:
         await db.dispose()
 

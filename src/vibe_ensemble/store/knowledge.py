@@ -6,6 +6,10 @@ quoted terms over the project's own FTS5 table (`knowledge_rank`; kept by trigge
 ranked by FTS5's bm25, whose statistics are then the project's alone; PostgreSQL an OR of
 `plainto_tsquery` terms ranked by ts_rank over the generated `search` column,
 which reads nothing but the row. So no score depends on another project's rows.
+Past `knowledge_rank.ALL_RANKED` matches, an unnarrowed search ranks each word's newest
+`knowledge_rank.WINDOW` matches (and as many in a title or tags): FTS5 queries on SQLite,
+the rows of `knowledge_terms` on PostgreSQL (each entry's lexemes, kept by a trigger:
+migration 0015), read newest first from its index.
 An entry matches when it contains any of the words; on SQLite entries with more
 and rarer matches rank first, on PostgreSQL entries with more (and title) matches.
 Both mark matches in the snippet with « and ».
@@ -37,6 +41,15 @@ MAX_TERMS = 32
 _WORD = re.compile(r"[^\W_]+")
 
 _search: sa.ColumnClause[Any] = sa.literal_column("knowledge.search")  # PostgreSQL only
+# PostgreSQL only (migration 0015, kept by a trigger): a row per entry and lexeme of its `search`,
+# `heading` when the title or tags hold it; keyed (project_id, term, entry_id)
+_terms = sa.table(
+    "knowledge_terms",
+    sa.column("project_id", sa.BigInteger),
+    sa.column("term", sa.String),
+    sa.column("entry_id", sa.BigInteger),
+    sa.column("heading", sa.Boolean),
+)
 _headline_options = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
     f"MaxFragments=2, FragmentDelimiter={ELLIPSIS}"
@@ -251,10 +264,16 @@ async def search(
     keys = rules.label_keys(tags or [])
     parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
     parameters.update((f"word_{i}", w) for i, w in enumerate(words))
-    parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
-    if kind is not None:
-        parameters["kind"] = kind.value
-    statement = _postgres_search_of(len(words), kind is not None, len(keys))
+    if kind is None and not keys:  # candidates from knowledge_terms: each word's newest past ALL_RANKED
+        many = await conn.execute(_postgres_matches_of(len(words)), {**parameters, "n": rank.ALL_RANKED + 1})
+        windowed = int(many.scalar_one()) > rank.ALL_RANKED
+        statement = _postgres_ranked_of(len(words), windowed)
+        parameters["window"] = rank.WINDOW
+    else:
+        parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
+        if kind is not None:
+            parameters["kind"] = kind.value
+        statement = _postgres_search_of(len(words), kind is not None, len(keys))
     rows = records(await conn.execute(statement, parameters))
     return [
         KnowledgeHit(
@@ -280,6 +299,68 @@ def any_of_once(queries: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
     return sa.select(query).scalar_subquery()
 
 
+def _words(words: int) -> list[sa.BindParameter[str]]:
+    return [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
+
+
+def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
+    """The lexemes of the words (`word_0`…) as `search` holds them: an array of text."""
+    vector: sa.ColumnElement[Any] = sa.func.to_tsvector("english", words[0])
+    for word in words[1:]:
+        vector = vector.op("||")(sa.func.to_tsvector("english", word))
+    return sa.func.tsvector_to_array(vector)
+
+
+@functools.lru_cache(maxsize=32)  # by how many words
+def _postgres_matches_of(words: int) -> Prepared:
+    """How many of the project's entries (`project_id`) hold a stem of the words, counted up to `n`:
+    an entry is counted once however many it holds, from at most `n` rows a stem (a walk of the
+    terms' index, nothing read from `knowledge`)."""
+    stems = _stems(_words(words))
+    found = (
+        sa.select(_terms.c.entry_id)
+        .where(_terms.c.project_id == sa.bindparam("project_id"), _terms.c.term == sa.any_(stems))
+        .limit(sa.bindparam("n") * sa.func.cardinality(stems))
+        .subquery()
+    )
+    return Prepared(sa.select(sa.func.count(sa.distinct(found.c.entry_id))))
+
+
+@functools.lru_cache(maxsize=64)  # by how many words, and windowed or not
+def _postgres_ranked_of(words: int, windowed: bool) -> Prepared:
+    """PostgreSQL's unnarrowed search: the best `limit` of the project's entries holding a stem of
+    the words, or with `windowed` of each stem's newest `window` entries and its newest `window`
+    holding it in a title or tags (the rows of `knowledge_terms`, walked backwards from the newest
+    in its index). The candidates' ids are listed first (`ARRAY(SELECT …)`), and only those entries
+    are read, tested against the query and ranked: joined instead, the planner read every match of
+    the words in every project through the GIN index to rank them."""
+    bound = _words(words)
+    stems = _stems(bound)
+    in_project = _terms.c.project_id == sa.bindparam("project_id")
+    if windowed:
+        stem = sa.func.unnest(stems).table_valued("term").render_derived()
+        newest = []
+        for also in ([], [_terms.c.heading]):
+            window = (
+                sa.select(_terms.c.entry_id)
+                .where(in_project, _terms.c.term == stem.c.term, *also)
+                .order_by(_terms.c.entry_id.desc())
+                .limit(sa.bindparam("window"))
+                .lateral()
+            )
+            newest.append(sa.select(window.c.entry_id).select_from(stem).join(window, sa.true()))
+        candidates = sa.union(*newest).scalar_subquery()
+    else:
+        candidates = (
+            sa.select(_terms.c.entry_id).where(in_project, _terms.c.term == sa.any_(stems)).scalar_subquery()
+        )
+    where = [
+        knowledge.c.id == sa.any_(sa.func.array(candidates)),
+        knowledge.c.project_id == sa.bindparam("project_id"),
+    ]
+    return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
+
+
 @functools.lru_cache(maxsize=128)  # the shapes searched lately: how many words, a kind or not, how many tags
 def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
     """PostgreSQL's search for this many words (`word_0`…) in the project (`project_id`), of a
@@ -287,8 +368,7 @@ def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
     keys = [sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)]
     narrowing = _narrowing("postgresql", sa.bindparam("kind") if kind else None, keys)
     where = [knowledge.c.project_id == sa.bindparam("project_id"), *narrowing]
-    bound = [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
-    return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
+    return Prepared(_postgres_search(_words(words), where).limit(sa.bindparam("limit")))
 
 
 def _postgres_search(

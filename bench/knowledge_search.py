@@ -2,9 +2,11 @@
 50,000 entries spread over several projects (issue 11: p95 <= 20 ms).
 
     python bench/knowledge_search.py [--entries 50000] [--projects 10] [--queries 200]
+    python bench/knowledge_search.py --database-url postgresql+asyncpg://…/empty_db    # written to!
 
-Entries are written straight through the store in large transactions (the triggers keep each
-project's FTS5 table), with titles, bodies and tags drawn from a Zipf-distributed vocabulary of
+Entries are written straight through the store in large transactions (triggers keep each
+project's FTS5 table on SQLite, `knowledge_terms` on PostgreSQL; there a VACUUM ANALYZE follows,
+as autovacuum would soon do), with titles, bodies and tags drawn from a Zipf-distributed vocabulary of
 5,000 words. Two-word queries are timed by how common their words are: `common` words (the 10
 most frequent) are in nearly every entry, `rare` ones in a few dozen. Figures are printed, never
 asserted.
@@ -19,6 +21,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from scale import vacuum  # bench/scale.py
 
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import KnowledgeKind
@@ -35,8 +39,9 @@ def words(rng: random.Random, n: int) -> list[str]:
     return rng.choices(VOCABULARY, ZIPF, k=n)
 
 
-async def run(data_dir: Path, entries: int, projects: int, queries: int) -> None:
-    settings = Settings(database_url=f"sqlite:///{data_dir}/bench.db", data_dir=data_dir)  # type: ignore[call-arg]
+async def run(data_dir: Path, database_url: str | None, entries: int, projects: int, queries: int) -> None:
+    url = database_url or f"sqlite:///{data_dir}/bench.db"
+    settings = Settings(database_url=url, data_dir=data_dir)  # type: ignore[call-arg]
     rt = Runtime(settings)
     await rt.start(apply_migrations=True)
     rng, now = random.Random(1), datetime.now(UTC)
@@ -50,7 +55,9 @@ async def run(data_dir: Path, entries: int, projects: int, queries: int) -> None
                         conn, project_id=ids[n % projects], kind=KnowledgeKind.NOTE, title=" ".join(title),
                         body=" ".join(body), tags=words(rng, 2), issue_ids=[], author="bench", now=now,
                     )  # fmt: skip
-        print(f"{entries} entries over {projects} projects")
+        if not rt.db.is_sqlite:
+            await vacuum(url)
+        print(f"{'sqlite' if rt.db.is_sqlite else 'postgresql'}: {entries} entries over {projects} projects")
         for band, (lo, hi) in BANDS.items():
             times = []
             for _ in range(queries):
@@ -74,9 +81,10 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--projects", type=int, default=10)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--database-url", help="an EMPTY database (default: a temporary SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run(Path(tmp), args.entries, args.projects, args.queries))
+        asyncio.run(run(Path(tmp), args.database_url, args.entries, args.projects, args.queries))
 
 
 if __name__ == "__main__":

@@ -164,6 +164,28 @@ async def test_only_the_newest_candidates_are_ranked(
     assert {h.id for h in await services.threads.search(admin, "deploy")} == {weaker, weakest}
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("query", ["deploy", "deploy rollback"])
+async def test_postgresql_finds_the_newest_candidates_in_the_walk_and_older_through_the_index(
+    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """PostgreSQL tests the project's newest WALK messages one by one, and finds the rest of the
+    newest CANDIDATES matches through the GIN index: the same matches whichever step finds them."""
+    items = [("Deploy", "deploy now") if i % 3 == 0 else ("Notes", "nothing here") for i in range(12)]
+    items[1] = ("Rollback", "the rollback plan")
+    ids = await _mail(services, admin, "default", items)
+    matching = [i for i, (subject, _) in zip(ids, items, strict=True) if subject != "Notes"]
+    monkeypatch.setattr(mail_search, "CANDIDATES", 3)
+    for walk in (1000, 4, 2, 1):  # all in the walk; one match in it, the rest older; none in it
+        monkeypatch.setattr(mail_search, "WALK", walk)
+        found = {h.id for h in await services.threads.search(admin, query)}
+        words = query.split()
+        expected = [i for i in matching if any(w in items[ids.index(i)][1] for w in words)][-3:]
+        assert found == set(expected), walk
+    monkeypatch.setattr(mail_search, "WALK", 2)
+    assert await services.threads.search(admin, "absent") == []
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: ts_rank, above
 async def test_sqlite_ranks_by_score_over_the_candidates_fields(services: Services, admin: Caller) -> None:
     """On SQLite the order is `mail_search.score` of what each candidate holds where, worked out here

@@ -29,11 +29,15 @@ def _outside_subqueries(sql: str) -> str:
 def test_every_tsquery_is_a_scalar_subquery() -> None:
     statements = {
         "knowledge": knowledge._postgres_search(["lease", "merge"], [knowledge_table.c.project_id == 1]),
-        "knowledge, as run": knowledge._postgres_search_of(2, True, 1).statement,
-        "mail, bodies": mail_search._postgres(1, ["lease", "merge"], bodies=True),
-        "mail, subjects": mail_search._postgres(1, ["lease", "merge"], bodies=False),
+        "knowledge, narrowed, as run": knowledge._postgres_search_of(2, True, 1).statement,
+        "knowledge, windowed": knowledge._postgres_ranked_of(2, True).statement,
+        "knowledge, every match": knowledge._postgres_ranked_of(2, False).statement,
+        "mail, the walk": mail_search._recent_of(2).statement,
+        "mail, older": mail_search._older_of(2).statement,
+        "mail, bodies ranked": mail_search._ranked_of(2, True).statement,
+        "mail, subjects ranked": mail_search._ranked_of(2, False).statement,
     }
     for name, statement in statements.items():
         sql = str(statement.compile(dialect=postgresql.dialect()))
-        assert "@@ (SELECT" in sql, name
+        assert "search, (SELECT" in sql or "search @@ (SELECT" in sql, name
         assert "tsquery(" not in _outside_subqueries(sql), (name, sql)

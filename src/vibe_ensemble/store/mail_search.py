@@ -12,7 +12,8 @@ which field (one FTS5 lookup per word and field, bounded to the candidates' rowi
 lengths of its fields.
 
 PostgreSQL: a generated `search` tsvector (the subject weighted A, the body B) with a GIN index;
-`ts_rank` reads nothing but the row.
+`ts_rank` reads nothing but the row. The newest matches are found by a walk of the project's
+newest mail, then through the GIN index (`_postgres`).
 
 Ranked are the project's newest CANDIDATES matches, not all of them: mail grows without end, and
 scoring every message that holds a common word took seconds at 100,000 messages; the newest
@@ -33,6 +34,7 @@ body's snippet are marked with « and » (rendered by the dashboard's `marked`, 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +45,7 @@ from vibe_ensemble.domain.enums import Importance
 from vibe_ensemble.domain.threads import MailHit
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, any_of_once, fts5_query
+from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import messages
 
 _m = messages
@@ -107,7 +110,7 @@ async def search(
     if not words:
         return []
     if conn.dialect.name == "postgresql":
-        rows = list(await conn.execute(_postgres(project_id, words, bodies).limit(limit)))
+        rows = await _postgres(conn, project_id, words, bodies, limit)
         snippets = {r.id: r.snippet or "" for r in rows}
     else:
         match = fts5_query(words) if bodies else f"subject : ({fts5_query(words)})"
@@ -215,21 +218,103 @@ async def _sqlite_snippets(conn: Connection, project_id: int, match: str, ids: l
     return {row[0]: row[1] or "" for row in found}
 
 
-def _postgres(project_id: int, words: list[str], bodies: bool) -> sa.Select[Any]:
-    # Each word is letters and digits only, so `to_tsquery` sees a word (":A" limits it to the
-    # subject's lexemes), never an operator.
-    suffix = "" if bodies else ":A"
-    query = any_of_once([sa.func.to_tsquery("english", w + suffix) for w in words])
-    newest = (
-        sa.select(_m.c.id, sa.func.ts_rank(_search, query).label("score"))
-        .where(_m.c.project_id == project_id, _search.op("@@")(query))
-        .order_by(_m.c.id.desc())
-        .limit(CANDIDATES)
-        .subquery()
+async def _postgres(
+    conn: Connection, project_id: int, words: list[str], bodies: bool, limit: int
+) -> list[Any]:
+    """The best `limit` of the project's newest CANDIDATES matches, ranked by ts_rank, newest first
+    among equals, with the body's snippet when `bodies`.
+
+    The newest matches are found in two steps, each with a bounded cost whatever the words, because
+    no plan PostgreSQL would choose alone does that: its estimate of a tsquery's matches is a
+    guess, and at 1,000,000 messages it walked the project's whole mail for a word no message
+    holds (~400 ms), or read every project's matches of a common word through the GIN index to
+    sort them (~800 ms). First the project's newest WALK messages are tested one by one, newest
+    first (`ts_match_vq`, the function behind `@@`, which no index can answer: the walk stays a
+    walk). A word that many messages hold has its CANDIDATES there. Otherwise the rest, the newest
+    matches older than the walk, come from the GIN index (`search @@`), which finds the few
+    messages holding a rarer word without reading the others. Then the candidates are ranked."""
+    words_of = {f"word_{i}": w + ("" if bodies else ":A") for i, w in enumerate(words)}
+    walk = first_record(await conn.execute(_WALK, {"project_id": project_id, "walk": WALK}))
+    if walk is None or not walk.walked:
+        return []
+    parameters = {"project_id": project_id, "boundary": walk.boundary, "n": CANDIDATES, **words_of}
+    ids = [r.id for r in records(await conn.execute(_recent_of(len(words)), parameters))]
+    if len(ids) < CANDIDATES and walk.walked == WALK:  # older mail, through the GIN index
+        parameters["n"] = CANDIDATES - len(ids)
+        ids += [r.id for r in records(await conn.execute(_older_of(len(words)), parameters))]
+    if not ids:
+        return []
+    ranked = _ranked_of(len(words), bodies)
+    return records(
+        await conn.execute(ranked, {"project_id": project_id, "ids": ids, "limit": limit, **words_of})
     )
+
+
+WALK = 4 * CANDIDATES  # PostgreSQL: the newest messages a search tests one by one (`_postgres`)
+
+# The oldest of the project's newest WALK messages, and how many there are (its index alone).
+_newest = (
+    sa.select(_m.c.id)
+    .where(_m.c.project_id == sa.bindparam("project_id"))
+    .order_by(_m.c.id.desc())
+    .limit(sa.bindparam("walk"))
+    .subquery()
+)
+_walked = [sa.func.min(_newest.c.id).label("boundary"), sa.func.count().label("walked")]
+_WALK = Prepared(sa.select(*_walked))
+
+
+def _query(words: int) -> sa.ColumnElement[Any]:
+    """The tsquery of the words (`word_0`…, each a word, with ":A" for subjects only: letters and
+    digits, so `to_tsquery` never sees an operator), worked out once per statement."""
+    return any_of_once(
+        [sa.func.to_tsquery("english", sa.bindparam(f"word_{i}", type_=sa.String)) for i in range(words)]
+    )
+
+
+@functools.lru_cache(maxsize=32)  # by how many words
+def _recent_of(words: int) -> Prepared:
+    """The newest `n` matches among the project's messages from `boundary` on (the walk)."""
+    return Prepared(
+        sa.select(_m.c.id)
+        .where(
+            _m.c.project_id == sa.bindparam("project_id"),
+            _m.c.id >= sa.bindparam("boundary"),
+            sa.func.ts_match_vq(_search, _query(words)),
+        )
+        .order_by(_m.c.id.desc())
+        .limit(sa.bindparam("n"))
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _older_of(words: int) -> Prepared:
+    """The newest `n` matches older than `boundary`: every one found through the GIN index (a
+    MATERIALIZED set, so the planner cannot turn it into a walk of the project's mail), then sorted."""
+    found = (
+        sa.select(_m.c.id)
+        .where(
+            _m.c.project_id == sa.bindparam("project_id"),
+            _m.c.id < sa.bindparam("boundary"),
+            _search.op("@@")(_query(words)),
+        )
+        .cte("found")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return Prepared(sa.select(found.c.id).order_by(found.c.id.desc()).limit(sa.bindparam("n")))
+
+
+@functools.lru_cache(maxsize=64)  # by how many words, and bodies or subjects
+def _ranked_of(words: int, bodies: bool) -> Prepared:
+    """The best `limit` of the project's messages `ids`, by ts_rank, newest first among equals."""
+    query = _query(words)
+    score = sa.func.ts_rank(_search, query)
     snippet = sa.func.ts_headline("english", _m.c.body, query, _headline_options) if bodies else sa.null()
-    return (
+    return Prepared(
         sa.select(*_columns(), snippet.label("snippet"))
-        .select_from(newest.join(_m, _m.c.id == newest.c.id))
-        .order_by(newest.c.score.desc(), _m.c.id.desc())
+        .where(
+            _m.c.id.in_(sa.bindparam("ids", expanding=True)), _m.c.project_id == sa.bindparam("project_id")
+        )
+        .order_by(score.desc(), _m.c.id.desc())
+        .limit(sa.bindparam("limit"))
     )

@@ -166,23 +166,35 @@ async def test_only_the_newest_candidates_are_ranked(
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.parametrize("query", ["deploy", "deploy rollback"])
-async def test_postgresql_finds_the_newest_candidates_in_the_walk_and_older_through_the_index(
+async def test_postgresql_finds_the_newest_candidates_by_walking_then_through_the_index(
     services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, query: str
 ) -> None:
-    """PostgreSQL tests the project's newest WALK messages one by one, and finds the rest of the
-    newest CANDIDATES matches through the GIN index: the same matches whichever step finds them."""
+    """PostgreSQL tests the project's newest WALK messages one by one, walks on (within MAX_WALK)
+    where the matches seen say the rest are near, and finds the rest through the GIN index: the
+    same newest CANDIDATES matches whichever step finds them."""
     items = [("Deploy", "deploy now") if i % 3 == 0 else ("Notes", "nothing here") for i in range(12)]
     items[1] = ("Rollback", "the rollback plan")
     ids = await _mail(services, admin, "default", items)
-    matching = [i for i, (subject, _) in zip(ids, items, strict=True) if subject != "Notes"]
+    words = query.split()
+    matching = [i for i, (_, body) in zip(ids, items, strict=True) if any(w in body for w in words)]
     monkeypatch.setattr(mail_search, "CANDIDATES", 3)
-    for walk in (1000, 4, 2, 1):  # all in the walk; one match in it, the rest older; none in it
+    older_of, through_the_index = mail_search._older_of, []
+    monkeypatch.setattr(mail_search, "_older_of", lambda n: through_the_index.append(n) or older_of(n))
+    # all in the first walk; one match in it, the rest by walking on; the rest through the index
+    # (walking on would pass MAX_WALK); none in the first walk, so the index; a walk of one message
+    for walk, max_walk, indexed in (
+        (1000, 1000, False),
+        (4, 1000, False),
+        (4, 4, True),
+        (2, 1000, True),
+        (1, 1, True),
+    ):
         monkeypatch.setattr(mail_search, "WALK", walk)
-        found = {h.id for h in await services.threads.search(admin, query)}
-        words = query.split()
-        expected = [i for i in matching if any(w in items[ids.index(i)][1] for w in words)][-3:]
-        assert found == set(expected), walk
-    monkeypatch.setattr(mail_search, "WALK", 2)
+        monkeypatch.setattr(mail_search, "MAX_WALK", max_walk)
+        through_the_index.clear()
+        found = [h.id for h in await services.threads.search(admin, query)]
+        assert sorted(found) == matching[-3:], (walk, max_walk)
+        assert bool(through_the_index) == indexed, (walk, max_walk)
     assert await services.threads.search(admin, "absent") == []
 
 

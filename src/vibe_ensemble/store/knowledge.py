@@ -313,9 +313,10 @@ def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
 
 @functools.lru_cache(maxsize=32)  # by how many words
 def _postgres_matches_of(words: int) -> Prepared:
-    """How many of the project's entries (`project_id`) hold a stem of the words, counted up to `n`:
-    an entry is counted once however many it holds, from at most `n` rows a stem (a walk of the
-    terms' index, nothing read from `knowledge`)."""
+    """How many of the project's entries (`project_id`) hold a stem of the words, exactly up to `n`:
+    an entry is counted once however many stems it holds, among the first `n` rows times the number
+    of stems (an entry has one row a stem, so that many rows hold at least `n` entries): a walk of
+    the terms' index, nothing read from `knowledge`."""
     stems = _stems(_words(words))
     found = (
         sa.select(_terms.c.entry_id)

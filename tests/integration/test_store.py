@@ -119,6 +119,17 @@ async def test_migrated_schema_matches_the_tables(database_url: str) -> None:
         await db.dispose()
 
 
+def _old_project(conn: Connection) -> int:
+    """Project `p`, written with plain SQL as a test of a migration writes at an older revision."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO projects (slug, name, description, repo, created_at) "
+            "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
+        )
+    )
+    return int(conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one())
+
+
 async def test_mail_sent_before_0009_gets_its_recipient_names(database_url: str) -> None:
     """Migration 0009 writes each message's recipient names from its recipient rows."""
     db = Database(database_url)
@@ -126,13 +137,7 @@ async def test_mail_sent_before_0009_gets_its_recipient_names(database_url: str)
         await migrate.upgrade(db, "0008")
 
         def old_mail(conn: Connection) -> None:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO projects (slug, name, description, repo, created_at) "
-                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
-                )
-            )
-            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            pid = _old_project(conn)
             for name in ("cy", "ana", "bo"):
                 conn.execute(
                     sa.text(
@@ -206,13 +211,7 @@ async def test_issues_written_before_0011_get_their_label_keys(database_url: str
         await migrate.upgrade(db, "0010")
 
         def old_issues(conn: Connection) -> None:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO projects (slug, name, description, repo, created_at) "
-                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
-                )
-            )
-            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            pid = _old_project(conn)
             for title, labels in (("mixed", '["Python", "STRASSE", "python"]'), ("none", "[]")):
                 conn.execute(
                     sa.text(
@@ -244,13 +243,7 @@ async def test_knowledge_written_before_0014_gets_its_tag_keys(database_url: str
         await migrate.upgrade(db, "0013")
 
         def old_entries(conn: Connection) -> None:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO projects (slug, name, description, repo, created_at) "
-                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
-                )
-            )
-            pid = conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one()
+            pid = _old_project(conn)
             for title, tags in (("mixed", '["Postgres", "STRASSE", "postgres"]'), ("none", "[]")):
                 conn.execute(
                     sa.text(
@@ -283,12 +276,7 @@ async def test_knowledge_written_before_0015_gets_its_search_terms(postgres_url:
         await migrate.upgrade(db, "0014")
 
         def old_entry(conn: Connection) -> None:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO projects (slug, name, description, repo, created_at) "
-                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
-                )
-            )
+            _old_project(conn)
             conn.execute(
                 sa.text(
                     "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author,"
@@ -322,13 +310,7 @@ async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tm
         await migrate.upgrade(db, "0012")
 
         def old_entry(conn: Connection) -> int:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO projects (slug, name, description, repo, created_at) "
-                    "VALUES ('p', 'p', '', '', CURRENT_TIMESTAMP)"
-                )
-            )
-            pid = int(conn.execute(sa.text("SELECT id FROM projects WHERE slug = 'p'")).scalar_one())
+            pid = _old_project(conn)
             for statement in knowledge_rank.ddl(pid):
                 conn.execute(sa.text(statement))
             conn.execute(

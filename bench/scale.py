@@ -9,7 +9,8 @@ agent, a fifth of them unread; on PostgreSQL then VACUUM ANALYZE, as autovacuum 
 then each read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
 the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
-subjects and bodies, as an overseer does). It prints p50/p95 per read and how many rows it found,
+subjects and bodies, as an overseer does); the searches for words every row holds, then for a
+word in one row of a thousand and for one in none. It prints p50/p95 per read and how many rows it found,
 and on SQLite the query plans of the inbox, issue-list and knowledge-search statements. Figures
 are printed (and with `--json` written, with the machine's facts), never asserted.
 """
@@ -44,6 +45,10 @@ AGENTS = 20
 PROJECTS = ["default", "alpha", "beta", "gamma"]
 WORDS = "cache lease merge index parser schema token build deploy retry socket queue worker review".split()  # noqa: SIM905
 CHUNK = 20_000
+# In one message and one knowledge entry of a thousand; ABSENT in none. Searched beside the common
+# words, because a search's cost can hang on how many rows hold its words: on PostgreSQL a word no
+# message held once cost 400 ms where a common one cost 5 (bench/RESULTS.md, thirty-fifth round).
+RARE, ABSENT = "incident", "zeppelin"
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -90,7 +95,7 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
             "project_id": pids["default"] if i % 2 == 0 else project_ids[i % len(project_ids)],
             "sender": "bench",
             "subject": _text(rng, 4),
-            "body": _text(rng, 30),
+            "body": _text(rng, 30) + (f" {RARE}" if i % 1000 == 0 else ""),
             "thread_id": f"t-{i // 10}",
             "importance": "normal",
             "ack_required": False,
@@ -115,7 +120,7 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
             "project_id": project_ids[i % len(project_ids)],
             "kind": "note",
             "title": _text(rng, 5),
-            "body": _text(rng, 60),
+            "body": _text(rng, 60) + (f" {RARE}" if i % 1000 == 0 else ""),
             "tags": [],
             "issue_ids": [],
             "author": "bench",
@@ -237,6 +242,12 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
             reads,
         )
         await timed("search_knowledge", args.calls, lambda: s.knowledge.search(caller, "lease merge"), reads)
+        await timed(
+            "search_knowledge (rare word)", args.calls, lambda: s.knowledge.search(caller, RARE), reads
+        )
+        await timed(
+            "search_knowledge (no match)", args.calls, lambda: s.knowledge.search(caller, ABSENT), reads
+        )
         await timed("mail threads (newest 50)", args.calls, lambda: s.threads.threads(caller), reads)
         some_thread = (await s.threads.threads(caller, limit=1))[0].thread_id
         await timed("mail thread", args.calls, lambda: s.threads.thread(caller, some_thread), reads)
@@ -246,6 +257,8 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         await timed(
             "search_mail (bodies)", args.calls, lambda: s.threads.search(SYSTEM, "lease merge"), reads
         )
+        await timed("search_mail (rare word)", args.calls, lambda: s.threads.search(SYSTEM, RARE), reads)
+        await timed("search_mail (no match)", args.calls, lambda: s.threads.search(SYSTEM, ABSENT), reads)
         if rt.db.is_sqlite:
             ids = await rt.db.run_sync(
                 lambda c: (

@@ -52,6 +52,9 @@ def test_scale_runs(tmp_path: Path) -> None:
     assert "plan, knowledge search, ranking" in out and "plan, knowledge search, hits" in out
     reads = found["figures"]["reads"]
     assert reads["fetch_inbox"]["rows"] > 0 and reads["fetch_inbox"]["p95_ms"] > 0
+    # a word in one row of a thousand is found; the word in none is searched too, and finds nothing
+    assert reads["search_mail (rare word)"]["rows"] > 0 and reads["search_knowledge (rare word)"]["rows"] > 0
+    assert reads["search_mail (no match)"]["rows"] == 0
     assert "ix_issues_project_id_status_priority_id" in found["figures"]["plans"]["ready issues page"]
 
 

@@ -166,20 +166,32 @@ async def test_only_the_newest_candidates_are_ranked(
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.parametrize("query", ["deploy", "deploy rollback"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["the project's mail dense", "sparse among another's"])
 async def test_postgresql_finds_the_newest_candidates_by_walking_then_through_the_index(
-    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, query: str
+    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, query: str, sparse: bool
 ) -> None:
-    """PostgreSQL tests the project's newest WALK messages one by one, walks on (within MAX_WALK)
-    where the matches seen say the rest are near, and finds the rest through the GIN index: the
-    same newest CANDIDATES matches whichever step finds them."""
+    """PostgreSQL tests the project's newest WALK messages one by one (read as a range of ids, or,
+    where another project's mail holds most of the range, by their ids listed), walks on (within
+    MAX_WALK) where the matches seen say the rest are near, and finds the rest through the GIN
+    index: the same newest CANDIDATES matches whichever step finds them, none of another project's."""
+    await services.projects.create(admin, slug="o")
+    await _mail(services, admin, "o", [])  # its agents
     items = [("Deploy", "deploy now") if i % 3 == 0 else ("Notes", "nothing here") for i in range(12)]
     items[1] = ("Rollback", "the rollback plan")
-    ids = await _mail(services, admin, "default", items)
+    ids = []
+    for subject, body in items:
+        ids += await _mail(services, admin, "default", [(subject, body)])
+        for _ in range(3 if sparse else 0):  # the other project's, holding the words too
+            await _mail(services, admin, "o", [("Deploy", "deploy the rollback")])
     words = query.split()
     matching = [i for i, (_, body) in zip(ids, items, strict=True) if any(w in body for w in words)]
     monkeypatch.setattr(mail_search, "CANDIDATES", 3)
-    older_of, through_the_index = mail_search._older_of, []
-    monkeypatch.setattr(mail_search, "_older_of", lambda n: through_the_index.append(n) or older_of(n))
+    ran: list[str] = []
+    for name in ("_older_of", "_range_of", "_listed_of"):
+        made = getattr(mail_search, name)
+        monkeypatch.setattr(
+            mail_search, name, lambda n, *rest, made=made, name=name: ran.append(name) or made(n, *rest)
+        )
     # all in the first walk; one match in it, the rest by walking on; the rest through the index
     # (walking on would pass MAX_WALK); none in the first walk, so the index; a walk of one message
     for walk, max_walk, indexed in (
@@ -191,10 +203,13 @@ async def test_postgresql_finds_the_newest_candidates_by_walking_then_through_th
     ):
         monkeypatch.setattr(mail_search, "WALK", walk)
         monkeypatch.setattr(mail_search, "MAX_WALK", max_walk)
-        through_the_index.clear()
-        found = [h.id for h in await services.threads.search(admin, query)]
+        ran.clear()
+        found = [h.id for h in await services.threads.search(admin, query, project="default")]
         assert sorted(found) == matching[-3:], (walk, max_walk)
-        assert bool(through_the_index) == indexed, (walk, max_walk)
+        assert ("_older_of" in ran) == indexed, (walk, max_walk)
+        # (a walk of one message is a range of one id, whoever holds the others)
+        listed = sparse and walk > 1
+        assert {"_listed_of" if listed else "_range_of"} == set(ran) - {"_older_of"}, (walk, ran)
     assert await services.threads.search(admin, "absent") == []
 
 

@@ -269,7 +269,7 @@ async def _newest_matches(conn: Connection, project_id: int, words_of: dict[str,
             "n": CANDIDATES - len(ids),
             **words_of,
         }
-        # most ids of the range the project's: read the range; a project of sparse mail: list them
+        # the project's mail holds most ids of the walk's range: read the range; else list its ids
         dense = 2 * walk.walked > walk.newest - walk.boundary
         walk_of = _range_of(n) if dense else _listed_of(n)
         ids += [r.id for r in records(await conn.execute(walk_of, parameters))]

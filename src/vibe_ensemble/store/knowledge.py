@@ -299,7 +299,8 @@ def any_of_once(queries: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
     return sa.select(query).scalar_subquery()
 
 
-def _words(words: int) -> list[sa.BindParameter[str]]:
+def word_parameters(words: int) -> list[sa.BindParameter[str]]:
+    """The parameters `word_0`… of a PostgreSQL search's statement (here and in `mail_search`)."""
     return [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
 
 
@@ -317,7 +318,7 @@ def _postgres_matches_of(words: int) -> Prepared:
     an entry is counted once however many stems it holds, among the first `n` rows times the number
     of stems (an entry has one row a stem, so that many rows hold at least `n` entries): a walk of
     the terms' index, nothing read from `knowledge`."""
-    stems = _stems(_words(words))
+    stems = _stems(word_parameters(words))
     found = (
         sa.select(_terms.c.entry_id)
         .where(_terms.c.project_id == sa.bindparam("project_id"), _terms.c.term == sa.any_(stems))
@@ -335,7 +336,7 @@ def _postgres_ranked_of(words: int, windowed: bool) -> Prepared:
     in its index). The candidates' ids are listed first (`ARRAY(SELECT …)`), and only those entries
     are read, tested against the query and ranked: joined instead, the planner read every match of
     the words in every project through the GIN index to rank them."""
-    bound = _words(words)
+    bound = word_parameters(words)
     stems = _stems(bound)
     in_project = _terms.c.project_id == sa.bindparam("project_id")
     if windowed:
@@ -369,7 +370,7 @@ def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
     keys = [sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)]
     narrowing = _narrowing("postgresql", sa.bindparam("kind") if kind else None, keys)
     where = [knowledge.c.project_id == sa.bindparam("project_id"), *narrowing]
-    return Prepared(_postgres_search(_words(words), where).limit(sa.bindparam("limit")))
+    return Prepared(_postgres_search(word_parameters(words), where).limit(sa.bindparam("limit")))
 
 
 def _postgres_search(

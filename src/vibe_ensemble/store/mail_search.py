@@ -44,7 +44,14 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.enums import Importance
 from vibe_ensemble.domain.threads import MailHit
 from vibe_ensemble.store.database import Connection
-from vibe_ensemble.store.knowledge import ELLIPSIS, MARK_END, MARK_START, any_of_once, fts5_query
+from vibe_ensemble.store.knowledge import (
+    ELLIPSIS,
+    MARK_END,
+    MARK_START,
+    any_of_once,
+    fts5_query,
+    word_parameters,
+)
 from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import messages
 
@@ -311,27 +318,20 @@ _WALK = Prepared(
 def _query(words: int) -> sa.ColumnElement[Any]:
     """The tsquery of the words (`word_0`…, each a word, with ":A" for subjects only: letters and
     digits, so `to_tsquery` never sees an operator), worked out once per statement."""
-    return any_of_once(
-        [sa.func.to_tsquery("english", sa.bindparam(f"word_{i}", type_=sa.String)) for i in range(words)]
-    )
+    return any_of_once([sa.func.to_tsquery("english", word) for word in word_parameters(words)])
 
 
 @functools.lru_cache(maxsize=32)  # by how many words
 def _range_of(words: int) -> Prepared:
     """The newest `n` matches among the project's messages from `boundary` to before `below`, tested
-    one by one (`ts_match_vq` is the test `@@` names, which no index answers), newest first: for a
-    project whose mail holds most ids of that range. A generic plan reads the range through the
-    primary key, every project's messages in it, which there are few more than the project's."""
-    return Prepared(
-        sa.select(_m.c.id)
-        .where(
-            _m.c.project_id == sa.bindparam("project_id"),
-            _m.c.id >= sa.bindparam("boundary"),
-            _m.c.id < sa.bindparam("below"),
-            sa.func.ts_match_vq(_search, _query(words)),
-        )
-        .order_by(_m.c.id.desc())
-        .limit(sa.bindparam("n"))
+    one by one, newest first (`_tested`): for a project whose mail holds most ids of that range. A
+    generic plan reads the range through the primary key, every project's messages in it, which
+    there are few more than the project's."""
+    return _tested(
+        words,
+        _m.c.project_id == sa.bindparam("project_id"),
+        _m.c.id >= sa.bindparam("boundary"),
+        _m.c.id < sa.bindparam("below"),
     )
 
 
@@ -343,12 +343,15 @@ def _listed_of(words: int) -> Prepared:
     mail in it: 400,000 rows and 110 ms for a project with one message in a hundred. Each listed id
     is a descent of the primary key, so for a project that holds most of the range this costs
     about twice what the range does (`_range_of`)."""
+    return _tested(words, _m.c.id == sa.any_(sa.func.array(_newest.scalar_subquery())))
+
+
+def _tested(words: int, *walked: sa.ColumnElement[bool]) -> Prepared:
+    """The newest `n` of the messages `walked` that match the words, each tested by `ts_match_vq`
+    (the test `@@` names, which no index answers: the walk stays a walk)."""
     return Prepared(
         sa.select(_m.c.id)
-        .where(
-            _m.c.id == sa.any_(sa.func.array(_newest.scalar_subquery())),
-            sa.func.ts_match_vq(_search, _query(words)),
-        )
+        .where(*walked, sa.func.ts_match_vq(_search, _query(words)))
         .order_by(_m.c.id.desc())
         .limit(sa.bindparam("n"))
     )

@@ -11,7 +11,7 @@ the ready list, one issue, the inbox (all mail, and unread only, which also coun
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
 subjects and bodies, as an overseer does); the searches for words every row holds, then for a
 word in one row of a thousand and for one in none, and a knowledge search narrowed to a kind that
-every entry has (a narrowed search ranks every match that passes). It prints p50/p95 per read and
+every entry has (the windows of that kind's entries). It prints p50/p95 per read and
 how many rows it found, and on SQLite the query plans of the inbox, issue-list and
 knowledge-search statements. Figures are printed (and with `--json` written, with the machine's
 facts), never asserted.
@@ -174,7 +174,7 @@ def plans(conn: sa.Connection, agent_id: int, project_id: int) -> dict[str, str]
     # with their snippets.
     marks = (knowledge_store.MARK_START, knowledge_store.MARK_END, knowledge_store.ELLIPSIS)
     phrases = [knowledge_store.fts5_query([w]) for w in knowledge_store.terms("lease merge")]
-    match = " OR ".join(phrases)
+    match = knowledge_rank.matching(phrases)
     for name, search in (
         (
             "knowledge search, ranking",
@@ -247,7 +247,7 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         await timed(
             "search_knowledge (rare word)", args.calls, lambda: s.knowledge.search(caller, RARE), reads
         )
-        await timed(  # every entry is a note: narrowed, every match that passes is ranked
+        await timed(  # every entry is a note: the windows of the kind's entries, as many as without it
             "search_knowledge (a kind)",
             args.calls,
             lambda: s.knowledge.search(caller, "lease merge", kind=KnowledgeKind.NOTE),

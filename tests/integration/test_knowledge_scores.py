@@ -62,14 +62,17 @@ async def _reference_bm25(services: Services, query: str, projects: tuple[str, .
     ids = [(await services.projects.get(SYSTEM, p)).id for p in projects]
     marks = ",".join(str(i) for i in ids)
     with sqlite3.connect(str(services.ctx.db.path)) as conn:
-        conn.execute(f"CREATE VIRTUAL TABLE temp.ref USING fts5(title, body, tags, tokenize='{TOKENIZER}')")
+        # the kind is indexed beside the text (a search narrows by it) and weighs nothing
         conn.execute(
-            "INSERT INTO temp.ref(rowid, title, body, tags) "
-            f"SELECT id, title, body, tags FROM knowledge WHERE project_id IN ({marks})"
+            f"CREATE VIRTUAL TABLE temp.ref USING fts5(title, body, tags, kind, tokenize='{TOKENIZER}')"
+        )
+        conn.execute(
+            "INSERT INTO temp.ref(rowid, title, body, tags, kind) "
+            f"SELECT id, title, body, tags, kind FROM knowledge WHERE project_id IN ({marks})"
         )
         rows = conn.execute(
-            "SELECT rowid, -bm25(ref, 10.0, 1.0, 5.0) FROM temp.ref WHERE ref MATCH ?",
-            (fts5_query(terms(query)),),
+            "SELECT rowid, -bm25(ref, 10.0, 1.0, 5.0, 0.0) FROM temp.ref WHERE ref MATCH ?",
+            (f"{{title body tags}} : ({fts5_query(terms(query))})",),
         )
         return {int(r[0]): float(r[1]) for r in rows}
 

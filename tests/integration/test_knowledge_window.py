@@ -2,7 +2,8 @@
 `WINDOW` entries a word, and `WINDOW` with the word in a title or tags, every one of them for a word
 fewer entries hold. So a word that thousands of entries hold costs two windows of scores, and an old
 entry holding a rare word of the query, or a common one in its title, is still found. A search of at
-most `ALL_RANKED` matches ranks them all, and so does one narrowed by kind or tags. Both are set to
+most `ALL_RANKED` matches ranks them all, and so does one narrowed by tags; one narrowed to a kind
+has windows of the entries of that kind. Both are set to
 3 here; in the server they are 1,000 and 4,000. On both databases: SQLite's windows are FTS5
 queries (store/knowledge_rank.py), PostgreSQL's the rows of `knowledge_terms` (store/knowledge.py),
 which a trigger keeps as entries are written and edited."""
@@ -81,22 +82,64 @@ async def test_an_old_entry_with_a_rare_word_is_still_found_first(
     }
 
 
-async def test_a_search_narrowed_by_kind_or_tags_ranks_every_match_that_passes_them(
+async def test_a_search_narrowed_to_a_kind_ranks_the_newest_matches_of_that_kind(
     team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Narrowed, a search has no windows: older decisions behind a crowd of newer notes are found."""
+    """Narrowed to a kind, a search's windows are of the entries of that kind: older decisions behind
+    a crowd of newer notes are found, and past the threshold the newest decisions are ranked."""
     services = team
     decisions = [
         await _add(services, admin, f"Decision {i}", "the lease lasts a minute", kind=KnowledgeKind.DECISION)
         for i in range(2)
     ]
-    tagged = await _add(services, admin, "Tagged", "lease renewals", tags=["Ops"])
     for i in range(6):
         await _add(services, admin, f"Note {i}", "lease lease lease")
     _windows_of_three(monkeypatch)
     assert sorted(await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION)) == decisions
-    assert await _ids(services, admin, "lease", tags=["ops"]) == [tagged]
-    assert decisions[0] not in await _ids(services, admin, "lease")  # unnarrowed: the windows'
+    assert decisions[0] not in await _ids(services, admin, "lease")  # unnarrowed: the windows' notes
+    newer = [
+        await _add(services, admin, f"Decision {i}", "renew the lease", kind=KnowledgeKind.DECISION)
+        for i in range(2, 5)
+    ]
+    assert sorted(await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION)) == newer  # windowed
+    assert await _ids(services, admin, "lease", kind=KnowledgeKind.GUIDELINE) == []
+
+
+async def test_a_kind_narrows_a_search_without_changing_its_scores(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kind weighs nothing in a score, and a kind's name in a query is a word of the text, never
+    the kind: an entry scores the same narrowed or not."""
+    services = team
+    decision = await _add(
+        services, admin, "Lease decision", "renew the lease", kind=KnowledgeKind.DECISION, tags=["ops"]
+    )
+    note = await _add(services, admin, "Remarks", "the lease of a decision")
+    pattern = await _add(services, admin, "Pattern", "a lease pattern", kind=KnowledgeKind.PATTERN)
+    every = {h.id: h.score for h in await services.knowledge.search(admin, "lease decision", project="w")}
+    for kind, entry in ((KnowledgeKind.DECISION, decision), (KnowledgeKind.NOTE, note)):
+        hits = await services.knowledge.search(admin, "lease decision", project="w", kind=kind)
+        assert [(h.id, h.score) for h in hits] == [(entry, every[entry])]
+    hits = await services.knowledge.search(
+        admin, "lease", project="w", kind=KnowledgeKind.DECISION, tags=["OPS"]
+    )
+    assert [h.id for h in hits] == [decision]
+    assert await _ids(services, admin, "pattern") == [pattern]  # the text's word, not the kind's name
+    assert await _ids(services, admin, "note") == []  # no entry's text says it; one is of that kind
+
+
+async def test_a_search_narrowed_by_tags_ranks_every_match_that_passes_them(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Narrowed by tags, a search has no windows: an older tagged entry behind a crowd is found."""
+    services = team
+    tagged = [await _add(services, admin, f"Tagged {i}", "lease renewals", tags=["Ops"]) for i in range(5)]
+    for i in range(6):
+        await _add(services, admin, f"Note {i}", "lease lease lease")
+    _windows_of_three(monkeypatch)
+    assert sorted(await _ids(services, admin, "lease", tags=["ops"])) == tagged
+    assert sorted(await _ids(services, admin, "lease", tags=["ops"], kind=KnowledgeKind.NOTE)) == tagged
+    assert tagged[0] not in await _ids(services, admin, "lease")  # unnarrowed: the windows'
 
 
 async def test_an_old_entry_with_the_word_in_its_title_is_still_found_first(
@@ -127,8 +170,9 @@ async def test_any_text_is_a_query_with_the_windows_too(
     ]
     _windows_of_three(monkeypatch)
     found = await _ids(services, admin, query)
-    assert found and set(found) <= set(entries)  # each query holds a word of every entry
-    assert sorted(await _ids(services, admin, query, kind=KnowledgeKind.NOTE)) == entries  # all ranked
+    assert sorted(found) == entries[-WINDOW:]  # each query holds a word of every entry
+    assert sorted(await _ids(services, admin, query, kind=KnowledgeKind.NOTE)) == entries[-WINDOW:]
+    assert sorted(await _ids(services, admin, query, tags=[])) == entries[-WINDOW:]
 
 
 async def test_an_edited_entry_is_searched_by_its_new_words(
@@ -145,3 +189,7 @@ async def test_an_edited_entry_is_searched_by_its_new_words(
     _windows_of_three(monkeypatch)  # five entries hold "lease": windowed
     assert set(await _ids(services, admin, "lease deadlock")) == {edited, *leases[-WINDOW:]}
     assert await _ids(services, admin, "cache") == []
+    # A new kind too: its searches of a kind find it under the new one only.
+    await services.knowledge.update(admin, leases[0], project="w", agent="ann", kind=KnowledgeKind.DECISION)
+    assert await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION) == [leases[0]]
+    assert leases[0] not in await _ids(services, admin, "lease", kind=KnowledgeKind.NOTE)

@@ -301,6 +301,69 @@ async def test_knowledge_written_before_0015_gets_its_search_terms(postgres_url:
         await db.dispose()
 
 
+async def test_knowledge_written_before_0016_is_found_by_its_kind(database_url: str) -> None:
+    """Migration 0016 puts each entry's kind in the search index (SQLite: a column of the project's
+    FTS5 table; PostgreSQL: `knowledge_terms.kind`), and from then on it follows an edit of the
+    kind. Its downgrade gives back revision 0015's index, which keeps working."""
+    db = Database(database_url)
+    sqlite = db.is_sqlite
+    try:
+        await migrate.upgrade(db, "0015")
+
+        def old_entries(conn: Connection) -> int:
+            pid = _old_project(conn)
+            if sqlite:
+                for statement in knowledge_rank.ddl(pid, kind=False):  # as revision 0015 had it
+                    conn.execute(sa.text(statement))
+            for kind, body in (("decision", "renew the lease"), ("note", "the lease notes")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author,"
+                        " version, created_at, updated_at) VALUES (:p, :kind, 't', :body, '[]', '[]',"
+                        " 'ann', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"p": pid, "kind": kind, "body": body},
+                )
+            return pid
+
+        pid = await db.run_sync(old_entries, write=True)
+        table = knowledge_rank.table_name(pid)
+
+        def of_kind(conn: Connection, kind: str) -> list[int]:
+            """The entries holding `lease` of the kind, as the index has them."""
+            if sqlite:
+                match = sa.text(f"SELECT rowid FROM {table} WHERE {table} MATCH :q ORDER BY rowid")  # nosec B608
+                return [int(r[0]) for r in conn.execute(match, {"q": f'{{kind}} : "{kind}" AND "lease"'})]
+            found = sa.text(
+                "SELECT entry_id FROM knowledge_terms WHERE term = 'leas' AND kind = :kind ORDER BY entry_id"
+            )
+            return [int(r[0]) for r in conn.execute(found, {"kind": kind})]
+
+        await migrate.upgrade(db)
+        assert await db.run_sync(lambda c: of_kind(c, "decision")) == [1]
+        assert await db.run_sync(lambda c: of_kind(c, "note")) == [2]
+        edit = sa.text("UPDATE knowledge SET kind = 'pattern' WHERE id = 1")
+        await db.run_sync(lambda conn: conn.execute(edit), write=True)
+        assert await db.run_sync(lambda c: of_kind(c, "decision")) == []
+        assert await db.run_sync(lambda c: of_kind(c, "pattern")) == [1]
+
+        def downgrade(conn: Connection) -> None:
+            from alembic import command
+
+            command.downgrade(migrate._config(conn), "0015")
+
+        await db.run_sync(downgrade, write=True)
+        if sqlite:
+            found = sa.text(f"SELECT rowid FROM {table} WHERE {table} MATCH '\"lease\"' ORDER BY rowid")  # nosec B608
+        else:
+            found = sa.text("SELECT entry_id FROM knowledge_terms WHERE term = 'leas' ORDER BY entry_id")
+        assert [int(r[0]) for r in await db.run_sync(lambda c: c.execute(found).all())] == [1, 2]
+        await migrate.upgrade(db)
+        assert await db.run_sync(lambda c: of_kind(c, "pattern")) == [1]
+    finally:
+        await db.dispose()
+
+
 async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tmp_path: Path) -> None:
     """SQLite: tags were written as ASCII-escaped JSON and FTS5 indexed that text, so `café` and
     `名古屋` in a tag were never found by a search. Migration 0013 rewrites them as written, through
@@ -311,7 +374,7 @@ async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tm
 
         def old_entry(conn: Connection) -> int:
             pid = _old_project(conn)
-            for statement in knowledge_rank.ddl(pid):
+            for statement in knowledge_rank.ddl(pid, kind=False):  # as revision 0012 had it
                 conn.execute(sa.text(statement))
             conn.execute(
                 sa.text(

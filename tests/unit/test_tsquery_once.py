@@ -30,8 +30,10 @@ def test_every_tsquery_is_a_scalar_subquery() -> None:
     statements = {
         "knowledge": knowledge._postgres_search(["lease", "merge"], [knowledge_table.c.project_id == 1]),
         "knowledge, narrowed, as run": knowledge._postgres_search_of(2, True, 1).statement,
-        "knowledge, windowed": knowledge._postgres_ranked_of(2, True).statement,
-        "knowledge, every match": knowledge._postgres_ranked_of(2, False).statement,
+        "knowledge, windowed": knowledge._postgres_ranked_of(2, True, False).statement,
+        "knowledge, every match": knowledge._postgres_ranked_of(2, False, False).statement,
+        "knowledge of a kind, windowed": knowledge._postgres_ranked_of(2, True, True).statement,
+        "knowledge of a kind, every match": knowledge._postgres_ranked_of(2, False, True).statement,
         "mail, the walk of a range": mail_search._range_of(2).statement,
         "mail, the walk of listed ids": mail_search._listed_of(2).statement,
         "mail, older": mail_search._older_of(2).statement,

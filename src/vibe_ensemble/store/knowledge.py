@@ -6,10 +6,11 @@ quoted terms over the project's own FTS5 table (`knowledge_rank`; kept by trigge
 ranked by FTS5's bm25, whose statistics are then the project's alone; PostgreSQL an OR of
 `plainto_tsquery` terms ranked by ts_rank over the generated `search` column,
 which reads nothing but the row. So no score depends on another project's rows.
-Past `knowledge_rank.ALL_RANKED` matches, an unnarrowed search ranks each word's newest
-`knowledge_rank.WINDOW` matches (and as many in a title or tags): FTS5 queries on SQLite,
-the rows of `knowledge_terms` on PostgreSQL (each entry's lexemes, kept by a trigger:
-migration 0015), read newest first from its index.
+Past `knowledge_rank.ALL_RANKED` matches, a search without tags (of a kind or not) ranks each
+word's newest `knowledge_rank.WINDOW` matches (and as many in a title or tags): FTS5 queries on
+SQLite (whose tables index the kind too), the rows of `knowledge_terms` on PostgreSQL (each
+entry's lexemes and kind, kept by a trigger: migrations 0015 and 0016), read newest first from
+its index. A search narrowed by tags ranks every match that passes them.
 An entry matches when it contains any of the words; on SQLite entries with more
 and rarer matches rank first, on PostgreSQL entries with more (and title) matches.
 Both mark matches in the snippet with « and ».
@@ -41,14 +42,16 @@ MAX_TERMS = 32
 _WORD = re.compile(r"[^\W_]+")
 
 _search: sa.ColumnClause[Any] = sa.literal_column("knowledge.search")  # PostgreSQL only
-# PostgreSQL only (migration 0015, kept by a trigger): a row per entry and lexeme of its `search`,
-# `heading` when the title or tags hold it; keyed (project_id, term, entry_id)
+# PostgreSQL only (migrations 0015 and 0016, kept by a trigger): a row per entry and lexeme of its
+# `search`, `heading` when the title or tags hold it, and the entry's kind; keyed (project_id, term,
+# entry_id), the kind carried in the indexes
 _terms = sa.table(
     "knowledge_terms",
     sa.column("project_id", sa.BigInteger),
     sa.column("term", sa.String),
     sa.column("entry_id", sa.BigInteger),
     sa.column("heading", sa.Boolean),
+    sa.column("kind", sa.String),
 )
 _headline_options = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
@@ -258,21 +261,25 @@ async def search(
         return []
     if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
-        narrowing = _given(conn, kind, tags or [])
+        narrowing = _given(conn, None, tags or [])  # the kind is part of the FTS5 query
         phrases = [fts5_query([w]) for w in words]
-        return await rank.search(conn, project_id, phrases, narrowing, limit, marks)
+        of_kind = fts5_query([kind.value]) if kind else None
+        return await rank.search(conn, project_id, phrases, of_kind, narrowing, limit, marks)
     keys = rules.label_keys(tags or [])
     parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
     parameters.update((f"word_{i}", w) for i, w in enumerate(words))
-    if kind is None and not keys:  # candidates from knowledge_terms: each word's newest past ALL_RANKED
-        many = await conn.execute(_postgres_matches_of(len(words)), {**parameters, "n": rank.ALL_RANKED + 1})
+    if kind is not None:
+        parameters["kind"] = kind.value
+    if not keys:  # candidates from knowledge_terms (of the kind): each word's newest past ALL_RANKED
+        of_kind = kind is not None
+        many = await conn.execute(
+            _postgres_matches_of(len(words), of_kind), {**parameters, "n": rank.ALL_RANKED + 1}
+        )
         windowed = int(many.scalar_one()) > rank.ALL_RANKED
-        statement = _postgres_ranked_of(len(words), windowed)
+        statement = _postgres_ranked_of(len(words), windowed, of_kind)
         parameters["window"] = rank.WINDOW
     else:
         parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
-        if kind is not None:
-            parameters["kind"] = kind.value
         statement = _postgres_search_of(len(words), kind is not None, len(keys))
     rows = records(await conn.execute(statement, parameters))
     return [
@@ -312,40 +319,50 @@ def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
     return sa.func.tsvector_to_array(vector)
 
 
-@functools.lru_cache(maxsize=32)  # by how many words
-def _postgres_matches_of(words: int) -> Prepared:
-    """How many of the project's entries (`project_id`) hold a stem of the words, exactly up to `n`:
-    an entry is counted once however many stems it holds, among the first `n` rows times the number
-    of stems (an entry has one row a stem, so that many rows hold at least `n` entries): a walk of
-    the terms' index, nothing read from `knowledge`."""
+def _terms_of(kind: bool) -> list[sa.ColumnElement[bool]]:
+    """The project's (`project_id`) rows of `knowledge_terms`, of the `kind` parameter's entries with
+    `kind`: tested in the index (which carries the kind), nothing read from `knowledge`."""
+    where = [_terms.c.project_id == sa.bindparam("project_id")]
+    if kind:
+        where.append(_terms.c.kind == sa.bindparam("kind", type_=sa.String))
+    return where
+
+
+@functools.lru_cache(maxsize=64)  # by how many words, and of a kind or not
+def _postgres_matches_of(words: int, kind: bool) -> Prepared:
+    """How many of the project's entries (`project_id`; of the `kind` with `kind`) hold a stem of the
+    words, exactly up to `n`: an entry is counted once however many stems it holds, among the first
+    `n` rows times the number of stems (an entry has one row a stem, so that many rows hold at least
+    `n` entries): a walk of the terms' index, nothing read from `knowledge`."""
     stems = _stems(word_parameters(words))
     found = (
         sa.select(_terms.c.entry_id)
-        .where(_terms.c.project_id == sa.bindparam("project_id"), _terms.c.term == sa.any_(stems))
+        .where(*_terms_of(kind), _terms.c.term == sa.any_(stems))
         .limit(sa.bindparam("n") * sa.func.cardinality(stems))
         .subquery()
     )
     return Prepared(sa.select(sa.func.count(sa.distinct(found.c.entry_id))))
 
 
-@functools.lru_cache(maxsize=64)  # by how many words, and windowed or not
-def _postgres_ranked_of(words: int, windowed: bool) -> Prepared:
-    """PostgreSQL's unnarrowed search: the best `limit` of the project's entries holding a stem of
-    the words, or with `windowed` of each stem's newest `window` entries and its newest `window`
-    holding it in a title or tags (the rows of `knowledge_terms`, walked backwards from the newest
-    in its index). The candidates' ids are listed first (`ARRAY(SELECT …)`), and only those entries
-    are read, tested against the query and ranked: joined instead, the planner read every match of
-    the words in every project through the GIN index to rank them."""
+@functools.lru_cache(maxsize=128)  # by how many words, windowed or not, and of a kind or not
+def _postgres_ranked_of(words: int, windowed: bool, kind: bool) -> Prepared:
+    """PostgreSQL's search without tags: the best `limit` of the project's entries (of the `kind`
+    parameter with `kind`) holding a stem of the words, or with `windowed` of each stem's newest
+    `window` such entries and its newest `window` holding it in a title or tags (the rows of
+    `knowledge_terms`, walked backwards from the newest in its index). The candidates' ids are
+    listed first (`ARRAY(SELECT …)`), and only those entries are read, tested against the query and
+    ranked: joined instead, the planner read every match of the words in every project through the
+    GIN index to rank them."""
     bound = word_parameters(words)
     stems = _stems(bound)
-    in_project = _terms.c.project_id == sa.bindparam("project_id")
+    in_project = _terms_of(kind)
     if windowed:
         stem = sa.func.unnest(stems).table_valued("term").render_derived()
         newest = []
         for also in ([], [_terms.c.heading]):
             window = (
                 sa.select(_terms.c.entry_id)
-                .where(in_project, _terms.c.term == stem.c.term, *also)
+                .where(*in_project, _terms.c.term == stem.c.term, *also)
                 .order_by(_terms.c.entry_id.desc())
                 .limit(sa.bindparam("window"))
                 .lateral()
@@ -354,19 +371,21 @@ def _postgres_ranked_of(words: int, windowed: bool) -> Prepared:
         candidates = sa.union(*newest).scalar_subquery()
     else:
         candidates = (
-            sa.select(_terms.c.entry_id).where(in_project, _terms.c.term == sa.any_(stems)).scalar_subquery()
+            sa.select(_terms.c.entry_id).where(*in_project, _terms.c.term == sa.any_(stems)).scalar_subquery()
         )
     where = [
         knowledge.c.id == sa.any_(sa.func.array(candidates)),
         knowledge.c.project_id == sa.bindparam("project_id"),
+        *_narrowing("postgresql", sa.bindparam("kind") if kind else None, []),
     ]
     return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
 
 
 @functools.lru_cache(maxsize=128)  # the shapes searched lately: how many words, a kind or not, how many tags
 def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
-    """PostgreSQL's search for this many words (`word_0`…) in the project (`project_id`), of a
-    `kind` and carrying `tag_0`… when given, the best `limit`: built once per shape, not per call."""
+    """PostgreSQL's search narrowed by tags, for this many words (`word_0`…) in the project
+    (`project_id`), of a `kind` when given and carrying `tag_0`…, the best `limit` of every match
+    that passes: built once per shape, not per call."""
     keys = [sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)]
     narrowing = _narrowing("postgresql", sa.bindparam("kind") if kind else None, keys)
     where = [knowledge.c.project_id == sa.bindparam("project_id"), *narrowing]

@@ -15,6 +15,11 @@ created with the project's first entry (`ensure`, called by `knowledge.insert`),
 migration 0003 for projects that had entries before. A project without entries has no table,
 and its searches find nothing. PostgreSQL's `ts_rank` uses nothing but the row, so it needs
 none of this.
+
+The table indexes an entry's kind beside its text (migration 0016), so a search narrowed to a kind
+is an FTS5 query like any other (`{kind} : "decision" AND …`), with the same windows: a query's
+words are looked for in the text's columns only (`TEXT`), and the kind's column weighs nothing in
+bm25, so a narrowed search scores an entry as the unnarrowed one does.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import knowledge
 
-WEIGHTS = (10.0, 1.0, 5.0)  # title, body, tags: FTS5's column order
+WEIGHTS = (10.0, 1.0, 5.0, 0.0)  # title, body, tags, kind: FTS5's column order (a kind narrows, never scores)
+TEXT = "{title body tags}"  # the columns a query's words are looked for in: not the kind's
+HEADINGS = "{title tags}"  # the columns that weigh most
 TOKENIZER = "porter unicode61"
 PREFIX = "knowledge_fts_"
 # The matches of each word ranked at most, the newest: what a word that thousands of entries hold
@@ -44,16 +51,17 @@ def table_name(project_id: int) -> str:
     return f"{PREFIX}{int(project_id)}"
 
 
-def ddl(project_id: int) -> list[str]:
-    """The project's FTS5 table and the triggers that keep it equal to its rows of `knowledge`."""
+def ddl(project_id: int, *, kind: bool = True) -> list[str]:
+    """The project's FTS5 table and the triggers that keep it equal to its rows of `knowledge`; without
+    `kind`, as revisions 0003 to 0015 made them (title, body and tags: migrations 0003 and 0016)."""
     t, p = table_name(project_id), int(project_id)
-    insert_new = f"INSERT INTO {t}(rowid, title, body, tags) SELECT new.id, new.title, new.body, new.tags"
-    delete_old = (
-        f"INSERT INTO {t}({t}, rowid, title, body, tags) "
-        "SELECT 'delete', old.id, old.title, old.body, old.tags"
-    )
+    columns = "title, body, tags, kind" if kind else "title, body, tags"
+    new_values = ", ".join(f"new.{c}" for c in columns.split(", "))
+    old_values = ", ".join(f"old.{c}" for c in columns.split(", "))
+    insert_new = f"INSERT INTO {t}(rowid, {columns}) SELECT new.id, {new_values}"
+    delete_old = f"INSERT INTO {t}({t}, rowid, {columns}) SELECT 'delete', old.id, {old_values}"
     return [
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t} USING fts5(title, body, tags, "
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t} USING fts5({columns}, "
         f"content='knowledge', content_rowid='id', tokenize='{TOKENIZER}')",
         f"CREATE TRIGGER IF NOT EXISTS {t}_ai AFTER INSERT ON knowledge WHEN new.project_id = {p} "
         f"BEGIN {insert_new}; END",
@@ -88,22 +96,26 @@ async def search(
     conn: Connection,
     project_id: int,
     phrases: list[str],
+    kind: str | None,
     narrowing: list[sa.ColumnElement[bool]],
     limit: int,
     marks: tuple[str, str, str],
 ) -> list[KnowledgeHit]:
-    """The project's best `limit` rows matching any of the FTS5 `phrases` (one quoted word each) and
-    the conditions of `narrowing` on `knowledge` (a kind, tags), ranked by bm25 (negated: higher is
-    better), with FTS5's snippets (`marks`: start, end, ellipsis).
+    """The project's best `limit` rows matching any of the FTS5 `phrases` (one quoted word each), of
+    the `kind` (an FTS5 phrase: the kind quoted) when given, and passing the conditions of
+    `narrowing` on `knowledge` (tags), ranked by bm25 (negated: higher is better), with FTS5's
+    snippets (`marks`: start, end, ellipsis).
 
     Ranked are each phrase's newest `WINDOW` matches, and its newest `WINDOW` matches in a title or
     tags (the columns that weigh most): all of them for a word fewer entries hold (`in_windows`,
     `windows`). So a search scores at most twice `WINDOW` entries a word however many hold it. A
     search of at most `ALL_RANKED` matches ranks them all, without windows: listing each word's
     newest matches, and testing each match against the list, cost about what scoring the few
-    thousand left out would. So does a search narrowed by kind or tags, of every match that passes
-    them: windows of what passes would join each window's matches to test them, which cost more
-    than it saved (8.4 → 16.9 ms for a kind, 6,000 entries holding the words).
+    thousand left out would. A kind is part of the FTS5 query, so a search narrowed to a kind has
+    the same windows, of the entries of that kind. A search narrowed by tags ranks every match that
+    passes them: windows of what passes would join each window's matches to test them, which cost
+    more than it saved (8.4 → 16.9 ms for a kind, 6,000 entries holding the words, when kinds were
+    tested so).
 
     bm25 (k1 = 1.2, b = 0.75; lower is better) keeps its statistics from the whole project's table,
     so an entry ranked scores what it would among all the matches, and SQLite's sorter keeps the
@@ -115,12 +127,12 @@ async def search(
     """
     if not await exists(conn, project_id):
         return []
-    match = " OR ".join(phrases)
+    match = matching(phrases, kind)
     if narrowing:
         return [
             _hit(r, r.score) for r in await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
         ]
-    windowed = windows(phrases) if await _more_matches(conn, project_id, match, ALL_RANKED) else []
+    windowed = windows(phrases, kind) if await _more_matches(conn, project_id, match, ALL_RANKED) else []
     ranked, found_hits = _searching(project_id, len(windowed), marks)
     expressions = {f"window_{i}": expression for i, expression in enumerate(windowed)}
     parameters = {"match": match, "window": WINDOW, "limit": limit, **expressions}
@@ -132,11 +144,21 @@ async def search(
     return [_hit(found[i], score) for i, score in best if i in found]
 
 
-def windows(phrases: list[str]) -> list[str]:
+def matching(phrases: list[str], kind: str | None = None) -> str:
+    """The FTS5 expression of a search: any of the `phrases` in the text, of the `kind` when given."""
+    return f"{_of(kind)}{TEXT} : ({' OR '.join(phrases)})"
+
+
+def windows(phrases: list[str], kind: str | None = None) -> list[str]:
     """The FTS5 expressions whose newest matches are a search's candidates: each phrase, and each
-    phrase in a title or tags. An old entry with a query word in its title is still ranked when a
-    thousand newer entries hold the word in their bodies."""
-    return [expression for p in phrases for expression in (p, f"{{title tags}} : {p}")]
+    phrase in a title or tags, of the `kind` (a quoted phrase) when given. An old entry with a query
+    word in its title is still ranked when a thousand newer entries hold the word in their bodies."""
+    return [f"{_of(kind)}{columns} : {p}" for p in phrases for columns in (TEXT, HEADINGS)]
+
+
+def _of(kind: str | None) -> str:
+    """What an FTS5 expression starts with to find entries of the `kind` (a quoted phrase) only."""
+    return f"{{kind}} : {kind} AND " if kind else ""
 
 
 @functools.lru_cache(maxsize=256)  # the projects searched lately

@@ -12,8 +12,9 @@ knowledge search, the mail threads, one thread and a mail search (subjects, as a
 subjects and bodies, as an overseer does); the searches for words every row holds, then for a
 word in one row of a thousand and for one in none, and a knowledge search narrowed to a kind that
 every entry has (the windows of that kind's entries). It prints p50/p95 per read and
-how many rows it found, and on SQLite the query plans of the inbox, issue-list and
-knowledge-search statements. Figures are printed (and with `--json` written, with the machine's
+how many rows it found, and the query plans: on SQLite of the inbox, issue-list and
+knowledge-search statements; on PostgreSQL of every statement each read ran, as its generic plan
+runs it (`EXPLAIN ANALYZE`: each node with the rows it gave, so a page's reads show as a page). Figures are printed (and with `--json` written, with the machine's
 facts), never asserted.
 """
 
@@ -21,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import re
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import facts  # bench/facts.py
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -40,7 +44,7 @@ from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import knowledge as knowledge_store
-from vibe_ensemble.store import knowledge_rank
+from vibe_ensemble.store import knowledge_rank, prepared
 from vibe_ensemble.store.tables import agents, issues, knowledge, message_recipients, messages, projects
 
 AGENTS = 20
@@ -133,8 +137,15 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
     )
 
 
-async def timed(name: str, calls: int, fn: Callable[[], Awaitable[Any]], out: dict[str, Any]) -> None:
-    found = await fn()  # warm; what it found is printed, so an empty answer cannot pass for a fast one
+async def timed(
+    name: str,
+    calls: int,
+    fn: Callable[[], Awaitable[Any]],
+    out: dict[str, Any],
+    ran: Statements | None = None,
+) -> None:
+    with ran.of(name) if ran else contextlib.nullcontext():
+        found = await fn()  # warm; what it found is printed, so an empty answer cannot pass for a fast one
     times = []
     for _ in range(calls):
         t = time.perf_counter()
@@ -204,8 +215,105 @@ async def vacuum(url: str) -> None:
         await engine.dispose()
 
 
+class Statements:
+    """PostgreSQL: the statements each read ran on its first call, with their arguments (`of`), as
+    the server sent them: its prepared statements (`Plan.run_asyncpg`, patched while this records)
+    and SQLAlchemy's (an engine event)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.by_read: dict[str, list[tuple[str, list[Any]]]] = {}
+        self._read: str | None = None
+        self._engine = engine
+        self._run = prepared.Plan.run_asyncpg
+        statements = self
+
+        async def run_asyncpg(plan: prepared.Plan, conn: Any, parameters: Any) -> Any:
+            if parameters is None or isinstance(parameters, Mapping):
+                statements.add(*plan.arguments(parameters))
+            return await statements._run(plan, conn, parameters)
+
+        prepared.Plan.run_asyncpg = run_asyncpg  # type: ignore[method-assign]
+        sa.event.listen(engine, "before_cursor_execute", self._executed)
+
+    def _executed(self, conn: Any, cursor: Any, sql: str, parameters: Any, context: Any, many: bool) -> None:
+        if not many:
+            self.add(sql, list(parameters or ()))
+
+    def add(self, sql: str, args: list[Any]) -> None:
+        if self._read is not None:
+            self.by_read[self._read].append((sql, args))
+
+    @contextlib.contextmanager
+    def of(self, read: str) -> Iterator[None]:
+        self._read, self.by_read[read] = read, []
+        try:
+            yield
+        finally:
+            self._read = None
+
+    def stop(self) -> None:
+        prepared.Plan.run_asyncpg = self._run  # type: ignore[method-assign]
+        sa.event.remove(self._engine, "before_cursor_execute", self._executed)
+
+
+async def postgres_plans(url: str, by_read: dict[str, list[tuple[str, list[Any]]]]) -> dict[str, list[str]]:
+    """Each read's statements as PostgreSQL runs them once they are prepared: the generic plan
+    (asyncpg prepares each statement, and PostgreSQL plans it for any arguments after five runs),
+    run with the read's arguments (`EXPLAIN ANALYZE EXECUTE`), printed a line a statement: each
+    node and the rows it gave (xloops), so a page's reads show as a page's rows."""
+    dsn = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    found: dict[str, list[str]] = {}
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        for read, statements in by_read.items():
+            found[read] = []
+            for sql, args in statements:
+                await conn.execute(f"PREPARE planned AS {sql}")
+                values = ", ".join(_literal(a) for a in args)
+                explain = f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE planned({values})"
+                lines = [r[0] for r in await conn.fetch(explain)]
+                await conn.execute("DEALLOCATE planned")
+                found[read].append(_nodes(lines))
+                print(f"  plan, {read} ({len(found[read])}): {found[read][-1]}")
+    finally:
+        await conn.close()
+    return found
+
+
+def _literal(value: Any) -> str:
+    """An argument written into `EXECUTE` (a utility statement takes no parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):  # (empty: of the parameter's type)
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]" if value else "'{}'"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _nodes(lines: list[str]) -> str:
+    """A plan's nodes on one line, each with the rows it gave (xloops when more than one); an
+    InitPlan's single value (a search's query, worked out once) left out."""
+    nodes = []
+    for line in lines:
+        # (PostgreSQL 18 writes rows as a mean over loops, with two decimals)
+        found = re.fullmatch(r"(?:->\s*)?(.*) \(actual rows=([\d.]+) loops=(\d+)\)", line.strip())
+        if found is None:
+            continue
+        node, rows, loops = found.groups()
+        rows = rows.removesuffix(".00")
+        if node == "Result" and rows == "1":
+            continue
+        nodes.append(f"{node} ({rows}{'' if loops == '1' else 'x' + loops})")
+    return " / ".join(nodes)
+
+
 async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The reads' figures (and, on SQLite, the plans), printed as they come and returned."""
+    """The reads' figures and their plans, printed as they come and returned."""
     rt = Runtime(Settings(database_url=url, data_dir=data_dir))  # type: ignore[call-arg]
     reads: dict[str, Any] = {}
     figures: dict[str, Any] = {"database": "sqlite" if rt.db.is_sqlite else "postgresql", "reads": reads}
@@ -230,43 +338,31 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
             f"messages, {args.knowledge:,} knowledge entries over {len(PROJECTS)} projects "
             f"(filled in {figures['fill_s']:.0f} s); {args.calls} calls each"
         )
+        ran = None if rt.db.is_sqlite else Statements(rt.db.engine.sync_engine)
+
+        async def read(name: str, fn: Callable[[], Awaitable[Any]]) -> None:
+            await timed(name, args.calls, fn, reads, ran)
+
         some_issue = (await s.issues.list(caller, limit=1)).items[0].id
-        await timed(
-            "list_issues (open)", args.calls, lambda: s.issues.list(caller, status=IssueStatus.OPEN), reads
-        )
-        await timed("list_issues (ready)", args.calls, lambda: s.issues.list(caller, ready=True), reads)
-        await timed("get_issue", args.calls, lambda: s.issues.get(caller, some_issue), reads)
-        await timed("fetch_inbox", args.calls, lambda: s.messages.fetch_inbox(caller), reads)
-        await timed(
-            "fetch_inbox (unread)",
-            args.calls,
-            lambda: s.messages.fetch_inbox(caller, unread_only=True),
-            reads,
-        )
-        await timed("search_knowledge", args.calls, lambda: s.knowledge.search(caller, "lease merge"), reads)
-        await timed(
-            "search_knowledge (rare word)", args.calls, lambda: s.knowledge.search(caller, RARE), reads
-        )
-        await timed(  # every entry is a note: the windows of the kind's entries, as many as without it
+        await read("list_issues (open)", lambda: s.issues.list(caller, status=IssueStatus.OPEN))
+        await read("list_issues (ready)", lambda: s.issues.list(caller, ready=True))
+        await read("get_issue", lambda: s.issues.get(caller, some_issue))
+        await read("fetch_inbox", lambda: s.messages.fetch_inbox(caller))
+        await read("fetch_inbox (unread)", lambda: s.messages.fetch_inbox(caller, unread_only=True))
+        await read("search_knowledge", lambda: s.knowledge.search(caller, "lease merge"))
+        await read("search_knowledge (rare word)", lambda: s.knowledge.search(caller, RARE))
+        await read(  # every entry is a note: the windows of the kind's entries, as many as without it
             "search_knowledge (a kind)",
-            args.calls,
             lambda: s.knowledge.search(caller, "lease merge", kind=KnowledgeKind.NOTE),
-            reads,
         )
-        await timed(
-            "search_knowledge (no match)", args.calls, lambda: s.knowledge.search(caller, ABSENT), reads
-        )
-        await timed("mail threads (newest 50)", args.calls, lambda: s.threads.threads(caller), reads)
+        await read("search_knowledge (no match)", lambda: s.knowledge.search(caller, ABSENT))
+        await read("mail threads (newest 50)", lambda: s.threads.threads(caller))
         some_thread = (await s.threads.threads(caller, limit=1))[0].thread_id
-        await timed("mail thread", args.calls, lambda: s.threads.thread(caller, some_thread), reads)
-        await timed(
-            "search_mail (subjects)", args.calls, lambda: s.threads.search(caller, "lease merge"), reads
-        )
-        await timed(
-            "search_mail (bodies)", args.calls, lambda: s.threads.search(SYSTEM, "lease merge"), reads
-        )
-        await timed("search_mail (rare word)", args.calls, lambda: s.threads.search(SYSTEM, RARE), reads)
-        await timed("search_mail (no match)", args.calls, lambda: s.threads.search(SYSTEM, ABSENT), reads)
+        await read("mail thread", lambda: s.threads.thread(caller, some_thread))
+        await read("search_mail (subjects)", lambda: s.threads.search(caller, "lease merge"))
+        await read("search_mail (bodies)", lambda: s.threads.search(SYSTEM, "lease merge"))
+        await read("search_mail (rare word)", lambda: s.threads.search(SYSTEM, RARE))
+        await read("search_mail (no match)", lambda: s.threads.search(SYSTEM, ABSENT))
         if rt.db.is_sqlite:
             ids = await rt.db.run_sync(
                 lambda c: (
@@ -275,6 +371,10 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
                 )
             )
             figures["plans"] = await rt.db.run_sync(lambda c: plans(c, *ids))
+        else:
+            assert ran is not None
+            ran.stop()
+            figures["plans"] = await postgres_plans(url, ran.by_read)
     finally:
         await rt.stop()
     return figures

@@ -5,6 +5,7 @@ suite's longest module."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -56,6 +57,23 @@ def test_scale_runs(tmp_path: Path) -> None:
     assert reads["search_mail (rare word)"]["rows"] > 0 and reads["search_knowledge (rare word)"]["rows"] > 0
     assert reads["search_mail (no match)"]["rows"] == 0
     assert "ix_issues_project_id_status_priority_id" in found["figures"]["plans"]["ready issues page"]
+
+
+async def test_scale_shows_postgresql_plans(postgres_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL the bench shows each read's statements as their generic plans run them."""
+    out, found = await asyncio.to_thread(
+        run_bench_json,
+        tmp_path,
+        "scale.py",
+        *("--issues", "200", "--messages", "500", "--knowledge", "50", "--calls", "3"),
+        *("--database-url", postgres_url),
+    )
+    plans, reads = found["figures"]["plans"], found["figures"]["reads"]
+    assert set(plans) == set(reads) and all(plans.values())  # every read, each of its statements
+    assert "plan, fetch_inbox (1): " in out
+    assert plans["fetch_inbox"][0].startswith("Limit (25) / ")  # the agent's 25 messages: a page
+    assert "Index" in plans["fetch_inbox"][0]
+    assert "knowledge_terms" in " ".join(plans["search_knowledge (a kind)"])
 
 
 def test_startup_runs() -> None:

@@ -11,11 +11,11 @@ the ready list, one issue, the inbox (all mail, and unread only, which also coun
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
 subjects and bodies, as an overseer does); the searches for words every row holds, then for a
 word in one row of a thousand and for one in none, and a knowledge search narrowed to a kind that
-every entry has (the windows of that kind's entries). It prints p50/p95 per read and
-how many rows it found, and the query plans: on SQLite of the inbox, issue-list and
-knowledge-search statements; on PostgreSQL of every statement each read ran, as its generic plan
-runs it (`EXPLAIN ANALYZE`: each node with the rows it gave, so a page's reads show as a page). Figures are printed (and with `--json` written, with the machine's
-facts), never asserted.
+every entry has (the windows of that kind's entries). It prints p50/p95 per read and how many
+rows it found, and the query plans: on SQLite of the inbox, issue-list and knowledge-search
+statements; on PostgreSQL of every statement each read ran, as its generic plan runs it (`EXPLAIN
+ANALYZE`: each node with the rows it gave, so a page's reads show as a page). Figures are printed
+(and with `--json` written, with the machine's facts), never asserted.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ then each read is run `--calls` times through the services, as an agent-bound ca
 the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
 knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
 subjects and bodies, as an overseer does); the searches for words every row holds, then for a
-word in one row of a thousand and for one in none, and a knowledge search narrowed to a kind that
-every entry has (the windows of that kind's entries). It prints p50/p95 per read and how many
-rows it found, and the query plans: on SQLite of the inbox, issue-list and knowledge-search
-statements; on PostgreSQL of every statement each read ran, as its generic plan runs it (`EXPLAIN
-ANALYZE`: each node with the rows it gave, so a page's reads show as a page). Figures are printed
-(and with `--json` written, with the machine's facts), never asserted.
+word in one row of a thousand and for one in none, and knowledge searches narrowed to a kind that
+every entry has and to a tag that half of them carry (the windows of the entries that pass). It
+prints p50/p95 per read and how many rows it found, and the query plans: on SQLite of the inbox,
+issue-list and knowledge-search statements; on PostgreSQL of every statement each read ran, as its
+generic plan runs it (`EXPLAIN ANALYZE`: each node with the rows it gave, so a page's reads show as
+a page). Figures are printed (and with `--json` written, with the machine's facts), never asserted.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
             "kind": "note",
             "title": _text(rng, 5),
             "body": _text(rng, 60) + (f" {RARE}" if i % 1000 == 0 else ""),
-            "tags": [],
+            "tags": ["Ops"] if i // len(project_ids) % 2 == 0 else [],  # half of each project's
+            "tag_keys": ["ops"] if i // len(project_ids) % 2 == 0 else [],
             "issue_ids": [],
             "author": "bench",
             "version": 1,
@@ -354,6 +355,9 @@ async def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         await read(  # every entry is a note: the windows of the kind's entries, as many as without it
             "search_knowledge (a kind)",
             lambda: s.knowledge.search(caller, "lease merge", kind=KnowledgeKind.NOTE),
+        )
+        await read(  # half the entries carry the tag: the windows of those entries
+            "search_knowledge (a tag)", lambda: s.knowledge.search(caller, "lease merge", tags=["ops"])
         )
         await read("search_knowledge (no match)", lambda: s.knowledge.search(caller, ABSENT))
         await read("mail threads (newest 50)", lambda: s.threads.threads(caller))

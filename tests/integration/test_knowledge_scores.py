@@ -20,7 +20,7 @@ from vibe_ensemble.services import Services
 from vibe_ensemble.store import migrate
 from vibe_ensemble.store.database import Database
 from vibe_ensemble.store.knowledge import fts5_query, terms
-from vibe_ensemble.store.knowledge_rank import TOKENIZER
+from vibe_ensemble.store.knowledge_rank import TOKENIZER, values
 from vibe_ensemble.store.tables import knowledge
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -62,17 +62,16 @@ async def _reference_bm25(services: Services, query: str, projects: tuple[str, .
     ids = [(await services.projects.get(SYSTEM, p)).id for p in projects]
     marks = ",".join(str(i) for i in ids)
     with sqlite3.connect(str(services.ctx.db.path)) as conn:
-        # the kind is indexed beside the text (a search narrows by it) and weighs nothing
+        # the kind and tag keys are indexed beside the text (a search narrows by them) and weigh nothing
+        columns = "title, body, tags, kind, tag_keys"
+        conn.execute(f"CREATE VIRTUAL TABLE temp.ref USING fts5({columns}, tokenize='{TOKENIZER}')")
         conn.execute(
-            f"CREATE VIRTUAL TABLE temp.ref USING fts5(title, body, tags, kind, tokenize='{TOKENIZER}')"
-        )
-        conn.execute(
-            "INSERT INTO temp.ref(rowid, title, body, tags, kind) "
-            f"SELECT id, title, body, tags, kind FROM knowledge WHERE project_id IN ({marks})"
+            f"INSERT INTO temp.ref(rowid, {columns}) "
+            f"SELECT id, {values('knowledge')} FROM knowledge WHERE project_id IN ({marks})"
         )
         rows = conn.execute(
-            "SELECT rowid, -bm25(ref, 10.0, 1.0, 5.0, 0.0) FROM temp.ref WHERE ref MATCH ?",
-            (f"{{title body tags}} : ({fts5_query(terms(query))})",),
+            "SELECT rowid, -bm25(ref, 10.0, 1.0, 5.0, 0.0, 0.0) FROM temp.ref WHERE ref MATCH ?",
+            (fts5_query(terms(query)),),
         )
         return {int(r[0]): float(r[1]) for r in rows}
 

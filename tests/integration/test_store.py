@@ -301,10 +301,11 @@ async def test_knowledge_written_before_0015_gets_its_search_terms(postgres_url:
         await db.dispose()
 
 
-async def test_knowledge_written_before_0016_is_found_by_its_kind(database_url: str) -> None:
-    """Migration 0016 puts each entry's kind in the search index (SQLite: a column of the project's
-    FTS5 table; PostgreSQL: `knowledge_terms.kind`), and from then on it follows an edit of the
-    kind. Its downgrade gives back revision 0015's index, which keeps working."""
+async def test_knowledge_written_before_0016_is_found_by_its_kind_and_tags(database_url: str) -> None:
+    """Migration 0016 puts each entry's kind and tag keys in the search index (SQLite: columns of the
+    project's FTS5 table; PostgreSQL: `knowledge_terms.kind` and `.tag_keys`), an entry an older
+    release wrote without keys by its tags as written, and from then on they follow an edit. Its
+    downgrade gives back revision 0015's index, which keeps working."""
     db = Database(database_url)
     sqlite = db.is_sqlite
     try:
@@ -313,39 +314,51 @@ async def test_knowledge_written_before_0016_is_found_by_its_kind(database_url: 
         def old_entries(conn: Connection) -> int:
             pid = _old_project(conn)
             if sqlite:
-                for statement in knowledge_rank.ddl(pid, kind=False):  # as revision 0015 had it
+                for statement in knowledge_rank.ddl(pid, narrowing=False):  # as revision 0015 had it
                     conn.execute(sa.text(statement))
-            for kind, body in (("decision", "renew the lease"), ("note", "the lease notes")):
+            for kind, body, tags, keys in (
+                ("decision", "renew the lease", '["Ops"]', '["ops"]'),
+                ("note", "the lease notes", '["Café"]', None),  # an older release's: no keys
+            ):
                 conn.execute(
                     sa.text(
-                        "INSERT INTO knowledge (project_id, kind, title, body, tags, issue_ids, author,"
-                        " version, created_at, updated_at) VALUES (:p, :kind, 't', :body, '[]', '[]',"
-                        " 'ann', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                        "INSERT INTO knowledge (project_id, kind, title, body, tags, tag_keys, issue_ids,"
+                        " author, version, created_at, updated_at) VALUES (:p, :kind, 't', :body, :tags,"
+                        " :keys, '[]', 'ann', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                     ),
-                    {"p": pid, "kind": kind, "body": body},
+                    {"p": pid, "kind": kind, "body": body, "tags": tags, "keys": keys},
                 )
             return pid
 
         pid = await db.run_sync(old_entries, write=True)
         table = knowledge_rank.table_name(pid)
 
-        def of_kind(conn: Connection, kind: str) -> list[int]:
-            """The entries holding `lease` of the kind, as the index has them."""
+        def of(conn: Connection, kind: str | None = None, tag: str | None = None) -> list[int]:
+            """The entries holding `lease`, of the kind or carrying the tag key, as the index has them."""
             if sqlite:
+                narrowing = knowledge_rank.filters(kind, [tag] if tag else [])
                 match = sa.text(f"SELECT rowid FROM {table} WHERE {table} MATCH :q ORDER BY rowid")  # nosec B608
-                return [int(r[0]) for r in conn.execute(match, {"q": f'{{kind}} : "{kind}" AND "lease"'})]
+                return [int(r[0]) for r in conn.execute(match, {"q": " AND ".join([*narrowing, '"lease"'])})]
             found = sa.text(
-                "SELECT entry_id FROM knowledge_terms WHERE term = 'leas' AND kind = :kind ORDER BY entry_id"
+                "SELECT entry_id FROM knowledge_terms WHERE term = 'leas'"
+                " AND (CAST(:kind AS TEXT) IS NULL OR kind = :kind)"
+                " AND (CAST(:tag AS TEXT) IS NULL OR tag_keys @> ARRAY[CAST(:tag AS TEXT)]) ORDER BY entry_id"
             )
-            return [int(r[0]) for r in conn.execute(found, {"kind": kind})]
+            return [int(r[0]) for r in conn.execute(found, {"kind": kind, "tag": tag})]
 
         await migrate.upgrade(db)
-        assert await db.run_sync(lambda c: of_kind(c, "decision")) == [1]
-        assert await db.run_sync(lambda c: of_kind(c, "note")) == [2]
-        edit = sa.text("UPDATE knowledge SET kind = 'pattern' WHERE id = 1")
+        assert await db.run_sync(lambda c: of(c, kind="decision")) == [1]
+        assert await db.run_sync(lambda c: of(c, kind="note")) == [2]
+        assert await db.run_sync(lambda c: of(c, tag="ops")) == [1]
+        assert await db.run_sync(lambda c: of(c, tag="Café")) == [2]  # as written
+        edit = sa.text(
+            "UPDATE knowledge SET kind = 'pattern', tags = '[\"DB\"]', tag_keys = '[\"db\"]' WHERE id = 1"
+        )
         await db.run_sync(lambda conn: conn.execute(edit), write=True)
-        assert await db.run_sync(lambda c: of_kind(c, "decision")) == []
-        assert await db.run_sync(lambda c: of_kind(c, "pattern")) == [1]
+        assert await db.run_sync(lambda c: of(c, kind="decision")) == []
+        assert await db.run_sync(lambda c: of(c, kind="pattern")) == [1]
+        assert await db.run_sync(lambda c: of(c, tag="ops")) == []
+        assert await db.run_sync(lambda c: of(c, tag="db")) == [1]
 
         def downgrade(conn: Connection) -> None:
             from alembic import command
@@ -359,7 +372,7 @@ async def test_knowledge_written_before_0016_is_found_by_its_kind(database_url: 
             found = sa.text("SELECT entry_id FROM knowledge_terms WHERE term = 'leas' ORDER BY entry_id")
         assert [int(r[0]) for r in await db.run_sync(lambda c: c.execute(found).all())] == [1, 2]
         await migrate.upgrade(db)
-        assert await db.run_sync(lambda c: of_kind(c, "pattern")) == [1]
+        assert await db.run_sync(lambda c: of(c, kind="pattern", tag="db")) == [1]
     finally:
         await db.dispose()
 
@@ -374,7 +387,7 @@ async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tm
 
         def old_entry(conn: Connection) -> int:
             pid = _old_project(conn)
-            for statement in knowledge_rank.ddl(pid, kind=False):  # as revision 0012 had it
+            for statement in knowledge_rank.ddl(pid, narrowing=False):  # as revision 0012 had it
                 conn.execute(sa.text(statement))
             conn.execute(
                 sa.text(

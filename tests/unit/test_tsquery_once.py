@@ -29,11 +29,12 @@ def _outside_subqueries(sql: str) -> str:
 def test_every_tsquery_is_a_scalar_subquery() -> None:
     statements = {
         "knowledge": knowledge._postgres_search(["lease", "merge"], [knowledge_table.c.project_id == 1]),
-        "knowledge, narrowed, as run": knowledge._postgres_search_of(2, True, 1).statement,
-        "knowledge, windowed": knowledge._postgres_ranked_of(2, True, False).statement,
-        "knowledge, every match": knowledge._postgres_ranked_of(2, False, False).statement,
-        "knowledge of a kind, windowed": knowledge._postgres_ranked_of(2, True, True).statement,
-        "knowledge of a kind, every match": knowledge._postgres_ranked_of(2, False, True).statement,
+        "knowledge, windowed": knowledge._postgres_ranked_of(2, False, 0, windowed=True).statement,
+        "knowledge, every match": knowledge._postgres_ranked_of(2, False, 0, windowed=False).statement,
+        "knowledge narrowed, windowed": knowledge._postgres_ranked_of(2, True, 2, windowed=True).statement,
+        "knowledge narrowed, every match": knowledge._postgres_ranked_of(
+            2, True, 1, windowed=False
+        ).statement,
         "mail, the walk of a range": mail_search._range_of(2).statement,
         "mail, the walk of listed ids": mail_search._listed_of(2).statement,
         "mail, older": mail_search._older_of(2).statement,

@@ -6,11 +6,11 @@ quoted terms over the project's own FTS5 table (`knowledge_rank`; kept by trigge
 ranked by FTS5's bm25, whose statistics are then the project's alone; PostgreSQL an OR of
 `plainto_tsquery` terms ranked by ts_rank over the generated `search` column,
 which reads nothing but the row. So no score depends on another project's rows.
-Past `knowledge_rank.ALL_RANKED` matches, a search without tags (of a kind or not) ranks each
-word's newest `knowledge_rank.WINDOW` matches (and as many in a title or tags): FTS5 queries on
-SQLite (whose tables index the kind too), the rows of `knowledge_terms` on PostgreSQL (each
-entry's lexemes and kind, kept by a trigger: migrations 0015 and 0016), read newest first from
-its index. A search narrowed by tags ranks every match that passes them.
+Past `knowledge_rank.ALL_RANKED` matches (of the kind and tags asked for), a search ranks each
+word's newest `knowledge_rank.WINDOW` such matches (and as many in a title or tags): FTS5 queries
+on SQLite (whose tables index the kind and tag keys too), the rows of `knowledge_terms` on
+PostgreSQL (each entry's lexemes, with its kind and tag keys, kept by a trigger: migrations 0015
+and 0016), read newest first from its index.
 An entry matches when it contains any of the words; on SQLite entries with more
 and rarer matches rank first, on PostgreSQL entries with more (and title) matches.
 Both mark matches in the snippet with « and ».
@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.enums import KnowledgeKind
@@ -43,8 +44,8 @@ _WORD = re.compile(r"[^\W_]+")
 
 _search: sa.ColumnClause[Any] = sa.literal_column("knowledge.search")  # PostgreSQL only
 # PostgreSQL only (migrations 0015 and 0016, kept by a trigger): a row per entry and lexeme of its
-# `search`, `heading` when the title or tags hold it, and the entry's kind; keyed (project_id, term,
-# entry_id), the kind carried in the indexes
+# `search`, `heading` when the title or tags hold it, the entry's kind and its tag keys (NULL for
+# none); keyed (project_id, term, entry_id), the kind and keys carried in the indexes
 _terms = sa.table(
     "knowledge_terms",
     sa.column("project_id", sa.BigInteger),
@@ -52,6 +53,7 @@ _terms = sa.table(
     sa.column("entry_id", sa.BigInteger),
     sa.column("heading", sa.Boolean),
     sa.column("kind", sa.String),
+    sa.column("tag_keys", postgresql.ARRAY(sa.Text)),
 )
 _headline_options = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
@@ -261,27 +263,23 @@ async def search(
         return []
     if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
-        narrowing = _given(conn, None, tags or [])  # the kind is part of the FTS5 query
         phrases = [fts5_query([w]) for w in words]
-        of_kind = fts5_query([kind.value]) if kind else None
-        return await rank.search(conn, project_id, phrases, of_kind, narrowing, limit, marks)
+        of_kind = kind.value if kind else None
+        return await rank.search(
+            conn, project_id, phrases, of_kind, rules.label_keys(tags or []), limit, marks
+        )
     keys = rules.label_keys(tags or [])
     parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
     parameters.update((f"word_{i}", w) for i, w in enumerate(words))
     if kind is not None:
         parameters["kind"] = kind.value
-    if not keys:  # candidates from knowledge_terms (of the kind): each word's newest past ALL_RANKED
-        of_kind = kind is not None
-        many = await conn.execute(
-            _postgres_matches_of(len(words), of_kind), {**parameters, "n": rank.ALL_RANKED + 1}
-        )
-        windowed = int(many.scalar_one()) > rank.ALL_RANKED
-        statement = _postgres_ranked_of(len(words), windowed, of_kind)
-        parameters["window"] = rank.WINDOW
-    else:
-        parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
-        statement = _postgres_search_of(len(words), kind is not None, len(keys))
-    rows = records(await conn.execute(statement, parameters))
+    parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
+    # candidates from knowledge_terms (of the kind, carrying the tags): each word's newest past ALL_RANKED
+    shape = (len(words), kind is not None, len(keys))
+    many = await conn.execute(_postgres_matches_of(*shape), {**parameters, "n": rank.ALL_RANKED + 1})
+    windowed = int(many.scalar_one()) > rank.ALL_RANKED
+    parameters["window"] = rank.WINDOW
+    rows = records(await conn.execute(_postgres_ranked_of(*shape, windowed=windowed), parameters))
     return [
         KnowledgeHit(
             id=r.id,
@@ -319,43 +317,54 @@ def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
     return sa.func.tsvector_to_array(vector)
 
 
-def _terms_of(kind: bool) -> list[sa.ColumnElement[bool]]:
+def _narrowed(kind: bool, tags: int) -> tuple[sa.BindParameter[str] | None, list[sa.BindParameter[str]]]:
+    """The `kind` parameter (with `kind`) and the `tag_0`… parameters of a search's statement."""
+    return sa.bindparam("kind", type_=sa.String) if kind else None, [
+        sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)
+    ]
+
+
+def _terms_of(kind: bool, tags: int) -> list[sa.ColumnElement[bool]]:
     """The project's (`project_id`) rows of `knowledge_terms`, of the `kind` parameter's entries with
-    `kind`: tested in the index (which carries the kind), nothing read from `knowledge`."""
+    `kind`, of entries carrying the tag keys `tag_0`… (`tags` of them): tested in the index (which
+    carries the kind and the keys), nothing read from `knowledge`."""
+    of_kind, keys = _narrowed(kind, tags)
     where = [_terms.c.project_id == sa.bindparam("project_id")]
-    if kind:
-        where.append(_terms.c.kind == sa.bindparam("kind", type_=sa.String))
+    if of_kind is not None:
+        where.append(_terms.c.kind == of_kind)
+    if keys:
+        where.append(_terms.c.tag_keys.op("@>")(sa.cast(postgresql.array(keys), postgresql.ARRAY(sa.Text))))
     return where
 
 
-@functools.lru_cache(maxsize=64)  # by how many words, and of a kind or not
-def _postgres_matches_of(words: int, kind: bool) -> Prepared:
-    """How many of the project's entries (`project_id`; of the `kind` with `kind`) hold a stem of the
-    words, exactly up to `n`: an entry is counted once however many stems it holds, among the first
-    `n` rows times the number of stems (an entry has one row a stem, so that many rows hold at least
-    `n` entries): a walk of the terms' index, nothing read from `knowledge`."""
+@functools.lru_cache(maxsize=128)  # by how many words, of a kind or not, and how many tags
+def _postgres_matches_of(words: int, kind: bool, tags: int) -> Prepared:
+    """How many of the project's entries (`project_id`; of the `kind` with `kind`, carrying `tags` tag
+    keys) hold a stem of the words, exactly up to `n`: an entry is counted once however many stems it
+    holds, among the first `n` rows times the number of stems (an entry has one row a stem, so that
+    many rows hold at least `n` entries): a walk of the terms' index, nothing read from `knowledge`."""
     stems = _stems(word_parameters(words))
     found = (
         sa.select(_terms.c.entry_id)
-        .where(*_terms_of(kind), _terms.c.term == sa.any_(stems))
+        .where(*_terms_of(kind, tags), _terms.c.term == sa.any_(stems))
         .limit(sa.bindparam("n") * sa.func.cardinality(stems))
         .subquery()
     )
     return Prepared(sa.select(sa.func.count(sa.distinct(found.c.entry_id))))
 
 
-@functools.lru_cache(maxsize=128)  # by how many words, windowed or not, and of a kind or not
-def _postgres_ranked_of(words: int, windowed: bool, kind: bool) -> Prepared:
-    """PostgreSQL's search without tags: the best `limit` of the project's entries (of the `kind`
-    parameter with `kind`) holding a stem of the words, or with `windowed` of each stem's newest
-    `window` such entries and its newest `window` holding it in a title or tags (the rows of
-    `knowledge_terms`, walked backwards from the newest in its index). The candidates' ids are
-    listed first (`ARRAY(SELECT …)`), and only those entries are read, tested against the query and
-    ranked: joined instead, the planner read every match of the words in every project through the
-    GIN index to rank them."""
+@functools.lru_cache(maxsize=256)  # by how many words, of a kind or not, how many tags, and windowed or not
+def _postgres_ranked_of(words: int, kind: bool, tags: int, *, windowed: bool) -> Prepared:
+    """PostgreSQL's search: the best `limit` of the project's entries (of the `kind` parameter with
+    `kind`, carrying the tag keys `tag_0`…) holding a stem of the words, or with `windowed` of each
+    stem's newest `window` such entries and its newest `window` holding it in a title or tags (the
+    rows of `knowledge_terms`, walked backwards from the newest in its index). The candidates' ids
+    are listed first (`ARRAY(SELECT …)`), and only those entries are read, tested against the query
+    (and the kind and tags, on their rows) and ranked: joined instead, the planner read every match
+    of the words in every project through the GIN index to rank them."""
     bound = word_parameters(words)
     stems = _stems(bound)
-    in_project = _terms_of(kind)
+    in_project = _terms_of(kind, tags)
     if windowed:
         stem = sa.func.unnest(stems).table_valued("term").render_derived()
         newest = []
@@ -376,20 +385,9 @@ def _postgres_ranked_of(words: int, windowed: bool, kind: bool) -> Prepared:
     where = [
         knowledge.c.id == sa.any_(sa.func.array(candidates)),
         knowledge.c.project_id == sa.bindparam("project_id"),
-        *_narrowing("postgresql", sa.bindparam("kind") if kind else None, []),
+        *_narrowing("postgresql", *_narrowed(kind, tags)),
     ]
     return Prepared(_postgres_search(bound, where).limit(sa.bindparam("limit")))
-
-
-@functools.lru_cache(maxsize=128)  # the shapes searched lately: how many words, a kind or not, how many tags
-def _postgres_search_of(words: int, kind: bool, tags: int) -> Prepared:
-    """PostgreSQL's search narrowed by tags, for this many words (`word_0`…) in the project
-    (`project_id`), of a `kind` when given and carrying `tag_0`…, the best `limit` of every match
-    that passes: built once per shape, not per call."""
-    keys = [sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)]
-    narrowing = _narrowing("postgresql", sa.bindparam("kind") if kind else None, keys)
-    where = [knowledge.c.project_id == sa.bindparam("project_id"), *narrowing]
-    return Prepared(_postgres_search(word_parameters(words), where).limit(sa.bindparam("limit")))
 
 
 def _postgres_search(

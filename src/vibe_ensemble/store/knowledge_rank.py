@@ -16,10 +16,13 @@ migration 0003 for projects that had entries before. A project without entries h
 and its searches find nothing. PostgreSQL's `ts_rank` uses nothing but the row, so it needs
 none of this.
 
-The table indexes an entry's kind beside its text (migration 0016), so a search narrowed to a kind
-is an FTS5 query like any other (`{kind} : "decision" AND …`), with the same windows: a query's
-words are looked for in the text's columns only (`TEXT`), and the kind's column weighs nothing in
-bm25, so a narrowed search scores an entry as the unnarrowed one does.
+The table indexes an entry's kind and tag keys beside its text (migration 0016), each as one token
+that no query word can be (`kind_token`, `tag_token`: the value's UTF-8 bytes in hex, after a
+private-use character, which a query's words never hold), in columns of their own that weigh
+nothing in bm25. So a search narrowed to a kind or tags is an FTS5 query like any other (`"…k6e6f7465x"
+AND ("lease" OR "merge")`), with the same windows, and scores an entry as the unnarrowed one does;
+a tag key is matched whole and exactly (the tags' own column holds their words, for the query's
+words to find).
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, first_record, records
 from vibe_ensemble.store.tables import knowledge
 
-WEIGHTS = (10.0, 1.0, 5.0, 0.0)  # title, body, tags, kind: FTS5's column order (a kind narrows, never scores)
-TEXT = "{title body tags}"  # the columns a query's words are looked for in: not the kind's
+# title, body, tags, kind, tag keys: FTS5's column order (a kind and tag keys narrow, never score)
+WEIGHTS = (10.0, 1.0, 5.0, 0.0, 0.0)
 HEADINGS = "{title tags}"  # the columns that weigh most
+# Starts the token of a kind or tag key: a private-use character, never in a query's words
+# (`knowledge.words`: runs of letters and digits), and a token character to FTS5's tokenizer
+FILTER_MARK = "\ue000"
 TOKENIZER = "porter unicode61"
 PREFIX = "knowledge_fts_"
 # The matches of each word ranked at most, the newest: what a word that thousands of entries hold
@@ -51,13 +57,15 @@ def table_name(project_id: int) -> str:
     return f"{PREFIX}{int(project_id)}"
 
 
-def ddl(project_id: int, *, kind: bool = True) -> list[str]:
-    """The project's FTS5 table and the triggers that keep it equal to its rows of `knowledge`; without
-    `kind`, as revisions 0003 to 0015 made them (title, body and tags: migrations 0003 and 0016)."""
+def ddl(project_id: int, *, narrowing: bool = True) -> list[str]:
+    """The project's FTS5 table and the triggers that keep it equal to its rows of `knowledge`, with
+    the kind and tag keys (`narrowing`), or as revisions 0003 to 0015 made them (title, body and tags:
+    migrations 0003 and 0016)."""
     t, p = table_name(project_id), int(project_id)
-    columns = "title, body, tags, kind" if kind else "title, body, tags"
-    new_values = ", ".join(f"new.{c}" for c in columns.split(", "))
-    old_values = ", ".join(f"old.{c}" for c in columns.split(", "))
+    columns = "title, body, tags, kind, tag_keys" if narrowing else "title, body, tags"
+    new_values, old_values = (
+        values(row) if narrowing else f"{row}.title, {row}.body, {row}.tags" for row in ("new", "old")
+    )
     insert_new = f"INSERT INTO {t}(rowid, {columns}) SELECT new.id, {new_values}"
     delete_old = f"INSERT INTO {t}({t}, rowid, {columns}) SELECT 'delete', old.id, {old_values}"
     return [
@@ -71,6 +79,31 @@ def ddl(project_id: int, *, kind: bool = True) -> list[str]:
         f"WHEN old.project_id = {p} OR new.project_id = {p} "
         f"BEGIN {delete_old} WHERE old.project_id = {p}; {insert_new} WHERE new.project_id = {p}; END",
     ]
+
+
+def values(row: str) -> str:
+    """The values the FTS5 table indexes of a `knowledge` row (`new`, `old`, or the table's name):
+    its text, its kind as a token (`kind_token`), and its tag keys as tokens (`tag_token`; an older
+    release's entry without keys: its tags as written, as the tag filter reads them)."""
+    mark = f"char({ord(FILTER_MARK)})"
+    keys = (
+        f"(SELECT group_concat({mark} || 't' || lower(hex(value)) || 'x', ' ') "  # noqa: S608  # nosec B608
+        f"FROM json_each(coalesce({row}.tag_keys, {row}.tags)))"
+    )
+    kind = f"{mark} || 'k' || lower(hex({row}.kind)) || 'x'"
+    return f"{row}.title, {row}.body, {row}.tags, {kind}, {keys}"
+
+
+def kind_token(kind: str) -> str:
+    """The FTS5 phrase of a kind, as `values` indexes it: one token, which no query word can be."""
+    return f'"{FILTER_MARK}k{kind.encode().hex()}x"'
+
+
+def tag_token(key: str) -> str:
+    """The FTS5 phrase of a tag key (`rules.label_key`), as `values` indexes it: one token, so only
+    that key matches it, whole, and no query word can be it. (It ends in `x`, which the porter
+    stemmer leaves as it is.)"""
+    return f'"{FILTER_MARK}t{key.encode().hex()}x"'
 
 
 async def ensure(conn: Connection, project_id: int) -> None:
@@ -97,13 +130,13 @@ async def search(
     project_id: int,
     phrases: list[str],
     kind: str | None,
-    narrowing: list[sa.ColumnElement[bool]],
+    tag_keys: list[str],
     limit: int,
     marks: tuple[str, str, str],
 ) -> list[KnowledgeHit]:
     """The project's best `limit` rows matching any of the FTS5 `phrases` (one quoted word each), of
-    the `kind` (an FTS5 phrase: the kind quoted) when given, and passing the conditions of
-    `narrowing` on `knowledge` (tags), ranked by bm25 (negated: higher is better), with FTS5's
+    the `kind` and carrying every one of the `tag_keys`
+    (`rules.label_key`) when given, ranked by bm25 (negated: higher is better), with FTS5's
     snippets (`marks`: start, end, ellipsis).
 
     Ranked are each phrase's newest `WINDOW` matches, and its newest `WINDOW` matches in a title or
@@ -111,28 +144,23 @@ async def search(
     `windows`). So a search scores at most twice `WINDOW` entries a word however many hold it. A
     search of at most `ALL_RANKED` matches ranks them all, without windows: listing each word's
     newest matches, and testing each match against the list, cost about what scoring the few
-    thousand left out would. A kind is part of the FTS5 query, so a search narrowed to a kind has
-    the same windows, of the entries of that kind. A search narrowed by tags ranks every match that
-    passes them: windows of what passes would join each window's matches to test them, which cost
-    more than it saved (8.4 → 16.9 ms for a kind, 6,000 entries holding the words, when kinds were
-    tested so).
+    thousand left out would. The kind and the tag keys are tokens of the FTS5 query (`filters`), so a
+    narrowed search has the same windows, of the entries that pass: tested on each match's row of
+    `knowledge`, every match had cost its row's read.
 
     bm25 (k1 = 1.2, b = 0.75; lower is better) keeps its statistics from the whole project's table,
     so an entry ranked scores what it would among all the matches, and SQLite's sorter keeps the
-    best `limit` as they come. Without `narrowing`, the candidates are ranked on the FTS5 table
-    alone (`ranking`), and only the best are read from `knowledge`, with their snippets (`hits`):
-    joined for every match, the project's rows were read for all of them. With it, each match is
-    joined to be tested (`narrowed`). The two statements without `narrowing` are built once per
-    project and number of windows (`_searching`).
+    best `limit` as they come. The candidates are ranked on the FTS5 table alone (`ranking`), and
+    only the best are read from `knowledge`, with their snippets (`hits`): joined for every match,
+    the project's rows were read for all of them. The two statements are built once per project
+    and number of windows (`_searching`).
     """
     if not await exists(conn, project_id):
         return []
-    match = matching(phrases, kind)
-    if narrowing:
-        return [
-            _hit(r, r.score) for r in await conn.execute(narrowed(project_id, match, narrowing, limit, marks))
-        ]
-    windowed = windows(phrases, kind) if await _more_matches(conn, project_id, match, ALL_RANKED) else []
+    narrowing = filters(kind, tag_keys)
+    match = matching(phrases, narrowing)
+    many = await _more_matches(conn, project_id, match, ALL_RANKED)
+    windowed = windows(phrases, narrowing) if many else []
     ranked, found_hits = _searching(project_id, len(windowed), marks)
     expressions = {f"window_{i}": expression for i, expression in enumerate(windowed)}
     parameters = {"match": match, "window": WINDOW, "limit": limit, **expressions}
@@ -144,21 +172,25 @@ async def search(
     return [_hit(found[i], score) for i, score in best if i in found]
 
 
-def matching(phrases: list[str], kind: str | None = None) -> str:
-    """The FTS5 expression of a search: any of the `phrases` in the text, of the `kind` when given."""
-    return f"{_of(kind)}{TEXT} : ({' OR '.join(phrases)})"
+def filters(kind: str | None = None, tag_keys: list[str] | None = None) -> list[str]:
+    """The FTS5 phrases an entry of the `kind` carrying the `tag_keys` matches."""
+    return ([kind_token(kind)] if kind else []) + [tag_token(key) for key in tag_keys or []]
 
 
-def windows(phrases: list[str], kind: str | None = None) -> list[str]:
+def matching(phrases: list[str], narrowing: list[str] | None = None) -> str:
+    """The FTS5 expression of a search: any of the `phrases`, of an entry that matches every phrase of
+    the `narrowing` (`filters`)."""
+    words = " OR ".join(phrases)
+    return " AND ".join([*narrowing, f"({words})"]) if narrowing else words
+
+
+def windows(phrases: list[str], narrowing: list[str] | None = None) -> list[str]:
     """The FTS5 expressions whose newest matches are a search's candidates: each phrase, and each
-    phrase in a title or tags, of the `kind` (a quoted phrase) when given. An old entry with a query
-    word in its title is still ranked when a thousand newer entries hold the word in their bodies."""
-    return [f"{_of(kind)}{columns} : {p}" for p in phrases for columns in (TEXT, HEADINGS)]
-
-
-def _of(kind: str | None) -> str:
-    """What an FTS5 expression starts with to find entries of the `kind` (a quoted phrase) only."""
-    return f"{{kind}} : {kind} AND " if kind else ""
+    phrase in a title or tags, of an entry that matches the `narrowing` (`filters`). An old entry
+    with a query word in its title is still ranked when a thousand newer entries hold the word in
+    their bodies."""
+    found = [expression for p in phrases for expression in (p, f"{HEADINGS} : {p}")]
+    return [" AND ".join([*(narrowing or []), expression]) for expression in found]
 
 
 @functools.lru_cache(maxsize=256)  # the projects searched lately
@@ -241,25 +273,6 @@ def hits(
     fts, ref = _fts(project_id)
     return _entries(fts, ref, marks).where(
         ref.op("MATCH")(match), fts.c.rowid.in_(ids), knowledge.c.project_id == project_id
-    )
-
-
-def narrowed(
-    project_id: int,
-    match: str,
-    narrowing: list[sa.ColumnElement[bool]],
-    limit: int,
-    marks: tuple[str, str, str],
-) -> sa.Select[Any]:
-    """The best `limit` matches that pass `narrowing`, with their scores and snippets, in one SELECT."""
-    fts, ref = _fts(project_id)
-    rank = sa.func.bm25(ref, *WEIGHTS)
-    return (
-        _entries(fts, ref, marks)
-        .add_columns((-rank).label("score"))
-        .where(ref.op("MATCH")(match), knowledge.c.project_id == project_id, *narrowing)
-        .order_by(rank, knowledge.c.id)
-        .limit(limit)
     )
 
 

@@ -34,7 +34,7 @@ def upgrade() -> None:
     op.execute("DROP TABLE IF EXISTS knowledge_fts")
     projects = [int(p) for (p,) in bind.execute(sa.text("SELECT DISTINCT project_id FROM knowledge"))]
     for project_id in projects:
-        for statement in ddl(project_id, kind=False):  # the kind came with 0016
+        for statement in ddl(project_id, narrowing=False):  # the kind and tag keys came with 0016
             op.execute(statement)
         op.execute(
             f"INSERT INTO {table_name(project_id)}(rowid, title, body, tags) "  # noqa: S608  # nosec B608

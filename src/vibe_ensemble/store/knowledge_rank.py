@@ -19,10 +19,10 @@ none of this.
 The table indexes an entry's kind and tag keys beside its text (migration 0016), each as one token
 that no query word can be (`kind_token`, `tag_token`: the value's UTF-8 bytes in hex, after a
 private-use character, which a query's words never hold), in columns of their own that weigh
-nothing in bm25. So a search narrowed to a kind or tags is an FTS5 query like any other (`"…k6e6f7465x"
-AND ("lease" OR "merge")`), with the same windows, and scores an entry as the unnarrowed one does;
-a tag key is matched whole and exactly (the tags' own column holds their words, for the query's
-words to find).
+nothing in bm25. So a search narrowed to a kind or tags is an FTS5 query like any other
+(`"…k6e6f7465x" AND ("lease" OR "merge")`), with the same windows, and scores an entry as the
+unnarrowed one does; a tag key is matched whole and exactly (the tags' own column holds their
+words, for the query's words to find).
 """
 
 from __future__ import annotations
@@ -135,9 +135,8 @@ async def search(
     marks: tuple[str, str, str],
 ) -> list[KnowledgeHit]:
     """The project's best `limit` rows matching any of the FTS5 `phrases` (one quoted word each), of
-    the `kind` and carrying every one of the `tag_keys`
-    (`rules.label_key`) when given, ranked by bm25 (negated: higher is better), with FTS5's
-    snippets (`marks`: start, end, ellipsis).
+    the `kind` and carrying every one of the `tag_keys` (`rules.label_key`) when given, ranked by
+    bm25 (negated: higher is better), with FTS5's snippets (`marks`: start, end, ellipsis).
 
     Ranked are each phrase's newest `WINDOW` matches, and its newest `WINDOW` matches in a title or
     tags (the columns that weigh most): all of them for a word fewer entries hold (`in_windows`,

@@ -5,10 +5,11 @@ A search narrowed to a kind or tags ranked every match that passed them, each on
 its row of `knowledge`: 25-41 ms at 12,500 matches, over the 20 ms target. Now the kind and the
 tag keys are in the index:
 
-- SQLite: each project's FTS5 table gets a `kind` column and a `tag_keys` column (each key one
-  token: its UTF-8 bytes in hex between `k` and `x`, `knowledge_rank.tag_token`), which weigh
-  nothing in bm25, so a search finds `{kind} : "decision" AND {tag_keys} : "k6f7073x"` like any
-  word. The tables and their triggers are made again and filled from `knowledge`.
+- SQLite: each project's FTS5 table gets a `kind` column and a `tag_keys` column, each value one
+  token that no query word can be (its UTF-8 bytes in hex after a private-use character:
+  `knowledge_rank.kind_token`, `tag_token`), which weigh nothing in bm25, so a search finds the
+  entries of a kind carrying a tag like any word. The tables and their triggers are made again
+  and filled from `knowledge`.
 - PostgreSQL: `knowledge_terms` gets each entry's `kind` and `tag_keys` (an array; NULL for none),
   carried in its indexes (`INCLUDE`), so a word's newest entries of a kind or carrying tags are one
   index range walked backwards, read from the index alone. The table, its function and trigger

@@ -3,10 +3,9 @@
 fewer entries hold. So a word that thousands of entries hold costs two windows of scores, and an old
 entry holding a rare word of the query, or a common one in its title, is still found. A search of at
 most `ALL_RANKED` matches ranks them all. A search narrowed to a kind or tags has the windows of
-the entries that pass. Both are set to
-3 here; in the server they are 1,000 and 4,000. On both databases: SQLite's windows are FTS5
-queries (store/knowledge_rank.py), PostgreSQL's the rows of `knowledge_terms` (store/knowledge.py),
-which a trigger keeps as entries are written and edited."""
+the entries that pass. Both are set to 3 here; in the server they are 1,000 and 4,000. On both
+databases: SQLite's windows are FTS5 queries (store/knowledge_rank.py), PostgreSQL's the rows of
+`knowledge_terms` (store/knowledge.py), which a trigger keeps as entries are written and edited."""
 
 from __future__ import annotations
 

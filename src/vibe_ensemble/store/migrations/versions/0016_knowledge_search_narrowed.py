@@ -110,8 +110,10 @@ def _postgres_terms(*, narrowing: bool) -> None:
         return f", {row}.kind, NULLIF(ARRAY(SELECT jsonb_array_elements_text({keys})), '{{}}')"
 
     # An entry's terms: each lexeme of its `search` vector once, and whether its title or tags hold it.
-    op.execute(  # nosec B608: the columns are this module's
-        "CREATE FUNCTION knowledge_terms_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "  # noqa: S608
+    # (the columns are this module's)
+    op.execute(
+        "CREATE FUNCTION knowledge_terms_keep() RETURNS trigger "  # noqa: S608  # nosec B608
+        "LANGUAGE plpgsql AS $$ BEGIN "
         "IF TG_OP = 'UPDATE' THEN DELETE FROM knowledge_terms WHERE entry_id = OLD.id; END IF; "
         f"INSERT INTO knowledge_terms ({columns}) "
         f"SELECT NEW.project_id, t.lexeme, NEW.id, t.weights && ARRAY['A', 'B']{narrowed('NEW')} "
@@ -123,8 +125,8 @@ def _postgres_terms(*, narrowing: bool) -> None:
         f"CREATE TRIGGER knowledge_terms_kept AFTER INSERT OR UPDATE OF project_id, {of_narrowing}title, "
         "body, tags ON knowledge FOR EACH ROW EXECUTE FUNCTION knowledge_terms_keep()"
     )
-    op.execute(  # nosec B608: the columns are this module's
-        f"INSERT INTO knowledge_terms ({columns}) "  # noqa: S608
+    op.execute(
+        f"INSERT INTO knowledge_terms ({columns}) "  # noqa: S608  # nosec B608: this module's columns
         f"SELECT k.project_id, t.lexeme, k.id, t.weights && ARRAY['A', 'B']{narrowed('k')} "
         "FROM knowledge AS k, unnest(k.search) AS t"
     )

@@ -4,15 +4,16 @@
     python bench/scale.py --issues 1000 --messages 10000 --knowledge 500     # a quick look
     python bench/scale.py --database-url postgresql://…/empty_db            # written to!
 
-The tables are filled with plain bulk INSERTs (20 agents, 4 projects; each message to one
-agent, a fifth of them unread; on PostgreSQL then VACUUM ANALYZE, as autovacuum would soon do),
-then each read is run `--calls` times through the services, as an agent-bound caller would: the issue list,
-the ready list, one issue, the inbox (all mail, and unread only, which also counts the unread), a
-knowledge search, the mail threads, one thread and a mail search (subjects, as a worker searches;
-subjects and bodies, as an overseer does); the searches for words every row holds, then for a
-word in one row of a thousand and for one in none, and knowledge searches narrowed to a kind that
-every entry has and to a tag that half of them carry (the windows of the entries that pass). It
-prints p50/p95 per read and how many rows it found, and the query plans: on SQLite of the inbox,
+The tables are filled with plain bulk INSERTs (20 agents, 4 projects; three comments an issue, and
+every other issue waiting on another; each message to one agent, a fifth of them unread; on
+PostgreSQL then VACUUM ANALYZE, as autovacuum would soon do), then each read is run `--calls` times
+through the services, as an agent-bound caller would: the issue list, the ready list, one issue
+(with its comments and dependencies), the inbox (all mail, and unread only, which also counts the
+unread), a knowledge search, the mail threads, one thread and a mail search (subjects, as a worker
+searches; subjects and bodies, as an overseer does); the searches for words every row holds, then
+for a word in one row of a thousand and for one in none, and knowledge searches narrowed to a kind
+that every entry has and to a tag that half of them carry (the windows of the entries that pass).
+It prints p50/p95 per read and how many rows it found, and the query plans: on SQLite of the inbox,
 issue-list and knowledge-search statements; on PostgreSQL of every statement each read ran, as its
 generic plan runs it (`EXPLAIN ANALYZE`: each node with the rows it gave, so a page's reads show as
 a page). Figures are printed (and with `--json` written, with the machine's facts), never asserted.
@@ -45,7 +46,16 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.store import issues as issue_store
 from vibe_ensemble.store import knowledge as knowledge_store
 from vibe_ensemble.store import knowledge_rank, prepared
-from vibe_ensemble.store.tables import agents, issues, knowledge, message_recipients, messages, projects
+from vibe_ensemble.store.tables import (
+    agents,
+    comments,
+    issue_dependencies,
+    issues,
+    knowledge,
+    message_recipients,
+    messages,
+    projects,
+)
 
 AGENTS = 20
 PROJECTS = ["default", "alpha", "beta", "gamma"]
@@ -78,6 +88,7 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
         for start in range(0, n, CHUNK):
             conn.execute(table.insert(), [make(i) for i in range(start, min(n, start + CHUNK))])
 
+    first_issue = conn.execute(sa.select(sa.func.coalesce(sa.func.max(issues.c.id), 0))).scalar_one() + 1
     insert(
         issues,
         n_issues,
@@ -92,6 +103,23 @@ def fill(conn: sa.Connection, n_issues: int, n_messages: int, n_knowledge: int) 
             "created_at": now - timedelta(seconds=n_issues - i),
             "updated_at": now,
         },
+    )
+    # Three comments an issue; every other issue waits on the issue four before it (its project's)
+    insert(
+        comments,
+        3 * n_issues,
+        lambda i: {
+            "issue_id": first_issue + i % n_issues,
+            "author": "bench",
+            "body": _text(rng, 12),
+            "created_at": now,
+        },
+    )
+    waiting = list(range(4, n_issues, 2))
+    insert(
+        issue_dependencies,
+        len(waiting),
+        lambda i: {"issue_id": first_issue + waiting[i], "depends_on_id": first_issue + waiting[i] - 4},
     )
     first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(messages.c.id), 0))).scalar_one() + 1
     insert(

@@ -17,7 +17,7 @@ from vibe_ensemble.domain.caller import SYSTEM, Caller
 from vibe_ensemble.domain.enums import KnowledgeKind
 from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
-from vibe_ensemble.store import migrate
+from vibe_ensemble.store import knowledge_rank, migrate
 from vibe_ensemble.store.database import Database
 from vibe_ensemble.store.knowledge import fts5_query, terms
 from vibe_ensemble.store.knowledge_rank import TOKENIZER, values
@@ -63,7 +63,7 @@ async def _reference_bm25(services: Services, query: str, projects: tuple[str, .
     marks = ",".join(str(i) for i in ids)
     with sqlite3.connect(str(services.ctx.db.path)) as conn:
         # the kind and tag keys are indexed beside the text (a search narrows by them) and weigh nothing
-        columns = "title, body, tags, kind, tag_keys"
+        columns = knowledge_rank.columns()
         conn.execute(f"CREATE VIRTUAL TABLE temp.ref USING fts5({columns}, tokenize='{TOKENIZER}')")
         conn.execute(
             f"INSERT INTO temp.ref(rowid, {columns}) "

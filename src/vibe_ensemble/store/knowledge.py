@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,60 @@ _terms = sa.table(
     sa.column("kind", sa.String),
     sa.column("tag_keys", postgresql.ARRAY(sa.Text)),
 )
+# PostgreSQL: what keeps `knowledge_terms` (migrations 0015 and 0016), dropped
+DROP_TERMS = [
+    "DROP TRIGGER IF EXISTS knowledge_terms_kept ON knowledge",
+    "DROP FUNCTION IF EXISTS knowledge_terms_keep()",
+    "DROP TABLE IF EXISTS knowledge_terms",
+]
+
+
+def terms_ddl(*, narrowing: bool = True) -> list[str]:
+    """PostgreSQL: `knowledge_terms`, its indexes, the function and trigger that keep it, and its rows
+    written for the entries there are: with each entry's kind and tag keys (`narrowing`, migration
+    0016), or as migration 0015 made it. Every name and column below is this module's."""
+    extra_columns = "kind VARCHAR(16) NOT NULL, tag_keys TEXT[], " if narrowing else ""
+    include = " INCLUDE (kind, tag_keys)" if narrowing else ""
+    columns = "project_id, term, entry_id, heading" + (", kind, tag_keys" if narrowing else "")
+    of_narrowing = "kind, tag_keys, " if narrowing else ""
+
+    def narrowed(row: str) -> str:
+        """The kind and tag keys of an entry (`NEW`, `k`): its keys as text (an older release's entry
+        without keys: its tags as written, as the tag filter reads them), NULL for none."""
+        if not narrowing:
+            return ""
+        keys = f"coalesce({row}.tag_keys, {row}.tags)"
+        return f", {row}.kind, NULLIF(ARRAY(SELECT jsonb_array_elements_text({keys})), '{{}}')"
+
+    return [
+        "CREATE TABLE knowledge_terms ("
+        "project_id BIGINT NOT NULL, "
+        "term TEXT NOT NULL, "
+        "entry_id BIGINT NOT NULL REFERENCES knowledge (id) ON DELETE CASCADE, "
+        f"heading BOOLEAN NOT NULL, {extra_columns}"
+        f"CONSTRAINT pk_knowledge_terms PRIMARY KEY (project_id, term, entry_id){include})",
+        # the newest entries holding a word in a title or tags
+        "CREATE INDEX ix_knowledge_terms_heading ON knowledge_terms (project_id, term, entry_id)"
+        f"{include} WHERE heading",
+        # an entry's rows, found to be replaced when it is edited
+        "CREATE INDEX ix_knowledge_terms_entry_id ON knowledge_terms (entry_id)",
+        # An entry's terms: each lexeme of its `search` vector once, and whether its title or tags hold it.
+        "CREATE FUNCTION knowledge_terms_keep() RETURNS trigger "  # noqa: S608  # nosec B608
+        "LANGUAGE plpgsql AS $$ BEGIN "
+        "IF TG_OP = 'UPDATE' THEN DELETE FROM knowledge_terms WHERE entry_id = OLD.id; END IF; "
+        f"INSERT INTO knowledge_terms ({columns}) "
+        f"SELECT NEW.project_id, t.lexeme, NEW.id, t.weights && ARRAY['A', 'B']{narrowed('NEW')} "
+        "FROM unnest(NEW.search) AS t; "
+        "RETURN NULL; END $$",
+        f"CREATE TRIGGER knowledge_terms_kept AFTER INSERT OR UPDATE OF project_id, {of_narrowing}title, "
+        "body, tags ON knowledge FOR EACH ROW EXECUTE FUNCTION knowledge_terms_keep()",
+        f"INSERT INTO knowledge_terms ({columns}) "  # noqa: S608  # nosec B608
+        f"SELECT k.project_id, t.lexeme, k.id, t.weights && ARRAY['A', 'B']{narrowed('k')} "
+        "FROM knowledge AS k, unnest(k.search) AS t",
+        "ANALYZE knowledge_terms",
+    ]
+
+
 _headline_options = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8, ShortWord=2, "
     f"MaxFragments=2, FragmentDelimiter={ELLIPSIS}"
@@ -106,22 +160,12 @@ def _to_entry(row: sa.Row[Any]) -> KnowledgeEntry:
 def _filters(
     conn: Connection, project_id: int, kind: KnowledgeKind | None, tags: list[str]
 ) -> list[sa.ColumnElement[bool]]:
-    return [knowledge.c.project_id == project_id, *_given(conn, kind, tags)]
-
-
-def _given(conn: Connection, kind: KnowledgeKind | None, tags: list[str]) -> list[sa.ColumnElement[bool]]:
-    """`_narrowing` for these values (written into the statement)."""
-    return _narrowing(conn.dialect.name, kind.value if kind else None, rules.label_keys(tags))
-
-
-def _narrowing(
-    dialect: str, kind: str | sa.BindParameter[str] | None, keys: Sequence[str | sa.BindParameter[str]]
-) -> list[sa.ColumnElement[bool]]:
-    """The entry is of `kind` (when given) and carries every one of the tag `keys` (`rules.label_keys`:
-    in any letter case, `Postgres` finds `postgres`, as labels do); values, or parameters."""
-    where = [json_array_contains(dialect, _tag_keys, key) for key in keys]
+    """The project's entries of `kind` (when given) carrying every one of the `tags` (by their
+    `rules.label_keys`: in any letter case, `Postgres` finds `postgres`, as labels do)."""
+    where = [knowledge.c.project_id == project_id]
+    where += [json_array_contains(conn.dialect.name, _tag_keys, key) for key in rules.label_keys(tags)]
     if kind is not None:
-        where.append(knowledge.c.kind == kind)
+        where.append(knowledge.c.kind == kind.value)
     return where
 
 
@@ -261,14 +305,11 @@ async def search(
     """Entries matching any of `words`, most relevant first, scored from this project's rows only."""
     if not words:
         return []
+    keys = rules.label_keys(tags or [])
     if conn.dialect.name != "postgresql":  # the project's own FTS5 table (store/knowledge_rank.py)
         marks = (MARK_START, MARK_END, ELLIPSIS)
         phrases = [fts5_query([w]) for w in words]
-        of_kind = kind.value if kind else None
-        return await rank.search(
-            conn, project_id, phrases, of_kind, rules.label_keys(tags or []), limit, marks
-        )
-    keys = rules.label_keys(tags or [])
+        return await rank.search(conn, project_id, phrases, kind.value if kind else None, keys, limit, marks)
     parameters: dict[str, Any] = {"project_id": project_id, "limit": limit}
     parameters.update((f"word_{i}", w) for i, w in enumerate(words))
     if kind is not None:
@@ -317,23 +358,16 @@ def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
     return sa.func.tsvector_to_array(vector)
 
 
-def _narrowed(kind: bool, tags: int) -> tuple[sa.BindParameter[str] | None, list[sa.BindParameter[str]]]:
-    """The `kind` parameter (with `kind`) and the `tag_0`… parameters of a search's statement."""
-    return sa.bindparam("kind", type_=sa.String) if kind else None, [
-        sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)
-    ]
-
-
 def _terms_of(kind: bool, tags: int) -> list[sa.ColumnElement[bool]]:
     """The project's (`project_id`) rows of `knowledge_terms`, of the `kind` parameter's entries with
     `kind`, of entries carrying the tag keys `tag_0`… (`tags` of them): tested in the index (which
     carries the kind and the keys), nothing read from `knowledge`."""
-    of_kind, keys = _narrowed(kind, tags)
     where = [_terms.c.project_id == sa.bindparam("project_id")]
-    if of_kind is not None:
-        where.append(_terms.c.kind == of_kind)
-    if keys:  # (the keys' array made once, by a scalar subquery, not for each row)
-        wanted = sa.select(sa.cast(postgresql.array(keys), postgresql.ARRAY(sa.Text))).scalar_subquery()
+    if kind:
+        where.append(_terms.c.kind == sa.bindparam("kind", type_=sa.String))
+    if tags:  # (the keys' array made once, by a scalar subquery, not for each row)
+        keys = postgresql.array([sa.bindparam(f"tag_{i}", type_=sa.String) for i in range(tags)])
+        wanted = sa.select(sa.cast(keys, postgresql.ARRAY(sa.Text))).scalar_subquery()
         where.append(_terms.c.tag_keys.op("@>")(wanted))
     return where
 

@@ -61,15 +61,12 @@ def ddl(project_id: int, *, narrowing: bool = True) -> list[str]:
     """The project's FTS5 table and the triggers that keep it equal to its rows of `knowledge`, with
     the kind and tag keys (`narrowing`), or as revisions 0003 to 0015 made them (title, body and tags:
     migrations 0003 and 0016)."""
-    t, p = table_name(project_id), int(project_id)
-    columns = "title, body, tags, kind, tag_keys" if narrowing else "title, body, tags"
-    new_values, old_values = (
-        values(row) if narrowing else f"{row}.title, {row}.body, {row}.tags" for row in ("new", "old")
-    )
-    insert_new = f"INSERT INTO {t}(rowid, {columns}) SELECT new.id, {new_values}"
-    delete_old = f"INSERT INTO {t}({t}, rowid, {columns}) SELECT 'delete', old.id, {old_values}"
+    t, p, indexed = table_name(project_id), int(project_id), columns(narrowing)
+    new, old = values("new", narrowing=narrowing), values("old", narrowing=narrowing)
+    insert_new = f"INSERT INTO {t}(rowid, {indexed}) SELECT new.id, {new}"
+    delete_old = f"INSERT INTO {t}({t}, rowid, {indexed}) SELECT 'delete', old.id, {old}"
     return [
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t} USING fts5({columns}, "
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t} USING fts5({indexed}, "
         f"content='knowledge', content_rowid='id', tokenize='{TOKENIZER}')",
         f"CREATE TRIGGER IF NOT EXISTS {t}_ai AFTER INSERT ON knowledge WHEN new.project_id = {p} "
         f"BEGIN {insert_new}; END",
@@ -81,10 +78,18 @@ def ddl(project_id: int, *, narrowing: bool = True) -> list[str]:
     ]
 
 
-def values(row: str) -> str:
-    """The values the FTS5 table indexes of a `knowledge` row (`new`, `old`, or the table's name):
-    its text, its kind as a token (`kind_token`), and its tag keys as tokens (`tag_token`; an older
-    release's entry without keys: its tags as written, as the tag filter reads them)."""
+def columns(narrowing: bool = True) -> str:
+    """The FTS5 table's columns: the text's, and with `narrowing` the kind's and the tag keys'."""
+    return "title, body, tags, kind, tag_keys" if narrowing else "title, body, tags"
+
+
+def values(row: str, *, narrowing: bool = True) -> str:
+    """The values the FTS5 table indexes of a `knowledge` row (`new`, `old`, or the table's name),
+    for its `columns`: its text, and with `narrowing` its kind as a token (`kind_token`) and its tag
+    keys as tokens (`tag_token`; an older release's entry without keys: its tags as written, as the
+    tag filter reads them)."""
+    if not narrowing:
+        return f"{row}.title, {row}.body, {row}.tags"
     mark = f"char({ord(FILTER_MARK)})"
     keys = (
         f"(SELECT group_concat({mark} || 't' || lower(hex(value)) || 'x', ' ') "  # noqa: S608  # nosec B608

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from vibe_ensemble.store.knowledge import DROP_TERMS, terms_ddl
+
 revision = "0015"
 down_revision = "0014"
 branch_labels = None
@@ -30,45 +32,12 @@ depends_on = None
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(
-        "CREATE TABLE knowledge_terms ("
-        "project_id BIGINT NOT NULL, "
-        "term TEXT NOT NULL, "
-        "entry_id BIGINT NOT NULL REFERENCES knowledge (id) ON DELETE CASCADE, "
-        "heading BOOLEAN NOT NULL, "
-        "CONSTRAINT pk_knowledge_terms PRIMARY KEY (project_id, term, entry_id))"
-    )
-    # the newest entries holding a word in a title or tags
-    op.execute(
-        "CREATE INDEX ix_knowledge_terms_heading ON knowledge_terms (project_id, term, entry_id) "
-        "WHERE heading"
-    )
-    # an entry's rows, found to be replaced when it is edited
-    op.execute("CREATE INDEX ix_knowledge_terms_entry_id ON knowledge_terms (entry_id)")
-    # An entry's terms: each lexeme of its `search` vector once, and whether its title or tags hold it.
-    op.execute(
-        "CREATE FUNCTION knowledge_terms_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF TG_OP = 'UPDATE' THEN DELETE FROM knowledge_terms WHERE entry_id = OLD.id; END IF; "
-        "INSERT INTO knowledge_terms (project_id, term, entry_id, heading) "
-        "SELECT NEW.project_id, t.lexeme, NEW.id, t.weights && ARRAY['A', 'B'] "
-        "FROM unnest(NEW.search) AS t; "
-        "RETURN NULL; END $$"
-    )
-    op.execute(
-        "CREATE TRIGGER knowledge_terms_kept AFTER INSERT OR UPDATE OF project_id, title, body, tags "
-        "ON knowledge FOR EACH ROW EXECUTE FUNCTION knowledge_terms_keep()"
-    )
-    op.execute(
-        "INSERT INTO knowledge_terms (project_id, term, entry_id, heading) "
-        "SELECT k.project_id, t.lexeme, k.id, t.weights && ARRAY['A', 'B'] "
-        "FROM knowledge AS k, unnest(k.search) AS t"
-    )
-    op.execute("ANALYZE knowledge_terms")
+    for statement in terms_ddl(narrowing=False):  # the kind and tag keys came with 0016
+        op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP TRIGGER IF EXISTS knowledge_terms_kept ON knowledge")
-    op.execute("DROP FUNCTION IF EXISTS knowledge_terms_keep()")
-    op.execute("DROP TABLE IF EXISTS knowledge_terms")
+    for statement in DROP_TERMS:
+        op.execute(statement)

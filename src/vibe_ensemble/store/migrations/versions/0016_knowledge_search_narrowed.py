@@ -28,7 +28,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from vibe_ensemble.store.knowledge_rank import PREFIX, ddl, values
+from vibe_ensemble.store.knowledge import DROP_TERMS, terms_ddl
+from vibe_ensemble.store.knowledge_rank import PREFIX, columns, ddl, values
 
 revision = "0016"
 down_revision = "0015"
@@ -68,10 +69,9 @@ def _fill(project_id: int, *, narrowing: bool) -> None:
     op.execute(f"DROP TABLE IF EXISTS {PREFIX}{project_id}")
     for statement in ddl(project_id, narrowing=narrowing):
         op.execute(statement)
-    columns = "title, body, tags, kind, tag_keys" if narrowing else "title, body, tags"
-    indexed = values("knowledge") if narrowing else columns
+    indexed = values("knowledge", narrowing=narrowing)
     op.execute(
-        f"INSERT INTO {PREFIX}{project_id}(rowid, {columns}) "  # noqa: S608  # nosec B608
+        f"INSERT INTO {PREFIX}{project_id}(rowid, {columns(narrowing)}) "  # noqa: S608  # nosec B608
         f"SELECT id, {indexed} FROM knowledge WHERE project_id = {project_id}"
     )
 
@@ -79,55 +79,5 @@ def _fill(project_id: int, *, narrowing: bool) -> None:
 def _postgres_terms(*, narrowing: bool) -> None:
     """`knowledge_terms` made again and filled, with each entry's kind and tag keys (this revision)
     or without them (revision 0015's)."""
-    op.execute("DROP TRIGGER IF EXISTS knowledge_terms_kept ON knowledge")
-    op.execute("DROP FUNCTION IF EXISTS knowledge_terms_keep()")
-    op.execute("DROP TABLE IF EXISTS knowledge_terms")
-    extra_columns = "kind VARCHAR(16) NOT NULL, tag_keys TEXT[], " if narrowing else ""
-    include = " INCLUDE (kind, tag_keys)" if narrowing else ""
-    columns = "project_id, term, entry_id, heading" + (", kind, tag_keys" if narrowing else "")
-    op.execute(
-        "CREATE TABLE knowledge_terms ("
-        "project_id BIGINT NOT NULL, "
-        "term TEXT NOT NULL, "
-        "entry_id BIGINT NOT NULL REFERENCES knowledge (id) ON DELETE CASCADE, "
-        f"heading BOOLEAN NOT NULL, {extra_columns}"
-        f"CONSTRAINT pk_knowledge_terms PRIMARY KEY (project_id, term, entry_id){include})"
-    )
-    # the newest entries holding a word in a title or tags
-    op.execute(
-        "CREATE INDEX ix_knowledge_terms_heading ON knowledge_terms (project_id, term, entry_id)"
-        f"{include} WHERE heading"
-    )
-    # an entry's rows, found to be replaced when it is edited
-    op.execute("CREATE INDEX ix_knowledge_terms_entry_id ON knowledge_terms (entry_id)")
-
-    def narrowed(row: str) -> str:
-        """The kind and tag keys of an entry (`NEW`, `k`): its keys as text (an older release's entry
-        without keys: its tags as written, as the tag filter reads them), NULL for none."""
-        if not narrowing:
-            return ""
-        keys = f"coalesce({row}.tag_keys, {row}.tags)"
-        return f", {row}.kind, NULLIF(ARRAY(SELECT jsonb_array_elements_text({keys})), '{{}}')"
-
-    # An entry's terms: each lexeme of its `search` vector once, and whether its title or tags hold it.
-    # (the columns are this module's)
-    op.execute(
-        "CREATE FUNCTION knowledge_terms_keep() RETURNS trigger "  # noqa: S608  # nosec B608
-        "LANGUAGE plpgsql AS $$ BEGIN "
-        "IF TG_OP = 'UPDATE' THEN DELETE FROM knowledge_terms WHERE entry_id = OLD.id; END IF; "
-        f"INSERT INTO knowledge_terms ({columns}) "
-        f"SELECT NEW.project_id, t.lexeme, NEW.id, t.weights && ARRAY['A', 'B']{narrowed('NEW')} "
-        "FROM unnest(NEW.search) AS t; "
-        "RETURN NULL; END $$"
-    )
-    of_narrowing = "kind, tag_keys, " if narrowing else ""
-    op.execute(
-        f"CREATE TRIGGER knowledge_terms_kept AFTER INSERT OR UPDATE OF project_id, {of_narrowing}title, "
-        "body, tags ON knowledge FOR EACH ROW EXECUTE FUNCTION knowledge_terms_keep()"
-    )
-    op.execute(
-        f"INSERT INTO knowledge_terms ({columns}) "  # noqa: S608  # nosec B608: this module's columns
-        f"SELECT k.project_id, t.lexeme, k.id, t.weights && ARRAY['A', 'B']{narrowed('k')} "
-        "FROM knowledge AS k, unnest(k.search) AS t"
-    )
-    op.execute("ANALYZE knowledge_terms")
+    for statement in [*DROP_TERMS, *terms_ddl(narrowing=narrowing)]:
+        op.execute(statement)

@@ -46,8 +46,9 @@ async def test_a_failure_mid_change_leaves_neither_row_nor_event(
         await services.issues.create(admin, title="lost")
     with pytest.raises(Boom):
         await services.issues.claim(admin, issue.id, agent="w1")
-    with pytest.raises(Boom):
-        await services.messages.send(admin, agent="w1", to=["w2"], subject="lost", body="b")
+    with pytest.raises(Boom):  # (a person's message: audited too, so a transaction on both databases;
+        # an agent's is one statement on PostgreSQL, whole or nothing: test_postgres_send_is_one_statement)
+        await services.messages.send(admin, agent="w1", to=["w2"], subject="lost", body="b", overseer=True)
     with pytest.raises(Boom):
         await services.issues.close(admin, issue.id, "lost")
 
@@ -71,12 +72,21 @@ async def test_rows_and_events_agree(services: Services, admin: Caller) -> None:
     await services.agents.register(admin, name="w2")
     for i in range(3):
         await services.issues.create(admin, title=f"i{i}")
-    await services.messages.send(admin, agent="w1", to=["w2"], subject="s", body="b")
+    message = await services.messages.send(admin, agent="w1", to=["w2"], subject="s", body="b")
     db = services.ctx.db
     created = await services.events.page(admin, types=["issue.created"])
     assert len(created.items) == await count(db, issues) == 3
     sent = await services.events.page(admin, types=["message.sent"])
     assert len(sent.items) == await count(db, messages) == 1
+    assert (sent.items[0].actor, sent.items[0].time) == ("w1", message.created_at)
+    assert sent.items[0].payload == {
+        "id": message.id,
+        "sender": "w1",
+        "recipients": ["w2"],
+        "subject": "s",
+        "importance": "normal",
+        "thread_id": message.thread_id,
+    }
     assert await count(db, message_recipients) == 1
     types = [e.type for e in (await services.events.page(admin)).items]
     assert types == [
@@ -189,6 +199,44 @@ async def test_postgres_gives_event_ids_in_commit_order(
         assert late_id == committed[0].id < early_id
         async with asyncio.timeout(10):
             assert [await heard.get(), await heard.get()] == [late_id, early_id]
+    finally:
+        await listener.close()
+        await rt.stop()
+
+
+async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path, admin: Caller) -> None:
+    """On PostgreSQL an agent's message, its recipients and its event are one statement, committed by
+    itself: the event is given its id at that commit, and notified; a failure in the statement's
+    last part (the event refused) leaves none of it."""
+    rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
+    await rt.start(apply_migrations=True)
+    listener = await asyncpg.connect(rt.db.asyncpg_dsn())
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    await listener.add_listener(event_store.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(int(args[3])))
+    try:
+        services = rt.services
+        await services.agents.register(admin, name="w1")
+        await services.agents.register(admin, name="w2")
+        sent = await services.messages.send(admin, agent="w1", to=["w2"], subject="kept", body="b")
+        page = await services.events.page(admin, types=["message.sent"])
+        assert [e.payload["id"] for e in page.items] == [sent.id]
+        event_id = page.items[0].id
+        assert event_id > 0  # given at commit, not the provisional (negative) id
+        async with asyncio.timeout(10):
+            while await heard.get() != event_id:
+                pass
+
+        await listener.execute(
+            "CREATE FUNCTION refuse_lost() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.payload->>'subject' = 'lost' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER refuse_lost BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_lost()"
+        )
+        before = await snapshot(rt.db)
+        with pytest.raises(asyncpg.exceptions.RaiseError, match="refused"):
+            await services.messages.send(admin, agent="w1", to=["w2"], subject="lost", body="b")
+        assert await snapshot(rt.db) == before
+        inbox = await services.messages.fetch_inbox(admin, agent="w2")
+        assert [i.message.subject for i in inbox.items] == ["kept"]
     finally:
         await listener.close()
         await rt.stop()

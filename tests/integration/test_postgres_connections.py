@@ -375,6 +375,39 @@ async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_u
         await db.dispose()
 
 
+async def test_a_one_statement_write_held_up_past_its_bound_says_it_may_have_been_done(
+    postgres_url: str,
+) -> None:
+    """A write that is one statement committing by itself (`one_statement`, no BEGIN/COMMIT) may have
+    committed when its bound cuts it off: the client is told to look before sending it again, not
+    that nothing was changed. It runs outside a transaction: the row is there once it ends."""
+    db = Database(postgres_url, pool_size=2)
+    db.transaction_timeout_s = 0.5
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE held_alone (n int)"))
+        locker = await asyncpg.connect(db.asyncpg_dsn())  # another session, unbounded
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE held_alone IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(DatabaseUnavailable) as refused:
+                    async with db.write(one_statement=True) as conn:
+                        await conn.execute(sa.text("INSERT INTO held_alone VALUES (1)"))
+        finally:
+            await locker.close()
+        said = str(refused.value)
+        assert "did not finish this request within 0.5 s" in said, said
+        assert "it may have been carried out: look before sending it again" in said, said
+        async with db.write(one_statement=True) as conn:
+            await conn.execute(sa.text("INSERT INTO held_alone VALUES (2)"))
+            # committed by itself: another session sees it before the block ends
+            async with db.read() as other:
+                rows = (await other.execute(sa.text("SELECT n FROM held_alone"))).scalars().all()
+        assert rows == [2]  # (the first was cancelled with its statement, before it committed)
+    finally:
+        await db.dispose()
+
+
 async def test_idle_connections_given_up_in_a_cut_are_all_closed_at_once(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

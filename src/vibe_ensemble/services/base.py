@@ -181,6 +181,12 @@ class ServiceContext:
 AGENT_CHANGES = frozenset({EventType.AGENT_REGISTERED, EventType.AGENT_RETIRED})
 
 
+def new_event(type_: EventType, actor: str, project_id: int | None, **payload: Any) -> event_store.NewEvent:
+    """An event of a catalogued type; its payload must match the catalogue."""
+    CATALOGUE[type_].check(payload)
+    return event_store.NewEvent(type_.value, actor, payload, project_id)
+
+
 class Transaction:
     """A write transaction that collects events and appends them last, in one commit."""
 
@@ -198,15 +204,23 @@ class Transaction:
 
     def emit(self, type_: EventType, actor: str, project_id: int | None, **payload: Any) -> None:
         """Append an event of a catalogued type at commit; its payload must match the catalogue."""
-        CATALOGUE[type_].check(payload)
-        self._events.append(event_store.NewEvent(type_.value, actor, payload, project_id))
-        if type_ in AGENT_CHANGES:
+        self.append(new_event(type_, actor, project_id, **payload))
+
+    def append(self, event: event_store.NewEvent) -> None:
+        """Append an event (`new_event`) at commit."""
+        self._events.append(event)
+        if event.type in AGENT_CHANGES:
             self.agents_changed = True
 
     def audit(self, caller: Caller, action: str, outcome: str = "ok", **details: Any) -> None:
         """Record a security-relevant act in the audit log, in this transaction (tokens are redacted)."""
         details = tokens.scrub({**details, "credential_id": caller.credential_id, "role": caller.role.value})
         self._audits.append(audit_store.NewAudit(caller.display, action, outcome, caller.remote, details))
+
+    @property
+    def pending(self) -> bool:
+        """Events or audit records wait to be written at commit."""
+        return bool(self._events or self._audits)
 
     async def flush_audit(self) -> None:
         await audit_store.append(self.conn, self.now, self._audits)
@@ -224,14 +238,20 @@ class Service:
         self._read_timer = TransactionTimer("read", name)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
-        """One transaction for a change and its events; the hub hears of them after commit."""
+    async def write(self, *, one_statement: bool = False) -> AsyncIterator[Transaction]:
+        """One transaction for a change and its events; the hub hears of them after commit.
+
+        `one_statement` (`Database.write`): the change is a single statement that writes its events
+        itself (on PostgreSQL it commits by itself, without BEGIN and COMMIT); nothing may be
+        emitted or audited through the transaction, as that would be a second statement."""
         started = self._write_timer.begin()
         tx: Transaction | None = None
         try:
-            async with self.ctx.db.write() as conn:
+            async with self.ctx.db.write(one_statement=one_statement) as conn:
                 tx = Transaction(conn, self.ctx.clock())
                 yield tx
+                if one_statement and tx.pending:
+                    raise RuntimeError("a one-statement write emitted or audited through its transaction")
                 await tx.flush_audit()
                 await tx.flush_events()
         finally:

@@ -11,11 +11,12 @@ from vibe_ensemble.domain.errors import InvalidInput, NotFound
 from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Agent, Inbox, Message
 from vibe_ensemble.domain.permissions import Op
-from vibe_ensemble.services.base import Service, Transaction
+from vibe_ensemble.services.base import Service, Transaction, new_event
 from vibe_ensemble.services.issues import actor_name
 from vibe_ensemble.store import agents as agent_store
 from vibe_ensemble.store import messages as store
 from vibe_ensemble.store.database import Connection
+from vibe_ensemble.store.events import NewEvent
 
 MAX_RECIPIENTS = 200
 MAX_IDS = 500
@@ -55,7 +56,10 @@ class MessageService(Service):
             raise InvalidInput("to", "name at least one recipient, or give to_role, or set broadcast")
         if thread_id is not None:
             thread_id = rules.line("thread_id", thread_id, max_len=rules.MAX_LINE)
-        async with self.write() as tx:
+        # On PostgreSQL the message, its recipients and its event are one statement, committed by
+        # itself (no BEGIN and COMMIT: three round trips fewer); an overseer's also writes its audit.
+        alone = not self.ctx.db.is_sqlite and not overseer
+        async with self.write(one_statement=alone) as tx:
             proj = await self.project(tx.conn, caller, project)
             # The sender (as `check_actor` would) and the named recipients, in one statement at most.
             acting = caller.acts_as_agent(agent)
@@ -66,22 +70,8 @@ class MessageService(Service):
                 tx.conn, proj.id, sender, to, found, None if broadcast else to_role, broadcast
             )
             thread_id = thread_id or f"t-{secrets.token_hex(6)}"
-            message_id = await store.insert(
-                tx.conn,
-                project_id=proj.id,
-                sender=sender,
-                subject=subject,
-                body=body,
-                thread_id=thread_id,
-                importance=importance,
-                ack_required=ack_required,
-                to_role=to_role,
-                broadcast=broadcast,
-                recipients=recipients,
-                now=tx.now,
-            )
             message = Message(
-                id=message_id,
+                id=0,  # given below
                 project=proj.slug,
                 sender=sender,
                 recipients=sorted(recipients.values()),
@@ -94,7 +84,23 @@ class MessageService(Service):
                 ack_required=ack_required,
                 created_at=tx.now,
             )
-            _announce(tx, caller, proj.id, message, overseer=overseer)
+            message.id = await store.insert(
+                tx.conn,
+                project_id=proj.id,
+                sender=sender,
+                subject=subject,
+                body=body,
+                thread_id=thread_id,
+                importance=importance,
+                ack_required=ack_required,
+                to_role=to_role,
+                broadcast=broadcast,
+                recipients=recipients,
+                now=tx.now,
+                announced=_sent(proj.id, message) if alone else None,
+            )
+            if not alone:
+                _announce(tx, caller, proj.id, message, overseer=overseer)
         return message
 
     async def fetch_inbox(
@@ -207,9 +213,9 @@ async def _recipients(
     return recipients
 
 
-def _announce(tx: Transaction, caller: Caller, project_id: int, message: Message, *, overseer: bool) -> None:
-    """The message's event; a person's message (`overseer`) is also audited, in the same transaction."""
-    tx.emit(
+def _sent(project_id: int, message: Message) -> NewEvent:
+    """The message's event (`message.sent`)."""
+    return new_event(
         EventType.MESSAGE_SENT,
         message.sender,
         project_id,
@@ -220,6 +226,11 @@ def _announce(tx: Transaction, caller: Caller, project_id: int, message: Message
         importance=message.importance.value,
         thread_id=message.thread_id,
     )
+
+
+def _announce(tx: Transaction, caller: Caller, project_id: int, message: Message, *, overseer: bool) -> None:
+    """The message's event; a person's message (`overseer`) is also audited, in the same transaction."""
+    tx.append(_sent(project_id, message))
     if overseer:
         tx.audit(
             caller,

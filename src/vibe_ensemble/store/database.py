@@ -188,11 +188,15 @@ class Database:
         if not self.is_sqlite:
             self._postgres.on_connect = callback
 
-    def write(self) -> AbstractAsyncContextManager[Connection]:
-        """A write transaction: committed when the block ends, rolled back on error."""
+    def write(self, *, one_statement: bool = False) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction: committed when the block ends, rolled back on error.
+
+        `one_statement`: the block runs a single writing statement (reads before it are fine). On
+        PostgreSQL it then runs without BEGIN and COMMIT, and commits by itself as it ends (one round
+        trip, not three); on SQLite it is an ordinary write, whose BEGIN and COMMIT cost no trip."""
         if self.tracer is None:  # tracing off: nothing more than this check (store/traced.py)
-            return self._write()
-        return traced.transaction(self.tracer, "write", self.dialect, self._write())
+            return self._write(one_statement)
+        return traced.transaction(self.tracer, "write", self.dialect, self._write(one_statement))
 
     def read(self, *, bound_s: float | None = None) -> AbstractAsyncContextManager[Connection]:
         """A read: on SQLite one snapshot (a read transaction). On PostgreSQL each statement reads
@@ -204,7 +208,7 @@ class Database:
         return traced.transaction(self.tracer, "read", self.dialect, self._read(bound_s))
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Connection]:
+    async def _write(self, one_statement: bool = False) -> AsyncIterator[Connection]:
         with faults.translate(write=True) as outcome, _out_of_range_is_invalid_input():
             if self.is_sqlite:
                 async with self._sqlite.write() as conn:
@@ -212,7 +216,9 @@ class Database:
                     yield conn
                     outcome.wrote = conn.total_changes != before
             else:
-                async with self._postgres.connect(bound_s=self.transaction_timeout_s) as conn:
+                connect = self._postgres.connect
+                bound = self.transaction_timeout_s
+                async with connect(transaction=not one_statement, writes=True, bound_s=bound) as conn:
                     yield conn
 
     @asynccontextmanager

@@ -68,10 +68,12 @@ ORDER_TRIGGER = "events_ordered_at_commit"
 ORDER_FUNCTION = "vibe_events_ordered_at_commit"
 PROVISIONAL_SEQUENCE = "events_provisional_id_seq"  # provisional ids are its values, negated
 
+# PostgreSQL: a new event's provisional id (also written by store/messages.py's one-statement send)
+PROVISIONAL_ID = sa.literal_column(f"-nextval('{PROVISIONAL_SEQUENCE}')", events.c.id.type)
 _INSERT_PROVISIONAL = Prepared(
     events.insert().values(
         {
-            events.c.id: sa.literal_column(f"-nextval('{PROVISIONAL_SEQUENCE}')", events.c.id.type),
+            events.c.id: PROVISIONAL_ID,
             **{c: sa.bindparam(c.name) for c in events.c if c.name != "id"},
         }
     )

@@ -10,9 +10,10 @@ from sqlalchemy.dialects import postgresql
 
 from vibe_ensemble.domain.enums import AgentRole, Importance, by_value
 from vibe_ensemble.domain.models import InboxItem, Message
+from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.prepared import Prepared, changed, records, tuples
-from vibe_ensemble.store.tables import agents, message_recipients, messages, projects
+from vibe_ensemble.store.tables import agents, events, message_recipients, messages, projects
 
 _ROLES = by_value(AgentRole)
 _IMPORTANCES = by_value(Importance)
@@ -175,8 +176,13 @@ async def insert(
     broadcast: bool,
     recipients: dict[int, str],
     now: datetime,
+    announced: event_store.NewEvent | None = None,
 ) -> int:
-    """Store a message and its recipients (their ids and names); returns its id."""
+    """Store a message and its recipients (their ids and names); returns its id.
+
+    `announced` (PostgreSQL only): the message's event, appended by the same statement with the new
+    message's id as its payload's `id` (`event_store.append`'s provisional id; given its own at
+    commit), so the statement is the whole write and needs no transaction around it."""
     row = {
         "project_id": project_id,
         "sender": sender,
@@ -192,8 +198,20 @@ async def insert(
     }
     recipient_ids = list(recipients)
     if conn.dialect.name == "postgresql":  # the message and its recipients in one round trip
-        delivered = await conn.execute(_INSERT_DELIVERED, {**row, "recipient_ids": recipient_ids})
+        if announced is None:
+            delivered = await conn.execute(_INSERT_DELIVERED, {**row, "recipient_ids": recipient_ids})
+        else:
+            event = {
+                "event_project_id": announced.project_id,
+                "event_type": announced.type,
+                "event_actor": announced.actor,
+                "event_payload": announced.payload,
+            }
+            parameters = {**row, "recipient_ids": recipient_ids, **event}
+            delivered = await conn.execute(_INSERT_ANNOUNCED, parameters)
         return int(delivered.scalar_one())
+    if announced is not None:
+        raise ValueError("only PostgreSQL writes a message's event in the message's statement")
     message_id = int((await conn.execute(_INSERT, row)).scalar_one())
     if recipient_ids:
         rows = [{"message_id": message_id, "agent_id": a} for a in recipient_ids]
@@ -201,9 +219,12 @@ async def insert(
     return message_id
 
 
-def _insert_delivered() -> Prepared:
+def _insert_delivered(*, announced: bool) -> Prepared:
     """PostgreSQL: the message's row and a recipient row per id of the `recipient_ids` array, each
-    with the new message's id, in one statement (a data-modifying WITH); it answers the id."""
+    with the new message's id, in one statement (a data-modifying WITH); it answers the id. With
+    `announced`, also the message's event (`event_project_id`, `event_type`, `event_actor`, and
+    `event_payload`, given the new id as its `id`), at the message's `created_at`, with a provisional
+    id as `event_store.append` writes it."""
     columns = [c.name for c in messages.c if c.name != "id"]
     values = {name: sa.bindparam(name, type_=messages.c[name].type) for name in columns}
     inserted = messages.insert().values(values).returning(messages.c.id).cte("inserted")
@@ -211,11 +232,28 @@ def _insert_delivered() -> Prepared:
     delivered = message_recipients.insert().from_select(
         ["message_id", "agent_id"], sa.select(inserted.c.id, sa.func.unnest(ids))
     )
-    return Prepared(sa.select(inserted.c.id).add_cte(delivered.cte("delivered")))
+    statement = sa.select(inserted.c.id).add_cte(delivered.cte("delivered"))
+    if not announced:
+        return Prepared(statement)
+    given = sa.bindparam("event_payload", type_=events.c.payload.type)
+    payload = given.op("||", return_type=postgresql.JSONB)(
+        sa.func.jsonb_build_object(sa.literal_column("'id'"), inserted.c.id)
+    )
+    event = sa.select(
+        event_store.PROVISIONAL_ID,
+        sa.bindparam("created_at", type_=events.c.time.type),
+        sa.bindparam("event_project_id", type_=events.c.project_id.type),
+        sa.bindparam("event_type", type_=events.c.type.type),
+        sa.bindparam("event_actor", type_=events.c.actor.type),
+        payload,
+    )
+    appended = events.insert().from_select(["id", "time", "project_id", "type", "actor", "payload"], event)
+    return Prepared(statement.add_cte(appended.cte("announced")))
 
 
 _INSERT = Prepared.insert_row(messages)
-_INSERT_DELIVERED = _insert_delivered()
+_INSERT_DELIVERED = _insert_delivered(announced=False)
+_INSERT_ANNOUNCED = _insert_delivered(announced=True)
 _INSERT_RECIPIENT = Prepared(
     message_recipients.insert().values(
         message_id=sa.bindparam("message_id"), agent_id=sa.bindparam("agent_id")

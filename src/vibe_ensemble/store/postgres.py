@@ -161,12 +161,13 @@ class PostgresEngine:
 
     @asynccontextmanager
     async def connect(
-        self, *, transaction: bool = True, bound_s: float | None = None
+        self, *, transaction: bool = True, writes: bool = False, bound_s: float | None = None
     ) -> AsyncIterator[PostgresConnection]:
         """A pooled connection in one transaction: committed when the block ends, rolled back on error.
-        Without `transaction`, each statement commits by itself (reads only). With `bound_s`, the
-        whole of it (the wait for a connection, the block, the COMMIT) is cut off past that many
-        seconds with `TransactionTimedOut`, which `faults` takes for an unavailable database."""
+        Without `transaction`, each statement commits by itself: reads, or (`writes`) a write that is
+        one statement. With `bound_s`, the whole of it (the wait for a connection, the block, the
+        COMMIT) is cut off past that many seconds with `TransactionTimedOut`, which `faults` takes
+        for an unavailable database."""
         committing = False
         bound = asyncio.timeout(bound_s)
         try:
@@ -175,6 +176,7 @@ class PostgresEngine:
                 try:
                     conn = held.connection
                     if not transaction:
+                        committing = writes  # cut off, its statement may have committed
                         yield conn
                         return
                     tx = held.driver.transaction()

@@ -246,7 +246,9 @@ async def test_database_transactions_and_statements_are_spans_under_their_call(
     assert write.attributes["db.system.name"] == system
     assert write.attributes["vibe.db.outcome"] == "committed" and write.status != 2
     statements = _under(spans, write)
-    assert len(statements) == write.attributes["vibe.db.statements"] >= 3
+    # PostgreSQL: the message, its recipients and its event are one statement (store/messages.insert),
+    # after the agents' read; SQLite: the message, its recipients, then its event
+    assert len(statements) == write.attributes["vibe.db.statements"] >= (2 if system == "postgresql" else 3)
     for s in statements:
         assert s.kind == 3 and s.attributes["db.system.name"] == system
         assert s.name == " ".join(
@@ -255,7 +257,10 @@ async def test_database_transactions_and_statements_are_spans_under_their_call(
         # never the SQL, a parameter or a row value
         assert not {k for k in s.attributes if k in ("db.query.text", "db.query.parameter")}
     names = {s.name for s in statements}
-    assert {"INSERT messages", "INSERT events"} <= names, names
+    if system == "postgresql":
+        assert "INSERT messages" in names and "INSERT events" not in names, names
+    else:
+        assert {"INSERT messages", "INSERT events"} <= names, names
     [created] = receiver.named("tools/call create_issue")
     [write] = [s for s in _under(spans, created) if s.name == "db.transaction write"]
     assert "INSERT issues" in {s.name for s in _under(spans, write)}

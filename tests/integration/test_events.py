@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from vibe_ensemble.domain.caller import Caller
+from vibe_ensemble.domain.events import EventType
 from vibe_ensemble.domain.models import Event
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.runtime import Runtime
@@ -97,6 +98,20 @@ async def test_rows_and_events_agree(services: Services, admin: Caller) -> None:
         "message.sent",
     ]
     assert await count(db, events) == len(types)
+
+
+async def test_a_one_statement_write_refuses_events_and_audits_through_its_transaction(
+    services: Services, admin: Caller
+) -> None:
+    """A write that is one statement writes its events itself: an event or audit record given to its
+    transaction (a second statement, outside it on PostgreSQL) is refused where it is given."""
+    before = await snapshot(services.ctx.db)
+    async with services.messages.write(one_statement=True) as tx:
+        with pytest.raises(RuntimeError, match="writes its events itself"):
+            tx.emit(EventType.MESSAGE_READ, "w1", None, agent="w1", ids=[1])
+        with pytest.raises(RuntimeError, match="no audit record"):
+            tx.audit(admin, "message.overseer")
+    assert await snapshot(services.ctx.db) == before
 
 
 async def test_events_page_after_an_id(services: Services, admin: Caller) -> None:

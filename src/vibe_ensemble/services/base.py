@@ -190,9 +190,12 @@ def new_event(type_: EventType, actor: str, project_id: int | None, **payload: A
 class Transaction:
     """A write transaction that collects events and appends them last, in one commit."""
 
-    def __init__(self, conn: Connection, now: datetime) -> None:
+    def __init__(self, conn: Connection, now: datetime, *, one_statement: bool = False) -> None:
         self.conn = conn
         self.now = now
+        # A write that is one statement (`Service.write(one_statement=True)`) writes its events itself:
+        # one appended or audited here would be a second statement.
+        self.one_statement = one_statement
         self._events: list[event_store.NewEvent] = []
         # The newest event's id, to publish once committed; None when there is none, or on
         # PostgreSQL, where ids are given at COMMIT and the bridge publishes them (store/events.append).
@@ -208,19 +211,20 @@ class Transaction:
 
     def append(self, event: event_store.NewEvent) -> None:
         """Append an event (`new_event`) at commit."""
+        self._second_statement()
         self._events.append(event)
         if event.type in AGENT_CHANGES:
             self.agents_changed = True
 
     def audit(self, caller: Caller, action: str, outcome: str = "ok", **details: Any) -> None:
         """Record a security-relevant act in the audit log, in this transaction (tokens are redacted)."""
+        self._second_statement()
         details = tokens.scrub({**details, "credential_id": caller.credential_id, "role": caller.role.value})
         self._audits.append(audit_store.NewAudit(caller.display, action, outcome, caller.remote, details))
 
-    @property
-    def pending(self) -> bool:
-        """Events or audit records wait to be written at commit."""
-        return bool(self._events or self._audits)
+    def _second_statement(self) -> None:
+        if self.one_statement:
+            raise RuntimeError("a one-statement write writes its events itself, and no audit record")
 
     async def flush_audit(self) -> None:
         await audit_store.append(self.conn, self.now, self._audits)
@@ -242,16 +246,14 @@ class Service:
         """One transaction for a change and its events; the hub hears of them after commit.
 
         `one_statement` (`Database.write`): the change is a single statement that writes its events
-        itself (on PostgreSQL it commits by itself, without BEGIN and COMMIT); nothing may be
-        emitted or audited through the transaction, as that would be a second statement."""
+        itself (on PostgreSQL it commits by itself, without BEGIN and COMMIT); the transaction
+        refuses an event or an audit record, which would be a second statement."""
         started = self._write_timer.begin()
         tx: Transaction | None = None
         try:
             async with self.ctx.db.write(one_statement=one_statement) as conn:
-                tx = Transaction(conn, self.ctx.clock())
+                tx = Transaction(conn, self.ctx.clock(), one_statement=one_statement)
                 yield tx
-                if one_statement and tx.pending:
-                    raise RuntimeError("a one-statement write emitted or audited through its transaction")
                 await tx.flush_audit()
                 await tx.flush_events()
         finally:

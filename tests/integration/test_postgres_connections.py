@@ -288,12 +288,16 @@ class BlackHole:
 
 
 async def _behind_a_black_hole(postgres_url: str) -> tuple[BlackHole, Database]:
-    """A database reached through a `BlackHole` proxy (not cut yet), its transactions bounded to 1 s."""
+    """A database reached through a `BlackHole` proxy (not cut yet), its transactions bounded to 1 s
+    once a first connection is open (opened under the usual bound: on a slow, busy machine opening
+    one through the proxy has taken over 1 s)."""
     url = sa.make_url(postgres_url)
     hole = BlackHole(url)
     port = await hole.start()
     through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
     db = Database(through.render_as_string(hide_password=False), pool_size=2)
+    async with db.write() as conn:
+        await conn.execute(sa.text("SELECT 1"))
     db.transaction_timeout_s = 1.0
     return hole, db
 
@@ -352,7 +356,7 @@ async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_u
     the client is told that (how long, the likely causes, that nothing was changed), not that the
     database "cannot be reached": it answered all along."""
     db = Database(postgres_url, pool_size=2)
-    db.transaction_timeout_s = 0.5
+    usual = db.transaction_timeout_s
     try:
         async with db.write() as conn:
             await conn.execute(sa.text("CREATE TABLE held (n int)"))
@@ -360,9 +364,11 @@ async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_u
         try:
             async with locker.transaction():
                 await locker.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+                db.transaction_timeout_s = 0.5  # (only here: a busy machine's setup can take longer)
                 with pytest.raises(DatabaseUnavailable) as refused:
                     async with db.write() as conn:
                         await conn.execute(sa.text("INSERT INTO held VALUES (1)"))
+                db.transaction_timeout_s = usual
         finally:
             await locker.close()
         said = str(refused.value)
@@ -382,7 +388,7 @@ async def test_a_one_statement_write_held_up_past_its_bound_says_it_may_have_bee
     committed when its bound cuts it off: the client is told to look before sending it again, not
     that nothing was changed. It runs outside a transaction: the row is there once it ends."""
     db = Database(postgres_url, pool_size=2)
-    db.transaction_timeout_s = 0.5
+    usual = db.transaction_timeout_s
     try:
         async with db.write() as conn:
             await conn.execute(sa.text("CREATE TABLE held_alone (n int)"))
@@ -390,9 +396,11 @@ async def test_a_one_statement_write_held_up_past_its_bound_says_it_may_have_bee
         try:
             async with locker.transaction():
                 await locker.execute("LOCK TABLE held_alone IN ACCESS EXCLUSIVE MODE")
+                db.transaction_timeout_s = 0.5  # (only here: a busy machine's setup can take longer)
                 with pytest.raises(DatabaseUnavailable) as refused:
                     async with db.write(one_statement=True) as conn:
                         await conn.execute(sa.text("INSERT INTO held_alone VALUES (1)"))
+                db.transaction_timeout_s = usual
         finally:
             await locker.close()
         said = str(refused.value)
@@ -420,8 +428,9 @@ async def test_idle_connections_given_up_in_a_cut_are_all_closed_at_once(
     port = await hole.start()
     through = url.set(host="127.0.0.1", port=port, query={k: v for k, v in url.query.items() if k != "host"})
     db = Database(through.render_as_string(hide_password=False), pool_size=6)
-    db.transaction_timeout_s = 1.0
     try:
+        # six connections opened through the proxy, under the usual bound: on a slow, busy machine
+        # opening them took over the 1 s the cut below is given
         async with contextlib.AsyncExitStack() as stack:
             for _ in range(6):
                 conn = await stack.enter_async_context(db.write())
@@ -429,6 +438,7 @@ async def test_idle_connections_given_up_in_a_cut_are_all_closed_at_once(
         pool = db._postgres
         idle = list(pool._idle)
         assert len(idle) == 6
+        db.transaction_timeout_s = 1.0
         monkeypatch.setattr(postgres, "IDLE_PING_S", 0.0)
         monkeypatch.setattr(postgres, "PING_TIMEOUT_S", 0.2)
         hole.cut.set()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -179,18 +181,31 @@ async def test_events_of_given_types_across_projects(runtime: Runtime, admin: Ca
         assert len(await event_store.after(conn, 0, types=["issue.*"], limit=1000)) >= 4
 
 
-async def test_postgres_gives_event_ids_in_commit_order(
-    postgres_url: str, tmp_path: Path, admin: Caller
-) -> None:
-    """Two transactions append an event each; the later one commits first. Its event gets the
-    smaller id (the trigger gives ids at COMMIT), so a reader that has seen it never later finds
-    a smaller one, and each NOTIFY carries the id the event was given."""
+@contextlib.asynccontextmanager
+async def _listening(
+    postgres_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, asyncio.Queue[int], asyncpg.Connection]]:
+    """A started runtime on PostgreSQL, the ids its events' NOTIFYs carry as they arrive, and the
+    listening session (another session of the same database)."""
     rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
     await rt.start(apply_migrations=True)
     listener = await asyncpg.connect(rt.db.asyncpg_dsn())
     heard: asyncio.Queue[int] = asyncio.Queue()
     await listener.add_listener(event_store.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(int(args[3])))
     try:
+        yield rt, heard, listener
+    finally:
+        await listener.close()
+        await rt.stop()
+
+
+async def test_postgres_gives_event_ids_in_commit_order(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """Two transactions append an event each; the later one commits first. Its event gets the
+    smaller id (the trigger gives ids at COMMIT), so a reader that has seen it never later finds
+    a smaller one, and each NOTIFY carries the id the event was given."""
+    async with _listening(postgres_url, tmp_path) as (rt, heard, _):
         services = rt.services
         now = services.ctx.clock()
         first_in = rt.db.write()
@@ -214,21 +229,13 @@ async def test_postgres_gives_event_ids_in_commit_order(
         assert late_id == committed[0].id < early_id
         async with asyncio.timeout(10):
             assert [await heard.get(), await heard.get()] == [late_id, early_id]
-    finally:
-        await listener.close()
-        await rt.stop()
 
 
 async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path, admin: Caller) -> None:
     """On PostgreSQL an agent's message, its recipients and its event are one statement, committed by
     itself: the event is given its id at that commit, and notified; a failure in the statement's
     last part (the event refused) leaves none of it."""
-    rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
-    await rt.start(apply_migrations=True)
-    listener = await asyncpg.connect(rt.db.asyncpg_dsn())
-    heard: asyncio.Queue[int] = asyncio.Queue()
-    await listener.add_listener(event_store.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(int(args[3])))
-    try:
+    async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
         services = rt.services
         await services.agents.register(admin, name="w1")
         await services.agents.register(admin, name="w2")
@@ -252,6 +259,3 @@ async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path,
         assert await snapshot(rt.db) == before
         inbox = await services.messages.fetch_inbox(admin, agent="w2")
         assert [i.message.subject for i in inbox.items] == ["kept"]
-    finally:
-        await listener.close()
-        await rt.stop()

@@ -351,27 +351,34 @@ async def test_a_network_cut_mid_transaction_ends_within_the_bound(postgres_url:
         await hole.close()
 
 
+async def _held_up_by_a_lock(db: Database, table: str, *, one_statement: bool) -> str:
+    """What the client is told of a write (`one_statement` or not) into the new `table` while
+    another session holds a lock on it, the transaction's bound set to 0.5 s for that write only (a
+    busy machine's setup can take longer)."""
+    async with db.write() as conn:
+        await conn.execute(sa.text(f"CREATE TABLE {table} (n int)"))
+    locker = await asyncpg.connect(db.asyncpg_dsn())  # another session, unbounded
+    usual = db.transaction_timeout_s
+    try:
+        async with locker.transaction():
+            await locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            db.transaction_timeout_s = 0.5
+            with pytest.raises(DatabaseUnavailable) as refused:
+                async with db.write(one_statement=one_statement) as conn:
+                    await conn.execute(sa.text(f"INSERT INTO {table} VALUES (1)"))
+    finally:
+        db.transaction_timeout_s = usual
+        await locker.close()
+    return str(refused.value)
+
+
 async def test_a_transaction_held_up_past_its_bound_by_a_lock_says_so(postgres_url: str) -> None:
     """A write waiting for a lock another session holds is given up at the transaction's bound, and
     the client is told that (how long, the likely causes, that nothing was changed), not that the
     database "cannot be reached": it answered all along."""
     db = Database(postgres_url, pool_size=2)
-    usual = db.transaction_timeout_s
     try:
-        async with db.write() as conn:
-            await conn.execute(sa.text("CREATE TABLE held (n int)"))
-        locker = await asyncpg.connect(db.asyncpg_dsn())  # another session, unbounded
-        try:
-            async with locker.transaction():
-                await locker.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
-                db.transaction_timeout_s = 0.5  # (only here: a busy machine's setup can take longer)
-                with pytest.raises(DatabaseUnavailable) as refused:
-                    async with db.write() as conn:
-                        await conn.execute(sa.text("INSERT INTO held VALUES (1)"))
-                db.transaction_timeout_s = usual
-        finally:
-            await locker.close()
-        said = str(refused.value)
+        said = await _held_up_by_a_lock(db, "held", one_statement=False)
         assert "did not finish this request within 0.5 s" in said, said
         assert "a lock another session holds" in said and "nothing was changed" in said, said
         assert "cannot be reached" not in said
@@ -388,22 +395,8 @@ async def test_a_one_statement_write_held_up_past_its_bound_says_it_may_have_bee
     committed when its bound cuts it off: the client is told to look before sending it again, not
     that nothing was changed. It runs outside a transaction: the row is there once it ends."""
     db = Database(postgres_url, pool_size=2)
-    usual = db.transaction_timeout_s
     try:
-        async with db.write() as conn:
-            await conn.execute(sa.text("CREATE TABLE held_alone (n int)"))
-        locker = await asyncpg.connect(db.asyncpg_dsn())  # another session, unbounded
-        try:
-            async with locker.transaction():
-                await locker.execute("LOCK TABLE held_alone IN ACCESS EXCLUSIVE MODE")
-                db.transaction_timeout_s = 0.5  # (only here: a busy machine's setup can take longer)
-                with pytest.raises(DatabaseUnavailable) as refused:
-                    async with db.write(one_statement=True) as conn:
-                        await conn.execute(sa.text("INSERT INTO held_alone VALUES (1)"))
-                db.transaction_timeout_s = usual
-        finally:
-            await locker.close()
-        said = str(refused.value)
+        said = await _held_up_by_a_lock(db, "held_alone", one_statement=True)
         assert "did not finish this request within 0.5 s" in said, said
         assert "it may have been carried out: look before sending it again" in said, said
         async with db.write(one_statement=True) as conn:

@@ -84,21 +84,8 @@ class MessageService(Service):
                 ack_required=ack_required,
                 created_at=tx.now,
             )
-            message.id = await store.insert(
-                tx.conn,
-                project_id=proj.id,
-                sender=sender,
-                subject=subject,
-                body=body,
-                thread_id=thread_id,
-                importance=importance,
-                ack_required=ack_required,
-                to_role=to_role,
-                broadcast=broadcast,
-                recipients=recipients,
-                now=tx.now,
-                announced=_sent(proj.id, message) if alone else None,
-            )
+            announced = _sent(proj.id, message) if alone else None
+            message.id = await store.insert(tx.conn, proj.id, message, list(recipients), announced=announced)
             if not alone:
                 _announce(tx, caller, proj.id, message, overseer=overseer)
         return message

@@ -164,39 +164,31 @@ async def inbox_page(
 
 async def insert(
     conn: Connection,
-    *,
     project_id: int,
-    sender: str,
-    subject: str,
-    body: str,
-    thread_id: str,
-    importance: Importance,
-    ack_required: bool,
-    to_role: AgentRole | None,
-    broadcast: bool,
-    recipients: dict[int, str],
-    now: datetime,
+    message: Message,
+    recipient_ids: list[int],
+    *,
     announced: event_store.NewEvent | None = None,
 ) -> int:
-    """Store a message and its recipients (their ids and names); returns its id.
+    """Store a message (its `id` is not read) and its recipients' rows (`recipient_ids`; their names
+    are `message.recipients`); returns its id.
 
     `announced` (PostgreSQL only): the message's event, appended by the same statement with the new
     message's id as its payload's `id` (`event_store.append`'s provisional id; given its own at
     commit), so the statement is the whole write and needs no transaction around it."""
     row = {
         "project_id": project_id,
-        "sender": sender,
-        "subject": subject,
-        "body": body,
-        "thread_id": thread_id,
-        "importance": importance.value,
-        "ack_required": ack_required,
-        "to_role": to_role.value if to_role else None,
-        "broadcast": broadcast,
-        "created_at": now,
-        "recipient_names": ",".join(sorted(recipients.values())),
+        "sender": message.sender,
+        "subject": message.subject,
+        "body": message.body,
+        "thread_id": message.thread_id,
+        "importance": message.importance.value,
+        "ack_required": message.ack_required,
+        "to_role": message.to_role.value if message.to_role else None,
+        "broadcast": message.broadcast,
+        "created_at": message.created_at,
+        "recipient_names": ",".join(sorted(message.recipients)),
     }
-    recipient_ids = list(recipients)
     if conn.dialect.name == "postgresql":  # the message and its recipients in one round trip
         if announced is None:
             delivered = await conn.execute(_INSERT_DELIVERED, {**row, "recipient_ids": recipient_ids})

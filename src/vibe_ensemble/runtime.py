@@ -85,14 +85,17 @@ class Runtime:
         return secret
 
     async def start_live(self) -> None:
-        """Start following the event log: the LISTEN bridge (PostgreSQL), the feeds' router and the mail
-        dispatcher."""
+        """Start following the event log: the sequencer and the LISTEN bridge (PostgreSQL), the feeds'
+        router and the mail dispatcher."""
         hub = self.services.ctx.hub
         if self.db.is_sqlite:
             # One process owns the file, so every commit is published here; start from the newest.
             hub.publish(await self.services.events.latest_id())
             metrics.EVENTS_LISTENING.set(1)
         elif self.bridge is None:
+            sequencer = self.services.ctx.sequencer
+            assert sequencer is not None  # PostgreSQL's
+            sequencer.start()  # this process's commits' events are given their ids by it, and others' left
             self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub, poll=self.services.events.latest_id)
             self.bridge.start()
             # The pool reached the database: a bridge waiting out its backoff reconnects now.
@@ -130,6 +133,8 @@ class Runtime:
             self.db.on_new_connection(None)
             await self.bridge.stop()
             self.bridge = None
+        if self.services.ctx.sequencer is not None:
+            await self.services.ctx.sequencer.stop()
 
     def start_duties(self) -> None:
         self._duties = asyncio.create_task(self._run_duties(), name="vibe-duties")

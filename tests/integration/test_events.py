@@ -203,8 +203,8 @@ async def test_postgres_gives_event_ids_in_commit_order(
     postgres_url: str, tmp_path: Path, admin: Caller
 ) -> None:
     """Two transactions append an event each; the later one commits first. Its event gets the
-    smaller id (the trigger gives ids at COMMIT), so a reader that has seen it never later finds
-    a smaller one, and each NOTIFY carries the id the event was given."""
+    smaller id (ids are given after the commit, events/sequencer.py), so a reader that has seen it
+    never later finds a smaller one, and each NOTIFY carries the newest id a round gave."""
     async with _listening(postgres_url, tmp_path) as (rt, heard, _):
         services = rt.services
         now = services.ctx.clock()
@@ -233,8 +233,8 @@ async def test_postgres_gives_event_ids_in_commit_order(
 
 async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path, admin: Caller) -> None:
     """On PostgreSQL an agent's message, its recipients and its event are one statement, committed by
-    itself: the event is given its id at that commit, and notified; a failure in the statement's
-    last part (the event refused) leaves none of it."""
+    itself: the event is given its id once it has committed, and notified; a failure in the
+    statement's last part (the event refused) leaves none of it."""
     async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
         services = rt.services
         await services.agents.register(admin, name="w1")
@@ -243,7 +243,7 @@ async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path,
         page = await services.events.page(admin, types=["message.sent"])
         assert [e.payload["id"] for e in page.items] == [sent.id]
         event_id = page.items[0].id
-        assert event_id > 0  # given at commit, not the provisional (negative) id
+        assert event_id > 0  # given after the commit, not the provisional (negative) id
         async with asyncio.timeout(10):
             while await heard.get() != event_id:
                 pass
@@ -259,3 +259,81 @@ async def test_postgres_send_is_one_statement(postgres_url: str, tmp_path: Path,
         assert await snapshot(rt.db) == before
         inbox = await services.messages.fetch_inbox(admin, agent="w2")
         assert [i.message.subject for i in inbox.items] == ["kept"]
+
+
+def _test_event(type_: str) -> event_store.NewEvent:
+    return event_store.NewEvent(type_, "t", {}, None)
+
+
+async def _tests_events(db: Any) -> list[Event]:
+    """The `test.*` events readers read (those given their ids)."""
+    async with db.read() as conn:
+        return [e for e in await event_store.after(conn, 0, limit=1000) if e.type.startswith("test.")]
+
+
+async def test_postgres_event_writes_commit_while_the_event_order_is_held(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """A write that carries events takes no lock of the event log as it commits: with the
+    event-order lock held by another session, it commits, and its events wait with provisional ids,
+    which no reader reads. Once the lock is free, the running sequencer gives them their ids, in
+    the order they were written, and one NOTIFY carries the newest."""
+    async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
+        await rt.start_live()
+        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
+        async with asyncio.timeout(10):  # the write would wait for the lock, until its 15 s bound
+            async with rt.db.write() as conn:
+                await event_store.append(
+                    conn, rt.services.ctx.clock(), [_test_event("test.a"), _test_event("test.b")]
+                )
+            await rt.services.agents.register(admin, name="w1")  # a service's write: it tells the sequencer
+        assert await _tests_events(rt.db) == []
+        async with rt.db.read() as conn:
+            newest_before = await event_store.last_id(conn)
+        pending = await listener.fetch("SELECT type FROM events WHERE id < 0 ORDER BY id DESC")
+        assert [r["type"] for r in pending] == ["test.a", "test.b", EventType.AGENT_REGISTERED.value]
+        assert heard.empty()
+
+        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        async with asyncio.timeout(10):
+            newest = await heard.get()
+        ordered = await listener.fetch("SELECT id, type FROM events WHERE id > $1 ORDER BY id", newest_before)
+        assert [r["type"] for r in ordered] == ["test.a", "test.b", EventType.AGENT_REGISTERED.value]
+        assert [r["id"] for r in ordered] == [newest - 2, newest - 1, newest]  # dense, in written order
+        assert await listener.fetchval("SELECT count(*) FROM events WHERE id < 0") == 0
+        assert [e.type for e in await _tests_events(rt.db)] == ["test.a", "test.b"]
+
+
+async def test_postgres_events_written_elsewhere_are_ordered_by_the_sweep(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An event that no process of this release will tell the sequencer of (written by a process
+    that died after its commit, or by a replica of the previous release during an upgrade) is given
+    its id by the sweep of a running sequencer, unasked."""
+    async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
+        await rt.start_live()
+        provisional = f"-nextval('{event_store.PROVISIONAL_SEQUENCE}')"
+        await listener.execute(
+            "INSERT INTO events (id, time, project_id, type, actor, payload) "
+            f"VALUES ({provisional}, now(), NULL, 'test.orphan', 't', '{{}}')"
+        )
+        async with asyncio.timeout(10):
+            newest = await heard.get()
+        assert [(e.id, e.type) for e in await _tests_events(rt.db)] == [(newest, "test.orphan")]
+
+
+async def test_a_command_s_events_are_ordered_before_its_write_returns(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """A process that runs no sequencer (a command) gives its write's events their ids itself,
+    before the write returns."""
+    rt = Runtime(Settings(database_url=postgres_url, data_dir=tmp_path))
+    await rt.start(apply_migrations=True)
+    try:
+        issue = await rt.services.issues.create(admin, title="from a command")
+        async with rt.db.read() as conn:
+            recent = await event_store.recent(conn, types=["issue.created"], limit=1)
+        assert recent[0].payload["id"] == issue.id
+        assert recent[0].id > 0
+    finally:
+        await rt.stop()

@@ -1,10 +1,10 @@
 """PostgreSQL LISTEN/NOTIFY into the event hub: how a replica hears of the commits of every
 replica, its own included.
 
-An event's id is given inside its transaction's COMMIT, by a trigger that also sends
-`NOTIFY vibe_events, '<id>'` (`store.events.order_at_commit_ddl`), so PostgreSQL delivers it
-to every listener when (and only if) the transaction commits. This bridge keeps one dedicated
-connection LISTENing and tells the hub about each id it hears.
+Events are given their ids after their transactions commit, in rounds that each send
+`NOTIFY vibe_events, '<newest id>'` (events/sequencer.py), which PostgreSQL delivers to every
+listener when (and only if) the round commits. This bridge keeps one dedicated connection
+LISTENing and tells the hub about each id it hears.
 
 A notification carries no event data, and the events table stays the truth:
 on every (re)connect the bridge publishes the current newest id, so whatever

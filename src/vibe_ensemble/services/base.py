@@ -22,6 +22,7 @@ from vibe_ensemble.domain.events import CATALOGUE, EventType
 from vibe_ensemble.domain.models import Agent, Project
 from vibe_ensemble.domain.permissions import Op, allowed
 from vibe_ensemble.events.hub import EventHub
+from vibe_ensemble.events.sequencer import EventSequencer
 from vibe_ensemble.ops.config import Settings
 from vibe_ensemble.ops.metrics import TransactionTimer
 from vibe_ensemble.store import agents as agent_store
@@ -171,10 +172,13 @@ class ServiceContext:
     agents: TimedCache[tuple[int, str], Agent] = field(init=False)
     # Agents heard from: their presence, written at most every `presence.interval_s` (see Presence)
     presence: Presence = field(default_factory=Presence)
+    # PostgreSQL: gives committed events their ids (events/sequencer.py); None on SQLite
+    sequencer: EventSequencer | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.projects = TimedCache(self.credential_cache_s)
         self.agents = TimedCache(self.credential_cache_s)
+        self.sequencer = None if self.db.is_sqlite else EventSequencer(self.db)
 
 
 # The events of a change to what `ServiceContext.agents` keeps of an agent (its id, role, retirement)
@@ -198,8 +202,10 @@ class Transaction:
         self.one_statement = one_statement
         self._events: list[event_store.NewEvent] = []
         # The newest event's id, to publish once committed; None when there is none, or on
-        # PostgreSQL, where ids are given at COMMIT and the bridge publishes them (store/events.append).
+        # PostgreSQL, where ids are given after the commit and the bridge publishes them.
         self.newest_event: int | None = None
+        # PostgreSQL: events were written, to be given their ids once committed (store/events.append)
+        self.events_to_order = False
         self._audits: list[audit_store.NewAudit] = []
         # An agent was registered (or registered again: its role, a retirement undone) or retired:
         # what `ServiceContext.agents` holds may be out of date once this commits.
@@ -231,6 +237,8 @@ class Transaction:
 
     async def flush_events(self) -> None:
         self.newest_event = await event_store.append(self.conn, self.now, self._events)
+        if self._events and self.newest_event is None:
+            self.events_to_order = True
 
 
 class Service:
@@ -262,6 +270,8 @@ class Service:
                 self.ctx.agents.clear()
         if tx is not None and tx.newest_event is not None:
             self.ctx.hub.publish(tx.newest_event)
+        if tx is not None and tx.events_to_order and self.ctx.sequencer is not None:
+            await self.ctx.sequencer.committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:

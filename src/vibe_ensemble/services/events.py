@@ -41,6 +41,7 @@ class EventService(Service):
             project_ids = await self.scope(caller, project)
         else:
             caller.require(Op.EVENT_READ)
+        await self._order_committed()
         async with self.snapshot() as conn:
             items = await store.after(conn, after, project_ids=project_ids, types=types, limit=limit)
         return EventPage(items=items, last_id=items[-1].id if items else after)
@@ -52,9 +53,19 @@ class EventService(Service):
         limit = rules.limit("limit", limit, maximum=rules.MAX_EVENT_PAGE)
         types = check_types(types)
         project_ids = await self.scope(caller, project)
+        await self._order_committed()
         async with self.snapshot() as conn:
             return await store.recent(conn, project_ids=project_ids, types=types, limit=limit)
 
+    async def _order_committed(self) -> None:
+        """PostgreSQL: give every committed event its id before reading the log (events/sequencer.py),
+        so a write acknowledged before this read has its events in it."""
+        if self.ctx.sequencer is not None:
+            await self.ctx.sequencer.order_now()
+
     async def latest_id(self) -> int:
+        """The newest event id, every event committed before this call given its id first: a cursor
+        from which whatever is committed later follows (feeds "from now on", the dashboard's pages)."""
+        await self._order_committed()
         async with self.snapshot() as conn:
             return await store.last_id(conn)

@@ -86,7 +86,9 @@ class MessageService(Service):
             )
             announced = _sent(proj.id, message) if alone else None
             message.id = await store.insert(tx.conn, proj.id, message, list(recipients), announced=announced)
-            if not alone:
+            if alone:
+                tx.events_to_order = True  # the statement wrote the event, to be given its id
+            else:
                 _announce(tx, caller, proj.id, message, overseer=overseer)
         return message
 

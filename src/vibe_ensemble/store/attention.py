@@ -154,7 +154,12 @@ async def events_since(
     """Events of exactly these types in the project since `since`, newest first."""
     rows = await conn.execute(
         sa.select(events)
-        .where(events.c.project_id == project_id, events.c.type.in_(list(types)), events.c.time >= since)
+        .where(
+            events.c.id > 0,  # given its id (store/events.py)
+            events.c.project_id == project_id,
+            events.c.type.in_(list(types)),
+            events.c.time >= since,
+        )
         .order_by(events.c.id.desc())
         .limit(limit)
     )

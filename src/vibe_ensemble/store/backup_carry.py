@@ -83,12 +83,12 @@ async def read(url: str, since: datetime) -> Carried | None:
             audit = await conn.execute(
                 sa.select(*_AUDIT_COLUMNS).where(audit_log.c.time >= since).order_by(audit_log.c.id)
             )
-            newest = await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))
+            newest = await event_store.last_id(conn)
             ended = await session_store.all_(conn) if revision >= "0010" else []  # none written before
             return Carried(
                 revoked=[dict(r._mapping) for r in revoked],
                 audit=[dict(r._mapping) for r in audit],
-                newest_event=int(newest.scalar_one()),
+                newest_event=newest,
                 ended_sessions=ended,
             )
     finally:
@@ -120,6 +120,9 @@ async def apply(url: str, carried: Carried, *, backup: str, taken_at: datetime, 
                     conn, row["session_hash"], row["credential_id"], row["expires_at"], row["ended_at"]
                 )
             await _restored_event(conn, carried.newest_event, backup=backup, taken_at=taken_at, now=now)
+        if not db.is_sqlite:  # the event is given its id now that it has committed (store/events.py)
+            async with db.write(one_statement=True) as conn:
+                await event_store.order_pending(conn)
     finally:
         await db.dispose()
 
@@ -135,12 +138,12 @@ async def _restored_event(conn: Any, newest: int, *, backup: str, taken_at: date
     restored database's own newest."""
     payload = {"backup": backup, "taken_at": taken_at.isoformat()}
     CATALOGUE[EventType.DATABASE_RESTORED].check(payload)
-    restored = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))).scalar_one()
+    restored = await event_store.last_id(conn)
     after = max(int(newest), int(restored))
     kind = EventType.DATABASE_RESTORED.value
     if conn.dialect.name == "postgresql":
-        # Ids are drawn from the table's sequence as a transaction commits (store/events.py): the
-        # next one drawn is the one after `after`.
+        # Ids are drawn from the table's sequence once a transaction has committed (store/events.py):
+        # the next one drawn is the one after `after`.
         if after > 0:  # a sequence's values start at 1
             await conn.execute(
                 sa.text("SELECT setval(pg_get_serial_sequence('events', 'id'), :after)"), {"after": after}

@@ -19,8 +19,8 @@ from vibe_ensemble.store.tables import events, projects
 if TYPE_CHECKING:
     import asyncpg
 
-# PostgreSQL: the advisory lock that orders event ids by commit, and the channel
-# that tells other replicas that new events were committed.
+# PostgreSQL: the advisory lock that orders event ids, and the channel that tells every replica
+# that events were given their ids.
 EVENT_LOCK_KEY = 0x56494245  # "VIBE"
 NOTIFY_CHANNEL = "vibe_events"
 
@@ -40,12 +40,13 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> in
     saw id N must never later find a smaller one. SQLite has one writer, so ids are drawn in commit
     order; this returns the newest id, for the caller to publish once it has committed.
 
-    PostgreSQL's writers run at once, so an event's id is given as its transaction commits: the
-    row is inserted here with a provisional (negative) id, and a deferred trigger
-    (`order_at_commit_ddl`) takes the event-order lock during COMMIT, gives the row its id and
-    notifies it. The lock is held only while PostgreSQL commits, never across a round trip to
-    this process. This returns None there: the id is known after the COMMIT, to the listeners
-    (events/bridge.py), this process's own included.
+    PostgreSQL's writers run at once, so an event is inserted here with a provisional (negative)
+    id, which no reader reads, and given its id after its transaction has committed, by
+    `order_pending` (events/sequencer.py runs it). This returns None there: the ids are known
+    to the listeners (events/bridge.py), this process's own included, once they are given.
+    Nothing here makes the writer wait for another: its commit takes no lock of the event log
+    and sends no NOTIFY (PostgreSQL holds a NOTIFY's queue lock through the commit's WAL flush),
+    so concurrent writers' commits flush together.
     """
     if not new:
         return None
@@ -64,8 +65,9 @@ async def append(conn: Connection, now: datetime, new: Sequence[NewEvent]) -> in
 
 _INSERT = Prepared.insert_row(events)
 
-ORDER_TRIGGER = "events_ordered_at_commit"
+ORDER_TRIGGER = "events_ordered_at_commit"  # migration 0008's; dropped by 0017
 ORDER_FUNCTION = "vibe_events_ordered_at_commit"
+ORDER_PENDING_FUNCTION = "vibe_events_order_pending"  # migration 0017's
 PROVISIONAL_SEQUENCE = "events_provisional_id_seq"  # provisional ids are its values, negated
 
 # PostgreSQL: a new event's provisional id (also written by store/messages.py's one-statement send)
@@ -78,17 +80,65 @@ _INSERT_PROVISIONAL = Prepared(
         }
     )
 )
+_ORDERED = events.c.id > 0  # what readers read: on PostgreSQL, the events given their ids
+
+
+def order_pending_ddl(sequence: str) -> list[str]:
+    """PostgreSQL (migration 0017): the function that gives committed events their ids.
+
+    `vibe_events_order_pending()` takes the event-order lock (held to the end of its own commit,
+    so ids become visible in id order), then gives every committed event still holding a
+    provisional id the next id from the events' own sequence (`sequence`), oldest provisional id
+    first, so one transaction's events keep their order. It sends one `NOTIFY vibe_events,
+    '<newest id>'` when it gave any, delivered once it has committed, and returns that id (0 for
+    none). Each statement in it reads what was committed before that statement began, so a call
+    that waited for the lock sees every event committed before it took the lock.
+    """
+    # Every name and number below is this module's constant, `sequence` the catalog's answer.
+    return [
+        f"""CREATE OR REPLACE FUNCTION {ORDER_PENDING_FUNCTION}() RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    pending bigint;
+    ordered bigint := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock({EVENT_LOCK_KEY});
+    FOR pending IN SELECT id FROM {events.name} WHERE id < 0 ORDER BY id DESC LOOP
+        ordered := nextval('{sequence}'::regclass);
+        UPDATE {events.name} SET id = ordered WHERE id = pending;
+    END LOOP;
+    IF ordered > 0 THEN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', ordered::text);
+    END IF;
+    RETURN ordered;
+END
+$fn$""",  # noqa: S608  # nosec B608
+    ]
+
+
+def drop_order_pending_ddl() -> list[str]:
+    return [f"DROP FUNCTION IF EXISTS {ORDER_PENDING_FUNCTION}()"]
+
+
+_ORDER_PENDING = Prepared(sa.select(getattr(sa.func, ORDER_PENDING_FUNCTION)(type_=sa.BigInteger)))
+
+
+async def order_pending(conn: Connection) -> int:
+    """PostgreSQL: give the committed events that wait for an id their ids (`order_pending_ddl`);
+    the newest id given, 0 for none. One statement: run it on a connection without a transaction
+    (`Database.write(one_statement=True)`), so the lock is held only while it commits."""
+    return int((await conn.execute(_ORDER_PENDING)).scalar_one())
 
 
 def order_at_commit_ddl(sequence: str) -> list[str]:
-    """PostgreSQL: the deferred trigger that gives each new event its id as its transaction commits.
+    """PostgreSQL (migration 0008, and 0017's downgrade): the deferred trigger that gave each new
+    event its id as its transaction committed.
 
     An event is inserted with a negative provisional id (`PROVISIONAL_SEQUENCE`, never a final
-    id). The trigger runs in COMMIT, before the commit record is written: it takes the event-order
-    lock (held to the end of the commit, so ids become visible in order), draws the event's id from
+    id). The trigger ran in COMMIT, before the commit record was written: it took the event-order
+    lock (held to the end of the commit, so ids became visible in order), drew the event's id from
     the events' own sequence (`sequence`; only committing events draw from it, so ids stay dense)
-    and sends `NOTIFY vibe_events, '<id>'`, which PostgreSQL delivers to every listener once the
-    transaction has committed.
+    and sent `NOTIFY vibe_events, '<id>'`. Every writer of an event therefore waited for the one
+    before it to commit, WAL flush included; migration 0017 replaced it with `order_pending_ddl`.
     """
     # Every name and number below is this module's constant, `sequence` the catalog's answer.
     return [
@@ -109,23 +159,28 @@ $fn$""",  # noqa: S608  # nosec B608
     ]
 
 
-def drop_order_at_commit_ddl() -> list[str]:
-    return [
+def drop_order_at_commit_ddl(*, keep_sequence: bool = False) -> list[str]:
+    statements = [
         f"DROP TRIGGER IF EXISTS {ORDER_TRIGGER} ON {events.name}",
         f"DROP FUNCTION IF EXISTS {ORDER_FUNCTION}()",
-        f"DROP SEQUENCE IF EXISTS {PROVISIONAL_SEQUENCE}",
     ]
+    if not keep_sequence:
+        statements.append(f"DROP SEQUENCE IF EXISTS {PROVISIONAL_SEQUENCE}")
+    return statements
 
 
 async def newest_id_on_listener(conn: asyncpg.Connection) -> int:
     """The newest event id (0 for none), on the raw asyncpg connection that LISTENs (events/bridge.py)."""
-    newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name}")  # noqa: S608  # nosec B608
+    newest = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {events.name} WHERE id > 0")  # noqa: S608  # nosec B608
     return int(newest)
 
 
 def _select() -> sa.Select[Any]:
-    return sa.select(events, projects.c.slug).select_from(
-        events.outerjoin(projects, events.c.project_id == projects.c.id)
+    """The events given their ids (every event, on SQLite), with their projects' slugs."""
+    return (
+        sa.select(events, projects.c.slug)
+        .select_from(events.outerjoin(projects, events.c.project_id == projects.c.id))
+        .where(_ORDERED)
     )
 
 
@@ -208,7 +263,8 @@ def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
 
 
 async def last_id(conn: Connection) -> int:
-    return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))).scalar_one())
+    newest = sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)).where(_ORDERED)
+    return int((await conn.execute(newest)).scalar_one())
 
 
 async def about_agent(conn: Connection, project_id: int, name: str, *, limit: int) -> list[Event]:

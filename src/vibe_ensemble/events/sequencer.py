@@ -8,12 +8,14 @@ statement under the event-order lock, and sends one NOTIFY, which every replica 
 after its commit (a few milliseconds), no longer inside it.
 
 - `committed()`: a write of this process committed events (`Service.write`). With the sequencer
-  running (a server), a round is run soon; commits during a round make one more round after it,
-  not one each. Without it (a command), a round is run at once.
+  running (a server), a round runs `GATHER_S` later, shared by the writes of that moment; commits
+  during a round make one more round after it, not one each. Without it (a command), a round runs
+  at once.
 - Every `SWEEP_S` a round runs anyway: for the events of a process that died between its commit
   and its round, and of a replica of the previous release during an upgrade (migration 0017).
-- `order_now()`: a round now, awaited: the events API runs one before it reads, so a client that
-  reads the log after its write was acknowledged finds the write's events.
+- `order_now()`: a round now, awaited: the events API, and whatever reads the newest id as a
+  cursor (services/events.py), run one first, so a client that reads the log after its write was
+  acknowledged finds the write's events.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from vibe_ensemble.store.database import Database
 log = structlog.get_logger(__name__)
 
 SWEEP_S = 1.0  # a round at least this often; also the wait after a failed round
+GATHER_S = 0.002  # from a write's commit to its round: the writes of the same moment share it
 
 
 class EventSequencer:
@@ -76,6 +79,8 @@ class EventSequencer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_S):
                     await self._due.wait()
+            if self._due.is_set():
+                await asyncio.sleep(GATHER_S)  # the writes committing meanwhile share this round
             self._due.clear()
             try:
                 await self.order_now()

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.events import EventType
@@ -337,3 +338,41 @@ async def test_a_command_s_events_are_ordered_before_its_write_returns(
         assert recent[0].id > 0
     finally:
         await rt.stop()
+
+
+async def test_postgres_a_failed_round_is_told_once_and_its_events_wait_for_the_next(
+    postgres_url: str, tmp_path: Path, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that fails (PostgreSQL unreachable, say) is logged once, not once a try; the
+    events it would have ordered stay committed and are given their ids by the first round that
+    succeeds, which says so."""
+    from vibe_ensemble.events import sequencer
+
+    monkeypatch.setattr(sequencer, "SWEEP_S", 0.05)
+    real = event_store.order_pending
+    failures = 3
+
+    async def failing(conn: Any) -> int:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise OSError("connection refused")
+        return await real(conn)
+
+    async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
+        await rt.start_live()
+        monkeypatch.setattr(event_store, "order_pending", failing)
+        with structlog.testing.capture_logs() as logs:
+            await rt.services.agents.register(admin, name="w1")
+
+            def told() -> list[str]:
+                return [e["event"] for e in logs if e["event"].startswith("event_order")]
+
+            async with asyncio.timeout(10):
+                newest = await heard.get()
+                while "event_order_resumed" not in told():  # logged once the round has returned
+                    await asyncio.sleep(0.01)
+        assert told() == ["event_order_failed", "event_order_resumed"]
+        assert failures == 0
+        registered = await listener.fetchval("SELECT id FROM events WHERE type = 'agent.registered'")
+        assert registered == newest

@@ -377,6 +377,53 @@ async def test_knowledge_written_before_0016_is_found_by_its_kind_and_tags(datab
         await db.dispose()
 
 
+async def test_events_are_ordered_after_commit_from_0017_and_at_commit_again_after_its_downgrade(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: from migration 0017 an event commits with its provisional id and waits for a
+    round (`vibe_events_order_pending()`); the downgrade gives the waiting ones their ids and
+    brings back 0008's trigger, which gives each its id at commit; upgrading again takes it away."""
+    db = Database(postgres_url)
+    insert = sa.text(
+        "INSERT INTO events (id, time, project_id, type, actor, payload) "
+        "VALUES (-nextval('events_provisional_id_seq'), CURRENT_TIMESTAMP, NULL, :type, 't', '{}')"
+    )
+    ids = sa.text("SELECT type, id FROM events WHERE type LIKE 'test.%' ORDER BY type")
+
+    async def write(type_: str) -> None:
+        await db.run_sync(lambda conn: conn.execute(insert, {"type": type_}), write=True)
+
+    def of(conn: Connection) -> dict[str, int]:
+        return {type_: int(id_) for type_, id_ in conn.execute(ids)}
+
+    def downgrade(conn: Connection) -> None:
+        from alembic import command
+
+        command.downgrade(migrate._config(conn), "0016")
+
+    try:
+        await migrate.upgrade(db)
+        await write("test.a")
+        assert (await db.run_sync(of))["test.a"] < 0  # committed, waiting for a round
+
+        await db.run_sync(downgrade, write=True)
+        ordered = await db.run_sync(of)
+        assert ordered["test.a"] > 0
+        await write("test.b")
+        at_commit = await db.run_sync(of)
+        assert at_commit["test.b"] > ordered["test.a"]  # given by the trigger, at commit
+
+        await migrate.upgrade(db)
+        await write("test.c")
+        assert (await db.run_sync(of))["test.c"] < 0
+        round_ = sa.text("SELECT vibe_events_order_pending()")
+        newest = await db.run_sync(lambda conn: conn.execute(round_).scalar_one(), write=True)
+        assert await db.run_sync(of) == {**at_commit, "test.c": newest}
+        assert newest > at_commit["test.b"]
+    finally:
+        await db.dispose()
+
+
 async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tmp_path: Path) -> None:
     """SQLite: tags were written as ASCII-escaped JSON and FTS5 indexed that text, so `café` and
     `名古屋` in a tag were never found by a search. Migration 0013 rewrites them as written, through

@@ -376,3 +376,23 @@ async def test_postgres_a_failed_round_is_told_once_and_its_events_wait_for_the_
         assert failures == 0
         registered = await listener.fetchval("SELECT id FROM events WHERE type = 'agent.registered'")
         assert registered == newest
+
+
+async def test_postgres_a_read_of_the_log_goes_on_when_its_round_cannot_be_made(
+    postgres_url: str, tmp_path: Path, admin: Caller
+) -> None:
+    """The events API runs a round before it reads; when the database refuses the round (here the
+    event-order lock held past the bound), the read is still answered, in id order, without the
+    events still waiting, which the next page that can run its round includes."""
+    async with _listening(postgres_url, tmp_path) as (rt, _heard, listener):
+        before = await rt.services.events.latest_id()
+        async with rt.db.write() as conn:
+            await event_store.append(conn, rt.services.ctx.clock(), [_test_event("test.waiting")])
+        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
+        rt.db.transaction_timeout_s = 0.5
+        page = await rt.services.events.page(admin, after=before)
+        assert page.items == [] and page.last_id == before
+        assert await rt.services.events.latest_id() == before
+        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        page = await rt.services.events.page(admin, after=before)
+        assert [e.type for e in page.items] == ["test.waiting"]

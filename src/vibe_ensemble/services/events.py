@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import structlog
+
 from vibe_ensemble.domain import rules
 from vibe_ensemble.domain.caller import Caller
-from vibe_ensemble.domain.errors import InvalidInput
+from vibe_ensemble.domain.errors import DatabaseUnavailable, InvalidInput, StorageFull
 from vibe_ensemble.domain.models import Event, EventPage
 from vibe_ensemble.domain.permissions import Op
 from vibe_ensemble.events.feed import check_types
 from vibe_ensemble.services.base import Service
 from vibe_ensemble.store import events as store
+
+log = structlog.get_logger(__name__)
 
 
 class EventService(Service):
@@ -59,9 +63,15 @@ class EventService(Service):
 
     async def _order_committed(self) -> None:
         """PostgreSQL: give every committed event its id before reading the log (events/sequencer.py),
-        so a write acknowledged before this read has its events in it."""
-        if self.ctx.sequencer is not None:
+        so a write acknowledged before this read has its events in it. A database that refuses the
+        round (full, or the event-order lock held past the bound) does not refuse the read: what it
+        reads is in id order all the same, and the events still waiting follow a round that succeeds."""
+        if self.ctx.sequencer is None:
+            return
+        try:
             await self.ctx.sequencer.order_now()
+        except (DatabaseUnavailable, StorageFull) as exc:
+            log.info("event_order_skipped", error=exc.code)
 
     async def latest_id(self) -> int:
         """The newest event id, every event committed before this call given its id first: a cursor

@@ -396,3 +396,24 @@ async def test_postgres_a_read_of_the_log_goes_on_when_its_round_cannot_be_made(
         await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
         page = await rt.services.events.page(admin, after=before)
         assert [e.type for e in page.items] == ["test.waiting"]
+
+
+async def test_postgres_a_starting_process_orders_what_waits_at_once(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events left waiting while no process of this release ran (a rollout's first new pod, a
+    restart after a crash) are given their ids by the first round, as the sequencer starts, not at
+    its first sweep (here an hour away)."""
+    from vibe_ensemble.events import sequencer
+
+    monkeypatch.setattr(sequencer, "SWEEP_S", 3600.0)
+    async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
+        provisional = f"-nextval('{event_store.PROVISIONAL_SEQUENCE}')"
+        await listener.execute(
+            "INSERT INTO events (id, time, project_id, type, actor, payload) "
+            f"VALUES ({provisional}, now(), NULL, 'test.left', 't', '{{}}')"
+        )
+        await rt.start_live()
+        async with asyncio.timeout(10):
+            newest = await heard.get()
+        assert [(e.id, e.type) for e in await _tests_events(rt.db)] == [(newest, "test.left")]

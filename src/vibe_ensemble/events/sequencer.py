@@ -43,7 +43,10 @@ class EventSequencer:
         self._failing = False
 
     def start(self) -> None:
+        """Run rounds from now on, the first at once (for what waits since this process, or another,
+        stopped)."""
         if self._task is None:
+            self._due.set()
             self._task = asyncio.create_task(self._run(), name="vibe-event-sequencer")
 
     async def stop(self) -> None:

@@ -11,8 +11,9 @@ after its commit (a few milliseconds), no longer inside it.
   running (a server), a round runs `GATHER_S` later, shared by the writes of that moment; commits
   during a round make one more round after it, not one each. Without it (a command), a round runs
   at once.
-- Every `SWEEP_S` a round runs anyway: for the events of a process that died between its commit
-  and its round, and of a replica of the previous release during an upgrade (migration 0017).
+- A round runs as the sequencer starts, and every `SWEEP_S` anyway: for the events of a process
+  that died between its commit and its round, and of a replica of the previous release during an
+  upgrade (migration 0017).
 - `order_now()`: a round now, awaited: the events API, and whatever reads the newest id as a
   cursor (services/events.py), run one first, so a client that reads the log after its write was
   acknowledged finds the write's events.

@@ -417,3 +417,20 @@ async def test_postgres_a_starting_process_orders_what_waits_at_once(
         async with asyncio.timeout(10):
             newest = await heard.get()
         assert [(e.id, e.type) for e in await _tests_events(rt.db)] == [(newest, "test.left")]
+
+
+async def test_postgres_a_round_that_cannot_be_made_does_not_hold_the_shutdown_up(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The sequencer's last round, at shutdown, gives up after `LAST_ROUND_S` (here the event-order
+    lock held by another session, which a round would wait for until its 15 s bound); the event
+    stays committed, for the next round anywhere."""
+    async with _listening(postgres_url, tmp_path) as (rt, _heard, listener):
+        await rt.start_live()
+        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
+        async with rt.db.write() as conn:
+            await event_store.append(conn, rt.services.ctx.clock(), [_test_event("test.at_shutdown")])
+        async with asyncio.timeout(10):
+            await rt.stop_live()
+        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        assert await listener.fetchval("SELECT count(*) FROM events WHERE type = 'test.at_shutdown'") == 1

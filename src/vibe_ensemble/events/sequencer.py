@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 SWEEP_S = 1.0  # a round at least this often; also the wait after a failed round
 GATHER_S = 0.002  # from a write's commit to its round: the writes of the same moment share it
+LAST_ROUND_S = 2.0  # at shutdown
 
 
 class EventSequencer:
@@ -51,14 +52,16 @@ class EventSequencer:
             self._task = asyncio.create_task(self._run(), name="vibe-event-sequencer")
 
     async def stop(self) -> None:
-        """Stop running rounds, after one last round (best effort: a sweep elsewhere, or this
-        process's next start, orders what it leaves)."""
+        """Stop running rounds, after one last round of at most `LAST_ROUND_S` (best effort: a round
+        elsewhere, or this process's next start, orders what it leaves; a database that does not
+        answer does not hold the shutdown up)."""
         if self._task is None:
             return
         await stop_task(self._task)
         self._task = None
         try:
-            await self.order_now()
+            async with asyncio.timeout(LAST_ROUND_S):
+                await self.order_now()
         except Exception as exc:
             log.warning("event_order_failed", error=str(exc) or type(exc).__name__)
 

@@ -272,6 +272,26 @@ async def _tests_events(db: Any) -> list[Event]:
         return [e for e in await event_store.after(conn, 0, limit=1000) if e.type.startswith("test.")]
 
 
+async def _left_waiting(listener: asyncpg.Connection, type_: str) -> None:
+    """An event committed with its provisional id by another session, as a process that died after
+    its commit, or a replica of the previous release, leaves it."""
+    provisional = f"-nextval('{event_store.PROVISIONAL_SEQUENCE}')"
+    await listener.execute(
+        "INSERT INTO events (id, time, project_id, type, actor, payload) "
+        f"VALUES ({provisional}, now(), NULL, '{type_}', 't', '{{}}')"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _event_order_held(listener: asyncpg.Connection) -> AsyncIterator[None]:
+    """The event-order lock, held by another session for the block."""
+    await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
+    try:
+        yield
+    finally:
+        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+
+
 async def test_postgres_event_writes_commit_while_the_event_order_is_held(
     postgres_url: str, tmp_path: Path, admin: Caller
 ) -> None:
@@ -281,21 +301,21 @@ async def test_postgres_event_writes_commit_while_the_event_order_is_held(
     the order they were written, and one NOTIFY carries the newest."""
     async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
         await rt.start_live()
-        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
-        async with asyncio.timeout(10):  # the write would wait for the lock, until its 15 s bound
-            async with rt.db.write() as conn:
-                await event_store.append(
-                    conn, rt.services.ctx.clock(), [_test_event("test.a"), _test_event("test.b")]
-                )
-            await rt.services.agents.register(admin, name="w1")  # a service's write: it tells the sequencer
-        assert await _tests_events(rt.db) == []
-        async with rt.db.read() as conn:
-            newest_before = await event_store.last_id(conn)
-        pending = await listener.fetch("SELECT type FROM events WHERE id < 0 ORDER BY id DESC")
-        assert [r["type"] for r in pending] == ["test.a", "test.b", EventType.AGENT_REGISTERED.value]
-        assert heard.empty()
-
-        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        async with _event_order_held(listener):
+            async with asyncio.timeout(10):  # the write would wait for the lock, until its 15 s bound
+                async with rt.db.write() as conn:
+                    await event_store.append(
+                        conn, rt.services.ctx.clock(), [_test_event("test.a"), _test_event("test.b")]
+                    )
+                await rt.services.agents.register(
+                    admin, name="w1"
+                )  # a service's write: it tells the sequencer
+            assert await _tests_events(rt.db) == []
+            async with rt.db.read() as conn:
+                newest_before = await event_store.last_id(conn)
+            pending = await listener.fetch("SELECT type FROM events WHERE id < 0 ORDER BY id DESC")
+            assert [r["type"] for r in pending] == ["test.a", "test.b", EventType.AGENT_REGISTERED.value]
+            assert heard.empty()
         async with asyncio.timeout(10):
             newest = await heard.get()
         ordered = await listener.fetch("SELECT id, type FROM events WHERE id > $1 ORDER BY id", newest_before)
@@ -313,11 +333,7 @@ async def test_postgres_events_written_elsewhere_are_ordered_by_the_sweep(
     its id by the sweep of a running sequencer, unasked."""
     async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
         await rt.start_live()
-        provisional = f"-nextval('{event_store.PROVISIONAL_SEQUENCE}')"
-        await listener.execute(
-            "INSERT INTO events (id, time, project_id, type, actor, payload) "
-            f"VALUES ({provisional}, now(), NULL, 'test.orphan', 't', '{{}}')"
-        )
+        await _left_waiting(listener, "test.orphan")
         async with asyncio.timeout(10):
             newest = await heard.get()
         assert [(e.id, e.type) for e in await _tests_events(rt.db)] == [(newest, "test.orphan")]
@@ -388,12 +404,11 @@ async def test_postgres_a_read_of_the_log_goes_on_when_its_round_cannot_be_made(
         before = await rt.services.events.latest_id()
         async with rt.db.write() as conn:
             await event_store.append(conn, rt.services.ctx.clock(), [_test_event("test.waiting")])
-        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
-        rt.db.transaction_timeout_s = 0.5
-        page = await rt.services.events.page(admin, after=before)
-        assert page.items == [] and page.last_id == before
-        assert await rt.services.events.latest_id() == before
-        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        async with _event_order_held(listener):
+            rt.db.transaction_timeout_s = 0.5
+            page = await rt.services.events.page(admin, after=before)
+            assert page.items == [] and page.last_id == before
+            assert await rt.services.events.latest_id() == before
         page = await rt.services.events.page(admin, after=before)
         assert [e.type for e in page.items] == ["test.waiting"]
 
@@ -408,11 +423,7 @@ async def test_postgres_a_starting_process_orders_what_waits_at_once(
 
     monkeypatch.setattr(sequencer, "SWEEP_S", 3600.0)
     async with _listening(postgres_url, tmp_path) as (rt, heard, listener):
-        provisional = f"-nextval('{event_store.PROVISIONAL_SEQUENCE}')"
-        await listener.execute(
-            "INSERT INTO events (id, time, project_id, type, actor, payload) "
-            f"VALUES ({provisional}, now(), NULL, 'test.left', 't', '{{}}')"
-        )
+        await _left_waiting(listener, "test.left")
         await rt.start_live()
         async with asyncio.timeout(10):
             newest = await heard.get()
@@ -427,10 +438,9 @@ async def test_postgres_a_round_that_cannot_be_made_does_not_hold_the_shutdown_u
     stays committed, for the next round anywhere."""
     async with _listening(postgres_url, tmp_path) as (rt, _heard, listener):
         await rt.start_live()
-        await listener.execute("SELECT pg_advisory_lock($1)", event_store.EVENT_LOCK_KEY)
-        async with rt.db.write() as conn:
-            await event_store.append(conn, rt.services.ctx.clock(), [_test_event("test.at_shutdown")])
-        async with asyncio.timeout(10):
-            await rt.stop_live()
-        await listener.execute("SELECT pg_advisory_unlock($1)", event_store.EVENT_LOCK_KEY)
+        async with _event_order_held(listener):
+            async with rt.db.write() as conn:
+                await event_store.append(conn, rt.services.ctx.clock(), [_test_event("test.at_shutdown")])
+            async with asyncio.timeout(10):
+                await rt.stop_live()
         assert await listener.fetchval("SELECT count(*) FROM events WHERE type = 'test.at_shutdown'") == 1

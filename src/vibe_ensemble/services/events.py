@@ -73,9 +73,11 @@ class EventService(Service):
         except (DatabaseUnavailable, StorageFull) as exc:
             log.info("event_order_skipped", error=exc.code)
 
-    async def latest_id(self) -> int:
+    async def latest_id(self, *, order: bool = True) -> int:
         """The newest event id, every event committed before this call given its id first: a cursor
-        from which whatever is committed later follows (feeds "from now on", the dashboard's pages)."""
-        await self._order_committed()
+        from which whatever is committed later follows (feeds "from now on", the dashboard's pages).
+        `order=False`: the caller has just run a round (`page`), so none is run again."""
+        if order:
+            await self._order_committed()
         async with self.snapshot() as conn:
             return await store.last_id(conn)

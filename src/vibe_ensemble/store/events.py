@@ -176,11 +176,8 @@ async def newest_id_on_listener(conn: asyncpg.Connection) -> int:
 
 
 def _select() -> sa.Select[Any]:
-    """The events given their ids (every event, on SQLite), with their projects' slugs."""
-    return (
-        sa.select(events, projects.c.slug)
-        .select_from(events.outerjoin(projects, events.c.project_id == projects.c.id))
-        .where(_ORDERED)
+    return sa.select(events, projects.c.slug).select_from(
+        events.outerjoin(projects, events.c.project_id == projects.c.id)
     )
 
 
@@ -215,7 +212,8 @@ async def after(
     types: Sequence[str] | None = None,
     limit: int = 100,
 ) -> list[Event]:
-    """Events with id > after_id, oldest first; filtered by projects and type prefixes."""
+    """Events with id > after_id, oldest first; filtered by projects and type prefixes. `after_id`
+    is 0 or an event id, so a provisional (negative) id is never read."""
     if project_ids is None:  # the live feeds' shared window (events/feed.py) and mail's waker, per commit
         statement = _after_of(tuple(types)) if types else _AFTER
         return [
@@ -235,7 +233,7 @@ async def recent(
     limit: int = 20,
 ) -> list[Event]:
     """The newest events, newest first; filtered like `after`."""
-    q = _filtered(_select(), project_ids, types)
+    q = _filtered(_select().where(_ORDERED), project_ids, types)
     rows = await conn.execute(q.order_by(events.c.id.desc()).limit(limit))
     return [_to_event(r) for r in rows]
 
@@ -271,6 +269,7 @@ async def about_agent(conn: Connection, project_id: int, name: str, *, limit: in
     """A project's newest events done by, or about, the agent of this name (its `actor`, or its
     payload's `agent`), newest first."""
     q = _select().where(
+        _ORDERED,
         events.c.project_id == project_id,
         sa.or_(events.c.actor == name, events.c.payload["agent"].as_string() == name),
     )

@@ -48,7 +48,7 @@ async def list_events(
 ) -> EventPage:
     page = await services.events.page(caller, after=after, project=project, types=types, limit=limit)
     if not page.items and after > 0:  # nothing after it: past the newest event? (the feeds refuse it too)
-        await within_the_log(services, "after", after)
+        await within_the_log(services, "after", after, ordered=True)
     return page
 
 

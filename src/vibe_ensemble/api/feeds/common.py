@@ -34,10 +34,13 @@ def event_id(field: str, raw: str) -> int:
     return int(raw)
 
 
-async def within_the_log(services: Services, field: str, after: int | None) -> int | None:
+async def within_the_log(
+    services: Services, field: str, after: int | None, *, ordered: bool = False
+) -> int | None:
     """`after` as a client sent it, refused when it is past the newest event: a cursor from another
-    server's database (a failover, a restore) heard nothing, silently, until ids passed it."""
-    if after is not None and after > (newest := await services.events.latest_id()):
+    server's database (a failover, a restore) heard nothing, silently, until ids passed it.
+    `ordered`: the caller read the log just now (`EventService.page`), after a round of its own."""
+    if after is not None and after > (newest := await services.events.latest_id(order=not ordered)):
         raise InvalidInput(
             field,
             f"{after} is past the newest event ({newest}): a cursor from another server or database? "

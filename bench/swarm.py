@@ -11,7 +11,10 @@ Each agent has its own agent-bound token and its own client, and loops for a fix
 round also heartbeats, claims and closes an issue, reserves and releases a path and searches
 knowledge). The bare server (bench/bare_server.py) runs the same loop against tools that return
 constants, so everything it costs is the SDK, the transport and the client; the figures for ours
-are printed as ratios to it. Server CPU per call comes from /proc/PID/stat; the machine's other
+are printed as ratios to it. Each server's loop runs 1 s before its measured window opens, and
+the window closes with the loop still running, so neither end is a burst or a tail. /healthz is
+probed under our server's loop after its window (as long again), so the probes' CPU is not counted
+as the calls'. Server CPU per call comes from /proc/PID/stat; the machine's other
 load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
 is visible, with the kernel's share of our server's CPU and, for a PostgreSQL on this machine, the
 CPU it spent per call (part of the other load). Against a running server (`--url`, with an admin
@@ -45,6 +48,7 @@ from servers import free_port, own_servers, wait_ready  # bench/servers.py
 from sqlalchemy.engine import make_url
 
 HERE = Path(__file__).parent
+WARM_UP_S = 1.0  # the loop runs this long before the measured window opens
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOCAL_HOSTS = (None, "127.0.0.1", "localhost", "::1")
 
@@ -101,13 +105,14 @@ class Run:
     server: str
     agents: int
     seconds: float
+    url: str
     calls: int = 0
     errors: int = 0
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_cpu_s: float = 0.0
     server_system_s: float = 0.0  # of server_cpu_s, in the kernel (system time)
     database_cpu_s: float | None = None  # a local PostgreSQL server's (in other load too); None: not measured
-    health_ms: list[float] = field(default_factory=list)  # /healthz latency during the window
+    health_ms: list[float] = field(default_factory=list)  # /healthz latency under the loop, after the window
     health_port_ms: list[float] = field(default_factory=list)  # the same on the liveness port
     floor_ms: list[float] = field(default_factory=list)  # a constant HTTP server's (health_probe.py)
     other_load_cores: float = 0.0
@@ -222,8 +227,11 @@ class RestDoor:
 
 
 async def agent_loop(
-    run: Run, door: Any, name: str, peer: str, deadline: float, mix: bool, bare: bool
+    run: Run, door: Any, name: str, peer: str, window: dict[str, float], mix: bool, bare: bool
 ) -> None:
+    """Loops until `window["stop"]`; a call is counted (and its latency kept) when it ends inside the
+    measured window, `window["start"]` to `window["end"]` (both set once the warm-up is over)."""
+
     async def timed(tool: str, args: dict[str, Any]) -> Any:
         t0 = time.perf_counter()
         try:
@@ -232,12 +240,14 @@ async def agent_loop(
             run.errors += 1
             run.first_error = run.first_error or str(exc)[:300]
             return None
-        run.latencies[tool].append((time.perf_counter() - t0) * 1000)
-        run.calls += 1
+        ended = time.perf_counter()
+        if window["start"] <= ended <= window["end"]:
+            run.latencies[tool].append((ended - t0) * 1000)
+            run.calls += 1
         return result
 
     rounds = 0
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < window["stop"]:
         await timed("send_message", {"to": [peer], "subject": f"round {rounds}", "body": "x" * 200})
         await timed("fetch_inbox", {"limit": 20, "unread_only": True})
         rounds += 1
@@ -268,7 +278,7 @@ async def swarm(
     names = [f"agent-{offset + i}" for i in range(n)]
     bare = server != "ours"  # the bare server, or the shaped one: the plain loop, over MCP
 
-    run = Run(server, n, seconds)
+    run = Run(server, n, seconds, url=url)
 
     def door(i: int) -> Any:
         if args.door == "rest" and not bare:
@@ -277,7 +287,9 @@ async def swarm(
 
     ready = 0
     all_ready, go = asyncio.Event(), asyncio.Event()
-    window: dict[str, float] = {}
+    # Until the warm-up is over no call is counted (start and end at infinity); the agents loop
+    # until `stop`, past the measured window while /healthz is probed (ours only).
+    window = {"start": math.inf, "end": math.inf, "stop": math.inf}
 
     async def agent(i: int) -> None:
         nonlocal ready
@@ -287,53 +299,57 @@ async def swarm(
             if ready == n:
                 all_ready.set()
             await go.wait()
-            await agent_loop(run, d, names[i], names[(i + 1) % n], window["deadline"], args.mix, bare)
+            await agent_loop(run, d, names[i], names[(i + 1) % n], window, args.mix, bare)
 
     async with asyncio.TaskGroup() as tg:
         for i in range(n):
             tg.create_task(agent(i))
         await all_ready.wait()
+        go.set()
+        # The window opens on a loop already running (every agent has calls under way) and closes on
+        # one still running: the calls in flight at its start, counted as they end inside it, stand
+        # for those in flight at its end, whose CPU it holds but whose ends it does not.
+        await asyncio.sleep(WARM_UP_S)
         profiler = profile(pid, seconds, args.profile) if args.profile and pid and not bare else None
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
         database0 = postgres_seconds() if args.local_postgres and not bare else 0.0
         started = time.perf_counter()
-        window["deadline"] = started + seconds
-        go.set()
-        # /healthz beside the load, every 50 ms, from a process of its own (this one's loop is busy):
-        # the main port's, the liveness port's (ops/health.py) and the floor's (a constant answer
-        # from a process of its own: what the machine alone costs a probe under this load)
-        liveness = [args.health_url + "/healthz"] if args.health_url else []  # unknown for --url
-        probes = [url + "/healthz", args.floor_url + "/", *liveness]
-        script = str(Path(__file__).with_name("health_probe.py"))
-        prober = (
-            None
-            if bare
-            else await asyncio.create_subprocess_exec(
-                sys.executable, script, str(seconds), *probes, stdout=asyncio.subprocess.PIPE
-            )
-        )
-        while run.calls == 0 or time.perf_counter() < window["deadline"]:
-            await asyncio.sleep(0.05)
-            if time.perf_counter() > window["deadline"] + 60:
-                break
-        if prober is not None:
-            found = json.loads((await prober.communicate())[0])
-            run.health_ms = found[probes[0]]
-            run.floor_ms = found[probes[1]]
-            run.health_port_ms = found[liveness[0]] if liveness else []
-    # The window closes when the last call in flight returns.
-    run.seconds = time.perf_counter() - started
+        window["start"], window["end"] = started, started + seconds
+        await asyncio.sleep(seconds)
+        user, system = cpu_split(pid)
+        busy, own = machine_busy_seconds(), time.process_time()
+        database = postgres_seconds() if args.local_postgres and not bare else 0.0
+        run.seconds = time.perf_counter() - started
+        if not bare:
+            await probe_health(run, seconds, args)  # the same loop, after the window: not in its CPU
+        window["stop"] = time.perf_counter()  # each agent ends after the call it is in
     if profiler:
         profiler.wait(timeout=60)
-    user, system = cpu_split(pid)
     run.server_cpu_s = (user - user0) + (system - system0) if pid else float("nan")
     run.server_system_s = system - system0
     if args.local_postgres and not bare:
-        run.database_cpu_s = postgres_seconds() - database0
+        run.database_cpu_s = database - database0
     ours = run.server_cpu_s if pid else 0.0  # a server not started here is part of the other load
-    other = (machine_busy_seconds() - busy0) - ours - (time.process_time() - own0)
+    other = (busy - busy0) - ours - (own - own0)
     run.other_load_cores = max(0.0, other / run.seconds)
     return run
+
+
+async def probe_health(run: Run, seconds: float, args: argparse.Namespace) -> None:
+    """/healthz under the loop, every 50 ms for `seconds`, from a process of its own (this one's loop
+    is busy): the main port's, the liveness port's (ops/health.py) and the floor's (a constant answer
+    from a process of its own: what the machine alone costs a probe under this load). It runs after
+    the measured window, so the probes' own CPU is not counted against the calls."""
+    liveness = [args.health_url + "/healthz"] if args.health_url else []  # unknown for --url
+    probes = [run.url + "/healthz", args.floor_url + "/", *liveness]
+    script = str(Path(__file__).with_name("health_probe.py"))
+    prober = await asyncio.create_subprocess_exec(
+        sys.executable, script, str(seconds), *probes, stdout=asyncio.subprocess.PIPE
+    )
+    found = json.loads((await prober.communicate())[0])
+    run.health_ms = found[probes[0]]
+    run.floor_ms = found[probes[1]]
+    run.health_port_ms = found[liveness[0]] if liveness else []
 
 
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:

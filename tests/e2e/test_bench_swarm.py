@@ -18,6 +18,9 @@ def test_swarm_runs_against_ours_and_the_bare_server(tmp_path: Path) -> None:
     assert found["bench"] == "swarm" and found["machine"]["cpus"]
     ((ours, bare),) = found["figures"]["runs"]
     assert (ours["server"], bare["server"]) == ("ours", "bare") and ours["calls"] > 0
+    # probed after the measured window, under the same loop: each port answered
+    assert ours["healthz_p99_ms"] > 0 and ours["health_port_p99_ms"] > 0 and ours["floor_p99_ms"] > 0
+    assert bare["healthz_p99_ms"] is None  # the bare server is not probed
     # the bare server answering with our recorded answers: the SDK's own cost for our payloads
     (shaped,) = found["figures"]["shaped"]
     assert shaped["server"] == "shaped" and shaped["calls"] > 0 and shaped["errors"] == 0

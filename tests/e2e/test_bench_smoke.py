@@ -56,6 +56,7 @@ def test_scale_runs(tmp_path: Path) -> None:
     # a word in one row of a thousand is found; the word in none is searched too, and finds nothing
     assert reads["search_mail (rare word)"]["rows"] > 0 and reads["search_knowledge (rare word)"]["rows"] > 0
     assert reads["search_mail (no match)"]["rows"] == 0
+    assert reads["search_mail (other projects' word)"]["rows"] == 0  # none of `default`'s holds it
     assert reads["search_knowledge (a kind)"]["rows"] > 0 and reads["search_knowledge (a tag)"]["rows"] > 0
     assert "ix_issues_project_id_status_priority_id" in found["figures"]["plans"]["ready issues page"]
 

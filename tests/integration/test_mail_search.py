@@ -8,8 +8,10 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import httpx2
 import pytest
+from sqlalchemy.dialects import postgresql
 
 from tests.conftest import insert_project, make_settings
 from vibe_ensemble.api.app import create_app
@@ -46,6 +48,25 @@ def _marked(snippet: str) -> set[str]:
 async def test_mail_search_is_ranked_marked_and_scoped_to_the_project(
     services: Services, admin: Caller
 ) -> None:
+    await _ranked_marked_and_scoped(services, admin)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_postgresql_s_index_step_alone_is_ranked_marked_and_scoped_to_the_project(
+    services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a walk of one message, every match but the newest comes from the index of the project's
+    keys (`mail_search.keys_ddl`): the same answers, subjects only for who may not read bodies."""
+    monkeypatch.setattr(mail_search, "WALK", 1)
+    monkeypatch.setattr(mail_search, "MAX_WALK", 1)
+    ran: list[int] = []
+    made = mail_search._older_of
+    monkeypatch.setattr(mail_search, "_older_of", lambda n: ran.append(n) or made(n))
+    await _ranked_marked_and_scoped(services, admin)
+    assert ran  # the index step ran
+
+
+async def _ranked_marked_and_scoped(services: Services, admin: Caller) -> None:
     both, body_only, subject_only, _, _ = await _mail(
         services,
         admin,
@@ -211,6 +232,50 @@ async def test_postgresql_finds_the_newest_candidates_by_walking_then_through_th
         listed = sparse and walk > 1
         assert {"_listed_of" if listed else "_range_of"} == set(ran) - {"_older_of"}, (walk, ran)
     assert await services.threads.search(admin, "absent") == []
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_postgresql_s_index_step_reads_the_project_s_keys_in_a_plain_scan(
+    database_url: str, services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word the project's mail lacks but another project's holds: nothing found, through the index
+    of keys that name the project. asyncpg's statements take a generic plan after five runs: the
+    index step's reads the index (its keys are the index's expression), in no parallel workers."""
+    await services.projects.create(admin, slug="o")
+    await _mail(services, admin, "o", [("Deploy", "zeppelin deploy") for _ in range(5)])
+    await _mail(services, admin, "default", [("Notes", "nothing here")])
+    monkeypatch.setattr(mail_search, "WALK", 1)
+    monkeypatch.setattr(mail_search, "MAX_WALK", 1)
+    for _ in range(7):  # past the fifth run: the generic plan
+        assert await services.threads.search(admin, "zeppelin") == []
+    assert [h.subject for h in await services.threads.search(admin, "zeppelin", project="o")] == [
+        "Deploy"
+    ] * 5
+
+    sql = mail_search._older_of(1).plan(postgresql.asyncpg.dialect()).sql
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        # a few rows: a sequential scan would be cheaper here, where it is not at 1,000,000 messages;
+        # what is checked is that the statement's keys are the index's (the same expression)
+        await conn.execute("SET enable_seqscan = off")
+        await conn.execute(f"PREPARE older AS {sql}")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE older({_literals(1)})"))
+        # At 1,000,000 messages the planner, with no statistics for the keys' `&&`, chose a parallel
+        # scan (~10 ms to start its workers, for a lookup of 0.1 ms): a function that is not
+        # PARALLEL SAFE keeps the scan in the process that runs the statement.
+        parallel = await conn.fetchval("SELECT proparallel FROM pg_proc WHERE proname = 'vibe_mail_keys'")
+    finally:
+        await conn.close()
+    assert "ix_messages_search_keys" in plan and "Gather" not in plan, plan
+    assert parallel == b"r"  # PARALLEL RESTRICTED (a "char", which asyncpg gives as bytes)
+    assert "ix_messages_search " not in plan + " "  # 0006's index is gone
+
+
+def _literals(project_id: int) -> str:
+    """The index step's parameters for one word, in its statement's order (project, the key's word,
+    below, the tsquery's word, n), with their configurations."""
+    return f"{project_id}, 'english', 'zeppelin', {2**62}, 'english', 'zeppelin', 1000"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: ts_rank, above

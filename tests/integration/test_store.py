@@ -93,7 +93,8 @@ def _diff(conn: Connection) -> list[Any]:
             return False
         # PostgreSQL: the generated tsvector columns and their GIN indexes
         return not (
-            type_ in ("column", "index") and name in ("search", "ix_knowledge_search", "ix_messages_search")
+            type_ in ("column", "index")
+            and name in ("search", "ix_knowledge_search", "ix_messages_search", "ix_messages_search_keys")
         )
 
     ctx = MigrationContext.configure(
@@ -420,6 +421,59 @@ async def test_events_are_ordered_after_commit_from_0017_and_at_commit_again_aft
         newest = await db.run_sync(lambda conn: conn.execute(round_).scalar_one(), write=True)
         assert await db.run_sync(of) == {**at_commit, "test.c": newest}
         assert newest > at_commit["test.b"]
+    finally:
+        await db.dispose()
+
+
+async def test_mail_written_before_0018_is_in_its_index_of_project_keys_and_its_downgrade_restores_0006_s(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: migration 0018 indexes every message's words keyed by its project
+    (`vibe_mail_keys`), the mail before it too, and drops 0006's index of `search`; its downgrade
+    brings that index back and takes the keys away."""
+    db = Database(postgres_url)
+    indexes = sa.text(
+        "SELECT indexname FROM pg_indexes "
+        "WHERE tablename = 'messages' AND indexname LIKE 'ix_messages_search%'"
+    )
+
+    def index_names(conn: Connection) -> set[str]:
+        return set(conn.execute(indexes).scalars())
+
+    def downgrade(conn: Connection) -> None:
+        from alembic import command
+
+        command.downgrade(migrate._config(conn), "0017")
+
+    try:
+        await migrate.upgrade(db, "0017")
+
+        def old_mail(conn: Connection) -> int:
+            project_id = _old_project(conn)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (project_id, sender, subject, body, thread_id, importance, "
+                    "ack_required, broadcast, created_at, recipient_names) VALUES (:p, 'a', 'Zeppelins', "
+                    "'the zeppelin lands', 't', 'normal', false, false, CURRENT_TIMESTAMP, '')"
+                ),
+                {"p": project_id},
+            )
+            return project_id
+
+        project_id = await db.run_sync(old_mail, write=True)
+        assert await db.run_sync(index_names) == {"ix_messages_search"}
+        await migrate.upgrade(db)
+        assert await db.run_sync(index_names) == {"ix_messages_search_keys"}
+        keyed = sa.text("SELECT count(*) FROM messages WHERE vibe_mail_keys(project_id, search) && :keys")
+        for keys, found in (([f"{project_id} zeppelin"], 1), ([f"{project_id + 1} zeppelin"], 0)):
+            assert (
+                await db.run_sync(lambda conn, k=keys: conn.execute(keyed, {"keys": k}).scalar_one()) == found
+            )
+
+        await db.run_sync(downgrade, write=True)
+        assert await db.run_sync(index_names) == {"ix_messages_search"}
+        gone = sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'vibe_mail_keys'")
+        assert await db.run_sync(lambda conn: conn.execute(gone).scalar_one()) == 0
     finally:
         await db.dispose()
 

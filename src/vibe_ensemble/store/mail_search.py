@@ -110,7 +110,8 @@ def keys_ddl() -> list[str]:
     its project ("<project id> <lexeme>"), and the GIN index over them (migration 0018). A word the
     project's mail lacks is then an empty posting list, however many messages of other projects
     hold it: with the GIN index of `search` alone, the index step read every project's matches of
-    the word to keep the project's (30 ms for a word 150,000 other messages hold, at 1,000,000).
+    the word to keep the project's (586 ms where 100,000 of other projects' messages hold it, at
+    1,000,000 messages: bench/RESULTS.md, thirty-ninth round).
 
     The function is PARALLEL RESTRICTED: its `&&` has no statistics (an array of keys known only
     when the statement runs), so the planner guessed 10,000 matches and chose a parallel scan,
@@ -292,7 +293,9 @@ async def _newest_matches(
     matches seen so far say would hold the rest (a quarter more), while the whole walk stays within
     MAX_WALK messages: a word in at least about 2.5 messages of a hundred (102 in the first walk).
     For a rarer word, the rest come from the GIN index of the project's words (`_older_of`), whose
-    cost is the word's matches in the project."""
+    cost is the word's matches in the project. (These bounds were set when that step read the
+    word's matches in every project, ~1.6 us each, where the two costs met near two messages in a
+    hundred; they are kept.)"""
     n = len(words_of)
     ids: list[int] = []
     below, rows, walked = _ABOVE_EVERY_ID, WALK, 0

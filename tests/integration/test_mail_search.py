@@ -240,7 +240,7 @@ async def test_postgresql_s_index_step_reads_the_project_s_keys_in_a_plain_scan(
 ) -> None:
     """A word the project's mail lacks but another project's holds: nothing found, through the index
     of keys that name the project. asyncpg's statements take a generic plan after five runs: the
-    index step's reads the index (its keys are the index's expression), in no parallel workers."""
+    index step reads the index (its keys are the index's expression), in no parallel workers."""
     await services.projects.create(admin, slug="o")
     await _mail(services, admin, "o", [("Deploy", "zeppelin deploy") for _ in range(5)])
     await _mail(services, admin, "default", [("Notes", "nothing here")])

@@ -96,7 +96,9 @@ class Runtime:
             sequencer = self.services.ctx.sequencer
             assert sequencer is not None  # PostgreSQL's
             sequencer.start()  # this process's commits' events are given their ids by it, and others' left
-            self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub, poll=self.services.events.latest_id)
+            # While deaf the bridge reads the newest id given; it runs no round of its own (the
+            # sequencer's sweep gives the others' events their ids, each second)
+            self.bridge = PostgresBridge(self.db.asyncpg_dsn(), hub, poll=self._newest_given)
             self.bridge.start()
             # The pool reached the database: a bridge waiting out its backoff reconnects now.
             self.db.on_new_connection(self.bridge.nudge)
@@ -135,6 +137,9 @@ class Runtime:
             self.bridge = None
         if self.services.ctx.sequencer is not None:
             await self.services.ctx.sequencer.stop()
+
+    async def _newest_given(self) -> int:
+        return await self.services.events.latest_id(order=False)
 
     def start_duties(self) -> None:
         self._duties = asyncio.create_task(self._run_duties(), name="vibe-duties")

@@ -76,7 +76,8 @@ class EventService(Service):
     async def latest_id(self, *, order: bool = True) -> int:
         """The newest event id, every event committed before this call given its id first: a cursor
         from which whatever is committed later follows (feeds "from now on", the dashboard's pages).
-        `order=False`: the caller has just run a round (`page`), so none is run again."""
+        `order=False`: no round first, where one has just run (`page`) or runs anyway (the bridge's
+        poll while it cannot listen, beside the sequencer's sweep each second)."""
         if order:
             await self._order_committed()
         async with self.snapshot() as conn:

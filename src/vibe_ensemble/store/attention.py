@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from vibe_ensemble.domain.attention import IssueRef, UnackedMail
 from vibe_ensemble.domain.enums import Importance, IssueStatus
 from vibe_ensemble.domain.models import Event
+from vibe_ensemble.store import events as event_store
 from vibe_ensemble.store.database import Connection
 from vibe_ensemble.store.tables import (
     agents,
@@ -155,7 +156,7 @@ async def events_since(
     rows = await conn.execute(
         sa.select(events)
         .where(
-            events.c.id > 0,  # given its id (store/events.py)
+            event_store.ORDERED,  # given its id
             events.c.project_id == project_id,
             events.c.type.in_(list(types)),
             events.c.time >= since,

@@ -80,7 +80,7 @@ _INSERT_PROVISIONAL = Prepared(
         }
     )
 )
-_ORDERED = events.c.id > 0  # what readers read: on PostgreSQL, the events given their ids
+ORDERED = events.c.id > 0  # what readers read: on PostgreSQL, the events given their ids
 
 
 def order_pending_ddl(sequence: str) -> list[str]:
@@ -233,7 +233,7 @@ async def recent(
     limit: int = 20,
 ) -> list[Event]:
     """The newest events, newest first; filtered like `after`."""
-    q = _filtered(_select().where(_ORDERED), project_ids, types)
+    q = _filtered(_select().where(ORDERED), project_ids, types)
     rows = await conn.execute(q.order_by(events.c.id.desc()).limit(limit))
     return [_to_event(r) for r in rows]
 
@@ -260,16 +260,18 @@ def _type_matches(pattern: str) -> sa.ColumnElement[bool]:
     return events.c.type == pattern
 
 
+_LAST_ID = Prepared(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)).where(ORDERED))
+
+
 async def last_id(conn: Connection) -> int:
-    newest = sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)).where(_ORDERED)
-    return int((await conn.execute(newest)).scalar_one())
+    return int((await conn.execute(_LAST_ID)).scalar_one())
 
 
 async def about_agent(conn: Connection, project_id: int, name: str, *, limit: int) -> list[Event]:
     """A project's newest events done by, or about, the agent of this name (its `actor`, or its
     payload's `agent`), newest first."""
     q = _select().where(
-        _ORDERED,
+        ORDERED,
         events.c.project_id == project_id,
         sa.or_(events.c.actor == name, events.c.payload["agent"].as_string() == name),
     )

@@ -405,7 +405,7 @@ def _older_of(words: int) -> Prepared:
     found = (
         sa.select(_m.c.id)
         .where(
-            sa.func.vibe_mail_keys(_m.c.project_id, _search).op("&&")(_keys(words)),
+            getattr(sa.func, KEYS_FUNCTION)(_m.c.project_id, _search).op("&&")(_keys(words)),
             _m.c.project_id + sa.literal_column("0") == sa.bindparam("project_id"),
             _m.c.id + sa.literal_column("0") < sa.bindparam("below"),
             _search.op("@@")(_query(words)),

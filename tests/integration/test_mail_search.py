@@ -21,6 +21,7 @@ from vibe_ensemble.runtime import Runtime
 from vibe_ensemble.services import Services
 from vibe_ensemble.store import mail_search, migrate
 from vibe_ensemble.store.database import Database
+from vibe_ensemble.store.prepared import Plan
 from vibe_ensemble.store.tables import messages
 
 
@@ -64,6 +65,48 @@ async def test_postgresql_s_index_step_alone_is_ranked_marked_and_scoped_to_the_
     monkeypatch.setattr(mail_search, "_older_of", lambda n: ran.append(n) or made(n))
     await _ranked_marked_and_scoped(services, admin)
     assert ran  # the index step ran
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("bodies", [True, False], ids=["subjects and bodies", "subjects"])
+async def test_postgresql_s_page_is_in_ts_rank_s_order_whichever_step_found_its_candidates(
+    database_url: str, services: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch, bodies: bool
+) -> None:
+    """The candidates are ranked by the steps that find them (the walk and the index step), and
+    only the page is read again: its order is PostgreSQL's own `ORDER BY ts_rank DESC, id DESC`
+    over the same candidates, ties (equal ranks) newest first, the page cut at `limit`."""
+    rng = random.Random(7)
+    words = ["deploy", "rollback", "canary", "alpha", "beta", "gamma"]
+    items = [
+        (
+            " ".join(rng.choice(words) for _ in range(rng.randint(1, 3))),
+            " ".join(rng.choice(words) for _ in range(9)),
+        )
+        for _ in range(30)
+    ] + [("Deploy canary", "deploy the canary")] * 4  # equal ranks: the newest first
+    await _mail(services, admin, "default", items)
+    monkeypatch.setattr(mail_search, "WALK", 5)  # the newest 5 walked, the rest through the index
+    monkeypatch.setattr(mail_search, "MAX_WALK", 5)
+    ran: list[int] = []
+    made = mail_search._older_of
+    monkeypatch.setattr(mail_search, "_older_of", lambda n: ran.append(n) or made(n))
+    caller = admin if bodies else await _caller(services, admin, TokenRole.WORKER)
+
+    found = [h.id for h in await services.threads.search(caller, "deploy canary", limit=12)]
+
+    weight = "" if bodies else ":A"
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        expected = await conn.fetch(
+            "SELECT id FROM messages, to_tsquery('english', $1) q WHERE project_id = 1 AND search @@ q "
+            "ORDER BY ts_rank(search, q) DESC, id DESC LIMIT 12",
+            f"deploy{weight} | canary{weight}",
+        )
+    finally:
+        await conn.close()
+    assert ran  # the index step found some
+    assert len(found) == 12
+    assert found == [r["id"] for r in expected]
 
 
 async def _ranked_marked_and_scoped(services: Services, admin: Caller) -> None:
@@ -252,15 +295,15 @@ async def test_postgresql_s_index_step_reads_the_project_s_keys_in_a_plain_scan(
         "Deploy"
     ] * 5
 
-    sql = mail_search._older_of(1).plan(postgresql.asyncpg.dialect()).sql
+    older = mail_search._older_of(1).plan(postgresql.asyncpg.dialect())
     conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         # a few rows: a sequential scan would be cheaper here, where it is not at 1,000,000 messages;
         # what is checked is that the statement's keys are the index's (the same expression)
         await conn.execute("SET enable_seqscan = off")
-        await conn.execute(f"PREPARE older AS {sql}")
-        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE older({_literals(1)})"))
+        await conn.execute(f"PREPARE older AS {older.sql}")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE older({_literals(older)})"))
         # At 1,000,000 messages the planner, with no statistics for the keys' `&&`, chose a parallel
         # scan (~10 ms to start its workers, for a lookup of 0.1 ms): a function that is not
         # PARALLEL SAFE keeps the scan in the process that runs the statement.
@@ -272,10 +315,12 @@ async def test_postgresql_s_index_step_reads_the_project_s_keys_in_a_plain_scan(
     assert "ix_messages_search " not in plan + " "  # 0006's index is gone
 
 
-def _literals(project_id: int) -> str:
-    """The index step's parameters for one word, in its statement's order (project, the key's word,
-    below, the tsquery's word, n), with their configurations."""
-    return f"{project_id}, 'english', 'zeppelin', {2**62}, 'english', 'zeppelin', 1000"
+def _literals(plan: Plan) -> str:
+    """The index step's parameters for the word `zeppelin` in project 1, as SQL literals in its
+    statement's order (each text configuration the statement's own, `english`)."""
+    given = {"project_id": 1, "stem_0": "zeppelin", "word_0": "zeppelin", "below": 2**62, "n": 1000}
+    values = [given.get(name, plan.defaults.get(name)) for name, _ in plan.binds]
+    return ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in values)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: ts_rank, above

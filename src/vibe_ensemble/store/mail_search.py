@@ -261,16 +261,25 @@ async def _postgres(
     conn: Connection, project_id: int, words: list[str], bodies: bool, limit: int
 ) -> list[Any]:
     """The best `limit` of the project's newest CANDIDATES matches, ranked by ts_rank, newest first
-    among equals, with the body's snippet when `bodies`."""
+    among equals, with the body's snippet when `bodies`.
+
+    The steps that find the candidates rank them as they test them (`ts_rank` of the row in hand),
+    so only the page is read again, for its columns and snippets: ranked in a statement of its own,
+    the 1,000 candidates of a rare word were read again one by one from all over the table (7 of the
+    14 ms such a search took at 1,000,000 messages, bench/RESULTS.md, fortieth round)."""
     words_of = {f"word_{i}": w + ("" if bodies else ":A") for i, w in enumerate(words)}
     stems = {f"stem_{i}": w for i, w in enumerate(words)}  # the index step's keys (`_keys`)
-    ids = await _newest_matches(conn, project_id, words_of, stems)
-    if not ids:
+    found = await _newest_matches(conn, project_id, words_of, stems)
+    # best first, newest first among equals: the order `ORDER BY rank DESC, id DESC` gives, on the
+    # same float4 ranks
+    best = sorted(found, key=lambda match: (-match[1], -match[0]))[:limit]
+    if not best:
         return []
-    ranked = _ranked_of(len(words), bodies)
-    return records(
-        await conn.execute(ranked, {"project_id": project_id, "ids": ids, "limit": limit, **words_of})
-    )
+    ids = [match_id for match_id, _ in best]
+    page = _page_of(len(words), bodies)
+    parameters = {"project_id": project_id, "ids": ids, **(words_of if bodies else {})}
+    rows = {r.id: r for r in records(await conn.execute(page, parameters))}
+    return [rows[match_id] for match_id in ids if match_id in rows]
 
 
 WALK = 4 * CANDIDATES  # PostgreSQL: the newest messages a search first tests one by one
@@ -280,8 +289,9 @@ _ABOVE_EVERY_ID = 2**63 - 1
 
 async def _newest_matches(
     conn: Connection, project_id: int, words_of: dict[str, str], stems: dict[str, str]
-) -> list[int]:
-    """The ids of the project's newest CANDIDATES messages matching the words, newest first.
+) -> list[tuple[int, float]]:
+    """The ids of the project's newest CANDIDATES messages matching the words, newest first, each
+    with its rank (`ts_rank`).
 
     Found with a bounded cost whatever the words, because no plan PostgreSQL would choose alone
     does that: its estimate of a tsquery's matches is a guess, and at 1,000,000 messages it walked
@@ -297,37 +307,43 @@ async def _newest_matches(
     word's matches in every project, ~1.6 us each, where the two costs met near two messages in a
     hundred; they are kept.)"""
     n = len(words_of)
-    ids: list[int] = []
+    matches: list[tuple[int, float]] = []
     below, rows, walked = _ABOVE_EVERY_ID, WALK, 0
     while True:
         walk = first_record(
             await conn.execute(_WALK, {"project_id": project_id, "below": below, "walk": rows})
         )
         if walk is None or not walk.walked:  # nothing older than `below`
-            return ids
+            return matches
         parameters = {
             "project_id": project_id,
             "boundary": walk.boundary,
             "below": below,
             "walk": rows,
-            "n": CANDIDATES - len(ids),
+            "n": CANDIDATES - len(matches),
             **words_of,
         }
         # the project's mail holds most ids of the walk's range: read the range; else list its ids
         dense = 2 * walk.walked > walk.newest - walk.boundary
         walk_of = _range_of(n) if dense else _listed_of(n)
-        ids += [r.id for r in records(await conn.execute(walk_of, parameters))]
+        matches += [(r.id, r.rank) for r in records(await conn.execute(walk_of, parameters))]
         walked += walk.walked
-        if len(ids) == CANDIDATES or walk.walked < rows:  # enough, or every message walked
-            return ids
+        if len(matches) == CANDIDATES or walk.walked < rows:  # enough, or every message walked
+            return matches
         below = walk.boundary
-        if not ids:
+        if not matches:
             break
-        rows = max(WALK, (CANDIDATES - len(ids)) * walked * 5 // (4 * len(ids)))
+        rows = max(WALK, (CANDIDATES - len(matches)) * walked * 5 // (4 * len(matches)))
         if walked + rows > MAX_WALK:
             break
-    parameters = {"project_id": project_id, "below": below, "n": CANDIDATES - len(ids), **words_of, **stems}
-    return ids + [r.id for r in records(await conn.execute(_older_of(n), parameters))]
+    parameters = {
+        "project_id": project_id,
+        "below": below,
+        "n": CANDIDATES - len(matches),
+        **words_of,
+        **stems,
+    }
+    return matches + [(r.id, r.rank) for r in records(await conn.execute(_older_of(n), parameters))]
 
 
 # The project's newest `walk` messages older than `below`: the (project_id, id) index alone
@@ -385,13 +401,20 @@ def _listed_of(words: int) -> Prepared:
 
 def _tested(words: int, *walked: sa.ColumnElement[bool]) -> Prepared:
     """The newest `n` of the messages `walked` that match the words, each tested by `ts_match_vq`
-    (the test `@@` names, which no index answers: the walk stays a walk)."""
+    (the test `@@` names, which no index answers: the walk stays a walk), and ranked."""
+    query = _query(words)
     return Prepared(
-        sa.select(_m.c.id)
-        .where(*walked, sa.func.ts_match_vq(_search, _query(words)))
+        sa.select(_m.c.id, _rank(query))
+        .where(*walked, sa.func.ts_match_vq(_search, query))
         .order_by(_m.c.id.desc())
         .limit(sa.bindparam("n"))
     )
+
+
+def _rank(query: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A match's rank (`rank`): `ts_rank` of the row in hand, for a row that matched (in the list
+    of what a statement gives, it is worked out for the rows it gives only)."""
+    return sa.func.ts_rank(_search, query).label("rank")
 
 
 @functools.lru_cache(maxsize=32)
@@ -402,18 +425,19 @@ def _older_of(words: int) -> Prepared:
     tested on the rows (`+ 0`), not through the (project_id, id) index: ANDed with the GIN index's
     matches, that index's range of the project's mail (500,000 entries) cost 30 ms in a generic plan.
     A MATERIALIZED set, so the planner cannot turn it into a walk of the project's mail."""
+    query = _query(words)
     found = (
-        sa.select(_m.c.id)
+        sa.select(_m.c.id, _rank(query))
         .where(
             getattr(sa.func, KEYS_FUNCTION)(_m.c.project_id, _search).op("&&")(_keys(words)),
             _m.c.project_id + sa.literal_column("0") == sa.bindparam("project_id"),
             _m.c.id + sa.literal_column("0") < sa.bindparam("below"),
-            _search.op("@@")(_query(words)),
+            _search.op("@@")(query),
         )
         .cte("found")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    return Prepared(sa.select(found.c.id).order_by(found.c.id.desc()).limit(sa.bindparam("n")))
+    return Prepared(sa.select(found.c.id, found.c.rank).order_by(found.c.id.desc()).limit(sa.bindparam("n")))
 
 
 def _keys(words: int) -> sa.ColumnElement[Any]:
@@ -433,16 +457,14 @@ def _keys(words: int) -> sa.ColumnElement[Any]:
 
 
 @functools.lru_cache(maxsize=64)  # by how many words, and bodies or subjects
-def _ranked_of(words: int, bodies: bool) -> Prepared:
-    """The best `limit` of the project's messages `ids`, by ts_rank, newest first among equals."""
-    query = _query(words)
-    score = sa.func.ts_rank(_search, query)
-    snippet = sa.func.ts_headline("english", _m.c.body, query, _headline_options) if bodies else sa.null()
+def _page_of(words: int, bodies: bool) -> Prepared:
+    """The project's messages `ids` (the page, ranked already): their columns, and with `bodies` the
+    body's snippet."""
+    snippet = (
+        sa.func.ts_headline("english", _m.c.body, _query(words), _headline_options) if bodies else sa.null()
+    )
     return Prepared(
-        sa.select(*_columns(), snippet.label("snippet"))
-        .where(
+        sa.select(*_columns(), snippet.label("snippet")).where(
             _m.c.id.in_(sa.bindparam("ids", expanding=True)), _m.c.project_id == sa.bindparam("project_id")
         )
-        .order_by(score.desc(), _m.c.id.desc())
-        .limit(sa.bindparam("limit"))
     )

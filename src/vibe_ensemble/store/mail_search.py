@@ -303,9 +303,10 @@ async def _newest_matches(
     matches seen so far say would hold the rest (a quarter more), while the whole walk stays within
     MAX_WALK messages: a word in at least about 2.5 messages of a hundred (102 in the first walk).
     For a rarer word, the rest come from the GIN index of the project's words (`_older_of`), whose
-    cost is the word's matches in the project. (These bounds were set when that step read the
-    word's matches in every project, ~1.6 us each, where the two costs met near two messages in a
-    hundred; they are kept.)"""
+    cost is the word's matches in the project. (Checked again for that index: ~2.5-3.9 us a match,
+    ranked, against the walk's ~0.6-1.0 us a message. In a project of 500,000 messages the index
+    step, which reads every older match, costs what walking to the CANDIDATES would where about 2.2
+    messages of a hundred match: near where MAX_WALK stops, bench/RESULTS.md, fortieth round.)"""
     n = len(words_of)
     matches: list[tuple[int, float]] = []
     below, rows, walked = _ABOVE_EVERY_ID, WALK, 0

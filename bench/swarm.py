@@ -4,6 +4,7 @@
     python bench/swarm.py --agents 10 --seconds 5 --database-url postgresql+asyncpg://…/empty_db
     python bench/swarm.py --door rest                       # the same loop over /api/v1
     python bench/swarm.py --mix                             # plus heartbeat, claims, leases, search
+    python bench/swarm.py --agents 10 --seconds 4 --repeat 4   # each server's window 4 times, in turn
     python bench/swarm.py --url http://host:8080 --token vibe_…   # a running server (admin token)
 
 Each agent has its own agent-bound token and its own client, and loops for a fixed time:
@@ -14,10 +15,14 @@ constants, so everything it costs is the SDK, the transport and the client; the 
 are printed as ratios to it. Each server's loop runs 1 s before its measured window opens, and
 the window closes with the loop still running, so neither end is a burst or a tail. /healthz is
 probed under our server's loop after its window (as long again), so the probes' CPU is not counted
-as the calls'. Server CPU per call comes from /proc/PID/stat; the machine's other
-load (from /proc/stat, minus both servers and this process) is printed beside them, so a noisy run
-is visible, with the kernel's share of our server's CPU and, for a PostgreSQL on this machine, the
-CPU it spent per call (part of the other load). Against a running server (`--url`, with an admin
+as the calls'. The servers run one after another; with `--repeat N` each one's window runs N times,
+in turn, the order reversed every other time (ours, bare, shaped; shaped, bare, ours; ...), and its
+figures are those of all its windows together, so a drift of the machine's speed through the run
+falls alike on each (the probes and `--profile` follow our server's first window only). Server
+CPU per call comes from /proc/PID/stat; the machine's other load (from /proc/stat, minus both
+servers and this process) is printed beside them, so a noisy run is visible, with the kernel's
+share of our server's CPU and, for a PostgreSQL on this machine, the CPU it spent per call (part of
+the other load). Against a running server (`--url`, with an admin
 token that creates one agent-bound token per agent in its `default` project) the server's CPU and
 its liveness port are not measured. Figures are printed and written as JSON (`--json`), never
 asserted.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +172,29 @@ class Run:
         }
 
 
+def merged(runs: list[Run]) -> Run:
+    """One server's windows (`--repeat`) as one run: their calls, errors, latencies, CPU and time
+    together, and the other load over their time."""
+    first = runs[0]
+    run = Run(first.server, first.agents, sum(r.seconds for r in runs), first.url)
+    for r in runs:
+        run.calls += r.calls
+        run.errors += r.errors
+        run.first_error = run.first_error or r.first_error
+        for tool, values in r.latencies.items():
+            run.latencies[tool] += values
+        run.server_cpu_s += r.server_cpu_s
+        run.server_system_s += r.server_system_s
+        if r.database_cpu_s is not None:
+            run.database_cpu_s = (run.database_cpu_s or 0.0) + r.database_cpu_s
+        run.health_ms += r.health_ms
+        run.health_port_ms += r.health_port_ms
+        run.floor_ms += r.floor_ms
+        run.other_load_cores += r.other_load_cores * r.seconds / run.seconds
+        run.answers.update(r.answers)
+    return run
+
+
 class McpDoor:
     """One agent's calls over MCP (the official SDK client); with `record`, each tool's last result
     is kept there (the shaped server answers with them)."""
@@ -272,8 +302,12 @@ async def swarm(
     offset: int,
     seconds: float,
     args: argparse.Namespace,
+    *,
+    first: bool = True,
 ) -> Run:
-    """One swarm's window; `pid`: the server's process, whose CPU is measured (None: not on hand)."""
+    """One swarm's window; `pid`: the server's process, whose CPU is measured (None: not on hand).
+    `first`: our server's first window of this size, the one profiled and followed by the probes of
+    /healthz (a later window, with `--repeat`, is not)."""
     n = len(tokens)
     names = [f"agent-{offset + i}" for i in range(n)]
     bare = server != "ours"  # the bare server, or the shaped one: the plain loop, over MCP
@@ -310,7 +344,8 @@ async def swarm(
         # one still running: the calls in flight at its start, counted as they end inside it, stand
         # for those in flight at its end, whose CPU it holds but whose ends it does not.
         await asyncio.sleep(WARM_UP_S)
-        profiler = profile(pid, seconds, args.profile) if args.profile and pid and not bare else None
+        profiled = args.profile and not bare and first
+        profiler = profile(pid, seconds, args.profile) if profiled and pid else None
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
         database0 = postgres_seconds() if args.local_postgres and not bare else 0.0
         started = time.perf_counter()
@@ -320,7 +355,7 @@ async def swarm(
         busy, own = machine_busy_seconds(), time.process_time()
         database = postgres_seconds() if args.local_postgres and not bare else 0.0
         run.seconds = time.perf_counter() - started
-        if not bare:
+        if not bare and first:
             await probe_health(run, seconds, args)  # the same loop, after the window: not in its CPU
         window["stop"] = time.perf_counter()  # each agent ends after the call it is in
     if profiler:
@@ -446,7 +481,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--agents", default="10,50", help="comma-separated swarm sizes (default 10,50)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per swarm (default 10)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per window (default 10)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="each server's window this many times, in turn, the order reversed every other time (default 1)",
+    )
     parser.add_argument("--database-url", help="an EMPTY database (default: a temporary SQLite file)")
     parser.add_argument("--door", choices=["mcp", "rest"], default="mcp", help="our door for the loop")
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="MCP protocol era")
@@ -459,6 +500,8 @@ def main() -> None:
     )
     parser.add_argument("--token", help="an admin token for --url")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.url and not args.token:
         parser.error("--url needs --token (an admin token)")
     if args.url and (args.database_url or args.workers or args.profile):
@@ -486,10 +529,29 @@ def main() -> None:
         offset = 0
         for n in sizes:
             tokens = agent_tokens(url, admin, n, offset)
-            ours = asyncio.run(swarm("ours", url, pid, tokens, offset, args.seconds, args))
-            bare = asyncio.run(swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args))
-            pairs.append((ours, bare))
-            shaped.append(shaped_run(ours, tokens, offset, args) if args.door == "mcp" else None)
+            windows: dict[str, list[Run]] = {"ours": [], "bare": [], "shaped": []}
+            with contextlib.ExitStack() as stack:
+                shaped_at: tuple[int, str] | None = None  # the shaped server, once ours has answered
+                for r in range(args.repeat):
+                    # in turn, the order reversed every other time: a drift of the machine's speed
+                    # through the run falls alike on each server
+                    order = ("ours", "bare", "shaped") if r % 2 == 0 else ("shaped", "bare", "ours")
+                    for server in order:
+                        if server == "ours":
+                            run = swarm("ours", url, pid, tokens, offset, args.seconds, args, first=r == 0)
+                        elif server == "bare":
+                            run = swarm("bare", bare_url, bare_proc.pid, tokens, offset, args.seconds, args)
+                        else:
+                            if r == 0 and args.door == "mcp":
+                                shaped_at = stack.enter_context(started_shaped(windows["ours"][0]))
+                            if shaped_at is None:
+                                continue  # over REST, or no call of ours succeeded
+                            run = swarm(
+                                "shaped", shaped_at[1], shaped_at[0], tokens, offset, args.seconds, args
+                            )
+                        windows[server].append(asyncio.run(run))
+            pairs.append((merged(windows["ours"]), merged(windows["bare"])))
+            shaped.append(merged(windows["shaped"]) if windows["shaped"] else None)
             offset += n
 
     try:
@@ -517,11 +579,14 @@ def main() -> None:
     facts.write(args.json, "swarm", args, figures)
 
 
-def shaped_run(ours: Run, tokens: list[str], offset: int, args: argparse.Namespace) -> Run | None:
-    """The same loop against the bare server answering with our last answers (bench/bare_server.py):
-    what the SDK and the transport cost for our payloads alone, none of our own work."""
+@contextlib.contextmanager
+def started_shaped(ours: Run) -> Iterator[tuple[int, str] | None]:
+    """The bare server answering with our last answers (bench/bare_server.py), its process id and
+    URL: the same loop against it is what the SDK and the transport cost for our payloads alone,
+    none of our own work. None when no call of ours succeeded."""
     if not {"send_message", "fetch_inbox"} <= ours.answers.keys():
-        return None  # no call of ours succeeded
+        yield None
+        return
     with tempfile.TemporaryDirectory() as tmp:
         answers = Path(tmp) / "answers.json"
         dumped = {
@@ -531,7 +596,7 @@ def shaped_run(ours: Run, tokens: list[str], offset: int, args: argparse.Namespa
         answers.write_text(json.dumps(dumped))
         proc, url = start_bare(answers)
         try:
-            return asyncio.run(swarm("shaped", url, proc.pid, tokens, offset, args.seconds, args))
+            yield proc.pid, url
         finally:
             proc.terminate()
             proc.wait(timeout=15)

@@ -32,13 +32,17 @@ def test_swarm_runs_over_rest() -> None:
     assert "ratio" in out and "shaped" not in out  # our answers over REST are not the SDK's to make
 
 
-def test_swarm_runs_in_the_older_protocol_era(tmp_path: Path) -> None:
-    out, found = run_bench_json(tmp_path, "swarm.py", "--agents", "2", "--seconds", "1", "--mode", "legacy")
+def test_swarm_runs_in_the_older_protocol_era_with_each_window_repeated(tmp_path: Path) -> None:
+    argv = ["--agents", "2", "--seconds", "1", "--mode", "legacy", "--repeat", "2"]
+    out, found = run_bench_json(tmp_path, "swarm.py", *argv)
     assert "mode=legacy" in out and "ratio" in out
     ((ours, bare),) = found["figures"]["runs"]
     assert ours["calls"] > 0 and ours["errors"] == 0 and bare["errors"] == 0
     (shaped,) = found["figures"]["shaped"]
     assert shaped["calls"] > 0 and shaped["errors"] == 0
+    # each server's two windows of a second, together
+    assert min(ours["seconds"], bare["seconds"], shaped["seconds"]) >= 2.0
+    assert ours["healthz_p99_ms"] > 0  # probed once, after our server's first window
 
 
 async def test_swarm_runs_on_postgresql_and_counts_its_cpu(postgres_url: str) -> None:

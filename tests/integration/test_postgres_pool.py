@@ -106,6 +106,37 @@ async def test_a_database_whose_schema_changed_is_dropped_not_reused(
     assert pool.reused == 2  # the fresh ones, made after each drop, came back as new
 
 
+@pytest.mark.postgres
+async def test_a_database_whose_index_the_planner_may_pass_over_is_dropped(pool: DatabasePool) -> None:
+    """An index built where a row had just been updated, while an older snapshot was open, is one
+    the planner passes over for snapshots older than its build (`indcheckxmin`), as migration 0018's
+    was after 0009's backfill in a migration test: the same definition, but not as new."""
+    template = await pool.take()
+    conn = await asyncpg.connect(dsn(template))
+    await conn.execute("CREATE TABLE t (id int PRIMARY KEY, name text, note text)")
+    await conn.execute("CREATE INDEX t_name ON t (name)")
+    await conn.close()
+    try:
+        url = await pool.take(template)
+        older, conn = await asyncpg.connect(dsn(url)), await asyncpg.connect(dsn(url))
+        snapshot = older.transaction(isolation="repeatable_read")
+        await snapshot.start()
+        await older.fetchval("SELECT 1")  # its snapshot taken (no lock on t, which DROP INDEX needs)
+        await conn.execute("INSERT INTO t VALUES (1, 'a', 'x')")
+        await conn.execute("UPDATE t SET note = 'y'")  # a HOT update: the old version recently dead
+        await conn.execute("DROP INDEX t_name")
+        await conn.execute("CREATE INDEX t_name ON t (name)")  # the same definition
+        assert await conn.fetchval("SELECT indcheckxmin FROM pg_index WHERE indexrelid = 't_name'::regclass")
+        await snapshot.rollback()
+        await older.close()
+        await conn.close()
+        dropped = pool.dropped
+        await pool.give_back(url)
+        assert pool.dropped == dropped + 1
+    finally:
+        await pool.drop(template)
+
+
 async def _alive(conn: asyncpg.Connection) -> bool:
     try:
         await conn.fetchval("SELECT 1")

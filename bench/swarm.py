@@ -344,8 +344,9 @@ async def swarm(
         # one still running: the calls in flight at its start, counted as they end inside it, stand
         # for those in flight at its end, whose CPU it holds but whose ends it does not.
         await asyncio.sleep(WARM_UP_S)
-        profiled = args.profile and not bare and first
-        profiler = profile(pid, seconds, args.profile) if profiled and pid else None
+        profiler = (
+            profile(pid, seconds, args.profile) if args.profile and pid and not bare and first else None
+        )
         (user0, system0), busy0, own0 = cpu_split(pid), machine_busy_seconds(), time.process_time()
         database0 = postgres_seconds() if args.local_postgres and not bare else 0.0
         started = time.perf_counter()

@@ -350,8 +350,9 @@ def word_parameters(words: int) -> list[sa.BindParameter[str]]:
     return [sa.bindparam(f"word_{i}", type_=sa.String) for i in range(words)]
 
 
-def _stems(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
-    """The lexemes of the words (`word_0`…) as `search` holds them: an array of text."""
+def lexemes(words: list[sa.BindParameter[str]]) -> sa.ColumnElement[Any]:
+    """The lexemes of the bound words (`word_0`…, or mail search's `stem_0`…) as `search` holds them:
+    an array of text."""
     vector: sa.ColumnElement[Any] = sa.func.to_tsvector("english", words[0])
     for word in words[1:]:
         vector = vector.op("||")(sa.func.to_tsvector("english", word))
@@ -378,7 +379,7 @@ def _postgres_matches_of(words: int, kind: bool, tags: int) -> Prepared:
     keys) hold a stem of the words, exactly up to `n`: an entry is counted once however many stems it
     holds, among the first `n` rows times the number of stems (an entry has one row a stem, so that
     many rows hold at least `n` entries): a walk of the terms' index, nothing read from `knowledge`."""
-    stems = _stems(word_parameters(words))
+    stems = lexemes(word_parameters(words))
     found = (
         sa.select(_terms.c.entry_id)
         .where(*_terms_of(kind, tags), _terms.c.term == sa.any_(stems))
@@ -398,7 +399,7 @@ def _postgres_ranked_of(words: int, kind: bool, tags: int, *, windowed: bool) ->
     and ranked: joined instead, the planner read every match of the words in every project through
     the GIN index to rank them."""
     bound = word_parameters(words)
-    stems = _stems(bound)
+    stems = lexemes(bound)
     in_project = _terms_of(kind, tags)
     if windowed:
         stem = sa.func.unnest(stems).table_valued("term").render_derived()

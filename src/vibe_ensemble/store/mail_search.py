@@ -51,6 +51,7 @@ from vibe_ensemble.store.knowledge import (
     MARK_START,
     any_of_once,
     fts5_query,
+    lexemes,
     word_parameters,
 )
 from vibe_ensemble.store.prepared import Prepared, first_record, records
@@ -445,10 +446,8 @@ def _keys(words: int) -> sa.ColumnElement[Any]:
     """The index keys of the words (`stem_0`…, each a word as given) in the project `project_id`, as
     `vibe_mail_keys` makes a message's: "<project id> <lexeme>", the lexemes `to_tsvector` gives
     (a stop word none: a search of stop words alone matches nothing, as its tsquery does)."""
-    vector: sa.ColumnElement[Any] = sa.func.to_tsvector("english", sa.bindparam("stem_0", type_=sa.String))
-    for i in range(1, words):
-        vector = vector.op("||")(sa.func.to_tsvector("english", sa.bindparam(f"stem_{i}", type_=sa.String)))
-    lexeme = sa.func.unnest(sa.func.tsvector_to_array(vector)).column_valued("lexeme")
+    bound = [sa.bindparam(f"stem_{i}", type_=sa.String) for i in range(words)]
+    lexeme = sa.func.unnest(lexemes(bound)).column_valued("lexeme")
     key = (
         sa.cast(sa.bindparam("project_id", type_=sa.BigInteger), sa.Text)
         .op("||")(sa.literal_column("' '"))

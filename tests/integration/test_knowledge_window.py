@@ -204,3 +204,27 @@ async def test_an_edited_entry_is_searched_by_its_new_words(
     await services.knowledge.update(admin, leases[0], project="w", agent="ann", kind=KnowledgeKind.DECISION)
     assert await _ids(services, admin, "lease", kind=KnowledgeKind.DECISION) == [leases[0]]
     assert leases[0] not in await _ids(services, admin, "lease", kind=KnowledgeKind.NOTE)
+
+
+async def test_a_search_is_windowed_when_its_words_hold_more_than_all_ranked_entries_not_rows(
+    team: Services, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the windows apply counts the entries holding any of the words, each once: one word
+    held by more than `ALL_RANKED` (as soon as one does), or two words fewer hold each but more
+    together; never two words held by the same few entries."""
+    services = team
+    both = [await _add(services, admin, f"Entry {i}", "alpha beta") for i in range(3)]
+    gamma = [await _add(services, admin, f"Entry g{i}", "gamma") for i in range(2)]
+    delta = [await _add(services, admin, f"Entry d{i}", "delta") for i in range(2)]
+    epsilon = [await _add(services, admin, f"Entry e{i}", "epsilon") for i in range(4)]
+    monkeypatch.setattr(knowledge_rank, "WINDOW", 1)
+    monkeypatch.setattr(knowledge_rank, "ALL_RANKED", 3)
+    # six rows of the words, three entries: all ranked
+    assert sorted(await _ids(services, admin, "alpha beta")) == both
+    # each word two entries, four together: each word's newest one
+    assert sorted(await _ids(services, admin, "gamma delta")) == [gamma[-1], delta[-1]]
+    assert sorted(await _ids(services, admin, "delta gamma")) == [gamma[-1], delta[-1]]
+    # one word four entries, the other none or three others
+    assert await _ids(services, admin, "epsilon omega") == [epsilon[-1]]
+    assert sorted(await _ids(services, admin, "alpha epsilon")) == [both[-1], epsilon[-1]]
+    assert sorted(await _ids(services, admin, "epsilon alpha")) == [both[-1], epsilon[-1]]

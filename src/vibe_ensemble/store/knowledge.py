@@ -317,8 +317,8 @@ async def search(
     parameters.update((f"tag_{i}", k) for i, k in enumerate(keys))
     # candidates from knowledge_terms (of the kind, carrying the tags): each word's newest past ALL_RANKED
     shape = (len(words), kind is not None, len(keys))
-    many = await conn.execute(_postgres_matches_of(*shape), {**parameters, "n": rank.ALL_RANKED + 1})
-    windowed = int(many.scalar_one()) > rank.ALL_RANKED
+    many = await conn.execute(_postgres_many_of(*shape), {**parameters, "n": rank.ALL_RANKED + 1})
+    windowed = bool(many.scalar_one())
     parameters["window"] = rank.WINDOW
     rows = records(await conn.execute(_postgres_ranked_of(*shape, windowed=windowed), parameters))
     return [
@@ -374,19 +374,38 @@ def _terms_of(kind: bool, tags: int) -> list[sa.ColumnElement[bool]]:
 
 
 @functools.lru_cache(maxsize=128)  # by how many words, of a kind or not, and how many tags
-def _postgres_matches_of(words: int, kind: bool, tags: int) -> Prepared:
-    """How many of the project's entries (`project_id`; of the `kind` with `kind`, carrying `tags` tag
-    keys) hold a stem of the words, exactly up to `n`: an entry is counted once however many stems it
-    holds, among the first `n` rows times the number of stems (an entry has one row a stem, so that
-    many rows hold at least `n` entries): a walk of the terms' index, nothing read from `knowledge`."""
+def _postgres_many_of(words: int, kind: bool, tags: int) -> Prepared:
+    """Whether at least `n` of the project's entries (`project_id`; of the `kind` with `kind`,
+    carrying `tags` tag keys) hold a stem of the words: walks of the terms' index, nothing read from
+    `knowledge`. First each stem's rows up to `n`, stem after stem, stopping at a stem that has `n`
+    (a word most entries hold: `n` rows read, not `n` for each word). Else every stem has fewer, and
+    the entries holding any are counted exactly, each once however many stems it holds, among the
+    first `n` rows times the number of stems (an entry has one row a stem, so that many rows hold at
+    least `n` entries)."""
     stems = lexemes(word_parameters(words))
-    found = (
+    in_project = _terms_of(kind, tags)
+    n: sa.BindParameter[int] = sa.bindparam("n")
+    stem = sa.func.unnest(stems).table_valued("term").render_derived()
+    firsts = (  # a stem's first `n` rows (its own: correlated to the stem, not a join of each)
         sa.select(_terms.c.entry_id)
-        .where(*_terms_of(kind, tags), _terms.c.term == sa.any_(stems))
-        .limit(sa.bindparam("n") * sa.func.cardinality(stems))
+        .where(*in_project, _terms.c.term == stem.c.term)
+        .limit(n)
+        .correlate(stem)
         .subquery()
     )
-    return Prepared(sa.select(sa.func.count(sa.distinct(found.c.entry_id))))
+    one_stem = sa.exists(
+        sa.select(sa.literal_column("1"))
+        .select_from(stem)
+        .where(sa.select(sa.func.count()).select_from(firsts).scalar_subquery() >= n)
+    )
+    found = (
+        sa.select(_terms.c.entry_id)
+        .where(*in_project, _terms.c.term == sa.any_(stems))
+        .limit(n * sa.func.cardinality(stems))
+        .subquery()
+    )
+    all_stems = sa.select(sa.func.count(sa.distinct(found.c.entry_id))).scalar_subquery() >= n
+    return Prepared(sa.select(sa.or_(one_stem, all_stems)))
 
 
 @functools.lru_cache(maxsize=256)  # by how many words, of a kind or not, how many tags, and windowed or not

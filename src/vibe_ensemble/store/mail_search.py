@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -118,12 +118,29 @@ def keys_ddl() -> list[str]:
     when the statement runs), so the planner guessed 10,000 matches and chose a parallel scan,
     whose workers took ~10 ms to start for a lookup of 0.1 ms."""
     return [
-        f"CREATE FUNCTION {KEYS_FUNCTION}(project_id bigint, search tsvector) RETURNS text[] "  # noqa: S608  # nosec B608
-        "LANGUAGE sql IMMUTABLE STRICT PARALLEL RESTRICTED AS $$ "
-        "SELECT array_agg(project_id::text || ' ' || lexeme) "
-        "FROM unnest(tsvector_to_array(search)) lexeme $$",
+        keys_function_ddl("sql", replace=False),
         f"CREATE INDEX {KEYS_INDEX} ON messages USING GIN ({KEYS_FUNCTION}(project_id, search))",
     ]
+
+
+_KEYS_QUERY = (
+    "SELECT array_agg(project_id::text || ' ' || lexeme) FROM unnest(tsvector_to_array(search)) lexeme"
+)
+
+
+def keys_function_ddl(language: Literal["sql", "plpgsql"], *, replace: bool = True) -> str:
+    """`vibe_mail_keys` in SQL (migration 0018) or in PL/pgSQL (0019), the same query: the index of
+    the keys calls it for every message written. A SQL function whose body reads from a function
+    (`unnest`) is not inlined, and its plan lasts one statement: parsed and planned again at every
+    INSERT. PL/pgSQL keeps the query's plan for the connection (50 µs less of PostgreSQL's CPU a
+    message: bench/RESULTS.md, forty-first round). The keys are the same, so replacing one by the
+    other leaves the index as it is."""
+    body = _KEYS_QUERY if language == "sql" else f"BEGIN RETURN ({_KEYS_QUERY}); END"
+    create = "CREATE OR REPLACE" if replace else "CREATE"
+    return (
+        f"{create} FUNCTION {KEYS_FUNCTION}(project_id bigint, search tsvector) RETURNS text[] "
+        f"LANGUAGE {language} IMMUTABLE STRICT PARALLEL RESTRICTED AS $$ {body} $$"
+    )
 
 
 def drop_keys_ddl() -> list[str]:

@@ -478,14 +478,17 @@ async def test_mail_written_before_0018_is_in_its_index_of_project_keys_and_its_
         await db.dispose()
 
 
-async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unchanged(postgres_url: str) -> None:
+async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unchanged(
+    postgres_url: str,
+) -> None:
     """PostgreSQL: migration 0019 replaces 0018's SQL `vibe_mail_keys` by the same query in PL/pgSQL
     (planned once a connection, not at every INSERT). The keys of mail written before and after are
     those 0018 gave, the index is the same one (not rebuilt) and still finds them; the downgrade
     brings the SQL function back."""
     db = Database(postgres_url)
     language = sa.text(
-        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = 'vibe_mail_keys'"
+        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+        "WHERE p.proname = 'vibe_mail_keys'"
     )
     index = sa.text("SELECT indexrelid FROM pg_index WHERE indexrelid = 'ix_messages_search_keys'::regclass")
     every_key = sa.text("SELECT id, vibe_mail_keys(project_id, search) FROM messages ORDER BY id")
@@ -520,9 +523,14 @@ async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unc
         assert await db.run_sync(lambda c: c.execute(language).scalar_one()) == "plpgsql"
         assert await db.run_sync(lambda c: list(c.execute(every_key))) == keys_before
         assert await db.run_sync(lambda c: c.execute(index).scalar_one()) == index_before
-        new = await db.run_sync(lambda c: send(c, project_id, "Zeppelin news", "zeppelins and blimps"), write=True)
+        new = await db.run_sync(
+            lambda c: send(c, project_id, "Zeppelin news", "zeppelins and blimps"), write=True
+        )
         keys_after = await db.run_sync(lambda c: list(c.execute(every_key)))
-        assert keys_after[-1] == (new, [f"{project_id} blimp", f"{project_id} news", f"{project_id} zeppelin"])
+        assert keys_after[-1] == (
+            new,
+            [f"{project_id} blimp", f"{project_id} news", f"{project_id} zeppelin"],
+        )
         for keys, found in (([f"{project_id} zeppelin"], [old, new]), ([f"{project_id} blimp"], [new])):
             rows = await db.run_sync(lambda c, k=keys: list(c.execute(keyed, {"keys": k}).scalars()))
             assert rows == found

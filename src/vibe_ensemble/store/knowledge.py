@@ -381,7 +381,8 @@ def _postgres_many_of(words: int, kind: bool, tags: int) -> Prepared:
     (a word most entries hold: `n` rows read, not `n` for each word). Else every stem has fewer, and
     the entries holding any are counted exactly, each once however many stems it holds, among the
     first `n` rows times the number of stems (an entry has one row a stem, so that many rows hold at
-    least `n` entries)."""
+    least `n` entries); a single stem's rows, all read by then, are fewer than `n` entries, so they
+    are not read again."""
     stems = lexemes(word_parameters(words))
     in_project = _terms_of(kind, tags)
     n: sa.BindParameter[int] = sa.bindparam("n")
@@ -405,7 +406,7 @@ def _postgres_many_of(words: int, kind: bool, tags: int) -> Prepared:
         .subquery()
     )
     all_stems = sa.select(sa.func.count(sa.distinct(found.c.entry_id))).scalar_subquery() >= n
-    return Prepared(sa.select(sa.or_(one_stem, all_stems)))
+    return Prepared(sa.select(sa.or_(one_stem, sa.and_(sa.func.cardinality(stems) > 1, all_stems))))
 
 
 @functools.lru_cache(maxsize=256)  # by how many words, of a kind or not, how many tags, and windowed or not

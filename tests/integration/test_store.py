@@ -542,6 +542,52 @@ async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unc
         await db.dispose()
 
 
+async def test_0020_an_event_round_reads_the_primary_key_whatever_the_statistics(postgres_url: str) -> None:
+    """PostgreSQL: from 0020 the sequencer's round finds the waiting events by an index scan of the
+    primary key, on an event log whose statistics were never gathered; 0019's function read the
+    whole table there (a sequential scan, more rows each round as the log grows). Counted by
+    PostgreSQL's statistics of the round's own transaction."""
+    db = Database(postgres_url)
+    waiting = sa.text(
+        "INSERT INTO events (id, time, project_id, type, actor, payload) "
+        "SELECT -nextval('events_provisional_id_seq'), CURRENT_TIMESTAMP, NULL, 'agent.seen', 'a', '{}' "
+        "FROM generate_series(1, 1000)"
+    )
+
+    scans = sa.text("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'")
+
+    def round_of_1000(conn: Connection) -> tuple[int, int, int, int]:
+        """The newest id given by a round of 1,000 waiting events, the table's sequential and index
+        scans in that round, and the events still waiting after it."""
+        conn.execute(waiting)
+        seq_before, idx_before = conn.execute(scans).one()
+        newest = conn.execute(sa.text("SELECT vibe_events_order_pending()")).scalar_one()
+        seq, idx = conn.execute(scans).one()
+        left = conn.execute(sa.text("SELECT count(*) FROM events WHERE id < 0")).scalar_one()
+        return int(newest), int(seq - seq_before), int(idx - idx_before), int(left)
+
+    def downgrade(conn: Connection) -> None:
+        from alembic import command
+
+        command.downgrade(migrate._config(conn), "0019")
+
+    try:
+        await migrate.upgrade(db)
+        await db.run_sync(
+            lambda c: c.execute(sa.text("ALTER TABLE events SET (autovacuum_enabled = false)")), write=True
+        )
+        # 1,000 ordered by one round, then one index scan of the key and 1,000 updates by it
+        assert await db.run_sync(round_of_1000, write=True) == (1000, 0, 1001, 0)
+        assert await db.run_sync(round_of_1000, write=True) == (2000, 0, 1001, 0)
+
+        await db.run_sync(downgrade, write=True)
+        newest, seq, _, left = await db.run_sync(round_of_1000, write=True)
+        assert (newest, left) == (3000, 0)
+        assert seq == 1  # 0019's plan, with no statistics: the whole table read
+    finally:
+        await db.dispose()
+
+
 async def test_knowledge_tags_written_escaped_before_0013_are_found_by_search(tmp_path: Path) -> None:
     """SQLite: tags were written as ASCII-escaped JSON and FTS5 indexed that text, so `café` and
     `名古屋` in a tag were never found by a search. Migration 0013 rewrites them as written, through

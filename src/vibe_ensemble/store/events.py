@@ -83,8 +83,8 @@ _INSERT_PROVISIONAL = Prepared(
 ORDERED = events.c.id > 0  # what readers read: on PostgreSQL, the events given their ids
 
 
-def order_pending_ddl(sequence: str) -> list[str]:
-    """PostgreSQL (migration 0017): the function that gives committed events their ids.
+def order_pending_ddl(sequence: str, *, index_scan: bool = True) -> list[str]:
+    """PostgreSQL (migrations 0017 and 0020): the function that gives committed events their ids.
 
     `vibe_events_order_pending()` takes the event-order lock (held to the end of its own commit,
     so ids become visible in id order), then gives every committed event still holding a
@@ -93,10 +93,21 @@ def order_pending_ddl(sequence: str) -> list[str]:
     '<newest id>'` when it gave any, delivered once it has committed, and returns that id (0 for
     none). Each statement in it reads what was committed before that statement began, so a call
     that waited for the lock sees every event committed before it took the lock.
+
+    `index_scan` (0020): the function runs with sequential and bitmap scans off (its own settings,
+    restored as it returns), so its search for the waiting events reads the primary key backwards
+    from 0 whatever the table's statistics say. Its plan is made on a connection's first call,
+    often before PostgreSQL has gathered them (a new database, or a log that grew since): it then
+    guessed that a third of the rows hold negative ids, read every row of the log and sorted what
+    it found, and each round read more as the log grew (10.5 ms a round at 100,000 events against
+    1.0 ms, bench/RESULTS.md). An index scan also marks the entries of events already ordered
+    dead, which the next scan skips. Without it (0017's), the function is as 0017 made it.
     """
     # Every name and number below is this module's constant, `sequence` the catalog's answer.
+    planned = "\nSET enable_seqscan = off SET enable_bitmapscan = off" if index_scan else ""
     return [
-        f"""CREATE OR REPLACE FUNCTION {ORDER_PENDING_FUNCTION}() RETURNS bigint LANGUAGE plpgsql AS $fn$
+        f"""CREATE OR REPLACE FUNCTION {ORDER_PENDING_FUNCTION}() RETURNS bigint LANGUAGE plpgsql{planned}
+AS $fn$
 DECLARE
     pending bigint;
     ordered bigint := 0;

@@ -43,7 +43,8 @@ def _sequence() -> str:
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for statement in drop_order_at_commit_ddl(keep_sequence=True) + order_pending_ddl(_sequence()):
+    ordering = order_pending_ddl(_sequence(), index_scan=False)
+    for statement in drop_order_at_commit_ddl(keep_sequence=True) + ordering:
         op.execute(statement)
 
 

@@ -12,7 +12,7 @@ unchanged.
 
 Revision ID: 0020
 Revises: 0019
-Create Date: 2026-12-08 00:30:00
+Create Date: 2026-12-07 23:40:00
 """
 
 from __future__ import annotations

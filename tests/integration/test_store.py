@@ -553,7 +553,6 @@ async def test_0020_an_event_round_reads_the_primary_key_whatever_the_statistics
         "SELECT -nextval('events_provisional_id_seq'), CURRENT_TIMESTAMP, NULL, 'agent.seen', 'a', '{}' "
         "FROM generate_series(1, 1000)"
     )
-
     scans = sa.text("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'")
 
     def round_of_1000(conn: Connection) -> tuple[int, int, int, int]:

@@ -85,6 +85,13 @@ async def test_an_unmigrated_database_is_refused_with_the_fix(database_url: str,
         await rt.start()
 
 
+async def _downgrade(db: Database, revision: str) -> None:
+    """Migrate `db` down to `revision` with Alembic's downgrade."""
+    from alembic import command
+
+    await db.run_sync(lambda conn: command.downgrade(migrate._config(conn), revision), write=True)
+
+
 def _diff(conn: Connection) -> list[Any]:
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table" and name is not None and name.startswith(SEARCH_TABLES):
@@ -361,12 +368,7 @@ async def test_knowledge_written_before_0016_is_found_by_its_kind_and_tags(datab
         assert await db.run_sync(lambda c: of(c, tag="ops")) == []
         assert await db.run_sync(lambda c: of(c, tag="db")) == [1]
 
-        def downgrade(conn: Connection) -> None:
-            from alembic import command
-
-            command.downgrade(migrate._config(conn), "0015")
-
-        await db.run_sync(downgrade, write=True)
+        await _downgrade(db, "0015")
         if sqlite:
             found = sa.text(f"SELECT rowid FROM {table} WHERE {table} MATCH '\"lease\"' ORDER BY rowid")  # nosec B608
         else:
@@ -397,17 +399,12 @@ async def test_events_are_ordered_after_commit_from_0017_and_at_commit_again_aft
     def of(conn: Connection) -> dict[str, int]:
         return {type_: int(id_) for type_, id_ in conn.execute(ids)}
 
-    def downgrade(conn: Connection) -> None:
-        from alembic import command
-
-        command.downgrade(migrate._config(conn), "0016")
-
     try:
         await migrate.upgrade(db)
         await write("test.a")
         assert (await db.run_sync(of))["test.a"] < 0  # committed, waiting for a round
 
-        await db.run_sync(downgrade, write=True)
+        await _downgrade(db, "0016")
         ordered = await db.run_sync(of)
         assert ordered["test.a"] > 0
         await write("test.b")
@@ -440,11 +437,6 @@ async def test_mail_written_before_0018_is_in_its_index_of_project_keys_and_its_
     def index_names(conn: Connection) -> set[str]:
         return set(conn.execute(indexes).scalars())
 
-    def downgrade(conn: Connection) -> None:
-        from alembic import command
-
-        command.downgrade(migrate._config(conn), "0017")
-
     try:
         await migrate.upgrade(db, "0017")
 
@@ -470,7 +462,7 @@ async def test_mail_written_before_0018_is_in_its_index_of_project_keys_and_its_
                 await db.run_sync(lambda conn, k=keys: conn.execute(keyed, {"keys": k}).scalar_one()) == found
             )
 
-        await db.run_sync(downgrade, write=True)
+        await _downgrade(db, "0017")
         assert await db.run_sync(index_names) == {"ix_messages_search"}
         gone = sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'vibe_mail_keys'")
         assert await db.run_sync(lambda conn: conn.execute(gone).scalar_one()) == 0
@@ -506,11 +498,6 @@ async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unc
             ).scalar_one()
         )
 
-    def downgrade(conn: Connection) -> None:
-        from alembic import command
-
-        command.downgrade(migrate._config(conn), "0018")
-
     try:
         await migrate.upgrade(db, "0018")
         project_id = await db.run_sync(_old_project, write=True)
@@ -535,7 +522,7 @@ async def test_0019_writes_the_mail_keys_in_pl_pgsql_the_same_keys_the_index_unc
             rows = await db.run_sync(lambda c, k=keys: list(c.execute(keyed, {"keys": k}).scalars()))
             assert rows == found
 
-        await db.run_sync(downgrade, write=True)
+        await _downgrade(db, "0018")
         assert await db.run_sync(lambda c: c.execute(language).scalar_one()) == "sql"
         assert await db.run_sync(lambda c: c.execute(index).scalar_one()) == index_before
     finally:
@@ -565,11 +552,6 @@ async def test_0020_an_event_round_reads_the_primary_key_whatever_the_statistics
         left = conn.execute(sa.text("SELECT count(*) FROM events WHERE id < 0")).scalar_one()
         return int(newest), int(seq - seq_before), int(idx - idx_before), int(left)
 
-    def downgrade(conn: Connection) -> None:
-        from alembic import command
-
-        command.downgrade(migrate._config(conn), "0019")
-
     try:
         await migrate.upgrade(db)
         await db.run_sync(
@@ -579,7 +561,7 @@ async def test_0020_an_event_round_reads_the_primary_key_whatever_the_statistics
         assert await db.run_sync(round_of_1000, write=True) == (1000, 0, 1001, 0)
         assert await db.run_sync(round_of_1000, write=True) == (2000, 0, 1001, 0)
 
-        await db.run_sync(downgrade, write=True)
+        await _downgrade(db, "0019")
         newest, seq, _, left = await db.run_sync(round_of_1000, write=True)
         assert (newest, left) == (3000, 0)
         assert seq == 1  # 0019's plan, with no statistics: the whole table read

@@ -83,6 +83,11 @@ _INSERT_PROVISIONAL = Prepared(
 ORDERED = events.c.id > 0  # what readers read: on PostgreSQL, the events given their ids
 
 
+def events_sequence(conn: sa.Connection) -> str:
+    """PostgreSQL: the name of the events' own id sequence (the one `order_pending_ddl` draws from)."""
+    return str(conn.execute(sa.text("SELECT pg_get_serial_sequence('events', 'id')")).scalar_one())
+
+
 def order_pending_ddl(sequence: str, *, index_scan: bool = True) -> list[str]:
     """PostgreSQL (migrations 0017 and 0020): the function that gives committed events their ids.
 

@@ -19,13 +19,13 @@ Create Date: 2026-12-07 14:00:00
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 from vibe_ensemble.store.events import (
     ORDER_PENDING_FUNCTION,
     drop_order_at_commit_ddl,
     drop_order_pending_ddl,
+    events_sequence,
     order_at_commit_ddl,
     order_pending_ddl,
 )
@@ -36,14 +36,10 @@ branch_labels = None
 depends_on = None
 
 
-def _sequence() -> str:
-    return str(op.get_bind().execute(sa.text("SELECT pg_get_serial_sequence('events', 'id')")).scalar_one())
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    ordering = order_pending_ddl(_sequence(), index_scan=False)
+    ordering = order_pending_ddl(events_sequence(op.get_bind()), index_scan=False)
     for statement in drop_order_at_commit_ddl(keep_sequence=True) + ordering:
         op.execute(statement)
 
@@ -52,5 +48,5 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(f"SELECT {ORDER_PENDING_FUNCTION}()")  # none left waiting: the trigger orders new ones only
-    for statement in drop_order_pending_ddl() + order_at_commit_ddl(_sequence()):
+    for statement in drop_order_pending_ddl() + order_at_commit_ddl(events_sequence(op.get_bind())):
         op.execute(statement)

@@ -17,10 +17,9 @@ Create Date: 2026-12-07 23:40:00
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
-from vibe_ensemble.store.events import order_pending_ddl
+from vibe_ensemble.store.events import events_sequence, order_pending_ddl
 
 revision = "0020"
 down_revision = "0019"
@@ -28,19 +27,15 @@ branch_labels = None
 depends_on = None
 
 
-def _sequence() -> str:
-    return str(op.get_bind().execute(sa.text("SELECT pg_get_serial_sequence('events', 'id')")).scalar_one())
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for statement in order_pending_ddl(_sequence(), index_scan=True):
+    for statement in order_pending_ddl(events_sequence(op.get_bind()), index_scan=True):
         op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for statement in order_pending_ddl(_sequence(), index_scan=False):
+    for statement in order_pending_ddl(events_sequence(op.get_bind()), index_scan=False):
         op.execute(statement)

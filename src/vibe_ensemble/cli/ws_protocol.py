@@ -7,6 +7,10 @@ eighth of what a feed's socket cost the server (bench/live_latency.py), for a qu
 message or two and a gate that is nearly always open. `ReceiveQueue` and `WriteGate` do what the
 protocol asks of them in a few hundred bytes; tests/unit/test_ws_protocol.py checks that the
 protocol asks nothing more.
+
+Once the handshake is answered, its request and response are not read again, but the protocol
+keeps both for the life of the socket (the library's parser holds the request, uvicorn both): their
+headers go as soon as the accept is sent (`FeedWebSocketProtocol.send`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
@@ -97,10 +102,21 @@ class WriteGate:
 
 class FeedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's own WebSocket protocol (`websockets-sansio`, its default), with a `ReceiveQueue`
-    and a `WriteGate`."""
+    and a `WriteGate`, that lets go of the handshake's headers once it is answered."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = WriteGate()  # type: ignore[assignment]
         self.writable.set()  # open, as uvicorn's own starts
+
+    async def send(self, message: ASGISendEvent) -> None:
+        accepting = message["type"] == "websocket.accept" and not self.handshake_complete
+        await super().send(message)
+        if accepting and self.handshake_complete:
+            # Read by uvicorn and the library while the handshake is answered, never after it (the
+            # app has its own copy of the request's headers, in its scope): about 4.5 KB a socket
+            # (docs/live.md). The response is uvicorn's alone; the request is held by the
+            # library's parser too, so it is emptied rather than let go.
+            self.request.headers.clear()
+            self.response.headers.clear()

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from vibe_ensemble.domain.caller import Caller
 from vibe_ensemble.domain.enums import AgentRole, AgentStatus, Priority
+from vibe_ensemble.domain.models import Agent
 from vibe_ensemble.services import Services
 
 
@@ -49,6 +50,32 @@ async def test_heartbeat_reports_the_agents_work_and_records_status_changes(
         "hb",
         {"agent": "hb", "activity": "reading the CI log"},
     )
+
+
+async def test_a_heartbeat_answers_the_agent_as_the_database_holds_it_after(
+    services: Services, admin: Caller
+) -> None:
+    """The heartbeat's agent is made from the row it wrote (status, activity, last seen), not read
+    back: it is what the database holds once the heartbeat is over, field for field, whether the
+    heartbeat changed the status, the activity, nothing, or brought the agent back from offline."""
+    await services.agents.register(admin, name="hb", capabilities=["python"], program="codex", model="m1")
+
+    async def stored() -> Agent:
+        (agent,) = [a for a in await services.agents.list(admin) if a.name == "hb"]
+        return agent
+
+    beat = await services.agents.heartbeat(admin, agent="hb", status=AgentStatus.BLOCKED, activity="stuck")
+    assert beat.agent == await stored()
+    assert (beat.agent.status, beat.agent.activity) == (AgentStatus.BLOCKED, "stuck")
+    previous = beat.agent.last_seen
+    beat = await services.agents.heartbeat(admin, agent="hb")  # nothing changes but the time
+    assert beat.agent == await stored() and beat.agent.last_seen >= previous
+    beat = await services.agents.heartbeat(admin, agent="hb", activity="reading the log")
+    assert beat.agent == await stored() and beat.agent.activity == "reading the log"
+    await services.agents.sweep_presence(offline_after=timedelta(0), retire_after=timedelta(days=7))
+    assert (await stored()).status == AgentStatus.OFFLINE
+    beat = await services.agents.heartbeat(admin, agent="hb")  # back to where it was
+    assert beat.agent == await stored() and beat.agent.status == AgentStatus.BLOCKED
 
 
 async def test_a_silent_agent_goes_offline_and_a_heartbeat_brings_it_back(

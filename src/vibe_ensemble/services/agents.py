@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -165,6 +166,11 @@ class AgentService(Service):
             if new_status == AgentStatus.OFFLINE:
                 new_status = await store.resume_status(tx.conn, me.id)
             await store.seen(tx.conn, me.id, tx.now, new_status.value, activity)
+            # The agent as this heartbeat left it, not read back: no other write touches its row before
+            # this commit (locked on PostgreSQL; SQLite has one writer).
+            seen = dataclasses.replace(
+                me, status=new_status, last_seen=tx.now, activity=me.activity if activity is None else activity
+            )
             if new_status != me.status:
                 tx.emit(
                     EventType.AGENT_STATUS,
@@ -180,14 +186,13 @@ class AgentService(Service):
         # What waits for the agent is read beside the writer, not under it: on SQLite the one
         # writer is the shared bottleneck, and a heartbeat is the most frequent call.
         async with self.read() as rx:
-            me = await store.get(rx.conn, proj.id, name)
             unread = await message_store.unread_count(rx.conn, me.id)
             urgent = await message_store.urgent_unread(rx.conn, me.id, limit=10)
             assigned = await issue_store.unfinished_of(rx.conn, me.id)
             ready = await issue_store.ready_in(rx.conn, proj.id, limit=ready_limit)
             expiring = await reservation_store.held_by(rx.conn, me.id, rx.now, until=rx.now + EXPIRY_WARNING)
         return HeartbeatResult(
-            agent=me,
+            agent=seen,
             unread_messages=unread,
             urgent_unread=urgent,
             assigned_issues=assigned,

@@ -168,9 +168,8 @@ class AgentService(Service):
             await store.seen(tx.conn, me.id, tx.now, new_status.value, activity)
             # The agent as this heartbeat left it, not read back: no other write touches its row before
             # this commit (locked on PostgreSQL; SQLite has one writer).
-            seen = dataclasses.replace(
-                me, status=new_status, last_seen=tx.now, activity=me.activity if activity is None else activity
-            )
+            doing = me.activity if activity is None else activity
+            seen = dataclasses.replace(me, status=new_status, last_seen=tx.now, activity=doing)
             if new_status != me.status:
                 tx.emit(
                     EventType.AGENT_STATUS,

@@ -151,6 +151,7 @@ async def _serve(
                 proxy_headers=bool(settings.trusted_proxies),
                 forwarded_allow_ips=settings.trusted_proxies,
                 limit_concurrency=settings.limit_concurrency,
+                timeout_keep_alive=settings.keep_alive_s,  # longer than a proxy's idle timeout
                 ws_max_size=settings.max_body_bytes,
                 # httptools, with h11's bound on a request's head and a deadline for it
                 # (cli/http_protocol.py)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     # a request's line and headers must arrive whole within this (from the connection's start, then
     # from each later request's first byte); past it 408 and the connection is closed
     head_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # how long an idle keep-alive connection stays open between requests. Above the idle timeout of
+    # whatever proxies to the server (ingress-nginx and AWS load balancers: 60 s): a server closing
+    # first races the proxy's next request on that connection, which the proxy answers 502
+    # (docs/deployment/production-operations.md)
+    keep_alive_s: int = Field(75, ge=1, le=3600)
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
     # X-Forwarded-For/-Proto are honoured only from these addresses (none by default: behind a
     # reverse proxy, list its address)

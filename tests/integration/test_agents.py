@@ -78,6 +78,27 @@ async def test_a_heartbeat_answers_the_agent_as_the_database_holds_it_after(
     assert beat.agent == await stored() and beat.agent.status == AgentStatus.BLOCKED
 
 
+async def test_a_heartbeats_issues_carry_their_dependencies(services: Services, admin: Caller) -> None:
+    """The assigned and the ready issues of a heartbeat have their dependencies read together, in
+    one statement: each issue still gets its own."""
+    await services.agents.register(admin, name="hb")
+    base = await services.issues.create(admin, title="base", agent="hb")
+    other = await services.issues.create(admin, title="other", agent="hb")
+    await services.issues.close(admin, base.id, "done", agent="hb")
+    await services.issues.close(admin, other.id, "done", agent="hb")
+    ready = await services.issues.create(admin, title="ready", agent="hb", depends_on=[base.id])
+    mine = await services.issues.create(admin, title="mine", agent="hb", depends_on=[other.id, base.id])
+    await services.issues.claim(admin, mine.id, agent="hb")
+    plain = await services.issues.create(admin, title="plain", agent="hb")
+
+    beat = await services.agents.heartbeat(admin, agent="hb")
+
+    assert [(i.id, sorted(i.depends_on)) for i in beat.assigned_issues] == [
+        (mine.id, sorted([other.id, base.id]))
+    ]
+    assert {i.id: i.depends_on for i in beat.ready_issues} == {ready.id: [base.id], plain.id: []}
+
+
 async def test_a_silent_agent_goes_offline_and_a_heartbeat_brings_it_back(
     services: Services, admin: Caller
 ) -> None:

@@ -187,8 +187,9 @@ class AgentService(Service):
         async with self.read() as rx:
             unread = await message_store.unread_count(rx.conn, me.id)
             urgent = await message_store.urgent_unread(rx.conn, me.id, limit=10)
-            assigned = await issue_store.unfinished_of(rx.conn, me.id)
-            ready = await issue_store.ready_in(rx.conn, proj.id, limit=ready_limit)
+            assigned, ready = await issue_store.unfinished_and_ready(
+                rx.conn, me.id, proj.id, limit=ready_limit
+            )
             expiring = await reservation_store.held_by(rx.conn, me.id, rx.now, until=rx.now + EXPIRY_WARNING)
         return HeartbeatResult(
             agent=seen,

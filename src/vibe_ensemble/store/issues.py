@@ -69,9 +69,17 @@ def _to_issue(row: sa.Row[Any], deps: list[int]) -> Issue:
 async def _load(
     conn: Connection, query: sa.Select[Any] | Prepared, parameters: dict[str, Any] | None = None
 ) -> list[Issue]:
-    rows = records(await conn.execute(query, parameters))
-    deps = await dependencies_of(conn, (r.id for r in rows))
-    return [_to_issue(r, deps.get(r.id, [])) for r in rows]
+    (found,) = await _load_lists(conn, [(query, parameters)])
+    return found
+
+
+async def _load_lists(
+    conn: Connection, queries: list[tuple[sa.Select[Any] | Prepared, dict[str, Any] | None]]
+) -> list[list[Issue]]:
+    """The issues of each query, with the dependencies of all of them read in one statement."""
+    found = [records(await conn.execute(query, parameters)) for query, parameters in queries]
+    deps = await dependencies_of(conn, (r.id for rows in found for r in rows))
+    return [[_to_issue(r, deps.get(r.id, [])) for r in rows] for rows in found]
 
 
 _BY_ID = Prepared(
@@ -219,6 +227,19 @@ _UNFINISHED_OF = Prepared(
 async def unfinished_of(conn: Connection, agent_id: int) -> list[Issue]:
     """Issues assigned to an agent and not yet done or closed, best first."""
     return await _load(conn, _UNFINISHED_OF, {"agent_id": agent_id})
+
+
+async def unfinished_and_ready(
+    conn: Connection, agent_id: int, project_id: int, *, limit: int
+) -> tuple[list[Issue], list[Issue]]:
+    """`unfinished_of` the agent and `ready_in` the project (a heartbeat's two lists), their
+    dependencies read in one statement rather than one for each list."""
+    queries: list[tuple[sa.Select[Any] | Prepared, dict[str, Any] | None]] = [
+        (_UNFINISHED_OF, {"agent_id": agent_id}),
+        (_READY_IN, {"project_id": project_id, "limit": limit}),
+    ]
+    mine, ready = await _load_lists(conn, queries)
+    return mine, ready
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,35 @@ async def test_threads_importance_and_ack_required(team: Services, admin: Caller
     assert [i.message.id for i in beat.urgent_unread] == [question.id]
 
 
+async def test_a_heartbeat_counts_the_unread_and_lists_the_urgent_oldest_first(
+    team: Services, admin: Caller
+) -> None:
+    """The unread count and the urgent unread mail come from one statement: with no mail, with
+    unread mail none of it urgent, and with more urgent mail than the heartbeat lists (10)."""
+    beat = await team.agents.heartbeat(admin, agent="w1")
+    assert (beat.unread_messages, beat.urgent_unread) == (0, [])
+    for i in range(3):
+        await team.messages.send(admin, agent="lead", to=["w1"], subject=f"fyi {i}", body="b")
+    beat = await team.agents.heartbeat(admin, agent="w1")
+    assert (beat.unread_messages, beat.urgent_unread) == (3, [])
+    urgent = []
+    for i in range(12):
+        importance = Importance.URGENT if i % 2 else Importance.HIGH
+        sent = await team.messages.send(
+            admin, agent="lead", to=["w1"], subject=f"now {i}", body="b", importance=importance
+        )
+        urgent.append(sent.id)
+    low = Importance.LOW
+    await team.messages.send(admin, agent="lead", to=["w1"], subject="low", body="b", importance=low)
+    beat = await team.agents.heartbeat(admin, agent="w1")
+    assert beat.unread_messages == 16
+    assert [i.message.id for i in beat.urgent_unread] == urgent[:10]  # the oldest ten, in order
+    assert all(i.read_at is None and i.message.recipients == ["w1"] for i in beat.urgent_unread)
+    await team.messages.mark_read(admin, urgent[:2], agent="w1")
+    beat = await team.agents.heartbeat(admin, agent="w1")
+    assert beat.unread_messages == 14 and [i.message.id for i in beat.urgent_unread] == urgent[2:12]
+
+
 async def test_fetching_never_marks_read_unless_asked(team: Services, admin: Caller) -> None:
     sent = await team.messages.send(admin, agent="lead", to=["w1"], subject="s", body="b")
     for _ in range(2):

@@ -185,8 +185,7 @@ class AgentService(Service):
         # What waits for the agent is read beside the writer, not under it: on SQLite the one
         # writer is the shared bottleneck, and a heartbeat is the most frequent call.
         async with self.read() as rx:
-            unread = await message_store.unread_count(rx.conn, me.id)
-            urgent = await message_store.urgent_unread(rx.conn, me.id, limit=10)
+            unread, urgent = await message_store.unread_with_urgent(rx.conn, me.id, limit=10)
             assigned, ready = await issue_store.unfinished_and_ready(
                 rx.conn, me.id, proj.id, limit=ready_limit
             )

@@ -124,23 +124,38 @@ async def unread_count(conn: Connection, agent_id: int) -> int:
     return int((await conn.execute(_UNREAD, {"agent_id": agent_id})).scalar_one())
 
 
-def _unread(importance: tuple[Importance, ...] | None) -> Prepared:
+def _unread(importance: tuple[Importance, ...] | None) -> sa.Select[Any]:
     """An agent's unread mail (of these importances, when given: one comparison each, the values
     written into the statement as constants, like `dependencies.unfinished`), oldest first."""
     q = _inbox_query(sa.bindparam("agent_id")).where(message_recipients.c.read_at.is_(None))
     if importance is not None:
         q = q.where(sa.or_(*(messages.c.importance == i.value for i in importance)))
-    return Prepared(q.order_by(message_recipients.c.message_id).limit(sa.bindparam("limit")))
+    return q.order_by(message_recipients.c.message_id).limit(sa.bindparam("limit"))
 
 
-_URGENT_UNREAD = _unread((Importance.HIGH, Importance.URGENT))
-_ANY_UNREAD = _unread(None)
+def _unread_with_urgent() -> Prepared:
+    """An agent's unread count and its oldest unread mail of high or urgent importance (a
+    heartbeat's), in one statement: the count's one row joined to the mail's rows, so that with no
+    such mail there is still the row with the count (its message columns NULL)."""
+    counted = _unread_count(sa.bindparam("agent_id")).subquery("counted")
+    urgent = _unread((Importance.HIGH, Importance.URGENT)).subquery("urgent")
+    (count,) = counted.c
+    return Prepared(
+        sa.select(count.label("unread"), urgent)
+        .select_from(counted.outerjoin(urgent, sa.true()))
+        .order_by(urgent.c.id)
+    )
 
 
-async def urgent_unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:
-    """An agent's unread mail of high or urgent importance, oldest first."""
-    rows = records(await conn.execute(_URGENT_UNREAD, {"agent_id": agent_id, "limit": limit}))
-    return await _inbox_items(conn, rows)
+_UNREAD_WITH_URGENT = _unread_with_urgent()
+_ANY_UNREAD = Prepared(_unread(None))
+
+
+async def unread_with_urgent(conn: Connection, agent_id: int, *, limit: int) -> tuple[int, list[InboxItem]]:
+    """How much of an agent's mail is unread, and its unread mail of high or urgent importance,
+    oldest first (at most `limit`)."""
+    rows = records(await conn.execute(_UNREAD_WITH_URGENT, {"agent_id": agent_id, "limit": limit}))
+    return rows[0].unread, await _inbox_items(conn, [r for r in rows if r.id is not None])
 
 
 async def unread(conn: Connection, agent_id: int, *, limit: int) -> list[InboxItem]:

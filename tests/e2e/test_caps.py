@@ -61,10 +61,10 @@ async def _refused_sse(server: ServerProcess, secret: str) -> dict[str, Any] | N
         return error
 
 
-async def _until(check: Any, what: str) -> Any:
-    """Await `check()` until it returns something truthy, within DEADLINE_S."""
+async def _until(check: Any, what: str, within_s: float = DEADLINE_S) -> Any:
+    """Await `check()` until it returns something truthy, within `within_s`."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
+    deadline = loop.time() + within_s
     while loop.time() < deadline:
         result = await check()
         if result:
@@ -99,6 +99,17 @@ async def test_feed_cap_counts_sse_and_websocket_together(server: ServerProcess)
 
 async def _let_in(server: ServerProcess, secret: str) -> bool:
     return await _refused_sse(server, secret) is None
+
+
+async def test_an_sse_client_that_leaves_gives_its_slot_back_at_once(server: ServerProcess) -> None:
+    """An SSE stream ends as soon as its client leaves, not at its next write (a keep-alive, 15 s
+    after the hello): the feed slot is back within seconds."""
+    async with rest(server.url, server.admin_token) as admin:
+        viewer = await token(admin, "viewer")
+    for _ in range(2):
+        async with sse(server, viewer), sse(server, viewer):  # the cap: 2
+            assert await _refused_sse(server, viewer) is not None
+        await _until(lambda: _let_in(server, viewer), "the slots to come back", within_s=5.0)
 
 
 async def test_wait_cap_counts_mcp_and_rest_together(server: ServerProcess) -> None:

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-import anyio
 import structlog
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -56,21 +55,40 @@ class EventStream(Response):
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream in this task while a task of its own waits for the client to leave, which then
+        cancels the streaming: one task and a done-callback, not an anyio task group, for each of
+        thousands of open streams (as the WebSocket feed does: websocket.py)."""
         metrics.FEED_SUBSCRIBERS.labels("sse").inc()
+        this = asyncio.current_task()
+        assert this is not None
+        streaming, left = True, False
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        def client_done(_: asyncio.Task[None]) -> None:
+            nonlocal left
+            if streaming:  # a watcher that ends after the streaming did cancels nothing
+                left = True
+                this.cancel()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        watcher.add_done_callback(client_done)
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_disconnect)
-                await self._stream(send)
-                tg.cancel_scope.cancel()
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not left or this.uncancel() > 0:  # cancelled from outside too: go on ending
+                raise
         finally:
+            streaming = False
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             self.feed.close()  # gives back the credential's feed slot
             metrics.FEED_SUBSCRIBERS.labels("sse").dec()
+        failed = None if watcher.cancelled() else watcher.exception()
+        if failed is not None:
+            raise failed
 
     async def _stream(self, send: Send) -> None:
         feed = self.feed

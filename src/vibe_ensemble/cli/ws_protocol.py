@@ -10,7 +10,7 @@ protocol asks nothing more.
 
 Once the handshake is answered, its request and response are not read again, but the protocol
 keeps both for the life of the socket (the library's parser holds the request, uvicorn both): their
-headers go as soon as the accept is sent (`FeedWebSocketProtocol.send`).
+headers go as soon as the accept is sent (`FeedWebSocketProtocol.start_keepalive`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
@@ -110,13 +109,12 @@ class FeedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = WriteGate()  # type: ignore[assignment]
         self.writable.set()  # open, as uvicorn's own starts
 
-    async def send(self, message: ASGISendEvent) -> None:
-        accepting = message["type"] == "websocket.accept" and not self.handshake_complete
-        await super().send(message)
-        if accepting and self.handshake_complete:
-            # Read by uvicorn and the library while the handshake is answered, never after it (the
-            # app has its own copy of the request's headers, in its scope): about 4.5 KB a socket
-            # (docs/live.md). The response is uvicorn's alone; the request is held by the
-            # library's parser too, so it is emptied rather than let go.
-            self.request.headers.clear()
-            self.response.headers.clear()
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once, as soon as the accept is sent: the handshake's request and response
+        # are read by uvicorn and the library while it is answered, never after it (the app has its
+        # own copy of the request's headers, in its scope): about 4.5 KB a socket (docs/live.md).
+        # The response is uvicorn's alone; the request is held by the library's parser too, so it is
+        # emptied rather than let go. (Here, not in `send`: that runs for every event delivered.)
+        super().start_keepalive()
+        self.request.headers.clear()
+        self.response.headers.clear()

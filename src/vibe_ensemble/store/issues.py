@@ -6,7 +6,7 @@ Their dependencies and readiness live in store/dependencies.py, their comments i
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,7 +74,7 @@ async def _load(
 
 
 async def _load_lists(
-    conn: Connection, queries: list[tuple[sa.Select[Any] | Prepared, dict[str, Any] | None]]
+    conn: Connection, queries: Sequence[tuple[sa.Select[Any] | Prepared, dict[str, Any] | None]]
 ) -> list[list[Issue]]:
     """The issues of each query, with the dependencies of all of them read in one statement."""
     found = [records(await conn.execute(query, parameters)) for query, parameters in queries]
@@ -234,11 +234,13 @@ async def unfinished_and_ready(
 ) -> tuple[list[Issue], list[Issue]]:
     """`unfinished_of` the agent and `ready_in` the project (a heartbeat's two lists), their
     dependencies read in one statement rather than one for each list."""
-    queries: list[tuple[sa.Select[Any] | Prepared, dict[str, Any] | None]] = [
-        (_UNFINISHED_OF, {"agent_id": agent_id}),
-        (_READY_IN, {"project_id": project_id, "limit": limit}),
-    ]
-    mine, ready = await _load_lists(conn, queries)
+    mine, ready = await _load_lists(
+        conn,
+        [
+            (_UNFINISHED_OF, {"agent_id": agent_id}),
+            (_READY_IN, {"project_id": project_id, "limit": limit}),
+        ],
+    )
     return mine, ready
 
 

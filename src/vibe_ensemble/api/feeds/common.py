@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
 import structlog
 from pydantic import TypeAdapter
 from starlette.requests import HTTPConnection
@@ -20,6 +24,38 @@ CLOSE_TIMEOUT_S = 1.0
 # A client cut off for falling behind gets this long to read what is buffered, and then the reason,
 # before the connection is dropped.
 CUTOFF_GRACE_S = 10.0
+
+
+async def write_until_the_client_leaves(
+    write: Coroutine[Any, Any, None], read_client: Coroutine[Any, Any, None]
+) -> BaseException | None:
+    """Run `write` in this task while `read_client` runs in a task of its own; when the reader ends
+    first (the client left, or its read failed), it cancels the writing. One task and a
+    done-callback, not two tasks (or an anyio task group, or `asyncio.wait`), for each of thousands
+    of open feeds (bench/live_latency.py). Returns what the reader raised (None when it ended, or
+    was stopped, without an error); a cancellation from outside still ends the caller."""
+    this = asyncio.current_task()
+    assert this is not None
+    writing, left = True, False
+
+    def client_done(_: asyncio.Task[None]) -> None:
+        nonlocal left
+        if writing:  # a reader that ends after the writing did cancels nothing
+            left = True
+            this.cancel()
+
+    reader = asyncio.create_task(read_client)
+    reader.add_done_callback(client_done)
+    try:
+        await write
+    except asyncio.CancelledError:
+        if not left or this.uncancel() > 0:  # cancelled from outside too: go on ending
+            raise
+    finally:
+        writing = False
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    return None if reader.cancelled() else reader.exception()
 
 
 def settings_of(conn: HTTPConnection) -> Settings:

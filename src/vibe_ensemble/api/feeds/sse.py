@@ -18,6 +18,7 @@ from vibe_ensemble.api.feeds.common import (
     EVENT_JSON,
     cut_off,
     slow_reason,
+    write_until_the_client_leaves,
 )
 from vibe_ensemble.domain.errors import DatabaseUnavailable
 from vibe_ensemble.domain.models import Event
@@ -55,38 +56,19 @@ class EventStream(Response):
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Stream in this task while a task of its own waits for the client to leave, which then
-        cancels the streaming: one task and a done-callback, not an anyio task group, for each of
-        thousands of open streams (as the WebSocket feed does: websocket.py)."""
-        metrics.FEED_SUBSCRIBERS.labels("sse").inc()
-        this = asyncio.current_task()
-        assert this is not None
-        streaming, left = True, False
+        """Stream while a task of its own waits for the client to leave, which then ends the
+        streaming (`write_until_the_client_leaves`)."""
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        def client_done(_: asyncio.Task[None]) -> None:
-            nonlocal left
-            if streaming:  # a watcher that ends after the streaming did cancels nothing
-                left = True
-                this.cancel()
-
-        watcher = asyncio.create_task(watch_disconnect())
-        watcher.add_done_callback(client_done)
+        metrics.FEED_SUBSCRIBERS.labels("sse").inc()
         try:
-            await self._stream(send)
-        except asyncio.CancelledError:
-            if not left or this.uncancel() > 0:  # cancelled from outside too: go on ending
-                raise
+            failed = await write_until_the_client_leaves(self._stream(send), watch_disconnect())
         finally:
-            streaming = False
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
             self.feed.close()  # gives back the credential's feed slot
             metrics.FEED_SUBSCRIBERS.labels("sse").dec()
-        failed = None if watcher.cancelled() else watcher.exception()
         if failed is not None:
             raise failed
 

@@ -24,6 +24,7 @@ from vibe_ensemble.api.feeds.common import (
     settings_of,
     slow_reason,
     within_the_log,
+    write_until_the_client_leaves,
 )
 from vibe_ensemble.api.web import session as sessions
 from vibe_ensemble.domain.errors import DatabaseUnavailable, InvalidInput, PermissionDenied, VibeError
@@ -197,33 +198,9 @@ class _WebSocketFeed:
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
-        """Write the feed in this task while a task of its own reads the client (pings, its close)
-        until either side ends: when the client leaves (or fails), the reader cancels this task's
-        writing. One task and a done-callback, not two tasks (or an anyio task group, or
-        `asyncio.wait`), for each of thousands of open sockets (bench/live_latency.py)."""
-        this = asyncio.current_task()
-        assert this is not None
-        stopped_by_client = False
-        writing = True
-
-        def client_done(_: asyncio.Task[None]) -> None:
-            nonlocal stopped_by_client
-            if writing:  # a reader that ends after the writing did cancels nothing
-                stopped_by_client = True
-                this.cancel()
-
-        reader = asyncio.create_task(self._read_client())
-        reader.add_done_callback(client_done)
-        try:
-            await self._write_or_close()
-        except asyncio.CancelledError:
-            if not stopped_by_client or this.uncancel() > 0:  # cancelled from outside too: go on ending
-                raise
-        finally:
-            writing = False
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        failed = None if reader.cancelled() else reader.exception()
+        """Write the feed while a task of its own reads the client (pings, its close), until either
+        side ends (`write_until_the_client_leaves`)."""
+        failed = await write_until_the_client_leaves(self._write_or_close(), self._read_client())
         if isinstance(failed, Exception) and not isinstance(failed, WebSocketDisconnect):
             raise failed
 

@@ -26,9 +26,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import mcp.server._streamable_http_modern as sdk_transport
 from bare_server import asgi, build, build_shaped  # bench/bare_server.py
 
 from vibe_ensemble.api.app import create_app
+from vibe_ensemble.api.mcp import wire_json
 from vibe_ensemble.domain.caller import SYSTEM
 from vibe_ensemble.domain.enums import AgentRole, TokenRole
 from vibe_ensemble.ops.config import DEFAULT_RATE_LIMITS, Settings
@@ -169,6 +171,10 @@ async def run(rounds: int, database_url: str | None) -> None:
 
         async def one_round(name: str, i: int) -> None:
             client, keys = clients[name]
+            # Our app has the SDK's transport write with pydantic-core (api/mcp/wire_json.py); the
+            # bare and shaped apps, served in this process too, write with the SDK's own encoder, as
+            # they do in a process of their own (bench/swarm.py).
+            vars(sdk_transport)["json"] = wire_json.WireJson() if name == "ours" else json
             me, peer = i % AGENTS, (i + 1) % AGENTS
             await client.call(
                 keys[me], "send_message", {"to": [names[peer]], "subject": f"s{i}", "body": "hello"}

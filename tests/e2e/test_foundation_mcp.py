@@ -555,3 +555,40 @@ async def test_text_that_is_not_unicode_is_refused_naming_the_field(server: Serv
     assert read["error"]["code"] != -32603, read  # not an internal error
     async with mcp_client(server.mcp_url, server.admin_token) as client:
         assert (await call(client, "list_issues"))["items"] == []
+
+
+async def test_an_answer_carries_text_beyond_ascii_as_utf8_and_reads_back_whole(
+    server: ServerProcess,
+) -> None:
+    """Answers are written by pydantic-core's encoder (api/mcp/wire_json.py): text beyond ASCII goes
+    as UTF-8, not as `\\uXXXX` escapes, and reads back the same, through the official client too."""
+    description = 'café ☕ naïve — 漢字 "quoted" \\ </script>'
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {server.admin_token}",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "register_agent",
+    }
+    arguments = {"name": "utf8-writer", "description": description}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "register_agent", "arguments": arguments, "_meta": meta},
+    }
+    answer = httpx2.post(server.mcp_url, json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert "café ☕ naïve — 漢字".encode() in answer.content
+    assert b"\\u00e9" not in answer.content
+    result = answer.json()["result"]
+    assert result["structuredContent"]["description"] == description
+    assert json.loads(result["content"][0]["text"])["description"] == description
+    async with mcp_client(server.mcp_url, server.admin_token) as client:
+        listed = await call(client, "list_agents")
+        assert [a["description"] for a in listed if a["name"] == "utf8-writer"] == [description]

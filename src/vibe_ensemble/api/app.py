@@ -23,7 +23,7 @@ from vibe_ensemble.api import metrics as api_metrics
 from vibe_ensemble.api.gate import CUT_OFF_AT_SHUTDOWN, Gate, ended_by_answer, stepped_aside
 from vibe_ensemble.api.head import HeadAsGet
 from vibe_ensemble.api.hosts import HostGuard
-from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security
+from vibe_ensemble.api.mcp import MCPEndpoint, build_mcp, transport_security, wire_json
 from vibe_ensemble.api.mcp.notifier import ListenedBus, ResourceNotifier
 from vibe_ensemble.api.mcp.profiles import PROFILES, Profile
 from vibe_ensemble.api.rest import ROUTERS, errors
@@ -232,6 +232,7 @@ def create_app(runtime: Runtime, *, tracer: Tracer | None = None) -> App:
     bus = ListenedBus(lambda: runtime.services.ctx.hub.latest)
     notifier = ResourceNotifier(runtime.services, bus)
     servers = {p: _mcp_server(settings, p, bus, tracer) for p in PROFILES}
+    wire_json.install()  # the SDK's transport writes its answers with pydantic-core's encoder
     # /mcp hands a request straight to the SDK's transport: the SDK's own Starlette app around it
     # (error middleware, a router with this one route) would only repeat what this app does.
     mcp_apps = {p: server.session_manager.handle_request for p, server in servers.items()}

@@ -7,15 +7,19 @@
 
 CPU time on a shared machine drifts by more than most changes save (bench/stack.py's figures moved
 by 10-20% between identical runs), so comparing two versions of the code by time needs many runs.
-The number of instructions a call executes does not drift: each app runs the swarm's loop in process
-(bench/stack.py: `send_message` to the next agent, then `fetch_inbox`, no sockets) under valgrind's
-cachegrind with a fixed hash seed, once for `rounds` rounds and once for twice as many, and the
-difference divided by the calls between them is what one call costs, start-up excluded. Two runs of
-the same code agree to 0.01%. Instructions are not time: the kernel's work (an fsync, a socket) and
-waits on memory are not counted, so this tells which version does less work, not how long a call
-takes. The apps are ours (on a temporary SQLite file), the bare server (bench/bare_server.py) and
-the shaped one (the bare server answering with ours' last answers). Needs valgrind (Debian's
-`valgrind` package); a run takes a few minutes.
+The number of instructions a call executes drifts far less: each app runs the
+swarm's loop in process (bench/stack.py: `send_message` to the next agent, then `fetch_inbox`, no
+sockets) under valgrind's cachegrind with a fixed hash seed, once for `rounds` rounds and once for
+twice as many, and the difference divided by the calls between them is what one call costs, start-up
+excluded. Two runs of the same code mostly agree to 0.01%, but not always: a SQLite COMMIT slower
+than 1 ms sends the next one to the commit thread (store/sqlite.py), and under valgrind whether one
+was depends on the disk, so runs of our app have differed by up to 5% in process and 1% served
+(bench/RESULTS.md, the forty-fourth round); run twice before trusting a change of a few percent.
+Instructions are not time: the kernel's work (an fsync, a socket) and waits on memory are not
+counted, so this tells which version does less work, not how long a call takes. The apps are ours
+(on a temporary SQLite file), the bare server (bench/bare_server.py) and the shaped one (the bare
+server answering with ours' last answers). Needs valgrind (Debian's `valgrind` package); a run takes
+a few minutes.
 
 With `--served`, each app is served by uvicorn on a loopback socket and called over one keep-alive
 connection from the same process, so the HTTP parser's and the event loop's work is counted too:

@@ -1,4 +1,4 @@
-"""Instructions per tool call, counted by valgrind: a figure that does not drift with the machine.
+"""Instructions per tool call, counted by valgrind: a figure that hardly drifts with the machine.
 
     python bench/instructions.py                 # ours, the bare server and the shaped one, 100 rounds
     python bench/instructions.py --app ours      # one app only

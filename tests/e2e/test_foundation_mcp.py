@@ -10,6 +10,13 @@ import pytest
 
 from tests.support import ServerProcess, call, call_error, mcp_client, mcp_error
 
+# The `_meta` a 2026-07-28 request carries (what the official client sends), for requests made by hand.
+META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
 CORE_TOOLS = {
     "register_agent",
     "heartbeat",
@@ -161,11 +168,6 @@ async def test_tool_errors_name_the_field(server: ServerProcess) -> None:
 async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: ServerProcess) -> None:
     """The SDK checks a request's params after our layers and says only "Invalid request parameters":
     the refusal names each field and its rule, as every other refusal does."""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
 
     def post(method: str, name: str, params: dict[str, object]) -> httpx2.Response:
         headers = {
@@ -175,7 +177,7 @@ async def test_params_the_sdk_refuses_are_refused_naming_the_field(server: Serve
             "Mcp-Method": method,
             **({"Mcp-Name": name} if name else {}),
         }
-        body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": meta}}
+        body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": META}}
         return httpx2.post(server.mcp_url, json=body, headers=headers)
 
     listed = post("tools/call", "list_agents", {"name": "list_agents", "arguments": ["a", "b"]})
@@ -269,18 +271,13 @@ async def test_a_request_whose_id_is_not_a_string_or_an_integer_is_refused_namin
 ) -> None:
     """The SDK took such a request for a notification (202, no answer) in the older era, and said
     only that the body was not a request in the 2026 era: both name `id`, and nothing runs."""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
     headers = {
         "Accept": "application/json, text/event-stream",
         "Authorization": f"Bearer {server.admin_token}",
         "Content-Type": "application/json",
     }
     create = {"name": "create_issue", "arguments": {"title": "never made"}}
-    for version, params in (("2025-11-25", create), ("2026-07-28", {**create, "_meta": meta})):
+    for version, params in (("2025-11-25", create), ("2026-07-28", {**create, "_meta": META})):
         era = {"MCP-Protocol-Version": version, "Mcp-Method": "tools/call", "Mcp-Name": "create_issue"}
         for bad in (None, 1.5, True, {"a": 1}, [1]):
             body = {"jsonrpc": "2.0", "id": bad, "method": "tools/call", "params": params}
@@ -466,11 +463,6 @@ async def test_null_for_an_optional_argument_is_its_default_whatever_its_type(se
 async def test_a_wait_of_nan_or_infinite_seconds_is_refused_as_such(server: ServerProcess) -> None:
     """`NaN` (which Python's JSON reads) compares false with every bound, so it was refused as
     'less than or equal to 60'. (The SDK client cannot send it: it writes NaN as null.)"""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
     headers = {
         "Accept": "application/json, text/event-stream",
         "Content-Type": "application/json",
@@ -482,7 +474,7 @@ async def test_a_wait_of_nan_or_infinite_seconds_is_refused_as_such(server: Serv
     for value in ("NaN", "Infinity"):
         body = (
             '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "wait_for_messages", '
-            f'"arguments": {{"agent": "nan", "timeout_s": {value}}}, "_meta": {json.dumps(meta)}}}}}'
+            f'"arguments": {{"agent": "nan", "timeout_s": {value}}}, "_meta": {json.dumps(META)}}}}}'
         )
         answer = httpx2.post(server.mcp_url, content=body, headers=headers, timeout=10).json()
         text = answer["result"]["content"][0]["text"]
@@ -563,11 +555,6 @@ async def test_an_answer_carries_text_beyond_ascii_as_utf8_and_reads_back_whole(
     """Answers are written by pydantic-core's encoder (api/mcp/wire_json.py): text beyond ASCII goes
     as UTF-8, not as `\\uXXXX` escapes, and reads back the same, through the official client too."""
     description = 'café ☕ naïve — 漢字 "quoted" \\ </script>'
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
     headers = {
         "Accept": "application/json, text/event-stream",
         "Authorization": f"Bearer {server.admin_token}",
@@ -580,7 +567,7 @@ async def test_an_answer_carries_text_beyond_ascii_as_utf8_and_reads_back_whole(
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": "register_agent", "arguments": arguments, "_meta": meta},
+        "params": {"name": "register_agent", "arguments": arguments, "_meta": META},
     }
     answer = httpx2.post(server.mcp_url, json=body, headers=headers)
     assert answer.status_code == 200, answer.text

@@ -30,7 +30,10 @@ COMPACT: dict[str, Any] = {"separators": (",", ":")}
 class WireJson:
     """The standard library's `json`, but for `dumps` in the compact form (see the module)."""
 
-    def __getattr__(self, name: str) -> Any:
+    loads = staticmethod(json.loads)  # (each request's body: named here, not found by `__getattr__`)
+    JSONDecodeError = json.JSONDecodeError
+
+    def __getattr__(self, name: str) -> Any:  # any other name a later SDK reads
         return getattr(json, name)
 
     @staticmethod
